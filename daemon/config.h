@@ -1,0 +1,49 @@
+/*
+ * config.h - throttled's configuration: the INI file (parsed with inih) turned into an arena spec.
+ *
+ * Every default lives in config_defaults() with the reason for it. Validation names the file and
+ * the line of each fault; all faults of a file are reported, not only the first.
+ */
+#ifndef THR_DAEMON_CONFIG_H
+#define THR_DAEMON_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "shm.h"
+
+#define CONFIG_MAX_LIMITERS 256
+
+struct config {
+        char path[256];               /* file it was read from */
+        struct shm_arena_spec arena;  /* arena.limiters points at limiters[] below */
+        char arena_name[THR_NAME_MAX + 1];
+        char arena_dir[200];          /* [arena] dir =, empty: automatic */
+        char metrics_listen[64];      /* [daemon] metrics = 127.0.0.1:9477 (issue 3+) */
+        uint64_t heartbeat_ms;        /* [daemon] heartbeat_ms */
+        size_t nlimiters;
+        struct shm_limiter_spec limiters[CONFIG_MAX_LIMITERS];
+};
+
+/*
+ * config_load - read and validate PATH into *CFG (which it fully initialises, defaults first).
+ * On failure returns -EINVAL (or -errno when the file cannot be read) and writes one line per
+ * fault into ERR (ERRLEN bytes, NUL-terminated, truncated with "..." if needed), each of the form
+ * "PATH:LINE: what was wrong". Pure apart from reading the file; thread-safe.
+ */
+int config_load(const char *path, struct config *cfg, char *err, size_t errlen);
+
+/*
+ * config_parse_rate - "100/s", "20000/min", "5/250ms", "1000000000/7s", "3/h", "10/d" into
+ * N and P (ns). Units: ns, us, ms, s, sec, m, min, h, hour, d, day; a number before the unit is
+ * optional. Returns 0 or -EINVAL / -ERANGE with ERR saying why.
+ */
+int config_parse_rate(const char *s, uint64_t *n, uint64_t *period_ns, char *err, size_t errlen);
+
+/*
+ * config_parse_duration - "250ms", "30s", "5min", "0" (no unit only for 0) into ns.
+ * Returns 0 or -EINVAL / -ERANGE.
+ */
+int config_parse_duration(const char *s, uint64_t *ns, char *err, size_t errlen);
+
+#endif

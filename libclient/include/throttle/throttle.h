@@ -1,0 +1,172 @@
+/*
+ * throttle.h - libthrottle-client: admissions decided in a shared-memory arena.
+ *
+ * A daemon (throttled) creates the arena and its named limiters; every process that links this
+ * library maps the arena and decides admissions itself with an atomic compare-and-swap on the
+ * key's state word. For a key that already exists, thr_limiter_try makes no syscall, takes no
+ * lock and allocates nothing. A new key is inserted by the caller (under a per-shard robust
+ * mutex, on the insert path only).
+ *
+ * Conventions: every function returns an int, >= 0 on success and -errno on failure; errno is
+ * never the channel. Results are filled through pointers. Handles are opaque.
+ *
+ * Thread safety: all functions are safe to call from many threads of many processes at once on
+ * the same arena and limiter handles, except thr_arena_close (no other call on that arena may be
+ * running or start) and thr_limiter_close likewise for its limiter.
+ *
+ * fork(): a child may keep using the handles its parent opened; it registers its own per-thread
+ * records on first use and never shares the parent's.
+ *
+ * Time: durations are nanoseconds. On a real-clock arena the time is CLOCK_MONOTONIC (vDSO, no
+ * syscall); on a manual-clock arena (tests) it is a value in the arena that thr_clock_advance sets.
+ */
+#ifndef THROTTLE_THROTTLE_H
+#define THROTTLE_THROTTLE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define THR_VERSION_MAJOR 0
+#define THR_VERSION_MINOR 1
+#define THR_VERSION_PATCH 0
+
+/* Largest key in bytes; a longer key is refused with -ENAMETOOLONG. */
+#define THR_KEY_MAX_LEN 104
+
+typedef struct thr_arena thr_arena;
+typedef struct thr_limiter thr_limiter;
+
+/* Outcome of one decision (GCRA semantics, see thr_limiter_try). */
+struct thr_result {
+        int admitted;            /* 1 admitted, 0 denied */
+        uint64_t limit;          /* the burst B */
+        uint64_t remaining;      /* whole tokens left after this decision, >= 0 */
+        uint64_t retry_after_ns; /* 0 if admitted; else when this same request would fit */
+        uint64_t reset_after_ns; /* time until the bucket is full again */
+};
+
+/* A place taken by thr_limiter_reserve. */
+struct thr_reservation {
+        uint64_t due_ns;  /* arena time at which the request conforms (<= now: at once) */
+        uint64_t wait_ns; /* due_ns - now at the time of the reservation, 0 if due already */
+        uint64_t cost;
+        /* private: what thr_reservation_cancel needs to give the place back */
+        uint64_t priv_tat;
+        uint64_t priv_prev;
+        const thr_limiter *priv_lim;
+        const void *priv_slot;
+};
+
+/*
+ * thr_version - the library's version, to check at run time against the header's.
+ * Returns (major << 16) | (minor << 8) | patch. Thread-safe, no syscall.
+ */
+int thr_version(void);
+
+/*
+ * thr_arena_open - map the arena called NAME (as named in the daemon's [arena] section) for
+ * reading and writing. NAME is looked up on the hugetlbfs mounts libhugetlbfs knows, then in
+ * /dev/shm (file "throttle.NAME"); a NAME containing '/' is taken as a path.
+ * FLAGS: 0.
+ * Returns 0 and sets *OUT, or:
+ *   -ENOENT           no such arena
+ *   -EACCES           the file's mode or group does not let this process map it
+ *   -EPROTONOSUPPORT  the arena has another layout major version than this library
+ *   -EBADMSG          the arena header is not valid (magic, sizes, offsets)
+ *   -ESTALE           the arena's clock cannot be read the same way here (another boot or
+ *                     another time namespace)
+ *   -ENAMETOOLONG     NAME too long; -EINVAL bad arguments; -ENOMEM
+ * Thread-safe. Makes syscalls (open, mmap); may be called after fork.
+ */
+int thr_arena_open(const char *name, unsigned flags, thr_arena **out);
+
+/*
+ * thr_arena_close - unmap the arena and release this process's per-thread records in it.
+ * Returns 0. Not to be called while another thread uses the arena or its limiters.
+ */
+int thr_arena_close(thr_arena *arena);
+
+/*
+ * thr_limiter_open - find the limiter called NAME in ARENA.
+ * Returns 0 and sets *OUT, or -ENOENT (no such limiter), -EINVAL, -ENOMEM, -EBADMSG (its
+ * directory entry is corrupt). Thread-safe; allocates; no syscall.
+ */
+int thr_limiter_open(thr_arena *arena, const char *name, thr_limiter **out);
+
+/* thr_limiter_close - free the handle. Returns 0. */
+int thr_limiter_close(thr_limiter *lim);
+
+/*
+ * thr_limiter_try - decide now whether KEY may spend COST tokens; never sleeps.
+ * GCRA with emission interval T and burst B: new_tat = max(tat, now) + cost*T is admitted iff
+ * new_tat - now <= B*T. A denied request writes nothing. COST 0 is a peek: the result says what
+ * is left and nothing changes. A new key is inserted (its first request starts it with `initial`
+ * tokens).
+ * Returns 1 admitted, 0 denied (RES filled in both cases, RES may be NULL), or:
+ *   -ERANGE        COST > B: never admissible (distinct from a denial)
+ *   -ENAMETOOLONG  key longer than THR_KEY_MAX_LEN; -EINVAL empty key or NULL argument
+ *   -ENOSPC        the key is new and the limiter's table is full
+ *   -EBADMSG       the limiter's parameters in the arena are corrupt
+ * Lock-free, thread-safe. No syscall, no lock, no allocation when the key exists; inserting a
+ * new key takes the shard's robust mutex (which may sleep in futex if contended).
+ */
+int thr_limiter_try(thr_limiter *lim, const void *key, size_t key_len, uint64_t cost,
+                    struct thr_result *res);
+
+/*
+ * thr_limiter_reserve - take a place for COST tokens without sleeping, and say when it is due.
+ * Reservations are served in the order they were taken (each pushes the key's TAT), with no
+ * coordinator; a later thr_limiter_try cannot jump ahead of them. A place is only taken if it is
+ * due within MAX_WAIT_NS and within the limiter's max_reserve; otherwise nothing changes.
+ * Returns 0 and fills *RV, or -EAGAIN (due later than allowed: RV->wait_ns says when it would be
+ * due), -ERANGE (COST > B), and the errors of thr_limiter_try.
+ * Lock-free, thread-safe, no syscall when the key exists.
+ */
+int thr_limiter_reserve(thr_limiter *lim, const void *key, size_t key_len, uint64_t cost,
+                        uint64_t max_wait_ns, struct thr_reservation *rv);
+
+/*
+ * thr_reservation_cancel - give a reservation back. It is given back only if no later
+ * reservation or admission was stacked on it (the key's TAT is still the one this reservation
+ * set); otherwise giving it back would move the waiters behind it, and it is kept.
+ * Returns 1 given back, 0 kept (someone came after; the place is simply unused), -EINVAL.
+ * Lock-free, thread-safe, no syscall.
+ */
+int thr_reservation_cancel(const struct thr_reservation *rv);
+
+/*
+ * thr_limiter_acquire - admit COST tokens for KEY, sleeping until they are due.
+ * If the wait would exceed TIMEOUT_NS it fails at once, without consuming anything.
+ * Returns 0 (admitted; RES filled if not NULL), -ETIMEDOUT (would wait too long; nothing
+ * consumed), -EINTR (a signal interrupted the sleep; the place stays taken), and the errors of
+ * thr_limiter_reserve. May sleep (clock_nanosleep). Thread-safe.
+ */
+int thr_limiter_acquire(thr_limiter *lim, const void *key, size_t key_len, uint64_t cost,
+                        uint64_t timeout_ns, struct thr_result *res);
+
+/*
+ * thr_clock_now - the arena's time in ns since its epoch. Returns 0. No syscall (vDSO).
+ */
+int thr_clock_now(thr_arena *arena, uint64_t *now_ns);
+
+/*
+ * thr_clock_advance - move a manual-clock arena's time forward by DELTA_NS.
+ * Returns 0, or -EPERM on a real-clock arena (explicit time never comes from callers there).
+ * Thread-safe (atomic add).
+ */
+int thr_clock_advance(thr_arena *arena, uint64_t delta_ns);
+
+/*
+ * thr_strerror - a message for a -errno returned by this library, naming throttle's meaning
+ * of it where it has one (e.g. -ERANGE: "cost exceeds the limiter's burst"). Never NULL.
+ */
+const char *thr_strerror(int err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,235 @@
+/*
+ * layout.h - the byte layout of a throttle arena, shared by every process that maps it.
+ *
+ * The arena is one file (hugetlbfs, else /dev/shm) mapped MAP_SHARED at a different address in
+ * every process, so it holds offsets from its own start, never pointers. All fields are
+ * fixed-width and naturally aligned; every atomic is a lock-free 64- or 32-bit word (asserted
+ * below); there are no 16-byte atomics (a cmpxchg16b load faults on shmctl's read-only mapping).
+ *
+ *   offset 0                                                        hdr.arena_size
+ *   +-----------+-------------+----------------+-----------------------------------+
+ *   | header    | limiter dir | reader records | heap: param records, tables, spare |
+ *   | 4096 B    | n * 128 B   | n * 128 B      | bump-allocated by the daemon only  |
+ *   +-----------+-------------+----------------+-----------------------------------+
+ *
+ * Header (struct thr_hdr, 4096 bytes): magic, layout major/minor, sizes, the clock description,
+ * the per-arena hash secret, daemon identity and heartbeat, section offsets, then headroom: a
+ * minor version may only add fields in the headroom, never move one.
+ *
+ * Limiter directory (struct thr_dir_entry[dir_count]): one 128-byte entry per limiter. `state`
+ * says whether the entry is in use; `params_off` points at the limiter's current parameter record
+ * (struct thr_params). Parameter records are immutable once published: a reload writes a new
+ * record and swaps `params_off` with one release store, so a client reads either the old record or
+ * the new one, never half of each. `table_off` points at the limiter's key table.
+ *
+ * Key table (struct thr_table, then shards, then slots):
+ *
+ *   thr_table | thr_shard[nshards] | slot[0] ... slot[nshards * shard_slots - 1]
+ *
+ *   A key hashes (SipHash keyed with the arena secret) to a shard and to a home slot inside that
+ *   shard; lookup probes linearly (wrapping inside the shard) until it finds the key or an EMPTY
+ *   slot. Each slot is 128 bytes and 64-byte aligned: meta word, state word and the first 40 key
+ *   bytes share one cache line, so a lookup of a short key touches one line.
+ *
+ *   Slot lifecycle (meta word, bits 63..62):
+ *     EMPTY  -> BUSY    an inserter holding the shard's insert mutex claims it (key not yet valid)
+ *     BUSY   -> LIVE    release store after key, length and state are written: readers that
+ *                       acquire-load LIVE see the whole key
+ *     LIVE   -> DEAD    (issue 3) the daemon evicts with a CAS on the state word first, then marks
+ *                       meta DEAD; lookups skip DEAD slots and keep probing
+ *     DEAD   -> BUSY    (issue 3) reuse by an inserter, only after a grace period over all readers
+ *     DEAD   -> EMPTY   (issue 3) only at the end of a probe cluster (next slot EMPTY), so no key
+ *                       ever becomes unreachable from its home slot
+ *   Bits 61..32 of meta carry a 30-bit generation bumped at every reuse; bits 31..0 the high half
+ *   of the key's hash (a tag compared before the key bytes).
+ *
+ *   All slot creation in a shard happens under that shard's robust process-shared mutex (insert
+ *   path only; the lookup path never takes it). So "at most one live slot per key" holds: an
+ *   inserter re-probes under the mutex before claiming, and nobody else can create the key
+ *   meanwhile. A process killed holding the mutex leaves it EOWNERDEAD; the next inserter repairs
+ *   the shard (a BUSY slot left behind becomes DEAD) and marks the mutex consistent.
+ *
+ *   State word (GCRA): the key's theoretical arrival time (TAT) as an unsigned count of units of
+ *   1/K ns since the arena epoch, K being the limiter's time scale (params.k), chosen so that the
+ *   emission interval T is a whole number of units: T = P/N ns exactly, no drift ever. K <= 29
+ *   keeps 2^64 units above 20 years. Two values are reserved: THR_TAT_FRESH (inserted, never
+ *   charged: the first request starts it at now + (B - initial) * T) and THR_TAT_DEAD (evicted).
+ *
+ * Reader records (struct thr_reader[reader_count], 128 bytes each): one per client thread per
+ * arena, claimed by CAS on `owner` (0 = free). Only the owning thread writes the counters and the
+ * online word, so statistics never add a write to a line another thread writes. `online` holds
+ * the grace-period counter seen on entry to a read-side section, 0 when offline (used by the
+ * daemon's grace periods in issue 3).
+ */
+#ifndef THR_SHM_LAYOUT_H
+#define THR_SHM_LAYOUT_H
+
+#include <assert.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define THR_MAGIC         0x414e455241524854ull /* "THRARENA" little-endian */
+#define THR_LAYOUT_MAJOR  1u
+#define THR_LAYOUT_MINOR  0u
+#define THR_HDR_SIZE      4096u
+#define THR_NAME_MAX      63u  /* arena and limiter names, without the NUL */
+#define THR_KEY_MAX       104u /* bytes of a key; longer keys get -ENAMETOOLONG */
+#define THR_KEY_INLINE    40u  /* key bytes in the slot's first cache line */
+#define THR_SLOT_SIZE     128u
+#define THR_DIR_ENTRY_SIZE 128u
+#define THR_READER_SIZE   128u
+#define THR_ALIGN         64u
+#define THR_MAX_K         29u /* time-scale cap: 2^64 units of 1/K ns last >= 20 years */
+#define THR_MAX_SHARDS    4096u
+
+#define THR_TAT_FRESH UINT64_MAX
+#define THR_TAT_DEAD  (UINT64_MAX - 1)
+#define THR_TAT_LIMIT (UINT64_MAX - 2) /* largest storable TAT */
+
+/* hdr.clock_id */
+enum thr_clock_kind { THR_CLOCK_MONOTONIC = 1, THR_CLOCK_MANUAL = 2 };
+
+/* hdr.backing */
+enum thr_backing { THR_BACKING_HUGETLBFS = 1, THR_BACKING_SHM = 2 };
+
+/* thr_dir_entry.state */
+enum thr_dir_state { THR_DIR_FREE = 0, THR_DIR_LIVE = 1, THR_DIR_RETIRED = 2 };
+
+/* thr_params.kind */
+enum thr_limiter_kind { THR_KIND_GCRA = 1 };
+
+/* slot meta status, bits 63..62 */
+enum thr_slot_status { THR_SLOT_EMPTY = 0, THR_SLOT_BUSY = 1, THR_SLOT_LIVE = 2, THR_SLOT_DEAD = 3 };
+
+#define THR_META_STATUS(m) ((unsigned)((m) >> 62))
+#define THR_META_GEN(m)    ((uint32_t)(((m) >> 32) & 0x3fffffffu))
+#define THR_META_TAG(m)    ((uint32_t)(m))
+#define THR_META_MAKE(st, gen, tag)                                                                \
+        (((uint64_t)(st) << 62) | ((uint64_t)((gen) & 0x3fffffffu) << 32) | (uint64_t)(tag))
+
+struct thr_hdr {
+        uint64_t magic;          /* THR_MAGIC, written last at creation (release) */
+        uint32_t major;          /* THR_LAYOUT_MAJOR: a client of another major refuses */
+        uint32_t minor;          /* THR_LAYOUT_MINOR: only adds fields in the headroom */
+        uint64_t arena_size;     /* bytes of the whole file */
+        uint32_t hdr_size;       /* THR_HDR_SIZE */
+        uint32_t backing;        /* enum thr_backing, as verified after mapping */
+        uint64_t page_size;      /* page size of the mapping, verified in /proc/self/smaps */
+        uint64_t thp_bytes;      /* /dev/shm only: bytes the kernel backed with huge pages */
+        char name[THR_NAME_MAX + 1];
+
+        /* clock: every process reads time the same way */
+        uint32_t clock_id;       /* enum thr_clock_kind */
+        uint32_t pad0;
+        uint8_t boot_id[16];     /* /proc/sys/kernel/random/boot_id at creation */
+        int64_t timens_mono_ns;  /* CLOCK_MONOTONIC offset of the creator's time namespace */
+        int64_t epoch_ns;        /* CLOCK_MONOTONIC value that arena time 0 stands for */
+        _Atomic uint64_t manual_now_ns; /* THR_CLOCK_MANUAL: the arena's time, set by tests */
+
+        uint64_t secret[2];      /* SipHash key: chosen keys cannot pile onto one probe run */
+
+        /* daemon identity (informational; liveness is the lock on byte 0 of the file) */
+        _Atomic uint64_t daemon_pid;
+        _Atomic uint64_t daemon_start_ns; /* arena time the current daemon attached */
+        _Atomic uint64_t heartbeat_ns;    /* arena time of the daemon's last heartbeat */
+        _Atomic uint64_t attach_count;    /* how many times a daemon attached (restarts + 1) */
+
+        /* sections */
+        uint64_t dir_off;
+        uint32_t dir_count;
+        uint32_t pad1;
+        uint64_t reader_off;
+        uint32_t reader_count;
+        uint32_t pad2;
+        uint64_t heap_off;       /* first byte of the heap */
+        uint64_t heap_end;       /* one past its last byte (== arena_size) */
+        _Atomic uint64_t heap_top; /* bump pointer; written by the daemon only */
+        _Atomic uint64_t config_gen; /* bumped by the daemon at every (re)configuration */
+
+        /* statistics that only the daemon writes */
+        _Atomic uint64_t grace_periods;
+
+        uint8_t headroom[THR_HDR_SIZE - 280];
+};
+
+struct thr_params {
+        uint32_t kind;           /* enum thr_limiter_kind */
+        uint32_t size;           /* sizeof(struct thr_params) when written */
+        uint64_t rate_n;         /* N tokens ... */
+        uint64_t period_ns;      /* ... per P ns, as configured */
+        uint64_t k;              /* time scale: units of 1/k ns */
+        uint64_t t_units;        /* emission interval T = P/N ns, in units (exact) */
+        uint64_t burst;          /* B >= 1 */
+        uint64_t initial;        /* tokens a new key starts with, <= B */
+        uint64_t bt_units;       /* B * T, checked not to overflow */
+        uint64_t max_reserve_units; /* how far past now + B*T a reservation may push the TAT */
+        uint64_t gen;            /* config generation that wrote this record */
+        uint64_t reserved[6];
+};
+
+struct thr_dir_entry {
+        char name[THR_NAME_MAX + 1];
+        _Atomic uint32_t state;  /* enum thr_dir_state */
+        uint32_t pad;
+        _Atomic uint64_t params_off; /* current immutable parameter record */
+        uint64_t table_off;      /* key table of this limiter */
+        uint64_t table_bytes;
+        uint8_t reserved[THR_DIR_ENTRY_SIZE - 96];
+};
+
+struct thr_table {
+        uint32_t nshards;        /* power of two */
+        uint32_t shard_slots;    /* slots per shard */
+        uint64_t capacity;       /* hard cap on live keys in this table */
+        uint64_t shard_max;      /* cap on live keys per shard (keeps probe runs short) */
+        uint64_t shards_off;     /* offset of thr_shard[nshards] from the arena start */
+        uint64_t slots_off;      /* offset of slot[0] from the arena start */
+        _Atomic uint64_t live;   /* live keys in the table (insert path and daemon only) */
+        _Atomic uint64_t insert_fail; /* inserts refused because the table was full */
+        uint8_t pad[8];
+};
+
+/* One per shard, cache-line aligned; touched by the insert path and the daemon, never by lookups. */
+struct thr_shard {
+        uint8_t mutex[64];       /* pthread_mutex_t, robust and process-shared */
+        _Atomic uint64_t live;   /* live slots in this shard */
+        _Atomic uint64_t inserts;
+        _Atomic uint64_t repairs; /* interrupted inserts repaired after EOWNERDEAD */
+        _Atomic uint64_t floor_units; /* issue 3: TAT floor new keys start from after on_full=evict */
+        uint8_t pad[32];
+};
+
+struct thr_slot {
+        _Atomic uint64_t meta;   /* status | generation | hash tag, see above */
+        _Atomic uint64_t state;  /* GCRA: TAT in units, or THR_TAT_FRESH / THR_TAT_DEAD */
+        uint32_t key_len;
+        uint32_t pad;
+        uint8_t key[THR_KEY_MAX]; /* first THR_KEY_INLINE bytes in line 0 */
+};
+
+struct thr_reader {
+        _Atomic uint64_t owner;  /* 0 free; else a token unique to (process, thread) */
+        _Atomic uint64_t online; /* grace-period counter seen on entry; 0 when offline */
+        _Atomic uint64_t pid;    /* pid of the owner, as the owner sees itself (informational) */
+        _Atomic uint64_t tid;
+        _Atomic uint64_t admitted; /* counters written only by the owner thread */
+        _Atomic uint64_t denied;
+        _Atomic uint64_t inserts;
+        _Atomic uint64_t cas_retries;
+        uint8_t pad[THR_READER_SIZE - 64];
+};
+
+static_assert(sizeof(struct thr_hdr) == THR_HDR_SIZE, "header is one page");
+static_assert(sizeof(struct thr_params) == 128, "params record size");
+static_assert(sizeof(struct thr_dir_entry) == THR_DIR_ENTRY_SIZE, "dir entry size");
+static_assert(sizeof(struct thr_table) == 64, "table header is one line");
+static_assert(sizeof(struct thr_shard) == 128, "shard header size");
+static_assert(sizeof(struct thr_slot) == THR_SLOT_SIZE, "slot size");
+static_assert(offsetof(struct thr_slot, key) + THR_KEY_INLINE == 64, "inline key in line 0");
+static_assert(sizeof(struct thr_reader) == THR_READER_SIZE, "reader size");
+static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "64-bit atomics must be lock-free");
+static_assert(ATOMIC_INT_LOCK_FREE == 2, "32-bit atomics must be lock-free");
+static_assert(offsetof(struct thr_hdr, magic) == 0, "magic first");
+
+#endif

@@ -1,0 +1,236 @@
+/*
+ * shm.h - the arena library (static, internal): creating, attaching and validating arenas, the
+ * key table, the GCRA arithmetic and the arena clock. Used by libthrottle-client, throttled,
+ * shmctl and the tests. Knows nothing of sockets, config files or threads' lifetimes.
+ *
+ * Functions return 0 (or a count) on success and -errno on failure; those that can fail for a
+ * reason a person must read also fill ERR (a buffer of ERRLEN bytes) with a sentence naming what
+ * was wrong.
+ */
+#ifndef THR_SHM_H
+#define THR_SHM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
+
+#include "layout.h"
+
+/* ---------------------------------------------------------------- specs (what to build) */
+
+enum shm_hugepages { SHM_HUGE_AUTO = 0, SHM_HUGE_REQUIRE = 1, SHM_HUGE_OFF = 2 };
+
+struct shm_limiter_spec {
+        char name[THR_NAME_MAX + 1];
+        uint64_t rate_n;         /* N tokens per ... */
+        uint64_t period_ns;      /* ... P nanoseconds */
+        uint64_t burst;          /* B >= 1 */
+        uint64_t initial;        /* tokens of a new key, <= B (default B) */
+        uint64_t max_reserve_ns; /* how far ahead reservations may reach beyond the burst */
+        uint64_t capacity;       /* hard cap on live keys */
+        uint32_t shards;         /* 0: chosen from capacity; else a power of two */
+};
+
+struct shm_arena_spec {
+        char name[THR_NAME_MAX + 1];
+        const char *dir;         /* NULL: hugetlbfs mount (libhugetlbfs), else /dev/shm */
+        enum shm_hugepages hugepages;
+        mode_t mode;             /* file mode, e.g. 0660 */
+        gid_t gid;               /* (gid_t)-1: leave the group alone */
+        uint32_t clock;          /* THR_CLOCK_MONOTONIC or THR_CLOCK_MANUAL */
+        uint32_t max_limiters;   /* directory entries (>= nlimiters) */
+        uint32_t max_readers;    /* reader records */
+        uint64_t spare_bytes;    /* heap left free for limiters and records added later */
+        size_t nlimiters;
+        const struct shm_limiter_spec *limiters;
+};
+
+/* ---------------------------------------------------------------- a mapped arena */
+
+struct shm_map {
+        void *base;
+        size_t size;
+        int fd;
+        bool writable;
+        char path[256];
+};
+
+static inline struct thr_hdr *shm_hdr(const struct shm_map *m)
+{
+        return (struct thr_hdr *)m->base;
+}
+
+/* Pointer to OFF in the arena based at BASE (no check: callers validated OFF). */
+static inline void *shm_at(const void *base, uint64_t off)
+{
+        return (char *)base + off;
+}
+
+/*
+ * shm_params_make - compute a limiter's parameter record from its spec: the time scale K, the
+ * exact emission interval T = P/N ns in units of 1/K ns, B*T and the reservation cap, refusing
+ * anything that is not exact or could overflow. Pure; thread-safe.
+ * Returns 0, or -EINVAL / -ERANGE / -EDOM with ERR naming the field and why.
+ */
+int shm_params_make(const struct shm_limiter_spec *spec, uint64_t gen, struct thr_params *out,
+                    char *err, size_t errlen);
+
+/*
+ * shm_arena_path - where the arena called NAME lives or would be created. With DIR NULL and
+ * HUGE != SHM_HUGE_OFF, the 2 MiB hugetlbfs mount libhugetlbfs finds; with no mount, or HUGE ==
+ * SHM_HUGE_OFF, /dev/shm. A NAME containing '/' is a path already.
+ * Returns 0, -ENOENT (REQUIRE and no hugetlbfs mount), -ENAMETOOLONG.
+ */
+int shm_arena_path(const char *name, const char *dir, enum shm_hugepages huge, char *out,
+                   size_t outlen);
+
+/*
+ * shm_arena_find - the path of an existing arena called NAME: the hugetlbfs candidate if that file
+ * exists, else the /dev/shm one. Returns 0, -ENOENT, -ENAMETOOLONG.
+ */
+int shm_arena_find(const char *name, char *out, size_t outlen);
+
+/*
+ * shm_arena_create - build a new arena from SPEC: file created under a temporary name, space
+ * allocated (posix_fallocate) and pre-faulted (MAP_POPULATE), header, directory, readers,
+ * limiters and tables written, the backing obtained verified in /proc/self/smaps, then renamed
+ * into place so no process ever opens half an arena. Fails clearly when a hugetlbfs pool or
+ * tmpfs is too small (never a later SIGBUS). With SHM_HUGE_AUTO, falls back to /dev/shm when
+ * hugetlbfs cannot hold it, and says so in ERR (returns 1 in that case).
+ * Returns 0 or 1 (fell back) and fills *OUT (mapped read-write), or -errno with ERR.
+ */
+int shm_arena_create(const struct shm_arena_spec *spec, struct shm_map *out, char *err,
+                     size_t errlen);
+
+/*
+ * shm_arena_attach - open and map the arena file at PATH, read-write or read-only, and run
+ * shm_arena_valid on it. Returns 0, or -ENOENT, -EACCES, -EPROTONOSUPPORT, -EBADMSG with ERR.
+ */
+int shm_arena_attach(const char *path, bool writable, struct shm_map *out, char *err,
+                     size_t errlen);
+
+/* shm_arena_detach - unmap and close. Safe on a zeroed map. */
+void shm_arena_detach(struct shm_map *m);
+
+/*
+ * shm_arena_valid - check an arena mapped at BASE with LEN bytes before trusting anything in it:
+ * magic, versions, sizes, every section offset and count, every live directory entry's parameter
+ * record and table geometry. Treats the arena as untrusted input (clients can write it).
+ * Returns 0, -EPROTONOSUPPORT (other major) or -EBADMSG, with ERR naming the first fault.
+ */
+int shm_arena_valid(const void *base, size_t len, char *err, size_t errlen);
+
+/*
+ * shm_params_valid / shm_table_valid - the checks shm_arena_valid runs on one limiter, for
+ * callers (shmctl, the daemon) that re-read an entry later. Return 0 or -EBADMSG with ERR.
+ */
+int shm_params_valid(const void *base, size_t len, uint64_t off, char *err, size_t errlen);
+int shm_table_valid(const void *base, size_t len, uint64_t off, char *err, size_t errlen);
+
+/*
+ * shm_arena_configure - make the limiters of an attached, writable arena match SPEC (daemon
+ * only, single writer): a limiter with the same table geometry keeps its table and every bucket,
+ * and gets a new parameter record if its parameters changed; a new limiter is allocated from the
+ * spare heap. A limiter whose capacity or shard count changed cannot be resized in place: -EBUSY
+ * with ERR naming it. Returns 0 or -errno with ERR; on error nothing was changed.
+ */
+int shm_arena_configure(struct shm_map *m, const struct shm_arena_spec *spec, char *err,
+                        size_t errlen);
+
+/*
+ * shm_arena_check_clock - whether this process reads the arena's clock the same way as its
+ * creator: same boot (boot_id) and same CLOCK_MONOTONIC offset (time namespace).
+ * Returns 0 or -ESTALE with ERR.
+ */
+int shm_arena_check_clock(const struct thr_hdr *h, char *err, size_t errlen);
+
+/*
+ * shm_daemon_lock - take the daemon's exclusive lock on the arena (an open-file-description
+ * write lock on byte 0, which the kernel drops when the holder exits). Returns 0, or -EBUSY if
+ * another process holds it (*HOLDER set to its pid when known).
+ * shm_daemon_alive - whether some process holds that lock (works on a read-only fd).
+ * Returns 1 alive, 0 not, -errno.
+ */
+int shm_daemon_lock(struct shm_map *m, pid_t *holder);
+int shm_daemon_alive(const struct shm_map *m, pid_t *holder);
+
+/* shm_dir_find - index of the live limiter called NAME, or -ENOENT. Validates the entry. */
+int shm_dir_find(const struct shm_map *m, const char *name);
+
+/* ---------------------------------------------------------------- clock */
+
+/* Arena time in ns since its epoch. Real clock: CLOCK_MONOTONIC through the vDSO, no syscall. */
+static inline uint64_t shm_now_ns(const struct thr_hdr *h)
+{
+        if (h->clock_id == THR_CLOCK_MANUAL)
+                return atomic_load_explicit(&h->manual_now_ns, memory_order_acquire);
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t)((int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec - h->epoch_ns);
+}
+
+/* ---------------------------------------------------------------- hashing */
+
+/* SipHash-1-3 of KEY keyed with the arena's secret. Thread-safe, pure. */
+uint64_t shm_hash(const uint64_t secret[2], const void *key, size_t len);
+
+/* ---------------------------------------------------------------- key table */
+
+/*
+ * shm_table_lookup - the live slot of KEY (hash H) in table TB, or NULL if absent.
+ * Lock-free, wait-free in the table size; reads only. The caller is inside a read-side section.
+ */
+struct thr_slot *shm_table_lookup(void *base, const struct thr_table *tb, uint64_t h,
+                                  const void *key, uint32_t len);
+
+/*
+ * shm_table_insert - the live slot of KEY, inserting it (state THR_TAT_FRESH) if absent: takes the
+ * shard's robust mutex, re-probes, claims the first EMPTY or reusable slot. At most one live slot
+ * per key. *CREATED set to whether this call inserted it.
+ * Returns 0, -ENOSPC (table or shard full), -EBADMSG (probe run has no EMPTY end), -errno from the
+ * mutex. Thread-safe, multi-process safe; may sleep on the mutex.
+ */
+int shm_table_insert(void *base, struct thr_table *tb, uint64_t h, const void *key, uint32_t len,
+                     struct thr_slot **out, bool *created);
+
+/* shm_table_count - live slots counted by walking every slot (tests, shmctl); < 0 on corruption. */
+int64_t shm_table_count(const void *base, const struct thr_table *tb);
+
+/* ---------------------------------------------------------------- GCRA */
+
+struct shm_gcra {
+        bool admitted;
+        uint64_t new_tat;       /* state to store if admitted (units) */
+        uint64_t remaining;     /* tokens */
+        uint64_t retry_units;   /* 0 if admitted */
+        uint64_t reset_units;
+};
+
+/*
+ * shm_gcra_step - the GCRA decision for COST at NOW (units) on stored state TAT (units or
+ * THR_TAT_FRESH), per DESIGN.md section 5. COST <= B is the caller's check. Pure.
+ */
+static inline void shm_gcra_step(const struct thr_params *p, uint64_t tat, uint64_t now,
+                                 uint64_t cost, struct shm_gcra *g)
+{
+        if (tat == THR_TAT_FRESH)
+                tat = now + (p->burst - p->initial) * p->t_units;
+        uint64_t base = tat > now ? tat : now;
+        uint64_t new_tat = base + cost * p->t_units;
+        g->admitted = new_tat - now <= p->bt_units;
+        g->new_tat = new_tat;
+        g->reset_units = (g->admitted ? new_tat : base) - now;
+        g->retry_units = g->admitted ? 0 : new_tat - p->bt_units - now;
+        g->remaining = g->reset_units >= p->bt_units ? 0
+                                                     : (p->bt_units - g->reset_units) / p->t_units;
+}
+
+/* Units of 1/K ns -> ns, rounded up (a retry after that many ns is never early). */
+static inline uint64_t shm_units_to_ns(const struct thr_params *p, uint64_t u)
+{
+        return u / p->k + (u % p->k != 0);
+}
+
+#endif
