@@ -1,0 +1,161 @@
+/*
+ * supervisor.c - throttled's arena supervision: create or re-attach, lock, heartbeat, reload.
+ *
+ * A restart must not reset limits: an existing arena is re-attached with every bucket kept, and
+ * only its parameter records are swapped when the config changed them. Two daemons never run on
+ * one arena: the first holds an open-file-description write lock on byte 0 of the file, which
+ * the kernel drops when that process exits however it dies; the second finds it held and stops.
+ * Clients never take that lock and never wait for the daemon.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <sysexits.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "supervisor.h"
+
+static int attach_existing(struct supervisor *s, const char *path, bool recreate)
+{
+        char err[512];
+        int rc = shm_arena_attach(path, true, &s->map, err, sizeof(err));
+        if (rc == 0)
+                rc = shm_arena_check_clock(shm_hdr(&s->map), err, sizeof(err));
+        if (rc == 0)
+                return 0;
+        if (s->map.base)
+                shm_arena_detach(&s->map);
+        if (!recreate) {
+                log_error("arena %s cannot be used: %s (start with --recreate to replace it, "
+                          "which resets every limit)",
+                          path, err);
+                return rc == -EACCES ? EX_NOPERM : EX_DATAERR;
+        }
+        log_warn("arena %s cannot be used (%s); --recreate: removing it", path, err);
+        return unlink(path) < 0 ? EX_CANTCREAT : -ENOENT;
+}
+
+static int create_new(struct supervisor *s)
+{
+        char err[512] = "";
+        int rc = shm_arena_create(&s->cfg.arena, &s->map, err, sizeof(err));
+        if (rc < 0) {
+                log_error("cannot create arena '%s': %s", s->cfg.arena.name, err);
+                return rc == -EEXIST ? EX_UNAVAILABLE : EX_CANTCREAT;
+        }
+        if (rc == 1)
+                log_warn("%s", err);
+        log_info("created arena %s (%zu bytes)", s->map.path, s->map.size);
+        return 0;
+}
+
+static int lock_and_configure(struct supervisor *s)
+{
+        pid_t holder = 0;
+        int rc = shm_daemon_lock(&s->map, &holder);
+        if (rc == -EBUSY) {
+                log_error("another throttled (pid %d) runs on arena %s", (int)holder, s->map.path);
+                return EX_UNAVAILABLE;
+        }
+        if (rc < 0) {
+                log_error("cannot lock arena %s: %s", s->map.path, strerror(-rc));
+                return EX_OSERR;
+        }
+        char err[512];
+        rc = shm_arena_configure(&s->map, &s->cfg.arena, err, sizeof(err));
+        if (rc < 0) {
+                log_error("config %s does not fit arena %s: %s", s->cfg.path, s->map.path, err);
+                return EX_CONFIG;
+        }
+        return 0;
+}
+
+static void announce(struct supervisor *s)
+{
+        struct thr_hdr *h = shm_hdr(&s->map);
+        uint64_t now = shm_now_ns(h);
+        atomic_store_explicit(&h->daemon_pid, (uint64_t)getpid(), memory_order_relaxed);
+        atomic_store_explicit(&h->daemon_start_ns, now, memory_order_relaxed);
+        atomic_store_explicit(&h->heartbeat_ns, now, memory_order_relaxed);
+        uint64_t n = atomic_fetch_add_explicit(&h->attach_count, 1, memory_order_relaxed) + 1;
+        log_info("ready: arena %s path %s backing %s page %" PRIu64 " KiB, %zu limiters, "
+                 "attach #%" PRIu64,
+                 h->name, s->map.path, h->backing == THR_BACKING_HUGETLBFS ? "hugetlbfs" : "shm",
+                 h->page_size / 1024, s->cfg.nlimiters, n);
+}
+
+int supervisor_start(struct supervisor *s, const struct config *cfg, bool recreate)
+{
+        s->cfg = *cfg;
+        s->cfg.arena.limiters = s->cfg.limiters; /* the copy's own array */
+        if (cfg->arena.dir)
+                s->cfg.arena.dir = s->cfg.arena_dir;
+        s->map.fd = -1;
+        char path[256];
+        int rc = -ENOENT;
+        if (shm_arena_find(s->cfg.arena.name, path, sizeof(path)) == 0) {
+                log_info("re-attaching existing arena %s", path);
+                rc = attach_existing(s, path, recreate);
+                if (rc > 0)
+                        return rc;
+        }
+        if (rc == -ENOENT) {
+                rc = create_new(s);
+                if (rc)
+                        return rc;
+        }
+        rc = lock_and_configure(s);
+        if (rc) {
+                shm_arena_detach(&s->map);
+                return rc;
+        }
+        announce(s);
+        return 0;
+}
+
+static void do_reload(struct supervisor *s)
+{
+        static struct config next; /* large; one reload at a time, on the main thread */
+        char err[4096];
+        log_info("SIGHUP: reloading %s", s->config_path);
+        if (config_load(s->config_path, &next, err, sizeof(err)) < 0) {
+                log_error("reload refused, running config kept:\n%s", err);
+                return;
+        }
+        next.arena.limiters = next.limiters;
+        if (shm_arena_configure(&s->map, &next.arena, err, sizeof(err)) < 0) {
+                log_error("reload refused, running config kept: %s", err);
+                return;
+        }
+        s->cfg = next;
+        s->cfg.arena.limiters = s->cfg.limiters;
+        log_info("reloaded: %zu limiters", s->cfg.nlimiters);
+}
+
+int supervisor_run(struct supervisor *s)
+{
+        struct thr_hdr *h = shm_hdr(&s->map);
+        uint64_t period_ms = s->cfg.heartbeat_ms ? s->cfg.heartbeat_ms : 1000;
+        while (!s->stop) {
+                atomic_store_explicit(&h->heartbeat_ns, shm_now_ns(h), memory_order_relaxed);
+                if (s->reload) {
+                        s->reload = 0;
+                        do_reload(s);
+                }
+                struct timespec ts = {(time_t)(period_ms / 1000), (long)(period_ms % 1000) * 1000000};
+                nanosleep(&ts, NULL); /* a signal cuts it short: stop and reload act at once */
+        }
+        return 0;
+}
+
+void supervisor_stop(struct supervisor *s)
+{
+        if (!s->map.base)
+                return;
+        atomic_store_explicit(&shm_hdr(&s->map)->daemon_pid, 0, memory_order_relaxed);
+        log_info("stopping: arena %s stays, with every bucket", s->map.path);
+        shm_arena_detach(&s->map);
+}

@@ -1,0 +1,372 @@
+/*
+ * client.c - libthrottle-client: opening arenas and limiters, and the admission hot path.
+ *
+ * Why one CAS is enough: a key's whole GCRA state is its TAT, one 64-bit word. A decision reads
+ * it, computes the new TAT from it and the current time, and publishes with a CAS from exactly
+ * the value it read; if another process got there first the CAS fails and the decision is made
+ * again on the newer TAT. So every admission is computed on the state left by the previous one
+ * (linearizable at the CAS), and the sum of admissions can never exceed what GCRA allows. A denied
+ * request, or a peek (cost 0), does not write at all. A process killed at any instruction either
+ * did its CAS (the admission counts, as it would have) or did not (nothing changed): no torn
+ * state is possible. The memory orders: the CAS is acq_rel only so that issue 3's eviction, which
+ * marks a slot with a CAS on the same word, is ordered with it; the TAT itself publishes nothing.
+ *
+ * The parameter record is found through the limiter's params_off, acquire-loaded on every call:
+ * it pairs with the daemon's release store when a reload swaps in a new immutable record, so a
+ * decision uses one record, whole.
+ *
+ * On the hot path (the key exists): one clock read through the vDSO, one SipHash, a probe that
+ * usually touches one cache line, one CAS, and stores to this thread's own reader record. No
+ * syscall, no lock, no allocation.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "client_internal.h"
+
+int thr_version(void)
+{
+        return (THR_VERSION_MAJOR << 16) | (THR_VERSION_MINOR << 8) | THR_VERSION_PATCH;
+}
+
+/* ---------------------------------------------------------------- arenas and limiters */
+
+int thr_arena_open(const char *name, unsigned flags, thr_arena **out)
+{
+        if (!name || !*name || !out || flags)
+                return -EINVAL;
+        char path[sizeof(((struct shm_map *)0)->path)];
+        int rc = shm_arena_find(name, path, sizeof(path));
+        if (rc < 0)
+                return rc;
+        thr_arena *a = calloc(1, sizeof(*a));
+        if (!a)
+                return -ENOMEM;
+        rc = shm_arena_attach(path, true, &a->map, NULL, 0);
+        if (rc == 0) {
+                a->hdr = shm_hdr(&a->map);
+                rc = shm_arena_check_clock(a->hdr, NULL, 0);
+                if (rc < 0)
+                        shm_arena_detach(&a->map);
+        }
+        if (rc < 0) {
+                free(a);
+                return rc;
+        }
+        thr_registry_add(a);
+        *out = a;
+        return 0;
+}
+
+int thr_arena_close(thr_arena *a)
+{
+        if (!a)
+                return -EINVAL;
+        thr_registry_remove(a);
+        shm_arena_detach(&a->map);
+        free(a);
+        return 0;
+}
+
+int thr_limiter_open(thr_arena *a, const char *name, thr_limiter **out)
+{
+        if (!a || !name || !out)
+                return -EINVAL;
+        int idx = shm_dir_find(&a->map, name);
+        if (idx < 0)
+                return idx;
+        thr_limiter *l = calloc(1, sizeof(*l));
+        if (!l)
+                return -ENOMEM;
+        l->a = a;
+        l->de = (struct thr_dir_entry *)shm_at(a->map.base, a->hdr->dir_off) + idx;
+        l->tb = shm_at(a->map.base, l->de->table_off);
+        l->params_lo = a->hdr->heap_off;
+        l->params_span = a->hdr->heap_end - a->hdr->heap_off - sizeof(struct thr_params);
+        *out = l;
+        return 0;
+}
+
+int thr_limiter_close(thr_limiter *l)
+{
+        free(l);
+        return 0;
+}
+
+/* ---------------------------------------------------------------- the hot path */
+
+static inline const struct thr_params *lim_params(const thr_limiter *l)
+{
+        uint64_t off = atomic_load_explicit(&l->de->params_off, memory_order_acquire);
+        if (off - l->params_lo > l->params_span)
+                return NULL;
+        const struct thr_params *p = shm_at(l->a->map.base, off);
+        return p->kind == THR_KIND_GCRA && p->k ? p : NULL;
+}
+
+static inline int check_key(const void *key, size_t len)
+{
+        if (!key || len == 0)
+                return -EINVAL;
+        return len > THR_KEY_MAX ? -ENAMETOOLONG : 0;
+}
+
+/* One decision in flight: what the entry points share. */
+struct op {
+        thr_limiter *l;
+        const struct thr_params *p;
+        struct thr_reader *r;
+        struct thr_slot *slot; /* NULL: the key does not exist (yet) */
+        uint64_t hash;
+        uint64_t now;          /* units */
+};
+
+static inline int op_begin(struct op *o, thr_limiter *l, const void *key, size_t len,
+                           uint64_t cost)
+{
+        int rc = check_key(key, len);
+        if (rc < 0 || !l)
+                return rc < 0 ? rc : -EINVAL;
+        o->l = l;
+        o->p = lim_params(l);
+        if (!o->p)
+                return -EBADMSG;
+        if (cost > o->p->burst)
+                return -ERANGE;
+        o->r = thr_reader_get(l->a);
+        if (!o->r)
+                return -EUSERS;
+        thr_reader_enter(l->a, o->r);
+        o->hash = shm_hash(l->a->hdr->secret, key, len);
+        o->slot = shm_table_lookup(l->a->map.base, l->tb, o->hash, key, (uint32_t)len);
+        o->now = shm_now_ns(l->a->hdr) * o->p->k;
+        return 0;
+}
+
+static int op_insert(struct op *o, const void *key, size_t len)
+{
+        bool created;
+        int rc = shm_table_insert(o->l->a->map.base, o->l->tb, o->hash, key, (uint32_t)len,
+                                  &o->slot, &created);
+        if (created)
+                thr_count(&o->r->inserts);
+        return rc;
+}
+
+static void fill_result(const struct thr_params *p, const struct shm_gcra *g,
+                        struct thr_result *res)
+{
+        if (!res)
+                return;
+        res->admitted = g->admitted;
+        res->limit = p->burst;
+        res->remaining = g->remaining;
+        res->retry_after_ns = shm_units_to_ns(p, g->retry_units);
+        res->reset_after_ns = shm_units_to_ns(p, g->reset_units);
+}
+
+/* CAS loop: apply COST to the slot's TAT (or only compute, for a peek or a denial). */
+static inline void op_apply(struct op *o, uint64_t cost, struct shm_gcra *g)
+{
+        uint64_t old = atomic_load_explicit(&o->slot->state, memory_order_relaxed);
+        for (;;) {
+                shm_gcra_step(o->p, old, o->now, cost, g);
+                if (!g->admitted || cost == 0)
+                        return;
+                if (atomic_compare_exchange_weak_explicit(&o->slot->state, &old, g->new_tat,
+                                                          memory_order_acq_rel,
+                                                          memory_order_relaxed))
+                        return;
+                thr_count(&o->r->cas_retries);
+        }
+}
+
+int thr_limiter_try(thr_limiter *l, const void *key, size_t len, uint64_t cost,
+                    struct thr_result *res)
+{
+        struct op o;
+        struct shm_gcra g = {0};
+        int rc = op_begin(&o, l, key, len, cost);
+        if (rc < 0)
+                return rc;
+        if (!o.slot) {
+                /* A new key: decide as if fresh first, so a denial or a peek inserts nothing. */
+                shm_gcra_step(o.p, THR_TAT_FRESH, o.now, cost, &g);
+                if (g.admitted && cost > 0)
+                        rc = op_insert(&o, key, len);
+        }
+        if (rc == 0 && o.slot)
+                op_apply(&o, cost, &g);
+        thr_reader_exit(o.r);
+        if (rc < 0)
+                return rc;
+        thr_count(g.admitted ? &o.r->admitted : &o.r->denied);
+        fill_result(o.p, &g, res);
+        return g.admitted;
+}
+
+/* ---------------------------------------------------------------- reservations */
+
+/* Where a request that moves the TAT to NEW_TAT is due: when new_tat - now fits in B*T. */
+static inline uint64_t due_units(const struct thr_params *p, uint64_t new_tat, uint64_t now)
+{
+        return new_tat - now > p->bt_units ? new_tat - p->bt_units : now;
+}
+
+static int reserve_apply(struct op *o, uint64_t cost, uint64_t max_wait_ns,
+                         struct thr_reservation *rv, struct shm_gcra *g)
+{
+        uint64_t old = atomic_load_explicit(&o->slot->state, memory_order_relaxed);
+        for (;;) {
+                shm_gcra_step(o->p, old, o->now, cost, g);
+                uint64_t due = due_units(o->p, g->new_tat, o->now);
+                rv->wait_ns = shm_units_to_ns(o->p, due - o->now);
+                rv->due_ns = shm_units_to_ns(o->p, due);
+                if (due - o->now > o->p->max_reserve_units || rv->wait_ns > max_wait_ns)
+                        return -EAGAIN;
+                if (atomic_compare_exchange_weak_explicit(&o->slot->state, &old, g->new_tat,
+                                                          memory_order_acq_rel,
+                                                          memory_order_relaxed))
+                        break;
+                thr_count(&o->r->cas_retries);
+        }
+        rv->cost = cost;
+        rv->priv_tat = g->new_tat;
+        rv->priv_prev = old;
+        rv->priv_lim = o->l;
+        rv->priv_slot = o->slot;
+        return 0;
+}
+
+static int reserve(thr_limiter *l, const void *key, size_t len, uint64_t cost,
+                   uint64_t max_wait_ns, struct thr_reservation *rv, struct shm_gcra *g)
+{
+        struct op o;
+        if (!rv || cost == 0)
+                return -EINVAL; /* a reservation of nothing has no place to take */
+        int rc = op_begin(&o, l, key, len, cost);
+        if (rc < 0)
+                return rc;
+        if (!o.slot) {
+                shm_gcra_step(o.p, THR_TAT_FRESH, o.now, cost, g);
+                uint64_t due = due_units(o.p, g->new_tat, o.now);
+                bool fits = due - o.now <= o.p->max_reserve_units &&
+                            shm_units_to_ns(o.p, due - o.now) <= max_wait_ns;
+                rc = fits ? op_insert(&o, key, len) : 0; /* too far: -EAGAIN below, no insert */
+        }
+        if (rc == 0)
+                rc = o.slot ? reserve_apply(&o, cost, max_wait_ns, rv, g) : -EAGAIN;
+        if (rc == -EAGAIN && !o.slot) {
+                uint64_t due = due_units(o.p, g->new_tat, o.now);
+                rv->wait_ns = shm_units_to_ns(o.p, due - o.now);
+                rv->due_ns = shm_units_to_ns(o.p, due);
+        }
+        thr_reader_exit(o.r);
+        if (rc == 0)
+                thr_count(&o.r->admitted);
+        return rc;
+}
+
+int thr_limiter_reserve(thr_limiter *l, const void *key, size_t len, uint64_t cost,
+                        uint64_t max_wait_ns, struct thr_reservation *rv)
+{
+        struct shm_gcra g = {0};
+        return reserve(l, key, len, cost, max_wait_ns, rv, &g);
+}
+
+int thr_reservation_cancel(const struct thr_reservation *rv)
+{
+        if (!rv || !rv->priv_slot || rv->cost == 0)
+                return -EINVAL;
+        struct thr_slot *s = (struct thr_slot *)rv->priv_slot;
+        uint64_t expect = rv->priv_tat;
+        /* Only if nothing was stacked on it: the TAT is still the one this reservation set. */
+        return atomic_compare_exchange_strong_explicit(&s->state, &expect, rv->priv_prev,
+                                                       memory_order_acq_rel,
+                                                       memory_order_relaxed);
+}
+
+/* Sleep until arena time DUE_NS. Manual clock: poll the arena's time (tests advance it). */
+static void sleep_until(const struct thr_hdr *h, uint64_t due_ns)
+{
+        if (h->clock_id == THR_CLOCK_MANUAL) {
+                struct timespec tick = {0, 100000};
+                while (shm_now_ns(h) < due_ns)
+                        nanosleep(&tick, NULL);
+                return;
+        }
+        int64_t abs = h->epoch_ns + (int64_t)due_ns;
+        struct timespec ts = {abs / 1000000000, abs % 1000000000};
+        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+                ;
+}
+
+int thr_limiter_acquire(thr_limiter *l, const void *key, size_t len, uint64_t cost,
+                        uint64_t timeout_ns, struct thr_result *res)
+{
+        struct thr_reservation rv;
+        struct shm_gcra g = {0};
+        int rc = reserve(l, key, len, cost, timeout_ns, &rv, &g);
+        if (rc == -EAGAIN)
+                return -ETIMEDOUT;
+        if (rc < 0)
+                return rc;
+        if (rv.wait_ns)
+                sleep_until(l->a->hdr, rv.due_ns);
+        if (res) {
+                const struct thr_params *p = lim_params(l);
+                uint64_t due = rv.due_ns * p->k;
+                uint64_t reset = g.new_tat > due ? g.new_tat - due : 0;
+                res->admitted = 1;
+                res->limit = p->burst;
+                res->remaining = reset >= p->bt_units ? 0 : (p->bt_units - reset) / p->t_units;
+                res->retry_after_ns = 0;
+                res->reset_after_ns = shm_units_to_ns(p, reset);
+        }
+        return 0;
+}
+
+/* ---------------------------------------------------------------- clock and errors */
+
+int thr_clock_now(thr_arena *a, uint64_t *now_ns)
+{
+        if (!a || !now_ns)
+                return -EINVAL;
+        *now_ns = shm_now_ns(a->hdr);
+        return 0;
+}
+
+int thr_clock_advance(thr_arena *a, uint64_t delta_ns)
+{
+        if (!a)
+                return -EINVAL;
+        if (a->hdr->clock_id != THR_CLOCK_MANUAL)
+                return -EPERM;
+        atomic_fetch_add_explicit(&a->hdr->manual_now_ns, delta_ns, memory_order_acq_rel);
+        return 0;
+}
+
+const char *thr_strerror(int err)
+{
+        switch (-err) {
+        case ERANGE: return "cost exceeds the limiter's burst: never admissible";
+        case ENOSPC: return "the limiter's key table is full";
+        case EPROTONOSUPPORT: return "arena layout major version differs from this library's";
+        case ESTALE: return "arena clock cannot be read the same way here (another boot or time "
+                            "namespace)";
+        case EBADMSG: return "arena is corrupt or not a throttle arena";
+        case ENOENT: return "no such arena or limiter";
+        case EUSERS: return "no free reader record in the arena (raise [arena] max_readers)";
+        case EAGAIN: return "the reservation would be due later than allowed";
+        case ETIMEDOUT: return "the wait would exceed the timeout; nothing was consumed";
+        case ENAMETOOLONG: return "key or name too long";
+        case EPERM: return "operation needs a manual-clock arena";
+        case EACCES: return "permission denied by the arena file's mode or group";
+        case EINVAL: return "invalid argument";
+        default: break;
+        }
+        const char *s = strerrordesc_np(-err);
+        return s ? s : "unknown error";
+}

@@ -1,0 +1,96 @@
+/*
+ * client_internal.h - the client library's handles and its per-thread reader records.
+ *
+ * Each client thread that touches an arena owns one reader record in it (struct thr_reader),
+ * found through a thread-local cache keyed by the arena handle's process-unique id and by the
+ * process's fork generation. The hot path compares two words and takes the cached pointer; the
+ * slow path (first use, another arena, or a fork since) claims a record by CAS. After fork() the
+ * child's fork generation differs from every cached entry, so the child never writes a record
+ * its parent owns: it claims its own on first use.
+ */
+#ifndef THR_CLIENT_INTERNAL_H
+#define THR_CLIENT_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "shm.h"
+#include "throttle/throttle.h"
+
+#define THR_TLS_ARENAS 8 /* arenas one thread can use before the oldest record is given back */
+
+struct thr_arena {
+        struct shm_map map;
+        struct thr_hdr *hdr;
+        uint64_t id;            /* process-unique, never reused: stale TLS entries never match */
+        uint32_t *claimed;      /* reader records this process claimed (under the registry lock) */
+        uint32_t nclaimed, capclaimed;
+        struct thr_arena *next; /* the process's open arenas */
+};
+
+struct thr_limiter {
+        thr_arena *a;
+        struct thr_dir_entry *de;
+        struct thr_table *tb;
+        uint64_t params_lo;     /* params_off must lie in [params_lo, params_lo + params_span] */
+        uint64_t params_span;
+};
+
+struct thr_tls_ent {
+        uint64_t arena_id;
+        uint64_t fork_gen;
+        struct thr_reader *r;
+        uint32_t idx;
+};
+
+struct thr_tls {
+        uint32_t n;
+        struct thr_tls_ent e[THR_TLS_ARENAS];
+};
+
+extern uint64_t thr_fork_gen;              /* bumped in the child by the atfork handler */
+extern __thread struct thr_tls *thr_tls_cur;
+
+/* Registration on first use; NULL when the arena has no free reader record. */
+struct thr_reader *thr_reader_slow(thr_arena *a);
+
+/* Add/remove A in the process's registry of open arenas (registry lock inside). */
+void thr_registry_add(thr_arena *a);
+void thr_registry_remove(thr_arena *a);
+
+/* This thread's reader record in A: two compares when cached. No syscall once registered. */
+static inline struct thr_reader *thr_reader_get(thr_arena *a)
+{
+        struct thr_tls *t = thr_tls_cur;
+        if (__builtin_expect(t && t->e[0].arena_id == a->id && t->e[0].fork_gen == thr_fork_gen,
+                             1))
+                return t->e[0].r;
+        return thr_reader_slow(a);
+}
+
+/*
+ * Read-side section marks for the cross-process RCU of issue 3: `online` holds the grace-period
+ * count seen on entry (+1, so never 0) and 0 when offline. Only this thread writes the record.
+ * The compiler fence keeps the table accesses inside the section; the store-load ordering against
+ * the daemon's scan is to be paid by the daemon (membarrier), not here.
+ */
+static inline void thr_reader_enter(const thr_arena *a, struct thr_reader *r)
+{
+        uint64_t gp = atomic_load_explicit(&a->hdr->grace_periods, memory_order_relaxed);
+        atomic_store_explicit(&r->online, gp + 1, memory_order_relaxed);
+        atomic_signal_fence(memory_order_seq_cst);
+}
+
+static inline void thr_reader_exit(struct thr_reader *r)
+{
+        atomic_store_explicit(&r->online, 0, memory_order_release);
+}
+
+/* Owner-only counter: a plain load and store, no locked instruction. */
+static inline void thr_count(_Atomic uint64_t *c)
+{
+        atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
+                              memory_order_relaxed);
+}
+
+#endif

@@ -1,0 +1,198 @@
+/*
+ * reader.c - per-thread reader records: claimed on first use, given back at thread exit and at
+ * thr_arena_close, never shared across fork().
+ *
+ * Claiming is a CAS of the record's owner word from 0 to a token unique to this thread; two
+ * threads (of any processes) racing for one record cannot both win it. Giving back is a release
+ * store of 0 after the record went offline. Counters in the record are cumulative and never
+ * reset, so a record handed from one thread to the next keeps the arena's totals right.
+ *
+ * fork(): the atfork child handler bumps thr_fork_gen, which invalidates every thread-local cache
+ * entry, and empties the child's list of claimed records (they are the parent's, which still
+ * uses them). The registry lock is held across fork() so the child never inherits it locked.
+ *
+ * A process that dies keeps its records claimed until the daemon notices (issue 3: liveness by
+ * an open-file-description lock per process); a thread that exits without the destructor running
+ * (the main thread calling exit()) likewise.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "client_internal.h"
+
+uint64_t thr_fork_gen;
+__thread struct thr_tls *thr_tls_cur;
+
+static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+static thr_arena *g_arenas;
+static uint64_t g_next_id = 1;
+static pthread_key_t g_key;
+static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+
+static void atfork_prepare(void)
+{
+        pthread_mutex_lock(&g_lock);
+}
+
+static void atfork_parent(void)
+{
+        pthread_mutex_unlock(&g_lock);
+}
+
+static void atfork_child(void)
+{
+        thr_fork_gen++;
+        for (thr_arena *a = g_arenas; a; a = a->next)
+                a->nclaimed = 0; /* the parent's records, not ours */
+        pthread_mutex_unlock(&g_lock);
+}
+
+static void release_record(thr_arena *a, uint32_t idx)
+{
+        struct thr_reader *r = (struct thr_reader *)shm_at(a->map.base, a->hdr->reader_off) + idx;
+        atomic_store_explicit(&r->online, 0, memory_order_relaxed);
+        atomic_store_explicit(&r->owner, 0, memory_order_release);
+        for (uint32_t i = 0; i < a->nclaimed; i++) {
+                if (a->claimed[i] == idx) {
+                        a->claimed[i] = a->claimed[--a->nclaimed];
+                        break;
+                }
+        }
+}
+
+static thr_arena *registry_find(uint64_t id)
+{
+        for (thr_arena *a = g_arenas; a; a = a->next)
+                if (a->id == id)
+                        return a;
+        return NULL;
+}
+
+/* Thread exit: give back this thread's records in arenas that are still open. */
+static void tls_destroy(void *p)
+{
+        struct thr_tls *t = p;
+        pthread_mutex_lock(&g_lock);
+        for (uint32_t i = 0; i < t->n; i++) {
+                thr_arena *a = registry_find(t->e[i].arena_id);
+                if (a && t->e[i].fork_gen == thr_fork_gen)
+                        release_record(a, t->e[i].idx);
+        }
+        pthread_mutex_unlock(&g_lock);
+        thr_tls_cur = NULL;
+        free(t);
+}
+
+static void once_init(void)
+{
+        pthread_key_create(&g_key, tls_destroy);
+        pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+}
+
+void thr_registry_add(thr_arena *a)
+{
+        pthread_once(&g_once, once_init);
+        pthread_mutex_lock(&g_lock);
+        a->id = g_next_id++;
+        a->next = g_arenas;
+        g_arenas = a;
+        pthread_mutex_unlock(&g_lock);
+}
+
+void thr_registry_remove(thr_arena *a)
+{
+        pthread_mutex_lock(&g_lock);
+        for (thr_arena **pp = &g_arenas; *pp; pp = &(*pp)->next) {
+                if (*pp == a) {
+                        *pp = a->next;
+                        break;
+                }
+        }
+        while (a->nclaimed)
+                release_record(a, a->claimed[a->nclaimed - 1]);
+        pthread_mutex_unlock(&g_lock);
+        free(a->claimed);
+        a->claimed = NULL;
+}
+
+/* Under g_lock: claim a free record, or -EUSERS. */
+static int claim_record(thr_arena *a, uint32_t *idx)
+{
+        if (a->nclaimed == a->capclaimed) {
+                uint32_t cap = a->capclaimed ? a->capclaimed * 2 : 16;
+                uint32_t *p = realloc(a->claimed, cap * sizeof(*p));
+                if (!p)
+                        return -ENOMEM;
+                a->claimed = p;
+                a->capclaimed = cap;
+        }
+        uint64_t token;
+        if (getrandom(&token, sizeof(token), 0) != sizeof(token))
+                return -EIO;
+        token |= 1;
+        struct thr_reader *rec = shm_at(a->map.base, a->hdr->reader_off);
+        for (uint32_t i = 0; i < a->hdr->reader_count; i++) {
+                uint64_t zero = 0;
+                if (!atomic_compare_exchange_strong_explicit(&rec[i].owner, &zero, token,
+                                                             memory_order_acq_rel,
+                                                             memory_order_relaxed))
+                        continue;
+                atomic_store_explicit(&rec[i].pid, (uint64_t)getpid(), memory_order_relaxed);
+                atomic_store_explicit(&rec[i].tid, (uint64_t)gettid(), memory_order_relaxed);
+                a->claimed[a->nclaimed++] = i;
+                *idx = i;
+                return 0;
+        }
+        return -EUSERS;
+}
+
+static struct thr_tls *tls_get(void)
+{
+        if (thr_tls_cur)
+                return thr_tls_cur;
+        pthread_once(&g_once, once_init);
+        struct thr_tls *t = calloc(1, sizeof(*t));
+        if (!t)
+                return NULL;
+        pthread_setspecific(g_key, t);
+        thr_tls_cur = t;
+        return t;
+}
+
+/* Move entry I to the front, so the hot path finds it in e[0]. */
+static struct thr_reader *tls_front(struct thr_tls *t, uint32_t i)
+{
+        struct thr_tls_ent e = t->e[i];
+        for (; i > 0; i--)
+                t->e[i] = t->e[i - 1];
+        t->e[0] = e;
+        return e.r;
+}
+
+struct thr_reader *thr_reader_slow(thr_arena *a)
+{
+        struct thr_tls *t = tls_get();
+        if (!t)
+                return NULL;
+        for (uint32_t i = 0; i < t->n; i++)
+                if (t->e[i].arena_id == a->id && t->e[i].fork_gen == thr_fork_gen)
+                        return tls_front(t, i);
+        pthread_mutex_lock(&g_lock);
+        if (t->n == THR_TLS_ARENAS) { /* give back the least recently used arena's record */
+                struct thr_tls_ent *old = &t->e[--t->n];
+                thr_arena *oa = registry_find(old->arena_id);
+                if (oa && old->fork_gen == thr_fork_gen)
+                        release_record(oa, old->idx);
+        }
+        uint32_t idx;
+        int rc = claim_record(a, &idx);
+        pthread_mutex_unlock(&g_lock);
+        if (rc < 0)
+                return NULL;
+        struct thr_reader *r = (struct thr_reader *)shm_at(a->map.base, a->hdr->reader_off) + idx;
+        t->e[t->n] = (struct thr_tls_ent){a->id, thr_fork_gen, r, idx};
+        return tls_front(t, t->n++);
+}

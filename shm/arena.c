@@ -1,0 +1,437 @@
+/*
+ * arena.c - creating, attaching, validating and configuring an arena file.
+ *
+ * Creation writes the whole arena under a temporary name and renames it into place, so a client
+ * never maps half an arena. Space is allocated (posix_fallocate) and every page faulted in before
+ * the rename: a hugetlbfs pool or a tmpfs that is too small fails here, with a message, and never
+ * later as SIGBUS in a client. The backing actually obtained is read back from /proc/self/smaps,
+ * not assumed from a madvise the kernel may ignore.
+ *
+ * Validation treats the arena as untrusted input: every client can write it. Each offset, count
+ * and length is checked against the mapping before use, with 128-bit arithmetic where a product
+ * could wrap. The daemon and shmctl call shm_arena_valid before trusting anything.
+ *
+ * Configuration (daemon only, single writer) publishes new directory entries and parameter
+ * records with release stores after their contents are complete; clients acquire-load
+ * `state` and `params_off` (see layout.h), so they never see a half-written record.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <hugetlbfs.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <unistd.h>
+
+#include "shm.h"
+#include "shm_internal.h"
+
+#define HUGE_2M          (2ull << 20)
+
+int shm_seterr(char *err, size_t errlen, int rc, const char *fmt, ...)
+{
+        if (err && errlen) {
+                va_list ap;
+                va_start(ap, fmt);
+                vsnprintf(err, errlen, fmt, ap);
+                va_end(ap);
+        }
+        return rc;
+}
+
+/* ---------------------------------------------------------------- table geometry */
+
+static uint32_t pow2_floor(uint64_t v)
+{
+        uint32_t p = 1;
+        while ((uint64_t)p * 2 <= v && p < THR_MAX_SHARDS)
+                p *= 2;
+        return p;
+}
+
+/*
+ * Shards split the insert mutex and keep probe runs local; 512 keys a shard at capacity keeps
+ * each shard's share statistically even, 64 shards are plenty for the insert rates we see.
+ * Slots are 1.5x the keys a shard expects (load <= 2/3 at capacity, ~2 probes per hit), and a
+ * shard may fill to 7/8 so that uneven hashing does not refuse keys below the total capacity.
+ */
+int shm_table_geometry(const struct shm_limiter_spec *s, struct geometry *g)
+{
+        if (s->capacity == 0 || s->capacity > (1ull << 32))
+                return -ERANGE;
+        uint32_t n = s->shards ? s->shards : pow2_floor(s->capacity / 512);
+        if (!s->shards && n > 64)
+                n = 64;
+        if (n == 0 || (n & (n - 1)) || n > THR_MAX_SHARDS)
+                return -EINVAL;
+        uint64_t per = (s->capacity + n - 1) / n;
+        uint64_t slots = per + per / 2 + 8;
+        if (slots > UINT32_MAX)
+                return -ERANGE;
+        g->nshards = n;
+        g->shard_slots = (uint32_t)slots;
+        g->shard_max = slots * 7 / 8;
+        g->bytes = sizeof(struct thr_table) + (uint64_t)n * sizeof(struct thr_shard) +
+                   (uint64_t)n * slots * THR_SLOT_SIZE;
+        return 0;
+}
+
+int shm_table_init(void *base, uint64_t off, const struct shm_limiter_spec *s,
+                      const struct geometry *g)
+{
+        struct thr_table *tb = shm_at(base, off);
+        memset(tb, 0, sizeof(*tb));
+        tb->nshards = g->nshards;
+        tb->shard_slots = g->shard_slots;
+        tb->capacity = s->capacity;
+        tb->shard_max = g->shard_max;
+        tb->shards_off = off + sizeof(*tb);
+        tb->slots_off = tb->shards_off + (uint64_t)g->nshards * sizeof(struct thr_shard);
+        pthread_mutexattr_t at;
+        pthread_mutexattr_init(&at);
+        pthread_mutexattr_setpshared(&at, PTHREAD_PROCESS_SHARED);
+        pthread_mutexattr_setrobust(&at, PTHREAD_MUTEX_ROBUST);
+        struct thr_shard *sh = shm_at(base, tb->shards_off);
+        int rc = 0;
+        for (uint32_t i = 0; i < g->nshards && rc == 0; i++)
+                rc = pthread_mutex_init((pthread_mutex_t *)sh[i].mutex, &at);
+        pthread_mutexattr_destroy(&at);
+        /* Slots are zero (EMPTY) from the fresh file; a reused heap range is not possible. */
+        return -rc;
+}
+
+/* ---------------------------------------------------------------- paths */
+
+static const char *hugetlbfs_dir(void)
+{
+        long sizes[8];
+        int n = gethugepagesizes(sizes, 8);
+        for (int i = 0; i < n; i++)
+                if ((uint64_t)sizes[i] == HUGE_2M)
+                        return hugetlbfs_find_path_for_size(sizes[i]);
+        return NULL;
+}
+
+static int join(char *out, size_t outlen, const char *dir, const char *name)
+{
+        int n = snprintf(out, outlen, "%s/throttle.%s", dir, name);
+        return n < 0 || (size_t)n >= outlen ? -ENAMETOOLONG : 0;
+}
+
+int shm_arena_path(const char *name, const char *dir, enum shm_hugepages huge, char *out,
+                   size_t outlen)
+{
+        if (strchr(name, '/'))
+                return snprintf(out, outlen, "%s", name) >= (int)outlen ? -ENAMETOOLONG : 0;
+        if (dir)
+                return join(out, outlen, dir, name);
+        const char *hd = huge == SHM_HUGE_OFF ? NULL : hugetlbfs_dir();
+        if (!hd && huge == SHM_HUGE_REQUIRE)
+                return -ENOENT;
+        return join(out, outlen, hd ? hd : "/dev/shm", name);
+}
+
+int shm_arena_find(const char *name, char *out, size_t outlen)
+{
+        if (strchr(name, '/'))
+                return shm_arena_path(name, NULL, SHM_HUGE_OFF, out, outlen);
+        const char *hd = hugetlbfs_dir();
+        if (hd && join(out, outlen, hd, name) == 0 && access(out, F_OK) == 0)
+                return 0;
+        int rc = join(out, outlen, "/dev/shm", name);
+        if (rc < 0)
+                return rc;
+        return access(out, F_OK) == 0 ? 0 : -ENOENT;
+}
+
+/* ---------------------------------------------------------------- clock identity */
+
+int shm_read_boot_id(uint8_t out[16])
+{
+        char buf[64];
+        FILE *f = fopen("/proc/sys/kernel/random/boot_id", "re");
+        if (!f)
+                return -errno;
+        char *ok = fgets(buf, sizeof(buf), f);
+        fclose(f);
+        if (!ok)
+                return -EIO;
+        int j = 0;
+        for (char *c = buf; *c && j < 32; c++) {
+                int v = *c >= '0' && *c <= '9' ? *c - '0' : *c >= 'a' && *c <= 'f' ? *c - 'a' + 10 : -1;
+                if (v < 0)
+                        continue;
+                out[j / 2] = (uint8_t)(j % 2 ? out[j / 2] | v : v << 4);
+                j++;
+        }
+        return j == 32 ? 0 : -EIO;
+}
+
+/* CLOCK_MONOTONIC offset of this process's time namespace (0 without time namespaces). */
+int64_t shm_timens_mono_offset(void)
+{
+        FILE *f = fopen("/proc/self/timens_offsets", "re");
+        if (!f)
+                return 0;
+        char line[128];
+        int64_t off = 0;
+        while (fgets(line, sizeof(line), f)) {
+                long long s, ns;
+                if (sscanf(line, "monotonic %lld %lld", &s, &ns) == 2)
+                        off = s * 1000000000ll + ns;
+        }
+        fclose(f);
+        return off;
+}
+
+int shm_arena_check_clock(const struct thr_hdr *h, char *err, size_t errlen)
+{
+        if (h->clock_id == THR_CLOCK_MANUAL)
+                return 0;
+        uint8_t boot[16];
+        if (shm_read_boot_id(boot) < 0)
+                return shm_seterr(err, errlen, -ESTALE, "cannot read this host's boot id");
+        if (memcmp(boot, h->boot_id, 16) != 0)
+                return shm_seterr(err, errlen, -ESTALE,
+                              "arena was created during another boot: its CLOCK_MONOTONIC times "
+                              "mean nothing now");
+        if (shm_timens_mono_offset() != h->timens_mono_ns)
+                return shm_seterr(err, errlen, -ESTALE,
+                              "arena was created in another time namespace (CLOCK_MONOTONIC "
+                              "offset %" PRId64 " ns there, %" PRId64 " ns here)",
+                              h->timens_mono_ns, shm_timens_mono_offset());
+        return 0;
+}
+
+/* ---------------------------------------------------------------- validation */
+
+static bool in_range(uint64_t off, uint64_t size, uint64_t lo, uint64_t hi)
+{
+        return off >= lo && off <= hi && size <= hi - off;
+}
+
+int shm_params_valid(const void *base, size_t len, uint64_t off, char *err, size_t errlen)
+{
+        const struct thr_hdr *h = base;
+        if (off % 8 || !in_range(off, sizeof(struct thr_params), h->heap_off, h->heap_end) ||
+            h->heap_end > len)
+                return shm_seterr(err, errlen, -EBADMSG,
+                              "parameter record offset %" PRIu64 " is outside the heap", off);
+        struct thr_params p;
+        memcpy(&p, shm_at(base, off), sizeof(p)); /* one snapshot: a writer may change it */
+        __uint128_t bt = (__uint128_t)p.burst * p.t_units;
+        if (p.kind != THR_KIND_GCRA || p.size != sizeof(p) || p.k == 0 || p.k > THR_MAX_K ||
+            p.t_units == 0 || p.burst == 0 || p.initial > p.burst || bt != p.bt_units ||
+            bt + p.max_reserve_units >= THR_TAT_LIMIT / 2)
+                return shm_seterr(err, errlen, -EBADMSG,
+                              "parameter record at %" PRIu64 " is inconsistent", off);
+        return 0;
+}
+
+int shm_table_valid(const void *base, size_t len, uint64_t off, char *err, size_t errlen)
+{
+        const struct thr_hdr *h = base;
+        if (off % THR_ALIGN || !in_range(off, sizeof(struct thr_table), h->heap_off, h->heap_end) ||
+            h->heap_end > len)
+                return shm_seterr(err, errlen, -EBADMSG, "table offset %" PRIu64 " is outside the heap",
+                              off);
+        struct thr_table t;
+        memcpy(&t, shm_at(base, off), sizeof(t));
+        __uint128_t slot_bytes = (__uint128_t)t.nshards * t.shard_slots * THR_SLOT_SIZE;
+        __uint128_t shard_bytes = (__uint128_t)t.nshards * sizeof(struct thr_shard);
+        if (t.nshards == 0 || t.nshards > THR_MAX_SHARDS || (t.nshards & (t.nshards - 1)) ||
+            t.shard_slots == 0 || t.shard_max == 0 || t.shard_max > t.shard_slots ||
+            t.capacity == 0 || t.shards_off % THR_ALIGN || t.slots_off % THR_ALIGN ||
+            slot_bytes > h->heap_end || shard_bytes > h->heap_end ||
+            !in_range(t.shards_off, (uint64_t)shard_bytes, h->heap_off, h->heap_end) ||
+            !in_range(t.slots_off, (uint64_t)slot_bytes, h->heap_off, h->heap_end))
+                return shm_seterr(err, errlen, -EBADMSG,
+                              "table at %" PRIu64 " has an impossible geometry or offsets", off);
+        return 0;
+}
+
+static int hdr_valid(const struct thr_hdr *h, size_t len, char *err, size_t errlen)
+{
+        if (len < THR_HDR_SIZE || h->magic != THR_MAGIC)
+                return shm_seterr(err, errlen, -EBADMSG, "not a throttle arena (bad magic)");
+        if (h->major != THR_LAYOUT_MAJOR)
+                return shm_seterr(err, errlen, -EPROTONOSUPPORT,
+                              "arena layout version %u.%u, this program reads %u.x", h->major,
+                              h->minor, THR_LAYOUT_MAJOR);
+        if (h->hdr_size != THR_HDR_SIZE || h->arena_size != len ||
+            (h->clock_id != THR_CLOCK_MONOTONIC && h->clock_id != THR_CLOCK_MANUAL) ||
+            (h->backing != THR_BACKING_HUGETLBFS && h->backing != THR_BACKING_SHM) ||
+            memchr(h->name, 0, sizeof(h->name)) == NULL)
+                return shm_seterr(err, errlen, -EBADMSG, "arena header is corrupt (sizes, clock, "
+                                                     "backing or name)");
+        __uint128_t dir_end = h->dir_off + (__uint128_t)h->dir_count * THR_DIR_ENTRY_SIZE;
+        __uint128_t rd_end = h->reader_off + (__uint128_t)h->reader_count * THR_READER_SIZE;
+        uint64_t top = atomic_load_explicit(&h->heap_top, memory_order_acquire);
+        if (h->dir_off < THR_HDR_SIZE || h->dir_off % THR_ALIGN || h->dir_count == 0 ||
+            dir_end > h->reader_off || h->reader_off % THR_ALIGN || rd_end > h->heap_off ||
+            h->heap_off > h->heap_end || h->heap_end != len || top < h->heap_off ||
+            top > h->heap_end)
+                return shm_seterr(err, errlen, -EBADMSG, "arena section offsets are corrupt");
+        return 0;
+}
+
+int shm_arena_valid(const void *base, size_t len, char *err, size_t errlen)
+{
+        const struct thr_hdr *h = base;
+        int rc = hdr_valid(h, len, err, errlen);
+        if (rc < 0)
+                return rc;
+        const struct thr_dir_entry *dir = shm_at(base, h->dir_off);
+        for (uint32_t i = 0; i < h->dir_count; i++) {
+                if (atomic_load_explicit(&dir[i].state, memory_order_acquire) != THR_DIR_LIVE)
+                        continue;
+                if (memchr(dir[i].name, 0, sizeof(dir[i].name)) == NULL)
+                        return shm_seterr(err, errlen, -EBADMSG, "limiter %u has no valid name", i);
+                uint64_t po = atomic_load_explicit(&dir[i].params_off, memory_order_acquire);
+                rc = shm_params_valid(base, len, po, err, errlen);
+                if (rc == 0)
+                        rc = shm_table_valid(base, len, dir[i].table_off, err, errlen);
+                if (rc < 0)
+                        return rc;
+        }
+        return 0;
+}
+
+int shm_dir_find(const struct shm_map *m, const char *name)
+{
+        const struct thr_hdr *h = shm_hdr(m);
+        const struct thr_dir_entry *dir = shm_at(m->base, h->dir_off);
+        for (uint32_t i = 0; i < h->dir_count; i++) {
+                if (atomic_load_explicit(&dir[i].state, memory_order_acquire) != THR_DIR_LIVE)
+                        continue;
+                if (strncmp(dir[i].name, name, sizeof(dir[i].name)) != 0)
+                        continue;
+                uint64_t po = atomic_load_explicit(&dir[i].params_off, memory_order_acquire);
+                if (shm_params_valid(m->base, m->size, po, NULL, 0) < 0 ||
+                    shm_table_valid(m->base, m->size, dir[i].table_off, NULL, 0) < 0)
+                        return -EBADMSG;
+                return (int)i;
+        }
+        return -ENOENT;
+}
+
+/* ---------------------------------------------------------------- attach */
+
+int shm_arena_attach(const char *path, bool writable, struct shm_map *out, char *err,
+                     size_t errlen)
+{
+        memset(out, 0, sizeof(*out));
+        out->fd = -1;
+        if (snprintf(out->path, sizeof(out->path), "%s", path) >= (int)sizeof(out->path))
+                return shm_seterr(err, errlen, -ENAMETOOLONG, "arena path too long: %s", path);
+        int fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+        if (fd < 0)
+                return shm_seterr(err, errlen, -errno, "cannot open arena %s: %s", path,
+                              strerror(errno));
+        struct stat st;
+        if (fstat(fd, &st) < 0 || st.st_size < THR_HDR_SIZE) {
+                close(fd);
+                return shm_seterr(err, errlen, -EBADMSG, "%s is too small to be an arena", path);
+        }
+        int prot = PROT_READ | (writable ? PROT_WRITE : 0);
+        void *base = mmap(NULL, (size_t)st.st_size, prot, MAP_SHARED, fd, 0);
+        if (base == MAP_FAILED) {
+                int e = errno;
+                close(fd);
+                return shm_seterr(err, errlen, -e, "cannot map arena %s: %s", path, strerror(e));
+        }
+        out->base = base;
+        out->size = (size_t)st.st_size;
+        out->fd = fd;
+        out->writable = writable;
+        int rc = shm_arena_valid(base, out->size, err, errlen);
+        if (rc < 0)
+                shm_arena_detach(out);
+        return rc;
+}
+
+void shm_arena_detach(struct shm_map *m)
+{
+        if (m->base)
+                munmap(m->base, m->size);
+        if (m->fd >= 0 && m->base)
+                close(m->fd);
+        m->base = NULL;
+        m->fd = -1;
+}
+
+/* ---------------------------------------------------------------- daemon lock */
+
+int shm_daemon_lock(struct shm_map *m, pid_t *holder)
+{
+        struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1};
+        if (fcntl(m->fd, F_OFD_SETLK, &fl) == 0)
+                return 0;
+        int e = errno;
+        if (e != EAGAIN && e != EACCES)
+                return -e;
+        if (holder)
+                *holder = (pid_t)atomic_load_explicit(&shm_hdr(m)->daemon_pid,
+                                                      memory_order_relaxed);
+        return -EBUSY;
+}
+
+int shm_daemon_alive(const struct shm_map *m, pid_t *holder)
+{
+        struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1};
+        if (fcntl(m->fd, F_OFD_GETLK, &fl) < 0)
+                return -errno;
+        if (fl.l_type == F_UNLCK)
+                return 0;
+        if (holder)
+                *holder = (pid_t)atomic_load_explicit(&shm_hdr(m)->daemon_pid,
+                                                      memory_order_relaxed);
+        return 1;
+}
+
+/* ---------------------------------------------------------------- helpers for reconfiguration */
+
+uint32_t shm_dir_free_count(const struct shm_map *m)
+{
+        const struct thr_hdr *h = shm_hdr(m);
+        const struct thr_dir_entry *dir = shm_at(m->base, h->dir_off);
+        uint32_t n = 0;
+        for (uint32_t i = 0; i < h->dir_count; i++)
+                n += atomic_load_explicit(&dir[i].state, memory_order_acquire) == THR_DIR_FREE;
+        return n;
+}
+
+/*
+ * Whether limiter IDX can take parameters P without losing its buckets: the table cannot be
+ * resized in place, and the state words count units of 1/K ns, so K must stay the same.
+ */
+int shm_limiter_compatible(const struct shm_map *m, uint32_t idx, const struct thr_params *p,
+                           const struct geometry *g, char *err, size_t errlen)
+{
+        const struct thr_dir_entry *de =
+                (const struct thr_dir_entry *)shm_at(m->base, shm_hdr(m)->dir_off) + idx;
+        const struct thr_table *tb = shm_at(m->base, de->table_off);
+        const struct thr_params *cur =
+                shm_at(m->base, atomic_load_explicit(&de->params_off, memory_order_acquire));
+        if (tb->nshards != g->nshards || tb->shard_slots != g->shard_slots)
+                return shm_seterr(err, errlen, -EBUSY,
+                                  "limiter '%s': its table (capacity %" PRIu64 ", %u shards) "
+                                  "cannot be resized in place; keep capacity and shards, or "
+                                  "start with a new arena",
+                                  de->name, tb->capacity, tb->nshards);
+        if (cur->k != p->k)
+                return shm_seterr(err, errlen, -EBUSY,
+                                  "limiter '%s': the new rate needs time units of 1/%" PRIu64
+                                  " ns but its buckets count 1/%" PRIu64 " ns; converting "
+                                  "existing buckets is not supported yet",
+                                  de->name, p->k, cur->k);
+        return 0;
+}

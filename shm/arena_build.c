@@ -1,0 +1,419 @@
+/*
+ * arena_build.c - building a new arena and reconfiguring an attached one (daemon side).
+ *
+ * Only one process builds or configures an arena at a time: creation works on a private
+ * temporary file, and configuration is done by the daemon holding the arena lock. Readers are
+ * clients, which only ever see complete objects: a directory entry's fields are written before
+ * its state is release-stored LIVE, and a parameter record is complete before params_off is
+ * release-stored to point at it (clients acquire-load both).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "shm.h"
+#include "shm_internal.h"
+
+#define HUGETLBFS_MAGIC_ 0x958458f6
+#define HUGE_2M          (2ull << 20)
+
+/* ---------------------------------------------------------------- sizing */
+
+static uint64_t align_up(uint64_t v, uint64_t a)
+{
+        return (v + a - 1) / a * a;
+}
+
+static uint64_t limiter_bytes(const struct geometry *g)
+{
+        return align_up(sizeof(struct thr_params), THR_ALIGN) + align_up(g->bytes, THR_ALIGN);
+}
+
+static int spec_check(const struct shm_arena_spec *s, uint64_t *heap, char *err, size_t errlen)
+{
+        if (!s->name[0] || strlen(s->name) > THR_NAME_MAX || strchr(s->name, '/'))
+                return shm_seterr(err, errlen, -EINVAL, "arena name '%s' is not valid", s->name);
+        if (s->nlimiters > s->max_limiters || s->max_limiters == 0 || s->max_limiters > 65536 ||
+            s->max_readers == 0 || s->max_readers > (1u << 20))
+                return shm_seterr(err, errlen, -EINVAL,
+                                  "arena '%s': %zu limiters do not fit max_limiters %u, or "
+                                  "max_readers %u is out of range",
+                                  s->name, s->nlimiters, s->max_limiters, s->max_readers);
+        *heap = s->spare_bytes;
+        for (size_t i = 0; i < s->nlimiters; i++) {
+                struct thr_params p;
+                struct geometry g;
+                int rc = shm_params_make(&s->limiters[i], 0, &p, err, errlen);
+                if (rc < 0)
+                        return rc;
+                rc = shm_table_geometry(&s->limiters[i], &g);
+                if (rc < 0)
+                        return shm_seterr(err, errlen, rc,
+                                          "limiter '%s': capacity %" PRIu64 " or shards %u "
+                                          "cannot make a table",
+                                          s->limiters[i].name, s->limiters[i].capacity,
+                                          s->limiters[i].shards);
+                *heap += limiter_bytes(&g);
+        }
+        return 0;
+}
+
+/* ---------------------------------------------------------------- backing */
+
+/* A field (in kB) of the smaps entry that starts at ADDR, or -1. */
+static long smaps_kb(const void *addr, const char *field)
+{
+        FILE *f = fopen("/proc/self/smaps", "re");
+        if (!f)
+                return -1;
+        char line[256], want[32];
+        snprintf(want, sizeof(want), "%lx-", (unsigned long)addr);
+        size_t flen = strlen(field);
+        bool in = false;
+        long v = -1;
+        while (v < 0 && fgets(line, sizeof(line), f)) {
+                if (strchr(line, '-') && line[0] != ' ' && strncmp(line, want, strlen(want)) == 0)
+                        in = true;
+                else if (in && strncmp(line, field, flen) == 0 && line[flen] == ':')
+                        v = strtol(line + flen + 1, NULL, 10);
+        }
+        fclose(f);
+        return v;
+}
+
+static void record_backing(struct shm_map *m, struct thr_hdr *h)
+{
+        struct statfs fs;
+        bool huge = fstatfs(m->fd, &fs) == 0 && (unsigned long)fs.f_type == HUGETLBFS_MAGIC_;
+        long kps = smaps_kb(m->base, "KernelPageSize");
+        h->backing = huge ? THR_BACKING_HUGETLBFS : THR_BACKING_SHM;
+        h->page_size = kps > 0 ? (uint64_t)kps * 1024 : (uint64_t)sysconf(_SC_PAGESIZE);
+        long pmd = huge ? 0 : smaps_kb(m->base, "ShmemPmdMapped");
+        h->thp_bytes = pmd > 0 ? (uint64_t)pmd * 1024 : 0;
+}
+
+/* Fault every page in now, so a short pool fails here and not as SIGBUS in a client. */
+static int prefault(void *base, size_t size, uint64_t page)
+{
+#ifdef MADV_POPULATE_WRITE
+        if (madvise(base, size, MADV_POPULATE_WRITE) == 0)
+                return 0;
+        if (errno != EINVAL)
+                return -errno;
+#endif
+        for (size_t off = 0; off < size; off += page)
+                ((volatile char *)base)[off] = 0;
+        return 0;
+}
+
+static int open_tmp(const struct shm_arena_spec *s, const char *path, char *tmp, size_t tmplen)
+{
+        int n = snprintf(tmp, tmplen, "%s.tmp.%d", path, (int)getpid());
+        if (n < 0 || (size_t)n >= tmplen)
+                return -ENAMETOOLONG;
+        unlink(tmp);
+        int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, s->mode ? s->mode : 0600);
+        if (fd < 0)
+                return -errno;
+        if (fchmod(fd, s->mode ? s->mode : 0600) < 0 ||
+            (s->gid != (gid_t)-1 && fchown(fd, (uid_t)-1, s->gid) < 0)) {
+                int e = errno;
+                close(fd);
+                unlink(tmp);
+                return -e;
+        }
+        return fd;
+}
+
+/* Create, size, allocate, map and fault the file at TMP. */
+static int map_new(const struct shm_arena_spec *s, const char *path, uint64_t size,
+                   struct shm_map *m, char *err, size_t errlen)
+{
+        char tmp[sizeof(m->path)];
+        int fd = open_tmp(s, path, tmp, sizeof(tmp));
+        if (fd < 0)
+                return shm_seterr(err, errlen, fd, "cannot create %s: %s", tmp, strerror(-fd));
+        const char *step = "ftruncate";
+        int rc = ftruncate(fd, (off_t)size) < 0 ? -errno : 0;
+        if (rc == 0) {
+                step = "allocate";
+                rc = -posix_fallocate(fd, 0, (off_t)size);
+        }
+        void *base = MAP_FAILED;
+        if (rc == 0) {
+                step = "mmap";
+                base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+                rc = base == MAP_FAILED ? -errno : 0;
+        }
+        if (rc == 0) {
+                madvise(base, size, MADV_HUGEPAGE); /* a hint; smaps says what we got */
+                step = "pre-fault";
+                rc = prefault(base, size, 4096);
+        }
+        if (rc < 0) {
+                if (base != MAP_FAILED)
+                        munmap(base, size);
+                close(fd);
+                unlink(tmp);
+                return shm_seterr(err, errlen, rc, "cannot %s %" PRIu64 " bytes for %s: %s", step,
+                                  size, path, strerror(-rc));
+        }
+        *m = (struct shm_map){.base = base, .size = size, .fd = fd, .writable = true};
+        memcpy(m->path, tmp, sizeof(m->path));
+        return 0;
+}
+
+/* ---------------------------------------------------------------- contents */
+
+static int hdr_init(struct shm_map *m, const struct shm_arena_spec *s)
+{
+        struct thr_hdr *h = shm_hdr(m);
+        h->major = THR_LAYOUT_MAJOR;
+        h->minor = THR_LAYOUT_MINOR;
+        h->arena_size = m->size;
+        h->hdr_size = THR_HDR_SIZE;
+        snprintf(h->name, sizeof(h->name), "%s", s->name);
+        h->clock_id = s->clock;
+        if (shm_read_boot_id(h->boot_id) < 0 && s->clock != THR_CLOCK_MANUAL)
+                return -EIO;
+        h->timens_mono_ns = shm_timens_mono_offset();
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        h->epoch_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+        if (getrandom(h->secret, sizeof(h->secret), 0) != sizeof(h->secret))
+                return -EIO;
+        h->dir_off = THR_HDR_SIZE;
+        h->dir_count = s->max_limiters;
+        h->reader_off = align_up(h->dir_off + (uint64_t)s->max_limiters * THR_DIR_ENTRY_SIZE,
+                                 THR_ALIGN);
+        h->reader_count = s->max_readers;
+        h->heap_off = align_up(h->reader_off + (uint64_t)s->max_readers * THR_READER_SIZE, 4096);
+        h->heap_end = m->size;
+        atomic_store_explicit(&h->heap_top, h->heap_off, memory_order_relaxed);
+        record_backing(m, h);
+        return 0;
+}
+
+static uint64_t heap_alloc(struct shm_map *m, uint64_t size)
+{
+        struct thr_hdr *h = shm_hdr(m);
+        uint64_t top = atomic_load_explicit(&h->heap_top, memory_order_relaxed);
+        uint64_t off = align_up(top, THR_ALIGN);
+        if (off > h->heap_end || size > h->heap_end - off)
+                return 0;
+        atomic_store_explicit(&h->heap_top, off + size, memory_order_release);
+        return off;
+}
+
+static uint64_t params_publishable(struct shm_map *m, const struct thr_params *p)
+{
+        uint64_t off = heap_alloc(m, sizeof(*p));
+        if (off)
+                memcpy(shm_at(m->base, off), p, sizeof(*p));
+        return off;
+}
+
+/* Add limiter S in a free directory entry; everything is written before state goes LIVE. */
+static int limiter_add(struct shm_map *m, const struct shm_limiter_spec *s, uint64_t gen)
+{
+        struct thr_hdr *h = shm_hdr(m);
+        struct thr_dir_entry *dir = shm_at(m->base, h->dir_off);
+        struct thr_params p;
+        struct geometry g;
+        int rc = shm_params_make(s, gen, &p, NULL, 0);
+        if (rc == 0)
+                rc = shm_table_geometry(s, &g);
+        if (rc < 0)
+                return rc;
+        uint32_t i = 0;
+        while (i < h->dir_count && atomic_load(&dir[i].state) != THR_DIR_FREE)
+                i++;
+        if (i == h->dir_count)
+                return -ENOSPC;
+        uint64_t po = params_publishable(m, &p);
+        uint64_t to = po ? heap_alloc(m, g.bytes) : 0;
+        if (!to)
+                return -ENOSPC;
+        rc = shm_table_init(m->base, to, s, &g);
+        if (rc < 0)
+                return rc;
+        snprintf(dir[i].name, sizeof(dir[i].name), "%s", s->name);
+        dir[i].table_off = to;
+        dir[i].table_bytes = g.bytes;
+        atomic_store_explicit(&dir[i].params_off, po, memory_order_relaxed);
+        atomic_store_explicit(&dir[i].state, THR_DIR_LIVE, memory_order_release);
+        return 0;
+}
+
+int shm_arena_create(const struct shm_arena_spec *s, struct shm_map *out, char *err,
+                     size_t errlen)
+{
+        uint64_t heap = 0;
+        int rc = spec_check(s, &heap, err, errlen);
+        if (rc < 0)
+                return rc;
+        char path[sizeof(out->path)];
+        bool huge_ok = s->hugepages != SHM_HUGE_OFF && !s->dir;
+        rc = shm_arena_path(s->name, s->dir, huge_ok ? s->hugepages : SHM_HUGE_OFF, path,
+                            sizeof(path));
+        if (rc == -ENOENT)
+                return shm_seterr(err, errlen, rc,
+                                  "hugepages = require, but no 2 MiB hugetlbfs mount was found "
+                                  "(mount one with: hugeadm --create-global-mounts)");
+        if (rc < 0)
+                return shm_seterr(err, errlen, rc, "arena path too long");
+        if (access(path, F_OK) == 0)
+                return shm_seterr(err, errlen, -EEXIST, "arena %s already exists", path);
+        uint64_t fixed = align_up(THR_HDR_SIZE + (uint64_t)s->max_limiters * THR_DIR_ENTRY_SIZE +
+                                          THR_ALIGN + (uint64_t)s->max_readers * THR_READER_SIZE,
+                                  4096);
+        uint64_t size = fixed + heap;
+        bool on_huge = strncmp(path, "/dev/shm/", 9) != 0 && huge_ok;
+        rc = map_new(s, path, on_huge ? align_up(size, HUGE_2M) : align_up(size, 4096), out,
+                     err, errlen);
+        if (rc < 0 && on_huge && s->hugepages == SHM_HUGE_AUTO) {
+                char why[256];
+                snprintf(why, sizeof(why), "%s", err ? err : "");
+                struct shm_arena_spec fallback = *s;
+                fallback.hugepages = SHM_HUGE_OFF;
+                rc = shm_arena_create(&fallback, out, err, errlen);
+                if (rc >= 0 && err && errlen)
+                        snprintf(err, errlen, "hugetlbfs could not hold the arena (%s); using "
+                                              "/dev/shm", why);
+                return rc < 0 ? rc : 1;
+        }
+        if (rc < 0)
+                return rc;
+        return shm_arena_finish(out, s, path, err, errlen);
+}
+
+/* Write the contents of a freshly mapped temporary file, then rename it into place. */
+int shm_arena_finish(struct shm_map *m, const struct shm_arena_spec *s, const char *path,
+                     char *err, size_t errlen)
+{
+        int rc = hdr_init(m, s);
+        for (size_t i = 0; rc == 0 && i < s->nlimiters; i++)
+                rc = limiter_add(m, &s->limiters[i], 1);
+        if (rc == 0 && s->hugepages == SHM_HUGE_REQUIRE &&
+            shm_hdr(m)->backing != THR_BACKING_HUGETLBFS)
+                rc = -ENOMEM;
+        if (rc == 0) {
+                atomic_store_explicit(&shm_hdr(m)->config_gen, 1, memory_order_relaxed);
+                atomic_thread_fence(memory_order_release);
+                shm_hdr(m)->magic = THR_MAGIC;
+                if (renameat2(AT_FDCWD, m->path, AT_FDCWD, path, RENAME_NOREPLACE) < 0)
+                        rc = -errno;
+        }
+        if (rc < 0) {
+                unlink(m->path);
+                shm_arena_detach(m);
+                return shm_seterr(err, errlen, rc, "cannot build arena %s: %s", path,
+                                  strerror(-rc));
+        }
+        snprintf(m->path, sizeof(m->path), "%s", path);
+        return 0;
+}
+
+/* ---------------------------------------------------------------- reconfiguration */
+
+static int configure_check(struct shm_map *m, const struct shm_arena_spec *s, uint64_t *need,
+                           char *err, size_t errlen)
+{
+        struct thr_hdr *h = shm_hdr(m);
+        if (h->clock_id != s->clock)
+                return shm_seterr(err, errlen, -EBUSY,
+                                  "arena %s has a %s clock but the config asks for %s", m->path,
+                                  h->clock_id == THR_CLOCK_MANUAL ? "manual" : "monotonic",
+                                  s->clock == THR_CLOCK_MANUAL ? "manual" : "monotonic");
+        *need = 0;
+        uint32_t added = 0;
+        for (size_t i = 0; i < s->nlimiters; i++) {
+                const struct shm_limiter_spec *ls = &s->limiters[i];
+                struct thr_params p;
+                struct geometry g;
+                int rc = shm_params_make(ls, 0, &p, err, errlen);
+                if (rc == 0)
+                        rc = shm_table_geometry(ls, &g);
+                if (rc < 0)
+                        return rc;
+                int idx = shm_dir_find(m, ls->name);
+                if (idx == -ENOENT) {
+                        *need += limiter_bytes(&g);
+                        added++;
+                        continue;
+                }
+                if (idx < 0)
+                        return shm_seterr(err, errlen, idx, "limiter '%s' is corrupt in the arena",
+                                          ls->name);
+                rc = shm_limiter_compatible(m, (uint32_t)idx, &p, &g, err, errlen);
+                if (rc < 0)
+                        return rc;
+                *need += sizeof(struct thr_params) + THR_ALIGN;
+        }
+        return shm_dir_free_count(m) < added
+                       ? shm_seterr(err, errlen, -ENOSPC,
+                                    "arena %s has no free limiter entries for %u new limiters",
+                                    m->path, added)
+                       : 0;
+}
+
+int shm_arena_configure(struct shm_map *m, const struct shm_arena_spec *s, char *err,
+                        size_t errlen)
+{
+        struct thr_hdr *h = shm_hdr(m);
+        uint64_t need = 0;
+        int rc = configure_check(m, s, &need, err, errlen);
+        if (rc < 0)
+                return rc;
+        uint64_t top = atomic_load_explicit(&h->heap_top, memory_order_relaxed);
+        if (need > h->heap_end - top)
+                return shm_seterr(err, errlen, -ENOSPC,
+                                  "arena %s has %" PRIu64 " spare bytes, the new configuration "
+                                  "needs %" PRIu64 " (raise [arena] spare and recreate it)",
+                                  m->path, h->heap_end - top, need);
+        uint64_t gen = atomic_load_explicit(&h->config_gen, memory_order_relaxed) + 1;
+        for (size_t i = 0; i < s->nlimiters; i++) {
+                int idx = shm_dir_find(m, s->limiters[i].name);
+                rc = idx == -ENOENT ? limiter_add(m, &s->limiters[i], gen)
+                                    : shm_limiter_update(m, (uint32_t)idx, &s->limiters[i], gen);
+                if (rc < 0)
+                        return shm_seterr(err, errlen, rc, "limiter '%s': %s (checked, yet failed)",
+                                          s->limiters[i].name, strerror(-rc));
+        }
+        atomic_store_explicit(&h->config_gen, gen, memory_order_release);
+        return 0;
+}
+
+/* Swap in a new parameter record if anything changed; the table and its buckets stay. */
+int shm_limiter_update(struct shm_map *m, uint32_t idx, const struct shm_limiter_spec *s,
+                       uint64_t gen)
+{
+        struct thr_dir_entry *de = (struct thr_dir_entry *)shm_at(m->base, shm_hdr(m)->dir_off) + idx;
+        struct thr_params p;
+        int rc = shm_params_make(s, gen, &p, NULL, 0);
+        if (rc < 0)
+                return rc;
+        const struct thr_params *cur =
+                shm_at(m->base, atomic_load_explicit(&de->params_off, memory_order_acquire));
+        p.gen = cur->gen;
+        if (memcmp(&p, cur, sizeof(p)) == 0)
+                return 0;
+        p.gen = gen;
+        uint64_t off = params_publishable(m, &p);
+        if (!off)
+                return -ENOSPC;
+        /* Pairs with the clients' acquire load of params_off. */
+        atomic_store_explicit(&de->params_off, off, memory_order_release);
+        return 0;
+}

@@ -1,0 +1,95 @@
+/*
+ * params.c - a limiter's spec turned into its immutable parameter record, exactly.
+ *
+ * Rate N per P ns gives the emission interval T = P/N ns. In lowest terms T = p/q ns, so in units
+ * of 1/q ns T is the whole number p: time is kept in units of 1/K ns with K = q, and every token
+ * costs exactly p units, so no error accumulates however long the limiter runs. The state word is
+ * an unsigned 64-bit count of units since the arena epoch: K <= THR_MAX_K keeps its range above
+ * 20 years. Rates that would need a finer unit, and bursts or reservation caps whose products
+ * overflow, are refused here, at configuration time, with the reason.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "shm.h"
+
+static uint64_t gcd64(uint64_t a, uint64_t b)
+{
+        while (b) {
+                uint64_t t = a % b;
+                a = b;
+                b = t;
+        }
+        return a;
+}
+
+/* Largest arena time (ns) the record must represent: 20 years. */
+#define HORIZON_NS (20ull * 365 * 24 * 3600 * 1000000000ull)
+
+static int fail(char *err, size_t errlen, int rc, const char *name, const char *fmt, ...)
+        __attribute__((format(printf, 5, 6)));
+
+static int fail(char *err, size_t errlen, int rc, const char *name, const char *fmt, ...)
+{
+        if (err && errlen) {
+                int n = snprintf(err, errlen, "limiter '%s': ", name);
+                if (n >= 0 && (size_t)n < errlen) {
+                        va_list ap;
+                        va_start(ap, fmt);
+                        vsnprintf(err + n, errlen - (size_t)n, fmt, ap);
+                        va_end(ap);
+                }
+        }
+        return rc;
+}
+
+int shm_params_make(const struct shm_limiter_spec *s, uint64_t gen, struct thr_params *out,
+                    char *err, size_t errlen)
+{
+        if (!s || !out)
+                return -EINVAL;
+        if (s->rate_n == 0 || s->period_ns == 0)
+                return fail(err, errlen, -EINVAL, s->name,
+                            "rate must be positive (got %" PRIu64 " per %" PRIu64 " ns)",
+                            s->rate_n, s->period_ns);
+        if (s->burst == 0)
+                return fail(err, errlen, -EINVAL, s->name, "burst must be at least 1");
+        if (s->initial > s->burst)
+                return fail(err, errlen, -EINVAL, s->name,
+                            "initial (%" PRIu64 ") exceeds burst (%" PRIu64 ")", s->initial,
+                            s->burst);
+        uint64_t g = gcd64(s->period_ns, s->rate_n);
+        uint64_t k = s->rate_n / g;       /* denominator of T in ns */
+        uint64_t t_units = s->period_ns / g; /* numerator: T in units of 1/k ns */
+        if (k > THR_MAX_K)
+                return fail(err, errlen, -EDOM, s->name,
+                            "rate cannot be represented exactly: its emission interval is %" PRIu64
+                            "/%" PRIu64 " ns, which needs a finer time unit than 1/29 ns "
+                            "(choose a rate whose interval is a multiple of 1/29 ns, e.g. a "
+                            "slightly different count or period)",
+                            t_units, k);
+        __uint128_t bt = (__uint128_t)s->burst * t_units;
+        __uint128_t reserve = (__uint128_t)s->max_reserve_ns * k;
+        __uint128_t horizon = (__uint128_t)HORIZON_NS * k;
+        if (bt + reserve + horizon >= (__uint128_t)THR_TAT_LIMIT)
+                return fail(err, errlen, -ERANGE, s->name,
+                            "burst %" PRIu64 " times the emission interval (%" PRIu64
+                            " units) with the reservation cap would overflow the state word",
+                            s->burst, t_units);
+        memset(out, 0, sizeof(*out));
+        out->kind = THR_KIND_GCRA;
+        out->size = sizeof(*out);
+        out->rate_n = s->rate_n;
+        out->period_ns = s->period_ns;
+        out->k = k;
+        out->t_units = t_units;
+        out->burst = s->burst;
+        out->initial = s->initial;
+        out->bt_units = (uint64_t)bt;
+        out->max_reserve_units = (uint64_t)reserve;
+        out->gen = gen;
+        return 0;
+}
