@@ -63,11 +63,21 @@ int main(int argc, char **argv)
         int check = 0, recreate = 0, c;
         while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
                 switch (c) {
-                case 'c': path = optarg; break;
-                case 'k': check = 1; break;
-                case 'r': recreate = 1; break;
-                case 'h': usage(stdout); return 0;
-                default: usage(stderr); return EX_USAGE;
+                case 'c':
+                        path = optarg;
+                        break;
+                case 'k':
+                        check = 1;
+                        break;
+                case 'r':
+                        recreate = 1;
+                        break;
+                case 'h':
+                        usage(stdout);
+                        return 0;
+                default:
+                        usage(stderr);
+                        return EX_USAGE;
                 }
         }
         if (optind != argc) {

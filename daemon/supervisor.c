@@ -145,7 +145,8 @@ int supervisor_run(struct supervisor *s)
                         s->reload = 0;
                         do_reload(s);
                 }
-                struct timespec ts = {(time_t)(period_ms / 1000), (long)(period_ms % 1000) * 1000000};
+                struct timespec ts = {(time_t)(period_ms / 1000),
+                                      (long)(period_ms % 1000) * 1000000};
                 nanosleep(&ts, NULL); /* a signal cuts it short: stop and reload act at once */
         }
         return 0;

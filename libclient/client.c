@@ -120,11 +120,10 @@ struct op {
         struct thr_reader *r;
         struct thr_slot *slot; /* NULL: the key does not exist (yet) */
         uint64_t hash;
-        uint64_t now;          /* units */
+        uint64_t now; /* units */
 };
 
-static inline int op_begin(struct op *o, thr_limiter *l, const void *key, size_t len,
-                           uint64_t cost)
+static inline int op_begin(struct op *o, thr_limiter *l, const void *key, size_t len, uint64_t cost)
 {
         int rc = check_key(key, len);
         if (rc < 0 || !l)
@@ -240,8 +239,8 @@ static int reserve_apply(struct op *o, uint64_t cost, uint64_t max_wait_ns,
         return 0;
 }
 
-static int reserve(thr_limiter *l, const void *key, size_t len, uint64_t cost,
-                   uint64_t max_wait_ns, struct thr_reservation *rv, struct shm_gcra *g)
+static int reserve(thr_limiter *l, const void *key, size_t len, uint64_t cost, uint64_t max_wait_ns,
+                   struct thr_reservation *rv, struct shm_gcra *g)
 {
         struct op o;
         if (!rv || cost == 0)
@@ -284,8 +283,7 @@ int thr_reservation_cancel(const struct thr_reservation *rv)
         uint64_t expect = rv->priv_tat;
         /* Only if nothing was stacked on it: the TAT is still the one this reservation set. */
         return atomic_compare_exchange_strong_explicit(&s->state, &expect, rv->priv_prev,
-                                                       memory_order_acq_rel,
-                                                       memory_order_relaxed);
+                                                       memory_order_acq_rel, memory_order_relaxed);
 }
 
 /* Sleep until arena time DUE_NS. Manual clock: poll the arena's time (tests advance it). */
@@ -351,21 +349,35 @@ int thr_clock_advance(thr_arena *a, uint64_t delta_ns)
 const char *thr_strerror(int err)
 {
         switch (-err) {
-        case ERANGE: return "cost exceeds the limiter's burst: never admissible";
-        case ENOSPC: return "the limiter's key table is full";
-        case EPROTONOSUPPORT: return "arena layout major version differs from this library's";
-        case ESTALE: return "arena clock cannot be read the same way here (another boot or time "
-                            "namespace)";
-        case EBADMSG: return "arena is corrupt or not a throttle arena";
-        case ENOENT: return "no such arena or limiter";
-        case EUSERS: return "no free reader record in the arena (raise [arena] max_readers)";
-        case EAGAIN: return "the reservation would be due later than allowed";
-        case ETIMEDOUT: return "the wait would exceed the timeout; nothing was consumed";
-        case ENAMETOOLONG: return "key or name too long";
-        case EPERM: return "operation needs a manual-clock arena";
-        case EACCES: return "permission denied by the arena file's mode or group";
-        case EINVAL: return "invalid argument";
-        default: break;
+        case ERANGE:
+                return "cost exceeds the limiter's burst: never admissible";
+        case ENOSPC:
+                return "the limiter's key table is full";
+        case EPROTONOSUPPORT:
+                return "arena layout major version differs from this library's";
+        case ESTALE:
+                return "arena clock cannot be read the same way here (another boot or time "
+                       "namespace)";
+        case EBADMSG:
+                return "arena is corrupt or not a throttle arena";
+        case ENOENT:
+                return "no such arena or limiter";
+        case EUSERS:
+                return "no free reader record in the arena (raise [arena] max_readers)";
+        case EAGAIN:
+                return "the reservation would be due later than allowed";
+        case ETIMEDOUT:
+                return "the wait would exceed the timeout; nothing was consumed";
+        case ENAMETOOLONG:
+                return "key or name too long";
+        case EPERM:
+                return "operation needs a manual-clock arena";
+        case EACCES:
+                return "permission denied by the arena file's mode or group";
+        case EINVAL:
+                return "invalid argument";
+        default:
+                break;
         }
         const char *s = strerrordesc_np(-err);
         return s ? s : "unknown error";

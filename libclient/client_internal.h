@@ -22,8 +22,8 @@
 struct thr_arena {
         struct shm_map map;
         struct thr_hdr *hdr;
-        uint64_t id;            /* process-unique, never reused: stale TLS entries never match */
-        uint32_t *claimed;      /* reader records this process claimed (under the registry lock) */
+        uint64_t id;       /* process-unique, never reused: stale TLS entries never match */
+        uint32_t *claimed; /* reader records this process claimed (under the registry lock) */
         uint32_t nclaimed, capclaimed;
         struct thr_arena *next; /* the process's open arenas */
 };
@@ -32,7 +32,7 @@ struct thr_limiter {
         thr_arena *a;
         struct thr_dir_entry *de;
         struct thr_table *tb;
-        uint64_t params_lo;     /* params_off must lie in [params_lo, params_lo + params_span] */
+        uint64_t params_lo; /* params_off must lie in [params_lo, params_lo + params_span] */
         uint64_t params_span;
 };
 
@@ -48,7 +48,7 @@ struct thr_tls {
         struct thr_tls_ent e[THR_TLS_ARENAS];
 };
 
-extern uint64_t thr_fork_gen;              /* bumped in the child by the atfork handler */
+extern uint64_t thr_fork_gen; /* bumped in the child by the atfork handler */
 extern __thread struct thr_tls *thr_tls_cur;
 
 /* Registration on first use; NULL when the arena has no free reader record. */
@@ -62,8 +62,7 @@ void thr_registry_remove(thr_arena *a);
 static inline struct thr_reader *thr_reader_get(thr_arena *a)
 {
         struct thr_tls *t = thr_tls_cur;
-        if (__builtin_expect(t && t->e[0].arena_id == a->id && t->e[0].fork_gen == thr_fork_gen,
-                             1))
+        if (__builtin_expect(t && t->e[0].arena_id == a->id && t->e[0].fork_gen == thr_fork_gen, 1))
                 return t->e[0].r;
         return thr_reader_slow(a);
 }

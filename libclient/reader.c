@@ -136,9 +136,8 @@ static int claim_record(thr_arena *a, uint32_t *idx)
         struct thr_reader *rec = shm_at(a->map.base, a->hdr->reader_off);
         for (uint32_t i = 0; i < a->hdr->reader_count; i++) {
                 uint64_t zero = 0;
-                if (!atomic_compare_exchange_strong_explicit(&rec[i].owner, &zero, token,
-                                                             memory_order_acq_rel,
-                                                             memory_order_relaxed))
+                if (!atomic_compare_exchange_strong_explicit(
+                        &rec[i].owner, &zero, token, memory_order_acq_rel, memory_order_relaxed))
                         continue;
                 atomic_store_explicit(&rec[i].pid, (uint64_t)getpid(), memory_order_relaxed);
                 atomic_store_explicit(&rec[i].tid, (uint64_t)gettid(), memory_order_relaxed);

@@ -34,7 +34,7 @@
 #include "shm.h"
 #include "shm_internal.h"
 
-#define HUGE_2M          (2ull << 20)
+#define HUGE_2M (2ull << 20)
 
 int shm_seterr(char *err, size_t errlen, int rc, const char *fmt, ...)
 {
@@ -85,7 +85,7 @@ int shm_table_geometry(const struct shm_limiter_spec *s, struct geometry *g)
 }
 
 int shm_table_init(void *base, uint64_t off, const struct shm_limiter_spec *s,
-                      const struct geometry *g)
+                   const struct geometry *g)
 {
         struct thr_table *tb = shm_at(base, off);
         memset(tb, 0, sizeof(*tb));
@@ -166,7 +166,9 @@ int shm_read_boot_id(uint8_t out[16])
                 return -EIO;
         int j = 0;
         for (char *c = buf; *c && j < 32; c++) {
-                int v = *c >= '0' && *c <= '9' ? *c - '0' : *c >= 'a' && *c <= 'f' ? *c - 'a' + 10 : -1;
+                int v = *c >= '0' && *c <= '9'   ? *c - '0'
+                        : *c >= 'a' && *c <= 'f' ? *c - 'a' + 10
+                                                 : -1;
                 if (v < 0)
                         continue;
                 out[j / 2] = (uint8_t)(j % 2 ? out[j / 2] | v : v << 4);
@@ -200,14 +202,15 @@ int shm_arena_check_clock(const struct thr_hdr *h, char *err, size_t errlen)
         if (shm_read_boot_id(boot) < 0)
                 return shm_seterr(err, errlen, -ESTALE, "cannot read this host's boot id");
         if (memcmp(boot, h->boot_id, 16) != 0)
-                return shm_seterr(err, errlen, -ESTALE,
-                              "arena was created during another boot: its CLOCK_MONOTONIC times "
-                              "mean nothing now");
+                return shm_seterr(
+                    err, errlen, -ESTALE,
+                    "arena was created during another boot: its CLOCK_MONOTONIC times "
+                    "mean nothing now");
         if (shm_timens_mono_offset() != h->timens_mono_ns)
                 return shm_seterr(err, errlen, -ESTALE,
-                              "arena was created in another time namespace (CLOCK_MONOTONIC "
-                              "offset %" PRId64 " ns there, %" PRId64 " ns here)",
-                              h->timens_mono_ns, shm_timens_mono_offset());
+                                  "arena was created in another time namespace (CLOCK_MONOTONIC "
+                                  "offset %" PRId64 " ns there, %" PRId64 " ns here)",
+                                  h->timens_mono_ns, shm_timens_mono_offset());
         return 0;
 }
 
@@ -224,7 +227,7 @@ int shm_params_valid(const void *base, size_t len, uint64_t off, char *err, size
         if (off % 8 || !in_range(off, sizeof(struct thr_params), h->heap_off, h->heap_end) ||
             h->heap_end > len)
                 return shm_seterr(err, errlen, -EBADMSG,
-                              "parameter record offset %" PRIu64 " is outside the heap", off);
+                                  "parameter record offset %" PRIu64 " is outside the heap", off);
         struct thr_params p;
         memcpy(&p, shm_at(base, off), sizeof(p)); /* one snapshot: a writer may change it */
         __uint128_t bt = (__uint128_t)p.burst * p.t_units;
@@ -232,7 +235,7 @@ int shm_params_valid(const void *base, size_t len, uint64_t off, char *err, size
             p.t_units == 0 || p.burst == 0 || p.initial > p.burst || bt != p.bt_units ||
             bt + p.max_reserve_units >= THR_TAT_LIMIT / 2)
                 return shm_seterr(err, errlen, -EBADMSG,
-                              "parameter record at %" PRIu64 " is inconsistent", off);
+                                  "parameter record at %" PRIu64 " is inconsistent", off);
         return 0;
 }
 
@@ -241,8 +244,8 @@ int shm_table_valid(const void *base, size_t len, uint64_t off, char *err, size_
         const struct thr_hdr *h = base;
         if (off % THR_ALIGN || !in_range(off, sizeof(struct thr_table), h->heap_off, h->heap_end) ||
             h->heap_end > len)
-                return shm_seterr(err, errlen, -EBADMSG, "table offset %" PRIu64 " is outside the heap",
-                              off);
+                return shm_seterr(err, errlen, -EBADMSG,
+                                  "table offset %" PRIu64 " is outside the heap", off);
         struct thr_table t;
         memcpy(&t, shm_at(base, off), sizeof(t));
         __uint128_t slot_bytes = (__uint128_t)t.nshards * t.shard_slots * THR_SLOT_SIZE;
@@ -254,7 +257,8 @@ int shm_table_valid(const void *base, size_t len, uint64_t off, char *err, size_
             !in_range(t.shards_off, (uint64_t)shard_bytes, h->heap_off, h->heap_end) ||
             !in_range(t.slots_off, (uint64_t)slot_bytes, h->heap_off, h->heap_end))
                 return shm_seterr(err, errlen, -EBADMSG,
-                              "table at %" PRIu64 " has an impossible geometry or offsets", off);
+                                  "table at %" PRIu64 " has an impossible geometry or offsets",
+                                  off);
         return 0;
 }
 
@@ -264,14 +268,15 @@ static int hdr_valid(const struct thr_hdr *h, size_t len, char *err, size_t errl
                 return shm_seterr(err, errlen, -EBADMSG, "not a throttle arena (bad magic)");
         if (h->major != THR_LAYOUT_MAJOR)
                 return shm_seterr(err, errlen, -EPROTONOSUPPORT,
-                              "arena layout version %u.%u, this program reads %u.x", h->major,
-                              h->minor, THR_LAYOUT_MAJOR);
+                                  "arena layout version %u.%u, this program reads %u.x", h->major,
+                                  h->minor, THR_LAYOUT_MAJOR);
         if (h->hdr_size != THR_HDR_SIZE || h->arena_size != len ||
             (h->clock_id != THR_CLOCK_MONOTONIC && h->clock_id != THR_CLOCK_MANUAL) ||
             (h->backing != THR_BACKING_HUGETLBFS && h->backing != THR_BACKING_SHM) ||
             memchr(h->name, 0, sizeof(h->name)) == NULL)
-                return shm_seterr(err, errlen, -EBADMSG, "arena header is corrupt (sizes, clock, "
-                                                     "backing or name)");
+                return shm_seterr(err, errlen, -EBADMSG,
+                                  "arena header is corrupt (sizes, clock, "
+                                  "backing or name)");
         __uint128_t dir_end = h->dir_off + (__uint128_t)h->dir_count * THR_DIR_ENTRY_SIZE;
         __uint128_t rd_end = h->reader_off + (__uint128_t)h->reader_count * THR_READER_SIZE;
         uint64_t top = atomic_load_explicit(&h->heap_top, memory_order_acquire);
@@ -325,8 +330,7 @@ int shm_dir_find(const struct shm_map *m, const char *name)
 
 /* ---------------------------------------------------------------- attach */
 
-int shm_arena_attach(const char *path, bool writable, struct shm_map *out, char *err,
-                     size_t errlen)
+int shm_arena_attach(const char *path, bool writable, struct shm_map *out, char *err, size_t errlen)
 {
         memset(out, 0, sizeof(*out));
         out->fd = -1;
@@ -335,7 +339,7 @@ int shm_arena_attach(const char *path, bool writable, struct shm_map *out, char 
         int fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
         if (fd < 0)
                 return shm_seterr(err, errlen, -errno, "cannot open arena %s: %s", path,
-                              strerror(errno));
+                                  strerror(errno));
         struct stat st;
         if (fstat(fd, &st) < 0 || st.st_size < THR_HDR_SIZE) {
                 close(fd);
@@ -379,8 +383,8 @@ int shm_daemon_lock(struct shm_map *m, pid_t *holder)
         if (e != EAGAIN && e != EACCES)
                 return -e;
         if (holder)
-                *holder = (pid_t)atomic_load_explicit(&shm_hdr(m)->daemon_pid,
-                                                      memory_order_relaxed);
+                *holder =
+                    (pid_t)atomic_load_explicit(&shm_hdr(m)->daemon_pid, memory_order_relaxed);
         return -EBUSY;
 }
 
@@ -392,8 +396,8 @@ int shm_daemon_alive(const struct shm_map *m, pid_t *holder)
         if (fl.l_type == F_UNLCK)
                 return 0;
         if (holder)
-                *holder = (pid_t)atomic_load_explicit(&shm_hdr(m)->daemon_pid,
-                                                      memory_order_relaxed);
+                *holder =
+                    (pid_t)atomic_load_explicit(&shm_hdr(m)->daemon_pid, memory_order_relaxed);
         return 1;
 }
 
@@ -417,10 +421,10 @@ int shm_limiter_compatible(const struct shm_map *m, uint32_t idx, const struct t
                            const struct geometry *g, char *err, size_t errlen)
 {
         const struct thr_dir_entry *de =
-                (const struct thr_dir_entry *)shm_at(m->base, shm_hdr(m)->dir_off) + idx;
+            (const struct thr_dir_entry *)shm_at(m->base, shm_hdr(m)->dir_off) + idx;
         const struct thr_table *tb = shm_at(m->base, de->table_off);
         const struct thr_params *cur =
-                shm_at(m->base, atomic_load_explicit(&de->params_off, memory_order_acquire));
+            shm_at(m->base, atomic_load_explicit(&de->params_off, memory_order_acquire));
         if (tb->nshards != g->nshards || tb->shard_slots != g->shard_slots)
                 return shm_seterr(err, errlen, -EBUSY,
                                   "limiter '%s': its table (capacity %" PRIu64 ", %u shards) "

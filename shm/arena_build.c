@@ -195,8 +195,8 @@ static int hdr_init(struct shm_map *m, const struct shm_arena_spec *s)
                 return -EIO;
         h->dir_off = THR_HDR_SIZE;
         h->dir_count = s->max_limiters;
-        h->reader_off = align_up(h->dir_off + (uint64_t)s->max_limiters * THR_DIR_ENTRY_SIZE,
-                                 THR_ALIGN);
+        h->reader_off =
+            align_up(h->dir_off + (uint64_t)s->max_limiters * THR_DIR_ENTRY_SIZE, THR_ALIGN);
         h->reader_count = s->max_readers;
         h->heap_off = align_up(h->reader_off + (uint64_t)s->max_readers * THR_READER_SIZE, 4096);
         h->heap_end = m->size;
@@ -256,8 +256,7 @@ static int limiter_add(struct shm_map *m, const struct shm_limiter_spec *s, uint
         return 0;
 }
 
-int shm_arena_create(const struct shm_arena_spec *s, struct shm_map *out, char *err,
-                     size_t errlen)
+int shm_arena_create(const struct shm_arena_spec *s, struct shm_map *out, char *err, size_t errlen)
 {
         uint64_t heap = 0;
         int rc = spec_check(s, &heap, err, errlen);
@@ -276,12 +275,12 @@ int shm_arena_create(const struct shm_arena_spec *s, struct shm_map *out, char *
         if (access(path, F_OK) == 0)
                 return shm_seterr(err, errlen, -EEXIST, "arena %s already exists", path);
         uint64_t fixed = align_up(THR_HDR_SIZE + (uint64_t)s->max_limiters * THR_DIR_ENTRY_SIZE +
-                                          THR_ALIGN + (uint64_t)s->max_readers * THR_READER_SIZE,
+                                      THR_ALIGN + (uint64_t)s->max_readers * THR_READER_SIZE,
                                   4096);
         uint64_t size = fixed + heap;
         bool on_huge = strncmp(path, "/dev/shm/", 9) != 0 && huge_ok;
-        rc = map_new(s, path, on_huge ? align_up(size, HUGE_2M) : align_up(size, 4096), out,
-                     err, errlen);
+        rc = map_new(s, path, on_huge ? align_up(size, HUGE_2M) : align_up(size, 4096), out, err,
+                     errlen);
         if (rc < 0 && on_huge && s->hugepages == SHM_HUGE_AUTO) {
                 char why[256];
                 snprintf(why, sizeof(why), "%s", err ? err : "");
@@ -289,8 +288,10 @@ int shm_arena_create(const struct shm_arena_spec *s, struct shm_map *out, char *
                 fallback.hugepages = SHM_HUGE_OFF;
                 rc = shm_arena_create(&fallback, out, err, errlen);
                 if (rc >= 0 && err && errlen)
-                        snprintf(err, errlen, "hugetlbfs could not hold the arena (%s); using "
-                                              "/dev/shm", why);
+                        snprintf(err, errlen,
+                                 "hugetlbfs could not hold the arena (%s); using "
+                                 "/dev/shm",
+                                 why);
                 return rc < 0 ? rc : 1;
         }
         if (rc < 0)
@@ -299,8 +300,8 @@ int shm_arena_create(const struct shm_arena_spec *s, struct shm_map *out, char *
 }
 
 /* Write the contents of a freshly mapped temporary file, then rename it into place. */
-int shm_arena_finish(struct shm_map *m, const struct shm_arena_spec *s, const char *path,
-                     char *err, size_t errlen)
+int shm_arena_finish(struct shm_map *m, const struct shm_arena_spec *s, const char *path, char *err,
+                     size_t errlen)
 {
         int rc = hdr_init(m, s);
         for (size_t i = 0; rc == 0 && i < s->nlimiters; i++)
@@ -362,14 +363,13 @@ static int configure_check(struct shm_map *m, const struct shm_arena_spec *s, ui
                 *need += sizeof(struct thr_params) + THR_ALIGN;
         }
         return shm_dir_free_count(m) < added
-                       ? shm_seterr(err, errlen, -ENOSPC,
-                                    "arena %s has no free limiter entries for %u new limiters",
-                                    m->path, added)
-                       : 0;
+                   ? shm_seterr(err, errlen, -ENOSPC,
+                                "arena %s has no free limiter entries for %u new limiters", m->path,
+                                added)
+                   : 0;
 }
 
-int shm_arena_configure(struct shm_map *m, const struct shm_arena_spec *s, char *err,
-                        size_t errlen)
+int shm_arena_configure(struct shm_map *m, const struct shm_arena_spec *s, char *err, size_t errlen)
 {
         struct thr_hdr *h = shm_hdr(m);
         uint64_t need = 0;
@@ -399,13 +399,14 @@ int shm_arena_configure(struct shm_map *m, const struct shm_arena_spec *s, char 
 int shm_limiter_update(struct shm_map *m, uint32_t idx, const struct shm_limiter_spec *s,
                        uint64_t gen)
 {
-        struct thr_dir_entry *de = (struct thr_dir_entry *)shm_at(m->base, shm_hdr(m)->dir_off) + idx;
+        struct thr_dir_entry *de =
+            (struct thr_dir_entry *)shm_at(m->base, shm_hdr(m)->dir_off) + idx;
         struct thr_params p;
         int rc = shm_params_make(s, gen, &p, NULL, 0);
         if (rc < 0)
                 return rc;
         const struct thr_params *cur =
-                shm_at(m->base, atomic_load_explicit(&de->params_off, memory_order_acquire));
+            shm_at(m->base, atomic_load_explicit(&de->params_off, memory_order_acquire));
         p.gen = cur->gen;
         if (memcmp(&p, cur, sizeof(p)) == 0)
                 return 0;

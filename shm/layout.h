@@ -69,19 +69,19 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define THR_MAGIC         0x414e455241524854ull /* "THRARENA" little-endian */
-#define THR_LAYOUT_MAJOR  1u
-#define THR_LAYOUT_MINOR  0u
-#define THR_HDR_SIZE      4096u
-#define THR_NAME_MAX      63u  /* arena and limiter names, without the NUL */
-#define THR_KEY_MAX       104u /* bytes of a key; longer keys get -ENAMETOOLONG */
-#define THR_KEY_INLINE    40u  /* key bytes in the slot's first cache line */
-#define THR_SLOT_SIZE     128u
+#define THR_MAGIC          0x414e455241524854ull /* "THRARENA" little-endian */
+#define THR_LAYOUT_MAJOR   1u
+#define THR_LAYOUT_MINOR   0u
+#define THR_HDR_SIZE       4096u
+#define THR_NAME_MAX       63u  /* arena and limiter names, without the NUL */
+#define THR_KEY_MAX        104u /* bytes of a key; longer keys get -ENAMETOOLONG */
+#define THR_KEY_INLINE     40u  /* key bytes in the slot's first cache line */
+#define THR_SLOT_SIZE      128u
 #define THR_DIR_ENTRY_SIZE 128u
-#define THR_READER_SIZE   128u
-#define THR_ALIGN         64u
-#define THR_MAX_K         29u /* time-scale cap: 2^64 units of 1/K ns last >= 20 years */
-#define THR_MAX_SHARDS    4096u
+#define THR_READER_SIZE    128u
+#define THR_ALIGN          64u
+#define THR_MAX_K          29u /* time-scale cap: 2^64 units of 1/K ns last >= 20 years */
+#define THR_MAX_SHARDS     4096u
 
 #define THR_TAT_FRESH UINT64_MAX
 #define THR_TAT_DEAD  (UINT64_MAX - 1)
@@ -100,34 +100,39 @@ enum thr_dir_state { THR_DIR_FREE = 0, THR_DIR_LIVE = 1, THR_DIR_RETIRED = 2 };
 enum thr_limiter_kind { THR_KIND_GCRA = 1 };
 
 /* slot meta status, bits 63..62 */
-enum thr_slot_status { THR_SLOT_EMPTY = 0, THR_SLOT_BUSY = 1, THR_SLOT_LIVE = 2, THR_SLOT_DEAD = 3 };
+enum thr_slot_status {
+        THR_SLOT_EMPTY = 0,
+        THR_SLOT_BUSY = 1,
+        THR_SLOT_LIVE = 2,
+        THR_SLOT_DEAD = 3
+};
 
 #define THR_META_STATUS(m) ((unsigned)((m) >> 62))
 #define THR_META_GEN(m)    ((uint32_t)(((m) >> 32) & 0x3fffffffu))
 #define THR_META_TAG(m)    ((uint32_t)(m))
 #define THR_META_MAKE(st, gen, tag)                                                                \
-        (((uint64_t)(st) << 62) | ((uint64_t)((gen) & 0x3fffffffu) << 32) | (uint64_t)(tag))
+        (((uint64_t)(st) << 62) | ((uint64_t)((gen)&0x3fffffffu) << 32) | (uint64_t)(tag))
 
 struct thr_hdr {
-        uint64_t magic;          /* THR_MAGIC, written last at creation (release) */
-        uint32_t major;          /* THR_LAYOUT_MAJOR: a client of another major refuses */
-        uint32_t minor;          /* THR_LAYOUT_MINOR: only adds fields in the headroom */
-        uint64_t arena_size;     /* bytes of the whole file */
-        uint32_t hdr_size;       /* THR_HDR_SIZE */
-        uint32_t backing;        /* enum thr_backing, as verified after mapping */
-        uint64_t page_size;      /* page size of the mapping, verified in /proc/self/smaps */
-        uint64_t thp_bytes;      /* /dev/shm only: bytes the kernel backed with huge pages */
+        uint64_t magic;      /* THR_MAGIC, written last at creation (release) */
+        uint32_t major;      /* THR_LAYOUT_MAJOR: a client of another major refuses */
+        uint32_t minor;      /* THR_LAYOUT_MINOR: only adds fields in the headroom */
+        uint64_t arena_size; /* bytes of the whole file */
+        uint32_t hdr_size;   /* THR_HDR_SIZE */
+        uint32_t backing;    /* enum thr_backing, as verified after mapping */
+        uint64_t page_size;  /* page size of the mapping, verified in /proc/self/smaps */
+        uint64_t thp_bytes;  /* /dev/shm only: bytes the kernel backed with huge pages */
         char name[THR_NAME_MAX + 1];
 
         /* clock: every process reads time the same way */
-        uint32_t clock_id;       /* enum thr_clock_kind */
+        uint32_t clock_id; /* enum thr_clock_kind */
         uint32_t pad0;
-        uint8_t boot_id[16];     /* /proc/sys/kernel/random/boot_id at creation */
-        int64_t timens_mono_ns;  /* CLOCK_MONOTONIC offset of the creator's time namespace */
-        int64_t epoch_ns;        /* CLOCK_MONOTONIC value that arena time 0 stands for */
+        uint8_t boot_id[16];            /* /proc/sys/kernel/random/boot_id at creation */
+        int64_t timens_mono_ns;         /* CLOCK_MONOTONIC offset of the creator's time namespace */
+        int64_t epoch_ns;               /* CLOCK_MONOTONIC value that arena time 0 stands for */
         _Atomic uint64_t manual_now_ns; /* THR_CLOCK_MANUAL: the arena's time, set by tests */
 
-        uint64_t secret[2];      /* SipHash key: chosen keys cannot pile onto one probe run */
+        uint64_t secret[2]; /* SipHash key: chosen keys cannot pile onto one probe run */
 
         /* daemon identity (informational; liveness is the lock on byte 0 of the file) */
         _Atomic uint64_t daemon_pid;
@@ -142,9 +147,9 @@ struct thr_hdr {
         uint64_t reader_off;
         uint32_t reader_count;
         uint32_t pad2;
-        uint64_t heap_off;       /* first byte of the heap */
-        uint64_t heap_end;       /* one past its last byte (== arena_size) */
-        _Atomic uint64_t heap_top; /* bump pointer; written by the daemon only */
+        uint64_t heap_off;           /* first byte of the heap */
+        uint64_t heap_end;           /* one past its last byte (== arena_size) */
+        _Atomic uint64_t heap_top;   /* bump pointer; written by the daemon only */
         _Atomic uint64_t config_gen; /* bumped by the daemon at every (re)configuration */
 
         /* statistics that only the daemon writes */
@@ -154,55 +159,57 @@ struct thr_hdr {
 };
 
 struct thr_params {
-        uint32_t kind;           /* enum thr_limiter_kind */
-        uint32_t size;           /* sizeof(struct thr_params) when written */
-        uint64_t rate_n;         /* N tokens ... */
-        uint64_t period_ns;      /* ... per P ns, as configured */
-        uint64_t k;              /* time scale: units of 1/k ns */
-        uint64_t t_units;        /* emission interval T = P/N ns, in units (exact) */
-        uint64_t burst;          /* B >= 1 */
-        uint64_t initial;        /* tokens a new key starts with, <= B */
-        uint64_t bt_units;       /* B * T, checked not to overflow */
+        uint32_t kind;              /* enum thr_limiter_kind */
+        uint32_t size;              /* sizeof(struct thr_params) when written */
+        uint64_t rate_n;            /* N tokens ... */
+        uint64_t period_ns;         /* ... per P ns, as configured */
+        uint64_t k;                 /* time scale: units of 1/k ns */
+        uint64_t t_units;           /* emission interval T = P/N ns, in units (exact) */
+        uint64_t burst;             /* B >= 1 */
+        uint64_t initial;           /* tokens a new key starts with, <= B */
+        uint64_t bt_units;          /* B * T, checked not to overflow */
         uint64_t max_reserve_units; /* how far past now + B*T a reservation may push the TAT */
-        uint64_t gen;            /* config generation that wrote this record */
+        uint64_t gen;               /* config generation that wrote this record */
         uint64_t reserved[6];
 };
 
 struct thr_dir_entry {
         char name[THR_NAME_MAX + 1];
-        _Atomic uint32_t state;  /* enum thr_dir_state */
+        _Atomic uint32_t state; /* enum thr_dir_state */
         uint32_t pad;
         _Atomic uint64_t params_off; /* current immutable parameter record */
-        uint64_t table_off;      /* key table of this limiter */
+        uint64_t table_off;          /* key table of this limiter */
         uint64_t table_bytes;
         uint8_t reserved[THR_DIR_ENTRY_SIZE - 96];
 };
 
 struct thr_table {
-        uint32_t nshards;        /* power of two */
-        uint32_t shard_slots;    /* slots per shard */
-        uint64_t capacity;       /* hard cap on live keys in this table */
-        uint64_t shard_max;      /* cap on live keys per shard (keeps probe runs short) */
-        uint64_t shards_off;     /* offset of thr_shard[nshards] from the arena start */
-        uint64_t slots_off;      /* offset of slot[0] from the arena start */
-        _Atomic uint64_t live;   /* live keys in the table (insert path and daemon only) */
+        uint32_t nshards;             /* power of two */
+        uint32_t shard_slots;         /* slots per shard */
+        uint64_t capacity;            /* hard cap on live keys in this table */
+        uint64_t shard_max;           /* cap on live keys per shard (keeps probe runs short) */
+        uint64_t shards_off;          /* offset of thr_shard[nshards] from the arena start */
+        uint64_t slots_off;           /* offset of slot[0] from the arena start */
+        _Atomic uint64_t live;        /* live keys in the table (insert path and daemon only) */
         _Atomic uint64_t insert_fail; /* inserts refused because the table was full */
         uint8_t pad[8];
 };
 
-/* One per shard, cache-line aligned; touched by the insert path and the daemon, never by lookups. */
+/* One per shard, cache-line aligned; touched by the insert path and the daemon, never by lookups.
+ */
 struct thr_shard {
-        uint8_t mutex[64];       /* pthread_mutex_t, robust and process-shared */
-        _Atomic uint64_t live;   /* live slots in this shard */
+        uint8_t mutex[64];     /* pthread_mutex_t, robust and process-shared */
+        _Atomic uint64_t live; /* live slots in this shard */
         _Atomic uint64_t inserts;
         _Atomic uint64_t repairs; /* interrupted inserts repaired after EOWNERDEAD */
-        _Atomic uint64_t floor_units; /* issue 3: TAT floor new keys start from after on_full=evict */
+        _Atomic uint64_t
+            floor_units; /* issue 3: TAT floor new keys start from after on_full=evict */
         uint8_t pad[32];
 };
 
 struct thr_slot {
-        _Atomic uint64_t meta;   /* status | generation | hash tag, see above */
-        _Atomic uint64_t state;  /* GCRA: TAT in units, or THR_TAT_FRESH / THR_TAT_DEAD */
+        _Atomic uint64_t meta;  /* status | generation | hash tag, see above */
+        _Atomic uint64_t state; /* GCRA: TAT in units, or THR_TAT_FRESH / THR_TAT_DEAD */
         uint32_t key_len;
         uint32_t pad;
         uint8_t key[THR_KEY_MAX]; /* first THR_KEY_INLINE bytes in line 0 */

@@ -30,7 +30,7 @@ static uint64_t gcd64(uint64_t a, uint64_t b)
 #define HORIZON_NS (20ull * 365 * 24 * 3600 * 1000000000ull)
 
 static int fail(char *err, size_t errlen, int rc, const char *name, const char *fmt, ...)
-        __attribute__((format(printf, 5, 6)));
+    __attribute__((format(printf, 5, 6)));
 
 static int fail(char *err, size_t errlen, int rc, const char *name, const char *fmt, ...)
 {
@@ -53,8 +53,8 @@ int shm_params_make(const struct shm_limiter_spec *s, uint64_t gen, struct thr_p
                 return -EINVAL;
         if (s->rate_n == 0 || s->period_ns == 0)
                 return fail(err, errlen, -EINVAL, s->name,
-                            "rate must be positive (got %" PRIu64 " per %" PRIu64 " ns)",
-                            s->rate_n, s->period_ns);
+                            "rate must be positive (got %" PRIu64 " per %" PRIu64 " ns)", s->rate_n,
+                            s->period_ns);
         if (s->burst == 0)
                 return fail(err, errlen, -EINVAL, s->name, "burst must be at least 1");
         if (s->initial > s->burst)
@@ -62,7 +62,7 @@ int shm_params_make(const struct shm_limiter_spec *s, uint64_t gen, struct thr_p
                             "initial (%" PRIu64 ") exceeds burst (%" PRIu64 ")", s->initial,
                             s->burst);
         uint64_t g = gcd64(s->period_ns, s->rate_n);
-        uint64_t k = s->rate_n / g;       /* denominator of T in ns */
+        uint64_t k = s->rate_n / g;          /* denominator of T in ns */
         uint64_t t_units = s->period_ns / g; /* numerator: T in units of 1/k ns */
         if (k > THR_MAX_K)
                 return fail(err, errlen, -EDOM, s->name,

@@ -35,14 +35,14 @@ struct shm_limiter_spec {
 
 struct shm_arena_spec {
         char name[THR_NAME_MAX + 1];
-        const char *dir;         /* NULL: hugetlbfs mount (libhugetlbfs), else /dev/shm */
+        const char *dir; /* NULL: hugetlbfs mount (libhugetlbfs), else /dev/shm */
         enum shm_hugepages hugepages;
-        mode_t mode;             /* file mode, e.g. 0660 */
-        gid_t gid;               /* (gid_t)-1: leave the group alone */
-        uint32_t clock;          /* THR_CLOCK_MONOTONIC or THR_CLOCK_MANUAL */
-        uint32_t max_limiters;   /* directory entries (>= nlimiters) */
-        uint32_t max_readers;    /* reader records */
-        uint64_t spare_bytes;    /* heap left free for limiters and records added later */
+        mode_t mode;           /* file mode, e.g. 0660 */
+        gid_t gid;             /* (gid_t)-1: leave the group alone */
+        uint32_t clock;        /* THR_CLOCK_MONOTONIC or THR_CLOCK_MANUAL */
+        uint32_t max_limiters; /* directory entries (>= nlimiters) */
+        uint32_t max_readers;  /* reader records */
+        uint64_t spare_bytes;  /* heap left free for limiters and records added later */
         size_t nlimiters;
         const struct shm_limiter_spec *limiters;
 };
@@ -202,9 +202,9 @@ int64_t shm_table_count(const void *base, const struct thr_table *tb);
 
 struct shm_gcra {
         bool admitted;
-        uint64_t new_tat;       /* state to store if admitted (units) */
-        uint64_t remaining;     /* tokens */
-        uint64_t retry_units;   /* 0 if admitted */
+        uint64_t new_tat;     /* state to store if admitted (units) */
+        uint64_t remaining;   /* tokens */
+        uint64_t retry_units; /* 0 if admitted */
         uint64_t reset_units;
 };
 
@@ -223,8 +223,8 @@ static inline void shm_gcra_step(const struct thr_params *p, uint64_t tat, uint6
         g->new_tat = new_tat;
         g->reset_units = (g->admitted ? new_tat : base) - now;
         g->retry_units = g->admitted ? 0 : new_tat - p->bt_units - now;
-        g->remaining = g->reset_units >= p->bt_units ? 0
-                                                     : (p->bt_units - g->reset_units) / p->t_units;
+        g->remaining =
+            g->reset_units >= p->bt_units ? 0 : (p->bt_units - g->reset_units) / p->t_units;
 }
 
 /* Units of 1/K ns -> ns, rounded up (a retry after that many ns is never early). */

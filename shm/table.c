@@ -92,9 +92,9 @@ static void shard_repair(struct thr_table *tb, struct probe *p)
                 if (st == THR_SLOT_BUSY) {
                         atomic_store_explicit(&s->state, THR_TAT_DEAD, memory_order_relaxed);
                         atomic_store_explicit(
-                                &s->meta,
-                                THR_META_MAKE(THR_SLOT_DEAD, THR_META_GEN(meta), THR_META_TAG(meta)),
-                                memory_order_release);
+                            &s->meta,
+                            THR_META_MAKE(THR_SLOT_DEAD, THR_META_GEN(meta), THR_META_TAG(meta)),
+                            memory_order_release);
                 } else if (st == THR_SLOT_LIVE) {
                         live++;
                 }
@@ -174,8 +174,8 @@ int shm_table_insert(void *base, struct thr_table *tb, uint64_t h, const void *k
         *created = false;
         if (found) {
                 *out = s;
-        } else if (!s || atomic_load_explicit(&p.shard->live, memory_order_relaxed) >=
-                                 tb->shard_max ||
+        } else if (!s ||
+                   atomic_load_explicit(&p.shard->live, memory_order_relaxed) >= tb->shard_max ||
                    atomic_load_explicit(&tb->live, memory_order_relaxed) >= tb->capacity) {
                 atomic_fetch_add_explicit(&tb->insert_fail, 1, memory_order_relaxed);
                 rc = -ENOSPC;

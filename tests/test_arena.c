@@ -1,0 +1,247 @@
+/*
+ * test_arena.c - the arena as untrusted input: valid() rejects each kind of corruption, clients
+ * refuse another major version or another clock, creation leaves no half arena, the daemon lock
+ * excludes a second holder, and reconfiguration keeps buckets or refuses without changing anything.
+ */
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "helpers.h"
+
+static struct tarena T;
+
+static void setup(void)
+{
+        struct shm_limiter_spec s[] = {tspec("a", 10, SEC, 5, 5), tspec("b", 100, SEC, 10, 10)};
+        tarena_make(&T, THR_CLOCK_MANUAL, SHM_HUGE_OFF, s, 2);
+}
+
+static void teardown(void)
+{
+        tarena_free(&T);
+}
+
+TestSuite(arena, .init = setup, .fini = teardown);
+
+/* A private copy of the arena to corrupt. */
+static void *copy(void)
+{
+        void *c = malloc(T.map.size);
+        cr_assert_not_null(c);
+        memcpy(c, T.map.base, T.map.size);
+        return c;
+}
+
+static struct thr_dir_entry *dir0(void *base)
+{
+        return shm_at(base, ((struct thr_hdr *)base)->dir_off);
+}
+
+static void expect_invalid(void *c, int want, const char *what)
+{
+        char err[256] = "";
+        int rc = shm_arena_valid(c, T.map.size, err, sizeof(err));
+        cr_assert_eq(rc, want, "%s: got %d (%s)", what, rc, err);
+        cr_assert(err[0], "%s: a message is given", what);
+        free(c);
+}
+
+Test(arena, fresh_arena_is_valid)
+{
+        char err[256] = "";
+        cr_assert_eq(shm_arena_valid(T.map.base, T.map.size, err, sizeof(err)), 0, "%s", err);
+        struct thr_hdr *h = shm_hdr(&T.map);
+        cr_assert_eq(h->major, THR_LAYOUT_MAJOR);
+        cr_assert_eq(h->backing, THR_BACKING_SHM);
+        cr_assert(h->secret[0] || h->secret[1]);
+}
+
+Test(arena, corrupt_header_is_rejected)
+{
+        void *c = copy();
+        ((struct thr_hdr *)c)->magic ^= 1;
+        expect_invalid(c, -EBADMSG, "magic");
+        c = copy();
+        ((struct thr_hdr *)c)->major = THR_LAYOUT_MAJOR + 1;
+        expect_invalid(c, -EPROTONOSUPPORT, "major");
+        c = copy();
+        ((struct thr_hdr *)c)->dir_off = T.map.size - 64;
+        expect_invalid(c, -EBADMSG, "dir_off");
+        c = copy();
+        ((struct thr_hdr *)c)->reader_count = 0xffffffff;
+        expect_invalid(c, -EBADMSG, "reader_count");
+        c = copy();
+        ((struct thr_hdr *)c)->arena_size = T.map.size * 2;
+        expect_invalid(c, -EBADMSG, "arena_size");
+        c = copy();
+        ((struct thr_hdr *)c)->heap_top = T.map.size + 4096;
+        expect_invalid(c, -EBADMSG, "heap_top");
+        c = copy();
+        ((struct thr_hdr *)c)->clock_id = 9;
+        expect_invalid(c, -EBADMSG, "clock_id");
+}
+
+Test(arena, corrupt_limiter_is_rejected)
+{
+        void *c = copy();
+        dir0(c)->params_off = T.map.size - 8;
+        expect_invalid(c, -EBADMSG, "params_off past the end");
+        c = copy();
+        dir0(c)->params_off = 17;
+        expect_invalid(c, -EBADMSG, "params_off in the header");
+        c = copy();
+        ((struct thr_params *)shm_at(c, dir0(c)->params_off))->k = 0;
+        expect_invalid(c, -EBADMSG, "k = 0");
+        c = copy();
+        ((struct thr_params *)shm_at(c, dir0(c)->params_off))->bt_units += 1;
+        expect_invalid(c, -EBADMSG, "bt inconsistent");
+        c = copy();
+        ((struct thr_table *)shm_at(c, dir0(c)->table_off))->nshards = 0;
+        expect_invalid(c, -EBADMSG, "nshards 0");
+        c = copy();
+        ((struct thr_table *)shm_at(c, dir0(c)->table_off))->nshards = 3;
+        expect_invalid(c, -EBADMSG, "nshards not a power of two");
+        c = copy();
+        ((struct thr_table *)shm_at(c, dir0(c)->table_off))->shard_slots = 0x7fffffff;
+        expect_invalid(c, -EBADMSG, "slots beyond the file");
+        c = copy();
+        ((struct thr_table *)shm_at(c, dir0(c)->table_off))->slots_off = UINT64_MAX - 63;
+        expect_invalid(c, -EBADMSG, "slots_off wraps");
+        c = copy();
+        memset(dir0(c)->name, 'x', sizeof(dir0(c)->name));
+        expect_invalid(c, -EBADMSG, "unterminated name");
+}
+
+Test(arena, client_of_another_major_is_refused)
+{
+        thr_arena *a = NULL;
+        struct thr_hdr *h = shm_hdr(&T.map);
+        h->major = THR_LAYOUT_MAJOR + 1;
+        cr_assert_eq(thr_arena_open(T.path, 0, &a), -EPROTONOSUPPORT);
+        h->major = THR_LAYOUT_MAJOR;
+        cr_assert_eq(thr_arena_open(T.path, 0, &a), 0);
+        thr_arena_close(a);
+}
+
+Test(arena, client_refuses_another_boot_or_time_namespace)
+{
+        struct shm_limiter_spec s = tspec("a", 10, SEC, 5, 5);
+        struct tarena rt;
+        tarena_make(&rt, THR_CLOCK_MONOTONIC, SHM_HUGE_OFF, &s, 1);
+        struct thr_hdr *h = shm_hdr(&rt.map);
+        thr_arena *a = NULL;
+        h->boot_id[3] ^= 0xff;
+        cr_assert_eq(thr_arena_open(rt.path, 0, &a), -ESTALE, "another boot");
+        h->boot_id[3] ^= 0xff;
+        h->timens_mono_ns += SEC;
+        cr_assert_eq(thr_arena_open(rt.path, 0, &a), -ESTALE, "another time namespace");
+        h->timens_mono_ns -= SEC;
+        cr_assert_eq(thr_arena_open(rt.path, 0, &a), 0);
+        thr_arena_close(a);
+        tarena_free(&rt);
+}
+
+Test(arena, creation_leaves_no_temporary_file_and_refuses_to_overwrite)
+{
+        DIR *d = opendir(T.dir);
+        cr_assert_not_null(d);
+        int files = 0;
+        for (struct dirent *e; (e = readdir(d));)
+                if (e->d_name[0] != '.') {
+                        files++;
+                        cr_assert_null(strstr(e->d_name, ".tmp."), "leftover %s", e->d_name);
+                }
+        closedir(d);
+        cr_assert_eq(files, 1);
+        struct shm_limiter_spec s = tspec("a", 10, SEC, 5, 5);
+        struct shm_arena_spec as = {.hugepages = SHM_HUGE_OFF,
+                                    .mode = 0600,
+                                    .gid = (gid_t)-1,
+                                    .clock = THR_CLOCK_MANUAL,
+                                    .max_limiters = 4,
+                                    .max_readers = 4,
+                                    .nlimiters = 1,
+                                    .limiters = &s,
+                                    .dir = T.dir};
+        snprintf(as.name, sizeof(as.name), "%s", shm_hdr(&T.map)->name);
+        struct shm_map m;
+        char err[256];
+        cr_assert_eq(shm_arena_create(&as, &m, err, sizeof(err)), -EEXIST);
+}
+
+Test(arena, daemon_lock_is_exclusive_and_visible_read_only)
+{
+        struct shm_map m1, m2, ro;
+        char err[256];
+        cr_assert_eq(shm_arena_attach(T.path, true, &m1, err, sizeof(err)), 0, "%s", err);
+        cr_assert_eq(shm_arena_attach(T.path, true, &m2, err, sizeof(err)), 0);
+        cr_assert_eq(shm_arena_attach(T.path, false, &ro, err, sizeof(err)), 0);
+        cr_assert_eq(shm_daemon_alive(&ro, NULL), 0);
+        cr_assert_eq(shm_daemon_lock(&m1, NULL), 0);
+        cr_assert_eq(shm_daemon_lock(&m2, NULL), -EBUSY, "a second daemon is kept out");
+        cr_assert_eq(shm_daemon_alive(&ro, NULL), 1);
+        shm_arena_detach(&m1);
+        cr_assert_eq(shm_daemon_alive(&ro, NULL), 0, "the lock goes with its holder");
+        cr_assert_eq(shm_daemon_lock(&m2, NULL), 0);
+        shm_arena_detach(&m2);
+        shm_arena_detach(&ro);
+}
+
+static struct shm_arena_spec respec(struct shm_limiter_spec *s, size_t n)
+{
+        struct shm_arena_spec as = {.hugepages = SHM_HUGE_OFF,
+                                    .mode = 0600,
+                                    .gid = (gid_t)-1,
+                                    .clock = THR_CLOCK_MANUAL,
+                                    .max_limiters = 16,
+                                    .max_readers = 256,
+                                    .nlimiters = n,
+                                    .limiters = s};
+        snprintf(as.name, sizeof(as.name), "%s", shm_hdr(&T.map)->name);
+        return as;
+}
+
+Test(arena, configure_keeps_buckets_and_swaps_parameters)
+{
+        thr_limiter *l = tlim(&T, "a");
+        struct thr_result r;
+        cr_assert_eq(thr_limiter_try(l, "k", 1, 3, &r), 1);
+        struct thr_dir_entry *de = dir0(T.map.base);
+        uint64_t before = de->params_off, table = de->table_off;
+        struct shm_limiter_spec s[] = {tspec("a", 20, SEC, 8, 8), tspec("b", 100, SEC, 10, 10),
+                                       tspec("c", 1, SEC, 1, 1)};
+        struct shm_arena_spec as = respec(s, 3);
+        char err[256] = "";
+        cr_assert_eq(shm_arena_configure(&T.map, &as, err, sizeof(err)), 0, "%s", err);
+        cr_assert_neq(de->params_off, before, "a new record");
+        cr_assert_eq(de->table_off, table, "the same table");
+        cr_assert_eq(thr_limiter_try(l, "k", 1, 0, &r), 1);
+        cr_assert_eq(r.limit, 8);
+        /* TAT = 300 ms kept; with T = 50 ms and B = 8: (400 - 300) / 50 = 2 left... */
+        cr_assert_eq(r.remaining, 2, "the key's debt was kept, the new rate applies");
+        thr_limiter *c = tlim(&T, "c");
+        thr_limiter_close(c);
+        thr_limiter_close(l);
+}
+
+Test(arena, configure_refuses_resize_and_unit_change_without_changing_anything)
+{
+        struct thr_dir_entry *de = dir0(T.map.base);
+        uint64_t before = de->params_off, top = shm_hdr(&T.map)->heap_top;
+        struct shm_limiter_spec s[] = {tspec("a", 10, SEC, 5, 5), tspec("b", 100, SEC, 10, 10),
+                                       tspec("new", 1, SEC, 1, 1)};
+        s[1].capacity = 4096;
+        struct shm_arena_spec as = respec(s, 3);
+        char err[256] = "";
+        cr_assert_eq(shm_arena_configure(&T.map, &as, err, sizeof(err)), -EBUSY);
+        cr_assert(strstr(err, "resized"), "message: %s", err);
+        s[1].capacity = 1024;
+        s[0].rate_n = 3; /* K 1 -> 3 */
+        cr_assert_eq(shm_arena_configure(&T.map, &as, err, sizeof(err)), -EBUSY);
+        cr_assert(strstr(err, "1/3 ns"), "message: %s", err);
+        cr_assert_eq(de->params_off, before);
+        cr_assert_eq(shm_hdr(&T.map)->heap_top, top, "nothing allocated");
+        cr_assert_eq(shm_dir_find(&T.map, "new"), -ENOENT, "nothing added");
+}

@@ -1,0 +1,90 @@
+/*
+ * test_params.c - a limiter's parameters are exact or refused: the time unit K, the emission
+ * interval in whole units, and the overflow checks of shm_params_make.
+ */
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "helpers.h"
+
+static int make(uint64_t n, uint64_t p, uint64_t b, uint64_t init, struct thr_params *out,
+                char *err)
+{
+        struct shm_limiter_spec s = tspec("lim", n, p, b, init);
+        return shm_params_make(&s, 1, out, err, 256);
+}
+
+Test(params, whole_nanosecond_intervals_use_unit_one)
+{
+        struct thr_params p;
+        char err[256];
+        cr_assert_eq(make(100, SEC, 20, 20, &p, err), 0, "%s", err);
+        cr_assert_eq(p.k, 1);
+        cr_assert_eq(p.t_units, 10000000);
+        cr_assert_eq(p.bt_units, 200000000);
+        cr_assert_eq(make(20000, 60 * SEC, 1, 1, &p, err), 0);
+        cr_assert_eq(p.k, 1);
+        cr_assert_eq(p.t_units, 3000000);
+        cr_assert_eq(make(1000000000, 7 * SEC, 1, 1, &p, err), 0);
+        cr_assert_eq(p.k, 1);
+        cr_assert_eq(p.t_units, 7);
+}
+
+Test(params, fractional_intervals_get_an_exact_unit)
+{
+        struct thr_params p;
+        char err[256];
+        cr_assert_eq(make(3, SEC, 1, 1, &p, err), 0, "%s", err);
+        cr_assert_eq(p.k, 3, "T = 1e9/3 ns: units of 1/3 ns");
+        cr_assert_eq(p.t_units, SEC);
+        cr_assert_eq(make(7, 60 * SEC, 1, 1, &p, err), 0);
+        cr_assert_eq(p.k, 7);
+        cr_assert_eq(p.t_units, 60 * SEC);
+        cr_assert_eq(make(29, SEC, 1, 1, &p, err), 0, "the finest unit allowed");
+        cr_assert_eq(p.k, 29);
+        cr_assert_eq(make(12, SEC, 1, 1, &p, err), 0, "gcd reduces 1e9/12 to 250000000/3");
+        cr_assert_eq(p.k, 3);
+        cr_assert_eq(p.t_units, 250000000);
+}
+
+Test(params, inexact_rate_is_refused_with_the_reason)
+{
+        struct thr_params p;
+        char err[256] = "";
+        cr_assert_eq(make(31, SEC, 1, 1, &p, err), -EDOM);
+        cr_assert(strstr(err, "lim") && strstr(err, "exactly"), "message: %s", err);
+}
+
+Test(params, overflowing_burst_is_refused)
+{
+        struct thr_params p;
+        char err[256] = "";
+        cr_assert_eq(make(1, 86400 * SEC, UINT64_MAX / 2, 1, &p, err), -ERANGE);
+        cr_assert(strstr(err, "overflow"), "message: %s", err);
+        /* The largest burst that still fits 20 years of state is accepted. */
+        cr_assert_eq(make(1, SEC, 1000000000ull, 1, &p, err), 0, "%s", err);
+}
+
+Test(params, bad_values_are_refused)
+{
+        struct thr_params p;
+        char err[256] = "";
+        cr_assert_eq(make(0, SEC, 1, 1, &p, err), -EINVAL);
+        cr_assert_eq(make(1, 0, 1, 1, &p, err), -EINVAL);
+        cr_assert_eq(make(1, SEC, 0, 0, &p, err), -EINVAL);
+        cr_assert(strstr(err, "burst"), "message: %s", err);
+        cr_assert_eq(make(1, SEC, 2, 3, &p, err), -EINVAL);
+        cr_assert(strstr(err, "initial"), "message: %s", err);
+}
+
+Test(params, reservation_cap_counts_against_the_range)
+{
+        struct shm_limiter_spec s = tspec("lim", 29, SEC, 1, 1);
+        struct thr_params p;
+        char err[256];
+        s.max_reserve_ns = UINT64_MAX / 8;
+        cr_assert_eq(shm_params_make(&s, 1, &p, err, sizeof(err)), -ERANGE);
+        s.max_reserve_ns = 3600 * SEC;
+        cr_assert_eq(shm_params_make(&s, 1, &p, err, sizeof(err)), 0);
+        cr_assert_eq(p.max_reserve_units, 3600 * SEC * 29);
+}
