@@ -17,6 +17,9 @@
 #include "shm.h"
 #include "throttle/throttle.h"
 
+/* Internal symbols are hidden: direct access, not through the GOT, inside the .so. */
+#pragma GCC visibility push(hidden)
+
 #define THR_TLS_ARENAS 8 /* arenas one thread can use before the oldest record is given back */
 
 struct thr_arena {
@@ -49,7 +52,8 @@ struct thr_tls {
 };
 
 extern uint64_t thr_fork_gen; /* bumped in the child by the atfork handler */
-extern __thread struct thr_tls *thr_tls_cur;
+/* initial-exec: one %fs-relative load, no __tls_get_addr call on the hot path. */
+extern __thread struct thr_tls *thr_tls_cur __attribute__((tls_model("initial-exec")));
 
 /* Registration on first use; NULL when the arena has no free reader record. */
 struct thr_reader *thr_reader_slow(thr_arena *a);
@@ -91,5 +95,7 @@ static inline void thr_count(_Atomic uint64_t *c)
         atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
                               memory_order_relaxed);
 }
+
+#pragma GCC visibility pop
 
 #endif

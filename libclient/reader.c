@@ -24,7 +24,7 @@
 #include "client_internal.h"
 
 uint64_t thr_fork_gen;
-__thread struct thr_tls *thr_tls_cur;
+__thread struct thr_tls *thr_tls_cur __attribute__((tls_model("initial-exec")));
 
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 static thr_arena *g_arenas;

@@ -5,8 +5,13 @@
  */
 #include <criterion/criterion.h>
 #include <dirent.h>
+#include <grp.h>
+#include <pwd.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "helpers.h"
 
@@ -244,4 +249,64 @@ Test(arena, configure_refuses_resize_and_unit_change_without_changing_anything)
         cr_assert_eq(de->params_off, before);
         cr_assert_eq(shm_hdr(&T.map)->heap_top, top, "nothing allocated");
         cr_assert_eq(shm_dir_find(&T.map, "new"), -ENOENT, "nothing added");
+}
+
+/* In a child that dropped to UID/GID (no supplementary groups), the result of thr_arena_open. */
+static int open_as(const char *path, uid_t uid, gid_t gid)
+{
+        int fds[2];
+        cr_assert_eq(pipe(fds), 0);
+        pid_t pid = fork();
+        cr_assert_geq(pid, 0);
+        if (pid == 0) {
+                int rc = -EPERM;
+                thr_arena *a = NULL;
+                if (setgroups(0, NULL) == 0 && setgid(gid) == 0 && setuid(uid) == 0)
+                        rc = thr_arena_open(path, 0, &a);
+                if (write(fds[1], &rc, sizeof(rc)) != sizeof(rc))
+                        _exit(2);
+                _exit(0);
+        }
+        int rc = 1, st;
+        cr_assert_eq(read(fds[0], &rc, sizeof(rc)), (ssize_t)sizeof(rc));
+        waitpid(pid, &st, 0);
+        close(fds[0]);
+        close(fds[1]);
+        return rc;
+}
+
+Test(arena, file_mode_and_group_decide_who_may_map_it)
+{
+        if (geteuid() != 0)
+                cr_skip_test("needs root to create an arena for another user's group");
+        struct passwd *nobody = getpwnam("nobody");
+        cr_assert_not_null(nobody, "user nobody exists");
+        cr_assert_eq(chmod(T.dir, 0755), 0);
+        cr_assert_eq(chmod(T.path, 0600), 0);
+        cr_assert_eq(open_as(T.path, nobody->pw_uid, nobody->pw_gid), -EACCES,
+                     "mode 0600 root: another user is refused");
+        struct shm_limiter_spec s = tspec("a", 10, SEC, 5, 5);
+        struct shm_arena_spec as = {.hugepages = SHM_HUGE_OFF,
+                                    .mode = 0660,
+                                    .gid = nobody->pw_gid,
+                                    .clock = THR_CLOCK_MANUAL,
+                                    .max_limiters = 4,
+                                    .max_readers = 8,
+                                    .nlimiters = 1,
+                                    .limiters = &s,
+                                    .dir = T.dir};
+        snprintf(as.name, sizeof(as.name), "grp%d", (int)getpid());
+        struct shm_map m;
+        char err[256] = "";
+        cr_assert_geq(shm_arena_create(&as, &m, err, sizeof(err)), 0, "%s", err);
+        struct stat st;
+        cr_assert_eq(fstat(m.fd, &st), 0);
+        cr_assert_eq(st.st_mode & 07777, 0660, "mode from the spec, not the umask");
+        cr_assert_eq(st.st_gid, nobody->pw_gid, "group from the spec");
+        cr_assert_eq(open_as(m.path, nobody->pw_uid, nobody->pw_gid), 0,
+                     "a member of the arena's group may map it");
+        cr_assert_eq(open_as(m.path, nobody->pw_uid, nobody->pw_gid + 1), -EACCES,
+                     "others may not");
+        unlink(m.path);
+        shm_arena_detach(&m);
 }
