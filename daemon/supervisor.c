@@ -18,6 +18,14 @@
 #include "log.h"
 #include "supervisor.h"
 
+/* A struct config points into itself (arena.limiters, arena.dir): repoint after every copy. */
+static void config_copy(struct config *dst, const struct config *src)
+{
+        *dst = *src;
+        dst->arena.limiters = dst->limiters;
+        dst->arena.dir = src->arena.dir ? dst->arena_dir : NULL;
+}
+
 static int attach_existing(struct supervisor *s, const char *path, bool recreate)
 {
         char err[512];
@@ -89,10 +97,7 @@ static void announce(struct supervisor *s)
 
 int supervisor_start(struct supervisor *s, const struct config *cfg, bool recreate)
 {
-        s->cfg = *cfg;
-        s->cfg.arena.limiters = s->cfg.limiters; /* the copy's own array */
-        if (cfg->arena.dir)
-                s->cfg.arena.dir = s->cfg.arena_dir;
+        config_copy(&s->cfg, cfg);
         s->map.fd = -1;
         char path[256];
         int rc = -ENOENT;
@@ -125,13 +130,11 @@ static void do_reload(struct supervisor *s)
                 log_error("reload refused, running config kept:\n%s", err);
                 return;
         }
-        next.arena.limiters = next.limiters;
         if (shm_arena_configure(&s->map, &next.arena, err, sizeof(err)) < 0) {
                 log_error("reload refused, running config kept: %s", err);
                 return;
         }
-        s->cfg = next;
-        s->cfg.arena.limiters = s->cfg.limiters;
+        config_copy(&s->cfg, &next);
         log_info("reloaded: %zu limiters", s->cfg.nlimiters);
 }
 

@@ -1,0 +1,579 @@
+/*
+ * test_config.c - proves that throttled's config parser accepts the shipped file, fills every
+ * field, parses rates and durations exactly, and names FILE:LINE and the fault for each kind of
+ * bad input, reporting all faults of a file.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <criterion/criterion.h>
+
+#include "config.h"
+
+/* ---------------------------------------------------------------- helpers */
+
+struct run {
+        int rc;
+        char path[32];
+        char err[8192];
+        struct config cfg;
+};
+
+/* Write TEXT to a fresh file in /tmp, load it, remove it. */
+static struct run *run_text(const char *text)
+{
+        struct run *r = calloc(1, sizeof(*r));
+        cr_assert(r);
+        snprintf(r->path, sizeof(r->path), "/tmp/thr_cfg_XXXXXX");
+        int fd = mkstemp(r->path);
+        cr_assert(fd >= 0, "mkstemp: %s", strerror(errno));
+        size_t len = strlen(text);
+        cr_assert_eq(write(fd, text, len), (ssize_t)len);
+        close(fd);
+        r->rc = config_load(r->path, &r->cfg, r->err, sizeof(r->err));
+        unlink(r->path);
+        return r;
+}
+
+static int count_lines(const char *s)
+{
+        int n = 0;
+        for (; *s; s++)
+                n += *s == '\n';
+        return n;
+}
+
+/* Assert that R failed with a line "PATH:LINE: ..." containing WORD. */
+static void expect_fault(const struct run *r, int line, const char *word)
+{
+        char head[64];
+        snprintf(head, sizeof(head), "%s:%d: ", r->path, line);
+        cr_assert_eq(r->rc, -EINVAL, "rc %d, err:\n%s", r->rc, r->err);
+        const char *at = strstr(r->err, head);
+        cr_assert(at && (at == r->err || at[-1] == '\n'), "no '%s' in:\n%s", head, r->err);
+        const char *end = strchr(at, '\n');
+        size_t len = end ? (size_t)(end - at) : strlen(at);
+        char one[1024];
+        snprintf(one, sizeof(one), "%.*s", (int)len, at);
+        cr_assert(strstr(one, word), "'%s' not in '%s'", word, one);
+}
+
+/* Exactly one fault, at LINE, naming WORD: no cascade of follow-on errors. */
+static void expect_one_fault(const char *text, int line, const char *word)
+{
+        struct run *r = run_text(text);
+        expect_fault(r, line, word);
+        cr_assert_eq(count_lines(r->err), 1, "expected one fault, got:\n%s", r->err);
+        free(r);
+}
+
+/* The shipped config, found next to this file: tests/../daemon/throttled.conf. */
+static void source_path(const char *rel, char *out, size_t n)
+{
+        const char *file = __FILE__;
+        const char *slash = strrchr(file, '/');
+        int dir = slash ? (int)(slash - file + 1) : 0;
+        snprintf(out, n, "%.*s../%s", dir, file, rel);
+}
+
+static const struct shm_limiter_spec *find_limiter(const struct config *cfg, const char *name)
+{
+        for (size_t i = 0; i < cfg->nlimiters; i++)
+                if (!strcmp(cfg->limiters[i].name, name))
+                        return &cfg->limiters[i];
+        return NULL;
+}
+
+#define SEC 1000000000ull
+
+/* ---------------------------------------------------------------- whole files */
+
+Test(config, default_file_parses)
+{
+        char path[512], err[4096];
+        struct config *cfg = calloc(1, sizeof(*cfg));
+        source_path("daemon/throttled.conf", path, sizeof(path));
+        int rc = config_load(path, cfg, err, sizeof(err));
+        cr_assert_eq(rc, 0, "%s: rc %d:\n%s", path, rc, err);
+        cr_assert_str_eq(cfg->arena.name, "main");
+        cr_assert_eq(cfg->arena.hugepages, SHM_HUGE_AUTO);
+        cr_assert_eq(cfg->arena.mode, 0660);
+        cr_assert_eq(cfg->arena.gid, (gid_t)-1);
+        cr_assert_eq(cfg->arena.clock, THR_CLOCK_MONOTONIC);
+        cr_assert_null(cfg->arena.dir);
+        cr_assert_eq(cfg->arena.nlimiters, 2);
+        cr_assert_eq(cfg->arena.limiters, cfg->limiters);
+        const struct shm_limiter_spec *k = find_limiter(cfg, "per_key");
+        const struct shm_limiter_spec *g = find_limiter(cfg, "global");
+        cr_assert(k && g);
+        cr_assert(k->rate_n == 5 && k->period_ns == SEC && k->burst == 5 && k->initial == 5);
+        cr_assert(k->capacity == 10000 && k->shards == 0 && k->max_reserve_ns == 60 * SEC);
+        cr_assert(g->rate_n == 50 && g->period_ns == SEC && g->burst == 10 && g->initial == 10);
+        cr_assert(g->capacity == 16);
+        for (size_t i = 0; i < cfg->nlimiters; i++) {
+                struct thr_params p;
+                cr_assert_eq(shm_params_make(&cfg->limiters[i], 1, &p, err, sizeof(err)), 0);
+        }
+        free(cfg);
+}
+
+Test(config, valid_file_fills_every_field)
+{
+        struct run *r = run_text("; a comment\n"
+                                 "# another\n"
+                                 "[arena]\n"
+                                 "name = t.est-1      ; inline comment\n"
+                                 "hugepages = off\n"
+                                 "  mode = 0640\n"
+                                 "group = 0\n"
+                                 "clock = manual\n"
+                                 "max_limiters = 8\n"
+                                 "max_readers = 32\n"
+                                 "spare = 2GiB\n"
+                                 "dir = /tmp/arenas\n"
+                                 "\n"
+                                 "[daemon]\n"
+                                 "heartbeat_ms = 250\n"
+                                 "metrics = [::1]:9100\n"
+                                 "[tokens]\n"
+                                 "rate = 20000/min\n"
+                                 "burst = 100\n"
+                                 "initial = 7\n"
+                                 "capacity = 1234\n"
+                                 "shards = 16\n"
+                                 "max_reserve = 10s\n"
+                                 "[b]\n"
+                                 "rate = 3/250ms\n");
+        cr_assert_eq(r->rc, 0, "%s", r->err);
+        cr_assert_str_empty(r->err);
+        const struct config *c = &r->cfg;
+        const struct shm_arena_spec *a = &c->arena;
+        cr_assert_str_eq(a->name, "t.est-1");
+        cr_assert_str_eq(c->arena_name, "t.est-1");
+        cr_assert_eq(a->hugepages, SHM_HUGE_OFF);
+        cr_assert_eq(a->mode, 0640);
+        cr_assert_eq(a->gid, 0);
+        cr_assert_eq(a->clock, THR_CLOCK_MANUAL);
+        cr_assert(a->max_limiters == 8 && a->max_readers == 32);
+        cr_assert_eq(a->spare_bytes, 2ull << 30);
+        cr_assert(a->dir && !strcmp(a->dir, "/tmp/arenas") && a->dir == c->arena_dir);
+        cr_assert_eq(c->heartbeat_ms, 250);
+        cr_assert_str_eq(c->metrics_listen, "[::1]:9100");
+        cr_assert_str_eq(c->path, r->path);
+        cr_assert(a->nlimiters == 2 && c->nlimiters == 2 && a->limiters == c->limiters);
+        const struct shm_limiter_spec *t = &c->limiters[0], *b = &c->limiters[1];
+        cr_assert_str_eq(t->name, "tokens");
+        cr_assert(t->rate_n == 20000 && t->period_ns == 60 * SEC);
+        cr_assert(t->burst == 100 && t->initial == 7 && t->capacity == 1234);
+        cr_assert(t->shards == 16 && t->max_reserve_ns == 10 * SEC);
+        /* defaults: burst = N, initial = burst, capacity 65536, automatic shards, 60 s */
+        cr_assert_str_eq(b->name, "b");
+        cr_assert(b->rate_n == 3 && b->period_ns == SEC / 4 && b->burst == 3 && b->initial == 3);
+        cr_assert(b->capacity == 65536 && b->shards == 0 && b->max_reserve_ns == 60 * SEC);
+        free(r);
+}
+
+Test(config, empty_file_gives_defaults)
+{
+        struct run *r = run_text("");
+        cr_assert_eq(r->rc, 0, "%s", r->err);
+        const struct shm_arena_spec *a = &r->cfg.arena;
+        cr_assert_str_eq(a->name, "main");
+        cr_assert(a->hugepages == SHM_HUGE_AUTO && a->mode == 0660 && a->gid == (gid_t)-1);
+        cr_assert(a->clock == THR_CLOCK_MONOTONIC && a->max_limiters == 64);
+        cr_assert(a->max_readers == 1024 && a->spare_bytes == 16ull << 20 && !a->dir);
+        cr_assert(a->nlimiters == 0 && r->cfg.heartbeat_ms == 1000);
+        cr_assert_str_eq(r->cfg.metrics_listen, "127.0.0.1:9477");
+        free(r);
+}
+
+Test(config, group_by_name)
+{
+        struct run *r = run_text("[arena]\ngroup = root\n");
+        cr_assert_eq(r->rc, 0, "%s", r->err);
+        cr_assert_eq(r->cfg.arena.gid, 0);
+        free(r);
+}
+
+Test(config, missing_file)
+{
+        char err[512];
+        struct config *cfg = calloc(1, sizeof(*cfg));
+        int rc = config_load("/nonexistent/throttled.conf", cfg, err, sizeof(err));
+        cr_assert_eq(rc, -ENOENT);
+        cr_assert(strstr(err, "/nonexistent/throttled.conf: cannot open"), "%s", err);
+        free(cfg);
+}
+
+/* ---------------------------------------------------------------- rates and durations */
+
+Test(config, rate_parsing_good)
+{
+        static const struct {
+                const char *s;
+                uint64_t n, p;
+        } ok[] = {
+            {"100/s", 100, SEC},
+            {"20000/min", 20000, 60 * SEC},
+            {"5/250ms", 5, 250000000},
+            {"1000000000/7s", 1000000000, 7 * SEC},
+            {"3/h", 3, 3600 * SEC},
+            {"10/d", 10, 86400 * SEC},
+            {"1/sec", 1, SEC},
+            {"2/m", 2, 60 * SEC},
+            {"4/hour", 4, 3600 * SEC},
+            {"7/day", 7, 86400 * SEC},
+            {"9/10us", 9, 10000},
+            {"1/ns", 1, 1},
+            {"18446744073709551615/s", UINT64_MAX, SEC},
+        };
+        for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+                uint64_t n = 0, p = 0;
+                char err[256] = "";
+                int rc = config_parse_rate(ok[i].s, &n, &p, err, sizeof(err));
+                cr_expect_eq(rc, 0, "%s: %s", ok[i].s, err);
+                cr_expect(n == ok[i].n && p == ok[i].p, "%s: got %lu/%lu", ok[i].s,
+                          (unsigned long)n, (unsigned long)p);
+        }
+}
+
+Test(config, rate_parsing_bad)
+{
+        static const struct {
+                const char *s;
+                int rc;
+        } bad[] = {
+            {"18446744073709551616/s", -ERANGE},
+            {"0/s", -EINVAL},
+            {"-1/s", -EINVAL},
+            {"5/", -EINVAL},
+            {"/s", -EINVAL},
+            {"5/2x", -EINVAL},
+            {"5/0s", -EINVAL},
+            {"2/1.5s", -EINVAL},
+            {"1.5/s", -EINVAL},
+            {"5", -EINVAL},
+            {"", -EINVAL},
+            {"5/s ", -EINVAL},
+            {" 5/s", -EINVAL},
+            {"+5/s", -EINVAL},
+            {"5/-1s", -EINVAL},
+            {"5/S", -EINVAL},
+            {"1/1000000000000d", -ERANGE},
+        };
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                uint64_t n = 0, p = 0;
+                char err[256] = "";
+                int rc = config_parse_rate(bad[i].s, &n, &p, err, sizeof(err));
+                cr_expect_eq(rc, bad[i].rc, "'%s': rc %d", bad[i].s, rc);
+                cr_expect(err[0], "'%s': no reason given", bad[i].s);
+        }
+}
+
+Test(config, duration_parsing)
+{
+        static const struct {
+                const char *s;
+                int rc;
+                uint64_t ns;
+        } cases[] = {
+            {"250ms", 0, 250000000},
+            {"30s", 0, 30 * SEC},
+            {"5min", 0, 300 * SEC},
+            {"0", 0, 0},
+            {"0s", 0, 0},
+            {"2h", 0, 7200 * SEC},
+            {"7ns", 0, 7},
+            {"5", -EINVAL, 0},
+            {"s", -EINVAL, 0},
+            {"", -EINVAL, 0},
+            {"-5s", -EINVAL, 0},
+            {"1.5s", -EINVAL, 0},
+            {"5 s", -EINVAL, 0},
+            {"10parsecs", -EINVAL, 0},
+            {"18446744073709551616ns", -ERANGE, 0},
+            {"300000000000d", -ERANGE, 0},
+        };
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                uint64_t ns = 12345;
+                char err[256] = "";
+                int rc = config_parse_duration(cases[i].s, &ns, err, sizeof(err));
+                cr_expect_eq(rc, cases[i].rc, "'%s': rc %d (%s)", cases[i].s, rc, err);
+                if (rc == 0)
+                        cr_expect_eq(ns, cases[i].ns, "'%s'", cases[i].s);
+                else
+                        cr_expect(err[0], "'%s': no reason given", cases[i].s);
+        }
+}
+
+/* ---------------------------------------------------------------- one fault per file */
+
+Test(config, unknown_key_in_arena)
+{
+        expect_one_fault("[arena]\n"
+                         "name = main\n"
+                         "colour = red\n",
+                         3, "unknown key 'colour'");
+}
+
+Test(config, unknown_key_in_limiter)
+{
+        expect_one_fault("[api]\n"
+                         "rate = 5/s\n"
+                         "\n"
+                         "brust = 5\n",
+                         4, "unknown key 'brust'");
+}
+
+Test(config, unknown_hugepages_value)
+{
+        expect_one_fault("[arena]\nhugepages = sometimes\n", 2, "unknown value 'sometimes'");
+}
+
+Test(config, unknown_clock)
+{
+        expect_one_fault("[arena]\n\nclock = realtime\n", 3, "unknown clock");
+}
+
+Test(config, bad_mode)
+{
+        expect_one_fault("[arena]\nmode = 0990\n", 2, "bad mode");
+        expect_one_fault("[arena]\nmode = rw-rw----\n", 2, "bad mode");
+        expect_one_fault("[arena]\nmode = 01777\n", 2, "bad mode");
+        expect_one_fault("[arena]\nmode = 0440\n", 2, "owner needs read and write");
+}
+
+Test(config, unknown_group)
+{
+        expect_one_fault("[arena]\nname = x\ngroup = no_such_group_thr\n", 3, "unknown group");
+}
+
+Test(config, bad_arena_name)
+{
+        expect_one_fault("[arena]\nname = has/slash\n", 2, "bad name");
+        expect_one_fault("[arena]\nname = ..\n", 2, "bad name");
+}
+
+Test(config, burst_zero)
+{
+        expect_one_fault("[api]\n"
+                         "rate = 5/s\n"
+                         "burst = 0\n",
+                         3, "burst: must be at least 1");
+}
+
+Test(config, initial_exceeds_burst)
+{
+        expect_one_fault("[api]\n"
+                         "rate = 5/s\n"
+                         "initial = 6\n"
+                         "burst = 5\n",
+                         3, "initial 6 exceeds burst 5");
+        /* burst defaults to N: 6 > 5 too */
+        expect_one_fault("[api]\nrate = 5/s\ninitial = 6\n", 3, "exceeds burst");
+}
+
+Test(config, rate_not_exact)
+{
+        /* T = 1/31 s = 1e9/31 ns needs K = 31 > THR_MAX_K = 29 */
+        expect_one_fault("[api]\n"
+                         "capacity = 10\n"
+                         "rate = 31/s\n",
+                         3, "cannot be represented exactly");
+}
+
+Test(config, burst_overflow)
+{
+        expect_one_fault("[daily]\n"
+                         "rate = 1/d\n"
+                         "burst = 18446744073709551615\n",
+                         2, "overflow");
+}
+
+Test(config, number_overflow)
+{
+        expect_one_fault("[api]\nrate = 5/s\nburst = 18446744073709551616\n", 3, "overflow");
+}
+
+Test(config, trailing_junk)
+{
+        expect_one_fault("[api]\nrate = 5/s\ncapacity = 100x\n", 3, "not a whole number");
+        expect_one_fault("[api]\nrate = 5/s\ncapacity = 100;x\n", 3, "not a whole number");
+}
+
+Test(config, negative_number)
+{
+        expect_one_fault("[api]\nrate = 5/s\ninitial = -1\n", 3, "not a whole number");
+}
+
+Test(config, out_of_range)
+{
+        expect_one_fault("[arena]\nmax_readers = 0\n", 2, "out of range");
+        expect_one_fault("[api]\nrate = 5/s\ncapacity = 0\n", 3, "out of range");
+}
+
+Test(config, duplicate_limiter)
+{
+        expect_one_fault("[api]\n"
+                         "rate = 5/s\n"
+                         "[other]\n"
+                         "rate = 1/s\n"
+                         "[api]\n"
+                         "rate = 7/s\n",
+                         5, "duplicate limiter 'api' (first at line 1)");
+}
+
+Test(config, duplicate_section)
+{
+        expect_one_fault("[arena]\nname = a\n[daemon]\n[arena]\nname = b\n", 4,
+                         "duplicate section [arena]");
+}
+
+Test(config, duplicate_key)
+{
+        expect_one_fault("[api]\nrate = 5/s\nrate = 6/s\n", 3, "set twice");
+}
+
+Test(config, missing_rate)
+{
+        expect_one_fault("[arena]\n"
+                         "name = main\n"
+                         "\n"
+                         "[api]\n"
+                         "burst = 5\n",
+                         4, "has no rate");
+        /* a section with no keys at all is a limiter without a rate too */
+        expect_one_fault("[api]\n[other]\nrate = 1/s\n", 1, "has no rate");
+}
+
+Test(config, bad_limiter_name)
+{
+        expect_one_fault("[api]\nrate = 5/s\n[bad name!]\nrate = 5/s\n", 3, "bad limiter name");
+        expect_one_fault("[]\nrate = 5/s\n", 1, "bad limiter name");
+}
+
+Test(config, shards_not_power_of_two)
+{
+        expect_one_fault("[api]\nrate = 5/s\nshards = 24\n", 3, "not a power of two");
+        expect_one_fault("[api]\nrate = 5/s\nshards = 8192\n", 3, "out of range");
+}
+
+Test(config, bad_duration)
+{
+        expect_one_fault("[api]\nrate = 5/s\nmax_reserve = 10\n", 3, "no unit");
+}
+
+Test(config, bad_size_suffix)
+{
+        expect_one_fault("[arena]\nspare = 16MB\n", 2, "unknown unit 'MB'");
+}
+
+Test(config, relative_dir)
+{
+        expect_one_fault("[arena]\ndir = arenas\n", 2, "not an absolute path");
+}
+
+Test(config, bad_metrics)
+{
+        expect_one_fault("[daemon]\nmetrics = localhost\n", 2, "HOST:PORT");
+        expect_one_fault("[daemon]\nmetrics = 127.0.0.1:99999\n", 2, "bad port");
+}
+
+Test(config, key_before_section)
+{
+        expect_one_fault("rate = 5/s\n[api]\nrate = 5/s\n", 1, "before any [section]");
+}
+
+Test(config, syntax_error)
+{
+        expect_one_fault("[api]\nrate 5/s\n", 2, "expected 'key = value'");
+}
+
+Test(config, malformed_section_header)
+{
+        expect_one_fault("[api]\nrate = 5/s\n[other\n", 3, "malformed section header");
+        expect_one_fault("[api] junk\nrate = 5/s\n", 1, "malformed section header");
+}
+
+Test(config, line_too_long)
+{
+        char text[512];
+        snprintf(text, sizeof(text), "[api]\nrate = 5/s\n; %0300d\n", 0);
+        expect_one_fault(text, 3, "longer than");
+}
+
+Test(config, more_limiters_than_max_limiters)
+{
+        expect_one_fault("[arena]\n"
+                         "max_limiters = 2\n"
+                         "[a]\nrate = 1/s\n"
+                         "[b]\nrate = 1/s\n"
+                         "[c]\nrate = 1/s\n",
+                         7, "max_limiters = 2");
+}
+
+Test(config, more_limiters_than_config_max)
+{
+        size_t cap = (CONFIG_MAX_LIMITERS + 2) * 32;
+        char *text = calloc(1, cap);
+        size_t pos = (size_t)snprintf(text, cap, "[arena]\nmax_limiters = 65536\n");
+        for (int i = 0; i <= CONFIG_MAX_LIMITERS; i++)
+                pos += (size_t)snprintf(text + pos, cap - pos, "[l%d]\nrate = 1/s\n", i);
+        /* limiter number 257 has its header on line 3 + 2 * 256 */
+        expect_one_fault(text, 3 + 2 * CONFIG_MAX_LIMITERS, "too many limiters");
+        free(text);
+}
+
+/* ---------------------------------------------------------------- many faults */
+
+Test(config, several_errors_all_reported)
+{
+        struct run *r = run_text("[arena]\n"           /* 1 */
+                                 "hugepages = maybe\n" /* 2 */
+                                 "mode = 9\n"          /* 3 */
+                                 "[api]\n"             /* 4 */
+                                 "rate = 31/s\n"       /* 5 */
+                                 "[nor]\n"             /* 6 */
+                                 "burst = 3\n"         /* 7 */
+                                 "[api]\n"             /* 8 */
+                                 "[ok]\n"              /* 9 */
+                                 "rate = 10/s\n"       /* 10 */
+                                 "shards = 3\n"        /* 11 */
+                                 "colour = blue\n"     /* 12 */
+                                 "[x y]\n"             /* 13 */
+                                 "[z]\nrate = 5/s\nburst = 0\n" /* 14-16 */);
+        expect_fault(r, 2, "unknown value");
+        expect_fault(r, 3, "bad mode");
+        expect_fault(r, 5, "exactly");
+        expect_fault(r, 6, "has no rate");
+        expect_fault(r, 8, "duplicate limiter");
+        expect_fault(r, 11, "power of two");
+        expect_fault(r, 12, "unknown key");
+        expect_fault(r, 13, "bad limiter name");
+        expect_fault(r, 16, "must be at least 1");
+        cr_assert_eq(count_lines(r->err), 9, "%s", r->err);
+        free(r);
+}
+
+Test(config, error_text_truncated)
+{
+        char path[] = "/tmp/thr_cfg_XXXXXX", err[80];
+        struct config *cfg = calloc(1, sizeof(*cfg));
+        int fd = mkstemp(path);
+        cr_assert(fd >= 0);
+        for (int i = 0; i < 20; i++)
+                dprintf(fd, "[bad name %d]\n", i);
+        close(fd);
+        memset(err, 'x', sizeof(err));
+        int rc = config_load(path, cfg, err, sizeof(err));
+        unlink(path);
+        cr_assert_eq(rc, -EINVAL);
+        size_t len = strnlen(err, sizeof(err));
+        cr_assert_eq(len, sizeof(err) - 1, "NUL-terminated at the end of the buffer");
+        cr_assert_str_eq(err + len - 3, "...");
+        cr_assert(strncmp(err, path, strlen(path)) == 0);
+        free(cfg);
+}
