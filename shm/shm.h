@@ -230,6 +230,8 @@ static inline void shm_gcra_step(const struct thr_params *p, uint64_t tat, uint6
 /* Units of 1/K ns -> ns, rounded up (a retry after that many ns is never early). */
 static inline uint64_t shm_units_to_ns(const struct thr_params *p, uint64_t u)
 {
+        if (p->k == 1) /* whole-ns intervals, the usual case: no division on the hot path */
+                return u;
         return u / p->k + (u % p->k != 0);
 }
 
