@@ -13,7 +13,10 @@
 #include "log.h"
 #include "supervisor.h"
 
-#define DEFAULT_CONFIG "/etc/throttle/throttled.conf"
+#ifndef THR_SYSCONFDIR
+#define THR_SYSCONFDIR "/etc"
+#endif
+#define DEFAULT_CONFIG THR_SYSCONFDIR "/throttle/throttled.conf"
 
 static struct supervisor g_sup;
 static struct config g_cfg;

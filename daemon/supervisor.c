@@ -26,12 +26,26 @@ static void config_copy(struct config *dst, const struct config *src)
         dst->arena.dir = src->arena.dir ? dst->arena_dir : NULL;
 }
 
+/* The path of the configured arena if it exists: in [arena] dir when set, else where clients look. */
+static int arena_existing(const struct shm_arena_spec *a, char *path, size_t len)
+{
+        if (!a->dir)
+                return shm_arena_find(a->name, path, len);
+        int rc = shm_arena_path(a->name, a->dir, SHM_HUGE_OFF, path, len);
+        return rc < 0 ? rc : access(path, F_OK) == 0 ? 0 : -ENOENT;
+}
+
 static int attach_existing(struct supervisor *s, const char *path, bool recreate)
 {
         char err[512];
         int rc = shm_arena_attach(path, true, &s->map, err, sizeof(err));
         if (rc == 0)
                 rc = shm_arena_check_clock(shm_hdr(&s->map), err, sizeof(err));
+        if (rc == 0 && s->cfg.arena.hugepages == SHM_HUGE_REQUIRE &&
+            shm_hdr(&s->map)->backing != THR_BACKING_HUGETLBFS) {
+                snprintf(err, sizeof(err), "hugepages = require, but it is backed by /dev/shm");
+                rc = -EINVAL;
+        }
         if (rc == 0)
                 return 0;
         if (s->map.base)
@@ -101,7 +115,7 @@ int supervisor_start(struct supervisor *s, const struct config *cfg, bool recrea
         s->map.fd = -1;
         char path[256];
         int rc = -ENOENT;
-        if (shm_arena_find(s->cfg.arena.name, path, sizeof(path)) == 0) {
+        if (arena_existing(&s->cfg.arena, path, sizeof(path)) == 0) {
                 log_info("re-attaching existing arena %s", path);
                 rc = attach_existing(s, path, recreate);
                 if (rc > 0)
@@ -121,6 +135,33 @@ int supervisor_start(struct supervisor *s, const struct config *cfg, bool recrea
         return 0;
 }
 
+/* Say what a reload could not apply: arena settings fixed at creation, limiters removed. */
+static void reload_warn_unapplied(const struct config *cur, const struct config *next,
+                                  const struct shm_map *m)
+{
+        const struct shm_arena_spec *a = &cur->arena, *b = &next->arena;
+        if (strcmp(a->name, b->name) || a->hugepages != b->hugepages || a->mode != b->mode ||
+            a->gid != b->gid || a->max_limiters != b->max_limiters ||
+            a->max_readers != b->max_readers || a->spare_bytes != b->spare_bytes ||
+            strcmp(cur->arena_dir, next->arena_dir))
+                log_warn("reload: [arena] settings are fixed when the arena is created; the "
+                         "changes apply after the arena is recreated (throttled --recreate)");
+        const struct thr_hdr *h = shm_hdr(m);
+        const struct thr_dir_entry *dir = shm_at(m->base, h->dir_off);
+        for (uint32_t i = 0; i < h->dir_count; i++) {
+                if (atomic_load_explicit(&dir[i].state, memory_order_acquire) != THR_DIR_LIVE)
+                        continue;
+                bool kept = false;
+                for (size_t j = 0; j < next->nlimiters && !kept; j++)
+                        kept = strncmp(dir[i].name, next->limiters[j].name,
+                                       sizeof(dir[i].name)) == 0;
+                if (!kept)
+                        log_warn("reload: limiter '%.63s' is no longer configured; it stays in "
+                                 "the arena (retiring limiters is not supported yet)",
+                                 dir[i].name);
+        }
+}
+
 static void do_reload(struct supervisor *s)
 {
         static struct config next; /* large; one reload at a time, on the main thread */
@@ -134,6 +175,7 @@ static void do_reload(struct supervisor *s)
                 log_error("reload refused, running config kept: %s", err);
                 return;
         }
+        reload_warn_unapplied(&s->cfg, &next, &s->map);
         config_copy(&s->cfg, &next);
         log_info("reloaded: %zu limiters", s->cfg.nlimiters);
 }
@@ -141,8 +183,8 @@ static void do_reload(struct supervisor *s)
 int supervisor_run(struct supervisor *s)
 {
         struct thr_hdr *h = shm_hdr(&s->map);
-        uint64_t period_ms = s->cfg.heartbeat_ms ? s->cfg.heartbeat_ms : 1000;
         while (!s->stop) {
+                uint64_t period_ms = s->cfg.heartbeat_ms ? s->cfg.heartbeat_ms : 1000;
                 atomic_store_explicit(&h->heartbeat_ns, shm_now_ns(h), memory_order_relaxed);
                 if (s->reload) {
                         s->reload = 0;

@@ -22,7 +22,7 @@ struct supervisor {
 /*
  * supervisor_start - attach the arena named in CFG if it exists (keeping every bucket), else
  * create it; take the daemon lock; apply the config's limiters. Returns 0, or a sysexits code
- * (EX_CONFIG, EX_UNAVAILABLE, EX_CANTCREAT, EX_DATAERR, EX_OSERR) after logging why.
+ * (EX_CONFIG, EX_UNAVAILABLE, EX_CANTCREAT, EX_DATAERR, EX_NOPERM, EX_OSERR) after logging why.
  */
 int supervisor_start(struct supervisor *s, const struct config *cfg, bool recreate);
 

@@ -166,15 +166,23 @@ static void fill_result(const struct thr_params *p, const struct shm_gcra *g,
         res->reset_after_ns = shm_units_to_ns(p, g->reset_units);
 }
 
-/* CAS loop: apply COST to the slot's TAT (or only compute, for a peek or a denial). */
+/*
+ * CAS loop: apply COST to the slot's TAT; a peek or a denial writes nothing, with one exception:
+ * a denied request on a key still THR_TAT_FRESH records the key's start (now + (B - initial) * T),
+ * so a key that starts with fewer than B tokens refills from its first request, not from each.
+ * That write consumes nothing: it is the value every decision on the fresh key already assumes.
+ */
 static inline void op_apply(struct op *o, uint64_t cost, struct shm_gcra *g)
 {
         uint64_t old = atomic_load_explicit(&o->slot->state, memory_order_relaxed);
         for (;;) {
                 shm_gcra_step(o->p, old, o->now, cost, g);
-                if (!g->admitted || cost == 0)
+                if (cost == 0 || (!g->admitted && old != THR_TAT_FRESH))
                         return;
-                if (atomic_compare_exchange_weak_explicit(&o->slot->state, &old, g->new_tat,
+                uint64_t next = g->admitted ? g->new_tat
+                                            : o->now + (o->p->burst - o->p->initial) *
+                                                               o->p->t_units;
+                if (atomic_compare_exchange_weak_explicit(&o->slot->state, &old, next,
                                                           memory_order_acq_rel,
                                                           memory_order_relaxed))
                         return;
@@ -191,9 +199,12 @@ int thr_limiter_try(thr_limiter *l, const void *key, size_t len, uint64_t cost,
         if (rc < 0)
                 return rc;
         if (!o.slot) {
-                /* A new key: decide as if fresh first, so a denial or a peek inserts nothing. */
+                /*
+                 * A new key: decide as if fresh first, so a peek inserts nothing, nor does a
+                 * denial of a key that would start full (nothing about it needs remembering).
+                 */
                 shm_gcra_step(o.p, THR_TAT_FRESH, o.now, cost, &g);
-                if (g.admitted && cost > 0)
+                if (cost > 0 && (g.admitted || o.p->initial < o.p->burst))
                         rc = op_insert(&o, key, len);
         }
         if (rc == 0 && o.slot)

@@ -11,9 +11,10 @@
  * entry, and empties the child's list of claimed records (they are the parent's, which still
  * uses them). The registry lock is held across fork() so the child never inherits it locked.
  *
- * A process that dies keeps its records claimed until the daemon notices (issue 3: liveness by
- * an open-file-description lock per process); a thread that exits without the destructor running
- * (the main thread calling exit()) likewise.
+ * A process that exits normally gives back every record it holds (the library destructor below
+ * runs at exit() and at dlclose, when no thread-exit destructor runs for the main thread). A
+ * process killed by a signal keeps its records claimed until the daemon notices its death
+ * (issue 3: liveness by an open-file-description lock per process).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -54,6 +55,8 @@ static void release_record(thr_arena *a, uint32_t idx)
 {
         struct thr_reader *r = (struct thr_reader *)shm_at(a->map.base, a->hdr->reader_off) + idx;
         atomic_store_explicit(&r->online, 0, memory_order_relaxed);
+        atomic_store_explicit(&r->pid, 0, memory_order_relaxed);
+        atomic_store_explicit(&r->tid, 0, memory_order_relaxed);
         atomic_store_explicit(&r->owner, 0, memory_order_release);
         for (uint32_t i = 0; i < a->nclaimed; i++) {
                 if (a->claimed[i] == idx) {
@@ -84,6 +87,16 @@ static void tls_destroy(void *p)
         pthread_mutex_unlock(&g_lock);
         thr_tls_cur = NULL;
         free(t);
+}
+
+/* exit() or dlclose: give back every record this process holds in arenas still open. */
+__attribute__((destructor)) static void release_all_at_exit(void)
+{
+        pthread_mutex_lock(&g_lock);
+        for (thr_arena *a = g_arenas; a; a = a->next)
+                while (a->nclaimed)
+                        release_record(a, a->claimed[a->nclaimed - 1]);
+        pthread_mutex_unlock(&g_lock);
 }
 
 static void once_init(void)

@@ -67,9 +67,9 @@ int shm_params_make(const struct shm_limiter_spec *s, uint64_t gen, struct thr_p
         if (k > THR_MAX_K)
                 return fail(err, errlen, -EDOM, s->name,
                             "rate cannot be represented exactly: its emission interval is %" PRIu64
-                            "/%" PRIu64 " ns, which needs a finer time unit than 1/29 ns "
-                            "(choose a rate whose interval is a multiple of 1/29 ns, e.g. a "
-                            "slightly different count or period)",
+                            "/%" PRIu64 " ns in lowest terms, and time units finer than 1/29 ns "
+                            "would not last 20 years in the state word (choose N and P so that "
+                            "P/N ns reduces to a fraction with a denominator of at most 29)",
                             t_units, k);
         __uint128_t bt = (__uint128_t)s->burst * t_units;
         __uint128_t reserve = (__uint128_t)s->max_reserve_ns * k;
@@ -77,7 +77,7 @@ int shm_params_make(const struct shm_limiter_spec *s, uint64_t gen, struct thr_p
         if (bt + reserve + horizon >= (__uint128_t)THR_TAT_LIMIT)
                 return fail(err, errlen, -ERANGE, s->name,
                             "burst %" PRIu64 " times the emission interval (%" PRIu64
-                            " units) with the reservation cap would overflow the state word",
+                            " units) plus max_reserve would overflow the state word over 20 years",
                             s->burst, t_units);
         memset(out, 0, sizeof(*out));
         out->kind = THR_KIND_GCRA;

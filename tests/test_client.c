@@ -6,7 +6,9 @@
 #include <criterion/criterion.h>
 #include <pthread.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "client_internal.h"
 #include "helpers.h"
@@ -313,4 +315,30 @@ Test(client, reader_records_are_per_thread_and_given_back)
         for (uint32_t i = 0; i < n; i++)
                 total += rec[i].admitted;
         cr_assert_eq(total, 2, "counters survive the hand-back");
+}
+
+Test(client, a_process_that_exits_without_closing_gives_its_record_back)
+{
+        struct thr_reader *rec = shm_at(T.map.base, shm_hdr(&T.map)->reader_off);
+        uint32_t n = shm_hdr(&T.map)->reader_count;
+        pid_t pid = fork();
+        cr_assert_geq(pid, 0);
+        if (pid == 0) {
+                thr_arena *a;
+                thr_limiter *l;
+                struct thr_result r;
+                if (thr_arena_open(T.path, 0, &a) || thr_limiter_open(a, "l", &l))
+                        _exit(2);
+                thr_limiter_try(l, "c", 1, 1, &r);
+                exit(0); /* no thr_arena_close */
+        }
+        int st;
+        waitpid(pid, &st, 0);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+        for (uint32_t i = 0; i < n; i++)
+                cr_assert_neq(rec[i].pid, (uint64_t)pid, "record %u still names the child", i);
+        uint32_t used = 0;
+        for (uint32_t i = 0; i < n; i++)
+                used += rec[i].owner != 0;
+        cr_assert_eq(used, 0, "no record left claimed");
 }

@@ -104,13 +104,20 @@ Test(gcra, peek_changes_nothing)
         cr_assert_eq(shm_table_count(T.map.base, tb), 0);
 }
 
-Test(gcra, denied_new_key_is_not_inserted)
+Test(gcra, denied_new_key_records_its_start)
 {
-        thr_limiter *l = tlim(&T, "init2");
+        thr_limiter *l = tlim(&T, "init2"); /* B = 5, initial 2 */
         struct thr_result r;
+        const struct thr_table *tb = ttable(&T, "init2");
+        cr_assert_eq(thr_limiter_try(l, "big", 3, 0, &r), 1, "a peek");
+        cr_assert_eq(r.remaining, 2);
+        cr_assert_eq(shm_table_count(T.map.base, tb), 0, "a peek inserts nothing");
         cr_assert_eq(thr_limiter_try(l, "big", 3, 3, &r), 0, "3 > initial 2: denied");
         cr_assert_eq(r.retry_after_ns, 100 * MS);
-        cr_assert_eq(shm_table_count(T.map.base, ttable(&T, "init2")), 0);
+        cr_assert_eq(shm_table_count(T.map.base, tb), 1, "the key exists, with its start");
+        thr_clock_advance(T.a, 100 * MS);
+        cr_assert_eq(thr_limiter_try(l, "big", 3, 3, &r), 1, "refilled since the first request");
+        cr_assert_eq(r.remaining, 0);
         thr_limiter_close(l);
 }
 
@@ -242,6 +249,25 @@ Test(gcra, twenty_nine_per_second_over_five_years_is_exact)
         uint64_t expect = burst + days * 86400 * 29;
         cr_assert_eq(total, expect, "admitted %lu, exact GCRA allows %lu", (unsigned long)total,
                      (unsigned long)expect);
+        thr_limiter_close(l);
+        tarena_free(&t2);
+}
+
+Test(gcra, new_key_with_no_initial_tokens_starts_at_its_first_request)
+{
+        struct shm_limiter_spec s = tspec("zero", 10, SEC, 5, 0);
+        struct tarena t2;
+        tarena_make(&t2, THR_CLOCK_MANUAL, SHM_HUGE_OFF, &s, 1);
+        thr_limiter *l = tlim(&t2, "zero");
+        struct thr_result r;
+        cr_assert_eq(thr_limiter_try(l, "k", 1, 1, &r), 0, "empty at first");
+        cr_assert_eq(r.retry_after_ns, 100 * MS);
+        thr_clock_advance(t2.a, 60 * MS);
+        cr_assert_eq(thr_limiter_try(l, "k", 1, 1, &r), 0);
+        cr_assert_eq(r.retry_after_ns, 40 * MS, "the key's start was kept, not restarted");
+        thr_clock_advance(t2.a, 40 * MS);
+        cr_assert_eq(thr_limiter_try(l, "k", 1, 1, &r), 1, "one token after one interval");
+        cr_assert_eq(thr_limiter_try(l, "k", 1, 1, &r), 0);
         thr_limiter_close(l);
         tarena_free(&t2);
 }
