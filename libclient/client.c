@@ -324,8 +324,8 @@ int thr_limiter_acquire(thr_limiter *l, const void *key, size_t len, uint64_t co
                 return rc;
         if (rv.wait_ns)
                 sleep_until(l->a->hdr, rv.due_ns);
-        if (res) {
-                const struct thr_params *p = lim_params(l);
+        const struct thr_params *p = lim_params(l);
+        if (res && p) { /* p is NULL only if the arena was corrupted during the sleep */
                 uint64_t due = rv.due_ns * p->k;
                 uint64_t reset = g.new_tat > due ? g.new_tat - due : 0;
                 res->admitted = 1;

@@ -189,8 +189,8 @@ struct thr_slot *shm_table_lookup(void *base, const struct thr_table *tb, uint64
  * shm_table_insert - the live slot of KEY, inserting it (state THR_TAT_FRESH) if absent: takes the
  * shard's robust mutex, re-probes, claims the first EMPTY or reusable slot. At most one live slot
  * per key. *CREATED set to whether this call inserted it.
- * Returns 0, -ENOSPC (table or shard full), -EBADMSG (probe run has no EMPTY end), -errno from the
- * mutex. Thread-safe, multi-process safe; may sleep on the mutex.
+ * Returns 0, -ENOSPC (table or shard full, or no EMPTY slot left in the probe run), -errno from
+ * the mutex (-ENOTRECOVERABLE). Thread-safe, multi-process safe; may sleep on the mutex.
  */
 int shm_table_insert(void *base, struct thr_table *tb, uint64_t h, const void *key, uint32_t len,
                      struct thr_slot **out, bool *created);

@@ -4,8 +4,10 @@
  * A daemon (throttled) creates the arena and its named limiters; every process that links this
  * library maps the arena and decides admissions itself with an atomic compare-and-swap on the
  * key's state word. For a key that already exists, thr_limiter_try makes no syscall, takes no
- * lock and allocates nothing. A new key is inserted by the caller (under a per-shard robust
- * mutex, on the insert path only).
+ * lock and allocates nothing, once the calling thread has used the arena (a thread's first call
+ * on an arena, and its first after fork(), registers a reader record: a mutex, getrandom,
+ * getpid, gettid and a small allocation). A new key is inserted by the caller (under a
+ * per-shard robust mutex, on the insert path only).
  *
  * Conventions: every function returns an int, >= 0 on success and -errno on failure; errno is
  * never the channel. Results are filled through pointers. Handles are opaque.
@@ -80,13 +82,16 @@ int thr_version(void);
  *   -ESTALE           the arena's clock cannot be read the same way here (another boot or
  *                     another time namespace)
  *   -ENAMETOOLONG     NAME too long; -EINVAL bad arguments; -ENOMEM
+ *   other -errno      from open(2) or mmap(2), e.g. -EMFILE
  * Thread-safe. Makes syscalls (open, mmap); may be called after fork.
  */
 int thr_arena_open(const char *name, unsigned flags, thr_arena **out);
 
 /*
  * thr_arena_close - unmap the arena and release this process's per-thread records in it.
- * Returns 0. Not to be called while another thread uses the arena or its limiters.
+ * (A process that exits without closing gives its records back at exit as well.)
+ * Returns 0, or -EINVAL for NULL. Not to be called while another thread uses the arena or its
+ * limiters.
  */
 int thr_arena_close(thr_arena *arena);
 
@@ -104,13 +109,16 @@ int thr_limiter_close(thr_limiter *lim);
  * thr_limiter_try - decide now whether KEY may spend COST tokens; never sleeps.
  * GCRA with emission interval T and burst B: new_tat = max(tat, now) + cost*T is admitted iff
  * new_tat - now <= B*T. A denied request writes nothing. COST 0 is a peek: the result says what
- * is left and nothing changes. A new key is inserted (its first request starts it with `initial`
- * tokens).
+ * is left and nothing changes; on an exactly empty bucket it conforms (returns 1, remaining 0).
+ * A new key is inserted by its first admitted request, or by its first denied one when it starts
+ * with fewer than B tokens (`initial`), so that it refills from that first request; a peek never
+ * inserts.
  * Returns 1 admitted, 0 denied (RES filled in both cases, RES may be NULL), or:
  *   -ERANGE        COST > B: never admissible (distinct from a denial)
  *   -ENAMETOOLONG  key longer than THR_KEY_MAX_LEN; -EINVAL empty key or NULL argument
  *   -ENOSPC        the key is new and the limiter's table is full
  *   -EBADMSG       the limiter's parameters in the arena are corrupt
+ *   -EUSERS        no free reader record for this thread (raise [arena] max_readers)
  * Lock-free, thread-safe. No syscall, no lock, no allocation when the key exists; inserting a
  * new key takes the shard's robust mutex (which may sleep in futex if contended).
  */
@@ -123,7 +131,8 @@ int thr_limiter_try(thr_limiter *lim, const void *key, size_t key_len, uint64_t 
  * coordinator; a later thr_limiter_try cannot jump ahead of them. A place is only taken if it is
  * due within MAX_WAIT_NS and within the limiter's max_reserve; otherwise nothing changes.
  * Returns 0 and fills *RV, or -EAGAIN (due later than allowed: RV->wait_ns says when it would be
- * due), -ERANGE (COST > B), and the errors of thr_limiter_try.
+ * due), -ERANGE (COST > B), -EINVAL (COST 0: nothing to reserve), and the errors of
+ * thr_limiter_try.
  * Lock-free, thread-safe, no syscall when the key exists.
  */
 int thr_limiter_reserve(thr_limiter *lim, const void *key, size_t key_len, uint64_t cost,
@@ -133,6 +142,8 @@ int thr_limiter_reserve(thr_limiter *lim, const void *key, size_t key_len, uint6
  * thr_reservation_cancel - give a reservation back. It is given back only if no later
  * reservation or admission was stacked on it (the key's TAT is still the one this reservation
  * set); otherwise giving it back would move the waiters behind it, and it is kept.
+ * Cancel only a place you have not used: a cancelled place that was already used is given back
+ * all the same, and the key then admits that much more.
  * Returns 1 given back, 0 kept (someone came after; the place is simply unused), -EINVAL.
  * Lock-free, thread-safe, no syscall.
  */
@@ -140,22 +151,25 @@ int thr_reservation_cancel(const struct thr_reservation *rv);
 
 /*
  * thr_limiter_acquire - admit COST tokens for KEY, sleeping until they are due.
- * If the wait would exceed TIMEOUT_NS it fails at once, without consuming anything.
+ * If the wait would exceed TIMEOUT_NS, or the limiter's max_reserve, it fails at once without
+ * consuming anything. Signals do not end the sleep (it resumes until the place is due).
  * Returns 0 (admitted; RES filled if not NULL), -ETIMEDOUT (would wait too long; nothing
- * consumed), -EINTR (a signal interrupted the sleep; the place stays taken), and the errors of
- * thr_limiter_reserve. May sleep (clock_nanosleep). Thread-safe.
+ * consumed), -EINVAL (COST 0), and the errors of thr_limiter_try. May sleep (clock_nanosleep).
+ * Thread-safe.
  */
 int thr_limiter_acquire(thr_limiter *lim, const void *key, size_t key_len, uint64_t cost,
                         uint64_t timeout_ns, struct thr_result *res);
 
 /*
- * thr_clock_now - the arena's time in ns since its epoch. Returns 0. No syscall (vDSO).
+ * thr_clock_now - the arena's time in ns since its epoch. Returns 0, or -EINVAL for NULL.
+ * No syscall (vDSO).
  */
 int thr_clock_now(thr_arena *arena, uint64_t *now_ns);
 
 /*
  * thr_clock_advance - move a manual-clock arena's time forward by DELTA_NS.
- * Returns 0, or -EPERM on a real-clock arena (explicit time never comes from callers there).
+ * Returns 0, -EINVAL for NULL, or -EPERM on a real-clock arena (explicit time never comes
+ * from callers there).
  * Thread-safe (atomic add).
  */
 int thr_clock_advance(thr_arena *arena, uint64_t delta_ns);
