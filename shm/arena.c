@@ -233,7 +233,7 @@ int shm_params_valid(const void *base, size_t len, uint64_t off, char *err, size
         __uint128_t bt = (__uint128_t)p.burst * p.t_units;
         if (p.kind != THR_KIND_GCRA || p.size != sizeof(p) || p.k == 0 || p.k > THR_MAX_K ||
             p.t_units == 0 || p.burst == 0 || p.initial > p.burst || bt != p.bt_units ||
-            bt + p.max_reserve_units >= THR_TAT_LIMIT / 2)
+            !shm_params_range_ok(p.burst, p.t_units, p.max_reserve_units, p.k))
                 return shm_seterr(err, errlen, -EBADMSG,
                                   "parameter record at %" PRIu64 " is inconsistent", off);
         return 0;

@@ -26,8 +26,6 @@ static uint64_t gcd64(uint64_t a, uint64_t b)
         return a;
 }
 
-/* Largest arena time (ns) the record must represent: 20 years. */
-#define HORIZON_NS (20ull * 365 * 24 * 3600 * 1000000000ull)
 
 static int fail(char *err, size_t errlen, int rc, const char *name, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
@@ -73,8 +71,7 @@ int shm_params_make(const struct shm_limiter_spec *s, uint64_t gen, struct thr_p
                             t_units, k);
         __uint128_t bt = (__uint128_t)s->burst * t_units;
         __uint128_t reserve = (__uint128_t)s->max_reserve_ns * k;
-        __uint128_t horizon = (__uint128_t)HORIZON_NS * k;
-        if (bt + reserve + horizon >= (__uint128_t)THR_TAT_LIMIT)
+        if (reserve > UINT64_MAX || !shm_params_range_ok(s->burst, t_units, (uint64_t)reserve, k))
                 return fail(err, errlen, -ERANGE, s->name,
                             "burst %" PRIu64 " times the emission interval (%" PRIu64
                             " units) plus max_reserve would overflow the state word over 20 years",

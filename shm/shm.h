@@ -227,6 +227,21 @@ static inline void shm_gcra_step(const struct thr_params *p, uint64_t tat, uint6
             g->reset_units >= p->bt_units ? 0 : (p->bt_units - g->reset_units) / p->t_units;
 }
 
+/*
+ * Whether a limiter's numbers keep every TAT computation inside 64 bits for the arena's life.
+ * The largest value the arithmetic forms is now + 2*B*T + R: a TAT pushed by reservations to
+ * now + B*T + R, plus a request of cost up to B (or a fresh key's start, <= now + B*T). now is
+ * below the 20-year horizon in units (HORIZON * K). Used by shm_params_make and the validator.
+ */
+#define THR_HORIZON_NS (20ull * 365 * 24 * 3600 * 1000000000ull)
+static inline bool shm_params_range_ok(uint64_t burst, uint64_t t_units, uint64_t reserve_units,
+                                       uint64_t k)
+{
+        __uint128_t worst = 2 * (__uint128_t)burst * t_units + reserve_units +
+                            (__uint128_t)THR_HORIZON_NS * k;
+        return worst < (__uint128_t)THR_TAT_LIMIT;
+}
+
 /* Units of 1/K ns -> ns, rounded up (a retry after that many ns is never early). */
 static inline uint64_t shm_units_to_ns(const struct thr_params *p, uint64_t u)
 {

@@ -88,3 +88,21 @@ Test(params, reservation_cap_counts_against_the_range)
         cr_assert_eq(shm_params_make(&s, 1, &p, err, sizeof(err)), 0);
         cr_assert_eq(p.max_reserve_units, 3600 * SEC * 29);
 }
+
+Test(params, the_worst_case_two_bursts_past_now_must_fit)
+{
+        /* B*T alone fits 64 bits, but now + 2*B*T + reserve over 20 years does not: refused. */
+        struct thr_params p;
+        char err[256] = "";
+        cr_assert_eq(make(1, SEC, 10000000000ull, 1, &p, err), -ERANGE, "B*T = 1e19");
+        cr_assert_eq(make(1, SEC, 9000000000ull, 1, &p, err), -ERANGE, "2*B*T = 1.8e19 + 20 y");
+        cr_assert_eq(make(1, SEC, 8000000000ull, 1, &p, err), 0, "2*B*T = 1.6e19 + 20 y fits");
+        cr_assert_eq(make(1, SEC, 8000000ull, 1, &p, err), 0, "%s", err);
+        /* And whatever shm_params_make accepts, the validator accepts too. */
+        struct tarena t;
+        struct shm_limiter_spec s = tspec("edge", 1, SEC, 8000000000ull / 2 - 400000000ull, 1);
+        s.max_reserve_ns = 0;
+        cr_assert_eq(shm_params_make(&s, 1, &p, err, sizeof(err)), 0, "%s", err);
+        tarena_make(&t, THR_CLOCK_MANUAL, SHM_HUGE_OFF, &s, 1);
+        tarena_free(&t);
+}
