@@ -119,8 +119,10 @@ struct op {
         const struct thr_params *p;
         struct thr_reader *r;
         struct thr_slot *slot; /* NULL: the key does not exist (yet) */
+        const void *key;
+        uint32_t len;
         uint64_t hash;
-        uint64_t now; /* units */
+        uint64_t now; /* units, read after the state it is compared with */
 };
 
 static inline int op_begin(struct op *o, thr_limiter *l, const void *key, size_t len, uint64_t cost)
@@ -138,20 +140,32 @@ static inline int op_begin(struct op *o, thr_limiter *l, const void *key, size_t
         if (!o->r)
                 return -EUSERS;
         thr_reader_enter(l->a, o->r);
+        o->key = key;
+        o->len = (uint32_t)len;
         o->hash = shm_hash(l->a->hdr->secret, key, len);
-        o->slot = shm_table_lookup(l->a->map.base, l->tb, o->hash, key, (uint32_t)len);
-        o->now = shm_now_ns(l->a->hdr) * o->p->k;
+        o->slot = shm_table_lookup(l->a->map.base, l->tb, o->hash, key, o->len);
         return 0;
 }
 
-static int op_insert(struct op *o, const void *key, size_t len)
+static inline uint64_t op_now(const struct op *o)
+{
+        return shm_now_ns(o->l->a->hdr) * o->p->k;
+}
+
+static int op_insert(struct op *o)
 {
         bool created;
-        int rc = shm_table_insert(o->l->a->map.base, o->l->tb, o->hash, key, (uint32_t)len,
-                                  &o->slot, &created);
+        int rc = shm_table_insert(o->l->a->map.base, o->l->tb, o->hash, o->key, o->len, &o->slot,
+                                  &created);
         if (created)
                 thr_count(&o->r->inserts);
         return rc;
+}
+
+/* The slot was retired under us (evicted: THR_TAT_DEAD): find the key's live slot again. */
+static void op_relookup(struct op *o)
+{
+        o->slot = shm_table_lookup(o->l->a->map.base, o->l->tb, o->hash, o->key, o->len);
 }
 
 static void fill_result(const struct thr_params *p, const struct shm_gcra *g,
@@ -166,26 +180,33 @@ static void fill_result(const struct thr_params *p, const struct shm_gcra *g,
         res->reset_after_ns = shm_units_to_ns(p, g->reset_units);
 }
 
+#define OP_RETIRED 1
+
 /*
  * CAS loop: apply COST to the slot's TAT; a peek or a denial writes nothing, with one exception:
  * a denied request on a key still THR_TAT_FRESH records the key's start (now + (B - initial) * T),
  * so a key that starts with fewer than B tokens refills from its first request, not from each.
  * That write consumes nothing: it is the value every decision on the fresh key already assumes.
+ * The clock is read after the state it is compared with, and again after a failed CAS, so a
+ * decision's time is never older than the state it replaces.
+ * Returns 0, or OP_RETIRED if the slot was evicted meanwhile (the caller looks the key up again).
  */
-static inline void op_apply(struct op *o, uint64_t cost, struct shm_gcra *g)
+static inline int op_apply(struct op *o, uint64_t cost, struct shm_gcra *g)
 {
         uint64_t old = atomic_load_explicit(&o->slot->state, memory_order_relaxed);
         for (;;) {
+                if (old == THR_TAT_DEAD)
+                        return OP_RETIRED;
+                o->now = op_now(o);
                 shm_gcra_step(o->p, old, o->now, cost, g);
                 if (cost == 0 || (!g->admitted && old != THR_TAT_FRESH))
-                        return;
-                uint64_t next = g->admitted ? g->new_tat
-                                            : o->now + (o->p->burst - o->p->initial) *
-                                                               o->p->t_units;
-                if (atomic_compare_exchange_weak_explicit(&o->slot->state, &old, next,
-                                                          memory_order_acq_rel,
-                                                          memory_order_relaxed))
-                        return;
+                        return 0;
+                uint64_t next = g->admitted
+                                    ? g->new_tat
+                                    : o->now + (o->p->burst - o->p->initial) * o->p->t_units;
+                if (atomic_compare_exchange_weak_explicit(
+                        &o->slot->state, &old, next, memory_order_acq_rel, memory_order_relaxed))
+                        return 0;
                 thr_count(&o->r->cas_retries);
         }
 }
@@ -198,17 +219,24 @@ int thr_limiter_try(thr_limiter *l, const void *key, size_t len, uint64_t cost,
         int rc = op_begin(&o, l, key, len, cost);
         if (rc < 0)
                 return rc;
-        if (!o.slot) {
-                /*
-                 * A new key: decide as if fresh first, so a peek inserts nothing, nor does a
-                 * denial of a key that would start full (nothing about it needs remembering).
-                 */
-                shm_gcra_step(o.p, THR_TAT_FRESH, o.now, cost, &g);
-                if (cost > 0 && (g.admitted || o.p->initial < o.p->burst))
-                        rc = op_insert(&o, key, len);
+        for (;;) {
+                if (!o.slot) {
+                        /*
+                         * A new key: decide as if fresh first, so a peek inserts nothing, nor does
+                         * a denial of a key that would start full (nothing to remember about it).
+                         */
+                        o.now = op_now(&o);
+                        shm_gcra_step(o.p, THR_TAT_FRESH, o.now, cost, &g);
+                        if (cost == 0 || (!g.admitted && o.p->initial == o.p->burst))
+                                break;
+                        rc = op_insert(&o);
+                        if (rc < 0)
+                                break;
+                }
+                if (op_apply(&o, cost, &g) != OP_RETIRED)
+                        break;
+                op_relookup(&o);
         }
-        if (rc == 0 && o.slot)
-                op_apply(&o, cost, &g);
         thr_reader_exit(o.r);
         if (rc < 0)
                 return rc;
@@ -225,16 +253,27 @@ static inline uint64_t due_units(const struct thr_params *p, uint64_t new_tat, u
         return new_tat - now > p->bt_units ? new_tat - p->bt_units : now;
 }
 
+/* Fill the wait of a request that would move the TAT to G->new_tat; whether it may be taken. */
+static bool reserve_fits(const struct op *o, const struct shm_gcra *g, uint64_t max_wait_ns,
+                         struct thr_reservation *rv)
+{
+        uint64_t due = due_units(o->p, g->new_tat, o->now);
+        rv->wait_ns = shm_units_to_ns(o->p, due - o->now);
+        rv->due_ns = shm_units_to_ns(o->p, due);
+        return due - o->now <= o->p->max_reserve_units && rv->wait_ns <= max_wait_ns;
+}
+
+/* Returns 0 (taken), -EAGAIN (too far), or OP_RETIRED. */
 static int reserve_apply(struct op *o, uint64_t cost, uint64_t max_wait_ns,
                          struct thr_reservation *rv, struct shm_gcra *g)
 {
         uint64_t old = atomic_load_explicit(&o->slot->state, memory_order_relaxed);
         for (;;) {
+                if (old == THR_TAT_DEAD)
+                        return OP_RETIRED;
+                o->now = op_now(o);
                 shm_gcra_step(o->p, old, o->now, cost, g);
-                uint64_t due = due_units(o->p, g->new_tat, o->now);
-                rv->wait_ns = shm_units_to_ns(o->p, due - o->now);
-                rv->due_ns = shm_units_to_ns(o->p, due);
-                if (due - o->now > o->p->max_reserve_units || rv->wait_ns > max_wait_ns)
+                if (!reserve_fits(o, g, max_wait_ns, rv))
                         return -EAGAIN;
                 if (atomic_compare_exchange_weak_explicit(&o->slot->state, &old, g->new_tat,
                                                           memory_order_acq_rel,
@@ -242,16 +281,18 @@ static int reserve_apply(struct op *o, uint64_t cost, uint64_t max_wait_ns,
                         break;
                 thr_count(&o->r->cas_retries);
         }
+        uint64_t meta = atomic_load_explicit(&o->slot->meta, memory_order_relaxed);
         rv->cost = cost;
         rv->priv_tat = g->new_tat;
         rv->priv_prev = old;
+        rv->priv_gen = THR_META_GEN(meta);
         rv->priv_lim = o->l;
         rv->priv_slot = o->slot;
         return 0;
 }
 
 static int reserve(thr_limiter *l, const void *key, size_t len, uint64_t cost, uint64_t max_wait_ns,
-                   struct thr_reservation *rv, struct shm_gcra *g)
+                   struct thr_reservation *rv, struct shm_gcra *g, const struct thr_params **pp)
 {
         struct op o;
         if (!rv || cost == 0)
@@ -259,23 +300,24 @@ static int reserve(thr_limiter *l, const void *key, size_t len, uint64_t cost, u
         int rc = op_begin(&o, l, key, len, cost);
         if (rc < 0)
                 return rc;
-        if (!o.slot) {
-                shm_gcra_step(o.p, THR_TAT_FRESH, o.now, cost, g);
-                uint64_t due = due_units(o.p, g->new_tat, o.now);
-                bool fits = due - o.now <= o.p->max_reserve_units &&
-                            shm_units_to_ns(o.p, due - o.now) <= max_wait_ns;
-                rc = fits ? op_insert(&o, key, len) : 0; /* too far: -EAGAIN below, no insert */
-        }
-        if (rc == 0)
-                rc = o.slot ? reserve_apply(&o, cost, max_wait_ns, rv, g) : -EAGAIN;
-        if (rc == -EAGAIN && !o.slot) {
-                uint64_t due = due_units(o.p, g->new_tat, o.now);
-                rv->wait_ns = shm_units_to_ns(o.p, due - o.now);
-                rv->due_ns = shm_units_to_ns(o.p, due);
+        rv->priv_slot = NULL;
+        for (;;) {
+                if (!o.slot) {
+                        o.now = op_now(&o);
+                        shm_gcra_step(o.p, THR_TAT_FRESH, o.now, cost, g);
+                        rc = reserve_fits(&o, g, max_wait_ns, rv) ? op_insert(&o) : -EAGAIN;
+                        if (rc < 0)
+                                break; /* too far: nothing inserted, nothing taken */
+                }
+                rc = reserve_apply(&o, cost, max_wait_ns, rv, g);
+                if (rc != OP_RETIRED)
+                        break;
+                op_relookup(&o);
         }
         thr_reader_exit(o.r);
         if (rc == 0)
                 thr_count(&o.r->admitted);
+        *pp = o.p;
         return rc;
 }
 
@@ -283,18 +325,39 @@ int thr_limiter_reserve(thr_limiter *l, const void *key, size_t len, uint64_t co
                         uint64_t max_wait_ns, struct thr_reservation *rv)
 {
         struct shm_gcra g = {0};
-        return reserve(l, key, len, cost, max_wait_ns, rv, &g);
+        const struct thr_params *p;
+        return reserve(l, key, len, cost, max_wait_ns, rv, &g, &p);
 }
 
-int thr_reservation_cancel(const struct thr_reservation *rv)
+/*
+ * Give a place back only while it is still a place in the queue (not yet due: a due place may
+ * have been used), only once (the handle is cleared), only on the same slot generation (the slot
+ * was not evicted and reused for another key), and only if nothing was stacked on it.
+ */
+int thr_reservation_cancel(struct thr_reservation *rv)
 {
-        if (!rv || !rv->priv_slot || rv->cost == 0)
+        if (!rv || !rv->priv_slot || !rv->priv_lim)
                 return -EINVAL;
+        thr_arena *a = rv->priv_lim->a;
+        struct thr_reader *r = thr_reader_get(a);
+        if (!r)
+                return -EUSERS;
+        thr_reader_enter(a, r);
         struct thr_slot *s = (struct thr_slot *)rv->priv_slot;
-        uint64_t expect = rv->priv_tat;
-        /* Only if nothing was stacked on it: the TAT is still the one this reservation set. */
-        return atomic_compare_exchange_strong_explicit(&s->state, &expect, rv->priv_prev,
-                                                       memory_order_acq_rel, memory_order_relaxed);
+        int rc = 0;
+        if (shm_now_ns(a->hdr) < rv->due_ns) {
+                uint64_t meta = atomic_load_explicit(&s->meta, memory_order_acquire);
+                uint64_t expect = rv->priv_tat;
+                if (THR_META_STATUS(meta) == THR_SLOT_LIVE && THR_META_GEN(meta) == rv->priv_gen &&
+                    atomic_compare_exchange_strong_explicit(&s->state, &expect, rv->priv_prev,
+                                                            memory_order_acq_rel,
+                                                            memory_order_relaxed))
+                        rc = 1;
+        }
+        thr_reader_exit(r);
+        if (rc == 1)
+                rv->priv_slot = NULL;
+        return rc;
 }
 
 /* Sleep until arena time DUE_NS. Manual clock: poll the arena's time (tests advance it). */
@@ -317,15 +380,15 @@ int thr_limiter_acquire(thr_limiter *l, const void *key, size_t len, uint64_t co
 {
         struct thr_reservation rv;
         struct shm_gcra g = {0};
-        int rc = reserve(l, key, len, cost, timeout_ns, &rv, &g);
+        const struct thr_params *p = NULL;
+        int rc = reserve(l, key, len, cost, timeout_ns, &rv, &g, &p);
         if (rc == -EAGAIN)
                 return -ETIMEDOUT;
         if (rc < 0)
                 return rc;
         if (rv.wait_ns)
                 sleep_until(l->a->hdr, rv.due_ns);
-        const struct thr_params *p = lim_params(l);
-        if (res && p) { /* p is NULL only if the arena was corrupted during the sleep */
+        if (res) { /* as of the due time, with the record the decision used */
                 uint64_t due = rv.due_ns * p->k;
                 uint64_t reset = g.new_tat > due ? g.new_tat - due : 0;
                 res->admitted = 1;

@@ -188,7 +188,36 @@ Test(client, cancel_gives_back_only_the_last_reservation)
         cr_assert_eq(thr_reservation_cancel(&b), 1, "b is last: given back");
         cr_assert_eq(thr_reservation_cancel(&a), 1, "now a is last");
         cr_assert_eq(tat_of("k"), tat0, "all given back");
-        cr_assert_eq(thr_reservation_cancel(&a), 0, "twice gives back nothing more");
+        cr_assert_eq(thr_reservation_cancel(&a), -EINVAL, "a handle gives back once");
+}
+
+Test(client, a_due_reservation_cannot_be_given_back)
+{
+        struct thr_reservation a, b;
+        uint64_t tat0;
+        cr_assert_eq(thr_limiter_reserve(L, "k", 1, 5, SEC, &a), 0);
+        cr_assert_eq(a.wait_ns, 0, "due at once: it may have been used");
+        tat0 = tat_of("k");
+        cr_assert_eq(thr_reservation_cancel(&a), 0);
+        cr_assert_eq(tat_of("k"), tat0);
+        cr_assert_eq(thr_limiter_reserve(L, "k", 1, 1, SEC, &b), 0);
+        cr_assert_eq(b.wait_ns, 100 * MS);
+        thr_clock_advance(T.a, 100 * MS);
+        cr_assert_eq(thr_reservation_cancel(&b), 0, "due now: kept");
+}
+
+Test(client, a_stale_handle_cannot_take_a_later_place)
+{
+        struct thr_reservation r1, r2, r3;
+        struct thr_result r;
+        cr_assert_eq(thr_limiter_try(L, "k", 1, 5, &r), 1);
+        cr_assert_eq(thr_limiter_reserve(L, "k", 1, 1, SEC, &r1), 0);
+        cr_assert_eq(thr_reservation_cancel(&r1), 1);
+        cr_assert_eq(thr_limiter_reserve(L, "k", 1, 1, SEC, &r2), 0);
+        cr_assert_eq(r2.wait_ns, 100 * MS, "r2 takes the place r1 gave back");
+        cr_assert_eq(thr_reservation_cancel(&r1), -EINVAL, "r1's handle is spent");
+        cr_assert_eq(thr_limiter_reserve(L, "k", 1, 1, SEC, &r3), 0);
+        cr_assert_eq(r3.wait_ns, 200 * MS, "r3 queues behind r2, not beside it");
 }
 
 Test(client, acquire_fails_at_once_when_the_deadline_is_short)

@@ -59,6 +59,7 @@ struct thr_reservation {
         /* private: what thr_reservation_cancel needs to give the place back */
         uint64_t priv_tat;
         uint64_t priv_prev;
+        uint64_t priv_gen;
         const thr_limiter *priv_lim;
         const void *priv_slot;
 };
@@ -139,15 +140,15 @@ int thr_limiter_reserve(thr_limiter *lim, const void *key, size_t key_len, uint6
                         uint64_t max_wait_ns, struct thr_reservation *rv);
 
 /*
- * thr_reservation_cancel - give a reservation back. It is given back only if no later
- * reservation or admission was stacked on it (the key's TAT is still the one this reservation
- * set); otherwise giving it back would move the waiters behind it, and it is kept.
- * Cancel only a place you have not used: a cancelled place that was already used is given back
- * all the same, and the key then admits that much more.
- * Returns 1 given back, 0 kept (someone came after; the place is simply unused), -EINVAL.
+ * thr_reservation_cancel - give a reservation back, for a waiter that will not use it. It is
+ * given back only if it is not yet due (a due place may have been used), only once (RV is
+ * cleared), and only if no later reservation or admission was stacked on it (the key's TAT is
+ * still the one this reservation set); otherwise giving it back would move the waiters behind
+ * it, and it is kept: the place is simply unused.
+ * Returns 1 given back, 0 kept, -EINVAL (NULL, or already given back), -EUSERS.
  * Lock-free, thread-safe, no syscall.
  */
-int thr_reservation_cancel(const struct thr_reservation *rv);
+int thr_reservation_cancel(struct thr_reservation *rv);
 
 /*
  * thr_limiter_acquire - admit COST tokens for KEY, sleeping until they are due.
