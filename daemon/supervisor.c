@@ -26,7 +26,8 @@ static void config_copy(struct config *dst, const struct config *src)
         dst->arena.dir = src->arena.dir ? dst->arena_dir : NULL;
 }
 
-/* The path of the configured arena if it exists: in [arena] dir when set, else where clients look. */
+/* The path of the configured arena if it exists: in [arena] dir when set, else where clients look.
+ */
 static int arena_existing(const struct shm_arena_spec *a, char *path, size_t len)
 {
         if (!a->dir)
@@ -146,19 +147,17 @@ static void reload_warn_unapplied(const struct config *cur, const struct config 
             strcmp(cur->arena_dir, next->arena_dir))
                 log_warn("reload: [arena] settings are fixed when the arena is created; the "
                          "changes apply after the arena is recreated (throttled --recreate)");
-        const struct thr_hdr *h = shm_hdr(m);
-        const struct thr_dir_entry *dir = shm_at(m->base, h->dir_off);
-        for (uint32_t i = 0; i < h->dir_count; i++) {
-                if (atomic_load_explicit(&dir[i].state, memory_order_acquire) != THR_DIR_LIVE)
+        for (uint32_t i = 0; i < m->g.dir_count; i++) {
+                struct shm_lim_snap snap;
+                if (shm_dir_snapshot(m, i, &snap) < 0)
                         continue;
                 bool kept = false;
                 for (size_t j = 0; j < next->nlimiters && !kept; j++)
-                        kept = strncmp(dir[i].name, next->limiters[j].name,
-                                       sizeof(dir[i].name)) == 0;
+                        kept = strncmp(snap.name, next->limiters[j].name, sizeof(snap.name)) == 0;
                 if (!kept)
-                        log_warn("reload: limiter '%.63s' is no longer configured; it stays in "
-                                 "the arena (retiring limiters is not supported yet)",
-                                 dir[i].name);
+                        log_warn("reload: limiter '%s' is no longer configured; it stays in the "
+                                 "arena (retiring limiters is not supported yet)",
+                                 snap.name);
         }
 }
 

@@ -75,16 +75,19 @@ int thr_limiter_open(thr_arena *a, const char *name, thr_limiter **out)
         if (!a || !name || !out)
                 return -EINVAL;
         int idx = shm_dir_find(&a->map, name);
+        struct shm_lim_snap snap;
+        if (idx >= 0)
+                idx = shm_dir_snapshot(&a->map, (uint32_t)idx, &snap) < 0 ? -EBADMSG : idx;
         if (idx < 0)
                 return idx;
         thr_limiter *l = calloc(1, sizeof(*l));
         if (!l)
                 return -ENOMEM;
         l->a = a;
-        l->de = (struct thr_dir_entry *)shm_at(a->map.base, a->hdr->dir_off) + idx;
-        l->tb = shm_at(a->map.base, l->de->table_off);
-        l->params_lo = a->hdr->heap_off;
-        l->params_span = a->hdr->heap_end - a->hdr->heap_off - sizeof(struct thr_params);
+        l->de = (struct thr_dir_entry *)shm_at(a->map.base, a->map.g.dir_off) + idx;
+        l->tb = shm_at(a->map.base, snap.table_off);
+        l->params_lo = a->map.g.heap_off;
+        l->params_span = a->map.g.heap_end - a->map.g.heap_off - sizeof(struct thr_params);
         *out = l;
         return 0;
 }

@@ -53,7 +53,7 @@ static void atfork_child(void)
 
 static void release_record(thr_arena *a, uint32_t idx)
 {
-        struct thr_reader *r = (struct thr_reader *)shm_at(a->map.base, a->hdr->reader_off) + idx;
+        struct thr_reader *r = (struct thr_reader *)shm_at(a->map.base, a->map.g.reader_off) + idx;
         atomic_store_explicit(&r->online, 0, memory_order_relaxed);
         atomic_store_explicit(&r->pid, 0, memory_order_relaxed);
         atomic_store_explicit(&r->tid, 0, memory_order_relaxed);
@@ -146,8 +146,8 @@ static int claim_record(thr_arena *a, uint32_t *idx)
         if (getrandom(&token, sizeof(token), 0) != sizeof(token))
                 return -EIO;
         token |= 1;
-        struct thr_reader *rec = shm_at(a->map.base, a->hdr->reader_off);
-        for (uint32_t i = 0; i < a->hdr->reader_count; i++) {
+        struct thr_reader *rec = shm_at(a->map.base, a->map.g.reader_off);
+        for (uint32_t i = 0; i < a->map.g.reader_count; i++) {
                 uint64_t zero = 0;
                 if (!atomic_compare_exchange_strong_explicit(
                         &rec[i].owner, &zero, token, memory_order_acq_rel, memory_order_relaxed))
@@ -204,7 +204,7 @@ struct thr_reader *thr_reader_slow(thr_arena *a)
         pthread_mutex_unlock(&g_lock);
         if (rc < 0)
                 return NULL;
-        struct thr_reader *r = (struct thr_reader *)shm_at(a->map.base, a->hdr->reader_off) + idx;
+        struct thr_reader *r = (struct thr_reader *)shm_at(a->map.base, a->map.g.reader_off) + idx;
         t->e[t->n] = (struct thr_tls_ent){a->id, thr_fork_gen, r, idx};
         return tls_front(t, t->n++);
 }

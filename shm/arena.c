@@ -216,53 +216,102 @@ int shm_arena_check_clock(const struct thr_hdr *h, char *err, size_t errlen)
 
 /* ---------------------------------------------------------------- validation */
 
+/*
+ * Every check below reads each field of the arena once, into a private copy, and checks the copy:
+ * a client may rewrite a field between the check and the use, so a field is never fetched again
+ * after it was checked. Bounds are checked against LEN, the size of this process's mapping.
+ */
+
 static bool in_range(uint64_t off, uint64_t size, uint64_t lo, uint64_t hi)
 {
         return off >= lo && off <= hi && size <= hi - off;
 }
 
-int shm_params_valid(const void *base, size_t len, uint64_t off, char *err, size_t errlen)
+/* The heap bounds as this process may use them: from one read of the header, within LEN. */
+static void heap_bounds(const void *base, size_t len, uint64_t *lo, uint64_t *hi)
 {
         const struct thr_hdr *h = base;
-        if (off % 8 || !in_range(off, sizeof(struct thr_params), h->heap_off, h->heap_end) ||
-            h->heap_end > len)
-                return shm_seterr(err, errlen, -EBADMSG,
-                                  "parameter record offset %" PRIu64 " is outside the heap", off);
-        struct thr_params p;
-        memcpy(&p, shm_at(base, off), sizeof(p)); /* one snapshot: a writer may change it */
-        __uint128_t bt = (__uint128_t)p.burst * p.t_units;
-        if (p.kind != THR_KIND_GCRA || p.size != sizeof(p) || p.k == 0 || p.k > THR_MAX_K ||
-            p.t_units == 0 || p.burst == 0 || p.initial > p.burst || bt != p.bt_units ||
-            !shm_params_range_ok(p.burst, p.t_units, p.max_reserve_units, p.k))
+        uint64_t off, end;
+        memcpy(&off, (const char *)h + offsetof(struct thr_hdr, heap_off), sizeof(off));
+        memcpy(&end, (const char *)h + offsetof(struct thr_hdr, heap_end), sizeof(end));
+        *lo = off < THR_HDR_SIZE ? THR_HDR_SIZE : off;
+        *hi = end > len ? len : end;
+}
+
+static int params_check(const struct thr_params *p, uint64_t off, char *err, size_t errlen)
+{
+        __uint128_t bt = (__uint128_t)p->burst * p->t_units;
+        if (p->kind != THR_KIND_GCRA || p->size != sizeof(*p) || p->k == 0 || p->k > THR_MAX_K ||
+            p->t_units == 0 || p->burst == 0 || p->initial > p->burst || bt != p->bt_units ||
+            !shm_params_range_ok(p->burst, p->t_units, p->max_reserve_units, p->k))
                 return shm_seterr(err, errlen, -EBADMSG,
                                   "parameter record at %" PRIu64 " is inconsistent", off);
         return 0;
 }
 
-int shm_table_valid(const void *base, size_t len, uint64_t off, char *err, size_t errlen)
+/* Check the record at OFF and copy it to *OUT (when not NULL). */
+static int params_get(const void *base, size_t len, uint64_t off, struct thr_params *out, char *err,
+                      size_t errlen)
 {
-        const struct thr_hdr *h = base;
-        if (off % THR_ALIGN || !in_range(off, sizeof(struct thr_table), h->heap_off, h->heap_end) ||
-            h->heap_end > len)
+        uint64_t lo, hi;
+        heap_bounds(base, len, &lo, &hi);
+        if (off % 8 || !in_range(off, sizeof(struct thr_params), lo, hi))
                 return shm_seterr(err, errlen, -EBADMSG,
-                                  "table offset %" PRIu64 " is outside the heap", off);
-        struct thr_table t;
-        memcpy(&t, shm_at(base, off), sizeof(t));
-        __uint128_t slot_bytes = (__uint128_t)t.nshards * t.shard_slots * THR_SLOT_SIZE;
-        __uint128_t shard_bytes = (__uint128_t)t.nshards * sizeof(struct thr_shard);
-        if (t.nshards == 0 || t.nshards > THR_MAX_SHARDS || (t.nshards & (t.nshards - 1)) ||
-            t.shard_slots == 0 || t.shard_max == 0 || t.shard_max > t.shard_slots ||
-            t.capacity == 0 || t.shards_off % THR_ALIGN || t.slots_off % THR_ALIGN ||
-            slot_bytes > h->heap_end || shard_bytes > h->heap_end ||
-            !in_range(t.shards_off, (uint64_t)shard_bytes, h->heap_off, h->heap_end) ||
-            !in_range(t.slots_off, (uint64_t)slot_bytes, h->heap_off, h->heap_end))
+                                  "parameter record offset %" PRIu64 " is outside the heap", off);
+        struct thr_params p;
+        memcpy(&p, shm_at(base, off), sizeof(p)); /* one snapshot: a writer may change it */
+        int rc = params_check(&p, off, err, errlen);
+        if (rc == 0 && out)
+                *out = p;
+        return rc;
+}
+
+int shm_params_valid(const void *base, size_t len, uint64_t off, char *err, size_t errlen)
+{
+        return params_get(base, len, off, NULL, err, errlen);
+}
+
+static int table_check(const struct thr_table *t, uint64_t lo, uint64_t hi, uint64_t off, char *err,
+                       size_t errlen)
+{
+        __uint128_t slot_bytes = (__uint128_t)t->nshards * t->shard_slots * THR_SLOT_SIZE;
+        __uint128_t shard_bytes = (__uint128_t)t->nshards * sizeof(struct thr_shard);
+        if (t->nshards == 0 || t->nshards > THR_MAX_SHARDS || (t->nshards & (t->nshards - 1)) ||
+            t->shard_slots == 0 || t->shard_max == 0 || t->shard_max > t->shard_slots ||
+            t->capacity == 0 || t->shards_off % THR_ALIGN || t->slots_off % THR_ALIGN ||
+            slot_bytes > hi || shard_bytes > hi ||
+            !in_range(t->shards_off, (uint64_t)shard_bytes, lo, hi) ||
+            !in_range(t->slots_off, (uint64_t)slot_bytes, lo, hi))
                 return shm_seterr(err, errlen, -EBADMSG,
                                   "table at %" PRIu64 " has an impossible geometry or offsets",
                                   off);
         return 0;
 }
 
-static int hdr_valid(const struct thr_hdr *h, size_t len, char *err, size_t errlen)
+static int table_get(const void *base, size_t len, uint64_t off, struct thr_table *out, char *err,
+                     size_t errlen)
+{
+        uint64_t lo, hi;
+        heap_bounds(base, len, &lo, &hi);
+        if (off % THR_ALIGN || !in_range(off, sizeof(struct thr_table), lo, hi))
+                return shm_seterr(err, errlen, -EBADMSG,
+                                  "table offset %" PRIu64 " is outside the heap", off);
+        struct thr_table t;
+        memcpy(&t, shm_at(base, off), sizeof(t));
+        int rc = table_check(&t, lo, hi, off, err, errlen);
+        if (rc == 0 && out)
+                *out = t;
+        return rc;
+}
+
+int shm_table_valid(const void *base, size_t len, uint64_t off, char *err, size_t errlen)
+{
+        return table_get(base, len, off, NULL, err, errlen);
+}
+
+/* Check a private copy H of the header against the mapping size LEN; fill *G from it. */
+static int hdr_check(const struct thr_hdr *h, size_t len, struct shm_geom *g, char *err,
+                     size_t errlen)
 {
         if (len < THR_HDR_SIZE || h->magic != THR_MAGIC)
                 return shm_seterr(err, errlen, -EBADMSG, "not a throttle arena (bad magic)");
@@ -275,55 +324,86 @@ static int hdr_valid(const struct thr_hdr *h, size_t len, char *err, size_t errl
             (h->backing != THR_BACKING_HUGETLBFS && h->backing != THR_BACKING_SHM) ||
             memchr(h->name, 0, sizeof(h->name)) == NULL)
                 return shm_seterr(err, errlen, -EBADMSG,
-                                  "arena header is corrupt (sizes, clock, "
-                                  "backing or name)");
+                                  "arena header is corrupt (sizes, clock, backing or name)");
         __uint128_t dir_end = h->dir_off + (__uint128_t)h->dir_count * THR_DIR_ENTRY_SIZE;
         __uint128_t rd_end = h->reader_off + (__uint128_t)h->reader_count * THR_READER_SIZE;
-        uint64_t top = atomic_load_explicit(&h->heap_top, memory_order_acquire);
+        uint64_t top = h->heap_top;
         if (h->dir_off < THR_HDR_SIZE || h->dir_off % THR_ALIGN || h->dir_count == 0 ||
             dir_end > h->reader_off || h->reader_off % THR_ALIGN || rd_end > h->heap_off ||
             h->heap_off > h->heap_end || h->heap_end != len || top < h->heap_off ||
             top > h->heap_end)
                 return shm_seterr(err, errlen, -EBADMSG, "arena section offsets are corrupt");
+        *g = (struct shm_geom){.dir_off = h->dir_off,
+                               .dir_count = h->dir_count,
+                               .reader_off = h->reader_off,
+                               .reader_count = h->reader_count,
+                               .heap_off = h->heap_off,
+                               .heap_end = h->heap_end,
+                               .heap_top = top};
         return 0;
+}
+
+/* Copy of directory entry I (state, name, offsets: one read each) from a checked geometry. */
+static void entry_copy(const void *base, const struct shm_geom *g, uint32_t i,
+                       struct shm_lim_snap *s)
+{
+        const struct thr_dir_entry *de = (const struct thr_dir_entry *)shm_at(base, g->dir_off) + i;
+        s->idx = i;
+        s->state = atomic_load_explicit(&de->state, memory_order_acquire);
+        memcpy(s->name, de->name, sizeof(s->name));
+        s->params_off = atomic_load_explicit(&de->params_off, memory_order_acquire);
+        s->table_off = de->table_off;
+}
+
+static int snap_fill(const void *base, size_t len, struct shm_lim_snap *s, char *err, size_t errlen)
+{
+        if (memchr(s->name, 0, sizeof(s->name)) == NULL)
+                return shm_seterr(err, errlen, -EBADMSG, "limiter %u has no valid name", s->idx);
+        int rc = params_get(base, len, s->params_off, &s->params, err, errlen);
+        return rc < 0 ? rc : table_get(base, len, s->table_off, &s->table, err, errlen);
+}
+
+static int arena_check(const void *base, size_t len, struct shm_geom *g, char *err, size_t errlen)
+{
+        if (len < THR_HDR_SIZE)
+                return shm_seterr(err, errlen, -EBADMSG, "file too small to be an arena");
+        static_assert(sizeof(struct thr_hdr) == THR_HDR_SIZE, "header copy size");
+        struct thr_hdr h;
+        memcpy(&h, base, sizeof(h));
+        int rc = hdr_check(&h, len, g, err, errlen);
+        for (uint32_t i = 0; rc == 0 && i < g->dir_count; i++) {
+                struct shm_lim_snap s;
+                entry_copy(base, g, i, &s);
+                if (s.state == THR_DIR_LIVE)
+                        rc = snap_fill(base, len, &s, err, errlen);
+        }
+        return rc;
 }
 
 int shm_arena_valid(const void *base, size_t len, char *err, size_t errlen)
 {
-        const struct thr_hdr *h = base;
-        int rc = hdr_valid(h, len, err, errlen);
-        if (rc < 0)
-                return rc;
-        const struct thr_dir_entry *dir = shm_at(base, h->dir_off);
-        for (uint32_t i = 0; i < h->dir_count; i++) {
-                if (atomic_load_explicit(&dir[i].state, memory_order_acquire) != THR_DIR_LIVE)
-                        continue;
-                if (memchr(dir[i].name, 0, sizeof(dir[i].name)) == NULL)
-                        return shm_seterr(err, errlen, -EBADMSG, "limiter %u has no valid name", i);
-                uint64_t po = atomic_load_explicit(&dir[i].params_off, memory_order_acquire);
-                rc = shm_params_valid(base, len, po, err, errlen);
-                if (rc == 0)
-                        rc = shm_table_valid(base, len, dir[i].table_off, err, errlen);
-                if (rc < 0)
-                        return rc;
-        }
-        return 0;
+        struct shm_geom g;
+        return arena_check(base, len, &g, err, errlen);
+}
+
+int shm_dir_snapshot(const struct shm_map *m, uint32_t idx, struct shm_lim_snap *out)
+{
+        if (idx >= m->g.dir_count)
+                return -EINVAL;
+        entry_copy(m->base, &m->g, idx, out);
+        if (out->state != THR_DIR_LIVE)
+                return -ENOENT;
+        return snap_fill(m->base, m->size, out, NULL, 0);
 }
 
 int shm_dir_find(const struct shm_map *m, const char *name)
 {
-        const struct thr_hdr *h = shm_hdr(m);
-        const struct thr_dir_entry *dir = shm_at(m->base, h->dir_off);
-        for (uint32_t i = 0; i < h->dir_count; i++) {
-                if (atomic_load_explicit(&dir[i].state, memory_order_acquire) != THR_DIR_LIVE)
+        for (uint32_t i = 0; i < m->g.dir_count; i++) {
+                struct shm_lim_snap s;
+                entry_copy(m->base, &m->g, i, &s);
+                if (s.state != THR_DIR_LIVE || strncmp(s.name, name, sizeof(s.name)) != 0)
                         continue;
-                if (strncmp(dir[i].name, name, sizeof(dir[i].name)) != 0)
-                        continue;
-                uint64_t po = atomic_load_explicit(&dir[i].params_off, memory_order_acquire);
-                if (shm_params_valid(m->base, m->size, po, NULL, 0) < 0 ||
-                    shm_table_valid(m->base, m->size, dir[i].table_off, NULL, 0) < 0)
-                        return -EBADMSG;
-                return (int)i;
+                return snap_fill(m->base, m->size, &s, NULL, 0) < 0 ? -EBADMSG : (int)i;
         }
         return -ENOENT;
 }
@@ -356,7 +436,7 @@ int shm_arena_attach(const char *path, bool writable, struct shm_map *out, char 
         out->size = (size_t)st.st_size;
         out->fd = fd;
         out->writable = writable;
-        int rc = shm_arena_valid(base, out->size, err, errlen);
+        int rc = arena_check(base, out->size, &out->g, err, errlen);
         if (rc < 0)
                 shm_arena_detach(out);
         return rc;
@@ -405,37 +485,33 @@ int shm_daemon_alive(const struct shm_map *m, pid_t *holder)
 
 uint32_t shm_dir_free_count(const struct shm_map *m)
 {
-        const struct thr_hdr *h = shm_hdr(m);
-        const struct thr_dir_entry *dir = shm_at(m->base, h->dir_off);
         uint32_t n = 0;
-        for (uint32_t i = 0; i < h->dir_count; i++)
-                n += atomic_load_explicit(&dir[i].state, memory_order_acquire) == THR_DIR_FREE;
+        for (uint32_t i = 0; i < m->g.dir_count; i++) {
+                struct shm_lim_snap s;
+                entry_copy(m->base, &m->g, i, &s);
+                n += s.state == THR_DIR_FREE;
+        }
         return n;
 }
 
 /*
- * Whether limiter IDX can take parameters P without losing its buckets: the table cannot be
- * resized in place, and the state words count units of 1/K ns, so K must stay the same.
+ * Whether the limiter in snapshot S can take parameters P without losing its buckets: the table
+ * cannot be resized in place, and the state words count units of 1/K ns, so K must stay the same.
  */
-int shm_limiter_compatible(const struct shm_map *m, uint32_t idx, const struct thr_params *p,
+int shm_limiter_compatible(const struct shm_lim_snap *s, const struct thr_params *p,
                            const struct geometry *g, char *err, size_t errlen)
 {
-        const struct thr_dir_entry *de =
-            (const struct thr_dir_entry *)shm_at(m->base, shm_hdr(m)->dir_off) + idx;
-        const struct thr_table *tb = shm_at(m->base, de->table_off);
-        const struct thr_params *cur =
-            shm_at(m->base, atomic_load_explicit(&de->params_off, memory_order_acquire));
-        if (tb->nshards != g->nshards || tb->shard_slots != g->shard_slots)
+        if (s->table.nshards != g->nshards || s->table.shard_slots != g->shard_slots)
                 return shm_seterr(err, errlen, -EBUSY,
                                   "limiter '%s': its table (capacity %" PRIu64 ", %u shards) "
                                   "cannot be resized in place; keep capacity and shards, or "
                                   "start with a new arena",
-                                  de->name, tb->capacity, tb->nshards);
-        if (cur->k != p->k)
+                                  s->name, s->table.capacity, s->table.nshards);
+        if (s->params.k != p->k)
                 return shm_seterr(err, errlen, -EBUSY,
                                   "limiter '%s': the new rate needs time units of 1/%" PRIu64
                                   " ns but its buckets count 1/%" PRIu64 " ns; converting "
                                   "existing buckets is not supported yet",
-                                  de->name, p->k, cur->k);
+                                  s->name, p->k, s->params.k);
         return 0;
 }

@@ -201,58 +201,190 @@ static int hdr_init(struct shm_map *m, const struct shm_arena_spec *s)
         h->heap_off = align_up(h->reader_off + (uint64_t)s->max_readers * THR_READER_SIZE, 4096);
         h->heap_end = m->size;
         atomic_store_explicit(&h->heap_top, h->heap_off, memory_order_relaxed);
+        m->g = (struct shm_geom){.dir_off = h->dir_off,
+                                 .dir_count = h->dir_count,
+                                 .reader_off = h->reader_off,
+                                 .reader_count = h->reader_count,
+                                 .heap_off = h->heap_off,
+                                 .heap_end = h->heap_end,
+                                 .heap_top = h->heap_off};
         record_backing(m, h);
         return 0;
 }
 
+/* Bump allocation from the daemon's private heap pointer (the arena's copy is informational). */
 static uint64_t heap_alloc(struct shm_map *m, uint64_t size)
 {
-        struct thr_hdr *h = shm_hdr(m);
-        uint64_t top = atomic_load_explicit(&h->heap_top, memory_order_relaxed);
-        uint64_t off = align_up(top, THR_ALIGN);
-        if (off > h->heap_end || size > h->heap_end - off)
+        uint64_t off = align_up(m->g.heap_top, THR_ALIGN);
+        if (off > m->g.heap_end || size > m->g.heap_end - off)
                 return 0;
-        atomic_store_explicit(&h->heap_top, off + size, memory_order_release);
+        m->g.heap_top = off + size;
         return off;
 }
 
-static uint64_t params_publishable(struct shm_map *m, const struct thr_params *p)
+/* What configuration does to one limiter of the spec. */
+struct plan {
+        const struct shm_limiter_spec *spec;
+        struct thr_params params;
+        struct geometry geo;
+        int idx;         /* directory entry, or -1: a new limiter */
+        bool changed;    /* new parameters for an existing limiter */
+        uint64_t po, to; /* staged record and (new limiters) table */
+};
+
+static bool params_equal(const struct thr_params *a, const struct thr_params *b)
 {
-        uint64_t off = heap_alloc(m, sizeof(*p));
-        if (off)
-                memcpy(shm_at(m->base, off), p, sizeof(*p));
-        return off;
+        struct thr_params x = *a, y = *b;
+        x.gen = y.gen = 0;
+        return memcmp(&x, &y, sizeof(x)) == 0;
 }
 
-/* Add limiter S in a free directory entry; everything is written before state goes LIVE. */
-static int limiter_add(struct shm_map *m, const struct shm_limiter_spec *s, uint64_t gen)
+/* Check one limiter of the spec against the arena; fill its plan. Changes nothing. */
+static int plan_one(struct shm_map *m, const struct shm_limiter_spec *ls, uint64_t gen,
+                    struct plan *pl, uint64_t *need, char *err, size_t errlen)
+{
+        pl->spec = ls;
+        int rc = shm_params_make(ls, gen, &pl->params, err, errlen);
+        if (rc == 0 && shm_table_geometry(ls, &pl->geo) < 0)
+                rc = shm_seterr(err, errlen, -ERANGE,
+                                "limiter '%s': capacity %" PRIu64 " or shards %u cannot make a "
+                                "table",
+                                ls->name, ls->capacity, ls->shards);
+        if (rc < 0)
+                return rc;
+        pl->idx = shm_dir_find(m, ls->name);
+        if (pl->idx == -ENOENT) {
+                pl->idx = -1;
+                *need += limiter_bytes(&pl->geo);
+                return 0;
+        }
+        struct shm_lim_snap snap;
+        if (pl->idx < 0 || shm_dir_snapshot(m, (uint32_t)pl->idx, &snap) < 0)
+                return shm_seterr(err, errlen, -EBADMSG, "limiter '%s' is corrupt in the arena",
+                                  ls->name);
+        rc = shm_limiter_compatible(&snap, &pl->params, &pl->geo, err, errlen);
+        pl->changed = rc == 0 && !params_equal(&snap.params, &pl->params);
+        if (pl->changed)
+                *need += align_up(sizeof(struct thr_params), THR_ALIGN);
+        return rc;
+}
+
+static int plan_all(struct shm_map *m, const struct shm_arena_spec *s, uint64_t gen,
+                    struct plan *plans, char *err, size_t errlen)
 {
         struct thr_hdr *h = shm_hdr(m);
-        struct thr_dir_entry *dir = shm_at(m->base, h->dir_off);
-        struct thr_params p;
-        struct geometry g;
-        int rc = shm_params_make(s, gen, &p, NULL, 0);
-        if (rc == 0)
-                rc = shm_table_geometry(s, &g);
-        if (rc < 0)
-                return rc;
+        if (h->clock_id != s->clock)
+                return shm_seterr(err, errlen, -EBUSY,
+                                  "arena %s has a %s clock but the config asks for %s", m->path,
+                                  h->clock_id == THR_CLOCK_MANUAL ? "manual" : "monotonic",
+                                  s->clock == THR_CLOCK_MANUAL ? "manual" : "monotonic");
+        uint64_t need = 0;
+        uint32_t added = 0;
+        for (size_t i = 0; i < s->nlimiters; i++) {
+                int rc = plan_one(m, &s->limiters[i], gen, &plans[i], &need, err, errlen);
+                if (rc < 0)
+                        return rc;
+                added += plans[i].idx < 0;
+        }
+        if (shm_dir_free_count(m) < added)
+                return shm_seterr(err, errlen, -ENOSPC,
+                                  "arena %s has no free limiter entries for %u new limiters",
+                                  m->path, added);
+        uint64_t avail = m->g.heap_end - m->g.heap_top;
+        if (need > avail)
+                return shm_seterr(err, errlen, -ENOSPC,
+                                  "arena %s has %" PRIu64 " spare bytes, the configuration needs "
+                                  "%" PRIu64 " (raise [arena] spare and recreate it)",
+                                  m->path, avail, need);
+        return 0;
+}
+
+/* Write the new records and tables into unreferenced heap space; nothing is visible yet. */
+static int stage(struct shm_map *m, struct plan *pl)
+{
+        if (pl->idx >= 0 && !pl->changed)
+                return 0;
+        pl->po = heap_alloc(m, sizeof(struct thr_params));
+        if (!pl->po)
+                return -ENOSPC;
+        memcpy(shm_at(m->base, pl->po), &pl->params, sizeof(pl->params));
+        if (pl->idx >= 0)
+                return 0;
+        pl->to = heap_alloc(m, pl->geo.bytes);
+        return pl->to ? shm_table_init(m->base, pl->to, pl->spec, &pl->geo) : -ENOSPC;
+}
+
+/* Make staged changes visible: release stores that pair with the clients' acquire loads. */
+static void publish(struct shm_map *m, const struct plan *pl)
+{
+        struct thr_dir_entry *dir = shm_at(m->base, m->g.dir_off);
+        if (pl->idx >= 0) {
+                if (pl->changed)
+                        atomic_store_explicit(&dir[pl->idx].params_off, pl->po,
+                                              memory_order_release);
+                return;
+        }
         uint32_t i = 0;
-        while (i < h->dir_count && atomic_load(&dir[i].state) != THR_DIR_FREE)
-                i++;
-        if (i == h->dir_count)
-                return -ENOSPC;
-        uint64_t po = params_publishable(m, &p);
-        uint64_t to = po ? heap_alloc(m, g.bytes) : 0;
-        if (!to)
-                return -ENOSPC;
-        rc = shm_table_init(m->base, to, s, &g);
-        if (rc < 0)
-                return rc;
-        snprintf(dir[i].name, sizeof(dir[i].name), "%s", s->name);
-        dir[i].table_off = to;
-        dir[i].table_bytes = g.bytes;
-        atomic_store_explicit(&dir[i].params_off, po, memory_order_relaxed);
+        while (i < m->g.dir_count &&
+               atomic_load_explicit(&dir[i].state, memory_order_acquire) != THR_DIR_FREE)
+                i++; /* plan_all counted enough free entries; only the daemon adds */
+        snprintf(dir[i].name, sizeof(dir[i].name), "%s", pl->spec->name);
+        dir[i].table_off = pl->to;
+        dir[i].table_bytes = pl->geo.bytes;
+        atomic_store_explicit(&dir[i].params_off, pl->po, memory_order_relaxed);
         atomic_store_explicit(&dir[i].state, THR_DIR_LIVE, memory_order_release);
+}
+
+int shm_arena_configure(struct shm_map *m, const struct shm_arena_spec *s, char *err, size_t errlen)
+{
+        struct thr_hdr *h = shm_hdr(m);
+        uint64_t gen = atomic_load_explicit(&h->config_gen, memory_order_relaxed) + 1;
+        struct plan *plans = calloc(s->nlimiters ? s->nlimiters : 1, sizeof(*plans));
+        if (!plans)
+                return shm_seterr(err, errlen, -ENOMEM, "out of memory");
+        int rc = plan_all(m, s, gen, plans, err, errlen);
+        uint64_t top = m->g.heap_top;
+        for (size_t i = 0; rc == 0 && i < s->nlimiters; i++)
+                rc = stage(m, &plans[i]);
+        if (rc < 0) {
+                m->g.heap_top = top; /* staged space was never referenced: reuse it */
+                free(plans);
+                return err && *err ? rc
+                                   : shm_seterr(err, errlen, rc, "cannot stage: %s", strerror(-rc));
+        }
+        for (size_t i = 0; i < s->nlimiters; i++)
+                publish(m, &plans[i]);
+        free(plans);
+        atomic_store_explicit(&h->heap_top, m->g.heap_top, memory_order_relaxed);
+        atomic_store_explicit(&h->config_gen, gen, memory_order_release);
+        return 0;
+}
+
+/* Write the contents of a freshly mapped temporary file, then link it into place. */
+int shm_arena_finish(struct shm_map *m, const struct shm_arena_spec *s, const char *path, char *err,
+                     size_t errlen)
+{
+        int rc = hdr_init(m, s);
+        if (rc < 0)
+                shm_seterr(err, errlen, rc, "cannot read the boot id or the random secret");
+        if (rc == 0)
+                rc = shm_arena_configure(m, s, err, errlen);
+        if (rc == 0 && s->hugepages == SHM_HUGE_REQUIRE &&
+            shm_hdr(m)->backing != THR_BACKING_HUGETLBFS)
+                rc = shm_seterr(err, errlen, -ENOMEM, "the mapping did not get huge pages");
+        if (rc == 0) {
+                atomic_thread_fence(memory_order_release);
+                shm_hdr(m)->magic = THR_MAGIC;
+                if (renameat2(AT_FDCWD, m->path, AT_FDCWD, path, RENAME_NOREPLACE) < 0)
+                        rc = shm_seterr(err, errlen, -errno, "cannot move %s to %s: %s", m->path,
+                                        path, strerror(errno));
+        }
+        if (rc < 0) {
+                unlink(m->path);
+                shm_arena_detach(m);
+                return rc;
+        }
+        snprintf(m->path, sizeof(m->path), "%s", path);
         return 0;
 }
 
@@ -289,132 +421,18 @@ int shm_arena_create(const struct shm_arena_spec *s, struct shm_map *out, char *
                 rc = shm_arena_create(&fallback, out, err, errlen);
                 if (rc >= 0 && err && errlen)
                         snprintf(err, errlen,
-                                 "hugetlbfs could not hold the arena (%s); using "
-                                 "/dev/shm",
-                                 why);
+                                 "hugetlbfs could not hold the arena (%s); using /dev/shm", why);
                 return rc < 0 ? rc : 1;
+        }
+        if (rc < 0 && on_huge) {
+                char why[256];
+                snprintf(why, sizeof(why), "%s", err ? err : "");
+                return shm_seterr(err, errlen, rc,
+                                  "%s (is the hugepage pool too small? it needs %" PRIu64
+                                  " free 2 MiB pages: hugeadm --pool-pages-min 2MB:+N)",
+                                  why, (uint64_t)(align_up(size, HUGE_2M) / HUGE_2M));
         }
         if (rc < 0)
                 return rc;
         return shm_arena_finish(out, s, path, err, errlen);
-}
-
-/* Write the contents of a freshly mapped temporary file, then rename it into place. */
-int shm_arena_finish(struct shm_map *m, const struct shm_arena_spec *s, const char *path, char *err,
-                     size_t errlen)
-{
-        int rc = hdr_init(m, s);
-        for (size_t i = 0; rc == 0 && i < s->nlimiters; i++)
-                rc = limiter_add(m, &s->limiters[i], 1);
-        if (rc == 0 && s->hugepages == SHM_HUGE_REQUIRE &&
-            shm_hdr(m)->backing != THR_BACKING_HUGETLBFS)
-                rc = -ENOMEM;
-        if (rc == 0) {
-                atomic_store_explicit(&shm_hdr(m)->config_gen, 1, memory_order_relaxed);
-                atomic_thread_fence(memory_order_release);
-                shm_hdr(m)->magic = THR_MAGIC;
-                if (renameat2(AT_FDCWD, m->path, AT_FDCWD, path, RENAME_NOREPLACE) < 0)
-                        rc = -errno;
-        }
-        if (rc < 0) {
-                unlink(m->path);
-                shm_arena_detach(m);
-                return shm_seterr(err, errlen, rc, "cannot build arena %s: %s", path,
-                                  strerror(-rc));
-        }
-        snprintf(m->path, sizeof(m->path), "%s", path);
-        return 0;
-}
-
-/* ---------------------------------------------------------------- reconfiguration */
-
-static int configure_check(struct shm_map *m, const struct shm_arena_spec *s, uint64_t *need,
-                           char *err, size_t errlen)
-{
-        struct thr_hdr *h = shm_hdr(m);
-        if (h->clock_id != s->clock)
-                return shm_seterr(err, errlen, -EBUSY,
-                                  "arena %s has a %s clock but the config asks for %s", m->path,
-                                  h->clock_id == THR_CLOCK_MANUAL ? "manual" : "monotonic",
-                                  s->clock == THR_CLOCK_MANUAL ? "manual" : "monotonic");
-        *need = 0;
-        uint32_t added = 0;
-        for (size_t i = 0; i < s->nlimiters; i++) {
-                const struct shm_limiter_spec *ls = &s->limiters[i];
-                struct thr_params p;
-                struct geometry g;
-                int rc = shm_params_make(ls, 0, &p, err, errlen);
-                if (rc == 0)
-                        rc = shm_table_geometry(ls, &g);
-                if (rc < 0)
-                        return rc;
-                int idx = shm_dir_find(m, ls->name);
-                if (idx == -ENOENT) {
-                        *need += limiter_bytes(&g);
-                        added++;
-                        continue;
-                }
-                if (idx < 0)
-                        return shm_seterr(err, errlen, idx, "limiter '%s' is corrupt in the arena",
-                                          ls->name);
-                rc = shm_limiter_compatible(m, (uint32_t)idx, &p, &g, err, errlen);
-                if (rc < 0)
-                        return rc;
-                *need += sizeof(struct thr_params) + THR_ALIGN;
-        }
-        return shm_dir_free_count(m) < added
-                   ? shm_seterr(err, errlen, -ENOSPC,
-                                "arena %s has no free limiter entries for %u new limiters", m->path,
-                                added)
-                   : 0;
-}
-
-int shm_arena_configure(struct shm_map *m, const struct shm_arena_spec *s, char *err, size_t errlen)
-{
-        struct thr_hdr *h = shm_hdr(m);
-        uint64_t need = 0;
-        int rc = configure_check(m, s, &need, err, errlen);
-        if (rc < 0)
-                return rc;
-        uint64_t top = atomic_load_explicit(&h->heap_top, memory_order_relaxed);
-        if (need > h->heap_end - top)
-                return shm_seterr(err, errlen, -ENOSPC,
-                                  "arena %s has %" PRIu64 " spare bytes, the new configuration "
-                                  "needs %" PRIu64 " (raise [arena] spare and recreate it)",
-                                  m->path, h->heap_end - top, need);
-        uint64_t gen = atomic_load_explicit(&h->config_gen, memory_order_relaxed) + 1;
-        for (size_t i = 0; i < s->nlimiters; i++) {
-                int idx = shm_dir_find(m, s->limiters[i].name);
-                rc = idx == -ENOENT ? limiter_add(m, &s->limiters[i], gen)
-                                    : shm_limiter_update(m, (uint32_t)idx, &s->limiters[i], gen);
-                if (rc < 0)
-                        return shm_seterr(err, errlen, rc, "limiter '%s': %s (checked, yet failed)",
-                                          s->limiters[i].name, strerror(-rc));
-        }
-        atomic_store_explicit(&h->config_gen, gen, memory_order_release);
-        return 0;
-}
-
-/* Swap in a new parameter record if anything changed; the table and its buckets stay. */
-int shm_limiter_update(struct shm_map *m, uint32_t idx, const struct shm_limiter_spec *s,
-                       uint64_t gen)
-{
-        struct thr_dir_entry *de =
-            (struct thr_dir_entry *)shm_at(m->base, shm_hdr(m)->dir_off) + idx;
-        struct thr_params p;
-        int rc = shm_params_make(s, gen, &p, NULL, 0);
-        if (rc < 0)
-                return rc;
-        const struct thr_params *cur =
-            shm_at(m->base, atomic_load_explicit(&de->params_off, memory_order_acquire));
-        p.gen = cur->gen;
-        if (memcmp(&p, cur, sizeof(p)) == 0)
-                return 0;
-        p.gen = gen;
-        uint64_t off = params_publishable(m, &p);
-        if (!off)
-                return -ENOSPC;
-        /* Pairs with the clients' acquire load of params_off. */
-        atomic_store_explicit(&de->params_off, off, memory_order_release);
-        return 0;
 }

@@ -26,7 +26,6 @@ static uint64_t gcd64(uint64_t a, uint64_t b)
         return a;
 }
 
-
 static int fail(char *err, size_t errlen, int rc, const char *name, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
 

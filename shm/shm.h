@@ -49,12 +49,30 @@ struct shm_arena_spec {
 
 /* ---------------------------------------------------------------- a mapped arena */
 
+/* The arena's section geometry as checked when it was mapped: a private copy, never re-read. */
+struct shm_geom {
+        uint64_t dir_off, reader_off, heap_off, heap_end;
+        uint64_t heap_top; /* the daemon's allocator: private, the arena's copy is informational */
+        uint32_t dir_count, reader_count;
+};
+
 struct shm_map {
         void *base;
         size_t size;
         int fd;
         bool writable;
         char path[256];
+        struct shm_geom g;
+};
+
+/* A limiter as read once from the directory and checked: private copies of everything. */
+struct shm_lim_snap {
+        uint32_t idx;
+        uint32_t state;
+        char name[THR_NAME_MAX + 1];
+        uint64_t params_off, table_off;
+        struct thr_params params;
+        struct thr_table table;
 };
 
 static inline struct thr_hdr *shm_hdr(const struct shm_map *m)
@@ -156,8 +174,14 @@ int shm_arena_check_clock(const struct thr_hdr *h, char *err, size_t errlen);
 int shm_daemon_lock(struct shm_map *m, pid_t *holder);
 int shm_daemon_alive(const struct shm_map *m, pid_t *holder);
 
-/* shm_dir_find - index of the live limiter called NAME, or -ENOENT. Validates the entry. */
+/* shm_dir_find - index of the live limiter called NAME, or -ENOENT, or -EBADMSG (corrupt). */
 int shm_dir_find(const struct shm_map *m, const char *name);
+
+/*
+ * shm_dir_snapshot - read directory entry IDX once, check its parameter record and table, and
+ * copy all three into *OUT. Returns 0, -ENOENT (not live), -EINVAL (IDX out of range), -EBADMSG.
+ */
+int shm_dir_snapshot(const struct shm_map *m, uint32_t idx, struct shm_lim_snap *out);
 
 /* ---------------------------------------------------------------- clock */
 
@@ -237,8 +261,8 @@ static inline void shm_gcra_step(const struct thr_params *p, uint64_t tat, uint6
 static inline bool shm_params_range_ok(uint64_t burst, uint64_t t_units, uint64_t reserve_units,
                                        uint64_t k)
 {
-        __uint128_t worst = 2 * (__uint128_t)burst * t_units + reserve_units +
-                            (__uint128_t)THR_HORIZON_NS * k;
+        __uint128_t worst =
+            2 * (__uint128_t)burst * t_units + reserve_units + (__uint128_t)THR_HORIZON_NS * k;
         return worst < (__uint128_t)THR_TAT_LIMIT;
 }
 

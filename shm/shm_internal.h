@@ -20,10 +20,8 @@ int shm_read_boot_id(uint8_t out[16]);
 int64_t shm_timens_mono_offset(void);
 int shm_arena_finish(struct shm_map *m, const struct shm_arena_spec *s, const char *path, char *err,
                      size_t errlen);
-int shm_limiter_compatible(const struct shm_map *m, uint32_t idx, const struct thr_params *p,
+int shm_limiter_compatible(const struct shm_lim_snap *s, const struct thr_params *p,
                            const struct geometry *g, char *err, size_t errlen);
-int shm_limiter_update(struct shm_map *m, uint32_t idx, const struct shm_limiter_spec *s,
-                       uint64_t gen);
 uint32_t shm_dir_free_count(const struct shm_map *m);
 
 #endif

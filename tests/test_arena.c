@@ -310,3 +310,31 @@ Test(arena, file_mode_and_group_decide_who_may_map_it)
         unlink(m.path);
         shm_arena_detach(&m);
 }
+
+Test(arena, daemon_ignores_fields_a_client_rewrites_after_attach)
+{
+        struct shm_map m;
+        char err[256] = "";
+        cr_assert_eq(shm_arena_attach(T.path, true, &m, err, sizeof(err)), 0, "%s", err);
+        struct thr_hdr *h = shm_hdr(&m);
+        /* A hostile client rewrites the geometry the daemon checked at attach. */
+        h->dir_off = UINT64_MAX - 4095;
+        h->dir_count = 0xffffffff;
+        h->heap_top = 0;
+        h->heap_end = UINT64_MAX;
+        struct shm_limiter_spec s[] = {tspec("a", 10, SEC, 5, 5), tspec("b", 100, SEC, 10, 10),
+                                       tspec("late", 1, SEC, 1, 1)};
+        struct shm_arena_spec as = respec(s, 3);
+        cr_assert_eq(shm_arena_configure(&m, &as, err, sizeof(err)), 0, "%s", err);
+        cr_assert_geq(shm_dir_find(&m, "late"), 0, "added with the checked geometry");
+        cr_assert_geq(h->heap_top, m.g.heap_off, "the arena's heap_top is rewritten from ours");
+        /* A limiter's table offset rewritten after it was checked: a clear error, no crash. */
+        struct thr_dir_entry *de = shm_at(m.base, m.g.dir_off);
+        uint64_t keep = de->table_off;
+        de->table_off = 1ull << 46;
+        s[0].burst = 6;
+        cr_assert_eq(shm_arena_configure(&m, &as, err, sizeof(err)), -EBADMSG);
+        cr_assert(strstr(err, "corrupt"), "message: %s", err);
+        de->table_off = keep;
+        shm_arena_detach(&m);
+}
