@@ -117,17 +117,23 @@ static int prefault(void *base, size_t size, uint64_t page)
         return 0;
 }
 
+/*
+ * The temporary name carries a random suffix, not the pid: two creators in different pid
+ * namespaces may share /dev/shm and have the same pid. O_EXCL makes a collision fail, not clobber.
+ */
 static int open_tmp(const struct shm_arena_spec *s, const char *path, char *tmp, size_t tmplen)
 {
-        int n = snprintf(tmp, tmplen, "%s.tmp.%d", path, (int)getpid());
+        uint64_t r;
+        if (getrandom(&r, sizeof(r), 0) != sizeof(r))
+                return -EIO;
+        int n = snprintf(tmp, tmplen, "%s.tmp.%016llx", path, (unsigned long long)r);
         if (n < 0 || (size_t)n >= tmplen)
                 return -ENAMETOOLONG;
-        unlink(tmp);
-        int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, s->mode ? s->mode : 0600);
+        mode_t mode = s->mode ? s->mode : 0600;
+        int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode);
         if (fd < 0)
                 return -errno;
-        if (fchmod(fd, s->mode ? s->mode : 0600) < 0 ||
-            (s->gid != (gid_t)-1 && fchown(fd, (uid_t)-1, s->gid) < 0)) {
+        if (fchmod(fd, mode) < 0 || (s->gid != (gid_t)-1 && fchown(fd, (uid_t)-1, s->gid) < 0)) {
                 int e = errno;
                 close(fd);
                 unlink(tmp);

@@ -235,7 +235,9 @@ static_assert(sizeof(struct thr_shard) == 128, "shard header size");
 static_assert(sizeof(struct thr_slot) == THR_SLOT_SIZE, "slot size");
 static_assert(offsetof(struct thr_slot, key) + THR_KEY_INLINE == 64, "inline key in line 0");
 static_assert(sizeof(struct thr_reader) == THR_READER_SIZE, "reader size");
-static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "64-bit atomics must be lock-free");
+static_assert(ATOMIC_LLONG_LOCK_FREE == 2 && ATOMIC_LONG_LOCK_FREE == 2,
+              "64-bit atomics must be lock-free");
+static_assert(sizeof(long) == 8, "LP64: uint64_t is unsigned long");
 static_assert(ATOMIC_INT_LOCK_FREE == 2, "32-bit atomics must be lock-free");
 static_assert(offsetof(struct thr_hdr, magic) == 0, "magic first");
 

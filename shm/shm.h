@@ -219,6 +219,12 @@ struct thr_slot *shm_table_lookup(void *base, const struct thr_table *tb, uint64
 int shm_table_insert(void *base, struct thr_table *tb, uint64_t h, const void *key, uint32_t len,
                      struct thr_slot **out, bool *created);
 
+/*
+ * shm_table_reconcile - recount the table's live keys with every shard mutex held (daemon, after
+ * shard repairs). Returns 0 or -errno from a mutex. May sleep.
+ */
+int shm_table_reconcile(void *base, struct thr_table *tb);
+
 /* shm_table_count - live slots counted by walking every slot (tests, shmctl); < 0 on corruption. */
 int64_t shm_table_count(const void *base, const struct thr_table *tb);
 

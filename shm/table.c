@@ -22,7 +22,10 @@
  * Killed holding the mutex, the kernel's robust-futex list hands the next locker EOWNERDEAD; that
  * locker repairs the shard (a BUSY slot, whose key may be half written, becomes DEAD: lookups skip
  * it, and it was never visible as LIVE) and recounts the shard's live slots, because the victim
- * may have died between publishing LIVE and incrementing the counters.
+ * may have died between publishing LIVE and incrementing the counters. The table-wide live count
+ * is a capacity reservation taken by fetch_add before the slot is claimed (capacity_take), so the
+ * hard cap holds exactly under concurrent inserts; a death after the reservation only loses a
+ * unit of capacity until shm_table_reconcile recounts.
  *
  * The GCRA state word is not touched here beyond its initial THR_TAT_FRESH: it is written by a
  * single CAS in the client, so no torn state is possible.
@@ -99,10 +102,9 @@ static void shard_repair(struct thr_table *tb, struct probe *p)
                         live++;
                 }
         }
-        uint64_t old = atomic_load_explicit(&p->shard->live, memory_order_relaxed);
         atomic_store_explicit(&p->shard->live, live, memory_order_relaxed);
-        atomic_fetch_add_explicit(&tb->live, live - old, memory_order_relaxed); /* mod 2^64 */
         atomic_fetch_add_explicit(&p->shard->repairs, 1, memory_order_relaxed);
+        (void)tb; /* tb->live is made exact by shm_table_reconcile, run by the daemon */
 }
 
 static int shard_lock(struct thr_table *tb, struct probe *p)
@@ -112,6 +114,8 @@ static int shard_lock(struct thr_table *tb, struct probe *p)
         if (rc == EOWNERDEAD) {
                 shard_repair(tb, p);
                 rc = pthread_mutex_consistent(mu);
+                if (rc != 0)
+                        pthread_mutex_unlock(mu); /* never return holding it */
         }
         return -rc;
 }
@@ -143,8 +147,7 @@ static struct thr_slot *probe_locked(struct probe *p, const void *key, uint32_t 
         return NULL;
 }
 
-static void insert_publish(struct thr_table *tb, struct probe *p, struct thr_slot *s,
-                           const void *key, uint32_t len)
+static void insert_publish(struct probe *p, struct thr_slot *s, const void *key, uint32_t len)
 {
         uint64_t meta = atomic_load_explicit(&s->meta, memory_order_relaxed);
         uint32_t gen = THR_META_GEN(meta) + 1;
@@ -157,8 +160,21 @@ static void insert_publish(struct thr_table *tb, struct probe *p, struct thr_slo
         atomic_store_explicit(&s->meta, THR_META_MAKE(THR_SLOT_LIVE, gen, p->tag),
                               memory_order_release);
         atomic_fetch_add_explicit(&p->shard->live, 1, memory_order_relaxed);
-        atomic_fetch_add_explicit(&tb->live, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&p->shard->inserts, 1, memory_order_relaxed);
+}
+
+/*
+ * Take one unit of the table's capacity before claiming a slot: a fetch_add, so concurrent
+ * inserts in different shards can never together pass the hard cap. A process killed between this
+ * and its publish leaves tb->live one too high (a capacity unit lost, never an extra key); the
+ * daemon recounts with shm_table_reconcile.
+ */
+static bool capacity_take(struct thr_table *tb)
+{
+        if (atomic_fetch_add_explicit(&tb->live, 1, memory_order_relaxed) < tb->capacity)
+                return true;
+        atomic_fetch_sub_explicit(&tb->live, 1, memory_order_relaxed);
+        return false;
 }
 
 int shm_table_insert(void *base, struct thr_table *tb, uint64_t h, const void *key, uint32_t len,
@@ -166,25 +182,54 @@ int shm_table_insert(void *base, struct thr_table *tb, uint64_t h, const void *k
 {
         struct probe p;
         probe_init(base, tb, h, &p);
+        *created = false;
         int rc = shard_lock(tb, &p);
         if (rc < 0)
                 return rc;
         bool found;
         struct thr_slot *s = probe_locked(&p, key, len, &found);
-        *created = false;
         if (found) {
                 *out = s;
         } else if (!s ||
                    atomic_load_explicit(&p.shard->live, memory_order_relaxed) >= tb->shard_max ||
-                   atomic_load_explicit(&tb->live, memory_order_relaxed) >= tb->capacity) {
+                   !capacity_take(tb)) {
                 atomic_fetch_add_explicit(&tb->insert_fail, 1, memory_order_relaxed);
                 rc = -ENOSPC;
         } else {
-                insert_publish(tb, &p, s, key, len);
+                insert_publish(&p, s, key, len);
                 *out = s;
                 *created = true;
         }
         shard_unlock(&p);
+        return rc;
+}
+
+/*
+ * Make tb->live exact again after processes died mid-insert: with every shard mutex held (in
+ * index order, so two reconcilers cannot deadlock), no insert is in flight and the sum of the
+ * shards' recounted live slots is the truth. Insert path only; lookups never wait for it.
+ */
+int shm_table_reconcile(void *base, struct thr_table *tb)
+{
+        struct probe p = {0};
+        uint64_t sum = 0;
+        uint32_t locked = 0;
+        int rc = 0;
+        for (; locked < tb->nshards && rc == 0; locked++) {
+                p.shard = (struct thr_shard *)shm_at(base, tb->shards_off) + locked;
+                p.n = tb->shard_slots;
+                p.slots = (struct thr_slot *)shm_at(base, tb->slots_off) + (uint64_t)locked * p.n;
+                rc = shard_lock(tb, &p);
+                if (rc == 0)
+                        sum += atomic_load_explicit(&p.shard->live, memory_order_relaxed);
+        }
+        if (rc == 0)
+                atomic_store_explicit(&tb->live, sum, memory_order_relaxed);
+        else
+                locked--;
+        for (uint32_t i = 0; i < locked; i++)
+                pthread_mutex_unlock(
+                    (pthread_mutex_t *)((struct thr_shard *)shm_at(base, tb->shards_off))[i].mutex);
         return rc;
 }
 

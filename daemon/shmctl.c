@@ -1,0 +1,905 @@
+/*
+ * shmctl.c - the operator's inspector: shows an arena's header, limiters and keys, as aligned
+ * tables or as one JSON object.
+ *
+ * It maps the arena read-only and treats every byte of it as untrusted input, because every
+ * client can write the arena. The header is validated at attach (shm_arena_valid) and then copied;
+ * each limiter's parameter record and table header are validated again when read (the arena may
+ * have changed since attach), copied, and the few fields that later arithmetic depends on
+ * (divisors, slot bounds) are re-checked on the private copy, since a writer could change the
+ * arena between the check and the copy. Every loop is bounded by counts taken from those checked
+ * copies, key lengths are capped at THR_KEY_MAX, and names and keys are printed escaped. So a
+ * corrupt arena gives a message and EX_DATAERR, never a crash.
+ *
+ * shmctl holds no reader record (it cannot register one on a read-only mapping), so a slot may be
+ * retired and reused while it is read. Each slot is read like a seqlock: meta word, then key and
+ * state, then meta again; a slot whose meta changed meanwhile is skipped.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sysexits.h>
+
+#include "shm.h"
+#include "throttle/throttle.h"
+
+#define EX_NOTFOUND  1  /* no such limiter or key: a normal answer, not a failure of shmctl */
+#define DEFAULT_KEYS 20 /* keys shown by `keys` without -n: a screenful of the worst offenders */
+#define ESC_MAX      (6 * THR_KEY_MAX + 1) /* a key escaped as JSON \u00XX, the widest form */
+#define CELL         ESC_MAX
+#define MAX_COLS     8
+
+static_assert(THR_KEY_MAX == 104, "the usage message names the key limit");
+
+/* ---------------------------------------------------------------- types */
+
+struct opts {
+        const char *arena; /* name, or a path if it contains '/' */
+        bool json;
+        bool n_given;
+        uint64_t nkeys; /* `keys -n`; 0: all */
+        const char *limiter;
+        const char *key;
+};
+
+struct ctx {
+        struct shm_map map;
+        struct thr_hdr hdr; /* private copy, checked at attach */
+        const struct opts *o;
+        char err[256];
+};
+
+/* One limiter as read from the arena: private, checked copies. */
+struct lim {
+        uint32_t idx;
+        char name[THR_NAME_MAX + 1];
+        struct thr_params p;
+        struct thr_table t;
+};
+
+/* One live key, snapshotted and evaluated at one arena time. */
+struct key {
+        uint8_t bytes[THR_KEY_MAX];
+        uint32_t len;
+        uint64_t tat; /* raw state word: units, or THR_TAT_FRESH */
+        uint64_t remaining;
+        uint64_t reset_ns;
+        uint64_t debt_ns; /* sort order; 0 for a fresh key, which carries no debt */
+};
+
+/* A table's columns, and the function that formats row I of its data into CELLS. */
+struct cols {
+        size_t n;
+        const char *const *head;
+        const bool *right; /* right-aligned (numbers) */
+};
+typedef void (*row_fn)(const void *data, long i, char cells[][CELL]);
+
+/* ---------------------------------------------------------------- formatting */
+
+/*
+ * Escape N bytes of S into OUT (OUTLEN bytes, 6 per input byte suffice). Human form: printable
+ * ASCII as is, backslash doubled, anything else \xHH. JSON form: the string body, every byte
+ * outside printable ASCII as \u00XX, so the exact bytes can be recovered (one code point <= U+00FF
+ * per byte).
+ */
+static const char *escape(char *out, size_t outlen, const void *s, size_t n, bool json)
+{
+        const uint8_t *b = s;
+        size_t o = 0;
+        for (size_t i = 0; i < n && o + 7 <= outlen; i++) {
+                uint8_t ch = b[i];
+                if (ch == '\\' || (json && ch == '"'))
+                        o += (size_t)sprintf(out + o, "\\%c", ch);
+                else if (ch >= 0x20 && ch < 0x7f)
+                        out[o++] = (char)ch;
+                else
+                        o += (size_t)sprintf(out + o, json ? "\\u%04x" : "\\x%02x", ch);
+        }
+        out[o] = '\0';
+        return out;
+}
+
+/* A duration as ns, us, ms or s with up to three decimals (truncated: "1.5ms"). */
+static const char *fmt_dur(char *buf, size_t len, uint64_t ns)
+{
+        static const struct {
+                uint64_t div;
+                const char *unit;
+        } u[] = {{1000000000, "s"}, {1000000, "ms"}, {1000, "us"}};
+        for (size_t i = 0; i < sizeof(u) / sizeof(u[0]); i++) {
+                if (ns < u[i].div)
+                        continue;
+                int n = snprintf(buf, len, "%" PRIu64 ".%03" PRIu64, ns / u[i].div,
+                                 ns % u[i].div / (u[i].div / 1000));
+                while (n > 0 && buf[n - 1] == '0')
+                        buf[--n] = '\0';
+                if (n > 0 && buf[n - 1] == '.')
+                        buf[--n] = '\0';
+                snprintf(buf + n, len - (size_t)n, "%s", u[i].unit);
+                return buf;
+        }
+        snprintf(buf, len, "%" PRIu64 "ns", ns);
+        return buf;
+}
+
+/* A rate N per P ns as configured: the largest unit dividing P exactly ("100/s", "5/250ms"). */
+static const char *fmt_rate(char *buf, size_t len, uint64_t n, uint64_t period_ns)
+{
+        static const uint64_t ns[] = {
+            86400000000000, 3600000000000, 60000000000, 1000000000, 1000000, 1000, 1};
+        static const char *const unit[] = {"d", "h", "min", "s", "ms", "us", "ns"};
+        size_t i = 0;
+        while (period_ns % ns[i] != 0)
+                i++;
+        if (period_ns == ns[i])
+                snprintf(buf, len, "%" PRIu64 "/%s", n, unit[i]);
+        else
+                snprintf(buf, len, "%" PRIu64 "/%" PRIu64 "%s", n, period_ns / ns[i], unit[i]);
+        return buf;
+}
+
+/* Bytes: "2 MiB" when a whole number of MiB, else "N bytes". */
+static const char *fmt_size(char *buf, size_t len, uint64_t b)
+{
+        if (b >= (1u << 20) && b % (1u << 20) == 0)
+                snprintf(buf, len, "%" PRIu64 " MiB", b >> 20);
+        else
+                snprintf(buf, len, "%" PRIu64 " bytes", b);
+        return buf;
+}
+
+/* Print a table: column widths from a first pass over every row, then the rows, aligned. */
+static void table_print(const struct cols *t, row_fn fn, const void *data, long nrow)
+{
+        char(*cells)[CELL] = calloc(t->n, CELL);
+        size_t w[MAX_COLS];
+        if (!cells)
+                return;
+        for (size_t c = 0; c < t->n; c++)
+                w[c] = strlen(t->head[c]);
+        for (long r = 0; r < nrow; r++) {
+                fn(data, r, cells);
+                for (size_t c = 0; c < t->n; c++)
+                        w[c] = strlen(cells[c]) > w[c] ? strlen(cells[c]) : w[c];
+        }
+        for (long r = -1; r < nrow; r++) {
+                if (r >= 0)
+                        fn(data, r, cells);
+                for (size_t c = 0; c < t->n; c++)
+                        printf(t->right[c] ? "%*s%s" : "%-*s%s",
+                               c + 1 < t->n || t->right[c] ? (int)w[c] : 0,
+                               r < 0 ? t->head[c] : cells[c], c + 1 < t->n ? "  " : "\n");
+        }
+        free(cells);
+}
+
+/* ---------------------------------------------------------------- reading the arena */
+
+static int corrupt(struct ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static int corrupt(struct ctx *c, const char *fmt, ...)
+{
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(c->err, sizeof(c->err), fmt, ap);
+        va_end(ap);
+        return -EBADMSG;
+}
+
+/*
+ * Re-check on the private copies what later arithmetic divides by (T, K) and what lookups and the
+ * slot walk index with (shard mask, slot range): the arena may have changed since it was
+ * validated in place.
+ */
+static int copies_sane(struct ctx *c, const struct lim *l)
+{
+        const struct thr_table *t = &l->t;
+        __uint128_t end = (__uint128_t)t->nshards * t->shard_slots * THR_SLOT_SIZE + t->slots_off;
+        if (l->p.t_units == 0 || l->p.k == 0 || l->p.k > THR_MAX_K)
+                return corrupt(c, "directory entry %u: time scale changed to k = %" PRIu64, l->idx,
+                               l->p.k);
+        if (t->nshards == 0 || (t->nshards & (t->nshards - 1)) || t->shard_slots == 0 ||
+            t->slots_off % THR_ALIGN || end > c->map.size)
+                return corrupt(c, "directory entry %u: table changed to %u shards of %u slots",
+                               l->idx, t->nshards, t->shard_slots);
+        return 0;
+}
+
+static const struct thr_dir_entry *dir_entry(const struct ctx *c, uint32_t idx)
+{
+        return (const struct thr_dir_entry *)shm_at(c->map.base, c->hdr.dir_off) + idx;
+}
+
+/* Entry IDX's state: 1 live, 0 not in use, -EBADMSG. Its name (NUL-terminated) into NAME. */
+static int entry_state(struct ctx *c, uint32_t idx, char name[THR_NAME_MAX + 1])
+{
+        const struct thr_dir_entry *e = dir_entry(c, idx);
+        uint32_t st = atomic_load_explicit(&e->state, memory_order_acquire);
+        if (st == THR_DIR_FREE || st == THR_DIR_RETIRED)
+                return 0;
+        if (st != THR_DIR_LIVE)
+                return corrupt(c, "directory entry %u: state %u", idx, st);
+        memcpy(name, e->name, THR_NAME_MAX + 1);
+        if (memchr(name, '\0', THR_NAME_MAX + 1) == NULL)
+                return corrupt(c, "directory entry %u: name is not terminated", idx);
+        return 1;
+}
+
+/*
+ * Load entry IDX: 1 loaded, 0 not in use, -EBADMSG. Its records are validated in place, copied,
+ * and the copies re-checked.
+ */
+static int lim_load(struct ctx *c, uint32_t idx, struct lim *l)
+{
+        const struct thr_dir_entry *e = dir_entry(c, idx);
+        int rc = entry_state(c, idx, l->name);
+        if (rc <= 0)
+                return rc;
+        l->idx = idx;
+        uint64_t poff = atomic_load_explicit(&e->params_off, memory_order_acquire);
+        uint64_t toff = e->table_off;
+        rc = shm_params_valid(c->map.base, c->map.size, poff, c->err, sizeof(c->err));
+        if (rc < 0)
+                return rc;
+        rc = shm_table_valid(c->map.base, c->map.size, toff, c->err, sizeof(c->err));
+        if (rc < 0)
+                return rc;
+        memcpy(&l->p, shm_at(c->map.base, poff), sizeof(l->p));
+        memcpy(&l->t, shm_at(c->map.base, toff), sizeof(l->t));
+        rc = copies_sane(c, l);
+        return rc < 0 ? rc : 1;
+}
+
+/* Every live limiter into *OUT (caller frees). Returns the count or -EBADMSG / -ENOMEM. */
+static long lims_load_all(struct ctx *c, struct lim **out)
+{
+        struct lim *v = calloc(c->hdr.dir_count ? c->hdr.dir_count : 1, sizeof(*v));
+        long n = 0;
+        if (!v)
+                return -ENOMEM;
+        for (uint32_t i = 0; i < c->hdr.dir_count; i++) {
+                int rc = lim_load(c, i, &v[n]);
+                if (rc < 0) {
+                        free(v);
+                        return rc;
+                }
+                n += rc > 0;
+        }
+        *out = v;
+        return n;
+}
+
+/* The live limiter called NAME: 0, -ENOENT or -EBADMSG. Only that entry's records are read. */
+static int lim_find(struct ctx *c, const char *name, struct lim *l)
+{
+        for (uint32_t i = 0; i < c->hdr.dir_count; i++) {
+                char n[THR_NAME_MAX + 1];
+                int rc = entry_state(c, i, n);
+                if (rc < 0)
+                        return rc;
+                if (rc == 1 && strcmp(n, name) == 0) {
+                        /* Reread: the entry may have been retired since entry_state above. */
+                        rc = lim_load(c, i, l);
+                        return rc < 0 ? rc : rc == 1 ? 0 : -ENOENT;
+                }
+        }
+        return -ENOENT;
+}
+
+/* The arena's time in L's units. -EBADMSG if it cannot be a time this arena reached. */
+static int now_units(struct ctx *c, const struct lim *l, uint64_t *out)
+{
+        uint64_t ns = shm_now_ns(shm_hdr(&c->map));
+        if (ns > THR_TAT_LIMIT / l->p.k)
+                return corrupt(c, "directory entry %u: arena time %" PRIu64 " ns out of range",
+                               l->idx, ns);
+        *out = ns * l->p.k;
+        return 0;
+}
+
+/*
+ * Snapshot slot S into K like a seqlock reader: 1 read, 0 skip (not live, changing, or being
+ * evicted), -EBADMSG (a stable live slot with an impossible key length).
+ */
+static int slot_read(struct ctx *c, const struct thr_slot *s, struct key *k)
+{
+        uint64_t m1 = atomic_load_explicit(&s->meta, memory_order_acquire);
+        if (THR_META_STATUS(m1) != THR_SLOT_LIVE)
+                return 0;
+        uint32_t len = *(const volatile uint32_t *)&s->key_len;
+        k->tat = atomic_load_explicit(&s->state, memory_order_relaxed);
+        if (len <= THR_KEY_MAX)
+                memcpy(k->bytes, s->key, len);
+        atomic_thread_fence(memory_order_acquire);
+        if (atomic_load_explicit(&s->meta, memory_order_relaxed) != m1 || k->tat == THR_TAT_DEAD)
+                return 0;
+        if (len == 0 || len > THR_KEY_MAX)
+                return corrupt(c, "a live slot has key length %" PRIu32 " (1 to %u)", len,
+                               THR_KEY_MAX);
+        k->len = len;
+        return 1;
+}
+
+/* A peek (cost 0) at NOW: what a client would be told, and the debt that orders `keys`. */
+static void key_eval(const struct lim *l, uint64_t now, struct key *k)
+{
+        struct shm_gcra g;
+        shm_gcra_step(&l->p, k->tat, now, 0, &g);
+        k->remaining = g.remaining;
+        k->reset_ns = shm_units_to_ns(&l->p, g.reset_units);
+        k->debt_ns = k->tat == THR_TAT_FRESH ? 0 : k->reset_ns;
+}
+
+static const struct thr_slot *slot_at(const struct ctx *c, const struct lim *l, uint64_t i)
+{
+        return (const struct thr_slot *)shm_at(c->map.base, l->t.slots_off) + i;
+}
+
+/* Every live key of L, evaluated at NOW, into *OUT (caller frees). Count or -errno. */
+static long keys_collect(struct ctx *c, const struct lim *l, uint64_t now, struct key **out)
+{
+        uint64_t nslots = (uint64_t)l->t.nshards * l->t.shard_slots, cap = 0;
+        struct key *v = NULL;
+        long n = 0;
+        for (uint64_t i = 0; i < nslots; i++) {
+                if ((uint64_t)n == cap) {
+                        cap = cap ? cap * 2 : 64;
+                        struct key *nv = realloc(v, cap * sizeof(*v));
+                        if (!nv) {
+                                free(v);
+                                return -ENOMEM;
+                        }
+                        v = nv;
+                }
+                int rc = slot_read(c, slot_at(c, l, i), &v[n]);
+                if (rc < 0) {
+                        free(v);
+                        return rc;
+                }
+                if (rc > 0)
+                        key_eval(l, now, &v[n++]);
+        }
+        *out = v;
+        return n;
+}
+
+/* Most indebted first; equal debts by key bytes so the output is stable. */
+static int key_cmp(const void *a, const void *b)
+{
+        const struct key *x = a, *y = b;
+        if (x->debt_ns != y->debt_ns)
+                return x->debt_ns < y->debt_ns ? 1 : -1;
+        int d = memcmp(x->bytes, y->bytes, x->len < y->len ? x->len : y->len);
+        return d ? d : (int)x->len - (int)y->len;
+}
+
+/* ---------------------------------------------------------------- opening */
+
+/* The sections of the private header copy lie inside the mapping, aligned. */
+static int hdr_sane(struct ctx *c)
+{
+        const struct thr_hdr *h = &c->hdr;
+        __uint128_t dir_end = (__uint128_t)h->dir_count * THR_DIR_ENTRY_SIZE + h->dir_off;
+        __uint128_t rd_end = (__uint128_t)h->reader_count * THR_READER_SIZE + h->reader_off;
+        if (h->dir_off < THR_HDR_SIZE || h->dir_off % THR_ALIGN || dir_end > c->map.size ||
+            h->reader_off < THR_HDR_SIZE || h->reader_off % THR_ALIGN || rd_end > c->map.size)
+                return corrupt(c, "header: directory or reader records outside the arena");
+        return 0;
+}
+
+static int exit_code(int rc)
+{
+        if (rc == -ENOENT)
+                return EX_NOINPUT;
+        if (rc == -EACCES || rc == -EPERM)
+                return EX_NOPERM;
+        if (rc == -EBADMSG || rc == -EPROTONOSUPPORT)
+                return EX_DATAERR;
+        return rc == -ENAMETOOLONG ? EX_USAGE : EX_OSERR;
+}
+
+/* Report a failure to open or read the arena; returns the exit code. */
+static int fail(struct ctx *c, int rc)
+{
+        if (rc == -EBADMSG || rc == -EPROTONOSUPPORT)
+                fprintf(stderr, "shmctl: arena %s is not valid: %s\n", c->map.path, c->err);
+        else if (c->err[0])
+                fprintf(stderr, "shmctl: %s\n", c->err);
+        else
+                fprintf(stderr, "shmctl: arena %s: %s\n", c->o->arena, strerror(-rc));
+        return exit_code(rc);
+}
+
+/* Find and map the arena read-only, validate it, copy its header. 0 or an exit code. */
+static int ctx_open(struct ctx *c)
+{
+        char path[sizeof(c->map.path)];
+        int rc = shm_arena_find(c->o->arena, path, sizeof(path)); /* a name with '/' is a path */
+        if (rc == -ENOENT)
+                snprintf(c->err, sizeof(c->err),
+                         "no arena called '%s' (looked on the hugetlbfs mounts and in /dev/shm)",
+                         c->o->arena);
+        else if (rc == 0)
+                rc = shm_arena_attach(path, false, &c->map, c->err, sizeof(c->err));
+        if (rc < 0)
+                return fail(c, rc);
+        memcpy(&c->hdr, c->map.base, sizeof(c->hdr));
+        rc = hdr_sane(c);
+        return rc < 0 ? fail(c, rc) : 0;
+}
+
+/* ---------------------------------------------------------------- status */
+
+struct status {
+        long nlim;
+        uint64_t live_keys;
+        uint32_t readers;
+        int alive; /* 1, 0, or -errno (shown as not running): the daemon's lock on byte 0 */
+        uint64_t now_ns;
+        uint64_t pid, heartbeat_ns, attaches;
+};
+
+static uint32_t readers_in_use(const struct ctx *c)
+{
+        const struct thr_reader *r = shm_at(c->map.base, c->hdr.reader_off);
+        uint32_t n = 0;
+        for (uint32_t i = 0; i < c->hdr.reader_count; i++)
+                n += atomic_load_explicit(&r[i].owner, memory_order_relaxed) != 0;
+        return n;
+}
+
+static int status_gather(struct ctx *c, struct status *s)
+{
+        const struct thr_hdr *h = shm_hdr(&c->map);
+        struct lim *v;
+        pid_t holder = 0;
+        s->nlim = lims_load_all(c, &v);
+        if (s->nlim < 0)
+                return (int)s->nlim;
+        s->live_keys = 0;
+        for (long i = 0; i < s->nlim; i++)
+                s->live_keys += v[i].t.live;
+        free(v);
+        s->readers = readers_in_use(c);
+        s->alive = shm_daemon_alive(&c->map, &holder);
+        s->now_ns = shm_now_ns(h);
+        s->pid = atomic_load_explicit(&h->daemon_pid, memory_order_relaxed);
+        s->heartbeat_ns = atomic_load_explicit(&h->heartbeat_ns, memory_order_relaxed);
+        s->attaches = atomic_load_explicit(&h->attach_count, memory_order_relaxed);
+        return 0;
+}
+
+static const char *backing_name(uint32_t b)
+{
+        return b == THR_BACKING_HUGETLBFS ? "hugetlbfs" : b == THR_BACKING_SHM ? "shm" : "unknown";
+}
+
+static const char *clock_name(uint32_t k)
+{
+        return k == THR_CLOCK_MONOTONIC ? "monotonic"
+               : k == THR_CLOCK_MANUAL  ? "manual"
+                                        : "unknown";
+}
+
+static void daemon_human(const struct status *s)
+{
+        if (s->attaches == 0 && s->alive <= 0) {
+                printf("daemon       not running (no daemon has attached yet)\n");
+                return;
+        }
+        fputs(s->alive > 0 ? "daemon       running" : "daemon       not running", stdout);
+        if (s->pid)
+                printf(", pid %" PRIu64, s->pid);
+        if (s->heartbeat_ns <= s->now_ns) {
+                char d[32];
+                printf(", last heartbeat %s ago",
+                       fmt_dur(d, sizeof(d), s->now_ns - s->heartbeat_ns));
+        }
+        printf("\nattaches     %" PRIu64 " (%" PRIu64 " restarts)\n", s->attaches,
+               s->attaches ? s->attaches - 1 : 0);
+}
+
+static void status_human(const struct ctx *c, const struct status *s)
+{
+        const struct thr_hdr *h = &c->hdr;
+        char name[6 * (THR_NAME_MAX + 1)], sz[32], pg[32], now[32];
+        printf("arena        %s\n",
+               escape(name, sizeof(name), h->name, strnlen(h->name, THR_NAME_MAX + 1), false));
+        printf("path         %s\n", c->map.path);
+        printf("layout       %u.%u, %s\n", h->major, h->minor,
+               fmt_size(sz, sizeof(sz), c->map.size));
+        if (h->backing == THR_BACKING_HUGETLBFS)
+                printf("backing      hugetlbfs, %s pages\n",
+                       fmt_size(pg, sizeof(pg), h->page_size));
+        else
+                printf("backing      %s, transparent huge pages: %s\n",
+                       h->backing == THR_BACKING_SHM ? "/dev/shm" : "unknown",
+                       fmt_size(pg, sizeof(pg), h->thp_bytes));
+        printf("clock        %s, now %s\n", clock_name(h->clock_id),
+               fmt_dur(now, sizeof(now), s->now_ns));
+        printf("limiters     %ld in use of %u\n", s->nlim, h->dir_count);
+        printf("readers      %u in use of %u\n", s->readers, h->reader_count);
+        printf("live keys    %" PRIu64 "\n", s->live_keys);
+        daemon_human(s);
+}
+
+static void status_json(const struct ctx *c, const struct status *s)
+{
+        const struct thr_hdr *h = &c->hdr;
+        char name[6 * (THR_NAME_MAX + 1)], path[6 * sizeof(c->map.path)];
+        printf("{\"arena\":\"%s\",\"path\":\"%s\",\"layout_major\":%u,\"layout_minor\":%u,"
+               "\"size\":%zu,",
+               escape(name, sizeof(name), h->name, strnlen(h->name, THR_NAME_MAX + 1), true),
+               escape(path, sizeof(path), c->map.path, strlen(c->map.path), true), h->major,
+               h->minor, c->map.size);
+        printf("\"backing\":\"%s\",\"page_size\":%" PRIu64 ",\"thp_bytes\":%" PRIu64
+               ",\"clock\":\"%s\",\"now_ns\":%" PRIu64 ",",
+               backing_name(h->backing), h->page_size, h->thp_bytes, clock_name(h->clock_id),
+               s->now_ns);
+        printf("\"limiters\":%ld,\"max_limiters\":%u,\"readers\":%u,\"max_readers\":%u,"
+               "\"live_keys\":%" PRIu64 ",",
+               s->nlim, h->dir_count, s->readers, h->reader_count, s->live_keys);
+        printf("\"daemon\":{\"alive\":%s,\"pid\":%" PRIu64 ",\"heartbeat_age_ns\":",
+               s->alive > 0 ? "true" : "false", s->pid);
+        if (s->attaches && s->heartbeat_ns <= s->now_ns)
+                printf("%" PRIu64, s->now_ns - s->heartbeat_ns);
+        else
+                printf("null");
+        printf("},\"attach_count\":%" PRIu64 "}\n", s->attaches);
+}
+
+static int cmd_status(struct ctx *c)
+{
+        struct status s;
+        int rc = status_gather(c, &s);
+        if (rc < 0)
+                return fail(c, rc);
+        if (c->o->json)
+                status_json(c, &s);
+        else
+                status_human(c, &s);
+        return 0;
+}
+
+/* ---------------------------------------------------------------- limiters */
+
+static void lim_row(const void *data, long i, char cells[][CELL])
+{
+        const struct lim *l = (const struct lim *)data + i;
+        escape(cells[0], CELL, l->name, strlen(l->name), false);
+        fmt_rate(cells[1], CELL, l->p.rate_n, l->p.period_ns);
+        snprintf(cells[2], CELL, "%" PRIu64, l->p.burst);
+        snprintf(cells[3], CELL, "%" PRIu64, l->p.initial);
+        snprintf(cells[4], CELL, "%" PRIu64, l->t.capacity);
+        snprintf(cells[5], CELL, "%" PRIu64, l->t.live);
+        snprintf(cells[6], CELL, "%" PRIu32, l->t.nshards);
+        snprintf(cells[7], CELL, "%" PRIu64, l->t.insert_fail);
+}
+
+static void lim_json(const struct lim *l)
+{
+        char name[CELL], rate[48];
+        printf("{\"name\":\"%s\",\"rate\":\"%s\",\"rate_n\":%" PRIu64 ",\"period_ns\":%" PRIu64
+               ",\"burst\":%" PRIu64 ",\"initial\":%" PRIu64 ",",
+               escape(name, sizeof(name), l->name, strlen(l->name), true),
+               fmt_rate(rate, sizeof(rate), l->p.rate_n, l->p.period_ns), l->p.rate_n,
+               l->p.period_ns, l->p.burst, l->p.initial);
+        printf("\"capacity\":%" PRIu64 ",\"live\":%" PRIu64 ",\"shards\":%" PRIu32
+               ",\"shard_slots\":%" PRIu32 ",\"insert_failures\":%" PRIu64 "}",
+               l->t.capacity, l->t.live, l->t.nshards, l->t.shard_slots, l->t.insert_fail);
+}
+
+static int cmd_limiters(struct ctx *c)
+{
+        static const char *const head[] = {"NAME",     "RATE", "BURST",  "INITIAL",
+                                           "CAPACITY", "LIVE", "SHARDS", "INSERT_FAIL"};
+        static const bool right[] = {false, true, true, true, true, true, true, true};
+        static const struct cols cols = {8, head, right};
+        struct lim *v;
+        long n = lims_load_all(c, &v);
+        if (n < 0)
+                return fail(c, (int)n);
+        if (c->o->json) {
+                printf("{\"limiters\":[");
+                for (long i = 0; i < n; i++) {
+                        fputs(i ? "," : "", stdout);
+                        lim_json(&v[i]);
+                }
+                printf("]}\n");
+        } else {
+                table_print(&cols, lim_row, v, n);
+        }
+        free(v);
+        return 0;
+}
+
+/* ---------------------------------------------------------------- keys and get */
+
+struct key_rows {
+        const struct lim *l;
+        const struct key *v;
+};
+
+static void key_row(const void *data, long i, char cells[][CELL])
+{
+        const struct key_rows *kr = data;
+        const struct key *k = kr->v + i;
+        escape(cells[0], CELL, k->bytes, k->len, false);
+        snprintf(cells[1], CELL, "%" PRIu64 "/%" PRIu64, k->remaining, kr->l->p.burst);
+        fmt_dur(cells[2], CELL, k->reset_ns);
+        if (k->tat == THR_TAT_FRESH)
+                strcpy(cells[3], "fresh");
+        else
+                snprintf(cells[3], CELL, "%" PRIu64, k->tat);
+}
+
+static void key_json(const struct lim *l, const struct key *k)
+{
+        char esc[ESC_MAX];
+        printf("{\"key\":\"%s\",\"remaining\":%" PRIu64 ",\"burst\":%" PRIu64
+               ",\"reset_after_ns\":%" PRIu64 ",",
+               escape(esc, sizeof(esc), k->bytes, k->len, true), k->remaining, l->p.burst,
+               k->reset_ns);
+        if (k->tat == THR_TAT_FRESH)
+                printf("\"tat\":null,\"fresh\":true}");
+        else
+                printf("\"tat\":%" PRIu64 ",\"fresh\":false}", k->tat);
+}
+
+/* The limiter named on the command line and the arena time in its units: 0, or an exit code. */
+static int lim_named(struct ctx *c, struct lim *l, uint64_t *now)
+{
+        int rc = lim_find(c, c->o->limiter, l);
+        if (rc == -ENOENT) {
+                fprintf(stderr, "shmctl: no such limiter: %s\n", c->o->limiter);
+                return EX_NOTFOUND;
+        }
+        rc = rc < 0 ? rc : now_units(c, l, now);
+        return rc < 0 ? fail(c, rc) : 0;
+}
+
+/* "limiter NAME: WHAT, arena time T, TAT in units of 1/K ns", then the keys as a table. */
+static void keys_human(const struct lim *l, const struct key *v, long shown, uint64_t now_ns,
+                       const char *what)
+{
+        static const char *const head[] = {"KEY", "REMAINING", "RESET_AFTER", "TAT"};
+        static const bool right[] = {false, true, true, true};
+        static const struct cols cols = {4, head, right};
+        char esc[CELL], now[32];
+        struct key_rows kr = {l, v};
+        printf("limiter %s: %s, arena time %s, TAT in units of 1/%" PRIu64 " ns\n",
+               escape(esc, sizeof(esc), l->name, strlen(l->name), false), what,
+               fmt_dur(now, sizeof(now), now_ns), l->p.k);
+        if (shown > 0)
+                table_print(&cols, key_row, &kr, shown);
+}
+
+static void keys_json(const struct lim *l, const struct key *v, long total, long shown,
+                      uint64_t now_ns)
+{
+        char esc[CELL];
+        printf("{\"limiter\":\"%s\",\"now_ns\":%" PRIu64 ",\"units_per_ns\":%" PRIu64
+               ",\"live\":%ld,\"shown\":%ld,\"keys\":[",
+               escape(esc, sizeof(esc), l->name, strlen(l->name), true), now_ns, l->p.k, total,
+               shown);
+        for (long i = 0; i < shown; i++) {
+                fputs(i ? "," : "", stdout);
+                key_json(l, &v[i]);
+        }
+        printf("]}\n");
+}
+
+static int cmd_keys(struct ctx *c)
+{
+        struct lim l;
+        struct key *v;
+        uint64_t now = 0;
+        int rc = lim_named(c, &l, &now);
+        if (rc != 0)
+                return rc;
+        long n = keys_collect(c, &l, now, &v);
+        if (n < 0)
+                return fail(c, (int)n);
+        if (n > 1)
+                qsort(v, (size_t)n, sizeof(*v), key_cmp);
+        long shown = c->o->nkeys && c->o->nkeys < (uint64_t)n ? (long)c->o->nkeys : n;
+        char what[96];
+        snprintf(what, sizeof(what), "%ld live keys, %ld shown, most indebted first", n, shown);
+        if (c->o->json)
+                keys_json(&l, v, n, shown, now / l.p.k);
+        else
+                keys_human(&l, v, shown, now / l.p.k, what);
+        free(v);
+        return 0;
+}
+
+/* KEY's slot in L: 1 found into *K, 0 absent, -EBADMSG. shm_table_lookup only reads. */
+static int key_get(struct ctx *c, const struct lim *l, struct key *k)
+{
+        size_t len = strlen(c->o->key);
+        uint64_t h = shm_hash(c->hdr.secret, c->o->key, len);
+        const struct thr_slot *s =
+            shm_table_lookup(c->map.base, &l->t, h, c->o->key, (uint32_t)len);
+        if (!s)
+                return 0;
+        int rc = slot_read(c, s, k);
+        /* A slot whose key changed between the lookup and the read was just evicted. */
+        if (rc > 0 && (k->len != len || memcmp(k->bytes, c->o->key, len) != 0))
+                return 0;
+        return rc;
+}
+
+static int cmd_get(struct ctx *c)
+{
+        struct lim l;
+        struct key k;
+        uint64_t now = 0;
+        int rc = lim_named(c, &l, &now);
+        if (rc != 0)
+                return rc;
+        rc = key_get(c, &l, &k);
+        if (rc < 0)
+                return fail(c, rc);
+        if (rc == 0) {
+                fprintf(stderr, "shmctl: no such key in limiter %s: %s\n", c->o->limiter,
+                        c->o->key);
+                return EX_NOTFOUND;
+        }
+        key_eval(&l, now, &k);
+        if (c->o->json) {
+                key_json(&l, &k);
+                printf("\n");
+        } else {
+                keys_human(&l, &k, 1, now / l.p.k, "one key");
+        }
+        return 0;
+}
+
+/* ---------------------------------------------------------------- command line */
+
+struct command {
+        const char *name;
+        int nargs; /* LIMITER, then KEY */
+        int (*run)(struct ctx *c);
+};
+
+static const struct command commands[] = {
+    {"status", 0, cmd_status},
+    {"limiters", 0, cmd_limiters},
+    {"keys", 1, cmd_keys},
+    {"get", 2, cmd_get},
+};
+
+static void usage(FILE *f)
+{
+        fprintf(f, "usage: shmctl [-a ARENA] [--json] status\n"
+                   "       shmctl [-a ARENA] [--json] limiters\n"
+                   "       shmctl [-a ARENA] [--json] keys LIMITER [-n N]\n"
+                   "       shmctl [-a ARENA] [--json] get LIMITER KEY\n"
+                   "       shmctl --help | --version\n");
+}
+
+static void help(void)
+{
+        usage(stdout);
+        printf("\nInspect a throttle arena, read-only.\n\n"
+               "  status     the arena's header: backing, clock, limiters, readers, daemon\n"
+               "  limiters   each limiter: rate, burst, initial tokens, capacity, live keys\n"
+               "  keys       a limiter's live keys, most indebted first (-n N: the first N,\n"
+               "             default %d; 0: all)\n"
+               "  get        one key's remaining tokens, reset time and state\n\n"
+               "  -a, --arena ARENA  arena name, or a path if it contains '/'\n"
+               "                     (default: $THROTTLE_ARENA, else \"main\")\n"
+               "  --json             print one JSON object\n\n"
+               "Exit status: 0 ok, 1 no such limiter or key, 64 usage, 65 corrupt arena,\n"
+               "66 no arena, 77 permission denied.\n",
+               DEFAULT_KEYS);
+}
+
+static int version(void)
+{
+        int v = thr_version();
+        printf("shmctl (throttle) %d.%d.%d, library %d.%d.%d, arena layout %u.%u\n",
+               THR_VERSION_MAJOR, THR_VERSION_MINOR, THR_VERSION_PATCH, v >> 16, (v >> 8) & 0xff,
+               v & 0xff, THR_LAYOUT_MAJOR, THR_LAYOUT_MINOR);
+        return 0;
+}
+
+static int bad_usage(const char *what, const char *arg)
+{
+        fprintf(stderr, "shmctl: %s%s%s\n", what, arg ? ": " : "", arg ? arg : "");
+        usage(stderr);
+        return EX_USAGE;
+}
+
+/* The command and its operands. Returns -1 to go on, or an exit code. */
+static int parse_cmd(int argc, char **argv, struct opts *o, const struct command **cmd)
+{
+        if (argc < 1)
+                return bad_usage("no command given", NULL);
+        for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+                if (strcmp(argv[0], commands[i].name) == 0)
+                        *cmd = &commands[i];
+        if (!*cmd)
+                return bad_usage("unknown command", argv[0]);
+        if (argc - 1 != (*cmd)->nargs)
+                return bad_usage("wrong number of operands for", argv[0]);
+        if (o->n_given && (*cmd)->run != cmd_keys)
+                return bad_usage("-n is only for keys", NULL);
+        o->limiter = argc > 1 ? argv[1] : NULL;
+        o->key = argc > 2 ? argv[2] : NULL;
+        if (o->limiter && strlen(o->limiter) > THR_NAME_MAX)
+                return bad_usage("limiter name too long", o->limiter);
+        if (o->key && (strlen(o->key) == 0 || strlen(o->key) > THR_KEY_MAX))
+                return bad_usage("a key has 1 to 104 bytes (THR_KEY_MAX)", NULL);
+        return -1;
+}
+
+static int parse_count(const char *s, uint64_t *out)
+{
+        char *end;
+        errno = 0;
+        unsigned long long v = strtoull(s, &end, 10);
+        if (!*s || *s == '-' || *end || errno)
+                return bad_usage("-n wants a count", s);
+        *out = v;
+        return -1;
+}
+
+/* Options, then the command. Returns -1 to go on, or an exit code (0 after --help). */
+static int parse_args(int argc, char **argv, struct opts *o, const struct command **cmd)
+{
+        static const struct option lo[] = {{"arena", required_argument, NULL, 'a'},
+                                           {"json", no_argument, NULL, 'j'},
+                                           {"help", no_argument, NULL, 'h'},
+                                           {"version", no_argument, NULL, 'V'},
+                                           {NULL, 0, NULL, 0}};
+        int ch, rc = -1;
+        o->arena = getenv("THROTTLE_ARENA");
+        if (!o->arena || !*o->arena)
+                o->arena = "main";
+        o->nkeys = DEFAULT_KEYS;
+        opterr = 0;
+        while (rc == -1 && (ch = getopt_long(argc, argv, ":a:n:h", lo, NULL)) != -1) {
+                if (ch == 'a')
+                        o->arena = optarg;
+                else if (ch == 'j')
+                        o->json = true;
+                else if (ch == 'n')
+                        rc = parse_count(optarg, &o->nkeys), o->n_given = true;
+                else if (ch == 'h')
+                        return help(), 0;
+                else if (ch == 'V')
+                        return version();
+                else
+                        rc = bad_usage(ch == ':' ? "option needs a value" : "unknown option",
+                                       argv[optind - 1]);
+        }
+        return rc == -1 ? parse_cmd(argc - optind, argv + optind, o, cmd) : rc;
+}
+
+int main(int argc, char **argv)
+{
+        struct opts o = {0};
+        const struct command *cmd = NULL;
+        int rc = parse_args(argc, argv, &o, &cmd);
+        if (rc >= 0)
+                return rc;
+        struct ctx c = {.o = &o};
+        rc = ctx_open(&c);
+        if (rc != 0)
+                return rc;
+        rc = cmd->run(&c);
+        shm_arena_detach(&c.map);
+        if (fflush(stdout) != 0 || ferror(stdout)) {
+                fprintf(stderr, "shmctl: writing the output: %s\n", strerror(errno));
+                return rc ? rc : EX_IOERR;
+        }
+        return rc;
+}
