@@ -42,6 +42,8 @@ static int attach_existing(struct supervisor *s, const char *path, bool recreate
         int rc = shm_arena_attach(path, true, &s->map, err, sizeof(err));
         if (rc == 0)
                 rc = shm_arena_check_clock(shm_hdr(&s->map), err, sizeof(err));
+        if (rc == 0)
+                rc = shm_arena_check_pidns(shm_hdr(&s->map), err, sizeof(err));
         if (rc == 0 && s->cfg.arena.hugepages == SHM_HUGE_REQUIRE &&
             shm_hdr(&s->map)->backing != THR_BACKING_HUGETLBFS) {
                 snprintf(err, sizeof(err), "hugepages = require, but it is backed by /dev/shm");
@@ -179,6 +181,33 @@ static void do_reload(struct supervisor *s)
         log_info("reloaded: %zu limiters", s->cfg.nlimiters);
 }
 
+/*
+ * Maintenance on each heartbeat: a table whose shards were repaired (a client died holding an
+ * insert mutex) may have lost capacity units; recount it. Everything read from the arena is a
+ * checked snapshot.
+ */
+static void maintain(struct supervisor *s)
+{
+        for (uint32_t i = 0; i < s->map.g.dir_count && i < SUP_MAX_TABLES; i++) {
+                struct shm_lim_snap snap;
+                if (shm_dir_snapshot(&s->map, i, &snap) < 0)
+                        continue;
+                uint64_t repairs = shm_table_repairs(s->map.base, &snap.table);
+                if (repairs == s->repairs_seen[i])
+                        continue;
+                int rc = shm_table_reconcile(s->map.base, snap.table_off, &snap.table);
+                if (rc < 0) {
+                        log_warn("limiter '%s': cannot recount its keys: %s", snap.name,
+                                 strerror(-rc));
+                        continue;
+                }
+                log_info("limiter '%s': %" PRIu64 " interrupted inserts repaired; live keys "
+                         "recounted",
+                         snap.name, repairs - s->repairs_seen[i]);
+                s->repairs_seen[i] = repairs;
+        }
+}
+
 int supervisor_run(struct supervisor *s)
 {
         struct thr_hdr *h = shm_hdr(&s->map);
@@ -189,6 +218,7 @@ int supervisor_run(struct supervisor *s)
                         s->reload = 0;
                         do_reload(s);
                 }
+                maintain(s);
                 struct timespec ts = {(time_t)(period_ms / 1000),
                                       (long)(period_ms % 1000) * 1000000};
                 nanosleep(&ts, NULL); /* a signal cuts it short: stop and reload act at once */

@@ -11,12 +11,15 @@
 #include "config.h"
 #include "shm.h"
 
+#define SUP_MAX_TABLES 65536
+
 struct supervisor {
         struct config cfg;
         struct shm_map map;
         const char *config_path;
-        volatile sig_atomic_t stop;   /* set by SIGTERM/SIGINT handlers */
-        volatile sig_atomic_t reload; /* set by SIGHUP */
+        volatile sig_atomic_t stop;            /* set by SIGTERM/SIGINT handlers */
+        volatile sig_atomic_t reload;          /* set by SIGHUP */
+        uint64_t repairs_seen[SUP_MAX_TABLES]; /* per directory entry: repairs already recounted */
 };
 
 /*

@@ -48,6 +48,8 @@ int thr_arena_open(const char *name, unsigned flags, thr_arena **out)
         if (rc == 0) {
                 a->hdr = shm_hdr(&a->map);
                 rc = shm_arena_check_clock(a->hdr, NULL, 0);
+                if (rc == 0)
+                        rc = shm_arena_check_pidns(a->hdr, NULL, 0);
                 if (rc < 0)
                         shm_arena_detach(&a->map);
         }

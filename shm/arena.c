@@ -194,6 +194,23 @@ int64_t shm_timens_mono_offset(void)
         return off;
 }
 
+uint64_t shm_pidns_ino(void)
+{
+        struct stat st;
+        return stat("/proc/self/ns/pid", &st) == 0 ? (uint64_t)st.st_ino : 0;
+}
+
+int shm_arena_check_pidns(const struct thr_hdr *h, char *err, size_t errlen)
+{
+        uint64_t mine = shm_pidns_ino();
+        if (h->pidns_ino == 0 || mine == h->pidns_ino)
+                return 0;
+        return shm_seterr(err, errlen, -EXDEV,
+                          "arena was created in another pid namespace (%" PRIu64 ", here %" PRIu64
+                          "); its insert mutexes cannot be shared across pid namespaces yet",
+                          h->pidns_ino, mine);
+}
+
 int shm_arena_check_clock(const struct thr_hdr *h, char *err, size_t errlen)
 {
         if (h->clock_id == THR_CLOCK_MANUAL)

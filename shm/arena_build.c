@@ -194,6 +194,7 @@ static int hdr_init(struct shm_map *m, const struct shm_arena_spec *s)
         if (shm_read_boot_id(h->boot_id) < 0 && s->clock != THR_CLOCK_MANUAL)
                 return -EIO;
         h->timens_mono_ns = shm_timens_mono_offset();
+        h->pidns_ino = shm_pidns_ino();
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
         h->epoch_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;

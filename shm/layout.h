@@ -55,6 +55,12 @@
  *   keeps 2^64 units above 20 years. Two values are reserved: THR_TAT_FRESH (inserted, never
  *   charged: the first request starts it at now + (B - initial) * T) and THR_TAT_DEAD (evicted).
  *
+ * pidns_ino: the insert mutexes are robust pthread mutexes, whose owner word holds a thread id
+ * as seen in the owner's pid namespace; the kernel's robust-futex cleanup compares it with the
+ * dying thread's id in its own namespace. Across pid namespaces two threads can share an id, and
+ * a dying waiter could mark a live owner's lock dead. Until inserts stop relying on thread ids,
+ * every process of an arena must share one pid namespace: clients check this at open.
+ *
  * Reader records (struct thr_reader[reader_count], 128 bytes each): one per client thread per
  * arena, claimed by CAS on `owner` (0 = free). Only the owning thread writes the counters and the
  * online word, so statistics never add a write to a line another thread writes. `online` holds
@@ -155,7 +161,9 @@ struct thr_hdr {
         /* statistics that only the daemon writes */
         _Atomic uint64_t grace_periods;
 
-        uint8_t headroom[THR_HDR_SIZE - 280];
+        uint64_t pidns_ino; /* creator's pid namespace (/proc/self/ns/pid inode), see below */
+
+        uint8_t headroom[THR_HDR_SIZE - 288];
 };
 
 struct thr_params {

@@ -165,6 +165,13 @@ int shm_arena_configure(struct shm_map *m, const struct shm_arena_spec *spec, ch
 int shm_arena_check_clock(const struct thr_hdr *h, char *err, size_t errlen);
 
 /*
+ * shm_arena_check_pidns - whether this process shares the arena creator's pid namespace (see
+ * layout.h, pidns_ino). Returns 0 or -EXDEV with ERR. shm_pidns_ino: this process's, or 0.
+ */
+int shm_arena_check_pidns(const struct thr_hdr *h, char *err, size_t errlen);
+uint64_t shm_pidns_ino(void);
+
+/*
  * shm_daemon_lock - take the daemon's exclusive lock on the arena (an open-file-description
  * write lock on byte 0, which the kernel drops when the holder exits). Returns 0, or -EBUSY if
  * another process holds it (*HOLDER set to its pid when known).
@@ -220,10 +227,14 @@ int shm_table_insert(void *base, struct thr_table *tb, uint64_t h, const void *k
                      struct thr_slot **out, bool *created);
 
 /*
- * shm_table_reconcile - recount the table's live keys with every shard mutex held (daemon, after
- * shard repairs). Returns 0 or -errno from a mutex. May sleep.
+ * shm_table_reconcile - recount the live keys of the table at TB_OFF with every shard mutex held
+ * (daemon, after shard repairs), using GEO, a checked private copy of the table header (never the
+ * arena's own fields). Returns 0 or -errno from a mutex. May sleep.
  */
-int shm_table_reconcile(void *base, struct thr_table *tb);
+int shm_table_reconcile(void *base, uint64_t tb_off, const struct thr_table *geo);
+
+/* shm_table_repairs - sum of the shards' repair counters (GEO: checked copy of the header). */
+uint64_t shm_table_repairs(const void *base, const struct thr_table *geo);
 
 /* shm_table_count - live slots counted by walking every slot (tests, shmctl); < 0 on corruption. */
 int64_t shm_table_count(const void *base, const struct thr_table *tb);

@@ -209,28 +209,36 @@ int shm_table_insert(void *base, struct thr_table *tb, uint64_t h, const void *k
  * index order, so two reconcilers cannot deadlock), no insert is in flight and the sum of the
  * shards' recounted live slots is the truth. Insert path only; lookups never wait for it.
  */
-int shm_table_reconcile(void *base, struct thr_table *tb)
+int shm_table_reconcile(void *base, uint64_t tb_off, const struct thr_table *geo)
 {
-        struct probe p = {0};
+        struct thr_table *tb = shm_at(base, tb_off);
+        struct thr_shard *sh = shm_at(base, geo->shards_off);
+        struct probe p = {.n = geo->shard_slots};
         uint64_t sum = 0;
         uint32_t locked = 0;
         int rc = 0;
-        for (; locked < tb->nshards && rc == 0; locked++) {
-                p.shard = (struct thr_shard *)shm_at(base, tb->shards_off) + locked;
-                p.n = tb->shard_slots;
-                p.slots = (struct thr_slot *)shm_at(base, tb->slots_off) + (uint64_t)locked * p.n;
+        for (; locked < geo->nshards; locked++) {
+                p.shard = &sh[locked];
+                p.slots = (struct thr_slot *)shm_at(base, geo->slots_off) + (uint64_t)locked * p.n;
                 rc = shard_lock(tb, &p);
-                if (rc == 0)
-                        sum += atomic_load_explicit(&p.shard->live, memory_order_relaxed);
+                if (rc < 0)
+                        break;
+                sum += atomic_load_explicit(&p.shard->live, memory_order_relaxed);
         }
         if (rc == 0)
                 atomic_store_explicit(&tb->live, sum, memory_order_relaxed);
-        else
-                locked--;
         for (uint32_t i = 0; i < locked; i++)
-                pthread_mutex_unlock(
-                    (pthread_mutex_t *)((struct thr_shard *)shm_at(base, tb->shards_off))[i].mutex);
+                pthread_mutex_unlock((pthread_mutex_t *)sh[i].mutex);
         return rc;
+}
+
+uint64_t shm_table_repairs(const void *base, const struct thr_table *geo)
+{
+        const struct thr_shard *sh = shm_at(base, geo->shards_off);
+        uint64_t sum = 0;
+        for (uint32_t i = 0; i < geo->nshards; i++)
+                sum += atomic_load_explicit(&sh[i].repairs, memory_order_relaxed);
+        return sum;
 }
 
 int64_t shm_table_count(const void *base, const struct thr_table *tb)

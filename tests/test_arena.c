@@ -338,3 +338,15 @@ Test(arena, daemon_ignores_fields_a_client_rewrites_after_attach)
         de->table_off = keep;
         shm_arena_detach(&m);
 }
+
+Test(arena, client_in_another_pid_namespace_is_refused)
+{
+        thr_arena *a = NULL;
+        struct thr_hdr *h = shm_hdr(&T.map);
+        cr_assert_eq(h->pidns_ino, shm_pidns_ino(), "the creator's namespace is recorded");
+        h->pidns_ino ^= 1;
+        cr_assert_eq(thr_arena_open(T.path, 0, &a), -EXDEV);
+        h->pidns_ino ^= 1;
+        cr_assert_eq(thr_arena_open(T.path, 0, &a), 0);
+        thr_arena_close(a);
+}

@@ -371,3 +371,48 @@ Test(client, a_process_that_exits_without_closing_gives_its_record_back)
                 used += rec[i].owner != 0;
         cr_assert_eq(used, 0, "no record left claimed");
 }
+
+struct inserter {
+        thr_limiter *l;
+        int id;
+        int ok;
+};
+
+static void *insert_many(void *arg)
+{
+        struct inserter *in = arg;
+        struct thr_result r;
+        char key[32];
+        for (int i = 0; i < 400; i++) {
+                int n = snprintf(key, sizeof(key), "t%d-k%d", in->id, i);
+                in->ok += thr_limiter_try(in->l, key, (size_t)n, 1, &r) == 1;
+        }
+        return NULL;
+}
+
+Test(client, capacity_is_exact_under_concurrent_inserts)
+{
+        struct shm_limiter_spec s = tspec("cap", 10, SEC, 5, 5);
+        s.capacity = 64;
+        s.shards = 16; /* inserts in different shards do not share a mutex */
+        struct tarena t2;
+        tarena_make(&t2, THR_CLOCK_MANUAL, SHM_HUGE_OFF, &s, 1);
+        thr_limiter *l = tlim(&t2, "cap");
+        struct inserter in[8];
+        pthread_t th[8];
+        for (int i = 0; i < 8; i++) {
+                in[i] = (struct inserter){l, i, 0};
+                pthread_create(&th[i], NULL, insert_many, &in[i]);
+        }
+        int ok = 0;
+        for (int i = 0; i < 8; i++) {
+                pthread_join(th[i], NULL);
+                ok += in[i].ok;
+        }
+        const struct thr_table *tb = ttable(&t2, "cap");
+        cr_assert_leq(ok, 64, "never more keys than the capacity: %d", ok);
+        cr_assert_eq(shm_table_count(t2.map.base, tb), ok);
+        cr_assert_eq(tb->live, (uint64_t)ok, "the counter matches the table");
+        thr_limiter_close(l);
+        tarena_free(&t2);
+}

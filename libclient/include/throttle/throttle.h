@@ -82,6 +82,8 @@ int thr_version(void);
  *   -EBADMSG          the arena header is not valid (magic, sizes, offsets)
  *   -ESTALE           the arena's clock cannot be read the same way here (another boot or
  *                     another time namespace)
+ *   -EXDEV            the arena was created in another pid namespace (its insert mutexes
+ *                     cannot be shared across pid namespaces yet)
  *   -ENAMETOOLONG     NAME too long; -EINVAL bad arguments; -ENOMEM
  *   other -errno      from open(2) or mmap(2), e.g. -EMFILE
  * Thread-safe. Makes syscalls (open, mmap); may be called after fork.
