@@ -51,7 +51,16 @@ struct thr_tls {
         struct thr_tls_ent e[THR_TLS_ARENAS];
 };
 
-extern uint64_t thr_fork_gen; /* bumped in the child by the atfork handler */
+/*
+ * The process's fork generation lives in a MADV_WIPEONFORK page: the kernel hands every child
+ * a zeroed copy, however it was created (fork, _Fork, a raw clone without atfork handlers), so a
+ * child never matches a cache entry of its parent's. Never 0 in a process that registered.
+ */
+struct thr_forkpage {
+        uint64_t gen;
+};
+extern struct thr_forkpage *thr_forkpage;
+extern struct thr_forkpage thr_forkpage_unset; /* gen 0: before the first registration */
 /* initial-exec: one %fs-relative load, no __tls_get_addr call on the hot path. */
 extern __thread struct thr_tls *thr_tls_cur __attribute__((tls_model("initial-exec")));
 
@@ -66,7 +75,8 @@ void thr_registry_remove(thr_arena *a);
 static inline struct thr_reader *thr_reader_get(thr_arena *a)
 {
         struct thr_tls *t = thr_tls_cur;
-        if (__builtin_expect(t && t->e[0].arena_id == a->id && t->e[0].fork_gen == thr_fork_gen, 1))
+        if (__builtin_expect(
+                t && t->e[0].arena_id == a->id && t->e[0].fork_gen == thr_forkpage->gen, 1))
                 return t->e[0].r;
         return thr_reader_slow(a);
 }

@@ -7,9 +7,12 @@
  * store of 0 after the record went offline. Counters in the record are cumulative and never
  * reset, so a record handed from one thread to the next keeps the arena's totals right.
  *
- * fork(): the atfork child handler bumps thr_fork_gen, which invalidates every thread-local cache
- * entry, and empties the child's list of claimed records (they are the parent's, which still
- * uses them). The registry lock is held across fork() so the child never inherits it locked.
+ * fork(): the fork generation lives in a MADV_WIPEONFORK page (client_internal.h), so in any
+ * child it reads 0 and matches no thread-local cache entry: the child registers anew. The first
+ * registration in the child sees the wiped page, draws a new generation and empties the child's
+ * lists of claimed records (they are the parent's, which still uses them). The atfork handlers
+ * hold the registry lock across fork() so a child made by fork() never inherits it locked; a
+ * child made without them (raw clone) could, if another thread held it at that instant.
  *
  * A process that exits normally gives back every record it holds (the library destructor below
  * runs at exit() and at dlclose, when no thread-exit destructor runs for the main thread). A
@@ -19,12 +22,14 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/random.h>
 #include <unistd.h>
 
 #include "client_internal.h"
 
-uint64_t thr_fork_gen;
+struct thr_forkpage thr_forkpage_unset;
+struct thr_forkpage *thr_forkpage = &thr_forkpage_unset;
 __thread struct thr_tls *thr_tls_cur __attribute__((tls_model("initial-exec")));
 
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -45,10 +50,28 @@ static void atfork_parent(void)
 
 static void atfork_child(void)
 {
-        thr_fork_gen++;
+        thr_forkpage->gen = 0; /* already 0 on a wiped page; needed where WIPEONFORK is missing */
+        pthread_mutex_unlock(&g_lock);
+}
+
+/* Under g_lock: a new generation for this process; records listed so far are a parent's. */
+static void forkpage_renew(void)
+{
+        uint64_t gen = 0;
+        while (gen == 0 && getrandom(&gen, sizeof(gen), 0) != sizeof(gen))
+                ;
+        if (thr_forkpage == &thr_forkpage_unset) {
+                /* first registration in this process: a page of its own */
+                void *p =
+                    mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+                if (p != MAP_FAILED && madvise(p, 4096, MADV_WIPEONFORK) == 0)
+                        thr_forkpage = p;
+                else if (p != MAP_FAILED)
+                        munmap(p, 4096); /* kernel < 4.14: fall back to the atfork handlers */
+        }
         for (thr_arena *a = g_arenas; a; a = a->next)
                 a->nclaimed = 0; /* the parent's records, not ours */
-        pthread_mutex_unlock(&g_lock);
+        thr_forkpage->gen = gen;
 }
 
 static void release_record(thr_arena *a, uint32_t idx)
@@ -81,7 +104,7 @@ static void tls_destroy(void *p)
         pthread_mutex_lock(&g_lock);
         for (uint32_t i = 0; i < t->n; i++) {
                 thr_arena *a = registry_find(t->e[i].arena_id);
-                if (a && t->e[i].fork_gen == thr_fork_gen)
+                if (a && t->e[i].fork_gen == thr_forkpage->gen)
                         release_record(a, t->e[i].idx);
         }
         pthread_mutex_unlock(&g_lock);
@@ -190,13 +213,15 @@ struct thr_reader *thr_reader_slow(thr_arena *a)
         if (!t)
                 return NULL;
         for (uint32_t i = 0; i < t->n; i++)
-                if (t->e[i].arena_id == a->id && t->e[i].fork_gen == thr_fork_gen)
+                if (t->e[i].arena_id == a->id && t->e[i].fork_gen == thr_forkpage->gen)
                         return tls_front(t, i);
         pthread_mutex_lock(&g_lock);
+        if (thr_forkpage->gen == 0)
+                forkpage_renew();     /* first registration, or the first since a fork */
         if (t->n == THR_TLS_ARENAS) { /* give back the least recently used arena's record */
                 struct thr_tls_ent *old = &t->e[--t->n];
                 thr_arena *oa = registry_find(old->arena_id);
-                if (oa && old->fork_gen == thr_fork_gen)
+                if (oa && old->fork_gen == thr_forkpage->gen)
                         release_record(oa, old->idx);
         }
         uint32_t idx;
@@ -205,6 +230,6 @@ struct thr_reader *thr_reader_slow(thr_arena *a)
         if (rc < 0)
                 return NULL;
         struct thr_reader *r = (struct thr_reader *)shm_at(a->map.base, a->map.g.reader_off) + idx;
-        t->e[t->n] = (struct thr_tls_ent){a->id, thr_fork_gen, r, idx};
+        t->e[t->n] = (struct thr_tls_ent){a->id, thr_forkpage->gen, r, idx};
         return tls_front(t, t->n++);
 }

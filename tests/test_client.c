@@ -6,6 +6,8 @@
 #include <criterion/criterion.h>
 #include <pthread.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -415,4 +417,35 @@ Test(client, capacity_is_exact_under_concurrent_inserts)
         cr_assert_eq(tb->live, (uint64_t)ok, "the counter matches the table");
         thr_limiter_close(l);
         tarena_free(&t2);
+}
+
+Test(client, a_child_made_without_atfork_handlers_never_writes_its_parents_record)
+{
+        struct thr_result r;
+        cr_assert_eq(thr_limiter_try(L, "p", 1, 1, &r), 1);
+        struct thr_reader *rec = shm_at(T.map.base, shm_hdr(&T.map)->reader_off);
+        uint32_t n = shm_hdr(&T.map)->reader_count, mine = n;
+        for (uint32_t i = 0; i < n; i++)
+                if (rec[i].pid == (uint64_t)getpid())
+                        mine = i;
+        cr_assert_lt(mine, n);
+        uint64_t before = rec[mine].admitted;
+        /* A raw clone(SIGCHLD) runs no pthread_atfork handler (like _Fork). */
+        long pid = syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
+        cr_assert_geq(pid, 0);
+        if (pid == 0) {
+                struct thr_result cr;
+                for (int i = 0; i < 3; i++)
+                        thr_limiter_try(L, "c", 1, 1, &cr);
+                _exit(0);
+        }
+        int st;
+        waitpid((pid_t)pid, &st, 0);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+        cr_assert_eq(rec[mine].admitted, before, "the parent's record is untouched");
+        uint64_t child_admitted = 0;
+        for (uint32_t i = 0; i < n; i++)
+                if (i != mine)
+                        child_admitted += rec[i].admitted;
+        cr_assert_eq(child_admitted, 3, "the child counted in a record of its own");
 }
