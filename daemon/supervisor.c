@@ -147,8 +147,9 @@ static void reload_warn_unapplied(const struct config *cur, const struct config 
             a->gid != b->gid || a->max_limiters != b->max_limiters ||
             a->max_readers != b->max_readers || a->spare_bytes != b->spare_bytes ||
             strcmp(cur->arena_dir, next->arena_dir))
-                log_warn("reload: [arena] settings are fixed when the arena is created; the "
-                         "changes apply after the arena is recreated (throttled --recreate)");
+                log_warn("reload: [arena] settings are fixed when the arena is created; to apply "
+                         "them, stop throttled, remove the arena file and start it again (this "
+                         "resets every limit)");
         for (uint32_t i = 0; i < m->g.dir_count; i++) {
                 struct shm_lim_snap snap;
                 if (shm_dir_snapshot(m, i, &snap) < 0)

@@ -453,6 +453,8 @@ const char *thr_strerror(int err)
                 return "operation needs a manual-clock arena";
         case EACCES:
                 return "permission denied by the arena file's mode or group";
+        case EXDEV:
+                return "arena was created in another pid namespace (not supported yet)";
         case EINVAL:
                 return "invalid argument";
         default:

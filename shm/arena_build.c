@@ -395,6 +395,18 @@ int shm_arena_finish(struct shm_map *m, const struct shm_arena_spec *s, const ch
         return 0;
 }
 
+/* Whether PATH's directory is a hugetlbfs mount (then sizes are whole 2 MiB pages). */
+static bool on_hugetlbfs(const char *path)
+{
+        char dir[256];
+        snprintf(dir, sizeof(dir), "%s", path);
+        char *slash = strrchr(dir, '/');
+        if (slash)
+                *(slash == dir ? slash + 1 : slash) = 0;
+        struct statfs fs;
+        return statfs(slash ? dir : ".", &fs) == 0 && (unsigned long)fs.f_type == HUGETLBFS_MAGIC_;
+}
+
 int shm_arena_create(const struct shm_arena_spec *s, struct shm_map *out, char *err, size_t errlen)
 {
         uint64_t heap = 0;
@@ -417,7 +429,7 @@ int shm_arena_create(const struct shm_arena_spec *s, struct shm_map *out, char *
                                       THR_ALIGN + (uint64_t)s->max_readers * THR_READER_SIZE,
                                   4096);
         uint64_t size = fixed + heap;
-        bool on_huge = strncmp(path, "/dev/shm/", 9) != 0 && huge_ok;
+        bool on_huge = on_hugetlbfs(path);
         rc = map_new(s, path, on_huge ? align_up(size, HUGE_2M) : align_up(size, 4096), out, err,
                      errlen);
         if (rc < 0 && on_huge && s->hugepages == SHM_HUGE_AUTO) {

@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# test.sh - build throttle and run every test: the test command of the README and of CI.
+#
+#   scripts/test.sh [--quick] [--tsan] [--no-hugepages]
+#
+# Runs scripts/setup.sh, then for each suite configures and builds a tree and runs its CTest
+# tests (Criterion programs and the short stress run):
+#   release  build/        -DTHR_WERROR=ON
+#   asan     build-asan/   -DTHR_SANITIZE=ON -DTHR_WERROR=ON -DTHR_BENCH=ON (ASan + UBSan)
+#   tsan     build-tsan/   -DTHR_TSAN=ON -DTHR_WERROR=ON, with --tsan only (not in CI): the tests
+#                          that are not Criterion programs (tests/stress). Criterion 2.4 cannot
+#                          start under TSan: its inheritable arena looks for free address space
+#                          where TSan keeps its shadow and aborts with "Could not initialize
+#                          inheritable arena" (Snaipe/Criterion#274).
+# --quick runs the release suite alone; --no-hugepages is passed to setup.sh.
+# A tree that fails to configure or build counts as one failed test. The last line is the sum
+# over the suites, "N passed, M failed"; the exit status is 0 only if nothing failed.
+# Needs no TTY and reads no stdin, so it runs the same under CI.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+usage() {
+        awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
+}
+
+passed=0
+failed=0
+summaries=()
+
+# ASLR with more than 28 random bits breaks the sanitizers' shadow-memory layout on some
+# kernels; run sanitized tests with ASLR off there (setarch -R) rather than fail on it.
+sanitizer_prefix() {
+        local bits
+        bits=$(cat /proc/sys/vm/mmap_rnd_bits 2>/dev/null || echo 28)
+        if [ "$bits" -gt 28 ] && setarch "$(uname -m)" -R true 2>/dev/null; then
+                echo "setarch $(uname -m) -R"
+        fi
+}
+
+# record NAME PASSED FAILED NOTE - add one suite's counts to the totals.
+record() {
+        passed=$((passed + $2))
+        failed=$((failed + $3))
+        summaries+=("$(printf '%-8s %3d passed, %3d failed%s' "$1" "$2" "$3" "${4:+  ($4)}")")
+}
+
+# suite NAME DIR "CMAKE OPTIONS" [CTEST OPTIONS...] - configure, build, test one tree.
+suite() {
+        local name=$1 dir=$2 opts=$3 start=$SECONDS
+        shift 3
+        local -a cmake_opts prefix
+        read -ra cmake_opts <<<"$opts"
+        read -ra prefix <<<"$([ "$name" = release ] || sanitizer_prefix)"
+        echo
+        echo "==== $name: configure and build $dir ($opts)"
+        if ! cmake -S . -B "$dir" --log-level=WARNING "${cmake_opts[@]}" ||
+                ! cmake --build "$dir" -j2; then
+                echo "==== $name: BUILD FAILED"
+                record "$name" 0 1 "build failed"
+                return 0
+        fi
+        echo "==== $name: ctest${*:+ $*}"
+        local log="$dir/ctest-output.log" rc=0
+        (cd "$dir" && "${prefix[@]}" ctest --output-on-failure "$@") 2>&1 | tee "$log" ||
+                rc=$?
+        local line n_failed n_total
+        line=$(grep -E 'tests passed, [0-9]+ tests? failed out of [0-9]+' "$log" | tail -n 1 || true)
+        if [ -z "$line" ]; then
+                echo "==== $name: ctest ran no tests (exit status $rc)"
+                record "$name" 0 1 "no tests ran"
+                return 0
+        fi
+        n_failed=$(sed -E 's/.* ([0-9]+) tests? failed out of ([0-9]+).*/\1/' <<<"$line")
+        n_total=$(sed -E 's/.* ([0-9]+) tests? failed out of ([0-9]+).*/\2/' <<<"$line")
+        if [ "$rc" -ne 0 ] && [ "$n_failed" -eq 0 ]; then
+                n_failed=1 # ctest failed without a failing test (e.g. an error of its own)
+        fi
+        record "$name" $((n_total - n_failed)) "$n_failed" "$((SECONDS - start)) s"
+}
+
+main() {
+        local quick=0 tsan=0
+        local -a setup_opts=()
+        while [ $# -gt 0 ]; do
+                case "$1" in
+                --quick) quick=1 ;;
+                --tsan) tsan=1 ;;
+                --no-hugepages) setup_opts+=(--no-hugepages) ;;
+                -h | --help)
+                        usage
+                        exit 0
+                        ;;
+                *)
+                        echo "test.sh: unknown option '$1'" >&2
+                        usage >&2
+                        exit 2
+                        ;;
+                esac
+                shift
+        done
+        scripts/setup.sh "${setup_opts[@]}"
+
+        export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+        export TSAN_OPTIONS=${TSAN_OPTIONS:-second_deadlock_stack=1}
+        # Every option is given, so a tree configured otherwise by hand is put back.
+        local common="-DCMAKE_BUILD_TYPE=RelWithDebInfo -DTHR_WERROR=ON -DTHR_TESTS=ON"
+        suite release build "$common -DTHR_SANITIZE=OFF -DTHR_TSAN=OFF -DTHR_BENCH=ON"
+        if [ "$quick" -eq 0 ]; then
+                suite asan build-asan "$common -DTHR_SANITIZE=ON -DTHR_TSAN=OFF -DTHR_BENCH=ON"
+        fi
+        if [ "$tsan" -eq 1 ]; then
+                suite tsan build-tsan "$common -DTHR_SANITIZE=OFF -DTHR_TSAN=ON -DTHR_BENCH=OFF" \
+                        -R '^stress_'
+        fi
+
+        echo
+        echo "==== summary"
+        printf '%s\n' "${summaries[@]}"
+        echo "$passed passed, $failed failed"
+        [ "$failed" -eq 0 ]
+}
+
+main "$@"
