@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
 # test.sh - build throttle and run every test: the test command of the README and of CI.
 #
-#   scripts/test.sh [--quick] [--tsan] [--no-hugepages]
+#   scripts/test.sh [--quick] [--no-hugepages]
 #
 # Runs scripts/setup.sh, then for each suite configures and builds a tree and runs its CTest
 # tests (Criterion programs and the short stress run):
 #   release  build/        -DTHR_WERROR=ON
 #   asan     build-asan/   -DTHR_SANITIZE=ON -DTHR_WERROR=ON -DTHR_BENCH=ON (ASan + UBSan)
-#   tsan     build-tsan/   -DTHR_TSAN=ON -DTHR_WERROR=ON, with --tsan only (not in CI): the tests
-#                          that are not Criterion programs (tests/stress). Criterion 2.4 cannot
-#                          start under TSan: its inheritable arena looks for free address space
-#                          where TSan keeps its shadow and aborts with "Could not initialize
-#                          inheritable arena" (Snaipe/Criterion#274).
+#   tsan     build-tsan/   -DTHR_TSAN=ON -DTHR_WERROR=ON: stress_threads, the multi-threaded test
+#                          that is not a Criterion program. Criterion 2.4 cannot start under
+#                          TSan: its inheritable arena looks for free address space where TSan
+#                          keeps its shadow and aborts with "Could not initialize inheritable
+#                          arena" (Snaipe/Criterion#274).
 # --quick runs the release suite alone; --no-hugepages is passed to setup.sh.
 # A tree that fails to configure or build counts as one failed test. The last line is the sum
 # over the suites, "N passed, M failed"; the exit status is 0 only if nothing failed.
@@ -79,12 +79,11 @@ suite() {
 }
 
 main() {
-        local quick=0 tsan=0
+        local quick=0
         local -a setup_opts=()
         while [ $# -gt 0 ]; do
                 case "$1" in
                 --quick) quick=1 ;;
-                --tsan) tsan=1 ;;
                 --no-hugepages) setup_opts+=(--no-hugepages) ;;
                 -h | --help)
                         usage
@@ -101,16 +100,14 @@ main() {
         scripts/setup.sh "${setup_opts[@]}"
 
         export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
-        export TSAN_OPTIONS=${TSAN_OPTIONS:-second_deadlock_stack=1}
+        export TSAN_OPTIONS=${TSAN_OPTIONS:-second_deadlock_stack=1:halt_on_error=1}
         # Every option is given, so a tree configured otherwise by hand is put back.
         local common="-DCMAKE_BUILD_TYPE=RelWithDebInfo -DTHR_WERROR=ON -DTHR_TESTS=ON"
         suite release build "$common -DTHR_SANITIZE=OFF -DTHR_TSAN=OFF -DTHR_BENCH=ON"
         if [ "$quick" -eq 0 ]; then
                 suite asan build-asan "$common -DTHR_SANITIZE=ON -DTHR_TSAN=OFF -DTHR_BENCH=ON"
-        fi
-        if [ "$tsan" -eq 1 ]; then
                 suite tsan build-tsan "$common -DTHR_SANITIZE=OFF -DTHR_TSAN=ON -DTHR_BENCH=OFF" \
-                        -R '^stress_'
+                        -R '^stress_threads$'
         fi
 
         echo

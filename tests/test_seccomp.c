@@ -1,0 +1,200 @@
+/*
+ * test_seccomp.c - proves the hot path makes no syscall: a forked child opens the arena and touches
+ * its keys, then locks itself under a seccomp filter that allows only write and exit, and makes
+ * 100 000 decisions on a real-clock arena (the vDSO clock is not a syscall). Any syscall would
+ * kill it with SIGSYS. A negative control proves the filter kills on a syscall.
+ *
+ * Skipped under sanitizers and valgrind, whose runtimes make syscalls of their own.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <seccomp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "helpers.h"
+
+#define NKEYS  8
+#define NTRIES 100000
+#define RATE   1000 /* per second: T = 1 ms */
+#define BURST  50
+
+static struct tarena T;
+
+static void setup(void)
+{
+        if (tunder_instrumentation())
+                return; /* the test skips itself */
+        struct shm_limiter_spec s = tspec("s", RATE, SEC, BURST, BURST);
+        tarena_make(&T, THR_CLOCK_MONOTONIC, SHM_HUGE_OFF, &s, 1);
+}
+
+static void teardown(void)
+{
+        tarena_free(&T);
+}
+
+TestSuite(seccomp, .init = setup, .fini = teardown, .timeout = 60);
+
+static void skip_if_instrumented(void)
+{
+        if (tunder_instrumentation())
+                cr_skip_test(
+                    "sanitizer or valgrind runtime makes its own syscalls; the zero-syscall "
+                    "check needs a plain build");
+}
+
+/* What the child reports through the pipe. STAGE says how far it got. */
+struct report {
+        int stage; /* 1 arena open, 2 keys touched, 3 filter loaded, 4 decisions done */
+        int err;
+        uint64_t t0, t1; /* arena clock before the first decision and after the last */
+        uint64_t admitted[NKEYS];
+        uint64_t touched_admitted;
+        uint64_t denied, errors;
+};
+
+static void put(int fd, const struct report *r)
+{
+        if (write(fd, r, sizeof(*r)) != (ssize_t)sizeof(*r))
+                _exit(5);
+}
+
+/* Allow write, exit and exit_group only; anything else kills the process with SIGSYS. */
+static int lock_down(void)
+{
+        scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_KILL_PROCESS);
+        if (!ctx)
+                return -ENOMEM;
+        int rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(write), 0);
+        if (rc == 0)
+                rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(exit_group), 0);
+        if (rc == 0)
+                rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(exit), 0);
+        if (rc == 0)
+                rc = seccomp_load(ctx);
+        /* no seccomp_release: free() may trim the heap with a syscall; the child exits anyway */
+        return rc;
+}
+
+static void hot_path_child(int fd)
+{
+        struct report r = {0};
+        thr_arena *a;
+        thr_limiter *l;
+        char keys[NKEYS][8];
+        size_t lens[NKEYS];
+        r.err = thr_arena_open(T.path, 0, &a);
+        if (r.err == 0)
+                r.err = thr_limiter_open(a, "s", &l);
+        if (r.err < 0)
+                goto out;
+        r.stage = 1;
+        thr_clock_now(a, &r.t0);
+        for (int k = 0; k < NKEYS; k++) { /* insert the keys: this claims the reader record */
+                lens[k] = (size_t)snprintf(keys[k], sizeof(keys[k]), "k%d", k);
+                int rc = thr_limiter_try(l, keys[k], lens[k], 1, NULL);
+                if (rc != 1) {
+                        r.err = rc;
+                        goto out;
+                }
+                r.touched_admitted++;
+        }
+        r.stage = 2;
+        r.err = lock_down();
+        if (r.err < 0)
+                goto out;
+        r.stage = 3;
+        for (int i = 0; i < NTRIES; i++) {
+                int k = i % NKEYS;
+                int rc = thr_limiter_try(l, keys[k], lens[k], 1, NULL);
+                if (rc == 1)
+                        r.admitted[k]++;
+                else if (rc == 0)
+                        r.denied++;
+                else
+                        r.errors++;
+        }
+        thr_clock_now(a, &r.t1);
+        r.stage = 4;
+out:
+        put(fd, &r);
+        _exit(0); /* exit_group */
+}
+
+static void getpid_child(int fd)
+{
+        struct report r = {0};
+        r.err = lock_down();
+        r.stage = r.err < 0 ? 0 : 3;
+        put(fd, &r);
+        syscall(SYS_getpid); /* not allowed: SIGSYS */
+        r.stage = 4;
+        put(fd, &r);
+        _exit(0);
+}
+
+/* Fork FN with a pipe; return its last report and its wait status. */
+static int run_child(void (*fn)(int), struct report *out)
+{
+        int p[2];
+        cr_assert_eq(pipe(p), 0);
+        pid_t pid = fork();
+        cr_assert_geq(pid, 0, "fork: %s", strerror(errno));
+        if (pid == 0) {
+                close(p[0]);
+                fn(p[1]);
+        }
+        close(p[1]);
+        struct report r;
+        memset(out, 0, sizeof(*out));
+        ssize_t n;
+        while ((n = read(p[0], &r, sizeof(r))) == (ssize_t)sizeof(r))
+                *out = r;
+        close(p[0]);
+        int st;
+        cr_assert_eq(waitpid(pid, &st, 0), pid);
+        return st;
+}
+
+Test(seccomp, hot_path_makes_no_syscall)
+{
+        skip_if_instrumented();
+        struct report r;
+        int st = run_child(hot_path_child, &r);
+        cr_assert(!(WIFSIGNALED(st) && WTERMSIG(st) == SIGSYS),
+                  "the hot path made a syscall: killed by SIGSYS at stage %d", r.stage);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child status %#x (stage %d)", st,
+                  r.stage);
+        cr_assert_eq(r.stage, 4, "child stopped at stage %d: %d (%s)", r.stage, r.err,
+                     thr_strerror(r.err));
+        cr_assert_eq(r.errors, 0, "decisions that failed");
+
+        /* Consistent counts: every decision is an admission or a denial, and no key got more
+         * than the bound B + floor(elapsed / T) (see test_multiproc.c for the derivation). */
+        uint64_t admitted = 0, bound = BURST + (r.t1 - r.t0) * RATE / SEC;
+        for (int k = 0; k < NKEYS; k++) {
+                uint64_t got = r.admitted[k] + 1; /* + the admission that inserted it */
+                cr_assert_leq(got, bound, "key %d: %lu admitted in %lu ns, bound %lu", k,
+                              (unsigned long)got, (unsigned long)(r.t1 - r.t0),
+                              (unsigned long)bound);
+                admitted += r.admitted[k];
+        }
+        cr_assert_eq(r.touched_admitted, NKEYS);
+        cr_assert_eq(admitted + r.denied, NTRIES, "admitted %lu + denied %lu",
+                     (unsigned long)admitted, (unsigned long)r.denied);
+}
+
+Test(seccomp, filter_kills_a_syscall)
+{
+        skip_if_instrumented();
+        struct report r;
+        int st = run_child(getpid_child, &r);
+        cr_assert_eq(r.stage, 3, "the filter was loaded (err %d)", r.err);
+        cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGSYS,
+                  "getpid under the filter must die by SIGSYS, status %#x", st);
+}
