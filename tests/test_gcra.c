@@ -198,20 +198,20 @@ Test(gcra, three_per_second_for_an_hour_is_exact)
         tarena_free(&t2);
 }
 
-Test(gcra, billion_per_seven_seconds_over_years_drifts_by_no_token)
+/*
+ * Over DAYS simulated days on a fresh arena with limiter S (whose burst exceeds a day's refill,
+ * so nothing is lost to the cap), take everything admissible once a day; the total admitted.
+ */
+static uint64_t drain_daily(struct shm_limiter_spec s, uint64_t days)
 {
-        /* T = 7 ns; the burst is larger than a day's refill so nothing is lost to the cap. */
-        const uint64_t day = 86400 * SEC, days = 3 * 365, burst = 20000000000000ull;
-        struct shm_limiter_spec s = tspec("fast", 1000000000, 7 * SEC, burst, burst);
-        s.max_reserve_ns = 0;
         struct tarena t2;
         tarena_make(&t2, THR_CLOCK_MANUAL, SHM_HUGE_OFF, &s, 1);
-        thr_limiter *l = tlim(&t2, "fast");
+        thr_limiter *l = tlim(&t2, s.name);
         struct thr_result r;
         uint64_t total = 0;
         for (uint64_t d = 0; d <= days; d++) {
                 if (d)
-                        thr_clock_advance(t2.a, day);
+                        thr_clock_advance(t2.a, 86400 * SEC);
                 cr_assert_eq(thr_limiter_try(l, "k", 1, 0, &r), 1);
                 uint64_t avail = r.remaining;
                 if (avail)
@@ -220,37 +220,29 @@ Test(gcra, billion_per_seven_seconds_over_years_drifts_by_no_token)
                 cr_assert_eq(thr_limiter_try(l, "k", 1, 1, &r), 0, "day %lu fully drained",
                              (unsigned long)d);
         }
-        uint64_t expect = burst + days * day / 7;
-        cr_assert_eq(total, expect, "admitted %lu, exact GCRA allows %lu", (unsigned long)total,
-                     (unsigned long)expect);
         thr_limiter_close(l);
         tarena_free(&t2);
+        return total;
+}
+
+Test(gcra, billion_per_seven_seconds_over_years_drifts_by_no_token)
+{
+        const uint64_t days = 3 * 365, burst = 20000000000000ull; /* T = 7 ns */
+        struct shm_limiter_spec s = tspec("fast", 1000000000, 7 * SEC, burst, burst);
+        s.max_reserve_ns = 0;
+        uint64_t total = drain_daily(s, days), expect = burst + days * 86400 * SEC / 7;
+        cr_assert_eq(total, expect, "admitted %lu, exact GCRA allows %lu", (unsigned long)total,
+                     (unsigned long)expect);
 }
 
 Test(gcra, twenty_nine_per_second_over_five_years_is_exact)
 {
         /* T = 1e9/29 ns: a whole-ns T would be off by 0.62 ns a token, ~80 tokens in 5 years. */
-        const uint64_t day = 86400 * SEC, days = 5 * 365, burst = 29 * 86400 + 1;
-        struct shm_limiter_spec s = tspec("odd", 29, SEC, burst, burst);
-        struct tarena t2;
-        tarena_make(&t2, THR_CLOCK_MANUAL, SHM_HUGE_OFF, &s, 1);
-        thr_limiter *l = tlim(&t2, "odd");
-        struct thr_result r;
-        uint64_t total = 0;
-        for (uint64_t d = 0; d <= days; d++) {
-                if (d)
-                        thr_clock_advance(t2.a, day);
-                cr_assert_eq(thr_limiter_try(l, "k", 1, 0, &r), 1);
-                uint64_t avail = r.remaining;
-                if (avail)
-                        cr_assert_eq(thr_limiter_try(l, "k", 1, avail, &r), 1);
-                total += avail;
-        }
+        const uint64_t days = 5 * 365, burst = 29 * 86400 + 1;
+        uint64_t total = drain_daily(tspec("odd", 29, SEC, burst, burst), days);
         uint64_t expect = burst + days * 86400 * 29;
         cr_assert_eq(total, expect, "admitted %lu, exact GCRA allows %lu", (unsigned long)total,
                      (unsigned long)expect);
-        thr_limiter_close(l);
-        tarena_free(&t2);
 }
 
 Test(gcra, new_key_with_no_initial_tokens_starts_at_its_first_request)
