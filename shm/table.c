@@ -72,7 +72,7 @@ struct thr_slot *shm_table_lookup(void *base, const struct thr_table *tb, uint64
         probe_init(base, tb, h, &p);
         uint32_t i = p.home;
         for (uint32_t step = 0; step < p.n; step++) {
-                struct thr_slot *s = &p.slots[i];
+                struct thr_slot *s = p.slots + i;
                 uint64_t meta = atomic_load_explicit(&s->meta, memory_order_acquire);
                 if (THR_META_STATUS(meta) == THR_SLOT_EMPTY)
                         return NULL;
