@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include "helpers.h"
@@ -101,6 +103,21 @@ bool thugepages_available(uint64_t pages, char *why, size_t whylen)
                 return false;
         }
         return true;
+}
+
+void tchild_tie(pid_t parent)
+{
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
+                _exit(99); /* the parent is already gone */
+}
+
+pid_t tfork(void)
+{
+        pid_t parent = getpid();
+        pid_t pid = fork();
+        if (pid == 0)
+                tchild_tie(parent);
+        return pid;
 }
 
 bool tunder_instrumentation(void)

@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/types.h>
 
 #include "shm.h"
 #include "throttle/throttle.h"
@@ -41,6 +42,15 @@ struct thr_table *ttable(struct tarena *t, const char *name);
 
 /* A hugetlbfs 2 MiB mount with at least PAGES free pages, or false with WHY filled. */
 bool thugepages_available(uint64_t pages, char *why, size_t whylen);
+
+/*
+ * tfork - fork() for tests: the child gets SIGKILL when the test process dies (PR_SET_PDEATHSIG),
+ * so a failed or killed test never leaves children spinning, holding ctest's pipes open.
+ * tchild_tie - the same for a child made another way (raw clone): call first thing in the child
+ * with the parent's pid.
+ */
+pid_t tfork(void);
+void tchild_tie(pid_t parent);
 
 /* Whether the test runs under a sanitizer or valgrind (seccomp and timing checks skip). */
 bool tunder_instrumentation(void);

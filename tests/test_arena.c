@@ -256,7 +256,7 @@ static int open_as(const char *path, uid_t uid, gid_t gid)
 {
         int fds[2];
         cr_assert_eq(pipe(fds), 0);
-        pid_t pid = fork();
+        pid_t pid = tfork();
         cr_assert_geq(pid, 0);
         if (pid == 0) {
                 int rc = -EPERM;

@@ -352,7 +352,7 @@ Test(client, a_process_that_exits_without_closing_gives_its_record_back)
 {
         struct thr_reader *rec = shm_at(T.map.base, shm_hdr(&T.map)->reader_off);
         uint32_t n = shm_hdr(&T.map)->reader_count;
-        pid_t pid = fork();
+        pid_t pid = tfork();
         cr_assert_geq(pid, 0);
         if (pid == 0) {
                 thr_arena *a;
@@ -431,9 +431,11 @@ Test(client, a_child_made_without_atfork_handlers_never_writes_its_parents_recor
         cr_assert_lt(mine, n);
         uint64_t before = rec[mine].admitted;
         /* A raw clone(SIGCHLD) runs no pthread_atfork handler (like _Fork). */
+        pid_t parent = getpid();
         long pid = syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
         cr_assert_geq(pid, 0);
         if (pid == 0) {
+                tchild_tie(parent);
                 struct thr_result cr;
                 for (int i = 0; i < 3; i++)
                         thr_limiter_try(L, "c", 1, 1, &cr);

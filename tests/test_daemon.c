@@ -144,7 +144,7 @@ static int start(const char *extra)
         cr_assert_lt(i, MAX_D);
         char log[256];
         log_path(i, log, sizeof(log));
-        pid_t pid = fork();
+        pid_t pid = tfork();
         cr_assert_geq(pid, 0, "fork: %s", strerror(errno));
         if (pid == 0) {
                 FILE *f = fopen(log, "we");

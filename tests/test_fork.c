@@ -168,11 +168,15 @@ static void shared_keys_child(struct shared *s, int idx)
  */
 static void fork_children(struct shared *s, bool raw)
 {
+        pid_t parent = getpid();
         for (int i = 0; i < KIDS; i++) {
-                g_kids[i] = raw ? (pid_t)syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0) : fork();
+                g_kids[i] = raw ? (pid_t)syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0) : tfork();
                 cr_assert_geq(g_kids[i], 0, "fork: %s", strerror(errno));
-                if (g_kids[i] == 0)
+                if (g_kids[i] == 0) {
+                        if (raw)
+                                tchild_tie(parent);
                         shared_keys_child(s, i);
+                }
         }
         while (atomic_load(&s->ready) < KIDS)
                 sched_yield();
@@ -268,7 +272,7 @@ static void forking_child(struct shared *s)
         atomic_store(&t->pid, (uint64_t)getpid());
         for (int i = 0; i < 5; i++)
                 tally_try(t, "family");
-        pid_t g = fork();
+        pid_t g = tfork();
         if (g < 0)
                 _exit(2);
         if (g == 0)
@@ -289,7 +293,7 @@ Test(fork, a_child_that_forks_a_grandchild_works)
         cr_assert_eq(thr_limiter_try(L, "family", 6, 1, NULL), 1); /* parent: record claimed */
         struct thr_reader *mine = record_of(getpid());
         struct shared *s = shared_new();
-        g_kids[0] = fork();
+        g_kids[0] = tfork();
         cr_assert_geq(g_kids[0], 0);
         if (g_kids[0] == 0)
                 forking_child(s);

@@ -97,7 +97,7 @@ __attribute__((format(printf, 2, 3), noreturn)) static void child_fail(struct er
 static pid_t spawn(void (*fn)(void *, int), void *arg, int idx)
 {
         g_parent = getpid();
-        pid_t pid = fork();
+        pid_t pid = tfork();
         cr_assert_geq(pid, 0, "fork: %s", strerror(errno));
         if (pid == 0) {
                 fn(arg, idx);

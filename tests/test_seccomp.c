@@ -143,7 +143,7 @@ static int run_child(void (*fn)(int), struct report *out)
 {
         int p[2];
         cr_assert_eq(pipe(p), 0);
-        pid_t pid = fork();
+        pid_t pid = tfork();
         cr_assert_geq(pid, 0, "fork: %s", strerror(errno));
         if (pid == 0) {
                 close(p[0]);

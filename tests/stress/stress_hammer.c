@@ -29,6 +29,7 @@
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include "shm.h"
@@ -254,11 +255,16 @@ __attribute__((noreturn)) static void worker(int slot)
 
 static void spawn(int slot)
 {
+        pid_t parent = getpid();
         pid_t pid = fork();
         if (pid < 0)
                 die("fork", 0);
-        if (pid == 0)
+        if (pid == 0) {
+                /* Die with the parent: a killed run never leaves workers spinning. */
+                if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
+                        _exit(99);
                 worker(slot);
+        }
         g.pid[slot] = pid;
 }
 
