@@ -106,13 +106,14 @@ int shm_arena_path(const char *name, const char *dir, enum shm_hugepages huge, c
 
 /*
  * shm_arena_find - the path of an existing arena called NAME: the hugetlbfs candidate if that file
- * exists, else the /dev/shm one. Returns 0, -ENOENT, -ENAMETOOLONG.
+ * exists, else the /dev/shm one; a NAME containing '/' is taken as the path itself (an arena in
+ * a configured [arena] dir is opened that way). Returns 0, -ENOENT, -ENAMETOOLONG.
  */
 int shm_arena_find(const char *name, char *out, size_t outlen);
 
 /*
  * shm_arena_create - build a new arena from SPEC: file created under a temporary name, space
- * allocated (posix_fallocate) and pre-faulted (MAP_POPULATE), header, directory, readers,
+ * allocated (posix_fallocate) and pre-faulted (MADV_POPULATE_WRITE, else a write per page), header, directory, readers,
  * limiters and tables written, the backing obtained verified in /proc/self/smaps, then renamed
  * into place so no process ever opens half an arena. Fails clearly when a hugetlbfs pool or
  * tmpfs is too small (never a later SIGBUS). With SHM_HUGE_AUTO, falls back to /dev/shm when
