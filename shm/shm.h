@@ -113,11 +113,11 @@ int shm_arena_find(const char *name, char *out, size_t outlen);
 
 /*
  * shm_arena_create - build a new arena from SPEC: file created under a temporary name, space
- * allocated (posix_fallocate) and pre-faulted (MADV_POPULATE_WRITE, else a write per page), header, directory, readers,
- * limiters and tables written, the backing obtained verified in /proc/self/smaps, then renamed
- * into place so no process ever opens half an arena. Fails clearly when a hugetlbfs pool or
- * tmpfs is too small (never a later SIGBUS). With SHM_HUGE_AUTO, falls back to /dev/shm when
- * hugetlbfs cannot hold it, and says so in ERR (returns 1 in that case).
+ * allocated (posix_fallocate) and pre-faulted (MADV_POPULATE_WRITE, else a write per page), header,
+ * directory, readers, limiters and tables written, the backing obtained verified in
+ * /proc/self/smaps, then renamed into place so no process ever opens half an arena. Fails clearly
+ * when a hugetlbfs pool or tmpfs is too small (never a later SIGBUS). With SHM_HUGE_AUTO, falls
+ * back to /dev/shm when hugetlbfs cannot hold it, and says so in ERR (returns 1 in that case).
  * Returns 0 or 1 (fell back) and fills *OUT (mapped read-write), or -errno with ERR.
  */
 int shm_arena_create(const struct shm_arena_spec *spec, struct shm_map *out, char *err,
