@@ -1,0 +1,81 @@
+/*
+ * bench_report.h - what bench_try.c measures and bench_report.c prints: the options a run was
+ * given, the per-scenario results (per-run ns/op for both sides and what their batches returned),
+ * and the description of the machine, along with the three calls that read the machine and print
+ * the report as a human table or as JSON. Only the two bench_try files use it.
+ */
+#ifndef THR_BENCH_REPORT_H
+#define THR_BENCH_REPORT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "shm.h"
+
+#define MAX_RUNS 101
+#define SEQ_SEED 0x9e3779b97f4a7c15ull /* fixed: every run of the program uses one sequence */
+#define ERR_LEN  512
+
+struct opts {
+        unsigned runs;
+        uint64_t ops;
+        int pin; /* -1: not pinned */
+        enum shm_hugepages huge;
+        const char *backing_name;
+        bool json;
+        bool quick;
+};
+
+/* What one side's batches returned: used, so the compiler cannot drop the work. */
+struct acc {
+        uint64_t admitted;
+        uint64_t denied;
+        uint64_t errors;
+        uint64_t checksum;
+};
+
+struct scenario {
+        char label[24];
+        uint32_t keys;
+        int rc;             /* 0, or the -errno that stopped its setup */
+        char err[ERR_LEN];  /* why setup failed */
+        char note[ERR_LEN]; /* why the backing fell back to /dev/shm */
+        bool fell_back;
+        uint32_t backing;
+        uint64_t page_size;
+        uint64_t thp_bytes;
+        uint64_t arena_size;
+        uint64_t slots; /* slots per table (nshards * shard_slots) */
+        double spacing; /* floor: slots between two keys' words (slots / keys) */
+        double real_ns[MAX_RUNS];
+        double floor_ns[MAX_RUNS];
+        struct acc real_acc;
+        struct acc floor_acc;
+};
+
+struct sysinfo {
+        char cpu[128];
+        char kernel[4 * 65 + 8];
+        char date[32];
+        char clocksource[32];
+        long cpus;
+        long huge_total;
+        long huge_free;
+        long huge_kb;
+};
+
+/*
+ * Fill SI from /proc, /sys, uname and the clock. What cannot be read stays visible as such: cpu
+ * and clocksource "unknown", kernel empty, the hugepage counts -1.
+ */
+void sysinfo_read(struct sysinfo *si);
+
+/* The method, the machine, the backings, the table and the per-run lines, on stdout. */
+void print_text(const struct opts *o, const struct sysinfo *si, const struct scenario *sc,
+                unsigned n);
+
+/* The same as one JSON object on stdout; a scenario whose setup failed says so and why. */
+void print_json(const struct opts *o, const struct sysinfo *si, const struct scenario *sc,
+                unsigned n);
+
+#endif
