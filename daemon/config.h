@@ -15,12 +15,12 @@
 #define CONFIG_MAX_LIMITERS 256
 
 struct config {
-        char path[256];               /* file it was read from */
-        struct shm_arena_spec arena;  /* arena.limiters points at limiters[] below */
+        char path[256];              /* file it was read from */
+        struct shm_arena_spec arena; /* arena.limiters points at limiters[] below */
         char arena_name[THR_NAME_MAX + 1];
-        char arena_dir[200];          /* [arena] dir =, empty: automatic */
-        char metrics_listen[64];      /* [daemon] metrics = 127.0.0.1:9477 (issue 3+) */
-        uint64_t heartbeat_ms;        /* [daemon] heartbeat_ms */
+        char arena_dir[200];     /* [arena] dir =, empty: automatic */
+        char metrics_listen[64]; /* [daemon] metrics = 127.0.0.1:9477 (issue 3+) */
+        uint64_t heartbeat_ms;   /* [daemon] heartbeat_ms */
         size_t nlimiters;
         struct shm_limiter_spec limiters[CONFIG_MAX_LIMITERS];
 };

@@ -8,8 +8,9 @@
  * have changed since attach), copied, and the few fields that later arithmetic depends on
  * (divisors, slot bounds) are re-checked on the private copy, since a writer could change the
  * arena between the check and the copy. Every loop is bounded by counts taken from those checked
- * copies, key lengths are capped at THR_KEY_MAX, and names and keys are printed escaped. So a
- * corrupt arena gives a message and EX_DATAERR, never a crash.
+ * copies, key lengths are capped at THR_KEY_MAX, and names and keys are printed escaped (by
+ * shmctl_out.c, which formats every answer). So a corrupt arena gives a message and EX_DATAERR,
+ * never a crash.
  *
  * shmctl holds no reader record (it cannot register one on a read-only mapping), so a slot may be
  * retired and reused while it is read. Each slot is read like a seqlock: meta word, then key and
@@ -26,13 +27,11 @@
 #include <sysexits.h>
 
 #include "shm.h"
+#include "shmctl_out.h"
 #include "throttle/throttle.h"
 
 #define EX_NOTFOUND  1  /* no such limiter or key: a normal answer, not a failure of shmctl */
 #define DEFAULT_KEYS 20 /* keys shown by `keys` without -n: a screenful of the worst offenders */
-#define ESC_MAX      (6 * THR_KEY_MAX + 1) /* a key escaped as JSON \u00XX, the widest form */
-#define CELL         ESC_MAX
-#define MAX_COLS     8
 
 static_assert(THR_KEY_MAX == 104, "the usage message names the key limit");
 
@@ -54,131 +53,6 @@ struct ctx {
         char err[256];
 };
 
-/* One limiter as read from the arena: private, checked copies. */
-struct lim {
-        uint32_t idx;
-        char name[THR_NAME_MAX + 1];
-        struct thr_params p;
-        struct thr_table t;
-};
-
-/* One live key, snapshotted and evaluated at one arena time. */
-struct key {
-        uint8_t bytes[THR_KEY_MAX];
-        uint32_t len;
-        uint64_t tat; /* raw state word: units, or THR_TAT_FRESH */
-        uint64_t remaining;
-        uint64_t reset_ns;
-        uint64_t debt_ns; /* sort order; 0 for a fresh key, which carries no debt */
-};
-
-/* A table's columns, and the function that formats row I of its data into CELLS. */
-struct cols {
-        size_t n;
-        const char *const *head;
-        const bool *right; /* right-aligned (numbers) */
-};
-typedef void (*row_fn)(const void *data, long i, char cells[][CELL]);
-
-/* ---------------------------------------------------------------- formatting */
-
-/*
- * Escape N bytes of S into OUT (OUTLEN bytes, 6 per input byte suffice). Human form: printable
- * ASCII as is, backslash doubled, anything else \xHH. JSON form: the string body, every byte
- * outside printable ASCII as \u00XX, so the exact bytes can be recovered (one code point <= U+00FF
- * per byte).
- */
-static const char *escape(char *out, size_t outlen, const void *s, size_t n, bool json)
-{
-        const uint8_t *b = s;
-        size_t o = 0;
-        for (size_t i = 0; i < n && o + 7 <= outlen; i++) {
-                uint8_t ch = b[i];
-                if (ch == '\\' || (json && ch == '"'))
-                        o += (size_t)sprintf(out + o, "\\%c", ch);
-                else if (ch >= 0x20 && ch < 0x7f)
-                        out[o++] = (char)ch;
-                else
-                        o += (size_t)sprintf(out + o, json ? "\\u%04x" : "\\x%02x", ch);
-        }
-        out[o] = '\0';
-        return out;
-}
-
-/* A duration as ns, us, ms or s with up to three decimals (truncated: "1.5ms"). */
-static const char *fmt_dur(char *buf, size_t len, uint64_t ns)
-{
-        static const struct {
-                uint64_t div;
-                const char *unit;
-        } u[] = {{1000000000, "s"}, {1000000, "ms"}, {1000, "us"}};
-        for (size_t i = 0; i < sizeof(u) / sizeof(u[0]); i++) {
-                if (ns < u[i].div)
-                        continue;
-                int n = snprintf(buf, len, "%" PRIu64 ".%03" PRIu64, ns / u[i].div,
-                                 ns % u[i].div / (u[i].div / 1000));
-                while (n > 0 && buf[n - 1] == '0')
-                        buf[--n] = '\0';
-                if (n > 0 && buf[n - 1] == '.')
-                        buf[--n] = '\0';
-                snprintf(buf + n, len - (size_t)n, "%s", u[i].unit);
-                return buf;
-        }
-        snprintf(buf, len, "%" PRIu64 "ns", ns);
-        return buf;
-}
-
-/* A rate N per P ns as configured: the largest unit dividing P exactly ("100/s", "5/250ms"). */
-static const char *fmt_rate(char *buf, size_t len, uint64_t n, uint64_t period_ns)
-{
-        static const uint64_t ns[] = {
-            86400000000000, 3600000000000, 60000000000, 1000000000, 1000000, 1000, 1};
-        static const char *const unit[] = {"d", "h", "min", "s", "ms", "us", "ns"};
-        size_t i = 0;
-        while (period_ns % ns[i] != 0)
-                i++;
-        if (period_ns == ns[i])
-                snprintf(buf, len, "%" PRIu64 "/%s", n, unit[i]);
-        else
-                snprintf(buf, len, "%" PRIu64 "/%" PRIu64 "%s", n, period_ns / ns[i], unit[i]);
-        return buf;
-}
-
-/* Bytes: "2 MiB" when a whole number of MiB, else "N bytes". */
-static const char *fmt_size(char *buf, size_t len, uint64_t b)
-{
-        if (b >= (1u << 20) && b % (1u << 20) == 0)
-                snprintf(buf, len, "%" PRIu64 " MiB", b >> 20);
-        else
-                snprintf(buf, len, "%" PRIu64 " bytes", b);
-        return buf;
-}
-
-/* Print a table: column widths from a first pass over every row, then the rows, aligned. */
-static void table_print(const struct cols *t, row_fn fn, const void *data, long nrow)
-{
-        char(*cells)[CELL] = calloc(t->n, CELL);
-        size_t w[MAX_COLS];
-        if (!cells)
-                return;
-        for (size_t c = 0; c < t->n; c++)
-                w[c] = strlen(t->head[c]);
-        for (long r = 0; r < nrow; r++) {
-                fn(data, r, cells);
-                for (size_t c = 0; c < t->n; c++)
-                        w[c] = strlen(cells[c]) > w[c] ? strlen(cells[c]) : w[c];
-        }
-        for (long r = -1; r < nrow; r++) {
-                if (r >= 0)
-                        fn(data, r, cells);
-                for (size_t c = 0; c < t->n; c++)
-                        printf(t->right[c] ? "%*s%s" : "%-*s%s",
-                               c + 1 < t->n || t->right[c] ? (int)w[c] : 0,
-                               r < 0 ? t->head[c] : cells[c], c + 1 < t->n ? "  " : "\n");
-        }
-        free(cells);
-}
-
 /* ---------------------------------------------------------------- reading the arena */
 
 static int corrupt(struct ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -197,7 +71,7 @@ static int corrupt(struct ctx *c, const char *fmt, ...)
  * slot walk index with (shard mask, slot range): the arena may have changed since it was
  * validated in place.
  */
-static int copies_sane(struct ctx *c, const struct lim *l)
+static int copies_sane(struct ctx *c, const struct shmctl_lim *l)
 {
         const struct thr_table *t = &l->t;
         __uint128_t end = (__uint128_t)t->nshards * t->shard_slots * THR_SLOT_SIZE + t->slots_off;
@@ -235,7 +109,7 @@ static int entry_state(struct ctx *c, uint32_t idx, char name[THR_NAME_MAX + 1])
  * Load entry IDX: 1 loaded, 0 not in use, -EBADMSG. Its records are validated in place, copied,
  * and the copies re-checked.
  */
-static int lim_load(struct ctx *c, uint32_t idx, struct lim *l)
+static int lim_load(struct ctx *c, uint32_t idx, struct shmctl_lim *l)
 {
         const struct thr_dir_entry *e = dir_entry(c, idx);
         int rc = entry_state(c, idx, l->name);
@@ -257,9 +131,9 @@ static int lim_load(struct ctx *c, uint32_t idx, struct lim *l)
 }
 
 /* Every live limiter into *OUT (caller frees). Returns the count or -EBADMSG / -ENOMEM. */
-static long lims_load_all(struct ctx *c, struct lim **out)
+static long lims_load_all(struct ctx *c, struct shmctl_lim **out)
 {
-        struct lim *v = calloc(c->hdr.dir_count ? c->hdr.dir_count : 1, sizeof(*v));
+        struct shmctl_lim *v = calloc(c->hdr.dir_count ? c->hdr.dir_count : 1, sizeof(*v));
         long n = 0;
         if (!v)
                 return -ENOMEM;
@@ -276,7 +150,7 @@ static long lims_load_all(struct ctx *c, struct lim **out)
 }
 
 /* The live limiter called NAME: 0, -ENOENT or -EBADMSG. Only that entry's records are read. */
-static int lim_find(struct ctx *c, const char *name, struct lim *l)
+static int lim_find(struct ctx *c, const char *name, struct shmctl_lim *l)
 {
         for (uint32_t i = 0; i < c->hdr.dir_count; i++) {
                 char n[THR_NAME_MAX + 1];
@@ -293,7 +167,7 @@ static int lim_find(struct ctx *c, const char *name, struct lim *l)
 }
 
 /* The arena's time in L's units. -EBADMSG if it cannot be a time this arena reached. */
-static int now_units(struct ctx *c, const struct lim *l, uint64_t *out)
+static int now_units(struct ctx *c, const struct shmctl_lim *l, uint64_t *out)
 {
         uint64_t ns = shm_now_ns(shm_hdr(&c->map));
         if (ns > THR_TAT_LIMIT / l->p.k)
@@ -307,7 +181,7 @@ static int now_units(struct ctx *c, const struct lim *l, uint64_t *out)
  * Snapshot slot S into K like a seqlock reader: 1 read, 0 skip (not live, changing, or being
  * evicted), -EBADMSG (a stable live slot with an impossible key length).
  */
-static int slot_read(struct ctx *c, const struct thr_slot *s, struct key *k)
+static int slot_read(struct ctx *c, const struct thr_slot *s, struct shmctl_key *k)
 {
         uint64_t m1 = atomic_load_explicit(&s->meta, memory_order_acquire);
         if (THR_META_STATUS(m1) != THR_SLOT_LIVE)
@@ -327,7 +201,7 @@ static int slot_read(struct ctx *c, const struct thr_slot *s, struct key *k)
 }
 
 /* A peek (cost 0) at NOW: what a client would be told, and the debt that orders `keys`. */
-static void key_eval(const struct lim *l, uint64_t now, struct key *k)
+static void key_eval(const struct shmctl_lim *l, uint64_t now, struct shmctl_key *k)
 {
         struct shm_gcra g;
         shm_gcra_step(&l->p, k->tat, now, 0, &g);
@@ -336,21 +210,22 @@ static void key_eval(const struct lim *l, uint64_t now, struct key *k)
         k->debt_ns = k->tat == THR_TAT_FRESH ? 0 : k->reset_ns;
 }
 
-static const struct thr_slot *slot_at(const struct ctx *c, const struct lim *l, uint64_t i)
+static const struct thr_slot *slot_at(const struct ctx *c, const struct shmctl_lim *l, uint64_t i)
 {
         return (const struct thr_slot *)shm_at(c->map.base, l->t.slots_off) + i;
 }
 
 /* Every live key of L, evaluated at NOW, into *OUT (caller frees). Count or -errno. */
-static long keys_collect(struct ctx *c, const struct lim *l, uint64_t now, struct key **out)
+static long keys_collect(struct ctx *c, const struct shmctl_lim *l, uint64_t now,
+                         struct shmctl_key **out)
 {
         uint64_t nslots = (uint64_t)l->t.nshards * l->t.shard_slots, cap = 0;
-        struct key *v = NULL;
+        struct shmctl_key *v = NULL;
         long n = 0;
         for (uint64_t i = 0; i < nslots; i++) {
                 if ((uint64_t)n == cap) {
                         cap = cap ? cap * 2 : 64;
-                        struct key *nv = realloc(v, cap * sizeof(*v));
+                        struct shmctl_key *nv = realloc(v, cap * sizeof(*v));
                         if (!nv) {
                                 free(v);
                                 return -ENOMEM;
@@ -372,7 +247,7 @@ static long keys_collect(struct ctx *c, const struct lim *l, uint64_t now, struc
 /* Most indebted first; equal debts by key bytes so the output is stable. */
 static int key_cmp(const void *a, const void *b)
 {
-        const struct key *x = a, *y = b;
+        const struct shmctl_key *x = a, *y = b;
         if (x->debt_ns != y->debt_ns)
                 return x->debt_ns < y->debt_ns ? 1 : -1;
         int d = memcmp(x->bytes, y->bytes, x->len < y->len ? x->len : y->len);
@@ -436,15 +311,6 @@ static int ctx_open(struct ctx *c)
 
 /* ---------------------------------------------------------------- status */
 
-struct status {
-        long nlim;
-        uint64_t live_keys;
-        uint32_t readers;
-        int alive; /* 1, 0, or -errno (shown as not running): the daemon's lock on byte 0 */
-        uint64_t now_ns;
-        uint64_t pid, heartbeat_ns, attaches;
-};
-
 static uint32_t readers_in_use(const struct ctx *c)
 {
         const struct thr_reader *r = shm_at(c->map.base, c->hdr.reader_off);
@@ -454,10 +320,10 @@ static uint32_t readers_in_use(const struct ctx *c)
         return n;
 }
 
-static int status_gather(struct ctx *c, struct status *s)
+static int status_gather(struct ctx *c, struct shmctl_status *s)
 {
         const struct thr_hdr *h = shm_hdr(&c->map);
-        struct lim *v;
+        struct shmctl_lim *v;
         pid_t holder = 0;
         s->nlim = lims_load_all(c, &v);
         if (s->nlim < 0)
@@ -475,185 +341,33 @@ static int status_gather(struct ctx *c, struct status *s)
         return 0;
 }
 
-static const char *backing_name(uint32_t b)
-{
-        return b == THR_BACKING_HUGETLBFS ? "hugetlbfs" : b == THR_BACKING_SHM ? "shm" : "unknown";
-}
-
-static const char *clock_name(uint32_t k)
-{
-        return k == THR_CLOCK_MONOTONIC ? "monotonic"
-               : k == THR_CLOCK_MANUAL  ? "manual"
-                                        : "unknown";
-}
-
-static void daemon_human(const struct status *s)
-{
-        if (s->attaches == 0 && s->alive <= 0) {
-                printf("daemon       not running (no daemon has attached yet)\n");
-                return;
-        }
-        fputs(s->alive > 0 ? "daemon       running" : "daemon       not running", stdout);
-        if (s->pid)
-                printf(", pid %" PRIu64, s->pid);
-        if (s->heartbeat_ns <= s->now_ns) {
-                char d[32];
-                printf(", last heartbeat %s ago",
-                       fmt_dur(d, sizeof(d), s->now_ns - s->heartbeat_ns));
-        }
-        printf("\nattaches     %" PRIu64 " (%" PRIu64 " restarts)\n", s->attaches,
-               s->attaches ? s->attaches - 1 : 0);
-}
-
-static void status_human(const struct ctx *c, const struct status *s)
-{
-        const struct thr_hdr *h = &c->hdr;
-        char name[6 * (THR_NAME_MAX + 1)], sz[32], pg[32], now[32];
-        printf("arena        %s\n",
-               escape(name, sizeof(name), h->name, strnlen(h->name, THR_NAME_MAX + 1), false));
-        printf("path         %s\n", c->map.path);
-        printf("layout       %u.%u, %s\n", h->major, h->minor,
-               fmt_size(sz, sizeof(sz), c->map.size));
-        if (h->backing == THR_BACKING_HUGETLBFS)
-                printf("backing      hugetlbfs, %s pages\n",
-                       fmt_size(pg, sizeof(pg), h->page_size));
-        else
-                printf("backing      %s, transparent huge pages: %s\n",
-                       h->backing == THR_BACKING_SHM ? "/dev/shm" : "unknown",
-                       fmt_size(pg, sizeof(pg), h->thp_bytes));
-        printf("clock        %s, now %s\n", clock_name(h->clock_id),
-               fmt_dur(now, sizeof(now), s->now_ns));
-        printf("limiters     %ld in use of %u\n", s->nlim, h->dir_count);
-        printf("readers      %u in use of %u\n", s->readers, h->reader_count);
-        printf("live keys    %" PRIu64 "\n", s->live_keys);
-        daemon_human(s);
-}
-
-static void status_json(const struct ctx *c, const struct status *s)
-{
-        const struct thr_hdr *h = &c->hdr;
-        char name[6 * (THR_NAME_MAX + 1)], path[6 * sizeof(c->map.path)];
-        printf("{\"arena\":\"%s\",\"path\":\"%s\",\"layout_major\":%u,\"layout_minor\":%u,"
-               "\"size\":%zu,",
-               escape(name, sizeof(name), h->name, strnlen(h->name, THR_NAME_MAX + 1), true),
-               escape(path, sizeof(path), c->map.path, strlen(c->map.path), true), h->major,
-               h->minor, c->map.size);
-        printf("\"backing\":\"%s\",\"page_size\":%" PRIu64 ",\"thp_bytes\":%" PRIu64
-               ",\"clock\":\"%s\",\"now_ns\":%" PRIu64 ",",
-               backing_name(h->backing), h->page_size, h->thp_bytes, clock_name(h->clock_id),
-               s->now_ns);
-        printf("\"limiters\":%ld,\"max_limiters\":%u,\"readers\":%u,\"max_readers\":%u,"
-               "\"live_keys\":%" PRIu64 ",",
-               s->nlim, h->dir_count, s->readers, h->reader_count, s->live_keys);
-        printf("\"daemon\":{\"alive\":%s,\"pid\":%" PRIu64 ",\"heartbeat_age_ns\":",
-               s->alive > 0 ? "true" : "false", s->pid);
-        if (s->attaches && s->heartbeat_ns <= s->now_ns)
-                printf("%" PRIu64, s->now_ns - s->heartbeat_ns);
-        else
-                printf("null");
-        printf("},\"attach_count\":%" PRIu64 "}\n", s->attaches);
-}
-
 static int cmd_status(struct ctx *c)
 {
-        struct status s;
+        struct shmctl_status s;
         int rc = status_gather(c, &s);
         if (rc < 0)
                 return fail(c, rc);
-        if (c->o->json)
-                status_json(c, &s);
-        else
-                status_human(c, &s);
+        shmctl_out_status(&c->hdr, &c->map, &s, c->o->json);
         return 0;
 }
 
 /* ---------------------------------------------------------------- limiters */
 
-static void lim_row(const void *data, long i, char cells[][CELL])
-{
-        const struct lim *l = (const struct lim *)data + i;
-        escape(cells[0], CELL, l->name, strlen(l->name), false);
-        fmt_rate(cells[1], CELL, l->p.rate_n, l->p.period_ns);
-        snprintf(cells[2], CELL, "%" PRIu64, l->p.burst);
-        snprintf(cells[3], CELL, "%" PRIu64, l->p.initial);
-        snprintf(cells[4], CELL, "%" PRIu64, l->t.capacity);
-        snprintf(cells[5], CELL, "%" PRIu64, l->t.live);
-        snprintf(cells[6], CELL, "%" PRIu32, l->t.nshards);
-        snprintf(cells[7], CELL, "%" PRIu64, l->t.insert_fail);
-}
-
-static void lim_json(const struct lim *l)
-{
-        char name[CELL], rate[48];
-        printf("{\"name\":\"%s\",\"rate\":\"%s\",\"rate_n\":%" PRIu64 ",\"period_ns\":%" PRIu64
-               ",\"burst\":%" PRIu64 ",\"initial\":%" PRIu64 ",",
-               escape(name, sizeof(name), l->name, strlen(l->name), true),
-               fmt_rate(rate, sizeof(rate), l->p.rate_n, l->p.period_ns), l->p.rate_n,
-               l->p.period_ns, l->p.burst, l->p.initial);
-        printf("\"capacity\":%" PRIu64 ",\"live\":%" PRIu64 ",\"shards\":%" PRIu32
-               ",\"shard_slots\":%" PRIu32 ",\"insert_failures\":%" PRIu64 "}",
-               l->t.capacity, l->t.live, l->t.nshards, l->t.shard_slots, l->t.insert_fail);
-}
-
 static int cmd_limiters(struct ctx *c)
 {
-        static const char *const head[] = {"NAME",     "RATE", "BURST",  "INITIAL",
-                                           "CAPACITY", "LIVE", "SHARDS", "INSERT_FAIL"};
-        static const bool right[] = {false, true, true, true, true, true, true, true};
-        static const struct cols cols = {8, head, right};
-        struct lim *v;
+        struct shmctl_lim *v;
         long n = lims_load_all(c, &v);
         if (n < 0)
                 return fail(c, (int)n);
-        if (c->o->json) {
-                printf("{\"limiters\":[");
-                for (long i = 0; i < n; i++) {
-                        fputs(i ? "," : "", stdout);
-                        lim_json(&v[i]);
-                }
-                printf("]}\n");
-        } else {
-                table_print(&cols, lim_row, v, n);
-        }
+        shmctl_out_limiters(v, n, c->o->json);
         free(v);
         return 0;
 }
 
 /* ---------------------------------------------------------------- keys and get */
 
-struct key_rows {
-        const struct lim *l;
-        const struct key *v;
-};
-
-static void key_row(const void *data, long i, char cells[][CELL])
-{
-        const struct key_rows *kr = data;
-        const struct key *k = kr->v + i;
-        escape(cells[0], CELL, k->bytes, k->len, false);
-        snprintf(cells[1], CELL, "%" PRIu64 "/%" PRIu64, k->remaining, kr->l->p.burst);
-        fmt_dur(cells[2], CELL, k->reset_ns);
-        if (k->tat == THR_TAT_FRESH)
-                strcpy(cells[3], "fresh");
-        else
-                snprintf(cells[3], CELL, "%" PRIu64, k->tat);
-}
-
-static void key_json(const struct lim *l, const struct key *k)
-{
-        char esc[ESC_MAX];
-        printf("{\"key\":\"%s\",\"remaining\":%" PRIu64 ",\"burst\":%" PRIu64
-               ",\"reset_after_ns\":%" PRIu64 ",",
-               escape(esc, sizeof(esc), k->bytes, k->len, true), k->remaining, l->p.burst,
-               k->reset_ns);
-        if (k->tat == THR_TAT_FRESH)
-                printf("\"tat\":null,\"fresh\":true}");
-        else
-                printf("\"tat\":%" PRIu64 ",\"fresh\":false}", k->tat);
-}
-
 /* The limiter named on the command line and the arena time in its units: 0, or an exit code. */
-static int lim_named(struct ctx *c, struct lim *l, uint64_t *now)
+static int lim_named(struct ctx *c, struct shmctl_lim *l, uint64_t *now)
 {
         int rc = lim_find(c, c->o->limiter, l);
         if (rc == -ENOENT) {
@@ -664,41 +378,10 @@ static int lim_named(struct ctx *c, struct lim *l, uint64_t *now)
         return rc < 0 ? fail(c, rc) : 0;
 }
 
-/* "limiter NAME: WHAT, arena time T, TAT in units of 1/K ns", then the keys as a table. */
-static void keys_human(const struct lim *l, const struct key *v, long shown, uint64_t now_ns,
-                       const char *what)
-{
-        static const char *const head[] = {"KEY", "REMAINING", "RESET_AFTER", "TAT"};
-        static const bool right[] = {false, true, true, true};
-        static const struct cols cols = {4, head, right};
-        char esc[CELL], now[32];
-        struct key_rows kr = {l, v};
-        printf("limiter %s: %s, arena time %s, TAT in units of 1/%" PRIu64 " ns\n",
-               escape(esc, sizeof(esc), l->name, strlen(l->name), false), what,
-               fmt_dur(now, sizeof(now), now_ns), l->p.k);
-        if (shown > 0)
-                table_print(&cols, key_row, &kr, shown);
-}
-
-static void keys_json(const struct lim *l, const struct key *v, long total, long shown,
-                      uint64_t now_ns)
-{
-        char esc[CELL];
-        printf("{\"limiter\":\"%s\",\"now_ns\":%" PRIu64 ",\"units_per_ns\":%" PRIu64
-               ",\"live\":%ld,\"shown\":%ld,\"keys\":[",
-               escape(esc, sizeof(esc), l->name, strlen(l->name), true), now_ns, l->p.k, total,
-               shown);
-        for (long i = 0; i < shown; i++) {
-                fputs(i ? "," : "", stdout);
-                key_json(l, &v[i]);
-        }
-        printf("]}\n");
-}
-
 static int cmd_keys(struct ctx *c)
 {
-        struct lim l;
-        struct key *v;
+        struct shmctl_lim l;
+        struct shmctl_key *v;
         uint64_t now = 0;
         int rc = lim_named(c, &l, &now);
         if (rc != 0)
@@ -709,18 +392,13 @@ static int cmd_keys(struct ctx *c)
         if (n > 1)
                 qsort(v, (size_t)n, sizeof(*v), key_cmp);
         long shown = c->o->nkeys && c->o->nkeys < (uint64_t)n ? (long)c->o->nkeys : n;
-        char what[96];
-        snprintf(what, sizeof(what), "%ld live keys, %ld shown, most indebted first", n, shown);
-        if (c->o->json)
-                keys_json(&l, v, n, shown, now / l.p.k);
-        else
-                keys_human(&l, v, shown, now / l.p.k, what);
+        shmctl_out_keys(&l, v, n, shown, now / l.p.k, c->o->json);
         free(v);
         return 0;
 }
 
 /* KEY's slot in L: 1 found into *K, 0 absent, -EBADMSG. shm_table_lookup only reads. */
-static int key_get(struct ctx *c, const struct lim *l, struct key *k)
+static int key_get(struct ctx *c, const struct shmctl_lim *l, struct shmctl_key *k)
 {
         size_t len = strlen(c->o->key);
         uint64_t h = shm_hash(c->hdr.secret, c->o->key, len);
@@ -737,8 +415,8 @@ static int key_get(struct ctx *c, const struct lim *l, struct key *k)
 
 static int cmd_get(struct ctx *c)
 {
-        struct lim l;
-        struct key k;
+        struct shmctl_lim l;
+        struct shmctl_key k;
         uint64_t now = 0;
         int rc = lim_named(c, &l, &now);
         if (rc != 0)
@@ -752,12 +430,7 @@ static int cmd_get(struct ctx *c)
                 return EX_NOTFOUND;
         }
         key_eval(&l, now, &k);
-        if (c->o->json) {
-                key_json(&l, &k);
-                printf("\n");
-        } else {
-                keys_human(&l, &k, 1, now / l.p.k, "one key");
-        }
+        shmctl_out_key(&l, &k, now / l.p.k, c->o->json);
         return 0;
 }
 
