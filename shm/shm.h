@@ -205,17 +205,17 @@ static inline uint64_t shm_now_ns(const struct thr_hdr *h)
 
 /* ---------------------------------------------------------------- hashing */
 
-/* SipHash-1-3 of KEY keyed with the arena's secret. Thread-safe, pure. */
-uint64_t shm_hash(const uint64_t secret[2], const void *key, size_t len);
+/* shm_hash - SipHash-1-3 of KEY keyed with the arena's secret (hash.h). Thread-safe, pure. */
+#include "hash.h"
 
 /* ---------------------------------------------------------------- key table */
 
 /*
- * shm_table_lookup - the live slot of KEY (hash H) in table TB, or NULL if absent.
- * Lock-free, wait-free in the table size; reads only. The caller is inside a read-side section.
+ * shm_table_lookup - the live slot of KEY (hash H) in table TB, or NULL if absent (inline, in
+ * table_lookup.h). Lock-free, wait-free in the table size; reads only. The caller is inside a
+ * read-side section.
  */
-struct thr_slot *shm_table_lookup(void *base, const struct thr_table *tb, uint64_t h,
-                                  const void *key, uint32_t len);
+#include "table_lookup.h"
 
 /*
  * shm_table_insert - the live slot of KEY, inserting it (state THR_TAT_FRESH) if absent: takes the

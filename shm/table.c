@@ -6,7 +6,7 @@
  * Lookup (any client, lock-free, read-only). It acquire-loads a slot's meta word and reads the
  * key bytes only when meta says LIVE. The inserter wrote key_len, the key and the state before it
  * release-stored LIVE into meta, so the acquire load that sees LIVE also sees a complete key
- * (release/acquire pair: insert_publish() -> slot_matches()). A lookup stops at the first EMPTY
+ * (release/acquire pair: insert_publish() -> shm_slot_matches()). A lookup stops at the first EMPTY
  * slot: a key is always reachable from its home slot without crossing an EMPTY one, because slots
  * only leave EMPTY (issue 3 turns DEAD back into EMPTY only at the end of a run, where nothing
  * lies beyond). A lookup that races with the insert of its own key may miss it (meta still BUSY);
@@ -39,53 +39,8 @@
 static_assert(sizeof(pthread_mutex_t) <= sizeof(((struct thr_shard *)0)->mutex),
               "pthread_mutex_t fits the shard header");
 
-struct probe {
-        struct thr_shard *shard;
-        struct thr_slot *slots; /* first slot of the shard */
-        uint32_t n;             /* slots in the shard */
-        uint32_t home;
-        uint32_t tag;
-};
-
-static inline void probe_init(void *base, const struct thr_table *tb, uint64_t h, struct probe *p)
-{
-        uint32_t hi = (uint32_t)(h >> 32);
-        uint32_t shard = hi & (tb->nshards - 1);
-        p->n = tb->shard_slots;
-        p->shard = (struct thr_shard *)shm_at(base, tb->shards_off) + shard;
-        p->slots = (struct thr_slot *)shm_at(base, tb->slots_off) + (uint64_t)shard * p->n;
-        p->home = (uint32_t)(((uint64_t)hi * p->n) >> 32); /* multiply-shift range reduction */
-        p->tag = (uint32_t)h;
-}
-
-static inline bool slot_matches(const struct thr_slot *s, uint64_t meta, uint32_t tag,
-                                const void *key, uint32_t len)
-{
-        return THR_META_STATUS(meta) == THR_SLOT_LIVE && THR_META_TAG(meta) == tag &&
-               s->key_len == len && memcmp(s->key, key, len) == 0;
-}
-
-struct thr_slot *shm_table_lookup(void *base, const struct thr_table *tb, uint64_t h,
-                                  const void *key, uint32_t len)
-{
-        struct probe p;
-        probe_init(base, tb, h, &p);
-        uint32_t i = p.home;
-        for (uint32_t step = 0; step < p.n; step++) {
-                struct thr_slot *s = p.slots + i;
-                uint64_t meta = atomic_load_explicit(&s->meta, memory_order_acquire);
-                if (THR_META_STATUS(meta) == THR_SLOT_EMPTY)
-                        return NULL;
-                if (slot_matches(s, meta, p.tag, key, len))
-                        return s;
-                if (++i == p.n)
-                        i = 0;
-        }
-        return NULL;
-}
-
 /* Called with the mutex held after EOWNERDEAD: undo what the dead holder left half done. */
-static void shard_repair(struct thr_table *tb, struct probe *p)
+static void shard_repair(struct thr_table *tb, struct shm_probe *p)
 {
         uint64_t live = 0;
         for (uint32_t i = 0; i < p->n; i++) {
@@ -107,7 +62,7 @@ static void shard_repair(struct thr_table *tb, struct probe *p)
         (void)tb; /* tb->live is made exact by shm_table_reconcile, run by the daemon */
 }
 
-static int shard_lock(struct thr_table *tb, struct probe *p)
+static int shard_lock(struct thr_table *tb, struct shm_probe *p)
 {
         pthread_mutex_t *mu = (pthread_mutex_t *)p->shard->mutex;
         int rc = pthread_mutex_lock(mu);
@@ -120,13 +75,14 @@ static int shard_lock(struct thr_table *tb, struct probe *p)
         return -rc;
 }
 
-static void shard_unlock(struct probe *p)
+static void shard_unlock(struct shm_probe *p)
 {
         pthread_mutex_unlock((pthread_mutex_t *)p->shard->mutex);
 }
 
 /* Under the mutex: the live slot of the key, or the EMPTY slot where it would go. */
-static struct thr_slot *probe_locked(struct probe *p, const void *key, uint32_t len, bool *found)
+static struct thr_slot *probe_locked(struct shm_probe *p, const void *key, uint32_t len,
+                                     bool *found)
 {
         uint32_t i = p->home;
         for (uint32_t step = 0; step < p->n; step++) {
@@ -136,7 +92,7 @@ static struct thr_slot *probe_locked(struct probe *p, const void *key, uint32_t 
                         *found = false;
                         return s;
                 }
-                if (slot_matches(s, meta, p->tag, key, len)) {
+                if (shm_slot_matches(s, meta, p->tag, key, len)) {
                         *found = true;
                         return s;
                 }
@@ -147,7 +103,7 @@ static struct thr_slot *probe_locked(struct probe *p, const void *key, uint32_t 
         return NULL;
 }
 
-static void insert_publish(struct probe *p, struct thr_slot *s, const void *key, uint32_t len)
+static void insert_publish(struct shm_probe *p, struct thr_slot *s, const void *key, uint32_t len)
 {
         uint64_t meta = atomic_load_explicit(&s->meta, memory_order_relaxed);
         uint32_t gen = THR_META_GEN(meta) + 1;
@@ -180,8 +136,8 @@ static bool capacity_take(struct thr_table *tb)
 int shm_table_insert(void *base, struct thr_table *tb, uint64_t h, const void *key, uint32_t len,
                      struct thr_slot **out, bool *created)
 {
-        struct probe p;
-        probe_init(base, tb, h, &p);
+        struct shm_probe p;
+        shm_probe_init(base, tb, h, &p);
         *created = false;
         int rc = shard_lock(tb, &p);
         if (rc < 0)
@@ -213,7 +169,7 @@ int shm_table_reconcile(void *base, uint64_t tb_off, const struct thr_table *geo
 {
         struct thr_table *tb = shm_at(base, tb_off);
         struct thr_shard *sh = shm_at(base, geo->shards_off);
-        struct probe p = {.n = geo->shard_slots};
+        struct shm_probe p = {.n = geo->shard_slots};
         uint64_t sum = 0;
         uint32_t locked = 0;
         int rc = 0;
