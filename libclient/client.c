@@ -192,18 +192,29 @@ static void fill_result(const struct thr_params *p, const struct shm_gcra *g,
  * a denied request on a key still THR_TAT_FRESH records the key's start (now + (B - initial) * T),
  * so a key that starts with fewer than B tokens refills from its first request, not from each.
  * That write consumes nothing: it is the value every decision on the fresh key already assumes.
- * The clock is read after the state it is compared with, and again after a failed CAS, so a
- * decision's time is never older than the state it replaces.
+ *
+ * The clock is read before the state, so nothing slow sits between the load and the CAS (under
+ * contention a clock call there lets the other core take the line every time). An admission
+ * decided with that earlier clock is sound: with a smaller now, new_tat - now is no smaller, so
+ * whatever admits then admits later too. A denial is only reported on a clock read after the
+ * state it judges: another process may have stored a TAT from a clock reading later than ours,
+ * and judging it with ours would deny by the few ns between the two readings.
  * Returns 0, or OP_RETIRED if the slot was evicted meanwhile (the caller looks the key up again).
  */
 static inline int op_apply(struct op *o, uint64_t cost, struct shm_gcra *g)
 {
+        o->now = op_now(o);
         uint64_t old = atomic_load_explicit(&o->slot->state, memory_order_relaxed);
+        bool clock_after_state = false;
         for (;;) {
                 if (old == THR_TAT_DEAD)
                         return OP_RETIRED;
-                o->now = op_now(o);
                 shm_gcra_step(o->p, old, o->now, cost, g);
+                if (!g->admitted && !clock_after_state) {
+                        o->now = op_now(o);
+                        clock_after_state = true;
+                        continue;
+                }
                 if (cost == 0 || (!g->admitted && old != THR_TAT_FRESH))
                         return 0;
                 uint64_t next = g->admitted
@@ -212,6 +223,7 @@ static inline int op_apply(struct op *o, uint64_t cost, struct shm_gcra *g)
                 if (atomic_compare_exchange_weak_explicit(
                         &o->slot->state, &old, next, memory_order_acq_rel, memory_order_relaxed))
                         return 0;
+                clock_after_state = false; /* OLD is newer now: a denial needs a newer clock */
                 thr_count(&o->r->cas_retries);
         }
 }
@@ -268,22 +280,29 @@ static bool reserve_fits(const struct op *o, const struct shm_gcra *g, uint64_t 
         return due - o->now <= o->p->max_reserve_units && rv->wait_ns <= max_wait_ns;
 }
 
-/* Returns 0 (taken), -EAGAIN (too far), or OP_RETIRED. */
+/* Returns 0 (taken), -EAGAIN (too far), or OP_RETIRED. Clock order as in op_apply. */
 static int reserve_apply(struct op *o, uint64_t cost, uint64_t max_wait_ns,
                          struct thr_reservation *rv, struct shm_gcra *g)
 {
+        o->now = op_now(o);
         uint64_t old = atomic_load_explicit(&o->slot->state, memory_order_relaxed);
+        bool clock_after_state = false;
         for (;;) {
                 if (old == THR_TAT_DEAD)
                         return OP_RETIRED;
-                o->now = op_now(o);
                 shm_gcra_step(o->p, old, o->now, cost, g);
-                if (!reserve_fits(o, g, max_wait_ns, rv))
-                        return -EAGAIN;
+                if (!reserve_fits(o, g, max_wait_ns, rv)) {
+                        if (clock_after_state)
+                                return -EAGAIN;
+                        o->now = op_now(o);
+                        clock_after_state = true;
+                        continue;
+                }
                 if (atomic_compare_exchange_weak_explicit(&o->slot->state, &old, g->new_tat,
                                                           memory_order_acq_rel,
                                                           memory_order_relaxed))
                         break;
+                clock_after_state = false;
                 thr_count(&o->r->cas_retries);
         }
         uint64_t meta = atomic_load_explicit(&o->slot->meta, memory_order_relaxed);

@@ -616,10 +616,11 @@ static void real_clock_child(void *arg, int idx)
  * integer, n <= B + floor((t1 - t0) / T). Every process reads the same CLOCK_MONOTONIC as the
  * parent and T = 1 ms is a whole number of ns, so no rounding token is needed.
  * The lower bound is not timing either: the first B decisions on a fresh key all admit. The client
- * reads the clock after the state it decides on (client.c, op_apply), so an attempt's now_i is at
- * least the now_j of every admission whose TAT it sees; by induction TAT_n <= now_i + n*T after n
- * admissions, and with n < B the attempt's new TAT - now_i <= B*T: it is admitted (or its CAS
- * fails and it decides again on a newer state). So admitted >= min(attempts, B) per key.
+ * reports a denial only on a clock read after the state it judges (client.c, op_apply), so the
+ * now_i a denial is judged with is at least the now_j of every admission whose TAT it sees; by
+ * induction TAT_n <= now_i + n*T after n admissions, and with n < B the attempt's new TAT - now_i
+ * <= B*T: it is admitted (or its CAS fails and it decides again on a newer state). So admitted >=
+ * min(attempts, B) per key.
  */
 static void real_clock_run(int nkeys)
 {
