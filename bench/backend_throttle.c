@@ -1,0 +1,325 @@
+/*
+ * backend_throttle.c - throttle itself and the CAS floor, as backends of the scaling benchmark.
+ *
+ *   throttle  thr_arena_open + thr_limiter_open in each process, then thr_limiter_try(lim,
+ *             "key:<i>", len, cost, &res): the public path users call, on a real-clock arena.
+ *   floor     per op: read the arena clock (shm_now_ns, the same vDSO clock_gettime the library
+ *             makes), load one 64-bit word per key, compute the GCRA decision on it in whole ns
+ *             (new = max(old, now) + T; admitted iff new - now <= B*T) and CAS it in when admitted,
+ *             retrying on conflict. The words are direct-indexed (no hash, no key compare, no
+ *             reader section, no statistics) and spread over the slots of the "floor" limiter's
+ *             table, a table identical to the real one in the same arena: same footprint, same
+ *             pages, same backing.
+ *
+ * Both backends build the same arena (two limiters "real" and "floor" of identical geometry); the
+ * throttle backend inserts every key before any timing, so what is measured is lookup + GCRA + CAS.
+ * The arena file lives until teardown (workers open it by path after fork).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <throttle/throttle.h>
+
+#include "backend.h"
+#include "scale.h"
+#include "shm.h"
+
+#define MIN_CAPACITY 16u
+
+struct tstate {
+        char path[256];
+        uint64_t keys;
+        uint64_t t_ns, bt_ns; /* floor: emission interval and B*T in whole ns */
+        uint32_t backing;
+        uint64_t page_size, thp_bytes, arena_size;
+        int fell_back;
+};
+
+struct thandle {
+        thr_arena *arena;
+        thr_limiter *lim;
+};
+
+struct fhandle {
+        struct shm_map map;
+        const struct thr_hdr *h;
+        struct thr_slot *slots;
+        uint64_t scale; /* slot of key i = (i * scale) >> 32: i * slots / keys without a division */
+        uint64_t t_ns, bt_ns;
+};
+
+static unsigned arena_seq;
+
+/* ---------------------------------------------------------------- set-up, shared by both */
+
+static void lim_spec(struct shm_limiter_spec *l, const char *name, const struct bench_cfg *c)
+{
+        *l = (struct shm_limiter_spec){
+            .rate_n = c->rate_n,
+            .period_ns = c->period_ns,
+            .burst = c->burst,
+            .initial = c->burst,
+            .capacity = c->keys < MIN_CAPACITY ? MIN_CAPACITY : c->keys,
+        };
+        snprintf(l->name, sizeof(l->name), "%s", name);
+}
+
+static enum shm_hugepages huge_of(const char *backing)
+{
+        if (backing && strcmp(backing, "hugetlbfs") == 0)
+                return SHM_HUGE_REQUIRE;
+        if (backing && strcmp(backing, "shm") == 0)
+                return SHM_HUGE_OFF;
+        return SHM_HUGE_AUTO;
+}
+
+static int arena_make(struct bench_cfg *c, struct tstate *st)
+{
+        struct shm_limiter_spec lims[2];
+        struct shm_arena_spec spec = {.hugepages = huge_of(c->backing),
+                                      .mode = 0600,
+                                      .gid = (gid_t)-1,
+                                      .clock = THR_CLOCK_MONOTONIC,
+                                      .max_limiters = 4,
+                                      .max_readers = 256,
+                                      .nlimiters = 2,
+                                      .limiters = lims};
+        struct shm_map m = {0};
+        lim_spec(&lims[0], "real", c);
+        lim_spec(&lims[1], "floor", c);
+        snprintf(spec.name, sizeof(spec.name), "bench-scale.%ld.%u", (long)getpid(), arena_seq++);
+        int rc = shm_arena_create(&spec, &m, c->err, sizeof(c->err));
+        if (rc < 0)
+                return rc;
+        const struct thr_hdr *h = shm_hdr(&m);
+        *st = (struct tstate){.keys = c->keys,
+                              .backing = h->backing,
+                              .page_size = h->page_size,
+                              .thp_bytes = h->thp_bytes,
+                              .arena_size = h->arena_size,
+                              .fell_back = rc == 1};
+        snprintf(st->path, sizeof(st->path), "%s", m.path);
+        st->t_ns = (c->period_ns / c->rate_n) ? (c->period_ns / c->rate_n) : 1;
+        st->bt_ns = st->t_ns * c->burst;
+        shm_arena_detach(&m);
+        c->err[0] = '\0';
+        return 0;
+}
+
+static void *state_new(struct bench_cfg *c)
+{
+        struct tstate *st = calloc(1, sizeof(*st));
+        if (!st) {
+                snprintf(c->err, sizeof(c->err), "out of memory");
+                return NULL;
+        }
+        if (arena_make(c, st) < 0) {
+                free(st);
+                return NULL;
+        }
+        return st;
+}
+
+static void state_free(void *p)
+{
+        struct tstate *st = p;
+        if (!st)
+                return;
+        unlink(st->path);
+        free(st);
+}
+
+void bench_throttle_describe(const void *p, char *out, size_t len)
+{
+        const struct tstate *st = p;
+        const char *b = st->backing == THR_BACKING_HUGETLBFS ? "hugetlbfs"
+                        : st->thp_bytes                      ? "shm+thp"
+                                                             : "shm";
+        snprintf(out, len, "%s, page %" PRIu64 " kB, arena %.1f MiB%s", b, st->page_size / 1024,
+                 (double)st->arena_size / 1048576.0,
+                 st->fell_back ? " (FELL BACK from hugetlbfs: pool too small)" : "");
+}
+
+/* ---------------------------------------------------------------- throttle */
+
+static void *thr_attach(void *p)
+{
+        struct tstate *st = p;
+        struct thandle *h = calloc(1, sizeof(*h));
+        if (!h)
+                return NULL;
+        if (thr_arena_open(st->path, 0, &h->arena) < 0 ||
+            thr_limiter_open(h->arena, "real", &h->lim) < 0) {
+                if (h->arena)
+                        thr_arena_close(h->arena);
+                free(h);
+                return NULL;
+        }
+        return h;
+}
+
+static void thr_detach(void *p)
+{
+        struct thandle *h = p;
+        if (!h)
+                return;
+        thr_limiter_close(h->lim);
+        thr_arena_close(h->arena);
+        free(h);
+}
+
+static int thr_try(void *p, uint64_t idx, const char *key, size_t len, uint64_t cost)
+{
+        struct thandle *h = p;
+        struct thr_result res;
+        (void)idx;
+        return thr_limiter_try(h->lim, key, len, cost, &res);
+}
+
+/* Insert every key in the parent (untimed); peeks never insert, so take one token each. */
+static int thr_insert_all(struct tstate *st, struct bench_cfg *c)
+{
+        struct thandle *h = thr_attach(st);
+        char key[32];
+        int rc = 0;
+        if (!h) {
+                snprintf(c->err, sizeof(c->err), "cannot open %.200s through the client", st->path);
+                return -EIO;
+        }
+        for (uint64_t i = 0; i < st->keys && rc >= 0; i++) {
+                int n = snprintf(key, sizeof(key), "key:%" PRIu64, i);
+                rc = thr_limiter_try(h->lim, key, (size_t)n, 1, NULL);
+                if (rc < 0)
+                        snprintf(c->err, sizeof(c->err), "inserting %s: %s", key, thr_strerror(rc));
+        }
+        thr_detach(h);
+        return rc < 0 ? rc : 0;
+}
+
+static void *thr_setup(struct bench_cfg *c)
+{
+        struct tstate *st = state_new(c);
+        if (st && thr_insert_all(st, c) < 0) {
+                state_free(st);
+                return NULL;
+        }
+        return st;
+}
+
+const struct bench_backend bench_throttle = {
+    .name = "throttle",
+    .what = "thr_limiter_try(lim, \"key:<i>\", len, 1, &res) via thr_arena_open/thr_limiter_open "
+            "in each process (the public path), keys inserted before timing",
+    .setup = thr_setup,
+    .attach = thr_attach,
+    .try_key = thr_try,
+    .detach = thr_detach,
+    .teardown = state_free,
+};
+
+/* ---------------------------------------------------------------- floor */
+
+static int floor_locate(struct fhandle *f)
+{
+        int d = shm_dir_find(&f->map, "floor");
+        if (d < 0)
+                return d;
+        const struct thr_dir_entry *de =
+            (const struct thr_dir_entry *)shm_at(f->map.base, f->h->dir_off) + d;
+        const struct thr_table *tb = shm_at(f->map.base, de->table_off);
+        f->slots = shm_at(f->map.base, tb->slots_off);
+        return 0;
+}
+
+static void *floor_attach(void *p)
+{
+        struct tstate *st = p;
+        struct fhandle *f = calloc(1, sizeof(*f));
+        char err[256];
+        if (!f)
+                return NULL;
+        if (shm_arena_attach(st->path, true, &f->map, err, sizeof(err)) < 0) {
+                free(f);
+                return NULL;
+        }
+        f->h = shm_hdr(&f->map);
+        if (floor_locate(f) < 0) {
+                shm_arena_detach(&f->map);
+                free(f);
+                return NULL;
+        }
+        const struct thr_dir_entry *de =
+            (const struct thr_dir_entry *)shm_at(f->map.base, f->h->dir_off);
+        const struct thr_table *tb = shm_at(f->map.base, de[1].table_off);
+        uint64_t nslots = (uint64_t)tb->nshards * tb->shard_slots;
+        f->scale = (nslots << 32) / st->keys;
+        f->t_ns = st->t_ns;
+        f->bt_ns = st->bt_ns;
+        return f;
+}
+
+static void floor_detach(void *p)
+{
+        struct fhandle *f = p;
+        if (!f)
+                return;
+        shm_arena_detach(&f->map);
+        free(f);
+}
+
+/* Clock read, load, GCRA in whole ns, CAS when admitted: the least a shared limiter must do. */
+static int floor_try(void *p, uint64_t idx, const char *key, size_t len, uint64_t cost)
+{
+        struct fhandle *f = p;
+        _Atomic uint64_t *w = &f->slots[(idx * f->scale) >> 32].state;
+        uint64_t now = shm_now_ns(f->h);
+        uint64_t old = atomic_load_explicit(w, memory_order_acquire);
+        (void)key;
+        (void)len;
+        for (;;) {
+                uint64_t nv = (old > now ? old : now) + cost * f->t_ns;
+                if (nv - now > f->bt_ns)
+                        return 0; /* denied: writes nothing, like the real path */
+                if (atomic_compare_exchange_weak_explicit(w, &old, nv, memory_order_acq_rel,
+                                                          memory_order_acquire))
+                        return 1;
+        }
+}
+
+/* Zero every floor word (the table's empty slots hold other values in their state word). */
+static void *floor_setup(struct bench_cfg *c)
+{
+        struct tstate *st = state_new(c);
+        struct fhandle *f = st ? floor_attach(st) : NULL;
+        if (st && !f) {
+                snprintf(c->err, sizeof(c->err), "cannot attach the floor table of %.200s",
+                         st->path);
+                state_free(st);
+                return NULL;
+        }
+        for (uint64_t i = 0; f && i < st->keys; i++)
+                atomic_store_explicit(&f->slots[(i * f->scale) >> 32].state, 0,
+                                      memory_order_relaxed);
+        floor_detach(f);
+        return st;
+}
+
+const struct bench_backend bench_floor = {
+    .name = "floor",
+    .what = "shm_now_ns (same vDSO clock) + load + GCRA in ns + CAS on one 64-bit word per key, "
+            "direct-indexed over the slots of an identical table in the same arena",
+    .setup = floor_setup,
+    .attach = floor_attach,
+    .try_key = floor_try,
+    .detach = floor_detach,
+    .teardown = state_free,
+};

@@ -1,0 +1,757 @@
+/*
+ * bench_scale.c - aggregate throughput and latency of throttle across processes, next to the
+ * floor and the alternatives a user would otherwise pick, measured in one run on one machine.
+ *
+ * For each scenario (key set and access pattern), each backend (backend.h) and each process count,
+ * the parent sets the backend up once, forks the workers (each attaches after fork, pins itself
+ * round-robin when asked, and builds its own precomputed key sequence), then runs one warm-up
+ * sample and R measured samples. Every sample starts all workers together (a barrier in a shared
+ * anonymous mapping), lasts a fixed time, and each worker counts its operations, its wall and CPU
+ * time, and times 1 operation in 64 with a clock_gettime pair into its own latency histogram in
+ * shared memory; the parent merges. Benchmarks report and never assert: the exit status is 1 only
+ * when the command line is wrong or nothing could be set up.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <math.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "scale.h"
+
+/* Weak: a baseline that is not linked in is reported as not built, not a link error. */
+extern const struct bench_backend bench_nginx __attribute__((weak));
+extern const struct bench_backend bench_mutex_local __attribute__((weak));
+extern const struct bench_backend bench_redis __attribute__((weak));
+
+/* ---------------------------------------------------------------- scenarios */
+
+enum dist { D_UNIFORM, D_ZIPF };
+
+struct scen {
+        const char *name;
+        uint64_t keys, quick_keys;
+        enum dist dist;
+        int denied; /* rate 1/h, burst 1: every try after the first is denied */
+        const char *skip;
+};
+
+static const struct scen scens[] = {
+    {"hot", 1, 1, D_UNIFORM, 0, NULL},
+    {"10k", 10000, 100, D_UNIFORM, 0, NULL},
+    {"1m", 1000000, 1000, D_UNIFORM, 0, NULL},
+    {"1m-zipf", 1000000, 1000, D_ZIPF, 0, NULL},
+    {"denied", 1, 1, D_UNIFORM, 1, NULL},
+    {"churn", 0, 0, D_UNIFORM, 0, "skipped: needs eviction (issue 3)"},
+};
+#define NSCENS (sizeof(scens) / sizeof(scens[0]))
+
+#define SEQ_LEN       (1u << 18) /* ops per worker sequence (walked cyclically) */
+#define SEQ_LEN_QUICK (1u << 12)
+#define SEQ_SEED      0x9e3779b97f4a7c15ull
+#define ZIPF_MULT     999983u /* prime: rank -> key index is a bijection mod 10^k */
+#define CHUNK         64u     /* one op in CHUNK is timed; the stop flag is read per chunk */
+#define MAX_RESULTS   512u
+#define MAX_WAIT      8u
+
+/* One precomputed operation, 16 bytes (as bench_try): the key index and the key bytes. */
+struct op {
+        uint32_t idx;
+        uint8_t len;
+        char key[11];
+};
+
+/* ---------------------------------------------------------------- shared control block */
+
+struct wslot {
+        uint64_t ops[MAX_SAMPLES + 1];
+        double secs[MAX_SAMPLES + 1];
+        double cpu[MAX_SAMPLES + 1];
+        uint64_t admitted, denied, errors;
+        int attach_failed;
+        struct hist hist; /* measured samples only */
+} __attribute__((aligned(64)));
+
+struct ctl {
+        _Atomic int ready;
+        _Atomic unsigned go;
+        char pad1[56];
+        _Atomic unsigned stop; /* own line: read by every worker once per chunk */
+        char pad2[60];
+        struct wslot w[];
+};
+
+struct tally {
+        uint64_t ops, yes, no, bad;
+};
+
+static const struct bench_backend *all_backends[5];
+static unsigned nall;
+static double *zipf_cdf; /* built once per key count, inherited by the workers */
+static uint64_t zipf_n;
+
+/* ---------------------------------------------------------------- time */
+
+static double mono_s(void)
+{
+        struct timespec t;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static double cpu_s(void)
+{
+        struct timespec t;
+        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+        return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static inline uint64_t mono_ns(void)
+{
+        struct timespec t;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+static void sleep_s(double s)
+{
+        struct timespec t = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+        while (nanosleep(&t, &t) < 0 && errno == EINTR)
+                ;
+}
+
+/* ---------------------------------------------------------------- key sequences */
+
+static uint64_t xorshift64(uint64_t *s)
+{
+        uint64_t x = *s;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        return *s = x;
+}
+
+/* Inverse-CDF table of Zipf s = 1.0 over N ranks: cdf[k] = H(k+1) / H(N). */
+static int zipf_build(uint64_t n)
+{
+        if (zipf_cdf && zipf_n == n)
+                return 0;
+        free(zipf_cdf);
+        zipf_cdf = malloc(n * sizeof(*zipf_cdf));
+        if (!zipf_cdf)
+                return -ENOMEM;
+        double h = 0;
+        for (uint64_t k = 0; k < n; k++)
+                zipf_cdf[k] = h += 1.0 / (double)(k + 1);
+        for (uint64_t k = 0; k < n; k++)
+                zipf_cdf[k] /= h;
+        zipf_n = n;
+        return 0;
+}
+
+static uint64_t zipf_draw(uint64_t *seed)
+{
+        double u = (double)(xorshift64(seed) >> 11) * 0x1p-53;
+        uint64_t lo = 0, hi = zipf_n - 1;
+        while (lo < hi) {
+                uint64_t mid = (lo + hi) / 2;
+                if (zipf_cdf[mid] < u)
+                        lo = mid + 1;
+                else
+                        hi = mid;
+        }
+        return (lo * ZIPF_MULT) % zipf_n; /* scatter the hot ranks over the key space */
+}
+
+static uint64_t draw(const struct scen *sc, uint64_t keys, uint64_t *seed)
+{
+        if (sc->dist == D_ZIPF)
+                return zipf_draw(seed);
+        return ((xorshift64(seed) >> 32) * keys) >> 32;
+}
+
+static struct op *seq_build(const struct scen *sc, uint64_t keys, size_t n, int worker)
+{
+        struct op *ops = aligned_alloc(64, n * sizeof(*ops));
+        uint64_t seed = SEQ_SEED ^ ((uint64_t)worker * 0x2545f4914f6cdd1dull);
+        char buf[24];
+        if (!ops)
+                return NULL;
+        for (size_t i = 0; i < n; i++) {
+                uint64_t idx = draw(sc, keys, &seed);
+                int len = snprintf(buf, sizeof(buf), "key:%" PRIu64, idx);
+                ops[i] = (struct op){.idx = (uint32_t)idx, .len = (uint8_t)len};
+                memcpy(ops[i].key, buf, (size_t)len);
+        }
+        return ops;
+}
+
+/* ---------------------------------------------------------------- the worker */
+
+static inline void tally_rc(struct tally *t, int rc)
+{
+        t->yes += rc == 1;
+        t->no += rc == 0;
+        t->bad += rc < 0;
+}
+
+/* One chunk: the first op timed with a clock_gettime pair, the other CHUNK-1 not. */
+static inline size_t run_chunk(const struct bench_backend *b, void *h, const struct op *ops,
+                               size_t pos, size_t mask, struct tally *t, struct hist *hist)
+{
+        const struct op *op = &ops[pos];
+        uint64_t t0 = mono_ns();
+        int rc = b->try_key(h, op->idx, op->key, op->len, 1);
+        hist_add(hist, mono_ns() - t0);
+        tally_rc(t, rc);
+        for (unsigned i = 1; i < CHUNK; i++) {
+                op = &ops[(pos + i) & mask];
+                tally_rc(t, b->try_key(h, op->idx, op->key, op->len, 1));
+        }
+        t->ops += CHUNK;
+        return (pos + CHUNK) & mask;
+}
+
+/* The fixed-time ops loop of one sample: until the parent raises STOP to GEN. */
+static __attribute__((noinline)) void timed_loop(const struct bench_backend *b, void *h,
+                                                 const struct op *ops, size_t mask, struct ctl *c,
+                                                 unsigned gen, struct tally *t, struct hist *hist)
+{
+        size_t pos = 0;
+        while (atomic_load_explicit(&c->stop, memory_order_relaxed) < gen)
+                pos = run_chunk(b, h, ops, pos, mask, t, hist);
+}
+
+/* The fixed-count ops loop that --callgrind collects (--toggle-collect=fixed_loop). */
+__attribute__((noinline)) void fixed_loop(const struct bench_backend *b, void *h,
+                                          const struct op *ops, size_t mask, uint64_t n,
+                                          struct tally *t);
+__attribute__((noinline)) void fixed_loop(const struct bench_backend *b, void *h,
+                                          const struct op *ops, size_t mask, uint64_t n,
+                                          struct tally *t)
+{
+        for (uint64_t i = 0; i < n; i++) {
+                const struct op *op = &ops[i & mask];
+                tally_rc(t, b->try_key(h, op->idx, op->key, op->len, 1));
+        }
+        t->ops += n;
+}
+
+static void wait_go(struct ctl *c, unsigned gen)
+{
+        atomic_fetch_add_explicit(&c->ready, 1, memory_order_acq_rel);
+        while (atomic_load_explicit(&c->go, memory_order_acquire) < gen)
+                sched_yield();
+}
+
+static void pin_to(int cpu)
+{
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(n > 0 ? cpu % (int)n : 0, &set);
+        sched_setaffinity(0, sizeof(set), &set);
+}
+
+static void worker_samples(const struct bench_backend *b, void *h, const struct op *ops,
+                           size_t mask, struct ctl *c, struct wslot *w, unsigned nsamples)
+{
+        static struct hist scratch;
+        for (unsigned s = 0; s <= nsamples; s++) {
+                struct tally t = {0};
+                wait_go(c, s + 1);
+                double t0 = mono_s(), c0 = cpu_s();
+                if (h)
+                        timed_loop(b, h, ops, mask, c, s + 1, &t, s ? &w->hist : &scratch);
+                w->secs[s] = mono_s() - t0;
+                w->cpu[s] = cpu_s() - c0;
+                w->ops[s] = t.ops;
+                if (s) {
+                        w->admitted += t.yes;
+                        w->denied += t.no;
+                        w->errors += t.bad;
+                }
+        }
+}
+
+struct run_spec {
+        const struct scen *sc;
+        uint64_t keys;
+        const struct bench_backend *b;
+        void *state;
+        int procs;
+        const struct opts *o;
+};
+
+static void worker_main(const struct run_spec *rs, struct ctl *c, int wi)
+{
+        size_t n = rs->o->quick ? SEQ_LEN_QUICK : SEQ_LEN;
+        struct wslot *w = &c->w[wi];
+        if (rs->o->pin)
+                pin_to(wi);
+        struct op *ops = seq_build(rs->sc, rs->keys, n, wi);
+        void *h = ops ? rs->b->attach(rs->state) : NULL;
+        w->attach_failed = h == NULL;
+        worker_samples(rs->b, h, ops, n - 1, c, w, rs->o->samples);
+        if (h)
+                rs->b->detach(h);
+        free(ops);
+        _exit(0);
+}
+
+/* ---------------------------------------------------------------- the parent's side */
+
+/* Wait until every worker is ready for generation GEN; 0, or -ETIMEDOUT after 120 s. */
+static int wait_ready(struct ctl *c, int want)
+{
+        double t0 = mono_s();
+        while (atomic_load_explicit(&c->ready, memory_order_acquire) < want) {
+                if (mono_s() - t0 > 120)
+                        return -ETIMEDOUT;
+                sleep_s(0.0002);
+        }
+        return 0;
+}
+
+static int drive_samples(const struct run_spec *rs, struct ctl *c)
+{
+        for (unsigned s = 0; s <= rs->o->samples; s++) {
+                if (wait_ready(c, rs->procs * (int)(s + 1)) < 0)
+                        return -ETIMEDOUT;
+                atomic_store_explicit(&c->go, s + 1, memory_order_release);
+                sleep_s(rs->o->seconds);
+                atomic_store_explicit(&c->stop, s + 1, memory_order_release);
+        }
+        return 0;
+}
+
+static int fork_workers(const struct run_spec *rs, struct ctl *c, pid_t *pids)
+{
+        fflush(NULL);
+        for (int i = 0; i < rs->procs; i++) {
+                pids[i] = fork();
+                if (pids[i] == 0)
+                        worker_main(rs, c, i);
+                if (pids[i] < 0)
+                        return -errno;
+        }
+        return 0;
+}
+
+static void reap(pid_t *pids, int n, int kill_them)
+{
+        for (int i = 0; i < n; i++) {
+                if (pids[i] <= 0)
+                        continue;
+                if (kill_them)
+                        kill(pids[i], SIGKILL);
+                waitpid(pids[i], NULL, 0);
+        }
+}
+
+/* Per-sample figures from the workers' slots into R. */
+static void collect(const struct run_spec *rs, const struct ctl *c, struct result *r)
+{
+        struct hist *m = calloc(1, sizeof(*m));
+        r->nsamples = rs->o->samples;
+        for (unsigned s = 1; s <= rs->o->samples; s++) {
+                double rate = 0, nsop = 0, cpu = 0, ops = 0;
+                for (int i = 0; i < rs->procs; i++) {
+                        const struct wslot *w = &c->w[i];
+                        rate += w->secs[s] > 0 ? (double)w->ops[s] / w->secs[s] : 0;
+                        nsop += w->ops[s] ? w->secs[s] * 1e9 / (double)w->ops[s] : 0;
+                        cpu += w->cpu[s];
+                        ops += (double)w->ops[s];
+                        r->ops += w->ops[s];
+                }
+                r->mops[s - 1] = rate / 1e6;
+                r->nsop[s - 1] = nsop / rs->procs;
+                r->cpuns[s - 1] = ops > 0 ? cpu * 1e9 / ops : 0;
+        }
+        for (int i = 0; m && i < rs->procs; i++) {
+                r->admitted += c->w[i].admitted;
+                r->denied += c->w[i].denied;
+                r->errors += c->w[i].errors;
+                hist_merge(m, &c->w[i].hist);
+        }
+        if (m) {
+                r->lat_n = hist_count(m);
+                r->p50 = hist_quantile(m, 0.5);
+                r->p99 = hist_quantile(m, 0.99);
+                r->p999 = hist_quantile(m, 0.999);
+                r->pmax = hist_max(m);
+        }
+        free(m);
+}
+
+static int any_attach_failed(const struct ctl *c, int n)
+{
+        for (int i = 0; i < n; i++)
+                if (c->w[i].attach_failed)
+                        return 1;
+        return 0;
+}
+
+static void run_config(const struct run_spec *rs, struct result *r)
+{
+        size_t sz = sizeof(struct ctl) + (size_t)rs->procs * sizeof(struct wslot);
+        pid_t pids[256] = {0};
+        struct ctl *c = mmap(NULL, sz, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        if (c == MAP_FAILED) {
+                snprintf(r->note, sizeof(r->note), "mmap: %s", strerror(errno));
+                return;
+        }
+        int rc = fork_workers(rs, c, pids);
+        if (rc == 0)
+                rc = drive_samples(rs, c);
+        reap(pids, rs->procs, rc < 0);
+        if (rc < 0)
+                snprintf(r->note, sizeof(r->note), "run failed: %s", strerror(-rc));
+        else if (any_attach_failed(c, rs->procs))
+                snprintf(r->note, sizeof(r->note), "attach failed in a worker");
+        else {
+                collect(rs, c, r);
+                r->ok = 1;
+        }
+        munmap(c, sz);
+}
+
+/* ---------------------------------------------------------------- scenarios x backends */
+
+static struct result results[MAX_RESULTS];
+static unsigned nresults;
+static int setup_failed; /* a backend that should run could not be set up: exit status 1 */
+
+static void cfg_for(const struct opts *o, const struct scen *sc, uint64_t keys,
+                    struct bench_cfg *cfg)
+{
+        int maxp = 1;
+        for (unsigned i = 0; i < o->nprocs; i++)
+                maxp = o->procs[i] > maxp ? o->procs[i] : maxp;
+        *cfg = (struct bench_cfg){.keys = keys, .procs = maxp, .backing = o->backing};
+        if (sc->denied) {
+                cfg->rate_n = 1;
+                cfg->period_ns = 3600ull * 1000000000ull;
+                cfg->burst = 1;
+        } else { /* 1e9/s, burst 1e9: never denies, every op takes the full admit path */
+                cfg->rate_n = 1000000000ull;
+                cfg->period_ns = 1000000000ull;
+                cfg->burst = 1000000000ull;
+        }
+}
+
+static uint64_t scen_keys(const struct opts *o, const struct scen *sc)
+{
+        return o->quick ? sc->quick_keys : sc->keys;
+}
+
+static struct result *result_new(const struct scen *sc, const struct bench_backend *b, int procs)
+{
+        if (nresults == MAX_RESULTS)
+                return NULL;
+        struct result *r = &results[nresults++];
+        *r = (struct result){.scenario = sc->name, .backend = b ? b->name : "-", .procs = procs};
+        return r;
+}
+
+static const struct result *find_result(const char *scen, const char *backend, int procs)
+{
+        for (unsigned i = 0; i < nresults; i++)
+                if (results[i].ok && results[i].procs == procs &&
+                    strcmp(results[i].scenario, scen) == 0 &&
+                    strcmp(results[i].backend, backend) == 0)
+                        return &results[i];
+        return NULL;
+}
+
+static void set_floor_ratio(struct result *r)
+{
+        const struct result *f = find_result(r->scenario, "floor", r->procs);
+        if (!f || !r->ok)
+                return;
+        double fm = stat_of(f->mops, f->nsamples).med, m = stat_of(r->mops, r->nsamples).med;
+        r->floor_ratio = m > 0 ? fm / m : 0;
+}
+
+static void skip_all(const struct opts *o, const struct scen *sc, const struct bench_backend *b,
+                     const char *why)
+{
+        for (unsigned p = 0; p < o->nprocs; p++) {
+                struct result *r = result_new(sc, b, o->procs[p]);
+                if (!r)
+                        return;
+                snprintf(r->note, sizeof(r->note), "%.*s", (int)sizeof(r->note) - 1, why);
+                if (!o->json)
+                        report_row(r);
+        }
+}
+
+static void run_backend(const struct opts *o, const struct scen *sc, const struct bench_backend *b)
+{
+        struct bench_cfg cfg;
+        char desc[160] = "";
+        cfg_for(o, sc, scen_keys(o, sc), &cfg);
+        void *st = b->setup(&cfg);
+        if (!st) {
+                setup_failed |= strncmp(cfg.err, "skip:", 5) != 0;
+                skip_all(o, sc, b, cfg.err[0] ? cfg.err : "setup failed");
+                return;
+        }
+        if (b == &bench_throttle || b == &bench_floor) {
+                bench_throttle_describe(st, desc, sizeof(desc));
+                if (!o->json)
+                        printf("  (%s %s arena: %s)\n", sc->name, b->name, desc);
+        }
+        for (unsigned p = 0; p < o->nprocs; p++) {
+                struct run_spec rs = {sc, cfg.keys, b, st, o->procs[p], o};
+                struct result *r = result_new(sc, b, o->procs[p]);
+                if (!r)
+                        break;
+                snprintf(r->note, sizeof(r->note), "%s", desc);
+                run_config(&rs, r);
+                set_floor_ratio(r);
+                if (!o->json)
+                        report_row(r);
+        }
+        b->teardown(st);
+}
+
+static int in_list(const char *list, const char *name)
+{
+        size_t n = strlen(name);
+        for (const char *p = list; p && *p;) {
+                size_t l = strcspn(p, ",");
+                if (l == n && strncmp(p, name, n) == 0)
+                        return 1;
+                p += l + (p[l] == ',');
+        }
+        return list == NULL;
+}
+
+static void run_scenario(const struct opts *o, const struct scen *sc)
+{
+        if (sc->skip) {
+                skip_all(o, sc, NULL, sc->skip);
+                return;
+        }
+        if (sc->dist == D_ZIPF && zipf_build(scen_keys(o, sc)) < 0) {
+                skip_all(o, sc, NULL, "no memory for the Zipf table");
+                return;
+        }
+        for (unsigned i = 0; i < nall; i++)
+                if (in_list(o->backends, all_backends[i]->name))
+                        run_backend(o, sc, all_backends[i]);
+}
+
+/* Floor first: every other backend's ratio to it is known when its row is printed. */
+static void backends_init(void)
+{
+        const struct bench_backend *cand[] = {&bench_floor, &bench_throttle, &bench_nginx,
+                                              &bench_mutex_local, &bench_redis};
+        for (unsigned i = 0; i < sizeof(cand) / sizeof(cand[0]); i++)
+                if (cand[i])
+                        all_backends[nall++] = cand[i];
+}
+
+static void methods_text(char *out, size_t len)
+{
+        size_t at = 0;
+        out[0] = '\0';
+        for (unsigned i = 0; i < nall && at < len; i++)
+                at += (size_t)snprintf(out + at, len - at, "  %-9s %s\n", all_backends[i]->name,
+                                       all_backends[i]->what);
+        const char *miss[] = {"nginx", "mutex-local", "redis"};
+        const void *have[] = {&bench_nginx, &bench_mutex_local, &bench_redis};
+        for (unsigned i = 0; i < 3 && at < len; i++)
+                if (!have[i])
+                        at += (size_t)snprintf(out + at, len - at,
+                                               "  %-9s not built into this binary\n", miss[i]);
+}
+
+/* ---------------------------------------------------------------- --callgrind */
+
+static const struct scen *scen_by_name(const char *name, size_t len)
+{
+        for (unsigned i = 0; i < NSCENS; i++)
+                if (strlen(scens[i].name) == len && strncmp(scens[i].name, name, len) == 0)
+                        return &scens[i];
+        return NULL;
+}
+
+static const struct bench_backend *backend_by_name(const char *name)
+{
+        for (unsigned i = 0; i < nall; i++)
+                if (strcmp(all_backends[i]->name, name) == 0)
+                        return all_backends[i];
+        return NULL;
+}
+
+/* Inside valgrind: one process, CG_OPS tries in fixed_loop (the only function collected). */
+static int cg_child(const struct opts *o)
+{
+        const char *comma = strchr(o->cg_run, ',');
+        const struct scen *sc = comma ? scen_by_name(o->cg_run, (size_t)(comma - o->cg_run)) : 0;
+        const struct bench_backend *b = comma ? backend_by_name(comma + 1) : NULL;
+        struct bench_cfg cfg;
+        struct tally t = {0};
+        if (!sc || !b || (sc->dist == D_ZIPF && zipf_build(scen_keys(o, sc)) < 0))
+                return 1;
+        cfg_for(o, sc, scen_keys(o, sc), &cfg);
+        cfg.procs = 1;
+        void *st = b->setup(&cfg);
+        struct op *ops = seq_build(sc, cfg.keys, SEQ_LEN_QUICK, 0);
+        void *h = st && ops ? b->attach(st) : NULL;
+        if (h) {
+                b->try_key(h, ops[0].idx, ops[0].key, ops[0].len, 1); /* first-use set-up */
+                fixed_loop(b, h, ops, SEQ_LEN_QUICK - 1, o->cg_ops, &t);
+                b->detach(h);
+        }
+        if (st)
+                b->teardown(st);
+        free(ops);
+        printf("ops %" PRIu64 " admitted %" PRIu64 " denied %" PRIu64 " errors %" PRIu64 "\n",
+               t.ops, t.yes, t.no, t.bad);
+        return h ? 0 : 1;
+}
+
+/* Total Ir from a callgrind output file ("summary:" or "totals:" line); -1 if absent. */
+static double cg_total(const char *path)
+{
+        char line[512];
+        double v = -1;
+        FILE *f = fopen(path, "r");
+        if (!f)
+                return -1;
+        while (fgets(line, sizeof(line), f))
+                if (strncmp(line, "summary:", 8) == 0 || strncmp(line, "totals:", 7) == 0)
+                        v = strtod(strchr(line, ':') + 1, NULL);
+        fclose(f);
+        return v;
+}
+
+static double cg_one(const struct opts *o, const char *scen, const char *backend, unsigned n)
+{
+        char out[128], cmd[1024];
+        snprintf(out, sizeof(out), "/tmp/bench_scale.cg.%ld.%u", (long)getpid(), n);
+        snprintf(cmd, sizeof(cmd),
+                 "valgrind --tool=callgrind --toggle-collect=fixed_loop --callgrind-out-file=%s "
+                 "/proc/%ld/exe --cg-run %s,%s --cg-ops %" PRIu64 " --backing %s%s "
+                 ">/dev/null 2>&1",
+                 out, (long)getpid(), scen, backend, o->cg_ops, o->backing,
+                 o->quick ? " --quick" : "");
+        int rc = system(cmd);
+        double ir = rc == 0 ? cg_total(out) : -1;
+        unlink(out);
+        return ir;
+}
+
+static void cg_scenario(const struct opts *o, const struct scen *sc, unsigned *n, FILE *out)
+{
+        fprintf(out, "%-9s", sc->name);
+        for (unsigned i = 0; i < nall; i++) {
+                const char *bn = all_backends[i]->name;
+                if (!in_list(o->backends, bn))
+                        continue;
+                if (strcmp(bn, "redis") == 0 || sc->skip) {
+                        fprintf(out, " %12s", "-");
+                        continue;
+                }
+                fflush(out);
+                double ir = cg_one(o, sc->name, bn, (*n)++);
+                if (ir < 0)
+                        fprintf(out, " %12s", "failed");
+                else
+                        fprintf(out, " %12.1f", ir / (double)o->cg_ops);
+        }
+        fprintf(out, "\n");
+}
+
+static int cg_driver(const struct opts *o, FILE *out)
+{
+        unsigned n = 0;
+        fprintf(out,
+                "\ninstructions per acquisition (valgrind --tool=callgrind --toggle-collect="
+                "fixed_loop, %" PRIu64 " tries\nper run, 1 process; keys inserted and set-up done "
+                "outside fixed_loop). Valgrind does not run the\nvDSO: clock_gettime is a real "
+                "syscall there, and its kernel-side work is not counted. redis: its\nwork is in "
+                "another process, not counted. The loop's own cost (reading the op record, the\n"
+                "indirect call, counting) is included for every backend alike.\n\n%-9s",
+                o->cg_ops, "scenario");
+        for (unsigned i = 0; i < nall; i++)
+                if (in_list(o->backends, all_backends[i]->name))
+                        fprintf(out, " %12s", all_backends[i]->name);
+        fprintf(out, "\n");
+        for (unsigned i = 0; i < NSCENS; i++)
+                if (in_list(o->scenarios, scens[i].name))
+                        cg_scenario(o, &scens[i], &n, out);
+        return 0;
+}
+
+/* ---------------------------------------------------------------- main */
+
+static void run_wait(const struct opts *o, struct wait_result *w, unsigned *nw)
+{
+        if (!in_list(o->backends, "throttle") || !in_list(o->scenarios, "wait"))
+                return;
+        for (unsigned p = 0; p < o->nprocs && *nw < MAX_WAIT; p++)
+                bench_throttle_wait(o->backing, o->procs[p], o->wait_rate, o->quick ? 0.2 : 1.0,
+                                    o->pin, &w[(*nw)++]);
+        if (!o->json)
+                report_wait(w, *nw);
+}
+
+static void finish(const struct opts *o, const struct sysinfo *si, const struct wait_result *w,
+                   unsigned nw)
+{
+        if (o->json)
+                report_json(stdout, o, si, results, nresults, w, nw);
+        else
+                report_targets(results, nresults, o->procs, o->nprocs);
+        if (o->out_dir)
+                report_out_dir(o, si, results, nresults, w, nw);
+        if (o->baseline)
+                baseline_compare(o->baseline, results, nresults);
+        if (o->baseline_save && baseline_save(o->baseline_save, results, nresults) < 0)
+                fprintf(stderr, "bench_scale: cannot write %s\n", o->baseline_save);
+}
+
+int main(int argc, char **argv)
+{
+        static struct wait_result w[MAX_WAIT];
+        struct opts o;
+        struct sysinfo si;
+        char methods[2048];
+        unsigned nw = 0;
+        int rc = opts_parse(argc, argv, &o);
+        if (rc != 0) {
+                opts_usage(rc > 0 ? stdout : stderr);
+                return rc > 0 ? 0 : 1;
+        }
+        backends_init();
+        if (o.cg_run)
+                return cg_child(&o);
+        sysinfo_read(&si);
+        methods_text(methods, sizeof(methods));
+        if (!o.json) {
+                report_header(&o, &si, methods);
+                report_table_head();
+        }
+        for (unsigned i = 0; i < NSCENS; i++)
+                if (in_list(o.scenarios, scens[i].name))
+                        run_scenario(&o, &scens[i]);
+        run_wait(&o, w, &nw);
+        finish(&o, &si, w, nw);
+        if (o.callgrind) /* with --json, stdout holds the document: the table goes to stderr */
+                cg_driver(&o, o.json ? stderr : stdout);
+        return setup_failed;
+}
