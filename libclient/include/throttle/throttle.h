@@ -144,11 +144,11 @@ int thr_limiter_reserve(thr_limiter *lim, const void *key, size_t key_len, uint6
 /*
  * thr_reservation_cancel - give a reservation back, for a waiter that will not use it. It is
  * given back only if it is not yet due (a due place may have been used), at most once (RV is
- * cleared when it is given back; a kept one may be tried again later), and only if no later reservation or admission was stacked on it (the key's TAT is
- * still the one this reservation set); otherwise giving it back would move the waiters behind
- * it, and it is kept: the place is simply unused.
- * Returns 1 given back, 0 kept, -EINVAL (NULL, or already given back), -EUSERS.
- * Lock-free, thread-safe, no syscall.
+ * cleared when it is given back; a kept one may be tried again later), and only if no later
+ * reservation or admission was stacked on it (the key's TAT is still the one this reservation set);
+ * otherwise giving it back would move the waiters behind it, and it is kept: the place is simply
+ * unused. Returns 1 given back, 0 kept, -EINVAL (NULL, or already given back), -EUSERS. Lock-free,
+ * thread-safe, no syscall.
  */
 int thr_reservation_cancel(struct thr_reservation *rv);
 
