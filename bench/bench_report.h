@@ -1,8 +1,8 @@
 /*
  * bench_report.h - what bench_try.c measures and bench_report.c prints: the options a run was
  * given, the per-scenario results (per-run ns/op for both sides and what their batches returned),
- * and the description of the machine, along with the three calls that read the machine and print
- * the report as a human table or as JSON. Only the two bench_try files use it.
+ * along with the two calls that print the report, with the machine (sysinfo.h), as a human table
+ * or as JSON. Only the two bench_try files use it.
  */
 #ifndef THR_BENCH_REPORT_H
 #define THR_BENCH_REPORT_H
@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "shm.h"
+#include "sysinfo.h"
 
 #define MAX_RUNS 101
 #define SEQ_SEED 0x9e3779b97f4a7c15ull /* fixed: every run of the program uses one sequence */
@@ -52,23 +53,6 @@ struct scenario {
         struct acc real_acc;
         struct acc floor_acc;
 };
-
-struct sysinfo {
-        char cpu[128];
-        char kernel[4 * 65 + 8];
-        char date[32];
-        char clocksource[32];
-        long cpus;
-        long huge_total;
-        long huge_free;
-        long huge_kb;
-};
-
-/*
- * Fill SI from /proc, /sys, uname and the clock. What cannot be read stays visible as such: cpu
- * and clocksource "unknown", kernel empty, the hugepage counts -1.
- */
-void sysinfo_read(struct sysinfo *si);
 
 /* The method, the machine, the backings, the table and the per-run lines, on stdout. */
 void print_text(const struct opts *o, const struct sysinfo *si, const struct scenario *sc,

@@ -740,7 +740,7 @@ int main(int argc, char **argv)
         backends_init();
         if (o.cg_run)
                 return cg_child(&o);
-        sysinfo_read(&si);
+        scale_sysinfo_read(&si);
         methods_text(methods, sizeof(methods));
         if (!o.json) {
                 report_header(&o, &si, methods);

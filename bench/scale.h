@@ -12,6 +12,7 @@
 #include <stdio.h>
 
 #include "backend.h"
+#include "sysinfo.h"
 
 /* ---------------------------------------------------------------- latency histogram */
 
@@ -99,17 +100,8 @@ struct opts {
         char cmdline[1024];
 };
 
-struct sysinfo {
-        char cpu[128];
-        char kernel[4 * 65 + 8];
-        char date[32];
-        char clocksource[32];
-        long cpus;
-        long huge_total, huge_free, huge_kb;
-        double timer_ns; /* cost of one clock_gettime pair, subtracted from nothing: reported */
-};
-
-void sysinfo_read(struct sysinfo *si);
+/* sysinfo_read, then the cost of one clock_gettime pair into timer_ns (scale_report.c). */
+void scale_sysinfo_read(struct sysinfo *si);
 int opts_parse(int argc, char **argv, struct opts *o);
 void opts_usage(FILE *f);
 

@@ -25,83 +25,27 @@
  * No eviction: the zone is sized for cfg->keys (nginx's LRU expiry is not modelled).
  */
 #include <errno.h>
-#include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <time.h>
 
 #include "backend.h"
+#include "bucket_map.h"
 
-#define KEY_MAX   50u                 /* bucket is one cache line; bench keys are <= 24 bytes */
 #define HUGE_SIZE (2ul * 1024 * 1024) /* size multiple for MAP_HUGETLB */
 
-struct bucket {
-        uint64_t tat;  /* GCRA theoretical arrival time, ns of CLOCK_MONOTONIC; 0: full */
-        uint32_t hash; /* high bits of the key's hash, compared before the key */
-        uint16_t len;  /* 0: empty slot */
-        char key[KEY_MAX];
-};
-_Static_assert(sizeof(struct bucket) == 64, "one bucket per cache line");
-
-/* The zone: header then buckets, all in the shared mapping. */
+/* The zone: header then buckets, all in the shared mapping (inherited across fork at the same
+ * address, so the map's pointer to the buckets holds in every worker). */
 struct zone {
         pthread_mutex_t lock; /* guards everything below and every bucket */
-        uint64_t mask;        /* slots - 1, slots a power of two */
-        uint64_t t_ns, bt_ns; /* emission interval T and B*T, ns */
-        uint64_t burst;
+        struct bucket_map map;
         size_t map_size;
         int huge; /* 1 if the zone got MAP_HUGETLB pages */
         _Alignas(64) struct bucket b[];
 };
 
 /* ---------------------------------------------------------------- internals */
-
-static uint64_t fnv1a(const char *key, size_t len)
-{
-        uint64_t h = 14695981039346656037ull;
-        for (size_t i = 0; i < len; i++)
-                h = (h ^ (unsigned char)key[i]) * 1099511628211ull;
-        return h;
-}
-
-static uint64_t now_ns(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-/* The bucket of KEY, inserted (full) if absent; NULL if the table is full. Under the lock. */
-static struct bucket *zone_find(struct zone *z, const char *key, size_t len)
-{
-        uint64_t h = fnv1a(key, len);
-        uint32_t tag = (uint32_t)(h >> 32);
-        for (uint64_t n = 0, i = h & z->mask; n <= z->mask; n++, i = (i + 1) & z->mask) {
-                struct bucket *b = &z->b[i];
-                if (b->len == 0) {
-                        *b = (struct bucket){.hash = tag, .len = (uint16_t)len};
-                        memcpy(b->key, key, len);
-                        return b;
-                }
-                if (b->hash == tag && b->len == len && memcmp(b->key, key, len) == 0)
-                        return b;
-        }
-        return NULL;
-}
-
-/* GCRA on one bucket (DESIGN.md 5): 1 admitted (TAT advanced), 0 denied (nothing written). */
-static int gcra(struct bucket *b, uint64_t now, uint64_t cost, uint64_t t_ns, uint64_t bt_ns)
-{
-        uint64_t tat = b->tat > now ? b->tat : now;
-        uint64_t new_tat = tat + cost * t_ns;
-        if (new_tat - now > bt_ns)
-                return 0;
-        if (cost)
-                b->tat = new_tat; /* a peek (cost 0) changes nothing */
-        return 1;
-}
 
 /* Hugepages unless BACKING is "shm"; else (or if the pool is short) normal pages, with the same
  * MADV_HUGEPAGE hint the throttle arena gives. *HUGE says which. */
@@ -146,14 +90,10 @@ static int lock_init(pthread_mutex_t *m)
 static int zone_fill(struct zone *z, uint64_t keys, struct bench_cfg *cfg)
 {
         char key[32];
-        for (uint64_t i = 0; i < keys; i++) {
-                int n = snprintf(key, sizeof(key), "key:%" PRIu64, i);
-                if (!zone_find(z, key, (size_t)n)) {
-                        snprintf(cfg->err, sizeof(cfg->err), "nginx zone full at %s", key);
-                        return -ENOSPC;
-                }
-        }
-        return 0;
+        int rc = bmap_fill(&z->map, keys, key, sizeof(key));
+        if (rc < 0)
+                snprintf(cfg->err, sizeof(cfg->err), "nginx zone full at %s", key);
+        return rc;
 }
 
 /* ---------------------------------------------------------------- backend */
@@ -170,9 +110,7 @@ void bench_nginx_describe(const void *state, char *out, size_t len)
 
 static void *ng_setup(struct bench_cfg *cfg)
 {
-        uint64_t slots = 16;
-        while (slots < 2 * cfg->keys)
-                slots <<= 1;
+        uint64_t slots = bmap_slots(cfg->keys);
         size_t size = sizeof(struct zone) + slots * sizeof(struct bucket);
         int huge;
         struct zone *z = zone_map(&size, cfg->backing, &huge);
@@ -181,10 +119,9 @@ static void *ng_setup(struct bench_cfg *cfg)
                          strerror(errno));
                 return NULL;
         }
-        z->mask = slots - 1;
-        z->t_ns = (cfg->period_ns / cfg->rate_n) ? cfg->period_ns / cfg->rate_n : 1;
-        z->bt_ns = z->t_ns * cfg->burst;
-        z->burst = cfg->burst;
+        z->map.mask = slots - 1;
+        z->map.b = z->b;
+        bmap_rates(&z->map, cfg);
         z->map_size = size;
         z->huge = huge;
         int rc = lock_init(&z->lock);
@@ -209,20 +146,7 @@ static int ng_try(void *handle, uint64_t key_index, const char *key, size_t key_
 {
         struct zone *z = handle;
         (void)key_index;
-        if (key_len == 0)
-                return -EINVAL;
-        if (key_len > KEY_MAX)
-                return -ENAMETOOLONG;
-        if (cost > z->burst)
-                return -ERANGE;
-        uint64_t now = now_ns();
-        int rc = -ENOSPC;
-        pthread_mutex_lock(&z->lock);
-        struct bucket *b = zone_find(z, key, key_len);
-        if (b)
-                rc = gcra(b, now, cost, z->t_ns, z->bt_ns);
-        pthread_mutex_unlock(&z->lock);
-        return rc;
+        return bmap_try(&z->map, &z->lock, key, key_len, cost);
 }
 
 static void ng_detach(void *handle)
