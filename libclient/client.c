@@ -5,11 +5,14 @@
  * it, computes the new TAT from it and the current time, and publishes with a CAS from exactly
  * the value it read; if another process got there first the CAS fails and the decision is made
  * again on the newer TAT. So every admission is computed on the state left by the previous one
- * (linearizable at the CAS), and the sum of admissions can never exceed what GCRA allows. A denied
- * request, or a peek (cost 0), does not write at all. A process killed at any instruction either
- * did its CAS (the admission counts, as it would have) or did not (nothing changed): no torn
- * state is possible. The memory orders: the CAS is acq_rel only so that issue 3's eviction, which
- * marks a slot with a CAS on the same word, is ordered with it; the TAT itself publishes nothing.
+ * (linearizable at the CAS), and the admissions never exceed what GCRA allows over the callers'
+ * clock readings (B + elapsed/T between the first and the last reading; a caller preempted between
+ * its clock read and its CAS is admitted as of its reading). A denied request, or a peek (cost 0),
+ * does not write, except to record a new key's start (op_apply). A process killed at any
+ * instruction either did its CAS (the admission counts, as it would have) or did not (nothing
+ * changed): no torn state is possible. The memory orders: the CAS is acq_rel only so that issue 3's
+ * eviction, which marks a slot with a CAS on the same word, is ordered with it; the TAT itself
+ * publishes nothing.
  *
  * The parameter record is found through the limiter's params_off, acquire-loaded on every call:
  * it pairs with the daemon's release store when a reload swaps in a new immutable record, so a
@@ -127,7 +130,7 @@ struct op {
         const void *key;
         uint32_t len;
         uint64_t hash;
-        uint64_t now; /* units, read after the state it is compared with */
+        uint64_t now; /* units; see op_apply for when it is read */
 };
 
 static inline int op_begin(struct op *o, thr_limiter *l, const void *key, size_t len, uint64_t cost)

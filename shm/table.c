@@ -40,7 +40,7 @@ static_assert(sizeof(pthread_mutex_t) <= sizeof(((struct thr_shard *)0)->mutex),
               "pthread_mutex_t fits the shard header");
 
 /* Called with the mutex held after EOWNERDEAD: undo what the dead holder left half done. */
-static void shard_repair(struct thr_table *tb, struct shm_probe *p)
+static void shard_repair(struct shm_probe *p)
 {
         uint64_t live = 0;
         for (uint32_t i = 0; i < p->n; i++) {
@@ -59,15 +59,15 @@ static void shard_repair(struct thr_table *tb, struct shm_probe *p)
         }
         atomic_store_explicit(&p->shard->live, live, memory_order_relaxed);
         atomic_fetch_add_explicit(&p->shard->repairs, 1, memory_order_relaxed);
-        (void)tb; /* tb->live is made exact by shm_table_reconcile, run by the daemon */
+        /* tb->live is made exact by shm_table_reconcile, run by the daemon after repairs */
 }
 
-static int shard_lock(struct thr_table *tb, struct shm_probe *p)
+static int shard_lock(struct shm_probe *p)
 {
         pthread_mutex_t *mu = (pthread_mutex_t *)p->shard->mutex;
         int rc = pthread_mutex_lock(mu);
         if (rc == EOWNERDEAD) {
-                shard_repair(tb, p);
+                shard_repair(p);
                 rc = pthread_mutex_consistent(mu);
                 if (rc != 0)
                         pthread_mutex_unlock(mu); /* never return holding it */
@@ -139,7 +139,7 @@ int shm_table_insert(void *base, struct thr_table *tb, uint64_t h, const void *k
         struct shm_probe p;
         shm_probe_init(base, tb, h, &p);
         *created = false;
-        int rc = shard_lock(tb, &p);
+        int rc = shard_lock(&p);
         if (rc < 0)
                 return rc;
         bool found;
@@ -176,7 +176,7 @@ int shm_table_reconcile(void *base, uint64_t tb_off, const struct thr_table *geo
         for (; locked < geo->nshards; locked++) {
                 p.shard = &sh[locked];
                 p.slots = (struct thr_slot *)shm_at(base, geo->slots_off) + (uint64_t)locked * p.n;
-                rc = shard_lock(tb, &p);
+                rc = shard_lock(&p);
                 if (rc < 0)
                         break;
                 sum += atomic_load_explicit(&p.shard->live, memory_order_relaxed);
