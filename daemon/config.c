@@ -91,6 +91,15 @@ static void config_defaults(struct config *cfg, struct shm_limiter_spec *lim)
         cfg->arena.spare_bytes = 16ull << 20;
         /* A heartbeat a second: a dead daemon shows within seconds, at no measurable cost. */
         cfg->heartbeat_ms = 1000;
+        /* Ten maintenance passes a second: an idle key leaves about idle_ttl after its last
+         * use, and a retired slot is reusable a tenth of a second after its grace period. */
+        cfg->maintenance_ms = 100;
+        /* 65536 slots per limiter per pass: a default-capacity table is swept whole each pass,
+         * a larger one over several, so no pass holds the thread for long. */
+        cfg->scan_budget = 65536;
+        /* A decision takes nanoseconds: a reader that blocks a grace period for a second is
+         * stuck (stopped or preempted for good), not slow, and worth a report. */
+        cfg->stall_ms = 1000;
         /* Metrics on loopback only: exposing them further is the operator's choice. */
         snprintf(cfg->metrics_listen, sizeof(cfg->metrics_listen), "127.0.0.1:9477");
         /* 65536 keys (8 MiB of slots): a generous per-key limiter that stays cheap. */
@@ -99,6 +108,12 @@ static void config_defaults(struct config *cfg, struct shm_limiter_spec *lim)
         lim->shards = 0;
         /* Waiters may reserve up to a minute ahead, so they cannot starve try() for hours. */
         lim->max_reserve_ns = 60ull * 1000000000;
+        /* A key whose bucket has been full for a minute is gone from the caller's mind; its slot
+         * is worth more to a new key, and evicting a full key never admits more than keeping it. */
+        lim->idle_ttl_ns = 60ull * 1000000000;
+        /* A full table denies new keys: the limit always holds and no key's debt is touched;
+         * allow and evict trade that for availability, an operator's choice. */
+        lim->on_full = THR_FULL_DENY;
         /* burst and initial have derived defaults, applied in end_limiter(): burst = the rate's
          * N (one period's worth at once, as a token bucket user expects), initial = burst (a new
          * key starts full, so a first burst is never refused). */

@@ -21,6 +21,9 @@ struct config {
         char arena_dir[200];     /* [arena] dir =, empty: automatic */
         char metrics_listen[64]; /* [daemon] metrics = 127.0.0.1:9477 (issue 3+) */
         uint64_t heartbeat_ms;   /* [daemon] heartbeat_ms */
+        uint64_t maintenance_ms; /* [daemon] maintenance_ms: between eviction/reclamation passes */
+        uint64_t scan_budget;    /* [daemon] scan_budget: slots per limiter per pass */
+        uint64_t stall_ms;       /* [daemon] stall_ms: a grace period blocked longer is a stall */
         size_t nlimiters;
         struct shm_limiter_spec limiters[CONFIG_MAX_LIMITERS];
 };

@@ -10,7 +10,17 @@
 #include <stdint.h>
 
 /* Keys of a limiter section, in the order of config_limiter_keys[]. */
-enum { LK_RATE, LK_BURST, LK_INITIAL, LK_CAPACITY, LK_SHARDS, LK_MAX_RESERVE, LK_COUNT };
+enum {
+        LK_RATE,
+        LK_BURST,
+        LK_INITIAL,
+        LK_CAPACITY,
+        LK_SHARDS,
+        LK_MAX_RESERVE,
+        LK_IDLE_TTL,
+        LK_ON_FULL,
+        LK_COUNT
+};
 
 struct config_key;
 

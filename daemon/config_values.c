@@ -188,10 +188,41 @@ static int set_size(const struct config_key *k, void *field, const char *v, char
         return scaled(v, size_units, SIZE_UNITS, false, field, why, n);
 }
 
+/* NS written as a duration, in the largest unit that divides it exactly: 630720000000000000 ->
+ * "7300d", 0 -> "0". For messages that state a bound. */
+static void fmt_duration(uint64_t ns, char *out, size_t n)
+{
+        static const struct unit shown[] = {{"d", 86400000000000},
+                                            {"h", 3600000000000},
+                                            {"min", 60000000000},
+                                            {"s", 1000000000},
+                                            {"ms", 1000000},
+                                            {"us", 1000},
+                                            {"ns", 1},
+                                            {NULL, 0}};
+        const struct unit *u = shown;
+        while (ns % u->mult)
+                u++; /* ends at "ns" at the latest */
+        if (ns == 0)
+                snprintf(out, n, "0");
+        else
+                snprintf(out, n, "%" PRIu64 "%s", ns / u->mult, u->name);
+}
+
 static int set_duration(const struct config_key *k, void *field, const char *v, char *why, size_t n)
 {
-        (void)k;
-        return config_parse_duration(v, field, why, n);
+        uint64_t ns = 0;
+        int rc = config_parse_duration(v, &ns, why, n);
+        if (rc < 0)
+                return rc;
+        if (ns < k->lo || ns > k->hi) {
+                char lo[32], hi[32];
+                fmt_duration(k->lo, lo, sizeof(lo));
+                fmt_duration(k->hi, hi, sizeof(hi));
+                return say(why, n, -ERANGE, "%s is out of range (%s to %s)", v, lo, hi);
+        }
+        *(uint64_t *)field = ns;
+        return 0;
 }
 
 /* Arena and limiter names: [A-Za-z0-9_.-]{1,63}, and not "." or ".." (the arena's is a file). */
@@ -226,6 +257,21 @@ static int set_hugepages(const struct config_key *k, void *field, const char *v,
                 }
         }
         return say(why, n, -EINVAL, "unknown value '%s' (one of auto, require, off)", v);
+}
+
+/* What an insert does when the key's shard is full: see enum thr_on_full in shm/layout.h. */
+static int set_on_full(const struct config_key *k, void *field, const char *v, char *why, size_t n)
+{
+        static const char *const names[] = {"deny", "allow", "evict"};
+        static const enum thr_on_full vals[] = {THR_FULL_DENY, THR_FULL_ALLOW, THR_FULL_EVICT};
+        (void)k;
+        for (size_t i = 0; i < 3; i++) {
+                if (!strcasecmp(v, names[i])) {
+                        *(uint32_t *)field = vals[i];
+                        return 0;
+                }
+        }
+        return say(why, n, -EINVAL, "unknown value '%s' (one of deny, allow, evict)", v);
 }
 
 static int set_clock(const struct config_key *k, void *field, const char *v, char *why, size_t n)
@@ -365,19 +411,29 @@ const struct config_key config_arena_keys[] = {
     {"dir", set_dir, CFG(arena_dir), 0, CFG_SIZE(arena_dir)},
     {NULL, NULL, 0, 0, 0}};
 
-/* heartbeat_ms: >= 1 so the heartbeat never spins, <= an hour so a death shows eventually. */
+/* heartbeat_ms: >= 1 so the heartbeat never spins, <= an hour so a death shows eventually.
+ * maintenance_ms: >= 1 so the maintenance thread never spins, <= a minute so idle keys and
+ * retired slots are never held much past their time. scan_budget: >= 64 so every pass makes
+ * progress on a large table, <= 2^30 (the largest capacity) so one pass stays bounded.
+ * stall_ms: >= 1, and <= an hour so a stuck reader is reported eventually. */
 const struct config_key config_daemon_keys[] = {
     {"heartbeat_ms", set_u64, CFG(heartbeat_ms), 1, 3600000},
+    {"maintenance_ms", set_u64, CFG(maintenance_ms), 1, 60000},
+    {"scan_budget", set_u64, CFG(scan_budget), 64, 1u << 30},
+    {"stall_ms", set_u64, CFG(stall_ms), 1, 3600000},
     {"metrics", set_metrics, CFG(metrics_listen), 0, CFG_SIZE(metrics_listen)},
     {NULL, NULL, 0, 0, 0}};
 
 /* capacity: up to 2^30 keys (128 GiB of slots), beyond any host and far from overflow in the
- * table's sizing. burst >= 1 by DESIGN.md section 5. */
+ * table's sizing. burst >= 1 by DESIGN.md section 5. idle_ttl: up to the 20 years of arena time
+ * the state word's arithmetic is sized for (THR_HORIZON_NS); 0 means never. */
 const struct config_key config_limiter_keys[] = {
     [LK_RATE] = {"rate", set_rate, 0, 0, 0},
     [LK_BURST] = {"burst", set_u64, LIM(burst), 1, UINT64_MAX},
     [LK_INITIAL] = {"initial", set_u64, LIM(initial), 0, UINT64_MAX},
     [LK_CAPACITY] = {"capacity", set_u64, LIM(capacity), 1, 1u << 30},
     [LK_SHARDS] = {"shards", set_shards, LIM(shards), 0, THR_MAX_SHARDS},
-    [LK_MAX_RESERVE] = {"max_reserve", set_duration, LIM(max_reserve_ns), 0, 0},
+    [LK_MAX_RESERVE] = {"max_reserve", set_duration, LIM(max_reserve_ns), 0, UINT64_MAX},
+    [LK_IDLE_TTL] = {"idle_ttl", set_duration, LIM(idle_ttl_ns), 0, THR_HORIZON_NS},
+    [LK_ON_FULL] = {"on_full", set_on_full, LIM(on_full), 0, 0},
     [LK_COUNT] = {NULL, NULL, 0, 0, 0}};

@@ -47,6 +47,7 @@ int thr_arena_open(const char *name, unsigned flags, thr_arena **out)
         thr_arena *a = calloc(1, sizeof(*a));
         if (!a)
                 return -ENOMEM;
+        a->lockfd = -1;
         rc = shm_arena_attach(path, true, &a->map, NULL, 0);
         if (rc == 0) {
                 a->hdr = shm_hdr(&a->map);
@@ -60,6 +61,9 @@ int thr_arena_open(const char *name, unsigned flags, thr_arena **out)
                 free(a);
                 return rc;
         }
+        /* one syscall at open so the daemon's grace periods can use the expedited membarrier;
+         * if it fails, the arena's flag makes the daemon use the slow global one instead */
+        shm_membarrier_register(a->hdr);
         thr_registry_add(a);
         *out = a;
         return 0;
@@ -105,13 +109,26 @@ int thr_limiter_close(thr_limiter *l)
 
 /* ---------------------------------------------------------------- the hot path */
 
+/*
+ * The limiter's current parameter record. A reload that removes the limiter first marks its
+ * directory entry RETIRED: checked here with the offset, on the same cache line.
+ */
 static inline const struct thr_params *lim_params(const thr_limiter *l)
 {
+        if (atomic_load_explicit(&l->de->state, memory_order_relaxed) != THR_DIR_LIVE)
+                return NULL;
         uint64_t off = atomic_load_explicit(&l->de->params_off, memory_order_acquire);
         if (off - l->params_lo > l->params_span)
                 return NULL;
         const struct thr_params *p = shm_at(l->a->map.base, off);
         return p->kind == THR_KIND_GCRA && p->k ? p : NULL;
+}
+
+/* Why lim_params failed: the limiter was removed by a reload (-EIDRM), or its record is bad. */
+static int lim_gone(const thr_limiter *l)
+{
+        return atomic_load_explicit(&l->de->state, memory_order_acquire) == THR_DIR_LIVE ? -EBADMSG
+                                                                                         : -EIDRM;
 }
 
 static inline int check_key(const void *key, size_t len)
@@ -141,7 +158,7 @@ static inline int op_begin(struct op *o, thr_limiter *l, const void *key, size_t
         o->l = l;
         o->p = lim_params(l);
         if (!o->p)
-                return -EBADMSG;
+                return lim_gone(l);
         if (cost > o->p->burst)
                 return -ERANGE;
         o->r = thr_reader_get(l->a);
@@ -160,20 +177,69 @@ static inline uint64_t op_now(const struct op *o)
         return shm_now_ns(o->l->a->hdr) * o->p->k;
 }
 
+/*
+ * Insert the key (or find it, created meanwhile) under its shard's mutex. The read-side section
+ * is left while waiting for the mutex, so a holder that was stopped or is slow never makes this
+ * thread block grace periods; it is entered again before the probe under the mutex. Nothing
+ * found before is used after: the parameter record is read again too.
+ */
 static int op_insert(struct op *o)
 {
+        thr_limiter *l = o->l;
+        struct shm_probe pr;
+        shm_probe_init(l->a->map.base, l->tb, o->hash, &pr);
+        thr_reader_exit(o->r);
+        int rc = shm_shard_lock(&pr);
+        thr_reader_enter(l->a, o->r);
+        if (rc < 0)
+                return rc;
+        o->p = lim_params(l);
+        if (!o->p) {
+                shm_shard_unlock(&pr);
+                return lim_gone(l);
+        }
+        const struct thr_params *p = o->p;
+        o->now = op_now(o);
+        struct shm_insert ins = {.start_tat = o->now + (p->burst - p->initial) * p->t_units,
+                                 .now = o->now,
+                                 .on_full = p->on_full};
         bool created;
-        int rc = shm_table_insert(o->l->a->map.base, o->l->tb, o->hash, o->key, o->len, &o->slot,
-                                  &created);
+        rc = shm_table_insert_locked(l->a->map.base, l->tb, &pr, o->key, o->len, &ins, &o->slot,
+                                     &created);
+        shm_shard_unlock(&pr);
         if (created)
                 thr_count(&o->r->inserts);
         return rc;
 }
 
-/* The slot was retired under us (evicted: THR_TAT_DEAD): find the key's live slot again. */
+/*
+ * The slot was retired under us (evicted: THR_TAT_DEAD): find the key's live slot again. Finding
+ * the same slot means its evictor died between its two steps (state DEAD, meta still LIVE): the
+ * insert path finishes the eviction under the mutex and makes a new slot.
+ */
 static void op_relookup(struct op *o)
 {
+        struct thr_slot *old = o->slot;
         o->slot = shm_table_lookup(o->l->a->map.base, o->l->tb, o->hash, o->key, o->len);
+        if (o->slot == old)
+                o->slot = NULL;
+}
+
+/*
+ * The table is full and the limiter's on_full policy did not make room (deny, or evict with
+ * nothing evictable): a denial that says when to look again. With allow, the caller's fresh-key
+ * decision stands, unrecorded. Returns the result for thr_limiter_try.
+ */
+static int op_full(struct op *o, struct shm_gcra *g)
+{
+        if (o->p->on_full == THR_FULL_ALLOW && g->admitted) {
+                struct shm_probe pr;
+                shm_probe_init(o->l->a->map.base, o->l->tb, o->hash, &pr);
+                atomic_fetch_add_explicit(&pr.shard->allowed_full, 1, memory_order_relaxed);
+                return 0;
+        }
+        *g = (struct shm_gcra){.admitted = false, .retry_units = o->p->t_units};
+        return 0;
 }
 
 static void fill_result(const struct thr_params *p, const struct shm_gcra *g,
@@ -250,19 +316,21 @@ int thr_limiter_try(thr_limiter *l, const void *key, size_t len, uint64_t cost,
                         if (cost == 0 || (!g.admitted && o.p->initial == o.p->burst))
                                 break;
                         rc = op_insert(&o);
-                        if (rc < 0)
+                        if (rc == -ENOSPC)
+                                rc = op_full(&o, &g);
+                        if (rc < 0 || !o.slot)
                                 break;
                 }
                 if (op_apply(&o, cost, &g) != OP_RETIRED)
                         break;
                 op_relookup(&o);
         }
+        if (rc == 0) {
+                thr_count(g.admitted ? &o.r->admitted : &o.r->denied);
+                fill_result(o.p, &g, res); /* inside the section: the record may be reused after */
+        }
         thr_reader_exit(o.r);
-        if (rc < 0)
-                return rc;
-        thr_count(g.admitted ? &o.r->admitted : &o.r->denied);
-        fill_result(o.p, &g, res);
-        return g.admitted;
+        return rc < 0 ? rc : g.admitted;
 }
 
 /* ---------------------------------------------------------------- reservations */
@@ -319,7 +387,7 @@ static int reserve_apply(struct op *o, uint64_t cost, uint64_t max_wait_ns,
 }
 
 static int reserve(thr_limiter *l, const void *key, size_t len, uint64_t cost, uint64_t max_wait_ns,
-                   struct thr_reservation *rv, struct shm_gcra *g, const struct thr_params **pp)
+                   struct thr_reservation *rv, struct shm_gcra *g, struct thr_params *pcopy)
 {
         struct op o;
         if (!rv || cost == 0)
@@ -333,18 +401,27 @@ static int reserve(thr_limiter *l, const void *key, size_t len, uint64_t cost, u
                         o.now = op_now(&o);
                         shm_gcra_step(o.p, THR_TAT_FRESH, o.now, cost, g);
                         rc = reserve_fits(&o, g, max_wait_ns, rv) ? op_insert(&o) : -EAGAIN;
+                        if (rc == -ENOSPC && o.p && o.p->on_full == THR_FULL_ALLOW) {
+                                op_full(&o, g); /* granted now, unrecorded */
+                                rv->wait_ns = 0;
+                                rv->due_ns = shm_units_to_ns(o.p, o.now);
+                                rv->cost = cost;
+                                rc = 0;
+                                break;
+                        }
                         if (rc < 0)
-                                break; /* too far: nothing inserted, nothing taken */
+                                break; /* too far or full: nothing inserted, nothing taken */
                 }
                 rc = reserve_apply(&o, cost, max_wait_ns, rv, g);
                 if (rc != OP_RETIRED)
                         break;
                 op_relookup(&o);
         }
-        thr_reader_exit(o.r);
         if (rc == 0)
                 thr_count(&o.r->admitted);
-        *pp = o.p;
+        if (o.p)
+                *pcopy = *o.p; /* the record may be reused once this section ends */
+        thr_reader_exit(o.r);
         return rc;
 }
 
@@ -352,7 +429,7 @@ int thr_limiter_reserve(thr_limiter *l, const void *key, size_t len, uint64_t co
                         uint64_t max_wait_ns, struct thr_reservation *rv)
 {
         struct shm_gcra g = {0};
-        const struct thr_params *p;
+        struct thr_params p;
         return reserve(l, key, len, cost, max_wait_ns, rv, &g, &p);
 }
 
@@ -407,8 +484,9 @@ int thr_limiter_acquire(thr_limiter *l, const void *key, size_t len, uint64_t co
 {
         struct thr_reservation rv;
         struct shm_gcra g = {0};
-        const struct thr_params *p = NULL;
-        int rc = reserve(l, key, len, cost, timeout_ns, &rv, &g, &p);
+        struct thr_params pc;
+        const struct thr_params *p = &pc;
+        int rc = reserve(l, key, len, cost, timeout_ns, &rv, &g, &pc);
         if (rc == -EAGAIN)
                 return -ETIMEDOUT;
         if (rc < 0)
@@ -454,6 +532,8 @@ const char *thr_strerror(int err)
                 return "cost exceeds the limiter's burst: never admissible";
         case ENOSPC:
                 return "the limiter's key table is full";
+        case EIDRM:
+                return "the limiter was removed from the daemon's configuration";
         case EPROTONOSUPPORT:
                 return "arena layout major version differs from this library's";
         case ESTALE:

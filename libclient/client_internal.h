@@ -28,6 +28,9 @@ struct thr_arena {
         uint64_t id;       /* process-unique, never reused: stale TLS entries never match */
         uint32_t *claimed; /* reader records this process claimed (under the registry lock) */
         uint32_t nclaimed, capclaimed;
+        int lockfd;             /* this process's own open file description of the arena: it
+                                 * holds the liveness locks of the records claimed (reclaim.c) */
+        uint64_t lockfd_gen;    /* fork generation it was opened in */
         struct thr_arena *next; /* the process's open arenas */
 };
 
@@ -82,18 +85,21 @@ static inline struct thr_reader *thr_reader_get(thr_arena *a)
 }
 
 /*
- * Read-side section marks for the cross-process RCU of issue 3: `online` holds the grace-period
- * count seen on entry (+1, so never 0) and 0 when offline. Only this thread writes the record.
- * The compiler fence keeps the table accesses inside the section; the store-load ordering against
- * the daemon's scan is to be paid by the daemon (membarrier), not here.
+ * Read-side section marks for the arena's RCU (the argument is at the top of shm/reclaim.c):
+ * `online` holds the grace-period counter seen on entry (+1, so never 0), 0 when offline. Only
+ * this thread writes the record. The acquire load of the counter orders the section's loads after
+ * it (free on x86); the compiler fence keeps the table accesses inside the section. The
+ * store-load ordering between `online` and those loads is paid by the daemon (membarrier), not
+ * here: no fence on the hot path.
  */
 static inline void thr_reader_enter(const thr_arena *a, struct thr_reader *r)
 {
-        uint64_t gp = atomic_load_explicit(&a->hdr->grace_periods, memory_order_relaxed);
+        uint64_t gp = atomic_load_explicit(&a->hdr->grace_periods, memory_order_acquire);
         atomic_store_explicit(&r->online, gp + 1, memory_order_relaxed);
         atomic_signal_fence(memory_order_seq_cst);
 }
 
+/* Leave the section: every access to the table is done before (release). */
 static inline void thr_reader_exit(struct thr_reader *r)
 {
         atomic_store_explicit(&r->online, 0, memory_order_release);

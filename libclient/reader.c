@@ -16,10 +16,18 @@
  *
  * A process that exits normally gives back every record it holds (the library destructor below
  * runs at exit() and at dlclose, when no thread-exit destructor runs for the main thread). A
- * process killed by a signal keeps its records claimed until the daemon notices its death
- * (issue 3: liveness by an open-file-description lock per process).
+ * process killed by a signal cannot: each record it claimed is also held by a write lock on its
+ * own byte (THR_LOCK_READERS + index) through the process's own open file description of the
+ * arena (a->lockfd), which the kernel drops when the process dies; the daemon then gets the lock,
+ * forces the record offline and frees it (shm/reclaim.c). The lock is taken before the owner
+ * word is claimed and dropped after it is cleared, so a record with an owner and no lock is a
+ * dead process's. The file description must be the process's own: a child made by fork() shares
+ * its parent's, so the atfork child handler closes the inherited descriptor, and the first
+ * registration after a fork (WIPEONFORK) opens a new one.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -51,7 +59,29 @@ static void atfork_parent(void)
 static void atfork_child(void)
 {
         thr_forkpage->gen = 0; /* already 0 on a wiped page; needed where WIPEONFORK is missing */
+        /* the parent's lock descriptions: holding them here would keep its dead records alive */
+        for (thr_arena *a = g_arenas; a; a = a->next) {
+                if (a->lockfd >= 0)
+                        close(a->lockfd);
+                a->lockfd = -1;
+        }
         pthread_mutex_unlock(&g_lock);
+}
+
+/* Under g_lock: this process's own open file description of A's file, for liveness locks. */
+static int lockfd_get(thr_arena *a)
+{
+        if (a->lockfd >= 0 && a->lockfd_gen == thr_forkpage->gen)
+                return a->lockfd;
+        if (a->lockfd >= 0)
+                close(a->lockfd); /* inherited across a fork without the atfork handlers */
+        char proc[64];
+        snprintf(proc, sizeof(proc), "/proc/self/fd/%d", a->map.fd);
+        a->lockfd = open(proc, O_RDWR | O_CLOEXEC); /* the same file, a new description */
+        if (a->lockfd < 0)
+                a->lockfd = open(a->map.path, O_RDWR | O_CLOEXEC);
+        a->lockfd_gen = thr_forkpage->gen;
+        return a->lockfd;
 }
 
 /* Under g_lock: a new generation for this process; records listed so far are a parent's. */
@@ -81,6 +111,8 @@ static void release_record(thr_arena *a, uint32_t idx)
         atomic_store_explicit(&r->pid, 0, memory_order_relaxed);
         atomic_store_explicit(&r->tid, 0, memory_order_relaxed);
         atomic_store_explicit(&r->owner, 0, memory_order_release);
+        if (a->lockfd >= 0 && a->lockfd_gen == thr_forkpage->gen)
+                shm_reader_unlock(a->lockfd, idx); /* after the owner word is clear */
         for (uint32_t i = 0; i < a->nclaimed; i++) {
                 if (a->claimed[i] == idx) {
                         a->claimed[i] = a->claimed[--a->nclaimed];
@@ -152,6 +184,9 @@ void thr_registry_remove(thr_arena *a)
         pthread_mutex_unlock(&g_lock);
         free(a->claimed);
         a->claimed = NULL;
+        if (a->lockfd >= 0)
+                close(a->lockfd);
+        a->lockfd = -1;
 }
 
 /* Under g_lock: claim a free record, or -EUSERS. */
@@ -169,12 +204,22 @@ static int claim_record(thr_arena *a, uint32_t *idx)
         if (getrandom(&token, sizeof(token), 0) != sizeof(token))
                 return -EIO;
         token |= 1;
+        int fd = lockfd_get(a);
+        if (fd < 0)
+                return -errno;
         struct thr_reader *rec = shm_at(a->map.base, a->map.g.reader_off);
         for (uint32_t i = 0; i < a->map.g.reader_count; i++) {
                 uint64_t zero = 0;
-                if (!atomic_compare_exchange_strong_explicit(
-                        &rec[i].owner, &zero, token, memory_order_acq_rel, memory_order_relaxed))
+                if (atomic_load_explicit(&rec[i].owner, memory_order_relaxed) != 0)
                         continue;
+                /* the lock first: an owner without it is taken for dead by the daemon */
+                if (shm_reader_lock(fd, i) < 0)
+                        continue;
+                if (!atomic_compare_exchange_strong_explicit(
+                        &rec[i].owner, &zero, token, memory_order_acq_rel, memory_order_relaxed)) {
+                        shm_reader_unlock(fd, i);
+                        continue;
+                }
                 atomic_store_explicit(&rec[i].pid, (uint64_t)getpid(), memory_order_relaxed);
                 atomic_store_explicit(&rec[i].tid, (uint64_t)gettid(), memory_order_relaxed);
                 a->claimed[a->nclaimed++] = i;
@@ -224,7 +269,7 @@ struct thr_reader *thr_reader_slow(thr_arena *a)
                 if (oa && old->fork_gen == thr_forkpage->gen)
                         release_record(oa, old->idx);
         }
-        uint32_t idx;
+        uint32_t idx = 0;
         int rc = claim_record(a, &idx);
         pthread_mutex_unlock(&g_lock);
         if (rc < 0)

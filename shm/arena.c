@@ -260,7 +260,8 @@ static int params_check(const struct thr_params *p, uint64_t off, char *err, siz
         __uint128_t bt = (__uint128_t)p->burst * p->t_units;
         if (p->kind != THR_KIND_GCRA || p->size != sizeof(*p) || p->k == 0 || p->k > THR_MAX_K ||
             p->t_units == 0 || p->burst == 0 || p->initial > p->burst || bt != p->bt_units ||
-            !shm_params_range_ok(p->burst, p->t_units, p->max_reserve_units, p->k))
+            !shm_params_range_ok(p->burst, p->t_units, p->max_reserve_units, p->k) ||
+            p->on_full > THR_FULL_EVICT || p->idle_ttl_ns > THR_HORIZON_NS)
                 return shm_seterr(err, errlen, -EBADMSG,
                                   "parameter record at %" PRIu64 " is inconsistent", off);
         return 0;

@@ -76,7 +76,7 @@
 #include <stdint.h>
 
 #define THR_MAGIC          0x414e455241524854ull /* "THRARENA" little-endian */
-#define THR_LAYOUT_MAJOR   1u
+#define THR_LAYOUT_MAJOR   2u
 #define THR_LAYOUT_MINOR   0u
 #define THR_HDR_SIZE       4096u
 #define THR_NAME_MAX       63u  /* arena and limiter names, without the NUL */
@@ -90,8 +90,13 @@
 #define THR_MAX_SHARDS     4096u
 
 #define THR_TAT_FRESH UINT64_MAX
-#define THR_TAT_DEAD  (UINT64_MAX - 1)
-#define THR_TAT_LIMIT (UINT64_MAX - 2) /* largest storable TAT */
+#define THR_TAT_DEAD  (UINT64_MAX - 1) /* evicted: retiring until a grace period has passed */
+#define THR_TAT_FREE  (UINT64_MAX - 2) /* reclaimed: a DEAD slot an inserter may reuse */
+#define THR_TAT_LIMIT (UINT64_MAX - 3) /* largest storable TAT */
+
+/* Reader liveness: reader record I is held by an open-file-description write lock on byte
+ * THR_LOCK_READERS + I of the arena file (beyond its end: the bytes need not exist). */
+#define THR_LOCK_READERS (1ull << 40)
 
 /* hdr.clock_id */
 enum thr_clock_kind { THR_CLOCK_MONOTONIC = 1, THR_CLOCK_MANUAL = 2 };
@@ -104,6 +109,13 @@ enum thr_dir_state { THR_DIR_FREE = 0, THR_DIR_LIVE = 1, THR_DIR_RETIRED = 2 };
 
 /* thr_params.kind */
 enum thr_limiter_kind { THR_KIND_GCRA = 1 };
+
+/* thr_params.on_full: what an insert does when the table (or the key's shard) is full */
+enum thr_on_full {
+        THR_FULL_DENY = 0,  /* the request is denied (counted in insert_fail) */
+        THR_FULL_ALLOW = 1, /* the request is admitted without state (counted in allowed_full) */
+        THR_FULL_EVICT = 2  /* the shard's least-indebted key is evicted, its debt kept as floor */
+};
 
 /* slot meta status, bits 63..62 */
 enum thr_slot_status {
@@ -158,12 +170,19 @@ struct thr_hdr {
         _Atomic uint64_t heap_top;   /* bump pointer; written by the daemon only */
         _Atomic uint64_t config_gen; /* bumped by the daemon at every (re)configuration */
 
-        /* statistics that only the daemon writes */
+        /* grace periods (reclaim.c): the counter readers snapshot on entry, and the last one
+         * the daemon saw completed (informational: the daemon recomputes it at every scan) */
         _Atomic uint64_t grace_periods;
 
         uint64_t pidns_ino; /* creator's pid namespace (/proc/self/ns/pid inode), see below */
 
-        uint8_t headroom[THR_HDR_SIZE - 288];
+        _Atomic uint64_t gp_done;
+        _Atomic uint64_t readers_forced; /* records of dead processes forced offline */
+        _Atomic uint32_t mb_fallback;    /* a client could not register for expedited
+                                          * membarrier: the daemon uses MEMBARRIER_CMD_GLOBAL */
+        uint32_t pad3;
+
+        uint8_t headroom[THR_HDR_SIZE - 312];
 };
 
 struct thr_params {
@@ -178,7 +197,10 @@ struct thr_params {
         uint64_t bt_units;          /* B * T, checked not to overflow */
         uint64_t max_reserve_units; /* how far past now + B*T a reservation may push the TAT */
         uint64_t gen;               /* config generation that wrote this record */
-        uint64_t reserved[6];
+        uint64_t idle_ttl_ns;       /* the daemon evicts keys full for this long; 0 never */
+        uint32_t on_full;           /* enum thr_on_full */
+        uint32_t pad;
+        uint64_t reserved[4];
 };
 
 struct thr_dir_entry {
@@ -209,10 +231,12 @@ struct thr_shard {
         uint8_t mutex[64];     /* pthread_mutex_t, robust and process-shared */
         _Atomic uint64_t live; /* live slots in this shard */
         _Atomic uint64_t inserts;
-        _Atomic uint64_t repairs; /* interrupted inserts repaired after EOWNERDEAD */
-        _Atomic uint64_t
-            floor_units; /* issue 3: TAT floor new keys start from after on_full=evict */
-        uint8_t pad[32];
+        _Atomic uint64_t repairs;      /* interrupted inserts repaired after EOWNERDEAD */
+        _Atomic uint64_t floor_units;  /* TAT new keys start from at least (on_full=evict) */
+        _Atomic uint64_t evicted;      /* idle keys evicted by the daemon */
+        _Atomic uint64_t evicted_full; /* keys evicted by an insert into a full table */
+        _Atomic uint64_t reclaimed;    /* retired slots made reusable after a grace period */
+        _Atomic uint64_t allowed_full; /* requests admitted unrecorded (on_full=allow) */
 };
 
 struct thr_slot {
@@ -232,7 +256,12 @@ struct thr_reader {
         _Atomic uint64_t denied;
         _Atomic uint64_t inserts;
         _Atomic uint64_t cas_retries;
-        uint8_t pad[THR_READER_SIZE - 64];
+        /* line 1: written by the daemon only, never by the owner (no false sharing) */
+        _Atomic uint64_t gp_seen;      /* last grace period this reader was seen not to block */
+        _Atomic uint64_t blocking_ns;  /* arena time it was first seen blocking one, else 0 */
+        _Atomic uint64_t stalled;      /* 1 while reported stalled */
+        _Atomic uint64_t forced_token; /* owner token of the last dead owner forced offline */
+        uint8_t pad[THR_READER_SIZE - 96];
 };
 
 static_assert(sizeof(struct thr_hdr) == THR_HDR_SIZE, "header is one page");

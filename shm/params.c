@@ -75,6 +75,10 @@ int shm_params_make(const struct shm_limiter_spec *s, uint64_t gen, struct thr_p
                             "burst %" PRIu64 " times the emission interval (%" PRIu64
                             " units) plus max_reserve would overflow the state word over 20 years",
                             s->burst, t_units);
+        if (s->on_full > THR_FULL_EVICT)
+                return fail(err, errlen, -EINVAL, s->name, "on_full must be deny, allow or evict");
+        if (s->idle_ttl_ns > THR_HORIZON_NS)
+                return fail(err, errlen, -ERANGE, s->name, "idle_ttl exceeds 20 years");
         memset(out, 0, sizeof(*out));
         out->kind = THR_KIND_GCRA;
         out->size = sizeof(*out);
@@ -87,5 +91,7 @@ int shm_params_make(const struct shm_limiter_spec *s, uint64_t gen, struct thr_p
         out->bt_units = (uint64_t)bt;
         out->max_reserve_units = (uint64_t)reserve;
         out->gen = gen;
+        out->idle_ttl_ns = s->idle_ttl_ns;
+        out->on_full = s->on_full;
         return 0;
 }

@@ -31,6 +31,8 @@ struct shm_limiter_spec {
         uint64_t max_reserve_ns; /* how far ahead reservations may reach beyond the burst */
         uint64_t capacity;       /* hard cap on live keys */
         uint32_t shards;         /* 0: chosen from capacity; else a power of two */
+        uint32_t on_full;        /* enum thr_on_full: what an insert into a full table does */
+        uint64_t idle_ttl_ns;    /* keys with no debt for this long are evicted; 0: never */
 };
 
 struct shm_arena_spec {
@@ -217,20 +219,49 @@ static inline uint64_t shm_now_ns(const struct thr_hdr *h)
  */
 #include "table_lookup.h"
 
+/* What an insert needs besides the key: a new key's starting state, and the on_full policy. */
+struct shm_insert {
+        uint64_t start_tat; /* units: now + (B - initial) * T, or THR_TAT_FRESH */
+        uint64_t now;       /* units: debts (on_full = evict, the shard floor) count from it */
+        uint32_t on_full;   /* enum thr_on_full; only THR_FULL_EVICT acts here */
+};
+
 /*
- * shm_table_insert - the live slot of KEY, inserting it (state THR_TAT_FRESH) if absent: takes the
- * shard's robust mutex, re-probes, claims the first EMPTY or reusable slot. At most one live slot
- * per key. *CREATED set to whether this call inserted it.
- * Returns 0, -ENOSPC (table or shard full, or no EMPTY slot left in the probe run), -errno from
- * the mutex (-ENOTRECOVERABLE). Thread-safe, multi-process safe; may sleep on the mutex.
+ * shm_shard_lock / shm_shard_trylock / shm_shard_unlock - the insert mutex of the shard in P
+ * (robust, process-shared). The locker that gets EOWNERDEAD repairs the shard first (see
+ * table.c). Return 0, -EBUSY (trylock), -ENOTRECOVERABLE. The daemon only ever tries.
  */
+int shm_shard_lock(struct shm_probe *p);
+int shm_shard_trylock(struct shm_probe *p);
+void shm_shard_unlock(struct shm_probe *p);
+
+/*
+ * shm_table_insert_locked - with P's shard mutex held and inside a read-side section: the live
+ * slot of KEY, inserting it if absent (starting at A->start_tat, or the shard's floor if that is
+ * higher) in the first reclaimed or EMPTY slot of its probe run. When the table or shard is full
+ * and A->on_full is THR_FULL_EVICT, the shard's least-indebted key is evicted first.
+ * *CREATED says whether this call inserted. Returns 0 or -ENOSPC (counted in insert_fail).
+ * shm_table_insert - the same with the mutex taken and released inside, starting state FRESH,
+ * policy deny (tests, tools).
+ */
+int shm_table_insert_locked(void *base, struct thr_table *tb, struct shm_probe *p, const void *key,
+                            uint32_t len, const struct shm_insert *a, struct thr_slot **out,
+                            bool *created);
 int shm_table_insert(void *base, struct thr_table *tb, uint64_t h, const void *key, uint32_t len,
                      struct thr_slot **out, bool *created);
 
 /*
+ * shm_slot_retire - second step of an eviction, after the state word was CASed to THR_TAT_DEAD:
+ * meta LIVE -> DEAD carrying grace period TAG (the slot is reusable once that period is done).
+ * Returns true for the one caller that made the change (it uncounted the key).
+ */
+bool shm_slot_retire(struct thr_table *tb, struct thr_shard *sh, struct thr_slot *s, uint32_t tag);
+
+/*
  * shm_table_reconcile - recount the live keys of the table at TB_OFF with every shard mutex held
  * (daemon, after shard repairs), using GEO, a checked private copy of the table header (never the
- * arena's own fields). Returns 0 or -errno from a mutex. May sleep.
+ * arena's own fields). Only tries the mutexes: returns 0, -EBUSY (one is held: try later) or
+ * -errno from a mutex. Never sleeps.
  */
 int shm_table_reconcile(void *base, uint64_t tb_off, const struct thr_table *geo);
 
@@ -239,6 +270,83 @@ uint64_t shm_table_repairs(const void *base, const struct thr_table *geo);
 
 /* shm_table_count - live slots counted by walking every slot (tests, shmctl); < 0 on corruption. */
 int64_t shm_table_count(const void *base, const struct thr_table *tb);
+
+/* ---------------------------------------------------------------- reclamation (reclaim.c) */
+
+/*
+ * Reader liveness: record IDX is held by an open-file-description write lock on byte
+ * THR_LOCK_READERS + IDX of the arena file. shm_reader_lock takes it on FD (0, -EAGAIN when held
+ * elsewhere, -errno); shm_reader_unlock drops it; shm_reader_alive tests it (1 held, 0 free,
+ * -errno; works on a read-only descriptor).
+ */
+int shm_reader_lock(int fd, uint32_t idx);
+void shm_reader_unlock(int fd, uint32_t idx);
+int shm_reader_alive(int fd, uint32_t idx);
+
+/*
+ * shm_membarrier_register - a client process registers for MEMBARRIER_CMD_GLOBAL_EXPEDITED; when
+ * it cannot, it sets the header's mb_fallback so the daemon uses MEMBARRIER_CMD_GLOBAL.
+ * Returns 0 or -errno (the fallback was set).
+ */
+int shm_membarrier_register(struct thr_hdr *h);
+
+/*
+ * shm_gp_start - start grace period *GP: bump the counter, then membarrier() so every reader's
+ * online word is ordered with the scan that follows. Daemon only. Returns 0 or -errno (no
+ * membarrier: nothing may be reclaimed).
+ */
+int shm_gp_start(struct shm_map *m, uint64_t *gp);
+
+enum shm_gp_event { SHM_GP_STALLED = 1, SHM_GP_RESUMED = 2, SHM_GP_FORCED = 3 };
+typedef void (*shm_gp_report_fn)(void *ctx, uint32_t idx, const struct thr_reader *r,
+                                 enum shm_gp_event ev);
+
+struct shm_gp_result {
+        uint64_t done;     /* slots retired with a tag <= done may be reused */
+        uint32_t readers;  /* records owned */
+        uint32_t blocking; /* alive and inside a section older than the grace period */
+        uint32_t stalled;  /* of those, blocking for stall_ns or more */
+        uint32_t forced;   /* dead owners forced offline by this scan */
+};
+
+/*
+ * shm_gp_scan - after shm_gp_start(GP): read every reader record. Offline readers, and readers
+ * whose section began after GP started, are past it; a blocker whose process is dead is forced
+ * offline (see reap); a live blocker holds DONE back to its snapshot and is reported through
+ * REPORT once it has blocked for STALL_NS (and again when it resumes). Writes only the records'
+ * daemon line and hdr->gp_done. Returns 0 or -errno.
+ */
+int shm_gp_scan(struct shm_map *m, uint64_t gp, uint64_t now_ns, uint64_t stall_ns,
+                struct shm_gp_result *res, shm_gp_report_fn report, void *ctx);
+
+/* shm_readers_reap - free the records of every dead owner, online or not. Returns how many. */
+int shm_readers_reap(struct shm_map *m);
+
+/* The grace-period tag for slots the daemon retires now (the next period to start). */
+uint32_t shm_retire_tag(const struct thr_hdr *h);
+
+struct shm_maint_args {
+        uint64_t now_units; /* arena time in the limiter's units */
+        uint64_t ttl_units; /* idle TTL in units; 0: no idle eviction */
+        uint32_t tag;       /* grace-period tag for slots retired by this pass */
+        uint64_t done;      /* last completed grace period: retired slots up to it are freed */
+};
+
+struct shm_maint_stats {
+        uint64_t scanned, live, evicted, finished, reclaimed, retiring, trimmed;
+        uint32_t busy_shards; /* shards whose mutex was held: trimming waits for the next pass */
+};
+
+/*
+ * shm_table_maintain - one bounded step of the daemon's pass over the table of SNAP (checked
+ * copy): about BUDGET slots, whole shards from *CURSOR on. Evicts live keys idle past the TTL
+ * (CAS from the observed state: an admission wins), finishes evictions whose evictor died, makes
+ * retired slots whose grace period is done reusable, trims reclaimed slots at the ends of probe
+ * runs (shard mutex tried, never waited for) and repairs shards of dead inserters.
+ * Returns true when the cursor wrapped (a whole pass over the table is complete).
+ */
+bool shm_table_maintain(void *base, const struct shm_lim_snap *snap, const struct shm_maint_args *a,
+                        uint32_t *cursor, uint64_t budget, struct shm_maint_stats *st);
 
 /* ---------------------------------------------------------------- GCRA */
 

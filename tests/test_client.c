@@ -105,7 +105,7 @@ Test(client, several_arenas_are_independent)
         cr_assert_eq(r.retry_after_ns, 100 * MS);
 }
 
-Test(client, table_full_is_enospc)
+Test(client, table_full_denies_new_keys)
 {
         thr_limiter *l = tlim(&T, "small");
         struct thr_result r;
@@ -114,10 +114,14 @@ Test(client, table_full_is_enospc)
                 int n = snprintf(key, sizeof(key), "k%d", i);
                 cr_assert_eq(thr_limiter_try(l, key, (size_t)n, 1, &r), 1, "key %d", i);
         }
-        cr_assert_eq(thr_limiter_try(l, "one-more", 8, 1, &r), -ENOSPC);
+        r.retry_after_ns = 0;
+        cr_assert_eq(thr_limiter_try(l, "one-more", 8, 1, &r), 0, "on_full = deny: denied");
+        cr_assert_eq(r.retry_after_ns, MS, "look again after one emission interval");
+        cr_assert_eq(thr_limiter_reserve(l, "one-more", 8, 1, 0, &(struct thr_reservation){0}),
+                     -ENOSPC, "a reservation cannot wait for room");
         cr_assert_eq(thr_limiter_try(l, "k3", 2, 1, &r), 0, "existing keys still decide");
         cr_assert_eq(r.retry_after_ns, MS);
-        cr_assert_eq(ttable(&T, "small")->insert_fail, 1);
+        cr_assert_eq(ttable(&T, "small")->insert_fail, 2);
         thr_limiter_close(l);
 }
 

@@ -113,6 +113,12 @@ Test(config, default_file_parses)
         cr_assert(k->capacity == 10000 && k->shards == 0 && k->max_reserve_ns == 60 * SEC);
         cr_assert(g->rate_n == 50 && g->period_ns == SEC && g->burst == 10 && g->initial == 10);
         cr_assert(g->capacity == 16);
+        cr_assert_eq(k->idle_ttl_ns, 60 * SEC);
+        cr_assert_eq(k->on_full, THR_FULL_EVICT);
+        cr_assert_eq(g->idle_ttl_ns, 60 * SEC);
+        cr_assert_eq(g->on_full, THR_FULL_DENY);
+        cr_assert(cfg->heartbeat_ms == 1000 && cfg->maintenance_ms == 100);
+        cr_assert(cfg->scan_budget == 65536 && cfg->stall_ms == 1000);
         for (size_t i = 0; i < cfg->nlimiters; i++) {
                 struct thr_params p;
                 cr_assert_eq(shm_params_make(&cfg->limiters[i], 1, &p, err, sizeof(err)), 0);
@@ -138,6 +144,9 @@ Test(config, valid_file_fills_every_field)
                                  "[daemon]\n"
                                  "heartbeat_ms = 250\n"
                                  "metrics = [::1]:9100\n"
+                                 "maintenance_ms = 40\n"
+                                 "scan_budget = 4096\n"
+                                 "stall_ms = 3000\n"
                                  "[tokens]\n"
                                  "rate = 20000/min\n"
                                  "burst = 100\n"
@@ -145,6 +154,8 @@ Test(config, valid_file_fills_every_field)
                                  "capacity = 1234\n"
                                  "shards = 16\n"
                                  "max_reserve = 10s\n"
+                                 "idle_ttl = 5min\n"
+                                 "on_full = allow\n"
                                  "[b]\n"
                                  "rate = 3/250ms\n");
         cr_assert_eq(r->rc, 0, "%s", r->err);
@@ -162,6 +173,7 @@ Test(config, valid_file_fills_every_field)
         cr_assert(a->dir && !strcmp(a->dir, "/tmp/arenas") && a->dir == c->arena_dir);
         cr_assert_eq(c->heartbeat_ms, 250);
         cr_assert_str_eq(c->metrics_listen, "[::1]:9100");
+        cr_assert(c->maintenance_ms == 40 && c->scan_budget == 4096 && c->stall_ms == 3000);
         cr_assert_str_eq(c->path, r->path);
         cr_assert(a->nlimiters == 2 && c->nlimiters == 2 && a->limiters == c->limiters);
         const struct shm_limiter_spec *t = &c->limiters[0], *b = &c->limiters[1];
@@ -169,10 +181,13 @@ Test(config, valid_file_fills_every_field)
         cr_assert(t->rate_n == 20000 && t->period_ns == 60 * SEC);
         cr_assert(t->burst == 100 && t->initial == 7 && t->capacity == 1234);
         cr_assert(t->shards == 16 && t->max_reserve_ns == 10 * SEC);
-        /* defaults: burst = N, initial = burst, capacity 65536, automatic shards, 60 s */
+        cr_assert(t->idle_ttl_ns == 300 * SEC && t->on_full == THR_FULL_ALLOW);
+        /* defaults: burst = N, initial = burst, capacity 65536, automatic shards, 60 s, idle
+         * keys evicted after 60 s, a full table denies */
         cr_assert_str_eq(b->name, "b");
         cr_assert(b->rate_n == 3 && b->period_ns == SEC / 4 && b->burst == 3 && b->initial == 3);
         cr_assert(b->capacity == 65536 && b->shards == 0 && b->max_reserve_ns == 60 * SEC);
+        cr_assert(b->idle_ttl_ns == 60 * SEC && b->on_full == THR_FULL_DENY);
         free(r);
 }
 
@@ -187,6 +202,71 @@ Test(config, empty_file_gives_defaults)
         cr_assert(a->max_readers == 1024 && a->spare_bytes == 16ull << 20 && !a->dir);
         cr_assert(a->nlimiters == 0 && r->cfg.heartbeat_ms == 1000);
         cr_assert_str_eq(r->cfg.metrics_listen, "127.0.0.1:9477");
+        cr_assert_eq(r->cfg.maintenance_ms, 100);
+        cr_assert_eq(r->cfg.scan_budget, 65536);
+        cr_assert_eq(r->cfg.stall_ms, 1000);
+        free(r);
+}
+
+Test(config, limiter_defaults_idle_ttl_and_on_full)
+{
+        struct run *r = run_text("[api]\nrate = 5/s\n");
+        cr_assert_eq(r->rc, 0, "%s", r->err);
+        const struct shm_limiter_spec *l = &r->cfg.limiters[0];
+        cr_assert_eq(l->idle_ttl_ns, 60 * SEC);
+        cr_assert_eq(l->on_full, THR_FULL_DENY);
+        free(r);
+}
+
+/* Every accepted form of the two limiter keys, and their way into the parameter record. */
+Test(config, idle_ttl_and_on_full_parsed)
+{
+        static const struct {
+                const char *ttl, *full;
+                uint64_t ns;
+                uint32_t on_full;
+        } cases[] = {
+            {"0", "deny", 0, THR_FULL_DENY},
+            {"90s", "allow", 90 * SEC, THR_FULL_ALLOW},
+            {"5min", "evict", 300 * SEC, THR_FULL_EVICT},
+            {"250ms", "Evict", 250000000, THR_FULL_EVICT},
+            {"2h", "DENY", 7200 * SEC, THR_FULL_DENY},
+            {"7300d", "allow", THR_HORIZON_NS, THR_FULL_ALLOW}, /* exactly 20 years */
+            {"630720000000000000ns", "evict", THR_HORIZON_NS, THR_FULL_EVICT},
+        };
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                char text[256], err[256];
+                struct thr_params p;
+                snprintf(text, sizeof(text), "[api]\nrate = 5/s\nidle_ttl = %s\non_full = %s\n",
+                         cases[i].ttl, cases[i].full);
+                struct run *r = run_text(text);
+                cr_assert_eq(r->rc, 0, "%s / %s: %s", cases[i].ttl, cases[i].full, r->err);
+                const struct shm_limiter_spec *l = &r->cfg.limiters[0];
+                cr_expect_eq(l->idle_ttl_ns, cases[i].ns, "idle_ttl = %s", cases[i].ttl);
+                cr_expect_eq(l->on_full, cases[i].on_full, "on_full = %s", cases[i].full);
+                cr_assert_eq(shm_params_make(l, 1, &p, err, sizeof(err)), 0, "%s", err);
+                cr_expect(p.idle_ttl_ns == cases[i].ns && p.on_full == cases[i].on_full);
+                free(r);
+        }
+}
+
+/* The daemon's maintenance keys at the ends of their ranges. */
+Test(config, maintenance_keys_parsed)
+{
+        struct run *r = run_text("[daemon]\nmaintenance_ms = 1\nscan_budget = 64\nstall_ms = 1\n");
+        cr_assert_eq(r->rc, 0, "%s", r->err);
+        cr_assert_eq(r->cfg.maintenance_ms, 1);
+        cr_assert_eq(r->cfg.scan_budget, 64);
+        cr_assert_eq(r->cfg.stall_ms, 1);
+        free(r);
+        r = run_text("[daemon]\n"
+                     "maintenance_ms = 60000\n"
+                     "scan_budget = 1073741824\n"
+                     "stall_ms = 3600000\n");
+        cr_assert_eq(r->rc, 0, "%s", r->err);
+        cr_assert_eq(r->cfg.maintenance_ms, 60000);
+        cr_assert_eq(r->cfg.scan_budget, 1ull << 30);
+        cr_assert_eq(r->cfg.stall_ms, 3600000);
         free(r);
 }
 
@@ -464,6 +544,60 @@ Test(config, shards_not_power_of_two)
 Test(config, bad_duration)
 {
         expect_one_fault("[api]\nrate = 5/s\nmax_reserve = 10\n", 3, "no unit");
+}
+
+Test(config, on_full_unknown_word)
+{
+        expect_one_fault("[api]\nrate = 5/s\n\non_full = drop\n", 4,
+                         "[api] on_full: unknown value 'drop' (one of deny, allow, evict)");
+        expect_one_fault("[api]\nrate = 5/s\non_full =\n", 3,
+                         "unknown value '' (one of deny, allow, evict)");
+        expect_one_fault("[api]\nrate = 5/s\non_full = evict\non_full = deny\n", 4,
+                         "[api] on_full is set twice");
+}
+
+Test(config, idle_ttl_bad_unit)
+{
+        expect_one_fault("[api]\nrate = 5/s\nidle_ttl = 10parsecs\n", 3,
+                         "[api] idle_ttl: unknown unit 'parsecs' in '10parsecs'");
+        expect_one_fault("[api]\nidle_ttl = 60\nrate = 5/s\n", 2,
+                         "[api] idle_ttl: '60' has no unit");
+        expect_one_fault("[api]\nrate = 5/s\nidle_ttl = -1s\n", 3,
+                         "[api] idle_ttl: '-1s' does not start with a whole number");
+}
+
+Test(config, idle_ttl_above_20_years)
+{
+        expect_one_fault("[api]\nrate = 5/s\nidle_ttl = 7301d\n", 3,
+                         "[api] idle_ttl: 7301d is out of range (0 to 7300d)");
+        expect_one_fault("[api]\nrate = 5/s\n\nidle_ttl = 630720000000000001ns\n", 4,
+                         "out of range (0 to 7300d)");
+        expect_one_fault("[api]\nrate = 5/s\nidle_ttl = 99999999999d\n", 3,
+                         "[api] idle_ttl: '99999999999d' is too large (overflow)");
+}
+
+Test(config, maintenance_ms_out_of_range)
+{
+        expect_one_fault("[daemon]\nheartbeat_ms = 10\nmaintenance_ms = 0\n", 3,
+                         "[daemon] maintenance_ms: 0 is out of range (1 to 60000)");
+        expect_one_fault("[daemon]\nmaintenance_ms = 60001\n", 2,
+                         "[daemon] maintenance_ms: 60001 is out of range (1 to 60000)");
+}
+
+Test(config, scan_budget_out_of_range)
+{
+        expect_one_fault("[daemon]\nscan_budget = 63\n", 2,
+                         "[daemon] scan_budget: 63 is out of range (64 to 1073741824)");
+        expect_one_fault("[daemon]\n\nscan_budget = 1073741825\n", 3,
+                         "[daemon] scan_budget: 1073741825 is out of range (64 to 1073741824)");
+}
+
+Test(config, stall_ms_out_of_range)
+{
+        expect_one_fault("[daemon]\nstall_ms = 0\n", 2,
+                         "[daemon] stall_ms: 0 is out of range (1 to 3600000)");
+        expect_one_fault("[daemon]\nmetrics =\nstall_ms = 3600001\n", 3,
+                         "[daemon] stall_ms: 3600001 is out of range (1 to 3600000)");
 }
 
 Test(config, bad_size_suffix)

@@ -84,6 +84,8 @@ int thr_version(void);
  *                     another time namespace)
  *   -EXDEV            the arena was created in another pid namespace (its insert mutexes
  *                     cannot be shared across pid namespaces yet)
+ * Opening registers the process for expedited membarrier(2) (the daemon's grace periods use
+ * it); where that fails, the daemon falls back to the slower global membarrier.
  *   -ENAMETOOLONG     NAME too long; -EINVAL bad arguments; -ENOMEM
  *   other -errno      from open(2) or mmap(2), e.g. -EMFILE
  * Thread-safe. Makes syscalls (open, mmap); may be called after fork.
@@ -116,10 +118,15 @@ int thr_limiter_close(thr_limiter *lim);
  * A new key is inserted by its first admitted request, or by its first denied one when it starts
  * with fewer than B tokens (`initial`), so that it refills from that first request; a peek never
  * inserts.
+ * A new key that finds the table full follows the limiter's on_full policy: deny (returns 0,
+ * with retry_after_ns one emission interval), allow (the fresh-key decision, unrecorded), or
+ * evict (the least-indebted key of its shard is evicted, its debt kept as the shard's floor, and
+ * the new key inserted; if nothing can be evicted, as deny).
  * Returns 1 admitted, 0 denied (RES filled in both cases, RES may be NULL), or:
  *   -ERANGE        COST > B: never admissible (distinct from a denial)
  *   -ENAMETOOLONG  key longer than THR_KEY_MAX_LEN; -EINVAL empty key or NULL argument
- *   -ENOSPC        the key is new and the limiter's table is full
+ *   -EIDRM         the limiter was removed from the daemon's config (a handle opened before the
+ *                  reload; it works again if the limiter is configured again)
  *   -EBADMSG       the limiter's parameters in the arena are corrupt
  *   -EUSERS        no free reader record for this thread (raise [arena] max_readers)
  * Lock-free, thread-safe. No syscall, no lock, no allocation when the key exists; inserting a
@@ -134,8 +141,9 @@ int thr_limiter_try(thr_limiter *lim, const void *key, size_t key_len, uint64_t 
  * coordinator; a later thr_limiter_try cannot jump ahead of them. A place is only taken if it is
  * due within MAX_WAIT_NS and within the limiter's max_reserve; otherwise nothing changes.
  * Returns 0 and fills *RV, or -EAGAIN (due later than allowed: RV->wait_ns says when it would be
- * due), -ERANGE (COST > B), -EINVAL (COST 0: nothing to reserve), and the errors of
- * thr_limiter_try.
+ * due), -ERANGE (COST > B), -EINVAL (COST 0: nothing to reserve), -ENOSPC (a new key and a full
+ * table under on_full deny, or evict with nothing evictable; under allow the place is granted at
+ * once, unrecorded), and the errors of thr_limiter_try.
  * Lock-free, thread-safe, no syscall when the key exists.
  */
 int thr_limiter_reserve(thr_limiter *lim, const void *key, size_t key_len, uint64_t cost,
