@@ -6,14 +6,22 @@
  * one arena: the first holds an open-file-description write lock on byte 0 of the file, which
  * the kernel drops when that process exits however it dies; the second finds it held and stops.
  * Clients never take that lock and never wait for the daemon.
+ *
+ * Threads: the main thread handles signals and reloads; the maintenance thread (maint.c) evicts,
+ * reclaims and keeps the heartbeat. They share the registry (RCU, liburcu: see maint.c) and the
+ * arena; arena writes by a reload are the publish protocol of shm_arena_configure (release
+ * stores of whole records), which the maintenance thread reads through checked snapshots.
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sysexits.h>
 #include <time.h>
 #include <unistd.h>
+#include <urcu.h>
 
 #include "log.h"
 #include "supervisor.h"
@@ -98,6 +106,29 @@ static int lock_and_configure(struct supervisor *s)
         return 0;
 }
 
+/* A registry for CFG: the config and the directory entry of each of its limiters. */
+static struct registry *registry_make(const struct supervisor *s, const struct config *cfg)
+{
+        struct registry *r = calloc(1, sizeof(*r));
+        if (!r)
+                return NULL;
+        config_copy(&r->cfg, cfg);
+        for (size_t i = 0; i < cfg->nlimiters; i++) {
+                int idx = shm_dir_find(&s->map, cfg->limiters[i].name);
+                if (idx >= 0)
+                        r->idx[r->n++] = (uint32_t)idx;
+        }
+        return r;
+}
+
+/* Publish REG to the daemon's threads; the old one is freed once no reader can hold it. */
+static void registry_publish(struct supervisor *s, struct registry *reg)
+{
+        struct registry *old = rcu_xchg_pointer(&s->reg, reg);
+        synchronize_rcu();
+        free(old);
+}
+
 static void announce(struct supervisor *s)
 {
         struct thr_hdr *h = shm_hdr(&s->map);
@@ -134,7 +165,24 @@ int supervisor_start(struct supervisor *s, const struct config *cfg, bool recrea
                 shm_arena_detach(&s->map);
                 return rc;
         }
+        struct registry *reg = registry_make(s, &s->cfg);
+        if (!reg) {
+                shm_arena_detach(&s->map);
+                return EX_OSERR;
+        }
+        registry_publish(s, reg);
         announce(s);
+        /* signals go to the main thread only */
+        sigset_t all, old;
+        sigfillset(&all);
+        pthread_sigmask(SIG_BLOCK, &all, &old);
+        rc = maint_start(s);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        if (rc < 0) {
+                shm_arena_detach(&s->map);
+                return EX_OSERR;
+        }
+        s->maint_running = true;
         return 0;
 }
 
@@ -152,14 +200,15 @@ static void reload_warn_unapplied(const struct config *cur, const struct config 
                          "resets every limit)");
         for (uint32_t i = 0; i < m->g.dir_count; i++) {
                 struct shm_lim_snap snap;
-                if (shm_dir_snapshot(m, i, &snap) < 0)
+                if (shm_dir_snapshot(m, i, &snap) < 0 || snap.state != THR_DIR_LIVE)
                         continue;
                 bool kept = false;
                 for (size_t j = 0; j < next->nlimiters && !kept; j++)
                         kept = strncmp(snap.name, next->limiters[j].name, sizeof(snap.name)) == 0;
                 if (!kept)
-                        log_warn("reload: limiter '%s' is no longer configured; it stays in the "
-                                 "arena (retiring limiters is not supported yet)",
+                        log_warn("reload: limiter '%s' is no longer configured: retired (its "
+                                 "clients get EIDRM; its buckets are kept and come back if it is "
+                                 "configured again with the same capacity)",
                                  snap.name);
         }
 }
@@ -173,55 +222,31 @@ static void do_reload(struct supervisor *s)
                 log_error("reload refused, running config kept:\n%s", err);
                 return;
         }
-        if (shm_arena_configure(&s->map, &next.arena, err, sizeof(err)) < 0) {
+        reload_warn_unapplied(&s->cfg, &next, &s->map);
+        uint32_t retired = 0;
+        if (shm_arena_configure2(&s->map, &next.arena, &retired, err, sizeof(err)) < 0) {
                 log_error("reload refused, running config kept: %s", err);
                 return;
         }
-        reload_warn_unapplied(&s->cfg, &next, &s->map);
         config_copy(&s->cfg, &next);
-        log_info("reloaded: %zu limiters", s->cfg.nlimiters);
-}
-
-/*
- * Maintenance on each heartbeat: a table whose shards were repaired (a client died holding an
- * insert mutex) may have lost capacity units; recount it. Everything read from the arena is a
- * checked snapshot.
- */
-static void maintain(struct supervisor *s)
-{
-        for (uint32_t i = 0; i < s->map.g.dir_count && i < SUP_MAX_TABLES; i++) {
-                struct shm_lim_snap snap;
-                if (shm_dir_snapshot(&s->map, i, &snap) < 0)
-                        continue;
-                uint64_t repairs = shm_table_repairs(s->map.base, &snap.table);
-                if (repairs == s->repairs_seen[i])
-                        continue;
-                int rc = shm_table_reconcile(s->map.base, snap.table_off, &snap.table);
-                if (rc < 0) {
-                        log_warn("limiter '%s': cannot recount its keys: %s", snap.name,
-                                 strerror(-rc));
-                        continue;
-                }
-                log_info("limiter '%s': %" PRIu64 " interrupted inserts repaired; live keys "
-                         "recounted",
-                         snap.name, repairs - s->repairs_seen[i]);
-                s->repairs_seen[i] = repairs;
+        struct registry *reg = registry_make(s, &s->cfg);
+        if (!reg) {
+                log_error("reload applied to the arena, but the registry could not be rebuilt: "
+                          "out of memory; maintenance keeps the previous limiter list");
+                return;
         }
+        registry_publish(s, reg);
+        log_info("reloaded: %zu limiters, %u retired", s->cfg.nlimiters, retired);
 }
 
 int supervisor_run(struct supervisor *s)
 {
-        struct thr_hdr *h = shm_hdr(&s->map);
         while (!s->stop) {
-                uint64_t period_ms = s->cfg.heartbeat_ms ? s->cfg.heartbeat_ms : 1000;
-                atomic_store_explicit(&h->heartbeat_ns, shm_now_ns(h), memory_order_relaxed);
                 if (s->reload) {
                         s->reload = 0;
                         do_reload(s);
                 }
-                maintain(s);
-                struct timespec ts = {(time_t)(period_ms / 1000),
-                                      (long)(period_ms % 1000) * 1000000};
+                struct timespec ts = {1, 0};
                 nanosleep(&ts, NULL); /* a signal cuts it short: stop and reload act at once */
         }
         return 0;
@@ -231,7 +256,12 @@ void supervisor_stop(struct supervisor *s)
 {
         if (!s->map.base)
                 return;
+        s->stop = 1;
+        if (s->maint_running)
+                maint_join(s);
+        s->maint_running = false;
         atomic_store_explicit(&shm_hdr(&s->map)->daemon_pid, 0, memory_order_relaxed);
         log_info("stopping: arena %s stays, with every bucket", s->map.path);
+        registry_publish(s, NULL);
         shm_arena_detach(&s->map);
 }

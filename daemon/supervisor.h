@@ -5,6 +5,7 @@
 #ifndef THR_DAEMON_SUPERVISOR_H
 #define THR_DAEMON_SUPERVISOR_H
 
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 
@@ -13,14 +14,41 @@
 
 #define SUP_MAX_TABLES 65536
 
-struct supervisor {
+/*
+ * What the daemon's threads read of the configuration: published by the main thread with
+ * rcu_xchg_pointer, read under rcu_read_lock (liburcu), freed after synchronize_rcu.
+ */
+struct registry {
         struct config cfg;
+        uint32_t n;                        /* live limiters of cfg ... */
+        uint32_t idx[CONFIG_MAX_LIMITERS]; /* ... and their directory entries */
+};
+
+struct sup_lim_stats {
+        uint64_t live, evicted, reclaimed, retiring; /* over the current pass */
+};
+
+struct supervisor {
+        struct config cfg; /* main thread's copy */
         struct shm_map map;
         const char *config_path;
-        volatile sig_atomic_t stop;            /* set by SIGTERM/SIGINT handlers */
-        volatile sig_atomic_t reload;          /* set by SIGHUP */
-        uint64_t repairs_seen[SUP_MAX_TABLES]; /* per directory entry: repairs already recounted */
+        volatile sig_atomic_t stop;   /* set by SIGTERM/SIGINT handlers */
+        volatile sig_atomic_t reload; /* set by SIGHUP */
+        struct registry *reg;         /* RCU-protected */
+        pthread_t maint;
+        bool maint_running;
+        /* maintenance thread only */
+        uint64_t gp_done; /* last grace period completed */
+        uint64_t passes;
+        bool mb_warned;
+        uint32_t cursor[SUP_MAX_TABLES];          /* per directory entry: next shard */
+        struct sup_lim_stats acc[SUP_MAX_TABLES]; /* per directory entry */
+        uint64_t repairs_seen[SUP_MAX_TABLES];    /* per directory entry: recounted */
 };
+
+/* maint.c: the maintenance thread (eviction, reclamation, grace periods, heartbeat). */
+int maint_start(struct supervisor *s);
+void maint_join(struct supervisor *s);
 
 /*
  * supervisor_start - attach the arena named in CFG if it exists (keeping every bucket), else

@@ -409,17 +409,22 @@ int shm_dir_snapshot(const struct shm_map *m, uint32_t idx, struct shm_lim_snap 
         if (idx >= m->g.dir_count)
                 return -EINVAL;
         entry_copy(m->base, &m->g, idx, out);
-        if (out->state != THR_DIR_LIVE)
+        if (out->state != THR_DIR_LIVE && out->state != THR_DIR_RETIRED)
                 return -ENOENT;
         return snap_fill(m->base, m->size, out, NULL, 0);
 }
 
 int shm_dir_find(const struct shm_map *m, const char *name)
 {
+        return shm_dir_find_state(m, name, THR_DIR_LIVE);
+}
+
+int shm_dir_find_state(const struct shm_map *m, const char *name, uint32_t state)
+{
         for (uint32_t i = 0; i < m->g.dir_count; i++) {
                 struct shm_lim_snap s;
                 entry_copy(m->base, &m->g, i, &s);
-                if (s.state != THR_DIR_LIVE || strncmp(s.name, name, sizeof(s.name)) != 0)
+                if (s.state != state || strncmp(s.name, name, sizeof(s.name)) != 0)
                         continue;
                 return snap_fill(m->base, m->size, &s, NULL, 0) < 0 ? -EBADMSG : (int)i;
         }

@@ -236,6 +236,7 @@ struct plan {
         struct geometry geo;
         int idx;         /* directory entry, or -1: a new limiter */
         bool changed;    /* new parameters for an existing limiter */
+        bool revive;     /* idx is a retired entry configured again */
         uint64_t po, to; /* staged record and (new limiters) table */
 };
 
@@ -260,12 +261,21 @@ static int plan_one(struct shm_map *m, const struct shm_limiter_spec *ls, uint64
         if (rc < 0)
                 return rc;
         pl->idx = shm_dir_find(m, ls->name);
+        struct shm_lim_snap snap;
         if (pl->idx == -ENOENT) {
+                /* removed earlier: revive it with its buckets if its table still fits */
+                int r = shm_dir_find_state(m, ls->name, THR_DIR_RETIRED);
+                if (r >= 0 && shm_dir_snapshot(m, (uint32_t)r, &snap) == 0 &&
+                    shm_limiter_compatible(&snap, &pl->params, &pl->geo, NULL, 0) == 0) {
+                        pl->idx = r;
+                        pl->revive = pl->changed = true;
+                        *need += align_up(sizeof(struct thr_params), THR_ALIGN);
+                        return 0;
+                }
                 pl->idx = -1;
                 *need += limiter_bytes(&pl->geo);
                 return 0;
         }
-        struct shm_lim_snap snap;
         if (pl->idx < 0 || shm_dir_snapshot(m, (uint32_t)pl->idx, &snap) < 0)
                 return shm_seterr(err, errlen, -EBADMSG, "limiter '%s' is corrupt in the arena",
                                   ls->name);
@@ -329,6 +339,9 @@ static void publish(struct shm_map *m, const struct plan *pl)
                 if (pl->changed)
                         atomic_store_explicit(&dir[pl->idx].params_off, pl->po,
                                               memory_order_release);
+                if (pl->revive)
+                        atomic_store_explicit(&dir[pl->idx].state, THR_DIR_LIVE,
+                                              memory_order_release);
                 return;
         }
         uint32_t i = 0;
@@ -342,7 +355,35 @@ static void publish(struct shm_map *m, const struct plan *pl)
         atomic_store_explicit(&dir[i].state, THR_DIR_LIVE, memory_order_release);
 }
 
+/* Retire every live limiter SPEC no longer names: clients get -EIDRM, the table stays. */
+static uint32_t retire_missing(struct shm_map *m, const struct shm_arena_spec *s)
+{
+        struct thr_dir_entry *dir = shm_at(m->base, m->g.dir_off);
+        uint32_t n = 0;
+        for (uint32_t i = 0; i < m->g.dir_count; i++) {
+                if (atomic_load_explicit(&dir[i].state, memory_order_acquire) != THR_DIR_LIVE)
+                        continue;
+                char name[THR_NAME_MAX + 1];
+                memcpy(name, dir[i].name, sizeof(name));
+                name[THR_NAME_MAX] = 0;
+                bool kept = false;
+                for (size_t j = 0; j < s->nlimiters && !kept; j++)
+                        kept = strcmp(name, s->limiters[j].name) == 0;
+                if (!kept) {
+                        atomic_store_explicit(&dir[i].state, THR_DIR_RETIRED, memory_order_release);
+                        n++;
+                }
+        }
+        return n;
+}
+
 int shm_arena_configure(struct shm_map *m, const struct shm_arena_spec *s, char *err, size_t errlen)
+{
+        return shm_arena_configure2(m, s, NULL, err, errlen);
+}
+
+int shm_arena_configure2(struct shm_map *m, const struct shm_arena_spec *s, uint32_t *retired,
+                         char *err, size_t errlen)
 {
         struct thr_hdr *h = shm_hdr(m);
         uint64_t gen = atomic_load_explicit(&h->config_gen, memory_order_relaxed) + 1;
@@ -362,6 +403,9 @@ int shm_arena_configure(struct shm_map *m, const struct shm_arena_spec *s, char 
         for (size_t i = 0; i < s->nlimiters; i++)
                 publish(m, &plans[i]);
         free(plans);
+        uint32_t n = retire_missing(m, s);
+        if (retired)
+                *retired = n;
         atomic_store_explicit(&h->heap_top, m->g.heap_top, memory_order_relaxed);
         atomic_store_explicit(&h->config_gen, gen, memory_order_release);
         return 0;

@@ -155,10 +155,15 @@ int shm_table_valid(const void *base, size_t len, uint64_t off, char *err, size_
  * only, single writer): a limiter with the same table geometry keeps its table and every bucket,
  * and gets a new parameter record if its parameters changed; a new limiter is allocated from the
  * spare heap. A limiter whose capacity or shard count changed cannot be resized in place: -EBUSY
- * with ERR naming it. Returns 0 or -errno with ERR; on error nothing was changed.
+ * with ERR naming it. A live limiter missing from SPEC is retired (clients get -EIDRM; its table
+ * and buckets are kept), and a retired one configured again with the same geometry is revived
+ * with its buckets. Returns 0 or -errno with ERR; on error nothing was changed. *RETIRED (may be
+ * NULL) counts the limiters retired.
  */
 int shm_arena_configure(struct shm_map *m, const struct shm_arena_spec *spec, char *err,
                         size_t errlen);
+int shm_arena_configure2(struct shm_map *m, const struct shm_arena_spec *spec, uint32_t *retired,
+                         char *err, size_t errlen);
 
 /*
  * shm_arena_check_clock - whether this process reads the arena's clock the same way as its
@@ -184,12 +189,15 @@ uint64_t shm_pidns_ino(void);
 int shm_daemon_lock(struct shm_map *m, pid_t *holder);
 int shm_daemon_alive(const struct shm_map *m, pid_t *holder);
 
-/* shm_dir_find - index of the live limiter called NAME, or -ENOENT, or -EBADMSG (corrupt). */
+/* shm_dir_find - index of the live limiter called NAME, or -ENOENT, or -EBADMSG (corrupt).
+ * shm_dir_find_state - the same for an entry in STATE (THR_DIR_RETIRED: a removed limiter). */
 int shm_dir_find(const struct shm_map *m, const char *name);
+int shm_dir_find_state(const struct shm_map *m, const char *name, uint32_t state);
 
 /*
  * shm_dir_snapshot - read directory entry IDX once, check its parameter record and table, and
- * copy all three into *OUT. Returns 0, -ENOENT (not live), -EINVAL (IDX out of range), -EBADMSG.
+ * copy all three into *OUT. Live and retired entries (OUT->state says which): returns 0, -ENOENT
+ * (free entry), -EINVAL (IDX out of range), -EBADMSG.
  */
 int shm_dir_snapshot(const struct shm_map *m, uint32_t idx, struct shm_lim_snap *out);
 

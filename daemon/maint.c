@@ -1,0 +1,172 @@
+/*
+ * maint.c - throttled's maintenance thread: idle-key eviction, slot reclamation after grace
+ * periods, dead and stalled readers, repairs, heartbeat. The arena's own RCU (shm/reclaim.c)
+ * protects the client's slots; liburcu protects the daemon's registry, which the main thread
+ * swaps on reload while this thread reads it.
+ *
+ * Concurrency inside the daemon: the registry (struct registry: the live config and the
+ * directory indices of its limiters) is published by the main thread with rcu_xchg_pointer and
+ * freed only after synchronize_rcu(); this thread reads it inside rcu_read_lock() for one pass
+ * and never keeps a pointer into it past rcu_read_unlock(). Everything else this thread keeps
+ * (cursors, repair counts) is its own. The arena is read through checked snapshots
+ * (shm_dir_snapshot), so a reload that publishes a new parameter record or retires a limiter
+ * between two passes is seen whole or not at all.
+ *
+ * Each pass: for every live limiter, one bounded step of shm_table_maintain (evict keys idle past
+ * their TTL, free slots whose grace period is done, trim, repair), all tagged with the grace
+ * period about to start; then one grace period (shm_gp_start + shm_gp_scan), whose result frees
+ * the slots of this pass at the next one. The daemon never waits for a client: it only tries
+ * shard mutexes, and a stalled reader only delays reuse (reported after stall_ms).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <string.h>
+#include <time.h>
+#include <urcu.h>
+
+#include "log.h"
+#include "supervisor.h"
+
+static void on_reader(void *ctx, uint32_t idx, const struct thr_reader *r, enum shm_gp_event ev)
+{
+        (void)ctx;
+        uint64_t pid = atomic_load_explicit(&r->pid, memory_order_relaxed);
+        uint64_t tid = atomic_load_explicit(&r->tid, memory_order_relaxed);
+        switch (ev) {
+        case SHM_GP_STALLED:
+                log_warn("reader %u (pid %" PRIu64 " tid %" PRIu64 ") has stayed inside one call "
+                         "since grace period %" PRIu64 ": a stopped or traced process? Retired "
+                         "slots are not reused until it moves; full tables use their on_full "
+                         "policy",
+                         idx, pid, tid, atomic_load_explicit(&r->online, memory_order_relaxed) - 1);
+                break;
+        case SHM_GP_RESUMED:
+                log_info("reader %u (pid %" PRIu64 " tid %" PRIu64 ") resumed", idx, pid, tid);
+                break;
+        case SHM_GP_FORCED:
+                log_info("reader %u: its process died inside a call; forced offline", idx);
+                break;
+        }
+}
+
+/* Recount a table's live keys after shard repairs (a client died holding an insert mutex). */
+static void reconcile(struct supervisor *s, const struct shm_lim_snap *snap)
+{
+        uint64_t repairs = shm_table_repairs(s->map.base, &snap->table);
+        if (repairs == s->repairs_seen[snap->idx])
+                return;
+        int rc = shm_table_reconcile(s->map.base, snap->table_off, &snap->table);
+        if (rc == -EBUSY)
+                return; /* a shard mutex is held: next heartbeat */
+        if (rc < 0) {
+                log_warn("limiter '%s': cannot recount its keys: %s", snap->name, strerror(-rc));
+                return;
+        }
+        log_info("limiter '%s': %" PRIu64 " interrupted inserts repaired; live keys recounted",
+                 snap->name, repairs - s->repairs_seen[snap->idx]);
+        s->repairs_seen[snap->idx] = repairs;
+}
+
+/* One pass over the registry's limiters. Called inside rcu_read_lock(). */
+static void pass(struct supervisor *s, const struct registry *reg, bool beat)
+{
+        struct thr_hdr *h = shm_hdr(&s->map);
+        uint64_t now = shm_now_ns(h);
+        uint32_t tag = shm_retire_tag(h);
+        for (uint32_t i = 0; i < reg->n; i++) {
+                struct shm_lim_snap snap;
+                uint32_t idx = reg->idx[i];
+                if (idx >= SUP_MAX_TABLES || shm_dir_snapshot(&s->map, idx, &snap) < 0 ||
+                    snap.state != THR_DIR_LIVE)
+                        continue;
+                const struct thr_params *p = &snap.params;
+                struct shm_maint_args a = {.now_units = now * p->k,
+                                           .ttl_units = p->idle_ttl_ns * p->k,
+                                           .tag = tag,
+                                           .done = s->gp_done};
+                struct shm_maint_stats st = {0};
+                bool wrapped = shm_table_maintain(s->map.base, &snap, &a, &s->cursor[idx],
+                                                  reg->cfg.scan_budget, &st);
+                struct sup_lim_stats *acc = &s->acc[idx];
+                acc->evicted += st.evicted;
+                acc->reclaimed += st.reclaimed;
+                acc->retiring += st.retiring;
+                acc->live += st.live;
+                if (wrapped) {
+                        if (acc->evicted || acc->reclaimed)
+                                log_debug("limiter '%s': pass done: %" PRIu64 " live, %" PRIu64
+                                          " evicted, %" PRIu64 " reclaimed, %" PRIu64 " retiring",
+                                          snap.name, acc->live, acc->evicted, acc->reclaimed,
+                                          acc->retiring);
+                        s->passes++;
+                        *acc = (struct sup_lim_stats){0};
+                }
+                if (beat)
+                        reconcile(s, &snap);
+        }
+        uint64_t gp;
+        int rc = shm_gp_start(&s->map, &gp);
+        if (rc < 0) {
+                if (!s->mb_warned)
+                        log_error("membarrier: %s; retired slots cannot be reused safely and "
+                                  "stay retired",
+                                  strerror(-rc));
+                s->mb_warned = true;
+                return;
+        }
+        struct shm_gp_result res;
+        rc = shm_gp_scan(&s->map, gp, now, reg->cfg.stall_ms * 1000000ull, &res, on_reader, s);
+        if (rc == 0)
+                s->gp_done = res.done;
+}
+
+static void *maint_main(void *arg)
+{
+        struct supervisor *s = arg;
+        struct thr_hdr *h = shm_hdr(&s->map);
+        rcu_register_thread();
+        struct timespec last_beat = {0};
+        while (!s->stop) {
+                struct timespec t;
+                clock_gettime(CLOCK_MONOTONIC, &t);
+                rcu_read_lock();
+                const struct registry *reg = rcu_dereference(s->reg);
+                uint64_t beat_ms = reg->cfg.heartbeat_ms ? reg->cfg.heartbeat_ms : 1000;
+                uint64_t since_ms = (uint64_t)(t.tv_sec - last_beat.tv_sec) * 1000 +
+                                    (uint64_t)((t.tv_nsec - last_beat.tv_nsec) / 1000000);
+                bool beat = since_ms >= beat_ms;
+                if (beat) {
+                        atomic_store_explicit(&h->heartbeat_ns, shm_now_ns(h),
+                                              memory_order_relaxed);
+                        int n = shm_readers_reap(&s->map);
+                        if (n > 0)
+                                log_info("%d reader records of dead processes freed", n);
+                        last_beat = t;
+                }
+                pass(s, reg, beat);
+                uint64_t period_ms = reg->cfg.maintenance_ms ? reg->cfg.maintenance_ms : 100;
+                rcu_read_unlock();
+                /* in slices, so a stop is seen within 50 ms even with a long period */
+                for (uint64_t slept = 0; slept < period_ms && !s->stop;) {
+                        uint64_t ms = period_ms - slept < 50 ? period_ms - slept : 50;
+                        struct timespec ts = {0, (long)ms * 1000000};
+                        nanosleep(&ts, NULL);
+                        slept += ms;
+                }
+        }
+        rcu_unregister_thread();
+        return NULL;
+}
+
+int maint_start(struct supervisor *s)
+{
+        int rc = pthread_create(&s->maint, NULL, maint_main, s);
+        if (rc)
+                log_error("cannot start the maintenance thread: %s", strerror(rc));
+        return -rc;
+}
+
+void maint_join(struct supervisor *s)
+{
+        pthread_join(s->maint, NULL);
+}
