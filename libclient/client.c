@@ -10,9 +10,17 @@
  * its clock read and its CAS is admitted as of its reading). A denied request, or a peek (cost 0),
  * does not write, except to record a new key's start (op_apply). A process killed at any
  * instruction either did its CAS (the admission counts, as it would have) or did not (nothing
- * changed): no torn state is possible. The memory orders: the CAS is acq_rel only so that issue 3's
- * eviction, which marks a slot with a CAS on the same word, is ordered with it; the TAT itself
- * publishes nothing.
+ * changed): no torn state is possible. The memory orders: the CAS is acq_rel so that an eviction,
+ * which marks a slot with a CAS on the same word, is ordered with it; the TAT itself publishes
+ * nothing.
+ *
+ * Eviction and reuse (shm/reclaim.c has the full argument): every call runs inside a read-side
+ * section of this thread's reader record (thr_reader_enter/exit), so the daemon reuses no slot
+ * this call might still hold. A slot evicted under us has state THR_TAT_DEAD: our CAS from a TAT
+ * fails, and we look the key up again (op_relookup), finding its new slot or inserting it. The
+ * section is left while waiting for a shard's insert mutex (op_insert), so a stopped holder of
+ * that mutex never makes us block grace periods; nothing found before is used after. A limiter
+ * removed by a reload is RETIRED in the directory: calls get -EIDRM.
  *
  * The parameter record is found through the limiter's params_off, acquire-loaded on every call:
  * it pairs with the daemon's release store when a reload swaps in a new immutable record, so a
@@ -125,7 +133,7 @@ static inline const struct thr_params *lim_params(const thr_limiter *l)
 }
 
 /* Why lim_params failed: the limiter was removed by a reload (-EIDRM), or its record is bad. */
-static int lim_gone(const thr_limiter *l)
+__attribute__((cold, noinline)) static int lim_gone(const thr_limiter *l)
 {
         return atomic_load_explicit(&l->de->state, memory_order_acquire) == THR_DIR_LIVE ? -EBADMSG
                                                                                          : -EIDRM;
@@ -150,7 +158,8 @@ struct op {
         uint64_t now; /* units; see op_apply for when it is read */
 };
 
-static inline int op_begin(struct op *o, thr_limiter *l, const void *key, size_t len, uint64_t cost)
+static inline __attribute__((always_inline)) int
+op_begin(struct op *o, thr_limiter *l, const void *key, size_t len, uint64_t cost)
 {
         int rc = check_key(key, len);
         if (rc < 0 || !l)

@@ -31,17 +31,24 @@
  *   slot. Each slot is 128 bytes and 64-byte aligned: meta word, state word and the first 40 key
  *   bytes share one cache line, so a lookup of a short key touches one line.
  *
- *   Slot lifecycle (meta word, bits 63..62):
+ *   Slot lifecycle (meta word bits 63..62, and the state word):
  *     EMPTY  -> BUSY    an inserter holding the shard's insert mutex claims it (key not yet valid)
  *     BUSY   -> LIVE    release store after key, length and state are written: readers that
  *                       acquire-load LIVE see the whole key
- *     LIVE   -> DEAD    (issue 3) the daemon evicts with a CAS on the state word first, then marks
- *                       meta DEAD; lookups skip DEAD slots and keep probing
- *     DEAD   -> BUSY    (issue 3) reuse by an inserter, only after a grace period over all readers
- *     DEAD   -> EMPTY   (issue 3) only at the end of a probe cluster (next slot EMPTY), so no key
- *                       ever becomes unreachable from its home slot
+ *     LIVE   -> DEAD    eviction (the daemon for idle keys, an inserter for on_full = evict):
+ *                       first a CAS of the state word from the TAT observed to THR_TAT_DEAD (a
+ *                       concurrent admission makes it fail), then meta LIVE -> DEAD carrying, in
+ *                       place of the hash tag, the grace period it must wait for. Lookups skip
+ *                       DEAD slots and keep probing; a CAS from a TAT fails on DEAD.
+ *     DEAD   -> (state THR_TAT_FREE)  the daemon, once that grace period is done: no reader
+ *                       can hold the slot any more (shm/reclaim.c has the argument)
+ *     DEAD/FREE -> BUSY reuse by an inserter under the mutex, generation + 1
+ *     DEAD/FREE -> EMPTY the daemon, under the mutex, only at the end of a probe run (the next
+ *                       slot EMPTY), so no key ever becomes unreachable from its home slot
+ *     BUSY   -> DEAD/FREE repair by the next locker after its inserter died (never LIVE: no
+ *                       reader can hold it)
  *   Bits 61..32 of meta carry a 30-bit generation bumped at every reuse; bits 31..0 the high half
- *   of the key's hash (a tag compared before the key bytes).
+ *   of the key's hash (a tag compared before the key bytes), or a DEAD slot's grace period.
  *
  *   All slot creation in a shard happens under that shard's robust process-shared mutex (insert
  *   path only; the lookup path never takes it). So "at most one live slot per key" holds: an
@@ -52,8 +59,10 @@
  *   State word (GCRA): the key's theoretical arrival time (TAT) as an unsigned count of units of
  *   1/K ns since the arena epoch, K being the limiter's time scale (params.k), chosen so that the
  *   emission interval T is a whole number of units: T = P/N ns exactly, no drift ever. K <= 29
- *   keeps 2^64 units above 20 years. Two values are reserved: THR_TAT_FRESH (inserted, never
- *   charged: the first request starts it at now + (B - initial) * T) and THR_TAT_DEAD (evicted).
+ *   keeps 2^64 units above 20 years. Three values are reserved: THR_TAT_FRESH (inserted by a tool
+ *   and never charged: the first request starts it at now + (B - initial) * T; clients insert
+ *   with that start already computed), THR_TAT_DEAD (evicted, retiring) and THR_TAT_FREE
+ *   (reclaimed).
  *
  * pidns_ino: the insert mutexes are robust pthread mutexes, whose owner word holds a thread id
  * as seen in the owner's pid namespace; the kernel's robust-futex cleanup compares it with the
@@ -64,8 +73,10 @@
  * Reader records (struct thr_reader[reader_count], 128 bytes each): one per client thread per
  * arena, claimed by CAS on `owner` (0 = free). Only the owning thread writes the counters and the
  * online word, so statistics never add a write to a line another thread writes. `online` holds
- * the grace-period counter seen on entry to a read-side section, 0 when offline (used by the
- * daemon's grace periods in issue 3).
+ * the grace-period counter seen on entry to a read-side section (+1), 0 when offline; the second
+ * cache line is the daemon's (what it last saw of the reader). A record is held by its owner's
+ * open-file-description lock on byte THR_LOCK_READERS + index, which the kernel drops when the
+ * owner dies: the daemon then forces it offline and frees it (shm/reclaim.c).
  */
 #ifndef THR_SHM_LAYOUT_H
 #define THR_SHM_LAYOUT_H
