@@ -26,6 +26,7 @@
 
 #include "log.h"
 #include "supervisor.h"
+#include "tsan.h"
 
 static void on_reader(void *ctx, uint32_t idx, const struct thr_reader *r, enum shm_gp_event ev)
 {
@@ -131,6 +132,7 @@ static void *maint_main(void *arg)
                 clock_gettime(CLOCK_MONOTONIC, &t);
                 rcu_read_lock();
                 const struct registry *reg = rcu_dereference(s->reg);
+                TSAN_ACQUIRE(&s->reg);
                 uint64_t beat_ms = reg->cfg.heartbeat_ms ? reg->cfg.heartbeat_ms : 1000;
                 uint64_t since_ms = (uint64_t)(t.tv_sec - last_beat.tv_sec) * 1000 +
                                     (uint64_t)((t.tv_nsec - last_beat.tv_nsec) / 1000000);
@@ -145,6 +147,7 @@ static void *maint_main(void *arg)
                 }
                 pass(s, reg, beat);
                 uint64_t period_ms = reg->cfg.maintenance_ms ? reg->cfg.maintenance_ms : 100;
+                TSAN_RELEASE(reg);
                 rcu_read_unlock();
                 /* in slices, so a stop is seen within 50 ms even with a long period */
                 for (uint64_t slept = 0; slept < period_ms && !s->stop;) {

@@ -25,6 +25,7 @@
 
 #include "log.h"
 #include "supervisor.h"
+#include "tsan.h"
 
 /* A struct config points into itself (arena.limiters, arena.dir): repoint after every copy. */
 static void config_copy(struct config *dst, const struct config *src)
@@ -124,8 +125,11 @@ static struct registry *registry_make(const struct supervisor *s, const struct c
 /* Publish REG to the daemon's threads; the old one is freed once no reader can hold it. */
 static void registry_publish(struct supervisor *s, struct registry *reg)
 {
+        TSAN_RELEASE(&s->reg);
         struct registry *old = rcu_xchg_pointer(&s->reg, reg);
         synchronize_rcu();
+        if (old)
+                TSAN_ACQUIRE(old);
         free(old);
 }
 

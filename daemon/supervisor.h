@@ -32,7 +32,7 @@ struct supervisor {
         struct config cfg; /* main thread's copy */
         struct shm_map map;
         const char *config_path;
-        volatile sig_atomic_t stop;   /* set by SIGTERM/SIGINT handlers */
+        _Atomic int stop;             /* SIGTERM/SIGINT handlers; read by both threads */
         volatile sig_atomic_t reload; /* set by SIGHUP */
         struct registry *reg;         /* RCU-protected */
         pthread_t maint;

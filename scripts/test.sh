@@ -7,7 +7,8 @@
 # tests (Criterion programs and the short stress run):
 #   release  build/        -DTHR_WERROR=ON
 #   asan     build-asan/   -DTHR_SANITIZE=ON -DTHR_WERROR=ON -DTHR_BENCH=ON (ASan + UBSan)
-#   tsan     build-tsan/   -DTHR_TSAN=ON -DTHR_WERROR=ON: stress_threads, the multi-threaded test
+#   tsan     build-tsan/   -DTHR_TSAN=ON -DTHR_WERROR=ON: stress_threads and daemon_threads (the
+#                          daemon's main and maintenance threads under 20 reloads), the tests
 #                          that is not a Criterion program. Criterion 2.4 cannot start under
 #                          TSan: its inheritable arena looks for free address space where TSan
 #                          keeps its shadow and aborts with "Could not initialize inheritable
@@ -107,7 +108,7 @@ main() {
         if [ "$quick" -eq 0 ]; then
                 suite asan build-asan "$common -DTHR_SANITIZE=ON -DTHR_TSAN=OFF -DTHR_BENCH=ON"
                 suite tsan build-tsan "$common -DTHR_SANITIZE=OFF -DTHR_TSAN=ON -DTHR_BENCH=OFF" \
-                        -R '^stress_threads$'
+                        -R '^(stress_threads|daemon_threads)$'
         fi
 
         echo

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# daemon_threads.sh - throttled's two threads (main: reloads; maintenance: eviction, grace
+# periods, heartbeat) under load: worker processes hammer the arena's limiters while the config
+# is reloaded 20 times (rates changed, a limiter added and removed) and idle keys are evicted
+# every few milliseconds. Built with -DTHR_TSAN=ON this is the ThreadSanitizer run of the daemon
+# (TSAN_OPTIONS=halt_on_error=1 makes a race exit non-zero); in every build it checks that the
+# daemon survives, answers shmctl, and exits 0 on SIGTERM.
+#
+#   daemon_threads.sh BUILD_DIR
+set -euo pipefail
+build=$1
+dir=$(mktemp -d /dev/shm/thrtest.dthreads.XXXXXX)
+trap 'kill -9 "${daemon:-}" "${workers[@]:-}" 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$dir"' EXIT
+
+conf() { # conf RATE WITH_EXTRA
+        cat >"$dir/t.conf" <<CONF
+[arena]
+name = dthreads
+hugepages = off
+dir = $dir
+max_readers = 64
+spare = 1MiB
+[daemon]
+heartbeat_ms = 20
+maintenance_ms = 2
+scan_budget = 512
+[per_key]
+rate = $1/s
+burst = 5
+capacity = 2000
+idle_ttl = 5ms
+on_full = evict
+[global]
+rate = 5000/s
+burst = 100
+capacity = 16
+CONF
+        if [ "$2" = 1 ]; then printf '[extra]\nrate = 10/s\nburst = 1\ncapacity = 64\n' >>"$dir/t.conf"; fi
+}
+
+# rates whose emission interval is a whole number of ns: a reload keeps a limiter's time unit
+rates=(40 50 80 100 125 200 250 400 500 1000)
+conf 50 0
+"$build/daemon/throttled" -c "$dir/t.conf" 2>"$dir/daemon.log" &
+daemon=$!
+for _ in $(seq 100); do [ -e "$dir/throttle.dthreads" ] && break; sleep 0.05; done
+workers=()
+for i in 1 2 3; do
+        "$build/examples/thr-demo-worker" -a "$dir/throttle.dthreads" -s 3 -k 500 -i "$i" \
+                >"$dir/worker$i.log" 2>&1 &
+        workers+=($!)
+done
+for n in $(seq 20); do
+        conf "${rates[$((n % ${#rates[@]}))]}" $((n % 2))
+        if ! kill -HUP "$daemon" 2>/dev/null; then
+                echo "throttled died:"
+                cat "$dir/daemon.log"
+                exit 1
+        fi
+        sleep 0.1
+done
+for w in "${workers[@]}"; do wait "$w" || { echo "worker failed:"; cat "$dir"/worker*.log; exit 1; }; done
+"$build/daemon/shmctl" status -a "$dir/throttle.dthreads" >/dev/null
+kill -TERM "$daemon"
+rc=0
+wait "$daemon" || rc=$?
+if [ "$rc" -ne 0 ] || grep -q 'WARNING: ThreadSanitizer' "$dir/daemon.log"; then
+        echo "throttled exited $rc"
+        cat "$dir/daemon.log"
+        exit 1
+fi
+grep -c 'reloaded' "$dir/daemon.log" | grep -qx 20 || { echo "not every reload applied"; cat "$dir/daemon.log"; exit 1; }
+echo "daemon_threads: 20 reloads under load, clean exit"
