@@ -9,7 +9,7 @@
 #   asan     build-asan/   -DTHR_SANITIZE=ON -DTHR_WERROR=ON -DTHR_BENCH=ON (ASan + UBSan)
 #   tsan     build-tsan/   -DTHR_TSAN=ON -DTHR_WERROR=ON: stress_threads and daemon_threads (the
 #                          daemon's main and maintenance threads under 20 reloads), the tests
-#                          that is not a Criterion program. Criterion 2.4 cannot start under
+#                          that are not Criterion programs. Criterion 2.4 cannot start under
 #                          TSan: its inheritable arena looks for free address space where TSan
 #                          keeps its shadow and aborts with "Could not initialize inheritable
 #                          arena" (Snaipe/Criterion#274).
