@@ -3,14 +3,16 @@
  * tables or as one JSON object.
  *
  * It maps the arena read-only and treats every byte of it as untrusted input, because every
- * client can write the arena. The header is validated at attach (shm_arena_valid) and then copied;
- * each limiter's parameter record and table header are validated again when read (the arena may
- * have changed since attach), copied, and the few fields that later arithmetic depends on
- * (divisors, slot bounds) are re-checked on the private copy, since a writer could change the
- * arena between the check and the copy. Every loop is bounded by counts taken from those checked
- * copies, key lengths are capped at THR_KEY_MAX, and names and keys are printed escaped (by
- * shmctl_out.c, which formats every answer). So a corrupt arena gives a message and EX_DATAERR,
- * never a crash.
+ * client can write the arena. The header is validated at attach (shm_arena_valid), which leaves
+ * a checked private copy of the section geometry (struct shm_map.g): every directory and reader
+ * index is bounded by it. Each limiter is read through shm_dir_snapshot, which copies the
+ * directory entry, parameter record and table header once and checks the copies (the arena may
+ * have changed since attach), so divisors, slot and shard ranges come from checked private
+ * copies, never from a second read. Reader records and counters are read once per field into
+ * locals and only printed; a garbage value shows as a strange number, never as an index. Key
+ * lengths are capped at THR_KEY_MAX, and names and keys are printed escaped (by shmctl_out.c,
+ * which formats every answer). So a corrupt arena gives a message and EX_DATAERR, never a
+ * crash.
  *
  * shmctl holds no reader record (it cannot register one on a read-only mapping), so a slot may be
  * retired and reused while it is read. Each slot is read like a seqlock: meta word, then key and
@@ -47,8 +49,8 @@ struct opts {
 };
 
 struct ctx {
-        struct shm_map map;
-        struct thr_hdr hdr; /* private copy, checked at attach */
+        struct shm_map map; /* map.g: the section geometry checked at attach */
+        struct thr_hdr hdr; /* private copy, for what status prints; never an offset or count */
         const struct opts *o;
         char err[256];
 };
@@ -66,78 +68,98 @@ static int corrupt(struct ctx *c, const char *fmt, ...)
         return -EBADMSG;
 }
 
-/*
- * Re-check on the private copies what later arithmetic divides by (T, K) and what lookups and the
- * slot walk index with (shard mask, slot range): the arena may have changed since it was
- * validated in place.
- */
-static int copies_sane(struct ctx *c, const struct shmctl_lim *l)
-{
-        const struct thr_table *t = &l->t;
-        __uint128_t end = (__uint128_t)t->nshards * t->shard_slots * THR_SLOT_SIZE + t->slots_off;
-        if (l->p.t_units == 0 || l->p.k == 0 || l->p.k > THR_MAX_K)
-                return corrupt(c, "directory entry %u: time scale changed to k = %" PRIu64, l->idx,
-                               l->p.k);
-        if (t->nshards == 0 || (t->nshards & (t->nshards - 1)) || t->shard_slots == 0 ||
-            t->slots_off % THR_ALIGN || end > c->map.size)
-                return corrupt(c, "directory entry %u: table changed to %u shards of %u slots",
-                               l->idx, t->nshards, t->shard_slots);
-        return 0;
-}
-
 static const struct thr_dir_entry *dir_entry(const struct ctx *c, uint32_t idx)
 {
-        return (const struct thr_dir_entry *)shm_at(c->map.base, c->hdr.dir_off) + idx;
+        return (const struct thr_dir_entry *)shm_at(c->map.base, c->map.g.dir_off) + idx;
 }
 
-/* Entry IDX's state: 1 live, 0 not in use, -EBADMSG. Its name (NUL-terminated) into NAME. */
+/*
+ * Entry IDX's state (THR_DIR_FREE, _LIVE or _RETIRED) or -EBADMSG; the name (NUL-terminated)
+ * into NAME when the entry is in use.
+ */
 static int entry_state(struct ctx *c, uint32_t idx, char name[THR_NAME_MAX + 1])
 {
         const struct thr_dir_entry *e = dir_entry(c, idx);
         uint32_t st = atomic_load_explicit(&e->state, memory_order_acquire);
-        if (st == THR_DIR_FREE || st == THR_DIR_RETIRED)
-                return 0;
-        if (st != THR_DIR_LIVE)
+        if (st == THR_DIR_FREE)
+                return THR_DIR_FREE;
+        if (st != THR_DIR_LIVE && st != THR_DIR_RETIRED)
                 return corrupt(c, "directory entry %u: state %u", idx, st);
         memcpy(name, e->name, THR_NAME_MAX + 1);
         if (memchr(name, '\0', THR_NAME_MAX + 1) == NULL)
                 return corrupt(c, "directory entry %u: name is not terminated", idx);
-        return 1;
+        return (int)st;
 }
 
 /*
- * Load entry IDX: 1 loaded, 0 not in use, -EBADMSG. Its records are validated in place, copied,
- * and the copies re-checked.
+ * Why entry IDX failed shm_dir_snapshot's checks, as a sentence in c->err: the validators run
+ * again in place to name the fault; if they pass now, the entry changed while it was read.
+ */
+static int snap_fault(struct ctx *c, uint32_t idx, int rc)
+{
+        const struct thr_dir_entry *e = dir_entry(c, idx);
+        if (rc != -EBADMSG) {
+                snprintf(c->err, sizeof(c->err), "directory entry %u: %s", idx, strerror(-rc));
+                return rc;
+        }
+        uint64_t poff = atomic_load_explicit(&e->params_off, memory_order_acquire);
+        uint64_t toff = e->table_off;
+        if (memchr(e->name, '\0', sizeof(e->name)) == NULL)
+                return corrupt(c, "directory entry %u: name is not terminated", idx);
+        if (shm_params_valid(c->map.base, c->map.size, poff, c->err, sizeof(c->err)) < 0 ||
+            shm_table_valid(c->map.base, c->map.size, toff, c->err, sizeof(c->err)) < 0)
+                return -EBADMSG;
+        return corrupt(c, "directory entry %u: its records changed while being read", idx);
+}
+
+/* Sum L's shard counters, over the shards of the checked table copy. */
+static void lim_counters(const struct ctx *c, struct shmctl_lim *l)
+{
+        const struct thr_shard *sh = shm_at(c->map.base, l->t.shards_off);
+        struct shmctl_evict *ev = &l->ev;
+        *ev = (struct shmctl_evict){0};
+        for (uint32_t i = 0; i < l->t.nshards; i++) {
+                ev->evicted += atomic_load_explicit(&sh[i].evicted, memory_order_relaxed);
+                ev->evicted_full += atomic_load_explicit(&sh[i].evicted_full, memory_order_relaxed);
+                ev->reclaimed += atomic_load_explicit(&sh[i].reclaimed, memory_order_relaxed);
+                ev->allowed_full += atomic_load_explicit(&sh[i].allowed_full, memory_order_relaxed);
+        }
+}
+
+/*
+ * Load entry IDX (live or retired): 1 loaded, 0 free, -errno. shm_dir_snapshot copies the entry,
+ * its parameter record and its table header once and checks the copies.
  */
 static int lim_load(struct ctx *c, uint32_t idx, struct shmctl_lim *l)
 {
-        const struct thr_dir_entry *e = dir_entry(c, idx);
-        int rc = entry_state(c, idx, l->name);
-        if (rc <= 0)
-                return rc;
+        struct shm_lim_snap s = {0};
+        int rc = shm_dir_snapshot(&c->map, idx, &s);
+        if (rc == -ENOENT) /* not in use; s.state as read, when the library filled it in */
+                return s.state == THR_DIR_FREE
+                           ? 0
+                           : corrupt(c, "directory entry %u: state %u", idx, s.state);
+        if (rc < 0)
+                return snap_fault(c, idx, rc);
+        if (s.state != THR_DIR_LIVE && s.state != THR_DIR_RETIRED)
+                return corrupt(c, "directory entry %u: state %u", idx, s.state);
         l->idx = idx;
-        uint64_t poff = atomic_load_explicit(&e->params_off, memory_order_acquire);
-        uint64_t toff = e->table_off;
-        rc = shm_params_valid(c->map.base, c->map.size, poff, c->err, sizeof(c->err));
-        if (rc < 0)
-                return rc;
-        rc = shm_table_valid(c->map.base, c->map.size, toff, c->err, sizeof(c->err));
-        if (rc < 0)
-                return rc;
-        memcpy(&l->p, shm_at(c->map.base, poff), sizeof(l->p));
-        memcpy(&l->t, shm_at(c->map.base, toff), sizeof(l->t));
-        rc = copies_sane(c, l);
-        return rc < 0 ? rc : 1;
+        l->state = s.state;
+        memcpy(l->name, s.name, sizeof(l->name)); /* terminated: checked by the snapshot */
+        l->name[THR_NAME_MAX] = '\0';
+        l->p = s.params;
+        l->t = s.table;
+        lim_counters(c, l);
+        return 1;
 }
 
-/* Every live limiter into *OUT (caller frees). Returns the count or -EBADMSG / -ENOMEM. */
+/* Every live or retired limiter into *OUT (caller frees). Returns the count or -errno. */
 static long lims_load_all(struct ctx *c, struct shmctl_lim **out)
 {
-        struct shmctl_lim *v = calloc(c->hdr.dir_count ? c->hdr.dir_count : 1, sizeof(*v));
+        struct shmctl_lim *v = calloc(c->map.g.dir_count ? c->map.g.dir_count : 1, sizeof(*v));
         long n = 0;
         if (!v)
                 return -ENOMEM;
-        for (uint32_t i = 0; i < c->hdr.dir_count; i++) {
+        for (uint32_t i = 0; i < c->map.g.dir_count; i++) {
                 int rc = lim_load(c, i, &v[n]);
                 if (rc < 0) {
                         free(v);
@@ -149,21 +171,35 @@ static long lims_load_all(struct ctx *c, struct shmctl_lim **out)
         return n;
 }
 
-/* The live limiter called NAME: 0, -ENOENT or -EBADMSG. Only that entry's records are read. */
+/* Load entry IDX, which was called NAME: 0, -ENOENT (freed or renamed since), -errno. */
+static int lim_reload(struct ctx *c, uint32_t idx, const char *name, struct shmctl_lim *l)
+{
+        int rc = lim_load(c, idx, l);
+        if (rc < 0)
+                return rc;
+        return rc == 1 && strcmp(l->name, name) == 0 ? 0 : -ENOENT;
+}
+
+/*
+ * The limiter called NAME: the live one, else a retired one (removed by a reload, its table
+ * kept). 0, -ENOENT or -errno. Only that entry's records are read.
+ */
 static int lim_find(struct ctx *c, const char *name, struct shmctl_lim *l)
 {
-        for (uint32_t i = 0; i < c->hdr.dir_count; i++) {
+        int64_t retired = -1;
+        for (uint32_t i = 0; i < c->map.g.dir_count; i++) {
                 char n[THR_NAME_MAX + 1];
-                int rc = entry_state(c, i, n);
-                if (rc < 0)
-                        return rc;
-                if (rc == 1 && strcmp(n, name) == 0) {
-                        /* Reread: the entry may have been retired since entry_state above. */
-                        rc = lim_load(c, i, l);
-                        return rc < 0 ? rc : rc == 1 ? 0 : -ENOENT;
-                }
+                int st = entry_state(c, i, n);
+                if (st < 0)
+                        return st;
+                if (st == THR_DIR_FREE || strcmp(n, name) != 0)
+                        continue;
+                if (st == THR_DIR_LIVE)
+                        return lim_reload(c, i, name, l);
+                if (retired < 0)
+                        retired = i;
         }
-        return -ENOENT;
+        return retired >= 0 ? lim_reload(c, (uint32_t)retired, name, l) : -ENOENT;
 }
 
 /* The arena's time in L's units. -EBADMSG if it cannot be a time this arena reached. */
@@ -256,18 +292,6 @@ static int key_cmp(const void *a, const void *b)
 
 /* ---------------------------------------------------------------- opening */
 
-/* The sections of the private header copy lie inside the mapping, aligned. */
-static int hdr_sane(struct ctx *c)
-{
-        const struct thr_hdr *h = &c->hdr;
-        __uint128_t dir_end = (__uint128_t)h->dir_count * THR_DIR_ENTRY_SIZE + h->dir_off;
-        __uint128_t rd_end = (__uint128_t)h->reader_count * THR_READER_SIZE + h->reader_off;
-        if (h->dir_off < THR_HDR_SIZE || h->dir_off % THR_ALIGN || dir_end > c->map.size ||
-            h->reader_off < THR_HDR_SIZE || h->reader_off % THR_ALIGN || rd_end > c->map.size)
-                return corrupt(c, "header: directory or reader records outside the arena");
-        return 0;
-}
-
 static int exit_code(int rc)
 {
         if (rc == -ENOENT)
@@ -305,19 +329,49 @@ static int ctx_open(struct ctx *c)
         if (rc < 0)
                 return fail(c, rc);
         memcpy(&c->hdr, c->map.base, sizeof(c->hdr));
-        rc = hdr_sane(c);
-        return rc < 0 ? fail(c, rc) : 0;
+        return 0;
 }
 
 /* ---------------------------------------------------------------- status */
 
 static uint32_t readers_in_use(const struct ctx *c)
 {
-        const struct thr_reader *r = shm_at(c->map.base, c->hdr.reader_off);
+        const struct thr_reader *r = shm_at(c->map.base, c->map.g.reader_off);
         uint32_t n = 0;
-        for (uint32_t i = 0; i < c->hdr.reader_count; i++)
+        for (uint32_t i = 0; i < c->map.g.reader_count; i++)
                 n += atomic_load_explicit(&r[i].owner, memory_order_relaxed) != 0;
         return n;
+}
+
+/* The header's grace-period numbers, each read once. */
+static void gp_read(const struct ctx *c, struct shmctl_gp *gp)
+{
+        const struct thr_hdr *h = shm_hdr(&c->map);
+        gp->started = atomic_load_explicit(&h->grace_periods, memory_order_relaxed);
+        gp->done = atomic_load_explicit(&h->gp_done, memory_order_relaxed);
+        gp->forced = atomic_load_explicit(&h->readers_forced, memory_order_relaxed);
+        gp->mb_fallback = atomic_load_explicit(&h->mb_fallback, memory_order_relaxed) != 0;
+}
+
+/* Totals over the N limiters of V, live and retired (a retired table still holds its keys). */
+static void status_totals(const struct shmctl_lim *v, long n, struct shmctl_status *s)
+{
+        s->nlim = s->nretired = 0;
+        s->live_keys = s->capacity = s->insert_fail = 0;
+        s->ev = (struct shmctl_evict){0};
+        for (long i = 0; i < n; i++) {
+                if (v[i].state == THR_DIR_LIVE)
+                        s->nlim++;
+                else
+                        s->nretired++;
+                s->live_keys += v[i].t.live;
+                s->capacity += v[i].t.capacity;
+                s->insert_fail += v[i].t.insert_fail;
+                s->ev.evicted += v[i].ev.evicted;
+                s->ev.evicted_full += v[i].ev.evicted_full;
+                s->ev.reclaimed += v[i].ev.reclaimed;
+                s->ev.allowed_full += v[i].ev.allowed_full;
+        }
 }
 
 static int status_gather(struct ctx *c, struct shmctl_status *s)
@@ -325,13 +379,12 @@ static int status_gather(struct ctx *c, struct shmctl_status *s)
         const struct thr_hdr *h = shm_hdr(&c->map);
         struct shmctl_lim *v;
         pid_t holder = 0;
-        s->nlim = lims_load_all(c, &v);
-        if (s->nlim < 0)
-                return (int)s->nlim;
-        s->live_keys = 0;
-        for (long i = 0; i < s->nlim; i++)
-                s->live_keys += v[i].t.live;
+        long n = lims_load_all(c, &v);
+        if (n < 0)
+                return (int)n;
+        status_totals(v, n, s);
         free(v);
+        gp_read(c, &s->gp);
         s->readers = readers_in_use(c);
         s->alive = shm_daemon_alive(&c->map, &holder);
         s->now_ns = shm_now_ns(h);
@@ -360,6 +413,75 @@ static int cmd_limiters(struct ctx *c)
         if (n < 0)
                 return fail(c, (int)n);
         shmctl_out_limiters(v, n, c->o->json);
+        free(v);
+        return 0;
+}
+
+/* ---------------------------------------------------------------- readers */
+
+/*
+ * Record IDX into *R if it is owned: 1, or 0 (free, or given back while it was read). Each field
+ * is read once. Its owner takes the liveness lock before setting the owner word and drops it
+ * after clearing it, so a free lock means a dead owner only if the owner word is unchanged after
+ * the lock was tested; otherwise the record was given back (or claimed anew) meanwhile.
+ */
+static int reader_read(const struct ctx *c, uint32_t idx, struct shmctl_reader *r)
+{
+        const struct thr_reader *rec =
+            (const struct thr_reader *)shm_at(c->map.base, c->map.g.reader_off) + idx;
+        uint64_t owner = atomic_load_explicit(&rec->owner, memory_order_acquire);
+        if (owner == 0)
+                return 0;
+        *r = (struct shmctl_reader){
+            .idx = idx,
+            .pid = atomic_load_explicit(&rec->pid, memory_order_relaxed),
+            .tid = atomic_load_explicit(&rec->tid, memory_order_relaxed),
+            .online = atomic_load_explicit(&rec->online, memory_order_relaxed),
+            .gp_seen = atomic_load_explicit(&rec->gp_seen, memory_order_relaxed),
+            .blocking_ns = atomic_load_explicit(&rec->blocking_ns, memory_order_relaxed),
+            .stalled = atomic_load_explicit(&rec->stalled, memory_order_relaxed) != 0,
+            .admitted = atomic_load_explicit(&rec->admitted, memory_order_relaxed),
+            .denied = atomic_load_explicit(&rec->denied, memory_order_relaxed),
+            .inserts = atomic_load_explicit(&rec->inserts, memory_order_relaxed),
+            .cas_retries = atomic_load_explicit(&rec->cas_retries, memory_order_relaxed)};
+        r->alive = shm_reader_alive(c->map.fd, idx);
+        if (r->alive == 0 && atomic_load_explicit(&rec->owner, memory_order_acquire) != owner)
+                return 0;
+        return 1;
+}
+
+/* Every owned reader record into *OUT (caller frees), and the totals into S. Count or -errno. */
+static long readers_collect(struct ctx *c, struct shmctl_reader **out, struct shmctl_readers *s)
+{
+        uint32_t n = c->map.g.reader_count;
+        struct shmctl_reader *v = calloc(n ? n : 1, sizeof(*v));
+        long k = 0;
+        if (!v)
+                return -ENOMEM;
+        *s = (struct shmctl_readers){.records = n};
+        gp_read(c, &s->gp);
+        for (uint32_t i = 0; i < n; i++) {
+                if (!reader_read(c, i, &v[k]))
+                        continue;
+                s->online += v[k].online != 0;
+                s->stalled += v[k].stalled;
+                s->dead += v[k].alive == 0;
+                k++;
+        }
+        s->owned = (uint32_t)k;
+        s->now_ns = shm_now_ns(shm_hdr(&c->map)); /* after the records: blocking_ns <= now */
+        *out = v;
+        return k;
+}
+
+static int cmd_readers(struct ctx *c)
+{
+        struct shmctl_reader *v;
+        struct shmctl_readers s;
+        long n = readers_collect(c, &v, &s);
+        if (n < 0)
+                return fail(c, (int)n);
+        shmctl_out_readers(v, n, &s, c->o->json);
         free(v);
         return 0;
 }
@@ -443,16 +565,15 @@ struct command {
 };
 
 static const struct command commands[] = {
-    {"status", 0, cmd_status},
-    {"limiters", 0, cmd_limiters},
-    {"keys", 1, cmd_keys},
-    {"get", 2, cmd_get},
+    {"status", 0, cmd_status}, {"limiters", 0, cmd_limiters}, {"readers", 0, cmd_readers},
+    {"keys", 1, cmd_keys},     {"get", 2, cmd_get},
 };
 
 static void usage(FILE *f)
 {
         fprintf(f, "usage: shmctl [-a ARENA] [--json] status\n"
                    "       shmctl [-a ARENA] [--json] limiters\n"
+                   "       shmctl [-a ARENA] [--json] readers\n"
                    "       shmctl [-a ARENA] [--json] keys LIMITER [-n N]\n"
                    "       shmctl [-a ARENA] [--json] get LIMITER KEY\n"
                    "       shmctl --help | --version\n");
@@ -462,8 +583,11 @@ static void help(void)
 {
         usage(stdout);
         printf("\nInspect a throttle arena, read-only.\n\n"
-               "  status     the arena's header: backing, clock, limiters, readers, daemon\n"
-               "  limiters   each limiter: rate, burst, initial tokens, capacity, live keys\n"
+               "  status     the arena's header: backing, clock, limiters, readers, daemon,\n"
+               "             grace periods, eviction totals\n"
+               "  limiters   each limiter: rate, burst, occupancy, idle_ttl, on_full,\n"
+               "             eviction counters, live or retired\n"
+               "  readers    each reader record in use: owner, grace period, liveness\n"
                "  keys       a limiter's live keys, most indebted first (-n N: the first N,\n"
                "             default %d; 0: all)\n"
                "  get        one key's remaining tokens, reset time and state\n\n"

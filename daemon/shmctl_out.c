@@ -1,9 +1,9 @@
 /*
- * shmctl_out.c - shmctl's output formatting: limiters, keys and the arena header as aligned tables
- * or as JSON, with durations, rates and sizes in readable units. Names and keys come from the
- * arena, which any client can write, so every one is printed escaped: printable ASCII as is and
- * anything else as \xHH for people, or as \u00XX in JSON so that the exact bytes can be recovered.
- * Buffers are sized for the widest escaped key, so no input can overflow them.
+ * shmctl_out.c - shmctl's output formatting: limiters, reader records, keys and the arena header
+ * as aligned tables or as JSON, with durations, rates and sizes in readable units. Names and keys
+ * come from the arena, which any client can write, so every one is printed escaped: printable ASCII
+ * as is and anything else as \xHH for people, or as \u00XX in JSON so that the exact bytes can be
+ * recovered. Buffers are sized for the widest escaped key, so no input can overflow them.
  */
 #include <inttypes.h>
 #include <stdbool.h>
@@ -16,7 +16,7 @@
 
 #define ESC_MAX  (6 * THR_KEY_MAX + 1) /* a key escaped as JSON \u00XX, the widest form */
 #define CELL     ESC_MAX
-#define MAX_COLS 8
+#define MAX_COLS 16
 
 /* ---------------------------------------------------------------- types */
 
@@ -102,6 +102,34 @@ static const char *fmt_size(char *buf, size_t len, uint64_t b)
         return buf;
 }
 
+/* A part of a whole as a percentage with one decimal, truncated ("2.3"); any values. */
+static const char *fmt_pct(char *buf, size_t len, uint64_t part, uint64_t whole)
+{
+        __uint128_t pm = whole ? (__uint128_t)part * 1000 / whole : 0;
+        if (pm > UINT64_MAX)
+                pm = UINT64_MAX;
+        snprintf(buf, len, "%" PRIu64 ".%u", (uint64_t)pm / 10, (unsigned)(pm % 10));
+        return buf;
+}
+
+static const char *on_full_name(uint32_t f)
+{
+        return f == THR_FULL_DENY    ? "deny"
+               : f == THR_FULL_ALLOW ? "allow"
+               : f == THR_FULL_EVICT ? "evict"
+                                     : "unknown";
+}
+
+static const char *dir_state_name(uint32_t st)
+{
+        return st == THR_DIR_LIVE ? "live" : st == THR_DIR_RETIRED ? "retired" : "unknown";
+}
+
+static const char *mb_name(const struct shmctl_gp *gp)
+{
+        return gp->mb_fallback ? "global" : "expedited";
+}
+
 /* Print a table: column widths from a first pass over every row, then the rows, aligned. */
 static void table_print(const struct cols *t, row_fn fn, const void *data, long nrow)
 {
@@ -162,7 +190,7 @@ static void daemon_human(const struct shmctl_status *s)
 static void status_human(const struct thr_hdr *h, const struct shm_map *map,
                          const struct shmctl_status *s)
 {
-        char name[6 * (THR_NAME_MAX + 1)], sz[32], pg[32], now[32];
+        char name[6 * (THR_NAME_MAX + 1)], sz[32], pg[32], now[32], pct[32];
         printf("arena        %s\n",
                escape(name, sizeof(name), h->name, strnlen(h->name, THR_NAME_MAX + 1), false));
         printf("path         %s\n", map->path);
@@ -176,9 +204,21 @@ static void status_human(const struct thr_hdr *h, const struct shm_map *map,
                        fmt_size(pg, sizeof(pg), h->thp_bytes));
         printf("clock        %s, now %s\n", clock_name(h->clock_id),
                fmt_dur(now, sizeof(now), s->now_ns));
-        printf("limiters     %ld in use of %u\n", s->nlim, h->dir_count);
-        printf("readers      %u in use of %u\n", s->readers, h->reader_count);
-        printf("live keys    %" PRIu64 "\n", s->live_keys);
+        printf("limiters     %ld in use of %u", s->nlim, map->g.dir_count);
+        if (s->nretired)
+                printf(", %ld retired", s->nretired);
+        putchar('\n');
+        printf("readers      %u in use of %u, %" PRIu64 " forced offline (dead owners)\n",
+               s->readers, map->g.reader_count, s->gp.forced);
+        printf("live keys    %" PRIu64 " of %" PRIu64 " (%s%%)\n", s->live_keys, s->capacity,
+               fmt_pct(pct, sizeof(pct), s->live_keys, s->capacity));
+        printf("evicted      %" PRIu64 " idle, %" PRIu64 " for room; %" PRIu64 " slots reclaimed\n",
+               s->ev.evicted, s->ev.evicted_full, s->ev.reclaimed);
+        printf("table full   %" PRIu64 " inserts failed, %" PRIu64 " admitted unrecorded\n",
+               s->insert_fail, s->ev.allowed_full);
+        printf("grace        %" PRIu64 " periods started, last completed %" PRIu64 "\n",
+               s->gp.started, s->gp.done);
+        printf("membarrier   %s\n", s->gp.mb_fallback ? "global (fallback)" : "expedited");
         daemon_human(s);
 }
 
@@ -197,7 +237,15 @@ static void status_json(const struct thr_hdr *h, const struct shm_map *map,
                s->now_ns);
         printf("\"limiters\":%ld,\"max_limiters\":%u,\"readers\":%u,\"max_readers\":%u,"
                "\"live_keys\":%" PRIu64 ",",
-               s->nlim, h->dir_count, s->readers, h->reader_count, s->live_keys);
+               s->nlim, map->g.dir_count, s->readers, map->g.reader_count, s->live_keys);
+        printf("\"retired_limiters\":%ld,\"capacity\":%" PRIu64 ",\"evicted\":%" PRIu64
+               ",\"evicted_full\":%" PRIu64 ",\"reclaimed\":%" PRIu64
+               ",\"insert_failures\":%" PRIu64 ",\"allowed_full\":%" PRIu64 ",",
+               s->nretired, s->capacity, s->ev.evicted, s->ev.evicted_full, s->ev.reclaimed,
+               s->insert_fail, s->ev.allowed_full);
+        printf("\"grace_periods\":%" PRIu64 ",\"gp_done\":%" PRIu64 ",\"readers_forced\":%" PRIu64
+               ",\"membarrier\":\"%s\",",
+               s->gp.started, s->gp.done, s->gp.forced, mb_name(&s->gp));
         printf("\"daemon\":{\"alive\":%s,\"pid\":%" PRIu64 ",\"heartbeat_age_ns\":",
                s->alive > 0 ? "true" : "false", s->pid);
         if (s->attaches && s->heartbeat_ns <= s->now_ns)
@@ -221,35 +269,55 @@ void shmctl_out_status(const struct thr_hdr *h, const struct shm_map *map,
 static void lim_row(const void *data, long i, char cells[][CELL])
 {
         const struct shmctl_lim *l = (const struct shmctl_lim *)data + i;
+        char pct[32];
         escape(cells[0], CELL, l->name, strlen(l->name), false);
-        fmt_rate(cells[1], CELL, l->p.rate_n, l->p.period_ns);
-        snprintf(cells[2], CELL, "%" PRIu64, l->p.burst);
-        snprintf(cells[3], CELL, "%" PRIu64, l->p.initial);
-        snprintf(cells[4], CELL, "%" PRIu64, l->t.capacity);
-        snprintf(cells[5], CELL, "%" PRIu64, l->t.live);
-        snprintf(cells[6], CELL, "%" PRIu32, l->t.nshards);
-        snprintf(cells[7], CELL, "%" PRIu64, l->t.insert_fail);
+        snprintf(cells[1], CELL, "%s", dir_state_name(l->state));
+        fmt_rate(cells[2], CELL, l->p.rate_n, l->p.period_ns);
+        snprintf(cells[3], CELL, "%" PRIu64, l->p.burst);
+        snprintf(cells[4], CELL, "%" PRIu64, l->p.initial);
+        snprintf(cells[5], CELL, "%" PRIu32, l->t.nshards);
+        snprintf(cells[6], CELL, "%" PRIu64 "/%" PRIu64 " %s%%", l->t.live, l->t.capacity,
+                 fmt_pct(pct, sizeof(pct), l->t.live, l->t.capacity));
+        if (l->p.idle_ttl_ns)
+                fmt_dur(cells[7], CELL, l->p.idle_ttl_ns);
+        else
+                strcpy(cells[7], "never");
+        snprintf(cells[8], CELL, "%s", on_full_name(l->p.on_full));
+        snprintf(cells[9], CELL, "%" PRIu64, l->ev.evicted);
+        snprintf(cells[10], CELL, "%" PRIu64, l->ev.evicted_full);
+        snprintf(cells[11], CELL, "%" PRIu64, l->ev.reclaimed);
+        snprintf(cells[12], CELL, "%" PRIu64, l->t.insert_fail);
+        snprintf(cells[13], CELL, "%" PRIu64, l->ev.allowed_full);
 }
 
 static void lim_json(const struct shmctl_lim *l)
 {
-        char name[CELL], rate[48];
+        char name[CELL], rate[48], pct[32];
         printf("{\"name\":\"%s\",\"rate\":\"%s\",\"rate_n\":%" PRIu64 ",\"period_ns\":%" PRIu64
                ",\"burst\":%" PRIu64 ",\"initial\":%" PRIu64 ",",
                escape(name, sizeof(name), l->name, strlen(l->name), true),
                fmt_rate(rate, sizeof(rate), l->p.rate_n, l->p.period_ns), l->p.rate_n,
                l->p.period_ns, l->p.burst, l->p.initial);
         printf("\"capacity\":%" PRIu64 ",\"live\":%" PRIu64 ",\"shards\":%" PRIu32
-               ",\"shard_slots\":%" PRIu32 ",\"insert_failures\":%" PRIu64 "}",
+               ",\"shard_slots\":%" PRIu32 ",\"insert_failures\":%" PRIu64 ",",
                l->t.capacity, l->t.live, l->t.nshards, l->t.shard_slots, l->t.insert_fail);
+        printf("\"state\":\"%s\",\"occupancy_pct\":%s,\"idle_ttl_ns\":%" PRIu64
+               ",\"on_full\":\"%s\",\"evicted\":%" PRIu64 ",\"evicted_full\":%" PRIu64
+               ",\"reclaimed\":%" PRIu64 ",\"allowed_full\":%" PRIu64 "}",
+               dir_state_name(l->state), fmt_pct(pct, sizeof(pct), l->t.live, l->t.capacity),
+               l->p.idle_ttl_ns, on_full_name(l->p.on_full), l->ev.evicted, l->ev.evicted_full,
+               l->ev.reclaimed, l->ev.allowed_full);
 }
 
 void shmctl_out_limiters(const struct shmctl_lim *v, long n, bool json)
 {
-        static const char *const head[] = {"NAME",     "RATE", "BURST",  "INITIAL",
-                                           "CAPACITY", "LIVE", "SHARDS", "INSERT_FAIL"};
-        static const bool right[] = {false, true, true, true, true, true, true, true};
-        static const struct cols cols = {8, head, right};
+        static const char *const head[] = {
+            "NAME",         "STATE",     "RATE",        "BURST",       "INITIAL",
+            "SHARDS",       "OCCUPANCY", "IDLE_TTL",    "ON_FULL",     "EVICTED",
+            "EVICTED_FULL", "RECLAIMED", "INSERT_FAIL", "ALLOWED_FULL"};
+        static const bool right[] = {false, false, true, true, true, true, true,
+                                     true,  false, true, true, true, true, true};
+        static const struct cols cols = {14, head, right};
         if (json) {
                 printf("{\"limiters\":[");
                 for (long i = 0; i < n; i++) {
@@ -260,6 +328,114 @@ void shmctl_out_limiters(const struct shmctl_lim *v, long n, bool json)
         } else {
                 table_print(&cols, lim_row, v, n);
         }
+}
+
+/* ---------------------------------------------------------------- readers */
+
+struct reader_rows {
+        const struct shmctl_reader *v;
+        uint64_t now_ns;
+};
+
+/* How long reader R has blocked a grace period, into BUF: "-" when not, "?" when impossible. */
+static const char *fmt_blocking(char *buf, size_t len, const struct shmctl_reader *r,
+                                uint64_t now_ns)
+{
+        if (r->blocking_ns == 0)
+                snprintf(buf, len, "-");
+        else if (r->blocking_ns > now_ns)
+                snprintf(buf, len, "?");
+        else
+                fmt_dur(buf, len, now_ns - r->blocking_ns);
+        return buf;
+}
+
+static const char *alive_name(int alive)
+{
+        return alive > 0 ? "yes" : alive == 0 ? "dead" : "unknown";
+}
+
+static void reader_row(const void *data, long i, char cells[][CELL])
+{
+        const struct reader_rows *rr = data;
+        const struct shmctl_reader *r = rr->v + i;
+        snprintf(cells[0], CELL, "%" PRIu32, r->idx);
+        snprintf(cells[1], CELL, "%" PRIu64, r->pid);
+        snprintf(cells[2], CELL, "%" PRIu64, r->tid);
+        if (r->online)
+                snprintf(cells[3], CELL, "%" PRIu64, r->online - 1);
+        else
+                strcpy(cells[3], "-");
+        snprintf(cells[4], CELL, "%" PRIu64, r->gp_seen);
+        fmt_blocking(cells[5], CELL, r, rr->now_ns);
+        strcpy(cells[6], r->stalled ? "yes" : "no");
+        strcpy(cells[7], alive_name(r->alive));
+        snprintf(cells[8], CELL, "%" PRIu64, r->admitted);
+        snprintf(cells[9], CELL, "%" PRIu64, r->denied);
+        snprintf(cells[10], CELL, "%" PRIu64, r->inserts);
+        snprintf(cells[11], CELL, "%" PRIu64, r->cas_retries);
+}
+
+static void reader_json(const struct shmctl_reader *r, uint64_t now_ns)
+{
+        printf("{\"index\":%" PRIu32 ",\"pid\":%" PRIu64 ",\"tid\":%" PRIu64 ",\"online\":", r->idx,
+               r->pid, r->tid);
+        if (r->online)
+                printf("%" PRIu64, r->online - 1);
+        else
+                printf("null");
+        printf(",\"gp_seen\":%" PRIu64 ",\"blocking_ns\":", r->gp_seen);
+        if (r->blocking_ns && r->blocking_ns <= now_ns)
+                printf("%" PRIu64, now_ns - r->blocking_ns);
+        else
+                printf("null");
+        printf(",\"stalled\":%s,\"alive\":%s,", r->stalled ? "true" : "false",
+               r->alive > 0    ? "true"
+               : r->alive == 0 ? "false"
+                               : "null");
+        printf("\"admitted\":%" PRIu64 ",\"denied\":%" PRIu64 ",\"inserts\":%" PRIu64
+               ",\"cas_retries\":%" PRIu64 "}",
+               r->admitted, r->denied, r->inserts, r->cas_retries);
+}
+
+static void readers_json(const struct shmctl_reader *v, long n, const struct shmctl_readers *s)
+{
+        printf("{\"now_ns\":%" PRIu64 ",\"records\":%" PRIu32 ",\"owned\":%" PRIu32
+               ",\"online\":%" PRIu32 ",\"stalled\":%" PRIu32 ",\"dead\":%" PRIu32 ",",
+               s->now_ns, s->records, s->owned, s->online, s->stalled, s->dead);
+        printf("\"readers_forced\":%" PRIu64 ",\"grace_periods\":%" PRIu64 ",\"gp_done\":%" PRIu64
+               ",\"membarrier\":\"%s\",\"readers\":[",
+               s->gp.forced, s->gp.started, s->gp.done, mb_name(&s->gp));
+        for (long i = 0; i < n; i++) {
+                fputs(i ? "," : "", stdout);
+                reader_json(&v[i], s->now_ns);
+        }
+        printf("]}\n");
+}
+
+void shmctl_out_readers(const struct shmctl_reader *v, long n, const struct shmctl_readers *s,
+                        bool json)
+{
+        static const char *const head[] = {"INDEX",    "PID",      "TID",     "ONLINE",
+                                           "GP_SEEN",  "BLOCKING", "STALLED", "ALIVE",
+                                           "ADMITTED", "DENIED",   "INSERTS", "CAS_RETRIES"};
+        static const bool right[] = {true,  true,  true, true, true, true,
+                                     false, false, true, true, true, true};
+        static const struct cols cols = {12, head, right};
+        struct reader_rows rr = {v, s->now_ns};
+        if (json) {
+                readers_json(v, n, s);
+                return;
+        }
+        if (n > 0)
+                table_print(&cols, reader_row, &rr, n);
+        printf("%" PRIu32 " records, %" PRIu32 " owned, %" PRIu32 " online, %" PRIu32
+               " stalled, %" PRIu32 " dead\n",
+               s->records, s->owned, s->online, s->stalled, s->dead);
+        printf("%" PRIu64 " readers forced offline; grace periods: %" PRIu64
+               " started, last completed %" PRIu64 "; membarrier %s\n",
+               s->gp.forced, s->gp.started, s->gp.done,
+               s->gp.mb_fallback ? "global (fallback)" : "expedited");
 }
 
 /* ---------------------------------------------------------------- keys */
@@ -304,8 +480,9 @@ static void keys_human(const struct shmctl_lim *l, const struct shmctl_key *v, l
         static const struct cols cols = {4, head, right};
         char esc[CELL], now[32];
         struct key_rows kr = {l, v};
-        printf("limiter %s: %s, arena time %s, TAT in units of 1/%" PRIu64 " ns\n",
-               escape(esc, sizeof(esc), l->name, strlen(l->name), false), what,
+        printf("limiter %s%s: %s, arena time %s, TAT in units of 1/%" PRIu64 " ns\n",
+               escape(esc, sizeof(esc), l->name, strlen(l->name), false),
+               l->state == THR_DIR_RETIRED ? " (retired)" : "", what,
                fmt_dur(now, sizeof(now), now_ns), l->p.k);
         if (shown > 0)
                 table_print(&cols, key_row, &kr, shown);
@@ -315,10 +492,10 @@ static void keys_json(const struct shmctl_lim *l, const struct shmctl_key *v, lo
                       long shown, uint64_t now_ns)
 {
         char esc[CELL];
-        printf("{\"limiter\":\"%s\",\"now_ns\":%" PRIu64 ",\"units_per_ns\":%" PRIu64
-               ",\"live\":%ld,\"shown\":%ld,\"keys\":[",
-               escape(esc, sizeof(esc), l->name, strlen(l->name), true), now_ns, l->p.k, total,
-               shown);
+        printf("{\"limiter\":\"%s\",\"state\":\"%s\",\"now_ns\":%" PRIu64
+               ",\"units_per_ns\":%" PRIu64 ",\"live\":%ld,\"shown\":%ld,\"keys\":[",
+               escape(esc, sizeof(esc), l->name, strlen(l->name), true), dir_state_name(l->state),
+               now_ns, l->p.k, total, shown);
         for (long i = 0; i < shown; i++) {
                 fputs(i ? "," : "", stdout);
                 key_json(l, &v[i]);

@@ -11,12 +11,50 @@
 
 #include "shm.h"
 
-/* One limiter as read from the arena: private, checked copies. */
+/* A table's eviction counters, summed over its shards (or over every table, for `status`). */
+struct shmctl_evict {
+        uint64_t evicted;      /* idle keys evicted by the daemon */
+        uint64_t evicted_full; /* keys evicted to make room (on_full = evict) */
+        uint64_t reclaimed;    /* retired slots made reusable after a grace period */
+        uint64_t allowed_full; /* requests admitted unrecorded (on_full = allow) */
+};
+
+/* One limiter as read from the arena: private, checked copies, and its shards' counters. */
 struct shmctl_lim {
         uint32_t idx;
+        uint32_t state; /* THR_DIR_LIVE, or THR_DIR_RETIRED: removed by a reload, table kept */
         char name[THR_NAME_MAX + 1];
         struct thr_params p;
         struct thr_table t;
+        struct shmctl_evict ev;
+};
+
+/* The header's grace-period numbers, each read once. */
+struct shmctl_gp {
+        uint64_t started; /* hdr grace_periods: the counter readers snapshot */
+        uint64_t done;    /* hdr gp_done: the last one the daemon saw completed */
+        uint64_t forced;  /* hdr readers_forced: dead readers forced offline so far */
+        bool mb_fallback; /* the daemon uses MEMBARRIER_CMD_GLOBAL, not the expedited one */
+};
+
+/* One owned reader record, each field read once. */
+struct shmctl_reader {
+        uint32_t idx;
+        uint64_t pid, tid;
+        uint64_t online;      /* raw: 0 offline, else the grace-period snapshot + 1 */
+        uint64_t gp_seen;     /* last grace period the daemon saw it not blocking */
+        uint64_t blocking_ns; /* arena time it was first seen blocking one, 0 if not */
+        bool stalled;
+        int alive; /* 1 its liveness lock is held, 0 free (dead owner), -errno unknown */
+        uint64_t admitted, denied, inserts, cas_retries;
+};
+
+/* What `readers` shows besides the rows. */
+struct shmctl_readers {
+        uint32_t records; /* reader records in the arena */
+        uint32_t owned, online, stalled, dead;
+        uint64_t now_ns;
+        struct shmctl_gp gp;
 };
 
 /* One live key, snapshotted and evaluated at one arena time. */
@@ -31,8 +69,11 @@ struct shmctl_key {
 
 /* What `status` shows beyond the header: counts and the daemon's liveness, read at one time. */
 struct shmctl_status {
-        long nlim;
-        uint64_t live_keys;
+        long nlim;     /* live limiters */
+        long nretired; /* limiters removed by a reload, whose tables are kept */
+        uint64_t live_keys, capacity, insert_fail; /* over every table, retired ones too */
+        struct shmctl_evict ev;
+        struct shmctl_gp gp;
         uint32_t readers;
         int alive; /* 1, 0, or -errno (shown as not running): the daemon's lock on byte 0 */
         uint64_t now_ns;
@@ -49,6 +90,10 @@ void shmctl_out_status(const struct thr_hdr *h, const struct shm_map *map,
 
 /* shmctl_out_limiters - the N limiters of V, one row (or object) each. */
 void shmctl_out_limiters(const struct shmctl_lim *v, long n, bool json);
+
+/* shmctl_out_readers - the N owned reader records of V, then the totals of S. */
+void shmctl_out_readers(const struct shmctl_reader *v, long n, const struct shmctl_readers *s,
+                        bool json);
 
 /* shmctl_out_keys - the first SHOWN of L's TOTAL live keys V (sorted by the caller), with the
  * arena time NOW_NS. */

@@ -241,11 +241,13 @@ static void op_relookup(struct op *o)
  */
 static int op_full(struct op *o, struct shm_gcra *g)
 {
-        if (o->p->on_full == THR_FULL_ALLOW && g->admitted) {
-                struct shm_probe pr;
-                shm_probe_init(o->l->a->map.base, o->l->tb, o->hash, &pr);
-                atomic_fetch_add_explicit(&pr.shard->allowed_full, 1, memory_order_relaxed);
-                return 0;
+        if (o->p->on_full == THR_FULL_ALLOW) {
+                if (g->admitted) {
+                        struct shm_probe pr;
+                        shm_probe_init(o->l->a->map.base, o->l->tb, o->hash, &pr);
+                        atomic_fetch_add_explicit(&pr.shard->allowed_full, 1, memory_order_relaxed);
+                }
+                return 0; /* the fresh-key decision, admitted or not, unrecorded */
         }
         *g = (struct shm_gcra){.admitted = false, .retry_units = o->p->t_units};
         return 0;
@@ -411,7 +413,8 @@ static int reserve(thr_limiter *l, const void *key, size_t len, uint64_t cost, u
                         shm_gcra_step(o.p, THR_TAT_FRESH, o.now, cost, g);
                         rc = reserve_fits(&o, g, max_wait_ns, rv) ? op_insert(&o) : -EAGAIN;
                         if (rc == -ENOSPC && o.p && o.p->on_full == THR_FULL_ALLOW) {
-                                op_full(&o, g); /* granted now, unrecorded */
+                                g->admitted = true; /* granted now, unrecorded */
+                                op_full(&o, g);
                                 rv->wait_ns = 0;
                                 rv->due_ns = shm_units_to_ns(o.p, o.now);
                                 rv->cost = cost;

@@ -79,6 +79,7 @@ int shm_table_geometry(const struct shm_limiter_spec *s, struct geometry *g)
         g->nshards = n;
         g->shard_slots = (uint32_t)slots;
         g->shard_max = slots * 7 / 8;
+        g->capacity = s->capacity;
         g->bytes = sizeof(struct thr_table) + (uint64_t)n * sizeof(struct thr_shard) +
                    (uint64_t)n * slots * THR_SLOT_SIZE;
         return 0;
@@ -524,7 +525,8 @@ uint32_t shm_dir_free_count(const struct shm_map *m)
 int shm_limiter_compatible(const struct shm_lim_snap *s, const struct thr_params *p,
                            const struct geometry *g, char *err, size_t errlen)
 {
-        if (s->table.nshards != g->nshards || s->table.shard_slots != g->shard_slots)
+        if (s->table.nshards != g->nshards || s->table.shard_slots != g->shard_slots ||
+            s->table.capacity != g->capacity)
                 return shm_seterr(err, errlen, -EBUSY,
                                   "limiter '%s': its table (capacity %" PRIu64 ", %u shards) "
                                   "cannot be resized in place; keep capacity and shards, or "

@@ -123,9 +123,10 @@ enum thr_limiter_kind { THR_KIND_GCRA = 1 };
 
 /* thr_params.on_full: what an insert does when the table (or the key's shard) is full */
 enum thr_on_full {
-        THR_FULL_DENY = 0,  /* the request is denied (counted in insert_fail) */
-        THR_FULL_ALLOW = 1, /* the request is admitted without state (counted in allowed_full) */
-        THR_FULL_EVICT = 2  /* the shard's least-indebted key is evicted, its debt kept as floor */
+        THR_FULL_DENY = 0, /* the request is denied */
+        THR_FULL_ALLOW =
+            1,             /* the fresh-key decision stands, unrecorded (counted in allowed_full) */
+        THR_FULL_EVICT = 2 /* the shard's least-indebted key is evicted, its debt kept as floor */
 };
 
 /* slot meta status, bits 63..62 */
@@ -187,7 +188,7 @@ struct thr_hdr {
 
         uint64_t pidns_ino; /* creator's pid namespace (/proc/self/ns/pid inode), see below */
 
-        _Atomic uint64_t gp_done;
+        _Atomic uint64_t gp_done;        /* last grace period the daemon saw complete */
         _Atomic uint64_t readers_forced; /* records of dead processes forced offline */
         _Atomic uint32_t mb_fallback;    /* a client could not register for expedited
                                           * membarrier: the daemon uses MEMBARRIER_CMD_GLOBAL */
@@ -232,7 +233,7 @@ struct thr_table {
         uint64_t shards_off;          /* offset of thr_shard[nshards] from the arena start */
         uint64_t slots_off;           /* offset of slot[0] from the arena start */
         _Atomic uint64_t live;        /* live keys in the table (insert path and daemon only) */
-        _Atomic uint64_t insert_fail; /* inserts refused because the table was full */
+        _Atomic uint64_t insert_fail; /* inserts that found no room, whatever the policy did */
         uint8_t pad[8];
 };
 

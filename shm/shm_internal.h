@@ -9,6 +9,7 @@
 struct geometry {
         uint32_t nshards, shard_slots;
         uint64_t shard_max, bytes;
+        uint64_t capacity; /* the spec's hard cap on live keys */
 };
 
 int shm_seterr(char *err, size_t errlen, int rc, const char *fmt, ...)

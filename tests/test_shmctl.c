@@ -1,7 +1,9 @@
 /*
- * test_shmctl.c - proves that shmctl reports what the arena holds (status, limiters, keys in debt
- * order with exact values on a manual clock, get) and that a corrupt or missing arena gives a
- * clear message and the documented sysexits code, never a crash.
+ * test_shmctl.c - proves that shmctl reports what the arena holds (status with grace periods and
+ * eviction totals, limiters with their policies and shard counters, live or retired, reader
+ * records with their liveness, keys in debt order with exact values on a manual clock, get), that
+ * every --json answer is one well-formed JSON value, and that a corrupt or missing arena gives a
+ * clear message and the documented sysexits code, never a crash (garbage reader records included).
  *
  * Each test builds a small manual-clock arena in a fresh directory under /dev/shm, drives it
  * through the public client API, then runs the built shmctl binary ($THR_TEST_BUILD_DIR/daemon/
@@ -9,6 +11,7 @@
  * after the client has closed the arena.
  */
 #include <criterion/criterion.h>
+#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -122,6 +125,165 @@ static void assert_has(const char *out, const char *want)
         cr_assert_not_null(strstr(out, want), "expected \"%s\" in:\n%s", want, out);
 }
 
+/* The line of OUT containing WANT, into LINE (LEN bytes); fails the test if there is none. */
+static const char *line_with(const char *out, const char *want, char *line, size_t len)
+{
+        const char *at = strstr(out, want);
+        cr_assert_not_null(at, "expected a line with \"%s\" in:\n%s", want, out);
+        while (at > out && at[-1] != '\n')
+                at--;
+        size_t n = strcspn(at, "\n");
+        snprintf(line, len, "%.*s", (int)n, at);
+        return line;
+}
+
+/* ---------------------------------------------------------------- a JSON syntax check */
+
+/* Just the grammar of RFC 8259, enough to prove the output parses; *P advanced past a value. */
+static bool json_value(const char **p);
+
+static void json_ws(const char **p)
+{
+        while (**p == ' ' || **p == '\n' || **p == '\t' || **p == '\r')
+                (*p)++;
+}
+
+static bool json_string(const char **p)
+{
+        if (*(*p)++ != '"')
+                return false;
+        while (**p != '"') {
+                unsigned char ch = (unsigned char)*(*p)++;
+                if (ch < 0x20) /* the end of the text included */
+                        return false;
+                if (ch != '\\')
+                        continue;
+                char e = *(*p)++;
+                if (e == 'u') {
+                        for (int i = 0; i < 4; i++)
+                                if (!isxdigit((unsigned char)*(*p)++))
+                                        return false;
+                } else if (!e || !strchr("\"\\/bfnrt", e)) {
+                        return false;
+                }
+        }
+        (*p)++;
+        return true;
+}
+
+static bool json_digits(const char **p)
+{
+        if (!isdigit((unsigned char)**p))
+                return false;
+        while (isdigit((unsigned char)**p))
+                (*p)++;
+        return true;
+}
+
+static bool json_number(const char **p)
+{
+        if (**p == '-')
+                (*p)++;
+        if (**p == '0')
+                (*p)++;
+        else if (!json_digits(p))
+                return false;
+        if (**p == '.' && ((*p)++, !json_digits(p)))
+                return false;
+        if (**p == 'e' || **p == 'E') {
+                (*p)++;
+                if (**p == '+' || **p == '-')
+                        (*p)++;
+                return json_digits(p);
+        }
+        return true;
+}
+
+/* An object (KEYED) or an array, from its opening bracket to CLOSE. */
+static bool json_items(const char **p, char close, bool keyed)
+{
+        (*p)++;
+        json_ws(p);
+        if (**p == close)
+                return (*p)++, true;
+        for (;;) {
+                json_ws(p);
+                if (keyed && !json_string(p))
+                        return false;
+                json_ws(p);
+                if (keyed && *(*p)++ != ':')
+                        return false;
+                if (!json_value(p))
+                        return false;
+                json_ws(p);
+                char ch = *(*p)++;
+                if (ch == close)
+                        return true;
+                if (ch != ',')
+                        return false;
+        }
+}
+
+static bool json_literal(const char **p, const char *word)
+{
+        size_t n = strlen(word);
+        if (strncmp(*p, word, n) != 0)
+                return false;
+        *p += n;
+        return true;
+}
+
+static bool json_value(const char **p)
+{
+        json_ws(p);
+        switch (**p) {
+        case '{':
+                return json_items(p, '}', true);
+        case '[':
+                return json_items(p, ']', false);
+        case '"':
+                return json_string(p);
+        case 't':
+                return json_literal(p, "true");
+        case 'f':
+                return json_literal(p, "false");
+        case 'n':
+                return json_literal(p, "null");
+        default:
+                return json_number(p);
+        }
+}
+
+/* Whether S is exactly one JSON value (and white space); *AT: where the check stopped. */
+static bool json_ok(const char *s, const char **at)
+{
+        if (!json_value(at)) /* *AT may be just past the end now: read no more */
+                return false;
+        json_ws(at);
+        return **at == '\0' && *at > s;
+}
+
+static void assert_json(const char *out)
+{
+        const char *at = out;
+        cr_assert(json_ok(out, &at), "not one JSON value (fault near offset %td):\n%s", at - out,
+                  out);
+}
+
+Test(shmctl, json_check_rejects_malformed_output)
+{
+        static const char *const bad[] = {"",          "{",         "{\"a\":1,}", "[1 2]",
+                                          "{\"a\" 1}", "\"\\x41\"", "01",         "1.",
+                                          "nul",       "{} {}",     "\"a\nb\""};
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                const char *at = bad[i];
+                cr_assert(!json_ok(bad[i], &at), "accepted: %s", bad[i]);
+        }
+        const char *good = "{\"a\":[1,-2.5e3,true,null,\"\\u00ff\"],\"b\":{}}\n";
+        const char *at = good;
+        cr_assert(json_ok(good, &at), "rejected: %s", good);
+}
+
 /* The directory entry and table of limiter NAME in the test's writable mapping. */
 static struct thr_dir_entry *entry_of(const char *name)
 {
@@ -156,8 +318,9 @@ Test(shmctl, status_names_limiters_and_backing)
         assert_has(out, "2 in use of 4");
         assert_has(out, "/dev/shm");
         assert_has(out, "manual, now 50ms");
-        assert_has(out, "live keys    3");
+        assert_has(out, "live keys    3 of 128 (2.3%)");
         cr_assert_eq(run(out, "--json status"), 0, "%s", out);
+        assert_json(out);
         assert_has(out, "\"limiters\":2,\"max_limiters\":4");
         assert_has(out, "\"backing\":\"shm\"");
         assert_has(out, "\"clock\":\"manual\",\"now_ns\":50000000");
@@ -175,6 +338,7 @@ Test(shmctl, limiters_shows_rates_as_configured)
         assert_has(out, "20000/min");
         assert_has(out, "1000000000/7s");
         cr_assert_eq(run(out, "--json limiters"), 0, "%s", out);
+        assert_json(out);
         assert_has(out, "{\"name\":\"odd\",\"rate\":\"1000000000/7s\",\"rate_n\":1000000000,"
                         "\"period_ns\":7000000000,\"burst\":3,\"initial\":1,");
 }
@@ -184,6 +348,7 @@ Test(shmctl, json_keys_most_indebted_first)
         static char out[OUT_MAX];
         three_keys("keys");
         cr_assert_eq(run(out, "--json keys api"), 0, "%s", out);
+        assert_json(out);
         /* T = 100 ms: a is 500 ms in debt less the 50 ms elapsed, b 200 - 50, c 100 - 50. */
         const char *a = strstr(out, "{\"key\":\"a\",\"remaining\":0,\"burst\":5,"
                                     "\"reset_after_ns\":450000000,\"tat\":500000000,");
@@ -195,6 +360,7 @@ Test(shmctl, json_keys_most_indebted_first)
         cr_assert(a < b && b < c, "not most indebted first:\n%s", out);
         assert_has(out, "\"live\":3,\"shown\":3");
         cr_assert_eq(run(out, "--json keys api -n 2"), 0, "%s", out);
+        assert_json(out);
         assert_has(out, "\"live\":3,\"shown\":2");
         cr_assert_null(strstr(out, "\"key\":\"c\""), "-n 2 showed c:\n%s", out);
 }
@@ -222,6 +388,7 @@ Test(shmctl, fresh_key_is_a_full_bucket_without_debt)
         cr_assert_eq(shm_table_insert(fx.map.base, table_of("api"), h, "new", 3, &slot, &created),
                      0);
         cr_assert_eq(run(out, "--json keys api"), 0, "%s", out);
+        assert_json(out);
         const char *old = strstr(out, "{\"key\":\"old\",\"remaining\":1,");
         const char *fresh = strstr(out, "{\"key\":\"new\",\"remaining\":2,");
         cr_assert(old && fresh && old < fresh, "fresh key not last or wrong:\n%s", out);
@@ -233,6 +400,7 @@ Test(shmctl, get_present_and_absent_keys)
         static char out[OUT_MAX];
         three_keys("get");
         cr_assert_eq(run(out, "--json get api b"), 0, "%s", out);
+        assert_json(out);
         assert_has(out, "{\"key\":\"b\",\"remaining\":3,\"burst\":5,\"reset_after_ns\":150000000,"
                         "\"tat\":200000000,\"fresh\":false}");
         cr_assert_eq(run(out, "get api b"), 0, "%s", out);
@@ -252,9 +420,281 @@ Test(shmctl, binary_keys_are_escaped)
         make_arena("escape", 1, l);
         spend("api", "k\x01\"\\\xff", 5, 1);
         cr_assert_eq(run(out, "--json keys api"), 0, "%s", out);
+        assert_json(out);
         assert_has(out, "\"key\":\"k\\u0001\\\"\\\\\\u00ff\"");
         cr_assert_eq(run(out, "keys api"), 0, "%s", out);
         assert_has(out, "k\\x01\"\\\\\\xff ");
+}
+
+/* ---------------------------------------------------------------- eviction and reclamation */
+
+static struct thr_shard *shards_of(const char *name)
+{
+        return shm_at(fx.map.base, table_of(name)->shards_off);
+}
+
+static struct thr_reader *reader_recs(void)
+{
+        return shm_at(fx.map.base, shm_hdr(&fx.map)->reader_off);
+}
+
+/* Index of the reader record this process owns (exactly one: tests run on one thread). */
+static uint32_t my_reader(void)
+{
+        struct thr_reader *r = reader_recs();
+        int found = -1;
+        for (uint32_t i = 0; i < shm_hdr(&fx.map)->reader_count; i++) {
+                if (atomic_load(&r[i].owner) && atomic_load(&r[i].pid) == (uint64_t)getpid()) {
+                        cr_assert_eq(found, -1, "this process owns two records");
+                        found = (int)i;
+                }
+        }
+        cr_assert_geq(found, 0, "this process owns no reader record");
+        return (uint32_t)found;
+}
+
+Test(shmctl, status_shows_grace_periods_and_membarrier)
+{
+        static char out[OUT_MAX];
+        three_keys("gp");
+        struct thr_hdr *h = shm_hdr(&fx.map);
+        atomic_store(&h->grace_periods, 42);
+        atomic_store(&h->gp_done, 40);
+        atomic_store(&h->readers_forced, 3);
+        atomic_store(&h->mb_fallback, 1);
+        cr_assert_eq(run(out, "status"), 0, "%s", out);
+        assert_has(out, "grace        42 periods started, last completed 40\n");
+        assert_has(out, "readers      1 in use of 16, 3 forced offline (dead owners)\n");
+        assert_has(out, "membarrier   global (fallback)\n");
+        cr_assert_eq(run(out, "--json status"), 0, "%s", out);
+        assert_json(out);
+        assert_has(out, "\"grace_periods\":42,\"gp_done\":40,\"readers_forced\":3,"
+                        "\"membarrier\":\"global\"");
+        cr_assert_eq(run(out, "readers"), 0, "%s", out);
+        assert_has(out, "3 readers forced offline; grace periods: 42 started, last completed 40; "
+                        "membarrier global (fallback)\n");
+        atomic_store(&h->mb_fallback, 0);
+        cr_assert_eq(run(out, "status"), 0, "%s", out);
+        assert_has(out, "membarrier   expedited\n");
+}
+
+Test(shmctl, readers_lists_this_thread_alive)
+{
+        static char out[OUT_MAX];
+        char want[512], line[512], pid[32];
+        three_keys("readers"); /* 8 admissions, 3 inserts, from this thread */
+        uint32_t idx = my_reader();
+        snprintf(want, sizeof(want),
+                 "{\"index\":%u,\"pid\":%d,\"tid\":%d,\"online\":null,\"gp_seen\":0,"
+                 "\"blocking_ns\":null,\"stalled\":false,\"alive\":true,\"admitted\":8,"
+                 "\"denied\":0,\"inserts\":3,\"cas_retries\":0}",
+                 idx, (int)getpid(), (int)gettid());
+        cr_assert_eq(run(out, "--json readers"), 0, "%s", out);
+        assert_json(out);
+        assert_has(out, want);
+        assert_has(out, "\"records\":16,\"owned\":1,\"online\":0,\"stalled\":0,\"dead\":0,");
+        cr_assert_eq(run(out, "readers"), 0, "%s", out);
+        assert_has(out, "INDEX  ");
+        snprintf(pid, sizeof(pid), " %d ", (int)getpid());
+        line_with(out, pid, line, sizeof(line));
+        assert_has(line, " -  ");   /* offline */
+        assert_has(line, " no  ");  /* not stalled */
+        assert_has(line, " yes  "); /* alive: its lock is held by this process */
+        assert_has(out, "16 records, 1 owned, 0 online, 0 stalled, 0 dead\n");
+        /* given back at close: no longer listed */
+        close_client();
+        cr_assert_eq(run(out, "--json readers"), 0, "%s", out);
+        assert_has(out, "\"owned\":0,");
+        assert_has(out, "\"readers\":[]}");
+}
+
+Test(shmctl, readers_owner_without_lock_is_dead)
+{
+        static char out[OUT_MAX];
+        char line[512];
+        struct shm_limiter_spec l[] = {lim_spec("api", 10, S, 5, 5)};
+        make_arena("dead", 1, l);
+        cr_assert_eq(thr_clock_advance(fx.arena, 2 * S), 0);
+        /* what a process killed inside a call leaves: owner and online set, nobody holds the lock
+         */
+        struct thr_reader *r = &reader_recs()[5];
+        atomic_store(&r->owner, 0x1234567);
+        atomic_store(&r->pid, 4242);
+        atomic_store(&r->tid, 4243);
+        atomic_store(&r->online, 8);
+        atomic_store(&r->gp_seen, 6);
+        atomic_store(&r->blocking_ns, 500 * MS);
+        atomic_store(&r->stalled, 1);
+        atomic_store(&r->admitted, 11);
+        cr_assert_eq(run(out, "--json readers"), 0, "%s", out);
+        assert_json(out);
+        assert_has(out, "{\"index\":5,\"pid\":4242,\"tid\":4243,\"online\":7,\"gp_seen\":6,"
+                        "\"blocking_ns\":1500000000,\"stalled\":true,\"alive\":false,"
+                        "\"admitted\":11,\"denied\":0,\"inserts\":0,\"cas_retries\":0}");
+        assert_has(out, "\"owned\":1,\"online\":1,\"stalled\":1,\"dead\":1,");
+        cr_assert_eq(run(out, "readers"), 0, "%s", out);
+        line_with(out, " 4242 ", line, sizeof(line));
+        assert_has(line, " 7  ");    /* the snapshot it entered with */
+        assert_has(line, " 1.5s  "); /* blocking since 500 ms, now 2 s */
+        assert_has(line, " yes  ");  /* stalled */
+        assert_has(line, " dead  ");
+        assert_has(out, "16 records, 1 owned, 1 online, 1 stalled, 1 dead\n");
+}
+
+/* xorshift64: the same garbage at every run */
+static uint64_t next_rand(uint64_t *x)
+{
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        return *x;
+}
+
+Test(shmctl, garbage_reader_records_do_not_crash)
+{
+        static char out[OUT_MAX];
+        three_keys("garbage");
+        close_client();
+        struct thr_reader *r = reader_recs();
+        uint64_t x = 0x9e3779b97f4a7c15ull;
+        for (uint32_t i = 0; i < shm_hdr(&fx.map)->reader_count; i++) {
+                _Atomic uint64_t *w = &r[i].owner;
+                for (size_t k = 0; k < THR_READER_SIZE / 8; k++)
+                        atomic_store(&w[k], next_rand(&x));
+                if (i % 4 == 0)
+                        atomic_store(&r[i].owner, 0); /* some free records among them */
+                if (i % 4 == 1)
+                        atomic_store(&r[i].online, UINT64_MAX);
+        }
+        struct thr_hdr *h = shm_hdr(&fx.map);
+        atomic_store(&h->grace_periods, next_rand(&x));
+        atomic_store(&h->gp_done, UINT64_MAX);
+        atomic_store(&h->readers_forced, next_rand(&x));
+        atomic_store(&h->mb_fallback, 0xdeadbeef);
+        cr_assert_eq(run(out, "readers"), 0, "%s", out);
+        assert_has(out, "16 records, 12 owned,");
+        cr_assert_eq(run(out, "--json readers"), 0, "%s", out);
+        assert_json(out);
+        assert_has(out, "\"owned\":12,");
+        assert_has(out, "\"membarrier\":\"global\"");
+        cr_assert_eq(run(out, "--json status"), 0, "%s", out);
+        assert_json(out);
+        cr_assert_eq(run(out, "status"), 0, "%s", out);
+}
+
+Test(shmctl, limiters_sum_shard_counters_and_show_policies)
+{
+        static char out[OUT_MAX];
+        char line[512];
+        struct shm_limiter_spec l[] = {lim_spec("ev", 10, S, 5, 5), lim_spec("plain", 10, S, 5, 5)};
+        l[0].shards = 4;
+        l[0].on_full = THR_FULL_EVICT;
+        l[0].idle_ttl_ns = 90 * S;
+        make_arena("counters", 2, l);
+        struct thr_shard *sh = shards_of("ev");
+        atomic_store(&sh[0].evicted, 1);
+        atomic_store(&sh[3].evicted, 2);
+        atomic_store(&sh[1].evicted_full, 5);
+        atomic_store(&sh[2].evicted_full, 6);
+        for (int i = 0; i < 4; i++)
+                atomic_store(&sh[i].reclaimed, 1);
+        atomic_store(&sh[2].allowed_full, 7);
+        atomic_store(&shards_of("plain")[0].evicted, 100);
+        cr_assert_eq(run(out, "--json limiters"), 0, "%s", out);
+        assert_json(out);
+        assert_has(out, "\"shards\":4,");
+        assert_has(out, "\"state\":\"live\",\"occupancy_pct\":0.0,\"idle_ttl_ns\":90000000000,"
+                        "\"on_full\":\"evict\",\"evicted\":3,\"evicted_full\":11,\"reclaimed\":4,"
+                        "\"allowed_full\":7}");
+        assert_has(out, "\"idle_ttl_ns\":0,\"on_full\":\"deny\",\"evicted\":100,");
+        cr_assert_eq(run(out, "limiters"), 0, "%s", out);
+        line_with(out, "ev ", line, sizeof(line));
+        assert_has(line, " live ");
+        assert_has(line, " 0/64 0.0% ");
+        assert_has(line, " 90s ");
+        assert_has(line, " evict ");
+        cr_assert_eq(run(out, "status"), 0, "%s", out);
+        assert_has(out, "evicted      103 idle, 11 for room; 4 slots reclaimed\n");
+        assert_has(out, "table full   0 inserts failed, 7 admitted unrecorded\n");
+        cr_assert_eq(run(out, "--json status"), 0, "%s", out);
+        assert_json(out);
+        assert_has(out, "\"capacity\":128,\"evicted\":103,\"evicted_full\":11,\"reclaimed\":4,"
+                        "\"insert_failures\":0,\"allowed_full\":7,");
+}
+
+/* Try KEY once in limiter NAME: the return value, RES filled. */
+static int try_once(const char *name, const char *key, struct thr_result *res)
+{
+        thr_limiter *lim;
+        cr_assert_eq(thr_limiter_open(fx.arena, name, &lim), 0);
+        int rc = thr_limiter_try(lim, key, strlen(key), 1, res);
+        thr_limiter_close(lim);
+        return rc;
+}
+
+Test(shmctl, full_tables_count_by_policy)
+{
+        static char out[OUT_MAX];
+        struct shm_limiter_spec l[] = {lim_spec("deny", 10, S, 5, 5),
+                                       lim_spec("allow", 10, S, 5, 5),
+                                       lim_spec("evict", 10, S, 5, 5)};
+        for (int i = 0; i < 3; i++) {
+                l[i].capacity = 2;
+                l[i].shards = 1;
+                l[i].on_full = (uint32_t)i; /* deny, allow, evict */
+        }
+        make_arena("full", 3, l);
+        struct thr_result res;
+        for (int i = 0; i < 3; i++) {
+                cr_assert_eq(try_once(l[i].name, "k1", &res), 1);
+                cr_assert_eq(try_once(l[i].name, "k2", &res), 1);
+        }
+        cr_assert_eq(try_once("deny", "k3", &res), 0, "a new key in a full table is denied");
+        cr_assert_eq(res.retry_after_ns, 100 * MS, "retry after one emission interval");
+        cr_assert_eq(try_once("allow", "k3", &res), 1, "admitted, unrecorded");
+        cr_assert_eq(try_once("evict", "k3", &res), 1, "admitted after an eviction");
+        cr_assert_eq(run(out, "--json limiters"), 0, "%s", out);
+        assert_json(out);
+        assert_has(out, "{\"name\":\"deny\",");
+        assert_has(out, "\"capacity\":2,\"live\":2,\"shards\":1,\"shard_slots\":11,"
+                        "\"insert_failures\":1,\"state\":\"live\",\"occupancy_pct\":100.0,"
+                        "\"idle_ttl_ns\":0,\"on_full\":\"deny\",\"evicted\":0,\"evicted_full\":0,");
+        assert_has(out, "\"on_full\":\"allow\",\"evicted\":0,\"evicted_full\":0,\"reclaimed\":0,"
+                        "\"allowed_full\":1}");
+        assert_has(out, "\"on_full\":\"evict\",\"evicted\":0,\"evicted_full\":1,\"reclaimed\":0,"
+                        "\"allowed_full\":0}");
+        cr_assert_eq(run(out, "limiters"), 0, "%s", out);
+        assert_has(out, " 2/2 100.0% ");
+}
+
+Test(shmctl, retired_limiter_is_listed_as_retired)
+{
+        static char out[OUT_MAX];
+        three_keys("retired");
+        thr_limiter *lim;
+        cr_assert_eq(thr_limiter_open(fx.arena, "api", &lim), 0);
+        /* what a reload that drops the limiter does: the entry retires, its table stays */
+        atomic_store(&entry_of("api")->state, THR_DIR_RETIRED);
+        cr_assert_eq(thr_limiter_try(lim, "a", 1, 1, NULL), -EIDRM);
+        thr_limiter_close(lim);
+        cr_assert_eq(run(out, "status"), 0, "%s", out);
+        assert_has(out, "limiters     1 in use of 4, 1 retired\n");
+        assert_has(out, "live keys    3 of 128 ");
+        cr_assert_eq(run(out, "--json status"), 0, "%s", out);
+        assert_json(out);
+        assert_has(out, "\"limiters\":1,\"max_limiters\":4,");
+        assert_has(out, "\"retired_limiters\":1,");
+        cr_assert_eq(run(out, "--json limiters"), 0, "%s", out);
+        assert_json(out);
+        assert_has(out, "\"live\":3,\"shards\":1,\"shard_slots\":104,\"insert_failures\":0,"
+                        "\"state\":\"retired\"");
+        cr_assert_eq(run(out, "limiters"), 0, "%s", out);
+        assert_has(out, "retired");
+        cr_assert_eq(run(out, "keys api"), 0, "%s", out);
+        assert_has(out, "limiter api (retired): 3 live keys");
+        cr_assert_eq(run(out, "--json keys api"), 0, "%s", out);
+        assert_json(out);
+        assert_has(out, "{\"limiter\":\"api\",\"state\":\"retired\",");
 }
 
 /* Corruptions are written after the client closed the arena: shmctl must refuse, not crash. */
@@ -321,6 +761,7 @@ Test(shmctl, bad_arguments_are_usage_errors)
         cr_assert_eq(run(out, "keys"), EX_USAGE, "%s", out);
         cr_assert_eq(run(out, "keys api -n many"), EX_USAGE, "%s", out);
         cr_assert_eq(run(out, "status -n 3"), EX_USAGE, "%s", out);
+        cr_assert_eq(run(out, "readers extra"), EX_USAGE, "%s", out);
         cr_assert_eq(run(out, "--help"), 0, "%s", out);
         assert_has(out, "usage: shmctl");
         fx.map.path[0] = '\0';
