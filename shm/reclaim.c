@@ -201,6 +201,31 @@ static void evict_idle(struct thr_table *tb, struct thr_shard *sh, struct thr_sl
 }
 
 /*
+ * Slot S read as META (DEAD) then STATE: make it reusable if its grace period is done. The two
+ * reads are not one snapshot: between them an inserter may have reused the slot (if it was FREE)
+ * and someone evicted the new key again. So only a state of DEAD is freed, only if meta still
+ * reads as META (the generation bumped at every reuse makes a changed slot differ), and by a CAS
+ * from DEAD: a slot DEAD in both words is touched by nobody but this pass until it is FREE.
+ */
+static bool reclaim(struct shm_probe *p, struct thr_slot *s, uint64_t meta, uint64_t state,
+                    uint64_t done, struct shm_maint_stats *st)
+{
+        if (state != THR_TAT_DEAD)
+                return false; /* reused under us: not ours to judge this pass */
+        if (!tag_done(THR_META_TAG(meta), done)) {
+                st->retiring++;
+                return false;
+        }
+        if (atomic_load_explicit(&s->meta, memory_order_acquire) != meta ||
+            !atomic_compare_exchange_strong_explicit(&s->state, &state, THR_TAT_FREE,
+                                                     memory_order_acq_rel, memory_order_relaxed))
+                return false;
+        atomic_fetch_add_explicit(&p->shard->reclaimed, 1, memory_order_relaxed);
+        st->reclaimed++;
+        return true;
+}
+
+/*
  * Under the shard mutex: a reclaimed slot followed by an EMPTY one ends its probe run, so no key
  * lies beyond it; make it EMPTY, and so on backwards. Lookups then stop sooner.
  */
@@ -248,18 +273,10 @@ static void maintain_shard(void *base, const struct shm_lim_snap *snap, uint32_t
                         evict_idle(tb, p.shard, s, state, a, st);
                         break;
                 case THR_SLOT_DEAD:
-                        if (state == THR_TAT_FREE) {
+                        if (state == THR_TAT_FREE)
                                 freeable++;
-                        } else if (tag_done(THR_META_TAG(meta), a->done)) {
-                                atomic_store_explicit(&s->state, THR_TAT_FREE,
-                                                      memory_order_release);
-                                atomic_fetch_add_explicit(&p.shard->reclaimed, 1,
-                                                          memory_order_relaxed);
-                                st->reclaimed++;
+                        else if (reclaim(&p, s, meta, state, a->done, st))
                                 freeable++;
-                        } else {
-                                st->retiring++;
-                        }
                         break;
                 case THR_SLOT_BUSY:
                         busy++;
