@@ -54,7 +54,10 @@ static void on_reader(void *ctx, uint32_t idx, const struct thr_reader *r, enum 
 static void reconcile(struct supervisor *s, const struct shm_lim_snap *snap)
 {
         uint64_t repairs = shm_table_repairs(s->map.base, &snap->table);
-        if (repairs == s->repairs_seen[snap->idx])
+        /* also once after start (a daemon killed between an eviction's meta CAS and its
+         * counting left the counts one high) and every 64 heartbeats */
+        bool due = s->recounted[snap->idx] == 0 || s->beats - s->recounted[snap->idx] >= 64;
+        if (repairs == s->repairs_seen[snap->idx] && !due)
                 return;
         int rc = shm_table_reconcile(s->map.base, snap->table_off, &snap->table);
         if (rc == -EBUSY)
@@ -63,9 +66,12 @@ static void reconcile(struct supervisor *s, const struct shm_lim_snap *snap)
                 log_warn("limiter '%s': cannot recount its keys: %s", snap->name, strerror(-rc));
                 return;
         }
-        log_info("limiter '%s': %" PRIu64 " interrupted inserts repaired; live keys recounted",
-                 snap->name, repairs - s->repairs_seen[snap->idx]);
+        if (repairs != s->repairs_seen[snap->idx])
+                log_info("limiter '%s': %" PRIu64 " interrupted inserts repaired; live keys "
+                         "recounted",
+                         snap->name, repairs - s->repairs_seen[snap->idx]);
         s->repairs_seen[snap->idx] = repairs;
+        s->recounted[snap->idx] = s->beats;
 }
 
 /* One pass over the registry's limiters. Called inside rcu_read_lock(). */
@@ -138,6 +144,7 @@ static void *maint_main(void *arg)
                                     (uint64_t)((t.tv_nsec - last_beat.tv_nsec) / 1000000);
                 bool beat = since_ms >= beat_ms;
                 if (beat) {
+                        s->beats++;
                         atomic_store_explicit(&h->heartbeat_ns, shm_now_ns(h),
                                               memory_order_relaxed);
                         int n = shm_readers_reap(&s->map);

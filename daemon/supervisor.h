@@ -44,6 +44,8 @@ struct supervisor {
         uint32_t cursor[SUP_MAX_TABLES];          /* per directory entry: next shard */
         struct sup_lim_stats acc[SUP_MAX_TABLES]; /* per directory entry */
         uint64_t repairs_seen[SUP_MAX_TABLES];    /* per directory entry: recounted */
+        uint64_t recounted[SUP_MAX_TABLES];       /* heartbeat of the last recount, 0 none */
+        uint64_t beats;                           /* heartbeats so far (from 1) */
 };
 
 /* maint.c: the maintenance thread (eviction, reclamation, grace periods, heartbeat). */

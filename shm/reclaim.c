@@ -181,7 +181,10 @@ static void evict_idle(struct thr_table *tb, struct thr_shard *sh, struct thr_sl
                        const struct shm_maint_args *a, struct shm_maint_stats *st)
 {
         if (tat == THR_TAT_DEAD) { /* an evictor died between its two steps */
-                st->finished += shm_slot_retire(tb, sh, s, a->tag);
+                if (shm_slot_retire(tb, sh, s, a->tag)) {
+                        st->finished++;
+                        atomic_fetch_add_explicit(&sh->evicted, 1, memory_order_relaxed);
+                }
                 return;
         }
         if (!a->ttl_units || tat == THR_TAT_FREE)

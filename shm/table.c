@@ -304,9 +304,11 @@ int shm_table_insert(void *base, struct thr_table *tb, uint64_t h, const void *k
 }
 
 /*
- * Make tb->live exact again after processes died mid-insert: with every shard mutex held (in
- * index order, so two reconcilers cannot deadlock), no insert is in flight and the sum of the
- * shards' recounted live slots is the truth. The daemon only tries the locks (a stopped client
+ * Make the live counts exact again after a process died between changing a slot and counting it
+ * (an inserter mid-insert, an evictor between its meta CAS and its decrements): with every shard
+ * mutex held (in index order, so two reconcilers cannot deadlock), no insert or on_full eviction
+ * is in flight, and the daemon, the only other evictor, is the caller; each shard's LIVE slots
+ * are counted again and summed. The daemon only tries the locks (a stopped client
  * holding one must not stop the daemon): -EBUSY means try again later. Lookups never wait for it.
  */
 int shm_table_reconcile(void *base, uint64_t tb_off, const struct thr_table *geo)
@@ -323,7 +325,12 @@ int shm_table_reconcile(void *base, uint64_t tb_off, const struct thr_table *geo
                 rc = shm_shard_trylock(&p);
                 if (rc < 0)
                         break;
-                sum += atomic_load_explicit(&p.shard->live, memory_order_relaxed);
+                uint64_t live = 0;
+                for (uint32_t i = 0; i < p.n; i++)
+                        live += THR_META_STATUS(atomic_load_explicit(
+                                    &p.slots[i].meta, memory_order_relaxed)) == THR_SLOT_LIVE;
+                atomic_store_explicit(&p.shard->live, live, memory_order_relaxed);
+                sum += live;
         }
         if (rc == 0)
                 atomic_store_explicit(&tb->live, sum, memory_order_relaxed);

@@ -1,12 +1,19 @@
 /*
- * helpers.c - fixtures shared by the tests.
+ * helpers.c - fixtures shared by the tests: throwaway arenas, and real daemons run on them.
  */
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
+#include <linux/hw_breakpoint.h>
+#include <linux/perf_event.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "helpers.h"
@@ -127,4 +134,342 @@ bool tunder_instrumentation(void)
 #else
         return RUNNING_ON_VALGRIND != 0;
 #endif
+}
+
+/* ---------------------------------------------------------------- a throttled under test */
+
+void tdaemon_init(struct tdaemon *d)
+{
+        memset(d, 0, sizeof(*d));
+        snprintf(d->dir, sizeof(d->dir), "/dev/shm/thrtest.XXXXXX");
+        cr_assert_not_null(mkdtemp(d->dir), "mkdtemp: %s", strerror(errno));
+        snprintf(d->conf, sizeof(d->conf), "%s/throttled.conf", d->dir);
+        snprintf(d->name, sizeof(d->name), "dt%d", (int)getpid());
+}
+
+void tdaemon_unmap(struct tdaemon *d)
+{
+        for (int i = 0; i < 2; i++) {
+                thr_limiter_close(d->l[i]);
+                d->l[i] = NULL;
+        }
+        if (d->a)
+                thr_arena_close(d->a);
+        d->a = NULL;
+        shm_arena_detach(&d->map);
+        memset(&d->map, 0, sizeof(d->map));
+}
+
+void tdaemon_fini(struct tdaemon *d)
+{
+        for (int i = 0; i < TD_MAX; i++) {
+                if (d->pid[i] > 0) {
+                        kill(d->pid[i], SIGKILL);
+                        waitpid(d->pid[i], NULL, 0);
+                        d->pid[i] = 0;
+                }
+        }
+        tdaemon_unmap(d);
+        if (d->arena[0])
+                unlink(d->arena);
+        DIR *dir = opendir(d->dir);
+        struct dirent *e;
+        while (dir && (e = readdir(dir))) {
+                char p[512];
+                if (e->d_name[0] == '.')
+                        continue;
+                snprintf(p, sizeof(p), "%s/%s", d->dir, e->d_name);
+                unlink(p);
+        }
+        if (dir)
+                closedir(dir);
+        rmdir(d->dir);
+}
+
+void tdaemon_config(struct tdaemon *d, bool in_dir, const char *daemon_keys, const char *limiters)
+{
+        d->in_dir = in_dir;
+        if (in_dir)
+                snprintf(d->arena, sizeof(d->arena), "%s/throttle.%s", d->dir, d->name);
+        else
+                snprintf(d->arena, sizeof(d->arena), "/dev/shm/throttle.%s", d->name);
+        FILE *f = fopen(d->conf, "we");
+        cr_assert_not_null(f, "%s: %s", d->conf, strerror(errno));
+        fprintf(f,
+                "[arena]\nname = %s\n%s%s\nclock = manual\nhugepages = off\nmode = 0600\n"
+                "max_limiters = 8\nmax_readers = 64\nspare = 1MiB\n\n"
+                "[daemon]\nheartbeat_ms = 20\nmetrics =\n%s\n%s",
+                d->name, in_dir ? "dir = " : "", in_dir ? d->dir : "", daemon_keys, limiters);
+        cr_assert_eq(fclose(f), 0);
+}
+
+void tdaemon_config_raw(struct tdaemon *d, const char *text)
+{
+        FILE *f = fopen(d->conf, "we");
+        cr_assert_not_null(f, "%s: %s", d->conf, strerror(errno));
+        fputs(text, f);
+        cr_assert_eq(fclose(f), 0);
+}
+
+int tdaemon_config_line(const struct tdaemon *d, const char *needle)
+{
+        FILE *f = fopen(d->conf, "re");
+        cr_assert_not_null(f, "%s: %s", d->conf, strerror(errno));
+        char line[512];
+        int n = 0, found = 0;
+        while (!found && fgets(line, sizeof(line), f)) {
+                n++;
+                if (strstr(line, needle))
+                        found = n;
+        }
+        fclose(f);
+        cr_assert_gt(found, 0, "no \"%s\" in %s", needle, d->conf);
+        return found;
+}
+
+static const char *daemon_bin(void)
+{
+        static char bin[512];
+        const char *bd = getenv("THR_TEST_BUILD_DIR");
+        cr_assert_not_null(bd, "THR_TEST_BUILD_DIR is not set (run through ctest)");
+        snprintf(bin, sizeof(bin), "%s/daemon/throttled", bd);
+        cr_assert_eq(access(bin, X_OK), 0, "%s: %s", bin, strerror(errno));
+        return bin;
+}
+
+static void log_path(const struct tdaemon *d, int i, char *out, size_t n)
+{
+        snprintf(out, n, "%s/daemon-%d.log", d->dir, i);
+}
+
+int tdaemon_start(struct tdaemon *d, const char *extra)
+{
+        const char *bin = daemon_bin();
+        int i = d->nlogs++;
+        cr_assert_lt(i, TD_MAX, "more than %d daemons in one test", TD_MAX);
+        char log[256];
+        log_path(d, i, log, sizeof(log));
+        pid_t pid = tfork();
+        cr_assert_geq(pid, 0, "fork: %s", strerror(errno));
+        if (pid == 0) {
+                FILE *f = fopen(log, "we");
+                if (!f)
+                        _exit(126);
+                dup2(fileno(f), 1);
+                dup2(fileno(f), 2);
+                setenv("THROTTLE_LOG", "info", 1);
+                setenv("ASAN_OPTIONS", "detect_leaks=1:exitcode=99", 0);
+                if (extra)
+                        execl(bin, "throttled", "-c", d->conf, extra, (char *)NULL);
+                else
+                        execl(bin, "throttled", "-c", d->conf, (char *)NULL);
+                _exit(127);
+        }
+        d->pid[i] = pid;
+        return i;
+}
+
+const char *tdaemon_log(const struct tdaemon *d, int i)
+{
+        static char *buf;
+        static size_t cap;
+        char p[256];
+        log_path(d, i, p, sizeof(p));
+        size_t n = 0;
+        FILE *f = fopen(p, "re");
+        for (;;) {
+                if (cap - n < 4096) {
+                        char *nb = realloc(buf, cap + 65536);
+                        cr_assert_not_null(nb);
+                        buf = nb;
+                        cap += 65536;
+                }
+                size_t got = f ? fread(buf + n, 1, cap - n - 1, f) : 0;
+                n += got;
+                if (got == 0)
+                        break;
+        }
+        buf[n] = '\0';
+        if (f)
+                fclose(f);
+        return buf;
+}
+
+int tdaemon_log_count(const struct tdaemon *d, int i, const char *what)
+{
+        int n = 0;
+        for (const char *p = tdaemon_log(d, i); (p = strstr(p, what)); p += strlen(what))
+                n++;
+        return n;
+}
+
+double telapsed_s(const struct timespec *t0)
+{
+        struct timespec t;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        return (double)(t.tv_sec - t0->tv_sec) + (double)(t.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+void tdoze(void)
+{
+        struct timespec ts = {0, 5 * 1000000};
+        nanosleep(&ts, NULL);
+}
+
+void tdaemon_wait_log(const struct tdaemon *d, int i, const char *what, int n)
+{
+        struct timespec t0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        while (tdaemon_log_count(d, i, what) < n) {
+                cr_assert_lt(telapsed_s(&t0), TD_READY,
+                             "fewer than %d \"%s\" in the log of daemon %d:\n%s", n, what, i,
+                             tdaemon_log(d, i));
+                tdoze();
+        }
+}
+
+int tdaemon_wait_exit(struct tdaemon *d, int i)
+{
+        struct timespec t0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        for (;;) {
+                int st;
+                pid_t r = waitpid(d->pid[i], &st, WNOHANG);
+                cr_assert_geq(r, 0, "waitpid: %s", strerror(errno));
+                if (r == d->pid[i]) {
+                        d->pid[i] = 0;
+                        return st;
+                }
+                cr_assert_lt(telapsed_s(&t0), TD_READY, "daemon %d did not exit; log:\n%s", i,
+                             tdaemon_log(d, i));
+                tdoze();
+        }
+}
+
+int tdaemon_exit_code(struct tdaemon *d, int i)
+{
+        int st = tdaemon_wait_exit(d, i);
+        cr_assert(WIFEXITED(st), "daemon %d died by signal %d; log:\n%s", i,
+                  WIFSIGNALED(st) ? WTERMSIG(st) : 0, tdaemon_log(d, i));
+        return WEXITSTATUS(st);
+}
+
+void tdaemon_stop(struct tdaemon *d, int i)
+{
+        cr_assert_eq(kill(d->pid[i], SIGTERM), 0);
+        int code = tdaemon_exit_code(d, i);
+        cr_assert_eq(code, 0, "daemon %d exit code %d after SIGTERM; log:\n%s", i, code,
+                     tdaemon_log(d, i));
+}
+
+void tdaemon_kill(struct tdaemon *d, int i)
+{
+        cr_assert_eq(kill(d->pid[i], SIGKILL), 0);
+        int st = tdaemon_wait_exit(d, i);
+        cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL,
+                  "daemon %d: status %#x, not killed; log:\n%s", i, st, tdaemon_log(d, i));
+}
+
+void tdaemon_wait_ready(struct tdaemon *d, int i, uint64_t attach)
+{
+        struct timespec t0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        tdaemon_unmap(d);
+        for (;;) {
+                int st;
+                cr_assert_eq(waitpid(d->pid[i], &st, WNOHANG), 0,
+                             "daemon %d exited (status %#x) before it was ready; log:\n%s", i, st,
+                             tdaemon_log(d, i));
+                char err[256];
+                if (!d->map.base && access(d->arena, F_OK) == 0 &&
+                    shm_arena_attach(d->arena, true, &d->map, err, sizeof(err)) < 0)
+                        memset(&d->map, 0, sizeof(d->map));
+                if (d->map.base) {
+                        pid_t holder = 0;
+                        const struct thr_hdr *h = shm_hdr(&d->map);
+                        if (shm_daemon_alive(&d->map, &holder) == 1 && holder == d->pid[i] &&
+                            atomic_load(&h->attach_count) == attach)
+                                break;
+                }
+                cr_assert_lt(telapsed_s(&t0), TD_READY,
+                             "daemon %d not ready after %d s (arena %s); log:\n%s", i, TD_READY,
+                             d->arena, tdaemon_log(d, i));
+                tdoze();
+        }
+        int rc = thr_arena_open(d->arena, 0, &d->a);
+        cr_assert_eq(rc, 0, "thr_arena_open(%s): %s", d->arena, thr_strerror(rc));
+}
+
+thr_limiter *tdaemon_lim(struct tdaemon *d, int slot, const char *name)
+{
+        thr_limiter_close(d->l[slot]);
+        d->l[slot] = NULL;
+        int rc = thr_limiter_open(d->a, name, &d->l[slot]);
+        cr_assert_eq(rc, 0, "limiter %s: %s", name, thr_strerror(rc));
+        return d->l[slot];
+}
+
+struct thr_dir_entry *tdaemon_entry(const struct tdaemon *d, const char *name, uint32_t state)
+{
+        int idx = shm_dir_find_state(&d->map, name, state);
+        cr_assert_geq(idx, 0, "limiter %s (state %u) in the directory", name, state);
+        return (struct thr_dir_entry *)shm_at(d->map.base, shm_hdr(&d->map)->dir_off) + idx;
+}
+
+struct thr_table *tdaemon_table(const struct tdaemon *d, const char *name)
+{
+        return shm_at(d->map.base, tdaemon_entry(d, name, THR_DIR_LIVE)->table_off);
+}
+
+struct thr_slot *tdaemon_slot(const struct tdaemon *d, const char *name, const char *key)
+{
+        const struct thr_table *tb = tdaemon_table(d, name);
+        uint64_t h = shm_hash(shm_hdr(&d->map)->secret, key, strlen(key));
+        struct thr_slot *s = shm_table_lookup(d->map.base, tb, h, key, (uint32_t)strlen(key));
+        cr_assert_not_null(s, "key %s in limiter %s", key, name);
+        return s;
+}
+
+static int g_watch_fd = -1;
+static void (*g_watch_fn)(void);
+
+static void on_watch(int sig, siginfo_t *si, void *uc)
+{
+        (void)sig;
+        (void)uc;
+        if (si->si_code != 6 /* TRAP_PERF */ || g_watch_fd < 0)
+                return;
+        ioctl(g_watch_fd, PERF_EVENT_IOC_DISABLE, 0);
+        if (g_watch_fn)
+                g_watch_fn();
+}
+
+int twatch_once(void *addr, void (*fn)(void))
+{
+        struct sigaction sa = {.sa_sigaction = on_watch, .sa_flags = SA_SIGINFO};
+        if (sigaction(SIGTRAP, &sa, NULL) < 0)
+                return -errno;
+        struct perf_event_attr at = {.type = PERF_TYPE_BREAKPOINT,
+                                     .size = sizeof(at),
+                                     .bp_type = HW_BREAKPOINT_RW,
+                                     .bp_addr = (uint64_t)(uintptr_t)addr,
+                                     .bp_len = HW_BREAKPOINT_LEN_8,
+                                     .sample_period = 1,
+                                     .exclude_kernel = 1,
+                                     .exclude_hv = 1,
+                                     .sigtrap = 1,
+                                     .remove_on_exec = 1};
+        g_watch_fn = fn;
+        int fd = (int)syscall(__NR_perf_event_open, &at, 0, -1, -1, PERF_FLAG_FD_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        g_watch_fd = fd;
+        return 0;
+}
+
+void twatch_close(void)
+{
+        if (g_watch_fd >= 0)
+                close(g_watch_fd);
+        g_watch_fd = -1;
 }

@@ -55,6 +55,87 @@ void tchild_tie(pid_t parent);
 /* Whether the test runs under a sanitizer or valgrind (seccomp and timing checks skip). */
 bool tunder_instrumentation(void);
 
+/* ---------------------------------------------------------------- a throttled under test */
+
+#define TD_MAX   16 /* daemons one test may start, restarts included */
+#define TD_READY 5  /* seconds a daemon may take to start, stop or log what is awaited */
+
+/*
+ * A real throttled run by a test: a private directory under /dev/shm holding its config, its
+ * logs and (with in_dir) its arena, whose name is unique to the test process. The binary is
+ * $THR_TEST_BUILD_DIR/daemon/throttled (CTest sets the variable). Everything is polled within a
+ * bounded time, never assumed after a fixed sleep.
+ */
+struct tdaemon {
+        char dir[64]; /* private directory: config, logs, and (if in_dir) the arena */
+        char conf[128];
+        char name[64];   /* arena name, unique */
+        char arena[256]; /* arena file */
+        bool in_dir;     /* arena in the private dir ([arena] dir =) or in /dev/shm */
+        pid_t pid[TD_MAX];
+        int nlogs;
+        struct shm_map map; /* the test's own read-write mapping of the arena */
+        thr_arena *a;       /* the arena through the client API */
+        thr_limiter *l[2];
+};
+
+/* tdaemon_init - a fresh fixture; tdaemon_fini - SIGKILL every daemon, remove every file. */
+void tdaemon_init(struct tdaemon *d);
+void tdaemon_fini(struct tdaemon *d);
+/* Close the client handles and the test's mapping (wait_ready makes them again). */
+void tdaemon_unmap(struct tdaemon *d);
+
+/*
+ * tdaemon_config - write the config: [arena] (manual clock; in D's directory or /dev/shm),
+ * [daemon] with heartbeat_ms = 20, metrics off and the lines DAEMON_KEYS (may be ""), then
+ * LIMITERS (INI text). tdaemon_config_raw - the config is TEXT as given.
+ */
+void tdaemon_config(struct tdaemon *d, bool in_dir, const char *daemon_keys, const char *limiters);
+void tdaemon_config_raw(struct tdaemon *d, const char *text);
+/* The 1-based line of the config that contains NEEDLE, or fail the test. */
+int tdaemon_config_line(const struct tdaemon *d, const char *needle);
+
+/* Start throttled with EXTRA (NULL or an option) on the config; returns its index I. */
+int tdaemon_start(struct tdaemon *d, const char *extra);
+/* The whole log (stdout and stderr) of daemon I so far; valid until the next call. */
+const char *tdaemon_log(const struct tdaemon *d, int i);
+/* How many times WHAT occurs in the log of daemon I. */
+int tdaemon_log_count(const struct tdaemon *d, int i, const char *what);
+/* Wait (bounded) until the log of daemon I holds WHAT at least N times. */
+void tdaemon_wait_log(const struct tdaemon *d, int i, const char *what, int n);
+/* Wait (bounded) for daemon I to exit; its wait status. tdaemon_exit_code: it must exit. */
+int tdaemon_wait_exit(struct tdaemon *d, int i);
+int tdaemon_exit_code(struct tdaemon *d, int i);
+/* SIGTERM daemon I: it must exit 0. tdaemon_kill: SIGKILL it and reap it. */
+void tdaemon_stop(struct tdaemon *d, int i);
+void tdaemon_kill(struct tdaemon *d, int i);
+/*
+ * Wait (bounded) until daemon I runs the arena: the file exists, the daemon lock is held by it,
+ * and daemons attached ATTACH times in all. Maps the arena (D->map), opens it (D->a).
+ */
+void tdaemon_wait_ready(struct tdaemon *d, int i, uint64_t attach);
+/* thr_limiter_open NAME into D->l[SLOT] (closing what was there), or fail the test. */
+thr_limiter *tdaemon_lim(struct tdaemon *d, int slot, const char *name);
+/* The directory entry of limiter NAME in STATE (THR_DIR_LIVE or _RETIRED), or fail. */
+struct thr_dir_entry *tdaemon_entry(const struct tdaemon *d, const char *name, uint32_t state);
+/* The table of live limiter NAME; the live slot of KEY in it (fail if none). */
+struct thr_table *tdaemon_table(const struct tdaemon *d, const char *name);
+struct thr_slot *tdaemon_slot(const struct tdaemon *d, const char *name, const char *key);
+
+/* Seconds since T0 (CLOCK_MONOTONIC); a 5 ms pause between two polls. */
+double telapsed_s(const struct timespec *t0);
+void tdoze(void);
+
+/*
+ * twatch_once - a hardware watchpoint (perf breakpoint event, sigtrap) on the 8 bytes at ADDR, for
+ * the calling thread: right after the first instruction that reads or writes them, FN runs in a
+ * SIGTRAP handler with the watchpoint already disabled. Lets a test act between two loads of
+ * code it does not own, deterministically. Returns 0, or -errno when the kernel or machine
+ * cannot (callers skip). twatch_close - drop the watchpoint (safe when none).
+ */
+int twatch_once(void *addr, void (*fn)(void));
+void twatch_close(void);
+
 #define SEC 1000000000ull
 
 #endif

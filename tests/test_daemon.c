@@ -5,20 +5,18 @@
  * on SIGHUP keeps the running config when the new one is broken and adds a new limiter otherwise.
  *
  * Each test writes a config into a fresh directory under /dev/shm, with a manual clock and a
- * unique arena name, and runs $THR_TEST_BUILD_DIR/daemon/throttled on it (CTest sets the variable).
- * Readiness is polled from the arena itself (file present, daemon lock held, attach count), within
- * a bounded time, never assumed after a fixed sleep.
+ * unique arena name, and runs $THR_TEST_BUILD_DIR/daemon/throttled on it (CTest sets the variable),
+ * through the struct tdaemon fixture of helpers.h. Readiness is polled from the arena itself (file
+ * present, daemon lock held, attach count), within a bounded time, never assumed after a fixed
+ * sleep. Reloads, eviction and reclamation by the running daemon: test_daemon_evict.c.
  */
 #include <criterion/criterion.h>
 #include <criterion/logging.h>
-#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <sysexits.h>
 #include <time.h>
@@ -27,271 +25,83 @@
 #include "helpers.h"
 
 #define MS         1000000ull
-#define MAX_D      4
-#define READY_SECS 5
+#define READY_SECS TD_READY
 
-static struct {
-        char dir[64]; /* private directory: config, logs, and (if in_dir) the arena */
-        char conf[128];
-        char name[64];   /* arena name, unique */
-        char arena[256]; /* arena file */
-        bool in_dir;     /* arena in the private dir ([arena] dir =) or in /dev/shm */
-        pid_t pid[MAX_D];
-        int nlogs;
-        struct shm_map map; /* the test's own read-write mapping of the arena */
-        thr_arena *a;
-        thr_limiter *l[2];
-} fx;
+static struct tdaemon fx; /* helpers.h: config, daemons, logs, the test's mapping */
 
 static void setup(void)
 {
-        memset(&fx, 0, sizeof(fx));
-        snprintf(fx.dir, sizeof(fx.dir), "/dev/shm/thrtest.XXXXXX");
-        cr_assert_not_null(mkdtemp(fx.dir), "mkdtemp: %s", strerror(errno));
-        snprintf(fx.conf, sizeof(fx.conf), "%s/throttled.conf", fx.dir);
-        snprintf(fx.name, sizeof(fx.name), "dt%d", (int)getpid());
-}
-
-static void unmap(void)
-{
-        for (int i = 0; i < 2; i++) {
-                thr_limiter_close(fx.l[i]);
-                fx.l[i] = NULL;
-        }
-        if (fx.a)
-                thr_arena_close(fx.a);
-        fx.a = NULL;
-        shm_arena_detach(&fx.map);
-        memset(&fx.map, 0, sizeof(fx.map));
+        tdaemon_init(&fx);
 }
 
 static void teardown(void)
 {
-        for (int i = 0; i < MAX_D; i++) {
-                if (fx.pid[i] > 0) {
-                        kill(fx.pid[i], SIGKILL);
-                        waitpid(fx.pid[i], NULL, 0);
-                }
-        }
-        unmap();
-        if (fx.arena[0])
-                unlink(fx.arena);
-        DIR *d = opendir(fx.dir);
-        struct dirent *e;
-        while (d && (e = readdir(d))) {
-                char p[512];
-                if (e->d_name[0] == '.')
-                        continue;
-                snprintf(p, sizeof(p), "%s/%s", fx.dir, e->d_name);
-                unlink(p);
-        }
-        if (d)
-                closedir(d);
-        rmdir(fx.dir);
+        tdaemon_fini(&fx);
 }
 
 TestSuite(daemon, .init = setup, .fini = teardown, .timeout = 120);
 
 /* ---------------------------------------------------------------- config and process */
 
-/* Write the config: [arena] in the private dir or /dev/shm, then LIMITERS (INI text). */
 static void write_config(bool in_dir, const char *limiters)
 {
-        fx.in_dir = in_dir;
-        if (in_dir)
-                snprintf(fx.arena, sizeof(fx.arena), "%s/throttle.%s", fx.dir, fx.name);
-        else
-                snprintf(fx.arena, sizeof(fx.arena), "/dev/shm/throttle.%s", fx.name);
-        FILE *f = fopen(fx.conf, "we");
-        cr_assert_not_null(f, "%s: %s", fx.conf, strerror(errno));
-        fprintf(f,
-                "[arena]\nname = %s\n%s%s\nclock = manual\nhugepages = off\nmode = 0600\n"
-                "max_limiters = 8\nmax_readers = 64\nspare = 1MiB\n\n"
-                "[daemon]\nheartbeat_ms = 20\nmetrics =\n\n%s",
-                fx.name, in_dir ? "dir = " : "", in_dir ? fx.dir : "", limiters);
-        cr_assert_eq(fclose(f), 0);
+        tdaemon_config(&fx, in_dir, "", limiters);
 }
 
-/* Overwrite the config with raw TEXT. */
 static void write_raw(const char *text)
 {
-        FILE *f = fopen(fx.conf, "we");
-        cr_assert_not_null(f);
-        fputs(text, f);
-        cr_assert_eq(fclose(f), 0);
+        tdaemon_config_raw(&fx, text);
 }
 
-static const char *daemon_bin(void)
-{
-        static char bin[512];
-        const char *bd = getenv("THR_TEST_BUILD_DIR");
-        cr_assert_not_null(bd, "THR_TEST_BUILD_DIR is not set (run through ctest)");
-        snprintf(bin, sizeof(bin), "%s/daemon/throttled", bd);
-        cr_assert_eq(access(bin, X_OK), 0, "%s: %s", bin, strerror(errno));
-        return bin;
-}
-
-static void log_path(int i, char *out, size_t n)
-{
-        snprintf(out, n, "%s/daemon-%d.log", fx.dir, i);
-}
-
-/* Start throttled with EXTRA (NULL or "--check") on the config; output to its own log. */
 static int start(const char *extra)
 {
-        const char *bin = daemon_bin();
-        int i = fx.nlogs++;
-        cr_assert_lt(i, MAX_D);
-        char log[256];
-        log_path(i, log, sizeof(log));
-        pid_t pid = tfork();
-        cr_assert_geq(pid, 0, "fork: %s", strerror(errno));
-        if (pid == 0) {
-                FILE *f = fopen(log, "we");
-                if (!f)
-                        _exit(126);
-                dup2(fileno(f), 1);
-                dup2(fileno(f), 2);
-                setenv("THROTTLE_LOG", "info", 1);
-                setenv("ASAN_OPTIONS", "detect_leaks=1:exitcode=99", 0);
-                if (extra)
-                        execl(bin, "throttled", "-c", fx.conf, extra, (char *)NULL);
-                else
-                        execl(bin, "throttled", "-c", fx.conf, (char *)NULL);
-                _exit(127);
-        }
-        fx.pid[i] = pid;
-        return i;
+        return tdaemon_start(&fx, extra);
 }
 
-/* The log of daemon I (stdout and stderr). */
 static const char *log_of(int i)
 {
-        static char buf[16384];
-        char p[256];
-        log_path(i, p, sizeof(p));
-        buf[0] = '\0';
-        FILE *f = fopen(p, "re");
-        if (f) {
-                size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-                buf[n] = '\0';
-                fclose(f);
-        }
-        return buf;
+        return tdaemon_log(&fx, i);
 }
 
 static double elapsed_s(const struct timespec *t0)
 {
-        struct timespec t;
-        clock_gettime(CLOCK_MONOTONIC, &t);
-        return (double)(t.tv_sec - t0->tv_sec) + (double)(t.tv_nsec - t0->tv_nsec) / 1e9;
+        return telapsed_s(t0);
 }
 
 static void doze(void)
 {
-        struct timespec ts = {0, 5 * 1000000};
-        nanosleep(&ts, NULL);
-}
-
-/* Wait (bounded) for daemon I to exit; returns its wait status. */
-static int wait_exit(int i)
-{
-        struct timespec t0;
-        clock_gettime(CLOCK_MONOTONIC, &t0);
-        for (;;) {
-                int st;
-                pid_t r = waitpid(fx.pid[i], &st, WNOHANG);
-                cr_assert_geq(r, 0, "waitpid: %s", strerror(errno));
-                if (r == fx.pid[i]) {
-                        fx.pid[i] = 0;
-                        return st;
-                }
-                cr_assert_lt(elapsed_s(&t0), READY_SECS, "daemon %d did not exit; log:\n%s", i,
-                             log_of(i));
-                doze();
-        }
+        tdoze();
 }
 
 static int exit_code(int i)
 {
-        int st = wait_exit(i);
-        cr_assert(WIFEXITED(st), "daemon %d died by signal %d; log:\n%s", i,
-                  WIFSIGNALED(st) ? WTERMSIG(st) : 0, log_of(i));
-        return WEXITSTATUS(st);
+        return tdaemon_exit_code(&fx, i);
 }
 
-/* SIGTERM daemon I: it must exit 0. */
 static void stop(int i)
 {
-        cr_assert_eq(kill(fx.pid[i], SIGTERM), 0);
-        int code = exit_code(i);
-        cr_assert_eq(code, 0, "daemon %d exit code %d after SIGTERM; log:\n%s", i, code, log_of(i));
+        tdaemon_stop(&fx, i);
 }
 
-/*
- * Wait (bounded) until daemon I runs the arena: the file exists, the daemon lock is held, the
- * header names its pid, and it has attached ATTACH times in all. Maps the arena (fx.map) and
- * opens it through the client API (fx.a).
- */
 static void wait_ready(int i, uint64_t attach)
 {
-        struct timespec t0;
-        clock_gettime(CLOCK_MONOTONIC, &t0);
-        unmap();
-        for (;;) {
-                int st;
-                cr_assert_eq(waitpid(fx.pid[i], &st, WNOHANG), 0,
-                             "daemon %d exited (status %#x) before it was ready; log:\n%s", i, st,
-                             log_of(i));
-                char err[256];
-                if (!fx.map.base && access(fx.arena, F_OK) == 0 &&
-                    shm_arena_attach(fx.arena, true, &fx.map, err, sizeof(err)) < 0)
-                        memset(&fx.map, 0, sizeof(fx.map));
-                if (fx.map.base) {
-                        pid_t holder = 0;
-                        const struct thr_hdr *h = shm_hdr(&fx.map);
-                        if (shm_daemon_alive(&fx.map, &holder) == 1 && holder == fx.pid[i] &&
-                            atomic_load(&h->attach_count) == attach)
-                                break;
-                }
-                cr_assert_lt(elapsed_s(&t0), READY_SECS,
-                             "daemon %d not ready after %d s (arena %s); log:\n%s", i, READY_SECS,
-                             fx.arena, log_of(i));
-                doze();
-        }
-        cr_assert_eq(thr_arena_open(fx.arena, 0, &fx.a), 0);
+        tdaemon_wait_ready(&fx, i, attach);
 }
 
 static thr_limiter *lim(int slot, const char *name)
 {
-        thr_limiter_close(fx.l[slot]);
-        fx.l[slot] = NULL;
-        int rc = thr_limiter_open(fx.a, name, &fx.l[slot]);
-        cr_assert_eq(rc, 0, "limiter %s: %s", name, thr_strerror(rc));
-        return fx.l[slot];
+        return tdaemon_lim(&fx, slot, name);
 }
 
 /* The state word of KEY in limiter NAME, read from the test's own mapping. */
 static uint64_t state_of(const char *name, const char *key)
 {
-        int idx = shm_dir_find(&fx.map, name);
-        cr_assert_geq(idx, 0, "limiter %s", name);
-        const struct thr_dir_entry *de =
-            (const struct thr_dir_entry *)shm_at(fx.map.base, shm_hdr(&fx.map)->dir_off) + idx;
-        const struct thr_table *tb = shm_at(fx.map.base, de->table_off);
-        uint64_t h = shm_hash(shm_hdr(&fx.map)->secret, key, strlen(key));
-        struct thr_slot *s = shm_table_lookup(fx.map.base, tb, h, key, (uint32_t)strlen(key));
-        cr_assert_not_null(s, "key %s in limiter %s", key, name);
-        return atomic_load(&s->state);
+        return atomic_load(&tdaemon_slot(&fx, name, key)->state);
 }
 
 static uint64_t params_off_of(const char *name)
 {
-        int idx = shm_dir_find(&fx.map, name);
-        cr_assert_geq(idx, 0, "limiter %s", name);
-        const struct thr_dir_entry *de =
-            (const struct thr_dir_entry *)shm_at(fx.map.base, shm_hdr(&fx.map)->dir_off) + idx;
-        return atomic_load(&de->params_off);
+        return atomic_load(&tdaemon_entry(&fx, name, THR_DIR_LIVE)->params_off);
 }
 
 /* A peek (cost 0) at KEY: what is left, and the limit in force. */
@@ -305,13 +115,7 @@ static struct thr_result peek(thr_limiter *l, const char *key)
 /* Wait (bounded) until the log of daemon I contains WHAT. */
 static void wait_log(int i, const char *what)
 {
-        struct timespec t0;
-        clock_gettime(CLOCK_MONOTONIC, &t0);
-        while (!strstr(log_of(i), what)) {
-                cr_assert_lt(elapsed_s(&t0), READY_SECS, "no \"%s\" in the log of daemon %d:\n%s",
-                             what, i, log_of(i));
-                doze();
-        }
+        tdaemon_wait_log(&fx, i, what, 1);
 }
 
 #define LIM_10 "[lim]\nrate = 10/s\nburst = 10\ncapacity = 64\n"
