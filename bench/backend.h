@@ -13,8 +13,17 @@
  *                     one admission decision; returns 1 admitted, 0 denied, < 0 error.
  *   detach(handle)    in the worker before it exits.
  *   teardown(state)   in the parent after all workers exited: remove files, stop servers.
+ *   evictions(state, out)
+ *                     optional (NULL: not reported): the backend's cumulative eviction counters,
+ *                     read by the parent before and after every sample of the churn scenario.
  * A backend that cannot run here (Redis not installed) returns NULL from setup with a reason in
  * cfg->err starting with "skip:"; the harness prints it and goes on.
+ *
+ * Churn (cfg->idle_ttl_ns > 0): cfg->keys is then the CAPACITY (live keys at most), nothing is
+ * inserted at setup, the keys are "key:<13 digits>" of ever new ids, and key_index is the id
+ * modulo cfg->keys. Keys idle (no debt) for idle_ttl_ns are evicted: throttle by the eviction
+ * driver (scale_churn.c) and on_full = evict; nginx and mutex-local by nginx's LRU expiry
+ * (bucket_map.c); Redis by its own PX expiry; the floor does not evict (its words wrap).
  * Every backend decides with the same GCRA semantics (DESIGN.md section 5) so that their
  * admitted counts can be compared, and reads the same clock (CLOCK_MONOTONIC) where it has one.
  */
@@ -29,10 +38,33 @@ struct bench_cfg {
         uint64_t rate_n; /* tokens per period */
         uint64_t period_ns;
         uint64_t burst;
-        int procs;           /* worker processes that will attach */
-        const char *backing; /* "auto", "hugetlbfs" or "shm" (shared-memory backends) */
+        int procs;            /* worker processes that will attach */
+        const char *backing;  /* "auto", "hugetlbfs" or "shm" (shared-memory backends) */
+        uint64_t idle_ttl_ns; /* 0: every key inserted at setup, no eviction; else churn (above) */
+        int driver;           /* churn, throttle: run the eviction driver (0 under --callgrind) */
         char err[256];
 };
+
+/* Cumulative eviction counters of one backend (churn); a field it has not is left at 0. */
+struct bench_evictions {
+        uint64_t idle;        /* keys evicted for being idle (throttle: the driver's passes) */
+        uint64_t full;        /* keys evicted to make room for a new one (table full) */
+        uint64_t reclaimed;   /* slots made reusable after a grace period (throttle only) */
+        uint64_t insert_fail; /* new keys refused: no room even after eviction */
+        uint64_t live;        /* live keys now (not cumulative) */
+        uint64_t passes;      /* eviction driver passes (throttle only) */
+        uint64_t gp_failed;   /* of those, grace periods that failed (no membarrier) */
+        uint64_t empty;       /* throttle: EMPTY slots now (the rest: live, retiring, reclaimed) */
+        double miss_probe;    /* throttle: mean slots a lookup of an absent key probes, now */
+        unsigned has;         /* BENCH_EV_* bits: which fields the backend reports */
+};
+#define BENCH_EV_IDLE      1u
+#define BENCH_EV_FULL      2u
+#define BENCH_EV_RECLAIMED 4u
+#define BENCH_EV_FAIL      8u
+#define BENCH_EV_LIVE      16u
+#define BENCH_EV_PASSES    32u
+#define BENCH_EV_TABLE     64u /* empty, miss_probe */
 
 struct bench_backend {
         const char *name; /* short name used in tables and JSON: "throttle", "floor", ... */
@@ -43,6 +75,10 @@ struct bench_backend {
                        uint64_t cost);
         void (*detach)(void *handle);
         void (*teardown)(void *state);
+        int (*evictions)(void *state, struct bench_evictions *out); /* may be NULL */
+        /* churn under --callgrind (no driver process): one eviction pass in the calling
+         * process, between batches of tries; NULL when the backend evicts by itself */
+        void (*maintain)(void *state);
 };
 
 extern const struct bench_backend bench_throttle;    /* bench/backend_throttle.c */

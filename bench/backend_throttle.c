@@ -14,6 +14,13 @@
  * Both backends build the same arena (two limiters "real" and "floor" of identical geometry); the
  * throttle backend inserts every key before any timing, so what is measured is lookup + GCRA + CAS.
  * The arena file lives until teardown (workers open it by path after fork).
+ *
+ * Churn (cfg->idle_ttl_ns > 0): both limiters get capacity cfg->keys, that idle_ttl and on_full =
+ * evict; nothing is inserted, so every new key of the stream is an insert through the public
+ * path. The throttle backend then runs the eviction driver (scale_churn.c) from setup to teardown,
+ * as throttled would run beside its clients, and keeps a read-only mapping for the parent to read
+ * the table's eviction counters between samples. The floor's word of key id i is i mod keys: its
+ * keys wrap and nothing is ever evicted or inserted.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -31,6 +38,7 @@
 
 #include "backend.h"
 #include "scale.h"
+#include "scale_churn.h"
 #include "shm.h"
 
 #define MIN_CAPACITY 16u
@@ -42,6 +50,11 @@ struct tstate {
         uint32_t backing;
         uint64_t page_size, thp_bytes, arena_size;
         int fell_back;
+        int churn;               /* cfg->idle_ttl_ns > 0 */
+        struct shm_map view;     /* churn: read-only, for the eviction counters */
+        struct churn_driver drv; /* churn, throttle backend: the eviction driver */
+        struct shm_map rw;       /* churn without the driver: passes made in this process */
+        struct churn_pass pass;
 };
 
 struct thandle {
@@ -69,6 +82,8 @@ static void lim_spec(struct shm_limiter_spec *l, const char *name, const struct 
             .burst = c->burst,
             .initial = c->burst,
             .capacity = c->keys < MIN_CAPACITY ? MIN_CAPACITY : c->keys,
+            .idle_ttl_ns = c->idle_ttl_ns,
+            .on_full = c->idle_ttl_ns ? THR_FULL_EVICT : THR_FULL_DENY,
         };
         snprintf(l->name, sizeof(l->name), "%s", name);
 }
@@ -106,7 +121,8 @@ static int arena_make(struct bench_cfg *c, struct tstate *st)
                               .page_size = h->page_size,
                               .thp_bytes = h->thp_bytes,
                               .arena_size = h->arena_size,
-                              .fell_back = rc == 1};
+                              .fell_back = rc == 1,
+                              .churn = c->idle_ttl_ns > 0};
         snprintf(st->path, sizeof(st->path), "%s", m.path);
         st->t_ns = (c->period_ns / c->rate_n) ? (c->period_ns / c->rate_n) : 1;
         st->bt_ns = st->t_ns * c->burst;
@@ -134,6 +150,9 @@ static void state_free(void *p)
         struct tstate *st = p;
         if (!st)
                 return;
+        churn_driver_stop(&st->drv);
+        shm_arena_detach(&st->view);
+        shm_arena_detach(&st->rw);
         unlink(st->path);
         free(st);
 }
@@ -205,14 +224,49 @@ static int thr_insert_all(struct tstate *st, struct bench_cfg *c)
         return rc < 0 ? rc : 0;
 }
 
+/* Churn: the counters' mapping, and the eviction driver unless told not to (--callgrind). */
+static int thr_churn_setup(struct tstate *st, struct bench_cfg *c)
+{
+        int rc = shm_arena_attach(st->path, false, &st->view, c->err, sizeof(c->err));
+        if (rc == 0 && c->driver)
+                rc = churn_driver_start(st->path, "real", &st->drv, c->err, sizeof(c->err));
+        return rc;
+}
+
 static void *thr_setup(struct bench_cfg *c)
 {
         struct tstate *st = state_new(c);
-        if (st && thr_insert_all(st, c) < 0) {
+        if (st && (st->churn ? thr_churn_setup(st, c) : thr_insert_all(st, c)) < 0) {
                 state_free(st);
                 return NULL;
         }
         return st;
+}
+
+static int thr_evictions(void *p, struct bench_evictions *out)
+{
+        struct tstate *st = p;
+        if (!st->churn)
+                return -ENOTSUP;
+        int rc = churn_table_counts(&st->view, "real", out);
+        if (rc == 0 && st->drv.sh) {
+                churn_driver_stats(&st->drv, &out->passes, &out->gp_failed);
+                out->has |= BENCH_EV_PASSES;
+        }
+        return rc;
+}
+
+/* --callgrind: the driver's pass, made here between batches (outside the collected loop). */
+static void thr_maintain(void *p)
+{
+        struct tstate *st = p;
+        char err[256];
+        if (!st->churn ||
+            (!st->rw.base && shm_arena_attach(st->path, true, &st->rw, err, sizeof(err)) < 0))
+                return;
+        int idx = shm_dir_find(&st->rw, "real");
+        if (idx >= 0)
+                churn_pass(&st->rw, (uint32_t)idx, &st->pass);
 }
 
 const struct bench_backend bench_throttle = {
@@ -224,6 +278,8 @@ const struct bench_backend bench_throttle = {
     .try_key = thr_try,
     .detach = thr_detach,
     .teardown = state_free,
+    .evictions = thr_evictions,
+    .maintain = thr_maintain,
 };
 
 /* ---------------------------------------------------------------- floor */

@@ -9,7 +9,9 @@
  * anonymous mapping), lasts a fixed time, and each worker counts its operations, its wall and CPU
  * time, and times 1 operation in 64 with a clock_gettime pair into its own latency histogram in
  * shared memory; the parent merges. Benchmarks report and never assert: the exit status is 1 only
- * when the command line is wrong or nothing could be set up.
+ * when the command line is wrong or nothing could be set up. The churn scenario walks an endless
+ * stream of new keys instead (scale_churn.h) and reads each backend's eviction counters before
+ * and after every sample.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -28,6 +30,8 @@
 
 #include "backend.h"
 #include "scale.h"
+#include "scale_churn.h"
+#include "scale_keys.h"
 
 /* Weak: a baseline that is not linked in is reported as not built, not a link error. */
 extern const struct bench_backend bench_nginx __attribute__((weak));
@@ -36,7 +40,7 @@ extern const struct bench_backend bench_redis __attribute__((weak));
 
 /* ---------------------------------------------------------------- scenarios */
 
-enum dist { D_UNIFORM, D_ZIPF };
+enum dist { D_UNIFORM, D_ZIPF, D_CHURN };
 
 struct scen {
         const char *name;
@@ -52,29 +56,21 @@ static const struct scen scens[] = {
     {"1m", 1000000, 1000, D_UNIFORM, 0, NULL},
     {"1m-zipf", 1000000, 1000, D_ZIPF, 0, NULL},
     {"denied", 1, 1, D_UNIFORM, 1, NULL},
-    {"churn", 0, 0, D_UNIFORM, 0, "skipped: needs eviction (issue 3)"},
+    {"churn", 100000, 1000, D_CHURN, 0, NULL}, /* keys: the capacity */
 };
 #define NSCENS (sizeof(scens) / sizeof(scens[0]))
 
 #define SEQ_LEN       (1u << 18) /* ops per worker sequence (walked cyclically) */
 #define SEQ_LEN_QUICK (1u << 12)
-#define SEQ_SEED      0x9e3779b97f4a7c15ull
-#define ZIPF_MULT     999983u /* prime: rank -> key index is a bijection mod 10^k */
-#define CHUNK         64u     /* one op in CHUNK is timed; the stop flag is read per chunk */
+#define CHUNK         64u /* one op in CHUNK is timed; the stop flag is read per chunk */
 #define MAX_RESULTS   512u
 #define MAX_WAIT      8u
-
-/* One precomputed operation, 16 bytes (as bench_try): the key index and the key bytes. */
-struct op {
-        uint32_t idx;
-        uint8_t len;
-        char key[11];
-};
 
 /* ---------------------------------------------------------------- shared control block */
 
 struct wslot {
         uint64_t ops[MAX_SAMPLES + 1];
+        uint64_t new_keys[MAX_SAMPLES + 1]; /* churn */
         double secs[MAX_SAMPLES + 1];
         double cpu[MAX_SAMPLES + 1];
         uint64_t admitted, denied, errors;
@@ -97,8 +93,6 @@ struct tally {
 
 static const struct bench_backend *all_backends[5];
 static unsigned nall;
-static double *zipf_cdf; /* built once per key count, inherited by the workers */
-static uint64_t zipf_n;
 
 /* ---------------------------------------------------------------- time */
 
@@ -130,72 +124,6 @@ static void sleep_s(double s)
                 ;
 }
 
-/* ---------------------------------------------------------------- key sequences */
-
-static uint64_t xorshift64(uint64_t *s)
-{
-        uint64_t x = *s;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        return *s = x;
-}
-
-/* Inverse-CDF table of Zipf s = 1.0 over N ranks: cdf[k] = H(k+1) / H(N). */
-static int zipf_build(uint64_t n)
-{
-        if (zipf_cdf && zipf_n == n)
-                return 0;
-        free(zipf_cdf);
-        zipf_cdf = malloc(n * sizeof(*zipf_cdf));
-        if (!zipf_cdf)
-                return -ENOMEM;
-        double h = 0;
-        for (uint64_t k = 0; k < n; k++)
-                zipf_cdf[k] = h += 1.0 / (double)(k + 1);
-        for (uint64_t k = 0; k < n; k++)
-                zipf_cdf[k] /= h;
-        zipf_n = n;
-        return 0;
-}
-
-static uint64_t zipf_draw(uint64_t *seed)
-{
-        double u = (double)(xorshift64(seed) >> 11) * 0x1p-53;
-        uint64_t lo = 0, hi = zipf_n - 1;
-        while (lo < hi) {
-                uint64_t mid = (lo + hi) / 2;
-                if (zipf_cdf[mid] < u)
-                        lo = mid + 1;
-                else
-                        hi = mid;
-        }
-        return (lo * ZIPF_MULT) % zipf_n; /* scatter the hot ranks over the key space */
-}
-
-static uint64_t draw(const struct scen *sc, uint64_t keys, uint64_t *seed)
-{
-        if (sc->dist == D_ZIPF)
-                return zipf_draw(seed);
-        return ((xorshift64(seed) >> 32) * keys) >> 32;
-}
-
-static struct op *seq_build(const struct scen *sc, uint64_t keys, size_t n, int worker)
-{
-        struct op *ops = aligned_alloc(64, n * sizeof(*ops));
-        uint64_t seed = SEQ_SEED ^ ((uint64_t)worker * 0x2545f4914f6cdd1dull);
-        char buf[24];
-        if (!ops)
-                return NULL;
-        for (size_t i = 0; i < n; i++) {
-                uint64_t idx = draw(sc, keys, &seed);
-                int len = snprintf(buf, sizeof(buf), "key:%" PRIu64, idx);
-                ops[i] = (struct op){.idx = (uint32_t)idx, .len = (uint8_t)len};
-                memcpy(ops[i].key, buf, (size_t)len);
-        }
-        return ops;
-}
-
 /* ---------------------------------------------------------------- the worker */
 
 static inline void tally_rc(struct tally *t, int rc)
@@ -222,14 +150,42 @@ static inline size_t run_chunk(const struct bench_backend *b, void *h, const str
         return (pos + CHUNK) & mask;
 }
 
+/* The same for the churn stream: the key is the stream's next one. */
+static inline void churn_chunk(const struct bench_backend *b, void *h, struct churn *ch,
+                               struct tally *t, struct hist *hist)
+{
+        const struct ckey *k = churn_next(ch);
+        uint64_t t0 = mono_ns();
+        int rc = b->try_key(h, k->idx, k->key, k->len, 1);
+        hist_add(hist, mono_ns() - t0);
+        tally_rc(t, rc);
+        for (unsigned i = 1; i < CHUNK; i++) {
+                k = churn_next(ch);
+                tally_rc(t, b->try_key(h, k->idx, k->key, k->len, 1));
+        }
+        t->ops += CHUNK;
+}
+
+/* What a worker walks: a cyclic sequence of op records, or (churn) the endless key stream. */
+struct stream {
+        const struct op *ops;
+        size_t mask;
+        struct churn *ch; /* churn: non-NULL */
+};
+
 /* The fixed-time ops loop of one sample: until the parent raises STOP to GEN. */
 static __attribute__((noinline)) void timed_loop(const struct bench_backend *b, void *h,
-                                                 const struct op *ops, size_t mask, struct ctl *c,
+                                                 const struct stream *sq, struct ctl *c,
                                                  unsigned gen, struct tally *t, struct hist *hist)
 {
         size_t pos = 0;
+        if (sq->ch) {
+                while (atomic_load_explicit(&c->stop, memory_order_relaxed) < gen)
+                        churn_chunk(b, h, sq->ch, t, hist);
+                return;
+        }
         while (atomic_load_explicit(&c->stop, memory_order_relaxed) < gen)
-                pos = run_chunk(b, h, ops, pos, mask, t, hist);
+                pos = run_chunk(b, h, sq->ops, pos, sq->mask, t, hist);
 }
 
 /* The fixed-count ops loop that --callgrind collects (--toggle-collect=fixed_loop). */
@@ -243,6 +199,19 @@ __attribute__((noinline)) void fixed_loop(const struct bench_backend *b, void *h
         for (uint64_t i = 0; i < n; i++) {
                 const struct op *op = &ops[i & mask];
                 tally_rc(t, b->try_key(h, op->idx, op->key, op->len, 1));
+        }
+        t->ops += n;
+}
+
+/* The same for churn (--callgrind collects fixed_loop*). */
+__attribute__((noinline)) void fixed_loop_churn(const struct bench_backend *b, void *h,
+                                                struct churn *ch, uint64_t n, struct tally *t);
+__attribute__((noinline)) void fixed_loop_churn(const struct bench_backend *b, void *h,
+                                                struct churn *ch, uint64_t n, struct tally *t)
+{
+        for (uint64_t i = 0; i < n; i++) {
+                const struct ckey *k = churn_next(ch);
+                tally_rc(t, b->try_key(h, k->idx, k->key, k->len, 1));
         }
         t->ops += n;
 }
@@ -263,25 +232,28 @@ static void pin_to(int cpu)
         sched_setaffinity(0, sizeof(set), &set);
 }
 
-static void worker_samples(const struct bench_backend *b, void *h, const struct op *ops,
-                           size_t mask, struct ctl *c, struct wslot *w, unsigned nsamples)
+static void worker_samples(const struct bench_backend *b, void *h, const struct stream *sq,
+                           struct ctl *c, struct wslot *w, unsigned nsamples)
 {
         static struct hist scratch;
         for (unsigned s = 0; s <= nsamples; s++) {
                 struct tally t = {0};
+                uint64_t n0 = sq->ch ? sq->ch->n : 0;
                 wait_go(c, s + 1);
                 double t0 = mono_s(), c0 = cpu_s();
                 if (h)
-                        timed_loop(b, h, ops, mask, c, s + 1, &t, s ? &w->hist : &scratch);
+                        timed_loop(b, h, sq, c, s + 1, &t, s ? &w->hist : &scratch);
                 w->secs[s] = mono_s() - t0;
                 w->cpu[s] = cpu_s() - c0;
                 w->ops[s] = t.ops;
+                w->new_keys[s] = sq->ch ? sq->ch->n - n0 : 0;
                 if (s) {
                         w->admitted += t.yes;
                         w->denied += t.no;
                         w->errors += t.bad;
                 }
         }
+        wait_go(c, nsamples + 2); /* done, still attached: the parent reads the counters */
 }
 
 struct run_spec {
@@ -291,21 +263,32 @@ struct run_spec {
         void *state;
         int procs;
         const struct opts *o;
+        unsigned config; /* index of the process count: churn's fresh ids differ per config */
 };
 
 static void worker_main(const struct run_spec *rs, struct ctl *c, int wi)
 {
         size_t n = rs->o->quick ? SEQ_LEN_QUICK : SEQ_LEN;
         struct wslot *w = &c->w[wi];
+        struct churn ch = {0};
+        struct stream sq = {.mask = n - 1};
         if (rs->o->pin)
                 pin_to(wi);
-        struct op *ops = seq_build(rs->sc, rs->keys, n, wi);
-        void *h = ops ? rs->b->attach(rs->state) : NULL;
+        int ok = 0;
+        if (rs->sc->dist == D_CHURN) {
+                ok = churn_init(&ch, rs->keys, n, wi, rs->procs, rs->config) == 0;
+                sq.ch = &ch;
+        } else {
+                sq.ops = seq_build(rs->sc->dist == D_ZIPF, rs->keys, n, wi);
+                ok = sq.ops != NULL;
+        }
+        void *h = ok ? rs->b->attach(rs->state) : NULL;
         w->attach_failed = h == NULL;
-        worker_samples(rs->b, h, ops, n - 1, c, w, rs->o->samples);
+        worker_samples(rs->b, h, &sq, c, w, rs->o->samples);
         if (h)
                 rs->b->detach(h);
-        free(ops);
+        free((void *)sq.ops);
+        churn_free(&ch);
         _exit(0);
 }
 
@@ -323,15 +306,36 @@ static int wait_ready(struct ctl *c, int want)
         return 0;
 }
 
-static int drive_samples(const struct run_spec *rs, struct ctl *c)
+/* Churn: the backend's eviction counters now (zeros when it has none). */
+struct ev_pair {
+        struct bench_evictions at[MAX_SAMPLES + 1]; /* when sample s was released */
+        struct bench_evictions to[MAX_SAMPLES + 1]; /* when every worker had stopped it */
+};
+
+static void ev_read(const struct run_spec *rs, struct bench_evictions *e)
+{
+        *e = (struct bench_evictions){0};
+        if (rs->sc->dist == D_CHURN && rs->b->evictions && rs->b->evictions(rs->state, e) < 0)
+                *e = (struct bench_evictions){0};
+}
+
+static int drive_samples(const struct run_spec *rs, struct ctl *c, struct ev_pair *ev)
 {
         for (unsigned s = 0; s <= rs->o->samples; s++) {
                 if (wait_ready(c, rs->procs * (int)(s + 1)) < 0)
                         return -ETIMEDOUT;
+                if (s > 0)
+                        ev_read(rs, &ev->to[s - 1]);
+                ev_read(rs, &ev->at[s]);
                 atomic_store_explicit(&c->go, s + 1, memory_order_release);
                 sleep_s(rs->o->seconds);
                 atomic_store_explicit(&c->stop, s + 1, memory_order_release);
         }
+        /* the last sample's counters while the workers are still attached (live keys) */
+        if (wait_ready(c, rs->procs * (int)(rs->o->samples + 2)) < 0)
+                return -ETIMEDOUT;
+        ev_read(rs, &ev->to[rs->o->samples]);
+        atomic_store_explicit(&c->go, rs->o->samples + 2, memory_order_release);
         return 0;
 }
 
@@ -359,11 +363,37 @@ static void reap(pid_t *pids, int n, int kill_them)
         }
 }
 
+/* Churn: what each measured sample evicted (counter differences), and the live keys after it. */
+static void collect_evictions(const struct run_spec *rs, const struct ctl *c,
+                              const struct ev_pair *ev, struct result *r)
+{
+        for (unsigned s = 1; s <= rs->o->samples; s++) {
+                const struct bench_evictions *a = &ev->at[s], *b = &ev->to[s];
+                r->ev[s - 1] =
+                    (struct bench_evictions){.idle = b->idle - a->idle,
+                                             .full = b->full - a->full,
+                                             .reclaimed = b->reclaimed - a->reclaimed,
+                                             .insert_fail = b->insert_fail - a->insert_fail,
+                                             .live = b->live,
+                                             .passes = b->passes - a->passes,
+                                             .gp_failed = b->gp_failed - a->gp_failed,
+                                             .empty = b->empty,
+                                             .miss_probe = b->miss_probe,
+                                             .has = b->has};
+                r->ev_has = b->has;
+                for (int i = 0; i < rs->procs; i++)
+                        r->new_keys[s - 1] += c->w[i].new_keys[s];
+        }
+}
+
 /* Per-sample figures from the workers' slots into R. */
-static void collect(const struct run_spec *rs, const struct ctl *c, struct result *r)
+static void collect(const struct run_spec *rs, const struct ctl *c, const struct ev_pair *ev,
+                    struct result *r)
 {
         struct hist *m = calloc(1, sizeof(*m));
         r->nsamples = rs->o->samples;
+        if (rs->sc->dist == D_CHURN)
+                collect_evictions(rs, c, ev, r);
         for (unsigned s = 1; s <= rs->o->samples; s++) {
                 double rate = 0, nsop = 0, cpu = 0, ops = 0;
                 for (int i = 0; i < rs->procs; i++) {
@@ -406,6 +436,7 @@ static void run_config(const struct run_spec *rs, struct result *r)
 {
         size_t sz = sizeof(struct ctl) + (size_t)rs->procs * sizeof(struct wslot);
         pid_t pids[256] = {0};
+        static struct ev_pair ev;
         struct ctl *c = mmap(NULL, sz, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
         if (c == MAP_FAILED) {
                 snprintf(r->note, sizeof(r->note), "mmap: %s", strerror(errno));
@@ -413,14 +444,14 @@ static void run_config(const struct run_spec *rs, struct result *r)
         }
         int rc = fork_workers(rs, c, pids);
         if (rc == 0)
-                rc = drive_samples(rs, c);
+                rc = drive_samples(rs, c, &ev);
         reap(pids, rs->procs, rc < 0);
         if (rc < 0)
                 snprintf(r->note, sizeof(r->note), "run failed: %s", strerror(-rc));
         else if (any_attach_failed(c, rs->procs))
                 snprintf(r->note, sizeof(r->note), "attach failed in a worker");
         else {
-                collect(rs, c, r);
+                collect(rs, c, &ev, r);
                 r->ok = 1;
         }
         munmap(c, sz);
@@ -439,6 +470,10 @@ static void cfg_for(const struct opts *o, const struct scen *sc, uint64_t keys,
         for (unsigned i = 0; i < o->nprocs; i++)
                 maxp = o->procs[i] > maxp ? o->procs[i] : maxp;
         *cfg = (struct bench_cfg){.keys = keys, .procs = maxp, .backing = o->backing};
+        if (sc->dist == D_CHURN) {
+                cfg->idle_ttl_ns = CHURN_TTL_NS;
+                cfg->driver = 1;
+        }
         if (sc->denied) {
                 cfg->rate_n = 1;
                 cfg->period_ns = 3600ull * 1000000000ull;
@@ -513,7 +548,7 @@ static void run_backend(const struct opts *o, const struct scen *sc, const struc
                         printf("  (%s %s arena: %s)\n", sc->name, b->name, desc);
         }
         for (unsigned p = 0; p < o->nprocs; p++) {
-                struct run_spec rs = {sc, cfg.keys, b, st, o->procs[p], o};
+                struct run_spec rs = {sc, cfg.keys, b, st, o->procs[p], o, p};
                 struct result *r = result_new(sc, b, o->procs[p]);
                 if (!r)
                         break;
@@ -548,6 +583,8 @@ static void run_scenario(const struct opts *o, const struct scen *sc)
                 skip_all(o, sc, NULL, "no memory for the Zipf table");
                 return;
         }
+        if (sc->dist == D_CHURN && !o->json)
+                report_churn_head(scen_keys(o, sc));
         for (unsigned i = 0; i < nall; i++)
                 if (in_list(o->backends, all_backends[i]->name))
                         run_backend(o, sc, all_backends[i]);
@@ -596,7 +633,31 @@ static const struct bench_backend *backend_by_name(const char *name)
         return NULL;
 }
 
-/* Inside valgrind: one process, CG_OPS tries in fixed_loop (the only function collected). */
+/*
+ * Churn under callgrind: worker 0 of 1; its first key (a hot one's set-up) outside the loop, and
+ * in place of the driver process, one eviction pass (b->maintain) after every CG_BATCH tries,
+ * outside fixed_loop_churn too.
+ */
+#define CG_BATCH 4096u
+static void cg_churn(const struct bench_backend *b, void *st, void *h, uint64_t keys, uint64_t n,
+                     struct tally *t)
+{
+        struct churn ch;
+        if (churn_init(&ch, keys, SEQ_LEN_QUICK, 0, 1, 0) < 0)
+                return;
+        b->try_key(h, ch.hot[0].idx, ch.hot[0].key, ch.hot[0].len, 1); /* first-use set-up */
+        for (uint64_t done = 0; done < n; done += CG_BATCH) {
+                fixed_loop_churn(b, h, &ch, n - done < CG_BATCH ? n - done : CG_BATCH, t);
+                if (b->maintain)
+                        b->maintain(st);
+        }
+        churn_free(&ch);
+}
+
+/*
+ * Inside valgrind: one process, CG_OPS tries in fixed_loop or fixed_loop_churn (the only
+ * functions collected). Churn's eviction passes are made in this process (cg_churn).
+ */
 static int cg_child(const struct opts *o)
 {
         const char *comma = strchr(o->cg_run, ',');
@@ -604,18 +665,24 @@ static int cg_child(const struct opts *o)
         const struct bench_backend *b = comma ? backend_by_name(comma + 1) : NULL;
         struct bench_cfg cfg;
         struct tally t = {0};
+        struct op *ops = NULL;
         if (!sc || !b || (sc->dist == D_ZIPF && zipf_build(scen_keys(o, sc)) < 0))
                 return 1;
         cfg_for(o, sc, scen_keys(o, sc), &cfg);
         cfg.procs = 1;
+        cfg.driver = 0;
         void *st = b->setup(&cfg);
-        struct op *ops = seq_build(sc, cfg.keys, SEQ_LEN_QUICK, 0);
-        void *h = st && ops ? b->attach(st) : NULL;
-        if (h) {
+        if (sc->dist != D_CHURN)
+                ops = seq_build(sc->dist == D_ZIPF, cfg.keys, SEQ_LEN_QUICK, 0);
+        void *h = st && (ops || sc->dist == D_CHURN) ? b->attach(st) : NULL;
+        if (h && sc->dist == D_CHURN) {
+                cg_churn(b, st, h, cfg.keys, o->cg_ops, &t);
+        } else if (h && ops) {
                 b->try_key(h, ops[0].idx, ops[0].key, ops[0].len, 1); /* first-use set-up */
                 fixed_loop(b, h, ops, SEQ_LEN_QUICK - 1, o->cg_ops, &t);
-                b->detach(h);
         }
+        if (h)
+                b->detach(h);
         if (st)
                 b->teardown(st);
         free(ops);
@@ -644,7 +711,7 @@ static double cg_one(const struct opts *o, const char *scen, const char *backend
         char out[128], cmd[1024];
         snprintf(out, sizeof(out), "/tmp/bench_scale.cg.%ld.%u", (long)getpid(), n);
         snprintf(cmd, sizeof(cmd),
-                 "valgrind --tool=callgrind --toggle-collect=fixed_loop --callgrind-out-file=%s "
+                 "valgrind --tool=callgrind '--toggle-collect=fixed_loop*' --callgrind-out-file=%s "
                  "/proc/%ld/exe --cg-run %s,%s --cg-ops %" PRIu64 " --backing %s%s "
                  ">/dev/null 2>&1",
                  out, (long)getpid(), scen, backend, o->cg_ops, o->backing,
@@ -681,12 +748,16 @@ static int cg_driver(const struct opts *o, FILE *out)
         unsigned n = 0;
         fprintf(out,
                 "\ninstructions per acquisition (valgrind --tool=callgrind --toggle-collect="
-                "fixed_loop, %" PRIu64 " tries\nper run, 1 process; keys inserted and set-up done "
+                "fixed_loop*, %" PRIu64 " tries\nper run, 1 process; keys inserted and set-up done "
                 "outside fixed_loop). Valgrind does not run the\nvDSO: clock_gettime is a real "
                 "syscall there, and its kernel-side work is not counted. redis: its\nwork is in "
                 "another process, not counted. The loop's own cost (reading the op record, the\n"
-                "indirect call, counting) is included for every backend alike.\n\n%-9s",
-                o->cg_ops, "scenario");
+                "indirect call, counting) is included for every backend alike. churn: the key "
+                "stream's\nnew keys are inserts; throttle's eviction pass (the driver's) runs in "
+                "the process every %u\ntries, outside the count, with no reader inside a call: "
+                "its table stays emptier than with\nthe timed run's driver, so that count is a "
+                "lower bound (idle eviction also depends on\nvalgrind's speed).\n\n%-9s",
+                o->cg_ops, CG_BATCH, "scenario");
         for (unsigned i = 0; i < nall; i++)
                 if (in_list(o->backends, all_backends[i]->name))
                         fprintf(out, " %12s", all_backends[i]->name);

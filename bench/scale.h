@@ -65,19 +65,29 @@ struct result {
         double p50, p99, p999, pmax; /* ns, from the merged histogram */
         uint64_t lat_n;
         double floor_ratio; /* median throughput of floor / this; 0 when not known */
+        /* churn: per measured sample, the backend's evictions in it (counter differences from
+         * its release to the moment every worker had stopped; live: at that moment) and the new
+         * keys the workers' streams made */
+        unsigned ev_has; /* BENCH_EV_* bits; 0: the backend reports none */
+        struct bench_evictions ev[MAX_SAMPLES];
+        uint64_t new_keys[MAX_SAMPLES];
 };
 
-/* The waiting form (throttle only). */
+/* The waiting form (throttle only, thr_limiter_acquire). */
 struct wait_result {
         int procs;
         int ok;
         char note[160];
-        double rate_cfg; /* per second */
-        double rate_got; /* admissions per second over the run */
-        double secs;
-        uint64_t admitted;
+        double rate_cfg;   /* per second */
+        double rate_got;   /* workers' admissions per second, over the schedule's span */
+        double secs;       /* the span: from the first place (due D0) to the end of the run */
+        uint64_t ideal;    /* admissions the schedule D0 + k*T holds in that span */
+        uint64_t admitted; /* by the workers' acquires */
+        uint64_t timeouts; /* acquires that would have ended after the run (-ETIMEDOUT) */
+        uint64_t dry;      /* acquires that did not sleep (the queue had run dry) */
         uint64_t errors;
-        double p50, p99, pmax; /* wake-up lateness, ns */
+        double p50, p99, pmax;    /* wake-up lateness: return - own place's due, ns */
+        double sp50, sp99, spmax; /* schedule lateness: k-th return - (D0 + k*T), ns */
 };
 
 /* ---------------------------------------------------------------- options and machine */
@@ -110,6 +120,8 @@ void opts_usage(FILE *f);
 void report_header(const struct opts *o, const struct sysinfo *si, const char *methods);
 void report_table_head(void);
 void report_row(const struct result *r);
+/* Before the churn rows: what churn does, for a table of CAPACITY live keys. */
+void report_churn_head(uint64_t capacity);
 void report_wait(const struct wait_result *w, unsigned n);
 void report_targets(const struct result *r, unsigned n, const int *procs, unsigned np);
 int report_json(FILE *f, const struct opts *o, const struct sysinfo *si, const struct result *r,
@@ -125,9 +137,10 @@ void baseline_compare(const char *path, const struct result *r, unsigned n);
 void bench_throttle_describe(const void *state, char *out, size_t len);
 
 /*
- * The waiting form: PROCS forked processes call thr_limiter_reserve on one key of a limiter of
- * RATE per second, burst 1, then sleep until the place is due exactly as thr_limiter_acquire does
- * (clock_nanosleep TIMER_ABSTIME on the arena's clock), for SECS seconds. Fills *OUT.
+ * The waiting form: PROCS forked processes call thr_limiter_acquire on one key of a limiter of
+ * RATE per second, burst 1, with a timeout that ends at the end of the run (SECS seconds), and
+ * note the arena time each call returned. Fills *OUT: rate achieved, lateness behind the ideal
+ * schedule.
  */
 void bench_throttle_wait(const char *backing, int procs, double rate, double secs, int pin,
                          struct wait_result *out);

@@ -25,8 +25,9 @@ void opts_usage(FILE *f)
                 "         [--backing auto|hugetlbfs|shm] [--json] [--out DIR]\n"
                 "         [--baseline-save FILE] [--baseline FILE] [--wait-rate N]\n"
                 "         [--callgrind [--cg-ops N]] [--quick]\n"
-                "  scenarios: hot 10k 1m 1m-zipf denied churn (wait runs with throttle)\n"
-                "  --quick: keys 1000 for 1m, 0.05 s samples, 2 samples, procs 1,2 (CI smoke)\n");
+                "  scenarios: hot 10k 1m 1m-zipf denied churn wait (wait: throttle only)\n"
+                "  --quick: keys 100 (10k), 1000 (1m, 1m-zipf; churn capacity), 0.05 s samples,\n"
+                "           2 samples, procs 1,2, wait 0.2 s (CI smoke)\n");
 }
 
 static int parse_procs(const char *s, struct opts *o)

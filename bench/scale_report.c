@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,8 @@
 #include <unistd.h>
 
 #include "scale.h"
+#include "scale_churn.h"
+#include "scale_keys.h"
 
 /* ---------------------------------------------------------------- histogram */
 
@@ -162,6 +165,80 @@ void report_table_head(void)
         fflush(stdout);
 }
 
+/* ---------------------------------------------------------------- churn: evictions per sample */
+
+struct ev_field {
+        const char *name;
+        unsigned bit;
+        size_t off;
+};
+
+static const struct ev_field ev_fields[] = {
+    {"evicted_idle", BENCH_EV_IDLE, offsetof(struct bench_evictions, idle)},
+    {"evicted_full", BENCH_EV_FULL, offsetof(struct bench_evictions, full)},
+    {"reclaimed", BENCH_EV_RECLAIMED, offsetof(struct bench_evictions, reclaimed)},
+    {"insert_fail", BENCH_EV_FAIL, offsetof(struct bench_evictions, insert_fail)},
+    {"live_after", BENCH_EV_LIVE, offsetof(struct bench_evictions, live)},
+    {"driver_passes", BENCH_EV_PASSES, offsetof(struct bench_evictions, passes)},
+};
+#define NEV_FIELDS (sizeof(ev_fields) / sizeof(ev_fields[0]))
+
+static uint64_t ev_get(const struct bench_evictions *e, const struct ev_field *f)
+{
+        return *(const uint64_t *)((const char *)e + f->off);
+}
+
+/* Churn rows: one line per sample list, "name a/b/c". */
+static void report_evictions(const struct result *r)
+{
+        printf("%8s new_keys ", "");
+        for (unsigned s = 0; s < r->nsamples; s++)
+                printf("%s%" PRIu64, s ? "/" : "", r->new_keys[s]);
+        if (!r->ev_has)
+                printf("  (no eviction counters)");
+        for (unsigned i = 0; i < NEV_FIELDS; i++) {
+                if (!(r->ev_has & ev_fields[i].bit))
+                        continue;
+                printf("  %s ", ev_fields[i].name);
+                for (unsigned s = 0; s < r->nsamples; s++)
+                        printf("%s%" PRIu64, s ? "/" : "", ev_get(&r->ev[s], &ev_fields[i]));
+        }
+        if (r->ev_has & BENCH_EV_TABLE) {
+                printf("  empty_after ");
+                for (unsigned s = 0; s < r->nsamples; s++)
+                        printf("%s%" PRIu64, s ? "/" : "", r->ev[s].empty);
+                printf("  miss_probe ");
+                for (unsigned s = 0; s < r->nsamples; s++)
+                        printf("%s%.1f", s ? "/" : "", r->ev[s].miss_probe);
+        }
+        if (r->denied)
+                printf("  denied %" PRIu64 " (table full)", r->denied);
+        uint64_t gpf = 0;
+        for (unsigned s = 0; s < r->nsamples; s++)
+                gpf += r->ev[s].gp_failed;
+        if (gpf)
+                printf("  GRACE PERIODS FAILED %" PRIu64 " (no membarrier: nothing reclaimed)",
+                       gpf);
+        printf("\n");
+}
+
+void report_churn_head(uint64_t capacity)
+{
+        double ttl_ms = (double)CHURN_TTL_NS / 1e6;
+        printf("  (churn: capacity %" PRIu64
+               " live keys, idle_ttl %.0f ms, on_full = evict; per op "
+               "%u%% one of %" PRIu64 " hot keys,\n   %u%% the worker's next new key, the rest one "
+               "of its last %u; throttle: eviction driver every %u ms,\n   %u slots a pass, then "
+               "a grace period (as throttled); nginx, mutex-local: nginx's LRU expiry\n   with "
+               "idle %.0f ms; redis: PX expiry; floor: word = id mod %" PRIu64 ", keys WRAP, no "
+               "eviction.\n   Below each row, per sample: new keys made, then the backend's "
+               "counters)\n",
+               capacity, ttl_ms, CHURN_HOT_PCT,
+               capacity / CHURN_HOT_DIV ? capacity / CHURN_HOT_DIV : 1, CHURN_NEW_PCT, CHURN_WIN,
+               DRIVER_PERIOD, DRIVER_BUDGET, ttl_ms, capacity);
+        fflush(stdout);
+}
+
 void report_row(const struct result *r)
 {
         if (!r->ok) {
@@ -181,24 +258,30 @@ void report_row(const struct result *r)
         if (r->errors)
                 printf("  errors %" PRIu64, r->errors);
         printf("\n");
+        if (strcmp(r->scenario, "churn") == 0)
+                report_evictions(r);
         fflush(stdout);
 }
 
 void report_wait(const struct wait_result *w, unsigned n)
 {
-        printf("\nwait: thr_limiter_reserve + sleep until due (clock_nanosleep TIMER_ABSTIME on "
-               "the arena clock, as\nthr_limiter_acquire does), one key, burst 1; lateness = "
-               "arena time on waking - due time\n%-6s %10s %10s %8s %10s %10s %10s  %s\n",
-               "procs", "rate cfg/s", "got/s", "got/cfg", "late p50", "late p99", "late max",
-               "note");
+        printf("\nwait: thr_limiter_acquire (timeout: the time left in the run), one key, burst 1. "
+               "The parent takes\nthe first place (due at once: D0); returns of all workers in "
+               "time order are matched with the\nplaces in order. wake = return - own place's "
+               "due (T after the place before; a call that did\nnot sleep starts the chain again "
+               "and counts 0); sched = k-th return - (D0 + k*T), which adds\nevery slot lost when "
+               "the queue ran dry. got/s = admissions / (end - D0)\n%-6s %10s %10s %8s %10s %10s "
+               "%10s %10s  %s\n",
+               "procs", "rate cfg/s", "got/s", "got/cfg", "wake p50", "wake p99", "wake max",
+               "sched p99", "note");
         for (unsigned i = 0; i < n; i++) {
                 if (!w[i].ok) {
                         printf("%-6d %s\n", w[i].procs, w[i].note);
                         continue;
                 }
-                printf("%-6d %10.0f %10.1f %8.4f %8.1fus %8.1fus %8.1fus  %s\n", w[i].procs,
+                printf("%-6d %10.0f %10.1f %8.4f %8.1fus %8.1fus %8.1fus %8.1fus  %s\n", w[i].procs,
                        w[i].rate_cfg, w[i].rate_got, w[i].rate_got / w[i].rate_cfg, w[i].p50 / 1e3,
-                       w[i].p99 / 1e3, w[i].pmax / 1e3, w[i].note);
+                       w[i].p99 / 1e3, w[i].pmax / 1e3, w[i].sp99 / 1e3, w[i].note);
         }
         fflush(stdout);
 }
@@ -232,6 +315,44 @@ static void json_arr(FILE *f, const char *name, const double *v, unsigned n)
         fprintf(f, "]}");
 }
 
+static void json_u64s(FILE *f, const char *name, const struct result *r, const uint64_t *v,
+                      size_t stride)
+{
+        fprintf(f, "\"%s\": [", name);
+        for (unsigned s = 0; s < r->nsamples; s++)
+                fprintf(f, "%s%" PRIu64, s ? ", " : "",
+                        *(const uint64_t *)((const char *)v + s * stride));
+        fprintf(f, "]");
+}
+
+/* Churn: per-sample lists; a counter the backend does not have is absent. */
+static void json_evictions(FILE *f, const struct result *r)
+{
+        fprintf(f, ",\n      \"churn\": {");
+        json_u64s(f, "new_keys", r, r->new_keys, sizeof(r->new_keys[0]));
+        for (unsigned i = 0; i < NEV_FIELDS; i++) {
+                if (!(r->ev_has & ev_fields[i].bit))
+                        continue;
+                fprintf(f, ", ");
+                json_u64s(f, ev_fields[i].name, r,
+                          (const uint64_t *)((const char *)&r->ev[0] + ev_fields[i].off),
+                          sizeof(r->ev[0]));
+        }
+        if (r->ev_has & BENCH_EV_PASSES) {
+                fprintf(f, ", ");
+                json_u64s(f, "gp_failed", r, &r->ev[0].gp_failed, sizeof(r->ev[0]));
+        }
+        if (r->ev_has & BENCH_EV_TABLE) {
+                fprintf(f, ", ");
+                json_u64s(f, "empty_after", r, &r->ev[0].empty, sizeof(r->ev[0]));
+                fprintf(f, ", \"miss_probe_after\": [");
+                for (unsigned s = 0; s < r->nsamples; s++)
+                        fprintf(f, "%s%.2f", s ? ", " : "", r->ev[s].miss_probe);
+                fprintf(f, "]");
+        }
+        fprintf(f, "}");
+}
+
 static void json_result(FILE *f, const struct result *r)
 {
         fprintf(f,
@@ -253,6 +374,8 @@ static void json_result(FILE *f, const struct result *r)
                         ", \"floor_ratio\": %.4f",
                         r->p50, r->p99, r->p999, r->pmax, r->lat_n, r->ops, r->admitted, r->denied,
                         r->errors, r->floor_ratio);
+                if (strcmp(r->scenario, "churn") == 0)
+                        json_evictions(f, r);
         }
         fprintf(f, "}");
 }
@@ -264,9 +387,12 @@ static void json_wait(FILE *f, const struct wait_result *w)
         json_str(f, w->note);
         fprintf(f,
                 ", \"rate_configured\": %.3f, \"rate_achieved\": %.3f, \"seconds\": %.3f, "
-                "\"admitted\": %" PRIu64 ", \"errors\": %" PRIu64 ", \"lateness_ns\": "
+                "\"scheduled\": %" PRIu64 ", \"admitted\": %" PRIu64 ", \"timeouts\": %" PRIu64
+                ", \"did_not_sleep\": %" PRIu64 ", \"errors\": %" PRIu64 ", \"lateness_ns\": "
+                "{\"p50\": %.1f, \"p99\": %.1f, \"max\": %.1f}, \"schedule_lateness_ns\": "
                 "{\"p50\": %.1f, \"p99\": %.1f, \"max\": %.1f}}",
-                w->rate_cfg, w->rate_got, w->secs, w->admitted, w->errors, w->p50, w->p99, w->pmax);
+                w->rate_cfg, w->rate_got, w->secs, w->ideal, w->admitted, w->timeouts, w->dry,
+                w->errors, w->p50, w->p99, w->pmax, w->sp50, w->sp99, w->spmax);
 }
 
 static void json_head(FILE *f, const struct opts *o, const struct sysinfo *si)
@@ -276,9 +402,16 @@ static void json_head(FILE *f, const struct opts *o, const struct sysinfo *si)
         fprintf(f,
                 ",\n  \"method\": {\"samples\": %u, \"warmup_samples\": 1, \"seconds\": %.4g, "
                 "\"timed_one_in\": 64, \"timer_pair_ns\": %.2f, \"pin\": %s, \"quick\": %s, "
-                "\"backing_requested\": \"%s\"},\n  \"machine\": {\"cpu\": ",
+                "\"backing_requested\": \"%s\", \"churn\": {\"idle_ttl_ns\": %llu, "
+                "\"hot_pct\": %u, \"new_pct\": %u, \"window\": %u, \"hot_keys\": "
+                "\"capacity/%u\", \"driver_period_ms\": %u, \"driver_budget_slots\": %u}, "
+                "\"wait\": {\"rate_configured\": %.3f, \"lateness\": \"return - own place's "
+                "due\", \"schedule_lateness\": \"k-th return - (D0 + k*T)\"}},\n  "
+                "\"machine\": {\"cpu\": ",
                 o->samples, o->seconds, si->timer_ns, o->pin ? "true" : "false",
-                o->quick ? "true" : "false", o->backing);
+                o->quick ? "true" : "false", o->backing, (unsigned long long)CHURN_TTL_NS,
+                CHURN_HOT_PCT, CHURN_NEW_PCT, CHURN_WIN, CHURN_HOT_DIV, DRIVER_PERIOD,
+                DRIVER_BUDGET, o->wait_rate);
         json_str(f, si->cpu);
         fprintf(f, ", \"cpus_online\": %ld, \"clocksource\": ", si->cpus);
         json_str(f, si->clocksource);

@@ -54,6 +54,8 @@
 #include <fcntl.h>
 #include <linux/membarrier.h>
 #include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -229,30 +231,57 @@ static bool reclaim(struct shm_probe *p, struct thr_slot *s, uint64_t meta, uint
 }
 
 /*
- * Under the shard mutex: a reclaimed slot followed by an EMPTY one ends its probe run, so no key
- * lies beyond it; make it EMPTY, and so on backwards. Lookups then stop sooner.
+ * Under the shard mutex: make EMPTY every reclaimed slot that no live key's probe path crosses.
+ * A live key in slot j with home slot h is found by walking h, h+1, ..., j: those slots must stay
+ * non-EMPTY, and no others need to (a lookup of an absent key may stop sooner; inserts are held
+ * off by the mutex). The home is recomputed from the stored key (SipHash with the arena's
+ * secret); a slot whose stored tag or shard does not match the recomputed hash (a corrupt or
+ * rewritten arena) makes this trim nothing, which is always safe. Trimming only at the ends of
+ * runs is not enough under churn: reclaimed slots inside runs pile up and every miss walks them.
+ * Work: one hash per live slot plus the keys' displacements.
  */
-static uint64_t trim_runs(struct shm_probe *p)
+static uint64_t trim_runs(const struct thr_hdr *h, struct shm_probe *p, uint32_t shard,
+                          uint32_t nshards)
 {
-        uint64_t trimmed = 0;
-        for (uint32_t e = 0; e < p->n; e++) {
-                if (THR_META_STATUS(atomic_load_explicit(&p->slots[e].meta,
-                                                         memory_order_relaxed)) != THR_SLOT_EMPTY)
+        uint64_t secret[2] = {h->secret[0], h->secret[1]};
+        uint8_t *need = calloc(p->n, 1);
+        if (!need)
+                return 0;
+        uint64_t trimmed = 0, freeable = 0;
+        for (uint32_t j = 0; j < p->n; j++) {
+                struct thr_slot *s = &p->slots[j];
+                uint64_t meta = atomic_load_explicit(&s->meta, memory_order_acquire);
+                if (THR_META_STATUS(meta) == THR_SLOT_DEAD &&
+                    atomic_load_explicit(&s->state, memory_order_relaxed) == THR_TAT_FREE)
+                        freeable++;
+                if (THR_META_STATUS(meta) != THR_SLOT_LIVE)
                         continue;
-                uint32_t j = e;
-                for (uint32_t step = 1; step < p->n; step++) {
-                        j = j ? j - 1 : p->n - 1;
-                        struct thr_slot *s = &p->slots[j];
-                        uint64_t meta = atomic_load_explicit(&s->meta, memory_order_relaxed);
-                        if (THR_META_STATUS(meta) != THR_SLOT_DEAD ||
-                            atomic_load_explicit(&s->state, memory_order_relaxed) != THR_TAT_FREE)
-                                break;
-                        atomic_store_explicit(&s->meta,
-                                              THR_META_MAKE(THR_SLOT_EMPTY, THR_META_GEN(meta), 0),
-                                              memory_order_release);
-                        trimmed++;
-                }
+                uint32_t len = s->key_len;
+                if (len == 0 || len > THR_KEY_MAX)
+                        goto out;
+                uint8_t key[THR_KEY_MAX];
+                memcpy(key, s->key, len);
+                uint64_t hash = shm_hash(secret, key, len);
+                uint32_t hi = (uint32_t)(hash >> 32);
+                if ((uint32_t)hash != THR_META_TAG(meta) || (hi & (nshards - 1)) != shard)
+                        goto out;
+                for (uint32_t k = (uint32_t)(((uint64_t)hi * p->n) >> 32); k != j;
+                     k = k + 1 == p->n ? 0 : k + 1)
+                        need[k] = 1;
         }
+        for (uint32_t j = 0; j < p->n && freeable; j++) {
+                struct thr_slot *s = &p->slots[j];
+                uint64_t meta = atomic_load_explicit(&s->meta, memory_order_relaxed);
+                if (need[j] || THR_META_STATUS(meta) != THR_SLOT_DEAD ||
+                    atomic_load_explicit(&s->state, memory_order_relaxed) != THR_TAT_FREE)
+                        continue;
+                atomic_store_explicit(&s->meta,
+                                      THR_META_MAKE(THR_SLOT_EMPTY, THR_META_GEN(meta), 0),
+                                      memory_order_release);
+                trimmed++;
+        }
+out:
+        free(need);
         return trimmed;
 }
 
@@ -291,7 +320,7 @@ static void maintain_shard(void *base, const struct shm_lim_snap *snap, uint32_t
         st->scanned += p.n;
         /* trim, and repair a shard whose inserter died (BUSY) even if nobody inserts there */
         if ((freeable || busy) && shm_shard_trylock(&p) == 0) {
-                st->trimmed += trim_runs(&p);
+                st->trimmed += trim_runs(base, &p, shard, geo->nshards);
                 shm_shard_unlock(&p);
         } else if (freeable || busy) {
                 st->busy_shards++;

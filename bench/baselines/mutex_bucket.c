@@ -14,25 +14,49 @@
  * in whole ns), the clock is read before the lock, and every key is inserted with a full bucket
  * in attach (untimed). Only the memory (private, malloc) and the mutex (PTHREAD_PROCESS_PRIVATE,
  * never contended across processes) differ from nginx_zone.c.
+ *
+ * Churn (cfg->idle_ttl_ns > 0): each process's map holds at most cfg->keys keys, starts empty and
+ * evicts as the nginx baseline does (bucket_map.h: LRU queue, idle keys expired before an insert,
+ * the oldest dropped when full). Its counters go to its own line of a shared array made in setup,
+ * so the parent can sum them between samples without a process touching another's line.
  */
+#include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "backend.h"
 #include "bucket_map.h"
 
+#define COUNT_SLOTS 256u /* churn: one counter line per attached process (reused cyclically) */
+
+/* One process's counters, on its own cache line. */
+struct pcounts {
+        struct bmap_counts c;
+} __attribute__((aligned(64)));
+
+/* Shared between the parent and the workers (churn only). */
+struct shared {
+        _Atomic uint64_t next; /* the next counter line to hand out */
+        struct pcounts line[COUNT_SLOTS];
+};
+
 /* Parameters, made in setup and inherited by the workers: RATES has no slots nor memory. */
 struct params {
         uint64_t keys;
+        uint64_t ttl_ns; /* churn: > 0 */
         struct bucket_map rates;
+        struct shared *sh; /* churn: MAP_SHARED, else NULL */
 };
 
 /* One process's map. */
 struct map {
         pthread_mutex_t lock; /* guards every bucket */
         struct bucket_map map;
+        struct bmap_counts *cnt; /* churn: this process's line */
 };
 
 /* ---------------------------------------------------------------- internals */
@@ -60,6 +84,12 @@ static struct map *map_new(const struct params *p)
                 return NULL;
         }
         memset(m->map.b, 0, slots * sizeof(struct bucket));
+        if (p->sh) {
+                uint64_t n = atomic_fetch_add_explicit(&p->sh->next, 1, memory_order_relaxed);
+                m->cnt = &p->sh->line[n % COUNT_SLOTS].c;
+                bmap_evict_init(&m->map, p->keys, p->ttl_ns, m->cnt);
+                return m;
+        }
         char key[32];
         bmap_fill(&m->map, p->keys, key, sizeof(key));
         return m;
@@ -74,8 +104,18 @@ static void *ml_setup(struct bench_cfg *cfg)
                 snprintf(cfg->err, sizeof(cfg->err), "out of memory");
                 return NULL;
         }
-        *p = (struct params){.keys = cfg->keys};
+        *p = (struct params){.keys = cfg->keys, .ttl_ns = cfg->idle_ttl_ns};
         bmap_rates(&p->rates, cfg);
+        if (cfg->idle_ttl_ns) {
+                p->sh = mmap(NULL, sizeof(*p->sh), PROT_READ | PROT_WRITE,
+                             MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+                if (p->sh == MAP_FAILED) {
+                        snprintf(cfg->err, sizeof(cfg->err), "mutex-local: mmap: %s",
+                                 strerror(errno));
+                        free(p);
+                        return NULL;
+                }
+        }
         return p;
 }
 
@@ -94,13 +134,38 @@ static int ml_try(void *handle, uint64_t key_index, const char *key, size_t key_
 
 static void ml_detach(void *handle)
 {
-        if (handle)
-                map_free(handle);
+        struct map *m = handle;
+        if (!m)
+                return;
+        if (m->cnt) /* its keys go with it */
+                atomic_store_explicit(&m->cnt->live, 0, memory_order_relaxed);
+        map_free(m);
 }
 
 static void ml_teardown(void *state)
 {
-        free(state);
+        struct params *p = state;
+        if (p && p->sh)
+                munmap(p->sh, sizeof(*p->sh));
+        free(p);
+}
+
+/* Sums over every process's line (live: of the processes attached now). */
+static int ml_evictions(void *state, struct bench_evictions *out)
+{
+        const struct params *p = state;
+        if (!p->sh)
+                return -ENOTSUP;
+        *out = (struct bench_evictions){.has = BENCH_EV_IDLE | BENCH_EV_FULL | BENCH_EV_FAIL |
+                                               BENCH_EV_LIVE};
+        for (unsigned i = 0; i < COUNT_SLOTS; i++) {
+                const struct bmap_counts *c = &p->sh->line[i].c;
+                out->idle += atomic_load_explicit(&c->expired, memory_order_relaxed);
+                out->full += atomic_load_explicit(&c->forced, memory_order_relaxed);
+                out->insert_fail += atomic_load_explicit(&c->insert_fail, memory_order_relaxed);
+                out->live += atomic_load_explicit(&c->live, memory_order_relaxed);
+        }
+        return 0;
 }
 
 const struct bench_backend bench_mutex_local = {
@@ -112,4 +177,5 @@ const struct bench_backend bench_mutex_local = {
     .try_key = ml_try,
     .detach = ml_detach,
     .teardown = ml_teardown,
+    .evictions = ml_evictions,
 };

@@ -21,11 +21,16 @@
  *   - nginx keeps `excess` in milli-requests and `last` in ms. To compare admitted counts with the
  *     other backends, the state here is instead a GCRA theoretical arrival time in ns of
  *     CLOCK_MONOTONIC (DESIGN.md section 5), with T = period / rate in whole ns as the floor uses.
- * Setup inserts every key with a full bucket (untimed), so a timed try is lookup + GCRA.
- * No eviction: the zone is sized for cfg->keys (nginx's LRU expiry is not modelled).
+ * Setup inserts every key with a full bucket (untimed), so a timed try is lookup + GCRA; the zone
+ * is sized for cfg->keys and nothing is evicted (nginx's LRU queue is not maintained there).
+ * Churn (cfg->idle_ttl_ns > 0): the zone holds at most cfg->keys keys, starts empty, and keeps
+ * nginx's LRU queue and expiry (bucket_map.h): every hit moves its key to the head, every new
+ * key first expires up to two idle keys from the tail, and a full zone drops its oldest key. Its
+ * counters live in the zone, for the parent to read between samples.
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -40,6 +45,7 @@
 struct zone {
         pthread_mutex_t lock; /* guards everything below and every bucket */
         struct bucket_map map;
+        struct bmap_counts counts; /* churn: expired, forced, insert_fail, live */
         size_t map_size;
         int huge; /* 1 if the zone got MAP_HUGETLB pages */
         _Alignas(64) struct bucket b[];
@@ -127,6 +133,8 @@ static void *ng_setup(struct bench_cfg *cfg)
         int rc = lock_init(&z->lock);
         if (rc < 0)
                 snprintf(cfg->err, sizeof(cfg->err), "nginx zone: mutex: %s", strerror(-rc));
+        else if (cfg->idle_ttl_ns)
+                bmap_evict_init(&z->map, cfg->keys, cfg->idle_ttl_ns, &z->counts);
         else
                 rc = zone_fill(z, cfg->keys, cfg);
         if (rc < 0) {
@@ -163,6 +171,20 @@ static void ng_teardown(void *state)
         munmap(z, z->map_size);
 }
 
+static int ng_evictions(void *state, struct bench_evictions *out)
+{
+        const struct zone *z = state;
+        if (!z->map.cap)
+                return -ENOTSUP;
+        *out = (struct bench_evictions){
+            .idle = atomic_load_explicit(&z->counts.expired, memory_order_relaxed),
+            .full = atomic_load_explicit(&z->counts.forced, memory_order_relaxed),
+            .insert_fail = atomic_load_explicit(&z->counts.insert_fail, memory_order_relaxed),
+            .live = atomic_load_explicit(&z->counts.live, memory_order_relaxed),
+            .has = BENCH_EV_IDLE | BENCH_EV_FULL | BENCH_EV_FAIL | BENCH_EV_LIVE};
+        return 0;
+}
+
 const struct bench_backend bench_nginx = {
     .name = "nginx",
     .what = "nginx limit_req design: one shared zone, one process-shared mutex, hash table, GCRA",
@@ -171,4 +193,5 @@ const struct bench_backend bench_nginx = {
     .try_key = ng_try,
     .detach = ng_detach,
     .teardown = ng_teardown,
+    .evictions = ng_evictions,
 };

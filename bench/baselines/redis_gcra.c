@@ -16,6 +16,10 @@
  * Redis deployment there is; the client is hiredis, synchronous, one request in flight (a limiter
  * must know the answer before it goes on).
  *
+ * Churn: nothing to configure; a key's PX expiry is when its bucket is full again, so Redis
+ * drops idle keys by itself. The counters reported are INFO's expired_keys and evicted_keys and
+ * the key count of db0.
+ *
  * Life cycle: setup starts `redis-server` on a free loopback port as a child process (parent-death
  * signal set, so it dies with the benchmark), waits for PING (at most 5 s), loads the script;
  * teardown stops it (SIGTERM, then SIGKILL after 5 s). If redis-server is not installed, setup
@@ -306,6 +310,34 @@ static void rd_teardown(void *state)
         free(st);
 }
 
+/* "NAME:<number>" in an INFO reply, 0 if absent. */
+static uint64_t info_field(const char *info, const char *name)
+{
+        const char *p = strstr(info, name);
+        return p ? strtoull(p + strlen(name), NULL, 10) : 0;
+}
+
+static int rd_evictions(void *state, struct bench_evictions *out)
+{
+        const struct rstate *st = state;
+        redisContext *c = connect_to(st->port);
+        redisReply *r = c ? redisCommand(c, "INFO") : NULL;
+        int rc = -EIO;
+        if (r && r->type == REDIS_REPLY_STRING) {
+                *out =
+                    (struct bench_evictions){.idle = info_field(r->str, "\r\nexpired_keys:"),
+                                             .full = info_field(r->str, "\r\nevicted_keys:"),
+                                             .live = info_field(r->str, "\r\ndb0:keys="),
+                                             .has = BENCH_EV_IDLE | BENCH_EV_FULL | BENCH_EV_LIVE};
+                rc = 0;
+        }
+        if (r)
+                freeReplyObject(r);
+        if (c)
+                redisFree(c);
+        return rc;
+}
+
 const struct bench_backend bench_redis = {
     .name = "redis",
     .what = "Redis GCRA Lua script (EVALSHA, server TIME) over loopback, hiredis, one connection "
@@ -315,4 +347,5 @@ const struct bench_backend bench_redis = {
     .try_key = rd_try,
     .detach = rd_detach,
     .teardown = rd_teardown,
+    .evictions = rd_evictions,
 };

@@ -1,0 +1,213 @@
+/*
+ * scale_churn.c - the churn scenario's eviction driver (its key stream is in scale_keys.c): a
+ * process doing for the benchmark's arena exactly what throttled's maintenance thread does
+ * (daemon/maint.c, pass()), so that keys idle past their TTL are evicted and their slots reused
+ * while the workers run.
+ *
+ * The driver is a forked child, not a thread, so the parent stays single-threaded when it forks
+ * the workers. It maps the arena read-write (the daemon's side of the arena RCU, shm/reclaim.c)
+ * and loops: arena time, the retire tag of the grace period about to start, one bounded
+ * shm_table_maintain step over the limiter's table (the daemon's default scan_budget of slots;
+ * the cursor carries over, so a whole table takes slots / budget passes), then one grace period
+ * (shm_gp_start: counter bump and membarrier; shm_gp_scan: the reader records), whose `done` the
+ * next pass uses to free what this one retired. Once a second it reaps the reader records of
+ * dead processes, as the daemon's heartbeat does. It sleeps DRIVER_PERIOD ms between passes. It
+ * never waits for a worker: shard mutexes are only tried, as in the daemon.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "scale_churn.h"
+#include "shm.h"
+
+/* ---------------------------------------------------------------- counters */
+
+/*
+ * EMPTY slots of the table, and the mean probe length of a miss: a lookup from home slot h of a
+ * shard walks to the first EMPTY slot, so a maximal run of L non-EMPTY slots costs its L homes
+ * L + (L-1) + ... + 1 slots and an EMPTY home costs none. Read-only, relaxed loads: a census,
+ * not a snapshot.
+ */
+static void table_census(const struct shm_map *m, const struct thr_table *geo,
+                         struct bench_evictions *out)
+{
+        const struct thr_slot *slots = shm_at(m->base, geo->slots_off);
+        uint64_t empty = 0;
+        double sum = 0;
+        for (uint32_t sh = 0; sh < geo->nshards; sh++) {
+                const struct thr_slot *s = slots + (uint64_t)sh * geo->shard_slots;
+                uint64_t run = 0, first = UINT64_MAX;
+                for (uint32_t i = 0; i < geo->shard_slots; i++) {
+                        uint64_t meta = atomic_load_explicit(&s[i].meta, memory_order_relaxed);
+                        if (THR_META_STATUS(meta) != THR_SLOT_EMPTY) {
+                                run++;
+                                continue;
+                        }
+                        empty++;
+                        if (first == UINT64_MAX)
+                                first = run; /* the run before the first EMPTY wraps to the end */
+                        else
+                                sum += (double)run * (double)(run + 1) / 2;
+                        run = 0;
+                }
+                run += first == UINT64_MAX ? 0 : first;
+                if (first == UINT64_MAX) /* no EMPTY slot: every miss walks the whole shard */
+                        sum += (double)geo->shard_slots * geo->shard_slots;
+                else
+                        sum += (double)run * (double)(run + 1) / 2;
+        }
+        out->empty = empty;
+        out->miss_probe = sum / ((double)geo->nshards * geo->shard_slots);
+}
+
+int churn_table_counts(const struct shm_map *m, const char *name, struct bench_evictions *out)
+{
+        struct shm_lim_snap snap;
+        int idx = shm_dir_find(m, name);
+        int rc = idx < 0 ? idx : shm_dir_snapshot(m, (uint32_t)idx, &snap);
+        if (rc < 0)
+                return rc;
+        const struct thr_table *tb = shm_at(m->base, snap.table_off);
+        const struct thr_shard *sh = shm_at(m->base, snap.table.shards_off);
+        *out = (struct bench_evictions){.has = BENCH_EV_IDLE | BENCH_EV_FULL | BENCH_EV_RECLAIMED |
+                                               BENCH_EV_FAIL | BENCH_EV_LIVE | BENCH_EV_TABLE};
+        for (uint32_t i = 0; i < snap.table.nshards; i++) {
+                out->idle += atomic_load_explicit(&sh[i].evicted, memory_order_relaxed);
+                out->full += atomic_load_explicit(&sh[i].evicted_full, memory_order_relaxed);
+                out->reclaimed += atomic_load_explicit(&sh[i].reclaimed, memory_order_relaxed);
+        }
+        out->insert_fail = atomic_load_explicit(&tb->insert_fail, memory_order_relaxed);
+        out->live = atomic_load_explicit(&tb->live, memory_order_relaxed);
+        table_census(m, &snap.table, out);
+        return 0;
+}
+
+/* ---------------------------------------------------------------- the eviction driver */
+
+struct churn_driver_shared {
+        _Atomic int stop;
+        _Atomic int state; /* 0 starting, 1 running, -errno: could not attach */
+        _Atomic uint64_t passes;
+        _Atomic uint64_t gp_failed;
+};
+
+static void sleep_ms(unsigned ms)
+{
+        struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+        nanosleep(&ts, NULL);
+}
+
+int churn_pass(struct shm_map *m, uint32_t idx, struct churn_pass *ps)
+{
+        struct thr_hdr *h = shm_hdr(m);
+        uint64_t now = shm_now_ns(h);
+        uint32_t tag = shm_retire_tag(h);
+        struct shm_lim_snap snap;
+        if (shm_dir_snapshot(m, idx, &snap) == 0 && snap.state == THR_DIR_LIVE) {
+                const struct thr_params *p = &snap.params;
+                struct shm_maint_args a = {.now_units = now * p->k,
+                                           .ttl_units = p->idle_ttl_ns * p->k,
+                                           .tag = tag,
+                                           .done = ps->done};
+                struct shm_maint_stats st = {0};
+                shm_table_maintain(m->base, &snap, &a, &ps->cursor, DRIVER_BUDGET, &st);
+        }
+        uint64_t gp;
+        struct shm_gp_result res;
+        int rc = shm_gp_start(m, &gp);
+        if (rc == 0)
+                rc = shm_gp_scan(m, gp, now, DRIVER_STALL * 1000000ull, &res, NULL, NULL);
+        if (rc == 0)
+                ps->done = res.done;
+        return rc;
+}
+
+static void driver_main(const char *path, const char *name, struct churn_driver_shared *sh)
+{
+        struct shm_map m = {0};
+        char err[256];
+        struct churn_pass ps = {0};
+        uint64_t since_beat = 0;
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        int rc = shm_arena_attach(path, true, &m, err, sizeof(err));
+        int idx = rc < 0 ? rc : shm_dir_find(&m, name);
+        atomic_store_explicit(&sh->state, idx < 0 ? idx : 1, memory_order_release);
+        if (idx < 0)
+                _exit(1);
+        while (!atomic_load_explicit(&sh->stop, memory_order_acquire)) {
+                if (churn_pass(&m, (uint32_t)idx, &ps) < 0)
+                        atomic_fetch_add_explicit(&sh->gp_failed, 1, memory_order_relaxed);
+                atomic_fetch_add_explicit(&sh->passes, 1, memory_order_relaxed);
+                if ((since_beat += DRIVER_PERIOD) >= DRIVER_BEAT_MS) {
+                        shm_readers_reap(&m);
+                        since_beat = 0;
+                }
+                sleep_ms(DRIVER_PERIOD);
+        }
+        shm_arena_detach(&m);
+        _exit(0);
+}
+
+int churn_driver_start(const char *path, const char *name, struct churn_driver *d, char *err,
+                       size_t errlen)
+{
+        d->sh =
+            mmap(NULL, sizeof(*d->sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        if (d->sh == MAP_FAILED) {
+                int e = errno;
+                d->sh = NULL;
+                snprintf(err, errlen, "eviction driver: mmap: %s", strerror(e));
+                return -e;
+        }
+        fflush(NULL);
+        d->pid = fork();
+        if (d->pid == 0)
+                driver_main(path, name, d->sh);
+        if (d->pid < 0) {
+                int e = errno;
+                snprintf(err, errlen, "eviction driver: fork: %s", strerror(e));
+                munmap(d->sh, sizeof(*d->sh));
+                d->sh = NULL;
+                return -e;
+        }
+        int st = 0;
+        for (int ms = 0; ms < 5000 && st == 0; ms++) {
+                st = atomic_load_explicit(&d->sh->state, memory_order_acquire);
+                if (st == 0)
+                        sleep_ms(1);
+        }
+        if (st == 1)
+                return 0;
+        snprintf(err, errlen, "eviction driver: cannot attach %.200s: %s", path,
+                 st ? strerror(-st) : "no answer in 5 s");
+        kill(d->pid, SIGKILL);
+        churn_driver_stop(d);
+        return st ? st : -ETIMEDOUT;
+}
+
+void churn_driver_stop(struct churn_driver *d)
+{
+        if (!d->sh)
+                return;
+        atomic_store_explicit(&d->sh->stop, 1, memory_order_release);
+        if (d->pid > 0)
+                waitpid(d->pid, NULL, 0);
+        munmap(d->sh, sizeof(*d->sh));
+        *d = (struct churn_driver){0};
+}
+
+void churn_driver_stats(const struct churn_driver *d, uint64_t *passes, uint64_t *gp_failed)
+{
+        *passes = d->sh ? atomic_load_explicit(&d->sh->passes, memory_order_relaxed) : 0;
+        *gp_failed = d->sh ? atomic_load_explicit(&d->sh->gp_failed, memory_order_relaxed) : 0;
+}
