@@ -192,7 +192,11 @@ static inline uint64_t op_now(const struct op *o)
  * thread block grace periods; it is entered again before the probe under the mutex. Nothing
  * found before is used after: the parameter record is read again too.
  */
-static int op_insert(struct op *o)
+#define OP_RETIRED 1
+#define OP_APPLIED 2 /* op_insert created the key and charged COST in the same step */
+#define OP_SPINS   8 /* evictions under one call before a full table is assumed */
+
+static int op_insert(struct op *o, uint64_t cost, struct shm_gcra *g)
 {
         thr_limiter *l = o->l;
         struct shm_probe pr;
@@ -211,14 +215,17 @@ static int op_insert(struct op *o)
         o->now = op_now(o);
         struct shm_insert ins = {.start_tat = o->now + (p->burst - p->initial) * p->t_units,
                                  .now = o->now,
-                                 .on_full = p->on_full};
+                                 .on_full = p->on_full,
+                                 .p = g ? p : NULL,
+                                 .cost = cost,
+                                 .g = g};
         bool created;
         rc = shm_table_insert_locked(l->a->map.base, l->tb, &pr, o->key, o->len, &ins, &o->slot,
                                      &created);
         shm_shard_unlock(&pr);
         if (created)
                 thr_count(&o->r->inserts);
-        return rc;
+        return rc == 0 && created && g ? OP_APPLIED : rc;
 }
 
 /*
@@ -264,8 +271,6 @@ static void fill_result(const struct thr_params *p, const struct shm_gcra *g,
         res->retry_after_ns = shm_units_to_ns(p, g->retry_units);
         res->reset_after_ns = shm_units_to_ns(p, g->reset_units);
 }
-
-#define OP_RETIRED 1
 
 /*
  * CAS loop: apply COST to the slot's TAT; a peek or a denial writes nothing, with one exception:
@@ -316,21 +321,29 @@ int thr_limiter_try(thr_limiter *l, const void *key, size_t len, uint64_t cost,
         int rc = op_begin(&o, l, key, len, cost);
         if (rc < 0)
                 return rc;
-        for (;;) {
+        for (int spins = 0;; spins++) {
                 if (!o.slot) {
                         /*
                          * A new key: decide as if fresh first, so a peek inserts nothing, nor does
                          * a denial of a key that would start full (nothing to remember about it).
+                         * The insert charges the request as it publishes the key.
                          */
                         o.now = op_now(&o);
                         shm_gcra_step(o.p, THR_TAT_FRESH, o.now, cost, &g);
                         if (cost == 0 || (!g.admitted && o.p->initial == o.p->burst))
                                 break;
-                        rc = op_insert(&o);
+                        rc = spins < OP_SPINS ? op_insert(&o, cost, &g) : -ENOSPC;
                         if (rc == -ENOSPC)
                                 rc = op_full(&o, &g);
-                        if (rc < 0 || !o.slot)
+                        if (rc == OP_APPLIED)
+                                rc = 0;
+                        else if (rc == 0 && o.slot && op_apply(&o, cost, &g) == OP_RETIRED)
+                                rc = OP_RETIRED;
+                        if (rc != OP_RETIRED)
                                 break;
+                        op_relookup(&o);
+                        rc = 0;
+                        continue;
                 }
                 if (op_apply(&o, cost, &g) != OP_RETIRED)
                         break;
@@ -407,11 +420,13 @@ static int reserve(thr_limiter *l, const void *key, size_t len, uint64_t cost, u
         if (rc < 0)
                 return rc;
         rv->priv_slot = NULL;
-        for (;;) {
+        for (int spins = 0;; spins++) {
                 if (!o.slot) {
                         o.now = op_now(&o);
                         shm_gcra_step(o.p, THR_TAT_FRESH, o.now, cost, g);
-                        rc = reserve_fits(&o, g, max_wait_ns, rv) ? op_insert(&o) : -EAGAIN;
+                        rc = !reserve_fits(&o, g, max_wait_ns, rv) ? -EAGAIN
+                             : spins < OP_SPINS                    ? op_insert(&o, 0, NULL)
+                                                                   : -ENOSPC;
                         if (rc == -ENOSPC && o.p && o.p->on_full == THR_FULL_ALLOW) {
                                 g->admitted = true; /* granted now, unrecorded */
                                 op_full(&o, g);

@@ -228,10 +228,16 @@ static inline uint64_t shm_now_ns(const struct thr_hdr *h)
 #include "table_lookup.h"
 
 /* What an insert needs besides the key: a new key's starting state, and the on_full policy. */
+struct shm_gcra;
 struct shm_insert {
         uint64_t start_tat; /* units: now + (B - initial) * T, or THR_TAT_FRESH */
         uint64_t now;       /* units: debts (on_full = evict, the shard floor) count from it */
         uint32_t on_full;   /* enum thr_on_full; only THR_FULL_EVICT acts here */
+        /* optional: decide COST on the new key before it is published, so its first request is
+         * charged in the same step (no window in which an uncharged new key can be evicted) */
+        const struct thr_params *p;
+        uint64_t cost;
+        struct shm_gcra *g; /* out: the decision, when the key was created */
 };
 
 /*

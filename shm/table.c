@@ -282,6 +282,11 @@ int shm_table_insert_locked(void *base, struct thr_table *tb, struct shm_probe *
         uint64_t floor = atomic_load_explicit(&p->shard->floor_units, memory_order_relaxed);
         if (floor > a->now && (start == THR_TAT_FRESH || start < floor))
                 start = floor; /* a key evicted for room may come back: never below its debt */
+        if (a->p && a->g) {
+                shm_gcra_step(a->p, start, a->now, a->cost, a->g);
+                if (a->g->admitted)
+                        start = a->g->new_tat;
+        }
         insert_publish(p, s, key, len, start);
         *out = s;
         *created = true;
