@@ -227,8 +227,7 @@ static void do_reload(struct supervisor *s)
                 return;
         }
         reload_warn_unapplied(&s->cfg, &next, &s->map);
-        uint32_t retired = 0;
-        if (shm_arena_configure2(&s->map, &next.arena, &retired, err, sizeof(err)) < 0) {
+        if (shm_arena_configure(&s->map, &next.arena, err, sizeof(err)) < 0) {
                 log_error("reload refused, running config kept: %s", err);
                 return;
         }
@@ -240,7 +239,7 @@ static void do_reload(struct supervisor *s)
                 return;
         }
         registry_publish(s, reg);
-        log_info("reloaded: %zu limiters, %u retired", s->cfg.nlimiters, retired);
+        log_info("reloaded: %zu limiters", s->cfg.nlimiters);
 }
 
 int supervisor_run(struct supervisor *s)

@@ -5,7 +5,11 @@
  * temporary file, and configuration is done by the daemon holding the arena lock. Readers are
  * clients, which only ever see complete objects: a directory entry's fields are written before
  * its state is release-stored LIVE, and a parameter record is complete before params_off is
- * release-stored to point at it (clients acquire-load both).
+ * release-stored to point at it (clients acquire-load both). Retiring a limiter is one release
+ * store of its state (RETIRED), which clients load on every call with the record offset; nothing
+ * of it is freed, so a client still inside a call on it finishes on intact memory. Reviving
+ * stores the new record's offset first, then LIVE, so a client that sees LIVE again uses a whole
+ * record (the new one, or the kept old one).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -356,10 +360,9 @@ static void publish(struct shm_map *m, const struct plan *pl)
 }
 
 /* Retire every live limiter SPEC no longer names: clients get -EIDRM, the table stays. */
-static uint32_t retire_missing(struct shm_map *m, const struct shm_arena_spec *s)
+static void retire_missing(struct shm_map *m, const struct shm_arena_spec *s)
 {
         struct thr_dir_entry *dir = shm_at(m->base, m->g.dir_off);
-        uint32_t n = 0;
         for (uint32_t i = 0; i < m->g.dir_count; i++) {
                 if (atomic_load_explicit(&dir[i].state, memory_order_acquire) != THR_DIR_LIVE)
                         continue;
@@ -369,21 +372,12 @@ static uint32_t retire_missing(struct shm_map *m, const struct shm_arena_spec *s
                 bool kept = false;
                 for (size_t j = 0; j < s->nlimiters && !kept; j++)
                         kept = strcmp(name, s->limiters[j].name) == 0;
-                if (!kept) {
+                if (!kept)
                         atomic_store_explicit(&dir[i].state, THR_DIR_RETIRED, memory_order_release);
-                        n++;
-                }
         }
-        return n;
 }
 
 int shm_arena_configure(struct shm_map *m, const struct shm_arena_spec *s, char *err, size_t errlen)
-{
-        return shm_arena_configure2(m, s, NULL, err, errlen);
-}
-
-int shm_arena_configure2(struct shm_map *m, const struct shm_arena_spec *s, uint32_t *retired,
-                         char *err, size_t errlen)
 {
         struct thr_hdr *h = shm_hdr(m);
         uint64_t gen = atomic_load_explicit(&h->config_gen, memory_order_relaxed) + 1;
@@ -403,9 +397,7 @@ int shm_arena_configure2(struct shm_map *m, const struct shm_arena_spec *s, uint
         for (size_t i = 0; i < s->nlimiters; i++)
                 publish(m, &plans[i]);
         free(plans);
-        uint32_t n = retire_missing(m, s);
-        if (retired)
-                *retired = n;
+        retire_missing(m, s);
         atomic_store_explicit(&h->heap_top, m->g.heap_top, memory_order_relaxed);
         atomic_store_explicit(&h->config_gen, gen, memory_order_release);
         return 0;

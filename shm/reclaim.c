@@ -15,7 +15,8 @@
  *                                               membarrier()                        (M)
  *                                               for each reader: o = load(online)
  *                                               done = min(g, o - 1 of blockers)
- *                                               tag <= done: state DEAD -> FREE (reusable)
+ *                                               tag <= done and meta unchanged:
+ *                                                 CAS state DEAD -> FREE (reusable)
  *
  * A slot is reused only after a scan found no reader that might still hold it. Take a reader
  * section that could hold the slot: its lookup saw meta LIVE or its state load saw a TAT, so

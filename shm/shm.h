@@ -157,13 +157,10 @@ int shm_table_valid(const void *base, size_t len, uint64_t off, char *err, size_
  * spare heap. A limiter whose capacity or shard count changed cannot be resized in place: -EBUSY
  * with ERR naming it. A live limiter missing from SPEC is retired (clients get -EIDRM; its table
  * and buckets are kept), and a retired one configured again with the same geometry is revived
- * with its buckets. Returns 0 or -errno with ERR; on error nothing was changed. *RETIRED (may be
- * NULL) counts the limiters retired.
+ * with its buckets. Returns 0 or -errno with ERR; on error nothing was changed.
  */
 int shm_arena_configure(struct shm_map *m, const struct shm_arena_spec *spec, char *err,
                         size_t errlen);
-int shm_arena_configure2(struct shm_map *m, const struct shm_arena_spec *spec, uint32_t *retired,
-                         char *err, size_t errlen);
 
 /*
  * shm_arena_check_clock - whether this process reads the arena's clock the same way as its

@@ -360,7 +360,7 @@ Test(daemon_evict, reload_removes_and_revives_a_limiter)
         reload(d, "", LIM_10);
         cr_assert(strstr(tdaemon_log(&fx, d), "limiter 'x' is no longer configured: retired"),
                   "log:\n%s", tdaemon_log(&fx, d));
-        cr_assert(strstr(tdaemon_log(&fx, d), "reloaded: 1 limiters, 1 retired"), "log:\n%s",
+        cr_assert(strstr(tdaemon_log(&fx, d), "reloaded: 1 limiters"), "log:\n%s",
                   tdaemon_log(&fx, d));
         struct thr_result r;
         cr_assert_eq(thr_limiter_try(x, "k", 1, 1, &r), -EIDRM);
@@ -378,7 +378,7 @@ Test(daemon_evict, reload_removes_and_revives_a_limiter)
                      "the retired table keeps its buckets");
 
         reload(d, "", LIM_10 X_SLOW);
-        cr_assert(strstr(tdaemon_log(&fx, d), "reloaded: 2 limiters, 0 retired"), "log:\n%s",
+        cr_assert(strstr(tdaemon_log(&fx, d), "reloaded: 2 limiters"), "log:\n%s",
                   tdaemon_log(&fx, d));
         cr_assert_eq(shm_dir_find(&fx.map, "x"), idx, "revived in its own entry");
         cr_assert_eq(atomic_load(&find("x", THR_DIR_LIVE, "k")->state), tat, "the TAT is kept");

@@ -468,9 +468,9 @@ Test(evict, reclaimed_slot_ending_its_run_is_trimmed)
  * Regression tests for a race found here (fixed in shm/reclaim.c, reclaim()): a pass loads a
  * slot's meta, then its state, and used to store THR_TAT_FREE on "meta DEAD, state not FREE, tag
  * done" with a plain store, checking neither that the state is THR_TAT_DEAD nor that meta was
- * unchanged. A client can reuse a reclaimed (FREE) slot between those two loads: the pass sees the old meta
- * (DEAD, its old tag done) and the new key's state. (1) The new key is live: its TAT becomes
- * THR_TAT_FREE, so it is denied forever (FREE + T wraps in shm_gcra_step) and never evicted
+ * unchanged. A client can reuse a reclaimed (FREE) slot between those two loads: the pass sees the
+ * old meta (DEAD, its old tag done) and the new key's state. (1) The new key is live: its TAT
+ * becomes THR_TAT_FREE, so it is denied forever (FREE + T wraps in shm_gcra_step) and never evicted
  * (evict_idle and evict_least skip FREE). (2) The new key was also evicted at once (on_full =
  * evict): its state is THR_TAT_DEAD under a new, undone tag, and the pass frees the slot before
  * that grace period, for reuse while readers may hold it. A hardware watchpoint on the slot's

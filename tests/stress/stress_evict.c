@@ -40,6 +40,7 @@
 #include <unistd.h>
 
 #include "shm.h"
+#include "stress_common.h"
 #include "throttle/throttle.h"
 
 #ifndef THR_DAEMON_PATH
@@ -107,14 +108,6 @@ static void die(const char *what, int rc)
         fprintf(stderr, "stress_evict: %s: %s\n", what,
                 rc < 0 ? thr_strerror(rc) : strerror(errno));
         exit(1);
-}
-
-static uint64_t rng_next(uint64_t *s)
-{
-        *s ^= *s << 13;
-        *s ^= *s >> 7;
-        *s ^= *s << 17;
-        return *s;
 }
 
 static uint64_t arena_now(void)
@@ -376,7 +369,7 @@ __attribute__((noreturn)) static void worker(int slot)
                 uint64_t base = mono_ms() % 1000 * g.o.keyspace / 1000;
                 int len = hot ? snprintf(key, sizeof(key), "hot%u", h)
                               : snprintf(key, sizeof(key), "k%" PRIu64,
-                                         (base + rng_next(&rng) % win) % g.o.keyspace);
+                                         (base + stress_rng_next(&rng) % win) % g.o.keyspace);
                 int rc = thr_limiter_try(g.l, key, (size_t)len, 1, NULL);
                 if (rc < 0)
                         worker_fail(key, rc);
@@ -392,16 +385,11 @@ __attribute__((noreturn)) static void worker(int slot)
 
 static void spawn(int slot)
 {
-        pid_t parent = getpid();
-        pid_t pid = fork();
+        pid_t pid = stress_fork_tied();
         if (pid < 0)
                 die("fork", 0);
-        if (pid == 0) {
-                /* Die with the parent: a killed run never leaves workers spinning. */
-                if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
-                        _exit(99);
+        if (pid == 0)
                 worker(slot);
-        }
         g.pid[slot] = pid;
 }
 
@@ -413,7 +401,7 @@ static unsigned run(void)
         uint64_t end = t0 + (uint64_t)(g.o.seconds * 1000), now;
         while ((now = mono_ms()) < end && !atomic_load(&g.c->nerr)) {
                 uint64_t m = g.o.kill_every_ms ? g.o.kill_every_ms : 50;
-                uint64_t wait = m / 2 + rng_next(&rng) % (m + 1);
+                uint64_t wait = m / 2 + stress_rng_next(&rng) % (m + 1);
                 sleep_ms(wait < end - now ? wait : end - now);
                 int st;
                 if (!daemon_alive(&st)) {
@@ -422,7 +410,7 @@ static unsigned run(void)
                 }
                 if (!g.o.kill_every_ms || mono_ms() >= end)
                         continue;
-                int slot = (int)(rng_next(&rng) % (uint64_t)g.o.procs);
+                int slot = (int)(stress_rng_next(&rng) % (uint64_t)g.o.procs);
                 kill(g.pid[slot], SIGKILL);
                 waitpid(g.pid[slot], &st, 0);
                 if (!WIFSIGNALED(st) || WTERMSIG(st) != SIGKILL)
@@ -495,42 +483,12 @@ static void check_hot(uint64_t t0, uint64_t t1)
                lo, hi, (double)(t1 - t0) / 1e9, bound, bound / 10);
 }
 
-/* Slots by status (enum thr_slot_status). */
-struct walk {
-        uint64_t n[4];
-};
-
-struct wkey {
-        uint32_t len;
-        char key[THR_KEY_MAX + 1];
-};
-
-static int wkey_cmp(const void *a, const void *b)
-{
-        const struct wkey *x = a, *y = b;
-        if (x->len != y->len)
-                return x->len < y->len ? -1 : 1;
-        return memcmp(x->key, y->key, x->len);
-}
-
-/* Walk every slot; with KEYS, collect the live ones (KEYS has room for all slots). */
-static struct walk walk_table(struct wkey *keys)
+/* Slots by status (enum thr_slot_status); with KEYS, the live keys, sorted. */
+static uint64_t walk_table(uint64_t count[4], struct stress_key *keys)
 {
         const struct thr_table *geo = &g.snap.table;
-        const struct thr_slot *s = shm_at(g.map.base, geo->slots_off);
-        uint64_t n = (uint64_t)geo->nshards * geo->shard_slots;
-        struct walk w = {{0}};
-        for (uint64_t i = 0; i < n; i++) {
-                unsigned st =
-                    THR_META_STATUS(atomic_load_explicit(&s[i].meta, memory_order_acquire));
-                if (st == THR_SLOT_LIVE && keys) {
-                        struct wkey *k = &keys[w.n[st]];
-                        k->len = s[i].key_len <= THR_KEY_MAX ? s[i].key_len : THR_KEY_MAX;
-                        memcpy(k->key, s[i].key, k->len);
-                }
-                w.n[st]++;
-        }
-        return w;
+        return stress_walk(shm_at(g.map.base, geo->slots_off),
+                           (uint64_t)geo->nshards * geo->shard_slots, count, keys);
 }
 
 static uint64_t owned_readers(void)
@@ -548,7 +506,9 @@ static void check_settled(void)
 {
         uint64_t busy = 0, owned = 0, t0 = mono_ms();
         do {
-                busy = walk_table(NULL).n[THR_SLOT_BUSY];
+                uint64_t count[4];
+                walk_table(count, NULL);
+                busy = count[THR_SLOT_BUSY];
                 owned = owned_readers();
                 if (!busy && !owned)
                         break;
@@ -580,31 +540,31 @@ static void check_daemon(uint64_t gp0, uint64_t grace0)
                "throttled stopped on SIGTERM in %" PRIu64 " ms (status %#x)", mono_ms() - t0, st);
 }
 
+static void two_live_slots(const char *key)
+{
+        fprintf(stderr, "stress_evict: two live slots for '%s'\n", key);
+}
+
 /* After the daemon stopped: within capacity, one live slot per key, nothing BUSY. */
 static void check_table(void)
 {
         const struct thr_table *geo = &g.snap.table;
         const struct thr_table *tb = shm_at(g.map.base, g.snap.table_off);
-        struct wkey *keys = calloc((size_t)geo->nshards * geo->shard_slots, sizeof(*keys));
+        struct stress_key *keys = calloc((size_t)geo->nshards * geo->shard_slots, sizeof(*keys));
         if (!keys)
                 die("calloc", 0);
-        struct walk w = walk_table(keys);
-        uint64_t live = w.n[THR_SLOT_LIVE];
-        qsort(keys, live, sizeof(*keys), wkey_cmp);
-        uint64_t dups = 0;
-        for (uint64_t i = 1; i < live; i++)
-                if (wkey_cmp(&keys[i - 1], &keys[i]) == 0 && dups++ < 5)
-                        fprintf(stderr, "stress_evict: two live slots for '%.*s'\n",
-                                (int)keys[i].len, keys[i].key);
+        uint64_t n[4];
+        uint64_t live = walk_table(n, keys);
+        uint64_t dups = stress_duplicates(keys, live, two_live_slots);
         free(keys);
         uint64_t counter = atomic_load(&tb->live);
         report(live <= geo->capacity && counter <= geo->capacity,
                "capacity %" PRIu64 ": %" PRIu64 " live slots, live counter %" PRIu64 " (%" PRIu64
                " dead, %" PRIu64 " empty)",
-               geo->capacity, live, counter, w.n[THR_SLOT_DEAD], w.n[THR_SLOT_EMPTY]);
+               geo->capacity, live, counter, n[THR_SLOT_DEAD], n[THR_SLOT_EMPTY]);
         report(dups == 0, "one live slot per key: %" PRIu64 " duplicates", dups);
-        report(w.n[THR_SLOT_BUSY] == 0, "no BUSY slot after the daemon stopped: %" PRIu64,
-               w.n[THR_SLOT_BUSY]);
+        report(n[THR_SLOT_BUSY] == 0, "no BUSY slot after the daemon stopped: %" PRIu64,
+               n[THR_SLOT_BUSY]);
 }
 
 static void check_counters(unsigned kills)

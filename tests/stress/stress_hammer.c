@@ -29,10 +29,10 @@
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <time.h>
-#include <sys/prctl.h>
 #include <unistd.h>
 
 #include "shm.h"
+#include "stress_common.h"
 #include "throttle/throttle.h"
 
 #define RATE     1000 /* per second on every key: T = 1 ms */
@@ -94,14 +94,6 @@ static void die(const char *what, int rc)
         fprintf(stderr, "stress_hammer: %s: %s\n", what,
                 rc < 0 ? thr_strerror(rc) : strerror(errno));
         exit(1);
-}
-
-static uint64_t rng_next(uint64_t *s)
-{
-        *s ^= *s << 13;
-        *s ^= *s >> 7;
-        *s ^= *s << 17;
-        return *s;
 }
 
 static uint64_t arena_now(void)
@@ -241,8 +233,9 @@ __attribute__((noreturn)) static void worker(int slot)
         char key[32];
         for (uint64_t i = 0; !atomic_load_explicit(&g.c->stop, memory_order_relaxed); i++) {
                 bool hot = i % 4 == 0;
-                int len = hot ? snprintf(key, sizeof(key), HOT_KEY)
-                              : snprintf(key, sizeof(key), "k%" PRIu64, rng_next(&rng) % g.o.keys);
+                int len =
+                    hot ? snprintf(key, sizeof(key), HOT_KEY)
+                        : snprintf(key, sizeof(key), "k%" PRIu64, stress_rng_next(&rng) % g.o.keys);
                 int rc = thr_limiter_try(g.l, key, (size_t)len, 1, NULL);
                 if (rc < 0)
                         worker_fail(key, rc);
@@ -255,16 +248,11 @@ __attribute__((noreturn)) static void worker(int slot)
 
 static void spawn(int slot)
 {
-        pid_t parent = getpid();
-        pid_t pid = fork();
+        pid_t pid = stress_fork_tied();
         if (pid < 0)
                 die("fork", 0);
-        if (pid == 0) {
-                /* Die with the parent: a killed run never leaves workers spinning. */
-                if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
-                        _exit(99);
+        if (pid == 0)
                 worker(slot);
-        }
         g.pid[slot] = pid;
 }
 
@@ -288,7 +276,7 @@ static unsigned run(void)
                         break; /* kills fell behind the schedule: the time is up anyway */
                 if (!g.o.kill_every_ms)
                         continue;
-                int slot = (int)(rng_next(&rng) % (uint64_t)g.o.procs);
+                int slot = (int)(stress_rng_next(&rng) % (uint64_t)g.o.procs);
                 int st;
                 kill(g.pid[slot], SIGKILL);
                 waitpid(g.pid[slot], &st, 0);
@@ -337,20 +325,7 @@ static void check_every_shard(void)
         free(got);
 }
 
-struct wkey {
-        uint32_t len;
-        char key[THR_KEY_MAX + 1];
-};
-
-static int wkey_cmp(const void *a, const void *b)
-{
-        const struct wkey *x = a, *y = b;
-        if (x->len != y->len)
-                return x->len < y->len ? -1 : 1;
-        return memcmp(x->key, y->key, x->len);
-}
-
-static bool known_key(const struct wkey *k)
+static bool known_key(const struct stress_key *k)
 {
         char *end;
         if (!strcmp(k->key, HOT_KEY))
@@ -360,32 +335,32 @@ static bool known_key(const struct wkey *k)
         return !strncmp(k->key, "probe-", 6);
 }
 
+static void two_live_slots(const char *key)
+{
+        check(false, "two live slots for key '%s'", key);
+}
+
 /* Walk every slot: duplicates, BUSY leftovers, unknown keys, TATs beyond now + B*T. */
 static size_t check_table(uint64_t now_units)
 {
         const struct thr_slot *s = shm_at(g.map.base, g.tb->slots_off);
-        uint64_t n = (uint64_t)g.tb->nshards * g.tb->shard_slots, live = 0, busy = 0;
-        struct wkey *keys = calloc(n, sizeof(*keys));
+        uint64_t n = (uint64_t)g.tb->nshards * g.tb->shard_slots, count[4];
+        struct stress_key *keys = calloc(n, sizeof(*keys));
         if (!keys)
                 die("calloc", 0);
+        size_t live = stress_walk(s, n, count, keys);
+        uint64_t busy = count[THR_SLOT_BUSY];
+        for (size_t i = 0; i < live; i++)
+                check(known_key(&keys[i]), "unknown live key '%s'", keys[i].key);
+        stress_duplicates(keys, live, two_live_slots);
         for (uint64_t i = 0; i < n; i++) {
-                uint64_t meta = atomic_load_explicit(&s[i].meta, memory_order_acquire);
-                busy += THR_META_STATUS(meta) == THR_SLOT_BUSY;
-                if (THR_META_STATUS(meta) != THR_SLOT_LIVE)
+                if (THR_META_STATUS(atomic_load(&s[i].meta)) != THR_SLOT_LIVE)
                         continue;
-                struct wkey *k = &keys[live++];
-                k->len = s[i].key_len <= THR_KEY_MAX ? s[i].key_len : THR_KEY_MAX;
-                memcpy(k->key, s[i].key, k->len);
                 uint64_t tat = atomic_load(&s[i].state);
                 check(tat == THR_TAT_FRESH || tat <= now_units + g.p->bt_units,
-                      "key %s: TAT %" PRIu64 " beyond now + B*T (%" PRIu64 ")", k->key, tat,
+                      "slot %" PRIu64 ": TAT %" PRIu64 " beyond now + B*T (%" PRIu64 ")", i, tat,
                       now_units + g.p->bt_units);
-                check(known_key(k), "unknown live key '%s'", k->key);
         }
-        qsort(keys, live, sizeof(*keys), wkey_cmp);
-        for (uint64_t i = 1; i < live; i++)
-                check(wkey_cmp(&keys[i - 1], &keys[i]) != 0, "two live slots for key '%s'",
-                      keys[i].key);
         check(busy == 0, "%" PRIu64 " slots left BUSY", busy);
         check(shm_table_count(g.map.base, g.tb) == (int64_t)live,
               "shm_table_count %" PRId64 " != walk %" PRIu64, shm_table_count(g.map.base, g.tb),
