@@ -134,11 +134,12 @@ static int one_run(const struct opts *o, int i, struct run *r, char *err, size_t
                 struct shm_maint_args ma = {.now_units = shm_now_ns(h) * snap.params.k,
                                             .ttl_units = snap.params.idle_ttl_ns * snap.params.k,
                                             .tag = shm_retire_tag(h),
-                                            .done = done};
+                                            .done = done,
+                                            .me = shm_lock_daemon(0)};
                 struct shm_maint_stats st = {0};
                 uint32_t cursor = 0;
                 t0 = now_ms();
-                shm_table_maintain(m.base, &snap, &ma, &cursor, UINT64_MAX, &st);
+                shm_table_maintain(&m, &snap, &ma, &cursor, UINT64_MAX, &st);
                 r->ms[p] = now_ms() - t0;
                 if (p == P_EVICT)
                         r->evicted = st.evicted;

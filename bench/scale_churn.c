@@ -118,9 +118,10 @@ int churn_pass(struct shm_map *m, uint32_t idx, struct churn_pass *ps)
                 struct shm_maint_args a = {.now_units = now * p->k,
                                            .ttl_units = p->idle_ttl_ns * p->k,
                                            .tag = tag,
-                                           .done = ps->done};
+                                           .done = ps->done,
+                                           .me = shm_lock_daemon(0)};
                 struct shm_maint_stats st = {0};
-                shm_table_maintain(m->base, &snap, &a, &ps->cursor, DRIVER_BUDGET, &st);
+                shm_table_maintain(m, &snap, &a, &ps->cursor, DRIVER_BUDGET, &st);
         }
         uint64_t gp;
         struct shm_gp_result res;

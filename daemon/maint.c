@@ -16,10 +16,13 @@
  * their TTL, free slots whose grace period is done, trim, repair), all tagged with the grace
  * period about to start; then one grace period (shm_gp_start + shm_gp_scan), whose result frees
  * the slots of this pass at the next one. The daemon never waits for a client: it only tries
- * shard mutexes, and a stalled reader only delays reuse (reported after stall_ms).
+ * shard locks (CAS words, never pthread mutexes: shm/shardlock.c), and a stalled reader only
+ * delays reuse (reported after stall_ms). Nothing is reused before this daemon's own first grace
+ * period completes (gp_done starts at 0: shm_tag_done).
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <linux/membarrier.h>
 #include <string.h>
 #include <time.h>
 #include <urcu.h>
@@ -50,18 +53,19 @@ static void on_reader(void *ctx, uint32_t idx, const struct thr_reader *r, enum 
         }
 }
 
-/* Recount a table's live keys after shard repairs (a client died holding an insert mutex). */
+/* The table's live count made the sum of its shards' after repairs (a client died holding a
+ * shard lock) and now and then (a client died between taking capacity and publishing). */
 static void reconcile(struct supervisor *s, const struct shm_lim_snap *snap)
 {
         uint64_t repairs = shm_table_repairs(s->map.base, &snap->table);
-        /* also once after start (a daemon killed between an eviction's meta CAS and its
-         * counting left the counts one high) and every 64 heartbeats */
+        /* also once after start and every 64 heartbeats: an inserter killed between taking a
+         * unit of capacity and publishing leaves the table's count one high */
         bool due = s->recounted[snap->idx] == 0 || s->beats - s->recounted[snap->idx] >= 64;
         if (repairs == s->repairs_seen[snap->idx] && !due)
                 return;
-        int rc = shm_table_reconcile(s->map.base, snap->table_off, &snap->table);
+        int rc = shm_table_reconcile(&s->map, snap->table_off, &snap->table, s->lock_me);
         if (rc == -EBUSY)
-                return; /* a shard mutex is held: next heartbeat */
+                return; /* a shard lock is held: next heartbeat */
         if (rc < 0) {
                 log_warn("limiter '%s': cannot recount its keys: %s", snap->name, strerror(-rc));
                 return;
@@ -90,9 +94,10 @@ static void pass(struct supervisor *s, const struct registry *reg, bool beat)
                 struct shm_maint_args a = {.now_units = now * p->k,
                                            .ttl_units = p->idle_ttl_ns * p->k,
                                            .tag = tag,
-                                           .done = s->gp_done};
+                                           .done = s->gp_done,
+                                           .me = s->lock_me};
                 struct shm_maint_stats st = {0};
-                bool wrapped = shm_table_maintain(s->map.base, &snap, &a, &s->cursor[idx],
+                bool wrapped = shm_table_maintain(&s->map, &snap, &a, &s->cursor[idx],
                                                   reg->cfg.scan_budget, &st);
                 struct sup_lim_stats *acc = &s->acc[idx];
                 acc->evicted += st.evicted;
@@ -115,12 +120,20 @@ static void pass(struct supervisor *s, const struct registry *reg, bool beat)
         int rc = shm_gp_start(&s->map, &gp);
         if (rc < 0) {
                 if (!s->mb_warned)
-                        log_error("membarrier: %s; retired slots cannot be reused safely and "
-                                  "stay retired",
+                        log_error("grace periods fail: membarrier(%s): %s; retired slots cannot "
+                                  "be reused safely and stay retired (inserts into full tables "
+                                  "fall back on on_full)",
+                                  atomic_load_explicit(&h->mb_fallback, memory_order_relaxed)
+                                      ? "MEMBARRIER_CMD_GLOBAL, a client could not register "
+                                        "for the expedited one"
+                                      : "MEMBARRIER_CMD_GLOBAL_EXPEDITED",
                                   strerror(-rc));
                 s->mb_warned = true;
                 return;
         }
+        if (s->mb_warned)
+                log_info("grace periods work again: retired slots are reused");
+        s->mb_warned = false;
         struct shm_gp_result res;
         rc = shm_gp_scan(&s->map, gp, now, reg->cfg.stall_ms * 1000000ull, &res, on_reader, s);
         if (rc == 0)
@@ -168,8 +181,31 @@ static void *maint_main(void *arg)
         return NULL;
 }
 
+/* Say at start what would stop grace periods on this kernel, before it happens. */
+static void membarrier_check(void)
+{
+        int mask = shm_membarrier_query();
+        if (mask < 0) {
+                log_error("membarrier: %s: no grace period can complete, so evicted keys' slots "
+                          "are never reused",
+                          strerror(-mask));
+                return;
+        }
+        if (!(mask & MEMBARRIER_CMD_GLOBAL))
+                log_warn("membarrier: MEMBARRIER_CMD_GLOBAL is not offered (nohz_full CPUs?): if "
+                         "a client cannot register for the expedited membarrier, grace periods "
+                         "stop and evicted slots are no longer reused");
+        if (!(mask & MEMBARRIER_CMD_GLOBAL_EXPEDITED))
+                log_warn("membarrier: MEMBARRIER_CMD_GLOBAL_EXPEDITED is not offered: grace "
+                         "periods use the slow global membarrier");
+}
+
 int maint_start(struct supervisor *s)
 {
+        membarrier_check();
+        /* the attach number announce() took: this daemon's name in shard locks */
+        s->lock_me = shm_lock_daemon(
+            atomic_load_explicit(&shm_hdr(&s->map)->attach_count, memory_order_acquire));
         int rc = pthread_create(&s->maint, NULL, maint_main, s);
         if (rc)
                 log_error("cannot start the maintenance thread: %s", strerror(rc));

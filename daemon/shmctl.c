@@ -123,6 +123,10 @@ static void lim_counters(const struct ctx *c, struct shmctl_lim *l)
                 ev->evicted_full += atomic_load_explicit(&sh[i].evicted_full, memory_order_relaxed);
                 ev->reclaimed += atomic_load_explicit(&sh[i].reclaimed, memory_order_relaxed);
                 ev->allowed_full += atomic_load_explicit(&sh[i].allowed_full, memory_order_relaxed);
+                ev->lock_waits += atomic_load_explicit(&sh[i].lock_waits, memory_order_relaxed);
+                ev->lock_timeouts +=
+                    atomic_load_explicit(&sh[i].lock_timeouts, memory_order_relaxed);
+                ev->repairs += atomic_load_explicit(&sh[i].repairs, memory_order_relaxed);
         }
 }
 
@@ -351,6 +355,7 @@ static void gp_read(const struct ctx *c, struct shmctl_gp *gp)
         gp->done = atomic_load_explicit(&h->gp_done, memory_order_relaxed);
         gp->forced = atomic_load_explicit(&h->readers_forced, memory_order_relaxed);
         gp->mb_fallback = atomic_load_explicit(&h->mb_fallback, memory_order_relaxed) != 0;
+        gp->error = atomic_load_explicit(&h->gp_error, memory_order_relaxed);
 }
 
 /* Totals over the N limiters of V, live and retired (a retired table still holds its keys). */
@@ -371,6 +376,9 @@ static void status_totals(const struct shmctl_lim *v, long n, struct shmctl_stat
                 s->ev.evicted_full += v[i].ev.evicted_full;
                 s->ev.reclaimed += v[i].ev.reclaimed;
                 s->ev.allowed_full += v[i].ev.allowed_full;
+                s->ev.lock_waits += v[i].ev.lock_waits;
+                s->ev.lock_timeouts += v[i].ev.lock_timeouts;
+                s->ev.repairs += v[i].ev.repairs;
         }
 }
 

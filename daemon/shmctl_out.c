@@ -216,9 +216,16 @@ static void status_human(const struct thr_hdr *h, const struct shm_map *map,
                s->ev.evicted, s->ev.evicted_full, s->ev.reclaimed);
         printf("table full   %" PRIu64 " inserts failed, %" PRIu64 " admitted unrecorded\n",
                s->insert_fail, s->ev.allowed_full);
+        printf("insert locks %" PRIu64 " waits, %" PRIu64 " gave up (on_full), %" PRIu64
+               " taken over from dead holders\n",
+               s->ev.lock_waits, s->ev.lock_timeouts, s->ev.repairs);
         printf("grace        %" PRIu64 " periods started, last completed %" PRIu64 "\n",
                s->gp.started, s->gp.done);
         printf("membarrier   %s\n", s->gp.mb_fallback ? "global (fallback)" : "expedited");
+        if (s->gp.error)
+                printf("WARNING      grace periods fail: membarrier: %s; evicted slots are never "
+                       "reused\n",
+                       strerror((int)s->gp.error));
         daemon_human(s);
 }
 
@@ -244,8 +251,10 @@ static void status_json(const struct thr_hdr *h, const struct shm_map *map,
                s->nretired, s->capacity, s->ev.evicted, s->ev.evicted_full, s->ev.reclaimed,
                s->insert_fail, s->ev.allowed_full);
         printf("\"grace_periods\":%" PRIu64 ",\"gp_done\":%" PRIu64 ",\"readers_forced\":%" PRIu64
-               ",\"membarrier\":\"%s\",",
-               s->gp.started, s->gp.done, s->gp.forced, mb_name(&s->gp));
+               ",\"membarrier\":\"%s\",\"gp_error\":%" PRIu32 ",\"lock_waits\":%" PRIu64
+               ",\"lock_timeouts\":%" PRIu64 ",\"lock_takeovers\":%" PRIu64 ",",
+               s->gp.started, s->gp.done, s->gp.forced, mb_name(&s->gp), s->gp.error,
+               s->ev.lock_waits, s->ev.lock_timeouts, s->ev.repairs);
         printf("\"daemon\":{\"alive\":%s,\"pid\":%" PRIu64 ",\"heartbeat_age_ns\":",
                s->alive > 0 ? "true" : "false", s->pid);
         if (s->attaches && s->heartbeat_ns <= s->now_ns)

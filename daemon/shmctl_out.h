@@ -13,10 +13,13 @@
 
 /* A table's eviction counters, summed over its shards (or over every table, for `status`). */
 struct shmctl_evict {
-        uint64_t evicted;      /* idle keys evicted by the daemon */
-        uint64_t evicted_full; /* keys evicted to make room (on_full = evict) */
-        uint64_t reclaimed;    /* retired slots made reusable after a grace period */
-        uint64_t allowed_full; /* requests admitted unrecorded (on_full = allow) */
+        uint64_t evicted;       /* idle keys evicted by the daemon */
+        uint64_t evicted_full;  /* keys evicted to make room (on_full = evict) */
+        uint64_t reclaimed;     /* retired slots made reusable after a grace period */
+        uint64_t allowed_full;  /* requests admitted unrecorded (on_full = allow) */
+        uint64_t lock_waits;    /* new keys that found their shard's insert lock held */
+        uint64_t lock_timeouts; /* of those, gave up after the limiter's insert wait (on_full) */
+        uint64_t repairs;       /* locks taken over from a dead holder */
 };
 
 /* One limiter as read from the arena: private, checked copies, and its shards' counters. */
@@ -35,6 +38,7 @@ struct shmctl_gp {
         uint64_t done;    /* hdr gp_done: the last one the daemon saw completed */
         uint64_t forced;  /* hdr readers_forced: dead readers forced offline so far */
         bool mb_fallback; /* the daemon uses MEMBARRIER_CMD_GLOBAL, not the expedited one */
+        uint32_t error;   /* hdr gp_error: errno of the last failed grace period, 0 if fine */
 };
 
 /* One owned reader record, each field read once. */

@@ -38,7 +38,8 @@ struct supervisor {
         pthread_t maint;
         bool maint_running;
         /* maintenance thread only */
-        uint64_t gp_done; /* last grace period completed */
+        uint64_t lock_me; /* this daemon's shard-lock value (shm_lock_daemon) */
+        uint64_t gp_done; /* last grace period completed by this daemon's scans (0: none yet) */
         uint64_t passes;
         bool mb_warned;
         uint32_t cursor[SUP_MAX_TABLES];          /* per directory entry: next shard */

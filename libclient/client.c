@@ -18,9 +18,26 @@
  * section of this thread's reader record (thr_reader_enter/exit), so the daemon reuses no slot
  * this call might still hold. A slot evicted under us has state THR_TAT_DEAD: our CAS from a TAT
  * fails, and we look the key up again (op_relookup), finding its new slot or inserting it. The
- * section is left while waiting for a shard's insert mutex (op_insert), so a stopped holder of
- * that mutex never makes us block grace periods; nothing found before is used after. A limiter
- * removed by a reload is RETIRED in the directory: calls get -EIDRM.
+ * grace period is not the only guard: the lookup keeps the meta word it matched (status,
+ * generation, tag), and the call compares it again after loading the state and after every
+ * failed CAS; a slot retired or reused meanwhile sends the call back to the lookup, so a retried
+ * decision is never made on another key's state (it was: on a CAS failure only THR_TAT_DEAD
+ * counted as "evicted", and a slot reused for another key got charged for this one).
+ *
+ * New keys. The insert path takes the shard's insert lock (shm/shardlock.c), waiting at most
+ * THR_LOCK_WAIT_NS for a live holder (a stopped process, a daemon stopped mid-pass): past that, or
+ * if this very thread holds it (a signal handler nested in its own insert), the call gets the
+ * limiter's on_full outcome. The section is left while waiting, so a stopped holder never makes us
+ * block grace periods; nothing found before is used after. The new key's first request is charged
+ * as it is published (try and reserve alike), so no other inserter can evict it uncharged. A
+ * limiter removed by a reload is RETIRED in the directory: calls get -EIDRM.
+ *
+ * Processes and signals. A call nested in a signal handler that interrupted a call of the same
+ * thread keeps the outer call's section (client_internal.h); counters in the record may then
+ * lose an increment (plain stores, owner-only). Calls are async-signal-safe once the thread has
+ * registered in the arena (its first call; registration allocates and takes a lock).
+ * Cancellation: the hot path has no cancellation point; registration and the lock wait disable
+ * it (reader.c, shardlock.c).
  *
  * The parameter record is found through the limiter's params_off, acquire-loaded on every call:
  * it pairs with the daemon's release store when a reload swaps in a new immutable record, so a
@@ -36,6 +53,7 @@
 #include <time.h>
 
 #include "client_internal.h"
+#include "testhook.h"
 
 int thr_version(void)
 {
@@ -152,6 +170,8 @@ struct op {
         const struct thr_params *p;
         struct thr_reader *r;
         struct thr_slot *slot; /* NULL: the key does not exist (yet) */
+        uint64_t meta;         /* the slot's meta word as the lookup matched it */
+        bool entered;          /* this call opened the read-side section (not nested) */
         const void *key;
         uint32_t len;
         uint64_t hash;
@@ -170,15 +190,22 @@ op_begin(struct op *o, thr_limiter *l, const void *key, size_t len, uint64_t cos
                 return lim_gone(l);
         if (cost > o->p->burst)
                 return -ERANGE;
-        o->r = thr_reader_get(l->a);
+        o->r = thr_reader_get(l->a, &rc);
         if (!o->r)
-                return -EUSERS;
-        thr_reader_enter(l->a, o->r);
+                return rc;
+        o->entered = thr_reader_enter(l->a, o->r);
+        THR_HOOK(THR_HOOK_SECTION_ENTERED, o->r);
         o->key = key;
         o->len = (uint32_t)len;
         o->hash = shm_hash(l->a->hdr->secret, key, len);
-        o->slot = shm_table_lookup(l->a->map.base, l->tb, o->hash, key, o->len);
+        o->slot = shm_table_lookup_meta(l->a->map.base, l->tb, o->hash, key, o->len, &o->meta);
         return 0;
+}
+
+/* Whether the slot is still the one the lookup matched (not retired, not reused). */
+static inline bool op_same_slot(const struct op *o)
+{
+        return atomic_load_explicit(&o->slot->meta, memory_order_acquire) == o->meta;
 }
 
 static inline uint64_t op_now(const struct op *o)
@@ -187,28 +214,37 @@ static inline uint64_t op_now(const struct op *o)
 }
 
 /*
- * Insert the key (or find it, created meanwhile) under its shard's mutex. The read-side section
- * is left while waiting for the mutex, so a holder that was stopped or is slow never makes this
- * thread block grace periods; it is entered again before the probe under the mutex. Nothing
- * found before is used after: the parameter record is read again too.
+ * Insert the key (or find it, created meanwhile) under its shard's insert lock. The read-side
+ * section is left while waiting for the lock, so a holder that was stopped or is slow never makes
+ * this thread block grace periods; it is entered again before the probe under the lock. Nothing
+ * found before is used after: the parameter record is read again too. FIRST, if not NULL, charges
+ * the new key's first request as it is published. A lock held past THR_LOCK_WAIT_NS by a live
+ * holder, or by this very thread, counts as a full table: -ENOSPC, the on_full outcome.
  */
 #define OP_RETIRED 1
-#define OP_APPLIED 2 /* op_insert created the key and charged COST in the same step */
+#define OP_APPLIED 2 /* op_insert created the key and charged its first request */
 #define OP_SPINS   8 /* evictions under one call before a full table is assumed */
 
-static int op_insert(struct op *o, uint64_t cost, struct shm_gcra *g)
+static int op_insert(struct op *o, uint64_t (*first)(void *, uint64_t), void *ctx)
 {
         thr_limiter *l = o->l;
         struct shm_probe pr;
         shm_probe_init(l->a->map.base, l->tb, o->hash, &pr);
-        thr_reader_exit(o->r);
-        int rc = shm_shard_lock(&pr);
-        thr_reader_enter(l->a, o->r);
+        struct thr_reader *rec0 = shm_at(l->a->map.base, l->a->map.g.reader_off);
+        uint64_t me = shm_lock_client((uint32_t)(o->r - rec0),
+                                      atomic_load_explicit(&o->r->owner, memory_order_relaxed));
+        uint64_t wait = o->p->lock_wait_ns ? o->p->lock_wait_ns : THR_LOCK_WAIT_NS;
+        thr_reader_exit(o->r, o->entered);
+        int rc = shm_shard_lock(&l->a->map, &pr, me, wait);
+        if (o->entered)
+                thr_reader_enter(l->a, o->r);
+        if (rc == -ETIMEDOUT || rc == -EDEADLK)
+                return -ENOSPC;
         if (rc < 0)
                 return rc;
         o->p = lim_params(l);
         if (!o->p) {
-                shm_shard_unlock(&pr);
+                shm_shard_unlock(&pr, me);
                 return lim_gone(l);
         }
         const struct thr_params *p = o->p;
@@ -216,16 +252,21 @@ static int op_insert(struct op *o, uint64_t cost, struct shm_gcra *g)
         struct shm_insert ins = {.start_tat = o->now + (p->burst - p->initial) * p->t_units,
                                  .now = o->now,
                                  .on_full = p->on_full,
-                                 .p = g ? p : NULL,
-                                 .cost = cost,
-                                 .g = g};
+                                 .first = first,
+                                 .ctx = ctx};
         bool created;
         rc = shm_table_insert_locked(l->a->map.base, l->tb, &pr, o->key, o->len, &ins, &o->slot,
                                      &created);
-        shm_shard_unlock(&pr);
-        if (created)
+        shm_shard_unlock(&pr, me);
+        if (rc < 0)
+                return rc;
+        /* inside the section again: the slot cannot be reused under us, only retired */
+        o->meta = atomic_load_explicit(&o->slot->meta, memory_order_acquire);
+        if (created) {
                 thr_count(&o->r->inserts);
-        return rc == 0 && created && g ? OP_APPLIED : rc;
+                THR_HOOK(THR_HOOK_KEY_INSERTED, o->slot);
+        }
+        return created && first ? OP_APPLIED : 0;
 }
 
 /*
@@ -236,8 +277,10 @@ static int op_insert(struct op *o, uint64_t cost, struct shm_gcra *g)
 static void op_relookup(struct op *o)
 {
         struct thr_slot *old = o->slot;
-        o->slot = shm_table_lookup(o->l->a->map.base, o->l->tb, o->hash, o->key, o->len);
-        if (o->slot == old)
+        uint64_t old_meta = o->meta;
+        o->slot =
+            shm_table_lookup_meta(o->l->a->map.base, o->l->tb, o->hash, o->key, o->len, &o->meta);
+        if (o->slot == old && o->meta == old_meta)
                 o->slot = NULL;
 }
 
@@ -284,15 +327,16 @@ static void fill_result(const struct thr_params *p, const struct shm_gcra *g,
  * whatever admits then admits later too. A denial is only reported on a clock read after the
  * state it judges: another process may have stored a TAT from a clock reading later than ours,
  * and judging it with ours would deny by the few ns between the two readings.
- * Returns 0, or OP_RETIRED if the slot was evicted meanwhile (the caller looks the key up again).
+ * Returns 0, or OP_RETIRED if the slot was evicted (or reused) meanwhile: the caller looks the
+ * key up again. The slot's identity is checked after the state load and after each failed CAS.
  */
 static inline int op_apply(struct op *o, uint64_t cost, struct shm_gcra *g)
 {
         o->now = op_now(o);
-        uint64_t old = atomic_load_explicit(&o->slot->state, memory_order_relaxed);
+        uint64_t old = atomic_load_explicit(&o->slot->state, memory_order_acquire);
         bool clock_after_state = false;
         for (;;) {
-                if (old == THR_TAT_DEAD)
+                if (old == THR_TAT_DEAD || !op_same_slot(o))
                         return OP_RETIRED;
                 shm_gcra_step(o->p, old, o->now, cost, g);
                 if (!g->admitted && !clock_after_state) {
@@ -305,12 +349,27 @@ static inline int op_apply(struct op *o, uint64_t cost, struct shm_gcra *g)
                 uint64_t next = g->admitted
                                     ? g->new_tat
                                     : o->now + (o->p->burst - o->p->initial) * o->p->t_units;
+                THR_HOOK(THR_HOOK_APPLY_BEFORE_CAS, o->slot);
                 if (atomic_compare_exchange_weak_explicit(
-                        &o->slot->state, &old, next, memory_order_acq_rel, memory_order_relaxed))
+                        &o->slot->state, &old, next, memory_order_acq_rel, memory_order_acquire))
                         return 0;
                 clock_after_state = false; /* OLD is newer now: a denial needs a newer clock */
                 thr_count(&o->r->cas_retries);
         }
+}
+
+/* The decision a new key's first request gets as the key is published (shm_insert.first). */
+struct first_try {
+        const struct op *o;
+        uint64_t cost;
+        struct shm_gcra *g;
+};
+
+static uint64_t first_try(void *ctx, uint64_t start)
+{
+        struct first_try *f = ctx;
+        shm_gcra_step(f->o->p, start, f->o->now, f->cost, f->g);
+        return f->g->admitted ? f->g->new_tat : start;
 }
 
 int thr_limiter_try(thr_limiter *l, const void *key, size_t len, uint64_t cost,
@@ -332,7 +391,8 @@ int thr_limiter_try(thr_limiter *l, const void *key, size_t len, uint64_t cost,
                         shm_gcra_step(o.p, THR_TAT_FRESH, o.now, cost, &g);
                         if (cost == 0 || (!g.admitted && o.p->initial == o.p->burst))
                                 break;
-                        rc = spins < OP_SPINS ? op_insert(&o, cost, &g) : -ENOSPC;
+                        struct first_try f = {&o, cost, &g};
+                        rc = spins < OP_SPINS ? op_insert(&o, first_try, &f) : -ENOSPC;
                         if (rc == -ENOSPC)
                                 rc = op_full(&o, &g);
                         if (rc == OP_APPLIED)
@@ -353,7 +413,7 @@ int thr_limiter_try(thr_limiter *l, const void *key, size_t len, uint64_t cost,
                 thr_count(g.admitted ? &o.r->admitted : &o.r->denied);
                 fill_result(o.p, &g, res); /* inside the section: the record may be reused after */
         }
-        thr_reader_exit(o.r);
+        thr_reader_exit(o.r, o.entered);
         return rc < 0 ? rc : g.admitted;
 }
 
@@ -375,15 +435,31 @@ static bool reserve_fits(const struct op *o, const struct shm_gcra *g, uint64_t 
         return due - o->now <= o->p->max_reserve_units && rv->wait_ns <= max_wait_ns;
 }
 
+/*
+ * What thr_reservation_cancel needs: the TAT pair, the slot and its generation, and the fork
+ * generation of the process that took it (in priv_gen's upper half: a copy of the handle in a
+ * fork child must not give back a place its parent may have taken again with the same pair).
+ */
+static void reserve_fill(const struct op *o, uint64_t cost, uint64_t prev, uint64_t tat,
+                         struct thr_reservation *rv)
+{
+        rv->cost = cost;
+        rv->priv_tat = tat;
+        rv->priv_prev = prev;
+        rv->priv_gen = (thr_forkpage->gen << 32) | THR_META_GEN(o->meta);
+        rv->priv_lim = o->l;
+        rv->priv_slot = o->slot;
+}
+
 /* Returns 0 (taken), -EAGAIN (too far), or OP_RETIRED. Clock order as in op_apply. */
 static int reserve_apply(struct op *o, uint64_t cost, uint64_t max_wait_ns,
                          struct thr_reservation *rv, struct shm_gcra *g)
 {
         o->now = op_now(o);
-        uint64_t old = atomic_load_explicit(&o->slot->state, memory_order_relaxed);
+        uint64_t old = atomic_load_explicit(&o->slot->state, memory_order_acquire);
         bool clock_after_state = false;
         for (;;) {
-                if (old == THR_TAT_DEAD)
+                if (old == THR_TAT_DEAD || !op_same_slot(o))
                         return OP_RETIRED;
                 shm_gcra_step(o->p, old, o->now, cost, g);
                 if (!reserve_fits(o, g, max_wait_ns, rv)) {
@@ -393,21 +469,35 @@ static int reserve_apply(struct op *o, uint64_t cost, uint64_t max_wait_ns,
                         clock_after_state = true;
                         continue;
                 }
+                THR_HOOK(THR_HOOK_APPLY_BEFORE_CAS, o->slot);
                 if (atomic_compare_exchange_weak_explicit(&o->slot->state, &old, g->new_tat,
                                                           memory_order_acq_rel,
-                                                          memory_order_relaxed))
+                                                          memory_order_acquire))
                         break;
                 clock_after_state = false;
                 thr_count(&o->r->cas_retries);
         }
-        uint64_t meta = atomic_load_explicit(&o->slot->meta, memory_order_relaxed);
-        rv->cost = cost;
-        rv->priv_tat = g->new_tat;
-        rv->priv_prev = old;
-        rv->priv_gen = THR_META_GEN(meta);
-        rv->priv_lim = o->l;
-        rv->priv_slot = o->slot;
+        reserve_fill(o, cost, old, g->new_tat, rv);
         return 0;
+}
+
+/* A new key's first reservation, taken as the key is published (shm_insert.first). */
+struct first_reserve {
+        const struct op *o;
+        uint64_t cost, max_wait_ns;
+        struct thr_reservation *rv;
+        struct shm_gcra *g;
+        bool taken;
+        uint64_t prev;
+};
+
+static uint64_t first_reserve(void *ctx, uint64_t start)
+{
+        struct first_reserve *f = ctx;
+        shm_gcra_step(f->o->p, start, f->o->now, f->cost, f->g);
+        f->taken = reserve_fits(f->o, f->g, f->max_wait_ns, f->rv);
+        f->prev = start;
+        return f->taken ? f->g->new_tat : start;
 }
 
 static int reserve(thr_limiter *l, const void *key, size_t len, uint64_t cost, uint64_t max_wait_ns,
@@ -424,9 +514,17 @@ static int reserve(thr_limiter *l, const void *key, size_t len, uint64_t cost, u
                 if (!o.slot) {
                         o.now = op_now(&o);
                         shm_gcra_step(o.p, THR_TAT_FRESH, o.now, cost, g);
+                        struct first_reserve f = {&o, cost, max_wait_ns, rv, g, false, 0};
                         rc = !reserve_fits(&o, g, max_wait_ns, rv) ? -EAGAIN
-                             : spins < OP_SPINS                    ? op_insert(&o, 0, NULL)
-                                                                   : -ENOSPC;
+                             : spins < OP_SPINS ? op_insert(&o, first_reserve, &f)
+                                                : -ENOSPC;
+                        if (rc == OP_APPLIED && f.taken) {
+                                reserve_fill(&o, cost, f.prev, g->new_tat, rv);
+                                rc = 0;
+                                break;
+                        }
+                        if (rc == OP_APPLIED)
+                                rc = 0; /* published at a higher floor: decide on it below */
                         if (rc == -ENOSPC && o.p && o.p->on_full == THR_FULL_ALLOW) {
                                 g->admitted = true; /* granted now, unrecorded */
                                 op_full(&o, g);
@@ -448,7 +546,7 @@ static int reserve(thr_limiter *l, const void *key, size_t len, uint64_t cost, u
                 thr_count(&o.r->admitted);
         if (o.p)
                 *pcopy = *o.p; /* the record may be reused once this section ends */
-        thr_reader_exit(o.r);
+        thr_reader_exit(o.r, o.entered);
         return rc;
 }
 
@@ -469,23 +567,26 @@ int thr_reservation_cancel(struct thr_reservation *rv)
 {
         if (!rv || !rv->priv_slot || !rv->priv_lim)
                 return -EINVAL;
+        if ((rv->priv_gen >> 32) != (uint32_t)thr_forkpage->gen)
+                return -EINVAL; /* taken by another process (a copy made by fork): not ours */
         thr_arena *a = rv->priv_lim->a;
-        struct thr_reader *r = thr_reader_get(a);
-        if (!r)
-                return -EUSERS;
-        thr_reader_enter(a, r);
-        struct thr_slot *s = (struct thr_slot *)rv->priv_slot;
         int rc = 0;
+        struct thr_reader *r = thr_reader_get(a, &rc);
+        if (!r)
+                return rc;
+        bool entered = thr_reader_enter(a, r);
+        struct thr_slot *s = (struct thr_slot *)rv->priv_slot;
         if (shm_now_ns(a->hdr) < rv->due_ns) {
                 uint64_t meta = atomic_load_explicit(&s->meta, memory_order_acquire);
                 uint64_t expect = rv->priv_tat;
-                if (THR_META_STATUS(meta) == THR_SLOT_LIVE && THR_META_GEN(meta) == rv->priv_gen &&
+                if (THR_META_STATUS(meta) == THR_SLOT_LIVE &&
+                    THR_META_GEN(meta) == (uint32_t)rv->priv_gen &&
                     atomic_compare_exchange_strong_explicit(&s->state, &expect, rv->priv_prev,
                                                             memory_order_acq_rel,
                                                             memory_order_relaxed))
                         rc = 1;
         }
-        thr_reader_exit(r);
+        thr_reader_exit(r, entered);
         if (rc == 1)
                 rv->priv_slot = NULL;
         return rc;

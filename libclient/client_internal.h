@@ -28,6 +28,9 @@ struct thr_arena {
         uint64_t id;       /* process-unique, never reused: stale TLS entries never match */
         uint32_t *claimed; /* reader records this process claimed (under the registry lock) */
         uint32_t nclaimed, capclaimed;
+        uint64_t claimed_gen;   /* fork generation they were claimed in: another one's are not
+                                 * ours to give back (a child's exit must not free them) */
+        uint64_t checked_gen;   /* fork generation whose namespaces and membarrier were checked */
         int lockfd;             /* this process's own open file description of the arena: it
                                  * holds the liveness locks of the records claimed (reclaim.c) */
         uint64_t lockfd_gen;    /* fork generation it was opened in */
@@ -67,21 +70,25 @@ extern struct thr_forkpage thr_forkpage_unset; /* gen 0: before the first regist
 /* initial-exec: one %fs-relative load, no __tls_get_addr call on the hot path. */
 extern __thread struct thr_tls *thr_tls_cur __attribute__((tls_model("initial-exec")));
 
-/* Registration on first use; NULL when the arena has no free reader record. */
-struct thr_reader *thr_reader_slow(thr_arena *a);
+/*
+ * Registration on first use (or the first since a fork); NULL with *ERR set when it cannot be
+ * done: -EUSERS (no free record), -EXDEV / -ESTALE (this process left the arena's pid or time
+ * namespace), -ENOMEM, -errno from open.
+ */
+struct thr_reader *thr_reader_slow(thr_arena *a, int *err);
 
 /* Add/remove A in the process's registry of open arenas (registry lock inside). */
 void thr_registry_add(thr_arena *a);
 void thr_registry_remove(thr_arena *a);
 
 /* This thread's reader record in A: two compares when cached. No syscall once registered. */
-static inline struct thr_reader *thr_reader_get(thr_arena *a)
+static inline struct thr_reader *thr_reader_get(thr_arena *a, int *err)
 {
         struct thr_tls *t = thr_tls_cur;
         if (__builtin_expect(
                 t && t->e[0].arena_id == a->id && t->e[0].fork_gen == thr_forkpage->gen, 1))
                 return t->e[0].r;
-        return thr_reader_slow(a);
+        return thr_reader_slow(a, err);
 }
 
 /*
@@ -91,18 +98,28 @@ static inline struct thr_reader *thr_reader_get(thr_arena *a)
  * it (free on x86); the compiler fence keeps the table accesses inside the section. The
  * store-load ordering between `online` and those loads is paid by the daemon (membarrier), not
  * here: no fence on the hot path.
+ *
+ * Sections nest: a call made by a signal handler that interrupted a call of the same thread finds
+ * `online` already set and leaves it alone (the outer section, older, covers the inner one), so it
+ * never clears the outer call's mark. Returns whether this call entered (and so must exit).
+ * If the handler runs between the check and the store below, the outer call stores a snapshot
+ * older than the counter: it blocks grace periods a little longer, never less.
  */
-static inline void thr_reader_enter(const thr_arena *a, struct thr_reader *r)
+static inline bool thr_reader_enter(const thr_arena *a, struct thr_reader *r)
 {
+        if (atomic_load_explicit(&r->online, memory_order_relaxed))
+                return false;
         uint64_t gp = atomic_load_explicit(&a->hdr->grace_periods, memory_order_acquire);
         atomic_store_explicit(&r->online, gp + 1, memory_order_relaxed);
         atomic_signal_fence(memory_order_seq_cst);
+        return true;
 }
 
-/* Leave the section: every access to the table is done before (release). */
-static inline void thr_reader_exit(struct thr_reader *r)
+/* Leave the section ENTERED opened: every access to the table is done before (release). */
+static inline void thr_reader_exit(struct thr_reader *r, bool entered)
 {
-        atomic_store_explicit(&r->online, 0, memory_order_release);
+        if (entered)
+                atomic_store_explicit(&r->online, 0, memory_order_release);
 }
 
 /* Owner-only counter: a plain load and store, no locked instruction. */

@@ -7,23 +7,41 @@
  * store of 0 after the record went offline. Counters in the record are cumulative and never
  * reset, so a record handed from one thread to the next keeps the arena's totals right.
  *
- * fork(): the fork generation lives in a MADV_WIPEONFORK page (client_internal.h), so in any
- * child it reads 0 and matches no thread-local cache entry: the child registers anew. The first
- * registration in the child sees the wiped page, draws a new generation and empties the child's
- * lists of claimed records (they are the parent's, which still uses them). The atfork handlers
- * hold the registry lock across fork() so a child made by fork() never inherits it locked; a
- * child made without them (raw clone) could, if another thread held it at that instant.
+ * Liveness. Each record claimed is also held by a write lock on its own byte (THR_LOCK_READERS +
+ * index) through the process's own open file description of the arena (a->lockfd), which the
+ * kernel drops when the process dies; the daemon then gets the lock, forces the record offline and
+ * frees it (shm/reclaim.c). The lock is taken before the owner word is claimed and dropped after
+ * it is cleared, so a record with an owner and no lock is a dead process's.
  *
- * A process that exits normally gives back every record it holds (the library destructor below
- * runs at exit() and at dlclose, when no thread-exit destructor runs for the main thread). A
- * process killed by a signal cannot: each record it claimed is also held by a write lock on its
- * own byte (THR_LOCK_READERS + index) through the process's own open file description of the
- * arena (a->lockfd), which the kernel drops when the process dies; the daemon then gets the lock,
- * forces the record offline and frees it (shm/reclaim.c). The lock is taken before the owner
- * word is claimed and dropped after it is cleared, so a record with an owner and no lock is a
- * dead process's. The file description must be the process's own: a child made by fork() shares
- * its parent's, so the atfork child handler closes the inherited descriptor, and the first
- * registration after a fork (WIPEONFORK) opens a new one.
+ * Processes. The fork generation lives in a MADV_WIPEONFORK page (client_internal.h): in any
+ * child, however made (fork, _Fork, a raw clone), it reads 0, so the child matches none of its
+ * parent's cache entries and registers anew. Everything this file keeps about claimed records is
+ * stamped with the generation it belongs to and is acted on only in that generation:
+ *   - a child that never uses throttle and ends with exit(), or closes an inherited handle, gives
+ *     back nothing (the records are its parent's, which still uses them);
+ *   - fork() runs the atfork child handler, which forgets the parent's records and closes the
+ *     inherited lock descriptor (holding it would keep the parent's records alive after its
+ *     death); _Fork() and a raw clone run no handler, so the child keeps the descriptor until its
+ *     first registration closes it: if the parent dies first, its records look alive, and the
+ *     daemon judges them by the owner's pid instead (shm/readers.c);
+ *   - the first registration in a new process checks that it still shares the arena's pid and time
+ *     namespaces (a child of unshare(CLONE_NEWPID | CLONE_NEWTIME) does not) and registers it for
+ *     expedited membarrier (registration is per process and not inherited: the daemon's grace
+ *     periods would miss a child's sections otherwise).
+ *
+ * exit() while other threads are inside calls: the exiting thread gives back its own records
+ * only. Another thread's record may be in use until exit_group() stops it; giving it back would let
+ * another process claim it, and the stopped thread's last store could then clear the new owner's
+ * online word. Those records are freed by the daemon once the process is gone (within a
+ * heartbeat).
+ *
+ * Cancellation is disabled wherever the registry lock is held: a thread cancelled at one of the
+ * cancellation points below (open, close, getrandom) would unwind holding it, and its TLS
+ * destructor, later registrations, fork() and exit() would all wait on it for ever.
+ *
+ * Randomness: getrandom() may be refused (a seccomp profile answering EPERM or ENOSYS). Fork
+ * generations and owner tokens then come from a mix of the clock, pid, tid and a counter: they
+ * need to differ from the parent's and from other threads', not to be secret.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -32,9 +50,11 @@
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/random.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "client_internal.h"
+#include "testhook.h"
 
 struct thr_forkpage thr_forkpage_unset;
 struct thr_forkpage *thr_forkpage = &thr_forkpage_unset;
@@ -43,8 +63,23 @@ __thread struct thr_tls *thr_tls_cur __attribute__((tls_model("initial-exec")));
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 static thr_arena *g_arenas;
 static uint64_t g_next_id = 1;
+static uint64_t g_last_gen; /* in ordinary memory: a child still reads its parent's here */
+static uint64_t g_mix;
 static pthread_key_t g_key;
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+
+/* Take the registry lock with cancellation disabled; *OLD: the state to restore. */
+static void registry_lock(int *old)
+{
+        pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, old);
+        pthread_mutex_lock(&g_lock);
+}
+
+static void registry_unlock(int old)
+{
+        pthread_mutex_unlock(&g_lock);
+        pthread_setcancelstate(old, NULL);
+}
 
 static void atfork_prepare(void)
 {
@@ -59,13 +94,34 @@ static void atfork_parent(void)
 static void atfork_child(void)
 {
         thr_forkpage->gen = 0; /* already 0 on a wiped page; needed where WIPEONFORK is missing */
-        /* the parent's lock descriptions: holding them here would keep its dead records alive */
         for (thr_arena *a = g_arenas; a; a = a->next) {
+                a->nclaimed = 0; /* the parent's records, which the parent still uses */
                 if (a->lockfd >= 0)
-                        close(a->lockfd);
+                        close(a->lockfd); /* its description: holding it would keep them alive */
                 a->lockfd = -1;
         }
         pthread_mutex_unlock(&g_lock);
+}
+
+/* splitmix64: spreads a counter into 64 well-mixed bits. */
+static uint64_t mix64(uint64_t x)
+{
+        x += 0x9e3779b97f4a7c15ull;
+        x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+        x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+        return x ^ (x >> 31);
+}
+
+/* Under g_lock: 64 bits unique to this call: getrandom, else the clock, pid, tid and a counter. */
+static uint64_t unique64(void)
+{
+        uint64_t v;
+        if (getrandom(&v, sizeof(v), GRND_NONBLOCK) == sizeof(v))
+                return v;
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        g_mix = mix64(g_mix ^ ((uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec));
+        return mix64(g_mix ^ ((uint64_t)getpid() << 32) ^ (uint64_t)gettid() ^ (uintptr_t)&v);
 }
 
 /* Under g_lock: this process's own open file description of A's file, for liveness locks. */
@@ -74,7 +130,7 @@ static int lockfd_get(thr_arena *a)
         if (a->lockfd >= 0 && a->lockfd_gen == thr_forkpage->gen)
                 return a->lockfd;
         if (a->lockfd >= 0)
-                close(a->lockfd); /* inherited across a fork without the atfork handlers */
+                close(a->lockfd); /* inherited across _Fork or a raw clone: not ours */
         char proc[64];
         snprintf(proc, sizeof(proc), "/proc/self/fd/%d", a->map.fd);
         a->lockfd = open(proc, O_RDWR | O_CLOEXEC); /* the same file, a new description */
@@ -87,9 +143,9 @@ static int lockfd_get(thr_arena *a)
 /* Under g_lock: a new generation for this process; records listed so far are a parent's. */
 static void forkpage_renew(void)
 {
-        uint64_t gen = 0;
-        while (gen == 0 && getrandom(&gen, sizeof(gen), 0) != sizeof(gen))
-                ;
+        uint64_t gen = unique64();
+        while (gen == 0 || gen == g_last_gen)
+                gen = mix64(gen);
         if (thr_forkpage == &thr_forkpage_unset) {
                 /* first registration in this process: a page of its own */
                 void *p =
@@ -102,11 +158,18 @@ static void forkpage_renew(void)
         for (thr_arena *a = g_arenas; a; a = a->next)
                 a->nclaimed = 0; /* the parent's records, not ours */
         thr_forkpage->gen = gen;
+        g_last_gen = gen;
 }
 
+static struct thr_reader *record(const thr_arena *a, uint32_t idx)
+{
+        return (struct thr_reader *)shm_at(a->map.base, a->map.g.reader_off) + idx;
+}
+
+/* Under g_lock: give back record IDX, claimed by this process in its current generation. */
 static void release_record(thr_arena *a, uint32_t idx)
 {
-        struct thr_reader *r = (struct thr_reader *)shm_at(a->map.base, a->map.g.reader_off) + idx;
+        struct thr_reader *r = record(a, idx);
         atomic_store_explicit(&r->online, 0, memory_order_relaxed);
         atomic_store_explicit(&r->pid, 0, memory_order_relaxed);
         atomic_store_explicit(&r->tid, 0, memory_order_relaxed);
@@ -129,29 +192,42 @@ static thr_arena *registry_find(uint64_t id)
         return NULL;
 }
 
+/* Under g_lock: give back the records of T's entries made in this process's generation. */
+static void release_thread(struct thr_tls *t)
+{
+        for (uint32_t i = 0; i < t->n; i++) {
+                thr_arena *a = registry_find(t->e[i].arena_id);
+                if (a && thr_forkpage->gen && t->e[i].fork_gen == thr_forkpage->gen)
+                        release_record(a, t->e[i].idx);
+        }
+        t->n = 0;
+}
+
 /* Thread exit: give back this thread's records in arenas that are still open. */
 static void tls_destroy(void *p)
 {
         struct thr_tls *t = p;
-        pthread_mutex_lock(&g_lock);
-        for (uint32_t i = 0; i < t->n; i++) {
-                thr_arena *a = registry_find(t->e[i].arena_id);
-                if (a && t->e[i].fork_gen == thr_forkpage->gen)
-                        release_record(a, t->e[i].idx);
-        }
-        pthread_mutex_unlock(&g_lock);
+        int old;
+        registry_lock(&old);
+        release_thread(t);
+        registry_unlock(old);
         thr_tls_cur = NULL;
         free(t);
 }
 
-/* exit() or dlclose: give back every record this process holds in arenas still open. */
-__attribute__((destructor)) static void release_all_at_exit(void)
+/*
+ * exit() or dlclose: give back the calling thread's records (no thread-exit destructor runs for
+ * it). Other threads' records are left to the daemon: they may be inside a call right now.
+ */
+__attribute__((destructor)) static void release_at_exit(void)
 {
-        pthread_mutex_lock(&g_lock);
-        for (thr_arena *a = g_arenas; a; a = a->next)
-                while (a->nclaimed)
-                        release_record(a, a->claimed[a->nclaimed - 1]);
-        pthread_mutex_unlock(&g_lock);
+        if (!thr_tls_cur)
+                return;
+        int old;
+        registry_lock(&old);
+        release_thread(thr_tls_cur);
+        THR_HOOK(THR_HOOK_EXIT_RELEASED, NULL);
+        registry_unlock(old);
 }
 
 static void once_init(void)
@@ -163,30 +239,53 @@ static void once_init(void)
 void thr_registry_add(thr_arena *a)
 {
         pthread_once(&g_once, once_init);
-        pthread_mutex_lock(&g_lock);
+        int old;
+        registry_lock(&old);
         a->id = g_next_id++;
         a->next = g_arenas;
         g_arenas = a;
-        pthread_mutex_unlock(&g_lock);
+        registry_unlock(old);
 }
 
 void thr_registry_remove(thr_arena *a)
 {
-        pthread_mutex_lock(&g_lock);
+        int old;
+        registry_lock(&old);
         for (thr_arena **pp = &g_arenas; *pp; pp = &(*pp)->next) {
                 if (*pp == a) {
                         *pp = a->next;
                         break;
                 }
         }
+        if (a->claimed_gen != thr_forkpage->gen || !thr_forkpage->gen)
+                a->nclaimed = 0; /* an inherited handle: the records are the parent's */
         while (a->nclaimed)
                 release_record(a, a->claimed[a->nclaimed - 1]);
-        pthread_mutex_unlock(&g_lock);
         free(a->claimed);
         a->claimed = NULL;
         if (a->lockfd >= 0)
-                close(a->lockfd);
+                close(a->lockfd); /* another process's description, if inherited: ours to drop */
         a->lockfd = -1;
+        registry_unlock(old);
+}
+
+/*
+ * Under g_lock, once per process generation and arena: the arena must still be usable from this
+ * process (a child may have been made in another pid or time namespace), and the process must be
+ * registered for expedited membarrier. Returns 0, -EXDEV or -ESTALE.
+ */
+static int process_check(thr_arena *a)
+{
+        if (a->checked_gen == thr_forkpage->gen)
+                return 0;
+        int rc = shm_arena_check_pidns(a->hdr, NULL, 0);
+        if (rc == 0)
+                rc = shm_arena_check_clock(a->hdr, NULL, 0);
+        if (rc < 0)
+                return rc;
+        shm_membarrier_register(a->hdr); /* on failure it sets the arena's fallback flag */
+        a->checked_gen = thr_forkpage->gen;
+        return 0;
 }
 
 /* Under g_lock: claim a free record, or -EUSERS. */
@@ -200,14 +299,11 @@ static int claim_record(thr_arena *a, uint32_t *idx)
                 a->claimed = p;
                 a->capclaimed = cap;
         }
-        uint64_t token;
-        if (getrandom(&token, sizeof(token), 0) != sizeof(token))
-                return -EIO;
-        token |= 1;
+        uint64_t token = unique64() | 1;
         int fd = lockfd_get(a);
         if (fd < 0)
                 return -errno;
-        struct thr_reader *rec = shm_at(a->map.base, a->map.g.reader_off);
+        struct thr_reader *rec = record(a, 0);
         for (uint32_t i = 0; i < a->map.g.reader_count; i++) {
                 uint64_t zero = 0;
                 if (atomic_load_explicit(&rec[i].owner, memory_order_relaxed) != 0)
@@ -223,6 +319,7 @@ static int claim_record(thr_arena *a, uint32_t *idx)
                 atomic_store_explicit(&rec[i].pid, (uint64_t)getpid(), memory_order_relaxed);
                 atomic_store_explicit(&rec[i].tid, (uint64_t)gettid(), memory_order_relaxed);
                 a->claimed[a->nclaimed++] = i;
+                a->claimed_gen = thr_forkpage->gen;
                 *idx = i;
                 return 0;
         }
@@ -252,29 +349,43 @@ static struct thr_reader *tls_front(struct thr_tls *t, uint32_t i)
         return e.r;
 }
 
-struct thr_reader *thr_reader_slow(thr_arena *a)
+/* Under g_lock: register this thread in A (the first registration in a process renews it). */
+static int register_locked(struct thr_tls *t, thr_arena *a, uint32_t *idx)
 {
-        struct thr_tls *t = tls_get();
-        if (!t)
-                return NULL;
-        for (uint32_t i = 0; i < t->n; i++)
-                if (t->e[i].arena_id == a->id && t->e[i].fork_gen == thr_forkpage->gen)
-                        return tls_front(t, i);
-        pthread_mutex_lock(&g_lock);
         if (thr_forkpage->gen == 0)
-                forkpage_renew();     /* first registration, or the first since a fork */
+                forkpage_renew(); /* first registration, or the first since a fork */
+        int rc = process_check(a);
+        if (rc < 0)
+                return rc;
         if (t->n == THR_TLS_ARENAS) { /* give back the least recently used arena's record */
                 struct thr_tls_ent *old = &t->e[--t->n];
                 thr_arena *oa = registry_find(old->arena_id);
                 if (oa && old->fork_gen == thr_forkpage->gen)
                         release_record(oa, old->idx);
         }
-        uint32_t idx = 0;
-        int rc = claim_record(a, &idx);
-        pthread_mutex_unlock(&g_lock);
-        if (rc < 0)
+        return claim_record(a, idx);
+}
+
+struct thr_reader *thr_reader_slow(thr_arena *a, int *err)
+{
+        struct thr_tls *t = tls_get();
+        if (!t) {
+                *err = -ENOMEM;
                 return NULL;
-        struct thr_reader *r = (struct thr_reader *)shm_at(a->map.base, a->map.g.reader_off) + idx;
+        }
+        for (uint32_t i = 0; i < t->n; i++)
+                if (t->e[i].arena_id == a->id && t->e[i].fork_gen == thr_forkpage->gen)
+                        return tls_front(t, i);
+        uint32_t idx = 0;
+        int old;
+        registry_lock(&old);
+        int rc = register_locked(t, a, &idx);
+        registry_unlock(old);
+        if (rc < 0) {
+                *err = rc;
+                return NULL;
+        }
+        struct thr_reader *r = record(a, idx);
         t->e[t->n] = (struct thr_tls_ent){a->id, thr_forkpage->gen, r, idx};
         return tls_front(t, t->n++);
 }

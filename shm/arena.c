@@ -20,7 +20,6 @@
 #include <hugetlbfs.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -96,17 +95,9 @@ int shm_table_init(void *base, uint64_t off, const struct shm_limiter_spec *s,
         tb->shard_max = g->shard_max;
         tb->shards_off = off + sizeof(*tb);
         tb->slots_off = tb->shards_off + (uint64_t)g->nshards * sizeof(struct thr_shard);
-        pthread_mutexattr_t at;
-        pthread_mutexattr_init(&at);
-        pthread_mutexattr_setpshared(&at, PTHREAD_PROCESS_SHARED);
-        pthread_mutexattr_setrobust(&at, PTHREAD_MUTEX_ROBUST);
-        struct thr_shard *sh = shm_at(base, tb->shards_off);
-        int rc = 0;
-        for (uint32_t i = 0; i < g->nshards && rc == 0; i++)
-                rc = pthread_mutex_init((pthread_mutex_t *)sh[i].mutex, &at);
-        pthread_mutexattr_destroy(&at);
-        /* Slots are zero (EMPTY) from the fresh file; a reused heap range is not possible. */
-        return -rc;
+        /* Shards (insert locks free) and slots (EMPTY) are zero from the fresh file; a reused heap
+         * range is not possible. */
+        return 0;
 }
 
 /* ---------------------------------------------------------------- paths */
@@ -262,7 +253,8 @@ static int params_check(const struct thr_params *p, uint64_t off, char *err, siz
         if (p->kind != THR_KIND_GCRA || p->size != sizeof(*p) || p->k == 0 || p->k > THR_MAX_K ||
             p->t_units == 0 || p->burst == 0 || p->initial > p->burst || bt != p->bt_units ||
             !shm_params_range_ok(p->burst, p->t_units, p->max_reserve_units, p->k) ||
-            p->on_full > THR_FULL_EVICT || p->idle_ttl_ns > THR_HORIZON_NS)
+            p->on_full > THR_FULL_EVICT || p->idle_ttl_ns > THR_HORIZON_NS ||
+            p->lock_wait_ns > THR_LOCK_WAIT_MAX_NS)
                 return shm_seterr(err, errlen, -EBADMSG,
                                   "parameter record at %" PRIu64 " is inconsistent", off);
         return 0;
@@ -348,9 +340,9 @@ static int hdr_check(const struct thr_hdr *h, size_t len, struct shm_geom *g, ch
         __uint128_t rd_end = h->reader_off + (__uint128_t)h->reader_count * THR_READER_SIZE;
         uint64_t top = h->heap_top;
         if (h->dir_off < THR_HDR_SIZE || h->dir_off % THR_ALIGN || h->dir_count == 0 ||
-            dir_end > h->reader_off || h->reader_off % THR_ALIGN || rd_end > h->heap_off ||
-            h->heap_off > h->heap_end || h->heap_end != len || top < h->heap_off ||
-            top > h->heap_end)
+            h->reader_count > THR_MAX_READERS || dir_end > h->reader_off ||
+            h->reader_off % THR_ALIGN || rd_end > h->heap_off || h->heap_off > h->heap_end ||
+            h->heap_end != len || top < h->heap_off || top > h->heap_end)
                 return shm_seterr(err, errlen, -EBADMSG, "arena section offsets are corrupt");
         *g = (struct shm_geom){.dir_off = h->dir_off,
                                .dir_count = h->dir_count,
@@ -507,15 +499,11 @@ int shm_daemon_alive(const struct shm_map *m, pid_t *holder)
 
 /* ---------------------------------------------------------------- helpers for reconfiguration */
 
-uint32_t shm_dir_free_count(const struct shm_map *m)
+uint32_t shm_dir_entry_state(const struct shm_map *m, uint32_t i)
 {
-        uint32_t n = 0;
-        for (uint32_t i = 0; i < m->g.dir_count; i++) {
-                struct shm_lim_snap s;
-                entry_copy(m->base, &m->g, i, &s);
-                n += s.state == THR_DIR_FREE;
-        }
-        return n;
+        struct shm_lim_snap s;
+        entry_copy(m->base, &m->g, i, &s);
+        return s.state;
 }
 
 /*

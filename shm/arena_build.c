@@ -14,7 +14,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +27,7 @@
 
 #include "shm.h"
 #include "shm_internal.h"
+#include "testhook.h"
 
 #define HUGETLBFS_MAGIC_ 0x958458f6
 #define HUGE_2M          (2ull << 20)
@@ -49,7 +49,7 @@ static int spec_check(const struct shm_arena_spec *s, uint64_t *heap, char *err,
         if (!s->name[0] || strlen(s->name) > THR_NAME_MAX || strchr(s->name, '/'))
                 return shm_seterr(err, errlen, -EINVAL, "arena name '%s' is not valid", s->name);
         if (s->nlimiters > s->max_limiters || s->max_limiters == 0 || s->max_limiters > 65536 ||
-            s->max_readers == 0 || s->max_readers > (1u << 20))
+            s->max_readers == 0 || s->max_readers > THR_MAX_READERS)
                 return shm_seterr(err, errlen, -EINVAL,
                                   "arena '%s': %zu limiters do not fit max_limiters %u, or "
                                   "max_readers %u is out of range",
@@ -239,6 +239,7 @@ struct plan {
         struct thr_params params;
         struct geometry geo;
         int idx;         /* directory entry, or -1: a new limiter */
+        uint32_t entry;  /* a new limiter: the free entry chosen for it when planning */
         bool changed;    /* new parameters for an existing limiter */
         bool revive;     /* idx is a retired entry configured again */
         uint64_t po, to; /* staged record and (new limiters) table */
@@ -307,10 +308,21 @@ static int plan_all(struct shm_map *m, const struct shm_arena_spec *s, uint64_t 
                         return rc;
                 added += plans[i].idx < 0;
         }
-        if (shm_dir_free_count(m) < added)
-                return shm_seterr(err, errlen, -ENOSPC,
-                                  "arena %s has no free limiter entries for %u new limiters",
-                                  m->path, added);
+        /* Each new limiter gets its entry now, so publishing never searches the directory again
+         * (a client rewriting entries' states meanwhile cannot send it past the directory). */
+        uint32_t e = 0;
+        for (size_t i = 0; i < s->nlimiters; i++) {
+                if (plans[i].idx >= 0)
+                        continue;
+                while (e < m->g.dir_count && shm_dir_entry_state(m, e) != THR_DIR_FREE)
+                        e++;
+                if (e == m->g.dir_count)
+                        return shm_seterr(err, errlen, -ENOSPC,
+                                          "arena %s has no free limiter entries for %u new "
+                                          "limiters",
+                                          m->path, added);
+                plans[i].entry = e++;
+        }
         uint64_t avail = m->g.heap_end - m->g.heap_top;
         if (need > avail)
                 return shm_seterr(err, errlen, -ENOSPC,
@@ -348,10 +360,8 @@ static void publish(struct shm_map *m, const struct plan *pl)
                                               memory_order_release);
                 return;
         }
-        uint32_t i = 0;
-        while (i < m->g.dir_count &&
-               atomic_load_explicit(&dir[i].state, memory_order_acquire) != THR_DIR_FREE)
-                i++; /* plan_all counted enough free entries; only the daemon adds */
+        THR_HOOK(THR_HOOK_CONFIG_STAGED, m);
+        uint32_t i = pl->entry; /* chosen by plan_all, inside the directory */
         snprintf(dir[i].name, sizeof(dir[i].name), "%s", pl->spec->name);
         dir[i].table_off = pl->to;
         dir[i].table_bytes = pl->geo.bytes;

@@ -32,29 +32,32 @@
  *   bytes share one cache line, so a lookup of a short key touches one line.
  *
  *   Slot lifecycle (meta word bits 63..62, and the state word):
- *     EMPTY  -> BUSY    an inserter holding the shard's insert mutex claims it (key not yet valid)
+ *     EMPTY  -> BUSY    an inserter holding the shard's insert lock claims it (key not yet valid)
  *     BUSY   -> LIVE    release store after key, length and state are written: readers that
  *                       acquire-load LIVE see the whole key
- *     LIVE   -> DEAD    eviction (the daemon for idle keys, an inserter for on_full = evict):
- *                       first a CAS of the state word from the TAT observed to THR_TAT_DEAD (a
- *                       concurrent admission makes it fail), then meta LIVE -> DEAD carrying, in
- *                       place of the hash tag, the grace period it must wait for. Lookups skip
- *                       DEAD slots and keep probing; a CAS from a TAT fails on DEAD.
- *     DEAD   -> (state THR_TAT_FREE)  the daemon, once that grace period is done: no reader
- *                       can hold the slot any more (shm/reclaim.c has the argument)
- *     DEAD/FREE -> BUSY reuse by an inserter under the mutex, generation + 1
- *     DEAD/FREE -> EMPTY the daemon, under the mutex, only at the end of a probe run (the next
- *                       slot EMPTY), so no key ever becomes unreachable from its home slot
- *     BUSY   -> DEAD/FREE repair by the next locker after its inserter died (never LIVE: no
- *                       reader can hold it)
+ *     LIVE   -> DEAD    eviction, under the shard's insert lock (the daemon for idle keys, an
+ *                       inserter for on_full = evict): first a CAS of the state word from the TAT
+ *                       observed to THR_TAT_DEAD (a concurrent admission makes it fail), then meta
+ *                       LIVE -> DEAD carrying, in place of the hash tag, the low 32 bits of the
+ *                       grace period it must wait for. Lookups skip DEAD slots and keep probing;
+ *                       a CAS from a TAT fails on DEAD.
+ *     DEAD   -> (state THR_TAT_FREE)  the daemon, once that grace period is done (the 32-bit
+ *                       tag is widened against the 64-bit counter, never compared modulo 2^32:
+ *                       reclaim.c); no reader can hold the slot any more
+ *     DEAD/FREE -> BUSY reuse by an inserter under the lock, generation + 1
+ *     DEAD/FREE -> EMPTY the daemon, under the lock, where no live key's probe path crosses it
+ *     BUSY   -> DEAD/FREE repair by whoever takes the lock over from a dead holder (never LIVE:
+ *                       no reader can hold it)
  *   Bits 61..32 of meta carry a 30-bit generation bumped at every reuse; bits 31..0 the high half
  *   of the key's hash (a tag compared before the key bytes), or a DEAD slot's grace period.
  *
- *   All slot creation in a shard happens under that shard's robust process-shared mutex (insert
- *   path only; the lookup path never takes it). So "at most one live slot per key" holds: an
- *   inserter re-probes under the mutex before claiming, and nobody else can create the key
- *   meanwhile. A process killed holding the mutex leaves it EOWNERDEAD; the next inserter repairs
- *   the shard (a BUSY slot left behind becomes DEAD) and marks the mutex consistent.
+ *   All slot creation and every change of a shard's live count happen under that shard's insert
+ *   lock (a CAS word, shm/shardlock.c; the lookup path never takes it). So "at most one live slot
+ *   per key" holds: an inserter re-probes under the lock before claiming, and nobody else can
+ *   create the key meanwhile. A holder that dies is detected through its reader record's liveness
+ *   (or the daemon lock); the next locker takes the lock over and repairs the shard. Waiting for a
+ *   live holder is bounded (THR_LOCK_WAIT_NS): a stopped holder costs waiters the on_full outcome,
+ *   never an unbounded wait.
  *
  *   State word (GCRA): the key's theoretical arrival time (TAT) as an unsigned count of units of
  *   1/K ns since the arena epoch, K being the limiter's time scale (params.k), chosen so that the
@@ -64,11 +67,10 @@
  *   with that start already computed), THR_TAT_DEAD (evicted, retiring) and THR_TAT_FREE
  *   (reclaimed).
  *
- * pidns_ino: the insert mutexes are robust pthread mutexes, whose owner word holds a thread id
- * as seen in the owner's pid namespace; the kernel's robust-futex cleanup compares it with the
- * dying thread's id in its own namespace. Across pid namespaces two threads can share an id, and
- * a dying waiter could mark a live owner's lock dead. Until inserts stop relying on thread ids,
- * every process of an arena must share one pid namespace: clients check this at open.
+ * pidns_ino: every process of an arena shares one pid namespace. Reader records carry their
+ * owner's pid, and a record whose liveness lock is still held (by a descriptor a child made with
+ * _Fork inherited) is judged by that pid: it must mean the same process to the daemon and to every
+ * client. Clients check this at open and again at their first registration in a new process.
  *
  * Reader records (struct thr_reader[reader_count], 128 bytes each): one per client thread per
  * arena, claimed by CAS on `owner` (0 = free). Only the owning thread writes the counters and the
@@ -76,7 +78,9 @@
  * the grace-period counter seen on entry to a read-side section (+1), 0 when offline; the second
  * cache line is the daemon's (what it last saw of the reader). A record is held by its owner's
  * open-file-description lock on byte THR_LOCK_READERS + index, which the kernel drops when the
- * owner dies: the daemon then forces it offline and frees it (shm/reclaim.c).
+ * owner dies: the daemon then forces it offline and frees it (shm/reclaim.c). A record whose lock
+ * outlives its owner (a descriptor inherited by a _Fork child) is freed when the owner's pid is
+ * gone; it can be claimed again once that lock is released.
  */
 #ifndef THR_SHM_LAYOUT_H
 #define THR_SHM_LAYOUT_H
@@ -87,7 +91,7 @@
 #include <stdint.h>
 
 #define THR_MAGIC          0x414e455241524854ull /* "THRARENA" little-endian */
-#define THR_LAYOUT_MAJOR   2u
+#define THR_LAYOUT_MAJOR   3u
 #define THR_LAYOUT_MINOR   0u
 #define THR_HDR_SIZE       4096u
 #define THR_NAME_MAX       63u  /* arena and limiter names, without the NUL */
@@ -99,6 +103,7 @@
 #define THR_ALIGN          64u
 #define THR_MAX_K          29u /* time-scale cap: 2^64 units of 1/K ns last >= 20 years */
 #define THR_MAX_SHARDS     4096u
+#define THR_MAX_READERS    (1u << 20) /* reader records: an index fits the shard lock word */
 
 #define THR_TAT_FRESH UINT64_MAX
 #define THR_TAT_DEAD  (UINT64_MAX - 1) /* evicted: retiring until a grace period has passed */
@@ -192,7 +197,8 @@ struct thr_hdr {
         _Atomic uint64_t readers_forced; /* records of dead processes forced offline */
         _Atomic uint32_t mb_fallback;    /* a client could not register for expedited
                                           * membarrier: the daemon uses MEMBARRIER_CMD_GLOBAL */
-        uint32_t pad3;
+        _Atomic uint32_t gp_error;       /* errno of the daemon's last failed grace period (no
+                                          * membarrier: nothing is reclaimed), 0 when they work */
 
         uint8_t headroom[THR_HDR_SIZE - 312];
 };
@@ -212,7 +218,9 @@ struct thr_params {
         uint64_t idle_ttl_ns;       /* the daemon evicts keys full for this long; 0 never */
         uint32_t on_full;           /* enum thr_on_full */
         uint32_t pad;
-        uint64_t reserved[4];
+        uint64_t lock_wait_ns; /* how long a new key's insert waits for a live holder of its
+                                * shard's lock before on_full applies; 0: THR_LOCK_WAIT_NS */
+        uint64_t reserved[3];
 };
 
 struct thr_dir_entry {
@@ -237,18 +245,26 @@ struct thr_table {
         uint8_t pad[8];
 };
 
-/* One per shard, cache-line aligned; touched by the insert path and the daemon, never by lookups.
+/*
+ * One per shard, cache-line aligned; touched by the insert path and the daemon, never by lookups.
+ * `lock` is the shard's insert lock (shm/shardlock.c): a word that only ever changes by CAS, never
+ * a pthread mutex (glibc would write through pointers a client can rewrite, in the daemon too).
+ * Every count below that an insert or an eviction changes (`live`) is changed only by the lock's
+ * holder, so a recount under the lock is exact and nobody else's decrement can race it.
  */
 struct thr_shard {
-        uint8_t mutex[64];     /* pthread_mutex_t, robust and process-shared */
-        _Atomic uint64_t live; /* live slots in this shard */
+        _Atomic uint64_t lock; /* 0 free; else the holder, see shardlock.c */
+        _Atomic uint64_t live; /* live slots in this shard (changed under the lock only) */
         _Atomic uint64_t inserts;
-        _Atomic uint64_t repairs;      /* interrupted inserts repaired after EOWNERDEAD */
-        _Atomic uint64_t floor_units;  /* TAT new keys start from at least (on_full=evict) */
-        _Atomic uint64_t evicted;      /* idle keys evicted by the daemon */
-        _Atomic uint64_t evicted_full; /* keys evicted by an insert into a full table */
-        _Atomic uint64_t reclaimed;    /* retired slots made reusable after a grace period */
-        _Atomic uint64_t allowed_full; /* requests admitted unrecorded (on_full=allow) */
+        _Atomic uint64_t repairs;       /* locks taken over from a dead holder, shard repaired */
+        _Atomic uint64_t floor_units;   /* TAT new keys start from at least (on_full=evict) */
+        _Atomic uint64_t evicted;       /* idle keys evicted by the daemon */
+        _Atomic uint64_t evicted_full;  /* keys evicted by an insert into a full table */
+        _Atomic uint64_t reclaimed;     /* retired slots made reusable after a grace period */
+        _Atomic uint64_t allowed_full;  /* requests admitted unrecorded (on_full=allow) */
+        _Atomic uint64_t lock_waits;    /* inserts that found the lock held by a live holder */
+        _Atomic uint64_t lock_timeouts; /* of those, gave up after THR_LOCK_WAIT_NS (on_full) */
+        uint8_t pad[128 - 88];
 };
 
 struct thr_slot {

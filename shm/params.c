@@ -79,6 +79,8 @@ int shm_params_make(const struct shm_limiter_spec *s, uint64_t gen, struct thr_p
                 return fail(err, errlen, -EINVAL, s->name, "on_full must be deny, allow or evict");
         if (s->idle_ttl_ns > THR_HORIZON_NS)
                 return fail(err, errlen, -ERANGE, s->name, "idle_ttl exceeds 20 years");
+        if (s->lock_wait_ns > THR_LOCK_WAIT_MAX_NS)
+                return fail(err, errlen, -ERANGE, s->name, "insert_wait exceeds 60 s");
         memset(out, 0, sizeof(*out));
         out->kind = THR_KIND_GCRA;
         out->size = sizeof(*out);
@@ -93,5 +95,6 @@ int shm_params_make(const struct shm_limiter_spec *s, uint64_t gen, struct thr_p
         out->gen = gen;
         out->idle_ttl_ns = s->idle_ttl_ns;
         out->on_full = s->on_full;
+        out->lock_wait_ns = s->lock_wait_ns;
         return 0;
 }

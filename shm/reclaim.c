@@ -31,9 +31,24 @@
  * that might hold the slot is seen online with s < tag, and the slot waits. The reader pays a
  * load, a store and a compiler barrier; the daemon pays the membarrier, once per scan.
  *
- * Even a reader that was not protected could not apply an old key's acquisition to a reused slot
- * by a plain CAS: it compares the whole state word, which went TAT -> DEAD -> FREE -> a new key's
- * start. The grace period is what makes that argument unnecessary: by reuse, nobody holds it.
+ * The grace period is the only thing that keeps a stale CAS off a reused slot: a CAS compares the
+ * state word alone, and a new key's TAT can equal the value a reader loaded for the old one. So
+ * the client also compares the slot's meta word (status, generation) with what its lookup matched,
+ * after loading the state and after every failed CAS (client.c): a slot retired or reused under it
+ * sends it back to the lookup instead of deciding on another key's state. That narrows what a
+ * broken grace period could do to the few instructions between the check and the CAS.
+ *
+ * Tags are 32 bits of a 64-bit period and are widened, never compared modulo 2^32
+ * (shm_tag_done), and a daemon reuses nothing before its own first scan completes: a restarted
+ * daemon, or one whose counter passed 2^31, frees no slot early (it did: done = 0 against a tag in
+ * [2^31, 2^32) read as done).
+ *
+ * The fallback flag. A client that could not register for the expedited membarrier sets
+ * mb_fallback, then a full fence, before any section; the daemon fences between its increment of
+ * the counter and its load of the flag. So either it sees the flag (and uses the global
+ * membarrier), or the client's sections start after the increment and see the eviction. Where the
+ * global membarrier is refused too (nohz_full CPUs answer EINVAL), no grace period completes:
+ * nothing is reclaimed, and gp_error in the header says so (shmctl status, the daemon's log).
  *
  * Dead readers. Record I is held by its owner's open-file-description write lock on byte
  * THR_LOCK_READERS + I, taken before the owner word is claimed and dropped after it is cleared.
@@ -41,51 +56,77 @@
  * closes, that is when it dies, whatever pid namespace it is in and whatever pid is reused. The
  * daemon tries the same lock: if it gets it while the owner word is set, the owner is gone; it
  * clears online (unblocking grace periods) and then the owner word by CAS from the token it saw,
- * and only then releases the lock, so no new owner can claim the record in between.
+ * and only then releases the lock, so no new owner can claim the record in between. A child made
+ * by _Fork() or a raw clone runs no fork handler and keeps its parent's descriptor, so the lock
+ * can outlive its owner: a lock held elsewhere is then judged by the pid in the record (readers.c)
+ * and a record whose owner has exited is forced offline and freed without the lock; it is claimed
+ * again only once that child lets the lock go (nobody can take it meanwhile).
  *
  * Stalled readers (stopped, traced): online with an old snapshot and alive. They block reuse:
  * retired slots stay retiring, inserts fall back on the limiter's on_full policy, and the daemon
  * reports the reader once it has blocked for stall_ns. It never frees early.
  *
+ * Maintenance. Reclaiming (DEAD -> FREE) changes no count and is lock-free. Evicting, repairing
+ * and trimming happen under the shard's insert lock (shardlock.c: a CAS word, never a pthread
+ * mutex, so nothing here writes through a pointer read from the arena), tried and never waited
+ * for, and held for one bounded segment at a time.
+ *
  * The arena is untrusted: every count and offset used here comes from the checked private
  * geometry (struct shm_geom, struct shm_lim_snap), and a garbage state or meta word only makes
- * this code evict, skip or reclaim a slot of the table it was given, never reach outside it.
+ * this code evict, skip or reclaim a slot of the table it was given, never reach outside it. No
+ * loop is bounded by a value read from the arena, and trimming is linear in the shard whatever
+ * the keys (a rewritten key cannot make it quadratic).
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/membarrier.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include "shm.h"
+#include "testhook.h"
+
+/*
+ * The owner of record R (owner word OWNER) is known to be gone: force the record offline and free
+ * it. Whoever can claim the record must first see owner 0, which only this CAS stores, so the
+ * stores before it cannot land on a new owner's record. Returns 1 forced, 0 changed meanwhile.
+ */
+static int force_free(struct shm_map *m, struct thr_reader *r, uint64_t owner)
+{
+        if (atomic_load_explicit(&r->owner, memory_order_acquire) != owner)
+                return 0;
+        atomic_store_explicit(&r->online, 0, memory_order_release);
+        atomic_store_explicit(&r->pid, 0, memory_order_relaxed); /* never judge a new owner by it */
+        atomic_store_explicit(&r->tid, 0, memory_order_relaxed);
+        if (!atomic_compare_exchange_strong_explicit(&r->owner, &owner, 0, memory_order_acq_rel,
+                                                     memory_order_relaxed))
+                return 0;
+        atomic_store_explicit(&r->forced_token, owner, memory_order_relaxed);
+        atomic_store_explicit(&r->blocking_ns, 0, memory_order_relaxed);
+        atomic_store_explicit(&r->stalled, 0, memory_order_relaxed);
+        atomic_fetch_add_explicit(&shm_hdr(m)->readers_forced, 1, memory_order_relaxed);
+        return 1;
+}
 
 /*
  * Whether reader IDX (owner word OWNER) belongs to a dead process; if so, force it offline and
- * free it. Returns 1 forced, 0 alive (or changed meanwhile), -errno.
+ * free it. The liveness lock taken here keeps a new owner out until the record is free. A lock
+ * held elsewhere is the owner's, or a copy of its descriptor in a child made by _Fork: then the
+ * owner's pid decides (readers.c), and the record is freed without the lock (it becomes claimable
+ * when that copy goes). Returns 1 forced, 0 alive (or changed meanwhile), -errno.
  */
 static int reap_one(struct shm_map *m, struct thr_reader *r, uint32_t idx, uint64_t owner)
 {
         int rc = shm_reader_lock(m->fd, idx);
         if (rc == -EAGAIN)
-                return 0; /* its owner holds the lock: alive */
+                return shm_pid_gone(atomic_load_explicit(&r->pid, memory_order_relaxed)) == 1
+                           ? force_free(m, r, owner)
+                           : 0;
         if (rc < 0)
                 return rc;
-        int forced = 0;
-        if (atomic_load_explicit(&r->owner, memory_order_acquire) == owner) {
-                atomic_store_explicit(&r->online, 0, memory_order_release);
-                if (atomic_compare_exchange_strong_explicit(
-                        &r->owner, &owner, 0, memory_order_acq_rel, memory_order_relaxed)) {
-                        atomic_store_explicit(&r->forced_token, owner, memory_order_relaxed);
-                        atomic_store_explicit(&r->blocking_ns, 0, memory_order_relaxed);
-                        atomic_store_explicit(&r->stalled, 0, memory_order_relaxed);
-                        atomic_fetch_add_explicit(&shm_hdr(m)->readers_forced, 1,
-                                                  memory_order_relaxed);
-                        forced = 1;
-                }
-        }
+        int forced = force_free(m, r, owner);
         shm_reader_unlock(m->fd, idx);
         return forced;
 }
@@ -114,14 +155,25 @@ int shm_gp_start(struct shm_map *m, uint64_t *gp)
         struct thr_hdr *h = shm_hdr(m);
         /* seq_cst: ordered after this thread's evictions, before the membarrier and the scan */
         *gp = atomic_fetch_add_explicit(&h->grace_periods, 1, memory_order_seq_cst) + 1;
+        /* pairs with the fence after a client sets mb_fallback (readers.c) */
+        atomic_thread_fence(memory_order_seq_cst);
         int cmd = atomic_load_explicit(&h->mb_fallback, memory_order_relaxed)
                       ? MEMBARRIER_CMD_GLOBAL
                       : MEMBARRIER_CMD_GLOBAL_EXPEDITED;
-        if (membarrier(cmd) == 0)
-                return 0;
-        if (cmd == MEMBARRIER_CMD_GLOBAL_EXPEDITED && membarrier(MEMBARRIER_CMD_GLOBAL) == 0)
-                return 0;
-        return -errno;
+        int rc = 0;
+        if (membarrier(cmd) < 0 &&
+            (cmd != MEMBARRIER_CMD_GLOBAL_EXPEDITED || membarrier(MEMBARRIER_CMD_GLOBAL) < 0))
+                rc = -errno;
+        /* visible to shmctl: a kernel without the global membarrier (nohz_full CPUs answer EINVAL)
+         * and a client that could not register expedited mean nothing is ever reclaimed */
+        atomic_store_explicit(&h->gp_error, (uint32_t)-rc, memory_order_relaxed);
+        return rc;
+}
+
+int shm_membarrier_query(void)
+{
+        long mask = membarrier(MEMBARRIER_CMD_QUERY);
+        return mask < 0 ? -errno : (int)mask;
 }
 
 int shm_gp_scan(struct shm_map *m, uint64_t gp, uint64_t now_ns, uint64_t stall_ns,
@@ -173,13 +225,35 @@ int shm_gp_scan(struct shm_map *m, uint64_t gp, uint64_t now_ns, uint64_t stall_
 
 /* ---------------------------------------------------------------- table maintenance */
 
-/* Whether grace period TAG (32 bits, wrapping) is at or before DONE. */
-static bool tag_done(uint32_t tag, uint64_t done)
+/*
+ * Tags are the low 32 bits of a 64-bit grace period. Compared modulo 2^32 they would be wrong by
+ * 2^32 after 2^31 periods (25 days at maintenance_ms = 1), and a restarted daemon starting from
+ * done = 0 would have taken every tag in [2^31, 2^32) for done. So a tag is widened instead: to the
+ * latest period that ends in those 32 bits and is not beyond COUNTER + 2. A slot is tagged with the
+ * counter as its retirer read it, + 1 (+ 2 for an inserter finishing a dead evictor's work), and
+ * the counter only grows, so the true period is that one or 2^32 (or a multiple) before it: the
+ * widened tag is never earlier than the true one, so it is never done too soon (a slot retiring
+ * for more than 2^32 periods waits longer, never less). COUNTER must be read after the meta word
+ * that carried the tag. DONE is 0 until this daemon's first scan completes: nothing is reused on
+ * the strength of a previous daemon's scans.
+ */
+bool shm_tag_done(uint32_t tag, uint64_t done, uint64_t counter)
 {
-        return (int32_t)((uint32_t)done - tag) >= 0;
+        uint64_t top = counter + 2;
+        uint64_t back = (uint32_t)((uint32_t)top - tag);
+        return done != 0 && back <= top && top - back <= done;
 }
 
-/* Slot S is LIVE with state TAT: evict it if idle past the TTL (no debt for that long). */
+/* Whether a LIVE key with state TAT has carried no debt for the TTL (or was never charged). */
+static bool idle(uint64_t tat, const struct shm_maint_args *a)
+{
+        if (!a->ttl_units || tat == THR_TAT_FREE || tat == THR_TAT_DEAD)
+                return false;
+        return tat == THR_TAT_FRESH ||
+               (a->now_units >= a->ttl_units && tat <= a->now_units - a->ttl_units);
+}
+
+/* Slot S is LIVE with state TAT, shard lock held: evict it if idle past the TTL (no debt). */
 static void evict_idle(struct thr_table *tb, struct thr_shard *sh, struct thr_slot *s, uint64_t tat,
                        const struct shm_maint_args *a, struct shm_maint_stats *st)
 {
@@ -190,11 +264,7 @@ static void evict_idle(struct thr_table *tb, struct thr_shard *sh, struct thr_sl
                 }
                 return;
         }
-        if (!a->ttl_units || tat == THR_TAT_FREE)
-                return;
-        bool idle = tat == THR_TAT_FRESH ||
-                    (a->now_units >= a->ttl_units && tat <= a->now_units - a->ttl_units);
-        if (!idle)
+        if (!idle(tat, a))
                 return;
         /* from the state observed: an admission since then makes this fail, and the key stays */
         if (!atomic_compare_exchange_strong_explicit(&s->state, &tat, THR_TAT_DEAD,
@@ -212,13 +282,15 @@ static void evict_idle(struct thr_table *tb, struct thr_shard *sh, struct thr_sl
  * and someone evicted the new key again. So only a state of DEAD is freed, only if meta still
  * reads as META (the generation bumped at every reuse makes a changed slot differ), and by a CAS
  * from DEAD: a slot DEAD in both words is touched by nobody but this pass until it is FREE.
+ * Lock-free: it changes no count, and an inserter only ever takes a slot that is already FREE.
  */
-static bool reclaim(struct shm_probe *p, struct thr_slot *s, uint64_t meta, uint64_t state,
-                    uint64_t done, struct shm_maint_stats *st)
+static bool reclaim(const struct thr_hdr *h, struct shm_probe *p, struct thr_slot *s, uint64_t meta,
+                    uint64_t state, uint64_t done, struct shm_maint_stats *st)
 {
         if (state != THR_TAT_DEAD)
                 return false; /* reused under us: not ours to judge this pass */
-        if (!tag_done(THR_META_TAG(meta), done)) {
+        uint64_t counter = atomic_load_explicit(&h->grace_periods, memory_order_acquire);
+        if (!shm_tag_done(THR_META_TAG(meta), done, counter)) {
                 st->retiring++;
                 return false;
         }
@@ -231,30 +303,40 @@ static bool reclaim(struct shm_probe *p, struct thr_slot *s, uint64_t meta, uint
         return true;
 }
 
+/* A segment of a shard, processed under its lock: [start, start + len) modulo the shard size. */
+struct segment {
+        uint32_t start, len;
+        bool anchored; /* slot start is EMPTY: no probe path enters from before it */
+        bool end_open; /* the slot after it is not EMPTY: its last run goes on past it */
+};
+
 /*
- * Under the shard mutex: make EMPTY every reclaimed slot that no live key's probe path crosses.
- * A live key in slot j with home slot h is found by walking h, h+1, ..., j: those slots must stay
+ * Under the lock: make EMPTY every reclaimed slot of SEG that no live key's probe path crosses. A
+ * live key in slot j with home h is found by walking h, h+1, ..., j: those slots must stay
  * non-EMPTY, and no others need to (a lookup of an absent key may stop sooner; inserts are held
- * off by the mutex). The home is recomputed from the stored key (SipHash with the arena's
- * secret); a slot whose stored tag or shard does not match the recomputed hash (a corrupt or
- * rewritten arena) makes this trim nothing, which is always safe. Trimming only at the ends of
- * runs is not enough under churn: reclaimed slots inside runs pile up and every miss walks them.
- * Work: one hash per live slot plus the keys' displacements.
+ * off by the lock). An anchored segment starts at an EMPTY slot, which no path crosses, so the
+ * homes of its keys lie inside it; if the slot after it is not EMPTY, its last run may hold the
+ * path of a key beyond it, so that run is left alone. An unanchored segment is the whole shard
+ * (no EMPTY slot at all: paths may wrap). The home is recomputed from the stored key (SipHash with
+ * the arena's secret); a key whose tag, shard or home does not fit (a corrupt or rewritten arena)
+ * makes this trim nothing, which is always safe. Work: one hash per live slot and O(len) more:
+ * the paths are marked as intervals in a difference array, so a rewritten arena cannot make it
+ * quadratic.
  */
-static uint64_t trim_runs(const struct thr_hdr *h, struct shm_probe *p, uint32_t shard,
-                          uint32_t nshards)
+static uint64_t trim_segment(const struct thr_hdr *h, struct shm_probe *p, uint32_t shard,
+                             uint32_t nshards, const struct segment *seg)
 {
         uint64_t secret[2] = {h->secret[0], h->secret[1]};
-        uint8_t *need = calloc(p->n, 1);
-        if (!need)
+        int32_t *diff = calloc((size_t)seg->len + 1, sizeof(*diff));
+        if (!diff)
                 return 0;
-        uint64_t trimmed = 0, freeable = 0;
-        for (uint32_t j = 0; j < p->n; j++) {
-                struct thr_slot *s = &p->slots[j];
+        uint64_t trimmed = 0;
+        uint32_t limit = seg->len; /* slots at or past it are left alone */
+        for (uint32_t j = 0; j < seg->len; j++) {
+                struct thr_slot *s = &p->slots[(seg->start + j) % p->n];
                 uint64_t meta = atomic_load_explicit(&s->meta, memory_order_acquire);
-                if (THR_META_STATUS(meta) == THR_SLOT_DEAD &&
-                    atomic_load_explicit(&s->state, memory_order_relaxed) == THR_TAT_FREE)
-                        freeable++;
+                if (THR_META_STATUS(meta) == THR_SLOT_EMPTY && seg->end_open)
+                        limit = j; /* the last run starts after it */
                 if (THR_META_STATUS(meta) != THR_SLOT_LIVE)
                         continue;
                 uint32_t len = s->key_len;
@@ -266,14 +348,26 @@ static uint64_t trim_runs(const struct thr_hdr *h, struct shm_probe *p, uint32_t
                 uint32_t hi = (uint32_t)(hash >> 32);
                 if ((uint32_t)hash != THR_META_TAG(meta) || (hi & (nshards - 1)) != shard)
                         goto out;
-                for (uint32_t k = (uint32_t)(((uint64_t)hi * p->n) >> 32); k != j;
-                     k = k + 1 == p->n ? 0 : k + 1)
-                        need[k] = 1;
+                uint32_t home = (uint32_t)(((uint64_t)hi * p->n) >> 32);
+                uint32_t rel = (home + p->n - seg->start) % p->n;
+                if (rel <= j) {
+                        diff[rel]++;
+                        diff[j]--;
+                } else if (!seg->anchored) { /* the path wraps around the shard */
+                        diff[rel]++;
+                        diff[seg->len]--;
+                        diff[0]++;
+                        diff[j]--;
+                } else {
+                        goto out; /* a path through an EMPTY slot: not a key of this table */
+                }
         }
-        for (uint32_t j = 0; j < p->n && freeable; j++) {
-                struct thr_slot *s = &p->slots[j];
+        int64_t need = 0;
+        for (uint32_t j = 0; j < limit; j++) {
+                need += diff[j];
+                struct thr_slot *s = &p->slots[(seg->start + j) % p->n];
                 uint64_t meta = atomic_load_explicit(&s->meta, memory_order_relaxed);
-                if (need[j] || THR_META_STATUS(meta) != THR_SLOT_DEAD ||
+                if (need > 0 || THR_META_STATUS(meta) != THR_SLOT_DEAD ||
                     atomic_load_explicit(&s->state, memory_order_relaxed) != THR_TAT_FREE)
                         continue;
                 atomic_store_explicit(&s->meta,
@@ -282,54 +376,130 @@ static uint64_t trim_runs(const struct thr_hdr *h, struct shm_probe *p, uint32_t
                 trimmed++;
         }
 out:
-        free(need);
+        free(diff);
         return trimmed;
 }
 
-static void maintain_shard(void *base, const struct shm_lim_snap *snap, uint32_t shard,
+/* Under the lock: evictions, repairs of BUSY slots (no insert is in flight), then trimming. */
+static void segment_locked(const struct thr_hdr *h, struct thr_table *tb, struct shm_probe *p,
+                           uint32_t shard, uint32_t nshards, const struct segment *seg,
+                           const struct shm_maint_args *a, struct shm_maint_stats *st)
+{
+        bool freeable = false;
+        for (uint32_t j = 0; j < seg->len; j++) {
+                struct thr_slot *s = &p->slots[(seg->start + j) % p->n];
+                uint64_t meta = atomic_load_explicit(&s->meta, memory_order_acquire);
+                uint64_t state = atomic_load_explicit(&s->state, memory_order_acquire);
+                unsigned status = THR_META_STATUS(meta);
+                if (status == THR_SLOT_LIVE) {
+                        evict_idle(tb, p->shard, s, state, a, st);
+                } else if (status == THR_SLOT_BUSY) {
+                        /* with the lock held no insert is in flight: a leftover nobody repaired */
+                        atomic_store_explicit(&s->state, THR_TAT_FREE, memory_order_relaxed);
+                        atomic_store_explicit(&s->meta,
+                                              THR_META_MAKE(THR_SLOT_DEAD, THR_META_GEN(meta), 0),
+                                              memory_order_release);
+                        st->repaired++;
+                        freeable = true;
+                } else if (status == THR_SLOT_DEAD) {
+                        freeable |= state == THR_TAT_FREE;
+                }
+        }
+        if (freeable)
+                st->trimmed += trim_segment(h, p, shard, nshards, seg);
+}
+
+static unsigned status_at(const struct shm_probe *p, uint32_t i)
+{
+        return THR_META_STATUS(
+            atomic_load_explicit(&p->slots[i % p->n].meta, memory_order_acquire));
+}
+
+/*
+ * The locked part of a shard's maintenance, in segments of about SEGMENT slots, each starting at an
+ * EMPTY slot and ending before one, so the lock is held for a bounded time however large the shard
+ * (an insert waits at most THR_LOCK_WAIT_NS, and a segment takes tens of microseconds). Between
+ * segments inserts may fill an EMPTY slot: each segment finds its start again under the lock.
+ * A shard with no EMPTY slot at all is one segment.
+ */
+#define SEGMENT 4096u
+
+static void shard_locked(const struct shm_map *m, const struct shm_lim_snap *snap,
+                         struct shm_probe *p, uint32_t shard, int64_t first_empty,
+                         const struct shm_maint_args *a, struct shm_maint_stats *st)
+{
+        const struct thr_hdr *h = shm_hdr(m);
+        struct thr_table *tb = shm_at(m->base, snap->table_off);
+        uint32_t n = p->n, covered = 0, i = first_empty < 0 ? 0 : (uint32_t)first_empty;
+        while (covered < n) {
+                if (shm_shard_trylock(m, p, a->me) < 0) {
+                        st->busy_shards++;
+                        return;
+                }
+                struct segment seg = {.start = i, .len = n, .anchored = first_empty >= 0};
+                if (seg.anchored) {
+                        uint32_t k = 0;
+                        while (covered + k < n && status_at(p, i + k) != THR_SLOT_EMPTY)
+                                k++;
+                        covered += k;
+                        seg.start = (i + k) % n;
+                        uint32_t len = 1;
+                        while (covered + len < n &&
+                               (len < SEGMENT || status_at(p, seg.start + len) != THR_SLOT_EMPTY))
+                                len++;
+                        seg.len = covered < n ? len : 0;
+                        seg.end_open = status_at(p, seg.start + len) != THR_SLOT_EMPTY;
+                }
+                if (seg.len)
+                        segment_locked(h, tb, p, shard, snap->table.nshards, &seg, a, st);
+                shm_shard_unlock(p, a->me);
+                covered += seg.len ? seg.len : n;
+                i = (seg.start + seg.len) % n;
+        }
+}
+
+static void maintain_shard(const struct shm_map *m, const struct shm_lim_snap *snap, uint32_t shard,
                            const struct shm_maint_args *a, struct shm_maint_stats *st)
 {
         const struct thr_table *geo = &snap->table;
-        struct thr_table *tb = shm_at(base, snap->table_off);
-        struct shm_probe p = {.shard = (struct thr_shard *)shm_at(base, geo->shards_off) + shard,
-                              .slots = (struct thr_slot *)shm_at(base, geo->slots_off) +
+        const struct thr_hdr *h = shm_hdr(m);
+        struct shm_probe p = {.shard = (struct thr_shard *)shm_at(m->base, geo->shards_off) + shard,
+                              .slots = (struct thr_slot *)shm_at(m->base, geo->slots_off) +
                                        (uint64_t)shard * geo->shard_slots,
                               .n = geo->shard_slots};
-        uint64_t freeable = 0, busy = 0;
+        bool work = false;
+        int64_t first_empty = -1;
         for (uint32_t i = 0; i < p.n; i++) {
                 struct thr_slot *s = &p.slots[i];
                 uint64_t meta = atomic_load_explicit(&s->meta, memory_order_acquire);
+                THR_HOOK(THR_HOOK_MAINT_META_READ, &s->meta);
                 uint64_t state = atomic_load_explicit(&s->state, memory_order_acquire);
                 switch (THR_META_STATUS(meta)) {
                 case THR_SLOT_LIVE:
                         st->live++;
-                        evict_idle(tb, p.shard, s, state, a, st);
+                        work |= state == THR_TAT_DEAD || idle(state, a);
                         break;
                 case THR_SLOT_DEAD:
-                        if (state == THR_TAT_FREE)
-                                freeable++;
-                        else if (reclaim(&p, s, meta, state, a->done, st))
-                                freeable++;
+                        work |=
+                            state == THR_TAT_FREE || reclaim(h, &p, s, meta, state, a->done, st);
                         break;
                 case THR_SLOT_BUSY:
-                        busy++;
+                        work = true; /* an insert in flight, or one whose inserter died */
                         break;
                 default:
+                        if (first_empty < 0)
+                                first_empty = i;
                         break;
                 }
         }
         st->scanned += p.n;
-        /* trim, and repair a shard whose inserter died (BUSY) even if nobody inserts there */
-        if ((freeable || busy) && shm_shard_trylock(&p) == 0) {
-                st->trimmed += trim_runs(base, &p, shard, geo->nshards);
-                shm_shard_unlock(&p);
-        } else if (freeable || busy) {
-                st->busy_shards++;
-        }
+        if (work)
+                shard_locked(m, snap, &p, shard, first_empty, a, st);
 }
 
-bool shm_table_maintain(void *base, const struct shm_lim_snap *snap, const struct shm_maint_args *a,
-                        uint32_t *cursor, uint64_t budget, struct shm_maint_stats *st)
+bool shm_table_maintain(const struct shm_map *m, const struct shm_lim_snap *snap,
+                        const struct shm_maint_args *a, uint32_t *cursor, uint64_t budget,
+                        struct shm_maint_stats *st)
 {
         const struct thr_table *geo = &snap->table;
         uint64_t shards = budget / geo->shard_slots;
@@ -341,7 +511,7 @@ bool shm_table_maintain(void *base, const struct shm_lim_snap *snap, const struc
         for (uint64_t n = 0; n < shards; n++) {
                 if (*cursor >= geo->nshards)
                         *cursor = 0;
-                maintain_shard(base, snap, *cursor, a, st);
+                maintain_shard(m, snap, *cursor, a, st);
                 if (++*cursor == geo->nshards) {
                         *cursor = 0;
                         wrapped = true;

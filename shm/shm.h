@@ -33,6 +33,8 @@ struct shm_limiter_spec {
         uint32_t shards;         /* 0: chosen from capacity; else a power of two */
         uint32_t on_full;        /* enum thr_on_full: what an insert into a full table does */
         uint64_t idle_ttl_ns;    /* keys with no debt for this long are evicted; 0: never */
+        uint64_t lock_wait_ns;   /* a new key's insert waits this long for a live holder of its
+                                  * shard's lock, then on_full applies; 0: THR_LOCK_WAIT_NS */
 };
 
 struct shm_arena_spec {
@@ -225,56 +227,87 @@ static inline uint64_t shm_now_ns(const struct thr_hdr *h)
 #include "table_lookup.h"
 
 /* What an insert needs besides the key: a new key's starting state, and the on_full policy. */
-struct shm_gcra;
 struct shm_insert {
         uint64_t start_tat; /* units: now + (B - initial) * T, or THR_TAT_FRESH */
         uint64_t now;       /* units: debts (on_full = evict, the shard floor) count from it */
         uint32_t on_full;   /* enum thr_on_full; only THR_FULL_EVICT acts here */
-        /* optional: decide COST on the new key before it is published, so its first request is
-         * charged in the same step (no window in which an uncharged new key can be evicted) */
-        const struct thr_params *p;
-        uint64_t cost;
-        struct shm_gcra *g; /* out: the decision, when the key was created */
+        /* optional: the state to publish for a new key that starts at START, so that its first
+         * request is charged in the step that publishes it (no window in which an uncharged new
+         * key can be evicted by another inserter). NULL: START itself. Called under the lock. */
+        uint64_t (*first)(void *ctx, uint64_t start);
+        void *ctx;
 };
 
-/*
- * shm_shard_lock / shm_shard_trylock / shm_shard_unlock - the insert mutex of the shard in P
- * (robust, process-shared). The locker that gets EOWNERDEAD repairs the shard first (see
- * table.c). Return 0, -EBUSY (trylock), -ENOTRECOVERABLE. The daemon only ever tries.
- */
-int shm_shard_lock(struct shm_probe *p);
-int shm_shard_trylock(struct shm_probe *p);
-void shm_shard_unlock(struct shm_probe *p);
+/* ---------------------------------------------------------------- shard insert lock */
 
 /*
- * shm_table_insert_locked - with P's shard mutex held and inside a read-side section: the live
+ * The shard's insert lock (shardlock.c has the argument): a word changed only by CAS, whose value
+ * names the holder. shm_lock_client: the value for the thread owning reader record IDX with owner
+ * TOKEN; shm_lock_daemon: the value for the daemon of attach number ATTACH.
+ */
+#define THR_LOCK_DAEMON      (1ull << 63)
+#define THR_LOCK_WAIT_NS     2000000ull     /* default: a new key's insert waits this long */
+#define THR_LOCK_WAIT_MAX_NS 60000000000ull /* ... and at most this (params.lock_wait_ns) */
+uint64_t shm_lock_client(uint32_t reader_idx, uint64_t token);
+uint64_t shm_lock_daemon(uint64_t attach);
+
+/*
+ * shm_shard_lock - take P's shard lock as ME, waiting at most WAIT_NS for a live holder; a holder
+ * found dead is taken over and the shard repaired first. Cancellation is disabled while waiting.
+ * Returns 0, -ETIMEDOUT (a live holder kept it: the caller applies on_full), -EDEADLK (ME holds
+ * it already: a signal handler nested in this thread's own insert).
+ * shm_shard_trylock - one attempt (and a takeover of a dead holder); never waits: 0, -EBUSY,
+ * -EDEADLK. The daemon only ever tries.
+ * shm_shard_unlock - give it back (a CAS from ME: nothing happens if it was taken over).
+ * shm_lock_holder_gone - whether the holder named by lock value V is gone (syscalls: a lock test
+ * on M's descriptor, maybe pidfd_open). Never trusts V beyond M's checked geometry.
+ */
+int shm_shard_lock(const struct shm_map *m, struct shm_probe *p, uint64_t me, uint64_t wait_ns);
+int shm_shard_trylock(const struct shm_map *m, struct shm_probe *p, uint64_t me);
+void shm_shard_unlock(struct shm_probe *p, uint64_t me);
+bool shm_lock_holder_gone(const struct shm_map *m, uint64_t v);
+
+/*
+ * shm_shard_repair - with P's lock just taken over from a dead holder: slots it left BUSY become
+ * reusable (never LIVE, so no reader holds them) and the shard's live count is recounted.
+ */
+void shm_shard_repair(struct shm_probe *p);
+
+/* ---------------------------------------------------------------- key table */
+
+/*
+ * shm_table_insert_locked - with P's shard lock held and inside a read-side section: the live
  * slot of KEY, inserting it if absent (starting at A->start_tat, or the shard's floor if that is
- * higher) in the first reclaimed or EMPTY slot of its probe run. When the table or shard is full
- * and A->on_full is THR_FULL_EVICT, the shard's least-indebted key is evicted first.
- * *CREATED says whether this call inserted. Returns 0 or -ENOSPC (counted in insert_fail).
- * shm_table_insert - the same with the mutex taken and released inside, starting state FRESH,
- * policy deny (tests, tools).
+ * higher, then through A->first) in the first reclaimed or EMPTY slot of its probe run. When the
+ * table or shard is full and A->on_full is THR_FULL_EVICT, the shard's least-indebted key is
+ * evicted first. *CREATED says whether this call inserted. Returns 0 or -ENOSPC (counted in
+ * insert_fail).
+ * shm_table_insert - the same with the lock taken (as ME, waiting THR_LOCK_WAIT_NS) and released
+ * inside, starting state FRESH, policy deny (tests, tools). Also -ETIMEDOUT, -EDEADLK.
  */
 int shm_table_insert_locked(void *base, struct thr_table *tb, struct shm_probe *p, const void *key,
                             uint32_t len, const struct shm_insert *a, struct thr_slot **out,
                             bool *created);
-int shm_table_insert(void *base, struct thr_table *tb, uint64_t h, const void *key, uint32_t len,
-                     struct thr_slot **out, bool *created);
+int shm_table_insert(const struct shm_map *m, struct thr_table *tb, uint64_t h, const void *key,
+                     uint32_t len, uint64_t me, struct thr_slot **out, bool *created);
 
 /*
- * shm_slot_retire - second step of an eviction, after the state word was CASed to THR_TAT_DEAD:
- * meta LIVE -> DEAD carrying grace period TAG (the slot is reusable once that period is done).
- * Returns true for the one caller that made the change (it uncounted the key).
+ * shm_slot_retire - second step of an eviction, with the shard lock held, after the state word
+ * was CASed to THR_TAT_DEAD: meta LIVE -> DEAD carrying grace period TAG (the slot is reusable
+ * once that period is done). Returns true for the one caller that made the change (it uncounted
+ * the key).
  */
 bool shm_slot_retire(struct thr_table *tb, struct thr_shard *sh, struct thr_slot *s, uint32_t tag);
 
 /*
- * shm_table_reconcile - recount the live keys of the table at TB_OFF with every shard mutex held
- * (daemon, after shard repairs), using GEO, a checked private copy of the table header (never the
- * arena's own fields). Only tries the mutexes: returns 0, -EBUSY (one is held: try later) or
- * -errno from a mutex. Never sleeps.
+ * shm_table_reconcile - make the table's live count the sum of its shards' (exact: each changes
+ * only under its shard's lock), with every shard lock held as ME for the few loads it takes. The
+ * table's count drifts only when an inserter dies between taking a unit of capacity and
+ * publishing. GEO: a checked private copy of the table header. Only tries the locks: returns 0,
+ * -EBUSY (one is held by a live holder: try later). Never sleeps.
  */
-int shm_table_reconcile(void *base, uint64_t tb_off, const struct thr_table *geo);
+int shm_table_reconcile(const struct shm_map *m, uint64_t tb_off, const struct thr_table *geo,
+                        uint64_t me);
 
 /* shm_table_repairs - sum of the shards' repair counters (GEO: checked copy of the header). */
 uint64_t shm_table_repairs(const void *base, const struct thr_table *geo);
@@ -295,6 +328,16 @@ void shm_reader_unlock(int fd, uint32_t idx);
 int shm_reader_alive(int fd, uint32_t idx);
 
 /*
+ * shm_reader_gone - whether the owner of record R (index IDX, owner word set) is gone: its
+ * liveness lock is free, or it is held only by a descriptor that outlived the process whose pid
+ * the record carries (a _Fork child's copy: readers.c). 1 gone, 0 alive or unknown, -errno.
+ * shm_pid_gone - whether process PID (in this pid namespace) has exited, zombie included:
+ * 1 gone, 0 alive or not a pid.
+ */
+int shm_reader_gone(int fd, const struct thr_reader *r, uint32_t idx);
+int shm_pid_gone(uint64_t pid);
+
+/*
  * shm_membarrier_register - a client process registers for MEMBARRIER_CMD_GLOBAL_EXPEDITED; when
  * it cannot, it sets the header's mb_fallback so the daemon uses MEMBARRIER_CMD_GLOBAL.
  * Returns 0 or -errno (the fallback was set).
@@ -304,9 +347,12 @@ int shm_membarrier_register(struct thr_hdr *h);
 /*
  * shm_gp_start - start grace period *GP: bump the counter, then membarrier() so every reader's
  * online word is ordered with the scan that follows. Daemon only. Returns 0 or -errno (no
- * membarrier: nothing may be reclaimed).
+ * membarrier: nothing may be reclaimed); the header's gp_error says which (0 once they work).
  */
 int shm_gp_start(struct shm_map *m, uint64_t *gp);
+
+/* shm_membarrier_query - the membarrier commands this kernel offers (a mask), or -errno. */
+int shm_membarrier_query(void);
 
 enum shm_gp_event { SHM_GP_STALLED = 1, SHM_GP_RESUMED = 2, SHM_GP_FORCED = 3 };
 typedef void (*shm_gp_report_fn)(void *ctx, uint32_t idx, const struct thr_reader *r,
@@ -336,28 +382,39 @@ int shm_readers_reap(struct shm_map *m);
 /* The grace-period tag for slots the daemon retires now (the next period to start). */
 uint32_t shm_retire_tag(const struct thr_hdr *h);
 
+/*
+ * shm_tag_done - whether a slot retired with 32-bit TAG may be reused, DONE being the last grace
+ * period a scan of this process saw complete (0: none yet, nothing is reused) and COUNTER the
+ * arena's grace-period counter read now. The tag is widened to the 64-bit period it stands for,
+ * the latest one not beyond COUNTER + 2 (reclaim.c): never earlier than the true one.
+ */
+bool shm_tag_done(uint32_t tag, uint64_t done, uint64_t counter);
+
 struct shm_maint_args {
         uint64_t now_units; /* arena time in the limiter's units */
         uint64_t ttl_units; /* idle TTL in units; 0: no idle eviction */
         uint32_t tag;       /* grace-period tag for slots retired by this pass */
-        uint64_t done;      /* last completed grace period: retired slots up to it are freed */
+        uint64_t done;      /* last grace period this daemon saw complete (0: none yet) */
+        uint64_t me;        /* the daemon's shard-lock value (shm_lock_daemon) */
 };
 
 struct shm_maint_stats {
-        uint64_t scanned, live, evicted, finished, reclaimed, retiring, trimmed;
-        uint32_t busy_shards; /* shards whose mutex was held: trimming waits for the next pass */
+        uint64_t scanned, live, evicted, finished, reclaimed, retiring, trimmed, repaired;
+        uint32_t busy_shards; /* shards whose lock was held: eviction and trimming wait */
 };
 
 /*
  * shm_table_maintain - one bounded step of the daemon's pass over the table of SNAP (checked
- * copy): about BUDGET slots, whole shards from *CURSOR on. Evicts live keys idle past the TTL
- * (CAS from the observed state: an admission wins), finishes evictions whose evictor died, makes
- * retired slots whose grace period is done reusable, trims reclaimed slots at the ends of probe
- * runs (shard mutex tried, never waited for) and repairs shards of dead inserters.
+ * copy) in M: about BUDGET slots, whole shards from *CURSOR on. Makes retired slots whose grace
+ * period is done reusable (lock-free); then, holding the shard lock (tried as A->me, never waited
+ * for; a dead holder's is taken over and the shard repaired) in segments of bounded length,
+ * evicts live keys idle past the TTL (CAS from the observed state: an admission wins), finishes
+ * evictions whose evictor died, and trims reclaimed slots no live key's probe path crosses.
  * Returns true when the cursor wrapped (a whole pass over the table is complete).
  */
-bool shm_table_maintain(void *base, const struct shm_lim_snap *snap, const struct shm_maint_args *a,
-                        uint32_t *cursor, uint64_t budget, struct shm_maint_stats *st);
+bool shm_table_maintain(const struct shm_map *m, const struct shm_lim_snap *snap,
+                        const struct shm_maint_args *a, uint32_t *cursor, uint64_t budget,
+                        struct shm_maint_stats *st);
 
 /* ---------------------------------------------------------------- GCRA */
 

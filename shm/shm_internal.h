@@ -23,6 +23,7 @@ int shm_arena_finish(struct shm_map *m, const struct shm_arena_spec *s, const ch
                      size_t errlen);
 int shm_limiter_compatible(const struct shm_lim_snap *s, const struct thr_params *p,
                            const struct geometry *g, char *err, size_t errlen);
-uint32_t shm_dir_free_count(const struct shm_map *m);
+/* State of directory entry I (< m->g.dir_count), read once. */
+uint32_t shm_dir_entry_state(const struct shm_map *m, uint32_t i);
 
 #endif

@@ -1,60 +1,73 @@
 /*
  * table.c - the per-limiter key table: open addressing with linear probing inside a shard.
  *
- * Why it is correct (read with the slot lifecycle in layout.h; reclamation is in reclaim.c):
+ * Why it is correct (read with the slot lifecycle in layout.h; the insert lock is shardlock.c,
+ * reclamation is reclaim.c):
  *
  * Lookup (any client, lock-free, read-only, inside a read-side section). It acquire-loads a
  * slot's meta word and reads the key bytes only when meta says LIVE. The inserter wrote key_len,
  * the key and the state before it release-stored LIVE into meta, so the acquire load that sees
  * LIVE also sees a complete key (release/acquire pair: insert_publish() -> shm_slot_matches()). A
  * lookup stops at the first EMPTY slot: a key is always reachable from its home slot without
- * crossing an EMPTY one, because a slot becomes EMPTY again only when every slot from it to the
- * end of its probe run is reclaimed (trim_runs(), under the shard mutex), so no live key lies
- * beyond it. A lookup that races with the insert of its own key may miss it (meta still BUSY);
- * it then takes the insert path, which serialises with the inserter and finds the key there.
+ * crossing an EMPTY one, because a slot becomes EMPTY again only when no live key's probe path
+ * crosses it (reclaim.c, under the shard lock, which holds off the inserts that could create such
+ * a path). A lookup that races with the insert of its own key may miss it (meta still BUSY); it
+ * then takes the insert path, which serialises with the inserter and finds the key there. The
+ * lookup returns the meta word it matched: the caller compares it again after loading the state
+ * and after a failed CAS, so a slot retired and reused under it is never taken for its key's.
  *
- * Insert (any client, under the shard's robust process-shared mutex). All slot creation in a
- * shard happens under that mutex, and the inserter probes again after taking it, to the end of
- * the probe run. Two processes inserting the same new key therefore cannot both find it absent:
- * the second one's probe, under the mutex, sees the first one's LIVE slot. A key evicted and
- * requested again while its old slot is still retiring gets a new slot: the old one is DEAD (not
- * LIVE) from the moment its state word became THR_TAT_DEAD; an inserter that finds a LIVE slot
- * whose state is already DEAD (its evictor died between the two steps) finishes the eviction
- * first. Hence at most one live slot per key. The new key goes to the first reclaimed slot
- * (DEAD, state THR_TAT_FREE: a grace period passed since it was retired, so no reader still
- * holds it) or else to the EMPTY slot that ended the probe: an insert never waits for a grace
- * period. The mutex is on the insert path only; lookups never take it.
+ * Insert (any client, under the shard's insert lock). All slot creation in a shard happens under
+ * that lock, and the inserter probes again after taking it, to the end of the probe run. Two
+ * processes inserting the same new key therefore cannot both find it absent: the second one's
+ * probe, under the lock, sees the first one's LIVE slot. A key evicted and requested again while
+ * its old slot is still retiring gets a new slot: the old one is DEAD (not LIVE) from the moment
+ * its state word became THR_TAT_DEAD; an inserter that finds a LIVE slot whose state is already
+ * DEAD (its evictor died between the two steps) finishes the eviction first. Hence at most one
+ * live slot per key. The new key goes to the first reclaimed slot (DEAD, state THR_TAT_FREE: a
+ * grace period passed since it was retired, so no reader still holds it) or else to the EMPTY
+ * slot that ended the probe: an insert never waits for a grace period. Its first request is
+ * charged in the same step (shm_insert.first), so no other inserter can evict it uncharged.
  *
- * A full table or shard: the limiter's on_full policy. `evict` retires, under the mutex, the
+ * A full table or shard: the limiter's on_full policy. `evict` retires, under the lock, the
  * shard's key with the least debt, the lowest index on ties (CAS of its state from the value
  * observed, so a concurrent admission wins and another victim is tried) and raises the shard's
  * floor to that key's TAT: every key created in the shard afterwards starts at or above it, so the
  * evicted key, coming back, can never admit more than it would have. `deny` and `allow` are applied
  * by the caller.
  *
- * A process killed at any instruction: holding no mutex, it changed nothing or completed a CAS.
- * Killed holding the mutex, the kernel's robust-futex list hands the next locker EOWNERDEAD; that
- * locker repairs the shard (a BUSY slot, never visible as LIVE, becomes reclaimed at once: no
- * reader can hold it) and recounts the shard's live slots, because the victim may have died
- * between publishing LIVE and incrementing the counters. The table-wide live count is a capacity
- * reservation taken by fetch_add before the slot is claimed (capacity_take), so the hard cap
- * holds exactly under concurrent inserts; a death after the reservation only loses a unit of
- * capacity until shm_table_reconcile recounts.
+ * Counts. A shard's live count changes only under its lock (inserts, evictions by inserters and by
+ * the daemon, repairs), so it is exact whenever the lock is free, and a repair's recount cannot
+ * race a decrement (it did: a repair's store, then a concurrent retire's decrement, wrapped the
+ * count to 2^64 - 1 and refused every insert). The table-wide count is a capacity reservation
+ * taken by fetch_add before the slot is claimed (capacity_take), so the hard cap holds exactly
+ * under concurrent inserts in different shards; a death after the reservation and before the
+ * publish leaves it one high (a unit of capacity lost, never an extra key) until the daemon's
+ * shm_table_reconcile sets it to the sum of the shards'. Decrements saturate at 0.
+ *
+ * A process killed at any instruction: holding no lock, it changed nothing or completed a CAS.
+ * Killed holding the lock, the next locker finds it gone (shardlock.c), takes the lock over and
+ * repairs the shard: a BUSY slot, never visible as LIVE, becomes reclaimed at once (no reader can
+ * hold it), and the live count is recounted.
  *
  * The GCRA state word is written here only as a new key's starting TAT (or FRESH), and as DEAD by
  * an eviction's CAS: every other change is the client's single CAS, so no torn state is possible.
  */
 #include <errno.h>
-#include <pthread.h>
 #include <string.h>
 
 #include "shm.h"
+#include "testhook.h"
 
-static_assert(sizeof(pthread_mutex_t) <= sizeof(((struct thr_shard *)0)->mutex),
-              "pthread_mutex_t fits the shard header");
+/* A count decremented by one, never below 0 (a count already wrong stays wrong, never wraps). */
+static void count_drop(_Atomic uint64_t *c)
+{
+        uint64_t v = atomic_load_explicit(c, memory_order_relaxed);
+        while (v && !atomic_compare_exchange_weak_explicit(c, &v, v - 1, memory_order_relaxed,
+                                                           memory_order_relaxed))
+                ;
+}
 
-/* Called with the mutex held after EOWNERDEAD: undo what the dead holder left half done. */
-static void shard_repair(struct shm_probe *p)
+void shm_shard_repair(struct shm_probe *p)
 {
         uint64_t live = 0;
         for (uint32_t i = 0; i < p->n; i++) {
@@ -73,40 +86,13 @@ static void shard_repair(struct shm_probe *p)
         }
         atomic_store_explicit(&p->shard->live, live, memory_order_relaxed);
         atomic_fetch_add_explicit(&p->shard->repairs, 1, memory_order_relaxed);
-        /* tb->live is made exact by shm_table_reconcile, run by the daemon after repairs */
-}
-
-static int after_lock(struct shm_probe *p, int rc)
-{
-        pthread_mutex_t *mu = (pthread_mutex_t *)p->shard->mutex;
-        if (rc == EOWNERDEAD) {
-                shard_repair(p);
-                rc = pthread_mutex_consistent(mu);
-                if (rc != 0)
-                        pthread_mutex_unlock(mu); /* never return holding it */
-        }
-        return -rc;
-}
-
-int shm_shard_lock(struct shm_probe *p)
-{
-        return after_lock(p, pthread_mutex_lock((pthread_mutex_t *)p->shard->mutex));
-}
-
-int shm_shard_trylock(struct shm_probe *p)
-{
-        return after_lock(p, pthread_mutex_trylock((pthread_mutex_t *)p->shard->mutex));
-}
-
-void shm_shard_unlock(struct shm_probe *p)
-{
-        pthread_mutex_unlock((pthread_mutex_t *)p->shard->mutex);
+        /* tb->live is made the sum of the shards' by shm_table_reconcile (the daemon) */
 }
 
 /*
  * Retire slot S, whose state the caller already CASed to THR_TAT_DEAD: meta LIVE -> DEAD with the
- * grace period TAG it must wait for (in place of the hash tag). Only the winner of this CAS
- * uncounts the key, so an evictor and an inserter finishing its work never both do.
+ * grace period TAG it must wait for (in place of the hash tag). The caller holds the shard lock,
+ * so the decrements cannot race a repair's recount; only the winner of the meta CAS uncounts.
  */
 bool shm_slot_retire(struct thr_table *tb, struct thr_shard *sh, struct thr_slot *s, uint32_t tag)
 {
@@ -115,8 +101,9 @@ bool shm_slot_retire(struct thr_table *tb, struct thr_shard *sh, struct thr_slot
                 uint64_t dead = THR_META_MAKE(THR_SLOT_DEAD, THR_META_GEN(meta), tag);
                 if (atomic_compare_exchange_weak_explicit(
                         &s->meta, &meta, dead, memory_order_acq_rel, memory_order_acquire)) {
-                        atomic_fetch_sub_explicit(&sh->live, 1, memory_order_relaxed);
-                        atomic_fetch_sub_explicit(&tb->live, 1, memory_order_relaxed);
+                        THR_HOOK(THR_HOOK_RETIRE_COUNTED, s);
+                        count_drop(&sh->live);
+                        count_drop(&tb->live);
                         return true;
                 }
         }
@@ -142,7 +129,7 @@ struct found {
         struct thr_slot *empty; /* the EMPTY slot that ended it */
 };
 
-/* Under the mutex: probe the whole run for the key, noting where it could go. */
+/* Under the lock: probe the whole run for the key, noting where it could go. */
 static void probe_locked(void *base, struct thr_table *tb, struct shm_probe *p, const void *key,
                          uint32_t len, struct found *f)
 {
@@ -198,7 +185,7 @@ static bool capacity_take(struct thr_table *tb)
 {
         if (atomic_fetch_add_explicit(&tb->live, 1, memory_order_relaxed) < tb->capacity)
                 return true;
-        atomic_fetch_sub_explicit(&tb->live, 1, memory_order_relaxed);
+        count_drop(&tb->live);
         return false;
 }
 
@@ -209,7 +196,7 @@ static uint64_t debt(uint64_t tat, uint64_t now)
 }
 
 /*
- * on_full = evict, under the mutex: retire the shard's live key with the least debt (ties: the
+ * on_full = evict, under the lock: retire the shard's live key with the least debt (ties: the
  * lowest index) and raise the shard's floor to its TAT. The state CAS loses to
  * a concurrent admission; then the next candidate is tried, a few times at most.
  */
@@ -249,7 +236,7 @@ static bool evict_least(void *base, struct thr_table *tb, struct shm_probe *p, u
         return false;
 }
 
-/* Under the mutex, no live slot for the key: claim one within the caps, or -ENOSPC. */
+/* Under the lock, no live slot for the key: claim one within the caps, or -ENOSPC. */
 static struct thr_slot *claim(struct thr_table *tb, struct shm_probe *p, const struct found *f)
 {
         struct thr_slot *s = f->reuse ? f->reuse : f->empty;
@@ -282,65 +269,59 @@ int shm_table_insert_locked(void *base, struct thr_table *tb, struct shm_probe *
         uint64_t floor = atomic_load_explicit(&p->shard->floor_units, memory_order_relaxed);
         if (floor > a->now && (start == THR_TAT_FRESH || start < floor))
                 start = floor; /* a key evicted for room may come back: never below its debt */
-        if (a->p && a->g) {
-                shm_gcra_step(a->p, start, a->now, a->cost, a->g);
-                if (a->g->admitted)
-                        start = a->g->new_tat;
-        }
+        if (a->first)
+                start = a->first(a->ctx, start);
         insert_publish(p, s, key, len, start);
         *out = s;
         *created = true;
         return 0;
 }
 
-int shm_table_insert(void *base, struct thr_table *tb, uint64_t h, const void *key, uint32_t len,
-                     struct thr_slot **out, bool *created)
+int shm_table_insert(const struct shm_map *m, struct thr_table *tb, uint64_t h, const void *key,
+                     uint32_t len, uint64_t me, struct thr_slot **out, bool *created)
 {
         struct shm_probe p;
-        shm_probe_init(base, tb, h, &p);
+        shm_probe_init(m->base, tb, h, &p);
         *created = false;
-        int rc = shm_shard_lock(&p);
+        int rc = shm_shard_lock(m, &p, me, THR_LOCK_WAIT_NS);
         if (rc < 0)
                 return rc;
         const struct shm_insert a = {.start_tat = THR_TAT_FRESH, .now = 0};
-        rc = shm_table_insert_locked(base, tb, &p, key, len, &a, out, created);
-        shm_shard_unlock(&p);
+        rc = shm_table_insert_locked(m->base, tb, &p, key, len, &a, out, created);
+        shm_shard_unlock(&p, me);
         return rc;
 }
 
 /*
- * Make the live counts exact again after a process died between changing a slot and counting it
- * (an inserter mid-insert, an evictor between its meta CAS and its decrements): with every shard
- * mutex held (in index order, so two reconcilers cannot deadlock), no insert or on_full eviction
- * is in flight, and the daemon, the only other evictor, is the caller; each shard's LIVE slots
- * are counted again and summed. The daemon only tries the locks (a stopped client
- * holding one must not stop the daemon): -EBUSY means try again later. Lookups never wait for it.
+ * The table's live count as the sum of its shards', each exact under its lock. With every lock
+ * held (taken in index order, only tried), no insert or eviction is in flight anywhere in the
+ * table, so the sum is the number of live keys. The locks are held for NSHARDS loads: a reconciler
+ * stopped there costs inserters their bounded wait, nothing more.
  */
-int shm_table_reconcile(void *base, uint64_t tb_off, const struct thr_table *geo)
+int shm_table_reconcile(const struct shm_map *m, uint64_t tb_off, const struct thr_table *geo,
+                        uint64_t me)
 {
-        struct thr_table *tb = shm_at(base, tb_off);
-        struct thr_shard *sh = shm_at(base, geo->shards_off);
+        struct thr_table *tb = shm_at(m->base, tb_off);
+        struct thr_shard *sh = shm_at(m->base, geo->shards_off);
         struct shm_probe p = {.n = geo->shard_slots};
         uint64_t sum = 0;
         uint32_t locked = 0;
         int rc = 0;
         for (; locked < geo->nshards; locked++) {
                 p.shard = &sh[locked];
-                p.slots = (struct thr_slot *)shm_at(base, geo->slots_off) + (uint64_t)locked * p.n;
-                rc = shm_shard_trylock(&p);
+                p.slots =
+                    (struct thr_slot *)shm_at(m->base, geo->slots_off) + (uint64_t)locked * p.n;
+                rc = shm_shard_trylock(m, &p, me);
                 if (rc < 0)
                         break;
-                uint64_t live = 0;
-                for (uint32_t i = 0; i < p.n; i++)
-                        live += THR_META_STATUS(atomic_load_explicit(
-                                    &p.slots[i].meta, memory_order_relaxed)) == THR_SLOT_LIVE;
-                atomic_store_explicit(&p.shard->live, live, memory_order_relaxed);
-                sum += live;
+                sum += atomic_load_explicit(&p.shard->live, memory_order_relaxed);
         }
         if (rc == 0)
                 atomic_store_explicit(&tb->live, sum, memory_order_relaxed);
-        for (uint32_t i = 0; i < locked; i++)
-                pthread_mutex_unlock((pthread_mutex_t *)sh[i].mutex);
+        for (uint32_t i = 0; i < locked; i++) {
+                p.shard = &sh[i];
+                shm_shard_unlock(&p, me);
+        }
         return rc;
 }
 

@@ -38,8 +38,13 @@ static inline bool shm_slot_matches(const struct thr_slot *s, uint64_t meta, uin
                s->key_len == len && memcmp(s->key, key, len) == 0;
 }
 
-static inline struct thr_slot *shm_table_lookup(void *base, const struct thr_table *tb, uint64_t h,
-                                                const void *key, uint32_t len)
+/*
+ * The live slot of KEY, or NULL; *META_OUT: its meta word as the match saw it, the slot's identity
+ * (status, generation, tag), which a caller compares again before it trusts a later load.
+ */
+static inline struct thr_slot *shm_table_lookup_meta(void *base, const struct thr_table *tb,
+                                                     uint64_t h, const void *key, uint32_t len,
+                                                     uint64_t *meta_out)
 {
         struct shm_probe p;
         shm_probe_init(base, tb, h, &p);
@@ -49,12 +54,21 @@ static inline struct thr_slot *shm_table_lookup(void *base, const struct thr_tab
                 uint64_t meta = atomic_load_explicit(&s->meta, memory_order_acquire);
                 if (THR_META_STATUS(meta) == THR_SLOT_EMPTY)
                         return NULL;
-                if (shm_slot_matches(s, meta, p.tag, key, len))
+                if (shm_slot_matches(s, meta, p.tag, key, len)) {
+                        *meta_out = meta;
                         return s;
+                }
                 if (++i == p.n)
                         i = 0;
         }
         return NULL;
+}
+
+static inline struct thr_slot *shm_table_lookup(void *base, const struct thr_table *tb, uint64_t h,
+                                                const void *key, uint32_t len)
+{
+        uint64_t meta;
+        return shm_table_lookup_meta(base, tb, h, key, len, &meta);
 }
 
 #endif

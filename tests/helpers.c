@@ -7,15 +7,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
-#include <linux/hw_breakpoint.h>
-#include <linux/perf_event.h>
-#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "client_internal.h"
 #include "helpers.h"
 
 #if __has_include(<valgrind/valgrind.h>)
@@ -430,46 +428,19 @@ struct thr_slot *tdaemon_slot(const struct tdaemon *d, const char *name, const c
         return s;
 }
 
-static int g_watch_fd = -1;
-static void (*g_watch_fn)(void);
+/* ---------------------------------------------------------------- shard locks */
 
-static void on_watch(int sig, siginfo_t *si, void *uc)
+uint64_t tlock_me(thr_arena *a)
 {
-        (void)sig;
-        (void)uc;
-        if (si->si_code != 6 /* TRAP_PERF */ || g_watch_fd < 0)
-                return;
-        ioctl(g_watch_fd, PERF_EVENT_IOC_DISABLE, 0);
-        if (g_watch_fn)
-                g_watch_fn();
+        int err = 0;
+        struct thr_reader *r = thr_reader_get(a, &err);
+        cr_assert_not_null(r, "registration: %s", thr_strerror(err));
+        const struct thr_reader *r0 = shm_at(a->map.base, a->map.g.reader_off);
+        return shm_lock_client((uint32_t)(r - r0), atomic_load(&r->owner));
 }
 
-int twatch_once(void *addr, void (*fn)(void))
+void tprobe(const struct shm_map *m, const struct thr_table *tb, const char *key,
+            struct shm_probe *p)
 {
-        struct sigaction sa = {.sa_sigaction = on_watch, .sa_flags = SA_SIGINFO};
-        if (sigaction(SIGTRAP, &sa, NULL) < 0)
-                return -errno;
-        struct perf_event_attr at = {.type = PERF_TYPE_BREAKPOINT,
-                                     .size = sizeof(at),
-                                     .bp_type = HW_BREAKPOINT_RW,
-                                     .bp_addr = (uint64_t)(uintptr_t)addr,
-                                     .bp_len = HW_BREAKPOINT_LEN_8,
-                                     .sample_period = 1,
-                                     .exclude_kernel = 1,
-                                     .exclude_hv = 1,
-                                     .sigtrap = 1,
-                                     .remove_on_exec = 1};
-        g_watch_fn = fn;
-        int fd = (int)syscall(__NR_perf_event_open, &at, 0, -1, -1, PERF_FLAG_FD_CLOEXEC);
-        if (fd < 0)
-                return -errno;
-        g_watch_fd = fd;
-        return 0;
-}
-
-void twatch_close(void)
-{
-        if (g_watch_fd >= 0)
-                close(g_watch_fd);
-        g_watch_fd = -1;
+        shm_probe_init(m->base, tb, shm_hash(shm_hdr(m)->secret, key, strlen(key)), p);
 }

@@ -126,16 +126,15 @@ struct thr_slot *tdaemon_slot(const struct tdaemon *d, const char *name, const c
 double telapsed_s(const struct timespec *t0);
 void tdoze(void);
 
-/*
- * twatch_once - a hardware watchpoint (perf breakpoint event, sigtrap) on the 8 bytes at ADDR, for
- * the calling thread: right after the first instruction that reads or writes them, FN runs in a
- * SIGTRAP handler with the watchpoint already disabled. Lets a test act between two loads of
- * code it does not own, deterministically. Returns 0, or -errno when the kernel or machine
- * cannot (callers skip). twatch_close - drop the watchpoint (safe when none).
- */
-int twatch_once(void *addr, void (*fn)(void));
-void twatch_close(void);
-
 #define SEC 1000000000ull
+
+/*
+ * tlock_me - the shard-lock value of the calling thread in arena A (the thread registers if it
+ * has not yet): what shm_shard_lock takes as ME for a client.
+ * tprobe - the probe (shard, home slot, tag) of KEY in table TB of the arena mapped at M.
+ */
+uint64_t tlock_me(thr_arena *a);
+void tprobe(const struct shm_map *m, const struct thr_table *tb, const char *key,
+            struct shm_probe *p);
 
 #endif

@@ -484,7 +484,8 @@ static pid_t reader_child(int mode, int up[2], int down[2])
         thr_arena *a;
         if (thr_arena_open(fx.arena, 0, &a) != 0)
                 _exit(2);
-        struct thr_reader *r = thr_reader_get(a);
+        int err = 0;
+        struct thr_reader *r = thr_reader_get(a, &err);
         if (!r)
                 _exit(3);
         thr_reader_enter(a, r);
@@ -494,7 +495,7 @@ static pid_t reader_child(int mode, int up[2], int down[2])
                 for (;;)
                         pause();
         raise(SIGSTOP);
-        thr_reader_exit(r);
+        thr_reader_exit(r, true);
         char c;
         if (write(up[1], "o", 1) != 1 || read(down[0], &c, 1) != 1)
                 _exit(5);
@@ -611,6 +612,37 @@ Test(daemon_evict, daemon_reports_a_stopped_reader_and_waits)
         g_kid = 0;
         cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child status %#x", st);
         cr_assert_eq(atomic_load(&r->owner), 0, "the child gave its record back");
+        close(up[0]);
+        close(down[1]);
+        tdaemon_stop(&fx, d);
+}
+
+/*
+ * A daemon restarted when the grace-period counter's low 32 bits are in [2^31, 2^32) (2^31 passes:
+ * 25 days at maintenance_ms = 1) starts from done = 0. Tags compared modulo 2^32 took every such
+ * tag for done on its first pass and freed a slot a stopped reader may still hold.
+ */
+Test(daemon_evict, daemon_restarted_past_2_31_grace_periods_frees_nothing_early)
+{
+        tdaemon_config(&fx, true, FAST, EV);
+        int d = tdaemon_start(&fx, NULL);
+        tdaemon_wait_ready(&fx, d, 1);
+        atomic_store(&hdr()->grace_periods, 0x80000000ull + 5);
+        int up[2], down[2];
+        pid_t kid;
+        struct thr_slot *s = victim_under_reader(d, KID_STOP, up, down, &kid);
+        cr_assert_geq(THR_META_TAG(atomic_load(&s->meta)), 0x80000000u, "a tag past 2^31");
+        tdaemon_stop(&fx, d);
+        d = tdaemon_start(&fx, NULL);
+        tdaemon_wait_ready(&fx, d, 2);
+        stays_retiring(d, s, 30, 20 * MS); /* the new daemon's first passes free nothing */
+        cr_assert_eq(kill(kid, SIGCONT), 0);
+        hear(up[0], 'o');
+        POLL(d, reclaimed(s), "the slot was never reclaimed after the reader left");
+        cr_assert_eq(write(down[1], "x", 1), 1);
+        int st;
+        cr_assert_eq(waitpid(kid, &st, 0), kid);
+        g_kid = 0;
         close(up[0]);
         close(down[1]);
         tdaemon_stop(&fx, d);

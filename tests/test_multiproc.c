@@ -3,8 +3,8 @@
  * GCRA allows: exactly on a manual clock (one key, many keys, and with deciders stopped between
  * their read and their CAS), within the bound on the real clock; that concurrent inserts of the
  * same new keys leave one live slot per key (raced, and made certain by blocking the inserters on
- * the shard mutex); and that processes SIGKILLed at random moments, some inside the insert path
- * holding a shard mutex, leave a table with no duplicate keys, repaired shards, usable mutexes and
+ * the shard lock); and that processes SIGKILLed at random moments, some inside the insert path
+ * holding a shard lock, leave a table with no duplicate keys, repaired shards, usable lockes and
  * no key charged beyond its burst. Deaths at chosen points of an insert are emulated exactly.
  *
  * Children report through a shared anonymous mapping and end with _exit(); they never call a
@@ -28,9 +28,8 @@
 
 #include "helpers.h"
 
-#define MS        1000000ull
-#define MAX_KIDS  16
-#define FUTEX_TID 0x3fffffffu /* linux/futex.h FUTEX_TID_MASK */
+#define MS       1000000ull
+#define MAX_KIDS 16
 
 /* ---------------------------------------------------------------- fixtures */
 
@@ -270,8 +269,9 @@ static size_t walk_live(struct thr_table *tb, struct wkey *out, size_t max, size
         if (exact)
                 cr_assert_eq(live, n, "table live counter vs walk, no process died");
         struct thr_table geo = *tb;
-        cr_assert_eq(
-            shm_table_reconcile(T.map.base, (uint64_t)((char *)tb - (char *)T.map.base), &geo), 0);
+        cr_assert_eq(shm_table_reconcile(&T.map, (uint64_t)((char *)tb - (char *)T.map.base), &geo,
+                                         shm_lock_daemon(0)),
+                     0);
         cr_assert_eq(atomic_load(&tb->live), n, "table live counter vs walk after reconcile");
         return n;
 }
@@ -761,9 +761,10 @@ Test(multiproc, concurrent_inserts_leave_one_live_slot_per_key)
 }
 
 /*
- * The same race made certain: the parent holds the shard's insert mutex while every child looks a
- * new key up (miss) and blocks on that mutex in the insert path; released, each child must find
- * the key that the first one inserted when it probes again under the mutex.
+ * The same race made certain: the parent holds the shard's insert lock while every child looks a
+ * new key up (miss) and waits for that lock in the insert path (the limiter's insert_wait is long
+ * enough for the test); released, each child must find the key that the first one inserted when
+ * it probes again under the lock.
  */
 #define G_ROUNDS 10
 
@@ -797,51 +798,35 @@ static void blocked_child(void *arg, int idx)
         }
 }
 
-/*
- * Whether PID sleeps (state S in /proc/PID/stat, readable without ptrace rights). A child that
- * announced its try and then sleeps is blocked on the shard mutex: the try has no other sleep.
- */
-static bool sleeping(pid_t pid)
-{
-        char path[64], buf[256] = "";
-        snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-        FILE *f = fopen(path, "re");
-        cr_assert_not_null(f, "%s: %s", path, strerror(errno));
-        bool ok = fgets(buf, sizeof(buf), f) != NULL;
-        fclose(f);
-        const char *end = strrchr(buf, ')'); /* "pid (comm) S ..." */
-        return ok && end && end[1] == ' ' && end[2] == 'S';
-}
-
-Test(multiproc, inserters_blocked_on_the_mutex_find_the_key_under_it)
+Test(multiproc, inserters_waiting_for_the_lock_find_the_key_under_it)
 {
         struct shm_limiter_spec s = tspec("blk", 1, 1000 * SEC, 1000, 1000);
         s.shards = 1;
+        s.lock_wait_ns = 30 * SEC; /* the children wait for as long as the parent holds it */
         tarena_make(&T, THR_CLOCK_MANUAL, SHM_HUGE_OFF, &s, 1);
         struct blocked_ctl *c = shared_alloc(sizeof(*c));
         c->lim = lim("blk");
         struct thr_table *tb = table_of("blk");
-        pthread_mutex_t *mu =
-            (pthread_mutex_t *)((struct thr_shard *)shm_at(T.map.base, tb->shards_off))->mutex;
+        struct shm_probe pr;
+        tprobe(&T.map, tb, "blk-0", &pr); /* one shard: every key's */
+        uint64_t me = tlock_me(T.a);
         for (int i = 0; i < D_KIDS; i++)
                 spawn(blocked_child, c, i);
         parent_await(&c->ready, D_KIDS, D_KIDS, &c->eb);
         for (uint64_t r = 0; r < G_ROUNDS; r++) {
-                cr_assert_eq(pthread_mutex_lock(mu), 0);
+                uint64_t waits = atomic_load(&pr.shard->lock_waits);
+                cr_assert_eq(shm_shard_lock(&T.map, &pr, me, 0), 0);
                 atomic_store_explicit(&c->round, r + 1, memory_order_release);
                 parent_await(&c->trying, (r + 1) * D_KIDS, D_KIDS, &c->eb);
                 struct timespec t0, t;
                 clock_gettime(CLOCK_MONOTONIC, &t0);
-                for (int i = 0; i < D_KIDS; i++) {
-                        while (!sleeping(g_kids[i])) {
-                                clock_gettime(CLOCK_MONOTONIC, &t);
-                                cr_assert_lt(t.tv_sec - t0.tv_sec, 10,
-                                             "child %d never blocked on the mutex", i);
-                                sched_yield();
-                        }
+                while (atomic_load(&pr.shard->lock_waits) < waits + D_KIDS) {
+                        clock_gettime(CLOCK_MONOTONIC, &t);
+                        cr_assert_lt(t.tv_sec - t0.tv_sec, 10, "the children never waited");
+                        sched_yield();
                 }
-                cr_assert_eq(atomic_load(&c->done), r * D_KIDS, "nobody got past the mutex");
-                cr_assert_eq(pthread_mutex_unlock(mu), 0);
+                cr_assert_eq(atomic_load(&c->done), r * D_KIDS, "nobody got past the lock");
+                shm_shard_unlock(&pr, me);
                 parent_await(&c->done, (r + 1) * D_KIDS, D_KIDS, &c->eb);
         }
         reap_all(D_KIDS, &c->eb);
@@ -896,7 +881,7 @@ static int64_t claim_cold(struct chaos_ctl *c)
 }
 
 /* The hunted child's work: a new key on the full "dense" table, so every call takes the shard
- * mutex and probes under it (insert path, denied by on_full = deny), without using up any
+ * lock and probes under it (insert path, denied by on_full = deny), without using up any
  * capacity. */
 static void dense_try(struct chaos_ctl *c, int idx, uint64_t i)
 {
@@ -932,14 +917,17 @@ static void chaos_child(void *arg, int idx)
         }
 }
 
-/* Which shard mutex of TB PID holds, per the robust futex word (owner TID), or -1. */
+/* Which shard lock of TB PID holds (the lock word names a reader record, the record a pid). */
 static int held_shard(const struct thr_table *tb, pid_t pid)
 {
         const struct thr_shard *sh = shm_at(T.map.base, tb->shards_off);
+        const struct thr_reader *r = shm_at(T.map.base, T.map.g.reader_off);
         for (uint32_t i = 0; i < tb->nshards; i++) {
-                const pthread_mutex_t *mu = (const pthread_mutex_t *)sh[i].mutex;
-                unsigned w = (unsigned)__atomic_load_n(&mu->__data.__lock, __ATOMIC_ACQUIRE);
-                if ((w & FUTEX_TID) == (unsigned)pid)
+                uint64_t w = atomic_load(&sh[i].lock);
+                if (!w || (w & THR_LOCK_DAEMON))
+                        continue;
+                uint64_t idx = (w >> 40) - 1;
+                if (idx < T.map.g.reader_count && atomic_load(&r[idx].pid) == (uint64_t)pid)
                         return (int)i;
         }
         return -1;
@@ -950,7 +938,7 @@ struct held {
         int shard;
 };
 
-/* Stop PID and say which shard mutex it holds. It stays stopped. */
+/* Stop PID and say which shard lock it holds. It stays stopped. */
 static struct held stop_and_look(struct thr_table *const tbs[2], pid_t pid)
 {
         int st;
@@ -967,7 +955,7 @@ static struct held stop_and_look(struct thr_table *const tbs[2], pid_t pid)
 
 /*
  * Hunt: make child IDX try only new keys on the full "dense" table, where it spends much of its
- * time holding the shard mutex, and stop it at random moments until it is caught holding it.
+ * time holding the shard lock, and stop it at random moments until it is caught holding it.
  * Returns what it holds (possibly nothing, if not caught within the budget); it stays stopped.
  */
 static struct held hunt(struct chaos_ctl *c, struct thr_table *const tbs[2], int idx, uint64_t *rng)
@@ -1022,11 +1010,11 @@ static uint64_t check_repairs(const struct thr_table *tb, const bool *held, cons
         return repairs;
 }
 
-/* Kill E_KILLS children, each at a random moment or caught holding a mutex; replace each. */
+/* Kill E_KILLS children, each at a random moment or caught holding a lock; replace each. */
 static int kill_loop(struct chaos_ctl *c, struct thr_table *const tbs[2],
                      bool held[2][THR_MAX_SHARDS], uint64_t *rng)
 {
-        int in_mutex[2] = {0, 0};
+        int in_lock[2] = {0, 0};
         for (int kill_no = 0; kill_no < E_KILLS; kill_no++) {
                 int victim = (int)(rng_next(rng) % E_KIDS);
                 pid_t pid = g_kids[victim];
@@ -1047,13 +1035,13 @@ static int kill_loop(struct chaos_ctl *c, struct thr_table *const tbs[2],
                           "victim ended with status %#x: %s", st, c->eb.msg);
                 if (h.table >= 0) {
                         held[h.table][h.shard] = true;
-                        in_mutex[h.table]++;
+                        in_lock[h.table]++;
                 }
                 spawn(chaos_child, c, victim);
         }
-        cr_log_info("sigkill: %d of %d kills inside a shard mutex (%d chaos, %d dense)",
-                    in_mutex[0] + in_mutex[1], E_KILLS, in_mutex[0], in_mutex[1]);
-        return in_mutex[0] + in_mutex[1];
+        cr_log_info("sigkill: %d of %d kills inside a shard lock (%d chaos, %d dense)",
+                    in_lock[0] + in_lock[1], E_KILLS, in_lock[0], in_lock[1]);
+        return in_lock[0] + in_lock[1];
 }
 
 /* Per key: consumption read from the TAT <= B, and counted admissions <= consumption. */
@@ -1115,12 +1103,12 @@ Test(multiproc, sigkill_at_random_keeps_table_sound)
 
         for (int i = 0; i < E_KIDS; i++)
                 spawn(chaos_child, c, i);
-        int in_mutex = kill_loop(c, tbs, held, &rng);
+        int in_lock = kill_loop(c, tbs, held, &rng);
         atomic_store(&c->stop, 1);
         reap_all(E_KIDS, &c->eb);
         cr_assert_eq(atomic_load(&c->eb.n), 0, "child error: %s", c->eb.msg);
 
-        /* Every shard mutex is usable (and repaired where a holder died). */
+        /* Every shard lock is usable (and repaired where a holder died). */
         insert_every_shard(c->lim, tbs[0], "probe", 1);
         insert_every_shard(c->dense, tbs[1], "late", 0); /* full: on_full = deny */
         uint64_t repairs =
@@ -1138,7 +1126,7 @@ Test(multiproc, sigkill_at_random_keeps_table_sound)
 
         cr_log_info("sigkill: %lu repairs, %zu live keys, %lu cold keys created",
                     (unsigned long)repairs, n, (unsigned long)atomic_load(&c->next_cold));
-        cr_assert_geq(in_mutex, 1, "no kill landed inside the insert path (seed %#llx)",
+        cr_assert_geq(in_lock, 1, "no kill landed inside the insert path (seed %#llx)",
                       (unsigned long long)c->seed);
         munmap(c, sizeof(*c));
 }
@@ -1146,11 +1134,11 @@ Test(multiproc, sigkill_at_random_keeps_table_sound)
 /* ---------------------------------------------------------------- (f) deaths at chosen points */
 
 /*
- * Where in shm_table_insert() (shm/table.c) the emulated holder dies, with the shard mutex held.
+ * Where in shm_table_insert() (shm/table.c) the emulated holder dies, with the shard lock held.
  * A SIGKILL cannot be aimed at one instruction, so the child performs the insert's steps itself,
- * in table.c's order (capacity_take, then insert_publish), and _exit()s at the chosen point; the
- * kernel then marks the robust mutex owner-died, as for a SIGKILL. If table.c reorders its steps,
- * update this emulation with it.
+ * in table.c's order (capacity_take, then insert_publish), and _exit()s at the chosen point; its
+ * reader record's liveness lock goes with it, as for a SIGKILL, so the next locker finds the
+ * holder gone and takes the lock over. If table.c reorders its steps, update this emulation.
  */
 enum death_point {
         DIE_BUSY,      /* capacity taken, meta BUSY, key half written */
@@ -1172,10 +1160,11 @@ static void die_in_insert(void *arg, int idx)
         size_t len = strlen(c->key);
         uint64_t h = shm_hash(shm_hdr(&T.map)->secret, c->key, len);
         uint32_t hi = (uint32_t)(h >> 32), shard = hi & (tb->nshards - 1);
-        struct thr_shard *sh = (struct thr_shard *)shm_at(T.map.base, tb->shards_off) + shard;
         struct thr_slot *slots = slots_of(tb) + (uint64_t)shard * tb->shard_slots;
         uint32_t i = (uint32_t)(((uint64_t)hi * tb->shard_slots) >> 32);
-        if (pthread_mutex_lock((pthread_mutex_t *)sh->mutex) != 0)
+        struct shm_probe p;
+        tprobe(&T.map, tb, c->key, &p);
+        if (shm_shard_lock(&T.map, &p, tlock_me(T.a), 0) != 0)
                 child_fail(&c->eb, "lock");
         while (THR_META_STATUS(atomic_load(&slots[i].meta)) != THR_SLOT_EMPTY)
                 i = (i + 1) % tb->shard_slots;

@@ -385,7 +385,8 @@ Test(shmctl, fresh_key_is_a_full_bucket_without_debt)
         struct thr_slot *slot;
         bool created;
         uint64_t h = shm_hash(shm_hdr(&fx.map)->secret, "new", 3);
-        cr_assert_eq(shm_table_insert(fx.map.base, table_of("api"), h, "new", 3, &slot, &created),
+        cr_assert_eq(shm_table_insert(&fx.map, table_of("api"), h, "new", 3, shm_lock_daemon(0),
+                                      &slot, &created),
                      0);
         cr_assert_eq(run(out, "--json keys api"), 0, "%s", out);
         assert_json(out);

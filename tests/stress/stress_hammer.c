@@ -302,12 +302,12 @@ static unsigned run(void)
 
 /* ---------------------------------------------------------------- checks */
 
-/* One new key into every shard: each insert takes (and, after a death, repairs) the mutex. */
+/* One new key into every shard: each insert takes (and, after a death, takes over) the lock. */
 static void check_every_shard(void)
 {
         bool *got = calloc(g.tb->nshards, sizeof(*got));
         uint32_t filled = 0;
-        alarm(60); /* a mutex that never comes back ends the run (SIGALRM) */
+        alarm(60); /* a lock that never comes back ends the run (SIGALRM) */
         for (unsigned i = 0; got && filled < g.tb->nshards; i++) {
                 char key[32];
                 int len = snprintf(key, sizeof(key), "probe-%u", i);
@@ -371,8 +371,9 @@ static size_t check_table(uint64_t now_units)
         check(reserved >= live, "table live counter %" PRIu64 " below the walk %" PRIu64, reserved,
               live);
         struct thr_table geo = *g.tb;
+        uint64_t me = shm_lock_daemon(atomic_load(&shm_hdr(&g.map)->attach_count));
         int rc =
-            shm_table_reconcile(g.map.base, (uint64_t)((char *)g.tb - (char *)g.map.base), &geo);
+            shm_table_reconcile(&g.map, (uint64_t)((char *)g.tb - (char *)g.map.base), &geo, me);
         check(rc == 0, "shm_table_reconcile: %s", thr_strerror(rc));
         check(atomic_load(&g.tb->live) == live,
               "table live counter %" PRIu64 " != walk %" PRIu64 " after reconcile",

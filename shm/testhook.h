@@ -1,0 +1,35 @@
+/*
+ * testhook.h - points where a test can run code at an exact step of a concurrent protocol.
+ *
+ * Races that need a precise interleaving (a slot reused between a load and a CAS, a count
+ * decremented between a repair's walk and its store) are forced, not hoped for: the test sets
+ * thr_test_hook and the library calls it at the named point. Only the test builds of the
+ * libraries (THR_TEST_HOOKS, targets *-hooks in CMake) contain the calls; in every other build
+ * THR_HOOK expands to nothing, so production code pays nothing for them.
+ */
+#ifndef THR_SHM_TESTHOOK_H
+#define THR_SHM_TESTHOOK_H
+
+enum thr_hook_point {
+        THR_HOOK_SECTION_ENTERED = 1, /* client: a call entered its read-side section (arg: op) */
+        THR_HOOK_APPLY_BEFORE_CAS,    /* client: a decision made, before its CAS (arg: slot) */
+        THR_HOOK_KEY_INSERTED,        /* client: a new key published, before its first CAS */
+        THR_HOOK_RETIRE_COUNTED,      /* meta LIVE -> DEAD done, the counts not yet (arg: slot) */
+        THR_HOOK_EXIT_RELEASED,       /* exit(): the exiting process gave its records back */
+        THR_HOOK_CONFIG_STAGED,       /* configure: records and tables staged, not yet published */
+        THR_HOOK_MAINT_META_READ,     /* maintenance read a slot's meta, not yet its state (arg:
+                                       * the meta word) */
+};
+
+#ifdef THR_TEST_HOOKS
+extern void (*thr_test_hook)(enum thr_hook_point point, void *arg);
+#define THR_HOOK(point, arg)                                                                       \
+        do {                                                                                       \
+                if (thr_test_hook)                                                                 \
+                        thr_test_hook((point), (arg));                                             \
+        } while (0)
+#else
+#define THR_HOOK(point, arg) ((void)0)
+#endif
+
+#endif

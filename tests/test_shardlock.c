@@ -1,0 +1,198 @@
+/*
+ * test_shardlock.c - proves the shard insert lock (shm/shardlock.c) bounds every wait and trusts
+ * nothing a client can write: a stopped client holding it costs a new key its bounded wait and
+ * the on_full outcome (deny, or allow) while existing keys are decided as before; a daemon stopped
+ * holding it likewise, and once that daemon is gone its lock is taken over; a thread waiting for
+ * its own lock (a signal handler nested in its insert) gets the outcome at once; and the real
+ * daemon survives a client rewriting every shard header while it runs its passes (it used to lock
+ * robust pthread mutexes there, and glibc wrote through the list pointers a client had planted).
+ */
+#include <criterion/criterion.h>
+#include <criterion/logging.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "client_internal.h"
+#include "helpers.h"
+
+static struct tarena T;
+static thr_limiter *L[2];
+static pid_t g_kid = -1;
+
+static void teardown(void)
+{
+        if (g_kid > 0) {
+                kill(g_kid, SIGKILL);
+                waitpid(g_kid, NULL, 0);
+        }
+        g_kid = -1;
+        for (int i = 0; i < 2; i++)
+                if (L[i])
+                        thr_limiter_close(L[i]);
+        L[0] = L[1] = NULL;
+        if (T.a)
+                tarena_free(&T);
+}
+
+TestSuite(shardlock, .fini = teardown, .timeout = 60);
+
+/* Limiters "deny" and "allow" of one shard each (B = 5, T = 1 s), manual clock. */
+static void make(void)
+{
+        struct shm_limiter_spec s[2] = {tspec("deny", 1, SEC, 5, 5), tspec("allow", 1, SEC, 5, 5)};
+        for (int i = 0; i < 2; i++)
+                s[i].shards = 1;
+        s[1].on_full = THR_FULL_ALLOW;
+        tarena_make(&T, THR_CLOCK_MANUAL, SHM_HUGE_OFF, s, 2);
+        L[0] = tlim(&T, "deny");
+        L[1] = tlim(&T, "allow");
+}
+
+static struct thr_shard *shard_of(const char *lim)
+{
+        struct shm_probe p;
+        tprobe(&T.map, ttable(&T, lim), "any", &p);
+        return p.shard;
+}
+
+/* A child takes the insert lock of both limiters' shards, then stops itself. */
+static void stopped_holder(void)
+{
+        g_kid = tfork();
+        cr_assert_geq(g_kid, 0);
+        if (g_kid == 0) {
+                uint64_t me = tlock_me(T.a);
+                for (int i = 0; i < 2; i++) {
+                        struct shm_probe p;
+                        tprobe(&T.map, ttable(&T, i ? "allow" : "deny"), "any", &p);
+                        if (shm_shard_lock(&T.map, &p, me, 0) != 0)
+                                _exit(2);
+                }
+                raise(SIGSTOP);
+                _exit(0);
+        }
+        int st;
+        cr_assert_eq(waitpid(g_kid, &st, WUNTRACED), g_kid);
+        cr_assert(WIFSTOPPED(st), "the holder stopped (status %#x)", st);
+}
+
+Test(shardlock, a_stopped_holder_costs_a_new_key_its_bounded_wait_and_on_full)
+{
+        make();
+        cr_assert_eq(thr_limiter_try(L[0], "old", 3, 1, NULL), 1); /* exists before */
+        stopped_holder();
+        alarm(20); /* an unbounded wait fails the test instead of hanging it */
+        struct thr_result r;
+        cr_assert_eq(thr_limiter_try(L[0], "new", 3, 1, &r), 0, "on_full deny: a denial");
+        cr_assert_gt(r.retry_after_ns, 0);
+        cr_assert_eq(thr_limiter_try(L[1], "new", 3, 1, &r), 1, "on_full allow: admitted");
+        struct thr_reservation rv;
+        cr_assert_eq(thr_limiter_reserve(L[0], "new2", 4, 1, SEC, &rv), -ENOSPC);
+        cr_assert_eq(thr_limiter_try(L[0], "old", 3, 1, &r), 1, "an existing key takes no lock");
+        cr_assert_eq(r.remaining, 3);
+        alarm(0);
+        cr_assert_eq(atomic_load(&shard_of("deny")->lock_timeouts), 2);
+        cr_assert_eq(atomic_load(&shard_of("allow")->lock_timeouts), 1);
+        cr_assert_eq(atomic_load(&shard_of("allow")->allowed_full), 1);
+        /* continued, the holder exits holding the locks: the next inserter takes them over */
+        cr_assert_eq(kill(g_kid, SIGCONT), 0);
+        int st;
+        cr_assert_eq(waitpid(g_kid, &st, 0), g_kid);
+        g_kid = -1;
+        cr_assert_eq(thr_limiter_try(L[0], "new", 3, 1, &r), 1);
+        cr_assert_eq(atomic_load(&shard_of("deny")->repairs), 1, "taken over and repaired");
+}
+
+Test(shardlock, a_stopped_daemon_holding_the_lock_costs_the_bounded_wait_then_is_taken_over)
+{
+        make();
+        pid_t holder;
+        cr_assert_eq(shm_daemon_lock(&T.map, &holder), 0, "we play the daemon");
+        uint64_t attach = atomic_fetch_add(&shm_hdr(&T.map)->attach_count, 1) + 1;
+        atomic_store(&shard_of("deny")->lock, shm_lock_daemon(attach)); /* stopped mid-pass */
+        alarm(20);
+        struct thr_result r;
+        cr_assert_eq(thr_limiter_try(L[0], "new", 3, 1, &r), 0, "the daemon is alive: on_full");
+        /* another daemon attaches: this one's lock is stale */
+        atomic_fetch_add(&shm_hdr(&T.map)->attach_count, 1);
+        cr_assert_eq(thr_limiter_try(L[0], "new", 3, 1, &r), 1, "taken over from a gone daemon");
+        alarm(0);
+        cr_assert_eq(atomic_load(&shard_of("deny")->repairs), 1);
+        cr_assert_eq(atomic_load(&shard_of("deny")->lock), 0, "given back");
+}
+
+Test(shardlock, a_thread_waiting_for_its_own_lock_gets_on_full_at_once)
+{
+        make();
+        atomic_store(&shard_of("deny")->lock, tlock_me(T.a)); /* as inside its own insert */
+        struct thr_result r;
+        cr_assert_eq(thr_limiter_try(L[0], "new", 3, 1, &r), 0);
+        cr_assert_eq(atomic_load(&shard_of("deny")->lock_waits), 0, "no wait at all");
+        atomic_store(&shard_of("deny")->lock, 0);
+        cr_assert_eq(thr_limiter_try(L[0], "new", 3, 1, &r), 1);
+}
+
+/* ---------------------------------------------------------------- the real daemon */
+
+#define SCRIBBLE_S 3
+
+/* Rewrite every shard header of every table with garbage, for SCRIBBLE_S seconds. */
+static void scribbler(const struct tdaemon *d)
+{
+        struct timespec t0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        uint64_t x = 0x9e3779b97f4a7c15ull ^ (uint64_t)getpid();
+        while (telapsed_s(&t0) < SCRIBBLE_S) {
+                for (uint32_t e = 0; e < d->map.g.dir_count; e++) {
+                        struct shm_lim_snap snap;
+                        if (shm_dir_snapshot(&d->map, e, &snap) < 0)
+                                continue;
+                        uint8_t *sh = shm_at(d->map.base, snap.table.shards_off);
+                        for (uint32_t i = 0; i < snap.table.nshards; i++) {
+                                uint64_t *w =
+                                    (uint64_t *)(sh + (size_t)i * sizeof(struct thr_shard));
+                                for (int k = 0; k < 8; k++) {
+                                        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+                                        /* garbage, small "pointers", zeroes: what locks take */
+                                        w[k] = (x & 3) == 0 ? 0 : (x & 3) == 1 ? (x & 0xfff0) : x;
+                                }
+                        }
+                }
+        }
+}
+
+Test(shardlock, the_daemon_survives_a_client_rewriting_every_shard_header, .timeout = 60)
+{
+        struct tdaemon d;
+        tdaemon_init(&d);
+        tdaemon_config(&d, true, "maintenance_ms = 1\nscan_budget = 100000\n",
+                       "[s]\nrate = 1000/s\nburst = 10\ncapacity = 4096\nshards = 16\n"
+                       "idle_ttl = 1ms\n");
+        int i = tdaemon_start(&d, NULL);
+        tdaemon_wait_ready(&d, i, 1);
+        thr_limiter *l = tdaemon_lim(&d, 0, "s");
+        for (int k = 0; k < 500; k++) {
+                char key[16];
+                int len = snprintf(key, sizeof(key), "k%d", k);
+                thr_limiter_try(l, key, (size_t)len, 1, NULL);
+        }
+        thr_clock_advance(d.a, SEC); /* every key idle: the daemon evicts, so it locks shards */
+        pid_t kid = tfork();
+        cr_assert_geq(kid, 0);
+        if (kid == 0) {
+                scribbler(&d);
+                _exit(0);
+        }
+        int st;
+        cr_assert_eq(waitpid(kid, &st, 0), kid);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+        cr_assert_eq(kill(d.pid[i], 0), 0, "the daemon died; log:\n%s", tdaemon_log(&d, i));
+        cr_assert_eq(waitpid(d.pid[i], &st, WNOHANG), 0, "the daemon ended; log:\n%s",
+                     tdaemon_log(&d, i));
+        tdaemon_stop(&d, i); /* and it still stops cleanly, exit 0 */
+        tdaemon_fini(&d);
+}
