@@ -18,11 +18,13 @@
  * section of this thread's reader record (thr_reader_enter/exit), so the daemon reuses no slot
  * this call might still hold. A slot evicted under us has state THR_TAT_DEAD: our CAS from a TAT
  * fails, and we look the key up again (op_relookup), finding its new slot or inserting it. The
- * grace period is not the only guard: the lookup keeps the meta word it matched (status,
- * generation, tag), and the call compares it again after loading the state and after every
- * failed CAS; a slot retired or reused meanwhile sends the call back to the lookup, so a retried
- * decision is never made on another key's state (it was: on a CAS failure only THR_TAT_DEAD
- * counted as "evicted", and a slot reused for another key got charged for this one).
+ * grace period is not the only guard for a retried decision: the lookup keeps the meta word it
+ * matched (status, generation, tag), and after every failed CAS the call compares it again before
+ * deciding on the new state; a slot retired or reused meanwhile sends the call back to the
+ * lookup, so a retry never decides on another key's state (it did: on a CAS failure only
+ * THR_TAT_DEAD counted as "evicted", and a slot reused for another key got charged for this one).
+ * The first decision relies on the section alone (a check there would cost the hot path and still
+ * leave the window between the check and the CAS).
  *
  * New keys. The insert path takes the shard's insert lock (shm/shardlock.c), waiting at most
  * THR_LOCK_WAIT_NS for a live holder (a stopped process, a daemon stopped mid-pass): past that, or
@@ -171,7 +173,7 @@ struct op {
         struct thr_reader *r;
         struct thr_slot *slot; /* NULL: the key does not exist (yet) */
         uint64_t meta;         /* the slot's meta word as the lookup matched it */
-        bool entered;          /* this call opened the read-side section (not nested) */
+        uint64_t outer;        /* the section this call found open (a signal handler's), or 0 */
         const void *key;
         uint32_t len;
         uint64_t hash;
@@ -193,7 +195,7 @@ op_begin(struct op *o, thr_limiter *l, const void *key, size_t len, uint64_t cos
         o->r = thr_reader_get(l->a, &rc);
         if (!o->r)
                 return rc;
-        o->entered = thr_reader_enter(l->a, o->r);
+        o->outer = thr_reader_enter(l->a, o->r);
         THR_HOOK(THR_HOOK_SECTION_ENTERED, o->r);
         o->key = key;
         o->len = (uint32_t)len;
@@ -234,9 +236,10 @@ static int op_insert(struct op *o, uint64_t (*first)(void *, uint64_t), void *ct
         uint64_t me = shm_lock_client((uint32_t)(o->r - rec0),
                                       atomic_load_explicit(&o->r->owner, memory_order_relaxed));
         uint64_t wait = o->p->lock_wait_ns ? o->p->lock_wait_ns : THR_LOCK_WAIT_NS;
-        thr_reader_exit(o->r, o->entered);
+        if (!o->outer) /* a nested call cannot leave the section it is in */
+                thr_reader_exit(o->r, 0);
         int rc = shm_shard_lock(&l->a->map, &pr, me, wait);
-        if (o->entered)
+        if (!o->outer)
                 thr_reader_enter(l->a, o->r);
         if (rc == -ETIMEDOUT || rc == -EDEADLK)
                 return -ENOSPC;
@@ -328,15 +331,16 @@ static void fill_result(const struct thr_params *p, const struct shm_gcra *g,
  * state it judges: another process may have stored a TAT from a clock reading later than ours,
  * and judging it with ours would deny by the few ns between the two readings.
  * Returns 0, or OP_RETIRED if the slot was evicted (or reused) meanwhile: the caller looks the
- * key up again. The slot's identity is checked after the state load and after each failed CAS.
+ * key up again. A failed CAS means the state moved: before deciding again on the new value, the
+ * slot's identity is checked (the first decision relies on the read-side section alone).
  */
 static inline int op_apply(struct op *o, uint64_t cost, struct shm_gcra *g)
 {
         o->now = op_now(o);
-        uint64_t old = atomic_load_explicit(&o->slot->state, memory_order_acquire);
+        uint64_t old = atomic_load_explicit(&o->slot->state, memory_order_relaxed);
         bool clock_after_state = false;
         for (;;) {
-                if (old == THR_TAT_DEAD || !op_same_slot(o))
+                if (old == THR_TAT_DEAD)
                         return OP_RETIRED;
                 shm_gcra_step(o->p, old, o->now, cost, g);
                 if (!g->admitted && !clock_after_state) {
@@ -353,6 +357,8 @@ static inline int op_apply(struct op *o, uint64_t cost, struct shm_gcra *g)
                 if (atomic_compare_exchange_weak_explicit(
                         &o->slot->state, &old, next, memory_order_acq_rel, memory_order_acquire))
                         return 0;
+                if (!op_same_slot(o)) /* retired or reused: never re-decide on another key */
+                        return OP_RETIRED;
                 clock_after_state = false; /* OLD is newer now: a denial needs a newer clock */
                 thr_count(&o->r->cas_retries);
         }
@@ -413,7 +419,7 @@ int thr_limiter_try(thr_limiter *l, const void *key, size_t len, uint64_t cost,
                 thr_count(g.admitted ? &o.r->admitted : &o.r->denied);
                 fill_result(o.p, &g, res); /* inside the section: the record may be reused after */
         }
-        thr_reader_exit(o.r, o.entered);
+        thr_reader_exit(o.r, o.outer);
         return rc < 0 ? rc : g.admitted;
 }
 
@@ -456,10 +462,10 @@ static int reserve_apply(struct op *o, uint64_t cost, uint64_t max_wait_ns,
                          struct thr_reservation *rv, struct shm_gcra *g)
 {
         o->now = op_now(o);
-        uint64_t old = atomic_load_explicit(&o->slot->state, memory_order_acquire);
+        uint64_t old = atomic_load_explicit(&o->slot->state, memory_order_relaxed);
         bool clock_after_state = false;
         for (;;) {
-                if (old == THR_TAT_DEAD || !op_same_slot(o))
+                if (old == THR_TAT_DEAD)
                         return OP_RETIRED;
                 shm_gcra_step(o->p, old, o->now, cost, g);
                 if (!reserve_fits(o, g, max_wait_ns, rv)) {
@@ -474,6 +480,8 @@ static int reserve_apply(struct op *o, uint64_t cost, uint64_t max_wait_ns,
                                                           memory_order_acq_rel,
                                                           memory_order_acquire))
                         break;
+                if (!op_same_slot(o))
+                        return OP_RETIRED;
                 clock_after_state = false;
                 thr_count(&o->r->cas_retries);
         }
@@ -546,7 +554,7 @@ static int reserve(thr_limiter *l, const void *key, size_t len, uint64_t cost, u
                 thr_count(&o.r->admitted);
         if (o.p)
                 *pcopy = *o.p; /* the record may be reused once this section ends */
-        thr_reader_exit(o.r, o.entered);
+        thr_reader_exit(o.r, o.outer);
         return rc;
 }
 
@@ -574,7 +582,7 @@ int thr_reservation_cancel(struct thr_reservation *rv)
         struct thr_reader *r = thr_reader_get(a, &rc);
         if (!r)
                 return rc;
-        bool entered = thr_reader_enter(a, r);
+        uint64_t outer = thr_reader_enter(a, r);
         struct thr_slot *s = (struct thr_slot *)rv->priv_slot;
         if (shm_now_ns(a->hdr) < rv->due_ns) {
                 uint64_t meta = atomic_load_explicit(&s->meta, memory_order_acquire);
@@ -586,7 +594,7 @@ int thr_reservation_cancel(struct thr_reservation *rv)
                                                             memory_order_relaxed))
                         rc = 1;
         }
-        thr_reader_exit(r, entered);
+        thr_reader_exit(r, outer);
         if (rc == 1)
                 rv->priv_slot = NULL;
         return rc;

@@ -100,26 +100,26 @@ static inline struct thr_reader *thr_reader_get(thr_arena *a, int *err)
  * here: no fence on the hot path.
  *
  * Sections nest: a call made by a signal handler that interrupted a call of the same thread finds
- * `online` already set and leaves it alone (the outer section, older, covers the inner one), so it
- * never clears the outer call's mark. Returns whether this call entered (and so must exit).
- * If the handler runs between the check and the store below, the outer call stores a snapshot
- * older than the counter: it blocks grace periods a little longer, never less.
+ * `online` already set and keeps it (the outer section, older, covers the inner one), and at its
+ * end puts back what it found, so it never clears the outer call's mark. Returns what it found:
+ * 0 when this call opened the section. Branch-free: a load of the thread's own line and a
+ * conditional move. If the handler runs between the load and the store below, the outer call
+ * stores a snapshot no newer than the counter: it blocks grace periods a little longer, never less.
  */
-static inline bool thr_reader_enter(const thr_arena *a, struct thr_reader *r)
+static inline uint64_t thr_reader_enter(const thr_arena *a, struct thr_reader *r)
 {
-        if (atomic_load_explicit(&r->online, memory_order_relaxed))
-                return false;
+        uint64_t prev = atomic_load_explicit(&r->online, memory_order_relaxed);
         uint64_t gp = atomic_load_explicit(&a->hdr->grace_periods, memory_order_acquire);
-        atomic_store_explicit(&r->online, gp + 1, memory_order_relaxed);
+        atomic_store_explicit(&r->online, prev ? prev : gp + 1, memory_order_relaxed);
         atomic_signal_fence(memory_order_seq_cst);
-        return true;
+        return prev;
 }
 
-/* Leave the section ENTERED opened: every access to the table is done before (release). */
-static inline void thr_reader_exit(struct thr_reader *r, bool entered)
+/* Leave the section, putting back PREV (what thr_reader_enter found): every access to the table
+ * is done before (release). */
+static inline void thr_reader_exit(struct thr_reader *r, uint64_t prev)
 {
-        if (entered)
-                atomic_store_explicit(&r->online, 0, memory_order_release);
+        atomic_store_explicit(&r->online, prev, memory_order_release);
 }
 
 /* Owner-only counter: a plain load and store, no locked instruction. */

@@ -118,6 +118,10 @@ static void *sleeper(void *arg)
 
 Test(cancel, cancelled_while_sleeping_in_acquire_leaves_no_section_open)
 {
+        if (tunder_instrumentation())
+                cr_skip_test("ASan leaves the frames a cancellation unwinds poisoned (it handles "
+                             "longjmp and C++ exceptions, not glibc's forced unwind): its report "
+                             "here is about its own shadow, not the code");
         _Atomic int started = 0;
         pthread_t t;
         cr_assert_eq(pthread_create(&t, NULL, sleeper, (void *)&started), 0);

@@ -488,14 +488,14 @@ static pid_t reader_child(int mode, int up[2], int down[2])
         struct thr_reader *r = thr_reader_get(a, &err);
         if (!r)
                 _exit(3);
-        thr_reader_enter(a, r);
+        uint64_t outer = thr_reader_enter(a, r);
         if (write(up[1], "i", 1) != 1)
                 _exit(4);
         if (mode == KID_PAUSE)
                 for (;;)
                         pause();
         raise(SIGSTOP);
-        thr_reader_exit(r, true);
+        thr_reader_exit(r, outer);
         char c;
         if (write(up[1], "o", 1) != 1 || read(down[0], &c, 1) != 1)
                 _exit(5);

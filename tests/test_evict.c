@@ -298,12 +298,11 @@ static pid_t reader_child(struct box **out, int mode)
                 bx->idx = (uint32_t)(r - (struct thr_reader *)shm_at(T.a->map.base,
                                                                      T.a->map.g.reader_off));
                 bx->owner = atomic_load(&r->owner);
-                if (mode != OFFLINE)
-                        thr_reader_enter(T.a, r);
+                uint64_t outer = mode != OFFLINE ? thr_reader_enter(T.a, r) : 0;
                 atomic_store(&bx->stage, 1);
                 if (mode == STOP_IN_SECTION) {
                         raise(SIGSTOP);
-                        thr_reader_exit(r, true);
+                        thr_reader_exit(r, outer);
                         atomic_store(&bx->stage, 2);
                 }
                 for (;;)

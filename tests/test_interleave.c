@@ -195,13 +195,19 @@ static void evict_new_key(enum thr_hook_point pt, void *arg)
         g_nested = 0;
 }
 
+/*
+ * Each time the new key is published, another inserter evicts it (it is the least indebted). An
+ * uncharged key came back at the shard's floor, one token higher each round, and was evicted
+ * again, until the call gave up after its 8 evictions with -ENOSPC; the other keys, 80 tokens in
+ * debt, were never the victims. Charged as it is published, the place is taken at once.
+ */
 Test(interleave, a_reservation_on_a_new_key_is_taken_as_the_key_is_published)
 {
-        make(5, 8, THR_FULL_EVICT, 0);
-        for (int i = 0; i < 7; i++) { /* 7 of 8 places, each key 3 tokens in debt */
+        make(100, 24, THR_FULL_EVICT, 0); /* room for the retired slots of 8 rounds, no daemon */
+        for (int i = 0; i < 23; i++) {    /* 23 of 24 places, each key 80 tokens in debt */
                 char key[16];
                 int len = snprintf(key, sizeof(key), "k%d", i);
-                cr_assert_eq(thr_limiter_try(L, key, (size_t)len, 3, NULL), 1);
+                cr_assert_eq(thr_limiter_try(L, key, (size_t)len, 80, NULL), 1);
         }
         g_evictions = 0;
         thr_test_hook = evict_new_key;
