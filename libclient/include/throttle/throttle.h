@@ -6,8 +6,9 @@
  * key's state word. For a key that already exists, thr_limiter_try makes no syscall, takes no
  * lock and allocates nothing, once the calling thread has used the arena (a thread's first call
  * on an arena, and its first after fork(), registers a reader record: a mutex, getrandom,
- * getpid, gettid and a small allocation). A new key is inserted by the caller (under a
- * per-shard robust mutex, on the insert path only).
+ * getpid, gettid and a small allocation). A new key is inserted by the caller, under its shard's
+ * insert lock (a CAS word in the arena, insert path only), waited for at most the limiter's
+ * insert_wait (default 2 ms): past that the limiter's on_full policy answers.
  *
  * Conventions: every function returns an int, >= 0 on success and -errno on failure; errno is
  * never the channel. Results are filled through pointers. Handles are opaque.
@@ -16,8 +17,13 @@
  * the same arena and limiter handles, except thr_arena_close (no other call on that arena may be
  * running or start) and thr_limiter_close likewise for its limiter.
  *
- * fork(): a child may keep using the handles its parent opened; it registers its own per-thread
- * records on first use and never shares the parent's.
+ * fork(), _Fork(), raw clone(): a child may keep using the handles its parent opened; it
+ * registers its own per-thread records on first use and never shares, nor gives back, the
+ * parent's. Its first call checks it still shares the arena's pid and time namespaces.
+ *
+ * Signals and cancellation: once a thread has made one call on an arena, the calls are
+ * async-signal-safe (a call nested in a handler keeps the interrupted call's section); the hot
+ * path has no cancellation point, and registration and the insert lock's wait disable it.
  *
  * Time: durations are nanoseconds. On a real-clock arena the time is CLOCK_MONOTONIC (vDSO, no
  * syscall); on a manual-clock arena (tests) it is a value in the arena that thr_clock_advance sets.
@@ -82,8 +88,8 @@ int thr_version(void);
  *   -EBADMSG          the arena header is not valid (magic, sizes, offsets)
  *   -ESTALE           the arena's clock cannot be read the same way here (another boot or
  *                     another time namespace)
- *   -EXDEV            the arena was created in another pid namespace (its insert mutexes
- *                     cannot be shared across pid namespaces yet)
+ *   -EXDEV            the arena was created in another pid namespace (reader records are
+ *                     judged by their owners' pids: one namespace for all)
  * Opening registers the process for expedited membarrier(2) (the daemon's grace periods use
  * it); where that fails, the daemon falls back to the slower global membarrier.
  *   -ENAMETOOLONG     NAME too long; -EINVAL bad arguments; -ENOMEM
@@ -129,8 +135,14 @@ int thr_limiter_close(thr_limiter *lim);
  *                  reload; it works again if the limiter is configured again)
  *   -EBADMSG       the limiter's parameters in the arena are corrupt
  *   -EUSERS        no free reader record for this thread (raise [arena] max_readers)
+ *   -EXDEV, -ESTALE  first call of a process that left the arena's pid / time namespace
+ *   -ENOMEM        the thread's first call could not allocate its record cache
+ * A new key whose shard insert lock is held past the limiter's insert_wait by a live process
+ * (stopped, traced) gets the on_full outcome too, as does a call from a signal handler that
+ * interrupted an insert into the same shard by the same thread.
  * Lock-free, thread-safe. No syscall, no lock, no allocation when the key exists; inserting a
- * new key takes the shard's robust mutex (which may sleep in futex if contended).
+ * new key takes the shard's insert lock (spins, yields, then naps; never longer than
+ * insert_wait).
  */
 int thr_limiter_try(thr_limiter *lim, const void *key, size_t key_len, uint64_t cost,
                     struct thr_result *res);
@@ -155,8 +167,9 @@ int thr_limiter_reserve(thr_limiter *lim, const void *key, size_t key_len, uint6
  * cleared when it is given back; a kept one may be tried again later), and only if no later
  * reservation or admission was stacked on it (the key's TAT is still the one this reservation set);
  * otherwise giving it back would move the waiters behind it, and it is kept: the place is simply
- * unused. Returns 1 given back, 0 kept, -EINVAL (NULL, or already given back), -EUSERS. Lock-free,
- * thread-safe, no syscall.
+ * unused. Returns 1 given back, 0 kept, -EINVAL (NULL, already given back, or taken by another
+ * process: a copy of the handle in a fork child never gives back its parent's place), -EUSERS.
+ * Lock-free, thread-safe, no syscall.
  */
 int thr_reservation_cancel(struct thr_reservation *rv);
 
