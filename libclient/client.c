@@ -50,6 +50,7 @@
  * syscall, no lock, no allocation.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -64,10 +65,23 @@ int thr_version(void)
 
 /* ---------------------------------------------------------------- arenas and limiters */
 
+static int arena_open(const char *name, thr_arena **out);
+
+/* Cancellation is disabled while opening or closing: a thread cancelled in open(2) or close(2)
+ * would otherwise leak the handle, or leave it half registered. */
 int thr_arena_open(const char *name, unsigned flags, thr_arena **out)
 {
         if (!name || !*name || !out || flags)
                 return -EINVAL;
+        int old;
+        pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
+        int rc = arena_open(name, out);
+        pthread_setcancelstate(old, NULL);
+        return rc;
+}
+
+static int arena_open(const char *name, thr_arena **out)
+{
         char path[sizeof(((struct shm_map *)0)->path)];
         int rc = shm_arena_find(name, path, sizeof(path));
         if (rc < 0)
@@ -101,9 +115,12 @@ int thr_arena_close(thr_arena *a)
 {
         if (!a)
                 return -EINVAL;
+        int old;
+        pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
         thr_registry_remove(a);
         shm_arena_detach(&a->map);
         free(a);
+        pthread_setcancelstate(old, NULL);
         return 0;
 }
 
