@@ -244,6 +244,11 @@ static void log_path(const struct tdaemon *d, int i, char *out, size_t n)
 
 int tdaemon_start(struct tdaemon *d, const char *extra)
 {
+        return tdaemon_start_conf(d, d->conf, extra);
+}
+
+int tdaemon_start_conf(struct tdaemon *d, const char *conf, const char *extra)
+{
         const char *bin = daemon_bin();
         int i = d->nlogs++;
         cr_assert_lt(i, TD_MAX, "more than %d daemons in one test", TD_MAX);
@@ -253,16 +258,16 @@ int tdaemon_start(struct tdaemon *d, const char *extra)
         cr_assert_geq(pid, 0, "fork: %s", strerror(errno));
         if (pid == 0) {
                 FILE *f = fopen(log, "we");
-                if (!f)
+                if (!f || chdir(d->dir) < 0)
                         _exit(126);
                 dup2(fileno(f), 1);
                 dup2(fileno(f), 2);
                 setenv("THROTTLE_LOG", "info", 1);
                 setenv("ASAN_OPTIONS", "detect_leaks=1:exitcode=99", 0);
                 if (extra)
-                        execl(bin, "throttled", "-c", d->conf, extra, (char *)NULL);
+                        execl(bin, "throttled", "-c", conf, extra, (char *)NULL);
                 else
-                        execl(bin, "throttled", "-c", d->conf, (char *)NULL);
+                        execl(bin, "throttled", "-c", conf, (char *)NULL);
                 _exit(127);
         }
         d->pid[i] = pid;
