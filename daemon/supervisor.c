@@ -13,8 +13,10 @@
  * stores of whole records), which the maintenance thread reads through checked snapshots.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +47,77 @@ static int arena_existing(const struct shm_arena_spec *a, char *path, size_t len
         return rc < 0 ? rc : access(path, F_OK) == 0 ? 0 : -ENOENT;
 }
 
+/* The pid an arena file's header names as its daemon: for messages only (clients can write it). */
+static pid_t recorded_daemon(int fd)
+{
+        uint64_t pid = 0;
+        if (pread(fd, &pid, sizeof(pid), offsetof(struct thr_hdr, daemon_pid)) != sizeof(pid))
+                return 0;
+        return (pid_t)pid;
+}
+
+/*
+ * Whether a daemon holds the arena file at PATH (its lock: an open-file-description write lock on
+ * byte 0, see shm_daemon_lock), for a file this daemon could not attach: 1 held (*PID: the pid
+ * its header records), 0 free, -errno when it cannot be opened or tested.
+ */
+static int arena_held(const char *path, pid_t *pid)
+{
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1};
+        int rc = fcntl(fd, F_OFD_GETLK, &fl) < 0 ? -errno : fl.l_type != F_UNLCK;
+        if (rc == 1)
+                *pid = recorded_daemon(fd);
+        close(fd);
+        return rc;
+}
+
+/*
+ * --recreate: remove the arena file at PATH, which cannot be used for WHY. Only with its daemon
+ * lock taken here: a daemon that holds it serves clients from this file, and removing it would
+ * split them between two arenas (each admitting its own share). The lock is held across the
+ * unlink, so no daemon can take the old file over meanwhile. Returns -ENOENT (removed: create a
+ * new one) or a sysexits code after logging why not.
+ */
+static int remove_unusable(const char *path, const char *why)
+{
+        int fd = open(path, O_RDWR | O_CLOEXEC);
+        if (fd < 0) {
+                log_error("arena %s cannot be used (%s), and cannot be opened to make sure no "
+                          "daemon holds it (%s): not removed",
+                          path, why, strerror(errno));
+                return errno == EACCES ? EX_NOPERM : EX_CANTCREAT;
+        }
+        struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1};
+        if (fcntl(fd, F_OFD_SETLK, &fl) < 0) {
+                int e = errno;
+                pid_t pid = recorded_daemon(fd);
+                close(fd);
+                if (e != EAGAIN && e != EACCES) {
+                        log_error("cannot lock arena %s to make sure no daemon holds it (%s): "
+                                  "not removed",
+                                  path, strerror(e));
+                        return EX_OSERR;
+                }
+                log_error("another throttled (pid %d) runs on arena %s; --recreate never removes "
+                          "an arena a daemon holds (this one cannot use it: %s)",
+                          (int)pid, path, why);
+                return EX_UNAVAILABLE;
+        }
+        log_warn("--recreate: removing arena %s, which cannot be used (%s): every limit is reset; "
+                 "processes that still map it keep deciding on it until they open the arena again",
+                 path, why);
+        int rc = -ENOENT;
+        if (unlink(path) < 0) {
+                log_error("cannot remove arena %s: %s", path, strerror(errno));
+                rc = EX_CANTCREAT;
+        }
+        close(fd);
+        return rc;
+}
+
 static int attach_existing(struct supervisor *s, const char *path, bool recreate)
 {
         char err[512];
@@ -62,14 +135,20 @@ static int attach_existing(struct supervisor *s, const char *path, bool recreate
                 return 0;
         if (s->map.base)
                 shm_arena_detach(&s->map);
+        pid_t pid = 0;
+        if (arena_held(path, &pid) == 1) {
+                log_error("another throttled (pid %d) runs on arena %s, which this daemon cannot "
+                          "use: %s",
+                          (int)pid, path, err);
+                return EX_UNAVAILABLE;
+        }
         if (!recreate) {
                 log_error("arena %s cannot be used: %s (start with --recreate to replace it, "
                           "which resets every limit)",
                           path, err);
                 return rc == -EACCES ? EX_NOPERM : EX_DATAERR;
         }
-        log_warn("arena %s cannot be used (%s); --recreate: removing it", path, err);
-        return unlink(path) < 0 ? EX_CANTCREAT : -ENOENT;
+        return remove_unusable(path, err);
 }
 
 static int create_new(struct supervisor *s)

@@ -11,6 +11,7 @@
 #include <linux/perf_event.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -375,6 +376,14 @@ void tdaemon_kill(struct tdaemon *d, int i)
                   "daemon %d: status %#x, not killed; log:\n%s", i, st, tdaemon_log(d, i));
 }
 
+/* Whether FD is the file at PATH now (same device and inode). */
+static bool same_file(int fd, const char *path)
+{
+        struct stat a, b;
+        return fstat(fd, &a) == 0 && stat(path, &b) == 0 && a.st_dev == b.st_dev &&
+               a.st_ino == b.st_ino;
+}
+
 void tdaemon_wait_ready(struct tdaemon *d, int i, uint64_t attach)
 {
         struct timespec t0;
@@ -386,6 +395,8 @@ void tdaemon_wait_ready(struct tdaemon *d, int i, uint64_t attach)
                              "daemon %d exited (status %#x) before it was ready; log:\n%s", i, st,
                              tdaemon_log(d, i));
                 char err[256];
+                if (d->map.base && !same_file(d->map.fd, d->arena))
+                        tdaemon_unmap(d); /* the daemon replaced the file we mapped */
                 if (!d->map.base && access(d->arena, F_OK) == 0 &&
                     shm_arena_attach(d->arena, true, &d->map, err, sizeof(err)) < 0)
                         memset(&d->map, 0, sizeof(d->map));
