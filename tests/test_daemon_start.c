@@ -1,12 +1,15 @@
 /*
  * test_daemon_start.c - proves that throttled's start-up never harms an arena or a running
  * daemon (issue 18): `--recreate` never removes an arena another daemon holds, whatever made the
- * attach fail, and says loudly what it removes when it does.
+ * attach fail, and says loudly what it removes when it does; SIGHUP, SIGTERM and SIGINT that
+ * arrive while it starts (its config still being read) are handled, not fatal.
  *
  * Each test runs the real throttled on a config in a fresh directory (struct tdaemon, helpers.h),
  * polls every outcome within a bound, and never relies on a fixed sleep.
  */
 #include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -159,4 +162,78 @@ Test(daemon_start, recreate_replaces_an_unheld_unusable_arena_loudly)
         cr_assert_not_null(strstr(log, "pid namespace"), "the reason is given:\n%s", log);
         cr_assert_not_null(strstr(log, "every limit is reset"), "%s", log);
         tdaemon_stop(&fx, d2);
+}
+
+/* ---------------------------------------------------------------- signals during start-up */
+
+/*
+ * Start a daemon whose config file is a FIFO and return once it has opened it: it is then inside
+ * config_load, the start-up step before which the old daemon installed no handler. *W: the write
+ * end; the config to feed it is left in REAL (a regular file in D's directory).
+ */
+static int start_inside_config_load(int *w, char *real, size_t len)
+{
+        tdaemon_config(&fx, true, "", ONE_PER_S);
+        snprintf(real, len, "%s/real.conf", fx.dir);
+        cr_assert_eq(rename(fx.conf, real), 0);
+        cr_assert_eq(mkfifo(fx.conf, 0600), 0, "mkfifo: %s", strerror(errno));
+        int d = tdaemon_start(&fx, NULL);
+        struct timespec t0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        while ((*w = open(fx.conf, O_WRONLY | O_NONBLOCK | O_CLOEXEC)) < 0) {
+                cr_assert_eq(errno, ENXIO, "open fifo: %s", strerror(errno));
+                cr_assert_lt(telapsed_s(&t0), TD_READY, "the daemon never opened its config");
+                tdoze();
+        }
+        return d;
+}
+
+/* Write the config in REAL into the FIFO W and close it: config_load returns. */
+static void feed(int w, const char *real)
+{
+        char text[4096];
+        FILE *f = fopen(real, "re");
+        cr_assert_not_null(f);
+        size_t n = fread(text, 1, sizeof(text), f);
+        fclose(f);
+        cr_assert_eq(write(w, text, n), (ssize_t)n);
+        close(w);
+}
+
+/* SIGHUP while the config is read (ExecReload=kill -HUP at the wrong moment): the daemon starts,
+ * then reloads; the old one died of the signal (exit status 129 from a shell). */
+Test(daemon_start, sighup_during_start_up_is_a_reload)
+{
+        char real[256];
+        int w;
+        int d = start_inside_config_load(&w, real, sizeof(real));
+        cr_assert_eq(kill(fx.pid[d], SIGHUP), 0);
+        cr_assert_eq(rename(real, fx.conf), 0, "the reload reads a regular file");
+        feed(w, fx.conf);
+        tdaemon_wait_ready(&fx, d, 1);
+        tdaemon_wait_log(&fx, d, "reloaded: 1 limiters", 1);
+        tdaemon_stop(&fx, d);
+}
+
+/* SIGTERM (or SIGINT) while the config is read: a clean exit 0 before the arena is touched. */
+static void stop_during_start_up(int sig)
+{
+        char real[256];
+        int w;
+        int d = start_inside_config_load(&w, real, sizeof(real));
+        cr_assert_eq(kill(fx.pid[d], sig), 0);
+        feed(w, real);
+        int code = tdaemon_exit_code(&fx, d);
+        cr_assert_eq(code, 0, "exit %d; log:\n%s", code, tdaemon_log(&fx, d));
+        cr_assert_neq(access(fx.arena, F_OK), 0, "stopped before the arena was created");
+}
+
+Test(daemon_start, sigterm_during_start_up_stops_cleanly)
+{
+        stop_during_start_up(SIGTERM);
+}
+
+Test(daemon_start, sigint_during_start_up_stops_cleanly)
+{
+        stop_during_start_up(SIGINT);
 }
