@@ -269,30 +269,51 @@ int supervisor_start(struct supervisor *s, const struct config *cfg, bool recrea
         return 0;
 }
 
-/* Say what a reload could not apply: arena settings fixed at creation, limiters removed. */
-static void reload_warn_unapplied(const struct config *cur, const struct config *next,
-                                  const struct shm_map *m)
+/* Whether NEXT changes [arena] settings, which are fixed when the arena is created. */
+static bool arena_changed(const struct config *cur, const struct config *next)
 {
         const struct shm_arena_spec *a = &cur->arena, *b = &next->arena;
-        if (strcmp(a->name, b->name) || a->hugepages != b->hugepages || a->mode != b->mode ||
-            a->gid != b->gid || a->max_limiters != b->max_limiters ||
-            a->max_readers != b->max_readers || a->spare_bytes != b->spare_bytes ||
-            strcmp(cur->arena_dir, next->arena_dir))
-                log_warn("reload: [arena] settings are fixed when the arena is created; to apply "
-                         "them, stop throttled, remove the arena file and start it again (this "
-                         "resets every limit)");
-        for (uint32_t i = 0; i < m->g.dir_count; i++) {
+        return strcmp(a->name, b->name) || a->hugepages != b->hugepages || a->mode != b->mode ||
+               a->gid != b->gid || a->max_limiters != b->max_limiters ||
+               a->max_readers != b->max_readers || a->spare_bytes != b->spare_bytes ||
+               strcmp(cur->arena_dir, next->arena_dir);
+}
+
+/*
+ * The directory entries of live limiters that NEXT no longer names, which a reload of NEXT will
+ * retire: a calloc'ed flag per entry (NULL when out of memory: nothing will be reported).
+ * Collected before the reload and reported after it took, so a refused reload reports none.
+ */
+static bool *to_retire(const struct config *next, const struct shm_map *m)
+{
+        bool *gone = calloc(m->g.dir_count ? m->g.dir_count : 1, sizeof(*gone));
+        for (uint32_t i = 0; gone && i < m->g.dir_count; i++) {
                 struct shm_lim_snap snap;
                 if (shm_dir_snapshot(m, i, &snap) < 0 || snap.state != THR_DIR_LIVE)
                         continue;
-                bool kept = false;
-                for (size_t j = 0; j < next->nlimiters && !kept; j++)
-                        kept = strncmp(snap.name, next->limiters[j].name, sizeof(snap.name)) == 0;
-                if (!kept)
-                        log_warn("reload: limiter '%s' is no longer configured: retired (its "
-                                 "clients get EIDRM; its buckets are kept and come back if it is "
-                                 "configured again with the same capacity)",
-                                 snap.name);
+                gone[i] = true;
+                for (size_t j = 0; j < next->nlimiters && gone[i]; j++)
+                        gone[i] =
+                            strncmp(snap.name, next->limiters[j].name, sizeof(snap.name)) != 0;
+        }
+        return gone;
+}
+
+/* Say what an applied reload could not apply (arena settings) and whom it retired (GONE). */
+static void reload_report(bool arena, const bool *gone, const struct shm_map *m)
+{
+        if (arena)
+                log_warn("reload: [arena] settings are fixed when the arena is created; to apply "
+                         "them, stop throttled, remove the arena file and start it again (this "
+                         "resets every limit)");
+        for (uint32_t i = 0; gone && i < m->g.dir_count; i++) {
+                struct shm_lim_snap snap;
+                if (!gone[i] || shm_dir_snapshot(m, i, &snap) < 0)
+                        continue;
+                log_warn("reload: limiter '%s' is no longer configured: retired (its clients get "
+                         "EIDRM; its buckets are kept and come back if it is configured again "
+                         "with the same capacity, shards and rate time unit)",
+                         snap.name);
         }
 }
 
@@ -305,11 +326,14 @@ static void do_reload(struct supervisor *s)
                 log_error("reload refused, running config kept:\n%s", err);
                 return;
         }
-        reload_warn_unapplied(&s->cfg, &next, &s->map);
+        bool *gone = to_retire(&next, &s->map);
         if (shm_arena_configure(&s->map, &next.arena, err, sizeof(err)) < 0) {
                 log_error("reload refused, running config kept: %s", err);
+                free(gone);
                 return;
         }
+        reload_report(arena_changed(&s->cfg, &next), gone, &s->map);
+        free(gone);
         config_copy(&s->cfg, &next);
         struct registry *reg = registry_make(s, &s->cfg);
         if (!reg) {
