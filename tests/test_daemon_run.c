@@ -1,6 +1,8 @@
 /*
  * test_daemon_run.c - proves what a running throttled says and does (issue 18): a reload logs
- * what it did only once it took (a refused one retires nothing and says nothing was retired).
+ * what it did only once it took (a refused one retires nothing and says nothing was retired);
+ * the heartbeat, and the freeing of dead readers' records that goes with it, keep heartbeat_ms
+ * even when maintenance passes are further apart.
  *
  * Each test runs the real throttled on a config in a fresh directory (struct tdaemon, helpers.h),
  * polls every outcome within a bound, and never relies on a fixed sleep.
@@ -84,5 +86,71 @@ Test(daemon_run, refused_reload_does_not_warn_about_arena_settings)
         tdaemon_wait_log(&fx, d, "reload refused", 1);
         cr_assert_null(strstr(tdaemon_log(&fx, d), "[arena] settings are fixed"), "%s",
                        tdaemon_log(&fx, d));
+        tdaemon_stop(&fx, d);
+}
+
+/* ---------------------------------------------------------------- heartbeat */
+
+/* heartbeat_ms = 20 with maintenance_ms = 10000: the heartbeat follows the arena clock within a
+ * second each time (the old loop woke only for maintenance: up to 10 s late). */
+Test(daemon_run, heartbeat_kept_when_maintenance_is_slower)
+{
+        tdaemon_config(&fx, true, "maintenance_ms = 10000\n", LIM);
+        int d = tdaemon_start(&fx, NULL);
+        tdaemon_wait_ready(&fx, d, 1);
+        const struct thr_hdr *h = shm_hdr(&fx.map);
+        for (int round = 0; round < 3; round++) {
+                uint64_t now;
+                cr_assert_eq(thr_clock_advance(fx.a, SEC), 0);
+                cr_assert_eq(thr_clock_now(fx.a, &now), 0);
+                struct timespec t0;
+                clock_gettime(CLOCK_MONOTONIC, &t0);
+                while (atomic_load(&h->heartbeat_ns) < now) {
+                        cr_assert_lt(telapsed_s(&t0), 1.0, "round %d: no heartbeat within 1 s",
+                                     round);
+                        tdoze();
+                }
+        }
+        tdaemon_stop(&fx, d);
+}
+
+/* The records of a reader killed without closing the arena are freed on the next heartbeat,
+ * not the next maintenance pass. */
+Test(daemon_run, dead_readers_reaped_at_heartbeat_rate)
+{
+        tdaemon_config(&fx, true, "maintenance_ms = 10000\n", LIM);
+        int d = tdaemon_start(&fx, NULL);
+        tdaemon_wait_ready(&fx, d, 1);
+        int ready[2];
+        cr_assert_eq(pipe(ready), 0);
+        pid_t child = tfork();
+        if (child == 0) {
+                thr_arena *a;
+                thr_limiter *l;
+                if (thr_arena_open(fx.arena, 0, &a) < 0 || thr_limiter_open(a, "lim", &l) < 0 ||
+                    thr_limiter_try(l, "k", 1, 1, NULL) != 1)
+                        _exit(1);
+                char c = 1;
+                if (write(ready[1], &c, 1) != 1)
+                        _exit(1);
+                pause();
+                _exit(0);
+        }
+        char c;
+        cr_assert_eq(read(ready[0], &c, 1), 1, "the child claimed a reader record");
+        const struct thr_reader *rec = shm_at(fx.map.base, fx.map.g.reader_off);
+        uint32_t mine = UINT32_MAX;
+        for (uint32_t i = 0; i < fx.map.g.reader_count; i++)
+                if (atomic_load(&rec[i].owner) && atomic_load(&rec[i].pid) == (uint64_t)child)
+                        mine = i;
+        cr_assert_neq(mine, UINT32_MAX, "the child's record");
+        kill(child, SIGKILL);
+        waitpid(child, NULL, 0);
+        struct timespec t0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        while (atomic_load(&rec[mine].owner) != 0) {
+                cr_assert_lt(telapsed_s(&t0), 1.0, "the dead reader's record is still held");
+                tdoze();
+        }
         tdaemon_stop(&fx, d);
 }
