@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sysexits.h>
 #include <time.h>
 #include <unistd.h>
@@ -269,6 +270,44 @@ int supervisor_start(struct supervisor *s, const struct config *cfg, bool recrea
         return 0;
 }
 
+/*
+ * Whether the arena file is still where clients and shmctl look for it: its path must name the
+ * inode this daemon maps, and that inode must still have a link. Someone may delete it (rm, an
+ * old demo script) or put another file there. Nothing can link a deleted file back, and another
+ * arena cannot be merged into this one, so the daemon keeps running for the clients that map it
+ * (they keep deciding, and need eviction and reclamation) and says loudly, now and every minute,
+ * that new clients cannot reach it and how to recover. The check is a stat and an fstat, made
+ * once a heartbeat by the main thread.
+ */
+static void check_arena_file(struct supervisor *s)
+{
+        struct stat mine, there;
+        if (fstat(s->map.fd, &mine) < 0)
+                return;
+        int rc = stat(s->map.path, &there);
+        bool replaced = rc == 0 && (there.st_dev != mine.st_dev || there.st_ino != mine.st_ino);
+        bool deleted = !replaced && (mine.st_nlink == 0 || (rc < 0 && errno == ENOENT));
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (!deleted && !replaced) {
+                if (s->file_lost)
+                        log_info("arena file %s is in place again", s->map.path);
+                s->file_lost = false;
+                return;
+        }
+        if (s->file_lost && now.tv_sec - s->file_lost_logged.tv_sec < 60)
+                return;
+        s->file_lost = true;
+        s->file_lost_logged = now;
+        log_error("arena file %s %s while this daemon runs it (inode %ju): new clients and shmctl "
+                  "cannot open this arena (%s); clients that have it open keep deciding on it and "
+                  "this daemon keeps maintaining it. To recover, stop throttled and start it "
+                  "again: it creates a new arena (every limit is reset), which clients use once "
+                  "they open the arena again",
+                  s->map.path, deleted ? "was deleted" : "was replaced by another file",
+                  (uintmax_t)mine.st_ino, deleted ? "ENOENT" : "they open the other file");
+}
+
 /* Whether NEXT changes [arena] settings, which are fixed when the arena is created. */
 static bool arena_changed(const struct config *cur, const struct config *next)
 {
@@ -342,7 +381,13 @@ static void do_reload(struct supervisor *s)
                 return;
         }
         registry_publish(s, reg);
-        log_info("reloaded: %zu limiters", s->cfg.nlimiters);
+        check_arena_file(s);
+        if (s->file_lost)
+                log_error("reloaded: %zu limiters, into an arena whose file %s is gone: only "
+                          "clients that already have it open see the change",
+                          s->cfg.nlimiters, s->map.path);
+        else
+                log_info("reloaded: %zu limiters", s->cfg.nlimiters);
 }
 
 int supervisor_run(struct supervisor *s)
@@ -352,7 +397,9 @@ int supervisor_run(struct supervisor *s)
                         s->reload = 0;
                         do_reload(s);
                 }
-                struct timespec ts = {1, 0};
+                check_arena_file(s);
+                uint64_t ms = s->cfg.heartbeat_ms ? s->cfg.heartbeat_ms : 1000;
+                struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000};
                 nanosleep(&ts, NULL); /* a signal cuts it short: stop and reload act at once */
         }
         return 0;

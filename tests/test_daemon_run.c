@@ -154,3 +154,45 @@ Test(daemon_run, dead_readers_reaped_at_heartbeat_rate)
         }
         tdaemon_stop(&fx, d);
 }
+
+/* ---------------------------------------------------------------- the arena file */
+
+/* The arena file deleted under the daemon (the old demo did it): noticed within a heartbeat and
+ * logged as an error that says what it means; the daemon keeps serving the clients that have it
+ * mapped, and a reload says the arena cannot reach new clients. */
+Test(daemon_run, deleted_arena_file_is_reported)
+{
+        tdaemon_config(&fx, true, "", LIM);
+        int d = tdaemon_start(&fx, NULL);
+        tdaemon_wait_ready(&fx, d, 1);
+        thr_limiter *l = tdaemon_lim(&fx, 0, "lim");
+        cr_assert_eq(unlink(fx.arena), 0);
+        tdaemon_wait_log(&fx, d, "was deleted", 1);
+        const char *log = tdaemon_log(&fx, d);
+        cr_assert_not_null(strstr(log, "error: arena file"), "logged as an error:\n%s", log);
+        cr_assert_not_null(strstr(log, "new clients"), "says what it means:\n%s", log);
+        cr_assert_eq(thr_limiter_try(l, "k", 1, 1, NULL), 1, "mapped clients keep deciding");
+        cr_assert_eq(waitpid(fx.pid[d], NULL, WNOHANG), 0, "the daemon keeps running");
+        cr_assert_eq(kill(fx.pid[d], SIGHUP), 0);
+        tdaemon_wait_log(&fx, d, "reloaded: 1 limiters", 1);
+        cr_assert_not_null(strstr(tdaemon_log(&fx, d), "error: reloaded"),
+                           "the reload's verdict says its arena is unreachable:\n%s",
+                           tdaemon_log(&fx, d));
+        tdaemon_stop(&fx, d);
+}
+
+/* Another file renamed over the arena's path: reported as replaced. */
+Test(daemon_run, replaced_arena_file_is_reported)
+{
+        tdaemon_config(&fx, true, "", LIM);
+        int d = tdaemon_start(&fx, NULL);
+        tdaemon_wait_ready(&fx, d, 1);
+        char other[256];
+        snprintf(other, sizeof(other), "%s/other", fx.dir);
+        FILE *f = fopen(other, "we");
+        cr_assert_not_null(f);
+        fclose(f);
+        cr_assert_eq(rename(other, fx.arena), 0);
+        tdaemon_wait_log(&fx, d, "was replaced", 1);
+        tdaemon_stop(&fx, d);
+}
