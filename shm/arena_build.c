@@ -44,6 +44,26 @@ static uint64_t limiter_bytes(const struct geometry *g)
         return align_up(sizeof(struct thr_params), THR_ALIGN) + align_up(g->bytes, THR_ALIGN);
 }
 
+static int size_overflow(const struct shm_arena_spec *s, char *err, size_t errlen)
+{
+        return shm_seterr(err, errlen, -EOVERFLOW,
+                          "arena '%s': spare %" PRIu64 " bytes plus its tables exceed the largest "
+                          "file size",
+                          s->name, s->spare_bytes);
+}
+
+/* The arena's file size: FIXED (header, directory, readers) + HEAP, rounded up to ALIGN, or
+ * -EOVERFLOW when that passes the largest file size (off_t). */
+static int arena_size(const struct shm_arena_spec *s, uint64_t fixed, uint64_t heap, uint64_t align,
+                      uint64_t *size, char *err, size_t errlen)
+{
+        uint64_t sum;
+        if (__builtin_add_overflow(fixed, heap, &sum) || sum > (uint64_t)INT64_MAX - align)
+                return size_overflow(s, err, errlen);
+        *size = align_up(sum, align);
+        return 0;
+}
+
 static int spec_check(const struct shm_arena_spec *s, uint64_t *heap, char *err, size_t errlen)
 {
         if (!s->name[0] || strlen(s->name) > THR_NAME_MAX || strchr(s->name, '/'))
@@ -54,7 +74,7 @@ static int spec_check(const struct shm_arena_spec *s, uint64_t *heap, char *err,
                                   "arena '%s': %zu limiters do not fit max_limiters %u, or "
                                   "max_readers %u is out of range",
                                   s->name, s->nlimiters, s->max_limiters, s->max_readers);
-        *heap = s->spare_bytes;
+        *heap = s->spare_bytes; /* summed with overflow checks: a spare near 2^64 used to wrap */
         for (size_t i = 0; i < s->nlimiters; i++) {
                 struct thr_params p;
                 struct geometry g;
@@ -68,7 +88,8 @@ static int spec_check(const struct shm_arena_spec *s, uint64_t *heap, char *err,
                                           "cannot make a table",
                                           s->limiters[i].name, s->limiters[i].capacity,
                                           s->limiters[i].shards);
-                *heap += limiter_bytes(&g);
+                if (__builtin_add_overflow(*heap, limiter_bytes(&g), heap))
+                        return size_overflow(s, err, errlen);
         }
         return 0;
 }
@@ -464,10 +485,12 @@ int shm_arena_create(const struct shm_arena_spec *s, struct shm_map *out, char *
         uint64_t fixed = align_up(THR_HDR_SIZE + (uint64_t)s->max_limiters * THR_DIR_ENTRY_SIZE +
                                       THR_ALIGN + (uint64_t)s->max_readers * THR_READER_SIZE,
                                   4096);
-        uint64_t size = fixed + heap;
         bool on_huge = on_hugetlbfs(path);
-        rc = map_new(s, path, on_huge ? align_up(size, HUGE_2M) : align_up(size, 4096), out, err,
-                     errlen);
+        uint64_t size = 0;
+        rc = arena_size(s, fixed, heap, on_huge ? HUGE_2M : 4096, &size, err, errlen);
+        if (rc < 0)
+                return rc;
+        rc = map_new(s, path, size, out, err, errlen);
         if (rc < 0 && on_huge && s->hugepages == SHM_HUGE_AUTO) {
                 char why[256];
                 snprintf(why, sizeof(why), "%s", err ? err : "");
@@ -485,7 +508,7 @@ int shm_arena_create(const struct shm_arena_spec *s, struct shm_map *out, char *
                 return shm_seterr(err, errlen, rc,
                                   "%s (is the hugepage pool too small? it needs %" PRIu64
                                   " free 2 MiB pages: hugeadm --pool-pages-min 2MB:+N)",
-                                  why, (uint64_t)(align_up(size, HUGE_2M) / HUGE_2M));
+                                  why, (uint64_t)(size / HUGE_2M));
         }
         if (rc < 0)
                 return rc;

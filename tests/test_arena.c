@@ -176,6 +176,38 @@ Test(arena, creation_leaves_no_temporary_file_and_refuses_to_overwrite)
         cr_assert_eq(shm_arena_create(&as, &m, err, sizeof(err)), -EEXIST);
 }
 
+/* spare + the tables' bytes, and the arena's total size, are summed with overflow checks: a
+ * spare near 2^64 used to wrap to a few bytes and build an arena with no spare heap at all. */
+Test(arena, creation_refuses_sizes_that_overflow)
+{
+        struct shm_limiter_spec s = tspec("a", 10, SEC, 5, 5);
+        struct shm_arena_spec as = {.hugepages = SHM_HUGE_OFF,
+                                    .mode = 0600,
+                                    .gid = (gid_t)-1,
+                                    .clock = THR_CLOCK_MANUAL,
+                                    .max_limiters = 4,
+                                    .max_readers = 4,
+                                    .nlimiters = 1,
+                                    .limiters = &s,
+                                    .dir = T.dir};
+        snprintf(as.name, sizeof(as.name), "big");
+        uint64_t spares[] = {UINT64_MAX, UINT64_MAX - 4096, UINT64_MAX - (1ull << 20),
+                             (uint64_t)INT64_MAX};
+        for (size_t i = 0; i < sizeof(spares) / sizeof(spares[0]); i++) {
+                struct shm_map m;
+                char err[256] = "";
+                as.spare_bytes = spares[i];
+                int rc = shm_arena_create(&as, &m, err, sizeof(err));
+                if (rc >= 0) {
+                        unlink(m.path);
+                        shm_arena_detach(&m);
+                }
+                cr_assert_eq(rc, -EOVERFLOW, "spare %#llx: rc %d (%s)",
+                             (unsigned long long)spares[i], rc, err);
+                cr_assert_not_null(strstr(err, "spare"), "the message names spare: %s", err);
+        }
+}
+
 Test(arena, daemon_lock_is_exclusive_and_visible_read_only)
 {
         struct shm_map m1, m2, ro;

@@ -600,6 +600,19 @@ Test(config, stall_ms_out_of_range)
                          "[daemon] stall_ms: 3600001 is out of range (1 to 3600000)");
 }
 
+/* spare is capped (1 TiB), with FILE:LINE: 2^64 - 1 used to pass --check and wrap the arena's
+ * size sum into an arena with no spare heap. */
+Test(config, spare_is_capped)
+{
+        expect_one_fault("[arena]\nspare = 18446744073709551615\n", 2, "1TiB");
+        expect_one_fault("[arena]\nspare = 1025GiB\n", 2, "[arena] spare");
+        expect_one_fault("[arena]\nspare = 16777216TiB\n", 2, "[arena] spare");
+        struct run *r = run_text("[arena]\nspare = 1TiB\n");
+        cr_assert_eq(r->rc, 0, "%s", r->err);
+        cr_assert_eq(r->cfg.arena.spare_bytes, 1ull << 40);
+        free(r);
+}
+
 Test(config, bad_size_suffix)
 {
         expect_one_fault("[arena]\nspare = 16MB\n", 2, "unknown unit 'MB'");

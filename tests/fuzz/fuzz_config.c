@@ -55,7 +55,7 @@ static void check_invariants(const struct config *cfg)
         char why[320];
         if (cfg->nlimiters > CONFIG_MAX_LIMITERS || a->nlimiters != cfg->nlimiters ||
             a->nlimiters > a->max_limiters || a->limiters != cfg->limiters ||
-            !memchr(a->name, 0, sizeof(a->name)))
+            a->spare_bytes > CONFIG_SPARE_MAX || !memchr(a->name, 0, sizeof(a->name)))
                 abort();
         for (size_t i = 0; i < cfg->nlimiters; i++) {
                 struct thr_params p;
