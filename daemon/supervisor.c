@@ -227,12 +227,24 @@ static void announce(struct supervisor *s)
                  h->page_size / 1024, s->cfg.nlimiters, n);
 }
 
+static void on_stale_tmp(void *ctx, const char *path, uint64_t bytes)
+{
+        (void)ctx;
+        log_warn("removed %s (%" PRIu64 " bytes): the temporary file of an arena whose builder "
+                 "was killed before it finished",
+                 path, bytes);
+}
+
 int supervisor_start(struct supervisor *s, const struct config *cfg, bool recreate)
 {
         config_copy(&s->cfg, cfg);
         s->map.fd = -1;
         char path[256];
-        int rc = -ENOENT;
+        int rc = shm_arena_sweep(&s->cfg.arena, on_stale_tmp, NULL);
+        if (rc < 0)
+                log_warn("cannot look for temporary files left by a killed daemon: %s",
+                         strerror(-rc));
+        rc = -ENOENT;
         if (arena_existing(&s->cfg.arena, path, sizeof(path)) == 0) {
                 log_info("re-attaching existing arena %s", path);
                 rc = attach_existing(s, path, recreate);

@@ -142,39 +142,16 @@ static int prefault(void *base, size_t size, uint64_t page)
         return 0;
 }
 
-/*
- * The temporary name carries a random suffix, not the pid: two creators in different pid
- * namespaces may share /dev/shm and have the same pid. O_EXCL makes a collision fail, not clobber.
- */
-static int open_tmp(const struct shm_arena_spec *s, const char *path, char *tmp, size_t tmplen)
-{
-        uint64_t r;
-        if (getrandom(&r, sizeof(r), 0) != sizeof(r))
-                return -EIO;
-        int n = snprintf(tmp, tmplen, "%s.tmp.%016llx", path, (unsigned long long)r);
-        if (n < 0 || (size_t)n >= tmplen)
-                return -ENAMETOOLONG;
-        mode_t mode = s->mode ? s->mode : 0600;
-        int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode);
-        if (fd < 0)
-                return -errno;
-        if (fchmod(fd, mode) < 0 || (s->gid != (gid_t)-1 && fchown(fd, (uid_t)-1, s->gid) < 0)) {
-                int e = errno;
-                close(fd);
-                unlink(tmp);
-                return -e;
-        }
-        return fd;
-}
-
-/* Create, size, allocate, map and fault the file at TMP. */
+/* Create, size, allocate, map and fault the temporary file the arena at PATH is built in
+ * (arena_tmp.c); M->path is its name, empty when it has none. */
 static int map_new(const struct shm_arena_spec *s, const char *path, uint64_t size,
                    struct shm_map *m, char *err, size_t errlen)
 {
         char tmp[sizeof(m->path)];
-        int fd = open_tmp(s, path, tmp, sizeof(tmp));
+        int fd = shm_tmp_open(path, s->mode ? s->mode : 0600, s->gid, tmp, sizeof(tmp));
         if (fd < 0)
-                return shm_seterr(err, errlen, fd, "cannot create %s: %s", tmp, strerror(-fd));
+                return shm_seterr(err, errlen, fd, "cannot create a temporary file for %s: %s",
+                                  path, strerror(-fd));
         const char *step = "ftruncate";
         int rc = ftruncate(fd, (off_t)size) < 0 ? -errno : 0;
         if (rc == 0) {
@@ -195,8 +172,7 @@ static int map_new(const struct shm_arena_spec *s, const char *path, uint64_t si
         if (rc < 0) {
                 if (base != MAP_FAILED)
                         munmap(base, size);
-                close(fd);
-                unlink(tmp);
+                shm_tmp_discard(fd, tmp);
                 return shm_seterr(err, errlen, rc, "cannot %s %" PRIu64 " bytes for %s: %s", step,
                                   size, path, strerror(-rc));
         }
@@ -424,7 +400,7 @@ int shm_arena_configure(struct shm_map *m, const struct shm_arena_spec *s, char 
         return 0;
 }
 
-/* Write the contents of a freshly mapped temporary file, then link it into place. */
+/* Write the contents of a freshly mapped temporary file, then link it into place (arena_tmp.c). */
 int shm_arena_finish(struct shm_map *m, const struct shm_arena_spec *s, const char *path, char *err,
                      size_t errlen)
 {
@@ -439,12 +415,14 @@ int shm_arena_finish(struct shm_map *m, const struct shm_arena_spec *s, const ch
         if (rc == 0) {
                 atomic_thread_fence(memory_order_release);
                 shm_hdr(m)->magic = THR_MAGIC;
-                if (renameat2(AT_FDCWD, m->path, AT_FDCWD, path, RENAME_NOREPLACE) < 0)
-                        rc = shm_seterr(err, errlen, -errno, "cannot move %s to %s: %s", m->path,
-                                        path, strerror(errno));
+                rc = shm_tmp_publish(m->fd, m->path, path);
+                if (rc < 0)
+                        shm_seterr(err, errlen, rc, "cannot link the new arena to %s: %s", path,
+                                   strerror(-rc));
         }
         if (rc < 0) {
-                unlink(m->path);
+                if (m->path[0])
+                        unlink(m->path);
                 shm_arena_detach(m);
                 return rc;
         }

@@ -2,12 +2,15 @@
  * test_daemon_start.c - proves that throttled's start-up never harms an arena or a running
  * daemon (issue 18): `--recreate` never removes an arena another daemon holds, whatever made the
  * attach fail, and says loudly what it removes when it does; SIGHUP, SIGTERM and SIGINT that
- * arrive while it starts (its config still being read) are handled, not fatal.
+ * arrive while it starts (its config still being read) are handled, not fatal; a daemon killed
+ * while it builds its arena leaves no temporary file (nor, on hugetlbfs, huge pages) behind,
+ * and one left by a dead builder is removed at the next start, with a log line.
  *
  * Each test runs the real throttled on a config in a fresh directory (struct tdaemon, helpers.h),
  * polls every outcome within a bound, and never relies on a fixed sleep.
  */
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -236,4 +239,143 @@ Test(daemon_start, sigterm_during_start_up_stops_cleanly)
 Test(daemon_start, sigint_during_start_up_stops_cleanly)
 {
         stop_during_start_up(SIGINT);
+}
+
+/* ---------------------------------------------------------------- killed while creating */
+
+/* Whether daemon I has a file of DIR open other than the arena, config and logs: the temporary
+ * file it builds the arena in (named PATH.tmp.*, or unnamed: "DIR/#ino (deleted)"). */
+static bool building_in(int i, const char *dir)
+{
+        char fds[64];
+        snprintf(fds, sizeof(fds), "/proc/%d/fd", (int)fx.pid[i]);
+        DIR *d = opendir(fds);
+        bool found = false;
+        for (struct dirent *e; d && !found && (e = readdir(d));) {
+                char link[320], target[512];
+                snprintf(link, sizeof(link), "%s/%s", fds, e->d_name);
+                ssize_t n = readlink(link, target, sizeof(target) - 1);
+                if (n <= 0)
+                        continue;
+                target[n] = '\0';
+                found = !strncmp(target, dir, strlen(dir)) && target[strlen(dir)] == '/' &&
+                        (strstr(target, ".tmp.") || strstr(target, "(deleted)"));
+        }
+        if (d)
+                closedir(d);
+        return found;
+}
+
+/* Start daemon on D's config and SIGKILL it while it builds its arena in DIR; retried until the
+ * kill lands before the arena is linked into place (the build of 256 MiB takes tens of ms). */
+static void kill_while_building(const char *dir, const char *arena)
+{
+        for (int attempt = 0; attempt < 20; attempt++) {
+                int d = tdaemon_start(&fx, NULL);
+                struct timespec t0;
+                clock_gettime(CLOCK_MONOTONIC, &t0);
+                while (!building_in(d, dir) && access(arena, F_OK) != 0) {
+                        cr_assert_lt(telapsed_s(&t0), TD_READY, "never saw the build; log:\n%s",
+                                     tdaemon_log(&fx, d));
+                        cr_assert_eq(waitpid(fx.pid[d], NULL, WNOHANG), 0, "exited: %s",
+                                     tdaemon_log(&fx, d));
+                }
+                tdaemon_kill(&fx, d);
+                if (access(arena, F_OK) != 0)
+                        return;
+                unlink(arena); /* too late: the arena was already in place; again */
+        }
+        cr_assert_fail("could not kill the daemon while it built its arena");
+}
+
+/* The entries of DIR whose name contains ".tmp.", into a message; 0 when there are none. */
+static int temporaries(const char *dir, char *names, size_t len)
+{
+        DIR *d = opendir(dir);
+        int n = 0;
+        names[0] = '\0';
+        for (struct dirent *e; d && (e = readdir(d));)
+                if (strstr(e->d_name, ".tmp.")) {
+                        n++;
+                        strncat(names, e->d_name, len - strlen(names) - 2);
+                        strcat(names, " ");
+                }
+        if (d)
+                closedir(d);
+        return n;
+}
+
+/* SIGKILL while the arena file is built, then a clean start: nothing of the killed build left
+ * (the old daemon left a full-size throttle.NAME.tmp.* for good). */
+Test(daemon_start, killed_while_creating_leaves_no_temporary)
+{
+        tdaemon_config(&fx, true, "", ONE_PER_S);
+        config_edit(&fx, "spare = 1MiB", "spare = 256MiB");
+        kill_while_building(fx.dir, fx.arena);
+        int d = tdaemon_start(&fx, NULL);
+        tdaemon_wait_ready(&fx, d, 1);
+        char names[512];
+        cr_assert_eq(temporaries(fx.dir, names, sizeof(names)), 0, "left: %s", names);
+        tdaemon_stop(&fx, d);
+}
+
+/* A named temporary whose builder is gone (a file system without O_TMPFILE, an older daemon) is
+ * removed at start with a log line; one whose builder lives (it holds the lock) is kept. */
+Test(daemon_start, stale_temporary_is_removed_with_a_log_line)
+{
+        tdaemon_config(&fx, true, "", ONE_PER_S);
+        char stale[320], live[320];
+        snprintf(stale, sizeof(stale), "%s.tmp.0123456789abcdef", fx.arena);
+        snprintf(live, sizeof(live), "%s.tmp.fedcba9876543210", fx.arena);
+        int sfd = open(stale, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        int lfd = open(live, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        cr_assert(sfd >= 0 && lfd >= 0);
+        cr_assert_eq(ftruncate(sfd, 1 << 20), 0);
+        close(sfd);
+        struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1};
+        cr_assert_eq(fcntl(lfd, F_OFD_SETLK, &fl), 0);
+        int d = tdaemon_start(&fx, NULL);
+        tdaemon_wait_ready(&fx, d, 1);
+        cr_assert_neq(access(stale, F_OK), 0, "the stale temporary is still there");
+        cr_assert_eq(access(live, F_OK), 0, "a live builder's temporary was removed");
+        char want[400];
+        snprintf(want, sizeof(want), "removed %s (1048576 bytes)", stale);
+        cr_assert_not_null(strstr(tdaemon_log(&fx, d), want), "no \"%s\" in:\n%s", want,
+                           tdaemon_log(&fx, d));
+        close(lfd);
+        unlink(live);
+        tdaemon_stop(&fx, d);
+}
+
+/* On hugetlbfs the killed build's pages go back to the pool at once (the old temporary kept
+ * them until someone found and removed it). */
+Test(daemon_start, killed_while_creating_on_hugetlbfs_gives_the_pages_back)
+{
+        char why[256], text[1024], dir[256];
+        if (!thugepages_available(40, why, sizeof(why)))
+                cr_skip_test("%s", why);
+        cr_assert_eq(shm_arena_path(fx.name, NULL, SHM_HUGE_REQUIRE, fx.arena, sizeof(fx.arena)),
+                     0);
+        snprintf(dir, sizeof(dir), "%.*s", (int)(strrchr(fx.arena, '/') - fx.arena), fx.arena);
+        snprintf(text, sizeof(text),
+                 "[arena]\nname = %s\nhugepages = require\nclock = manual\nmode = 0600\n"
+                 "max_readers = 64\nspare = 64MiB\n[daemon]\nheartbeat_ms = 20\nmetrics =\n%s",
+                 fx.name, ONE_PER_S);
+        tdaemon_config_raw(&fx, text);
+        unsigned long long before = 0, now = 0;
+        FILE *f = fopen("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages", "re");
+        cr_assert(f && fscanf(f, "%llu", &before) == 1);
+        fclose(f);
+        kill_while_building(dir, fx.arena);
+        struct timespec t0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        do {
+                f = fopen("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages", "re");
+                cr_assert(f && fscanf(f, "%llu", &now) == 1);
+                fclose(f);
+                cr_assert_lt(telapsed_s(&t0), TD_READY, "%llu free pages, %llu before the kill",
+                             now, before);
+        } while (now < before);
+        char names[512];
+        cr_assert_eq(temporaries(dir, names, sizeof(names)), 0, "left: %s", names);
 }
