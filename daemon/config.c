@@ -280,7 +280,23 @@ static bool has_separator(const char *s)
         return false;
 }
 
-/* Trim blanks (and a UTF-8 BOM on line 1) in place; check syntax; track sections. */
+/* Cut a comment off S in place: all of a line that starts with ';' or '#', or what follows a
+ * blank and ';' (an inline comment, as inih reads it), and the blanks before it. */
+static void strip_comment(char *s)
+{
+        char *c = *s == ';' || *s == '#' ? s : NULL;
+        for (char *q = s + 1; !c && *s && *q; q++)
+                if (*q == ';' && isspace((unsigned char)q[-1]))
+                        c = q;
+        if (!c)
+                return;
+        *c = '\0';
+        for (char *e = c; e > s && isspace((unsigned char)e[-1]);)
+                *--e = '\0';
+}
+
+/* Trim blanks (and a UTF-8 BOM on line 1) and comments in place (inih's buffer holds NUM - 2
+ * bytes of a line: a comment of any length must not count); check syntax; track sections. */
 static const char *take_line(struct parse *p, char *s, size_t len, int num)
 {
         const char *fault = NULL;
@@ -293,11 +309,12 @@ static const char *take_line(struct parse *p, char *s, size_t len, int num)
         s += strspn(s, " \t\r\n\v\f");
         for (char *e = s + strlen(s); e > s && isspace((unsigned char)e[-1]);)
                 *--e = '\0';
+        strip_comment(s);
         if (!fault && strlen(s) + 2 > (size_t)num) /* inih needs room for "\n" and the NUL */
                 fault = toolong;
         else if (!fault && *s == '[')
                 begin_section(p, s);
-        else if (!fault && *s && *s != ';' && *s != '#' && !has_separator(s))
+        else if (!fault && *s && !has_separator(s))
                 fault = "expected 'key = value' or '[section]'";
         if (!fault)
                 return s;
