@@ -87,7 +87,8 @@ static void config_defaults(struct config *cfg, struct shm_limiter_spec *lim)
         cfg->arena.max_limiters = 64;
         /* One record per client thread; 1024 records cost 128 KiB. */
         cfg->arena.max_readers = 1024;
-        /* Heap left for limiters added by a reload: about 130 000 key slots. */
+        /* Heap left for limiters added by a reload: 131 072 slots of 128 bytes, tables for
+         * about 87 000 keys of capacity (192 bytes a key), or 16 million reload records. */
         cfg->arena.spare_bytes = 16ull << 20;
         /* A heartbeat a second: a dead daemon shows within seconds, at no measurable cost. */
         cfg->heartbeat_ms = 1000;
@@ -102,7 +103,8 @@ static void config_defaults(struct config *cfg, struct shm_limiter_spec *lim)
         cfg->stall_ms = 1000;
         /* Metrics on loopback only: exposing them further is the operator's choice. */
         snprintf(cfg->metrics_listen, sizeof(cfg->metrics_listen), "127.0.0.1:9477");
-        /* 65536 keys (8 MiB of slots): a generous per-key limiter that stays cheap. */
+        /* 65536 keys (12 MiB of slots, 192 bytes a key): a generous per-key limiter that
+         * stays cheap. */
         lim->capacity = 65536;
         /* 0: the arena picks a shard count from the capacity. */
         lim->shards = 0;

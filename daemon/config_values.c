@@ -443,7 +443,7 @@ const struct config_key config_daemon_keys[] = {
     {"metrics", set_metrics, CFG(metrics_listen), 0, CFG_SIZE(metrics_listen)},
     {NULL, NULL, 0, 0, 0}};
 
-/* capacity: up to 2^30 keys (128 GiB of slots), beyond any host and far from overflow in the
+/* capacity: up to 2^30 keys (192 GiB of slots), beyond any host and far from overflow in the
  * table's sizing. burst >= 1 by DESIGN.md section 5. idle_ttl: up to the 20 years of arena time
  * the state word's arithmetic is sized for (THR_HORIZON_NS); 0 means never. */
 const struct config_key config_limiter_keys[] = {
