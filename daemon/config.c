@@ -87,7 +87,8 @@ static void config_defaults(struct config *cfg, struct shm_limiter_spec *lim)
         cfg->arena.max_limiters = 64;
         /* One record per client thread; 1024 records cost 128 KiB. */
         cfg->arena.max_readers = 1024;
-        /* Heap left for limiters added by a reload: about 130 000 key slots. */
+        /* Heap left for limiters added by a reload: 131 072 slots of 128 bytes, tables for
+         * about 87 000 keys of capacity (192 bytes a key), or 16 million reload records. */
         cfg->arena.spare_bytes = 16ull << 20;
         /* A heartbeat a second: a dead daemon shows within seconds, at no measurable cost. */
         cfg->heartbeat_ms = 1000;
@@ -102,7 +103,8 @@ static void config_defaults(struct config *cfg, struct shm_limiter_spec *lim)
         cfg->stall_ms = 1000;
         /* Metrics on loopback only: exposing them further is the operator's choice. */
         snprintf(cfg->metrics_listen, sizeof(cfg->metrics_listen), "127.0.0.1:9477");
-        /* 65536 keys (8 MiB of slots): a generous per-key limiter that stays cheap. */
+        /* 65536 keys (12 MiB of slots, 192 bytes a key): a generous per-key limiter that
+         * stays cheap. */
         lim->capacity = 65536;
         /* 0: the arena picks a shard count from the capacity. */
         lim->shards = 0;
@@ -280,7 +282,23 @@ static bool has_separator(const char *s)
         return false;
 }
 
-/* Trim blanks (and a UTF-8 BOM on line 1) in place; check syntax; track sections. */
+/* Cut a comment off S in place: all of a line that starts with ';' or '#', or what follows a
+ * blank and ';' (an inline comment, as inih reads it), and the blanks before it. */
+static void strip_comment(char *s)
+{
+        char *c = *s == ';' || *s == '#' ? s : NULL;
+        for (char *q = s + 1; !c && *s && *q; q++)
+                if (*q == ';' && isspace((unsigned char)q[-1]))
+                        c = q;
+        if (!c)
+                return;
+        *c = '\0';
+        for (char *e = c; e > s && isspace((unsigned char)e[-1]);)
+                *--e = '\0';
+}
+
+/* Trim blanks (and a UTF-8 BOM on line 1) and comments in place (inih's buffer holds NUM - 2
+ * bytes of a line: a comment of any length must not count); check syntax; track sections. */
 static const char *take_line(struct parse *p, char *s, size_t len, int num)
 {
         const char *fault = NULL;
@@ -293,11 +311,12 @@ static const char *take_line(struct parse *p, char *s, size_t len, int num)
         s += strspn(s, " \t\r\n\v\f");
         for (char *e = s + strlen(s); e > s && isspace((unsigned char)e[-1]);)
                 *--e = '\0';
+        strip_comment(s);
         if (!fault && strlen(s) + 2 > (size_t)num) /* inih needs room for "\n" and the NUL */
                 fault = toolong;
         else if (!fault && *s == '[')
                 begin_section(p, s);
-        else if (!fault && *s && *s != ';' && *s != '#' && !has_separator(s))
+        else if (!fault && *s && !has_separator(s))
                 fault = "expected 'key = value' or '[section]'";
         if (!fault)
                 return s;

@@ -13,6 +13,9 @@
 #include "shm.h"
 
 #define CONFIG_MAX_LIMITERS 256
+/* [arena] spare at most 1 TiB: 5.7 billion key slots, past any host's memory, and far enough
+ * from 2^64 that no sum of the arena's sizes can wrap (the arena code checks them too). */
+#define CONFIG_SPARE_MAX (1ull << 40)
 
 struct config {
         char path[256];              /* file it was read from */

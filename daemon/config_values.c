@@ -182,10 +182,29 @@ static int set_u32(const struct config_key *k, void *field, const char *v, char 
         return rc;
 }
 
+/* B bytes written in the largest size unit that divides them: 1099511627776 -> "1TiB". */
+static void fmt_size(uint64_t b, char *out, size_t n)
+{
+        const struct unit *u = &size_units[sizeof(size_units) / sizeof(size_units[0]) - 2];
+        while (u->mult > 1 && b % u->mult)
+                u--;
+        snprintf(out, n, "%" PRIu64 "%s", b / u->mult, u->mult > 1 ? u->name : "");
+}
+
+/* A size with a unit, at most K->hi bytes. */
 static int set_size(const struct config_key *k, void *field, const char *v, char *why, size_t n)
 {
-        (void)k;
-        return scaled(v, size_units, SIZE_UNITS, false, field, why, n);
+        uint64_t b = 0;
+        int rc = scaled(v, size_units, SIZE_UNITS, false, &b, why, n);
+        if (rc < 0)
+                return rc;
+        if (b > k->hi) {
+                char hi[32];
+                fmt_size(k->hi, hi, sizeof(hi));
+                return say(why, n, -ERANGE, "%s is more than %s, the most it may be", v, hi);
+        }
+        *(uint64_t *)field = b;
+        return 0;
 }
 
 /* NS written as a duration, in the largest unit that divides it exactly: 630720000000000000 ->
@@ -398,7 +417,7 @@ static int set_shards(const struct config_key *k, void *field, const char *v, ch
 
 /* Bounds, and why: max_limiters: 128 B per entry, 65536 is far beyond CONFIG_MAX_LIMITERS plus
  * what reloads retire; max_readers: one 128 B record per client thread, 2^20 is past any sane
- * thread count. */
+ * thread count; spare: see CONFIG_SPARE_MAX. */
 const struct config_key config_arena_keys[] = {
     {"name", set_name, CFG(arena_name), 0, CFG_SIZE(arena_name)},
     {"hugepages", set_hugepages, CFG(arena.hugepages), 0, 0},
@@ -407,7 +426,7 @@ const struct config_key config_arena_keys[] = {
     {"clock", set_clock, CFG(arena.clock), 0, 0},
     {"max_limiters", set_u32, CFG(arena.max_limiters), 1, 65536},
     {"max_readers", set_u32, CFG(arena.max_readers), 1, 1u << 20},
-    {"spare", set_size, CFG(arena.spare_bytes), 0, 0},
+    {"spare", set_size, CFG(arena.spare_bytes), 0, CONFIG_SPARE_MAX},
     {"dir", set_dir, CFG(arena_dir), 0, CFG_SIZE(arena_dir)},
     {NULL, NULL, 0, 0, 0}};
 
@@ -424,7 +443,7 @@ const struct config_key config_daemon_keys[] = {
     {"metrics", set_metrics, CFG(metrics_listen), 0, CFG_SIZE(metrics_listen)},
     {NULL, NULL, 0, 0, 0}};
 
-/* capacity: up to 2^30 keys (128 GiB of slots), beyond any host and far from overflow in the
+/* capacity: up to 2^30 keys (192 GiB of slots), beyond any host and far from overflow in the
  * table's sizing. burst >= 1 by DESIGN.md section 5. idle_ttl: up to the 20 years of arena time
  * the state word's arithmetic is sized for (THR_HORIZON_NS); 0 means never. */
 const struct config_key config_limiter_keys[] = {

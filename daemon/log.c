@@ -66,14 +66,15 @@ static size_t timestamp(char *buf, size_t n)
         return w > 0 && (size_t)w < n - len ? len + (size_t)w : 0;
 }
 
-/* Append as much of S (LEN bytes) as fits in CAP; false if some was cut. */
+/* Append as much of S (LEN bytes) as fits below CAP; false if some was cut. *POS <= CAP holds on
+ * entry and on return, so the room CAP - *POS never wraps. */
 static bool put(char *out, size_t cap, size_t *pos, const char *s, size_t len)
 {
-        bool fits = len <= cap - *pos;
-        size_t take = fits ? len : cap - *pos;
+        size_t room = cap - *pos;
+        size_t take = len <= room ? len : room;
         memcpy(out + *pos, s, take);
         *pos += take;
-        return fits;
+        return take == len;
 }
 
 /* Write all of BUF to stderr, retrying only what a signal or a short write left over. */
@@ -90,19 +91,23 @@ static void write_all(const char *buf, size_t len)
         }
 }
 
-/* Build "prefix line\n" for each line of MSG into OUT; "..." marks a cut. */
+/*
+ * Build "prefix line\n" for each line of MSG into OUT (CAP bytes); "...\n" marks a cut. Every
+ * piece of a line, its newline included, goes through put() with the bound CAP - 4, so the
+ * position never passes it and the 4 bytes of the mark always fit.
+ */
 static size_t compose(char *out, size_t cap, const char *prefix, size_t plen, const char *msg)
 {
-        size_t pos = 0;
+        size_t pos = 0, end = cap - 4;
         const char *s = msg;
         do {
                 const char *nl = strchr(s, '\n');
                 size_t len = nl ? (size_t)(nl - s) : strlen(s);
-                if (!put(out, cap - 4, &pos, prefix, plen) || !put(out, cap - 4, &pos, s, len)) {
+                if (!put(out, end, &pos, prefix, plen) || !put(out, end, &pos, s, len) ||
+                    !put(out, end, &pos, "\n", 1)) {
                         memcpy(out + pos, "...\n", 4);
                         return pos + 4;
                 }
-                out[pos++] = '\n'; /* cap - 4 above keeps room for it */
                 s = nl ? nl + 1 : s + len;
         } while (*s);
         return pos;

@@ -1,6 +1,10 @@
 /*
  * main.c - throttled: parse the command line, load the config, supervise the arena.
- * Signal handlers only set flags; exit codes come from sysexits.h.
+ * Signal handlers only set flags, and are installed before anything else: a SIGHUP or SIGTERM
+ * that arrives while a large config is read (ExecReload=kill -HUP at the wrong moment) would
+ * otherwise kill the daemon with the default action. A reload asked for during start-up runs
+ * once the daemon is up; a stop asked for before the arena is touched ends it there, exit 0.
+ * Exit codes come from sysexits.h.
  */
 #include <getopt.h>
 #include <signal.h>
@@ -64,6 +68,7 @@ int main(int argc, char **argv)
                                              {0, 0, 0, 0}};
         const char *path = DEFAULT_CONFIG;
         int check = 0, recreate = 0, c;
+        install_signals();
         while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
                 switch (c) {
                 case 'c':
@@ -98,7 +103,10 @@ int main(int argc, char **argv)
                 printf("%s: ok (%zu limiters)\n", path, g_cfg.nlimiters);
                 return 0;
         }
-        install_signals();
+        if (g_sup.stop) {
+                log_info("stopped by a signal during start-up, before the arena was touched");
+                return 0;
+        }
         g_sup.config_path = path;
         int rc = supervisor_start(&g_sup, &g_cfg, recreate);
         if (rc == 0)

@@ -23,6 +23,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <linux/membarrier.h>
+#include <stdbool.h>
 #include <string.h>
 #include <time.h>
 #include <urcu.h>
@@ -140,12 +141,33 @@ static void pass(struct supervisor *s, const struct registry *reg, bool beat)
                 s->gp_done = res.done;
 }
 
+/* Milliseconds from A to B (CLOCK_MONOTONIC; B not before A). */
+static uint64_t ms_between(const struct timespec *a, const struct timespec *b)
+{
+        return (uint64_t)((b->tv_sec - a->tv_sec) * 1000 + (b->tv_nsec - a->tv_nsec) / 1000000);
+}
+
+/* Milliseconds left at NOW of a PERIOD that began at SINCE; 0 once it is over. */
+static uint64_t ms_left(const struct timespec *since, const struct timespec *now, uint64_t period)
+{
+        uint64_t gone = ms_between(since, now);
+        return gone < period ? period - gone : 0;
+}
+
+/*
+ * The loop wakes for whichever is due first: a heartbeat heartbeat_ms after the last one began,
+ * or a pass maintenance_ms after the last one ended. So neither period waits for the other (a
+ * heartbeat of 200 ms is kept with passes 5 s apart); a heartbeat's recount of repaired tables
+ * waits for the next pass, which reports it. Sleeps are cut in 50 ms slices so a stop is seen
+ * within 50 ms however long the wait.
+ */
 static void *maint_main(void *arg)
 {
         struct supervisor *s = arg;
         struct thr_hdr *h = shm_hdr(&s->map);
         rcu_register_thread();
-        struct timespec last_beat = {0};
+        struct timespec last_beat = {0}, last_pass = {0};
+        bool beat_pending = false; /* a heartbeat since the last pass */
         while (!s->stop) {
                 struct timespec t;
                 clock_gettime(CLOCK_MONOTONIC, &t);
@@ -153,10 +175,8 @@ static void *maint_main(void *arg)
                 const struct registry *reg = rcu_dereference(s->reg);
                 TSAN_ACQUIRE(&s->reg);
                 uint64_t beat_ms = reg->cfg.heartbeat_ms ? reg->cfg.heartbeat_ms : 1000;
-                uint64_t since_ms = (uint64_t)(t.tv_sec - last_beat.tv_sec) * 1000 +
-                                    (uint64_t)((t.tv_nsec - last_beat.tv_nsec) / 1000000);
-                bool beat = since_ms >= beat_ms;
-                if (beat) {
+                uint64_t period_ms = reg->cfg.maintenance_ms ? reg->cfg.maintenance_ms : 100;
+                if (ms_between(&last_beat, &t) >= beat_ms) {
                         s->beats++;
                         atomic_store_explicit(&h->heartbeat_ns, shm_now_ns(h),
                                               memory_order_relaxed);
@@ -164,14 +184,21 @@ static void *maint_main(void *arg)
                         if (n > 0)
                                 log_info("%d reader records of dead processes freed", n);
                         last_beat = t;
+                        beat_pending = true;
                 }
-                pass(s, reg, beat);
-                uint64_t period_ms = reg->cfg.maintenance_ms ? reg->cfg.maintenance_ms : 100;
+                if (ms_between(&last_pass, &t) >= period_ms) {
+                        pass(s, reg, beat_pending);
+                        beat_pending = false;
+                        clock_gettime(CLOCK_MONOTONIC, &last_pass);
+                }
                 TSAN_RELEASE(reg);
                 rcu_read_unlock();
-                /* in slices, so a stop is seen within 50 ms even with a long period */
-                for (uint64_t slept = 0; slept < period_ms && !s->stop;) {
-                        uint64_t ms = period_ms - slept < 50 ? period_ms - slept : 50;
+                clock_gettime(CLOCK_MONOTONIC, &t);
+                uint64_t to_beat = ms_left(&last_beat, &t, beat_ms);
+                uint64_t to_pass = ms_left(&last_pass, &t, period_ms);
+                uint64_t wait_ms = to_beat < to_pass ? to_beat : to_pass;
+                for (uint64_t slept = 0; slept < wait_ms && !s->stop;) {
+                        uint64_t ms = wait_ms - slept < 50 ? wait_ms - slept : 50;
                         struct timespec ts = {0, (long)ms * 1000000};
                         nanosleep(&ts, NULL);
                         slept += ms;

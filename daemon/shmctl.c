@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sysexits.h>
+#include <time.h>
 
 #include "shm.h"
 #include "shmctl_out.h"
@@ -206,10 +207,28 @@ static int lim_find(struct ctx *c, const char *name, struct shmctl_lim *l)
         return retired >= 0 ? lim_reload(c, (uint32_t)retired, name, l) : -ENOENT;
 }
 
+/*
+ * The arena's time in ns, as shm_now_ns reads it, but from one read of each header field and in
+ * unsigned arithmetic: epoch_ns is client-writable, and shm_now_ns's signed subtraction overflows
+ * (undefined behaviour) on an extreme value. A corrupt epoch gives a strange time, which the
+ * callers print or refuse (now_units), never a crash.
+ */
+static uint64_t arena_now_ns(const struct ctx *c)
+{
+        const struct thr_hdr *h = shm_hdr(&c->map);
+        uint32_t clock = *(const volatile uint32_t *)&h->clock_id;
+        if (clock == THR_CLOCK_MANUAL)
+                return atomic_load_explicit(&h->manual_now_ns, memory_order_acquire);
+        int64_t epoch = *(const volatile int64_t *)&h->epoch_ns;
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec - (uint64_t)epoch;
+}
+
 /* The arena's time in L's units. -EBADMSG if it cannot be a time this arena reached. */
 static int now_units(struct ctx *c, const struct shmctl_lim *l, uint64_t *out)
 {
-        uint64_t ns = shm_now_ns(shm_hdr(&c->map));
+        uint64_t ns = arena_now_ns(c);
         if (ns > THR_TAT_LIMIT / l->p.k)
                 return corrupt(c, "directory entry %u: arena time %" PRIu64 " ns out of range",
                                l->idx, ns);
@@ -395,7 +414,7 @@ static int status_gather(struct ctx *c, struct shmctl_status *s)
         gp_read(c, &s->gp);
         s->readers = readers_in_use(c);
         s->alive = shm_daemon_alive(&c->map, &holder);
-        s->now_ns = shm_now_ns(h);
+        s->now_ns = arena_now_ns(c);
         s->pid = atomic_load_explicit(&h->daemon_pid, memory_order_relaxed);
         s->heartbeat_ns = atomic_load_explicit(&h->heartbeat_ns, memory_order_relaxed);
         s->attaches = atomic_load_explicit(&h->attach_count, memory_order_relaxed);
@@ -477,7 +496,7 @@ static long readers_collect(struct ctx *c, struct shmctl_reader **out, struct sh
                 k++;
         }
         s->owned = (uint32_t)k;
-        s->now_ns = shm_now_ns(shm_hdr(&c->map)); /* after the records: blocking_ns <= now */
+        s->now_ns = arena_now_ns(c); /* after the records: blocking_ns <= now */
         *out = v;
         return k;
 }

@@ -13,11 +13,14 @@
  * stores of whole records), which the maintenance thread reads through checked snapshots.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sysexits.h>
 #include <time.h>
 #include <unistd.h>
@@ -45,6 +48,77 @@ static int arena_existing(const struct shm_arena_spec *a, char *path, size_t len
         return rc < 0 ? rc : access(path, F_OK) == 0 ? 0 : -ENOENT;
 }
 
+/* The pid an arena file's header names as its daemon: for messages only (clients can write it). */
+static pid_t recorded_daemon(int fd)
+{
+        uint64_t pid = 0;
+        if (pread(fd, &pid, sizeof(pid), offsetof(struct thr_hdr, daemon_pid)) != sizeof(pid))
+                return 0;
+        return (pid_t)pid;
+}
+
+/*
+ * Whether a daemon holds the arena file at PATH (its lock: an open-file-description write lock on
+ * byte 0, see shm_daemon_lock), for a file this daemon could not attach: 1 held (*PID: the pid
+ * its header records), 0 free, -errno when it cannot be opened or tested.
+ */
+static int arena_held(const char *path, pid_t *pid)
+{
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1};
+        int rc = fcntl(fd, F_OFD_GETLK, &fl) < 0 ? -errno : fl.l_type != F_UNLCK;
+        if (rc == 1)
+                *pid = recorded_daemon(fd);
+        close(fd);
+        return rc;
+}
+
+/*
+ * --recreate: remove the arena file at PATH, which cannot be used for WHY. Only with its daemon
+ * lock taken here: a daemon that holds it serves clients from this file, and removing it would
+ * split them between two arenas (each admitting its own share). The lock is held across the
+ * unlink, so no daemon can take the old file over meanwhile. Returns -ENOENT (removed: create a
+ * new one) or a sysexits code after logging why not.
+ */
+static int remove_unusable(const char *path, const char *why)
+{
+        int fd = open(path, O_RDWR | O_CLOEXEC);
+        if (fd < 0) {
+                log_error("arena %s cannot be used (%s), and cannot be opened to make sure no "
+                          "daemon holds it (%s): not removed",
+                          path, why, strerror(errno));
+                return errno == EACCES ? EX_NOPERM : EX_CANTCREAT;
+        }
+        struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1};
+        if (fcntl(fd, F_OFD_SETLK, &fl) < 0) {
+                int e = errno;
+                pid_t pid = recorded_daemon(fd);
+                close(fd);
+                if (e != EAGAIN && e != EACCES) {
+                        log_error("cannot lock arena %s to make sure no daemon holds it (%s): "
+                                  "not removed",
+                                  path, strerror(e));
+                        return EX_OSERR;
+                }
+                log_error("another throttled (pid %d) runs on arena %s; --recreate never removes "
+                          "an arena a daemon holds (this one cannot use it: %s)",
+                          (int)pid, path, why);
+                return EX_UNAVAILABLE;
+        }
+        log_warn("--recreate: removing arena %s, which cannot be used (%s): every limit is reset; "
+                 "processes that still map it keep deciding on it until they open the arena again",
+                 path, why);
+        int rc = -ENOENT;
+        if (unlink(path) < 0) {
+                log_error("cannot remove arena %s: %s", path, strerror(errno));
+                rc = EX_CANTCREAT;
+        }
+        close(fd);
+        return rc;
+}
+
 static int attach_existing(struct supervisor *s, const char *path, bool recreate)
 {
         char err[512];
@@ -62,14 +136,20 @@ static int attach_existing(struct supervisor *s, const char *path, bool recreate
                 return 0;
         if (s->map.base)
                 shm_arena_detach(&s->map);
+        pid_t pid = 0;
+        if (arena_held(path, &pid) == 1) {
+                log_error("another throttled (pid %d) runs on arena %s, which this daemon cannot "
+                          "use: %s",
+                          (int)pid, path, err);
+                return EX_UNAVAILABLE;
+        }
         if (!recreate) {
                 log_error("arena %s cannot be used: %s (start with --recreate to replace it, "
                           "which resets every limit)",
                           path, err);
                 return rc == -EACCES ? EX_NOPERM : EX_DATAERR;
         }
-        log_warn("arena %s cannot be used (%s); --recreate: removing it", path, err);
-        return unlink(path) < 0 ? EX_CANTCREAT : -ENOENT;
+        return remove_unusable(path, err);
 }
 
 static int create_new(struct supervisor *s)
@@ -147,12 +227,24 @@ static void announce(struct supervisor *s)
                  h->page_size / 1024, s->cfg.nlimiters, n);
 }
 
+static void on_stale_tmp(void *ctx, const char *path, uint64_t bytes)
+{
+        (void)ctx;
+        log_warn("removed %s (%" PRIu64 " bytes): the temporary file of an arena whose builder "
+                 "was killed before it finished",
+                 path, bytes);
+}
+
 int supervisor_start(struct supervisor *s, const struct config *cfg, bool recreate)
 {
         config_copy(&s->cfg, cfg);
         s->map.fd = -1;
         char path[256];
-        int rc = -ENOENT;
+        int rc = shm_arena_sweep(&s->cfg.arena, on_stale_tmp, NULL);
+        if (rc < 0)
+                log_warn("cannot look for temporary files left by a killed daemon: %s",
+                         strerror(-rc));
+        rc = -ENOENT;
         if (arena_existing(&s->cfg.arena, path, sizeof(path)) == 0) {
                 log_info("re-attaching existing arena %s", path);
                 rc = attach_existing(s, path, recreate);
@@ -190,30 +282,89 @@ int supervisor_start(struct supervisor *s, const struct config *cfg, bool recrea
         return 0;
 }
 
-/* Say what a reload could not apply: arena settings fixed at creation, limiters removed. */
-static void reload_warn_unapplied(const struct config *cur, const struct config *next,
-                                  const struct shm_map *m)
+/*
+ * Whether the arena file is still where clients and shmctl look for it: its path must name the
+ * inode this daemon maps, and that inode must still have a link. Someone may delete it (rm, an
+ * old demo script) or put another file there. Nothing can link a deleted file back, and another
+ * arena cannot be merged into this one, so the daemon keeps running for the clients that map it
+ * (they keep deciding, and need eviction and reclamation) and says loudly, now and every minute,
+ * that new clients cannot reach it and how to recover. The check is a stat and an fstat, made
+ * once a heartbeat by the main thread.
+ */
+static void check_arena_file(struct supervisor *s)
+{
+        struct stat mine, there;
+        if (fstat(s->map.fd, &mine) < 0)
+                return;
+        int rc = stat(s->map.path, &there);
+        bool replaced = rc == 0 && (there.st_dev != mine.st_dev || there.st_ino != mine.st_ino);
+        bool deleted = !replaced && (mine.st_nlink == 0 || (rc < 0 && errno == ENOENT));
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (!deleted && !replaced) {
+                if (s->file_lost)
+                        log_info("arena file %s is in place again", s->map.path);
+                s->file_lost = false;
+                return;
+        }
+        if (s->file_lost && now.tv_sec - s->file_lost_logged.tv_sec < 60)
+                return;
+        s->file_lost = true;
+        s->file_lost_logged = now;
+        log_error("arena file %s %s while this daemon runs it (inode %ju): new clients and shmctl "
+                  "cannot open this arena (%s); clients that have it open keep deciding on it and "
+                  "this daemon keeps maintaining it. To recover, stop throttled and start it "
+                  "again: it creates a new arena (every limit is reset), which clients use once "
+                  "they open the arena again",
+                  s->map.path, deleted ? "was deleted" : "was replaced by another file",
+                  (uintmax_t)mine.st_ino, deleted ? "ENOENT" : "they open the other file");
+}
+
+/* Whether NEXT changes [arena] settings, which are fixed when the arena is created. */
+static bool arena_changed(const struct config *cur, const struct config *next)
 {
         const struct shm_arena_spec *a = &cur->arena, *b = &next->arena;
-        if (strcmp(a->name, b->name) || a->hugepages != b->hugepages || a->mode != b->mode ||
-            a->gid != b->gid || a->max_limiters != b->max_limiters ||
-            a->max_readers != b->max_readers || a->spare_bytes != b->spare_bytes ||
-            strcmp(cur->arena_dir, next->arena_dir))
-                log_warn("reload: [arena] settings are fixed when the arena is created; to apply "
-                         "them, stop throttled, remove the arena file and start it again (this "
-                         "resets every limit)");
-        for (uint32_t i = 0; i < m->g.dir_count; i++) {
+        return strcmp(a->name, b->name) || a->hugepages != b->hugepages || a->mode != b->mode ||
+               a->gid != b->gid || a->max_limiters != b->max_limiters ||
+               a->max_readers != b->max_readers || a->spare_bytes != b->spare_bytes ||
+               strcmp(cur->arena_dir, next->arena_dir);
+}
+
+/*
+ * The directory entries of live limiters that NEXT no longer names, which a reload of NEXT will
+ * retire: a calloc'ed flag per entry (NULL when out of memory: nothing will be reported).
+ * Collected before the reload and reported after it took, so a refused reload reports none.
+ */
+static bool *to_retire(const struct config *next, const struct shm_map *m)
+{
+        bool *gone = calloc(m->g.dir_count ? m->g.dir_count : 1, sizeof(*gone));
+        for (uint32_t i = 0; gone && i < m->g.dir_count; i++) {
                 struct shm_lim_snap snap;
                 if (shm_dir_snapshot(m, i, &snap) < 0 || snap.state != THR_DIR_LIVE)
                         continue;
-                bool kept = false;
-                for (size_t j = 0; j < next->nlimiters && !kept; j++)
-                        kept = strncmp(snap.name, next->limiters[j].name, sizeof(snap.name)) == 0;
-                if (!kept)
-                        log_warn("reload: limiter '%s' is no longer configured: retired (its "
-                                 "clients get EIDRM; its buckets are kept and come back if it is "
-                                 "configured again with the same capacity)",
-                                 snap.name);
+                gone[i] = true;
+                for (size_t j = 0; j < next->nlimiters && gone[i]; j++)
+                        gone[i] =
+                            strncmp(snap.name, next->limiters[j].name, sizeof(snap.name)) != 0;
+        }
+        return gone;
+}
+
+/* Say what an applied reload could not apply (arena settings) and whom it retired (GONE). */
+static void reload_report(bool arena, const bool *gone, const struct shm_map *m)
+{
+        if (arena)
+                log_warn("reload: [arena] settings are fixed when the arena is created; to apply "
+                         "them, stop throttled, remove the arena file and start it again (this "
+                         "resets every limit)");
+        for (uint32_t i = 0; gone && i < m->g.dir_count; i++) {
+                struct shm_lim_snap snap;
+                if (!gone[i] || shm_dir_snapshot(m, i, &snap) < 0)
+                        continue;
+                log_warn("reload: limiter '%s' is no longer configured: retired (its clients get "
+                         "EIDRM; its buckets are kept and come back if it is configured again "
+                         "with the same capacity, shards and rate time unit)",
+                         snap.name);
         }
 }
 
@@ -226,11 +377,14 @@ static void do_reload(struct supervisor *s)
                 log_error("reload refused, running config kept:\n%s", err);
                 return;
         }
-        reload_warn_unapplied(&s->cfg, &next, &s->map);
+        bool *gone = to_retire(&next, &s->map);
         if (shm_arena_configure(&s->map, &next.arena, err, sizeof(err)) < 0) {
                 log_error("reload refused, running config kept: %s", err);
+                free(gone);
                 return;
         }
+        reload_report(arena_changed(&s->cfg, &next), gone, &s->map);
+        free(gone);
         config_copy(&s->cfg, &next);
         struct registry *reg = registry_make(s, &s->cfg);
         if (!reg) {
@@ -239,7 +393,13 @@ static void do_reload(struct supervisor *s)
                 return;
         }
         registry_publish(s, reg);
-        log_info("reloaded: %zu limiters", s->cfg.nlimiters);
+        check_arena_file(s);
+        if (s->file_lost)
+                log_error("reloaded: %zu limiters, into an arena whose file %s is gone: only "
+                          "clients that already have it open see the change",
+                          s->cfg.nlimiters, s->map.path);
+        else
+                log_info("reloaded: %zu limiters", s->cfg.nlimiters);
 }
 
 int supervisor_run(struct supervisor *s)
@@ -249,7 +409,9 @@ int supervisor_run(struct supervisor *s)
                         s->reload = 0;
                         do_reload(s);
                 }
-                struct timespec ts = {1, 0};
+                check_arena_file(s);
+                uint64_t ms = s->cfg.heartbeat_ms ? s->cfg.heartbeat_ms : 1000;
+                struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000};
                 nanosleep(&ts, NULL); /* a signal cuts it short: stop and reload act at once */
         }
         return 0;

@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <time.h>
 
 #include "config.h"
 #include "shm.h"
@@ -37,6 +38,9 @@ struct supervisor {
         struct registry *reg;         /* RCU-protected */
         pthread_t maint;
         bool maint_running;
+        /* main thread only: the arena file is gone from its path (see check_arena_file) */
+        bool file_lost;
+        struct timespec file_lost_logged; /* CLOCK_MONOTONIC of the last error about it */
         /* maintenance thread only */
         uint64_t lock_me; /* this daemon's shard-lock value (shm_lock_daemon) */
         uint64_t gp_done; /* last grace period completed by this daemon's scans (0: none yet) */
@@ -60,7 +64,12 @@ void maint_join(struct supervisor *s);
  */
 int supervisor_start(struct supervisor *s, const struct config *cfg, bool recreate);
 
-/* supervisor_run - heartbeat and reload until s->stop. Returns 0 or a sysexits code. */
+/*
+ * supervisor_run - reload on SIGHUP until s->stop, and check at each heartbeat that the arena
+ * file is still where clients look for it (logged as an error, and every minute while it lasts,
+ * when it was deleted or replaced: the daemon keeps running for the clients that map it).
+ * Returns 0 or a sysexits code.
+ */
 int supervisor_run(struct supervisor *s);
 
 /* supervisor_stop - clear the daemon identity and drop the arena (the lock goes with it). */

@@ -1,38 +1,41 @@
 #!/usr/bin/env bash
 # demo.sh - the main command: throttled and four worker processes sharing two limits.
 #
-#   scripts/demo.sh [--keep]
+#   scripts/demo.sh [--keep] [--seconds N] [--build DIR] [--no-setup]
 #
-# Runs scripts/setup.sh, builds throttled, shmctl and thr-demo-worker in build/, removes any
-# stale demo arena and starts `throttled -c daemon/throttled.conf` in the background (its log
-# goes to build/demo/throttled.log). Once `shmctl status` answers, it runs 4 thr-demo-worker
-# processes at once for 5 seconds against 20 keys "user:0".."user:19"; each request must pass
-# the limiter `per_key` (5/s, burst 5, per user) and then `global` (50/s, burst 10, one key for
-# everybody). It shows shmctl's view of the arena, then adds up what the workers admitted and
-# checks it against the limits the arena holds (shmctl --json limiters) over the time the workers
-# ran (arena clock, first start to last end): per key at most burst + rate * elapsed, and the
-# same for the global key, in a PASS/FAIL table. Finally it stops throttled with SIGTERM,
-# expects exit status 0, and removes the demo's arena (its hugepages go back to the pool).
-#   --keep  leave throttled running (its pid is in build/demo/throttled.pid; a later run of
-#           this script stops it first)
+# Runs scripts/setup.sh, builds throttled, shmctl and thr-demo-worker in build/, and starts a
+# throttled of its own in the background (its log goes to build/demo/throttled.log) on an arena
+# of its own: build/demo/throttled.conf is daemon/throttled.conf with the arena named
+# `thr-demo` ($THR_DEMO_ARENA) and metrics off, so a throttled already running on this host
+# (arena `main`, the metrics port) is never touched. Once `shmctl status` answers, it runs 4
+# thr-demo-worker processes at once for 5 seconds against 20 keys "user:0".."user:19"; each
+# request must pass the limiter `per_key` (5/s, burst 5, per user) and then `global` (50/s,
+# burst 10, one key for everybody). It shows shmctl's view of the arena, then checks what the
+# workers were admitted against the limits the arena holds (shmctl --json limiters) over the
+# time the workers ran (arena clock, first start to last end), in a PASS/FAIL table
+# (scripts/demo_check.awk): per key, what per_key admitted, at most burst + rate * elapsed; for
+# the global key, what global admitted, the same. Finally it stops its throttled with SIGTERM,
+# expects exit status 0, and removes the arena it created (its hugepages go back to the pool).
+#
+# It removes no file but the arena its own throttled created (recorded in build/demo/arena.path
+# until removed), and only once no daemon holds it. It refuses to start when an arena of its name
+# exists that it did not create (held by another daemon, or left by someone else).
+#   --keep        leave throttled running (its pid is in build/demo/throttled.pid; a later run
+#                 of this script stops it first, if its command line shows it is the demo's)
+#   --seconds N   run the workers N seconds (default 5)
+#   --build DIR   use the build tree DIR as it is configured (default: configure build/)
+#   --no-setup    do not run scripts/setup.sh (CI ran it already)
 # Exit status 0 when every check passes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BUILD=build
-CONF=daemon/throttled.conf
-ARENA=main
+CONFIGURE=1
+SETUP=1
+ARENA=${THR_DEMO_ARENA:-thr-demo}
 WORKERS=4
 RUN_SECONDS=5
 KEYS=20
-
-DEMO_DIR=$BUILD/demo
-LOG=$DEMO_DIR/throttled.log
-PIDFILE=$DEMO_DIR/throttled.pid
-ARENA_FILES=("/var/lib/hugetlbfs/global/pagesize-2MB/throttle.$ARENA" "/dev/shm/throttle.$ARENA")
-THROTTLED=$BUILD/daemon/throttled
-SHMCTL=$BUILD/daemon/shmctl
-WORKER=$BUILD/examples/thr-demo-worker
 
 keep=0
 daemon_pid=
@@ -50,6 +53,18 @@ step() {
 die() {
         echo "demo: FAILED: $*" >&2
         exit 1
+}
+
+# Paths that depend on --build.
+set_paths() {
+        DEMO_DIR=$BUILD/demo
+        CONF=$DEMO_DIR/throttled.conf
+        LOG=$DEMO_DIR/throttled.log
+        PIDFILE=$DEMO_DIR/throttled.pid
+        ARENA_RECORD=$DEMO_DIR/arena.path
+        THROTTLED=$BUILD/daemon/throttled
+        SHMCTL=$BUILD/daemon/shmctl
+        WORKER=$BUILD/examples/thr-demo-worker
 }
 
 # exited PID - whether PID is gone or a zombie (kill -0 succeeds on a zombie).
@@ -75,6 +90,27 @@ wait_exit() {
         return "$rc"
 }
 
+# held ARENA - whether a daemon holds the arena (name or path); false when there is none.
+held() {
+        "$SHMCTL" -a "$1" --json status 2>/dev/null | grep -q '"alive":true'
+}
+
+# The demo's own arena, recorded when its throttled created it: removed once no daemon holds it.
+remove_own_arena() {
+        local path
+        path=$(cat "$ARENA_RECORD" 2>/dev/null || true)
+        [ -n "$path" ] || return 0
+        if [ -e "$path" ] && held "$path"; then
+                echo "demo: $path is held by a daemon: left in place" >&2
+                return 0
+        fi
+        if [ -e "$path" ]; then
+                rm -f -- "$path"
+                echo "demo: removed the demo's arena $path"
+        fi
+        rm -f "$ARENA_RECORD"
+}
+
 cleanup() {
         local pid
         for pid in "${worker_pids[@]}"; do
@@ -84,16 +120,23 @@ cleanup() {
                 echo "demo: stopping throttled (pid $daemon_pid)" >&2
                 kill -TERM "$daemon_pid" 2>/dev/null || true
                 wait_exit "$daemon_pid" 10 || true
-                rm -f "$PIDFILE" "${ARENA_FILES[@]}"
+                rm -f "$PIDFILE"
+                remove_own_arena
         fi
 }
 
-# A daemon left running by an earlier --keep run holds the arena: stop it first.
+# whether PID is a throttled started by this demo: its command line names the demo's config.
+ours() {
+        [ "$(cat "/proc/$1/comm" 2>/dev/null)" = throttled ] &&
+                tr '\0' '\n' <"/proc/$1/cmdline" 2>/dev/null | grep -qxF -- "$CONF"
+}
+
+# A daemon left running by an earlier --keep run holds the demo's arena: stop it first.
 stop_previous() {
         local pid i
         pid=$(cat "$PIDFILE" 2>/dev/null || true)
         rm -f "$PIDFILE"
-        [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = throttled ] || return 0
+        [ -n "$pid" ] && ours "$pid" || return 0
         echo "demo: stopping the throttled left running by an earlier run (pid $pid)"
         kill -TERM "$pid"
         for ((i = 0; i < 100; i++)); do
@@ -105,24 +148,52 @@ stop_previous() {
 
 build() {
         step "build ($BUILD)"
-        cmake -S . -B "$BUILD" --log-level=WARNING -DTHR_WERROR=ON
+        if [ "$CONFIGURE" -eq 1 ]; then
+                cmake -S . -B "$BUILD" --log-level=WARNING -DTHR_WERROR=ON
+        fi
         cmake --build "$BUILD" -j2 --target throttled shmctl thr-demo-worker
 }
 
+# The demo's config: the default one with its own arena name and no metrics endpoint.
+write_config() {
+        sed -E -e "s/^name = main\$/name = $ARENA/" -e 's/^metrics = .*$/metrics =/' \
+                daemon/throttled.conf >"$CONF"
+        grep -qx "name = $ARENA" "$CONF" && grep -qx 'metrics =' "$CONF" ||
+                die "cannot make the demo's config from daemon/throttled.conf"
+}
+
+# Refuse to run when an arena of the demo's name exists that the demo did not create.
+check_name_free() {
+        local path
+        remove_own_arena
+        path=$("$SHMCTL" -a "$ARENA" --json status 2>/dev/null |
+                grep -oE '"path":"[^"]*"' | cut -d'"' -f4 || true)
+        [ -z "$path" ] && return 0
+        if held "$ARENA"; then
+                die "an arena named $ARENA ($path) is run by a throttled this demo did not start;" \
+                        "stop it, or run the demo under another name: THR_DEMO_ARENA=NAME $0"
+        fi
+        die "an arena named $ARENA ($path) exists and this demo did not create it; remove it" \
+                "if it is a leftover, or run the demo under another name: THR_DEMO_ARENA=NAME $0"
+}
+
 start_daemon() {
-        step "start throttled -c $CONF (log: $LOG)"
-        rm -f "${ARENA_FILES[@]}"
+        step "start throttled -c $CONF (arena $ARENA; log: $LOG)"
         THROTTLE_LOG=${THROTTLE_LOG:-info} "$THROTTLED" -c "$CONF" </dev/null >"$LOG" 2>&1 &
         daemon_pid=$!
         echo "$daemon_pid" >"$PIDFILE"
-        local i
+        local i path
         for ((i = 0; i < 100; i++)); do
+                path=$(sed -nE 's/.* created arena (.*) \([0-9]+ bytes\)$/\1/p' "$LOG")
+                if [ -n "$path" ] && [ ! -e "$ARENA_RECORD" ]; then
+                        echo "$path" >"$ARENA_RECORD"
+                fi
                 if exited "$daemon_pid"; then
                         cat "$LOG" >&2
                         daemon_pid=
                         die "throttled exited at start (log above)"
                 fi
-                if "$SHMCTL" -a "$ARENA" status >/dev/null 2>&1; then
+                if [ -n "$path" ] && "$SHMCTL" -a "$ARENA" status >/dev/null 2>&1; then
                         echo "throttled is up (pid $daemon_pid) after $((i / 10)).$((i % 10)) s"
                         return 0
                 fi
@@ -175,55 +246,10 @@ limits_of() {
         echo "$n $p $b"
 }
 
-# Sum the workers' admissions per key and overall, and check each against what GCRA allows from
-# a fresh key over the time the workers ran: burst + floor(rate * elapsed), elapsed being the
-# span from the first worker's start to the last one's end on the arena clock.
 check_limits() {
         step "check: admissions against the limits"
-        local pk gl
-        pk=$(limits_of per_key)
-        gl=$(limits_of global)
-        awk -v pk="$pk" -v gl="$gl" -v keys="$KEYS" '
-        $1 == "key" { adm[$2] += $4 }
-        $1 == "total" {
-                total += $3; attempts += $5
-                for (i = 6; i < NF; i += 2) f[$i] = $(i + 1)
-                if (start == "" || f["start_ns"] < start) start = f["start_ns"]
-                if (end == "" || f["end_ns"] > end) end = f["end_ns"]
-                workers++
-        }
-        function bound(lim, el_ns,  v) {
-                split(lim, v, " ")
-                return v[3] + int(v[1] * el_ns / v[2])
-        }
-        function describe(name, lim,  v) {
-                split(lim, v, " ")
-                printf "%-8s burst %d + %d per %g s * elapsed\n", name, v[3], v[1], v[2] / 1e9
-        }
-        function row(name, n, b) {
-                ok = n <= b
-                printf "%-24s %9d %9d  %s\n", name, n, b, ok ? "PASS" : "FAIL"
-                if (!ok) fails++
-        }
-        END {
-                el = end - start
-                printf "%d workers, %d attempts, elapsed %.3f s (first start to last end)\n",
-                        workers, attempts, el / 1e9
-                describe("per_key", pk)
-                describe("global", gl)
-                printf "\n%-24s %9s %9s  %s\n", "limit", "admitted", "bound", "result"
-                for (k = 0; k < keys; k++)
-                        row("per_key user:" k, adm["user:" k], bound(pk, el))
-                row("global (all keys)", total, bound(gl, el))
-                if (total == 0) {
-                        print "nothing was admitted at all: FAIL"
-                        fails++
-                }
-                print ""
-                if (fails) print "FAIL: " fails " check(s) failed"
-                else print "PASS: every limit held"
-                exit (fails > 0)
-        }' "$DEMO_DIR"/worker.*.out
+        awk -v pk="$(limits_of per_key)" -v gl="$(limits_of global)" -v keys="$KEYS" \
+                -f scripts/demo_check.awk "$DEMO_DIR"/worker.*.out
 }
 
 stop_daemon() {
@@ -236,7 +262,7 @@ stop_daemon() {
         echo "throttled exited with status $rc; last lines of its log:"
         tail -n 5 "$LOG"
         # The daemon keeps the arena for its next start; the demo's is done: give the pages back.
-        rm -f "${ARENA_FILES[@]}"
+        remove_own_arena
         [ "$rc" -eq 0 ] || die "throttled exited with status $rc"
 }
 
@@ -244,6 +270,16 @@ main() {
         while [ $# -gt 0 ]; do
                 case "$1" in
                 --keep) keep=1 ;;
+                --seconds)
+                        RUN_SECONDS=${2:?--seconds needs a number}
+                        shift
+                        ;;
+                --build)
+                        BUILD=${2:?--build needs a directory}
+                        CONFIGURE=0
+                        shift
+                        ;;
+                --no-setup) SETUP=0 ;;
                 -h | --help)
                         usage
                         exit 0
@@ -256,14 +292,17 @@ main() {
                 esac
                 shift
         done
+        set_paths
         trap cleanup EXIT
         trap 'exit 130' INT
         trap 'exit 143' TERM
 
-        scripts/setup.sh
+        [ "$SETUP" -eq 0 ] || scripts/setup.sh
         build
         mkdir -p "$DEMO_DIR"
         stop_previous
+        write_config
+        check_name_free
         rm -f "$DEMO_DIR"/worker.*
         start_daemon
         run_workers

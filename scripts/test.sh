@@ -13,6 +13,11 @@
 #                          TSan: its inheritable arena looks for free address space where TSan
 #                          keeps its shadow and aborts with "Could not initialize inheritable
 #                          arena" (Snaipe/Criterion#274).
+#   fuzz     build-fuzz/   clang -DTHR_FUZZ=ON: the config fuzz target under libFuzzer with ASan
+#                          and UBSan for 60 s (tests/fuzz); only the fuzz target is built. Where
+#                          clang cannot link -fsanitize=fuzzer it is skipped with a notice (the
+#                          asan suite's fuzz_config_short, the same target over generated files,
+#                          still runs).
 # --quick runs the release suite alone; --no-hugepages is passed to setup.sh.
 # A tree that fails to configure or build counts as one failed test. The last line is the sum
 # over the suites, "N passed, M failed"; the exit status is 0 only if nothing failed.
@@ -45,7 +50,8 @@ record() {
         summaries+=("$(printf '%-8s %3d passed, %3d failed%s' "$1" "$2" "$3" "${4:+  ($4)}")")
 }
 
-# suite NAME DIR "CMAKE OPTIONS" [CTEST OPTIONS...] - configure, build, test one tree.
+# suite NAME DIR "CMAKE OPTIONS" [CTEST OPTIONS...] - configure, build, test one tree (only the
+# target $SUITE_TARGET when it is set).
 suite() {
         local name=$1 dir=$2 opts=$3 start=$SECONDS
         shift 3
@@ -55,7 +61,7 @@ suite() {
         echo
         echo "==== $name: configure and build $dir ($opts)"
         if ! cmake -S . -B "$dir" --log-level=WARNING "${cmake_opts[@]}" ||
-                ! cmake --build "$dir" -j2; then
+                ! cmake --build "$dir" -j2 ${SUITE_TARGET:+--target "$SUITE_TARGET"}; then
                 echo "==== $name: BUILD FAILED"
                 record "$name" 0 1 "build failed"
                 return 0
@@ -77,6 +83,13 @@ suite() {
                 n_failed=1 # ctest failed without a failing test (e.g. an error of its own)
         fi
         record "$name" $((n_total - n_failed)) "$n_failed" "$((SECONDS - start)) s"
+}
+
+# Whether clang can build a libFuzzer target (Debian: clang and libclang-rt-14-dev).
+have_libfuzzer() {
+        command -v clang >/dev/null 2>&1 &&
+                echo 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n) { return 0; }' |
+                clang -x c -fsanitize=fuzzer,address -o /dev/null - >/dev/null 2>&1
 }
 
 main() {
@@ -109,6 +122,16 @@ main() {
                 suite asan build-asan "$common -DTHR_SANITIZE=ON -DTHR_TSAN=OFF -DTHR_BENCH=ON"
                 suite tsan build-tsan "$common -DTHR_SANITIZE=OFF -DTHR_TSAN=ON -DTHR_BENCH=OFF" \
                         -R '^(stress_threads|daemon_threads)$'
+                if have_libfuzzer; then
+                        SUITE_TARGET=fuzz_config suite fuzz build-fuzz \
+                                "-DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+                                -DTHR_WERROR=ON -DTHR_TESTS=OFF -DTHR_BENCH=OFF -DTHR_FUZZ=ON" \
+                                -R '^fuzz_config_libfuzzer$'
+                else
+                        echo "test.sh: NOTICE: clang cannot link -fsanitize=fuzzer: the libFuzzer" \
+                                "run is skipped (the asan suite ran fuzz_config_short)" >&2
+                        summaries+=("fuzz     skipped (no libFuzzer)")
+                fi
         fi
 
         echo

@@ -1,11 +1,11 @@
 /*
  * arena.c - creating, attaching, validating and configuring an arena file.
  *
- * Creation writes the whole arena under a temporary name and renames it into place, so a client
- * never maps half an arena. Space is allocated (posix_fallocate) and every page faulted in before
- * the rename: a hugetlbfs pool or a tmpfs that is too small fails here, with a message, and never
- * later as SIGBUS in a client. The backing actually obtained is read back from /proc/self/smaps,
- * not assumed from a madvise the kernel may ignore.
+ * Creation writes the whole arena in a temporary file and links it into place (arena_tmp.c), so
+ * a client never maps half an arena. Space is allocated (posix_fallocate) and every page faulted
+ * in before the link: a hugetlbfs pool or a tmpfs that is too small fails here, with a message,
+ * and never later as SIGBUS in a client. The backing actually obtained is read back from
+ * /proc/self/smaps, not assumed from a madvise the kernel may ignore.
  *
  * Validation treats the arena as untrusted input: every client can write it. Each offset, count
  * and length is checked against the mapping before use, with 128-bit arithmetic where a product

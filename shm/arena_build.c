@@ -44,6 +44,26 @@ static uint64_t limiter_bytes(const struct geometry *g)
         return align_up(sizeof(struct thr_params), THR_ALIGN) + align_up(g->bytes, THR_ALIGN);
 }
 
+static int size_overflow(const struct shm_arena_spec *s, char *err, size_t errlen)
+{
+        return shm_seterr(err, errlen, -EOVERFLOW,
+                          "arena '%s': spare %" PRIu64 " bytes plus its tables exceed the largest "
+                          "file size",
+                          s->name, s->spare_bytes);
+}
+
+/* The arena's file size: FIXED (header, directory, readers) + HEAP, rounded up to ALIGN, or
+ * -EOVERFLOW when that passes the largest file size (off_t). */
+static int arena_size(const struct shm_arena_spec *s, uint64_t fixed, uint64_t heap, uint64_t align,
+                      uint64_t *size, char *err, size_t errlen)
+{
+        uint64_t sum;
+        if (__builtin_add_overflow(fixed, heap, &sum) || sum > (uint64_t)INT64_MAX - align)
+                return size_overflow(s, err, errlen);
+        *size = align_up(sum, align);
+        return 0;
+}
+
 static int spec_check(const struct shm_arena_spec *s, uint64_t *heap, char *err, size_t errlen)
 {
         if (!s->name[0] || strlen(s->name) > THR_NAME_MAX || strchr(s->name, '/'))
@@ -54,7 +74,7 @@ static int spec_check(const struct shm_arena_spec *s, uint64_t *heap, char *err,
                                   "arena '%s': %zu limiters do not fit max_limiters %u, or "
                                   "max_readers %u is out of range",
                                   s->name, s->nlimiters, s->max_limiters, s->max_readers);
-        *heap = s->spare_bytes;
+        *heap = s->spare_bytes; /* summed with overflow checks: a spare near 2^64 used to wrap */
         for (size_t i = 0; i < s->nlimiters; i++) {
                 struct thr_params p;
                 struct geometry g;
@@ -68,7 +88,8 @@ static int spec_check(const struct shm_arena_spec *s, uint64_t *heap, char *err,
                                           "cannot make a table",
                                           s->limiters[i].name, s->limiters[i].capacity,
                                           s->limiters[i].shards);
-                *heap += limiter_bytes(&g);
+                if (__builtin_add_overflow(*heap, limiter_bytes(&g), heap))
+                        return size_overflow(s, err, errlen);
         }
         return 0;
 }
@@ -121,39 +142,16 @@ static int prefault(void *base, size_t size, uint64_t page)
         return 0;
 }
 
-/*
- * The temporary name carries a random suffix, not the pid: two creators in different pid
- * namespaces may share /dev/shm and have the same pid. O_EXCL makes a collision fail, not clobber.
- */
-static int open_tmp(const struct shm_arena_spec *s, const char *path, char *tmp, size_t tmplen)
-{
-        uint64_t r;
-        if (getrandom(&r, sizeof(r), 0) != sizeof(r))
-                return -EIO;
-        int n = snprintf(tmp, tmplen, "%s.tmp.%016llx", path, (unsigned long long)r);
-        if (n < 0 || (size_t)n >= tmplen)
-                return -ENAMETOOLONG;
-        mode_t mode = s->mode ? s->mode : 0600;
-        int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode);
-        if (fd < 0)
-                return -errno;
-        if (fchmod(fd, mode) < 0 || (s->gid != (gid_t)-1 && fchown(fd, (uid_t)-1, s->gid) < 0)) {
-                int e = errno;
-                close(fd);
-                unlink(tmp);
-                return -e;
-        }
-        return fd;
-}
-
-/* Create, size, allocate, map and fault the file at TMP. */
+/* Create, size, allocate, map and fault the temporary file the arena at PATH is built in
+ * (arena_tmp.c); M->path is its name, empty when it has none. */
 static int map_new(const struct shm_arena_spec *s, const char *path, uint64_t size,
                    struct shm_map *m, char *err, size_t errlen)
 {
         char tmp[sizeof(m->path)];
-        int fd = open_tmp(s, path, tmp, sizeof(tmp));
+        int fd = shm_tmp_open(path, s->mode ? s->mode : 0600, s->gid, tmp, sizeof(tmp));
         if (fd < 0)
-                return shm_seterr(err, errlen, fd, "cannot create %s: %s", tmp, strerror(-fd));
+                return shm_seterr(err, errlen, fd, "cannot create a temporary file for %s: %s",
+                                  path, strerror(-fd));
         const char *step = "ftruncate";
         int rc = ftruncate(fd, (off_t)size) < 0 ? -errno : 0;
         if (rc == 0) {
@@ -174,8 +172,7 @@ static int map_new(const struct shm_arena_spec *s, const char *path, uint64_t si
         if (rc < 0) {
                 if (base != MAP_FAILED)
                         munmap(base, size);
-                close(fd);
-                unlink(tmp);
+                shm_tmp_discard(fd, tmp);
                 return shm_seterr(err, errlen, rc, "cannot %s %" PRIu64 " bytes for %s: %s", step,
                                   size, path, strerror(-rc));
         }
@@ -413,7 +410,7 @@ int shm_arena_configure(struct shm_map *m, const struct shm_arena_spec *s, char 
         return 0;
 }
 
-/* Write the contents of a freshly mapped temporary file, then link it into place. */
+/* Write the contents of a freshly mapped temporary file, then link it into place (arena_tmp.c). */
 int shm_arena_finish(struct shm_map *m, const struct shm_arena_spec *s, const char *path, char *err,
                      size_t errlen)
 {
@@ -428,12 +425,14 @@ int shm_arena_finish(struct shm_map *m, const struct shm_arena_spec *s, const ch
         if (rc == 0) {
                 atomic_thread_fence(memory_order_release);
                 shm_hdr(m)->magic = THR_MAGIC;
-                if (renameat2(AT_FDCWD, m->path, AT_FDCWD, path, RENAME_NOREPLACE) < 0)
-                        rc = shm_seterr(err, errlen, -errno, "cannot move %s to %s: %s", m->path,
-                                        path, strerror(errno));
+                rc = shm_tmp_publish(m->fd, m->path, path);
+                if (rc < 0)
+                        shm_seterr(err, errlen, rc, "cannot link the new arena to %s: %s", path,
+                                   strerror(-rc));
         }
         if (rc < 0) {
-                unlink(m->path);
+                if (m->path[0])
+                        unlink(m->path);
                 shm_arena_detach(m);
                 return rc;
         }
@@ -474,10 +473,12 @@ int shm_arena_create(const struct shm_arena_spec *s, struct shm_map *out, char *
         uint64_t fixed = align_up(THR_HDR_SIZE + (uint64_t)s->max_limiters * THR_DIR_ENTRY_SIZE +
                                       THR_ALIGN + (uint64_t)s->max_readers * THR_READER_SIZE,
                                   4096);
-        uint64_t size = fixed + heap;
         bool on_huge = on_hugetlbfs(path);
-        rc = map_new(s, path, on_huge ? align_up(size, HUGE_2M) : align_up(size, 4096), out, err,
-                     errlen);
+        uint64_t size = 0;
+        rc = arena_size(s, fixed, heap, on_huge ? HUGE_2M : 4096, &size, err, errlen);
+        if (rc < 0)
+                return rc;
+        rc = map_new(s, path, size, out, err, errlen);
         if (rc < 0 && on_huge && s->hugepages == SHM_HUGE_AUTO) {
                 char why[256];
                 snprintf(why, sizeof(why), "%s", err ? err : "");
@@ -495,7 +496,7 @@ int shm_arena_create(const struct shm_arena_spec *s, struct shm_map *out, char *
                 return shm_seterr(err, errlen, rc,
                                   "%s (is the hugepage pool too small? it needs %" PRIu64
                                   " free 2 MiB pages: hugeadm --pool-pages-min 2MB:+N)",
-                                  why, (uint64_t)(align_up(size, HUGE_2M) / HUGE_2M));
+                                  why, (uint64_t)(size / HUGE_2M));
         }
         if (rc < 0)
                 return rc;

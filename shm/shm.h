@@ -119,13 +119,25 @@ int shm_arena_find(const char *name, char *out, size_t outlen);
  * shm_arena_create - build a new arena from SPEC: file created under a temporary name, space
  * allocated (posix_fallocate) and pre-faulted (MADV_POPULATE_WRITE, else a write per page), header,
  * directory, readers, limiters and tables written, the backing obtained verified in
- * /proc/self/smaps, then renamed into place so no process ever opens half an arena. Fails clearly
+ * /proc/self/smaps, then linked into place so no process ever opens half an arena. The
+ * temporary file is unnamed (O_TMPFILE) where the file system allows, so a builder killed
+ * mid-way leaves nothing behind (else see shm_arena_sweep). Fails clearly
  * when a hugetlbfs pool or tmpfs is too small (never a later SIGBUS). With SHM_HUGE_AUTO, falls
  * back to /dev/shm when hugetlbfs cannot hold it, and says so in ERR (returns 1 in that case).
  * Returns 0 or 1 (fell back) and fills *OUT (mapped read-write), or -errno with ERR.
  */
 int shm_arena_create(const struct shm_arena_spec *spec, struct shm_map *out, char *err,
                      size_t errlen);
+
+/*
+ * shm_arena_sweep - remove the temporary files that builders of SPEC's arena left when they were
+ * killed mid-way (named temporaries: file systems without O_TMPFILE, or older versions), in
+ * every directory the arena may be built in. A temporary whose builder is alive is locked by it
+ * and kept. FN (may be NULL) is told each removal: its path and size. Returns how many were
+ * removed, or -errno. Not thread-safe with itself on one directory; safe against live builders.
+ */
+typedef void (*shm_sweep_fn)(void *ctx, const char *path, uint64_t bytes);
+int shm_arena_sweep(const struct shm_arena_spec *spec, shm_sweep_fn fn, void *ctx);
 
 /*
  * shm_arena_attach - open and map the arena file at PATH, read-write or read-only, and run

@@ -21,6 +21,20 @@ int shm_read_boot_id(uint8_t out[16]);
 int64_t shm_timens_mono_offset(void);
 int shm_arena_finish(struct shm_map *m, const struct shm_arena_spec *s, const char *path, char *err,
                      size_t errlen);
+
+/*
+ * arena_tmp.c: the file an arena is built in, before it has its name. shm_tmp_open - an unnamed
+ * file (O_TMPFILE) in PATH's directory, or where the file system has none a named one, PATH.tmp.
+ * and 16 hex digits, in TMP (TMPLEN bytes; TMP is "" for an unnamed file), locked as its
+ * builder's. Mode MODE, group GID ((gid_t)-1: unchanged). Returns the descriptor or -errno.
+ * shm_tmp_publish - give the complete file FD the name PATH, never replacing a file there
+ * (-EEXIST). shm_tmp_discard - close FD and remove the named file TMP if it has one.
+ * shm_tmp_named_only - tests: take the named path, as on a file system without O_TMPFILE.
+ */
+int shm_tmp_open(const char *path, mode_t mode, gid_t gid, char *tmp, size_t tmplen);
+int shm_tmp_publish(int fd, const char *tmp, const char *path);
+void shm_tmp_discard(int fd, const char *tmp);
+extern bool shm_tmp_named_only;
 int shm_limiter_compatible(const struct shm_lim_snap *s, const struct thr_params *p,
                            const struct geometry *g, char *err, size_t errlen);
 /* State of directory entry I (< m->g.dir_count), read once. */

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -242,6 +243,11 @@ static void log_path(const struct tdaemon *d, int i, char *out, size_t n)
 
 int tdaemon_start(struct tdaemon *d, const char *extra)
 {
+        return tdaemon_start_conf(d, d->conf, extra);
+}
+
+int tdaemon_start_conf(struct tdaemon *d, const char *conf, const char *extra)
+{
         const char *bin = daemon_bin();
         int i = d->nlogs++;
         cr_assert_lt(i, TD_MAX, "more than %d daemons in one test", TD_MAX);
@@ -251,16 +257,16 @@ int tdaemon_start(struct tdaemon *d, const char *extra)
         cr_assert_geq(pid, 0, "fork: %s", strerror(errno));
         if (pid == 0) {
                 FILE *f = fopen(log, "we");
-                if (!f)
+                if (!f || chdir(d->dir) < 0)
                         _exit(126);
                 dup2(fileno(f), 1);
                 dup2(fileno(f), 2);
                 setenv("THROTTLE_LOG", "info", 1);
                 setenv("ASAN_OPTIONS", "detect_leaks=1:exitcode=99", 0);
                 if (extra)
-                        execl(bin, "throttled", "-c", d->conf, extra, (char *)NULL);
+                        execl(bin, "throttled", "-c", conf, extra, (char *)NULL);
                 else
-                        execl(bin, "throttled", "-c", d->conf, (char *)NULL);
+                        execl(bin, "throttled", "-c", conf, (char *)NULL);
                 _exit(127);
         }
         d->pid[i] = pid;
@@ -368,6 +374,14 @@ void tdaemon_kill(struct tdaemon *d, int i)
                   "daemon %d: status %#x, not killed; log:\n%s", i, st, tdaemon_log(d, i));
 }
 
+/* Whether FD is the file at PATH now (same device and inode). */
+static bool same_file(int fd, const char *path)
+{
+        struct stat a, b;
+        return fstat(fd, &a) == 0 && stat(path, &b) == 0 && a.st_dev == b.st_dev &&
+               a.st_ino == b.st_ino;
+}
+
 void tdaemon_wait_ready(struct tdaemon *d, int i, uint64_t attach)
 {
         struct timespec t0;
@@ -379,6 +393,8 @@ void tdaemon_wait_ready(struct tdaemon *d, int i, uint64_t attach)
                              "daemon %d exited (status %#x) before it was ready; log:\n%s", i, st,
                              tdaemon_log(d, i));
                 char err[256];
+                if (d->map.base && !same_file(d->map.fd, d->arena))
+                        tdaemon_unmap(d); /* the daemon replaced the file we mapped */
                 if (!d->map.base && access(d->arena, F_OK) == 0 &&
                     shm_arena_attach(d->arena, true, &d->map, err, sizeof(err)) < 0)
                         memset(&d->map, 0, sizeof(d->map));

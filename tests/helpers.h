@@ -95,8 +95,13 @@ void tdaemon_config_raw(struct tdaemon *d, const char *text);
 /* The 1-based line of the config that contains NEEDLE, or fail the test. */
 int tdaemon_config_line(const struct tdaemon *d, const char *needle);
 
-/* Start throttled with EXTRA (NULL or an option) on the config; returns its index I. */
+/*
+ * Start throttled with EXTRA (NULL or an option) on the config; returns its index I. It runs in
+ * D's directory. tdaemon_start_conf: on the config file CONF instead (relative to D's directory,
+ * or absolute).
+ */
 int tdaemon_start(struct tdaemon *d, const char *extra);
+int tdaemon_start_conf(struct tdaemon *d, const char *conf, const char *extra);
 /* The whole log (stdout and stderr) of daemon I so far; valid until the next call. */
 const char *tdaemon_log(const struct tdaemon *d, int i);
 /* How many times WHAT occurs in the log of daemon I. */

@@ -10,10 +10,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <signal.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "helpers.h"
+#include "shm_internal.h"
 
 static struct tarena T;
 
@@ -174,6 +177,113 @@ Test(arena, creation_leaves_no_temporary_file_and_refuses_to_overwrite)
         struct shm_map m;
         char err[256];
         cr_assert_eq(shm_arena_create(&as, &m, err, sizeof(err)), -EEXIST);
+}
+
+/* spare + the tables' bytes, and the arena's total size, are summed with overflow checks: a
+ * spare near 2^64 used to wrap to a few bytes and build an arena with no spare heap at all. */
+Test(arena, creation_refuses_sizes_that_overflow)
+{
+        struct shm_limiter_spec s = tspec("a", 10, SEC, 5, 5);
+        struct shm_arena_spec as = {.hugepages = SHM_HUGE_OFF,
+                                    .mode = 0600,
+                                    .gid = (gid_t)-1,
+                                    .clock = THR_CLOCK_MANUAL,
+                                    .max_limiters = 4,
+                                    .max_readers = 4,
+                                    .nlimiters = 1,
+                                    .limiters = &s,
+                                    .dir = T.dir};
+        snprintf(as.name, sizeof(as.name), "big");
+        uint64_t spares[] = {UINT64_MAX, UINT64_MAX - 4096, UINT64_MAX - (1ull << 20),
+                             (uint64_t)INT64_MAX};
+        for (size_t i = 0; i < sizeof(spares) / sizeof(spares[0]); i++) {
+                struct shm_map m;
+                char err[256] = "";
+                as.spare_bytes = spares[i];
+                int rc = shm_arena_create(&as, &m, err, sizeof(err));
+                if (rc >= 0) {
+                        unlink(m.path);
+                        shm_arena_detach(&m);
+                }
+                cr_assert_eq(rc, -EOVERFLOW, "spare %#llx: rc %d (%s)",
+                             (unsigned long long)spares[i], rc, err);
+                cr_assert_not_null(strstr(err, "spare"), "the message names spare: %s", err);
+        }
+}
+
+static bool has_tmp(const char *dir, const char *prefix)
+{
+        DIR *d = opendir(dir);
+        bool found = false;
+        for (struct dirent *e; d && !found && (e = readdir(d));)
+                found = !strncmp(e->d_name, prefix, strlen(prefix));
+        if (d)
+                closedir(d);
+        return found;
+}
+
+static void count_sweep(void *ctx, const char *path, uint64_t bytes)
+{
+        (void)path;
+        cr_assert_gt(bytes, 256u << 20, "the full-size file");
+        ++*(int *)ctx;
+}
+
+/* Where a file system has no O_TMPFILE the arena is built under a name, locked by its builder:
+ * a builder killed mid-way leaves it, and shm_arena_sweep removes it once its builder is gone,
+ * never while the builder lives. */
+Test(arena, sweep_removes_what_a_killed_named_builder_left)
+{
+        struct shm_limiter_spec s = tspec("a", 10, SEC, 5, 5);
+        struct shm_arena_spec as = {.hugepages = SHM_HUGE_OFF,
+                                    .mode = 0600,
+                                    .gid = (gid_t)-1,
+                                    .clock = THR_CLOCK_MANUAL,
+                                    .max_limiters = 4,
+                                    .max_readers = 4,
+                                    .spare_bytes = 256u << 20,
+                                    .nlimiters = 1,
+                                    .limiters = &s,
+                                    .dir = T.dir};
+        snprintf(as.name, sizeof(as.name), "big");
+        char arena[256];
+        snprintf(arena, sizeof(arena), "%s/throttle.big", T.dir);
+        shm_tmp_named_only = true;
+        for (int attempt = 0;; attempt++) {
+                cr_assert_lt(attempt, 20, "could not kill the builder while it built");
+                pid_t pid = tfork();
+                if (pid == 0) {
+                        struct shm_map m;
+                        _exit(shm_arena_create(&as, &m, NULL, 0) < 0);
+                }
+                struct timespec t0;
+                clock_gettime(CLOCK_MONOTONIC, &t0);
+                while (!has_tmp(T.dir, "throttle.big.tmp.") && access(arena, F_OK) != 0)
+                        cr_assert_lt(telapsed_s(&t0), 10, "the builder never started");
+                int swept = -1;
+                if (access(arena, F_OK) != 0)
+                        swept = shm_arena_sweep(&as, NULL, NULL); /* the builder lives */
+                kill(pid, SIGKILL);
+                waitpid(pid, NULL, 0);
+                if (access(arena, F_OK) == 0) {
+                        unlink(arena); /* too late: built already; again */
+                        continue;
+                }
+                cr_assert_eq(swept, 0, "a live builder's file was removed");
+                break;
+        }
+        cr_assert(has_tmp(T.dir, "throttle.big.tmp."), "the killed builder's file is there");
+        int n = 0;
+        cr_assert_eq(shm_arena_sweep(&as, count_sweep, &n), 1);
+        cr_assert_eq(n, 1);
+        cr_assert(!has_tmp(T.dir, "throttle.big.tmp."), "swept");
+        shm_tmp_named_only = false;
+        struct shm_map m;
+        char err[256];
+        cr_assert_geq(shm_arena_create(&as, &m, err, sizeof(err)), 0, "%s", err);
+        cr_assert(!has_tmp(T.dir, "throttle.big.tmp."), "an unnamed build leaves no name");
+        unlink(arena);
+        shm_arena_detach(&m);
 }
 
 Test(arena, daemon_lock_is_exclusive_and_visible_read_only)

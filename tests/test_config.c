@@ -600,6 +600,19 @@ Test(config, stall_ms_out_of_range)
                          "[daemon] stall_ms: 3600001 is out of range (1 to 3600000)");
 }
 
+/* spare is capped (1 TiB), with FILE:LINE: 2^64 - 1 used to pass --check and wrap the arena's
+ * size sum into an arena with no spare heap. */
+Test(config, spare_is_capped)
+{
+        expect_one_fault("[arena]\nspare = 18446744073709551615\n", 2, "1TiB");
+        expect_one_fault("[arena]\nspare = 1025GiB\n", 2, "[arena] spare");
+        expect_one_fault("[arena]\nspare = 16777216TiB\n", 2, "[arena] spare");
+        struct run *r = run_text("[arena]\nspare = 1TiB\n");
+        cr_assert_eq(r->rc, 0, "%s", r->err);
+        cr_assert_eq(r->cfg.arena.spare_bytes, 1ull << 40);
+        free(r);
+}
+
 Test(config, bad_size_suffix)
 {
         expect_one_fault("[arena]\nspare = 16MB\n", 2, "unknown unit 'MB'");
@@ -635,8 +648,25 @@ Test(config, malformed_section_header)
 Test(config, line_too_long)
 {
         char text[512];
-        snprintf(text, sizeof(text), "[api]\nrate = 5/s\n; %0300d\n", 0);
-        expect_one_fault(text, 3, "longer than");
+        snprintf(text, sizeof(text), "[api]\nrate = 5/s\n[arena]\ndir = /%0300d\n", 0);
+        expect_one_fault(text, 4, "longer than");
+}
+
+/* Comments never reach inih's 200-byte line buffer: a long comment line, or a long comment after
+ * a value, is accepted (they were refused as "line is longer than 198 bytes"). */
+Test(config, long_comments_are_accepted)
+{
+        char text[2048];
+        snprintf(text, sizeof(text),
+                 "; %0300d\n# %0300d\n[api]\n  ; %0300d\nrate = 5/s ; %0300d\n"
+                 "burst = 7\t; %0300d\n[b] ; %0300d\nrate = 1/s\n",
+                 0, 0, 0, 0, 0, 0);
+        struct run *r = run_text(text);
+        cr_assert_eq(r->rc, 0, "%s", r->err);
+        cr_assert_eq(r->cfg.nlimiters, 2);
+        cr_assert_eq(r->cfg.limiters[0].rate_n, 5);
+        cr_assert_eq(r->cfg.limiters[0].burst, 7);
+        free(r);
 }
 
 Test(config, more_limiters_than_max_limiters)

@@ -24,9 +24,10 @@
 #include "shm.h"
 #include "throttle/throttle.h"
 
-#define MS      1000000ull
-#define S       1000000000ull
-#define OUT_MAX 65536
+#define MS           1000000ull
+#define S            1000000000ull
+#define OUT_MAX      65536
+#define EX_NOTFOUND_ 1 /* shmctl: no such limiter or key */
 
 static struct {
         char dir[64];
@@ -743,6 +744,32 @@ Test(shmctl, huge_key_len_is_dataerr)
         cr_assert_not_null(s);
         s->key_len = 5000;
         expect_dataerr("keys api");
+}
+
+/* A real-clock arena whose epoch_ns a client overwrote with an extreme value: shmctl reads the
+ * time with unsigned arithmetic (its shm_now_ns overflowed a signed int64_t: UB, and an abort
+ * under UBSan), and answers, or says the arena is corrupt, but never crashes. */
+Test(shmctl, corrupt_epoch_does_not_overflow)
+{
+        static char out[OUT_MAX];
+        three_keys("epoch");
+        close_client();
+        struct thr_hdr *h = shm_hdr(&fx.map);
+        h->clock_id = THR_CLOCK_MONOTONIC;
+        int64_t epochs[] = {INT64_MIN, INT64_MIN + 1, INT64_MAX, -1};
+        const char *cmds[] = {"status",   "--json status", "readers",
+                              "keys api", "get api a",     "limiters"};
+        for (size_t i = 0; i < sizeof(epochs) / sizeof(epochs[0]); i++) {
+                h->epoch_ns = epochs[i];
+                for (size_t c = 0; c < sizeof(cmds) / sizeof(cmds[0]); c++) {
+                        int rc = run(out, "%s", cmds[c]);
+                        cr_assert(rc == 0 || rc == EX_DATAERR || rc == EX_NOTFOUND_,
+                                  "epoch %lld, %s: exit %d: %s", (long long)epochs[i], cmds[c], rc,
+                                  out);
+                        cr_assert_null(strstr(out, "runtime error"), "epoch %lld, %s: %s",
+                                       (long long)epochs[i], cmds[c], out);
+                }
+        }
 }
 
 Test(shmctl, missing_arena_is_noinput)

@@ -1,0 +1,290 @@
+/*
+ * test_doc_claims.c - proves the numbers and behaviours the docs state (issue 18, defect 10), so
+ * that they cannot drift apart again: the bytes a key costs, as daemon/throttled.conf states
+ * them; that its commented llm_tokens example does not fit the default spare and does fit the
+ * spare it names; what a client gets when a table is full (thr_limiter_try(3)); what degrades
+ * with no daemon, with the figure README.md gives; and that a retired limiter comes back only
+ * with the same capacity and shards (thr_limiter_open(3)). The numbers are read from the docs
+ * themselves where they state one.
+ */
+#include <criterion/criterion.h>
+#include <regex.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "helpers.h"
+
+/* ---------------------------------------------------------------- reading the docs */
+
+/* The file REL of the source tree (tests/../REL), whole, NUL-terminated; the caller frees. */
+static char *source_text(const char *rel)
+{
+        char path[512];
+        const char *slash = strrchr(__FILE__, '/');
+        snprintf(path, sizeof(path), "%.*s../%s", slash ? (int)(slash - __FILE__ + 1) : 0, __FILE__,
+                 rel);
+        FILE *f = fopen(path, "re");
+        cr_assert_not_null(f, "%s", path);
+        char *text = calloc(1, 1 << 20);
+        fread(text, 1, (1 << 20) - 1, f);
+        fclose(f);
+        return text;
+}
+
+/* The first number of TEXT matched by the extended regex RE (its first group). */
+static uint64_t doc_number(const char *text, const char *re, const char *doc)
+{
+        regex_t rx;
+        regmatch_t m[2];
+        cr_assert_eq(regcomp(&rx, re, REG_EXTENDED), 0);
+        int rc = regexec(&rx, text, 2, m, 0);
+        regfree(&rx);
+        cr_assert_eq(rc, 0, "%s states no /%s/", doc, re);
+        return strtoull(text + m[1].rm_so, NULL, 10);
+}
+
+/* ---------------------------------------------------------------- arenas */
+
+static char g_dir[64];
+
+static void setup(void)
+{
+        snprintf(g_dir, sizeof(g_dir), "/dev/shm/thrtest.XXXXXX");
+        cr_assert_not_null(mkdtemp(g_dir));
+}
+
+static void teardown(void)
+{
+        rmdir(g_dir);
+}
+
+TestSuite(doc_claims, .init = setup, .fini = teardown, .timeout = 120);
+
+/* Create an arena of SPEC in the test's directory (manual clock, /dev/shm). */
+static void make(struct shm_arena_spec *spec, const char *name, struct shm_map *m)
+{
+        char err[512] = "";
+        snprintf(spec->name, sizeof(spec->name), "%s", name);
+        spec->dir = g_dir;
+        spec->hugepages = SHM_HUGE_OFF;
+        spec->clock = THR_CLOCK_MANUAL;
+        spec->mode = 0600;
+        spec->gid = (gid_t)-1;
+        cr_assert_geq(shm_arena_create(spec, m, err, sizeof(err)), 0, "%s", err);
+}
+
+static void unmake(struct shm_map *m)
+{
+        unlink(m->path);
+        shm_arena_detach(m);
+}
+
+/* The shipped config, loaded. */
+static struct config *shipped(void)
+{
+        char path[512], err[4096];
+        const char *slash = strrchr(__FILE__, '/');
+        snprintf(path, sizeof(path), "%.*s../daemon/throttled.conf",
+                 slash ? (int)(slash - __FILE__ + 1) : 0, __FILE__);
+        struct config *cfg = calloc(1, sizeof(*cfg));
+        cr_assert_eq(config_load(path, cfg, err, sizeof(err)), 0, "%s", err);
+        return cfg;
+}
+
+/* ---------------------------------------------------------------- sizes */
+
+/* throttled.conf: "the table takes about N bytes a key"; measured on its per_key limiter. */
+Test(doc_claims, bytes_a_key_are_what_throttled_conf_says)
+{
+        char *conf = source_text("daemon/throttled.conf");
+        uint64_t claimed = doc_number(conf, "about ([0-9]+) bytes a key", "throttled.conf");
+        free(conf);
+        struct config *cfg = shipped();
+        struct shm_arena_spec a = cfg->arena, none = cfg->arena;
+        none.nlimiters = 0;
+        const struct shm_limiter_spec *pk = NULL;
+        for (size_t i = 0; i < cfg->nlimiters; i++)
+                if (!strcmp(cfg->limiters[i].name, "per_key"))
+                        pk = &cfg->limiters[i];
+        cr_assert_not_null(pk);
+        a.limiters = pk;
+        a.nlimiters = 1;
+        a.spare_bytes = none.spare_bytes = 0;
+        struct shm_map with, without;
+        make(&a, "with", &with);
+        make(&none, "without", &without);
+        double per_key = (double)(with.size - without.size) / (double)pk->capacity;
+        unmake(&with);
+        unmake(&without);
+        cr_assert(per_key > claimed * 0.95 && per_key < claimed * 1.05,
+                  "a key of per_key costs %.1f bytes; throttled.conf says about %llu", per_key,
+                  (unsigned long long)claimed);
+        free(cfg);
+}
+
+/* The commented [llm_tokens] of throttled.conf, uncommented, appended to the shipped config. */
+static struct config *with_llm_tokens(void)
+{
+        char *conf = source_text("daemon/throttled.conf");
+        char *at = strstr(conf, "# [llm_tokens]");
+        cr_assert_not_null(at, "throttled.conf has no commented [llm_tokens]");
+        char path[] = "/tmp/thr_doc_XXXXXX", err[4096];
+        int fd = mkstemp(path);
+        cr_assert_geq(fd, 0);
+        FILE *f = fdopen(fd, "w");
+        fwrite(conf, 1, (size_t)(at - conf), f);
+        for (char *line = at; line && !strncmp(line, "# ", 2);) {
+                char *nl = strchr(line, '\n');
+                fprintf(f, "%.*s\n", nl ? (int)(nl - line - 2) : (int)strlen(line + 2), line + 2);
+                line = nl ? nl + 1 : NULL;
+        }
+        fclose(f);
+        free(conf);
+        struct config *cfg = calloc(1, sizeof(*cfg));
+        cr_assert_eq(config_load(path, cfg, err, sizeof(err)), 0, "%s", err);
+        unlink(path);
+        cr_assert_eq(cfg->nlimiters, 3);
+        return cfg;
+}
+
+/* throttled.conf: the llm_tokens example cannot be added by a reload under the default spare, and
+ * can under the spare it names ("spare = N MiB"). */
+Test(doc_claims, llm_tokens_example_needs_the_spare_throttled_conf_names)
+{
+        char *conf = source_text("daemon/throttled.conf");
+        uint64_t mib = doc_number(conf, "spare = ([0-9]+)MiB \\(or more\\)", "throttled.conf");
+        free(conf);
+        struct config *base = shipped(), *llm = with_llm_tokens();
+        llm->arena.clock = THR_CLOCK_MANUAL; /* as make() builds them */
+        char err[512];
+        struct shm_map m;
+        struct shm_arena_spec a = base->arena;
+        make(&a, "spare_default", &m);
+        cr_assert_eq(shm_arena_configure(&m, &llm->arena, err, sizeof(err)), -ENOSPC,
+                     "the example fits the default spare: %s", err);
+        unmake(&m);
+        a = base->arena;
+        a.spare_bytes = mib << 20;
+        make(&a, "spare_named", &m);
+        cr_assert_eq(shm_arena_configure(&m, &llm->arena, err, sizeof(err)), 0, "%s", err);
+        unmake(&m);
+        free(base);
+        free(llm);
+}
+
+/* ---------------------------------------------------------------- a full table */
+
+static struct shm_limiter_spec small(const char *name, uint64_t capacity, uint32_t on_full)
+{
+        struct shm_limiter_spec s = tspec(name, 10, SEC, 10, 10);
+        s.capacity = capacity;
+        s.on_full = on_full;
+        s.idle_ttl_ns = SEC;
+        return s;
+}
+
+/* thr_limiter_try(3), on_full = deny: a new key that finds the table full is denied with
+ * retry_after one emission interval, remaining 0 and reset_after 0 (it has no bucket). */
+Test(doc_claims, full_table_denial_reports_no_bucket)
+{
+        struct shm_limiter_spec s = small("x", 16, THR_FULL_DENY);
+        struct shm_arena_spec a = {
+            .max_limiters = 4, .max_readers = 16, .nlimiters = 1, .limiters = &s};
+        struct shm_map m;
+        make(&a, "full", &m);
+        thr_arena *ar;
+        thr_limiter *l;
+        cr_assert_eq(thr_arena_open(m.path, 0, &ar), 0);
+        cr_assert_eq(thr_limiter_open(ar, "x", &l), 0);
+        struct thr_result r;
+        int i = 0, rc = 1;
+        for (char k[16]; rc == 1 && i < 1000; i++)
+                rc = thr_limiter_try(l, k, (size_t)snprintf(k, sizeof(k), "k%d", i), 1, &r);
+        cr_assert_eq(rc, 0, "the table filled up");
+        cr_assert_eq(r.remaining, 0);
+        cr_assert_eq(r.reset_after_ns, 0);
+        cr_assert_eq(r.retry_after_ns, SEC / 10, "one emission interval");
+        thr_limiter_close(l);
+        thr_arena_close(ar);
+        unmake(&m);
+}
+
+/* README: without the daemon, evicted slots stay retired: "a capacity-64 table with no daemon
+ * denied D of N fresh keys (one every 10 ms, each idle after a second; with the daemon, none)". */
+Test(doc_claims, without_daemon_evicted_slots_stay_retired)
+{
+        char *readme = source_text("README.md");
+        uint64_t denied_doc = doc_number(readme, "no daemon denied ([0-9]+) of", "README.md");
+        uint64_t keys = doc_number(readme, "no daemon denied [0-9]+ of ([0-9]+) fresh", "README");
+        free(readme);
+        struct shm_limiter_spec s = small("x", 64, THR_FULL_EVICT);
+        struct shm_arena_spec a = {
+            .max_limiters = 4, .max_readers = 16, .nlimiters = 1, .limiters = &s};
+        struct shm_map m;
+        make(&a, "nodaemon", &m);
+        thr_arena *ar;
+        thr_limiter *l;
+        cr_assert_eq(thr_arena_open(m.path, 0, &ar), 0);
+        cr_assert_eq(thr_limiter_open(ar, "x", &l), 0);
+        uint64_t denied = 0;
+        for (uint64_t i = 0; i < keys; i++) {
+                char k[16];
+                denied +=
+                    thr_limiter_try(
+                        l, k, (size_t)snprintf(k, sizeof(k), "key%llu", (unsigned long long)i), 1,
+                        NULL) == 0;
+                cr_assert_eq(thr_clock_advance(ar, 10 * 1000000), 0);
+        }
+        cr_assert_eq(denied, denied_doc, "%llu of %llu denied; README says %llu",
+                     (unsigned long long)denied, (unsigned long long)keys,
+                     (unsigned long long)denied_doc);
+        thr_limiter_close(l);
+        thr_arena_close(ar);
+        unmake(&m);
+}
+
+/* ---------------------------------------------------------------- retire and revive */
+
+/* thr_limiter_open(3): a retired limiter's handles get -EIDRM; configured again with other shards
+ * it is a new limiter (the old handles stay -EIDRM), with the same capacity and shards the old
+ * handles work again on their buckets. */
+Test(doc_claims, revival_needs_the_same_capacity_and_shards)
+{
+        struct shm_limiter_spec s = small("x", 1024, THR_FULL_DENY);
+        struct shm_arena_spec a = {.max_limiters = 8,
+                                   .max_readers = 16,
+                                   .spare_bytes = 4 << 20,
+                                   .nlimiters = 1,
+                                   .limiters = &s};
+        struct shm_map m;
+        char err[512];
+        make(&a, "revive", &m);
+        thr_arena *ar;
+        thr_limiter *old, *fresh;
+        cr_assert_eq(thr_arena_open(m.path, 0, &ar), 0);
+        cr_assert_eq(thr_limiter_open(ar, "x", &old), 0);
+        cr_assert_eq(thr_limiter_try(old, "k", 1, 4, NULL), 1);
+        struct shm_arena_spec none = a;
+        none.nlimiters = 0;
+        cr_assert_eq(shm_arena_configure(&m, &none, err, sizeof(err)), 0, "%s", err);
+        cr_assert_eq(thr_limiter_try(old, "k", 1, 1, NULL), -EIDRM);
+        cr_assert_eq(thr_limiter_open(ar, "x", &fresh), -ENOENT);
+
+        struct shm_limiter_spec other = s;
+        other.shards = 4;
+        struct shm_arena_spec b = a;
+        b.limiters = &other;
+        cr_assert_eq(shm_arena_configure(&m, &b, err, sizeof(err)), 0, "%s", err);
+        cr_assert_eq(thr_limiter_try(old, "k", 1, 1, NULL), -EIDRM, "other shards: not revived");
+        cr_assert_eq(thr_limiter_open(ar, "x", &fresh), 0);
+        struct thr_result r;
+        cr_assert_eq(thr_limiter_try(fresh, "k", 1, 0, &r), 1);
+        cr_assert_eq(r.remaining, 10, "a new limiter: a new, full bucket");
+        thr_limiter_close(fresh);
+        thr_limiter_close(old);
+        thr_arena_close(ar);
+        unmake(&m);
+}
