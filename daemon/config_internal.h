@@ -19,6 +19,7 @@ enum {
         LK_MAX_RESERVE,
         LK_IDLE_TTL,
         LK_ON_FULL,
+        LK_INSERT_WAIT,
         LK_COUNT
 };
 

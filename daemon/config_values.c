@@ -445,7 +445,8 @@ const struct config_key config_daemon_keys[] = {
 
 /* capacity: up to 2^30 keys (192 GiB of slots), beyond any host and far from overflow in the
  * table's sizing. burst >= 1 by DESIGN.md section 5. idle_ttl: up to the 20 years of arena time
- * the state word's arithmetic is sized for (THR_HORIZON_NS); 0 means never. */
+ * the state word's arithmetic is sized for (THR_HORIZON_NS); 0 means never. insert_wait: from
+ * 1 us (a shorter wait gives up before a holder on another core could finish) to 60 s. */
 const struct config_key config_limiter_keys[] = {
     [LK_RATE] = {"rate", set_rate, 0, 0, 0},
     [LK_BURST] = {"burst", set_u64, LIM(burst), 1, UINT64_MAX},
@@ -455,4 +456,5 @@ const struct config_key config_limiter_keys[] = {
     [LK_MAX_RESERVE] = {"max_reserve", set_duration, LIM(max_reserve_ns), 0, UINT64_MAX},
     [LK_IDLE_TTL] = {"idle_ttl", set_duration, LIM(idle_ttl_ns), 0, THR_HORIZON_NS},
     [LK_ON_FULL] = {"on_full", set_on_full, LIM(on_full), 0, 0},
+    [LK_INSERT_WAIT] = {"insert_wait", set_duration, LIM(lock_wait_ns), 1000, THR_LOCK_WAIT_MAX_NS},
     [LK_COUNT] = {NULL, NULL, 0, 0, 0}};

@@ -156,6 +156,7 @@ Test(config, valid_file_fills_every_field)
                                  "max_reserve = 10s\n"
                                  "idle_ttl = 5min\n"
                                  "on_full = allow\n"
+                                 "insert_wait = 50ms\n"
                                  "[b]\n"
                                  "rate = 3/250ms\n");
         cr_assert_eq(r->rc, 0, "%s", r->err);
@@ -182,12 +183,14 @@ Test(config, valid_file_fills_every_field)
         cr_assert(t->burst == 100 && t->initial == 7 && t->capacity == 1234);
         cr_assert(t->shards == 16 && t->max_reserve_ns == 10 * SEC);
         cr_assert(t->idle_ttl_ns == 300 * SEC && t->on_full == THR_FULL_ALLOW);
+        cr_assert_eq(t->lock_wait_ns, 50 * SEC / 1000);
         /* defaults: burst = N, initial = burst, capacity 65536, automatic shards, 60 s, idle
          * keys evicted after 60 s, a full table denies */
         cr_assert_str_eq(b->name, "b");
         cr_assert(b->rate_n == 3 && b->period_ns == SEC / 4 && b->burst == 3 && b->initial == 3);
         cr_assert(b->capacity == 65536 && b->shards == 0 && b->max_reserve_ns == 60 * SEC);
         cr_assert(b->idle_ttl_ns == 60 * SEC && b->on_full == THR_FULL_DENY);
+        cr_assert_eq(b->lock_wait_ns, THR_LOCK_WAIT_NS);
         free(r);
 }
 
@@ -740,4 +743,14 @@ Test(config, error_text_truncated)
         cr_assert_str_eq(err + len - 3, "...");
         cr_assert(strncmp(err, path, strlen(path)) == 0);
         free(cfg);
+}
+
+Test(config, insert_wait_bounds)
+{
+        expect_one_fault("[l]\nrate = 1/s\ninsert_wait = 0\n", 3, "insert_wait");
+        expect_one_fault("[l]\nrate = 1/s\ninsert_wait = 61s\n", 3, "insert_wait");
+        struct run *r = run_text("[l]\nrate = 1/s\ninsert_wait = 60s\n");
+        cr_assert_eq(r->rc, 0, "%s", r->err);
+        cr_assert_eq(r->cfg.limiters[0].lock_wait_ns, 60 * SEC);
+        free(r);
 }
