@@ -50,6 +50,7 @@
  * syscall, no lock, no allocation.
  */
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -680,6 +681,8 @@ int thr_clock_advance(thr_arena *a, uint64_t delta_ns)
 
 const char *thr_strerror(int err)
 {
+        if (err > 0 || err == INT_MIN) /* -INT_MIN does not exist */
+                return "unknown error";
         switch (-err) {
         case ERANGE:
                 return "cost exceeds the limiter's burst: never admissible";

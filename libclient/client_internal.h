@@ -20,8 +20,6 @@
 /* Internal symbols are hidden: direct access, not through the GOT, inside the .so. */
 #pragma GCC visibility push(hidden)
 
-#define THR_TLS_ARENAS 8 /* arenas one thread can use before the oldest record is given back */
-
 struct thr_arena {
         struct shm_map map;
         struct thr_hdr *hdr;
@@ -52,9 +50,17 @@ struct thr_tls_ent {
         uint32_t idx;
 };
 
+/*
+ * A thread's records, one per arena it used: the last used in FRONT (what the hot path compares),
+ * the others in REST, grown as the thread uses more arenas (the slow path swaps a hit into FRONT).
+ * A record is kept until the thread exits or its arena is closed, however many arenas the thread
+ * uses: a thread going round many arenas pays a short scan, never a syscall (it used to give the
+ * least recently used one back past 8 arenas and claim it again: 5 syscalls a call).
+ */
 struct thr_tls {
-        uint32_t n;
-        struct thr_tls_ent e[THR_TLS_ARENAS];
+        struct thr_tls_ent front; /* arena_id 0: none yet */
+        uint32_t n, cap;
+        struct thr_tls_ent *rest;
 };
 
 /*
@@ -86,8 +92,8 @@ static inline struct thr_reader *thr_reader_get(thr_arena *a, int *err)
 {
         struct thr_tls *t = thr_tls_cur;
         if (__builtin_expect(
-                t && t->e[0].arena_id == a->id && t->e[0].fork_gen == thr_forkpage->gen, 1))
-                return t->e[0].r;
+                t && t->front.arena_id == a->id && t->front.fork_gen == thr_forkpage->gen, 1))
+                return t->front.r;
         return thr_reader_slow(a, err);
 }
 

@@ -192,14 +192,21 @@ static thr_arena *registry_find(uint64_t id)
         return NULL;
 }
 
-/* Under g_lock: give back the records of T's entries made in this process's generation. */
+/* Under g_lock: give back the record of entry E if it was made in this process's generation. */
+static void release_entry(const struct thr_tls_ent *e)
+{
+        thr_arena *a = e->arena_id ? registry_find(e->arena_id) : NULL;
+        if (a && thr_forkpage->gen && e->fork_gen == thr_forkpage->gen)
+                release_record(a, e->idx);
+}
+
+/* Under g_lock: give back every record of T. */
 static void release_thread(struct thr_tls *t)
 {
-        for (uint32_t i = 0; i < t->n; i++) {
-                thr_arena *a = registry_find(t->e[i].arena_id);
-                if (a && thr_forkpage->gen && t->e[i].fork_gen == thr_forkpage->gen)
-                        release_record(a, t->e[i].idx);
-        }
+        release_entry(&t->front);
+        for (uint32_t i = 0; i < t->n; i++)
+                release_entry(&t->rest[i]);
+        t->front.arena_id = 0;
         t->n = 0;
 }
 
@@ -212,6 +219,7 @@ static void tls_destroy(void *p)
         release_thread(t);
         registry_unlock(old);
         thr_tls_cur = NULL;
+        free(t->rest);
         free(t);
 }
 
@@ -339,14 +347,42 @@ static struct thr_tls *tls_get(void)
         return t;
 }
 
-/* Move entry I to the front, so the hot path finds it in e[0]. */
+/* Swap entry I of T's rest with the front, so the hot path finds it there. */
 static struct thr_reader *tls_front(struct thr_tls *t, uint32_t i)
 {
-        struct thr_tls_ent e = t->e[i];
-        for (; i > 0; i--)
-                t->e[i] = t->e[i - 1];
-        t->e[0] = e;
+        struct thr_tls_ent e = t->rest[i];
+        t->rest[i] = t->front;
+        t->front = e;
         return e.r;
+}
+
+/* Under g_lock: whether entry E still stands for a record of this process in an open arena. */
+static bool entry_current(const struct thr_tls_ent *e)
+{
+        return e->arena_id && e->fork_gen == thr_forkpage->gen && registry_find(e->arena_id);
+}
+
+/* Under g_lock: make room in T's rest for the current front, which a new entry replaces; entries
+ * of closed arenas or of a parent process are dropped on the way. */
+static int tls_push_front(struct thr_tls *t)
+{
+        uint32_t kept = 0;
+        for (uint32_t i = 0; i < t->n; i++)
+                if (entry_current(&t->rest[i]))
+                        t->rest[kept++] = t->rest[i];
+        t->n = kept;
+        if (!entry_current(&t->front))
+                return 0;
+        if (t->n == t->cap) {
+                uint32_t cap = t->cap ? t->cap * 2 : 8;
+                struct thr_tls_ent *p = realloc(t->rest, cap * sizeof(*p));
+                if (!p)
+                        return -ENOMEM;
+                t->rest = p;
+                t->cap = cap;
+        }
+        t->rest[t->n++] = t->front;
+        return 0;
 }
 
 /* Under g_lock: register this thread in A (the first registration in a process renews it). */
@@ -355,15 +391,9 @@ static int register_locked(struct thr_tls *t, thr_arena *a, uint32_t *idx)
         if (thr_forkpage->gen == 0)
                 forkpage_renew(); /* first registration, or the first since a fork */
         int rc = process_check(a);
-        if (rc < 0)
-                return rc;
-        if (t->n == THR_TLS_ARENAS) { /* give back the least recently used arena's record */
-                struct thr_tls_ent *old = &t->e[--t->n];
-                thr_arena *oa = registry_find(old->arena_id);
-                if (oa && old->fork_gen == thr_forkpage->gen)
-                        release_record(oa, old->idx);
-        }
-        return claim_record(a, idx);
+        if (rc == 0)
+                rc = tls_push_front(t);
+        return rc < 0 ? rc : claim_record(a, idx);
 }
 
 struct thr_reader *thr_reader_slow(thr_arena *a, int *err)
@@ -373,8 +403,10 @@ struct thr_reader *thr_reader_slow(thr_arena *a, int *err)
                 *err = -ENOMEM;
                 return NULL;
         }
+        if (t->front.arena_id == a->id && t->front.fork_gen == thr_forkpage->gen)
+                return t->front.r; /* the fork generation had not been set yet */
         for (uint32_t i = 0; i < t->n; i++)
-                if (t->e[i].arena_id == a->id && t->e[i].fork_gen == thr_forkpage->gen)
+                if (t->rest[i].arena_id == a->id && t->rest[i].fork_gen == thr_forkpage->gen)
                         return tls_front(t, i);
         uint32_t idx = 0;
         int old;
@@ -386,6 +418,6 @@ struct thr_reader *thr_reader_slow(thr_arena *a, int *err)
                 return NULL;
         }
         struct thr_reader *r = record(a, idx);
-        t->e[t->n] = (struct thr_tls_ent){a->id, thr_forkpage->gen, r, idx};
-        return tls_front(t, t->n++);
+        t->front = (struct thr_tls_ent){a->id, thr_forkpage->gen, r, idx};
+        return r;
 }

@@ -4,6 +4,7 @@
  * key exactly, and per-thread reader records.
  */
 #include <criterion/criterion.h>
+#include <limits.h>
 #include <pthread.h>
 #include <string.h>
 #include <signal.h>
@@ -454,4 +455,11 @@ Test(client, a_child_made_without_atfork_handlers_never_writes_its_parents_recor
                 if (i != mine)
                         child_admitted += rec[i].admitted;
         cr_assert_eq(child_admitted, 3, "the child counted in a record of its own");
+}
+
+Test(client, strerror_takes_any_int)
+{
+        cr_assert_str_eq(thr_strerror(INT_MIN), "unknown error"); /* -INT_MIN would overflow */
+        cr_assert_str_eq(thr_strerror(5), "unknown error");
+        cr_assert_str_eq(thr_strerror(-ENOSPC), "the limiter's key table is full");
 }

@@ -251,3 +251,51 @@ Test(seccomp, registers_when_getrandom_is_refused_with_enosys, .timeout = 30)
 {
         registers_without_getrandom(ENOSYS);
 }
+
+/*
+ * One thread going round 12 arenas (more than it used to cache: past 8 it gave a record back and
+ * claimed it again, 5 syscalls a call) makes no syscall once it has used each of them.
+ */
+#define NARENAS 12
+
+static void many_arenas_child(int fd)
+{
+        struct report r = {0};
+        thr_arena *a[NARENAS];
+        thr_limiter *l[NARENAS];
+        for (int i = 0; i < NARENAS; i++) {
+                r.err = thr_arena_open(T.path, 0, &a[i]);
+                if (r.err == 0)
+                        r.err = thr_limiter_open(a[i], "s", &l[i]);
+                if (r.err == 0 && thr_limiter_try(l[i], "m", 1, 0, NULL) < 0)
+                        r.err = -EIO;
+                if (r.err < 0)
+                        goto out;
+        }
+        r.stage = 2;
+        r.err = lock_down();
+        if (r.err < 0)
+                goto out;
+        r.stage = 3;
+        for (int i = 0; i < NTRIES; i++) {
+                int rc = thr_limiter_try(l[i % NARENAS], "m", 1, 0, NULL);
+                if (rc < 0)
+                        r.errors++;
+        }
+        r.stage = 4;
+out:
+        put(fd, &r);
+        _exit(0);
+}
+
+Test(seccomp, a_thread_going_round_many_arenas_makes_no_syscall)
+{
+        skip_if_instrumented();
+        struct report r;
+        int st = run_child(many_arenas_child, &r);
+        cr_assert(!(WIFSIGNALED(st) && WTERMSIG(st) == SIGSYS),
+                  "switching arenas made a syscall: killed by SIGSYS at stage %d", r.stage);
+        cr_assert_eq(r.stage, 4, "child stopped at stage %d: %d (%s)", r.stage, r.err,
+                     thr_strerror(r.err));
+        cr_assert_eq(r.errors, 0);
+}
