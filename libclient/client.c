@@ -55,6 +55,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "client_internal.h"
 #include "testhook.h"
@@ -107,6 +108,7 @@ static int arena_open(const char *name, thr_arena **out)
         /* one syscall at open so the daemon's grace periods can use the expedited membarrier;
          * if it fails, the arena's flag makes the daemon use the slow global one instead */
         shm_membarrier_register(a->hdr);
+        a->open_pid = getpid();
         thr_registry_add(a);
         *out = a;
         return 0;
@@ -119,6 +121,8 @@ int thr_arena_close(thr_arena *a)
         int old;
         pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
         thr_registry_remove(a);
+        if (getpid() != a->open_pid && thr_fd_table_shared())
+                a->map.fd = -1; /* an inherited handle in a child sharing its parent's fds */
         shm_arena_detach(&a->map);
         free(a);
         pthread_setcancelstate(old, NULL);
@@ -245,7 +249,7 @@ static inline uint64_t op_now(const struct op *o)
 #define OP_APPLIED 2 /* op_insert created the key and charged its first request */
 #define OP_SPINS   8 /* evictions under one call before a full table is assumed */
 
-static int op_insert(struct op *o, uint64_t (*first)(void *, uint64_t), void *ctx)
+static int op_insert(struct op *o, uint64_t (*first)(void *, uint64_t), void *ctx, bool *waited)
 {
         thr_limiter *l = o->l;
         struct shm_probe pr;
@@ -253,7 +257,10 @@ static int op_insert(struct op *o, uint64_t (*first)(void *, uint64_t), void *ct
         struct thr_reader *rec0 = shm_at(l->a->map.base, l->a->map.g.reader_off);
         uint64_t me = shm_lock_client((uint32_t)(o->r - rec0),
                                       atomic_load_explicit(&o->r->owner, memory_order_relaxed));
-        uint64_t wait = o->p->lock_wait_ns ? o->p->lock_wait_ns : THR_LOCK_WAIT_NS;
+        /* one call waits at most insert_wait in all: a retry (the key evicted under us) only tries
+         */
+        uint64_t wait = *waited ? 0 : o->p->lock_wait_ns ? o->p->lock_wait_ns : THR_LOCK_WAIT_NS;
+        *waited = true;
         if (!o->outer) /* a nested call cannot leave the section it is in */
                 thr_reader_exit(o->r, 0);
         int rc = shm_shard_lock(&l->a->map, &pr, me, wait);
@@ -404,6 +411,7 @@ int thr_limiter_try(thr_limiter *l, const void *key, size_t len, uint64_t cost,
         int rc = op_begin(&o, l, key, len, cost);
         if (rc < 0)
                 return rc;
+        bool waited = false;
         for (int spins = 0;; spins++) {
                 if (!o.slot) {
                         /*
@@ -416,7 +424,7 @@ int thr_limiter_try(thr_limiter *l, const void *key, size_t len, uint64_t cost,
                         if (cost == 0 || (!g.admitted && o.p->initial == o.p->burst))
                                 break;
                         struct first_try f = {&o, cost, &g};
-                        rc = spins < OP_SPINS ? op_insert(&o, first_try, &f) : -ENOSPC;
+                        rc = spins < OP_SPINS ? op_insert(&o, first_try, &f, &waited) : -ENOSPC;
                         if (rc == -ENOSPC)
                                 rc = op_full(&o, &g);
                         if (rc == OP_APPLIED)
@@ -536,13 +544,14 @@ static int reserve(thr_limiter *l, const void *key, size_t len, uint64_t cost, u
         if (rc < 0)
                 return rc;
         rv->priv_slot = NULL;
+        bool waited = false;
         for (int spins = 0;; spins++) {
                 if (!o.slot) {
                         o.now = op_now(&o);
                         shm_gcra_step(o.p, THR_TAT_FRESH, o.now, cost, g);
                         struct first_reserve f = {&o, cost, max_wait_ns, rv, g, false, 0};
                         rc = !reserve_fits(&o, g, max_wait_ns, rv) ? -EAGAIN
-                             : spins < OP_SPINS ? op_insert(&o, first_reserve, &f)
+                             : spins < OP_SPINS ? op_insert(&o, first_reserve, &f, &waited)
                                                 : -ENOSPC;
                         if (rc == OP_APPLIED && f.taken) {
                                 reserve_fill(&o, cost, f.prev, g->new_tat, rv);
@@ -701,6 +710,9 @@ const char *thr_strerror(int err)
                 return "no such arena or limiter";
         case EUSERS:
                 return "no free reader record in the arena (raise [arena] max_readers)";
+        case EBUSY:
+                return "called from a signal handler while this thread was changing its record "
+                       "cache: nothing decided, call again";
         case EAGAIN:
                 return "the reservation would be due later than allowed";
         case ETIMEDOUT:

@@ -11,6 +11,7 @@
 #ifndef THR_CLIENT_INTERNAL_H
 #define THR_CLIENT_INTERNAL_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -29,6 +30,8 @@ struct thr_arena {
         uint64_t claimed_gen;   /* fork generation they were claimed in: another one's are not
                                  * ours to give back (a child's exit must not free them) */
         uint64_t checked_gen;   /* fork generation whose namespaces and membarrier were checked */
+        pid_t open_pid;         /* the process that opened it: another one shares its fds, or
+                                 * a copy of them (raw clone with or without CLONE_FILES) */
         int lockfd;             /* this process's own open file description of the arena: it
                                  * holds the liveness locks of the records claimed (reclaim.c) */
         uint64_t lockfd_gen;    /* fork generation it was opened in */
@@ -58,9 +61,11 @@ struct thr_tls_ent {
  * least recently used one back past 8 arenas and claim it again: 5 syscalls a call).
  */
 struct thr_tls {
-        struct thr_tls_ent front; /* arena_id 0: none yet */
+        struct thr_tls_ent front; /* arena_id 0: none yet; written arena_id last (reader.c) */
         uint32_t n, cap;
         struct thr_tls_ent *rest;
+        volatile sig_atomic_t updating; /* the slow path is changing this: a call nested in a
+                                         * signal handler that misses gets -EBUSY */
 };
 
 /*
@@ -82,6 +87,9 @@ extern __thread struct thr_tls *thr_tls_cur __attribute__((tls_model("initial-ex
  * namespace), -ENOMEM, -errno from open.
  */
 struct thr_reader *thr_reader_slow(thr_arena *a, int *err);
+
+/* Whether this process shares its descriptor table with its parent (reader.c). */
+bool thr_fd_table_shared(void);
 
 /* Add/remove A in the process's registry of open arenas (registry lock inside). */
 void thr_registry_add(thr_arena *a);

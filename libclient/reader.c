@@ -35,6 +35,24 @@
  * online word. Those records are freed by the daemon once the process is gone (within a
  * heartbeat).
  *
+ * A raw clone with CLONE_FILES (and not CLONE_VM) makes a child that shares its parent's
+ * descriptor table: closing a descriptor it "inherited" would close the parent's, dropping the
+ * parent's liveness locks while it lives (shown: a live holder of a shard lock judged gone, taken
+ * over, a key admitted twice its burst). A descriptor of another generation is therefore closed
+ * only when the table is known not to be shared (kcmp(2) KCMP_FILES against the parent); when it
+ * is, or it cannot be told, a new one is opened beside it.
+ *
+ * _Fork() in a multithreaded parent: the child may inherit the registry lock held by a thread that
+ * does not exist in it. The lock records the pid of the process whose thread holds it; a process
+ * of a new generation that finds it held for another pid reinitialises it. (Registration also
+ * allocates: after _Fork() of a multithreaded process that is only as safe as malloc is there.)
+ *
+ * Signal handlers. A thread's cache of its records (struct thr_tls) is changed only by the slow
+ * path, which marks it `updating` and writes the front entry's arena id last when setting it and
+ * first when clearing it: a call from a signal handler that interrupts the change sees the old
+ * entry whole, or a miss, and a miss while `updating` returns -EBUSY instead of registering again
+ * (it used to register twice, and a torn cache gave a record back while a twin entry used it).
+ *
  * Cancellation is disabled wherever the registry lock is held: a thread cancelled at one of the
  * cancellation points below (open, close, getrandom) would unwind holding it, and its TLS
  * destructor, later registrations, fork() and exit() would all wait on it for ever.
@@ -45,11 +63,14 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/kcmp.h>
 #include <stdio.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <sys/random.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -61,6 +82,7 @@ struct thr_forkpage *thr_forkpage = &thr_forkpage_unset;
 __thread struct thr_tls *thr_tls_cur __attribute__((tls_model("initial-exec")));
 
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+static _Atomic pid_t g_lock_pid; /* the process whose thread holds g_lock, 0 when free */
 static thr_arena *g_arenas;
 static uint64_t g_next_id = 1;
 static uint64_t g_last_gen; /* in ordinary memory: a child still reads its parent's here */
@@ -68,27 +90,54 @@ static uint64_t g_mix;
 static pthread_key_t g_key;
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
+static void lock_raw(void)
+{
+        pthread_mutex_lock(&g_lock);
+        atomic_store_explicit(&g_lock_pid, getpid(), memory_order_relaxed);
+}
+
+static void unlock_raw(void)
+{
+        atomic_store_explicit(&g_lock_pid, 0, memory_order_relaxed);
+        pthread_mutex_unlock(&g_lock);
+}
+
+/*
+ * A child made without fork handlers, in its first registration: a registry lock held for another
+ * pid was held by a thread of the parent, which does not exist here (this process has only the
+ * threads it made since, and they would hold it under its own pid).
+ */
+static void unlock_if_inherited(void)
+{
+        pid_t holder = atomic_load_explicit(&g_lock_pid, memory_order_relaxed);
+        if (thr_forkpage->gen == 0 && holder != 0 && holder != getpid()) {
+                pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;
+                memcpy(&g_lock, &fresh, sizeof(fresh));
+                atomic_store_explicit(&g_lock_pid, 0, memory_order_relaxed);
+        }
+}
+
 /* Take the registry lock with cancellation disabled; *OLD: the state to restore. */
 static void registry_lock(int *old)
 {
         pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, old);
-        pthread_mutex_lock(&g_lock);
+        lock_raw();
 }
 
 static void registry_unlock(int old)
 {
-        pthread_mutex_unlock(&g_lock);
+        unlock_raw();
         pthread_setcancelstate(old, NULL);
 }
 
 static void atfork_prepare(void)
 {
-        pthread_mutex_lock(&g_lock);
+        lock_raw();
 }
 
 static void atfork_parent(void)
 {
-        pthread_mutex_unlock(&g_lock);
+        unlock_raw();
 }
 
 static void atfork_child(void)
@@ -100,7 +149,7 @@ static void atfork_child(void)
                         close(a->lockfd); /* its description: holding it would keep them alive */
                 a->lockfd = -1;
         }
-        pthread_mutex_unlock(&g_lock);
+        unlock_raw();
 }
 
 /* splitmix64: spreads a counter into 64 well-mixed bits. */
@@ -124,12 +173,23 @@ static uint64_t unique64(void)
         return mix64(g_mix ^ ((uint64_t)getpid() << 32) ^ (uint64_t)gettid() ^ (uintptr_t)&v);
 }
 
+/*
+ * Whether this process shares its descriptor table with its parent (a raw clone with
+ * CLONE_FILES): closing a descriptor it inherited would close the parent's. Unknown counts as
+ * shared: a descriptor left open costs little, one closed under its owner costs a limit.
+ */
+bool thr_fd_table_shared(void)
+{
+        long rc = syscall(SYS_kcmp, getpid(), getppid(), KCMP_FILES, 0, 0);
+        return rc != 1 && rc != 2 && rc != 3; /* 0: the same table; -1: cannot tell */
+}
+
 /* Under g_lock: this process's own open file description of A's file, for liveness locks. */
 static int lockfd_get(thr_arena *a)
 {
         if (a->lockfd >= 0 && a->lockfd_gen == thr_forkpage->gen)
                 return a->lockfd;
-        if (a->lockfd >= 0)
+        if (a->lockfd >= 0 && !thr_fd_table_shared())
                 close(a->lockfd); /* inherited across _Fork or a raw clone: not ours */
         char proc[64];
         snprintf(proc, sizeof(proc), "/proc/self/fd/%d", a->map.fd);
@@ -200,14 +260,39 @@ static void release_entry(const struct thr_tls_ent *e)
                 release_record(a, e->idx);
 }
 
+/* Make E the front entry, in an order a signal handler of this thread can read at any point:
+ * the arena id is cleared first and set last (the hot path compares it first). */
+static void front_set(struct thr_tls *t, const struct thr_tls_ent *e)
+{
+        t->front.arena_id = 0;
+        atomic_signal_fence(memory_order_seq_cst);
+        t->front.fork_gen = e->fork_gen;
+        t->front.r = e->r;
+        t->front.idx = e->idx;
+        atomic_signal_fence(memory_order_seq_cst);
+        t->front.arena_id = e->arena_id;
+}
+
+/* Mark T as being changed (a nested miss gets -EBUSY), or as done. */
+static void tls_updating(struct thr_tls *t, int on)
+{
+        atomic_signal_fence(memory_order_seq_cst);
+        t->updating = on;
+        atomic_signal_fence(memory_order_seq_cst);
+}
+
 /* Under g_lock: give back every record of T. */
 static void release_thread(struct thr_tls *t)
 {
-        release_entry(&t->front);
+        tls_updating(t, 1);
+        struct thr_tls_ent none = {0};
+        struct thr_tls_ent front = t->front;
+        front_set(t, &none);
+        release_entry(&front);
         for (uint32_t i = 0; i < t->n; i++)
                 release_entry(&t->rest[i]);
-        t->front.arena_id = 0;
         t->n = 0;
+        tls_updating(t, 0);
 }
 
 /* Thread exit: give back this thread's records in arenas that are still open. */
@@ -271,8 +356,9 @@ void thr_registry_remove(thr_arena *a)
                 release_record(a, a->claimed[a->nclaimed - 1]);
         free(a->claimed);
         a->claimed = NULL;
-        if (a->lockfd >= 0)
-                close(a->lockfd); /* another process's description, if inherited: ours to drop */
+        /* an inherited descriptor is ours to drop unless the table is our parent's too */
+        if (a->lockfd >= 0 && (a->lockfd_gen == thr_forkpage->gen || !thr_fd_table_shared()))
+                close(a->lockfd);
         a->lockfd = -1;
         registry_unlock(old);
 }
@@ -352,7 +438,7 @@ static struct thr_reader *tls_front(struct thr_tls *t, uint32_t i)
 {
         struct thr_tls_ent e = t->rest[i];
         t->rest[i] = t->front;
-        t->front = e;
+        front_set(t, &e);
         return e.r;
 }
 
@@ -381,19 +467,43 @@ static int tls_push_front(struct thr_tls *t)
                 t->rest = p;
                 t->cap = cap;
         }
-        t->rest[t->n++] = t->front;
+        t->rest[t->n++] = t->front; /* the front stays valid until front_set replaces it */
         return 0;
 }
 
 /* Under g_lock: register this thread in A (the first registration in a process renews it). */
 static int register_locked(struct thr_tls *t, thr_arena *a, uint32_t *idx)
 {
+        THR_HOOK(THR_HOOK_REGISTRY_LOCKED, a);
         if (thr_forkpage->gen == 0)
                 forkpage_renew(); /* first registration, or the first since a fork */
         int rc = process_check(a);
         if (rc == 0)
                 rc = tls_push_front(t);
         return rc < 0 ? rc : claim_record(a, idx);
+}
+
+static struct thr_reader *slow_locked(struct thr_tls *t, thr_arena *a, int *err)
+{
+        THR_HOOK(THR_HOOK_CACHE_UPDATING, NULL);
+        if (t->front.arena_id == a->id && t->front.fork_gen == thr_forkpage->gen)
+                return t->front.r; /* the fork generation had not been set yet */
+        for (uint32_t i = 0; i < t->n; i++)
+                if (t->rest[i].arena_id == a->id && t->rest[i].fork_gen == thr_forkpage->gen)
+                        return tls_front(t, i);
+        uint32_t idx = 0;
+        int old;
+        unlock_if_inherited();
+        registry_lock(&old);
+        int rc = register_locked(t, a, &idx);
+        registry_unlock(old);
+        if (rc < 0) {
+                *err = rc;
+                return NULL;
+        }
+        struct thr_tls_ent e = {a->id, thr_forkpage->gen, record(a, idx), idx};
+        front_set(t, &e);
+        return e.r;
 }
 
 struct thr_reader *thr_reader_slow(thr_arena *a, int *err)
@@ -403,21 +513,12 @@ struct thr_reader *thr_reader_slow(thr_arena *a, int *err)
                 *err = -ENOMEM;
                 return NULL;
         }
-        if (t->front.arena_id == a->id && t->front.fork_gen == thr_forkpage->gen)
-                return t->front.r; /* the fork generation had not been set yet */
-        for (uint32_t i = 0; i < t->n; i++)
-                if (t->rest[i].arena_id == a->id && t->rest[i].fork_gen == thr_forkpage->gen)
-                        return tls_front(t, i);
-        uint32_t idx = 0;
-        int old;
-        registry_lock(&old);
-        int rc = register_locked(t, a, &idx);
-        registry_unlock(old);
-        if (rc < 0) {
-                *err = rc;
+        if (t->updating) { /* a signal handler interrupted this thread's own slow path */
+                *err = -EBUSY;
                 return NULL;
         }
-        struct thr_reader *r = record(a, idx);
-        t->front = (struct thr_tls_ent){a->id, thr_forkpage->gen, r, idx};
+        tls_updating(t, 1);
+        struct thr_reader *r = slow_locked(t, a, err);
+        tls_updating(t, 0);
         return r;
 }

@@ -417,10 +417,13 @@ static unsigned status_at(const struct shm_probe *p, uint32_t i)
 
 /*
  * The locked part of a shard's maintenance, in segments of about SEGMENT slots, each starting at an
- * EMPTY slot and ending before one, so the lock is held for a bounded time however large the shard
- * (an insert waits at most THR_LOCK_WAIT_NS, and a segment takes tens of microseconds). Between
- * segments inserts may fill an EMPTY slot: each segment finds its start again under the lock.
- * A shard with no EMPTY slot at all is one segment.
+ * EMPTY slot and ending before one, so the lock is held for tens of microseconds at a time however
+ * large the shard (an insert waits at most insert_wait). Between segments inserts may fill an
+ * EMPTY slot: each segment finds its start again under the lock. A shard with no EMPTY slot at all
+ * (every slot live, retiring or reclaimed: a stalled reader held reclamation back, say) is one
+ * segment, as trimming it needs the whole shard: the lock is then held for a time linear in the
+ * shard (about 0.5 ms for the 23 000 slots of a shard of a million-key table), and an insert into
+ * a larger shard meanwhile may get its on_full outcome.
  */
 #define SEGMENT 4096u
 

@@ -30,9 +30,11 @@
  *
  * A full table or shard: the limiter's on_full policy. `evict` retires, under the lock, the
  * shard's key with the least debt, the lowest index on ties (CAS of its state from the value
- * observed, so a concurrent admission wins and another victim is tried) and raises the shard's
- * floor to that key's TAT: every key created in the shard afterwards starts at or above it, so the
- * evicted key, coming back, can never admit more than it would have. `deny` and `allow` are applied
+ * observed, so a concurrent admission wins and another victim is tried), having first raised the
+ * shard's floor to that key's TAT: every key created in the shard afterwards starts at or above
+ * it, so the evicted key, coming back, can never admit more than it would have. The floor is
+ * raised before the CAS so that an evictor killed right after it loses no debt (it did: the key
+ * came back with a fresh burst). `deny` and `allow` are applied
  * by the caller.
  *
  * Counts. A shard's live count changes only under its lock (inserts, evictions by inserters and by
@@ -221,14 +223,18 @@ static bool evict_least(void *base, struct thr_table *tb, struct shm_probe *p, u
                 }
                 if (!best)
                         return false;
-                if (!atomic_compare_exchange_strong_explicit(&best->state, &best_tat, THR_TAT_DEAD,
-                                                             memory_order_acq_rel,
-                                                             memory_order_relaxed))
-                        continue;
+                /* the floor first: killed after the CAS, we must not have lost the debt (the
+                 * next inserter only finishes the retirement, it cannot know the TAT); if the CAS
+                 * then fails, the floor is merely higher than it had to be (over-denial only) */
                 if (best_tat != THR_TAT_FRESH &&
                     best_tat > atomic_load_explicit(&p->shard->floor_units, memory_order_relaxed))
                         atomic_store_explicit(&p->shard->floor_units, best_tat,
                                               memory_order_relaxed);
+                if (!atomic_compare_exchange_strong_explicit(&best->state, &best_tat, THR_TAT_DEAD,
+                                                             memory_order_acq_rel,
+                                                             memory_order_relaxed))
+                        continue;
+                THR_HOOK(THR_HOOK_EVICTED_FOR_ROOM, best);
                 if (shm_slot_retire(tb, p->shard, best, retire_tag(base, 0)))
                         atomic_fetch_add_explicit(&p->shard->evicted_full, 1, memory_order_relaxed);
                 return true;

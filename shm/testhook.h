@@ -19,6 +19,10 @@ enum thr_hook_point {
         THR_HOOK_CONFIG_STAGED,       /* configure: records and tables staged, not yet published */
         THR_HOOK_MAINT_META_READ,     /* maintenance read a slot's meta, not yet its state (arg:
                                        * the meta word) */
+        THR_HOOK_CACHE_UPDATING,      /* client: the thread's record cache is being changed */
+        THR_HOOK_REGISTRY_LOCKED,     /* client: a registration holds the registry lock */
+        THR_HOOK_EVICTED_FOR_ROOM,    /* on_full = evict: the victim's state CAS done, nothing
+                                       * else yet (arg: the slot) */
 };
 
 #ifdef THR_TEST_HOOKS

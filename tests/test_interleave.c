@@ -326,3 +326,116 @@ Test(interleave, a_rewritten_directory_never_sends_a_reload_outside_it)
         unlink(path);
         rmdir(dir);
 }
+
+/* ---------------------------------------------------------------- a signal while switching arenas
+ */
+
+static thr_limiter *g_lc; /* a third handle's limiter: a miss for the thread */
+static int g_handler_rc = 1, g_raised;
+
+static void on_usr2(int sig)
+{
+        (void)sig;
+        g_handler_rc = thr_limiter_try(g_lc, "h", 1, 1, NULL);
+}
+
+static void raise_while_updating(enum thr_hook_point pt, void *arg)
+{
+        (void)arg;
+        if (pt == THR_HOOK_CACHE_UPDATING && !g_raised++)
+                raise(SIGUSR2);
+}
+
+/* Records owned by this thread (by tid), and whether two of them are one. */
+static int my_records(void)
+{
+        const struct thr_reader *r = shm_at(T.map.base, T.map.g.reader_off);
+        int n = 0;
+        for (uint32_t i = 0; i < T.map.g.reader_count; i++)
+                n += atomic_load(&r[i].owner) && atomic_load(&r[i].tid) == (uint64_t)gettid();
+        return n;
+}
+
+/*
+ * A signal handler's call that misses the thread's cache while the thread itself is changing it
+ * (switching between arenas) gets -EBUSY: it used to register again, and the interrupted change
+ * then tore the cache (duplicate entries; a record given back while a twin entry used it).
+ */
+Test(interleave, a_signal_handler_call_during_a_cache_change_gets_ebusy)
+{
+        make(5, 64, THR_FULL_DENY, 0);
+        thr_arena *b, *c;
+        thr_limiter *lb;
+        cr_assert_eq(thr_arena_open(T.path, 0, &b), 0);
+        cr_assert_eq(thr_arena_open(T.path, 0, &c), 0);
+        cr_assert_eq(thr_limiter_open(b, "l", &lb), 0);
+        cr_assert_eq(thr_limiter_open(c, "l", &g_lc), 0);
+        cr_assert_eq(thr_limiter_try(L, "a", 1, 1, NULL), 1);
+        cr_assert_eq(thr_limiter_try(lb, "a", 1, 1, NULL), 1); /* two records: front b, then a */
+        cr_assert_eq(my_records(), 2);
+        struct sigaction sa = {.sa_handler = on_usr2};
+        sigemptyset(&sa.sa_mask);
+        cr_assert_eq(sigaction(SIGUSR2, &sa, NULL), 0);
+        g_raised = 0;
+        thr_test_hook = raise_while_updating;
+        cr_assert_eq(thr_limiter_try(L, "a", 1, 1, NULL), 1, "back to the first arena");
+        thr_test_hook = NULL;
+        signal(SIGUSR2, SIG_DFL);
+        cr_assert_eq(g_raised, 1);
+        cr_assert_eq(g_handler_rc, -EBUSY, "the nested miss: %d", g_handler_rc);
+        cr_assert_eq(my_records(), 2, "the nested call registered anyway");
+        cr_assert_eq(thr_limiter_try(g_lc, "h", 1, 1, NULL), 1, "outside the handler it works");
+        cr_assert_eq(my_records(), 3);
+        thr_limiter_close(g_lc);
+        thr_limiter_close(lb);
+        thr_arena_close(c);
+        thr_arena_close(b);
+        cr_assert_eq(my_records(), 1, "closing gave back exactly their records");
+}
+
+/* ---------------------------------------------------------------- an evictor killed */
+
+static void die_after_the_cas(enum thr_hook_point pt, void *arg)
+{
+        (void)arg;
+        if (pt == THR_HOOK_EVICTED_FOR_ROOM)
+                _exit(0); /* killed right after the victim's state CAS */
+}
+
+/*
+ * on_full = evict: an inserter killed right after it CASed its victim's state to DEAD. The
+ * victim's debt must already be in the shard's floor: the next inserter finishes the retirement
+ * but cannot know the TAT (it used to come back with a fresh burst).
+ */
+Test(interleave, an_evictor_killed_after_its_cas_loses_no_debt)
+{
+        make(5, 4, THR_FULL_EVICT, 0);
+        for (int i = 0; i < 4; i++) {
+                char key[8];
+                int len = snprintf(key, sizeof(key), "k%d", i);
+                cr_assert_eq(thr_limiter_try(L, key, (size_t)len, 5, NULL), 1); /* all in debt */
+        }
+        pid_t pid = tfork();
+        cr_assert_geq(pid, 0);
+        if (pid == 0) {
+                thr_test_hook = die_after_the_cas;
+                thr_limiter_try(L, "k4", 2, 1, NULL); /* full: evicts one of k0..k3 */
+                _exit(3);
+        }
+        int st;
+        cr_assert_eq(waitpid(pid, &st, 0), pid);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the child died at the hook (%#x)", st);
+        int victims = 0;
+        for (int i = 0; i < 4; i++) {
+                char key[8];
+                int len = snprintf(key, sizeof(key), "k%d", i);
+                struct thr_slot *s = slot_of(key);
+                if (!s || atomic_load(&s->state) != THR_TAT_DEAD)
+                        continue;
+                victims++;
+                struct thr_result r;
+                cr_assert_eq(thr_limiter_try(L, key, (size_t)len, 1, &r), 0,
+                             "the victim %s came back with a fresh burst", key);
+        }
+        cr_assert_eq(victims, 1, "one victim, half evicted");
+}

@@ -11,6 +11,7 @@
  * way they end is the point; only the test process asserts.
  */
 #include <criterion/criterion.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -20,6 +21,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -386,4 +388,163 @@ Test(lifecycle, a_copied_reservation_cannot_give_back_its_parents_place)
         close(go[0]);
         close(go[1]);
         munmap(b, 4096);
+}
+
+/* ---------------------------------------------------------------- a child sharing the fd table */
+
+/*
+ * A raw clone(CLONE_FILES) child (no CLONE_VM) shares its parent's descriptor table. Its first
+ * call used to close the "inherited" lock descriptor, which was the parent's own: the parent's
+ * liveness locks vanished while it lived, and another process could take its shard lock over in
+ * the middle of an insert (a key admitted twice its burst). Closing an inherited handle closed
+ * the parent's arena descriptor the same way.
+ */
+static int clone_files_child(void *arg)
+{
+        (void)arg;
+        thr_limiter_try(L, "x", 1, 1, NULL); /* its first call: registers */
+        thr_arena_close(T.a);                /* and closes the handle it inherited */
+        syscall(SYS_exit, 0);
+        return 0;
+}
+
+Test(lifecycle, a_child_sharing_the_fd_table_never_closes_its_parents_descriptors)
+{
+        cr_assert_eq(thr_limiter_try(L, "p", 1, 1, NULL), 1);
+        struct thr_reader *r = my_record();
+        uint64_t me = tlock_me(T.a);
+        int lockfd = T.a->lockfd, mapfd = T.a->map.fd;
+        pid_t c = (pid_t)syscall(SYS_clone, CLONE_FILES | SIGCHLD, NULL, NULL, NULL, NULL);
+        cr_assert_geq(c, 0);
+        if (c == 0)
+                clone_files_child(NULL);
+        int st;
+        cr_assert_eq(waitpid(c, &st, 0), c);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child status %#x", st);
+        cr_assert_neq(fcntl(lockfd, F_GETFD), -1, "the child closed the parent's lock descriptor");
+        cr_assert_neq(fcntl(mapfd, F_GETFD), -1, "the child closed the parent's arena descriptor");
+        cr_assert_eq(shm_reader_alive(T.map.fd, record_idx(r)), 1,
+                     "the parent's liveness lock went with the child");
+        cr_assert_not(shm_lock_holder_gone(&T.map, me), "a live parent is judged gone");
+        cr_assert_eq(thr_limiter_try(L, "p", 1, 0, NULL), 1, "the parent still decides (a peek)");
+}
+
+/* ---------------------------------------------------------------- _Fork of a threaded parent */
+
+/*
+ * A thread of the parent holds the library's registry lock (inside its first call) when the
+ * parent calls _Fork(): the child inherits the lock held by a thread it does not have. Its first
+ * call used to wait on it for ever.
+ */
+static _Atomic int g_in_registry, g_release;
+
+static void hold_registry(enum thr_hook_point pt, void *arg)
+{
+        (void)arg;
+        if (pt != THR_HOOK_REGISTRY_LOCKED || atomic_load(&g_release))
+                return;
+        atomic_store(&g_in_registry, 1);
+        while (!atomic_load(&g_release))
+                sched_yield();
+}
+
+static void *first_call_thread(void *arg)
+{
+        (void)arg;
+        thr_limiter_try(L, "t", 1, 1, NULL);
+        return NULL;
+}
+
+Test(lifecycle, a_Fork_child_of_a_threaded_parent_never_waits_on_the_parents_lock)
+{
+        thr_test_hook = hold_registry;
+        pthread_t t;
+        cr_assert_eq(pthread_create(&t, NULL, first_call_thread, NULL), 0);
+        while (!atomic_load(&g_in_registry))
+                sched_yield();
+        struct box *b = box_new();
+        pid_t c = _Fork();
+        if (c == 0) {
+                atomic_store(&g_release, 1); /* the child's own hook must not wait */
+                atomic_store(&b->rc, thr_limiter_try(L, "kid", 3, 1, NULL));
+                atomic_store(&b->stage, 1);
+                _exit(0);
+        }
+        cr_assert_geq(c, 0);
+        g_orphan = c;
+        for (int i = 0; atomic_load(&b->stage) < 1 && i < 500; i++)
+                usleep(10000);
+        atomic_store(&g_release, 1);
+        pthread_join(t, NULL);
+        cr_assert_eq(atomic_load(&b->stage), 1, "the child's first call never returned");
+        cr_assert_eq(atomic_load(&b->rc), 1);
+        waitpid(c, NULL, 0);
+        g_orphan = -1;
+        munmap(b, 4096);
+}
+
+/* ---------------------------------------------------------------- dlclose */
+
+/*
+ * The library loaded with dlopen(), used by a second thread, closed and unloaded while that thread
+ * still runs: the thread's exit runs the library's thread-exit destructor, whose code must still
+ * be mapped (the library is linked -z nodelete).
+ */
+struct dl_args {
+        int (*try_)(thr_limiter *, const void *, size_t, uint64_t, struct thr_result *);
+        thr_limiter *l;
+        _Atomic int stage;
+};
+
+static void *dl_worker(void *arg)
+{
+        struct dl_args *d = arg;
+        d->try_(d->l, "dl", 2, 1, NULL); /* registers: the library's pthread key now has a value */
+        atomic_store(&d->stage, 1);
+        while (atomic_load(&d->stage) < 2)
+                sched_yield();
+        return NULL;
+}
+
+Test(lifecycle, a_thread_exiting_after_dlclose_does_not_crash)
+{
+        const char *bd = getenv("THR_TEST_BUILD_DIR");
+        cr_assert_not_null(bd, "THR_TEST_BUILD_DIR is not set (run through ctest)");
+        char so[512];
+        snprintf(so, sizeof(so), "%s/libclient/libthrottle-client.so", bd);
+        pid_t pid = tfork();
+        cr_assert_geq(pid, 0);
+        if (pid == 0) {
+                void *h = dlopen(so, RTLD_NOW | RTLD_LOCAL);
+                if (!h)
+                        _exit(2);
+                int (*open_a)(const char *, unsigned, thr_arena **) = dlsym(h, "thr_arena_open");
+                int (*open_l)(thr_arena *, const char *, thr_limiter **) =
+                    dlsym(h, "thr_limiter_open");
+                int (*try_)(thr_limiter *, const void *, size_t, uint64_t, struct thr_result *) =
+                    dlsym(h, "thr_limiter_try");
+                int (*close_l)(thr_limiter *) = dlsym(h, "thr_limiter_close");
+                int (*close_a)(thr_arena *) = dlsym(h, "thr_arena_close");
+                thr_arena *a;
+                thr_limiter *l;
+                if (!open_a || !try_ || open_a(T.path, 0, &a) || open_l(a, "f", &l))
+                        _exit(3);
+                struct dl_args args = {try_, l, 0};
+                pthread_t t;
+                if (pthread_create(&t, NULL, dl_worker, &args) != 0)
+                        _exit(4);
+                while (atomic_load(&args.stage) < 1)
+                        sched_yield();
+                close_l(l);
+                close_a(a);
+                dlclose(h);
+                atomic_store(&args.stage, 2); /* the worker exits now: its destructor runs */
+                pthread_join(t, NULL);
+                _exit(0);
+        }
+        int st;
+        cr_assert_eq(waitpid(pid, &st, 0), pid);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+                  "a thread exiting after dlclose: status %#x (signal %d)", st,
+                  WIFSIGNALED(st) ? WTERMSIG(st) : 0);
 }

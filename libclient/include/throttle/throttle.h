@@ -22,8 +22,9 @@
  * parent's. Its first call checks it still shares the arena's pid and time namespaces.
  *
  * Signals and cancellation: once a thread has made one call on an arena, the calls are
- * async-signal-safe (a call nested in a handler keeps the interrupted call's section); the hot
- * path has no cancellation point, and registration and the insert lock's wait disable it.
+ * async-signal-safe (a call nested in a handler keeps the interrupted call's section; see
+ * -EBUSY); never leave a call by longjmp. The hot path has no cancellation point, and
+ * registration and the insert lock's wait disable it.
  *
  * Time: durations are nanoseconds. On a real-clock arena the time is CLOCK_MONOTONIC (vDSO, no
  * syscall); on a manual-clock arena (tests) it is a value in the arena that thr_clock_advance sets.
@@ -137,6 +138,8 @@ int thr_limiter_close(thr_limiter *lim);
  *   -EUSERS        no free reader record for this thread (raise [arena] max_readers)
  *   -EXDEV, -ESTALE  first call of a process that left the arena's pid / time namespace
  *   -ENOMEM        the thread's first call could not allocate its record cache
+ *   -EBUSY         from a signal handler that interrupted this thread's own first call on an
+ *                  arena or its switch between arenas: nothing decided, call again
  * A new key whose shard insert lock is held past the limiter's insert_wait by a live process
  * (stopped, traced) gets the on_full outcome too, as does a call from a signal handler that
  * interrupted an insert into the same shard by the same thread.
