@@ -88,14 +88,24 @@ static bool take_over(struct shm_probe *p, uint64_t v, uint64_t me)
         return true;
 }
 
-int shm_shard_trylock(const struct shm_map *m, struct shm_probe *p, uint64_t me)
+/* One attempt on a free lock: 0 taken, 1 held (*V: by whom), -EINVAL (ME is no holder's name). */
+static int take_free(struct shm_probe *p, uint64_t me, uint64_t *v)
 {
         if (!me)
                 return -EINVAL; /* 0 is "free": a holder needs a name */
-        uint64_t v = 0;
-        if (atomic_compare_exchange_strong_explicit(&p->shard->lock, &v, me, memory_order_acquire,
-                                                    memory_order_relaxed))
-                return 0;
+        *v = 0;
+        return atomic_compare_exchange_strong_explicit(&p->shard->lock, v, me, memory_order_acquire,
+                                                       memory_order_relaxed)
+                   ? 0
+                   : 1;
+}
+
+int shm_shard_trylock(const struct shm_map *m, struct shm_probe *p, uint64_t me)
+{
+        uint64_t v;
+        int rc = take_free(p, me, &v);
+        if (rc <= 0)
+                return rc;
         if (v == me)
                 return -EDEADLK;
         return shm_lock_holder_gone(m, v) && take_over(p, v, me) ? 0 : -EBUSY;
@@ -169,15 +179,13 @@ static int wait_for(const struct shm_map *m, struct shm_probe *p, uint64_t me, u
 
 int shm_shard_lock(const struct shm_map *m, struct shm_probe *p, uint64_t me, uint64_t wait_ns)
 {
-        if (!me)
-                return -EINVAL; /* 0 is "free": a holder needs a name */
-        uint64_t v = 0;
-        if (atomic_compare_exchange_strong_explicit(&p->shard->lock, &v, me, memory_order_acquire,
-                                                    memory_order_relaxed))
-                return 0;
+        uint64_t v;
+        int rc = take_free(p, me, &v);
+        if (rc <= 0)
+                return rc;
         int old;
         pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
-        int rc = wait_for(m, p, me, wait_ns);
+        rc = wait_for(m, p, me, wait_ns);
         pthread_setcancelstate(old, NULL);
         return rc;
 }

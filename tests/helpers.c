@@ -460,3 +460,16 @@ void tprobe(const struct shm_map *m, const struct thr_table *tb, const char *key
 {
         shm_probe_init(m->base, tb, shm_hash(shm_hdr(m)->secret, key, strlen(key)), p);
 }
+
+void tkey_at(const struct shm_map *m, const struct thr_table *tb, uint32_t home, const char *prefix,
+             char *buf, size_t len)
+{
+        for (int i = 0; i < 100000; i++) {
+                snprintf(buf, len, "%s%d", prefix, i);
+                struct shm_probe p;
+                tprobe(m, tb, buf, &p);
+                if (p.home == home)
+                        return;
+        }
+        cr_assert_fail("no key %s* with home %u", prefix, home);
+}

@@ -141,5 +141,8 @@ void tdoze(void);
 uint64_t tlock_me(thr_arena *a);
 void tprobe(const struct shm_map *m, const struct thr_table *tb, const char *key,
             struct shm_probe *p);
+/* tkey_at - a key "PREFIX<i>" whose home slot in its shard of TB is HOME, into BUF. */
+void tkey_at(const struct shm_map *m, const struct thr_table *tb, uint32_t home, const char *prefix,
+             char *buf, size_t len);
 
 #endif

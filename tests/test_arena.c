@@ -33,6 +33,20 @@ static void teardown(void)
 
 TestSuite(arena, .init = setup, .fini = teardown);
 
+/* A one-limiter manual-clock arena spec in T's directory (the name is the caller's to set). */
+static struct shm_arena_spec small_spec(const struct shm_limiter_spec *s)
+{
+        return (struct shm_arena_spec){.hugepages = SHM_HUGE_OFF,
+                                       .mode = 0600,
+                                       .gid = (gid_t)-1,
+                                       .clock = THR_CLOCK_MANUAL,
+                                       .max_limiters = 4,
+                                       .max_readers = 4,
+                                       .nlimiters = 1,
+                                       .limiters = s,
+                                       .dir = T.dir};
+}
+
 /* A private copy of the arena to corrupt. */
 static void *copy(void)
 {
@@ -164,15 +178,7 @@ Test(arena, creation_leaves_no_temporary_file_and_refuses_to_overwrite)
         closedir(d);
         cr_assert_eq(files, 1);
         struct shm_limiter_spec s = tspec("a", 10, SEC, 5, 5);
-        struct shm_arena_spec as = {.hugepages = SHM_HUGE_OFF,
-                                    .mode = 0600,
-                                    .gid = (gid_t)-1,
-                                    .clock = THR_CLOCK_MANUAL,
-                                    .max_limiters = 4,
-                                    .max_readers = 4,
-                                    .nlimiters = 1,
-                                    .limiters = &s,
-                                    .dir = T.dir};
+        struct shm_arena_spec as = small_spec(&s);
         snprintf(as.name, sizeof(as.name), "%s", shm_hdr(&T.map)->name);
         struct shm_map m;
         char err[256];
@@ -184,15 +190,7 @@ Test(arena, creation_leaves_no_temporary_file_and_refuses_to_overwrite)
 Test(arena, creation_refuses_sizes_that_overflow)
 {
         struct shm_limiter_spec s = tspec("a", 10, SEC, 5, 5);
-        struct shm_arena_spec as = {.hugepages = SHM_HUGE_OFF,
-                                    .mode = 0600,
-                                    .gid = (gid_t)-1,
-                                    .clock = THR_CLOCK_MANUAL,
-                                    .max_limiters = 4,
-                                    .max_readers = 4,
-                                    .nlimiters = 1,
-                                    .limiters = &s,
-                                    .dir = T.dir};
+        struct shm_arena_spec as = small_spec(&s);
         snprintf(as.name, sizeof(as.name), "big");
         uint64_t spares[] = {UINT64_MAX, UINT64_MAX - 4096, UINT64_MAX - (1ull << 20),
                              (uint64_t)INT64_MAX};

@@ -186,19 +186,26 @@ static struct shm_limiter_spec small(const char *name, uint64_t capacity, uint32
         return s;
 }
 
+/* An arena NAME with one limiter "x" (small(), CAPACITY, ON_FULL), opened through the API. */
+static void one_limiter(uint64_t capacity, uint32_t on_full, const char *name, struct shm_map *m,
+                        thr_arena **ar, thr_limiter **l)
+{
+        struct shm_limiter_spec s = small("x", capacity, on_full);
+        struct shm_arena_spec a = {
+            .max_limiters = 4, .max_readers = 16, .nlimiters = 1, .limiters = &s};
+        make(&a, name, m);
+        cr_assert_eq(thr_arena_open(m->path, 0, ar), 0);
+        cr_assert_eq(thr_limiter_open(*ar, "x", l), 0);
+}
+
 /* thr_limiter_try(3), on_full = deny: a new key that finds the table full is denied with
  * retry_after one emission interval, remaining 0 and reset_after 0 (it has no bucket). */
 Test(doc_claims, full_table_denial_reports_no_bucket)
 {
-        struct shm_limiter_spec s = small("x", 16, THR_FULL_DENY);
-        struct shm_arena_spec a = {
-            .max_limiters = 4, .max_readers = 16, .nlimiters = 1, .limiters = &s};
         struct shm_map m;
-        make(&a, "full", &m);
         thr_arena *ar;
         thr_limiter *l;
-        cr_assert_eq(thr_arena_open(m.path, 0, &ar), 0);
-        cr_assert_eq(thr_limiter_open(ar, "x", &l), 0);
+        one_limiter(16, THR_FULL_DENY, "full", &m, &ar, &l);
         struct thr_result r;
         int i = 0, rc = 1;
         for (char k[16]; rc == 1 && i < 1000; i++)
@@ -220,15 +227,10 @@ Test(doc_claims, without_daemon_evicted_slots_stay_retired)
         uint64_t denied_doc = doc_number(readme, "no daemon denied ([0-9]+) of", "README.md");
         uint64_t keys = doc_number(readme, "no daemon denied [0-9]+ of ([0-9]+) fresh", "README");
         free(readme);
-        struct shm_limiter_spec s = small("x", 64, THR_FULL_EVICT);
-        struct shm_arena_spec a = {
-            .max_limiters = 4, .max_readers = 16, .nlimiters = 1, .limiters = &s};
         struct shm_map m;
-        make(&a, "nodaemon", &m);
         thr_arena *ar;
         thr_limiter *l;
-        cr_assert_eq(thr_arena_open(m.path, 0, &ar), 0);
-        cr_assert_eq(thr_limiter_open(ar, "x", &l), 0);
+        one_limiter(64, THR_FULL_EVICT, "nodaemon", &m, &ar, &l);
         uint64_t denied = 0;
         for (uint64_t i = 0; i < keys; i++) {
                 char k[16];

@@ -160,17 +160,24 @@ static int run_child(void (*fn)(int), struct report *out)
         return st;
 }
 
-Test(seccomp, hot_path_makes_no_syscall)
+/* Run FN in a child: it must not die of SIGSYS (WHAT made a syscall) and must reach stage 4. */
+static struct report no_syscall_child(void (*fn)(int), const char *what)
 {
         skip_if_instrumented();
         struct report r;
-        int st = run_child(hot_path_child, &r);
+        int st = run_child(fn, &r);
         cr_assert(!(WIFSIGNALED(st) && WTERMSIG(st) == SIGSYS),
-                  "the hot path made a syscall: killed by SIGSYS at stage %d", r.stage);
+                  "%s made a syscall: killed by SIGSYS at stage %d", what, r.stage);
         cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child status %#x (stage %d)", st,
                   r.stage);
         cr_assert_eq(r.stage, 4, "child stopped at stage %d: %d (%s)", r.stage, r.err,
                      thr_strerror(r.err));
+        return r;
+}
+
+Test(seccomp, hot_path_makes_no_syscall)
+{
+        struct report r = no_syscall_child(hot_path_child, "the hot path");
         cr_assert_eq(r.errors, 0, "decisions that failed");
 
         /* Consistent counts: every decision is an admission or a denial, and no key got more
@@ -290,12 +297,6 @@ out:
 
 Test(seccomp, a_thread_going_round_many_arenas_makes_no_syscall)
 {
-        skip_if_instrumented();
-        struct report r;
-        int st = run_child(many_arenas_child, &r);
-        cr_assert(!(WIFSIGNALED(st) && WTERMSIG(st) == SIGSYS),
-                  "switching arenas made a syscall: killed by SIGSYS at stage %d", r.stage);
-        cr_assert_eq(r.stage, 4, "child stopped at stage %d: %d (%s)", r.stage, r.err,
-                     thr_strerror(r.err));
+        struct report r = no_syscall_child(many_arenas_child, "switching arenas");
         cr_assert_eq(r.errors, 0);
 }
