@@ -49,7 +49,13 @@
  * A process killed at any instruction: holding no lock, it changed nothing or completed a CAS.
  * Killed holding the lock, the next locker finds it gone (shardlock.c), takes the lock over and
  * repairs the shard: a BUSY slot, never visible as LIVE, becomes reclaimed at once (no reader can
- * hold it), and the live count is recounted.
+ * hold it), and the live count is recounted. An evictor killed between its state CAS and its
+ * retire has already raised the floor (evict_least); the next locker or the daemon finishes the
+ * retire. A process stopped holding the lock (SIGSTOP, a debugger, the freezer, the daemon mid-
+ * segment) is never taken over: inserters wait for it at most their limiter's insert_wait and then
+ * answer with on_full; lookups and existing keys never wait for it. A process that forks, with or
+ * without handlers, takes no lock of its parent's with it: a lock names a reader record, which is
+ * per process (libclient/reader.c).
  *
  * The GCRA state word is written here only as a new key's starting TAT (or FRESH), and as DEAD by
  * an eviction's CAS: every other change is the client's single CAS, so no torn state is possible.
