@@ -103,17 +103,19 @@ static void unlock_raw(void)
 }
 
 /*
- * A child made without fork handlers, in its first registration: a registry lock held for another
- * pid was held by a thread of the parent, which does not exist here (this process has only the
- * threads it made since, and they would hold it under its own pid).
+ * Before taking the registry lock: one held for another pid was held by a thread of a parent this
+ * process was forked from without handlers, which does not exist here (this process's own threads
+ * hold it under its own pid, and fork()'s child handler releases it).
  */
 static void unlock_if_inherited(void)
 {
         pid_t holder = atomic_load_explicit(&g_lock_pid, memory_order_relaxed);
-        if (thr_forkpage->gen == 0 && holder != 0 && holder != getpid()) {
+        /* the CAS: of several threads of this process finding it so, one reinitialises it */
+        if (holder != 0 && holder != getpid() &&
+            atomic_compare_exchange_strong_explicit(&g_lock_pid, &holder, 0, memory_order_acq_rel,
+                                                    memory_order_relaxed)) {
                 pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;
                 memcpy(&g_lock, &fresh, sizeof(fresh));
-                atomic_store_explicit(&g_lock_pid, 0, memory_order_relaxed);
         }
 }
 
