@@ -44,8 +44,10 @@
  *
  * _Fork() in a multithreaded parent: the child may inherit the registry lock held by a thread that
  * does not exist in it. The lock records the pid of the process whose thread holds it; a process
- * of a new generation that finds it held for another pid reinitialises it. (Registration also
- * allocates: after _Fork() of a multithreaded process that is only as safe as malloc is there.)
+ * that finds it held for another pid reinitialises it before taking it. Such a child must make its
+ * first call before it starts threads of its own (two of them could otherwise race the
+ * reinitialisation), and registration allocates: after _Fork() of a multithreaded process that is
+ * only as safe as malloc is there (POSIX allows only async-signal-safe calls).
  *
  * Signal handlers. A thread's cache of its records (struct thr_tls) is changed only by the slow
  * path, which marks it `updating` and writes the front entry's arena id last when setting it and
@@ -123,6 +125,7 @@ static void unlock_if_inherited(void)
 static void registry_lock(int *old)
 {
         pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, old);
+        unlock_if_inherited();
         lock_raw();
 }
 
@@ -495,7 +498,6 @@ static struct thr_reader *slow_locked(struct thr_tls *t, thr_arena *a, int *err)
                         return tls_front(t, i);
         uint32_t idx = 0;
         int old;
-        unlock_if_inherited();
         registry_lock(&old);
         int rc = register_locked(t, a, &idx);
         registry_unlock(old);
