@@ -117,8 +117,10 @@ static void config_defaults(struct config *cfg, struct shm_limiter_spec *lim)
          * allow and evict trade that for availability, an operator's choice. */
         lim->on_full = THR_FULL_DENY;
         /* A shard's insert lock is held for microseconds (an insert) to a fraction of a
-         * millisecond (the daemon's segment of a shard); 2 ms covers both with room, and bounds
-         * what a stopped holder costs a new key before on_full answers. */
+         * millisecond (the daemon's segment of a shard), but a holder preempted on a loaded host
+         * may be off the CPU for a scheduler slice (a few ms, more with many runnable tasks):
+         * 20 ms rides that out instead of denying new keys, and still bounds what a stopped
+         * holder costs a new key before on_full answers. */
         lim->lock_wait_ns = THR_LOCK_WAIT_NS;
         /* burst and initial have derived defaults, applied in end_limiter(): burst = the rate's
          * N (one period's worth at once, as a token bucket user expects), initial = burst (a new

@@ -258,7 +258,7 @@ struct shm_insert {
  * TOKEN; shm_lock_daemon: the value for the daemon of attach number ATTACH.
  */
 #define THR_LOCK_DAEMON      (1ull << 63)
-#define THR_LOCK_WAIT_NS     2000000ull     /* default: a new key's insert waits this long */
+#define THR_LOCK_WAIT_NS     20000000ull    /* default: a new key's insert waits this long */
 #define THR_LOCK_WAIT_MAX_NS 60000000000ull /* ... and at most this (params.lock_wait_ns) */
 uint64_t shm_lock_client(uint32_t reader_idx, uint64_t token);
 uint64_t shm_lock_daemon(uint64_t attach);

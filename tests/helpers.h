@@ -21,7 +21,7 @@ struct tarena {
         thr_arena *a;       /* opened through the public API */
 };
 
-/* A limiter spec with capacity 1024, shards 0, max_reserve 60 s. */
+/* A limiter spec with capacity 1024, shards 0, max_reserve 60 s, insert_wait 10 s. */
 struct shm_limiter_spec tspec(const char *name, uint64_t rate_n, uint64_t period_ns, uint64_t burst,
                               uint64_t initial);
 

@@ -44,8 +44,10 @@ TestSuite(shardlock, .fini = teardown, .timeout = 60);
 static void make(void)
 {
         struct shm_limiter_spec s[2] = {tspec("deny", 1, SEC, 5, 5), tspec("allow", 1, SEC, 5, 5)};
-        for (int i = 0; i < 2; i++)
+        for (int i = 0; i < 2; i++) {
                 s[i].shards = 1;
+                s[i].lock_wait_ns = THR_LOCK_WAIT_NS; /* the default bound is what is tested */
+        }
         s[1].on_full = THR_FULL_ALLOW;
         tarena_make(&T, THR_CLOCK_MANUAL, SHM_HUGE_OFF, s, 2);
         L[0] = tlim(&T, "deny");

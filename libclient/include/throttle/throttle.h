@@ -8,7 +8,7 @@
  * on an arena, and its first after fork(), registers a reader record: a mutex, getrandom,
  * getpid, gettid and a small allocation). A new key is inserted by the caller, under its shard's
  * insert lock (a CAS word in the arena, insert path only), waited for at most the limiter's
- * insert_wait (default 2 ms): past that the limiter's on_full policy answers.
+ * insert_wait (default 20 ms): past that the limiter's on_full policy answers.
  *
  * Conventions: every function returns an int, >= 0 on success and -errno on failure; errno is
  * never the channel. Results are filled through pointers. Handles are opaque.
