@@ -15,7 +15,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "shm.h"
+#include "arena.h"
+#include "gcra.h"
+#include "readers.h"
+#include "table.h"
 #include "throttle/throttle.h"
 
 /* Internal symbols are hidden: direct access, not through the GOT, inside the .so. */

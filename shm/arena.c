@@ -1,19 +1,10 @@
 /*
- * arena.c - creating, attaching, validating and configuring an arena file.
- *
- * Creation writes the whole arena in a temporary file and links it into place (arena_tmp.c), so
- * a client never maps half an arena. Space is allocated (posix_fallocate) and every page faulted
- * in before the link: a hugetlbfs pool or a tmpfs that is too small fails here, with a message,
- * and never later as SIGBUS in a client. The backing actually obtained is read back from
- * /proc/self/smaps, not assumed from a madvise the kernel may ignore.
+ * arena.c - finding, attaching and validating an arena file: what every process does (creating
+ * and configuring one is the daemon's, arena_build.c).
  *
  * Validation treats the arena as untrusted input: every client can write it. Each offset, count
  * and length is checked against the mapping before use, with 128-bit arithmetic where a product
  * could wrap. The daemon and shmctl call shm_arena_valid before trusting anything.
- *
- * Configuration (daemon only, single writer) publishes new directory entries and parameter
- * records with release stores after their contents are complete; clients acquire-load
- * `state` and `params_off` (see layout.h), so they never see a half-written record.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -44,60 +35,6 @@ int shm_seterr(char *err, size_t errlen, int rc, const char *fmt, ...)
                 va_end(ap);
         }
         return rc;
-}
-
-/* ---------------------------------------------------------------- table geometry */
-
-static uint32_t pow2_floor(uint64_t v)
-{
-        uint32_t p = 1;
-        while ((uint64_t)p * 2 <= v && p < THR_MAX_SHARDS)
-                p *= 2;
-        return p;
-}
-
-/*
- * Shards split the insert mutex and keep probe runs local; 512 keys a shard at capacity keeps
- * each shard's share statistically even, 64 shards are plenty for the insert rates we see.
- * Slots are 1.5x the keys a shard expects (load <= 2/3 at capacity, ~2 probes per hit), and a
- * shard may fill to 7/8 so that uneven hashing does not refuse keys below the total capacity.
- */
-int shm_table_geometry(const struct shm_limiter_spec *s, struct geometry *g)
-{
-        if (s->capacity == 0 || s->capacity > (1ull << 32))
-                return -ERANGE;
-        uint32_t n = s->shards ? s->shards : pow2_floor(s->capacity / 512);
-        if (!s->shards && n > 64)
-                n = 64;
-        if (n == 0 || (n & (n - 1)) || n > THR_MAX_SHARDS)
-                return -EINVAL;
-        uint64_t per = (s->capacity + n - 1) / n;
-        uint64_t slots = per + per / 2 + 8;
-        if (slots > UINT32_MAX)
-                return -ERANGE;
-        g->nshards = n;
-        g->shard_slots = (uint32_t)slots;
-        g->shard_max = slots * 7 / 8;
-        g->capacity = s->capacity;
-        g->bytes = sizeof(struct thr_table) + (uint64_t)n * sizeof(struct thr_shard) +
-                   (uint64_t)n * slots * THR_SLOT_SIZE;
-        return 0;
-}
-
-int shm_table_init(void *base, uint64_t off, const struct shm_limiter_spec *s,
-                   const struct geometry *g)
-{
-        struct thr_table *tb = shm_at(base, off);
-        memset(tb, 0, sizeof(*tb));
-        tb->nshards = g->nshards;
-        tb->shard_slots = g->shard_slots;
-        tb->capacity = s->capacity;
-        tb->shard_max = g->shard_max;
-        tb->shards_off = off + sizeof(*tb);
-        tb->slots_off = tb->shards_off + (uint64_t)g->nshards * sizeof(struct thr_shard);
-        /* Shards (insert locks free) and slots (EMPTY) are zero from the fresh file; a reused heap
-         * range is not possible. */
-        return 0;
 }
 
 /* ---------------------------------------------------------------- paths */
@@ -470,20 +407,6 @@ void shm_arena_detach(struct shm_map *m)
 
 /* ---------------------------------------------------------------- daemon lock */
 
-int shm_daemon_lock(struct shm_map *m, pid_t *holder)
-{
-        struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1};
-        if (fcntl(m->fd, F_OFD_SETLK, &fl) == 0)
-                return 0;
-        int e = errno;
-        if (e != EAGAIN && e != EACCES)
-                return -e;
-        if (holder)
-                *holder =
-                    (pid_t)atomic_load_explicit(&shm_hdr(m)->daemon_pid, memory_order_relaxed);
-        return -EBUSY;
-}
-
 int shm_daemon_alive(const struct shm_map *m, pid_t *holder)
 {
         struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1};
@@ -504,27 +427,4 @@ uint32_t shm_dir_entry_state(const struct shm_map *m, uint32_t i)
         struct shm_lim_snap s;
         entry_copy(m->base, &m->g, i, &s);
         return s.state;
-}
-
-/*
- * Whether the limiter in snapshot S can take parameters P without losing its buckets: the table
- * cannot be resized in place, and the state words count units of 1/K ns, so K must stay the same.
- */
-int shm_limiter_compatible(const struct shm_lim_snap *s, const struct thr_params *p,
-                           const struct geometry *g, char *err, size_t errlen)
-{
-        if (s->table.nshards != g->nshards || s->table.shard_slots != g->shard_slots ||
-            s->table.capacity != g->capacity)
-                return shm_seterr(err, errlen, -EBUSY,
-                                  "limiter '%s': its table (capacity %" PRIu64 ", %u shards) "
-                                  "cannot be resized in place; keep capacity and shards, or "
-                                  "start with a new arena",
-                                  s->name, s->table.capacity, s->table.nshards);
-        if (s->params.k != p->k)
-                return shm_seterr(err, errlen, -EBUSY,
-                                  "limiter '%s': the new rate needs time units of 1/%" PRIu64
-                                  " ns but its buckets count 1/%" PRIu64 " ns; converting "
-                                  "existing buckets is not supported yet",
-                                  s->name, p->k, s->params.k);
-        return 0;
 }

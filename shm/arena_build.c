@@ -502,3 +502,96 @@ int shm_arena_create(const struct shm_arena_spec *s, struct shm_map *out, char *
                 return rc;
         return shm_arena_finish(out, s, path, err, errlen);
 }
+
+/* ---------------------------------------------------------------- table geometry */
+
+static uint32_t pow2_floor(uint64_t v)
+{
+        uint32_t p = 1;
+        while ((uint64_t)p * 2 <= v && p < THR_MAX_SHARDS)
+                p *= 2;
+        return p;
+}
+
+/*
+ * Shards split the insert mutex and keep probe runs local; 512 keys a shard at capacity keeps
+ * each shard's share statistically even, 64 shards are plenty for the insert rates we see.
+ * Slots are 1.5x the keys a shard expects (load <= 2/3 at capacity, ~2 probes per hit), and a
+ * shard may fill to 7/8 so that uneven hashing does not refuse keys below the total capacity.
+ */
+int shm_table_geometry(const struct shm_limiter_spec *s, struct geometry *g)
+{
+        if (s->capacity == 0 || s->capacity > (1ull << 32))
+                return -ERANGE;
+        uint32_t n = s->shards ? s->shards : pow2_floor(s->capacity / 512);
+        if (!s->shards && n > 64)
+                n = 64;
+        if (n == 0 || (n & (n - 1)) || n > THR_MAX_SHARDS)
+                return -EINVAL;
+        uint64_t per = (s->capacity + n - 1) / n;
+        uint64_t slots = per + per / 2 + 8;
+        if (slots > UINT32_MAX)
+                return -ERANGE;
+        g->nshards = n;
+        g->shard_slots = (uint32_t)slots;
+        g->shard_max = slots * 7 / 8;
+        g->capacity = s->capacity;
+        g->bytes = sizeof(struct thr_table) + (uint64_t)n * sizeof(struct thr_shard) +
+                   (uint64_t)n * slots * THR_SLOT_SIZE;
+        return 0;
+}
+
+int shm_table_init(void *base, uint64_t off, const struct shm_limiter_spec *s,
+                   const struct geometry *g)
+{
+        struct thr_table *tb = shm_at(base, off);
+        memset(tb, 0, sizeof(*tb));
+        tb->nshards = g->nshards;
+        tb->shard_slots = g->shard_slots;
+        tb->capacity = s->capacity;
+        tb->shard_max = g->shard_max;
+        tb->shards_off = off + sizeof(*tb);
+        tb->slots_off = tb->shards_off + (uint64_t)g->nshards * sizeof(struct thr_shard);
+        /* Shards (insert locks free) and slots (EMPTY) are zero from the fresh file; a reused heap
+         * range is not possible. */
+        return 0;
+}
+
+/* ---------------------------------------------------------------- daemon lock */
+
+int shm_daemon_lock(struct shm_map *m, pid_t *holder)
+{
+        struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1};
+        if (fcntl(m->fd, F_OFD_SETLK, &fl) == 0)
+                return 0;
+        int e = errno;
+        if (e != EAGAIN && e != EACCES)
+                return -e;
+        if (holder)
+                *holder =
+                    (pid_t)atomic_load_explicit(&shm_hdr(m)->daemon_pid, memory_order_relaxed);
+        return -EBUSY;
+}
+
+/*
+ * Whether the limiter in snapshot S can take parameters P without losing its buckets: the table
+ * cannot be resized in place, and the state words count units of 1/K ns, so K must stay the same.
+ */
+int shm_limiter_compatible(const struct shm_lim_snap *s, const struct thr_params *p,
+                           const struct geometry *g, char *err, size_t errlen)
+{
+        if (s->table.nshards != g->nshards || s->table.shard_slots != g->shard_slots ||
+            s->table.capacity != g->capacity)
+                return shm_seterr(err, errlen, -EBUSY,
+                                  "limiter '%s': its table (capacity %" PRIu64 ", %u shards) "
+                                  "cannot be resized in place; keep capacity and shards, or "
+                                  "start with a new arena",
+                                  s->name, s->table.capacity, s->table.nshards);
+        if (s->params.k != p->k)
+                return shm_seterr(err, errlen, -EBUSY,
+                                  "limiter '%s': the new rate needs time units of 1/%" PRIu64
+                                  " ns but its buckets count 1/%" PRIu64 " ns; converting "
+                                  "existing buckets is not supported yet",
+                                  s->name, p->k, s->params.k);
+        return 0;
+}

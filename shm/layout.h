@@ -104,6 +104,7 @@
 #define THR_MAX_K          29u /* time-scale cap: 2^64 units of 1/K ns last >= 20 years */
 #define THR_MAX_SHARDS     4096u
 #define THR_MAX_READERS    (1u << 20) /* reader records: an index fits the shard lock word */
+#define THR_HORIZON_NS     (20ull * 365 * 24 * 3600 * 1000000000ull) /* arena time lasts 20 years */
 
 #define THR_TAT_FRESH UINT64_MAX
 #define THR_TAT_DEAD  (UINT64_MAX - 1) /* evicted: retiring until a grace period has passed */

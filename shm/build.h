@@ -1,0 +1,94 @@
+/*
+ * build.h - what only the daemon (and the tests and tools that stand in for it) does to an arena:
+ * create it from a spec, reconfigure its limiters, hold the daemon lock, sweep what a killed
+ * creator left. Not compiled into libthrottle-client.
+ */
+#ifndef THR_SHM_BUILD_H
+#define THR_SHM_BUILD_H
+
+#include "arena.h"
+
+/* ---------------------------------------------------------------- specs (what to build) */
+
+struct shm_limiter_spec {
+        char name[THR_NAME_MAX + 1];
+        uint64_t rate_n;         /* N tokens per ... */
+        uint64_t period_ns;      /* ... P nanoseconds */
+        uint64_t burst;          /* B >= 1 */
+        uint64_t initial;        /* tokens of a new key, <= B (default B) */
+        uint64_t max_reserve_ns; /* how far ahead reservations may reach beyond the burst */
+        uint64_t capacity;       /* hard cap on live keys */
+        uint32_t shards;         /* 0: chosen from capacity; else a power of two */
+        uint32_t on_full;        /* enum thr_on_full: what an insert into a full table does */
+        uint64_t idle_ttl_ns;    /* keys with no debt for this long are evicted; 0: never */
+        uint64_t lock_wait_ns;   /* a new key's insert waits this long for a live holder of its
+                                  * shard's lock, then on_full applies; 0: THR_LOCK_WAIT_NS */
+};
+
+struct shm_arena_spec {
+        char name[THR_NAME_MAX + 1];
+        const char *dir; /* NULL: hugetlbfs mount (libhugetlbfs), else /dev/shm */
+        enum shm_hugepages hugepages;
+        mode_t mode;           /* file mode, e.g. 0660 */
+        gid_t gid;             /* (gid_t)-1: leave the group alone */
+        uint32_t clock;        /* THR_CLOCK_MONOTONIC or THR_CLOCK_MANUAL */
+        uint32_t max_limiters; /* directory entries (>= nlimiters) */
+        uint32_t max_readers;  /* reader records */
+        uint64_t spare_bytes;  /* heap left free for limiters and records added later */
+        size_t nlimiters;
+        const struct shm_limiter_spec *limiters;
+};
+
+/*
+ * shm_params_make - compute a limiter's parameter record from its spec: the time scale K, the
+ * exact emission interval T = P/N ns in units of 1/K ns, B*T and the reservation cap, refusing
+ * anything that is not exact or could overflow. Pure; thread-safe.
+ * Returns 0, or -EINVAL / -ERANGE / -EDOM with ERR naming the field and why.
+ */
+int shm_params_make(const struct shm_limiter_spec *spec, uint64_t gen, struct thr_params *out,
+                    char *err, size_t errlen);
+
+/*
+ * shm_arena_create - build a new arena from SPEC: file created under a temporary name, space
+ * allocated (posix_fallocate) and pre-faulted (MADV_POPULATE_WRITE, else a write per page), header,
+ * directory, readers, limiters and tables written, the backing obtained verified in
+ * /proc/self/smaps, then linked into place so no process ever opens half an arena. The
+ * temporary file is unnamed (O_TMPFILE) where the file system allows, so a builder killed
+ * mid-way leaves nothing behind (else see shm_arena_sweep). Fails clearly
+ * when a hugetlbfs pool or tmpfs is too small (never a later SIGBUS). With SHM_HUGE_AUTO, falls
+ * back to /dev/shm when hugetlbfs cannot hold it, and says so in ERR (returns 1 in that case).
+ * Returns 0 or 1 (fell back) and fills *OUT (mapped read-write), or -errno with ERR.
+ */
+int shm_arena_create(const struct shm_arena_spec *spec, struct shm_map *out, char *err,
+                     size_t errlen);
+
+/*
+ * shm_arena_sweep - remove the temporary files that builders of SPEC's arena left when they were
+ * killed mid-way (named temporaries: file systems without O_TMPFILE, or older versions), in
+ * every directory the arena may be built in. A temporary whose builder is alive is locked by it
+ * and kept. FN (may be NULL) is told each removal: its path and size. Returns how many were
+ * removed, or -errno. Not thread-safe with itself on one directory; safe against live builders.
+ */
+typedef void (*shm_sweep_fn)(void *ctx, const char *path, uint64_t bytes);
+int shm_arena_sweep(const struct shm_arena_spec *spec, shm_sweep_fn fn, void *ctx);
+
+/*
+ * shm_arena_configure - make the limiters of an attached, writable arena match SPEC (daemon
+ * only, single writer): a limiter with the same table geometry keeps its table and every bucket,
+ * and gets a new parameter record if its parameters changed; a new limiter is allocated from the
+ * spare heap. A limiter whose capacity or shard count changed cannot be resized in place: -EBUSY
+ * with ERR naming it. A live limiter missing from SPEC is retired (clients get -EIDRM; its table
+ * and buckets are kept), and a retired one configured again with the same geometry is revived
+ * with its buckets. Returns 0 or -errno with ERR; on error nothing was changed.
+ */
+int shm_arena_configure(struct shm_map *m, const struct shm_arena_spec *spec, char *err,
+                        size_t errlen);
+
+/*
+ * shm_daemon_lock - take the daemon's exclusive lock on the arena (an open-file-description
+ * write lock on byte 0, which the kernel drops when the holder exits). Returns 0, or -EBUSY if
+ * another process holds it (*HOLDER set to its pid when known).
+ */
+int shm_daemon_lock(struct shm_map *m, pid_t *holder);
+
+#endif

@@ -1,0 +1,83 @@
+/*
+ * reclaim.h - the daemon's half of the arena's RCU: grace periods over the reader records, dead
+ * readers forced offline, and the table maintenance that evicts idle keys and reuses their slots.
+ * Not compiled into libthrottle-client.
+ */
+#ifndef THR_SHM_RECLAIM_H
+#define THR_SHM_RECLAIM_H
+
+#include "table.h"
+
+/*
+ * shm_gp_start - start grace period *GP: bump the counter, then membarrier() so every reader's
+ * online word is ordered with the scan that follows. Daemon only. Returns 0 or -errno (no
+ * membarrier: nothing may be reclaimed); the header's gp_error says which (0 once they work).
+ */
+int shm_gp_start(struct shm_map *m, uint64_t *gp);
+
+/* shm_membarrier_query - the membarrier commands this kernel offers (a mask), or -errno. */
+int shm_membarrier_query(void);
+
+enum shm_gp_event { SHM_GP_STALLED = 1, SHM_GP_RESUMED = 2, SHM_GP_FORCED = 3 };
+typedef void (*shm_gp_report_fn)(void *ctx, uint32_t idx, const struct thr_reader *r,
+                                 enum shm_gp_event ev);
+
+struct shm_gp_result {
+        uint64_t done;     /* slots retired with a tag <= done may be reused */
+        uint32_t readers;  /* records owned */
+        uint32_t blocking; /* alive and inside a section older than the grace period */
+        uint32_t stalled;  /* of those, blocking for stall_ns or more */
+        uint32_t forced;   /* dead owners forced offline by this scan */
+};
+
+/*
+ * shm_gp_scan - after shm_gp_start(GP): read every reader record. Offline readers, and readers
+ * whose section began after GP started, are past it; a blocker whose process is dead is forced
+ * offline (see reap); a live blocker holds DONE back to its snapshot and is reported through
+ * REPORT once it has blocked for STALL_NS (and again when it resumes). Writes only the records'
+ * daemon line and hdr->gp_done. Returns 0 or -errno.
+ */
+int shm_gp_scan(struct shm_map *m, uint64_t gp, uint64_t now_ns, uint64_t stall_ns,
+                struct shm_gp_result *res, shm_gp_report_fn report, void *ctx);
+
+/* shm_readers_reap - free the records of every dead owner, online or not. Returns how many. */
+int shm_readers_reap(struct shm_map *m);
+
+/* The grace-period tag for slots the daemon retires now (the next period to start). */
+uint32_t shm_retire_tag(const struct thr_hdr *h);
+
+/*
+ * shm_tag_done - whether a slot retired with 32-bit TAG may be reused, DONE being the last grace
+ * period a scan of this process saw complete (0: none yet, nothing is reused) and COUNTER the
+ * arena's grace-period counter read now. The tag is widened to the 64-bit period it stands for,
+ * the latest one not beyond COUNTER + 2 (reclaim.c): never earlier than the true one.
+ */
+bool shm_tag_done(uint32_t tag, uint64_t done, uint64_t counter);
+
+struct shm_maint_args {
+        uint64_t now_units; /* arena time in the limiter's units */
+        uint64_t ttl_units; /* idle TTL in units; 0: no idle eviction */
+        uint32_t tag;       /* grace-period tag for slots retired by this pass */
+        uint64_t done;      /* last grace period this daemon saw complete (0: none yet) */
+        uint64_t me;        /* the daemon's shard-lock value (shm_lock_daemon) */
+};
+
+struct shm_maint_stats {
+        uint64_t scanned, live, evicted, finished, reclaimed, retiring, trimmed, repaired;
+        uint32_t busy_shards; /* shards whose lock was held: eviction and trimming wait */
+};
+
+/*
+ * shm_table_maintain - one bounded step of the daemon's pass over the table of SNAP (checked
+ * copy) in M: about BUDGET slots, whole shards from *CURSOR on. Makes retired slots whose grace
+ * period is done reusable (lock-free); then, holding the shard lock (tried as A->me, never waited
+ * for; a dead holder's is taken over and the shard repaired) in segments of bounded length,
+ * evicts live keys idle past the TTL (CAS from the observed state: an admission wins), finishes
+ * evictions whose evictor died, and trims reclaimed slots no live key's probe path crosses.
+ * Returns true when the cursor wrapped (a whole pass over the table is complete).
+ */
+bool shm_table_maintain(const struct shm_map *m, const struct shm_lim_snap *snap,
+                        const struct shm_maint_args *a, uint32_t *cursor, uint64_t budget,
+                        struct shm_maint_stats *st);
+
+#endif
