@@ -58,6 +58,8 @@
 #include <unistd.h>
 
 #include "client_internal.h"
+#include "kind.h"
+#include "window.h"
 #include "testhook.h"
 
 int thr_version(void)
@@ -157,7 +159,7 @@ int thr_limiter_close(thr_limiter *l)
         return 0;
 }
 
-/* ---------------------------------------------------------------- the hot path */
+/* ---------------------------------------------------------------- the decision core */
 
 /*
  * The limiter's current parameter record. A reload that removes the limiter first marks its
@@ -171,7 +173,9 @@ static inline const struct thr_params *lim_params(const thr_limiter *l)
         if (off - l->params_lo > l->params_span)
                 return NULL;
         const struct thr_params *p = shm_at(l->a->map.base, off);
-        return p->kind == THR_KIND_GCRA && p->k ? p : NULL;
+        if (__builtin_expect(p->kind == THR_KIND_GCRA && p->k, 1))
+                return p;
+        return p->kind == THR_KIND_WINDOW && p->rate_n && l->tb->aux_stride ? p : NULL;
 }
 
 /* Why lim_params failed: the limiter was removed by a reload (-EIDRM), or its record is bad. */
@@ -188,7 +192,38 @@ static inline int check_key(const void *key, size_t len)
         return len > THR_KEY_MAX ? -ENAMETOOLONG : 0;
 }
 
-/* One decision in flight: what the entry points share. */
+/* What a call asks: decide now (try), or take a place (reserve, and acquire which then sleeps). */
+enum op_mode { OP_TRY, OP_RESERVE };
+
+struct req {
+        enum op_mode mode;
+        uint64_t cost;
+        uint64_t max_wait_ns; /* OP_RESERVE */
+};
+
+/*
+ * A decision, whatever the kind: what to publish, and what to tell the caller. Durations are in
+ * the limiter's units (1/K ns; a window's are ns), converted once, for the caller, by to_ns().
+ */
+struct verdict {
+        bool ok;            /* admitted (try), or place taken (reserve) */
+        bool write;         /* publish NEW_STATE although not ok (GCRA: a fresh key's start) */
+        uint64_t new_state; /* what the CAS stores */
+        uint64_t stamp;     /* window: the time its new units are logged at */
+        uint64_t prev;      /* the state it was decided on (for cancel) */
+        uint64_t remaining;
+        uint64_t retry_u, reset_u; /* units */
+        uint64_t due_ns, wait_ns;  /* OP_RESERVE: when the place is due (arena ns), how far */
+        uint64_t limit, k;         /* the record's burst (a window's N) and time scale */
+};
+
+/* Units of 1/K ns -> ns, rounded up (a retry after that many ns is never early). */
+static inline uint64_t to_ns(uint64_t k, uint64_t u)
+{
+        return k == 1 ? u : u / k + (u % k != 0);
+}
+
+/* One call in flight: what the steps share. */
 struct op {
         thr_limiter *l;
         const struct thr_params *p;
@@ -237,19 +272,177 @@ static inline uint64_t op_now(const struct op *o)
         return shm_now_ns(o->l->a->hdr) * o->p->k;
 }
 
+/* A window key's log (the aux storage of slot S). */
+static inline _Atomic uint64_t *op_log(const struct op *o, const struct thr_slot *s)
+{
+        return shm_window_log(shm_slot_aux(o->l->a->map.base, o->l->tb, s));
+}
+
+/* ---------------------------------------------------------------- the kinds' decisions */
+
+/* GCRA: when a request that moves the TAT to NEW_TAT is due (when new_tat - now fits in B*T). */
+static inline uint64_t due_units(const struct thr_params *p, uint64_t new_tat, uint64_t now)
+{
+        return new_tat - now > p->bt_units ? new_tat - p->bt_units : now;
+}
+
+static inline __attribute__((always_inline)) void gcra_decide(const struct thr_params *p,
+                                                              uint64_t state, uint64_t now,
+                                                              const struct req *rq,
+                                                              struct verdict *v)
+{
+        struct shm_gcra g;
+        shm_gcra_step(p, state, now, rq->cost, &g);
+        if (rq->mode == OP_TRY) {
+                v->ok = g.admitted;
+                v->new_state = g.new_tat;
+                v->write = false;
+                /* a denied request on a key still FRESH records its start: it refills from there */
+                if (__builtin_expect(!g.admitted && state == THR_TAT_FRESH, 0)) {
+                        v->write = true;
+                        v->new_state = now + (p->burst - p->initial) * p->t_units;
+                }
+                v->remaining = g.remaining;
+                v->retry_u = g.retry_units;
+                v->reset_u = g.reset_units;
+                return;
+        }
+        v->prev = state;
+        uint64_t due = due_units(p, g.new_tat, now);
+        v->wait_ns = shm_units_to_ns(p, due - now);
+        v->due_ns = shm_units_to_ns(p, due);
+        v->ok = due - now <= p->max_reserve_units && v->wait_ns <= rq->max_wait_ns;
+        v->write = false;
+        v->new_state = g.new_tat;
+        /* as of the due time */
+        uint64_t reset = g.new_tat - due;
+        v->remaining = reset >= p->bt_units ? 0 : (p->bt_units - reset) / p->t_units;
+        v->retry_u = 0;
+        v->reset_u = reset;
+}
+
+/* Only W escapes to the (out of line) window code: RQ and V stay in registers on GCRA's path. */
+static inline __attribute__((always_inline)) void
+window_decide(const struct thr_params *p, const _Atomic uint64_t *e, uint64_t state, uint64_t now,
+              const struct req *rq, struct verdict *v)
+{
+        struct shm_win w;
+        shm_window_decide(p, e, state, now, rq->cost, rq->mode == OP_RESERVE, rq->max_wait_ns, &w);
+        v->ok = w.ok;
+        v->write = false;
+        v->prev = state;
+        v->new_state = w.new_state;
+        v->stamp = w.stamp;
+        v->remaining = w.remaining;
+        v->retry_u = rq->mode == OP_TRY ? w.retry_ns : 0;
+        v->reset_u = w.reset_ns;
+        v->due_ns = w.stamp;
+        v->wait_ns = w.stamp - now;
+}
+
+/* The kind's decision for RQ on STATE of slot S at O->now: pure, it writes nothing. */
+static inline __attribute__((always_inline)) void decide(const struct op *o,
+                                                         const struct thr_slot *s, uint64_t state,
+                                                         const struct req *rq, struct verdict *v)
+{
+        if (__builtin_expect(o->p->kind == THR_KIND_GCRA, 1))
+                gcra_decide(o->p, state, o->now, rq, v);
+        else
+                window_decide(o->p, op_log(o, s), state, o->now, rq, v);
+}
+
+/* What must be in place before the CAS that publishes V on slot S: a window's logged units. */
+static inline __attribute__((always_inline)) void stage(const struct op *o, uint32_t kind,
+                                                        struct thr_slot *s, const struct verdict *v,
+                                                        const struct req *rq)
+{
+        if (__builtin_expect(kind == THR_KIND_WINDOW, 0) && v->ok)
+                shm_window_stage(o->p, op_log(o, s), v->prev, rq->cost, v->stamp);
+}
+
+/*
+ * The CAS loop on an existing key: decide on its state, publish with one CAS from exactly the
+ * state decided on (a window first logs its units: window.h), and decide again on the newer state
+ * if another process got there first. A peek or a denial writes nothing (but a GCRA key still
+ * FRESH, see gcra_decide).
+ *
+ * The clock is read before the state, so nothing slow sits between the load and the CAS (under
+ * contention a clock call there lets the other core take the line every time). An admission
+ * decided with that earlier clock is sound: with a smaller now, it is no easier to admit, so
+ * whatever admits then admits later too. A denial is only reported on a clock read after the
+ * state it judges: another process may have stored a state from a clock reading later than ours,
+ * and judging it with ours would deny by the few ns between the two readings.
+ * Returns 0 (decided: V->ok says how), -EAGAIN (a reservation due too late), or OP_RETIRED (the
+ * slot was evicted or reused meanwhile: the caller looks the key up again). After a failed CAS,
+ * before deciding again on the new value, the slot's identity is checked (the first decision
+ * relies on the read-side section alone).
+ */
+#define OP_RETIRED 1
+#define OP_APPLIED 2 /* op_insert created the key and decided its first request */
+#define OP_SPINS   8 /* evictions under one call before a full table is assumed */
+
+static inline __attribute__((always_inline)) int op_apply(struct op *o, const struct req *rq,
+                                                          struct verdict *v)
+{
+        o->now = op_now(o);
+        struct thr_slot *s = o->slot;
+        uint32_t kind = o->p->kind;
+        uint64_t old = atomic_load_explicit(&s->state, memory_order_acquire);
+        bool clock_after_state = false;
+        for (;;) {
+                if (old == THR_TAT_DEAD)
+                        return OP_RETIRED;
+                decide(o, s, old, rq, v);
+                if (!v->ok && !clock_after_state) {
+                        o->now = op_now(o);
+                        clock_after_state = true;
+                        continue;
+                }
+                if (!v->ok && !v->write)
+                        return rq->mode == OP_RESERVE ? -EAGAIN : 0;
+                if (rq->cost == 0)
+                        return 0; /* a peek */
+                stage(o, kind, s, v, rq);
+                THR_HOOK(THR_HOOK_APPLY_BEFORE_CAS, s);
+                if (atomic_compare_exchange_weak_explicit(
+                        &s->state, &old, v->new_state, memory_order_acq_rel, memory_order_acquire))
+                        return 0;
+                if (!op_same_slot(o)) /* retired or reused: never re-decide on another key */
+                        return OP_RETIRED;
+                clock_after_state = false; /* OLD is newer now: a denial needs a newer clock */
+                thr_count(&o->r->cas_retries);
+        }
+}
+
+/* ---------------------------------------------------------------- new keys */
+
+/* A new key's first request, decided in the step that publishes it (shm_insert.first). */
+struct first {
+        const struct op *o;
+        const struct req *rq;
+        struct verdict *v;
+};
+
+static uint64_t first_decide(void *ctx, struct thr_slot *s, uint64_t start)
+{
+        struct first *f = ctx;
+        decide(f->o, s, start, f->rq, f->v);
+        if (!f->v->ok)
+                return start; /* recorded at its start: a GCRA key with fewer than B tokens */
+        stage(f->o, f->o->p->kind, s, f->v, f->rq);
+        return f->v->new_state;
+}
+
 /*
  * Insert the key (or find it, created meanwhile) under its shard's insert lock. The read-side
  * section is left while waiting for the lock, so a holder that was stopped or is slow never makes
  * this thread block grace periods; it is entered again before the probe under the lock. Nothing
- * found before is used after: the parameter record is read again too. FIRST, if not NULL, charges
- * the new key's first request as it is published. A lock held past THR_LOCK_WAIT_NS by a live
+ * found before is used after: the parameter record is read again too. The new key's first request
+ * is decided (and, admitted, charged) as it is published. A lock held past insert_wait by a live
  * holder, or by this very thread, counts as a full table: -ENOSPC, the on_full outcome.
+ * Returns OP_APPLIED (created; V decided), 0 (it existed: O->slot), or -errno.
  */
-#define OP_RETIRED 1
-#define OP_APPLIED 2 /* op_insert created the key and charged its first request */
-#define OP_SPINS   8 /* evictions under one call before a full table is assumed */
-
-static int op_insert(struct op *o, uint64_t (*first)(void *, uint64_t), void *ctx, bool *waited)
+static int op_insert(struct op *o, const struct req *rq, struct verdict *v, bool *waited)
 {
         thr_limiter *l = o->l;
         struct shm_probe pr;
@@ -271,17 +464,19 @@ static int op_insert(struct op *o, uint64_t (*first)(void *, uint64_t), void *ct
         if (rc < 0)
                 return rc;
         o->p = lim_params(l);
-        if (!o->p) {
+        if (!o->p || rq->cost > o->p->burst) {
                 shm_shard_unlock(&pr, me);
-                return lim_gone(l);
+                return o->p ? -ERANGE : lim_gone(l);
         }
         const struct thr_params *p = o->p;
         o->now = op_now(o);
-        struct shm_insert ins = {.start_tat = o->now + (p->burst - p->initial) * p->t_units,
+        struct first f = {o, rq, v};
+        struct shm_insert ins = {.p = p,
+                                 .start_tat = o->now + (p->burst - p->initial) * p->t_units,
                                  .now = o->now,
                                  .on_full = p->on_full,
-                                 .first = first,
-                                 .ctx = ctx};
+                                 .first = first_decide,
+                                 .ctx = &f};
         bool created;
         rc = shm_table_insert_locked(l->a->map.base, l->tb, &pr, o->key, o->len, &ins, &o->slot,
                                      &created);
@@ -290,340 +485,219 @@ static int op_insert(struct op *o, uint64_t (*first)(void *, uint64_t), void *ct
                 return rc;
         /* inside the section again: the slot cannot be reused under us, only retired */
         o->meta = atomic_load_explicit(&o->slot->meta, memory_order_acquire);
-        if (created) {
-                thr_count(&o->r->inserts);
-                THR_HOOK(THR_HOOK_KEY_INSERTED, o->slot);
-        }
-        return created && first ? OP_APPLIED : 0;
+        if (!created)
+                return 0;
+        thr_count(&o->r->inserts);
+        THR_HOOK(THR_HOOK_KEY_INSERTED, o->slot);
+        return OP_APPLIED;
 }
 
 /*
- * The slot was retired under us (evicted: THR_TAT_DEAD): find the key's live slot again. Finding
- * the same slot means its evictor died between its two steps (state DEAD, meta still LIVE): the
- * insert path finishes the eviction under the mutex and makes a new slot.
+ * The decision a request would get on a key that does not exist yet (nothing looked at but the
+ * limiter): so a peek inserts nothing, nor does a request that would be refused anyway.
  */
-static void op_relookup(struct op *o)
+static void fresh_decide(struct op *o, const struct req *rq, struct verdict *v)
 {
-        struct thr_slot *old = o->slot;
-        uint64_t old_meta = o->meta;
-        o->slot =
-            shm_table_lookup_meta(o->l->a->map.base, o->l->tb, o->hash, o->key, o->len, &o->meta);
-        if (o->slot == old && o->meta == old_meta)
-                o->slot = NULL;
+        o->now = op_now(o);
+        if (o->p->kind == THR_KIND_GCRA) {
+                gcra_decide(o->p, THR_TAT_FRESH, o->now, rq, v);
+                return;
+        }
+        /* an empty log: everything up to N fits now */
+        *v = (struct verdict){.ok = true,
+                              .new_state = rq->cost,
+                              .stamp = o->now,
+                              .remaining = o->p->rate_n - rq->cost,
+                              .reset_u = rq->cost ? o->p->period_ns : 0,
+                              .due_ns = o->now};
 }
 
 /*
- * The table is full and the limiter's on_full policy did not make room (deny, or evict with
- * nothing evictable): a denial that says when to look again. With allow, the caller's fresh-key
- * decision stands, unrecorded. Returns the result for thr_limiter_try.
+ * The table is full (or its lock held past insert_wait) and the limiter's on_full policy did not
+ * make room: allow keeps the fresh-key decision, unrecorded (counted in allowed_full); deny (and
+ * evict with nothing evictable) denies a try with a retry after one emission interval (a window:
+ * W / N), and refuses a reservation with -ENOSPC.
  */
-static int op_full(struct op *o, struct shm_gcra *g)
+static int op_full(struct op *o, const struct req *rq, struct verdict *v)
 {
         if (o->p->on_full == THR_FULL_ALLOW) {
-                if (g->admitted) {
+                if (v->ok) {
                         struct shm_probe pr;
                         shm_probe_init(o->l->a->map.base, o->l->tb, o->hash, &pr);
                         atomic_fetch_add_explicit(&pr.shard->allowed_full, 1, memory_order_relaxed);
                 }
-                return 0; /* the fresh-key decision, admitted or not, unrecorded */
+                o->slot = NULL; /* nothing recorded: a reservation cannot be given back */
+                return 0;
         }
-        *g = (struct shm_gcra){.admitted = false, .retry_units = o->p->t_units};
+        if (rq->mode == OP_RESERVE)
+                return -ENOSPC;
+        uint64_t gap = o->p->kind == THR_KIND_GCRA
+                           ? o->p->t_units
+                           : (o->p->period_ns + o->p->rate_n - 1) / o->p->rate_n;
+        *v = (struct verdict){.ok = false, .retry_u = gap};
         return 0;
 }
 
-static void fill_result(const struct thr_params *p, const struct shm_gcra *g,
-                        struct thr_result *res)
+/* A key that is not there: decide fresh, insert (deciding as it publishes), or apply on_full. */
+static int op_new(struct op *o, const struct req *rq, struct verdict *v, int spins, bool *waited)
 {
-        if (!res)
-                return;
-        res->admitted = g->admitted;
-        res->limit = p->burst;
-        res->remaining = g->remaining;
-        res->retry_after_ns = shm_units_to_ns(p, g->retry_units);
-        res->reset_after_ns = shm_units_to_ns(p, g->reset_units);
+        fresh_decide(o, rq, v);
+        if (rq->cost == 0)
+                return 0; /* a peek inserts nothing */
+        if (!v->ok &&
+            (rq->mode == OP_RESERVE || o->p->kind != THR_KIND_GCRA || o->p->initial == o->p->burst))
+                return rq->mode == OP_RESERVE ? -EAGAIN : 0; /* nothing to remember about it */
+        int rc = spins < OP_SPINS ? op_insert(o, rq, v, waited) : -ENOSPC;
+        if (rc == -ENOSPC)
+                return op_full(o, rq, v);
+        if (rc == OP_APPLIED)
+                return v->ok || rq->mode == OP_TRY ? 0 : op_apply(o, rq, v); /* at a floor */
+        return rc < 0 ? rc : op_apply(o, rq, v); /* created meanwhile by someone else */
 }
 
 /*
- * CAS loop: apply COST to the slot's TAT; a peek or a denial writes nothing, with one exception:
- * a denied request on a key still THR_TAT_FRESH records the key's start (now + (B - initial) * T),
- * so a key that starts with fewer than B tokens refills from its first request, not from each.
- * That write consumes nothing: it is the value every decision on the fresh key already assumes.
- *
- * The clock is read before the state, so nothing slow sits between the load and the CAS (under
- * contention a clock call there lets the other core take the line every time). An admission
- * decided with that earlier clock is sound: with a smaller now, new_tat - now is no smaller, so
- * whatever admits then admits later too. A denial is only reported on a clock read after the
- * state it judges: another process may have stored a TAT from a clock reading later than ours,
- * and judging it with ours would deny by the few ns between the two readings.
- * Returns 0, or OP_RETIRED if the slot was evicted (or reused) meanwhile: the caller looks the
- * key up again. A failed CAS means the state moved: before deciding again on the new value, the
- * slot's identity is checked (the first decision relies on the read-side section alone).
+ * Everything but an existing key decided at once: a new key, or a slot retired under us (look the
+ * key up again; the same slot with its meta unchanged means its evictor died between its two
+ * steps: the insert path finishes the eviction). Out of line, so the hot path stays short.
  */
-static inline int op_apply(struct op *o, uint64_t cost, struct shm_gcra *g)
+static __attribute__((noinline)) int op_slow(struct op *o, const struct req *rq, struct verdict *v,
+                                             int rc)
 {
-        o->now = op_now(o);
-        uint64_t old = atomic_load_explicit(&o->slot->state, memory_order_relaxed);
-        bool clock_after_state = false;
-        for (;;) {
-                if (old == THR_TAT_DEAD)
-                        return OP_RETIRED;
-                shm_gcra_step(o->p, old, o->now, cost, g);
-                if (!g->admitted && !clock_after_state) {
-                        o->now = op_now(o);
-                        clock_after_state = true;
-                        continue;
+        bool waited = false;
+        for (int spins = 0;; spins++) {
+                if (rc == OP_RETIRED) {
+                        uint64_t old_meta = o->meta;
+                        struct thr_slot *old = o->slot;
+                        o->slot = shm_table_lookup_meta(o->l->a->map.base, o->l->tb, o->hash,
+                                                        o->key, o->len, &o->meta);
+                        if (o->slot == old && o->meta == old_meta)
+                                o->slot = NULL;
                 }
-                if (cost == 0 || (!g->admitted && old != THR_TAT_FRESH))
-                        return 0;
-                uint64_t next = g->admitted
-                                    ? g->new_tat
-                                    : o->now + (o->p->burst - o->p->initial) * o->p->t_units;
-                THR_HOOK(THR_HOOK_APPLY_BEFORE_CAS, o->slot);
-                if (atomic_compare_exchange_weak_explicit(
-                        &o->slot->state, &old, next, memory_order_acq_rel, memory_order_acquire))
-                        return 0;
-                if (!op_same_slot(o)) /* retired or reused: never re-decide on another key */
-                        return OP_RETIRED;
-                clock_after_state = false; /* OLD is newer now: a denial needs a newer clock */
-                thr_count(&o->r->cas_retries);
+                rc = o->slot ? op_apply(o, rq, v) : op_new(o, rq, v, spins, &waited);
+                if (rc != OP_RETIRED)
+                        return rc;
         }
 }
 
-/* The decision a new key's first request gets as the key is published (shm_insert.first). */
-struct first_try {
-        const struct op *o;
-        uint64_t cost;
-        struct shm_gcra *g;
-};
-
-static uint64_t first_try(void *ctx, uint64_t start)
+/*
+ * The one decision core every public call wraps: look the key up, decide on it (inserting it if
+ * new), retry on a slot retired under us. Inside one read-side section. Returns 0 with V filled
+ * (V->ok: admitted or place taken), -EAGAIN (a place due too late), or -errno; with RP, what a
+ * reservation handle needs.
+ */
+static inline __attribute__((always_inline)) int op_run(thr_limiter *l, const void *key, size_t len,
+                                                        const struct req *rq, struct verdict *v,
+                                                        struct thr_reservation_priv *rp)
 {
-        struct first_try *f = ctx;
-        shm_gcra_step(f->o->p, start, f->o->now, f->cost, f->g);
-        return f->g->admitted ? f->g->new_tat : start;
+        struct op o;
+        int rc = op_begin(&o, l, key, len, rq->cost);
+        if (rc < 0)
+                return rc;
+        rc = OP_RETIRED;
+        if (__builtin_expect(o.slot != NULL, 1))
+                rc = op_apply(&o, rq, v);
+        if (__builtin_expect(rc == OP_RETIRED || !o.slot, 0)) {
+                /* copies: only this path puts them in memory, the hot one keeps them in registers
+                 */
+                struct op os = o;
+                struct req rqs = *rq;
+                struct verdict vs = *v;
+                rc = op_slow(&os, &rqs, &vs, o.slot ? rc : 0);
+                o = os;
+                *v = vs;
+        }
+        if (rc == 0) {
+                thr_count(v->ok ? &o.r->admitted : &o.r->denied);
+                v->limit = o.p->burst; /* inside the section: the record may be reused after */
+                v->k = o.p->k;
+                if (rp)
+                        *rp = (struct thr_reservation_priv){.slot = o.slot,
+                                                            .lim = o.l,
+                                                            .prev = v->prev,
+                                                            .state = v->new_state,
+                                                            .gen = (thr_forkpage->gen << 32) |
+                                                                   THR_META_GEN(o.meta),
+                                                            .kind = o.p->kind,
+                                                            .burst = o.p->burst,
+                                                            .period_ns = o.p->period_ns};
+        }
+        thr_reader_exit(o.r, o.outer);
+        return rc;
 }
+
+/* ---------------------------------------------------------------- the public calls */
 
 int thr_limiter_try(thr_limiter *l, const void *key, size_t len, uint64_t cost,
                     struct thr_result *res)
 {
-        struct op o;
-        struct shm_gcra g = {0};
-        int rc = op_begin(&o, l, key, len, cost);
+        const struct req rq = {.mode = OP_TRY, .cost = cost};
+        struct verdict v;
+        int rc = op_run(l, key, len, &rq, &v, NULL);
         if (rc < 0)
                 return rc;
-        bool waited = false;
-        for (int spins = 0;; spins++) {
-                if (!o.slot) {
-                        /*
-                         * A new key: decide as if fresh first, so a peek inserts nothing, nor does
-                         * a denial of a key that would start full (nothing to remember about it).
-                         * The insert charges the request as it publishes the key.
-                         */
-                        o.now = op_now(&o);
-                        shm_gcra_step(o.p, THR_TAT_FRESH, o.now, cost, &g);
-                        if (cost == 0 || (!g.admitted && o.p->initial == o.p->burst))
-                                break;
-                        struct first_try f = {&o, cost, &g};
-                        rc = spins < OP_SPINS ? op_insert(&o, first_try, &f, &waited) : -ENOSPC;
-                        if (rc == -ENOSPC)
-                                rc = op_full(&o, &g);
-                        if (rc == OP_APPLIED)
-                                rc = 0;
-                        else if (rc == 0 && o.slot && op_apply(&o, cost, &g) == OP_RETIRED)
-                                rc = OP_RETIRED;
-                        if (rc != OP_RETIRED)
-                                break;
-                        op_relookup(&o);
-                        rc = 0;
-                        continue;
-                }
-                if (op_apply(&o, cost, &g) != OP_RETIRED)
-                        break;
-                op_relookup(&o);
+        if (res) { /* field by field: the reserved tail is the caller's */
+                res->admitted = v.ok;
+                res->limit = v.limit;
+                res->remaining = v.remaining;
+                res->retry_after_ns = v.ok ? 0 : to_ns(v.k, v.retry_u);
+                res->reset_after_ns = to_ns(v.k, v.reset_u);
         }
-        if (rc == 0) {
-                thr_count(g.admitted ? &o.r->admitted : &o.r->denied);
-                fill_result(o.p, &g, res); /* inside the section: the record may be reused after */
-        }
-        thr_reader_exit(o.r, o.outer);
-        return rc < 0 ? rc : g.admitted;
-}
-
-/* ---------------------------------------------------------------- reservations */
-
-/* Where a request that moves the TAT to NEW_TAT is due: when new_tat - now fits in B*T. */
-static inline uint64_t due_units(const struct thr_params *p, uint64_t new_tat, uint64_t now)
-{
-        return new_tat - now > p->bt_units ? new_tat - p->bt_units : now;
-}
-
-/* Fill the wait of a request that would move the TAT to G->new_tat; whether it may be taken. */
-static bool reserve_fits(const struct op *o, const struct shm_gcra *g, uint64_t max_wait_ns,
-                         struct thr_reservation *rv)
-{
-        uint64_t due = due_units(o->p, g->new_tat, o->now);
-        rv->wait_ns = shm_units_to_ns(o->p, due - o->now);
-        rv->due_ns = shm_units_to_ns(o->p, due);
-        return due - o->now <= o->p->max_reserve_units && rv->wait_ns <= max_wait_ns;
-}
-
-/*
- * What thr_reservation_cancel needs: the TAT pair, the slot and its generation, and the fork
- * generation of the process that took it (in priv_gen's upper half: a copy of the handle in a
- * fork child must not give back a place its parent may have taken again with the same pair).
- */
-static void reserve_fill(const struct op *o, uint64_t cost, uint64_t prev, uint64_t tat,
-                         struct thr_reservation *rv)
-{
-        rv->cost = cost;
-        rv->priv_tat = tat;
-        rv->priv_prev = prev;
-        rv->priv_gen = (thr_forkpage->gen << 32) | THR_META_GEN(o->meta);
-        rv->priv_lim = o->l;
-        rv->priv_slot = o->slot;
-}
-
-/* Returns 0 (taken), -EAGAIN (too far), or OP_RETIRED. Clock order as in op_apply. */
-static int reserve_apply(struct op *o, uint64_t cost, uint64_t max_wait_ns,
-                         struct thr_reservation *rv, struct shm_gcra *g)
-{
-        o->now = op_now(o);
-        uint64_t old = atomic_load_explicit(&o->slot->state, memory_order_relaxed);
-        bool clock_after_state = false;
-        for (;;) {
-                if (old == THR_TAT_DEAD)
-                        return OP_RETIRED;
-                shm_gcra_step(o->p, old, o->now, cost, g);
-                if (!reserve_fits(o, g, max_wait_ns, rv)) {
-                        if (clock_after_state)
-                                return -EAGAIN;
-                        o->now = op_now(o);
-                        clock_after_state = true;
-                        continue;
-                }
-                THR_HOOK(THR_HOOK_APPLY_BEFORE_CAS, o->slot);
-                if (atomic_compare_exchange_weak_explicit(&o->slot->state, &old, g->new_tat,
-                                                          memory_order_acq_rel,
-                                                          memory_order_acquire))
-                        break;
-                if (!op_same_slot(o))
-                        return OP_RETIRED;
-                clock_after_state = false;
-                thr_count(&o->r->cas_retries);
-        }
-        reserve_fill(o, cost, old, g->new_tat, rv);
-        return 0;
-}
-
-/* A new key's first reservation, taken as the key is published (shm_insert.first). */
-struct first_reserve {
-        const struct op *o;
-        uint64_t cost, max_wait_ns;
-        struct thr_reservation *rv;
-        struct shm_gcra *g;
-        bool taken;
-        uint64_t prev;
-};
-
-static uint64_t first_reserve(void *ctx, uint64_t start)
-{
-        struct first_reserve *f = ctx;
-        shm_gcra_step(f->o->p, start, f->o->now, f->cost, f->g);
-        f->taken = reserve_fits(f->o, f->g, f->max_wait_ns, f->rv);
-        f->prev = start;
-        return f->taken ? f->g->new_tat : start;
-}
-
-static int reserve(thr_limiter *l, const void *key, size_t len, uint64_t cost, uint64_t max_wait_ns,
-                   struct thr_reservation *rv, struct shm_gcra *g, struct thr_params *pcopy)
-{
-        struct op o;
-        if (!rv || cost == 0)
-                return -EINVAL; /* a reservation of nothing has no place to take */
-        int rc = op_begin(&o, l, key, len, cost);
-        if (rc < 0)
-                return rc;
-        rv->priv_slot = NULL;
-        bool waited = false;
-        for (int spins = 0;; spins++) {
-                if (!o.slot) {
-                        o.now = op_now(&o);
-                        shm_gcra_step(o.p, THR_TAT_FRESH, o.now, cost, g);
-                        struct first_reserve f = {&o, cost, max_wait_ns, rv, g, false, 0};
-                        rc = !reserve_fits(&o, g, max_wait_ns, rv) ? -EAGAIN
-                             : spins < OP_SPINS ? op_insert(&o, first_reserve, &f, &waited)
-                                                : -ENOSPC;
-                        if (rc == OP_APPLIED && f.taken) {
-                                reserve_fill(&o, cost, f.prev, g->new_tat, rv);
-                                rc = 0;
-                                break;
-                        }
-                        if (rc == OP_APPLIED)
-                                rc = 0; /* published at a higher floor: decide on it below */
-                        if (rc == -ENOSPC && o.p && o.p->on_full == THR_FULL_ALLOW) {
-                                g->admitted = true; /* granted now, unrecorded */
-                                op_full(&o, g);
-                                rv->wait_ns = 0;
-                                rv->due_ns = shm_units_to_ns(o.p, o.now);
-                                rv->cost = cost;
-                                rc = 0;
-                                break;
-                        }
-                        if (rc < 0)
-                                break; /* too far or full: nothing inserted, nothing taken */
-                }
-                rc = reserve_apply(&o, cost, max_wait_ns, rv, g);
-                if (rc != OP_RETIRED)
-                        break;
-                op_relookup(&o);
-        }
-        if (rc == 0)
-                thr_count(&o.r->admitted);
-        if (o.p)
-                *pcopy = *o.p; /* the record may be reused once this section ends */
-        thr_reader_exit(o.r, o.outer);
-        return rc;
+        return v.ok;
 }
 
 int thr_limiter_reserve(thr_limiter *l, const void *key, size_t len, uint64_t cost,
                         uint64_t max_wait_ns, struct thr_reservation *rv)
 {
-        struct shm_gcra g = {0};
-        struct thr_params p;
-        return reserve(l, key, len, cost, max_wait_ns, rv, &g, &p);
+        if (!rv || cost == 0)
+                return -EINVAL; /* a reservation of nothing has no place to take */
+        const struct req rq = {.mode = OP_RESERVE, .cost = cost, .max_wait_ns = max_wait_ns};
+        struct verdict v = {0};
+        struct thr_reservation_priv *rp = thr_rv_priv(rv);
+        *rp = (struct thr_reservation_priv){0};
+        int rc = op_run(l, key, len, &rq, &v, rp);
+        rv->wait_ns = v.wait_ns; /* with -EAGAIN too: when it would have been due */
+        rv->due_ns = v.due_ns;
+        rv->cost = cost;
+        if (rc < 0)
+                rp->slot = NULL;
+        return rc;
 }
 
 /*
  * Give a place back only while it is still a place in the queue (not yet due: a due place may
  * have been used), only once (the handle is cleared), only on the same slot generation (the slot
- * was not evicted and reused for another key), and only if nothing was stacked on it.
+ * was not evicted and reused for another key), only by the process that took it, and only if
+ * nothing was stacked on it. A window's place is never given back: its units are logged in words
+ * that other admissions may already have raised, and taking them back could under-log (window.h).
  */
 int thr_reservation_cancel(struct thr_reservation *rv)
 {
-        if (!rv || !rv->priv_slot || !rv->priv_lim)
+        struct thr_reservation_priv *rp = rv ? thr_rv_priv(rv) : NULL;
+        if (!rp || !rp->slot || !rp->lim)
                 return -EINVAL;
-        if ((rv->priv_gen >> 32) != (uint32_t)thr_forkpage->gen)
+        if ((rp->gen >> 32) != (uint32_t)thr_forkpage->gen)
                 return -EINVAL; /* taken by another process (a copy made by fork): not ours */
-        thr_arena *a = rv->priv_lim->a;
+        if (rp->kind != THR_KIND_GCRA)
+                return 0;
+        thr_arena *a = rp->lim->a;
         int rc = 0;
         struct thr_reader *r = thr_reader_get(a, &rc);
         if (!r)
                 return rc;
         uint64_t outer = thr_reader_enter(a, r);
-        struct thr_slot *s = (struct thr_slot *)rv->priv_slot;
+        struct thr_slot *s = (struct thr_slot *)rp->slot;
         if (shm_now_ns(a->hdr) < rv->due_ns) {
                 uint64_t meta = atomic_load_explicit(&s->meta, memory_order_acquire);
-                uint64_t expect = rv->priv_tat;
+                uint64_t expect = rp->state;
                 if (THR_META_STATUS(meta) == THR_SLOT_LIVE &&
-                    THR_META_GEN(meta) == (uint32_t)rv->priv_gen &&
-                    atomic_compare_exchange_strong_explicit(&s->state, &expect, rv->priv_prev,
-                                                            memory_order_acq_rel,
-                                                            memory_order_relaxed))
+                    THR_META_GEN(meta) == (uint32_t)rp->gen &&
+                    atomic_compare_exchange_strong_explicit(
+                        &s->state, &expect, rp->prev, memory_order_acq_rel, memory_order_relaxed))
                         rc = 1;
         }
         thr_reader_exit(r, outer);
         if (rc == 1)
-                rv->priv_slot = NULL;
+                rp->slot = NULL;
         return rc;
 }
 
@@ -645,25 +719,24 @@ static void sleep_until(const struct thr_hdr *h, uint64_t due_ns)
 int thr_limiter_acquire(thr_limiter *l, const void *key, size_t len, uint64_t cost,
                         uint64_t timeout_ns, struct thr_result *res)
 {
-        struct thr_reservation rv;
-        struct shm_gcra g = {0};
-        struct thr_params pc;
-        const struct thr_params *p = &pc;
-        int rc = reserve(l, key, len, cost, timeout_ns, &rv, &g, &pc);
+        if (cost == 0)
+                return -EINVAL;
+        const struct req rq = {.mode = OP_RESERVE, .cost = cost, .max_wait_ns = timeout_ns};
+        struct verdict v = {0};
+        struct thr_reservation_priv rp = {0};
+        int rc = op_run(l, key, len, &rq, &v, &rp);
         if (rc == -EAGAIN)
                 return -ETIMEDOUT;
         if (rc < 0)
                 return rc;
-        if (rv.wait_ns)
-                sleep_until(l->a->hdr, rv.due_ns);
+        if (v.wait_ns)
+                sleep_until(l->a->hdr, v.due_ns);
         if (res) { /* as of the due time, with the record the decision used */
-                uint64_t due = rv.due_ns * p->k;
-                uint64_t reset = g.new_tat > due ? g.new_tat - due : 0;
                 res->admitted = 1;
-                res->limit = p->burst;
-                res->remaining = reset >= p->bt_units ? 0 : (p->bt_units - reset) / p->t_units;
+                res->limit = v.limit;
+                res->remaining = v.remaining;
                 res->retry_after_ns = 0;
-                res->reset_after_ns = shm_units_to_ns(p, reset);
+                res->reset_after_ns = to_ns(v.k, v.reset_u);
         }
         return 0;
 }

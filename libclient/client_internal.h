@@ -24,6 +24,25 @@
 /* Internal symbols are hidden: direct access, not through the GOT, inside the .so. */
 #pragma GCC visibility push(hidden)
 
+static_assert(THR_KEY_MAX == THR_KEY_MAX_LEN, "throttle.h's key limit is the layout's");
+
+/* What a reservation handle holds privately (struct thr_reservation's priv words). */
+struct thr_reservation_priv {
+        const void *slot; /* the key's slot when the place was recorded, or NULL */
+        const struct thr_limiter *lim;
+        uint64_t prev, state;      /* the state the place was decided on, and the one it set */
+        uint64_t gen;              /* fork generation << 32 | the slot's generation */
+        uint64_t burst, period_ns; /* of the record it was decided with */
+        uint32_t kind;
+};
+static_assert(sizeof(struct thr_reservation_priv) <= sizeof(((struct thr_reservation *)0)->priv),
+              "the private part of a reservation fits its public room");
+
+static inline struct thr_reservation_priv *thr_rv_priv(struct thr_reservation *rv)
+{
+        return (struct thr_reservation_priv *)(void *)rv->priv;
+}
+
 struct thr_arena {
         struct shm_map map;
         struct thr_hdr *hdr;

@@ -22,9 +22,10 @@
  * record and swaps `params_off` with one release store, so a client reads either the old record or
  * the new one, never half of each. `table_off` points at the limiter's key table.
  *
- * Key table (struct thr_table, then shards, then slots):
+ * Key table (struct thr_table, then shards, then slots, then per-slot storage for kinds that need
+ * more than a word, e.g. a window's log; aux_stride 0 for GCRA):
  *
- *   thr_table | thr_shard[nshards] | slot[0] ... slot[nshards * shard_slots - 1]
+ *   thr_table | thr_shard[nshards] | slot[0] ... slot[nslots - 1] | aux[0] ... aux[nslots - 1]
  *
  *   A key hashes (SipHash keyed with the arena secret) to a shard and to a home slot inside that
  *   shard; lookup probes linearly (wrapping inside the shard) until it finds the key or an EMPTY
@@ -59,13 +60,17 @@
  *   live holder is bounded (THR_LOCK_WAIT_NS): a stopped holder costs waiters the on_full outcome,
  *   never an unbounded wait.
  *
- *   State word (GCRA): the key's theoretical arrival time (TAT) as an unsigned count of units of
- *   1/K ns since the arena epoch, K being the limiter's time scale (params.k), chosen so that the
- *   emission interval T is a whole number of units: T = P/N ns exactly, no drift ever. K <= 29
- *   keeps 2^64 units above 20 years. Three values are reserved: THR_TAT_FRESH (inserted by a tool
- *   and never charged: the first request starts it at now + (B - initial) * T; clients insert
- *   with that start already computed), THR_TAT_DEAD (evicted, retiring) and THR_TAT_FREE
- *   (reclaimed).
+ *   State word: the table reserves its two top values, THR_TAT_DEAD (evicted, retiring) and
+ *   THR_TAT_FREE (reclaimed); below them it is the kind's.
+ *   GCRA: the key's theoretical arrival time (TAT) as an unsigned count of units of 1/K ns since
+ *   the arena epoch, K being the limiter's time scale (params.k), chosen so that the emission
+ *   interval T is a whole number of units: T = P/N ns exactly, no drift ever. K <= 29 keeps 2^64
+ *   units above 20 years. THR_TAT_FRESH is reserved too: inserted by a tool and never charged,
+ *   the first request starts it at now + (B - initial) * T (clients insert with that start
+ *   already computed).
+ *   Window: the number of units ever admitted for the key (U), with its log in the slot's aux
+ *   storage: a 64-byte header, then N words, unit u's admission time (ns + 1, 0 for none) in word
+ *   u mod N (window.h has the protocol).
  *
  * pidns_ino: every process of an arena shares one pid namespace. Reader records carry their
  * owner's pid, and a record whose liveness lock is still held (by a descriptor a child made with
@@ -124,8 +129,15 @@ enum thr_backing { THR_BACKING_HUGETLBFS = 1, THR_BACKING_SHM = 2 };
 /* thr_dir_entry.state */
 enum thr_dir_state { THR_DIR_FREE = 0, THR_DIR_LIVE = 1, THR_DIR_RETIRED = 2 };
 
-/* thr_params.kind */
-enum thr_limiter_kind { THR_KIND_GCRA = 1 };
+/* thr_params.kind: how a key's state is decided on (gcra.h, window.h); the table does not care */
+enum thr_limiter_kind { THR_KIND_GCRA = 1, THR_KIND_WINDOW = 2 };
+
+/* thr_params.flags */
+#define THR_PARAM_SERIALIZE 1u /* window: one holder at a time per key (window.h) */
+
+/* Window limiters: at most N units in any window of length W; a log of N unit times per key. */
+#define THR_WINDOW_MAX 16384u /* largest N: the log is 8 bytes a unit, preallocated per slot */
+#define THR_WINDOW_HDR 64u    /* bytes before a key's log: serialized mode's words (window.h) */
 
 /* thr_params.on_full: what an insert does when the table (or the key's shard) is full */
 enum thr_on_full {
@@ -218,10 +230,12 @@ struct thr_params {
         uint64_t gen;               /* config generation that wrote this record */
         uint64_t idle_ttl_ns;       /* the daemon evicts keys full for this long; 0 never */
         uint32_t on_full;           /* enum thr_on_full */
-        uint32_t pad;
-        uint64_t lock_wait_ns; /* how long a new key's insert waits for a live holder of its
-                                * shard's lock before on_full applies; 0: THR_LOCK_WAIT_NS */
+        uint32_t flags;             /* THR_PARAM_* */
+        uint64_t lock_wait_ns;      /* how long a new key's insert waits for a live holder of its
+                                     * shard's lock before on_full applies; 0: THR_LOCK_WAIT_NS */
         uint64_t reserved[3];
+        /* kind = THR_KIND_WINDOW reuses: rate_n = N units per period_ns = W ns; burst = initial =
+         * N (the largest cost); k = 1 and t_units = 1 (its times are ns), bt_units = 0 */
 };
 
 struct thr_dir_entry {
@@ -243,7 +257,9 @@ struct thr_table {
         uint64_t slots_off;           /* offset of slot[0] from the arena start */
         _Atomic uint64_t live;        /* live keys in the table (insert path and daemon only) */
         _Atomic uint64_t insert_fail; /* inserts that found no room, whatever the policy did */
-        uint8_t pad[8];
+        uint32_t aux_stride; /* bytes of per-slot storage after the slots (a window's log), or 0;
+                              * slot I's is at slots_off + nslots * THR_SLOT_SIZE + I * stride */
+        uint32_t pad;
 };
 
 /*

@@ -85,6 +85,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "kind.h"
 #include "shm.h"
 #include "testhook.h"
 
@@ -244,19 +245,29 @@ bool shm_tag_done(uint32_t tag, uint64_t done, uint64_t counter)
         return done != 0 && back <= top && top - back <= done;
 }
 
-/* Whether a LIVE key with state TAT has carried no debt for the TTL (or was never charged). */
-static bool idle(uint64_t tat, const struct shm_maint_args *a)
+/* What a pass knows beyond its arguments: the limiter's checked record and table geometry. */
+struct pass {
+        const struct shm_maint_args *a;
+        const struct thr_params *p; /* checked copy (the snapshot's) */
+        const struct thr_table *geo;
+        void *base;
+};
+
+/* Whether the LIVE key in S with state STATE has held nothing for the TTL (its kind decides). */
+static bool idle(const struct pass *ps, const struct thr_slot *s, uint64_t state)
 {
-        if (!a->ttl_units || tat == THR_TAT_FREE || tat == THR_TAT_DEAD)
+        const struct shm_maint_args *a = ps->a;
+        if (!a->ttl_units || state == THR_TAT_FREE || state == THR_TAT_DEAD)
                 return false;
-        return tat == THR_TAT_FRESH ||
-               (a->now_units >= a->ttl_units && tat <= a->now_units - a->ttl_units);
+        return shm_kind_idle(ps->p, shm_slot_aux(ps->base, ps->geo, s), state, a->now_units,
+                             a->ttl_units);
 }
 
 /* Slot S is LIVE with state TAT, shard lock held: evict it if idle past the TTL (no debt). */
-static void evict_idle(struct thr_table *tb, struct thr_shard *sh, struct thr_slot *s, uint64_t tat,
-                       const struct shm_maint_args *a, struct shm_maint_stats *st)
+static void evict_idle(const struct pass *ps, struct thr_table *tb, struct thr_shard *sh,
+                       struct thr_slot *s, uint64_t tat, struct shm_maint_stats *st)
 {
+        const struct shm_maint_args *a = ps->a;
         if (tat == THR_TAT_DEAD) { /* an evictor died between its two steps */
                 if (shm_slot_retire(tb, sh, s, a->tag)) {
                         st->finished++;
@@ -264,7 +275,7 @@ static void evict_idle(struct thr_table *tb, struct thr_shard *sh, struct thr_sl
                 }
                 return;
         }
-        if (!idle(tat, a))
+        if (!idle(ps, s, tat))
                 return;
         /* from the state observed: an admission since then makes this fail, and the key stays */
         if (!atomic_compare_exchange_strong_explicit(&s->state, &tat, THR_TAT_DEAD,
@@ -381,9 +392,9 @@ out:
 }
 
 /* Under the lock: evictions, repairs of BUSY slots (no insert is in flight), then trimming. */
-static void segment_locked(const struct thr_hdr *h, struct thr_table *tb, struct shm_probe *p,
-                           uint32_t shard, uint32_t nshards, const struct segment *seg,
-                           const struct shm_maint_args *a, struct shm_maint_stats *st)
+static void segment_locked(const struct pass *ps, const struct thr_hdr *h, struct thr_table *tb,
+                           struct shm_probe *p, uint32_t shard, const struct segment *seg,
+                           struct shm_maint_stats *st)
 {
         bool freeable = false;
         for (uint32_t j = 0; j < seg->len; j++) {
@@ -392,7 +403,7 @@ static void segment_locked(const struct thr_hdr *h, struct thr_table *tb, struct
                 uint64_t state = atomic_load_explicit(&s->state, memory_order_acquire);
                 unsigned status = THR_META_STATUS(meta);
                 if (status == THR_SLOT_LIVE) {
-                        evict_idle(tb, p->shard, s, state, a, st);
+                        evict_idle(ps, tb, p->shard, s, state, st);
                 } else if (status == THR_SLOT_BUSY) {
                         /* with the lock held no insert is in flight: a leftover nobody repaired */
                         atomic_store_explicit(&s->state, THR_TAT_FREE, memory_order_relaxed);
@@ -406,7 +417,7 @@ static void segment_locked(const struct thr_hdr *h, struct thr_table *tb, struct
                 }
         }
         if (freeable)
-                st->trimmed += trim_segment(h, p, shard, nshards, seg);
+                st->trimmed += trim_segment(h, p, shard, ps->geo->nshards, seg);
 }
 
 static unsigned status_at(const struct shm_probe *p, uint32_t i)
@@ -427,10 +438,11 @@ static unsigned status_at(const struct shm_probe *p, uint32_t i)
  */
 #define SEGMENT 4096u
 
-static void shard_locked(const struct shm_map *m, const struct shm_lim_snap *snap,
-                         struct shm_probe *p, uint32_t shard, int64_t first_empty,
-                         const struct shm_maint_args *a, struct shm_maint_stats *st)
+static void shard_locked(const struct pass *ps, const struct shm_map *m,
+                         const struct shm_lim_snap *snap, struct shm_probe *p, uint32_t shard,
+                         int64_t first_empty, struct shm_maint_stats *st)
 {
+        const struct shm_maint_args *a = ps->a;
         const struct thr_hdr *h = shm_hdr(m);
         struct thr_table *tb = shm_at(m->base, snap->table_off);
         uint32_t n = p->n, covered = 0, i = first_empty < 0 ? 0 : (uint32_t)first_empty;
@@ -454,16 +466,18 @@ static void shard_locked(const struct shm_map *m, const struct shm_lim_snap *sna
                         seg.end_open = status_at(p, seg.start + len) != THR_SLOT_EMPTY;
                 }
                 if (seg.len)
-                        segment_locked(h, tb, p, shard, snap->table.nshards, &seg, a, st);
+                        segment_locked(ps, h, tb, p, shard, &seg, st);
                 shm_shard_unlock(p, a->me);
                 covered += seg.len ? seg.len : n;
                 i = (seg.start + seg.len) % n;
         }
 }
 
-static void maintain_shard(const struct shm_map *m, const struct shm_lim_snap *snap, uint32_t shard,
-                           const struct shm_maint_args *a, struct shm_maint_stats *st)
+static void maintain_shard(const struct pass *ps, const struct shm_map *m,
+                           const struct shm_lim_snap *snap, uint32_t shard,
+                           struct shm_maint_stats *st)
 {
+        const struct shm_maint_args *a = ps->a;
         const struct thr_table *geo = &snap->table;
         const struct thr_hdr *h = shm_hdr(m);
         struct shm_probe p = {.shard = (struct thr_shard *)shm_at(m->base, geo->shards_off) + shard,
@@ -480,7 +494,7 @@ static void maintain_shard(const struct shm_map *m, const struct shm_lim_snap *s
                 switch (THR_META_STATUS(meta)) {
                 case THR_SLOT_LIVE:
                         st->live++;
-                        work |= state == THR_TAT_DEAD || idle(state, a);
+                        work |= state == THR_TAT_DEAD || idle(ps, s, state);
                         break;
                 case THR_SLOT_DEAD:
                         work |=
@@ -497,7 +511,7 @@ static void maintain_shard(const struct shm_map *m, const struct shm_lim_snap *s
         }
         st->scanned += p.n;
         if (work)
-                shard_locked(m, snap, &p, shard, first_empty, a, st);
+                shard_locked(ps, m, snap, &p, shard, first_empty, st);
 }
 
 bool shm_table_maintain(const struct shm_map *m, const struct shm_lim_snap *snap,
@@ -505,6 +519,7 @@ bool shm_table_maintain(const struct shm_map *m, const struct shm_lim_snap *snap
                         struct shm_maint_stats *st)
 {
         const struct thr_table *geo = &snap->table;
+        const struct pass ps = {.a = a, .p = &snap->params, .geo = geo, .base = m->base};
         uint64_t shards = budget / geo->shard_slots;
         if (shards == 0)
                 shards = 1;
@@ -514,7 +529,7 @@ bool shm_table_maintain(const struct shm_map *m, const struct shm_lim_snap *snap
         for (uint64_t n = 0; n < shards; n++) {
                 if (*cursor >= geo->nshards)
                         *cursor = 0;
-                maintain_shard(m, snap, *cursor, a, st);
+                maintain_shard(&ps, m, snap, *cursor, st);
                 if (++*cursor == geo->nshards) {
                         *cursor = 0;
                         wrapped = true;

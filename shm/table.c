@@ -64,6 +64,7 @@
 #include <string.h>
 
 #include "shm.h"
+#include "kind.h"
 #include "testhook.h"
 
 /* A count decremented by one, never below 0 (a count already wrong stays wrong, never wraps). */
@@ -197,47 +198,44 @@ static bool capacity_take(struct thr_table *tb)
         return false;
 }
 
-/* Debt of a state word at NOW: how far its TAT lies ahead (0 for none). */
-static uint64_t debt(uint64_t tat, uint64_t now)
-{
-        return tat >= THR_TAT_LIMIT || tat <= now ? 0 : tat - now;
-}
-
 /*
- * on_full = evict, under the lock: retire the shard's live key with the least debt (ties: the
- * lowest index) and raise the shard's floor to its TAT. The state CAS loses to
- * a concurrent admission; then the next candidate is tried, a few times at most.
+ * on_full = evict, under the lock: retire the shard's live key with the least debt (what its kind
+ * says its hold on the future is; ties: the lowest index) and raise the shard's floor to what it
+ * held. The state CAS loses to a concurrent admission; then the next candidate is tried, a few
+ * times at most.
  */
-static bool evict_least(void *base, struct thr_table *tb, struct shm_probe *p, uint64_t now)
+static bool evict_least(void *base, struct thr_table *tb, struct shm_probe *p,
+                        const struct thr_params *kp, uint64_t now)
 {
         for (int attempt = 0; attempt < 4; attempt++) {
                 struct thr_slot *best = NULL;
-                uint64_t best_tat = 0, best_debt = UINT64_MAX;
+                uint64_t best_state = 0, best_debt = UINT64_MAX;
                 for (uint32_t i = 0; i < p->n && best_debt; i++) {
                         struct thr_slot *s = &p->slots[i];
                         if (THR_META_STATUS(atomic_load_explicit(&s->meta, memory_order_acquire)) !=
                             THR_SLOT_LIVE)
                                 continue;
-                        uint64_t tat = atomic_load_explicit(&s->state, memory_order_acquire);
-                        if (tat == THR_TAT_DEAD || tat == THR_TAT_FREE)
+                        uint64_t state = atomic_load_explicit(&s->state, memory_order_acquire);
+                        if (state == THR_TAT_DEAD || state == THR_TAT_FREE)
                                 continue;
-                        if (debt(tat, now) < best_debt) {
+                        uint64_t d = shm_kind_debt(kp, shm_slot_aux(base, tb, s), state, now);
+                        if (d < best_debt) {
                                 best = s;
-                                best_tat = tat;
-                                best_debt = debt(tat, now);
+                                best_state = state;
+                                best_debt = d;
                         }
                 }
                 if (!best)
                         return false;
                 /* the floor first: killed after the CAS, we must not have lost the debt (the
-                 * next inserter only finishes the retirement, it cannot know the TAT); if the CAS
-                 * then fails, the floor is merely higher than it had to be (over-denial only) */
-                if (best_tat != THR_TAT_FRESH &&
-                    best_tat > atomic_load_explicit(&p->shard->floor_units, memory_order_relaxed))
-                        atomic_store_explicit(&p->shard->floor_units, best_tat,
-                                              memory_order_relaxed);
-                if (!atomic_compare_exchange_strong_explicit(&best->state, &best_tat, THR_TAT_DEAD,
-                                                             memory_order_acq_rel,
+                 * next inserter only finishes the retirement, it cannot know the state); if the
+                 * CAS then fails, the floor is merely higher than it had to be (over-denial only)
+                 */
+                uint64_t floor = shm_kind_floor_of(kp, shm_slot_aux(base, tb, best), best_state);
+                if (floor > atomic_load_explicit(&p->shard->floor_units, memory_order_relaxed))
+                        atomic_store_explicit(&p->shard->floor_units, floor, memory_order_relaxed);
+                if (!atomic_compare_exchange_strong_explicit(&best->state, &best_state,
+                                                             THR_TAT_DEAD, memory_order_acq_rel,
                                                              memory_order_relaxed))
                         continue;
                 THR_HOOK(THR_HOOK_EVICTED_FOR_ROOM, best);
@@ -271,18 +269,18 @@ int shm_table_insert_locked(void *base, struct thr_table *tb, struct shm_probe *
         }
         struct thr_slot *s = claim(tb, p, &f);
         if (!s && a->on_full == THR_FULL_EVICT && (f.reuse || f.empty) &&
-            evict_least(base, tb, p, a->now))
+            evict_least(base, tb, p, a->p, a->now))
                 s = claim(tb, p, &f); /* the victim freed capacity; its slot is retiring */
         if (!s) {
                 atomic_fetch_add_explicit(&tb->insert_fail, 1, memory_order_relaxed);
                 return -ENOSPC;
         }
-        uint64_t start = a->start_tat;
+        /* a key evicted for room may come back: never below what it held (kind.c) */
         uint64_t floor = atomic_load_explicit(&p->shard->floor_units, memory_order_relaxed);
-        if (floor > a->now && (start == THR_TAT_FRESH || start < floor))
-                start = floor; /* a key evicted for room may come back: never below its debt */
+        uint64_t start =
+            shm_kind_fresh(a->p, shm_slot_aux(base, tb, s), a->start_tat, a->now, floor);
         if (a->first)
-                start = a->first(a->ctx, start);
+                start = a->first(a->ctx, s, start);
         insert_publish(p, s, key, len, start);
         *out = s;
         *created = true;

@@ -22,15 +22,17 @@
  */
 #include "table_lookup.h"
 
-/* What an insert needs besides the key: a new key's starting state, and the on_full policy. */
+/* What an insert needs besides the key: its limiter's kind, a new key's starting state, on_full. */
 struct shm_insert {
-        uint64_t start_tat; /* units: now + (B - initial) * T, or THR_TAT_FRESH */
-        uint64_t now;       /* units: debts (on_full = evict, the shard floor) count from it */
-        uint32_t on_full;   /* enum thr_on_full; only THR_FULL_EVICT acts here */
-        /* optional: the state to publish for a new key that starts at START, so that its first
-         * request is charged in the step that publishes it (no window in which an uncharged new
-         * key can be evicted by another inserter). NULL: START itself. Called under the lock. */
-        uint64_t (*first)(void *ctx, uint64_t start);
+        const struct thr_params *p; /* the limiter's record (its kind); NULL: GCRA */
+        uint64_t start_tat;         /* GCRA: units, now + (B - initial) * T, or THR_TAT_FRESH */
+        uint64_t now;     /* units: debts (on_full = evict, the shard floor) count from it */
+        uint32_t on_full; /* enum thr_on_full; only THR_FULL_EVICT acts here */
+        /* optional: the state to publish for a new key in slot S that starts at START (its aux
+         * storage set up already), so that its first request is charged in the step that
+         * publishes it (no window in which an uncharged new key can be evicted by another
+         * inserter). NULL: START itself. Called under the lock, before S is LIVE. */
+        uint64_t (*first)(void *ctx, struct thr_slot *s, uint64_t start);
         void *ctx;
 };
 

@@ -832,7 +832,7 @@ Test(evict, reservation_cancel_after_reuse_fails)
         cr_assert_eq(thr_limiter_reserve(L, "k", 1, 1, SEC, &rv), 0);
         struct thr_slot *ks = live_slot("k");
         uint32_t gen = gen_of(ks);
-        cr_assert_eq(atomic_load(&ks->state), rv.priv_tat);
+        cr_assert_eq(atomic_load(&ks->state), thr_rv_priv(&rv)->state);
 
         cr_assert_eq(try1("x", &r), 0, "x evicts k (capacity 1) and starts at its TAT");
         cr_assert_eq(status(ks), THR_SLOT_DEAD);
@@ -845,10 +845,10 @@ Test(evict, reservation_cancel_after_reuse_fails)
         cr_assert_eq(live_slot(y), ks);
         cr_assert_eq(gen_of(ks), gen + 1);
         /* y started at the shard's floor, k's TAT: the state word alone cannot tell them apart */
-        cr_assert_eq(atomic_load(&ks->state), rv.priv_tat);
+        cr_assert_eq(atomic_load(&ks->state), thr_rv_priv(&rv)->state);
         cr_assert_lt(now_ns(), rv.due_ns, "not due yet: only the generation refuses");
         cr_assert_eq(thr_reservation_cancel(&rv), 0, "another key's slot: kept");
-        cr_assert_eq(atomic_load(&ks->state), rv.priv_tat, "y's state untouched");
+        cr_assert_eq(atomic_load(&ks->state), thr_rv_priv(&rv)->state, "y's state untouched");
         cr_assert_eq(status(ks), THR_SLOT_LIVE);
 }
 

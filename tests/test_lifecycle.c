@@ -376,7 +376,7 @@ Test(lifecycle, a_copied_reservation_cannot_give_back_its_parents_place)
         }
         cr_assert_eq(thr_reservation_cancel(&rv1), 1, "the parent gives its place back");
         cr_assert_eq(thr_limiter_reserve(L, "r", 1, 1, 10 * SEC, &rv2), 0, "and takes it again");
-        cr_assert_eq(rv2.priv_tat, rv1.priv_tat,
+        cr_assert_eq(thr_rv_priv(&rv2)->state, thr_rv_priv(&rv1)->state,
                      "the same pair: only the process tells them apart");
         cr_assert_eq(write(go[1], "g", 1), 1);
         reap(g_kid);

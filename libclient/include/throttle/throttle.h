@@ -49,13 +49,14 @@ extern "C" {
 typedef struct thr_arena thr_arena;
 typedef struct thr_limiter thr_limiter;
 
-/* Outcome of one decision (GCRA semantics, see thr_limiter_try). */
+/* Outcome of one decision (see thr_limiter_try for each kind's meaning). */
 struct thr_result {
         int admitted;            /* 1 admitted, 0 denied */
-        uint64_t limit;          /* the burst B */
-        uint64_t remaining;      /* whole tokens left after this decision, >= 0 */
+        uint64_t limit;          /* the burst B (a window: N) */
+        uint64_t remaining;      /* whole tokens (units) left after this decision, >= 0 */
         uint64_t retry_after_ns; /* 0 if admitted; else when this same request would fit */
-        uint64_t reset_after_ns; /* time until the bucket is full again */
+        uint64_t reset_after_ns; /* time until the bucket is full (the window empty) again */
+        uint64_t reserved[3];    /* room to grow: not written by this version */
 };
 
 /* A place taken by thr_limiter_reserve. */
@@ -63,12 +64,7 @@ struct thr_reservation {
         uint64_t due_ns;  /* arena time at which the request conforms (<= now: at once) */
         uint64_t wait_ns; /* due_ns - now at the time of the reservation, 0 if due already */
         uint64_t cost;
-        /* private: what thr_reservation_cancel needs to give the place back */
-        uint64_t priv_tat;
-        uint64_t priv_prev;
-        uint64_t priv_gen;
-        const thr_limiter *priv_lim;
-        const void *priv_slot;
+        uint64_t priv[10]; /* private: what thr_reservation_cancel needs (opaque) */
 };
 
 /*

@@ -1,0 +1,39 @@
+/*
+ * kind.c - the kind-neutral table's questions (kind.h), answered by each kind.
+ */
+#include "kind.h"
+#include "window.h"
+
+uint64_t shm_kind_fresh(const struct thr_params *p, void *aux, uint64_t start, uint64_t now,
+                        uint64_t floor)
+{
+        if (p && p->kind == THR_KIND_WINDOW)
+                return shm_window_fresh(p, aux,
+                                        floor && floor - 1 + p->period_ns > now ? floor : 0);
+        /* GCRA: a key evicted for room may come back: never below its debt */
+        if (floor > now && (start == THR_TAT_FRESH || start < floor))
+                return floor;
+        return start;
+}
+
+uint64_t shm_kind_debt(const struct thr_params *p, const void *aux, uint64_t state, uint64_t now)
+{
+        if (p && p->kind == THR_KIND_WINDOW)
+                return shm_window_debt(p, shm_window_log((void *)aux), state, now);
+        return state >= THR_TAT_LIMIT || state <= now ? 0 : state - now;
+}
+
+uint64_t shm_kind_floor_of(const struct thr_params *p, const void *aux, uint64_t state)
+{
+        if (p && p->kind == THR_KIND_WINDOW)
+                return shm_window_floor_of(p, shm_window_log((void *)aux), state);
+        return state == THR_TAT_FRESH ? 0 : state;
+}
+
+bool shm_kind_idle(const struct thr_params *p, const void *aux, uint64_t state, uint64_t now,
+                   uint64_t ttl)
+{
+        if (p->kind == THR_KIND_WINDOW)
+                return shm_window_idle(p, shm_window_log((void *)aux), state, now, ttl);
+        return state == THR_TAT_FRESH || (now >= ttl && state <= now - ttl);
+}
