@@ -172,6 +172,46 @@ static void report(struct parse *p, int line, const char *fmt, ...)
 
 /* ---------------------------------------------------------------- sections */
 
+/* A limiter's keys that its kind does not take: each reported at its line. Returns how many. */
+static int foreign_keys(struct parse *p, const struct shm_limiter_spec *l,
+                        const struct lim_lines *ln)
+{
+        static const int gcra_only[] = {LK_RATE, LK_BURST, LK_INITIAL};
+        static const int window_only[] = {LK_LIMIT, LK_WINDOW, LK_SERIALIZE};
+        bool window = l->kind == THR_KIND_WINDOW;
+        const int *keys = window ? gcra_only : window_only;
+        int bad = 0;
+        for (size_t k = 0; k < 3; k++) {
+                if (!ln->at[keys[k]])
+                        continue;
+                report(p, ln->at[keys[k]],
+                       window ? "limiter '%s': %s is a GCRA key; a window limiter takes limit "
+                                "and window (e.g. limit = 1000, window = 2s)"
+                              : "limiter '%s': %s is a window key; add kind = window, or use "
+                                "rate (and burst) for GCRA",
+                       l->name, config_limiter_keys[keys[k]].name);
+                bad++;
+        }
+        return bad;
+}
+
+/* A window limiter's checks: limit and window both given, the rest by shm_params_make. */
+static void end_window(struct parse *p, struct shm_limiter_spec *l, const struct lim_lines *ln)
+{
+        struct thr_params prm;
+        char why[480];
+        if (!ln->at[LK_LIMIT] || !ln->at[LK_WINDOW]) {
+                if (!ln->garbled)
+                        report(p, ln->header,
+                               "window limiter '%s' needs limit and window (e.g. limit = 1000, "
+                               "window = 2s)",
+                               l->name);
+                return;
+        }
+        if (shm_params_make(l, 0, &prm, why, sizeof(why)) < 0)
+                report(p, ln->at[LK_LIMIT], "%s", why);
+}
+
 /* The checks that need all of a limiter's keys, run when its section ends. */
 static void end_limiter(struct parse *p, size_t i)
 {
@@ -179,6 +219,13 @@ static void end_limiter(struct parse *p, size_t i)
         struct lim_lines *ln = &p->lines[i];
         struct thr_params prm;
         char why[320];
+        if (foreign_keys(p, l, ln))
+                return;
+        if (l->kind == THR_KIND_WINDOW) {
+                if (!ln->bad)
+                        end_window(p, l, ln);
+                return;
+        }
         if (!ln->at[LK_RATE]) {
                 if (!ln->garbled)
                         report(p, ln->header, "limiter '%s' has no rate (e.g. rate = 100/s)",
@@ -364,7 +411,7 @@ static void list_keys(const struct config_key *keys, char *out, size_t n)
 static void set_key(struct parse *p, const struct config_key *keys, const char *sect,
                     const char *name, const char *value)
 {
-        char why[256], known[128];
+        char why[256], known[192];
         char *base = p->kind == SECT_LIMITER ? (char *)&p->cfg->limiters[p->lim] : (char *)p->cfg;
         for (unsigned i = 0; keys[i].name; i++) {
                 if (strcmp(keys[i].name, name) != 0)

@@ -20,6 +20,10 @@ enum {
         LK_IDLE_TTL,
         LK_ON_FULL,
         LK_INSERT_WAIT,
+        LK_KIND,
+        LK_LIMIT,
+        LK_WINDOW,
+        LK_SERIALIZE,
         LK_COUNT
 };
 

@@ -397,6 +397,32 @@ static int set_rate(const struct config_key *k, void *field, const char *v, char
         return config_parse_rate(v, &l->rate_n, &l->period_ns, why, n);
 }
 
+static int set_kind(const struct config_key *k, void *field, const char *v, char *why, size_t n)
+{
+        (void)k;
+        if (!strcasecmp(v, "gcra"))
+                *(uint32_t *)field = THR_KIND_GCRA;
+        else if (!strcasecmp(v, "window"))
+                *(uint32_t *)field = THR_KIND_WINDOW;
+        else
+                return say(why, n, -EINVAL, "unknown kind '%s' (one of gcra, window)", v);
+        return 0;
+}
+
+static int set_bool(const struct config_key *k, void *field, const char *v, char *why, size_t n)
+{
+        static const char *const yes[] = {"yes", "true", "on", "1"}, *const no[] = {"no", "false",
+                                                                                    "off", "0"};
+        (void)k;
+        for (size_t i = 0; i < 4; i++) {
+                if (!strcasecmp(v, yes[i]) || !strcasecmp(v, no[i])) {
+                        *(bool *)field = !strcasecmp(v, yes[i]);
+                        return 0;
+                }
+        }
+        return say(why, n, -EINVAL, "'%s' is not yes or no", v);
+}
+
 static int set_shards(const struct config_key *k, void *field, const char *v, char *why, size_t n)
 {
         uint64_t x = 0;
@@ -443,7 +469,10 @@ const struct config_key config_daemon_keys[] = {
     {"metrics", set_metrics, CFG(metrics_listen), 0, CFG_SIZE(metrics_listen)},
     {NULL, NULL, 0, 0, 0}};
 
-/* capacity: up to 2^30 keys (192 GiB of slots), beyond any host and far from overflow in the
+/* kind: gcra (the default) or window; rate, burst and initial are GCRA's, limit, window and
+ * serialize a window's (end_limiter in config.c refuses the others' keys). limit: its bound
+ * (THR_WINDOW_MAX, with the reason) is shm_params_make's. window: 1 ns to 20 years.
+ * capacity: up to 2^30 keys (192 GiB of slots), beyond any host and far from overflow in the
  * table's sizing. burst >= 1 by DESIGN.md section 5. idle_ttl: up to the 20 years of arena time
  * the state word's arithmetic is sized for (THR_HORIZON_NS); 0 means never. insert_wait: from
  * 1 us (a shorter wait gives up before a holder on another core could finish) to 60 s. */
@@ -457,4 +486,8 @@ const struct config_key config_limiter_keys[] = {
     [LK_IDLE_TTL] = {"idle_ttl", set_duration, LIM(idle_ttl_ns), 0, THR_HORIZON_NS},
     [LK_ON_FULL] = {"on_full", set_on_full, LIM(on_full), 0, 0},
     [LK_INSERT_WAIT] = {"insert_wait", set_duration, LIM(lock_wait_ns), 1000, THR_LOCK_WAIT_MAX_NS},
+    [LK_KIND] = {"kind", set_kind, LIM(kind), 0, 0},
+    [LK_LIMIT] = {"limit", set_u64, LIM(rate_n), 1, UINT64_MAX},
+    [LK_WINDOW] = {"window", set_duration, LIM(period_ns), 1, THR_HORIZON_NS},
+    [LK_SERIALIZE] = {"serialize", set_bool, LIM(serialize), 0, 0},
     [LK_COUNT] = {NULL, NULL, 0, 0, 0}};

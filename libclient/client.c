@@ -149,6 +149,9 @@ int thr_limiter_open(thr_arena *a, const char *name, thr_limiter **out)
         l->tb = shm_at(a->map.base, snap.table_off);
         l->params_lo = a->map.g.heap_off;
         l->params_span = a->map.g.heap_end - a->map.g.heap_off - sizeof(struct thr_params);
+        l->win_n = snap.table.aux_stride > THR_WINDOW_HDR
+                       ? (snap.table.aux_stride - THR_WINDOW_HDR) / 8
+                       : 0; /* the table cannot change: a record asking for more is corrupt */
         *out = l;
         return 0;
 }
@@ -163,9 +166,10 @@ int thr_limiter_close(thr_limiter *l)
 
 /*
  * The limiter's current parameter record. A reload that removes the limiter first marks its
- * directory entry RETIRED: checked here with the offset, on the same cache line.
+ * directory entry RETIRED: checked here with the offset, on the same cache line. A serialized
+ * window's record is only for the serial calls (SERIAL): try and reserve get NULL.
  */
-static inline const struct thr_params *lim_params(const thr_limiter *l)
+static inline const struct thr_params *lim_params_for(const thr_limiter *l, bool serial)
 {
         if (atomic_load_explicit(&l->de->state, memory_order_relaxed) != THR_DIR_LIVE)
                 return NULL;
@@ -175,14 +179,23 @@ static inline const struct thr_params *lim_params(const thr_limiter *l)
         const struct thr_params *p = shm_at(l->a->map.base, off);
         if (__builtin_expect(p->kind == THR_KIND_GCRA && p->k, 1))
                 return p;
-        return p->kind == THR_KIND_WINDOW && p->rate_n && l->tb->aux_stride ? p : NULL;
+        if (p->kind != THR_KIND_WINDOW || !p->rate_n || p->rate_n > l->win_n || p->k != 1)
+                return NULL;
+        return serial == !!(p->flags & THR_PARAM_SERIALIZE) ? p : NULL;
 }
 
-/* Why lim_params failed: the limiter was removed by a reload (-EIDRM), or its record is bad. */
-__attribute__((cold, noinline)) static int lim_gone(const thr_limiter *l)
+static inline const struct thr_params *lim_params(const thr_limiter *l)
 {
-        return atomic_load_explicit(&l->de->state, memory_order_acquire) == THR_DIR_LIVE ? -EBADMSG
-                                                                                         : -EIDRM;
+        return lim_params_for(l, false);
+}
+
+/* Why lim_params_for(L, SERIAL) failed: the limiter was removed by a reload (-EIDRM), it is
+ * (or is not) serialized (-EOPNOTSUPP), or its record is bad. */
+__attribute__((cold, noinline)) static int lim_gone_for(const thr_limiter *l, bool serial)
+{
+        if (atomic_load_explicit(&l->de->state, memory_order_acquire) != THR_DIR_LIVE)
+                return -EIDRM;
+        return lim_params_for(l, !serial) ? -EOPNOTSUPP : -EBADMSG;
 }
 
 static inline int check_key(const void *key, size_t len)
@@ -197,6 +210,7 @@ enum op_mode { OP_TRY, OP_RESERVE };
 
 struct req {
         enum op_mode mode;
+        bool locate; /* find or create the key, deciding nothing (serial.c) */
         uint64_t cost;
         uint64_t max_wait_ns; /* OP_RESERVE */
 };
@@ -238,16 +252,16 @@ struct op {
 };
 
 static inline __attribute__((always_inline)) int
-op_begin(struct op *o, thr_limiter *l, const void *key, size_t len, uint64_t cost)
+op_begin(struct op *o, thr_limiter *l, const void *key, size_t len, const struct req *rq)
 {
         int rc = check_key(key, len);
         if (rc < 0 || !l)
                 return rc < 0 ? rc : -EINVAL;
         o->l = l;
-        o->p = lim_params(l);
+        o->p = lim_params_for(l, rq->locate);
         if (!o->p)
-                return lim_gone(l);
-        if (cost > o->p->burst)
+                return lim_gone_for(l, rq->locate);
+        if (rq->cost > o->p->burst)
                 return -ERANGE;
         o->r = thr_reader_get(l->a, &rc);
         if (!o->r)
@@ -463,10 +477,10 @@ static int op_insert(struct op *o, const struct req *rq, struct verdict *v, bool
                 return -ENOSPC;
         if (rc < 0)
                 return rc;
-        o->p = lim_params(l);
+        o->p = lim_params_for(l, rq->locate);
         if (!o->p || rq->cost > o->p->burst) {
                 shm_shard_unlock(&pr, me);
-                return o->p ? -ERANGE : lim_gone(l);
+                return o->p ? -ERANGE : lim_gone_for(l, rq->locate);
         }
         const struct thr_params *p = o->p;
         o->now = op_now(o);
@@ -542,7 +556,7 @@ static int op_full(struct op *o, const struct req *rq, struct verdict *v)
 static int op_new(struct op *o, const struct req *rq, struct verdict *v, int spins, bool *waited)
 {
         fresh_decide(o, rq, v);
-        if (rq->cost == 0)
+        if (rq->cost == 0 && !rq->locate)
                 return 0; /* a peek inserts nothing */
         if (!v->ok &&
             (rq->mode == OP_RESERVE || o->p->kind != THR_KIND_GCRA || o->p->initial == o->p->burst))
@@ -590,7 +604,7 @@ static inline __attribute__((always_inline)) int op_run(thr_limiter *l, const vo
                                                         struct thr_reservation_priv *rp)
 {
         struct op o;
-        int rc = op_begin(&o, l, key, len, rq->cost);
+        int rc = op_begin(&o, l, key, len, rq);
         if (rc < 0)
                 return rc;
         rc = OP_RETIRED;
@@ -623,6 +637,37 @@ static inline __attribute__((always_inline)) int op_run(thr_limiter *l, const vo
         }
         thr_reader_exit(o.r, o.outer);
         return rc;
+}
+
+/*
+ * thr_op_locate - find KEY's slot in L, creating it (charged nothing) if new; for the serial calls,
+ * on serialized limiters only. Fills OUT's slot, lim and gen (fork generation << 32 | the slot's
+ * generation as found). Returns 0, or -ENOSPC (no slot: the table is full, whatever on_full
+ * says), or the errors of try.
+ */
+int thr_op_locate(thr_limiter *l, const void *key, size_t len, struct thr_reservation_priv *out)
+{
+        const struct req rq = {.mode = OP_TRY, .locate = true};
+        struct verdict v = {0};
+        *out = (struct thr_reservation_priv){0};
+        int rc = op_run(l, key, len, &rq, &v, out);
+        if (rc == 0 && !out->slot)
+                rc = -ENOSPC;
+        return rc;
+}
+
+/* A serialized limiter's record, even retired (a hold taken before a reload removed the limiter
+ * still ends on its table), or NULL if it is not one. */
+const struct thr_params *thr_lim_record(const thr_limiter *l)
+{
+        uint64_t off = atomic_load_explicit(&l->de->params_off, memory_order_acquire);
+        if (off - l->params_lo > l->params_span)
+                return NULL;
+        const struct thr_params *p = shm_at(l->a->map.base, off);
+        return p->kind == THR_KIND_WINDOW && (p->flags & THR_PARAM_SERIALIZE) && p->rate_n &&
+                       p->rate_n <= l->win_n && p->k == 1
+                   ? p
+                   : NULL;
 }
 
 /* ---------------------------------------------------------------- the public calls */
@@ -767,7 +812,9 @@ const char *thr_strerror(int err)
                 return "unknown error";
         switch (-err) {
         case ERANGE:
-                return "cost exceeds the limiter's burst: never admissible";
+                return "cost exceeds the limiter's burst (a window's limit): never admissible";
+        case EOPNOTSUPP:
+                return "a serialized window limiter takes thr_serial_begin/end, and only it does";
         case ENOSPC:
                 return "the limiter's key table is full";
         case EIDRM:

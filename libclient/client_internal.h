@@ -43,6 +43,26 @@ static inline struct thr_reservation_priv *thr_rv_priv(struct thr_reservation *r
         return (struct thr_reservation_priv *)(void *)rv->priv;
 }
 
+int thr_op_locate(thr_limiter *l, const void *key, size_t len, struct thr_reservation_priv *out);
+const struct thr_params *thr_lim_record(const thr_limiter *l);
+
+/* What thr_serial_end needs of a hold (serial.c). */
+struct thr_hold_priv {
+        struct thr_slot *slot; /* NULL: no hold (ended, or never granted) */
+        thr_limiter *lim;
+        uint64_t token;    /* owner token of the holder's reader record */
+        uint64_t gen;      /* fork generation << 32 | the slot's generation */
+        uint64_t hash;     /* the key's (its shard) */
+        uint32_t idx;      /* the holder's reader record */
+};
+static_assert(sizeof(struct thr_hold_priv) <= sizeof(((struct thr_hold *)0)->priv),
+              "the private part of a hold fits its public room");
+
+static inline struct thr_hold_priv *thr_hold_priv(struct thr_hold *h)
+{
+        return (struct thr_hold_priv *)(void *)h->priv;
+}
+
 struct thr_arena {
         struct shm_map map;
         struct thr_hdr *hdr;
@@ -66,6 +86,7 @@ struct thr_limiter {
         struct thr_table *tb;
         uint64_t params_lo; /* params_off must lie in [params_lo, params_lo + params_span] */
         uint64_t params_span;
+        uint64_t win_n; /* the largest window N its table's logs hold (0: none); checked at open */
 };
 
 struct thr_tls_ent {

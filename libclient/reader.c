@@ -417,6 +417,12 @@ static int claim_record(thr_arena *a, uint32_t *idx)
                 }
                 atomic_store_explicit(&rec[i].pid, (uint64_t)getpid(), memory_order_relaxed);
                 atomic_store_explicit(&rec[i].tid, (uint64_t)gettid(), memory_order_relaxed);
+                /* a dead owner may have been queued for a serialized key (shm/serial.h): the
+                 * state first, so no granter takes this thread for that waiter */
+                atomic_store_explicit(&rec[i].wait_state, THR_WAIT_NONE, memory_order_relaxed);
+                atomic_store_explicit(&rec[i].wait_slot, 0, memory_order_relaxed);
+                atomic_store_explicit(&rec[i].wait_gen, 0, memory_order_relaxed);
+                atomic_store_explicit(&rec[i].wait_ticket, 0, memory_order_release);
                 a->claimed[a->nclaimed++] = i;
                 a->claimed_gen = thr_forkpage->gen;
                 *idx = i;

@@ -184,14 +184,30 @@ static void heap_bounds(const void *base, size_t len, uint64_t *lo, uint64_t *hi
         *hi = end > len ? len : end;
 }
 
-static int params_check(const struct thr_params *p, uint64_t off, char *err, size_t errlen)
+/* A window's record as window_make (params.c) writes it: times in ns, N within the log's bound. */
+static bool window_ok(const struct thr_params *p)
+{
+        return p->k == 1 && p->t_units == 1 && p->rate_n >= 1 && p->rate_n <= THR_WINDOW_MAX &&
+               p->burst == p->rate_n && p->initial == p->rate_n && p->bt_units == 0 &&
+               p->period_ns >= 1 && p->period_ns <= THR_HORIZON_NS &&
+               p->max_reserve_units <= THR_HORIZON_NS && (p->flags & ~THR_PARAM_SERIALIZE) == 0;
+}
+
+static bool gcra_ok(const struct thr_params *p)
 {
         __uint128_t bt = (__uint128_t)p->burst * p->t_units;
-        if (p->kind != THR_KIND_GCRA || p->size != sizeof(*p) || p->k == 0 || p->k > THR_MAX_K ||
-            p->t_units == 0 || p->burst == 0 || p->initial > p->burst || bt != p->bt_units ||
-            !shm_params_range_ok(p->burst, p->t_units, p->max_reserve_units, p->k) ||
-            p->on_full > THR_FULL_EVICT || p->idle_ttl_ns > THR_HORIZON_NS ||
-            p->lock_wait_ns > THR_LOCK_WAIT_MAX_NS)
+        return p->k != 0 && p->k <= THR_MAX_K && p->t_units != 0 && p->burst != 0 &&
+               p->initial <= p->burst && bt == p->bt_units && p->flags == 0 &&
+               shm_params_range_ok(p->burst, p->t_units, p->max_reserve_units, p->k);
+}
+
+static int params_check(const struct thr_params *p, uint64_t off, char *err, size_t errlen)
+{
+        bool kind_ok = p->kind == THR_KIND_GCRA     ? gcra_ok(p)
+                       : p->kind == THR_KIND_WINDOW ? window_ok(p)
+                                                    : false;
+        if (!kind_ok || p->size != sizeof(*p) || p->on_full > THR_FULL_EVICT ||
+            p->idle_ttl_ns > THR_HORIZON_NS || p->lock_wait_ns > THR_LOCK_WAIT_MAX_NS)
                 return shm_seterr(err, errlen, -EBADMSG,
                                   "parameter record at %" PRIu64 " is inconsistent", off);
         return 0;
@@ -222,11 +238,13 @@ int shm_params_valid(const void *base, size_t len, uint64_t off, char *err, size
 static int table_check(const struct thr_table *t, uint64_t lo, uint64_t hi, uint64_t off, char *err,
                        size_t errlen)
 {
-        __uint128_t slot_bytes = (__uint128_t)t->nshards * t->shard_slots * THR_SLOT_SIZE;
+        __uint128_t nslots = (__uint128_t)t->nshards * t->shard_slots;
+        __uint128_t slot_bytes = nslots * (THR_SLOT_SIZE + (__uint128_t)t->aux_stride);
         __uint128_t shard_bytes = (__uint128_t)t->nshards * sizeof(struct thr_shard);
         if (t->nshards == 0 || t->nshards > THR_MAX_SHARDS || (t->nshards & (t->nshards - 1)) ||
             t->shard_slots == 0 || t->shard_max == 0 || t->shard_max > t->shard_slots ||
             t->capacity == 0 || t->shards_off % THR_ALIGN || t->slots_off % THR_ALIGN ||
+            t->aux_stride % THR_ALIGN || t->aux_stride > shm_window_stride(THR_WINDOW_MAX) ||
             slot_bytes > hi || shard_bytes > hi ||
             !in_range(t->shards_off, (uint64_t)shard_bytes, lo, hi) ||
             !in_range(t->slots_off, (uint64_t)slot_bytes, lo, hi))
@@ -308,7 +326,15 @@ static int snap_fill(const void *base, size_t len, struct shm_lim_snap *s, char 
         if (memchr(s->name, 0, sizeof(s->name)) == NULL)
                 return shm_seterr(err, errlen, -EBADMSG, "limiter %u has no valid name", s->idx);
         int rc = params_get(base, len, s->params_off, &s->params, err, errlen);
-        return rc < 0 ? rc : table_get(base, len, s->table_off, &s->table, err, errlen);
+        if (rc == 0)
+                rc = table_get(base, len, s->table_off, &s->table, err, errlen);
+        if (rc == 0 && s->params.kind == THR_KIND_WINDOW &&
+            s->table.aux_stride < shm_window_stride(s->params.rate_n))
+                rc = shm_seterr(err, errlen, -EBADMSG,
+                                "limiter %u: a window of %" PRIu64 " units does not fit its "
+                                "table's %u-byte logs",
+                                s->idx, s->params.rate_n, s->table.aux_stride);
+        return rc;
 }
 
 static int arena_check(const void *base, size_t len, struct shm_geom *g, char *err, size_t errlen)

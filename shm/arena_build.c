@@ -536,8 +536,12 @@ int shm_table_geometry(const struct shm_limiter_spec *s, struct geometry *g)
         g->shard_slots = (uint32_t)slots;
         g->shard_max = slots * 7 / 8;
         g->capacity = s->capacity;
+        g->aux_stride = s->kind == THR_KIND_WINDOW && s->rate_n <= THR_WINDOW_MAX
+                            ? (uint32_t)shm_window_stride(s->rate_n)
+                            : 0;
+        /* at most 2^32 * 1.5 slots of at most 128 + 131136 bytes: no overflow in 64 bits */
         g->bytes = sizeof(struct thr_table) + (uint64_t)n * sizeof(struct thr_shard) +
-                   (uint64_t)n * slots * THR_SLOT_SIZE;
+                   (uint64_t)n * slots * (THR_SLOT_SIZE + g->aux_stride);
         return 0;
 }
 
@@ -552,6 +556,7 @@ int shm_table_init(void *base, uint64_t off, const struct shm_limiter_spec *s,
         tb->shard_max = g->shard_max;
         tb->shards_off = off + sizeof(*tb);
         tb->slots_off = tb->shards_off + (uint64_t)g->nshards * sizeof(struct thr_shard);
+        tb->aux_stride = g->aux_stride;
         /* Shards (insert locks free) and slots (EMPTY) are zero from the fresh file; a reused heap
          * range is not possible. */
         return 0;
@@ -580,8 +585,27 @@ int shm_daemon_lock(struct shm_map *m, pid_t *holder)
 int shm_limiter_compatible(const struct shm_lim_snap *s, const struct thr_params *p,
                            const struct geometry *g, char *err, size_t errlen)
 {
+        if (s->params.kind != p->kind)
+                return shm_seterr(err, errlen, -EBUSY,
+                                  "limiter '%s': its kind cannot change in place (%s to %s); "
+                                  "give the new limiter another name, or start with a new arena",
+                                  s->name, s->params.kind == THR_KIND_WINDOW ? "window" : "gcra",
+                                  p->kind == THR_KIND_WINDOW ? "window" : "gcra");
+        if (p->kind == THR_KIND_WINDOW && s->params.rate_n != p->rate_n)
+                return shm_seterr(err, errlen, -EBUSY,
+                                  "limiter '%s': a window's limit cannot change in place (%" PRIu64
+                                  " to %" PRIu64 "): every key logs its last N units in a log of "
+                                  "N words; its window length can change, or start with a new "
+                                  "arena",
+                                  s->name, s->params.rate_n, p->rate_n);
+        if (p->kind == THR_KIND_WINDOW && (s->params.flags ^ p->flags) & THR_PARAM_SERIALIZE)
+                return shm_seterr(err, errlen, -EBUSY,
+                                  "limiter '%s': serialize cannot change in place (holders and "
+                                  "waiters may be in the middle of their calls); give the limiter "
+                                  "another name, or start with a new arena",
+                                  s->name);
         if (s->table.nshards != g->nshards || s->table.shard_slots != g->shard_slots ||
-            s->table.capacity != g->capacity)
+            s->table.capacity != g->capacity || s->table.aux_stride != g->aux_stride)
                 return shm_seterr(err, errlen, -EBUSY,
                                   "limiter '%s': its table (capacity %" PRIu64 ", %u shards) "
                                   "cannot be resized in place; keep capacity and shards, or "

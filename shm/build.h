@@ -12,9 +12,11 @@
 
 struct shm_limiter_spec {
         char name[THR_NAME_MAX + 1];
-        uint64_t rate_n;         /* N tokens per ... */
-        uint64_t period_ns;      /* ... P nanoseconds */
-        uint64_t burst;          /* B >= 1 */
+        uint32_t kind;           /* enum thr_limiter_kind; 0 is GCRA */
+        bool serialize;          /* window: one holder at a time per key (THR_PARAM_SERIALIZE) */
+        uint64_t rate_n;         /* N tokens per ... (a window: its limit N, units per window) */
+        uint64_t period_ns;      /* ... P nanoseconds (a window: its length W) */
+        uint64_t burst;          /* B >= 1 (GCRA only) */
         uint64_t initial;        /* tokens of a new key, <= B (default B) */
         uint64_t max_reserve_ns; /* how far ahead reservations may reach beyond the burst */
         uint64_t capacity;       /* hard cap on live keys */

@@ -2,7 +2,14 @@
  * kind.c - the kind-neutral table's questions (kind.h), answered by each kind.
  */
 #include "kind.h"
+#include "serial.h"
 #include "window.h"
+
+/* A serialized key with a holder or waiters: it may not go (serial.h). */
+static bool pinned(const struct thr_params *p, const void *aux)
+{
+        return (p->flags & THR_PARAM_SERIALIZE) && shm_serial_pinned(aux);
+}
 
 uint64_t shm_kind_fresh(const struct thr_params *p, void *aux, uint64_t start, uint64_t now,
                         uint64_t floor)
@@ -19,7 +26,8 @@ uint64_t shm_kind_fresh(const struct thr_params *p, void *aux, uint64_t start, u
 uint64_t shm_kind_debt(const struct thr_params *p, const void *aux, uint64_t state, uint64_t now)
 {
         if (p && p->kind == THR_KIND_WINDOW)
-                return shm_window_debt(p, shm_window_log((void *)aux), state, now);
+                return pinned(p, aux) ? UINT64_MAX
+                                      : shm_window_debt(p, shm_window_log((void *)aux), state, now);
         return state >= THR_TAT_LIMIT || state <= now ? 0 : state - now;
 }
 
@@ -34,6 +42,7 @@ bool shm_kind_idle(const struct thr_params *p, const void *aux, uint64_t state, 
                    uint64_t ttl)
 {
         if (p->kind == THR_KIND_WINDOW)
-                return shm_window_idle(p, shm_window_log((void *)aux), state, now, ttl);
+                return !pinned(p, aux) &&
+                       shm_window_idle(p, shm_window_log((void *)aux), state, now, ttl);
         return state == THR_TAT_FRESH || (now >= ttl && state <= now - ttl);
 }

@@ -35,7 +35,8 @@ static inline void *shm_slot_aux(void *base, const struct thr_table *tb, const s
 uint64_t shm_kind_fresh(const struct thr_params *p, void *aux, uint64_t start, uint64_t now,
                         uint64_t floor);
 
-/* How far the key's hold on the future reaches at NOW (0: none): what on_full = evict ranks by. */
+/* How far the key's hold on the future reaches at NOW (0: none): what on_full = evict ranks by.
+ * UINT64_MAX: the key may not be evicted (a serialized key with a holder or waiters). */
 uint64_t shm_kind_debt(const struct thr_params *p, const void *aux, uint64_t state, uint64_t now);
 
 /* The floor an eviction for room of this key leaves its shard (0: none). */

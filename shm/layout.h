@@ -96,7 +96,7 @@
 #include <stdint.h>
 
 #define THR_MAGIC          0x414e455241524854ull /* "THRARENA" little-endian */
-#define THR_LAYOUT_MAJOR   3u
+#define THR_LAYOUT_MAJOR   4u
 #define THR_LAYOUT_MINOR   0u
 #define THR_HDR_SIZE       4096u
 #define THR_NAME_MAX       63u  /* arena and limiter names, without the NUL */
@@ -137,7 +137,13 @@ enum thr_limiter_kind { THR_KIND_GCRA = 1, THR_KIND_WINDOW = 2 };
 
 /* Window limiters: at most N units in any window of length W; a log of N unit times per key. */
 #define THR_WINDOW_MAX 16384u /* largest N: the log is 8 bytes a unit, preallocated per slot */
-#define THR_WINDOW_HDR 64u    /* bytes before a key's log: serialized mode's words (window.h) */
+#define THR_WINDOW_HDR 64u    /* bytes before a key's log: struct thr_serial (serial.h) */
+
+/* Serialized window keys: a waiter that is not woken checks the holder's liveness this often. */
+#define THR_SERIAL_POLL_NS (10ull * 1000000)
+
+/* thr_reader.wait_state: the futex word a waiter for a serialized key sleeps on (serial.h) */
+enum thr_wait_state { THR_WAIT_NONE = 0, THR_WAIT_WAITING = 1, THR_WAIT_GRANTED = 2 };
 
 /* thr_params.on_full: what an insert does when the table (or the key's shard) is full */
 enum thr_on_full {
@@ -301,12 +307,36 @@ struct thr_reader {
         _Atomic uint64_t denied;
         _Atomic uint64_t inserts;
         _Atomic uint64_t cas_retries;
-        /* line 1: written by the daemon only, never by the owner (no false sharing) */
+        /* line 1: the daemon's (never written by the owner, no false sharing), then the wait fields
+         */
         _Atomic uint64_t gp_seen;      /* last grace period this reader was seen not to block */
         _Atomic uint64_t blocking_ns;  /* arena time it was first seen blocking one, else 0 */
         _Atomic uint64_t stalled;      /* 1 while reported stalled */
         _Atomic uint64_t forced_token; /* owner token of the last dead owner forced offline */
-        uint8_t pad[THR_READER_SIZE - 96];
+        /* a serialized window key this thread waits for (serial.h): written under that key's
+         * shard lock, by the owner when it queues and leaves, by a granter when it grants */
+        _Atomic uint64_t wait_slot;   /* arena offset of the slot, 0: none */
+        _Atomic uint64_t wait_ticket; /* ticket << 16 | cost: FIFO order, units asked */
+        _Atomic uint32_t wait_state;  /* enum thr_wait_state: the futex word */
+        _Atomic uint32_t wait_gen;    /* the slot's generation when queued */
+        uint8_t pad[THR_READER_SIZE - 120];
+};
+
+/*
+ * A serialized window key's header (the first THR_WINDOW_HDR bytes of its aux storage; unused,
+ * zero, for other window keys). Written only under the key's shard lock (serial.h); read racily
+ * by shmctl and by a waiter checking whether it was granted.
+ */
+struct thr_serial {
+        _Atomic uint64_t hold_token; /* owner token of the holder's reader record; 0: no holder */
+        _Atomic uint32_t hold_idx;   /* the holder's reader record */
+        _Atomic uint32_t waiters;    /* waiters queued (exact after each serve) */
+        _Atomic uint64_t hold_cost;  /* units its end completes; 0 once they are logged */
+        _Atomic uint64_t hold_since; /* arena ns it was granted */
+        _Atomic uint64_t hold_pid;   /* informational */
+        _Atomic uint64_t next_ticket;
+        _Atomic uint64_t served;   /* holds granted so far */
+        _Atomic uint64_t released; /* holds of dead holders released */
 };
 
 static_assert(sizeof(struct thr_hdr) == THR_HDR_SIZE, "header is one page");
@@ -317,6 +347,7 @@ static_assert(sizeof(struct thr_shard) == 128, "shard header size");
 static_assert(sizeof(struct thr_slot) == THR_SLOT_SIZE, "slot size");
 static_assert(offsetof(struct thr_slot, key) + THR_KEY_INLINE == 64, "inline key in line 0");
 static_assert(sizeof(struct thr_reader) == THR_READER_SIZE, "reader size");
+static_assert(sizeof(struct thr_serial) == THR_WINDOW_HDR, "serial header fills the log's header");
 static_assert(ATOMIC_LLONG_LOCK_FREE == 2 && ATOMIC_LONG_LOCK_FREE == 2,
               "64-bit atomics must be lock-free");
 static_assert(sizeof(long) == 8, "LP64: uint64_t is unsigned long");

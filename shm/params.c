@@ -43,11 +43,76 @@ static int fail(char *err, size_t errlen, int rc, const char *name, const char *
         return rc;
 }
 
+/* The fields every kind shares: the policy the daemon and the insert path apply. */
+static int common_make(const struct shm_limiter_spec *s, uint64_t gen, struct thr_params *out,
+                       char *err, size_t errlen)
+{
+        if (s->on_full > THR_FULL_EVICT)
+                return fail(err, errlen, -EINVAL, s->name, "on_full must be deny, allow or evict");
+        if (s->idle_ttl_ns > THR_HORIZON_NS)
+                return fail(err, errlen, -ERANGE, s->name, "idle_ttl exceeds 20 years");
+        if (s->lock_wait_ns > THR_LOCK_WAIT_MAX_NS)
+                return fail(err, errlen, -ERANGE, s->name, "insert_wait exceeds 60 s");
+        memset(out, 0, sizeof(*out));
+        out->size = sizeof(*out);
+        out->gen = gen;
+        out->idle_ttl_ns = s->idle_ttl_ns;
+        out->on_full = s->on_full;
+        out->lock_wait_ns = s->lock_wait_ns;
+        return 0;
+}
+
+/*
+ * A window of N units per W ns: its times are ns (K = 1, T = 1 unit), its largest cost is N, and
+ * a reservation may be due at most max_reserve ns ahead. N is bounded by THR_WINDOW_MAX because
+ * every slot of the table carries a log of N words (8 N bytes, allocated with the table): at the
+ * bound a key costs 128 KiB, 1.5 times that per key of capacity.
+ */
+static int window_make(const struct shm_limiter_spec *s, uint64_t gen, struct thr_params *out,
+                       char *err, size_t errlen)
+{
+        if (s->rate_n == 0 || s->period_ns == 0)
+                return fail(err, errlen, -EINVAL, s->name,
+                            "a window needs a positive limit and length (got %" PRIu64
+                            " per %" PRIu64 " ns)",
+                            s->rate_n, s->period_ns);
+        if (s->rate_n > THR_WINDOW_MAX)
+                return fail(err, errlen, -ERANGE, s->name,
+                            "limit %" PRIu64 " exceeds %u: a window keeps the time of each of its "
+                            "last N units in every key's slot (8 bytes a unit, allocated for every "
+                            "key of the capacity); use a GCRA limiter for large rates, or a "
+                            "shorter window with a proportionally smaller limit",
+                            s->rate_n, THR_WINDOW_MAX);
+        if (s->period_ns > THR_HORIZON_NS || s->max_reserve_ns > THR_HORIZON_NS)
+                return fail(err, errlen, -ERANGE, s->name,
+                            "window or max_reserve exceeds 20 years");
+        int rc = common_make(s, gen, out, err, errlen);
+        if (rc < 0)
+                return rc;
+        out->kind = THR_KIND_WINDOW;
+        out->rate_n = s->rate_n;
+        out->period_ns = s->period_ns;
+        out->k = 1;
+        out->t_units = 1;
+        out->burst = out->initial = s->rate_n;
+        out->bt_units = 0;
+        out->max_reserve_units = s->max_reserve_ns;
+        out->flags = s->serialize ? THR_PARAM_SERIALIZE : 0;
+        return 0;
+}
+
 int shm_params_make(const struct shm_limiter_spec *s, uint64_t gen, struct thr_params *out,
                     char *err, size_t errlen)
 {
         if (!s || !out)
                 return -EINVAL;
+        if (s->kind == THR_KIND_WINDOW)
+                return window_make(s, gen, out, err, errlen);
+        if (s->kind != 0 && s->kind != THR_KIND_GCRA)
+                return fail(err, errlen, -EINVAL, s->name, "unknown kind %u", s->kind);
+        if (s->serialize)
+                return fail(err, errlen, -EINVAL, s->name,
+                            "serialize applies to window limiters only");
         if (s->rate_n == 0 || s->period_ns == 0)
                 return fail(err, errlen, -EINVAL, s->name,
                             "rate must be positive (got %" PRIu64 " per %" PRIu64 " ns)", s->rate_n,
@@ -75,15 +140,10 @@ int shm_params_make(const struct shm_limiter_spec *s, uint64_t gen, struct thr_p
                             "burst %" PRIu64 " times the emission interval (%" PRIu64
                             " units) plus max_reserve would overflow the state word over 20 years",
                             s->burst, t_units);
-        if (s->on_full > THR_FULL_EVICT)
-                return fail(err, errlen, -EINVAL, s->name, "on_full must be deny, allow or evict");
-        if (s->idle_ttl_ns > THR_HORIZON_NS)
-                return fail(err, errlen, -ERANGE, s->name, "idle_ttl exceeds 20 years");
-        if (s->lock_wait_ns > THR_LOCK_WAIT_MAX_NS)
-                return fail(err, errlen, -ERANGE, s->name, "insert_wait exceeds 60 s");
-        memset(out, 0, sizeof(*out));
+        int rc = common_make(s, gen, out, err, errlen);
+        if (rc < 0)
+                return rc;
         out->kind = THR_KIND_GCRA;
-        out->size = sizeof(*out);
         out->rate_n = s->rate_n;
         out->period_ns = s->period_ns;
         out->k = k;
@@ -92,9 +152,5 @@ int shm_params_make(const struct shm_limiter_spec *s, uint64_t gen, struct thr_p
         out->initial = s->initial;
         out->bt_units = (uint64_t)bt;
         out->max_reserve_units = (uint64_t)reserve;
-        out->gen = gen;
-        out->idle_ttl_ns = s->idle_ttl_ns;
-        out->on_full = s->on_full;
-        out->lock_wait_ns = s->lock_wait_ns;
         return 0;
 }

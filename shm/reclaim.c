@@ -247,6 +247,7 @@ bool shm_tag_done(uint32_t tag, uint64_t done, uint64_t counter)
 
 /* What a pass knows beyond its arguments: the limiter's checked record and table geometry. */
 struct pass {
+        const struct shm_map *m;
         const struct shm_maint_args *a;
         const struct thr_params *p; /* checked copy (the snapshot's) */
         const struct thr_table *geo;
@@ -263,6 +264,29 @@ static bool idle(const struct pass *ps, const struct thr_slot *s, uint64_t state
                              a->ttl_units);
 }
 
+/*
+ * A serialized key, shard lock held: if its holder is dead, or nobody holds it and waiters are
+ * queued, serve it (serial.h): the waiters' own checks would do it too, but a key whose holder
+ * died with nobody waiting would stay pinned (never idle) until its next begin.
+ */
+static void serve_orphan(const struct pass *ps, struct thr_slot *s)
+{
+        struct thr_serial *h = shm_serial(shm_slot_aux(ps->base, ps->geo, s));
+        uint64_t tok = atomic_load_explicit(&h->hold_token, memory_order_acquire);
+        uint32_t idx = atomic_load_explicit(&h->hold_idx, memory_order_relaxed);
+        if (tok && idx < ps->m->g.reader_count) {
+                struct thr_reader *r =
+                    (struct thr_reader *)shm_at(ps->base, ps->m->g.reader_off) + idx;
+                if (atomic_load_explicit(&r->owner, memory_order_acquire) == tok &&
+                    shm_reader_gone(ps->m->fd, r, idx) == 0)
+                        return; /* held by a live holder */
+        } else if (!tok && !atomic_load_explicit(&h->waiters, memory_order_relaxed)) {
+                return;
+        }
+        struct shm_serve sv;
+        shm_serial_serve(ps->m, ps->geo, ps->p, s, ps->a->now_units, &sv);
+}
+
 /* Slot S is LIVE with state TAT, shard lock held: evict it if idle past the TTL (no debt). */
 static void evict_idle(const struct pass *ps, struct thr_table *tb, struct thr_shard *sh,
                        struct thr_slot *s, uint64_t tat, struct shm_maint_stats *st)
@@ -275,6 +299,8 @@ static void evict_idle(const struct pass *ps, struct thr_table *tb, struct thr_s
                 }
                 return;
         }
+        if (ps->p->flags & THR_PARAM_SERIALIZE)
+                serve_orphan(ps, s);
         if (!idle(ps, s, tat))
                 return;
         /* from the state observed: an admission since then makes this fail, and the key stays */
@@ -519,7 +545,7 @@ bool shm_table_maintain(const struct shm_map *m, const struct shm_lim_snap *snap
                         struct shm_maint_stats *st)
 {
         const struct thr_table *geo = &snap->table;
-        const struct pass ps = {.a = a, .p = &snap->params, .geo = geo, .base = m->base};
+        const struct pass ps = {.m = m, .a = a, .p = &snap->params, .geo = geo, .base = m->base};
         uint64_t shards = budget / geo->shard_slots;
         if (shards == 0)
                 shards = 1;

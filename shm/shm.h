@@ -9,8 +9,11 @@
 #include "arena.h"
 #include "build.h"
 #include "gcra.h"
+#include "kind.h"
 #include "readers.h"
 #include "reclaim.h"
+#include "serial.h"
 #include "table.h"
+#include "window.h"
 
 #endif

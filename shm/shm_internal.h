@@ -10,6 +10,7 @@ struct geometry {
         uint32_t nshards, shard_slots;
         uint64_t shard_max, bytes;
         uint64_t capacity; /* the spec's hard cap on live keys */
+        uint32_t aux_stride; /* per-slot storage (a window's log), or 0 */
 };
 
 int shm_seterr(char *err, size_t errlen, int rc, const char *fmt, ...)

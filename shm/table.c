@@ -219,7 +219,7 @@ static bool evict_least(void *base, struct thr_table *tb, struct shm_probe *p,
                         if (state == THR_TAT_DEAD || state == THR_TAT_FREE)
                                 continue;
                         uint64_t d = shm_kind_debt(kp, shm_slot_aux(base, tb, s), state, now);
-                        if (d < best_debt) {
+                        if (d < best_debt) { /* UINT64_MAX (pinned) is never chosen */
                                 best = s;
                                 best_state = state;
                                 best_debt = d;

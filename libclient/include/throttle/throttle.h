@@ -67,6 +67,14 @@ struct thr_reservation {
         uint64_t priv[10]; /* private: what thr_reservation_cancel needs (opaque) */
 };
 
+/* A hold on a serialized window key (thr_serial_begin .. thr_serial_end). */
+struct thr_hold {
+        uint64_t granted_ns; /* arena time the hold was granted */
+        uint64_t waited_ns;  /* how long the begin waited */
+        uint64_t cost;       /* units its end completes */
+        uint64_t priv[8];    /* private: what thr_serial_end needs (opaque) */
+};
+
 /*
  * thr_version - the library's version, to check at run time against the header's.
  * Returns (major << 16) | (minor << 8) | patch. Thread-safe, no syscall.
@@ -182,6 +190,33 @@ int thr_reservation_cancel(struct thr_reservation *rv);
  */
 int thr_limiter_acquire(thr_limiter *lim, const void *key, size_t key_len, uint64_t cost,
                         uint64_t timeout_ns, struct thr_result *res);
+
+/*
+ * thr_serial_begin - take the hold on KEY of a serialized window limiter (serialize = yes):
+ * wait, in FIFO order with the other waiters of every process, until the key has no holder and
+ * its window, which counts completions, has room for COST units (at most N - COST units completed
+ * in the last W). Returns 0 with HOLD filled: the caller is the key's only holder until it calls
+ * thr_serial_end. -ETIMEDOUT: not granted within TIMEOUT_NS (nothing held, nothing counted);
+ * -ERANGE: COST exceeds N; -EINVAL: COST 0, NULL HOLD, or this thread is already waiting in a
+ * begin (a signal handler); -EDEADLK: this thread holds KEY already (it would wait for itself);
+ * -EOPNOTSUPP: the limiter is not serialized; -ENOSPC: the key is new
+ * and the table is full; -EUSERS, and the errors of thr_limiter_open's arena. Sleeps in the
+ * kernel (a futex in the arena) while it waits, waking at least every 10 ms to check that the
+ * holder is alive: a holder killed is released within about that, its units counted as
+ * completed when its death is found. A holder that is alive but stopped keeps the hold. Not a
+ * cancellation point (cancellation is disabled while it waits); not async-signal-safe.
+ */
+int thr_serial_begin(thr_limiter *lim, const void *key, size_t key_len, uint64_t cost,
+                     uint64_t timeout_ns, struct thr_hold *hold);
+
+/*
+ * thr_serial_end - give the hold back: its COST units are logged as completed now, and the next
+ * waiter, if the window has room for it, is granted the hold and woken. Only the thread that
+ * began the hold may end it, once. Returns 0, -EINVAL (not this thread's hold, or already
+ * ended), -ETIMEDOUT (the key's shard lock was held by a live process for a minute: the hold is
+ * kept; call again). Thread-safe; not async-signal-safe.
+ */
+int thr_serial_end(struct thr_hold *hold);
 
 /*
  * thr_clock_now - the arena's time in ns since its epoch. Returns 0, or -EINVAL for NULL.
