@@ -238,6 +238,8 @@ static void release_record(thr_arena *a, uint32_t idx)
         atomic_store_explicit(&r->online, 0, memory_order_relaxed);
         atomic_store_explicit(&r->pid, 0, memory_order_relaxed);
         atomic_store_explicit(&r->tid, 0, memory_order_relaxed);
+        atomic_store_explicit(&r->wait_state, THR_WAIT_NONE, memory_order_relaxed); /* serial.h */
+        atomic_store_explicit(&r->wait_slot, 0, memory_order_relaxed);
         atomic_store_explicit(&r->owner, 0, memory_order_release);
         if (a->lockfd >= 0 && a->lockfd_gen == thr_forkpage->gen)
                 shm_reader_unlock(a->lockfd, idx); /* after the owner word is clear */
@@ -417,8 +419,8 @@ static int claim_record(thr_arena *a, uint32_t *idx)
                 }
                 atomic_store_explicit(&rec[i].pid, (uint64_t)getpid(), memory_order_relaxed);
                 atomic_store_explicit(&rec[i].tid, (uint64_t)gettid(), memory_order_relaxed);
-                /* a dead owner may have been queued for a serialized key (shm/serial.h): the
-                 * state first, so no granter takes this thread for that waiter */
+                /* a free record carries no waiter's place (its freer cleared it: reclaim.c,
+                 * release_record); cleared again, for records freed by an older version */
                 atomic_store_explicit(&rec[i].wait_state, THR_WAIT_NONE, memory_order_relaxed);
                 atomic_store_explicit(&rec[i].wait_slot, 0, memory_order_relaxed);
                 atomic_store_explicit(&rec[i].wait_gen, 0, memory_order_relaxed);

@@ -101,6 +101,10 @@ static int force_free(struct shm_map *m, struct thr_reader *r, uint64_t owner)
         atomic_store_explicit(&r->online, 0, memory_order_release);
         atomic_store_explicit(&r->pid, 0, memory_order_relaxed); /* never judge a new owner by it */
         atomic_store_explicit(&r->tid, 0, memory_order_relaxed);
+        /* a dead waiter's place (serial.h): a free record never carries one, or a granter could
+         * take the record's next owner, between its claim and its first call, for that waiter */
+        atomic_store_explicit(&r->wait_state, THR_WAIT_NONE, memory_order_relaxed);
+        atomic_store_explicit(&r->wait_slot, 0, memory_order_relaxed);
         if (!atomic_compare_exchange_strong_explicit(&r->owner, &owner, 0, memory_order_acq_rel,
                                                      memory_order_relaxed))
                 return 0;

@@ -93,9 +93,12 @@ static void decide_reserve(const struct thr_params *p, const _Atomic uint64_t *e
         w->stamp = due;
         w->new_state = u + cost;
         w->retry_ns = w->ok ? 0 : wait;
-        uint64_t free = w->ok && wait == 0 ? free_units(e, n, win, u, now) : 0;
-        w->remaining = free > cost ? free - cost : 0;
-        uint64_t last = w->ok ? due + win : leaves_at(newest, win);
+        /* admissible now: nothing if a place is due later (tries do not overtake it) */
+        bool ahead = (newest && newest - 1 > now) || (w->ok && wait > 0);
+        uint64_t free = ahead ? 0 : free_units(e, n, win, u, now);
+        uint64_t taken = w->ok ? cost : 0;
+        w->remaining = free > taken ? free - taken : 0;
+        uint64_t last = w->ok && cost ? due + win : leaves_at(newest, win);
         w->reset_ns = last > now ? last - now : 0;
 }
 

@@ -27,11 +27,16 @@
  *     acquire load of U (or a later one) read. Reading a grown word only makes a decision stricter.
  *   - Two admissions racing for the same units both raise the same words; the one whose CAS wins
  *     finds its units logged at no less than its own T (a max), which errs late, never early.
- *   - A decision whose CAS fails, or whose process is killed between staging and its CAS, has grown
- *     up to c words of the oldest units beyond their true time (a phantom): later decisions see
- *     those units as newer than they are, so at most c units of capacity are lost, for at most W,
- *     until the next admission overwrites those words. Never over-admission, and no other process
- *     ever waits for a dead one: there is nothing to hold.
+ *   - A decision whose CAS fails (and whose retry does not admit), or whose process is killed
+ *     between staging and its CAS, may have grown words beyond their unit's true time (a phantom,
+ *     at most its cost c of them, to its stamp). Those words are the oldest of the state its rival
+ *     left, and a decision needs its c-th oldest word out of the window: so until the phantom's
+ *     stamp is W old, requests that need those units are denied although their true units left.
+ *     The cost is over-denial for at most W after the stamp (a reservation's stamp is its due
+ *     time, at most max_reserve ahead), never over-admission, and no other process ever waits
+ *     for a dead one: there is nothing to hold. Callers of cost 1 leave no phantom but by a
+ *     kill: a rival that wins logs the same unit at the same or a later time, and a loser's
+ *     retry rewrites its own unit.
  * The slot's identity is checked as for any kind (client.c): a slot retired or reused under a call
  * sends it back to the lookup.
  *

@@ -700,3 +700,126 @@ Test(window, serial_killed_holder_and_waiter_are_released)
         munmap(sl, sizeof(*sl));
         thr_limiter_close(l);
 }
+
+/* ---------------------------------------------------------------- the example */
+
+/* examples/serial_downstream.c against a real throttled on the real clock: every call alone, at
+ * most N per window, none lost. */
+Test(window_example, serial_downstream_runs_clean, .timeout = 120)
+{
+        struct tdaemon d;
+        tdaemon_init(&d);
+        char text[1024];
+        snprintf(text, sizeof(text),
+                 "[arena]\nname = %s\nclock = monotonic\nhugepages = off\nmode = 0600\n"
+                 "max_limiters = 4\nmax_readers = 64\n\n[daemon]\nheartbeat_ms = 20\nmetrics =\n\n"
+                 "[downstream]\nkind = window\nlimit = 5\nwindow = 200ms\nserialize = yes\n"
+                 "capacity = 16\n",
+                 d.name);
+        tdaemon_config_raw(&d, text);
+        snprintf(d.arena, sizeof(d.arena), "/dev/shm/throttle.%s", d.name);
+        int i = tdaemon_start(&d, NULL);
+        tdaemon_wait_ready(&d, i, 1);
+        char cmd[768], line[256] = "";
+        snprintf(cmd, sizeof(cmd),
+                 "%s/examples/thr-serial-downstream -a %s -l downstream -p 4 -j 8 -n 5 -w 200",
+                 getenv("THR_TEST_BUILD_DIR"), d.name);
+        FILE *p = popen(cmd, "r");
+        cr_assert_not_null(p);
+        char *got = fgets(line, sizeof(line), p);
+        int st = pclose(p);
+        cr_assert_not_null(got, "no output from %s", cmd);
+        unsigned calls = 0, overlaps = 1, bad = 1, timeouts = 1;
+        cr_assert_eq(sscanf(line, "calls %u overlaps %u window_violations %u timeouts %u", &calls,
+                            &overlaps, &bad, &timeouts),
+                     4, "output: %s", line);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "exit %#x: %s", st, line);
+        cr_assert_eq(calls, 32, "%s", line);
+        cr_assert_eq(overlaps, 0, "%s", line);
+        cr_assert_eq(bad, 0, "%s", line);
+        tdaemon_stop(&d, i);
+        tdaemon_fini(&d);
+}
+
+/* ---------------------------------------------------------------- serialized: SIGKILL storm */
+
+/* Real clock: holders and waiters SIGKILLed at random moments of begin, hold and end, replaced at
+ * once. Never two live holders; no waiter waits out its timeout (a dead holder or a dead waiter
+ * ahead of it is got past within the bound); the key ends with no holder and no waiter. */
+static void storm_child(struct serial_log *sl, thr_limiter *l)
+{
+        srandom((unsigned)getpid());
+        for (;;) {
+                struct thr_hold h;
+                int rc = thr_serial_begin(l, "x", 1, 1, 5 * SEC, &h);
+                if (rc < 0) {
+                        fprintf(stderr, "storm: begin: %s\n", thr_strerror(rc));
+                        atomic_fetch_add(&sl->errors, 1);
+                        _exit(3);
+                }
+                int was = atomic_exchange(&sl->holder, getpid());
+                if (was && !pid_dead(was))
+                        atomic_fetch_add(&sl->overlaps, 1);
+                atomic_fetch_add(&sl->granted, 1);
+                usleep((useconds_t)(random() % 300));
+                atomic_store(&sl->holder, 0);
+                if ((rc = thr_serial_end(&h)) < 0) {
+                        fprintf(stderr, "storm: end: %s\n", thr_strerror(rc));
+                        atomic_fetch_add(&sl->errors, 1);
+                        _exit(4);
+                }
+        }
+}
+
+Test(window_storm, serial_holders_killed_at_random, .timeout = 180)
+{
+        struct shm_limiter_spec s = wspec("x", 16384, 1000, true); /* the window never limits */
+        struct tarena rt;
+        tarena_make(&rt, THR_CLOCK_MONOTONIC, SHM_HUGE_OFF, &s, 1);
+        thr_limiter *l = tlim(&rt, "x");
+        struct serial_log *sl = shared_map(sizeof(*sl));
+        int kids = 5;
+        for (int i = 0; i < kids; i++) {
+                g_kids[i] = tfork();
+                if (g_kids[i] == 0)
+                        storm_child(sl, l);
+        }
+        srandom(11);
+        uint64_t kills = 0;
+        double t0 = mono_s();
+        while (mono_s() - t0 < (tunder_instrumentation() ? 6.0 : 3.0)) {
+                usleep((useconds_t)(random() % 3000));
+                int v = (int)(random() % kids);
+                kill_kid(v);
+                kills++;
+                if (kills % 16 == 0)
+                        shm_readers_reap(&rt.map); /* the daemon's job: free dead records */
+                g_kids[v] = tfork();
+                if (g_kids[v] == 0)
+                        storm_child(sl, l);
+                cr_assert_eq(atomic_load(&sl->errors), 0, "a begin timed out or failed");
+        }
+        uint64_t before = atomic_load(&sl->granted);
+        usleep(200000);
+        cr_assert_gt(atomic_load(&sl->granted), before, "holds still granted after the storm");
+        for (int i = 0; i < kids; i++)
+                kill_kid(i);
+        cr_assert_eq(atomic_load(&sl->overlaps), 0, "two live holders at once");
+        cr_assert_eq(atomic_load(&sl->errors), 0);
+        cr_assert_gt(atomic_load(&sl->granted), kills, "%lu holds for %lu kills",
+                     (unsigned long)atomic_load(&sl->granted), (unsigned long)kills);
+        /* everyone is dead: one serve (a begin) releases what they held and finds no waiter */
+        struct thr_hold h;
+        cr_assert_eq(thr_serial_begin(l, "x", 1, 1, SEC, &h), 0);
+        cr_assert_eq(thr_serial_end(&h), 0);
+        const struct thr_table *tb = ttable(&rt, "x");
+        uint64_t hh = shm_hash(shm_hdr(&rt.map)->secret, "x", 1);
+        struct thr_slot *slot = shm_table_lookup(rt.map.base, tb, hh, "x", 1);
+        cr_assert_not_null(slot);
+        struct thr_serial *hdr = shm_serial(shm_slot_aux(rt.map.base, tb, slot));
+        cr_assert_eq(hdr->hold_token, 0);
+        cr_assert_eq(hdr->waiters, 0);
+        munmap(sl, sizeof(*sl));
+        thr_limiter_close(l);
+        tarena_free(&rt);
+}
