@@ -125,6 +125,34 @@ Test(doc_claims, bytes_a_key_are_what_throttled_conf_says)
         free(cfg);
 }
 
+/* throttled.conf(5): a window limiter's table, "12 KiB a key for limit = 1000", measured. */
+Test(doc_claims, window_bytes_a_key_are_what_the_man_page_says)
+{
+        char *man = source_text("doc/man/throttled.conf.5");
+        uint64_t kib = doc_number(man, "([0-9]+) KiB a key for", "throttled.conf(5)");
+        uint64_t n =
+            doc_number(man, "KiB a key for\n\\.BR \"limit = ([0-9]+)\"", "throttled.conf(5)");
+        free(man);
+        struct shm_limiter_spec w = {
+            .kind = THR_KIND_WINDOW, .rate_n = n, .period_ns = 1000000000, .capacity = 4096};
+        snprintf(w.name, sizeof(w.name), "w");
+        struct shm_arena_spec a = {.max_limiters = 2,
+                                   .max_readers = 4,
+                                   .nlimiters = 1,
+                                   .limiters = &w},
+                              none = a;
+        none.nlimiters = 0;
+        struct shm_map with, without;
+        make(&a, "with", &with);
+        make(&none, "without", &without);
+        double per_key = (double)(with.size - without.size) / (double)w.capacity;
+        unmake(&with);
+        unmake(&without);
+        cr_assert(per_key > kib * 1024 * 0.95 && per_key < kib * 1024 * 1.05,
+                  "a key of a window of %llu costs %.1f bytes; throttled.conf(5) says %llu KiB",
+                  (unsigned long long)n, per_key, (unsigned long long)kib);
+}
+
 /* The commented [llm_tokens] of throttled.conf, uncommented, appended to the shipped config. */
 static struct config *with_llm_tokens(void)
 {
