@@ -219,6 +219,8 @@ static void end_limiter(struct parse *p, size_t i)
         struct lim_lines *ln = &p->lines[i];
         struct thr_params prm;
         char why[320];
+        if (ln->at[LK_KIND] && l->kind == 0)
+                return; /* its kind was refused: what else it lacks would only be noise */
         if (foreign_keys(p, l, ln))
                 return;
         if (l->kind == THR_KIND_WINDOW) {

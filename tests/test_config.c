@@ -754,3 +754,63 @@ Test(config, insert_wait_bounds)
         cr_assert_eq(r->cfg.limiters[0].lock_wait_ns, 60 * SEC);
         free(r);
 }
+
+/* ---------------------------------------------------------------- window limiters */
+
+Test(config, window_limiter_parsed)
+{
+        struct run *r = run_text("[w]\nkind = window\nlimit = 1000\nwindow = 2s\n"
+                                 "[s]\nkind = Window\nlimit = 5\nwindow = 100ms\nserialize = yes\n"
+                                 "[g]\nkind = gcra\nrate = 5/s\n");
+        cr_assert_eq(r->rc, 0, "%s", r->err);
+        const struct shm_limiter_spec *w = find_limiter(&r->cfg, "w"),
+                                      *s = find_limiter(&r->cfg, "s"),
+                                      *g = find_limiter(&r->cfg, "g");
+        cr_assert(w->kind == THR_KIND_WINDOW && w->rate_n == 1000 && w->period_ns == 2 * SEC &&
+                  !w->serialize);
+        cr_assert(s->kind == THR_KIND_WINDOW && s->rate_n == 5 && s->period_ns == 100000000 &&
+                  s->serialize);
+        cr_assert(g->kind == THR_KIND_GCRA && g->rate_n == 5 && g->burst == 5);
+        struct thr_params p;
+        char err[256];
+        cr_assert_eq(shm_params_make(s, 1, &p, err, sizeof(err)), 0, "%s", err);
+        cr_assert(p.kind == THR_KIND_WINDOW && p.burst == 5 && p.k == 1 &&
+                  p.flags == THR_PARAM_SERIALIZE && p.max_reserve_units == 60 * SEC);
+        free(r);
+        static const char *const no[] = {"no", "false", "off", "0", "NO"};
+        for (size_t i = 0; i < 5; i++) {
+                char text[128];
+                snprintf(text, sizeof(text),
+                         "[w]\nkind = window\nlimit = 3\nwindow = 1s\n"
+                         "serialize = %s\n",
+                         no[i]);
+                r = run_text(text);
+                cr_assert_eq(r->rc, 0, "%s: %s", no[i], r->err);
+                cr_assert(!r->cfg.limiters[0].serialize, "%s", no[i]);
+                free(r);
+        }
+}
+
+Test(config, window_faults_name_their_line)
+{
+        expect_one_fault("[w]\nkind = window\nlimit = 5\nwindow = 1s\nburst = 5\n", 5,
+                         "burst is a GCRA key");
+        expect_one_fault("[w]\nkind = window\nrate = 5/s\n", 3, "rate is a GCRA key");
+        expect_one_fault("[g]\nrate = 5/s\nlimit = 5\n", 3, "limit is a window key");
+        expect_one_fault("[g]\nrate = 5/s\nserialize = yes\n", 3, "serialize is a window key");
+        expect_one_fault("[w]\nkind = window\nlimit = 5\n", 1, "needs limit and window");
+        expect_one_fault("[w]\nkind = window\nwindow = 1s\n", 1, "needs limit and window");
+        expect_one_fault("[w]\nkind = sliding\n", 2, "unknown kind 'sliding'");
+        expect_one_fault("[w]\nkind = window\nlimit = 5\nwindow = 1s\nserialize = maybe\n", 5,
+                         "not yes or no");
+        expect_one_fault("[w]\nkind = window\nlimit = 16385\nwindow = 1s\n", 3, "exceeds 16384");
+        expect_one_fault("[w]\nkind = window\nlimit = 0\nwindow = 1s\n", 3, "limit");
+        expect_one_fault("[w]\nkind = window\nlimit = 5\nwindow = 0\n", 4, "window");
+}
+
+Test(config, window_limit_at_the_bound_is_accepted)
+{
+        struct run *r = run_text("[w]\nkind = window\nlimit = 16384\nwindow = 1s\ncapacity = 4\n");
+        cr_assert_eq(r->rc, 0, "%s", r->err);
+        free(r);
+}

@@ -288,6 +288,74 @@ Test(window, try_on_serialized_and_begin_on_plain_are_refused)
         thr_limiter_close(w);
 }
 
+/* ---------------------------------------------------------------- reloads */
+
+static struct thr_dir_entry *tdir_entry_of(const char *name)
+{
+        int idx = shm_dir_find(&T.map, name);
+        cr_assert_geq(idx, 0);
+        return (struct thr_dir_entry *)shm_at(T.map.base, T.map.g.dir_off) + idx;
+}
+
+/* The specs of setup(), for shm_arena_configure (what a reload does). */
+static struct shm_arena_spec respec(struct shm_limiter_spec *s)
+{
+        s[0] = wspec("w", 5, 2 * SEC, false);
+        s[1] = wspec("s", 3, 10 * SEC, true);
+        s[2] = wspec("tiny", 2, SEC, false);
+        s[2].capacity = 4;
+        s[2].on_full = THR_FULL_EVICT;
+        s[3] = wspec("f", 100, SEC, true);
+        struct shm_arena_spec as = {.hugepages = SHM_HUGE_OFF,
+                                    .mode = 0600,
+                                    .gid = (gid_t)-1,
+                                    .clock = THR_CLOCK_MANUAL,
+                                    .max_limiters = 16,
+                                    .max_readers = 256,
+                                    .nlimiters = 4,
+                                    .limiters = s};
+        snprintf(as.name, sizeof(as.name), "%s", shm_hdr(&T.map)->name);
+        return as;
+}
+
+Test(window, reload_changes_the_length_keeps_the_log_and_refuses_the_rest)
+{
+        thr_limiter *l = tlim(&T, "w");
+        struct thr_result r;
+        cr_assert_eq(thr_limiter_try(l, "k", 1, 5, &r), 1, "5 units at 0");
+        advance(SEC);
+        struct shm_limiter_spec s[4];
+        struct shm_arena_spec as = respec(s);
+        char err[512] = "";
+        s[0].period_ns = SEC; /* W 2 s -> 1 s: the units at 0 are out of the window at 1 s */
+        cr_assert_eq(shm_arena_configure(&T.map, &as, err, sizeof(err)), 0, "%s", err);
+        cr_assert_eq(thr_limiter_try(l, "k", 1, 5, &r), 1, "the kept log, judged with the new W");
+        cr_assert_eq(thr_limiter_try(l, "k", 1, 1, &r), 0);
+        cr_assert_eq(r.retry_after_ns, SEC);
+        uint64_t top = shm_hdr(&T.map)->heap_top;
+        struct thr_dir_entry *de = tdir_entry_of("w");
+        uint64_t params = de->params_off;
+        as = respec(s);
+        s[0].period_ns = SEC;
+        s[0].rate_n = 6;
+        cr_assert_eq(shm_arena_configure(&T.map, &as, err, sizeof(err)), -EBUSY);
+        cr_assert(strstr(err, "limit cannot change"), "%s", err);
+        as = respec(s);
+        s[0].period_ns = SEC;
+        s[0].kind = THR_KIND_GCRA;
+        s[0].burst = s[0].initial = 5;
+        cr_assert_eq(shm_arena_configure(&T.map, &as, err, sizeof(err)), -EBUSY);
+        cr_assert(strstr(err, "kind cannot change"), "%s", err);
+        as = respec(s);
+        s[0].period_ns = SEC;
+        s[0].serialize = true;
+        cr_assert_eq(shm_arena_configure(&T.map, &as, err, sizeof(err)), -EBUSY);
+        cr_assert(strstr(err, "serialize cannot change"), "%s", err);
+        cr_assert_eq(de->params_off, params, "nothing changed");
+        cr_assert_eq(shm_hdr(&T.map)->heap_top, top, "nothing allocated");
+        thr_limiter_close(l);
+}
+
 /* ---------------------------------------------------------------- serialized: one process */
 
 static struct thr_serial *serial_hdr(const char *lim, const char *key)
