@@ -11,8 +11,10 @@
  * copies, never from a second read. Reader records and counters are read once per field into
  * locals and only printed; a garbage value shows as a strange number, never as an index. Key
  * lengths are capped at THR_KEY_MAX, and names and keys are printed escaped (by shmctl_out.c,
- * which formats every answer). So a corrupt arena gives a message and EX_DATAERR, never a
- * crash.
+ * which formats every answer). A window key's log and a serialized key's header are read in the
+ * slot's aux storage, which the checked table copy bounds (and the snapshot checked holds N
+ * words); the key's state word (units ever admitted) indexes its log modulo N only. So a corrupt
+ * arena gives a message and EX_DATAERR, or strange numbers, never a crash.
  *
  * shmctl holds no reader record (it cannot register one on a read-only mapping), so a slot may be
  * retired and reused while it is read. Each slot is read like a seqlock: meta word, then key and
@@ -236,17 +238,102 @@ static int now_units(struct ctx *c, const struct shmctl_lim *l, uint64_t *out)
         return 0;
 }
 
+/* A GCRA key: a peek (cost 0) at NOW, what a client would be told; its debt orders `keys`. */
+static void gcra_eval(const struct shmctl_lim *l, uint64_t now, struct shmctl_key *k)
+{
+        struct shm_gcra g;
+        shm_gcra_step(&l->p, k->tat, now, 0, &g);
+        k->remaining = g.remaining;
+        k->reset_ns = shm_units_to_ns(&l->p, g.reset_units);
+        k->debt_ns = k->tat == THR_TAT_FRESH ? 0 : k->reset_ns;
+}
+
 /*
- * Snapshot slot S into K like a seqlock reader: 1 read, 0 skip (not live, changing, or being
- * evicted), -EBADMSG (a stable live slot with an impossible key length).
+ * The oldest unit of log E (state U) still in the window at NOW, in arena ns, or UINT64_MAX.
+ * The log holds the last N units oldest first from word U mod N, so the units that left the
+ * window come first: a binary search for the first that has not (as window.c counts free units;
+ * a word grown by an interrupted admission only shifts the answer). Every index is taken mod N.
  */
-static int slot_read(struct ctx *c, const struct thr_slot *s, struct shmctl_key *k)
+static uint64_t window_oldest(const struct thr_params *p, const _Atomic uint64_t *e, uint64_t u,
+                              uint64_t now)
+{
+        uint64_t n = p->rate_n, w = p->period_ns, lo = 0, hi = n, oldest = UINT64_MAX;
+        while (lo < hi) {
+                uint64_t mid = lo + (hi - lo) / 2;
+                uint64_t r = atomic_load_explicit(&e[(u + mid) % n], memory_order_relaxed);
+                if (r == 0 || (now >= w && r - 1 <= now - w)) { /* none, or out (time + 1) */
+                        lo = mid + 1;
+                } else {
+                        hi = mid;
+                        oldest = r - 1;
+                }
+        }
+        return oldest;
+}
+
+/* A serialized key's header H: the holder named by its token, the queue and the counters. */
+static void hold_read(const struct thr_serial *h, struct shmctl_hold *o)
+{
+        o->held = atomic_load_explicit(&h->hold_token, memory_order_acquire) != 0;
+        o->pid = atomic_load_explicit(&h->hold_pid, memory_order_relaxed);
+        o->since = atomic_load_explicit(&h->hold_since, memory_order_relaxed);
+        o->cost = atomic_load_explicit(&h->hold_cost, memory_order_relaxed);
+        o->waiters = atomic_load_explicit(&h->waiters, memory_order_relaxed);
+        o->served = atomic_load_explicit(&h->served, memory_order_relaxed);
+        o->released = atomic_load_explicit(&h->released, memory_order_relaxed);
+}
+
+/*
+ * A window key of slot S: a peek (cost 0) at NOW for what is left and when the window empties
+ * (its debt), a cost-1 try for when the next unit fits, the oldest unit in the window, and a
+ * serialized key's header. The log is read in place (the snapshot's table copy bounds S's aux
+ * storage, and snap_fill checked that it holds N words); the state word U is any number.
+ */
+static void window_eval(const struct ctx *c, const struct shmctl_lim *l, const struct thr_slot *s,
+                        uint64_t now, struct shmctl_key *k)
+{
+        void *aux = shm_slot_aux(c->map.base, &l->t, s);
+        const _Atomic uint64_t *e = shm_window_log(aux);
+        struct shm_win peek, one;
+        shm_window_decide(&l->p, e, k->tat, now, 0, false, 0, &peek);
+        shm_window_decide(&l->p, e, k->tat, now, 1, false, 0, &one);
+        k->remaining = peek.remaining;
+        k->reset_ns = k->debt_ns = peek.reset_ns;
+        k->win = (struct shmctl_win){.used = l->p.rate_n - peek.remaining,
+                                     .oldest_ns = window_oldest(&l->p, e, k->tat, now),
+                                     .next_free_ns = one.retry_ns};
+        if (l->p.flags & THR_PARAM_SERIALIZE)
+                hold_read(shm_serial(aux), &k->hold);
+}
+
+/* Slot S's key evaluated at NOW (in L's units), by its limiter's kind. */
+static void key_eval(const struct ctx *c, const struct shmctl_lim *l, const struct thr_slot *s,
+                     uint64_t now, struct shmctl_key *k)
+{
+        k->win = (struct shmctl_win){0};
+        k->hold = (struct shmctl_hold){0};
+        if (l->p.kind == THR_KIND_WINDOW)
+                window_eval(c, l, s, now, k);
+        else
+                gcra_eval(l, now, k);
+}
+
+/*
+ * Snapshot slot S of L into K like a seqlock reader, and evaluate it at NOW: 1 read, 0 skip (not
+ * live, changing, or being evicted), -EBADMSG (a stable live slot with an impossible key length).
+ * The evaluation reads the key's aux storage inside the seqlock, so a slot reused meanwhile (its
+ * log another key's) is skipped too.
+ */
+static int slot_read(struct ctx *c, const struct shmctl_lim *l, const struct thr_slot *s,
+                     uint64_t now, struct shmctl_key *k)
 {
         uint64_t m1 = atomic_load_explicit(&s->meta, memory_order_acquire);
         if (THR_META_STATUS(m1) != THR_SLOT_LIVE)
                 return 0;
         uint32_t len = *(const volatile uint32_t *)&s->key_len;
-        k->tat = atomic_load_explicit(&s->state, memory_order_relaxed);
+        /* acquire: a window's log words are then at least those of this state (window.h) */
+        k->tat = atomic_load_explicit(&s->state, memory_order_acquire);
+        key_eval(c, l, s, now, k);
         if (len <= THR_KEY_MAX)
                 memcpy(k->bytes, s->key, len);
         atomic_thread_fence(memory_order_acquire);
@@ -257,16 +344,6 @@ static int slot_read(struct ctx *c, const struct thr_slot *s, struct shmctl_key 
                                THR_KEY_MAX);
         k->len = len;
         return 1;
-}
-
-/* A peek (cost 0) at NOW: what a client would be told, and the debt that orders `keys`. */
-static void key_eval(const struct shmctl_lim *l, uint64_t now, struct shmctl_key *k)
-{
-        struct shm_gcra g;
-        shm_gcra_step(&l->p, k->tat, now, 0, &g);
-        k->remaining = g.remaining;
-        k->reset_ns = shm_units_to_ns(&l->p, g.reset_units);
-        k->debt_ns = k->tat == THR_TAT_FRESH ? 0 : k->reset_ns;
 }
 
 static const struct thr_slot *slot_at(const struct ctx *c, const struct shmctl_lim *l, uint64_t i)
@@ -291,13 +368,12 @@ static long keys_collect(struct ctx *c, const struct shmctl_lim *l, uint64_t now
                         }
                         v = nv;
                 }
-                int rc = slot_read(c, slot_at(c, l, i), &v[n]);
+                int rc = slot_read(c, l, slot_at(c, l, i), now, &v[n]);
                 if (rc < 0) {
                         free(v);
                         return rc;
                 }
-                if (rc > 0)
-                        key_eval(l, now, &v[n++]);
+                n += rc;
         }
         *out = v;
         return n;
@@ -546,8 +622,8 @@ static int cmd_keys(struct ctx *c)
         return 0;
 }
 
-/* KEY's slot in L: 1 found into *K, 0 absent, -EBADMSG. shm_table_lookup only reads. */
-static int key_get(struct ctx *c, const struct shmctl_lim *l, struct shmctl_key *k)
+/* KEY's slot in L, evaluated at NOW: 1 found into *K, 0 absent, -EBADMSG. The lookup only reads. */
+static int key_get(struct ctx *c, const struct shmctl_lim *l, uint64_t now, struct shmctl_key *k)
 {
         size_t len = strlen(c->o->key);
         uint64_t h = shm_hash(c->hdr.secret, c->o->key, len);
@@ -555,7 +631,7 @@ static int key_get(struct ctx *c, const struct shmctl_lim *l, struct shmctl_key 
             shm_table_lookup(c->map.base, &l->t, h, c->o->key, (uint32_t)len);
         if (!s)
                 return 0;
-        int rc = slot_read(c, s, k);
+        int rc = slot_read(c, l, s, now, k);
         /* A slot whose key changed between the lookup and the read was just evicted. */
         if (rc > 0 && (k->len != len || memcmp(k->bytes, c->o->key, len) != 0))
                 return 0;
@@ -570,7 +646,7 @@ static int cmd_get(struct ctx *c)
         int rc = lim_named(c, &l, &now);
         if (rc != 0)
                 return rc;
-        rc = key_get(c, &l, &k);
+        rc = key_get(c, &l, now, &k);
         if (rc < 0)
                 return fail(c, rc);
         if (rc == 0) {
@@ -578,7 +654,6 @@ static int cmd_get(struct ctx *c)
                         c->o->key);
                 return EX_NOTFOUND;
         }
-        key_eval(&l, now, &k);
         shmctl_out_key(&l, &k, now / l.p.k, c->o->json);
         return 0;
 }
@@ -612,12 +687,15 @@ static void help(void)
         printf("\nInspect a throttle arena, read-only.\n\n"
                "  status     the arena's header: backing, clock, limiters, readers, daemon,\n"
                "             grace periods, eviction totals\n"
-               "  limiters   each limiter: rate, burst, occupancy, idle_ttl, on_full,\n"
-               "             eviction counters, live or retired\n"
+               "  limiters   each limiter: kind (gcra, window), rate, burst, serialized,\n"
+               "             occupancy, bytes per key, idle_ttl, on_full, eviction counters,\n"
+               "             live or retired\n"
                "  readers    each reader record in use: owner, grace period, liveness\n"
                "  keys       a limiter's live keys, most indebted first (-n N: the first N,\n"
                "             default %d; 0: all)\n"
-               "  get        one key's remaining tokens, reset time and state\n\n"
+               "  get        one key: GCRA, its remaining tokens, reset time and state; window,\n"
+               "             its units in the window, oldest, next free and reset times, and\n"
+               "             if serialized its holder and waiters\n\n"
                "  -a, --arena ARENA  arena name, or a path if it contains '/'\n"
                "                     (default: $THROTTLE_ARENA, else \"main\")\n"
                "  --json             print one JSON object\n\n"

@@ -5,6 +5,7 @@
  * as is and anything else as \xHH for people, or as \u00XX in JSON so that the exact bytes can be
  * recovered. Buffers are sized for the widest escaped key, so no input can overflow them.
  */
+#include <assert.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -16,7 +17,7 @@
 
 #define ESC_MAX  (6 * THR_KEY_MAX + 1) /* a key escaped as JSON \u00XX, the widest form */
 #define CELL     ESC_MAX
-#define MAX_COLS 16
+#define MAX_COLS 20
 
 /* ---------------------------------------------------------------- types */
 
@@ -118,6 +119,27 @@ static const char *on_full_name(uint32_t f)
                : f == THR_FULL_ALLOW ? "allow"
                : f == THR_FULL_EVICT ? "evict"
                                      : "unknown";
+}
+
+static const char *kind_name(uint32_t k)
+{
+        return k == THR_KIND_GCRA ? "gcra" : k == THR_KIND_WINDOW ? "window" : "unknown";
+}
+
+static bool is_window(const struct shmctl_lim *l)
+{
+        return l->p.kind == THR_KIND_WINDOW;
+}
+
+static bool is_serial(const struct shmctl_lim *l)
+{
+        return is_window(l) && (l->p.flags & THR_PARAM_SERIALIZE);
+}
+
+/* Bytes a key's slot takes: the slot and its aux storage (a window's log). */
+static uint64_t slot_bytes(const struct shmctl_lim *l)
+{
+        return THR_SLOT_SIZE + (uint64_t)l->t.aux_stride;
 }
 
 static const char *dir_state_name(uint32_t st)
@@ -281,22 +303,25 @@ static void lim_row(const void *data, long i, char cells[][CELL])
         char pct[32];
         escape(cells[0], CELL, l->name, strlen(l->name), false);
         snprintf(cells[1], CELL, "%s", dir_state_name(l->state));
-        fmt_rate(cells[2], CELL, l->p.rate_n, l->p.period_ns);
-        snprintf(cells[3], CELL, "%" PRIu64, l->p.burst);
-        snprintf(cells[4], CELL, "%" PRIu64, l->p.initial);
-        snprintf(cells[5], CELL, "%" PRIu32, l->t.nshards);
-        snprintf(cells[6], CELL, "%" PRIu64 "/%" PRIu64 " %s%%", l->t.live, l->t.capacity,
+        snprintf(cells[2], CELL, "%s", kind_name(l->p.kind));
+        fmt_rate(cells[3], CELL, l->p.rate_n, l->p.period_ns);
+        snprintf(cells[4], CELL, "%" PRIu64, l->p.burst);
+        snprintf(cells[5], CELL, "%" PRIu64, l->p.initial);
+        strcpy(cells[6], !is_window(l) ? "-" : is_serial(l) ? "yes" : "no");
+        snprintf(cells[7], CELL, "%" PRIu32, l->t.nshards);
+        snprintf(cells[8], CELL, "%" PRIu64 "/%" PRIu64 " %s%%", l->t.live, l->t.capacity,
                  fmt_pct(pct, sizeof(pct), l->t.live, l->t.capacity));
+        snprintf(cells[9], CELL, "%" PRIu64, slot_bytes(l));
         if (l->p.idle_ttl_ns)
-                fmt_dur(cells[7], CELL, l->p.idle_ttl_ns);
+                fmt_dur(cells[10], CELL, l->p.idle_ttl_ns);
         else
-                strcpy(cells[7], "never");
-        snprintf(cells[8], CELL, "%s", on_full_name(l->p.on_full));
-        snprintf(cells[9], CELL, "%" PRIu64, l->ev.evicted);
-        snprintf(cells[10], CELL, "%" PRIu64, l->ev.evicted_full);
-        snprintf(cells[11], CELL, "%" PRIu64, l->ev.reclaimed);
-        snprintf(cells[12], CELL, "%" PRIu64, l->t.insert_fail);
-        snprintf(cells[13], CELL, "%" PRIu64, l->ev.allowed_full);
+                strcpy(cells[10], "never");
+        snprintf(cells[11], CELL, "%s", on_full_name(l->p.on_full));
+        snprintf(cells[12], CELL, "%" PRIu64, l->ev.evicted);
+        snprintf(cells[13], CELL, "%" PRIu64, l->ev.evicted_full);
+        snprintf(cells[14], CELL, "%" PRIu64, l->ev.reclaimed);
+        snprintf(cells[15], CELL, "%" PRIu64, l->t.insert_fail);
+        snprintf(cells[16], CELL, "%" PRIu64, l->ev.allowed_full);
 }
 
 static void lim_json(const struct shmctl_lim *l)
@@ -307,6 +332,12 @@ static void lim_json(const struct shmctl_lim *l)
                escape(name, sizeof(name), l->name, strlen(l->name), true),
                fmt_rate(rate, sizeof(rate), l->p.rate_n, l->p.period_ns), l->p.rate_n,
                l->p.period_ns, l->p.burst, l->p.initial);
+        printf("\"kind\":\"%s\",", kind_name(l->p.kind));
+        if (is_window(l))
+                printf("\"limit\":%" PRIu64 ",\"window_ns\":%" PRIu64 ",", l->p.rate_n,
+                       l->p.period_ns);
+        printf("\"serialize\":%s,\"bytes_per_slot\":%" PRIu64 ",", is_serial(l) ? "true" : "false",
+               slot_bytes(l));
         printf("\"capacity\":%" PRIu64 ",\"live\":%" PRIu64 ",\"shards\":%" PRIu32
                ",\"shard_slots\":%" PRIu32 ",\"insert_failures\":%" PRIu64 ",",
                l->t.capacity, l->t.live, l->t.nshards, l->t.shard_slots, l->t.insert_fail);
@@ -321,12 +352,13 @@ static void lim_json(const struct shmctl_lim *l)
 void shmctl_out_limiters(const struct shmctl_lim *v, long n, bool json)
 {
         static const char *const head[] = {
-            "NAME",         "STATE",     "RATE",        "BURST",       "INITIAL",
-            "SHARDS",       "OCCUPANCY", "IDLE_TTL",    "ON_FULL",     "EVICTED",
-            "EVICTED_FULL", "RECLAIMED", "INSERT_FAIL", "ALLOWED_FULL"};
-        static const bool right[] = {false, false, true, true, true, true, true,
-                                     true,  false, true, true, true, true, true};
-        static const struct cols cols = {14, head, right};
+            "NAME",      "STATE",        "KIND",      "RATE",        "BURST",       "INITIAL",
+            "SERIALIZE", "SHARDS",       "OCCUPANCY", "SLOT_BYTES",  "IDLE_TTL",    "ON_FULL",
+            "EVICTED",   "EVICTED_FULL", "RECLAIMED", "INSERT_FAIL", "ALLOWED_FULL"};
+        static const bool right[] = {false, false, false, true, true, true, false, true, true,
+                                     true,  true,  false, true, true, true, true,  true};
+        static const struct cols cols = {17, head, right};
+        static_assert(sizeof(head) / sizeof(head[0]) == 17 && 17 <= MAX_COLS, "limiters columns");
         if (json) {
                 printf("{\"limiters\":[");
                 for (long i = 0; i < n; i++) {
@@ -452,9 +484,30 @@ void shmctl_out_readers(const struct shmctl_reader *v, long n, const struct shmc
 struct key_rows {
         const struct shmctl_lim *l;
         const struct shmctl_key *v;
+        uint64_t now_ns;
 };
 
-static void key_row(const void *data, long i, char cells[][CELL])
+/* How long a serialized key's holder has held it at NOW_NS (0 if granted after the answer's
+ * time was read, or if its grant time is garbage). */
+static uint64_t held_for(const struct shmctl_hold *h, uint64_t now_ns)
+{
+        return h->since < now_ns ? now_ns - h->since : 0;
+}
+
+/* Arena time T seen from NOW_NS: "1.5s ago", "in 200ms" (a reservation's), "-" for none. */
+static const char *fmt_age(char *buf, size_t len, uint64_t t, uint64_t now_ns)
+{
+        char d[32];
+        if (t == UINT64_MAX)
+                snprintf(buf, len, "-");
+        else if (t <= now_ns)
+                snprintf(buf, len, "%s ago", fmt_dur(d, sizeof(d), now_ns - t));
+        else
+                snprintf(buf, len, "in %s", fmt_dur(d, sizeof(d), t - now_ns));
+        return buf;
+}
+
+static void gcra_row(const void *data, long i, char cells[][CELL])
 {
         const struct key_rows *kr = data;
         const struct shmctl_key *k = kr->v + i;
@@ -467,7 +520,36 @@ static void key_row(const void *data, long i, char cells[][CELL])
                 snprintf(cells[3], CELL, "%" PRIu64, k->tat);
 }
 
-static void key_json(const struct shmctl_lim *l, const struct shmctl_key *k)
+/* A window key's row; a serialized one's has five more cells (the table has them). */
+static void window_row(const void *data, long i, char cells[][CELL])
+{
+        const struct key_rows *kr = data;
+        const struct shmctl_key *k = kr->v + i;
+        const struct shmctl_hold *h = &k->hold;
+        escape(cells[0], CELL, k->bytes, k->len, false);
+        snprintf(cells[1], CELL, "%" PRIu64 "/%" PRIu64, k->win.used, kr->l->p.rate_n);
+        fmt_age(cells[2], CELL, k->win.oldest_ns, kr->now_ns);
+        if (k->win.next_free_ns)
+                fmt_dur(cells[3], CELL, k->win.next_free_ns);
+        else
+                strcpy(cells[3], "now");
+        fmt_dur(cells[4], CELL, k->reset_ns);
+        snprintf(cells[5], CELL, "%" PRIu64, k->tat);
+        if (!is_serial(kr->l))
+                return;
+        if (h->held) {
+                snprintf(cells[6], CELL, "%" PRIu64, h->pid);
+                fmt_dur(cells[7], CELL, held_for(h, kr->now_ns));
+        } else {
+                strcpy(cells[6], "-");
+                strcpy(cells[7], "-");
+        }
+        snprintf(cells[8], CELL, "%" PRIu32, h->waiters);
+        snprintf(cells[9], CELL, "%" PRIu64, h->served);
+        snprintf(cells[10], CELL, "%" PRIu64, h->released);
+}
+
+static void gcra_json(const struct shmctl_lim *l, const struct shmctl_key *k)
 {
         char esc[ESC_MAX];
         printf("{\"key\":\"%s\",\"remaining\":%" PRIu64 ",\"burst\":%" PRIu64
@@ -480,34 +562,95 @@ static void key_json(const struct shmctl_lim *l, const struct shmctl_key *k)
                 printf("\"tat\":%" PRIu64 ",\"fresh\":false}", k->tat);
 }
 
-/* "limiter NAME: WHAT, arena time T, TAT in units of 1/K ns", then the keys as a table. */
+/* A serialized key's members: holder (pid 0 and held_for_ns null when none), queue, counters. */
+static void hold_json(const struct shmctl_hold *h, uint64_t now_ns)
+{
+        printf(",\"holder_pid\":%" PRIu64 ",\"held_for_ns\":", h->held ? h->pid : 0);
+        if (h->held)
+                printf("%" PRIu64, held_for(h, now_ns));
+        else
+                printf("null");
+        printf(",\"hold_cost\":%" PRIu64 ",\"waiters\":%" PRIu32 ",\"served\":%" PRIu64
+               ",\"released\":%" PRIu64,
+               h->cost, h->waiters, h->served, h->released);
+}
+
+static void window_json(const struct shmctl_lim *l, const struct shmctl_key *k, uint64_t now_ns)
+{
+        char esc[ESC_MAX];
+        printf("{\"key\":\"%s\",\"used\":%" PRIu64 ",\"limit\":%" PRIu64 ",\"remaining\":%" PRIu64
+               ",\"oldest_ns\":",
+               escape(esc, sizeof(esc), k->bytes, k->len, true), k->win.used, l->p.rate_n,
+               k->remaining);
+        if (k->win.oldest_ns == UINT64_MAX)
+                printf("null");
+        else
+                printf("%" PRIu64, k->win.oldest_ns);
+        printf(",\"next_free_after_ns\":%" PRIu64 ",\"reset_after_ns\":%" PRIu64
+               ",\"units\":%" PRIu64,
+               k->win.next_free_ns, k->reset_ns, k->tat);
+        if (is_serial(l))
+                hold_json(&k->hold, now_ns);
+        putchar('}');
+}
+
+static void key_json(const struct shmctl_lim *l, const struct shmctl_key *k, uint64_t now_ns)
+{
+        if (is_window(l))
+                window_json(l, k, now_ns);
+        else
+                gcra_json(l, k);
+}
+
+/* "limiter NAME: WHAT, arena time T, UNIT", then the keys as a table of L's kind. */
 static void keys_human(const struct shmctl_lim *l, const struct shmctl_key *v, long shown,
                        uint64_t now_ns, const char *what)
 {
-        static const char *const head[] = {"KEY", "REMAINING", "RESET_AFTER", "TAT"};
-        static const bool right[] = {false, true, true, true};
-        static const struct cols cols = {4, head, right};
-        char esc[CELL], now[32];
-        struct key_rows kr = {l, v};
-        printf("limiter %s%s: %s, arena time %s, TAT in units of 1/%" PRIu64 " ns\n",
+        static const char *const ghead[] = {"KEY", "REMAINING", "RESET_AFTER", "TAT"};
+        static const bool gright[] = {false, true, true, true};
+        static const struct cols gcols = {4, ghead, gright};
+        static const char *const whead[] = {"KEY",         "USED",   "OLDEST",  "NEXT_FREE",
+                                            "RESET_AFTER", "UNITS",  "HOLDER",  "HELD_FOR",
+                                            "WAITERS",     "SERVED", "RELEASED"};
+        static const bool wright[] = {false, true, true, true, true, true,
+                                      true,  true, true, true, true};
+        const struct cols wcols = {is_serial(l) ? 11 : 6, whead, wright};
+        static_assert(sizeof(whead) / sizeof(whead[0]) == 11 && 11 <= MAX_COLS, "window columns");
+        char esc[CELL], now[32], unit[96];
+        struct key_rows kr = {l, v, now_ns};
+        if (is_window(l)) {
+                char win[32];
+                snprintf(unit, sizeof(unit), "window of %" PRIu64 " units per %s%s", l->p.rate_n,
+                         fmt_dur(win, sizeof(win), l->p.period_ns),
+                         is_serial(l) ? ", serialized" : "");
+        } else {
+                snprintf(unit, sizeof(unit), "TAT in units of 1/%" PRIu64 " ns", l->p.k);
+        }
+        printf("limiter %s%s: %s, arena time %s, %s\n",
                escape(esc, sizeof(esc), l->name, strlen(l->name), false),
                l->state == THR_DIR_RETIRED ? " (retired)" : "", what,
-               fmt_dur(now, sizeof(now), now_ns), l->p.k);
+               fmt_dur(now, sizeof(now), now_ns), unit);
         if (shown > 0)
-                table_print(&cols, key_row, &kr, shown);
+                table_print(is_window(l) ? &wcols : &gcols, is_window(l) ? window_row : gcra_row,
+                            &kr, shown);
 }
 
 static void keys_json(const struct shmctl_lim *l, const struct shmctl_key *v, long total,
                       long shown, uint64_t now_ns)
 {
         char esc[CELL];
-        printf("{\"limiter\":\"%s\",\"state\":\"%s\",\"now_ns\":%" PRIu64
-               ",\"units_per_ns\":%" PRIu64 ",\"live\":%ld,\"shown\":%ld,\"keys\":[",
-               escape(esc, sizeof(esc), l->name, strlen(l->name), true), dir_state_name(l->state),
+        printf("{\"limiter\":\"%s\",\"state\":\"%s\",",
+               escape(esc, sizeof(esc), l->name, strlen(l->name), true), dir_state_name(l->state));
+        if (is_window(l)) /* a GCRA limiter's answer is as it was before windows */
+                printf("\"kind\":\"window\",\"limit\":%" PRIu64 ",\"window_ns\":%" PRIu64
+                       ",\"serialize\":%s,",
+                       l->p.rate_n, l->p.period_ns, is_serial(l) ? "true" : "false");
+        printf("\"now_ns\":%" PRIu64 ",\"units_per_ns\":%" PRIu64 ",\"live\":%ld,\"shown\":%ld,"
+               "\"keys\":[",
                now_ns, l->p.k, total, shown);
         for (long i = 0; i < shown; i++) {
                 fputs(i ? "," : "", stdout);
-                key_json(l, &v[i]);
+                key_json(l, &v[i], now_ns);
         }
         printf("]}\n");
 }
@@ -527,7 +670,7 @@ void shmctl_out_key(const struct shmctl_lim *l, const struct shmctl_key *k, uint
                     bool json)
 {
         if (json) {
-                key_json(l, k);
+                key_json(l, k, now_ns);
                 printf("\n");
         } else {
                 keys_human(l, k, 1, now_ns, "one key");

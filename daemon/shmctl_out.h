@@ -61,14 +61,34 @@ struct shmctl_readers {
         struct shmctl_gp gp;
 };
 
+/* A window key's log, as a peek at the answer's arena time sees it (kind = window). */
+struct shmctl_win {
+        uint64_t used;         /* units in the current window: N - remaining */
+        uint64_t oldest_ns;    /* arena time of the oldest unit still in the window; UINT64_MAX:
+                                * none (a reservation's unit may be ahead of now) */
+        uint64_t next_free_ns; /* until one more unit fits (a cost-1 try's retry); 0: now */
+};
+
+/* A serialized window key's header (struct thr_serial), each field read once. */
+struct shmctl_hold {
+        bool held;      /* a holder's token is set */
+        uint64_t pid;   /* the holder's, as it wrote it (informational) */
+        uint64_t since; /* arena time it was granted */
+        uint64_t cost;  /* units its end completes (0 once logged) */
+        uint32_t waiters;
+        uint64_t served, released; /* holds granted; holds of dead holders released */
+};
+
 /* One live key, snapshotted and evaluated at one arena time. */
 struct shmctl_key {
         uint8_t bytes[THR_KEY_MAX];
         uint32_t len;
-        uint64_t tat; /* raw state word: units, or THR_TAT_FRESH */
+        uint64_t tat; /* raw state word: GCRA units or THR_TAT_FRESH; a window's units ever */
         uint64_t remaining;
         uint64_t reset_ns;
-        uint64_t debt_ns; /* sort order; 0 for a fresh key, which carries no debt */
+        uint64_t debt_ns;        /* sort order; 0 for a fresh key, which carries no debt */
+        struct shmctl_win win;   /* window keys only */
+        struct shmctl_hold hold; /* serialized window keys only */
 };
 
 /* What `status` shows beyond the header: counts and the daemon's liveness, read at one time. */
@@ -100,7 +120,7 @@ void shmctl_out_readers(const struct shmctl_reader *v, long n, const struct shmc
                         bool json);
 
 /* shmctl_out_keys - the first SHOWN of L's TOTAL live keys V (sorted by the caller), with the
- * arena time NOW_NS. */
+ * arena time NOW_NS, in the columns of L's kind (GCRA; window, serialized or not). */
 void shmctl_out_keys(const struct shmctl_lim *l, const struct shmctl_key *v, long total, long shown,
                      uint64_t now_ns, bool json);
 
