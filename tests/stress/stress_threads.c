@@ -5,9 +5,13 @@
  *   stress_threads [--threads N] [--rounds R] [--keys K]
  *
  * On a manual-clock arena, N threads (a) hammer one hot key, (b) insert and charge the same K new
- * keys at once, (c) mix reservations, cancellations and tries; between rounds the main thread
- * advances the clock. Checks: the hot key admitted exactly burst + rounds * per-round refill; one
- * live slot per key; every key's consumption equals its admissions. Exit 0 only if all hold.
+ * keys at once, (c) mix reservations, cancellations and tries, (d) try a window key (N units per
+ * 2 s) with costs 1 and 2, (e) take turns holding a serialized window key; between rounds the
+ * main thread advances the clock by 1 s. Checks: the hot key admitted exactly burst + rounds *
+ * per-round refill; one live slot per key; every key's consumption equals its admissions; the
+ * window key never more than N units in two consecutive rounds (a window) and its unit count
+ * equal to what was admitted; the serialized key never held by two threads, every hold counted.
+ * Exit 0 only if all hold.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -22,8 +26,13 @@
 
 #define SEC 1000000000ull
 
+#define WIN_N 20
+
 struct shared {
-        thr_limiter *hot, *many;
+        thr_limiter *hot, *many, *win, *ser;
+        _Atomic uint64_t win_round[1024]; /* window units admitted per round */
+        _Atomic uint64_t ser_holds;
+        _Atomic int ser_inside, ser_overlap, ser_errors;
         pthread_barrier_t start, done;
         int threads, rounds, keys;
         _Atomic uint64_t hot_admitted, tries_admitted, many_admitted, cancelled_back;
@@ -57,6 +66,29 @@ static void reserve_and_cancel(struct shared *g)
                 atomic_fetch_add(&g->hot_admitted, 1); /* kept: it will be served */
 }
 
+static void window_and_serial(struct shared *g, int round, unsigned seed)
+{
+        struct thr_result r;
+        for (int i = 0; i < 8; i++) {
+                uint64_t c = (seed + (unsigned)i) % 3 == 0 ? 2 : 1;
+                if (thr_limiter_try(g->win, "w", 1, c, &r) == 1)
+                        atomic_fetch_add(&g->win_round[round], c);
+        }
+        for (int i = 0; i < 3; i++) {
+                struct thr_hold h;
+                if (thr_serial_begin(g->ser, "s", 1, 1, 60 * SEC, &h) != 0) {
+                        atomic_fetch_add(&g->ser_errors, 1);
+                        return;
+                }
+                if (atomic_fetch_add(&g->ser_inside, 1) != 0)
+                        atomic_fetch_add(&g->ser_overlap, 1);
+                atomic_fetch_sub(&g->ser_inside, 1);
+                atomic_fetch_add(&g->ser_holds, 1);
+                if (thr_serial_end(&h) != 0)
+                        atomic_fetch_add(&g->ser_errors, 1);
+        }
+}
+
 static void *worker(void *arg)
 {
         struct shared *g = arg;
@@ -73,6 +105,7 @@ static void *worker(void *arg)
                 if (round % 4 == 3)
                         reserve_and_cancel(g);
                 charge_many(g, seed + (unsigned)round);
+                window_and_serial(g, round, seed);
                 pthread_barrier_wait(&g->done);
         }
         return NULL;
@@ -129,6 +162,33 @@ static int check(struct shared *g, const struct shm_map *m, uint64_t tries_admit
         if (live != g->keys)
                 bad |= fail("live keys", live, g->keys);
         bad |= unique_keys(m, tb);
+        /* The window: W = 2 s, the clock moves 1 s a round: any two consecutive rounds are in
+         * one window; its state word counts every unit admitted. */
+        uint64_t total = 0;
+        for (int r = 0; r < g->rounds; r++) {
+                uint64_t two =
+                    atomic_load(&g->win_round[r]) + (r ? atomic_load(&g->win_round[r - 1]) : 0);
+                if (two > WIN_N)
+                        bad |=
+                            fail("window units in two consecutive rounds", (long long)two, WIN_N);
+                total += atomic_load(&g->win_round[r]);
+        }
+        const struct thr_table *wt = shm_at(m->base, dir[2].table_off);
+        struct thr_slot *ws =
+            shm_table_lookup(m->base, wt, shm_hash(shm_hdr(m)->secret, "w", 1), "w", 1);
+        if (!ws || atomic_load(&ws->state) != total)
+                bad |= fail("window units counted vs admitted",
+                            ws ? (long long)atomic_load(&ws->state) : -1, (long long)total);
+        const struct thr_table *st = shm_at(m->base, dir[3].table_off);
+        struct thr_slot *ss =
+            shm_table_lookup(m->base, st, shm_hash(shm_hdr(m)->secret, "s", 1), "s", 1);
+        uint64_t holds = atomic_load(&g->ser_holds);
+        if (atomic_load(&g->ser_overlap) || atomic_load(&g->ser_errors))
+                bad |= fail("serialized holds overlapping or failed",
+                            atomic_load(&g->ser_overlap) + atomic_load(&g->ser_errors), 0);
+        if (!ss || atomic_load(&ss->state) != holds)
+                bad |= fail("serialized completions vs holds",
+                            ss ? (long long)atomic_load(&ss->state) : -1, (long long)holds);
         /* Burst 1e6 never runs out: every attempt on "many" is admitted exactly once. */
         uint64_t many = atomic_load(&g->many_admitted);
         if (many != (uint64_t)g->threads * g->rounds * g->keys)
@@ -139,7 +199,7 @@ static int check(struct shared *g, const struct shm_map *m, uint64_t tries_admit
 
 static int build(struct shm_map *m, char *dir, int keys)
 {
-        struct shm_limiter_spec s[2] = {{.rate_n = 10,
+        struct shm_limiter_spec s[4] = {{.rate_n = 10,
                                          .period_ns = SEC,
                                          .burst = 50,
                                          .initial = 50,
@@ -156,17 +216,30 @@ static int build(struct shm_map *m, char *dir, int keys)
                                          /* exact counts: an insert must never give up on a
                                           * holder slowed down (ThreadSanitizer: 10x), only on
                                           * one that does not run, which none here is */
+                                         .lock_wait_ns = THR_LOCK_WAIT_MAX_NS},
+                                        {.kind = THR_KIND_WINDOW,
+                                         .rate_n = WIN_N,
+                                         .period_ns = 2 * SEC,
+                                         .capacity = 16,
+                                         .lock_wait_ns = THR_LOCK_WAIT_MAX_NS},
+                                        {.kind = THR_KIND_WINDOW,
+                                         .serialize = true,
+                                         .rate_n = 10000,
+                                         .period_ns = SEC,
+                                         .capacity = 16,
                                          .lock_wait_ns = THR_LOCK_WAIT_MAX_NS}};
         snprintf(s[0].name, sizeof(s[0].name), "hot");
         snprintf(s[1].name, sizeof(s[1].name), "many");
+        snprintf(s[2].name, sizeof(s[2].name), "win");
+        snprintf(s[3].name, sizeof(s[3].name), "ser");
         struct shm_arena_spec a = {.dir = dir,
                                    .hugepages = SHM_HUGE_OFF,
                                    .mode = 0600,
                                    .gid = (gid_t)-1,
                                    .clock = THR_CLOCK_MANUAL,
-                                   .max_limiters = 4,
+                                   .max_limiters = 8,
                                    .max_readers = 128,
-                                   .nlimiters = 2,
+                                   .nlimiters = 4,
                                    .limiters = s};
         snprintf(a.name, sizeof(a.name), "st%d", (int)getpid());
         char err[256] = "";
@@ -206,6 +279,12 @@ int main(int argc, char **argv)
                 rc = thr_limiter_open(a, "hot", &g.hot);
         if (rc == 0)
                 rc = thr_limiter_open(a, "many", &g.many);
+        if (rc == 0)
+                rc = thr_limiter_open(a, "win", &g.win);
+        if (rc == 0)
+                rc = thr_limiter_open(a, "ser", &g.ser);
+        if (g.rounds > 1024)
+                g.rounds = 1024;
         if (rc < 0) {
                 fprintf(stderr, "stress_threads: %s\n", thr_strerror(rc));
                 return 1;
