@@ -250,9 +250,9 @@ static void gcra_eval(const struct shmctl_lim *l, uint64_t now, struct shmctl_ke
 
 /*
  * The oldest unit of log E (state U) still in the window at NOW, in arena ns, or UINT64_MAX.
- * The log holds the last N units oldest first from word U mod N, so the units that left the
+ * The log holds the last N units in admission order (shm_window_at), so the units that left the
  * window come first: a binary search for the first that has not (as window.c counts free units;
- * a word grown by an interrupted admission only shifts the answer). Every index is taken mod N.
+ * a word grown by an interrupted admission only shifts the answer). Every index is taken mod R.
  */
 static uint64_t window_oldest(const struct thr_params *p, const _Atomic uint64_t *e, uint64_t u,
                               uint64_t now)
@@ -260,7 +260,8 @@ static uint64_t window_oldest(const struct thr_params *p, const _Atomic uint64_t
         uint64_t n = p->rate_n, w = p->period_ns, lo = 0, hi = n, oldest = UINT64_MAX;
         while (lo < hi) {
                 uint64_t mid = lo + (hi - lo) / 2;
-                uint64_t r = atomic_load_explicit(&e[(u + mid) % n], memory_order_relaxed);
+                uint64_t r =
+                    atomic_load_explicit(&e[shm_window_at(n, u, mid + 1)], memory_order_relaxed);
                 if (r == 0 || (now >= w && r - 1 <= now - w)) { /* none, or out (time + 1) */
                         lo = mid + 1;
                 } else {
@@ -287,7 +288,7 @@ static void hold_read(const struct thr_serial *h, struct shmctl_hold *o)
  * A window key of slot S: a peek (cost 0) at NOW for what is left and when the window empties
  * (its debt), a cost-1 try for when the next unit fits, the oldest unit in the window, and a
  * serialized key's header. The log is read in place (the snapshot's table copy bounds S's aux
- * storage, and snap_fill checked that it holds N words); the state word U is any number.
+ * storage, and snap_fill checked that it holds the ring); the state word U is any number.
  */
 static void window_eval(const struct ctx *c, const struct shmctl_lim *l, const struct thr_slot *s,
                         uint64_t now, struct shmctl_key *k)

@@ -149,9 +149,12 @@ int thr_limiter_open(thr_arena *a, const char *name, thr_limiter **out)
         l->tb = shm_at(a->map.base, snap.table_off);
         l->params_lo = a->map.g.heap_off;
         l->params_span = a->map.g.heap_end - a->map.g.heap_off - sizeof(struct thr_params);
-        l->win_n = snap.table.aux_stride > THR_WINDOW_HDR
-                       ? (snap.table.aux_stride - THR_WINDOW_HDR) / 8
-                       : 0; /* the table cannot change: a record asking for more is corrupt */
+        /* the largest N whose ring its logs hold (0: none); the table cannot change: a record
+         * asking for more is corrupt */
+        uint64_t words = snap.table.aux_stride > THR_WINDOW_HDR
+                             ? (snap.table.aux_stride - THR_WINDOW_HDR) / 8
+                             : 0;
+        l->win_n = words > THR_WINDOW_SLACK ? words - THR_WINDOW_SLACK : 0;
         *out = l;
         return 0;
 }
@@ -354,12 +357,12 @@ window_decide(const struct thr_params *p, const _Atomic uint64_t *e, uint64_t st
         v->wait_ns = w.stamp - now;
 }
 
-/* The kind's decision for RQ on STATE of slot S at O->now: pure, it writes nothing. */
-static inline __attribute__((always_inline)) void decide(const struct op *o,
+/* KIND's decision for RQ on STATE of slot S at O->now: pure, it writes nothing. */
+static inline __attribute__((always_inline)) void decide(const struct op *o, uint32_t kind,
                                                          const struct thr_slot *s, uint64_t state,
                                                          const struct req *rq, struct verdict *v)
 {
-        if (__builtin_expect(o->p->kind == THR_KIND_GCRA, 1))
+        if (__builtin_expect(kind == THR_KIND_GCRA, 1))
                 gcra_decide(o->p, state, o->now, rq, v);
         else
                 window_decide(o->p, op_log(o, s), state, o->now, rq, v);
@@ -406,11 +409,29 @@ static inline __attribute__((always_inline)) int op_apply(struct op *o, const st
         for (;;) {
                 if (old == THR_TAT_DEAD)
                         return OP_RETIRED;
-                decide(o, s, old, rq, v);
-                if (!v->ok && !clock_after_state) {
-                        o->now = op_now(o);
-                        clock_after_state = true;
-                        continue;
+                decide(o, kind, s, old, rq, v);
+                if (__builtin_expect(!v->ok, 0)) {
+                        if (kind != THR_KIND_GCRA) {
+                                /* a decision that read more than the state word (a window's log)
+                                 * is judged on a consistent view only: the loads before are
+                                 * ordered before this one, and a state moved on meanwhile (log
+                                 * words raised for its new units) is decided on again */
+                                atomic_thread_fence(memory_order_acquire);
+                                uint64_t cur =
+                                    atomic_load_explicit(&s->state, memory_order_acquire);
+                                if (cur != old) {
+                                        if (!op_same_slot(o))
+                                                return OP_RETIRED;
+                                        old = cur;
+                                        clock_after_state = false;
+                                        continue;
+                                }
+                        }
+                        if (!clock_after_state) {
+                                o->now = op_now(o);
+                                clock_after_state = true;
+                                continue;
+                        }
                 }
                 if (!v->ok && !v->write)
                         return rq->mode == OP_RESERVE ? -EAGAIN : 0;
@@ -440,7 +461,7 @@ struct first {
 static uint64_t first_decide(void *ctx, struct thr_slot *s, uint64_t start)
 {
         struct first *f = ctx;
-        decide(f->o, s, start, f->rq, f->v);
+        decide(f->o, f->o->p->kind, s, start, f->rq, f->v);
         if (!f->v->ok)
                 return start; /* recorded at its start: a GCRA key with fewer than B tokens */
         stage(f->o, f->o->p->kind, s, f->v, f->rq);

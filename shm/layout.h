@@ -69,8 +69,8 @@
  *   the first request starts it at now + (B - initial) * T (clients insert with that start
  *   already computed).
  *   Window: the number of units ever admitted for the key (U), with its log in the slot's aux
- *   storage: a 64-byte header, then N words, unit u's admission time (ns + 1, 0 for none) in word
- *   u mod N (window.h has the protocol).
+ *   storage: a 64-byte header, then a ring of N + THR_WINDOW_SLACK words, unit u's admission time
+ *   (ns + 1, 0 for none) in word u mod (N + THR_WINDOW_SLACK) (window.h has the protocol).
  *
  * pidns_ino: every process of an arena shares one pid namespace. Reader records carry their
  * owner's pid, and a record whose liveness lock is still held (by a descriptor a child made with
@@ -96,7 +96,7 @@
 #include <stdint.h>
 
 #define THR_MAGIC          0x414e455241524854ull /* "THRARENA" little-endian */
-#define THR_LAYOUT_MAJOR   4u
+#define THR_LAYOUT_MAJOR   5u
 #define THR_LAYOUT_MINOR   0u
 #define THR_HDR_SIZE       4096u
 #define THR_NAME_MAX       63u  /* arena and limiter names, without the NUL */
@@ -136,8 +136,9 @@ enum thr_limiter_kind { THR_KIND_GCRA = 1, THR_KIND_WINDOW = 2 };
 #define THR_PARAM_SERIALIZE 1u /* window: one holder at a time per key (window.h) */
 
 /* Window limiters: at most N units in any window of length W; a log of N unit times per key. */
-#define THR_WINDOW_MAX 16384u /* largest N: the log is 8 bytes a unit, preallocated per slot */
-#define THR_WINDOW_HDR 64u    /* bytes before a key's log: struct thr_serial (serial.h) */
+#define THR_WINDOW_MAX   16384u /* largest N: the log is 8 bytes a unit, preallocated per slot */
+#define THR_WINDOW_HDR   64u    /* bytes before a key's log: struct thr_serial (serial.h) */
+#define THR_WINDOW_SLACK 8u     /* log words beyond N: units staged in flight (window.h) */
 
 /* Serialized window keys: a waiter that is not woken checks the holder's liveness this often. */
 #define THR_SERIAL_POLL_NS (10ull * 1000000)

@@ -65,8 +65,8 @@ static int common_make(const struct shm_limiter_spec *s, uint64_t gen, struct th
 /*
  * A window of N units per W ns: its times are ns (K = 1, T = 1 unit), its largest cost is N, and
  * a reservation may be due at most max_reserve ns ahead. N is bounded by THR_WINDOW_MAX because
- * every slot of the table carries a log of N words (8 N bytes, allocated with the table): at the
- * bound a key costs 128 KiB, 1.5 times that per key of capacity.
+ * every slot of the table carries a log of N + 8 words (8 (N + 8) bytes, allocated with the
+ * table): at the bound a key costs 128 KiB, 1.5 times that per key of capacity.
  */
 static int window_make(const struct shm_limiter_spec *s, uint64_t gen, struct thr_params *out,
                        char *err, size_t errlen)

@@ -3,11 +3,12 @@
  * of length W, at every position (not only aligned ones), across all processes.
  *
  * State. A key's state word holds U, the number of units ever admitted for it. Its log (the slot's
- * aux storage, after a 64-byte header) holds N words: the admission time of unit u, in ns + 1 (0:
- * none), is in word u mod N. So the log holds the times of the last N units, oldest first from
- * word U mod N, in admission order. A request of cost c at time T fits iff the c-th oldest of those
- * (word (U + c - 1) mod N) is none or at most T - W: then (T - W, T] holds at most N - c of the
- * logged units, and the c new ones make at most N. As the log is in admission order, this check
+ * aux storage, after a 64-byte header) is a ring of R = N + S words (S = THR_WINDOW_SLACK): the
+ * admission time of unit u, in ns + 1 (0: none), is in word u mod R. So the log holds the times of
+ * the last N units (U - N .. U - 1, the k-th oldest in word (U + S + k - 1) mod R), in admission
+ * order, and S words of older ones that no decision reads. A request of cost c at time T fits iff
+ * the c-th oldest of the last N is none or at most T - W: then (T - W, T] holds at most N - c of
+ * the logged units, and the c new ones make at most N. As the log is in admission order, this check
  * for each admission gives t(u) - t(u - N) >= W for every unit u, which is the same as "every
  * half-open window of length W holds at most N units".
  *
@@ -18,10 +19,19 @@
  * admission order and reservations are served in the order they were taken.
  *
  * Protocol across processes, without locks (client.c drives it): read U (acquire), read the log
- * words the decision needs, decide; to admit, first raise words (U + i) mod N, i < c, to T + 1 with
+ * words the decision needs, decide; to admit, first raise words (U + i) mod R, i < c, to T + 1 with
  * a CAS-max each (shm_window_stage), then CAS the state from U to U + c. Why it is enough:
  *   - A decision is committed only by the CAS on U, so it was made on the log of exactly the U it
- *     commits from.
+ *     commits from. A denial commits nothing, so it is checked instead: it is reported only if U
+ *     is unchanged after the words were read (acquire fence, load); else it is decided again on
+ *     the new U. Without that, a process whose U is stale reads words that the winner has already
+ *     raised for its next units, and denies although the window has room (under two processes on
+ *     one key, a third of the tries at W = 1 us).
+ *   - Why S spare words: an admission in flight at U (staged, its CAS not yet made) raises the
+ *     words of units U .. U + c - 1, which hold units U - R .., older than the N a decision at U
+ *     reads, when c <= S. With a ring of exactly N they would be the oldest of those N, and a
+ *     decision at the same U, made while the rival is between its stage and its CAS, would deny on
+ *     them although the window had room. Costs above S can still do that, for those nanoseconds.
  *   - Log words only grow (CAS-max). A word read by a decision is at least the true time of its
  *     unit: the admission that logged that unit raised it before its CAS on U, which the decision's
  *     acquire load of U (or a later one) read. Reading a grown word only makes a decision stricter.
@@ -55,16 +65,28 @@
 
 #include "layout.h"
 
-/* A key's log: the THR_WINDOW_HDR-byte header is the serialized mode's; then N words. */
+/* A key's log: the THR_WINDOW_HDR-byte header is the serialized mode's; then the ring. */
 static inline _Atomic uint64_t *shm_window_log(void *aux)
 {
         return (_Atomic uint64_t *)((char *)aux + THR_WINDOW_HDR);
 }
 
+/* Words in the ring of a window of N units. */
+static inline uint64_t shm_window_ring(uint64_t n)
+{
+        return n + THR_WINDOW_SLACK;
+}
+
 /* Bytes of a key's aux storage for a window of N units (64-byte aligned). */
 static inline uint64_t shm_window_stride(uint64_t n)
 {
-        return (THR_WINDOW_HDR + 8 * n + 63) / 64 * 64;
+        return (THR_WINDOW_HDR + 8 * shm_window_ring(n) + 63) / 64 * 64;
+}
+
+/* The index in the ring of the K-th oldest (K >= 1) of the last N units of state U (any U). */
+static inline uint64_t shm_window_at(uint64_t n, uint64_t u, uint64_t k)
+{
+        return (u % shm_window_ring(n) + THR_WINDOW_SLACK + k - 1) % shm_window_ring(n);
 }
 
 /* A decision on a window key (times in arena ns). */

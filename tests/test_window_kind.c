@@ -92,7 +92,7 @@ struct wkey {
 static void wkey_make(struct wkey *k, uint64_t n, uint64_t w, uint64_t max_reserve)
 {
         k->p = wparams(n, w, max_reserve);
-        k->aux = calloc(1, THR_WINDOW_HDR + 8 * n);
+        k->aux = calloc(1, THR_WINDOW_HDR + 8 * shm_window_ring(n));
         cr_assert_not_null(k->aux);
         k->e = shm_window_log(k->aux);
         k->u = 0;
@@ -107,7 +107,7 @@ static void wkey_free(struct wkey *k)
 /* Set word (U + I) mod N, i < N (the I-th oldest), to TIME + 1 (or 0 for TIME == NONE). */
 static void wkey_set(struct wkey *k, uint64_t i, uint64_t time)
 {
-        atomic_store(&k->e[(k->u + i) % k->p.rate_n], time == NONE ? 0 : time + 1);
+        atomic_store(&k->e[shm_window_at(k->p.rate_n, k->u, i + 1)], time == NONE ? 0 : time + 1);
 }
 
 static struct shm_win decide(const struct wkey *k, uint64_t now, uint64_t cost, bool reserve,
@@ -325,7 +325,7 @@ struct sched {
         int step;
         uint64_t *adm; /* every unit the code admitted, at the time it logged it */
         size_t nadm, cap;
-        uint64_t snap[64]; /* the log before a decision (N <= 64) */
+        uint64_t snap[80]; /* the ring before a decision (N + 8 <= 80) */
 };
 
 #define CTX_FMT "seed %lu N %lu W %lu max_reserve %lu step %d: %s %lu at T %lu: "
@@ -351,7 +351,7 @@ static void check_log(const struct wkey *k, const struct model *m, const struct 
         uint64_t n = k->p.rate_n;
         for (uint64_t i = 0; i < n; i++) {
                 uint64_t want = m->len + i >= n ? m->t[m->len + i - n] + 1 : 0;
-                uint64_t got = atomic_load(&k->e[(k->u + i) % n]);
+                uint64_t got = atomic_load(&k->e[shm_window_at(n, k->u, i + 1)]);
                 cr_assert_eq(got, want,
                              "seed %lu N %lu W %lu step %d: log word of the %lu-th oldest unit "
                              "holds %lu, the model says %lu",
@@ -386,13 +386,13 @@ static void s_step(struct wkey *k, struct model *m, struct sched *s, uint64_t t,
                    bool reserve, uint64_t max_wait, uint64_t *rng)
 {
         const char *op = reserve ? "reserve" : "try";
-        uint64_t n = k->p.rate_n;
-        if (n <= 64)
-                for (uint64_t i = 0; i < n; i++)
+        uint64_t n = k->p.rate_n, ring = shm_window_ring(n);
+        if (ring <= 80)
+                for (uint64_t i = 0; i < ring; i++)
                         s->snap[i] = atomic_load(&k->e[i]);
         struct shm_win w = decide(k, t, c, reserve, max_wait);
-        if (n <= 64)
-                for (uint64_t i = 0; i < n; i++)
+        if (ring <= 80)
+                for (uint64_t i = 0; i < ring; i++)
                         cr_assert_eq(atomic_load(&k->e[i]), s->snap[i],
                                      CTX_FMT "the decision wrote log word %lu", CTX(s, op, c, t),
                                      (unsigned long)i);
@@ -762,9 +762,10 @@ Test(window_kind, stride_holds_header_and_log)
                 uint64_t st = shm_window_stride(n);
                 cr_assert_eq(st % 64, 0, "N %lu: stride %lu not 64-byte aligned", (unsigned long)n,
                              (unsigned long)st);
-                cr_assert_geq(st, THR_WINDOW_HDR + 8 * n, "N %lu", (unsigned long)n);
-                cr_assert_lt(st, THR_WINDOW_HDR + 8 * n + 64, "N %lu: no more than needed",
-                             (unsigned long)n);
+                cr_assert_geq(st, THR_WINDOW_HDR + 8 * (n + THR_WINDOW_SLACK), "N %lu",
+                              (unsigned long)n);
+                cr_assert_lt(st, THR_WINDOW_HDR + 8 * (n + THR_WINDOW_SLACK) + 64,
+                             "N %lu: no more than needed", (unsigned long)n);
         }
         char aux[256];
         cr_assert_eq((char *)shm_window_log(aux) - aux, THR_WINDOW_HDR);
@@ -776,7 +777,7 @@ Test(window_kind, fresh_writes_header_and_log_only)
         for (size_t i = 0; i < sizeof(ns) / sizeof(ns[0]); i++) {
                 uint64_t n = ns[i];
                 struct thr_params p = wparams(n, 100, 0);
-                size_t size = THR_WINDOW_HDR + 8 * n;
+                size_t size = THR_WINDOW_HDR + 8 * shm_window_ring(n);
                 unsigned char *aux = malloc(size + 64);
                 cr_assert_not_null(aux);
                 memset(aux, 0xee, size + 64);
@@ -784,13 +785,13 @@ Test(window_kind, fresh_writes_header_and_log_only)
                 for (size_t b = 0; b < THR_WINDOW_HDR; b++)
                         cr_assert_eq(aux[b], 0, "N %lu: header byte %zu", (unsigned long)n, b);
                 _Atomic uint64_t *e = shm_window_log(aux);
-                for (uint64_t j = 0; j < n; j++)
+                for (uint64_t j = 0; j < shm_window_ring(n); j++)
                         cr_assert_eq(atomic_load(&e[j]), 12346);
                 for (size_t b = size; b < size + 64; b++)
                         cr_assert_eq(aux[b], 0xee, "N %lu: byte %zu past the log written",
                                      (unsigned long)n, b);
                 cr_assert_eq(shm_window_fresh(&p, aux, 0), 0);
-                for (uint64_t j = 0; j < n; j++)
+                for (uint64_t j = 0; j < shm_window_ring(n); j++)
                         cr_assert_eq(atomic_load(&e[j]), 0, "no floor: an empty log");
                 cr_assert_eq(shm_window_newest(&p, e, 0), NONE);
                 free(aux);
@@ -915,12 +916,12 @@ Test(window_kind, grown_words_only_make_decisions_stricter)
                 wkey_make(&k, n, w, below(&r, 2) ? UINT64_MAX : below(&r, 3 * w));
                 k.u = below(&r, 4) ? below(&r, 1000) : rnd(&r) >> 1;
                 uint64_t base = below(&r, 2) ? 0 : 1000000;
-                for (uint64_t i = 0; i < n; i++)
+                for (uint64_t i = 0; i < shm_window_ring(n); i++)
                         atomic_store(&k.e[i], below(&r, 4) ? 0 : base + 1 + below(&r, 3 * w));
                 uint64_t now = base + below(&r, 4 * w);
                 uint64_t c = below(&r, n + 1);
-                uint64_t rw = atomic_load(&k.e[(k.u + n - 1) % n]);
-                uint64_t rc = c ? atomic_load(&k.e[(k.u + c - 1) % n]) : 0;
+                uint64_t rw = atomic_load(&k.e[shm_window_at(n, k.u, n)]);
+                uint64_t rc = c ? atomic_load(&k.e[shm_window_at(n, k.u, c)]) : 0;
                 /* the earliest time both words allow */
                 uint64_t fit = max64(now, rw ? rw - 1 : 0);
                 if (rc)
@@ -952,14 +953,14 @@ Test(window_kind, stage_only_raises_its_words)
                 uint64_t n = 1 + below(&r, 10);
                 struct wkey k;
                 wkey_make(&k, n, 100, 0);
-                uint64_t before_[10];
-                for (uint64_t i = 0; i < n; i++)
+                uint64_t ring = shm_window_ring(n), before_[10 + THR_WINDOW_SLACK];
+                for (uint64_t i = 0; i < ring; i++)
                         atomic_store(&k.e[i], before_[i] = below(&r, 3) ? below(&r, 50) : 0);
                 uint64_t u = below(&r, 2) ? below(&r, 100) : rnd(&r) >> 1;
                 uint64_t c = 1 + below(&r, n), stamp = below(&r, 50);
                 shm_window_stage(&k.p, k.e, u, c, stamp);
-                for (uint64_t i = 0; i < n; i++) {
-                        bool staged = (i + n - u % n) % n < c; /* i = (u + j) mod n, j < c */
+                for (uint64_t i = 0; i < ring; i++) {
+                        bool staged = (i + ring - u % ring) % ring < c; /* i = (u + j) mod R */
                         uint64_t want = staged ? max64(before_[i], stamp + 1) : before_[i];
                         cr_assert_eq(atomic_load(&k.e[i]), want,
                                      "round %d: N %lu U %lu cost %lu stamp %lu: word %lu was %lu",
@@ -967,6 +968,40 @@ Test(window_kind, stage_only_raises_its_words)
                                      (unsigned long)stamp, (unsigned long)i,
                                      (unsigned long)before_[i]);
                 }
+                wkey_free(&k);
+        }
+}
+
+/*
+ * An admission in flight (staged, its CAS not made) raises words no decision at its state reads:
+ * any try or reservation at the same U decides the same before and after a stage of cost <= S.
+ * (With a ring of exactly N words, the words it raises would be the oldest of the last N.)
+ */
+Test(window_kind, a_stage_in_flight_changes_no_decision_at_its_state)
+{
+        uint64_t r = 31;
+        for (int round = 0; round < 20000; round++) {
+                uint64_t n = 1 + below(&r, 40), w = 1 + below(&r, 300);
+                struct wkey k;
+                wkey_make(&k, n, w, below(&r, 3 * w));
+                k.u = below(&r, 2) ? below(&r, 200) : rnd(&r) >> 1;
+                uint64_t now = 1000 + below(&r, 4 * w);
+                for (uint64_t i = 1; i <= n;
+                     i++) /* the last N units, in order, some in the window */
+                        wkey_set(&k, i - 1, now - w - 50 + i * (w + 50) / n - (i == n));
+                uint64_t sc = 1 + below(&r, n < THR_WINDOW_SLACK ? n : THR_WINDOW_SLACK);
+                uint64_t c = below(&r, n + 1), wait = below(&r, 2 * w);
+                bool reserve = below(&r, 2);
+                struct shm_win before = decide(&k, now, c, reserve, wait);
+                shm_window_stage(&k.p, k.e, k.u, sc, now);
+                struct shm_win after = decide(&k, now, c, reserve, wait);
+                cr_assert(before.ok == after.ok && before.stamp == after.stamp &&
+                              before.remaining == after.remaining &&
+                              before.retry_ns == after.retry_ns &&
+                              before.reset_ns == after.reset_ns,
+                          "round %d: N %lu U %lu: a stage of %lu changed a %s of %lu at now %lu",
+                          round, (unsigned long)n, (unsigned long)k.u, (unsigned long)sc,
+                          reserve ? "reservation" : "try", (unsigned long)c, (unsigned long)now);
                 wkey_free(&k);
         }
 }
@@ -994,7 +1029,7 @@ struct st_cfg {
 struct st_shared {
         alignas(64) _Atomic uint64_t clock; /* the arena's manual clock, every worker moves it */
         alignas(64) _Atomic uint64_t u;     /* the key's state word */
-        alignas(64) _Atomic uint64_t log[ST_NMAX];
+        alignas(64) _Atomic uint64_t log[ST_NMAX + THR_WINDOW_SLACK];
         alignas(64) _Atomic uint64_t stop;
         _Atomic uint64_t bad_words; /* a unit found logged before its time by its admitter */
         _Atomic uint32_t nrec[ST_SLOTS];
@@ -1078,8 +1113,9 @@ static void st_worker(struct st_shared *sh, const struct st_cfg *cfg, int slot, 
                 /* staged before the CAS, and words only grow: the units stay logged at least
                  * at their time (later units of the same words are later still) */
                 for (uint64_t i = 0; won && i < c; i++)
-                        if (atomic_load_explicit(&sh->log[(w.new_state - c + i) % cfg->n],
-                                                 memory_order_relaxed) < w.stamp + 1)
+                        if (atomic_load_explicit(
+                                &sh->log[(w.new_state - c + i) % shm_window_ring(cfg->n)],
+                                memory_order_relaxed) < w.stamp + 1)
                                 atomic_fetch_add(&sh->bad_words, 1);
         }
         _exit(0);
@@ -1295,7 +1331,7 @@ static void st_run(const struct st_cfg *cfg, uint64_t seed, double seconds)
         /* a log word is never below the time of the unit it holds (it may be above: grown) */
         if (!ambiguous)
                 for (uint64_t v = final >= cfg->n ? final - cfg->n : 0; v < final; v++)
-                        cr_assert_geq(atomic_load(&sh->log[v % cfg->n]), t[v] + 1,
+                        cr_assert_geq(atomic_load(&sh->log[v % shm_window_ring(cfg->n)]), t[v] + 1,
                                       "%s: unit %lu logged before its admission time %lu", what,
                                       (unsigned long)v, (unsigned long)t[v]);
 
