@@ -1,7 +1,8 @@
 /*
  * backend.h - one interface for every limiter the scaling benchmark measures side by side:
- * throttle itself, the CAS floor, the nginx limit_req design (one process-shared lock over a
- * shared hash table), an in-process mutex token bucket, and Redis with the usual GCRA Lua script.
+ * throttle itself (GCRA, and its window kind), the CAS floor, the nginx limit_req design (one
+ * process-shared lock over a shared hash table), an in-process mutex token bucket, and Redis with
+ * the usual GCRA Lua script.
  *
  * Life cycle, driven by bench_scale.c:
  *   setup(cfg)        in the parent, once per scenario: build shared state (arena, shared map,
@@ -17,7 +18,9 @@
  *                     optional (NULL: not reported): the backend's cumulative eviction counters,
  *                     read by the parent before and after every sample of the churn scenario.
  * A backend that cannot run here (Redis not installed) returns NULL from setup with a reason in
- * cfg->err starting with "skip:"; the harness prints it and goes on.
+ * cfg->err starting with "skip:"; the harness prints it and goes on. One that knows beforehand
+ * that it does not run a configuration (the window backend above 100 000 keys) also says so
+ * through skip(cfg), so --callgrind does not start valgrind for it.
  *
  * Churn (cfg->idle_ttl_ns > 0): cfg->keys is then the CAPACITY (live keys at most), nothing is
  * inserted at setup, the keys are "key:<13 digits>" of ever new ids, and key_index is the id
@@ -25,7 +28,9 @@
  * driver (scale_churn.c) and on_full = evict; nginx and mutex-local by nginx's LRU expiry
  * (bucket_map.c); Redis by its own PX expiry; the floor does not evict (its words wrap).
  * Every backend decides with the same GCRA semantics (DESIGN.md section 5) so that their
- * admitted counts can be compared, and reads the same clock (CLOCK_MONOTONIC) where it has one.
+ * admitted counts can be compared, and reads the same clock (CLOCK_MONOTONIC) where it has one;
+ * except the window backend, throttle's other kind, given the same rate and a window of
+ * min(burst, 100) units (backend_throttle.c), which admits (or denies) the same tries here.
  */
 #ifndef THR_BENCH_BACKEND_H
 #define THR_BENCH_BACKEND_H
@@ -79,10 +84,13 @@ struct bench_backend {
         /* churn under --callgrind (no driver process): one eviction pass in the calling
          * process, between batches of tries; NULL when the backend evicts by itself */
         void (*maintain)(void *state);
+        /* optional: a "skip: ..." reason (also in cfg->err) when the backend does not run CFG */
+        const char *(*skip)(struct bench_cfg *cfg);
 };
 
 extern const struct bench_backend bench_throttle;    /* bench/backend_throttle.c */
 extern const struct bench_backend bench_floor;       /* bench/backend_throttle.c */
+extern const struct bench_backend bench_window;      /* bench/backend_throttle.c */
 extern const struct bench_backend bench_nginx;       /* bench/baselines/nginx_zone.c */
 extern const struct bench_backend bench_mutex_local; /* bench/baselines/mutex_bucket.c */
 extern const struct bench_backend bench_redis;       /* bench/baselines/redis_gcra.c */

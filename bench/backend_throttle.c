@@ -11,9 +11,21 @@
  *             table, a table identical to the real one in the same arena: same footprint, same
  *             pages, same backing.
  *
- * Both backends build the same arena (two limiters "real" and "floor" of identical geometry); the
- * throttle backend inserts every key before any timing, so what is measured is lookup + GCRA + CAS.
- * The arena file lives until teardown (workers open it by path after fork).
+ *   window    the same public path (thr_limiter_try) on a limiter of kind window: at most N units
+ *             of a key in any W ns (shm/window.h), a log of N + 8 words a key. Where GCRA's
+ *             burst is one a log cannot hold (>= WINDOW_N: 1e9, never denies), N = WINDOW_N
+ *             units per WINDOW_W_NS ns, which no key reaches (one key takes about 20 Mops/s at
+ *             most, even across processes: its line moves between cores), so it admits every
+ *             try as GCRA does; the admission mix block of the report shows it. Else N = burst
+ *             per burst emission intervals, GCRA's own limit: in 'denied' (1/h, burst 1) 1 unit
+ *             per hour, taken at set-up, so every try is denied, as GCRA's. Skipped (a "skip:"
+ *             notice) above WINDOW_MAX_KEYS keys: every slot carries a log (8 (N + 8) + 64
+ *             bytes), 1.4 GB at 1M keys.
+ *
+ * All three build the same arena (two limiters "real" and "floor" of identical geometry; for the
+ * window backend "real" is the window limiter, with its logs); the throttle and window backends
+ * insert every key before any timing, so what is measured is lookup + decision + CAS. The arena
+ * file lives until teardown (workers open it by path after fork).
  *
  * Churn (cfg->idle_ttl_ns > 0): both limiters get capacity cfg->keys, that idle_ttl and on_full =
  * evict; nothing is inserted, so every new key of the stream is an insert through the public
@@ -43,10 +55,17 @@
 
 #define MIN_CAPACITY 16u
 
+/* The window backend: its largest log (units a key), its length then, the most keys it runs. */
+#define WINDOW_N        100u
+#define WINDOW_W_NS     1000u
+#define WINDOW_MAX_KEYS 100000u
+
 struct tstate {
         char path[256];
         uint64_t keys;
         uint64_t t_ns, bt_ns; /* floor: emission interval and B*T in whole ns */
+        uint32_t kind;        /* of "real": THR_KIND_GCRA, or THR_KIND_WINDOW (window backend) */
+        uint64_t win_n, win_ns, win_aux; /* window: N units per W ns, log bytes a slot */
         uint32_t backing;
         uint64_t page_size, thp_bytes, arena_size;
         int fell_back;
@@ -72,10 +91,39 @@ struct fhandle {
 
 static unsigned arena_seq;
 
-/* ---------------------------------------------------------------- set-up, shared by both */
+/* ---------------------------------------------------------------- set-up, shared by all */
 
-static void lim_spec(struct shm_limiter_spec *l, const char *name, const struct bench_cfg *c)
+/* The window backend's N: the scenario's burst, at most WINDOW_N (a log of N words a key). */
+static uint64_t window_n(const struct bench_cfg *c)
 {
+        return c->burst < WINDOW_N ? (c->burst ? c->burst : 1) : WINDOW_N;
+}
+
+/* Its W: WINDOW_W_NS for a burst it cannot hold (never denies), else N emission intervals. */
+static uint64_t window_ns(const struct bench_cfg *c)
+{
+        if (c->burst >= WINDOW_N)
+                return WINDOW_W_NS;
+        __uint128_t w = (__uint128_t)window_n(c) * c->period_ns / c->rate_n;
+        return w ? (w > UINT64_MAX ? UINT64_MAX : (uint64_t)w) : 1;
+}
+
+static void lim_spec(struct shm_limiter_spec *l, const char *name, const struct bench_cfg *c,
+                     uint32_t kind)
+{
+        if (kind == THR_KIND_WINDOW) {
+                *l = (struct shm_limiter_spec){
+                    .kind = THR_KIND_WINDOW,
+                    .serialize = false,
+                    .rate_n = window_n(c),
+                    .period_ns = window_ns(c),
+                    .capacity = c->keys < MIN_CAPACITY ? MIN_CAPACITY : c->keys,
+                    .idle_ttl_ns = c->idle_ttl_ns,
+                    .on_full = c->idle_ttl_ns ? THR_FULL_EVICT : THR_FULL_DENY,
+                };
+                snprintf(l->name, sizeof(l->name), "%s", name);
+                return;
+        }
         *l = (struct shm_limiter_spec){
             .rate_n = c->rate_n,
             .period_ns = c->period_ns,
@@ -97,7 +145,20 @@ static enum shm_hugepages huge_of(const char *backing)
         return SHM_HUGE_AUTO;
 }
 
-static int arena_make(struct bench_cfg *c, struct tstate *st)
+/* The log bytes a slot of limiter NAME carries (0 for GCRA), read back from the arena. */
+static uint64_t aux_of(const struct shm_map *m, const char *name)
+{
+        int d = shm_dir_find(m, name);
+        if (d < 0)
+                return 0;
+        const struct thr_dir_entry *de =
+            (const struct thr_dir_entry *)shm_at(m->base, shm_hdr(m)->dir_off) + d;
+        const struct thr_table *tb = shm_at(m->base, de->table_off);
+        return tb->aux_stride;
+}
+
+/* "real" of KIND (the backend's), "floor" always GCRA: the floor backend's table. */
+static int arena_make(struct bench_cfg *c, struct tstate *st, uint32_t kind)
 {
         struct shm_limiter_spec lims[2];
         struct shm_arena_spec spec = {.hugepages = huge_of(c->backing),
@@ -109,8 +170,8 @@ static int arena_make(struct bench_cfg *c, struct tstate *st)
                                       .nlimiters = 2,
                                       .limiters = lims};
         struct shm_map m = {0};
-        lim_spec(&lims[0], "real", c);
-        lim_spec(&lims[1], "floor", c);
+        lim_spec(&lims[0], "real", c, kind);
+        lim_spec(&lims[1], "floor", c, THR_KIND_GCRA);
         snprintf(spec.name, sizeof(spec.name), "bench-scale.%ld.%u", (long)getpid(), arena_seq++);
         int rc = shm_arena_create(&spec, &m, c->err, sizeof(c->err));
         if (rc < 0)
@@ -122,7 +183,13 @@ static int arena_make(struct bench_cfg *c, struct tstate *st)
                               .thp_bytes = h->thp_bytes,
                               .arena_size = h->arena_size,
                               .fell_back = rc == 1,
-                              .churn = c->idle_ttl_ns > 0};
+                              .churn = c->idle_ttl_ns > 0,
+                              .kind = kind};
+        if (kind == THR_KIND_WINDOW) {
+                st->win_n = window_n(c);
+                st->win_ns = window_ns(c);
+                st->win_aux = aux_of(&m, "real");
+        }
         snprintf(st->path, sizeof(st->path), "%s", m.path);
         st->t_ns = (c->period_ns / c->rate_n) ? (c->period_ns / c->rate_n) : 1;
         st->bt_ns = st->t_ns * c->burst;
@@ -131,14 +198,14 @@ static int arena_make(struct bench_cfg *c, struct tstate *st)
         return 0;
 }
 
-static void *state_new(struct bench_cfg *c)
+static void *state_new(struct bench_cfg *c, uint32_t kind)
 {
         struct tstate *st = calloc(1, sizeof(*st));
         if (!st) {
                 snprintf(c->err, sizeof(c->err), "out of memory");
                 return NULL;
         }
-        if (arena_make(c, st) < 0) {
+        if (arena_make(c, st, kind) < 0) {
                 free(st);
                 return NULL;
         }
@@ -163,9 +230,13 @@ void bench_throttle_describe(const void *p, char *out, size_t len)
         const char *b = st->backing == THR_BACKING_HUGETLBFS ? "hugetlbfs"
                         : st->thp_bytes                      ? "shm+thp"
                                                              : "shm";
-        snprintf(out, len, "%s, page %" PRIu64 " kB, arena %.1f MiB%s", b, st->page_size / 1024,
-                 (double)st->arena_size / 1048576.0,
-                 st->fell_back ? " (FELL BACK from hugetlbfs: pool too small)" : "");
+        int n = snprintf(out, len, "%s, page %" PRIu64 " kB, arena %.1f MiB%s", b,
+                         st->page_size / 1024, (double)st->arena_size / 1048576.0,
+                         st->fell_back ? " (FELL BACK from hugetlbfs: pool too small)" : "");
+        if (st->kind == THR_KIND_WINDOW && n >= 0 && (size_t)n < len)
+                snprintf(out + n, len - (size_t)n,
+                         "; window %" PRIu64 " per %" PRIu64 " ns, log %" PRIu64 " B a slot",
+                         st->win_n, st->win_ns, st->win_aux);
 }
 
 /* ---------------------------------------------------------------- throttle */
@@ -233,14 +304,19 @@ static int thr_churn_setup(struct tstate *st, struct bench_cfg *c)
         return rc;
 }
 
-static void *thr_setup(struct bench_cfg *c)
+static void *setup_kind(struct bench_cfg *c, uint32_t kind)
 {
-        struct tstate *st = state_new(c);
+        struct tstate *st = state_new(c, kind);
         if (st && (st->churn ? thr_churn_setup(st, c) : thr_insert_all(st, c)) < 0) {
                 state_free(st);
                 return NULL;
         }
         return st;
+}
+
+static void *thr_setup(struct bench_cfg *c)
+{
+        return setup_kind(c, THR_KIND_GCRA);
 }
 
 static int thr_evictions(void *p, struct bench_evictions *out)
@@ -280,6 +356,42 @@ const struct bench_backend bench_throttle = {
     .teardown = state_free,
     .evictions = thr_evictions,
     .maintain = thr_maintain,
+};
+
+/* ---------------------------------------------------------------- window */
+
+/* Above WINDOW_MAX_KEYS keys: every slot's log (about 1.5 slots a key) is too much memory. */
+static const char *win_skip(struct bench_cfg *c)
+{
+        if (c->keys <= WINDOW_MAX_KEYS)
+                return NULL;
+        uint64_t aux = (64 + 8 * window_n(c) + 63) / 64 * 64;
+        snprintf(c->err, sizeof(c->err),
+                 "skip: window above %u keys: a log of %" PRIu64 " B in every slot would take "
+                 "about %.1f GB here",
+                 WINDOW_MAX_KEYS, aux, (double)aux * 1.5 * (double)c->keys / 1e9);
+        return c->err;
+}
+
+static void *win_setup(struct bench_cfg *c)
+{
+        return win_skip(c) ? NULL : setup_kind(c, THR_KIND_WINDOW);
+}
+
+const struct bench_backend bench_window = {
+    .name = "window",
+    .what = "thr_limiter_try as throttle, on a window limiter (kind window): 100 units per 1 us "
+            "(admits every try,\n            as GCRA at burst 1e9: see the admission mix), "
+            "'denied': 1 per hour, exhausted at set-up;\n            keys inserted before "
+            "timing; churn: as throttle; skipped above 100000 keys (a log in every slot)",
+    .setup = win_setup,
+    .attach = thr_attach,
+    .try_key = thr_try,
+    .detach = thr_detach,
+    .teardown = state_free,
+    .evictions = thr_evictions,
+    .maintain = thr_maintain,
+    .skip = win_skip,
 };
 
 /* ---------------------------------------------------------------- floor */
@@ -354,7 +466,7 @@ static int floor_try(void *p, uint64_t idx, const char *key, size_t len, uint64_
 /* Zero every floor word (the table's empty slots hold other values in their state word). */
 static void *floor_setup(struct bench_cfg *c)
 {
-        struct tstate *st = state_new(c);
+        struct tstate *st = state_new(c, THR_KIND_GCRA);
         struct fhandle *f = st ? floor_attach(st) : NULL;
         if (st && !f) {
                 snprintf(c->err, sizeof(c->err), "cannot attach the floor table of %.200s",

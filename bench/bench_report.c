@@ -3,7 +3,9 @@
  * the seed), the machine it ran on (CPU, kernel, date, clocksource, hugepage pool), where each
  * scenario's arena landed (and a loud note when hugetlbfs fell back to /dev/shm), the table of
  * medians and ratios, the raw per-run numbers, and the same as JSON for --json. It only reads
- * what bench_try.c measured; nothing here is timed.
+ * what bench_try.c measured; nothing here is timed. The window side's rows come after every GCRA
+ * row, in the same columns (its ns/op in the real column, against the same floor runs), so the
+ * GCRA rows read as they did before it existed.
  */
 #include <inttypes.h>
 #include <stdint.h>
@@ -37,11 +39,17 @@ static struct summary summarize(const double *v, unsigned n)
         return (struct summary){.med = med, .min = t[0], .max = t[n - 1]};
 }
 
-static struct summary pair_ratios(const struct scenario *sc, unsigned n, double *out)
+/* Per run, NUM / DEN (two sides timed in the same run): their median, min and max. */
+static struct summary ratios_of(const double *num, const double *den, unsigned n, double *out)
 {
         for (unsigned r = 0; r < n; r++)
-                out[r] = sc->real_ns[r] / sc->floor_ns[r];
+                out[r] = num[r] / den[r];
         return summarize(out, n);
+}
+
+static struct summary pair_ratios(const struct scenario *sc, unsigned n, double *out)
+{
+        return ratios_of(sc->real_ns, sc->floor_ns, n, out);
 }
 
 /* ---------------------------------------------------------------- text report */
@@ -126,17 +134,24 @@ static void print_backing(const struct sysinfo *si, const struct scenario *sc, u
                         print_fallback(si, &sc[i]);
 }
 
-static void print_row(const struct opts *o, const struct scenario *sc)
+/* One row: LABEL's side (ns per run in SIDE) against the scenario's floor runs. */
+static void print_row_of(const struct opts *o, const struct scenario *sc, const char *label,
+                         const double *side)
 {
         double pr[MAX_RUNS];
-        struct summary r = summarize(sc->real_ns, o->runs);
+        struct summary r = summarize(side, o->runs);
         struct summary f = summarize(sc->floor_ns, o->runs);
-        struct summary p = pair_ratios(sc, o->runs, pr);
+        struct summary p = ratios_of(side, sc->floor_ns, o->runs, pr);
         char rs[48], fs[48];
         snprintf(rs, sizeof(rs), "%.1f (%.1f-%.1f)", r.med, r.min, r.max);
         snprintf(fs, sizeof(fs), "%.1f (%.1f-%.1f)", f.med, f.min, f.max);
-        printf("%-13s %-9" PRIu32 " %-10s %-23s %-23s %5.2f   %.2f (%.2f-%.2f)\n", sc->label,
-               sc->keys, backing_name(sc), rs, fs, r.med / f.med, p.med, p.min, p.max);
+        printf("%-13s %-9" PRIu32 " %-10s %-23s %-23s %5.2f   %.2f (%.2f-%.2f)\n", label, sc->keys,
+               backing_name(sc), rs, fs, r.med / f.med, p.med, p.min, p.max);
+}
+
+static void print_row(const struct opts *o, const struct scenario *sc)
+{
+        print_row_of(o, sc, sc->label, sc->real_ns);
 }
 
 static void print_runs(const struct opts *o, const struct scenario *sc)
@@ -148,6 +163,66 @@ static void print_runs(const struct opts *o, const struct scenario *sc)
                " checksum %" PRIu64 "; floor: ops %" PRIu64 " checksum %" PRIu64 "\n",
                "", sc->real_acc.admitted, sc->real_acc.denied, sc->real_acc.errors,
                sc->real_acc.checksum, sc->floor_acc.admitted, sc->floor_acc.checksum);
+}
+
+static void print_window_runs(const struct opts *o, const struct scenario *sc)
+{
+        printf("  %-9s", sc->wlabel);
+        for (unsigned r = 0; r < o->runs; r++)
+                printf(" %.1f/%.1f", sc->win_ns[r], sc->floor_ns[r]);
+        printf("\n  %-9s window: admitted %" PRIu64 " denied %" PRIu64 " errors %" PRIu64
+               " checksum %" PRIu64 " (floor: the runs of %s above)\n",
+               "", sc->win_acc.admitted, sc->win_acc.denied, sc->win_acc.errors,
+               sc->win_acc.checksum, sc->label);
+}
+
+/* Admitted share of a side's tries, in %: the mix its ns/op was measured on. */
+static double admitted_pct(const struct acc *a)
+{
+        uint64_t n = a->admitted + a->denied + a->errors;
+        return n ? 100.0 * (double)a->admitted / (double)n : 0;
+}
+
+/* What the window rows are, their admit/deny mix next to GCRA's, and window / GCRA per run. */
+static void print_window_notes(const struct opts *o, const struct scenario *sc, unsigned n)
+{
+        double pr[MAX_RUNS];
+        unsigned have = 0;
+        for (unsigned i = 0; i < n; i++)
+                have += sc[i].rc == 0 && sc[i].window;
+        if (!have)
+                return;
+        printf("\nwindow rows: real column = thr_limiter_try(win, \"key:<i>\", len, cost 1, &res) "
+               "on a third limiter of the\n  same arena, kind window, %u units per %u ns (a key's "
+               "log is %u + 8 words): %u tries of one key\n  never fit in %u ns, so it never denies, "
+               "like the GCRA side (rate 1e9/s, burst 1e9); same keys,\n  same op records; "
+               "timed in the same runs (real, floor, window in even runs; window, floor,\n  real "
+               "in odd ones); floor column and ratios: the same floor runs as the GCRA row of its "
+               "scenario.\n",
+               WIN_N, WIN_W_NS, WIN_N, WIN_N, WIN_W_NS);
+        for (unsigned i = 0; i < n; i++) {
+                if (sc[i].rc != 0 || !sc[i].window)
+                        continue;
+                struct summary w = summarize(sc[i].win_ns, o->runs);
+                struct summary g = summarize(sc[i].real_ns, o->runs);
+                struct summary p = ratios_of(sc[i].win_ns, sc[i].real_ns, o->runs, pr);
+                char b[32];
+                printf("  %-13s log %" PRIu64 " B a slot (%s); admitted: window %.2f%%, GCRA "
+                       "%.2f%%; window / GCRA %.2f, pair median %.2f (%.2f-%.2f)\n",
+                       sc[i].wlabel, sc[i].win_aux,
+                       fmt_bytes(sc[i].win_aux * sc[i].slots, b, sizeof(b)),
+                       admitted_pct(&sc[i].win_acc), admitted_pct(&sc[i].real_acc), w.med / g.med,
+                       p.med, p.min, p.max);
+        }
+        for (unsigned i = 0; i < n; i++) {
+                char b[32];
+                uint64_t aux = (8 * WIN_N + 64 + 63) / 64 * 64;
+                if (sc[i].rc == 0 && !sc[i].window)
+                        printf("  %-13s no window side: above %u keys its logs (%" PRIu64
+                               " B a slot) would take %s\n",
+                               sc[i].label, WIN_MAX_KEYS, aux,
+                               fmt_bytes(aux * sc[i].slots, b, sizeof(b)));
+        }
 }
 
 void print_text(const struct opts *o, const struct sysinfo *si, const struct scenario *sc,
@@ -165,11 +240,18 @@ void print_text(const struct opts *o, const struct sysinfo *si, const struct sce
                         printf("%-13s %-9" PRIu32 " SETUP FAILED: %s\n", sc[i].label, sc[i].keys,
                                sc[i].err);
         }
+        for (unsigned i = 0; i < n; i++)
+                if (sc[i].rc == 0 && sc[i].window)
+                        print_row_of(o, &sc[i], sc[i].wlabel, sc[i].win_ns);
+        print_window_notes(o, sc, n);
         printf("\nper run, real/floor ns/op (run order alternates), and what the batches "
                "returned:\n");
         for (unsigned i = 0; i < n; i++)
                 if (sc[i].rc == 0)
                         print_runs(o, &sc[i]);
+        for (unsigned i = 0; i < n; i++)
+                if (sc[i].rc == 0 && sc[i].window)
+                        print_window_runs(o, &sc[i]);
 }
 
 /* ---------------------------------------------------------------- JSON report */
@@ -201,6 +283,31 @@ static void json_side(const char *name, const double *v, unsigned n, const struc
                a->admitted, a->denied, a->errors, a->checksum);
 }
 
+/* The window side, measured in the same runs: its own ratios to the floor and to GCRA. */
+static void json_window(const struct opts *o, const struct scenario *sc)
+{
+        double pr[MAX_RUNS];
+        printf(",\n      \"window\": {\"label\": ");
+        json_str(sc->wlabel);
+        printf(", \"limit\": %u, \"window_ns\": %u, \"log_bytes_per_slot\": %" PRIu64 ", ", WIN_N,
+               WIN_W_NS, sc->win_aux);
+        json_side("side", sc->win_ns, o->runs, &sc->win_acc);
+        struct summary w = summarize(sc->win_ns, o->runs);
+        struct summary p = ratios_of(sc->win_ns, sc->floor_ns, o->runs, pr);
+        printf(",\n        \"ratio_of_medians\": %.4f, \"pair_ratio\": {\"median\": %.4f, "
+               "\"min\": %.4f, \"max\": %.4f, \"runs\": [",
+               w.med / summarize(sc->floor_ns, o->runs).med, p.med, p.min, p.max);
+        for (unsigned r = 0; r < o->runs; r++)
+                printf("%s%.4f", r ? ", " : "", pr[r]);
+        p = ratios_of(sc->win_ns, sc->real_ns, o->runs, pr);
+        printf("]},\n        \"vs_real_ratio_of_medians\": %.4f, \"vs_real_pair_ratio\": "
+               "{\"median\": %.4f, \"min\": %.4f, \"max\": %.4f, \"runs\": [",
+               w.med / summarize(sc->real_ns, o->runs).med, p.med, p.min, p.max);
+        for (unsigned r = 0; r < o->runs; r++)
+                printf("%s%.4f", r ? ", " : "", pr[r]);
+        printf("]}}");
+}
+
 static void json_scenario(const struct opts *o, const struct scenario *sc)
 {
         double pr[MAX_RUNS];
@@ -229,7 +336,10 @@ static void json_scenario(const struct opts *o, const struct scenario *sc)
                p.min, p.max);
         for (unsigned r = 0; r < o->runs; r++)
                 printf("%s%.4f", r ? ", " : "", pr[r]);
-        printf("]}}");
+        printf("]}");
+        if (sc->window)
+                json_window(o, sc);
+        printf("}");
 }
 
 void print_json(const struct opts *o, const struct sysinfo *si, const struct scenario *sc,

@@ -17,6 +17,18 @@
 #define SEQ_SEED 0x9e3779b97f4a7c15ull /* fixed: every run of the program uses one sequence */
 #define ERR_LEN  512
 
+/*
+ * The window side (scenarios of at most WIN_MAX_KEYS keys): a third limiter of the same arena,
+ * kind window, WIN_N units per WIN_W_NS ns, a log of WIN_N + 8 words a key. No key reaches WIN_N
+ * tries in WIN_W_NS ns (one thread makes about 15 tries of a key a microsecond), so it never denies,
+ * like the GCRA side; the report prints both sides' admitted share to show it. Above WIN_MAX_KEYS
+ * its logs (8 (WIN_N + 8) + 64 bytes a slot, 1.5 slots a key) would be 1.4 GB at 1M keys and push
+ * that scenario's arena off hugepages.
+ */
+#define WIN_N        100u
+#define WIN_W_NS     1000u
+#define WIN_MAX_KEYS 10000u
+
 struct opts {
         unsigned runs;
         uint64_t ops;
@@ -52,6 +64,12 @@ struct scenario {
         double floor_ns[MAX_RUNS];
         struct acc real_acc;
         struct acc floor_acc;
+        /* the window side: measured in the same runs, against the same floor runs */
+        bool window;
+        char wlabel[24];
+        uint64_t win_aux; /* bytes of one slot's log (aux_stride) */
+        double win_ns[MAX_RUNS];
+        struct acc win_acc;
 };
 
 /* The method, the machine, the backings, the table and the per-run lines, on stdout. */

@@ -13,6 +13,16 @@
  * So the ratio is what throttle adds (hashing, probing, key compare, GCRA arithmetic, reader
  * sections, statistics) on top of the memory traffic and the clock read it cannot avoid.
  *
+ * Scenarios of at most WIN_MAX_KEYS keys (one key and 10 000 keys) hold a third limiter in the
+ * same arena, of kind window (bench_report.h: WIN_N units per WIN_W_NS ns, which no key reaches,
+ * so it never denies, as the GCRA side never does), timed in the same runs as a third side:
+ *
+ *   window thr_limiter_try(win, "key:<i>", len, 1, &res) on that limiter, same keys, same ops.
+ *
+ * Its rows report it against the same floor runs as the GCRA row of that scenario, and against
+ * the GCRA side run by run. The 1M-key scenario has no window side (its logs would not fit the
+ * hugepage pool beside the two tables: see WIN_MAX_KEYS), so it is measured exactly as before.
+ *
  * Fairness: both sides walk the same precomputed sequence of per-op records, sequentially, so the
  * harness costs them the same; runs alternate between the sides, and which goes first, so drift
  * in clock speed or in neighbours on the host hits both. Benchmarks report and never assert: the
@@ -65,6 +75,7 @@ static_assert(sizeof(struct op) == 16, "op record is 16 bytes");
 struct sides {
         thr_arena *arena;
         thr_limiter *lim;
+        thr_limiter *win;    /* the window side, NULL in scenarios without it */
         struct shm_map fmap; /* the floor's own mapping, made the way the client makes its */
         const struct thr_hdr *fh;
         struct thr_slot *slots;
@@ -82,9 +93,11 @@ static void usage(FILE *f)
                 "usage: bench_try [--runs N] [--ops N] [--backing auto|hugetlbfs|shm] "
                 "[--pin CPU] [--json] [--quick]\n"
                 "  ns per thr_limiter_try for 1, 10 000 and 1 000 000 keys, next to a CAS "
-                "floor over the same memory.\n"
+                "floor over the same memory;\n"
+                "  up to %u keys also on a window limiter (%u units per %u ns) in the same "
+                "runs.\n"
                 "  --quick: 1, 1000, 10000 keys, %llu ops, %u runs (CI smoke run).\n",
-                QUICK_OPS, QUICK_RUNS);
+                WIN_MAX_KEYS, WIN_N, WIN_W_NS, QUICK_OPS, QUICK_RUNS);
 }
 
 static int parse_backing(const char *s, struct opts *o)
@@ -225,16 +238,17 @@ static struct op *ops_build(const struct sides *s, size_t n)
         return ops;
 }
 
-/* ---------------------------------------------------------------- the two sides */
+/* ---------------------------------------------------------------- the sides */
 
 /* thr_limiter_try over every op record: the path users call, insert never taken (keys exist). */
-static __attribute__((noinline)) void real_batch(const struct sides *s, struct acc *acc)
+static inline __attribute__((always_inline)) void try_batch(const struct sides *s, thr_limiter *lim,
+                                                            struct acc *acc)
 {
         struct thr_result res = {0};
         uint64_t yes = 0, no = 0, bad = 0, sum = 0;
         for (size_t i = 0; i < s->nops; i++) {
                 const struct op *op = &s->ops[i];
-                int rc = thr_limiter_try(s->lim, op->key, op->len, 1, &res);
+                int rc = thr_limiter_try(lim, op->key, op->len, 1, &res);
                 yes += rc == 1;
                 no += rc == 0;
                 bad += rc < 0;
@@ -244,6 +258,18 @@ static __attribute__((noinline)) void real_batch(const struct sides *s, struct a
         acc->denied += no;
         acc->errors += bad;
         acc->checksum += sum;
+}
+
+/* The GCRA side ("real"). */
+static __attribute__((noinline)) void real_batch(const struct sides *s, struct acc *acc)
+{
+        try_batch(s, s->lim, acc);
+}
+
+/* The window side: the same loop on the window limiter. */
+static __attribute__((noinline)) void window_batch(const struct sides *s, struct acc *acc)
+{
+        try_batch(s, s->win, acc);
 }
 
 static inline _Atomic uint64_t *floor_word(const struct sides *s, uint32_t slot)
@@ -302,10 +328,27 @@ static void limiter_spec(struct shm_limiter_spec *l, const char *name, uint32_t 
         snprintf(l->name, sizeof(l->name), "%s", name);
 }
 
-/* Build the scenario's arena: two limiters of identical geometry, "real" and "floor". */
+/* The window side's limiter: WIN_N units per WIN_W_NS ns (burst and initial do not apply). */
+static void window_spec(struct shm_limiter_spec *l, uint32_t keys)
+{
+        *l = (struct shm_limiter_spec){
+            .kind = THR_KIND_WINDOW,
+            .serialize = false,
+            .rate_n = WIN_N,
+            .period_ns = WIN_W_NS,
+            .capacity = keys < MIN_CAPACITY ? MIN_CAPACITY : keys,
+            .shards = 0,
+        };
+        snprintf(l->name, sizeof(l->name), "window");
+}
+
+/*
+ * Build the scenario's arena: two limiters of identical geometry, "real" and "floor", and with the
+ * window side a third, "window", after them (the first two are laid out as without it).
+ */
 static int arena_build(const struct opts *o, struct scenario *sc, unsigned i, struct shm_map *m)
 {
-        struct shm_limiter_spec lims[2];
+        struct shm_limiter_spec lims[3];
         struct shm_arena_spec spec = {
             .dir = NULL,
             .hugepages = o->huge,
@@ -315,11 +358,12 @@ static int arena_build(const struct opts *o, struct scenario *sc, unsigned i, st
             .max_limiters = 4,
             .max_readers = 64,
             .spare_bytes = 0,
-            .nlimiters = 2,
+            .nlimiters = sc->window ? 3 : 2,
             .limiters = lims,
         };
         limiter_spec(&lims[0], "real", sc->keys);
         limiter_spec(&lims[1], "floor", sc->keys);
+        window_spec(&lims[2], sc->keys);
         snprintf(spec.name, sizeof(spec.name), "bench.%ld.%u", (long)getpid(), i);
         int rc = shm_arena_create(&spec, m, sc->err, sizeof(sc->err));
         if (rc < 0)
@@ -362,6 +406,21 @@ static int floor_locate(struct sides *s, struct scenario *sc)
         return 0;
 }
 
+/* The window table's per-slot log size, for the report. */
+static int window_locate(struct sides *s, struct scenario *sc)
+{
+        int d = shm_dir_find(&s->fmap, "window");
+        if (d < 0) {
+                snprintf(sc->err, sizeof(sc->err), "limiter 'window' not found in the new arena");
+                return d;
+        }
+        const struct thr_dir_entry *de =
+            (const struct thr_dir_entry *)shm_at(s->fmap.base, s->fh->dir_off) + d;
+        const struct thr_table *tb = shm_at(s->fmap.base, de->table_off);
+        sc->win_aux = tb->aux_stride;
+        return 0;
+}
+
 /*
  * Open both sides on the arena at PATH: the client through the public API, the floor through an
  * attach of its own (so its mapping is made like the client's, not the creator's pre-faulted one).
@@ -371,19 +430,25 @@ static int sides_open(struct sides *s, struct scenario *sc, const char *path)
         int rc = thr_arena_open(path, 0, &s->arena);
         if (rc == 0)
                 rc = thr_limiter_open(s->arena, "real", &s->lim);
+        if (rc == 0 && sc->window)
+                rc = thr_limiter_open(s->arena, "window", &s->win);
         if (rc < 0) {
                 snprintf(sc->err, sizeof(sc->err), "opening %s through libthrottle-client: %s",
                          path, thr_strerror(rc));
                 return rc;
         }
         rc = shm_arena_attach(path, true, &s->fmap, sc->err, sizeof(sc->err));
-        return rc < 0 ? rc : floor_locate(s, sc);
+        if (rc == 0)
+                rc = floor_locate(s, sc);
+        return rc < 0 || !sc->window ? rc : window_locate(s, sc);
 }
 
 static void sides_close(struct sides *s)
 {
         if (s->lim)
                 thr_limiter_close(s->lim);
+        if (s->win)
+                thr_limiter_close(s->win);
         if (s->arena)
                 thr_arena_close(s->arena);
         shm_arena_detach(&s->fmap);
@@ -397,6 +462,8 @@ static int sides_warm(struct sides *s, struct scenario *sc)
         for (uint32_t i = 0; i < sc->keys; i++) {
                 unsigned len = key_format(i, buf, sizeof(buf));
                 int rc = thr_limiter_try(s->lim, buf, len, 1, NULL);
+                if (rc >= 0 && s->win)
+                        rc = thr_limiter_try(s->win, buf, len, 1, NULL);
                 if (rc < 0) {
                         snprintf(sc->err, sizeof(sc->err),
                                  "inserting key %u of %" PRIu32 " ('%s'): %s", i + 1, sc->keys, buf,
@@ -408,21 +475,31 @@ static int sides_warm(struct sides *s, struct scenario *sc)
         struct acc scratch = {0};
         real_batch(s, &scratch); /* one untimed pass each: caches, TLB, branch predictors */
         floor_batch(s, &scratch);
+        if (s->win)
+                window_batch(s, &scratch);
         return 0;
 }
 
 /* ---------------------------------------------------------------- one scenario */
 
-/* R runs per side; even runs start with real, odd ones with floor, so neither always goes first. */
+/*
+ * R runs per side; even runs start with real, odd ones with floor, so neither always goes first.
+ * With the window side: real, floor, window in even runs, window, floor, real in odd ones, so the
+ * floor run is next to both, and real then floor run in the same order as without it.
+ */
 static void measure(const struct opts *o, struct sides *s, struct scenario *sc)
 {
         for (unsigned r = 0; r < o->runs; r++) {
                 if (r & 1) {
+                        if (s->win)
+                                sc->win_ns[r] = time_batch(window_batch, s, &sc->win_acc);
                         sc->floor_ns[r] = time_batch(floor_batch, s, &sc->floor_acc);
                         sc->real_ns[r] = time_batch(real_batch, s, &sc->real_acc);
                 } else {
                         sc->real_ns[r] = time_batch(real_batch, s, &sc->real_acc);
                         sc->floor_ns[r] = time_batch(floor_batch, s, &sc->floor_acc);
+                        if (s->win)
+                                sc->win_ns[r] = time_batch(window_batch, s, &sc->win_acc);
                 }
         }
 }
@@ -469,6 +546,17 @@ static void label_for(uint32_t keys, char *out, size_t len)
                 snprintf(out, len, "%" PRIu32 " keys", keys);
 }
 
+/* The window row's label: "window 1 key", "window 10k" (never containing a GCRA row's label). */
+static void window_label_for(uint32_t keys, char *out, size_t len)
+{
+        if (keys == 1)
+                snprintf(out, len, "window 1 key");
+        else if (keys % 1000 == 0)
+                snprintf(out, len, "window %" PRIu32 "k", keys / 1000);
+        else
+                snprintf(out, len, "window %" PRIu32, keys);
+}
+
 int main(int argc, char **argv)
 {
         static struct scenario sc[NSCENARIOS]; /* large: kept off the stack */
@@ -485,6 +573,8 @@ int main(int argc, char **argv)
         for (unsigned i = 0; i < NSCENARIOS; i++) {
                 sc[i].keys = o.quick ? quick_keys[i] : default_keys[i];
                 label_for(sc[i].keys, sc[i].label, sizeof(sc[i].label));
+                sc[i].window = sc[i].keys <= WIN_MAX_KEYS;
+                window_label_for(sc[i].keys, sc[i].wlabel, sizeof(sc[i].wlabel));
                 if (scenario_run(&o, &sc[i], i) < 0) {
                         fprintf(stderr, "bench_try: %s: setup failed: %s\n", sc[i].label,
                                 sc[i].err);

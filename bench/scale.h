@@ -124,6 +124,8 @@ void report_row(const struct result *r);
 void report_churn_head(uint64_t capacity);
 void report_wait(const struct wait_result *w, unsigned n);
 void report_targets(const struct result *r, unsigned n, const int *procs, unsigned np);
+/* The admitted/denied share of every measured row: the mix its throughput was measured on. */
+void report_mix(const struct result *r, unsigned n);
 int report_json(FILE *f, const struct opts *o, const struct sysinfo *si, const struct result *r,
                 unsigned n, const struct wait_result *w, unsigned nw);
 int report_out_dir(const struct opts *o, const struct sysinfo *si, const struct result *r,

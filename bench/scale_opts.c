@@ -21,8 +21,8 @@ void opts_usage(FILE *f)
 {
         fprintf(f,
                 "usage: bench_scale [--procs 1,2,8] [--seconds S] [--samples R] [--pin]\n"
-                "         [--backends floor,throttle,nginx,mutex-local,redis] [--scenarios LIST]\n"
-                "         [--backing auto|hugetlbfs|shm] [--json] [--out DIR]\n"
+                "         [--backends floor,throttle,nginx,mutex-local,redis,window]\n"
+                "         [--scenarios LIST] [--backing auto|hugetlbfs|shm] [--json] [--out DIR]\n"
                 "         [--baseline-save FILE] [--baseline FILE] [--wait-rate N]\n"
                 "         [--callgrind [--cg-ops N]] [--quick]\n"
                 "  scenarios: hot 10k 1m 1m-zipf denied churn wait (wait: throttle only)\n"

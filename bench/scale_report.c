@@ -688,3 +688,41 @@ void report_targets(const struct result *r, unsigned n, const int *procs, unsign
         for (unsigned s = 0; s < sizeof(scens) / sizeof(scens[0]); s++)
                 target_redis(r, n, scens[s]);
 }
+
+/* ---------------------------------------------------------------- admission mix */
+
+/*
+ * Per (scenario, backend), over its process counts: the share of the measured tries admitted and
+ * denied. GCRA at 1e9/s, burst 1e9 and the window at 100 per 1 us admit every try; 'denied'
+ * denies every one; churn denies what a full table refuses. Printed so that the mix each row was
+ * measured on is stated, not assumed.
+ */
+void report_mix(const struct result *r, unsigned n)
+{
+        printf("\nadmission mix of the measured samples (all process counts): admitted%% / "
+               "denied%% of tries (denied tries)\n");
+        for (unsigned i = 0; i < n; i++) {
+                if (!r[i].ok)
+                        continue;
+                int seen = 0;
+                for (unsigned j = 0; j < i && !seen; j++)
+                        seen = r[j].ok && !strcmp(r[j].scenario, r[i].scenario) &&
+                               !strcmp(r[j].backend, r[i].backend);
+                if (seen)
+                        continue;
+                uint64_t yes = 0, no = 0, bad = 0;
+                for (unsigned j = i; j < n; j++) {
+                        if (!r[j].ok || strcmp(r[j].scenario, r[i].scenario) ||
+                            strcmp(r[j].backend, r[i].backend))
+                                continue;
+                        yes += r[j].admitted;
+                        no += r[j].denied;
+                        bad += r[j].errors;
+                }
+                uint64_t all = yes + no + bad;
+                double d = all ? (double)all : 1;
+                printf("  %-8s %-11s %7.3f%% / %7.3f%% of %" PRIu64 " (denied %" PRIu64 ")%s\n",
+                       r[i].scenario, r[i].backend, 100.0 * (double)yes / d, 100.0 * (double)no / d,
+                       all, no, bad ? "  (with errors)" : "");
+        }
+}
