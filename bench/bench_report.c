@@ -192,14 +192,15 @@ static void print_window_notes(const struct opts *o, const struct scenario *sc, 
                 have += sc[i].rc == 0 && sc[i].window;
         if (!have)
                 return;
-        printf("\nwindow rows: real column = thr_limiter_try(win, \"key:<i>\", len, cost 1, &res) "
-               "on a third limiter of the\n  same arena, kind window, %u units per %u ns (a key's "
-               "log is %u + 8 words): %u tries of one key\n  never fit in %u ns, so it never denies, "
-               "like the GCRA side (rate 1e9/s, burst 1e9); same keys,\n  same op records; "
-               "timed in the same runs (real, floor, window in even runs; window, floor,\n  real "
-               "in odd ones); floor column and ratios: the same floor runs as the GCRA row of its "
-               "scenario.\n",
-               WIN_N, WIN_W_NS, WIN_N, WIN_N, WIN_W_NS);
+        printf(
+            "\nwindow rows: real column = thr_limiter_try(win, \"key:<i>\", len, cost 1, &res) "
+            "on a third limiter of the\n  same arena, kind window, %u units per %u ns (a key's "
+            "log is %u + 8 words): %u tries of one key\n  never fit in %u ns, so it never denies, "
+            "like the GCRA side (rate 1e9/s, burst 1e9); same keys,\n  same op records; "
+            "timed in the same runs (real, floor, window in even runs; window, floor,\n  real "
+            "in odd ones); floor column and ratios: the same floor runs as the GCRA row of its "
+            "scenario.\n",
+            WIN_N, WIN_W_NS, WIN_N, WIN_N, WIN_W_NS);
         for (unsigned i = 0; i < n; i++) {
                 if (sc[i].rc != 0 || !sc[i].window)
                         continue;

@@ -20,10 +20,10 @@
 /*
  * The window side (scenarios of at most WIN_MAX_KEYS keys): a third limiter of the same arena,
  * kind window, WIN_N units per WIN_W_NS ns, a log of WIN_N + 8 words a key. No key reaches WIN_N
- * tries in WIN_W_NS ns (one thread makes about 15 tries of a key a microsecond), so it never denies,
- * like the GCRA side; the report prints both sides' admitted share to show it. Above WIN_MAX_KEYS
- * its logs (8 (WIN_N + 8) + 64 bytes a slot, 1.5 slots a key) would be 1.4 GB at 1M keys and push
- * that scenario's arena off hugepages.
+ * tries in WIN_W_NS ns (one thread makes about 15 tries of a key a microsecond), so it never
+ * denies, like the GCRA side; the report prints both sides' admitted share to show it. Above
+ * WIN_MAX_KEYS its logs (8 (WIN_N + 8) + 64 bytes a slot, 1.5 slots a key) would be 1.4 GB at 1M
+ * keys and push that scenario's arena off hugepages.
  */
 #define WIN_N        100u
 #define WIN_W_NS     1000u
