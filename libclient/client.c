@@ -368,13 +368,22 @@ static inline __attribute__((always_inline)) void decide(const struct op *o, uin
                 window_decide(o->p, op_log(o, s), state, o->now, rq, v);
 }
 
-/* What must be in place before the CAS that publishes V on slot S: a window's logged units. */
-static inline __attribute__((always_inline)) void stage(const struct op *o, uint32_t kind,
+/*
+ * What must be in place before the CAS that publishes V on slot S: a window's logged units. A
+ * window's state only grows, so a state already moved past V->prev means the CAS will fail: the
+ * units are not staged then (staged, they would raise words of units others have logged since,
+ * a phantom: window.h). Returns false in that case.
+ */
+static inline __attribute__((always_inline)) bool stage(const struct op *o, uint32_t kind,
                                                         struct thr_slot *s, const struct verdict *v,
                                                         const struct req *rq)
 {
-        if (__builtin_expect(kind == THR_KIND_WINDOW, 0) && v->ok)
+        if (__builtin_expect(kind == THR_KIND_WINDOW, 0) && v->ok) {
+                if (atomic_load_explicit(&s->state, memory_order_relaxed) != v->prev)
+                        return false;
                 shm_window_stage(o->p, op_log(o, s), v->prev, rq->cost, v->stamp);
+        }
+        return true;
 }
 
 /*
@@ -398,6 +407,24 @@ static inline __attribute__((always_inline)) void stage(const struct op *o, uint
 #define OP_APPLIED 2 /* op_insert created the key and decided its first request */
 #define OP_SPINS   8 /* evictions under one call before a full table is assumed */
 
+/*
+ * A denial decided on more than the state word (a window's log) is judged on a consistent view
+ * only: the loads before are ordered before this one, and a state moved on meanwhile (log words
+ * raised for its new units) is decided on again. Returns 0 (unchanged), 1 (moved: *OLD is the new
+ * state) or -1 (the slot was retired or reused). Out of line: GCRA's denials never come here.
+ */
+static __attribute__((noinline)) int state_moved(struct thr_slot *s, uint64_t meta, uint64_t *old)
+{
+        atomic_thread_fence(memory_order_acquire);
+        uint64_t cur = atomic_load_explicit(&s->state, memory_order_acquire);
+        if (cur == *old)
+                return 0;
+        if (atomic_load_explicit(&s->meta, memory_order_acquire) != meta)
+                return -1; /* as op_same_slot */
+        *old = cur;
+        return 1;
+}
+
 static inline __attribute__((always_inline)) int op_apply(struct op *o, const struct req *rq,
                                                           struct verdict *v)
 {
@@ -412,17 +439,10 @@ static inline __attribute__((always_inline)) int op_apply(struct op *o, const st
                 decide(o, kind, s, old, rq, v);
                 if (__builtin_expect(!v->ok, 0)) {
                         if (kind != THR_KIND_GCRA) {
-                                /* a decision that read more than the state word (a window's log)
-                                 * is judged on a consistent view only: the loads before are
-                                 * ordered before this one, and a state moved on meanwhile (log
-                                 * words raised for its new units) is decided on again */
-                                atomic_thread_fence(memory_order_acquire);
-                                uint64_t cur =
-                                    atomic_load_explicit(&s->state, memory_order_acquire);
-                                if (cur != old) {
-                                        if (!op_same_slot(o))
-                                                return OP_RETIRED;
-                                        old = cur;
+                                int moved = state_moved(s, o->meta, &old);
+                                if (moved < 0)
+                                        return OP_RETIRED;
+                                if (moved) {
                                         clock_after_state = false;
                                         continue;
                                 }
@@ -437,11 +457,15 @@ static inline __attribute__((always_inline)) int op_apply(struct op *o, const st
                         return rq->mode == OP_RESERVE ? -EAGAIN : 0;
                 if (rq->cost == 0)
                         return 0; /* a peek */
-                stage(o, kind, s, v, rq);
-                THR_HOOK(THR_HOOK_APPLY_BEFORE_CAS, s);
-                if (atomic_compare_exchange_weak_explicit(
-                        &s->state, &old, v->new_state, memory_order_acq_rel, memory_order_acquire))
-                        return 0;
+                if (__builtin_expect(!stage(o, kind, s, v, rq), 0)) {
+                        old = atomic_load_explicit(&s->state, memory_order_acquire);
+                } else {
+                        THR_HOOK(THR_HOOK_APPLY_BEFORE_CAS, s);
+                        if (atomic_compare_exchange_weak_explicit(&s->state, &old, v->new_state,
+                                                                  memory_order_acq_rel,
+                                                                  memory_order_acquire))
+                                return 0;
+                }
                 if (!op_same_slot(o)) /* retired or reused: never re-decide on another key */
                         return OP_RETIRED;
                 clock_after_state = false; /* OLD is newer now: a denial needs a newer clock */
@@ -464,7 +488,7 @@ static uint64_t first_decide(void *ctx, struct thr_slot *s, uint64_t start)
         decide(f->o, f->o->p->kind, s, start, f->rq, f->v);
         if (!f->v->ok)
                 return start; /* recorded at its start: a GCRA key with fewer than B tokens */
-        stage(f->o, f->o->p->kind, s, f->v, f->rq);
+        stage(f->o, f->o->p->kind, s, f->v, f->rq); /* unpublished: nobody moves its state */
         return f->v->new_state;
 }
 

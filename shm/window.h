@@ -46,7 +46,10 @@
  *     time, at most max_reserve ahead), never over-admission, and no other process ever waits
  *     for a dead one: there is nothing to hold. Callers of cost 1 leave no phantom but by a
  *     kill: a rival that wins logs the same unit at the same or a later time, and a loser's
- *     retry rewrites its own unit.
+ *     retry rewrites its own unit. A caller checks the state word just before it stages and
+ *     does not stage on a state that has moved on (its CAS would fail), so a stale decision
+ *     (made long ago, by a process preempted after its load) raises nothing unless it is
+ *     overtaken in the nanoseconds between that check and its stage.
  * The slot's identity is checked as for any kind (client.c): a slot retired or reused under a call
  * sends it back to the lookup.
  *
