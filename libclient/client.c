@@ -147,6 +147,7 @@ int thr_limiter_open(thr_arena *a, const char *name, thr_limiter **out)
         l->a = a;
         l->de = (struct thr_dir_entry *)shm_at(a->map.base, a->map.g.dir_off) + idx;
         l->tb = shm_at(a->map.base, snap.table_off);
+        l->geo = snap.table;
         l->params_lo = a->map.g.heap_off;
         l->params_span = a->map.g.heap_end - a->map.g.heap_off - sizeof(struct thr_params);
         /* the largest N whose ring its logs hold (0: none); the table cannot change: a record
@@ -274,7 +275,7 @@ op_begin(struct op *o, thr_limiter *l, const void *key, size_t len, const struct
         o->key = key;
         o->len = (uint32_t)len;
         o->hash = shm_hash(l->a->hdr->secret, key, len);
-        o->slot = shm_table_lookup_meta(l->a->map.base, l->tb, o->hash, key, o->len, &o->meta);
+        o->slot = shm_table_lookup_meta(l->a->map.base, &l->geo, o->hash, key, o->len, &o->meta);
         return 0;
 }
 
@@ -292,7 +293,7 @@ static inline uint64_t op_now(const struct op *o)
 /* A window key's log (the aux storage of slot S). */
 static inline _Atomic uint64_t *op_log(const struct op *o, const struct thr_slot *s)
 {
-        return shm_window_log(shm_slot_aux(o->l->a->map.base, o->l->tb, s));
+        return shm_window_log(shm_slot_aux(o->l->a->map.base, &o->l->geo, s));
 }
 
 /* ---------------------------------------------------------------- the kinds' decisions */
@@ -505,7 +506,7 @@ static int op_insert(struct op *o, const struct req *rq, struct verdict *v, bool
 {
         thr_limiter *l = o->l;
         struct shm_probe pr;
-        shm_probe_init(l->a->map.base, l->tb, o->hash, &pr);
+        shm_probe_init(l->a->map.base, &l->geo, o->hash, &pr);
         struct thr_reader *rec0 = shm_at(l->a->map.base, l->a->map.g.reader_off);
         uint64_t me = shm_lock_client((uint32_t)(o->r - rec0),
                                       atomic_load_explicit(&o->r->owner, memory_order_relaxed));
@@ -534,6 +535,7 @@ static int op_insert(struct op *o, const struct req *rq, struct verdict *v, bool
                                  .start_tat = o->now + (p->burst - p->initial) * p->t_units,
                                  .now = o->now,
                                  .on_full = p->on_full,
+                                 .geo = &l->geo,
                                  .first = first_decide,
                                  .ctx = &f};
         bool created;
@@ -582,7 +584,7 @@ static int op_full(struct op *o, const struct req *rq, struct verdict *v)
         if (o->p->on_full == THR_FULL_ALLOW) {
                 if (v->ok) {
                         struct shm_probe pr;
-                        shm_probe_init(o->l->a->map.base, o->l->tb, o->hash, &pr);
+                        shm_probe_init(o->l->a->map.base, &o->l->geo, o->hash, &pr);
                         atomic_fetch_add_explicit(&pr.shard->allowed_full, 1, memory_order_relaxed);
                 }
                 o->slot = NULL; /* nothing recorded: a reservation cannot be given back */
@@ -627,7 +629,7 @@ static __attribute__((noinline)) int op_slow(struct op *o, const struct req *rq,
                 if (rc == OP_RETIRED) {
                         uint64_t old_meta = o->meta;
                         struct thr_slot *old = o->slot;
-                        o->slot = shm_table_lookup_meta(o->l->a->map.base, o->l->tb, o->hash,
+                        o->slot = shm_table_lookup_meta(o->l->a->map.base, &o->l->geo, o->hash,
                                                         o->key, o->len, &o->meta);
                         if (o->slot == old && o->meta == old_meta)
                                 o->slot = NULL;

@@ -83,7 +83,10 @@ struct thr_arena {
 struct thr_limiter {
         thr_arena *a;
         struct thr_dir_entry *de;
-        struct thr_table *tb;
+        struct thr_table *tb; /* the table in the arena: its counters */
+        /* its geometry as validated at open, what lookups and aux storage are computed from: a
+         * client rewriting the arena's words cannot move where this process reads or writes */
+        struct thr_table geo;
         uint64_t params_lo; /* params_off must lie in [params_lo, params_lo + params_span] */
         uint64_t params_span;
         uint64_t win_n; /* the largest window N its table's logs hold (0: none); checked at open */

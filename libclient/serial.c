@@ -48,7 +48,7 @@ static uint64_t arena_now(const struct sop *o)
 /* Take the key's shard lock within WAIT_NS; then whether the slot is still the key's. */
 static int sop_lock(struct sop *o, uint64_t wait_ns)
 {
-        shm_probe_init(o->a->map.base, o->l->tb, o->hash, &o->pr);
+        shm_probe_init(o->a->map.base, &o->l->geo, o->hash, &o->pr);
         int rc = shm_shard_lock(&o->a->map, &o->pr, o->me, wait_ns);
         if (rc < 0)
                 return rc == -EDEADLK ? -EINVAL : rc;
@@ -67,7 +67,7 @@ static void sop_unlock(struct sop *o)
 
 static struct thr_serial *sop_hdr(const struct sop *o)
 {
-        return shm_serial(shm_slot_aux(o->a->map.base, o->l->tb, o->slot));
+        return shm_serial(shm_slot_aux(o->a->map.base, &o->l->geo, o->slot));
 }
 
 /* Under the lock: whether the key's hold is this thread's. */
@@ -137,10 +137,10 @@ static int enqueue(struct sop *o, uint64_t cost, uint64_t *room_at)
                               memory_order_relaxed);
         atomic_store_explicit(&o->r->wait_state, THR_WAIT_WAITING, memory_order_release);
         struct shm_serve sv;
-        shm_serial_serve(&o->a->map, o->l->tb, p, o->slot, arena_now(o), &sv);
+        shm_serial_serve(&o->a->map, &o->l->geo, p, o->slot, arena_now(o), &sv);
         if (sv.grant_idx == o->idx || sop_holds(o))
                 return GRANTED;
-        *room_at = sv.head_ticket == ticket ? sv.room_at : 0;
+        *room_at = sv.head_ticket == shm_ticket48(ticket) ? sv.room_at : 0;
         return QUEUED;
 }
 
@@ -164,12 +164,12 @@ static int check(struct sop *o, bool leave, uint64_t *room_at)
                                                              memory_order_acquire))
                         return GRANTED;
                 if (p) /* the next one may fit now that this one is gone */
-                        shm_serial_serve(&o->a->map, o->l->tb, p, o->slot, arena_now(o), &sv);
+                        shm_serial_serve(&o->a->map, &o->l->geo, p, o->slot, arena_now(o), &sv);
                 return QUEUED;
         }
         if (!p)
                 return QUEUED;
-        shm_serial_serve(&o->a->map, o->l->tb, p, o->slot, arena_now(o), &sv);
+        shm_serial_serve(&o->a->map, &o->l->geo, p, o->slot, arena_now(o), &sv);
         if (sv.grant_idx == o->idx || sop_holds(o))
                 return GRANTED;
         uint64_t mine = atomic_load_explicit(&o->r->wait_ticket, memory_order_relaxed) >> 16;
@@ -226,6 +226,11 @@ static int wait_grant(struct sop *o, uint64_t cost, uint64_t deadline)
                         /* the slot changed under a queued thread, or the lock is out of reach
                          * past the deadline: this thread's place is void; a grant it might have
                          * had is released by the next serve (its record no longer waits) */
+                        uint32_t waiting = THR_WAIT_WAITING;
+                        if (!atomic_compare_exchange_strong_explicit(
+                                &o->r->wait_state, &waiting, THR_WAIT_NONE, memory_order_acq_rel,
+                                memory_order_acquire))
+                                return GRANTED; /* granted before we could leave: ours */
                         wait_clear(o->r);
                         return rc == -ESTALE && !late ? -ESTALE : -ETIMEDOUT;
                 }
@@ -332,13 +337,13 @@ static int serial_end(struct thr_hold_priv *hp)
         }
         uint64_t now = arena_now(&o);
         uint64_t cost = atomic_load_explicit(&h->hold_cost, memory_order_relaxed);
-        void *aux = shm_slot_aux(o.a->map.base, o.l->tb, o.slot);
+        void *aux = shm_slot_aux(o.a->map.base, &o.l->geo, o.slot);
         if (cost)
                 shm_serial_complete(p, o.slot, aux, cost > p->rate_n ? p->rate_n : cost, now);
         atomic_store_explicit(&h->hold_cost, 0, memory_order_relaxed);
         atomic_store_explicit(&h->hold_token, 0, memory_order_release);
         struct shm_serve sv;
-        shm_serial_serve(&o.a->map, o.l->tb, p, o.slot, now, &sv);
+        shm_serial_serve(&o.a->map, &o.l->geo, p, o.slot, now, &sv);
         sop_unlock(&o);
         return 0;
 }

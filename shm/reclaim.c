@@ -288,7 +288,8 @@ static void serve_orphan(const struct pass *ps, struct thr_slot *s)
                 return;
         }
         struct shm_serve sv;
-        shm_serial_serve(ps->m, ps->geo, ps->p, s, ps->a->now_units, &sv);
+        /* the time now, under the lock: the pass's clock reading may predate a grant */
+        shm_serial_serve(ps->m, ps->geo, ps->p, s, shm_now_ns(shm_hdr(ps->m)), &sv);
 }
 
 /* Slot S is LIVE with state TAT, shard lock held: evict it if idle past the TTL (no debt). */

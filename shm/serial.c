@@ -77,7 +77,7 @@ static uint32_t scan_waiters(const struct shm_map *m, uint64_t off, uint32_t gen
                     shm_reader_gone(m->fd, r, i) != 0)
                         continue; /* reused meanwhile, or its thread is dead */
                 n++;
-                if (t >> 16 < head->ticket >> 16 || head->ticket == UINT64_MAX)
+                if (n == 1 || shm_ticket_before(t, head->ticket))
                         *head = (struct waiter){i, o1, t};
         }
         return n;
@@ -118,6 +118,8 @@ void shm_serial_serve(const struct shm_map *m, const struct thr_table *tb,
                 if (out->held || !n || attempt == 4)
                         break;
                 uint64_t cost = w.ticket & 0xffff;
+                if (cost > p->rate_n)
+                        cost = p->rate_n; /* a rewritten record: never index past the ring */
                 uint64_t u = atomic_load_explicit(&s->state, memory_order_acquire);
                 struct shm_win v;
                 shm_window_decide(p, shm_window_log(aux), u, now, cost, false, 0, &v);

@@ -88,10 +88,23 @@ void shm_serial_complete(const struct thr_params *p, struct thr_slot *s, void *a
 /* Whether a serialized key has a holder or queued waiters (it may not be evicted). */
 bool shm_serial_pinned(const void *aux);
 
-/* The ticket word of a waiter: FIFO place and cost. */
+/* The ticket word of a waiter: FIFO place (the ticket's low 48 bits) and cost. */
 static inline uint64_t shm_wait_ticket(uint64_t ticket, uint64_t cost)
 {
         return ticket << 16 | (cost & 0xffff);
+}
+
+/* A ticket as the ticket word keeps it (its low 48 bits). */
+static inline uint64_t shm_ticket48(uint64_t ticket)
+{
+        return ticket & ((1ull << 48) - 1);
+}
+
+/* Whether the place of ticket word A comes before B's: in wrap-around order of 48-bit tickets
+ * (places queued at once are fewer than 2^47 apart). */
+static inline bool shm_ticket_before(uint64_t a, uint64_t b)
+{
+        return (int64_t)(((a >> 16) - (b >> 16)) << 16) < 0;
 }
 
 #endif

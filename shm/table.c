@@ -190,9 +190,9 @@ static void insert_publish(struct shm_probe *p, struct thr_slot *s, const void *
  * and its publish leaves tb->live one too high (a capacity unit lost, never an extra key); the
  * daemon recounts with shm_table_reconcile.
  */
-static bool capacity_take(struct thr_table *tb)
+static bool capacity_take(struct thr_table *tb, uint64_t capacity)
 {
-        if (atomic_fetch_add_explicit(&tb->live, 1, memory_order_relaxed) < tb->capacity)
+        if (atomic_fetch_add_explicit(&tb->live, 1, memory_order_relaxed) < capacity)
                 return true;
         count_drop(&tb->live);
         return false;
@@ -204,8 +204,8 @@ static bool capacity_take(struct thr_table *tb)
  * held. The state CAS loses to a concurrent admission; then the next candidate is tried, a few
  * times at most.
  */
-static bool evict_least(void *base, struct thr_table *tb, struct shm_probe *p,
-                        const struct thr_params *kp, uint64_t now)
+static bool evict_least(void *base, struct thr_table *tb, const struct thr_table *geo,
+                        struct shm_probe *p, const struct thr_params *kp, uint64_t now)
 {
         for (int attempt = 0; attempt < 4; attempt++) {
                 struct thr_slot *best = NULL;
@@ -218,7 +218,7 @@ static bool evict_least(void *base, struct thr_table *tb, struct shm_probe *p,
                         uint64_t state = atomic_load_explicit(&s->state, memory_order_acquire);
                         if (state == THR_TAT_DEAD || state == THR_TAT_FREE)
                                 continue;
-                        uint64_t d = shm_kind_debt(kp, shm_slot_aux(base, tb, s), state, now);
+                        uint64_t d = shm_kind_debt(kp, shm_slot_aux(base, geo, s), state, now);
                         if (d < best_debt) { /* UINT64_MAX (pinned) is never chosen */
                                 best = s;
                                 best_state = state;
@@ -231,7 +231,7 @@ static bool evict_least(void *base, struct thr_table *tb, struct shm_probe *p,
                  * next inserter only finishes the retirement, it cannot know the state); if the
                  * CAS then fails, the floor is merely higher than it had to be (over-denial only)
                  */
-                uint64_t floor = shm_kind_floor_of(kp, shm_slot_aux(base, tb, best), best_state);
+                uint64_t floor = shm_kind_floor_of(kp, shm_slot_aux(base, geo, best), best_state);
                 if (floor > atomic_load_explicit(&p->shard->floor_units, memory_order_relaxed))
                         atomic_store_explicit(&p->shard->floor_units, floor, memory_order_relaxed);
                 if (!atomic_compare_exchange_strong_explicit(&best->state, &best_state,
@@ -247,11 +247,12 @@ static bool evict_least(void *base, struct thr_table *tb, struct shm_probe *p,
 }
 
 /* Under the lock, no live slot for the key: claim one within the caps, or -ENOSPC. */
-static struct thr_slot *claim(struct thr_table *tb, struct shm_probe *p, const struct found *f)
+static struct thr_slot *claim(struct thr_table *tb, const struct thr_table *geo,
+                              struct shm_probe *p, const struct found *f)
 {
         struct thr_slot *s = f->reuse ? f->reuse : f->empty;
-        if (!s || atomic_load_explicit(&p->shard->live, memory_order_relaxed) >= tb->shard_max ||
-            !capacity_take(tb))
+        if (!s || atomic_load_explicit(&p->shard->live, memory_order_relaxed) >= geo->shard_max ||
+            !capacity_take(tb, geo->capacity))
                 return NULL;
         return s;
 }
@@ -260,6 +261,7 @@ int shm_table_insert_locked(void *base, struct thr_table *tb, struct shm_probe *
                             uint32_t len, const struct shm_insert *a, struct thr_slot **out,
                             bool *created)
 {
+        const struct thr_table *geo = a->geo ? a->geo : tb;
         struct found f;
         *created = false;
         probe_locked(base, tb, p, key, len, &f);
@@ -267,10 +269,10 @@ int shm_table_insert_locked(void *base, struct thr_table *tb, struct shm_probe *
                 *out = f.key;
                 return 0;
         }
-        struct thr_slot *s = claim(tb, p, &f);
+        struct thr_slot *s = claim(tb, geo, p, &f);
         if (!s && a->on_full == THR_FULL_EVICT && (f.reuse || f.empty) &&
-            evict_least(base, tb, p, a->p, a->now))
-                s = claim(tb, p, &f); /* the victim freed capacity; its slot is retiring */
+            evict_least(base, tb, geo, p, a->p, a->now))
+                s = claim(tb, geo, p, &f); /* the victim freed capacity; its slot is retiring */
         if (!s) {
                 atomic_fetch_add_explicit(&tb->insert_fail, 1, memory_order_relaxed);
                 return -ENOSPC;
@@ -278,7 +280,7 @@ int shm_table_insert_locked(void *base, struct thr_table *tb, struct shm_probe *
         /* a key evicted for room may come back: never below what it held (kind.c) */
         uint64_t floor = atomic_load_explicit(&p->shard->floor_units, memory_order_relaxed);
         uint64_t start =
-            shm_kind_fresh(a->p, shm_slot_aux(base, tb, s), a->start_tat, a->now, floor);
+            shm_kind_fresh(a->p, shm_slot_aux(base, geo, s), a->start_tat, a->now, floor);
         if (a->first)
                 start = a->first(a->ctx, s, start);
         insert_publish(p, s, key, len, start);

@@ -28,6 +28,9 @@ struct shm_insert {
         uint64_t start_tat;         /* GCRA: units, now + (B - initial) * T, or THR_TAT_FRESH */
         uint64_t now;     /* units: debts (on_full = evict, the shard floor) count from it */
         uint32_t on_full; /* enum thr_on_full; only THR_FULL_EVICT acts here */
+        /* the table's geometry and caps as the caller validated them (a client's copy, which no
+         * other client can rewrite); NULL: the table's own words. The table's counters are TB's. */
+        const struct thr_table *geo;
         /* optional: the state to publish for a new key in slot S that starts at START (its aux
          * storage set up already), so that its first request is charged in the step that
          * publishes it (no window in which an uncharged new key can be evicted by another
