@@ -50,10 +50,10 @@ const struct thr_params *thr_lim_record(const thr_limiter *l);
 struct thr_hold_priv {
         struct thr_slot *slot; /* NULL: no hold (ended, or never granted) */
         thr_limiter *lim;
-        uint64_t token;    /* owner token of the holder's reader record */
-        uint64_t gen;      /* fork generation << 32 | the slot's generation */
-        uint64_t hash;     /* the key's (its shard) */
-        uint32_t idx;      /* the holder's reader record */
+        uint64_t token; /* owner token of the holder's reader record */
+        uint64_t gen;   /* fork generation << 32 | the slot's generation */
+        uint64_t hash;  /* the key's (its shard) */
+        uint32_t idx;   /* the holder's reader record */
 };
 static_assert(sizeof(struct thr_hold_priv) <= sizeof(((struct thr_hold *)0)->priv),
               "the private part of a hold fits its public room");
