@@ -176,23 +176,46 @@ static void report(struct parse *p, int line, const char *fmt, ...)
 static int foreign_keys(struct parse *p, const struct shm_limiter_spec *l,
                         const struct lim_lines *ln)
 {
-        static const int gcra_only[] = {LK_RATE, LK_BURST, LK_INITIAL};
-        static const int window_only[] = {LK_LIMIT, LK_WINDOW, LK_SERIALIZE};
-        bool window = l->kind == THR_KIND_WINDOW;
-        const int *keys = window ? gcra_only : window_only;
+        enum { G = 1, W = 2, S = 4 }; /* the kinds that take a key */
+        static const struct {
+                int key, kinds;
+        } only[] = {{LK_RATE, G},        {LK_BURST, G},     {LK_INITIAL, G},
+                    {LK_LIMIT, W},       {LK_WINDOW, W},    {LK_SERIALIZE, W},
+                    {LK_MAX_RESERVE, G | W}, {LK_MAX, S},   {LK_LEASES, S}};
+        int mine = l->kind == THR_KIND_WINDOW ? W : l->kind == THR_KIND_SEMAPHORE ? S : G;
+        static const char *const takes[] = {
+            [G] = "a GCRA limiter takes rate (and burst, initial)",
+            [W] = "a window limiter takes limit and window (e.g. limit = 1000, window = 2s)",
+            [S] = "a semaphore limiter takes max and leases_per_key (e.g. max = 42)"};
         int bad = 0;
-        for (size_t k = 0; k < 3; k++) {
-                if (!ln->at[keys[k]])
+        for (size_t k = 0; k < sizeof(only) / sizeof(only[0]); k++) {
+                if (!ln->at[only[k].key] || (only[k].kinds & mine))
                         continue;
-                report(p, ln->at[keys[k]],
-                       window ? "limiter '%s': %s is a GCRA key; a window limiter takes limit "
-                                "and window (e.g. limit = 1000, window = 2s)"
-                              : "limiter '%s': %s is a window key; add kind = window, or use "
-                                "rate (and burst) for GCRA",
-                       l->name, config_limiter_keys[keys[k]].name);
+                report(p, ln->at[only[k].key], "limiter '%s' (kind %s): %s does not apply; %s",
+                       l->name, shm_kind_name(l->kind ? l->kind : THR_KIND_GCRA),
+                       config_limiter_keys[only[k].key].name, takes[mine]);
                 bad++;
         }
         return bad;
+}
+
+/* A semaphore limiter's checks: max given, the rest by shm_params_make. */
+static void end_semaphore(struct parse *p, struct shm_limiter_spec *l, const struct lim_lines *ln)
+{
+        struct thr_params prm;
+        char why[480];
+        if (!ln->at[LK_MAX]) {
+                if (!ln->garbled)
+                        report(p, ln->header,
+                               "semaphore limiter '%s' needs max (the units held at once per "
+                               "key, e.g. max = 42)",
+                               l->name);
+                return;
+        }
+        if (!ln->at[LK_LEASES])
+                l->leases = THR_SEM_LEASES_DEFAULT;
+        if (shm_params_make(l, 0, &prm, why, sizeof(why)) < 0)
+                report(p, ln->at[LK_MAX], "%s", why);
 }
 
 /* A window limiter's checks: limit and window both given, the rest by shm_params_make. */
@@ -226,6 +249,11 @@ static void end_limiter(struct parse *p, size_t i)
         if (l->kind == THR_KIND_WINDOW) {
                 if (!ln->bad)
                         end_window(p, l, ln);
+                return;
+        }
+        if (l->kind == THR_KIND_SEMAPHORE) {
+                if (!ln->bad)
+                        end_semaphore(p, l, ln);
                 return;
         }
         if (!ln->at[LK_RATE]) {

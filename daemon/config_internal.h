@@ -24,6 +24,8 @@ enum {
         LK_LIMIT,
         LK_WINDOW,
         LK_SERIALIZE,
+        LK_MAX,
+        LK_LEASES,
         LK_COUNT
 };
 

@@ -404,8 +404,11 @@ static int set_kind(const struct config_key *k, void *field, const char *v, char
                 *(uint32_t *)field = THR_KIND_GCRA;
         else if (!strcasecmp(v, "window"))
                 *(uint32_t *)field = THR_KIND_WINDOW;
+        else if (!strcasecmp(v, "semaphore"))
+                *(uint32_t *)field = THR_KIND_SEMAPHORE;
         else
-                return say(why, n, -EINVAL, "unknown kind '%s' (one of gcra, window)", v);
+                return say(why, n, -EINVAL, "unknown kind '%s' (one of gcra, window, semaphore)",
+                           v);
         return 0;
 }
 
@@ -490,4 +493,6 @@ const struct config_key config_limiter_keys[] = {
     [LK_LIMIT] = {"limit", set_u64, LIM(rate_n), 1, UINT64_MAX},
     [LK_WINDOW] = {"window", set_duration, LIM(period_ns), 1, THR_HORIZON_NS},
     [LK_SERIALIZE] = {"serialize", set_bool, LIM(serialize), 0, 0},
+    [LK_MAX] = {"max", set_u64, LIM(rate_n), 1, THR_SEM_MAX},
+    [LK_LEASES] = {"leases_per_key", set_u64, LIM(leases), 1, THR_SEM_LEASES_MAX},
     [LK_COUNT] = {NULL, NULL, 0, 0, 0}};

@@ -156,6 +156,10 @@ int thr_limiter_open(thr_arena *a, const char *name, thr_limiter **out)
                              ? (snap.table.aux_stride - THR_WINDOW_HDR) / 8
                              : 0;
         l->win_n = words > THR_WINDOW_SLACK ? words - THR_WINDOW_SLACK : 0;
+        /* the most lease records a key of its table has room for */
+        l->sem_leases = snap.table.aux_stride >= THR_SEM_HDR
+                            ? (snap.table.aux_stride - THR_SEM_HDR) / THR_LEASE_SIZE
+                            : 0;
         *out = l;
         return 0;
 }
@@ -183,6 +187,11 @@ static inline const struct thr_params *lim_params_for(const thr_limiter *l, bool
         const struct thr_params *p = shm_at(l->a->map.base, off);
         if (__builtin_expect(p->kind == THR_KIND_GCRA && p->k, 1))
                 return p;
+        if (p->kind == THR_KIND_SEMAPHORE) /* the semaphore calls only, through locate */
+                return serial && p->leases && p->leases <= l->sem_leases && p->rate_n &&
+                               p->rate_n <= THR_SEM_MAX
+                           ? p
+                           : NULL;
         if (p->kind != THR_KIND_WINDOW || !p->rate_n || p->rate_n > l->win_n || p->k != 1)
                 return NULL;
         return serial == !!(p->flags & THR_PARAM_SERIALIZE) ? p : NULL;
@@ -434,6 +443,10 @@ static inline __attribute__((always_inline)) int op_apply(struct op *o, const st
         uint32_t kind = o->p->kind;
         uint64_t old = atomic_load_explicit(&s->state, memory_order_acquire);
         bool clock_after_state = false;
+        if (rq->locate) { /* found, nothing decided (a constant: folded away for the others) */
+                *v = (struct verdict){.ok = true};
+                return old == THR_TAT_DEAD ? OP_RETIRED : 0;
+        }
         for (;;) {
                 if (old == THR_TAT_DEAD)
                         return OP_RETIRED;
@@ -486,6 +499,8 @@ struct first {
 static uint64_t first_decide(void *ctx, struct thr_slot *s, uint64_t start)
 {
         struct first *f = ctx;
+        if (f->rq->locate)
+                return start; /* found or created, nothing decided */
         decide(f->o, f->o->p->kind, s, start, f->rq, f->v);
         if (!f->v->ok)
                 return start; /* recorded at its start: a GCRA key with fewer than B tokens */
@@ -701,6 +716,20 @@ int thr_op_locate(thr_limiter *l, const void *key, size_t len, struct thr_reserv
         if (rc == 0 && !out->slot)
                 rc = -ENOSPC;
         return rc;
+}
+
+/* A semaphore limiter's record, even retired (a lease taken before a reload removed the
+ * limiter is still released on its table), or NULL if it is not one. */
+const struct thr_params *thr_sem_record(const thr_limiter *l)
+{
+        uint64_t off = atomic_load_explicit(&l->de->params_off, memory_order_acquire);
+        if (off - l->params_lo > l->params_span)
+                return NULL;
+        const struct thr_params *p = shm_at(l->a->map.base, off);
+        return p->kind == THR_KIND_SEMAPHORE && p->leases && p->leases <= l->sem_leases &&
+                       p->rate_n && p->rate_n <= THR_SEM_MAX
+                   ? p
+                   : NULL;
 }
 
 /* A serialized limiter's record, even retired (a hold taken before a reload removed the limiter

@@ -45,6 +45,10 @@ static inline struct thr_reservation_priv *thr_rv_priv(struct thr_reservation *r
 
 int thr_op_locate(thr_limiter *l, const void *key, size_t len, struct thr_reservation_priv *out);
 const struct thr_params *thr_lim_record(const thr_limiter *l);
+const struct thr_params *thr_sem_record(const thr_limiter *l);
+/* reader.c: this process's lease record for A (claimed at its first lease, kept until the arena
+ * is closed or the process ends): its index and owner token. 0 or -errno. */
+int thr_lease_holder(thr_arena *a, uint32_t *idx, uint64_t *token);
 
 /* What thr_serial_end needs of a hold (serial.c). */
 struct thr_hold_priv {
@@ -63,6 +67,23 @@ static inline struct thr_hold_priv *thr_hold_priv(struct thr_hold *h)
         return (struct thr_hold_priv *)(void *)h->priv;
 }
 
+/* What release and heartbeat need of a lease (sem.c). */
+struct thr_lease_priv {
+        struct thr_slot *slot; /* NULL: no lease */
+        thr_limiter *lim;
+        uint64_t gen;      /* the lease's generation */
+        uint64_t hash;     /* the key's (its shard) */
+        uint32_t slot_gen; /* the slot's generation */
+        uint32_t idx;      /* the lease record */
+};
+static_assert(sizeof(struct thr_lease_priv) <= sizeof(((struct thr_lease *)0)->priv),
+              "the private part of a lease fits its public room");
+
+static inline struct thr_lease_priv *thr_lease_priv(struct thr_lease *l)
+{
+        return (struct thr_lease_priv *)(void *)l->priv;
+}
+
 struct thr_arena {
         struct shm_map map;
         struct thr_hdr *hdr;
@@ -78,6 +99,9 @@ struct thr_arena {
                                  * holds the liveness locks of the records claimed (reclaim.c) */
         uint64_t lockfd_gen;    /* fork generation it was opened in */
         struct thr_arena *next; /* the process's open arenas */
+        uint32_t lease_idx;     /* this process's lease record (sem.h), if lease_gen is current */
+        uint64_t lease_token;
+        uint64_t lease_gen;     /* fork generation it was claimed in (0: none) */
 };
 
 struct thr_limiter {
@@ -90,6 +114,7 @@ struct thr_limiter {
         uint64_t params_lo; /* params_off must lie in [params_lo, params_lo + params_span] */
         uint64_t params_span;
         uint64_t win_n; /* the largest window N its table's logs hold (0: none); checked at open */
+        uint64_t sem_leases; /* the most lease records its table's keys hold (semaphores) */
 };
 
 struct thr_tls_ent {

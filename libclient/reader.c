@@ -433,6 +433,34 @@ static int claim_record(thr_arena *a, uint32_t *idx)
         return -EUSERS;
 }
 
+/* Declared in client_internal.h. The record is in the claimed list: thr_arena_close gives it
+ * back (the process's leases become reclaimable), a fork child claims its own. */
+int thr_lease_holder(thr_arena *a, uint32_t *idx, uint64_t *token)
+{
+        int old, rc = 0;
+        registry_lock(&old);
+        if (!thr_forkpage->gen || a->lease_gen != thr_forkpage->gen) {
+                /* a record of its own, apart from every thread's: a thread that exits gives
+                 * its record back, its process's leases stay held */
+                if (thr_forkpage->gen == 0)
+                        forkpage_renew(); /* the first registration since a fork */
+                rc = process_check(a);
+                uint32_t i = 0;
+                if (rc == 0)
+                        rc = claim_record(a, &i);
+                if (rc == 0) {
+                        a->lease_idx = i;
+                        a->lease_token = atomic_load_explicit(&record(a, i)->owner,
+                                                              memory_order_relaxed);
+                        a->lease_gen = thr_forkpage->gen;
+                }
+        }
+        *idx = a->lease_idx;
+        *token = a->lease_token;
+        registry_unlock(old);
+        return rc;
+}
+
 static struct thr_tls *tls_get(void)
 {
         if (thr_tls_cur)

@@ -193,6 +193,14 @@ static bool window_ok(const struct thr_params *p)
                p->max_reserve_units <= THR_HORIZON_NS && (p->flags & ~THR_PARAM_SERIALIZE) == 0;
 }
 
+static bool sem_ok(const struct thr_params *p)
+{
+        return p->k == 1 && p->t_units == 1 && p->rate_n >= 1 && p->rate_n <= THR_SEM_MAX &&
+               p->burst == p->rate_n && p->initial == p->rate_n && p->bt_units == 0 &&
+               p->period_ns == 0 && p->max_reserve_units == 0 && p->flags == 0 &&
+               p->leases >= 1 && p->leases <= THR_SEM_LEASES_MAX;
+}
+
 static bool gcra_ok(const struct thr_params *p)
 {
         __uint128_t bt = (__uint128_t)p->burst * p->t_units;
@@ -205,7 +213,8 @@ static int params_check(const struct thr_params *p, uint64_t off, char *err, siz
 {
         bool kind_ok = p->kind == THR_KIND_GCRA     ? gcra_ok(p)
                        : p->kind == THR_KIND_WINDOW ? window_ok(p)
-                                                    : false;
+                       : p->kind == THR_KIND_SEMAPHORE ? sem_ok(p)
+                                                       : false;
         if (!kind_ok || p->size != sizeof(*p) || p->on_full > THR_FULL_EVICT ||
             p->idle_ttl_ns > THR_HORIZON_NS || p->lock_wait_ns > THR_LOCK_WAIT_MAX_NS)
                 return shm_seterr(err, errlen, -EBADMSG,
@@ -334,6 +343,12 @@ static int snap_fill(const void *base, size_t len, struct shm_lim_snap *s, char 
                                 "limiter %u: a window of %" PRIu64 " units does not fit its "
                                 "table's %u-byte logs",
                                 s->idx, s->params.rate_n, s->table.aux_stride);
+        if (rc == 0 && s->params.kind == THR_KIND_SEMAPHORE &&
+            s->table.aux_stride < shm_sem_stride(s->params.leases))
+                rc = shm_seterr(err, errlen, -EBADMSG,
+                                "limiter %u: %" PRIu64 " leases a key do not fit its table's "
+                                "%u-byte keys",
+                                s->idx, s->params.leases, s->table.aux_stride);
         return rc;
 }
 

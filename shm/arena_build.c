@@ -538,6 +538,8 @@ int shm_table_geometry(const struct shm_limiter_spec *s, struct geometry *g)
         g->capacity = s->capacity;
         g->aux_stride = s->kind == THR_KIND_WINDOW && s->rate_n <= THR_WINDOW_MAX
                             ? (uint32_t)shm_window_stride(s->rate_n)
+                        : s->kind == THR_KIND_SEMAPHORE && s->leases <= THR_SEM_LEASES_MAX
+                            ? (uint32_t)shm_sem_stride(s->leases)
                             : 0;
         /* at most 2^32 * 1.5 slots of at most 128 + 131136 bytes: no overflow in 64 bits */
         g->bytes = sizeof(struct thr_table) + (uint64_t)n * sizeof(struct thr_shard) +
@@ -589,8 +591,7 @@ int shm_limiter_compatible(const struct shm_lim_snap *s, const struct thr_params
                 return shm_seterr(err, errlen, -EBUSY,
                                   "limiter '%s': its kind cannot change in place (%s to %s); "
                                   "give the new limiter another name, or start with a new arena",
-                                  s->name, s->params.kind == THR_KIND_WINDOW ? "window" : "gcra",
-                                  p->kind == THR_KIND_WINDOW ? "window" : "gcra");
+                                  s->name, shm_kind_name(s->params.kind), shm_kind_name(p->kind));
         if (p->kind == THR_KIND_WINDOW && s->params.rate_n != p->rate_n)
                 return shm_seterr(err, errlen, -EBUSY,
                                   "limiter '%s': a window's limit cannot change in place (%" PRIu64
@@ -598,6 +599,12 @@ int shm_limiter_compatible(const struct shm_lim_snap *s, const struct thr_params
                                   "N words; its window length can change, or start with a new "
                                   "arena",
                                   s->name, s->params.rate_n, p->rate_n);
+        if (p->kind == THR_KIND_SEMAPHORE && s->params.leases != p->leases)
+                return shm_seterr(err, errlen, -EBUSY,
+                                  "limiter '%s': leases_per_key cannot change in place (%" PRIu64
+                                  " to %" PRIu64 "): every key has room for that many lease "
+                                  "records; its max can change, or start with a new arena",
+                                  s->name, s->params.leases, p->leases);
         if (p->kind == THR_KIND_WINDOW && (s->params.flags ^ p->flags) & THR_PARAM_SERIALIZE)
                 return shm_seterr(err, errlen, -EBUSY,
                                   "limiter '%s': serialize cannot change in place (holders and "

@@ -25,6 +25,7 @@ struct shm_limiter_spec {
         uint64_t idle_ttl_ns;    /* keys with no debt for this long are evicted; 0: never */
         uint64_t lock_wait_ns;   /* a new key's insert waits this long for a live holder of its
                                   * shard's lock, then on_full applies; 0: THR_LOCK_WAIT_NS */
+        uint64_t leases;         /* semaphore: lease records per key (rate_n is its max) */
 };
 
 struct shm_arena_spec {

@@ -2,6 +2,7 @@
  * kind.c - the kind-neutral table's questions (kind.h), answered by each kind.
  */
 #include "kind.h"
+#include "sem.h"
 #include "serial.h"
 #include "window.h"
 
@@ -14,6 +15,12 @@ static bool pinned(const struct thr_params *p, const void *aux)
 uint64_t shm_kind_fresh(const struct thr_params *p, void *aux, uint64_t start, uint64_t now,
                         uint64_t floor)
 {
+        if (p && p->kind == THR_KIND_SEMAPHORE) {
+                /* nothing held: an evicted key owed nothing, so it starts empty; the state word is
+                 * the time of its last change (idleness) */
+                shm_sem_fresh(p, aux);
+                return now < THR_TAT_LIMIT ? now : 0;
+        }
         if (p && p->kind == THR_KIND_WINDOW)
                 return shm_window_fresh(p, aux,
                                         floor && floor - 1 + p->period_ns > now ? floor : 0);
@@ -25,6 +32,8 @@ uint64_t shm_kind_fresh(const struct thr_params *p, void *aux, uint64_t start, u
 
 uint64_t shm_kind_debt(const struct thr_params *p, const void *aux, uint64_t state, uint64_t now)
 {
+        if (p && p->kind == THR_KIND_SEMAPHORE)
+                return shm_sem_pinned(p, aux) ? UINT64_MAX : 0;
         if (p && p->kind == THR_KIND_WINDOW)
                 return pinned(p, aux) ? UINT64_MAX
                                       : shm_window_debt(p, shm_window_log((void *)aux), state, now);
@@ -33,6 +42,8 @@ uint64_t shm_kind_debt(const struct thr_params *p, const void *aux, uint64_t sta
 
 uint64_t shm_kind_floor_of(const struct thr_params *p, const void *aux, uint64_t state)
 {
+        if (p && p->kind == THR_KIND_SEMAPHORE)
+                return 0; /* an idle semaphore key holds nothing: evicting it leaves no debt */
         if (p && p->kind == THR_KIND_WINDOW)
                 return shm_window_floor_of(p, shm_window_log((void *)aux), state);
         return state == THR_TAT_FRESH ? 0 : state;
@@ -41,6 +52,8 @@ uint64_t shm_kind_floor_of(const struct thr_params *p, const void *aux, uint64_t
 bool shm_kind_idle(const struct thr_params *p, const void *aux, uint64_t state, uint64_t now,
                    uint64_t ttl)
 {
+        if (p->kind == THR_KIND_SEMAPHORE)
+                return !shm_sem_pinned(p, aux) && now >= ttl && state <= now - ttl;
         if (p->kind == THR_KIND_WINDOW)
                 return !pinned(p, aux) &&
                        shm_window_idle(p, shm_window_log((void *)aux), state, now, ttl);

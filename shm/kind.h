@@ -16,6 +16,15 @@
 
 #include "layout.h"
 
+/* A kind's name as the config spells it ("unknown" for none). */
+static inline const char *shm_kind_name(uint32_t kind)
+{
+        return kind == THR_KIND_GCRA        ? "gcra"
+               : kind == THR_KIND_WINDOW    ? "window"
+               : kind == THR_KIND_SEMAPHORE ? "semaphore"
+                                            : "unknown";
+}
+
 /* Slot S's aux storage in table TB (geometry checked by the caller) based at BASE, or NULL. */
 static inline void *shm_slot_aux(void *base, const struct thr_table *tb, const struct thr_slot *s)
 {

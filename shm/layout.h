@@ -96,7 +96,7 @@
 #include <stdint.h>
 
 #define THR_MAGIC          0x414e455241524854ull /* "THRARENA" little-endian */
-#define THR_LAYOUT_MAJOR   5u
+#define THR_LAYOUT_MAJOR   6u
 #define THR_LAYOUT_MINOR   0u
 #define THR_HDR_SIZE       4096u
 #define THR_NAME_MAX       63u  /* arena and limiter names, without the NUL */
@@ -104,7 +104,7 @@
 #define THR_KEY_INLINE     40u  /* key bytes in the slot's first cache line */
 #define THR_SLOT_SIZE      128u
 #define THR_DIR_ENTRY_SIZE 128u
-#define THR_READER_SIZE    128u
+#define THR_READER_SIZE    192u
 #define THR_ALIGN          64u
 #define THR_MAX_K          29u /* time-scale cap: 2^64 units of 1/K ns last >= 20 years */
 #define THR_MAX_SHARDS     4096u
@@ -130,7 +130,7 @@ enum thr_backing { THR_BACKING_HUGETLBFS = 1, THR_BACKING_SHM = 2 };
 enum thr_dir_state { THR_DIR_FREE = 0, THR_DIR_LIVE = 1, THR_DIR_RETIRED = 2 };
 
 /* thr_params.kind: how a key's state is decided on (gcra.h, window.h); the table does not care */
-enum thr_limiter_kind { THR_KIND_GCRA = 1, THR_KIND_WINDOW = 2 };
+enum thr_limiter_kind { THR_KIND_GCRA = 1, THR_KIND_WINDOW = 2, THR_KIND_SEMAPHORE = 3 };
 
 /* thr_params.flags */
 #define THR_PARAM_SERIALIZE 1u /* window: one holder at a time per key (window.h) */
@@ -142,6 +142,13 @@ enum thr_limiter_kind { THR_KIND_GCRA = 1, THR_KIND_WINDOW = 2 };
 
 /* Serialized window keys: a waiter that is not woken checks the holder's liveness this often. */
 #define THR_SERIAL_POLL_NS (10ull * 1000000)
+
+/* Semaphore limiters (sem.h): at most max units held per key, by leases recorded in the key. */
+#define THR_SEM_MAX        65535u /* largest max (a waiter's amount is 16 bits of its ticket) */
+#define THR_SEM_LEASES_MAX 1024u  /* largest leases_per_key */
+#define THR_SEM_LEASES_DEFAULT 8u /* leases_per_key unless configured */
+#define THR_SEM_HDR        64u    /* bytes before a key's lease records: struct thr_sem */
+#define THR_LEASE_SIZE     64u
 
 /* thr_reader.wait_state: the futex word a waiter for a serialized key sleeps on (serial.h) */
 enum thr_wait_state { THR_WAIT_NONE = 0, THR_WAIT_WAITING = 1, THR_WAIT_GRANTED = 2 };
@@ -240,8 +247,11 @@ struct thr_params {
         uint32_t flags;             /* THR_PARAM_* */
         uint64_t lock_wait_ns;      /* how long a new key's insert waits for a live holder of its
                                      * shard's lock before on_full applies; 0: THR_LOCK_WAIT_NS */
-        uint64_t reserved[3];
-        /* kind = THR_KIND_WINDOW reuses: rate_n = N units per period_ns = W ns; burst = initial =
+        uint64_t leases; /* kind = THR_KIND_SEMAPHORE: lease records per key; else 0 */
+        uint64_t reserved[2];
+        /* kind = THR_KIND_SEMAPHORE reuses: rate_n = burst = initial = max; period_ns = 0; k = 1,
+         * t_units = 1 (times are ns), bt_units = 0; max_reserve_units = the longest lease ttl, ns.
+         * kind = THR_KIND_WINDOW reuses: rate_n = N units per period_ns = W ns; burst = initial =
          * N (the largest cost); k = 1 and t_units = 1 (its times are ns), bt_units = 0 */
 };
 
@@ -320,7 +330,15 @@ struct thr_reader {
         _Atomic uint64_t wait_ticket; /* ticket << 16 | cost: FIFO order, units asked */
         _Atomic uint32_t wait_state;  /* enum thr_wait_state: the futex word */
         _Atomic uint32_t wait_gen;    /* the slot's generation when queued */
-        uint8_t pad[THR_READER_SIZE - 120];
+        /* a semaphore key this thread waits for (sem.h), besides the fields above: what its lease
+         * is to be (written by the owner when it queues), and which lease it got (by the granter,
+         * before the grant's CAS of wait_state) */
+        _Atomic uint64_t wait_ttl;        /* the lease's time to live, ns */
+        _Atomic uint64_t wait_holder;     /* owner token of the process's lease record ... */
+        _Atomic uint32_t wait_holder_idx; /* ... and its index: the lease's holder */
+        _Atomic uint32_t wait_lease_idx;  /* the lease record granted */
+        _Atomic uint64_t wait_lease_gen;  /* and its generation */
+        uint8_t pad[THR_READER_SIZE - 152];
 };
 
 /*
@@ -340,6 +358,38 @@ struct thr_serial {
         _Atomic uint64_t released; /* holds of dead holders released */
 };
 
+/*
+ * A semaphore key's header (the first THR_SEM_HDR bytes of its aux storage), followed by its
+ * leases_per_key lease records. Written only under the key's shard lock (sem.h); read racily by
+ * shmctl and by a waiter checking whether it was granted.
+ */
+struct thr_sem {
+        _Atomic uint64_t held;        /* units held by the leases in use (their amounts' sum) */
+        _Atomic uint32_t waiters;     /* acquires queued (exact after each serve) */
+        _Atomic uint32_t leases;      /* lease records in use */
+        _Atomic uint64_t next_ticket; /* FIFO places of queued acquires */
+        _Atomic uint64_t next_gen;    /* the generation the next lease gets (never 0) */
+        _Atomic uint64_t granted;     /* leases granted so far */
+        _Atomic uint64_t released;    /* leases released by a holder */
+        _Atomic uint64_t expired;     /* leases reclaimed after their time to live */
+        _Atomic uint64_t reclaimed;   /* leases reclaimed because their holder process died */
+};
+
+/* One lease: free while gen is 0. */
+struct thr_lease_rec {
+        _Atomic uint64_t gen;         /* unique in the key; 0: free */
+        _Atomic uint64_t holder;      /* owner token of the holder process's lease record */
+        _Atomic uint32_t holder_idx;  /* that record's index */
+        _Atomic uint32_t amount;      /* units held */
+        _Atomic uint64_t acquired_ns; /* arena ns */
+        _Atomic uint64_t expires_ns;  /* arena ns: reclaimable from then on */
+        _Atomic uint64_t pid;         /* informational: the holder's pid and thread id */
+        _Atomic uint64_t tid;
+        uint64_t pad;
+};
+
+static_assert(sizeof(struct thr_sem) == THR_SEM_HDR, "semaphore header size");
+static_assert(sizeof(struct thr_lease_rec) == THR_LEASE_SIZE, "lease record size");
 static_assert(sizeof(struct thr_hdr) == THR_HDR_SIZE, "header is one page");
 static_assert(sizeof(struct thr_params) == 128, "params record size");
 static_assert(sizeof(struct thr_dir_entry) == THR_DIR_ENTRY_SIZE, "dir entry size");

@@ -101,6 +101,37 @@ static int window_make(const struct shm_limiter_spec *s, uint64_t gen, struct th
         return 0;
 }
 
+/* kind = semaphore: at most max (rate_n) units held per key, by at most `leases` leases. */
+static int sem_make(const struct shm_limiter_spec *s, uint64_t gen, struct thr_params *out,
+                    char *err, size_t errlen)
+{
+        if (s->rate_n == 0 || s->rate_n > THR_SEM_MAX)
+                return fail(err, errlen, -ERANGE, s->name,
+                            "a semaphore's max must be 1 to %u (got %" PRIu64 ")", THR_SEM_MAX,
+                            s->rate_n);
+        if (s->leases == 0 || s->leases > THR_SEM_LEASES_MAX)
+                return fail(err, errlen, -ERANGE, s->name,
+                            "leases_per_key must be 1 to %u (got %" PRIu64 "): every key of the "
+                            "capacity has room for that many leases, %u bytes each",
+                            THR_SEM_LEASES_MAX, s->leases, THR_LEASE_SIZE);
+        if (s->serialize)
+                return fail(err, errlen, -EINVAL, s->name,
+                            "serialize applies to window limiters only");
+        int rc = common_make(s, gen, out, err, errlen);
+        if (rc < 0)
+                return rc;
+        out->kind = THR_KIND_SEMAPHORE;
+        out->rate_n = out->burst = out->initial = s->rate_n;
+        out->period_ns = 0;
+        out->k = 1;
+        out->t_units = 1;
+        out->bt_units = 0;
+        out->max_reserve_units = 0;
+        out->flags = 0;
+        out->leases = s->leases;
+        return 0;
+}
+
 int shm_params_make(const struct shm_limiter_spec *s, uint64_t gen, struct thr_params *out,
                     char *err, size_t errlen)
 {
@@ -108,6 +139,8 @@ int shm_params_make(const struct shm_limiter_spec *s, uint64_t gen, struct thr_p
                 return -EINVAL;
         if (s->kind == THR_KIND_WINDOW)
                 return window_make(s, gen, out, err, errlen);
+        if (s->kind == THR_KIND_SEMAPHORE)
+                return sem_make(s, gen, out, err, errlen);
         if (s->kind != 0 && s->kind != THR_KIND_GCRA)
                 return fail(err, errlen, -EINVAL, s->name, "unknown kind %u", s->kind);
         if (s->serialize)

@@ -292,6 +292,21 @@ static void serve_orphan(const struct pass *ps, struct thr_slot *s)
         shm_serial_serve(ps->m, ps->geo, ps->p, s, shm_now_ns(shm_hdr(ps->m)), &sv);
 }
 
+/*
+ * A semaphore key, shard lock held: reclaim its expired leases and those whose holder process is
+ * gone (its lease record freed by the reader pass: the owner word, no syscall), and grant the
+ * waiters that then fit. Waiters check themselves too; this is for keys nobody is waiting on,
+ * whose dead holders would otherwise keep them pinned, and for shmctl's view.
+ */
+static void sem_reap(const struct pass *ps, struct thr_slot *s)
+{
+        void *aux = shm_slot_aux(ps->base, ps->geo, s);
+        if (!shm_sem_pinned(ps->p, aux))
+                return;
+        struct shm_sem_serve sv;
+        shm_sem_serve(ps->m, ps->p, s, aux, shm_now_ns(shm_hdr(ps->m)), SHM_SEM_OWNERS, &sv);
+}
+
 /* Slot S is LIVE with state TAT, shard lock held: evict it if idle past the TTL (no debt). */
 static void evict_idle(const struct pass *ps, struct thr_table *tb, struct thr_shard *sh,
                        struct thr_slot *s, uint64_t tat, struct shm_maint_stats *st)
@@ -306,6 +321,8 @@ static void evict_idle(const struct pass *ps, struct thr_table *tb, struct thr_s
         }
         if (ps->p->flags & THR_PARAM_SERIALIZE)
                 serve_orphan(ps, s);
+        if (ps->p->kind == THR_KIND_SEMAPHORE)
+                sem_reap(ps, s);
         if (!idle(ps, s, tat))
                 return;
         /* from the state observed: an admission since then makes this fail, and the key stays */

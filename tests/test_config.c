@@ -794,10 +794,10 @@ Test(config, window_limiter_parsed)
 Test(config, window_faults_name_their_line)
 {
         expect_one_fault("[w]\nkind = window\nlimit = 5\nwindow = 1s\nburst = 5\n", 5,
-                         "burst is a GCRA key");
-        expect_one_fault("[w]\nkind = window\nrate = 5/s\n", 3, "rate is a GCRA key");
-        expect_one_fault("[g]\nrate = 5/s\nlimit = 5\n", 3, "limit is a window key");
-        expect_one_fault("[g]\nrate = 5/s\nserialize = yes\n", 3, "serialize is a window key");
+                         "burst does not apply");
+        expect_one_fault("[w]\nkind = window\nrate = 5/s\n", 3, "rate does not apply");
+        expect_one_fault("[g]\nrate = 5/s\nlimit = 5\n", 3, "limit does not apply");
+        expect_one_fault("[g]\nrate = 5/s\nserialize = yes\n", 3, "serialize does not apply");
         expect_one_fault("[w]\nkind = window\nlimit = 5\n", 1, "needs limit and window");
         expect_one_fault("[w]\nkind = window\nwindow = 1s\n", 1, "needs limit and window");
         expect_one_fault("[w]\nkind = sliding\n", 2, "unknown kind 'sliding'");

@@ -76,6 +76,17 @@ struct thr_hold {
 };
 
 /*
+ * A lease on a semaphore key (thr_sem_acquire): AMOUNT units of the key's max, held until
+ * released or until EXPIRES_NS (arena time) unless extended by thr_sem_heartbeat.
+ */
+struct thr_lease {
+        uint64_t expires_ns; /* arena time the lease may be reclaimed from, unless extended */
+        uint64_t waited_ns;  /* how long the acquire waited */
+        uint64_t amount;     /* units held */
+        uint64_t priv[8];    /* private: what release and heartbeat need (opaque) */
+};
+
+/*
  * thr_version - the library's version, to check at run time against the header's.
  * Returns (major << 16) | (minor << 8) | patch. Thread-safe, no syscall.
  */
@@ -217,6 +228,43 @@ int thr_serial_begin(thr_limiter *lim, const void *key, size_t key_len, uint64_t
  * kept; call again). Thread-safe; not async-signal-safe.
  */
 int thr_serial_end(struct thr_hold *hold);
+
+/*
+ * thr_sem_acquire - take AMOUNT units of KEY (LEN bytes) on the semaphore limiter LIM, as a lease
+ * that lives TTL_NS unless extended (thr_sem_heartbeat) or released (thr_sem_release); at most
+ * the limiter's max units are held per key at any instant, across every process. When they do
+ * not fit now, the call waits up to TIMEOUT_NS, queued: pending acquires are served strictly
+ * oldest first (a large request at the head is never overtaken by smaller ones behind it).
+ * A lease is its process's: the thread that took it may exit, any thread may release it; it is
+ * reclaimed when it expires, or as soon as its process is known to be gone (thr_sem_acquire(3)).
+ * Returns 0 (LEASE filled), -ETIMEDOUT (nothing held), -ERANGE (AMOUNT > max: never grantable),
+ * -ENOBUFS (every lease record of the key is in use: leases_per_key), -ENOSPC (no slot for a
+ * new key), -EOPNOTSUPP (not a semaphore limiter), -EIDRM, -EINVAL, -ENAMETOOLONG, -EUSERS.
+ * Thread-safe; not async-signal-safe; not a cancellation point.
+ */
+int thr_sem_acquire(thr_limiter *lim, const void *key, size_t len, uint32_t amount,
+                    uint64_t ttl_ns, uint64_t timeout_ns, struct thr_lease *lease);
+
+/*
+ * thr_sem_try - thr_sem_acquire that never waits: 0, or -EAGAIN when AMOUNT does not fit now
+ * (or others are queued before it); the other errors as thr_sem_acquire.
+ */
+int thr_sem_try(thr_limiter *lim, const void *key, size_t len, uint32_t amount, uint64_t ttl_ns,
+                struct thr_lease *lease);
+
+/*
+ * thr_sem_heartbeat - keep LEASE alive: it now expires TTL_NS from now. Returns 0,
+ * -EKEYEXPIRED (it expired, or its process was found gone, and was reclaimed: nothing is held),
+ * -EINVAL, -ETIMEDOUT (the key's shard lock was held by a live process for a minute).
+ */
+int thr_sem_heartbeat(struct thr_lease *lease, uint64_t ttl_ns);
+
+/*
+ * thr_sem_release - give LEASE back; the oldest queued acquires that now fit are granted.
+ * Returns 0, -EKEYEXPIRED (it had expired and been reclaimed: nothing was freed twice, and no
+ * other lease was touched), -EINVAL (not a lease, or released already), -ETIMEDOUT.
+ */
+int thr_sem_release(struct thr_lease *lease);
 
 /*
  * thr_clock_now - the arena's time in ns since its epoch. Returns 0, or -EINVAL for NULL.

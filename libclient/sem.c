@@ -1,0 +1,432 @@
+/*
+ * sem.c - leases on semaphore keys: thr_sem_acquire, thr_sem_try, thr_sem_heartbeat,
+ * thr_sem_release. The protocol, and what a process killed at each step leaves, is at the top of
+ * shm/sem.h; this file queues the caller, sleeps, and takes the key's shard lock for each step.
+ *
+ * The key's slot is found (or created, holding nothing) inside a read-side section, which is then
+ * left: nothing may block grace periods while it waits. A key with a lease or a waiter cannot be
+ * evicted (it is pinned, kind.c), but it may be between the lookup and the lock: each step under
+ * the lock first checks that the slot is still LIVE with the generation found, and looks the key
+ * up again if not.
+ *
+ * The wait: the thread's reader record carries its place (ticket, amount), the lease it asks for,
+ * and a futex word; a granter fills a lease record for it, names it in the waiter's record and
+ * flips the word to GRANTED and wakes it (release, a reclaim, a waiter's own check). The thread
+ * also wakes on its own every THR_SERIAL_POLL_NS, and when the first lease in its way expires,
+ * takes the lock and serves the key itself: that is how a dead holder's or an expired lease's
+ * count comes back with nobody releasing it. On a manual-clock arena the arena's time is read
+ * again at each wake.
+ */
+#include <errno.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "client_internal.h"
+#include "kind.h"
+#include "sem.h"
+#include "serial.h"
+
+/* One acquire, heartbeat or release in progress. */
+struct sop {
+        thr_limiter *l;
+        thr_arena *a;
+        struct thr_reader *r;
+        uint32_t idx; /* of R */
+        uint64_t token, me;
+        struct thr_slot *slot;
+        uint32_t gen; /* the slot's, as found */
+        uint64_t hash;
+        struct shm_probe pr;
+        const struct thr_params *p; /* read under the lock */
+        bool no_record;             /* the last serve found the head fitting but no record free */
+};
+
+static uint64_t arena_now(const struct sop *o)
+{
+        return shm_now_ns(o->a->hdr);
+}
+
+static void *sop_aux(const struct sop *o)
+{
+        return shm_slot_aux(o->a->map.base, &o->l->geo, o->slot);
+}
+
+/* Take the key's shard lock within WAIT_NS; then whether the slot is still the key's and the
+ * limiter still a semaphore. */
+static int sop_lock(struct sop *o, uint64_t wait_ns)
+{
+        shm_probe_init(o->a->map.base, &o->l->geo, o->hash, &o->pr);
+        int rc = shm_shard_lock(&o->a->map, &o->pr, o->me, wait_ns);
+        if (rc < 0)
+                return rc == -EDEADLK ? -EINVAL : rc;
+        uint64_t meta = atomic_load_explicit(&o->slot->meta, memory_order_acquire);
+        uint64_t state = atomic_load_explicit(&o->slot->state, memory_order_acquire);
+        if (THR_META_STATUS(meta) != THR_SLOT_LIVE || THR_META_GEN(meta) != o->gen ||
+            state >= THR_TAT_LIMIT) {
+                shm_shard_unlock(&o->pr, o->me);
+                return -ESTALE; /* look it up again */
+        }
+        o->p = thr_sem_record(o->l);
+        if (!o->p) {
+                shm_shard_unlock(&o->pr, o->me);
+                return -EBADMSG;
+        }
+        return 0;
+}
+
+/* Under the lock: the key changed at NOW (its state word is its last change, for idleness). */
+static void sop_unlock(struct sop *o, uint64_t now)
+{
+        if (now < THR_TAT_LIMIT)
+                atomic_store_explicit(&o->slot->state, now, memory_order_release);
+        shm_shard_unlock(&o->pr, o->me);
+}
+
+static void wait_clear(struct thr_reader *r)
+{
+        atomic_store_explicit(&r->wait_state, THR_WAIT_NONE, memory_order_relaxed);
+        atomic_store_explicit(&r->wait_slot, 0, memory_order_relaxed);
+        atomic_store_explicit(&r->wait_gen, 0, memory_order_relaxed);
+        atomic_store_explicit(&r->wait_ticket, 0, memory_order_release);
+}
+
+/* Sleep on the futex word while it says WAITING, at most NS (real time). */
+static void futex_sleep(_Atomic uint32_t *w, uint64_t ns)
+{
+        struct timespec ts = {(time_t)(ns / 1000000000), (long)(ns % 1000000000)};
+        syscall(SYS_futex, (uint32_t *)w, FUTEX_WAIT, THR_WAIT_WAITING, &ts, NULL, 0);
+}
+
+enum { QUEUED, GRANTED };
+
+/* Under the lock: serve the key at NOW; whether this thread was granted; *ROOM_AT as enqueue. */
+static int serve(struct sop *o, uint64_t now, int check, uint64_t *room_at)
+{
+        struct shm_sem_serve sv;
+        shm_sem_serve(&o->a->map, o->p, o->slot, sop_aux(o), now, check, &sv);
+        if (atomic_load_explicit(&o->r->wait_state, memory_order_acquire) == THR_WAIT_GRANTED)
+                return GRANTED;
+        uint64_t mine = shm_ticket48(atomic_load_explicit(&o->r->wait_ticket,
+                                                          memory_order_relaxed) >> 16);
+        bool head = sv.head_ticket == mine;
+        *room_at = head ? sv.room_at : 0;
+        o->no_record = head && sv.no_record;
+        return QUEUED;
+}
+
+/* Under the lock: queue this thread for ASK and serve the key. GRANTED, QUEUED or -errno. */
+static int enqueue(struct sop *o, const struct shm_sem_ask *ask, uint64_t *room_at)
+{
+        struct thr_sem *h = shm_sem(sop_aux(o));
+        uint64_t ticket = atomic_load_explicit(&h->next_ticket, memory_order_relaxed);
+        atomic_store_explicit(&h->next_ticket, ticket + 1, memory_order_relaxed);
+        struct thr_reader *r = o->r;
+        atomic_store_explicit(&r->wait_slot, (uint64_t)((char *)o->slot - (char *)o->a->map.base),
+                              memory_order_relaxed);
+        atomic_store_explicit(&r->wait_gen, o->gen, memory_order_relaxed);
+        atomic_store_explicit(&r->wait_ticket, shm_wait_ticket(ticket, ask->amount),
+                              memory_order_relaxed);
+        atomic_store_explicit(&r->wait_ttl, ask->ttl_ns, memory_order_relaxed);
+        atomic_store_explicit(&r->wait_holder, ask->holder, memory_order_relaxed);
+        atomic_store_explicit(&r->wait_holder_idx, ask->holder_idx, memory_order_relaxed);
+        atomic_store_explicit(&r->wait_lease_gen, 0, memory_order_relaxed);
+        atomic_store_explicit(&r->wait_state, THR_WAIT_WAITING, memory_order_release);
+        atomic_fetch_add_explicit(&h->waiters, 1, memory_order_relaxed); /* so the serve scans */
+        return serve(o, arena_now(o), SHM_SEM_TRUST, room_at);
+}
+
+/*
+ * Under the lock, while queued: granted meanwhile? If not, serve the key (expired leases and
+ * those of dead holders reclaimed, the head granted if it fits). LEAVE: give up the place if
+ * still queued (a grant made before wins: the lease is ours). Returns GRANTED or QUEUED.
+ */
+static int check(struct sop *o, bool leave, uint64_t *room_at)
+{
+        *room_at = 0;
+        if (atomic_load_explicit(&o->r->wait_state, memory_order_acquire) == THR_WAIT_GRANTED)
+                return GRANTED;
+        if (leave) {
+                uint32_t waiting = THR_WAIT_WAITING;
+                if (!atomic_compare_exchange_strong_explicit(&o->r->wait_state, &waiting,
+                                                             THR_WAIT_NONE, memory_order_acq_rel,
+                                                             memory_order_acquire))
+                        return GRANTED;
+                uint64_t ignored;
+                serve(o, arena_now(o), SHM_SEM_TRUST, &ignored); /* the next one may fit without us */
+                return QUEUED;
+        }
+        return serve(o, arena_now(o), SHM_SEM_LIVENESS, room_at);
+}
+
+/* The lock wait of one step: the limiter's insert_wait, but never past DEADLINE (arena ns). */
+static uint64_t step_wait(const struct sop *o, uint64_t deadline)
+{
+        const struct thr_params *p = thr_sem_record(o->l);
+        uint64_t w = p && p->lock_wait_ns ? p->lock_wait_ns : THR_LOCK_WAIT_NS;
+        uint64_t now = arena_now(o);
+        return now >= deadline ? 1000 : deadline - now < w ? deadline - now : w;
+}
+
+/* Leave the queue without the lock (it is out of reach, or the slot changed): GRANTED if a
+ * grant came first, else the place is given up (a later grant can no longer reach us). */
+static int leave_unlocked(struct sop *o)
+{
+        uint32_t waiting = THR_WAIT_WAITING;
+        if (!atomic_compare_exchange_strong_explicit(&o->r->wait_state, &waiting, THR_WAIT_NONE,
+                                                     memory_order_acq_rel, memory_order_acquire))
+                return GRANTED;
+        wait_clear(o->r);
+        return QUEUED;
+}
+
+/* Queued: wait for the grant. GRANTED, -ETIMEDOUT, -ENOBUFS, -ESTALE (look up again), -errno. */
+static int wait_grant(struct sop *o, uint64_t deadline, uint64_t room_at)
+{
+        bool manual = o->a->hdr->clock_id == THR_CLOCK_MANUAL;
+        for (;;) {
+                uint64_t now = arena_now(o);
+                bool late = now >= deadline;
+                if (!late && atomic_load_explicit(&o->r->wait_state, memory_order_acquire) ==
+                                 THR_WAIT_WAITING) {
+                        uint64_t until = deadline;
+                        if (room_at && room_at < until)
+                                until = room_at;
+                        uint64_t ns = until > now ? until - now : 0;
+                        if (ns > THR_SERIAL_POLL_NS || manual)
+                                ns = manual ? 1000000 : THR_SERIAL_POLL_NS;
+                        if (ns)
+                                futex_sleep(&o->r->wait_state, ns);
+                        late = arena_now(o) >= deadline;
+                }
+                int rc = sop_lock(o, step_wait(o, deadline));
+                if (rc == -ETIMEDOUT && !late)
+                        continue; /* a live holder of the shard lock: check again later */
+                if (rc < 0) {
+                        if (leave_unlocked(o) == GRANTED)
+                                return GRANTED;
+                        return rc == -ESTALE && !late ? -ESTALE
+                               : rc == -ESTALE || rc == -ETIMEDOUT
+                                   ? (o->no_record ? -ENOBUFS : -ETIMEDOUT)
+                                   : rc;
+                }
+                rc = check(o, late, &room_at);
+                sop_unlock(o, arena_now(o));
+                if (rc == GRANTED)
+                        return GRANTED;
+                if (late) {
+                        wait_clear(o->r);
+                        return o->no_record ? -ENOBUFS : -ETIMEDOUT;
+                }
+        }
+}
+
+/* Fill LEASE for record IDX, generation GEN of O's key. */
+static void lease_fill(const struct sop *o, struct thr_lease *lease, uint32_t amount, uint32_t idx,
+                       uint64_t gen, uint64_t t0)
+{
+        struct thr_lease_rec *rec = shm_sem_lease(sop_aux(o), idx);
+        lease->expires_ns = atomic_load_explicit(&rec->expires_ns, memory_order_relaxed);
+        lease->amount = amount;
+        lease->waited_ns = arena_now(o) - t0;
+        *thr_lease_priv(lease) = (struct thr_lease_priv){.slot = o->slot,
+                                                         .lim = o->l,
+                                                         .gen = gen,
+                                                         .hash = o->hash,
+                                                         .slot_gen = o->gen,
+                                                         .idx = idx};
+}
+
+/* One attempt on the slot found: 0, GRANTED-by-queue handled inside, or -errno (-ESTALE: again). */
+static int acquire_on(struct sop *o, const struct shm_sem_ask *ask, uint64_t t0, uint64_t deadline,
+                      bool wait, struct thr_lease *lease)
+{
+        int rc = sop_lock(o, step_wait(o, deadline));
+        if (rc < 0)
+                return rc == -ETIMEDOUT && arena_now(o) < deadline ? -ESTALE : rc;
+        if (ask->amount > o->p->rate_n) {
+                sop_unlock(o, arena_now(o));
+                return -ERANGE;
+        }
+        uint64_t now = arena_now(o);
+        uint32_t idx;
+        uint64_t gen;
+        rc = shm_sem_take(o->p, sop_aux(o), ask, now, &idx, &gen);
+        if (rc != 0 && !wait) {
+                /* before saying no: reclaim what dead holders held, serve those queued */
+                struct shm_sem_serve sv;
+                shm_sem_serve(&o->a->map, o->p, o->slot, sop_aux(o), now, SHM_SEM_LIVENESS, &sv);
+                rc = shm_sem_take(o->p, sop_aux(o), ask, now, &idx, &gen);
+        }
+        if (rc == 0) {
+                sop_unlock(o, now);
+                lease_fill(o, lease, ask->amount, idx, gen, t0);
+                return 0;
+        }
+        if (!wait) {
+                sop_unlock(o, now);
+                return rc;
+        }
+        uint64_t room_at = 0;
+        rc = enqueue(o, ask, &room_at);
+        sop_unlock(o, now);
+        if (rc == QUEUED)
+                rc = wait_grant(o, deadline, room_at);
+        if (rc != GRANTED)
+                return rc;
+        idx = atomic_load_explicit(&o->r->wait_lease_idx, memory_order_relaxed);
+        gen = atomic_load_explicit(&o->r->wait_lease_gen, memory_order_relaxed);
+        wait_clear(o->r);
+        lease_fill(o, lease, ask->amount, idx, gen, t0);
+        return 0;
+}
+
+/* Why the semaphore calls cannot use L: removed by a reload, or not a semaphore. */
+static int not_semaphore(const thr_limiter *l)
+{
+        if (atomic_load_explicit(&l->de->state, memory_order_acquire) != THR_DIR_LIVE)
+                return -EIDRM;
+        return -EOPNOTSUPP;
+}
+
+static int sem_acquire(thr_limiter *l, const void *key, size_t len, uint32_t amount,
+                       uint64_t ttl_ns, uint64_t timeout_ns, bool wait, struct thr_lease *lease)
+{
+        const struct thr_params *p = thr_sem_record(l);
+        if (!p || atomic_load_explicit(&l->de->state, memory_order_acquire) != THR_DIR_LIVE)
+                return not_semaphore(l);
+        if (amount > p->rate_n)
+                return -ERANGE;
+        struct sop o = {.l = l, .a = l->a};
+        int rc = 0;
+        o.r = thr_reader_get(o.a, &rc);
+        if (!o.r)
+                return rc;
+        if (atomic_load_explicit(&o.r->wait_state, memory_order_acquire) != THR_WAIT_NONE)
+                return -EINVAL; /* this thread is queued already: a call nested in a handler */
+        struct thr_reader *rec0 = shm_at(o.a->map.base, o.a->map.g.reader_off);
+        o.idx = (uint32_t)(o.r - rec0);
+        o.token = atomic_load_explicit(&o.r->owner, memory_order_relaxed);
+        o.me = shm_lock_client(o.idx, o.token);
+        o.hash = shm_hash(o.a->hdr->secret, key, len);
+        struct shm_sem_ask ask = {.amount = amount,
+                                  .ttl_ns = ttl_ns > THR_HORIZON_NS ? THR_HORIZON_NS : ttl_ns,
+                                  .pid = (uint64_t)getpid(),
+                                  .tid = (uint64_t)gettid()};
+        rc = thr_lease_holder(o.a, &ask.holder_idx, &ask.holder);
+        if (rc < 0)
+                return rc;
+        uint64_t t0 = arena_now(&o);
+        uint64_t deadline = timeout_ns > UINT64_MAX - t0 ? UINT64_MAX : t0 + timeout_ns;
+        for (;;) {
+                struct thr_reservation_priv loc;
+                rc = thr_op_locate(l, key, len, &loc);
+                if (rc < 0)
+                        return rc;
+                o.slot = (struct thr_slot *)loc.slot;
+                o.gen = (uint32_t)loc.gen;
+                rc = acquire_on(&o, &ask, t0, deadline, wait, lease);
+                if (rc != -ESTALE)
+                        return rc;
+        }
+}
+
+static int acquire_entry(thr_limiter *l, const void *key, size_t len, uint32_t amount,
+                         uint64_t ttl_ns, uint64_t timeout_ns, bool wait, struct thr_lease *lease)
+{
+        if (!l || !lease)
+                return -EINVAL;
+        *thr_lease_priv(lease) = (struct thr_lease_priv){0};
+        if (!key || len == 0 || amount == 0 || ttl_ns == 0)
+                return -EINVAL;
+        if (len > THR_KEY_MAX)
+                return -ENAMETOOLONG;
+        int old;
+        pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
+        int rc = sem_acquire(l, key, len, amount, ttl_ns, timeout_ns, wait, lease);
+        pthread_setcancelstate(old, NULL);
+        return rc;
+}
+
+int thr_sem_acquire(thr_limiter *l, const void *key, size_t len, uint32_t amount, uint64_t ttl_ns,
+                    uint64_t timeout_ns, struct thr_lease *lease)
+{
+        return acquire_entry(l, key, len, amount, ttl_ns, timeout_ns, timeout_ns != 0, lease);
+}
+
+int thr_sem_try(thr_limiter *l, const void *key, size_t len, uint32_t amount, uint64_t ttl_ns,
+                struct thr_lease *lease)
+{
+        return acquire_entry(l, key, len, amount, ttl_ns, 0, false, lease);
+}
+
+/* Heartbeat (TTL_NS) or release (TTL_NS 0) of the lease LP, under its key's lock. */
+static int lease_op(struct thr_lease_priv *lp, uint64_t ttl_ns, uint64_t *expires)
+{
+        struct sop o = {.l = lp->lim,
+                        .a = lp->lim->a,
+                        .slot = lp->slot,
+                        .gen = lp->slot_gen,
+                        .hash = lp->hash};
+        int rc = 0;
+        o.r = thr_reader_get(o.a, &rc);
+        if (!o.r)
+                return rc;
+        struct thr_reader *rec0 = shm_at(o.a->map.base, o.a->map.g.reader_off);
+        o.idx = (uint32_t)(o.r - rec0);
+        o.token = atomic_load_explicit(&o.r->owner, memory_order_relaxed);
+        o.me = shm_lock_client(o.idx, o.token);
+        rc = sop_lock(&o, THR_LOCK_WAIT_MAX_NS);
+        if (rc == -ESTALE)
+                return -EKEYEXPIRED; /* the key went: it held no lease any more */
+        if (rc < 0)
+                return rc;
+        uint64_t now = arena_now(&o);
+        void *aux = sop_aux(&o);
+        /* a lease that has expired is reclaimed first: it can be neither extended nor released
+         * (-EKEYEXPIRED), whether or not anyone had reclaimed it yet */
+        struct shm_sem_serve sv;
+        shm_sem_serve(&o.a->map, o.p, o.slot, aux, now, SHM_SEM_TRUST, &sv);
+        if (ttl_ns) {
+                uint64_t t = ttl_ns > THR_HORIZON_NS ? THR_HORIZON_NS : ttl_ns;
+                rc = shm_sem_extend(o.p, aux, lp->idx, lp->gen, now + t);
+                *expires = now + t;
+        } else {
+                rc = shm_sem_release(o.p, aux, lp->idx, lp->gen);
+                if (rc == 0) /* the oldest queued that now fit */
+                        shm_sem_serve(&o.a->map, o.p, o.slot, aux, now, SHM_SEM_TRUST, &sv);
+        }
+        sop_unlock(&o, now);
+        return rc;
+}
+
+static int lease_entry(struct thr_lease *lease, uint64_t ttl_ns)
+{
+        struct thr_lease_priv *lp = lease ? thr_lease_priv(lease) : NULL;
+        if (!lp || !lp->slot || !lp->lim)
+                return -EINVAL;
+        int old;
+        pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
+        uint64_t expires = 0;
+        int rc = lease_op(lp, ttl_ns, &expires);
+        pthread_setcancelstate(old, NULL);
+        if (ttl_ns && rc == 0)
+                lease->expires_ns = expires;
+        if (!ttl_ns && (rc == 0 || rc == -EKEYEXPIRED))
+                lp->slot = NULL; /* released, or gone: either way this handle holds nothing */
+        return rc;
+}
+
+int thr_sem_heartbeat(struct thr_lease *lease, uint64_t ttl_ns)
+{
+        if (ttl_ns == 0)
+                return -EINVAL;
+        return lease_entry(lease, ttl_ns);
+}
+
+int thr_sem_release(struct thr_lease *lease)
+{
+        return lease_entry(lease, 0);
+}

@@ -1,0 +1,299 @@
+/*
+ * sem.c - semaphore keys under their shard lock (the argument is at the top of sem.h).
+ *
+ * Nothing read from the arena is trusted for an index or a size: a record's amount is clamped to
+ * max before it is summed, a holder index is checked against the reader records' count, the
+ * number of records is the limiter's (checked against the table's stride when it was opened).
+ * A client rewriting a record can make its own key deny or grant wrongly, never make another
+ * process read or write outside the key.
+ */
+#include <errno.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "readers.h"
+#include "sem.h"
+#include "serial.h"
+
+static void futex_wake(_Atomic uint32_t *w)
+{
+        syscall(SYS_futex, (uint32_t *)w, FUTEX_WAKE, 1, NULL, NULL, 0);
+}
+
+static uint64_t amount_of(const struct thr_params *p, const struct thr_lease_rec *r)
+{
+        uint64_t a = atomic_load_explicit(&r->amount, memory_order_relaxed);
+        return a > p->rate_n ? p->rate_n : a;
+}
+
+bool shm_sem_holder_gone(const struct shm_map *m, const struct thr_lease_rec *r, int check)
+{
+        uint64_t tok = atomic_load_explicit(&r->holder, memory_order_relaxed);
+        uint32_t idx = atomic_load_explicit(&r->holder_idx, memory_order_relaxed);
+        if (!tok || idx >= m->g.reader_count)
+                return true;
+        struct thr_reader *rd = (struct thr_reader *)shm_at(m->base, m->g.reader_off) + idx;
+        if (atomic_load_explicit(&rd->owner, memory_order_acquire) != tok)
+                return true;
+        return check == SHM_SEM_LIVENESS && shm_reader_gone(m->fd, rd, idx) == 1;
+}
+
+static void clear(struct thr_lease_rec *r)
+{
+        atomic_store_explicit(&r->gen, 0, memory_order_release);
+}
+
+/*
+ * One pass over the records: clear the expired ones (and, with M, those whose holder is gone),
+ * recount the header's sums, and find the first free record (*FREE_IDX, or UINT32_MAX). Returns
+ * the units held; *FIRST_EXPIRY: the earliest expiry of a lease kept (UINT64_MAX if none).
+ */
+static uint64_t sweep(const struct shm_map *m, int check, const struct thr_params *p, void *aux,
+                      uint64_t now, uint32_t *free_idx, uint64_t *first_expiry, uint32_t *freed)
+{
+        struct thr_sem *h = shm_sem(aux);
+        uint64_t held = 0;
+        uint32_t used = 0;
+        *free_idx = UINT32_MAX;
+        *first_expiry = UINT64_MAX;
+        for (uint32_t i = 0; i < p->leases; i++) {
+                struct thr_lease_rec *r = shm_sem_lease(aux, i);
+                if (atomic_load_explicit(&r->gen, memory_order_acquire) == 0) {
+                        if (*free_idx == UINT32_MAX)
+                                *free_idx = i;
+                        continue;
+                }
+                uint64_t exp = atomic_load_explicit(&r->expires_ns, memory_order_relaxed);
+                if (exp <= now) {
+                        clear(r);
+                        atomic_fetch_add_explicit(&h->expired, 1, memory_order_relaxed);
+                } else if (check != SHM_SEM_TRUST && shm_sem_holder_gone(m, r, check)) {
+                        clear(r);
+                        atomic_fetch_add_explicit(&h->reclaimed, 1, memory_order_relaxed);
+                } else {
+                        held += amount_of(p, r);
+                        used++;
+                        if (exp < *first_expiry)
+                                *first_expiry = exp;
+                        continue;
+                }
+                ++*freed;
+                if (*free_idx == UINT32_MAX)
+                        *free_idx = i;
+        }
+        atomic_store_explicit(&h->held, held, memory_order_relaxed);
+        atomic_store_explicit(&h->leases, used, memory_order_relaxed);
+        return held;
+}
+
+/* Fill free record I for ASK at NOW: the lease's generation. */
+static uint64_t fill(const struct thr_params *p, void *aux, uint32_t i, const struct shm_sem_ask *ask,
+                     uint64_t now)
+{
+        struct thr_sem *h = shm_sem(aux);
+        struct thr_lease_rec *r = shm_sem_lease(aux, i);
+        uint64_t gen = atomic_load_explicit(&h->next_gen, memory_order_relaxed);
+        if (gen == 0)
+                gen = 1;
+        atomic_store_explicit(&h->next_gen, gen + 1, memory_order_relaxed);
+        uint64_t ttl = ask->ttl_ns > THR_HORIZON_NS ? THR_HORIZON_NS : ask->ttl_ns;
+        atomic_store_explicit(&r->holder, ask->holder, memory_order_relaxed);
+        atomic_store_explicit(&r->holder_idx, ask->holder_idx, memory_order_relaxed);
+        atomic_store_explicit(&r->amount, ask->amount, memory_order_relaxed);
+        atomic_store_explicit(&r->acquired_ns, now, memory_order_relaxed);
+        atomic_store_explicit(&r->expires_ns, now + ttl, memory_order_relaxed);
+        atomic_store_explicit(&r->pid, ask->pid, memory_order_relaxed);
+        atomic_store_explicit(&r->tid, ask->tid, memory_order_relaxed);
+        atomic_store_explicit(&r->gen, gen, memory_order_release); /* the record is in use */
+        atomic_fetch_add_explicit(&h->held, ask->amount > p->rate_n ? p->rate_n : ask->amount,
+                                  memory_order_relaxed);
+        atomic_fetch_add_explicit(&h->leases, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&h->granted, 1, memory_order_relaxed);
+        return gen;
+}
+
+int shm_sem_take(const struct thr_params *p, void *aux, const struct shm_sem_ask *ask, uint64_t now,
+                 uint32_t *idx, uint64_t *gen)
+{
+        uint32_t free_idx, freed = 0;
+        uint64_t first;
+        uint64_t held = sweep(NULL, SHM_SEM_TRUST, p, aux, now, &free_idx, &first, &freed);
+        if (atomic_load_explicit(&shm_sem(aux)->waiters, memory_order_relaxed) != 0 ||
+            held + ask->amount > p->rate_n)
+                return -EAGAIN;
+        if (free_idx == UINT32_MAX)
+                return -ENOBUFS;
+        *idx = free_idx;
+        *gen = fill(p, aux, free_idx, ask, now);
+        return 0;
+}
+
+/* A queued waiter found in the reader records. */
+struct waiter {
+        uint32_t idx;
+        uint64_t token, ticket;
+};
+
+/* The live waiters of slot OFF (generation GEN): how many, and the oldest. */
+static uint32_t scan_waiters(const struct shm_map *m, uint64_t off, uint32_t gen,
+                             struct waiter *head)
+{
+        struct thr_reader *rec = shm_at(m->base, m->g.reader_off);
+        uint32_t n = 0;
+        *head = (struct waiter){.ticket = UINT64_MAX};
+        for (uint32_t i = 0; i < m->g.reader_count; i++) {
+                struct thr_reader *r = &rec[i];
+                uint64_t o1 = atomic_load_explicit(&r->owner, memory_order_acquire);
+                if (!o1 || atomic_load_explicit(&r->wait_slot, memory_order_relaxed) != off ||
+                    atomic_load_explicit(&r->wait_gen, memory_order_relaxed) != gen ||
+                    atomic_load_explicit(&r->wait_state, memory_order_relaxed) != THR_WAIT_WAITING)
+                        continue;
+                uint64_t t = atomic_load_explicit(&r->wait_ticket, memory_order_relaxed);
+                if (atomic_load_explicit(&r->owner, memory_order_acquire) != o1 ||
+                    shm_reader_gone(m->fd, r, i) != 0)
+                        continue; /* reused meanwhile, or its thread is dead */
+                n++;
+                if (n == 1 || shm_ticket_before(t, head->ticket))
+                        *head = (struct waiter){i, o1, t};
+        }
+        return n;
+}
+
+void shm_sem_serve(const struct shm_map *m, const struct thr_params *p, struct thr_slot *s,
+                   void *aux, uint64_t now, int check, struct shm_sem_serve *out)
+{
+        struct thr_sem *h = shm_sem(aux);
+        struct thr_reader *rec = shm_at(m->base, m->g.reader_off);
+        uint64_t off = (uint64_t)((char *)s - (char *)m->base);
+        uint32_t sgen = THR_META_GEN(atomic_load_explicit(&s->meta, memory_order_acquire));
+        *out = (struct shm_sem_serve){.grant_idx = UINT32_MAX, .head_ticket = UINT64_MAX};
+        uint32_t free_idx;
+        uint64_t first;
+        uint64_t held = sweep(m, check, p, aux, now, &free_idx, &first, &out->freed);
+        /* the reader records are scanned only when someone may wait: the count is exact after
+         * every serve, a new waiter counts itself before its first one, and a waiter's own
+         * checks (SHM_SEM_LIVENESS) always scan, whatever a rewritten count says */
+        bool scan = check == SHM_SEM_LIVENESS ||
+                    atomic_load_explicit(&h->waiters, memory_order_relaxed) != 0;
+        for (int granted = 0; scan; granted++) {
+                struct waiter w;
+                uint32_t n = scan_waiters(m, off, sgen, &w);
+                out->waiters = n;
+                out->head_ticket = n ? shm_ticket48(w.ticket >> 16) : UINT64_MAX;
+                if (!n)
+                        break;
+                struct thr_reader *r = &rec[w.idx];
+                uint64_t amount = w.ticket & 0xffff;
+                if (amount > p->rate_n)
+                        amount = p->rate_n; /* a rewritten record: never more than max */
+                if (held + amount > p->rate_n && check != SHM_SEM_LIVENESS && granted == 0) {
+                        /* before making the head wait: are the holders in its way alive? */
+                        check = SHM_SEM_LIVENESS;
+                        held = sweep(m, check, p, aux, now, &free_idx, &first, &out->freed);
+                }
+                if (held + amount > p->rate_n) {
+                        out->room_at = first == UINT64_MAX ? 0 : first;
+                        break;
+                }
+                if (free_idx == UINT32_MAX) {
+                        out->no_record = true;
+                        out->room_at = first == UINT64_MAX ? 0 : first;
+                        break;
+                }
+                struct shm_sem_ask ask = {
+                    .holder = atomic_load_explicit(&r->wait_holder, memory_order_relaxed),
+                    .holder_idx = atomic_load_explicit(&r->wait_holder_idx, memory_order_relaxed),
+                    .amount = (uint32_t)amount,
+                    .ttl_ns = atomic_load_explicit(&r->wait_ttl, memory_order_relaxed),
+                    .pid = atomic_load_explicit(&r->pid, memory_order_relaxed),
+                    .tid = atomic_load_explicit(&r->tid, memory_order_relaxed)};
+                uint32_t i = free_idx;
+                uint64_t gen = fill(p, aux, i, &ask, now);
+                atomic_store_explicit(&r->wait_lease_idx, i, memory_order_relaxed);
+                atomic_store_explicit(&r->wait_lease_gen, gen, memory_order_relaxed);
+                uint32_t waiting = THR_WAIT_WAITING;
+                if (!atomic_compare_exchange_strong_explicit(&r->wait_state, &waiting,
+                                                             THR_WAIT_GRANTED, memory_order_acq_rel,
+                                                             memory_order_relaxed)) {
+                        /* it stopped waiting: take the grant back */
+                        clear(shm_sem_lease(aux, i));
+                        atomic_fetch_sub_explicit(&h->granted, 1, memory_order_relaxed);
+                        held = sweep(m, SHM_SEM_TRUST, p, aux, now, &free_idx, &first, &out->freed);
+                        continue;
+                }
+                futex_wake(&r->wait_state);
+                if (out->grant_idx == UINT32_MAX)
+                        out->grant_idx = w.idx;
+                held = sweep(m, SHM_SEM_TRUST, p, aux, now, &free_idx, &first, &out->freed);
+        }
+        if (scan)
+                atomic_store_explicit(&h->waiters, out->waiters, memory_order_relaxed);
+        if (!out->waiters)
+                out->head_ticket = UINT64_MAX;
+}
+
+/* Record IDX if it holds the lease GEN, else NULL. */
+static struct thr_lease_rec *lease_of(const struct thr_params *p, void *aux, uint32_t idx,
+                                      uint64_t gen)
+{
+        if (idx >= p->leases || gen == 0)
+                return NULL;
+        struct thr_lease_rec *r = shm_sem_lease(aux, idx);
+        return atomic_load_explicit(&r->gen, memory_order_acquire) == gen ? r : NULL;
+}
+
+int shm_sem_release(const struct thr_params *p, void *aux, uint32_t idx, uint64_t gen)
+{
+        struct thr_lease_rec *r = lease_of(p, aux, idx, gen);
+        if (!r)
+                return -EKEYEXPIRED;
+        struct thr_sem *h = shm_sem(aux);
+        clear(r);
+        uint64_t a = amount_of(p, r);
+        uint64_t held = atomic_load_explicit(&h->held, memory_order_relaxed);
+        atomic_store_explicit(&h->held, held >= a ? held - a : 0, memory_order_relaxed);
+        uint32_t n = atomic_load_explicit(&h->leases, memory_order_relaxed);
+        atomic_store_explicit(&h->leases, n ? n - 1 : 0, memory_order_relaxed);
+        atomic_fetch_add_explicit(&h->released, 1, memory_order_relaxed);
+        return 0;
+}
+
+int shm_sem_extend(const struct thr_params *p, void *aux, uint32_t idx, uint64_t gen,
+                   uint64_t expires)
+{
+        struct thr_lease_rec *r = lease_of(p, aux, idx, gen);
+        if (!r)
+                return -EKEYEXPIRED;
+        atomic_store_explicit(&r->expires_ns, expires, memory_order_relaxed);
+        return 0;
+}
+
+void shm_sem_fresh(const struct thr_params *p, void *aux)
+{
+        struct thr_sem *h = shm_sem(aux);
+        for (uint32_t i = 0; i < p->leases; i++)
+                atomic_store_explicit(&shm_sem_lease(aux, i)->gen, 0, memory_order_relaxed);
+        uint64_t gen = atomic_load_explicit(&h->next_gen, memory_order_relaxed);
+        /* generations keep growing across the slot's keys: a handle of the key that had this
+         * slot before can never match a lease of the new one (the slot's generation is checked
+         * too; this is belt and braces) */
+        atomic_store_explicit(&h->held, 0, memory_order_relaxed);
+        atomic_store_explicit(&h->waiters, 0, memory_order_relaxed);
+        atomic_store_explicit(&h->leases, 0, memory_order_relaxed);
+        atomic_store_explicit(&h->next_gen, gen ? gen : 1, memory_order_relaxed);
+        atomic_store_explicit(&h->granted, 0, memory_order_relaxed);
+        atomic_store_explicit(&h->released, 0, memory_order_relaxed);
+        atomic_store_explicit(&h->expired, 0, memory_order_relaxed);
+        atomic_store_explicit(&h->reclaimed, 0, memory_order_relaxed);
+}
+
+bool shm_sem_pinned(const struct thr_params *p, const void *aux)
+{
+        if (atomic_load_explicit(&((const struct thr_sem *)aux)->waiters, memory_order_relaxed))
+                return true;
+        for (uint32_t i = 0; i < p->leases; i++)
+                if (atomic_load_explicit(&shm_sem_lease((void *)aux, i)->gen, memory_order_relaxed))
+                        return true;
+        return false;
+}

@@ -1,0 +1,134 @@
+/*
+ * sem.h - semaphore keys (kind = semaphore): at most `max` units held per key at any instant,
+ * across every process of the host, by leases. A lease is a record in the key (holder, amount,
+ * acquired at, expires at, generation); a restarted daemon finds every lease where it was.
+ *
+ * Where the state is. A key's aux storage is a header (struct thr_sem: the units held, the
+ * records in use, the FIFO ticket counter, the generation counter, statistics) followed by
+ * `leases_per_key` lease records (struct thr_lease_rec). A pending acquire is described in the
+ * waiting thread's reader record, as a serialized window's waiter is (serial.h): which key
+ * (wait_slot, wait_gen), its place and amount (wait_ticket), the lease it asks for (wait_ttl, and
+ * the holder it names: wait_holder, wait_holder_idx), and the futex word it sleeps on (wait_state).
+ *
+ * Who holds a lease. Not the thread that asked: the process. Each process that takes leases
+ * claims one reader record for the purpose (its lease record, libclient/reader.c), kept until the
+ * process closes the arena or dies; a lease names that record's index and owner token. A lease
+ * is the holder's while the record has that owner and its liveness lock is held (readers.h);
+ * once the process is gone (or has closed the arena) the lease is reclaimable. A thread that
+ * exits leaves its process's leases alone: the handle may be released by any other thread.
+ *
+ * The protocol. Every change of a key's header and lease records, and every change of a
+ * waiter's fields but its own futex sleep, is made under the key's shard lock (shardlock.c: a
+ * CAS word whose holder, when found dead, is taken over). Under it:
+ *   - held and leases in the header are recounted from the records by every step (shm_sem_take,
+ *     shm_sem_serve): the records are the truth, the sums a cache of them for shmctl, so a process
+ *     killed between filling a record and raising the sum can never lose or double a count.
+ *   - a lease is granted only if held + amount <= max, and only to the oldest live waiter when
+ *     any is queued (a new acquire never overtakes one: a large request at the head is not
+ *     starved by small ones behind it);
+ *   - a lease whose expires_ns has passed, or whose holder is gone, is cleared by whoever holds
+ *     the lock and finds it (shm_sem_serve): an acquire that does not fit, a waiter's periodic
+ *     check, the daemon's maintenance pass. Expired leases are cleared by every serve (no
+ *     syscall); holders' liveness is tested (one fcntl each) only when something does not fit.
+ *   - a waiter is granted by filling a record for it, writing the record's index and generation
+ *     into its reader record, then CASing its wait_state WAITING -> GRANTED and waking its futex.
+ *     A waiter that gives up CASes WAITING -> NONE first: one of the two CASes wins, so a grant
+ *     is either seen by its waiter or taken back (the record cleared) by its granter.
+ *   - release and heartbeat name a lease by (record index, generation): a record reused since
+ *     has another generation (the key's counter only grows), so a stale handle can never free or
+ *     extend someone else's lease: -EKEYEXPIRED.
+ *
+ * What a process killed at any step leaves. The shard lock is taken over by the next locker,
+ * which recounts the sums (above). A grant whose CAS was never made leaves a record
+ * naming the waiter's process: its holder is that live process, which never learns of it: the
+ * record is reclaimed when it expires (wait_ttl), or when that process is gone (over-denial of
+ * its amount for at most its ttl, never over-grant). A waiter killed while queued is skipped by
+ * every serve (its record is gone). A holder killed: its leases are reclaimed at the first serve
+ * that needs the count (at once, for an acquire that does not fit), by a queued waiter within
+ * THR_SERIAL_POLL_NS, or by the daemon's next maintenance pass; without anyone, it is harmless.
+ *
+ * A semaphore key with a lease or a waiter is pinned: never idle for the daemon, never chosen
+ * by on_full = evict (kind.c). Its state word is the arena time of its last change, for
+ * idleness.
+ */
+#ifndef THR_SHM_SEM_H
+#define THR_SHM_SEM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "arena.h"
+
+static inline struct thr_sem *shm_sem(void *aux)
+{
+        return (struct thr_sem *)aux;
+}
+
+static inline struct thr_lease_rec *shm_sem_lease(void *aux, uint32_t i)
+{
+        return (struct thr_lease_rec *)((char *)aux + THR_SEM_HDR) + i;
+}
+
+/* Bytes of a key's aux storage for L lease records. */
+static inline uint64_t shm_sem_stride(uint64_t leases)
+{
+        return THR_SEM_HDR + leases * THR_LEASE_SIZE;
+}
+
+/* What a holder asks for: the holder (its process's lease record) and the lease's time. */
+struct shm_sem_ask {
+        uint64_t holder;
+        uint32_t holder_idx;
+        uint32_t amount;
+        uint64_t ttl_ns;
+        uint64_t pid, tid; /* informational */
+};
+
+/* How a serve judges lease holders: trusted alive; gone when their lease record's owner word has
+ * changed (no syscall: the daemon frees a dead process's records within a heartbeat); or also
+ * when its liveness lock is free (one fcntl a lease). */
+enum { SHM_SEM_TRUST = 0, SHM_SEM_OWNERS = 1, SHM_SEM_LIVENESS = 2 };
+
+/* What a serve did and found. */
+struct shm_sem_serve {
+        uint32_t grant_idx;   /* a reader record granted (woken), or UINT32_MAX */
+        uint32_t waiters;     /* waiters still queued */
+        uint64_t head_ticket; /* the lowest ticket still queued (48 bits), or UINT64_MAX */
+        uint64_t room_at;     /* the head does not fit: when the first lease expires (0: none) */
+        uint32_t freed;       /* leases reclaimed (expired or dead) */
+        bool no_record;       /* the head fits in count but every lease record is in use */
+};
+
+/*
+ * All under S's shard lock, in the arena M, with the aux storage AUX of slot S, P its limiter's
+ * record (p->rate_n = max, p->leases records).
+ *
+ * shm_sem_take - grant ASK now if nobody is queued, it fits and a record is free: 0 and the
+ * record's index and generation; -EAGAIN (does not fit, or others queued), -ENOBUFS (fits, no
+ * record free).
+ * shm_sem_serve - clear expired leases, and leases whose holder is gone as CHECK judges
+ * (SHM_SEM_*; a head that does not fit always has the holders in its way judged by liveness);
+ * grant the queued waiters oldest first while the head fits (FUTEX_WAKE each). Fills OUT.
+ * shm_sem_release / shm_sem_extend - the lease (IDX, GEN): cleared, or its expiry set to
+ * EXPIRES. 0 or -EKEYEXPIRED (it was reclaimed: the record is free or another lease's).
+ */
+int shm_sem_take(const struct thr_params *p, void *aux, const struct shm_sem_ask *ask, uint64_t now,
+                 uint32_t *idx, uint64_t *gen);
+void shm_sem_serve(const struct shm_map *m, const struct thr_params *p, struct thr_slot *s,
+                   void *aux, uint64_t now, int check, struct shm_sem_serve *out);
+int shm_sem_release(const struct thr_params *p, void *aux, uint32_t idx, uint64_t gen);
+int shm_sem_extend(const struct thr_params *p, void *aux, uint32_t idx, uint64_t gen,
+                   uint64_t expires);
+
+/* Clear a new key's header and records (under the lock, before the slot is LIVE). */
+void shm_sem_fresh(const struct thr_params *p, void *aux);
+
+/* Whether the key has a lease record in use or a waiter (it may not be evicted): the records
+ * themselves, not the header's sums (exact under the lock, as the daemon and on_full ask). */
+bool shm_sem_pinned(const struct thr_params *p, const void *aux);
+
+/* Whether lease record R's holder is gone, as CHECK (SHM_SEM_OWNERS or _LIVENESS) judges: its
+ * reader record in M has another owner, or (LIVENESS) its liveness lock is free. */
+bool shm_sem_holder_gone(const struct shm_map *m, const struct thr_lease_rec *r, int check);
+
+#endif
