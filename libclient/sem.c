@@ -155,7 +155,9 @@ static int check(struct sop *o, bool leave, uint64_t *room_at)
                                                              memory_order_acquire))
                         return GRANTED;
                 uint64_t ignored;
+                bool no_record = o->no_record; /* why it waited in vain: kept for the caller */
                 serve(o, arena_now(o), SHM_SEM_TRUST, &ignored); /* the next one may fit without us */
+                o->no_record = no_record;
                 return QUEUED;
         }
         return serve(o, arena_now(o), SHM_SEM_LIVENESS, room_at);

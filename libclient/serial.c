@@ -246,6 +246,10 @@ static int wait_grant(struct sop *o, uint64_t cost, uint64_t deadline)
 static int serial_begin(thr_limiter *l, const void *key, size_t len, uint64_t cost,
                         uint64_t timeout_ns, struct thr_hold *hold)
 {
+        if (!thr_lim_record(l)) /* a semaphore's keys are located too: refuse other kinds here */
+                return atomic_load_explicit(&l->de->state, memory_order_acquire) != THR_DIR_LIVE
+                           ? -EIDRM
+                           : -EOPNOTSUPP;
         struct sop o = {.l = l, .a = l->a};
         int rc = 0;
         o.r = thr_reader_get(o.a, &rc);
