@@ -543,6 +543,10 @@ static void maintain_shard(const struct pass *ps, const struct shm_map *m,
                 case THR_SLOT_LIVE:
                         st->live++;
                         work |= state == THR_TAT_DEAD || idle(ps, s, state);
+                        /* a semaphore key whose leases a serve would reclaim (sem_reap) */
+                        work |= ps->p->kind == THR_KIND_SEMAPHORE &&
+                                shm_sem_reapable(m, ps->p, shm_slot_aux(ps->base, ps->geo, s),
+                                                 shm_now_ns(h));
                         break;
                 case THR_SLOT_DEAD:
                         work |=

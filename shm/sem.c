@@ -288,6 +288,20 @@ void shm_sem_fresh(const struct thr_params *p, void *aux)
         atomic_store_explicit(&h->reclaimed, 0, memory_order_relaxed);
 }
 
+bool shm_sem_reapable(const struct shm_map *m, const struct thr_params *p, const void *aux,
+                      uint64_t now)
+{
+        for (uint32_t i = 0; i < p->leases; i++) {
+                const struct thr_lease_rec *r = shm_sem_lease((void *)aux, i);
+                if (!atomic_load_explicit(&r->gen, memory_order_relaxed))
+                        continue;
+                if (atomic_load_explicit(&r->expires_ns, memory_order_relaxed) <= now ||
+                    shm_sem_holder_gone(m, r, SHM_SEM_OWNERS))
+                        return true;
+        }
+        return false;
+}
+
 bool shm_sem_pinned(const struct thr_params *p, const void *aux)
 {
         if (atomic_load_explicit(&((const struct thr_sem *)aux)->waiters, memory_order_relaxed))

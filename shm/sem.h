@@ -127,6 +127,12 @@ void shm_sem_fresh(const struct thr_params *p, void *aux);
  * themselves, not the header's sums (exact under the lock, as the daemon and on_full ask). */
 bool shm_sem_pinned(const struct thr_params *p, const void *aux);
 
+/* Whether the key has a lease that a serve would reclaim at NOW (expired, or its holder's lease
+ * record has another owner): a racy read without the lock, for the daemon's pass to decide
+ * whether to take it. */
+bool shm_sem_reapable(const struct shm_map *m, const struct thr_params *p, const void *aux,
+                      uint64_t now);
+
 /* Whether lease record R's holder is gone, as CHECK (SHM_SEM_OWNERS or _LIVENESS) judges: its
  * reader record in M has another owner, or (LIVENESS) its liveness lock is free. */
 bool shm_sem_holder_gone(const struct shm_map *m, const struct thr_lease_rec *r, int check);
