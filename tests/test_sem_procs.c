@@ -737,3 +737,39 @@ Test(sem_procs, a_stopped_holders_lease_expires_and_it_is_told)
         cr_assert_eq(thr_sem_release(&mine), 0);
         thr_limiter_close(l);
 }
+
+/* The daemon's idle eviction: a key holding a lease stays however long it has been idle; once
+ * released, it is evicted like any idle key. Manual clock. */
+Test(sem_daemon, a_key_holding_a_lease_is_never_evicted_an_idle_one_is)
+{
+        tdaemon_config(&D, true, "maintenance_ms = 20\n",
+                       "[A]\nkind = semaphore\nmax = 2\ncapacity = 64\nidle_ttl = 1s\n");
+        int d = tdaemon_start(&D, NULL);
+        tdaemon_wait_ready(&D, d, 1);
+        thr_limiter *l = tdaemon_lim(&D, 0, "A");
+        struct thr_lease held, idle;
+        cr_assert_eq(thr_sem_try(l, "held", 4, 1, 3600 * SEC, &held), 0);
+        cr_assert_eq(thr_sem_try(l, "idle", 4, 1, 3600 * SEC, &idle), 0);
+        cr_assert_eq(thr_sem_release(&idle), 0);
+        cr_assert_eq(thr_clock_advance(D.a, 60 * SEC), 0);
+        const struct thr_table *tb = tdaemon_table(&D, "A");
+        uint64_t h = shm_hash(shm_hdr(&D.map)->secret, "idle", 4);
+        struct timespec t0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        while (shm_table_lookup(D.map.base, tb, h, "idle", 4)) {
+                cr_assert_lt(telapsed_s(&t0), 5.0, "the idle key was never evicted");
+                tdoze();
+        }
+        usleep(100000); /* five more passes over a key idle for a minute */
+        tdaemon_slot(&D, "A", "held");
+        cr_assert_eq(thr_sem_heartbeat(&held, 3600 * SEC), 0, "the lease is where it was");
+        cr_assert_eq(thr_sem_release(&held), 0);
+        cr_assert_eq(thr_clock_advance(D.a, 60 * SEC), 0);
+        h = shm_hash(shm_hdr(&D.map)->secret, "held", 4);
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        while (shm_table_lookup(D.map.base, tb, h, "held", 4)) {
+                cr_assert_lt(telapsed_s(&t0), 5.0, "released and idle, it was never evicted");
+                tdoze();
+        }
+        tdaemon_stop(&D, d);
+}
