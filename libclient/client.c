@@ -888,9 +888,11 @@ const char *thr_strerror(int err)
                 return "unknown error";
         switch (-err) {
         case ERANGE:
-                return "cost exceeds the limiter's burst (a window's limit): never admissible";
+                return "cost exceeds the limiter's burst (a window's limit, a semaphore's "
+                       "max): never admissible";
         case EOPNOTSUPP:
-                return "a serialized window limiter takes thr_serial_begin/end, and only it does";
+                return "the call does not apply to this limiter's kind (a serialized window "
+                       "takes thr_serial_begin/end, a semaphore thr_sem_*)";
         case ENOSPC:
                 return "the limiter's key table is full";
         case EIDRM:
@@ -910,17 +912,25 @@ const char *thr_strerror(int err)
                 return "called from a signal handler while this thread was changing its record "
                        "cache: nothing decided, call again";
         case EAGAIN:
-                return "the reservation would be due later than allowed";
+                return "not now: a reservation would be due later than allowed, or a "
+                       "semaphore's units do not fit (or others are queued first)";
         case ETIMEDOUT:
                 return "the wait would exceed the timeout; nothing was consumed";
         case ENAMETOOLONG:
                 return "key or name too long";
         case EPERM:
-                return "operation needs a manual-clock arena";
+                return "operation needs a manual-clock arena, or the lease is another "
+                       "process's";
         case EACCES:
                 return "permission denied by the arena file's mode or group";
         case EXDEV:
                 return "arena was created in another pid namespace (not supported yet)";
+        case EKEYEXPIRED:
+                return "the lease expired or its process was gone, and it was reclaimed: "
+                       "nothing is held";
+        case ENOBUFS:
+                return "every lease record of the semaphore key is in use (raise "
+                       "leases_per_key)";
         case EINVAL:
                 return "invalid argument";
         default:

@@ -72,7 +72,6 @@ struct thr_lease_priv {
         struct thr_slot *slot; /* NULL: no lease */
         thr_limiter *lim;
         uint64_t gen;      /* the lease's generation */
-        uint64_t hash;     /* the key's (its shard) */
         uint32_t slot_gen; /* the slot's generation */
         uint32_t idx;      /* the lease record */
 };
@@ -101,7 +100,7 @@ struct thr_arena {
         struct thr_arena *next; /* the process's open arenas */
         uint32_t lease_idx;     /* this process's lease record (sem.h), if lease_gen is current */
         uint64_t lease_token;
-        uint64_t lease_gen;     /* fork generation it was claimed in (0: none) */
+        _Atomic uint64_t lease_gen; /* fork generation it was claimed in (0: none) */
 };
 
 struct thr_limiter {

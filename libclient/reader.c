@@ -437,6 +437,14 @@ static int claim_record(thr_arena *a, uint32_t *idx)
  * back (the process's leases become reclaimable), a fork child claims its own. */
 int thr_lease_holder(thr_arena *a, uint32_t *idx, uint64_t *token)
 {
+        /* claimed in this process already: its index and token were written before the release
+         * store of lease_gen this acquire load reads, and never change in this fork generation */
+        uint64_t g = atomic_load_explicit(&a->lease_gen, memory_order_acquire);
+        if (g && g == thr_forkpage->gen) {
+                *idx = a->lease_idx;
+                *token = a->lease_token;
+                return 0;
+        }
         int old, rc = 0;
         registry_lock(&old);
         if (!thr_forkpage->gen || a->lease_gen != thr_forkpage->gen) {
@@ -450,9 +458,10 @@ int thr_lease_holder(thr_arena *a, uint32_t *idx, uint64_t *token)
                         rc = claim_record(a, &i);
                 if (rc == 0) {
                         a->lease_idx = i;
-                        a->lease_token = atomic_load_explicit(&record(a, i)->owner,
-                                                              memory_order_relaxed);
-                        a->lease_gen = thr_forkpage->gen;
+                        a->lease_token =
+                            atomic_load_explicit(&record(a, i)->owner, memory_order_relaxed);
+                        atomic_store_explicit(&a->lease_gen, thr_forkpage->gen,
+                                              memory_order_release);
                 }
         }
         *idx = a->lease_idx;

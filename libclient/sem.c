@@ -38,10 +38,10 @@ struct sop {
         uint64_t token, me;
         struct thr_slot *slot;
         uint32_t gen; /* the slot's, as found */
-        uint64_t hash;
         struct shm_probe pr;
         const struct thr_params *p; /* read under the lock */
         bool no_record;             /* the last serve found the head fitting but no record free */
+        bool head;                  /* the last serve found this thread at the head of the queue */
 };
 
 static uint64_t arena_now(const struct sop *o)
@@ -54,11 +54,24 @@ static void *sop_aux(const struct sop *o)
         return shm_slot_aux(o->a->map.base, &o->l->geo, o->slot);
 }
 
+/* The shard of O's slot (found by a lookup in the limiter's table, whose geometry was checked at
+ * open): what the lock needs, without hashing the key again. */
+static void sop_probe(struct sop *o)
+{
+        const struct thr_table *g = &o->l->geo;
+        struct thr_slot *slots = shm_at(o->a->map.base, g->slots_off);
+        uint32_t shard = (uint32_t)((uint64_t)(o->slot - slots) / g->shard_slots);
+        o->pr = (struct shm_probe){
+            .shard = (struct thr_shard *)shm_at(o->a->map.base, g->shards_off) + shard,
+            .slots = slots + (uint64_t)shard * g->shard_slots,
+            .n = g->shard_slots};
+}
+
 /* Take the key's shard lock within WAIT_NS; then whether the slot is still the key's and the
  * limiter still a semaphore. */
 static int sop_lock(struct sop *o, uint64_t wait_ns)
 {
-        shm_probe_init(o->a->map.base, &o->l->geo, o->hash, &o->pr);
+        sop_probe(o);
         int rc = shm_shard_lock(&o->a->map, &o->pr, o->me, wait_ns);
         if (rc < 0)
                 return rc == -EDEADLK ? -EINVAL : rc;
@@ -106,14 +119,13 @@ enum { QUEUED, GRANTED };
 static int serve(struct sop *o, uint64_t now, int check, uint64_t *room_at)
 {
         struct shm_sem_serve sv;
-        shm_sem_serve(&o->a->map, o->p, o->slot, sop_aux(o), now, check, &sv);
+        shm_sem_serve(&o->a->map, o->p, o->slot, sop_aux(o), now, check, o->idx, &sv);
         if (atomic_load_explicit(&o->r->wait_state, memory_order_acquire) == THR_WAIT_GRANTED)
                 return GRANTED;
-        uint64_t mine = shm_ticket48(atomic_load_explicit(&o->r->wait_ticket,
-                                                          memory_order_relaxed) >> 16);
-        bool head = sv.head_ticket == mine;
+        bool head = sv.head_idx == o->idx;
         *room_at = head ? sv.room_at : 0;
         o->no_record = head && sv.no_record;
+        o->head = head;
         return QUEUED;
 }
 
@@ -156,19 +168,20 @@ static int check(struct sop *o, bool leave, uint64_t *room_at)
                         return GRANTED;
                 uint64_t ignored;
                 bool no_record = o->no_record; /* why it waited in vain: kept for the caller */
-                serve(o, arena_now(o), SHM_SEM_TRUST, &ignored); /* the next one may fit without us */
+                /* the next one may fit without us, and may be the head now */
+                serve(o, arena_now(o), SHM_SEM_TRUST | SHM_SEM_WAKE_HEAD, &ignored);
                 o->no_record = no_record;
                 return QUEUED;
         }
         return serve(o, arena_now(o), SHM_SEM_LIVENESS, room_at);
 }
 
-/* The lock wait of one step: the limiter's insert_wait, but never past DEADLINE (arena ns). */
-static uint64_t step_wait(const struct sop *o, uint64_t deadline)
+/* The lock wait of one step at NOW: the limiter's insert_wait (as last read), but never past
+ * DEADLINE (arena ns). */
+static uint64_t step_wait(const struct sop *o, uint64_t deadline, uint64_t now)
 {
-        const struct thr_params *p = thr_sem_record(o->l);
+        const struct thr_params *p = o->p ? o->p : thr_sem_record(o->l);
         uint64_t w = p && p->lock_wait_ns ? p->lock_wait_ns : THR_LOCK_WAIT_NS;
-        uint64_t now = arena_now(o);
         return now >= deadline ? 1000 : deadline - now < w ? deadline - now : w;
 }
 
@@ -196,14 +209,17 @@ static int wait_grant(struct sop *o, uint64_t deadline, uint64_t room_at)
                         uint64_t until = deadline;
                         if (room_at && room_at < until)
                                 until = room_at;
+                        /* the head watches the holders in its way; those behind it are woken
+                         * when they become the head (sem.h) */
                         uint64_t ns = until > now ? until - now : 0;
-                        if (ns > THR_SERIAL_POLL_NS || manual)
-                                ns = manual ? 1000000 : THR_SERIAL_POLL_NS;
+                        uint64_t poll = o->head ? THR_SERIAL_POLL_NS : SHM_SEM_BEHIND_POLL_NS;
+                        if (ns > poll || manual)
+                                ns = manual ? 1000000 : poll;
                         if (ns)
                                 futex_sleep(&o->r->wait_state, ns);
                         late = arena_now(o) >= deadline;
                 }
-                int rc = sop_lock(o, step_wait(o, deadline));
+                int rc = sop_lock(o, step_wait(o, deadline, arena_now(o)));
                 if (rc == -ETIMEDOUT && !late)
                         continue; /* a live holder of the shard lock: check again later */
                 if (rc < 0) {
@@ -225,29 +241,28 @@ static int wait_grant(struct sop *o, uint64_t deadline, uint64_t room_at)
         }
 }
 
-/* Fill LEASE for record IDX, generation GEN of O's key. */
+/* Fill LEASE for record IDX, generation GEN of O's key, granted at NOW to a call made at T0. */
 static void lease_fill(const struct sop *o, struct thr_lease *lease, uint32_t amount, uint32_t idx,
-                       uint64_t gen, uint64_t t0)
+                       uint64_t gen, uint64_t t0, uint64_t now)
 {
         struct thr_lease_rec *rec = shm_sem_lease(sop_aux(o), idx);
         lease->expires_ns = atomic_load_explicit(&rec->expires_ns, memory_order_relaxed);
         lease->amount = amount;
-        lease->waited_ns = arena_now(o) - t0;
-        *thr_lease_priv(lease) = (struct thr_lease_priv){.slot = o->slot,
-                                                         .lim = o->l,
-                                                         .gen = gen,
-                                                         .hash = o->hash,
-                                                         .slot_gen = o->gen,
-                                                         .idx = idx};
+        lease->waited_ns = now > t0 ? now - t0 : 0;
+        *thr_lease_priv(lease) = (struct thr_lease_priv){
+            .slot = o->slot, .lim = o->l, .gen = gen, .slot_gen = o->gen, .idx = idx};
 }
 
-/* One attempt on the slot found: 0, GRANTED-by-queue handled inside, or -errno (-ESTALE: again). */
-static int acquire_on(struct sop *o, const struct shm_sem_ask *ask, uint64_t t0, uint64_t deadline,
-                      bool wait, struct thr_lease *lease)
+/* One attempt on the slot found, at NOW0: 0, GRANTED-by-queue handled inside, or -errno
+ * (-ESTALE: again). */
+static int acquire_on(struct sop *o, const struct shm_sem_ask *ask, uint64_t t0, uint64_t now0,
+                      uint64_t deadline, bool wait, struct thr_lease *lease)
 {
-        int rc = sop_lock(o, step_wait(o, deadline));
+        /* a try waits for the lock as an insert does (insert_wait: a live holder keeps it for
+         * microseconds; a dead one is taken over); an acquire, never past its deadline */
+        int rc = sop_lock(o, step_wait(o, wait ? deadline : UINT64_MAX, now0));
         if (rc < 0)
-                return rc == -ETIMEDOUT && arena_now(o) < deadline ? -ESTALE : rc;
+                return rc == -ETIMEDOUT && wait && arena_now(o) < deadline ? -ESTALE : rc;
         if (ask->amount > o->p->rate_n) {
                 sop_unlock(o, arena_now(o));
                 return -ERANGE;
@@ -259,12 +274,13 @@ static int acquire_on(struct sop *o, const struct shm_sem_ask *ask, uint64_t t0,
         if (rc != 0 && !wait) {
                 /* before saying no: reclaim what dead holders held, serve those queued */
                 struct shm_sem_serve sv;
-                shm_sem_serve(&o->a->map, o->p, o->slot, sop_aux(o), now, SHM_SEM_LIVENESS, &sv);
+                shm_sem_serve(&o->a->map, o->p, o->slot, sop_aux(o), now, SHM_SEM_LIVENESS, o->idx,
+                              &sv);
                 rc = shm_sem_take(o->p, sop_aux(o), ask, now, &idx, &gen);
         }
         if (rc == 0) {
+                lease_fill(o, lease, ask->amount, idx, gen, t0, now);
                 sop_unlock(o, now);
-                lease_fill(o, lease, ask->amount, idx, gen, t0);
                 return 0;
         }
         if (!wait) {
@@ -281,7 +297,7 @@ static int acquire_on(struct sop *o, const struct shm_sem_ask *ask, uint64_t t0,
         idx = atomic_load_explicit(&o->r->wait_lease_idx, memory_order_relaxed);
         gen = atomic_load_explicit(&o->r->wait_lease_gen, memory_order_relaxed);
         wait_clear(o->r);
-        lease_fill(o, lease, ask->amount, idx, gen, t0);
+        lease_fill(o, lease, ask->amount, idx, gen, t0, arena_now(o));
         return 0;
 }
 
@@ -312,24 +328,25 @@ static int sem_acquire(thr_limiter *l, const void *key, size_t len, uint32_t amo
         o.idx = (uint32_t)(o.r - rec0);
         o.token = atomic_load_explicit(&o.r->owner, memory_order_relaxed);
         o.me = shm_lock_client(o.idx, o.token);
-        o.hash = shm_hash(o.a->hdr->secret, key, len);
         struct shm_sem_ask ask = {.amount = amount,
                                   .ttl_ns = ttl_ns > THR_HORIZON_NS ? THR_HORIZON_NS : ttl_ns,
-                                  .pid = (uint64_t)getpid(),
-                                  .tid = (uint64_t)gettid()};
+                                  /* the thread's record has them: no syscall */
+                                  .pid = atomic_load_explicit(&o.r->pid, memory_order_relaxed),
+                                  .tid = atomic_load_explicit(&o.r->tid, memory_order_relaxed)};
         rc = thr_lease_holder(o.a, &ask.holder_idx, &ask.holder);
         if (rc < 0)
                 return rc;
         uint64_t t0 = arena_now(&o);
         uint64_t deadline = timeout_ns > UINT64_MAX - t0 ? UINT64_MAX : t0 + timeout_ns;
-        for (;;) {
+        o.p = p; /* for the first lock's wait; sop_lock reads it again under the lock */
+        for (uint64_t now = t0;; now = arena_now(&o)) {
                 struct thr_reservation_priv loc;
                 rc = thr_op_locate(l, key, len, &loc);
                 if (rc < 0)
                         return rc;
                 o.slot = (struct thr_slot *)loc.slot;
                 o.gen = (uint32_t)loc.gen;
-                rc = acquire_on(&o, &ask, t0, deadline, wait, lease);
+                rc = acquire_on(&o, &ask, t0, now, deadline, wait, lease);
                 if (rc != -ESTALE)
                         return rc;
         }
@@ -367,11 +384,12 @@ int thr_sem_try(thr_limiter *l, const void *key, size_t len, uint32_t amount, ui
 /* Heartbeat (TTL_NS) or release (TTL_NS 0) of the lease LP, under its key's lock. */
 static int lease_op(struct thr_lease_priv *lp, uint64_t ttl_ns, uint64_t *expires)
 {
-        struct sop o = {.l = lp->lim,
-                        .a = lp->lim->a,
-                        .slot = lp->slot,
-                        .gen = lp->slot_gen,
-                        .hash = lp->hash};
+        struct sop o = {
+            .l = lp->lim,
+            .a = lp->lim->a,
+            .slot = lp->slot,
+            .gen = lp->slot_gen,
+        };
         int rc = 0;
         o.r = thr_reader_get(o.a, &rc);
         if (!o.r)
@@ -387,18 +405,24 @@ static int lease_op(struct thr_lease_priv *lp, uint64_t ttl_ns, uint64_t *expire
                 return rc;
         uint64_t now = arena_now(&o);
         void *aux = sop_aux(&o);
-        /* a lease that has expired is reclaimed first: it can be neither extended nor released
-         * (-EKEYEXPIRED), whether or not anyone had reclaimed it yet */
-        struct shm_sem_serve sv;
-        shm_sem_serve(&o.a->map, o.p, o.slot, aux, now, SHM_SEM_TRUST, &sv);
+        /* a lease that has expired can be neither extended nor released (-EKEYEXPIRED), whether
+         * or not anyone had reclaimed it yet */
+        /* the leases this process holds name its lease record's token; a fork child's copy of
+         * its parent's handle names the parent's (the child has its own record, or none) */
+        uint64_t holder = atomic_load_explicit(&o.a->lease_gen, memory_order_acquire) ==
+                                  thr_forkpage->gen
+                              ? o.a->lease_token
+                              : 0;
         if (ttl_ns) {
                 uint64_t t = ttl_ns > THR_HORIZON_NS ? THR_HORIZON_NS : ttl_ns;
-                rc = shm_sem_extend(o.p, aux, lp->idx, lp->gen, now + t);
+                rc = shm_sem_extend(o.p, aux, lp->idx, lp->gen, holder, now, now + t);
                 *expires = now + t;
         } else {
-                rc = shm_sem_release(o.p, aux, lp->idx, lp->gen);
-                if (rc == 0) /* the oldest queued that now fit */
-                        shm_sem_serve(&o.a->map, o.p, o.slot, aux, now, SHM_SEM_TRUST, &sv);
+                rc = shm_sem_release(o.p, aux, lp->idx, lp->gen, holder, now);
+        }
+        if (atomic_load_explicit(&shm_sem(aux)->waiters, memory_order_relaxed)) {
+                struct shm_sem_serve sv; /* the oldest queued that now fit */
+                shm_sem_serve(&o.a->map, o.p, o.slot, aux, now, SHM_SEM_TRUST, o.idx, &sv);
         }
         sop_unlock(&o, now);
         return rc;

@@ -144,11 +144,11 @@ enum thr_limiter_kind { THR_KIND_GCRA = 1, THR_KIND_WINDOW = 2, THR_KIND_SEMAPHO
 #define THR_SERIAL_POLL_NS (10ull * 1000000)
 
 /* Semaphore limiters (sem.h): at most max units held per key, by leases recorded in the key. */
-#define THR_SEM_MAX        65535u /* largest max (a waiter's amount is 16 bits of its ticket) */
-#define THR_SEM_LEASES_MAX 1024u  /* largest leases_per_key */
-#define THR_SEM_LEASES_DEFAULT 8u /* leases_per_key unless configured */
-#define THR_SEM_HDR        64u    /* bytes before a key's lease records: struct thr_sem */
-#define THR_LEASE_SIZE     64u
+#define THR_SEM_MAX            65535u /* largest max (a waiter's amount is 16 bits of its ticket) */
+#define THR_SEM_LEASES_MAX     1024u  /* largest leases_per_key */
+#define THR_SEM_LEASES_DEFAULT 8u     /* leases_per_key unless configured */
+#define THR_SEM_HDR            64u    /* bytes before a key's lease records: struct thr_sem */
+#define THR_LEASE_SIZE         64u
 
 /* thr_reader.wait_state: the futex word a waiter for a serialized key sleeps on (serial.h) */
 enum thr_wait_state { THR_WAIT_NONE = 0, THR_WAIT_WAITING = 1, THR_WAIT_GRANTED = 2 };
@@ -247,7 +247,7 @@ struct thr_params {
         uint32_t flags;             /* THR_PARAM_* */
         uint64_t lock_wait_ns;      /* how long a new key's insert waits for a live holder of its
                                      * shard's lock before on_full applies; 0: THR_LOCK_WAIT_NS */
-        uint64_t leases; /* kind = THR_KIND_SEMAPHORE: lease records per key; else 0 */
+        uint64_t leases;            /* kind = THR_KIND_SEMAPHORE: lease records per key; else 0 */
         uint64_t reserved[2];
         /* kind = THR_KIND_SEMAPHORE reuses: rate_n = burst = initial = max; period_ns = 0; k = 1,
          * t_units = 1 (times are ns), bt_units = 0; max_reserve_units = the longest lease ttl, ns.
@@ -366,7 +366,8 @@ struct thr_serial {
 struct thr_sem {
         _Atomic uint64_t held;        /* units held by the leases in use (their amounts' sum) */
         _Atomic uint32_t waiters;     /* acquires queued (exact after each serve) */
-        _Atomic uint32_t leases;      /* lease records in use */
+        _Atomic uint16_t leases;      /* lease records in use */
+        _Atomic uint16_t dirty;       /* set while a locker changes records and sums (sem.h) */
         _Atomic uint64_t next_ticket; /* FIFO places of queued acquires */
         _Atomic uint64_t next_gen;    /* the generation the next lease gets (never 0) */
         _Atomic uint64_t granted;     /* leases granted so far */

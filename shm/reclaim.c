@@ -304,7 +304,8 @@ static void sem_reap(const struct pass *ps, struct thr_slot *s)
         if (!shm_sem_pinned(ps->p, aux))
                 return;
         struct shm_sem_serve sv;
-        shm_sem_serve(ps->m, ps->p, s, aux, shm_now_ns(shm_hdr(ps->m)), SHM_SEM_OWNERS, &sv);
+        shm_sem_serve(ps->m, ps->p, s, aux, shm_now_ns(shm_hdr(ps->m)),
+                      SHM_SEM_OWNERS | SHM_SEM_WAKE_HEAD, UINT32_MAX, &sv);
 }
 
 /* Slot S is LIVE with state TAT, shard lock held: evict it if idle past the TTL (no debt). */

@@ -44,6 +44,42 @@ static void clear(struct thr_lease_rec *r)
         atomic_store_explicit(&r->gen, 0, memory_order_release);
 }
 
+static uint64_t sweep(const struct shm_map *m, int check, const struct thr_params *p, void *aux,
+                      uint64_t now, uint32_t *free_idx, uint64_t *first_expiry, uint32_t *freed);
+
+/*
+ * Under the lock, before a change of records or sums: if the last locker died in the middle of
+ * one (the mark is still set), the sums are recounted from the records first; then the mark is
+ * set, and a release fence orders it before the change's stores (a locker that takes the lock
+ * over after a death and sees any of them sees the mark). end() clears it when the sums agree
+ * with the records again.
+ */
+static void begin(const struct thr_params *p, void *aux, uint64_t now)
+{
+        struct thr_sem *h = shm_sem(aux);
+        if (atomic_load_explicit(&h->dirty, memory_order_relaxed)) {
+                uint32_t free_idx, freed = 0;
+                uint64_t first;
+                sweep(NULL, SHM_SEM_TRUST, p, aux, now, &free_idx, &first, &freed);
+        }
+        atomic_store_explicit(&h->dirty, 1, memory_order_relaxed);
+        atomic_thread_fence(memory_order_release);
+}
+
+static void end(void *aux)
+{
+        atomic_store_explicit(&shm_sem(aux)->dirty, 0, memory_order_release);
+}
+
+/* The first free record, or UINT32_MAX (no sweep: an expired lease's record is not free yet). */
+static uint32_t first_free(const struct thr_params *p, void *aux)
+{
+        for (uint32_t i = 0; i < p->leases; i++)
+                if (atomic_load_explicit(&shm_sem_lease(aux, i)->gen, memory_order_relaxed) == 0)
+                        return i;
+        return UINT32_MAX;
+}
+
 /*
  * One pass over the records: clear the expired ones (and, with M, those whose holder is gone),
  * recount the header's sums, and find the first free record (*FREE_IDX, or UINT32_MAX). Returns
@@ -83,13 +119,13 @@ static uint64_t sweep(const struct shm_map *m, int check, const struct thr_param
                         *free_idx = i;
         }
         atomic_store_explicit(&h->held, held, memory_order_relaxed);
-        atomic_store_explicit(&h->leases, used, memory_order_relaxed);
+        atomic_store_explicit(&h->leases, (uint16_t)used, memory_order_relaxed);
         return held;
 }
 
 /* Fill free record I for ASK at NOW: the lease's generation. */
-static uint64_t fill(const struct thr_params *p, void *aux, uint32_t i, const struct shm_sem_ask *ask,
-                     uint64_t now)
+static uint64_t fill(const struct thr_params *p, void *aux, uint32_t i,
+                     const struct shm_sem_ask *ask, uint64_t now)
 {
         struct thr_sem *h = shm_sem(aux);
         struct thr_lease_rec *r = shm_sem_lease(aux, i);
@@ -116,17 +152,26 @@ static uint64_t fill(const struct thr_params *p, void *aux, uint32_t i, const st
 int shm_sem_take(const struct thr_params *p, void *aux, const struct shm_sem_ask *ask, uint64_t now,
                  uint32_t *idx, uint64_t *gen)
 {
-        uint32_t free_idx, freed = 0;
-        uint64_t first;
-        uint64_t held = sweep(NULL, SHM_SEM_TRUST, p, aux, now, &free_idx, &first, &freed);
-        if (atomic_load_explicit(&shm_sem(aux)->waiters, memory_order_relaxed) != 0 ||
-            held + ask->amount > p->rate_n)
-                return -EAGAIN;
-        if (free_idx == UINT32_MAX)
-                return -ENOBUFS;
-        *idx = free_idx;
-        *gen = fill(p, aux, free_idx, ask, now);
-        return 0;
+        struct thr_sem *h = shm_sem(aux);
+        if (atomic_load_explicit(&h->waiters, memory_order_relaxed) != 0)
+                return -EAGAIN; /* nobody overtakes a queued acquire */
+        begin(p, aux, now);
+        /* the sums agree with the records (begin); they may count leases that have expired since,
+         * which only a sweep clears: it is made when the sums say no */
+        uint64_t held = atomic_load_explicit(&h->held, memory_order_relaxed);
+        uint32_t free_idx = first_free(p, aux);
+        if (held + ask->amount > p->rate_n || free_idx == UINT32_MAX) {
+                uint32_t freed = 0;
+                uint64_t first;
+                held = sweep(NULL, SHM_SEM_TRUST, p, aux, now, &free_idx, &first, &freed);
+        }
+        int rc = held + ask->amount > p->rate_n ? -EAGAIN : free_idx == UINT32_MAX ? -ENOBUFS : 0;
+        if (rc == 0) {
+                *idx = free_idx;
+                *gen = fill(p, aux, free_idx, ask, now);
+        }
+        end(aux);
+        return rc;
 }
 
 /* A queued waiter found in the reader records. */
@@ -161,15 +206,19 @@ static uint32_t scan_waiters(const struct shm_map *m, uint64_t off, uint32_t gen
 }
 
 void shm_sem_serve(const struct shm_map *m, const struct thr_params *p, struct thr_slot *s,
-                   void *aux, uint64_t now, int check, struct shm_sem_serve *out)
+                   void *aux, uint64_t now, int check, uint32_t self, struct shm_sem_serve *out)
 {
+        bool wake_head = check & SHM_SEM_WAKE_HEAD;
+        check &= ~SHM_SEM_WAKE_HEAD;
         struct thr_sem *h = shm_sem(aux);
         struct thr_reader *rec = shm_at(m->base, m->g.reader_off);
         uint64_t off = (uint64_t)((char *)s - (char *)m->base);
         uint32_t sgen = THR_META_GEN(atomic_load_explicit(&s->meta, memory_order_acquire));
-        *out = (struct shm_sem_serve){.grant_idx = UINT32_MAX, .head_ticket = UINT64_MAX};
+        *out = (struct shm_sem_serve){
+            .grant_idx = UINT32_MAX, .head_idx = UINT32_MAX, .head_ticket = UINT64_MAX};
         uint32_t free_idx;
         uint64_t first;
+        begin(p, aux, now);
         uint64_t held = sweep(m, check, p, aux, now, &free_idx, &first, &out->freed);
         /* the reader records are scanned only when someone may wait: the count is exact after
          * every serve, a new waiter counts itself before its first one, and a waiter's own
@@ -181,6 +230,7 @@ void shm_sem_serve(const struct shm_map *m, const struct thr_params *p, struct t
                 uint32_t n = scan_waiters(m, off, sgen, &w);
                 out->waiters = n;
                 out->head_ticket = n ? shm_ticket48(w.ticket >> 16) : UINT64_MAX;
+                out->head_idx = n ? w.idx : UINT32_MAX;
                 if (!n)
                         break;
                 struct thr_reader *r = &rec[w.idx];
@@ -229,8 +279,15 @@ void shm_sem_serve(const struct shm_map *m, const struct thr_params *p, struct t
         }
         if (scan)
                 atomic_store_explicit(&h->waiters, out->waiters, memory_order_relaxed);
-        if (!out->waiters)
+        end(aux);
+        if (!out->waiters) {
                 out->head_ticket = UINT64_MAX;
+                out->head_idx = UINT32_MAX;
+        } else if (out->head_idx != self &&
+                   (wake_head || out->grant_idx != UINT32_MAX || out->freed)) {
+                /* a spurious wake at worst: it finds itself head and watches */
+                futex_wake(&rec[out->head_idx].wait_state);
+        }
 }
 
 /* Record IDX if it holds the lease GEN, else NULL. */
@@ -243,28 +300,50 @@ static struct thr_lease_rec *lease_of(const struct thr_params *p, void *aux, uin
         return atomic_load_explicit(&r->gen, memory_order_acquire) == gen ? r : NULL;
 }
 
-int shm_sem_release(const struct thr_params *p, void *aux, uint32_t idx, uint64_t gen)
+/* Under the lock: clear lease R and take it out of the sums, as released or as EXPIRED. */
+static void drop(const struct thr_params *p, void *aux, struct thr_lease_rec *r, uint64_t now,
+                 bool expired)
+{
+        struct thr_sem *h = shm_sem(aux);
+        begin(p, aux, now);
+        if (atomic_load_explicit(&r->gen, memory_order_relaxed) != 0) { /* begin may have swept */
+                clear(r);
+                uint64_t a = amount_of(p, r);
+                uint64_t held = atomic_load_explicit(&h->held, memory_order_relaxed);
+                atomic_store_explicit(&h->held, held >= a ? held - a : 0, memory_order_relaxed);
+                uint16_t n = atomic_load_explicit(&h->leases, memory_order_relaxed);
+                atomic_store_explicit(&h->leases, (uint16_t)(n ? n - 1 : 0), memory_order_relaxed);
+                atomic_fetch_add_explicit(expired ? &h->expired : &h->released, 1,
+                                          memory_order_relaxed);
+        }
+        end(aux);
+}
+
+int shm_sem_release(const struct thr_params *p, void *aux, uint32_t idx, uint64_t gen,
+                    uint64_t holder, uint64_t now)
 {
         struct thr_lease_rec *r = lease_of(p, aux, idx, gen);
         if (!r)
                 return -EKEYEXPIRED;
-        struct thr_sem *h = shm_sem(aux);
-        clear(r);
-        uint64_t a = amount_of(p, r);
-        uint64_t held = atomic_load_explicit(&h->held, memory_order_relaxed);
-        atomic_store_explicit(&h->held, held >= a ? held - a : 0, memory_order_relaxed);
-        uint32_t n = atomic_load_explicit(&h->leases, memory_order_relaxed);
-        atomic_store_explicit(&h->leases, n ? n - 1 : 0, memory_order_relaxed);
-        atomic_fetch_add_explicit(&h->released, 1, memory_order_relaxed);
-        return 0;
+        if (atomic_load_explicit(&r->holder, memory_order_relaxed) != holder)
+                return -EPERM;
+        bool expired = atomic_load_explicit(&r->expires_ns, memory_order_relaxed) <= now;
+        drop(p, aux, r, now, expired);
+        return expired ? -EKEYEXPIRED : 0;
 }
 
 int shm_sem_extend(const struct thr_params *p, void *aux, uint32_t idx, uint64_t gen,
-                   uint64_t expires)
+                   uint64_t holder, uint64_t now, uint64_t expires)
 {
         struct thr_lease_rec *r = lease_of(p, aux, idx, gen);
         if (!r)
                 return -EKEYEXPIRED;
+        if (atomic_load_explicit(&r->holder, memory_order_relaxed) != holder)
+                return -EPERM;
+        if (atomic_load_explicit(&r->expires_ns, memory_order_relaxed) <= now) {
+                drop(p, aux, r, now, true); /* too late: nobody had reclaimed it yet */
+                return -EKEYEXPIRED;
+        }
         atomic_store_explicit(&r->expires_ns, expires, memory_order_relaxed);
         return 0;
 }
@@ -281,6 +360,7 @@ void shm_sem_fresh(const struct thr_params *p, void *aux)
         atomic_store_explicit(&h->held, 0, memory_order_relaxed);
         atomic_store_explicit(&h->waiters, 0, memory_order_relaxed);
         atomic_store_explicit(&h->leases, 0, memory_order_relaxed);
+        atomic_store_explicit(&h->dirty, 0, memory_order_relaxed);
         atomic_store_explicit(&h->next_gen, gen ? gen : 1, memory_order_relaxed);
         atomic_store_explicit(&h->granted, 0, memory_order_relaxed);
         atomic_store_explicit(&h->released, 0, memory_order_relaxed);
@@ -291,6 +371,9 @@ void shm_sem_fresh(const struct thr_params *p, void *aux)
 bool shm_sem_reapable(const struct shm_map *m, const struct thr_params *p, const void *aux,
                       uint64_t now)
 {
+        if (atomic_load_explicit(&((const struct thr_sem *)aux)->waiters, memory_order_relaxed))
+                return true; /* its head is woken (a head killed while queued leaves the next
+                              * one asleep behind it) */
         for (uint32_t i = 0; i < p->leases; i++) {
                 const struct thr_lease_rec *r = shm_sem_lease((void *)aux, i);
                 if (!atomic_load_explicit(&r->gen, memory_order_relaxed))

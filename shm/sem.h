@@ -20,9 +20,15 @@
  * The protocol. Every change of a key's header and lease records, and every change of a
  * waiter's fields but its own futex sleep, is made under the key's shard lock (shardlock.c: a
  * CAS word whose holder, when found dead, is taken over). Under it:
- *   - held and leases in the header are recounted from the records by every step (shm_sem_take,
- *     shm_sem_serve): the records are the truth, the sums a cache of them for shmctl, so a process
- *     killed between filling a record and raising the sum can never lose or double a count.
+ *   - the records are the truth; held and leases in the header are their sums, kept by each
+ *     change, and trusted only when the last locker finished: a locker marks the header dirty
+ *     before it changes records or sums and clears the mark when they agree again, and a locker
+ *     that finds the mark set (its setter died holding the lock, which was taken over) recounts
+ *     the sums from the records first. So a process killed between filling a record and raising
+ *     the sum can never lose or double a count, and an uncontended acquire reads two words and
+ *     the first free record instead of every record. The sums may count leases that expired
+ *     since: a take that the sums refuse sweeps the records (clearing the expired) and decides
+ *     again; every serve sweeps.
  *   - a lease is granted only if held + amount <= max, and only to the oldest live waiter when
  *     any is queued (a new acquire never overtakes one: a large request at the head is not
  *     starved by small ones behind it);
@@ -88,11 +94,20 @@ struct shm_sem_ask {
  * changed (no syscall: the daemon frees a dead process's records within a heartbeat); or also
  * when its liveness lock is free (one fcntl a lease). */
 enum { SHM_SEM_TRUST = 0, SHM_SEM_OWNERS = 1, SHM_SEM_LIVENESS = 2 };
+/* Or'ed into a serve's CHECK: wake the queue's head even if nothing changed (its waiter left, or
+ * the daemon's pass: a head killed while queued leaves the next one not watching). */
+#define SHM_SEM_WAKE_HEAD 4
+
+/* How often a waiter behind the head checks the key on its own (the head checks every
+ * THR_SERIAL_POLL_NS; the others are woken when they become the head, by the serve that made
+ * them so; this is the bound when that serve's maker was killed before its wake). */
+#define SHM_SEM_BEHIND_POLL_NS (1000ull * 1000000)
 
 /* What a serve did and found. */
 struct shm_sem_serve {
-        uint32_t grant_idx;   /* a reader record granted (woken), or UINT32_MAX */
-        uint32_t waiters;     /* waiters still queued */
+        uint32_t grant_idx; /* a reader record granted (woken), or UINT32_MAX */
+        uint32_t head_idx;  /* the reader record at the head of the queue after it, or UINT32_MAX */
+        uint32_t waiters;   /* waiters still queued */
         uint64_t head_ticket; /* the lowest ticket still queued (48 bits), or UINT64_MAX */
         uint64_t room_at;     /* the head does not fit: when the first lease expires (0: none) */
         uint32_t freed;       /* leases reclaimed (expired or dead) */
@@ -108,17 +123,24 @@ struct shm_sem_serve {
  * record free).
  * shm_sem_serve - clear expired leases, and leases whose holder is gone as CHECK judges
  * (SHM_SEM_*; a head that does not fit always has the holders in its way judged by liveness);
- * grant the queued waiters oldest first while the head fits (FUTEX_WAKE each). Fills OUT.
- * shm_sem_release / shm_sem_extend - the lease (IDX, GEN): cleared, or its expiry set to
- * EXPIRES. 0 or -EKEYEXPIRED (it was reclaimed: the record is free or another lease's).
+ * grant the queued waiters oldest first while the head fits (FUTEX_WAKE each). Then, if the
+ * queue's head is not SELF (the caller's reader record, or UINT32_MAX) and it may have just
+ * become the head (a grant or a reclaim was made, or CHECK has SHM_SEM_WAKE_HEAD), wake it: the
+ * head watches the holders in its way, the waiters behind it sleep. Fills OUT.
+ * shm_sem_release / shm_sem_extend - the lease (IDX, GEN) of HOLDER (the owner token of the
+ * caller's process's lease record): cleared, or its expiry set to EXPIRES. 0; -EKEYEXPIRED: it
+ * was reclaimed (the record is free or another lease's), or it has expired at NOW (then it is
+ * reclaimed here: its holder learns it held nothing since); -EPERM: it is another process's (a
+ * fork child's copy of its parent's handle), left alone.
  */
 int shm_sem_take(const struct thr_params *p, void *aux, const struct shm_sem_ask *ask, uint64_t now,
                  uint32_t *idx, uint64_t *gen);
 void shm_sem_serve(const struct shm_map *m, const struct thr_params *p, struct thr_slot *s,
-                   void *aux, uint64_t now, int check, struct shm_sem_serve *out);
-int shm_sem_release(const struct thr_params *p, void *aux, uint32_t idx, uint64_t gen);
+                   void *aux, uint64_t now, int check, uint32_t self, struct shm_sem_serve *out);
+int shm_sem_release(const struct thr_params *p, void *aux, uint32_t idx, uint64_t gen,
+                    uint64_t holder, uint64_t now);
 int shm_sem_extend(const struct thr_params *p, void *aux, uint32_t idx, uint64_t gen,
-                   uint64_t expires);
+                   uint64_t holder, uint64_t now, uint64_t expires);
 
 /* Clear a new key's header and records (under the lock, before the slot is LIVE). */
 void shm_sem_fresh(const struct thr_params *p, void *aux);
@@ -128,8 +150,8 @@ void shm_sem_fresh(const struct thr_params *p, void *aux);
 bool shm_sem_pinned(const struct thr_params *p, const void *aux);
 
 /* Whether the key has a lease that a serve would reclaim at NOW (expired, or its holder's lease
- * record has another owner): a racy read without the lock, for the daemon's pass to decide
- * whether to take it. */
+ * record has another owner), or a waiter (whose head the daemon's serve wakes): a racy read
+ * without the lock, for the daemon's pass to decide whether to take it. */
 bool shm_sem_reapable(const struct shm_map *m, const struct thr_params *p, const void *aux,
                       uint64_t now);
 

@@ -49,15 +49,15 @@ struct shlog {
         _Atomic uint64_t n;
         _Atomic int stop;
         _Atomic uint64_t grants, timeouts;
-        _Atomic int bad_rc; /* the last unexpected return of a worker */
+        _Atomic int bad_rc;                /* the last unexpected return of a worker */
         _Atomic uint64_t t_kill[KIDS_MAX]; /* arena ns before the parent's kill(); 0: not killed */
         struct ev e[LOG_MAX];
 };
 
 static struct shlog *shlog_new(void)
 {
-        struct shlog *g = mmap(NULL, sizeof(*g), PROT_READ | PROT_WRITE,
-                               MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        struct shlog *g =
+            mmap(NULL, sizeof(*g), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
         cr_assert_neq(g, MAP_FAILED);
         return g;
 }
@@ -111,22 +111,22 @@ static uint64_t shlog_check(struct shlog *g, const uint64_t *max, int nlim)
                 } else {
                         open_amount[e->kid][e->lim] = 0;
                 }
-                g->e[m++] = (struct ev){.t = atomic_load(&e->t),
-                                        .delta = e->delta,
-                                        .lim = e->lim,
-                                        .kid = e->kid};
+                g->e[m++] = (struct ev){
+                    .t = atomic_load(&e->t), .delta = e->delta, .lim = e->lim, .kid = e->kid};
         }
         for (uint32_t k = 0; k < KIDS_MAX; k++)
                 for (int l = 0; l < nlim; l++) {
                         if (!open_amount[k][l])
                                 continue;
                         uint64_t tk = atomic_load(&g->t_kill[k]);
-                        cr_assert_neq(tk, 0, "kid %u ended holding %d units of limiter %d without "
-                                      "being killed", k, open_amount[k][l], l);
+                        cr_assert_neq(tk, 0,
+                                      "kid %u ended holding %d units of limiter %d without "
+                                      "being killed",
+                                      k, open_amount[k][l], l);
                         cr_assert_geq(tk, open_t[k][l]);
                         cr_assert_lt(m, LOG_MAX);
-                        g->e[m++] = (struct ev){.t = tk, .delta = -open_amount[k][l],
-                                                .lim = (uint16_t)l, .kid = k};
+                        g->e[m++] = (struct ev){
+                            .t = tk, .delta = -open_amount[k][l], .lim = (uint16_t)l, .kid = k};
                 }
         qsort(g->e, m, sizeof(g->e[0]), ev_cmp);
         int64_t held[4] = {0};
@@ -337,7 +337,9 @@ Test(sem_procs, holders_sigkilled_at_random_never_lose_or_double_a_count)
  * under max with the unexpired leases (a dead holder's included), and a record is free; when it
  * does not, the leases of closed holders are dropped and it is tried once more (thr_sem_try
  * checks liveness before it says no). Release and heartbeat of a lease that expired, or was
- * dropped, give -EKEYEXPIRED.
+ * dropped, give -EKEYEXPIRED. After every call the header's sums must be those of the records
+ * in use, which the model tracks too: an expired lease's record stays in use until a take that
+ * the sums refuse sweeps it, or its own release or heartbeat drops it.
  */
 struct mlease {
         bool used;
@@ -358,12 +360,13 @@ struct model {
         uint64_t max, records;
 };
 
-static uint64_t m_held(const struct model *m, uint64_t now, uint64_t *count)
+/* The records in use (an expired lease's too, until a sweep clears it): the header's sums. */
+static uint64_t m_held(const struct model *m, uint64_t *count)
 {
         uint64_t held = 0;
         *count = 0;
         for (int i = 0; i < MREC; i++)
-                if (m->ls[i].used && !m->ls[i].gone && m->ls[i].expires > now) {
+                if (m->ls[i].used && !m->ls[i].gone) {
                         held += m->ls[i].amount;
                         ++*count;
                 }
@@ -377,18 +380,22 @@ static void m_expire(struct model *m, uint64_t now)
                         m->ls[i].gone = true;
 }
 
+/* The sums first; when they say no, a sweep clears the expired; when that says no, a liveness
+ * check clears the dead holders' leases too. */
 static int m_take(struct model *m, uint32_t amount, uint64_t now)
 {
-        m_expire(m, now);
-        for (int pass = 0; pass < 2; pass++) {
+        for (int pass = 0; pass < 3; pass++) {
+                if (pass == 1)
+                        m_expire(m, now);
+                if (pass == 2)
+                        for (int i = 0; i < MREC; i++)
+                                if (m->ls[i].used && m->ls[i].inc != m->inc[m->ls[i].holder])
+                                        m->ls[i].gone = true;
                 uint64_t count;
-                uint64_t held = m_held(m, now, &count);
+                uint64_t held = m_held(m, &count);
                 int rc = held + amount > m->max ? -EAGAIN : count >= m->records ? -ENOBUFS : 0;
-                if (rc == 0 || pass == 1)
+                if (rc == 0 || pass == 2)
                         return rc;
-                for (int i = 0; i < MREC; i++) /* the liveness check */
-                        if (m->ls[i].used && m->ls[i].inc != m->inc[m->ls[i].holder])
-                                m->ls[i].gone = true;
         }
         return -EAGAIN;
 }
@@ -432,16 +439,17 @@ Test(sem_procs, a_reference_model_agrees_with_every_decision_on_a_manual_clock)
                         cr_assert_eq(rc, want, "step %d: try %u by %d: %d, the model says %d", step,
                                      amount, h, rc, want);
                         if (rc == 0)
-                                m.ls[slot] = (struct mlease){.used = true, .holder = h,
+                                m.ls[slot] = (struct mlease){.used = true,
+                                                             .holder = h,
                                                              .inc = m.inc[h],
                                                              .amount = amount,
-                                                             .expires = now + ttl, .handle = true,
+                                                             .expires = now + ttl,
+                                                             .handle = true,
                                                              .h = got};
                         ops[0]++;
                         checked = true;
                 } else if (op < 10 && ml->used && ml->handle) { /* release */
-                        m_expire(&m, now);
-                        int want = ml->gone ? -EKEYEXPIRED : 0;
+                        int want = ml->gone || ml->expires <= now ? -EKEYEXPIRED : 0;
                         int rc = thr_sem_release(&ml->h);
                         cr_assert_eq(rc, want, "step %d: release: %d, the model says %d", step, rc,
                                      want);
@@ -449,9 +457,8 @@ Test(sem_procs, a_reference_model_agrees_with_every_decision_on_a_manual_clock)
                         ops[1]++;
                         checked = true;
                 } else if (op < 12 && ml->used && ml->handle) { /* heartbeat */
-                        m_expire(&m, now);
                         uint64_t ttl = (1 + xorshift(&seed) % 100) * MS;
-                        int want = ml->gone ? -EKEYEXPIRED : 0;
+                        int want = ml->gone || ml->expires <= now ? -EKEYEXPIRED : 0;
                         int rc = thr_sem_heartbeat(&ml->h, ttl);
                         cr_assert_eq(rc, want, "step %d: heartbeat: %d, the model says %d", step,
                                      rc, want);
@@ -483,10 +490,10 @@ Test(sem_procs, a_reference_model_agrees_with_every_decision_on_a_manual_clock)
                 for (int j = 0; j < MREC; j++)
                         if (m.ls[j].used && !m.ls[j].handle && m.ls[j].gone)
                                 m.ls[j].used = false;
-                if (checked) { /* the header's sums were recounted by this step */
+                if (checked) { /* the header's sums: the records in use */
                         uint64_t count, held;
                         thr_clock_now(T.a, &now);
-                        held = m_held(&m, now, &count);
+                        held = m_held(&m, &count);
                         struct thr_reservation_priv loc;
                         cr_assert_eq(thr_op_locate(probe, "k", 1, &loc), 0);
                         struct thr_sem *kh = shm_sem(
@@ -555,8 +562,8 @@ Test(sem_daemon, holders_sigkilled_at_random_with_the_daemon_running)
 
 /* A child takes AMOUNT of key K of limiter LIM (arena PATH) for TTL and tells the parent on FD,
  * then sleeps until killed. */
-static pid_t holder(const char *path, const char *lim, const char *k, uint32_t amount,
-                    uint64_t ttl, int fd)
+static pid_t holder(const char *path, const char *lim, const char *k, uint32_t amount, uint64_t ttl,
+                    int fd)
 {
         pid_t p = tfork();
         cr_assert_geq(p, 0);
@@ -772,4 +779,35 @@ Test(sem_daemon, a_key_holding_a_lease_is_never_evicted_an_idle_one_is)
                 tdoze();
         }
         tdaemon_stop(&D, d);
+}
+
+/* A fork child has a copy of its parent's lease handles: the leases are the parent's, so the
+ * child's release and heartbeat get -EPERM and touch nothing; its own leases are its own. */
+Test(sem_procs, a_fork_childs_copy_of_a_handle_cannot_release_the_parents_lease)
+{
+        make(THR_CLOCK_MANUAL);
+        thr_limiter *l = tlim(&T, "A");
+        struct thr_lease mine;
+        cr_assert_eq(thr_sem_try(l, "f", 1, 3, 10 * SEC, &mine), 0);
+        pid_t c = tfork();
+        if (c == 0) {
+                struct thr_lease copy = mine, own;
+                if (thr_sem_release(&copy) != -EPERM)
+                        _exit(10);
+                if (thr_sem_heartbeat(&copy, SEC) != -EPERM)
+                        _exit(11);
+                if (thr_sem_try(l, "f", 1, 1, 10 * SEC, &own) != 0)
+                        _exit(12); /* 3 of 4 held by the parent */
+                if (thr_sem_release(&own) != 0)
+                        _exit(13);
+                _exit(0);
+        }
+        int st;
+        cr_assert_eq(waitpid(c, &st, 0), c);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child status %d",
+                  WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+        cr_assert_eq(hdr_of(l, "f")->held, 3, "the parent's lease is where it was");
+        cr_assert_eq(thr_sem_heartbeat(&mine, 10 * SEC), 0);
+        cr_assert_eq(thr_sem_release(&mine), 0);
+        thr_limiter_close(l);
 }

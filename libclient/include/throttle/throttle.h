@@ -237,6 +237,7 @@ int thr_serial_end(struct thr_hold *hold);
  * oldest first (a large request at the head is never overtaken by smaller ones behind it).
  * A lease is its process's: the thread that took it may exit, any thread may release it; it is
  * reclaimed when it expires, or as soon as its process is known to be gone (thr_sem_acquire(3)).
+ * TIMEOUT_NS 0 is thr_sem_try.
  * Returns 0 (LEASE filled), -ETIMEDOUT (nothing held), -ERANGE (AMOUNT > max: never grantable),
  * -ENOBUFS (every lease record of the key is in use: leases_per_key), -ENOSPC (no slot for a
  * new key), -EOPNOTSUPP (not a semaphore limiter), -EIDRM, -EINVAL, -ENAMETOOLONG, -EUSERS.
@@ -246,8 +247,10 @@ int thr_sem_acquire(thr_limiter *lim, const void *key, size_t len, uint32_t amou
                     uint64_t ttl_ns, uint64_t timeout_ns, struct thr_lease *lease);
 
 /*
- * thr_sem_try - thr_sem_acquire that never waits: 0, or -EAGAIN when AMOUNT does not fit now
- * (or others are queued before it); the other errors as thr_sem_acquire.
+ * thr_sem_try - thr_sem_acquire that never waits for units: 0, or -EAGAIN when AMOUNT does not
+ * fit now (or others are queued before it); -ETIMEDOUT only if a live process held the key's
+ * shard lock for the limiter's insert_wait (it waits for the lock as an insert does); the
+ * other errors as thr_sem_acquire.
  */
 int thr_sem_try(thr_limiter *lim, const void *key, size_t len, uint32_t amount, uint64_t ttl_ns,
                 struct thr_lease *lease);
@@ -255,14 +258,16 @@ int thr_sem_try(thr_limiter *lim, const void *key, size_t len, uint32_t amount, 
 /*
  * thr_sem_heartbeat - keep LEASE alive: it now expires TTL_NS from now. Returns 0,
  * -EKEYEXPIRED (it expired, or its process was found gone, and was reclaimed: nothing is held),
- * -EINVAL, -ETIMEDOUT (the key's shard lock was held by a live process for a minute).
+ * -EPERM (another process's lease: a fork child's copy of its parent's handle), -EINVAL,
+ * -ETIMEDOUT (the key's shard lock was held by a live process for a minute).
  */
 int thr_sem_heartbeat(struct thr_lease *lease, uint64_t ttl_ns);
 
 /*
  * thr_sem_release - give LEASE back; the oldest queued acquires that now fit are granted.
  * Returns 0, -EKEYEXPIRED (it had expired and been reclaimed: nothing was freed twice, and no
- * other lease was touched), -EINVAL (not a lease, or released already), -ETIMEDOUT.
+ * other lease was touched), -EPERM (another process's lease: a fork child's copy of its
+ * parent's handle; nothing freed), -EINVAL (not a lease, or released already), -ETIMEDOUT.
  */
 int thr_sem_release(struct thr_lease *lease);
 
