@@ -121,14 +121,14 @@ static const char *on_full_name(uint32_t f)
                                      : "unknown";
 }
 
-static const char *kind_name(uint32_t k)
-{
-        return k == THR_KIND_GCRA ? "gcra" : k == THR_KIND_WINDOW ? "window" : "unknown";
-}
-
 static bool is_window(const struct shmctl_lim *l)
 {
         return l->p.kind == THR_KIND_WINDOW;
+}
+
+static bool is_sem(const struct shmctl_lim *l)
+{
+        return l->p.kind == THR_KIND_SEMAPHORE;
 }
 
 static bool is_serial(const struct shmctl_lim *l)
@@ -297,16 +297,43 @@ void shmctl_out_status(const struct thr_hdr *h, const struct shm_map *map,
 
 /* ---------------------------------------------------------------- limiters */
 
+/* The limiters table's rows, and whether it has the semaphore columns. */
+struct lim_rows {
+        const struct shmctl_lim *v;
+        bool sem;
+};
+
+/* A semaphore's columns (HELD, LEASES, PENDING) of row L, "-" for the other kinds. */
+static void lim_sem_cells(const struct shmctl_lim *l, char cells[][CELL])
+{
+        if (!is_sem(l)) {
+                strcpy(cells[0], "-");
+                strcpy(cells[1], "-");
+                strcpy(cells[2], "-");
+                return;
+        }
+        snprintf(cells[0], CELL, "%" PRIu64 "/%" PRIu64, l->sem_held, l->p.rate_n);
+        snprintf(cells[1], CELL, "%" PRIu64, l->p.leases);
+        snprintf(cells[2], CELL, "%" PRIu64, l->sem_pending);
+}
+
 static void lim_row(const void *data, long i, char cells[][CELL])
 {
-        const struct shmctl_lim *l = (const struct shmctl_lim *)data + i;
+        const struct lim_rows *lr = data;
+        const struct shmctl_lim *l = lr->v + i;
         char pct[32];
         escape(cells[0], CELL, l->name, strlen(l->name), false);
         snprintf(cells[1], CELL, "%s", dir_state_name(l->state));
-        snprintf(cells[2], CELL, "%s", kind_name(l->p.kind));
-        fmt_rate(cells[3], CELL, l->p.rate_n, l->p.period_ns);
-        snprintf(cells[4], CELL, "%" PRIu64, l->p.burst);
-        snprintf(cells[5], CELL, "%" PRIu64, l->p.initial);
+        snprintf(cells[2], CELL, "%s", shm_kind_name(l->p.kind));
+        if (is_sem(l)) { /* no rate: its max is in HELD */
+                strcpy(cells[3], "-");
+                strcpy(cells[4], "-");
+                strcpy(cells[5], "-");
+        } else {
+                fmt_rate(cells[3], CELL, l->p.rate_n, l->p.period_ns);
+                snprintf(cells[4], CELL, "%" PRIu64, l->p.burst);
+                snprintf(cells[5], CELL, "%" PRIu64, l->p.initial);
+        }
         strcpy(cells[6], !is_window(l) ? "-" : is_serial(l) ? "yes" : "no");
         snprintf(cells[7], CELL, "%" PRIu32, l->t.nshards);
         snprintf(cells[8], CELL, "%" PRIu64 "/%" PRIu64 " %s%%", l->t.live, l->t.capacity,
@@ -322,20 +349,30 @@ static void lim_row(const void *data, long i, char cells[][CELL])
         snprintf(cells[14], CELL, "%" PRIu64, l->ev.reclaimed);
         snprintf(cells[15], CELL, "%" PRIu64, l->t.insert_fail);
         snprintf(cells[16], CELL, "%" PRIu64, l->ev.allowed_full);
+        if (lr->sem)
+                lim_sem_cells(l, cells + 17);
 }
 
 static void lim_json(const struct shmctl_lim *l)
 {
-        char name[CELL], rate[48], pct[32];
-        printf("{\"name\":\"%s\",\"rate\":\"%s\",\"rate_n\":%" PRIu64 ",\"period_ns\":%" PRIu64
+        char name[CELL], rate[48] = "null", pct[32];
+        if (!is_sem(l)) { /* a semaphore has no rate (its period is 0) */
+                rate[0] = '"';
+                fmt_rate(rate + 1, sizeof(rate) - 2, l->p.rate_n, l->p.period_ns);
+                strcat(rate, "\"");
+        }
+        printf("{\"name\":\"%s\",\"rate\":%s,\"rate_n\":%" PRIu64 ",\"period_ns\":%" PRIu64
                ",\"burst\":%" PRIu64 ",\"initial\":%" PRIu64 ",",
-               escape(name, sizeof(name), l->name, strlen(l->name), true),
-               fmt_rate(rate, sizeof(rate), l->p.rate_n, l->p.period_ns), l->p.rate_n,
+               escape(name, sizeof(name), l->name, strlen(l->name), true), rate, l->p.rate_n,
                l->p.period_ns, l->p.burst, l->p.initial);
-        printf("\"kind\":\"%s\",", kind_name(l->p.kind));
+        printf("\"kind\":\"%s\",", shm_kind_name(l->p.kind));
         if (is_window(l))
                 printf("\"limit\":%" PRIu64 ",\"window_ns\":%" PRIu64 ",", l->p.rate_n,
                        l->p.period_ns);
+        if (is_sem(l))
+                printf("\"max\":%" PRIu64 ",\"leases_per_key\":%" PRIu64 ",\"held\":%" PRIu64
+                       ",\"pending\":%" PRIu64 ",",
+                       l->p.rate_n, l->p.leases, l->sem_held, l->sem_pending);
         printf("\"serialize\":%s,\"bytes_per_slot\":%" PRIu64 ",", is_serial(l) ? "true" : "false",
                slot_bytes(l));
         printf("\"capacity\":%" PRIu64 ",\"live\":%" PRIu64 ",\"shards\":%" PRIu32
@@ -352,13 +389,18 @@ static void lim_json(const struct shmctl_lim *l)
 void shmctl_out_limiters(const struct shmctl_lim *v, long n, bool json)
 {
         static const char *const head[] = {
-            "NAME",      "STATE",        "KIND",      "RATE",        "BURST",       "INITIAL",
-            "SERIALIZE", "SHARDS",       "OCCUPANCY", "SLOT_BYTES",  "IDLE_TTL",    "ON_FULL",
-            "EVICTED",   "EVICTED_FULL", "RECLAIMED", "INSERT_FAIL", "ALLOWED_FULL"};
-        static const bool right[] = {false, false, false, true, true, true, false, true, true,
-                                     true,  true,  false, true, true, true, true,  true};
-        static const struct cols cols = {17, head, right};
-        static_assert(sizeof(head) / sizeof(head[0]) == 17 && 17 <= MAX_COLS, "limiters columns");
+            "NAME",        "STATE",        "KIND",    "RATE",         "BURST",
+            "INITIAL",     "SERIALIZE",    "SHARDS",  "OCCUPANCY",    "SLOT_BYTES",
+            "IDLE_TTL",    "ON_FULL",      "EVICTED", "EVICTED_FULL", "RECLAIMED",
+            "INSERT_FAIL", "ALLOWED_FULL", "HELD",    "LEASES",       "PENDING"};
+        static const bool right[] = {false, false, false, true, true,  true, false,
+                                     true,  true,  true,  true, false, true, true,
+                                     true,  true,  true,  true, true,  true};
+        static_assert(sizeof(head) / sizeof(head[0]) == 20 && 20 <= MAX_COLS, "limiters columns");
+        struct lim_rows lr = {v, false};
+        for (long i = 0; i < n; i++)
+                lr.sem |= is_sem(&v[i]);
+        const struct cols cols = {lr.sem ? 20 : 17, head, right}; /* semaphore columns if any */
         if (json) {
                 printf("{\"limiters\":[");
                 for (long i = 0; i < n; i++) {
@@ -367,7 +409,7 @@ void shmctl_out_limiters(const struct shmctl_lim *v, long n, bool json)
                 }
                 printf("]}\n");
         } else {
-                table_print(&cols, lim_row, v, n);
+                table_print(&cols, lim_row, &lr, n);
         }
 }
 
@@ -594,10 +636,76 @@ static void window_json(const struct shmctl_lim *l, const struct shmctl_key *k, 
         putchar('}');
 }
 
+/* The amounts a semaphore key's queued acquires ask for, oldest first ("30,1,2"; ",..." when
+ * more were found than kept; "-" for none). */
+static const char *fmt_waiting(char *buf, size_t len, const struct shmctl_sem *m)
+{
+        size_t o = 0;
+        buf[0] = '\0';
+        for (uint32_t i = 0; i < m->nshown && o + 8 < len; i++)
+                o += (size_t)snprintf(buf + o, len - o, "%s%" PRIu64, i ? "," : "",
+                                      m->wait[i].ticket & 0xffff);
+        if (m->nwait > m->nshown && o + 5 < len)
+                snprintf(buf + o, len - o, ",...");
+        if (!m->nshown)
+                snprintf(buf, len, "-");
+        return buf;
+}
+
+/* A semaphore key's row: held of max, lease records in use, queued acquires (the header's
+ * count, then the amounts found), and the key's lease counters. */
+static void sem_row(const void *data, long i, char cells[][CELL])
+{
+        const struct key_rows *kr = data;
+        const struct shmctl_key *k = kr->v + i;
+        const struct shmctl_sem *m = &k->sem;
+        escape(cells[0], CELL, k->bytes, k->len, false);
+        snprintf(cells[1], CELL, "%" PRIu64 "/%" PRIu64, m->held, kr->l->p.rate_n);
+        snprintf(cells[2], CELL, "%" PRIu32 "/%" PRIu64, m->leases, kr->l->p.leases);
+        snprintf(cells[3], CELL, "%" PRIu32, m->waiters);
+        fmt_waiting(cells[4], CELL, m);
+        snprintf(cells[5], CELL, "%" PRIu64, m->granted);
+        snprintf(cells[6], CELL, "%" PRIu64, m->released);
+        snprintf(cells[7], CELL, "%" PRIu64, m->expired);
+        snprintf(cells[8], CELL, "%" PRIu64, m->reclaimed);
+}
+
+/* A semaphore key's queued acquires found, oldest first, as a JSON array. */
+static void waiting_json(const struct shmctl_sem *m)
+{
+        printf("\"waiting\":[");
+        for (uint32_t i = 0; i < m->nshown; i++)
+                printf("%s{\"amount\":%" PRIu64 ",\"pid\":%" PRIu64 ",\"tid\":%" PRIu64 "}",
+                       i ? "," : "", m->wait[i].ticket & 0xffff, m->wait[i].pid, m->wait[i].tid);
+        printf("],\"waiting_found\":%" PRIu32, m->nwait);
+}
+
+/* A semaphore key's members, after its key and before its closing brace. */
+static void sem_members(const struct shmctl_lim *l, const struct shmctl_sem *m)
+{
+        printf("\"held\":%" PRIu64 ",\"max\":%" PRIu64 ",\"leases\":%" PRIu32
+               ",\"leases_per_key\":%" PRIu64 ",\"pending\":%" PRIu32 ",",
+               m->held, l->p.rate_n, m->leases, l->p.leases, m->waiters);
+        waiting_json(m);
+}
+
+static void sem_json(const struct shmctl_lim *l, const struct shmctl_key *k)
+{
+        char esc[ESC_MAX];
+        const struct shmctl_sem *m = &k->sem;
+        printf("{\"key\":\"%s\",", escape(esc, sizeof(esc), k->bytes, k->len, true));
+        sem_members(l, m);
+        printf(",\"remaining\":%" PRIu64 ",\"granted\":%" PRIu64 ",\"released\":%" PRIu64
+               ",\"expired\":%" PRIu64 ",\"reclaimed\":%" PRIu64 ",\"changed_ns\":%" PRIu64 "}",
+               k->remaining, m->granted, m->released, m->expired, m->reclaimed, k->tat);
+}
+
 static void key_json(const struct shmctl_lim *l, const struct shmctl_key *k, uint64_t now_ns)
 {
         if (is_window(l))
                 window_json(l, k, now_ns);
+        else if (is_sem(l))
+                sem_json(l, k);
         else
                 gcra_json(l, k);
 }
@@ -616,6 +724,10 @@ static void keys_human(const struct shmctl_lim *l, const struct shmctl_key *v, l
                                       true,  true, true, true, true};
         const struct cols wcols = {is_serial(l) ? 11 : 6, whead, wright};
         static_assert(sizeof(whead) / sizeof(whead[0]) == 11 && 11 <= MAX_COLS, "window columns");
+        static const char *const shead[] = {"KEY",     "HELD",     "LEASES",  "PENDING",  "WAITING",
+                                            "GRANTED", "RELEASED", "EXPIRED", "RECLAIMED"};
+        static const bool sright[] = {false, true, true, true, false, true, true, true, true};
+        static const struct cols scols = {9, shead, sright};
         char esc[CELL], now[32], unit[96];
         struct key_rows kr = {l, v, now_ns};
         if (is_window(l)) {
@@ -623,6 +735,10 @@ static void keys_human(const struct shmctl_lim *l, const struct shmctl_key *v, l
                 snprintf(unit, sizeof(unit), "window of %" PRIu64 " units per %s%s", l->p.rate_n,
                          fmt_dur(win, sizeof(win), l->p.period_ns),
                          is_serial(l) ? ", serialized" : "");
+        } else if (is_sem(l)) {
+                snprintf(unit, sizeof(unit),
+                         "semaphore of max %" PRIu64 ", %" PRIu64 " leases a key", l->p.rate_n,
+                         l->p.leases);
         } else {
                 snprintf(unit, sizeof(unit), "TAT in units of 1/%" PRIu64 " ns", l->p.k);
         }
@@ -630,7 +746,9 @@ static void keys_human(const struct shmctl_lim *l, const struct shmctl_key *v, l
                escape(esc, sizeof(esc), l->name, strlen(l->name), false),
                l->state == THR_DIR_RETIRED ? " (retired)" : "", what,
                fmt_dur(now, sizeof(now), now_ns), unit);
-        if (shown > 0)
+        if (shown > 0 && is_sem(l))
+                table_print(&scols, sem_row, &kr, shown);
+        else if (shown > 0)
                 table_print(is_window(l) ? &wcols : &gcols, is_window(l) ? window_row : gcra_row,
                             &kr, shown);
 }
@@ -645,6 +763,9 @@ static void keys_json(const struct shmctl_lim *l, const struct shmctl_key *v, lo
                 printf("\"kind\":\"window\",\"limit\":%" PRIu64 ",\"window_ns\":%" PRIu64
                        ",\"serialize\":%s,",
                        l->p.rate_n, l->p.period_ns, is_serial(l) ? "true" : "false");
+        if (is_sem(l))
+                printf("\"kind\":\"semaphore\",\"max\":%" PRIu64 ",\"leases_per_key\":%" PRIu64 ",",
+                       l->p.rate_n, l->p.leases);
         printf("\"now_ns\":%" PRIu64 ",\"units_per_ns\":%" PRIu64 ",\"live\":%ld,\"shown\":%ld,"
                "\"keys\":[",
                now_ns, l->p.k, total, shown);
@@ -659,7 +780,8 @@ void shmctl_out_keys(const struct shmctl_lim *l, const struct shmctl_key *v, lon
                      uint64_t now_ns, bool json)
 {
         char what[96];
-        snprintf(what, sizeof(what), "%ld live keys, %ld shown, most indebted first", total, shown);
+        snprintf(what, sizeof(what), "%ld live keys, %ld shown, most %s first", total, shown,
+                 is_sem(l) ? "held" : "indebted");
         if (json)
                 keys_json(l, v, total, shown, now_ns);
         else
@@ -675,4 +797,157 @@ void shmctl_out_key(const struct shmctl_lim *l, const struct shmctl_key *k, uint
         } else {
                 keys_human(l, k, 1, now_ns, "one key");
         }
+}
+
+/* ---------------------------------------------------------------- leases */
+
+/* How long ago a lease was acquired: "?" when after the answer's time (garbage: an honest one
+ * was acquired before the time was read). */
+static const char *fmt_lease_age(char *buf, size_t len, const struct shmctl_lease *e,
+                                 uint64_t now_ns)
+{
+        if (e->acquired_ns > now_ns)
+                snprintf(buf, len, "?");
+        else
+                fmt_dur(buf, len, now_ns - e->acquired_ns);
+        return buf;
+}
+
+/* When a lease expires: "9.5s", or "expired 1s ago" (reclaimable: the next serve clears it). */
+static const char *fmt_expires(char *buf, size_t len, const struct shmctl_lease *e, uint64_t now_ns)
+{
+        char d[32];
+        if (e->expires_ns > now_ns)
+                fmt_dur(buf, len, e->expires_ns - now_ns);
+        else
+                snprintf(buf, len, "expired %s ago", fmt_dur(d, sizeof(d), now_ns - e->expires_ns));
+        return buf;
+}
+
+static void lease_row(const void *data, long i, char cells[][CELL])
+{
+        const struct shmctl_leases *a = data;
+        const struct shmctl_lease *e = a->v + i;
+        const struct shmctl_semkey *k = a->keys + e->key;
+        const struct shmctl_lim *l = a->lims + k->lim;
+        escape(cells[0], CELL, l->name, strlen(l->name), false);
+        escape(cells[1], CELL, k->k.bytes, k->k.len, false);
+        snprintf(cells[2], CELL, "%" PRIu32, e->amount);
+        snprintf(cells[3], CELL, "%" PRIu64, e->pid);
+        snprintf(cells[4], CELL, "%" PRIu64, e->tid);
+        snprintf(cells[5], CELL, "%" PRIu32, e->holder_idx);
+        fmt_lease_age(cells[6], CELL, e, a->now_ns);
+        fmt_expires(cells[7], CELL, e, a->now_ns);
+        snprintf(cells[8], CELL, "%" PRIu64, e->gen);
+}
+
+static void lease_key_row(const void *data, long i, char cells[][CELL])
+{
+        const struct shmctl_leases *a = data;
+        const struct shmctl_semkey *k = a->keys + i;
+        const struct shmctl_lim *l = a->lims + k->lim;
+        escape(cells[0], CELL, l->name, strlen(l->name), false);
+        escape(cells[1], CELL, k->k.bytes, k->k.len, false);
+        snprintf(cells[2], CELL, "%" PRIu64 "/%" PRIu64, k->k.sem.held, l->p.rate_n);
+        snprintf(cells[3], CELL, "%" PRIu32 "/%" PRIu64, k->k.sem.leases, l->p.leases);
+        snprintf(cells[4], CELL, "%" PRIu32, k->k.sem.waiters);
+        fmt_waiting(cells[5], CELL, &k->k.sem);
+}
+
+/* The acquires queued over A's keys (their headers' counts). */
+static uint64_t leases_pending(const struct shmctl_leases *a)
+{
+        uint64_t n = 0;
+        for (long i = 0; i < a->nkeys; i++)
+                n += a->keys[i].k.sem.waiters;
+        return n;
+}
+
+static void leases_human(const struct shmctl_leases *a)
+{
+        static const char *const lhead[] = {"LIMITER", "KEY", "AMOUNT",     "PID", "TID",
+                                            "HOLDER",  "AGE", "EXPIRES_IN", "GEN"};
+        static const bool lright[] = {false, false, true, true, true, true, true, true, true};
+        static const struct cols lcols = {9, lhead, lright};
+        static const char *const khead[] = {"LIMITER", "KEY",     "HELD",
+                                            "LEASES",  "PENDING", "WAITING"};
+        static const bool kright[] = {false, false, true, true, true, false};
+        static const struct cols kcols = {6, khead, kright};
+        char now[32];
+        if (a->nlim == 0) {
+                printf("no semaphore limiters\n");
+                return;
+        }
+        printf("arena time %s: %ld semaphore limiter%s, %ld lease%s on %ld key%s, %" PRIu64
+               " pending\n",
+               fmt_dur(now, sizeof(now), a->now_ns), a->nlim, a->nlim == 1 ? "" : "s", a->n,
+               a->n == 1 ? "" : "s", a->nkeys, a->nkeys == 1 ? "" : "s", leases_pending(a));
+        if (a->n > 0)
+                table_print(&lcols, lease_row, a, a->n);
+        if (a->nkeys > 0) {
+                if (a->n > 0)
+                        putchar('\n');
+                table_print(&kcols, lease_key_row, a, a->nkeys);
+        }
+}
+
+static void lease_json(const struct shmctl_leases *a, const struct shmctl_lease *e)
+{
+        const struct shmctl_semkey *k = a->keys + e->key;
+        char name[CELL], esc[ESC_MAX];
+        printf("{\"limiter\":\"%s\",\"key\":\"%s\",\"index\":%" PRIu32 ",\"gen\":%" PRIu64
+               ",\"amount\":%" PRIu32 ",\"pid\":%" PRIu64 ",\"tid\":%" PRIu64
+               ",\"holder_idx\":%" PRIu32 ",",
+               escape(name, sizeof(name), a->lims[k->lim].name, strlen(a->lims[k->lim].name), true),
+               escape(esc, sizeof(esc), k->k.bytes, k->k.len, true), e->idx, e->gen, e->amount,
+               e->pid, e->tid, e->holder_idx);
+        printf("\"acquired_ns\":%" PRIu64 ",\"expires_ns\":%" PRIu64 ",\"age_ns\":", e->acquired_ns,
+               e->expires_ns);
+        if (e->acquired_ns <= a->now_ns)
+                printf("%" PRIu64, a->now_ns - e->acquired_ns);
+        else
+                printf("null");
+        if (e->expires_ns >= a->now_ns) /* reclaimable from expires_ns on */
+                printf(",\"expires_in_ns\":%" PRIu64 ",\"expired\":%s}", e->expires_ns - a->now_ns,
+                       e->expires_ns == a->now_ns ? "true" : "false");
+        else
+                printf(",\"expires_in_ns\":-%" PRIu64 ",\"expired\":true}",
+                       a->now_ns - e->expires_ns);
+}
+
+static void leases_json(const struct shmctl_leases *a)
+{
+        char name[CELL], esc[ESC_MAX];
+        printf("{\"now_ns\":%" PRIu64 ",\"pending\":%" PRIu64 ",\"limiters\":[", a->now_ns,
+               leases_pending(a));
+        for (long i = 0; i < a->nlim; i++)
+                printf("%s{\"name\":\"%s\",\"state\":\"%s\",\"max\":%" PRIu64
+                       ",\"leases_per_key\":%" PRIu64 "}",
+                       i ? "," : "",
+                       escape(name, sizeof(name), a->lims[i].name, strlen(a->lims[i].name), true),
+                       dir_state_name(a->lims[i].state), a->lims[i].p.rate_n, a->lims[i].p.leases);
+        printf("],\"leases\":[");
+        for (long i = 0; i < a->n; i++) {
+                fputs(i ? "," : "", stdout);
+                lease_json(a, &a->v[i]);
+        }
+        printf("],\"keys\":[");
+        for (long i = 0; i < a->nkeys; i++) {
+                const struct shmctl_semkey *k = a->keys + i;
+                const struct shmctl_lim *l = a->lims + k->lim;
+                printf("%s{\"limiter\":\"%s\",\"key\":\"%s\",", i ? "," : "",
+                       escape(name, sizeof(name), l->name, strlen(l->name), true),
+                       escape(esc, sizeof(esc), k->k.bytes, k->k.len, true));
+                sem_members(l, &k->k.sem);
+                putchar('}');
+        }
+        printf("]}\n");
+}
+
+void shmctl_out_leases(const struct shmctl_leases *a, bool json)
+{
+        if (json)
+                leases_json(a);
+        else
+                leases_human(a);
 }

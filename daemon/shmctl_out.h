@@ -30,6 +30,8 @@ struct shmctl_lim {
         struct thr_params p;
         struct thr_table t;
         struct shmctl_evict ev;
+        uint64_t sem_held;    /* kind = semaphore, `limiters` only: units held, over its keys */
+        uint64_t sem_pending; /* ... and acquires queued (the keys' headers' sums, read racily) */
 };
 
 /* The header's grace-period numbers, each read once. */
@@ -79,6 +81,26 @@ struct shmctl_hold {
         uint64_t served, released; /* holds granted; holds of dead holders released */
 };
 
+#define SHMCTL_WAITING_MAX 16 /* a semaphore key's queued acquires whose amounts are shown */
+
+/* An acquire queued for a semaphore key, as its reader record describes it (read once each). */
+struct shmctl_waiter {
+        uint64_t ticket; /* wait_ticket: its place << 16 | the units it asks for */
+        uint64_t pid, tid;
+};
+
+/* A semaphore key's header (struct thr_sem), each field read once, and the acquires queued for
+ * it found in the reader records: how many, and the oldest SHMCTL_WAITING_MAX, oldest first. */
+struct shmctl_sem {
+        uint64_t held;    /* units held by its leases (the header's sum) */
+        uint32_t waiters; /* acquires queued (the header's count) */
+        uint32_t leases;  /* lease records in use (the header's count) */
+        uint64_t granted, released, expired, reclaimed;
+        uint32_t nwait;  /* reader records found waiting for the key */
+        uint32_t nshown; /* of those, in wait[] (at most SHMCTL_WAITING_MAX) */
+        struct shmctl_waiter wait[SHMCTL_WAITING_MAX];
+};
+
 /* One live key, snapshotted and evaluated at one arena time. */
 struct shmctl_key {
         uint8_t bytes[THR_KEY_MAX];
@@ -89,6 +111,37 @@ struct shmctl_key {
         uint64_t debt_ns;        /* sort order; 0 for a fresh key, which carries no debt */
         struct shmctl_win win;   /* window keys only */
         struct shmctl_hold hold; /* serialized window keys only */
+        struct shmctl_sem sem;   /* semaphore keys only */
+};
+
+/* One lease record in use (kind = semaphore), each field read once; nothing here is an index
+ * shmctl follows: holder_idx (the holder process's lease record) is only printed. */
+struct shmctl_lease {
+        uint32_t key; /* its key's index in the answer's keys */
+        uint32_t idx; /* the record's index in its key */
+        uint64_t gen; /* the lease's generation (never 0) */
+        uint32_t holder_idx, amount;
+        uint64_t acquired_ns, expires_ns; /* arena times */
+        uint64_t pid, tid;                /* informational, as the holder wrote them */
+};
+
+/* A semaphore key with a lease or a queued acquire, for `leases`. */
+struct shmctl_semkey {
+        uint32_t lim;     /* its limiter's index in the answer's limiters */
+        uint32_t nleases; /* its leases: v[first] on in the answer's array, oldest first */
+        uint64_t first;
+        struct shmctl_key k;
+};
+
+/* What `leases` shows: the semaphore limiters, their keys holding or awaited, and the leases. */
+struct shmctl_leases {
+        const struct shmctl_lim *lims;
+        long nlim;
+        const struct shmctl_semkey *keys;
+        long nkeys;
+        const struct shmctl_lease *v;
+        long n;
+        uint64_t now_ns; /* read after the records: an honest lease was acquired before it */
 };
 
 /* What `status` shows beyond the header: counts and the daemon's liveness, read at one time. */
@@ -112,7 +165,8 @@ struct shmctl_status {
 void shmctl_out_status(const struct thr_hdr *h, const struct shm_map *map,
                        const struct shmctl_status *s, bool json);
 
-/* shmctl_out_limiters - the N limiters of V, one row (or object) each. */
+/* shmctl_out_limiters - the N limiters of V, one row (or object) each; with semaphore columns
+ * when one of them is a semaphore (their sem_held and sem_pending filled in). */
 void shmctl_out_limiters(const struct shmctl_lim *v, long n, bool json);
 
 /* shmctl_out_readers - the N owned reader records of V, then the totals of S. */
@@ -120,12 +174,15 @@ void shmctl_out_readers(const struct shmctl_reader *v, long n, const struct shmc
                         bool json);
 
 /* shmctl_out_keys - the first SHOWN of L's TOTAL live keys V (sorted by the caller), with the
- * arena time NOW_NS, in the columns of L's kind (GCRA; window, serialized or not). */
+ * arena time NOW_NS, in the columns of L's kind (GCRA; window, serialized or not; semaphore). */
 void shmctl_out_keys(const struct shmctl_lim *l, const struct shmctl_key *v, long total, long shown,
                      uint64_t now_ns, bool json);
 
 /* shmctl_out_key - one key K of L, for `get`, with the arena time NOW_NS. */
 void shmctl_out_key(const struct shmctl_lim *l, const struct shmctl_key *k, uint64_t now_ns,
                     bool json);
+
+/* shmctl_out_leases - every lease of A, then its keys' held units and queued acquires. */
+void shmctl_out_leases(const struct shmctl_leases *a, bool json);
 
 #endif

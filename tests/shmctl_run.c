@@ -31,13 +31,19 @@ struct shm_limiter_spec lim_spec(const char *name, uint64_t n, uint64_t period_n
 
 void make_arena(const char *name, size_t n, const struct shm_limiter_spec *lims)
 {
+        make_arena_readers(name, n, lims, 16);
+}
+
+void make_arena_readers(const char *name, size_t n, const struct shm_limiter_spec *lims,
+                        uint32_t readers)
+{
         char err[256] = "";
         struct shm_arena_spec spec = {.hugepages = SHM_HUGE_OFF,
                                       .mode = 0600,
                                       .gid = (gid_t)-1,
                                       .clock = THR_CLOCK_MANUAL,
                                       .max_limiters = 4,
-                                      .max_readers = 16,
+                                      .max_readers = readers,
                                       .nlimiters = n,
                                       .limiters = lims};
         snprintf(spec.name, sizeof(spec.name), "%s", name);

@@ -33,8 +33,11 @@ extern struct shmctl_fx fx;
 struct shm_limiter_spec lim_spec(const char *name, uint64_t n, uint64_t period_ns, uint64_t burst,
                                  uint64_t initial);
 
-/* A manual-clock arena called NAME in a fresh temp dir, opened by the client too. */
+/* A manual-clock arena called NAME in a fresh temp dir, opened by the client too (16 reader
+ * records; make_arena_readers: READERS of them). */
 void make_arena(const char *name, size_t n, const struct shm_limiter_spec *lims);
+void make_arena_readers(const char *name, size_t n, const struct shm_limiter_spec *lims,
+                        uint32_t readers);
 /* Close the client's handle (the mapping stays). */
 void close_client(void);
 /* The suite's .fini: close the client, remove the arena and its directory. */
