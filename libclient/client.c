@@ -202,6 +202,32 @@ static inline const struct thr_params *lim_params(const thr_limiter *l)
         return lim_params_for(l, false);
 }
 
+/*
+ * A window's or a semaphore's record, copied to COPY and checked again, or NULL: their decisions
+ * index logs and lease records by the record's counts (N, leases_per_key), which a client
+ * rewriting the arena could change between the check and a later read; the copy cannot change.
+ * (GCRA's record gives values only, never an index: read in place. The kind itself is the one
+ * checked, kept in struct op.) The copy is racy against such a writer, and checked whole.
+ */
+__attribute__((cold, noinline)) static const struct thr_params *
+params_pin(const thr_limiter *l, const struct thr_params *p, uint32_t kind, bool serial,
+           struct thr_params *copy)
+{
+        memcpy(copy, p, sizeof(*copy));
+        atomic_signal_fence(memory_order_seq_cst); /* one copy, then only the copy is read */
+        if (copy->kind != kind)
+                return NULL;
+        if (kind == THR_KIND_SEMAPHORE)
+                return serial && copy->leases && copy->leases <= l->sem_leases && copy->rate_n &&
+                               copy->rate_n <= THR_SEM_MAX
+                           ? copy
+                           : NULL;
+        return kind == THR_KIND_WINDOW && copy->rate_n && copy->rate_n <= l->win_n &&
+                       copy->k == 1 && serial == !!(copy->flags & THR_PARAM_SERIALIZE)
+                   ? copy
+                   : NULL;
+}
+
 /* Why lim_params_for(L, SERIAL) failed: the limiter was removed by a reload (-EIDRM), it is
  * (or is not) serialized (-EOPNOTSUPP), or its record is bad. */
 __attribute__((cold, noinline)) static int lim_gone_for(const thr_limiter *l, bool serial)
@@ -247,13 +273,14 @@ struct verdict {
 /* Units of 1/K ns -> ns, rounded up (a retry after that many ns is never early). */
 static inline uint64_t to_ns(uint64_t k, uint64_t u)
 {
-        return k == 1 ? u : u / k + (u % k != 0);
+        return k <= 1 ? u : u / k + (u % k != 0); /* 0: a record rewritten after its check */
 }
 
 /* One call in flight: what the steps share. */
 struct op {
         thr_limiter *l;
-        const struct thr_params *p;
+        const struct thr_params *p; /* GCRA: in the arena; other kinds: &pc (params_pin) */
+        uint32_t kind;              /* p's, as checked: dispatch on this, never on p->kind again */
         struct thr_reader *r;
         struct thr_slot *slot; /* NULL: the key does not exist (yet) */
         uint64_t meta;         /* the slot's meta word as the lookup matched it */
@@ -261,7 +288,9 @@ struct op {
         const void *key;
         uint32_t len;
         uint64_t hash;
-        uint64_t now; /* units; see op_apply for when it is read */
+        uint64_t now;          /* units; see op_apply for when it is read */
+        struct thr_params *pc; /* room for a window's or semaphore's record, copied (params_pin):
+                                * the caller's, apart from O, so that O never escapes */
 };
 
 static inline __attribute__((always_inline)) int
@@ -274,6 +303,12 @@ op_begin(struct op *o, thr_limiter *l, const void *key, size_t len, const struct
         o->p = lim_params_for(l, rq->locate);
         if (!o->p)
                 return lim_gone_for(l, rq->locate);
+        o->kind = o->p->kind;
+        if (__builtin_expect(o->kind != THR_KIND_GCRA, 0)) {
+                o->p = params_pin(l, o->p, o->kind, rq->locate, o->pc);
+                if (!o->p)
+                        return -EBADMSG;
+        }
         if (rq->cost > o->p->burst)
                 return -ERANGE;
         o->r = thr_reader_get(l->a, &rc);
@@ -343,7 +378,8 @@ static inline __attribute__((always_inline)) void gcra_decide(const struct thr_p
         v->new_state = g.new_tat;
         /* as of the due time */
         uint64_t reset = g.new_tat - due;
-        v->remaining = reset >= p->bt_units ? 0 : (p->bt_units - reset) / p->t_units;
+        v->remaining =
+            reset >= p->bt_units ? 0 : (p->bt_units - reset) / (p->t_units ? p->t_units : 1);
         v->retry_u = 0;
         v->reset_u = reset;
 }
@@ -440,7 +476,7 @@ static inline __attribute__((always_inline)) int op_apply(struct op *o, const st
 {
         o->now = op_now(o);
         struct thr_slot *s = o->slot;
-        uint32_t kind = o->p->kind;
+        uint32_t kind = o->kind;
         uint64_t old = atomic_load_explicit(&s->state, memory_order_acquire);
         bool clock_after_state = false;
         if (rq->locate) { /* found, nothing decided (a constant: folded away for the others) */
@@ -501,10 +537,10 @@ static uint64_t first_decide(void *ctx, struct thr_slot *s, uint64_t start)
         struct first *f = ctx;
         if (f->rq->locate)
                 return start; /* found or created, nothing decided */
-        decide(f->o, f->o->p->kind, s, start, f->rq, f->v);
+        decide(f->o, f->o->kind, s, start, f->rq, f->v);
         if (!f->v->ok)
                 return start; /* recorded at its start: a GCRA key with fewer than B tokens */
-        stage(f->o, f->o->p->kind, s, f->v, f->rq); /* unpublished: nobody moves its state */
+        stage(f->o, f->o->kind, s, f->v, f->rq); /* unpublished: nobody moves its state */
         return f->v->new_state;
 }
 
@@ -539,6 +575,10 @@ static int op_insert(struct op *o, const struct req *rq, struct verdict *v, bool
         if (rc < 0)
                 return rc;
         o->p = lim_params_for(l, rq->locate);
+        if (o->p && o->p->kind != o->kind) /* rewritten since op_begin: not a record to use */
+                o->p = NULL;
+        else if (o->p && o->kind != THR_KIND_GCRA)
+                o->p = params_pin(l, o->p, o->kind, rq->locate, o->pc);
         if (!o->p || rq->cost > o->p->burst) {
                 shm_shard_unlock(&pr, me);
                 return o->p ? -ERANGE : lim_gone_for(l, rq->locate);
@@ -575,7 +615,7 @@ static int op_insert(struct op *o, const struct req *rq, struct verdict *v, bool
 static void fresh_decide(struct op *o, const struct req *rq, struct verdict *v)
 {
         o->now = op_now(o);
-        if (o->p->kind == THR_KIND_GCRA) {
+        if (o->kind == THR_KIND_GCRA) {
                 gcra_decide(o->p, THR_TAT_FRESH, o->now, rq, v);
                 return;
         }
@@ -607,7 +647,7 @@ static int op_full(struct op *o, const struct req *rq, struct verdict *v)
         }
         if (rq->mode == OP_RESERVE)
                 return -ENOSPC;
-        uint64_t gap = o->p->kind == THR_KIND_GCRA
+        uint64_t gap = o->kind == THR_KIND_GCRA
                            ? o->p->t_units
                            : (o->p->period_ns + o->p->rate_n - 1) / o->p->rate_n;
         *v = (struct verdict){.ok = false, .retry_u = gap};
@@ -621,7 +661,7 @@ static int op_new(struct op *o, const struct req *rq, struct verdict *v, int spi
         if (rq->cost == 0 && !rq->locate)
                 return 0; /* a peek inserts nothing */
         if (!v->ok &&
-            (rq->mode == OP_RESERVE || o->p->kind != THR_KIND_GCRA || o->p->initial == o->p->burst))
+            (rq->mode == OP_RESERVE || o->kind != THR_KIND_GCRA || o->p->initial == o->p->burst))
                 return rq->mode == OP_RESERVE ? -EAGAIN : 0; /* nothing to remember about it */
         int rc = spins < OP_SPINS ? op_insert(o, rq, v, waited) : -ENOSPC;
         if (rc == -ENOSPC)
@@ -665,7 +705,9 @@ static inline __attribute__((always_inline)) int op_run(thr_limiter *l, const vo
                                                         const struct req *rq, struct verdict *v,
                                                         struct thr_reservation_priv *rp)
 {
+        struct thr_params pc;
         struct op o;
+        o.pc = &pc;
         int rc = op_begin(&o, l, key, len, rq);
         if (rc < 0)
                 return rc;
@@ -693,7 +735,7 @@ static inline __attribute__((always_inline)) int op_run(thr_limiter *l, const vo
                                                             .state = v->new_state,
                                                             .gen = (thr_forkpage->gen << 32) |
                                                                    THR_META_GEN(o.meta),
-                                                            .kind = o.p->kind,
+                                                            .kind = o.kind,
                                                             .burst = o.p->burst,
                                                             .period_ns = o.p->period_ns};
         }
@@ -719,31 +761,25 @@ int thr_op_locate(thr_limiter *l, const void *key, size_t len, struct thr_reserv
 }
 
 /* A semaphore limiter's record, even retired (a lease taken before a reload removed the
- * limiter is still released on its table), or NULL if it is not one. */
-const struct thr_params *thr_sem_record(const thr_limiter *l)
+ * limiter is still released on its table), copied to COPY and checked there (params_pin: its
+ * lease count indexes records), or NULL if it is not one. */
+const struct thr_params *thr_sem_record(const thr_limiter *l, struct thr_params *copy)
 {
         uint64_t off = atomic_load_explicit(&l->de->params_off, memory_order_acquire);
         if (off - l->params_lo > l->params_span)
                 return NULL;
-        const struct thr_params *p = shm_at(l->a->map.base, off);
-        return p->kind == THR_KIND_SEMAPHORE && p->leases && p->leases <= l->sem_leases &&
-                       p->rate_n && p->rate_n <= THR_SEM_MAX
-                   ? p
-                   : NULL;
+        return params_pin(l, shm_at(l->a->map.base, off), THR_KIND_SEMAPHORE, true, copy);
 }
 
 /* A serialized limiter's record, even retired (a hold taken before a reload removed the limiter
- * still ends on its table), or NULL if it is not one. */
-const struct thr_params *thr_lim_record(const thr_limiter *l)
+ * still ends on its table), copied to COPY and checked there (params_pin: its N indexes the
+ * log), or NULL if it is not one. */
+const struct thr_params *thr_lim_record(const thr_limiter *l, struct thr_params *copy)
 {
         uint64_t off = atomic_load_explicit(&l->de->params_off, memory_order_acquire);
         if (off - l->params_lo > l->params_span)
                 return NULL;
-        const struct thr_params *p = shm_at(l->a->map.base, off);
-        return p->kind == THR_KIND_WINDOW && (p->flags & THR_PARAM_SERIALIZE) && p->rate_n &&
-                       p->rate_n <= l->win_n && p->k == 1
-                   ? p
-                   : NULL;
+        return params_pin(l, shm_at(l->a->map.base, off), THR_KIND_WINDOW, true, copy);
 }
 
 /* ---------------------------------------------------------------- the public calls */

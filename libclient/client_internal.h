@@ -44,8 +44,8 @@ static inline struct thr_reservation_priv *thr_rv_priv(struct thr_reservation *r
 }
 
 int thr_op_locate(thr_limiter *l, const void *key, size_t len, struct thr_reservation_priv *out);
-const struct thr_params *thr_lim_record(const thr_limiter *l);
-const struct thr_params *thr_sem_record(const thr_limiter *l);
+const struct thr_params *thr_lim_record(const thr_limiter *l, struct thr_params *copy);
+const struct thr_params *thr_sem_record(const thr_limiter *l, struct thr_params *copy);
 /* reader.c: this process's lease record for A (claimed at its first lease, kept until the arena
  * is closed or the process ends): its index and owner token. 0 or -errno. */
 int thr_lease_holder(thr_arena *a, uint32_t *idx, uint64_t *token);

@@ -39,7 +39,8 @@ struct sop {
         struct thr_slot *slot;
         uint32_t gen; /* the slot's, as found */
         struct shm_probe pr;
-        const struct thr_params *p; /* read under the lock */
+        const struct thr_params *p; /* &pc: read under the lock */
+        struct thr_params pc;       /* the limiter's record, copied and checked (thr_sem_record) */
         bool no_record;             /* the last serve found the head fitting but no record free */
         bool head;                  /* the last serve found this thread at the head of the queue */
 };
@@ -82,7 +83,7 @@ static int sop_lock(struct sop *o, uint64_t wait_ns)
                 shm_shard_unlock(&o->pr, o->me);
                 return -ESTALE; /* look it up again */
         }
-        o->p = thr_sem_record(o->l);
+        o->p = thr_sem_record(o->l, &o->pc);
         if (!o->p) {
                 shm_shard_unlock(&o->pr, o->me);
                 return -EBADMSG;
@@ -180,7 +181,8 @@ static int check(struct sop *o, bool leave, uint64_t *room_at)
  * DEADLINE (arena ns). */
 static uint64_t step_wait(const struct sop *o, uint64_t deadline, uint64_t now)
 {
-        const struct thr_params *p = o->p ? o->p : thr_sem_record(o->l);
+        struct thr_params copy;
+        const struct thr_params *p = o->p ? o->p : thr_sem_record(o->l, &copy);
         uint64_t w = p && p->lock_wait_ns ? p->lock_wait_ns : THR_LOCK_WAIT_NS;
         return now >= deadline ? 1000 : deadline - now < w ? deadline - now : w;
 }
@@ -219,6 +221,10 @@ static int wait_grant(struct sop *o, uint64_t deadline, uint64_t room_at)
                                 futex_sleep(&o->r->wait_state, ns);
                         late = arena_now(o) >= deadline;
                 }
+                /* granted: final, and the lease named before the CAS this load pairs with */
+                if (atomic_load_explicit(&o->r->wait_state, memory_order_acquire) ==
+                    THR_WAIT_GRANTED)
+                        return GRANTED;
                 int rc = sop_lock(o, step_wait(o, deadline, arena_now(o)));
                 if (rc == -ETIMEDOUT && !late)
                         continue; /* a live holder of the shard lock: check again later */
@@ -312,12 +318,12 @@ static int not_semaphore(const thr_limiter *l)
 static int sem_acquire(thr_limiter *l, const void *key, size_t len, uint32_t amount,
                        uint64_t ttl_ns, uint64_t timeout_ns, bool wait, struct thr_lease *lease)
 {
-        const struct thr_params *p = thr_sem_record(l);
+        struct sop o = {.l = l, .a = l->a};
+        const struct thr_params *p = thr_sem_record(l, &o.pc);
         if (!p || atomic_load_explicit(&l->de->state, memory_order_acquire) != THR_DIR_LIVE)
                 return not_semaphore(l);
         if (amount > p->rate_n)
                 return -ERANGE;
-        struct sop o = {.l = l, .a = l->a};
         int rc = 0;
         o.r = thr_reader_get(o.a, &rc);
         if (!o.r)
@@ -409,10 +415,10 @@ static int lease_op(struct thr_lease_priv *lp, uint64_t ttl_ns, uint64_t *expire
          * or not anyone had reclaimed it yet */
         /* the leases this process holds name its lease record's token; a fork child's copy of
          * its parent's handle names the parent's (the child has its own record, or none) */
-        uint64_t holder = atomic_load_explicit(&o.a->lease_gen, memory_order_acquire) ==
-                                  thr_forkpage->gen
-                              ? o.a->lease_token
-                              : 0;
+        uint64_t holder =
+            atomic_load_explicit(&o.a->lease_gen, memory_order_acquire) == thr_forkpage->gen
+                ? o.a->lease_token
+                : 0;
         if (ttl_ns) {
                 uint64_t t = ttl_ns > THR_HORIZON_NS ? THR_HORIZON_NS : ttl_ns;
                 rc = shm_sem_extend(o.p, aux, lp->idx, lp->gen, holder, now, now + t);

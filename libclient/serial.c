@@ -119,7 +119,8 @@ enum { QUEUED, GRANTED };
  */
 static int enqueue(struct sop *o, uint64_t cost, uint64_t *room_at)
 {
-        const struct thr_params *p = thr_lim_record(o->l);
+        struct thr_params pc;
+        const struct thr_params *p = thr_lim_record(o->l, &pc);
         if (!p)
                 return -EBADMSG;
         if (cost > p->rate_n)
@@ -155,7 +156,8 @@ static int check(struct sop *o, bool leave, uint64_t *room_at)
         if (atomic_load_explicit(&o->r->wait_state, memory_order_acquire) == THR_WAIT_GRANTED ||
             sop_holds(o))
                 return GRANTED;
-        const struct thr_params *p = thr_lim_record(o->l);
+        struct thr_params pc;
+        const struct thr_params *p = thr_lim_record(o->l, &pc);
         struct shm_serve sv;
         if (leave) {
                 uint32_t waiting = THR_WAIT_WAITING;
@@ -180,7 +182,8 @@ static int check(struct sop *o, bool leave, uint64_t *room_at)
 /* The lock wait of one step: the limiter's insert_wait, but never past DEADLINE (arena ns). */
 static uint64_t step_wait(const struct sop *o, uint64_t deadline)
 {
-        const struct thr_params *p = thr_lim_record(o->l);
+        struct thr_params pc;
+        const struct thr_params *p = thr_lim_record(o->l, &pc);
         uint64_t w = p && p->lock_wait_ns ? p->lock_wait_ns : THR_LOCK_WAIT_NS;
         uint64_t now = arena_now(o);
         return now >= deadline ? 1000 : deadline - now < w ? deadline - now : w;
@@ -246,7 +249,8 @@ static int wait_grant(struct sop *o, uint64_t cost, uint64_t deadline)
 static int serial_begin(thr_limiter *l, const void *key, size_t len, uint64_t cost,
                         uint64_t timeout_ns, struct thr_hold *hold)
 {
-        if (!thr_lim_record(l)) /* a semaphore's keys are located too: refuse other kinds here */
+        struct thr_params pc;
+        if (!thr_lim_record(l, &pc)) /* a semaphore's keys are located too: refuse other kinds */
                 return atomic_load_explicit(&l->de->state, memory_order_acquire) != THR_DIR_LIVE
                            ? -EIDRM
                            : -EOPNOTSUPP;
@@ -333,7 +337,8 @@ static int serial_end(struct thr_hold_priv *hp)
                 return -EINVAL; /* the key is gone: so is the hold */
         if (rc < 0)
                 return rc;
-        const struct thr_params *p = thr_lim_record(o.l);
+        struct thr_params pc;
+        const struct thr_params *p = thr_lim_record(o.l, &pc);
         struct thr_serial *h = sop_hdr(&o);
         if (!p || !sop_holds(&o)) {
                 sop_unlock(&o);

@@ -36,8 +36,11 @@ static inline void shm_gcra_step(const struct thr_params *p, uint64_t tat, uint6
         g->new_tat = new_tat;
         g->reset_units = (g->admitted ? new_tat : base) - now;
         g->retry_units = g->admitted ? 0 : new_tat - p->bt_units - now;
-        g->remaining =
-            g->reset_units >= p->bt_units ? 0 : (p->bt_units - g->reset_units) / p->t_units;
+        /* the divisor is never 0 in a record the checks passed; the arena is writable by every
+         * client, so a rewrite after the check gets a wrong count, not SIGFPE */
+        g->remaining = g->reset_units >= p->bt_units
+                           ? 0
+                           : (p->bt_units - g->reset_units) / (p->t_units ? p->t_units : 1);
 }
 
 /*
@@ -57,7 +60,8 @@ static inline bool shm_params_range_ok(uint64_t burst, uint64_t t_units, uint64_
 /* Units of 1/K ns -> ns, rounded up (a retry after that many ns is never early). */
 static inline uint64_t shm_units_to_ns(const struct thr_params *p, uint64_t u)
 {
-        if (p->k == 1) /* whole-ns intervals, the usual case: no division on the hot path */
+        if (p->k <= 1) /* whole-ns intervals, the usual case: no division on the hot path (0 only
+                        * in a record rewritten after its check) */
                 return u;
         return u / p->k + (u % p->k != 0);
 }

@@ -133,7 +133,9 @@ static uint64_t fill(const struct thr_params *p, void *aux, uint32_t i,
         if (gen == 0)
                 gen = 1;
         atomic_store_explicit(&h->next_gen, gen + 1, memory_order_relaxed);
-        uint64_t ttl = ask->ttl_ns > THR_HORIZON_NS ? THR_HORIZON_NS : ask->ttl_ns;
+        uint64_t ttl = ask->ttl_ns > THR_HORIZON_NS ? THR_HORIZON_NS
+                       : ask->ttl_ns                ? ask->ttl_ns
+                                                    : 1; /* 0 only in a rewritten waiter's record */
         atomic_store_explicit(&r->holder, ask->holder, memory_order_relaxed);
         atomic_store_explicit(&r->holder_idx, ask->holder_idx, memory_order_relaxed);
         atomic_store_explicit(&r->amount, ask->amount, memory_order_relaxed);
@@ -225,7 +227,10 @@ void shm_sem_serve(const struct shm_map *m, const struct thr_params *p, struct t
          * checks (SHM_SEM_LIVENESS) always scan, whatever a rewritten count says */
         bool scan = check == SHM_SEM_LIVENESS ||
                     atomic_load_explicit(&h->waiters, memory_order_relaxed) != 0;
-        for (int granted = 0; scan; granted++) {
+        /* bounded whatever the reader records say: no serve makes more grants than the key has
+         * records (a rewritten waiter whose grants expire at once, or whose state flips back to
+         * WAITING, cannot hold the lock for ever); a grant taken back counts too */
+        for (uint64_t granted = 0; scan && granted <= p->leases; granted++) {
                 struct waiter w;
                 uint32_t n = scan_waiters(m, off, sgen, &w);
                 out->waiters = n;
