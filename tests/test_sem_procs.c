@@ -811,3 +811,31 @@ Test(sem_procs, a_fork_childs_copy_of_a_handle_cannot_release_the_parents_lease)
         cr_assert_eq(thr_sem_release(&mine), 0);
         thr_limiter_close(l);
 }
+
+/* examples/sem_workers.c against a real throttled on the real clock: 6 workers, 60 uses, never
+ * more than max inside, and (-k) a SIGKILLed holder's unit back for the next acquire. */
+Test(sem_daemon, the_example_runs_clean)
+{
+        dconfig();
+        int d = tdaemon_start(&D, NULL);
+        tdaemon_wait_ready(&D, d, 1);
+        char cmd[768], line[256] = "", last[256] = "";
+        snprintf(cmd, sizeof(cmd),
+                 "%s/examples/thr-sem-workers -a %s -l A -m 4 -p 6 -j 10 -t 1000 -k",
+                 getenv("THR_TEST_BUILD_DIR"), D.arena);
+        FILE *p = popen(cmd, "r");
+        cr_assert_not_null(p);
+        while (fgets(line, sizeof(line), p))
+                snprintf(last, sizeof(last), "%s", line);
+        int st = pclose(p);
+        unsigned uses = 0, inside = 99, over = 1, timeouts = 1, errors = 1;
+        cr_assert_eq(sscanf(last, "uses %u max_inside %u over %u timeouts %u errors %u", &uses,
+                            &inside, &over, &timeouts, &errors),
+                     5, "output: %s", last);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "exit %#x: %s", st, last);
+        cr_assert_eq(uses, 60, "%s", last);
+        cr_assert_leq(inside, 4, "%s", last);
+        cr_assert_eq(over, 0, "%s", last);
+        cr_assert_eq(errors, 0, "%s", last);
+        tdaemon_stop(&D, d);
+}
