@@ -42,7 +42,6 @@ struct sop {
         const struct thr_params *p; /* &pc: read under the lock */
         struct thr_params pc;       /* the limiter's record, copied and checked (thr_sem_record) */
         bool no_record;             /* the last serve found the head fitting but no record free */
-        bool head;                  /* the last serve found this thread at the head of the queue */
 };
 
 static uint64_t arena_now(const struct sop *o)
@@ -107,11 +106,23 @@ static void wait_clear(struct thr_reader *r)
         atomic_store_explicit(&r->wait_ticket, 0, memory_order_release);
 }
 
-/* Sleep on the futex word while it says WAITING, at most NS (real time). */
-static void futex_sleep(_Atomic uint32_t *w, uint64_t ns)
+/* Sleep on the futex word while it says STATE, at most NS (real time). */
+static void futex_sleep(_Atomic uint32_t *w, uint32_t state, uint64_t ns)
 {
         struct timespec ts = {(time_t)(ns / 1000000000), (long)(ns % 1000000000)};
-        syscall(SYS_futex, (uint32_t *)w, FUTEX_WAIT, THR_WAIT_WAITING, &ts, NULL, 0);
+        syscall(SYS_futex, (uint32_t *)w, FUTEX_WAIT, state, &ts, NULL, 0);
+}
+
+/* Leave the queue: WAITING or HEAD -> NONE. False if a grant came first (the lease is ours). */
+static bool give_up(struct thr_reader *r)
+{
+        uint32_t s = atomic_load_explicit(&r->wait_state, memory_order_acquire);
+        while (s == THR_WAIT_WAITING || s == THR_WAIT_HEAD)
+                if (atomic_compare_exchange_weak_explicit(&r->wait_state, &s, THR_WAIT_NONE,
+                                                          memory_order_acq_rel,
+                                                          memory_order_acquire))
+                        return true;
+        return false;
 }
 
 enum { QUEUED, GRANTED };
@@ -126,7 +137,6 @@ static int serve(struct sop *o, uint64_t now, int check, uint64_t *room_at)
         bool head = sv.head_idx == o->idx;
         *room_at = head ? sv.room_at : 0;
         o->no_record = head && sv.no_record;
-        o->head = head;
         return QUEUED;
 }
 
@@ -162,10 +172,7 @@ static int check(struct sop *o, bool leave, uint64_t *room_at)
         if (atomic_load_explicit(&o->r->wait_state, memory_order_acquire) == THR_WAIT_GRANTED)
                 return GRANTED;
         if (leave) {
-                uint32_t waiting = THR_WAIT_WAITING;
-                if (!atomic_compare_exchange_strong_explicit(&o->r->wait_state, &waiting,
-                                                             THR_WAIT_NONE, memory_order_acq_rel,
-                                                             memory_order_acquire))
+                if (!give_up(o->r))
                         return GRANTED;
                 uint64_t ignored;
                 bool no_record = o->no_record; /* why it waited in vain: kept for the caller */
@@ -191,9 +198,7 @@ static uint64_t step_wait(const struct sop *o, uint64_t deadline, uint64_t now)
  * grant came first, else the place is given up (a later grant can no longer reach us). */
 static int leave_unlocked(struct sop *o)
 {
-        uint32_t waiting = THR_WAIT_WAITING;
-        if (!atomic_compare_exchange_strong_explicit(&o->r->wait_state, &waiting, THR_WAIT_NONE,
-                                                     memory_order_acq_rel, memory_order_acquire))
+        if (!give_up(o->r))
                 return GRANTED;
         wait_clear(o->r);
         return QUEUED;
@@ -206,19 +211,21 @@ static int wait_grant(struct sop *o, uint64_t deadline, uint64_t room_at)
         for (;;) {
                 uint64_t now = arena_now(o);
                 bool late = now >= deadline;
-                if (!late && atomic_load_explicit(&o->r->wait_state, memory_order_acquire) ==
-                                 THR_WAIT_WAITING) {
+                uint32_t st = atomic_load_explicit(&o->r->wait_state, memory_order_acquire);
+                if (!late && (st == THR_WAIT_WAITING || st == THR_WAIT_HEAD)) {
                         uint64_t until = deadline;
                         if (room_at && room_at < until)
                                 until = room_at;
-                        /* the head watches the holders in its way; those behind it are woken
-                         * when they become the head (sem.h) */
+                        /* the head watches the holders in its way; those behind it are made head
+                         * (their word set to HEAD, then woken) by the serve that finds them so:
+                         * sleeping only while the word is what was read, no wake is lost */
                         uint64_t ns = until > now ? until - now : 0;
-                        uint64_t poll = o->head ? THR_SERIAL_POLL_NS : SHM_SEM_BEHIND_POLL_NS;
+                        uint64_t poll =
+                            st == THR_WAIT_HEAD ? THR_SERIAL_POLL_NS : SHM_SEM_BEHIND_POLL_NS;
                         if (ns > poll || manual)
                                 ns = manual ? 1000000 : poll;
                         if (ns)
-                                futex_sleep(&o->r->wait_state, ns);
+                                futex_sleep(&o->r->wait_state, st, ns);
                         late = arena_now(o) >= deadline;
                 }
                 /* granted: final, and the lease named before the CAS this load pairs with */
@@ -434,20 +441,35 @@ static int lease_op(struct thr_lease_priv *lp, uint64_t ttl_ns, uint64_t *expire
         return rc;
 }
 
+/* Whether S is a slot of L's table (a handle is the caller's memory: a stale or garbled one must
+ * not make this call lock or write outside the table). */
+static bool slot_of(const thr_limiter *l, const struct thr_slot *s)
+{
+        const struct thr_table *g = &l->geo;
+        const char *slots = shm_at(l->a->map.base, g->slots_off);
+        uint64_t off = (uint64_t)((const char *)s - slots);
+        return off % THR_SLOT_SIZE == 0 &&
+               off / THR_SLOT_SIZE < (uint64_t)g->nshards * g->shard_slots;
+}
+
 static int lease_entry(struct thr_lease *lease, uint64_t ttl_ns)
 {
-        struct thr_lease_priv *lp = lease ? thr_lease_priv(lease) : NULL;
-        if (!lp || !lp->slot || !lp->lim)
+        struct thr_lease_priv *hp = lease ? thr_lease_priv(lease) : NULL;
+        if (!hp)
+                return -EINVAL;
+        /* one copy: another thread may release the same handle meanwhile */
+        struct thr_lease_priv lp = *hp;
+        if (!lp.slot || !lp.lim || !slot_of(lp.lim, lp.slot))
                 return -EINVAL;
         int old;
         pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
         uint64_t expires = 0;
-        int rc = lease_op(lp, ttl_ns, &expires);
+        int rc = lease_op(&lp, ttl_ns, &expires);
         pthread_setcancelstate(old, NULL);
         if (ttl_ns && rc == 0)
                 lease->expires_ns = expires;
         if (!ttl_ns && (rc == 0 || rc == -EKEYEXPIRED))
-                lp->slot = NULL; /* released, or gone: either way this handle holds nothing */
+                hp->slot = NULL; /* released, or gone: either way this handle holds nothing */
         return rc;
 }
 

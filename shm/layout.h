@@ -151,7 +151,12 @@ enum thr_limiter_kind { THR_KIND_GCRA = 1, THR_KIND_WINDOW = 2, THR_KIND_SEMAPHO
 #define THR_LEASE_SIZE         64u
 
 /* thr_reader.wait_state: the futex word a waiter for a serialized key sleeps on (serial.h) */
-enum thr_wait_state { THR_WAIT_NONE = 0, THR_WAIT_WAITING = 1, THR_WAIT_GRANTED = 2 };
+enum thr_wait_state {
+        THR_WAIT_NONE = 0,
+        THR_WAIT_WAITING = 1,
+        THR_WAIT_GRANTED = 2,
+        THR_WAIT_HEAD = 3 /* semaphore keys: waiting, at the head of the queue (sem.h) */
+};
 
 /* thr_params.on_full: what an insert does when the table (or the key's shard) is full */
 enum thr_on_full {

@@ -21,10 +21,13 @@ static void futex_wake(_Atomic uint32_t *w)
         syscall(SYS_futex, (uint32_t *)w, FUTEX_WAKE, 1, NULL, NULL, 0);
 }
 
-static uint64_t amount_of(const struct thr_params *p, const struct thr_lease_rec *r)
+/* A record's amount, as summed: never above THR_SEM_MAX (a rewritten record), and never clamped
+ * to the max of the moment: a reload may lower max and raise it again, and a sum of amounts
+ * clamped to the lower one would be trusted under the higher one (an over-grant). */
+static uint64_t amount_of(const struct thr_lease_rec *r)
 {
         uint64_t a = atomic_load_explicit(&r->amount, memory_order_relaxed);
-        return a > p->rate_n ? p->rate_n : a;
+        return a > THR_SEM_MAX ? THR_SEM_MAX : a;
 }
 
 bool shm_sem_holder_gone(const struct shm_map *m, const struct thr_lease_rec *r, int check)
@@ -108,7 +111,7 @@ static uint64_t sweep(const struct shm_map *m, int check, const struct thr_param
                         clear(r);
                         atomic_fetch_add_explicit(&h->reclaimed, 1, memory_order_relaxed);
                 } else {
-                        held += amount_of(p, r);
+                        held += amount_of(r);
                         used++;
                         if (exp < *first_expiry)
                                 *first_expiry = exp;
@@ -124,8 +127,7 @@ static uint64_t sweep(const struct shm_map *m, int check, const struct thr_param
 }
 
 /* Fill free record I for ASK at NOW: the lease's generation. */
-static uint64_t fill(const struct thr_params *p, void *aux, uint32_t i,
-                     const struct shm_sem_ask *ask, uint64_t now)
+static uint64_t fill(void *aux, uint32_t i, const struct shm_sem_ask *ask, uint64_t now)
 {
         struct thr_sem *h = shm_sem(aux);
         struct thr_lease_rec *r = shm_sem_lease(aux, i);
@@ -144,7 +146,7 @@ static uint64_t fill(const struct thr_params *p, void *aux, uint32_t i,
         atomic_store_explicit(&r->pid, ask->pid, memory_order_relaxed);
         atomic_store_explicit(&r->tid, ask->tid, memory_order_relaxed);
         atomic_store_explicit(&r->gen, gen, memory_order_release); /* the record is in use */
-        atomic_fetch_add_explicit(&h->held, ask->amount > p->rate_n ? p->rate_n : ask->amount,
+        atomic_fetch_add_explicit(&h->held, ask->amount > THR_SEM_MAX ? THR_SEM_MAX : ask->amount,
                                   memory_order_relaxed);
         atomic_fetch_add_explicit(&h->leases, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&h->granted, 1, memory_order_relaxed);
@@ -170,7 +172,7 @@ int shm_sem_take(const struct thr_params *p, void *aux, const struct shm_sem_ask
         int rc = held + ask->amount > p->rate_n ? -EAGAIN : free_idx == UINT32_MAX ? -ENOBUFS : 0;
         if (rc == 0) {
                 *idx = free_idx;
-                *gen = fill(p, aux, free_idx, ask, now);
+                *gen = fill(aux, free_idx, ask, now);
         }
         end(aux);
         return rc;
@@ -183,6 +185,11 @@ struct waiter {
 };
 
 /* The live waiters of slot OFF (generation GEN): how many, and the oldest. */
+static bool is_waiting(uint32_t state)
+{
+        return state == THR_WAIT_WAITING || state == THR_WAIT_HEAD;
+}
+
 static uint32_t scan_waiters(const struct shm_map *m, uint64_t off, uint32_t gen,
                              struct waiter *head)
 {
@@ -194,7 +201,7 @@ static uint32_t scan_waiters(const struct shm_map *m, uint64_t off, uint32_t gen
                 uint64_t o1 = atomic_load_explicit(&r->owner, memory_order_acquire);
                 if (!o1 || atomic_load_explicit(&r->wait_slot, memory_order_relaxed) != off ||
                     atomic_load_explicit(&r->wait_gen, memory_order_relaxed) != gen ||
-                    atomic_load_explicit(&r->wait_state, memory_order_relaxed) != THR_WAIT_WAITING)
+                    !is_waiting(atomic_load_explicit(&r->wait_state, memory_order_relaxed)))
                         continue;
                 uint64_t t = atomic_load_explicit(&r->wait_ticket, memory_order_relaxed);
                 if (atomic_load_explicit(&r->owner, memory_order_acquire) != o1 ||
@@ -240,8 +247,8 @@ void shm_sem_serve(const struct shm_map *m, const struct thr_params *p, struct t
                         break;
                 struct thr_reader *r = &rec[w.idx];
                 uint64_t amount = w.ticket & 0xffff;
-                if (amount > p->rate_n)
-                        amount = p->rate_n; /* a rewritten record: never more than max */
+                /* at most THR_SEM_MAX (16 bits); above max (a reload lowered it) it never fits:
+                 * it waits out its timeout, and those behind it wait with it (FIFO) */
                 if (held + amount > p->rate_n && check != SHM_SEM_LIVENESS && granted == 0) {
                         /* before making the head wait: are the holders in its way alive? */
                         check = SHM_SEM_LIVENESS;
@@ -264,13 +271,17 @@ void shm_sem_serve(const struct shm_map *m, const struct thr_params *p, struct t
                     .pid = atomic_load_explicit(&r->pid, memory_order_relaxed),
                     .tid = atomic_load_explicit(&r->tid, memory_order_relaxed)};
                 uint32_t i = free_idx;
-                uint64_t gen = fill(p, aux, i, &ask, now);
+                uint64_t gen = fill(aux, i, &ask, now);
                 atomic_store_explicit(&r->wait_lease_idx, i, memory_order_relaxed);
                 atomic_store_explicit(&r->wait_lease_gen, gen, memory_order_relaxed);
-                uint32_t waiting = THR_WAIT_WAITING;
-                if (!atomic_compare_exchange_strong_explicit(&r->wait_state, &waiting,
-                                                             THR_WAIT_GRANTED, memory_order_acq_rel,
-                                                             memory_order_relaxed)) {
+                /* WAITING or HEAD -> GRANTED; a waiter that left CASed it to NONE first */
+                uint32_t waiting = atomic_load_explicit(&r->wait_state, memory_order_relaxed);
+                bool won = false;
+                while (is_waiting(waiting) && !won)
+                        won = atomic_compare_exchange_weak_explicit(
+                            &r->wait_state, &waiting, THR_WAIT_GRANTED, memory_order_acq_rel,
+                            memory_order_relaxed);
+                if (!won) {
                         /* it stopped waiting: take the grant back */
                         clear(shm_sem_lease(aux, i));
                         atomic_fetch_sub_explicit(&h->granted, 1, memory_order_relaxed);
@@ -288,10 +299,17 @@ void shm_sem_serve(const struct shm_map *m, const struct thr_params *p, struct t
         if (!out->waiters) {
                 out->head_ticket = UINT64_MAX;
                 out->head_idx = UINT32_MAX;
-        } else if (out->head_idx != self &&
-                   (wake_head || out->grant_idx != UINT32_MAX || out->freed)) {
-                /* a spurious wake at worst: it finds itself head and watches */
-                futex_wake(&rec[out->head_idx].wait_state);
+        } else {
+                /* the head learns it is head by its futex word (WAITING -> HEAD), so a wake
+                 * that comes before its sleep is not lost: it sleeps only on WAITING */
+                struct thr_reader *hr = &rec[out->head_idx];
+                uint32_t waiting = THR_WAIT_WAITING;
+                bool made = atomic_compare_exchange_strong_explicit(
+                    &hr->wait_state, &waiting, THR_WAIT_HEAD, memory_order_release,
+                    memory_order_relaxed);
+                if (out->head_idx != self &&
+                    (made || wake_head || out->grant_idx != UINT32_MAX || out->freed))
+                        futex_wake(&hr->wait_state); /* spurious at worst: it checks and sleeps */
         }
 }
 
@@ -313,7 +331,7 @@ static void drop(const struct thr_params *p, void *aux, struct thr_lease_rec *r,
         begin(p, aux, now);
         if (atomic_load_explicit(&r->gen, memory_order_relaxed) != 0) { /* begin may have swept */
                 clear(r);
-                uint64_t a = amount_of(p, r);
+                uint64_t a = amount_of(r);
                 uint64_t held = atomic_load_explicit(&h->held, memory_order_relaxed);
                 atomic_store_explicit(&h->held, held >= a ? held - a : 0, memory_order_relaxed);
                 uint16_t n = atomic_load_explicit(&h->leases, memory_order_relaxed);

@@ -37,9 +37,17 @@
  *     check, the daemon's maintenance pass. Expired leases are cleared by every serve (no
  *     syscall); holders' liveness is tested (one fcntl each) only when something does not fit.
  *   - a waiter is granted by filling a record for it, writing the record's index and generation
- *     into its reader record, then CASing its wait_state WAITING -> GRANTED and waking its futex.
- *     A waiter that gives up CASes WAITING -> NONE first: one of the two CASes wins, so a grant
- *     is either seen by its waiter or taken back (the record cleared) by its granter.
+ *     into its reader record, then CASing its wait_state WAITING (or HEAD) -> GRANTED and waking
+ *     its futex. A waiter that gives up CASes WAITING (or HEAD) -> NONE first: one of the two
+ *     CASes wins, so a grant is either seen by its waiter or taken back (the record cleared) by
+ *     its granter.
+ *   - only the head of the queue watches the holders in its way (every THR_SERIAL_POLL_NS: one
+ *     liveness test a lease); the waiters behind it sleep. Every serve that ends with a queue
+ *     CASes its head's word WAITING -> HEAD and wakes it: the word changes before the wake, and
+ *     a waiter sleeps only while its word is what it read, so a wake sent before its sleep is
+ *     not lost (it reads HEAD and sleeps as the head). A head killed while queued leaves the
+ *     next one WAITING until a serve: the daemon's pass serves every key with waiters, and a
+ *     waiter behind the head checks the key itself every SHM_SEM_BEHIND_POLL_NS.
  *   - release and heartbeat name a lease by (record index, generation): a record reused since
  *     has another generation (the key's counter only grows), so a stale handle can never free or
  *     extend someone else's lease: -EKEYEXPIRED.
@@ -98,10 +106,11 @@ enum { SHM_SEM_TRUST = 0, SHM_SEM_OWNERS = 1, SHM_SEM_LIVENESS = 2 };
  * the daemon's pass: a head killed while queued leaves the next one not watching). */
 #define SHM_SEM_WAKE_HEAD 4
 
-/* How often a waiter behind the head checks the key on its own (the head checks every
- * THR_SERIAL_POLL_NS; the others are woken when they become the head, by the serve that made
- * them so; this is the bound when that serve's maker was killed before its wake). */
-#define SHM_SEM_BEHIND_POLL_NS (1000ull * 1000000)
+/* How often a waiter behind the head checks the key on its own. The head checks every
+ * THR_SERIAL_POLL_NS; the others are made head (WAITING -> HEAD, then woken) by the serve that
+ * finds them so. This is the bound when no serve comes: the head was killed while queued, and
+ * no daemon runs (the daemon's pass serves every key with waiters). */
+#define SHM_SEM_BEHIND_POLL_NS (100ull * 1000000)
 
 /* What a serve did and found. */
 struct shm_sem_serve {
