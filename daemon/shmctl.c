@@ -374,16 +374,17 @@ static uint32_t sem_leases(const struct shmctl_lim *l, void *aux, struct shmctl_
                 uint64_t g = atomic_load_explicit(&r->gen, memory_order_acquire);
                 if (g == 0)
                         continue;
+                /* acquire loads: the generation read again below comes after them (a fence
+                 * would do, but GCC's TSan build refuses atomic_thread_fence) */
                 out[n] = (struct shmctl_lease){
                     .idx = i,
                     .gen = g,
-                    .holder_idx = atomic_load_explicit(&r->holder_idx, memory_order_relaxed),
-                    .amount = atomic_load_explicit(&r->amount, memory_order_relaxed),
-                    .acquired_ns = atomic_load_explicit(&r->acquired_ns, memory_order_relaxed),
-                    .expires_ns = atomic_load_explicit(&r->expires_ns, memory_order_relaxed),
-                    .pid = atomic_load_explicit(&r->pid, memory_order_relaxed),
-                    .tid = atomic_load_explicit(&r->tid, memory_order_relaxed)};
-                atomic_thread_fence(memory_order_acquire);
+                    .holder_idx = atomic_load_explicit(&r->holder_idx, memory_order_acquire),
+                    .amount = atomic_load_explicit(&r->amount, memory_order_acquire),
+                    .acquired_ns = atomic_load_explicit(&r->acquired_ns, memory_order_acquire),
+                    .expires_ns = atomic_load_explicit(&r->expires_ns, memory_order_acquire),
+                    .pid = atomic_load_explicit(&r->pid, memory_order_acquire),
+                    .tid = atomic_load_explicit(&r->tid, memory_order_acquire)};
                 n += atomic_load_explicit(&r->gen, memory_order_relaxed) == g;
         }
         return n;

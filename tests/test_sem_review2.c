@@ -147,6 +147,7 @@ Test(review2_dirty, max_lowered_then_raised_never_over_grants)
                     (unsigned long)s);
         cr_expect_leq(s, 10, "records hold %lu units with max 10 (over-grant)", (unsigned long)s);
         cr_expect_eq(rc, -EAGAIN);
+        thr_limiter_close(l);
 }
 
 TestSuite(review2_head, .init = setup_real, .fini = teardown, .timeout = 120);
@@ -170,6 +171,24 @@ static void queue_child(struct box *b, int i, const char *lim, uint32_t amount, 
         atomic_store(&b->rc[i], rc == 0 ? 1 : rc);
         pause();
         _exit(0);
+}
+
+/* Whether process P is in futex(2) now (x86-64: syscall 202; elsewhere, always true). */
+static bool in_futex(pid_t p)
+{
+#if defined(__x86_64__)
+        char path[64], buf[64] = "";
+        snprintf(path, sizeof(path), "/proc/%d/syscall", (int)p);
+        FILE *f = fopen(path, "re");
+        if (!f)
+                return false;
+        bool yes = fgets(buf, sizeof(buf), f) && strncmp(buf, "202 ", 4) == 0;
+        fclose(f);
+        return yes;
+#else
+        (void)p;
+        return true;
+#endif
 }
 
 static uint32_t waiters_of(thr_limiter *l)
@@ -221,13 +240,14 @@ Test(review2_head, behind_waiter_of_a_sigkilled_head)
         cr_expect_lt(worst, 0.5, "a free unit sat unused %.0f ms with a waiter queued",
                      worst * 1e3);
         thr_sem_release(&h);
+        thr_limiter_close(l);
 }
 
 /*
- * The wake of a new head changes no futex word (sem.c:294): a head-to-be between its unlock and
- * its FUTEX_WAIT misses it and sleeps SHM_SEM_BEHIND_POLL_NS. Forced with gdb: W2 (behind) is
- * held at its futex_sleep call while the head W1 times out; the one live holder (max 2, holds
- * 2) is then SIGKILLed: W2, head now, should see it within THR_SERIAL_POLL_NS.
+ * The wake of a new head changed no futex word (before the HEAD state): a head-to-be between its
+ * unlock and its FUTEX_WAIT misses it and sleeps SHM_SEM_BEHIND_POLL_NS. Forced with gdb: W2
+ * (behind) is held at its futex_sleep call while the head W1 times out; the one live holder (max 2,
+ * holds 2) is then SIGKILLed: W2, head now, should see it within THR_SERIAL_POLL_NS.
  */
 Test(review2_head, wake_of_a_new_head_lost_before_its_futex_wait)
 {
@@ -262,7 +282,12 @@ Test(review2_head, wake_of_a_new_head_lost_before_its_futex_wait)
         }
         while (waiters_of(l) < 2 && mono_s() - t0 < 5)
                 usleep(100);
-        /* W2 is queued; stop it as it may be between its unlock and its FUTEX_WAIT */
+        /* W2 is queued; stop it once it sleeps (in futex(2): not holding the key's lock, which
+         * would make W1 leave without serving), so that W1's leave must reach it through its word:
+         * SIGCONT restarts the FUTEX_WAIT, which then sees the word changed */
+        while (!in_futex(w2) && mono_s() - t0 < 5)
+                usleep(100);
+        cr_assert(in_futex(w2), "W2 never slept");
         kill(w2, SIGSTOP);
         /* W1 times out and wakes the new head (W2): nobody is in FUTEX_WAIT yet, or W2 is and
          * the stop makes the wait restart */
@@ -295,6 +320,7 @@ Test(review2_head, wake_of_a_new_head_lost_before_its_futex_wait)
         /* the head's bound: THR_SERIAL_POLL_NS (10 ms) and scheduling; it was 1 s */
         cr_expect_lt(lat, 0.5, "the new head slept %.0f ms with a dead holder's units free",
                      lat * 1e3);
+        thr_limiter_close(l);
 }
 
 /* ====================================================== attack 3: fork and the holder */
@@ -557,4 +583,5 @@ Test(review2_flip, sentinel_state_word_bounds_try_and_acquire)
         int st = wait_bounded(c, 8);
         cr_expect_neq(st, -1, "thr_sem_try/acquire on a scribbled state word never returned");
         atomic_store(&s->state, 0);
+        thr_limiter_close(l);
 }
