@@ -113,7 +113,8 @@ static void futex_sleep(_Atomic uint32_t *w, uint32_t state, uint64_t ns)
         syscall(SYS_futex, (uint32_t *)w, FUTEX_WAIT, state, &ts, NULL, 0);
 }
 
-/* Leave the queue: WAITING or HEAD -> NONE. False if a grant came first (the lease is ours). */
+/* Leave the queue: WAITING or HEAD -> NONE. False if a grant (the lease is ours) or a refusal
+ * came first. */
 static bool give_up(struct thr_reader *r)
 {
         uint32_t s = atomic_load_explicit(&r->wait_state, memory_order_acquire);
@@ -125,15 +126,24 @@ static bool give_up(struct thr_reader *r)
         return false;
 }
 
-enum { QUEUED, GRANTED };
+enum { QUEUED, GRANTED, REFUSED };
+
+/* What a serve decided for this thread: GRANTED, REFUSED (its amount is above a max a reload
+ * lowered: -ERANGE), or nothing yet (QUEUED). Both are final; the lease a grant names was written
+ * before the CAS this load pairs with. */
+static int outcome(const struct thr_reader *r)
+{
+        uint32_t s = atomic_load_explicit(&r->wait_state, memory_order_acquire);
+        return s == THR_WAIT_GRANTED ? GRANTED : s == THR_WAIT_REFUSED ? REFUSED : QUEUED;
+}
 
 /* Under the lock: serve the key at NOW; whether this thread was granted; *ROOM_AT as enqueue. */
 static int serve(struct sop *o, uint64_t now, int check, uint64_t *room_at)
 {
         struct shm_sem_serve sv;
         shm_sem_serve(&o->a->map, o->p, o->slot, sop_aux(o), now, check, o->idx, &sv);
-        if (atomic_load_explicit(&o->r->wait_state, memory_order_acquire) == THR_WAIT_GRANTED)
-                return GRANTED;
+        if (outcome(o->r) != QUEUED)
+                return outcome(o->r);
         bool head = sv.head_idx == o->idx;
         *room_at = head ? sv.room_at : 0;
         o->no_record = head && sv.no_record;
@@ -169,11 +179,11 @@ static int enqueue(struct sop *o, const struct shm_sem_ask *ask, uint64_t *room_
 static int check(struct sop *o, bool leave, uint64_t *room_at)
 {
         *room_at = 0;
-        if (atomic_load_explicit(&o->r->wait_state, memory_order_acquire) == THR_WAIT_GRANTED)
-                return GRANTED;
+        if (outcome(o->r) != QUEUED)
+                return outcome(o->r);
         if (leave) {
                 if (!give_up(o->r))
-                        return GRANTED;
+                        return outcome(o->r);
                 uint64_t ignored;
                 bool no_record = o->no_record; /* why it waited in vain: kept for the caller */
                 /* the next one may fit without us, and may be the head now */
@@ -199,12 +209,13 @@ static uint64_t step_wait(const struct sop *o, uint64_t deadline, uint64_t now)
 static int leave_unlocked(struct sop *o)
 {
         if (!give_up(o->r))
-                return GRANTED;
+                return outcome(o->r);
         wait_clear(o->r);
         return QUEUED;
 }
 
-/* Queued: wait for the grant. GRANTED, -ETIMEDOUT, -ENOBUFS, -ESTALE (look up again), -errno. */
+/* Queued: wait for the grant. GRANTED, REFUSED, -ETIMEDOUT, -ENOBUFS, -ESTALE (look up again),
+ * -errno. */
 static int wait_grant(struct sop *o, uint64_t deadline, uint64_t room_at)
 {
         bool manual = o->a->hdr->clock_id == THR_CLOCK_MANUAL;
@@ -228,16 +239,15 @@ static int wait_grant(struct sop *o, uint64_t deadline, uint64_t room_at)
                                 futex_sleep(&o->r->wait_state, st, ns);
                         late = arena_now(o) >= deadline;
                 }
-                /* granted: final, and the lease named before the CAS this load pairs with */
-                if (atomic_load_explicit(&o->r->wait_state, memory_order_acquire) ==
-                    THR_WAIT_GRANTED)
-                        return GRANTED;
+                if (outcome(o->r) != QUEUED) /* granted or refused: final */
+                        return outcome(o->r);
                 int rc = sop_lock(o, step_wait(o, deadline, arena_now(o)));
                 if (rc == -ETIMEDOUT && !late)
                         continue; /* a live holder of the shard lock: check again later */
                 if (rc < 0) {
-                        if (leave_unlocked(o) == GRANTED)
-                                return GRANTED;
+                        int out = leave_unlocked(o);
+                        if (out != QUEUED)
+                                return out;
                         return rc == -ESTALE && !late ? -ESTALE
                                : rc == -ESTALE || rc == -ETIMEDOUT
                                    ? (o->no_record ? -ENOBUFS : -ETIMEDOUT)
@@ -245,8 +255,8 @@ static int wait_grant(struct sop *o, uint64_t deadline, uint64_t room_at)
                 }
                 rc = check(o, late, &room_at);
                 sop_unlock(o, arena_now(o));
-                if (rc == GRANTED)
-                        return GRANTED;
+                if (rc != QUEUED)
+                        return rc;
                 if (late) {
                         wait_clear(o->r);
                         return o->no_record ? -ENOBUFS : -ETIMEDOUT;
@@ -305,6 +315,10 @@ static int acquire_on(struct sop *o, const struct shm_sem_ask *ask, uint64_t t0,
         sop_unlock(o, now);
         if (rc == QUEUED)
                 rc = wait_grant(o, deadline, room_at);
+        if (rc == REFUSED) { /* a reload lowered max below AMOUNT while it waited */
+                wait_clear(o->r);
+                return -ERANGE;
+        }
         if (rc != GRANTED)
                 return rc;
         idx = atomic_load_explicit(&o->r->wait_lease_idx, memory_order_relaxed);

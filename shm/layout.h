@@ -155,7 +155,8 @@ enum thr_wait_state {
         THR_WAIT_NONE = 0,
         THR_WAIT_WAITING = 1,
         THR_WAIT_GRANTED = 2,
-        THR_WAIT_HEAD = 3 /* semaphore keys: waiting, at the head of the queue (sem.h) */
+        THR_WAIT_HEAD = 3,   /* semaphore keys: waiting, at the head of the queue (sem.h) */
+        THR_WAIT_REFUSED = 4 /* semaphore keys: its amount is above max (a reload lowered it) */
 };
 
 /* thr_params.on_full: what an insert does when the table (or the key's shard) is full */

@@ -247,8 +247,17 @@ void shm_sem_serve(const struct shm_map *m, const struct thr_params *p, struct t
                         break;
                 struct thr_reader *r = &rec[w.idx];
                 uint64_t amount = w.ticket & 0xffff;
-                /* at most THR_SEM_MAX (16 bits); above max (a reload lowered it) it never fits:
-                 * it waits out its timeout, and those behind it wait with it (FIFO) */
+                if (amount > p->rate_n) {
+                        /* above a max a reload lowered: it can never fit, and would hold the
+                         * queue behind it until its timeout. Refused (-ERANGE for its caller) */
+                        uint32_t st = atomic_load_explicit(&r->wait_state, memory_order_relaxed);
+                        while (is_waiting(st) && !atomic_compare_exchange_weak_explicit(
+                                                     &r->wait_state, &st, THR_WAIT_REFUSED,
+                                                     memory_order_release, memory_order_relaxed))
+                                ;
+                        futex_wake(&r->wait_state);
+                        continue;
+                }
                 if (held + amount > p->rate_n && check != SHM_SEM_LIVENESS && granted == 0) {
                         /* before making the head wait: are the holders in its way alive? */
                         check = SHM_SEM_LIVENESS;

@@ -41,6 +41,9 @@
  *     its futex. A waiter that gives up CASes WAITING (or HEAD) -> NONE first: one of the two
  *     CASes wins, so a grant is either seen by its waiter or taken back (the record cleared) by
  *     its granter.
+ *   - a queued amount above max (a reload lowered max while it waited) can never fit: the serve
+ *     that finds it at the head CASes its word WAITING (or HEAD) -> REFUSED and wakes it (its
+ *     caller gets -ERANGE), so it does not hold the queue behind it until its timeout.
  *   - only the head of the queue watches the holders in its way (every THR_SERIAL_POLL_NS: one
  *     liveness test a lease); the waiters behind it sleep. Every serve that ends with a queue
  *     CASes its head's word WAITING -> HEAD and wakes it: the word changes before the wake, and

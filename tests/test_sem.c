@@ -366,3 +366,37 @@ Test(sem, keys_holding_leases_are_never_evicted_for_room)
         cr_assert_eq(thr_sem_release(&c), 0);
         thr_limiter_close(l);
 }
+
+/* A reload that lowers max below a queued amount: that acquire is refused (-ERANGE) at the next
+ * serve instead of holding the queue behind it until its timeout; the one behind is granted. */
+Test(sem, a_queued_amount_above_a_lowered_max_is_refused_and_does_not_block_the_queue)
+{
+        thr_limiter *l = tlim(&T, "few"); /* max 10 */
+        struct thr_lease hold;
+        cr_assert_eq(thr_sem_try(l, "r", 1, 8, 10 * SEC, &hold), 0);
+        struct acq big = {.l = l, .key = "r", .amount = 9, .timeout = 20 * SEC};
+        struct acq small = {.l = l, .key = "r", .amount = 1, .timeout = 20 * SEC};
+        pthread_t t1, t2;
+        pthread_create(&t1, NULL, acquirer, &big);
+        until_queued(l, "r", 1);
+        pthread_create(&t2, NULL, acquirer, &small);
+        until_queued(l, "r", 2);
+        /* a reload: max 10 -> 5 (the record rewritten, as a reload publishes a new one) */
+        int idx = shm_dir_find(&T.map, "few");
+        cr_assert_geq(idx, 0);
+        struct shm_lim_snap snap;
+        cr_assert_eq(shm_dir_snapshot(&T.map, (uint32_t)idx, &snap), 0);
+        struct thr_params *p = shm_at(T.map.base, snap.params_off);
+        p->rate_n = p->burst = p->initial = 5;
+        cr_assert_eq(thr_sem_release(&hold), 0); /* its serve: the head (9) can never fit */
+        until_done(&big);
+        until_done(&small);
+        pthread_join(t1, NULL);
+        pthread_join(t2, NULL);
+        cr_assert_eq(big.rc, -ERANGE, "the head that can never fit: %d", big.rc);
+        cr_assert_eq(small.rc, 0, "the one behind it: %d", small.rc);
+        cr_assert_eq(hdr(l, "r")->held, 1);
+        cr_assert_eq(thr_sem_release(&small.lease), 0);
+        p->rate_n = p->burst = p->initial = 10;
+        thr_limiter_close(l);
+}
