@@ -1,6 +1,6 @@
 /*
  * shmctl.c - the operator's inspector: shows an arena's header, limiters and keys, as aligned
- * tables or as one JSON object.
+ * tables or as one JSON object. Semaphore keys and the `leases` verb are in shmctl_sem.c.
  *
  * It maps the arena read-only and treats every byte of it as untrusted input, because every
  * client can write the arena. The header is validated at attach (shm_arena_valid), which leaves
@@ -37,34 +37,13 @@
 #include <time.h>
 
 #include "shm.h"
+#include "shmctl_internal.h"
 #include "shmctl_out.h"
 #include "throttle/throttle.h"
 
-#define EX_NOTFOUND  1  /* no such limiter or key: a normal answer, not a failure of shmctl */
 #define DEFAULT_KEYS 20 /* keys shown by `keys` without -n: a screenful of the worst offenders */
 
 static_assert(THR_KEY_MAX == 104, "the usage message names the key limit");
-
-/* ---------------------------------------------------------------- types */
-
-struct opts {
-        const char *arena; /* name, or a path if it contains '/' */
-        bool json;
-        bool n_given;
-        uint64_t nkeys; /* `keys -n`; 0: all */
-        const char *limiter;
-        const char *key;
-};
-
-struct ctx {
-        struct shm_map map; /* map.g: the section geometry checked at attach */
-        struct thr_hdr hdr; /* private copy, for what status prints; never an offset or count */
-        const struct opts *o;
-        bool waiting;              /* a semaphore key's queued acquires are looked up */
-        struct shmctl_lease *lbuf; /* `leases`: a semaphore key's records, read with its slot */
-        uint32_t nl;               /* how many lbuf holds (THR_SEM_LEASES_MAX room) */
-        char err[256];
-};
 
 /* ---------------------------------------------------------------- reading the arena */
 
@@ -168,7 +147,7 @@ static int lim_load(struct ctx *c, uint32_t idx, struct shmctl_lim *l)
 }
 
 /* Every live or retired limiter into *OUT (caller frees). Returns the count or -errno. */
-static long lims_load_all(struct ctx *c, struct shmctl_lim **out)
+long lims_load_all(struct ctx *c, struct shmctl_lim **out)
 {
         struct shmctl_lim *v = calloc(c->map.g.dir_count ? c->map.g.dir_count : 1, sizeof(*v));
         long n = 0;
@@ -223,7 +202,7 @@ static int lim_find(struct ctx *c, const char *name, struct shmctl_lim *l)
  * (undefined behaviour) on an extreme value. A corrupt epoch gives a strange time, which the
  * callers print or refuse (now_units), never a crash.
  */
-static uint64_t arena_now_ns(const struct ctx *c)
+uint64_t arena_now_ns(const struct ctx *c)
 {
         const struct thr_hdr *h = shm_hdr(&c->map);
         uint32_t clock = *(const volatile uint32_t *)&h->clock_id;
@@ -315,110 +294,6 @@ static void window_eval(const struct ctx *c, const struct shmctl_lim *l, const s
                 hold_read(shm_serial(aux), &k->hold);
 }
 
-/*
- * Add W to the oldest waiters found so far (M->wait, oldest first by ticket), dropping the
- * youngest when full. An insertion rather than a sort: tickets from the arena need not be
- * consistently ordered (qsort's comparator must be), and an insertion is safe with any order.
- */
-static void waiter_add(struct shmctl_sem *m, const struct shmctl_waiter *w)
-{
-        uint32_t i = m->nshown;
-        if (i == SHMCTL_WAITING_MAX) {
-                if (!shm_ticket_before(w->ticket, m->wait[i - 1].ticket))
-                        return;
-                i--; /* the youngest falls off */
-        } else {
-                m->nshown++;
-        }
-        for (; i > 0 && shm_ticket_before(w->ticket, m->wait[i - 1].ticket); i--)
-                m->wait[i] = m->wait[i - 1];
-        m->wait[i] = *w;
-}
-
-/* The acquires queued for slot S (generation GEN): the reader records waiting for it, matched as
- * shm_sem_serve matches them (without testing their liveness). Each field is read once and only
- * printed; the records are bounded by the geometry checked at attach. */
-static void sem_waiters(const struct ctx *c, const struct thr_slot *s, uint32_t gen,
-                        struct shmctl_sem *m)
-{
-        const struct thr_reader *r = shm_at(c->map.base, c->map.g.reader_off);
-        uint64_t off = (uint64_t)((const char *)s - (const char *)c->map.base);
-        for (uint32_t i = 0; i < c->map.g.reader_count; i++) {
-                uint32_t st = atomic_load_explicit(&r[i].wait_state, memory_order_relaxed);
-                if (atomic_load_explicit(&r[i].owner, memory_order_acquire) == 0 ||
-                    atomic_load_explicit(&r[i].wait_slot, memory_order_relaxed) != off ||
-                    atomic_load_explicit(&r[i].wait_gen, memory_order_relaxed) != gen ||
-                    (st != THR_WAIT_WAITING && st != THR_WAIT_HEAD)) /* HEAD: the oldest */
-                        continue;
-                struct shmctl_waiter w = {
-                    .ticket = atomic_load_explicit(&r[i].wait_ticket, memory_order_relaxed),
-                    .pid = atomic_load_explicit(&r[i].pid, memory_order_relaxed),
-                    .tid = atomic_load_explicit(&r[i].tid, memory_order_relaxed)};
-                m->nwait++;
-                waiter_add(m, &w);
-        }
-}
-
-/*
- * The lease records in use of a semaphore key's aux storage AUX into OUT: how many. There are
- * L's leases_per_key of them: a count from the checked snapshot (at most THR_SEM_LEASES_MAX),
- * which snap_fill checked to fit the table's stride. Each record is read like a seqlock on its
- * generation, which the granter publishes last (release, sem.c fill) and a reuse changes.
- */
-static uint32_t sem_leases(const struct shmctl_lim *l, void *aux, struct shmctl_lease *out)
-{
-        uint32_t n = 0, nrec = l->p.leases < THR_SEM_LEASES_MAX ? (uint32_t)l->p.leases
-                                                                : THR_SEM_LEASES_MAX;
-        for (uint32_t i = 0; i < nrec; i++) {
-                const struct thr_lease_rec *r = shm_sem_lease(aux, i);
-                uint64_t g = atomic_load_explicit(&r->gen, memory_order_acquire);
-                if (g == 0)
-                        continue;
-                /* acquire loads: the generation read again below comes after them (a fence
-                 * would do, but GCC's TSan build refuses atomic_thread_fence) */
-                out[n] = (struct shmctl_lease){
-                    .idx = i,
-                    .gen = g,
-                    .holder_idx = atomic_load_explicit(&r->holder_idx, memory_order_acquire),
-                    .amount = atomic_load_explicit(&r->amount, memory_order_acquire),
-                    .acquired_ns = atomic_load_explicit(&r->acquired_ns, memory_order_acquire),
-                    .expires_ns = atomic_load_explicit(&r->expires_ns, memory_order_acquire),
-                    .pid = atomic_load_explicit(&r->pid, memory_order_acquire),
-                    .tid = atomic_load_explicit(&r->tid, memory_order_acquire)};
-                n += atomic_load_explicit(&r->gen, memory_order_relaxed) == g;
-        }
-        return n;
-}
-
-/*
- * A semaphore key of slot S: its header's sums and counters (racy copies of what the records
- * say, exact after each step under the lock: sem.h), what remains of max, the acquires queued
- * (when c->waiting and the header counts some), and its lease records (into c->lbuf, for
- * `leases`). `keys` orders by the units held.
- */
-static void sem_eval(struct ctx *c, const struct shmctl_lim *l, const struct thr_slot *s,
-                     struct shmctl_key *k)
-{
-        void *aux = shm_slot_aux(c->map.base, &l->t, s);
-        const struct thr_sem *h = shm_sem(aux);
-        struct shmctl_sem *m = &k->sem;
-        m->held = atomic_load_explicit(&h->held, memory_order_relaxed);
-        m->waiters = atomic_load_explicit(&h->waiters, memory_order_relaxed);
-        m->leases = atomic_load_explicit(&h->leases, memory_order_relaxed);
-        m->granted = atomic_load_explicit(&h->granted, memory_order_relaxed);
-        m->released = atomic_load_explicit(&h->released, memory_order_relaxed);
-        m->expired = atomic_load_explicit(&h->expired, memory_order_relaxed);
-        m->reclaimed = atomic_load_explicit(&h->reclaimed, memory_order_relaxed);
-        k->remaining = m->held < l->p.rate_n ? l->p.rate_n - m->held : 0;
-        k->reset_ns = 0;
-        k->debt_ns = m->held;
-        if (c->waiting && m->waiters)
-                sem_waiters(c, s,
-                            THR_META_GEN(atomic_load_explicit(&s->meta, memory_order_relaxed)), m);
-        if (c->lbuf)
-                c->nl = sem_leases(l, aux, c->lbuf);
-}
-
 /* Slot S's key evaluated at NOW (in L's units), by its limiter's kind. */
 static void key_eval(struct ctx *c, const struct shmctl_lim *l, const struct thr_slot *s,
                      uint64_t now, struct shmctl_key *k)
@@ -440,8 +315,8 @@ static void key_eval(struct ctx *c, const struct shmctl_lim *l, const struct thr
  * The evaluation reads the key's aux storage inside the seqlock, so a slot reused meanwhile (its
  * log another key's) is skipped too.
  */
-static int slot_read(struct ctx *c, const struct shmctl_lim *l, const struct thr_slot *s,
-                     uint64_t now, struct shmctl_key *k)
+int slot_read(struct ctx *c, const struct shmctl_lim *l, const struct thr_slot *s, uint64_t now,
+              struct shmctl_key *k)
 {
         uint64_t m1 = atomic_load_explicit(&s->meta, memory_order_acquire);
         if (THR_META_STATUS(m1) != THR_SLOT_LIVE)
@@ -462,7 +337,7 @@ static int slot_read(struct ctx *c, const struct shmctl_lim *l, const struct thr
         return 1;
 }
 
-static const struct thr_slot *slot_at(const struct ctx *c, const struct shmctl_lim *l, uint64_t i)
+const struct thr_slot *slot_at(const struct ctx *c, const struct shmctl_lim *l, uint64_t i)
 {
         return (const struct thr_slot *)shm_at(c->map.base, l->t.slots_off) + i;
 }
@@ -519,7 +394,7 @@ static int exit_code(int rc)
 }
 
 /* Report a failure to open or read the arena; returns the exit code. */
-static int fail(struct ctx *c, int rc)
+int fail(struct ctx *c, int rc)
 {
         if (rc == -EBADMSG || rc == -EPROTONOSUPPORT)
                 fprintf(stderr, "shmctl: arena %s is not valid: %s\n", c->map.path, c->err);
@@ -625,25 +500,6 @@ static int cmd_status(struct ctx *c)
 
 /* ---------------------------------------------------------------- limiters */
 
-/* The units held and the acquires queued over L's live keys (kind = semaphore): the sums of the
- * keys' headers, each slot read as `keys` reads it. 0 or -EBADMSG. */
-static int sem_totals(struct ctx *c, struct shmctl_lim *l)
-{
-        uint64_t nslots = (uint64_t)l->t.nshards * l->t.shard_slots;
-        struct shmctl_key k;
-        l->sem_held = l->sem_pending = 0;
-        for (uint64_t i = 0; i < nslots; i++) {
-                int rc = slot_read(c, l, slot_at(c, l, i), 0, &k);
-                if (rc < 0)
-                        return rc;
-                if (rc > 0) {
-                        l->sem_held += k.sem.held;
-                        l->sem_pending += k.sem.waiters;
-                }
-        }
-        return 0;
-}
-
 static int cmd_limiters(struct ctx *c)
 {
         struct shmctl_lim *v;
@@ -734,7 +590,7 @@ static int cmd_readers(struct ctx *c)
 /* ---------------------------------------------------------------- keys and get */
 
 /* The limiter named on the command line: 0, or an exit code. */
-static int lim_arg(struct ctx *c, struct shmctl_lim *l)
+int lim_arg(struct ctx *c, struct shmctl_lim *l)
 {
         int rc = lim_find(c, c->o->limiter, l);
         if (rc == -ENOENT) {
@@ -809,162 +665,6 @@ static int cmd_get(struct ctx *c)
         }
         shmctl_out_key(&l, &k, now / l.p.k, c->o->json);
         return 0;
-}
-
-/* ---------------------------------------------------------------- leases */
-
-/* The `leases` answer being built: every array its own, freed by cmd_leases. */
-struct lease_acc {
-        struct shmctl_lim *lims; /* the semaphore limiters only */
-        long nlim;
-        struct shmctl_semkey *keys;
-        long nkeys, capk;
-        struct shmctl_lease *v;
-        long n, capv;
-};
-
-/* P (CAP items of SIZE bytes allocated) with room for NEED items: P, a larger copy, or NULL (P
- * still valid) for want of memory. */
-static void *grow(void *p, long need, long *cap, size_t size)
-{
-        if (p && need <= *cap)
-                return p;
-        long nc = *cap > 32 ? *cap * 2 : 64;
-        nc = nc < need ? need : nc;
-        void *np = realloc(p, (size_t)nc * size);
-        if (np)
-                *cap = nc;
-        return np;
-}
-
-static int lease_cmp(const void *a, const void *b)
-{
-        const struct shmctl_lease *x = a, *y = b;
-        return x->gen < y->gen ? -1 : x->gen > y->gen;
-}
-
-/* By limiter, then by key bytes (a limiter's keys are distinct: the order is total). */
-static int semkey_cmp(const void *a, const void *b)
-{
-        const struct shmctl_semkey *x = a, *y = b;
-        if (x->lim != y->lim)
-                return x->lim < y->lim ? -1 : 1;
-        int d = memcmp(x->k.bytes, y->k.bytes, x->k.len < y->k.len ? x->k.len : y->k.len);
-        return d ? d : (int)x->k.len - (int)y->k.len;
-}
-
-/* Slot S's key (read into A's next key) and its leases into A, if it holds one or is awaited. */
-static int lease_slot(struct ctx *c, struct lease_acc *a, uint32_t li, const struct thr_slot *s)
-{
-        struct shmctl_semkey *kv = grow(a->keys, a->nkeys + 1, &a->capk, sizeof(*kv));
-        if (!kv)
-                return -ENOMEM;
-        a->keys = kv;
-        struct shmctl_semkey *sk = &a->keys[a->nkeys];
-        c->nl = 0;
-        int rc = slot_read(c, &a->lims[li], s, 0, &sk->k);
-        if (rc <= 0 || (c->nl == 0 && sk->k.sem.waiters == 0 && sk->k.sem.nwait == 0))
-                return rc;
-        struct shmctl_lease *lv = grow(a->v, a->n + c->nl, &a->capv, sizeof(*lv));
-        if (!lv)
-                return -ENOMEM;
-        a->v = lv;
-        qsort(c->lbuf, c->nl, sizeof(*c->lbuf), lease_cmp);
-        memcpy(&a->v[a->n], c->lbuf, c->nl * sizeof(*c->lbuf));
-        sk->lim = li;
-        sk->first = (uint64_t)a->n;
-        sk->nleases = c->nl;
-        a->n += c->nl;
-        a->nkeys++;
-        return 0;
-}
-
-/* The keys in order (by limiter, then key bytes), and the leases regrouped to follow them. */
-static int leases_order(struct lease_acc *a)
-{
-        struct shmctl_lease *v = malloc(a->n ? (size_t)a->n * sizeof(*v) : 1);
-        long n = 0;
-        if (!v)
-                return -ENOMEM;
-        if (a->nkeys > 1)
-                qsort(a->keys, (size_t)a->nkeys, sizeof(*a->keys), semkey_cmp);
-        for (long i = 0; i < a->nkeys; i++) {
-                struct shmctl_semkey *k = &a->keys[i];
-                for (uint32_t j = 0; j < k->nleases; j++) {
-                        v[n] = a->v[k->first + j];
-                        v[n++].key = (uint32_t)i;
-                }
-                k->first = (uint64_t)(n - k->nleases);
-        }
-        free(a->v);
-        a->v = v;
-        return 0;
-}
-
-/* Every key of A's limiters holding a lease or awaited, and their leases: 0 or an exit code.
- * A key's lease records are read with its slot, into a buffer for the most a key can have. */
-static int leases_collect(struct ctx *c, struct lease_acc *a)
-{
-        int rc = 0;
-        c->waiting = true;
-        c->lbuf = calloc(THR_SEM_LEASES_MAX, sizeof(*c->lbuf));
-        if (!c->lbuf)
-                rc = -ENOMEM;
-        for (long i = 0; rc == 0 && i < a->nlim; i++) {
-                const struct shmctl_lim *l = &a->lims[i];
-                uint64_t nslots = (uint64_t)l->t.nshards * l->t.shard_slots;
-                for (uint64_t j = 0; rc == 0 && j < nslots; j++)
-                        rc = lease_slot(c, a, (uint32_t)i, slot_at(c, l, j));
-        }
-        if (rc == 0)
-                rc = leases_order(a);
-        free(c->lbuf);
-        c->lbuf = NULL;
-        return rc < 0 ? fail(c, rc) : 0;
-}
-
-/* The semaphore limiters `leases` is about into A: the one named, or every one, live or retired.
- * 0, or an exit code (no such limiter, or not a semaphore: an answer, EX_NOTFOUND). */
-static int leases_lims(struct ctx *c, struct lease_acc *a)
-{
-        if (c->o->limiter) {
-                a->lims = calloc(1, sizeof(*a->lims));
-                int rc = a->lims ? lim_arg(c, a->lims) : fail(c, -ENOMEM);
-                if (rc != 0)
-                        return rc;
-                if (a->lims->p.kind != THR_KIND_SEMAPHORE) {
-                        fprintf(stderr, "shmctl: limiter %s is not a semaphore (kind %s)\n",
-                                c->o->limiter, shm_kind_name(a->lims->p.kind));
-                        return EX_NOTFOUND;
-                }
-                a->nlim = 1;
-                return 0;
-        }
-        long n = lims_load_all(c, &a->lims);
-        if (n < 0)
-                return fail(c, (int)n);
-        for (long i = 0; i < n; i++)
-                if (a->lims[i].p.kind == THR_KIND_SEMAPHORE)
-                        a->lims[a->nlim++] = a->lims[i];
-        return 0;
-}
-
-static int cmd_leases(struct ctx *c)
-{
-        struct lease_acc a = {0};
-        int rc = leases_lims(c, &a);
-        if (rc == 0)
-                rc = leases_collect(c, &a);
-        if (rc == 0) {
-                /* now after the records: an honest lease was acquired before it */
-                struct shmctl_leases out = {a.lims, a.nlim, a.keys,         a.nkeys,
-                                            a.v,    a.n,    arena_now_ns(c)};
-                shmctl_out_leases(&out, c->o->json);
-        }
-        free(a.lims);
-        free(a.keys);
-        free(a.v);
-        return rc;
 }
 
 /* ---------------------------------------------------------------- command line */

@@ -1,0 +1,51 @@
+/*
+ * shmctl_internal.h - what shmctl.c and shmctl_sem.c (the semaphore verbs and columns) share:
+ * the options, the context of one run, and the arena readers both use. Not installed.
+ */
+#ifndef THR_SHMCTL_INTERNAL_H
+#define THR_SHMCTL_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "shm.h"
+#include "shmctl_out.h"
+
+#define EX_NOTFOUND 1 /* no such limiter or key: a normal answer, not a failure of shmctl */
+
+struct opts {
+        const char *arena; /* name, or a path if it contains '/' */
+        bool json;
+        bool n_given;
+        uint64_t nkeys; /* `keys -n`; 0: all */
+        const char *limiter;
+        const char *key;
+};
+
+struct ctx {
+        struct shm_map map; /* map.g: the section geometry checked at attach */
+        struct thr_hdr hdr; /* private copy, for what status prints; never an offset or count */
+        const struct opts *o;
+        bool waiting;              /* a semaphore key's queued acquires are looked up */
+        struct shmctl_lease *lbuf; /* `leases`: a semaphore key's records, read with its slot */
+        uint32_t nl;               /* how many lbuf holds (THR_SEM_LEASES_MAX room) */
+        char err[256];
+};
+
+/* shmctl.c: reading the arena (every byte untrusted: shmctl.c's comment) */
+long lims_load_all(struct ctx *c, struct shmctl_lim **out);
+int lim_arg(struct ctx *c, struct shmctl_lim *l);
+uint64_t arena_now_ns(const struct ctx *c);
+const struct thr_slot *slot_at(const struct ctx *c, const struct shmctl_lim *l, uint64_t i);
+int slot_read(struct ctx *c, const struct shmctl_lim *l, const struct thr_slot *s, uint64_t now,
+              struct shmctl_key *k);
+int fail(struct ctx *c, int rc);
+
+/* shmctl_sem.c: a semaphore key of slot S into K (and its leases into c->lbuf, for `leases`);
+ * the units held and acquires queued over L's keys (0 or -EBADMSG); the `leases` verb. */
+void sem_eval(struct ctx *c, const struct shmctl_lim *l, const struct thr_slot *s,
+              struct shmctl_key *k);
+int sem_totals(struct ctx *c, struct shmctl_lim *l);
+int cmd_leases(struct ctx *c);
+
+#endif
