@@ -179,9 +179,9 @@ static int foreign_keys(struct parse *p, const struct shm_limiter_spec *l,
         enum { G = 1, W = 2, S = 4 }; /* the kinds that take a key */
         static const struct {
                 int key, kinds;
-        } only[] = {{LK_RATE, G},        {LK_BURST, G},     {LK_INITIAL, G},
-                    {LK_LIMIT, W},       {LK_WINDOW, W},    {LK_SERIALIZE, W},
-                    {LK_MAX_RESERVE, G | W}, {LK_MAX, S},   {LK_LEASES, S}};
+        } only[] = {{LK_RATE, G},   {LK_BURST, G},     {LK_INITIAL, G},         {LK_LIMIT, W},
+                    {LK_WINDOW, W}, {LK_SERIALIZE, W}, {LK_MAX_RESERVE, G | W}, {LK_MAX, S},
+                    {LK_LEASES, S}};
         int mine = l->kind == THR_KIND_WINDOW ? W : l->kind == THR_KIND_SEMAPHORE ? S : G;
         static const char *const takes[] = {
             [G] = "a GCRA limiter takes rate (and burst, initial)",

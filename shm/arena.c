@@ -197,8 +197,8 @@ static bool sem_ok(const struct thr_params *p)
 {
         return p->k == 1 && p->t_units == 1 && p->rate_n >= 1 && p->rate_n <= THR_SEM_MAX &&
                p->burst == p->rate_n && p->initial == p->rate_n && p->bt_units == 0 &&
-               p->period_ns == 0 && p->max_reserve_units == 0 && p->flags == 0 &&
-               p->leases >= 1 && p->leases <= THR_SEM_LEASES_MAX;
+               p->period_ns == 0 && p->max_reserve_units == 0 && p->flags == 0 && p->leases >= 1 &&
+               p->leases <= THR_SEM_LEASES_MAX;
 }
 
 static bool gcra_ok(const struct thr_params *p)
@@ -211,8 +211,8 @@ static bool gcra_ok(const struct thr_params *p)
 
 static int params_check(const struct thr_params *p, uint64_t off, char *err, size_t errlen)
 {
-        bool kind_ok = p->kind == THR_KIND_GCRA     ? gcra_ok(p)
-                       : p->kind == THR_KIND_WINDOW ? window_ok(p)
+        bool kind_ok = p->kind == THR_KIND_GCRA        ? gcra_ok(p)
+                       : p->kind == THR_KIND_WINDOW    ? window_ok(p)
                        : p->kind == THR_KIND_SEMAPHORE ? sem_ok(p)
                                                        : false;
         if (!kind_ok || p->size != sizeof(*p) || p->on_full > THR_FULL_EVICT ||

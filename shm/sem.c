@@ -178,40 +178,9 @@ int shm_sem_take(const struct thr_params *p, void *aux, const struct shm_sem_ask
         return rc;
 }
 
-/* A queued waiter found in the reader records. */
-struct waiter {
-        uint32_t idx;
-        uint64_t token, ticket;
-};
-
-/* The live waiters of slot OFF (generation GEN): how many, and the oldest. */
 static bool is_waiting(uint32_t state)
 {
         return state == THR_WAIT_WAITING || state == THR_WAIT_HEAD;
-}
-
-static uint32_t scan_waiters(const struct shm_map *m, uint64_t off, uint32_t gen,
-                             struct waiter *head)
-{
-        struct thr_reader *rec = shm_at(m->base, m->g.reader_off);
-        uint32_t n = 0;
-        *head = (struct waiter){.ticket = UINT64_MAX};
-        for (uint32_t i = 0; i < m->g.reader_count; i++) {
-                struct thr_reader *r = &rec[i];
-                uint64_t o1 = atomic_load_explicit(&r->owner, memory_order_acquire);
-                if (!o1 || atomic_load_explicit(&r->wait_slot, memory_order_relaxed) != off ||
-                    atomic_load_explicit(&r->wait_gen, memory_order_relaxed) != gen ||
-                    !is_waiting(atomic_load_explicit(&r->wait_state, memory_order_relaxed)))
-                        continue;
-                uint64_t t = atomic_load_explicit(&r->wait_ticket, memory_order_relaxed);
-                if (atomic_load_explicit(&r->owner, memory_order_acquire) != o1 ||
-                    shm_reader_gone(m->fd, r, i) != 0)
-                        continue; /* reused meanwhile, or its thread is dead */
-                n++;
-                if (n == 1 || shm_ticket_before(t, head->ticket))
-                        *head = (struct waiter){i, o1, t};
-        }
-        return n;
 }
 
 void shm_sem_serve(const struct shm_map *m, const struct thr_params *p, struct thr_slot *s,
@@ -238,8 +207,8 @@ void shm_sem_serve(const struct shm_map *m, const struct thr_params *p, struct t
          * records (a rewritten waiter whose grants expire at once, or whose state flips back to
          * WAITING, cannot hold the lock for ever); a grant taken back counts too */
         for (uint64_t granted = 0; scan && granted <= p->leases; granted++) {
-                struct waiter w;
-                uint32_t n = scan_waiters(m, off, sgen, &w);
+                struct shm_waiter w;
+                uint32_t n = shm_waiters_scan(m, off, sgen, &w);
                 out->waiters = n;
                 out->head_ticket = n ? shm_ticket48(w.ticket >> 16) : UINT64_MAX;
                 out->head_idx = n ? w.idx : UINT32_MAX;

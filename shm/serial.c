@@ -52,25 +52,19 @@ static bool owner_alive(const struct shm_map *m, struct thr_reader *r, uint32_t 
         return shm_reader_gone(m->fd, r, idx) == 0;
 }
 
-/* A queued waiter found in the reader records. */
-struct waiter {
-        uint32_t idx;
-        uint64_t token, ticket;
-};
-
-/* The live waiters of slot OFF (generation GEN): how many, and the one with the lowest ticket. */
-static uint32_t scan_waiters(const struct shm_map *m, uint64_t off, uint32_t gen,
-                             struct waiter *head)
+uint32_t shm_waiters_scan(const struct shm_map *m, uint64_t off, uint32_t gen,
+                          struct shm_waiter *head)
 {
         struct thr_reader *rec = shm_at(m->base, m->g.reader_off);
         uint32_t n = 0;
-        *head = (struct waiter){.ticket = UINT64_MAX};
+        *head = (struct shm_waiter){.ticket = UINT64_MAX};
         for (uint32_t i = 0; i < m->g.reader_count; i++) {
                 struct thr_reader *r = &rec[i];
                 uint64_t o1 = atomic_load_explicit(&r->owner, memory_order_acquire);
+                uint32_t st = atomic_load_explicit(&r->wait_state, memory_order_relaxed);
                 if (!o1 || atomic_load_explicit(&r->wait_slot, memory_order_relaxed) != off ||
                     atomic_load_explicit(&r->wait_gen, memory_order_relaxed) != gen ||
-                    atomic_load_explicit(&r->wait_state, memory_order_relaxed) != THR_WAIT_WAITING)
+                    (st != THR_WAIT_WAITING && st != THR_WAIT_HEAD))
                         continue;
                 uint64_t t = atomic_load_explicit(&r->wait_ticket, memory_order_relaxed);
                 if (atomic_load_explicit(&r->owner, memory_order_acquire) != o1 ||
@@ -78,7 +72,7 @@ static uint32_t scan_waiters(const struct shm_map *m, uint64_t off, uint32_t gen
                         continue; /* reused meanwhile, or its thread is dead */
                 n++;
                 if (n == 1 || shm_ticket_before(t, head->ticket))
-                        *head = (struct waiter){i, o1, t};
+                        *head = (struct shm_waiter){i, o1, t};
         }
         return n;
 }
@@ -111,8 +105,8 @@ void shm_serial_serve(const struct shm_map *m, const struct thr_table *tb,
                 }
         }
         for (int attempt = 0;; attempt++) {
-                struct waiter w;
-                uint32_t n = scan_waiters(m, off, gen, &w);
+                struct shm_waiter w;
+                uint32_t n = shm_waiters_scan(m, off, gen, &w);
                 out->waiters = n;
                 out->head_ticket = w.ticket == UINT64_MAX ? UINT64_MAX : w.ticket >> 16;
                 if (out->held || !n || attempt == 4)

@@ -88,6 +88,21 @@ void shm_serial_complete(const struct thr_params *p, struct thr_slot *s, void *a
 /* Whether a serialized key has a holder or queued waiters (it may not be evicted). */
 bool shm_serial_pinned(const void *aux);
 
+/* A queued waiter, as found in the reader records. */
+struct shm_waiter {
+        uint32_t idx; /* its reader record */
+        uint64_t token, ticket;
+};
+
+/*
+ * shm_waiters_scan - the live waiters for slot OFF (generation GEN) of M, a serialized window's
+ * or a semaphore's (state WAITING or HEAD): how many, and in *HEAD the one with the lowest ticket
+ * (wrap-around order). A record reused meanwhile, or whose thread is dead, is not counted. Under
+ * the key's shard lock; one liveness test (fcntl) a waiter.
+ */
+uint32_t shm_waiters_scan(const struct shm_map *m, uint64_t off, uint32_t gen,
+                          struct shm_waiter *head);
+
 /* The ticket word of a waiter: FIFO place (the ticket's low 48 bits) and cost. */
 static inline uint64_t shm_wait_ticket(uint64_t ticket, uint64_t cost)
 {

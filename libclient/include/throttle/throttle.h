@@ -243,8 +243,8 @@ int thr_serial_end(struct thr_hold *hold);
  * new key), -EOPNOTSUPP (not a semaphore limiter), -EIDRM, -EINVAL, -ENAMETOOLONG, -EUSERS.
  * Thread-safe; not async-signal-safe; not a cancellation point.
  */
-int thr_sem_acquire(thr_limiter *lim, const void *key, size_t len, uint32_t amount,
-                    uint64_t ttl_ns, uint64_t timeout_ns, struct thr_lease *lease);
+int thr_sem_acquire(thr_limiter *lim, const void *key, size_t len, uint32_t amount, uint64_t ttl_ns,
+                    uint64_t timeout_ns, struct thr_lease *lease);
 
 /*
  * thr_sem_try - thr_sem_acquire that never waits for units: 0, or -EAGAIN when AMOUNT does not
