@@ -181,12 +181,12 @@ static int foreign_keys(struct parse *p, const struct shm_limiter_spec *l,
                 int key, kinds;
         } only[] = {{LK_RATE, G},   {LK_BURST, G},     {LK_INITIAL, G},         {LK_LIMIT, W},
                     {LK_WINDOW, W}, {LK_SERIALIZE, W}, {LK_MAX_RESERVE, G | W}, {LK_MAX, S},
-                    {LK_LEASES, S}};
+                    {LK_LEASES, S}, {LK_LEVEL, S}};
         int mine = l->kind == THR_KIND_WINDOW ? W : l->kind == THR_KIND_SEMAPHORE ? S : G;
         static const char *const takes[] = {
             [G] = "a GCRA limiter takes rate (and burst, initial)",
             [W] = "a window limiter takes limit and window (e.g. limit = 1000, window = 2s)",
-            [S] = "a semaphore limiter takes max and leases_per_key (e.g. max = 42)"};
+            [S] = "a semaphore limiter takes max, leases_per_key and level (e.g. max = 42)"};
         int bad = 0;
         for (size_t k = 0; k < sizeof(only) / sizeof(only[0]); k++) {
                 if (!ln->at[only[k].key] || (only[k].kinds & mine))

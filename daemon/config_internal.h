@@ -26,6 +26,7 @@ enum {
         LK_SERIALIZE,
         LK_MAX,
         LK_LEASES,
+        LK_LEVEL,
         LK_COUNT
 };
 

@@ -495,4 +495,5 @@ const struct config_key config_limiter_keys[] = {
     [LK_SERIALIZE] = {"serialize", set_bool, LIM(serialize), 0, 0},
     [LK_MAX] = {"max", set_u64, LIM(rate_n), 1, THR_SEM_MAX},
     [LK_LEASES] = {"leases_per_key", set_u64, LIM(leases), 1, THR_SEM_LEASES_MAX},
+    [LK_LEVEL] = {"level", set_u64, LIM(level), 0, THR_SEM_LEVELS - 1},
     [LK_COUNT] = {NULL, NULL, 0, 0, 0}};

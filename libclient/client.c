@@ -219,7 +219,7 @@ params_pin(const thr_limiter *l, const struct thr_params *p, uint32_t kind, bool
                 return NULL;
         if (kind == THR_KIND_SEMAPHORE)
                 return serial && copy->leases && copy->leases <= l->sem_leases && copy->rate_n &&
-                               copy->rate_n <= THR_SEM_MAX
+                               copy->rate_n <= THR_SEM_MAX && copy->level < THR_SEM_LEVELS
                            ? copy
                            : NULL;
         return kind == THR_KIND_WINDOW && copy->rate_n && copy->rate_n <= l->win_n &&
@@ -758,6 +758,26 @@ int thr_op_locate(thr_limiter *l, const void *key, size_t len, struct thr_reserv
         if (rc == 0 && !out->slot)
                 rc = -ENOSPC;
         return rc;
+}
+
+/* Declared in client_internal.h. */
+int thr_op_find(thr_limiter *l, const void *key, size_t len, struct thr_reservation_priv *out)
+{
+        const struct req rq = {.mode = OP_TRY, .locate = true};
+        struct thr_params pc;
+        struct op o = {.pc = &pc}; /* not the hot path: zeroed (gcc's -Wmaybe-uninitialized) */
+        *out = (struct thr_reservation_priv){0};
+        int rc = op_begin(&o, l, key, len, &rq);
+        if (rc < 0)
+                return rc;
+        if (o.slot)
+                *out = (struct thr_reservation_priv){.slot = o.slot,
+                                                     .lim = o.l,
+                                                     .gen = (thr_forkpage->gen << 32) |
+                                                            THR_META_GEN(o.meta),
+                                                     .kind = o.kind};
+        thr_reader_exit(o.r, o.outer);
+        return o.slot ? 0 : -ENOENT;
 }
 
 /* A semaphore limiter's record, even retired (a lease taken before a reload removed the

@@ -46,6 +46,25 @@ static inline struct thr_reservation_priv *thr_rv_priv(struct thr_reservation *r
 int thr_op_locate(thr_limiter *l, const void *key, size_t len, struct thr_reservation_priv *out);
 const struct thr_params *thr_lim_record(const thr_limiter *l, struct thr_params *copy);
 const struct thr_params *thr_sem_record(const thr_limiter *l, struct thr_params *copy);
+/* Lookup only: KEY's live slot in L (OUT's slot, lim, gen as thr_op_locate), or -ENOENT. */
+int thr_op_find(thr_limiter *l, const void *key, size_t len, struct thr_reservation_priv *out);
+
+/* Who a lease is for, when not the calling process (sem.c, for peer.c): a peer's record. */
+struct thr_sem_holder {
+        uint64_t token;
+        uint32_t idx;
+        uint32_t level; /* the limiter's level, as the peer checked it (kept in the lease) */
+};
+/* sem.c: acquire (WAIT: up to TIMEOUT_NS) or try AMOUNT of KEY for the peer HD; resize a lease
+ * held (more only if it fits now and nobody is queued). The caller disabled cancellation. */
+int thr_sem_acquire_as(thr_limiter *l, const void *key, size_t len, const struct thr_sem_holder *hd,
+                       uint32_t amount, uint64_t timeout_ns, bool wait, struct thr_lease *lease);
+int thr_sem_resize(struct thr_lease *lease, uint32_t amount);
+/* reader.c: a reader record of its own for a peer of A (claimed like a thread's, kept until
+ * thr_peer_free_record or the arena's close), and giving it back. 0 or -errno. */
+int thr_peer_claim_record(thr_arena *a, uint32_t *idx, uint64_t *token);
+void thr_peer_free_record(thr_arena *a, uint32_t idx, uint64_t token);
+
 /* reader.c: this process's lease record for A (claimed at its first lease, kept until the arena
  * is closed or the process ends): its index and owner token. 0 or -errno. */
 int thr_lease_holder(thr_arena *a, uint32_t *idx, uint64_t *token);
@@ -74,6 +93,7 @@ struct thr_lease_priv {
         uint64_t gen;      /* the lease's generation */
         uint32_t slot_gen; /* the slot's generation */
         uint32_t idx;      /* the lease record */
+        uint64_t holder;   /* a peer's lease: the peer's token (peer.c); 0: the process's */
 };
 static_assert(sizeof(struct thr_lease_priv) <= sizeof(((struct thr_lease *)0)->priv),
               "the private part of a lease fits its public room");

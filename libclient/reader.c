@@ -240,6 +240,7 @@ static void release_record(thr_arena *a, uint32_t idx)
         atomic_store_explicit(&r->tid, 0, memory_order_relaxed);
         atomic_store_explicit(&r->wait_state, THR_WAIT_NONE, memory_order_relaxed); /* serial.h */
         atomic_store_explicit(&r->wait_slot, 0, memory_order_relaxed);
+        atomic_store_explicit(&r->peer_expires, 0, memory_order_relaxed); /* peer.h */
         atomic_store_explicit(&r->owner, 0, memory_order_release);
         if (a->lockfd >= 0 && a->lockfd_gen == thr_forkpage->gen)
                 shm_reader_unlock(a->lockfd, idx); /* after the owner word is clear */
@@ -424,6 +425,11 @@ static int claim_record(thr_arena *a, uint32_t *idx)
                 atomic_store_explicit(&rec[i].wait_state, THR_WAIT_NONE, memory_order_relaxed);
                 atomic_store_explicit(&rec[i].wait_slot, 0, memory_order_relaxed);
                 atomic_store_explicit(&rec[i].wait_gen, 0, memory_order_relaxed);
+                atomic_store_explicit(&rec[i].wait_flags, 0, memory_order_relaxed);
+                /* not a peer unless made one (peer.c) */
+                atomic_store_explicit(&rec[i].peer_expires, 0, memory_order_relaxed);
+                atomic_store_explicit(&rec[i].peer_levels, 0, memory_order_relaxed);
+                atomic_store_explicit(&rec[i].peer_pending, 0, memory_order_relaxed);
                 atomic_store_explicit(&rec[i].wait_ticket, 0, memory_order_release);
                 a->claimed[a->nclaimed++] = i;
                 a->claimed_gen = thr_forkpage->gen;
@@ -468,6 +474,37 @@ int thr_lease_holder(thr_arena *a, uint32_t *idx, uint64_t *token)
         *token = a->lease_token;
         registry_unlock(old);
         return rc;
+}
+
+/* Declared in client_internal.h. */
+int thr_peer_claim_record(thr_arena *a, uint32_t *idx, uint64_t *token)
+{
+        int old, rc;
+        registry_lock(&old);
+        if (thr_forkpage->gen == 0)
+                forkpage_renew(); /* the first registration since a fork */
+        rc = process_check(a);
+        if (rc == 0)
+                rc = claim_record(a, idx);
+        if (rc == 0)
+                *token = atomic_load_explicit(&record(a, *idx)->owner, memory_order_relaxed);
+        registry_unlock(old);
+        return rc;
+}
+
+/* Declared in client_internal.h: given back only if still this process's claim with TOKEN (the
+ * arena's close may have given it back already). */
+void thr_peer_free_record(thr_arena *a, uint32_t idx, uint64_t token)
+{
+        int old;
+        registry_lock(&old);
+        bool mine = false;
+        if (a->claimed_gen == thr_forkpage->gen && thr_forkpage->gen)
+                for (uint32_t i = 0; i < a->nclaimed; i++)
+                        mine |= a->claimed[i] == idx;
+        if (mine && atomic_load_explicit(&record(a, idx)->owner, memory_order_relaxed) == token)
+                release_record(a, idx);
+        registry_unlock(old);
 }
 
 static struct thr_tls *tls_get(void)

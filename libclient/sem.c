@@ -166,6 +166,9 @@ static int enqueue(struct sop *o, const struct shm_sem_ask *ask, uint64_t *room_
         atomic_store_explicit(&r->wait_holder, ask->holder, memory_order_relaxed);
         atomic_store_explicit(&r->wait_holder_idx, ask->holder_idx, memory_order_relaxed);
         atomic_store_explicit(&r->wait_lease_gen, 0, memory_order_relaxed);
+        atomic_store_explicit(&r->wait_flags, (ask->flags & THR_LEASE_PEER) | ask->level << 8,
+                              memory_order_relaxed);
+        atomic_store_explicit(&r->wait_since, arena_now(o), memory_order_relaxed);
         atomic_store_explicit(&r->wait_state, THR_WAIT_WAITING, memory_order_release);
         atomic_fetch_add_explicit(&h->waiters, 1, memory_order_relaxed); /* so the serve scans */
         return serve(o, arena_now(o), SHM_SEM_TRUST, room_at);
@@ -265,15 +268,20 @@ static int wait_grant(struct sop *o, uint64_t deadline, uint64_t room_at)
 }
 
 /* Fill LEASE for record IDX, generation GEN of O's key, granted at NOW to a call made at T0. */
-static void lease_fill(const struct sop *o, struct thr_lease *lease, uint32_t amount, uint32_t idx,
-                       uint64_t gen, uint64_t t0, uint64_t now)
+static void lease_fill(const struct sop *o, const struct shm_sem_ask *ask, struct thr_lease *lease,
+                       uint32_t idx, uint64_t gen, uint64_t t0, uint64_t now)
 {
         struct thr_lease_rec *rec = shm_sem_lease(sop_aux(o), idx);
-        lease->expires_ns = atomic_load_explicit(&rec->expires_ns, memory_order_relaxed);
-        lease->amount = amount;
+        lease->expires_ns = shm_sem_expiry(&o->a->map, rec, now, false);
+        lease->amount = ask->amount;
         lease->waited_ns = now > t0 ? now - t0 : 0;
-        *thr_lease_priv(lease) = (struct thr_lease_priv){
-            .slot = o->slot, .lim = o->l, .gen = gen, .slot_gen = o->gen, .idx = idx};
+        *thr_lease_priv(lease) =
+            (struct thr_lease_priv){.slot = o->slot,
+                                    .lim = o->l,
+                                    .gen = gen,
+                                    .slot_gen = o->gen,
+                                    .idx = idx,
+                                    .holder = ask->flags & THR_LEASE_PEER ? ask->holder : 0};
 }
 
 /* One attempt on the slot found, at NOW0: 0, GRANTED-by-queue handled inside, or -errno
@@ -293,16 +301,16 @@ static int acquire_on(struct sop *o, const struct shm_sem_ask *ask, uint64_t t0,
         uint64_t now = arena_now(o);
         uint32_t idx;
         uint64_t gen;
-        rc = shm_sem_take(o->p, sop_aux(o), ask, now, &idx, &gen);
+        rc = shm_sem_take(&o->a->map, o->p, sop_aux(o), ask, now, &idx, &gen);
         if (rc != 0 && !wait) {
                 /* before saying no: reclaim what dead holders held, serve those queued */
                 struct shm_sem_serve sv;
                 shm_sem_serve(&o->a->map, o->p, o->slot, sop_aux(o), now, SHM_SEM_LIVENESS, o->idx,
                               &sv);
-                rc = shm_sem_take(o->p, sop_aux(o), ask, now, &idx, &gen);
+                rc = shm_sem_take(&o->a->map, o->p, sop_aux(o), ask, now, &idx, &gen);
         }
         if (rc == 0) {
-                lease_fill(o, lease, ask->amount, idx, gen, t0, now);
+                lease_fill(o, ask, lease, idx, gen, t0, now);
                 sop_unlock(o, now);
                 return 0;
         }
@@ -324,7 +332,7 @@ static int acquire_on(struct sop *o, const struct shm_sem_ask *ask, uint64_t t0,
         idx = atomic_load_explicit(&o->r->wait_lease_idx, memory_order_relaxed);
         gen = atomic_load_explicit(&o->r->wait_lease_gen, memory_order_relaxed);
         wait_clear(o->r);
-        lease_fill(o, lease, ask->amount, idx, gen, t0, arena_now(o));
+        lease_fill(o, ask, lease, idx, gen, t0, arena_now(o));
         return 0;
 }
 
@@ -336,8 +344,9 @@ static int not_semaphore(const thr_limiter *l)
         return -EOPNOTSUPP;
 }
 
-static int sem_acquire(thr_limiter *l, const void *key, size_t len, uint32_t amount,
-                       uint64_t ttl_ns, uint64_t timeout_ns, bool wait, struct thr_lease *lease)
+static int sem_acquire(thr_limiter *l, const void *key, size_t len, const struct thr_sem_holder *hd,
+                       uint32_t amount, uint64_t ttl_ns, uint64_t timeout_ns, bool wait,
+                       struct thr_lease *lease)
 {
         struct sop o = {.l = l, .a = l->a};
         const struct thr_params *p = thr_sem_record(l, &o.pc);
@@ -360,9 +369,17 @@ static int sem_acquire(thr_limiter *l, const void *key, size_t len, uint32_t amo
                                   /* the thread's record has them: no syscall */
                                   .pid = atomic_load_explicit(&o.r->pid, memory_order_relaxed),
                                   .tid = atomic_load_explicit(&o.r->tid, memory_order_relaxed)};
-        rc = thr_lease_holder(o.a, &ask.holder_idx, &ask.holder);
-        if (rc < 0)
-                return rc;
+        if (hd) { /* a peer's lease (peer.c): its record is the holder */
+                ask.holder = hd->token;
+                ask.holder_idx = hd->idx;
+                ask.flags = THR_LEASE_PEER;
+                ask.level = hd->level;
+                ask.ttl_ns = 1; /* unused: the peer's expiry is the lease's */
+        } else {
+                rc = thr_lease_holder(o.a, &ask.holder_idx, &ask.holder);
+                if (rc < 0)
+                        return rc;
+        }
         uint64_t t0 = arena_now(&o);
         uint64_t deadline = timeout_ns > UINT64_MAX - t0 ? UINT64_MAX : t0 + timeout_ns;
         o.p = p; /* for the first lock's wait; sop_lock reads it again under the lock */
@@ -391,9 +408,18 @@ static int acquire_entry(thr_limiter *l, const void *key, size_t len, uint32_t a
                 return -ENAMETOOLONG;
         int old;
         pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
-        int rc = sem_acquire(l, key, len, amount, ttl_ns, timeout_ns, wait, lease);
+        int rc = sem_acquire(l, key, len, NULL, amount, ttl_ns, timeout_ns, wait, lease);
         pthread_setcancelstate(old, NULL);
         return rc;
+}
+
+/* Declared in client_internal.h: the caller (peer.c) checked the arguments and disabled
+ * cancellation. */
+int thr_sem_acquire_as(thr_limiter *l, const void *key, size_t len, const struct thr_sem_holder *hd,
+                       uint32_t amount, uint64_t timeout_ns, bool wait, struct thr_lease *lease)
+{
+        *thr_lease_priv(lease) = (struct thr_lease_priv){0};
+        return sem_acquire(l, key, len, hd, amount, 1, timeout_ns, wait, lease);
 }
 
 int thr_sem_acquire(thr_limiter *l, const void *key, size_t len, uint32_t amount, uint64_t ttl_ns,
@@ -408,8 +434,9 @@ int thr_sem_try(thr_limiter *l, const void *key, size_t len, uint32_t amount, ui
         return acquire_entry(l, key, len, amount, ttl_ns, 0, false, lease);
 }
 
-/* Heartbeat (TTL_NS) or release (TTL_NS 0) of the lease LP, under its key's lock. */
-static int lease_op(struct thr_lease_priv *lp, uint64_t ttl_ns, uint64_t *expires)
+/* Heartbeat (TTL_NS), release (TTL_NS 0) or resize (AMOUNT, not 0) of the lease LP, under its
+ * key's lock. */
+static int lease_op(struct thr_lease_priv *lp, uint64_t ttl_ns, uint32_t amount, uint64_t *expires)
 {
         struct sop o = {
             .l = lp->lim,
@@ -436,16 +463,20 @@ static int lease_op(struct thr_lease_priv *lp, uint64_t ttl_ns, uint64_t *expire
          * or not anyone had reclaimed it yet */
         /* the leases this process holds name its lease record's token; a fork child's copy of
          * its parent's handle names the parent's (the child has its own record, or none) */
+        /* a peer's lease names its peer (peer.c refuses another process's peer handle) */
         uint64_t holder =
-            atomic_load_explicit(&o.a->lease_gen, memory_order_acquire) == thr_forkpage->gen
+            lp->holder ? lp->holder
+            : atomic_load_explicit(&o.a->lease_gen, memory_order_acquire) == thr_forkpage->gen
                 ? o.a->lease_token
                 : 0;
-        if (ttl_ns) {
+        if (amount) {
+                rc = shm_sem_resize(&o.a->map, o.p, aux, lp->idx, lp->gen, holder, now, amount);
+        } else if (ttl_ns) {
                 uint64_t t = ttl_ns > THR_HORIZON_NS ? THR_HORIZON_NS : ttl_ns;
-                rc = shm_sem_extend(o.p, aux, lp->idx, lp->gen, holder, now, now + t);
+                rc = shm_sem_extend(&o.a->map, o.p, aux, lp->idx, lp->gen, holder, now, now + t);
                 *expires = now + t;
         } else {
-                rc = shm_sem_release(o.p, aux, lp->idx, lp->gen, holder, now);
+                rc = shm_sem_release(&o.a->map, o.p, aux, lp->idx, lp->gen, holder, now);
         }
         if (atomic_load_explicit(&shm_sem(aux)->waiters, memory_order_relaxed)) {
                 struct shm_sem_serve sv; /* the oldest queued that now fit */
@@ -478,7 +509,7 @@ static int lease_entry(struct thr_lease *lease, uint64_t ttl_ns)
         int old;
         pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
         uint64_t expires = 0;
-        int rc = lease_op(&lp, ttl_ns, &expires);
+        int rc = lease_op(&lp, ttl_ns, 0, &expires);
         pthread_setcancelstate(old, NULL);
         if (ttl_ns && rc == 0)
                 lease->expires_ns = expires;
@@ -497,4 +528,81 @@ int thr_sem_heartbeat(struct thr_lease *lease, uint64_t ttl_ns)
 int thr_sem_release(struct thr_lease *lease)
 {
         return lease_entry(lease, 0);
+}
+
+/* Declared in client_internal.h: the caller (peer.c) disabled cancellation. */
+int thr_sem_resize(struct thr_lease *lease, uint32_t amount)
+{
+        struct thr_lease_priv lp = *thr_lease_priv(lease);
+        if (!lp.slot || !lp.lim || !slot_of(lp.lim, lp.slot) || amount == 0)
+                return -EINVAL;
+        uint64_t ignored;
+        int rc = lease_op(&lp, 0, amount, &ignored);
+        if (rc == 0)
+                lease->amount = amount;
+        return rc;
+}
+
+int thr_sem_stat(thr_limiter *l, const void *key, size_t len, struct thr_sem_stat *st)
+{
+        if (!l || !st)
+                return -EINVAL;
+        struct sop o = {.l = l, .a = l->a};
+        const struct thr_params *p = thr_sem_record(l, &o.pc);
+        if (!p || atomic_load_explicit(&l->de->state, memory_order_acquire) != THR_DIR_LIVE)
+                return not_semaphore(l);
+        *st = (struct thr_sem_stat){
+            .max = p->rate_n, .remainder = (int64_t)p->rate_n, .level = p->level};
+        int old;
+        pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
+        int rc = 0;
+        for (int tries = 0; tries < 8; tries++) {
+                struct thr_reservation_priv loc;
+                rc = thr_op_find(l, key, len, &loc);
+                if (rc == -ENOENT) { /* no such key: it holds nothing */
+                        rc = 0;
+                        break;
+                }
+                if (rc < 0)
+                        break;
+                o.r = thr_reader_get(o.a, &rc);
+                if (!o.r)
+                        break;
+                struct thr_reader *rec0 = shm_at(o.a->map.base, o.a->map.g.reader_off);
+                o.idx = (uint32_t)(o.r - rec0);
+                o.token = atomic_load_explicit(&o.r->owner, memory_order_relaxed);
+                o.me = shm_lock_client(o.idx, o.token);
+                o.slot = (struct thr_slot *)loc.slot;
+                o.gen = (uint32_t)loc.gen;
+                rc = sop_lock(&o, THR_LOCK_WAIT_MAX_NS);
+                if (rc == -ESTALE)
+                        continue; /* evicted meanwhile: look it up again */
+                if (rc < 0)
+                        break;
+                uint64_t now = arena_now(&o);
+                void *aux = sop_aux(&o);
+                /* exact: expired leases and those of dead peers or processes (by their records'
+                 * owners, no syscall) are reclaimed first, and the queue served */
+                struct shm_sem_serve sv;
+                shm_sem_serve(&o.a->map, o.p, o.slot, aux, now, SHM_SEM_OWNERS, UINT32_MAX, &sv);
+                struct shm_sem_pend pd;
+                shm_sem_pending(&o.a->map, o.slot, now, &pd);
+                uint64_t held = atomic_load_explicit(&shm_sem(aux)->held, memory_order_relaxed);
+                *st = (struct thr_sem_stat){
+                    .max = o.p->rate_n,
+                    .held = held,
+                    .remainder = (int64_t)o.p->rate_n - (int64_t)held,
+                    .leases = atomic_load_explicit(&shm_sem(aux)->leases, memory_order_relaxed),
+                    .pending = pd.waiters,
+                    .pending_units = pd.units,
+                    .longest_pending_ns = pd.longest_ns,
+                    .level = o.p->level};
+                if (sv.freed || sv.grant_idx != UINT32_MAX)
+                        sop_unlock(&o, now); /* a change: the key's last one, for idleness */
+                else
+                        shm_shard_unlock(&o.pr, o.me); /* looking is not using */
+                break;
+        }
+        pthread_setcancelstate(old, NULL);
+        return rc;
 }

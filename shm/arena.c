@@ -198,7 +198,7 @@ static bool sem_ok(const struct thr_params *p)
         return p->k == 1 && p->t_units == 1 && p->rate_n >= 1 && p->rate_n <= THR_SEM_MAX &&
                p->burst == p->rate_n && p->initial == p->rate_n && p->bt_units == 0 &&
                p->period_ns == 0 && p->max_reserve_units == 0 && p->flags == 0 && p->leases >= 1 &&
-               p->leases <= THR_SEM_LEASES_MAX;
+               p->leases <= THR_SEM_LEASES_MAX && p->level < THR_SEM_LEVELS;
 }
 
 static bool gcra_ok(const struct thr_params *p)

@@ -26,6 +26,7 @@ struct shm_limiter_spec {
         uint64_t lock_wait_ns;   /* a new key's insert waits this long for a live holder of its
                                   * shard's lock, then on_full applies; 0: THR_LOCK_WAIT_NS */
         uint64_t leases;         /* semaphore: lease records per key (rate_n is its max) */
+        uint64_t level;          /* semaphore: lock level, 0 to THR_SEM_LEVELS - 1 (peer.h) */
 };
 
 struct shm_arena_spec {

@@ -96,7 +96,7 @@
 #include <stdint.h>
 
 #define THR_MAGIC          0x414e455241524854ull /* "THRARENA" little-endian */
-#define THR_LAYOUT_MAJOR   6u
+#define THR_LAYOUT_MAJOR   7u
 #define THR_LAYOUT_MINOR   0u
 #define THR_HDR_SIZE       4096u
 #define THR_NAME_MAX       63u  /* arena and limiter names, without the NUL */
@@ -149,6 +149,7 @@ enum thr_limiter_kind { THR_KIND_GCRA = 1, THR_KIND_WINDOW = 2, THR_KIND_SEMAPHO
 #define THR_SEM_LEASES_DEFAULT 8u     /* leases_per_key unless configured */
 #define THR_SEM_HDR            64u    /* bytes before a key's lease records: struct thr_sem */
 #define THR_LEASE_SIZE         64u
+#define THR_SEM_LEVELS         64u /* lock levels 0..63: a peer's levels are one word's bits */
 
 /* thr_reader.wait_state: the futex word a waiter for a serialized key sleeps on (serial.h) */
 enum thr_wait_state {
@@ -254,7 +255,9 @@ struct thr_params {
         uint64_t lock_wait_ns;      /* how long a new key's insert waits for a live holder of its
                                      * shard's lock before on_full applies; 0: THR_LOCK_WAIT_NS */
         uint64_t leases;            /* kind = THR_KIND_SEMAPHORE: lease records per key; else 0 */
-        uint64_t reserved[2];
+        uint64_t level;             /* kind = THR_KIND_SEMAPHORE: its lock level (peers acquire
+                                     * downwards only, peer.h), < THR_SEM_LEVELS; else 0 */
+        uint64_t reserved;
         /* kind = THR_KIND_SEMAPHORE reuses: rate_n = burst = initial = max; period_ns = 0; k = 1,
          * t_units = 1 (times are ns), bt_units = 0; max_reserve_units = the longest lease ttl, ns.
          * kind = THR_KIND_WINDOW reuses: rate_n = N units per period_ns = W ns; burst = initial =
@@ -344,7 +347,13 @@ struct thr_reader {
         _Atomic uint32_t wait_holder_idx; /* ... and its index: the lease's holder */
         _Atomic uint32_t wait_lease_idx;  /* the lease record granted */
         _Atomic uint64_t wait_lease_gen;  /* and its generation */
-        uint8_t pad[THR_READER_SIZE - 152];
+        _Atomic uint64_t wait_since;      /* arena ns the wait began (the longest pending) */
+        _Atomic uint32_t wait_flags;      /* THR_LEASE_PEER | level << 8: the lease asked for */
+        /* a peer's record (peer.h): a holder of leases with one expiry, apart from any thread */
+        _Atomic uint32_t peer_pending; /* its acquires queued now (informational) */
+        _Atomic uint64_t peer_expires; /* arena ns its leases expire at; 0: not a live peer */
+        _Atomic uint64_t peer_levels;  /* bit L: it holds, or waits for, a lock at level L */
+        uint8_t pad[THR_READER_SIZE - 184];
 };
 
 /*
@@ -392,8 +401,13 @@ struct thr_lease_rec {
         _Atomic uint64_t expires_ns;  /* arena ns: reclaimable from then on */
         _Atomic uint64_t pid;         /* informational: the holder's pid and thread id */
         _Atomic uint64_t tid;
-        uint64_t pad;
+        _Atomic uint32_t flags; /* THR_LEASE_PEER: it lasts as long as its holder, a peer */
+        _Atomic uint32_t level; /* the limiter's lock level when it was granted */
 };
+
+/* thr_lease_rec.flags: the lease expires with its holder, a peer (peer.h); its own expires_ns is
+ * not read */
+#define THR_LEASE_PEER 1u
 
 static_assert(sizeof(struct thr_sem) == THR_SEM_HDR, "semaphore header size");
 static_assert(sizeof(struct thr_lease_rec) == THR_LEASE_SIZE, "lease record size");

@@ -129,6 +129,11 @@ static int sem_make(const struct shm_limiter_spec *s, uint64_t gen, struct thr_p
         out->max_reserve_units = 0;
         out->flags = 0;
         out->leases = s->leases;
+        if (s->level >= THR_SEM_LEVELS)
+                return fail(err, errlen, -EINVAL, s->name,
+                            "level must be 0 to %u (got %" PRIu64 ")", THR_SEM_LEVELS - 1,
+                            s->level);
+        out->level = s->level;
         return 0;
 }
 

@@ -12,6 +12,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "peer.h"
 #include "readers.h"
 #include "sem.h"
 #include "serial.h"
@@ -42,6 +43,16 @@ bool shm_sem_holder_gone(const struct shm_map *m, const struct thr_lease_rec *r,
         return check == SHM_SEM_LIVENESS && shm_reader_gone(m->fd, rd, idx) == 1;
 }
 
+uint64_t shm_sem_expiry(const struct shm_map *m, const struct thr_lease_rec *r, uint64_t now,
+                        bool kill)
+{
+        if (!(atomic_load_explicit(&r->flags, memory_order_relaxed) & THR_LEASE_PEER))
+                return atomic_load_explicit(&r->expires_ns, memory_order_relaxed);
+        return shm_peer_expiry(m, atomic_load_explicit(&r->holder, memory_order_relaxed),
+                               atomic_load_explicit(&r->holder_idx, memory_order_relaxed), now,
+                               kill);
+}
+
 static void clear(struct thr_lease_rec *r)
 {
         atomic_store_explicit(&r->gen, 0, memory_order_release);
@@ -57,13 +68,13 @@ static uint64_t sweep(const struct shm_map *m, int check, const struct thr_param
  * over after a death and sees any of them sees the mark). end() clears it when the sums agree
  * with the records again.
  */
-static void begin(const struct thr_params *p, void *aux, uint64_t now)
+static void begin(const struct shm_map *m, const struct thr_params *p, void *aux, uint64_t now)
 {
         struct thr_sem *h = shm_sem(aux);
         if (atomic_load_explicit(&h->dirty, memory_order_relaxed)) {
                 uint32_t free_idx, freed = 0;
                 uint64_t first;
-                sweep(NULL, SHM_SEM_TRUST, p, aux, now, &free_idx, &first, &freed);
+                sweep(m, SHM_SEM_TRUST, p, aux, now, &free_idx, &first, &freed);
         }
         atomic_store_explicit(&h->dirty, 1, memory_order_relaxed);
         atomic_thread_fence(memory_order_release);
@@ -84,7 +95,8 @@ static uint32_t first_free(const struct thr_params *p, void *aux)
 }
 
 /*
- * One pass over the records: clear the expired ones (and, with M, those whose holder is gone),
+ * One pass over the records: clear the expired ones (a peer's: when its peer has expired or is
+ * gone, peer.h), and those whose holder is gone as CHECK judges,
  * recount the header's sums, and find the first free record (*FREE_IDX, or UINT32_MAX). Returns
  * the units held; *FIRST_EXPIRY: the earliest expiry of a lease kept (UINT64_MAX if none).
  */
@@ -103,7 +115,7 @@ static uint64_t sweep(const struct shm_map *m, int check, const struct thr_param
                                 *free_idx = i;
                         continue;
                 }
-                uint64_t exp = atomic_load_explicit(&r->expires_ns, memory_order_relaxed);
+                uint64_t exp = shm_sem_expiry(m, r, now, true);
                 if (exp <= now) {
                         clear(r);
                         atomic_fetch_add_explicit(&h->expired, 1, memory_order_relaxed);
@@ -145,6 +157,10 @@ static uint64_t fill(void *aux, uint32_t i, const struct shm_sem_ask *ask, uint6
         atomic_store_explicit(&r->expires_ns, now + ttl, memory_order_relaxed);
         atomic_store_explicit(&r->pid, ask->pid, memory_order_relaxed);
         atomic_store_explicit(&r->tid, ask->tid, memory_order_relaxed);
+        atomic_store_explicit(&r->flags, ask->flags & THR_LEASE_PEER, memory_order_relaxed);
+        atomic_store_explicit(&r->level, ask->level, memory_order_relaxed);
+        if (ask->flags & THR_LEASE_PEER) /* its peer's expiry, not its own */
+                atomic_store_explicit(&r->expires_ns, UINT64_MAX, memory_order_relaxed);
         atomic_store_explicit(&r->gen, gen, memory_order_release); /* the record is in use */
         atomic_fetch_add_explicit(&h->held, ask->amount > THR_SEM_MAX ? THR_SEM_MAX : ask->amount,
                                   memory_order_relaxed);
@@ -153,13 +169,13 @@ static uint64_t fill(void *aux, uint32_t i, const struct shm_sem_ask *ask, uint6
         return gen;
 }
 
-int shm_sem_take(const struct thr_params *p, void *aux, const struct shm_sem_ask *ask, uint64_t now,
-                 uint32_t *idx, uint64_t *gen)
+int shm_sem_take(const struct shm_map *m, const struct thr_params *p, void *aux,
+                 const struct shm_sem_ask *ask, uint64_t now, uint32_t *idx, uint64_t *gen)
 {
         struct thr_sem *h = shm_sem(aux);
         if (atomic_load_explicit(&h->waiters, memory_order_relaxed) != 0)
                 return -EAGAIN; /* nobody overtakes a queued acquire */
-        begin(p, aux, now);
+        begin(m, p, aux, now);
         /* the sums agree with the records (begin); they may count leases that have expired since,
          * which only a sweep clears: it is made when the sums say no */
         uint64_t held = atomic_load_explicit(&h->held, memory_order_relaxed);
@@ -167,7 +183,7 @@ int shm_sem_take(const struct thr_params *p, void *aux, const struct shm_sem_ask
         if (held + ask->amount > p->rate_n || free_idx == UINT32_MAX) {
                 uint32_t freed = 0;
                 uint64_t first;
-                held = sweep(NULL, SHM_SEM_TRUST, p, aux, now, &free_idx, &first, &freed);
+                held = sweep(m, SHM_SEM_TRUST, p, aux, now, &free_idx, &first, &freed);
         }
         int rc = held + ask->amount > p->rate_n ? -EAGAIN : free_idx == UINT32_MAX ? -ENOBUFS : 0;
         if (rc == 0) {
@@ -196,7 +212,7 @@ void shm_sem_serve(const struct shm_map *m, const struct thr_params *p, struct t
             .grant_idx = UINT32_MAX, .head_idx = UINT32_MAX, .head_ticket = UINT64_MAX};
         uint32_t free_idx;
         uint64_t first;
-        begin(p, aux, now);
+        begin(m, p, aux, now);
         uint64_t held = sweep(m, check, p, aux, now, &free_idx, &first, &out->freed);
         /* the reader records are scanned only when someone may wait: the count is exact after
          * every serve, a new waiter counts itself before its first one, and a waiter's own
@@ -241,7 +257,10 @@ void shm_sem_serve(const struct shm_map *m, const struct thr_params *p, struct t
                         out->room_at = first == UINT64_MAX ? 0 : first;
                         break;
                 }
+                uint32_t wf = atomic_load_explicit(&r->wait_flags, memory_order_relaxed);
                 struct shm_sem_ask ask = {
+                    .flags = wf & THR_LEASE_PEER,
+                    .level = (wf >> 8) % THR_SEM_LEVELS,
                     .holder = atomic_load_explicit(&r->wait_holder, memory_order_relaxed),
                     .holder_idx = atomic_load_explicit(&r->wait_holder_idx, memory_order_relaxed),
                     .amount = (uint32_t)amount,
@@ -302,11 +321,11 @@ static struct thr_lease_rec *lease_of(const struct thr_params *p, void *aux, uin
 }
 
 /* Under the lock: clear lease R and take it out of the sums, as released or as EXPIRED. */
-static void drop(const struct thr_params *p, void *aux, struct thr_lease_rec *r, uint64_t now,
-                 bool expired)
+static void drop(const struct shm_map *m, const struct thr_params *p, void *aux,
+                 struct thr_lease_rec *r, uint64_t now, bool expired)
 {
         struct thr_sem *h = shm_sem(aux);
-        begin(p, aux, now);
+        begin(m, p, aux, now);
         if (atomic_load_explicit(&r->gen, memory_order_relaxed) != 0) { /* begin may have swept */
                 clear(r);
                 uint64_t a = amount_of(r);
@@ -320,32 +339,75 @@ static void drop(const struct thr_params *p, void *aux, struct thr_lease_rec *r,
         end(aux);
 }
 
-int shm_sem_release(const struct thr_params *p, void *aux, uint32_t idx, uint64_t gen,
-                    uint64_t holder, uint64_t now)
+int shm_sem_release(const struct shm_map *m, const struct thr_params *p, void *aux, uint32_t idx,
+                    uint64_t gen, uint64_t holder, uint64_t now)
 {
         struct thr_lease_rec *r = lease_of(p, aux, idx, gen);
         if (!r)
                 return -EKEYEXPIRED;
         if (atomic_load_explicit(&r->holder, memory_order_relaxed) != holder)
                 return -EPERM;
-        bool expired = atomic_load_explicit(&r->expires_ns, memory_order_relaxed) <= now;
-        drop(p, aux, r, now, expired);
+        bool expired = shm_sem_expiry(m, r, now, true) <= now;
+        drop(m, p, aux, r, now, expired);
         return expired ? -EKEYEXPIRED : 0;
 }
 
-int shm_sem_extend(const struct thr_params *p, void *aux, uint32_t idx, uint64_t gen,
-                   uint64_t holder, uint64_t now, uint64_t expires)
+int shm_sem_extend(const struct shm_map *m, const struct thr_params *p, void *aux, uint32_t idx,
+                   uint64_t gen, uint64_t holder, uint64_t now, uint64_t expires)
 {
         struct thr_lease_rec *r = lease_of(p, aux, idx, gen);
         if (!r)
                 return -EKEYEXPIRED;
         if (atomic_load_explicit(&r->holder, memory_order_relaxed) != holder)
                 return -EPERM;
-        if (atomic_load_explicit(&r->expires_ns, memory_order_relaxed) <= now) {
-                drop(p, aux, r, now, true); /* too late: nobody had reclaimed it yet */
+        if (shm_sem_expiry(m, r, now, true) <= now) {
+                drop(m, p, aux, r, now, true); /* too late: nobody had reclaimed it yet */
                 return -EKEYEXPIRED;
         }
+        if (atomic_load_explicit(&r->flags, memory_order_relaxed) & THR_LEASE_PEER)
+                return -EINVAL; /* a peer's lease lives as long as its peer: its heartbeat */
         atomic_store_explicit(&r->expires_ns, expires, memory_order_relaxed);
+        return 0;
+}
+
+int shm_sem_resize(const struct shm_map *m, const struct thr_params *p, void *aux, uint32_t idx,
+                   uint64_t gen, uint64_t holder, uint64_t now, uint32_t amount)
+{
+        struct thr_sem *h = shm_sem(aux);
+        struct thr_lease_rec *r = lease_of(p, aux, idx, gen);
+        if (!r)
+                return -EKEYEXPIRED;
+        if (atomic_load_explicit(&r->holder, memory_order_relaxed) != holder)
+                return -EPERM;
+        if (shm_sem_expiry(m, r, now, true) <= now) {
+                drop(m, p, aux, r, now, true);
+                return -EKEYEXPIRED;
+        }
+        uint64_t old = amount_of(r);
+        if (amount > old) {
+                /* more units: now, and only if nobody is queued (they come first) */
+                if (atomic_load_explicit(&h->waiters, memory_order_relaxed) != 0)
+                        return -EAGAIN;
+                uint32_t free_idx, freed = 0;
+                uint64_t first;
+                begin(m, p, aux, now);
+                uint64_t held = sweep(m, SHM_SEM_TRUST, p, aux, now, &free_idx, &first, &freed);
+                int rc = -EAGAIN;
+                if (atomic_load_explicit(&r->gen, memory_order_relaxed) == gen &&
+                    held - old + amount <= p->rate_n) {
+                        atomic_store_explicit(&r->amount, amount, memory_order_relaxed);
+                        atomic_store_explicit(&h->held, held - old + amount, memory_order_relaxed);
+                        rc = 0;
+                }
+                end(aux);
+                return rc;
+        }
+        begin(m, p, aux, now);
+        uint64_t held = atomic_load_explicit(&h->held, memory_order_relaxed);
+        atomic_store_explicit(&r->amount, amount, memory_order_relaxed);
+        atomic_store_explicit(&h->held, held >= old - amount ? held - (old - amount) : 0,
+                              memory_order_relaxed);
+        end(aux);
         return 0;
 }
 
@@ -379,7 +441,7 @@ bool shm_sem_reapable(const struct shm_map *m, const struct thr_params *p, const
                 const struct thr_lease_rec *r = shm_sem_lease((void *)aux, i);
                 if (!atomic_load_explicit(&r->gen, memory_order_relaxed))
                         continue;
-                if (atomic_load_explicit(&r->expires_ns, memory_order_relaxed) <= now ||
+                if (shm_sem_expiry(m, r, now, false) <= now ||
                     shm_sem_holder_gone(m, r, SHM_SEM_OWNERS))
                         return true;
         }
@@ -394,4 +456,27 @@ bool shm_sem_pinned(const struct thr_params *p, const void *aux)
                 if (atomic_load_explicit(&shm_sem_lease((void *)aux, i)->gen, memory_order_relaxed))
                         return true;
         return false;
+}
+
+void shm_sem_pending(const struct shm_map *m, const struct thr_slot *s, uint64_t now,
+                     struct shm_sem_pend *out)
+{
+        const struct thr_reader *rec = shm_at(m->base, m->g.reader_off);
+        uint64_t off = (uint64_t)((const char *)s - (const char *)m->base);
+        uint32_t gen = THR_META_GEN(atomic_load_explicit(&s->meta, memory_order_acquire));
+        *out = (struct shm_sem_pend){0};
+        for (uint32_t i = 0; i < m->g.reader_count; i++) {
+                const struct thr_reader *r = &rec[i];
+                uint32_t st = atomic_load_explicit(&r->wait_state, memory_order_relaxed);
+                if (!atomic_load_explicit(&r->owner, memory_order_relaxed) ||
+                    (st != THR_WAIT_WAITING && st != THR_WAIT_HEAD) ||
+                    atomic_load_explicit(&r->wait_slot, memory_order_relaxed) != off ||
+                    atomic_load_explicit(&r->wait_gen, memory_order_relaxed) != gen)
+                        continue;
+                uint64_t since = atomic_load_explicit(&r->wait_since, memory_order_relaxed);
+                out->waiters++;
+                out->units += atomic_load_explicit(&r->wait_ticket, memory_order_relaxed) & 0xffff;
+                if (since <= now && now - since > out->longest_ns)
+                        out->longest_ns = now - since;
+        }
 }

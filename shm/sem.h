@@ -64,6 +64,12 @@
  * that needs the count (at once, for an acquire that does not fit), by a queued waiter within
  * THR_SERIAL_POLL_NS, or by the daemon's next maintenance pass; without anyone, it is harmless.
  *
+ * Peers (peer.h). A lease may name a peer instead of a process: then it has no expiry of its own
+ * (THR_LEASE_PEER in the record, expires_ns UINT64_MAX) and is judged by its peer's expiry word,
+ * read through the holder index and token the record names, at every sweep (no syscall): a peer
+ * expired, removed or reclaimed with its dead process voids its leases at each key's next
+ * serve. The lease record keeps the lock level it was granted at, for its holder's bookkeeping.
+ *
  * A semaphore key with a lease or a waiter is pinned: never idle for the daemon, never chosen
  * by on_full = evict (kind.c). Its state word is the arena time of its last change, for
  * idleness.
@@ -99,6 +105,8 @@ struct shm_sem_ask {
         uint32_t amount;
         uint64_t ttl_ns;
         uint64_t pid, tid; /* informational */
+        uint32_t flags;    /* THR_LEASE_PEER: HOLDER is a peer, whose expiry is the lease's */
+        uint32_t level;    /* the limiter's lock level (kept in the record; peer.c) */
 };
 
 /* How a serve judges lease holders: trusted alive; gone when their lease record's owner word has
@@ -145,14 +153,38 @@ struct shm_sem_serve {
  * reclaimed here: its holder learns it held nothing since); -EPERM: it is another process's (a
  * fork child's copy of its parent's handle), left alone.
  */
-int shm_sem_take(const struct thr_params *p, void *aux, const struct shm_sem_ask *ask, uint64_t now,
-                 uint32_t *idx, uint64_t *gen);
+int shm_sem_take(const struct shm_map *m, const struct thr_params *p, void *aux,
+                 const struct shm_sem_ask *ask, uint64_t now, uint32_t *idx, uint64_t *gen);
 void shm_sem_serve(const struct shm_map *m, const struct thr_params *p, struct thr_slot *s,
                    void *aux, uint64_t now, int check, uint32_t self, struct shm_sem_serve *out);
-int shm_sem_release(const struct thr_params *p, void *aux, uint32_t idx, uint64_t gen,
-                    uint64_t holder, uint64_t now);
-int shm_sem_extend(const struct thr_params *p, void *aux, uint32_t idx, uint64_t gen,
-                   uint64_t holder, uint64_t now, uint64_t expires);
+int shm_sem_release(const struct shm_map *m, const struct thr_params *p, void *aux, uint32_t idx,
+                    uint64_t gen, uint64_t holder, uint64_t now);
+int shm_sem_extend(const struct shm_map *m, const struct thr_params *p, void *aux, uint32_t idx,
+                   uint64_t gen, uint64_t holder, uint64_t now, uint64_t expires);
+
+/*
+ * shm_sem_resize - under the lock: the lease (IDX, GEN) of HOLDER now holds AMOUNT units. Fewer
+ * always (the caller serves the queue after); more only if they fit now and nobody is queued
+ * (-EAGAIN, the lease unchanged). -EKEYEXPIRED, -EPERM as shm_sem_release.
+ */
+int shm_sem_resize(const struct shm_map *m, const struct thr_params *p, void *aux, uint32_t idx,
+                   uint64_t gen, uint64_t holder, uint64_t now, uint32_t amount);
+
+/* When lease R expires, as judged at NOW: its own expires_ns, or its peer's (0 once the peer is
+ * dead; KILL: an expired peer is killed here, peer.h). */
+uint64_t shm_sem_expiry(const struct shm_map *m, const struct thr_lease_rec *r, uint64_t now,
+                        bool kill);
+
+/* The acquires queued on slot S (any thread's record naming it, WAITING or HEAD): how many, the
+ * units they ask, and how long the oldest has waited at NOW. Exact under the key's lock; a racy
+ * read without it (for stat and shmctl). */
+struct shm_sem_pend {
+        uint32_t waiters;
+        uint64_t units;
+        uint64_t longest_ns;
+};
+void shm_sem_pending(const struct shm_map *m, const struct thr_slot *s, uint64_t now,
+                     struct shm_sem_pend *out);
 
 /* Clear a new key's header and records (under the lock, before the slot is LIVE). */
 void shm_sem_fresh(const struct thr_params *p, void *aux);

@@ -272,6 +272,88 @@ int thr_sem_heartbeat(struct thr_lease *lease, uint64_t ttl_ns);
 int thr_sem_release(struct thr_lease *lease);
 
 /*
+ * A key's semaphore state (thr_sem_stat): pacman82/throttle's remainder and metrics, per key.
+ */
+struct thr_sem_stat {
+        uint64_t max;                /* the limiter's max */
+        uint64_t held;               /* units held by the key's leases */
+        int64_t remainder;           /* max - held (below 0 only after a reload lowered max) */
+        uint64_t leases;             /* leases held */
+        uint64_t pending;            /* acquires queued */
+        uint64_t pending_units;      /* units they ask for */
+        uint64_t longest_pending_ns; /* how long the oldest queued acquire has waited */
+        uint64_t level;              /* the limiter's lock level */
+        uint64_t reserved[4];
+};
+
+/*
+ * thr_sem_stat - KEY's state on the semaphore limiter LIM, exact at the call: expired leases and
+ * those of dead processes or peers are reclaimed first (and the queue served), so HELD and
+ * REMAINDER count live leases only. A key that does not exist holds nothing (it is not created).
+ * Returns 0, -EOPNOTSUPP, -EIDRM, -EINVAL, -ENAMETOOLONG, -ETIMEDOUT (the key's shard lock was
+ * held by a live process for a minute).
+ */
+int thr_sem_stat(thr_limiter *lim, const void *key, size_t len, struct thr_sem_stat *st);
+
+/*
+ * Peers (thr_peer_open(3)): one holder of locks on any number of semaphore keys, with one expiry.
+ * A heartbeat keeps all its locks; its expiry, thr_peer_close, or its process dying releases all.
+ * Acquires through a peer are idempotent (the same count again changes nothing) and obey lock
+ * levels: a peer holding (or waiting for) a lock at level L may only acquire locks at levels
+ * below L; anything else is refused at once with -EDEADLK ("lock hierarchy violation").
+ */
+typedef struct thr_peer thr_peer;
+
+/* thr_peer_acquire's FLAGS: a peer that holds the key with another count changes it in place
+ * (fewer: always; more: only if they fit now and nobody is queued, else -EAGAIN, the lock kept) */
+#define THR_PEER_RECOUNT 1u
+
+/*
+ * thr_peer_open - a new peer in ARENA whose locks expire EXPIRES_IN_NS from now unless
+ * prolonged (thr_peer_heartbeat). It is this process's: a fork child's copy is refused (-EPERM).
+ * Returns 0 and *OUT, -EINVAL, -ENOMEM, -EUSERS (no reader record free: [arena] max_readers).
+ */
+int thr_peer_open(thr_arena *arena, uint64_t expires_in_ns, thr_peer **out);
+
+/*
+ * thr_peer_acquire - lock COUNT units of KEY on the semaphore limiter LIM for PEER, waiting up to
+ * TIMEOUT_NS (0: never wait) in the key's FIFO queue. Idempotent: if PEER holds KEY already with
+ * COUNT, returns 0 and changes nothing (a retry after a timeout cannot drain the semaphore twice);
+ * with another count, -EEXIST unless FLAGS has THR_PEER_RECOUNT.
+ * Returns 0 (held), -EAGAIN (a try that does not fit), -ETIMEDOUT, -EDEADLK (lock hierarchy
+ * violation: PEER holds or waits for a lock at LIM's level or below), -EALREADY (another thread
+ * of PEER is acquiring KEY), -EEXIST, -EKEYEXPIRED (the peer has expired: nothing it held is held
+ * any more; close it and open another), -EPERM (another process's peer), -ERANGE (COUNT > max),
+ * -ENOBUFS, -ENOSPC, -EOPNOTSUPP, -EIDRM, -EINVAL, -ENAMETOOLONG, -ENOMEM.
+ * Thread-safe (several threads may acquire for one peer); not a cancellation point.
+ */
+int thr_peer_acquire(thr_peer *peer, thr_limiter *lim, const void *key, size_t len, uint32_t count,
+                     uint64_t timeout_ns, unsigned flags);
+
+/* thr_peer_release - release PEER's lock on KEY of LIM. 0; -ENOENT (PEER holds no lock there);
+ * -EKEYEXPIRED (the peer had expired: the lock was void already); -EPERM; -EINVAL. */
+int thr_peer_release(thr_peer *peer, thr_limiter *lim, const void *key, size_t len);
+
+/* thr_peer_heartbeat - every lock of PEER now expires EXPIRES_IN_NS from now. 0; -EKEYEXPIRED
+ * (it had expired: final, its locks are void); -EPERM; -EINVAL. One CAS, no syscall. */
+int thr_peer_heartbeat(thr_peer *peer, uint64_t expires_in_ns);
+
+/* thr_peer_pending - how many acquires of PEER are waiting now (0: every lock it asked for is
+ * held: pacman82/throttle's is_acquired). -EINVAL, -EPERM. */
+int thr_peer_pending(const thr_peer *peer);
+
+/* thr_peer_expires - the arena time PEER's locks expire at; 0 if it has expired. */
+uint64_t thr_peer_expires(const thr_peer *peer);
+
+/*
+ * thr_peer_close - remove PEER: release every lock it holds (the oldest queued acquires that now
+ * fit are granted), make it dead, give its record back, free the handle. Returns 0, or -EBUSY
+ * (an acquire of PEER is in progress in another thread: nothing done). In a fork child, frees the
+ * copy of the handle and touches nothing in the arena. Call it before closing the arena.
+ */
+int thr_peer_close(thr_peer *peer);
+
+/*
  * thr_clock_now - the arena's time in ns since its epoch. Returns 0, or -EINVAL for NULL.
  * No syscall (vDSO).
  */
