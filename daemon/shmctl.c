@@ -1,6 +1,7 @@
 /*
  * shmctl.c - the operator's inspector: shows an arena's header, limiters and keys, as aligned
- * tables or as one JSON object. Semaphore keys and the `leases` verb are in shmctl_sem.c.
+ * tables or as one JSON object. Semaphore keys and the `leases` verb are in shmctl_sem.c; the
+ * verbs that walk the reader records, `readers` and `peers`, in shmctl_peer.c.
  *
  * It maps the arena read-only and treats every byte of it as untrusted input, because every
  * client can write the arena. The header is validated at attach (shm_arena_valid), which leaves
@@ -434,7 +435,7 @@ static uint32_t readers_in_use(const struct ctx *c)
 }
 
 /* The header's grace-period numbers, each read once. */
-static void gp_read(const struct ctx *c, struct shmctl_gp *gp)
+void gp_read(const struct ctx *c, struct shmctl_gp *gp)
 {
         const struct thr_hdr *h = shm_hdr(&c->map);
         gp->started = atomic_load_explicit(&h->grace_periods, memory_order_relaxed);
@@ -514,75 +515,6 @@ static int cmd_limiters(struct ctx *c)
                 }
         }
         shmctl_out_limiters(v, n, c->o->json);
-        free(v);
-        return 0;
-}
-
-/* ---------------------------------------------------------------- readers */
-
-/*
- * Record IDX into *R if it is owned: 1, or 0 (free, or given back while it was read). Each field
- * is read once. Its owner takes the liveness lock before setting the owner word and drops it
- * after clearing it, so a free lock means a dead owner only if the owner word is unchanged after
- * the lock was tested; otherwise the record was given back (or claimed anew) meanwhile.
- */
-static int reader_read(const struct ctx *c, uint32_t idx, struct shmctl_reader *r)
-{
-        const struct thr_reader *rec =
-            (const struct thr_reader *)shm_at(c->map.base, c->map.g.reader_off) + idx;
-        uint64_t owner = atomic_load_explicit(&rec->owner, memory_order_acquire);
-        if (owner == 0)
-                return 0;
-        *r = (struct shmctl_reader){
-            .idx = idx,
-            .pid = atomic_load_explicit(&rec->pid, memory_order_relaxed),
-            .tid = atomic_load_explicit(&rec->tid, memory_order_relaxed),
-            .online = atomic_load_explicit(&rec->online, memory_order_relaxed),
-            .gp_seen = atomic_load_explicit(&rec->gp_seen, memory_order_relaxed),
-            .blocking_ns = atomic_load_explicit(&rec->blocking_ns, memory_order_relaxed),
-            .stalled = atomic_load_explicit(&rec->stalled, memory_order_relaxed) != 0,
-            .admitted = atomic_load_explicit(&rec->admitted, memory_order_relaxed),
-            .denied = atomic_load_explicit(&rec->denied, memory_order_relaxed),
-            .inserts = atomic_load_explicit(&rec->inserts, memory_order_relaxed),
-            .cas_retries = atomic_load_explicit(&rec->cas_retries, memory_order_relaxed)};
-        r->alive = shm_reader_alive(c->map.fd, idx);
-        if (r->alive == 0 && atomic_load_explicit(&rec->owner, memory_order_acquire) != owner)
-                return 0;
-        return 1;
-}
-
-/* Every owned reader record into *OUT (caller frees), and the totals into S. Count or -errno. */
-static long readers_collect(struct ctx *c, struct shmctl_reader **out, struct shmctl_readers *s)
-{
-        uint32_t n = c->map.g.reader_count;
-        struct shmctl_reader *v = calloc(n ? n : 1, sizeof(*v));
-        long k = 0;
-        if (!v)
-                return -ENOMEM;
-        *s = (struct shmctl_readers){.records = n};
-        gp_read(c, &s->gp);
-        for (uint32_t i = 0; i < n; i++) {
-                if (!reader_read(c, i, &v[k]))
-                        continue;
-                s->online += v[k].online != 0;
-                s->stalled += v[k].stalled;
-                s->dead += v[k].alive == 0;
-                k++;
-        }
-        s->owned = (uint32_t)k;
-        s->now_ns = arena_now_ns(c); /* after the records: blocking_ns <= now */
-        *out = v;
-        return k;
-}
-
-static int cmd_readers(struct ctx *c)
-{
-        struct shmctl_reader *v;
-        struct shmctl_readers s;
-        long n = readers_collect(c, &v, &s);
-        if (n < 0)
-                return fail(c, (int)n);
-        shmctl_out_readers(v, n, &s, c->o->json);
         free(v);
         return 0;
 }
@@ -678,6 +610,7 @@ struct command {
 static const struct command commands[] = {
     {"status", 0, 0, cmd_status}, {"limiters", 0, 0, cmd_limiters}, {"readers", 0, 0, cmd_readers},
     {"keys", 1, 1, cmd_keys},     {"get", 2, 2, cmd_get},           {"leases", 0, 1, cmd_leases},
+    {"peers", 0, 0, cmd_peers},
 };
 
 static void usage(FILE *f)
@@ -688,6 +621,7 @@ static void usage(FILE *f)
                    "       shmctl [-a ARENA] [--json] keys LIMITER [-n N]\n"
                    "       shmctl [-a ARENA] [--json] get LIMITER KEY\n"
                    "       shmctl [-a ARENA] [--json] leases [LIMITER]\n"
+                   "       shmctl [-a ARENA] [--json] peers\n"
                    "       shmctl --help | --version\n");
 }
 
@@ -700,17 +634,21 @@ static void help(void)
                "  limiters   each limiter: kind (gcra, window, semaphore), rate, burst,\n"
                "             serialized, occupancy, bytes per key, idle_ttl, on_full, eviction\n"
                "             counters, live or retired; a semaphore's units held over its keys\n"
-               "             and max, leases per key, and acquires pending\n"
+               "             and max, leases per key, and acquires pending (and, when any\n"
+               "             is queued, the lowest remainder, units pending, longest pending)\n"
                "  readers    each reader record in use: owner, grace period, liveness\n"
                "  keys       a limiter's live keys, most indebted (semaphore: most held) first\n"
                "             (-n N: the first N, default %d; 0: all)\n"
                "  get        one key: GCRA, its remaining tokens, reset time and state; window,\n"
                "             its units in the window, oldest, next free and reset times, and\n"
                "             if serialized its holder and waiters; semaphore, its units held\n"
-               "             of max, leases in use, and acquires pending (and their amounts)\n"
+               "             of max, leases in use, and acquires pending (and their amounts;\n"
+               "             when any is queued, remainder, units pending, longest pending)\n"
                "  leases     every lease of every semaphore limiter (or of LIMITER): key,\n"
-               "             amount, holder pid and tid, age, expiry, generation; then each\n"
-               "             key's units held and pending acquires\n\n"
+               "             amount, holder pid and tid (or peer #INDEX and level), age,\n"
+               "             expiry, generation; then each key's units held and pending\n"
+               "  peers      each live peer: record index, pid, expiry, lock levels, acquires\n"
+               "             pending, and the leases and units it holds\n\n"
                "  -a, --arena ARENA  arena name, or a path if it contains '/'\n"
                "                     (default: $THROTTLE_ARENA, else \"main\")\n"
                "  --json             print one JSON object\n\n"

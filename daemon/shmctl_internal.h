@@ -1,6 +1,7 @@
 /*
- * shmctl_internal.h - what shmctl.c and shmctl_sem.c (the semaphore verbs and columns) share:
- * the options, the context of one run, and the arena readers both use. Not installed.
+ * shmctl_internal.h - what shmctl.c, shmctl_sem.c (the semaphore verbs and columns) and
+ * shmctl_peer.c (the readers and peers verbs) share: the options, the context of one run, and
+ * the arena readers they use. Not installed.
  */
 #ifndef THR_SHMCTL_INTERNAL_H
 #define THR_SHMCTL_INTERNAL_H
@@ -47,5 +48,13 @@ void sem_eval(struct ctx *c, const struct shmctl_lim *l, const struct thr_slot *
               struct shmctl_key *k);
 int sem_totals(struct ctx *c, struct shmctl_lim *l);
 int cmd_leases(struct ctx *c);
+
+/* shmctl.c: the header's grace-period numbers, each read once. */
+void gp_read(const struct ctx *c, struct shmctl_gp *gp);
+
+/* shmctl_peer.c: the `readers` verb, and the `peers` verb (every live peer record, and the
+ * leases naming it). */
+int cmd_readers(struct ctx *c);
+int cmd_peers(struct ctx *c);
 
 #endif

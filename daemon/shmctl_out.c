@@ -1,6 +1,7 @@
 /*
  * shmctl_out.c - shmctl's output formatting: limiters, reader records, keys and the arena header
- * as aligned tables or as JSON, with durations, rates and sizes in readable units. Names and keys
+ * as aligned tables or as JSON, with durations, rates and sizes in readable units (semaphore keys'
+ * columns and `leases` are shmctl_out_sem.c's, `peers` shmctl_peer.c's). Names and keys
  * come from the arena, which any client can write, so every one is printed escaped: printable ASCII
  * as is and anything else as \xHH for people, or as \u00XX in JSON so that the exact bytes can be
  * recovered. Buffers are sized for the widest escaped key, so no input can overflow them.
@@ -13,21 +14,8 @@
 #include <string.h>
 
 #include "shm.h"
+#include "shmctl_fmt.h"
 #include "shmctl_out.h"
-
-#define ESC_MAX  (6 * THR_KEY_MAX + 1) /* a key escaped as JSON \u00XX, the widest form */
-#define CELL     ESC_MAX
-#define MAX_COLS 20
-
-/* ---------------------------------------------------------------- types */
-
-/* A table's columns, and the function that formats row I of its data into CELLS. */
-struct cols {
-        size_t n;
-        const char *const *head;
-        const bool *right; /* right-aligned (numbers) */
-};
-typedef void (*row_fn)(const void *data, long i, char cells[][CELL]);
 
 /* ---------------------------------------------------------------- formatting */
 
@@ -37,7 +25,7 @@ typedef void (*row_fn)(const void *data, long i, char cells[][CELL]);
  * outside printable ASCII as \u00XX, so the exact bytes can be recovered (one code point <= U+00FF
  * per byte).
  */
-static const char *escape(char *out, size_t outlen, const void *s, size_t n, bool json)
+const char *escape(char *out, size_t outlen, const void *s, size_t n, bool json)
 {
         const uint8_t *b = s;
         size_t o = 0;
@@ -55,7 +43,7 @@ static const char *escape(char *out, size_t outlen, const void *s, size_t n, boo
 }
 
 /* A duration as ns, us, ms or s with up to three decimals (truncated: "1.5ms"). */
-static const char *fmt_dur(char *buf, size_t len, uint64_t ns)
+const char *fmt_dur(char *buf, size_t len, uint64_t ns)
 {
         static const struct {
                 uint64_t div;
@@ -142,7 +130,7 @@ static uint64_t slot_bytes(const struct shmctl_lim *l)
         return THR_SLOT_SIZE + (uint64_t)l->t.aux_stride;
 }
 
-static const char *dir_state_name(uint32_t st)
+const char *dir_state_name(uint32_t st)
 {
         return st == THR_DIR_LIVE ? "live" : st == THR_DIR_RETIRED ? "retired" : "unknown";
 }
@@ -153,7 +141,7 @@ static const char *mb_name(const struct shmctl_gp *gp)
 }
 
 /* Print a table: column widths from a first pass over every row, then the rows, aligned. */
-static void table_print(const struct cols *t, row_fn fn, const void *data, long nrow)
+void table_print(const struct cols *t, row_fn fn, const void *data, long nrow)
 {
         char(*cells)[CELL] = calloc(t->n, CELL);
         size_t w[MAX_COLS];
@@ -175,6 +163,26 @@ static void table_print(const struct cols *t, row_fn fn, const void *data, long 
                                r < 0 ? t->head[c] : cells[c], c + 1 < t->n ? "  " : "\n");
         }
         free(cells);
+}
+
+/* When T expires seen from NOW_NS: "9.5s", or "expired 1s ago" (a lease: reclaimable). */
+const char *fmt_expires(char *buf, size_t len, uint64_t t, uint64_t now_ns)
+{
+        char d[32];
+        if (t > now_ns)
+                fmt_dur(buf, len, t - now_ns);
+        else
+                snprintf(buf, len, "expired %s ago", fmt_dur(d, sizeof(d), now_ns - t));
+        return buf;
+}
+
+void expires_json(uint64_t t, uint64_t now_ns)
+{
+        if (t >= now_ns) /* expired from T on */
+                printf("\"expires_in_ns\":%" PRIu64 ",\"expired\":%s", t - now_ns,
+                       t == now_ns ? "true" : "false");
+        else
+                printf("\"expires_in_ns\":-%" PRIu64 ",\"expired\":true", now_ns - t);
 }
 
 /* ---------------------------------------------------------------- status */
@@ -297,24 +305,36 @@ void shmctl_out_status(const struct thr_hdr *h, const struct shm_map *map,
 
 /* ---------------------------------------------------------------- limiters */
 
-/* The limiters table's rows, and whether it has the semaphore columns. */
+/* The limiters table's rows, and whether it has the semaphore columns and the queue columns. */
 struct lim_rows {
         const struct shmctl_lim *v;
-        bool sem;
+        bool sem, queue;
 };
 
-/* A semaphore's columns (HELD, LEASES, PENDING) of row L, "-" for the other kinds. */
-static void lim_sem_cells(const struct shmctl_lim *l, char cells[][CELL])
+/* Whether limiter L has something the queue columns show: an acquire found queued, or a key
+ * above max (its remainder below 0: a reload lowered max). */
+static bool lim_queue(const struct shmctl_lim *l)
 {
-        if (!is_sem(l)) {
-                strcpy(cells[0], "-");
-                strcpy(cells[1], "-");
-                strcpy(cells[2], "-");
+        return is_sem(l) && (l->sem_queued > 0 || l->sem_min_rem < 0);
+}
+
+/* A semaphore's columns (HELD, LEASES, PENDING; with QUEUE: REMAINDER, PEND_UNITS, LONGEST) of
+ * row L, "-" for the other kinds. */
+static void lim_sem_cells(const struct shmctl_lim *l, bool queue, char cells[][CELL])
+{
+        for (int i = 0; i < (queue ? 6 : 3); i++)
+                strcpy(cells[i], "-");
+        if (!is_sem(l))
                 return;
-        }
         snprintf(cells[0], CELL, "%" PRIu64 "/%" PRIu64, l->sem_held, l->p.rate_n);
         snprintf(cells[1], CELL, "%" PRIu64, l->p.leases);
         snprintf(cells[2], CELL, "%" PRIu64, l->sem_pending);
+        if (!queue)
+                return;
+        snprintf(cells[3], CELL, "%" PRId64, l->sem_min_rem);
+        snprintf(cells[4], CELL, "%" PRIu64, l->sem_pend_units);
+        if (l->sem_queued)
+                fmt_dur(cells[5], CELL, l->sem_longest_ns);
 }
 
 static void lim_row(const void *data, long i, char cells[][CELL])
@@ -350,7 +370,7 @@ static void lim_row(const void *data, long i, char cells[][CELL])
         snprintf(cells[15], CELL, "%" PRIu64, l->t.insert_fail);
         snprintf(cells[16], CELL, "%" PRIu64, l->ev.allowed_full);
         if (lr->sem)
-                lim_sem_cells(l, cells + 17);
+                lim_sem_cells(l, lr->queue, cells + 17);
 }
 
 static void lim_json(const struct shmctl_lim *l)
@@ -380,27 +400,37 @@ static void lim_json(const struct shmctl_lim *l)
                l->t.capacity, l->t.live, l->t.nshards, l->t.shard_slots, l->t.insert_fail);
         printf("\"state\":\"%s\",\"occupancy_pct\":%s,\"idle_ttl_ns\":%" PRIu64
                ",\"on_full\":\"%s\",\"evicted\":%" PRIu64 ",\"evicted_full\":%" PRIu64
-               ",\"reclaimed\":%" PRIu64 ",\"allowed_full\":%" PRIu64 "}",
+               ",\"reclaimed\":%" PRIu64 ",\"allowed_full\":%" PRIu64,
                dir_state_name(l->state), fmt_pct(pct, sizeof(pct), l->t.live, l->t.capacity),
                l->p.idle_ttl_ns, on_full_name(l->p.on_full), l->ev.evicted, l->ev.evicted_full,
                l->ev.reclaimed, l->ev.allowed_full);
+        if (is_sem(l)) /* last: the members above are in the order they always were */
+                printf(",\"level\":%" PRIu64 ",\"min_remainder\":%" PRId64
+                       ",\"queued_found\":%" PRIu32 ",\"pending_units\":%" PRIu64
+                       ",\"longest_pending_ns\":%" PRIu64,
+                       l->p.level, l->sem_min_rem, l->sem_queued, l->sem_pend_units,
+                       l->sem_longest_ns);
+        putchar('}');
 }
 
 void shmctl_out_limiters(const struct shmctl_lim *v, long n, bool json)
 {
         static const char *const head[] = {
-            "NAME",        "STATE",        "KIND",    "RATE",         "BURST",
-            "INITIAL",     "SERIALIZE",    "SHARDS",  "OCCUPANCY",    "SLOT_BYTES",
-            "IDLE_TTL",    "ON_FULL",      "EVICTED", "EVICTED_FULL", "RECLAIMED",
-            "INSERT_FAIL", "ALLOWED_FULL", "HELD",    "LEASES",       "PENDING"};
-        static const bool right[] = {false, false, false, true, true,  true, false,
-                                     true,  true,  true,  true, false, true, true,
-                                     true,  true,  true,  true, true,  true};
-        static_assert(sizeof(head) / sizeof(head[0]) == 20 && 20 <= MAX_COLS, "limiters columns");
-        struct lim_rows lr = {v, false};
-        for (long i = 0; i < n; i++)
+            "NAME",      "STATE",        "KIND",      "RATE",        "BURST",          "INITIAL",
+            "SERIALIZE", "SHARDS",       "OCCUPANCY", "SLOT_BYTES",  "IDLE_TTL",       "ON_FULL",
+            "EVICTED",   "EVICTED_FULL", "RECLAIMED", "INSERT_FAIL", "ALLOWED_FULL",   "HELD",
+            "LEASES",    "PENDING",      "REMAINDER", "PEND_UNITS",  "LONGEST_PENDING"};
+        static const bool right[] = {false, false, false, true,  true, true, false, true,
+                                     true,  true,  true,  false, true, true, true,  true,
+                                     true,  true,  true,  true,  true, true, true};
+        static_assert(sizeof(head) / sizeof(head[0]) == 23 && 23 <= MAX_COLS, "limiters columns");
+        struct lim_rows lr = {v, false, false};
+        for (long i = 0; i < n; i++) {
                 lr.sem |= is_sem(&v[i]);
-        const struct cols cols = {lr.sem ? 20 : 17, head, right}; /* semaphore columns if any */
+                lr.queue |= lim_queue(&v[i]);
+        }
+        /* semaphore columns if any; queue columns if anything is queued or above max */
+        const struct cols cols = {lr.queue ? 23 : lr.sem ? 20 : 17, head, right};
         if (json) {
                 printf("{\"limiters\":[");
                 for (long i = 0; i < n; i++) {
@@ -523,12 +553,6 @@ void shmctl_out_readers(const struct shmctl_reader *v, long n, const struct shmc
 
 /* ---------------------------------------------------------------- keys */
 
-struct key_rows {
-        const struct shmctl_lim *l;
-        const struct shmctl_key *v;
-        uint64_t now_ns;
-};
-
 /* How long a serialized key's holder has held it at NOW_NS (0 if granted after the answer's
  * time was read, or if its grant time is garbage). */
 static uint64_t held_for(const struct shmctl_hold *h, uint64_t now_ns)
@@ -636,76 +660,14 @@ static void window_json(const struct shmctl_lim *l, const struct shmctl_key *k, 
         putchar('}');
 }
 
-/* The amounts a semaphore key's queued acquires ask for, oldest first ("30,1,2"; ",..." when
- * more were found than kept; "-" for none). */
-static const char *fmt_waiting(char *buf, size_t len, const struct shmctl_sem *m)
-{
-        size_t o = 0;
-        buf[0] = '\0';
-        for (uint32_t i = 0; i < m->nshown && o + 8 < len; i++)
-                o += (size_t)snprintf(buf + o, len - o, "%s%" PRIu64, i ? "," : "",
-                                      m->wait[i].ticket & 0xffff);
-        if (m->nwait > m->nshown && o + 5 < len)
-                snprintf(buf + o, len - o, ",...");
-        if (!m->nshown)
-                snprintf(buf, len, "-");
-        return buf;
-}
-
-/* A semaphore key's row: held of max, lease records in use, queued acquires (the header's
- * count, then the amounts found), and the key's lease counters. */
-static void sem_row(const void *data, long i, char cells[][CELL])
-{
-        const struct key_rows *kr = data;
-        const struct shmctl_key *k = kr->v + i;
-        const struct shmctl_sem *m = &k->sem;
-        escape(cells[0], CELL, k->bytes, k->len, false);
-        snprintf(cells[1], CELL, "%" PRIu64 "/%" PRIu64, m->held, kr->l->p.rate_n);
-        snprintf(cells[2], CELL, "%" PRIu32 "/%" PRIu64, m->leases, kr->l->p.leases);
-        snprintf(cells[3], CELL, "%" PRIu32, m->waiters);
-        fmt_waiting(cells[4], CELL, m);
-        snprintf(cells[5], CELL, "%" PRIu64, m->granted);
-        snprintf(cells[6], CELL, "%" PRIu64, m->released);
-        snprintf(cells[7], CELL, "%" PRIu64, m->expired);
-        snprintf(cells[8], CELL, "%" PRIu64, m->reclaimed);
-}
-
-/* A semaphore key's queued acquires found, oldest first, as a JSON array. */
-static void waiting_json(const struct shmctl_sem *m)
-{
-        printf("\"waiting\":[");
-        for (uint32_t i = 0; i < m->nshown; i++)
-                printf("%s{\"amount\":%" PRIu64 ",\"pid\":%" PRIu64 ",\"tid\":%" PRIu64 "}",
-                       i ? "," : "", m->wait[i].ticket & 0xffff, m->wait[i].pid, m->wait[i].tid);
-        printf("],\"waiting_found\":%" PRIu32, m->nwait);
-}
-
-/* A semaphore key's members, after its key and before its closing brace. */
-static void sem_members(const struct shmctl_lim *l, const struct shmctl_sem *m)
-{
-        printf("\"held\":%" PRIu64 ",\"max\":%" PRIu64 ",\"leases\":%" PRIu32
-               ",\"leases_per_key\":%" PRIu64 ",\"pending\":%" PRIu32 ",",
-               m->held, l->p.rate_n, m->leases, l->p.leases, m->waiters);
-        waiting_json(m);
-}
-
-static void sem_json(const struct shmctl_lim *l, const struct shmctl_key *k)
-{
-        char esc[ESC_MAX];
-        const struct shmctl_sem *m = &k->sem;
-        printf("{\"key\":\"%s\",", escape(esc, sizeof(esc), k->bytes, k->len, true));
-        sem_members(l, m);
-        printf(",\"remaining\":%" PRIu64 ",\"granted\":%" PRIu64 ",\"released\":%" PRIu64
-               ",\"expired\":%" PRIu64 ",\"reclaimed\":%" PRIu64 ",\"changed_ns\":%" PRIu64 "}",
-               k->remaining, m->granted, m->released, m->expired, m->reclaimed, k->tat);
-}
-
-static void key_json(const struct shmctl_lim *l, const struct shmctl_key *k, uint64_t now_ns)
+/* Key K of L as a JSON object; QUEUE: a semaphore key's with the queue members. */
+static void key_json(const struct shmctl_lim *l, const struct shmctl_key *k, uint64_t now_ns,
+                     bool queue)
 {
         if (is_window(l))
                 window_json(l, k, now_ns);
         else if (is_sem(l))
-                sem_json(l, k);
+                sem_json(l, k, queue);
         else
                 gcra_json(l, k);
 }
@@ -724,11 +686,7 @@ static void keys_human(const struct shmctl_lim *l, const struct shmctl_key *v, l
                                       true,  true, true, true, true};
         const struct cols wcols = {is_serial(l) ? 11 : 6, whead, wright};
         static_assert(sizeof(whead) / sizeof(whead[0]) == 11 && 11 <= MAX_COLS, "window columns");
-        static const char *const shead[] = {"KEY",     "HELD",     "LEASES",  "PENDING",  "WAITING",
-                                            "GRANTED", "RELEASED", "EXPIRED", "RECLAIMED"};
-        static const bool sright[] = {false, true, true, true, false, true, true, true, true};
-        static const struct cols scols = {9, shead, sright};
-        char esc[CELL], now[32], unit[96];
+        char esc[CELL], now[32], unit[128];
         struct key_rows kr = {l, v, now_ns};
         if (is_window(l)) {
                 char win[32];
@@ -736,9 +694,12 @@ static void keys_human(const struct shmctl_lim *l, const struct shmctl_key *v, l
                          fmt_dur(win, sizeof(win), l->p.period_ns),
                          is_serial(l) ? ", serialized" : "");
         } else if (is_sem(l)) {
-                snprintf(unit, sizeof(unit),
-                         "semaphore of max %" PRIu64 ", %" PRIu64 " leases a key", l->p.rate_n,
-                         l->p.leases);
+                int u = snprintf(unit, sizeof(unit),
+                                 "semaphore of max %" PRIu64 ", %" PRIu64 " leases a key",
+                                 l->p.rate_n, l->p.leases);
+                if (l->p.level && u > 0 && (size_t)u < sizeof(unit)) /* level 0: the default */
+                        snprintf(unit + u, sizeof(unit) - (size_t)u, ", level %" PRIu64,
+                                 l->p.level);
         } else {
                 snprintf(unit, sizeof(unit), "TAT in units of 1/%" PRIu64 " ns", l->p.k);
         }
@@ -747,7 +708,7 @@ static void keys_human(const struct shmctl_lim *l, const struct shmctl_key *v, l
                l->state == THR_DIR_RETIRED ? " (retired)" : "", what,
                fmt_dur(now, sizeof(now), now_ns), unit);
         if (shown > 0 && is_sem(l))
-                table_print(&scols, sem_row, &kr, shown);
+                sem_table(&kr, shown);
         else if (shown > 0)
                 table_print(is_window(l) ? &wcols : &gcols, is_window(l) ? window_row : gcra_row,
                             &kr, shown);
@@ -769,9 +730,10 @@ static void keys_json(const struct shmctl_lim *l, const struct shmctl_key *v, lo
         printf("\"now_ns\":%" PRIu64 ",\"units_per_ns\":%" PRIu64 ",\"live\":%ld,\"shown\":%ld,"
                "\"keys\":[",
                now_ns, l->p.k, total, shown);
+        bool queue = is_sem(l) && sem_queue_shown(v, shown);
         for (long i = 0; i < shown; i++) {
                 fputs(i ? "," : "", stdout);
-                key_json(l, &v[i], now_ns);
+                key_json(l, &v[i], now_ns, queue);
         }
         printf("]}\n");
 }
@@ -792,162 +754,9 @@ void shmctl_out_key(const struct shmctl_lim *l, const struct shmctl_key *k, uint
                     bool json)
 {
         if (json) {
-                key_json(l, k, now_ns);
+                key_json(l, k, now_ns, is_sem(l) && sem_queue_shown(k, 1));
                 printf("\n");
         } else {
                 keys_human(l, k, 1, now_ns, "one key");
         }
-}
-
-/* ---------------------------------------------------------------- leases */
-
-/* How long ago a lease was acquired: "?" when after the answer's time (garbage: an honest one
- * was acquired before the time was read). */
-static const char *fmt_lease_age(char *buf, size_t len, const struct shmctl_lease *e,
-                                 uint64_t now_ns)
-{
-        if (e->acquired_ns > now_ns)
-                snprintf(buf, len, "?");
-        else
-                fmt_dur(buf, len, now_ns - e->acquired_ns);
-        return buf;
-}
-
-/* When a lease expires: "9.5s", or "expired 1s ago" (reclaimable: the next serve clears it). */
-static const char *fmt_expires(char *buf, size_t len, const struct shmctl_lease *e, uint64_t now_ns)
-{
-        char d[32];
-        if (e->expires_ns > now_ns)
-                fmt_dur(buf, len, e->expires_ns - now_ns);
-        else
-                snprintf(buf, len, "expired %s ago", fmt_dur(d, sizeof(d), now_ns - e->expires_ns));
-        return buf;
-}
-
-static void lease_row(const void *data, long i, char cells[][CELL])
-{
-        const struct shmctl_leases *a = data;
-        const struct shmctl_lease *e = a->v + i;
-        const struct shmctl_semkey *k = a->keys + e->key;
-        const struct shmctl_lim *l = a->lims + k->lim;
-        escape(cells[0], CELL, l->name, strlen(l->name), false);
-        escape(cells[1], CELL, k->k.bytes, k->k.len, false);
-        snprintf(cells[2], CELL, "%" PRIu32, e->amount);
-        snprintf(cells[3], CELL, "%" PRIu64, e->pid);
-        snprintf(cells[4], CELL, "%" PRIu64, e->tid);
-        snprintf(cells[5], CELL, "%" PRIu32, e->holder_idx);
-        fmt_lease_age(cells[6], CELL, e, a->now_ns);
-        fmt_expires(cells[7], CELL, e, a->now_ns);
-        snprintf(cells[8], CELL, "%" PRIu64, e->gen);
-}
-
-static void lease_key_row(const void *data, long i, char cells[][CELL])
-{
-        const struct shmctl_leases *a = data;
-        const struct shmctl_semkey *k = a->keys + i;
-        const struct shmctl_lim *l = a->lims + k->lim;
-        escape(cells[0], CELL, l->name, strlen(l->name), false);
-        escape(cells[1], CELL, k->k.bytes, k->k.len, false);
-        snprintf(cells[2], CELL, "%" PRIu64 "/%" PRIu64, k->k.sem.held, l->p.rate_n);
-        snprintf(cells[3], CELL, "%" PRIu32 "/%" PRIu64, k->k.sem.leases, l->p.leases);
-        snprintf(cells[4], CELL, "%" PRIu32, k->k.sem.waiters);
-        fmt_waiting(cells[5], CELL, &k->k.sem);
-}
-
-/* The acquires queued over A's keys (their headers' counts). */
-static uint64_t leases_pending(const struct shmctl_leases *a)
-{
-        uint64_t n = 0;
-        for (long i = 0; i < a->nkeys; i++)
-                n += a->keys[i].k.sem.waiters;
-        return n;
-}
-
-static void leases_human(const struct shmctl_leases *a)
-{
-        static const char *const lhead[] = {"LIMITER", "KEY", "AMOUNT",     "PID", "TID",
-                                            "HOLDER",  "AGE", "EXPIRES_IN", "GEN"};
-        static const bool lright[] = {false, false, true, true, true, true, true, true, true};
-        static const struct cols lcols = {9, lhead, lright};
-        static const char *const khead[] = {"LIMITER", "KEY",     "HELD",
-                                            "LEASES",  "PENDING", "WAITING"};
-        static const bool kright[] = {false, false, true, true, true, false};
-        static const struct cols kcols = {6, khead, kright};
-        char now[32];
-        if (a->nlim == 0) {
-                printf("no semaphore limiters\n");
-                return;
-        }
-        printf("arena time %s: %ld semaphore limiter%s, %ld lease%s on %ld key%s, %" PRIu64
-               " pending\n",
-               fmt_dur(now, sizeof(now), a->now_ns), a->nlim, a->nlim == 1 ? "" : "s", a->n,
-               a->n == 1 ? "" : "s", a->nkeys, a->nkeys == 1 ? "" : "s", leases_pending(a));
-        if (a->n > 0)
-                table_print(&lcols, lease_row, a, a->n);
-        if (a->nkeys > 0) {
-                if (a->n > 0)
-                        putchar('\n');
-                table_print(&kcols, lease_key_row, a, a->nkeys);
-        }
-}
-
-static void lease_json(const struct shmctl_leases *a, const struct shmctl_lease *e)
-{
-        const struct shmctl_semkey *k = a->keys + e->key;
-        char name[CELL], esc[ESC_MAX];
-        printf("{\"limiter\":\"%s\",\"key\":\"%s\",\"index\":%" PRIu32 ",\"gen\":%" PRIu64
-               ",\"amount\":%" PRIu32 ",\"pid\":%" PRIu64 ",\"tid\":%" PRIu64
-               ",\"holder_idx\":%" PRIu32 ",",
-               escape(name, sizeof(name), a->lims[k->lim].name, strlen(a->lims[k->lim].name), true),
-               escape(esc, sizeof(esc), k->k.bytes, k->k.len, true), e->idx, e->gen, e->amount,
-               e->pid, e->tid, e->holder_idx);
-        printf("\"acquired_ns\":%" PRIu64 ",\"expires_ns\":%" PRIu64 ",\"age_ns\":", e->acquired_ns,
-               e->expires_ns);
-        if (e->acquired_ns <= a->now_ns)
-                printf("%" PRIu64, a->now_ns - e->acquired_ns);
-        else
-                printf("null");
-        if (e->expires_ns >= a->now_ns) /* reclaimable from expires_ns on */
-                printf(",\"expires_in_ns\":%" PRIu64 ",\"expired\":%s}", e->expires_ns - a->now_ns,
-                       e->expires_ns == a->now_ns ? "true" : "false");
-        else
-                printf(",\"expires_in_ns\":-%" PRIu64 ",\"expired\":true}",
-                       a->now_ns - e->expires_ns);
-}
-
-static void leases_json(const struct shmctl_leases *a)
-{
-        char name[CELL], esc[ESC_MAX];
-        printf("{\"now_ns\":%" PRIu64 ",\"pending\":%" PRIu64 ",\"limiters\":[", a->now_ns,
-               leases_pending(a));
-        for (long i = 0; i < a->nlim; i++)
-                printf("%s{\"name\":\"%s\",\"state\":\"%s\",\"max\":%" PRIu64
-                       ",\"leases_per_key\":%" PRIu64 "}",
-                       i ? "," : "",
-                       escape(name, sizeof(name), a->lims[i].name, strlen(a->lims[i].name), true),
-                       dir_state_name(a->lims[i].state), a->lims[i].p.rate_n, a->lims[i].p.leases);
-        printf("],\"leases\":[");
-        for (long i = 0; i < a->n; i++) {
-                fputs(i ? "," : "", stdout);
-                lease_json(a, &a->v[i]);
-        }
-        printf("],\"keys\":[");
-        for (long i = 0; i < a->nkeys; i++) {
-                const struct shmctl_semkey *k = a->keys + i;
-                const struct shmctl_lim *l = a->lims + k->lim;
-                printf("%s{\"limiter\":\"%s\",\"key\":\"%s\",", i ? "," : "",
-                       escape(name, sizeof(name), l->name, strlen(l->name), true),
-                       escape(esc, sizeof(esc), k->k.bytes, k->k.len, true));
-                sem_members(l, &k->k.sem);
-                putchar('}');
-        }
-        printf("]}\n");
-}
-
-void shmctl_out_leases(const struct shmctl_leases *a, bool json)
-{
-        if (json)
-                leases_json(a);
-        else
-                leases_human(a);
 }

@@ -32,6 +32,10 @@ struct shmctl_lim {
         struct shmctl_evict ev;
         uint64_t sem_held;    /* kind = semaphore, `limiters` only: units held, over its keys */
         uint64_t sem_pending; /* ... and acquires queued (the keys' headers' sums, read racily) */
+        int64_t sem_min_rem;  /* ... the lowest remainder of its keys (max when it has none) */
+        uint32_t sem_queued; /* ... acquires found queued in the reader records (shm_sem_pending) */
+        uint64_t sem_pend_units; /* ... the units they ask for */
+        uint64_t sem_longest_ns; /* ... the longest any has waited */
 };
 
 /* The header's grace-period numbers, each read once. */
@@ -99,6 +103,11 @@ struct shmctl_sem {
         uint32_t nwait;  /* reader records found waiting for the key */
         uint32_t nshown; /* of those, in wait[] (at most SHMCTL_WAITING_MAX) */
         struct shmctl_waiter wait[SHMCTL_WAITING_MAX];
+        int64_t remainder; /* max - held: below 0 only after a reload lowered max */
+        /* shm_sem_pending, when the header counts a waiter: acquires found queued, the units
+         * they ask for, and how long the oldest has waited */
+        uint32_t pend_waiters;
+        uint64_t pend_units, pend_longest_ns;
 };
 
 /* One live key, snapshotted and evaluated at one arena time. */
@@ -115,14 +124,19 @@ struct shmctl_key {
 };
 
 /* One lease record in use (kind = semaphore), each field read once; nothing here is an index
- * shmctl follows: holder_idx (the holder process's lease record) is only printed. */
+ * shmctl follows: holder_idx (the holder process's lease record, or its peer's record) is only
+ * printed, or compared with the records `peers` found. */
 struct shmctl_lease {
         uint32_t key; /* its key's index in the answer's keys */
         uint32_t idx; /* the record's index in its key */
         uint64_t gen; /* the lease's generation (never 0) */
         uint32_t holder_idx, amount;
-        uint64_t acquired_ns, expires_ns; /* arena times */
-        uint64_t pid, tid;                /* informational, as the holder wrote them */
+        uint64_t acquired_ns;
+        uint64_t expires_ns; /* a peer's lease: its peer's expiry, 0 once the peer is gone */
+        uint64_t pid, tid;   /* informational, as the holder wrote them */
+        uint64_t holder;     /* the holder's owner token (matched by `peers`, never printed) */
+        uint32_t flags;      /* THR_LEASE_PEER: the holder is a peer (peer.h) */
+        uint32_t level;      /* a peer's lease: the level it was taken at (sem.c keeps 0 else) */
 };
 
 /* A semaphore key with a lease or a queued acquire, for `leases`. */
@@ -166,7 +180,8 @@ void shmctl_out_status(const struct thr_hdr *h, const struct shm_map *map,
                        const struct shmctl_status *s, bool json);
 
 /* shmctl_out_limiters - the N limiters of V, one row (or object) each; with semaphore columns
- * when one of them is a semaphore (their sem_held and sem_pending filled in). */
+ * when one of them is a semaphore (their sem_* totals filled in), and the queue columns when
+ * one of them has an acquire queued or a key above max. */
 void shmctl_out_limiters(const struct shmctl_lim *v, long n, bool json);
 
 /* shmctl_out_readers - the N owned reader records of V, then the totals of S. */
@@ -174,7 +189,8 @@ void shmctl_out_readers(const struct shmctl_reader *v, long n, const struct shmc
                         bool json);
 
 /* shmctl_out_keys - the first SHOWN of L's TOTAL live keys V (sorted by the caller), with the
- * arena time NOW_NS, in the columns of L's kind (GCRA; window, serialized or not; semaphore). */
+ * arena time NOW_NS, in the columns of L's kind (GCRA; window, serialized or not; semaphore:
+ * with the queue columns when a key shown has an acquire queued or more held than max). */
 void shmctl_out_keys(const struct shmctl_lim *l, const struct shmctl_key *v, long total, long shown,
                      uint64_t now_ns, bool json);
 

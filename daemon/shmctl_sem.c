@@ -5,9 +5,12 @@
  * (at most THR_SEM_LEASES_MAX, checked against the table's stride), each record is read like a
  * seqlock on its generation inside the slot's seqlock, waiters are matched as shm_sem_serve
  * matches them and kept oldest first by insertion (garbage tickets cannot break it), and amounts
- * and holder indexes are only printed.
+ * and holder indexes are only printed. A peer's lease's expiry is its peer's word, read through
+ * shm_sem_expiry in its read-only form (KILL false: shmctl never writes the arena), which checks
+ * the holder index against the geometry before it reads the record.
  */
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,8 +69,11 @@ static void sem_waiters(const struct ctx *c, const struct thr_slot *s, uint32_t 
  * L's leases_per_key of them: a count from the checked snapshot (at most THR_SEM_LEASES_MAX),
  * which snap_fill checked to fit the table's stride. Each record is read like a seqlock on its
  * generation, which the granter publishes last (release, sem.c fill) and a reuse changes.
+ * A peer's lease expires with its peer: shm_sem_expiry reads the peer's word through the holder
+ * index, which it checks against the geometry (and with KILL false only reads: NOW is unused).
  */
-static uint32_t sem_leases(const struct shmctl_lim *l, void *aux, struct shmctl_lease *out)
+static uint32_t sem_leases(const struct ctx *c, const struct shmctl_lim *l, void *aux, uint64_t now,
+                           struct shmctl_lease *out)
 {
         uint32_t n = 0, nrec = l->p.leases < THR_SEM_LEASES_MAX ? (uint32_t)l->p.leases
                                                                 : THR_SEM_LEASES_MAX;
@@ -84,19 +90,33 @@ static uint32_t sem_leases(const struct shmctl_lim *l, void *aux, struct shmctl_
                     .holder_idx = atomic_load_explicit(&r->holder_idx, memory_order_acquire),
                     .amount = atomic_load_explicit(&r->amount, memory_order_acquire),
                     .acquired_ns = atomic_load_explicit(&r->acquired_ns, memory_order_acquire),
-                    .expires_ns = atomic_load_explicit(&r->expires_ns, memory_order_acquire),
+                    .expires_ns = shm_sem_expiry(&c->map, r, now, false),
                     .pid = atomic_load_explicit(&r->pid, memory_order_acquire),
-                    .tid = atomic_load_explicit(&r->tid, memory_order_acquire)};
+                    .tid = atomic_load_explicit(&r->tid, memory_order_acquire),
+                    .holder = atomic_load_explicit(&r->holder, memory_order_acquire),
+                    .flags = atomic_load_explicit(&r->flags, memory_order_acquire),
+                    .level = atomic_load_explicit(&r->level, memory_order_acquire)};
                 n += atomic_load_explicit(&r->gen, memory_order_relaxed) == g;
         }
         return n;
 }
 
+/* MAX - HELD as a signed number: below 0 only after a reload lowered max (or for a garbage
+ * HELD, which cannot overflow it: it saturates). */
+static int64_t sem_remainder(uint64_t max, uint64_t held)
+{
+        if (held <= max)
+                return max - held > INT64_MAX ? INT64_MAX : (int64_t)(max - held);
+        return held - max > INT64_MAX ? INT64_MIN : -(int64_t)(held - max);
+}
+
 /*
  * A semaphore key of slot S: its header's sums and counters (racy copies of what the records
  * say, exact after each step under the lock: sem.h), what remains of max, the acquires queued
- * (when c->waiting and the header counts some), and its lease records (into c->lbuf, for
- * `leases`). `keys` orders by the units held.
+ * (when the header counts some: shm_sem_pending's sums, and when c->waiting their amounts), and
+ * its lease records (into c->lbuf, for `leases` and `peers`). `keys` orders by the units held.
+ * shm_sem_pending scans the reader records (bounded by the geometry checked at attach) and only
+ * adds what it reads; a garbage wait time counts as no wait.
  */
 void sem_eval(struct ctx *c, const struct shmctl_lim *l, const struct thr_slot *s,
               struct shmctl_key *k)
@@ -112,30 +132,49 @@ void sem_eval(struct ctx *c, const struct shmctl_lim *l, const struct thr_slot *
         m->expired = atomic_load_explicit(&h->expired, memory_order_relaxed);
         m->reclaimed = atomic_load_explicit(&h->reclaimed, memory_order_relaxed);
         k->remaining = m->held < l->p.rate_n ? l->p.rate_n - m->held : 0;
+        m->remainder = sem_remainder(l->p.rate_n, m->held);
         k->reset_ns = 0;
         k->debt_ns = m->held;
+        uint64_t now = m->waiters || c->lbuf ? arena_now_ns(c) : 0;
+        if (m->waiters) {
+                struct shm_sem_pend pd;
+                shm_sem_pending(&c->map, s, now, &pd);
+                m->pend_waiters = pd.waiters;
+                m->pend_units = pd.units;
+                m->pend_longest_ns = pd.longest_ns;
+        }
         if (c->waiting && m->waiters)
                 sem_waiters(c, s,
                             THR_META_GEN(atomic_load_explicit(&s->meta, memory_order_relaxed)), m);
         if (c->lbuf)
-                c->nl = sem_leases(l, aux, c->lbuf);
+                c->nl = sem_leases(c, l, aux, now, c->lbuf);
 }
 
 /* The units held and the acquires queued over L's live keys (kind = semaphore): the sums of the
- * keys' headers, each slot read as `keys` reads it. 0 or -EBADMSG. */
+ * keys' headers, each slot read as `keys` reads it; the queue as shm_sem_pending finds it (the
+ * units asked summed, the longest wait of all); the lowest remainder of a key (max with none: a
+ * new key's). 0 or -EBADMSG. */
 int sem_totals(struct ctx *c, struct shmctl_lim *l)
 {
         uint64_t nslots = (uint64_t)l->t.nshards * l->t.shard_slots;
         struct shmctl_key k;
-        l->sem_held = l->sem_pending = 0;
+        l->sem_held = l->sem_pending = l->sem_pend_units = l->sem_longest_ns = 0;
+        l->sem_queued = 0;
+        l->sem_min_rem = sem_remainder(l->p.rate_n, 0);
         for (uint64_t i = 0; i < nslots; i++) {
                 int rc = slot_read(c, l, slot_at(c, l, i), 0, &k);
                 if (rc < 0)
                         return rc;
-                if (rc > 0) {
-                        l->sem_held += k.sem.held;
-                        l->sem_pending += k.sem.waiters;
-                }
+                if (rc == 0)
+                        continue;
+                l->sem_held += k.sem.held;
+                l->sem_pending += k.sem.waiters;
+                l->sem_queued += k.sem.pend_waiters;
+                l->sem_pend_units += k.sem.pend_units;
+                if (k.sem.pend_longest_ns > l->sem_longest_ns)
+                        l->sem_longest_ns = k.sem.pend_longest_ns;
+                if (k.sem.remainder < l->sem_min_rem)
+                        l->sem_min_rem = k.sem.remainder;
         }
         return 0;
 }

@@ -961,12 +961,13 @@ const char *thr_strerror(int err)
         case EBADMSG:
                 return "arena is corrupt or not a throttle arena";
         case ENOENT:
-                return "no such arena or limiter";
+                return "no such arena or limiter (or the peer holds no lock on that key)";
         case EUSERS:
                 return "no free reader record in the arena (raise [arena] max_readers)";
         case EBUSY:
                 return "called from a signal handler while this thread was changing its record "
-                       "cache: nothing decided, call again";
+                       "cache (nothing decided, call again), or a peer closed while one of its "
+                       "acquires waits";
         case EAGAIN:
                 return "not now: a reservation would be due later than allowed, or a "
                        "semaphore's units do not fit (or others are queued first)";
@@ -975,15 +976,22 @@ const char *thr_strerror(int err)
         case ENAMETOOLONG:
                 return "key or name too long";
         case EPERM:
-                return "operation needs a manual-clock arena, or the lease is another "
+                return "operation needs a manual-clock arena, or the lease or peer is another "
                        "process's";
         case EACCES:
                 return "permission denied by the arena file's mode or group";
         case EXDEV:
                 return "arena was created in another pid namespace (not supported yet)";
         case EKEYEXPIRED:
-                return "the lease expired or its process was gone, and it was reclaimed: "
-                       "nothing is held";
+                return "the lease (or its peer) expired, or its process was gone, and it was "
+                       "reclaimed: nothing is held";
+        case EDEADLK:
+                return "lock hierarchy violation: the peer holds or waits for a lock at this "
+                       "level or below (or, for a serialized key, this thread holds it already)";
+        case EALREADY:
+                return "another thread of this peer is acquiring the same key";
+        case EEXIST:
+                return "the peer holds this key with another count (THR_PEER_RECOUNT changes it)";
         case ENOBUFS:
                 return "every lease record of the semaphore key is in use (raise "
                        "leases_per_key)";

@@ -14,7 +14,7 @@
  * state: a peer belongs to one process (another process's copy, a fork child's, is refused), and
  * once it has expired nothing it held is held any more, so the entries cannot disagree with the
  * arena while the peer lives. Levels: bit L of `levels` is set while an entry at level L exists.
- * An acquire at level L needs no bit at L or above, so no two entries share a bit, and clearing
+ * An acquire at level L needs no bit at L or below, so no two entries share a bit, and clearing
  * an entry's bit is exact. Pending acquires count as held for the rule: a thread waiting for a
  * lock at level L is as much a link in a wait cycle as one holding it.
  *
@@ -36,6 +36,7 @@ struct peer_lock {
         struct thr_lease lease; /* when held */
         uint32_t level;         /* its bit in levels */
         bool pending;           /* an acquire in progress: no lease yet */
+        bool releasing;         /* a release in progress: held until it is done */
         uint32_t len;
         uint8_t key[THR_KEY_MAX];
 };
@@ -111,11 +112,12 @@ int thr_peer_open(thr_arena *a, uint64_t expires_in_ns, thr_peer **out)
         return rc;
 }
 
-/* Under the mutex: the entry of (L, KEY), or NULL. */
+/* Under the mutex: the entry of (L, KEY), or NULL. A limiter is known by its directory entry, not
+ * by the handle: two handles of one limiter are one limiter. */
 static struct peer_lock *find(thr_peer *p, const thr_limiter *l, const void *key, size_t len)
 {
         for (uint32_t i = 0; i < p->n; i++)
-                if (p->locks[i].l == l && p->locks[i].len == len &&
+                if (p->locks[i].l->de == l->de && p->locks[i].len == len &&
                     memcmp(p->locks[i].key, key, len) == 0)
                         return &p->locks[i];
         return NULL;
@@ -144,8 +146,8 @@ static int not_semaphore(const thr_limiter *l)
 /* Under the mutex, no entry for (L, KEY) yet: a pending one at LEVEL, if the rule allows. */
 static int reserve(thr_peer *p, thr_limiter *l, const void *key, size_t len, uint32_t level)
 {
-        if (p->levels >> level)
-                return -EDEADLK; /* it holds or waits for a lock at LEVEL or above */
+        if (p->levels & ((2ull << level) - 1))
+                return -EDEADLK; /* it holds or waits for a lock at LEVEL or below */
         if (p->n == p->cap) {
                 struct peer_lock *g = realloc(p->locks, 2 * p->cap * sizeof(*g));
                 if (!g)
@@ -177,7 +179,7 @@ static int peer_acquire(thr_peer *p, thr_limiter *l, const void *key, size_t len
         struct peer_lock *e = rc == 0 ? find(p, l, key, len) : NULL;
         if (e) {
                 /* idempotent: the same count again changes nothing */
-                rc = e->pending                    ? -EALREADY
+                rc = e->pending || e->releasing    ? -EALREADY
                      : e->lease.amount == count    ? 0
                      : !(flags & THR_PEER_RECOUNT) ? -EEXIST
                                                    : thr_sem_resize(&e->lease, count);
@@ -243,17 +245,28 @@ int thr_peer_release(thr_peer *p, thr_limiter *l, const void *key, size_t len)
         pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
         pthread_mutex_lock(&p->mu);
         struct peer_lock *e = find(p, l, key, len);
-        int rc = -ENOENT; /* an acquire still in progress holds nothing yet */
+        /* an acquire still in progress holds nothing yet; a release in progress, nothing more */
+        int rc = !e || e->pending ? -ENOENT : e->releasing ? -EALREADY : 0;
         struct thr_lease lease;
-        if (e && !e->pending) {
+        if (rc == 0) {
                 lease = e->lease;
-                drop(p, e);
-                mirror(p);
-                rc = 0;
+                e->releasing = true; /* the entry stays until the lock is given back */
         }
         pthread_mutex_unlock(&p->mu);
-        if (rc == 0)
-                rc = thr_sem_release(&lease);
+        if (rc < 0) {
+                pthread_setcancelstate(old, NULL);
+                return rc;
+        }
+        rc = thr_sem_release(&lease);
+        pthread_mutex_lock(&p->mu);
+        e = find(p, l, key, len);
+        if (rc == 0 || rc == -EKEYEXPIRED) {
+                drop(p, e);
+                mirror(p);
+        } else {
+                e->releasing = false; /* still held (the key's lock was out of reach): again */
+        }
+        pthread_mutex_unlock(&p->mu);
         pthread_setcancelstate(old, NULL);
         return rc;
 }
@@ -301,7 +314,10 @@ int thr_peer_close(thr_peer *p)
         int old;
         pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
         pthread_mutex_lock(&p->mu);
-        if (atomic_load(&p->npending)) {
+        bool busy = atomic_load(&p->npending) != 0;
+        for (uint32_t i = 0; i < p->n; i++)
+                busy |= p->locks[i].releasing;
+        if (busy) {
                 pthread_mutex_unlock(&p->mu);
                 pthread_setcancelstate(old, NULL);
                 return -EBUSY;

@@ -379,6 +379,7 @@ static int sem_acquire(thr_limiter *l, const void *key, size_t len, const struct
                 rc = thr_lease_holder(o.a, &ask.holder_idx, &ask.holder);
                 if (rc < 0)
                         return rc;
+                ask.level = (uint32_t)p->level; /* informational: a process has no levels */
         }
         uint64_t t0 = arena_now(&o);
         uint64_t deadline = timeout_ns > UINT64_MAX - t0 ? UINT64_MAX : t0 + timeout_ns;
@@ -581,17 +582,21 @@ int thr_sem_stat(thr_limiter *l, const void *key, size_t len, struct thr_sem_sta
                         break;
                 uint64_t now = arena_now(&o);
                 void *aux = sop_aux(&o);
-                /* exact: expired leases and those of dead peers or processes (by their records'
-                 * owners, no syscall) are reclaimed first, and the queue served */
+                /* exact: expired leases and those of dead peers or processes (one liveness test
+                 * a lease: a process killed a moment ago counts as gone) are reclaimed first,
+                 * and the queue served */
                 struct shm_sem_serve sv;
-                shm_sem_serve(&o.a->map, o.p, o.slot, aux, now, SHM_SEM_OWNERS, UINT32_MAX, &sv);
+                shm_sem_serve(&o.a->map, o.p, o.slot, aux, now, SHM_SEM_LIVENESS, UINT32_MAX, &sv);
                 struct shm_sem_pend pd;
                 shm_sem_pending(&o.a->map, o.slot, now, &pd);
                 uint64_t held = atomic_load_explicit(&shm_sem(aux)->held, memory_order_relaxed);
+                /* held is bounded by the serve's recount, unless rewritten since: saturated */
+                uint64_t over = held > o.p->rate_n ? held - o.p->rate_n : 0;
                 *st = (struct thr_sem_stat){
                     .max = o.p->rate_n,
                     .held = held,
-                    .remainder = (int64_t)o.p->rate_n - (int64_t)held,
+                    .remainder = over ? -(int64_t)(over > INT64_MAX ? INT64_MAX : over)
+                                      : (int64_t)(o.p->rate_n - held),
                     .leases = atomic_load_explicit(&shm_sem(aux)->leases, memory_order_relaxed),
                     .pending = pd.waiters,
                     .pending_units = pd.units,

@@ -77,15 +77,15 @@
  * _Fork inherited) is judged by that pid: it must mean the same process to the daemon and to every
  * client. Clients check this at open and again at their first registration in a new process.
  *
- * Reader records (struct thr_reader[reader_count], 128 bytes each): one per client thread per
- * arena, claimed by CAS on `owner` (0 = free). Only the owning thread writes the counters and the
- * online word, so statistics never add a write to a line another thread writes. `online` holds
- * the grace-period counter seen on entry to a read-side section (+1), 0 when offline; the second
- * cache line is the daemon's (what it last saw of the reader). A record is held by its owner's
- * open-file-description lock on byte THR_LOCK_READERS + index, which the kernel drops when the
- * owner dies: the daemon then forces it offline and frees it (shm/reclaim.c). A record whose lock
- * outlives its owner (a descriptor inherited by a _Fork child) is freed when the owner's pid is
- * gone; it can be claimed again once that lock is released.
+ * Reader records (struct thr_reader[reader_count], THR_READER_SIZE bytes each): one per client
+ * thread per arena, claimed by CAS on `owner` (0 = free). Only the owning thread writes the
+ * counters and the online word, so statistics never add a write to a line another thread writes.
+ * `online` holds the grace-period counter seen on entry to a read-side section (+1), 0 when
+ * offline; the second cache line is the daemon's (what it last saw of the reader). A record is held
+ * by its owner's open-file-description lock on byte THR_LOCK_READERS + index, which the kernel
+ * drops when the owner dies: the daemon then forces it offline and frees it (shm/reclaim.c). A
+ * record whose lock outlives its owner (a descriptor inherited by a _Fork child) is freed when the
+ * owner's pid is gone; it can be claimed again once that lock is released.
  */
 #ifndef THR_SHM_LAYOUT_H
 #define THR_SHM_LAYOUT_H

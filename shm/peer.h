@@ -21,9 +21,10 @@
  * disagree about whether a peer expired. A process killed between its reads and its CAS leaves
  * the word as it was (both steps are one CAS).
  *
- * The record is untrusted like every byte of the arena: a client rewriting its own peer's word
- * can keep its own leases for longer (as a heartbeat would) or void them, never another peer's.
- * Judges read it through the index checked against the reader count and the token the lease
+ * The record is untrusted like every byte of the arena, which every client can write: a client
+ * rewriting a peer's word can keep that peer's leases longer or void them, as rewriting the lease
+ * records themselves could; it can never make a judge read or write outside the arena. Judges
+ * read the word through the index checked against the reader count and the token the lease
  * names (a record reused since has another owner: the lease is void).
  */
 #ifndef THR_SHM_PEER_H

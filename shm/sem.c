@@ -471,7 +471,8 @@ void shm_sem_pending(const struct shm_map *m, const struct thr_slot *s, uint64_t
                 if (!atomic_load_explicit(&r->owner, memory_order_relaxed) ||
                     (st != THR_WAIT_WAITING && st != THR_WAIT_HEAD) ||
                     atomic_load_explicit(&r->wait_slot, memory_order_relaxed) != off ||
-                    atomic_load_explicit(&r->wait_gen, memory_order_relaxed) != gen)
+                    atomic_load_explicit(&r->wait_gen, memory_order_relaxed) != gen ||
+                    shm_reader_gone(m->fd, r, i) != 0) /* a dead waiter waits for nothing */
                         continue;
                 uint64_t since = atomic_load_explicit(&r->wait_since, memory_order_relaxed);
                 out->waiters++;

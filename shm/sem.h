@@ -175,9 +175,9 @@ int shm_sem_resize(const struct shm_map *m, const struct thr_params *p, void *au
 uint64_t shm_sem_expiry(const struct shm_map *m, const struct thr_lease_rec *r, uint64_t now,
                         bool kill);
 
-/* The acquires queued on slot S (any thread's record naming it, WAITING or HEAD): how many, the
- * units they ask, and how long the oldest has waited at NOW. Exact under the key's lock; a racy
- * read without it (for stat and shmctl). */
+/* The acquires queued on slot S (any live thread's record naming it, WAITING or HEAD): how many,
+ * the units they ask, and how long the oldest has waited at NOW. Exact under the key's lock; a
+ * racy read without it (for stat and shmctl). One liveness test (fcntl) a waiter. */
 struct shm_sem_pend {
         uint32_t waiters;
         uint64_t units;

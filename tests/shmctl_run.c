@@ -263,6 +263,21 @@ struct thr_table *table_of(const char *name)
         return shm_at(fx.map.base, entry_of(name)->table_off);
 }
 
+struct thr_slot *slot_of(const char *name, const char *key)
+{
+        struct thr_table *tb = table_of(name);
+        uint64_t h = shm_hash(shm_hdr(&fx.map)->secret, key, strlen(key));
+        struct thr_slot *s = shm_table_lookup(fx.map.base, tb, h, key, (uint32_t)strlen(key));
+        cr_assert_not_null(s, "no key %s in limiter %s", key, name);
+        return s;
+}
+
+struct thr_reader *reader_of(uint32_t idx)
+{
+        cr_assert_lt(idx, shm_hdr(&fx.map)->reader_count, "reader record %u", idx);
+        return (struct thr_reader *)shm_at(fx.map.base, shm_hdr(&fx.map)->reader_off) + idx;
+}
+
 uint64_t next_rand(uint64_t *x)
 {
         *x ^= *x << 13;

@@ -61,6 +61,10 @@ void assert_json(const char *out);
 /* The directory entry and table of limiter NAME in the test's writable mapping. */
 struct thr_dir_entry *entry_of(const char *name);
 struct thr_table *table_of(const char *name);
+/* The slot of KEY in limiter NAME (it must exist), and reader record IDX, in the test's writable
+ * mapping. */
+struct thr_slot *slot_of(const char *name, const char *key);
+struct thr_reader *reader_of(uint32_t idx);
 
 /* xorshift64: the same garbage at every run */
 uint64_t next_rand(uint64_t *x);

@@ -1,0 +1,436 @@
+/*
+ * test_peer.c - peers through the public API, in one process, on a manual clock: one heartbeat
+ * keeps a peer's locks on three semaphores, its expiry releases all of them (final: a late
+ * heartbeat is refused), closing it releases all at once; lock levels (the seed's A/B nesting
+ * refused when the levels are equal or reversed, accepted when A's is higher; two keys of one
+ * limiter; a pending acquire counts); the idempotent acquire and the explicit recount; the
+ * remainder, pending and longest pending of thr_sem_stat; a large acquire not overtaken by small
+ * ones; a fork child's copy of a peer refused.
+ *
+ * Waiting threads are real threads; the manual clock is advanced by the test. The properties
+ * across forked and SIGKILLed processes are in test_peer_procs.c.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "client_internal.h"
+#include "helpers.h"
+#include "sem.h"
+
+#define MS 1000000ull
+
+static struct tarena T;
+
+static struct shm_limiter_spec pspec(const char *name, uint64_t max, uint64_t level)
+{
+        struct shm_limiter_spec s = tspec(name, max, 0, 0, 0);
+        s.kind = THR_KIND_SEMAPHORE;
+        s.leases = 8;
+        s.level = level;
+        s.max_reserve_ns = 0;
+        return s;
+}
+
+/* The seed's A and B, both level 0 ("eq"), reversed ("A0", "B1"), and as the seed fixes it
+ * ("A1" over "B0"); "C" at level 2; "big" for counts. */
+static void setup(void)
+{
+        struct shm_limiter_spec s[] = {pspec("A", 1, 0),  pspec("B", 1, 0), pspec("A1", 1, 1),
+                                       pspec("B1", 1, 1), pspec("C", 5, 2), pspec("big", 10, 0)};
+        tarena_make(&T, THR_CLOCK_MANUAL, SHM_HUGE_OFF, s, 6);
+}
+
+static void teardown(void)
+{
+        tarena_free(&T);
+}
+
+TestSuite(peer, .init = setup, .fini = teardown, .timeout = 60);
+
+static void advance(uint64_t ns)
+{
+        cr_assert_eq(thr_clock_advance(T.a, ns), 0);
+}
+
+static uint64_t now_ns(void)
+{
+        uint64_t t;
+        thr_clock_now(T.a, &t);
+        return t;
+}
+
+static thr_peer *peer(uint64_t expires_in)
+{
+        thr_peer *p;
+        cr_assert_eq(thr_peer_open(T.a, expires_in, &p), 0);
+        return p;
+}
+
+static struct thr_sem_stat stat_of(thr_limiter *l, const char *key)
+{
+        struct thr_sem_stat st;
+        cr_assert_eq(thr_sem_stat(l, key, strlen(key), &st), 0);
+        return st;
+}
+
+static int pacq(thr_peer *p, thr_limiter *l, const char *key, uint32_t n)
+{
+        return thr_peer_acquire(p, l, key, strlen(key), n, 0, 0);
+}
+
+/* Whether N units of KEY can be taken now by someone else (a plain try, released at once). */
+static bool free_units(thr_limiter *l, const char *key, uint32_t n)
+{
+        struct thr_lease le;
+        int rc = thr_sem_try(l, key, strlen(key), n, SEC, &le);
+        cr_assert(rc == 0 || rc == -EAGAIN, "try: %d", rc);
+        if (rc == 0)
+                cr_assert_eq(thr_sem_release(&le), 0);
+        return rc == 0;
+}
+
+Test(peer, one_heartbeat_keeps_three_locks_and_the_expiry_releases_all)
+{
+        thr_limiter *c = tlim(&T, "C"), *a1 = tlim(&T, "A1"), *b = tlim(&T, "B");
+        thr_peer *p = peer(SEC);
+        cr_assert_eq(pacq(p, c, "x", 5), 0);  /* level 2 */
+        cr_assert_eq(pacq(p, a1, "y", 1), 0); /* level 1 */
+        cr_assert_eq(pacq(p, b, "z", 1), 0);  /* level 0 */
+        cr_assert_eq(thr_peer_expires(p), now_ns() + SEC);
+        advance(900 * MS);
+        cr_assert_eq(thr_peer_heartbeat(p, SEC), 0);
+        advance(900 * MS); /* 1.8 s: past the first expiry, before the second */
+        cr_assert_not(free_units(c, "x", 1));
+        cr_assert_not(free_units(a1, "y", 1));
+        cr_assert_not(free_units(b, "z", 1));
+        cr_assert_eq(stat_of(c, "x").held, 5);
+        advance(100 * MS); /* 1.9 s: its expiry exactly */
+        cr_assert(free_units(c, "x", 5), "the peer's expiry released C/x");
+        cr_assert(free_units(a1, "y", 1));
+        cr_assert(free_units(b, "z", 1));
+        cr_assert_eq(stat_of(c, "x").held, 0);
+        /* final: nothing revives it, and it can take nothing */
+        cr_assert_eq(thr_peer_heartbeat(p, SEC), -EKEYEXPIRED);
+        cr_assert_eq(thr_peer_expires(p), 0);
+        cr_assert_eq(pacq(p, c, "x", 1), -EKEYEXPIRED);
+        cr_assert_eq(thr_peer_release(p, b, "z", 1), -EKEYEXPIRED);
+        cr_assert_eq(thr_peer_close(p), 0);
+}
+
+/* A heartbeat that comes when the expiry has passed but nobody has judged the peer yet is too
+ * late as well: the keys never disagree about whether it expired. */
+Test(peer, a_heartbeat_after_the_expiry_is_refused_even_unjudged)
+{
+        thr_limiter *c = tlim(&T, "C");
+        thr_peer *p = peer(SEC);
+        cr_assert_eq(pacq(p, c, "x", 2), 0);
+        advance(SEC);
+        cr_assert_eq(thr_peer_heartbeat(p, 10 * SEC), -EKEYEXPIRED);
+        cr_assert_eq(stat_of(c, "x").held, 0);
+        thr_peer_close(p);
+}
+
+Test(peer, close_releases_every_lock_at_once)
+{
+        thr_limiter *c = tlim(&T, "C"), *big = tlim(&T, "big");
+        thr_peer *p = peer(3600 * SEC);
+        cr_assert_eq(pacq(p, c, "x", 3), 0);
+        cr_assert_eq(pacq(p, big, "k", 7), 0); /* C is level 2, big level 0 */
+        cr_assert_eq(stat_of(big, "k").remainder, 3);
+        struct thr_sem *h =
+            shm_sem(shm_slot_aux(T.a->map.base, &big->geo,
+                                 shm_table_lookup(T.a->map.base, &big->geo,
+                                                  shm_hash(T.a->hdr->secret, "k", 1), "k", 1)));
+        cr_assert_eq(thr_peer_close(p), 0);
+        /* released, not expired: the header's own count, no serve needed */
+        cr_assert_eq(atomic_load(&h->held), 0);
+        cr_assert_eq(atomic_load(&h->released), 1);
+        cr_assert_eq(stat_of(c, "x").held, 0);
+        cr_assert_eq(stat_of(big, "k").remainder, 10);
+}
+
+/* The seed's example: A and B, both mutexes; holding A, acquiring B is refused unless A's level
+ * is above B's. Refused at once, holding nothing more. */
+Test(peer, the_seeds_nesting_is_refused_unless_a_is_above_b)
+{
+        thr_limiter *a = tlim(&T, "A"), *b = tlim(&T, "B"), *a1 = tlim(&T, "A1"),
+                    *b1 = tlim(&T, "B1");
+        thr_peer *p = peer(3600 * SEC);
+        /* equal levels (0, 0) */
+        cr_assert_eq(pacq(p, a, "k", 1), 0);
+        cr_assert_eq(pacq(p, b, "k", 1), -EDEADLK);
+        cr_assert_eq(stat_of(b, "k").held, 0);
+        cr_assert(strstr(thr_strerror(-EDEADLK), "lock hierarchy violation"));
+        /* reversed: A at 0 held, B at 1 */
+        cr_assert_eq(pacq(p, b1, "k", 1), -EDEADLK);
+        cr_assert_eq(thr_peer_release(p, a, "k", 1), 0);
+        /* A above B: A1 (level 1), then B (level 0) */
+        cr_assert_eq(pacq(p, a1, "k", 1), 0);
+        cr_assert_eq(pacq(p, b, "k", 1), 0);
+        /* and not back up: holding B (0), A1 again would be the same count (idempotent), but
+         * B1 (level 1) is refused */
+        cr_assert_eq(pacq(p, b1, "k", 1), -EDEADLK);
+        /* two keys of one limiter are two locks at one level */
+        cr_assert_eq(pacq(p, b, "other", 1), -EDEADLK);
+        cr_assert_eq(thr_peer_release(p, b, "k", 1), 0);
+        cr_assert_eq(thr_peer_release(p, a1, "k", 1), 0);
+        /* nothing held: anything goes */
+        cr_assert_eq(pacq(p, b1, "k", 1), 0);
+        cr_assert_eq(thr_peer_close(p), 0);
+}
+
+Test(peer, a_repeated_acquire_with_the_same_count_drains_nothing)
+{
+        thr_limiter *big = tlim(&T, "big");
+        thr_peer *p = peer(3600 * SEC);
+        cr_assert_eq(pacq(p, big, "k", 3), 0);
+        cr_assert_eq(pacq(p, big, "k", 3), 0);
+        cr_assert_eq(thr_peer_acquire(p, big, "k", 1, 3, 10 * SEC, 0), 0, "a retry");
+        struct thr_sem_stat st = stat_of(big, "k");
+        cr_assert_eq(st.held, 3);
+        cr_assert_eq(st.leases, 1);
+        cr_assert_eq(st.remainder, 7);
+        /* another count: explicit only */
+        cr_assert_eq(pacq(p, big, "k", 4), -EEXIST);
+        cr_assert_eq(stat_of(big, "k").held, 3);
+        cr_assert_eq(thr_peer_acquire(p, big, "k", 1, 1, 0, THR_PEER_RECOUNT), 0);
+        cr_assert_eq(stat_of(big, "k").held, 1);
+        cr_assert_eq(thr_peer_acquire(p, big, "k", 1, 8, 0, THR_PEER_RECOUNT), 0);
+        cr_assert_eq(stat_of(big, "k").held, 8);
+        /* more than fits: refused, the lock kept as it was */
+        struct thr_lease other;
+        cr_assert_eq(thr_sem_try(big, "k", 1, 2, SEC, &other), 0);
+        cr_assert_eq(thr_peer_acquire(p, big, "k", 1, 9, 0, THR_PEER_RECOUNT), -EAGAIN);
+        cr_assert_eq(stat_of(big, "k").held, 10);
+        cr_assert_eq(thr_sem_release(&other), 0);
+        /* same count after a recount: idempotent again */
+        cr_assert_eq(pacq(p, big, "k", 8), 0);
+        cr_assert_eq(stat_of(big, "k").held, 8);
+        cr_assert_eq(thr_peer_release(p, big, "k", 1), 0);
+        cr_assert_eq(thr_peer_release(p, big, "k", 1), -ENOENT);
+        cr_assert_eq(stat_of(big, "k").held, 0);
+        cr_assert_eq(thr_peer_close(p), 0);
+}
+
+struct waiter {
+        thr_peer *p;
+        thr_limiter *l;
+        const char *key;
+        uint32_t n;
+        _Atomic int rc;
+        _Atomic int done;
+};
+
+static void *wait_thread(void *arg)
+{
+        struct waiter *w = arg;
+        int rc = thr_peer_acquire(w->p, w->l, w->key, strlen(w->key), w->n, 3600 * SEC, 0);
+        atomic_store(&w->rc, rc);
+        atomic_store(&w->done, 1);
+        return NULL;
+}
+
+static void wait_for(_Atomic int *flag, const char *what)
+{
+        struct timespec t0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        while (!atomic_load(flag)) {
+                cr_assert_lt(telapsed_s(&t0), 10.0, "%s", what);
+                tdoze();
+        }
+}
+
+/* Until the key shows N waiters (thr_sem_stat's pending). */
+static void wait_pending(thr_limiter *l, const char *key, uint64_t n)
+{
+        struct timespec t0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        while (stat_of(l, key).pending != n) {
+                cr_assert_lt(telapsed_s(&t0), 10.0, "never %lu pending", (unsigned long)n);
+                tdoze();
+        }
+}
+
+Test(peer, pending_state_remainder_and_the_longest_wait)
+{
+        thr_limiter *big = tlim(&T, "big");
+        thr_peer *holder = peer(3600 * SEC), *p = peer(3600 * SEC);
+        cr_assert_eq(pacq(holder, big, "k", 6), 0);
+        struct waiter w = {.p = p, .l = big, .key = "k", .n = 7};
+        pthread_t t;
+        pthread_create(&t, NULL, wait_thread, &w);
+        wait_pending(big, "k", 1);
+        cr_assert_eq(thr_peer_pending(p), 1);
+        cr_assert_eq(thr_peer_pending(holder), 0);
+        advance(250 * MS);
+        struct thr_sem_stat st = stat_of(big, "k");
+        cr_assert_eq(st.held, 6);
+        cr_assert_eq(st.remainder, 4);
+        cr_assert_eq(st.pending, 1);
+        cr_assert_eq(st.pending_units, 7);
+        cr_assert_eq(st.longest_pending_ns, 250 * MS);
+        cr_assert_eq(st.max, 10);
+        /* the same peer and key from another thread while it is pending */
+        cr_assert_eq(pacq(p, big, "k", 7), -EALREADY);
+        cr_assert_eq(thr_peer_close(p), -EBUSY);
+        cr_assert_eq(thr_peer_release(holder, big, "k", 1), 0);
+        wait_for(&w.done, "the waiter was never granted");
+        pthread_join(t, NULL);
+        cr_assert_eq(atomic_load(&w.rc), 0);
+        cr_assert_eq(thr_peer_pending(p), 0);
+        st = stat_of(big, "k");
+        cr_assert_eq(st.held, 7);
+        cr_assert_eq(st.pending, 0);
+        cr_assert_eq(st.longest_pending_ns, 0);
+        cr_assert_eq(thr_peer_close(p), 0);
+        cr_assert_eq(thr_peer_close(holder), 0);
+        cr_assert_eq(stat_of(big, "k").held, 0);
+}
+
+/* A pending acquire counts for the level rule: a peer waiting for level 2 can take only levels
+ * below 2 meanwhile, downwards. */
+Test(peer, a_pending_acquire_counts_for_the_levels)
+{
+        thr_limiter *c = tlim(&T, "C"), *b = tlim(&T, "B"), *b1 = tlim(&T, "B1");
+        thr_peer *holder = peer(3600 * SEC), *p = peer(3600 * SEC);
+        cr_assert_eq(pacq(holder, c, "x", 5), 0);
+        struct waiter w = {.p = p, .l = c, .key = "x", .n = 1};
+        pthread_t t;
+        pthread_create(&t, NULL, wait_thread, &w);
+        wait_pending(c, "x", 1);
+        cr_assert_eq(pacq(p, c, "y", 1), -EDEADLK);
+        cr_assert_eq(pacq(p, b1, "k", 1), 0);
+        cr_assert_eq(pacq(p, b1, "other", 1), -EDEADLK);
+        cr_assert_eq(pacq(p, b, "k", 1), 0);
+        cr_assert_eq(thr_peer_close(holder), 0);
+        wait_for(&w.done, "never granted");
+        pthread_join(t, NULL);
+        cr_assert_eq(atomic_load(&w.rc), 0);
+        cr_assert_eq(thr_peer_close(p), 0);
+}
+
+/* Granted to a peer that had expired while it waited: void, and the caller is told. */
+Test(peer, a_grant_to_an_expired_peer_holds_nothing)
+{
+        thr_limiter *big = tlim(&T, "big");
+        thr_peer *holder = peer(3600 * SEC), *p = peer(SEC);
+        cr_assert_eq(pacq(holder, big, "k", 10), 0);
+        struct waiter w = {.p = p, .l = big, .key = "k", .n = 4};
+        pthread_t t;
+        pthread_create(&t, NULL, wait_thread, &w);
+        wait_pending(big, "k", 1);
+        advance(2 * SEC);
+        cr_assert_eq(thr_peer_release(holder, big, "k", 1), 0);
+        wait_for(&w.done, "never answered");
+        pthread_join(t, NULL);
+        cr_assert_eq(atomic_load(&w.rc), -EKEYEXPIRED);
+        cr_assert_eq(stat_of(big, "k").held, 0);
+        cr_assert_eq(thr_peer_close(p), 0);
+        cr_assert_eq(thr_peer_close(holder), 0);
+}
+
+/* Max 10, 1 held; a large acquire (10) queues, then eight small ones (1 each): though 9 units are
+ * free, no small one is served before the large one, which is served first at the release. */
+Test(peer, a_large_acquire_is_not_overtaken_by_small_ones)
+{
+        thr_limiter *big = tlim(&T, "big");
+        thr_peer *holder = peer(3600 * SEC), *large = peer(3600 * SEC), *small[8];
+        struct waiter wl = {.p = large, .l = big, .key = "k", .n = 10}, ws[8];
+        pthread_t tl, ts[8];
+        cr_assert_eq(pacq(holder, big, "k", 1), 0);
+        pthread_create(&tl, NULL, wait_thread, &wl);
+        wait_pending(big, "k", 1);
+        for (int i = 0; i < 8; i++) {
+                small[i] = peer(3600 * SEC);
+                ws[i] = (struct waiter){.p = small[i], .l = big, .key = "k", .n = 1};
+                pthread_create(&ts[i], NULL, wait_thread, &ws[i]);
+                wait_pending(big, "k", (uint64_t)i + 2);
+        }
+        advance(SEC); /* the waiters check on their own: still nobody fits before the large */
+        struct thr_sem_stat st = stat_of(big, "k");
+        cr_assert_eq(st.held, 1);
+        cr_assert_eq(st.pending, 9);
+        cr_assert_eq(st.pending_units, 18);
+        cr_assert_eq(thr_peer_release(holder, big, "k", 1), 0);
+        wait_for(&wl.done, "the large one was never served");
+        cr_assert_eq(atomic_load(&wl.rc), 0);
+        st = stat_of(big, "k");
+        cr_assert_eq(st.held, 10);
+        cr_assert_eq(st.pending, 8);
+        for (int i = 0; i < 8; i++)
+                cr_assert_not(atomic_load(&ws[i].done), "small %d served with the large", i);
+        cr_assert_eq(thr_peer_close(large), 0);
+        for (int i = 0; i < 8; i++) {
+                wait_for(&ws[i].done, "a small one was never served");
+                pthread_join(ts[i], NULL);
+                cr_assert_eq(atomic_load(&ws[i].rc), 0);
+                cr_assert_eq(thr_peer_close(small[i]), 0);
+        }
+        pthread_join(tl, NULL);
+        cr_assert_eq(thr_peer_close(holder), 0);
+}
+
+/* A fork child's copy of its parent's peer can neither take, release nor prolong anything; its
+ * close frees the copy only. */
+Test(peer, a_fork_childs_copy_of_a_peer_is_refused)
+{
+        thr_limiter *big = tlim(&T, "big");
+        thr_peer *p = peer(3600 * SEC);
+        cr_assert_eq(pacq(p, big, "k", 4), 0);
+        pid_t c = tfork();
+        cr_assert_geq(c, 0);
+        if (c == 0) {
+                int bad = 0;
+                bad |= pacq(p, big, "k", 4) != -EPERM;
+                bad |= pacq(p, big, "other", 1) != -EPERM;
+                bad |= thr_peer_release(p, big, "k", 1) != -EPERM;
+                bad |= thr_peer_heartbeat(p, SEC) != -EPERM;
+                bad |= thr_peer_pending(p) != -EPERM;
+                bad |= thr_peer_close(p) != 0;
+                _exit(bad);
+        }
+        int status;
+        cr_assert_eq(waitpid(c, &status, 0), c);
+        cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d", status);
+        cr_assert_eq(stat_of(big, "k").held, 4);
+        cr_assert_eq(thr_peer_heartbeat(p, SEC), 0);
+        cr_assert_eq(thr_peer_close(p), 0);
+        cr_assert_eq(stat_of(big, "k").held, 0);
+}
+
+Test(peer, stat_of_a_missing_key_creates_nothing)
+{
+        thr_limiter *big = tlim(&T, "big");
+        struct thr_sem_stat st = stat_of(big, "nobody");
+        cr_assert_eq(st.max, 10);
+        cr_assert_eq(st.remainder, 10);
+        cr_assert_eq(st.held, 0);
+        cr_assert_eq(atomic_load(&ttable(&T, "big")->live), 0);
+        struct thr_sem_stat x;
+        cr_assert_eq(thr_sem_stat(big, "", 0, &x), -EINVAL);
+}
+
+Test(peer, bad_arguments)
+{
+        thr_limiter *big = tlim(&T, "big");
+        thr_peer *p = NULL;
+        cr_assert_eq(thr_peer_open(T.a, 0, &p), -EINVAL);
+        cr_assert_eq(thr_peer_open(NULL, SEC, &p), -EINVAL);
+        p = peer(SEC);
+        cr_assert_eq(thr_peer_acquire(p, big, "k", 1, 0, 0, 0), -EINVAL);
+        cr_assert_eq(thr_peer_acquire(p, big, "k", 1, 1, 0, 0x80), -EINVAL);
+        cr_assert_eq(thr_peer_acquire(p, big, "k", 1, 11, 0, 0), -ERANGE);
+        char longkey[THR_KEY_MAX_LEN + 1];
+        memset(longkey, 'x', sizeof(longkey));
+        cr_assert_eq(thr_peer_acquire(p, big, longkey, sizeof(longkey), 1, 0, 0), -ENAMETOOLONG);
+        cr_assert_eq(thr_peer_heartbeat(p, 0), -EINVAL);
+        cr_assert_eq(thr_peer_release(p, big, "k", 1), -ENOENT);
+        cr_assert_eq(thr_peer_close(p), 0);
+}
