@@ -99,6 +99,7 @@ struct handle {
         thr_arena *a;
         thr_limiter *l;
         struct thr_lease lease;
+        thr_peer *peer;
         sem_t *sem;
         struct shared *sh;
         unsigned max;
@@ -150,6 +151,35 @@ static int thr_try_h(struct handle *h)
 static int thr_release_h(struct handle *h)
 {
         return thr_sem_release(&h->lease);
+}
+
+/* Through a peer: the same semaphore, one peer a worker (its expiry beyond the run). */
+static int peer_open(const struct ctx *c, const struct cfg *cf, struct handle *h)
+{
+        int rc = thr_open_h(c, cf, h);
+        return rc ? rc : thr_peer_open(h->a, 3600 * 1000000000ull, &h->peer);
+}
+
+static void peer_close(struct handle *h)
+{
+        if (h->peer)
+                thr_peer_close(h->peer);
+        thr_close_h(h);
+}
+
+static int peer_acquire(struct handle *h)
+{
+        return thr_peer_acquire(h->peer, h->l, "k", 1, 1, TIMEOUT_NS, 0);
+}
+
+static int peer_try(struct handle *h)
+{
+        return thr_peer_acquire(h->peer, h->l, "k", 1, 1, 0, 0);
+}
+
+static int peer_release(struct handle *h)
+{
+        return thr_peer_release(h->peer, h->l, "k", 1);
 }
 
 static int posix_open(const struct ctx *c, const struct cfg *cf, struct handle *h)
@@ -247,6 +277,7 @@ static const struct backend backends[NB] = {
     {thr_open_h, thr_close_h, thr_acquire_h, thr_try_h, thr_release_h},
     {posix_open, posix_close, posix_acquire, posix_try, posix_release},
     {mutex_open, mutex_close, mutex_acquire, mutex_try, mutex_release},
+    {peer_open, peer_close, peer_acquire, peer_try, peer_release},
 };
 
 /* Parent, before a measurement: the backend's state at MAX units free. */
@@ -549,8 +580,8 @@ static int cg_child(struct ctx *c)
         int b = 0;
         while (b < NB && strcmp(sem_bname(b, 1), c->o.cg_run) != 0)
                 b++;
-        if (b == NB || (b == B_THR && arena_make(c, err, sizeof(err)) < 0) ||
-            backend_prepare(c, b, 1) < 0)
+        bool thr = b == B_THR || b == B_PEER;
+        if (b == NB || (thr && arena_make(c, err, sizeof(err)) < 0) || backend_prepare(c, b, 1) < 0)
                 return 1;
         struct handle h = {0};
         int rc = backends[b].open(c, &one, &h);
@@ -559,7 +590,7 @@ static int cg_child(struct ctx *c)
         uint64_t bad = rc == 0 ? cg_loop(&backends[b], &h, c->o.cg_ops) : 1;
         backends[b].close(&h);
         backend_finish(c, b);
-        if (b == B_THR)
+        if (thr)
                 unlink(c->path);
         printf("errors %" PRIu64 "\n", bad);
         return bad ? 1 : 0;

@@ -20,7 +20,7 @@
 #define NCFG       7
 
 /* The backends, in the order of the table's columns. */
-enum { B_THR, B_POSIX, B_MUTEX, NB };
+enum { B_THR, B_POSIX, B_MUTEX, B_PEER, NB }; /* B_PEER: throttle through a peer (thr_peer_*) */
 
 /* One configuration: MAX units, PROCS workers, blocking acquire or uncontended try. */
 struct cfg {

@@ -14,7 +14,7 @@
 
 const char *sem_bname(int b, unsigned max)
 {
-        static const char *const names[NB] = {"throttle", "sem_open", "mutex"};
+        static const char *const names[NB] = {"throttle", "sem_open", "mutex", "peer"};
         return b == B_MUTEX && max > 1 ? "mutex+cond" : names[b];
 }
 
@@ -110,6 +110,8 @@ static void print_header(const struct run_info *ri)
                "non-blocking, 1 process); holders++ / check <= max / holders--; release\n");
         printf("# throttle: thr_sem_acquire/thr_sem_release, FIFO; a dead holder's lease is "
                "reclaimed (process gone, or ttl)\n");
+        printf("# peer: the same semaphore through a peer a worker (thr_peer_acquire/"
+               "thr_peer_release: level rule, idempotence)\n");
         printf("# sem_open: POSIX named semaphore (sem_wait/sem_post), not FIFO; a holder that "
                "dies LEAKS its unit forever\n");
         printf("# mutex: max 1: robust process-shared pthread mutex (EOWNERDEAD -> "
@@ -120,9 +122,9 @@ static void print_header(const struct run_info *ri)
 
 static void print_table(const struct run_info *ri, const struct results *rs)
 {
-        printf("%-3s %-5s %-7s  %-21s  %-21s  %-21s  %-17s  %-17s\n", "max", "procs", "form",
-               "throttle pairs/s", "sem_open pairs/s", "mutex pairs/s", "thr/sem_open",
-               "thr/mutex");
+        printf("%-3s %-5s %-7s  %-21s  %-21s  %-21s  %-21s  %-17s  %-17s  %-17s\n", "max", "procs",
+               "form", "throttle pairs/s", "sem_open pairs/s", "mutex pairs/s", "peer pairs/s",
+               "thr/sem_open", "thr/mutex", "thr/peer");
         for (unsigned k = 0; k < NCFG; k++) {
                 const struct cfg *cf = &sem_cfgs[k];
                 printf("%-3u %-5u %-7s", cf->max, cf->procs, cf->try_ ? "try" : "acquire");
@@ -130,6 +132,7 @@ static void print_table(const struct run_info *ri, const struct results *rs)
                         print_rate(stat_cfg(rs, k, b, 0, ri->o->runs));
                 print_ratio(stat_cfg(rs, k, B_POSIX, 3, ri->o->runs));
                 print_ratio(stat_cfg(rs, k, B_MUTEX, 3, ri->o->runs));
+                print_ratio(stat_cfg(rs, k, B_PEER, 3, ri->o->runs));
                 printf("\n");
         }
 }
@@ -167,7 +170,7 @@ static void print_details(const struct run_info *ri, const struct results *rs)
                         struct stat3 p = stat_cfg(rs, k, b, 0, n);
                         struct sample t = sum_runs(rs, k, b, n);
                         char wait[16] = "-";
-                        if (b == B_THR && !cf->try_)
+                        if (b == B_THR && !cf->try_) /* (a peer's acquire has no lease) */
                                 snprintf(wait, sizeof(wait), "%.3f", (double)t.wait_max_ns / 1e6);
                         printf("%-3u %-5u %-7s %-10s %10.1f %6.2f %8.3f %3d/%-2u %8s", cf->max,
                                cf->procs, cf->try_ ? "try" : "acquire", sem_bname(b, cf->max),
@@ -184,15 +187,18 @@ static void print_details(const struct run_info *ri, const struct results *rs)
 
 static void print_runs(const struct run_info *ri, const struct results *rs)
 {
-        char a[16], b[16], d[16];
-        printf("\nper run, pairs/s throttle/sem_open/mutex (run r starts with backend r mod 3):\n");
+        char a[16], b[16], d[16], e[16];
+        printf("\nper run, pairs/s throttle/sem_open/mutex/peer (run r starts with backend r mod "
+               "%d):\n",
+               NB);
         for (unsigned k = 0; k < NCFG; k++) {
                 printf("  max %u, %u proc %-7s", sem_cfgs[k].max, sem_cfgs[k].procs,
                        sem_cfgs[k].try_ ? "try" : "acquire");
                 for (unsigned r = 0; r < ri->o->runs; r++)
-                        printf(" %s/%s/%s", si3(rs->s[k][0][r].pairs_s, a, sizeof(a)),
+                        printf(" %s/%s/%s/%s", si3(rs->s[k][0][r].pairs_s, a, sizeof(a)),
                                si3(rs->s[k][1][r].pairs_s, b, sizeof(b)),
-                               si3(rs->s[k][2][r].pairs_s, d, sizeof(d)));
+                               si3(rs->s[k][2][r].pairs_s, d, sizeof(d)),
+                               si3(rs->s[k][B_PEER][r].pairs_s, e, sizeof(e)));
                 printf("\n");
         }
         printf("\nviolations %d, hangs %d\n", rs->violations, rs->hangs);
@@ -242,6 +248,8 @@ void sem_print_json(const struct run_info *ri, const struct results *rs)
                 json_stat("thr_per_sem_open", stat_cfg(rs, k, B_POSIX, 3, ri->o->runs));
                 printf(",");
                 json_stat("thr_per_mutex", stat_cfg(rs, k, B_MUTEX, 3, ri->o->runs));
+                printf(",");
+                json_stat("thr_per_peer", stat_cfg(rs, k, B_PEER, 3, ri->o->runs));
                 printf("}");
         }
         printf("],\"violations\":%d,\"hangs\":%d}\n", rs->violations, rs->hangs);

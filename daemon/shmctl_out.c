@@ -143,7 +143,7 @@ static const char *mb_name(const struct shmctl_gp *gp)
 /* Print a table: column widths from a first pass over every row, then the rows, aligned. */
 void table_print(const struct cols *t, row_fn fn, const void *data, long nrow)
 {
-        char(*cells)[CELL] = calloc(t->n, CELL);
+        char(*cells)[CELL] = calloc(MAX_COLS, CELL); /* a row may fill columns not shown */
         size_t w[MAX_COLS];
         if (!cells)
                 return;

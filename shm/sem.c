@@ -43,11 +43,9 @@ bool shm_sem_holder_gone(const struct shm_map *m, const struct thr_lease_rec *r,
         return check == SHM_SEM_LIVENESS && shm_reader_gone(m->fd, rd, idx) == 1;
 }
 
-uint64_t shm_sem_expiry(const struct shm_map *m, const struct thr_lease_rec *r, uint64_t now,
-                        bool kill)
+uint64_t shm_sem_peer_expiry(const struct shm_map *m, const struct thr_lease_rec *r, uint64_t now,
+                             bool kill)
 {
-        if (!(atomic_load_explicit(&r->flags, memory_order_relaxed) & THR_LEASE_PEER))
-                return atomic_load_explicit(&r->expires_ns, memory_order_relaxed);
         return shm_peer_expiry(m, atomic_load_explicit(&r->holder, memory_order_relaxed),
                                atomic_load_explicit(&r->holder_idx, memory_order_relaxed), now,
                                kill);

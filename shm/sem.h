@@ -171,9 +171,17 @@ int shm_sem_resize(const struct shm_map *m, const struct thr_params *p, void *au
                    uint64_t gen, uint64_t holder, uint64_t now, uint32_t amount);
 
 /* When lease R expires, as judged at NOW: its own expires_ns, or its peer's (0 once the peer is
- * dead; KILL: an expired peer is killed here, peer.h). */
-uint64_t shm_sem_expiry(const struct shm_map *m, const struct thr_lease_rec *r, uint64_t now,
-                        bool kill);
+ * dead; KILL: an expired peer is killed here, peer.h). Inline: every sweep asks it of every lease
+ * in use. */
+uint64_t shm_sem_peer_expiry(const struct shm_map *m, const struct thr_lease_rec *r, uint64_t now,
+                             bool kill);
+static inline uint64_t shm_sem_expiry(const struct shm_map *m, const struct thr_lease_rec *r,
+                                      uint64_t now, bool kill)
+{
+        if (!(atomic_load_explicit(&r->flags, memory_order_relaxed) & THR_LEASE_PEER))
+                return atomic_load_explicit(&r->expires_ns, memory_order_relaxed);
+        return shm_sem_peer_expiry(m, r, now, kill);
+}
 
 /* The acquires queued on slot S (any live thread's record naming it, WAITING or HEAD): how many,
  * the units they ask, and how long the oldest has waited at NOW. Exact under the key's lock; a

@@ -13,6 +13,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,8 +48,20 @@ static void setup(void)
         tarena_make(&T, THR_CLOCK_MANUAL, SHM_HUGE_OFF, s, 6);
 }
 
+/* Every limiter handle a test opened (tlim), closed at its end. */
+static thr_limiter *opened[32];
+static int nopened;
+
+static thr_limiter *lim(const char *name)
+{
+        cr_assert_lt(nopened, 32);
+        return opened[nopened++] = tlim(&T, name);
+}
+
 static void teardown(void)
 {
+        while (nopened)
+                thr_limiter_close(opened[--nopened]);
         tarena_free(&T);
 }
 
@@ -98,7 +111,7 @@ static bool free_units(thr_limiter *l, const char *key, uint32_t n)
 
 Test(peer, one_heartbeat_keeps_three_locks_and_the_expiry_releases_all)
 {
-        thr_limiter *c = tlim(&T, "C"), *a1 = tlim(&T, "A1"), *b = tlim(&T, "B");
+        thr_limiter *c = lim("C"), *a1 = lim("A1"), *b = lim("B");
         thr_peer *p = peer(SEC);
         cr_assert_eq(pacq(p, c, "x", 5), 0);  /* level 2 */
         cr_assert_eq(pacq(p, a1, "y", 1), 0); /* level 1 */
@@ -128,7 +141,7 @@ Test(peer, one_heartbeat_keeps_three_locks_and_the_expiry_releases_all)
  * late as well: the keys never disagree about whether it expired. */
 Test(peer, a_heartbeat_after_the_expiry_is_refused_even_unjudged)
 {
-        thr_limiter *c = tlim(&T, "C");
+        thr_limiter *c = lim("C");
         thr_peer *p = peer(SEC);
         cr_assert_eq(pacq(p, c, "x", 2), 0);
         advance(SEC);
@@ -139,7 +152,7 @@ Test(peer, a_heartbeat_after_the_expiry_is_refused_even_unjudged)
 
 Test(peer, close_releases_every_lock_at_once)
 {
-        thr_limiter *c = tlim(&T, "C"), *big = tlim(&T, "big");
+        thr_limiter *c = lim("C"), *big = lim("big");
         thr_peer *p = peer(3600 * SEC);
         cr_assert_eq(pacq(p, c, "x", 3), 0);
         cr_assert_eq(pacq(p, big, "k", 7), 0); /* C is level 2, big level 0 */
@@ -160,8 +173,7 @@ Test(peer, close_releases_every_lock_at_once)
  * is above B's. Refused at once, holding nothing more. */
 Test(peer, the_seeds_nesting_is_refused_unless_a_is_above_b)
 {
-        thr_limiter *a = tlim(&T, "A"), *b = tlim(&T, "B"), *a1 = tlim(&T, "A1"),
-                    *b1 = tlim(&T, "B1");
+        thr_limiter *a = lim("A"), *b = lim("B"), *a1 = lim("A1"), *b1 = lim("B1");
         thr_peer *p = peer(3600 * SEC);
         /* equal levels (0, 0) */
         cr_assert_eq(pacq(p, a, "k", 1), 0);
@@ -188,7 +200,7 @@ Test(peer, the_seeds_nesting_is_refused_unless_a_is_above_b)
 
 Test(peer, a_repeated_acquire_with_the_same_count_drains_nothing)
 {
-        thr_limiter *big = tlim(&T, "big");
+        thr_limiter *big = lim("big");
         thr_peer *p = peer(3600 * SEC);
         cr_assert_eq(pacq(p, big, "k", 3), 0);
         cr_assert_eq(pacq(p, big, "k", 3), 0);
@@ -260,7 +272,7 @@ static void wait_pending(thr_limiter *l, const char *key, uint64_t n)
 
 Test(peer, pending_state_remainder_and_the_longest_wait)
 {
-        thr_limiter *big = tlim(&T, "big");
+        thr_limiter *big = lim("big");
         thr_peer *holder = peer(3600 * SEC), *p = peer(3600 * SEC);
         cr_assert_eq(pacq(holder, big, "k", 6), 0);
         struct waiter w = {.p = p, .l = big, .key = "k", .n = 7};
@@ -298,7 +310,7 @@ Test(peer, pending_state_remainder_and_the_longest_wait)
  * below 2 meanwhile, downwards. */
 Test(peer, a_pending_acquire_counts_for_the_levels)
 {
-        thr_limiter *c = tlim(&T, "C"), *b = tlim(&T, "B"), *b1 = tlim(&T, "B1");
+        thr_limiter *c = lim("C"), *b = lim("B"), *b1 = lim("B1");
         thr_peer *holder = peer(3600 * SEC), *p = peer(3600 * SEC);
         cr_assert_eq(pacq(holder, c, "x", 5), 0);
         struct waiter w = {.p = p, .l = c, .key = "x", .n = 1};
@@ -319,7 +331,7 @@ Test(peer, a_pending_acquire_counts_for_the_levels)
 /* Granted to a peer that had expired while it waited: void, and the caller is told. */
 Test(peer, a_grant_to_an_expired_peer_holds_nothing)
 {
-        thr_limiter *big = tlim(&T, "big");
+        thr_limiter *big = lim("big");
         thr_peer *holder = peer(3600 * SEC), *p = peer(SEC);
         cr_assert_eq(pacq(holder, big, "k", 10), 0);
         struct waiter w = {.p = p, .l = big, .key = "k", .n = 4};
@@ -340,7 +352,7 @@ Test(peer, a_grant_to_an_expired_peer_holds_nothing)
  * free, no small one is served before the large one, which is served first at the release. */
 Test(peer, a_large_acquire_is_not_overtaken_by_small_ones)
 {
-        thr_limiter *big = tlim(&T, "big");
+        thr_limiter *big = lim("big");
         thr_peer *holder = peer(3600 * SEC), *large = peer(3600 * SEC), *small[8];
         struct waiter wl = {.p = large, .l = big, .key = "k", .n = 10}, ws[8];
         pthread_t tl, ts[8];
@@ -381,7 +393,7 @@ Test(peer, a_large_acquire_is_not_overtaken_by_small_ones)
  * close frees the copy only. */
 Test(peer, a_fork_childs_copy_of_a_peer_is_refused)
 {
-        thr_limiter *big = tlim(&T, "big");
+        thr_limiter *big = lim("big");
         thr_peer *p = peer(3600 * SEC);
         cr_assert_eq(pacq(p, big, "k", 4), 0);
         pid_t c = tfork();
@@ -407,7 +419,7 @@ Test(peer, a_fork_childs_copy_of_a_peer_is_refused)
 
 Test(peer, stat_of_a_missing_key_creates_nothing)
 {
-        thr_limiter *big = tlim(&T, "big");
+        thr_limiter *big = lim("big");
         struct thr_sem_stat st = stat_of(big, "nobody");
         cr_assert_eq(st.max, 10);
         cr_assert_eq(st.remainder, 10);
@@ -419,7 +431,7 @@ Test(peer, stat_of_a_missing_key_creates_nothing)
 
 Test(peer, bad_arguments)
 {
-        thr_limiter *big = tlim(&T, "big");
+        thr_limiter *big = lim("big");
         thr_peer *p = NULL;
         cr_assert_eq(thr_peer_open(T.a, 0, &p), -EINVAL);
         cr_assert_eq(thr_peer_open(NULL, SEC, &p), -EINVAL);
@@ -433,4 +445,54 @@ Test(peer, bad_arguments)
         cr_assert_eq(thr_peer_heartbeat(p, 0), -EINVAL);
         cr_assert_eq(thr_peer_release(p, big, "k", 1), -ENOENT);
         cr_assert_eq(thr_peer_close(p), 0);
+}
+
+/* The same on a hugetlbfs arena (the tests above use the /dev/shm fallback): a peer's locks on
+ * two semaphores kept by its heartbeat and released by its expiry; a child's peer SIGKILLed, its
+ * lock reclaimed (stat judges its liveness). Skipped, with the reason, where no pool is free. */
+TestSuite(peer_huge, .fini = teardown, .timeout = 60);
+
+Test(peer_huge, peers_on_a_hugetlbfs_arena)
+{
+        char why[256];
+        if (!thugepages_available(4, why, sizeof(why)))
+                cr_skip_test("hugetlbfs: %s", why);
+        struct shm_limiter_spec s[] = {pspec("C", 5, 2), pspec("big", 10, 0)};
+        tarena_make(&T, THR_CLOCK_MANUAL, SHM_HUGE_REQUIRE, s, 2);
+        cr_assert_eq(shm_hdr(&T.map)->backing, THR_BACKING_HUGETLBFS, "arena at %s", T.path);
+        thr_limiter *c = lim("C"), *big = lim("big");
+        thr_peer *p = peer(SEC);
+        cr_assert_eq(pacq(p, c, "x", 5), 0);
+        cr_assert_eq(pacq(p, big, "k", 4), 0);
+        advance(900 * MS);
+        cr_assert_eq(thr_peer_heartbeat(p, SEC), 0);
+        advance(900 * MS);
+        cr_assert_eq(stat_of(c, "x").held, 5);
+        cr_assert_eq(stat_of(big, "k").remainder, 6);
+        advance(100 * MS);
+        cr_assert_eq(stat_of(c, "x").held, 0);
+        cr_assert_eq(stat_of(big, "k").remainder, 10);
+        cr_assert_eq(thr_peer_close(p), 0);
+        int fds[2];
+        cr_assert_eq(pipe(fds), 0);
+        pid_t kid = tfork();
+        cr_assert_geq(kid, 0);
+        if (kid == 0) {
+                thr_arena *a;
+                thr_limiter *l;
+                thr_peer *q;
+                char ch = 1;
+                if (thr_arena_open(T.path, 0, &a) < 0 || thr_limiter_open(a, "big", &l) < 0 ||
+                    thr_peer_open(a, 3600 * SEC, &q) < 0 ||
+                    thr_peer_acquire(q, l, "k", 1, 7, 0, 0) != 0 || write(fds[1], &ch, 1) != 1)
+                        _exit(1);
+                for (;;)
+                        pause();
+        }
+        char ch;
+        cr_assert_eq(read(fds[0], &ch, 1), 1);
+        cr_assert_eq(stat_of(big, "k").held, 7);
+        kill(kid, SIGKILL);
+        waitpid(kid, NULL, 0);
+        cr_assert_eq(stat_of(big, "k").held, 0);
 }

@@ -51,8 +51,20 @@ static void make(uint32_t clock)
         tarena_make(&T, clock, SHM_HUGE_OFF, s, 4);
 }
 
+/* Every limiter handle a test opened (tlim), closed at its end. */
+static thr_limiter *opened[32];
+static int nopened;
+
+static thr_limiter *lim(const char *name)
+{
+        cr_assert_lt(nopened, 32);
+        return opened[nopened++] = tlim(&T, name);
+}
+
 static void teardown(void)
 {
+        while (nopened)
+                thr_limiter_close(opened[--nopened]);
         tarena_free(&T);
 }
 
@@ -174,7 +186,7 @@ static double wait_three(thr_limiter **l, const struct timespec *t0, struct wait
 static void open_three(thr_limiter **l)
 {
         for (int i = 0; i < 3; i++)
-                l[i] = tlim(&T, LIMS[i]);
+                l[i] = lim(LIMS[i]);
 }
 
 /* No daemon: the peer's process SIGKILLed, every lock it held goes to the waiters at once (their
@@ -372,7 +384,7 @@ static pid_t taker(const char *path, uint32_t n, uint32_t ask, int fd)
 Test(peer_procs, remainder_and_pending_agree_with_what_the_processes_hold)
 {
         make(THR_CLOCK_MONOTONIC);
-        thr_limiter *big = tlim(&T, "big");
+        thr_limiter *big = lim("big");
         const uint32_t take[] = {1, 2, 1, 3, 1};
         int fds[2];
         cr_assert_eq(pipe(fds), 0);
@@ -493,7 +505,7 @@ static void *large_acquire(void *arg)
 Test(peer_procs, a_large_acquire_is_not_starved_by_processes_hammering_small_ones)
 {
         make(THR_CLOCK_MONOTONIC);
-        thr_limiter *big = tlim(&T, "big");
+        thr_limiter *big = lim("big");
         struct shared *g = shared_new();
         pid_t kid[6];
         for (int i = 0; i < 6; i++) {

@@ -11,6 +11,8 @@
  * The arena, shmctl's runs and the output checks are shmctl_run.h's, as in test_shmctl_sem.c.
  */
 #include <criterion/criterion.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -492,9 +494,24 @@ Test(shmctl_peer, scribbled_peers_and_peer_leases_do_not_crash)
         make_arena_readers("pscribble", 2, l, 40);
         a = open_lim("A");
         b = open_lim("B");
-        thr_peer *p = open_peer(10 * S);
-        lock_both(p, a, b);
-        /* the client goes without closing the peer: its leases stay in their keys */
+        /* a child's peer holds both, alive until the end (killed then): its leases stay in their
+         * keys while the test scribbles */
+        int fds[2];
+        cr_assert_eq(pipe(fds), 0);
+        pid_t kid = tfork();
+        cr_assert_geq(kid, 0);
+        if (kid == 0) {
+                thr_peer *p;
+                char one = 1;
+                if (thr_peer_open(fx.arena, 10 * S, &p) < 0 ||
+                    thr_peer_acquire(p, a, "x", 1, 3, 0, 0) != 0 ||
+                    thr_peer_acquire(p, b, "y", 1, 2, 0, 0) != 0 || write(fds[1], &one, 1) != 1)
+                        _exit(1);
+                for (;;)
+                        pause();
+        }
+        char ready;
+        cr_assert_eq(read(fds[0], &ready, 1), 1);
         thr_limiter_close(a);
         thr_limiter_close(b);
         close_client();
@@ -518,4 +535,6 @@ Test(shmctl_peer, scribbled_peers_and_peer_leases_do_not_crash)
         atomic_store(&shm_hdr(&fx.map)->manual_now_ns, UINT64_MAX);
         cr_assert_eq(run(out, "--json peers"), 0, "%s", out);
         assert_json(out);
+        kill(kid, SIGKILL);
+        waitpid(kid, NULL, 0);
 }
