@@ -7,7 +7,8 @@
 # tests (Criterion programs and the short stress run):
 #   release  build/        -DTHR_WERROR=ON
 #   asan     build-asan/   -DTHR_SANITIZE=ON -DTHR_WERROR=ON -DTHR_BENCH=ON (ASan + UBSan)
-#   tsan     build-tsan/   -DTHR_TSAN=ON -DTHR_WERROR=ON: stress_threads and daemon_threads (the
+#   tsan     build-tsan/   -DTHR_TSAN=ON -DTHR_WERROR=ON: stress_threads, stress_peer (peers and
+#                          leases) and daemon_threads (the
 #                          daemon's main and maintenance threads under 20 reloads), the tests
 #                          that are not Criterion programs. Criterion 2.4 cannot start under
 #                          TSan: its inheritable arena looks for free address space where TSan
@@ -121,7 +122,7 @@ main() {
         if [ "$quick" -eq 0 ]; then
                 suite asan build-asan "$common -DTHR_SANITIZE=ON -DTHR_TSAN=OFF -DTHR_BENCH=ON"
                 suite tsan build-tsan "$common -DTHR_SANITIZE=OFF -DTHR_TSAN=ON -DTHR_BENCH=OFF" \
-                        -R '^(stress_threads|daemon_threads)$'
+                        -R '^(stress_threads|stress_peer|daemon_threads)$'
                 if have_libfuzzer; then
                         SUITE_TARGET=fuzz_config suite fuzz build-fuzz \
                                 "-DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo \
