@@ -32,11 +32,12 @@
 #include "peer.h"
 
 struct peer_lock {
-        thr_limiter *l;
-        struct thr_lease lease; /* when held */
-        uint32_t level;         /* its bit in levels */
-        bool pending;           /* an acquire in progress: no lease yet */
-        bool releasing;         /* a release in progress: held until it is done */
+        const struct thr_dir_entry *de; /* the limiter (in the arena: lives as long as it) */
+        thr_limiter *l;                 /* the handle it was acquired through */
+        struct thr_lease lease;         /* when held */
+        uint32_t level;                 /* its bit in levels */
+        bool pending;                   /* an acquire in progress: no lease yet */
+        bool releasing;                 /* a release in progress: held until it is done */
         uint32_t len;
         uint8_t key[THR_KEY_MAX];
 };
@@ -66,6 +67,13 @@ static struct thr_reader *peer_rec(const thr_peer *p)
 static uint64_t peer_now(const thr_peer *p)
 {
         return shm_now_ns(p->a->hdr);
+}
+
+/* NOW + TTL_NS (at most THR_HORIZON_NS), never wrapping (a manual clock may be anywhere). */
+static uint64_t expiry_at(uint64_t now, uint64_t ttl_ns)
+{
+        uint64_t t = ttl_ns > THR_HORIZON_NS ? THR_HORIZON_NS : ttl_ns;
+        return now > UINT64_MAX - t ? UINT64_MAX : now + t;
 }
 
 /* Under the mutex: the record's informational copies (shmctl shows them). */
@@ -99,9 +107,8 @@ int thr_peer_open(thr_arena *a, uint64_t expires_in_ns, thr_peer **out)
                 p->a = a;
                 p->fork_gen = thr_forkpage->gen;
                 pthread_mutex_init(&p->mu, NULL);
-                uint64_t now = peer_now(p);
-                uint64_t t = expires_in_ns > THR_HORIZON_NS ? THR_HORIZON_NS : expires_in_ns;
-                atomic_store_explicit(&peer_rec(p)->peer_expires, now + t, memory_order_release);
+                atomic_store_explicit(&peer_rec(p)->peer_expires,
+                                      expiry_at(peer_now(p), expires_in_ns), memory_order_release);
                 *out = p;
         }
         pthread_setcancelstate(old, NULL);
@@ -117,7 +124,7 @@ int thr_peer_open(thr_arena *a, uint64_t expires_in_ns, thr_peer **out)
 static struct peer_lock *find(thr_peer *p, const thr_limiter *l, const void *key, size_t len)
 {
         for (uint32_t i = 0; i < p->n; i++)
-                if (p->locks[i].l->de == l->de && p->locks[i].len == len &&
+                if (p->locks[i].de == l->de && p->locks[i].len == len &&
                     memcmp(p->locks[i].key, key, len) == 0)
                         return &p->locks[i];
         return NULL;
@@ -156,7 +163,8 @@ static int reserve(thr_peer *p, thr_limiter *l, const void *key, size_t len, uin
                 p->cap *= 2;
         }
         struct peer_lock *e = &p->locks[p->n++];
-        *e = (struct peer_lock){.l = l, .level = level, .pending = true, .len = (uint32_t)len};
+        *e = (struct peer_lock){
+            .de = l->de, .l = l, .level = level, .pending = true, .len = (uint32_t)len};
         memcpy(e->key, key, len);
         p->levels |= 1ull << level;
         atomic_fetch_add(&p->npending, 1);
@@ -281,8 +289,7 @@ int thr_peer_heartbeat(thr_peer *p, uint64_t expires_in_ns)
         if (!r)
                 return -EKEYEXPIRED; /* its record was given back (the arena closed) */
         uint64_t now = peer_now(p);
-        uint64_t t = expires_in_ns > THR_HORIZON_NS ? THR_HORIZON_NS : expires_in_ns;
-        return shm_peer_prolong(r, now, now + t);
+        return shm_peer_prolong(r, now, expiry_at(now, expires_in_ns));
 }
 
 int thr_peer_pending(const thr_peer *p)

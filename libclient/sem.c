@@ -175,6 +175,34 @@ static int enqueue(struct sop *o, const struct shm_sem_ask *ask, uint64_t *room_
 }
 
 /*
+ * Under the lock, still queued: a grant whose granter was killed between filling the lease and
+ * its CAS of our state (shm/sem.c, fill). The record carries the generation noted in our record,
+ * which nobody else is ever given; the granter holds the lock from the fill to the CAS, so under
+ * the lock a record that is there while we are still queued was left by a dead granter. Ours:
+ * our state goes to GRANTED as the granter would have made it.
+ */
+static bool adopt(struct sop *o)
+{
+        struct thr_reader *r = o->r;
+        uint32_t idx = atomic_load_explicit(&r->wait_lease_idx, memory_order_relaxed);
+        uint64_t gen = atomic_load_explicit(&r->wait_lease_gen, memory_order_relaxed);
+        if (!gen || idx >= o->p->leases)
+                return false;
+        struct thr_lease_rec *rec = shm_sem_lease(sop_aux(o), idx);
+        if (atomic_load_explicit(&rec->gen, memory_order_acquire) != gen ||
+            atomic_load_explicit(&rec->holder, memory_order_relaxed) !=
+                atomic_load_explicit(&r->wait_holder, memory_order_relaxed))
+                return false;
+        uint32_t s = atomic_load_explicit(&r->wait_state, memory_order_acquire);
+        while (s == THR_WAIT_WAITING || s == THR_WAIT_HEAD)
+                if (atomic_compare_exchange_weak_explicit(&r->wait_state, &s, THR_WAIT_GRANTED,
+                                                          memory_order_acq_rel,
+                                                          memory_order_acquire))
+                        return true;
+        return false;
+}
+
+/*
  * Under the lock, while queued: granted meanwhile? If not, serve the key (expired leases and
  * those of dead holders reclaimed, the head granted if it fits). LEAVE: give up the place if
  * still queued (a grant made before wins: the lease is ours). Returns GRANTED or QUEUED.
@@ -184,6 +212,8 @@ static int check(struct sop *o, bool leave, uint64_t *room_at)
         *room_at = 0;
         if (outcome(o->r) != QUEUED)
                 return outcome(o->r);
+        if (adopt(o)) /* before giving up: it is held already */
+                return GRANTED;
         if (leave) {
                 if (!give_up(o->r))
                         return outcome(o->r);
@@ -332,6 +362,8 @@ static int acquire_on(struct sop *o, const struct shm_sem_ask *ask, uint64_t t0,
         idx = atomic_load_explicit(&o->r->wait_lease_idx, memory_order_relaxed);
         gen = atomic_load_explicit(&o->r->wait_lease_gen, memory_order_relaxed);
         wait_clear(o->r);
+        if (idx >= o->pc.leases)
+                return -EBADMSG; /* a rewritten record: never read past the key's leases */
         lease_fill(o, ask, lease, idx, gen, t0, arena_now(o));
         return 0;
 }

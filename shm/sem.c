@@ -16,6 +16,7 @@
 #include "readers.h"
 #include "sem.h"
 #include "serial.h"
+#include "testhook.h"
 
 static void futex_wake(_Atomic uint32_t *w)
 {
@@ -136,8 +137,16 @@ static uint64_t sweep(const struct shm_map *m, int check, const struct thr_param
         return held;
 }
 
-/* Fill free record I for ASK at NOW: the lease's generation. */
-static uint64_t fill(void *aux, uint32_t i, const struct shm_sem_ask *ask, uint64_t now)
+/*
+ * Fill free record I for ASK at NOW: the lease's generation. For a waiter (its reader record W),
+ * the generation is taken from the counter first and noted in W (wait_lease_idx, _gen) before the
+ * record is filled, and the record's generation is stored last (release): a granter killed
+ * between the fill and its CAS of W's state leaves a record that W recognises as its grant (the
+ * noted generation, unique in the key: nobody else is ever given it), and W adopts it at its next
+ * check (libclient/sem.c); one killed before the record's store leaves nothing to adopt.
+ */
+static uint64_t fill(void *aux, uint32_t i, const struct shm_sem_ask *ask, uint64_t now,
+                     struct thr_reader *w)
 {
         struct thr_sem *h = shm_sem(aux);
         struct thr_lease_rec *r = shm_sem_lease(aux, i);
@@ -145,6 +154,10 @@ static uint64_t fill(void *aux, uint32_t i, const struct shm_sem_ask *ask, uint6
         if (gen == 0)
                 gen = 1;
         atomic_store_explicit(&h->next_gen, gen + 1, memory_order_relaxed);
+        if (w) {
+                atomic_store_explicit(&w->wait_lease_idx, i, memory_order_relaxed);
+                atomic_store_explicit(&w->wait_lease_gen, gen, memory_order_relaxed);
+        }
         uint64_t ttl = ask->ttl_ns > THR_HORIZON_NS ? THR_HORIZON_NS
                        : ask->ttl_ns                ? ask->ttl_ns
                                                     : 1; /* 0 only in a rewritten waiter's record */
@@ -186,7 +199,7 @@ int shm_sem_take(const struct shm_map *m, const struct thr_params *p, void *aux,
         int rc = held + ask->amount > p->rate_n ? -EAGAIN : free_idx == UINT32_MAX ? -ENOBUFS : 0;
         if (rc == 0) {
                 *idx = free_idx;
-                *gen = fill(aux, free_idx, ask, now);
+                *gen = fill(aux, free_idx, ask, now, NULL);
         }
         end(aux);
         return rc;
@@ -266,9 +279,8 @@ void shm_sem_serve(const struct shm_map *m, const struct thr_params *p, struct t
                     .pid = atomic_load_explicit(&r->pid, memory_order_relaxed),
                     .tid = atomic_load_explicit(&r->tid, memory_order_relaxed)};
                 uint32_t i = free_idx;
-                uint64_t gen = fill(aux, i, &ask, now);
-                atomic_store_explicit(&r->wait_lease_idx, i, memory_order_relaxed);
-                atomic_store_explicit(&r->wait_lease_gen, gen, memory_order_relaxed);
+                fill(aux, i, &ask, now, r); /* noted in R before the record is in use */
+                THR_HOOK(THR_HOOK_SEM_GRANT_FILLED, r);
                 /* WAITING or HEAD -> GRANTED; a waiter that left CASed it to NONE first */
                 uint32_t waiting = atomic_load_explicit(&r->wait_state, memory_order_relaxed);
                 bool won = false;

@@ -23,6 +23,8 @@ enum thr_hook_point {
         THR_HOOK_REGISTRY_LOCKED,     /* client: a registration holds the registry lock */
         THR_HOOK_EVICTED_FOR_ROOM,    /* on_full = evict: the victim's state CAS done, nothing
                                        * else yet (arg: the slot) */
+        THR_HOOK_SEM_GRANT_FILLED,    /* a semaphore serve filled a waiter's lease, before the CAS
+                                       * that tells it (arg: the waiter's reader record) */
 };
 
 #ifdef THR_TEST_HOOKS

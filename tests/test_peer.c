@@ -24,6 +24,7 @@
 #include "client_internal.h"
 #include "helpers.h"
 #include "sem.h"
+#include "testhook.h"
 
 #define MS 1000000ull
 
@@ -444,6 +445,182 @@ Test(peer, bad_arguments)
         cr_assert_eq(thr_peer_acquire(p, big, longkey, sizeof(longkey), 1, 0, 0), -ENAMETOOLONG);
         cr_assert_eq(thr_peer_heartbeat(p, 0), -EINVAL);
         cr_assert_eq(thr_peer_release(p, big, "k", 1), -ENOENT);
+        cr_assert_eq(thr_peer_close(p), 0);
+}
+
+/* ---------------------------------------------------------------- a granter killed mid-grant */
+
+static void die_at_grant(enum thr_hook_point pt, void *arg)
+{
+        (void)arg;
+        if (pt == THR_HOOK_SEM_GRANT_FILLED)
+                raise(SIGKILL); /* the lease is filled for the waiter, its state not yet changed */
+}
+
+/* A child holding "k" of LIM releases it and is SIGKILLed in the serve of that release, after
+ * it filled the lease for the waiter and before the CAS that tells it. */
+static pid_t granter(thr_limiter *l, int fds[2])
+{
+        pid_t kid = tfork();
+        cr_assert_geq(kid, 0);
+        if (kid == 0) {
+                struct thr_lease le;
+                char c;
+                if (thr_sem_try(l, "k", 1, 1, 3600 * SEC, &le) != 0 || write(fds[1], &c, 1) != 1 ||
+                    read(fds[0], &c, 1) != 1)
+                        _exit(1);
+                thr_test_hook = die_at_grant;
+                thr_sem_release(&le);
+                _exit(2); /* never reached: the hook fires */
+        }
+        return kid;
+}
+
+struct plain_waiter {
+        thr_limiter *l;
+        int rc;
+        struct thr_lease le;
+        _Atomic int done;
+};
+
+static void *plain_wait(void *arg)
+{
+        struct plain_waiter *w = arg;
+        w->rc = thr_sem_acquire(w->l, "k", 1, 1, 3600 * SEC, 3600 * SEC, &w->le);
+        atomic_store(&w->done, 1);
+        return NULL;
+}
+
+/* Whether the waiter's thread has its lease: waited for in real time (its checks come every 1 ms
+ * on a manual clock); without the adoption it waits its whole timeout. */
+static bool done_within(_Atomic int *done, double s)
+{
+        struct timespec t0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        while (!atomic_load(done) && telapsed_s(&t0) < s)
+                tdoze();
+        return atomic_load(done);
+}
+
+/* The waiter (a peer's acquire) adopts the lease its dead granter filled: the peer holds one
+ * lease (not one orphaned and one more), and its release gives the unit back. */
+Test(peer, a_grant_whose_granter_was_killed_is_adopted_by_the_peer)
+{
+        thr_limiter *m = lim("A"); /* max 1 */
+        int to_kid[2], from_kid[2], ends[2];
+        cr_assert_eq(pipe(to_kid), 0);
+        cr_assert_eq(pipe(from_kid), 0);
+        ends[0] = to_kid[0];
+        ends[1] = from_kid[1];
+        pid_t kid = granter(m, ends);
+        char c = 0;
+        cr_assert_eq(read(from_kid[0], &c, 1), 1);
+        thr_peer *p = peer(3600 * SEC);
+        struct waiter w = {.p = p, .l = m, .key = "k", .n = 1};
+        pthread_t t;
+        pthread_create(&t, NULL, wait_thread, &w);
+        wait_pending(m, "k", 1);
+        cr_assert_eq(write(to_kid[1], &c, 1), 1);
+        int status;
+        cr_assert_eq(waitpid(kid, &status, 0), kid);
+        cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL, "status %d", status);
+        bool got = done_within(&w.done, 10.0);
+        if (!got)
+                advance(7200 * SEC); /* let it time out, to end the test */
+        pthread_join(t, NULL);
+        cr_assert(got, "the waiter never adopted its grant");
+        cr_assert_eq(atomic_load(&w.rc), 0);
+        struct thr_sem_stat st = stat_of(m, "k");
+        cr_assert_eq(st.held, 1);
+        cr_assert_eq(st.leases, 1, "one lease, the peer's: none orphaned");
+        cr_assert_eq(thr_peer_release(p, m, "k", 1), 0);
+        cr_assert_eq(stat_of(m, "k").remainder, 1);
+        cr_assert_eq(thr_peer_close(p), 0);
+}
+
+/* The same for a plain lease: the acquire returns it, and its release frees it. */
+Test(peer, a_grant_whose_granter_was_killed_is_adopted_by_a_plain_waiter)
+{
+        thr_limiter *m = lim("A");
+        int to_kid[2], from_kid[2], ends[2];
+        cr_assert_eq(pipe(to_kid), 0);
+        cr_assert_eq(pipe(from_kid), 0);
+        ends[0] = to_kid[0];
+        ends[1] = from_kid[1];
+        pid_t kid = granter(m, ends);
+        char c = 0;
+        cr_assert_eq(read(from_kid[0], &c, 1), 1);
+        struct plain_waiter w = {.l = m};
+        pthread_t t;
+        pthread_create(&t, NULL, plain_wait, &w);
+        wait_pending(m, "k", 1);
+        cr_assert_eq(write(to_kid[1], &c, 1), 1);
+        cr_assert_eq(waitpid(kid, NULL, 0), kid);
+        bool got = done_within(&w.done, 10.0);
+        if (!got)
+                advance(7200 * SEC);
+        pthread_join(t, NULL);
+        cr_assert(got, "the waiter never adopted its grant");
+        cr_assert_eq(w.rc, 0);
+        cr_assert_eq(stat_of(m, "k").leases, 1);
+        cr_assert_eq(thr_sem_release(&w.le), 0);
+        cr_assert_eq(stat_of(m, "k").held, 0);
+}
+
+/* A client rewriting a waiter's record to say "granted, lease 2^30": the waiter is told the
+ * arena is bad (-EBADMSG), it never reads past the key's lease records. */
+Test(peer, a_rewritten_grant_index_is_refused_not_followed)
+{
+        thr_limiter *m = lim("A");
+        thr_peer *holder = peer(3600 * SEC), *p = peer(3600 * SEC);
+        cr_assert_eq(pacq(holder, m, "k", 1), 0);
+        struct waiter w = {.p = p, .l = m, .key = "k", .n = 1};
+        pthread_t t;
+        pthread_create(&t, NULL, wait_thread, &w);
+        wait_pending(m, "k", 1);
+        struct thr_reader *rec = shm_at(T.a->map.base, T.a->map.g.reader_off), *r = NULL;
+        for (uint32_t i = 0; i < T.a->map.g.reader_count && !r; i++)
+                if (atomic_load(&rec[i].wait_state) == THR_WAIT_WAITING ||
+                    atomic_load(&rec[i].wait_state) == THR_WAIT_HEAD)
+                        r = &rec[i];
+        cr_assert_not_null(r);
+        atomic_store(&r->wait_lease_idx, 0x40000000u);
+        atomic_store(&r->wait_lease_gen, 1);
+        atomic_store(&r->wait_state, THR_WAIT_GRANTED);
+        cr_assert(done_within(&w.done, 10.0));
+        pthread_join(t, NULL);
+        cr_assert_eq(atomic_load(&w.rc), -EBADMSG);
+        cr_assert_eq(thr_peer_close(p), 0);
+        cr_assert_eq(thr_peer_close(holder), 0);
+}
+
+/* A lock stays known to its peer through any handle of its limiter, and a closed handle of
+ * another limiter is never read by later calls. */
+Test(peer, locks_are_known_by_limiter_not_by_handle)
+{
+        thr_limiter *b1 = lim("B1"), *big = lim("big"), *b1_again;
+        cr_assert_eq(thr_limiter_open(T.a, "B1", &b1_again), 0);
+        thr_peer *p = peer(3600 * SEC);
+        cr_assert_eq(pacq(p, b1, "k", 1), 0);
+        cr_assert_eq(pacq(p, b1_again, "k", 1), 0, "the same lock: idempotent");
+        cr_assert_eq(stat_of(b1, "k").held, 1);
+        thr_limiter *other;
+        cr_assert_eq(thr_limiter_open(T.a, "C", &other), 0);
+        thr_limiter_close(other); /* no lock through it: closing it is fine */
+        cr_assert_eq(pacq(p, big, "k", 3), 0);
+        cr_assert_eq(thr_peer_release(p, b1_again, "k", 1), 0);
+        cr_assert_eq(stat_of(b1, "k").held, 0);
+        thr_limiter_close(b1_again);
+        cr_assert_eq(thr_peer_close(p), 0);
+}
+
+/* A manual clock near its top: expiries saturate, they never wrap to the past. */
+Test(peer, an_expiry_near_the_top_of_the_clock_saturates)
+{
+        advance(UINT64_MAX - now_ns() - 1000);
+        thr_peer *p = peer(SEC);
+        cr_assert_eq(thr_peer_expires(p), UINT64_MAX);
+        cr_assert_eq(thr_peer_heartbeat(p, SEC), 0);
         cr_assert_eq(thr_peer_close(p), 0);
 }
 

@@ -301,6 +301,8 @@ int thr_sem_stat(thr_limiter *lim, const void *key, size_t len, struct thr_sem_s
  * Acquires through a peer are idempotent (the same count again changes nothing) and obey lock
  * levels: a peer holding (or waiting for) a lock at level L may only acquire locks at levels
  * below L; anything else is refused at once with -EDEADLK ("lock hierarchy violation").
+ * Unlike the calls above, the peer calls take a mutex of the peer's handle: none is
+ * async-signal-safe (a handler must not call them), none is a cancellation point.
  */
 typedef struct thr_peer thr_peer;
 
