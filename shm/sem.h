@@ -56,10 +56,12 @@
  *     extend someone else's lease: -EKEYEXPIRED.
  *
  * What a process killed at any step leaves. The shard lock is taken over by the next locker,
- * which recounts the sums (above). A grant whose CAS was never made leaves a record
- * naming the waiter's process: its holder is that live process, which never learns of it: the
- * record is reclaimed when it expires (wait_ttl), or when that process is gone (over-denial of
- * its amount for at most its ttl, never over-grant). A waiter killed while queued is skipped by
+ * which recounts the sums (above). A grant whose CAS was never made leaves a filled record
+ * whose generation the granter noted in the waiter's record first (fill): the waiter, still
+ * queued, finds it under the lock at its next check and adopts it (its state to GRANTED, as the
+ * granter would have made it; libclient/sem.c, adopt). Only a waiter that can no longer take the
+ * lock (held by a live process for its whole wait) leaves it: reclaimed when it expires, or when
+ * its holder (process or peer) is gone: over-denial, never over-grant. A waiter killed while queued is skipped by
  * every serve (its record is gone). A holder killed: its leases are reclaimed at the first serve
  * that needs the count (at once, for an acquire that does not fit), by a queued waiter within
  * THR_SERIAL_POLL_NS, or by the daemon's next maintenance pass; without anyone, it is harmless.
