@@ -49,7 +49,8 @@ static void sem_waiters(const struct ctx *c, const struct thr_slot *s, uint32_t 
         const struct thr_reader *r = shm_at(c->map.base, c->map.g.reader_off);
         uint64_t off = (uint64_t)((const char *)s - (const char *)c->map.base);
         for (uint32_t i = 0; i < c->map.g.reader_count; i++) {
-                uint32_t st = atomic_load_explicit(&r[i].wait_state, memory_order_relaxed);
+                uint32_t st =
+                    THR_WAIT_STATE(atomic_load_explicit(&r[i].wait_state, memory_order_relaxed));
                 if (atomic_load_explicit(&r[i].owner, memory_order_acquire) == 0 ||
                     atomic_load_explicit(&r[i].wait_slot, memory_order_relaxed) != off ||
                     atomic_load_explicit(&r[i].wait_gen, memory_order_relaxed) != gen ||

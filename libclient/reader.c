@@ -238,7 +238,10 @@ static void release_record(thr_arena *a, uint32_t idx)
         atomic_store_explicit(&r->online, 0, memory_order_relaxed);
         atomic_store_explicit(&r->pid, 0, memory_order_relaxed);
         atomic_store_explicit(&r->tid, 0, memory_order_relaxed);
-        atomic_store_explicit(&r->wait_state, THR_WAIT_NONE, memory_order_relaxed); /* serial.h */
+        atomic_store_explicit(
+            &r->wait_state,
+            THR_WAIT_AS(atomic_load_explicit(&r->wait_state, memory_order_relaxed), THR_WAIT_NONE),
+            memory_order_relaxed); /* serial.h */
         atomic_store_explicit(&r->wait_slot, 0, memory_order_relaxed);
         atomic_store_explicit(&r->peer_expires, 0, memory_order_relaxed); /* peer.h */
         atomic_store_explicit(&r->owner, 0, memory_order_release);
@@ -422,7 +425,12 @@ static int claim_record(thr_arena *a, uint32_t *idx)
                 atomic_store_explicit(&rec[i].tid, (uint64_t)gettid(), memory_order_relaxed);
                 /* a free record carries no waiter's place (its freer cleared it: reclaim.c,
                  * release_record); cleared again, for records freed by an older version */
-                atomic_store_explicit(&rec[i].wait_state, THR_WAIT_NONE, memory_order_relaxed);
+                /* NONE, the epoch kept: a wait of the new owner is never a previous one's */
+                atomic_store_explicit(
+                    &rec[i].wait_state,
+                    THR_WAIT_AS(atomic_load_explicit(&rec[i].wait_state, memory_order_relaxed),
+                                THR_WAIT_NONE),
+                    memory_order_relaxed);
                 atomic_store_explicit(&rec[i].wait_slot, 0, memory_order_relaxed);
                 atomic_store_explicit(&rec[i].wait_gen, 0, memory_order_relaxed);
                 atomic_store_explicit(&rec[i].wait_flags, 0, memory_order_relaxed);

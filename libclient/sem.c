@@ -100,7 +100,8 @@ static void sop_unlock(struct sop *o, uint64_t now)
 
 static void wait_clear(struct thr_reader *r)
 {
-        atomic_store_explicit(&r->wait_state, THR_WAIT_NONE, memory_order_relaxed);
+        uint32_t w = atomic_load_explicit(&r->wait_state, memory_order_relaxed);
+        atomic_store_explicit(&r->wait_state, THR_WAIT_AS(w, THR_WAIT_NONE), memory_order_relaxed);
         atomic_store_explicit(&r->wait_slot, 0, memory_order_relaxed);
         atomic_store_explicit(&r->wait_gen, 0, memory_order_relaxed);
         atomic_store_explicit(&r->wait_ticket, 0, memory_order_release);
@@ -118,10 +119,10 @@ static void futex_sleep(_Atomic uint32_t *w, uint32_t state, uint64_t ns)
 static bool give_up(struct thr_reader *r)
 {
         uint32_t s = atomic_load_explicit(&r->wait_state, memory_order_acquire);
-        while (s == THR_WAIT_WAITING || s == THR_WAIT_HEAD)
-                if (atomic_compare_exchange_weak_explicit(&r->wait_state, &s, THR_WAIT_NONE,
-                                                          memory_order_acq_rel,
-                                                          memory_order_acquire))
+        while (THR_WAIT_STATE(s) == THR_WAIT_WAITING || THR_WAIT_STATE(s) == THR_WAIT_HEAD)
+                if (atomic_compare_exchange_weak_explicit(
+                        &r->wait_state, &s, THR_WAIT_AS(s, THR_WAIT_NONE), memory_order_acq_rel,
+                        memory_order_acquire))
                         return true;
         return false;
 }
@@ -133,7 +134,7 @@ enum { QUEUED, GRANTED, REFUSED };
  * before the CAS this load pairs with. */
 static int outcome(const struct thr_reader *r)
 {
-        uint32_t s = atomic_load_explicit(&r->wait_state, memory_order_acquire);
+        uint32_t s = THR_WAIT_STATE(atomic_load_explicit(&r->wait_state, memory_order_acquire));
         return s == THR_WAIT_GRANTED ? GRANTED : s == THR_WAIT_REFUSED ? REFUSED : QUEUED;
 }
 
@@ -165,41 +166,64 @@ static int enqueue(struct sop *o, const struct shm_sem_ask *ask, uint64_t *room_
         atomic_store_explicit(&r->wait_ttl, ask->ttl_ns, memory_order_relaxed);
         atomic_store_explicit(&r->wait_holder, ask->holder, memory_order_relaxed);
         atomic_store_explicit(&r->wait_holder_idx, ask->holder_idx, memory_order_relaxed);
-        atomic_store_explicit(&r->wait_lease_gen, 0, memory_order_relaxed);
         atomic_store_explicit(&r->wait_flags, (ask->flags & THR_LEASE_PEER) | ask->level << 8,
                               memory_order_relaxed);
         atomic_store_explicit(&r->wait_since, arena_now(o), memory_order_relaxed);
-        atomic_store_explicit(&r->wait_state, THR_WAIT_WAITING, memory_order_release);
+        /* a new wait: the next epoch (layout.h), which the lease granted for it will name */
+        atomic_store_explicit(
+            &r->wait_state,
+            THR_WAIT_NEXT(atomic_load_explicit(&r->wait_state, memory_order_relaxed)),
+            memory_order_release);
         atomic_fetch_add_explicit(&h->waiters, 1, memory_order_relaxed); /* so the serve scans */
         return serve(o, arena_now(o), SHM_SEM_TRUST, room_at);
 }
 
+/* The record of the lease granted to this thread's current wait (its word WORD), found by the
+ * waiter id it names (shm/sem.h), or UINT32_MAX. */
+static uint32_t my_lease(const struct sop *o, uint32_t word)
+{
+        return shm_sem_find_waiter(o->p, sop_aux(o), shm_sem_waiter_id(o->idx, word),
+                                   atomic_load_explicit(&o->r->wait_holder, memory_order_relaxed));
+}
+
 /*
  * Under the lock, still queued: a grant whose granter was killed between filling the lease and
- * its CAS of our state (shm/sem.c, fill). The record carries the generation noted in our record,
- * which nobody else is ever given; the granter holds the lock from the fill to the CAS, so under
- * the lock a record that is there while we are still queued was left by a dead granter. Ours:
- * our state goes to GRANTED as the granter would have made it.
+ * its CAS of our word (shm/sem.c, fill). The granter holds the lock from the fill to the CAS, so
+ * under the lock a record naming this wait while we are still queued was left by a dead granter.
+ * Ours: our word goes to GRANTED as the granter would have made it (a serve that finds it first
+ * does the same).
  */
 static bool adopt(struct sop *o)
 {
         struct thr_reader *r = o->r;
-        uint32_t idx = atomic_load_explicit(&r->wait_lease_idx, memory_order_relaxed);
-        uint64_t gen = atomic_load_explicit(&r->wait_lease_gen, memory_order_relaxed);
-        if (!gen || idx >= o->p->leases)
-                return false;
-        struct thr_lease_rec *rec = shm_sem_lease(sop_aux(o), idx);
-        if (atomic_load_explicit(&rec->gen, memory_order_acquire) != gen ||
-            atomic_load_explicit(&rec->holder, memory_order_relaxed) !=
-                atomic_load_explicit(&r->wait_holder, memory_order_relaxed))
-                return false;
         uint32_t s = atomic_load_explicit(&r->wait_state, memory_order_acquire);
-        while (s == THR_WAIT_WAITING || s == THR_WAIT_HEAD)
-                if (atomic_compare_exchange_weak_explicit(&r->wait_state, &s, THR_WAIT_GRANTED,
-                                                          memory_order_acq_rel,
-                                                          memory_order_acquire))
+        if (my_lease(o, s) == UINT32_MAX)
+                return false;
+        while (THR_WAIT_STATE(s) == THR_WAIT_WAITING || THR_WAIT_STATE(s) == THR_WAIT_HEAD)
+                if (atomic_compare_exchange_weak_explicit(
+                        &r->wait_state, &s, THR_WAIT_AS(s, THR_WAIT_GRANTED), memory_order_acq_rel,
+                        memory_order_acquire))
                         return true;
         return false;
+}
+
+/* Granted: take the lease (its record's waiter word to 0: delivered, never reclaimed as a grant
+ * nobody took); its index and generation. -EKEYEXPIRED: it is gone already (a ttl shorter than
+ * the wake, or a rewritten record). */
+static int take_lease(struct sop *o, uint32_t *idx, uint64_t *gen)
+{
+        uint32_t word = atomic_load_explicit(&o->r->wait_state, memory_order_acquire);
+        uint32_t i = my_lease(o, word);
+        if (i == UINT32_MAX)
+                return -EKEYEXPIRED;
+        struct thr_lease_rec *rec = shm_sem_lease(sop_aux(o), i);
+        uint64_t wid = shm_sem_waiter_id(o->idx, word);
+        *gen = atomic_load_explicit(&rec->gen, memory_order_acquire);
+        if (!atomic_compare_exchange_strong_explicit(&rec->waiter, &wid, 0, memory_order_release,
+                                                     memory_order_relaxed))
+                return -EKEYEXPIRED;
+        *idx = i;
+        return 0;
 }
 
 /*
@@ -234,7 +258,9 @@ static uint64_t step_wait(const struct sop *o, uint64_t deadline, uint64_t now)
         struct thr_params copy;
         const struct thr_params *p = o->p ? o->p : thr_sem_record(o->l, &copy);
         uint64_t w = p && p->lock_wait_ns ? p->lock_wait_ns : THR_LOCK_WAIT_NS;
-        return now >= deadline ? 1000 : deadline - now < w ? deadline - now : w;
+        /* past the deadline, the last check still waits for the lock as an insert does: a
+         * granter holds it for microseconds, and the check adopts a grant whose granter died */
+        return now >= deadline || deadline - now >= w ? w : deadline - now;
 }
 
 /* Leave the queue without the lock (it is out of reach, or the slot changed): GRANTED if a
@@ -255,7 +281,8 @@ static int wait_grant(struct sop *o, uint64_t deadline, uint64_t room_at)
         for (;;) {
                 uint64_t now = arena_now(o);
                 bool late = now >= deadline;
-                uint32_t st = atomic_load_explicit(&o->r->wait_state, memory_order_acquire);
+                uint32_t word = atomic_load_explicit(&o->r->wait_state, memory_order_acquire);
+                uint32_t st = THR_WAIT_STATE(word);
                 if (!late && (st == THR_WAIT_WAITING || st == THR_WAIT_HEAD)) {
                         uint64_t until = deadline;
                         if (room_at && room_at < until)
@@ -269,7 +296,7 @@ static int wait_grant(struct sop *o, uint64_t deadline, uint64_t room_at)
                         if (ns > poll || manual)
                                 ns = manual ? 1000000 : poll;
                         if (ns)
-                                futex_sleep(&o->r->wait_state, st, ns);
+                                futex_sleep(&o->r->wait_state, word, ns);
                         late = arena_now(o) >= deadline;
                 }
                 if (outcome(o->r) != QUEUED) /* granted or refused: final */
@@ -359,11 +386,11 @@ static int acquire_on(struct sop *o, const struct shm_sem_ask *ask, uint64_t t0,
         }
         if (rc != GRANTED)
                 return rc;
-        idx = atomic_load_explicit(&o->r->wait_lease_idx, memory_order_relaxed);
-        gen = atomic_load_explicit(&o->r->wait_lease_gen, memory_order_relaxed);
-        wait_clear(o->r);
-        if (idx >= o->pc.leases)
-                return -EBADMSG; /* a rewritten record: never read past the key's leases */
+        o->p = &o->pc; /* the record as last pinned under the lock */
+        rc = take_lease(o, &idx, &gen);
+        wait_clear(o->r); /* after the lease is taken (its waiter word 0): sem.c, undelivered */
+        if (rc < 0)
+                return rc;
         lease_fill(o, ask, lease, idx, gen, t0, arena_now(o));
         return 0;
 }
@@ -390,7 +417,8 @@ static int sem_acquire(thr_limiter *l, const void *key, size_t len, const struct
         o.r = thr_reader_get(o.a, &rc);
         if (!o.r)
                 return rc;
-        if (atomic_load_explicit(&o.r->wait_state, memory_order_acquire) != THR_WAIT_NONE)
+        if (THR_WAIT_STATE(atomic_load_explicit(&o.r->wait_state, memory_order_acquire)) !=
+            THR_WAIT_NONE)
                 return -EINVAL; /* this thread is queued already: a call nested in a handler */
         struct thr_reader *rec0 = shm_at(o.a->map.base, o.a->map.g.reader_off);
         o.idx = (uint32_t)(o.r - rec0);

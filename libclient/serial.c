@@ -80,7 +80,8 @@ static bool sop_holds(const struct sop *o)
 
 static void wait_clear(struct thr_reader *r)
 {
-        atomic_store_explicit(&r->wait_state, THR_WAIT_NONE, memory_order_relaxed);
+        uint32_t w = atomic_load_explicit(&r->wait_state, memory_order_relaxed);
+        atomic_store_explicit(&r->wait_state, THR_WAIT_AS(w, THR_WAIT_NONE), memory_order_relaxed);
         atomic_store_explicit(&r->wait_slot, 0, memory_order_relaxed);
         atomic_store_explicit(&r->wait_gen, 0, memory_order_relaxed);
         atomic_store_explicit(&r->wait_ticket, 0, memory_order_release);
@@ -103,11 +104,29 @@ static bool holder_alive(const struct sop *o)
                shm_reader_gone(o->a->map.fd, r, idx) == 0;
 }
 
-/* Sleep on the futex word while it says WAITING, at most NS (real time). */
-static void futex_sleep(_Atomic uint32_t *w, uint64_t ns)
+/* Sleep on the futex word while it is WORD, at most NS (real time). */
+static void futex_sleep(_Atomic uint32_t *w, uint32_t word, uint64_t ns)
 {
         struct timespec ts = {(time_t)(ns / 1000000000), (long)(ns % 1000000000)};
-        syscall(SYS_futex, (uint32_t *)w, FUTEX_WAIT, THR_WAIT_WAITING, &ts, NULL, 0);
+        syscall(SYS_futex, (uint32_t *)w, FUTEX_WAIT, word, &ts, NULL, 0);
+}
+
+/* Leave the queue: this wait's WAITING -> NONE. False if a grant came first. */
+static bool leave_wait(struct thr_reader *r)
+{
+        uint32_t w = atomic_load_explicit(&r->wait_state, memory_order_acquire);
+        while (THR_WAIT_STATE(w) == THR_WAIT_WAITING)
+                if (atomic_compare_exchange_weak_explicit(
+                        &r->wait_state, &w, THR_WAIT_AS(w, THR_WAIT_NONE), memory_order_acq_rel,
+                        memory_order_acquire))
+                        return true;
+        return false;
+}
+
+static bool waiting(const struct thr_reader *r)
+{
+        return THR_WAIT_STATE(atomic_load_explicit(&r->wait_state, memory_order_acquire)) ==
+               THR_WAIT_WAITING;
 }
 
 enum { QUEUED, GRANTED };
@@ -136,7 +155,11 @@ static int enqueue(struct sop *o, uint64_t cost, uint64_t *room_at)
         atomic_store_explicit(&o->r->wait_gen, o->gen, memory_order_relaxed);
         atomic_store_explicit(&o->r->wait_ticket, shm_wait_ticket(ticket, cost),
                               memory_order_relaxed);
-        atomic_store_explicit(&o->r->wait_state, THR_WAIT_WAITING, memory_order_release);
+        /* a new wait: the next epoch (layout.h) */
+        atomic_store_explicit(
+            &o->r->wait_state,
+            THR_WAIT_NEXT(atomic_load_explicit(&o->r->wait_state, memory_order_relaxed)),
+            memory_order_release);
         struct shm_serve sv;
         shm_serial_serve(&o->a->map, &o->l->geo, p, o->slot, arena_now(o), &sv);
         if (sv.grant_idx == o->idx || sop_holds(o))
@@ -153,17 +176,15 @@ static int enqueue(struct sop *o, uint64_t cost, uint64_t *room_at)
 static int check(struct sop *o, bool leave, uint64_t *room_at)
 {
         *room_at = 0;
-        if (atomic_load_explicit(&o->r->wait_state, memory_order_acquire) == THR_WAIT_GRANTED ||
+        if (THR_WAIT_STATE(atomic_load_explicit(&o->r->wait_state, memory_order_acquire)) ==
+                THR_WAIT_GRANTED ||
             sop_holds(o))
                 return GRANTED;
         struct thr_params pc;
         const struct thr_params *p = thr_lim_record(o->l, &pc);
         struct shm_serve sv;
         if (leave) {
-                uint32_t waiting = THR_WAIT_WAITING;
-                if (!atomic_compare_exchange_strong_explicit(&o->r->wait_state, &waiting,
-                                                             THR_WAIT_NONE, memory_order_acq_rel,
-                                                             memory_order_acquire))
+                if (!leave_wait(o->r))
                         return GRANTED;
                 if (p) /* the next one may fit now that this one is gone */
                         shm_serial_serve(&o->a->map, &o->l->geo, p, o->slot, arena_now(o), &sv);
@@ -204,8 +225,8 @@ static int wait_grant(struct sop *o, uint64_t cost, uint64_t deadline)
         for (;;) {
                 uint64_t now = arena_now(o);
                 bool late = now >= deadline;
-                if (!late && atomic_load_explicit(&o->r->wait_state, memory_order_acquire) ==
-                                 THR_WAIT_WAITING) {
+                uint32_t word = atomic_load_explicit(&o->r->wait_state, memory_order_acquire);
+                if (!late && THR_WAIT_STATE(word) == THR_WAIT_WAITING) {
                         uint64_t until = deadline;
                         if (room_at && room_at < until)
                                 until = room_at;
@@ -213,12 +234,10 @@ static int wait_grant(struct sop *o, uint64_t cost, uint64_t deadline)
                         if (ns > THR_SERIAL_POLL_NS || manual)
                                 ns = manual ? 1000000 : THR_SERIAL_POLL_NS;
                         if (ns)
-                                futex_sleep(&o->r->wait_state, ns);
+                                futex_sleep(&o->r->wait_state, word, ns);
                         now = arena_now(o);
                         late = now >= deadline;
-                        if (!late && (!room_at || now < room_at) &&
-                            atomic_load_explicit(&o->r->wait_state, memory_order_acquire) ==
-                                THR_WAIT_WAITING &&
+                        if (!late && (!room_at || now < room_at) && waiting(o->r) &&
                             holder_alive(o))
                                 continue; /* nothing to serve: the holder is there */
                 }
@@ -229,10 +248,7 @@ static int wait_grant(struct sop *o, uint64_t cost, uint64_t deadline)
                         /* the slot changed under a queued thread, or the lock is out of reach
                          * past the deadline: this thread's place is void; a grant it might have
                          * had is released by the next serve (its record no longer waits) */
-                        uint32_t waiting = THR_WAIT_WAITING;
-                        if (!atomic_compare_exchange_strong_explicit(
-                                &o->r->wait_state, &waiting, THR_WAIT_NONE, memory_order_acq_rel,
-                                memory_order_acquire))
+                        if (!leave_wait(o->r))
                                 return GRANTED; /* granted before we could leave: ours */
                         wait_clear(o->r);
                         return rc == -ESTALE && !late ? -ESTALE : -ETIMEDOUT;
@@ -259,7 +275,8 @@ static int serial_begin(thr_limiter *l, const void *key, size_t len, uint64_t co
         o.r = thr_reader_get(o.a, &rc);
         if (!o.r)
                 return rc;
-        if (atomic_load_explicit(&o.r->wait_state, memory_order_acquire) != THR_WAIT_NONE)
+        if (THR_WAIT_STATE(atomic_load_explicit(&o.r->wait_state, memory_order_acquire)) !=
+            THR_WAIT_NONE)
                 return -EINVAL; /* this thread is queued already: a begin nested in a handler */
         struct thr_reader *rec0 = shm_at(o.a->map.base, o.a->map.g.reader_off);
         o.idx = (uint32_t)(o.r - rec0);

@@ -151,7 +151,17 @@ enum thr_limiter_kind { THR_KIND_GCRA = 1, THR_KIND_WINDOW = 2, THR_KIND_SEMAPHO
 #define THR_LEASE_SIZE         64u
 #define THR_SEM_LEVELS         64u /* lock levels 0..63: a peer's levels are one word's bits */
 
-/* thr_reader.wait_state: the futex word a waiter for a serialized key sleeps on (serial.h) */
+/*
+ * thr_reader.wait_state: the futex word a waiter sleeps on (serial.h, sem.h): a state in its low
+ * 3 bits, and above them the wait's epoch, raised by each enqueue of the record. Whoever changes
+ * a waiter's word CASes from the exact word it read (the epoch included), so a granter that
+ * found a wait never changes a later one of the same record (a waiter that left without the
+ * key's lock and queued again elsewhere): the epoch names the wait.
+ */
+#define THR_WAIT_STATE(w)     ((uint32_t)(w)&7u)
+#define THR_WAIT_EPOCH(w)     ((uint32_t)(w) >> 3)
+#define THR_WAIT_AS(w, state) (((uint32_t)(w) & ~7u) | (uint32_t)(state))           /* same wait */
+#define THR_WAIT_NEXT(w)      ((((uint32_t)(w) >> 3) + 1u) << 3 | THR_WAIT_WAITING) /* enqueue */
 enum thr_wait_state {
         THR_WAIT_NONE = 0,
         THR_WAIT_WAITING = 1,
@@ -345,8 +355,8 @@ struct thr_reader {
         _Atomic uint64_t wait_ttl;        /* the lease's time to live, ns */
         _Atomic uint64_t wait_holder;     /* owner token of the process's lease record ... */
         _Atomic uint32_t wait_holder_idx; /* ... and its index: the lease's holder */
-        _Atomic uint32_t wait_lease_idx;  /* the lease record granted */
-        _Atomic uint64_t wait_lease_gen;  /* and its generation */
+        _Atomic uint32_t wait_pad;        /* unused */
+        _Atomic uint64_t wait_pad2;       /* unused (a waiter finds its lease by its waiter id) */
         _Atomic uint64_t wait_since;      /* arena ns the wait began (the longest pending) */
         _Atomic uint32_t wait_flags;      /* THR_LEASE_PEER | level << 8: the lease asked for */
         /* a peer's record (peer.h): a holder of leases with one expiry, apart from any thread */
@@ -399,8 +409,11 @@ struct thr_lease_rec {
         _Atomic uint32_t amount;      /* units held */
         _Atomic uint64_t acquired_ns; /* arena ns */
         _Atomic uint64_t expires_ns;  /* arena ns: reclaimable from then on */
-        _Atomic uint64_t pid;         /* informational: the holder's pid and thread id */
-        _Atomic uint64_t tid;
+        _Atomic uint32_t pid;         /* informational: the holder's pid and thread id */
+        _Atomic uint32_t tid;
+        /* granted to a queued waiter: (its reader record + 1) << 32 | its wait's epoch, until the
+         * waiter takes it (CAS to 0); 0 for a lease taken at once (sem.h) */
+        _Atomic uint64_t waiter;
         _Atomic uint32_t flags; /* THR_LEASE_PEER: it lasts as long as its holder, a peer */
         _Atomic uint32_t level; /* the limiter's lock level when it was granted */
 };

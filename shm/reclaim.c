@@ -103,7 +103,10 @@ static int force_free(struct shm_map *m, struct thr_reader *r, uint64_t owner)
         atomic_store_explicit(&r->tid, 0, memory_order_relaxed);
         /* a dead waiter's place (serial.h): a free record never carries one, or a granter could
          * take the record's next owner, between its claim and its first call, for that waiter */
-        atomic_store_explicit(&r->wait_state, THR_WAIT_NONE, memory_order_relaxed);
+        atomic_store_explicit(
+            &r->wait_state,
+            THR_WAIT_AS(atomic_load_explicit(&r->wait_state, memory_order_relaxed), THR_WAIT_NONE),
+            memory_order_relaxed);
         atomic_store_explicit(&r->wait_slot, 0, memory_order_relaxed);
         atomic_store_explicit(&r->peer_expires, 0, memory_order_relaxed); /* peer.h */
         if (!atomic_compare_exchange_strong_explicit(&r->owner, &owner, 0, memory_order_acq_rel,

@@ -52,6 +52,31 @@ uint64_t shm_sem_peer_expiry(const struct shm_map *m, const struct thr_lease_rec
                                kill);
 }
 
+/*
+ * Whether lease R was granted to a wait that will never take it: R still names the wait (its
+ * waiter takes it by CASing R's waiter word to 0 before it moves on), and that reader record's
+ * word is no longer that wait waiting or granted (it gave up, timed out, or waits for something
+ * else). The waiter's CAS of R's waiter word comes before its word leaves GRANTED (release); the
+ * word is read first (acquire), R's waiter word after it.
+ */
+static bool undelivered(const struct shm_map *m, const struct thr_lease_rec *r)
+{
+        uint64_t wid = atomic_load_explicit(&r->waiter, memory_order_relaxed);
+        if (!wid)
+                return false;
+        uint64_t idx = (wid >> 32) - 1;
+        if (idx >= m->g.reader_count)
+                return true; /* a rewritten record */
+        const struct thr_reader *w =
+            (const struct thr_reader *)shm_at(m->base, m->g.reader_off) + idx;
+        uint32_t word = atomic_load_explicit(&w->wait_state, memory_order_acquire);
+        if (atomic_load_explicit(&r->waiter, memory_order_relaxed) != wid)
+                return false; /* taken meanwhile */
+        uint32_t st = THR_WAIT_STATE(word);
+        return THR_WAIT_EPOCH(word) != (uint32_t)wid ||
+               (st != THR_WAIT_WAITING && st != THR_WAIT_HEAD && st != THR_WAIT_GRANTED);
+}
+
 static void clear(struct thr_lease_rec *r)
 {
         atomic_store_explicit(&r->gen, 0, memory_order_release);
@@ -118,7 +143,8 @@ static uint64_t sweep(const struct shm_map *m, int check, const struct thr_param
                 if (exp <= now) {
                         clear(r);
                         atomic_fetch_add_explicit(&h->expired, 1, memory_order_relaxed);
-                } else if (check != SHM_SEM_TRUST && shm_sem_holder_gone(m, r, check)) {
+                } else if ((check != SHM_SEM_TRUST && shm_sem_holder_gone(m, r, check)) ||
+                           undelivered(m, r)) {
                         clear(r);
                         atomic_fetch_add_explicit(&h->reclaimed, 1, memory_order_relaxed);
                 } else {
@@ -138,15 +164,14 @@ static uint64_t sweep(const struct shm_map *m, int check, const struct thr_param
 }
 
 /*
- * Fill free record I for ASK at NOW: the lease's generation. For a waiter (its reader record W),
- * the generation is taken from the counter first and noted in W (wait_lease_idx, _gen) before the
- * record is filled, and the record's generation is stored last (release): a granter killed
- * between the fill and its CAS of W's state leaves a record that W recognises as its grant (the
- * noted generation, unique in the key: nobody else is ever given it), and W adopts it at its next
- * check (libclient/sem.c); one killed before the record's store leaves nothing to adopt.
+ * Fill free record I for ASK at NOW: the lease's generation. WID: the waiter it is granted to
+ * (shm_sem_waiter_id), or 0 for a lease taken at once; stored before the record's generation,
+ * which is stored last (release): a granter killed before its CAS of the waiter's word leaves a
+ * record that names the wait it was for, and whoever serves the key next, or the waiter itself,
+ * completes the grant with it (sem.h).
  */
 static uint64_t fill(void *aux, uint32_t i, const struct shm_sem_ask *ask, uint64_t now,
-                     struct thr_reader *w)
+                     uint64_t wid)
 {
         struct thr_sem *h = shm_sem(aux);
         struct thr_lease_rec *r = shm_sem_lease(aux, i);
@@ -154,10 +179,7 @@ static uint64_t fill(void *aux, uint32_t i, const struct shm_sem_ask *ask, uint6
         if (gen == 0)
                 gen = 1;
         atomic_store_explicit(&h->next_gen, gen + 1, memory_order_relaxed);
-        if (w) {
-                atomic_store_explicit(&w->wait_lease_idx, i, memory_order_relaxed);
-                atomic_store_explicit(&w->wait_lease_gen, gen, memory_order_relaxed);
-        }
+        atomic_store_explicit(&r->waiter, wid, memory_order_relaxed);
         uint64_t ttl = ask->ttl_ns > THR_HORIZON_NS ? THR_HORIZON_NS
                        : ask->ttl_ns                ? ask->ttl_ns
                                                     : 1; /* 0 only in a rewritten waiter's record */
@@ -166,8 +188,8 @@ static uint64_t fill(void *aux, uint32_t i, const struct shm_sem_ask *ask, uint6
         atomic_store_explicit(&r->amount, ask->amount, memory_order_relaxed);
         atomic_store_explicit(&r->acquired_ns, now, memory_order_relaxed);
         atomic_store_explicit(&r->expires_ns, now + ttl, memory_order_relaxed);
-        atomic_store_explicit(&r->pid, ask->pid, memory_order_relaxed);
-        atomic_store_explicit(&r->tid, ask->tid, memory_order_relaxed);
+        atomic_store_explicit(&r->pid, (uint32_t)ask->pid, memory_order_relaxed);
+        atomic_store_explicit(&r->tid, (uint32_t)ask->tid, memory_order_relaxed);
         atomic_store_explicit(&r->flags, ask->flags & THR_LEASE_PEER, memory_order_relaxed);
         atomic_store_explicit(&r->level, ask->level, memory_order_relaxed);
         if (ask->flags & THR_LEASE_PEER) /* its peer's expiry, not its own */
@@ -199,15 +221,40 @@ int shm_sem_take(const struct shm_map *m, const struct thr_params *p, void *aux,
         int rc = held + ask->amount > p->rate_n ? -EAGAIN : free_idx == UINT32_MAX ? -ENOBUFS : 0;
         if (rc == 0) {
                 *idx = free_idx;
-                *gen = fill(aux, free_idx, ask, now, NULL);
+                *gen = fill(aux, free_idx, ask, now, 0);
         }
         end(aux);
         return rc;
 }
 
-static bool is_waiting(uint32_t state)
+static bool is_waiting(uint32_t word)
 {
-        return state == THR_WAIT_WAITING || state == THR_WAIT_HEAD;
+        return THR_WAIT_STATE(word) == THR_WAIT_WAITING || THR_WAIT_STATE(word) == THR_WAIT_HEAD;
+}
+
+/* The wait WORD (as scanned) of reader record R goes to STATE, if it is still that wait and
+ * still waiting (its waiter may have left, CASing it to NONE, without the lock). */
+static bool wait_to(struct thr_reader *r, uint32_t word, uint32_t state)
+{
+        uint32_t cur = word;
+        while (THR_WAIT_EPOCH(cur) == THR_WAIT_EPOCH(word) && is_waiting(cur))
+                if (atomic_compare_exchange_weak_explicit(
+                        &r->wait_state, &cur, THR_WAIT_AS(cur, state), memory_order_acq_rel,
+                        memory_order_relaxed))
+                        return true;
+        return false;
+}
+
+uint32_t shm_sem_find_waiter(const struct thr_params *p, void *aux, uint64_t wid, uint64_t holder)
+{
+        for (uint32_t i = 0; i < p->leases; i++) {
+                struct thr_lease_rec *r = shm_sem_lease(aux, i);
+                if (atomic_load_explicit(&r->gen, memory_order_acquire) != 0 &&
+                    atomic_load_explicit(&r->waiter, memory_order_relaxed) == wid &&
+                    atomic_load_explicit(&r->holder, memory_order_relaxed) == holder)
+                        return i;
+        }
+        return UINT32_MAX;
 }
 
 void shm_sem_serve(const struct shm_map *m, const struct thr_params *p, struct thr_slot *s,
@@ -239,6 +286,7 @@ void shm_sem_serve(const struct shm_map *m, const struct thr_params *p, struct t
                 out->waiters = n;
                 out->head_ticket = n ? shm_ticket48(w.ticket >> 16) : UINT64_MAX;
                 out->head_idx = n ? w.idx : UINT32_MAX;
+                out->head_word = w.word;
                 if (!n)
                         break;
                 struct thr_reader *r = &rec[w.idx];
@@ -246,12 +294,24 @@ void shm_sem_serve(const struct shm_map *m, const struct thr_params *p, struct t
                 if (amount > p->rate_n) {
                         /* above a max a reload lowered: it can never fit, and would hold the
                          * queue behind it until its timeout. Refused (-ERANGE for its caller) */
-                        uint32_t st = atomic_load_explicit(&r->wait_state, memory_order_relaxed);
-                        while (is_waiting(st) && !atomic_compare_exchange_weak_explicit(
-                                                     &r->wait_state, &st, THR_WAIT_REFUSED,
-                                                     memory_order_release, memory_order_relaxed))
-                                ;
+                        wait_to(r, w.word, THR_WAIT_REFUSED);
                         futex_wake(&r->wait_state);
+                        continue;
+                }
+                uint64_t wid = shm_sem_waiter_id(w.idx, w.word);
+                uint32_t mine = shm_sem_find_waiter(
+                    p, aux, wid, atomic_load_explicit(&r->wait_holder, memory_order_relaxed));
+                if (mine != UINT32_MAX) {
+                        /* its granter was killed between the fill and the CAS: that lease, in
+                         * the sums already, is its grant (not a second one) */
+                        if (wait_to(r, w.word, THR_WAIT_GRANTED)) {
+                                futex_wake(&r->wait_state);
+                                if (out->grant_idx == UINT32_MAX)
+                                        out->grant_idx = w.idx;
+                        } else { /* it left meanwhile: nobody's */
+                                clear(shm_sem_lease(aux, mine));
+                        }
+                        held = sweep(m, SHM_SEM_TRUST, p, aux, now, &free_idx, &first, &out->freed);
                         continue;
                 }
                 if (held + amount > p->rate_n && check != SHM_SEM_LIVENESS && granted == 0) {
@@ -279,16 +339,11 @@ void shm_sem_serve(const struct shm_map *m, const struct thr_params *p, struct t
                     .pid = atomic_load_explicit(&r->pid, memory_order_relaxed),
                     .tid = atomic_load_explicit(&r->tid, memory_order_relaxed)};
                 uint32_t i = free_idx;
-                fill(aux, i, &ask, now, r); /* noted in R before the record is in use */
+                fill(aux, i, &ask, now, wid); /* the record names the wait it is for */
                 THR_HOOK(THR_HOOK_SEM_GRANT_FILLED, r);
-                /* WAITING or HEAD -> GRANTED; a waiter that left CASed it to NONE first */
-                uint32_t waiting = atomic_load_explicit(&r->wait_state, memory_order_relaxed);
-                bool won = false;
-                while (is_waiting(waiting) && !won)
-                        won = atomic_compare_exchange_weak_explicit(
-                            &r->wait_state, &waiting, THR_WAIT_GRANTED, memory_order_acq_rel,
-                            memory_order_relaxed);
-                if (!won) {
+                /* this wait's WAITING or HEAD -> GRANTED; a waiter that left CASed it to NONE
+                 * first, one queued again since has another epoch */
+                if (!wait_to(r, w.word, THR_WAIT_GRANTED)) {
                         /* it stopped waiting: take the grant back */
                         clear(shm_sem_lease(aux, i));
                         atomic_fetch_sub_explicit(&h->granted, 1, memory_order_relaxed);
@@ -310,10 +365,10 @@ void shm_sem_serve(const struct shm_map *m, const struct thr_params *p, struct t
                 /* the head learns it is head by its futex word (WAITING -> HEAD), so a wake
                  * that comes before its sleep is not lost: it sleeps only on WAITING */
                 struct thr_reader *hr = &rec[out->head_idx];
-                uint32_t waiting = THR_WAIT_WAITING;
+                uint32_t waiting = THR_WAIT_AS(out->head_word, THR_WAIT_WAITING);
                 bool made = atomic_compare_exchange_strong_explicit(
-                    &hr->wait_state, &waiting, THR_WAIT_HEAD, memory_order_release,
-                    memory_order_relaxed);
+                    &hr->wait_state, &waiting, THR_WAIT_AS(waiting, THR_WAIT_HEAD),
+                    memory_order_release, memory_order_relaxed);
                 if (out->head_idx != self &&
                     (made || wake_head || out->grant_idx != UINT32_MAX || out->freed))
                         futex_wake(&hr->wait_state); /* spurious at worst: it checks and sleeps */
@@ -477,7 +532,8 @@ void shm_sem_pending(const struct shm_map *m, const struct thr_slot *s, uint64_t
         *out = (struct shm_sem_pend){0};
         for (uint32_t i = 0; i < m->g.reader_count; i++) {
                 const struct thr_reader *r = &rec[i];
-                uint32_t st = atomic_load_explicit(&r->wait_state, memory_order_relaxed);
+                uint32_t st =
+                    THR_WAIT_STATE(atomic_load_explicit(&r->wait_state, memory_order_relaxed));
                 if (!atomic_load_explicit(&r->owner, memory_order_relaxed) ||
                     (st != THR_WAIT_WAITING && st != THR_WAIT_HEAD) ||
                     atomic_load_explicit(&r->wait_slot, memory_order_relaxed) != off ||

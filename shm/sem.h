@@ -61,10 +61,11 @@
  * queued, finds it under the lock at its next check and adopts it (its state to GRANTED, as the
  * granter would have made it; libclient/sem.c, adopt). Only a waiter that can no longer take the
  * lock (held by a live process for its whole wait) leaves it: reclaimed when it expires, or when
- * its holder (process or peer) is gone: over-denial, never over-grant. A waiter killed while queued is skipped by
- * every serve (its record is gone). A holder killed: its leases are reclaimed at the first serve
- * that needs the count (at once, for an acquire that does not fit), by a queued waiter within
- * THR_SERIAL_POLL_NS, or by the daemon's next maintenance pass; without anyone, it is harmless.
+ * its holder (process or peer) is gone: over-denial, never over-grant. A waiter killed while queued
+ * is skipped by every serve (its record is gone). A holder killed: its leases are reclaimed at the
+ * first serve that needs the count (at once, for an acquire that does not fit), by a queued waiter
+ * within THR_SERIAL_POLL_NS, or by the daemon's next maintenance pass; without anyone, it is
+ * harmless.
  *
  * Peers (peer.h). A lease may name a peer instead of a process: then it has no expiry of its own
  * (THR_LEASE_PEER in the record, expires_ns UINT64_MAX) and is judged by its peer's expiry word,
@@ -129,6 +130,7 @@ enum { SHM_SEM_TRUST = 0, SHM_SEM_OWNERS = 1, SHM_SEM_LIVENESS = 2 };
 struct shm_sem_serve {
         uint32_t grant_idx; /* a reader record granted (woken), or UINT32_MAX */
         uint32_t head_idx;  /* the reader record at the head of the queue after it, or UINT32_MAX */
+        uint32_t head_word; /* its wait word as scanned */
         uint32_t waiters;   /* waiters still queued */
         uint64_t head_ticket; /* the lowest ticket still queued (48 bits), or UINT64_MAX */
         uint64_t room_at;     /* the head does not fit: when the first lease expires (0: none) */
@@ -195,6 +197,16 @@ struct shm_sem_pend {
 };
 void shm_sem_pending(const struct shm_map *m, const struct thr_slot *s, uint64_t now,
                      struct shm_sem_pend *out);
+
+/* The waiter id of a lease granted to the wait WORD of reader record IDX (thr_lease_rec.waiter):
+ * nonzero, and another for each wait of the record (its epoch, layout.h). */
+static inline uint64_t shm_sem_waiter_id(uint32_t idx, uint32_t word)
+{
+        return ((uint64_t)idx + 1) << 32 | THR_WAIT_EPOCH(word);
+}
+
+/* Under the lock: the record of a lease granted to waiter WID for HOLDER, or UINT32_MAX. */
+uint32_t shm_sem_find_waiter(const struct thr_params *p, void *aux, uint64_t wid, uint64_t holder);
 
 /* Clear a new key's header and records (under the lock, before the slot is LIVE). */
 void shm_sem_fresh(const struct thr_params *p, void *aux);

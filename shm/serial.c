@@ -5,8 +5,9 @@
  * Reading another thread's reader record: its owner word is loaded before and after its wait
  * fields, and the record is only taken for a waiter if both loads agree (a record released and
  * claimed again meanwhile has its wait fields cleared by the claimer, reader.c). The grant is a
- * CAS of the waiter's wait_state from WAITING: a record that stopped waiting, whatever the
- * reason, is never granted, and the hold stored just before is taken back.
+ * CAS of the waiter's wait_state from the WAITING word the scan read, its epoch included: a record
+ * that stopped waiting, whatever the reason, or waits again for another key, is never granted,
+ * and the hold stored just before is taken back.
  */
 #include <linux/futex.h>
 #include <sys/syscall.h>
@@ -61,7 +62,8 @@ uint32_t shm_waiters_scan(const struct shm_map *m, uint64_t off, uint32_t gen,
         for (uint32_t i = 0; i < m->g.reader_count; i++) {
                 struct thr_reader *r = &rec[i];
                 uint64_t o1 = atomic_load_explicit(&r->owner, memory_order_acquire);
-                uint32_t st = atomic_load_explicit(&r->wait_state, memory_order_relaxed);
+                uint32_t word = atomic_load_explicit(&r->wait_state, memory_order_acquire);
+                uint32_t st = THR_WAIT_STATE(word);
                 if (!o1 || atomic_load_explicit(&r->wait_slot, memory_order_relaxed) != off ||
                     atomic_load_explicit(&r->wait_gen, memory_order_relaxed) != gen ||
                     (st != THR_WAIT_WAITING && st != THR_WAIT_HEAD))
@@ -72,7 +74,8 @@ uint32_t shm_waiters_scan(const struct shm_map *m, uint64_t off, uint32_t gen,
                         continue; /* reused meanwhile, or its thread is dead */
                 n++;
                 if (n == 1 || shm_ticket_before(t, head->ticket))
-                        *head = (struct shm_waiter){i, o1, t};
+                        *head =
+                            (struct shm_waiter){.idx = i, .word = word, .token = o1, .ticket = t};
         }
         return n;
 }
@@ -129,10 +132,11 @@ void shm_serial_serve(const struct shm_map *m, const struct thr_table *tb,
                                       atomic_load_explicit(&r->pid, memory_order_relaxed),
                                       memory_order_relaxed);
                 atomic_store_explicit(&h->hold_token, w.token, memory_order_release);
-                uint32_t waiting = THR_WAIT_WAITING;
-                if (atomic_compare_exchange_strong_explicit(&r->wait_state, &waiting,
-                                                            THR_WAIT_GRANTED, memory_order_acq_rel,
-                                                            memory_order_relaxed)) {
+                /* from the word the scan read, epoch included: never a later wait of the record */
+                uint32_t waiting = THR_WAIT_AS(w.word, THR_WAIT_WAITING);
+                if (atomic_compare_exchange_strong_explicit(
+                        &r->wait_state, &waiting, THR_WAIT_AS(w.word, THR_WAIT_GRANTED),
+                        memory_order_acq_rel, memory_order_relaxed)) {
                         futex_wake(&r->wait_state);
                         atomic_fetch_add_explicit(&h->served, 1, memory_order_relaxed);
                         out->grant_idx = w.idx;

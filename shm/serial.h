@@ -90,7 +90,8 @@ bool shm_serial_pinned(const void *aux);
 
 /* A queued waiter, as found in the reader records. */
 struct shm_waiter {
-        uint32_t idx; /* its reader record */
+        uint32_t idx;  /* its reader record */
+        uint32_t word; /* its wait_state as scanned (state and epoch): what a CAS expects */
         uint64_t token, ticket;
 };
 

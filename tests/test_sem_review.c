@@ -244,8 +244,9 @@ static void *flipper(void *arg)
                 for (int i = 0; i < g_nfake; i++) {
                         uint32_t s =
                             atomic_load_explicit(&g_fake[i]->wait_state, memory_order_relaxed);
-                        if (s != THR_WAIT_WAITING)
-                                atomic_store_explicit(&g_fake[i]->wait_state, THR_WAIT_WAITING,
+                        if (THR_WAIT_STATE(s) != THR_WAIT_WAITING)
+                                atomic_store_explicit(&g_fake[i]->wait_state,
+                                                      THR_WAIT_AS(s, THR_WAIT_WAITING),
                                                       memory_order_relaxed);
                 }
         }
@@ -686,8 +687,8 @@ Test(review_scribble, extreme_values_everywhere, .timeout = 120)
                 atomic_store(&r->wait_ttl, V[random() % NV]);
                 atomic_store(&r->wait_holder, V[random() % NV]);
                 atomic_store(&r->wait_holder_idx, (uint32_t)V[random() % NV]);
-                atomic_store(&r->wait_lease_idx, (uint32_t)V[random() % NV]);
-                atomic_store(&r->wait_state, THR_WAIT_WAITING);
+                atomic_store(&r->wait_flags, (uint32_t)V[random() % NV]);
+                atomic_store(&r->wait_state, (uint32_t)V[random() % NV] << 3 | THR_WAIT_WAITING);
                 if (round % 3 == 0)
                         thr_clock_advance(T.a, V[random() % 4] * MS);
                 pid_t d = tfork();

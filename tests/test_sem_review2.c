@@ -300,8 +300,8 @@ Test(review2_head, wake_of_a_new_head_lost_before_its_futex_wait)
         uint32_t w2_state = UINT32_MAX;
         for (uint32_t i = 0; i < T.map.g.reader_count; i++)
                 if (atomic_load(&rec[i].owner) && atomic_load(&rec[i].pid) == (uint64_t)w2 &&
-                    atomic_load(&rec[i].wait_state) != THR_WAIT_NONE)
-                        w2_state = atomic_load(&rec[i].wait_state);
+                    THR_WAIT_STATE(atomic_load(&rec[i].wait_state)) != THR_WAIT_NONE)
+                        w2_state = THR_WAIT_STATE(atomic_load(&rec[i].wait_state));
         cr_expect_eq(w2_state, THR_WAIT_HEAD, "W2's word after W1 left: %u", w2_state);
         kill(w2, SIGCONT);
         usleep(30 * 1000);

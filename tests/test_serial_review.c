@@ -463,7 +463,7 @@ Test(review_scribble, waiter_cost_bits_make_serve_read_out_of_bounds)
         int found = 0;
         for (uint32_t i = 0; i < T.map.g.reader_count; i++)
                 if (atomic_load(&rec[i].owner) && atomic_load(&rec[i].pid) == (uint64_t)g_k[1] &&
-                    atomic_load(&rec[i].wait_state) == THR_WAIT_WAITING) {
+                    THR_WAIT_STATE(atomic_load(&rec[i].wait_state)) == THR_WAIT_WAITING) {
                         atomic_fetch_or(&rec[i].wait_ticket, 0xffff);
                         found++;
                 }
