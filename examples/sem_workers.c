@@ -23,6 +23,9 @@
  * peer), so its locks last as long as the worker runs: most uses take 1 ms, and every tenth takes
  * 1.5 TTL_MS, longer than the expiry the peer was opened with. A worker that stops (SIGSTOP)
  * loses its locks TTL_MS after its last heartbeat; one that dies, at once for whoever needs them.
+ * A worker whose peer expired (it was stalled longer than TTL_MS, stopped or starved of CPU) is
+ * told so by its next call (-EKEYEXPIRED: final), and opens a new peer, as a real caller would:
+ * the final line counts those uses as lost.
  * Its first use also repeats its acquire, as a retry after a lost answer would: the same count
  * again returns 0 and takes nothing more (idempotent).
  *
@@ -75,7 +78,8 @@ struct opts {
 struct shared {
         _Atomic unsigned inside, max_inside, over;
         _Atomic unsigned uses, timeouts, errors;
-        _Atomic int holding; /* -k: the child to be killed holds its unit */
+        _Atomic unsigned lost; /* uses whose peer expired (a stall longer than TTL): reopened */
+        _Atomic int holding;   /* -k: the child to be killed holds its unit */
 };
 
 /* An arena and its limiters: LIMITER, and NESTED (NULL without -n). */
@@ -161,11 +165,9 @@ static void *heartbeats(void *arg)
         while (!w->stop) {
                 if (pthread_cond_timedwait(&w->cv, &w->mu, &at) != ETIMEDOUT || w->stop)
                         continue;
-                int rc = thr_peer_heartbeat(w->peer, w->o->ttl_ns);
-                if (rc < 0) { /* -EKEYEXPIRED: it had expired (a stall); its locks are void */
-                        fprintf(stderr, PROG ": heartbeat: %s\n", thr_strerror(rc));
-                        break;
-                }
+                /* -EKEYEXPIRED: it had expired (a stall longer than TTL); its locks are void and
+                 * the worker opens another peer (reopen) */
+                thr_peer_heartbeat(w->peer, w->o->ttl_ns);
                 clock_gettime(CLOCK_MONOTONIC, &now);
                 at = quarter_after(&now, w->o->ttl_ns);
         }
@@ -193,6 +195,18 @@ static bool use_resource(struct worker *w, unsigned steps, uint64_t step_ns)
         return kept;
 }
 
+/* The peer expired (this worker stalled longer than TTL: stopped, or starved of CPU): its locks
+ * are void, and for ever. A new peer, as a real caller would make; counted as lost. */
+static int reopen(struct worker *w)
+{
+        atomic_fetch_add(&w->sh->lost, 1);
+        pthread_mutex_lock(&w->mu); /* the heartbeat thread beats w->peer under it */
+        thr_peer_close(w->peer);
+        int rc = thr_peer_open(w->L.a, w->o->ttl_ns, &w->peer);
+        pthread_mutex_unlock(&w->mu);
+        return rc;
+}
+
 /* An error of CALL (RC), counted. */
 static void count_error(struct worker *w, const char *call, int rc)
 {
@@ -200,19 +214,23 @@ static void count_error(struct worker *w, const char *call, int rc)
         atomic_fetch_add(&w->sh->errors, 1);
 }
 
+enum { STOP, DONE, AGAIN };
+
 /* One use: wait for a unit of "A" (and of NESTED's "A" under it), use the resource, give them
- * back. False: stop. */
-static bool one_job(struct worker *w, unsigned j)
+ * back. DONE, STOP, or AGAIN (the peer had expired: a new one, the use to do again). */
+static int one_job(struct worker *w, unsigned j)
 {
         struct shared *sh = w->sh;
         int rc = thr_peer_acquire(w->peer, w->L.l, KEY, KEY_LEN, 1, TIMEOUT, 0);
         if (rc == -ETIMEDOUT) { /* busy for TIMEOUT: nothing is held; a real caller retries */
                 atomic_fetch_add(&sh->timeouts, 1);
-                return true;
+                return DONE;
         }
+        if (rc == -EKEYEXPIRED) /* a stall longer than TTL before or while it waited */
+                return reopen(w) < 0 ? STOP : AGAIN;
         if (rc < 0) { /* -ERANGE: MAX is not the limiter's; -EOPNOTSUPP: not a semaphore; ... */
                 count_error(w, "acquire", rc);
-                return false;
+                return STOP;
         }
         /* a retry of the same acquire (its answer lost, say): 0, and nothing more is taken */
         if (j == 0 && (rc = thr_peer_acquire(w->peer, w->L.l, KEY, KEY_LEN, 1, 0, 0)) != 0)
@@ -225,7 +243,7 @@ static bool one_job(struct worker *w, unsigned j)
                         else
                                 count_error(w, "nested acquire", rc); /* -EDEADLK: levels */
                         thr_peer_release(w->peer, w->L.l, KEY, KEY_LEN);
-                        return rc == -ETIMEDOUT;
+                        return rc == -ETIMEDOUT ? DONE : STOP;
                 }
         }
         bool long_job = j % LONG_JOB == LONG_JOB - 1;
@@ -233,11 +251,11 @@ static bool one_job(struct worker *w, unsigned j)
         atomic_fetch_add(&sh->uses, 1);
         int rn = w->L.n ? thr_peer_release(w->peer, w->L.n, KEY, KEY_LEN) : 0;
         rc = thr_peer_release(w->peer, w->L.l, KEY, KEY_LEN);
-        if (rn < 0 || rc < 0) /* -EKEYEXPIRED: the peer had expired, its locks void */
+        if (!kept || rn == -EKEYEXPIRED || rc == -EKEYEXPIRED) /* the peer expired in the use */
+                return reopen(w) < 0 ? STOP : DONE;
+        if (rn < 0 || rc < 0)
                 count_error(w, "release", rn < 0 ? rn : rc);
-        else if (!kept)
-                count_error(w, "use", -EKEYEXPIRED);
-        return true;
+        return DONE;
 }
 
 static int worker(const struct opts *o, struct shared *sh)
@@ -259,8 +277,13 @@ static int worker(const struct opts *o, struct shared *sh)
         pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
         pthread_cond_init(&w.cv, &ca);
         bool beating = pthread_create(&w.beat, NULL, heartbeats, &w) == 0;
-        for (unsigned j = 0; j < o->jobs && one_job(&w, j); j++)
-                ;
+        for (unsigned j = 0, again = 0; j < o->jobs && again < 10;) {
+                int r = one_job(&w, j);
+                if (r == STOP)
+                        break;
+                j += r == DONE;
+                again += r == AGAIN;
+        }
         pthread_mutex_lock(&w.mu);
         w.stop = true;
         pthread_cond_signal(&w.cv);
@@ -466,9 +489,9 @@ int main(int argc, char **argv)
         while (wait(&st) > 0)
                 failed += !WIFEXITED(st) || WEXITSTATUS(st) != 0;
         show_key(&o);
-        printf("uses %u max_inside %u over %u timeouts %u errors %u\n", atomic_load(&sh->uses),
-               atomic_load(&sh->max_inside), atomic_load(&sh->over), atomic_load(&sh->timeouts),
-               atomic_load(&sh->errors));
+        printf("uses %u max_inside %u over %u timeouts %u errors %u lost %u\n",
+               atomic_load(&sh->uses), atomic_load(&sh->max_inside), atomic_load(&sh->over),
+               atomic_load(&sh->timeouts), atomic_load(&sh->errors), atomic_load(&sh->lost));
         bool ok = !failed && !atomic_load(&sh->over) && !atomic_load(&sh->errors) &&
                   atomic_load(&sh->uses) == o.procs * o.jobs;
         return ok ? 0 : 1;

@@ -36,11 +36,16 @@
  *     the lock and finds it (shm_sem_serve): an acquire that does not fit, a waiter's periodic
  *     check, the daemon's maintenance pass. Expired leases are cleared by every serve (no
  *     syscall); holders' liveness is tested (one fcntl each) only when something does not fit.
- *   - a waiter is granted by filling a record for it, writing the record's index and generation
- *     into its reader record, then CASing its wait_state WAITING (or HEAD) -> GRANTED and waking
- *     its futex. A waiter that gives up CASes WAITING (or HEAD) -> NONE first: one of the two
- *     CASes wins, so a grant is either seen by its waiter or taken back (the record cleared) by
- *     its granter.
+ *   - a wait is named by its reader record and its epoch: the wait_state word is epoch << 3 |
+ *     state, and each enqueue raises the epoch (layout.h). A waiter is granted by filling a
+ *     record for it that names its wait (the record's `waiter` word), then CASing its word from
+ *     the exact word the serve scanned, WAITING (or HEAD) -> GRANTED of the same epoch, and
+ *     waking its futex. A waiter that gives up CASes its word to NONE first, with or without the
+ *     lock: one of the two CASes wins, so a grant is either seen by its waiter or taken back (the
+ *     record cleared) by its granter; and a waiter that gave up without the lock and queued again
+ *     (elsewhere, say) has another epoch, so a granter that scanned its previous wait can never
+ *     grant the new one. The waiter finds its lease by the name it carries and takes it (the
+ *     `waiter` word CASed to 0) before its word leaves GRANTED.
  *   - a queued amount above max (a reload lowered max while it waited) can never fit: the serve
  *     that finds it at the head CASes its word WAITING (or HEAD) -> REFUSED and wakes it (its
  *     caller gets -ERANGE), so it does not hold the queue behind it until its timeout.
@@ -57,11 +62,12 @@
  *
  * What a process killed at any step leaves. The shard lock is taken over by the next locker,
  * which recounts the sums (above). A grant whose CAS was never made leaves a filled record
- * whose generation the granter noted in the waiter's record first (fill): the waiter, still
- * queued, finds it under the lock at its next check and adopts it (its state to GRANTED, as the
- * granter would have made it; libclient/sem.c, adopt). Only a waiter that can no longer take the
- * lock (held by a live process for its whole wait) leaves it: reclaimed when it expires, or when
- * its holder (process or peer) is gone: over-denial, never over-grant. A waiter killed while queued
+ * naming the wait (fill): whoever serves the key next and finds that wait at the head grants it
+ * that record instead of filling another, and the waiter's own check under the lock adopts it
+ * (libclient/sem.c, adopt); either makes its word GRANTED as the granter would have. If the wait
+ * ended meanwhile (gave up at its deadline, or its thread is gone), every sweep finds the record
+ * undelivered (its wait no longer waiting or granted, the record still naming it) and clears it.
+ * So nothing is granted twice and nothing granted is kept by nobody. A waiter killed while queued
  * is skipped by every serve (its record is gone). A holder killed: its leases are reclaimed at the
  * first serve that needs the count (at once, for an acquire that does not fit), by a queued waiter
  * within THR_SERIAL_POLL_NS, or by the daemon's next maintenance pass; without anyone, it is
