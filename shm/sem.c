@@ -179,6 +179,7 @@ static uint64_t fill(void *aux, uint32_t i, const struct shm_sem_ask *ask, uint6
         if (gen == 0)
                 gen = 1;
         atomic_store_explicit(&h->next_gen, gen + 1, memory_order_relaxed);
+        THR_HOOK(THR_HOOK_SEM_GEN_TAKEN, (void *)(uintptr_t)wid);
         atomic_store_explicit(&r->waiter, wid, memory_order_relaxed);
         uint64_t ttl = ask->ttl_ns > THR_HORIZON_NS ? THR_HORIZON_NS
                        : ask->ttl_ns                ? ask->ttl_ns
@@ -304,6 +305,7 @@ void shm_sem_serve(const struct shm_map *m, const struct thr_params *p, struct t
                 if (mine != UINT32_MAX) {
                         /* its granter was killed between the fill and the CAS: that lease, in
                          * the sums already, is its grant (not a second one) */
+                        THR_HOOK(THR_HOOK_SEM_REGRANT_FOUND, r);
                         if (wait_to(r, w.word, THR_WAIT_GRANTED)) {
                                 futex_wake(&r->wait_state);
                                 if (out->grant_idx == UINT32_MAX)
@@ -350,7 +352,9 @@ void shm_sem_serve(const struct shm_map *m, const struct thr_params *p, struct t
                         held = sweep(m, SHM_SEM_TRUST, p, aux, now, &free_idx, &first, &out->freed);
                         continue;
                 }
+                THR_HOOK(THR_HOOK_SEM_GRANT_CASED, r);
                 futex_wake(&r->wait_state);
+                THR_HOOK(THR_HOOK_SEM_GRANT_WOKEN, r);
                 if (out->grant_idx == UINT32_MAX)
                         out->grant_idx = w.idx;
                 held = sweep(m, SHM_SEM_TRUST, p, aux, now, &free_idx, &first, &out->freed);

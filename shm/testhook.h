@@ -25,6 +25,16 @@ enum thr_hook_point {
                                        * else yet (arg: the slot) */
         THR_HOOK_SEM_GRANT_FILLED,    /* a semaphore serve filled a waiter's lease, before the CAS
                                        * that tells it (arg: the waiter's reader record) */
+        THR_HOOK_SEM_GEN_TAKEN,       /* a fill: the lease's generation taken (next_gen stored),
+                                       * nothing of the record written yet (arg: the waiter id it
+                                       * is for, cast; NULL for a lease taken at once) */
+        THR_HOOK_SEM_GRANT_CASED,     /* a serve's grant: the waiter's word CASed to GRANTED, not
+                                       * yet woken (arg: the waiter's reader record) */
+        THR_HOOK_SEM_GRANT_WOKEN,     /* a serve's grant: the waiter woken, the serve not yet on
+                                       * (arg: the waiter's reader record) */
+        THR_HOOK_SEM_REGRANT_FOUND,   /* a serve found a record naming the head's wait (its granter
+                                       * died before its CAS), before its own CAS (arg: the
+                                       * waiter's reader record) */
 };
 
 #ifdef THR_TEST_HOOKS
