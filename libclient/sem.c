@@ -42,6 +42,7 @@ struct sop {
         const struct thr_params *p; /* &pc: read under the lock */
         struct thr_params pc;       /* the limiter's record, copied and checked (thr_sem_record) */
         bool no_record;             /* the last serve found the head fitting but no record free */
+        uint32_t word;              /* the wait word this thread queued with (its epoch) */
 };
 
 static uint64_t arena_now(const struct sop *o)
@@ -169,11 +170,12 @@ static int enqueue(struct sop *o, const struct shm_sem_ask *ask, uint64_t *room_
         atomic_store_explicit(&r->wait_flags, (ask->flags & THR_LEASE_PEER) | ask->level << 8,
                               memory_order_relaxed);
         atomic_store_explicit(&r->wait_since, arena_now(o), memory_order_relaxed);
+        atomic_store_explicit(&r->wait_gen_floor,
+                              atomic_load_explicit(&h->next_gen, memory_order_relaxed),
+                              memory_order_relaxed);
         /* a new wait: the next epoch (layout.h), which the lease granted for it will name */
-        atomic_store_explicit(
-            &r->wait_state,
-            THR_WAIT_NEXT(atomic_load_explicit(&r->wait_state, memory_order_relaxed)),
-            memory_order_release);
+        o->word = THR_WAIT_NEXT(atomic_load_explicit(&r->wait_state, memory_order_relaxed));
+        atomic_store_explicit(&r->wait_state, o->word, memory_order_release);
         atomic_fetch_add_explicit(&h->waiters, 1, memory_order_relaxed); /* so the serve scans */
         return serve(o, arena_now(o), SHM_SEM_TRUST, room_at);
 }
@@ -182,8 +184,10 @@ static int enqueue(struct sop *o, const struct shm_sem_ask *ask, uint64_t *room_
  * waiter id it names (shm/sem.h), or UINT32_MAX. */
 static uint32_t my_lease(const struct sop *o, uint32_t word)
 {
-        return shm_sem_find_waiter(o->p, sop_aux(o), shm_sem_waiter_id(o->idx, word),
-                                   atomic_load_explicit(&o->r->wait_holder, memory_order_relaxed));
+        return shm_sem_find_waiter(
+            o->p, sop_aux(o), shm_sem_waiter_id(o->idx, word),
+            atomic_load_explicit(&o->r->wait_holder, memory_order_relaxed),
+            atomic_load_explicit(&o->r->wait_gen_floor, memory_order_relaxed));
 }
 
 /*
@@ -220,8 +224,9 @@ static int take_lease(struct sop *o, uint32_t *idx, uint64_t *gen)
         uint64_t wid = shm_sem_waiter_id(o->idx, word);
         *gen = atomic_load_explicit(&rec->gen, memory_order_acquire);
         if (!atomic_compare_exchange_strong_explicit(&rec->waiter, &wid, 0, memory_order_release,
-                                                     memory_order_relaxed))
-                return -EKEYEXPIRED;
+                                                     memory_order_relaxed) ||
+            atomic_load_explicit(&rec->gen, memory_order_acquire) != *gen || !*gen)
+                return -EKEYEXPIRED; /* cleared (expired) meanwhile: its clear zeroes the word */
         *idx = i;
         return 0;
 }
@@ -283,6 +288,15 @@ static int wait_grant(struct sop *o, uint64_t deadline, uint64_t room_at)
                 bool late = now >= deadline;
                 uint32_t word = atomic_load_explicit(&o->r->wait_state, memory_order_acquire);
                 uint32_t st = THR_WAIT_STATE(word);
+                if (THR_WAIT_EPOCH(word) != THR_WAIT_EPOCH(o->word) ||
+                    (st != THR_WAIT_WAITING && st != THR_WAIT_HEAD && st != THR_WAIT_GRANTED &&
+                     st != THR_WAIT_REFUSED)) {
+                        /* only a client rewriting this record does that: the wait is void (no
+                         * serve finds it any more); never spin on it */
+                        leave_unlocked(o);
+                        wait_clear(o->r);
+                        return -EBADMSG;
+                }
                 if (!late && (st == THR_WAIT_WAITING || st == THR_WAIT_HEAD)) {
                         uint64_t until = deadline;
                         if (room_at && room_at < until)

@@ -356,7 +356,8 @@ struct thr_reader {
         _Atomic uint64_t wait_holder;     /* owner token of the process's lease record ... */
         _Atomic uint32_t wait_holder_idx; /* ... and its index: the lease's holder */
         _Atomic uint32_t wait_pad;        /* unused */
-        _Atomic uint64_t wait_pad2;       /* unused (a waiter finds its lease by its waiter id) */
+        _Atomic uint64_t wait_gen_floor;  /* the key's next lease generation when it queued: a
+                                           * lease older than the wait is never its grant */
         _Atomic uint64_t wait_since;      /* arena ns the wait began (the longest pending) */
         _Atomic uint32_t wait_flags;      /* THR_LEASE_PEER | level << 8: the lease asked for */
         /* a peer's record (peer.h): a holder of leases with one expiry, apart from any thread */

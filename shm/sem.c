@@ -79,6 +79,7 @@ static bool undelivered(const struct shm_map *m, const struct thr_lease_rec *r)
 
 static void clear(struct thr_lease_rec *r)
 {
+        atomic_store_explicit(&r->waiter, 0, memory_order_relaxed); /* a taker's CAS fails */
         atomic_store_explicit(&r->gen, 0, memory_order_release);
 }
 
@@ -246,11 +247,13 @@ static bool wait_to(struct thr_reader *r, uint32_t word, uint32_t state)
         return false;
 }
 
-uint32_t shm_sem_find_waiter(const struct thr_params *p, void *aux, uint64_t wid, uint64_t holder)
+uint32_t shm_sem_find_waiter(const struct thr_params *p, void *aux, uint64_t wid, uint64_t holder,
+                             uint64_t floor)
 {
         for (uint32_t i = 0; i < p->leases; i++) {
                 struct thr_lease_rec *r = shm_sem_lease(aux, i);
-                if (atomic_load_explicit(&r->gen, memory_order_acquire) != 0 &&
+                uint64_t gen = atomic_load_explicit(&r->gen, memory_order_acquire);
+                if (gen != 0 && gen >= floor &&
                     atomic_load_explicit(&r->waiter, memory_order_relaxed) == wid &&
                     atomic_load_explicit(&r->holder, memory_order_relaxed) == holder)
                         return i;
@@ -301,7 +304,8 @@ void shm_sem_serve(const struct shm_map *m, const struct thr_params *p, struct t
                 }
                 uint64_t wid = shm_sem_waiter_id(w.idx, w.word);
                 uint32_t mine = shm_sem_find_waiter(
-                    p, aux, wid, atomic_load_explicit(&r->wait_holder, memory_order_relaxed));
+                    p, aux, wid, atomic_load_explicit(&r->wait_holder, memory_order_relaxed),
+                    atomic_load_explicit(&r->wait_gen_floor, memory_order_relaxed));
                 if (mine != UINT32_MAX) {
                         /* its granter was killed between the fill and the CAS: that lease, in
                          * the sums already, is its grant (not a second one) */

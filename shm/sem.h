@@ -211,8 +211,11 @@ static inline uint64_t shm_sem_waiter_id(uint32_t idx, uint32_t word)
         return ((uint64_t)idx + 1) << 32 | THR_WAIT_EPOCH(word);
 }
 
-/* Under the lock: the record of a lease granted to waiter WID for HOLDER, or UINT32_MAX. */
-uint32_t shm_sem_find_waiter(const struct thr_params *p, void *aux, uint64_t wid, uint64_t holder);
+/* Under the lock: the record of a lease granted to waiter WID for HOLDER, of a generation at
+ * least FLOOR (the key's next generation when the wait began: a lease that existed before the
+ * wait, its waiter word rewritten, is never taken for its grant), or UINT32_MAX. */
+uint32_t shm_sem_find_waiter(const struct thr_params *p, void *aux, uint64_t wid, uint64_t holder,
+                             uint64_t floor);
 
 /* Clear a new key's header and records (under the lock, before the slot is LIVE). */
 void shm_sem_fresh(const struct thr_params *p, void *aux);
