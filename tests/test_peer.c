@@ -672,3 +672,75 @@ Test(peer_huge, peers_on_a_hugetlbfs_arena)
         waitpid(kid, NULL, 0);
         cr_assert_eq(stat_of(big, "k").held, 0);
 }
+
+/* ---------------------------------------------------------------- scribbled waits */
+
+/* The reader record of the thread queued on a key (the only one queued), or fail. */
+static struct thr_reader *queued_record(void)
+{
+        struct thr_reader *rec = shm_at(T.a->map.base, T.a->map.g.reader_off);
+        for (uint32_t i = 0; i < T.a->map.g.reader_count; i++) {
+                uint32_t st = THR_WAIT_STATE(atomic_load(&rec[i].wait_state));
+                if (st == THR_WAIT_WAITING || st == THR_WAIT_HEAD)
+                        return &rec[i];
+        }
+        cr_assert_fail("nobody queued");
+        return NULL;
+}
+
+/* A client rewriting a queued waiter's word (NONE of its epoch): the wait is void at once,
+ * -EBADMSG; it never spins on the key's lock until its deadline (an hour here). */
+Test(peer, a_rewritten_wait_word_voids_the_wait_at_once)
+{
+        thr_limiter *m = lim("A");
+        struct thr_lease held;
+        cr_assert_eq(thr_sem_try(m, "k", 1, 1, 3600 * SEC, &held), 0);
+        struct plain_waiter w = {.l = m};
+        pthread_t t;
+        pthread_create(&t, NULL, plain_wait, &w);
+        wait_pending(m, "k", 1);
+        struct thr_reader *r = queued_record();
+        atomic_store(&r->wait_state, THR_WAIT_AS(atomic_load(&r->wait_state), THR_WAIT_NONE));
+        bool done = done_within(&w.done, 10.0);
+        if (!done)
+                advance(7200 * SEC);
+        pthread_join(t, NULL);
+        cr_assert(done, "the waiter kept waiting on a rewritten word");
+        cr_assert_eq(w.rc, -EBADMSG);
+        cr_assert_eq(thr_sem_release(&held), 0);
+        cr_assert_eq(stat_of(m, "k").held, 0);
+}
+
+/* A client rewriting a held lease's waiter word to name a queued wait of the same process: the
+ * waiter does not take that lease (it is older than the wait); it is granted only when the lease
+ * is released, and then holds its own. */
+Test(peer, a_lease_older_than_the_wait_is_never_its_grant)
+{
+        thr_limiter *m = lim("A");
+        struct thr_lease held;
+        cr_assert_eq(thr_sem_try(m, "k", 1, 1, 3600 * SEC, &held), 0);
+        struct plain_waiter w = {.l = m};
+        pthread_t t;
+        pthread_create(&t, NULL, plain_wait, &w);
+        wait_pending(m, "k", 1);
+        struct thr_reader *r = queued_record();
+        uint32_t idx =
+            (uint32_t)(r - (struct thr_reader *)shm_at(T.a->map.base, T.a->map.g.reader_off));
+        struct thr_lease_priv *hp = thr_lease_priv(&held);
+        struct thr_lease_rec *lr =
+            shm_sem_lease(shm_slot_aux(T.a->map.base, &m->geo, hp->slot), hp->idx);
+        atomic_store(&lr->waiter, shm_sem_waiter_id(idx, atomic_load(&r->wait_state)));
+        cr_assert_not(done_within(&w.done, 1.0), "the waiter took a lease held by another");
+        cr_assert_eq(thr_sem_release(&held), 0);
+        bool done = done_within(&w.done, 10.0);
+        if (!done)
+                advance(7200 * SEC);
+        pthread_join(t, NULL);
+        cr_assert(done);
+        cr_assert_eq(w.rc, 0);
+        struct thr_sem_stat st = stat_of(m, "k");
+        cr_assert_eq(st.held, 1);
+        cr_assert_eq(st.leases, 1);
+        cr_assert_eq(thr_sem_release(&w.le), 0);
+        cr_assert_eq(stat_of(m, "k").held, 0);
+}

@@ -123,7 +123,12 @@ static uint64_t shlog_check(struct shlog *g, const uint64_t *max, int nlim)
                                       "kid %u ended holding %d units of limiter %d without "
                                       "being killed",
                                       k, open_amount[k][l], l);
-                        cr_assert_geq(tk, open_t[k][l]);
+                        /* the parent reads its clock, then kills: a kid can still log a grant
+                         * in between (seen under ASan load). Its holder died right after; the
+                         * lease is reclaimed only after the death: counting it released at its
+                         * own grant time never invents an over-grant */
+                        if (tk < open_t[k][l])
+                                tk = open_t[k][l];
                         cr_assert_lt(m, LOG_MAX);
                         g->e[m++] = (struct ev){
                             .t = tk, .delta = -open_amount[k][l], .lim = (uint16_t)l, .kid = k};
