@@ -425,8 +425,10 @@ int shm_sem_release(const struct shm_map *m, const struct thr_params *p, void *a
         return expired ? -EKEYEXPIRED : 0;
 }
 
-int shm_sem_extend(const struct shm_map *m, const struct thr_params *p, void *aux, uint32_t idx,
-                   uint64_t gen, uint64_t holder, uint64_t now, uint64_t expires)
+/* The lease (IDX, GEN) of HOLDER, live at NOW, in *OUT: 0, or -EKEYEXPIRED (gone; or expired,
+ * then reclaimed here: too late, nobody had yet), -EPERM (another holder's). */
+static int live_lease(const struct shm_map *m, const struct thr_params *p, void *aux, uint32_t idx,
+                      uint64_t gen, uint64_t holder, uint64_t now, struct thr_lease_rec **out)
 {
         struct thr_lease_rec *r = lease_of(p, aux, idx, gen);
         if (!r)
@@ -434,9 +436,20 @@ int shm_sem_extend(const struct shm_map *m, const struct thr_params *p, void *au
         if (atomic_load_explicit(&r->holder, memory_order_relaxed) != holder)
                 return -EPERM;
         if (shm_sem_expiry(m, r, now, true) <= now) {
-                drop(m, p, aux, r, now, true); /* too late: nobody had reclaimed it yet */
+                drop(m, p, aux, r, now, true);
                 return -EKEYEXPIRED;
         }
+        *out = r;
+        return 0;
+}
+
+int shm_sem_extend(const struct shm_map *m, const struct thr_params *p, void *aux, uint32_t idx,
+                   uint64_t gen, uint64_t holder, uint64_t now, uint64_t expires)
+{
+        struct thr_lease_rec *r;
+        int rc = live_lease(m, p, aux, idx, gen, holder, now, &r);
+        if (rc < 0)
+                return rc;
         if (atomic_load_explicit(&r->flags, memory_order_relaxed) & THR_LEASE_PEER)
                 return -EINVAL; /* a peer's lease lives as long as its peer: its heartbeat */
         atomic_store_explicit(&r->expires_ns, expires, memory_order_relaxed);
@@ -447,15 +460,10 @@ int shm_sem_resize(const struct shm_map *m, const struct thr_params *p, void *au
                    uint64_t gen, uint64_t holder, uint64_t now, uint32_t amount)
 {
         struct thr_sem *h = shm_sem(aux);
-        struct thr_lease_rec *r = lease_of(p, aux, idx, gen);
-        if (!r)
-                return -EKEYEXPIRED;
-        if (atomic_load_explicit(&r->holder, memory_order_relaxed) != holder)
-                return -EPERM;
-        if (shm_sem_expiry(m, r, now, true) <= now) {
-                drop(m, p, aux, r, now, true);
-                return -EKEYEXPIRED;
-        }
+        struct thr_lease_rec *r;
+        int live = live_lease(m, p, aux, idx, gen, holder, now, &r);
+        if (live < 0)
+                return live;
         uint64_t old = amount_of(r);
         if (amount > old) {
                 /* more units: now, and only if nobody is queued (they come first) */
