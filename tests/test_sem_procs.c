@@ -108,11 +108,19 @@ static uint64_t shlog_check(struct shlog *g, const uint64_t *max, int nlim)
                         cr_assert_eq(open_amount[e->kid][e->lim], 0, "kid %u holds twice", e->kid);
                         open_amount[e->kid][e->lim] = e->delta;
                         open_t[e->kid][e->lim] = atomic_load(&e->t);
-                } else {
-                        open_amount[e->kid][e->lim] = 0;
+                        g->e[m++] = (struct ev){.t = open_t[e->kid][e->lim],
+                                                .delta = e->delta,
+                                                .lim = e->lim,
+                                                .kid = e->kid};
+                        continue;
                 }
-                g->e[m++] = (struct ev){
-                    .t = atomic_load(&e->t), .delta = e->delta, .lim = e->lim, .kid = e->kid};
+                /* releases sort first at equal times: a release logged at its own grant's
+                 * nanosecond goes just after it, or the sum dips below zero */
+                uint64_t tr = atomic_load(&e->t);
+                if (open_amount[e->kid][e->lim] && tr <= open_t[e->kid][e->lim])
+                        tr = open_t[e->kid][e->lim] + 1;
+                open_amount[e->kid][e->lim] = 0;
+                g->e[m++] = (struct ev){.t = tr, .delta = e->delta, .lim = e->lim, .kid = e->kid};
         }
         for (uint32_t k = 0; k < KIDS_MAX; k++)
                 for (int l = 0; l < nlim; l++) {
@@ -127,8 +135,8 @@ static uint64_t shlog_check(struct shlog *g, const uint64_t *max, int nlim)
                          * in between (seen under ASan load). Its holder died right after; the
                          * lease is reclaimed only after the death: counting it released at its
                          * own grant time never invents an over-grant */
-                        if (tk < open_t[k][l])
-                                tk = open_t[k][l];
+                        if (tk <= open_t[k][l])
+                                tk = open_t[k][l] + 1; /* after its grant, not at it */
                         cr_assert_lt(m, LOG_MAX);
                         g->e[m++] = (struct ev){
                             .t = tk, .delta = -open_amount[k][l], .lim = (uint16_t)l, .kid = k};
