@@ -176,17 +176,22 @@ static void report(struct parse *p, int line, const char *fmt, ...)
 static int foreign_keys(struct parse *p, const struct shm_limiter_spec *l,
                         const struct lim_lines *ln)
 {
-        enum { G = 1, W = 2, S = 4 }; /* the kinds that take a key */
+        enum { G = 1, W = 2, S = 4, B = 8 }; /* the kinds that take a key */
         static const struct {
                 int key, kinds;
-        } only[] = {{LK_RATE, G},   {LK_BURST, G},     {LK_INITIAL, G},         {LK_LIMIT, W},
+        } only[] = {{LK_RATE, G},   {LK_BURST, G},     {LK_INITIAL, G | B},     {LK_LIMIT, W},
                     {LK_WINDOW, W}, {LK_SERIALIZE, W}, {LK_MAX_RESERVE, G | W}, {LK_MAX, S},
                     {LK_LEASES, S}, {LK_LEVEL, S}};
-        int mine = l->kind == THR_KIND_WINDOW ? W : l->kind == THR_KIND_SEMAPHORE ? S : G;
+        int mine = l->kind == THR_KIND_WINDOW      ? W
+                   : l->kind == THR_KIND_SEMAPHORE ? S
+                   : l->kind == THR_KIND_BUDGET    ? B
+                                                   : G;
         static const char *const takes[] = {
             [G] = "a GCRA limiter takes rate (and burst, initial)",
             [W] = "a window limiter takes limit and window (e.g. limit = 1000, window = 2s)",
-            [S] = "a semaphore limiter takes max, leases_per_key and level (e.g. max = 42)"};
+            [S] = "a semaphore limiter takes max, leases_per_key and level (e.g. max = 42)",
+            [B] = "a budget limiter takes initial (the balance a new key starts with, e.g. "
+                  "initial = 100)"};
         int bad = 0;
         for (size_t k = 0; k < sizeof(only) / sizeof(only[0]); k++) {
                 if (!ln->at[only[k].key] || (only[k].kinds & mine))
@@ -254,6 +259,16 @@ static void end_limiter(struct parse *p, size_t i)
         if (l->kind == THR_KIND_SEMAPHORE) {
                 if (!ln->bad)
                         end_semaphore(p, l, ln);
+                return;
+        }
+        if (l->kind == THR_KIND_BUDGET) {
+                if (!ln->bad && shm_params_make(l, 0, &prm, why, sizeof(why)) < 0)
+                        report(p,
+                               ln->at[LK_ON_FULL] && l->on_full == THR_FULL_ALLOW
+                                   ? ln->at[LK_ON_FULL]
+                               : ln->at[LK_INITIAL] ? ln->at[LK_INITIAL]
+                                                    : ln->header,
+                               "%s", why);
                 return;
         }
         if (!ln->at[LK_RATE]) {

@@ -406,9 +406,11 @@ static int set_kind(const struct config_key *k, void *field, const char *v, char
                 *(uint32_t *)field = THR_KIND_WINDOW;
         else if (!strcasecmp(v, "semaphore"))
                 *(uint32_t *)field = THR_KIND_SEMAPHORE;
+        else if (!strcasecmp(v, "budget"))
+                *(uint32_t *)field = THR_KIND_BUDGET;
         else
-                return say(why, n, -EINVAL, "unknown kind '%s' (one of gcra, window, semaphore)",
-                           v);
+                return say(why, n, -EINVAL,
+                           "unknown kind '%s' (one of gcra, window, semaphore, budget)", v);
         return 0;
 }
 

@@ -58,6 +58,7 @@
 #include <unistd.h>
 
 #include "client_internal.h"
+#include "budget.h"
 #include "kind.h"
 #include "window.h"
 #include "testhook.h"
@@ -187,6 +188,8 @@ static inline const struct thr_params *lim_params_for(const thr_limiter *l, bool
         const struct thr_params *p = shm_at(l->a->map.base, off);
         if (__builtin_expect(p->kind == THR_KIND_GCRA && p->k, 1))
                 return p;
+        if (p->kind == THR_KIND_BUDGET) /* try, and the budget calls (locate too) */
+                return p->k == 1 && p->burst == THR_BUDGET_MAX ? p : NULL;
         if (p->kind == THR_KIND_SEMAPHORE) /* the semaphore calls only, through locate */
                 return serial && p->leases && p->leases <= l->sem_leases && p->rate_n &&
                                p->rate_n <= THR_SEM_MAX
@@ -217,6 +220,11 @@ params_pin(const thr_limiter *l, const struct thr_params *p, uint32_t kind, bool
         atomic_signal_fence(memory_order_seq_cst); /* one copy, then only the copy is read */
         if (copy->kind != kind)
                 return NULL;
+        if (kind == THR_KIND_BUDGET)
+                return copy->k == 1 && copy->burst == THR_BUDGET_MAX &&
+                               copy->initial <= THR_BUDGET_MAX
+                           ? copy
+                           : NULL;
         if (kind == THR_KIND_SEMAPHORE)
                 return serial && copy->leases && copy->leases <= l->sem_leases && copy->rate_n &&
                                copy->rate_n <= THR_SEM_MAX && copy->level < THR_SEM_LEVELS
@@ -244,12 +252,14 @@ static inline int check_key(const void *key, size_t len)
         return len > THR_KEY_MAX ? -ENAMETOOLONG : 0;
 }
 
-/* What a call asks: decide now (try), or take a place (reserve, and acquire which then sleeps). */
-enum op_mode { OP_TRY, OP_RESERVE };
+/* What a call asks: decide now (try), take a place (reserve, and acquire which then sleeps), or
+ * add to a budget key's balance. */
+enum op_mode { OP_TRY, OP_RESERVE, OP_ADD };
 
 struct req {
         enum op_mode mode;
-        bool locate; /* find or create the key, deciding nothing (serial.c) */
+        bool locate;        /* find or create the key, deciding nothing (serial.c) */
+        uint32_t kind_only; /* refuse (-EOPNOTSUPP) a limiter of another kind; 0: any */
         uint64_t cost;
         uint64_t max_wait_ns; /* OP_RESERVE */
 };
@@ -268,6 +278,8 @@ struct verdict {
         uint64_t retry_u, reset_u; /* units */
         uint64_t due_ns, wait_ns;  /* OP_RESERVE: when the place is due (arena ns), how far */
         uint64_t limit, k;         /* the record's burst (a window's N) and time scale */
+        uint64_t shortfall; /* budget, denied: units to add before it fits (queue included) */
+        bool queued;        /* budget: spenders were queued (a try never overtakes them) */
 };
 
 /* Units of 1/K ns -> ns, rounded up (a retry after that many ns is never early). */
@@ -304,7 +316,11 @@ op_begin(struct op *o, thr_limiter *l, const void *key, size_t len, const struct
         if (!o->p)
                 return lim_gone_for(l, rq->locate);
         o->kind = o->p->kind;
+        if (rq->kind_only && o->kind != rq->kind_only)
+                return -EOPNOTSUPP;
         if (__builtin_expect(o->kind != THR_KIND_GCRA, 0)) {
+                if (o->kind == THR_KIND_BUDGET && rq->mode == OP_RESERVE)
+                        return -EOPNOTSUPP; /* no time makes a budget fit */
                 o->p = params_pin(l, o->p, o->kind, rq->locate, o->pc);
                 if (!o->p)
                         return -EBADMSG;
@@ -403,6 +419,39 @@ window_decide(const struct thr_params *p, const _Atomic uint64_t *e, uint64_t st
         v->wait_ns = w.stamp - now;
 }
 
+/* A budget's decision (budget.h): a spend fits the balance, an add fits under the maximum; with
+ * spenders queued, neither is decided without the lock (a spend is refused: FIFO). */
+static __attribute__((noinline)) void budget_decide(const struct op *o, const struct thr_slot *s,
+                                                    uint64_t state, const struct req *rq,
+                                                    struct verdict *v)
+{
+        const struct thr_params *p = o->p;
+        uint64_t bal = shm_budget_balance(state, p->initial);
+        uint64_t base = state == THR_TAT_FRESH ? p->initial : state;
+        bool queued = shm_budget_queued(state);
+        *v = (struct verdict){.prev = state, .remaining = bal, .queued = queued};
+        if (rq->mode == OP_ADD) {
+                v->ok = !queued && rq->cost <= THR_BUDGET_MAX - bal;
+                v->new_state = v->ok ? base + rq->cost : state;
+                v->remaining = v->ok ? bal + rq->cost : bal;
+                return;
+        }
+        v->ok = !queued && bal >= rq->cost;
+        if (v->ok) {
+                v->new_state = base - rq->cost;
+                v->remaining = bal - rq->cost;
+                return;
+        }
+        v->retry_u = UINT64_MAX; /* no time makes it fit: only an add */
+        uint64_t ahead = 0;
+        if (queued && s) { /* what those queued need first (as of their last serve) */
+                const struct thr_budget *h = shm_slot_aux(o->l->a->map.base, &o->l->geo, s);
+                ahead = atomic_load_explicit(&h->need, memory_order_relaxed);
+        }
+        uint64_t want = ahead > UINT64_MAX - rq->cost ? UINT64_MAX : ahead + rq->cost;
+        v->shortfall = want > bal ? want - bal : 0;
+}
+
 /* KIND's decision for RQ on STATE of slot S at O->now: pure, it writes nothing. */
 static inline __attribute__((always_inline)) void decide(const struct op *o, uint32_t kind,
                                                          const struct thr_slot *s, uint64_t state,
@@ -410,6 +459,8 @@ static inline __attribute__((always_inline)) void decide(const struct op *o, uin
 {
         if (__builtin_expect(kind == THR_KIND_GCRA, 1))
                 gcra_decide(o->p, state, o->now, rq, v);
+        else if (kind == THR_KIND_BUDGET)
+                budget_decide(o, s, state, rq, v);
         else
                 window_decide(o->p, op_log(o, s), state, o->now, rq, v);
 }
@@ -619,6 +670,10 @@ static void fresh_decide(struct op *o, const struct req *rq, struct verdict *v)
                 gcra_decide(o->p, THR_TAT_FRESH, o->now, rq, v);
                 return;
         }
+        if (o->kind == THR_KIND_BUDGET) {
+                budget_decide(o, NULL, o->p->initial, rq, v);
+                return;
+        }
         /* an empty log: everything up to N fits now */
         *v = (struct verdict){.ok = true,
                               .new_state = rq->cost,
@@ -645,10 +700,11 @@ static int op_full(struct op *o, const struct req *rq, struct verdict *v)
                 o->slot = NULL; /* nothing recorded: a reservation cannot be given back */
                 return 0;
         }
-        if (rq->mode == OP_RESERVE)
-                return -ENOSPC;
-        uint64_t gap = o->kind == THR_KIND_GCRA
-                           ? o->p->t_units
+        if (rq->mode != OP_TRY || o->kind == THR_KIND_BUDGET)
+                return -ENOSPC; /* a balance is never decided unrecorded */
+        uint64_t gap = o->kind == THR_KIND_GCRA ? o->p->t_units
+                       : o->kind == THR_KIND_BUDGET
+                           ? UINT64_MAX
                            : (o->p->period_ns + o->p->rate_n - 1) / o->p->rate_n;
         *v = (struct verdict){.ok = false, .retry_u = gap};
         return 0;
@@ -791,6 +847,15 @@ const struct thr_params *thr_sem_record(const thr_limiter *l, struct thr_params 
         return params_pin(l, shm_at(l->a->map.base, off), THR_KIND_SEMAPHORE, true, copy);
 }
 
+/* A budget limiter's record, copied to COPY and checked there (params_pin), or NULL. */
+const struct thr_params *thr_budget_record(const thr_limiter *l, struct thr_params *copy)
+{
+        uint64_t off = atomic_load_explicit(&l->de->params_off, memory_order_acquire);
+        if (off - l->params_lo > l->params_span)
+                return NULL;
+        return params_pin(l, shm_at(l->a->map.base, off), THR_KIND_BUDGET, true, copy);
+}
+
 /* A serialized limiter's record, even retired (a hold taken before a reload removed the limiter
  * still ends on its table), copied to COPY and checked there (params_pin: its N indexes the
  * log), or NULL if it is not one. */
@@ -800,6 +865,21 @@ const struct thr_params *thr_lim_record(const thr_limiter *l, struct thr_params 
         if (off - l->params_lo > l->params_span)
                 return NULL;
         return params_pin(l, shm_at(l->a->map.base, off), THR_KIND_WINDOW, true, copy);
+}
+
+/* Declared in client_internal.h. */
+int thr_op_budget(thr_limiter *l, const void *key, size_t len, uint64_t amount, bool add,
+                  struct thr_budget_step *out)
+{
+        const struct req rq = {
+            .mode = add ? OP_ADD : OP_TRY, .kind_only = THR_KIND_BUDGET, .cost = amount};
+        struct verdict v = {0};
+        int rc = op_run(l, key, len, &rq, &v, NULL);
+        if (rc < 0)
+                return rc;
+        *out = (struct thr_budget_step){
+            .ok = v.ok, .queued = v.queued, .balance = v.remaining, .shortfall = v.shortfall};
+        return 0;
 }
 
 /* ---------------------------------------------------------------- the public calls */

@@ -25,6 +25,8 @@
 #pragma GCC visibility push(hidden)
 
 static_assert(THR_KEY_MAX == THR_KEY_MAX_LEN, "throttle.h's key limit is the layout's");
+static_assert(THR_BUDGET_MAX == THR_BUDGET_MAX_BALANCE,
+              "throttle.h's largest balance is the layout's");
 
 /* What a reservation handle holds privately (struct thr_reservation's priv words). */
 struct thr_reservation_priv {
@@ -48,6 +50,23 @@ const struct thr_params *thr_lim_record(const thr_limiter *l, struct thr_params 
 const struct thr_params *thr_sem_record(const thr_limiter *l, struct thr_params *copy);
 /* Lookup only: KEY's live slot in L (OUT's slot, lim, gen as thr_op_locate), or -ENOENT. */
 int thr_op_find(thr_limiter *l, const void *key, size_t len, struct thr_reservation_priv *out);
+
+/*
+ * thr_op_budget - one lock-free step on a budget key (created at its initial balance if new):
+ * spend AMOUNT, or add it (ADD). OUT->ok: done; else OUT->queued says spenders are queued (the
+ * step must be taken under the key's lock: budget.c), or the balance did not fit (a spend: the
+ * shortfall; an add: it would pass THR_BUDGET_MAX). Returns 0, -EOPNOTSUPP (not a budget),
+ * -ENOSPC (a new key and no room), or the errors of try.
+ */
+struct thr_budget_step {
+        int ok;
+        bool queued;
+        uint64_t balance; /* after the step, or as found */
+        uint64_t shortfall;
+};
+const struct thr_params *thr_budget_record(const thr_limiter *l, struct thr_params *copy);
+int thr_op_budget(thr_limiter *l, const void *key, size_t len, uint64_t amount, bool add,
+                  struct thr_budget_step *out);
 
 /* Who a lease is for, when not the calling process (sem.c, for peer.c): a peer's record. */
 struct thr_sem_holder {

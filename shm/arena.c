@@ -201,6 +201,14 @@ static bool sem_ok(const struct thr_params *p)
                p->leases <= THR_SEM_LEASES_MAX && p->level < THR_SEM_LEVELS;
 }
 
+static bool budget_ok(const struct thr_params *p)
+{
+        return p->k == 1 && p->t_units == 1 && p->burst == THR_BUDGET_MAX &&
+               p->initial <= THR_BUDGET_MAX && p->rate_n == 0 && p->period_ns == 0 &&
+               p->bt_units == 0 && p->max_reserve_units == 0 && p->flags == 0 && p->leases == 0 &&
+               p->level == 0 && p->on_full != THR_FULL_ALLOW;
+}
+
 static bool gcra_ok(const struct thr_params *p)
 {
         __uint128_t bt = (__uint128_t)p->burst * p->t_units;
@@ -214,6 +222,7 @@ static int params_check(const struct thr_params *p, uint64_t off, char *err, siz
         bool kind_ok = p->kind == THR_KIND_GCRA        ? gcra_ok(p)
                        : p->kind == THR_KIND_WINDOW    ? window_ok(p)
                        : p->kind == THR_KIND_SEMAPHORE ? sem_ok(p)
+                       : p->kind == THR_KIND_BUDGET    ? budget_ok(p)
                                                        : false;
         if (!kind_ok || p->size != sizeof(*p) || p->on_full > THR_FULL_EVICT ||
             p->idle_ttl_ns > THR_HORIZON_NS || p->lock_wait_ns > THR_LOCK_WAIT_MAX_NS)
@@ -343,6 +352,11 @@ static int snap_fill(const void *base, size_t len, struct shm_lim_snap *s, char 
                                 "limiter %u: a window of %" PRIu64 " units does not fit its "
                                 "table's %u-byte logs",
                                 s->idx, s->params.rate_n, s->table.aux_stride);
+        if (rc == 0 && s->params.kind == THR_KIND_BUDGET && s->table.aux_stride < THR_BUDGET_HDR)
+                rc = shm_seterr(err, errlen, -EBADMSG,
+                                "limiter %u: a budget key's header does not fit its table's "
+                                "%u-byte keys",
+                                s->idx, s->table.aux_stride);
         if (rc == 0 && s->params.kind == THR_KIND_SEMAPHORE &&
             s->table.aux_stride < shm_sem_stride(s->params.leases))
                 rc = shm_seterr(err, errlen, -EBADMSG,

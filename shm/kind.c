@@ -1,6 +1,9 @@
 /*
  * kind.c - the kind-neutral table's questions (kind.h), answered by each kind.
  */
+#include <string.h>
+
+#include "budget.h"
 #include "kind.h"
 #include "sem.h"
 #include "serial.h"
@@ -15,6 +18,11 @@ static bool pinned(const struct thr_params *p, const void *aux)
 uint64_t shm_kind_fresh(const struct thr_params *p, void *aux, uint64_t start, uint64_t now,
                         uint64_t floor)
 {
+        if (p && p->kind == THR_KIND_BUDGET) {
+                /* a new key has the initial balance (an evicted one had it too: budget.h) */
+                memset(aux, 0, THR_BUDGET_HDR);
+                return p->initial;
+        }
         if (p && p->kind == THR_KIND_SEMAPHORE) {
                 /* nothing held: an evicted key owed nothing, so it starts empty; the state word is
                  * the time of its last change (idleness) */
@@ -34,6 +42,8 @@ uint64_t shm_kind_debt(const struct thr_params *p, const void *aux, uint64_t sta
 {
         if (p && p->kind == THR_KIND_SEMAPHORE)
                 return shm_sem_pinned(p, aux) ? UINT64_MAX : 0;
+        if (p && p->kind == THR_KIND_BUDGET)
+                return shm_budget_pinned(p, state) ? UINT64_MAX : 0;
         if (p && p->kind == THR_KIND_WINDOW)
                 return pinned(p, aux) ? UINT64_MAX
                                       : shm_window_debt(p, shm_window_log((void *)aux), state, now);
@@ -42,8 +52,9 @@ uint64_t shm_kind_debt(const struct thr_params *p, const void *aux, uint64_t sta
 
 uint64_t shm_kind_floor_of(const struct thr_params *p, const void *aux, uint64_t state)
 {
-        if (p && p->kind == THR_KIND_SEMAPHORE)
-                return 0; /* an idle semaphore key holds nothing: evicting it leaves no debt */
+        if (p && (p->kind == THR_KIND_SEMAPHORE || p->kind == THR_KIND_BUDGET))
+                return 0; /* an idle semaphore key holds nothing, a budget key evicted had its
+                           * initial balance: evicting either leaves no debt */
         if (p && p->kind == THR_KIND_WINDOW)
                 return shm_window_floor_of(p, shm_window_log((void *)aux), state);
         return state == THR_TAT_FRESH ? 0 : state;
@@ -54,6 +65,8 @@ bool shm_kind_idle(const struct thr_params *p, const void *aux, uint64_t state, 
 {
         if (p->kind == THR_KIND_SEMAPHORE)
                 return !shm_sem_pinned(p, aux) && now >= ttl && state <= now - ttl;
+        if (p->kind == THR_KIND_BUDGET) /* no time of last use: its balance is the whole state */
+                return !shm_budget_pinned(p, state);
         if (p->kind == THR_KIND_WINDOW)
                 return !pinned(p, aux) &&
                        shm_window_idle(p, shm_window_log((void *)aux), state, now, ttl);

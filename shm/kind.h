@@ -22,6 +22,7 @@ static inline const char *shm_kind_name(uint32_t kind)
         return kind == THR_KIND_GCRA        ? "gcra"
                : kind == THR_KIND_WINDOW    ? "window"
                : kind == THR_KIND_SEMAPHORE ? "semaphore"
+               : kind == THR_KIND_BUDGET    ? "budget"
                                             : "unknown";
 }
 

@@ -68,6 +68,7 @@
  *   units above 20 years. THR_TAT_FRESH is reserved too: inserted by a tool and never charged,
  *   the first request starts it at now + (B - initial) * T (clients insert with that start
  *   already computed).
+ *   Budget: the key's balance, THR_BUDGET_WAITERS set while spenders wait (budget.h).
  *   Window: the number of units ever admitted for the key (U), with its log in the slot's aux
  *   storage: a 64-byte header, then a ring of N + THR_WINDOW_SLACK words, unit u's admission time
  *   (ns + 1, 0 for none) in word u mod (N + THR_WINDOW_SLACK) (window.h has the protocol).
@@ -96,7 +97,7 @@
 #include <stdint.h>
 
 #define THR_MAGIC          0x414e455241524854ull /* "THRARENA" little-endian */
-#define THR_LAYOUT_MAJOR   7u
+#define THR_LAYOUT_MAJOR   8u
 #define THR_LAYOUT_MINOR   0u
 #define THR_HDR_SIZE       4096u
 #define THR_NAME_MAX       63u  /* arena and limiter names, without the NUL */
@@ -130,7 +131,12 @@ enum thr_backing { THR_BACKING_HUGETLBFS = 1, THR_BACKING_SHM = 2 };
 enum thr_dir_state { THR_DIR_FREE = 0, THR_DIR_LIVE = 1, THR_DIR_RETIRED = 2 };
 
 /* thr_params.kind: how a key's state is decided on (gcra.h, window.h); the table does not care */
-enum thr_limiter_kind { THR_KIND_GCRA = 1, THR_KIND_WINDOW = 2, THR_KIND_SEMAPHORE = 3 };
+enum thr_limiter_kind {
+        THR_KIND_GCRA = 1,
+        THR_KIND_WINDOW = 2,
+        THR_KIND_SEMAPHORE = 3,
+        THR_KIND_BUDGET = 4
+};
 
 /* thr_params.flags */
 #define THR_PARAM_SERIALIZE 1u /* window: one holder at a time per key (window.h) */
@@ -150,6 +156,14 @@ enum thr_limiter_kind { THR_KIND_GCRA = 1, THR_KIND_WINDOW = 2, THR_KIND_SEMAPHO
 #define THR_SEM_HDR            64u    /* bytes before a key's lease records: struct thr_sem */
 #define THR_LEASE_SIZE         64u
 #define THR_SEM_LEVELS         64u /* lock levels 0..63: a peer's levels are one word's bits */
+
+/* Budget limiters (budget.h): a balance per key, spent by cost, raised by adds. The state word
+ * is the balance, with THR_BUDGET_WAITERS set while spenders are queued (then only the key's
+ * shard lock holder changes it). Its top bit is never set: no balance reaches the table's
+ * reserved values. */
+#define THR_BUDGET_WAITERS (1ull << 62)
+#define THR_BUDGET_MAX     (THR_BUDGET_WAITERS - 1) /* largest balance */
+#define THR_BUDGET_HDR     64u                      /* a key's aux storage: struct thr_budget */
 
 /*
  * thr_reader.wait_state: the futex word a waiter sleeps on (serial.h, sem.h): a state in its low
@@ -352,8 +366,8 @@ struct thr_reader {
         /* a semaphore key this thread waits for (sem.h), besides the fields above: what its lease
          * is to be (written by the owner when it queues), and which lease it got (by the granter,
          * before the grant's CAS of wait_state) */
-        _Atomic uint64_t wait_ttl;        /* the lease's time to live, ns */
-        _Atomic uint64_t wait_holder;     /* owner token of the process's lease record ... */
+        _Atomic uint64_t wait_ttl;    /* the lease's time to live, ns; a budget wait: its cost */
+        _Atomic uint64_t wait_holder; /* owner token of the process's lease record ... */
         _Atomic uint32_t wait_holder_idx; /* ... and its index: the lease's holder */
         _Atomic uint32_t wait_pad;        /* unused */
         _Atomic uint64_t wait_gen_floor;  /* the key's next lease generation when it queued: a
@@ -402,6 +416,25 @@ struct thr_sem {
         _Atomic uint64_t reclaimed;   /* leases reclaimed because their holder process died */
 };
 
+/*
+ * A budget key's header (its whole aux storage). Written only under the key's shard lock
+ * (budget.h); read racily by shmctl and by thr_budget_stat. The journal (j_*) describes the one
+ * grant in progress, so that whoever takes the lock over from a granter killed half-way completes
+ * or undoes it.
+ */
+struct thr_budget {
+        _Atomic uint32_t waiters; /* spenders queued (exact after each serve) */
+        _Atomic uint32_t j_idx;   /* journal: the waiter's reader record + 1; 0 none */
+        _Atomic uint32_t j_word;  /* its wait word as the serve found it (its epoch) */
+        _Atomic uint32_t pad;
+        _Atomic uint64_t j_before;    /* the state word before the grant's spend ... */
+        _Atomic uint64_t j_after;     /* ... and after it */
+        _Atomic uint64_t next_ticket; /* FIFO places of queued spenders */
+        _Atomic uint64_t need;        /* units the queued spenders ask for in all (after a serve) */
+        _Atomic uint64_t head_need;   /* units the oldest of them asks for */
+        _Atomic uint64_t granted;     /* spends granted to queued spenders so far */
+};
+
 /* One lease: free while gen is 0. */
 struct thr_lease_rec {
         _Atomic uint64_t gen;         /* unique in the key; 0: free */
@@ -424,6 +457,7 @@ struct thr_lease_rec {
 #define THR_LEASE_PEER 1u
 
 static_assert(sizeof(struct thr_sem) == THR_SEM_HDR, "semaphore header size");
+static_assert(sizeof(struct thr_budget) == THR_BUDGET_HDR, "budget header size");
 static_assert(sizeof(struct thr_lease_rec) == THR_LEASE_SIZE, "lease record size");
 static_assert(sizeof(struct thr_hdr) == THR_HDR_SIZE, "header is one page");
 static_assert(sizeof(struct thr_params) == 128, "params record size");

@@ -137,6 +137,39 @@ static int sem_make(const struct shm_limiter_spec *s, uint64_t gen, struct thr_p
         return 0;
 }
 
+/* kind = budget: a balance per key, new keys at `initial`; no rate, no refill (budget.h). */
+static int budget_make(const struct shm_limiter_spec *s, uint64_t gen, struct thr_params *out,
+                       char *err, size_t errlen)
+{
+        if (s->initial > THR_BUDGET_MAX)
+                return fail(err, errlen, -ERANGE, s->name,
+                            "a budget's initial balance must be 0 to %llu (got %" PRIu64 ")",
+                            (unsigned long long)THR_BUDGET_MAX, s->initial);
+        if (s->serialize)
+                return fail(err, errlen, -EINVAL, s->name,
+                            "serialize applies to window limiters only");
+        if (s->on_full == THR_FULL_ALLOW)
+                return fail(err, errlen, -EINVAL, s->name,
+                            "on_full = allow does not apply to a budget: a balance cannot be "
+                            "spent unrecorded (deny, or evict: a key at its initial balance)");
+        int rc = common_make(s, gen, out, err, errlen);
+        if (rc < 0)
+                return rc;
+        out->kind = THR_KIND_BUDGET;
+        out->rate_n = 0;
+        out->period_ns = 0;
+        out->k = 1;
+        out->t_units = 1;
+        out->burst = THR_BUDGET_MAX; /* the largest cost */
+        out->initial = s->initial;
+        out->bt_units = 0;
+        out->max_reserve_units = 0;
+        out->flags = 0;
+        out->leases = 0;
+        out->level = 0;
+        return 0;
+}
+
 int shm_params_make(const struct shm_limiter_spec *s, uint64_t gen, struct thr_params *out,
                     char *err, size_t errlen)
 {
@@ -146,6 +179,8 @@ int shm_params_make(const struct shm_limiter_spec *s, uint64_t gen, struct thr_p
                 return window_make(s, gen, out, err, errlen);
         if (s->kind == THR_KIND_SEMAPHORE)
                 return sem_make(s, gen, out, err, errlen);
+        if (s->kind == THR_KIND_BUDGET)
+                return budget_make(s, gen, out, err, errlen);
         if (s->kind != 0 && s->kind != THR_KIND_GCRA)
                 return fail(err, errlen, -EINVAL, s->name, "unknown kind %u", s->kind);
         if (s->serialize)

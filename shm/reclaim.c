@@ -312,6 +312,21 @@ static void sem_reap(const struct pass *ps, struct thr_slot *s)
                       SHM_SEM_OWNERS | SHM_SEM_WAKE_HEAD, UINT32_MAX, &sv);
 }
 
+/*
+ * A budget key, shard lock held: a grant a killed lock holder left half-done is completed or
+ * undone, dead waiters are dropped, the flag of a key nobody waits on any more is cleared (tries
+ * are refused while it is set), and the waiters that fit are granted (budget.h).
+ */
+static void budget_reap(const struct pass *ps, struct thr_slot *s, uint64_t state)
+{
+        void *aux = shm_slot_aux(ps->base, ps->geo, s);
+        if (!shm_budget_queued(state) &&
+            !atomic_load_explicit(&shm_budget(aux)->j_idx, memory_order_acquire))
+                return;
+        struct shm_budget_serve sv;
+        shm_budget_serve(ps->m, ps->p, s, aux, &sv);
+}
+
 /* Slot S is LIVE with state TAT, shard lock held: evict it if idle past the TTL (no debt). */
 static void evict_idle(const struct pass *ps, struct thr_table *tb, struct thr_shard *sh,
                        struct thr_slot *s, uint64_t tat, struct shm_maint_stats *st)
@@ -328,6 +343,10 @@ static void evict_idle(const struct pass *ps, struct thr_table *tb, struct thr_s
                 serve_orphan(ps, s);
         if (ps->p->kind == THR_KIND_SEMAPHORE)
                 sem_reap(ps, s);
+        if (ps->p->kind == THR_KIND_BUDGET) {
+                budget_reap(ps, s, tat);
+                tat = atomic_load_explicit(&s->state, memory_order_acquire);
+        }
         if (!idle(ps, s, tat))
                 return;
         /* from the state observed: an admission since then makes this fail, and the key stays */
@@ -552,6 +571,12 @@ static void maintain_shard(const struct pass *ps, const struct shm_map *m,
                         work |= ps->p->kind == THR_KIND_SEMAPHORE &&
                                 shm_sem_reapable(m, ps->p, shm_slot_aux(ps->base, ps->geo, s),
                                                  shm_now_ns(h));
+                        /* a budget key with waiters (or a stale flag) or a grant half-done */
+                        work |= ps->p->kind == THR_KIND_BUDGET &&
+                                (shm_budget_queued(state) ||
+                                 atomic_load_explicit(
+                                     &shm_budget(shm_slot_aux(ps->base, ps->geo, s))->j_idx,
+                                     memory_order_relaxed));
                         break;
                 case THR_SLOT_DEAD:
                         work |=

@@ -229,24 +229,6 @@ int shm_sem_take(const struct shm_map *m, const struct thr_params *p, void *aux,
         return rc;
 }
 
-static bool is_waiting(uint32_t word)
-{
-        return THR_WAIT_STATE(word) == THR_WAIT_WAITING || THR_WAIT_STATE(word) == THR_WAIT_HEAD;
-}
-
-/* The wait WORD (as scanned) of reader record R goes to STATE, if it is still that wait and
- * still waiting (its waiter may have left, CASing it to NONE, without the lock). */
-static bool wait_to(struct thr_reader *r, uint32_t word, uint32_t state)
-{
-        uint32_t cur = word;
-        while (THR_WAIT_EPOCH(cur) == THR_WAIT_EPOCH(word) && is_waiting(cur))
-                if (atomic_compare_exchange_weak_explicit(
-                        &r->wait_state, &cur, THR_WAIT_AS(cur, state), memory_order_acq_rel,
-                        memory_order_relaxed))
-                        return true;
-        return false;
-}
-
 uint32_t shm_sem_find_waiter(const struct thr_params *p, void *aux, uint64_t wid, uint64_t holder,
                              uint64_t floor)
 {
@@ -298,7 +280,7 @@ void shm_sem_serve(const struct shm_map *m, const struct thr_params *p, struct t
                 if (amount > p->rate_n) {
                         /* above a max a reload lowered: it can never fit, and would hold the
                          * queue behind it until its timeout. Refused (-ERANGE for its caller) */
-                        wait_to(r, w.word, THR_WAIT_REFUSED);
+                        shm_wait_to(r, w.word, THR_WAIT_REFUSED);
                         futex_wake(&r->wait_state);
                         continue;
                 }
@@ -310,7 +292,7 @@ void shm_sem_serve(const struct shm_map *m, const struct thr_params *p, struct t
                         /* its granter was killed between the fill and the CAS: that lease, in
                          * the sums already, is its grant (not a second one) */
                         THR_HOOK(THR_HOOK_SEM_REGRANT_FOUND, r);
-                        if (wait_to(r, w.word, THR_WAIT_GRANTED)) {
+                        if (shm_wait_to(r, w.word, THR_WAIT_GRANTED)) {
                                 futex_wake(&r->wait_state);
                                 if (out->grant_idx == UINT32_MAX)
                                         out->grant_idx = w.idx;
@@ -349,7 +331,7 @@ void shm_sem_serve(const struct shm_map *m, const struct thr_params *p, struct t
                 THR_HOOK(THR_HOOK_SEM_GRANT_FILLED, r);
                 /* this wait's WAITING or HEAD -> GRANTED; a waiter that left CASed it to NONE
                  * first, one queued again since has another epoch */
-                if (!wait_to(r, w.word, THR_WAIT_GRANTED)) {
+                if (!shm_wait_to(r, w.word, THR_WAIT_GRANTED)) {
                         /* it stopped waiting: take the grant back */
                         clear(shm_sem_lease(aux, i));
                         atomic_fetch_sub_explicit(&h->granted, 1, memory_order_relaxed);

@@ -56,9 +56,17 @@ static bool owner_alive(const struct shm_map *m, struct thr_reader *r, uint32_t 
 uint32_t shm_waiters_scan(const struct shm_map *m, uint64_t off, uint32_t gen,
                           struct shm_waiter *head)
 {
+        return shm_waiters_sum(m, off, gen, head, NULL);
+}
+
+uint32_t shm_waiters_sum(const struct shm_map *m, uint64_t off, uint32_t gen,
+                         struct shm_waiter *head, uint64_t *sum)
+{
         struct thr_reader *rec = shm_at(m->base, m->g.reader_off);
         uint32_t n = 0;
         *head = (struct shm_waiter){.ticket = UINT64_MAX};
+        if (sum)
+                *sum = 0;
         for (uint32_t i = 0; i < m->g.reader_count; i++) {
                 struct thr_reader *r = &rec[i];
                 uint64_t o1 = atomic_load_explicit(&r->owner, memory_order_acquire);
@@ -73,6 +81,10 @@ uint32_t shm_waiters_scan(const struct shm_map *m, uint64_t off, uint32_t gen,
                     shm_reader_gone(m->fd, r, i) != 0)
                         continue; /* reused meanwhile, or its thread is dead */
                 n++;
+                if (sum) { /* saturated: the values are the waiters' to write */
+                        uint64_t c = atomic_load_explicit(&r->wait_ttl, memory_order_relaxed);
+                        *sum = c > UINT64_MAX - *sum ? UINT64_MAX : *sum + c;
+                }
                 if (n == 1 || shm_ticket_before(t, head->ticket))
                         *head =
                             (struct shm_waiter){.idx = i, .word = word, .token = o1, .ticket = t};

@@ -103,6 +103,29 @@ struct shm_waiter {
  */
 uint32_t shm_waiters_scan(const struct shm_map *m, uint64_t off, uint32_t gen,
                           struct shm_waiter *head);
+/* Whether wait word WORD is waiting (WAITING, or a semaphore's HEAD). */
+static inline bool shm_wait_waiting(uint32_t word)
+{
+        return THR_WAIT_STATE(word) == THR_WAIT_WAITING || THR_WAIT_STATE(word) == THR_WAIT_HEAD;
+}
+
+/* The wait WORD (as scanned) of reader record R goes to STATE, if it is still that wait and
+ * still waiting (its waiter may have left, CASing it to NONE, without the lock). */
+static inline bool shm_wait_to(struct thr_reader *r, uint32_t word, uint32_t state)
+{
+        uint32_t cur = word;
+        while (THR_WAIT_EPOCH(cur) == THR_WAIT_EPOCH(word) && shm_wait_waiting(cur))
+                if (atomic_compare_exchange_weak_explicit(
+                        &r->wait_state, &cur, THR_WAIT_AS(cur, state), memory_order_acq_rel,
+                        memory_order_relaxed))
+                        return true;
+        return false;
+}
+
+/* shm_waiters_scan, and in *SUM the sum of the waiters' wait_ttl words (a budget wait's cost,
+ * budget.h), saturated. */
+uint32_t shm_waiters_sum(const struct shm_map *m, uint64_t off, uint32_t gen,
+                         struct shm_waiter *head, uint64_t *sum);
 
 /* The ticket word of a waiter: FIFO place (the ticket's low 48 bits) and cost. */
 static inline uint64_t shm_wait_ticket(uint64_t ticket, uint64_t cost)

@@ -12,6 +12,7 @@
 #include "kind.h"
 #include "readers.h"
 #include "reclaim.h"
+#include "budget.h"
 #include "sem.h"
 #include "serial.h"
 #include "table.h"

@@ -35,6 +35,12 @@ enum thr_hook_point {
         THR_HOOK_SEM_REGRANT_FOUND,   /* a serve found a record naming the head's wait (its granter
                                        * died before its CAS), before its own CAS (arg: the
                                        * waiter's reader record) */
+        THR_HOOK_BUDGET_JOURNALED,    /* a budget grant: its journal written, nothing spent yet
+                                       * (arg: the waiter's reader record) */
+        THR_HOOK_BUDGET_SPENT,        /* a budget grant: the balance CASed down, the waiter not
+                                       * yet told (arg: the waiter's reader record) */
+        THR_HOOK_BUDGET_GRANTED,      /* a budget grant: the waiter's word CASed to GRANTED, the
+                                       * journal not yet cleared (arg: its reader record) */
 };
 
 #ifdef THR_TEST_HOOKS

@@ -296,6 +296,76 @@ struct thr_sem_stat {
 int thr_sem_stat(thr_limiter *lim, const void *key, size_t len, struct thr_sem_stat *st);
 
 /*
+ * Budgets (kind = budget; thr_budget_spend(3)): budget-executor's balance per key, shared by every
+ * process. A spend of COST succeeds while the balance lasts; otherwise it is refused ("no
+ * budget", with the shortfall) or waits, FIFO, until adds make it fit. There is no refill but
+ * thr_budget_add. A budget key whose balance is not its limiter's initial one is never evicted.
+ */
+#define THR_BUDGET_MAX_BALANCE ((1ull << 62) - 1) /* the largest balance (and cost) */
+
+struct thr_budget_result {
+        uint64_t balance;   /* the key's balance after the call (when refused: as found) */
+        uint64_t shortfall; /* refused: units an add must bring before this spend fits, what the
+                             * spenders queued before it need included; 0 when spent */
+        uint64_t waiters;   /* spenders queued on the key when the call ended (as last counted) */
+        uint64_t waited_ns; /* how long the spend waited */
+        uint64_t reserved[4];
+};
+
+/*
+ * thr_budget_spend - spend COST of KEY's balance on the budget limiter LIM, waiting up to
+ * TIMEOUT_NS for adds to make it fit. Queued spends are served strictly oldest first (a large
+ * one at the head is never overtaken by smaller ones behind it, nor by a try). A new key starts
+ * at the limiter's initial balance. TIMEOUT_NS 0 is thr_budget_try.
+ * Returns 0 (spent; RES filled if not NULL), -EAGAIN (try: no budget, RES says the shortfall;
+ * nothing spent), -ETIMEDOUT (nothing spent), -ERANGE (COST above THR_BUDGET_MAX_BALANCE),
+ * -EINVAL (COST 0, or this thread is queued already: a call nested in a handler), -ENOSPC (a
+ * new key and no room: the table is full of keys holding balances), -EOPNOTSUPP (not a budget
+ * limiter), -EIDRM, -ENAMETOOLONG, -EUSERS. Sleeps on a futex in the arena while it waits.
+ * Thread-safe; not async-signal-safe; not a cancellation point.
+ */
+int thr_budget_spend(thr_limiter *lim, const void *key, size_t len, uint64_t cost,
+                     uint64_t timeout_ns, struct thr_budget_result *res);
+
+/*
+ * thr_budget_try - spend COST now or not at all: lock-free, no syscall on an existing key (one
+ * CAS). Refused (-EAGAIN) when the balance is short or spenders are queued (they go first). COST 0
+ * is a peek: returns 0 with the balance, changes and creates nothing. Errors as thr_budget_spend.
+ */
+int thr_budget_try(thr_limiter *lim, const void *key, size_t len, uint64_t cost,
+                   struct thr_budget_result *res);
+
+/*
+ * thr_budget_add - add AMOUNT to KEY's balance (created at the initial balance if new) and grant
+ * the queued spends that now fit, oldest first, waking them. Lock-free when nobody is queued;
+ * else under the key's shard lock. Returns 0 (RES: the balance after, the spenders still
+ * queued), -EOVERFLOW (the balance would pass THR_BUDGET_MAX_BALANCE: nothing added), -EINVAL
+ * (AMOUNT 0), -ENOSPC, -ETIMEDOUT (the key's shard lock was held by a live process for a minute:
+ * nothing added), and the errors of thr_budget_spend. Thread-safe; not async-signal-safe.
+ */
+int thr_budget_add(thr_limiter *lim, const void *key, size_t len, uint64_t amount,
+                   struct thr_budget_result *res);
+
+/* A budget key's state (thr_budget_stat): budget-executor's "no budget" visible from outside. */
+struct thr_budget_stat {
+        uint64_t balance;            /* the balance now */
+        uint64_t initial;            /* the limiter's initial balance (a new key's) */
+        uint64_t waiters;            /* spenders queued (paused: "no budget") */
+        uint64_t need;               /* units they ask for in all */
+        uint64_t head_need;          /* units the oldest asks for */
+        uint64_t longest_pending_ns; /* how long the oldest has waited */
+        uint64_t granted;            /* spends granted to queued spenders so far */
+        uint64_t reserved[4];
+};
+
+/*
+ * thr_budget_stat - KEY's state on the budget limiter LIM, exact at the call (the queue is served
+ * first, dead waiters dropped). A key that does not exist has the initial balance (it is not
+ * created). Returns 0, -EOPNOTSUPP, -EIDRM, -EINVAL, -ENAMETOOLONG, -ETIMEDOUT.
+ */
+int thr_budget_stat(thr_limiter *lim, const void *key, size_t len, struct thr_budget_stat *st);
+
+/*
  * Peers (thr_peer_open(3)): one holder of locks on any number of semaphore keys, with one expiry.
  * A heartbeat keeps all its locks; its expiry, thr_peer_close, or its process dying releases all.
  * Acquires through a peer are idempotent (the same count again changes nothing) and obey lock
