@@ -420,36 +420,56 @@ window_decide(const struct thr_params *p, const _Atomic uint64_t *e, uint64_t st
 }
 
 /* A budget's decision (budget.h): a spend fits the balance, an add fits under the maximum; with
- * spenders queued, neither is decided without the lock (a spend is refused: FIFO). */
-static __attribute__((noinline)) void budget_decide(const struct op *o, const struct thr_slot *s,
-                                                    uint64_t state, const struct req *rq,
-                                                    struct verdict *v)
+ * spenders queued, neither is decided without the lock (a spend is refused: FIFO). Out of line,
+ * and only B escapes to it: RQ and V stay in registers on GCRA's path. */
+struct bud {
+        bool ok, queued;
+        uint64_t new_state, remaining, shortfall;
+};
+
+static __attribute__((noinline)) void budget_step(const struct thr_params *p,
+                                                  const struct thr_budget *h, uint64_t state,
+                                                  uint64_t cost, bool add, struct bud *b)
 {
-        const struct thr_params *p = o->p;
         uint64_t bal = shm_budget_balance(state, p->initial);
         uint64_t base = state == THR_TAT_FRESH ? p->initial : state;
-        bool queued = shm_budget_queued(state);
-        *v = (struct verdict){.prev = state, .remaining = bal, .queued = queued};
-        if (rq->mode == OP_ADD) {
-                v->ok = !queued && rq->cost <= THR_BUDGET_MAX - bal;
-                v->new_state = v->ok ? base + rq->cost : state;
-                v->remaining = v->ok ? bal + rq->cost : bal;
+        *b = (struct bud){.queued = shm_budget_queued(state), .new_state = state, .remaining = bal};
+        if (add) {
+                b->ok = !b->queued && cost <= THR_BUDGET_MAX - bal;
+                if (b->ok) {
+                        b->new_state = base + cost;
+                        b->remaining = bal + cost;
+                }
                 return;
         }
-        v->ok = !queued && bal >= rq->cost;
-        if (v->ok) {
-                v->new_state = base - rq->cost;
-                v->remaining = bal - rq->cost;
+        b->ok = !b->queued && bal >= cost;
+        if (b->ok) {
+                b->new_state = base - cost;
+                b->remaining = bal - cost;
                 return;
         }
-        v->retry_u = UINT64_MAX; /* no time makes it fit: only an add */
-        uint64_t ahead = 0;
-        if (queued && s) { /* what those queued need first (as of their last serve) */
-                const struct thr_budget *h = shm_slot_aux(o->l->a->map.base, &o->l->geo, s);
-                ahead = atomic_load_explicit(&h->need, memory_order_relaxed);
-        }
-        uint64_t want = ahead > UINT64_MAX - rq->cost ? UINT64_MAX : ahead + rq->cost;
-        v->shortfall = want > bal ? want - bal : 0;
+        /* what those queued need first (as of their last serve) */
+        uint64_t ahead = b->queued && h ? atomic_load_explicit(&h->need, memory_order_relaxed) : 0;
+        uint64_t want = ahead > UINT64_MAX - cost ? UINT64_MAX : ahead + cost;
+        b->shortfall = want > bal ? want - bal : 0;
+}
+
+static inline __attribute__((always_inline)) void
+budget_decide(const struct op *o, const struct thr_slot *s, uint64_t state, const struct req *rq,
+              struct verdict *v)
+{
+        struct bud b;
+        budget_step(o->p, s ? shm_slot_aux(o->l->a->map.base, &o->l->geo, s) : NULL, state,
+                    rq->cost, rq->mode == OP_ADD, &b);
+        v->ok = b.ok;
+        v->write = false;
+        v->prev = state;
+        v->new_state = b.new_state;
+        v->remaining = b.remaining;
+        v->retry_u = b.ok || rq->mode == OP_ADD ? 0 : UINT64_MAX; /* only an add makes room */
+        v->reset_u = 0;
+        v->shortfall = b.shortfall;
+        v->queued = b.queued;
 }
 
 /* KIND's decision for RQ on STATE of slot S at O->now: pure, it writes nothing. */

@@ -441,3 +441,47 @@ Test(budget, the_daemon_pass_clears_a_dead_waiters_flag)
         maint_pass("b");
         cr_assert_eq(thr_budget_try(l, "f", 1, 0, &r), 0, "the pass found nobody waiting");
 }
+
+/* ---------------------------------------------------------------- the example */
+
+static struct tarena R;
+
+static void real_setup(void)
+{
+        struct shm_limiter_spec s[] = {bspec("scripts", 20)};
+        tarena_make(&R, THR_CLOCK_MONOTONIC, SHM_HUGE_OFF, s, 1);
+}
+
+static void real_teardown(void)
+{
+        tarena_free(&R);
+}
+
+Test(budget_example, the_interpreter_example_balances_its_books, .init = real_setup,
+     .fini = real_teardown, .timeout = 120)
+{
+        char cmd[768], line[256] = "", last[256] = "";
+        snprintf(cmd, sizeof(cmd),
+                 "%s/examples/thr-budget-interp -a %s -l scripts -s 4 -n 3000 -q 40",
+                 getenv("THR_TEST_BUILD_DIR"), R.path);
+        FILE *p = popen(cmd, "r");
+        cr_assert_not_null(p);
+        while (fgets(line, sizeof(line), p))
+                snprintf(last, sizeof(last), "%s", line);
+        int st = pclose(p);
+        unsigned scripts = 0, errors = 1;
+        unsigned long ops = 0, spent = 0, added = 0, remaining = 0, pauses = 0;
+        char balanced[8] = "";
+        cr_assert_eq(sscanf(last,
+                            "scripts %u ops %lu spent %lu added %lu remaining %lu pauses %lu "
+                            "errors %u balanced %7s",
+                            &scripts, &ops, &spent, &added, &remaining, &pauses, &errors, balanced),
+                     8, "output: %s", last);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "exit %#x: %s", st, last);
+        cr_assert_eq(ops, 4 * 3000ul, "%s", last);
+        cr_assert_eq(errors, 0, "%s", last);
+        cr_assert_str_eq(balanced, "yes", "%s", last);
+        cr_assert_eq(spent + remaining, 4 * 20ul + added, "%s", last);
+        cr_assert_gt(pauses, 0, "the scripts ran out and were topped up: %s", last);
+        cr_log_info("%s", last);
+}

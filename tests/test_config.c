@@ -814,3 +814,34 @@ Test(config, window_limit_at_the_bound_is_accepted)
         cr_assert_eq(r->rc, 0, "%s", r->err);
         free(r);
 }
+
+/* ---------------------------------------------------------------- budget limiters */
+
+Test(config, budget_limiter_parsed)
+{
+        struct run *r = run_text("[b]\nkind = budget\ninitial = 100\nidle_ttl = 10m\n"
+                                 "[z]\nkind = Budget\non_full = evict\n");
+        cr_assert_eq(r->rc, 0, "%s", r->err);
+        const struct shm_limiter_spec *b = find_limiter(&r->cfg, "b"),
+                                      *z = find_limiter(&r->cfg, "z");
+        cr_assert(b->kind == THR_KIND_BUDGET && b->initial == 100 && b->idle_ttl_ns == 600 * SEC);
+        cr_assert(z->kind == THR_KIND_BUDGET && z->initial == 0, "initial defaults to 0");
+        cr_assert_eq(z->on_full, THR_FULL_EVICT);
+        struct thr_params p;
+        char why[256];
+        cr_assert_eq(shm_params_make(b, 1, &p, why, sizeof(why)), 0, "%s", why);
+        cr_assert_eq(p.kind, THR_KIND_BUDGET);
+        cr_assert_eq(p.initial, 100);
+        free(r);
+}
+
+Test(config, budget_faults_name_their_line)
+{
+        expect_one_fault("[b]\nkind = budget\nrate = 5/s\n", 3, "rate does not apply");
+        expect_one_fault("[b]\nkind = budget\ninitial = 5\nmax = 5\n", 4, "max does not apply");
+        expect_one_fault("[b]\nkind = budget\nlimit = 5\n", 3, "limit does not apply");
+        expect_one_fault("[b]\nkind = budget\non_full = allow\n", 3, "on_full = allow");
+        expect_one_fault("[b]\nkind = budget\ninitial = 4611686018427387904\n", 3,
+                         "initial balance");
+        expect_one_fault("[b]\nkind = budge\n", 2, "one of gcra, window, semaphore, budget");
+}
