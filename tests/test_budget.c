@@ -49,9 +49,21 @@ static void setup(void)
         tarena_make(&T, THR_CLOCK_MANUAL, SHM_HUGE_OFF, s, 4);
 }
 
+/* Limiter handles opened by a test, closed by its teardown (LeakSanitizer). */
+static thr_limiter *g_lims[16];
+static int g_nlims;
+
+static thr_limiter *lim(const char *name)
+{
+        cr_assert_lt(g_nlims, 16);
+        return g_lims[g_nlims++] = tlim(&T, name);
+}
+
 static void teardown(void)
 {
         thr_test_hook = NULL;
+        while (g_nlims > 0)
+                thr_limiter_close(g_lims[--g_nlims]);
         tarena_free(&T);
 }
 
@@ -93,7 +105,7 @@ static void *shared_map(size_t n)
 
 Test(budget, tries_and_adds)
 {
-        thr_limiter *l = tlim(&T, "b10");
+        thr_limiter *l = lim("b10");
         struct thr_budget_result r;
         cr_assert_eq(thr_budget_try(l, "k", 1, 0, &r), 0, "a peek");
         cr_assert_eq(r.balance, 10, "a new key has the initial balance");
@@ -122,7 +134,7 @@ Test(budget, tries_and_adds)
         struct thr_reservation rv;
         cr_assert_eq(thr_limiter_reserve(l, "t", 1, 1, SEC, &rv), -EOPNOTSUPP);
         /* a GCRA limiter is not a budget */
-        thr_limiter *g = tlim(&T, "g");
+        thr_limiter *g = lim("g");
         cr_assert_eq(thr_budget_try(g, "k", 1, 1, &r), -EOPNOTSUPP);
         cr_assert_eq(thr_budget_add(g, "k", 1, 1, &r), -EOPNOTSUPP);
         struct thr_budget_stat st;
@@ -156,7 +168,7 @@ static void *task_run(void *arg)
 
 Test(budget, budget_executor_example)
 {
-        struct task t = {.l = tlim(&T, "b")};
+        struct task t = {.l = lim("b")};
         pthread_t th;
         cr_assert_eq(pthread_create(&th, NULL, task_run, &t), 0);
         int adds = 0;
@@ -223,7 +235,7 @@ static void spender_join(struct spender *s)
 
 Test(budget, waiting_spenders_are_served_oldest_first)
 {
-        thr_limiter *l = tlim(&T, "b");
+        thr_limiter *l = lim("b");
         struct spender a, b, c;
         spender_start(&a, l, "q", 5, 3600 * SEC);
         wait_waiters(l, "q", 1);
@@ -261,7 +273,7 @@ Test(budget, waiting_spenders_are_served_oldest_first)
 
 Test(budget, a_timed_out_spender_spends_nothing_and_leaves_no_flag)
 {
-        thr_limiter *l = tlim(&T, "b");
+        thr_limiter *l = lim("b");
         struct spender a;
         spender_start(&a, l, "t", 5, 2 * SEC);
         wait_waiters(l, "t", 1);
@@ -279,7 +291,7 @@ Test(budget, a_timed_out_spender_spends_nothing_and_leaves_no_flag)
 
 Test(budget, a_waiter_killed_while_queued_is_never_granted)
 {
-        thr_limiter *l = tlim(&T, "b");
+        thr_limiter *l = lim("b");
         pid_t kid = tfork();
         if (kid == 0) {
                 struct thr_budget_result r;
@@ -310,7 +322,7 @@ static void die_at(enum thr_hook_point p, void *arg)
  * anyone else locks the key. Returns the final balance; *RC the waiter's result. */
 static uint64_t killed_granter(enum thr_hook_point point, bool give_up, int *rc)
 {
-        thr_limiter *l = tlim(&T, "b");
+        thr_limiter *l = lim("b");
         _Atomic int *out = shared_map(4096);
         atomic_store(out, 99);
         pid_t w = tfork();
@@ -404,7 +416,7 @@ static void maint_pass(const char *name)
 
 Test(budget, only_keys_at_their_initial_balance_are_evicted)
 {
-        thr_limiter *l = tlim(&T, "tiny"); /* initial 10, capacity 2, on_full = evict */
+        thr_limiter *l = lim("tiny"); /* initial 10, capacity 2, on_full = evict */
         struct thr_budget_result r;
         struct thr_reservation_priv loc;
         cr_assert_eq(thr_budget_try(l, "spent", 5, 4, &r), 0);
@@ -427,7 +439,7 @@ Test(budget, only_keys_at_their_initial_balance_are_evicted)
 
 Test(budget, the_daemon_pass_clears_a_dead_waiters_flag)
 {
-        thr_limiter *l = tlim(&T, "b");
+        thr_limiter *l = lim("b");
         pid_t kid = tfork();
         if (kid == 0) {
                 struct thr_budget_result r;
