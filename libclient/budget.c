@@ -132,15 +132,20 @@ static void wait_end(struct thr_reader *r, bool granted)
         atomic_store_explicit(&r->wait_ticket, 0, memory_order_release);
 }
 
-/* Leave the queue: WAITING -> NONE of the same wait. False if a grant came first. */
+/* Leave the queue: WAITING -> NONE of the same wait, and the epoch noted as given up (a
+ * journal naming it, found after this thread queued again elsewhere, then gives the cost back:
+ * shm/budget.c). False if a grant came first. */
 static bool give_up(struct thr_reader *r, uint32_t word)
 {
         uint32_t s = atomic_load_explicit(&r->wait_state, memory_order_acquire);
         while (THR_WAIT_EPOCH(s) == THR_WAIT_EPOCH(word) && shm_wait_waiting(s))
                 if (atomic_compare_exchange_weak_explicit(
                         &r->wait_state, &s, THR_WAIT_AS(s, THR_WAIT_NONE), memory_order_acq_rel,
-                        memory_order_acquire))
+                        memory_order_acquire)) {
+                        atomic_store_explicit(&r->wait_quit, THR_WAIT_EPOCH(word),
+                                              memory_order_release);
                         return true;
+                }
         return false;
 }
 
@@ -174,7 +179,8 @@ static int spend_locked(struct bop *o, uint64_t cost, uint64_t *balance)
 
 /*
  * Under the lock: queue this thread for COST and set the key's flag, unless the balance fits
- * after all (an add came between the check and the flag: spend instead). 1 spent, 0 queued.
+ * after all (an add came between the check and the flag: spend instead). 1 spent, 0 queued,
+ * -EBADMSG (the state word was rewritten: nothing queued).
  */
 static int enqueue(struct bop *o, uint64_t cost, uint64_t *balance)
 {
@@ -192,6 +198,11 @@ static int enqueue(struct bop *o, uint64_t cost, uint64_t *balance)
         atomic_store_explicit(&r->wait_state, o->word, memory_order_release);
         uint64_t cur = atomic_load_explicit(&o->slot->state, memory_order_acquire);
         while (!shm_budget_queued(cur)) {
+                if (cur >= THR_TAT_LIMIT) { /* rewritten (FRESH, a reserved value): not a
+                                             * balance to queue on, nor to spin on */
+                        wait_end(r, false);
+                        return -EBADMSG;
+                }
                 uint64_t bal = shm_budget_balance(cur, o->p->initial);
                 if (bal >= cost) { /* not yet flagged: lock-free adders may have come first */
                         if (spend_locked(o, cost, balance)) {
@@ -301,7 +312,7 @@ static int spend_on(struct bop *o, uint64_t cost, uint64_t t0, uint64_t deadline
         uint64_t balance = sv.balance;
         if (!sv.waiters && spend_locked(o, cost, &balance)) {
                 bop_unlock(o);
-                fill(res, balance, 0, 0, arena_now(o) - t0);
+                fill(res, balance, 0, 0, 0); /* it never queued: waited_ns 0 */
                 return 0;
         }
         if (arena_now(o) >= deadline) {
@@ -310,10 +321,12 @@ static int spend_on(struct bop *o, uint64_t cost, uint64_t t0, uint64_t deadline
                      sv.waiters, arena_now(o) - t0);
                 return -ETIMEDOUT;
         }
-        if (enqueue(o, cost, &balance)) {
+        rc = enqueue(o, cost, &balance);
+        if (rc != 0) {
                 bop_unlock(o);
-                fill(res, balance, 0, 0, arena_now(o) - t0);
-                return 0;
+                if (rc > 0)
+                        fill(res, balance, 0, 0, 0);
+                return rc > 0 ? 0 : rc;
         }
         bop_unlock(o);
         rc = wait_grant(o, deadline);
@@ -351,12 +364,7 @@ int thr_budget_try(thr_limiter *l, const void *key, size_t len, uint64_t cost,
         rc = thr_op_budget(l, key, len, cost, false, &st);
         if (rc < 0)
                 return rc;
-        fill(res, st.balance, st.ok ? 0 : st.shortfall, 0, 0);
-        if (res && st.queued) { /* as last counted: the key exists, it was queued on */
-                struct thr_budget_stat bs;
-                if (thr_budget_stat(l, key, len, &bs) == 0)
-                        res->waiters = bs.waiters;
-        }
+        fill(res, st.balance, st.ok ? 0 : st.shortfall, st.waiters, 0);
         return st.ok ? 0 : -EAGAIN;
 }
 
@@ -420,7 +428,11 @@ int thr_budget_add(thr_limiter *l, const void *key, size_t len, uint64_t amount,
         pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
         struct bop o;
         rc = bop_init(&o, l);
-        for (int tries = 0; rc == 0 && tries < 64; tries++) {
+        for (int tries = 0; rc == 0; tries++) {
+                if (tries == 64) { /* evicted under us every time: nothing added, call again */
+                        rc = -ETIMEDOUT;
+                        break;
+                }
                 rc = bop_locate(&o, key, len);
                 if (rc < 0)
                         break;

@@ -280,6 +280,7 @@ struct verdict {
         uint64_t limit, k;         /* the record's burst (a window's N) and time scale */
         uint64_t shortfall; /* budget, denied: units to add before it fits (queue included) */
         bool queued;        /* budget: spenders were queued (a try never overtakes them) */
+        uint64_t waiters;   /* budget, refused: how many (as of their last serve) */
 };
 
 /* Units of 1/K ns -> ns, rounded up (a retry after that many ns is never early). */
@@ -424,7 +425,7 @@ window_decide(const struct thr_params *p, const _Atomic uint64_t *e, uint64_t st
  * and only B escapes to it: RQ and V stay in registers on GCRA's path. */
 struct bud {
         bool ok, queued;
-        uint64_t new_state, remaining, shortfall;
+        uint64_t new_state, remaining, shortfall, waiters;
 };
 
 static __attribute__((noinline)) void budget_step(const struct thr_params *p,
@@ -448,8 +449,9 @@ static __attribute__((noinline)) void budget_step(const struct thr_params *p,
                 b->remaining = bal - cost;
                 return;
         }
-        /* what those queued need first (as of their last serve) */
+        /* what those queued need first, and how many they are (as of their last serve) */
         uint64_t ahead = b->queued && h ? atomic_load_explicit(&h->need, memory_order_relaxed) : 0;
+        b->waiters = b->queued && h ? atomic_load_explicit(&h->waiters, memory_order_relaxed) : 0;
         uint64_t want = ahead > UINT64_MAX - cost ? UINT64_MAX : ahead + cost;
         b->shortfall = want > bal ? want - bal : 0;
 }
@@ -469,6 +471,7 @@ budget_decide(const struct op *o, const struct thr_slot *s, uint64_t state, cons
         v->retry_u = b.ok || rq->mode == OP_ADD ? 0 : UINT64_MAX; /* only an add makes room */
         v->reset_u = 0;
         v->shortfall = b.shortfall;
+        v->waiters = b.waiters;
         v->queued = b.queued;
 }
 
@@ -897,8 +900,11 @@ int thr_op_budget(thr_limiter *l, const void *key, size_t len, uint64_t amount, 
         int rc = op_run(l, key, len, &rq, &v, NULL);
         if (rc < 0)
                 return rc;
-        *out = (struct thr_budget_step){
-            .ok = v.ok, .queued = v.queued, .balance = v.remaining, .shortfall = v.shortfall};
+        *out = (struct thr_budget_step){.ok = v.ok,
+                                        .queued = v.queued,
+                                        .balance = v.remaining,
+                                        .shortfall = v.shortfall,
+                                        .waiters = v.waiters};
         return 0;
 }
 
@@ -1045,10 +1051,11 @@ const char *thr_strerror(int err)
         switch (-err) {
         case ERANGE:
                 return "cost exceeds the limiter's burst (a window's limit, a semaphore's "
-                       "max): never admissible";
+                       "max, a budget's largest balance): never admissible";
         case EOPNOTSUPP:
                 return "the call does not apply to this limiter's kind (a serialized window "
-                       "takes thr_serial_begin/end, a semaphore thr_sem_*)";
+                       "takes thr_serial_begin/end, a semaphore thr_sem_*, a budget "
+                       "thr_budget_* or thr_limiter_try)";
         case ENOSPC:
                 return "the limiter's key table is full";
         case EIDRM:
@@ -1069,8 +1076,9 @@ const char *thr_strerror(int err)
                        "cache (nothing decided, call again), or a peer closed while one of its "
                        "acquires waits";
         case EAGAIN:
-                return "not now: a reservation would be due later than allowed, or a "
-                       "semaphore's units do not fit (or others are queued first)";
+                return "not now: a reservation would be due later than allowed, a "
+                       "semaphore's units do not fit, or a budget's balance is short (or others "
+                       "are queued first)";
         case ETIMEDOUT:
                 return "the wait would exceed the timeout; nothing was consumed";
         case ENAMETOOLONG:
@@ -1095,6 +1103,8 @@ const char *thr_strerror(int err)
         case ENOBUFS:
                 return "every lease record of the semaphore key is in use (raise "
                        "leases_per_key)";
+        case EOVERFLOW:
+                return "the budget's balance would pass its maximum (2^62 - 1): nothing added";
         case EINVAL:
                 return "invalid argument";
         default:

@@ -63,6 +63,7 @@ struct thr_budget_step {
         bool queued;
         uint64_t balance; /* after the step, or as found */
         uint64_t shortfall;
+        uint64_t waiters; /* refused while queued: how many (the header's, as last served) */
 };
 const struct thr_params *thr_budget_record(const thr_limiter *l, struct thr_params *copy);
 int thr_op_budget(thr_limiter *l, const void *key, size_t len, uint64_t amount, bool add,

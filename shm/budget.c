@@ -52,15 +52,25 @@ void shm_budget_repair(const struct shm_map *m, struct thr_slot *s, void *aux)
         if (cur == after && after < before && before - after <= THR_BUDGET_MAX &&
             idx < m->g.reader_count) {
                 struct thr_reader *r = (struct thr_reader *)shm_at(m->base, m->g.reader_off) + idx;
-                if (shm_wait_to(r, word, THR_WAIT_GRANTED)) {
+                uint64_t off = (uint64_t)((char *)s - (char *)m->base);
+                uint32_t sgen = THR_META_GEN(atomic_load_explicit(&s->meta, memory_order_acquire));
+                /* only a waiter of this very key is granted: a journal a client rewrote must
+                 * never tell another key's waiter it was granted */
+                bool ours = atomic_load_explicit(&r->owner, memory_order_acquire) &&
+                            atomic_load_explicit(&r->wait_slot, memory_order_relaxed) == off &&
+                            atomic_load_explicit(&r->wait_gen, memory_order_relaxed) == sgen;
+                if (ours && shm_wait_to(r, word, THR_WAIT_GRANTED)) {
                         futex_wake(&r->wait_state); /* still waiting: granted as meant */
                 } else {
                         uint32_t w = atomic_load_explicit(&r->wait_state, memory_order_acquire);
-                        /* the same wait, no longer waiting and not granted: it gave up first.
-                         * Another epoch: it moved on, granted or not: the spend stands (at
-                         * worst a cost lost, never one given twice; budget.h) */
-                        if (THR_WAIT_EPOCH(w) == THR_WAIT_EPOCH(word) &&
-                            THR_WAIT_STATE(w) != THR_WAIT_GRANTED)
+                        uint32_t quit = atomic_load_explicit(&r->wait_quit, memory_order_acquire);
+                        /* the same wait, no longer waiting and not granted, or a later one of a
+                         * waiter that recorded giving this one up: it gave up first, the cost
+                         * goes back. Otherwise it moved on granted: the spend stands */
+                        if ((THR_WAIT_EPOCH(w) == THR_WAIT_EPOCH(word) &&
+                             THR_WAIT_STATE(w) != THR_WAIT_GRANTED) ||
+                            (THR_WAIT_EPOCH(w) != THR_WAIT_EPOCH(word) &&
+                             quit == THR_WAIT_EPOCH(word)))
                                 give_back(s, before - after);
                 }
         }

@@ -46,10 +46,21 @@
  * the lock killed: the next locker takes the lock over and first completes the journal
  * (shm_budget_repair): with the flag set nobody but a lock holder changes the word, so the word
  * equal to j_after means the spend was made (then the waiter's word is made GRANTED if it still
- * waits in that epoch, and the cost given back if it left), equal to j_before that it was not;
- * an add under the lock is one CAS. So no add is lost and nothing is spent twice or for nobody.
- * A waiter granted and killed before it returned spent its cost, as a spender killed just after
- * its CAS did.
+ * waits on this key in that epoch, and the cost given back if it left), equal to j_before that it
+ * was not; an add under the lock is one CAS. "It left" is read from its record: its word NONE in
+ * that epoch, or, if it has queued again since (another epoch), wait_quit naming that epoch (a
+ * waiter that gives up notes the epoch there; a granted one never does, and leaves its word in
+ * the next epoch). So no add is lost and nothing is spent twice. One cost can be lost for nobody
+ * only after two faults and a third event: a granter killed between its spend and its CAS, the
+ * waiter unable to take the lock before its deadline (a live holder keeping it), and the same
+ * thread giving up yet another wait before anyone locks the key (wait_quit then names that one):
+ * under-admission, never over. A waiter granted and killed before it returned spent its cost, as
+ * a spender killed just after its CAS did.
+ *
+ * A client rewriting the arena (trusted not to, budget.h's neighbours say the same) can make one
+ * key's spends wrong, never another key's: a journal naming a record that does not wait on this
+ * key (owner, wait_slot, wait_gen) grants nothing; a state word rewritten to a reserved value is
+ * refused (-EBADMSG), never spun on under the lock.
  *
  * Eviction (kind.c). A key whose balance is its limiter's initial, with nobody queued, carries
  * nothing: dropping it and creating it again gives the same balance, so the daemon may evict it

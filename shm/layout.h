@@ -369,7 +369,7 @@ struct thr_reader {
         _Atomic uint64_t wait_ttl;    /* the lease's time to live, ns; a budget wait: its cost */
         _Atomic uint64_t wait_holder; /* owner token of the process's lease record ... */
         _Atomic uint32_t wait_holder_idx; /* ... and its index: the lease's holder */
-        _Atomic uint32_t wait_pad;        /* unused */
+        _Atomic uint32_t wait_quit;       /* a budget wait: the epoch of the last wait it gave up */
         _Atomic uint64_t wait_gen_floor;  /* the key's next lease generation when it queued: a
                                            * lease older than the wait is never its grant */
         _Atomic uint64_t wait_since;      /* arena ns the wait began (the longest pending) */

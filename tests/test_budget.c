@@ -450,6 +450,8 @@ Test(budget, the_daemon_pass_clears_a_dead_waiters_flag)
         waitpid(kid, NULL, 0);
         struct thr_budget_result r;
         cr_assert_eq(thr_budget_try(l, "f", 1, 0, &r), -EAGAIN, "flagged: refused until served");
+        cr_assert_eq(r.waiters, 1, "as last counted");
+        cr_assert_eq(thr_budget_try(l, "f", 1, 0, NULL), -EAGAIN, "a try never serves the key");
         maint_pass("b");
         cr_assert_eq(thr_budget_try(l, "f", 1, 0, &r), 0, "the pass found nobody waiting");
 }

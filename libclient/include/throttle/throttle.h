@@ -308,7 +308,7 @@ struct thr_budget_result {
         uint64_t shortfall; /* refused: units an add must bring before this spend fits, what the
                              * spenders queued before it need included; 0 when spent */
         uint64_t waiters;   /* spenders queued on the key when the call ended (as last counted) */
-        uint64_t waited_ns; /* how long the spend waited */
+        uint64_t waited_ns; /* how long the spend waited queued (0: it never queued) */
         uint64_t reserved[4];
 };
 
