@@ -1,7 +1,8 @@
 /*
  * shmctl.c - the operator's inspector: shows an arena's header, limiters and keys, as aligned
  * tables or as one JSON object. Semaphore keys and the `leases` verb are in shmctl_sem.c; the
- * verbs that walk the reader records, `readers` and `peers`, in shmctl_peer.c.
+ * verbs that walk the reader records, `readers` and `peers`, in shmctl_peer.c; budget keys and
+ * `budget add`, the one write (made through the client library), in shmctl_budget.c.
  *
  * It maps the arena read-only and treats every byte of it as untrusted input, because every
  * client can write the arena. The header is validated at attach (shm_arena_valid), which leaves
@@ -26,6 +27,7 @@
  * retired and reused while it is read. Each slot is read like a seqlock: meta word, then key and
  * state, then meta again; a slot whose meta changed meanwhile is skipped.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -302,10 +304,13 @@ static void key_eval(struct ctx *c, const struct shmctl_lim *l, const struct thr
         k->win = (struct shmctl_win){0};
         k->hold = (struct shmctl_hold){0};
         k->sem = (struct shmctl_sem){0};
+        k->bud = (struct shmctl_budget){0};
         if (l->p.kind == THR_KIND_WINDOW)
                 window_eval(c, l, s, now, k);
         else if (l->p.kind == THR_KIND_SEMAPHORE)
                 sem_eval(c, l, s, k);
+        else if (l->p.kind == THR_KIND_BUDGET) /* its header: the snapshot checked it fits */
+                budget_eval(l, shm_slot_aux(c->map.base, &l->t, s), k);
         else
                 gcra_eval(l, now, k);
 }
@@ -397,7 +402,10 @@ static int exit_code(int rc)
 /* Report a failure to open or read the arena; returns the exit code. */
 int fail(struct ctx *c, int rc)
 {
-        if (rc == -EBADMSG || rc == -EPROTONOSUPPORT)
+        if (c->o->amount && (rc == -EACCES || rc == -EPERM)) /* budget add: even to read */
+                fprintf(stderr, "shmctl: budget add needs write access to the arena: %s\n",
+                        c->err[0] ? c->err : strerror(-rc));
+        else if (rc == -EBADMSG || rc == -EPROTONOSUPPORT)
                 fprintf(stderr, "shmctl: arena %s is not valid: %s\n", c->map.path, c->err);
         else if (c->err[0])
                 fprintf(stderr, "shmctl: %s\n", c->err);
@@ -610,7 +618,7 @@ struct command {
 static const struct command commands[] = {
     {"status", 0, 0, cmd_status}, {"limiters", 0, 0, cmd_limiters}, {"readers", 0, 0, cmd_readers},
     {"keys", 1, 1, cmd_keys},     {"get", 2, 2, cmd_get},           {"leases", 0, 1, cmd_leases},
-    {"peers", 0, 0, cmd_peers},
+    {"peers", 0, 0, cmd_peers},   {"budget", 4, 4, cmd_budget},
 };
 
 static void usage(FILE *f)
@@ -622,39 +630,49 @@ static void usage(FILE *f)
                    "       shmctl [-a ARENA] [--json] get LIMITER KEY\n"
                    "       shmctl [-a ARENA] [--json] leases [LIMITER]\n"
                    "       shmctl [-a ARENA] [--json] peers\n"
+                   "       shmctl [-a ARENA] [--json] budget add LIMITER KEY AMOUNT\n"
                    "       shmctl --help | --version\n");
 }
 
 static void help(void)
 {
         usage(stdout);
-        printf("\nInspect a throttle arena, read-only.\n\n"
+        printf("\nInspect a throttle arena, read-only (but for budget add).\n\n"
                "  status     the arena's header: backing, clock, limiters, readers, daemon,\n"
                "             grace periods, eviction totals\n"
-               "  limiters   each limiter: kind (gcra, window, semaphore), rate, burst,\n"
-               "             serialized, occupancy, bytes per key, idle_ttl, on_full, eviction\n"
-               "             counters, live or retired; a semaphore's units held over its keys\n"
+               "  limiters   each limiter: kind (gcra, window, semaphore, budget), rate, burst,\n"
+               "             initial (a budget's: a new key's balance), serialized, occupancy,\n"
+               "             bytes per key, idle_ttl, on_full, eviction counters, live or\n"
+               "             retired; a semaphore's units held over its keys\n"
                "             and max, leases per key, and acquires pending (and, when any\n"
                "             is queued, the lowest remainder, units pending, longest pending)\n"
                "  readers    each reader record in use: owner, grace period, liveness\n"
-               "  keys       a limiter's live keys, most indebted (semaphore: most held) first\n"
+               "  keys       a limiter's live keys, most indebted (semaphore: most held;\n"
+               "             budget: paused, most needed, then lowest balance) first\n"
                "             (-n N: the first N, default %d; 0: all)\n"
                "  get        one key: GCRA, its remaining tokens, reset time and state; window,\n"
                "             its units in the window, oldest, next free and reset times, and\n"
                "             if serialized its holder and waiters; semaphore, its units held\n"
                "             of max, leases in use, and acquires pending (and their amounts;\n"
-               "             when any is queued, remainder, units pending, longest pending)\n"
+               "             when any is queued, remainder, units pending, longest pending);\n"
+               "             budget, its balance and, when paused (spenders queued: no\n"
+               "             budget), their number, units needed, the oldest's need\n"
                "  leases     every lease of every semaphore limiter (or of LIMITER): key,\n"
                "             amount, holder pid and tid (or peer #INDEX and level), age,\n"
                "             expiry, generation; then each key's units held and pending\n"
                "  peers      each live peer: record index, pid, expiry, lock levels, acquires\n"
-               "             pending, and the leases and units it holds\n\n"
+               "             pending, and the leases and units it holds\n"
+               "  budget add adds AMOUNT (1 to 2^62-1) to KEY's balance on a budget limiter\n"
+               "             and grants the queued spends that now fit (the one write:\n"
+               "             needs write access to the arena); prints the new balance and\n"
+               "             the spenders still queued\n\n"
                "  -a, --arena ARENA  arena name, or a path if it contains '/'\n"
                "                     (default: $THROTTLE_ARENA, else \"main\")\n"
                "  --json             print one JSON object\n\n"
                "Exit status: 0 ok, 1 no such limiter or key (or, for leases, not a\n"
-               "semaphore), 64 usage, 65 corrupt arena,\n"
-               "66 no arena, 77 permission denied.\n",
+               "semaphore; for budget add, not a budget), 64 usage, 65 corrupt arena,\n"
+               "66 no arena, 69 add refused (overflow, table full), 75 lock held,\n"
+               "77 permission denied.\n",
                DEFAULT_KEYS);
 }
 
@@ -688,6 +706,16 @@ static int parse_cmd(int argc, char **argv, struct opts *o, const struct command
                 return bad_usage("wrong number of operands for", argv[0]);
         if (o->n_given && (*cmd)->run != cmd_keys)
                 return bad_usage("-n is only for keys", NULL);
+        if ((*cmd)->run == cmd_budget) { /* budget add LIMITER KEY AMOUNT */
+                if (strcmp(argv[1], "add") != 0)
+                        return bad_usage("unknown budget verb (budget add LIMITER KEY AMOUNT)",
+                                         argv[1]);
+                if (!budget_amount(argv[4], &o->amount))
+                        return bad_usage("budget add: AMOUNT must be a whole number from 1 to "
+                                         "4611686018427387903 (2^62-1)",
+                                         argv[4]);
+                argv++, argc--;
+        }
         o->limiter = argc > 1 ? argv[1] : NULL;
         o->key = argc > 2 ? argv[2] : NULL;
         if (o->limiter && strlen(o->limiter) > THR_NAME_MAX)
@@ -733,6 +761,10 @@ static int parse_args(int argc, char **argv, struct opts *o, const struct comman
                         return help(), 0;
                 else if (ch == 'V')
                         return version();
+                else if (ch == '?' && isdigit(optopt)) /* getopt took a number for options */
+                        rc = bad_usage("a negative number (budget add: AMOUNT must be a whole "
+                                       "number from 1 to 4611686018427387903 (2^62-1))",
+                                       NULL);
                 else
                         rc = bad_usage(ch == ':' ? "option needs a value" : "unknown option",
                                        argv[optind - 1]);

@@ -1,8 +1,8 @@
 /*
  * shmctl_fmt.h - what shmctl's output files share (shmctl_out.c: the tables and the formatting;
- * shmctl_out_sem.c: semaphore keys and `leases`; shmctl_peer.c: `peers`): the cell sizes, the
- * aligned-table printer and the formatting of names, keys and durations. Output only: nothing
- * here reads the arena. Not installed.
+ * shmctl_out_sem.c: semaphore keys and `leases`; shmctl_budget.c: budget keys; shmctl_peer.c:
+ * `peers`): the cell sizes, the aligned-table printer and the formatting of names, keys and
+ * durations. Output only: nothing here reads the arena. Not installed.
  */
 #ifndef THR_DAEMON_SHMCTL_FMT_H
 #define THR_DAEMON_SHMCTL_FMT_H
@@ -55,5 +55,9 @@ void expires_json(uint64_t t, uint64_t now_ns);
 bool sem_queue_shown(const struct shmctl_key *v, long n);
 void sem_table(const struct key_rows *kr, long shown);
 void sem_json(const struct shmctl_lim *l, const struct shmctl_key *k, bool queue);
+
+/* shmctl_budget.c: a budget key's table (keys and get) and JSON object. */
+void budget_table(const struct key_rows *kr, long shown);
+void budget_json(const struct shmctl_lim *l, const struct shmctl_key *k);
 
 #endif

@@ -1,7 +1,7 @@
 /*
- * shmctl_internal.h - what shmctl.c, shmctl_sem.c (the semaphore verbs and columns) and
- * shmctl_peer.c (the readers and peers verbs) share: the options, the context of one run, and
- * the arena readers they use. Not installed.
+ * shmctl_internal.h - what shmctl.c, shmctl_sem.c (the semaphore verbs and columns),
+ * shmctl_budget.c (budget keys and `budget add`) and shmctl_peer.c (the readers and peers verbs)
+ * share: the options, the context of one run, and the arena readers they use. Not installed.
  */
 #ifndef THR_SHMCTL_INTERNAL_H
 #define THR_SHMCTL_INTERNAL_H
@@ -21,6 +21,7 @@ struct opts {
         uint64_t nkeys; /* `keys -n`; 0: all */
         const char *limiter;
         const char *key;
+        uint64_t amount; /* `budget add`: the units to add (1 to THR_BUDGET_MAX); 0 otherwise */
 };
 
 struct ctx {
@@ -48,6 +49,14 @@ void sem_eval(struct ctx *c, const struct shmctl_lim *l, const struct thr_slot *
               struct shmctl_key *k);
 int sem_totals(struct ctx *c, struct shmctl_lim *l);
 int cmd_leases(struct ctx *c);
+
+/* shmctl_budget.c: a budget key (its state word K->tat, read already, and its header in the
+ * slot's aux storage AUX, which the snapshot checked to fit) into K; the AMOUNT of `budget add`
+ * from S (false: not a whole number from 1 to THR_BUDGET_MAX); the `budget add` verb, the one
+ * write shmctl makes (through the client library). */
+void budget_eval(const struct shmctl_lim *l, const void *aux, struct shmctl_key *k);
+bool budget_amount(const char *s, uint64_t *out);
+int cmd_budget(struct ctx *c);
 
 /* shmctl.c: the header's grace-period numbers, each read once. */
 void gp_read(const struct ctx *c, struct shmctl_gp *gp);

@@ -119,6 +119,11 @@ static bool is_sem(const struct shmctl_lim *l)
         return l->p.kind == THR_KIND_SEMAPHORE;
 }
 
+static bool is_budget(const struct shmctl_lim *l)
+{
+        return l->p.kind == THR_KIND_BUDGET;
+}
+
 static bool is_serial(const struct shmctl_lim *l)
 {
         return is_window(l) && (l->p.flags & THR_PARAM_SERIALIZE);
@@ -345,10 +350,12 @@ static void lim_row(const void *data, long i, char cells[][CELL])
         escape(cells[0], CELL, l->name, strlen(l->name), false);
         snprintf(cells[1], CELL, "%s", dir_state_name(l->state));
         snprintf(cells[2], CELL, "%s", shm_kind_name(l->p.kind));
-        if (is_sem(l)) { /* no rate: its max is in HELD */
+        if (is_sem(l) || is_budget(l)) { /* no rate: a semaphore's max is in HELD */
                 strcpy(cells[3], "-");
                 strcpy(cells[4], "-");
                 strcpy(cells[5], "-");
+                if (is_budget(l)) /* a new key's balance */
+                        snprintf(cells[5], CELL, "%" PRIu64, l->p.initial);
         } else {
                 fmt_rate(cells[3], CELL, l->p.rate_n, l->p.period_ns);
                 snprintf(cells[4], CELL, "%" PRIu64, l->p.burst);
@@ -376,7 +383,7 @@ static void lim_row(const void *data, long i, char cells[][CELL])
 static void lim_json(const struct shmctl_lim *l)
 {
         char name[CELL], rate[48] = "null", pct[32];
-        if (!is_sem(l)) { /* a semaphore has no rate (its period is 0) */
+        if (!is_sem(l) && !is_budget(l)) { /* no rate (their period is 0) */
                 rate[0] = '"';
                 fmt_rate(rate + 1, sizeof(rate) - 2, l->p.rate_n, l->p.period_ns);
                 strcat(rate, "\"");
@@ -668,6 +675,8 @@ static void key_json(const struct shmctl_lim *l, const struct shmctl_key *k, uin
                 window_json(l, k, now_ns);
         else if (is_sem(l))
                 sem_json(l, k, queue);
+        else if (is_budget(l))
+                budget_json(l, k);
         else
                 gcra_json(l, k);
 }
@@ -693,6 +702,8 @@ static void keys_human(const struct shmctl_lim *l, const struct shmctl_key *v, l
                 snprintf(unit, sizeof(unit), "window of %" PRIu64 " units per %s%s", l->p.rate_n,
                          fmt_dur(win, sizeof(win), l->p.period_ns),
                          is_serial(l) ? ", serialized" : "");
+        } else if (is_budget(l)) {
+                snprintf(unit, sizeof(unit), "budget, new keys start at %" PRIu64, l->p.initial);
         } else if (is_sem(l)) {
                 int u = snprintf(unit, sizeof(unit),
                                  "semaphore of max %" PRIu64 ", %" PRIu64 " leases a key",
@@ -709,6 +720,8 @@ static void keys_human(const struct shmctl_lim *l, const struct shmctl_key *v, l
                fmt_dur(now, sizeof(now), now_ns), unit);
         if (shown > 0 && is_sem(l))
                 sem_table(&kr, shown);
+        else if (shown > 0 && is_budget(l))
+                budget_table(&kr, shown);
         else if (shown > 0)
                 table_print(is_window(l) ? &wcols : &gcols, is_window(l) ? window_row : gcra_row,
                             &kr, shown);
@@ -727,6 +740,8 @@ static void keys_json(const struct shmctl_lim *l, const struct shmctl_key *v, lo
         if (is_sem(l))
                 printf("\"kind\":\"semaphore\",\"max\":%" PRIu64 ",\"leases_per_key\":%" PRIu64 ",",
                        l->p.rate_n, l->p.leases);
+        if (is_budget(l))
+                printf("\"kind\":\"budget\",\"initial\":%" PRIu64 ",", l->p.initial);
         printf("\"now_ns\":%" PRIu64 ",\"units_per_ns\":%" PRIu64 ",\"live\":%ld,\"shown\":%ld,"
                "\"keys\":[",
                now_ns, l->p.k, total, shown);
@@ -742,8 +757,10 @@ void shmctl_out_keys(const struct shmctl_lim *l, const struct shmctl_key *v, lon
                      uint64_t now_ns, bool json)
 {
         char what[96];
-        snprintf(what, sizeof(what), "%ld live keys, %ld shown, most %s first", total, shown,
-                 is_sem(l) ? "held" : "indebted");
+        snprintf(what, sizeof(what), "%ld live keys, %ld shown, %s first", total, shown,
+                 is_sem(l)      ? "most held"
+                 : is_budget(l) ? "paused, then lowest balance"
+                                : "most indebted");
         if (json)
                 keys_json(l, v, total, shown, now_ns);
         else

@@ -110,6 +110,21 @@ struct shmctl_sem {
         uint64_t pend_units, pend_longest_ns;
 };
 
+/* A budget key (kind = budget): its state word's balance and flag, and its header (struct
+ * thr_budget), each field read once. The header's counts are as of the key's last serve (an add,
+ * a waiter's poll, the daemon's pass): nothing here is an index shmctl follows. */
+struct shmctl_budget {
+        uint64_t balance;   /* the state word's balance (the initial one for a fresh word) */
+        bool valid;         /* the state word is a balance (its top bit clear, or fresh) */
+        bool flag;          /* THR_BUDGET_WAITERS: spenders are queued (tries are refused) */
+        uint32_t waiters;   /* the header's: spenders queued */
+        uint64_t need;      /* units they ask for in all */
+        uint64_t head_need; /* units the oldest asks for */
+        uint64_t granted;   /* spends granted to queued spenders so far */
+        uint64_t tickets;   /* next_ticket: spenders ever queued */
+        bool journal;       /* a grant is in progress, or was left by a granter killed */
+};
+
 /* One live key, snapshotted and evaluated at one arena time. */
 struct shmctl_key {
         uint8_t bytes[THR_KEY_MAX];
@@ -117,10 +132,11 @@ struct shmctl_key {
         uint64_t tat; /* raw state word: GCRA units or THR_TAT_FRESH; a window's units ever */
         uint64_t remaining;
         uint64_t reset_ns;
-        uint64_t debt_ns;        /* sort order; 0 for a fresh key, which carries no debt */
-        struct shmctl_win win;   /* window keys only */
-        struct shmctl_hold hold; /* serialized window keys only */
-        struct shmctl_sem sem;   /* semaphore keys only */
+        uint64_t debt_ns;         /* sort order; 0 for a fresh key, which carries no debt */
+        struct shmctl_win win;    /* window keys only */
+        struct shmctl_hold hold;  /* serialized window keys only */
+        struct shmctl_sem sem;    /* semaphore keys only */
+        struct shmctl_budget bud; /* budget keys only */
 };
 
 /* One lease record in use (kind = semaphore), each field read once; nothing here is an index
