@@ -22,6 +22,7 @@
 
 #include "budget.h"
 #include "client_internal.h"
+#include "compose.h"
 #include "kind.h"
 #include "serial.h"
 
@@ -90,7 +91,7 @@ static int bop_lock(struct bop *o, uint64_t wait_ns)
         if (rc < 0)
                 return rc == -EDEADLK ? -EINVAL : rc;
         uint64_t meta = atomic_load_explicit(&o->slot->meta, memory_order_acquire);
-        uint64_t state = atomic_load_explicit(&o->slot->state, memory_order_acquire);
+        uint64_t state = shm_budget_state(&o->a->map, o->slot);
         if (THR_META_STATUS(meta) != THR_SLOT_LIVE || THR_META_GEN(meta) != o->gen ||
             state == THR_TAT_DEAD || state == THR_TAT_FREE) {
                 shm_shard_unlock(&o->pr, o->me);
@@ -160,7 +161,7 @@ static bool granted(const struct bop *o)
  * the word meanwhile). 1 spent, 0 it does not fit or spenders are queued. */
 static int spend_locked(struct bop *o, uint64_t cost, uint64_t *balance)
 {
-        uint64_t cur = atomic_load_explicit(&o->slot->state, memory_order_acquire);
+        uint64_t cur = shm_budget_state(&o->a->map, o->slot);
         for (;;) {
                 if (cur >= THR_TAT_LIMIT || shm_budget_queued(cur))
                         return 0;
@@ -174,6 +175,8 @@ static int spend_locked(struct bop *o, uint64_t cost, uint64_t *balance)
                         *balance = bal - cost;
                         return 1;
                 }
+                if (shm_is_mark(cur)) /* a composed call's: settled first (compose.h) */
+                        cur = shm_budget_state(&o->a->map, o->slot);
         }
 }
 
@@ -196,7 +199,7 @@ static int enqueue(struct bop *o, uint64_t cost, uint64_t *balance)
         atomic_store_explicit(&r->wait_since, arena_now(o), memory_order_relaxed);
         o->word = THR_WAIT_NEXT(atomic_load_explicit(&r->wait_state, memory_order_relaxed));
         atomic_store_explicit(&r->wait_state, o->word, memory_order_release);
-        uint64_t cur = atomic_load_explicit(&o->slot->state, memory_order_acquire);
+        uint64_t cur = shm_budget_state(&o->a->map, o->slot);
         while (!shm_budget_queued(cur)) {
                 if (cur >= THR_TAT_LIMIT) { /* rewritten (FRESH, a reserved value): not a
                                              * balance to queue on, nor to spin on */
@@ -209,13 +212,15 @@ static int enqueue(struct bop *o, uint64_t cost, uint64_t *balance)
                                 wait_end(r, false); /* no serve can have seen it: lock held */
                                 return 1;
                         }
-                        cur = atomic_load_explicit(&o->slot->state, memory_order_acquire);
+                        cur = shm_budget_state(&o->a->map, o->slot);
                         continue;
                 }
                 if (atomic_compare_exchange_weak_explicit(
                         &o->slot->state, &cur, bal | THR_BUDGET_WAITERS, memory_order_acq_rel,
                         memory_order_acquire))
                         break;
+                if (shm_is_mark(cur))
+                        cur = shm_budget_state(&o->a->map, o->slot);
         }
         atomic_fetch_add_explicit(&h->waiters, 1, memory_order_relaxed);
         uint64_t need = atomic_load_explicit(&h->need, memory_order_relaxed);
@@ -332,13 +337,13 @@ static int spend_on(struct bop *o, uint64_t cost, uint64_t t0, uint64_t deadline
         rc = wait_grant(o, deadline);
         if (rc == GRANTED) {
                 wait_end(o->r, true);
-                uint64_t st = atomic_load_explicit(&o->slot->state, memory_order_acquire);
+                uint64_t st = shm_budget_state(&o->a->map, o->slot);
                 fill(res, st < THR_TAT_LIMIT ? st & THR_BUDGET_MAX : 0, 0, waiters_of(o),
                      arena_now(o) - t0);
                 return 0;
         }
         if (rc == -ETIMEDOUT) {
-                uint64_t st = atomic_load_explicit(&o->slot->state, memory_order_acquire);
+                uint64_t st = shm_budget_state(&o->a->map, o->slot);
                 uint64_t bal = st < THR_TAT_LIMIT ? st & THR_BUDGET_MAX : 0;
                 fill(res, bal, cost > bal ? cost - bal : 0, waiters_of(o), arena_now(o) - t0);
         }
@@ -445,7 +450,7 @@ int thr_budget_add(thr_limiter *l, const void *key, size_t len, uint64_t amount,
                         break;
                 shm_budget_repair(&o.a->map, o.slot, bop_aux(&o));
                 uint64_t balance = 0;
-                rc = shm_budget_add_locked(o.p, o.slot, amount, &balance);
+                rc = shm_budget_add_locked(&o.a->map, o.p, o.slot, amount, &balance);
                 struct shm_budget_serve sv;
                 if (rc == 0) /* the oldest queued that now fit */
                         shm_budget_serve(&o.a->map, o.p, o.slot, bop_aux(&o), &sv);

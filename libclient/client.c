@@ -59,6 +59,7 @@
 
 #include "client_internal.h"
 #include "budget.h"
+#include "compose.h"
 #include "kind.h"
 #include "window.h"
 #include "testhook.h"
@@ -259,6 +260,8 @@ enum op_mode { OP_TRY, OP_RESERVE, OP_ADD };
 struct req {
         enum op_mode mode;
         bool locate;        /* find or create the key, deciding nothing (serial.c) */
+        bool plain;         /* locate: on a limiter with a try form (a composed call's member),
+                             * not the serial calls' kinds (serialized window, semaphore) */
         uint32_t kind_only; /* refuse (-EOPNOTSUPP) a limiter of another kind; 0: any */
         uint64_t cost;
         uint64_t max_wait_ns; /* OP_RESERVE */
@@ -313,16 +316,16 @@ op_begin(struct op *o, thr_limiter *l, const void *key, size_t len, const struct
         if (rc < 0 || !l)
                 return rc < 0 ? rc : -EINVAL;
         o->l = l;
-        o->p = lim_params_for(l, rq->locate);
+        o->p = lim_params_for(l, (rq->locate && !rq->plain));
         if (!o->p)
-                return lim_gone_for(l, rq->locate);
+                return lim_gone_for(l, (rq->locate && !rq->plain));
         o->kind = o->p->kind;
         if (rq->kind_only && o->kind != rq->kind_only)
                 return -EOPNOTSUPP;
         if (__builtin_expect(o->kind != THR_KIND_GCRA, 0)) {
                 if (o->kind == THR_KIND_BUDGET && rq->mode == OP_RESERVE)
                         return -EOPNOTSUPP; /* no time makes a budget fit */
-                o->p = params_pin(l, o->p, o->kind, rq->locate, o->pc);
+                o->p = params_pin(l, o->p, o->kind, (rq->locate && !rq->plain), o->pc);
                 if (!o->p)
                         return -EBADMSG;
         }
@@ -524,6 +527,7 @@ static inline __attribute__((always_inline)) bool stage(const struct op *o, uint
  * relies on the read-side section alone).
  */
 #define OP_RETIRED 1
+#define OP_MARKED  3 /* a composed call's mark (compose.h): op_slow settles it, then again */
 #define OP_APPLIED 2 /* op_insert created the key and decided its first request */
 #define OP_SPINS   8 /* evictions under one call before a full table is assumed */
 
@@ -545,6 +549,29 @@ static __attribute__((noinline)) int state_moved(struct thr_slot *s, uint64_t me
         return 1;
 }
 
+/*
+ * The state OLD of slot S is a mark or the table's (retired, reclaimed): a composed call's mark is
+ * settled (compose.h: at most a few microseconds for an undecided one) and the state read again.
+ * Returns the state to decide on with rc 0, or rc OP_RETIRED, or -EBADMSG (a mark no journal
+ * names). By value: nothing of the caller's escapes to it (the hot path keeps its registers).
+ */
+struct unmarked {
+        uint64_t state;
+        int rc;
+};
+
+static __attribute__((noinline)) struct unmarked op_unmark(const struct shm_map *m,
+                                                           struct thr_slot *s, uint64_t old)
+{
+        while (shm_is_mark(old)) {
+                int rc = shm_mark_resolve(m, s, old);
+                if (rc < 0)
+                        return (struct unmarked){old, rc};
+                old = atomic_load_explicit(&s->state, memory_order_acquire);
+        }
+        return (struct unmarked){old, old == THR_TAT_DEAD || old == THR_TAT_FREE ? OP_RETIRED : 0};
+}
+
 static inline __attribute__((always_inline)) int op_apply(struct op *o, const struct req *rq,
                                                           struct verdict *v)
 {
@@ -558,8 +585,9 @@ static inline __attribute__((always_inline)) int op_apply(struct op *o, const st
                 return old == THR_TAT_DEAD ? OP_RETIRED : 0;
         }
         for (;;) {
-                if (old == THR_TAT_DEAD)
-                        return OP_RETIRED;
+                /* one compare on the hot path: FRESH passes, the rest is op_slow's */
+                if (__builtin_expect(old - THR_TAT_MARK_MIN < THR_TAT_FRESH - THR_TAT_MARK_MIN, 0))
+                        return old == THR_TAT_DEAD ? OP_RETIRED : OP_MARKED;
                 decide(o, kind, s, old, rq, v);
                 if (__builtin_expect(!v->ok, 0)) {
                         if (kind != THR_KIND_GCRA) {
@@ -648,14 +676,14 @@ static int op_insert(struct op *o, const struct req *rq, struct verdict *v, bool
                 return -ENOSPC;
         if (rc < 0)
                 return rc;
-        o->p = lim_params_for(l, rq->locate);
+        o->p = lim_params_for(l, (rq->locate && !rq->plain));
         if (o->p && o->p->kind != o->kind) /* rewritten since op_begin: not a record to use */
                 o->p = NULL;
         else if (o->p && o->kind != THR_KIND_GCRA)
-                o->p = params_pin(l, o->p, o->kind, rq->locate, o->pc);
+                o->p = params_pin(l, o->p, o->kind, (rq->locate && !rq->plain), o->pc);
         if (!o->p || rq->cost > o->p->burst) {
                 shm_shard_unlock(&pr, me);
-                return o->p ? -ERANGE : lim_gone_for(l, rq->locate);
+                return o->p ? -ERANGE : lim_gone_for(l, (rq->locate && !rq->plain));
         }
         const struct thr_params *p = o->p;
         o->now = op_now(o);
@@ -760,6 +788,13 @@ static __attribute__((noinline)) int op_slow(struct op *o, const struct req *rq,
 {
         bool waited = false;
         for (int spins = 0;; spins++) {
+                if (rc == OP_MARKED) {
+                        uint64_t st = atomic_load_explicit(&o->slot->state, memory_order_acquire);
+                        struct unmarked u = op_unmark(&o->l->a->map, o->slot, st);
+                        if (u.rc < 0)
+                                return u.rc;
+                        rc = u.rc;
+                }
                 if (rc == OP_RETIRED) {
                         uint64_t old_meta = o->meta;
                         struct thr_slot *old = o->slot;
@@ -769,7 +804,7 @@ static __attribute__((noinline)) int op_slow(struct op *o, const struct req *rq,
                                 o->slot = NULL;
                 }
                 rc = o->slot ? op_apply(o, rq, v) : op_new(o, rq, v, spins, &waited);
-                if (rc != OP_RETIRED)
+                if (rc != OP_RETIRED && rc != OP_MARKED)
                         return rc;
         }
 }
@@ -793,7 +828,7 @@ static inline __attribute__((always_inline)) int op_run(thr_limiter *l, const vo
         rc = OP_RETIRED;
         if (__builtin_expect(o.slot != NULL, 1))
                 rc = op_apply(&o, rq, v);
-        if (__builtin_expect(rc == OP_RETIRED || !o.slot, 0)) {
+        if (__builtin_expect(rc == OP_RETIRED || rc == OP_MARKED || !o.slot, 0)) {
                 /* copies: only this path puts them in memory, the hot one keeps them in registers
                  */
                 struct op os = o;
@@ -831,6 +866,19 @@ static inline __attribute__((always_inline)) int op_run(thr_limiter *l, const vo
 int thr_op_locate(thr_limiter *l, const void *key, size_t len, struct thr_reservation_priv *out)
 {
         const struct req rq = {.mode = OP_TRY, .locate = true};
+        struct verdict v = {0};
+        *out = (struct thr_reservation_priv){0};
+        int rc = op_run(l, key, len, &rq, &v, out);
+        if (rc == 0 && !out->slot)
+                rc = -ENOSPC;
+        return rc;
+}
+
+/* Declared in client_internal.h. */
+int thr_op_locate_plain(thr_limiter *l, const void *key, size_t len,
+                        struct thr_reservation_priv *out)
+{
+        const struct req rq = {.mode = OP_TRY, .locate = true, .plain = true};
         struct verdict v = {0};
         *out = (struct thr_reservation_priv){0};
         int rc = op_run(l, key, len, &rq, &v, out);
@@ -906,6 +954,53 @@ int thr_op_budget(thr_limiter *l, const void *key, size_t len, uint64_t amount, 
                                         .shortfall = v.shortfall,
                                         .waiters = v.waiters};
         return 0;
+}
+
+/* Declared in client_internal.h: a composed call's member, decided on STATE (compose.c). */
+int thr_member_decide(thr_limiter *l, struct thr_slot *s, uint64_t state, uint64_t cost,
+                      struct thr_mverdict *mv)
+{
+        struct thr_params pc;
+        struct op o = {.pc = &pc, .l = l, .slot = s};
+        o.p = lim_params_for(l, false);
+        if (!o.p)
+                return lim_gone_for(l, false);
+        o.kind = o.p->kind;
+        if (o.kind != THR_KIND_GCRA) {
+                o.p = params_pin(l, o.p, o.kind, false, o.pc);
+                if (!o.p)
+                        return -EBADMSG;
+        }
+        if (cost > o.p->burst)
+                return -ERANGE;
+        o.now = op_now(&o);
+        const struct req rq = {.mode = OP_TRY, .cost = cost};
+        struct verdict v = {0};
+        decide(&o, o.kind, s, state, &rq, &v);
+        *mv = (struct thr_mverdict){.ok = v.ok && cost > 0,
+                                    .peek = cost == 0,
+                                    .kind = o.kind,
+                                    .next = v.ok && cost ? v.new_state : state,
+                                    .stamp = v.stamp,
+                                    .remaining = v.remaining,
+                                    .retry_ns = v.ok ? 0 : to_ns(o.p->k, v.retry_u)};
+        if (cost == 0)
+                mv->ok = v.ok;
+        return 0;
+}
+
+/* Declared in client_internal.h: log a window member's units before its commit (window.h). */
+void thr_member_stage(thr_limiter *l, struct thr_slot *s, uint64_t prev, uint64_t cost,
+                      uint64_t stamp)
+{
+        struct thr_params pc;
+        struct op o = {.pc = &pc, .l = l, .slot = s};
+        const struct thr_params *p = lim_params_for(l, false);
+        if (!p || p->kind != THR_KIND_WINDOW)
+                return;
+        o.p = params_pin(l, p, THR_KIND_WINDOW, false, o.pc);
+        if (o.p && cost)
+                shm_window_stage(o.p, op_log(&o, s), prev, cost, stamp);
 }
 
 /* ---------------------------------------------------------------- the public calls */

@@ -27,6 +27,8 @@
 static_assert(THR_KEY_MAX == THR_KEY_MAX_LEN, "throttle.h's key limit is the layout's");
 static_assert(THR_BUDGET_MAX == THR_BUDGET_MAX_BALANCE,
               "throttle.h's largest balance is the layout's");
+static_assert(THR_COMPOSE_MAX == THR_COMPOSE_MAX_MEMBERS,
+              "throttle.h's member count is the layout's");
 
 /* What a reservation handle holds privately (struct thr_reservation's priv words). */
 struct thr_reservation_priv {
@@ -46,6 +48,9 @@ static inline struct thr_reservation_priv *thr_rv_priv(struct thr_reservation *r
 }
 
 int thr_op_locate(thr_limiter *l, const void *key, size_t len, struct thr_reservation_priv *out);
+/* thr_op_locate for limiters with a try form (GCRA, window, budget): a composed call's member. */
+int thr_op_locate_plain(thr_limiter *l, const void *key, size_t len,
+                        struct thr_reservation_priv *out);
 const struct thr_params *thr_lim_record(const thr_limiter *l, struct thr_params *copy);
 const struct thr_params *thr_sem_record(const thr_limiter *l, struct thr_params *copy);
 /* Lookup only: KEY's live slot in L (OUT's slot, lim, gen as thr_op_locate), or -ENOENT. */
@@ -65,6 +70,25 @@ struct thr_budget_step {
         uint64_t shortfall;
         uint64_t waiters; /* refused while queued: how many (the header's, as last served) */
 };
+/*
+ * A composed call's member (compose.c): thr_member_decide - L's decision for COST on slot S if its
+ * state were STATE (a lone try's: GCRA, window, budget), now; writes nothing. 0, -EOPNOTSUPP (a
+ * kind without a try: semaphore, serialized window), -ERANGE, -EIDRM, -EBADMSG.
+ * thr_member_stage - a window member's units logged at STAMP before its commit.
+ */
+struct thr_mverdict {
+        bool ok, peek;
+        uint32_t kind;
+        uint64_t next;      /* the state a commit stores */
+        uint64_t stamp;     /* a window's admission time */
+        uint64_t remaining; /* tokens, units or balance left after it */
+        uint64_t retry_ns;  /* denied: when it would fit alone (UINT64_MAX: a budget, never) */
+};
+int thr_member_decide(thr_limiter *l, struct thr_slot *s, uint64_t state, uint64_t cost,
+                      struct thr_mverdict *mv);
+void thr_member_stage(thr_limiter *l, struct thr_slot *s, uint64_t prev, uint64_t cost,
+                      uint64_t stamp);
+
 const struct thr_params *thr_budget_record(const thr_limiter *l, struct thr_params *copy);
 int thr_op_budget(thr_limiter *l, const void *key, size_t len, uint64_t amount, bool add,
                   struct thr_budget_step *out);

@@ -77,6 +77,7 @@
 #include <unistd.h>
 
 #include "client_internal.h"
+#include "compose.h"
 #include "testhook.h"
 
 struct thr_forkpage thr_forkpage_unset;
@@ -423,6 +424,9 @@ static int claim_record(thr_arena *a, uint32_t *idx)
                 }
                 atomic_store_explicit(&rec[i].pid, (uint64_t)getpid(), memory_order_relaxed);
                 atomic_store_explicit(&rec[i].tid, (uint64_t)gettid(), memory_order_relaxed);
+                /* a composed call its previous owner left half-way (an exit() while a thread was
+                 * in one): settled before this owner's first call reuses the journal */
+                shm_journal_settle(&a->map, i);
                 /* a free record carries no waiter's place (its freer cleared it: reclaim.c,
                  * release_record); cleared again, for records freed by an older version */
                 /* NONE, the epoch kept: a wait of the new owner is never a previous one's */

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "budget.h"
+#include "compose.h"
 #include "serial.h"
 #include "testhook.h"
 
@@ -20,11 +21,19 @@ static void futex_wake(_Atomic uint32_t *w)
         syscall(SYS_futex, (uint32_t *)w, FUTEX_WAKE, 1, NULL, NULL, 0);
 }
 
-/* Give COST back to slot S: a CAS loop, since with the flag clear lock-free spenders and adders
- * may move the word meanwhile (with it set, the first CAS succeeds). Saturated at the maximum. */
-static void give_back(struct thr_slot *s, uint64_t cost)
+uint64_t shm_budget_state(const struct shm_map *m, struct thr_slot *s)
 {
         uint64_t cur = atomic_load_explicit(&s->state, memory_order_acquire);
+        while (shm_is_mark(cur) && shm_mark_resolve(m, s, cur) == 0)
+                cur = atomic_load_explicit(&s->state, memory_order_acquire);
+        return cur;
+}
+
+/* Give COST back to slot S: a CAS loop, since with the flag clear lock-free spenders and adders
+ * may move the word meanwhile (with it set, the first CAS succeeds). Saturated at the maximum. */
+static void give_back(const struct shm_map *m, struct thr_slot *s, uint64_t cost)
+{
+        uint64_t cur = shm_budget_state(m, s);
         for (;;) {
                 if (cur >= THR_TAT_LIMIT)
                         return; /* retired or rewritten: nothing to give back to */
@@ -34,6 +43,8 @@ static void give_back(struct thr_slot *s, uint64_t cost)
                         &s->state, &cur, (cur & THR_BUDGET_WAITERS) | nb, memory_order_acq_rel,
                         memory_order_acquire))
                         return;
+                if (shm_is_mark(cur)) /* a composed call's: settled first (compose.h) */
+                        cur = shm_budget_state(m, s);
         }
 }
 
@@ -46,7 +57,7 @@ void shm_budget_repair(const struct shm_map *m, struct thr_slot *s, void *aux)
         uint32_t idx = j - 1, word = atomic_load_explicit(&h->j_word, memory_order_relaxed);
         uint64_t before = atomic_load_explicit(&h->j_before, memory_order_relaxed);
         uint64_t after = atomic_load_explicit(&h->j_after, memory_order_relaxed);
-        uint64_t cur = atomic_load_explicit(&s->state, memory_order_acquire);
+        uint64_t cur = shm_budget_state(m, s);
         /* with the flag set only a lock holder changes the word: AFTER means the spend was made,
          * BEFORE that it was not (nothing to do) */
         if (cur == after && after < before && before - after <= THR_BUDGET_MAX &&
@@ -71,7 +82,7 @@ void shm_budget_repair(const struct shm_map *m, struct thr_slot *s, void *aux)
                              THR_WAIT_STATE(w) != THR_WAIT_GRANTED) ||
                             (THR_WAIT_EPOCH(w) != THR_WAIT_EPOCH(word) &&
                              quit == THR_WAIT_EPOCH(word)))
-                                give_back(s, before - after);
+                                give_back(m, s, before - after);
                 }
         }
         atomic_store_explicit(&h->j_idx, 0, memory_order_release);
@@ -79,20 +90,24 @@ void shm_budget_repair(const struct shm_map *m, struct thr_slot *s, void *aux)
 
 /* Set or clear the waiters' flag of slot S (a CAS loop: with it clear, lock-free spenders may
  * move the balance meanwhile). */
-static void set_flag(struct thr_slot *s, bool on)
+static void set_flag(const struct shm_map *m, struct thr_slot *s, bool on)
 {
-        uint64_t cur = atomic_load_explicit(&s->state, memory_order_acquire);
-        while (cur < THR_TAT_LIMIT && !!(cur & THR_BUDGET_WAITERS) != on)
+        uint64_t cur = shm_budget_state(m, s);
+        while (cur < THR_TAT_LIMIT && !!(cur & THR_BUDGET_WAITERS) != on) {
                 if (atomic_compare_exchange_weak_explicit(
                         &s->state, &cur, on ? cur | THR_BUDGET_WAITERS : cur & THR_BUDGET_MAX,
                         memory_order_acq_rel, memory_order_acquire))
                         return;
+                if (shm_is_mark(cur))
+                        cur = shm_budget_state(m, s);
+        }
 }
 
 /* Grant COST to waiter R (scanned as word WORD, record IDX) from state CUR: journal, spend, tell,
  * clear. False when the state moved under us (decide again). */
-static bool grant(struct thr_budget *h, struct thr_slot *s, struct thr_reader *r, uint32_t idx,
-                  uint32_t word, uint64_t cur, uint64_t cost, bool *told)
+static bool grant(const struct shm_map *m, struct thr_budget *h, struct thr_slot *s,
+                  struct thr_reader *r, uint32_t idx, uint32_t word, uint64_t cur, uint64_t cost,
+                  bool *told)
 {
         uint64_t after = cur - cost;
         atomic_store_explicit(&h->j_word, word, memory_order_relaxed);
@@ -109,7 +124,7 @@ static bool grant(struct thr_budget *h, struct thr_slot *s, struct thr_reader *r
                         THR_HOOK(THR_HOOK_BUDGET_GRANTED, r);
                         *told = true;
                 } else {
-                        give_back(s, cost); /* it gave up first */
+                        give_back(m, s, cost); /* it gave up first */
                 }
         }
         atomic_store_explicit(&h->j_idx, 0, memory_order_release);
@@ -138,13 +153,13 @@ void shm_budget_serve(const struct shm_map *m, const struct thr_params *p, struc
                         break;
                 struct thr_reader *r = &rec[w.idx];
                 uint64_t cost = atomic_load_explicit(&r->wait_ttl, memory_order_relaxed);
-                uint64_t cur = atomic_load_explicit(&s->state, memory_order_acquire);
+                uint64_t cur = shm_budget_state(m, s);
                 if (cur >= THR_TAT_LIMIT)
                         break; /* retired or rewritten */
                 if (cost == 0 || cost > (cur & THR_BUDGET_MAX))
                         break; /* the oldest does not fit: nobody behind it goes first */
                 bool told;
-                if (grant(h, s, r, w.idx, w.word, cur, cost, &told) && told)
+                if (grant(m, h, s, r, w.idx, w.word, cur, cost, &told) && told)
                         out->granted++;
         }
         atomic_store_explicit(&h->waiters, n, memory_order_relaxed);
@@ -153,19 +168,19 @@ void shm_budget_serve(const struct shm_map *m, const struct thr_params *p, struc
         atomic_store_explicit(&h->head_need, head, memory_order_relaxed);
         if (out->granted)
                 atomic_fetch_add_explicit(&h->granted, out->granted, memory_order_relaxed);
-        set_flag(s, n != 0);
+        set_flag(m, s, n != 0);
         (void)p;
         out->waiters = n;
         out->need = n ? need : 0;
         out->head_need = head;
         out->head_idx = n ? w.idx : UINT32_MAX;
-        out->balance = atomic_load_explicit(&s->state, memory_order_acquire) & THR_BUDGET_MAX;
+        out->balance = shm_budget_state(m, s) & THR_BUDGET_MAX;
 }
 
-int shm_budget_add_locked(const struct thr_params *p, struct thr_slot *s, uint64_t amount,
-                          uint64_t *balance)
+int shm_budget_add_locked(const struct shm_map *m, const struct thr_params *p, struct thr_slot *s,
+                          uint64_t amount, uint64_t *balance)
 {
-        uint64_t cur = atomic_load_explicit(&s->state, memory_order_acquire);
+        uint64_t cur = shm_budget_state(m, s);
         for (;;) {
                 if (cur == THR_TAT_DEAD || cur == THR_TAT_FREE)
                         return -ESTALE;
@@ -180,6 +195,8 @@ int shm_budget_add_locked(const struct thr_params *p, struct thr_slot *s, uint64
                         *balance = bal + amount;
                         return 0;
                 }
+                if (shm_is_mark(cur))
+                        cur = shm_budget_state(m, s);
         }
 }
 

@@ -125,8 +125,12 @@ void shm_budget_serve(const struct shm_map *m, const struct thr_params *p, struc
  * a loop against lock-free spenders while the flag is clear). 0, or -EOVERFLOW (the balance would
  * pass THR_BUDGET_MAX: nothing added). *BALANCE: the balance after (or as found).
  */
-int shm_budget_add_locked(const struct thr_params *p, struct thr_slot *s, uint64_t amount,
-                          uint64_t *balance);
+int shm_budget_add_locked(const struct shm_map *m, const struct thr_params *p, struct thr_slot *s,
+                          uint64_t amount, uint64_t *balance);
+
+/* Slot S's state word, a composed call's mark settled first (compose.h); a mark that cannot be
+ * settled (rewritten) is returned as it is: callers take it for a reserved value. */
+uint64_t shm_budget_state(const struct shm_map *m, struct thr_slot *s);
 
 /* kind.c's questions: a key is pinned unless its balance is the initial one and none wait. */
 bool shm_budget_pinned(const struct thr_params *p, uint64_t state);

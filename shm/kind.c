@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "budget.h"
+#include "compose.h"
 #include "kind.h"
 #include "sem.h"
 #include "serial.h"
@@ -40,6 +41,8 @@ uint64_t shm_kind_fresh(const struct thr_params *p, void *aux, uint64_t start, u
 
 uint64_t shm_kind_debt(const struct thr_params *p, const void *aux, uint64_t state, uint64_t now)
 {
+        if (shm_is_mark(state))
+                return UINT64_MAX; /* a composed call holds it (compose.h): never a victim */
         if (p && p->kind == THR_KIND_SEMAPHORE)
                 return shm_sem_pinned(p, aux) ? UINT64_MAX : 0;
         if (p && p->kind == THR_KIND_BUDGET)
@@ -63,6 +66,8 @@ uint64_t shm_kind_floor_of(const struct thr_params *p, const void *aux, uint64_t
 bool shm_kind_idle(const struct thr_params *p, const void *aux, uint64_t state, uint64_t now,
                    uint64_t ttl)
 {
+        if (shm_is_mark(state))
+                return false;
         if (p->kind == THR_KIND_SEMAPHORE)
                 return !shm_sem_pinned(p, aux) && now >= ttl && state <= now - ttl;
         if (p->kind == THR_KIND_BUDGET) /* no time of last use: its balance is the whole state */

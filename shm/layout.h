@@ -105,7 +105,7 @@
 #define THR_KEY_INLINE     40u  /* key bytes in the slot's first cache line */
 #define THR_SLOT_SIZE      128u
 #define THR_DIR_ENTRY_SIZE 128u
-#define THR_READER_SIZE    192u
+#define THR_READER_SIZE    640u /* 192 of the record, then its composition journal */
 #define THR_ALIGN          64u
 #define THR_MAX_K          29u /* time-scale cap: 2^64 units of 1/K ns last >= 20 years */
 #define THR_MAX_SHARDS     4096u
@@ -115,7 +115,12 @@
 #define THR_TAT_FRESH UINT64_MAX
 #define THR_TAT_DEAD  (UINT64_MAX - 1) /* evicted: retiring until a grace period has passed */
 #define THR_TAT_FREE  (UINT64_MAX - 2) /* reclaimed: a DEAD slot an inserter may reuse */
-#define THR_TAT_LIMIT (UINT64_MAX - 3) /* largest storable TAT */
+/* A state word a composed call (compose.h) has marked: THR_TAT_MARK_MIN + (reader << 20 | seq),
+ * for a reader record below THR_MAX_READERS (2^20) and the low 20 bits of its call's sequence. */
+#define THR_MARK_SEQ_BITS 20u
+#define THR_TAT_MARK_MIN  (UINT64_MAX - 3 - (1ull << 40) + 1)
+#define THR_TAT_MARK_MAX  (UINT64_MAX - 3)
+#define THR_TAT_LIMIT     (THR_TAT_MARK_MIN - 1) /* largest storable TAT (2^40 below the top) */
 
 /* Reader liveness: reader record I is held by an open-file-description write lock on byte
  * THR_LOCK_READERS + I of the arena file (beyond its end: the bytes need not exist). */
@@ -378,8 +383,33 @@ struct thr_reader {
         _Atomic uint32_t peer_pending; /* its acquires queued now (informational) */
         _Atomic uint64_t peer_expires; /* arena ns its leases expire at; 0: not a live peer */
         _Atomic uint64_t peer_levels;  /* bit L: it holds, or waits for, a lock at level L */
-        uint8_t pad[THR_READER_SIZE - 184];
+        uint8_t pad[192 - 184];
+        /* bytes 192..: the journal of this thread's composed call in progress (compose.h) */
+        struct thr_journal {
+                _Atomic uint64_t status; /* seq << 2 | enum thr_journal_state */
+                _Atomic uint32_t n;      /* members in the call */
+                uint32_t pad;
+                uint8_t reserved[48];
+                struct thr_jentry {
+                        _Atomic uint64_t slot_off; /* the member's slot, arena offset */
+                        _Atomic uint64_t old;      /* its state before the mark */
+                        _Atomic uint64_t next;     /* the state a commit stores */
+                        _Atomic uint64_t cost;
+                        _Atomic uint32_t kind;
+                        _Atomic uint32_t gen; /* the slot's generation when found */
+                        uint64_t pad;
+                } e[8];
+        } journal;
 };
+
+/* thr_journal.status's low 2 bits: the call's state; commit and abort are final for its seq. */
+enum thr_journal_state {
+        THR_JOURNAL_IDLE = 0,
+        THR_JOURNAL_UNDECIDED = 1,
+        THR_JOURNAL_COMMIT = 2,
+        THR_JOURNAL_ABORT = 3
+};
+#define THR_COMPOSE_MAX 8u /* members of one composed call */
 
 /*
  * A serialized window key's header (the first THR_WINDOW_HDR bytes of its aux storage; unused,
@@ -467,6 +497,8 @@ static_assert(sizeof(struct thr_shard) == 128, "shard header size");
 static_assert(sizeof(struct thr_slot) == THR_SLOT_SIZE, "slot size");
 static_assert(offsetof(struct thr_slot, key) + THR_KEY_INLINE == 64, "inline key in line 0");
 static_assert(sizeof(struct thr_reader) == THR_READER_SIZE, "reader size");
+static_assert(offsetof(struct thr_reader, journal) == 192 && sizeof(struct thr_journal) == 448,
+              "the journal after the record's three lines");
 static_assert(sizeof(struct thr_serial) == THR_WINDOW_HDR, "serial header fills the log's header");
 static_assert(ATOMIC_LLONG_LOCK_FREE == 2 && ATOMIC_LONG_LOCK_FREE == 2,
               "64-bit atomics must be lock-free");

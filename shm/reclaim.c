@@ -98,6 +98,10 @@ static int force_free(struct shm_map *m, struct thr_reader *r, uint64_t owner)
 {
         if (atomic_load_explicit(&r->owner, memory_order_acquire) != owner)
                 return 0;
+        /* a composed call it left half-way: settled before the record can be reused, so that
+         * its marks always name a call of its journal (compose.h) */
+        shm_journal_settle(m,
+                           (uint32_t)(r - (struct thr_reader *)shm_at(m->base, m->g.reader_off)));
         atomic_store_explicit(&r->online, 0, memory_order_release);
         atomic_store_explicit(&r->pid, 0, memory_order_relaxed); /* never judge a new owner by it */
         atomic_store_explicit(&r->tid, 0, memory_order_relaxed);

@@ -13,6 +13,7 @@
 #include "readers.h"
 #include "reclaim.h"
 #include "budget.h"
+#include "compose.h"
 #include "sem.h"
 #include "serial.h"
 #include "table.h"

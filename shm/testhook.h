@@ -41,6 +41,15 @@ enum thr_hook_point {
                                        * yet told (arg: the waiter's reader record) */
         THR_HOOK_BUDGET_GRANTED,      /* a budget grant: the waiter's word CASed to GRANTED, the
                                        * journal not yet cleared (arg: its reader record) */
+        THR_HOOK_COMPOSE_JOURNALED,   /* a composed call: its journal written (UNDECIDED), no
+                                       * member marked yet (arg: the journal) */
+        THR_HOOK_COMPOSE_MARKED,      /* a composed call marked one more member (arg: its journal
+                                       * entry) */
+        THR_HOOK_COMPOSE_DECIDED,     /* a composed call's status CASed to COMMIT or ABORT, no
+                                       * mark replaced yet (arg: the journal) */
+        THR_HOOK_COMPOSE_SETTLED_ONE, /* a composed call replaced one mark (arg: the entry) */
+        THR_HOOK_COMPOSE_ABORTING,    /* a helper is about to abort an undecided call (arg: the
+                                       * journal) */
 };
 
 #ifdef THR_TEST_HOOKS

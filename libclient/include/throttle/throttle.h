@@ -366,6 +366,46 @@ struct thr_budget_stat {
 int thr_budget_stat(thr_limiter *lim, const void *key, size_t len, struct thr_budget_stat *st);
 
 /*
+ * Composed calls (thr_compose_try(3)): several limits decided together, all or nothing
+ * (throttle-net's multi-dimensional and layered limits: requests, input tokens and output tokens
+ * per tenant, inside a host-wide ceiling). Members are keys of GCRA, window (not serialized) or
+ * budget limiters of one arena, each with its cost.
+ */
+#define THR_COMPOSE_MAX_MEMBERS 8
+
+struct thr_member {
+        thr_limiter *lim;
+        const void *key;
+        size_t len;
+        uint64_t cost; /* 0: a peek at that member (it only has to fit) */
+};
+
+struct thr_compose_result {
+        int admitted;            /* 1: every member consumed its cost; 0: none did */
+        uint32_t denied;         /* denied: the index of the first member that did not fit */
+        uint64_t retry_after_ns; /* denied: the longest of the denying members' retry_after
+                                  * (UINT64_MAX when a budget denied: only an add helps) */
+        uint64_t remaining[THR_COMPOSE_MAX_MEMBERS]; /* each member's tokens, units or balance
+                                                      * left (as decided) */
+        uint64_t reserved[4];
+};
+
+/*
+ * thr_compose_try - decide N members (1 to THR_COMPOSE_MAX_MEMBERS) at once: admitted only if
+ * every member admits its cost now, and then all of them are consumed; otherwise none is (nothing
+ * stays consumed, nothing to give back). Other callers see every member before the call or after
+ * it, never between. A caller killed at any point leaves the keys as if the call never happened
+ * or as if it completed, once a caller that meets one of its keys, or the daemon, settles it.
+ * Returns 1 admitted, 0 denied (RES says which and when to retry), or: -EINVAL (N out of range,
+ * a NULL member, the same key twice, limiters of different arenas), -EOPNOTSUPP (a semaphore or
+ * serialized window member), -ERANGE (a cost above its limiter's burst or limit), -EBUSY (other
+ * calls kept settling its keys under it: nothing consumed, call again), -EBADMSG, and the errors
+ * of thr_limiter_try. Lock-free (no syscall, no lock on existing keys); new keys are inserted as
+ * a try inserts them. Thread-safe; not async-signal-safe.
+ */
+int thr_compose_try(const struct thr_member *members, size_t n, struct thr_compose_result *res);
+
+/*
  * Peers (thr_peer_open(3)): one holder of locks on any number of semaphore keys, with one expiry.
  * A heartbeat keeps all its locks; its expiry, thr_peer_close, or its process dying releases all.
  * Acquires through a peer are idempotent (the same count again changes nothing) and obey lock

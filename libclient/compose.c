@@ -1,0 +1,224 @@
+/*
+ * compose.c - thr_compose_try: several members decided together, all or nothing. The protocol
+ * (journal, marks in fixed order, one status CAS that decides, marks replaced; helpers settle a
+ * stalled or dead owner's marks) and its argument are at the top of shm/compose.h.
+ *
+ * The members' slots are found (or created, as a try creates them) first, then the call enters
+ * its thread's read-side section for the whole marking: no slot it holds a pointer to can be
+ * reclaimed and reused meanwhile; a slot retired since the lookup (evicted) aborts the attempt,
+ * and the next attempt looks the keys up again. Every attempt replaces every mark it made before
+ * it returns or starts again, so a mark always names its owner's current call.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+
+#include "client_internal.h"
+#include "compose.h"
+#include "testhook.h"
+
+#define ATTEMPTS 16
+
+struct member {
+        thr_limiter *lim;
+        struct thr_slot *slot;
+        uint32_t gen; /* the slot's generation when found */
+        uint32_t at;  /* its index in the caller's array */
+        uint64_t cost;
+        struct thr_mverdict v;
+        bool marked;
+};
+
+static int by_slot(const void *x, const void *y)
+{
+        const struct member *a = x, *b = y;
+        return a->slot < b->slot ? -1 : a->slot > b->slot;
+}
+
+/* Replace each of the call's marks by its entry's next (COMMIT) or old, once (a CAS from the
+ * mark: a helper may have done it already), then the journal is idle. */
+static void finish(struct thr_journal *j, struct member *mb, size_t n, uint64_t mark, uint64_t seq,
+                   enum thr_journal_state oc)
+{
+        for (size_t i = 0; i < n; i++) {
+                if (!mb[i].marked)
+                        continue;
+                struct thr_jentry *e = &j->e[i];
+                uint64_t want = mark;
+                uint64_t v = oc == THR_JOURNAL_COMMIT
+                                 ? atomic_load_explicit(&e->next, memory_order_relaxed)
+                                 : atomic_load_explicit(&e->old, memory_order_relaxed);
+                atomic_compare_exchange_strong_explicit(&mb[i].slot->state, &want, v,
+                                                        memory_order_acq_rel, memory_order_relaxed);
+                THR_HOOK(THR_HOOK_COMPOSE_SETTLED_ONE, e);
+        }
+        atomic_store_explicit(&j->status, shm_journal_status(seq, THR_JOURNAL_IDLE),
+                              memory_order_release);
+}
+
+/* The status CAS from UNDECIDED to OC; the outcome that stands (a helper may have aborted). */
+static enum thr_journal_state decide(struct thr_journal *j, uint64_t seq, enum thr_journal_state oc)
+{
+        uint64_t want = shm_journal_status(seq, THR_JOURNAL_UNDECIDED);
+        if (atomic_compare_exchange_strong_explicit(&j->status, &want, shm_journal_status(seq, oc),
+                                                    memory_order_acq_rel, memory_order_acquire))
+                return oc;
+        return (enum thr_journal_state)(want & 3);
+}
+
+/* Mark member I (entry E) from its current state. 0 marked, 1 its slot was retired or reused (look
+ * again), -EBADMSG. */
+static int mark_one(thr_arena *a, struct member *m, struct thr_jentry *e, uint64_t mark)
+{
+        const struct shm_map *map = &a->map;
+        for (;;) {
+                uint64_t meta = atomic_load_explicit(&m->slot->meta, memory_order_acquire);
+                if (THR_META_STATUS(meta) != THR_SLOT_LIVE || THR_META_GEN(meta) != m->gen)
+                        return 1;
+                uint64_t st = atomic_load_explicit(&m->slot->state, memory_order_acquire);
+                if (shm_is_mark(st)) {
+                        int rc = shm_mark_resolve(map, m->slot, st);
+                        if (rc < 0)
+                                return rc;
+                        continue;
+                }
+                if (st == THR_TAT_DEAD || st == THR_TAT_FREE)
+                        return 1;
+                atomic_store_explicit(&e->old, st, memory_order_relaxed);
+                if (atomic_compare_exchange_strong_explicit(
+                        &m->slot->state, &st, mark, memory_order_acq_rel, memory_order_acquire)) {
+                        m->marked = true;
+                        THR_HOOK(THR_HOOK_COMPOSE_MARKED, e);
+                        return 0;
+                }
+        }
+}
+
+/* One attempt: 1 admitted, 0 denied, 2 again (aborted by a helper, or a slot retired), -errno. */
+static int attempt(thr_arena *a, struct thr_reader *r, uint32_t idx, struct member *mb, size_t n,
+                   struct thr_compose_result *res)
+{
+        struct thr_journal *j = &r->journal;
+        uint64_t seq = (atomic_load_explicit(&j->status, memory_order_relaxed) >> 2) + 1;
+        uint64_t mark = shm_mark(idx, seq);
+        atomic_store_explicit(&j->n, (uint32_t)n, memory_order_relaxed);
+        for (size_t i = 0; i < n; i++) {
+                struct thr_jentry *e = &j->e[i];
+                mb[i].marked = false;
+                atomic_store_explicit(&e->slot_off,
+                                      (uint64_t)((char *)mb[i].slot - (char *)a->map.base),
+                                      memory_order_relaxed);
+                atomic_store_explicit(&e->gen, mb[i].gen, memory_order_relaxed);
+                atomic_store_explicit(&e->cost, mb[i].cost, memory_order_relaxed);
+                atomic_store_explicit(&e->old, 0, memory_order_relaxed);
+                atomic_store_explicit(&e->next, 0, memory_order_relaxed);
+        }
+        atomic_store_explicit(&j->status, shm_journal_status(seq, THR_JOURNAL_UNDECIDED),
+                              memory_order_release);
+        THR_HOOK(THR_HOOK_COMPOSE_JOURNALED, j);
+        int rc = 0;
+        for (size_t i = 0; i < n && rc == 0; i++) {
+                rc = mark_one(a, &mb[i], &j->e[i], mark);
+                if (rc == 0 && (atomic_load_explicit(&j->status, memory_order_acquire) & 3) !=
+                                   THR_JOURNAL_UNDECIDED)
+                        rc = 1; /* a helper aborted us: restore, then again */
+        }
+        if (rc != 0) {
+                finish(j, mb, n, mark, seq, decide(j, seq, THR_JOURNAL_ABORT));
+                return rc < 0 ? rc : 2;
+        }
+        /* every member marked: decide each on the state it had */
+        bool all = true;
+        for (size_t i = 0; i < n; i++) {
+                uint64_t old = atomic_load_explicit(&j->e[i].old, memory_order_relaxed);
+                rc = thr_member_decide(mb[i].lim, mb[i].slot, old, mb[i].cost, &mb[i].v);
+                if (rc < 0) {
+                        finish(j, mb, n, mark, seq, decide(j, seq, THR_JOURNAL_ABORT));
+                        return rc;
+                }
+                atomic_store_explicit(&j->e[i].kind, mb[i].v.kind, memory_order_relaxed);
+                atomic_store_explicit(&j->e[i].next, mb[i].v.next, memory_order_relaxed);
+                all &= mb[i].v.ok;
+        }
+        if (all)
+                for (size_t i = 0; i < n; i++)
+                        if (mb[i].v.kind == THR_KIND_WINDOW && mb[i].cost)
+                                thr_member_stage(
+                                    mb[i].lim, mb[i].slot,
+                                    atomic_load_explicit(&j->e[i].old, memory_order_relaxed),
+                                    mb[i].cost, mb[i].v.stamp);
+        enum thr_journal_state oc = decide(j, seq, all ? THR_JOURNAL_COMMIT : THR_JOURNAL_ABORT);
+        THR_HOOK(THR_HOOK_COMPOSE_DECIDED, j);
+        finish(j, mb, n, mark, seq, oc);
+        if (all && oc != THR_JOURNAL_COMMIT)
+                return 2; /* aborted by a helper before our commit: nothing consumed, again */
+        res->admitted = all;
+        res->denied = UINT32_MAX;
+        res->retry_after_ns = 0;
+        for (size_t i = 0; i < n; i++) {
+                res->remaining[mb[i].at] = mb[i].v.remaining;
+                if (mb[i].v.ok)
+                        continue;
+                if (mb[i].at < res->denied)
+                        res->denied = mb[i].at;
+                if (mb[i].v.retry_ns > res->retry_after_ns)
+                        res->retry_after_ns = mb[i].v.retry_ns;
+        }
+        return all;
+}
+
+static int compose(const struct thr_member *in, size_t n, struct thr_compose_result *res)
+{
+        thr_arena *a = in[0].lim->a;
+        int rc = 0;
+        struct thr_reader *r = thr_reader_get(a, &rc);
+        if (!r)
+                return rc;
+        struct thr_reader *rec0 = shm_at(a->map.base, a->map.g.reader_off);
+        uint32_t idx = (uint32_t)(r - rec0);
+        struct member mb[THR_COMPOSE_MAX];
+        for (int tries = 0; tries < ATTEMPTS; tries++) {
+                for (size_t i = 0; i < n; i++) {
+                        struct thr_reservation_priv loc;
+                        rc = thr_op_locate_plain(in[i].lim, in[i].key, in[i].len, &loc);
+                        if (rc < 0)
+                                return rc;
+                        mb[i] = (struct member){.lim = in[i].lim,
+                                                .slot = (struct thr_slot *)loc.slot,
+                                                .gen = (uint32_t)loc.gen,
+                                                .at = (uint32_t)i,
+                                                .cost = in[i].cost};
+                }
+                qsort(mb, n, sizeof(mb[0]), by_slot); /* one order for every caller */
+                for (size_t i = 1; i < n; i++)
+                        if (mb[i].slot == mb[i - 1].slot)
+                                return -EINVAL; /* the same key twice */
+                uint64_t outer = thr_reader_enter(a, r);
+                rc = attempt(a, r, idx, mb, n, res);
+                thr_reader_exit(r, outer);
+                if (rc != 2) {
+                        if (rc >= 0)
+                                thr_count(rc ? &r->admitted : &r->denied);
+                        return rc;
+                }
+        }
+        return -EBUSY;
+}
+
+int thr_compose_try(const struct thr_member *m, size_t n, struct thr_compose_result *res)
+{
+        if (!m || !res || n == 0 || n > THR_COMPOSE_MAX)
+                return -EINVAL;
+        for (size_t i = 0; i < n; i++) {
+                if (!m[i].lim || !m[i].key || m[i].len == 0 || m[i].lim->a != m[0].lim->a)
+                        return -EINVAL;
+                if (m[i].len > THR_KEY_MAX)
+                        return -ENAMETOOLONG;
+        }
+        *res = (struct thr_compose_result){.denied = UINT32_MAX};
+        int old;
+        pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
+        int rc = compose(m, n, res);
+        pthread_setcancelstate(old, NULL);
+        return rc;
+}

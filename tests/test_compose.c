@@ -1,0 +1,392 @@
+/*
+ * test_compose.c - composed calls (thr_compose_try): several limits of different kinds decided
+ * all together or not at all. In one process: what is admitted is what the separate tries would
+ * admit, a denial consumes nothing (every state word exactly as before), the result names the
+ * first denying member and the longest retry. A caller SIGKILLed at every step of a call (its
+ * journal written, each member marked, its decision made, each mark replaced) leaves the keys as
+ * if the call never happened (killed before its decision) or as if it completed (after), once a
+ * caller that meets a key, or the daemon's reap of its record, settles it; a caller stopped with
+ * its marks in place is aborted by the next caller within microseconds and completes later. Many
+ * processes composing at random on a frozen manual clock, some SIGKILLed: no key ever gives more
+ * than its limit, no mark is left, and every key's consumption is its confirmed calls plus some
+ * of the killed ones.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "compose.h"
+#include "client_internal.h"
+#include "helpers.h"
+#include "reclaim.h"
+#include "testhook.h"
+
+static struct tarena T;
+
+static struct shm_limiter_spec kind_spec(const char *name, uint32_t kind, uint64_t n,
+                                         uint64_t period)
+{
+        struct shm_limiter_spec s = tspec(name, n, period, n, n);
+        s.kind = kind;
+        if (kind == THR_KIND_BUDGET) {
+                s = tspec(name, 0, 0, 0, n);
+                s.kind = kind;
+                s.max_reserve_ns = 0;
+        }
+        return s;
+}
+
+static void setup(void)
+{
+        struct shm_limiter_spec s[] = {
+            kind_spec("req", THR_KIND_GCRA, 3, SEC),     /* 3 a second, burst 3 */
+            kind_spec("tok", THR_KIND_WINDOW, 100, SEC), /* 100 units a second */
+            kind_spec("bud", THR_KIND_BUDGET, 50, 0),    /* a balance of 50 */
+            kind_spec("sem", THR_KIND_SEMAPHORE, 4, 0),  /* no try form: refused */
+        };
+        s[3].leases = 4;
+        s[3].max_reserve_ns = 0;
+        tarena_make(&T, THR_CLOCK_MANUAL, SHM_HUGE_OFF, s, 4);
+}
+
+static thr_limiter *g_lims[16];
+static int g_nlims;
+
+static thr_limiter *lim(const char *name)
+{
+        cr_assert_lt(g_nlims, 16);
+        return g_lims[g_nlims++] = tlim(&T, name);
+}
+
+static void teardown(void)
+{
+        thr_test_hook = NULL;
+        while (g_nlims > 0)
+                thr_limiter_close(g_lims[--g_nlims]);
+        tarena_free(&T);
+}
+
+TestSuite(compose, .init = setup, .fini = teardown, .timeout = 120);
+
+/* The raw state word of KEY in L (created if new, charged nothing). */
+static uint64_t state_of(thr_limiter *l, const char *key)
+{
+        struct thr_reservation_priv loc;
+        cr_assert_eq(thr_op_locate_plain(l, key, strlen(key), &loc), 0);
+        return atomic_load(&((struct thr_slot *)loc.slot)->state);
+}
+
+static struct thr_member mem(thr_limiter *l, const char *key, uint64_t cost)
+{
+        return (struct thr_member){.lim = l, .key = key, .len = strlen(key), .cost = cost};
+}
+
+Test(compose, all_admitted_or_none_consumed)
+{
+        thr_limiter *req = lim("req"), *tok = lim("tok"), *bud = lim("bud");
+        struct thr_compose_result r;
+        struct thr_member m[] = {mem(req, "t1", 1), mem(tok, "t1", 30), mem(bud, "t1", 20)};
+        cr_assert_eq(thr_compose_try(m, 3, &r), 1);
+        cr_assert_eq(r.remaining[0], 2);
+        cr_assert_eq(r.remaining[1], 70);
+        cr_assert_eq(r.remaining[2], 30);
+        cr_assert_eq(thr_compose_try(m, 3, &r), 1);
+        /* the budget has 10 left: the third call is denied by it, and nothing else moves */
+        uint64_t before[3] = {state_of(req, "t1"), state_of(tok, "t1"), state_of(bud, "t1")};
+        cr_assert_eq(thr_compose_try(m, 3, &r), 0);
+        cr_assert_eq(r.denied, 2, "the budget denied");
+        cr_assert_eq(r.retry_after_ns, UINT64_MAX, "only an add helps a budget");
+        cr_assert_eq(state_of(req, "t1"), before[0], "the GCRA key is exactly as before");
+        cr_assert_eq(state_of(tok, "t1"), before[1], "the window key too");
+        cr_assert_eq(state_of(bud, "t1"), before[2], "and the budget");
+        /* a window that is short: it is the first to deny, and says when it would fit */
+        struct thr_member w[] = {mem(req, "t2", 1), mem(tok, "t2", 100)};
+        cr_assert_eq(thr_compose_try(w, 2, &r), 1);
+        struct thr_member w2[] = {mem(req, "t2", 1), mem(tok, "t2", 1)};
+        cr_assert_eq(thr_compose_try(w2, 2, &r), 0);
+        cr_assert_eq(r.denied, 1);
+        cr_assert_eq(r.retry_after_ns, SEC, "the window's units leave in 1 s");
+        /* the GCRA key of t2 was not charged by the denied call: 2 more fit alone */
+        struct thr_result tr;
+        cr_assert_eq(thr_limiter_try(req, "t2", 2, 2, &tr), 1);
+        cr_assert_eq(thr_limiter_try(req, "t2", 2, 1, &tr), 0);
+}
+
+Test(compose, bad_calls_are_refused)
+{
+        thr_limiter *req = lim("req"), *tok = lim("tok"), *sem = lim("sem");
+        struct thr_compose_result r;
+        struct thr_member twice[] = {mem(req, "k", 1), mem(req, "k", 1)};
+        cr_assert_eq(thr_compose_try(twice, 2, &r), -EINVAL, "the same key twice");
+        struct thr_member s[] = {mem(req, "k", 1), mem(sem, "k", 1)};
+        cr_assert_eq(thr_compose_try(s, 2, &r), -EOPNOTSUPP, "a semaphore has no try form");
+        cr_assert_eq(state_of(req, "k") < THR_TAT_LIMIT, 1, "and nothing is left marked");
+        struct thr_member big[] = {mem(req, "k", 1), mem(tok, "k", 101)};
+        cr_assert_eq(thr_compose_try(big, 2, &r), -ERANGE);
+        cr_assert_eq(thr_compose_try(big, 0, &r), -EINVAL);
+        cr_assert_eq(thr_compose_try(big, 9, &r), -EINVAL);
+        struct thr_result tr;
+        cr_assert_eq(thr_limiter_try(req, "k", 1, 3, &tr), 1, "nothing was consumed");
+}
+
+/* ---------------------------------------------------------------- killed at each step */
+
+static enum thr_hook_point g_die_at;
+static int g_die_nth, g_seen;
+static void die_at(enum thr_hook_point p, void *arg)
+{
+        (void)arg;
+        if (p == g_die_at && ++g_seen == g_die_nth)
+                raise(SIGKILL);
+}
+
+/* A child composes (req 1, tok 30, bud 10) on key K and is SIGKILLed at the NTH hit of POINT.
+ * Returns whether the call counts as completed: every member consumed, or none. DAEMON: the keys
+ * are settled by the daemon's reap of the dead record, nobody touching them first. */
+static thr_limiter *g_req, *g_tok, *g_bud;
+
+static bool killed_at(enum thr_hook_point point, int nth, const char *k, bool daemon)
+{
+        thr_limiter *req = g_req, *tok = g_tok, *bud = g_bud;
+        uint64_t b[3] = {state_of(req, k), state_of(tok, k), state_of(bud, k)};
+        pid_t kid = tfork();
+        if (kid == 0) {
+                g_die_at = point;
+                g_die_nth = nth;
+                thr_test_hook = die_at;
+                struct thr_compose_result r;
+                struct thr_member m[] = {mem(req, k, 1), mem(tok, k, 30), mem(bud, k, 10)};
+                int rc = thr_compose_try(m, 3, &r);
+                _exit(rc == 1 ? 0 : 3); /* the hook did not fire */
+        }
+        int st;
+        waitpid(kid, &st, 0);
+        cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "the call died at its step");
+        if (daemon) {
+                shm_readers_reap(&T.map); /* the record of the dead: its call settled */
+                struct thr_reservation_priv loc;
+                thr_limiter *ls[3] = {req, tok, bud};
+                for (int i = 0; i < 3; i++) {
+                        cr_assert_eq(thr_op_locate_plain(ls[i], k, strlen(k), &loc), 0);
+                        uint64_t s = atomic_load(&((struct thr_slot *)loc.slot)->state);
+                        cr_assert_not(shm_is_mark(s), "member %d still marked after the reap", i);
+                }
+        }
+        /* a peek settles whatever the daemon did not */
+        uint64_t a[3] = {state_of(req, k), state_of(tok, k), state_of(bud, k)};
+        struct thr_result tr;
+        cr_assert_geq(thr_limiter_try(req, k, strlen(k), 0, &tr), 0);
+        cr_assert_geq(thr_limiter_try(tok, k, strlen(k), 0, &tr), 0);
+        cr_assert_geq(thr_limiter_try(bud, k, strlen(k), 0, &tr), 0);
+        a[0] = state_of(req, k);
+        a[1] = state_of(tok, k);
+        a[2] = state_of(bud, k);
+        bool same = a[0] == b[0] && a[1] == b[1] && a[2] == b[2];
+        bool done = a[0] != b[0] && a[1] == b[1] + 30 && a[2] == b[2] - 10;
+        cr_assert(same || done, "partly consumed: req %lu -> %lu, tok %lu -> %lu, bud %lu -> %lu",
+                  (unsigned long)b[0], (unsigned long)a[0], (unsigned long)b[1],
+                  (unsigned long)a[1], (unsigned long)b[2], (unsigned long)a[2]);
+        return done;
+}
+
+Test(compose, killed_at_each_step_never_partly_consumed)
+{
+        g_req = lim("req");
+        g_tok = lim("tok");
+        g_bud = lim("bud");
+        static const struct {
+                enum thr_hook_point p;
+                int nth;
+                bool done;
+        } steps[] = {
+            {THR_HOOK_COMPOSE_JOURNALED, 1, false},  {THR_HOOK_COMPOSE_MARKED, 1, false},
+            {THR_HOOK_COMPOSE_MARKED, 2, false},     {THR_HOOK_COMPOSE_MARKED, 3, false},
+            {THR_HOOK_COMPOSE_DECIDED, 1, true},     {THR_HOOK_COMPOSE_SETTLED_ONE, 1, true},
+            {THR_HOOK_COMPOSE_SETTLED_ONE, 2, true}, {THR_HOOK_COMPOSE_SETTLED_ONE, 3, true},
+        };
+        for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++)
+                for (int daemon = 0; daemon < 2; daemon++) {
+                        char k[16];
+                        snprintf(k, sizeof(k), "k%zu.%d", i, daemon);
+                        bool done = killed_at(steps[i].p, steps[i].nth, k, daemon);
+                        cr_assert_eq(done, steps[i].done, "step %zu (%s): %s", i,
+                                     daemon ? "the daemon's reap" : "a caller",
+                                     done ? "completed" : "never happened");
+                }
+}
+
+static void stop_at_second_mark(enum thr_hook_point p, void *arg)
+{
+        (void)arg;
+        static int n;
+        if (p == THR_HOOK_COMPOSE_MARKED && ++n == 2)
+                raise(SIGSTOP);
+}
+
+Test(compose, a_stopped_caller_is_aborted_then_completes)
+{
+        thr_limiter *req = lim("req"), *bud = lim("bud");
+        uint64_t b = state_of(bud, "s");
+        pid_t kid = tfork();
+        if (kid == 0) {
+                struct thr_compose_result r;
+                struct thr_member m[] = {mem(req, "s", 1), mem(bud, "s", 10)};
+                thr_test_hook = stop_at_second_mark; /* stopped with both members marked */
+                int rc = thr_compose_try(m, 2, &r);
+                _exit(rc == 1 ? 0 : 3);
+        }
+        int st;
+        cr_assert_eq(waitpid(kid, &st, WUNTRACED), kid);
+        cr_assert(WIFSTOPPED(st), "stopped holding its marks");
+        /* a try meets a mark, waits its patience, aborts the call and is decided */
+        struct thr_budget_result br;
+        cr_assert_eq(thr_budget_try(bud, "s", 1, 5, &br), 0);
+        cr_assert_eq(br.balance, 50 - 5 - (b == 50 ? 0 : 50 - b));
+        kill(kid, SIGCONT);
+        cr_assert_eq(waitpid(kid, &st, 0), kid);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "it saw its abort and completed: %#x", st);
+        cr_assert_eq(state_of(bud, "s"), 35, "50 - 5 (the try) - 10 (the call, once)");
+}
+
+/* ---------------------------------------------------------------- many processes */
+
+#define KEYS    24
+#define PROCS   5
+#define LOG_MAX 1000000
+
+struct clog {
+        _Atomic uint64_t n;
+        struct {
+                _Atomic uint32_t state; /* 1 started, 2 admitted, 3 denied */
+                uint16_t mask;          /* members: bit 0 req, 1 tok, 2 bud */
+                uint16_t key;
+                uint16_t cost[3];
+        } e[LOG_MAX];
+};
+
+static void composer(struct clog *g, uint64_t seed)
+{
+        thr_limiter *ls[3];
+        const char *names[3] = {"req", "tok", "bud"};
+        for (int i = 0; i < 3; i++)
+                if (thr_limiter_open(T.a, names[i], &ls[i]) < 0)
+                        _exit(4);
+        for (;;) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                uint64_t i = atomic_fetch_add(&g->n, 1);
+                if (i >= LOG_MAX)
+                        _exit(0);
+                uint16_t mask = (uint16_t)(1 + seed % 7), key = (uint16_t)((seed >> 8) % KEYS);
+                char k[8];
+                snprintf(k, sizeof(k), "c%u", key);
+                struct thr_member m[3];
+                size_t n = 0;
+                g->e[i].mask = mask;
+                g->e[i].key = key;
+                for (int j = 0; j < 3; j++) {
+                        g->e[i].cost[j] = (uint16_t)(1 + (seed >> (16 + 4 * j)) % (j == 0 ? 1 : 9));
+                        if (mask & (1u << j))
+                                m[n++] = mem(ls[j], k, g->e[i].cost[j]);
+                }
+                atomic_store(&g->e[i].state, 1);
+                struct thr_compose_result r;
+                int rc = thr_compose_try(m, n, &r);
+                if (rc < 0 && rc != -EBUSY)
+                        _exit(5);
+                atomic_store(&g->e[i].state, rc == 1 ? 2 : 3);
+                if (seed % 4 == 0)
+                        usleep(20); /* others get in between */
+        }
+}
+
+Test(compose, processes_killed_at_random_never_over_admit_nor_leave_marks, .timeout = 120)
+{
+        struct clog *g =
+            mmap(NULL, sizeof(*g), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        cr_assert_neq(g, MAP_FAILED);
+        pid_t kids[PROCS];
+        uint64_t seed = (uint64_t)time(NULL);
+        for (int i = 0; i < PROCS; i++) {
+                kids[i] = tfork();
+                if (kids[i] == 0)
+                        composer(g, seed * 2654435761u + (uint64_t)i + 1);
+        }
+        int kills = 0;
+        struct timespec t0, t;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        for (;;) {
+                clock_gettime(CLOCK_MONOTONIC, &t);
+                if (t.tv_sec - t0.tv_sec >= 3)
+                        break;
+                usleep((useconds_t)(2000 + rand() % 8000));
+                int v = rand() % PROCS;
+                kill(kids[v], SIGKILL);
+                waitpid(kids[v], NULL, 0);
+                kills++;
+                kids[v] = tfork();
+                if (kids[v] == 0)
+                        composer(g, seed * 40503u + (uint64_t)kills);
+        }
+        for (int i = 0; i < PROCS; i++) {
+                kill(kids[i], SIGKILL);
+                waitpid(kids[i], NULL, 0);
+        }
+        shm_readers_reap(&T.map);
+        thr_limiter *ls[3] = {lim("req"), lim("tok"), lim("bud")};
+        uint64_t n = atomic_load(&g->n);
+        if (n > LOG_MAX)
+                n = LOG_MAX;
+        uint64_t conf[3][KEYS] = {{0}}, amb[3][KEYS] = {{0}}, admitted = 0, denied = 0, open = 0;
+        for (uint64_t i = 0; i < n; i++) {
+                uint32_t s = atomic_load(&g->e[i].state);
+                admitted += s == 2;
+                denied += s == 3;
+                open += s == 1;
+                for (int j = 0; j < 3; j++)
+                        if (g->e[i].mask & (1u << j)) {
+                                if (s == 2)
+                                        conf[j][g->e[i].key] += g->e[i].cost[j];
+                                if (s == 1)
+                                        amb[j][g->e[i].key] += g->e[i].cost[j];
+                        }
+        }
+        /* the clock never moved: GCRA gives at most 3 a key, the window 100, the budget 50 */
+        static const uint64_t cap[3] = {3, 100, 50};
+        for (int k = 0; k < KEYS; k++) {
+                char key[8];
+                snprintf(key, sizeof(key), "c%d", k);
+                uint64_t used[3];
+                for (int j = 0; j < 3; j++) {
+                        uint64_t st = state_of(ls[j], key);
+                        cr_assert_not(shm_is_mark(st), "key %s of %d left marked", key, j);
+                }
+                struct thr_result tr;
+                cr_assert_eq(thr_limiter_try(ls[0], key, strlen(key), 0, &tr), 1);
+                used[0] = 3 - tr.remaining;
+                cr_assert_eq(thr_limiter_try(ls[1], key, strlen(key), 0, &tr), 1);
+                used[1] = 100 - tr.remaining;
+                struct thr_budget_stat bs;
+                cr_assert_eq(thr_budget_stat(ls[2], key, strlen(key), &bs), 0);
+                used[2] = 50 - bs.balance;
+                for (int j = 0; j < 3; j++) {
+                        cr_assert_leq(used[j], cap[j], "member %d key %s over its limit", j, key);
+                        cr_assert_geq(used[j], conf[j][k], "member %d key %s: confirmed calls lost",
+                                      j, key);
+                        cr_assert_leq(used[j], conf[j][k] + amb[j][k],
+                                      "member %d key %s: consumed by nobody", j, key);
+                }
+        }
+        cr_log_info("%lu calls (%lu admitted, %lu denied, %lu cut by %d kills)", (unsigned long)n,
+                    (unsigned long)admitted, (unsigned long)denied, (unsigned long)open, kills);
+        cr_assert_gt(admitted, 0);
+        cr_assert_gt(kills, 10);
+}
