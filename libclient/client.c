@@ -989,6 +989,59 @@ int thr_member_decide(thr_limiter *l, struct thr_slot *s, uint64_t state, uint64
         return 0;
 }
 
+/* Declared in client_internal.h: give back what a composed call's member consumed (GCRA,
+ * window; throttle.h says what can be). Inside the caller's read-side section. */
+int thr_member_refund(thr_limiter *l, struct thr_slot *s, uint64_t prev, uint64_t next,
+                      uint64_t cost, struct thr_member_refund *out)
+{
+        *out = (struct thr_member_refund){0};
+        struct thr_params pc;
+        struct op o = {.pc = &pc, .l = l, .slot = s};
+        o.p = lim_params_for(l, false);
+        if (!o.p)
+                return lim_gone_for(l, false);
+        o.kind = o.p->kind;
+        if (o.kind != THR_KIND_GCRA && !(o.p = params_pin(l, o.p, o.kind, false, o.pc)))
+                return -EBADMSG;
+        uint64_t cur = atomic_load_explicit(&s->state, memory_order_acquire);
+        for (int spins = 0; spins < 64; spins++) {
+                if (shm_is_mark(cur)) { /* a composed call's: settled first */
+                        if (shm_mark_resolve(&l->a->map, s, cur) < 0)
+                                return -EBADMSG;
+                        cur = atomic_load_explicit(&s->state, memory_order_acquire);
+                        continue;
+                }
+                if (cur >= THR_TAT_LIMIT)
+                        return 0;
+                uint64_t to, give;
+                if (o.kind == THR_KIND_WINDOW) {
+                        if (cur != next || next < cost || prev != next - cost)
+                                return 0; /* units admitted since: they stay (over-denial) */
+                        to = prev;
+                        give = cost;
+                } else if (o.kind == THR_KIND_GCRA) {
+                        /* the part of the call's charge not yet drained; never below what
+                         * was admitted since (shm/compose.h has the argument) */
+                        uint64_t now = op_now(&o);
+                        __uint128_t ct = (__uint128_t)cost * o.p->t_units;
+                        if (cur < next || next <= now)
+                                return 0;
+                        give = next - now < ct ? next - now : (uint64_t)ct;
+                        to = cur - give;
+                } else {
+                        return 0;
+                }
+                if (atomic_compare_exchange_strong_explicit(
+                        &s->state, &cur, to, memory_order_acq_rel, memory_order_acquire)) {
+                        out->full = o.kind == THR_KIND_WINDOW ||
+                                    (__uint128_t)give == (__uint128_t)cost * o.p->t_units;
+                        out->given = o.kind == THR_KIND_WINDOW ? cost : give / o.p->t_units;
+                        return 0;
+                }
+        }
+        return 0;
+}
+
 /* Declared in client_internal.h: log a window member's units before its commit (window.h). */
 void thr_member_stage(thr_limiter *l, struct thr_slot *s, uint64_t prev, uint64_t cost,
                       uint64_t stamp)

@@ -12,6 +12,8 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
+#include <time.h>
 
 #include "client_internal.h"
 #include "compose.h"
@@ -27,6 +29,7 @@ struct member {
         uint64_t cost;
         struct thr_mverdict v;
         bool marked;
+        uint64_t prev; /* the state the decision was made on (a ticket's) */
 };
 
 static int by_slot(const void *x, const void *y)
@@ -136,6 +139,7 @@ static int attempt(thr_arena *a, struct thr_reader *r, uint32_t idx, struct memb
                         finish(j, mb, n, mark, seq, decide(j, seq, THR_JOURNAL_ABORT));
                         return rc;
                 }
+                mb[i].prev = old;
                 atomic_store_explicit(&j->e[i].kind, mb[i].v.kind, memory_order_relaxed);
                 atomic_store_explicit(&j->e[i].next, mb[i].v.next, memory_order_relaxed);
                 all &= mb[i].v.ok;
@@ -167,7 +171,36 @@ static int attempt(thr_arena *a, struct thr_reader *r, uint32_t idx, struct memb
         return all;
 }
 
-static int compose(const struct thr_member *in, size_t n, struct thr_compose_result *res)
+/* One member of a ticket (struct thr_compose_ticket's priv words). */
+struct tmember {
+        struct thr_slot *slot;
+        thr_limiter *lim;
+        uint64_t gen; /* fork generation << 32 | the slot's generation */
+        uint64_t prev, next, cost;
+        uint64_t kind;
+};
+static_assert(sizeof(struct tmember) * THR_COMPOSE_MAX <=
+                  sizeof(((struct thr_compose_ticket *)0)->priv),
+              "a ticket's members fit its private words");
+
+static void ticket_fill(thr_arena *a, const struct member *mb, size_t n,
+                        struct thr_compose_ticket *t)
+{
+        struct tmember *tm = (struct tmember *)(void *)t->priv;
+        t->n = (uint32_t)n;
+        t->admitted_ns = shm_now_ns(a->hdr);
+        for (size_t i = 0; i < n; i++)
+                tm[mb[i].at] = (struct tmember){.slot = mb[i].slot,
+                                                .lim = mb[i].lim,
+                                                .gen = (thr_forkpage->gen << 32) | mb[i].gen,
+                                                .prev = mb[i].prev,
+                                                .next = mb[i].v.next,
+                                                .cost = mb[i].cost,
+                                                .kind = mb[i].v.kind};
+}
+
+static int compose(const struct thr_member *in, size_t n, struct thr_compose_result *res,
+                   struct thr_compose_ticket *ticket)
 {
         thr_arena *a = in[0].lim->a;
         int rc = 0;
@@ -196,6 +229,8 @@ static int compose(const struct thr_member *in, size_t n, struct thr_compose_res
                 uint64_t outer = thr_reader_enter(a, r);
                 rc = attempt(a, r, idx, mb, n, res);
                 thr_reader_exit(r, outer);
+                if (rc == 1 && ticket)
+                        ticket_fill(a, mb, n, ticket);
                 if (rc != 2) {
                         if (rc >= 0)
                                 thr_count(rc ? &r->admitted : &r->denied);
@@ -205,7 +240,7 @@ static int compose(const struct thr_member *in, size_t n, struct thr_compose_res
         return -EBUSY;
 }
 
-int thr_compose_try(const struct thr_member *m, size_t n, struct thr_compose_result *res)
+static int check(const struct thr_member *m, size_t n, const struct thr_compose_result *res)
 {
         if (!m || !res || n == 0 || n > THR_COMPOSE_MAX)
                 return -EINVAL;
@@ -215,10 +250,137 @@ int thr_compose_try(const struct thr_member *m, size_t n, struct thr_compose_res
                 if (m[i].len > THR_KEY_MAX)
                         return -ENAMETOOLONG;
         }
+        return 0;
+}
+
+int thr_compose_take(const struct thr_member *m, size_t n, struct thr_compose_result *res,
+                     struct thr_compose_ticket *ticket)
+{
+        int rc = check(m, n, res);
+        if (ticket)
+                memset(ticket, 0, sizeof(*ticket));
+        if (rc < 0)
+                return rc;
         *res = (struct thr_compose_result){.denied = UINT32_MAX};
         int old;
         pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
-        int rc = compose(m, n, res);
+        rc = compose(m, n, res, ticket);
         pthread_setcancelstate(old, NULL);
         return rc;
+}
+
+int thr_compose_try(const struct thr_member *m, size_t n, struct thr_compose_result *res)
+{
+        return thr_compose_take(m, n, res, NULL);
+}
+
+/* Sleep until arena time DUE (a manual-clock arena: its time read again every 100 us). */
+static void sleep_until(const struct thr_hdr *h, uint64_t due)
+{
+        struct timespec tick = {0, 100000};
+        while (shm_now_ns(h) < due) {
+                if (h->clock_id != THR_CLOCK_MANUAL) {
+                        uint64_t ns = due - shm_now_ns(h);
+                        if (ns > due) /* passed meanwhile */
+                                return;
+                        tick =
+                            (struct timespec){(time_t)(ns / 1000000000), (long)(ns % 1000000000)};
+                }
+                nanosleep(&tick, NULL);
+        }
+}
+
+#define BUDGET_POLL_NS (10ull * 1000000)
+
+int thr_compose_acquire(const struct thr_member *m, size_t n, uint64_t timeout_ns,
+                        struct thr_compose_result *res, struct thr_compose_ticket *ticket)
+{
+        int rc = check(m, n, res);
+        if (rc < 0)
+                return rc;
+        const struct thr_hdr *h = m[0].lim->a->hdr;
+        uint64_t t0 = shm_now_ns(h);
+        uint64_t deadline = timeout_ns > UINT64_MAX - t0 ? UINT64_MAX : t0 + timeout_ns;
+        for (;;) {
+                rc = thr_compose_take(m, n, res, ticket);
+                if (rc != 0)
+                        return rc;
+                uint64_t now = shm_now_ns(h);
+                uint64_t wait =
+                    res->retry_after_ns == UINT64_MAX ? BUDGET_POLL_NS : res->retry_after_ns;
+                if (wait == 0)
+                        wait = 1000; /* decided on a clock a moment older: again at once */
+                if (now >= deadline || wait > deadline - now)
+                        return -ETIMEDOUT; /* the slowest member would not fit in time */
+                sleep_until(h, now + wait);
+        }
+}
+
+/* Give back member TM (the key's slot checked still the one the call charged), inside the
+ * thread's read-side section. Returns the amount given back in the member's units, and whether
+ * it was all (*FULL). A budget member's key is copied to KEY (*LEN) instead: added back after the
+ * section (an add may wait for the key's lock). */
+static uint64_t refund_one(const struct tmember *tm, bool *full, char *key, size_t *len)
+{
+        *full = false;
+        *len = 0;
+        struct thr_slot *s = tm->slot;
+        uint64_t meta = atomic_load_explicit(&s->meta, memory_order_acquire);
+        if (THR_META_STATUS(meta) != THR_SLOT_LIVE || THR_META_GEN(meta) != (uint32_t)tm->gen)
+                return 0; /* evicted or reused: nothing of the call is left there */
+        if (tm->kind == THR_KIND_BUDGET) {
+                uint32_t kl = s->key_len;
+                if (kl == 0 || kl > THR_KEY_MAX)
+                        return 0;
+                memcpy(key, s->key, kl);
+                if (atomic_load_explicit(&s->meta, memory_order_acquire) != meta)
+                        return 0; /* reused while copied */
+                *len = kl;
+                return 0;
+        }
+        struct thr_member_refund mr;
+        if (thr_member_refund(tm->lim, s, tm->prev, tm->next, tm->cost, &mr) < 0)
+                return 0;
+        *full = mr.full;
+        return mr.given;
+}
+
+int thr_compose_refund(struct thr_compose_ticket *t, uint64_t *given)
+{
+        if (!t || t->n == 0 || t->n > THR_COMPOSE_MAX)
+                return -EINVAL;
+        struct tmember *tm = (struct tmember *)(void *)t->priv;
+        for (uint32_t i = 0; i < t->n; i++)
+                if (!tm[i].slot || !tm[i].lim || (tm[i].gen >> 32) != (uint32_t)thr_forkpage->gen)
+                        return -EINVAL; /* not this process's (a fork child's copy) */
+        thr_arena *a = tm[0].lim->a;
+        int rc = 0;
+        struct thr_reader *r = thr_reader_get(a, &rc);
+        if (!r)
+                return rc;
+        int old;
+        pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
+        int whole = 0;
+        uint32_t n = t->n;
+        t->n = 0; /* once */
+        for (uint32_t i = 0; i < n; i++) {
+                uint64_t outer = thr_reader_enter(a, r);
+                bool full;
+                char key[THR_KEY_MAX];
+                size_t len;
+                uint64_t g = refund_one(&tm[i], &full, key, &len);
+                thr_reader_exit(r, outer);
+                if (len) { /* a budget: its cost added back, whatever was spent since */
+                        struct thr_budget_result br;
+                        if (thr_budget_add(tm[i].lim, key, len, tm[i].cost, &br) == 0) {
+                                g = tm[i].cost;
+                                full = true;
+                        }
+                }
+                whole += full;
+                if (given)
+                        given[i] = g;
+        }
+        pthread_setcancelstate(old, NULL);
+        return whole;
 }

@@ -13,6 +13,7 @@
  */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -134,6 +135,98 @@ Test(compose, bad_calls_are_refused)
         cr_assert_eq(thr_compose_try(big, 9, &r), -EINVAL);
         struct thr_result tr;
         cr_assert_eq(thr_limiter_try(req, "k", 1, 3, &tr), 1, "nothing was consumed");
+}
+
+Test(compose, a_refund_gives_back_what_each_kind_can)
+{
+        thr_limiter *req = lim("req"), *tok = lim("tok"), *bud = lim("bud");
+        struct thr_compose_result r;
+        struct thr_compose_ticket t;
+        struct thr_member m[] = {mem(req, "r", 1), mem(tok, "r", 30), mem(bud, "r", 20)};
+        uint64_t b[3] = {state_of(req, "r"), state_of(tok, "r"), state_of(bud, "r")};
+        cr_assert_eq(thr_compose_take(m, 3, &r, &t), 1);
+        uint64_t given[3];
+        cr_assert_eq(thr_compose_refund(&t, given), 3, "all three given back in full");
+        cr_assert_eq(given[0], 1);
+        cr_assert_eq(given[1], 30);
+        cr_assert_eq(given[2], 20);
+        cr_assert_eq(state_of(tok, "r"), b[1], "the window's count as before");
+        cr_assert_eq(state_of(bud, "r"), b[2], "the budget's balance as before");
+        struct thr_result tr;
+        cr_assert_eq(thr_limiter_try(req, "r", 1, 3, &tr), 1, "the GCRA key's 3 tokens are back");
+        cr_assert_eq(thr_compose_refund(&t, given), -EINVAL, "once");
+        /* a window unit admitted since: the window keeps the call's units */
+        struct thr_member w[] = {mem(tok, "w", 30), mem(bud, "w", 5)};
+        cr_assert_eq(thr_compose_take(w, 2, &r, &t), 1);
+        cr_assert_eq(thr_limiter_try(tok, "w", 1, 1, &tr), 1);
+        cr_assert_eq(thr_compose_refund(&t, given), 1, "only the budget in full");
+        cr_assert_eq(given[0], 0, "the window's units stay counted");
+        cr_assert_eq(given[1], 5);
+        cr_assert_eq(thr_limiter_try(tok, "w", 1, 0, &tr), 1);
+        cr_assert_eq(tr.remaining, 69);
+        /* a GCRA charge that has drained comes back by itself: nothing to give */
+        struct thr_member g[] = {mem(req, "g", 1)};
+        cr_assert_eq(thr_compose_take(g, 1, &r, &t), 1);
+        cr_assert_eq(thr_clock_advance(T.a, SEC), 0);
+        cr_assert_eq(thr_compose_refund(&t, given), 0);
+        cr_assert_eq(given[0], 0);
+        cr_assert_eq(thr_limiter_try(req, "g", 1, 3, &tr), 1, "and never more than the burst");
+        cr_assert_eq(thr_limiter_try(req, "g", 1, 1, &tr), 0);
+        /* half drained: the rest is given back, never more (3/s: T = 1/3 s) */
+        cr_assert_eq(thr_clock_advance(T.a, SEC), 0);
+        struct thr_member g2[] = {mem(req, "g", 3)};
+        cr_assert_eq(thr_compose_take(g2, 1, &r, &t), 1);
+        cr_assert_eq(thr_clock_advance(T.a, SEC / 3), 0);
+        cr_assert_eq(thr_compose_refund(&t, given), 0, "not in full");
+        cr_assert_eq(given[0], 2, "two of its three tokens had not drained");
+        cr_assert_eq(thr_limiter_try(req, "g", 1, 3, &tr), 1);
+        cr_assert_eq(thr_limiter_try(req, "g", 1, 1, &tr), 0, "3 a burst, never 4");
+}
+
+struct waiter {
+        struct thr_member m[2];
+        size_t n;
+        uint64_t timeout;
+        _Atomic int rc, done;
+};
+
+static void *wait_run(void *arg)
+{
+        struct waiter *w = arg;
+        struct thr_compose_result r;
+        atomic_store(&w->rc, thr_compose_acquire(w->m, w->n, w->timeout, &r, NULL));
+        atomic_store(&w->done, 1);
+        return NULL;
+}
+
+Test(compose, the_waiting_form_waits_for_the_slowest)
+{
+        thr_limiter *req = lim("req"), *tok = lim("tok"), *bud = lim("bud");
+        struct thr_result tr;
+        cr_assert_eq(thr_limiter_try(req, "a", 1, 3, &tr), 1);   /* empty: the next in 1/3 s */
+        cr_assert_eq(thr_limiter_try(tok, "a", 1, 100, &tr), 1); /* empty for 1 s */
+        struct waiter w = {.m = {mem(req, "a", 1), mem(tok, "a", 1)}, .n = 2, .timeout = 5 * SEC};
+        pthread_t th;
+        cr_assert_eq(pthread_create(&th, NULL, wait_run, &w), 0);
+        usleep(20000);
+        cr_assert_eq(thr_clock_advance(T.a, SEC / 2), 0);
+        usleep(20000);
+        cr_assert_not(atomic_load(&w.done), "the window is the slowest: not yet");
+        cr_assert_eq(thr_clock_advance(T.a, SEC / 2), 0);
+        for (int i = 0; i < 2000 && !atomic_load(&w.done); i++)
+                usleep(1000);
+        pthread_join(th, NULL);
+        cr_assert_eq(atomic_load(&w.rc), 1);
+        /* a budget short for good: the timeout ends it, nothing consumed */
+        struct waiter b = {.m = {mem(req, "b", 1), mem(bud, "b", 60)}, .n = 2, .timeout = SEC};
+        cr_assert_eq(pthread_create(&th, NULL, wait_run, &b), 0);
+        usleep(20000);
+        cr_assert_eq(thr_clock_advance(T.a, 2 * SEC), 0);
+        for (int i = 0; i < 2000 && !atomic_load(&b.done); i++)
+                usleep(1000);
+        pthread_join(th, NULL);
+        cr_assert_eq(atomic_load(&b.rc), -ETIMEDOUT);
+        cr_assert_eq(thr_limiter_try(req, "b", 1, 3, &tr), 1, "nothing consumed");
 }
 
 /* ---------------------------------------------------------------- killed at each step */

@@ -405,6 +405,41 @@ struct thr_compose_result {
  */
 int thr_compose_try(const struct thr_member *members, size_t n, struct thr_compose_result *res);
 
+/* What an admitted composed call consumed, for thr_compose_refund. */
+struct thr_compose_ticket {
+        uint64_t admitted_ns; /* arena time of the admission */
+        uint32_t n;           /* members; 0: nothing to refund (refunded, or not admitted) */
+        uint32_t pad;
+        uint64_t priv[64]; /* private: what thr_compose_refund needs (opaque) */
+};
+
+/*
+ * thr_compose_take - thr_compose_try that also fills TICKET when admitted (cleared otherwise).
+ * thr_compose_acquire - the waiting form: tries, and while denied sleeps until the slowest
+ * member would fit (its retry_after; a budget member, which no time makes fit, is tried again
+ * every 10 ms), up to TIMEOUT_NS. It does not queue: a lone call may get ahead of it. Returns 1
+ * (TICKET filled if not NULL), -ETIMEDOUT (nothing consumed), or the errors of thr_compose_try.
+ */
+int thr_compose_take(const struct thr_member *members, size_t n, struct thr_compose_result *res,
+                     struct thr_compose_ticket *ticket);
+int thr_compose_acquire(const struct thr_member *members, size_t n, uint64_t timeout_ns,
+                        struct thr_compose_result *res, struct thr_compose_ticket *ticket);
+
+/*
+ * thr_compose_refund - give back what an admitted composed call consumed, for a caller that did
+ * not use it (a request that failed before reaching the downstream). Per member, what can be given
+ * back (GIVEN[i] says how much, in the member's own units, when GIVEN is not NULL):
+ *   budget: always its whole cost (added back; waiters that then fit are granted);
+ *   window: its whole cost if no unit was admitted on that key since (the key's count is still the
+ *           one the call left); otherwise nothing: its units leave the window after W;
+ *   GCRA:   the part of its cost not yet drained: min(cost, (TAT the call left - now) / T) tokens,
+ *           taken off the key's TAT now (whatever was admitted since: that part is this call's);
+ *           nothing once the call's TAT has passed (the tokens came back by themselves).
+ * A key evicted or reused since gives nothing back. Once only: the ticket is cleared. Returns the
+ * number of members given back in full, -EINVAL (not a ticket of this process, or used), -EUSERS.
+ */
+int thr_compose_refund(struct thr_compose_ticket *ticket, uint64_t *given);
+
 /*
  * Peers (thr_peer_open(3)): one holder of locks on any number of semaphore keys, with one expiry.
  * A heartbeat keeps all its locks; its expiry, thr_peer_close, or its process dying releases all.
