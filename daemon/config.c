@@ -36,7 +36,7 @@
 
 /* ---------------------------------------------------------------- types */
 
-enum sect_kind { SECT_NONE, SECT_ARENA, SECT_DAEMON, SECT_LIMITER, SECT_SKIP };
+enum sect_kind { SECT_NONE, SECT_ARENA, SECT_DAEMON, SECT_LIMITER, SECT_GROUP, SECT_SKIP };
 
 /* Where each limiter's keys were, for the faults found once the whole file is read. */
 struct lim_lines {
@@ -60,6 +60,7 @@ struct parse {
         size_t lim;    /* current limiter */
         int arena_line, daemon_line;
         struct lim_lines lines[CONFIG_MAX_LIMITERS];
+        int group_line[CONFIG_MAX_GROUPS]; /* line of each group's compose = */
         char *err;
         size_t errlen, errpos;
         bool errfull;
@@ -366,6 +367,102 @@ static void begin_section(struct parse *p, const char *s)
                 begin_limiter(p, name);
 }
 
+/* ---------------------------------------------------------------- groups */
+
+/*
+ * `compose = a, b, c` in [name]: the section is a named group of limiters for composed calls
+ * (libclient: thr_group_open), not a limiter. It takes no other key. Members are checked once the
+ * whole file is read (they may be defined after it).
+ */
+static void begin_group(struct parse *p, const char *value)
+{
+        struct config *cfg = p->cfg;
+        char name[THR_NAME_MAX + 1];
+        snprintf(name, sizeof(name), "%s", cfg->limiters[p->lim].name);
+        if (p->seen) {
+                report(p, p->lineno,
+                       "[%s] compose: a group takes no other key (it was given "
+                       "limiter keys before)",
+                       name);
+                p->kind = SECT_SKIP;
+                return;
+        }
+        if (cfg->ngroups == CONFIG_MAX_GROUPS) {
+                report(p, p->lineno, "too many groups (at most %d)", CONFIG_MAX_GROUPS);
+                p->kind = SECT_SKIP;
+                return;
+        }
+        struct shm_group_spec *g = &cfg->groups[cfg->ngroups];
+        *g = (struct shm_group_spec){0};
+        snprintf(g->name, sizeof(g->name), "%s", name);
+        cfg->nlimiters--; /* the section was begun as a limiter: it is not one */
+        p->kind = SECT_GROUP;
+        char list[1024];
+        snprintf(list, sizeof(list), "%s", value);
+        char *save = NULL;
+        for (char *t = strtok_r(list, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+                while (isspace((unsigned char)*t))
+                        t++;
+                for (char *e = t + strlen(t); e > t && isspace((unsigned char)e[-1]);)
+                        *--e = '\0';
+                if (!config_name_ok(t)) {
+                        report(p, p->lineno, "[%s] compose: '%s' is not a limiter name", name, t);
+                        return;
+                }
+                if (g->n == THR_COMPOSE_MAX) {
+                        report(p, p->lineno, "[%s] compose: at most %u members", name,
+                               THR_COMPOSE_MAX);
+                        return;
+                }
+                for (uint32_t k = 0; k < g->n; k++)
+                        if (!strcmp(g->members[k], t)) {
+                                report(p, p->lineno, "[%s] compose: '%s' is named twice", name, t);
+                                return;
+                        }
+                snprintf(g->members[g->n++], sizeof(g->members[0]), "%s", t);
+        }
+        if (!g->n) {
+                report(p, p->lineno, "[%s] compose: no members (e.g. compose = a, b)", name);
+                return;
+        }
+        p->group_line[cfg->ngroups++] = p->lineno;
+}
+
+/* Each group's members: limiters of this file with a try form (GCRA, window, budget). */
+static void check_groups(struct parse *p)
+{
+        struct config *cfg = p->cfg;
+        for (size_t i = 0; i < cfg->ngroups; i++) {
+                const struct shm_group_spec *g = &cfg->groups[i];
+                for (size_t j = 0; j < i; j++)
+                        if (!strcmp(cfg->groups[j].name, g->name))
+                                report(p, p->group_line[i],
+                                       "duplicate group '%s' (first at line %d)", g->name,
+                                       p->group_line[j]);
+                for (size_t j = 0; j < cfg->nlimiters; j++)
+                        if (!strcmp(cfg->limiters[j].name, g->name))
+                                report(p, p->group_line[i],
+                                       "group '%s' has the name of a limiter (line %d)", g->name,
+                                       p->lines[j].header);
+                for (uint32_t k = 0; k < g->n; k++) {
+                        const struct shm_limiter_spec *l = NULL;
+                        for (size_t j = 0; j < cfg->nlimiters && !l; j++)
+                                if (!strcmp(cfg->limiters[j].name, g->members[k]))
+                                        l = &cfg->limiters[j];
+                        if (!l)
+                                report(p, p->group_line[i],
+                                       "[%s] compose: no limiter '%s' in this file", g->name,
+                                       g->members[k]);
+                        else if (l->kind == THR_KIND_SEMAPHORE || l->serialize)
+                                report(p, p->group_line[i],
+                                       "[%s] compose: '%s' is a %s: only GCRA, window and budget "
+                                       "limiters have a try form to compose",
+                                       g->name, g->members[k],
+                                       l->serialize ? "serialized window" : "semaphore");
+                }
+        }
+}
+
 /* ---------------------------------------------------------------- inih glue */
 
 /* Whether inih will find '=' or ':' before an inline comment (" ;"), as its parser does. */
@@ -497,7 +594,14 @@ static int on_pair(void *user, const char *section, const char *name, const char
                 set_key(p, config_daemon_keys, "daemon", name, value);
                 break;
         case SECT_LIMITER:
-                set_key(p, config_limiter_keys, p->cfg->limiters[p->lim].name, name, value);
+                if (!strcmp(name, "compose"))
+                        begin_group(p, value);
+                else
+                        set_key(p, config_limiter_keys, p->cfg->limiters[p->lim].name, name, value);
+                break;
+        case SECT_GROUP:
+                report(p, p->lineno, "group '%s' takes only compose (got '%s')",
+                       p->cfg->groups[p->cfg->ngroups ? p->cfg->ngroups - 1 : 0].name, name);
                 break;
         case SECT_SKIP:
                 break;
@@ -520,6 +624,9 @@ static void finish(struct parse *p)
         a->dir = cfg->arena_dir[0] ? cfg->arena_dir : NULL;
         a->nlimiters = cfg->nlimiters;
         a->limiters = cfg->limiters;
+        check_groups(p);
+        a->ngroups = cfg->ngroups;
+        a->groups = cfg->groups;
 }
 
 static int parse_file(struct parse *p)

@@ -12,6 +12,7 @@
 
 #include "shm.h"
 
+#define CONFIG_MAX_GROUPS   64
 #define CONFIG_MAX_LIMITERS 256
 /* [arena] spare at most 1 TiB: 5.7 billion key slots, past any host's memory, and far enough
  * from 2^64 that no sum of the arena's sizes can wrap (the arena code checks them too). */
@@ -29,6 +30,8 @@ struct config {
         uint64_t stall_ms;       /* [daemon] stall_ms: a grace period blocked longer is a stall */
         size_t nlimiters;
         struct shm_limiter_spec limiters[CONFIG_MAX_LIMITERS];
+        size_t ngroups; /* named groups for composed calls: [name] compose = a, b, c */
+        struct shm_group_spec groups[CONFIG_MAX_GROUPS];
 };
 
 /*

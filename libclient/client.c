@@ -992,7 +992,7 @@ int thr_member_decide(thr_limiter *l, struct thr_slot *s, uint64_t state, uint64
 /* Declared in client_internal.h: give back what a composed call's member consumed (GCRA,
  * window; throttle.h says what can be). Inside the caller's read-side section. */
 int thr_member_refund(thr_limiter *l, struct thr_slot *s, uint64_t prev, uint64_t next,
-                      uint64_t cost, struct thr_member_refund *out)
+                      uint64_t cost, uint64_t stamp, struct thr_member_refund *out)
 {
         *out = (struct thr_member_refund){0};
         struct thr_params pc;
@@ -1017,6 +1017,13 @@ int thr_member_refund(thr_limiter *l, struct thr_slot *s, uint64_t prev, uint64_
                 if (o.kind == THR_KIND_WINDOW) {
                         if (cur != next || next < cost || prev != next - cost)
                                 return 0; /* units admitted since: they stay (over-denial) */
+                        /* only while its units are in the window: a decision made on the count
+                         * before the refund then counted them (it was stricter), and one made
+                         * after it by a try preempted since cannot exist; once they have left,
+                         * lowering the count could let such a stale decision commit on a log it
+                         * did not read (an over-admission), and they are free anyway */
+                        if (op_now(&o) >= stamp + o.p->period_ns)
+                                return 0;
                         to = prev;
                         give = cost;
                 } else if (o.kind == THR_KIND_GCRA) {
@@ -1120,11 +1127,20 @@ int thr_reservation_cancel(struct thr_reservation *rv)
         if (shm_now_ns(a->hdr) < rv->due_ns) {
                 uint64_t meta = atomic_load_explicit(&s->meta, memory_order_acquire);
                 uint64_t expect = rp->state;
-                if (THR_META_STATUS(meta) == THR_SLOT_LIVE &&
-                    THR_META_GEN(meta) == (uint32_t)rp->gen &&
-                    atomic_compare_exchange_strong_explicit(
-                        &s->state, &expect, rp->prev, memory_order_acq_rel, memory_order_relaxed))
-                        rc = 1;
+                bool same = THR_META_STATUS(meta) == THR_SLOT_LIVE &&
+                            THR_META_GEN(meta) == (uint32_t)rp->gen;
+                /* a composed call's mark is not a later admission: settled, then again */
+                for (int i = 0; same && i < 8; i++) {
+                        if (atomic_compare_exchange_strong_explicit(&s->state, &expect, rp->prev,
+                                                                    memory_order_acq_rel,
+                                                                    memory_order_relaxed)) {
+                                rc = 1;
+                                break;
+                        }
+                        if (!shm_is_mark(expect) || shm_mark_resolve(&a->map, s, expect) < 0)
+                                break;
+                        expect = rp->state;
+                }
         }
         thr_reader_exit(r, outer);
         if (rc == 1)

@@ -93,7 +93,7 @@ struct thr_member_refund {
         uint64_t given; /* tokens (GCRA) or units (window) given back */
 };
 int thr_member_refund(thr_limiter *l, struct thr_slot *s, uint64_t prev, uint64_t next,
-                      uint64_t cost, struct thr_member_refund *out);
+                      uint64_t cost, uint64_t stamp, struct thr_member_refund *out);
 
 const struct thr_params *thr_budget_record(const thr_limiter *l, struct thr_params *copy);
 int thr_op_budget(thr_limiter *l, const void *key, size_t len, uint64_t amount, bool add,

@@ -32,10 +32,16 @@ struct member {
         uint64_t prev; /* the state the decision was made on (a ticket's) */
 };
 
-static int by_slot(const void *x, const void *y)
+/* Members in slot order (an insertion sort: at most 8; qsort cost more than the decisions). */
+static void sort_by_slot(struct member *mb, size_t n)
 {
-        const struct member *a = x, *b = y;
-        return a->slot < b->slot ? -1 : a->slot > b->slot;
+        for (size_t i = 1; i < n; i++) {
+                struct member x = mb[i];
+                size_t j = i;
+                for (; j > 0 && mb[j - 1].slot > x.slot; j--)
+                        mb[j] = mb[j - 1];
+                mb[j] = x;
+        }
 }
 
 /* Replace each of the call's marks by its entry's next (COMMIT) or old, once (a CAS from the
@@ -160,7 +166,9 @@ static int attempt(thr_arena *a, struct thr_reader *r, uint32_t idx, struct memb
         res->denied = UINT32_MAX;
         res->retry_after_ns = 0;
         for (size_t i = 0; i < n; i++) {
-                res->remaining[mb[i].at] = mb[i].v.remaining;
+                /* denied, a member that fit kept its cost: what is left is as before */
+                res->remaining[mb[i].at] =
+                    mb[i].v.remaining + (!all && mb[i].v.ok ? mb[i].cost : 0);
                 if (mb[i].v.ok)
                         continue;
                 if (mb[i].at < res->denied)
@@ -177,7 +185,9 @@ struct tmember {
         thr_limiter *lim;
         uint64_t gen; /* fork generation << 32 | the slot's generation */
         uint64_t prev, next, cost;
-        uint64_t kind;
+        uint32_t kind;
+        uint32_t pad;
+        uint64_t stamp; /* a window member's admission time */
 };
 static_assert(sizeof(struct tmember) * THR_COMPOSE_MAX <=
                   sizeof(((struct thr_compose_ticket *)0)->priv),
@@ -196,7 +206,8 @@ static void ticket_fill(thr_arena *a, const struct member *mb, size_t n,
                                                 .prev = mb[i].prev,
                                                 .next = mb[i].v.next,
                                                 .cost = mb[i].cost,
-                                                .kind = mb[i].v.kind};
+                                                .kind = mb[i].v.kind,
+                                                .stamp = mb[i].v.stamp};
 }
 
 static int compose(const struct thr_member *in, size_t n, struct thr_compose_result *res,
@@ -209,6 +220,9 @@ static int compose(const struct thr_member *in, size_t n, struct thr_compose_res
                 return rc;
         struct thr_reader *rec0 = shm_at(a->map.base, a->map.g.reader_off);
         uint32_t idx = (uint32_t)(r - rec0);
+        if (atomic_load_explicit(&r->journal.status, memory_order_acquire) & 3)
+                return -EBUSY; /* this thread is in a composed call already (a signal handler's
+                                * call would overwrite its journal) */
         struct member mb[THR_COMPOSE_MAX];
         for (int tries = 0; tries < ATTEMPTS; tries++) {
                 for (size_t i = 0; i < n; i++) {
@@ -222,7 +236,7 @@ static int compose(const struct thr_member *in, size_t n, struct thr_compose_res
                                                 .at = (uint32_t)i,
                                                 .cost = in[i].cost};
                 }
-                qsort(mb, n, sizeof(mb[0]), by_slot); /* one order for every caller */
+                sort_by_slot(mb, n); /* one order for every caller */
                 for (size_t i = 1; i < n; i++)
                         if (mb[i].slot == mb[i - 1].slot)
                                 return -EINVAL; /* the same key twice */
@@ -339,7 +353,7 @@ static uint64_t refund_one(const struct tmember *tm, bool *full, char *key, size
                 return 0;
         }
         struct thr_member_refund mr;
-        if (thr_member_refund(tm->lim, s, tm->prev, tm->next, tm->cost, &mr) < 0)
+        if (thr_member_refund(tm->lim, s, tm->prev, tm->next, tm->cost, tm->stamp, &mr) < 0)
                 return 0;
         *full = mr.full;
         return mr.given;
@@ -383,4 +397,125 @@ int thr_compose_refund(struct thr_compose_ticket *t, uint64_t *given)
         }
         pthread_setcancelstate(old, NULL);
         return whole;
+}
+
+/* ---------------------------------------------------------------- named groups */
+
+struct thr_group {
+        thr_arena *a;
+        uint32_t n;
+        thr_limiter *lims[THR_COMPOSE_MAX];
+};
+
+/* The groups' table the daemon published, checked against the heap, or NULL. */
+static const struct thr_group_table *group_table(const thr_arena *a, uint64_t *count)
+{
+        uint64_t off = atomic_load_explicit(&a->hdr->groups_off, memory_order_acquire);
+        const struct shm_geom *g = &a->map.g;
+        if (!off || off % THR_ALIGN || off < g->heap_off || off > g->heap_end ||
+            g->heap_end - off < sizeof(struct thr_group_table))
+                return NULL;
+        const struct thr_group_table *t = shm_at(a->map.base, off);
+        uint64_t n = t->count;
+        if (n > (g->heap_end - off - sizeof(*t)) / sizeof(struct thr_group_rec))
+                return NULL;
+        *count = n;
+        return t;
+}
+
+int thr_group_open(thr_arena *a, const char *name, thr_group **out)
+{
+        if (!a || !name || !out)
+                return -EINVAL;
+        *out = NULL;
+        uint64_t count = 0;
+        const struct thr_group_table *t = group_table(a, &count);
+        if (!t)
+                return atomic_load_explicit(&a->hdr->groups_off, memory_order_acquire) ? -EBADMSG
+                                                                                       : -ENOENT;
+        const struct thr_group_rec *rec = NULL;
+        for (uint64_t i = 0; i < count && !rec; i++)
+                if (memchr(t->g[i].name, 0, sizeof(t->g[i].name)) && !strcmp(t->g[i].name, name))
+                        rec = &t->g[i];
+        if (!rec)
+                return -ENOENT;
+        struct thr_group_rec copy = *rec; /* one read: the table is immutable, but checked */
+        if (copy.n == 0 || copy.n > THR_COMPOSE_MAX)
+                return -EBADMSG;
+        thr_group *g = calloc(1, sizeof(*g));
+        if (!g)
+                return -ENOMEM;
+        g->a = a;
+        int rc = 0;
+        const struct thr_dir_entry *dir = shm_at(a->map.base, a->map.g.dir_off);
+        for (uint32_t i = 0; i < copy.n && rc == 0; i++) {
+                uint32_t d = copy.member[i];
+                if (d >= a->map.g.dir_count) {
+                        rc = -EIDRM; /* its limiter was gone when the table was written */
+                        break;
+                }
+                char lname[THR_NAME_MAX + 1];
+                memcpy(lname, dir[d].name, sizeof(lname));
+                lname[THR_NAME_MAX] = 0;
+                rc = thr_limiter_open(a, lname, &g->lims[i]);
+                if (rc == -ENOENT)
+                        rc = -EIDRM;
+                if (rc == 0)
+                        g->n++;
+        }
+        if (rc < 0) {
+                thr_group_close(g);
+                return rc;
+        }
+        *out = g;
+        return 0;
+}
+
+int thr_group_size(const thr_group *g)
+{
+        return g ? (int)g->n : -EINVAL;
+}
+
+/* ARGS as the members of G's call (a NULL key: the first member's). */
+static int group_members(const thr_group *g, const struct thr_group_arg *args, struct thr_member *m)
+{
+        if (!g || !args)
+                return -EINVAL;
+        for (uint32_t i = 0; i < g->n; i++) {
+                const struct thr_group_arg *x = args[i].key ? &args[i] : &args[0];
+                m[i] = (struct thr_member){
+                    .lim = g->lims[i], .key = x->key, .len = x->len, .cost = args[i].cost};
+        }
+        return 0;
+}
+
+int thr_group_take(thr_group *g, const struct thr_group_arg *args, struct thr_compose_result *res,
+                   struct thr_compose_ticket *ticket)
+{
+        struct thr_member m[THR_COMPOSE_MAX];
+        int rc = group_members(g, args, m);
+        return rc < 0 ? rc : thr_compose_take(m, g->n, res, ticket);
+}
+
+int thr_group_try(thr_group *g, const struct thr_group_arg *args, struct thr_compose_result *res)
+{
+        return thr_group_take(g, args, res, NULL);
+}
+
+int thr_group_acquire(thr_group *g, const struct thr_group_arg *args, uint64_t timeout_ns,
+                      struct thr_compose_result *res, struct thr_compose_ticket *ticket)
+{
+        struct thr_member m[THR_COMPOSE_MAX];
+        int rc = group_members(g, args, m);
+        return rc < 0 ? rc : thr_compose_acquire(m, g->n, timeout_ns, res, ticket);
+}
+
+int thr_group_close(thr_group *g)
+{
+        if (!g)
+                return -EINVAL;
+        for (uint32_t i = 0; i < g->n; i++)
+                thr_limiter_close(g->lims[i]);
+        free(g);
+        return 0;
 }

@@ -401,10 +401,39 @@ int shm_arena_configure(struct shm_map *m, const struct shm_arena_spec *s, char 
                 return err && *err ? rc
                                    : shm_seterr(err, errlen, rc, "cannot stage: %s", strerror(-rc));
         }
+        /* the groups' table, staged before anything is published: no room means no change */
+        uint64_t goff = 0;
+        if (s->ngroups) {
+                goff = heap_alloc(m, sizeof(struct thr_group_table) +
+                                         s->ngroups * sizeof(struct thr_group_rec));
+                if (!goff) {
+                        m->g.heap_top = top;
+                        free(plans);
+                        return shm_seterr(err, errlen, -ENOSPC,
+                                          "no room in the arena for the groups' table (raise "
+                                          "[arena] spare or recreate it)");
+                }
+        }
         for (size_t i = 0; i < s->nlimiters; i++)
                 publish(m, &plans[i]);
         free(plans);
         retire_missing(m, s);
+        if (goff) {
+                struct thr_group_table *gt = shm_at(m->base, goff);
+                memset(gt, 0, sizeof(*gt) + s->ngroups * sizeof(struct thr_group_rec));
+                gt->count = s->ngroups;
+                gt->gen = gen;
+                for (size_t i = 0; i < s->ngroups; i++) {
+                        const struct shm_group_spec *g = &s->groups[i];
+                        snprintf(gt->g[i].name, sizeof(gt->g[i].name), "%s", g->name);
+                        gt->g[i].n = g->n <= THR_COMPOSE_MAX ? g->n : 0;
+                        for (uint32_t k = 0; k < gt->g[i].n; k++) {
+                                int idx = shm_dir_find(m, g->members[k]);
+                                gt->g[i].member[k] = idx < 0 ? UINT32_MAX : (uint32_t)idx;
+                        }
+                }
+        }
+        atomic_store_explicit(&h->groups_off, goff, memory_order_release);
         atomic_store_explicit(&h->heap_top, m->g.heap_top, memory_order_relaxed);
         atomic_store_explicit(&h->config_gen, gen, memory_order_release);
         return 0;

@@ -29,6 +29,13 @@ struct shm_limiter_spec {
         uint64_t level;          /* semaphore: lock level, 0 to THR_SEM_LEVELS - 1 (peer.h) */
 };
 
+/* A named group of limiters (config `compose = a, b, c`): members by name, in order. */
+struct shm_group_spec {
+        char name[THR_NAME_MAX + 1];
+        uint32_t n;
+        char members[8][THR_NAME_MAX + 1];
+};
+
 struct shm_arena_spec {
         char name[THR_NAME_MAX + 1];
         const char *dir; /* NULL: hugetlbfs mount (libhugetlbfs), else /dev/shm */
@@ -41,6 +48,8 @@ struct shm_arena_spec {
         uint64_t spare_bytes;  /* heap left free for limiters and records added later */
         size_t nlimiters;
         const struct shm_limiter_spec *limiters;
+        size_t ngroups;
+        const struct shm_group_spec *groups;
 };
 
 /*

@@ -16,12 +16,16 @@
  *      window's log words (CAS-max, as a lone try does), then CASes its status UNDECIDED -> COMMIT
  *      if every member admits, or -> ABORT if one denies. That CAS is the call's one decision.
  *   4. It replaces each mark by next (COMMIT) or old (ABORT), then sets its status IDLE.
- * Anyone who finds a mark (a try, a budget call under its lock, the daemon's maintenance) reads
+ * Anyone who finds a mark (a try, a reservation's cancel, a budget call under its lock) reads
  * the owner's status: COMMIT or ABORT for that seq: it stores that member's next or old by CAS
  * from the mark (helping; the owner's own CAS then fails, harmlessly). UNDECIDED: it waits a few
- * microseconds (an owner decides in nanoseconds), then CASes the status UNDECIDED -> ABORT and
- * restores the old value. So a stopped or dead owner never holds a key for longer than that, and
- * an owner that finds its status ABORT at step 2 or 3 (a helper aborted it) restores and retries.
+ * microseconds (an owner decides in nanoseconds), then CASes the status from exactly the
+ * UNDECIDED word it read to ABORT and restores the old value. A helper reads the status, then
+ * the entry naming its slot, then the status again, and CASes the word from the mark only if the
+ * status is still the one it read: the values it stores are that call's, whatever the owner did
+ * meanwhile (a mark's value names one call until its owner has made 2^32 more). So a stopped or
+ * dead owner never holds a key for longer than that, and an owner that finds its status ABORT at
+ * step 2 or 3 (a helper aborted it) restores and retries.
  *
  * Why it is all or nothing. Every member's word goes from old to a mark by a CAS from exactly
  * the value the decision is made on; no other change of that word can happen while the mark is
@@ -34,12 +38,13 @@
  *
  * What a process killed at any step leaves. Before its first mark: nothing. With marks and its
  * status UNDECIDED: the first caller that finds one of its marks aborts it and restores old; the
- * daemon does the same for every mark of a dead reader before its record is reused. With its
+ * daemon's reap of a dead reader's record (its heartbeat pass) does the same for every mark it
+ * left, before the record can be reused. With its
  * status COMMIT or ABORT: helpers and the daemon store next or old. So a killed call ends as if it
  * never happened (not decided) or as if it completed (decided COMMIT), never partly; keys nobody
- * touches are settled by the daemon's reap of the dead reader (its maintenance interval).
+ * touches are settled by the daemon's reap of the dead reader (at its heartbeat, heartbeat_ms).
  *
- * The marks' sequence: 20 bits of the owner's call counter. An owner never starts a call while a
+ * The marks' sequence: 32 bits of the owner's call counter. An owner never starts a call while a
  * mark of its previous one may remain (step 4 replaces every one it made), and a dead owner's
  * record is settled before it is reused, so a mark always names the call in its owner's journal.
  * A mark whose owner's journal does not name it (a client rewrote something) is not resolvable:
@@ -59,10 +64,12 @@ static inline bool shm_is_mark(uint64_t state)
         return state >= THR_TAT_MARK_MIN && state <= THR_TAT_MARK_MAX;
 }
 
+#define SHM_MARK_SEQ_MASK ((1ull << THR_MARK_SEQ_BITS) - 1)
+
 static inline uint64_t shm_mark(uint32_t reader, uint64_t seq)
 {
         return THR_TAT_MARK_MIN +
-               ((uint64_t)reader << THR_MARK_SEQ_BITS | (seq & ((1u << THR_MARK_SEQ_BITS) - 1)));
+               ((uint64_t)reader << THR_MARK_SEQ_BITS | (seq & SHM_MARK_SEQ_MASK));
 }
 
 static inline uint64_t shm_journal_status(uint64_t seq, enum thr_journal_state st)

@@ -97,7 +97,7 @@
 #include <stdint.h>
 
 #define THR_MAGIC          0x414e455241524854ull /* "THRARENA" little-endian */
-#define THR_LAYOUT_MAJOR   8u
+#define THR_LAYOUT_MAJOR   9u
 #define THR_LAYOUT_MINOR   0u
 #define THR_HDR_SIZE       4096u
 #define THR_NAME_MAX       63u  /* arena and limiter names, without the NUL */
@@ -115,12 +115,13 @@
 #define THR_TAT_FRESH UINT64_MAX
 #define THR_TAT_DEAD  (UINT64_MAX - 1) /* evicted: retiring until a grace period has passed */
 #define THR_TAT_FREE  (UINT64_MAX - 2) /* reclaimed: a DEAD slot an inserter may reuse */
-/* A state word a composed call (compose.h) has marked: THR_TAT_MARK_MIN + (reader << 20 | seq),
- * for a reader record below THR_MAX_READERS (2^20) and the low 20 bits of its call's sequence. */
-#define THR_MARK_SEQ_BITS 20u
-#define THR_TAT_MARK_MIN  (UINT64_MAX - 3 - (1ull << 40) + 1)
+/* A state word a composed call (compose.h) has marked: THR_TAT_MARK_MIN + (reader << 32 | seq),
+ * for a reader record below THR_MAX_READERS (2^20) and the low 32 bits of its call's sequence (a
+ * mark's value comes round again only after 2^32 calls of one thread). */
+#define THR_MARK_SEQ_BITS 32u
+#define THR_TAT_MARK_MIN  (UINT64_MAX - 3 - (1ull << 52) + 1)
 #define THR_TAT_MARK_MAX  (UINT64_MAX - 3)
-#define THR_TAT_LIMIT     (THR_TAT_MARK_MIN - 1) /* largest storable TAT (2^40 below the top) */
+#define THR_TAT_LIMIT     (THR_TAT_MARK_MIN - 1) /* largest storable TAT (2^52 below the top) */
 
 /* Reader liveness: reader record I is held by an open-file-description write lock on byte
  * THR_LOCK_READERS + I of the arena file (beyond its end: the bytes need not exist). */
@@ -263,7 +264,11 @@ struct thr_hdr {
         _Atomic uint32_t gp_error;       /* errno of the daemon's last failed grace period (no
                                           * membarrier: nothing is reclaimed), 0 when they work */
 
-        uint8_t headroom[THR_HDR_SIZE - 312];
+        /* named groups of limiters for composed calls (config `compose = a, b`): the table
+         * (struct thr_group_table) the daemon wrote last, 0 none; a reload writes a new one */
+        _Atomic uint64_t groups_off;
+
+        uint8_t headroom[THR_HDR_SIZE - 320];
 };
 
 struct thr_params {
@@ -465,6 +470,22 @@ struct thr_budget {
         _Atomic uint64_t granted;     /* spends granted to queued spenders so far */
 };
 
+/* A named group of limiters (compose.h): its members' directory indices, in config order. */
+struct thr_group_rec {
+        char name[THR_NAME_MAX + 1];
+        uint32_t n;         /* 1 to THR_COMPOSE_MAX */
+        uint32_t member[8]; /* directory indices */
+        uint8_t reserved[28];
+};
+
+/* The groups' table: a count, then the records. Immutable once published (hdr.groups_off). */
+struct thr_group_table {
+        uint64_t count;
+        uint64_t gen; /* config generation that wrote it */
+        uint8_t reserved[112];
+        struct thr_group_rec g[];
+};
+
 /* One lease: free while gen is 0. */
 struct thr_lease_rec {
         _Atomic uint64_t gen;         /* unique in the key; 0: free */
@@ -488,6 +509,8 @@ struct thr_lease_rec {
 
 static_assert(sizeof(struct thr_sem) == THR_SEM_HDR, "semaphore header size");
 static_assert(sizeof(struct thr_budget) == THR_BUDGET_HDR, "budget header size");
+static_assert(sizeof(struct thr_group_rec) == 128 && sizeof(struct thr_group_table) == 128,
+              "group records");
 static_assert(sizeof(struct thr_lease_rec) == THR_LEASE_SIZE, "lease record size");
 static_assert(sizeof(struct thr_hdr) == THR_HDR_SIZE, "header is one page");
 static_assert(sizeof(struct thr_params) == 128, "params record size");

@@ -483,3 +483,65 @@ Test(compose, processes_killed_at_random_never_over_admit_nor_leave_marks, .time
         cr_assert_gt(admitted, 0);
         cr_assert_gt(kills, 10);
 }
+
+/* ---------------------------------------------------------------- named groups */
+
+static struct tdaemon D;
+
+static void gconfig(const char *groups)
+{
+        char text[2048];
+        snprintf(D.arena, sizeof(D.arena), "%s/throttle.%s", D.dir, D.name);
+        D.in_dir = true;
+        snprintf(text, sizeof(text),
+                 "[arena]\nname = %s\ndir = %s\nclock = manual\nhugepages = off\nmode = 0600\n"
+                 "max_limiters = 8\nmax_readers = 64\nspare = 1MiB\n\n"
+                 "[daemon]\nheartbeat_ms = 20\nmaintenance_ms = 20\nmetrics =\n\n"
+                 "[llm_requests]\nrate = 60/min\n\n"
+                 "[llm_input]\nkind = window\nlimit = 10000\nwindow = 1min\ncapacity = 16\n\n"
+                 "[host]\nkind = budget\ninitial = 1000000\n\n%s",
+                 D.name, D.dir, groups);
+        tdaemon_config_raw(&D, text);
+}
+
+static void gsetup(void)
+{
+        tdaemon_init(&D);
+}
+
+static void gteardown(void)
+{
+        tdaemon_fini(&D);
+}
+
+Test(compose_group, a_group_of_the_config_is_called_by_name, .init = gsetup, .fini = gteardown)
+{
+        gconfig("[llm]\ncompose = llm_requests, llm_input, host\n");
+        int d = tdaemon_start(&D, NULL);
+        tdaemon_wait_ready(&D, d, 1);
+        thr_group *g;
+        cr_assert_eq(thr_group_open(D.a, "nope", &g), -ENOENT);
+        cr_assert_eq(thr_group_open(D.a, "llm", &g), 0);
+        cr_assert_eq(thr_group_size(g), 3);
+        struct thr_group_arg args[] = {
+            {"tenant-a", 8, 1}, {NULL, 0, 400}, {"host", 4, 4000}}; /* input keyed as the first */
+        struct thr_compose_result r;
+        for (int i = 0; i < 25; i++)
+                cr_assert_eq(thr_group_try(g, args, &r), 1, "call %d", i);
+        cr_assert_eq(r.remaining[1], 0, "10 000 input tokens a minute: all used");
+        cr_assert_eq(r.remaining[2], 1000000 - 25 * 4000);
+        cr_assert_eq(thr_group_try(g, args, &r), 0);
+        cr_assert_eq(r.denied, 1, "the input tokens denied");
+        cr_assert_eq(r.remaining[2], 1000000 - 25 * 4000, "the host budget was not charged");
+        thr_group_close(g);
+        tdaemon_stop(&D, d);
+}
+
+Test(compose_group, a_group_s_faults_are_refused_at_their_line, .init = gsetup, .fini = gteardown)
+{
+        gconfig("[bad]\ncompose = llm_requests, nothing\n");
+        int d = tdaemon_start(&D, "--check");
+        cr_assert_neq(tdaemon_exit_code(&D, d), 0);
+        cr_assert(strstr(tdaemon_log(&D, d), "no limiter 'nothing'"), "log:\n%s",
+                  tdaemon_log(&D, d));
+}

@@ -845,3 +845,39 @@ Test(config, budget_faults_name_their_line)
                          "initial balance");
         expect_one_fault("[b]\nkind = budge\n", 2, "one of gcra, window, semaphore, budget");
 }
+
+/* ---------------------------------------------------------------- named groups */
+
+Test(config, a_group_names_its_members)
+{
+        struct run *r = run_text("[req]\nrate = 60/min\n[llm]\ncompose = req , tok,host\n"
+                                 "[tok]\nkind = window\nlimit = 100\nwindow = 1min\n"
+                                 "[host]\nkind = budget\ninitial = 10\n");
+        cr_assert_eq(r->rc, 0, "%s", r->err);
+        cr_assert_eq(r->cfg.nlimiters, 3, "a group is not a limiter");
+        cr_assert_eq(r->cfg.ngroups, 1);
+        cr_assert_str_eq(r->cfg.groups[0].name, "llm");
+        cr_assert_eq(r->cfg.groups[0].n, 3);
+        cr_assert_str_eq(r->cfg.groups[0].members[0], "req");
+        cr_assert_str_eq(r->cfg.groups[0].members[1], "tok");
+        cr_assert_str_eq(r->cfg.groups[0].members[2], "host");
+        cr_assert_eq(r->cfg.arena.ngroups, 1);
+        free(r);
+}
+
+Test(config, a_group_s_faults_name_their_line)
+{
+        expect_one_fault("[a]\nrate = 1/s\n[g]\ncompose = a, b\n", 4, "no limiter 'b'");
+        expect_one_fault("[a]\nrate = 1/s\n[g]\ncompose = a, a\n", 4, "named twice");
+        expect_one_fault("[a]\nrate = 1/s\n[g]\ncompose = a\nrate = 2/s\n", 5,
+                         "takes only compose");
+        expect_one_fault("[a]\nrate = 1/s\n[g]\nrate = 2/s\ncompose = a\n", 5,
+                         "takes no other key");
+        expect_one_fault("[s]\nkind = semaphore\nmax = 2\n[g]\ncompose = s\n", 5,
+                         "only GCRA, window and budget");
+        expect_one_fault("[a]\nrate = 1/s\n[g]\ncompose = a, b, c, d, e, f, g2, h, i\n", 4,
+                         "at most 8 members");
+        expect_one_fault("[a]\nrate = 1/s\n[a2]\ncompose = a\n[a2x]\ncompose = a\n"
+                         "[a2]\ncompose = a\n",
+                         8, "duplicate group 'a2'");
+}

@@ -397,7 +397,10 @@ struct thr_compose_result {
  * it, never between. A caller killed at any point leaves the keys as if the call never happened
  * or as if it completed, once a caller that meets one of its keys, or the daemon, settles it.
  * Returns 1 admitted, 0 denied (RES says which and when to retry), or: -EINVAL (N out of range,
- * a NULL member, the same key twice, limiters of different arenas), -EOPNOTSUPP (a semaphore or
+ * a NULL member, the same key twice, limiters of different arenas), -EBUSY also when this thread
+ * is in a composed call already (a signal handler's), -ENOSPC (a member's key is new and its
+ * table has no room, whatever on_full says; every member's key is created first, charged
+ * nothing), -EOPNOTSUPP (a semaphore or
  * serialized window member), -ERANGE (a cost above its limiter's burst or limit), -EBUSY (other
  * calls kept settling its keys under it: nothing consumed, call again), -EBADMSG, and the errors
  * of thr_limiter_try. Lock-free (no syscall, no lock on existing keys); new keys are inserted as
@@ -431,7 +434,8 @@ int thr_compose_acquire(const struct thr_member *members, size_t n, uint64_t tim
  * back (GIVEN[i] says how much, in the member's own units, when GIVEN is not NULL):
  *   budget: always its whole cost (added back; waiters that then fit are granted);
  *   window: its whole cost if no unit was admitted on that key since (the key's count is still the
- *           one the call left); otherwise nothing: its units leave the window after W;
+ *           one the call left) and its units are still in the window (less than W old); otherwise
+ *           nothing: its units stay counted until they leave the window;
  *   GCRA:   the part of its cost not yet drained: min(cost, (TAT the call left - now) / T) tokens,
  *           taken off the key's TAT now (whatever was admitted since: that part is this call's);
  *           nothing once the call's TAT has passed (the tokens came back by themselves).
@@ -439,6 +443,37 @@ int thr_compose_acquire(const struct thr_member *members, size_t n, uint64_t tim
  * number of members given back in full, -EINVAL (not a ticket of this process, or used), -EUSERS.
  */
 int thr_compose_refund(struct thr_compose_ticket *ticket, uint64_t *given);
+
+/*
+ * Named groups (thr_group_open(3)): the daemon's config names a composed call's limiters once,
+ * `[llm]` / `compose = llm_requests, llm_input, llm_output`, and a service calls the group by
+ * name, giving each member's key and cost in the config's order.
+ */
+typedef struct thr_group thr_group;
+
+struct thr_group_arg {
+        const void *key; /* NULL: the first member's key */
+        size_t len;
+        uint64_t cost;
+};
+
+/*
+ * thr_group_open - find the group NAME of the daemon's config in ARENA and open its members.
+ * Returns 0 and sets *OUT, or -ENOENT (no such group), -EIDRM (a member was removed by a reload
+ * since), -EBADMSG (the groups' table is corrupt), -EINVAL, -ENOMEM. Thread-safe; allocates.
+ * thr_group_size - its members (the length of the ARGS arrays below). thr_group_close - free it.
+ * thr_group_try, thr_group_take, thr_group_acquire - thr_compose_try, _take, _acquire on the
+ * group's members with ARGS[i] for member i.
+ */
+int thr_group_open(thr_arena *arena, const char *name, thr_group **out);
+int thr_group_size(const thr_group *group);
+int thr_group_try(thr_group *group, const struct thr_group_arg *args,
+                  struct thr_compose_result *res);
+int thr_group_take(thr_group *group, const struct thr_group_arg *args,
+                   struct thr_compose_result *res, struct thr_compose_ticket *ticket);
+int thr_group_acquire(thr_group *group, const struct thr_group_arg *args, uint64_t timeout_ns,
+                      struct thr_compose_result *res, struct thr_compose_ticket *ticket);
+int thr_group_close(thr_group *group);
 
 /*
  * Peers (thr_peer_open(3)): one holder of locks on any number of semaphore keys, with one expiry.
