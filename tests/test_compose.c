@@ -545,3 +545,45 @@ Test(compose_group, a_group_s_faults_are_refused_at_their_line, .init = gsetup, 
         cr_assert(strstr(tdaemon_log(&D, d), "no limiter 'nothing'"), "log:\n%s",
                   tdaemon_log(&D, d));
 }
+
+Test(compose_group, the_llm_tenants_example_keeps_every_limit, .init = gsetup, .fini = gteardown,
+     .timeout = 120)
+{
+        char text[2048];
+        snprintf(D.arena, sizeof(D.arena), "%s/throttle.%s", D.dir, D.name);
+        D.in_dir = true;
+        snprintf(text, sizeof(text),
+                 "[arena]\nname = %s\ndir = %s\nclock = monotonic\nhugepages = off\nmode = 0600\n"
+                 "max_limiters = 8\nmax_readers = 64\nspare = 1MiB\n\n"
+                 "[daemon]\nheartbeat_ms = 20\nmaintenance_ms = 20\nmetrics =\n\n"
+                 "[llm_requests]\nrate = 60/min\ncapacity = 64\n\n"
+                 "[llm_input]\nkind = window\nlimit = 10000\nwindow = 1min\ncapacity = 16\n\n"
+                 "[llm_output]\nrate = 20000/min\ncapacity = 64\n\n"
+                 "[llm_host]\nrate = 100/s\ncapacity = 4\n\n"
+                 "[llm]\ncompose = llm_requests, llm_input, llm_output, llm_host\n",
+                 D.name, D.dir);
+        tdaemon_config_raw(&D, text);
+        int d = tdaemon_start(&D, NULL);
+        tdaemon_wait_ready(&D, d, 1);
+        char cmd[768], line[256] = "", last[256] = "";
+        snprintf(cmd, sizeof(cmd), "%s/examples/thr-llm-tenants -a %s -g llm -t 3 -d 2",
+                 getenv("THR_TEST_BUILD_DIR"), D.arena);
+        FILE *p = popen(cmd, "r");
+        cr_assert_not_null(p);
+        while (fgets(line, sizeof(line), p))
+                snprintf(last, sizeof(last), "%s", line);
+        int st = pclose(p);
+        unsigned tenants = 0;
+        unsigned long req = 0, adm = 0, den = 0, by[4] = {0}, viol = 1;
+        cr_assert_eq(sscanf(last,
+                            "tenants %u requests %lu admitted %lu denied %lu by_member "
+                            "%lu/%lu/%lu/%lu violations %lu",
+                            &tenants, &req, &adm, &den, &by[0], &by[1], &by[2], &by[3], &viol),
+                     9, "output: %s", last);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "exit %#x: %s", st, last);
+        cr_assert_eq(viol, 0, "%s", last);
+        cr_assert_gt(adm, 0, "%s", last);
+        cr_assert_gt(den, 0, "the limits were reached: %s", last);
+        cr_log_info("%s", last);
+        tdaemon_stop(&D, d);
+}
