@@ -340,7 +340,14 @@ Test(compose, a_stopped_caller_is_aborted_then_completes)
         cr_assert(WIFSTOPPED(st), "stopped holding its marks");
         /* a try meets a mark, waits its patience, aborts the call and is decided */
         struct thr_budget_result br;
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
         cr_assert_eq(thr_budget_try(bud, "s", 1, 5, &br), 0);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        double took = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+        cr_log_info("a try that met a stopped caller's mark took %.6f s (patience %llu ns)", took,
+                    (unsigned long long)SHM_COMPOSE_PATIENCE_NS);
+        cr_assert_lt(took, 1.0, "a stopped caller never holds a key for long");
         cr_assert_eq(br.balance, 50 - 5 - (b == 50 ? 0 : 50 - b));
         kill(kid, SIGCONT);
         cr_assert_eq(waitpid(kid, &st, 0), kid);
@@ -585,5 +592,55 @@ Test(compose_group, the_llm_tenants_example_keeps_every_limit, .init = gsetup, .
         cr_assert_gt(adm, 0, "%s", last);
         cr_assert_gt(den, 0, "the limits were reached: %s", last);
         cr_log_info("%s", last);
+        tdaemon_stop(&D, d);
+}
+
+/* The bound on how long a killed caller's keys stay marked when nobody touches them: the daemon
+ * settles a dead reader's call when it reaps its record, at its heartbeat (20 ms here). */
+Test(compose_group, the_daemon_settles_a_killed_callers_keys_within_its_heartbeat, .init = gsetup,
+     .fini = gteardown)
+{
+        gconfig("[llm]\ncompose = llm_requests, llm_input, host\n");
+        int d = tdaemon_start(&D, NULL);
+        tdaemon_wait_ready(&D, d, 1);
+        thr_limiter *ls[3];
+        const char *names[3] = {"llm_requests", "llm_input", "host"};
+        for (int i = 0; i < 3; i++)
+                ls[i] = tdaemon_lim(&D, i, names[i]);
+        pid_t kid = tfork();
+        if (kid == 0) {
+                g_die_at = THR_HOOK_COMPOSE_MARKED;
+                g_die_nth = 3;
+                g_seen = 0;
+                thr_test_hook = die_at;
+                struct thr_member m[] = {mem(ls[0], "u", 1), mem(ls[1], "u", 10),
+                                         mem(ls[2], "u", 10)};
+                struct thr_compose_result r;
+                thr_compose_try(m, 3, &r);
+                _exit(3);
+        }
+        int st;
+        waitpid(kid, &st, 0);
+        cr_assert(WIFSIGNALED(st), "killed holding three marks");
+        struct timespec t0, t;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        double waited = 0;
+        for (;;) {
+                int marked = 0;
+                for (int i = 0; i < 3; i++) {
+                        struct thr_slot *s = tdaemon_slot(&D, names[i], "u");
+                        marked += shm_is_mark(atomic_load(&s->state));
+                }
+                clock_gettime(CLOCK_MONOTONIC, &t);
+                waited = (double)(t.tv_sec - t0.tv_sec) + (double)(t.tv_nsec - t0.tv_nsec) / 1e9;
+                if (!marked)
+                        break;
+                cr_assert_lt(waited, 5.0, "%d keys still marked after 5 s", marked);
+                usleep(1000);
+        }
+        cr_log_info("the daemon settled a killed caller's 3 marks %.3f s after its death "
+                    "(heartbeat_ms = 20)",
+                    waited);
+        cr_assert_lt(waited, 2.0, "settled within a bound of many heartbeats");
         tdaemon_stop(&D, d);
 }
