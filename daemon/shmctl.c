@@ -2,7 +2,8 @@
  * shmctl.c - the operator's inspector: shows an arena's header, limiters and keys, as aligned
  * tables or as one JSON object. Semaphore keys and the `leases` verb are in shmctl_sem.c; the
  * verbs that walk the reader records, `readers` and `peers`, in shmctl_peer.c; budget keys and
- * `budget add`, the one write (made through the client library), in shmctl_budget.c.
+ * `budget add`, the one write (made through the client library), in shmctl_budget.c; the
+ * `groups` verb and keys a composed call has marked in shmctl_compose.c.
  *
  * It maps the arena read-only and treats every byte of it as untrusted input, because every
  * client can write the arena. The header is validated at attach (shm_arena_valid), which leaves
@@ -305,6 +306,8 @@ static void key_eval(struct ctx *c, const struct shmctl_lim *l, const struct thr
         k->hold = (struct shmctl_hold){0};
         k->sem = (struct shmctl_sem){0};
         k->bud = (struct shmctl_budget){0};
+        if (mark_eval(c, l, s, k)) /* a composed call's mark: no state to evaluate */
+                return;
         if (l->p.kind == THR_KIND_WINDOW)
                 window_eval(c, l, s, now, k);
         else if (l->p.kind == THR_KIND_SEMAPHORE)
@@ -494,6 +497,7 @@ static int status_gather(struct ctx *c, struct shmctl_status *s)
         s->pid = atomic_load_explicit(&h->daemon_pid, memory_order_relaxed);
         s->heartbeat_ns = atomic_load_explicit(&h->heartbeat_ns, memory_order_relaxed);
         s->attaches = atomic_load_explicit(&h->attach_count, memory_order_relaxed);
+        s->ngroups = groups_count(c);
         return 0;
 }
 
@@ -618,7 +622,7 @@ struct command {
 static const struct command commands[] = {
     {"status", 0, 0, cmd_status}, {"limiters", 0, 0, cmd_limiters}, {"readers", 0, 0, cmd_readers},
     {"keys", 1, 1, cmd_keys},     {"get", 2, 2, cmd_get},           {"leases", 0, 1, cmd_leases},
-    {"peers", 0, 0, cmd_peers},   {"budget", 4, 4, cmd_budget},
+    {"peers", 0, 0, cmd_peers},   {"budget", 4, 4, cmd_budget},     {"groups", 0, 0, cmd_groups},
 };
 
 static void usage(FILE *f)
@@ -630,6 +634,7 @@ static void usage(FILE *f)
                    "       shmctl [-a ARENA] [--json] get LIMITER KEY\n"
                    "       shmctl [-a ARENA] [--json] leases [LIMITER]\n"
                    "       shmctl [-a ARENA] [--json] peers\n"
+                   "       shmctl [-a ARENA] [--json] groups\n"
                    "       shmctl [-a ARENA] [--json] budget add LIMITER KEY AMOUNT\n"
                    "       shmctl --help | --version\n");
 }
@@ -656,12 +661,15 @@ static void help(void)
                "             of max, leases in use, and acquires pending (and their amounts;\n"
                "             when any is queued, remainder, units pending, longest pending);\n"
                "             budget, its balance and, when paused (spenders queued: no\n"
-               "             budget), their number, units needed, the oldest's need\n"
+               "             budget), their number, units needed, the oldest's need; a key\n"
+               "             a composed call holds: marked by reader R (call seq S)\n"
                "  leases     every lease of every semaphore limiter (or of LIMITER): key,\n"
                "             amount, holder pid and tid (or peer #INDEX and level), age,\n"
                "             expiry, generation; then each key's units held and pending\n"
                "  peers      each live peer: record index, pid, expiry, lock levels, acquires\n"
                "             pending, and the leases and units it holds\n"
+               "  groups     each named group for composed calls (compose = a, b): its\n"
+               "             members' limiters (retired, or an index out of range, so said)\n"
                "  budget add adds AMOUNT (1 to 2^62-1) to KEY's balance on a budget limiter\n"
                "             and grants the queued spends that now fit (the one write:\n"
                "             needs write access to the arena); prints the new balance and\n"

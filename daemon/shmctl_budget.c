@@ -8,9 +8,10 @@
  * first THR_BUDGET_HDR bytes of the slot's aux storage, which the snapshot's checked table copy
  * bounds (shm_dir_snapshot refuses a budget table whose stride is below THR_BUDGET_HDR); each of
  * its fields is read once and only printed: the journal's waiter index is never followed. The
- * state word is the balance unless its top bit is set (never, for an honest word): then it is
- * shown as corrupt. Nothing is locked and nothing is served: the header's counts are as of the
- * key's last serve, which thr_budget_stat would make first.
+ * state word is the balance unless its top bit is set: a composed call's mark (shmctl_compose.c
+ * shows it as such), or else corrupt (never, for an honest word). Nothing is locked and nothing is
+ * served: the header's counts are as of the key's last serve, which thr_budget_stat would make
+ * first.
  *
  * Writing. `budget add LIMITER KEY AMOUNT` goes through the client library as any client would
  * (thr_arena_open, thr_limiter_open, thr_budget_add: lock-free, or under the key's shard lock
@@ -75,7 +76,9 @@ static void budget_row(const void *data, long i, char cells[][CELL])
         const struct shmctl_key *k = kr->v + i;
         const struct shmctl_budget *b = &k->bud;
         escape(cells[0], CELL, k->bytes, k->len, false);
-        if (b->valid)
+        if (k->mark.on) /* held by a composed call: no balance to show */
+                mark_text(cells[1], CELL, &k->mark);
+        else if (b->valid)
                 snprintf(cells[1], CELL, "%" PRIu64, b->balance);
         else
                 snprintf(cells[1], CELL, "corrupt");
@@ -103,17 +106,21 @@ void budget_table(const struct key_rows *kr, long shown)
 
 void budget_json(const struct shmctl_lim *l, const struct shmctl_key *k)
 {
-        char esc[ESC_MAX], bal[24] = "null";
+        char esc[ESC_MAX], bal[24] = "null", st[24] = "null";
         const struct shmctl_budget *b = &k->bud;
-        if (b->valid)
+        if (b->valid && !k->mark.on)
                 snprintf(bal, sizeof(bal), "%" PRIu64, b->balance);
+        if (!k->mark.on)
+                snprintf(st, sizeof(st), "%" PRIu64, k->tat);
         printf("{\"key\":\"%s\",\"balance\":%s,\"initial\":%" PRIu64 ",\"paused\":%s,"
                "\"waiters\":%" PRIu32 ",\"need\":%" PRIu64 ",\"head_need\":%" PRIu64
                ",\"granted\":%" PRIu64 ",\"tickets\":%" PRIu64 ",\"grant_in_progress\":%s,"
-               "\"state\":%" PRIu64 "}",
+               "\"state\":%s",
                escape(esc, sizeof(esc), k->bytes, k->len, true), bal, l->p.initial,
                paused(b) ? "true" : "false", b->waiters, b->need, b->head_need, b->granted,
-               b->tickets, b->journal ? "true" : "false", k->tat);
+               b->tickets, b->journal ? "true" : "false", st);
+        mark_json(&k->mark);
+        putchar('}');
 }
 
 /* ---------------------------------------------------------------- budget add */

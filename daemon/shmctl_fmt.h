@@ -60,4 +60,14 @@ void sem_json(const struct shmctl_lim *l, const struct shmctl_key *k, bool queue
 void budget_table(const struct key_rows *kr, long shown);
 void budget_json(const struct shmctl_lim *l, const struct shmctl_key *k);
 
+/* shmctl_compose.c: a marked key (K->mark.on) as text ("marked by reader R (call seq S, ...)");
+ * as a row's cells: DASHES cells "-", then that text; as the JSON member ",\"marked\":{...}"
+ * (nothing for a key not marked). */
+const char *mark_text(char *buf, size_t len, const struct shmctl_mark *m);
+void mark_cells(char cells[][CELL], int dashes, const struct shmctl_mark *m);
+void mark_json(const struct shmctl_mark *m);
+/* A marked GCRA or window key L's JSON object, from its "{" to its state member (null), with the
+ * members a state would give null; ESC: its key, escaped for JSON. The caller closes it. */
+void mark_key_json(const struct shmctl_lim *l, const char *esc);
+
 #endif

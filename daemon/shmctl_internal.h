@@ -1,7 +1,8 @@
 /*
  * shmctl_internal.h - what shmctl.c, shmctl_sem.c (the semaphore verbs and columns),
- * shmctl_budget.c (budget keys and `budget add`) and shmctl_peer.c (the readers and peers verbs)
- * share: the options, the context of one run, and the arena readers they use. Not installed.
+ * shmctl_budget.c (budget keys and `budget add`), shmctl_peer.c (the readers and peers verbs) and
+ * shmctl_compose.c (the groups verb, marked keys) share: the options, the context of one run, and
+ * the arena readers they use. Not installed.
  */
 #ifndef THR_SHMCTL_INTERNAL_H
 #define THR_SHMCTL_INTERNAL_H
@@ -65,5 +66,14 @@ void gp_read(const struct ctx *c, struct shmctl_gp *gp);
  * leases naming it). */
 int cmd_readers(struct ctx *c);
 int cmd_peers(struct ctx *c);
+
+/* shmctl_compose.c: the `groups` verb; the groups' count for `status` (-1: the table is not
+ * valid); a key of slot S whose state word K->tat (read already) is a composed call's mark:
+ * K->mark filled in (its owner's record read, bounded), its columns blanked, true (else K->mark
+ * cleared, false: evaluate it by its kind). */
+int cmd_groups(struct ctx *c);
+long groups_count(struct ctx *c);
+bool mark_eval(struct ctx *c, const struct shmctl_lim *l, const struct thr_slot *s,
+               struct shmctl_key *k);
 
 #endif

@@ -243,6 +243,10 @@ static void status_human(const struct thr_hdr *h, const struct shm_map *map,
         if (s->nretired)
                 printf(", %ld retired", s->nretired);
         putchar('\n');
+        if (s->ngroups < 0)
+                printf("groups       table not valid (shmctl groups tells why)\n");
+        else if (s->ngroups > 0)
+                printf("groups       %ld named, for composed calls\n", s->ngroups);
         printf("readers      %u in use of %u, %" PRIu64 " forced offline (dead owners)\n",
                s->readers, map->g.reader_count, s->gp.forced);
         printf("live keys    %" PRIu64 " of %" PRIu64 " (%s%%)\n", s->live_keys, s->capacity,
@@ -296,7 +300,10 @@ static void status_json(const struct thr_hdr *h, const struct shm_map *map,
                 printf("%" PRIu64, s->now_ns - s->heartbeat_ns);
         else
                 printf("null");
-        printf("},\"attach_count\":%" PRIu64 "}\n", s->attaches);
+        char ng[24] = "null"; /* groups: null when the table is not valid */
+        if (s->ngroups >= 0)
+                snprintf(ng, sizeof(ng), "%ld", s->ngroups);
+        printf("},\"attach_count\":%" PRIu64 ",\"groups\":%s}\n", s->attaches, ng);
 }
 
 void shmctl_out_status(const struct thr_hdr *h, const struct shm_map *map,
@@ -587,7 +594,9 @@ static void gcra_row(const void *data, long i, char cells[][CELL])
         escape(cells[0], CELL, k->bytes, k->len, false);
         snprintf(cells[1], CELL, "%" PRIu64 "/%" PRIu64, k->remaining, kr->l->p.burst);
         fmt_dur(cells[2], CELL, k->reset_ns);
-        if (k->tat == THR_TAT_FRESH)
+        if (k->mark.on) /* held by a composed call: no TAT to show */
+                mark_cells(cells + 1, 2, &k->mark);
+        else if (k->tat == THR_TAT_FRESH)
                 strcpy(cells[3], "fresh");
         else
                 snprintf(cells[3], CELL, "%" PRIu64, k->tat);
@@ -608,6 +617,8 @@ static void window_row(const void *data, long i, char cells[][CELL])
                 strcpy(cells[3], "now");
         fmt_dur(cells[4], CELL, k->reset_ns);
         snprintf(cells[5], CELL, "%" PRIu64, k->tat);
+        if (k->mark.on) /* held by a composed call: its units (and so its log) unknown */
+                mark_cells(cells + 1, 4, &k->mark);
         if (!is_serial(kr->l))
                 return;
         if (h->held) {
@@ -625,10 +636,16 @@ static void window_row(const void *data, long i, char cells[][CELL])
 static void gcra_json(const struct shmctl_lim *l, const struct shmctl_key *k)
 {
         char esc[ESC_MAX];
+        escape(esc, sizeof(esc), k->bytes, k->len, true);
+        if (k->mark.on) { /* held by a composed call: no TAT, so nothing derived from one */
+                mark_key_json(l, esc);
+                mark_json(&k->mark);
+                putchar('}');
+                return;
+        }
         printf("{\"key\":\"%s\",\"remaining\":%" PRIu64 ",\"burst\":%" PRIu64
                ",\"reset_after_ns\":%" PRIu64 ",",
-               escape(esc, sizeof(esc), k->bytes, k->len, true), k->remaining, l->p.burst,
-               k->reset_ns);
+               esc, k->remaining, l->p.burst, k->reset_ns);
         if (k->tat == THR_TAT_FRESH)
                 printf("\"tat\":null,\"fresh\":true}");
         else
@@ -651,19 +668,24 @@ static void hold_json(const struct shmctl_hold *h, uint64_t now_ns)
 static void window_json(const struct shmctl_lim *l, const struct shmctl_key *k, uint64_t now_ns)
 {
         char esc[ESC_MAX];
-        printf("{\"key\":\"%s\",\"used\":%" PRIu64 ",\"limit\":%" PRIu64 ",\"remaining\":%" PRIu64
-               ",\"oldest_ns\":",
-               escape(esc, sizeof(esc), k->bytes, k->len, true), k->win.used, l->p.rate_n,
-               k->remaining);
-        if (k->win.oldest_ns == UINT64_MAX)
-                printf("null");
-        else
-                printf("%" PRIu64, k->win.oldest_ns);
-        printf(",\"next_free_after_ns\":%" PRIu64 ",\"reset_after_ns\":%" PRIu64
-               ",\"units\":%" PRIu64,
-               k->win.next_free_ns, k->reset_ns, k->tat);
+        escape(esc, sizeof(esc), k->bytes, k->len, true);
+        if (k->mark.on) { /* held by a composed call: its units (and so its log) unknown */
+                mark_key_json(l, esc);
+        } else {
+                printf("{\"key\":\"%s\",\"used\":%" PRIu64 ",\"limit\":%" PRIu64
+                       ",\"remaining\":%" PRIu64 ",\"oldest_ns\":",
+                       esc, k->win.used, l->p.rate_n, k->remaining);
+                if (k->win.oldest_ns == UINT64_MAX)
+                        printf("null");
+                else
+                        printf("%" PRIu64, k->win.oldest_ns);
+                printf(",\"next_free_after_ns\":%" PRIu64 ",\"reset_after_ns\":%" PRIu64
+                       ",\"units\":%" PRIu64,
+                       k->win.next_free_ns, k->reset_ns, k->tat);
+        }
         if (is_serial(l))
                 hold_json(&k->hold, now_ns);
+        mark_json(&k->mark);
         putchar('}');
 }
 

@@ -125,6 +125,18 @@ struct shmctl_budget {
         bool journal;       /* a grant is in progress, or was left by a granter killed */
 };
 
+/* A state word a composed call marked (GCRA, window and budget keys; shm/compose.h): the owner's
+ * reader record and its call's sequence (the mark's low bits), and what that record says, each
+ * read once and only printed. */
+enum { SHMCTL_CALL_RANGE = -2, SHMCTL_CALL_OTHER = -1 }; /* or an enum thr_journal_state */
+struct shmctl_mark {
+        bool on; /* the state word is a mark: the fields below, not a state, describe it */
+        uint32_t reader, seq;
+        int call;     /* its journal's state when the journal names this call; SHMCTL_CALL_OTHER:
+                       * it names another; SHMCTL_CALL_RANGE: no such reader record */
+        uint64_t pid; /* the record's owner pid, as it wrote it (informational) */
+};
+
 /* One live key, snapshotted and evaluated at one arena time. */
 struct shmctl_key {
         uint8_t bytes[THR_KEY_MAX];
@@ -137,6 +149,29 @@ struct shmctl_key {
         struct shmctl_hold hold;  /* serialized window keys only */
         struct shmctl_sem sem;    /* semaphore keys only */
         struct shmctl_budget bud; /* budget keys only */
+        struct shmctl_mark mark;  /* a marked state word: the columns above mean nothing */
+};
+
+/* A member of a named group: its directory index, and the entry as the directory has it now. */
+enum shmctl_member_state {
+        SHMCTL_MEMBER_LIVE,
+        SHMCTL_MEMBER_RETIRED,
+        SHMCTL_MEMBER_FREE,
+        SHMCTL_MEMBER_UNKNOWN, /* the entry's state is none of free, live, retired */
+        SHMCTL_MEMBER_BADNAME, /* its name is not terminated */
+        SHMCTL_MEMBER_RANGE,   /* the index is past the directory's end */
+};
+struct shmctl_member {
+        uint32_t idx;
+        uint32_t state;              /* enum shmctl_member_state */
+        char name[THR_NAME_MAX + 1]; /* live or retired: the entry's name; else empty */
+};
+
+/* A named group of the groups' table (config `compose = a, b`), checked. */
+struct shmctl_group {
+        char name[THR_NAME_MAX + 1];
+        uint32_t n; /* 1 to THR_COMPOSE_MAX */
+        struct shmctl_member m[THR_COMPOSE_MAX];
 };
 
 /* One lease record in use (kind = semaphore), each field read once; nothing here is an index
@@ -185,6 +220,7 @@ struct shmctl_status {
         int alive; /* 1, 0, or -errno (shown as not running): the daemon's lock on byte 0 */
         uint64_t now_ns;
         uint64_t pid, heartbeat_ns, attaches;
+        long ngroups; /* named groups in the groups' table; -1: the table is not valid */
 };
 
 /* Each prints one command's answer to stdout, human (aligned) or JSON (one object and a newline).
@@ -216,5 +252,9 @@ void shmctl_out_key(const struct shmctl_lim *l, const struct shmctl_key *k, uint
 
 /* shmctl_out_leases - every lease of A, then its keys' held units and queued acquires. */
 void shmctl_out_leases(const struct shmctl_leases *a, bool json);
+
+/* shmctl_out_groups (shmctl_compose.c) - the N groups of V, from the table of configuration
+ * generation GEN (TABLE false: the arena has no groups' table). */
+void shmctl_out_groups(const struct shmctl_group *v, long n, bool table, uint64_t gen, bool json);
 
 #endif

@@ -8,7 +8,7 @@
  *      number, the members (slot, generation, kind, cost), status UNDECIDED.
  *   2. In a fixed order (slot offset), for each member: note the state word read in the journal
  *      entry (old), then CAS the word from exactly that value to a mark naming the owner and the
- *      call (THR_TAT_MARK_MIN + (reader << 20 | seq)). While a word holds a mark nobody else
+ *      call (THR_TAT_MARK_MIN + (reader << 32 | seq)). While a word holds a mark nobody else
  *      changes it: every CAS from a state fails on it, and readers that find one resolve it
  *      first (below).
  *   3. With every member marked, the owner decides each member on its old value (each kind's own
