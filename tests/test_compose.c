@@ -605,8 +605,8 @@ Test(compose_group, the_daemon_settles_a_killed_callers_keys_within_its_heartbea
         tdaemon_wait_ready(&D, d, 1);
         thr_limiter *ls[3];
         const char *names[3] = {"llm_requests", "llm_input", "host"};
-        for (int i = 0; i < 3; i++)
-                ls[i] = tdaemon_lim(&D, i, names[i]);
+        for (int i = 0; i < 3; i++) /* D's own slots are fewer: opened here, closed below */
+                cr_assert_eq(thr_limiter_open(D.a, names[i], &ls[i]), 0);
         pid_t kid = tfork();
         if (kid == 0) {
                 g_die_at = THR_HOOK_COMPOSE_MARKED;
@@ -642,5 +642,7 @@ Test(compose_group, the_daemon_settles_a_killed_callers_keys_within_its_heartbea
                     "(heartbeat_ms = 20)",
                     waited);
         cr_assert_lt(waited, 2.0, "settled within a bound of many heartbeats");
+        for (int i = 0; i < 3; i++)
+                thr_limiter_close(ls[i]);
         tdaemon_stop(&D, d);
 }
