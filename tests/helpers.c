@@ -66,6 +66,8 @@ void tarena_make(struct tarena *t, uint32_t clock, enum shm_hugepages huge,
 
 void tarena_free(struct tarena *t)
 {
+        while (t->nkept > 0)
+                thr_limiter_close(t->kept[--t->nkept]);
         if (t->a)
                 thr_arena_close(t->a);
         t->a = NULL;
@@ -82,6 +84,20 @@ thr_limiter *tlim(struct tarena *t, const char *name)
         int rc = thr_limiter_open(t->a, name, &l);
         cr_assert_eq(rc, 0, "thr_limiter_open(%s): %s", name, thr_strerror(rc));
         return l;
+}
+
+thr_limiter *tlim_kept(struct tarena *t, const char *name)
+{
+        cr_assert_lt(t->nkept, 16, "tlim_kept: 16 handles at most");
+        return t->kept[t->nkept++] = tlim(t, name);
+}
+
+struct shm_limiter_spec tspec_budget(const char *name, uint64_t initial)
+{
+        struct shm_limiter_spec s = tspec(name, 0, 0, 0, initial);
+        s.kind = THR_KIND_BUDGET;
+        s.max_reserve_ns = 0;
+        return s;
 }
 
 struct thr_table *ttable(struct tarena *t, const char *name)

@@ -15,15 +15,19 @@
 #include "throttle/throttle.h"
 
 struct tarena {
-        char dir[128];      /* private directory holding the arena file */
-        char path[256];     /* arena file */
-        struct shm_map map; /* the creator's mapping (read-write) */
-        thr_arena *a;       /* opened through the public API */
+        char dir[128];         /* private directory holding the arena file */
+        char path[256];        /* arena file */
+        struct shm_map map;    /* the creator's mapping (read-write) */
+        thr_arena *a;          /* opened through the public API */
+        thr_limiter *kept[16]; /* tlim_kept's handles, closed by tarena_free */
+        int nkept;
 };
 
 /* A limiter spec with capacity 1024, shards 0, max_reserve 60 s, insert_wait 10 s. */
 struct shm_limiter_spec tspec(const char *name, uint64_t rate_n, uint64_t period_ns, uint64_t burst,
                               uint64_t initial);
+/* tspec for a budget limiter whose new keys start with INITIAL. */
+struct shm_limiter_spec tspec_budget(const char *name, uint64_t initial);
 
 /*
  * tarena_make - build an arena with these limiters in a fresh directory under /dev/shm (or on
@@ -34,8 +38,10 @@ void tarena_make(struct tarena *t, uint32_t clock, enum shm_hugepages huge,
                  const struct shm_limiter_spec *specs, size_t n);
 void tarena_free(struct tarena *t);
 
-/* thr_limiter_open or fail the test. */
+/* thr_limiter_open or fail the test. tlim_kept: the handle is closed by tarena_free (so a test
+ * that fails half-way leaks nothing for LeakSanitizer to report). */
 thr_limiter *tlim(struct tarena *t, const char *name);
+thr_limiter *tlim_kept(struct tarena *t, const char *name);
 
 /* The key table of limiter NAME in T's arena, or fail the test. */
 struct thr_table *ttable(struct tarena *t, const char *name);

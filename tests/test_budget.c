@@ -31,18 +31,10 @@
 
 static struct tarena T;
 
-static struct shm_limiter_spec bspec(const char *name, uint64_t initial)
-{
-        struct shm_limiter_spec s = tspec(name, 0, 0, 0, initial);
-        s.kind = THR_KIND_BUDGET;
-        s.max_reserve_ns = 0;
-        return s;
-}
-
 static void setup(void)
 {
-        struct shm_limiter_spec s[] = {bspec("b", 0), bspec("b10", 10), bspec("tiny", 10),
-                                       tspec("g", 10, SEC, 10, 10)};
+        struct shm_limiter_spec s[] = {tspec_budget("b", 0), tspec_budget("b10", 10),
+                                       tspec_budget("tiny", 10), tspec("g", 10, SEC, 10, 10)};
         s[2].capacity = 2;
         s[2].on_full = THR_FULL_EVICT;
         s[2].idle_ttl_ns = SEC;
@@ -50,20 +42,9 @@ static void setup(void)
 }
 
 /* Limiter handles opened by a test, closed by its teardown (LeakSanitizer). */
-static thr_limiter *g_lims[16];
-static int g_nlims;
-
-static thr_limiter *lim(const char *name)
-{
-        cr_assert_lt(g_nlims, 16);
-        return g_lims[g_nlims++] = tlim(&T, name);
-}
-
 static void teardown(void)
 {
         thr_test_hook = NULL;
-        while (g_nlims > 0)
-                thr_limiter_close(g_lims[--g_nlims]);
         tarena_free(&T);
 }
 
@@ -105,7 +86,7 @@ static void *shared_map(size_t n)
 
 Test(budget, tries_and_adds)
 {
-        thr_limiter *l = lim("b10");
+        thr_limiter *l = tlim_kept(&T, "b10");
         struct thr_budget_result r;
         cr_assert_eq(thr_budget_try(l, "k", 1, 0, &r), 0, "a peek");
         cr_assert_eq(r.balance, 10, "a new key has the initial balance");
@@ -134,7 +115,7 @@ Test(budget, tries_and_adds)
         struct thr_reservation rv;
         cr_assert_eq(thr_limiter_reserve(l, "t", 1, 1, SEC, &rv), -EOPNOTSUPP);
         /* a GCRA limiter is not a budget */
-        thr_limiter *g = lim("g");
+        thr_limiter *g = tlim_kept(&T, "g");
         cr_assert_eq(thr_budget_try(g, "k", 1, 1, &r), -EOPNOTSUPP);
         cr_assert_eq(thr_budget_add(g, "k", 1, 1, &r), -EOPNOTSUPP);
         struct thr_budget_stat st;
@@ -168,7 +149,7 @@ static void *task_run(void *arg)
 
 Test(budget, budget_executor_example)
 {
-        struct task t = {.l = lim("b")};
+        struct task t = {.l = tlim_kept(&T, "b")};
         pthread_t th;
         cr_assert_eq(pthread_create(&th, NULL, task_run, &t), 0);
         int adds = 0;
@@ -235,7 +216,7 @@ static void spender_join(struct spender *s)
 
 Test(budget, waiting_spenders_are_served_oldest_first)
 {
-        thr_limiter *l = lim("b");
+        thr_limiter *l = tlim_kept(&T, "b");
         struct spender a, b, c;
         spender_start(&a, l, "q", 5, 3600 * SEC);
         wait_waiters(l, "q", 1);
@@ -273,7 +254,7 @@ Test(budget, waiting_spenders_are_served_oldest_first)
 
 Test(budget, a_timed_out_spender_spends_nothing_and_leaves_no_flag)
 {
-        thr_limiter *l = lim("b");
+        thr_limiter *l = tlim_kept(&T, "b");
         struct spender a;
         spender_start(&a, l, "t", 5, 2 * SEC);
         wait_waiters(l, "t", 1);
@@ -291,7 +272,7 @@ Test(budget, a_timed_out_spender_spends_nothing_and_leaves_no_flag)
 
 Test(budget, a_waiter_killed_while_queued_is_never_granted)
 {
-        thr_limiter *l = lim("b");
+        thr_limiter *l = tlim_kept(&T, "b");
         pid_t kid = tfork();
         if (kid == 0) {
                 struct thr_budget_result r;
@@ -322,7 +303,7 @@ static void die_at(enum thr_hook_point p, void *arg)
  * anyone else locks the key. Returns the final balance; *RC the waiter's result. */
 static uint64_t killed_granter(enum thr_hook_point point, bool give_up, int *rc)
 {
-        thr_limiter *l = lim("b");
+        thr_limiter *l = tlim_kept(&T, "b");
         _Atomic int *out = shared_map(4096);
         atomic_store(out, 99);
         pid_t w = tfork();
@@ -416,7 +397,7 @@ static void maint_pass(const char *name)
 
 Test(budget, only_keys_at_their_initial_balance_are_evicted)
 {
-        thr_limiter *l = lim("tiny"); /* initial 10, capacity 2, on_full = evict */
+        thr_limiter *l = tlim_kept(&T, "tiny"); /* initial 10, capacity 2, on_full = evict */
         struct thr_budget_result r;
         struct thr_reservation_priv loc;
         cr_assert_eq(thr_budget_try(l, "spent", 5, 4, &r), 0);
@@ -439,7 +420,7 @@ Test(budget, only_keys_at_their_initial_balance_are_evicted)
 
 Test(budget, the_daemon_pass_clears_a_dead_waiters_flag)
 {
-        thr_limiter *l = lim("b");
+        thr_limiter *l = tlim_kept(&T, "b");
         pid_t kid = tfork();
         if (kid == 0) {
                 struct thr_budget_result r;
@@ -462,7 +443,7 @@ static struct tarena R;
 
 static void real_setup(void)
 {
-        struct shm_limiter_spec s[] = {bspec("scripts", 20)};
+        struct shm_limiter_spec s[] = {tspec_budget("scripts", 20)};
         tarena_make(&R, THR_CLOCK_MONOTONIC, SHM_HUGE_OFF, s, 1);
 }
 

@@ -29,17 +29,9 @@
 
 static struct tarena T;
 
-static struct shm_limiter_spec bspec(const char *name, uint64_t initial)
-{
-        struct shm_limiter_spec s = tspec(name, 0, 0, 0, initial);
-        s.kind = THR_KIND_BUDGET;
-        s.max_reserve_ns = 0;
-        return s;
-}
-
 static void setup(void)
 {
-        struct shm_limiter_spec s[] = {bspec("b0", 0), bspec("b10", 10)};
+        struct shm_limiter_spec s[] = {tspec_budget("b0", 0), tspec_budget("b10", 10)};
         tarena_make(&T, THR_CLOCK_MONOTONIC, SHM_HUGE_OFF, s, 2);
 }
 

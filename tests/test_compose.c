@@ -34,13 +34,10 @@ static struct tarena T;
 static struct shm_limiter_spec kind_spec(const char *name, uint32_t kind, uint64_t n,
                                          uint64_t period)
 {
+        if (kind == THR_KIND_BUDGET)
+                return tspec_budget(name, n);
         struct shm_limiter_spec s = tspec(name, n, period, n, n);
         s.kind = kind;
-        if (kind == THR_KIND_BUDGET) {
-                s = tspec(name, 0, 0, 0, n);
-                s.kind = kind;
-                s.max_reserve_ns = 0;
-        }
         return s;
 }
 
@@ -57,20 +54,9 @@ static void setup(void)
         tarena_make(&T, THR_CLOCK_MANUAL, SHM_HUGE_OFF, s, 4);
 }
 
-static thr_limiter *g_lims[16];
-static int g_nlims;
-
-static thr_limiter *lim(const char *name)
-{
-        cr_assert_lt(g_nlims, 16);
-        return g_lims[g_nlims++] = tlim(&T, name);
-}
-
 static void teardown(void)
 {
         thr_test_hook = NULL;
-        while (g_nlims > 0)
-                thr_limiter_close(g_lims[--g_nlims]);
         tarena_free(&T);
 }
 
@@ -91,7 +77,8 @@ static struct thr_member mem(thr_limiter *l, const char *key, uint64_t cost)
 
 Test(compose, all_admitted_or_none_consumed)
 {
-        thr_limiter *req = lim("req"), *tok = lim("tok"), *bud = lim("bud");
+        thr_limiter *req = tlim_kept(&T, "req"), *tok = tlim_kept(&T, "tok"),
+                    *bud = tlim_kept(&T, "bud");
         struct thr_compose_result r;
         struct thr_member m[] = {mem(req, "t1", 1), mem(tok, "t1", 30), mem(bud, "t1", 20)};
         cr_assert_eq(thr_compose_try(m, 3, &r), 1);
@@ -122,7 +109,8 @@ Test(compose, all_admitted_or_none_consumed)
 
 Test(compose, bad_calls_are_refused)
 {
-        thr_limiter *req = lim("req"), *tok = lim("tok"), *sem = lim("sem");
+        thr_limiter *req = tlim_kept(&T, "req"), *tok = tlim_kept(&T, "tok"),
+                    *sem = tlim_kept(&T, "sem");
         struct thr_compose_result r;
         struct thr_member twice[] = {mem(req, "k", 1), mem(req, "k", 1)};
         cr_assert_eq(thr_compose_try(twice, 2, &r), -EINVAL, "the same key twice");
@@ -139,7 +127,8 @@ Test(compose, bad_calls_are_refused)
 
 Test(compose, a_refund_gives_back_what_each_kind_can)
 {
-        thr_limiter *req = lim("req"), *tok = lim("tok"), *bud = lim("bud");
+        thr_limiter *req = tlim_kept(&T, "req"), *tok = tlim_kept(&T, "tok"),
+                    *bud = tlim_kept(&T, "bud");
         struct thr_compose_result r;
         struct thr_compose_ticket t;
         struct thr_member m[] = {mem(req, "r", 1), mem(tok, "r", 30), mem(bud, "r", 20)};
@@ -201,7 +190,8 @@ static void *wait_run(void *arg)
 
 Test(compose, the_waiting_form_waits_for_the_slowest)
 {
-        thr_limiter *req = lim("req"), *tok = lim("tok"), *bud = lim("bud");
+        thr_limiter *req = tlim_kept(&T, "req"), *tok = tlim_kept(&T, "tok"),
+                    *bud = tlim_kept(&T, "bud");
         struct thr_result tr;
         cr_assert_eq(thr_limiter_try(req, "a", 1, 3, &tr), 1);   /* empty: the next in 1/3 s */
         cr_assert_eq(thr_limiter_try(tok, "a", 1, 100, &tr), 1); /* empty for 1 s */
@@ -291,9 +281,9 @@ static bool killed_at(enum thr_hook_point point, int nth, const char *k, bool da
 
 Test(compose, killed_at_each_step_never_partly_consumed)
 {
-        g_req = lim("req");
-        g_tok = lim("tok");
-        g_bud = lim("bud");
+        g_req = tlim_kept(&T, "req");
+        g_tok = tlim_kept(&T, "tok");
+        g_bud = tlim_kept(&T, "bud");
         static const struct {
                 enum thr_hook_point p;
                 int nth;
@@ -325,7 +315,7 @@ static void stop_at_second_mark(enum thr_hook_point p, void *arg)
 
 Test(compose, a_stopped_caller_is_aborted_then_completes)
 {
-        thr_limiter *req = lim("req"), *bud = lim("bud");
+        thr_limiter *req = tlim_kept(&T, "req"), *bud = tlim_kept(&T, "bud");
         uint64_t b = state_of(bud, "s");
         pid_t kid = tfork();
         if (kid == 0) {
@@ -441,7 +431,7 @@ Test(compose, processes_killed_at_random_never_over_admit_nor_leave_marks, .time
                 waitpid(kids[i], NULL, 0);
         }
         shm_readers_reap(&T.map);
-        thr_limiter *ls[3] = {lim("req"), lim("tok"), lim("bud")};
+        thr_limiter *ls[3] = {tlim_kept(&T, "req"), tlim_kept(&T, "tok"), tlim_kept(&T, "bud")};
         uint64_t n = atomic_load(&g->n);
         if (n > LOG_MAX)
                 n = LOG_MAX;

@@ -45,20 +45,9 @@ static void setup(void)
         tarena_make(&T, THR_CLOCK_MANUAL, SHM_HUGE_OFF, s, 1);
 }
 
-static thr_limiter *g_lims[16];
-static int g_nlims;
-
-static thr_limiter *lim(const char *name)
-{
-        cr_assert_lt(g_nlims, 16);
-        return g_lims[g_nlims++] = tlim(&T, name);
-}
-
 static void teardown(void)
 {
         thr_test_hook = NULL;
-        while (g_nlims > 0)
-                thr_limiter_close(g_lims[--g_nlims]);
         tarena_free(&T);
 }
 
@@ -162,7 +151,7 @@ static void helper_hook(enum thr_hook_point p, void *arg)
 
 Test(compose_review, seq_wrap_helper_settles_from_another_call)
 {
-        thr_limiter *g = lim("g");
+        thr_limiter *g = tlim_kept(&T, "g");
         g_sh = mmap(NULL, sizeof(*g_sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
         cr_assert_neq(g_sh, MAP_FAILED);
         /* three keys in slot order W < X < Z */
@@ -283,7 +272,7 @@ static void stop_at_first_mark(enum thr_hook_point p, void *arg)
 
 Test(compose_review, cancel_meets_a_mark_keeps_the_place)
 {
-        thr_limiter *g = lim("g");
+        thr_limiter *g = tlim_kept(&T, "g");
         struct thr_slot *s = slot_of(g, "r");
         struct thr_result tr;
         for (int i = 0; i < 3; i++)
