@@ -123,6 +123,9 @@ static void config_defaults(struct config *cfg, struct shm_limiter_spec *lim)
          * 20 ms rides that out instead of denying new keys, and still bounds what a stopped
          * holder costs a new key before on_full answers. */
         lim->lock_wait_ns = THR_LOCK_WAIT_NS;
+        /* The cheapest clock whose lag is at most T / 64 (shm/clock.h): a slow limiter needs no
+         * nanosecond clock per decision; a fast one keeps the precise clock. */
+        lim->clock_read = THR_CLOCK_READ_AUTO;
         /* burst and initial have derived defaults, applied in end_limiter(): burst = the rate's
          * N (one period's worth at once, as a token bucket user expects), initial = burst (a new
          * key starts full, so a first burst is never refused). */
@@ -182,7 +185,7 @@ static int foreign_keys(struct parse *p, const struct shm_limiter_spec *l,
                 int key, kinds;
         } only[] = {{LK_RATE, G},   {LK_BURST, G},     {LK_INITIAL, G | B},     {LK_LIMIT, W},
                     {LK_WINDOW, W}, {LK_SERIALIZE, W}, {LK_MAX_RESERVE, G | W}, {LK_MAX, S},
-                    {LK_LEASES, S}, {LK_LEVEL, S}};
+                    {LK_LEASES, S}, {LK_LEVEL, S},     {LK_CLOCK_READ, G}};
         int mine = l->kind == THR_KIND_WINDOW      ? W
                    : l->kind == THR_KIND_SEMAPHORE ? S
                    : l->kind == THR_KIND_BUDGET    ? B

@@ -27,6 +27,7 @@ enum {
         LK_MAX,
         LK_LEASES,
         LK_LEVEL,
+        LK_CLOCK_READ,
         LK_COUNT
 };
 

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "clock.h"
 #include "config_internal.h"
 
 /* ---------------------------------------------------------------- errors */
@@ -293,6 +294,21 @@ static int set_on_full(const struct config_key *k, void *field, const char *v, c
         return say(why, n, -EINVAL, "unknown value '%s' (one of deny, allow, evict)", v);
 }
 
+static int set_clock_read(const struct config_key *k, void *field, const char *v, char *why,
+                          size_t n)
+{
+        static const uint32_t vals[] = {THR_CLOCK_READ_AUTO, THR_CLOCK_READ_PRECISE,
+                                        THR_CLOCK_READ_COARSE, THR_CLOCK_READ_TSC};
+        (void)k;
+        for (size_t i = 0; i < 4; i++) {
+                if (!strcasecmp(v, shm_clock_read_name(vals[i]))) {
+                        *(uint32_t *)field = vals[i];
+                        return 0;
+                }
+        }
+        return say(why, n, -EINVAL, "unknown value '%s' (one of auto, precise, coarse, tsc)", v);
+}
+
 static int set_clock(const struct config_key *k, void *field, const char *v, char *why, size_t n)
 {
         (void)k;
@@ -498,4 +514,5 @@ const struct config_key config_limiter_keys[] = {
     [LK_MAX] = {"max", set_u64, LIM(rate_n), 1, THR_SEM_MAX},
     [LK_LEASES] = {"leases_per_key", set_u64, LIM(leases), 1, THR_SEM_LEASES_MAX},
     [LK_LEVEL] = {"level", set_u64, LIM(level), 0, THR_SEM_LEVELS - 1},
+    [LK_CLOCK_READ] = {"clock_read", set_clock_read, LIM(clock_read), 0, 0},
     [LK_COUNT] = {NULL, NULL, 0, 0, 0}};

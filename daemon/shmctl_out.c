@@ -15,6 +15,7 @@
 
 #include "shm.h"
 #include "shmctl_fmt.h"
+#include "clock.h"
 #include "shmctl_out.h"
 
 /* ---------------------------------------------------------------- formatting */
@@ -239,6 +240,14 @@ static void status_human(const struct thr_hdr *h, const struct shm_map *map,
                        fmt_size(pg, sizeof(pg), h->thp_bytes));
         printf("clock        %s, now %s\n", clock_name(h->clock_id),
                fmt_dur(now, sizeof(now), s->now_ns));
+        if (h->tsc_mult)
+                printf("cheap clocks coarse (lags < %" PRIu64 " ns), tsc (%.1f MHz, lags < %" PRIu64
+                       " ns)\n",
+                       h->coarse_res_ns, 1000.0 * 4294967296.0 / (double)h->tsc_mult,
+                       h->tsc_lag_ns);
+        else
+                printf("cheap clocks coarse (lags < %" PRIu64 " ns); no usable tsc\n",
+                       h->coarse_res_ns);
         printf("limiters     %ld in use of %u", s->nlim, map->g.dir_count);
         if (s->nretired)
                 printf(", %ld retired", s->nretired);
@@ -281,6 +290,8 @@ static void status_json(const struct thr_hdr *h, const struct shm_map *map,
                ",\"clock\":\"%s\",\"now_ns\":%" PRIu64 ",",
                backing_name(h->backing), h->page_size, h->thp_bytes, clock_name(h->clock_id),
                s->now_ns);
+        printf("\"coarse_res_ns\":%" PRIu64 ",\"tsc_usable\":%s,\"tsc_lag_ns\":%" PRIu64 ",",
+               h->coarse_res_ns, h->tsc_mult ? "true" : "false", h->tsc_lag_ns);
         printf("\"limiters\":%ld,\"max_limiters\":%u,\"readers\":%u,\"max_readers\":%u,"
                "\"live_keys\":%" PRIu64 ",",
                s->nlim, map->g.dir_count, s->readers, map->g.reader_count, s->live_keys);
@@ -383,8 +394,11 @@ static void lim_row(const void *data, long i, char cells[][CELL])
         snprintf(cells[14], CELL, "%" PRIu64, l->ev.reclaimed);
         snprintf(cells[15], CELL, "%" PRIu64, l->t.insert_fail);
         snprintf(cells[16], CELL, "%" PRIu64, l->ev.allowed_full);
+        snprintf(cells[17], CELL, "%s",
+                 l->p.kind == THR_KIND_GCRA ? shm_clock_read_name(THR_PARAM_CLOCK(l->p.flags))
+                                            : "-");
         if (lr->sem)
-                lim_sem_cells(l, lr->queue, cells + 17);
+                lim_sem_cells(l, lr->queue, cells + 18);
 }
 
 static void lim_json(const struct shmctl_lim *l)
@@ -418,6 +432,8 @@ static void lim_json(const struct shmctl_lim *l)
                dir_state_name(l->state), fmt_pct(pct, sizeof(pct), l->t.live, l->t.capacity),
                l->p.idle_ttl_ns, on_full_name(l->p.on_full), l->ev.evicted, l->ev.evicted_full,
                l->ev.reclaimed, l->ev.allowed_full);
+        if (l->p.kind == THR_KIND_GCRA) /* the clock its decisions read (shm/clock.h) */
+                printf(",\"clock_read\":\"%s\"", shm_clock_read_name(THR_PARAM_CLOCK(l->p.flags)));
         if (is_sem(l)) /* last: the members above are in the order they always were */
                 printf(",\"level\":%" PRIu64 ",\"min_remainder\":%" PRId64
                        ",\"queued_found\":%" PRIu32 ",\"pending_units\":%" PRIu64
@@ -430,21 +446,22 @@ static void lim_json(const struct shmctl_lim *l)
 void shmctl_out_limiters(const struct shmctl_lim *v, long n, bool json)
 {
         static const char *const head[] = {
-            "NAME",      "STATE",        "KIND",      "RATE",        "BURST",          "INITIAL",
-            "SERIALIZE", "SHARDS",       "OCCUPANCY", "SLOT_BYTES",  "IDLE_TTL",       "ON_FULL",
-            "EVICTED",   "EVICTED_FULL", "RECLAIMED", "INSERT_FAIL", "ALLOWED_FULL",   "HELD",
-            "LEASES",    "PENDING",      "REMAINDER", "PEND_UNITS",  "LONGEST_PENDING"};
+            "NAME",        "STATE",        "KIND",       "RATE",           "BURST",
+            "INITIAL",     "SERIALIZE",    "SHARDS",     "OCCUPANCY",      "SLOT_BYTES",
+            "IDLE_TTL",    "ON_FULL",      "EVICTED",    "EVICTED_FULL",   "RECLAIMED",
+            "INSERT_FAIL", "ALLOWED_FULL", "CLOCK",      "HELD",           "LEASES",
+            "PENDING",     "REMAINDER",    "PEND_UNITS", "LONGEST_PENDING"};
         static const bool right[] = {false, false, false, true,  true, true, false, true,
                                      true,  true,  true,  false, true, true, true,  true,
-                                     true,  true,  true,  true,  true, true, true};
-        static_assert(sizeof(head) / sizeof(head[0]) == 23 && 23 <= MAX_COLS, "limiters columns");
+                                     true,  false, true,  true,  true, true, true,  true};
+        static_assert(sizeof(head) / sizeof(head[0]) == 24 && 24 <= MAX_COLS, "limiters columns");
         struct lim_rows lr = {v, false, false};
         for (long i = 0; i < n; i++) {
                 lr.sem |= is_sem(&v[i]);
                 lr.queue |= lim_queue(&v[i]);
         }
         /* semaphore columns if any; queue columns if anything is queued or above max */
-        const struct cols cols = {lr.queue ? 23 : lr.sem ? 20 : 17, head, right};
+        const struct cols cols = {lr.queue ? 24 : lr.sem ? 21 : 18, head, right};
         if (json) {
                 printf("{\"limiters\":[");
                 for (long i = 0; i < n; i++) {

@@ -26,6 +26,7 @@
 #include <unistd.h>
 #include <urcu.h>
 
+#include "clock.h"
 #include "log.h"
 #include "supervisor.h"
 #include "tsan.h"
@@ -152,6 +153,8 @@ static int attach_existing(struct supervisor *s, const char *path, bool recreate
         return remove_unusable(path, err);
 }
 
+static void log_clocks(const struct shm_map *m, const struct config *cfg);
+
 static int create_new(struct supervisor *s)
 {
         char err[512] = "";
@@ -267,6 +270,7 @@ int supervisor_start(struct supervisor *s, const struct config *cfg, bool recrea
                 return EX_OSERR;
         }
         registry_publish(s, reg);
+        log_clocks(&s->map, &s->cfg);
         announce(s);
         /* signals go to the main thread only */
         sigset_t all, old;
@@ -368,6 +372,36 @@ static void reload_report(bool arena, const bool *gone, const struct shm_map *m)
         }
 }
 
+/* What clock each rate limiter of CFG reads (shm/clock.h), as the arena chose it. */
+static void log_clocks(const struct shm_map *m, const struct config *cfg)
+{
+        const struct thr_hdr *h = shm_hdr(m);
+        for (size_t i = 0; i < cfg->nlimiters; i++) {
+                const struct shm_limiter_spec *ls = &cfg->limiters[i];
+                struct shm_lim_snap snap;
+                int idx = shm_dir_find(m, ls->name);
+                if (idx < 0 || shm_dir_snapshot(m, (uint32_t)idx, &snap) < 0 ||
+                    snap.params.kind != THR_KIND_GCRA)
+                        continue;
+                uint32_t got = THR_PARAM_CLOCK(snap.params.flags);
+                uint64_t lag = got == THR_CLOCK_READ_COARSE ? h->coarse_res_ns
+                               : got == THR_CLOCK_READ_TSC  ? h->tsc_lag_ns
+                                                            : 0;
+                if (got == THR_CLOCK_READ_PRECISE && ls->clock_read != THR_CLOCK_READ_TSC)
+                        continue; /* the default for fast limiters: nothing to say */
+                if (ls->clock_read == THR_CLOCK_READ_TSC && got != THR_CLOCK_READ_TSC)
+                        log_warn("limiter '%s': clock_read = tsc, but this machine's TSC is not "
+                                 "usable (see shmctl status); it reads the precise clock",
+                                 ls->name);
+                else
+                        log_info("limiter '%s' reads the %s clock (%s): it lags by at most "
+                                 "%" PRIu64 " ns, emission interval %.0f ns",
+                                 ls->name, shm_clock_read_name(got),
+                                 shm_clock_read_name(ls->clock_read), lag,
+                                 (double)snap.params.t_units / (double)snap.params.k);
+        }
+}
+
 static void do_reload(struct supervisor *s)
 {
         static struct config next; /* large; one reload at a time, on the main thread */
@@ -384,6 +418,7 @@ static void do_reload(struct supervisor *s)
                 return;
         }
         reload_report(arena_changed(&s->cfg, &next), gone, &s->map);
+        log_clocks(&s->map, &next);
         free(gone);
         config_copy(&s->cfg, &next);
         struct registry *reg = registry_make(s, &s->cfg);

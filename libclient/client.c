@@ -112,6 +112,10 @@ static int arena_open(const char *name, thr_arena **out)
         /* one syscall at open so the daemon's grace periods can use the expedited membarrier;
          * if it fails, the arena's flag makes the daemon use the slow global one instead */
         shm_membarrier_register(a->hdr);
+        /* the TSC clock's rate, if the arena has one and it is plausible (0.01 to 10 ns a cycle):
+         * a copy, so no later write to the header changes how this process reads time */
+        uint64_t mult = a->hdr->tsc_mult;
+        a->tsc_mult = mult > (1ull << 32) / 100 && mult < (1ull << 32) * 10 ? mult : 0;
         a->open_pid = getpid();
         thr_registry_add(a);
         *out = a;
@@ -349,9 +353,21 @@ static inline bool op_same_slot(const struct op *o)
         return atomic_load_explicit(&o->slot->meta, memory_order_acquire) == o->meta;
 }
 
+__attribute__((noinline)) uint64_t thr_lim_clock_cheap(const thr_arena *a, uint32_t flags)
+{
+        uint32_t how = THR_PARAM_CLOCK(flags);
+        if (how == THR_CLOCK_READ_TSC && a->tsc_mult)
+                return shm_now_tsc(a->hdr, a->tsc_mult);
+        if (how == THR_CLOCK_READ_COARSE)
+                return shm_now_coarse(a->hdr);
+        return shm_now_ns(a->hdr);
+}
+
+/* The time a decision reads, in the limiter's units: its clock (clock.h), precise unless its
+ * parameters chose the coarse or the TSC clock. */
 static inline uint64_t op_now(const struct op *o)
 {
-        return shm_now_ns(o->l->a->hdr) * o->p->k;
+        return thr_lim_clock(o->l->a, o->p->flags) * o->p->k;
 }
 
 /* A window key's log (the aux storage of slot S). */
@@ -822,6 +838,7 @@ static inline __attribute__((always_inline)) int op_run(thr_limiter *l, const vo
         struct thr_params pc;
         struct op o;
         o.pc = &pc;
+        o.slot = NULL; /* op_begin sets it; said here for gcc's -Wmaybe-uninitialized */
         int rc = op_begin(&o, l, key, len, rq);
         if (rc < 0)
                 return rc;

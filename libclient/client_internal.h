@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "arena.h"
+#include "clock.h"
 #include "gcra.h"
 #include "readers.h"
 #include "table.h"
@@ -171,6 +172,7 @@ struct thr_arena {
         uint32_t lease_idx;     /* this process's lease record (sem.h), if lease_gen is current */
         uint64_t lease_token;
         _Atomic uint64_t lease_gen; /* fork generation it was claimed in (0: none) */
+        uint64_t tsc_mult;          /* hdr.tsc_mult as checked at open; 0: no TSC clock here */
 };
 
 struct thr_limiter {
@@ -277,6 +279,17 @@ static inline void thr_reader_exit(struct thr_reader *r, uint64_t prev)
 }
 
 /* Owner-only counter: a plain load and store, no locked instruction. */
+/* Arena time as a GCRA limiter with parameter FLAGS reads it (THR_PARAM_CLOCK, clock.h): one
+ * test for the precise clock, which every other kind reads; the cheap clocks in a call of their
+ * own, so the precise path's code stays as it was. */
+uint64_t thr_lim_clock_cheap(const thr_arena *a, uint32_t flags);
+static inline uint64_t thr_lim_clock(const thr_arena *a, uint32_t flags)
+{
+        if (__builtin_expect((flags & THR_PARAM_CLOCK_MASK) == 0, 1))
+                return shm_now_ns(a->hdr);
+        return thr_lim_clock_cheap(a, flags);
+}
+
 static inline void thr_count(_Atomic uint64_t *c)
 {
         atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,

@@ -27,6 +27,7 @@ struct shm_limiter_spec {
                                   * shard's lock, then on_full applies; 0: THR_LOCK_WAIT_NS */
         uint64_t leases;         /* semaphore: lease records per key (rate_n is its max) */
         uint64_t level;          /* semaphore: lock level, 0 to THR_SEM_LEVELS - 1 (peer.h) */
+        uint32_t clock_read;     /* enum thr_clock_read (clock.h): GCRA only; 0 is precise */
 };
 
 /* A named group of limiters (config `compose = a, b, c`): members by name, in order. */

@@ -97,7 +97,7 @@
 #include <stdint.h>
 
 #define THR_MAGIC          0x414e455241524854ull /* "THRARENA" little-endian */
-#define THR_LAYOUT_MAJOR   9u
+#define THR_LAYOUT_MAJOR   10u /* 10: GCRA params carry a clock (THR_PARAM_CLOCK) */
 #define THR_LAYOUT_MINOR   0u
 #define THR_HDR_SIZE       4096u
 #define THR_NAME_MAX       63u  /* arena and limiter names, without the NUL */
@@ -146,6 +146,19 @@ enum thr_limiter_kind {
 
 /* thr_params.flags */
 #define THR_PARAM_SERIALIZE 1u /* window: one holder at a time per key (window.h) */
+/* Bits 5..4: how a GCRA limiter's decisions read the arena clock (clock.h); 0 (precise) for
+ * other kinds. */
+#define THR_PARAM_CLOCK_SHIFT 4u
+#define THR_PARAM_CLOCK_MASK  (3u << THR_PARAM_CLOCK_SHIFT)
+#define THR_PARAM_CLOCK(f)    (((f)&THR_PARAM_CLOCK_MASK) >> THR_PARAM_CLOCK_SHIFT)
+/* a limiter's clock_read: what its params carry (PRECISE, COARSE, TSC); AUTO in a spec only (a
+ * zeroed spec reads the precise clock; the daemon's config defaults to auto) */
+enum thr_clock_read {
+        THR_CLOCK_READ_PRECISE = 0,
+        THR_CLOCK_READ_COARSE = 1,
+        THR_CLOCK_READ_TSC = 2,
+        THR_CLOCK_READ_AUTO = 3 /* spec: the cheapest clock whose lag is at most T / 64 */
+};
 
 /* Window limiters: at most N units in any window of length W; a log of N unit times per key. */
 #define THR_WINDOW_MAX   16384u /* largest N: the log is 8 bytes a unit, preallocated per slot */
@@ -268,7 +281,16 @@ struct thr_hdr {
          * (struct thr_group_table) the daemon wrote last, 0 none; a reload writes a new one */
         _Atomic uint64_t groups_off;
 
-        uint8_t headroom[THR_HDR_SIZE - 320];
+        /* what the cheap clocks of this machine are (clock.h), measured at creation.
+         * tsc_mult: ns per TSC cycle times 2^32, lowered by THR_TSC_MARGIN_PPM; 0 when the TSC
+         * is not usable here (then a limiter asking for it reads the precise clock). tsc_lag_ns:
+         * how far behind CLOCK_MONOTONIC a TSC reading can be; coarse_res_ns: the resolution of
+         * CLOCK_MONOTONIC_COARSE, how far behind it can be. Written before magic, never after. */
+        uint64_t tsc_mult;
+        uint64_t tsc_lag_ns;
+        uint64_t coarse_res_ns;
+
+        uint8_t headroom[THR_HDR_SIZE - 344];
 };
 
 struct thr_params {

@@ -53,6 +53,17 @@ static int common_make(const struct shm_limiter_spec *s, uint64_t gen, struct th
                 return fail(err, errlen, -ERANGE, s->name, "idle_ttl exceeds 20 years");
         if (s->lock_wait_ns > THR_LOCK_WAIT_MAX_NS)
                 return fail(err, errlen, -ERANGE, s->name, "insert_wait exceeds 60 s");
+        if (s->clock_read > THR_CLOCK_READ_AUTO)
+                return fail(err, errlen, -EINVAL, s->name,
+                            "clock_read must be auto, precise, coarse or tsc");
+        if ((s->clock_read == THR_CLOCK_READ_COARSE || s->clock_read == THR_CLOCK_READ_TSC) &&
+            s->kind != 0 && s->kind != THR_KIND_GCRA)
+                return fail(err, errlen, -EINVAL, s->name,
+                            "clock_read = %s applies to rate limiters only: a %s compares times "
+                            "that other processes wrote with its own, so it reads the precise "
+                            "clock",
+                            s->clock_read == THR_CLOCK_READ_COARSE ? "coarse" : "tsc",
+                            shm_kind_name(s->kind));
         memset(out, 0, sizeof(*out));
         out->size = sizeof(*out);
         out->gen = gen;

@@ -881,3 +881,29 @@ Test(config, a_group_s_faults_name_their_line)
                          "[a2]\ncompose = a\n",
                          8, "duplicate group 'a2'");
 }
+
+/* clock_read (shm/clock.h): auto by default, each value parsed, rate limiters only. */
+Test(config, clock_read_values_and_faults)
+{
+        struct run *r = run_text("[g]\nrate = 5/s\n");
+        cr_assert_eq(r->rc, 0, "%s", r->err);
+        cr_assert_eq(r->cfg.limiters[0].clock_read, THR_CLOCK_READ_AUTO);
+        free(r);
+        const char *names[] = {"auto", "precise", "coarse", "tsc", "TSC"};
+        const uint32_t vals[] = {THR_CLOCK_READ_AUTO, THR_CLOCK_READ_PRECISE, THR_CLOCK_READ_COARSE,
+                                 THR_CLOCK_READ_TSC, THR_CLOCK_READ_TSC};
+        for (int i = 0; i < 5; i++) {
+                char text[128];
+                snprintf(text, sizeof(text), "[g]\nrate = 5/s\nclock_read = %s\n", names[i]);
+                r = run_text(text);
+                cr_assert_eq(r->rc, 0, "%s: %s", names[i], r->err);
+                cr_assert_eq(r->cfg.limiters[0].clock_read, vals[i], "%s", names[i]);
+                free(r);
+        }
+        expect_one_fault("[g]\nrate = 5/s\nclock_read = fast\n", 3,
+                         "unknown value 'fast' (one of auto, precise, coarse, tsc)");
+        expect_one_fault("[w]\nkind = window\nlimit = 5\nwindow = 1s\nclock_read = tsc\n", 5,
+                         "clock_read does not apply");
+        expect_one_fault("[s]\nkind = semaphore\nmax = 5\nclock_read = coarse\n", 4,
+                         "clock_read does not apply");
+}

@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "helpers.h"
 
 #define MS         1000000ull
@@ -346,5 +347,43 @@ Test(daemon, sighup_keeps_running_config_when_broken_and_adds_limiters)
         cr_assert_eq(thr_limiter_try(x, "k", 1, 1, NULL), 0, "extra: burst 5");
         cr_assert_eq(peek(l, "k").remaining, 6, "lim kept its state across the reload");
         cr_assert_eq(params_off_of("lim"), poff, "unchanged parameters keep their record");
+        stop(d);
+}
+
+/* ---------------------------------------------------------------- clocks */
+
+/* The clock each rate limiter reads, chosen by the auto rule (shm/clock.h) or as configured,
+ * written in its parameters and logged. A manual arena's lags: the coarse tick of this machine
+ * and a nominal 1 us TSC. */
+Test(daemon, limiters_get_the_clock_the_rule_chooses)
+{
+        write_config(true, "[slow]\nrate = 1/s\ncapacity = 16\n"
+                           "[mid]\nrate = 1000/s\ncapacity = 16\n"
+                           "[fast]\nrate = 100000/s\ncapacity = 16\n"
+                           "[pinned]\nrate = 1/s\nclock_read = precise\ncapacity = 16\n"
+                           "[asked]\nrate = 100000/s\nclock_read = coarse\ncapacity = 16\n");
+        int d = start(NULL);
+        wait_ready(d, 1);
+        const struct thr_hdr *h = shm_hdr(&fx.map);
+        cr_assert_leq(h->coarse_res_ns * 64, SEC, "a tick above 15 ms: the rule cannot be shown");
+        const char *names[] = {"slow", "mid", "fast", "pinned", "asked"};
+        const uint32_t want[] = {THR_CLOCK_READ_COARSE, THR_CLOCK_READ_TSC, THR_CLOCK_READ_PRECISE,
+                                 THR_CLOCK_READ_PRECISE, THR_CLOCK_READ_COARSE};
+        for (int i = 0; i < 5; i++) {
+                const struct thr_params *p =
+                    (const void *)((const char *)fx.map.base + params_off_of(names[i]));
+                cr_assert_eq(THR_PARAM_CLOCK(p->flags), want[i], "%s reads %s, not %s", names[i],
+                             shm_clock_read_name(THR_PARAM_CLOCK(p->flags)),
+                             shm_clock_read_name(want[i]));
+        }
+        wait_log(d, "limiter 'slow' reads the coarse clock (auto)");
+        wait_log(d, "limiter 'mid' reads the tsc clock (auto)");
+        wait_log(d, "limiter 'asked' reads the coarse clock (coarse)");
+        cr_assert_null(strstr(log_of(d), "limiter 'fast' reads"), "%s", log_of(d));
+        /* decisions work on each (one token each, the manual clock stands still) */
+        for (int i = 0; i < 2; i++) {
+                thr_limiter *l = lim(i, names[i]);
+                cr_assert_eq(thr_limiter_try(l, "k", 1, 1, NULL), 1, "%s", names[i]);
+        }
         stop(d);
 }

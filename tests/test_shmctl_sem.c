@@ -198,7 +198,7 @@ Test(shmctl_sem, limiters_show_max_leases_per_key_held_and_pending)
                    "{\"name\":\"api\",\"rate\":\"10/s\",\"rate_n\":10,\"period_ns\":1000000000,"
                    "\"burst\":5,\"initial\":5,\"kind\":\"gcra\",\"serialize\":false,");
         cr_assert_eq(run(out, "limiters"), 0, "%s", out);
-        assert_has(out, "  ALLOWED_FULL   HELD  LEASES  PENDING\n");
+        assert_has(out, "  ALLOWED_FULL  CLOCK     HELD  LEASES  PENDING\n");
         assert_has(line_with(out, "A ", line, sizeof(line)),
                    "A      live   semaphore     -      -  "
                    "      -  -  ");
