@@ -26,18 +26,23 @@
  *     gap plus margin * span: hdr.tsc_lag_ns, about a microsecond. Should the rate ever be wrong
  *     (a kernel's tick adjusted by adjtimex, a migrated VM), the next anchor sees the
  *     extrapolation ahead of CLOCK_MONOTONIC and the process reads the precise clock from then
- *     on (shm_tsc_broken): a violation lasts at most one span (~0.4 ms) and is counted.
+ *     on (shm_tsc_broken): a violation is caught at most one span (~0.4 ms) after it began.
  * A GCRA decision on a reading r that lags t by at most L is exactly the decision a process with
  * the precise clock makes when it read its clock L earlier and was then delayed L before its CAS,
  * which any process may be (preemption between the read and the CAS). The GCRA argument
  * (DESIGN.md section 5) already covers such a process, so no new behaviour appears; what L sets
  * is a bound on that delay. Hence: (1) in one state (TAT), a lagging reading admits a request only
  * if the true time admits it (TAT - r <= B*T - c*T implies TAT - t <= B*T - c*T): it never admits
- * what the precise clock would deny; (2) over any interval of d ns, a key admits at most
- * B + (d + L) / T units, where the precise clock's bound is B + d / T plus the same slack for a
- * delayed process; (3) a request is never admitted earlier than the precise clock allows, only up
- * to L later. tests/test_clock.c checks (1) to (3) with processes of different lags on a manual
- * schedule, and that the coarse and tsc readings are never ahead of CLOCK_MONOTONIC.
+ * what the precise clock would deny, it can only deny (delay) what the precise clock would admit;
+ * (2) over any interval of d ns, a key admits at most B + (d + L) / T units: every admission
+ * moves the TAT up by at least c*T, and an admission needs TAT <= r + B*T with r <= t, while the
+ * first admission of the interval starts from a TAT >= its reading >= start - L. The precise
+ * clock's bound is the same with L the delay of a preempted process. What a lag cannot promise
+ * is the precise clock's history: a key idle until a lagging reading starts its TAT up to L
+ * earlier, which a later reading may use (that is the L in (2), and no more).
+ * tests/test_clock.c checks (1) and (2) with processes of different lags on a manual schedule (and
+ * that a process AHEAD of true time breaks (2)), and that coarse and tsc readings are never ahead
+ * of CLOCK_MONOTONIC.
  *
  * Which limiters: GCRA only (config `clock_read`, params flags THR_PARAM_CLOCK). A window's log
  * compares stamps written by one process with times read by another: a lagging stamp would end
