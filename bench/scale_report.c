@@ -225,17 +225,18 @@ static void report_evictions(const struct result *r)
 void report_churn_head(uint64_t capacity)
 {
         double ttl_ms = (double)CHURN_TTL_NS / 1e6;
-        printf(
-            "  (churn: capacity %" PRIu64 " live keys, idle_ttl %.0f ms, on_full = evict; per op "
-            "%u%% one of %" PRIu64 " hot keys,\n   %u%% the worker's next new key, the rest one "
-            "of its last %u; throttle: eviction driver every %u ms,\n   %u slots a pass, then "
-            "a grace period (as throttled); nginx-hash, mutex-local: nginx's LRU expiry\n   "
-            "with idle %.0f ms; redis: PX expiry; floor: word = id mod %" PRIu64 ", keys WRAP, no "
-            "eviction.\n   Below each row, per sample: new keys made, then the backend's "
-            "counters)\n",
-            capacity, ttl_ms, CHURN_HOT_PCT,
-            capacity / CHURN_HOT_DIV ? capacity / CHURN_HOT_DIV : 1, CHURN_NEW_PCT, CHURN_WIN,
-            DRIVER_PERIOD, DRIVER_BUDGET, ttl_ms, capacity);
+        printf("  (churn: capacity %" PRIu64
+               " live keys, idle_ttl %.0f ms, on_full = evict; per op "
+               "%u%% one of %" PRIu64 " hot keys,\n   %u%% the worker's next new key, the rest one "
+               "of its last %u; throttle: eviction driver every %u ms,\n   %u slots a pass, then "
+               "a grace period (as throttled); nginx-hash, mutex-local: nginx's LRU\n   "
+               "expiry with idle %.0f ms; sharded-mutex, cas-local: a 64-slot sweep of idle keys "
+               "when full;\n   redis: PX expiry; floor: word = id mod %" PRIu64 ", keys WRAP, no "
+               "eviction.\n   Below each row, per sample: new keys made, then the backend's "
+               "counters)\n",
+               capacity, ttl_ms, CHURN_HOT_PCT,
+               capacity / CHURN_HOT_DIV ? capacity / CHURN_HOT_DIV : 1, CHURN_NEW_PCT, CHURN_WIN,
+               DRIVER_PERIOD, DRIVER_BUDGET, ttl_ms, capacity);
         fflush(stdout);
 }
 
