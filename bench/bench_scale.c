@@ -37,6 +37,7 @@
 
 /* Weak: a baseline that is not linked in is reported as not built, not a link error. */
 extern const struct bench_backend bench_nginx_hash __attribute__((weak));
+extern const struct bench_backend bench_nginx_real __attribute__((weak));
 extern const struct bench_backend bench_mutex_local __attribute__((weak));
 extern const struct bench_backend bench_sharded_mutex __attribute__((weak));
 extern const struct bench_backend bench_cas_local __attribute__((weak));
@@ -606,9 +607,9 @@ static void run_scenario(const struct opts *o, const struct scen *sc)
 static void backends_init(void)
 {
         const struct bench_backend *cand[] = {
-            &bench_floor,         &bench_throttle,  &bench_nginx_hash,
-            &bench_mutex_local,   &bench_redis_tcp, &bench_window,
-            &bench_sharded_mutex, &bench_cas_local, &bench_redis_unix};
+            &bench_floor,     &bench_throttle,  &bench_nginx_hash, &bench_mutex_local,
+            &bench_redis_tcp, &bench_window,    &bench_nginx_real, &bench_sharded_mutex,
+            &bench_cas_local, &bench_redis_unix};
         _Static_assert(sizeof(cand) <= sizeof(all_backends), "all_backends holds every candidate");
         for (unsigned i = 0; i < sizeof(cand) / sizeof(cand[0]); i++)
                 if (cand[i])
@@ -622,10 +623,11 @@ static void methods_text(char *out, size_t len)
         for (unsigned i = 0; i < nall && at < len; i++)
                 at += (size_t)snprintf(out + at, len - at, "  %-13s %s\n", all_backends[i]->name,
                                        all_backends[i]->what);
-        const char *miss[] = {"nginx-hash", "mutex-local", "sharded-mutex",
-                              "cas-local",  "redis-tcp",   "redis-unix"};
-        const void *have[] = {&bench_nginx_hash, &bench_mutex_local, &bench_sharded_mutex,
-                              &bench_cas_local,  &bench_redis_tcp,   &bench_redis_unix};
+        const char *miss[] = {"nginx-hash", "nginx-real", "mutex-local", "sharded-mutex",
+                              "cas-local",  "redis-tcp",  "redis-unix"};
+        const void *have[] = {&bench_nginx_hash,    &bench_nginx_real, &bench_mutex_local,
+                              &bench_sharded_mutex, &bench_cas_local,  &bench_redis_tcp,
+                              &bench_redis_unix};
         for (unsigned i = 0; i < sizeof(miss) / sizeof(miss[0]) && at < len; i++)
                 if (!have[i])
                         at += (size_t)snprintf(out + at, len - at,

@@ -22,7 +22,7 @@ void opts_usage(FILE *f)
         fprintf(f,
                 "usage: bench_scale [--procs 1,2,8] [--seconds S] [--samples R] [--pin]\n"
                 "         [--backends floor,throttle,nginx-hash,mutex-local,redis-tcp,window,\n"
-                "                     sharded-mutex,cas-local,redis-unix]\n"
+                "                     nginx-real,sharded-mutex,cas-local,redis-unix]\n"
                 "         [--scenarios LIST] [--backing auto|hugetlbfs|shm] [--json] [--out DIR]\n"
                 "         [--baseline-save FILE] [--baseline FILE] [--wait-rate N]\n"
                 "         [--callgrind [--cg-ops N]] [--quick]\n"
