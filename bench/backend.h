@@ -1,8 +1,9 @@
 /*
  * backend.h - one interface for every limiter the scaling benchmark measures side by side:
- * throttle itself (GCRA, and its window kind), the CAS floor, the nginx limit_req design (one
- * process-shared lock over a shared hash table), an in-process mutex token bucket, and Redis with
- * the usual GCRA Lua script.
+ * throttle itself (GCRA, and its window kind), the CAS floor, nginx's limit_req zone as nginx runs
+ * it (nginx-real) and its one-lock design over a hash table (nginx-hash), 64 sharded robust
+ * mutexes, an in-process mutex token bucket, an in-process CAS map (cas-local), and Redis with the
+ * usual GCRA Lua script over TCP and over a Unix socket.
  *
  * Life cycle, driven by bench_scale.c:
  *   setup(cfg)        in the parent, once per scenario: build shared state (arena, shared map,
@@ -25,12 +26,16 @@
  * Churn (cfg->idle_ttl_ns > 0): cfg->keys is then the CAPACITY (live keys at most), nothing is
  * inserted at setup, the keys are "key:<13 digits>" of ever new ids, and key_index is the id
  * modulo cfg->keys. Keys idle (no debt) for idle_ttl_ns are evicted: throttle by the eviction
- * driver (scale_churn.c) and on_full = evict; nginx and mutex-local by nginx's LRU expiry
- * (bucket_map.c); Redis by its own PX expiry; the floor does not evict (its words wrap).
+ * driver (scale_churn.c) and on_full = evict; nginx-hash and mutex-local by nginx's LRU expiry
+ * (bucket_map.c), nginx-real by its own copy of it (nginx_real.c); sharded-mutex and cas-local by
+ * a sweep of idle keys when full (gcra_table.h); Redis by its own PX expiry; the floor does not
+ * evict (its words wrap).
  * Every backend decides with the same GCRA semantics (DESIGN.md section 5) so that their
- * admitted counts can be compared, and reads the same clock (CLOCK_MONOTONIC) where it has one;
- * except the window backend, throttle's other kind, given the same rate and a window of
- * min(burst, 100) units (backend_throttle.c), which admits (or denies) the same tries here.
+ * admitted counts can be compared (nginx-real with nginx's ms leaky bucket, equal to it up to
+ * nginx's rounding; cas-local per process, not shared: see their files), and reads the same clock
+ * (CLOCK_MONOTONIC) where it has one; except the window backend, throttle's other kind, given the
+ * same rate and a window of min(burst, 100) units (backend_throttle.c), which admits (or denies)
+ * the same tries here.
  */
 #ifndef THR_BENCH_BACKEND_H
 #define THR_BENCH_BACKEND_H
@@ -86,13 +91,19 @@ struct bench_backend {
         void (*maintain)(void *state);
         /* optional: a "skip: ..." reason (also in cfg->err) when the backend does not run CFG */
         const char *(*skip)(struct bench_cfg *cfg);
+        /* optional: one line on what setup got (zone size, PING round trip) for the rows' note */
+        void (*describe)(const void *state, char *out, size_t len);
 };
 
-extern const struct bench_backend bench_throttle;    /* bench/backend_throttle.c */
-extern const struct bench_backend bench_floor;       /* bench/backend_throttle.c */
-extern const struct bench_backend bench_window;      /* bench/backend_throttle.c */
-extern const struct bench_backend bench_nginx;       /* bench/baselines/nginx_zone.c */
-extern const struct bench_backend bench_mutex_local; /* bench/baselines/mutex_bucket.c */
-extern const struct bench_backend bench_redis;       /* bench/baselines/redis_gcra.c */
+extern const struct bench_backend bench_throttle;      /* bench/backend_throttle.c */
+extern const struct bench_backend bench_floor;         /* bench/backend_throttle.c */
+extern const struct bench_backend bench_window;        /* bench/backend_throttle.c */
+extern const struct bench_backend bench_nginx_hash;    /* bench/baselines/nginx_zone.c */
+extern const struct bench_backend bench_nginx_real;    /* bench/baselines/nginx_real.c */
+extern const struct bench_backend bench_mutex_local;   /* bench/baselines/mutex_bucket.c */
+extern const struct bench_backend bench_sharded_mutex; /* bench/baselines/sharded_mutex.c */
+extern const struct bench_backend bench_cas_local;     /* bench/baselines/cas_local.c */
+extern const struct bench_backend bench_redis_tcp;     /* bench/baselines/redis_gcra.c */
+extern const struct bench_backend bench_redis_unix;    /* bench/baselines/redis_gcra.c */
 
 #endif

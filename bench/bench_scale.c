@@ -36,9 +36,13 @@
 #include "scale_keys.h"
 
 /* Weak: a baseline that is not linked in is reported as not built, not a link error. */
-extern const struct bench_backend bench_nginx __attribute__((weak));
+extern const struct bench_backend bench_nginx_hash __attribute__((weak));
+extern const struct bench_backend bench_nginx_real __attribute__((weak));
 extern const struct bench_backend bench_mutex_local __attribute__((weak));
-extern const struct bench_backend bench_redis __attribute__((weak));
+extern const struct bench_backend bench_sharded_mutex __attribute__((weak));
+extern const struct bench_backend bench_cas_local __attribute__((weak));
+extern const struct bench_backend bench_redis_tcp __attribute__((weak));
+extern const struct bench_backend bench_redis_unix __attribute__((weak));
 
 /* ---------------------------------------------------------------- scenarios */
 
@@ -93,7 +97,7 @@ struct tally {
         uint64_t ops, yes, no, bad;
 };
 
-static const struct bench_backend *all_backends[6];
+static const struct bench_backend *all_backends[16];
 static unsigned nall;
 
 /* ---------------------------------------------------------------- time */
@@ -548,6 +552,10 @@ static void run_backend(const struct opts *o, const struct scen *sc, const struc
                 bench_throttle_describe(st, desc, sizeof(desc));
                 if (!o->json)
                         printf("  (%s %s arena: %s)\n", sc->name, b->name, desc);
+        } else if (b->describe) {
+                b->describe(st, desc, sizeof(desc));
+                if (!o->json)
+                        printf("  (%s %s: %s)\n", sc->name, b->name, desc);
         }
         for (unsigned p = 0; p < o->nprocs; p++) {
                 struct run_spec rs = {sc, cfg.keys, b, st, o->procs[p], o, p};
@@ -598,8 +606,11 @@ static void run_scenario(const struct opts *o, const struct scen *sc)
  */
 static void backends_init(void)
 {
-        const struct bench_backend *cand[] = {&bench_floor,       &bench_throttle, &bench_nginx,
-                                              &bench_mutex_local, &bench_redis,    &bench_window};
+        const struct bench_backend *cand[] = {
+            &bench_floor,     &bench_throttle,  &bench_nginx_hash, &bench_mutex_local,
+            &bench_redis_tcp, &bench_window,    &bench_nginx_real, &bench_sharded_mutex,
+            &bench_cas_local, &bench_redis_unix};
+        _Static_assert(sizeof(cand) <= sizeof(all_backends), "all_backends holds every candidate");
         for (unsigned i = 0; i < sizeof(cand) / sizeof(cand[0]); i++)
                 if (cand[i])
                         all_backends[nall++] = cand[i];
@@ -610,14 +621,17 @@ static void methods_text(char *out, size_t len)
         size_t at = 0;
         out[0] = '\0';
         for (unsigned i = 0; i < nall && at < len; i++)
-                at += (size_t)snprintf(out + at, len - at, "  %-9s %s\n", all_backends[i]->name,
+                at += (size_t)snprintf(out + at, len - at, "  %-13s %s\n", all_backends[i]->name,
                                        all_backends[i]->what);
-        const char *miss[] = {"nginx", "mutex-local", "redis"};
-        const void *have[] = {&bench_nginx, &bench_mutex_local, &bench_redis};
-        for (unsigned i = 0; i < 3 && at < len; i++)
+        const char *miss[] = {"nginx-hash", "nginx-real", "mutex-local", "sharded-mutex",
+                              "cas-local",  "redis-tcp",  "redis-unix"};
+        const void *have[] = {&bench_nginx_hash,    &bench_nginx_real, &bench_mutex_local,
+                              &bench_sharded_mutex, &bench_cas_local,  &bench_redis_tcp,
+                              &bench_redis_unix};
+        for (unsigned i = 0; i < sizeof(miss) / sizeof(miss[0]) && at < len; i++)
                 if (!have[i])
                         at += (size_t)snprintf(out + at, len - at,
-                                               "  %-9s not built into this binary\n", miss[i]);
+                                               "  %-13s not built into this binary\n", miss[i]);
 }
 
 /* ---------------------------------------------------------------- --callgrind */
@@ -777,7 +791,7 @@ static void cg_scenario(const struct opts *o, const struct scen *sc, unsigned *n
                 if (!in_list(o->backends, b->name))
                         continue;
                 cfg_for(o, sc, scen_keys(o, sc), &cfg);
-                if (strcmp(b->name, "redis") == 0 || sc->skip || (b->skip && b->skip(&cfg))) {
+                if (strncmp(b->name, "redis", 5) == 0 || sc->skip || (b->skip && b->skip(&cfg))) {
                         fprintf(out, " %12s", "-");
                         continue;
                 }

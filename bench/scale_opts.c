@@ -21,10 +21,12 @@ void opts_usage(FILE *f)
 {
         fprintf(f,
                 "usage: bench_scale [--procs 1,2,8] [--seconds S] [--samples R] [--pin]\n"
-                "         [--backends floor,throttle,nginx,mutex-local,redis,window]\n"
+                "         [--backends floor,throttle,nginx-hash,mutex-local,redis-tcp,window,\n"
+                "                     nginx-real,sharded-mutex,cas-local,redis-unix]\n"
                 "         [--scenarios LIST] [--backing auto|hugetlbfs|shm] [--json] [--out DIR]\n"
                 "         [--baseline-save FILE] [--baseline FILE] [--wait-rate N]\n"
                 "         [--callgrind [--cg-ops N]] [--quick]\n"
+                "  backends: redis is an old name of redis-tcp\n"
                 "  scenarios: hot 10k 1m 1m-zipf denied churn wait (wait: throttle only)\n"
                 "  --quick: keys 100 (10k), 1000 (1m, 1m-zipf; churn capacity), 0.05 s samples,\n"
                 "           2 samples, procs 1,2, wait 0.2 s (CI smoke)\n");
@@ -56,6 +58,26 @@ static int parse_pos(const char *s, double lo, double hi, double *out)
         return 0;
 }
 
+/* LIST with the old name "redis" (now "redis-tcp") replaced; LIST itself if it has none. */
+static const char *backend_aliases(const char *list)
+{
+        static char out[1024];
+        size_t at = 0;
+        int changed = 0;
+        for (const char *p = list; *p;) {
+                size_t l = strcspn(p, ",");
+                int old = l == 5 && strncmp(p, "redis", 5) == 0;
+                int n = snprintf(out + at, sizeof(out) - at, "%s%.*s", at ? "," : "",
+                                 old ? 9 : (int)l, old ? "redis-tcp" : p);
+                if (n < 0 || (size_t)n >= sizeof(out) - at)
+                        return list;
+                at += (size_t)n;
+                changed |= old;
+                p += l + (p[l] == ',');
+        }
+        return changed ? out : list;
+}
+
 static int parse_one(int c, const char *a, struct opts *o, double *secs, double *samples)
 {
         double v;
@@ -76,7 +98,7 @@ static int parse_one(int c, const char *a, struct opts *o, double *secs, double 
                 o->quick = true;
                 return 0;
         case 'b':
-                o->backends = a;
+                o->backends = backend_aliases(a);
                 return 0;
         case 'S':
                 o->scenarios = a;

@@ -1,6 +1,8 @@
 /*
- * redis_gcra.c - Redis with the usual GCRA Lua script over loopback, as a backend of the scaling
- * benchmark.
+ * redis_gcra.c - Redis with the usual GCRA Lua script, over loopback TCP (backend "redis-tcp",
+ * also selected by its old name "redis") or over a Unix socket (backend "redis-unix"), as
+ * backends of the scaling benchmark. The two differ only in the transport: the same server
+ * options, script, client and one connection per process.
  *
  * What it models: the common way to share a limit between processes today: every decision is an
  * EVALSHA of a GCRA script (the redis-gcra form) on a Redis server, over one connection per
@@ -12,15 +14,18 @@
  * Why it is fair: same GCRA semantics as every backend (DESIGN.md section 5, T = period / rate in
  * whole ns). Times in the script are ns since a base second taken from the server at setup (as
  * redis-gcra subtracts a fixed epoch) so that Lua's doubles hold them exactly for days. The server
- * is a local redis-server on 127.0.0.1 with persistence off (no fsync, no RDB/AOF), the cheapest
- * Redis deployment there is; the client is hiredis, synchronous, one request in flight (a limiter
- * must know the answer before it goes on).
+ * is a local redis-server with persistence off (no fsync, no RDB/AOF), listening on 127.0.0.1
+ * (redis-tcp) or only on a Unix socket in a fresh mkdtemp directory (redis-unix: --port 0
+ * --unixsocket, the cheapest Redis deployment there is); the client is hiredis, synchronous, one
+ * request in flight (a limiter must know the answer before it goes on). Setup times 1000 PINGs on
+ * one connection and the report's note gives their mean round trip: the transport's floor.
  *
  * Churn: nothing to configure; a key's PX expiry is when its bucket is full again, so Redis
  * drops idle keys by itself. The counters reported are INFO's expired_keys and evicted_keys and
  * the key count of db0.
  *
- * Life cycle: setup starts `redis-server` on a free loopback port as a child process (parent-death
+ * Life cycle: setup starts `redis-server` on a free loopback port (or its socket) as a child
+ * process (parent-death
  * signal set, so it dies with the benchmark), waits for PING (at most 5 s), loads the script;
  * teardown stops it (SIGTERM, then SIGKILL after 5 s). If redis-server is not installed, setup
  * returns NULL with "skip: ...".
@@ -34,6 +39,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -62,7 +68,11 @@ static const char gcra_lua[] =
 
 struct rstate {
         pid_t pid; /* the redis-server child */
-        int port;
+        int port;  /* redis-tcp */
+        int unix_sock;
+        char dir[64];   /* redis-unix: the temporary directory, and the socket in it */
+        char sock[108]; /* sizeof(sun_path) */
+        double ping_us; /* mean PING round trip at setup */
         uint64_t burst;
         char sha[48];                 /* of the loaded script */
         char t[24], bt[24], base[24]; /* ARGV 1, 2 and 4, preformatted */
@@ -104,12 +114,27 @@ static int free_port(void)
         return rc;
 }
 
-static pid_t spawn(const char *exe, int port)
+static pid_t spawn(const char *exe, const struct rstate *st)
 {
         char p[16];
-        snprintf(p, sizeof(p), "%d", port);
-        char *argv[] = {(char *)exe, "--port",       p,    "--bind",      "127.0.0.1", "--save",
-                        "",          "--appendonly", "no", "--daemonize", "no",        NULL};
+        snprintf(p, sizeof(p), "%d", st->port);
+        char *tcp[] = {(char *)exe, "--port",       p,    "--bind",      "127.0.0.1", "--save",
+                       "",          "--appendonly", "no", "--daemonize", "no",        NULL};
+        char *uds[] = {(char *)exe,
+                       "--port",
+                       "0",
+                       "--unixsocket",
+                       (char *)st->sock,
+                       "--unixsocketperm",
+                       "700",
+                       "--save",
+                       "",
+                       "--appendonly",
+                       "no",
+                       "--daemonize",
+                       "no",
+                       NULL};
+        char **argv = st->unix_sock ? uds : tcp;
         pid_t pid = fork();
         if (pid != 0)
                 return pid;
@@ -143,10 +168,11 @@ static void stop(pid_t pid)
         waitpid(pid, NULL, 0);
 }
 
-static redisContext *connect_to(int port)
+static redisContext *connect_to(const struct rstate *st)
 {
         struct timeval tv = {.tv_sec = 1};
-        redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
+        redisContext *c = st->unix_sock ? redisConnectUnixWithTimeout(st->sock, tv)
+                                        : redisConnectWithTimeout("127.0.0.1", st->port, tv);
         if (c && !c->err) {
                 struct timeval op = {.tv_sec = 5};
                 redisSetTimeout(c, op);
@@ -158,10 +184,11 @@ static redisContext *connect_to(int port)
 }
 
 /* A connection once the server answers PING, or NULL after WAIT_MS or if the child died. */
-static redisContext *wait_ready(pid_t pid, int port)
+static redisContext *wait_ready(const struct rstate *st)
 {
+        pid_t pid = st->pid;
         for (int ms = 0; ms < WAIT_MS; ms += 10) {
-                redisContext *c = connect_to(port);
+                redisContext *c = connect_to(st);
                 redisReply *r = c ? redisCommand(c, "PING") : NULL;
                 int ok = r && r->type == REDIS_REPLY_STATUS && strcmp(r->str, "PONG") == 0;
                 if (r)
@@ -203,38 +230,88 @@ static int prepare(redisContext *c, struct rstate *st, struct bench_cfg *cfg)
         return ok ? 0 : -EIO;
 }
 
-/* Start the server and prepare it; the server is stopped again on failure. */
-static int start(struct rstate *st, const char *exe, struct bench_cfg *cfg)
+/* Mean round trip of 1000 PINGs on C, in us; 0 if one failed. */
+static double ping_rtt(redisContext *c)
 {
+        struct timespec a, b;
+        clock_gettime(CLOCK_MONOTONIC, &a);
+        for (int i = 0; i < 1000; i++) {
+                redisReply *r = redisCommand(c, "PING");
+                int ok = r && r->type == REDIS_REPLY_STATUS;
+                if (r)
+                        freeReplyObject(r);
+                if (!ok)
+                        return 0;
+        }
+        clock_gettime(CLOCK_MONOTONIC, &b);
+        return ((double)(b.tv_sec - a.tv_sec) * 1e9 + (double)(b.tv_nsec - a.tv_nsec)) / 1e6;
+}
+
+/* Where the server will listen: a free loopback port, or a socket in a new directory. */
+static int endpoint(struct rstate *st, struct bench_cfg *cfg)
+{
+        if (st->unix_sock) {
+                snprintf(st->dir, sizeof(st->dir), "/tmp/bench-redis-XXXXXX");
+                if (!mkdtemp(st->dir)) {
+                        int e = errno;
+                        snprintf(cfg->err, sizeof(cfg->err), "redis: mkdtemp: %s", strerror(e));
+                        return -e;
+                }
+                snprintf(st->sock, sizeof(st->sock), "%s/redis.sock", st->dir);
+                return 0;
+        }
         st->port = free_port();
         if (st->port < 0) {
                 snprintf(cfg->err, sizeof(cfg->err), "redis: no free port: %s",
                          strerror(-st->port));
                 return st->port;
         }
-        st->pid = spawn(exe, st->port);
+        return 0;
+}
+
+static void endpoint_remove(const struct rstate *st)
+{
+        if (st->unix_sock && st->dir[0]) {
+                unlink(st->sock);
+                rmdir(st->dir);
+        }
+}
+
+/* Start the server and prepare it; the server is stopped again on failure. */
+static int start(struct rstate *st, const char *exe, struct bench_cfg *cfg)
+{
+        int rc = endpoint(st, cfg);
+        if (rc < 0)
+                return rc;
+        st->pid = spawn(exe, st);
         if (st->pid < 0) {
                 int e = errno;
                 snprintf(cfg->err, sizeof(cfg->err), "redis: fork: %s", strerror(e));
                 return -e;
         }
-        redisContext *c = wait_ready(st->pid, st->port);
-        int rc = -ETIMEDOUT;
-        if (!c)
+        redisContext *c = wait_ready(st);
+        rc = -ETIMEDOUT;
+        if (!c && st->unix_sock)
+                snprintf(cfg->err, sizeof(cfg->err), "redis-server on %s did not answer", st->sock);
+        else if (!c)
                 snprintf(cfg->err, sizeof(cfg->err), "redis-server on port %d did not answer",
                          st->port);
         else
                 rc = prepare(c, st, cfg);
+        if (rc == 0)
+                st->ping_us = ping_rtt(c);
         if (c)
                 redisFree(c);
-        if (rc < 0)
+        if (rc < 0) {
                 stop(st->pid);
+                endpoint_remove(st);
+        }
         return rc;
 }
 
 /* ---------------------------------------------------------------- backend */
 
-static void *rd_setup(struct bench_cfg *cfg)
+static void *rd_setup(struct bench_cfg *cfg, int unix_sock)
 {
         char exe[4200];
         if (find_server(exe, sizeof(exe)) < 0) {
@@ -247,6 +324,7 @@ static void *rd_setup(struct bench_cfg *cfg)
                 return NULL;
         }
         uint64_t t_ns = (cfg->period_ns / cfg->rate_n) ? cfg->period_ns / cfg->rate_n : 1;
+        st->unix_sock = unix_sock;
         st->burst = cfg->burst;
         snprintf(st->t, sizeof(st->t), "%llu", (unsigned long long)t_ns);
         snprintf(st->bt, sizeof(st->bt), "%llu", (unsigned long long)(t_ns * cfg->burst));
@@ -265,7 +343,7 @@ static void *rd_attach(void *state)
         if (!h)
                 return NULL;
         h->st = st;
-        h->c = connect_to(st->port);
+        h->c = connect_to(st);
         if (!h->c) {
                 free(h);
                 return NULL;
@@ -307,6 +385,7 @@ static void rd_teardown(void *state)
         if (!st)
                 return;
         stop(st->pid);
+        endpoint_remove(st);
         free(st);
 }
 
@@ -320,7 +399,7 @@ static uint64_t info_field(const char *info, const char *name)
 static int rd_evictions(void *state, struct bench_evictions *out)
 {
         const struct rstate *st = state;
-        redisContext *c = connect_to(st->port);
+        redisContext *c = connect_to(st);
         redisReply *r = c ? redisCommand(c, "INFO") : NULL;
         int rc = -EIO;
         if (r && r->type == REDIS_REPLY_STRING) {
@@ -338,14 +417,44 @@ static int rd_evictions(void *state, struct bench_evictions *out)
         return rc;
 }
 
-const struct bench_backend bench_redis = {
-    .name = "redis",
-    .what = "Redis GCRA Lua script (EVALSHA, server TIME) over loopback, hiredis, one connection "
-            "per process",
-    .setup = rd_setup,
+static void *rd_setup_tcp(struct bench_cfg *cfg)
+{
+        return rd_setup(cfg, 0);
+}
+
+static void *rd_setup_unix(struct bench_cfg *cfg)
+{
+        return rd_setup(cfg, 1);
+}
+
+static void rd_describe(const void *state, char *out, size_t len)
+{
+        const struct rstate *st = state;
+        snprintf(out, len, "PING round trip %.1f us (mean of 1000 at setup)", st->ping_us);
+}
+
+const struct bench_backend bench_redis_tcp = {
+    .name = "redis-tcp",
+    .what = "Redis GCRA Lua script (EVALSHA, server TIME) over loopback TCP, hiredis, one "
+            "connection per process",
+    .setup = rd_setup_tcp,
     .attach = rd_attach,
     .try_key = rd_try,
     .detach = rd_detach,
     .teardown = rd_teardown,
     .evictions = rd_evictions,
+    .describe = rd_describe,
+};
+
+const struct bench_backend bench_redis_unix = {
+    .name = "redis-unix",
+    .what = "Redis GCRA Lua script (EVALSHA, server TIME) over a Unix socket, hiredis, one "
+            "connection per process",
+    .setup = rd_setup_unix,
+    .attach = rd_attach,
+    .try_key = rd_try,
+    .detach = rd_detach,
+    .teardown = rd_teardown,
+    .evictions = rd_evictions,
+    .describe = rd_describe,
 };
