@@ -88,9 +88,12 @@ struct bench_backend {
         const char *(*skip)(struct bench_cfg *cfg);
 };
 
-extern const struct bench_backend bench_throttle;    /* bench/backend_throttle.c */
-extern const struct bench_backend bench_floor;       /* bench/backend_throttle.c */
-extern const struct bench_backend bench_window;      /* bench/backend_throttle.c */
+extern const struct bench_backend bench_throttle;     /* bench/backend_throttle.c */
+extern const struct bench_backend bench_floor;        /* bench/backend_throttle.c */
+extern const struct bench_backend bench_window;       /* bench/backend_throttle.c */
+extern const struct bench_backend bench_floor_none;   /* bench/backend_throttle.c */
+extern const struct bench_backend bench_floor_coarse; /* bench/backend_throttle.c */
+/* TODO(cheap clock): bench_floor_tsc, bench_throttle_coarse, bench_throttle_tsc */
 extern const struct bench_backend bench_nginx;       /* bench/baselines/nginx_zone.c */
 extern const struct bench_backend bench_mutex_local; /* bench/baselines/mutex_bucket.c */
 extern const struct bench_backend bench_redis;       /* bench/baselines/redis_gcra.c */

@@ -10,6 +10,12 @@
  *             reader section, no statistics) and spread over the slots of the "floor" limiter's
  *             table, a table identical to the real one in the same arena: same footprint, same
  *             pages, same backing.
+ *   floor-none    the floor with a per-process counter (+1 per op) in place of the clock: the load,
+ *             the decision and the CAS alone. Its "now" is not time: where the rate is finite it
+ *             admits a burst and then denies (see the admission mix), so it is the clock-free
+ *             cost of the same decisions only where nothing is denied (rate 1e9/s).
+ *   floor-coarse  the floor reading CLOCK_MONOTONIC_COARSE (the tick: a few ms) instead.
+ *   (TODO(cheap clock): floor-tsc, rdtsc + CAS, goes with the other floors below.)
  *
  *   window    the same public path (thr_limiter_try) on a limiter of kind window: at most N units
  *             of a key in any W ns (shm/window.h), a log of N + 8 words a key. Where GCRA's
@@ -87,6 +93,7 @@ struct fhandle {
         struct thr_slot *slots;
         uint64_t scale; /* slot of key i = (i * scale) >> 32: i * slots / keys without a division */
         uint64_t t_ns, bt_ns;
+        uint64_t tick; /* floor-none: this process's op counter, its "now" */
 };
 
 static unsigned arena_seq;
@@ -444,15 +451,11 @@ static void floor_detach(void *p)
         free(f);
 }
 
-/* Clock read, load, GCRA in whole ns, CAS when admitted: the least a shared limiter must do. */
-static int floor_try(void *p, uint64_t idx, const char *key, size_t len, uint64_t cost)
+/* Load, GCRA in whole ns at NOW, CAS when admitted: the floors' common part. */
+static inline __attribute__((always_inline)) int
+floor_decide(struct fhandle *f, _Atomic uint64_t *w, uint64_t now, uint64_t cost)
 {
-        struct fhandle *f = p;
-        _Atomic uint64_t *w = &f->slots[(idx * f->scale) >> 32].state;
-        uint64_t now = shm_now_ns(f->h);
         uint64_t old = atomic_load_explicit(w, memory_order_acquire);
-        (void)key;
-        (void)len;
         for (;;) {
                 uint64_t nv = (old > now ? old : now) + cost * f->t_ns;
                 if (nv - now > f->bt_ns)
@@ -461,6 +464,38 @@ static int floor_try(void *p, uint64_t idx, const char *key, size_t len, uint64_
                                                           memory_order_acquire))
                         return 1;
         }
+}
+
+/* Clock read, load, GCRA in whole ns, CAS when admitted: the least a shared limiter must do. */
+static int floor_try(void *p, uint64_t idx, const char *key, size_t len, uint64_t cost)
+{
+        struct fhandle *f = p;
+        _Atomic uint64_t *w = &f->slots[(idx * f->scale) >> 32].state;
+        (void)key;
+        (void)len;
+        return floor_decide(f, w, shm_now_ns(f->h), cost);
+}
+
+/* The same without a clock: "now" is this process's op counter. */
+static int floor_none_try(void *p, uint64_t idx, const char *key, size_t len, uint64_t cost)
+{
+        struct fhandle *f = p;
+        _Atomic uint64_t *w = &f->slots[(idx * f->scale) >> 32].state;
+        (void)key;
+        (void)len;
+        return floor_decide(f, w, ++f->tick, cost);
+}
+
+/* The same on CLOCK_MONOTONIC_COARSE. */
+static int floor_coarse_try(void *p, uint64_t idx, const char *key, size_t len, uint64_t cost)
+{
+        struct fhandle *f = p;
+        _Atomic uint64_t *w = &f->slots[(idx * f->scale) >> 32].state;
+        struct timespec t;
+        (void)key;
+        (void)len;
+        clock_gettime(CLOCK_MONOTONIC_COARSE, &t);
+        return floor_decide(f, w, (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec, cost);
 }
 
 /* Zero every floor word (the table's empty slots hold other values in their state word). */
@@ -491,3 +526,28 @@ const struct bench_backend bench_floor = {
     .detach = floor_detach,
     .teardown = state_free,
 };
+
+const struct bench_backend bench_floor_none = {
+    .name = "floor-none",
+    .what = "the floor with no clock: a per-process op counter as \"now\" (load + GCRA + CAS "
+            "only; where the\n            rate is finite it denies after the burst: a different "
+            "mix, see the admission mix)",
+    .setup = floor_setup,
+    .attach = floor_attach,
+    .try_key = floor_none_try,
+    .detach = floor_detach,
+    .teardown = state_free,
+};
+
+const struct bench_backend bench_floor_coarse = {
+    .name = "floor-coarse",
+    .what = "the floor reading CLOCK_MONOTONIC_COARSE (one tick, see the clock table) instead",
+    .setup = floor_setup,
+    .attach = floor_attach,
+    .try_key = floor_coarse_try,
+    .detach = floor_detach,
+    .teardown = state_free,
+};
+
+/* TODO(cheap clock): bench_floor_tsc (rdtsc + CAS) here; bench_throttle_coarse and
+ * bench_throttle_tsc (throttle with the per-limiter cheap clock) next to bench_throttle. */
