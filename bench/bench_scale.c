@@ -296,9 +296,8 @@ struct run_spec {
         void *state;
         int procs;
         const struct opts *o;
-        unsigned
-            config;    /* index of (procs, work) in a set-up: churn's fresh ids differ per config */
-        uint64_t work; /* work knob steps after every op */
+        unsigned config; /* index of (procs, work) in a set-up: churn's fresh ids differ */
+        uint64_t work;   /* work knob steps after every op */
 };
 
 static void worker_main(const struct run_spec *rs, struct ctl *c, int wi)
