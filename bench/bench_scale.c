@@ -1032,11 +1032,13 @@ int main(int argc, char **argv)
                                 run_scenario(&o, &scens[i], round);
                 steal_read(&sb);
                 env.steal_round[round] = steal_pct(&sa, &sb);
+                env.other_round[round] = other_pct(&sa, &sb);
         }
         env.rounds = o.rounds;
         run_wait(&o, w, &nw);
         steal_read(&sb);
         env.steal_all = steal_pct(&s0, &sb);
+        env.other_all = other_pct(&s0, &sb);
         env.secs = mono_s() - t0;
         finalize();
         finish(&o, &si, w, nw);

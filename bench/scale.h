@@ -172,15 +172,24 @@ struct work_cal {
 
 void work_calibrate(const uint64_t *work_ns, unsigned n, struct work_cal *w);
 
-/* The cpu line of /proc/stat: steal ticks and all ticks (user .. steal). */
+/*
+ * The cpu line of /proc/stat: steal ticks, busy ticks (all but idle and iowait) and all ticks
+ * (user .. steal); and the CPU time of this process and its reaped children, s.
+ */
 struct steal_snap {
         int ok;
-        uint64_t steal, total;
+        uint64_t steal, busy, total;
+        double own_s;
 };
 
 int steal_read(struct steal_snap *s);
 /* Steal between A and B in % of all ticks; -1 when unknown. */
 double steal_pct(const struct steal_snap *a, const struct steal_snap *b);
+/*
+ * The CPU time other processes of this machine used between A and B (busy ticks less this
+ * process's and its children's CPU time), in % of all CPUs' time; -1 when unknown.
+ */
+double other_pct(const struct steal_snap *a, const struct steal_snap *b);
 
 /* What the run saw besides the results, for the report's header and the JSON. */
 struct run_env {
@@ -188,6 +197,8 @@ struct run_env {
         struct work_cal cal;
         double steal_all;               /* % over the whole run */
         double steal_round[MAX_ROUNDS]; /* % per round */
+        double other_all;               /* other processes' CPU time, % of all CPUs' time */
+        double other_round[MAX_ROUNDS];
         unsigned rounds;
         double secs; /* the run's wall time */
 };

@@ -7,7 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <x86intrin.h>
@@ -224,8 +226,27 @@ int steal_read(struct steal_snap *s)
         for (unsigned i = 0; i < 8; i++)
                 s->total += v[i];
         s->steal = v[7];
+        s->busy = s->total - v[3] - v[4]; /* all but idle and iowait */
+        struct rusage me, kids;
+        if (getrusage(RUSAGE_SELF, &me) == 0 && getrusage(RUSAGE_CHILDREN, &kids) == 0)
+                s->own_s = (double)(me.ru_utime.tv_sec + me.ru_stime.tv_sec + kids.ru_utime.tv_sec +
+                                    kids.ru_stime.tv_sec) +
+                           (double)(me.ru_utime.tv_usec + me.ru_stime.tv_usec +
+                                    kids.ru_utime.tv_usec + kids.ru_stime.tv_usec) *
+                               1e-6;
         s->ok = 1;
         return 0;
+}
+
+double other_pct(const struct steal_snap *a, const struct steal_snap *b)
+{
+        long hz = sysconf(_SC_CLK_TCK);
+        if (!a->ok || !b->ok || b->total <= a->total || hz <= 0)
+                return -1;
+        double busy = (double)(b->busy - a->busy) / (double)hz, own = b->own_s - a->own_s;
+        double all = (double)(b->total - a->total) / (double)hz;
+        double v = 100.0 * (busy - own) / all;
+        return v < 0 ? 0 : v;
 }
 
 double steal_pct(const struct steal_snap *a, const struct steal_snap *b)

@@ -247,6 +247,14 @@ void report_run_notes(const struct opts *o, const struct run_env *e, const struc
         for (unsigned k = 0; k < e->rounds && e->steal_all >= 0; k++)
                 printf("%s%.2f%%", k ? ", " : "; per round ", e->steal_round[k]);
         printf("\n");
+        if (e->other_all >= 0) {
+                printf("NOTE other processes used %.1f%% of all CPUs' time during the run (busy "
+                       "ticks of /proc/stat less\n     this run's own CPU time)",
+                       e->other_all);
+                for (unsigned k = 0; k < e->rounds; k++)
+                        printf("%s%.1f%%", k ? ", " : "; per round ", e->other_round[k]);
+                printf("%s\n", e->other_all >= 10 ? ": a SHARED machine, figures are noisy" : "");
+        }
         for (unsigned i = 0; i < n; i++) {
                 if (!r[i].fell_back)
                         continue;
@@ -592,6 +600,10 @@ static void json_env(FILE *f, const struct opts *o, const struct run_env *e)
         fprintf(f, "]},\n  \"steal_pct\": {\"run\": %.3f, \"rounds\": [", e->steal_all);
         for (unsigned k = 0; k < e->rounds; k++)
                 fprintf(f, "%s%.3f", k ? ", " : "", e->steal_round[k]);
+        fprintf(f, "]},\n  \"other_processes_cpu_pct\": {\"run\": %.3f, \"rounds\": [",
+                e->other_all);
+        for (unsigned k = 0; k < e->rounds; k++)
+                fprintf(f, "%s%.3f", k ? ", " : "", e->other_round[k]);
         fprintf(f, "]},\n  \"run_seconds\": %.1f, \"rounds\": %u,\n", e->secs, o->rounds);
 }
 
