@@ -95,15 +95,20 @@ struct bench_backend {
         void (*describe)(const void *state, char *out, size_t len);
 };
 
-extern const struct bench_backend bench_throttle;      /* bench/backend_throttle.c */
-extern const struct bench_backend bench_floor;         /* bench/backend_throttle.c */
-extern const struct bench_backend bench_window;        /* bench/backend_throttle.c */
-extern const struct bench_backend bench_nginx_hash;    /* bench/baselines/nginx_zone.c */
-extern const struct bench_backend bench_nginx_real;    /* bench/baselines/nginx_real.c */
-extern const struct bench_backend bench_mutex_local;   /* bench/baselines/mutex_bucket.c */
-extern const struct bench_backend bench_sharded_mutex; /* bench/baselines/sharded_mutex.c */
-extern const struct bench_backend bench_cas_local;     /* bench/baselines/cas_local.c */
-extern const struct bench_backend bench_redis_tcp;     /* bench/baselines/redis_gcra.c */
-extern const struct bench_backend bench_redis_unix;    /* bench/baselines/redis_gcra.c */
+extern const struct bench_backend bench_throttle;        /* bench/backend_throttle.c */
+extern const struct bench_backend bench_floor;           /* bench/backend_throttle.c */
+extern const struct bench_backend bench_window;          /* bench/backend_throttle.c */
+extern const struct bench_backend bench_floor_none;      /* bench/backend_throttle.c */
+extern const struct bench_backend bench_floor_coarse;    /* bench/backend_throttle.c */
+extern const struct bench_backend bench_floor_tsc;       /* bench/backend_throttle.c */
+extern const struct bench_backend bench_throttle_coarse; /* bench/backend_throttle.c */
+extern const struct bench_backend bench_throttle_tsc;    /* bench/backend_throttle.c */
+extern const struct bench_backend bench_nginx_hash;      /* bench/baselines/nginx_zone.c */
+extern const struct bench_backend bench_nginx_real;      /* bench/baselines/nginx_real.c */
+extern const struct bench_backend bench_mutex_local;     /* bench/baselines/mutex_bucket.c */
+extern const struct bench_backend bench_sharded_mutex;   /* bench/baselines/sharded_mutex.c */
+extern const struct bench_backend bench_cas_local;       /* bench/baselines/cas_local.c */
+extern const struct bench_backend bench_redis_tcp;       /* bench/baselines/redis_gcra.c */
+extern const struct bench_backend bench_redis_unix;      /* bench/baselines/redis_gcra.c */
 
 #endif

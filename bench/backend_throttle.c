@@ -10,6 +10,17 @@
  *             reader section, no statistics) and spread over the slots of the "floor" limiter's
  *             table, a table identical to the real one in the same arena: same footprint, same
  *             pages, same backing.
+ *   floor-none    the floor with a per-process counter (+1 per op) in place of the clock: the load,
+ *             the decision and the CAS alone. Its "now" is not time: where the rate is finite it
+ *             admits a burst and then denies (see the admission mix), so it is the clock-free
+ *             cost of the same decisions only where nothing is denied (rate 1e9/s).
+ *   floor-coarse  the floor reading CLOCK_MONOTONIC_COARSE (the tick: a few ms) instead.
+ *   floor-tsc     the floor reading the TSC clock throttle-tsc reads (shm_now_tsc: rdtsc scaled
+ *             from the thread's anchor, shm/clock.h); skipped where the TSC is not usable.
+ *   throttle-coarse, throttle-tsc  throttle with its limiter's clock_read = coarse or tsc
+ *             (shm/clock.h): the same public path, a cheaper clock. throttle itself reads the
+ *             precise clock (a spec's default; the daemon's default, auto, picks tsc for rates of
+ *             about 15 000/s a key or slower and coarse for 3.9/s or slower).
  *
  *   window    the same public path (thr_limiter_try) on a limiter of kind window: at most N units
  *             of a key in any W ns (shm/window.h), a log of N + 8 words a key. Where GCRA's
@@ -49,6 +60,7 @@
 #include <throttle/throttle.h>
 
 #include "backend.h"
+#include "clock.h"
 #include "scale.h"
 #include "scale_churn.h"
 #include "shm.h"
@@ -65,6 +77,8 @@ struct tstate {
         uint64_t keys;
         uint64_t t_ns, bt_ns; /* floor: emission interval and B*T in whole ns */
         uint32_t kind;        /* of "real": THR_KIND_GCRA, or THR_KIND_WINDOW (window backend) */
+        uint32_t clock_read;  /* of "real": enum thr_clock_read (throttle-coarse, throttle-tsc) */
+        uint64_t tsc_mult;    /* the arena's TSC rate (0: no usable TSC here) */
         uint64_t win_n, win_ns, win_aux; /* window: N units per W ns, log bytes a slot */
         uint32_t backing;
         uint64_t page_size, thp_bytes, arena_size;
@@ -87,6 +101,8 @@ struct fhandle {
         struct thr_slot *slots;
         uint64_t scale; /* slot of key i = (i * scale) >> 32: i * slots / keys without a division */
         uint64_t t_ns, bt_ns;
+        uint64_t tick;     /* floor-none: this process's op counter, its "now" */
+        uint64_t tsc_mult; /* floor-tsc: the arena's TSC rate, as a client copies it at open */
 };
 
 static unsigned arena_seq;
@@ -109,7 +125,7 @@ static uint64_t window_ns(const struct bench_cfg *c)
 }
 
 static void lim_spec(struct shm_limiter_spec *l, const char *name, const struct bench_cfg *c,
-                     uint32_t kind)
+                     uint32_t kind, uint32_t clock)
 {
         if (kind == THR_KIND_WINDOW) {
                 *l = (struct shm_limiter_spec){
@@ -130,6 +146,7 @@ static void lim_spec(struct shm_limiter_spec *l, const char *name, const struct 
             .burst = c->burst,
             .initial = c->burst,
             .capacity = c->keys < MIN_CAPACITY ? MIN_CAPACITY : c->keys,
+            .clock_read = clock,
             .idle_ttl_ns = c->idle_ttl_ns,
             .on_full = c->idle_ttl_ns ? THR_FULL_EVICT : THR_FULL_DENY,
         };
@@ -158,7 +175,7 @@ static uint64_t aux_of(const struct shm_map *m, const char *name)
 }
 
 /* "real" of KIND (the backend's), "floor" always GCRA: the floor backend's table. */
-static int arena_make(struct bench_cfg *c, struct tstate *st, uint32_t kind)
+static int arena_make(struct bench_cfg *c, struct tstate *st, uint32_t kind, uint32_t clock)
 {
         struct shm_limiter_spec lims[2];
         struct shm_arena_spec spec = {.hugepages = huge_of(c->backing),
@@ -170,8 +187,8 @@ static int arena_make(struct bench_cfg *c, struct tstate *st, uint32_t kind)
                                       .nlimiters = 2,
                                       .limiters = lims};
         struct shm_map m = {0};
-        lim_spec(&lims[0], "real", c, kind);
-        lim_spec(&lims[1], "floor", c, THR_KIND_GCRA);
+        lim_spec(&lims[0], "real", c, kind, clock);
+        lim_spec(&lims[1], "floor", c, THR_KIND_GCRA, THR_CLOCK_READ_PRECISE);
         snprintf(spec.name, sizeof(spec.name), "bench-scale.%ld.%u", (long)getpid(), arena_seq++);
         int rc = shm_arena_create(&spec, &m, c->err, sizeof(c->err));
         if (rc < 0)
@@ -184,7 +201,9 @@ static int arena_make(struct bench_cfg *c, struct tstate *st, uint32_t kind)
                               .arena_size = h->arena_size,
                               .fell_back = rc == 1,
                               .churn = c->idle_ttl_ns > 0,
-                              .kind = kind};
+                              .kind = kind,
+                              .clock_read = clock,
+                              .tsc_mult = h->tsc_mult};
         if (kind == THR_KIND_WINDOW) {
                 st->win_n = window_n(c);
                 st->win_ns = window_ns(c);
@@ -198,14 +217,14 @@ static int arena_make(struct bench_cfg *c, struct tstate *st, uint32_t kind)
         return 0;
 }
 
-static void *state_new(struct bench_cfg *c, uint32_t kind)
+static void *state_new(struct bench_cfg *c, uint32_t kind, uint32_t clock)
 {
         struct tstate *st = calloc(1, sizeof(*st));
         if (!st) {
                 snprintf(c->err, sizeof(c->err), "out of memory");
                 return NULL;
         }
-        if (arena_make(c, st, kind) < 0) {
+        if (arena_make(c, st, kind, clock) < 0) {
                 free(st);
                 return NULL;
         }
@@ -304,9 +323,16 @@ static int thr_churn_setup(struct tstate *st, struct bench_cfg *c)
         return rc;
 }
 
-static void *setup_kind(struct bench_cfg *c, uint32_t kind)
+static void *setup_kind(struct bench_cfg *c, uint32_t kind, uint32_t clock)
 {
-        struct tstate *st = state_new(c, kind);
+        struct tstate *st = state_new(c, kind, clock);
+        if (st && clock == THR_CLOCK_READ_TSC && !st->tsc_mult) {
+                snprintf(c->err, sizeof(c->err),
+                         "skip: no usable TSC here (shm/clock.h: constant_tsc, nonstop_tsc and "
+                         "clocksource tsc or tsc_reliable)");
+                state_free(st);
+                return NULL;
+        }
         if (st && (st->churn ? thr_churn_setup(st, c) : thr_insert_all(st, c)) < 0) {
                 state_free(st);
                 return NULL;
@@ -316,7 +342,17 @@ static void *setup_kind(struct bench_cfg *c, uint32_t kind)
 
 static void *thr_setup(struct bench_cfg *c)
 {
-        return setup_kind(c, THR_KIND_GCRA);
+        return setup_kind(c, THR_KIND_GCRA, THR_CLOCK_READ_PRECISE);
+}
+
+static void *thr_coarse_setup(struct bench_cfg *c)
+{
+        return setup_kind(c, THR_KIND_GCRA, THR_CLOCK_READ_COARSE);
+}
+
+static void *thr_tsc_setup(struct bench_cfg *c)
+{
+        return setup_kind(c, THR_KIND_GCRA, THR_CLOCK_READ_TSC);
 }
 
 static int thr_evictions(void *p, struct bench_evictions *out)
@@ -358,6 +394,30 @@ const struct bench_backend bench_throttle = {
     .maintain = thr_maintain,
 };
 
+const struct bench_backend bench_throttle_coarse = {
+    .name = "throttle-coarse",
+    .what = "throttle with clock_read = coarse: CLOCK_MONOTONIC_COARSE (lags up to one tick)",
+    .setup = thr_coarse_setup,
+    .attach = thr_attach,
+    .try_key = thr_try,
+    .detach = thr_detach,
+    .teardown = state_free,
+    .evictions = thr_evictions,
+    .maintain = thr_maintain,
+};
+
+const struct bench_backend bench_throttle_tsc = {
+    .name = "throttle-tsc",
+    .what = "throttle with clock_read = tsc: rdtsc scaled from a per-thread anchor (lags ~1 us)",
+    .setup = thr_tsc_setup,
+    .attach = thr_attach,
+    .try_key = thr_try,
+    .detach = thr_detach,
+    .teardown = state_free,
+    .evictions = thr_evictions,
+    .maintain = thr_maintain,
+};
+
 /* ---------------------------------------------------------------- window */
 
 /* Above WINDOW_MAX_KEYS keys: every slot's log (about 1.5 slots a key) is too much memory. */
@@ -375,7 +435,7 @@ static const char *win_skip(struct bench_cfg *c)
 
 static void *win_setup(struct bench_cfg *c)
 {
-        return win_skip(c) ? NULL : setup_kind(c, THR_KIND_WINDOW);
+        return win_skip(c) ? NULL : setup_kind(c, THR_KIND_WINDOW, THR_CLOCK_READ_PRECISE);
 }
 
 const struct bench_backend bench_window = {
@@ -432,6 +492,7 @@ static void *floor_attach(void *p)
         f->scale = (nslots << 32) / st->keys;
         f->t_ns = st->t_ns;
         f->bt_ns = st->bt_ns;
+        f->tsc_mult = st->tsc_mult;
         return f;
 }
 
@@ -444,15 +505,11 @@ static void floor_detach(void *p)
         free(f);
 }
 
-/* Clock read, load, GCRA in whole ns, CAS when admitted: the least a shared limiter must do. */
-static int floor_try(void *p, uint64_t idx, const char *key, size_t len, uint64_t cost)
+/* Load, GCRA in whole ns at NOW, CAS when admitted: the floors' common part. */
+static inline __attribute__((always_inline)) int
+floor_decide(struct fhandle *f, _Atomic uint64_t *w, uint64_t now, uint64_t cost)
 {
-        struct fhandle *f = p;
-        _Atomic uint64_t *w = &f->slots[(idx * f->scale) >> 32].state;
-        uint64_t now = shm_now_ns(f->h);
         uint64_t old = atomic_load_explicit(w, memory_order_acquire);
-        (void)key;
-        (void)len;
         for (;;) {
                 uint64_t nv = (old > now ? old : now) + cost * f->t_ns;
                 if (nv - now > f->bt_ns)
@@ -463,10 +520,52 @@ static int floor_try(void *p, uint64_t idx, const char *key, size_t len, uint64_
         }
 }
 
+/* Clock read, load, GCRA in whole ns, CAS when admitted: the least a shared limiter must do. */
+static int floor_try(void *p, uint64_t idx, const char *key, size_t len, uint64_t cost)
+{
+        struct fhandle *f = p;
+        _Atomic uint64_t *w = &f->slots[(idx * f->scale) >> 32].state;
+        (void)key;
+        (void)len;
+        return floor_decide(f, w, shm_now_ns(f->h), cost);
+}
+
+/* The same without a clock: "now" is this process's op counter. */
+static int floor_none_try(void *p, uint64_t idx, const char *key, size_t len, uint64_t cost)
+{
+        struct fhandle *f = p;
+        _Atomic uint64_t *w = &f->slots[(idx * f->scale) >> 32].state;
+        (void)key;
+        (void)len;
+        return floor_decide(f, w, ++f->tick, cost);
+}
+
+/* The same on CLOCK_MONOTONIC_COARSE. */
+static int floor_coarse_try(void *p, uint64_t idx, const char *key, size_t len, uint64_t cost)
+{
+        struct fhandle *f = p;
+        _Atomic uint64_t *w = &f->slots[(idx * f->scale) >> 32].state;
+        struct timespec t;
+        (void)key;
+        (void)len;
+        clock_gettime(CLOCK_MONOTONIC_COARSE, &t);
+        return floor_decide(f, w, (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec, cost);
+}
+
+/* The same on the TSC clock throttle-tsc reads (floor-tsc's set-up checked the arena has one). */
+static int floor_tsc_try(void *p, uint64_t idx, const char *key, size_t len, uint64_t cost)
+{
+        struct fhandle *f = p;
+        _Atomic uint64_t *w = &f->slots[(idx * f->scale) >> 32].state;
+        (void)key;
+        (void)len;
+        return floor_decide(f, w, shm_now_tsc(f->h, f->tsc_mult), cost);
+}
+
 /* Zero every floor word (the table's empty slots hold other values in their state word). */
 static void *floor_setup(struct bench_cfg *c)
 {
-        struct tstate *st = state_new(c, THR_KIND_GCRA);
+        struct tstate *st = state_new(c, THR_KIND_GCRA, THR_CLOCK_READ_PRECISE);
         struct fhandle *f = st ? floor_attach(st) : NULL;
         if (st && !f) {
                 snprintf(c->err, sizeof(c->err), "cannot attach the floor table of %.200s",
@@ -488,6 +587,49 @@ const struct bench_backend bench_floor = {
     .setup = floor_setup,
     .attach = floor_attach,
     .try_key = floor_try,
+    .detach = floor_detach,
+    .teardown = state_free,
+};
+
+const struct bench_backend bench_floor_none = {
+    .name = "floor-none",
+    .what = "the floor with no clock: a per-process op counter as \"now\" (load + GCRA + CAS "
+            "only; where the\n            rate is finite it denies after the burst: a different "
+            "mix, see the admission mix)",
+    .setup = floor_setup,
+    .attach = floor_attach,
+    .try_key = floor_none_try,
+    .detach = floor_detach,
+    .teardown = state_free,
+};
+
+const struct bench_backend bench_floor_coarse = {
+    .name = "floor-coarse",
+    .what = "the floor reading CLOCK_MONOTONIC_COARSE (one tick, see the clock table) instead",
+    .setup = floor_setup,
+    .attach = floor_attach,
+    .try_key = floor_coarse_try,
+    .detach = floor_detach,
+    .teardown = state_free,
+};
+
+static void *floor_tsc_setup(struct bench_cfg *c)
+{
+        struct tstate *st = floor_setup(c);
+        if (st && !st->tsc_mult) {
+                snprintf(c->err, sizeof(c->err), "skip: no usable TSC here (shm/clock.h)");
+                state_free(st);
+                return NULL;
+        }
+        return st;
+}
+
+const struct bench_backend bench_floor_tsc = {
+    .name = "floor-tsc",
+    .what = "the floor reading the TSC clock (shm_now_tsc, as throttle-tsc) instead",
+    .setup = floor_tsc_setup,
+    .attach = floor_attach,
+    .try_key = floor_tsc_try,
     .detach = floor_detach,
     .teardown = state_free,
 };

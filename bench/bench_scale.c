@@ -54,22 +54,28 @@ struct scen {
         enum dist dist;
         int denied; /* rate 1/h, burst 1: every try after the first is denied */
         const char *skip;
+        uint64_t rate, burst; /* per key per second, burst; 0: 1e9/s burst 1e9 (never denies) */
 };
 
 static const struct scen scens[] = {
-    {"hot", 1, 1, D_UNIFORM, 0, NULL},
-    {"10k", 10000, 100, D_UNIFORM, 0, NULL},
-    {"1m", 1000000, 1000, D_UNIFORM, 0, NULL},
-    {"1m-zipf", 1000000, 1000, D_ZIPF, 0, NULL},
-    {"denied", 1, 1, D_UNIFORM, 1, NULL},
-    {"churn", 100000, 1000, D_CHURN, 0, NULL}, /* keys: the capacity */
+    {"hot", 1, 1, D_UNIFORM, 0, NULL, 0, 0},
+    {"10k", 10000, 100, D_UNIFORM, 0, NULL, 0, 0},
+    {"1m", 1000000, 1000, D_UNIFORM, 0, NULL, 0, 0},
+    {"1m-zipf", 1000000, 1000, D_ZIPF, 0, NULL, 0, 0},
+    {"denied", 1, 1, D_UNIFORM, 1, NULL, 0, 0},
+    /* realistic rates: each key's arrivals (ops/s / keys) are above its rate at full speed, near
+     * it with 1 us of work: the mix of admitted and denied depends on the throughput */
+    {"10k@100/s", 10000, 100, D_UNIFORM, 0, NULL, 100, 10},
+    {"1k@10k/s", 1000, 100, D_UNIFORM, 0, NULL, 10000, 10},
+    {"churn", 100000, 1000, D_CHURN, 0, NULL, 0, 0}, /* keys: the capacity */
 };
 #define NSCENS (sizeof(scens) / sizeof(scens[0]))
 
 #define SEQ_LEN       (1u << 18) /* ops per worker sequence (walked cyclically) */
 #define SEQ_LEN_QUICK (1u << 12)
 #define CHUNK         64u /* one op in CHUNK is timed; the stop flag is read per chunk */
-#define MAX_RESULTS   512u
+#define MAX_RESULTS   2048u
+#define MAX_BACKENDS  24u
 #define MAX_WAIT      8u
 
 /* ---------------------------------------------------------------- shared control block */
@@ -97,7 +103,7 @@ struct tally {
         uint64_t ops, yes, no, bad;
 };
 
-static const struct bench_backend *all_backends[16];
+static const struct bench_backend *all_backends[MAX_BACKENDS];
 static unsigned nall;
 
 /* ---------------------------------------------------------------- time */
@@ -139,35 +145,50 @@ static inline void tally_rc(struct tally *t, int rc)
         t->bad += rc < 0;
 }
 
-/* One chunk: the first op timed with a clock_gettime pair, the other CHUNK-1 not. */
-static inline size_t run_chunk(const struct bench_backend *b, void *h, const struct op *ops,
-                               size_t pos, size_t mask, struct tally *t, struct hist *hist)
+/*
+ * One chunk: the first op timed with a clock_gettime pair, the other CHUNK-1 not; after every op,
+ * WORK steps of the work knob's chain (outside the timed pair: latencies are the decision's). The
+ * callers pass WORK = 0 as a constant in their own loop, so the no-work path has no work code.
+ */
+static inline __attribute__((always_inline)) size_t
+run_chunk(const struct bench_backend *b, void *h, const struct op *ops, size_t pos, size_t mask,
+          struct tally *t, struct hist *hist, uint64_t work)
 {
         const struct op *op = &ops[pos];
         uint64_t t0 = mono_ns();
         int rc = b->try_key(h, op->idx, op->key, op->len, 1);
         hist_add(hist, mono_ns() - t0);
         tally_rc(t, rc);
+        if (work)
+                work_spin(work);
         for (unsigned i = 1; i < CHUNK; i++) {
                 op = &ops[(pos + i) & mask];
                 tally_rc(t, b->try_key(h, op->idx, op->key, op->len, 1));
+                if (work)
+                        work_spin(work);
         }
         t->ops += CHUNK;
         return (pos + CHUNK) & mask;
 }
 
 /* The same for the churn stream: the key is the stream's next one. */
-static inline void churn_chunk(const struct bench_backend *b, void *h, struct churn *ch,
-                               struct tally *t, struct hist *hist)
+static inline __attribute__((always_inline)) void churn_chunk(const struct bench_backend *b,
+                                                              void *h, struct churn *ch,
+                                                              struct tally *t, struct hist *hist,
+                                                              uint64_t work)
 {
         const struct ckey *k = churn_next(ch);
         uint64_t t0 = mono_ns();
         int rc = b->try_key(h, k->idx, k->key, k->len, 1);
         hist_add(hist, mono_ns() - t0);
         tally_rc(t, rc);
+        if (work)
+                work_spin(work);
         for (unsigned i = 1; i < CHUNK; i++) {
                 k = churn_next(ch);
                 tally_rc(t, b->try_key(h, k->idx, k->key, k->len, 1));
+                if (work)
+                        work_spin(work);
         }
         t->ops += CHUNK;
 }
@@ -179,19 +200,29 @@ struct stream {
         struct churn *ch; /* churn: non-NULL */
 };
 
-/* The fixed-time ops loop of one sample: until the parent raises STOP to GEN. */
+/*
+ * The fixed-time ops loop of one sample: until the parent raises STOP to GEN. WORK steps of the
+ * work knob after every op; the loops without work are separate, with no work code in them.
+ */
 static __attribute__((noinline)) void timed_loop(const struct bench_backend *b, void *h,
                                                  const struct stream *sq, struct ctl *c,
-                                                 unsigned gen, struct tally *t, struct hist *hist)
+                                                 unsigned gen, struct tally *t, struct hist *hist,
+                                                 uint64_t work)
 {
         size_t pos = 0;
-        if (sq->ch) {
+        if (sq->ch && !work) {
                 while (atomic_load_explicit(&c->stop, memory_order_relaxed) < gen)
-                        churn_chunk(b, h, sq->ch, t, hist);
-                return;
+                        churn_chunk(b, h, sq->ch, t, hist, 0);
+        } else if (sq->ch) {
+                while (atomic_load_explicit(&c->stop, memory_order_relaxed) < gen)
+                        churn_chunk(b, h, sq->ch, t, hist, work);
+        } else if (!work) {
+                while (atomic_load_explicit(&c->stop, memory_order_relaxed) < gen)
+                        pos = run_chunk(b, h, sq->ops, pos, sq->mask, t, hist, 0);
+        } else {
+                while (atomic_load_explicit(&c->stop, memory_order_relaxed) < gen)
+                        pos = run_chunk(b, h, sq->ops, pos, sq->mask, t, hist, work);
         }
-        while (atomic_load_explicit(&c->stop, memory_order_relaxed) < gen)
-                pos = run_chunk(b, h, sq->ops, pos, sq->mask, t, hist);
 }
 
 /* The fixed-count ops loop that --callgrind collects (--toggle-collect=fixed_loop). */
@@ -239,7 +270,7 @@ static void pin_to(int cpu)
 }
 
 static void worker_samples(const struct bench_backend *b, void *h, const struct stream *sq,
-                           struct ctl *c, struct wslot *w, unsigned nsamples)
+                           struct ctl *c, struct wslot *w, unsigned nsamples, uint64_t work)
 {
         static struct hist scratch;
         for (unsigned s = 0; s <= nsamples; s++) {
@@ -248,7 +279,7 @@ static void worker_samples(const struct bench_backend *b, void *h, const struct 
                 wait_go(c, s + 1);
                 double t0 = mono_s(), c0 = cpu_s();
                 if (h)
-                        timed_loop(b, h, sq, c, s + 1, &t, s ? &w->hist : &scratch);
+                        timed_loop(b, h, sq, c, s + 1, &t, s ? &w->hist : &scratch, work);
                 w->secs[s] = mono_s() - t0;
                 w->cpu[s] = cpu_s() - c0;
                 w->ops[s] = t.ops;
@@ -269,7 +300,8 @@ struct run_spec {
         void *state;
         int procs;
         const struct opts *o;
-        unsigned config; /* index of the process count: churn's fresh ids differ per config */
+        unsigned config; /* index of (procs, work) in a set-up: churn's fresh ids differ */
+        uint64_t work;   /* work knob steps after every op */
 };
 
 static void worker_main(const struct run_spec *rs, struct ctl *c, int wi)
@@ -290,7 +322,7 @@ static void worker_main(const struct run_spec *rs, struct ctl *c, int wi)
         }
         void *h = ok ? rs->b->attach(rs->state) : NULL;
         w->attach_failed = h == NULL;
-        worker_samples(rs->b, h, &sq, c, w, rs->o->samples);
+        worker_samples(rs->b, h, &sq, c, w, rs->o->samples, rs->work);
         if (h)
                 rs->b->detach(h);
         free((void *)sq.ops);
@@ -334,7 +366,8 @@ static int drive_samples(const struct run_spec *rs, struct ctl *c, struct ev_pai
                         ev_read(rs, &ev->to[s - 1]);
                 ev_read(rs, &ev->at[s]);
                 atomic_store_explicit(&c->go, s + 1, memory_order_release);
-                sleep_s(rs->o->seconds);
+                sleep_s(s ? rs->o->seconds
+                          : (rs->o->seconds < WARMUP_MAX_S ? rs->o->seconds : WARMUP_MAX_S));
                 atomic_store_explicit(&c->stop, s + 1, memory_order_release);
         }
         /* the last sample's counters while the workers are still attached (live keys) */
@@ -369,13 +402,16 @@ static void reap(pid_t *pids, int n, int kill_them)
         }
 }
 
-/* Churn: what each measured sample evicted (counter differences), and the live keys after it. */
+/*
+ * Churn: what each measured sample evicted (counter differences), and the live keys after it,
+ * from index AT of R's per-sample arrays on.
+ */
 static void collect_evictions(const struct run_spec *rs, const struct ctl *c,
-                              const struct ev_pair *ev, struct result *r)
+                              const struct ev_pair *ev, struct result *r, unsigned at)
 {
         for (unsigned s = 1; s <= rs->o->samples; s++) {
                 const struct bench_evictions *a = &ev->at[s], *b = &ev->to[s];
-                r->ev[s - 1] =
+                r->ev[at + s - 1] =
                     (struct bench_evictions){.idle = b->idle - a->idle,
                                              .full = b->full - a->full,
                                              .reclaimed = b->reclaimed - a->reclaimed,
@@ -388,19 +424,22 @@ static void collect_evictions(const struct run_spec *rs, const struct ctl *c,
                                              .has = b->has};
                 r->ev_has = b->has;
                 for (int i = 0; i < rs->procs; i++)
-                        r->new_keys[s - 1] += c->w[i].new_keys[s];
+                        r->new_keys[at + s - 1] += c->w[i].new_keys[s];
         }
 }
 
-/* Per-sample figures from the workers' slots into R. */
+/*
+ * Per-sample figures of round ROUND from the workers' slots, appended to R's samples; the round's
+ * medians and percentiles into R's r_ arrays.
+ */
 static void collect(const struct run_spec *rs, const struct ctl *c, const struct ev_pair *ev,
-                    struct result *r)
+                    struct result *r, unsigned round)
 {
         struct hist *m = calloc(1, sizeof(*m));
-        r->nsamples = rs->o->samples;
+        unsigned at = r->nsamples, ns = rs->o->samples;
         if (rs->sc->dist == D_CHURN)
-                collect_evictions(rs, c, ev, r);
-        for (unsigned s = 1; s <= rs->o->samples; s++) {
+                collect_evictions(rs, c, ev, r, at);
+        for (unsigned s = 1; s <= ns; s++) {
                 double rate = 0, nsop = 0, cpu = 0, ops = 0;
                 for (int i = 0; i < rs->procs; i++) {
                         const struct wslot *w = &c->w[i];
@@ -410,10 +449,15 @@ static void collect(const struct run_spec *rs, const struct ctl *c, const struct
                         ops += (double)w->ops[s];
                         r->ops += w->ops[s];
                 }
-                r->mops[s - 1] = rate / 1e6;
-                r->nsop[s - 1] = nsop / rs->procs;
-                r->cpuns[s - 1] = ops > 0 ? cpu * 1e9 / ops : 0;
+                r->mops[at + s - 1] = rate / 1e6;
+                r->nsop[at + s - 1] = nsop / rs->procs;
+                r->cpuns[at + s - 1] = ops > 0 ? cpu * 1e9 / ops : 0;
         }
+        r->nsamples = at + ns;
+        r->r_mops[round] = stat_of(&r->mops[at], ns).med;
+        r->r_nsop[round] = stat_of(&r->nsop[at], ns).med;
+        r->r_cpuns[round] = stat_of(&r->cpuns[at], ns).med;
+        r->rmask |= 1u << round;
         for (int i = 0; m && i < rs->procs; i++) {
                 r->admitted += c->w[i].admitted;
                 r->denied += c->w[i].denied;
@@ -421,11 +465,11 @@ static void collect(const struct run_spec *rs, const struct ctl *c, const struct
                 hist_merge(m, &c->w[i].hist);
         }
         if (m) {
-                r->lat_n = hist_count(m);
-                r->p50 = hist_quantile(m, 0.5);
-                r->p99 = hist_quantile(m, 0.99);
-                r->p999 = hist_quantile(m, 0.999);
-                r->pmax = hist_max(m);
+                r->lat_n += hist_count(m);
+                r->r_p50[round] = hist_quantile(m, 0.5);
+                r->r_p99[round] = hist_quantile(m, 0.99);
+                r->r_p999[round] = hist_quantile(m, 0.999);
+                r->pmax = hist_max(m) > r->pmax ? hist_max(m) : r->pmax;
         }
         free(m);
 }
@@ -438,7 +482,7 @@ static int any_attach_failed(const struct ctl *c, int n)
         return 0;
 }
 
-static void run_config(const struct run_spec *rs, struct result *r)
+static void run_config(const struct run_spec *rs, struct result *r, unsigned round)
 {
         size_t sz = sizeof(struct ctl) + (size_t)rs->procs * sizeof(struct wslot);
         pid_t pids[256] = {0};
@@ -453,11 +497,13 @@ static void run_config(const struct run_spec *rs, struct result *r)
                 rc = drive_samples(rs, c, &ev);
         reap(pids, rs->procs, rc < 0);
         if (rc < 0)
-                snprintf(r->note, sizeof(r->note), "run failed: %s", strerror(-rc));
+                snprintf(r->note, sizeof(r->note), "run failed (round %u): %s", round + 1,
+                         strerror(-rc));
         else if (any_attach_failed(c, rs->procs))
-                snprintf(r->note, sizeof(r->note), "attach failed in a worker");
+                snprintf(r->note, sizeof(r->note), "attach failed in a worker (round %u)",
+                         round + 1);
         else {
-                collect(rs, c, &ev, r);
+                collect(rs, c, &ev, r, round);
                 r->ok = 1;
         }
         munmap(c, sz);
@@ -468,6 +514,7 @@ static void run_config(const struct run_spec *rs, struct result *r)
 static struct result results[MAX_RESULTS];
 static unsigned nresults;
 static int setup_failed; /* a backend that should run could not be set up: exit status 1 */
+static struct run_env env;
 
 static void cfg_for(const struct opts *o, const struct scen *sc, uint64_t keys,
                     struct bench_cfg *cfg)
@@ -484,6 +531,10 @@ static void cfg_for(const struct opts *o, const struct scen *sc, uint64_t keys,
                 cfg->rate_n = 1;
                 cfg->period_ns = 3600ull * 1000000000ull;
                 cfg->burst = 1;
+        } else if (sc->rate) { /* a realistic rate per key: admits some, denies the rest */
+                cfg->rate_n = sc->rate;
+                cfg->period_ns = 1000000000ull;
+                cfg->burst = sc->burst;
         } else { /* 1e9/s, burst 1e9: never denies, every op takes the full admit path */
                 cfg->rate_n = 1000000000ull;
                 cfg->period_ns = 1000000000ull;
@@ -496,48 +547,46 @@ static uint64_t scen_keys(const struct opts *o, const struct scen *sc)
         return o->quick ? sc->quick_keys : sc->keys;
 }
 
-static struct result *result_new(const struct scen *sc, const struct bench_backend *b, int procs)
+/* The result of (SC, B, PROCS, WORK): the one earlier rounds made, else a new one. */
+static struct result *result_get(const struct scen *sc, const struct bench_backend *b, int procs,
+                                 uint64_t work)
 {
+        const char *bn = b ? b->name : "-";
+        for (unsigned i = 0; i < nresults; i++)
+                if (results[i].procs == procs && results[i].work_ns == work &&
+                    results[i].scenario == sc->name && strcmp(results[i].backend, bn) == 0)
+                        return &results[i];
         if (nresults == MAX_RESULTS)
                 return NULL;
         struct result *r = &results[nresults++];
-        *r = (struct result){.scenario = sc->name, .backend = b ? b->name : "-", .procs = procs};
+        *r = (struct result){.scenario = sc->name, .backend = bn, .procs = procs, .work_ns = work};
         return r;
-}
-
-static const struct result *find_result(const char *scen, const char *backend, int procs)
-{
-        for (unsigned i = 0; i < nresults; i++)
-                if (results[i].ok && results[i].procs == procs &&
-                    strcmp(results[i].scenario, scen) == 0 &&
-                    strcmp(results[i].backend, backend) == 0)
-                        return &results[i];
-        return NULL;
-}
-
-static void set_floor_ratio(struct result *r)
-{
-        const struct result *f = find_result(r->scenario, "floor", r->procs);
-        if (!f || !r->ok)
-                return;
-        double fm = stat_of(f->mops, f->nsamples).med, m = stat_of(r->mops, r->nsamples).med;
-        r->floor_ratio = m > 0 ? fm / m : 0;
 }
 
 static void skip_all(const struct opts *o, const struct scen *sc, const struct bench_backend *b,
                      const char *why)
 {
-        for (unsigned p = 0; p < o->nprocs; p++) {
-                struct result *r = result_new(sc, b, o->procs[p]);
-                if (!r)
-                        return;
-                snprintf(r->note, sizeof(r->note), "%.*s", (int)sizeof(r->note) - 1, why);
-                if (!o->json)
-                        report_row(r);
-        }
+        for (unsigned p = 0; p < o->nprocs; p++)
+                for (unsigned w = 0; w < o->nwork; w++) {
+                        struct result *r = result_get(sc, b, o->procs[p], o->work_ns[w]);
+                        if (!r)
+                                return;
+                        if (!r->ok)
+                                snprintf(r->note, sizeof(r->note), "%.*s", (int)sizeof(r->note) - 1,
+                                         why);
+                }
 }
 
-static void run_backend(const struct opts *o, const struct scen *sc, const struct bench_backend *b)
+static int is_shm_backend(const struct bench_backend *b)
+{
+        return b == &bench_throttle || b == &bench_window || b == &bench_floor ||
+               b == &bench_floor_none || b == &bench_floor_coarse || b == &bench_floor_tsc ||
+               b == &bench_throttle_coarse || b == &bench_throttle_tsc;
+}
+
+/* One backend of one scenario in round ROUND: fresh set-up, every (procs, work), teardown. */
+static void run_backend(const struct opts *o, const struct scen *sc, const struct bench_backend *b,
+                        unsigned round)
 {
         struct bench_cfg cfg;
         char desc[160] = "";
@@ -548,26 +597,29 @@ static void run_backend(const struct opts *o, const struct scen *sc, const struc
                 skip_all(o, sc, b, cfg.err[0] ? cfg.err : "setup failed");
                 return;
         }
-        if (b == &bench_throttle || b == &bench_floor || b == &bench_window) {
+        if (is_shm_backend(b))
                 bench_throttle_describe(st, desc, sizeof(desc));
-                if (!o->json)
-                        printf("  (%s %s arena: %s)\n", sc->name, b->name, desc);
-        } else if (b->describe) {
+        else if (b->describe)
                 b->describe(st, desc, sizeof(desc));
-                if (!o->json)
-                        printf("  (%s %s: %s)\n", sc->name, b->name, desc);
-        }
-        for (unsigned p = 0; p < o->nprocs; p++) {
-                struct run_spec rs = {sc, cfg.keys, b, st, o->procs[p], o, p};
-                struct result *r = result_new(sc, b, o->procs[p]);
-                if (!r)
-                        break;
-                snprintf(r->note, sizeof(r->note), "%s", desc);
-                run_config(&rs, r);
-                set_floor_ratio(r);
-                if (!o->json)
-                        report_row(r);
-        }
+        for (unsigned p = 0; p < o->nprocs; p++)
+                for (unsigned w = 0; w < o->nwork; w++) {
+                        struct run_spec rs = {sc,
+                                              cfg.keys,
+                                              b,
+                                              st,
+                                              o->procs[p],
+                                              o,
+                                              p * o->nwork + w,
+                                              env.cal.iters[w]};
+                        struct result *r = result_get(sc, b, o->procs[p], o->work_ns[w]);
+                        if (!r)
+                                break;
+                        if (!r->ok)
+                                snprintf(r->note, sizeof(r->note), "%s", desc);
+                        if (strstr(desc, "FELL BACK"))
+                                r->fell_back |= 1u << round;
+                        run_config(&rs, r, round);
+                }
         b->teardown(st);
 }
 
@@ -583,8 +635,14 @@ static int in_list(const char *list, const char *name)
         return list == NULL;
 }
 
-static void run_scenario(const struct opts *o, const struct scen *sc)
+/*
+ * One scenario in round ROUND: the selected backends in an order rotated by the round (round r
+ * starts at backend r mod n), each set up afresh.
+ */
+static void run_scenario(const struct opts *o, const struct scen *sc, unsigned round)
 {
+        const struct bench_backend *sel[MAX_BACKENDS];
+        unsigned n = 0;
         if (sc->skip) {
                 skip_all(o, sc, NULL, sc->skip);
                 return;
@@ -593,11 +651,88 @@ static void run_scenario(const struct opts *o, const struct scen *sc)
                 skip_all(o, sc, NULL, "no memory for the Zipf table");
                 return;
         }
-        if (sc->dist == D_CHURN && !o->json)
-                report_churn_head(scen_keys(o, sc));
         for (unsigned i = 0; i < nall; i++)
                 if (in_list(o->backends, all_backends[i]->name))
-                        run_backend(o, sc, all_backends[i]);
+                        sel[n++] = all_backends[i];
+        double t0 = mono_s();
+        fprintf(stderr, "bench_scale: round %u/%u %-9s", round + 1, o->rounds, sc->name);
+        for (unsigned k = 0; k < n; k++) {
+                const struct bench_backend *b = sel[(k + round) % n];
+                fprintf(stderr, " %s", b->name);
+                run_backend(o, sc, b, round);
+        }
+        fprintf(stderr, " (%.1f s)\n", mono_s() - t0);
+}
+
+/* After every round: the medians across rounds, and each backend's ratio to the floor. */
+static const struct result *find_result(const char *scen, const char *backend, int procs,
+                                        uint64_t work)
+{
+        for (unsigned i = 0; i < nresults; i++)
+                if (results[i].ok && results[i].procs == procs && results[i].work_ns == work &&
+                    strcmp(results[i].scenario, scen) == 0 &&
+                    strcmp(results[i].backend, backend) == 0)
+                        return &results[i];
+        return NULL;
+}
+
+static void finalize(void)
+{
+        for (unsigned i = 0; i < nresults; i++) {
+                struct result *r = &results[i];
+                if (!r->ok)
+                        continue;
+                r->p50 = round_stat(r, r->r_p50).med;
+                r->p99 = round_stat(r, r->r_p99).med;
+                r->p999 = round_stat(r, r->r_p999).med;
+        }
+        for (unsigned i = 0; i < nresults; i++) {
+                struct result *r = &results[i];
+                const struct result *f = find_result(r->scenario, "floor", r->procs, r->work_ns);
+                if (!f || !r->ok)
+                        continue;
+                double fm = round_stat(f, f->r_mops).med, m = round_stat(r, r->r_mops).med;
+                r->floor_ratio = m > 0 ? fm / m : 0;
+                r->floor_over_ns = round_stat(r, r->r_nsop).med - round_stat(f, f->r_nsop).med;
+        }
+}
+
+/* The table: per scenario, per work level, the backends in their order, per process count. */
+static void print_table(const struct opts *o)
+{
+        report_table_head(o->rounds);
+        for (unsigned i = 0; i < NSCENS; i++) {
+                if (!in_list(o->scenarios, scens[i].name) || !strcmp(scens[i].name, "wait"))
+                        continue;
+                if (scens[i].dist == D_CHURN)
+                        report_churn_head(scen_keys(o, &scens[i]));
+                for (unsigned w = 0; w < o->nwork; w++)
+                        for (unsigned b = 0; b <= nall; b++)
+                                for (unsigned p = 0; p < o->nprocs; p++)
+                                        for (unsigned k = 0; k < nresults; k++) {
+                                                const struct result *r = &results[k];
+                                                const char *bn =
+                                                    b < nall ? all_backends[b]->name : "-";
+                                                if (r->scenario == scens[i].name &&
+                                                    r->procs == o->procs[p] &&
+                                                    r->work_ns == o->work_ns[w] &&
+                                                    !strcmp(r->backend, bn))
+                                                        report_row(r);
+                                        }
+        }
+}
+
+/*
+ * The floor's variants, listed right after it: the clock isolated (backend_throttle.c).
+ * Then floor-tsc, and throttle on the cheap clocks (shm/clock.h) next to them.
+ */
+static void floors_init(void)
+{
+        const struct bench_backend *floors[] = {&bench_floor_none, &bench_floor_coarse,
+                                                &bench_floor_tsc, &bench_throttle_coarse,
+                                                &bench_throttle_tsc};
+        for (unsigned i = 0; i < sizeof(floors) / sizeof(floors[0]); i++)
+                all_backends[nall++] = floors[i];
 }
 
 /*
@@ -612,8 +747,11 @@ static void backends_init(void)
             &bench_cas_local, &bench_redis_unix};
         _Static_assert(sizeof(cand) <= sizeof(all_backends), "all_backends holds every candidate");
         for (unsigned i = 0; i < sizeof(cand) / sizeof(cand[0]); i++)
-                if (cand[i])
+                if (cand[i]) {
                         all_backends[nall++] = cand[i];
+                        if (cand[i] == &bench_floor)
+                                floors_init();
+                }
 }
 
 static void methods_text(char *out, size_t len)
@@ -621,7 +759,7 @@ static void methods_text(char *out, size_t len)
         size_t at = 0;
         out[0] = '\0';
         for (unsigned i = 0; i < nall && at < len; i++)
-                at += (size_t)snprintf(out + at, len - at, "  %-13s %s\n", all_backends[i]->name,
+                at += (size_t)snprintf(out + at, len - at, "  %-15s %s\n", all_backends[i]->name,
                                        all_backends[i]->what);
         const char *miss[] = {"nginx-hash", "nginx-real", "mutex-local", "sharded-mutex",
                               "cas-local",  "redis-tcp",  "redis-unix"};
@@ -631,7 +769,7 @@ static void methods_text(char *out, size_t len)
         for (unsigned i = 0; i < sizeof(miss) / sizeof(miss[0]) && at < len; i++)
                 if (!have[i])
                         at += (size_t)snprintf(out + at, len - at,
-                                               "  %-13s not built into this binary\n", miss[i]);
+                                               "  %-15s not built into this binary\n", miss[i]);
 }
 
 /* ---------------------------------------------------------------- --callgrind */
@@ -849,21 +987,28 @@ static void run_wait(const struct opts *o, struct wait_result *w, unsigned *nw)
         for (unsigned p = 0; p < o->nprocs && *nw < MAX_WAIT; p++)
                 bench_throttle_wait(o->backing, o->procs[p], o->wait_rate, o->quick ? 0.2 : 1.0,
                                     o->pin, &w[(*nw)++]);
-        if (!o->json)
-                report_wait(w, *nw);
 }
 
 static void finish(const struct opts *o, const struct sysinfo *si, const struct wait_result *w,
                    unsigned nw)
 {
+        const char *names[MAX_BACKENDS];
+        for (unsigned i = 0; i < nall; i++)
+                names[i] = all_backends[i]->name;
         if (o->json)
-                report_json(stdout, o, si, results, nresults, w, nw);
+                report_json(stdout, o, si, &env, results, nresults, w, nw);
         else {
-                report_targets(results, nresults, o->procs, o->nprocs);
+                report_run_notes(o, &env, results, nresults);
+                print_table(o);
+                report_floors(o, results, nresults);
+                report_leads(o, results, nresults, names, nall);
+                if (nw)
+                        report_wait(w, nw);
+                report_targets(o, results, nresults);
                 report_mix(results, nresults);
         }
         if (o->out_dir)
-                report_out_dir(o, si, results, nresults, w, nw);
+                report_out_dir(o, si, &env, results, nresults, w, nw);
         if (o->baseline)
                 baseline_compare(o->baseline, results, nresults);
         if (o->baseline_save && baseline_save(o->baseline_save, results, nresults) < 0)
@@ -886,15 +1031,30 @@ int main(int argc, char **argv)
         if (o.cg_run)
                 return cg_child(&o);
         scale_sysinfo_read(&si);
+        clocks_measure(&env.clk);
+        work_calibrate(o.work_ns, o.nwork, &env.cal);
         methods_text(methods, sizeof(methods));
-        if (!o.json) {
-                report_header(&o, &si, methods);
-                report_table_head();
+        if (!o.json)
+                report_header(&o, &si, methods, &env);
+        struct steal_snap s0, sa, sb;
+        double t0 = mono_s();
+        steal_read(&s0);
+        for (unsigned round = 0; round < o.rounds; round++) {
+                steal_read(&sa);
+                for (unsigned i = 0; i < NSCENS; i++)
+                        if (in_list(o.scenarios, scens[i].name))
+                                run_scenario(&o, &scens[i], round);
+                steal_read(&sb);
+                env.steal_round[round] = steal_pct(&sa, &sb);
+                env.other_round[round] = other_pct(&sa, &sb);
         }
-        for (unsigned i = 0; i < NSCENS; i++)
-                if (in_list(o.scenarios, scens[i].name))
-                        run_scenario(&o, &scens[i]);
+        env.rounds = o.rounds;
         run_wait(&o, w, &nw);
+        steal_read(&sb);
+        env.steal_all = steal_pct(&s0, &sb);
+        env.other_all = other_pct(&s0, &sb);
+        env.secs = mono_s() - t0;
+        finalize();
         finish(&o, &si, w, nw);
         if (o.callgrind) /* with --json, stdout holds the document: the table goes to stderr */
                 cg_driver(&o, o.json ? stderr : stdout);
