@@ -20,7 +20,7 @@
  *   throttle-coarse, throttle-tsc  throttle with its limiter's clock_read = coarse or tsc
  *             (shm/clock.h): the same public path, a cheaper clock. throttle itself reads the
  *             precise clock (a spec's default; the daemon's default, auto, picks tsc for rates of
- *             about 15 000/s a key or slower and coarse for 3.9/s or slower).
+ *             about 12 000/s a key or slower and coarse for about 2/s or slower).
  *
  *   window    the same public path (thr_limiter_try) on a limiter of kind window: at most N units
  *             of a key in any W ns (shm/window.h), a log of N + 8 words a key. Where GCRA's
@@ -75,10 +75,10 @@
 struct tstate {
         char path[256];
         uint64_t keys;
-        uint64_t t_ns, bt_ns; /* floor: emission interval and B*T in whole ns */
-        uint32_t kind;        /* of "real": THR_KIND_GCRA, or THR_KIND_WINDOW (window backend) */
-        uint32_t clock_read;  /* of "real": enum thr_clock_read (throttle-coarse, throttle-tsc) */
-        uint64_t tsc_mult;    /* the arena's TSC rate (0: no usable TSC here) */
+        uint64_t t_ns, bt_ns;   /* floor: emission interval and B*T in whole ns */
+        uint32_t kind;          /* of "real": THR_KIND_GCRA, or THR_KIND_WINDOW (window backend) */
+        uint32_t clock_read;    /* of "real": enum thr_clock_read (throttle-coarse, throttle-tsc) */
+        struct shm_tsc_cal tsc; /* the arena's TSC calibration (mult 0: no usable TSC here) */
         uint64_t win_n, win_ns, win_aux; /* window: N units per W ns, log bytes a slot */
         uint32_t backing;
         uint64_t page_size, thp_bytes, arena_size;
@@ -101,8 +101,8 @@ struct fhandle {
         struct thr_slot *slots;
         uint64_t scale; /* slot of key i = (i * scale) >> 32: i * slots / keys without a division */
         uint64_t t_ns, bt_ns;
-        uint64_t tick;     /* floor-none: this process's op counter, its "now" */
-        uint64_t tsc_mult; /* floor-tsc: the arena's TSC rate, as a client copies it at open */
+        uint64_t tick;          /* floor-none: this process's op counter, its "now" */
+        struct shm_tsc_cal tsc; /* floor-tsc: the arena's TSC calibration, as a client's copy */
 };
 
 static unsigned arena_seq;
@@ -203,7 +203,7 @@ static int arena_make(struct bench_cfg *c, struct tstate *st, uint32_t kind, uin
                               .churn = c->idle_ttl_ns > 0,
                               .kind = kind,
                               .clock_read = clock,
-                              .tsc_mult = h->tsc_mult};
+                              .tsc = shm_tsc_cal_of(h)};
         if (kind == THR_KIND_WINDOW) {
                 st->win_n = window_n(c);
                 st->win_ns = window_ns(c);
@@ -326,7 +326,7 @@ static int thr_churn_setup(struct tstate *st, struct bench_cfg *c)
 static void *setup_kind(struct bench_cfg *c, uint32_t kind, uint32_t clock)
 {
         struct tstate *st = state_new(c, kind, clock);
-        if (st && clock == THR_CLOCK_READ_TSC && !st->tsc_mult) {
+        if (st && clock == THR_CLOCK_READ_TSC && !st->tsc.mult) {
                 snprintf(c->err, sizeof(c->err),
                          "skip: no usable TSC here (shm/clock.h: constant_tsc, nonstop_tsc and "
                          "clocksource tsc or tsc_reliable)");
@@ -396,7 +396,7 @@ const struct bench_backend bench_throttle = {
 
 const struct bench_backend bench_throttle_coarse = {
     .name = "throttle-coarse",
-    .what = "throttle with clock_read = coarse: CLOCK_MONOTONIC_COARSE (lags up to one tick)",
+    .what = "throttle with clock_read = coarse: CLOCK_MONOTONIC_COARSE (lags up to two ticks)",
     .setup = thr_coarse_setup,
     .attach = thr_attach,
     .try_key = thr_try,
@@ -492,7 +492,7 @@ static void *floor_attach(void *p)
         f->scale = (nslots << 32) / st->keys;
         f->t_ns = st->t_ns;
         f->bt_ns = st->bt_ns;
-        f->tsc_mult = st->tsc_mult;
+        f->tsc = st->tsc;
         return f;
 }
 
@@ -559,7 +559,7 @@ static int floor_tsc_try(void *p, uint64_t idx, const char *key, size_t len, uin
         _Atomic uint64_t *w = &f->slots[(idx * f->scale) >> 32].state;
         (void)key;
         (void)len;
-        return floor_decide(f, w, shm_now_tsc(f->h, f->tsc_mult), cost);
+        return floor_decide(f, w, shm_now_tsc(f->h, &f->tsc), cost);
 }
 
 /* Zero every floor word (the table's empty slots hold other values in their state word). */
@@ -616,7 +616,7 @@ const struct bench_backend bench_floor_coarse = {
 static void *floor_tsc_setup(struct bench_cfg *c)
 {
         struct tstate *st = floor_setup(c);
-        if (st && !st->tsc_mult) {
+        if (st && !st->tsc.mult) {
                 snprintf(c->err, sizeof(c->err), "skip: no usable TSC here (shm/clock.h)");
                 state_free(st);
                 return NULL;

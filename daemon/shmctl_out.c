@@ -240,14 +240,14 @@ static void status_human(const struct thr_hdr *h, const struct shm_map *map,
                        fmt_size(pg, sizeof(pg), h->thp_bytes));
         printf("clock        %s, now %s\n", clock_name(h->clock_id),
                fmt_dur(now, sizeof(now), s->now_ns));
-        if (h->tsc_mult)
-                printf("cheap clocks coarse (lags < %" PRIu64 " ns), tsc (%.1f MHz, lags < %" PRIu64
+        uint64_t mult = atomic_load_explicit(&h->tsc_mult, memory_order_relaxed);
+        uint64_t coarse = atomic_load_explicit(&h->coarse_lag_ns, memory_order_relaxed);
+        if (mult)
+                printf("cheap clocks coarse (lags <= %" PRIu64 " ns), tsc (lags <= %" PRIu64
                        " ns)\n",
-                       h->coarse_res_ns, 1000.0 * 4294967296.0 / (double)h->tsc_mult,
-                       h->tsc_lag_ns);
+                       coarse, atomic_load_explicit(&h->tsc_lag_ns, memory_order_relaxed));
         else
-                printf("cheap clocks coarse (lags < %" PRIu64 " ns); no usable tsc\n",
-                       h->coarse_res_ns);
+                printf("cheap clocks coarse (lags <= %" PRIu64 " ns); no usable tsc\n", coarse);
         printf("limiters     %ld in use of %u", s->nlim, map->g.dir_count);
         if (s->nretired)
                 printf(", %ld retired", s->nretired);
@@ -290,8 +290,10 @@ static void status_json(const struct thr_hdr *h, const struct shm_map *map,
                ",\"clock\":\"%s\",\"now_ns\":%" PRIu64 ",",
                backing_name(h->backing), h->page_size, h->thp_bytes, clock_name(h->clock_id),
                s->now_ns);
-        printf("\"coarse_res_ns\":%" PRIu64 ",\"tsc_usable\":%s,\"tsc_lag_ns\":%" PRIu64 ",",
-               h->coarse_res_ns, h->tsc_mult ? "true" : "false", h->tsc_lag_ns);
+        printf("\"coarse_lag_ns\":%" PRIu64 ",\"tsc_usable\":%s,\"tsc_lag_ns\":%" PRIu64 ",",
+               atomic_load_explicit(&h->coarse_lag_ns, memory_order_relaxed),
+               atomic_load_explicit(&h->tsc_mult, memory_order_relaxed) ? "true" : "false",
+               atomic_load_explicit(&h->tsc_lag_ns, memory_order_relaxed));
         printf("\"limiters\":%ld,\"max_limiters\":%u,\"readers\":%u,\"max_readers\":%u,"
                "\"live_keys\":%" PRIu64 ",",
                s->nlim, map->g.dir_count, s->readers, map->g.reader_count, s->live_keys);

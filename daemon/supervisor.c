@@ -384,8 +384,8 @@ static void log_clocks(const struct shm_map *m, const struct config *cfg)
                     snap.params.kind != THR_KIND_GCRA)
                         continue;
                 uint32_t got = THR_PARAM_CLOCK(snap.params.flags);
-                uint64_t lag = got == THR_CLOCK_READ_COARSE ? h->coarse_res_ns
-                               : got == THR_CLOCK_READ_TSC  ? h->tsc_lag_ns
+                uint64_t lag = got == THR_CLOCK_READ_COARSE ? atomic_load(&h->coarse_lag_ns)
+                               : got == THR_CLOCK_READ_TSC  ? atomic_load(&h->tsc_lag_ns)
                                                             : 0;
                 if (got == THR_CLOCK_READ_PRECISE && ls->clock_read != THR_CLOCK_READ_TSC)
                         continue; /* the default for fast limiters: nothing to say */

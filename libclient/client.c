@@ -114,8 +114,7 @@ static int arena_open(const char *name, thr_arena **out)
         shm_membarrier_register(a->hdr);
         /* the TSC clock's rate, if the arena has one and it is plausible (0.01 to 10 ns a cycle):
          * a copy, so no later write to the header changes how this process reads time */
-        uint64_t mult = a->hdr->tsc_mult;
-        a->tsc_mult = mult > (1ull << 32) / 100 && mult < (1ull << 32) * 10 ? mult : 0;
+        a->tsc = shm_tsc_cal_of(a->hdr);
         a->open_pid = getpid();
         thr_registry_add(a);
         *out = a;
@@ -356,8 +355,8 @@ static inline bool op_same_slot(const struct op *o)
 __attribute__((noinline)) uint64_t thr_lim_clock_cheap(const thr_arena *a, uint32_t flags)
 {
         uint32_t how = THR_PARAM_CLOCK(flags);
-        if (how == THR_CLOCK_READ_TSC && a->tsc_mult)
-                return shm_now_tsc(a->hdr, a->tsc_mult);
+        if (how == THR_CLOCK_READ_TSC && a->tsc.mult)
+                return shm_now_tsc(a->hdr, &a->tsc);
         if (how == THR_CLOCK_READ_COARSE)
                 return shm_now_coarse(a->hdr);
         return shm_now_ns(a->hdr);

@@ -172,7 +172,7 @@ struct thr_arena {
         uint32_t lease_idx;     /* this process's lease record (sem.h), if lease_gen is current */
         uint64_t lease_token;
         _Atomic uint64_t lease_gen; /* fork generation it was claimed in (0: none) */
-        uint64_t tsc_mult;          /* hdr.tsc_mult as checked at open; 0: no TSC clock here */
+        struct shm_tsc_cal tsc;     /* hdr's TSC calibration as checked at open (mult 0: none) */
 };
 
 struct thr_limiter {

@@ -200,19 +200,9 @@ static int hdr_init(struct shm_map *m, const struct shm_arena_spec *s)
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
         h->epoch_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-        if (s->clock == THR_CLOCK_MANUAL) {
-                /* every clock reads the manual time (clock.h): nothing to measure, any clock may
-                 * be chosen, with the lags a typical machine has */
-                struct timespec res;
-                clock_getres(CLOCK_MONOTONIC_COARSE, &res);
-                h->coarse_res_ns = (uint64_t)res.tv_sec * 1000000000 + (uint64_t)res.tv_nsec;
-                h->tsc_mult = 1ull << 32;
-                h->tsc_lag_ns = 1000;
-        } else {
-                char why[160];
-                shm_clock_calibrate(&h->tsc_mult, &h->tsc_lag_ns, &h->coarse_res_ns, why,
-                                    sizeof(why));
-        }
+        struct shm_clock_facts cf;
+        shm_clock_facts(s->clock, &cf, NULL, 0);
+        shm_clock_facts_store(h, &cf);
         if (getrandom(h->secret, sizeof(h->secret), 0) != sizeof(h->secret))
                 return -EIO;
         h->dir_off = THR_HDR_SIZE;
@@ -270,10 +260,12 @@ static int plan_one(struct shm_map *m, const struct shm_limiter_spec *ls, uint64
         pl->spec = ls;
         int rc = shm_params_make(ls, gen, &pl->params, err, errlen);
         if (rc == 0 && pl->params.kind == THR_KIND_GCRA) {
-                /* the clock its decisions read, chosen for this machine (clock.h) */
+                /* the clock its decisions read, chosen for this machine from this process's
+                 * own measurement, never from the (client-writable) header (clock.h) */
+                struct shm_clock_facts cf;
+                shm_clock_facts(shm_hdr(m)->clock_id, &cf, NULL, 0);
                 double t_ns = (double)pl->params.t_units / (double)pl->params.k;
-                uint32_t how =
-                    shm_clock_choose(shm_hdr(m), THR_KIND_GCRA, ls->clock_read, t_ns, NULL);
+                uint32_t how = shm_clock_choose(&cf, THR_KIND_GCRA, ls->clock_read, t_ns, NULL);
                 pl->params.flags |= how << THR_PARAM_CLOCK_SHIFT;
         }
         if (rc == 0 && shm_table_geometry(ls, &pl->geo) < 0)
@@ -455,6 +447,11 @@ int shm_arena_configure(struct shm_map *m, const struct shm_arena_spec *s, char 
                 }
         }
         atomic_store_explicit(&h->groups_off, goff, memory_order_release);
+        /* the clock fields again from this process's measurement: a client's scribble on them
+         * does not outlive a reload (clock.h) */
+        struct shm_clock_facts cf;
+        shm_clock_facts(h->clock_id, &cf, NULL, 0);
+        shm_clock_facts_store(h, &cf);
         atomic_store_explicit(&h->heap_top, m->g.heap_top, memory_order_relaxed);
         atomic_store_explicit(&h->config_gen, gen, memory_order_release);
         return 0;

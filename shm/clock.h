@@ -6,27 +6,32 @@
  * machines we run on, most of what the cheapest possible decision costs. Two cheaper readings:
  *
  *   coarse  clock_gettime(CLOCK_MONOTONIC_COARSE) through the vDSO: the kernel's time at its last
- *           tick, no hardware read. It lags CLOCK_MONOTONIC by less than one tick (its resolution,
- *           clock_getres: 1 to 10 ms), and is the same value in every process.
+ *           update, no hardware read; the same value in every process. It lags CLOCK_MONOTONIC
+ *           by up to about two of its resolutions (clock_getres: the tick, 1 to 10 ms): 2.0 to
+ *           6.0 ms were measured at a 4 ms resolution, so L = 2 * resolution.
  *   tsc     the CPU's time-stamp counter, scaled as the vDSO scales it: each thread anchors a
  *           (CLOCK_MONOTONIC, TSC) pair, reads TSC cycles since the anchor and converts them at
  *           a rate (hdr.tsc_mult) THR_TSC_MARGIN_PPM lower than the one measured when the arena
  *           was made, so the extrapolation runs slower than CLOCK_MONOTONIC, never faster (the
  *           margin is four times the most NTP may slew CLOCK_MONOTONIC, 500 ppm). After
- *           THR_TSC_SPAN_CYCLES cycles the thread anchors again. Offered only where the CPU says
- *           the TSC is invariant (constant_tsc, nonstop_tsc) and the kernel trusts it across CPUs
- *           (clocksource tsc, or tsc_reliable): shm_clock_calibrate.
+ *           THR_TSC_SPAN_CYCLES cycles the thread anchors again; an anchor whose two reads were
+ *           further apart than hdr.tsc_gap cycles (the thread was preempted or stopped between
+ *           them) is refused and read again, at most 4 times, then the precise clock answers
+ *           (a stale anchor would lag by the whole stop, for a whole span). Offered only where the
+ * CPU says the TSC is invariant (constant_tsc, nonstop_tsc) and the kernel trusts it across CPUs
+ *           (clocksource tsc, or tsc_reliable): shm_clock_facts.
  *
  * THE BOUND. Each reading r taken at true time t (CLOCK_MONOTONIC) satisfies t - L <= r <= t:
  *   - precise: L = 0 (up to the read itself);
  *   - coarse: the tick value is the time of a tick that has passed: r <= t; L = coarse_res_ns;
  *   - tsc: the anchor's CLOCK_MONOTONIC value m0 is read BEFORE its cycle count c0 (ordered by
  *     fences), so m0 <= the true time at c0; cycles since then convert at a rate below the
- *     true one, so m0 + (c - c0) * mult / 2^32 <= true time at c. The lag is the anchor's read
- *     gap plus margin * span: hdr.tsc_lag_ns, about a microsecond. Should the rate ever be wrong
- *     (a kernel's tick adjusted by adjtimex, a migrated VM), the next anchor sees the
- *     extrapolation ahead of CLOCK_MONOTONIC and the process reads the precise clock from then
- *     on (shm_tsc_broken): a violation is caught at most one span (~0.4 ms) after it began.
+ *     true one, so m0 + (c - c0) * mult / 2^32 <= true time at c. The lag is at most the
+ *     anchor's read window (<= tsc_gap cycles, else refused) plus margin * span: hdr.tsc_lag_ns,
+ *     about a microsecond. Should the rate ever be wrong (a kernel's tick adjusted by adjtimex, a
+ *     migrated VM, a scribbled header), the next anchor, however old the last one, sees the
+ *     extrapolation ahead of CLOCK_MONOTONIC (checked in 128 bits) and the process reads the
+ *     precise clock from then on (shm_tsc_broken): one span (~0.4 ms) of readings at most.
  * A GCRA decision on a reading r that lags t by at most L is exactly the decision a process with
  * the precise clock makes when it read its clock L earlier and was then delayed L before its CAS,
  * which any process may be (preemption between the read and the CAS). The GCRA argument
@@ -50,10 +55,11 @@
  * (reservations, acquire) sleep on the precise clock: they are not decisions.
  *
  * THE AUTO RULE (clock_read = auto, the default): the cheapest clock whose lag L is at most
- * T / 64, where T is the limiter's emission interval: coarse if coarse_res_ns * 64 <= T (a 4 ms
- * tick: T >= 256 ms, 3.9/s or slower), else tsc if usable and tsc_lag_ns * 64 <= T (about
- * 1 us: T >= 64 us, 15 625/s or slower), else precise. At L <= T / 64 the slack of (2) is under
- * 1/64 of a unit and an admission is delayed by under 1/64 of T.
+ * T / 64, where T is the limiter's emission interval: coarse if coarse_lag_ns * 64 <= T (a 4 ms
+ * tick, L = 8 ms: T >= 512 ms, about 2/s or slower), else tsc if usable and tsc_lag_ns * 64 <= T
+ * (L about 1.2 us: T >= 80 us, about 12 000/s or slower), else precise. At L <= T / 64 the slack
+ * of (2) is under 1/64 of a unit and an admission is delayed by under 1/64 of T. The daemon
+ * chooses from its own measurement (struct shm_clock_facts), never from the shared header.
  *
  * Manual-clock arenas (tests): every clock reads hdr.manual_now_ns; a test build
  * (THR_TEST_HOOKS) subtracts thr_test_clock_lag_ns from the coarse and tsc readings of this
@@ -76,10 +82,11 @@
 #define THR_HAVE_TSC 0
 #endif
 
-#define THR_TSC_SPAN_CYCLES (1ull << 20) /* re-anchor after this many cycles (~0.4 ms at 2.5 GHz)  \
-                                          */
-#define THR_TSC_MARGIN_PPM 2000u         /* the rate is lowered by this much (NTP slews <= 500) */
-#define THR_CLOCK_AUTO_DIV 64u           /* auto: a clock whose lag is at most T / 64 */
+#define THR_TSC_SPAN_CYCLES                                                                        \
+        (1ull << 20)             /* re-anchor after this many cycles (~0.4 ms at 2.5 GHz)          \
+                                  */
+#define THR_TSC_MARGIN_PPM 2000u /* the rate is lowered by this much (NTP slews <= 500) */
+#define THR_CLOCK_AUTO_DIV 64u   /* auto: a clock whose lag is at most T / 64 */
 
 #ifdef THR_TEST_HOOKS
 extern _Atomic int64_t thr_test_clock_lag_ns; /* < 0: ahead (a test of the test) */
@@ -94,6 +101,17 @@ extern __thread struct shm_tsc_anchor shm_tsc_tls __attribute__((tls_model("init
 /* Set (once, never cleared) when a re-anchor found this process's TSC reading ahead of
  * CLOCK_MONOTONIC: it reads the precise clock from then on. */
 extern _Atomic uint32_t shm_tsc_broken;
+
+/* A process's copy of an arena's TSC calibration, checked when it opened the arena. */
+struct shm_tsc_cal {
+        uint64_t mult; /* ns per cycle times 2^32 (0: no TSC clock) */
+        uint64_t gap;  /* widest anchor read accepted, cycles */
+};
+
+/* What this machine's clocks are: the daemon's measurement (hdr fields of the same names). */
+struct shm_clock_facts {
+        uint64_t tsc_mult, tsc_gap, tsc_lag_ns, coarse_lag_ns;
+};
 
 /* The manual clock, lagged for this process's coarse and tsc readings in a test build. */
 static inline uint64_t shm_manual_lagged(const struct thr_hdr *h)
@@ -121,13 +139,13 @@ static inline uint64_t shm_now_coarse(const struct thr_hdr *h)
 }
 
 /* Re-anchor this thread and return the (precise) time of the new anchor (clock.c). */
-uint64_t shm_tsc_reanchor(const struct thr_hdr *h, uint64_t mult);
+uint64_t shm_tsc_reanchor(const struct thr_hdr *h, const struct shm_tsc_cal *cal);
 
 /*
- * The TSC clock with rate MULT (the caller's copy of hdr.tsc_mult, checked nonzero and sane when
- * the arena was opened). Lags CLOCK_MONOTONIC by at most hdr.tsc_lag_ns.
+ * The TSC clock with calibration CAL (the caller's copy, checked when it opened the arena: mult
+ * nonzero and sane). Lags CLOCK_MONOTONIC by at most hdr.tsc_lag_ns.
  */
-static inline uint64_t shm_now_tsc(const struct thr_hdr *h, uint64_t mult)
+static inline uint64_t shm_now_tsc(const struct thr_hdr *h, const struct shm_tsc_cal *cal)
 {
 #if THR_HAVE_TSC
         if (h->clock_id == THR_CLOCK_MANUAL)
@@ -135,33 +153,40 @@ static inline uint64_t shm_now_tsc(const struct thr_hdr *h, uint64_t mult)
         struct shm_tsc_anchor *a = &shm_tsc_tls;
         uint64_t d = __rdtsc() - a->tsc0; /* a migration backwards wraps: re-anchors */
         if (__builtin_expect(d < THR_TSC_SPAN_CYCLES, 1)) {
-                int64_t v = a->mono0 - h->epoch_ns + (int64_t)((d * mult) >> 32);
+                int64_t v = a->mono0 - h->epoch_ns + (int64_t)((d * cal->mult) >> 32);
                 return v > 0 ? (uint64_t)v : 0;
         }
-        return shm_tsc_reanchor(h, mult);
+        return shm_tsc_reanchor(h, cal);
 #else
-        (void)mult;
+        (void)cal;
         return shm_now_ns(h);
 #endif
 }
 
 /*
- * shm_clock_calibrate - what this machine's cheap clocks are (arena creation): the TSC's rate
- * (ns per cycle times 2^32, lowered by the margin) and lag bound, or 0 and 0 when the TSC is not
- * usable (WHY says why, e.g. "no nonstop_tsc"); the coarse clock's resolution. Takes ~10 ms
- * when the TSC is usable (it measures the rate). Returns 0.
+ * shm_clock_facts - this machine's clock facts for an arena of clock CLOCK_ID: for a real clock,
+ * the TSC's rate (lowered by the margin), anchor window and lag, or zeros when it is not usable
+ * (WHY, may be NULL, says why), and the coarse clock's lag; measured once per process (~10 ms
+ * when the TSC is usable), then cached. For a manual clock, nominal values (every clock reads the
+ * manual time). Thread-safe.
  */
-int shm_clock_calibrate(uint64_t *tsc_mult, uint64_t *tsc_lag_ns, uint64_t *coarse_res_ns,
-                        char *why, size_t whylen);
+void shm_clock_facts(uint32_t clock_id, struct shm_clock_facts *out, char *why, size_t whylen);
+
+/* Write F into the header's clock fields (creation, and every configuration). */
+void shm_clock_facts_store(struct thr_hdr *h, const struct shm_clock_facts *f);
+
+/* A process's calibration from an arena header: zeros unless the rate is sane (0.01 to 10 ns a
+ * cycle) and the gap is 1 to 2^20 cycles. */
+struct shm_tsc_cal shm_tsc_cal_of(const struct thr_hdr *h);
 
 /*
- * shm_clock_choose - the clock a GCRA limiter of emission interval T_NS reads in the arena of H,
- * given what its config asks (enum thr_clock_read): AUTO by the rule above; TSC where the arena
- * has no usable TSC falls back to PRECISE. Other kinds always get PRECISE. *LAG_NS (may be NULL)
- * gets the chosen clock's lag bound.
+ * shm_clock_choose - the clock a GCRA limiter of emission interval T_NS reads on a machine of
+ * facts F, given what its config asks (enum thr_clock_read): AUTO by the rule above; TSC where
+ * there is no usable TSC falls back to PRECISE. Other kinds always get PRECISE. *LAG_NS (may be
+ * NULL) gets the chosen clock's lag bound.
  */
-uint32_t shm_clock_choose(const struct thr_hdr *h, uint32_t kind, uint32_t want, double t_ns,
-                          uint64_t *lag_ns);
+uint32_t shm_clock_choose(const struct shm_clock_facts *f, uint32_t kind, uint32_t want,
+                          double t_ns, uint64_t *lag_ns);
 
 /* "auto", "precise", "coarse", "tsc" (or "?") */
 const char *shm_clock_read_name(uint32_t how);

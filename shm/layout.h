@@ -281,16 +281,19 @@ struct thr_hdr {
          * (struct thr_group_table) the daemon wrote last, 0 none; a reload writes a new one */
         _Atomic uint64_t groups_off;
 
-        /* what the cheap clocks of this machine are (clock.h), measured at creation.
-         * tsc_mult: ns per TSC cycle times 2^32, lowered by THR_TSC_MARGIN_PPM; 0 when the TSC
-         * is not usable here (then a limiter asking for it reads the precise clock). tsc_lag_ns:
-         * how far behind CLOCK_MONOTONIC a TSC reading can be; coarse_res_ns: the resolution of
-         * CLOCK_MONOTONIC_COARSE, how far behind it can be. Written before magic, never after. */
-        uint64_t tsc_mult;
-        uint64_t tsc_lag_ns;
-        uint64_t coarse_res_ns;
+        /* what the cheap clocks of this machine are (clock.h, struct shm_clock_facts), measured
+         * by the daemon: written at creation and again at every configuration from its own
+         * measurement (a client's scribble lasts until the next reload; the daemon never chooses
+         * from these). tsc_mult: ns per TSC cycle times 2^32, lowered by THR_TSC_MARGIN_PPM; 0
+         * when the TSC is not usable here. tsc_gap: the widest (CLOCK_MONOTONIC, TSC) read a
+         * thread may anchor on, cycles. tsc_lag_ns, coarse_lag_ns: how far behind
+         * CLOCK_MONOTONIC a TSC / CLOCK_MONOTONIC_COARSE reading can be. */
+        _Atomic uint64_t tsc_mult;
+        _Atomic uint64_t tsc_gap;
+        _Atomic uint64_t tsc_lag_ns;
+        _Atomic uint64_t coarse_lag_ns;
 
-        uint8_t headroom[THR_HDR_SIZE - 344];
+        uint8_t headroom[THR_HDR_SIZE - 352];
 };
 
 struct thr_params {

@@ -50,6 +50,8 @@ enum thr_hook_point {
         THR_HOOK_COMPOSE_SETTLED_ONE, /* a composed call replaced one mark (arg: the entry) */
         THR_HOOK_COMPOSE_ABORTING,    /* a helper is about to abort an undecided call (arg: the
                                        * journal) */
+        THR_HOOK_TSC_ANCHOR_READ,     /* a TSC re-anchor read CLOCK_MONOTONIC, not yet the cycle
+                                       * count that goes with it (clock.c) */
 };
 
 #ifdef THR_TEST_HOOKS

@@ -25,6 +25,7 @@
 
 #include "clock.h"
 #include "helpers.h"
+#include "testhook.h"
 
 #define US 1000ull
 #define MS 1000000ull
@@ -250,6 +251,7 @@ Test(clock, a_process_ahead_breaks_the_bound, .timeout = 120)
 
 struct reads {
         const struct thr_hdr *h;
+        struct shm_tsc_cal cal;
         uint64_t n;
         _Atomic uint64_t *bad; /* coarse or tsc reading above the precise one read after it */
         _Atomic uint64_t *backwards;
@@ -261,7 +263,7 @@ static void *read_loop(void *arg)
         uint64_t last_tsc = 0;
         for (uint64_t i = 0; i < r->n; i++) {
                 uint64_t c = shm_now_coarse(r->h);
-                uint64_t t = r->h->tsc_mult ? shm_now_tsc(r->h, r->h->tsc_mult) : 0;
+                uint64_t t = r->cal.mult ? shm_now_tsc(r->h, &r->cal) : 0;
                 uint64_t p = shm_now_ns(r->h);
                 if (c > p || t > p)
                         atomic_fetch_add(r->bad, 1);
@@ -279,7 +281,7 @@ Test(clock, cheap_readings_never_ahead_of_the_precise_clock, .timeout = 120)
         struct tarena t;
         tarena_make(&t, THR_CLOCK_MONOTONIC, SHM_HUGE_OFF, NULL, 0);
         const struct thr_hdr *h = shm_hdr(&t.map);
-        cr_assert_gt(h->coarse_res_ns, 0);
+        cr_assert_gt(h->coarse_lag_ns, 0);
         if (!h->tsc_mult)
                 cr_log_info("this machine's TSC is not usable (clock.h's rule): only the coarse "
                             "clock is checked");
@@ -292,7 +294,7 @@ Test(clock, cheap_readings_never_ahead_of_the_precise_clock, .timeout = 120)
         pthread_t th[2];
         struct reads r[2];
         for (int i = 0; i < 2; i++) {
-                r[i] = (struct reads){h, n, &cnt[0], &cnt[1]};
+                r[i] = (struct reads){h, shm_tsc_cal_of(h), n, &cnt[0], &cnt[1]};
                 cr_assert_eq(pthread_create(&th[i], NULL, read_loop, &r[i]), 0);
         }
         for (int i = 0; i < 2; i++)
@@ -311,10 +313,11 @@ Test(clock, cheap_readings_never_ahead_of_the_precise_clock, .timeout = 120)
         cr_assert_eq(atomic_load(&shm_tsc_broken) | cnt[2], 0,
                      "a re-anchor found the TSC clock ahead: its rate margin is too small");
         if (h->tsc_mult)
-                cr_log_info("TSC: %.4f ns a cycle (margin applied), lag bound %llu ns; coarse "
-                            "resolution %llu ns",
-                            (double)h->tsc_mult / 4294967296.0, (unsigned long long)h->tsc_lag_ns,
-                            (unsigned long long)h->coarse_res_ns);
+                cr_log_info("TSC: %.4f ns a cycle (margin applied), anchor window <= %llu cycles, "
+                            "lag bound %llu ns; coarse lag bound %llu ns",
+                            (double)h->tsc_mult / 4294967296.0, (unsigned long long)h->tsc_gap,
+                            (unsigned long long)h->tsc_lag_ns,
+                            (unsigned long long)h->coarse_lag_ns);
         munmap(cnt, 4096);
         tarena_free(&t);
 }
@@ -327,9 +330,10 @@ static void real_bound(uint32_t how)
         spec.clock_read = how;
         struct tarena t;
         tarena_make(&t, THR_CLOCK_MONOTONIC, SHM_HUGE_OFF, &spec, 1);
-        const struct thr_hdr *h = shm_hdr(&t.map);
+        struct shm_clock_facts cf;
+        shm_clock_facts(THR_CLOCK_MONOTONIC, &cf, NULL, 0);
         uint64_t lag = 0;
-        uint32_t got = shm_clock_choose(h, THR_KIND_GCRA, how, 500.0 * US, &lag);
+        uint32_t got = shm_clock_choose(&cf, THR_KIND_GCRA, how, 500.0 * US, &lag);
         if (got != how) {
                 cr_log_info("clock %s is not usable here: skipped", shm_clock_read_name(how));
                 tarena_free(&t);
@@ -385,9 +389,9 @@ Test(clock, real_clock_bound_tsc, .timeout = 60)
 
 Test(clock, auto_rule)
 {
-        struct thr_hdr h;
+        struct shm_clock_facts h;
         memset(&h, 0, sizeof(h));
-        h.coarse_res_ns = 4 * MS;
+        h.coarse_lag_ns = 4 * MS;
         h.tsc_mult = 1ull << 31;
         h.tsc_lag_ns = 1000;
         uint64_t lag = 1;
@@ -437,4 +441,154 @@ Test(clock, only_rate_limiters_take_a_cheap_clock)
         s.clock_read = 7;
         cr_assert_eq(shm_params_make(&s, 1, &p, err, sizeof(err)), -EINVAL);
         cr_assert(strstr(err, "clock_read must be"), "%s", err);
+}
+
+/* ---------------------------------------------------------------- the review's attacks */
+
+static int hook_stalls;   /* TSC anchor reads still to stall */
+static uint64_t stall_ns; /* for this long, between the clock read and the cycle count */
+
+static void stall_hook(enum thr_hook_point point, void *arg)
+{
+        (void)arg;
+        if (point != THR_HOOK_TSC_ANCHOR_READ || hook_stalls <= 0)
+                return;
+        hook_stalls--;
+        double t0 = mono_s();
+        while (mono_s() - t0 < (double)stall_ns / 1e9)
+                ;
+}
+
+static int64_t mono_abs_ns(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Run FN in a child (its TLS anchor and shm_tsc_broken are its own); assert it exited 0. */
+static void in_child(void (*fn)(const struct thr_hdr *), const struct thr_hdr *h)
+{
+        pid_t pid = tfork();
+        cr_assert_geq(pid, 0);
+        if (pid == 0) {
+                fn(h);
+                _exit(0);
+        }
+        int st = 0;
+        cr_assert_eq(waitpid(pid, &st, 0), pid);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child: status %#x", st);
+}
+
+static void stale_child(const struct thr_hdr *h)
+{
+        struct shm_tsc_cal cal = shm_tsc_cal_of(h);
+        thr_test_hook = stall_hook;
+        stall_ns = 2 * MS;
+        /* a thread stopped 2 ms between its anchor's two reads: that pair is refused, and the
+         * next (unstopped) read is the anchor */
+        hook_stalls = 1;
+        shm_tsc_tls.tsc0 = 0;
+        int64_t before = mono_abs_ns();
+        shm_now_tsc(h, &cal);
+        if (shm_tsc_tls.tsc0 == 0 || shm_tsc_tls.mono0 < before + (int64_t)stall_ns)
+                _exit(10); /* anchored on the stale pair: its clock value predates the stop */
+        /* stopped at every try: no anchor at all, the precise clock answers */
+        hook_stalls = 4;
+        shm_tsc_tls.tsc0 = 0;
+        before = mono_abs_ns();
+        uint64_t r = shm_now_tsc(h, &cal);
+        if (shm_tsc_tls.tsc0 != 0)
+                _exit(11);
+        if ((int64_t)r + h->epoch_ns < before + 4 * (int64_t)stall_ns)
+                _exit(12); /* not a reading taken after the stops */
+        thr_test_hook = NULL;
+}
+
+/* A re-anchor stopped between its CLOCK_MONOTONIC read and its cycle count never anchors on that
+ * stale pair (it would lag by the whole stop, for a whole span, not by tsc_lag_ns). */
+Test(clock, a_stopped_anchor_read_is_refused, .timeout = 60)
+{
+        struct tarena t;
+        tarena_make(&t, THR_CLOCK_MONOTONIC, SHM_HUGE_OFF, NULL, 0);
+        if (!shm_tsc_cal_of(shm_hdr(&t.map)).mult)
+                cr_log_info("no usable TSC here: the anchor cannot be checked");
+        else
+                in_child(stale_child, shm_hdr(&t.map));
+        tarena_free(&t);
+}
+
+static void wrong_rate_child(const struct thr_hdr *h)
+{
+        struct shm_tsc_cal cal = shm_tsc_cal_of(h);
+        cal.mult = cal.mult * 3 / 2; /* 1.5 times too fast: still "sane" at open */
+        for (int i = 0; i < 2000; i++)
+                shm_now_tsc(h, &cal);
+        double t0 = mono_s();
+        while (mono_s() - t0 < 0.04) /* idle for 40 ms: the anchor is 100 spans old */
+                ;
+        uint64_t r = shm_now_tsc(h, &cal);
+        if (!atomic_load(&shm_tsc_broken))
+                _exit(20); /* the rate went unnoticed */
+        uint64_t p = shm_now_ns(h);
+        if (r > p)
+                _exit(21);
+        for (int i = 0; i < 1000; i++) {
+                r = shm_now_tsc(h, &cal);
+                if (r > shm_now_ns(h))
+                        _exit(22); /* still ahead after it was found out */
+        }
+}
+
+/* A TSC rate that runs ahead is found out at the next anchor however old the last one is. */
+Test(clock, a_wrong_rate_is_caught_after_idle, .timeout = 60)
+{
+        struct tarena t;
+        tarena_make(&t, THR_CLOCK_MONOTONIC, SHM_HUGE_OFF, NULL, 0);
+        if (!shm_tsc_cal_of(shm_hdr(&t.map)).mult)
+                cr_log_info("no usable TSC here: the rate check cannot be shown");
+        else
+                in_child(wrong_rate_child, shm_hdr(&t.map));
+        tarena_free(&t);
+}
+
+/* A client scribbling the header's clock fields changes neither the clock a reconfiguration
+ * chooses nor, after it, the fields. */
+Test(clock, a_scribbled_header_does_not_choose_the_clock)
+{
+        struct shm_limiter_spec spec = tspec("fast", 100000, SEC, 10, 10); /* T = 10 us */
+        spec.clock_read = THR_CLOCK_READ_AUTO;
+        struct tarena t;
+        tarena_make(&t, THR_CLOCK_MONOTONIC, SHM_HUGE_OFF, &spec, 1);
+        struct thr_hdr *h = shm_hdr(&t.map);
+        struct shm_clock_facts cf;
+        shm_clock_facts(THR_CLOCK_MONOTONIC, &cf, NULL, 0);
+        uint32_t want = shm_clock_choose(&cf, THR_KIND_GCRA, THR_CLOCK_READ_AUTO, 10.0 * US, NULL);
+        struct shm_lim_snap snap;
+        cr_assert_eq(shm_dir_snapshot(&t.map, (uint32_t)shm_dir_find(&t.map, "fast"), &snap), 0);
+        cr_assert_eq(THR_PARAM_CLOCK(snap.params.flags), want);
+        atomic_store(&h->coarse_lag_ns, 1); /* "coarse lags 1 ns": would make it coarse */
+        atomic_store(&h->tsc_lag_ns, 1);
+        atomic_store(&h->tsc_mult, 7);
+        spec.burst = 11; /* a reload with a change, so a new record is written */
+        struct shm_arena_spec as = {.hugepages = SHM_HUGE_OFF,
+                                    .mode = 0600,
+                                    .gid = (gid_t)-1,
+                                    .clock = THR_CLOCK_MONOTONIC,
+                                    .max_limiters = 16,
+                                    .max_readers = 256,
+                                    .spare_bytes = 1 << 20,
+                                    .nlimiters = 1,
+                                    .limiters = &spec};
+        snprintf(as.name, sizeof(as.name), "%s", h->name);
+        char err[256] = "";
+        cr_assert_eq(shm_arena_configure(&t.map, &as, err, sizeof(err)), 0, "%s", err);
+        cr_assert_eq(shm_dir_snapshot(&t.map, (uint32_t)shm_dir_find(&t.map, "fast"), &snap), 0);
+        cr_assert_eq(snap.params.burst, 11);
+        cr_assert_eq(THR_PARAM_CLOCK(snap.params.flags), want, "chose %s from a scribbled header",
+                     shm_clock_read_name(THR_PARAM_CLOCK(snap.params.flags)));
+        cr_assert_eq(atomic_load(&h->coarse_lag_ns), cf.coarse_lag_ns, "header not rewritten");
+        cr_assert_eq(atomic_load(&h->tsc_mult), cf.tsc_mult);
+        cr_assert_eq(atomic_load(&h->tsc_lag_ns), cf.tsc_lag_ns);
+        tarena_free(&t);
 }
