@@ -140,6 +140,8 @@ static bool tsc_usable(char *why, size_t whylen)
 static void pair(int64_t *ns, double *tsc, uint64_t *gap)
 {
         *gap = UINT64_MAX;
+        *ns = 0;
+        *tsc = 0;
         for (int i = 0; i < 16; i++) {
                 uint64_t a = tsc_before();
                 int64_t m = mono_ns();
