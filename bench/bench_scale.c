@@ -1020,7 +1020,7 @@ int main(int argc, char **argv)
         static struct wait_result w[MAX_WAIT];
         struct opts o;
         struct sysinfo si;
-        char methods[2048];
+        char methods[8192];
         unsigned nw = 0;
         int rc = opts_parse(argc, argv, &o);
         if (rc != 0) {

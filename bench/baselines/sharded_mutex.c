@@ -49,8 +49,35 @@ struct szone {
         struct shard sh[NSHARDS];
         uint64_t t_ns, bt_ns, burst;
         int churn;
+        int huge; /* the mapping got MAP_HUGETLB pages (as nginx-hash's zone, throttle's arena) */
         size_t size;
 };
+
+#define HUGE_SIZE (2ul * 1024 * 1024)
+
+/* Hugepages unless BACKING is "shm" or the pool is short: a table of 4 kB shared pages costs
+ * each forked worker a minor fault per page it first touches (its page tables are not copied
+ * for shared mappings), which at 1M keys (268 MiB) is most of a sample, not a lock's cost. */
+static void *zone_map(size_t *size, const char *backing, int *huge)
+{
+        int prot = PROT_READ | PROT_WRITE;
+        int flags = MAP_SHARED | MAP_ANONYMOUS | MAP_POPULATE;
+        if (!backing || strcmp(backing, "shm") != 0) {
+                size_t hs = (*size + HUGE_SIZE - 1) & ~(HUGE_SIZE - 1);
+                void *p = mmap(NULL, hs, prot, flags | MAP_HUGETLB, -1, 0);
+                if (p != MAP_FAILED) {
+                        *size = hs;
+                        *huge = 1;
+                        return p;
+                }
+        }
+        *huge = 0;
+        void *p = mmap(NULL, *size, prot, flags, -1, 0);
+        if (p == MAP_FAILED)
+                return NULL;
+        madvise(p, *size, MADV_HUGEPAGE);
+        return p;
+}
 
 static uint64_t now_ns(void)
 {
@@ -98,15 +125,15 @@ static void *sm_setup(struct bench_cfg *cfg)
         uint64_t slots = gt_slots(per);
         size_t head = (sizeof(struct szone) + 4095) & ~(size_t)4095;
         size_t size = head + NSHARDS * slots * sizeof(struct gslot);
-        struct szone *z = mmap(NULL, size, PROT_READ | PROT_WRITE,
-                               MAP_SHARED | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
-        if (z == MAP_FAILED) {
+        int huge = 0;
+        struct szone *z = zone_map(&size, cfg->backing, &huge);
+        if (!z) {
                 snprintf(cfg->err, sizeof(cfg->err), "sharded-mutex: mmap %zu bytes: %s", size,
                          strerror(errno));
                 return NULL;
         }
-        madvise(z, size, MADV_HUGEPAGE);
         z->size = size;
+        z->huge = huge;
         z->t_ns = (cfg->period_ns / cfg->rate_n) ? cfg->period_ns / cfg->rate_n : 1;
         z->bt_ns = z->t_ns * cfg->burst;
         z->burst = cfg->burst;
@@ -141,6 +168,13 @@ static void *sm_setup(struct bench_cfg *cfg)
                 }
         }
         return z;
+}
+
+static void sm_describe(const void *state, char *out, size_t len)
+{
+        const struct szone *z = state;
+        snprintf(out, len, "%s, zone %.1f MiB", z->huge ? "hugetlb" : "shm (4 kB pages)",
+                 (double)z->size / 1048576.0);
 }
 
 static void *sm_attach(void *state)
@@ -206,4 +240,5 @@ const struct bench_backend bench_sharded_mutex = {
     .detach = sm_detach,
     .teardown = sm_teardown,
     .evictions = sm_evictions,
+    .describe = sm_describe,
 };
