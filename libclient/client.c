@@ -362,6 +362,9 @@ __attribute__((noinline)) uint64_t thr_lim_clock_cheap(const thr_arena *a, uint3
         return shm_now_ns(a->hdr);
 }
 
+/* A GCRA try denied by more than this (ns) is not decided again on a second clock reading. */
+#define THR_REREAD_NS 1000u
+
 /* The time a decision reads, in the limiter's units: its clock (clock.h), precise unless its
  * parameters chose the coarse or the TSC clock. */
 static inline uint64_t op_now(const struct op *o)
@@ -591,6 +594,7 @@ static inline __attribute__((always_inline)) int op_apply(struct op *o, const st
                                                           struct verdict *v)
 {
         o->now = op_now(o);
+        THR_HOOK(THR_HOOK_CLOCK_READ, o);
         struct thr_slot *s = o->slot;
         uint32_t kind = o->kind;
         uint64_t old = atomic_load_explicit(&s->state, memory_order_acquire);
@@ -614,7 +618,14 @@ static inline __attribute__((always_inline)) int op_apply(struct op *o, const st
                                         continue;
                                 }
                         }
-                        if (!clock_after_state) {
+                        /* A denial on a clock read before the state: read it again, the state may
+                         * hold others' admissions made after our reading. Not for a GCRA try whose
+                         * deficit exceeds THR_REREAD_NS: a second reading, nanoseconds later, can
+                         * only fix it if this thread was stopped between the two reads for longer
+                         * than that, and then the stale reading is a clock lagging by the stop,
+                         * which never admits more (shm/clock.h, bound (1)): the denial stands. */
+                        if (!clock_after_state &&
+                            !(kind == THR_KIND_GCRA && v->retry_u > THR_REREAD_NS * o->p->k)) {
                                 o->now = op_now(o);
                                 clock_after_state = true;
                                 continue;

@@ -52,6 +52,8 @@ enum thr_hook_point {
                                        * journal) */
         THR_HOOK_TSC_ANCHOR_READ,     /* a TSC re-anchor read CLOCK_MONOTONIC, not yet the cycle
                                        * count that goes with it (clock.c) */
+        THR_HOOK_CLOCK_READ,          /* client: a decision read its clock, not yet the key's
+                                       * state (arg: op) */
 };
 
 #ifdef THR_TEST_HOOKS

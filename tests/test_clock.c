@@ -592,3 +592,53 @@ Test(clock, a_scribbled_header_does_not_choose_the_clock)
         cr_assert_eq(atomic_load(&h->tsc_lag_ns), cf.tsc_lag_ns);
         tarena_free(&t);
 }
+
+/* ---------------------------------------------------------------- a denial's second reading */
+
+static _Atomic uint64_t *rr_now; /* the manual clock the hook moves */
+static uint64_t rr_step;
+static int rr_calls;
+
+static void advance_hook(enum thr_hook_point point, void *arg)
+{
+        (void)arg;
+        if (point == THR_HOOK_CLOCK_READ && rr_calls > 0) {
+                rr_calls--;
+                atomic_fetch_add(rr_now, rr_step);
+        }
+}
+
+/* A denied try reads the clock again when its deficit is small enough for the time since its
+ * first reading to matter (others' admissions may be newer than that reading); a deficit above
+ * THR_REREAD_NS stands on the first reading, as a clock lagging by the stop would decide. */
+Test(clock, a_denial_reads_the_clock_again_only_when_it_can_help)
+{
+        struct shm_limiter_spec spec = tspec("g", 1, MS, 1, 1); /* T = 1 ms, burst 1 */
+        struct tarena t;
+        tarena_make(&t, THR_CLOCK_MANUAL, SHM_HUGE_OFF, &spec, 1);
+        thr_limiter *l = tlim_kept(&t, "g");
+        rr_now = &shm_hdr(&t.map)->manual_now_ns;
+        uint64_t base = 10 * MS;
+        atomic_store(rr_now, base);
+        struct thr_result r;
+        cr_assert_eq(thr_limiter_try(l, "k", 1, 1, &r), 1); /* TAT = base + 1 ms */
+        thr_test_hook = advance_hook;
+        /* 500 ns short; 600 ns pass between the reading and the state: the second reading admits */
+        atomic_store(rr_now, base + MS - 500);
+        rr_step = 600;
+        rr_calls = 1;
+        cr_assert_eq(thr_limiter_try(l, "k", 1, 1, &r), 1, "a small deficit was not read again");
+        cr_assert_eq(rr_calls, 0, "the hook did not run between the reading and the state");
+        /* TAT = base + 2 ms + 100 ns; 0.5 ms short, 0.6 ms pass: the denial stands */
+        atomic_store(rr_now, base + 1500 * US + 100);
+        rr_step = 600 * US;
+        rr_calls = 1;
+        cr_assert_eq(thr_limiter_try(l, "k", 1, 1, &r), 0,
+                     "a deficit of 0.5 ms was decided again on a second reading");
+        cr_assert_eq(r.retry_after_ns, 500 * US, "retry after %llu ns",
+                     (unsigned long long)r.retry_after_ns);
+        thr_test_hook = NULL;
+        /* and the next try, on the clock as it is now, is admitted */
+        cr_assert_eq(thr_limiter_try(l, "k", 1, 1, &r), 1);
+        tarena_free(&t);
+}
