@@ -76,10 +76,10 @@
 #include <unistd.h>
 
 #include "backend.h"
+#include "zone_map.h"
 
-#define HUGE_SIZE     (2ul * 1024 * 1024) /* size multiple for MAP_HUGETLB */
-#define CLOCK_EVERY   64u                 /* requests per refresh of the cached ms clock */
-#define SHMTX_SPIN    2048u               /* ngx_shmtx_create: mtx->spin */
+#define CLOCK_EVERY   64u   /* requests per refresh of the cached ms clock */
+#define SHMTX_SPIN    2048u /* ngx_shmtx_create: mtx->spin */
 #define CHUNK_SIZE    128u
 #define PAGE_SIZE_    4096u
 #define PAGE_CHUNKS   (PAGE_SIZE_ / CHUNK_SIZE) /* 32: one uint32_t bitmap per page */
@@ -619,27 +619,6 @@ static int lookup(struct ngr_zone *z, uint32_t hash, const char *key, size_t len
 
 /* ---------------------------------------------------------------- backend */
 
-static void *zone_map(size_t *size, const char *backing, int *huge)
-{
-        int prot = PROT_READ | PROT_WRITE;
-        int flags = MAP_SHARED | MAP_ANONYMOUS | MAP_POPULATE;
-        if (!backing || strcmp(backing, "shm") != 0) {
-                size_t hs = (*size + HUGE_SIZE - 1) & ~(HUGE_SIZE - 1);
-                void *p = mmap(NULL, hs, prot, flags | MAP_HUGETLB, -1, 0);
-                if (p != MAP_FAILED) {
-                        *size = hs;
-                        *huge = 1;
-                        return p;
-                }
-        }
-        *huge = 0;
-        void *p = mmap(NULL, *size, prot, flags, -1, 0);
-        if (p == MAP_FAILED)
-                return NULL;
-        madvise(p, *size, MADV_HUGEPAGE);
-        return p;
-}
-
 /* Every key "key:<i>", one request of credit (a full GCRA bucket, see the top). */
 static int zone_fill(struct ngr_zone *z, uint64_t keys, struct bench_cfg *cfg)
 {
@@ -668,7 +647,7 @@ static void *nr_setup(struct bench_cfg *cfg)
         size_t pages_at = head + npages * PAGE_SIZE_;
         size_t size = pages_at + npages * sizeof(struct ngr_page);
         int huge;
-        struct ngr_zone *z = zone_map(&size, cfg->backing, &huge);
+        struct ngr_zone *z = bench_zone_map(&size, cfg->backing, &huge);
         if (!z) {
                 snprintf(cfg->err, sizeof(cfg->err), "nginx-real: mmap %zu bytes: %s", size,
                          strerror(errno));

@@ -42,8 +42,7 @@
 
 #include "backend.h"
 #include "bucket_map.h"
-
-#define HUGE_SIZE (2ul * 1024 * 1024) /* size multiple for MAP_HUGETLB */
+#include "zone_map.h"
 
 /* The zone: header then buckets, all in the shared mapping (inherited across fork at the same
  * address, so the map's pointer to the buckets holds in every worker). */
@@ -57,29 +56,6 @@ struct zone {
 };
 
 /* ---------------------------------------------------------------- internals */
-
-/* Hugepages unless BACKING is "shm"; else (or if the pool is short) normal pages, with the same
- * MADV_HUGEPAGE hint the throttle arena gives. *HUGE says which. */
-static void *zone_map(size_t *size, const char *backing, int *huge)
-{
-        int prot = PROT_READ | PROT_WRITE;
-        int flags = MAP_SHARED | MAP_ANONYMOUS | MAP_POPULATE;
-        if (!backing || strcmp(backing, "shm") != 0) {
-                size_t hs = (*size + HUGE_SIZE - 1) & ~(HUGE_SIZE - 1);
-                void *p = mmap(NULL, hs, prot, flags | MAP_HUGETLB, -1, 0);
-                if (p != MAP_FAILED) {
-                        *size = hs;
-                        *huge = 1;
-                        return p;
-                }
-        }
-        *huge = 0;
-        void *p = mmap(NULL, *size, prot, flags, -1, 0);
-        if (p == MAP_FAILED)
-                return NULL;
-        madvise(p, *size, MADV_HUGEPAGE);
-        return p;
-}
 
 static int lock_init(pthread_mutex_t *m)
 {
@@ -122,7 +98,7 @@ static void *ng_setup(struct bench_cfg *cfg)
         uint64_t slots = bmap_slots(cfg->keys);
         size_t size = sizeof(struct zone) + slots * sizeof(struct bucket);
         int huge;
-        struct zone *z = zone_map(&size, cfg->backing, &huge);
+        struct zone *z = bench_zone_map(&size, cfg->backing, &huge);
         if (!z) {
                 snprintf(cfg->err, sizeof(cfg->err), "nginx zone: mmap %zu bytes: %s", size,
                          strerror(errno));

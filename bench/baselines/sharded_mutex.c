@@ -36,6 +36,7 @@
 
 #include "backend.h"
 #include "gcra_table.h"
+#include "zone_map.h"
 
 #define NSHARDS 64u
 
@@ -52,32 +53,6 @@ struct szone {
         int huge; /* the mapping got MAP_HUGETLB pages (as nginx-hash's zone, throttle's arena) */
         size_t size;
 };
-
-#define HUGE_SIZE (2ul * 1024 * 1024)
-
-/* Hugepages unless BACKING is "shm" or the pool is short: a table of 4 kB shared pages costs
- * each forked worker a minor fault per page it first touches (its page tables are not copied
- * for shared mappings), which at 1M keys (268 MiB) is most of a sample, not a lock's cost. */
-static void *zone_map(size_t *size, const char *backing, int *huge)
-{
-        int prot = PROT_READ | PROT_WRITE;
-        int flags = MAP_SHARED | MAP_ANONYMOUS | MAP_POPULATE;
-        if (!backing || strcmp(backing, "shm") != 0) {
-                size_t hs = (*size + HUGE_SIZE - 1) & ~(HUGE_SIZE - 1);
-                void *p = mmap(NULL, hs, prot, flags | MAP_HUGETLB, -1, 0);
-                if (p != MAP_FAILED) {
-                        *size = hs;
-                        *huge = 1;
-                        return p;
-                }
-        }
-        *huge = 0;
-        void *p = mmap(NULL, *size, prot, flags, -1, 0);
-        if (p == MAP_FAILED)
-                return NULL;
-        madvise(p, *size, MADV_HUGEPAGE);
-        return p;
-}
 
 static uint64_t now_ns(void)
 {
@@ -126,7 +101,7 @@ static void *sm_setup(struct bench_cfg *cfg)
         size_t head = (sizeof(struct szone) + 4095) & ~(size_t)4095;
         size_t size = head + NSHARDS * slots * sizeof(struct gslot);
         int huge = 0;
-        struct szone *z = zone_map(&size, cfg->backing, &huge);
+        struct szone *z = bench_zone_map(&size, cfg->backing, &huge);
         if (!z) {
                 snprintf(cfg->err, sizeof(cfg->err), "sharded-mutex: mmap %zu bytes: %s", size,
                          strerror(errno));
