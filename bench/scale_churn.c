@@ -34,40 +34,42 @@
 
 /*
  * EMPTY slots of the table, and the mean probe length of a miss: a lookup from home slot h of a
- * shard walks to the first EMPTY slot, so a maximal run of L non-EMPTY slots costs its L homes
- * L + (L-1) + ... + 1 slots and an EMPTY home costs none. Read-only, relaxed loads: a census,
- * not a snapshot.
+ * shard walks to the first EMPTY slot or past h's reach (reach + 1 slots), whichever is first,
+ * and an EMPTY home costs none. Read-only, relaxed loads: a census, not a snapshot.
  */
 static void table_census(const struct shm_map *m, const struct thr_table *geo,
                          struct bench_evictions *out)
 {
         const struct thr_slot *slots = shm_at(m->base, geo->slots_off);
+        uint32_t n = geo->shard_slots;
+        uint32_t *to_empty = calloc(n, sizeof(*to_empty)); /* non-EMPTY slots from i on */
         uint64_t empty = 0;
         double sum = 0;
-        for (uint32_t sh = 0; sh < geo->nshards; sh++) {
-                const struct thr_slot *s = slots + (uint64_t)sh * geo->shard_slots;
-                uint64_t run = 0, first = UINT64_MAX;
-                for (uint32_t i = 0; i < geo->shard_slots; i++) {
-                        uint64_t meta = atomic_load_explicit(&s[i].meta, memory_order_relaxed);
-                        if (THR_META_STATUS(meta) != THR_SLOT_EMPTY) {
-                                run++;
+        for (uint32_t sh = 0; to_empty && sh < geo->nshards; sh++) {
+                const struct thr_slot *s = slots + (uint64_t)sh * n;
+                uint32_t run = n; /* no EMPTY seen yet: a whole-shard walk */
+                for (uint32_t pass = 0; pass < 2; pass++) /* backwards, twice: runs wrap */
+                        for (uint32_t k = n; k-- > 0;) {
+                                uint64_t meta =
+                                    atomic_load_explicit(&s[k].meta, memory_order_relaxed);
+                                run = THR_META_STATUS(meta) == THR_SLOT_EMPTY ? 0
+                                      : run < n                               ? run + 1
+                                                                              : n;
+                                to_empty[k] = run;
+                        }
+                for (uint32_t i = 0; i < n; i++) {
+                        if (to_empty[i] == 0) {
+                                empty++;
                                 continue;
                         }
-                        empty++;
-                        if (first == UINT64_MAX)
-                                first = run; /* the run before the first EMPTY wraps to the end */
-                        else
-                                sum += (double)run * (double)(run + 1) / 2;
-                        run = 0;
+                        uint32_t r = atomic_load_explicit(&s[i].reach, memory_order_relaxed);
+                        uint32_t steps = r >= THR_REACH_ANY || r >= n ? n : r + 1;
+                        sum += to_empty[i] < steps ? to_empty[i] : steps;
                 }
-                run += first == UINT64_MAX ? 0 : first;
-                if (first == UINT64_MAX) /* no EMPTY slot: every miss walks the whole shard */
-                        sum += (double)geo->shard_slots * geo->shard_slots;
-                else
-                        sum += (double)run * (double)(run + 1) / 2;
         }
+        free(to_empty);
         out->empty = empty;
-        out->miss_probe = sum / ((double)geo->nshards * geo->shard_slots);
+        out->miss_probe = sum / ((double)geo->nshards * n);
 }
 
 int churn_table_counts(const struct shm_map *m, const char *name, struct bench_evictions *out)

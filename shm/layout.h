@@ -28,8 +28,9 @@
  *   thr_table | thr_shard[nshards] | slot[0] ... slot[nslots - 1] | aux[0] ... aux[nslots - 1]
  *
  *   A key hashes (SipHash keyed with the arena secret) to a shard and to a home slot inside that
- *   shard; lookup probes linearly (wrapping inside the shard) until it finds the key or an EMPTY
- *   slot. Each slot is 128 bytes and 64-byte aligned: meta word, state word and the first 40 key
+ *   shard; lookup probes linearly (wrapping inside the shard) until it finds the key, an EMPTY
+ *   slot, or the end of its home slot's reach (the farthest any live key of that home lies).
+ *   Each slot is 128 bytes and 64-byte aligned: meta word, state word and the first 40 key
  *   bytes share one cache line, so a lookup of a short key touches one line.
  *
  *   Slot lifecycle (meta word bits 63..62, and the state word):
@@ -45,7 +46,8 @@
  *     DEAD   -> (state THR_TAT_FREE)  the daemon, once that grace period is done (the 32-bit
  *                       tag is widened against the 64-bit counter, never compared modulo 2^32:
  *                       reclaim.c); no reader can hold the slot any more
- *     DEAD/FREE -> BUSY reuse by an inserter under the lock, generation + 1
+ *     DEAD/FREE -> BUSY reuse by an inserter under the lock, generation + 1 (also a DEAD slot
+ *                       whose tag the header's gp_done covers: the inserter makes it FREE first)
  *     DEAD/FREE -> EMPTY the daemon, under the lock, where no live key's probe path crosses it
  *     BUSY   -> DEAD/FREE repair by whoever takes the lock over from a dead holder (never LIVE:
  *                       no reader can hold it)
@@ -111,6 +113,9 @@
 #define THR_MAX_SHARDS     4096u
 #define THR_MAX_READERS    (1u << 20) /* reader records: an index fits the shard lock word */
 #define THR_HORIZON_NS     (20ull * 365 * 24 * 3600 * 1000000000ull) /* arena time lasts 20 years */
+
+/* thr_slot.reach: a home whose keys may lie any distance away (a lookup probes to an EMPTY) */
+#define THR_REACH_ANY 255u
 
 #define THR_TAT_FRESH UINT64_MAX
 #define THR_TAT_DEAD  (UINT64_MAX - 1) /* evicted: retiring until a grace period has passed */
@@ -366,14 +371,19 @@ struct thr_shard {
         _Atomic uint64_t allowed_full;  /* requests admitted unrecorded (on_full=allow) */
         _Atomic uint64_t lock_waits;    /* inserts that found the lock held by a live holder */
         _Atomic uint64_t lock_timeouts; /* of those, gave up after THR_LOCK_WAIT_NS (on_full) */
-        uint8_t pad[128 - 88];
+        _Atomic uint64_t evict_next;    /* on_full = evict: where the next victim search starts */
+        uint8_t pad[128 - 96];
 };
 
 struct thr_slot {
         _Atomic uint64_t meta;  /* status | generation | hash tag, see above */
         _Atomic uint64_t state; /* GCRA: TAT in units, or THR_TAT_FRESH / THR_TAT_DEAD */
         uint32_t key_len;
-        uint32_t pad;
+        /* the farthest, in slots past this one, that a live key whose home is this slot lies
+         * (THR_REACH_ANY: unbounded, probe to the first EMPTY): bounds a lookup's probe. A
+         * property of the slot as a home, whatever occupies it (table.c) */
+        _Atomic uint8_t reach;
+        uint8_t pad[3];
         uint8_t key[THR_KEY_MAX]; /* first THR_KEY_INLINE bytes in line 0 */
 };
 

@@ -232,30 +232,14 @@ int shm_gp_scan(struct shm_map *m, uint64_t gp, uint64_t now_ns, uint64_t stall_
                                 report(ctx, i, r, SHM_GP_STALLED);
                 }
         }
-        atomic_store_explicit(&shm_hdr(m)->gp_done, res->done, memory_order_relaxed);
+        /* release: an inserter that reads it reuses slots of this period (table.c probe_locked);
+         * pairs with its acquire load, after this scan's acquire loads of every record's online
+         * word */
+        atomic_store_explicit(&shm_hdr(m)->gp_done, res->done, memory_order_release);
         return 0;
 }
 
 /* ---------------------------------------------------------------- table maintenance */
-
-/*
- * Tags are the low 32 bits of a 64-bit grace period. Compared modulo 2^32 they would be wrong by
- * 2^32 after 2^31 periods (25 days at maintenance_ms = 1), and a restarted daemon starting from
- * done = 0 would have taken every tag in [2^31, 2^32) for done. So a tag is widened instead: to the
- * latest period that ends in those 32 bits and is not beyond COUNTER + 2. A slot is tagged with the
- * counter as its retirer read it, + 1 (+ 2 for an inserter finishing a dead evictor's work), and
- * the counter only grows, so the true period is that one or 2^32 (or a multiple) before it: the
- * widened tag is never earlier than the true one, so it is never done too soon (a slot retiring
- * for more than 2^32 periods waits longer, never less). COUNTER must be read after the meta word
- * that carried the tag. DONE is 0 until this daemon's first scan completes: nothing is reused on
- * the strength of a previous daemon's scans.
- */
-bool shm_tag_done(uint32_t tag, uint64_t done, uint64_t counter)
-{
-        uint64_t top = counter + 2;
-        uint64_t back = (uint32_t)((uint32_t)top - tag);
-        return done != 0 && back <= top && top - back <= done;
-}
 
 /* What a pass knows beyond its arguments: the limiter's checked record and table geometry. */
 struct pass {
@@ -415,8 +399,12 @@ static uint64_t trim_segment(const struct thr_hdr *h, struct shm_probe *p, uint3
 {
         uint64_t secret[2] = {h->secret[0], h->secret[1]};
         int32_t *diff = calloc((size_t)seg->len + 1, sizeof(*diff));
-        if (!diff)
+        uint8_t *far = calloc((size_t)seg->len, 1);
+        if (!diff || !far) {
+                free(diff);
+                free(far);
                 return 0;
+        }
         uint64_t trimmed = 0;
         uint32_t limit = seg->len; /* slots at or past it are left alone */
         for (uint32_t j = 0; j < seg->len; j++) {
@@ -437,6 +425,9 @@ static uint64_t trim_segment(const struct thr_hdr *h, struct shm_probe *p, uint3
                         goto out;
                 uint32_t home = (uint32_t)(((uint64_t)hi * p->n) >> 32);
                 uint32_t rel = (home + p->n - seg->start) % p->n;
+                uint32_t dist = rel <= j ? j - rel : j + seg->len - rel; /* wraps: len == n */
+                if (dist > far[rel])
+                        far[rel] = (uint8_t)(dist < THR_REACH_ANY ? dist : THR_REACH_ANY);
                 if (rel <= j) {
                         diff[rel]++;
                         diff[j]--;
@@ -462,8 +453,17 @@ static uint64_t trim_segment(const struct thr_hdr *h, struct shm_probe *p, uint3
                                       memory_order_release);
                 trimmed++;
         }
+        /* Each home's reach made exact: the farthest of its live keys, all of which were seen
+         * above (a home before LIMIT has its keys before the EMPTY slot there). Lowering it is
+         * safe under the lock: no insert is in flight, every live key stays within it. */
+        for (uint32_t j = 0; j < limit; j++) {
+                _Atomic uint8_t *r = &p->slots[(seg->start + j) % p->n].reach;
+                if (atomic_load_explicit(r, memory_order_relaxed) != far[j])
+                        atomic_store_explicit(r, far[j], memory_order_relaxed);
+        }
 out:
         free(diff);
+        free(far);
         return trimmed;
 }
 

@@ -46,14 +46,6 @@ int shm_readers_reap(struct shm_map *m);
 /* The grace-period tag for slots the daemon retires now (the next period to start). */
 uint32_t shm_retire_tag(const struct thr_hdr *h);
 
-/*
- * shm_tag_done - whether a slot retired with 32-bit TAG may be reused, DONE being the last grace
- * period a scan of this process saw complete (0: none yet, nothing is reused) and COUNTER the
- * arena's grace-period counter read now. The tag is widened to the 64-bit period it stands for,
- * the latest one not beyond COUNTER + 2 (reclaim.c): never earlier than the true one.
- */
-bool shm_tag_done(uint32_t tag, uint64_t done, uint64_t counter);
-
 struct shm_maint_args {
         uint64_t now_units; /* arena time in the limiter's units */
         uint64_t ttl_units; /* idle TTL in units; 0: no idle eviction */

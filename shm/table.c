@@ -11,25 +11,35 @@
  * lookup stops at the first EMPTY slot: a key is always reachable from its home slot without
  * crossing an EMPTY one, because a slot becomes EMPTY again only when no live key's probe path
  * crosses it (reclaim.c, under the shard lock, which holds off the inserts that could create such
- * a path). A lookup that races with the insert of its own key may miss it (meta still BUSY); it
- * then takes the insert path, which serialises with the inserter and finds the key there. The
- * lookup returns the meta word it matched: the caller compares it again after loading the state
- * and after a failed CAS, so a slot retired and reused under it is never taken for its key's.
+ * a path). It also stops past its home's reach (thr_slot.reach of the home slot, in the line the
+ * lookup loads first): every live key whose home a slot is lies within that many slots of it. An
+ * inserter raises the reach, under the lock, before it publishes a key farther away; only a
+ * maintenance pass lowers it, under the lock, to the exact farthest live key of that home it has
+ * just seen (reclaim.c trim_segment). So slots retired or reclaimed but not yet EMPTY, however
+ * many, lengthen neither a hit nor a miss beyond the home's own keys (they did: under key churn a
+ * miss walked hundreds of them to the end of its run). A lookup that races with the insert of its
+ * own key may miss it (meta still BUSY); it then takes the insert path, which serialises with the
+ * inserter and finds the key there. The lookup returns the meta word it matched: the caller
+ * compares it again after loading the state and after a failed CAS, so a slot retired and reused
+ * under it is never taken for its key's.
  *
  * Insert (any client, under the shard's insert lock). All slot creation in a shard happens under
- * that lock, and the inserter probes again after taking it, to the end of the probe run. Two
+ * that lock, and the inserter probes again after taking it, over its home's reach. Two
  * processes inserting the same new key therefore cannot both find it absent: the second one's
  * probe, under the lock, sees the first one's LIVE slot. A key evicted and requested again while
  * its old slot is still retiring gets a new slot: the old one is DEAD (not LIVE) from the moment
  * its state word became THR_TAT_DEAD; an inserter that finds a LIVE slot whose state is already
  * DEAD (its evictor died between the two steps) finishes the eviction first. Hence at most one
- * live slot per key. The new key goes to the first reclaimed slot (DEAD, state THR_TAT_FREE: a
- * grace period passed since it was retired, so no reader still holds it) or else to the EMPTY
- * slot that ended the probe: an insert never waits for a grace period. Its first request is
+ * live slot per key. The new key goes to the first slot from its home that is EMPTY or reclaimed:
+ * DEAD with state THR_TAT_FREE (the daemon saw its grace period pass), or DEAD with a tag the
+ * header's gp_done says is done (the inserter then makes it FREE itself, by the CAS the daemon
+ * would have made: no reader still holds it, and the slot need not wait for the daemon's next
+ * pass over it). An insert never waits for a grace period. Its first request is
  * charged in the same step (shm_insert.first), so no other inserter can evict it uncharged.
  *
  * A full table or shard: the limiter's on_full policy. `evict` retires, under the lock, the
- * shard's key with the least debt, the lowest index on ties (CAS of its state from the value
+ * shard's key with the least debt, on ties the first from the shard's eviction cursor (the slot
+ * after the previous victim), and a key with no debt at once (CAS of its state from the value
  * observed, so a concurrent admission wins and another victim is tried), having first raised the
  * shard's floor to that key's TAT: every key created in the shard afterwards starts at or above
  * it, so the evicted key, coming back, can never admit more than it would have. The floor is
@@ -99,6 +109,26 @@ void shm_shard_repair(struct shm_probe *p)
 }
 
 /*
+ * Tags are the low 32 bits of a 64-bit grace period. Compared modulo 2^32 they would be wrong by
+ * 2^32 after 2^31 periods (25 days at maintenance_ms = 1), and a restarted daemon starting from
+ * done = 0 would have taken every tag in [2^31, 2^32) for done. So a tag is widened instead: to the
+ * latest period that ends in those 32 bits and is not beyond COUNTER + 2. A slot is tagged with the
+ * counter as its retirer read it, + 1 (+ 2 for an inserter finishing a dead evictor's work), and
+ * the counter only grows, so the true period is that one or 2^32 (or a multiple) before it: the
+ * widened tag is never earlier than the true one, so it is never done too soon (a slot retiring
+ * for more than 2^32 periods waits longer, never less). COUNTER must be read after the meta word
+ * that carried the tag. DONE is 0 until a first scan completes (the daemon's own, for the daemon;
+ * any daemon's, through the header's gp_done, for an inserter: a period once complete stays
+ * complete, the counter is the arena's and only grows).
+ */
+bool shm_tag_done(uint32_t tag, uint64_t done, uint64_t counter)
+{
+        uint64_t top = counter + 2;
+        uint64_t back = (uint32_t)((uint32_t)top - tag);
+        return done != 0 && back <= top && top - back <= done;
+}
+
+/*
  * Retire slot S, whose state the caller already CASed to THR_TAT_DEAD: meta LIVE -> DEAD with the
  * grace period TAG it must wait for (in place of the hash tag). The caller holds the shard lock,
  * so the decrements cannot race a repair's recount; only the winner of the meta CAS uncounts.
@@ -134,42 +164,84 @@ static uint32_t retire_tag(const void *base, unsigned extra)
 
 struct found {
         struct thr_slot *key;   /* the key's live slot */
-        struct thr_slot *reuse; /* first reclaimed slot on the probe run */
-        struct thr_slot *empty; /* the EMPTY slot that ended it */
+        struct thr_slot *place; /* where it would go: the first reclaimed or EMPTY slot */
+        uint32_t dist;          /* PLACE's distance from the home */
 };
 
-/* Under the lock: probe the whole run for the key, noting where it could go. */
+/*
+ * Under the lock (a reach changes only under it, so every live key of this home lies within the
+ * home's reach): probe the reach for the key; if it is absent, note the first slot it could take,
+ * a reclaimed one (DEAD, state FREE) or an EMPTY one, going past the reach if need be. Every slot
+ * between the home and that place is LIVE, BUSY or DEAD and retiring: the new key's path crosses
+ * no EMPTY slot, so a lookup may still stop at the first EMPTY it meets.
+ */
 static void probe_locked(void *base, struct thr_table *tb, struct shm_probe *p, const void *key,
                          uint32_t len, struct found *f)
 {
         *f = (struct found){0};
+        uint32_t steps = shm_probe_steps(p);
+        /* Retired slots whose grace period is known complete are taken as reclaimed ones, without
+         * waiting for the daemon's pass to mark them FREE: its scan stored gp_done (release) after
+         * it saw every reader that could hold them leave (acquire, reclaim.c), and this acquire
+         * load pairs with that store. */
+        const struct thr_hdr *h = base;
+        uint64_t done = atomic_load_explicit(&h->gp_done, memory_order_acquire);
         uint32_t i = p->home;
         for (uint32_t step = 0; step < p->n; step++) {
                 struct thr_slot *s = &p->slots[i];
                 uint64_t meta = atomic_load_explicit(&s->meta, memory_order_acquire);
                 unsigned st = THR_META_STATUS(meta);
-                if (st == THR_SLOT_EMPTY) {
-                        f->empty = s;
+                if (st == THR_SLOT_EMPTY) { /* nothing lies beyond it */
+                        if (!f->place) {
+                                f->place = s;
+                                f->dist = step;
+                        }
                         return;
                 }
-                if (st == THR_SLOT_DEAD && !f->reuse &&
-                    atomic_load_explicit(&s->state, memory_order_acquire) == THR_TAT_FREE)
-                        f->reuse = s;
-                if (shm_slot_matches(s, meta, p->tag, key, len)) {
+                if (step < steps && shm_slot_matches(s, meta, p->tag, key, len)) {
                         if (atomic_load_explicit(&s->state, memory_order_acquire) != THR_TAT_DEAD) {
                                 f->key = s;
                                 return;
                         }
                         shm_slot_retire(tb, p->shard, s, retire_tag(base, 1));
                 }
+                if (!f->place && st == THR_SLOT_DEAD) {
+                        uint64_t state = atomic_load_explicit(&s->state, memory_order_acquire);
+                        if (state == THR_TAT_FREE ||
+                            (state == THR_TAT_DEAD &&
+                             shm_tag_done(
+                                 THR_META_TAG(meta), done,
+                                 /* read after the meta word with the tag */
+                                 atomic_load_explicit(&h->grace_periods, memory_order_acquire)))) {
+                                f->place = s;
+                                f->dist = step;
+                        }
+                }
+                if (f->place && step + 1 >= steps)
+                        return; /* the home's reach is probed, and a place found */
                 if (++i == p->n)
                         i = 0;
         }
 }
 
-static void insert_publish(struct shm_probe *p, struct thr_slot *s, const void *key, uint32_t len,
-                           uint64_t start)
+static void insert_publish(struct shm_probe *p, const struct found *f, const void *key,
+                           uint32_t len, uint64_t start)
 {
+        struct thr_slot *s = f->place;
+        /* a retired slot whose period is done (probe_locked): made FREE here as the daemon would
+         * (a CAS from DEAD: its own reclaim of the slot, lock-free, then fails, or came first) */
+        uint64_t dead = THR_TAT_DEAD;
+        if (atomic_compare_exchange_strong_explicit(&s->state, &dead, THR_TAT_FREE,
+                                                    memory_order_acq_rel, memory_order_relaxed))
+                atomic_fetch_add_explicit(&p->shard->reclaimed, 1, memory_order_relaxed);
+        /* the home's reach covers the new key before the key is published (the release below
+         * orders it first: table_lookup.h); raised only, and only under the lock */
+        _Atomic uint8_t *reach = &p->slots[p->home].reach;
+        uint32_t r = atomic_load_explicit(reach, memory_order_relaxed);
+        if (r != THR_REACH_ANY && f->dist > r)
+                atomic_store_explicit(reach,
+                                      (uint8_t)(f->dist >= THR_REACH_ANY ? THR_REACH_ANY : f->dist),
+                                      memory_order_relaxed);
         uint64_t meta = atomic_load_explicit(&s->meta, memory_order_relaxed);
         uint32_t gen = THR_META_GEN(meta) + 1;
         atomic_store_explicit(&s->meta, THR_META_MAKE(THR_SLOT_BUSY, gen, p->tag),
@@ -199,10 +271,14 @@ static bool capacity_take(struct thr_table *tb, uint64_t capacity)
 }
 
 /*
- * on_full = evict, under the lock: retire the shard's live key with the least debt (what its kind
- * says its hold on the future is; ties: the lowest index) and raise the shard's floor to what it
- * held. The state CAS loses to a concurrent admission; then the next candidate is tried, a few
- * times at most.
+ * on_full = evict, under the lock: retire a live key of the shard and raise the shard's floor to
+ * what it held. The victim: the first key with no debt (what its kind says its hold on the future
+ * is) met from the shard's eviction cursor on, else the key with the least debt (the first met on
+ * ties); the cursor then moves past it. Starting where the last search stopped, rather than at the
+ * shard's first slot, keeps the search short while idle keys exist: it does not walk again over
+ * the indebted keys the previous searches passed (it did, and a new key under churn cost a walk
+ * of most of its shard). The state CAS loses to a concurrent admission; then the next candidate is
+ * tried, a few times at most.
  */
 static bool evict_least(void *base, struct thr_table *tb, const struct thr_table *geo,
                         struct shm_probe *p, const struct thr_params *kp, uint64_t now)
@@ -210,7 +286,13 @@ static bool evict_least(void *base, struct thr_table *tb, const struct thr_table
         for (int attempt = 0; attempt < 4; attempt++) {
                 struct thr_slot *best = NULL;
                 uint64_t best_state = 0, best_debt = UINT64_MAX;
-                for (uint32_t i = 0; i < p->n && best_debt; i++) {
+                uint32_t best_i = 0;
+                /* any value a client wrote is brought into range */
+                uint32_t i =
+                    (uint32_t)(atomic_load_explicit(&p->shard->evict_next, memory_order_relaxed) %
+                               p->n);
+                for (uint32_t step = 0; step < p->n && best_debt;
+                     step++, i = i + 1 == p->n ? 0 : i + 1) {
                         struct thr_slot *s = &p->slots[i];
                         if (THR_META_STATUS(atomic_load_explicit(&s->meta, memory_order_acquire)) !=
                             THR_SLOT_LIVE)
@@ -223,10 +305,13 @@ static bool evict_least(void *base, struct thr_table *tb, const struct thr_table
                                 best = s;
                                 best_state = state;
                                 best_debt = d;
+                                best_i = i;
                         }
                 }
                 if (!best)
                         return false;
+                atomic_store_explicit(&p->shard->evict_next, best_i + 1 == p->n ? 0 : best_i + 1,
+                                      memory_order_relaxed);
                 /* the floor first: killed after the CAS, we must not have lost the debt (the
                  * next inserter only finishes the retirement, it cannot know the state); if the
                  * CAS then fails, the floor is merely higher than it had to be (over-denial only)
@@ -250,7 +335,7 @@ static bool evict_least(void *base, struct thr_table *tb, const struct thr_table
 static struct thr_slot *claim(struct thr_table *tb, const struct thr_table *geo,
                               struct shm_probe *p, const struct found *f)
 {
-        struct thr_slot *s = f->reuse ? f->reuse : f->empty;
+        struct thr_slot *s = f->place;
         if (!s || atomic_load_explicit(&p->shard->live, memory_order_relaxed) >= geo->shard_max ||
             !capacity_take(tb, geo->capacity))
                 return NULL;
@@ -270,7 +355,7 @@ int shm_table_insert_locked(void *base, struct thr_table *tb, struct shm_probe *
                 return 0;
         }
         struct thr_slot *s = claim(tb, geo, p, &f);
-        if (!s && a->on_full == THR_FULL_EVICT && (f.reuse || f.empty) &&
+        if (!s && a->on_full == THR_FULL_EVICT && f.place &&
             evict_least(base, tb, geo, p, a->p, a->now))
                 s = claim(tb, geo, p, &f); /* the victim freed capacity; its slot is retiring */
         if (!s) {
@@ -283,7 +368,7 @@ int shm_table_insert_locked(void *base, struct thr_table *tb, struct shm_probe *
             shm_kind_fresh(a->p, shm_slot_aux(base, geo, s), a->start_tat, a->now, floor);
         if (a->first)
                 start = a->first(a->ctx, s, start);
-        insert_publish(p, s, key, len, start);
+        insert_publish(p, &f, key, len, start);
         *out = s;
         *created = true;
         return 0;

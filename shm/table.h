@@ -113,6 +113,15 @@ int shm_table_reconcile(const struct shm_map *m, uint64_t tb_off, const struct t
 /* shm_table_repairs - sum of the shards' repair counters (GEO: checked copy of the header). */
 uint64_t shm_table_repairs(const void *base, const struct thr_table *geo);
 
+/*
+ * shm_tag_done - whether a slot retired with 32-bit TAG may be reused, DONE being the last grace
+ * period known complete (the daemon: its own scans', 0 until the first; an inserter: the header's
+ * gp_done, which a daemon's scan stores; 0: none yet, nothing is reused) and COUNTER the
+ * arena's grace-period counter read now. The tag is widened to the 64-bit period it stands for,
+ * the latest one not beyond COUNTER + 2 (table.c): never earlier than the true one.
+ */
+bool shm_tag_done(uint32_t tag, uint64_t done, uint64_t counter);
+
 /* shm_table_count - live slots counted by walking every slot (tests, shmctl); < 0 on corruption. */
 int64_t shm_table_count(const void *base, const struct thr_table *tb);
 

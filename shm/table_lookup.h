@@ -31,6 +31,22 @@ static inline void shm_probe_init(void *base, const struct thr_table *tb, uint64
         p->tag = (uint32_t)h;
 }
 
+/*
+ * How many slots from P's home a lookup probes at most: the home's reach + 1 (table.c: every
+ * live key whose home it is lies within its reach), or the whole shard for THR_REACH_ANY. A reach
+ * read lower than the truth (an insert racing this lookup) only makes the lookup miss a key being
+ * inserted, which the insert path, under the lock, then finds (as a lookup that sees its slot
+ * still BUSY does). Relaxed: the inserter stores the reach before its release store of the key's
+ * meta, so a reader that has seen the key (an acquire load of that meta, in this call or an
+ * earlier one) reads that reach or a later one (write-read coherence); it never loses a key it
+ * has found before.
+ */
+static inline uint32_t shm_probe_steps(const struct shm_probe *p)
+{
+        uint32_t reach = atomic_load_explicit(&p->slots[p->home].reach, memory_order_relaxed);
+        return reach >= THR_REACH_ANY || reach >= p->n ? p->n : reach + 1;
+}
+
 static inline bool shm_slot_matches(const struct thr_slot *s, uint64_t meta, uint32_t tag,
                                     const void *key, uint32_t len)
 {
@@ -49,7 +65,8 @@ static inline struct thr_slot *shm_table_lookup_meta(void *base, const struct th
         struct shm_probe p;
         shm_probe_init(base, tb, h, &p);
         uint32_t i = p.home;
-        for (uint32_t step = 0; step < p.n; step++) {
+        uint32_t steps = shm_probe_steps(&p);
+        for (uint32_t step = 0; step < steps; step++) {
                 struct thr_slot *s = p.slots + i;
                 uint64_t meta = atomic_load_explicit(&s->meta, memory_order_acquire);
                 if (THR_META_STATUS(meta) == THR_SLOT_EMPTY)

@@ -902,3 +902,119 @@ Test(evict, a_failing_membarrier_is_reported_in_the_header)
         cr_assert_eq(shm_gp_start(&T.map, &gp), 0, "the global membarrier works here");
         cr_assert_eq(atomic_load(&shm_hdr(&T.map)->gp_error), 0, "and the report clears");
 }
+
+/* ---------------------------------------------------------------- reach, reuse by inserters */
+
+/* Keys KEY_<round>_<i> for I < N through try1; returns how many were admitted. */
+static int insert_round(const char *prefix, int n)
+{
+        struct thr_result r;
+        int ok = 0;
+        char key[32];
+        for (int i = 0; i < n; i++) {
+                snprintf(key, sizeof(key), "%s%d", prefix, i);
+                int rc = try1(key, &r);
+                cr_assert(rc == 0 || rc == 1, "%s: %d", key, rc);
+                ok += rc;
+        }
+        return ok;
+}
+
+/* Every key idle (past its TTL, no debt), then one pass that evicts them: DONE as given. */
+static uint64_t evict_all(uint64_t done)
+{
+        clock_to(now_ns() + TTL + BU * TI + 1);
+        return maint(done, NULL).evicted;
+}
+
+Test(evict, an_inserter_reuses_a_retired_slot_once_its_grace_period_is_done)
+{
+        make1(8, TTL, THR_FULL_DENY); /* one shard of 8 * 1.5 + 8 = 20 slots */
+        uint32_t n;
+        slot0(&n);
+        cr_assert_eq(n, 20);
+        struct thr_shard *sh = shard0();
+        struct thr_table *tb = ttable(&T, "l");
+        /* Two rounds of 8 keys, each evicted by a pass that knows of no finished period (done 0):
+         * 16 slots retiring, 4 EMPTY, no grace period anywhere (the header's gp_done is 0). */
+        cr_assert_eq(insert_round("a", 8), 8);
+        cr_assert_eq(evict_all(0), 8);
+        cr_assert_eq(insert_round("b", 8), 8);
+        cr_assert_eq(evict_all(0), 8);
+        cr_assert_eq(count(THR_SLOT_DEAD, NULL, NULL), 16);
+        cr_assert_eq(atomic_load(&shm_hdr(&T.map)->gp_done), 0);
+        /* Retiring slots are not places: only the 4 EMPTY ones take keys (every probe wraps
+         * round the shard to them), the other 4 inserts find no room. */
+        cr_assert_eq(insert_round("c", 8), 4, "a slot still retiring is never reused");
+        cr_assert_eq(atomic_load(&tb->insert_fail), 4);
+        cr_assert_eq(atomic_load(&sh->reclaimed), 0);
+        cr_assert_eq(evict_all(0), 4);
+        /* A grace period completes (the scan stores gp_done); no pass marks anything FREE: the
+         * inserters reuse the retired slots themselves, each once. */
+        struct shm_gp_result res = grace(SEC, NULL, NULL);
+        cr_assert_eq(atomic_load(&shm_hdr(&T.map)->gp_done), res.done);
+        cr_assert_eq(count(THR_SLOT_DEAD, NULL, NULL), 20);
+        cr_assert_eq(insert_round("d", 8), 8, "room again without a maintenance pass");
+        cr_assert_eq(atomic_load(&tb->insert_fail), 4);
+        cr_assert_eq(atomic_load(&sh->reclaimed), 8, "each new key took a retired slot");
+        struct thr_slot *s = NULL;
+        cr_assert_eq(count(THR_SLOT_LIVE, "d7", &s), 1);
+        cr_assert_geq(gen_of(s), 2, "its generation moved on");
+        cr_assert_eq(count(THR_SLOT_DEAD, NULL, NULL), 12);
+}
+
+/* Whether shm_table_lookup (bounded by the home's reach) finds every live key where it is. */
+static void assert_live_keys_reachable(void)
+{
+        struct shm_lim_snap sn = snap_of();
+        const struct thr_table *tb = ttable(&T, "l");
+        uint32_t n;
+        struct thr_slot *s = slot0(&n);
+        for (uint32_t i = 0; i < n; i++) {
+                if (status(&s[i]) != THR_SLOT_LIVE)
+                        continue;
+                uint64_t h = shm_hash(shm_hdr(&T.map)->secret, s[i].key, s[i].key_len);
+                struct thr_slot *found =
+                    shm_table_lookup(T.map.base, tb, h, s[i].key, s[i].key_len);
+                cr_assert_eq(found, &s[i], "slot %u (%.*s): beyond its home's reach", i,
+                             (int)s[i].key_len, (const char *)s[i].key);
+        }
+        (void)sn;
+}
+
+Test(evict, every_live_key_lies_within_its_homes_reach_and_a_pass_lowers_it)
+{
+        make1(64, TTL, THR_FULL_EVICT); /* one shard of 104 slots */
+        uint32_t n;
+        struct thr_slot *s = slot0(&n);
+        uint64_t rng = 0x9e3779b97f4a7c15ull, done = 0;
+        char key[32];
+        struct thr_result r;
+        uint32_t raised = 0;
+        for (int step = 0; step < 3000; step++) {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                snprintf(key, sizeof(key), "k%u", (unsigned)(rng % 400));
+                int rc = try1(key, &r);
+                cr_assert(rc == 0 || rc == 1, "%s: %d", key, rc);
+                if (step % 50 == 49) { /* time passes; the daemon's pass and a grace period */
+                        thr_clock_advance(T.a, (rng >> 20) % (2 * TTL));
+                        maint(done, NULL);
+                        done = grace(SEC, NULL, NULL).done;
+                }
+                for (uint32_t i = 0; i < n; i++)
+                        raised += atomic_load(&s[i].reach) > 0;
+                assert_live_keys_reachable();
+        }
+        cr_assert_gt(raised, 0, "some key was displaced from its home (the test tests something)");
+        /* everything idle and evicted, the slots reclaimed: no home has a live key any more, and
+         * a pass sets every reach back to 0 */
+        evict_all(done);
+        done = grace(SEC, NULL, NULL).done;
+        maint(done, NULL);
+        cr_assert_eq(count(THR_SLOT_LIVE, NULL, NULL), 0);
+        for (uint32_t i = 0; i < n; i++)
+                cr_assert_eq(atomic_load(&s[i].reach), 0, "slot %u: reach %u", i,
+                             (unsigned)atomic_load(&s[i].reach));
+}
