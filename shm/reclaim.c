@@ -365,8 +365,10 @@ static bool reclaim(const struct thr_hdr *h, struct shm_probe *p, struct thr_slo
                 st->retiring++;
                 return false;
         }
-        if (atomic_load_explicit(&s->meta, memory_order_acquire) != meta ||
-            !atomic_compare_exchange_strong_explicit(&s->state, &state, THR_TAT_FREE,
+        if (atomic_load_explicit(&s->meta, memory_order_acquire) != meta)
+                return false;
+        THR_HOOK(THR_HOOK_RECLAIM_CHECKED, &s->meta);
+        if (!atomic_compare_exchange_strong_explicit(&s->state, &state, THR_TAT_FREE,
                                                      memory_order_acq_rel, memory_order_relaxed))
                 return false;
         atomic_fetch_add_explicit(&p->shard->reclaimed, 1, memory_order_relaxed);

@@ -242,6 +242,7 @@ static void insert_publish(struct shm_probe *p, const struct found *f, const voi
                 atomic_store_explicit(reach,
                                       (uint8_t)(f->dist >= THR_REACH_ANY ? THR_REACH_ANY : f->dist),
                                       memory_order_relaxed);
+        THR_HOOK(THR_HOOK_REACH_RAISED, s);
         uint64_t meta = atomic_load_explicit(&s->meta, memory_order_relaxed);
         uint32_t gen = THR_META_GEN(meta) + 1;
         atomic_store_explicit(&s->meta, THR_META_MAKE(THR_SLOT_BUSY, gen, p->tag),

@@ -54,6 +54,11 @@ enum thr_hook_point {
                                        * count that goes with it (clock.c) */
         THR_HOOK_CLOCK_READ,          /* client: a decision read its clock, not yet the key's
                                        * state (arg: op) */
+        THR_HOOK_RECLAIM_CHECKED,     /* maintenance found a retired slot's meta unchanged and
+                                       * its period done, before its CAS DEAD -> FREE (arg: the
+                                       * meta word) */
+        THR_HOOK_REACH_RAISED,        /* an insert raised its home's reach, the slot not yet BUSY
+                                       * (arg: the slot it will take) */
 };
 
 #ifdef THR_TEST_HOOKS
