@@ -427,20 +427,25 @@ static uint64_t trim_segment(const struct thr_hdr *h, struct shm_probe *p, uint3
                         goto out;
                 uint32_t home = (uint32_t)(((uint64_t)hi * p->n) >> 32);
                 uint32_t rel = (home + p->n - seg->start) % p->n;
-                uint32_t dist = rel <= j ? j - rel : j + seg->len - rel; /* wraps: len == n */
-                if (dist > far[rel])
-                        far[rel] = (uint8_t)(dist < THR_REACH_ANY ? dist : THR_REACH_ANY);
+                uint32_t dist;
                 if (rel <= j) {
+                        dist = j - rel;
                         diff[rel]++;
                         diff[j]--;
-                } else if (!seg->anchored) { /* the path wraps around the shard */
+                } else if (!seg->anchored) { /* the path wraps around the shard: len == n */
+                        dist = j + seg->len - rel;
                         diff[rel]++;
                         diff[seg->len]--;
                         diff[0]++;
                         diff[j]--;
                 } else {
-                        goto out; /* a path through an EMPTY slot: not a key of this table */
+                        /* a path through an EMPTY slot: not a key of this table. Checked before
+                         * REL indexes anything: a home outside an anchored segment lies up to a
+                         * shard's length past its arrays (it was read and written there) */
+                        goto out;
                 }
+                if (dist > far[rel])
+                        far[rel] = (uint8_t)(dist < THR_REACH_ANY ? dist : THR_REACH_ANY);
         }
         int64_t need = 0;
         for (uint32_t j = 0; j < limit; j++) {
