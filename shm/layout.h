@@ -99,7 +99,7 @@
 #include <stdint.h>
 
 #define THR_MAGIC          0x414e455241524854ull /* "THRARENA" little-endian */
-#define THR_LAYOUT_MAJOR   10u /* 10: GCRA params carry a clock (THR_PARAM_CLOCK) */
+#define THR_LAYOUT_MAJOR   11u /* 11: lookups stop at the home slot's reach (thr_slot.reach) */
 #define THR_LAYOUT_MINOR   0u
 #define THR_HDR_SIZE       4096u
 #define THR_NAME_MAX       63u  /* arena and limiter names, without the NUL */
