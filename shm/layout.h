@@ -43,9 +43,9 @@
  *                       LIVE -> DEAD carrying, in place of the hash tag, the low 32 bits of the
  *                       grace period it must wait for. Lookups skip DEAD slots and keep probing;
  *                       a CAS from a TAT fails on DEAD.
- *     DEAD   -> (state THR_TAT_FREE)  the daemon, once that grace period is done (the 32-bit
- *                       tag is widened against the 64-bit counter, never compared modulo 2^32:
- *                       reclaim.c); no reader can hold the slot any more
+ *     DEAD   -> (state THR_TAT_FREE)  the daemon under the shard lock, once that grace period is
+ *                       done (the 32-bit tag is widened against the 64-bit counter, never compared
+ *                       modulo 2^32: reclaim.c); no reader can hold the slot any more
  *     DEAD/FREE -> BUSY reuse by an inserter under the lock, generation + 1 (also a DEAD slot
  *                       whose tag the header's gp_done covers: the inserter makes it FREE first)
  *     DEAD/FREE -> EMPTY the daemon, under the lock, where no live key's probe path crosses it

@@ -66,10 +66,10 @@
  * retired slots stay retiring, inserts fall back on the limiter's on_full policy, and the daemon
  * reports the reader once it has blocked for stall_ns. It never frees early.
  *
- * Maintenance. Reclaiming (DEAD -> FREE) changes no count and is lock-free. Evicting, repairing
- * and trimming happen under the shard's insert lock (shardlock.c: a CAS word, never a pthread
- * mutex, so nothing here writes through a pointer read from the arena), tried and never waited
- * for, and held for one bounded segment at a time.
+ * Maintenance. Reclaiming (DEAD -> FREE: inserters take retired slots too, see reclaim()),
+ * evicting, repairing and trimming happen under the shard's insert lock (shardlock.c: a CAS word,
+ * never a pthread mutex, so nothing here writes through a pointer read from the arena), tried and
+ * never waited for, and held for one bounded segment at a time.
  *
  * The arena is untrusted: every count and offset used here comes from the checked private
  * geometry (struct shm_geom, struct shm_lim_snap), and a garbage state or meta word only makes
@@ -347,24 +347,30 @@ static void evict_idle(const struct pass *ps, struct thr_table *tb, struct thr_s
         }
 }
 
+/* Slot S read as META (DEAD) then STATE: whether it is retiring and its grace period is done. */
+static bool reclaim_due(const struct thr_hdr *h, uint64_t meta, uint64_t state, uint64_t done)
+{
+        if (state != THR_TAT_DEAD)
+                return false; /* FREE already, or reused under us: not ours to judge */
+        uint64_t counter = atomic_load_explicit(&h->grace_periods, memory_order_acquire);
+        return shm_tag_done(THR_META_TAG(meta), done, counter);
+}
+
 /*
- * Slot S read as META (DEAD) then STATE: make it reusable if its grace period is done. The two
- * reads are not one snapshot: between them an inserter may have reused the slot (if it was FREE)
- * and someone evicted the new key again. So only a state of DEAD is freed, only if meta still
- * reads as META (the generation bumped at every reuse makes a changed slot differ), and by a CAS
- * from DEAD: a slot DEAD in both words is touched by nobody but this pass until it is FREE.
- * Lock-free: it changes no count, and an inserter only ever takes a slot that is already FREE.
+ * Under the shard lock: slot S read as META (DEAD) then STATE, made reusable if its grace period
+ * is done. Only a state of DEAD is freed, only if meta still reads as META (the generation bumped
+ * at every reuse makes a changed slot differ), and by a CAS from DEAD. The lock is what makes the
+ * CAS safe: an inserter takes a DEAD slot whose period the header's gp_done covers (table.c), and
+ * on_full = evict may retire the new key at once, leaving the state DEAD again under a new tag.
+ * Lock-free, that reuse and retirement could fall between the meta check and the CAS, and the CAS
+ * then freed the new retirement before its grace period (it did). Inserts and evictions by clients
+ * happen under this lock only, so with it held a slot DEAD in both words changes under nobody.
  */
 static bool reclaim(const struct thr_hdr *h, struct shm_probe *p, struct thr_slot *s, uint64_t meta,
                     uint64_t state, uint64_t done, struct shm_maint_stats *st)
 {
-        if (state != THR_TAT_DEAD)
-                return false; /* reused under us: not ours to judge this pass */
-        uint64_t counter = atomic_load_explicit(&h->grace_periods, memory_order_acquire);
-        if (!shm_tag_done(THR_META_TAG(meta), done, counter)) {
-                st->retiring++;
+        if (!reclaim_due(h, meta, state, done))
                 return false;
-        }
         if (atomic_load_explicit(&s->meta, memory_order_acquire) != meta)
                 return false;
         THR_HOOK(THR_HOOK_RECLAIM_CHECKED, &s->meta);
@@ -496,7 +502,8 @@ static void segment_locked(const struct pass *ps, const struct thr_hdr *h, struc
                         st->repaired++;
                         freeable = true;
                 } else if (status == THR_SLOT_DEAD) {
-                        freeable |= state == THR_TAT_FREE;
+                        freeable |= state == THR_TAT_FREE ||
+                                    reclaim(h, p, s, meta, state, ps->a->done, st);
                 }
         }
         if (freeable)
@@ -589,9 +596,11 @@ static void maintain_shard(const struct pass *ps, const struct shm_map *m,
                                      &shm_budget(shm_slot_aux(ps->base, ps->geo, s))->j_idx,
                                      memory_order_relaxed));
                         break;
-                case THR_SLOT_DEAD:
-                        work |=
-                            state == THR_TAT_FREE || reclaim(h, &p, s, meta, state, a->done, st);
+                case THR_SLOT_DEAD: /* freed under the lock (reclaim) */
+                        if (state == THR_TAT_FREE || reclaim_due(h, meta, state, a->done))
+                                work = true;
+                        else if (state == THR_TAT_DEAD)
+                                st->retiring++;
                         break;
                 case THR_SLOT_BUSY:
                         work = true; /* an insert in flight, or one whose inserter died */

@@ -61,11 +61,11 @@ struct shm_maint_stats {
 
 /*
  * shm_table_maintain - one bounded step of the daemon's pass over the table of SNAP (checked
- * copy) in M: about BUDGET slots, whole shards from *CURSOR on. Makes retired slots whose grace
- * period is done reusable (lock-free); then, holding the shard lock (tried as A->me, never waited
- * for; a dead holder's is taken over and the shard repaired) in segments of bounded length,
- * evicts live keys idle past the TTL (CAS from the observed state: an admission wins), finishes
- * evictions whose evictor died, and trims reclaimed slots no live key's probe path crosses.
+ * copy) in M: about BUDGET slots, whole shards from *CURSOR on. Holding the shard lock (tried as
+ * A->me, never waited for; a dead holder's is taken over and the shard repaired) in segments of
+ * bounded length, it makes retired slots whose grace period is done reusable, evicts live keys
+ * idle past the TTL (CAS from the observed state: an admission wins), finishes evictions whose
+ * evictor died, and trims reclaimed slots no live key's probe path crosses.
  * Returns true when the cursor wrapped (a whole pass over the table is complete).
  */
 bool shm_table_maintain(const struct shm_map *m, const struct shm_lim_snap *snap,
