@@ -639,3 +639,104 @@ Test(reach_review, stopped_reader_keeps_inserters_off_its_slot)
         cr_assert_eq(live_slot(y), ks, "reused once the reader left");
         assert_live_keys_reachable_once();
 }
+
+/*
+ * Reach saturating: 300 keys of one home in a shard of 608 slots lie up to 299 slots away, past
+ * THR_REACH_ANY (255): the home's reach stays ANY while a key lies that far, every key is found
+ * and none is inserted twice; once only a key 100 slots away is left, a pass brings the reach
+ * down to exactly 100, and keys inserted again (into reclaimed slots) raise it as they go.
+ */
+Test(reach_review, reach_saturates_at_any_and_comes_back_exact)
+{
+        make1(400, TTL, THR_FULL_DENY); /* one shard of 608 slots */
+        uint32_t n, h = 10;
+        struct thr_slot *s = slot0(&n);
+        cr_assert_eq(n, 608);
+        static char keys[300][32];
+        char prefix[16];
+        struct thr_result r;
+        for (int i = 0; i < 300; i++) {
+                snprintf(prefix, sizeof(prefix), "s%d_", i);
+                key_at(h, prefix, keys[i], sizeof(keys[i]));
+                cr_assert_eq(try1(keys[i], &r), 1);
+                cr_assert_eq(live_slot(keys[i]) - s, h + i, "%s displaced by %d", keys[i], i);
+        }
+        cr_assert_eq(atomic_load(&s[h].reach), THR_REACH_ANY);
+        for (int i = 0; i < 300; i++)
+                cr_assert_eq(try1(keys[i], &r), 1, "%s found again", keys[i]);
+        assert_live_keys_reachable_once();
+        /* all idle but 100 and 299 */
+        clock_to(now_ns() + TTL + BU * TI);
+        cr_assert_eq(try1(keys[100], &r), 1);
+        cr_assert_eq(try1(keys[299], &r), 1);
+        cr_assert_eq(maint(0, NULL).evicted, 298);
+        maint(grace(NULL).done, NULL);
+        cr_assert_eq(atomic_load(&s[h].reach), THR_REACH_ANY, "299 away: still unbounded");
+        assert_live_keys_reachable_once();
+        /* 299 goes too */
+        clock_to(now_ns() + TTL + BU * TI);
+        cr_assert_eq(try1(keys[100], &r), 1);
+        cr_assert_eq(maint(0, NULL).evicted, 1);
+        struct shm_maint_stats st = maint(grace(NULL).done, NULL);
+        cr_assert_gt(st.trimmed, 0, "the slots past 100 are trimmed");
+        cr_assert_eq(atomic_load(&s[h].reach), 100, "exact again");
+        assert_live_keys_reachable_once();
+        /* back again: reclaimed slots before 100 first, then past it */
+        for (int i = 0; i < 300; i++)
+                cr_assert_eq(try1(keys[i], &r), 1);
+        cr_assert_eq(count(THR_SLOT_LIVE, NULL, NULL), 300);
+        cr_assert_eq(atomic_load(&s[h].reach), THR_REACH_ANY);
+        assert_live_keys_reachable_once();
+}
+
+/*
+ * gp_done written by a client (the arena is writable by clients): say it is UINT64_MAX while a
+ * reader is stopped holding k's slot. The daemon decides on its own scans' result and frees
+ * nothing early; inserters trust the header and reuse k's retiring slot at once. What then keeps
+ * the stopped reader off the new key is the client's meta check after its failed CAS (the grace
+ * period is defeated; no access goes out of bounds, no loop). Documents that the header word is
+ * now load-bearing for every client, as each slot's state word already was.
+ */
+Test(reach_review, a_scribbled_gp_done_misleads_inserters_only)
+{
+        make1(8, TTL, THR_FULL_DENY);
+        uint32_t n, h = home_of("k");
+        struct thr_slot *base = slot0(&n);
+        struct thr_result r;
+        cr_assert_eq(try1("k", &r), 1);
+        struct thr_slot *ks = live_slot("k");
+        cr_assert_eq(ks - base, h);
+        clock_to(now_ns() + TTL + BU * TI);
+        pid_t pid = tfork();
+        cr_assert_geq(pid, 0);
+        if (pid == 0) {
+                hook_at(THR_HOOK_APPLY_BEFORE_CAS, NULL, stop_self);
+                int rc = try1("k", &r);
+                _exit(rc == 1 ? 0 : 10 + rc);
+        }
+        g_kid = pid;
+        int ws = 0;
+        cr_assert_eq(waitpid(pid, &ws, WUNTRACED), pid);
+        cr_assert(WIFSTOPPED(ws), "status %#x", ws);
+        uint32_t tag;
+        cr_assert_eq(maint(0, &tag).evicted, 1);
+        struct shm_gp_result res = grace(NULL);
+        cr_assert_eq(res.blocking, 1);
+        cr_assert_lt(res.done, tag);
+        atomic_store(&shm_hdr(&T.map)->gp_done, UINT64_MAX); /* the scribble */
+        struct shm_maint_stats st = maint(res.done, NULL);
+        cr_assert_eq(st.reclaimed, 0, "the daemon frees nothing on the header's word");
+        cr_assert_eq(atomic_load(&ks->state), THR_TAT_DEAD);
+        char x[32];
+        key_at(h, "x", x, sizeof(x));
+        cr_assert_eq(try1(x, &r), 1);
+        cr_assert_eq(live_slot(x), ks, "an inserter reused the slot under the stopped reader");
+        uint64_t xs = atomic_load(&ks->state);
+        cr_assert_eq(kill(pid, SIGCONT), 0);
+        cr_assert_eq(waitpid(pid, &ws, 0), pid);
+        g_kid = 0;
+        cr_assert(WIFEXITED(ws) && WEXITSTATUS(ws) == 0, "the reader's call: status %#x", ws);
+        cr_assert_eq(atomic_load(&ks->state), xs, "its stale CAS never landed on x");
+        cr_assert_neq(live_slot("k"), ks);
+        assert_live_keys_reachable_once();
+}

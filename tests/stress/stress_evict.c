@@ -565,6 +565,22 @@ static void check_table(void)
         report(dups == 0, "one live slot per key: %" PRIu64 " duplicates", dups);
         report(n[THR_SLOT_BUSY] == 0, "no BUSY slot after the daemon stopped: %" PRIu64,
                n[THR_SLOT_BUSY]);
+        /* every live key within its home's reach: the lookup clients make finds it there */
+        struct thr_slot *slots = shm_at(g.map.base, geo->slots_off);
+        uint64_t lost = 0;
+        for (uint64_t i = 0; i < (uint64_t)geo->nshards * geo->shard_slots; i++) {
+                struct thr_slot *sl = &slots[i];
+                if (THR_META_STATUS(atomic_load(&sl->meta)) != THR_SLOT_LIVE ||
+                    sl->key_len > THR_KEY_MAX)
+                        continue;
+                uint64_t hash = shm_hash(shm_hdr(&g.map)->secret, sl->key, sl->key_len);
+                if (shm_table_lookup(g.map.base, geo, hash, sl->key, sl->key_len) != sl) {
+                        fprintf(stderr, "stress_evict: slot %" PRIu64 " beyond its home's reach\n",
+                                i);
+                        lost++;
+                }
+        }
+        report(lost == 0, "every live key found by a lookup: %" PRIu64 " lost", lost);
 }
 
 static void check_counters(unsigned kills)
