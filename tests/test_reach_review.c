@@ -740,3 +740,70 @@ Test(reach_review, a_scribbled_gp_done_misleads_inserters_only)
         cr_assert_neq(live_slot("k"), ks);
         assert_live_keys_reachable_once();
 }
+
+/*
+ * A segment with end_open: the pass's unlocked scan saw slot E EMPTY (its first), an insert
+ * filled E before the pass took the lock (a test hook in the scan), so the locked part starts at
+ * the next EMPTY slot, covers the shard up to E - 1 and ends against a live slot: its last run
+ * (here one that wraps round the shard's end) may go on past it. Reach is made exact only for
+ * homes before that run; the wrapped run's home keeps a reach covering its keys, and every live
+ * key stays reachable.
+ */
+static char g_y[32];
+
+static void insert_y(void)
+{
+        struct thr_result r;
+        g_x_rc = try1(g_y, &r);
+}
+
+Test(reach_review, end_open_segment_keeps_the_reach_of_its_last_run)
+{
+        make1(64, TTL, THR_FULL_DENY); /* one shard of 104 slots */
+        uint32_t n;
+        struct thr_slot *s = slot0(&n);
+        cr_assert_eq(n, 104);
+        char k[6][32], a[3][32], prefix[16];
+        struct thr_result r;
+        for (int i = 0; i < 6; i++) { /* home 100: slots 100..103, 0, 1 */
+                snprintf(prefix, sizeof(prefix), "k%d_", i);
+                key_at(100, prefix, k[i], sizeof(k[i]));
+                cr_assert_eq(try1(k[i], &r), 1);
+                cr_assert_eq(live_slot(k[i]) - s, (100 + i) % n);
+        }
+        for (int i = 0; i < 3; i++) { /* home 10: slots 10..12 */
+                snprintf(prefix, sizeof(prefix), "a%d_", i);
+                key_at(10, prefix, a[i], sizeof(a[i]));
+                cr_assert_eq(try1(a[i], &r), 1);
+        }
+        cr_assert_eq(atomic_load(&s[100].reach), 5);
+        cr_assert_eq(atomic_load(&s[10].reach), 2);
+        /* k2 (slot 102) and a2 (slot 12) idle and evicted; their periods done */
+        clock_to(now_ns() + TTL + BU * TI);
+        for (int i = 0; i < 6; i++)
+                if (i != 2)
+                        cr_assert_eq(try1(k[i], &r), 1);
+        cr_assert_eq(try1(a[0], &r), 1);
+        cr_assert_eq(try1(a[1], &r), 1);
+        cr_assert_eq(maint(0, NULL).evicted, 2);
+        struct shm_gp_result res = grace(NULL);
+        /* the pass: y (home 2) fills slot 2, the scan's first EMPTY, after the scan saw it */
+        key_at(2, "y", g_y, sizeof(g_y));
+        g_x_rc = -1;
+        atomic_store(&s[100].reach, 7); /* higher than its keys need (as after an eviction) */
+        hook_at(THR_HOOK_MAINT_META_READ, &s[50].meta, insert_y);
+        struct shm_maint_stats st = maint(res.done, NULL);
+        thr_test_hook = NULL;
+        cr_assert_eq(g_x_rc, 1, "y inserted inside the pass");
+        cr_assert_eq(live_slot(g_y) - s, 2);
+        cr_assert_eq(st.reclaimed, 2);
+        cr_assert_eq(st.trimmed, 1, "a2's slot (no path crosses it); k2's is on k3..k5's path");
+        cr_assert_eq(status(&s[12]), THR_SLOT_EMPTY);
+        cr_assert_eq(atomic_load(&s[10].reach), 1, "home 10 lies before the last run: exact");
+        cr_assert_eq(atomic_load(&s[100].reach), 7,
+                     "the wrapped run's home untouched (a segment not end_open would set 5)");
+        assert_live_keys_reachable_once();
+        for (int i = 0; i < 6; i++)
+                cr_assert_eq(try1(k[i], &r), 1, "%s", k[i]);
+        assert_live_keys_reachable_once();
+}
