@@ -4,7 +4,7 @@
  * says its grace period is done). Each test drives the daemon's side by hand on a manual-clock
  * arena, as test_evict.c does, and places client steps at exact points with test hooks.
  *
- * Findings (failing before their fix):
+ * Findings (each test failed before its fix, in the commits that follow the tests):
  *   - trim_segment indexed its per-segment reach array by a home outside the segment (a key a
  *     client rewrote): a heap write past the daemon's buffer (ASan: heap-buffer-overflow).
  *   - the daemon's lock-free reclaim (meta checked, then CAS state DEAD -> FREE) can now lose a
@@ -17,7 +17,8 @@
  * reach raise and its publish; the eviction cursor at any value never picks an indebted key while
  * one without debt exists; scribbled reach and evict_next values stay in bounds and terminate;
  * the grace-period counter across 2^32 with gp_done left by a previous daemon; a reader stopped
- * holding a slot keeps inserters off it until it leaves.
+ * holding a slot keeps inserters off it until it leaves; reach saturating at THR_REACH_ANY and
+ * brought back exact; a gp_done written by a client (what it does); a segment with end_open.
  */
 #include <criterion/criterion.h>
 #include <inttypes.h>
