@@ -502,8 +502,8 @@ static void segment_locked(const struct pass *ps, const struct thr_hdr *h, struc
                         st->repaired++;
                         freeable = true;
                 } else if (status == THR_SLOT_DEAD) {
-                        freeable |= state == THR_TAT_FREE ||
-                                    reclaim(h, p, s, meta, state, ps->a->done, st);
+                        freeable |=
+                            state == THR_TAT_FREE || reclaim(h, p, s, meta, state, ps->a->done, st);
                 }
         }
         if (freeable)

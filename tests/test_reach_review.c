@@ -473,8 +473,8 @@ Test(reach_review, eviction_cursor_at_any_value_never_picks_an_indebted_key)
                 for (int j = 0; j < 10; j++)
                         cr_assert_eq(thr_limiter_reserve(L, deep[i], 2, BU, UINT64_MAX, &rv), 0);
         cr_assert_eq(try1("n0", &r), 1);
-        const uint64_t cursors[] = {0,  1,          5,          13,         14,        15,
-                                    27, UINT32_MAX, 1ull << 32, UINT64_MAX, 0x8000000000000001ull};
+        const uint64_t cursors[] = {
+            0, 1, 5, 13, 14, 15, 27, UINT32_MAX, 1ull << 32, UINT64_MAX, 0x8000000000000001ull};
         char prev[16] = "n0", key[16];
         for (int round = 1; round <= 30; round++) { /* 3 s */
                 clock_to(now_ns() + TI); /* the previous new key is repaid; d* still owe */
