@@ -341,7 +341,7 @@ op_begin(struct op *o, thr_limiter *l, const void *key, size_t len, const struct
         THR_HOOK(THR_HOOK_SECTION_ENTERED, o->r);
         o->key = key;
         o->len = (uint32_t)len;
-        o->hash = shm_hash(l->a->hdr->secret, key, len);
+        o->hash = shm_hash(l->a->hdr->hash_key, key, len);
         o->slot = shm_table_lookup_meta(l->a->map.base, &l->geo, o->hash, key, o->len, &o->meta);
         return 0;
 }

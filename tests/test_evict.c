@@ -229,7 +229,7 @@ static uint32_t home_of(const char *key)
 {
         struct shm_lim_snap s = snap_of();
         struct shm_probe p;
-        shm_probe_init(T.map.base, &s.table, shm_hash(shm_hdr(&T.map)->secret, key, strlen(key)),
+        shm_probe_init(T.map.base, &s.table, shm_hash(shm_hdr(&T.map)->hash_key, key, strlen(key)),
                        &p);
         return p.home;
 }
