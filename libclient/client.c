@@ -45,9 +45,9 @@
  * it pairs with the daemon's release store when a reload swaps in a new immutable record, so a
  * decision uses one record, whole.
  *
- * On the hot path (the key exists): one clock read through the vDSO, one SipHash, a probe that
- * usually touches one cache line, one CAS, and stores to this thread's own reader record. No
- * syscall, no lock, no allocation.
+ * On the hot path (the key exists): one clock read through the vDSO, one keyed multilinear hash
+ * (shm/hash.h, inline), a probe that usually touches one cache line, one CAS, and stores to this
+ * thread's own reader record. No syscall, no lock, no allocation.
  */
 #include <errno.h>
 #include <limits.h>
