@@ -578,7 +578,7 @@ static int cmd_keys(struct ctx *c)
 static int key_get(struct ctx *c, const struct shmctl_lim *l, uint64_t now, struct shmctl_key *k)
 {
         size_t len = strlen(c->o->key);
-        uint64_t h = shm_hash(c->hdr.secret, c->o->key, len);
+        uint64_t h = shm_hash(c->hdr.hash_key, c->o->key, len);
         const struct thr_slot *s =
             shm_table_lookup(c->map.base, &l->t, h, c->o->key, (uint32_t)len);
         if (!s)

@@ -45,9 +45,9 @@
  * it pairs with the daemon's release store when a reload swaps in a new immutable record, so a
  * decision uses one record, whole.
  *
- * On the hot path (the key exists): one clock read through the vDSO, one SipHash, a probe that
- * usually touches one cache line, one CAS, and stores to this thread's own reader record. No
- * syscall, no lock, no allocation.
+ * On the hot path (the key exists): one clock read through the vDSO, one keyed multilinear hash
+ * (shm/hash.h, inline), a probe that usually touches one cache line, one CAS, and stores to this
+ * thread's own reader record. No syscall, no lock, no allocation.
  */
 #include <errno.h>
 #include <limits.h>
@@ -341,7 +341,7 @@ op_begin(struct op *o, thr_limiter *l, const void *key, size_t len, const struct
         THR_HOOK(THR_HOOK_SECTION_ENTERED, o->r);
         o->key = key;
         o->len = (uint32_t)len;
-        o->hash = shm_hash(l->a->hdr->secret, key, len);
+        o->hash = shm_hash(l->a->hdr->hash_key, key, len);
         o->slot = shm_table_lookup_meta(l->a->map.base, &l->geo, o->hash, key, o->len, &o->meta);
         return 0;
 }

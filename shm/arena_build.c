@@ -203,7 +203,7 @@ static int hdr_init(struct shm_map *m, const struct shm_arena_spec *s)
         struct shm_clock_facts cf;
         shm_clock_facts(s->clock, &cf, NULL, 0);
         shm_clock_facts_store(h, &cf);
-        if (getrandom(h->secret, sizeof(h->secret), 0) != sizeof(h->secret))
+        if (getrandom(h->hash_key, sizeof(h->hash_key), 0) != sizeof(h->hash_key))
                 return -EIO;
         h->dir_off = THR_HDR_SIZE;
         h->dir_count = s->max_limiters;
@@ -463,7 +463,7 @@ int shm_arena_finish(struct shm_map *m, const struct shm_arena_spec *s, const ch
 {
         int rc = hdr_init(m, s);
         if (rc < 0)
-                shm_seterr(err, errlen, rc, "cannot read the boot id or the random secret");
+                shm_seterr(err, errlen, rc, "cannot read the boot id or the random hash keys");
         if (rc == 0)
                 rc = shm_arena_configure(m, s, err, errlen);
         if (rc == 0 && s->hugepages == SHM_HUGE_REQUIRE &&

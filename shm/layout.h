@@ -13,8 +13,8 @@
  *   +-----------+-------------+----------------+-----------------------------------+
  *
  * Header (struct thr_hdr, 4096 bytes): magic, layout major/minor, sizes, the clock description,
- * the per-arena hash secret, daemon identity and heartbeat, section offsets, then headroom: a
- * minor version may only add fields in the headroom, never move one.
+ * daemon identity and heartbeat, section offsets, the clock facts, the per-arena hash keys, then
+ * headroom: a minor version may only add fields in the headroom, never move one.
  *
  * Limiter directory (struct thr_dir_entry[dir_count]): one 128-byte entry per limiter. `state`
  * says whether the entry is in use; `params_off` points at the limiter's current parameter record
@@ -27,11 +27,12 @@
  *
  *   thr_table | thr_shard[nshards] | slot[0] ... slot[nslots - 1] | aux[0] ... aux[nslots - 1]
  *
- *   A key hashes (SipHash keyed with the arena secret) to a shard and to a home slot inside that
- *   shard; lookup probes linearly (wrapping inside the shard) until it finds the key, an EMPTY
- *   slot, or the end of its home slot's reach (the farthest any live key of that home lies).
- *   Each slot is 128 bytes and 64-byte aligned: meta word, state word and the first 40 key
- *   bytes share one cache line, so a lookup of a short key touches one line.
+ *   A key hashes (a multilinear hash keyed with the arena's random hash keys, hash.h) to a shard
+ *   and to a home slot inside that shard; lookup probes linearly (wrapping inside the shard)
+ *   until it finds the key, an EMPTY slot, or the end of its home slot's reach (the farthest any
+ *   live key of that home lies). Each slot is 128 bytes and 64-byte aligned: meta word, state
+ *   word and the first 40 key bytes share one cache line, so a lookup of a short key touches one
+ *   line.
  *
  *   Slot lifecycle (meta word bits 63..62, and the state word):
  *     EMPTY  -> BUSY    an inserter holding the shard's insert lock claims it (key not yet valid)
@@ -51,7 +52,7 @@
  *     DEAD/FREE -> EMPTY the daemon, under the lock, where no live key's probe path crosses it
  *     BUSY   -> DEAD/FREE repair by whoever takes the lock over from a dead holder (never LIVE:
  *                       no reader can hold it)
- *   Bits 61..32 of meta carry a 30-bit generation bumped at every reuse; bits 31..0 the high half
+ *   Bits 61..32 of meta carry a 30-bit generation bumped at every reuse; bits 31..0 the low half
  *   of the key's hash (a tag compared before the key bytes), or a DEAD slot's grace period.
  *
  *   All slot creation and every change of a shard's live count happen under that shard's insert
@@ -98,13 +99,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define THR_MAGIC          0x414e455241524854ull /* "THRARENA" little-endian */
-#define THR_LAYOUT_MAJOR   11u /* 11: lookups stop at the home slot's reach (thr_slot.reach) */
+#define THR_MAGIC 0x414e455241524854ull /* "THRARENA" little-endian */
+/* 10: GCRA params carry a clock (THR_PARAM_CLOCK). 11: keys hash with a multilinear hash
+ * (hash.h) whose keys, hash_key, replace SipHash's secret and sit in the old headroom: older
+ * arenas hash differently and must be recreated; lookups stop at the home slot's reach
+ * (thr_slot.reach), which older clients never set. */
+#define THR_LAYOUT_MAJOR   11u
 #define THR_LAYOUT_MINOR   0u
 #define THR_HDR_SIZE       4096u
 #define THR_NAME_MAX       63u  /* arena and limiter names, without the NUL */
 #define THR_KEY_MAX        104u /* bytes of a key; longer keys get -ENAMETOOLONG */
 #define THR_KEY_INLINE     40u  /* key bytes in the slot's first cache line */
+#define THR_HASH_KEY_WORDS 30u  /* hdr.hash_key: 15 keys of 128 bits (hash.h) */
 #define THR_SLOT_SIZE      128u
 #define THR_DIR_ENTRY_SIZE 128u
 #define THR_READER_SIZE    640u /* 192 of the record, then its composition journal */
@@ -249,8 +255,6 @@ struct thr_hdr {
         int64_t epoch_ns;               /* CLOCK_MONOTONIC value that arena time 0 stands for */
         _Atomic uint64_t manual_now_ns; /* THR_CLOCK_MANUAL: the arena's time, set by tests */
 
-        uint64_t secret[2]; /* SipHash key: chosen keys cannot pile onto one probe run */
-
         /* daemon identity (informational; liveness is the lock on byte 0 of the file) */
         _Atomic uint64_t daemon_pid;
         _Atomic uint64_t daemon_start_ns; /* arena time the current daemon attached */
@@ -298,7 +302,14 @@ struct thr_hdr {
         _Atomic uint64_t tsc_lag_ns;
         _Atomic uint64_t coarse_lag_ns;
 
-        uint8_t headroom[THR_HDR_SIZE - 352];
+        /* the table hash's keys (hash.h): random, written at creation and never again, so that
+         * chosen keys cannot pile onto one probe run. On cache lines of their own: no write to
+         * another header field takes them out of a reader's cache (bytes 384..623, asserted). */
+        uint64_t pad3[6];
+        uint64_t hash_key[THR_HASH_KEY_WORDS];
+        uint64_t pad4[2];
+
+        uint8_t headroom[THR_HDR_SIZE - 640];
 };
 
 struct thr_params {
@@ -548,6 +559,9 @@ static_assert(sizeof(struct thr_group_rec) == 128 && sizeof(struct thr_group_tab
               "group records");
 static_assert(sizeof(struct thr_lease_rec) == THR_LEASE_SIZE, "lease record size");
 static_assert(sizeof(struct thr_hdr) == THR_HDR_SIZE, "header is one page");
+static_assert(offsetof(struct thr_hdr, hash_key) == 384 &&
+                  offsetof(struct thr_hdr, headroom) == 640,
+              "hash keys on lines of their own, then the headroom");
 static_assert(sizeof(struct thr_params) == 128, "params record size");
 static_assert(sizeof(struct thr_dir_entry) == THR_DIR_ENTRY_SIZE, "dir entry size");
 static_assert(sizeof(struct thr_table) == 64, "table header is one line");

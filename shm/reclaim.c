@@ -396,16 +396,17 @@ struct segment {
  * off by the lock). An anchored segment starts at an EMPTY slot, which no path crosses, so the
  * homes of its keys lie inside it; if the slot after it is not EMPTY, its last run may hold the
  * path of a key beyond it, so that run is left alone. An unanchored segment is the whole shard
- * (no EMPTY slot at all: paths may wrap). The home is recomputed from the stored key (SipHash with
- * the arena's secret); a key whose tag, shard or home does not fit (a corrupt or rewritten arena)
- * makes this trim nothing, which is always safe. Work: one hash per live slot and O(len) more:
- * the paths are marked as intervals in a difference array, so a rewritten arena cannot make it
- * quadratic.
+ * (no EMPTY slot at all: paths may wrap). The home is recomputed from the stored key (hash.h, with
+ * the arena's hash keys copied once: one function for the whole segment); a key whose tag, shard
+ * or home does not fit (a corrupt or rewritten arena) makes this trim nothing, which is always
+ * safe. Work: one hash per live slot and O(len) more: the paths are marked as intervals in a
+ * difference array, so a rewritten arena cannot make it quadratic.
  */
 static uint64_t trim_segment(const struct thr_hdr *h, struct shm_probe *p, uint32_t shard,
                              uint32_t nshards, const struct segment *seg)
 {
-        uint64_t secret[2] = {h->secret[0], h->secret[1]};
+        uint64_t hkey[THR_HASH_KEY_WORDS];
+        memcpy(hkey, h->hash_key, sizeof(hkey));
         int32_t *diff = calloc((size_t)seg->len + 1, sizeof(*diff));
         uint8_t *far = calloc((size_t)seg->len, 1);
         if (!diff || !far) {
@@ -427,7 +428,7 @@ static uint64_t trim_segment(const struct thr_hdr *h, struct shm_probe *p, uint3
                         goto out;
                 uint8_t key[THR_KEY_MAX];
                 memcpy(key, s->key, len);
-                uint64_t hash = shm_hash(secret, key, len);
+                uint64_t hash = shm_hash(hkey, key, len);
                 uint32_t hi = (uint32_t)(hash >> 32);
                 if ((uint32_t)hash != THR_META_TAG(meta) || (hi & (nshards - 1)) != shard)
                         goto out;

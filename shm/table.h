@@ -10,7 +10,8 @@
 
 /* ---------------------------------------------------------------- hashing */
 
-/* shm_hash - SipHash-1-3 of KEY keyed with the arena's secret (hash.h). Thread-safe, pure. */
+/* shm_hash - the multilinear hash of KEY keyed with the arena's hash keys (hash.h). Inline,
+ * thread-safe, pure. */
 #include "hash.h"
 
 /* ---------------------------------------------------------------- key table */

@@ -457,7 +457,7 @@ struct thr_table *tdaemon_table(const struct tdaemon *d, const char *name)
 struct thr_slot *tdaemon_slot(const struct tdaemon *d, const char *name, const char *key)
 {
         const struct thr_table *tb = tdaemon_table(d, name);
-        uint64_t h = shm_hash(shm_hdr(&d->map)->secret, key, strlen(key));
+        uint64_t h = shm_hash(shm_hdr(&d->map)->hash_key, key, strlen(key));
         struct thr_slot *s = shm_table_lookup(d->map.base, tb, h, key, (uint32_t)strlen(key));
         cr_assert_not_null(s, "key %s in limiter %s", key, name);
         return s;
@@ -477,7 +477,7 @@ uint64_t tlock_me(thr_arena *a)
 void tprobe(const struct shm_map *m, const struct thr_table *tb, const char *key,
             struct shm_probe *p)
 {
-        shm_probe_init(m->base, tb, shm_hash(shm_hdr(m)->secret, key, strlen(key)), p);
+        shm_probe_init(m->base, tb, shm_hash(shm_hdr(m)->hash_key, key, strlen(key)), p);
 }
 
 void tkey_at(const struct shm_map *m, const struct thr_table *tb, uint32_t home, const char *prefix,

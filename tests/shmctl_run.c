@@ -266,7 +266,7 @@ struct thr_table *table_of(const char *name)
 struct thr_slot *slot_of(const char *name, const char *key)
 {
         struct thr_table *tb = table_of(name);
-        uint64_t h = shm_hash(shm_hdr(&fx.map)->secret, key, strlen(key));
+        uint64_t h = shm_hash(shm_hdr(&fx.map)->hash_key, key, strlen(key));
         struct thr_slot *s = shm_table_lookup(fx.map.base, tb, h, key, (uint32_t)strlen(key));
         cr_assert_not_null(s, "no key %s in limiter %s", key, name);
         return s;

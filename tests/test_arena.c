@@ -77,7 +77,8 @@ Test(arena, fresh_arena_is_valid)
         struct thr_hdr *h = shm_hdr(&T.map);
         cr_assert_eq(h->major, THR_LAYOUT_MAJOR);
         cr_assert_eq(h->backing, THR_BACKING_SHM);
-        cr_assert(h->secret[0] || h->secret[1]);
+        for (unsigned i = 0; i < THR_HASH_KEY_WORDS; i += 2) /* 15 random 128-bit keys */
+                cr_assert(h->hash_key[i] || h->hash_key[i + 1], "hash key %u is zero", i / 2);
 }
 
 Test(arena, corrupt_header_is_rejected)

@@ -41,7 +41,7 @@ TestSuite(client, .init = setup, .fini = teardown);
 static uint64_t tat_of(const char *key)
 {
         const struct thr_table *tb = ttable(&T, "l");
-        uint64_t h = shm_hash(shm_hdr(&T.map)->secret, key, strlen(key));
+        uint64_t h = shm_hash(shm_hdr(&T.map)->hash_key, key, strlen(key));
         struct thr_slot *s = shm_table_lookup(T.map.base, tb, h, key, (uint32_t)strlen(key));
         cr_assert_not_null(s, "key %s exists", key);
         return atomic_load(&s->state);

@@ -92,7 +92,7 @@ static struct thr_slot *find(const char *name, uint32_t state, const char *key)
 {
         const struct thr_dir_entry *de = tdaemon_entry(&fx, name, state);
         const struct thr_table *tb = shm_at(fx.map.base, de->table_off);
-        uint64_t h = shm_hash(hdr()->secret, key, strlen(key));
+        uint64_t h = shm_hash(hdr()->hash_key, key, strlen(key));
         return shm_table_lookup(fx.map.base, tb, h, key, (uint32_t)strlen(key));
 }
 

@@ -229,7 +229,7 @@ static uint32_t home_of(const char *key)
 {
         struct shm_lim_snap s = snap_of();
         struct shm_probe p;
-        shm_probe_init(T.map.base, &s.table, shm_hash(shm_hdr(&T.map)->secret, key, strlen(key)),
+        shm_probe_init(T.map.base, &s.table, shm_hash(shm_hdr(&T.map)->hash_key, key, strlen(key)),
                        &p);
         return p.home;
 }
@@ -973,7 +973,7 @@ static void assert_live_keys_reachable(void)
         for (uint32_t i = 0; i < n; i++) {
                 if (status(&s[i]) != THR_SLOT_LIVE)
                         continue;
-                uint64_t h = shm_hash(shm_hdr(&T.map)->secret, s[i].key, s[i].key_len);
+                uint64_t h = shm_hash(shm_hdr(&T.map)->hash_key, s[i].key, s[i].key_len);
                 struct thr_slot *found =
                     shm_table_lookup(T.map.base, tb, h, s[i].key, s[i].key_len);
                 cr_assert_eq(found, &s[i], "slot %u (%.*s): beyond its home's reach", i,

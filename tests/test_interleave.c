@@ -56,7 +56,7 @@ static struct thr_table *table(void)
 
 static struct thr_slot *slot_of(const char *key)
 {
-        uint64_t h = shm_hash(shm_hdr(&T.map)->secret, key, strlen(key));
+        uint64_t h = shm_hash(shm_hdr(&T.map)->hash_key, key, strlen(key));
         return shm_table_lookup(T.map.base, table(), h, key, (uint32_t)strlen(key));
 }
 
@@ -104,7 +104,7 @@ static void reuse_under_cas(enum thr_hook_point pt, void *arg)
         atomic_store(&s->state, THR_TAT_FREE);
         struct thr_slot *b;
         bool created;
-        uint64_t h = shm_hash(shm_hdr(&T.map)->secret, g_b, strlen(g_b));
+        uint64_t h = shm_hash(shm_hdr(&T.map)->hash_key, g_b, strlen(g_b));
         cr_assert_eq(
             shm_table_insert(&T.map, table(), h, g_b, (uint32_t)strlen(g_b), me, &b, &created), 0);
         cr_assert(created);

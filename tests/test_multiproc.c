@@ -207,13 +207,13 @@ static uint64_t nslots(const struct thr_table *tb)
 /* The shard a key lands in, as table.c's probe_init computes it. */
 static uint32_t key_shard(const struct thr_table *tb, const void *key, size_t len)
 {
-        uint64_t h = shm_hash(shm_hdr(&T.map)->secret, key, len);
+        uint64_t h = shm_hash(shm_hdr(&T.map)->hash_key, key, len);
         return (uint32_t)(h >> 32) & (tb->nshards - 1);
 }
 
 static struct thr_slot *find_slot(const struct thr_table *tb, const char *key)
 {
-        uint64_t h = shm_hash(shm_hdr(&T.map)->secret, key, strlen(key));
+        uint64_t h = shm_hash(shm_hdr(&T.map)->hash_key, key, strlen(key));
         return shm_table_lookup(T.map.base, tb, h, key, (uint32_t)strlen(key));
 }
 
@@ -1158,7 +1158,7 @@ static void die_in_insert(void *arg, int idx)
         struct repair_ctl *c = arg;
         struct thr_table *tb = c->tb;
         size_t len = strlen(c->key);
-        uint64_t h = shm_hash(shm_hdr(&T.map)->secret, c->key, len);
+        uint64_t h = shm_hash(shm_hdr(&T.map)->hash_key, c->key, len);
         uint32_t hi = (uint32_t)(h >> 32), shard = hi & (tb->nshards - 1);
         struct thr_slot *slots = slots_of(tb) + (uint64_t)shard * tb->shard_slots;
         uint32_t i = (uint32_t)(((uint64_t)hi * tb->shard_slots) >> 32);

@@ -161,7 +161,7 @@ Test(peer, close_releases_every_lock_at_once)
         struct thr_sem *h =
             shm_sem(shm_slot_aux(T.a->map.base, &big->geo,
                                  shm_table_lookup(T.a->map.base, &big->geo,
-                                                  shm_hash(T.a->hdr->secret, "k", 1), "k", 1)));
+                                                  shm_hash(T.a->hdr->hash_key, "k", 1), "k", 1)));
         cr_assert_eq(thr_peer_close(p), 0);
         /* released, not expired: the header's own count, no serve needed */
         cr_assert_eq(atomic_load(&h->held), 0);

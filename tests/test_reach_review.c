@@ -143,7 +143,7 @@ static uint32_t home_of(const char *key)
 {
         struct shm_lim_snap s = snap_of();
         struct shm_probe p;
-        shm_probe_init(T.map.base, &s.table, shm_hash(shm_hdr(&T.map)->secret, key, strlen(key)),
+        shm_probe_init(T.map.base, &s.table, shm_hash(shm_hdr(&T.map)->hash_key, key, strlen(key)),
                        &p);
         return p.home;
 }
@@ -158,7 +158,7 @@ static void key_at(uint32_t home, const char *prefix, char *buf, size_t len)
 static struct thr_slot *lookup(const char *key)
 {
         struct shm_lim_snap s = snap_of();
-        uint64_t h = shm_hash(shm_hdr(&T.map)->secret, key, strlen(key));
+        uint64_t h = shm_hash(shm_hdr(&T.map)->hash_key, key, strlen(key));
         return shm_table_lookup(T.map.base, &s.table, h, key, (uint32_t)strlen(key));
 }
 

@@ -773,7 +773,7 @@ Test(sem_daemon, a_key_holding_a_lease_is_never_evicted_an_idle_one_is)
         cr_assert_eq(thr_sem_release(&idle), 0);
         cr_assert_eq(thr_clock_advance(D.a, 60 * SEC), 0);
         const struct thr_table *tb = tdaemon_table(&D, "A");
-        uint64_t h = shm_hash(shm_hdr(&D.map)->secret, "idle", 4);
+        uint64_t h = shm_hash(shm_hdr(&D.map)->hash_key, "idle", 4);
         struct timespec t0;
         clock_gettime(CLOCK_MONOTONIC, &t0);
         while (shm_table_lookup(D.map.base, tb, h, "idle", 4)) {
@@ -785,7 +785,7 @@ Test(sem_daemon, a_key_holding_a_lease_is_never_evicted_an_idle_one_is)
         cr_assert_eq(thr_sem_heartbeat(&held, 3600 * SEC), 0, "the lease is where it was");
         cr_assert_eq(thr_sem_release(&held), 0);
         cr_assert_eq(thr_clock_advance(D.a, 60 * SEC), 0);
-        h = shm_hash(shm_hdr(&D.map)->secret, "held", 4);
+        h = shm_hash(shm_hdr(&D.map)->hash_key, "held", 4);
         clock_gettime(CLOCK_MONOTONIC, &t0);
         while (shm_table_lookup(D.map.base, tb, h, "held", 4)) {
                 cr_assert_lt(telapsed_s(&t0), 5.0, "released and idle, it was never evicted");

@@ -55,7 +55,7 @@ static void *shared_map(size_t len)
 static struct thr_slot *slot_of(const char *lim, const char *key)
 {
         const struct thr_table *tb = ttable(&T, lim);
-        uint64_t h = shm_hash(shm_hdr(&T.map)->secret, key, strlen(key));
+        uint64_t h = shm_hash(shm_hdr(&T.map)->hash_key, key, strlen(key));
         struct thr_slot *s = shm_table_lookup(T.map.base, tb, h, key, (uint32_t)strlen(key));
         cr_assert_not_null(s, "key %s exists", key);
         return s;

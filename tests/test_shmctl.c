@@ -126,7 +126,7 @@ Test(shmctl, fresh_key_is_a_full_bucket_without_debt)
         /* A slot inserted but never charged, as a client leaves it between insert and CAS. */
         struct thr_slot *slot;
         bool created;
-        uint64_t h = shm_hash(shm_hdr(&fx.map)->secret, "new", 3);
+        uint64_t h = shm_hash(shm_hdr(&fx.map)->hash_key, "new", 3);
         cr_assert_eq(shm_table_insert(&fx.map, table_of("api"), h, "new", 3, shm_lock_daemon(0),
                                       &slot, &created),
                      0);
@@ -462,7 +462,7 @@ Test(shmctl, slots_off_out_of_range_is_dataerr)
 Test(shmctl, huge_key_len_is_dataerr)
 {
         three_keys("keylen");
-        uint64_t h = shm_hash(shm_hdr(&fx.map)->secret, "a", 1);
+        uint64_t h = shm_hash(shm_hdr(&fx.map)->hash_key, "a", 1);
         struct thr_slot *s = shm_table_lookup(fx.map.base, table_of("api"), h, "a", 1);
         cr_assert_not_null(s);
         s->key_len = 5000;

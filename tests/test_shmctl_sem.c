@@ -272,7 +272,7 @@ static void *acquirer(void *arg)
 static struct thr_sem *sem_of(const char *lim, const char *key)
 {
         struct thr_table *tb = table_of(lim);
-        uint64_t h = shm_hash(shm_hdr(&fx.map)->secret, key, strlen(key));
+        uint64_t h = shm_hash(shm_hdr(&fx.map)->hash_key, key, strlen(key));
         struct thr_slot *s = shm_table_lookup(fx.map.base, tb, h, key, (uint32_t)strlen(key));
         cr_assert_not_null(s, "key %s", key);
         return shm_sem(shm_slot_aux(fx.map.base, tb, s));

@@ -266,7 +266,7 @@ Test(window, table_full_evicts_and_the_floor_keeps_the_limit)
          * floor it left: as if N units were admitted at k0's newest time, 0 */
         cr_assert_eq(thr_limiter_try(l, "k4", 2, 1, &r), 0, "new keys wait out the floor");
         cr_assert_eq(r.retry_after_ns, 900 * MS);
-        uint64_t h = shm_hash(shm_hdr(&T.map)->secret, "k0", 2);
+        uint64_t h = shm_hash(shm_hdr(&T.map)->hash_key, "k0", 2);
         cr_assert_null(shm_table_lookup(T.map.base, tb, h, "k0", 2), "k0 was evicted");
         /* back within its window, k0 must not get what its evicted self could not */
         cr_assert_eq(thr_limiter_try(l, "k0", 2, 1, &r), 0, "k0 spent its window at 0");
@@ -364,7 +364,7 @@ Test(window, reload_changes_the_length_keeps_the_log_and_refuses_the_rest)
 static struct thr_serial *serial_hdr(const char *lim, const char *key)
 {
         const struct thr_table *tb = ttable(&T, lim);
-        uint64_t h = shm_hash(shm_hdr(&T.map)->secret, key, strlen(key));
+        uint64_t h = shm_hash(shm_hdr(&T.map)->hash_key, key, strlen(key));
         struct thr_slot *s = shm_table_lookup(T.map.base, tb, h, key, (uint32_t)strlen(key));
         cr_assert_not_null(s, "key %s exists", key);
         return shm_serial(shm_slot_aux(T.map.base, tb, s));
@@ -373,7 +373,7 @@ static struct thr_serial *serial_hdr(const char *lim, const char *key)
 static uint64_t units_of(const char *lim, const char *key)
 {
         const struct thr_table *tb = ttable(&T, lim);
-        uint64_t h = shm_hash(shm_hdr(&T.map)->secret, key, strlen(key));
+        uint64_t h = shm_hash(shm_hdr(&T.map)->hash_key, key, strlen(key));
         struct thr_slot *s = shm_table_lookup(T.map.base, tb, h, key, (uint32_t)strlen(key));
         cr_assert_not_null(s, "key %s exists", key);
         return atomic_load(&s->state);
@@ -522,7 +522,7 @@ static void run_rounds(int kids, bool mixed, bool kills, bool exact)
                                 round_child(sh, l, victim, r + 1, mixed);
                 }
                 for (int k = 0; k < WKEYS; k++) {
-                        uint64_t h = shm_hash(shm_hdr(&T.map)->secret, wkeys[k], 1);
+                        uint64_t h = shm_hash(shm_hdr(&T.map)->hash_key, wkeys[k], 1);
                         const struct thr_table *tb = ttable(&T, "w");
                         struct thr_slot *s = shm_table_lookup(T.map.base, tb, h, wkeys[k], 1);
                         uint64_t u = s ? atomic_load(&s->state) : 0;
@@ -933,7 +933,7 @@ Test(window_storm, serial_holders_killed_at_random, .timeout = 180)
         cr_assert_eq(thr_serial_begin(l, "x", 1, 1, SEC, &h), 0);
         cr_assert_eq(thr_serial_end(&h), 0);
         const struct thr_table *tb = ttable(&rt, "x");
-        uint64_t hh = shm_hash(shm_hdr(&rt.map)->secret, "x", 1);
+        uint64_t hh = shm_hash(shm_hdr(&rt.map)->hash_key, "x", 1);
         struct thr_slot *slot = shm_table_lookup(rt.map.base, tb, hh, "x", 1);
         cr_assert_not_null(slot);
         struct thr_serial *hdr = shm_serial(shm_slot_aux(rt.map.base, tb, slot));

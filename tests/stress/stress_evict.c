@@ -573,7 +573,7 @@ static void check_table(void)
                 if (THR_META_STATUS(atomic_load(&sl->meta)) != THR_SLOT_LIVE ||
                     sl->key_len > THR_KEY_MAX)
                         continue;
-                uint64_t hash = shm_hash(shm_hdr(&g.map)->secret, sl->key, sl->key_len);
+                uint64_t hash = shm_hash(shm_hdr(&g.map)->hash_key, sl->key, sl->key_len);
                 if (shm_table_lookup(g.map.base, geo, hash, sl->key, sl->key_len) != sl) {
                         fprintf(stderr, "stress_evict: slot %" PRIu64 " beyond its home's reach\n",
                                 i);

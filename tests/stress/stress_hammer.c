@@ -311,7 +311,7 @@ static void check_every_shard(void)
         for (unsigned i = 0; got && filled < g.tb->nshards; i++) {
                 char key[32];
                 int len = snprintf(key, sizeof(key), "probe-%u", i);
-                uint64_t h = shm_hash(shm_hdr(&g.map)->secret, key, (size_t)len);
+                uint64_t h = shm_hash(shm_hdr(&g.map)->hash_key, key, (size_t)len);
                 uint32_t sh = (uint32_t)(h >> 32) & (g.tb->nshards - 1);
                 if (got[sh])
                         continue;
@@ -395,7 +395,7 @@ static uint64_t check_hot(uint64_t t0, uint64_t t1, uint64_t *bound)
         *bound = BURST + (t1 - t0) * RATE / 1000000000ull;
         check(counted <= *bound, "hot key: %" PRIu64 " admitted in %" PRIu64 " ns, bound %" PRIu64,
               counted, t1 - t0, *bound);
-        uint64_t h = shm_hash(shm_hdr(&g.map)->secret, HOT_KEY, strlen(HOT_KEY));
+        uint64_t h = shm_hash(shm_hdr(&g.map)->hash_key, HOT_KEY, strlen(HOT_KEY));
         struct thr_slot *s = shm_table_lookup(g.map.base, g.tb, h, HOT_KEY, strlen(HOT_KEY));
         check(s != NULL, "hot key missing");
         if (s) {

@@ -126,7 +126,7 @@ static int unique_keys(const struct shm_map *m, const struct thr_table *tb)
                 if (THR_META_STATUS(s[i].meta) != THR_SLOT_LIVE)
                         continue;
                 struct thr_slot *f = shm_table_lookup(
-                    m->base, tb, shm_hash(shm_hdr(m)->secret, s[i].key, s[i].key_len), s[i].key,
+                    m->base, tb, shm_hash(shm_hdr(m)->hash_key, s[i].key, s[i].key_len), s[i].key,
                     s[i].key_len);
                 if (f != &s[i])
                         return fail("a key with two live slots", (long long)i, -1);
@@ -147,7 +147,7 @@ static int check(struct shared *g, const struct shm_map *m, uint64_t tries_admit
         const struct thr_table *hot = shm_at(m->base, dir[0].table_off);
         const struct thr_params *p = shm_at(m->base, dir[0].params_off);
         struct thr_slot *s =
-            shm_table_lookup(m->base, hot, shm_hash(shm_hdr(m)->secret, "hot", 3), "hot", 3);
+            shm_table_lookup(m->base, hot, shm_hash(shm_hdr(m)->hash_key, "hot", 3), "hot", 3);
         uint64_t tat = s ? atomic_load(&s->state) : 0;
         uint64_t admitted = atomic_load(&g->hot_admitted);
         if (!s || tat / p->t_units != admitted || tat % p->t_units)
@@ -175,13 +175,13 @@ static int check(struct shared *g, const struct shm_map *m, uint64_t tries_admit
         }
         const struct thr_table *wt = shm_at(m->base, dir[2].table_off);
         struct thr_slot *ws =
-            shm_table_lookup(m->base, wt, shm_hash(shm_hdr(m)->secret, "w", 1), "w", 1);
+            shm_table_lookup(m->base, wt, shm_hash(shm_hdr(m)->hash_key, "w", 1), "w", 1);
         if (!ws || atomic_load(&ws->state) != total)
                 bad |= fail("window units counted vs admitted",
                             ws ? (long long)atomic_load(&ws->state) : -1, (long long)total);
         const struct thr_table *st = shm_at(m->base, dir[3].table_off);
         struct thr_slot *ss =
-            shm_table_lookup(m->base, st, shm_hash(shm_hdr(m)->secret, "s", 1), "s", 1);
+            shm_table_lookup(m->base, st, shm_hash(shm_hdr(m)->hash_key, "s", 1), "s", 1);
         uint64_t holds = atomic_load(&g->ser_holds);
         if (atomic_load(&g->ser_overlap) || atomic_load(&g->ser_errors))
                 bad |= fail("serialized holds overlapping or failed",
