@@ -317,8 +317,8 @@ struct op {
 
 /* A long key's stored form, computed once per call into SK (out of line: keys up to
  * THR_KEY_INLINE bytes never come here; and O is not passed, so that it never escapes). */
-__attribute__((noinline, cold)) static const void *
-op_key_digest(const thr_arena *a, const void *key, uint32_t len, uint8_t *sk)
+__attribute__((noinline)) static const void *op_key_digest(const thr_arena *a, const void *key,
+                                                           uint32_t len, uint8_t *sk)
 {
         shm_key_digest(a->hdr->secret, key, len, sk);
         return sk;

@@ -10,8 +10,8 @@
  * (lookups, inserts, the daemon's rehash of a slot in reclaim.c, shmctl) goes through the stored
  * form, computed once per call, on the caller's stack.
  *
- * Inline and pure: thread-safe, no syscall. A long key costs one digest (about 2 x 13 SipRounds
- * for 104 bytes) per call; a short key costs nothing here.
+ * Inline and pure: thread-safe, no syscall. A long key costs one digest per call (34 SipRounds for
+ * 100 bytes: about 690 instructions under callgrind); a short key costs nothing here.
  */
 #ifndef THR_SHM_KEYDIGEST_H
 #define THR_SHM_KEYDIGEST_H
@@ -28,7 +28,7 @@ static inline uint64_t shm_kd_rotl(uint64_t x, int b)
 }
 
 /* One SipRound over the state V (SipHash's ARX round: add, rotate, xor). */
-static inline void shm_kd_round(uint64_t v[4])
+static inline __attribute__((always_inline)) void shm_kd_round(uint64_t v[4])
 {
         v[0] += v[1];
         v[1] = shm_kd_rotl(v[1], 13) ^ v[0];
@@ -43,7 +43,7 @@ static inline void shm_kd_round(uint64_t v[4])
 }
 
 /* Absorb one 64-bit message word M with SipHash-2-4's two compression rounds. */
-static inline void shm_kd_absorb(uint64_t v[4], uint64_t m)
+static inline __attribute__((always_inline)) void shm_kd_absorb(uint64_t v[4], uint64_t m)
 {
         v[3] ^= m;
         shm_kd_round(v);
