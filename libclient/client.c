@@ -266,8 +266,8 @@ struct req {
         bool plain;         /* locate: on a limiter with a try form (a composed call's member),
                              * not the serial calls' kinds (serialized window, semaphore) */
         uint32_t kind_only; /* refuse (-EOPNOTSUPP) a limiter of another kind; 0: any */
-        bool stored;        /* the key given is its stored form already (layout.h): read back
-                             * out of a slot (thr_op_budget_stored), not digested again */
+        bool stored;        /* the key given is its stored form already (layout.h), read back
+                             * out of a slot (thr_budget_add_stored): not digested again */
         uint64_t cost;
         uint64_t max_wait_ns; /* OP_RESERVE */
 };
