@@ -88,8 +88,8 @@ static void config_defaults(struct config *cfg, struct shm_limiter_spec *lim)
         cfg->arena.max_limiters = 64;
         /* One record per client thread; 1024 records cost 128 KiB. */
         cfg->arena.max_readers = 1024;
-        /* Heap left for limiters added by a reload: 131 072 slots of 128 bytes, tables for
-         * about 87 000 keys of capacity (192 bytes a key), or 16 million reload records. */
+        /* Heap left for limiters added by a reload: 262 144 slots of 64 bytes, tables for
+         * about 174 000 keys of capacity (96 bytes a key), or 16 million reload records. */
         cfg->arena.spare_bytes = 16ull << 20;
         /* A heartbeat a second: a dead daemon shows within seconds, at no measurable cost. */
         cfg->heartbeat_ms = 1000;

@@ -493,7 +493,7 @@ const struct config_key config_daemon_keys[] = {
 /* kind: gcra (the default) or window; rate, burst and initial are GCRA's, limit, window and
  * serialize a window's (end_limiter in config.c refuses the others' keys). limit: its bound
  * (THR_WINDOW_MAX, with the reason) is shm_params_make's. window: 1 ns to 20 years.
- * capacity: up to 2^30 keys (192 GiB of slots), beyond any host and far from overflow in the
+ * capacity: up to 2^30 keys (96 GiB of slots), beyond any host and far from overflow in the
  * table's sizing. burst >= 1 by DESIGN.md section 5. idle_ttl: up to the 20 years of arena time
  * the state word's arithmetic is sized for (THR_HORIZON_NS); 0 means never. insert_wait: from
  * 1 us (a shorter wait gives up before a holder on another core could finish) to 60 s. */

@@ -330,12 +330,11 @@ int slot_read(struct ctx *c, const struct shmctl_lim *l, const struct thr_slot *
         uint64_t m1 = atomic_load_explicit(&s->meta, memory_order_acquire);
         if (THR_META_STATUS(m1) != THR_SLOT_LIVE)
                 return 0;
-        uint32_t len = *(const volatile uint32_t *)&s->key_len;
+        uint32_t len = *(const volatile uint8_t *)&s->key_len;
         /* acquire: a window's log words are then at least those of this state (window.h) */
         k->tat = atomic_load_explicit(&s->state, memory_order_acquire);
         key_eval(c, l, s, now, k);
-        if (len <= THR_KEY_MAX)
-                memcpy(k->bytes, s->key, len);
+        memcpy(k->bytes, s->key, shm_key_stored_len(len)); /* the stored form (layout.h) */
         atomic_thread_fence(memory_order_acquire);
         if (atomic_load_explicit(&s->meta, memory_order_relaxed) != m1 || k->tat == THR_TAT_DEAD)
                 return 0;
@@ -574,18 +573,20 @@ static int cmd_keys(struct ctx *c)
         return 0;
 }
 
-/* KEY's slot in L, evaluated at NOW: 1 found into *K, 0 absent, -EBADMSG. The lookup only reads. */
+/* KEY's slot in L, evaluated at NOW: 1 found into *K, 0 absent, -EBADMSG. The lookup only reads;
+ * it names the key by its stored form (layout.h), as every client does. */
 static int key_get(struct ctx *c, const struct shmctl_lim *l, uint64_t now, struct shmctl_key *k)
 {
-        size_t len = strlen(c->o->key);
-        uint64_t h = shm_hash(c->hdr.hash_key, c->o->key, len);
-        const struct thr_slot *s =
-            shm_table_lookup(c->map.base, &l->t, h, c->o->key, (uint32_t)len);
+        uint32_t len = (uint32_t)strlen(c->o->key); /* 1 to THR_KEY_MAX: checked at parse */
+        uint8_t buf[THR_KEY_INLINE];
+        const void *sk = shm_key_store(c->hdr.digest_key, c->o->key, len, buf);
+        uint64_t h = shm_stored_hash(c->hdr.hash_key, sk, len);
+        const struct thr_slot *s = shm_table_lookup(c->map.base, &l->t, h, sk, len);
         if (!s)
                 return 0;
         int rc = slot_read(c, l, s, now, k);
         /* A slot whose key changed between the lookup and the read was just evicted. */
-        if (rc > 0 && (k->len != len || memcmp(k->bytes, c->o->key, len) != 0))
+        if (rc > 0 && (k->len != len || memcmp(k->bytes, sk, shm_key_stored_len(len)) != 0))
                 return 0;
         return rc;
 }

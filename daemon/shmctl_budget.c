@@ -75,7 +75,7 @@ static void budget_row(const void *data, long i, char cells[][CELL])
         const struct key_rows *kr = data;
         const struct shmctl_key *k = kr->v + i;
         const struct shmctl_budget *b = &k->bud;
-        escape(cells[0], CELL, k->bytes, k->len, false);
+        key_text(cells[0], CELL, k);
         if (k->mark.on) /* held by a composed call: no balance to show */
                 mark_text(cells[1], CELL, &k->mark);
         else if (b->valid)
@@ -106,19 +106,19 @@ void budget_table(const struct key_rows *kr, long shown)
 
 void budget_json(const struct shmctl_lim *l, const struct shmctl_key *k)
 {
-        char esc[ESC_MAX], bal[24] = "null", st[24] = "null";
+        char esc[KEY_JSON], bal[24] = "null", st[24] = "null";
         const struct shmctl_budget *b = &k->bud;
         if (b->valid && !k->mark.on)
                 snprintf(bal, sizeof(bal), "%" PRIu64, b->balance);
         if (!k->mark.on)
                 snprintf(st, sizeof(st), "%" PRIu64, k->tat);
-        printf("{\"key\":\"%s\",\"balance\":%s,\"initial\":%" PRIu64 ",\"paused\":%s,"
+        printf("{%s,\"balance\":%s,\"initial\":%" PRIu64 ",\"paused\":%s,"
                "\"waiters\":%" PRIu32 ",\"need\":%" PRIu64 ",\"head_need\":%" PRIu64
                ",\"granted\":%" PRIu64 ",\"tickets\":%" PRIu64 ",\"grant_in_progress\":%s,"
                "\"state\":%s",
-               escape(esc, sizeof(esc), k->bytes, k->len, true), bal, l->p.initial,
-               paused(b) ? "true" : "false", b->waiters, b->need, b->head_need, b->granted,
-               b->tickets, b->journal ? "true" : "false", st);
+               key_members(esc, sizeof(esc), k), bal, l->p.initial, paused(b) ? "true" : "false",
+               b->waiters, b->need, b->head_need, b->granted, b->tickets,
+               b->journal ? "true" : "false", st);
         mark_json(&k->mark);
         putchar('}');
 }

@@ -181,17 +181,17 @@ void mark_cells(char cells[][CELL], int dashes, const struct shmctl_mark *m)
         mark_text(cells[dashes], CELL, m);
 }
 
-void mark_key_json(const struct shmctl_lim *l, const char *esc)
+void mark_key_json(const struct shmctl_lim *l, const char *kj)
 {
         if (l->p.kind == THR_KIND_WINDOW)
-                printf("{\"key\":\"%s\",\"used\":null,\"limit\":%" PRIu64
+                printf("{%s,\"used\":null,\"limit\":%" PRIu64
                        ",\"remaining\":null,\"oldest_ns\":null,\"next_free_after_ns\":null,"
                        "\"reset_after_ns\":null,\"units\":null",
-                       esc, l->p.rate_n);
+                       kj, l->p.rate_n);
         else
-                printf("{\"key\":\"%s\",\"remaining\":null,\"burst\":%" PRIu64
+                printf("{%s,\"remaining\":null,\"burst\":%" PRIu64
                        ",\"reset_after_ns\":null,\"tat\":null,\"fresh\":false",
-                       esc, l->p.burst);
+                       kj, l->p.burst);
 }
 
 void mark_json(const struct shmctl_mark *m)

@@ -14,6 +14,7 @@
 #include "shmctl_out.h"
 
 #define ESC_MAX  (6 * THR_KEY_MAX + 1) /* a key escaped as JSON \u00XX, the widest form */
+#define KEY_JSON (ESC_MAX + 64)        /* key_members: a key as JSON members */
 #define CELL     ESC_MAX
 #define MAX_COLS 24
 
@@ -35,6 +36,21 @@ struct key_rows {
 /* N bytes of S escaped into OUT (OUTLEN bytes; 6 per input byte suffice): for people, or the
  * body of a JSON string. Returns OUT. */
 const char *escape(char *out, size_t outlen, const void *s, size_t n, bool json);
+
+/*
+ * Key K for people into OUT (OUTLEN bytes, CELL suffice): its bytes escaped; a key longer than
+ * THR_KEY_INLINE, of which the arena keeps only its first THR_KEY_PREFIX bytes and a digest
+ * (layout.h), as those bytes followed by "…" (an ellipsis, never a byte of the key's: those are
+ * ASCII or escaped). Returns OUT.
+ */
+const char *key_text(char *out, size_t outlen, const struct shmctl_key *k);
+
+/*
+ * Key K as the members of a JSON object into OUT (OUTLEN bytes, KEY_JSON suffice):
+ * "key":"<bytes>" and, for a long key (see key_text), the prefix only, followed by
+ * "key_truncated":true,"key_len":<its real length>. Returns OUT.
+ */
+const char *key_members(char *out, size_t outlen, const struct shmctl_key *k);
 
 /* A duration as ns, us, ms or s with up to three decimals (truncated: "1.5ms"). */
 const char *fmt_dur(char *buf, size_t len, uint64_t ns);
@@ -67,7 +83,7 @@ const char *mark_text(char *buf, size_t len, const struct shmctl_mark *m);
 void mark_cells(char cells[][CELL], int dashes, const struct shmctl_mark *m);
 void mark_json(const struct shmctl_mark *m);
 /* A marked GCRA or window key L's JSON object, from its "{" to its state member (null), with the
- * members a state would give null; ESC: its key, escaped for JSON. The caller closes it. */
-void mark_key_json(const struct shmctl_lim *l, const char *esc);
+ * members a state would give null; KJ: its key's members (key_members). The caller closes it. */
+void mark_key_json(const struct shmctl_lim *l, const char *kj);
 
 #endif

@@ -43,6 +43,34 @@ const char *escape(char *out, size_t outlen, const void *s, size_t n, bool json)
         return out;
 }
 
+/* How many bytes of a key K's bytes are shown: all, or a long key's prefix (its stored form's
+ * first THR_KEY_PREFIX bytes: the rest is a digest, layout.h). */
+static uint32_t key_shown(const struct shmctl_key *k)
+{
+        return k->len > THR_KEY_INLINE ? THR_KEY_PREFIX : k->len;
+}
+
+const char *key_text(char *out, size_t outlen, const struct shmctl_key *k)
+{
+        escape(out, outlen, k->bytes, key_shown(k), false);
+        size_t n = strlen(out);
+        if (k->len > THR_KEY_INLINE && outlen - n > 3)
+                memcpy(out + n, "\u2026", sizeof("\u2026")); /* the ellipsis, UTF-8 */
+        return out;
+}
+
+const char *key_members(char *out, size_t outlen, const struct shmctl_key *k)
+{
+        char esc[ESC_MAX];
+        escape(esc, sizeof(esc), k->bytes, key_shown(k), true);
+        if (k->len > THR_KEY_INLINE)
+                snprintf(out, outlen, "\"key\":\"%s\",\"key_truncated\":true,\"key_len\":%" PRIu32,
+                         esc, k->len);
+        else
+                snprintf(out, outlen, "\"key\":\"%s\"", esc);
+        return out;
+}
+
 /* A duration as ns, us, ms or s with up to three decimals (truncated: "1.5ms"). */
 const char *fmt_dur(char *buf, size_t len, uint64_t ns)
 {
@@ -146,6 +174,16 @@ static const char *mb_name(const struct shmctl_gp *gp)
         return gp->mb_fallback ? "global" : "expedited";
 }
 
+/* Columns a cell takes on a terminal: its bytes but UTF-8 continuation bytes (key_text's "\u2026"
+ * is the only character above ASCII: escape() writes every other as \xHH). */
+static size_t cell_width(const char *s)
+{
+        size_t w = 0;
+        for (; *s; s++)
+                w += ((unsigned char)*s & 0xc0) != 0x80;
+        return w;
+}
+
 /* Print a table: column widths from a first pass over every row, then the rows, aligned. */
 void table_print(const struct cols *t, row_fn fn, const void *data, long nrow)
 {
@@ -158,15 +196,21 @@ void table_print(const struct cols *t, row_fn fn, const void *data, long nrow)
         for (long r = 0; r < nrow; r++) {
                 fn(data, r, cells);
                 for (size_t c = 0; c < t->n; c++)
-                        w[c] = strlen(cells[c]) > w[c] ? strlen(cells[c]) : w[c];
+                        w[c] = cell_width(cells[c]) > w[c] ? cell_width(cells[c]) : w[c];
         }
         for (long r = -1; r < nrow; r++) {
                 if (r >= 0)
                         fn(data, r, cells);
-                for (size_t c = 0; c < t->n; c++)
-                        printf(t->right[c] ? "%*s%s" : "%-*s%s",
-                               c + 1 < t->n || t->right[c] ? (int)w[c] : 0,
-                               r < 0 ? t->head[c] : cells[c], c + 1 < t->n ? "  " : "\n");
+                for (size_t c = 0; c < t->n; c++) {
+                        const char *s = r < 0 ? t->head[c] : cells[c];
+                        /* padding in columns, not bytes: printf's width counts bytes */
+                        int pad = c + 1 < t->n || t->right[c] ? (int)(w[c] - cell_width(s)) : 0;
+                        if (t->right[c])
+                                printf("%*s%s", pad, "", s);
+                        else
+                                printf("%s%*s", s, pad, "");
+                        fputs(c + 1 < t->n ? "  " : "\n", stdout);
+                }
         }
         free(cells);
 }
@@ -610,7 +654,7 @@ static void gcra_row(const void *data, long i, char cells[][CELL])
 {
         const struct key_rows *kr = data;
         const struct shmctl_key *k = kr->v + i;
-        escape(cells[0], CELL, k->bytes, k->len, false);
+        key_text(cells[0], CELL, k);
         snprintf(cells[1], CELL, "%" PRIu64 "/%" PRIu64, k->remaining, kr->l->p.burst);
         fmt_dur(cells[2], CELL, k->reset_ns);
         if (k->mark.on) /* held by a composed call: no TAT to show */
@@ -627,7 +671,7 @@ static void window_row(const void *data, long i, char cells[][CELL])
         const struct key_rows *kr = data;
         const struct shmctl_key *k = kr->v + i;
         const struct shmctl_hold *h = &k->hold;
-        escape(cells[0], CELL, k->bytes, k->len, false);
+        key_text(cells[0], CELL, k);
         snprintf(cells[1], CELL, "%" PRIu64 "/%" PRIu64, k->win.used, kr->l->p.rate_n);
         fmt_age(cells[2], CELL, k->win.oldest_ns, kr->now_ns);
         if (k->win.next_free_ns)
@@ -654,16 +698,16 @@ static void window_row(const void *data, long i, char cells[][CELL])
 
 static void gcra_json(const struct shmctl_lim *l, const struct shmctl_key *k)
 {
-        char esc[ESC_MAX];
-        escape(esc, sizeof(esc), k->bytes, k->len, true);
+        char esc[KEY_JSON];
+        key_members(esc, sizeof(esc), k);
         if (k->mark.on) { /* held by a composed call: no TAT, so nothing derived from one */
                 mark_key_json(l, esc);
                 mark_json(&k->mark);
                 putchar('}');
                 return;
         }
-        printf("{\"key\":\"%s\",\"remaining\":%" PRIu64 ",\"burst\":%" PRIu64
-               ",\"reset_after_ns\":%" PRIu64 ",",
+        printf("{%s,\"remaining\":%" PRIu64 ",\"burst\":%" PRIu64 ",\"reset_after_ns\":%" PRIu64
+               ",",
                esc, k->remaining, l->p.burst, k->reset_ns);
         if (k->tat == THR_TAT_FRESH)
                 printf("\"tat\":null,\"fresh\":true}");
@@ -686,13 +730,13 @@ static void hold_json(const struct shmctl_hold *h, uint64_t now_ns)
 
 static void window_json(const struct shmctl_lim *l, const struct shmctl_key *k, uint64_t now_ns)
 {
-        char esc[ESC_MAX];
-        escape(esc, sizeof(esc), k->bytes, k->len, true);
+        char esc[KEY_JSON];
+        key_members(esc, sizeof(esc), k);
         if (k->mark.on) { /* held by a composed call: its units (and so its log) unknown */
                 mark_key_json(l, esc);
         } else {
-                printf("{\"key\":\"%s\",\"used\":%" PRIu64 ",\"limit\":%" PRIu64
-                       ",\"remaining\":%" PRIu64 ",\"oldest_ns\":",
+                printf("{%s,\"used\":%" PRIu64 ",\"limit\":%" PRIu64 ",\"remaining\":%" PRIu64
+                       ",\"oldest_ns\":",
                        esc, k->win.used, l->p.rate_n, k->remaining);
                 if (k->win.oldest_ns == UINT64_MAX)
                         printf("null");

@@ -139,8 +139,9 @@ struct shmctl_mark {
 
 /* One live key, snapshotted and evaluated at one arena time. */
 struct shmctl_key {
-        uint8_t bytes[THR_KEY_MAX];
-        uint32_t len;
+        uint8_t bytes[THR_KEY_INLINE]; /* the key's stored form (layout.h): a long key's is its
+                                        * first THR_KEY_PREFIX bytes and a digest */
+        uint32_t len;                  /* its real length */
         uint64_t tat; /* raw state word: GCRA units or THR_TAT_FRESH; a window's units ever */
         uint64_t remaining;
         uint64_t reset_ns;

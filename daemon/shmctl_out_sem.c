@@ -54,7 +54,7 @@ static void sem_row(const void *data, long i, char cells[][CELL])
         const struct key_rows *kr = data;
         const struct shmctl_key *k = kr->v + i;
         const struct shmctl_sem *m = &k->sem;
-        escape(cells[0], CELL, k->bytes, k->len, false);
+        key_text(cells[0], CELL, k);
         snprintf(cells[1], CELL, "%" PRIu64 "/%" PRIu64, m->held, kr->l->p.rate_n);
         snprintf(cells[2], CELL, "%" PRIu32 "/%" PRIu64, m->leases, kr->l->p.leases);
         snprintf(cells[3], CELL, "%" PRIu32, m->waiters);
@@ -104,9 +104,9 @@ static void sem_members(const struct shmctl_lim *l, const struct shmctl_sem *m)
 
 void sem_json(const struct shmctl_lim *l, const struct shmctl_key *k, bool queue)
 {
-        char esc[ESC_MAX];
+        char esc[KEY_JSON];
         const struct shmctl_sem *m = &k->sem;
-        printf("{\"key\":\"%s\",", escape(esc, sizeof(esc), k->bytes, k->len, true));
+        printf("{%s,", key_members(esc, sizeof(esc), k));
         sem_members(l, m);
         printf(",\"remaining\":%" PRIu64 ",\"granted\":%" PRIu64 ",\"released\":%" PRIu64
                ",\"expired\":%" PRIu64 ",\"reclaimed\":%" PRIu64 ",\"changed_ns\":%" PRIu64,
@@ -164,7 +164,7 @@ static void lease_row(const void *data, long i, char cells[][CELL])
         const struct shmctl_lim *l = a->lims + k->lim;
         int c = 6;
         escape(cells[0], CELL, l->name, strlen(l->name), false);
-        escape(cells[1], CELL, k->k.bytes, k->k.len, false);
+        key_text(cells[1], CELL, &k->k);
         snprintf(cells[2], CELL, "%" PRIu32, e->amount);
         snprintf(cells[3], CELL, "%" PRIu64, e->pid);
         snprintf(cells[4], CELL, "%" PRIu64, e->tid);
@@ -186,7 +186,7 @@ static void lease_key_row(const void *data, long i, char cells[][CELL])
         const struct shmctl_semkey *k = a->keys + i;
         const struct shmctl_lim *l = a->lims + k->lim;
         escape(cells[0], CELL, l->name, strlen(l->name), false);
-        escape(cells[1], CELL, k->k.bytes, k->k.len, false);
+        key_text(cells[1], CELL, &k->k);
         snprintf(cells[2], CELL, "%" PRIu64 "/%" PRIu64, k->k.sem.held, l->p.rate_n);
         snprintf(cells[3], CELL, "%" PRIu32 "/%" PRIu64, k->k.sem.leases, l->p.leases);
         snprintf(cells[4], CELL, "%" PRIu32, k->k.sem.waiters);
@@ -247,15 +247,15 @@ static void leases_human(const struct shmctl_leases *a)
 static void lease_json(const struct shmctl_leases *a, const struct shmctl_lease *e)
 {
         const struct shmctl_semkey *k = a->keys + e->key;
-        char name[CELL], esc[ESC_MAX], level[16] = "null";
+        char name[CELL], esc[KEY_JSON], level[16] = "null";
         if (is_peer(e))
                 snprintf(level, sizeof(level), "%" PRIu32, e->level);
-        printf("{\"limiter\":\"%s\",\"key\":\"%s\",\"index\":%" PRIu32 ",\"gen\":%" PRIu64
+        printf("{\"limiter\":\"%s\",%s,\"index\":%" PRIu32 ",\"gen\":%" PRIu64
                ",\"amount\":%" PRIu32 ",\"pid\":%" PRIu64 ",\"tid\":%" PRIu64
                ",\"holder_idx\":%" PRIu32 ",\"peer\":%s,\"level\":%s,",
                escape(name, sizeof(name), a->lims[k->lim].name, strlen(a->lims[k->lim].name), true),
-               escape(esc, sizeof(esc), k->k.bytes, k->k.len, true), e->idx, e->gen, e->amount,
-               e->pid, e->tid, e->holder_idx, is_peer(e) ? "true" : "false", level);
+               key_members(esc, sizeof(esc), &k->k), e->idx, e->gen, e->amount, e->pid, e->tid,
+               e->holder_idx, is_peer(e) ? "true" : "false", level);
         printf("\"acquired_ns\":%" PRIu64 ",\"expires_ns\":%" PRIu64 ",\"age_ns\":", e->acquired_ns,
                e->expires_ns);
         if (e->acquired_ns <= a->now_ns)
@@ -269,7 +269,7 @@ static void lease_json(const struct shmctl_leases *a, const struct shmctl_lease 
 
 static void leases_json(const struct shmctl_leases *a)
 {
-        char name[CELL], esc[ESC_MAX];
+        char name[CELL], esc[KEY_JSON];
         printf("{\"now_ns\":%" PRIu64 ",\"pending\":%" PRIu64 ",\"limiters\":[", a->now_ns,
                leases_pending(a));
         for (long i = 0; i < a->nlim; i++)
@@ -287,9 +287,9 @@ static void leases_json(const struct shmctl_leases *a)
         for (long i = 0; i < a->nkeys; i++) {
                 const struct shmctl_semkey *k = a->keys + i;
                 const struct shmctl_lim *l = a->lims + k->lim;
-                printf("%s{\"limiter\":\"%s\",\"key\":\"%s\",", i ? "," : "",
+                printf("%s{\"limiter\":\"%s\",%s,", i ? "," : "",
                        escape(name, sizeof(name), l->name, strlen(l->name), true),
-                       escape(esc, sizeof(esc), k->k.bytes, k->k.len, true));
+                       key_members(esc, sizeof(esc), &k->k));
                 sem_members(l, &k->k.sem);
                 putchar('}');
         }

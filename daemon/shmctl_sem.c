@@ -217,7 +217,8 @@ static int semkey_cmp(const void *a, const void *b)
         const struct shmctl_semkey *x = a, *y = b;
         if (x->lim != y->lim)
                 return x->lim < y->lim ? -1 : 1;
-        int d = memcmp(x->k.bytes, y->k.bytes, x->k.len < y->k.len ? x->k.len : y->k.len);
+        uint32_t nx = shm_key_stored_len(x->k.len), ny = shm_key_stored_len(y->k.len);
+        int d = memcmp(x->k.bytes, y->k.bytes, nx < ny ? nx : ny); /* stored forms (layout.h) */
         return d ? d : (int)x->k.len - (int)y->k.len;
 }
 

@@ -64,11 +64,13 @@ static int bop_init(struct bop *o, thr_limiter *l)
         return 0;
 }
 
-/* Find KEY's slot, creating it at the initial balance if new (-ENOSPC: no room). */
-static int bop_locate(struct bop *o, const void *key, size_t len)
+/* Find KEY's slot, creating it at the initial balance if new (-ENOSPC: no room). HOW:
+ * THR_OP_STORED if KEY is the key's stored form. */
+static int bop_locate(struct bop *o, const void *key, size_t len, unsigned how)
 {
         struct thr_reservation_priv loc;
-        int rc = thr_op_locate(o->l, key, len, &loc);
+        int rc = how & THR_OP_STORED ? thr_op_locate_stored(o->l, key, len, &loc)
+                                     : thr_op_locate(o->l, key, len, &loc);
         if (rc < 0)
                 return rc;
         o->slot = (struct thr_slot *)loc.slot;
@@ -366,7 +368,7 @@ int thr_budget_try(thr_limiter *l, const void *key, size_t len, uint64_t cost,
         if (cost > THR_BUDGET_MAX)
                 return -ERANGE;
         struct thr_budget_step st;
-        rc = thr_op_budget(l, key, len, cost, false, &st);
+        rc = thr_op_budget(l, key, len, cost, 0, &st);
         if (rc < 0)
                 return rc;
         fill(res, st.balance, st.ok ? 0 : st.shortfall, st.waiters, 0);
@@ -397,14 +399,14 @@ int thr_budget_spend(thr_limiter *l, const void *key, size_t len, uint64_t cost,
         if (rc == 0) {
                 /* lock-free first: the common case spends with one CAS */
                 struct thr_budget_step st;
-                rc = thr_op_budget(l, key, len, cost, false, &st);
+                rc = thr_op_budget(l, key, len, cost, 0, &st);
                 if (rc == 0 && st.ok)
                         fill(res, st.balance, 0, 0, 0);
                 else if (rc == 0)
                         rc = -ESTALE;
         }
         while (rc == -ESTALE) {
-                rc = bop_locate(&o, key, len);
+                rc = bop_locate(&o, key, len, 0);
                 if (rc == 0)
                         rc = spend_on(&o, cost, t0, deadline, res);
         }
@@ -412,8 +414,9 @@ int thr_budget_spend(thr_limiter *l, const void *key, size_t len, uint64_t cost,
         return rc;
 }
 
-int thr_budget_add(thr_limiter *l, const void *key, size_t len, uint64_t amount,
-                   struct thr_budget_result *res)
+/* thr_budget_add; HOW: THR_OP_STORED when KEY is the key's stored form (layout.h). */
+static int budget_add(thr_limiter *l, const void *key, size_t len, uint64_t amount, unsigned how,
+                      struct thr_budget_result *res)
 {
         int rc = check_args(l, key, len);
         if (rc < 0 || amount == 0)
@@ -421,7 +424,7 @@ int thr_budget_add(thr_limiter *l, const void *key, size_t len, uint64_t amount,
         if (amount > THR_BUDGET_MAX)
                 return -EOVERFLOW;
         struct thr_budget_step st;
-        rc = thr_op_budget(l, key, len, amount, true, &st);
+        rc = thr_op_budget(l, key, len, amount, THR_OP_ADD | how, &st);
         if (rc < 0)
                 return rc;
         if (st.ok || !st.queued) {
@@ -438,7 +441,7 @@ int thr_budget_add(thr_limiter *l, const void *key, size_t len, uint64_t amount,
                         rc = -ETIMEDOUT;
                         break;
                 }
-                rc = bop_locate(&o, key, len);
+                rc = bop_locate(&o, key, len, how);
                 if (rc < 0)
                         break;
                 rc = bop_lock(&o, THR_LOCK_WAIT_MAX_NS);
@@ -463,6 +466,19 @@ int thr_budget_add(thr_limiter *l, const void *key, size_t len, uint64_t amount,
         }
         pthread_setcancelstate(old, NULL);
         return rc;
+}
+
+int thr_budget_add(thr_limiter *l, const void *key, size_t len, uint64_t amount,
+                   struct thr_budget_result *res)
+{
+        return budget_add(l, key, len, amount, 0, res);
+}
+
+/* Declared in client_internal.h. */
+int thr_budget_add_stored(thr_limiter *l, const void *key, size_t len, uint64_t amount,
+                          struct thr_budget_result *res)
+{
+        return budget_add(l, key, len, amount, THR_OP_STORED, res);
 }
 
 int thr_budget_stat(thr_limiter *l, const void *key, size_t len, struct thr_budget_stat *bs)

@@ -266,6 +266,8 @@ struct req {
         bool plain;         /* locate: on a limiter with a try form (a composed call's member),
                              * not the serial calls' kinds (serialized window, semaphore) */
         uint32_t kind_only; /* refuse (-EOPNOTSUPP) a limiter of another kind; 0: any */
+        bool stored;        /* the key given is its stored form already (layout.h), read back
+                             * out of a slot (thr_budget_add_stored): not digested again */
         uint64_t cost;
         uint64_t max_wait_ns; /* OP_RESERVE */
 };
@@ -304,13 +306,23 @@ struct op {
         struct thr_slot *slot; /* NULL: the key does not exist (yet) */
         uint64_t meta;         /* the slot's meta word as the lookup matched it */
         uint64_t outer;        /* the section this call found open (a signal handler's), or 0 */
-        const void *key;
-        uint32_t len;
+        const void *key;       /* the key's stored form (layout.h): the caller's bytes, or *SK */
+        uint32_t len;          /* the key's real length */
         uint64_t hash;
         uint64_t now;          /* units; see op_apply for when it is read */
         struct thr_params *pc; /* room for a window's or semaphore's record, copied (params_pin):
                                 * the caller's, apart from O, so that O never escapes */
+        uint8_t *sk;           /* THR_KEY_INLINE bytes of the caller's: a long key's stored form */
 };
+
+/* A long key's stored form, computed once per call into SK (out of line: keys up to
+ * THR_KEY_INLINE bytes never come here; and O is not passed, so that it never escapes). */
+__attribute__((noinline)) static const void *op_key_digest(const thr_arena *a, const void *key,
+                                                           uint32_t len, uint8_t *sk)
+{
+        shm_key_digest(a->hdr->digest_key, key, len, sk);
+        return sk;
+}
 
 static inline __attribute__((always_inline)) int
 op_begin(struct op *o, thr_limiter *l, const void *key, size_t len, const struct req *rq)
@@ -339,10 +351,12 @@ op_begin(struct op *o, thr_limiter *l, const void *key, size_t len, const struct
                 return rc;
         o->outer = thr_reader_enter(l->a, o->r);
         THR_HOOK(THR_HOOK_SECTION_ENTERED, o->r);
-        o->key = key;
         o->len = (uint32_t)len;
-        o->hash = shm_hash(l->a->hdr->hash_key, key, len);
-        o->slot = shm_table_lookup_meta(l->a->map.base, &l->geo, o->hash, key, o->len, &o->meta);
+        o->key = __builtin_expect(len > THR_KEY_INLINE, 0) && !rq->stored
+                     ? op_key_digest(l->a, key, o->len, o->sk)
+                     : key;
+        o->hash = shm_stored_hash(l->a->hdr->hash_key, o->key, o->len);
+        o->slot = shm_table_lookup_meta(l->a->map.base, &l->geo, o->hash, o->key, o->len, &o->meta);
         return 0;
 }
 
@@ -846,8 +860,10 @@ static inline __attribute__((always_inline)) int op_run(thr_limiter *l, const vo
                                                         struct thr_reservation_priv *rp)
 {
         struct thr_params pc;
+        uint8_t sk[THR_KEY_INLINE];
         struct op o;
         o.pc = &pc;
+        o.sk = sk;
         o.slot = NULL; /* op_begin sets it; said here for gcc's -Wmaybe-uninitialized */
         int rc = op_begin(&o, l, key, len, rq);
         if (rc < 0)
@@ -890,15 +906,29 @@ static inline __attribute__((always_inline)) int op_run(thr_limiter *l, const vo
  * generation as found). Returns 0, or -ENOSPC (no slot: the table is full, whatever on_full
  * says), or the errors of try.
  */
-int thr_op_locate(thr_limiter *l, const void *key, size_t len, struct thr_reservation_priv *out)
+static int op_locate(thr_limiter *l, const void *key, size_t len, const struct req *rq,
+                     struct thr_reservation_priv *out)
 {
-        const struct req rq = {.mode = OP_TRY, .locate = true};
         struct verdict v = {0};
         *out = (struct thr_reservation_priv){0};
-        int rc = op_run(l, key, len, &rq, &v, out);
+        int rc = op_run(l, key, len, rq, &v, out);
         if (rc == 0 && !out->slot)
                 rc = -ENOSPC;
         return rc;
+}
+
+int thr_op_locate(thr_limiter *l, const void *key, size_t len, struct thr_reservation_priv *out)
+{
+        const struct req rq = {.mode = OP_TRY, .locate = true};
+        return op_locate(l, key, len, &rq, out);
+}
+
+/* Declared in client_internal.h. */
+int thr_op_locate_stored(thr_limiter *l, const void *key, size_t len,
+                         struct thr_reservation_priv *out)
+{
+        const struct req rq = {.mode = OP_TRY, .locate = true, .stored = true};
+        return op_locate(l, key, len, &rq, out);
 }
 
 /* Declared in client_internal.h. */
@@ -906,12 +936,7 @@ int thr_op_locate_plain(thr_limiter *l, const void *key, size_t len,
                         struct thr_reservation_priv *out)
 {
         const struct req rq = {.mode = OP_TRY, .locate = true, .plain = true};
-        struct verdict v = {0};
-        *out = (struct thr_reservation_priv){0};
-        int rc = op_run(l, key, len, &rq, &v, out);
-        if (rc == 0 && !out->slot)
-                rc = -ENOSPC;
-        return rc;
+        return op_locate(l, key, len, &rq, out);
 }
 
 /* Declared in client_internal.h. */
@@ -919,7 +944,8 @@ int thr_op_find(thr_limiter *l, const void *key, size_t len, struct thr_reservat
 {
         const struct req rq = {.mode = OP_TRY, .locate = true};
         struct thr_params pc;
-        struct op o = {.pc = &pc}; /* not the hot path: zeroed (gcc's -Wmaybe-uninitialized) */
+        uint8_t sk[THR_KEY_INLINE];
+        struct op o = {.pc = &pc, .sk = sk}; /* not the hot path: zeroed (-Wmaybe-uninitialized) */
         *out = (struct thr_reservation_priv){0};
         int rc = op_begin(&o, l, key, len, &rq);
         if (rc < 0)
@@ -966,11 +992,13 @@ const struct thr_params *thr_lim_record(const thr_limiter *l, struct thr_params 
 }
 
 /* Declared in client_internal.h. */
-int thr_op_budget(thr_limiter *l, const void *key, size_t len, uint64_t amount, bool add,
+int thr_op_budget(thr_limiter *l, const void *key, size_t len, uint64_t amount, unsigned how,
                   struct thr_budget_step *out)
 {
-        const struct req rq = {
-            .mode = add ? OP_ADD : OP_TRY, .kind_only = THR_KIND_BUDGET, .cost = amount};
+        const struct req rq = {.mode = how & THR_OP_ADD ? OP_ADD : OP_TRY,
+                               .kind_only = THR_KIND_BUDGET,
+                               .stored = how & THR_OP_STORED,
+                               .cost = amount};
         struct verdict v = {0};
         int rc = op_run(l, key, len, &rq, &v, NULL);
         if (rc < 0)

@@ -49,6 +49,10 @@ static inline struct thr_reservation_priv *thr_rv_priv(struct thr_reservation *r
 }
 
 int thr_op_locate(thr_limiter *l, const void *key, size_t len, struct thr_reservation_priv *out);
+/* thr_op_locate of a key given by its stored form (layout.h) and real length LEN: one read back
+ * out of a slot, whose original the caller no longer has (compose.c's refund of a budget key). */
+int thr_op_locate_stored(thr_limiter *l, const void *key, size_t len,
+                         struct thr_reservation_priv *out);
 /* thr_op_locate for limiters with a try form (GCRA, window, budget): a composed call's member. */
 int thr_op_locate_plain(thr_limiter *l, const void *key, size_t len,
                         struct thr_reservation_priv *out);
@@ -59,10 +63,11 @@ int thr_op_find(thr_limiter *l, const void *key, size_t len, struct thr_reservat
 
 /*
  * thr_op_budget - one lock-free step on a budget key (created at its initial balance if new):
- * spend AMOUNT, or add it (ADD). OUT->ok: done; else OUT->queued says spenders are queued (the
- * step must be taken under the key's lock: budget.c), or the balance did not fit (a spend: the
- * shortfall; an add: it would pass THR_BUDGET_MAX). Returns 0, -EOPNOTSUPP (not a budget),
- * -ENOSPC (a new key and no room), or the errors of try.
+ * spend AMOUNT, or add it (HOW has THR_OP_ADD); HOW has THR_OP_STORED when KEY is the key's stored
+ * form (layout.h), read back out of a slot, and LEN its real length. OUT->ok: done; else
+ * OUT->queued says spenders are queued (the step must be taken under the key's lock: budget.c), or
+ * the balance did not fit (a spend: the shortfall; an add: it would pass THR_BUDGET_MAX). Returns
+ * 0, -EOPNOTSUPP (not a budget), -ENOSPC (a new key and no room), or the errors of try.
  */
 struct thr_budget_step {
         int ok;
@@ -97,8 +102,13 @@ int thr_member_refund(thr_limiter *l, struct thr_slot *s, uint64_t prev, uint64_
                       uint64_t cost, uint64_t stamp, struct thr_member_refund *out);
 
 const struct thr_params *thr_budget_record(const thr_limiter *l, struct thr_params *copy);
-int thr_op_budget(thr_limiter *l, const void *key, size_t len, uint64_t amount, bool add,
+#define THR_OP_ADD    1u
+#define THR_OP_STORED 2u
+int thr_op_budget(thr_limiter *l, const void *key, size_t len, uint64_t amount, unsigned how,
                   struct thr_budget_step *out);
+/* thr_budget_add of a key given by its stored form and real length LEN (compose.c's refund). */
+int thr_budget_add_stored(thr_limiter *l, const void *key, size_t len, uint64_t amount,
+                          struct thr_budget_result *res);
 
 /* Who a lease is for, when not the calling process (sem.c, for peer.c): a peer's record. */
 struct thr_sem_holder {

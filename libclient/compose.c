@@ -332,9 +332,12 @@ int thr_compose_acquire(const struct thr_member *m, size_t n, uint64_t timeout_n
 
 /* Give back member TM (the key's slot checked still the one the call charged), inside the
  * thread's read-side section. Returns the amount given back in the member's units, and whether
- * it was all (*FULL). A budget member's key is copied to KEY (*LEN) instead: added back after the
- * section (an add may wait for the key's lock). */
-static uint64_t refund_one(const struct tmember *tm, bool *full, char *key, size_t *len)
+ * it was all (*FULL). A budget member's key is copied to KEY (*LEN its real length) instead: added
+ * back after the section (an add may wait for the key's lock). What a slot holds is the key's
+ * stored form (layout.h), which names the key to the table exactly (a long key's too), so KEY is
+ * added back as that (thr_budget_add_stored): never a 44-byte key that happens to equal it. */
+static uint64_t refund_one(const struct tmember *tm, bool *full, uint8_t key[THR_KEY_INLINE],
+                           size_t *len)
 {
         *full = false;
         *len = 0;
@@ -346,7 +349,7 @@ static uint64_t refund_one(const struct tmember *tm, bool *full, char *key, size
                 uint32_t kl = s->key_len;
                 if (kl == 0 || kl > THR_KEY_MAX)
                         return 0;
-                memcpy(key, s->key, kl);
+                memcpy(key, s->key, shm_key_stored_len(kl));
                 if (atomic_load_explicit(&s->meta, memory_order_acquire) != meta)
                         return 0; /* reused while copied */
                 *len = kl;
@@ -380,13 +383,13 @@ int thr_compose_refund(struct thr_compose_ticket *t, uint64_t *given)
         for (uint32_t i = 0; i < n; i++) {
                 uint64_t outer = thr_reader_enter(a, r);
                 bool full;
-                char key[THR_KEY_MAX];
+                uint8_t key[THR_KEY_INLINE];
                 size_t len;
                 uint64_t g = refund_one(&tm[i], &full, key, &len);
                 thr_reader_exit(r, outer);
                 if (len) { /* a budget: its cost added back, whatever was spent since */
                         struct thr_budget_result br;
-                        if (thr_budget_add(tm[i].lim, key, len, tm[i].cost, &br) == 0) {
+                        if (thr_budget_add_stored(tm[i].lim, key, len, tm[i].cost, &br) == 0) {
                                 g = tm[i].cost;
                                 full = true;
                         }

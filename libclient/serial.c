@@ -282,7 +282,8 @@ static int serial_begin(thr_limiter *l, const void *key, size_t len, uint64_t co
         o.idx = (uint32_t)(o.r - rec0);
         o.token = atomic_load_explicit(&o.r->owner, memory_order_relaxed);
         o.me = shm_lock_client(o.idx, o.token);
-        o.hash = shm_hash(o.a->hdr->hash_key, key, len);
+        o.hash = shm_key_hash(o.a->hdr->hash_key, o.a->hdr->digest_key, key,
+                              (uint32_t)len); /* its stored form's */
         uint64_t t0 = arena_now(&o);
         uint64_t deadline = timeout_ns > UINT64_MAX - t0 ? UINT64_MAX : t0 + timeout_ns;
         for (;;) {

@@ -203,7 +203,8 @@ static int hdr_init(struct shm_map *m, const struct shm_arena_spec *s)
         struct shm_clock_facts cf;
         shm_clock_facts(s->clock, &cf, NULL, 0);
         shm_clock_facts_store(h, &cf);
-        if (getrandom(h->hash_key, sizeof(h->hash_key), 0) != sizeof(h->hash_key))
+        if (getrandom(h->hash_key, sizeof(h->hash_key), 0) != sizeof(h->hash_key) ||
+            getrandom(h->digest_key, sizeof(h->digest_key), 0) != sizeof(h->digest_key))
                 return -EIO;
         h->dir_off = THR_HDR_SIZE;
         h->dir_count = s->max_limiters;
@@ -563,8 +564,9 @@ static uint32_t pow2_floor(uint64_t v)
 /*
  * Shards split the insert mutex and keep probe runs local; 512 keys a shard at capacity keeps
  * each shard's share statistically even, 64 shards are plenty for the insert rates we see.
- * Slots are 1.5x the keys a shard expects (load <= 2/3 at capacity, ~2 probes per hit), and a
- * shard may fill to 7/8 so that uneven hashing does not refuse keys below the total capacity.
+ * Slots are 1.5x the keys a shard expects (load <= 2/3 at capacity, ~2 probes per hit: 96 bytes
+ * of 64-byte slots per key of capacity), and a shard may fill to 7/8 so that uneven hashing does
+ * not refuse keys below the total capacity.
  */
 int shm_table_geometry(const struct shm_limiter_spec *s, struct geometry *g)
 {
@@ -589,7 +591,7 @@ int shm_table_geometry(const struct shm_limiter_spec *s, struct geometry *g)
                             ? (uint32_t)shm_sem_stride(s->leases)
                         : s->kind == THR_KIND_BUDGET ? THR_BUDGET_HDR
                                                      : 0;
-        /* at most 2^32 * 1.5 slots of at most 128 + 131136 bytes: no overflow in 64 bits */
+        /* at most 2^32 * 1.5 slots of at most 64 + 131136 bytes: no overflow in 64 bits */
         g->bytes = sizeof(struct thr_table) + (uint64_t)n * sizeof(struct thr_shard) +
                    (uint64_t)n * slots * (THR_SLOT_SIZE + g->aux_stride);
         return 0;

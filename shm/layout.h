@@ -30,9 +30,37 @@
  *   A key hashes (a multilinear hash keyed with the arena's random hash keys, hash.h) to a shard
  *   and to a home slot inside that shard; lookup probes linearly (wrapping inside the shard)
  *   until it finds the key, an EMPTY slot, or the end of its home slot's reach (the farthest any
- *   live key of that home lies). Each slot is 128 bytes and 64-byte aligned: meta word, state
- *   word and the first 40 key bytes share one cache line, so a lookup of a short key touches one
- *   line.
+ *   live key of that home lies). Each slot is 64 bytes, one cache line, 64-byte aligned: so a
+ * lookup touches one line per slot probed, and a live key costs 64 B * 1.5 = 96 B of table at the
+ * design load (2/3).
+ *
+ *   struct thr_slot (64 bytes):
+ *     0  meta      status | generation | hash tag (below)
+ *     8  state     the kind's state word (below)
+ *    16  key_len   the key's real length, 1 to THR_KEY_MAX (104)
+ *    17  reach     the farthest a live key of this home lies (table.c)
+ *    18  pad[2]
+ *    20  key[44]   the key's stored form, its first min(key_len, 44) bytes meaningful
+ *
+ *   Stored form (keydigest.h). A key of LEN <= 44 bytes is stored as it is. A longer key is stored
+ *   as its first THR_KEY_PREFIX (28) bytes followed by a 16-byte digest of the whole key:
+ *   SipHash-2-4-128 keyed with the arena's digest_key (its secret). The table hash is of the stored
+ * form (min(LEN, 44) bytes), so the daemon recomputes a key's home from its slot alone (reclaim.c),
+ *   and a slot matches a key when key_len equals LEN and the stored forms are equal. Keys up to 44
+ *   bytes are therefore compared whole, exactly as before. A long key and a short one never meet
+ *   (their lengths differ), nor do two long keys of different lengths. Two different long keys of
+ *   one length share state only if their first 28 bytes and their 128-bit digests both agree.
+ *   For keys the secret's holder did not see, the digest is a 128-bit pseudo-random function
+ *   (SipHash's design claim, unbroken since 2012): among n distinct long keys the chance of any
+ *   collision is at most n^2 / 2^129 (n = 2^32 keys ever: 2^-65). Choosing a collision needs the
+ *   secret: it is drawn from getrandom() when the arena is created and never leaves the arena
+ *   file, whose mode and group already decide who may map it (and such processes are trusted with
+ *   the limits anyway: they can write any state word). Without it, an attacker who can only send
+ *   keys can only test for a collision by trial: a request tells at most whether its key shares
+ *   state with one of the keys live in the table (at most capacity, <= 2^30), so finding a pair
+ *   with chance p takes about p * 2^128 / 2^30 = p * 2^98 requests. (SipHash promises nothing to
+ *   someone who knows its key; that is why the argument rests on the secret, as the table's
+ *   defence against hash flooding already does.) The cost: one digest per call for a long key.
  *
  *   Slot lifecycle (meta word bits 63..62, and the state word):
  *     EMPTY  -> BUSY    an inserter holding the shard's insert lock claims it (key not yet valid)
@@ -101,17 +129,19 @@
 
 #define THR_MAGIC 0x414e455241524854ull /* "THRARENA" little-endian */
 /* 10: GCRA params carry a clock (THR_PARAM_CLOCK). 11: keys hash with a multilinear hash
- * (hash.h) whose keys, hash_key, replace SipHash's secret and sit in the old headroom: older
- * arenas hash differently and must be recreated; lookups stop at the home slot's reach
- * (thr_slot.reach), which older clients never set. */
+ * (hash.h) whose keys, hash_key, replace SipHash's secret and sit in the old headroom; slots are
+ * 64 bytes with long keys stored digested; lookups stop at the home slot's reach (thr_slot.reach),
+ * which older clients never set. Older arenas must be recreated. */
 #define THR_LAYOUT_MAJOR   11u
 #define THR_LAYOUT_MINOR   0u
 #define THR_HDR_SIZE       4096u
 #define THR_NAME_MAX       63u  /* arena and limiter names, without the NUL */
 #define THR_KEY_MAX        104u /* bytes of a key; longer keys get -ENAMETOOLONG */
-#define THR_KEY_INLINE     40u  /* key bytes in the slot's first cache line */
+#define THR_KEY_INLINE     44u  /* bytes of a key's stored form: the key itself up to this */
+#define THR_KEY_PREFIX     28u  /* a longer key's stored form: its first 28 bytes ... */
+#define THR_KEY_DIGEST     16u  /* ... and a 16-byte keyed digest of it all (keydigest.h) */
 #define THR_HASH_KEY_WORDS 30u  /* hdr.hash_key: 15 keys of 128 bits (hash.h) */
-#define THR_SLOT_SIZE      128u
+#define THR_SLOT_SIZE      64u
 #define THR_DIR_ENTRY_SIZE 128u
 #define THR_READER_SIZE    640u /* 192 of the record, then its composition journal */
 #define THR_ALIGN          64u
@@ -307,7 +337,8 @@ struct thr_hdr {
          * another header field takes them out of a reader's cache (bytes 384..623, asserted). */
         uint64_t pad3[6];
         uint64_t hash_key[THR_HASH_KEY_WORDS];
-        uint64_t pad4[2];
+        /* the long-key digest's SipHash key (keydigest.h): random, written at creation only */
+        uint64_t digest_key[2];
 
         uint8_t headroom[THR_HDR_SIZE - 640];
 };
@@ -389,13 +420,13 @@ struct thr_shard {
 struct thr_slot {
         _Atomic uint64_t meta;  /* status | generation | hash tag, see above */
         _Atomic uint64_t state; /* GCRA: TAT in units, or THR_TAT_FRESH / THR_TAT_DEAD */
-        uint32_t key_len;
+        uint8_t key_len;        /* the key's real length, 1..THR_KEY_MAX */
         /* the farthest, in slots past this one, that a live key whose home is this slot lies
          * (THR_REACH_ANY: unbounded, probe to the first EMPTY): bounds a lookup's probe. A
          * property of the slot as a home, whatever occupies it (table.c) */
         _Atomic uint8_t reach;
-        uint8_t pad[3];
-        uint8_t key[THR_KEY_MAX]; /* first THR_KEY_INLINE bytes in line 0 */
+        uint8_t pad[2];
+        uint8_t key[THR_KEY_INLINE]; /* 44: the key's stored form (see above) */
 };
 
 struct thr_reader {
@@ -566,8 +597,13 @@ static_assert(sizeof(struct thr_params) == 128, "params record size");
 static_assert(sizeof(struct thr_dir_entry) == THR_DIR_ENTRY_SIZE, "dir entry size");
 static_assert(sizeof(struct thr_table) == 64, "table header is one line");
 static_assert(sizeof(struct thr_shard) == 128, "shard header size");
-static_assert(sizeof(struct thr_slot) == THR_SLOT_SIZE, "slot size");
-static_assert(offsetof(struct thr_slot, key) + THR_KEY_INLINE == 64, "inline key in line 0");
+static_assert(sizeof(struct thr_slot) == THR_SLOT_SIZE && THR_SLOT_SIZE == THR_ALIGN,
+              "a slot is one cache line");
+static_assert(offsetof(struct thr_slot, key) + THR_KEY_INLINE == THR_SLOT_SIZE,
+              "the stored form ends the slot");
+static_assert(THR_KEY_PREFIX + THR_KEY_DIGEST == THR_KEY_INLINE, "a long key's stored form");
+static_assert(THR_KEY_MAX <= UINT8_MAX && THR_KEY_MAX > THR_KEY_INLINE, "key_len is one byte");
+static_assert(ATOMIC_CHAR_LOCK_FREE == 2, "8-bit atomics must be lock-free");
 static_assert(sizeof(struct thr_reader) == THR_READER_SIZE, "reader size");
 static_assert(offsetof(struct thr_reader, journal) == 192 && sizeof(struct thr_journal) == 448,
               "the journal after the record's three lines");

@@ -396,11 +396,12 @@ struct segment {
  * off by the lock). An anchored segment starts at an EMPTY slot, which no path crosses, so the
  * homes of its keys lie inside it; if the slot after it is not EMPTY, its last run may hold the
  * path of a key beyond it, so that run is left alone. An unanchored segment is the whole shard
- * (no EMPTY slot at all: paths may wrap). The home is recomputed from the stored key (hash.h, with
- * the arena's hash keys copied once: one function for the whole segment); a key whose tag, shard
- * or home does not fit (a corrupt or rewritten arena) makes this trim nothing, which is always
- * safe. Work: one hash per live slot and O(len) more: the paths are marked as intervals in a
- * difference array, so a rewritten arena cannot make it quadratic.
+ * (no EMPTY slot at all: paths may wrap). The home is recomputed from the key's stored form in the
+ * slot (the table hash of it, hash.h, with the arena's hash keys copied once for the segment: a
+ * long key's digest is part of the stored form, layout.h); a
+ * key whose tag, shard or home does not fit (a corrupt or rewritten arena) makes this trim nothing,
+ * which is always safe. Work: one hash per live slot and O(len) more: the paths are marked as
+ * intervals in a difference array, so a rewritten arena cannot make it quadratic.
  */
 static uint64_t trim_segment(const struct thr_hdr *h, struct shm_probe *p, uint32_t shard,
                              uint32_t nshards, const struct segment *seg)
@@ -426,9 +427,9 @@ static uint64_t trim_segment(const struct thr_hdr *h, struct shm_probe *p, uint3
                 uint32_t len = s->key_len;
                 if (len == 0 || len > THR_KEY_MAX)
                         goto out;
-                uint8_t key[THR_KEY_MAX];
-                memcpy(key, s->key, len);
-                uint64_t hash = shm_hash(hkey, key, len);
+                uint8_t key[THR_KEY_INLINE]; /* the stored form, all the table hash covers */
+                memcpy(key, s->key, shm_key_stored_len(len));
+                uint64_t hash = shm_stored_hash(hkey, key, len);
                 uint32_t hi = (uint32_t)(hash >> 32);
                 if ((uint32_t)hash != THR_META_TAG(meta) || (hi & (nshards - 1)) != shard)
                         goto out;

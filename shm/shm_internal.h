@@ -9,7 +9,7 @@
 struct geometry {
         uint32_t nshards, shard_slots;
         uint64_t shard_max, bytes;
-        uint64_t capacity; /* the spec's hard cap on live keys */
+        uint64_t capacity;   /* the spec's hard cap on live keys */
         uint32_t aux_stride; /* per-slot storage (a window's log), or 0 */
 };
 

@@ -247,8 +247,8 @@ static void insert_publish(struct shm_probe *p, const struct found *f, const voi
         uint32_t gen = THR_META_GEN(meta) + 1;
         atomic_store_explicit(&s->meta, THR_META_MAKE(THR_SLOT_BUSY, gen, p->tag),
                               memory_order_relaxed);
-        s->key_len = len;
-        memcpy(s->key, key, len);
+        s->key_len = (uint8_t)len;
+        memcpy(s->key, key, shm_key_stored_len(len)); /* KEY is the stored form (keydigest.h) */
         atomic_store_explicit(&s->state, start, memory_order_relaxed);
         /* Pairs with the acquire load of meta in shm_table_lookup / probe_locked. */
         atomic_store_explicit(&s->meta, THR_META_MAKE(THR_SLOT_LIVE, gen, p->tag),

@@ -14,12 +14,19 @@
  * thread-safe, pure. */
 #include "hash.h"
 
+/*
+ * A key's stored form (layout.h, keydigest.h): the key itself up to THR_KEY_INLINE bytes, else its
+ * prefix and a keyed digest. The table functions below take a key as its stored form and its real
+ * length, and its hash as shm_stored_hash of that (shm_key_hash from the key itself).
+ */
+#include "keydigest.h"
+
 /* ---------------------------------------------------------------- key table */
 
 /*
- * shm_table_lookup - the live slot of KEY (hash H) in table TB, or NULL if absent (inline, in
- * table_lookup.h). Lock-free, wait-free in the table size; reads only. The caller is inside a
- * read-side section.
+ * shm_table_lookup - the live slot of KEY (its stored form, real length LEN, hash H) in table TB,
+ * or NULL if absent (inline, in table_lookup.h). Lock-free, wait-free in the table size; reads
+ * only. The caller is inside a read-side section.
  */
 #include "table_lookup.h"
 
@@ -79,11 +86,11 @@ void shm_shard_repair(struct shm_probe *p);
 
 /*
  * shm_table_insert_locked - with P's shard lock held and inside a read-side section: the live
- * slot of KEY, inserting it if absent (starting at A->start_tat, or the shard's floor if that is
- * higher, then through A->first) in the first reclaimed or EMPTY slot of its probe run. When the
- * table or shard is full and A->on_full is THR_FULL_EVICT, the shard's least-indebted key is
- * evicted first. *CREATED says whether this call inserted. Returns 0 or -ENOSPC (counted in
- * insert_fail).
+ * slot of KEY (its stored form, real length LEN), inserting it if absent (starting at A->start_tat,
+ * or the shard's floor if that is higher, then through A->first) in the first reclaimed or EMPTY
+ * slot of its probe run. When the table or shard is full and A->on_full is THR_FULL_EVICT, the
+ * shard's least-indebted key is evicted first. *CREATED says whether this call inserted. Returns 0
+ * or -ENOSPC (counted in insert_fail).
  * shm_table_insert - the same with the lock taken (as ME, waiting THR_LOCK_WAIT_NS) and released
  * inside, starting state FRESH, policy deny (tests, tools). Also -ETIMEDOUT, -EDEADLK.
  */

@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <string.h>
 
+#include "keydigest.h"
 #include "layout.h"
 
 struct shm_probe {
@@ -47,20 +48,60 @@ static inline uint32_t shm_probe_steps(const struct shm_probe *p)
         return reach >= THR_REACH_ANY || reach >= p->n ? p->n : reach + 1;
 }
 
+static inline uint64_t shm_load8(const uint8_t *p)
+{
+        uint64_t v;
+        memcpy(&v, p, 8); /* one unaligned load, no call */
+        return v;
+}
+
+static inline uint32_t shm_load4(const uint8_t *p)
+{
+        uint32_t v;
+        memcpy(&v, p, 4);
+        return v;
+}
+
+/*
+ * Whether the N bytes (1 to THR_KEY_INLINE) at A and B are equal: inline, without a memcmp call
+ * (it cost ~20 instructions a try), by overlapping word loads that never read past either's N
+ * bytes: words at 0, 8, ... and one ending at N; 4 to 7 bytes: two words of 4; fewer: first,
+ * middle and last byte.
+ */
+static inline __attribute__((always_inline)) bool shm_key_equal(const uint8_t *a, const uint8_t *b,
+                                                                uint32_t n)
+{
+        if (n >= 8) {
+                uint64_t d = shm_load8(a + n - 8) ^ shm_load8(b + n - 8);
+                for (uint32_t i = 0; i + 8 < n; i += 8)
+                        d |= shm_load8(a + i) ^ shm_load8(b + i);
+                return d == 0;
+        }
+        if (n >= 4)
+                return ((shm_load4(a) ^ shm_load4(b)) |
+                        (shm_load4(a + n - 4) ^ shm_load4(b + n - 4))) == 0;
+        return ((a[0] ^ b[0]) | (a[n / 2] ^ b[n / 2]) | (a[n - 1] ^ b[n - 1])) == 0;
+}
+
+/* Whether slot S (meta word META) is the live slot of the key of real length LEN whose stored form
+ * is KEY (keydigest.h) and whose hash tag is TAG. */
 static inline bool shm_slot_matches(const struct thr_slot *s, uint64_t meta, uint32_t tag,
                                     const void *key, uint32_t len)
 {
         return THR_META_STATUS(meta) == THR_SLOT_LIVE && THR_META_TAG(meta) == tag &&
-               s->key_len == len && memcmp(s->key, key, len) == 0;
+               s->key_len == len && shm_key_equal(s->key, key, shm_key_stored_len(len));
 }
 
 /*
- * The live slot of KEY, or NULL; *META_OUT: its meta word as the match saw it, the slot's identity
- * (status, generation, tag), which a caller compares again before it trusts a later load.
+ * The live slot of the key of real length LEN (1 to THR_KEY_MAX) whose stored form is KEY and
+ * whose table hash is H (shm_key_store, shm_stored_hash; for a key of up to THR_KEY_INLINE bytes
+ * both are the key's own bytes), or NULL; *META_OUT: its meta word as the match saw it, the
+ * slot's identity (status, generation, tag), which a caller compares again before it trusts a
+ * later load.
  */
-static inline struct thr_slot *shm_table_lookup_meta(void *base, const struct thr_table *tb,
-                                                     uint64_t h, const void *key, uint32_t len,
-                                                     uint64_t *meta_out)
+static inline __attribute__((always_inline)) struct thr_slot *
+shm_table_lookup_meta(void *base, const struct thr_table *tb, uint64_t h, const void *key,
+                      uint32_t len, uint64_t *meta_out)
 {
         struct shm_probe p;
         shm_probe_init(base, tb, h, &p);

@@ -156,6 +156,37 @@ Test(shmctl, get_present_and_absent_keys)
         cr_assert_eq(run(out, "keys nolimiter"), 1, "%s", out);
 }
 
+/* Keys longer than a slot's 44 bytes are stored as their first 28 bytes and a digest (layout.h):
+ * shmctl shows that prefix marked as cut, says so in JSON, and still finds a key given whole. */
+Test(shmctl, long_keys_show_their_prefix_marked)
+{
+        static char out[OUT_MAX];
+        const char *k1 = "longkey-abcdefghijklmnopqrst-first-tail-0123456789-0123456789-01234567";
+        const char *k2 = "longkey-abcdefghijklmnopqrst-other-tail-0123456789-0123456789-01234567";
+        cr_assert_eq(strlen(k1), 70);
+        struct shm_limiter_spec l[] = {lim_spec("api", 10, S, 5, 5)};
+        make_arena("long", 1, l);
+        spend("api", k1, strlen(k1), 2);
+        spend("api", k2, strlen(k2), 1);
+        spend("api", "short", 5, 1);
+        cr_assert_eq(run(out, "keys api"), 0, "%s", out);
+        assert_has(out, "longkey-abcdefghijklmnopqrst\u2026");
+        cr_assert_null(strstr(out, "tail"), "only the prefix is kept:\n%s", out);
+        cr_assert_eq(run(out, "--json keys api"), 0, "%s", out);
+        assert_json(out);
+        assert_has(out, "{\"key\":\"longkey-abcdefghijklmnopqrst\",\"key_truncated\":true,"
+                        "\"key_len\":70,\"remaining\":3,");
+        assert_has(out, "{\"key\":\"longkey-abcdefghijklmnopqrst\",\"key_truncated\":true,"
+                        "\"key_len\":70,\"remaining\":4,");
+        assert_has(out, "{\"key\":\"short\",\"remaining\":4,");
+        cr_assert_eq(run(out, "--json get api %s", k1), 0, "%s", out);
+        assert_json(out);
+        assert_has(out, "\"key_truncated\":true,\"key_len\":70,\"remaining\":3,");
+        cr_assert_eq(run(out, "get api %s", k2), 0, "%s", out);
+        assert_has(out, "4/5");
+        cr_assert_eq(run(out, "get api %.69s", k1), 1, "a prefix is another key: %s", out);
+}
+
 Test(shmctl, binary_keys_are_escaped)
 {
         static char out[OUT_MAX];
@@ -465,7 +496,7 @@ Test(shmctl, huge_key_len_is_dataerr)
         uint64_t h = shm_hash(shm_hdr(&fx.map)->hash_key, "a", 1);
         struct thr_slot *s = shm_table_lookup(fx.map.base, table_of("api"), h, "a", 1);
         cr_assert_not_null(s);
-        s->key_len = 5000;
+        s->key_len = 200; /* above THR_KEY_MAX: no key is that long */
         expect_dataerr("keys api");
 }
 

@@ -187,13 +187,13 @@ Test(shmctl_sem, limiters_show_max_leases_per_key_held_and_pending)
         three_leases("slims", l, le);
         cr_assert_eq(run(out, "--json limiters"), 0, "%s", out);
         assert_json(out);
-        /* a 64-byte header and 8 records of 64 bytes after the 128-byte slot */
+        /* a 64-byte header and 8 records of 64 bytes after the 64-byte slot */
         assert_has(out, "{\"name\":\"A\",\"rate\":null,\"rate_n\":42,\"period_ns\":0,\"burst\":42,"
                         "\"initial\":42,\"kind\":\"semaphore\",\"max\":42,\"leases_per_key\":8,"
-                        "\"held\":47,\"pending\":0,\"serialize\":false,\"bytes_per_slot\":704,"
+                        "\"held\":47,\"pending\":0,\"serialize\":false,\"bytes_per_slot\":640,"
                         "\"capacity\":64,\"live\":2,");
         assert_has(out, "\"kind\":\"semaphore\",\"max\":1,\"leases_per_key\":4,\"held\":1,"
-                        "\"pending\":0,\"serialize\":false,\"bytes_per_slot\":448,");
+                        "\"pending\":0,\"serialize\":false,\"bytes_per_slot\":384,");
         assert_has(out,
                    "{\"name\":\"api\",\"rate\":\"10/s\",\"rate_n\":10,\"period_ns\":1000000000,"
                    "\"burst\":5,\"initial\":5,\"kind\":\"gcra\",\"serialize\":false,");

@@ -74,30 +74,30 @@ Test(shmctl, limiters_show_kind_serialize_and_bytes_per_key)
         make_arena("wlim", 3, l);
         cr_assert_eq(run(out, "--json limiters"), 0, "%s", out);
         assert_json(out);
-        /* a ring of N + 8 words after a 64-byte header, in 64-byte lines, and the 128-byte slot:
-         * 64 + 8 (5 + 8) = 168 -> 192, + 128; 64 + 8 (10 + 8) = 208 -> 256, + 128 */
+        /* a ring of N + 8 words after a 64-byte header, in 64-byte lines, and the 64-byte slot:
+         * 64 + 8 (5 + 8) = 168 -> 192, + 64; 64 + 8 (10 + 8) = 208 -> 256, + 64 */
         assert_has(out, "{\"name\":\"w\",\"rate\":\"5/2s\",\"rate_n\":5,\"period_ns\":2000000000,"
                         "\"burst\":5,\"initial\":5,\"kind\":\"window\",\"limit\":5,"
-                        "\"window_ns\":2000000000,\"serialize\":false,\"bytes_per_slot\":320,"
+                        "\"window_ns\":2000000000,\"serialize\":false,\"bytes_per_slot\":256,"
                         "\"capacity\":64,");
         assert_has(out, "\"kind\":\"window\",\"limit\":10,\"window_ns\":250000000,"
-                        "\"serialize\":true,\"bytes_per_slot\":384,");
+                        "\"serialize\":true,\"bytes_per_slot\":320,");
         assert_has(out,
                    "{\"name\":\"api\",\"rate\":\"10/s\",\"rate_n\":10,\"period_ns\":1000000000,"
                    "\"burst\":5,\"initial\":5,\"kind\":\"gcra\",\"serialize\":false,"
-                   "\"bytes_per_slot\":128,\"capacity\":64,");
+                   "\"bytes_per_slot\":64,\"capacity\":64,");
         cr_assert_eq(run(out, "limiters"), 0, "%s", out);
         assert_has(out, "NAME  STATE  KIND        RATE  BURST  INITIAL  SERIALIZE  SHARDS  ");
         assert_has(out, " SLOT_BYTES  IDLE_TTL  ");
         assert_has(line_with(out, "ser ", line, sizeof(line)),
                    "ser   live   window  10/250ms     10       10  yes             1");
-        assert_has(line, " 384  ");
+        assert_has(line, " 320  ");
         assert_has(line_with(out, "w ", line, sizeof(line)), "w     live   window      5/2s ");
         assert_has(line, "  no  ");
-        assert_has(line, " 320  ");
+        assert_has(line, " 256  ");
         assert_has(line_with(out, "api ", line, sizeof(line)), "api   live   gcra        10/s  ");
         assert_has(line, "  -  ");
-        assert_has(line, " 128  ");
+        assert_has(line, "  64  ");
 }
 
 Test(shmctl, window_keys_show_used_oldest_next_free_and_reset)

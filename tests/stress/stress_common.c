@@ -40,7 +40,9 @@ size_t stress_walk(const struct thr_slot *slots, uint64_t nslots, uint64_t count
                         continue;
                 if (keys) {
                         struct stress_key *k = &keys[live];
-                        k->len = slots[i].key_len <= THR_KEY_MAX ? slots[i].key_len : THR_KEY_MAX;
+                        /* the stored form (layout.h): the key itself, for these short keys */
+                        k->len =
+                            slots[i].key_len <= THR_KEY_INLINE ? slots[i].key_len : THR_KEY_INLINE;
                         memcpy(k->key, slots[i].key, k->len);
                         k->key[k->len] = 0;
                 }

@@ -126,8 +126,8 @@ static int unique_keys(const struct shm_map *m, const struct thr_table *tb)
                 if (THR_META_STATUS(s[i].meta) != THR_SLOT_LIVE)
                         continue;
                 struct thr_slot *f = shm_table_lookup(
-                    m->base, tb, shm_hash(shm_hdr(m)->hash_key, s[i].key, s[i].key_len), s[i].key,
-                    s[i].key_len);
+                    m->base, tb, shm_stored_hash(shm_hdr(m)->hash_key, s[i].key, s[i].key_len),
+                    s[i].key, s[i].key_len);
                 if (f != &s[i])
                         return fail("a key with two live slots", (long long)i, -1);
         }
