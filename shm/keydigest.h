@@ -118,8 +118,8 @@ static inline const void *shm_key_store(const uint64_t secret[2], const void *ke
  * The table's hash of a key of real length LEN whose stored form is STORED: SipHash of the stored
  * form (hash.h), so that the daemon recomputes a key's home from its slot alone (reclaim.c).
  */
-static inline uint64_t shm_stored_hash(const uint64_t hk[THR_HASH_KEY_WORDS], const void *stored,
-                                       uint32_t len)
+static inline __attribute__((always_inline)) uint64_t
+shm_stored_hash(const uint64_t hk[THR_HASH_KEY_WORDS], const void *stored, uint32_t len)
 {
         return shm_hash(hk, stored, shm_key_stored_len(len));
 }
