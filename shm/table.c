@@ -228,8 +228,9 @@ static void insert_publish(struct shm_probe *p, const struct found *f, const voi
                            uint32_t len, uint64_t start)
 {
         struct thr_slot *s = f->place;
-        /* a retired slot whose period is done (probe_locked): made FREE here as the daemon would
-         * (a CAS from DEAD: its own reclaim of the slot, lock-free, then fails, or came first) */
+        /* a retired slot whose period is done (probe_locked): made FREE here by the CAS the
+         * daemon's reclaim would make (it makes it under this lock too, so only one of them
+         * counts it) */
         uint64_t dead = THR_TAT_DEAD;
         if (atomic_compare_exchange_strong_explicit(&s->state, &dead, THR_TAT_FREE,
                                                     memory_order_acq_rel, memory_order_relaxed))

@@ -109,6 +109,51 @@ struct thr_table *ttable(struct tarena *t, const char *name)
         return shm_at(t->map.base, de->table_off);
 }
 
+struct shm_lim_snap tsnap(struct tarena *t, const char *name)
+{
+        struct shm_lim_snap s;
+        int idx = shm_dir_find(&t->map, name);
+        cr_assert(idx >= 0 && shm_dir_snapshot(&t->map, (uint32_t)idx, &s) == 0,
+                  "limiter %s in the arena", name);
+        return s;
+}
+
+struct shm_maint_stats tmaint(struct tarena *t, const char *name, uint64_t done, uint32_t *tag)
+{
+        struct shm_lim_snap snap = tsnap(t, name);
+        struct thr_hdr *h = shm_hdr(&t->map);
+        struct shm_maint_args a = {.now_units = shm_now_ns(h) * snap.params.k,
+                                   .ttl_units = snap.params.idle_ttl_ns * snap.params.k,
+                                   .tag = shm_retire_tag(h),
+                                   .done = done,
+                                   .me = shm_lock_daemon(0)};
+        uint32_t cursor = 0;
+        struct shm_maint_stats st = {0};
+        cr_assert(shm_table_maintain(&t->map, &snap, &a, &cursor, UINT64_MAX, &st));
+        cr_assert_eq(st.busy_shards, 0, "no shard lock is held");
+        if (tag)
+                *tag = a.tag;
+        return st;
+}
+
+int tcount(struct tarena *t, const char *name, unsigned st, const char *key, struct thr_slot **last)
+{
+        struct shm_lim_snap snap = tsnap(t, name);
+        struct thr_slot *s = shm_at(t->map.base, snap.table.slots_off);
+        uint64_t n = (uint64_t)snap.table.nshards * snap.table.shard_slots;
+        int found = 0;
+        for (uint64_t i = 0; i < n; i++) {
+                if (THR_META_STATUS(atomic_load(&s[i].meta)) != st ||
+                    (key && (s[i].key_len != strlen(key) ||
+                             memcmp(s[i].key, key, shm_key_stored_len(s[i].key_len)) != 0)))
+                        continue;
+                found++;
+                if (last)
+                        *last = &s[i];
+        }
+        return found;
+}
+
 bool thugepages_available(uint64_t pages, char *why, size_t whylen)
 {
         char path[256];

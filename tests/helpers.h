@@ -46,6 +46,22 @@ thr_limiter *tlim_kept(struct tarena *t, const char *name);
 /* The key table of limiter NAME in T's arena, or fail the test. */
 struct thr_table *ttable(struct tarena *t, const char *name);
 
+/* ---------------------------------------------------------------- the daemon's side, by hand */
+
+/* A snapshot of limiter NAME's directory entry (params, table geometry), or fail the test. */
+struct shm_lim_snap tsnap(struct tarena *t, const char *name);
+
+/*
+ * tmaint - one whole maintenance pass of limiter NAME at the arena's time, as throttled runs it
+ * (evictions of idle keys, reclaims of slots whose period is at most DONE, repairs, trims),
+ * asserting no shard lock was busy; *TAG (if not NULL): the tag it retired with.
+ * tcount - slots of NAME's table with status ST holding KEY (any key if NULL; a key of up to
+ * THR_KEY_INLINE bytes); *LAST (if not NULL): one of them.
+ */
+struct shm_maint_stats tmaint(struct tarena *t, const char *name, uint64_t done, uint32_t *tag);
+int tcount(struct tarena *t, const char *name, unsigned st, const char *key,
+           struct thr_slot **last);
+
 /* A hugetlbfs 2 MiB mount with at least PAGES free pages, or false with WHY filled. */
 bool thugepages_available(uint64_t pages, char *why, size_t whylen);
 

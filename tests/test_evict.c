@@ -86,10 +86,7 @@ static int try1(const char *key, struct thr_result *r)
 
 static struct shm_lim_snap snap_of(void)
 {
-        struct shm_lim_snap s;
-        int idx = shm_dir_find(&T.map, "l");
-        cr_assert(idx >= 0 && shm_dir_snapshot(&T.map, (uint32_t)idx, &s) == 0);
-        return s;
+        return tsnap(&T, "l");
 }
 
 static struct thr_shard *shard0(void)
@@ -116,23 +113,11 @@ static void on_meta_read(enum thr_hook_point pt, void *arg)
 
 static struct shm_maint_stats maint_at(uint64_t done, uint32_t *tag, void *watch, void (*fn)(void))
 {
-        struct shm_lim_snap snap = snap_of();
-        struct thr_hdr *h = shm_hdr(&T.map);
-        struct shm_maint_args a = {.now_units = shm_now_ns(h) * snap.params.k,
-                                   .ttl_units = snap.params.idle_ttl_ns * snap.params.k,
-                                   .tag = shm_retire_tag(h),
-                                   .done = done,
-                                   .me = shm_lock_daemon(0)};
-        uint32_t cursor = 0;
-        struct shm_maint_stats st = {0};
         g_watch = watch;
         g_watch_fn = fn;
         thr_test_hook = watch ? on_meta_read : NULL;
-        cr_assert(shm_table_maintain(&T.map, &snap, &a, &cursor, UINT64_MAX, &st));
+        struct shm_maint_stats st = tmaint(&T, "l", done, tag);
         thr_test_hook = NULL;
-        cr_assert_eq(st.busy_shards, 0, "no shard lock is held");
-        if (tag)
-                *tag = a.tag;
         return st;
 }
 
@@ -204,18 +189,7 @@ static uint32_t gen_of(const struct thr_slot *s)
 /* Slots with status ST (holding KEY unless NULL), by walking the table; *LAST: one of them. */
 static int count(unsigned st, const char *key, struct thr_slot **last)
 {
-        uint32_t n;
-        struct thr_slot *s = slot0(&n);
-        int found = 0;
-        for (uint32_t i = 0; i < n; i++) {
-                if (status(&s[i]) != st || (key && (s[i].key_len != strlen(key) ||
-                                                    memcmp(s[i].key, key, s[i].key_len) != 0)))
-                        continue;
-                found++;
-                if (last)
-                        *last = &s[i];
-        }
-        return found;
+        return tcount(&T, "l", st, key, last);
 }
 
 static struct thr_slot *live_slot(const char *key)

@@ -191,21 +191,7 @@ Test(longkey, a_composed_call_refunds_a_long_budget_key_exactly)
  * retires with), then its counts. */
 static struct shm_maint_stats maint(uint64_t done, uint32_t *tag)
 {
-        struct shm_lim_snap snap;
-        int idx = shm_dir_find(&T.map, "ev");
-        cr_assert(idx >= 0 && shm_dir_snapshot(&T.map, (uint32_t)idx, &snap) == 0);
-        struct thr_hdr *h = shm_hdr(&T.map);
-        struct shm_maint_args a = {.now_units = shm_now_ns(h) * snap.params.k,
-                                   .ttl_units = snap.params.idle_ttl_ns * snap.params.k,
-                                   .tag = shm_retire_tag(h),
-                                   .done = done,
-                                   .me = shm_lock_daemon(0)};
-        uint32_t cursor = 0;
-        struct shm_maint_stats st = {0};
-        cr_assert(shm_table_maintain(&T.map, &snap, &a, &cursor, UINT64_MAX, &st));
-        if (tag)
-                *tag = a.tag;
-        return st;
+        return tmaint(&T, "ev", done, tag);
 }
 
 Test(longkey, the_daemon_trims_around_a_long_key_rehashed_from_its_slot)

@@ -88,10 +88,7 @@ static int try1(const char *key, struct thr_result *r)
 
 static struct shm_lim_snap snap_of(void)
 {
-        struct shm_lim_snap s;
-        int idx = shm_dir_find(&T.map, "l");
-        cr_assert(idx >= 0 && shm_dir_snapshot(&T.map, (uint32_t)idx, &s) == 0);
-        return s;
+        return tsnap(&T, "l");
 }
 
 static struct thr_shard *shard0(void)
@@ -118,18 +115,7 @@ static uint32_t gen_of(const struct thr_slot *s)
 
 static int count(unsigned st, const char *key, struct thr_slot **last)
 {
-        uint32_t n;
-        struct thr_slot *s = slot0(&n);
-        int found = 0;
-        for (uint32_t i = 0; i < n; i++) {
-                if (status(&s[i]) != st || (key && (s[i].key_len != strlen(key) ||
-                                                    memcmp(s[i].key, key, s[i].key_len) != 0)))
-                        continue;
-                found++;
-                if (last)
-                        *last = &s[i];
-        }
-        return found;
+        return tcount(&T, "l", st, key, last);
 }
 
 static struct thr_slot *live_slot(const char *key)
@@ -187,20 +173,7 @@ static void hook_at(enum thr_hook_point pt, void *arg, void (*fn)(void))
 /* One whole maintenance pass at the arena's time, as the daemon runs it. */
 static struct shm_maint_stats maint(uint64_t done, uint32_t *tag)
 {
-        struct shm_lim_snap snap = snap_of();
-        struct thr_hdr *h = shm_hdr(&T.map);
-        struct shm_maint_args a = {.now_units = shm_now_ns(h) * snap.params.k,
-                                   .ttl_units = snap.params.idle_ttl_ns * snap.params.k,
-                                   .tag = shm_retire_tag(h),
-                                   .done = done,
-                                   .me = shm_lock_daemon(0)};
-        uint32_t cursor = 0;
-        struct shm_maint_stats st = {0};
-        cr_assert(shm_table_maintain(&T.map, &snap, &a, &cursor, UINT64_MAX, &st));
-        cr_assert_eq(st.busy_shards, 0, "no shard lock is held");
-        if (tag)
-                *tag = a.tag;
-        return st;
+        return tmaint(&T, "l", done, tag);
 }
 
 static struct shm_gp_result grace(uint64_t *gp)
