@@ -47,7 +47,8 @@
 
 #define DEFAULT_KEYS 20 /* keys shown by `keys` without -n: a screenful of the worst offenders */
 
-static_assert(THR_KEY_MAX == 104, "the usage message names the key limit");
+static_assert(THR_KEY_MAX == 104 && THR_KEY_MAX_LEN == THR_KEY_MAX,
+              "the usage message names the key limit");
 
 /* ---------------------------------------------------------------- reading the arena */
 
@@ -730,7 +731,7 @@ static int parse_cmd(int argc, char **argv, struct opts *o, const struct command
         if (o->limiter && strlen(o->limiter) > THR_NAME_MAX)
                 return bad_usage("limiter name too long", o->limiter);
         if (o->key && (strlen(o->key) == 0 || strlen(o->key) > THR_KEY_MAX))
-                return bad_usage("a key has 1 to 104 bytes (THR_KEY_MAX)", NULL);
+                return bad_usage("a key has 1 to 104 bytes (THR_KEY_MAX_LEN)", NULL);
         return -1;
 }
 

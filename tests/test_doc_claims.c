@@ -5,9 +5,11 @@
  * spare it names; what a client gets when a table is full (thr_limiter_try(3)); what degrades
  * with no daemon, with the figure README.md gives; and that a retired limiter comes back only
  * with the same capacity and shards (thr_limiter_open(3)). The numbers are read from the docs
- * themselves where they state one.
+ * themselves where they state one. Issue 13: every THR_ name a man page or a message of the
+ * programs gives is one the public header defines.
  */
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,6 +46,14 @@ static uint64_t doc_number(const char *text, const char *re, const char *doc)
         regfree(&rx);
         cr_assert_eq(rc, 0, "%s states no /%s/", doc, re);
         return strtoull(text + m[1].rm_so, NULL, 10);
+}
+
+/* The path of the source tree's directory REL (tests/../REL) into BUF. */
+static const char *source_path(const char *rel, char *buf, size_t len)
+{
+        const char *slash = strrchr(__FILE__, '/');
+        snprintf(buf, len, "%.*s../%s", slash ? (int)(slash - __FILE__ + 1) : 0, __FILE__, rel);
+        return buf;
 }
 
 /* ---------------------------------------------------------------- arenas */
@@ -317,4 +327,127 @@ Test(doc_claims, revival_needs_the_same_capacity_and_shards)
         thr_limiter_close(old);
         thr_arena_close(ar);
         unmake(&m);
+}
+
+/* ---------------------------------------------------------------- names the docs give */
+
+/* Whether the public header defines NAME (a macro: every THR_ name a user can write is one). */
+static bool public_name(const char *header, const char *name)
+{
+        char want[160];
+        snprintf(want, sizeof(want), "#define %s ", name);
+        return strstr(header, want) != NULL;
+}
+
+/* Each THR_ name in TEXT (up to END, or its end) that throttle.h does not define, reported as
+ * WHERE; the count. */
+static int unknown_names(const char *header, const char *text, const char *end, const char *where)
+{
+        regex_t rx;
+        regmatch_t m[1];
+        int bad = 0;
+        cr_assert_eq(regcomp(&rx, "THR_[A-Z0-9_]+", REG_EXTENDED), 0);
+        char *copy = strndup(text, end ? (size_t)(end - text) : strlen(text));
+        for (const char *at = copy; regexec(&rx, at, 1, m, 0) == 0; at += m[0].rm_eo) {
+                char name[128];
+                snprintf(name, sizeof(name), "%.*s", (int)(m[0].rm_eo - m[0].rm_so),
+                         at + m[0].rm_so);
+                if (!public_name(header, name)) {
+                        cr_log_error("%s names %s, which throttle.h does not define", where, name);
+                        bad++;
+                }
+        }
+        free(copy);
+        regfree(&rx);
+        return bad;
+}
+
+/* Every THR_ name a man page gives (its .TH title line, the page's name in capitals, aside) is
+ * one a program can use: defined by the public header (issue 13: the pages and shmctl said
+ * THR_KEY_MAX, the header has THR_KEY_MAX_LEN, so the pages' examples did not compile). */
+Test(doc_claims, man_pages_name_only_public_identifiers)
+{
+        char *header = source_text("libclient/include/throttle/throttle.h");
+        char dir[512];
+        DIR *d = opendir(source_path("doc/man", dir, sizeof(dir)));
+        cr_assert_not_null(d, "%s", dir);
+        int bad = 0, pages = 0;
+        for (struct dirent *e; (e = readdir(d));) {
+                if (e->d_name[0] == '.')
+                        continue;
+                char rel[300];
+                snprintf(rel, sizeof(rel), "doc/man/%s", e->d_name);
+                char *page = source_text(rel);
+                for (char *line = page; line && *line;) {
+                        char *nl = strchr(line, '\n');
+                        if (strncmp(line, ".TH ", 4) != 0)
+                                bad += unknown_names(header, line, nl, rel);
+                        line = nl ? nl + 1 : NULL;
+                }
+                free(page);
+                pages++;
+        }
+        closedir(d);
+        free(header);
+        cr_assert_gt(pages, 40, "the man pages were found");
+        cr_assert_eq(bad, 0, "%d names the public header does not define (see the log)", bad);
+}
+
+/* The string literals of C source TEXT (comments and character constants skipped), each
+ * followed by a newline, into a new string the caller frees. */
+static char *string_literals(const char *text)
+{
+        size_t n = strlen(text), o = 0;
+        char *out = calloc(1, n + 2);
+        for (size_t i = 0; i < n; i++) {
+                if (text[i] == '/' && text[i + 1] == '*') {
+                        const char *end = strstr(text + i + 2, "*/");
+                        i = end ? (size_t)(end - text) + 1 : n;
+                } else if (text[i] == '/' && text[i + 1] == '/') {
+                        while (i < n && text[i] != '\n')
+                                i++;
+                } else if (text[i] == '\'') {
+                        for (i++; i < n && text[i] != '\''; i++)
+                                i += text[i] == '\\';
+                } else if (text[i] == '"') {
+                        for (i++; i < n && text[i] != '"'; i++) {
+                                if (text[i] == '\\')
+                                        out[o++] = text[i++];
+                                out[o++] = text[i];
+                        }
+                        out[o++] = '\n';
+                }
+        }
+        return out;
+}
+
+/* The same for what the programs say: every THR_ name in a message of throttled, shmctl or the
+ * client library (thr_strerror) is defined by the public header. */
+Test(doc_claims, messages_name_only_public_identifiers)
+{
+        static const char *const dirs[] = {"daemon", "libclient"};
+        char *header = source_text("libclient/include/throttle/throttle.h");
+        int bad = 0, files = 0;
+        for (size_t k = 0; k < sizeof(dirs) / sizeof(dirs[0]); k++) {
+                char dir[512];
+                DIR *d = opendir(source_path(dirs[k], dir, sizeof(dir)));
+                cr_assert_not_null(d, "%s", dir);
+                for (struct dirent *e; (e = readdir(d));) {
+                        size_t len = strlen(e->d_name);
+                        if (len < 3 || strcmp(e->d_name + len - 2, ".c") != 0)
+                                continue;
+                        char rel[300];
+                        snprintf(rel, sizeof(rel), "%s/%s", dirs[k], e->d_name);
+                        char *src = source_text(rel);
+                        char *lit = string_literals(src);
+                        bad += unknown_names(header, lit, NULL, rel);
+                        free(lit);
+                        free(src);
+                        files++;
+                }
+                closedir(d);
+        }
+        free(header);
+        cr_assert_gt(files, 10, "the sources were found");
+        cr_assert_eq(bad, 0, "%d names the public header does not define (see the log)", bad);
 }
