@@ -86,7 +86,7 @@ static void config_defaults(struct config *cfg, struct shm_limiter_spec *lim)
         cfg->arena.clock = THR_CLOCK_MONOTONIC;
         /* Room for reloads to add limiters without recreating the arena; 128 B per entry. */
         cfg->arena.max_limiters = 64;
-        /* One record per client thread; 1024 records cost 128 KiB. */
+        /* One record per client thread; 1024 records cost 640 KiB. */
         cfg->arena.max_readers = 1024;
         /* Heap left for limiters added by a reload: 262 144 slots of 64 bytes, tables for
          * about 174 000 keys of capacity (96 bytes a key), or 16 million reload records. */
@@ -104,7 +104,7 @@ static void config_defaults(struct config *cfg, struct shm_limiter_spec *lim)
         cfg->stall_ms = 1000;
         /* Metrics on loopback only: exposing them further is the operator's choice. */
         snprintf(cfg->metrics_listen, sizeof(cfg->metrics_listen), "127.0.0.1:9477");
-        /* 65536 keys (12 MiB of slots, 192 bytes a key): a generous per-key limiter that
+        /* 65536 keys (6 MiB of slots, 96 bytes a key): a generous per-key limiter that
          * stays cheap. */
         lim->capacity = 65536;
         /* 0: the arena picks a shard count from the capacity. */

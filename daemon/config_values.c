@@ -463,7 +463,7 @@ static int set_shards(const struct config_key *k, void *field, const char *v, ch
 #define LIM(f)      offsetof(struct shm_limiter_spec, f)
 
 /* Bounds, and why: max_limiters: 128 B per entry, 65536 is far beyond CONFIG_MAX_LIMITERS plus
- * what reloads retire; max_readers: one 128 B record per client thread, 2^20 is past any sane
+ * what reloads retire; max_readers: one 640 B record per client thread, 2^20 is past any sane
  * thread count; spare: see CONFIG_SPARE_MAX. */
 const struct config_key config_arena_keys[] = {
     {"name", set_name, CFG(arena_name), 0, CFG_SIZE(arena_name)},
