@@ -37,9 +37,11 @@ static int reader_read(const struct ctx *c, uint32_t idx, struct shmctl_reader *
         uint64_t owner = atomic_load_explicit(&rec->owner, memory_order_acquire);
         if (owner == 0)
                 return 0;
+        /* acquire: the counters are then the pid's owner's, zeroed at its claim (reader.c) */
+        uint64_t pid = atomic_load_explicit(&rec->pid, memory_order_acquire);
         *r = (struct shmctl_reader){
             .idx = idx,
-            .pid = atomic_load_explicit(&rec->pid, memory_order_relaxed),
+            .pid = pid,
             .tid = atomic_load_explicit(&rec->tid, memory_order_relaxed),
             .online = atomic_load_explicit(&rec->online, memory_order_relaxed),
             .gp_seen = atomic_load_explicit(&rec->gp_seen, memory_order_relaxed),

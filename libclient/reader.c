@@ -4,8 +4,16 @@
  *
  * Claiming is a CAS of the record's owner word from 0 to a token unique to this thread; two
  * threads (of any processes) racing for one record cannot both win it. Giving back is a release
- * store of 0 after the record went offline. Counters in the record are cumulative and never
- * reset, so a record handed from one thread to the next keeps the arena's totals right.
+ * store of 0 after the record went offline.
+ *
+ * Counters (admitted, denied, inserts, cas_retries) are their owner's own: each new owner stores
+ * 0 in them right after its claiming CAS, before it writes the pid and tid that name it (a release
+ * store of pid: a reader that loads pid with acquire and sees this owner's reads these zeros or
+ * later counts). Only the owner writes them, and the previous owner wrote its last counts before
+ * the release store of 0 to the owner word (its own give-back, or the daemon's CAS freeing a dead
+ * process's record, after which that process writes nothing) that the claiming CAS read with
+ * acquire, so the zeros come after them. A sum over the records is therefore not a running total
+ * of the arena: a thread's counts leave it when its record is claimed again.
  *
  * Liveness. Each record claimed is also held by a write lock on its own byte (THR_LOCK_READERS +
  * index) through the process's own open file description of the arena (a->lockfd), which the
@@ -422,7 +430,13 @@ static int claim_record(thr_arena *a, uint32_t *idx)
                         shm_reader_unlock(fd, i);
                         continue;
                 }
-                atomic_store_explicit(&rec[i].pid, (uint64_t)getpid(), memory_order_relaxed);
+                /* this owner's counts start at zero (see the top of this file), before the pid
+                 * (release) that names it */
+                atomic_store_explicit(&rec[i].admitted, 0, memory_order_relaxed);
+                atomic_store_explicit(&rec[i].denied, 0, memory_order_relaxed);
+                atomic_store_explicit(&rec[i].inserts, 0, memory_order_relaxed);
+                atomic_store_explicit(&rec[i].cas_retries, 0, memory_order_relaxed);
+                atomic_store_explicit(&rec[i].pid, (uint64_t)getpid(), memory_order_release);
                 atomic_store_explicit(&rec[i].tid, (uint64_t)gettid(), memory_order_relaxed);
                 /* a composed call its previous owner left half-way (an exit() while a thread was
                  * in one): settled before this owner's first call reuses the journal */

@@ -111,7 +111,8 @@
  *
  * Reader records (struct thr_reader[reader_count], THR_READER_SIZE bytes each): one per client
  * thread per arena, claimed by CAS on `owner` (0 = free). Only the owning thread writes the
- * counters and the online word, so statistics never add a write to a line another thread writes.
+ * counters (from 0: each owner zeroes them when it claims the record, libclient/reader.c) and the
+ * online word, so statistics never add a write to a line another thread writes.
  * `online` holds the grace-period counter seen on entry to a read-side section (+1), 0 when
  * offline; the second cache line is the daemon's (what it last saw of the reader). A record is held
  * by its owner's open-file-description lock on byte THR_LOCK_READERS + index, which the kernel

@@ -3,7 +3,8 @@
  * eviction totals, limiters with their policies and shard counters, live or retired, reader
  * records with their liveness, keys in debt order with exact values on a manual clock, get), that
  * every --json answer is one well-formed JSON value, and that a corrupt or missing arena gives a
- * clear message and the documented sysexits code, never a crash (garbage reader records included).
+ * clear message and the documented sysexits code, never a crash (garbage reader records included),
+ * and that a reader record claimed again counts its new owner's calls from zero.
  * Window limiters are test_shmctl_window.c's.
  *
  * Each test builds a small manual-clock arena in a fresh directory under /dev/shm, drives it
@@ -13,11 +14,15 @@
  */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <sysexits.h>
 #include <unistd.h>
 
+#include "helpers.h"
 #include "shm.h"
 #include "shmctl_run.h"
 #include "throttle/throttle.h"
@@ -280,6 +285,98 @@ Test(shmctl, readers_lists_this_thread_alive)
         cr_assert_eq(run(out, "--json readers"), 0, "%s", out);
         assert_has(out, "\"owned\":0,");
         assert_has(out, "\"readers\":[]}");
+}
+
+/* In a child: COUNT tries of cost 1 on KEY in limiter "api" through the inherited handle; how
+ * many were admitted (or -1 when a call fails). */
+static int child_tries(const char *key, int count)
+{
+        thr_limiter *lim;
+        int admitted = 0;
+        if (thr_limiter_open(fx.arena, "api", &lim) < 0)
+                return -1;
+        for (int i = 0; i < count; i++) {
+                int rc = thr_limiter_try(lim, key, strlen(key), 1, NULL);
+                if (rc < 0)
+                        return -1;
+                admitted += rc;
+        }
+        thr_limiter_close(lim);
+        return admitted;
+}
+
+/*
+ * A process takes the arena's only reader record, is admitted 1000 times and denied 5 times, and
+ * ends (KILLED: by SIGKILL, its record then freed as the daemon's heartbeat frees it; else by
+ * exit, which gives it back); the next process claims the same record and is admitted 3 times:
+ * shmctl readers shows it with its own 3, not 1003 (issue 13: a process of 3 admissions showed
+ * 14 164).
+ */
+static void reused_record_counts_from_zero(bool killed)
+{
+        static char out[OUT_MAX];
+        struct shm_limiter_spec l[] = {lim_spec("api", 1000, S, 1000, 1000)};
+        make_arena_readers("reuse", 1, l, 1);
+        pid_t first = tfork();
+        cr_assert_geq(first, 0);
+        if (first == 0) {
+                int ok = child_tries("first", 1005) == 1000;
+                if (killed)
+                        raise(SIGKILL);
+                exit(ok ? 0 : 1); /* not _exit: the library's exit destructor gives it back */
+        }
+        int st;
+        cr_assert_eq(waitpid(first, &st, 0), first);
+        struct thr_reader *r = shm_at(fx.map.base, shm_hdr(&fx.map)->reader_off);
+        if (killed) {
+                cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+                cr_assert_neq(atomic_load(&r->owner), 0, "a killed owner keeps its record");
+                cr_assert_eq(shm_readers_reap(&fx.map), 1, "the daemon's heartbeat frees it");
+        } else {
+                cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "first process: 1000 admitted");
+        }
+        cr_assert_eq(atomic_load(&r->owner), 0);
+        cr_assert_eq(atomic_load(&r->admitted), 1000, "a free record keeps its last counts");
+        cr_assert_eq(atomic_load(&r->denied), 5);
+
+        int ready[2], done[2];
+        cr_assert_eq(pipe(ready), 0);
+        cr_assert_eq(pipe(done), 0);
+        pid_t next = tfork();
+        cr_assert_geq(next, 0);
+        if (next == 0) {
+                char c = child_tries("next", 3) == 3 ? 'y' : 'n';
+                if (write(ready[1], &c, 1) != 1 || read(done[0], &c, 1) != 1)
+                        _exit(2);
+                _exit(0); /* its record is given back at exit */
+        }
+        char c = 0;
+        cr_assert_eq(read(ready[0], &c, 1), 1);
+        cr_assert_eq(c, 'y', "the next process was admitted 3 times");
+        cr_assert_eq(run(out, "--json readers"), 0, "%s", out);
+        assert_json(out);
+        char want[256];
+        snprintf(want, sizeof(want), "{\"index\":0,\"pid\":%d,\"tid\":%d,", (int)next, (int)next);
+        assert_has(out, want);
+        assert_has(out, "\"alive\":true,\"admitted\":3,\"denied\":0,\"inserts\":1,"
+                        "\"cas_retries\":0}");
+        cr_assert_eq(write(done[1], &c, 1), 1);
+        cr_assert_eq(waitpid(next, &st, 0), next);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+        for (int i = 0; i < 2; i++) {
+                close(ready[i]);
+                close(done[i]);
+        }
+}
+
+Test(shmctl, reused_reader_record_counts_from_zero_after_exit)
+{
+        reused_record_counts_from_zero(false);
+}
+
+Test(shmctl, reused_reader_record_counts_from_zero_after_sigkill)
+{
+        reused_record_counts_from_zero(true);
 }
 
 Test(shmctl, readers_owner_without_lock_is_dead)
