@@ -21,6 +21,9 @@
 #define THR_SYSCONFDIR "/etc"
 #endif
 #define DEFAULT_CONFIG THR_SYSCONFDIR "/throttle/throttled.conf"
+#ifndef THR_PROJECT_VERSION
+#define THR_PROJECT_VERSION "unknown"
+#endif
 
 static struct supervisor g_sup;
 static struct config g_cfg;
@@ -56,16 +59,16 @@ static void usage(FILE *f)
                    "      --check        validate the config and exit\n"
                    "      --recreate     replace an arena that cannot be re-attached (resets "
                    "limits)\n"
+                   "      --version      print the version and the arena layout, and exit\n"
                    "  environment: THROTTLE_LOG=error|warn|info|debug|trace\n");
 }
 
 int main(int argc, char **argv)
 {
-        static const struct option opts[] = {{"config", required_argument, 0, 'c'},
-                                             {"check", no_argument, 0, 'k'},
-                                             {"recreate", no_argument, 0, 'r'},
-                                             {"help", no_argument, 0, 'h'},
-                                             {0, 0, 0, 0}};
+        static const struct option opts[] = {
+            {"config", required_argument, 0, 'c'}, {"check", no_argument, 0, 'k'},
+            {"recreate", no_argument, 0, 'r'},     {"help", no_argument, 0, 'h'},
+            {"version", no_argument, 0, 'V'},      {0, 0, 0, 0}};
         const char *path = DEFAULT_CONFIG;
         int check = 0, recreate = 0, c;
         install_signals();
@@ -82,6 +85,10 @@ int main(int argc, char **argv)
                         break;
                 case 'h':
                         usage(stdout);
+                        return 0;
+                case 'V':
+                        printf("throttled (throttle) %s, arena layout %u.%u\n", THR_PROJECT_VERSION,
+                               THR_LAYOUT_MAJOR, THR_LAYOUT_MINOR);
                         return 0;
                 default:
                         usage(stderr);

@@ -437,17 +437,39 @@ static void do_reload(struct supervisor *s)
                 log_info("reloaded: %zu limiters", s->cfg.nlimiters);
 }
 
+/* The longest the main thread sleeps before it looks at its flags again. */
+#define SUP_SLICE_MS 50
+
+/*
+ * The main thread checks the arena file once a heartbeat and otherwise sleeps, in slices of at
+ * most SUP_SLICE_MS, looking at the stop and reload flags before each. A signal usually cuts a
+ * slice short, but not one that came while this thread was busy (a reload, the file check) or
+ * just before the sleep began, nor one whose handler ran on another thread: it used to sleep a
+ * whole heartbeat then (a SIGTERM during a reload stopped the daemon heartbeat_ms later). Now a
+ * stop is seen within SUP_SLICE_MS, less than the default maintenance period (the maintenance
+ * thread sees it within its own 50 ms slices, maint.c).
+ */
 int supervisor_run(struct supervisor *s)
 {
+        struct timespec checked = {0}, now;
         while (!s->stop) {
                 if (s->reload) {
                         s->reload = 0;
                         do_reload(s);
                 }
-                check_arena_file(s);
-                uint64_t ms = s->cfg.heartbeat_ms ? s->cfg.heartbeat_ms : 1000;
-                struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000};
-                nanosleep(&ts, NULL); /* a signal cuts it short: stop and reload act at once */
+                uint64_t beat = s->cfg.heartbeat_ms ? s->cfg.heartbeat_ms : 1000;
+                clock_gettime(CLOCK_MONOTONIC, &now);
+                uint64_t gone = (uint64_t)((now.tv_sec - checked.tv_sec) * 1000 +
+                                           (now.tv_nsec - checked.tv_nsec) / 1000000);
+                if (gone >= beat) {
+                        check_arena_file(s);
+                        checked = now;
+                        gone = 0;
+                }
+                uint64_t ms = beat - gone < SUP_SLICE_MS ? beat - gone : SUP_SLICE_MS;
+                struct timespec ts = {0, (long)ms * 1000000};
+                if (!s->stop && !s->reload)
+                        nanosleep(&ts, NULL); /* a signal on this thread cuts it short */
         }
         return 0;
 }
