@@ -13,6 +13,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -143,18 +144,68 @@ static int prefault(void *base, size_t size, uint64_t page)
         return 0;
 }
 
+/* Whether this process is in group GID (its effective group or a supplementary one). */
+static bool in_group(gid_t gid)
+{
+        if (getegid() == gid)
+                return true;
+        int n = getgroups(0, NULL);
+        gid_t *groups = n > 0 ? calloc((size_t)n, sizeof(*groups)) : NULL;
+        bool in = false;
+        if (groups)
+                n = getgroups(n, groups);
+        for (int i = 0; groups && i < n && !in; i++)
+                in = groups[i] == gid;
+        free(groups);
+        return in;
+}
+
+/*
+ * Give FD, the arena file being built for PATH, the configured group GID ((gid_t)-1: none): 0, or
+ * -errno with ERR naming the group and the cause. A process may give its file a group only if it
+ * is a member of it or has CAP_CHOWN; that refusal (EPERM) is said as such, never taken for a
+ * hugepage shortage (it used to end in "is the hugepage pool too small?").
+ */
+static int set_group(int fd, gid_t gid, const char *path, char *err, size_t errlen)
+{
+        if (gid == (gid_t)-1 || fchown(fd, (uid_t)-1, gid) == 0)
+                return 0;
+        int rc = -errno;
+        char buf[1024], name[80];
+        struct group gr, *res = NULL;
+        if (getgrgid_r(gid, &gr, buf, sizeof(buf), &res) == 0 && res)
+                snprintf(name, sizeof(name), "'%s'", res->gr_name);
+        else
+                snprintf(name, sizeof(name), "(no such group)");
+        if (rc == -EPERM && !in_group(gid))
+                return shm_seterr(err, errlen, rc,
+                                  "cannot give arena %s the group %s (gid %u) of [arena] group: "
+                                  "%s: this process (uid %u) is not a member of that group and "
+                                  "has no CAP_CHOWN; run throttled as a member of it (or as "
+                                  "root), or leave group empty",
+                                  path, name, (unsigned)gid, strerror(-rc), (unsigned)geteuid());
+        return shm_seterr(err, errlen, rc,
+                          "cannot give arena %s the group %s (gid %u) of [arena] group: %s", path,
+                          name, (unsigned)gid, strerror(-rc));
+}
+
 /* Create, size, allocate, map and fault the temporary file the arena at PATH is built in
  * (arena_tmp.c); M->path is its name, empty when it has none. */
 static int map_new(const struct shm_arena_spec *s, const char *path, uint64_t size,
                    struct shm_map *m, char *err, size_t errlen)
 {
         char tmp[sizeof(m->path)];
-        int fd = shm_tmp_open(path, s->mode ? s->mode : 0600, s->gid, tmp, sizeof(tmp));
+        int fd = shm_tmp_open(path, s->mode ? s->mode : 0600, (gid_t)-1, tmp, sizeof(tmp));
         if (fd < 0)
                 return shm_seterr(err, errlen, fd, "cannot create a temporary file for %s: %s",
                                   path, strerror(-fd));
+        int rc = set_group(fd, s->gid, path, err, errlen);
+        if (rc < 0) {
+                shm_tmp_discard(fd, tmp);
+                return rc;
+        }
         const char *step = "ftruncate";
-        int rc = ftruncate(fd, (off_t)size) < 0 ? -errno : 0;
+        rc = ftruncate(fd, (off_t)size) < 0 ? -errno : 0;
         if (rc == 0) {
                 step = "allocate";
                 rc = -posix_fallocate(fd, 0, (off_t)size);
@@ -538,7 +589,7 @@ int shm_arena_create(const struct shm_arena_spec *s, struct shm_map *out, char *
                                  "hugetlbfs could not hold the arena (%s); using /dev/shm", why);
                 return rc < 0 ? rc : 1;
         }
-        if (rc < 0 && on_huge) {
+        if ((rc == -ENOMEM || rc == -ENOSPC) && on_huge) { /* only these say the pool is short */
                 char why[256];
                 snprintf(why, sizeof(why), "%s", err ? err : "");
                 return shm_seterr(err, errlen, rc,

@@ -1,7 +1,8 @@
 /*
  * test_arena.c - the arena as untrusted input: valid() rejects each kind of corruption, clients
  * refuse another major version or another clock, creation leaves no half arena, the daemon lock
- * excludes a second holder, and reconfiguration keeps buckets or refuses without changing anything.
+ * excludes a second holder, and reconfiguration keeps buckets or refuses without changing anything;
+ * a group the builder may not give is named in the error with its cause (issue 13).
  */
 #include <criterion/criterion.h>
 #include <dirent.h>
@@ -433,6 +434,116 @@ Test(arena, file_mode_and_group_decide_who_may_map_it)
                      "others may not");
         unlink(m.path);
         shm_arena_detach(&m);
+}
+
+/*
+ * In a child that dropped to nobody (no supplementary groups), create an arena of group root in
+ * DIR (HUGE: its hugepages setting); its error message into MSG (LEN bytes), its result returned.
+ */
+static int create_as_nobody(const char *dir, enum shm_hugepages huge, char *msg, size_t len)
+{
+        struct passwd *nobody = getpwnam("nobody");
+        cr_assert_not_null(nobody, "user nobody exists");
+        int fds[2];
+        cr_assert_eq(pipe(fds), 0);
+        pid_t pid = tfork();
+        cr_assert_geq(pid, 0);
+        if (pid == 0) {
+                struct shm_limiter_spec s = tspec("a", 10, SEC, 5, 5);
+                struct shm_arena_spec as = {.hugepages = huge,
+                                            .mode = 0660,
+                                            .gid = 0, /* root's group: nobody is not in it */
+                                            .clock = THR_CLOCK_MANUAL,
+                                            .max_limiters = 4,
+                                            .max_readers = 8,
+                                            .nlimiters = 1,
+                                            .limiters = &s,
+                                            .dir = dir};
+                snprintf(as.name, sizeof(as.name), "grp%d", (int)getpid());
+                struct shm_map m;
+                char err[1024] = "";
+                int rc = -EPERM;
+                if (setgroups(0, NULL) == 0 && setgid(nobody->pw_gid) == 0 &&
+                    setuid(nobody->pw_uid) == 0)
+                        rc = shm_arena_create(&as, &m, err, sizeof(err));
+                if (write(fds[1], &rc, sizeof(rc)) != sizeof(rc) ||
+                    write(fds[1], err, sizeof(err)) != sizeof(err))
+                        _exit(2);
+                _exit(0);
+        }
+        int rc = 1, st;
+        char err[1024];
+        cr_assert_eq(read(fds[0], &rc, sizeof(rc)), (ssize_t)sizeof(rc));
+        cr_assert_eq(read(fds[0], err, sizeof(err)), (ssize_t)sizeof(err));
+        err[sizeof(err) - 1] = '\0';
+        snprintf(msg, len, "%s", err);
+        waitpid(pid, &st, 0);
+        close(fds[0]);
+        close(fds[1]);
+        return rc;
+}
+
+/* The message of a group the daemon may not give: the group, its gid and the cause. */
+static void assert_group_message(const char *msg)
+{
+        struct group *g = getgrgid(0);
+        char want[128];
+        snprintf(want, sizeof(want), "the group '%s' (gid 0)", g ? g->gr_name : "?");
+        cr_assert(strstr(msg, want), "names the group: %s", msg);
+        cr_assert(strstr(msg, "not a member of that group and has no CAP_CHOWN"), "why: %s", msg);
+        cr_assert(!strstr(msg, "hugepage"), "not a hugepage shortage: %s", msg);
+}
+
+/* [arena] group = a group the daemon is not in (issue 13: "Operation not permitted (is the
+ * hugepage pool too small?)"): the message names the group and why, on /dev/shm and on a
+ * hugetlbfs mount alike; and nothing is left behind. */
+Test(arena, group_not_given_names_the_group_and_why)
+{
+        if (geteuid() != 0)
+                cr_skip_test("needs root to try as another user");
+        char dir[] = "/dev/shm/thr-grp-XXXXXX", msg[1024];
+        cr_assert_not_null(mkdtemp(dir));
+        cr_assert_eq(chmod(dir, 0777), 0);
+        cr_assert_eq(create_as_nobody(dir, SHM_HUGE_OFF, msg, sizeof(msg)), -EPERM, "%s", msg);
+        assert_group_message(msg);
+        DIR *d = opendir(dir);
+        int files = 0;
+        for (struct dirent *e; (e = readdir(d));)
+                files += e->d_name[0] != '.';
+        closedir(d);
+        cr_assert_eq(files, 0, "nothing left behind");
+        cr_assert_eq(rmdir(dir), 0);
+
+        char why[256], mount[256], hdir[300];
+        if (!thugepages_available(2, why, sizeof(why)))
+                cr_skip_test("no hugetlbfs to try it on: %s", why);
+        cr_assert_eq(shm_arena_path("x", NULL, SHM_HUGE_REQUIRE, mount, sizeof(mount)), 0);
+        *strrchr(mount, '/') = '\0';
+        snprintf(hdir, sizeof(hdir), "%s/thr-grp-%d", mount, (int)getpid());
+        cr_assert_eq(mkdir(hdir, 0777), 0, "%s: %s", hdir, strerror(errno));
+        cr_assert_eq(chmod(hdir, 0777), 0);
+        int rc = create_as_nobody(hdir, SHM_HUGE_REQUIRE, msg, sizeof(msg));
+        rmdir(hdir);
+        cr_assert_eq(rc, -EPERM, "%s", msg);
+        assert_group_message(msg);
+}
+
+/* The hint about the hugepage pool stays where it belongs: an arena the pool cannot hold. */
+Test(arena, hugepage_shortage_still_says_so)
+{
+        char why[256], msg[1024] = "";
+        if (!thugepages_available(1, why, sizeof(why)))
+                cr_skip_test("no hugetlbfs: %s", why);
+        struct shm_limiter_spec s = tspec("a", 10, SEC, 5, 5);
+        struct shm_arena_spec as = small_spec(&s);
+        as.dir = NULL;
+        as.hugepages = SHM_HUGE_REQUIRE;
+        as.spare_bytes = 1ull << 40; /* 1 TiB: far more than any pool */
+        snprintf(as.name, sizeof(as.name), "short%d", (int)getpid());
+        struct shm_map m;
+        int rc = shm_arena_create(&as, &m, msg, sizeof(msg));
+        cr_assert(rc == -ENOSPC || rc == -ENOMEM, "rc %d: %s", rc, msg);
+        cr_assert(strstr(msg, "is the hugepage pool too small?"), "%s", msg);
 }
 
 Test(arena, daemon_ignores_fields_a_client_rewrites_after_attach)
