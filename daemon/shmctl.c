@@ -282,10 +282,10 @@ static void hold_read(const struct thr_serial *h, struct shmctl_hold *o)
  * serialized key's header. The log is read in place (the snapshot's table copy bounds S's aux
  * storage, and snap_fill checked that it holds the ring); the state word U is any number.
  */
-static void window_eval(const struct ctx *c, const struct shmctl_lim *l, const struct thr_slot *s,
-                        uint64_t now, struct shmctl_key *k)
+static void window_eval(const struct ctx *c, const struct shmctl_lim *l, void *aux, uint64_t now,
+                        struct shmctl_key *k)
 {
-        void *aux = shm_slot_aux(c->map.base, &l->t, s);
+        (void)c;
         const _Atomic uint64_t *e = shm_window_log(aux);
         struct shm_win peek, one;
         shm_window_decide(&l->p, e, k->tat, now, 0, false, 0, &peek);
@@ -310,7 +310,7 @@ static void key_eval(struct ctx *c, const struct shmctl_lim *l, const struct thr
         if (mark_eval(c, l, s, k)) /* a composed call's mark: no state to evaluate */
                 return;
         if (l->p.kind == THR_KIND_WINDOW)
-                window_eval(c, l, s, now, k);
+                window_eval(c, l, shm_slot_aux(c->map.base, &l->t, s), now, k);
         else if (l->p.kind == THR_KIND_SEMAPHORE)
                 sem_eval(c, l, s, k);
         else if (l->p.kind == THR_KIND_BUDGET) /* its header: the snapshot checked it fits */
@@ -592,6 +592,46 @@ static int key_get(struct ctx *c, const struct shmctl_lim *l, uint64_t now, stru
         return rc;
 }
 
+/*
+ * KEY, which L's table does not hold, in the state its first call would start it in at NOW
+ * (shm_kind_fresh, as an insert computes it, on a scratch copy of its aux storage): a GCRA key's
+ * `initial` tokens, a window's empty log, a semaphore with nothing held, a budget's initial
+ * balance; or, in a shard where on_full = evict kept the debt of keys evicted for room, that
+ * floor. Nothing is written to the arena. 0, or -ENOMEM.
+ */
+static int key_absent(struct ctx *c, const struct shmctl_lim *l, uint64_t now, struct shmctl_key *k)
+{
+        const struct thr_params *p = &l->p;
+        uint32_t len = (uint32_t)strlen(c->o->key);
+        *k = (struct shmctl_key){.len = len, .absent = true};
+        const void *sk = shm_key_store(c->hdr.digest_key, c->o->key, len, k->bytes);
+        if (sk != k->bytes)
+                memcpy(k->bytes, sk, shm_key_stored_len(len));
+        struct shm_probe pr;
+        shm_probe_init(c->map.base, &l->t, shm_stored_hash(c->hdr.hash_key, sk, len), &pr);
+        uint64_t floor = atomic_load_explicit(&pr.shard->floor_units, memory_order_relaxed);
+        void *aux = l->t.aux_stride ? calloc(1, l->t.aux_stride) : NULL;
+        if (l->t.aux_stride && !aux)
+                return -ENOMEM;
+        uint64_t start = p->kind == THR_KIND_GCRA ? now + (p->burst - p->initial) * p->t_units
+                                                  : THR_TAT_FRESH; /* GCRA's, as a client's */
+        k->tat = shm_kind_fresh(p, aux, start, now, floor);
+        if (p->kind == THR_KIND_WINDOW) {
+                window_eval(c, l, aux, now, k);
+        } else if (p->kind == THR_KIND_SEMAPHORE) { /* sem_eval of its empty header */
+                k->remaining = p->rate_n;
+                k->sem.remainder = (int64_t)p->rate_n; /* max is at most 65535 */
+        } else if (p->kind == THR_KIND_BUDGET) {
+                budget_eval(l, aux, k);
+        } else {
+                if (k->tat == start)
+                        k->tat = THR_TAT_FRESH; /* the same bucket, shown as a fresh key's */
+                gcra_eval(l, now, k);
+        }
+        free(aux);
+        return 0;
+}
+
 static int cmd_get(struct ctx *c)
 {
         struct shmctl_lim l;
@@ -602,13 +642,10 @@ static int cmd_get(struct ctx *c)
                 return rc;
         c->waiting = true;
         rc = key_get(c, &l, now, &k);
+        if (rc == 0) /* absent: a known state all the same */
+                rc = key_absent(c, &l, now, &k);
         if (rc < 0)
                 return fail(c, rc);
-        if (rc == 0) {
-                fprintf(stderr, "shmctl: no such key in limiter %s: %s\n", c->o->limiter,
-                        c->o->key);
-                return EX_NOTFOUND;
-        }
         shmctl_out_key(&l, &k, now / l.p.k, c->o->json);
         return 0;
 }
@@ -664,7 +701,9 @@ static void help(void)
                "             when any is queued, remainder, units pending, longest pending);\n"
                "             budget, its balance and, when paused (spenders queued: no\n"
                "             budget), their number, units needed, the oldest's need; a key\n"
-               "             a composed call holds: marked by reader R (call seq S)\n"
+               "             a composed call holds: marked by reader R (call seq S); a key\n"
+               "             not in the table: absent, with the state its first call starts\n"
+               "             from (GCRA: initial tokens; a budget: its initial balance)\n"
                "  leases     every lease of every semaphore limiter (or of LIMITER): key,\n"
                "             amount, holder pid and tid (or peer #INDEX and level), age,\n"
                "             expiry, generation; then each key's units held and pending\n"
@@ -679,7 +718,7 @@ static void help(void)
                "  -a, --arena ARENA  arena name, or a path if it contains '/'\n"
                "                     (default: $THROTTLE_ARENA, else \"main\")\n"
                "  --json             print one JSON object\n\n"
-               "Exit status: 0 ok, 1 no such limiter or key (or, for leases, not a\n"
+               "Exit status: 0 ok (an absent key too), 1 no such limiter (or, for leases, not a\n"
                "semaphore; for budget add, not a budget), 64 usage, 65 corrupt arena,\n"
                "66 no arena, 69 add refused (overflow, table full), 75 lock held,\n"
                "77 permission denied.\n",

@@ -14,7 +14,7 @@
 #include "shmctl_out.h"
 
 #define ESC_MAX  (6 * THR_KEY_MAX + 1) /* a key escaped as JSON \u00XX, the widest form */
-#define KEY_JSON (ESC_MAX + 64)        /* key_members: a key as JSON members */
+#define KEY_JSON (ESC_MAX + 96)        /* key_members: a key as JSON members */
 #define CELL     ESC_MAX
 #define MAX_COLS 24
 

@@ -13,7 +13,7 @@
 #include "shm.h"
 #include "shmctl_out.h"
 
-#define EX_NOTFOUND 1 /* no such limiter or key: a normal answer, not a failure of shmctl */
+#define EX_NOTFOUND 1 /* no such limiter: a normal answer, not a failure of shmctl */
 
 struct opts {
         const char *arena; /* name, or a path if it contains '/' */

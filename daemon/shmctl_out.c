@@ -68,6 +68,8 @@ const char *key_members(char *out, size_t outlen, const struct shmctl_key *k)
                          esc, k->len);
         else
                 snprintf(out, outlen, "\"key\":\"%s\"", esc);
+        if (k->absent) /* `get` only: a key in the table has no such member */
+                snprintf(out + strlen(out), outlen - strlen(out), ",\"present\":false");
         return out;
 }
 
@@ -859,6 +861,9 @@ void shmctl_out_key(const struct shmctl_lim *l, const struct shmctl_key *k, uint
                 key_json(l, k, now_ns, is_sem(l) && sem_queue_shown(k, 1));
                 printf("\n");
         } else {
-                keys_human(l, k, 1, now_ns, "one key");
+                keys_human(l, k, 1, now_ns,
+                           k->absent ? "one key, absent (not in the table: the state its first "
+                                       "call starts from)"
+                                     : "one key");
         }
 }

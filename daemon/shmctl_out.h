@@ -151,6 +151,7 @@ struct shmctl_key {
         struct shmctl_sem sem;    /* semaphore keys only */
         struct shmctl_budget bud; /* budget keys only */
         struct shmctl_mark mark;  /* a marked state word: the columns above mean nothing */
+        bool absent; /* `get` of a key not in the table: the state its first call starts from */
 };
 
 /* A member of a named group: its directory index, and the entry as the directory has it now. */

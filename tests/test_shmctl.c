@@ -154,11 +154,95 @@ Test(shmctl, get_present_and_absent_keys)
         cr_assert_eq(run(out, "get api b"), 0, "%s", out);
         assert_has(out, "3/5");
         assert_has(out, "150ms");
-        cr_assert_eq(run(out, "get api nobody"), 1, "%s", out);
-        assert_has(out, "no such key");
+        /* absent: a full bucket (issue 13: it exited 1 with "no such key", nothing under --json) */
+        cr_assert_eq(run(out, "get api nobody"), 0, "%s", out);
+        assert_has(out, "one key, absent");
+        assert_has(out, "nobody        5/5          0ns  fresh\n");
+        cr_assert_eq(run(out, "--json get api nobody"), 0, "%s", out);
+        assert_json(out);
+        assert_has(out, "{\"key\":\"nobody\",\"present\":false,\"remaining\":5,\"burst\":5,"
+                        "\"reset_after_ns\":0,\"tat\":null,\"fresh\":true}");
+        cr_assert_eq(run(out, "--json get api b"), 0, "%s", out);
+        cr_assert(!strstr(out, "present"), "a key in the table has no such member: %s", out);
         cr_assert_eq(run(out, "get nolimiter b"), 1, "%s", out);
         assert_has(out, "no such limiter");
+        cr_assert_eq(run(out, "--json get nolimiter b"), 1, "%s", out);
+        assert_has(out, "no such limiter");
         cr_assert_eq(run(out, "keys nolimiter"), 1, "%s", out);
+}
+
+/* An absent key of each kind, as its first call would find it, and nothing written: a GCRA key
+ * with `initial` tokens of its burst, an empty window, a semaphore with nothing held, a budget
+ * at its initial balance. */
+Test(shmctl, get_absent_key_of_each_kind_shows_its_fresh_state)
+{
+        static char out[OUT_MAX];
+        struct shm_limiter_spec w = {.kind = THR_KIND_WINDOW,
+                                     .rate_n = 3,
+                                     .period_ns = S,
+                                     .capacity = 64,
+                                     .name = "win"},
+                                sem = tspec("sem", 4, 0, 0, 0);
+        sem.kind = THR_KIND_SEMAPHORE;
+        sem.leases = 8;
+        sem.max_reserve_ns = 0;
+        sem.capacity = 64;
+        struct shm_limiter_spec l[] = {lim_spec("api", 10, S, 5, 2), w, tspec_budget("bud", 100),
+                                       sem};
+        l[2].capacity = 64;
+        make_arena("absent", 4, l);
+        cr_assert_eq(thr_clock_advance(fx.arena, 2 * S), 0);
+        const char *const want[][2] = {
+            {"api", "{\"key\":\"k\",\"present\":false,\"remaining\":2,\"burst\":5,"
+                    "\"reset_after_ns\":300000000,\"tat\":null,\"fresh\":true}"},
+            {"win", "{\"key\":\"k\",\"present\":false,\"used\":0,\"limit\":3,\"remaining\":3,"
+                    "\"oldest_ns\":null,\"next_free_after_ns\":0,\"reset_after_ns\":0,\"units\":0"},
+            {"bud", "{\"key\":\"k\",\"present\":false,\"balance\":100,"},
+            {"sem", "{\"key\":\"k\",\"present\":false,\"held\":0,\"max\":4,"},
+        };
+        for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+                cr_assert_eq(run(out, "--json get %s k", want[i][0]), 0, "%s", out);
+                assert_json(out);
+                assert_has(out, want[i][1]);
+                cr_assert_eq(run(out, "get %s k", want[i][0]), 0, "%s", out);
+                assert_has(out, "one key, absent");
+                cr_assert_eq(run(out, "--json keys %s", want[i][0]), 0, "%s", out);
+                assert_has(out, "\"live\":0,"); /* get wrote nothing */
+        }
+}
+
+/* on_full = evict keeps the debt of keys evicted for room as a floor for new keys of their shard:
+ * an absent key there is shown at that floor, as its first call then finds it. */
+Test(shmctl, get_absent_key_starts_at_its_shards_eviction_floor)
+{
+        static char out[OUT_MAX];
+        struct shm_limiter_spec l[] = {lim_spec("api", 10, S, 5, 5)};
+        l[0].on_full = THR_FULL_EVICT; /* capacity 64: one shard */
+        make_arena("floor", 1, l);
+        cr_assert_eq(thr_clock_advance(fx.arena, 2 * S), 0);
+        thr_limiter *lim;
+        cr_assert_eq(thr_limiter_open(fx.arena, "api", &lim), 0);
+        /* keys 5 in debt each, until one is evicted for room: its 500 ms are the shard's floor
+         * (few enough evictions that the shard still has free slots for one more) */
+        struct thr_shard *sh = shm_at(fx.map.base, table_of("api")->shards_off);
+        for (int i = 0; i < 200 && atomic_load(&sh->floor_units) == 0; i++) {
+                char k[16];
+                cr_assert_geq(/* the last, inserted at the floor, is denied */
+                              thr_limiter_try(lim, k, (size_t)snprintf(k, sizeof(k), "k%d", i), 5,
+                                              NULL),
+                              0);
+        }
+        cr_assert_gt(atomic_load(&sh->floor_units), 0, "a key was evicted for room");
+        cr_assert_eq(run(out, "--json get api zz"), 0, "%s", out);
+        assert_json(out);
+        assert_has(out, "{\"key\":\"zz\",\"present\":false,\"remaining\":0,\"burst\":5,"
+                        "\"reset_after_ns\":500000000,");
+        assert_has(out, "\"fresh\":false}");
+        struct thr_result r;
+        cr_assert_eq(thr_limiter_try(lim, "zz", 2, 1, &r), 0, "the first call finds the debt");
+        cr_assert_eq(r.remaining, 0);
+        cr_assert_eq(r.reset_after_ns, 500 * MS, "as get showed it");
+        thr_limiter_close(lim);
 }
 
 /* Keys longer than a slot's 44 bytes are stored as their first 28 bytes and a digest (layout.h):
@@ -189,7 +273,8 @@ Test(shmctl, long_keys_show_their_prefix_marked)
         assert_has(out, "\"key_truncated\":true,\"key_len\":70,\"remaining\":3,");
         cr_assert_eq(run(out, "get api %s", k2), 0, "%s", out);
         assert_has(out, "4/5");
-        cr_assert_eq(run(out, "get api %.69s", k1), 1, "a prefix is another key: %s", out);
+        cr_assert_eq(run(out, "get api %.69s", k1), 0, "a prefix is another key: %s", out);
+        assert_has(out, "one key, absent");
 }
 
 Test(shmctl, binary_keys_are_escaped)

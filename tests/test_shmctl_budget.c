@@ -185,7 +185,8 @@ Test(shmctl_budget, limiters_keys_and_get_show_initial_and_balances_as_thr_budge
         assert_json(out);
         assert_json_is_stat(out, "rich", &st);
         assert_has(out, "\"tickets\":0,\"grant_in_progress\":false,\"state\":100}\n");
-        cr_assert_eq(run(out, "get b nokey"), EX_NOTFOUND_, "%s", out);
+        cr_assert_eq(run(out, "get b nokey"), 0, "absent, at the initial balance: %s", out);
+        assert_has(out, "nokey       10  no ");
         thr_limiter_close(b);
 }
 
