@@ -303,6 +303,7 @@ static void window_eval(const struct ctx *c, const struct shmctl_lim *l, void *a
 static void key_eval(struct ctx *c, const struct shmctl_lim *l, const struct thr_slot *s,
                      uint64_t now, struct shmctl_key *k)
 {
+        k->absent = false; /* a slot's key is in the table */
         k->win = (struct shmctl_win){0};
         k->hold = (struct shmctl_hold){0};
         k->sem = (struct shmctl_sem){0};
