@@ -27,7 +27,7 @@
 #include "shmctl_run.h"
 #include "throttle/throttle.h"
 
-#define EX_NOTFOUND_ 1 /* shmctl: no such limiter or key */
+#define EX_NOTFOUND_ 1 /* shmctl: no such limiter */
 
 TestSuite(shmctl, .fini = fx_teardown);
 

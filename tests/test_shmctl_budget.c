@@ -30,7 +30,7 @@
 #include "shmctl_run.h"
 #include "throttle/throttle.h"
 
-#define EX_NOTFOUND_ 1 /* shmctl: no such limiter or key; budget add: not a budget */
+#define EX_NOTFOUND_ 1 /* shmctl: no such limiter; budget add: not a budget */
 #define MAXB         THR_BUDGET_MAX_BALANCE
 
 TestSuite(shmctl_budget, .fini = fx_teardown, .timeout = 120);

@@ -23,7 +23,7 @@
 #include "shmctl_run.h"
 #include "throttle/throttle.h"
 
-#define EX_NOTFOUND_ 1 /* shmctl: no such limiter or key, or (leases) not a semaphore */
+#define EX_NOTFOUND_ 1 /* shmctl: no such limiter, or (leases) not a semaphore */
 
 TestSuite(shmctl_sem, .fini = fx_teardown);
 
