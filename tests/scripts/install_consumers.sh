@@ -89,8 +89,9 @@ for w in cmake/demo_worker cmake/demo_worker_static pc/demo_worker; do
                 fail "$w failed: $out"
         total=$(grep '^total admitted' <<<"$out") || fail "$w printed no total: $out"
         echo "$w: $total"
-        [[ "$total" =~ ^total\ admitted\ ([0-9]+) ]] && [ "${BASH_REMATCH[1]}" -gt 0 ] ||
+        if ! [[ "$total" =~ ^total\ admitted\ ([0-9]+) ]] || [ "${BASH_REMATCH[1]}" -eq 0 ]; then
                 fail "$w was admitted nothing"
+        fi
 done
 kill -TERM "$daemon"
 wait "$daemon" || fail "throttled exited $? on SIGTERM"

@@ -26,15 +26,16 @@ throttled=$root/sbin/throttled
 
 runpath=$(readelf -d "$shmctl" | sed -n 's/.*(RUNPATH).*\[\(.*\)\]/\1/p')
 echo "shmctl RUNPATH: ${runpath:-none}"
-[[ "$runpath" == '$ORIGIN/../lib'* ]] || fail "shmctl has no RUNPATH \$ORIGIN/../lib..."
+[[ "$runpath" == "\$ORIGIN/../lib"* ]] || fail "shmctl has no RUNPATH \$ORIGIN/../lib..."
 [[ "$runpath" != *"$build"* ]] || fail "the installed shmctl still points into the build tree"
 
 # The library must come from the staged prefix, not from a system copy or the build tree.
 lib=$(env -u LD_LIBRARY_PATH ldd "$shmctl" | awk '$1 ~ /^libthrottle-client\.so/ { print $3 }')
 echo "shmctl loads: ${lib:-not found}"
 want=$(find "$root" -name 'libthrottle-client.so.*.*' | head -n 1)
-[ -n "$lib" ] && [ "$(readlink -f "$lib")" = "$(readlink -f "$want")" ] ||
+if [ -z "$lib" ] || [ "$(readlink -f "$lib")" != "$(readlink -f "$want")" ]; then
         fail "shmctl does not load libthrottle-client from $root"
+fi
 
 env -u LD_LIBRARY_PATH "$shmctl" --help >/dev/null || fail "installed shmctl --help failed"
 env -u LD_LIBRARY_PATH "$throttled" --help >/dev/null || fail "installed throttled --help failed"
