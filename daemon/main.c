@@ -15,6 +15,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "notify.h"
 #include "supervisor.h"
 
 #ifndef THR_SYSCONFDIR
@@ -116,8 +117,14 @@ int main(int argc, char **argv)
         }
         g_sup.config_path = path;
         int rc = supervisor_start(&g_sup, &g_cfg, recreate);
-        if (rc == 0)
+        if (rc == 0) {
+                char status[128];
+                snprintf(status, sizeof(status), "serving arena %s, %zu limiters", g_cfg.arena_name,
+                         g_cfg.nlimiters);
+                notify_ready(status); /* systemd (Type=notify): the arena exists and is kept */
                 rc = supervisor_run(&g_sup);
+                notify_stopping();
+        }
         supervisor_stop(&g_sup);
         return rc;
 }

@@ -19,6 +19,9 @@
  *
  * and exits 0 only if every call was made, alone, within the window's limit.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* qsort_r; the build defines it, a program copied from here may not */
+#endif
 #include <errno.h>
 #include <inttypes.h>
 #include <stdatomic.h>
