@@ -21,6 +21,7 @@ dir = $dir
 max_readers = 64
 spare = 1MiB
 [daemon]
+metrics =
 heartbeat_ms = 20
 maintenance_ms = 2
 scan_budget = 512
