@@ -316,3 +316,44 @@ Test(metrics, render_sums_every_row)
         free(text);
         tdaemon_stop(&fx, d);
 }
+
+/* throttled(8)'s METRICS section names every metric a scrape has (and the scrape has every
+ * metric it names): the list cannot drift from the code. */
+Test(metrics, man_page_lists_every_metric)
+{
+        int port = free_port();
+        config(port, 4, LIMS);
+        int d = tdaemon_start(&fx, NULL);
+        tdaemon_wait_ready(&fx, d, 1);
+        char *m = scrape(port);
+        char path[512];
+        const char *slash = strrchr(__FILE__, '/');
+        snprintf(path, sizeof(path), "%.*s../doc/man/throttled.8",
+                 slash ? (int)(slash - __FILE__ + 1) : 0, __FILE__);
+        FILE *f = fopen(path, "re");
+        cr_assert_not_null(f, "%s: %s", path, strerror(errno));
+        static char man[1 << 17];
+        man[fread(man, 1, sizeof(man) - 1, f)] = '\0';
+        fclose(f);
+        int n = 0;
+        for (const char *p = m; (p = strstr(p, "\n# TYPE ")); n++) {
+                p += 8;
+                char name[128], want[160];
+                cr_assert_eq(sscanf(p, "%127s", name), 1);
+                snprintf(want, sizeof(want), "\n.B %s\n", name);
+                cr_assert_not_null(strstr(man, want), "throttled(8) does not list %s", name);
+        }
+        const char *sec = strstr(man, "\n.SH METRICS\n");
+        cr_assert_not_null(sec);
+        for (const char *p = sec;
+             (p = strstr(p, "\n.B throttle_")) && p < strstr(sec, "\n.SH FILES");) {
+                p += 4;
+                char name[128], want[160];
+                cr_assert_eq(sscanf(p, "%127s", name), 1);
+                snprintf(want, sizeof(want), "# TYPE %s ", name);
+                cr_assert_not_null(strstr(m, want), "throttled(8) lists %s, not scraped", name);
+        }
+        cr_assert_gt(n, 15);
+        free(m);
+        tdaemon_stop(&fx, d);
+}
