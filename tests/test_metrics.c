@@ -357,3 +357,49 @@ Test(metrics, man_page_lists_every_metric)
         free(m);
         tdaemon_stop(&fx, d);
 }
+
+/* The kinds deciding outside the core count their outcomes too: a semaphore's try (a lease, then
+ * no room), a budget's spends (an add is not a request), a composed call (each member). */
+Test(metrics, semaphore_budget_and_composed_calls_count)
+{
+        int port = free_port();
+        config(port, 16,
+               "[lim]\nrate = 1/s\nburst = 5\ncapacity = 64\n\n"
+               "[sem]\nkind = semaphore\nmax = 1\ncapacity = 16\n\n"
+               "[bud]\nkind = budget\ninitial = 3\ncapacity = 16\n");
+        int d = tdaemon_start(&fx, NULL);
+        tdaemon_wait_ready(&fx, d, 1);
+        pid_t k = tfork();
+        if (k == 0) {
+                thr_arena *a;
+                thr_limiter *sem, *bud, *lim;
+                struct thr_lease l1, l2;
+                if (thr_arena_open(fx.name, 0, &a) < 0 || thr_limiter_open(a, "sem", &sem) < 0 ||
+                    thr_limiter_open(a, "bud", &bud) < 0 || thr_limiter_open(a, "lim", &lim) < 0)
+                        _exit(2);
+                if (thr_sem_try(sem, "s", 1, 1, SEC, &l1) != 0 ||
+                    thr_sem_try(sem, "s", 1, 1, SEC, &l2) != -EAGAIN)
+                        _exit(3);
+                if (thr_budget_try(bud, "b", 1, 2, NULL) != 0 ||
+                    thr_budget_try(bud, "b", 1, 2, NULL) != -EAGAIN ||
+                    thr_budget_add(bud, "b", 1, 5, NULL) != 0 ||
+                    thr_budget_spend(bud, "b", 1, 2, SEC, NULL) != 0)
+                        _exit(4);
+                struct thr_member m[2] = {{lim, "c", 1, 3}, {bud, "b", 1, 4}};
+                struct thr_compose_result res;
+                if (thr_compose_try(m, 2, &res) != 1 || thr_compose_try(m, 2, &res) != 0)
+                        _exit(5); /* the first takes bud's 4 of 4, the second finds 0 */
+                _exit(0);
+        }
+        wait_ok(k);
+        char *m = scrape(port);
+        cr_assert_eq(sample(m, "throttle_admitted_total{limiter=\"sem\"}"), 1, "%s", m);
+        cr_assert_eq(sample(m, "throttle_denied_total{limiter=\"sem\"}"), 1);
+        cr_assert_eq(sample(m, "throttle_admitted_total{limiter=\"bud\"}"), 3);
+        cr_assert_eq(sample(m, "throttle_denied_total{limiter=\"bud\"}"), 2);
+        cr_assert_eq(sample(m, "throttle_admitted_total{limiter=\"lim\"}"), 1);
+        cr_assert_eq(sample(m, "throttle_denied_total{limiter=\"lim\"}"), 1);
+        cr_assert_eq(sample(m, "throttle_waited_total{limiter=\"bud\"}"), 0);
+        free(m);
+        tdaemon_stop(&fx, d);
+}
