@@ -2,10 +2,12 @@
  * metrics.c - throttled's Prometheus endpoint (libmicrohttpd, its internal polling thread).
  *
  * A scrape only reads the arena, through the daemon's own checked geometry (struct shm_geom, set
- * when the arena was mapped) and checked directory snapshots (shm_dir_snapshot): every offset and
- * count it follows comes from those private copies, never from a word a client can rewrite, so a
- * scribbled arena gives wrong numbers, never a read out of bounds. It takes no lock a client or
- * the maintenance thread takes and writes nothing shared: clients never wait for it.
+ * when the arena was mapped; of it, only the fields no reload changes: heap_top is the main
+ * thread's allocator, read from the header's copy instead) and checked directory snapshots
+ * (shm_dir_snapshot): every offset and count it follows comes from those private copies, never from
+ * a word a client can rewrite, so a scribbled arena gives wrong numbers, never a read out of
+ * bounds. It takes no lock a client or the maintenance thread takes and writes nothing shared:
+ * clients never wait for it.
  *
  * The limiters are the directory's live entries, read at each scrape: the directory is what
  * clients decide on, and a reload publishes it before the daemon's registry, so no RCU reader is
@@ -145,10 +147,14 @@ static void row_sums(const struct shm_map *m, struct lim *lims, uint32_t n)
 static struct lim *limiters(const struct shm_map *m, uint32_t *n)
 {
         struct lim *lims = calloc(m->g.dir_count, sizeof(*lims));
+        const struct thr_dir_entry *dir = shm_at(m->base, m->g.dir_off);
         *n = 0;
         for (uint32_t i = 0; lims && i < m->g.dir_count; i++) {
                 struct lim *l = &lims[*n];
-                if (shm_dir_snapshot(m, i, &l->snap) < 0 || l->snap.state != THR_DIR_LIVE)
+                /* an entry a reload is filling in is FREE until its release store of LIVE (which
+                 * this acquire pairs with): its name is not read while it is written */
+                if (atomic_load_explicit(&dir[i].state, memory_order_acquire) != THR_DIR_LIVE ||
+                    shm_dir_snapshot(m, i, &l->snap) < 0 || l->snap.state != THR_DIR_LIVE)
                         continue;
                 label(l->snap.name, l->label, sizeof(l->label));
                 shard_sums(m, l);
@@ -266,7 +272,11 @@ static void arena_metrics(struct out *o, const struct shm_map *m, uint32_t nlim)
         put(o, "throttle_arena_size_bytes %zu\n", m->size);
         head(o, "throttle_arena_heap_used_bytes", "gauge",
              "Bytes of the arena's heap in use (parameter records, tables).");
-        put(o, "throttle_arena_heap_used_bytes %" PRIu64 "\n", m->g.heap_top - m->g.heap_off);
+        /* the header's copy of the heap pointer (the daemon's own, in M's geometry, is the main
+         * thread's while a reload allocates): clamped to the heap, as clients can write it */
+        uint64_t top = atomic_load_explicit(&h->heap_top, memory_order_relaxed);
+        top = top < m->g.heap_off ? m->g.heap_off : top > m->g.heap_end ? m->g.heap_end : top;
+        put(o, "throttle_arena_heap_used_bytes %" PRIu64 "\n", top - m->g.heap_off);
 }
 
 char *metrics_render(const struct shm_map *m, size_t *len)
