@@ -28,6 +28,7 @@
 
 #include "clock.h"
 #include "log.h"
+#include "metrics.h"
 #include "supervisor.h"
 #include "tsan.h"
 
@@ -243,7 +244,10 @@ int supervisor_start(struct supervisor *s, const struct config *cfg, bool recrea
         config_copy(&s->cfg, cfg);
         s->map.fd = -1;
         char path[256];
-        int rc = shm_arena_sweep(&s->cfg.arena, on_stale_tmp, NULL);
+        int rc = metrics_listen(s->cfg.metrics_listen, &s->metrics);
+        if (rc)
+                return rc;
+        rc = shm_arena_sweep(&s->cfg.arena, on_stale_tmp, NULL);
         if (rc < 0)
                 log_warn("cannot look for temporary files left by a killed daemon: %s",
                          strerror(-rc));
@@ -270,6 +274,14 @@ int supervisor_start(struct supervisor *s, const struct config *cfg, bool recrea
                 return EX_OSERR;
         }
         registry_publish(s, reg);
+        rc = metrics_serve(s->metrics, &s->map);
+        if (rc) {
+                metrics_stop(s->metrics);
+                s->metrics = NULL;
+                registry_publish(s, NULL);
+                shm_arena_detach(&s->map);
+                return rc;
+        }
         log_clocks(&s->map, &s->cfg);
         announce(s);
         /* signals go to the main thread only */
@@ -279,6 +291,8 @@ int supervisor_start(struct supervisor *s, const struct config *cfg, bool recrea
         rc = maint_start(s);
         pthread_sigmask(SIG_SETMASK, &old, NULL);
         if (rc < 0) {
+                metrics_stop(s->metrics);
+                s->metrics = NULL;
                 shm_arena_detach(&s->map);
                 return EX_OSERR;
         }
@@ -476,6 +490,9 @@ int supervisor_run(struct supervisor *s)
 
 void supervisor_stop(struct supervisor *s)
 {
+        metrics_stop(
+            s->metrics); /* before the arena it reads is unmapped; after a failed start too */
+        s->metrics = NULL;
         if (!s->map.base)
                 return;
         s->stop = 1;

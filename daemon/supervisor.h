@@ -38,6 +38,7 @@ struct supervisor {
         struct registry *reg;         /* RCU-protected */
         pthread_t maint;
         bool maint_running;
+        struct metrics *metrics; /* the /metrics server (metrics.h), NULL when off */
         /* main thread only: the arena file is gone from its path (see check_arena_file) */
         bool file_lost;
         struct timespec file_lost_logged; /* CLOCK_MONOTONIC of the last error about it */

@@ -387,6 +387,9 @@ int thr_budget_spend(thr_limiter *l, const void *key, size_t len, uint64_t cost,
                 return rc;
         if (cost > THR_BUDGET_MAX)
                 return -ERANGE;
+        struct thr_budget_result mine;
+        if (!res)
+                res = &mine; /* its waited_ns says whether the spend waited (counted below) */
         int old;
         pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
         struct bop o;
@@ -399,7 +402,7 @@ int thr_budget_spend(thr_limiter *l, const void *key, size_t len, uint64_t cost,
         if (rc == 0) {
                 /* lock-free first: the common case spends with one CAS */
                 struct thr_budget_step st;
-                rc = thr_op_budget(l, key, len, cost, 0, &st);
+                rc = thr_op_budget(l, key, len, cost, THR_OP_QUIET, &st);
                 if (rc == 0 && st.ok)
                         fill(res, st.balance, 0, 0, 0);
                 else if (rc == 0)
@@ -410,6 +413,7 @@ int thr_budget_spend(thr_limiter *l, const void *key, size_t len, uint64_t cost,
                 if (rc == 0)
                         rc = spend_on(&o, cost, t0, deadline, res);
         }
+        thr_lim_count(l, rc, rc == 0 && res->waited_ns);
         pthread_setcancelstate(old, NULL);
         return rc;
 }

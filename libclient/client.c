@@ -151,6 +151,7 @@ int thr_limiter_open(thr_arena *a, const char *name, thr_limiter **out)
                 return -ENOMEM;
         l->a = a;
         l->de = (struct thr_dir_entry *)shm_at(a->map.base, a->map.g.dir_off) + idx;
+        l->dir_idx = (uint32_t)idx;
         l->tb = shm_at(a->map.base, snap.table_off);
         l->geo = snap.table;
         l->params_lo = a->map.g.heap_off;
@@ -268,6 +269,8 @@ struct req {
         uint32_t kind_only; /* refuse (-EOPNOTSUPP) a limiter of another kind; 0: any */
         bool stored;        /* the key given is its stored form already (layout.h), read back
                              * out of a slot (thr_budget_add_stored): not digested again */
+        bool quiet;         /* not counted in the limiter's counters: the caller counts the
+                             * outcome (a budget spend that may queue) */
         uint64_t cost;
         uint64_t max_wait_ns; /* OP_RESERVE */
 };
@@ -303,11 +306,12 @@ struct op {
         const struct thr_params *p; /* GCRA: in the arena; other kinds: &pc (params_pin) */
         uint32_t kind;              /* p's, as checked: dispatch on this, never on p->kind again */
         struct thr_reader *r;
-        struct thr_slot *slot; /* NULL: the key does not exist (yet) */
-        uint64_t meta;         /* the slot's meta word as the lookup matched it */
-        uint64_t outer;        /* the section this call found open (a signal handler's), or 0 */
-        const void *key;       /* the key's stored form (layout.h): the caller's bytes, or *SK */
-        uint32_t len;          /* the key's real length */
+        struct thr_lcount *row; /* r's row of limiter counters */
+        struct thr_slot *slot;  /* NULL: the key does not exist (yet) */
+        uint64_t meta;          /* the slot's meta word as the lookup matched it */
+        uint64_t outer;         /* the section this call found open (a signal handler's), or 0 */
+        const void *key;        /* the key's stored form (layout.h): the caller's bytes, or *SK */
+        uint32_t len;           /* the key's real length */
         uint64_t hash;
         uint64_t now;          /* units; see op_apply for when it is read */
         struct thr_params *pc; /* room for a window's or semaphore's record, copied (params_pin):
@@ -346,7 +350,7 @@ op_begin(struct op *o, thr_limiter *l, const void *key, size_t len, const struct
         }
         if (rq->cost > o->p->burst)
                 return -ERANGE;
-        o->r = thr_reader_get(l->a, &rc);
+        o->r = thr_reader_get_row(l->a, &o->row, &rc);
         if (!o->r)
                 return rc;
         o->outer = thr_reader_enter(l->a, o->r);
@@ -881,8 +885,19 @@ static inline __attribute__((always_inline)) int op_run(thr_limiter *l, const vo
                 o = os;
                 *v = vs;
         }
+        /* the limiter's counters in this thread's row (layout.h): not for a locate (the calls
+         * built on it count their own outcome, or none) nor a budget's add; RQ is a constant in
+         * every public call, so the tests fold away */
+        struct thr_lcount *lc = o.row + o.l->dir_idx;
+        bool counted = !rq->locate && !rq->quiet && rq->mode != OP_ADD;
+        if (rc == -EAGAIN && counted)
+                thr_count(&lc->denied); /* a place due too late: refused */
         if (rc == 0) {
                 thr_count(v->ok ? &o.r->admitted : &o.r->denied);
+                if (counted)
+                        thr_count(v->ok ? &lc->admitted : &lc->denied);
+                if (counted && rq->mode == OP_RESERVE && v->ok && v->wait_ns)
+                        thr_count(&lc->waited);
                 v->limit = o.p->burst; /* inside the section: the record may be reused after */
                 v->k = o.p->k;
                 if (rp)
@@ -998,6 +1013,7 @@ int thr_op_budget(thr_limiter *l, const void *key, size_t len, uint64_t amount, 
         const struct req rq = {.mode = how & THR_OP_ADD ? OP_ADD : OP_TRY,
                                .kind_only = THR_KIND_BUDGET,
                                .stored = how & THR_OP_STORED,
+                               .quiet = how & THR_OP_QUIET,
                                .cost = amount};
         struct verdict v = {0};
         int rc = op_run(l, key, len, &rq, &v, NULL);
@@ -1009,6 +1025,21 @@ int thr_op_budget(thr_limiter *l, const void *key, size_t len, uint64_t amount, 
                                         .shortfall = v.shortfall,
                                         .waiters = v.waiters};
         return 0;
+}
+
+/* Declared in client_internal.h. */
+void thr_lim_count(thr_limiter *l, int rc, bool waited)
+{
+        if (rc != 0 && rc != -EAGAIN && rc != -ETIMEDOUT)
+                return;
+        struct thr_lcount *row;
+        int err = 0;
+        if (!thr_reader_get_row(l->a, &row, &err))
+                return;
+        struct thr_lcount *lc = row + l->dir_idx;
+        thr_count(rc == 0 ? &lc->admitted : &lc->denied);
+        if (rc == 0 && waited)
+                thr_count(&lc->waited);
 }
 
 /* Declared in client_internal.h: a composed call's member, decided on STATE (compose.c). */

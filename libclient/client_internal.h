@@ -104,11 +104,17 @@ int thr_member_refund(thr_limiter *l, struct thr_slot *s, uint64_t prev, uint64_
 const struct thr_params *thr_budget_record(const thr_limiter *l, struct thr_params *copy);
 #define THR_OP_ADD    1u
 #define THR_OP_STORED 2u
+#define THR_OP_QUIET  4u /* a spend the caller counts (thr_lim_count) */
 int thr_op_budget(thr_limiter *l, const void *key, size_t len, uint64_t amount, unsigned how,
                   struct thr_budget_step *out);
 /* thr_budget_add of a key given by its stored form and real length LEN (compose.c's refund). */
 int thr_budget_add_stored(thr_limiter *l, const void *key, size_t len, uint64_t amount,
                           struct thr_budget_result *res);
+
+/* Count an outcome on L's counters in this thread's row, for calls that decide outside the core
+ * (semaphore, serialized window, a budget spend that queued): RC 0 admitted (after a wait if
+ * WAITED), -EAGAIN or -ETIMEDOUT denied, anything else not counted. */
+void thr_lim_count(thr_limiter *l, int rc, bool waited);
 
 /* Who a lease is for, when not the calling process (sem.c, for peer.c): a peer's record. */
 struct thr_sem_holder {
@@ -196,12 +202,14 @@ struct thr_limiter {
         uint64_t params_span;
         uint64_t win_n; /* the largest window N its table's logs hold (0: none); checked at open */
         uint64_t sem_leases; /* the most lease records its table's keys hold (semaphores) */
+        uint32_t dir_idx;    /* its directory entry: its block in a counter row (layout.h) */
 };
 
 struct thr_tls_ent {
         uint64_t arena_id;
         uint64_t fork_gen;
         struct thr_reader *r;
+        struct thr_lcount *row; /* R's row of limiter counters (layout.h) */
         uint32_t idx;
 };
 
@@ -240,6 +248,9 @@ extern __thread struct thr_tls *thr_tls_cur __attribute__((tls_model("initial-ex
  */
 struct thr_reader *thr_reader_slow(thr_arena *a, int *err);
 
+/* The row of limiter counters of R, a reader record of A (reader.c). */
+struct thr_lcount *thr_reader_row(const thr_arena *a, const struct thr_reader *r);
+
 /* Whether this process shares its descriptor table with its parent (reader.c). */
 bool thr_fd_table_shared(void);
 
@@ -255,6 +266,22 @@ static inline struct thr_reader *thr_reader_get(thr_arena *a, int *err)
                 t && t->front.arena_id == a->id && t->front.fork_gen == thr_forkpage->gen, 1))
                 return t->front.r;
         return thr_reader_slow(a, err);
+}
+
+/* thr_reader_get, with the record's row of limiter counters in *ROW (layout.h): what a decision
+ * counts itself in. Loaded from the entry the record came from (one more load when cached). */
+static inline struct thr_reader *thr_reader_get_row(thr_arena *a, struct thr_lcount **row, int *err)
+{
+        struct thr_tls *t = thr_tls_cur;
+        if (__builtin_expect(
+                t && t->front.arena_id == a->id && t->front.fork_gen == thr_forkpage->gen, 1)) {
+                *row = t->front.row;
+                return t->front.r;
+        }
+        struct thr_reader *r = thr_reader_slow(a, err);
+        if (r)
+                *row = thr_reader_row(a, r);
+        return r;
 }
 
 /*

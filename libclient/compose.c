@@ -210,6 +210,19 @@ static void ticket_fill(thr_arena *a, const struct member *mb, size_t n,
                                                 .stamp = mb[i].v.stamp};
 }
 
+/* A call decided (ADMITTED 1 or 0): counted in R and in each member's limiter counters (its row,
+ * layout.h): admitted on every member, or denied on every member. */
+static void count(thr_arena *a, struct thr_reader *r, const struct thr_member *in, size_t n,
+                  int admitted)
+{
+        thr_count(admitted ? &r->admitted : &r->denied);
+        struct thr_lcount *row = thr_reader_row(a, r);
+        for (size_t i = 0; i < n; i++) {
+                struct thr_lcount *lc = row + in[i].lim->dir_idx;
+                thr_count(admitted ? &lc->admitted : &lc->denied);
+        }
+}
+
 static int compose(const struct thr_member *in, size_t n, struct thr_compose_result *res,
                    struct thr_compose_ticket *ticket)
 {
@@ -247,7 +260,7 @@ static int compose(const struct thr_member *in, size_t n, struct thr_compose_res
                         ticket_fill(a, mb, n, ticket);
                 if (rc != 2) {
                         if (rc >= 0)
-                                thr_count(rc ? &r->admitted : &r->denied);
+                                count(a, r, in, n, rc);
                         return rc;
                 }
         }

@@ -288,6 +288,7 @@ static void front_set(struct thr_tls *t, const struct thr_tls_ent *e)
         atomic_signal_fence(memory_order_seq_cst);
         t->front.fork_gen = e->fork_gen;
         t->front.r = e->r;
+        t->front.row = e->row;
         t->front.idx = e->idx;
         atomic_signal_fence(memory_order_seq_cst);
         t->front.arena_id = e->arena_id;
@@ -613,9 +614,16 @@ static struct thr_reader *slow_locked(struct thr_tls *t, thr_arena *a, int *err)
                 *err = rc;
                 return NULL;
         }
-        struct thr_tls_ent e = {a->id, thr_forkpage->gen, record(a, idx), idx};
+        struct thr_tls_ent e = {a->id, thr_forkpage->gen, record(a, idx),
+                                shm_lcount(&a->map, idx, 0), idx};
         front_set(t, &e);
         return e.r;
+}
+
+/* Declared in client_internal.h. */
+struct thr_lcount *thr_reader_row(const thr_arena *a, const struct thr_reader *r)
+{
+        return shm_lcount(&a->map, (uint32_t)(r - record(a, 0)), 0);
 }
 
 struct thr_reader *thr_reader_slow(thr_arena *a, int *err)

@@ -43,6 +43,7 @@ struct sop {
         struct thr_params pc;       /* the limiter's record, copied and checked (thr_sem_record) */
         bool no_record;             /* the last serve found the head fitting but no record free */
         uint32_t word;              /* the wait word this thread queued with (its epoch) */
+        bool queued;                /* it went through the key's queue: a wait (counted) */
 };
 
 static uint64_t arena_now(const struct sop *o)
@@ -391,6 +392,7 @@ static int acquire_on(struct sop *o, const struct shm_sem_ask *ask, uint64_t t0,
         }
         uint64_t room_at = 0;
         rc = enqueue(o, ask, &room_at);
+        o->queued |= rc == QUEUED;
         sop_unlock(o, now);
         if (rc == QUEUED)
                 rc = wait_grant(o, deadline, room_at);
@@ -466,8 +468,10 @@ static int sem_acquire(thr_limiter *l, const void *key, size_t len, const struct
                 o.slot = (struct thr_slot *)loc.slot;
                 o.gen = (uint32_t)loc.gen;
                 rc = acquire_on(&o, &ask, t0, now, deadline, wait, lease);
-                if (rc != -ESTALE)
+                if (rc != -ESTALE) {
+                        thr_lim_count(l, rc, o.queued);
                         return rc;
+                }
         }
 }
 

@@ -38,6 +38,7 @@ struct sop {
         uint32_t gen; /* the slot's, as found */
         uint64_t hash;
         struct shm_probe pr;
+        bool queued; /* it went through the key's queue: a wait (counted) */
 };
 
 static uint64_t arena_now(const struct sop *o)
@@ -221,6 +222,7 @@ static int wait_grant(struct sop *o, uint64_t cost, uint64_t deadline)
         sop_unlock(o);
         if (rc != QUEUED)
                 return rc;
+        o->queued = true;
         bool manual = o->a->hdr->clock_id == THR_CLOCK_MANUAL;
         for (;;) {
                 uint64_t now = arena_now(o);
@@ -297,6 +299,7 @@ static int serial_begin(thr_limiter *l, const void *key, size_t len, uint64_t co
                 if (rc != -ESTALE)
                         break;
         }
+        thr_lim_count(l, rc == GRANTED ? 0 : rc, o.queued);
         if (rc != GRANTED)
                 return rc;
         wait_clear(o.r);

@@ -8,9 +8,10 @@
 # pool and a mount already in place are left alone, so a rerun takes well under a second and
 # changes nothing. Every change it makes to the system is printed on a line "setup: changed: ...":
 #   - the missing Debian packages, installed with apt-get. Among them redis-server, which only
-#     the benchmarks use (bench_scale starts its own redis-server on a free loopback port): Debian
-#     starts it and enables it at boot on installation, so when this script installed it, it
-#     stops it and disables it at boot again (a redis-server installed before is left alone);
+#     the benchmarks use (bench_scale starts its own redis-server on a free loopback port), and
+#     prometheus, whose promtool the tests use to validate throttled's /metrics: Debian starts
+#     both and enables them at boot on installation, so when this script installed one, it
+#     stops it and disables it at boot again (one installed before is left alone);
 #   - the 2 MiB hugepage pool, raised to 64 pages (128 MiB) by writing its sysfs file,
 #     /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages: never /proc/sys/vm/nr_hugepages,
 #     which sizes the pool of the *default* page size (1 GiB pages with default_hugepagesz=1G);
@@ -28,7 +29,8 @@ set -euo pipefail
 
 PACKAGES=(build-essential cmake pkg-config liburcu-dev libhugetlbfs-dev libhugetlbfs-bin
         libcriterion-dev libinih-dev libseccomp-dev libmicrohttpd-dev libhiredis-dev
-        redis-server gnuplot-nox valgrind clang libclang-rt-14-dev libsystemd-dev dpkg-dev)
+        redis-server gnuplot-nox valgrind clang libclang-rt-14-dev libsystemd-dev dpkg-dev
+        prometheus)
 HUGE_PAGES=64 # 2 MiB pages: 128 MiB, room for the demo's arena and the tests' arenas
 HUGE_SYSFS=${THR_SETUP_SYSFS:-/sys/kernel/mm/hugepages/hugepages-2048kB}
 MOUNTS=${THR_SETUP_MOUNTS:-/proc/mounts}
@@ -53,30 +55,32 @@ as_root() {
         fi
 }
 
-# redis-server was installed by this run: Debian started it and enabled it at boot. Undo both.
-quiet_redis() {
+# Service $1 (redis-server, prometheus) was installed by this run: Debian started it and enabled
+# it at boot. Undo both.
+quiet_service() {
+        local svc=$1
         if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-                if as_root systemctl disable --now redis-server.service >/dev/null 2>&1; then
-                        changed "stopped redis-server and disabled it at boot" \
-                                "(systemctl disable --now redis-server.service)"
+                if as_root systemctl disable --now "$svc.service" >/dev/null 2>&1; then
+                        changed "stopped $svc and disabled it at boot" \
+                                "(systemctl disable --now $svc.service)"
                         return 0
                 fi
         else
-                if as_root service redis-server stop >/dev/null 2>&1; then
-                        changed "stopped redis-server (service redis-server stop)"
+                if as_root service "$svc" stop >/dev/null 2>&1; then
+                        changed "stopped $svc (service $svc stop)"
                 fi
                 if command -v systemctl >/dev/null 2>&1 &&
-                        as_root systemctl disable redis-server.service >/dev/null 2>&1; then
-                        changed "disabled redis-server at boot (systemctl disable)"
+                        as_root systemctl disable "$svc.service" >/dev/null 2>&1; then
+                        changed "disabled $svc at boot (systemctl disable)"
                 fi
                 if command -v update-rc.d >/dev/null 2>&1 &&
-                        as_root update-rc.d redis-server disable >/dev/null 2>&1; then
-                        changed "disabled redis-server's init script (update-rc.d disable)"
+                        as_root update-rc.d "$svc" disable >/dev/null 2>&1; then
+                        changed "disabled $svc's init script (update-rc.d disable)"
                 fi
                 return 0
         fi
-        notice "could not stop and disable redis-server.service: it may run as a system" \
-                "service; throttle does not need it (systemctl disable --now redis-server)"
+        notice "could not stop and disable $svc.service: it may run as a system" \
+                "service; throttle does not need it (systemctl disable --now $svc)"
 }
 
 install_packages() {
@@ -96,9 +100,12 @@ install_packages() {
         as_root env DEBIAN_FRONTEND=noninteractive \
                 apt-get install -y -q --no-install-recommends "${missing[@]}"
         changed "installed packages: ${missing[*]}"
-        if [[ " ${missing[*]} " == *" redis-server "* ]]; then
-                quiet_redis
-        fi
+        local svc
+        for svc in redis-server prometheus; do
+                if [[ " ${missing[*]} " == *" $svc "* ]]; then
+                        quiet_service "$svc"
+                fi
+        done
 }
 
 # Pages of 2 MiB in the pool now (0 when the kernel has no such pool).

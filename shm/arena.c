@@ -313,16 +313,23 @@ static int hdr_check(const struct thr_hdr *h, size_t len, struct shm_geom *g, ch
                                   "arena header is corrupt (sizes, clock, backing or name)");
         __uint128_t dir_end = h->dir_off + (__uint128_t)h->dir_count * THR_DIR_ENTRY_SIZE;
         __uint128_t rd_end = h->reader_off + (__uint128_t)h->reader_count * THR_READER_SIZE;
+        /* the counter rows: exactly the stride their directory needs (a writer indexes a row by
+         * the limiter's entry), between the readers and the heap */
+        __uint128_t lc_end = h->lcount_off + (__uint128_t)h->reader_count * h->lcount_stride;
         uint64_t top = h->heap_top;
         if (h->dir_off < THR_HDR_SIZE || h->dir_off % THR_ALIGN || h->dir_count == 0 ||
             h->reader_count > THR_MAX_READERS || dir_end > h->reader_off ||
-            h->reader_off % THR_ALIGN || rd_end > h->heap_off || h->heap_off > h->heap_end ||
-            h->heap_end != len || top < h->heap_off || top > h->heap_end)
+            h->reader_off % THR_ALIGN || rd_end > h->lcount_off || h->lcount_off % THR_ALIGN ||
+            h->lcount_stride != THR_LCOUNT_STRIDE(h->dir_count) || lc_end > h->heap_off ||
+            h->heap_off > h->heap_end || h->heap_end != len || top < h->heap_off ||
+            top > h->heap_end)
                 return shm_seterr(err, errlen, -EBADMSG, "arena section offsets are corrupt");
         *g = (struct shm_geom){.dir_off = h->dir_off,
                                .dir_count = h->dir_count,
                                .reader_off = h->reader_off,
                                .reader_count = h->reader_count,
+                               .lcount_off = h->lcount_off,
+                               .lcount_stride = h->lcount_stride,
                                .heap_off = h->heap_off,
                                .heap_end = h->heap_end,
                                .heap_top = top};

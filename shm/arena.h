@@ -27,6 +27,7 @@ enum shm_hugepages { SHM_HUGE_AUTO = 0, SHM_HUGE_REQUIRE = 1, SHM_HUGE_OFF = 2 }
 /* The arena's section geometry as checked when it was mapped: a private copy, never re-read. */
 struct shm_geom {
         uint64_t dir_off, reader_off, heap_off, heap_end;
+        uint64_t lcount_off, lcount_stride; /* limiter counter rows (layout.h) */
         uint64_t heap_top; /* the daemon's allocator: private, the arena's copy is informational */
         uint32_t dir_count, reader_count;
 };
@@ -127,6 +128,14 @@ int shm_dir_find_state(const struct shm_map *m, const char *name, uint32_t state
  * (free entry), -EINVAL (IDX out of range), -EBADMSG.
  */
 int shm_dir_snapshot(const struct shm_map *m, uint32_t idx, struct shm_lim_snap *out);
+
+/* Reader record IDX's (< g.reader_count) counters of limiter DIR_IDX (< g.dir_count), from the
+ * checked geometry of M. */
+static inline struct thr_lcount *shm_lcount(const struct shm_map *m, uint32_t idx, uint32_t dir_idx)
+{
+        return (struct thr_lcount *)shm_at(m->base, m->g.lcount_off + idx * m->g.lcount_stride) +
+               dir_idx;
+}
 
 /* ---------------------------------------------------------------- clock */
 

@@ -262,13 +262,18 @@ static int hdr_init(struct shm_map *m, const struct shm_arena_spec *s)
         h->reader_off =
             align_up(h->dir_off + (uint64_t)s->max_limiters * THR_DIR_ENTRY_SIZE, THR_ALIGN);
         h->reader_count = s->max_readers;
-        h->heap_off = align_up(h->reader_off + (uint64_t)s->max_readers * THR_READER_SIZE, 4096);
+        h->lcount_off =
+            align_up(h->reader_off + (uint64_t)s->max_readers * THR_READER_SIZE, THR_ALIGN);
+        h->lcount_stride = THR_LCOUNT_STRIDE(s->max_limiters);
+        h->heap_off = align_up(h->lcount_off + (uint64_t)s->max_readers * h->lcount_stride, 4096);
         h->heap_end = m->size;
         atomic_store_explicit(&h->heap_top, h->heap_off, memory_order_relaxed);
         m->g = (struct shm_geom){.dir_off = h->dir_off,
                                  .dir_count = h->dir_count,
                                  .reader_off = h->reader_off,
                                  .reader_count = h->reader_count,
+                                 .lcount_off = h->lcount_off,
+                                 .lcount_stride = h->lcount_stride,
                                  .heap_off = h->heap_off,
                                  .heap_end = h->heap_end,
                                  .heap_top = h->heap_off};
@@ -569,9 +574,13 @@ int shm_arena_create(const struct shm_arena_spec *s, struct shm_map *out, char *
                 return shm_seterr(err, errlen, rc, "arena path too long");
         if (access(path, F_OK) == 0)
                 return shm_seterr(err, errlen, -EEXIST, "arena %s already exists", path);
-        uint64_t fixed = align_up(THR_HDR_SIZE + (uint64_t)s->max_limiters * THR_DIR_ENTRY_SIZE +
-                                      THR_ALIGN + (uint64_t)s->max_readers * THR_READER_SIZE,
-                                  4096);
+        /* header, directory, readers, counter rows (each section 64-aligned); no overflow:
+         * max_readers <= 2^20 and max_limiters <= 65536 (spec_check) */
+        uint64_t fixed =
+            align_up(THR_HDR_SIZE + (uint64_t)s->max_limiters * THR_DIR_ENTRY_SIZE + THR_ALIGN +
+                         (uint64_t)s->max_readers * THR_READER_SIZE + THR_ALIGN +
+                         (uint64_t)s->max_readers * THR_LCOUNT_STRIDE(s->max_limiters),
+                     4096);
         bool on_huge = on_hugetlbfs(path);
         uint64_t size = 0;
         rc = arena_size(s, fixed, heap, on_huge ? HUGE_2M : 4096, &size, err, errlen);

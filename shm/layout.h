@@ -6,11 +6,12 @@
  * fixed-width and naturally aligned; every atomic is a lock-free 64- or 32-bit word (asserted
  * below); there are no 16-byte atomics (a cmpxchg16b load faults on shmctl's read-only mapping).
  *
- *   offset 0                                                        hdr.arena_size
- *   +-----------+-------------+----------------+-----------------------------------+
- *   | header    | limiter dir | reader records | heap: param records, tables, spare |
- *   | 4096 B    | n * 128 B   | n * 128 B      | bump-allocated by the daemon only  |
- *   +-----------+-------------+----------------+-----------------------------------+
+ *   offset 0                                                                    hdr.arena_size
+ *   +---------+-------------+----------------+------------------+-------------------------------+
+ *   | header  | limiter dir | reader records | limiter counters | heap: param records, tables, |
+ *   | 4096 B  | L * 128 B   | R * 640 B      | R rows of L*32 B | spare; the daemon's bump heap |
+ *   +---------+-------------+----------------+------------------+-------------------------------+
+ *   (L = dir_count, R = reader_count; a counter row is rounded up to whole cache lines)
  *
  * Header (struct thr_hdr, 4096 bytes): magic, layout major/minor, sizes, the clock description,
  * daemon identity and heartbeat, section offsets, the clock facts, the per-arena hash keys, then
@@ -109,6 +110,17 @@
  * _Fork inherited) is judged by that pid: it must mean the same process to the daemon and to every
  * client. Clients check this at open and again at their first registration in a new process.
  *
+ * Limiter counters (struct thr_lcount, lcount_off): a row per reader record, lcount_stride bytes
+ * (dir_count blocks of 32 bytes, rounded up to a multiple of 64: each row on cache lines of its
+ * own), block I of row J counting what the thread owning reader record J decided on limiter
+ * (directory entry) I. Only the owner of record J writes row J, with a plain load and store (the
+ * same idiom as the record's own counters): a decision adds no shared write. Whoever sums them
+ * (the daemon's /metrics) reads every row. A row belongs to the record, not to its owner: it is
+ * never zeroed, so what a thread counted stays counted after it dies and its record is reused
+ * (the totals never go down, as a Prometheus counter must not), across daemon restarts too. A
+ * directory entry is never given to another limiter (a removed one is RETIRED and comes back
+ * under its own name only), so a block always counts one limiter.
+ *
  * Reader records (struct thr_reader[reader_count], THR_READER_SIZE bytes each): one per client
  * thread per arena, claimed by CAS on `owner` (0 = free). Only the owning thread writes the
  * counters (from 0: each owner zeroes them when it claims the record, libclient/reader.c) and the
@@ -132,8 +144,10 @@
 /* 10: GCRA params carry a clock (THR_PARAM_CLOCK). 11: keys hash with a multilinear hash
  * (hash.h) whose keys, hash_key, replace SipHash's secret and sit in the old headroom; slots are
  * 64 bytes with long keys stored digested; lookups stop at the home slot's reach (thr_slot.reach),
- * which older clients never set. Older arenas must be recreated. */
-#define THR_LAYOUT_MAJOR   11u
+ * which older clients never set. 12: the limiter counters (lcount_off), which older clients would
+ * not write (their decisions missing from the daemon's metrics). Older arenas must be recreated.
+ */
+#define THR_LAYOUT_MAJOR   12u
 #define THR_LAYOUT_MINOR   0u
 #define THR_HDR_SIZE       4096u
 #define THR_NAME_MAX       63u  /* arena and limiter names, without the NUL */
@@ -145,6 +159,7 @@
 #define THR_SLOT_SIZE      64u
 #define THR_DIR_ENTRY_SIZE 128u
 #define THR_READER_SIZE    640u /* 192 of the record, then its composition journal */
+#define THR_LCOUNT_SIZE    32u  /* one limiter's counters in a reader's row */
 #define THR_ALIGN          64u
 #define THR_MAX_K          29u /* time-scale cap: 2^64 units of 1/K ns last >= 20 years */
 #define THR_MAX_SHARDS     4096u
@@ -333,10 +348,16 @@ struct thr_hdr {
         _Atomic uint64_t tsc_lag_ns;
         _Atomic uint64_t coarse_lag_ns;
 
+        /* the limiter counters (struct thr_lcount): reader_count rows of lcount_stride bytes
+         * from lcount_off, after the reader records and before the heap (checked at mapping:
+         * lcount_stride == THR_LCOUNT_STRIDE(dir_count)) */
+        uint64_t lcount_off;
+        uint64_t lcount_stride;
+
         /* the table hash's keys (hash.h): random, written at creation and never again, so that
          * chosen keys cannot pile onto one probe run. On cache lines of their own: no write to
          * another header field takes them out of a reader's cache (bytes 384..623, asserted). */
-        uint64_t pad3[6];
+        uint64_t pad3[4];
         uint64_t hash_key[THR_HASH_KEY_WORDS];
         /* the long-key digest's SipHash key (keydigest.h): random, written at creation only */
         uint64_t digest_key[2];
@@ -485,6 +506,22 @@ struct thr_reader {
         } journal;
 };
 
+/*
+ * One limiter's counters in a reader's row (see the top): written only by the thread owning the
+ * row's reader record, by a relaxed load and store (thr_count); read by anyone, racily (a sum may
+ * miss an increment in flight, never count one twice). Never reset.
+ */
+struct thr_lcount {
+        _Atomic uint64_t
+            admitted;            /* decisions admitted (try), or places taken (reserve, acquire) */
+        _Atomic uint64_t denied; /* decisions denied */
+        _Atomic uint64_t waited; /* of the admitted, places due later than the call (a wait) */
+        _Atomic uint64_t reserved;
+};
+/* Bytes of a counter row for DIR_COUNT limiters: whole cache lines. */
+#define THR_LCOUNT_STRIDE(dir_count)                                                               \
+        (((uint64_t)(dir_count)*THR_LCOUNT_SIZE + THR_ALIGN - 1) / THR_ALIGN * THR_ALIGN)
+
 /* thr_journal.status's low 2 bits: the call's state; commit and abort are final for its seq. */
 enum thr_journal_state {
         THR_JOURNAL_IDLE = 0,
@@ -591,6 +628,7 @@ static_assert(sizeof(struct thr_group_rec) == 128 && sizeof(struct thr_group_tab
               "group records");
 static_assert(sizeof(struct thr_lease_rec) == THR_LEASE_SIZE, "lease record size");
 static_assert(sizeof(struct thr_hdr) == THR_HDR_SIZE, "header is one page");
+static_assert(sizeof(struct thr_lcount) == THR_LCOUNT_SIZE, "limiter counter block size");
 static_assert(offsetof(struct thr_hdr, hash_key) == 384 &&
                   offsetof(struct thr_hdr, headroom) == 640,
               "hash keys on lines of their own, then the headroom");

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# daemon_threads.sh - throttled's two threads (main: reloads; maintenance: eviction, grace
-# periods, heartbeat) under load: worker processes hammer the arena's limiters while the config
-# is reloaded 20 times (rates changed, a limiter added and removed) and idle keys are evicted
-# every few milliseconds. Built with -DTHR_TSAN=ON this is the ThreadSanitizer run of the daemon
+# daemon_threads.sh - throttled's threads (main: reloads; maintenance: eviction, grace
+# periods, heartbeat; libmicrohttpd's: /metrics) under load: worker processes hammer the arena's
+# limiters while the config is reloaded 20 times (rates changed, a limiter added and removed),
+# idle keys are evicted every few milliseconds, and /metrics is scraped after every reload. Built with -DTHR_TSAN=ON this is the ThreadSanitizer run of the daemon
 # (TSAN_OPTIONS=halt_on_error=1 makes a race exit non-zero); in every build it checks that the
 # daemon survives, answers shmctl, and exits 0 on SIGTERM.
 #
@@ -21,6 +21,7 @@ dir = $dir
 max_readers = 64
 spare = 1MiB
 [daemon]
+metrics = 127.0.0.1:$port
 heartbeat_ms = 20
 maintenance_ms = 2
 scan_budget = 512
@@ -40,10 +41,27 @@ CONF
 
 # rates whose emission interval is a whole number of ns: a reload keeps a limiter's time unit
 rates=(40 50 80 100 125 200 250 400 500 1000)
-conf 50 0
-"$build/daemon/throttled" -c "$dir/t.conf" 2>"$dir/daemon.log" &
-daemon=$!
-for _ in $(seq 100); do [ -e "$dir/throttle.dthreads" ] && break; sleep 0.05; done
+# GET /metrics from 127.0.0.1:$port through bash's /dev/tcp: the body on stdout.
+scrape() {
+        exec 3<>"/dev/tcp/127.0.0.1/$port" || return 1
+        printf 'GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3
+        sed '1,/^\r$/d' <&3
+        exec 3<&-
+}
+
+# a port at random; one in use makes throttled exit 69 (EX_UNAVAILABLE): another one then
+for _ in 1 2 3 4 5; do
+        port=$((20000 + RANDOM % 30000))
+        conf 50 0
+        "$build/daemon/throttled" -c "$dir/t.conf" 2>"$dir/daemon.log" &
+        daemon=$!
+        for _ in $(seq 100); do
+                [ -e "$dir/throttle.dthreads" ] || ! kill -0 "$daemon" 2>/dev/null && break
+                sleep 0.05
+        done
+        kill -0 "$daemon" 2>/dev/null && break
+        wait "$daemon" || true
+done
 workers=()
 for i in 1 2 3; do
         "$build/examples/thr-demo-worker" -a "$dir/throttle.dthreads" -s 3 -k 500 -i "$i" \
@@ -58,6 +76,8 @@ for n in $(seq 20); do
                 exit 1
         fi
         sleep 0.1
+        scrape | grep -q '^throttle_admitted_total{limiter="per_key"} ' ||
+                { echo "no per_key series in a scrape:"; cat "$dir/daemon.log"; exit 1; }
 done
 for w in "${workers[@]}"; do wait "$w" || { echo "worker failed:"; cat "$dir"/worker*.log; exit 1; }; done
 "$build/daemon/shmctl" status -a "$dir/throttle.dthreads" >/dev/null
@@ -70,4 +90,4 @@ if [ "$rc" -ne 0 ] || grep -q 'WARNING: ThreadSanitizer' "$dir/daemon.log"; then
         exit 1
 fi
 grep -c 'reloaded' "$dir/daemon.log" | grep -qx 20 || { echo "not every reload applied"; cat "$dir/daemon.log"; exit 1; }
-echo "daemon_threads: 20 reloads under load, clean exit"
+echo "daemon_threads: 20 reloads and scrapes under load, clean exit"

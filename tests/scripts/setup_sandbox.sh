@@ -2,7 +2,7 @@
 # setup_sandbox.sh - proves what scripts/setup.sh changes on a host, run in a sandbox: stub
 # package, service and mount commands that only log, and stand-ins for the 2 MiB pool's sysfs
 # directory, /proc/mounts and the mount point. A first run on a host without anything installs
-# the missing packages, stops and disables the redis-server it installed, writes 64 to the 2 MiB
+# the missing packages, stops and disables the redis-server and prometheus it installed, writes 64 to the 2 MiB
 # pool's sysfs file, mounts one hugetlbfs of 2 MiB pages (not world-writable), and prints a
 # "changed:" line for each; it never runs hugeadm --create-global-mounts and never writes
 # /proc/sys/vm/nr_hugepages. A second run changes nothing and says so.
@@ -61,13 +61,15 @@ fail() {
 grep -n -- '--create-global-mounts\|/proc/sys/vm/nr_hugepages' "$src/scripts/setup.sh" |
         grep -v '^[0-9]*:#' && fail "setup.sh still uses a system-wide hugepage knob" || true
 
-MISSING="redis-server valgrind" run >"$sb/out" 2>&1 || fail "first run failed"
-grep -q '^apt-get .*install .*redis-server valgrind' "$log" || fail "packages not installed"
-grep -q '^setup: changed: installed packages: redis-server valgrind' "$sb/out" ||
+MISSING="redis-server valgrind prometheus" run >"$sb/out" 2>&1 || fail "first run failed"
+grep -q '^apt-get .*install .*redis-server valgrind prometheus' "$log" || fail "packages not installed"
+grep -q '^setup: changed: installed packages: redis-server valgrind prometheus' "$sb/out" ||
         fail "the installation is not reported"
 grep -q 'redis-server' <(grep -E '^(systemctl .*disable|service redis-server stop)' "$log") ||
         fail "the redis-server it installed was left running or enabled"
 grep -q '^setup: changed: .*redis-server' "$sb/out" || fail "the redis change is not reported"
+grep -q 'prometheus' <(grep -E '^(systemctl .*disable|service prometheus stop)' "$log") ||
+        fail "the prometheus it installed was left running or enabled"
 [ "$(cat "$sb/sys/nr_hugepages")" = 64 ] || fail "the 2 MiB pool was not set in sysfs"
 grep -q '^setup: changed: 2 MiB hugepage pool: 0 -> 64 pages' "$sb/out" ||
         fail "the pool change is not reported"
