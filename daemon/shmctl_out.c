@@ -424,6 +424,9 @@ static void lim_row(const void *data, long i, char cells[][CELL])
                         snprintf(cells[5], CELL, "%" PRIu64, l->p.initial);
         } else {
                 fmt_rate(cells[3], CELL, l->p.rate_n, l->p.period_ns);
+                if (l->p.kind == THR_KIND_GCRA && (l->p.flags & THR_PARAM_ROUNDED) &&
+                    strlen(cells[3]) + 1 < CELL) /* run at the interval rounded up: JSON has it */
+                        strcat(cells[3], "~");
                 snprintf(cells[4], CELL, "%" PRIu64, l->p.burst);
                 snprintf(cells[5], CELL, "%" PRIu64, l->p.initial);
         }
@@ -462,6 +465,11 @@ static void lim_json(const struct shmctl_lim *l)
                escape(name, sizeof(name), l->name, strlen(l->name), true), rate, l->p.rate_n,
                l->p.period_ns, l->p.burst, l->p.initial);
         printf("\"kind\":\"%s\",", shm_kind_name(l->p.kind));
+        if (l->p.kind == THR_KIND_GCRA) /* the interval it runs at: the configured one, or that
+                                         * rounded up to the buckets' time unit by a reload */
+                printf("\"interval_units\":%" PRIu64 ",\"time_unit_per_ns\":%" PRIu64
+                       ",\"rate_rounded\":%s,",
+                       l->p.t_units, l->p.k, l->p.flags & THR_PARAM_ROUNDED ? "true" : "false");
         if (is_window(l))
                 printf("\"limit\":%" PRIu64 ",\"window_ns\":%" PRIu64 ",", l->p.rate_n,
                        l->p.period_ns);

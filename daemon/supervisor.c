@@ -29,6 +29,8 @@
 #include "clock.h"
 #include "log.h"
 #include "metrics.h"
+#include "notify.h"
+#include "reload.h"
 #include "supervisor.h"
 #include "tsan.h"
 
@@ -42,7 +44,7 @@ static void config_copy(struct config *dst, const struct config *src)
 
 /* The path of the configured arena if it exists: in [arena] dir when set, else where clients look.
  */
-static int arena_existing(const struct shm_arena_spec *a, char *path, size_t len)
+int supervisor_arena_existing(const struct shm_arena_spec *a, char *path, size_t len)
 {
         if (!a->dir)
                 return shm_arena_find(a->name, path, len);
@@ -252,7 +254,7 @@ int supervisor_start(struct supervisor *s, const struct config *cfg, bool recrea
                 log_warn("cannot look for temporary files left by a killed daemon: %s",
                          strerror(-rc));
         rc = -ENOENT;
-        if (arena_existing(&s->cfg.arena, path, sizeof(path)) == 0) {
+        if (supervisor_arena_existing(&s->cfg.arena, path, sizeof(path)) == 0) {
                 log_info("re-attaching existing arena %s", path);
                 rc = attach_existing(s, path, recreate);
                 if (rc > 0)
@@ -348,44 +350,6 @@ static bool arena_changed(const struct config *cur, const struct config *next)
                strcmp(cur->arena_dir, next->arena_dir);
 }
 
-/*
- * The directory entries of live limiters that NEXT no longer names, which a reload of NEXT will
- * retire: a calloc'ed flag per entry (NULL when out of memory: nothing will be reported).
- * Collected before the reload and reported after it took, so a refused reload reports none.
- */
-static bool *to_retire(const struct config *next, const struct shm_map *m)
-{
-        bool *gone = calloc(m->g.dir_count ? m->g.dir_count : 1, sizeof(*gone));
-        for (uint32_t i = 0; gone && i < m->g.dir_count; i++) {
-                struct shm_lim_snap snap;
-                if (shm_dir_snapshot(m, i, &snap) < 0 || snap.state != THR_DIR_LIVE)
-                        continue;
-                gone[i] = true;
-                for (size_t j = 0; j < next->nlimiters && gone[i]; j++)
-                        gone[i] =
-                            strncmp(snap.name, next->limiters[j].name, sizeof(snap.name)) != 0;
-        }
-        return gone;
-}
-
-/* Say what an applied reload could not apply (arena settings) and whom it retired (GONE). */
-static void reload_report(bool arena, const bool *gone, const struct shm_map *m)
-{
-        if (arena)
-                log_warn("reload: [arena] settings are fixed when the arena is created; to apply "
-                         "them, stop throttled, remove the arena file and start it again (this "
-                         "resets every limit)");
-        for (uint32_t i = 0; gone && i < m->g.dir_count; i++) {
-                struct shm_lim_snap snap;
-                if (!gone[i] || shm_dir_snapshot(m, i, &snap) < 0)
-                        continue;
-                log_warn("reload: limiter '%s' is no longer configured: retired (its clients get "
-                         "EIDRM; its buckets are kept and come back if it is configured again "
-                         "with the same capacity, shards and rate time unit)",
-                         snap.name);
-        }
-}
-
 /* What clock each rate limiter of CFG reads (shm/clock.h), as the arena chose it. */
 static void log_clocks(const struct shm_map *m, const struct config *cfg)
 {
@@ -416,32 +380,74 @@ static void log_clocks(const struct shm_map *m, const struct config *cfg)
         }
 }
 
+/* systemd: the reload is over (READY=1), with what became of it in STATUS. */
+static void reload_notify(const struct supervisor *s, uint64_t seq, bool applied)
+{
+        char status[160];
+        snprintf(status, sizeof(status), "serving arena %s, %zu limiters; reload #%" PRIu64 " %s",
+                 s->cfg.arena_name, s->cfg.nlimiters, seq,
+                 applied ? "applied" : "refused (running config kept)");
+        notify_ready(status);
+}
+
+/*
+ * A reload on SIGHUP: numbered in the arena header before the file is read, planned (what it
+ * changes, logged one line per limiter) and applied by the same code, and its verdict left in the
+ * header for `throttled --reload` (reload.c). A refused reload changes nothing.
+ */
 static void do_reload(struct supervisor *s)
 {
         static struct config next; /* large; one reload at a time, on the main thread */
+        static char msg[16384];    /* the header keeps THR_RELOAD_MSG bytes of it */
         char err[4096];
-        log_info("SIGHUP: reloading %s", s->config_path);
+        uint64_t seq = reload_verdict_begin(&s->map);
+        notify_reloading(); /* systemd: RELOADING=1 until the READY=1 of the verdict */
+        log_info("SIGHUP: reloading %s (reload #%" PRIu64 ")", s->config_path, seq);
         if (config_load(s->config_path, &next, err, sizeof(err)) < 0) {
                 log_error("reload refused, running config kept:\n%s", err);
+                snprintf(msg, sizeof(msg), "invalid config:\n%s", err);
+                reload_verdict_end(&s->map, seq, -EINVAL, msg);
+                reload_notify(s, seq, false);
                 return;
         }
-        bool *gone = to_retire(&next, &s->map);
-        if (shm_arena_configure(&s->map, &next.arena, err, sizeof(err)) < 0) {
+        struct shm_change *ch = NULL;
+        size_t n = 0;
+        int rc = shm_arena_plan(&s->map, &next.arena, &ch, &n, err, sizeof(err));
+        if (rc == 0)
+                rc = shm_arena_configure(&s->map, &next.arena, err, sizeof(err));
+        if (rc < 0) {
                 log_error("reload refused, running config kept: %s", err);
-                free(gone);
+                snprintf(msg, sizeof(msg), "%s", err);
+                reload_verdict_end(&s->map, seq, rc, msg);
+                reload_notify(s, seq, false);
+                free(ch);
                 return;
         }
-        reload_report(arena_changed(&s->cfg, &next), gone, &s->map);
+        msg[0] = 0;
+        reload_describe(ch, n, msg, sizeof(msg));
+        free(ch);
+        for (char *line = msg, *end; line && *line; line = end ? end + 1 : NULL) {
+                end = strchr(line, '\n');
+                if (!end) /* the summary: said below with the outcome */
+                        break;
+                const char *retired = strstr(line, "is no longer configured");
+                if (retired && retired < end)
+                        log_warn("reload: %.*s", (int)(end - line), line);
+                else
+                        log_info("reload: %.*s", (int)(end - line), line);
+        }
+        if (arena_changed(&s->cfg, &next))
+                log_warn("reload: [arena] settings are fixed when the arena is created; to apply "
+                         "them, stop throttled, remove the arena file and start it again (this "
+                         "resets every limit)");
         log_clocks(&s->map, &next);
-        free(gone);
         config_copy(&s->cfg, &next);
         struct registry *reg = registry_make(s, &s->cfg);
-        if (!reg) {
+        if (reg)
+                registry_publish(s, reg);
+        else
                 log_error("reload applied to the arena, but the registry could not be rebuilt: "
                           "out of memory; maintenance keeps the previous limiter list");
-                return;
-        }
-        registry_publish(s, reg);
         check_arena_file(s);
         if (s->file_lost)
                 log_error("reloaded: %zu limiters, into an arena whose file %s is gone: only "
@@ -449,6 +455,8 @@ static void do_reload(struct supervisor *s)
                           s->cfg.nlimiters, s->map.path);
         else
                 log_info("reloaded: %zu limiters", s->cfg.nlimiters);
+        reload_verdict_end(&s->map, seq, 0, msg);
+        reload_notify(s, seq, true);
 }
 
 /* The longest the main thread sleeps before it looks at its flags again. */

@@ -214,7 +214,7 @@ static bool gcra_ok(const struct thr_params *p)
         __uint128_t bt = (__uint128_t)p->burst * p->t_units;
         return p->k != 0 && p->k <= THR_MAX_K && p->t_units != 0 && p->burst != 0 &&
                p->initial <= p->burst && bt == p->bt_units &&
-               (p->flags & ~THR_PARAM_CLOCK_MASK) == 0 &&
+               (p->flags & ~(THR_PARAM_CLOCK_MASK | THR_PARAM_ROUNDED)) == 0 &&
                THR_PARAM_CLOCK(p->flags) != THR_CLOCK_READ_AUTO &&
                shm_params_range_ok(p->burst, p->t_units, p->max_reserve_units, p->k);
 }

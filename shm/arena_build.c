@@ -296,11 +296,12 @@ struct plan {
         const struct shm_limiter_spec *spec;
         struct thr_params params;
         struct geometry geo;
-        int idx;         /* directory entry, or -1: a new limiter */
-        uint32_t entry;  /* a new limiter: the free entry chosen for it when planning */
-        bool changed;    /* new parameters for an existing limiter */
-        bool revive;     /* idx is a retired entry configured again */
-        uint64_t po, to; /* staged record and (new limiters) table */
+        int idx;                  /* directory entry, or -1: a new limiter */
+        uint32_t entry;           /* a new limiter: the free entry chosen for it when planning */
+        bool changed;             /* new parameters for an existing limiter */
+        bool revive;              /* idx is a retired entry configured again */
+        uint64_t po, to;          /* staged record and (new limiters) table */
+        struct thr_params before; /* idx >= 0: the arena's record when planned */
 };
 
 static bool params_equal(const struct thr_params *a, const struct thr_params *b)
@@ -310,21 +311,26 @@ static bool params_equal(const struct thr_params *a, const struct thr_params *b)
         return memcmp(&x, &y, sizeof(x)) == 0;
 }
 
-/* Check one limiter of the spec against the arena; fill its plan. Changes nothing. */
+/* The clock a GCRA limiter's decisions read, chosen for this machine from this process's own
+ * measurement, never from the (client-writable) header (clock.h). */
+static void clock_choose(struct shm_map *m, const struct shm_limiter_spec *ls, struct thr_params *p)
+{
+        if (p->kind != THR_KIND_GCRA)
+                return;
+        struct shm_clock_facts cf;
+        shm_clock_facts(shm_hdr(m)->clock_id, &cf, NULL, 0);
+        double t_ns = (double)p->t_units / (double)p->k;
+        uint32_t how = shm_clock_choose(&cf, THR_KIND_GCRA, ls->clock_read, t_ns, NULL);
+        p->flags |= how << THR_PARAM_CLOCK_SHIFT;
+}
+
+/* Check one limiter of the spec against the arena; fill its plan. Changes nothing. An existing
+ * GCRA limiter keeps the time unit its buckets count in (shm_params_in_units). */
 static int plan_one(struct shm_map *m, const struct shm_limiter_spec *ls, uint64_t gen,
                     struct plan *pl, uint64_t *need, char *err, size_t errlen)
 {
         pl->spec = ls;
         int rc = shm_params_make(ls, gen, &pl->params, err, errlen);
-        if (rc == 0 && pl->params.kind == THR_KIND_GCRA) {
-                /* the clock its decisions read, chosen for this machine from this process's
-                 * own measurement, never from the (client-writable) header (clock.h) */
-                struct shm_clock_facts cf;
-                shm_clock_facts(shm_hdr(m)->clock_id, &cf, NULL, 0);
-                double t_ns = (double)pl->params.t_units / (double)pl->params.k;
-                uint32_t how = shm_clock_choose(&cf, THR_KIND_GCRA, ls->clock_read, t_ns, NULL);
-                pl->params.flags |= how << THR_PARAM_CLOCK_SHIFT;
-        }
         if (rc == 0 && shm_table_geometry(ls, &pl->geo) < 0)
                 rc = shm_seterr(err, errlen, -ERANGE,
                                 "limiter '%s': capacity %" PRIu64 " or shards %u cannot make a "
@@ -337,13 +343,20 @@ static int plan_one(struct shm_map *m, const struct shm_limiter_spec *ls, uint64
         if (pl->idx == -ENOENT) {
                 /* removed earlier: revive it with its buckets if its table still fits */
                 int r = shm_dir_find_state(m, ls->name, THR_DIR_RETIRED);
+                struct thr_params p = pl->params;
                 if (r >= 0 && shm_dir_snapshot(m, (uint32_t)r, &snap) == 0 &&
-                    shm_limiter_compatible(&snap, &pl->params, &pl->geo, NULL, 0) == 0) {
+                    (snap.params.kind != THR_KIND_GCRA ||
+                     shm_params_in_units(&p, snap.params.k, ls->name, NULL, 0) == 0) &&
+                    shm_limiter_compatible(&snap, &p, &pl->geo, NULL, 0) == 0) {
+                        pl->params = p;
+                        clock_choose(m, ls, &pl->params);
+                        pl->before = snap.params;
                         pl->idx = r;
                         pl->revive = pl->changed = true;
                         *need += align_up(sizeof(struct thr_params), THR_ALIGN);
                         return 0;
                 }
+                clock_choose(m, ls, &pl->params);
                 pl->idx = -1;
                 *need += limiter_bytes(&pl->geo);
                 return 0;
@@ -351,7 +364,12 @@ static int plan_one(struct shm_map *m, const struct shm_limiter_spec *ls, uint64
         if (pl->idx < 0 || shm_dir_snapshot(m, (uint32_t)pl->idx, &snap) < 0)
                 return shm_seterr(err, errlen, -EBADMSG, "limiter '%s' is corrupt in the arena",
                                   ls->name);
-        rc = shm_limiter_compatible(&snap, &pl->params, &pl->geo, err, errlen);
+        pl->before = snap.params;
+        if (snap.params.kind == THR_KIND_GCRA)
+                rc = shm_params_in_units(&pl->params, snap.params.k, ls->name, err, errlen);
+        clock_choose(m, ls, &pl->params);
+        if (rc == 0)
+                rc = shm_limiter_compatible(&snap, &pl->params, &pl->geo, err, errlen);
         pl->changed = rc == 0 && !params_equal(&snap.params, &pl->params);
         if (pl->changed)
                 *need += align_up(sizeof(struct thr_params), THR_ALIGN);
@@ -511,6 +529,55 @@ int shm_arena_configure(struct shm_map *m, const struct shm_arena_spec *s, char 
         shm_clock_facts_store(h, &cf);
         atomic_store_explicit(&h->heap_top, m->g.heap_top, memory_order_relaxed);
         atomic_store_explicit(&h->config_gen, gen, memory_order_release);
+        return 0;
+}
+
+int shm_arena_plan(struct shm_map *m, const struct shm_arena_spec *s, struct shm_change **out,
+                   size_t *n, char *err, size_t errlen)
+{
+        *out = NULL;
+        *n = 0;
+        uint64_t gen = atomic_load_explicit(&shm_hdr(m)->config_gen, memory_order_relaxed) + 1;
+        struct plan *plans = calloc(s->nlimiters ? s->nlimiters : 1, sizeof(*plans));
+        struct shm_change *c = calloc(s->nlimiters + m->g.dir_count + 1, sizeof(*c));
+        int rc = plans && c ? plan_all(m, s, gen, plans, err, errlen)
+                            : shm_seterr(err, errlen, -ENOMEM, "out of memory");
+        size_t k = 0;
+        for (size_t i = 0; rc == 0 && i < s->nlimiters; i++, k++) {
+                const struct plan *pl = &plans[i];
+                snprintf(c[k].name, sizeof(c[k].name), "%s", pl->spec->name);
+                c[k].what = pl->idx < 0   ? SHM_CHANGE_ADD
+                            : pl->revive  ? SHM_CHANGE_REVIVE
+                            : pl->changed ? SHM_CHANGE_PARAMS
+                                          : SHM_CHANGE_SAME;
+                c[k].capacity = pl->geo.capacity;
+                c[k].nshards = pl->geo.nshards;
+                c[k].before = pl->before;
+                c[k].after = pl->params;
+        }
+        for (uint32_t i = 0; rc == 0 && i < m->g.dir_count; i++) {
+                struct shm_lim_snap snap;
+                if (shm_dir_snapshot(m, i, &snap) < 0 || snap.state != THR_DIR_LIVE)
+                        continue;
+                bool kept = false;
+                for (size_t j = 0; j < s->nlimiters && !kept; j++)
+                        kept = strncmp(snap.name, s->limiters[j].name, sizeof(snap.name)) == 0;
+                if (kept)
+                        continue;
+                snprintf(c[k].name, sizeof(c[k].name), "%s", snap.name);
+                c[k].what = SHM_CHANGE_RETIRE;
+                c[k].capacity = snap.table.capacity;
+                c[k].nshards = snap.table.nshards;
+                c[k].before = snap.params;
+                k++;
+        }
+        free(plans);
+        if (rc < 0) {
+                free(c);
+                return rc;
+        }
+        *out = c;
+        *n = k;
         return 0;
 }
 
@@ -692,7 +759,8 @@ int shm_daemon_lock(struct shm_map *m, pid_t *holder)
 
 /*
  * Whether the limiter in snapshot S can take parameters P without losing its buckets: the table
- * cannot be resized in place, and the state words count units of 1/K ns, so K must stay the same.
+ * cannot be resized in place, and the state words count units of 1/K ns, so K must stay the same
+ * (plan_one re-expresses a GCRA record in the arena's unit before it asks).
  */
 int shm_limiter_compatible(const struct shm_lim_snap *s, const struct thr_params *p,
                            const struct geometry *g, char *err, size_t errlen)
@@ -728,11 +796,10 @@ int shm_limiter_compatible(const struct shm_lim_snap *s, const struct thr_params
                                   "cannot be resized in place; keep capacity and shards, or "
                                   "start with a new arena",
                                   s->name, s->table.capacity, s->table.nshards);
-        if (s->params.k != p->k)
+        if (s->params.k != p->k) /* a GCRA record was re-expressed in the arena's unit first */
                 return shm_seterr(err, errlen, -EBUSY,
-                                  "limiter '%s': the new rate needs time units of 1/%" PRIu64
-                                  " ns but its buckets count 1/%" PRIu64 " ns; converting "
-                                  "existing buckets is not supported yet",
-                                  s->name, p->k, s->params.k);
+                                  "limiter '%s': its buckets count units of 1/%" PRIu64
+                                  " ns, the new parameters 1/%" PRIu64 " ns",
+                                  s->name, s->params.k, p->k);
         return 0;
 }

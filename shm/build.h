@@ -87,6 +87,43 @@ typedef void (*shm_sweep_fn)(void *ctx, const char *path, uint64_t bytes);
 int shm_arena_sweep(const struct shm_arena_spec *spec, shm_sweep_fn fn, void *ctx);
 
 /*
+ * shm_params_in_units - re-express GCRA record P (from shm_params_make, exact in its own unit) in
+ * units of 1/K ns, the unit an existing limiter's buckets count in: the interval rounded up to a
+ * whole number of units when it is not one (THR_PARAM_ROUNDED set: the limiter runs at most
+ * 1 / (K T) below the configured rate, never above it). No-op for other kinds or the same unit.
+ * Returns 0, or -ERANGE (overflow) / -EBADMSG (K invalid) with ERR naming NAME.
+ */
+int shm_params_in_units(struct thr_params *p, uint64_t k, const char *name, char *err,
+                        size_t errlen);
+
+/* What a configuration does to one limiter (shm_arena_plan). */
+enum shm_change_what {
+        SHM_CHANGE_SAME = 0, /* configured, parameters unchanged */
+        SHM_CHANGE_PARAMS,   /* configured, new parameters (before -> after) */
+        SHM_CHANGE_ADD,      /* a new limiter (after) */
+        SHM_CHANGE_REVIVE,   /* a retired limiter configured again, with its buckets */
+        SHM_CHANGE_RETIRE    /* live, no longer configured: retired (before) */
+};
+
+struct shm_change {
+        char name[THR_NAME_MAX + 1];
+        uint32_t what;     /* enum shm_change_what */
+        uint64_t capacity; /* of the table (ADD: the new one) */
+        uint32_t nshards;
+        struct thr_params before; /* SAME, PARAMS, REVIVE, RETIRE: the arena's record */
+        struct thr_params after;  /* SAME, PARAMS, ADD, REVIVE: what SPEC makes of it */
+};
+
+/*
+ * shm_arena_plan - what shm_arena_configure(M, SPEC) would do, computed by the same code and
+ * changing nothing (M may be mapped read-only): one change per limiter of SPEC, then one per live
+ * limiter SPEC no longer names, in *OUT (malloc'ed; *N entries; free it). Returns 0, or the
+ * -errno and ERR shm_arena_configure would return (then *OUT is NULL).
+ */
+int shm_arena_plan(struct shm_map *m, const struct shm_arena_spec *spec, struct shm_change **out,
+                   size_t *n, char *err, size_t errlen);
+
+/*
  * shm_arena_configure - make the limiters of an attached, writable arena match SPEC (daemon
  * only, single writer): a limiter with the same table geometry keeps its table and every bucket,
  * and gets a new parameter record if its parameters changed; a new limiter is allocated from the

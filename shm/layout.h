@@ -145,17 +145,19 @@
  * (hash.h) whose keys, hash_key, replace SipHash's secret and sit in the old headroom; slots are
  * 64 bytes with long keys stored digested; lookups stop at the home slot's reach (thr_slot.reach),
  * which older clients never set. 12: the limiter counters (lcount_off), which older clients would
- * not write (their decisions missing from the daemon's metrics). Older arenas must be recreated.
+ * not write (their decisions missing from the daemon's metrics), and the daemon's reload verdict
+ * (reload_begun ... reload_msg). Older arenas must be recreated.
  */
 #define THR_LAYOUT_MAJOR   12u
 #define THR_LAYOUT_MINOR   0u
 #define THR_HDR_SIZE       4096u
-#define THR_NAME_MAX       63u  /* arena and limiter names, without the NUL */
-#define THR_KEY_MAX        104u /* bytes of a key; longer keys get -ENAMETOOLONG */
-#define THR_KEY_INLINE     44u  /* bytes of a key's stored form: the key itself up to this */
-#define THR_KEY_PREFIX     28u  /* a longer key's stored form: its first 28 bytes ... */
-#define THR_KEY_DIGEST     16u  /* ... and a 16-byte keyed digest of it all (keydigest.h) */
-#define THR_HASH_KEY_WORDS 30u  /* hdr.hash_key: 15 keys of 128 bits (hash.h) */
+#define THR_RELOAD_MSG     2048u /* bytes of the header's last reload message */
+#define THR_NAME_MAX       63u   /* arena and limiter names, without the NUL */
+#define THR_KEY_MAX        104u  /* bytes of a key; longer keys get -ENAMETOOLONG */
+#define THR_KEY_INLINE     44u   /* bytes of a key's stored form: the key itself up to this */
+#define THR_KEY_PREFIX     28u   /* a longer key's stored form: its first 28 bytes ... */
+#define THR_KEY_DIGEST     16u   /* ... and a 16-byte keyed digest of it all (keydigest.h) */
+#define THR_HASH_KEY_WORDS 30u   /* hdr.hash_key: 15 keys of 128 bits (hash.h) */
 #define THR_SLOT_SIZE      64u
 #define THR_DIR_ENTRY_SIZE 128u
 #define THR_READER_SIZE    640u /* 192 of the record, then its composition journal */
@@ -203,6 +205,10 @@ enum thr_limiter_kind {
 
 /* thr_params.flags */
 #define THR_PARAM_SERIALIZE 1u /* window: one holder at a time per key (window.h) */
+/* GCRA: the emission interval is the configured one rounded up to the time unit the limiter's
+ * buckets already counted in (a reload changed the rate to one that needs another unit:
+ * shm_params_in_units); never faster than configured */
+#define THR_PARAM_ROUNDED 2u
 /* Bits 5..4: how a GCRA limiter's decisions read the arena clock (clock.h); 0 (precise) for
  * other kinds. */
 #define THR_PARAM_CLOCK_SHIFT 4u
@@ -362,7 +368,19 @@ struct thr_hdr {
         /* the long-key digest's SipHash key (keydigest.h): random, written at creation only */
         uint64_t digest_key[2];
 
-        uint8_t headroom[THR_HDR_SIZE - 640];
+        /* the daemon's verdict on its last reload, for `throttled --reload` (which waits for it)
+         * and shmctl: reload_begun counts reloads begun (bumped before the configuration is
+         * read); reload_done is the number of the last one finished, release-stored after its
+         * rc (0 applied, else a negative errno) and its message (reload_len bytes, not NUL
+         * terminated) were written. Readers copy the message and check reload_done again; the
+         * record is client-writable like all of the arena, so they bound reload_len. */
+        _Atomic uint64_t reload_begun;
+        _Atomic uint64_t reload_done;
+        _Atomic int32_t reload_rc;
+        _Atomic uint32_t reload_len;
+        char reload_msg[THR_RELOAD_MSG];
+
+        uint8_t headroom[THR_HDR_SIZE - 664 - THR_RELOAD_MSG];
 };
 
 struct thr_params {
@@ -630,8 +648,9 @@ static_assert(sizeof(struct thr_lease_rec) == THR_LEASE_SIZE, "lease record size
 static_assert(sizeof(struct thr_hdr) == THR_HDR_SIZE, "header is one page");
 static_assert(sizeof(struct thr_lcount) == THR_LCOUNT_SIZE, "limiter counter block size");
 static_assert(offsetof(struct thr_hdr, hash_key) == 384 &&
-                  offsetof(struct thr_hdr, headroom) == 640,
-              "hash keys on lines of their own, then the headroom");
+                  offsetof(struct thr_hdr, reload_begun) == 640 &&
+                  offsetof(struct thr_hdr, headroom) == 664 + THR_RELOAD_MSG,
+              "hash keys on lines of their own, then the reload record, then the headroom");
 static_assert(sizeof(struct thr_params) == 128, "params record size");
 static_assert(sizeof(struct thr_dir_entry) == THR_DIR_ENTRY_SIZE, "dir entry size");
 static_assert(sizeof(struct thr_table) == 64, "table header is one line");

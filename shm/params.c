@@ -238,3 +238,45 @@ int shm_params_make(const struct shm_limiter_spec *s, uint64_t gen, struct thr_p
         out->max_reserve_units = (uint64_t)reserve;
         return 0;
 }
+
+/*
+ * A reload that changes a GCRA limiter's rate to one whose exact interval needs another time
+ * unit (100/s, T = 10^7 ns, K = 1; then 30/s, T = 10^8/3 ns, K = 3) cannot change the unit in
+ * place: every key's state word is a TAT counted in the old unit, and clients decide on it
+ * concurrently with no way to tell a converted word from an unconverted one. So the new record
+ * keeps the old unit K and carries the new interval expressed in it, rounded up when it is not a
+ * whole number of units: T' = ceil(P K / N) units. Each record is still used whole (one acquire
+ * load of params_off per call), so every decision is exact GCRA at interval T' on state in the
+ * units it was written in; with T' >= T no key is ever admitted faster than N per P. The rate
+ * falls short of N/P by (T' - T) / T' < 1 / (K T) relative: under 10^-6 for any T >= 1 ms. A new
+ * arena (or the same rate configured before the arena was created) is exact.
+ */
+int shm_params_in_units(struct thr_params *p, uint64_t k, const char *name, char *err,
+                        size_t errlen)
+{
+        if (p->kind != THR_KIND_GCRA || p->k == k)
+                return 0;
+        if (k == 0 || k > THR_MAX_K)
+                return fail(err, errlen, -EBADMSG, name,
+                            "its buckets in the arena count units of 1/%" PRIu64 " ns, which is "
+                            "not a valid time unit: the arena is corrupt",
+                            k);
+        __uint128_t num = (__uint128_t)p->period_ns * k; /* T in units of 1/k ns is num / N */
+        __uint128_t t = num / p->rate_n + (num % p->rate_n != 0);
+        __uint128_t reserve_ns = p->max_reserve_units / p->k; /* exact: made as ns * p->k */
+        __uint128_t reserve = reserve_ns * k;
+        if (t > UINT64_MAX || reserve > UINT64_MAX ||
+            !shm_params_range_ok(p->burst, (uint64_t)t, (uint64_t)reserve, k))
+                return fail(err, errlen, -ERANGE, name,
+                            "burst %" PRIu64 " times the emission interval in the buckets' time "
+                            "unit 1/%" PRIu64 " ns (%ju units) plus max_reserve would overflow "
+                            "the state word over 20 years",
+                            p->burst, k, (uintmax_t)(t > UINT64_MAX ? UINT64_MAX : t));
+        if (num % p->rate_n)
+                p->flags |= THR_PARAM_ROUNDED;
+        p->k = k;
+        p->t_units = (uint64_t)t;
+        p->bt_units = p->burst * (uint64_t)t;
+        p->max_reserve_units = (uint64_t)reserve;
+        return 0;
+}

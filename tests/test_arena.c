@@ -356,7 +356,7 @@ Test(arena, configure_keeps_buckets_and_swaps_parameters)
         thr_limiter_close(l);
 }
 
-Test(arena, configure_refuses_resize_and_unit_change_without_changing_anything)
+Test(arena, configure_refuses_resize_without_changing_anything)
 {
         struct thr_dir_entry *de = dir0(T.map.base);
         uint64_t before = de->params_off, top = shm_hdr(&T.map)->heap_top;
@@ -367,13 +367,39 @@ Test(arena, configure_refuses_resize_and_unit_change_without_changing_anything)
         char err[256] = "";
         cr_assert_eq(shm_arena_configure(&T.map, &as, err, sizeof(err)), -EBUSY);
         cr_assert(strstr(err, "resized"), "message: %s", err);
-        s[1].capacity = 1024;
-        s[0].rate_n = 3; /* K 1 -> 3 */
+        s[0].rate_n = 3; /* a rate change that alone would be taken, refused with the rest */
         cr_assert_eq(shm_arena_configure(&T.map, &as, err, sizeof(err)), -EBUSY);
-        cr_assert(strstr(err, "1/3 ns"), "message: %s", err);
+        cr_assert(strstr(err, "resized"), "message: %s", err);
         cr_assert_eq(de->params_off, before);
         cr_assert_eq(shm_hdr(&T.map)->heap_top, top, "nothing allocated");
         cr_assert_eq(shm_dir_find(&T.map, "new"), -ENOENT, "nothing added");
+}
+
+/* A rate that needs another time unit (10/s, K 1, to 3/s, K 3) is taken in the buckets' unit,
+ * its interval rounded up (1e9/3 ns to 333333334 ns), and every key keeps its state. */
+Test(arena, configure_keeps_the_buckets_unit_for_any_rate)
+{
+        struct thr_dir_entry *de = dir0(T.map.base);
+        thr_limiter *l = tlim(&T, "a");
+        struct thr_result r;
+        cr_assert_eq(thr_limiter_try(l, "k", 1, 5, &r), 1, "the whole burst of 5 at 10/s");
+        uint64_t table = de->table_off;
+        struct shm_limiter_spec s[] = {tspec("a", 3, SEC, 5, 5), tspec("b", 100, SEC, 10, 10)};
+        s[1].capacity = 1024;
+        struct shm_arena_spec as = respec(s, 2);
+        char err[256] = "";
+        cr_assert_eq(shm_arena_configure(&T.map, &as, err, sizeof(err)), 0, "%s", err);
+        const struct thr_params *p = shm_at(T.map.base, de->params_off);
+        cr_assert_eq(p->k, 1, "the buckets' unit");
+        cr_assert_eq(p->t_units, 333333334, "1e9/3 ns rounded up");
+        cr_assert_neq(p->flags & THR_PARAM_ROUNDED, 0);
+        cr_assert_eq(de->table_off, table, "the same table");
+        /* the key's 500 ms of debt (5 tokens at 100 ms) is kept: against B T = 5 x 333333334 ns,
+         * (1666666670 - 500000000) / 333333334 = 3 whole tokens are left */
+        cr_assert_eq(thr_limiter_try(l, "k", 1, 0, &r), 1);
+        cr_assert_eq(r.remaining, 3, "%lu left", (unsigned long)r.remaining);
+        cr_assert_eq(r.reset_after_ns, 500000000);
+        thr_limiter_close(l);
 }
 
 /* In a child that dropped to UID/GID (no supplementary groups), the result of thr_arena_open. */

@@ -3,6 +3,7 @@
  * interval in whole units, and the overflow checks of shm_params_make.
  */
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <string.h>
 
 #include "helpers.h"
@@ -105,4 +106,55 @@ Test(params, the_worst_case_two_bursts_past_now_must_fit)
         cr_assert_eq(shm_params_make(&s, 1, &p, err, sizeof(err)), 0, "%s", err);
         tarena_make(&t, THR_CLOCK_MANUAL, SHM_HUGE_OFF, &s, 1);
         tarena_free(&t);
+}
+
+/* A reload keeps an existing GCRA limiter's time unit (shm_params_in_units): the new interval in
+ * the old unit, exact when it is a whole number of units, else rounded up and flagged. */
+Test(params, a_new_rate_in_the_buckets_unit_is_exact_or_rounded_up)
+{
+        struct thr_params p;
+        char err[256] = "";
+        /* 100/s (K 1) in units of 1/3 ns: 3e7 units, exact */
+        cr_assert_eq(make(100, SEC, 10, 10, &p, err), 0, "%s", err);
+        p.max_reserve_units = 60 * SEC; /* ns * K(1) */
+        cr_assert_eq(shm_params_in_units(&p, 3, "lim", err, sizeof(err)), 0, "%s", err);
+        cr_assert_eq(p.k, 3);
+        cr_assert_eq(p.t_units, 30000000);
+        cr_assert_eq(p.bt_units, 300000000);
+        cr_assert_eq(p.max_reserve_units, 180 * SEC, "the cap in the new unit");
+        cr_assert_eq(p.flags & THR_PARAM_ROUNDED, 0, "exact");
+        /* 30/s (K 3) in whole ns: 33333333.33 ns up to 33333334, never faster */
+        cr_assert_eq(make(30, SEC, 5, 5, &p, err), 0, "%s", err);
+        cr_assert_eq(shm_params_in_units(&p, 1, "lim", err, sizeof(err)), 0, "%s", err);
+        cr_assert_eq(p.k, 1);
+        cr_assert_eq(p.t_units, 33333334);
+        cr_assert_eq(p.bt_units, 5 * 33333334ull);
+        cr_assert_neq(p.flags & THR_PARAM_ROUNDED, 0);
+        cr_assert_eq(p.rate_n, 30, "the configured rate is kept for display");
+        /* 7/s (K 7) in units of 1/3 ns: ceil(3e9 / 7) */
+        cr_assert_eq(make(7, SEC, 3, 3, &p, err), 0, "%s", err);
+        cr_assert_eq(shm_params_in_units(&p, 3, "lim", err, sizeof(err)), 0, "%s", err);
+        cr_assert_eq(p.t_units, 428571429);
+        cr_assert_neq(p.flags & THR_PARAM_ROUNDED, 0);
+        /* the same unit, or another kind: untouched */
+        struct thr_params q;
+        cr_assert_eq(make(7, SEC, 3, 3, &q, err), 0, "%s", err);
+        p = q;
+        cr_assert_eq(shm_params_in_units(&p, 7, "lim", err, sizeof(err)), 0);
+        cr_assert_eq(memcmp(&p, &q, sizeof(p)), 0);
+}
+
+Test(params, a_new_rate_that_overflows_the_buckets_unit_is_refused)
+{
+        struct thr_params p;
+        char err[256] = "";
+        /* 1 per 20 years, burst 1, in whole ns fits; in units of 1/29 ns it cannot */
+        cr_assert_eq(make(1, 7000ull * 86400 * SEC, 1, 1, &p, err), 0, "%s", err);
+        cr_assert_eq(shm_params_in_units(&p, 29, "lim", err, sizeof(err)), -ERANGE);
+        cr_assert_not_null(strstr(err, "limiter 'lim'"), "%s", err);
+        cr_assert_not_null(strstr(err, "1/29 ns"), "%s", err);
+        /* an invalid unit read from the arena is corruption, not a rate problem */
+        cr_assert_eq(make(100, SEC, 10, 10, &p, err), 0, "%s", err);
+        cr_assert_eq(shm_params_in_units(&p, 0, "lim", err, sizeof(err)), -EBADMSG);
+        cr_assert_eq(shm_params_in_units(&p, THR_MAX_K + 1, "lim", err, sizeof(err)), -EBADMSG);
 }
