@@ -161,3 +161,32 @@ Test(notify, no_socket_no_message)
         notify_stopping();
         cr_assert_eq(next_msg(msg, sizeof(msg), 100), -1, "sent without NOTIFY_SOCKET: %s", msg);
 }
+
+/* A reload says RELOADING=1, then READY=1 with its verdict in STATUS: applied, or refused. */
+Test(notify, a_reload_says_reloading_then_ready_with_its_verdict)
+{
+        char msg[1024];
+        tdaemon_config(&fx, true, "", LIM);
+        setenv("NOTIFY_SOCKET", sock_path, 1);
+        int d = tdaemon_start(&fx, NULL);
+        unsetenv("NOTIFY_SOCKET");
+        cr_assert_geq(next_msg(msg, sizeof(msg), TD_READY * 1000), 0, "%s", tdaemon_log(&fx, d));
+        cr_assert_not_null(strstr(msg, "READY=1"), "%s", msg);
+        tdaemon_wait_ready(&fx, d, 1);
+
+        tdaemon_config(&fx, true, "", "[lim]\nrate = 30/s\nburst = 10\ncapacity = 64\n");
+        cr_assert_eq(kill(fx.pid[d], SIGHUP), 0);
+        cr_assert_geq(next_msg(msg, sizeof(msg), TD_READY * 1000), 0, "%s", tdaemon_log(&fx, d));
+        cr_assert_not_null(strstr(msg, "RELOADING=1"), "first after SIGHUP: %s", msg);
+        cr_assert_geq(next_msg(msg, sizeof(msg), TD_READY * 1000), 0, "%s", tdaemon_log(&fx, d));
+        cr_assert_not_null(strstr(msg, "READY=1"), "%s", msg);
+        cr_assert_not_null(strstr(msg, "reload #1 applied"), "%s", msg);
+
+        tdaemon_config(&fx, true, "", "[lim]\nrate = 30/s\nburst = 10\ncapacity = 128\n");
+        cr_assert_eq(kill(fx.pid[d], SIGHUP), 0);
+        cr_assert_geq(next_msg(msg, sizeof(msg), TD_READY * 1000), 0, "%s", tdaemon_log(&fx, d));
+        cr_assert_not_null(strstr(msg, "RELOADING=1"), "%s", msg);
+        cr_assert_geq(next_msg(msg, sizeof(msg), TD_READY * 1000), 0, "%s", tdaemon_log(&fx, d));
+        cr_assert_not_null(strstr(msg, "READY=1"), "%s", msg);
+        cr_assert_not_null(strstr(msg, "reload #2 refused"), "%s", msg);
+}
