@@ -6,8 +6,9 @@
 # Runs scripts/setup.sh, builds throttled, shmctl and thr-demo-worker in build/, and starts a
 # throttled of its own in the background (its log goes to build/demo/throttled.log) on an arena
 # of its own: build/demo/throttled.conf is daemon/throttled.conf with the arena named
-# `thr-demo` ($THR_DEMO_ARENA) and metrics off, so a throttled already running on this host
-# (arena `main`, the metrics port) is never touched. Once `shmctl status` answers, it runs 4
+# `thr-demo` ($THR_DEMO_ARENA) and metrics on a free loopback port from 19477 up (not the default
+# 9477), so a throttled already running on this host (arena `main`, the metrics port) is never
+# touched. Once `shmctl status` answers, it runs 4
 # thr-demo-worker processes at once for 5 seconds against 20 keys "user:0".."user:19"; each
 # request must pass the limiter `per_key` (5/s, burst 5, per user) and then `global` (50/s,
 # burst 10, one key for everybody). It shows shmctl's view of the arena, then checks what the
@@ -154,12 +155,43 @@ build() {
         cmake --build "$BUILD" -j2 --target throttled shmctl thr-demo-worker
 }
 
-# The demo's config: the default one with its own arena name and no metrics endpoint.
+# A loopback port from 19477 up that nothing listens on (a refused connection).
+free_port() {
+        local p
+        for ((p = 19477; p < 19577; p++)); do
+                if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+                        echo "$p"
+                        return 0
+                fi
+        done
+        return 1
+}
+
+# The demo's config: the default one with its own arena name and metrics port.
 write_config() {
-        sed -E -e "s/^name = main\$/name = $ARENA/" -e 's/^metrics = .*$/metrics =/' \
+        METRICS_PORT=$(free_port) || die "no free loopback port in 19477..19576 for the metrics"
+        sed -E -e "s/^name = main\$/name = $ARENA/" \
+                -e "s/^metrics = .*\$/metrics = 127.0.0.1:$METRICS_PORT/" \
                 daemon/throttled.conf >"$CONF"
-        grep -qx "name = $ARENA" "$CONF" && grep -qx 'metrics =' "$CONF" ||
+        grep -qx "name = $ARENA" "$CONF" && grep -qx "metrics = 127.0.0.1:$METRICS_PORT" "$CONF" ||
                 die "cannot make the demo's config from daemon/throttled.conf"
+}
+
+# GET /metrics from the demo's throttled (bash's /dev/tcp: no curl needed).
+scrape() {
+        (
+                exec 3<>"/dev/tcp/127.0.0.1/$METRICS_PORT" || exit 1
+                printf 'GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3
+                cat <&3
+        )
+}
+
+show_metrics() {
+        step "GET http://127.0.0.1:$METRICS_PORT/metrics (request counters and keys)"
+        local out
+        out=$(scrape) || die "cannot scrape the metrics on 127.0.0.1:$METRICS_PORT"
+        grep -E '^throttle_(admitted|denied)_total|^throttle_keys\{' <<<"$out" ||
+                die "the scrape has no request counters: $out"
 }
 
 # Refuse to run when an arena of the demo's name exists that the demo did not create.
@@ -307,6 +339,7 @@ main() {
         start_daemon
         run_workers
         show_arena
+        show_metrics
         local ok=0
         check_limits || ok=1
         if [ "$keep" -eq 1 ]; then
