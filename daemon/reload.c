@@ -160,12 +160,16 @@ static void put_rounded(char *buf, size_t len, size_t *at, const struct thr_para
                 return;
         double t = (double)p->t_units / (double)p->k;
         double want = (double)p->period_ns / (double)p->rate_n;
+        char per[64];
+        if (p->k == 1)
+                snprintf(per, sizeof(per), "%" PRIu64 " ns", p->t_units);
+        else
+                snprintf(per, sizeof(per), "%" PRIu64 "/%" PRIu64 " ns", p->t_units, p->k);
         put(buf, len, at,
             " (the exact interval %.3f ns needs a finer time unit than the 1/%" PRIu64
-            " ns its buckets count in: it runs at one token per %" PRIu64 "/%" PRIu64
-            " ns, %.9g per second, %.2g below the configured rate and never above it; a new "
-            "arena would be exact)",
-            want, p->k, p->t_units, p->k, 1e9 / t, (t - want) / t);
+            " ns its buckets count in: it runs at one token per %s, %.9g per second, %.2g below "
+            "the configured rate and never above it; a new arena would be exact)",
+            want, p->k, per, 1e9 / t, (t - want) / t);
 }
 
 size_t reload_describe(const struct shm_change *ch, size_t n, char *buf, size_t len)
