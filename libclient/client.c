@@ -205,11 +205,6 @@ static inline const struct thr_params *lim_params_for(const thr_limiter *l, bool
         return serial == !!(p->flags & THR_PARAM_SERIALIZE) ? p : NULL;
 }
 
-static inline const struct thr_params *lim_params(const thr_limiter *l)
-{
-        return lim_params_for(l, false);
-}
-
 /*
  * A window's or a semaphore's record, copied to COPY and checked again, or NULL: their decisions
  * index logs and lease records by the record's counts (N, leases_per_key), which a client
