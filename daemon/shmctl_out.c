@@ -465,11 +465,6 @@ static void lim_json(const struct shmctl_lim *l)
                escape(name, sizeof(name), l->name, strlen(l->name), true), rate, l->p.rate_n,
                l->p.period_ns, l->p.burst, l->p.initial);
         printf("\"kind\":\"%s\",", shm_kind_name(l->p.kind));
-        if (l->p.kind == THR_KIND_GCRA) /* the interval it runs at: the configured one, or that
-                                         * rounded up to the buckets' time unit by a reload */
-                printf("\"interval_units\":%" PRIu64 ",\"time_unit_per_ns\":%" PRIu64
-                       ",\"rate_rounded\":%s,",
-                       l->p.t_units, l->p.k, l->p.flags & THR_PARAM_ROUNDED ? "true" : "false");
         if (is_window(l))
                 printf("\"limit\":%" PRIu64 ",\"window_ns\":%" PRIu64 ",", l->p.rate_n,
                        l->p.period_ns);
@@ -488,8 +483,13 @@ static void lim_json(const struct shmctl_lim *l)
                dir_state_name(l->state), fmt_pct(pct, sizeof(pct), l->t.live, l->t.capacity),
                l->p.idle_ttl_ns, on_full_name(l->p.on_full), l->ev.evicted, l->ev.evicted_full,
                l->ev.reclaimed, l->ev.allowed_full);
-        if (l->p.kind == THR_KIND_GCRA) /* the clock its decisions read (shm/clock.h) */
-                printf(",\"clock_read\":\"%s\"", shm_clock_read_name(THR_PARAM_CLOCK(l->p.flags)));
+        if (l->p.kind == THR_KIND_GCRA) /* the clock its decisions read (shm/clock.h), and the
+                                         * interval it runs at: the configured one, or that
+                                         * rounded up to the buckets' time unit by a reload */
+                printf(",\"clock_read\":\"%s\",\"interval_units\":%" PRIu64
+                       ",\"time_unit_per_ns\":%" PRIu64 ",\"rate_rounded\":%s",
+                       shm_clock_read_name(THR_PARAM_CLOCK(l->p.flags)), l->p.t_units, l->p.k,
+                       l->p.flags & THR_PARAM_ROUNDED ? "true" : "false");
         if (is_sem(l)) /* last: the members above are in the order they always were */
                 printf(",\"level\":%" PRIu64 ",\"min_remainder\":%" PRId64
                        ",\"queued_found\":%" PRIu32 ",\"pending_units\":%" PRIu64

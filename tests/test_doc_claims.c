@@ -316,7 +316,8 @@ Test(doc_claims, every_stated_table_size_is_what_an_arena_takes)
         cr_assert_eq(bad, 0, "%d stated sizes are not what an arena takes (see the log)", bad);
 }
 
-/* The size of a reader record, as throttled.conf and throttled.conf(5) state it. */
+/* The size of a reader record, as throttled.conf and throttled.conf(5) state it: the record,
+ * then its row of request counters, 32 bytes a limiter entry rounded up to 64 (2 entries here). */
 Test(doc_claims, reader_record_size_is_what_the_docs_say)
 {
         struct shm_arena_spec few = {.max_limiters = 2, .max_readers = 4}, many = few;
@@ -329,9 +330,19 @@ Test(doc_claims, reader_record_size_is_what_the_docs_say)
         unmake(&b);
         char *conf = source_text("daemon/throttled.conf");
         char *man = source_text("doc/man/throttled.conf.5");
-        cr_assert_eq(doc_number(conf, "one record of ([0-9]+) bytes each", "throttled.conf"), each);
-        cr_assert_eq(doc_number(man, "one per\nthread, ([0-9]+)\nbytes each", "throttled.conf(5)"),
+        uint64_t row = THR_LCOUNT_STRIDE(2);
+        cr_assert_eq(row, 64);
+        cr_assert_eq(doc_number(conf, "one record of ([0-9]+) bytes each", "throttled.conf") + row,
                      each);
+        cr_assert_eq(
+            doc_number(conf, "request counters, ([0-9]+) bytes a limiter", "throttled.conf"),
+            THR_LCOUNT_SIZE);
+        cr_assert_eq(doc_number(man, "one per\nthread, ([0-9]+)\nbytes each", "throttled.conf(5)") +
+                         row,
+                     each);
+        cr_assert_eq(
+            doc_number(man, "per-limiter counters of ([0-9]+) bytes per", "throttled.conf(5)"),
+            THR_LCOUNT_SIZE);
         free(conf);
         free(man);
 }

@@ -550,9 +550,11 @@ Test(shmctl, limiters_sum_shard_counters_and_show_policies)
         cr_assert_eq(run(out, "--json limiters"), 0, "%s", out);
         assert_json(out);
         assert_has(out, "\"shards\":4,");
-        assert_has(out, "\"state\":\"live\",\"occupancy_pct\":0.0,\"idle_ttl_ns\":90000000000,"
-                        "\"on_full\":\"evict\",\"evicted\":3,\"evicted_full\":11,\"reclaimed\":4,"
-                        "\"allowed_full\":7,\"clock_read\":\"precise\"}");
+        assert_has(out,
+                   "\"state\":\"live\",\"occupancy_pct\":0.0,\"idle_ttl_ns\":90000000000,"
+                   "\"on_full\":\"evict\",\"evicted\":3,\"evicted_full\":11,\"reclaimed\":4,"
+                   "\"allowed_full\":7,\"clock_read\":\"precise\",\"interval_units\":100000000,"
+                   "\"time_unit_per_ns\":1,\"rate_rounded\":false}");
         assert_has(out, "\"idle_ttl_ns\":0,\"on_full\":\"deny\",\"evicted\":100,");
         cr_assert_eq(run(out, "limiters"), 0, "%s", out);
         line_with(out, "ev ", line, sizeof(line));
@@ -606,10 +608,14 @@ Test(shmctl, full_tables_count_by_policy)
         assert_has(out, "\"capacity\":2,\"live\":2,\"shards\":1,\"shard_slots\":11,"
                         "\"insert_failures\":1,\"state\":\"live\",\"occupancy_pct\":100.0,"
                         "\"idle_ttl_ns\":0,\"on_full\":\"deny\",\"evicted\":0,\"evicted_full\":0,");
-        assert_has(out, "\"on_full\":\"allow\",\"evicted\":0,\"evicted_full\":0,\"reclaimed\":0,"
-                        "\"allowed_full\":1,\"clock_read\":\"precise\"}");
-        assert_has(out, "\"on_full\":\"evict\",\"evicted\":0,\"evicted_full\":1,\"reclaimed\":0,"
-                        "\"allowed_full\":0,\"clock_read\":\"precise\"}");
+        assert_has(out,
+                   "\"on_full\":\"allow\",\"evicted\":0,\"evicted_full\":0,\"reclaimed\":0,"
+                   "\"allowed_full\":1,\"clock_read\":\"precise\",\"interval_units\":100000000,"
+                   "\"time_unit_per_ns\":1,\"rate_rounded\":false}");
+        assert_has(out,
+                   "\"on_full\":\"evict\",\"evicted\":0,\"evicted_full\":1,\"reclaimed\":0,"
+                   "\"allowed_full\":0,\"clock_read\":\"precise\",\"interval_units\":100000000,"
+                   "\"time_unit_per_ns\":1,\"rate_rounded\":false}");
         cr_assert_eq(run(out, "limiters"), 0, "%s", out);
         assert_has(out, " 2/2 100.0% ");
 }
