@@ -1,0 +1,102 @@
+/*
+ * test_review13.c - attacks on issue 13's changes (per-limiter counters, the reload verdict,
+ * `throttled --reload`, reload of any rate), each kept as a regression test.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <sysexits.h>
+#include <unistd.h>
+
+#include "helpers.h"
+#include "throttle/throttle.h"
+
+static struct tdaemon fx;
+
+static void setup(void)
+{
+        tdaemon_init(&fx);
+}
+
+static void teardown(void)
+{
+        tdaemon_fini(&fx);
+}
+
+TestSuite(review13, .init = setup, .fini = teardown, .timeout = 120);
+
+/* Run throttled ARGS... on the fixture's config; its exit status, stdout+stderr into OUT. */
+static int run_throttled(char *out, size_t len, const char *a1, const char *a2, const char *a3)
+{
+        int p[2];
+        cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
+        char bin[512];
+        snprintf(bin, sizeof(bin), "%s/daemon/throttled", getenv("THR_TEST_BUILD_DIR"));
+        pid_t pid = fork();
+        cr_assert_geq(pid, 0);
+        if (pid == 0) {
+                dup2(p[1], 1);
+                dup2(p[1], 2);
+                execl(bin, "throttled", "-c", fx.conf, a1, a2, a3, (char *)NULL);
+                _exit(127);
+        }
+        close(p[1]);
+        size_t n = 0;
+        ssize_t r;
+        while (n < len - 1 && (r = read(p[0], out + n, len - 1 - n)) > 0)
+                n += (size_t)r;
+        out[n] = 0;
+        close(p[0]);
+        int st;
+        cr_assert_eq(waitpid(pid, &st, 0), pid);
+        cr_assert(WIFEXITED(st), "throttled %s: died (status %d):\n%s", a1, st, out);
+        return WEXITSTATUS(st);
+}
+
+/*
+ * No daemon runs. A client (it can open the arena file read-write) takes the OFD write lock on
+ * byte 0 itself, hands the descriptor to another program (here: inherited by an exec'd sleep,
+ * as SCM_RIGHTS or any exec would), closes its own, and writes that program's pid as daemon_pid.
+ * The program then "has the arena file open on a descriptor holding the daemon lock": the only
+ * thing pid_is_daemon checks. `throttled --reload` (root, from an admin or a unit's ExecReload)
+ * must not SIGHUP it.
+ */
+Test(review13, reload_never_signals_a_lock_holder_that_is_not_throttled)
+{
+        char out[8192];
+        tdaemon_config(&fx, true, "", "[lim]\nrate = 10/s\nburst = 10\ncapacity = 64\n");
+        int d = tdaemon_start(&fx, NULL);
+        tdaemon_wait_ready(&fx, d, 1);
+        tdaemon_stop(&fx, d);
+
+        int fd = open(fx.arena, O_RDWR); /* no O_CLOEXEC: the victim inherits it */
+        cr_assert_geq(fd, 0);
+        struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1};
+        cr_assert_eq(fcntl(fd, F_OFD_SETLK, &fl), 0, "%s", strerror(errno));
+        pid_t victim = tfork();
+        cr_assert_geq(victim, 0);
+        if (victim == 0) {
+                execl("/bin/sleep", "sleep", "60", (char *)NULL);
+                _exit(127);
+        }
+        close(fd);
+        usleep(100 * 1000); /* the exec done */
+        struct thr_hdr *h = shm_hdr(&fx.map);
+        atomic_store(&h->daemon_pid, (uint64_t)victim);
+
+        int rc = run_throttled(out, sizeof(out), "--reload", NULL, NULL);
+        int st;
+        pid_t w = waitpid(victim, &st, WNOHANG);
+        kill(victim, SIGKILL);
+        if (w == 0)
+                waitpid(victim, &st, 0);
+        cr_assert_eq(w, 0, "--reload (exit %d) signalled pid %d, a sleep, not a daemon: %s\n%s", rc,
+                     (int)victim, WIFSIGNALED(st) ? strsignal(WTERMSIG(st)) : "exited", out);
+        cr_assert_eq(rc, EX_UNAVAILABLE, "%s", out);
+}
