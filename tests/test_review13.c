@@ -183,3 +183,33 @@ Test(review13, counts_survive_calls_from_signal_handlers, .timeout = 60)
         cr_assert_eq(got, want, "%lu calls decided (%d in handlers), %lu counted: %ld lost",
                      (unsigned long)want, (int)g_sig_calls, (unsigned long)got, (long)(want - got));
 }
+
+/* ---------------------------------------------------------------- a scribbled verdict record */
+
+/*
+ * While `throttled --reload` waits, a client rewrites the verdict's length (every value up to
+ * UINT32_MAX) and fills the message with no NUL. The command must bound what it copies and print
+ * (run in the ASan build, an overread is reported), and still exit on a verdict.
+ */
+Test(review13, reload_bounds_a_scribbled_verdict)
+{
+        char out[16384];
+        tdaemon_config(&fx, true, "", "[lim]\nrate = 10/s\nburst = 10\ncapacity = 64\n");
+        int d = tdaemon_start(&fx, NULL);
+        tdaemon_wait_ready(&fx, d, 1);
+        struct thr_hdr *h = shm_hdr(&fx.map);
+        pid_t s = tfork();
+        cr_assert_geq(s, 0);
+        if (s == 0) {
+                for (uint32_t v = 0;; v = v * 2654435761u + 12345u) {
+                        memset(h->reload_msg, 'A', sizeof(h->reload_msg));
+                        atomic_store(&h->reload_len, v | 0x80000000u);
+                        atomic_store(&h->reload_len, UINT32_MAX);
+                }
+        }
+        int rc = run_throttled(out, sizeof(out), "--reload", "--timeout", "3000");
+        kill(s, SIGKILL);
+        waitpid(s, NULL, 0);
+        cr_assert(rc == 0 || rc == EX_CONFIG || rc == EX_TEMPFAIL, "exit %d:\n%s", rc, out);
+        cr_assert_lt(strlen(out), 2 * THR_RELOAD_MSG + 512, "%zu bytes printed", strlen(out));
+}
