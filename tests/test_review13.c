@@ -213,3 +213,49 @@ Test(review13, reload_bounds_a_scribbled_verdict)
         cr_assert(rc == 0 || rc == EX_CONFIG || rc == EX_TEMPFAIL, "exit %d:\n%s", rc, out);
         cr_assert_lt(strlen(out), 2 * THR_RELOAD_MSG + 512, "%zu bytes printed", strlen(out));
 }
+
+/* ---------------------------------------------------------------- counters across _Fork */
+
+/*
+ * A child made by _Fork (no atfork handler) inherits the parent's cached row pointer: it must
+ * count in a row of its own (no count of the parent's lost under the child's stores, none twice),
+ * and a child that never calls counts nothing. Every decision is in the sum exactly once.
+ */
+Test(review13, counts_exact_across_fork_without_handlers)
+{
+        struct tarena t;
+        struct shm_limiter_spec s = tspec("lim", 1000000, SEC, 1000, 1000);
+        tarena_make(&t, THR_CLOCK_MANUAL, SHM_HUGE_OFF, &s, 1);
+        thr_limiter *l = tlim_kept(&t, "lim");
+        uint32_t idx = tsnap(&t, "lim").idx;
+        struct thr_result r;
+        uint64_t parent = 0;
+        for (int i = 0; i < 100; i++)
+                parent += thr_limiter_try(l, "p", 1, 1, &r) >= 0;
+        enum { KIDS = 6, EACH = 20000 };
+        pid_t kid[KIDS];
+        for (int k = 0; k < KIDS; k++) {
+                kid[k] = _Fork();
+                cr_assert_geq(kid[k], 0);
+                if (kid[k] == 0) {
+                        int ok = 0;
+                        if (k % 3 != 2) /* every third child never calls */
+                                for (int i = 0; i < EACH; i++)
+                                        ok += thr_limiter_try(l, "c", 1, 1, &r) >= 0;
+                        _exit(k % 3 != 2 && ok != EACH);
+                }
+                for (int i = 0; i < 1000; i++) /* the parent keeps counting meanwhile */
+                        parent += thr_limiter_try(l, "p", 1, 1, &r) >= 0;
+        }
+        int called = 0;
+        for (int k = 0; k < KIDS; k++) {
+                int st;
+                cr_assert_eq(waitpid(kid[k], &st, 0), kid[k]);
+                cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child %d: status %#x", k, st);
+                called += k % 3 != 2;
+        }
+        uint64_t want = parent + (uint64_t)called * EACH, got = lcount_sum(&t, idx);
+        tarena_free(&t);
+        cr_assert_eq(got, want, "%lu decided, %lu counted", (unsigned long)want,
+                     (unsigned long)got);
+}
