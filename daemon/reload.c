@@ -23,8 +23,11 @@
  * which any client can write: before signalling, the command checks that the process holds the
  * daemon lock of this very arena file: one of its /proc/PID/fd entries is the file (device and
  * inode) and that descriptor's fdinfo lists the OFD write lock on byte 0. Every client has the
- * file open, so that alone would prove nothing. SIGHUP's default action kills, so a forged pid
- * must never reach a process that is not the arena's daemon.
+ * file open, so that alone would prove nothing. Nor does the lock alone: while no daemon runs, a
+ * client can take it and hand the locked descriptor to another program, so the process must also
+ * run throttled (runs_throttled). The signal goes through a pidfd opened before the checks, so a
+ * pid reused after them is not signalled. SIGHUP's default action kills, so a forged pid must
+ * never reach a process that is not the arena's daemon.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -37,6 +40,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sysexits.h>
 #include <time.h>
 #include <unistd.h>
@@ -367,9 +371,41 @@ static bool fd_holds_daemon_lock(pid_t pid, const char *name)
 }
 
 /*
- * Whether process PID is the daemon of the arena file open here as FD: it has that file (device
- * and inode) open, on a descriptor that holds the daemon lock. Every client has the file open
- * too, so having it open proves nothing. 1 yes, 0 no, -errno when PID cannot be inspected.
+ * Whether process PID runs throttled: its executable is this one, or (the binary was replaced
+ * by an upgrade since it started) its command name is this one's. A client can take the daemon
+ * lock itself while no daemon runs and hand the locked descriptor to any program (an exec, or
+ * SCM_RIGHTS): the lock alone does not make that program a daemon.
+ */
+static bool runs_throttled(pid_t pid)
+{
+        char path[64];
+        struct stat a, b;
+        snprintf(path, sizeof(path), "/proc/%d/exe", (int)pid);
+        if (stat(path, &a) == 0 && stat("/proc/self/exe", &b) == 0 && a.st_dev == b.st_dev &&
+            a.st_ino == b.st_ino)
+                return true;
+        char theirs[32] = "", mine[32] = "";
+        snprintf(path, sizeof(path), "/proc/%d/comm", (int)pid);
+        FILE *f = fopen(path, "re");
+        if (f) {
+                if (!fgets(theirs, sizeof(theirs), f))
+                        theirs[0] = 0;
+                fclose(f);
+        }
+        f = fopen("/proc/self/comm", "re");
+        if (f) {
+                if (!fgets(mine, sizeof(mine), f))
+                        mine[0] = 0;
+                fclose(f);
+        }
+        return theirs[0] && strcmp(theirs, mine) == 0;
+}
+
+/*
+ * Whether process PID is the daemon of the arena file open here as FD: it runs throttled and has
+ * that file (device and inode) open, on a descriptor that holds the daemon lock. Every client has
+ * the file open too, so having it open proves nothing. 1 yes, 0 no, -errno when PID cannot be
+ * inspected.
  */
 static int pid_is_daemon(pid_t pid, int fd)
 {
@@ -392,7 +428,24 @@ static int pid_is_daemon(pid_t pid, int fd)
                         found = 1;
         }
         closedir(d);
-        return found;
+        return found && runs_throttled(pid) ? 1 : 0;
+}
+
+#ifndef __NR_pidfd_open
+#define __NR_pidfd_open 434
+#endif
+#ifndef __NR_pidfd_send_signal
+#define __NR_pidfd_send_signal 424
+#endif
+
+/* SIGHUP to the process PIDFD refers to (the one inspected: if it died since, its pid may be
+ * another process's now, and this fails with ESRCH instead of signalling that one); kill(2)
+ * where PIDFD is -1 (kernel < 5.3). */
+static int send_hup(pid_t pid, int pidfd)
+{
+        if (pidfd < 0)
+                return kill(pid, SIGHUP);
+        return (int)syscall(__NR_pidfd_send_signal, pidfd, SIGHUP, NULL, 0);
 }
 
 static void sleep_ms(unsigned ms)
@@ -434,7 +487,7 @@ int reload_request(const struct config *cfg, pid_t pid, unsigned timeout_ms)
         if (rc)
                 return rc;
         const struct thr_hdr *h = shm_hdr(&m);
-        int ex = 0;
+        int ex = 0, pidfd = -1;
         if (!daemon_holds(m.fd)) {
                 fprintf(stderr, "throttled: --reload: no daemon runs arena %s\n", m.path);
                 ex = EX_UNAVAILABLE;
@@ -442,6 +495,8 @@ int reload_request(const struct config *cfg, pid_t pid, unsigned timeout_ms)
         }
         if (!pid)
                 pid = (pid_t)atomic_load_explicit(&h->daemon_pid, memory_order_relaxed);
+        /* the process inspected is the one signalled (a pid reused in between is not) */
+        pidfd = pid > 0 ? (int)syscall(__NR_pidfd_open, pid, 0) : -1;
         int has = pid > 0 ? pid_is_daemon(pid, m.fd) : 0;
         if (has != 1) {
                 fprintf(stderr,
@@ -454,7 +509,7 @@ int reload_request(const struct config *cfg, pid_t pid, unsigned timeout_ms)
                 goto out;
         }
         uint64_t b0 = atomic_load_explicit(&h->reload_begun, memory_order_acquire);
-        if (kill(pid, SIGHUP) < 0) {
+        if (send_hup(pid, pidfd) < 0) {
                 fprintf(stderr, "throttled: --reload: cannot signal the daemon (pid %d): %s\n",
                         (int)pid, strerror(errno));
                 ex = errno == EPERM ? EX_NOPERM : EX_UNAVAILABLE;
@@ -488,6 +543,8 @@ int reload_request(const struct config *cfg, pid_t pid, unsigned timeout_ms)
                 vrc == 0 ? "applied:" : "REFUSED, running configuration kept:", msg);
         ex = vrc == 0 ? 0 : EX_CONFIG;
 out:
+        if (pidfd >= 0)
+                close(pidfd);
         shm_arena_detach(&m);
         return ex;
 }

@@ -315,7 +315,6 @@ static inline void thr_reader_exit(struct thr_reader *r, uint64_t prev)
         atomic_store_explicit(&r->online, prev, memory_order_release);
 }
 
-/* Owner-only counter: a plain load and store, no locked instruction. */
 /* Arena time as a GCRA limiter with parameter FLAGS reads it (THR_PARAM_CLOCK, clock.h): one
  * test for the precise clock, which every other kind reads; the cheap clocks in a call of their
  * own, so the precise path's code stays as it was. */
@@ -327,10 +326,21 @@ static inline uint64_t thr_lim_clock(const thr_arena *a, uint32_t flags)
         return thr_lim_clock_cheap(a, flags);
 }
 
+/*
+ * Owner-only counter, no locked instruction. The owner thread is its only writer, but a call
+ * from a signal handler may interrupt the owner's own increment: with a load and a store, the
+ * handler's increment between them was overwritten and lost for ever (test_review13
+ * counts_survive_calls_from_signal_handlers). On x86-64 one `add` to memory is a single
+ * instruction, so a signal comes before or after it; readers (other threads, the daemon) see the
+ * old or the new aligned word. Elsewhere a relaxed fetch-add (atomic, so also signal-safe).
+ */
 static inline void thr_count(_Atomic uint64_t *c)
 {
-        atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
-                              memory_order_relaxed);
+#if defined(__x86_64__)
+        __asm__ volatile("addq $1, %0" : "+m"(*(uint64_t *)c));
+#else
+        atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
+#endif
 }
 
 #pragma GCC visibility pop
