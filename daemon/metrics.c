@@ -187,13 +187,12 @@ static void limiter_metrics(struct out *o, const struct lim *l, uint32_t n)
                     "Requests admitted after a wait (a place due later, a queued acquire).",
                     offsetof(struct lim, waited));
         head(o, "throttle_keys", "gauge", "Live keys in the limiter's table.");
-        for (uint32_t i = 0; i < n; i++)
+        for (uint32_t i = 0; i < n; i++) /* an _Atomic field of the private copy: read as one */
                 put(o, "throttle_keys{limiter=\"%s\"} %" PRIu64 "\n", l[i].label,
                     l[i].snap.table.live);
-        head(o, "throttle_keys_capacity", "gauge", "Keys the limiter's table holds at most.");
-        for (uint32_t i = 0; i < n; i++)
-                put(o, "throttle_keys_capacity{limiter=\"%s\"} %" PRIu64 "\n", l[i].label,
-                    l[i].snap.table.capacity);
+        per_limiter(o, l, n, "throttle_keys_capacity", "gauge",
+                    "Keys the limiter's table holds at most.",
+                    offsetof(struct lim, snap.table.capacity));
         head(o, "throttle_evictions_total", "counter",
              "Keys evicted: idle past their TTL (by the daemon), or to make room (on_full = "
              "evict).");
@@ -204,7 +203,7 @@ static void limiter_metrics(struct out *o, const struct lim *l, uint32_t n)
                     l[i].label, l[i].evicted, l[i].label, l[i].evicted_full);
         head(o, "throttle_insert_failures_total", "counter",
              "New keys that found no room in the table, whatever on_full then did.");
-        for (uint32_t i = 0; i < n; i++)
+        for (uint32_t i = 0; i < n; i++) /* _Atomic in the private copy, as live above */
                 put(o, "throttle_insert_failures_total{limiter=\"%s\"} %" PRIu64 "\n", l[i].label,
                     l[i].snap.table.insert_fail);
         per_limiter(o, l, n, "throttle_reclaimed_slots_total", "counter",

@@ -3,6 +3,7 @@
  */
 #include <criterion/criterion.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -335,6 +336,34 @@ int tdaemon_start_conf(struct tdaemon *d, const char *conf, const char *extra)
         }
         d->pid[i] = pid;
         return i;
+}
+
+int tdaemon_run(const struct tdaemon *d, char *out, size_t len, const char *a1, const char *a2,
+                const char *a3)
+{
+        int p[2];
+        cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
+        char bin[512];
+        snprintf(bin, sizeof(bin), "%s/daemon/throttled", getenv("THR_TEST_BUILD_DIR"));
+        pid_t pid = fork();
+        cr_assert_geq(pid, 0);
+        if (pid == 0) {
+                dup2(p[1], 1);
+                dup2(p[1], 2);
+                execl(bin, "throttled", "-c", d->conf, a1, a2, a3, (char *)NULL);
+                _exit(127);
+        }
+        close(p[1]);
+        size_t n = 0;
+        ssize_t r;
+        while (n < len - 1 && (r = read(p[0], out + n, len - 1 - n)) > 0)
+                n += (size_t)r;
+        out[n] = 0;
+        close(p[0]);
+        int st;
+        cr_assert_eq(waitpid(pid, &st, 0), pid);
+        cr_assert(WIFEXITED(st), "throttled %s: died (status %d):\n%s", a1 ? a1 : "", st, out);
+        return WEXITSTATUS(st);
 }
 
 const char *tdaemon_log(const struct tdaemon *d, int i)

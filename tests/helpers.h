@@ -130,6 +130,12 @@ const char *tdaemon_log(const struct tdaemon *d, int i);
 int tdaemon_log_count(const struct tdaemon *d, int i, const char *what);
 /* Wait (bounded) until the log of daemon I holds WHAT at least N times. */
 void tdaemon_wait_log(const struct tdaemon *d, int i, const char *what, int n);
+/*
+ * Run `throttled -c CONF A1 A2 A3` (each may be NULL: the arguments end there) to its end; its
+ * exit status, with its stdout and stderr in OUT (LEN bytes, NUL-terminated). It must exit.
+ */
+int tdaemon_run(const struct tdaemon *d, char *out, size_t len, const char *a1, const char *a2,
+                const char *a3);
 /* Wait (bounded) for daemon I to exit; its wait status. tdaemon_exit_code: it must exit. */
 int tdaemon_wait_exit(struct tdaemon *d, int i);
 int tdaemon_exit_code(struct tdaemon *d, int i);

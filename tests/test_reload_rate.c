@@ -54,35 +54,6 @@ static void teardown(void)
 
 TestSuite(reload_rate, .init = setup, .fini = teardown, .timeout = 240);
 
-/* Run throttled ARGS... on the fixture's config; its exit status, stdout+stderr into OUT. */
-static int run_throttled(char *out, size_t len, const char *a1, const char *a2, const char *a3)
-{
-        int p[2];
-        cr_assert_eq(pipe(p), 0);
-        char bin[512];
-        snprintf(bin, sizeof(bin), "%s/daemon/throttled", getenv("THR_TEST_BUILD_DIR"));
-        pid_t pid = fork();
-        cr_assert_geq(pid, 0);
-        if (pid == 0) {
-                dup2(p[1], 1);
-                dup2(p[1], 2);
-                close(p[0]);
-                execl(bin, "throttled", "-c", fx.conf, a1, a2, a3, (char *)NULL);
-                _exit(127);
-        }
-        close(p[1]);
-        size_t n = 0;
-        ssize_t r;
-        while (n < len - 1 && (r = read(p[0], out + n, len - 1 - n)) > 0)
-                n += (size_t)r;
-        out[n] = 0;
-        close(p[0]);
-        int st;
-        cr_assert_eq(waitpid(pid, &st, 0), pid);
-        cr_assert(WIFEXITED(st), "throttled %s: died (status %d):\n%s", a1, st, out);
-        return WEXITSTATUS(st);
-}
-
 /* ---------------------------------------------------------------- any rate, under load */
 
 #define NW      3
@@ -183,7 +154,7 @@ Test(reload_rate, any_rate_under_load_keeps_the_bound)
         for (int ph = 0; ph < NPHASE; ph++) {
                 if (ph > 0) {
                         tdaemon_config(&fx, true, "", phases[ph].conf);
-                        int rc = run_throttled(out, sizeof(out), "--reload", NULL, NULL);
+                        int rc = tdaemon_run(&fx, out, sizeof(out), "--reload", NULL, NULL);
                         cr_assert_eq(rc, 0, "reload to phase %d refused:\n%s", ph, out);
                         cr_assert_not_null(strstr(out, "rate "), "%s", out);
                         next_phase(sh, ph);
@@ -259,7 +230,7 @@ Test(reload_rate, check_and_reload_say_the_daemons_verdict)
 {
         char out[8192];
         tdaemon_config(&fx, true, "", LIM EXTRA);
-        cr_assert_eq(run_throttled(out, sizeof(out), "--check", NULL, NULL), 0, "%s", out);
+        cr_assert_eq(tdaemon_run(&fx, out, sizeof(out), "--check", NULL, NULL), 0, "%s", out);
         cr_assert_not_null(strstr(out, "no arena"), "no arena yet:\n%s", out);
         cr_assert_neq(access(fx.arena, F_OK), 0, "--check created the arena");
         int d = tdaemon_start(&fx, NULL);
@@ -268,12 +239,12 @@ Test(reload_rate, check_and_reload_say_the_daemons_verdict)
 
         /* accepted: said by --check, nothing changed; then done by --reload, said the same */
         tdaemon_config(&fx, true, "", "[lim]\nrate = 20/s\nburst = 10\ncapacity = 64\n");
-        cr_assert_eq(run_throttled(out, sizeof(out), "--check", NULL, NULL), 0, "%s", out);
+        cr_assert_eq(tdaemon_run(&fx, out, sizeof(out), "--check", NULL, NULL), 0, "%s", out);
         cr_assert_not_null(strstr(out, "limiter 'lim': rate 10/s -> 20/s"), "%s", out);
         cr_assert_not_null(strstr(out, "limiter 'extra' is no longer configured"), "%s", out);
         cr_assert_eq(params_off("lim"), before, "--check changed the arena");
         tdaemon_entry(&fx, "extra", THR_DIR_LIVE);
-        cr_assert_eq(run_throttled(out, sizeof(out), "--reload", NULL, NULL), 0, "%s", out);
+        cr_assert_eq(tdaemon_run(&fx, out, sizeof(out), "--reload", NULL, NULL), 0, "%s", out);
         cr_assert_not_null(strstr(out, "applied"), "%s", out);
         cr_assert_not_null(strstr(out, "limiter 'lim': rate 10/s -> 20/s"), "%s", out);
         cr_assert_not_null(strstr(out, "1 changed"), "%s", out);
@@ -286,10 +257,12 @@ Test(reload_rate, check_and_reload_say_the_daemons_verdict)
         /* refused by the arena: both say why, exit EX_CONFIG, and nothing changes */
         before = params_off("lim");
         tdaemon_config(&fx, true, "", "[lim]\nrate = 20/s\nburst = 10\ncapacity = 128\n");
-        cr_assert_eq(run_throttled(out, sizeof(out), "--check", NULL, NULL), EX_CONFIG, "%s", out);
+        cr_assert_eq(tdaemon_run(&fx, out, sizeof(out), "--check", NULL, NULL), EX_CONFIG, "%s",
+                     out);
         cr_assert_not_null(strstr(out, "REFUSED"), "%s", out);
         cr_assert_not_null(strstr(out, "cannot be resized in place"), "%s", out);
-        cr_assert_eq(run_throttled(out, sizeof(out), "--reload", NULL, NULL), EX_CONFIG, "%s", out);
+        cr_assert_eq(tdaemon_run(&fx, out, sizeof(out), "--reload", NULL, NULL), EX_CONFIG, "%s",
+                     out);
         cr_assert_not_null(strstr(out, "REFUSED"), "%s", out);
         cr_assert_not_null(strstr(out, "cannot be resized in place"), "%s", out);
         tdaemon_wait_log(&fx, d, "reload refused", 1);
@@ -297,7 +270,8 @@ Test(reload_rate, check_and_reload_say_the_daemons_verdict)
 
         /* an invalid file: refused with its line, before the daemon is asked */
         tdaemon_config(&fx, true, "", "[lim]\nrate = 20/s\nburst = ten\n");
-        cr_assert_eq(run_throttled(out, sizeof(out), "--reload", NULL, NULL), EX_CONFIG, "%s", out);
+        cr_assert_eq(tdaemon_run(&fx, out, sizeof(out), "--reload", NULL, NULL), EX_CONFIG, "%s",
+                     out);
         cr_assert_not_null(strstr(out, "throttled.conf:"), "%s", out);
         tdaemon_config(&fx, true, "", "[lim]\nrate = 20/s\nburst = 10\ncapacity = 64\n");
 
@@ -312,13 +286,13 @@ Test(reload_rate, check_and_reload_say_the_daemons_verdict)
         struct thr_hdr *h = shm_hdr(&fx.map);
         uint64_t real = atomic_load(&h->daemon_pid);
         atomic_store(&h->daemon_pid, (uint64_t)victim);
-        int rc = run_throttled(out, sizeof(out), "--reload", NULL, NULL);
+        int rc = tdaemon_run(&fx, out, sizeof(out), "--reload", NULL, NULL);
         atomic_store(&h->daemon_pid, real);
         cr_assert_eq(rc, EX_UNAVAILABLE, "%s", out);
         cr_assert_not_null(strstr(out, "not its daemon"), "%s", out);
         char pidarg[32];
         snprintf(pidarg, sizeof(pidarg), "%d", (int)victim);
-        rc = run_throttled(out, sizeof(out), "--reload", "--pid", pidarg);
+        rc = tdaemon_run(&fx, out, sizeof(out), "--reload", "--pid", pidarg);
         cr_assert_eq(rc, EX_UNAVAILABLE, "%s", out);
         int st;
         cr_assert_eq(waitpid(victim, &st, WNOHANG), 0, "the process was signalled");
@@ -326,12 +300,12 @@ Test(reload_rate, check_and_reload_say_the_daemons_verdict)
         waitpid(victim, &st, 0);
         /* its real pid, given: applied */
         snprintf(pidarg, sizeof(pidarg), "%d", (int)fx.pid[d]);
-        cr_assert_eq(run_throttled(out, sizeof(out), "--reload", "--pid", pidarg), 0, "%s\n%s", out,
-                     tdaemon_log(&fx, d));
+        cr_assert_eq(tdaemon_run(&fx, out, sizeof(out), "--reload", "--pid", pidarg), 0, "%s\n%s",
+                     out, tdaemon_log(&fx, d));
 
         /* no daemon: said, exit EX_UNAVAILABLE */
         tdaemon_stop(&fx, d);
-        cr_assert_eq(run_throttled(out, sizeof(out), "--reload", NULL, NULL), EX_UNAVAILABLE, "%s",
-                     out);
+        cr_assert_eq(tdaemon_run(&fx, out, sizeof(out), "--reload", NULL, NULL), EX_UNAVAILABLE,
+                     "%s", out);
         cr_assert_not_null(strstr(out, "no daemon runs"), "%s", out);
 }

@@ -33,34 +33,6 @@ static void teardown(void)
 
 TestSuite(review13, .init = setup, .fini = teardown, .timeout = 120);
 
-/* Run throttled ARGS... on the fixture's config; its exit status, stdout+stderr into OUT. */
-static int run_throttled(char *out, size_t len, const char *a1, const char *a2, const char *a3)
-{
-        int p[2];
-        cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
-        char bin[512];
-        snprintf(bin, sizeof(bin), "%s/daemon/throttled", getenv("THR_TEST_BUILD_DIR"));
-        pid_t pid = fork();
-        cr_assert_geq(pid, 0);
-        if (pid == 0) {
-                dup2(p[1], 1);
-                dup2(p[1], 2);
-                execl(bin, "throttled", "-c", fx.conf, a1, a2, a3, (char *)NULL);
-                _exit(127);
-        }
-        close(p[1]);
-        size_t n = 0;
-        ssize_t r;
-        while (n < len - 1 && (r = read(p[0], out + n, len - 1 - n)) > 0)
-                n += (size_t)r;
-        out[n] = 0;
-        close(p[0]);
-        int st;
-        cr_assert_eq(waitpid(pid, &st, 0), pid);
-        cr_assert(WIFEXITED(st), "throttled %s: died (status %d):\n%s", a1, st, out);
-        return WEXITSTATUS(st);
-}
-
 /*
  * No daemon runs. A client (it can open the arena file read-write) takes the OFD write lock on
  * byte 0 itself, hands the descriptor to another program (here: inherited by an exec'd sleep,
@@ -92,7 +64,7 @@ Test(review13, reload_never_signals_a_lock_holder_that_is_not_throttled)
         struct thr_hdr *h = shm_hdr(&fx.map);
         atomic_store(&h->daemon_pid, (uint64_t)victim);
 
-        int rc = run_throttled(out, sizeof(out), "--reload", NULL, NULL);
+        int rc = tdaemon_run(&fx, out, sizeof(out), "--reload", NULL, NULL);
         int st;
         pid_t w = waitpid(victim, &st, WNOHANG);
         kill(victim, SIGKILL);
@@ -207,7 +179,7 @@ Test(review13, reload_bounds_a_scribbled_verdict)
                         atomic_store(&h->reload_len, UINT32_MAX);
                 }
         }
-        int rc = run_throttled(out, sizeof(out), "--reload", "--timeout", "3000");
+        int rc = tdaemon_run(&fx, out, sizeof(out), "--reload", "--timeout", "3000");
         kill(s, SIGKILL);
         waitpid(s, NULL, 0);
         cr_assert(rc == 0 || rc == EX_CONFIG || rc == EX_TEMPFAIL, "exit %d:\n%s", rc, out);
