@@ -191,6 +191,24 @@ pid_t tfork(void)
         return pid;
 }
 
+bool tpid_exited(int pid)
+{
+        char path[64], buf[1024];
+        snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+        FILE *f = fopen(path, "r");
+        if (!f)
+                return true;
+        size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+        fclose(f);
+        buf[n] = 0;
+        const char *rp = strrchr(buf, ')'); /* the command name may hold spaces and parens */
+        char st = 0;
+        unsigned long flags = 0;
+        if (!rp || sscanf(rp + 1, " %c %*d %*d %*d %*d %*d %lu", &st, &flags) != 2)
+                return true; /* reaped while we read */
+        return st == 'Z' || st == 'X' || (flags & 0x4 /* PF_EXITING */);
+}
+
 bool tunder_instrumentation(void)
 {
 #ifdef THR_UNDER_SANITIZER

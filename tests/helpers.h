@@ -74,6 +74,14 @@ bool thugepages_available(uint64_t pages, char *why, size_t whylen);
 pid_t tfork(void);
 void tchild_tie(pid_t parent);
 
+/*
+ * tpid_exited - whether process PID can no longer run user code: gone, a zombie, or inside
+ * do_exit (PF_EXITING). A SIGKILLed process drops its file locks (the arena's liveness) in
+ * exit_files, after its memory is released but before it becomes a zombie: for that moment
+ * /proc shows it running, with PF_EXITING set.
+ */
+bool tpid_exited(int pid);
+
 /* Whether the test runs under a sanitizer or valgrind (seccomp and timing checks skip). */
 bool tunder_instrumentation(void);
 

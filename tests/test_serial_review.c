@@ -869,18 +869,6 @@ struct storm {
         _Atomic int stop;
 };
 
-static bool pid_dead(int pid)
-{
-        char path[64], st = 0;
-        snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-        FILE *f = fopen(path, "r");
-        if (!f)
-                return true;
-        int got = fscanf(f, "%*d %*s %c", &st);
-        fclose(f);
-        return got != 1 || st == 'Z' || st == 'X';
-}
-
 static void serial_storm_child(struct storm *sm, thr_limiter *l)
 {
         srandom((unsigned)getpid());
@@ -904,7 +892,7 @@ static void serial_storm_child(struct storm *sm, thr_limiter *l)
                 }
                 atomic_fetch_add(&sm->grants, 1);
                 int was = atomic_exchange(&sm->holder, getpid());
-                if (was && !pid_dead(was))
+                if (was && !tpid_exited(was))
                         atomic_fetch_add(&sm->overlaps, 1);
                 if (random() % 2)
                         usleep((useconds_t)(random() % 300));

@@ -652,19 +652,6 @@ static void spin_lock(_Atomic int *l)
         }
 }
 
-/* Whether PID is gone or a zombie: a holder found in the log may only be a dead one. */
-static bool pid_dead(int pid)
-{
-        char path[64], st = 0;
-        snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-        FILE *f = fopen(path, "r");
-        if (!f)
-                return true;
-        int got = fscanf(f, "%*d %*s %c", &st);
-        fclose(f);
-        return got != 1 || st == 'Z' || st == 'X';
-}
-
 /* Take the hold, check nobody else has it, complete: M times. Completion times are exact:
  * the parent moves the clock only under the clock lock, which a holder has around its end. */
 static void holder_child(struct serial_log *sl, thr_limiter *l, const char *key, int m)
@@ -677,7 +664,7 @@ static void holder_child(struct serial_log *sl, thr_limiter *l, const char *key,
                         _exit(3);
                 }
                 int was = atomic_exchange(&sl->holder, getpid());
-                if (was && !pid_dead(was))
+                if (was && !tpid_exited(was))
                         atomic_fetch_add(&sl->overlaps, 1);
                 usleep((useconds_t)(random() % 200));
                 spin_lock(&sl->clock_lock);
@@ -878,7 +865,7 @@ static void storm_child(struct serial_log *sl, thr_limiter *l)
                         _exit(3);
                 }
                 int was = atomic_exchange(&sl->holder, getpid());
-                if (was && !pid_dead(was))
+                if (was && !tpid_exited(was))
                         atomic_fetch_add(&sl->overlaps, 1);
                 atomic_fetch_add(&sl->granted, 1);
                 usleep((useconds_t)(random() % 300));
