@@ -176,6 +176,44 @@ int thr_limiter_close(thr_limiter *l)
         return 0;
 }
 
+int thr_limiter_info(thr_limiter *l, struct thr_limiter_info *info)
+{
+        if (!l || !info)
+                return -EINVAL;
+        if (atomic_load_explicit(&l->de->state, memory_order_acquire) != THR_DIR_LIVE)
+                return -EIDRM;
+        uint64_t off = atomic_load_explicit(&l->de->params_off, memory_order_acquire);
+        if (off - l->params_lo > l->params_span)
+                return -EBADMSG;
+        struct thr_params p;
+        memcpy(&p, shm_at(l->a->map.base, off), sizeof(p)); /* client-writable: one copy */
+        *info = (struct thr_limiter_info){.kind = p.kind};
+        switch (p.kind) {
+        case THR_KIND_GCRA:
+                info->rate = p.rate_n;
+                info->period_ns = p.period_ns;
+                info->burst = p.burst;
+                info->initial = p.initial;
+                return 0;
+        case THR_KIND_WINDOW:
+                info->flags = p.flags & THR_PARAM_SERIALIZE ? THR_LIMITER_SERIALIZED : 0;
+                info->rate = info->burst = info->initial = p.rate_n;
+                info->period_ns = p.period_ns;
+                return 0;
+        case THR_KIND_SEMAPHORE:
+                info->burst = info->initial = p.rate_n;
+                info->leases = p.leases;
+                info->level = p.level;
+                return 0;
+        case THR_KIND_BUDGET:
+                info->initial = p.initial;
+                return 0;
+        default:
+                *info = (struct thr_limiter_info){0};
+                return -EBADMSG;
+        }
+}
+
 /* ---------------------------------------------------------------- the decision core */
 
 /*

@@ -25,13 +25,15 @@ function(run)
   set(run_out "${out}" PARENT_SCOPE)
 endfunction()
 
-# The API: the names under "global:" in the version script, up to "local:".
+# The API: the names under "global:" in each block of the version script, up to "local:" or the
+# block's end.
 file(READ "${MAP}" map)
 string(REGEX REPLACE "/\\*[^*]*\\*/" "" map "${map}")
 string(REPLACE ";" "," map "${map}") # a ';' would split CMake lists
-string(REGEX MATCHALL "global:[^}]*local:" blocks "${map}")
+string(REGEX MATCHALL "global:[^}]*}" blocks "${map}")
 set(api)
 foreach(block ${blocks})
+  string(REGEX REPLACE "local:.*" "" block "${block}")
   string(REGEX MATCHALL "[A-Za-z_][A-Za-z0-9_]*[ \t]*," names "${block}")
   foreach(n ${names})
     string(REGEX REPLACE "[ \t]*,$" "" n "${n}")

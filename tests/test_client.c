@@ -463,3 +463,63 @@ Test(client, strerror_takes_any_int)
         cr_assert_str_eq(thr_strerror(5), "unknown error");
         cr_assert_str_eq(thr_strerror(-ENOSPC), "the limiter's key table is full");
 }
+
+/* thr_limiter_info: each kind's configuration as built; a retired limiter and a corrupt record. */
+Test(client, limiter_info_of_every_kind)
+{
+        struct shm_limiter_spec s[5];
+        s[0] = tspec("g", 100, SEC, 20, 7);
+        s[1] = tspec("w", 50, 2 * SEC, 1, 1);
+        s[1].kind = THR_KIND_WINDOW;
+        s[1].serialize = true;
+        s[1].burst = s[1].initial = 0;
+        s[2] = tspec("s", 6, 0, 0, 0);
+        s[2].kind = THR_KIND_SEMAPHORE;
+        s[2].leases = 4;
+        s[2].level = 2;
+        s[2].max_reserve_ns = 0;
+        s[3] = tspec_budget("b", 1234);
+        s[4] = tspec("w2", 9, SEC, 1, 1);
+        s[4].kind = THR_KIND_WINDOW;
+        s[4].burst = s[4].initial = 0;
+        struct tarena t;
+        tarena_make(&t, THR_CLOCK_MANUAL, SHM_HUGE_OFF, s, 5);
+        struct thr_limiter_info in;
+        thr_limiter *l = tlim(&t, "g");
+        cr_assert_eq(thr_limiter_info(l, &in), 0);
+        cr_assert(in.kind == THR_LIMITER_GCRA && in.rate == 100 && in.period_ns == SEC &&
+                  in.burst == 20 && in.initial == 7 && in.flags == 0);
+        cr_assert_eq(thr_limiter_info(l, NULL), -EINVAL);
+        cr_assert_eq(thr_limiter_info(NULL, &in), -EINVAL);
+        thr_limiter_close(l);
+        l = tlim(&t, "w");
+        cr_assert_eq(thr_limiter_info(l, &in), 0);
+        cr_assert(in.kind == THR_LIMITER_WINDOW && in.rate == 50 && in.period_ns == 2 * SEC &&
+                  in.burst == 50 && in.flags == THR_LIMITER_SERIALIZED);
+        thr_limiter_close(l);
+        l = tlim(&t, "w2");
+        cr_assert_eq(thr_limiter_info(l, &in), 0);
+        cr_assert(in.kind == THR_LIMITER_WINDOW && in.rate == 9 && in.flags == 0);
+        thr_limiter_close(l);
+        l = tlim(&t, "s");
+        cr_assert_eq(thr_limiter_info(l, &in), 0);
+        cr_assert(in.kind == THR_LIMITER_SEMAPHORE && in.burst == 6 && in.leases == 4 &&
+                  in.level == 2 && in.rate == 0 && in.period_ns == 0);
+        thr_limiter_close(l);
+        l = tlim(&t, "b");
+        cr_assert_eq(thr_limiter_info(l, &in), 0);
+        cr_assert(in.kind == THR_LIMITER_BUDGET && in.initial == 1234 && in.burst == 0);
+        /* a client scribbling the record's kind: refused, never a value read past it */
+        struct thr_params *p = shm_at(t.map.base, atomic_load(&l->de->params_off));
+        uint32_t kind = p->kind;
+        p->kind = 77;
+        cr_assert_eq(thr_limiter_info(l, &in), -EBADMSG);
+        cr_assert_eq(in.kind, 0);
+        p->kind = kind;
+        atomic_store(&l->de->params_off, 1); /* outside the heap */
+        cr_assert_eq(thr_limiter_info(l, &in), -EBADMSG);
+        atomic_store(&l->de->state, THR_DIR_RETIRED);
+        cr_assert_eq(thr_limiter_info(l, &in), -EIDRM);
+        thr_limiter_close(l);
+        tarena_free(&t);
+}

@@ -132,6 +132,36 @@ int thr_limiter_open(thr_arena *arena, const char *name, thr_limiter **out);
 /* thr_limiter_close - free the handle. Returns 0. */
 int thr_limiter_close(thr_limiter *lim);
 
+/* A limiter's kind (struct thr_limiter_info). */
+enum thr_limiter_kind_pub {
+        THR_LIMITER_GCRA = 1,      /* try, reserve, acquire */
+        THR_LIMITER_WINDOW = 2,    /* try, reserve, acquire; serialized: serial_begin / end */
+        THR_LIMITER_SEMAPHORE = 3, /* sem_*, peer_* */
+        THR_LIMITER_BUDGET = 4     /* budget_*, and try (a budget_try) */
+};
+#define THR_LIMITER_SERIALIZED 1u /* thr_limiter_info's flags: a window of serial calls */
+
+/* A limiter's configuration as the daemon's config (and its last reload) set it. */
+struct thr_limiter_info {
+        uint32_t kind;      /* enum thr_limiter_kind_pub */
+        uint32_t flags;     /* THR_LIMITER_SERIALIZED */
+        uint64_t rate;      /* GCRA: tokens per PERIOD_NS; window: units per window; 0 else */
+        uint64_t period_ns; /* GCRA: the rate's period; window: its length W; 0 else */
+        uint64_t burst;     /* GCRA: B; window: N (the largest cost); semaphore: max; budget: 0 */
+        uint64_t initial;   /* GCRA: tokens a new key starts with; budget: a new key's balance;
+                             * window: N; semaphore: max */
+        uint64_t leases;    /* semaphore: lease records per key; 0 else */
+        uint64_t level;     /* semaphore: its lock level; 0 else */
+        uint64_t reserved[4];
+};
+
+/*
+ * thr_limiter_info - LIM's kind and configuration now (a reload may change them later).
+ * Returns 0, -EIDRM (removed by a reload), -EBADMSG (its record is corrupt), -EINVAL (NULL).
+ * Thread-safe; no syscall.
+ */
+int thr_limiter_info(thr_limiter *lim, struct thr_limiter_info *info);
+
 /*
  * thr_limiter_try - decide now whether KEY may spend COST tokens; never sleeps.
  * GCRA with emission interval T and burst B: new_tat = max(tat, now) + cost*T is admitted iff

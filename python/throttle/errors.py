@@ -1,0 +1,150 @@
+"""Exceptions raised by the throttle package, one class per meaning of the library's -errno.
+
+Both the shared-memory binding and the HTTP client raise these: an error from libthrottle-client
+(a negative errno) or from the daemon's HTTP API (a JSON body naming the errno) becomes the same
+class, with the library's message (thr_strerror) as its text.
+"""
+from __future__ import annotations
+
+import errno as _errno
+from typing import Dict, Optional, Type
+
+
+class ThrottleError(Exception):
+    """Any error of the library or the daemon. ``errno`` is the positive errno value (0 if none),
+    ``message`` the library's text for it (thr_strerror, or the daemon's)."""
+
+    def __init__(self, err: int, message: str = "") -> None:
+        self.errno = abs(err)
+        self.message = message or (_errno.errorcode.get(self.errno, "error %d" % self.errno))
+        super().__init__(self.message)
+
+
+class InvalidArgument(ThrottleError, ValueError):
+    """EINVAL: an argument the call cannot take (an empty key, cost 0 where it means nothing)."""
+
+
+class CostTooHigh(ThrottleError, ValueError):
+    """ERANGE: the cost exceeds the limiter's burst (max, N): never admissible."""
+
+
+class KeyTooLong(ThrottleError, ValueError):
+    """ENAMETOOLONG: the key is longer than the library's maximum (104 bytes)."""
+
+
+class NotFound(ThrottleError, LookupError):
+    """ENOENT: no such arena, limiter, group, lease or peer lock."""
+
+
+class LimiterRemoved(ThrottleError):
+    """EIDRM: the limiter was removed by a reload of the daemon's config."""
+
+
+class NotSupported(ThrottleError):
+    """EOPNOTSUPP: the call does not fit the limiter's kind."""
+
+
+class Timeout(ThrottleError, TimeoutError):
+    """ETIMEDOUT: not granted within the timeout; nothing was consumed."""
+
+
+class WouldBlock(ThrottleError):
+    """EAGAIN: does not fit now (a try), or not due within the allowed wait (a reserve)."""
+
+
+class TableFull(ThrottleError):
+    """ENOSPC: a new key and no room in the limiter's table."""
+
+
+class LeasesExhausted(ThrottleError):
+    """ENOBUFS: every lease record of the key is in use (leases_per_key)."""
+
+
+class Expired(ThrottleError):
+    """EKEYEXPIRED: the lease or peer expired (or its holder was found gone); nothing is held."""
+
+
+class Deadlock(ThrottleError):
+    """EDEADLK: a lock hierarchy violation, or this thread holds the key already."""
+
+
+class Busy(ThrottleError):
+    """EBUSY / EALREADY: call again (a nested call, or another thread of the peer is acquiring)."""
+
+
+class TooManyThreads(ThrottleError):
+    """EUSERS: no free reader record for this thread ([arena] max_readers)."""
+
+
+class Corrupt(ThrottleError):
+    """EBADMSG / EPROTONOSUPPORT: the arena or a record in it is not valid for this library."""
+
+
+class NotPermitted(ThrottleError, PermissionError):
+    """EACCES / EPERM: the arena's mode, or another process's lease or peer."""
+
+
+class Overflow(ThrottleError, OverflowError):
+    """EOVERFLOW: a budget balance would pass its maximum; nothing was added."""
+
+
+class Exists(ThrottleError):
+    """EEXIST: the peer holds the key with another count."""
+
+
+class WrongNamespace(ThrottleError):
+    """EXDEV / ESTALE: the arena belongs to another pid or time namespace, or another boot."""
+
+
+class Unauthorized(ThrottleError):
+    """The daemon's HTTP API refused the request's bearer token (HTTP 401)."""
+
+
+class ServerError(ThrottleError):
+    """The daemon's HTTP API answered something else than a decision or a known error."""
+
+
+_BY_ERRNO: Dict[int, Type[ThrottleError]] = {
+    _errno.EINVAL: InvalidArgument,
+    _errno.ERANGE: CostTooHigh,
+    _errno.ENAMETOOLONG: KeyTooLong,
+    _errno.ENOENT: NotFound,
+    _errno.EIDRM: LimiterRemoved,
+    _errno.EOPNOTSUPP: NotSupported,
+    _errno.ETIMEDOUT: Timeout,
+    _errno.EAGAIN: WouldBlock,
+    _errno.ENOSPC: TableFull,
+    _errno.ENOBUFS: LeasesExhausted,
+    _errno.EKEYEXPIRED: Expired,
+    _errno.EDEADLK: Deadlock,
+    _errno.EBUSY: Busy,
+    _errno.EALREADY: Busy,
+    _errno.EUSERS: TooManyThreads,
+    _errno.EBADMSG: Corrupt,
+    _errno.EPROTONOSUPPORT: Corrupt,
+    _errno.EACCES: NotPermitted,
+    _errno.EPERM: NotPermitted,
+    _errno.EOVERFLOW: Overflow,
+    _errno.EEXIST: Exists,
+    _errno.EXDEV: WrongNamespace,
+    _errno.ESTALE: WrongNamespace,
+}
+
+
+def from_errno(err: int, message: Optional[str] = None) -> ThrottleError:
+    """The exception for ERR (negative as the library returns it, or positive), with MESSAGE."""
+    cls = _BY_ERRNO.get(abs(err), ThrottleError)
+    return cls(abs(err), message or "")
+
+
+def errno_name(err: int) -> str:
+    """'ERANGE' for -34 or 34; 'E<n>' for an unknown value."""
+    return _errno.errorcode.get(abs(err), "E%d" % abs(err))
+
+
+def from_name(name: str, message: Optional[str] = None) -> ThrottleError:
+    """The exception for an errno NAME ('ERANGE'), as the HTTP API's JSON errors give it."""
+    value = getattr(_errno, name, None)
+    if not isinstance(value, int):
+        return ServerError(0, message or name)
+    return from_errno(value, message)
