@@ -253,6 +253,20 @@ static int daemon_start(struct daemon_run *d, const char *exe, unsigned max_clie
 
 /* ---------------------------------------------------------------- the HTTP client */
 
+/* Whether FIELD (quoted) is followed by ':' and true in S, blanks allowed around the ':'. */
+static int json_true(const char *s, const char *field)
+{
+        const char *p = strstr(s, field);
+        if (!p)
+                return 0;
+        p += strlen(field);
+        p += strspn(p, " \t\r\n");
+        if (*p++ != ':')
+                return 0;
+        p += strspn(p, " \t\r\n");
+        return strncmp(p, "true", 4) == 0;
+}
+
 /*
  * One try on the keep-alive connection FD: the request in one write, the answer read to the end
  * of its body (Content-Length). Returns the HTTP status, or -errno; *ADMITTED from the body.
@@ -287,7 +301,7 @@ static int http_try(int fd, const char *key, char *buf, size_t cap, int *admitte
                 if (end && (long)(len - (size_t)(end + 4 - buf)) >= clen)
                         break;
         }
-        *admitted = strstr(end, "\"admitted\":true") != NULL;
+        *admitted = json_true(end, "\"admitted\"");
         return (int)strtol(buf + 9, NULL, 10);
 }
 
