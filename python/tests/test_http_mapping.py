@@ -107,3 +107,22 @@ def test_bad_arguments_are_refused_before_sending(server):
     assert _Scripted.seen == []
     with pytest.raises(te.InvalidArgument, match="url"):
         Client("ftp://x")
+
+
+def test_timeouts_go_as_whole_ms_rounded_up_and_none_as_the_servers_cap(server):
+    _, url = server
+    lease = _json({"lease": "ab", "amount": 1, "expires_in_ms": 500, "waited_ns": 0})
+    _Scripted.answers = [(201, lease), (201, lease),
+                         (200, _json({"balance": 1, "shortfall": 0, "waiters": 0,
+                                      "waited_ns": 0}))]
+    from throttle.http import Limiter
+    with Client(url) as c:
+        lim = Limiter(c, "s")
+        l1 = lim.lease("k", 1, ttl=0.5, timeout=None)
+        lim.lease("k", 1, ttl=0.0001, timeout=0.0015)
+        lim.spend("k", 1)
+    sent = [json.loads(s[3]) for s in _Scripted.seen]
+    assert sent[0]["timeout_ms"] >= 60_000 and sent[0]["ttl_ms"] == 500
+    assert sent[1]["timeout_ms"] == 2 and sent[1]["ttl_ms"] == 1  # never 0: a try
+    assert sent[2]["timeout_ms"] == 0  # spend's default is a try
+    assert l1.id == "ab" and l1.amount == 1

@@ -47,6 +47,9 @@ Member = Tuple[Union["Limiter", str], Key, int]
 
 _RETRYABLE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
 _SLACK_S = 5.0  # socket timeout beyond a request's own wait, for the answer to travel
+# timeout None: a day, which the server caps at its http_max_wait_ms (a minute by default);
+# a missing timeout_ms would mean the route's default, which is a try for leases and spends.
+_UNBOUNDED_MS = 86_400_000
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -312,8 +315,7 @@ class Client:
         """compose_try that waits up to TIMEOUT seconds; raises Timeout."""
         ms = _ms("timeout", timeout)
         body: Dict[str, Any] = {"members": _members(members)}
-        if ms is not None:
-            body["timeout_ms"] = ms
+        body["timeout_ms"] = _UNBOUNDED_MS if ms is None else ms
         _, b = self._request("POST", "/v1/compose/acquire", body, ms)
         return _compose(b)
 
@@ -377,8 +379,7 @@ class Limiter:
         """Wait until COST fits, up to TIMEOUT seconds (None: the server's cap); raises Timeout."""
         ms = _ms("timeout", timeout)
         body: Dict[str, Any] = {"key": _key(key), "cost": _count("cost", cost)}
-        if ms is not None:
-            body["timeout_ms"] = ms
+        body["timeout_ms"] = _UNBOUNDED_MS if ms is None else ms
         return _decision(self._post("acquire", body, ms)[1])
 
     async def acquire_async(self, key: Key, cost: int = 1,
@@ -397,8 +398,7 @@ class Limiter:
         ms = _ms("timeout", timeout)
         body: Dict[str, Any] = {"key": _key(key), "amount": _count("amount", amount),
                                 "ttl_ms": ttl_ms}
-        if ms is not None:
-            body["timeout_ms"] = ms
+        body["timeout_ms"] = _UNBOUNDED_MS if ms is None else ms
         _, b = self._post("leases", body, ms)
         return Lease(self, _str(b, "lease"), _int(b, "amount"), _int(b, "expires_in_ms"),
                      _int(b, "waited_ns"), ttl)
@@ -420,8 +420,7 @@ class Limiter:
         raises WouldBlock (try) with ``.result`` giving the shortfall, or Timeout."""
         ms = _ms("timeout", timeout)
         body: Dict[str, Any] = {"key": _key(key), "cost": _count("cost", cost)}
-        if ms is not None:
-            body["timeout_ms"] = ms
+        body["timeout_ms"] = _UNBOUNDED_MS if ms is None else ms
         return _budget_result(self._post("spend", body, ms)[1])
 
     async def spend_async(self, key: Key, cost: int,
@@ -535,8 +534,7 @@ class Group:
                 timeout: Optional[float] = None) -> ComposeResult:
         ms = _ms("timeout", timeout)
         body: Dict[str, Any] = {"args": self._args(args)}
-        if ms is not None:
-            body["timeout_ms"] = ms
+        body["timeout_ms"] = _UNBOUNDED_MS if ms is None else ms
         path = self.client._path("groups", self.name, "acquire")
         return _compose(self.client._request("POST", path, body, ms)[1])
 
