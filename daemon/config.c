@@ -104,6 +104,23 @@ static void config_defaults(struct config *cfg, struct shm_limiter_spec *lim)
         cfg->stall_ms = 1000;
         /* Metrics on loopback only: exposing them further is the operator's choice. */
         snprintf(cfg->metrics_listen, sizeof(cfg->metrics_listen), "127.0.0.1:9477");
+        /* The HTTP API is off unless configured: a built-in port would make every daemon on a
+         * host (the tests start dozens at once) fight for it; the shipped throttled.conf turns
+         * it on, on loopback (127.0.0.1:9478). */
+        cfg->http_listen[0] = '\0';
+        /* 64 connections: far more than a host's services need to share a few limits; each may
+         * hold http_max_body plus libmicrohttpd's 64 KiB. */
+        cfg->http_max_conn = 64;
+        /* 64 KiB: a composed call of 8 members with 104-byte keys is under 2 KiB. */
+        cfg->http_max_body = 65536;
+        /* A minute, as a limiter's max_reserve: no HTTP client waits longer for one request. */
+        cfg->http_max_wait_ms = 60000;
+        /* 16 threads for kernel waits (leases, spends, composed acquires); rate waits take none. */
+        cfg->http_waiters = 16;
+        /* 1024 leases held for HTTP clients (about 200 bytes each). */
+        cfg->http_max_leases = 1024;
+        /* 10 s from connect (or the last response) to a whole request: slow clients go. */
+        cfg->http_timeout_ms = 10000;
         /* 65536 keys (6 MiB of slots, 96 bytes a key): a generous per-key limiter that
          * stays cheap. */
         lim->capacity = 65536;

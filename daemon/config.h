@@ -22,9 +22,17 @@ struct config {
         char path[256];              /* file it was read from */
         struct shm_arena_spec arena; /* arena.limiters points at limiters[] below */
         char arena_name[THR_NAME_MAX + 1];
-        char arena_dir[200];     /* [arena] dir =, empty: automatic */
-        char metrics_listen[64]; /* [daemon] metrics = 127.0.0.1:9477 (issue 3+) */
-        uint64_t heartbeat_ms;   /* [daemon] heartbeat_ms */
+        char arena_dir[200];       /* [arena] dir =, empty: automatic */
+        char metrics_listen[64];   /* [daemon] metrics = 127.0.0.1:9477 (issue 3+) */
+        char http_listen[128];     /* [daemon] http = HOST:PORT or unix:/path; empty: off */
+        char http_token_file[256]; /* [daemon] http_token_file; empty: no token asked */
+        uint64_t http_max_conn;    /* [daemon] http_max_connections */
+        uint64_t http_max_body;    /* [daemon] http_max_body (bytes) */
+        uint64_t http_max_wait_ms; /* [daemon] http_max_wait_ms: the cap on timeouts */
+        uint64_t http_waiters;     /* [daemon] http_waiters: threads for kernel waits */
+        uint64_t http_max_leases;  /* [daemon] http_max_leases: leases held for HTTP clients */
+        uint64_t http_timeout_ms;  /* [daemon] http_timeout_ms: a request's deadline */
+        uint64_t heartbeat_ms;     /* [daemon] heartbeat_ms */
         uint64_t maintenance_ms; /* [daemon] maintenance_ms: between eviction/reclamation passes */
         uint64_t scan_budget;    /* [daemon] scan_budget: slots per limiter per pass */
         uint64_t stall_ms;       /* [daemon] stall_ms: a grace period blocked longer is a stall */

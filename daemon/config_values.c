@@ -406,6 +406,33 @@ static int set_metrics(const struct config_key *k, void *field, const char *v, c
         return 0;
 }
 
+/* HOST:PORT (host may be [v6]) or unix:/absolute/path; empty turns the HTTP API off. */
+static int set_http(const struct config_key *k, void *field, const char *v, char *why, size_t n)
+{
+        if (!strncmp(v, "unix:", 5)) {
+                if (v[5] != '/')
+                        return say(why, n, -EINVAL, "'%s': unix: needs an absolute path", v);
+                if (strlen(v + 5) >= 108)
+                        return say(why, n, -ENAMETOOLONG,
+                                   "'%s': a socket path is at most 107 bytes", v);
+                if (strlen(v) >= k->hi)
+                        return say(why, n, -ENAMETOOLONG, "'%s' is too long", v);
+                snprintf(field, k->hi, "%s", v);
+                return 0;
+        }
+        const char *colon = strrchr(v, ':');
+        uint64_t port = 0;
+        if (*v && (!colon || colon == v))
+                return say(why, n, -EINVAL,
+                           "'%s' is not HOST:PORT or unix:/path (e.g. 127.0.0.1:9478)", v);
+        if (*v && num_range(colon + 1, 1, 65535, &port, why, n) < 0)
+                return say(why, n, -EINVAL, "bad port in '%s' (1 to 65535)", v);
+        if (strlen(v) >= k->hi)
+                return say(why, n, -ENAMETOOLONG, "'%s' is too long", v);
+        snprintf(field, k->hi, "%s", v);
+        return 0;
+}
+
 static int set_rate(const struct config_key *k, void *field, const char *v, char *why, size_t n)
 {
         struct shm_limiter_spec *l = field;
@@ -481,13 +508,25 @@ const struct config_key config_arena_keys[] = {
  * maintenance_ms: >= 1 so the maintenance thread never spins, <= a minute so idle keys and
  * retired slots are never held much past their time. scan_budget: >= 64 so every pass makes
  * progress on a large table, <= 2^30 (the largest capacity) so one pass stays bounded.
- * stall_ms: >= 1, and <= an hour so a stuck reader is reported eventually. */
+ * stall_ms: >= 1, and <= an hour so a stuck reader is reported eventually.
+ * http_max_connections: 1 to 10000 (each may hold http_max_body and 64 KiB of libmicrohttpd's).
+ * http_max_body: 256 B (the smallest request) to 16 MiB. http_max_wait_ms: 0 (never wait) to an
+ * hour. http_waiters: 1 to 1024 threads. http_max_leases: 1 to 2^20. http_timeout_ms: 100 ms to
+ * 10 min. http_token_file: an absolute path, as [arena] dir. */
 const struct config_key config_daemon_keys[] = {
     {"heartbeat_ms", set_u64, CFG(heartbeat_ms), 1, 3600000},
     {"maintenance_ms", set_u64, CFG(maintenance_ms), 1, 60000},
     {"scan_budget", set_u64, CFG(scan_budget), 64, 1u << 30},
     {"stall_ms", set_u64, CFG(stall_ms), 1, 3600000},
     {"metrics", set_metrics, CFG(metrics_listen), 0, CFG_SIZE(metrics_listen)},
+    {"http", set_http, CFG(http_listen), 0, CFG_SIZE(http_listen)},
+    {"http_token_file", set_dir, CFG(http_token_file), 0, CFG_SIZE(http_token_file)},
+    {"http_max_connections", set_u64, CFG(http_max_conn), 1, 10000},
+    {"http_max_body", set_u64, CFG(http_max_body), 256, 16u << 20},
+    {"http_max_wait_ms", set_u64, CFG(http_max_wait_ms), 0, 3600000},
+    {"http_waiters", set_u64, CFG(http_waiters), 1, 1024},
+    {"http_max_leases", set_u64, CFG(http_max_leases), 1, 1u << 20},
+    {"http_timeout_ms", set_u64, CFG(http_timeout_ms), 100, 600000},
     {NULL, NULL, 0, 0, 0}};
 
 /* kind: gcra (the default) or window; rate, burst and initial are GCRA's, limit, window and

@@ -27,6 +27,7 @@
 #include <urcu.h>
 
 #include "clock.h"
+#include "http.h"
 #include "log.h"
 #include "metrics.h"
 #include "notify.h"
@@ -249,6 +250,9 @@ int supervisor_start(struct supervisor *s, const struct config *cfg, bool recrea
         int rc = metrics_listen(s->cfg.metrics_listen, &s->metrics);
         if (rc)
                 return rc;
+        rc = http_listen(&s->cfg, &s->http);
+        if (rc)
+                return rc;
         rc = shm_arena_sweep(&s->cfg.arena, on_stale_tmp, NULL);
         if (rc < 0)
                 log_warn("cannot look for temporary files left by a killed daemon: %s",
@@ -277,7 +281,11 @@ int supervisor_start(struct supervisor *s, const struct config *cfg, bool recrea
         }
         registry_publish(s, reg);
         rc = metrics_serve(s->metrics, &s->map);
+        if (rc == 0)
+                rc = http_serve(s->http, s->map.path, &s->cfg);
         if (rc) {
+                http_stop(s->http);
+                s->http = NULL;
                 metrics_stop(s->metrics);
                 s->metrics = NULL;
                 registry_publish(s, NULL);
@@ -293,6 +301,8 @@ int supervisor_start(struct supervisor *s, const struct config *cfg, bool recrea
         rc = maint_start(s);
         pthread_sigmask(SIG_SETMASK, &old, NULL);
         if (rc < 0) {
+                http_stop(s->http);
+                s->http = NULL;
                 metrics_stop(s->metrics);
                 s->metrics = NULL;
                 shm_arena_detach(&s->map);
@@ -448,6 +458,7 @@ static void do_reload(struct supervisor *s)
         else
                 log_error("reload applied to the arena, but the registry could not be rebuilt: "
                           "out of memory; maintenance keeps the previous limiter list");
+        http_reload(s->http, &s->cfg);
         check_arena_file(s);
         if (s->file_lost)
                 log_error("reloaded: %zu limiters, into an arena whose file %s is gone: only "
@@ -498,6 +509,8 @@ int supervisor_run(struct supervisor *s)
 
 void supervisor_stop(struct supervisor *s)
 {
+        http_stop(s->http); /* its waits answered, its leases released, before the arena goes */
+        s->http = NULL;
         metrics_stop(
             s->metrics); /* before the arena it reads is unmapped; after a failed start too */
         s->metrics = NULL;

@@ -1,0 +1,827 @@
+/*
+ * http_routes.c - the HTTP API's routes (doc/http-api.md): a request (method, path, query
+ * arguments, JSON body) to a status and a JSON body, or to a wait the server completes.
+ *
+ * Nothing here blocks for a rate limit: a rate acquire takes its place with thr_limiter_reserve
+ * and returns the time it is due (the server answers then, or gives the place back if the
+ * client left). Waits in the kernel (a lease, a spend, a composed acquire with a timeout) are
+ * returned as jobs for the server's waiter threads. Every call is the client library's public
+ * one, so a client over HTTP and one in shared memory share each limit exactly.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "http_internal.h"
+
+enum job_kind { JOB_RESERVE, JOB_LEASE, JOB_SPEND, JOB_COMPOSE, JOB_GROUP };
+
+struct http_job {
+        struct http_api *api;
+        enum job_kind kind;
+        thr_limiter *lims[THR_COMPOSE_MAX_MEMBERS];
+        thr_group *grp;
+        char keys[THR_COMPOSE_MAX_MEMBERS][THR_KEY_MAX_LEN];
+        size_t lens[THR_COMPOSE_MAX_MEMBERS];
+        bool nokey[THR_COMPOSE_MAX_MEMBERS]; /* a group member given no key */
+        uint64_t costs[THR_COMPOSE_MAX_MEMBERS];
+        size_t n;
+        uint64_t timeout_ns, ttl_ns;
+        int slot; /* JOB_LEASE: its slot in the lease table */
+        struct thr_reservation rv;
+};
+
+/* What one route needs: the request, the limiter's name (or the group's, or the lease id). */
+struct route {
+        struct http_api *api;
+        struct http_req r;
+        const char *name;
+        const struct http_arg *args;
+        size_t nargs;
+};
+
+static const char *const F_TRY[] = {"key", "cost", NULL};
+static const char *const F_ACQ[] = {"key", "cost", "timeout_ms", NULL};
+static const char *const F_LEASE[] = {"key", "amount", "ttl_ms", "timeout_ms", NULL};
+static const char *const F_HB[] = {"ttl_ms", NULL};
+static const char *const F_SPEND[] = {"key", "cost", "timeout_ms", NULL};
+static const char *const F_ADD[] = {"key", "amount", NULL};
+static const char *const F_COMPOSE[] = {"members", "timeout_ms", NULL};
+static const char *const F_GROUP[] = {"args", "timeout_ms", NULL};
+
+#define DEFAULT_TTL_NS (60ull * 1000000000u)
+
+/* ---------------------------------------------------------------- limiters */
+
+static const char *kind_name(uint32_t kind)
+{
+        switch (kind) {
+        case THR_LIMITER_GCRA:
+                return "gcra";
+        case THR_LIMITER_WINDOW:
+                return "window";
+        case THR_LIMITER_SEMAPHORE:
+                return "semaphore";
+        case THR_LIMITER_BUDGET:
+                return "budget";
+        default:
+                return "unknown";
+        }
+}
+
+/* The limiter of the route, or -1 with the error answered. */
+static int limiter(struct route *rt, thr_limiter **lim)
+{
+        int rc = http_lim_get(rt->api, rt->name, lim);
+        if (rc == 0)
+                return 0;
+        char msg[160];
+        snprintf(msg, sizeof(msg), "no limiter '%.64s'", rt->name);
+        http_error(rt->r.out, -rc, rc == -ENOENT ? msg : NULL);
+        return -1;
+}
+
+/* After -EIDRM on *LIM: the limiter now named so (retry: 1), or 0 (it was removed). */
+static int again(struct route *rt, thr_limiter **lim, int rc)
+{
+        return rc == -EIDRM && http_lim_again(rt->api, rt->name, *lim, lim) == 0;
+}
+
+static json_t *info_json(const char *name, const struct thr_limiter_info *in)
+{
+        return json_pack(
+            "{s:s,s:s,s:b,s:o,s:o,s:o,s:o,s:o,s:o}", "name", name, "kind", kind_name(in->kind),
+            "serialized", (in->flags & THR_LIMITER_SERIALIZED) != 0, "rate", http_ju(in->rate),
+            "period_ns", http_ju(in->period_ns), "burst", http_ju(in->burst), "initial",
+            http_ju(in->initial), "leases", http_ju(in->leases), "level", http_ju(in->level));
+}
+
+static int info_of(struct route *rt, thr_limiter **lim, struct thr_limiter_info *in)
+{
+        int rc;
+        do
+                rc = thr_limiter_info(*lim, in);
+        while (again(rt, lim, rc));
+        return rc;
+}
+
+static void get_one(struct route *rt)
+{
+        thr_limiter *lim;
+        struct thr_limiter_info in;
+        if (limiter(rt, &lim) < 0)
+                return;
+        int rc = info_of(rt, &lim, &in);
+        if (rc < 0)
+                http_error(rt->r.out, -rc, NULL);
+        else
+                http_ok(rt->r.out, 200, info_json(rt->name, &in));
+}
+
+static void get_all(struct route *rt)
+{
+        json_t *arr = json_array();
+        pthread_mutex_lock(&rt->api->mu);
+        size_t n = rt->api->nnames;
+        char(*names)[THR_NAME_MAX + 1] = calloc(n + 1, sizeof(*names));
+        if (names && n)
+                memcpy(names, rt->api->names, n * sizeof(*names));
+        pthread_mutex_unlock(&rt->api->mu);
+        for (size_t i = 0; names && i < n; i++) {
+                thr_limiter *lim;
+                struct thr_limiter_info in;
+                struct route one = *rt;
+                one.name = names[i];
+                if (http_lim_get(rt->api, names[i], &lim) == 0 && info_of(&one, &lim, &in) == 0)
+                        json_array_append_new(arr, info_json(names[i], &in));
+        }
+        free(names);
+        http_ok(rt->r.out, 200, json_pack("{s:o}", "limiters", arr));
+}
+
+/* ---------------------------------------------------------------- rate: try, acquire */
+
+static json_t *result_json(const struct thr_result *res)
+{
+        return json_pack("{s:b,s:o,s:o,s:o,s:o}", "admitted", res->admitted != 0, "limit",
+                         http_ju(res->limit), "remaining", http_ju(res->remaining),
+                         "retry_after_ns", http_ju(res->retry_after_ns), "reset_after_ns",
+                         http_ju(res->reset_after_ns));
+}
+
+static void rate_answer(struct http_out *out, const struct thr_result *res)
+{
+        http_ok(out, 200, result_json(res));
+        if (!res->admitted)
+                out->retry_after =
+                    res->retry_after_ns ? (res->retry_after_ns + 999999999u) / 1000000000u : 1;
+}
+
+static void post_try(struct route *rt)
+{
+        char key[THR_KEY_MAX_LEN];
+        size_t len = 0;
+        uint64_t cost = 0;
+        thr_limiter *lim;
+        if (http_fields(&rt->r, F_TRY) < 0 || http_key(&rt->r, rt->r.o, "key", key, &len) < 0 ||
+            http_u64(&rt->r, "cost", false, 1, UINT64_MAX >> 1, &cost) < 0 || limiter(rt, &lim) < 0)
+                return;
+        struct thr_result res = {0};
+        int rc;
+        do
+                rc = thr_limiter_try(lim, key, len, cost, &res);
+        while (again(rt, &lim, rc));
+        if (rc < 0)
+                http_error(rt->r.out, -rc, NULL);
+        else
+                rate_answer(rt->r.out, &res);
+}
+
+/* The answer of a rate place that is due: admitted, with what a peek says is left. */
+static void reserved_answer(struct http_out *out, thr_limiter *lim, const char *key, size_t len)
+{
+        struct thr_result res = {0};
+        int rc = thr_limiter_try(lim, key, len, 0, &res);
+        res.admitted = 1;
+        res.retry_after_ns = 0;
+        if (rc < 0 && rc != -EIDRM) {
+                http_error(out, -rc, NULL);
+                return;
+        }
+        http_ok(out, 200, result_json(&res));
+}
+
+static void post_acquire(struct route *rt)
+{
+        struct http_job *j = calloc(1, sizeof(*j));
+        uint64_t cost = 0, timeout = 0;
+        thr_limiter *lim;
+        if (!j) {
+                http_error(rt->r.out, ENOMEM, NULL);
+                return;
+        }
+        if (http_fields(&rt->r, F_ACQ) < 0 ||
+            http_key(&rt->r, rt->r.o, "key", j->keys[0], &j->lens[0]) < 0 ||
+            http_u64(&rt->r, "cost", false, 1, UINT64_MAX >> 1, &cost) < 0 ||
+            http_ms(&rt->r, "timeout_ms", false, UINT64_MAX, &timeout) < 0 ||
+            limiter(rt, &lim) < 0) {
+                free(j);
+                return;
+        }
+        timeout = http_cap(rt->api, timeout);
+        int rc;
+        do
+                rc = thr_limiter_reserve(lim, j->keys[0], j->lens[0], cost, timeout, &j->rv);
+        while (again(rt, &lim, rc));
+        if (rc == -EAGAIN) {
+                char msg[160];
+                snprintf(msg, sizeof(msg),
+                         "the place would be due in %" PRIu64 " ns, past the timeout (%" PRIu64
+                         " ns) or the limiter's max_reserve: nothing consumed",
+                         j->rv.wait_ns, timeout);
+                http_error_with(rt->r.out, ETIMEDOUT, msg,
+                                json_pack("{s:o}", "retry_after_ns", http_ju(j->rv.wait_ns)));
+        } else if (rc < 0) {
+                http_error(rt->r.out, -rc, NULL);
+        } else if (j->rv.wait_ns == 0) {
+                reserved_answer(rt->r.out, lim, j->keys[0], j->lens[0]);
+        } else {
+                j->api = rt->api;
+                j->kind = JOB_RESERVE;
+                j->lims[0] = lim;
+                rt->r.out->wait = HTTP_WAIT_TIMER;
+                rt->r.out->due_ns = j->rv.due_ns;
+                rt->r.out->job = j;
+                return;
+        }
+        free(j);
+}
+
+/* ---------------------------------------------------------------- semaphores */
+
+static void lease_answer(struct http_api *api, struct http_out *out, int slot,
+                         const struct thr_lease *l, uint64_t ttl_ns)
+{
+        char id[HTTP_ID_LEN + 1];
+        uint64_t now = 0;
+        thr_clock_now(api->a, &now);
+        http_lease_fill(api, slot, l, ttl_ns, id);
+        uint64_t left = l->expires_ns > now ? l->expires_ns - now : 0;
+        http_ok(out, 201,
+                json_pack("{s:s,s:o,s:o,s:o}", "lease", id, "amount", http_ju(l->amount),
+                          "expires_in_ms", http_ju(left / 1000000u), "waited_ns",
+                          http_ju(l->waited_ns)));
+}
+
+static void post_lease(struct route *rt)
+{
+        struct http_job *j = calloc(1, sizeof(*j));
+        uint64_t amount = 0, timeout = 0;
+        if (!j) {
+                http_error(rt->r.out, ENOMEM, NULL);
+                return;
+        }
+        if (http_fields(&rt->r, F_LEASE) < 0 ||
+            http_key(&rt->r, rt->r.o, "key", j->keys[0], &j->lens[0]) < 0 ||
+            http_u64(&rt->r, "amount", false, 1, UINT32_MAX, &amount) < 0 ||
+            http_ms(&rt->r, "ttl_ms", false, DEFAULT_TTL_NS, &j->ttl_ns) < 0 ||
+            http_ms(&rt->r, "timeout_ms", false, 0, &timeout) < 0 || limiter(rt, &j->lims[0]) < 0) {
+                free(j);
+                return;
+        }
+        j->slot = http_lease_slot(rt->api);
+        if (j->slot < 0) {
+                http_error(rt->r.out, ENOSPC,
+                           "every lease the daemon may hold for HTTP clients is held "
+                           "(http_max_leases)");
+                free(j);
+                return;
+        }
+        j->api = rt->api;
+        j->kind = JOB_LEASE;
+        j->costs[0] = amount;
+        j->timeout_ns = http_cap(rt->api, timeout);
+        if (j->timeout_ns) {
+                rt->r.out->wait = HTTP_WAIT_THREAD;
+                rt->r.out->job = j;
+                return;
+        }
+        struct thr_lease l;
+        int rc;
+        do
+                rc = thr_sem_try(j->lims[0], j->keys[0], j->lens[0], (uint32_t)amount, j->ttl_ns,
+                                 &l);
+        while (again(rt, &j->lims[0], rc));
+        if (rc < 0) {
+                http_lease_free(rt->api, j->slot);
+                http_error(rt->r.out, -rc, rc == -EAGAIN ? "the units do not fit now" : NULL);
+        } else {
+                lease_answer(rt->api, rt->r.out, j->slot, &l, j->ttl_ns);
+        }
+        free(j);
+}
+
+static void post_heartbeat(struct route *rt)
+{
+        uint64_t ttl = 0;
+        if (http_fields(&rt->r, F_HB) < 0 || http_ms(&rt->r, "ttl_ms", false, 0, &ttl) < 0)
+                return;
+        struct http_api *api = rt->api;
+        pthread_mutex_lock(&api->mu);
+        int slot = http_lease_find(api, rt->name), rc = -ENOENT;
+        uint64_t now = 0, left = 0;
+        if (slot >= 0) {
+                struct http_lease *l = &api->leases[slot];
+                rc = thr_sem_heartbeat(&l->lease, ttl ? ttl : l->ttl_ns);
+                if (rc == -EKEYEXPIRED)
+                        memset(l, 0, sizeof(*l));
+                thr_clock_now(api->a, &now);
+                if (rc == 0 && ttl)
+                        l->ttl_ns = ttl;
+                left = rc == 0 && l->lease.expires_ns > now ? l->lease.expires_ns - now : 0;
+        }
+        pthread_mutex_unlock(&api->mu);
+        if (rc == -ENOENT)
+                http_error(rt->r.out, ENOENT, "no such lease (released, or expired and forgotten)");
+        else if (rc < 0)
+                http_error(rt->r.out, -rc, NULL);
+        else
+                http_ok(rt->r.out, 200,
+                        json_pack("{s:s,s:o}", "lease", rt->name, "expires_in_ms",
+                                  http_ju(left / 1000000u)));
+}
+
+static void delete_lease(struct route *rt)
+{
+        struct http_api *api = rt->api;
+        pthread_mutex_lock(&api->mu);
+        int slot = http_lease_find(api, rt->name), rc = -ENOENT;
+        if (slot >= 0) {
+                rc = thr_sem_release(&api->leases[slot].lease);
+                if (rc != -ETIMEDOUT)
+                        memset(&api->leases[slot], 0, sizeof(api->leases[slot]));
+        }
+        pthread_mutex_unlock(&api->mu);
+        if (rc == -ENOENT)
+                http_error(rt->r.out, ENOENT, "no such lease (released, or expired and forgotten)");
+        else if (rc < 0)
+                http_error(rt->r.out, -rc, NULL);
+        else
+                http_ok(rt->r.out, 200, json_pack("{s:b}", "released", 1));
+}
+
+/* The query's key argument (the only one these routes take), or -1 answered. */
+static int query_key(struct route *rt, const char **key)
+{
+        *key = NULL;
+        for (size_t i = 0; i < rt->nargs; i++) {
+                if (strcmp(rt->args[i].name, "key")) {
+                        char msg[160];
+                        snprintf(msg, sizeof(msg), "unknown query argument '%.64s' (only key)",
+                                 rt->args[i].name);
+                        http_error(rt->r.out, EINVAL, msg);
+                        return -1;
+                }
+                *key = rt->args[i].value;
+        }
+        if (!*key || !**key)
+                http_error(rt->r.out, EINVAL, "missing query argument 'key' (?key=K)");
+        else if (strlen(*key) > THR_KEY_MAX_LEN)
+                http_error(rt->r.out, ENAMETOOLONG, "query argument 'key': longer than 104 bytes");
+        else
+                return 0;
+        return -1;
+}
+
+static void get_sem(struct route *rt)
+{
+        const char *key;
+        thr_limiter *lim;
+        struct thr_sem_stat st;
+        if (query_key(rt, &key) < 0 || limiter(rt, &lim) < 0)
+                return;
+        int rc;
+        do
+                rc = thr_sem_stat(lim, key, strlen(key), &st);
+        while (again(rt, &lim, rc));
+        if (rc < 0) {
+                http_error(rt->r.out, -rc, NULL);
+                return;
+        }
+        http_ok(rt->r.out, 200,
+                json_pack("{s:o,s:o,s:I,s:o,s:o,s:o,s:o,s:o}", "max", http_ju(st.max), "held",
+                          http_ju(st.held), "remainder", (json_int_t)st.remainder, "leases",
+                          http_ju(st.leases), "pending", http_ju(st.pending), "pending_units",
+                          http_ju(st.pending_units), "longest_pending_ns",
+                          http_ju(st.longest_pending_ns), "level", http_ju(st.level)));
+}
+
+/* ---------------------------------------------------------------- budgets */
+
+static json_t *budget_json(const struct thr_budget_result *res)
+{
+        return json_pack("{s:o,s:o,s:o,s:o}", "balance", http_ju(res->balance), "shortfall",
+                         http_ju(res->shortfall), "waiters", http_ju(res->waiters), "waited_ns",
+                         http_ju(res->waited_ns));
+}
+
+static void budget_answer(struct http_out *out, int rc, const struct thr_budget_result *res)
+{
+        if (rc == -EAGAIN || rc == -ETIMEDOUT)
+                http_error_with(out, -rc,
+                                rc == -EAGAIN ? "no budget: the balance is short (shortfall)"
+                                              : "no budget within the timeout (shortfall)",
+                                budget_json(res));
+        else if (rc < 0)
+                http_error(out, -rc, NULL);
+        else
+                http_ok(out, 200, budget_json(res));
+}
+
+static void post_spend(struct route *rt)
+{
+        struct http_job *j = calloc(1, sizeof(*j));
+        uint64_t timeout = 0;
+        if (!j) {
+                http_error(rt->r.out, ENOMEM, NULL);
+                return;
+        }
+        if (http_fields(&rt->r, F_SPEND) < 0 ||
+            http_key(&rt->r, rt->r.o, "key", j->keys[0], &j->lens[0]) < 0 ||
+            http_u64(&rt->r, "cost", true, 0, UINT64_MAX >> 1, &j->costs[0]) < 0 ||
+            http_ms(&rt->r, "timeout_ms", false, 0, &timeout) < 0 || limiter(rt, &j->lims[0]) < 0) {
+                free(j);
+                return;
+        }
+        j->api = rt->api;
+        j->kind = JOB_SPEND;
+        j->timeout_ns = http_cap(rt->api, timeout);
+        if (j->timeout_ns) {
+                rt->r.out->wait = HTTP_WAIT_THREAD;
+                rt->r.out->job = j;
+                return;
+        }
+        struct thr_budget_result res = {0};
+        int rc;
+        do
+                rc = thr_budget_spend(j->lims[0], j->keys[0], j->lens[0], j->costs[0], 0, &res);
+        while (again(rt, &j->lims[0], rc));
+        budget_answer(rt->r.out, rc, &res);
+        free(j);
+}
+
+static void post_add(struct route *rt)
+{
+        char key[THR_KEY_MAX_LEN];
+        size_t len = 0;
+        uint64_t amount = 0;
+        thr_limiter *lim;
+        if (http_fields(&rt->r, F_ADD) < 0 || http_key(&rt->r, rt->r.o, "key", key, &len) < 0 ||
+            http_u64(&rt->r, "amount", true, 0, UINT64_MAX >> 1, &amount) < 0 ||
+            limiter(rt, &lim) < 0)
+                return;
+        struct thr_budget_result res = {0};
+        int rc;
+        do
+                rc = thr_budget_add(lim, key, len, amount, &res);
+        while (again(rt, &lim, rc));
+        budget_answer(rt->r.out, rc, &res);
+}
+
+static void get_budget(struct route *rt)
+{
+        const char *key;
+        thr_limiter *lim;
+        struct thr_budget_stat st;
+        if (query_key(rt, &key) < 0 || limiter(rt, &lim) < 0)
+                return;
+        int rc;
+        do
+                rc = thr_budget_stat(lim, key, strlen(key), &st);
+        while (again(rt, &lim, rc));
+        if (rc < 0) {
+                http_error(rt->r.out, -rc, NULL);
+                return;
+        }
+        http_ok(rt->r.out, 200,
+                json_pack("{s:o,s:o,s:o,s:o,s:o,s:o,s:o}", "balance", http_ju(st.balance),
+                          "initial", http_ju(st.initial), "waiters", http_ju(st.waiters), "need",
+                          http_ju(st.need), "head_need", http_ju(st.head_need),
+                          "longest_pending_ns", http_ju(st.longest_pending_ns), "granted",
+                          http_ju(st.granted)));
+}
+
+/* ---------------------------------------------------------------- composed calls, groups */
+
+static void compose_answer(struct http_out *out, int rc, const struct thr_compose_result *res,
+                           size_t n)
+{
+        if (rc < 0 && rc != -ETIMEDOUT) {
+                http_error(out, -rc, NULL);
+                return;
+        }
+        json_t *rem = json_array();
+        for (size_t i = 0; i < n; i++)
+                json_array_append_new(rem, http_ju(res->remaining[i]));
+        json_t *o = json_pack("{s:b,s:I,s:o,s:o}", "admitted", rc > 0, "denied",
+                              rc > 0 ? (json_int_t)-1 : (json_int_t)res->denied, "retry_after_ns",
+                              http_ju(res->retry_after_ns), "remaining", rem);
+        if (rc == -ETIMEDOUT) {
+                http_error_with(out, ETIMEDOUT, "not admitted within the timeout", o);
+                return;
+        }
+        http_ok(out, 200, o);
+        if (rc == 0)
+                out->retry_after = (res->retry_after_ns + 999999999u) / 1000000000u;
+}
+
+/* The members of a composed call or a group's arguments into J: 0, or -1 answered. */
+static int members(struct route *rt, struct http_job *j, const char *field, bool group)
+{
+        json_t *arr = json_object_get(rt->r.o, field), *m;
+        static const char *const fm[] = {"limiter", "key", "cost", NULL};
+        static const char *const fa[] = {"key", "cost", NULL};
+        char msg[160];
+        if (!json_is_array(arr) || json_array_size(arr) < 1 ||
+            json_array_size(arr) > THR_COMPOSE_MAX_MEMBERS) {
+                snprintf(msg, sizeof(msg), "field '%s': expected an array of 1 to %d objects",
+                         field, THR_COMPOSE_MAX_MEMBERS);
+                http_error(rt->r.out, EINVAL, msg);
+                return -1;
+        }
+        size_t i;
+        json_array_foreach(arr, i, m)
+        {
+                struct http_req sub = {.o = m, .out = rt->r.out};
+                if (!json_is_object(m)) {
+                        snprintf(msg, sizeof(msg), "%s[%zu]: expected an object", field, i);
+                        http_error(rt->r.out, EINVAL, msg);
+                        return -1;
+                }
+                if (http_fields(&sub, group ? fa : fm) < 0 ||
+                    http_u64(&sub, "cost", false, 1, UINT64_MAX >> 1, &j->costs[i]) < 0)
+                        return -1;
+                j->nokey[i] = group && !json_object_get(m, "key");
+                if (!j->nokey[i] && http_key(&sub, m, "key", j->keys[i], &j->lens[i]) < 0)
+                        return -1;
+                if (group)
+                        continue;
+                json_t *l = json_object_get(m, "limiter");
+                struct route one = *rt;
+                one.name = json_string_value(l);
+                if (!json_is_string(l)) {
+                        snprintf(msg, sizeof(msg), "%s[%zu]: field 'limiter': expected a string",
+                                 field, i);
+                        http_error(rt->r.out, EINVAL, msg);
+                        return -1;
+                }
+                if (limiter(&one, &j->lims[i]) < 0)
+                        return -1;
+        }
+        j->n = json_array_size(arr);
+        return 0;
+}
+
+static int compose_call(struct http_job *j, bool wait, struct thr_compose_result *res)
+{
+        struct thr_member mem[THR_COMPOSE_MAX_MEMBERS];
+        for (size_t i = 0; i < j->n; i++)
+                mem[i] = (struct thr_member){j->lims[i], j->keys[i], j->lens[i], j->costs[i]};
+        return wait ? thr_compose_acquire(mem, j->n, j->timeout_ns, res, NULL)
+                    : thr_compose_try(mem, j->n, res);
+}
+
+static int group_call(struct http_job *j, bool wait, struct thr_compose_result *res)
+{
+        struct thr_group_arg args[THR_COMPOSE_MAX_MEMBERS];
+        for (size_t i = 0; i < j->n; i++)
+                args[i] = (struct thr_group_arg){j->nokey[i] ? NULL : j->keys[i], j->lens[i],
+                                                 j->costs[i]};
+        return wait ? thr_group_acquire(j->grp, args, j->timeout_ns, res, NULL)
+                    : thr_group_try(j->grp, args, res);
+}
+
+static void post_compose(struct route *rt, bool group, bool wait)
+{
+        struct http_job *j = calloc(1, sizeof(*j));
+        uint64_t timeout = 0;
+        if (!j) {
+                http_error(rt->r.out, ENOMEM, NULL);
+                return;
+        }
+        int rc = http_fields(&rt->r, group ? F_GROUP : F_COMPOSE);
+        if (rc == 0)
+                rc = http_ms(&rt->r, "timeout_ms", false, wait ? UINT64_MAX : 0, &timeout);
+        if (rc == 0 && group && (rc = http_grp_get(rt->api, rt->name, &j->grp)) < 0) {
+                char msg[160];
+                snprintf(msg, sizeof(msg), "no group '%.64s'", rt->name);
+                http_error(rt->r.out, -rc, rc == -ENOENT ? msg : NULL);
+        }
+        if (rc == 0)
+                rc = members(rt, j, group ? "args" : "members", group);
+        if (rc == 0 && group && (size_t)thr_group_size(j->grp) != j->n) {
+                char msg[160];
+                snprintf(msg, sizeof(msg), "group '%.64s' has %d members: 'args' needs as many",
+                         rt->name, thr_group_size(j->grp));
+                http_error(rt->r.out, EINVAL, msg);
+                rc = -1;
+        }
+        if (rc < 0) {
+                free(j);
+                return;
+        }
+        j->api = rt->api;
+        j->kind = group ? JOB_GROUP : JOB_COMPOSE;
+        j->timeout_ns = http_cap(rt->api, timeout);
+        if (wait && j->timeout_ns) {
+                rt->r.out->wait = HTTP_WAIT_THREAD;
+                rt->r.out->job = j;
+                return;
+        }
+        struct thr_compose_result res = {0};
+        rc = group ? group_call(j, wait, &res) : compose_call(j, wait, &res);
+        if (rc == -EIDRM && group && http_grp_again(rt->api, rt->name, j->grp, &j->grp) == 0)
+                rc = group_call(j, wait, &res);
+        compose_answer(rt->r.out, rc, &res, j->n);
+        free(j);
+}
+
+/* ---------------------------------------------------------------- the waits */
+
+void http_job_run(struct http_job *j, struct http_out *out)
+{
+        memset(out, 0, sizeof(*out));
+        if (j->kind == JOB_LEASE) {
+                struct thr_lease l;
+                int rc = thr_sem_acquire(j->lims[0], j->keys[0], j->lens[0], (uint32_t)j->costs[0],
+                                         j->ttl_ns, j->timeout_ns, &l);
+                if (rc < 0) {
+                        http_lease_free(j->api, j->slot);
+                        http_error(out, -rc,
+                                   rc == -ETIMEDOUT ? "not granted within the timeout" : NULL);
+                } else {
+                        lease_answer(j->api, out, j->slot, &l, j->ttl_ns);
+                }
+        } else if (j->kind == JOB_SPEND) {
+                struct thr_budget_result res = {0};
+                int rc = thr_budget_spend(j->lims[0], j->keys[0], j->lens[0], j->costs[0],
+                                          j->timeout_ns, &res);
+                budget_answer(out, rc, &res);
+        } else if (j->kind == JOB_COMPOSE || j->kind == JOB_GROUP) {
+                struct thr_compose_result res = {0};
+                int rc =
+                    j->kind == JOB_GROUP ? group_call(j, true, &res) : compose_call(j, true, &res);
+                compose_answer(out, rc, &res, j->n);
+        } else {
+                http_error(out, EINVAL, "not a job for a waiter thread");
+        }
+        free(j);
+}
+
+void http_job_timer(struct http_job *j, bool due, struct http_out *out)
+{
+        memset(out, 0, sizeof(*out));
+        if (due) {
+                reserved_answer(out, j->lims[0], j->keys[0], j->lens[0]);
+        } else {
+                thr_reservation_cancel(&j->rv);
+                http_error_status(out, 503, EBUSY, "the wait was abandoned: place given back");
+        }
+        free(j);
+}
+
+void http_job_drop(struct http_job *j)
+{
+        if (!j)
+                return;
+        if (j->kind == JOB_LEASE)
+                http_lease_free(j->api, j->slot);
+        else if (j->kind == JOB_RESERVE)
+                thr_reservation_cancel(&j->rv);
+        free(j);
+}
+
+/* ---------------------------------------------------------------- routing */
+
+static void route_limiter(struct route *rt, const char *method, const char *verb,
+                          struct http_out *out)
+{
+        static const struct {
+                const char *verb, *method;
+                void (*fn)(struct route *);
+        } tab[] = {{"", "GET", get_one},
+                   {"try", "POST", post_try},
+                   {"acquire", "POST", post_acquire},
+                   {"leases", "POST", post_lease},
+                   {"sem", "GET", get_sem},
+                   {"spend", "POST", post_spend},
+                   {"add", "POST", post_add},
+                   {"budget", "GET", get_budget}};
+        for (size_t i = 0; i < sizeof(tab) / sizeof(tab[0]); i++) {
+                if (strcmp(tab[i].verb, verb))
+                        continue;
+                if (strcmp(tab[i].method, method)) {
+                        out->allow = tab[i].method;
+                        http_error_status(out, 405, EINVAL, "method not allowed on this route");
+                        return;
+                }
+                tab[i].fn(rt);
+                return;
+        }
+        http_error(out, ENOENT,
+                   !strcmp(verb, "serial") || !strcmp(verb, "begin") || !strcmp(verb, "end")
+                       ? "serialized windows are not served over HTTP (a hold belongs to a thread)"
+                       : "no such route (see doc/http-api.md)");
+}
+
+/* PATH's segments after "/v1/" into SEG (at most 4, each NUL-terminated in BUF): their count, or
+ * -1 when PATH is not /v1/... or has more. */
+static int split_path(const char *path, char *buf, size_t len, char **seg)
+{
+        if (strncmp(path, "/v1/", 4) || strlen(path) >= len)
+                return -1;
+        snprintf(buf, len, "%s", path + 4);
+        int n = 0;
+        for (char *s = buf, *e; s; s = e ? e + 1 : NULL) {
+                e = strchr(s, '/');
+                if (e)
+                        *e = '\0';
+                if (n == 4 || !*s)
+                        return -1;
+                seg[n++] = s;
+        }
+        return n;
+}
+
+static bool is(const char *m, const char *want, struct http_out *out)
+{
+        if (!strcmp(m, want))
+                return true;
+        out->allow = want;
+        http_error_status(out, 405, EINVAL, "method not allowed on this route");
+        return false;
+}
+
+static void dispatch(struct route *rt, const char *method, char **seg, int n)
+{
+        struct http_out *out = rt->r.out;
+        if (n >= 1 && !strcmp(seg[0], "limiters")) {
+                if (n == 1) {
+                        if (is(method, "GET", out))
+                                get_all(rt);
+                        return;
+                }
+                rt->name = seg[1];
+                if (n <= 3) {
+                        route_limiter(rt, method, n == 3 ? seg[2] : "", out);
+                        return;
+                }
+        } else if (n >= 2 && !strcmp(seg[0], "leases") && n <= 3) {
+                rt->name = seg[1];
+                if (n == 2 && is(method, "DELETE", out))
+                        delete_lease(rt);
+                else if (n == 3 && !strcmp(seg[2], "heartbeat") && is(method, "POST", out))
+                        post_heartbeat(rt);
+                else if (n == 3 && strcmp(seg[2], "heartbeat"))
+                        http_error(out, ENOENT, "no such route (see doc/http-api.md)");
+                return;
+        } else if (n == 2 && !strcmp(seg[0], "compose")) {
+                if ((!strcmp(seg[1], "try") || !strcmp(seg[1], "acquire")) &&
+                    is(method, "POST", out))
+                        post_compose(rt, false, !strcmp(seg[1], "acquire"));
+                else if (strcmp(seg[1], "try") && strcmp(seg[1], "acquire"))
+                        http_error(out, ENOENT,
+                                   !strcmp(seg[1], "refund")
+                                       ? "composed refunds are not served over HTTP (tickets)"
+                                       : "no such route (see doc/http-api.md)");
+                return;
+        } else if (n == 3 && !strcmp(seg[0], "groups")) {
+                rt->name = seg[1];
+                if ((!strcmp(seg[2], "try") || !strcmp(seg[2], "acquire")) &&
+                    is(method, "POST", out))
+                        post_compose(rt, true, !strcmp(seg[2], "acquire"));
+                else if (strcmp(seg[2], "try") && strcmp(seg[2], "acquire"))
+                        http_error(out, ENOENT, "no such route (see doc/http-api.md)");
+                return;
+        } else if (n >= 1 && !strcmp(seg[0], "peers")) {
+                http_error(out, ENOENT, "peers are not served over HTTP");
+                return;
+        }
+        http_error(out, ENOENT, "no such route (see doc/http-api.md)");
+}
+
+void http_api_handle(struct http_api *api, const char *method, const char *path,
+                     const struct http_arg *args, size_t n, const char *body, size_t len,
+                     struct http_out *out)
+{
+        memset(out, 0, sizeof(*out));
+        char buf[512], *seg[4];
+        struct route rt = {.api = api, .r = {.out = out}, .args = args, .nargs = n};
+        int nseg = split_path(path, buf, sizeof(buf), seg);
+        if (nseg < 0) {
+                http_error(out, ENOENT, "no such route: the API is under /v1/ (doc/http-api.md)");
+                return;
+        }
+        if (len) {
+                json_error_t e;
+                rt.r.o = json_loadb(body, len, JSON_REJECT_DUPLICATES, &e);
+                if (!rt.r.o || !json_is_object(rt.r.o)) {
+                        char msg[320];
+                        if (rt.r.o)
+                                snprintf(msg, sizeof(msg), "the body must be a JSON object");
+                        else
+                                snprintf(msg, sizeof(msg),
+                                         "malformed JSON: %s (line %d, column %d)", e.text, e.line,
+                                         e.column);
+                        json_decref(rt.r.o);
+                        http_error(out, EINVAL, msg);
+                        return;
+                }
+        } else {
+                rt.r.o = json_object();
+        }
+        dispatch(&rt, method, seg, nseg);
+        json_decref(rt.r.o);
+}
