@@ -300,5 +300,5 @@ def test_async_forms_do_not_block_the_loop(client):
     assert waited >= 0.25
     assert ticks >= 15, "the event loop was blocked while a request waited"
     assert ok.admitted
-    assert spent.balance == 0 and spent.waited_ns > 0
+    assert spent.balance == 0  # (waited_ns is arena time: 0 on the manual clock)
     assert client.limiter("sem").sem_stat("async").held == 0
