@@ -92,7 +92,10 @@ class Daemon:
         exe = os.path.join(build_dir(), "daemon", "throttled")
         if not os.access(exe, os.X_OK):
             raise RuntimeError("%s: not an executable (build the project first)" % exe)
-        env = dict(os.environ, THROTTLE_LOG="info")
+        # A sanitizer build's daemon reports leaks and errors by its exit status (stop() checks
+        # it); python itself, when run with the sanitizer runtime preloaded, does not.
+        env = dict(os.environ, THROTTLE_LOG="info", ASAN_OPTIONS="detect_leaks=1:exitcode=99")
+        env.pop("LD_PRELOAD", None)
         with open(self.log, "wb") as logf:
             self.proc = subprocess.Popen([exe, "-c", self.conf], stdout=logf,
                                          stderr=subprocess.STDOUT, cwd=self.dir, env=env)
@@ -146,17 +149,25 @@ class Daemon:
             raise OSError(-rc, "thr_clock_advance")
 
     def stop(self) -> None:
+        """SIGTERM the daemon; it must exit 0 (a clean stop, and no sanitizer report)."""
         if self._arena:
             _Lib.get().thr_arena_close(self._arena)
             self._arena = ctypes.c_void_p()
+        problem = None
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(10)
+                rc = self.proc.wait(10)
+                if rc != 0:
+                    problem = "throttled exited %d on SIGTERM; log:\n%s" % (rc, self.log_text())
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+                problem = "throttled did not exit within 10 s of SIGTERM; log:\n" + \
+                    self.log_text()
         shutil.rmtree(self.dir, ignore_errors=True)
+        if problem:
+            raise AssertionError(problem)
 
     def __enter__(self) -> "Daemon":
         return self.start()
