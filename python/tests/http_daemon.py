@@ -57,10 +57,10 @@ class _Lib:
 
 class Daemon:
     """One throttled: ``Daemon(limiters_ini, token=None, unix=False).start()``; ``url``;
-    ``advance(seconds)`` on its manual clock; ``stop()``."""
+    ``advance(seconds)`` on its manual clock; ``stop()``. DAEMON_EXTRA: more [daemon] lines."""
 
     def __init__(self, limiters: str, token: Optional[str] = None, unix: bool = False,
-                 clock: str = "manual", name: str = "pyhttp") -> None:
+                 clock: str = "manual", name: str = "pyhttp", daemon_extra: str = "") -> None:
         self.dir = tempfile.mkdtemp(prefix="throttle-http-")
         self.name = name
         self.arena = os.path.join(self.dir, "throttle." + name)
@@ -80,6 +80,7 @@ class Daemon:
                 f.write(token + "\n")
             os.chmod(tf, 0o600)
             token_line = "http_token_file = %s\n" % tf
+        token_line += daemon_extra
         with open(self.conf, "w") as f:
             f.write("[arena]\nname = %s\ndir = %s\nclock = %s\nhugepages = off\nmode = 0600\n"
                     "max_limiters = 16\nmax_readers = 256\nspare = 1MiB\n\n"

@@ -302,3 +302,35 @@ def test_async_forms_do_not_block_the_loop(client):
     assert ok.admitted
     assert spent.balance == 0  # (waited_ns is arena time: 0 on the manual clock)
     assert client.limiter("sem").sem_stat("async").held == 0
+
+
+def test_a_connection_the_server_closed_when_idle_is_reopened():
+    with Daemon(LIMITERS, name="pyhttpidle", daemon_extra="http_timeout_ms = 100\n") as d, \
+            Client(d.url) as c:
+        lim = c.limiter("wide")
+        first = c._local.conn.sock.getsockname()[1]
+        time.sleep(1.6)  # past the server's idle deadline (libmicrohttpd's: whole seconds)
+        assert lim.try_acquire("idle").remaining == 99999
+        assert c._local.conn.sock.getsockname()[1] != first  # a new connection answered
+
+
+def test_threads_have_their_own_connections_and_close_closes_them(client):
+    lim = client.limiter("wide")
+    ports = set()
+
+    def run():
+        lim.try_acquire("threads", 0)
+        ports.add(client._local.conn.sock.getsockname()[1])
+
+    ts = [threading.Thread(target=run) for _ in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    lim.try_acquire("threads", 0)
+    ports.add(client._local.conn.sock.getsockname()[1])
+    assert len(ports) == 5
+    conn = client._local.conn
+    client.close()
+    assert conn.sock is None
+    assert lim.try_acquire("threads", 0).admitted  # reopens

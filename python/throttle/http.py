@@ -33,6 +33,7 @@ import socket
 import threading
 import time
 import urllib.parse
+import weakref
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from .errors import (InvalidArgument, ServerError, ThrottleError, Unauthorized, WouldBlock,
@@ -204,7 +205,10 @@ class Client:
             self._host, self._port = parsed.hostname, parsed.port or 80
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._conns: List[Tuple[int, http.client.HTTPConnection]] = []
+        # Every thread's connection, for close(); weak, so that a thread's connection goes
+        # (and its socket closes) when the thread ends.
+        self._conns: "weakref.WeakKeyDictionary[http.client.HTTPConnection, int]" = \
+            weakref.WeakKeyDictionary()
 
     # ------------------------------------------------------------ connections
 
@@ -223,8 +227,7 @@ class Client:
             c = http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
         self._local.conn, self._local.pid = c, pid
         with self._lock:
-            self._conns = [(p, x) for p, x in self._conns if p == pid]
-            self._conns.append((pid, c))
+            self._conns[c] = pid
         return c, False
 
     def _request(self, method: str, path: str, body: Optional[Dict[str, Any]] = None,
@@ -273,8 +276,8 @@ class Client:
         """Close this process's connections (another thread's next call reopens its own)."""
         pid = os.getpid()
         with self._lock:
-            mine = [c for p, c in self._conns if p == pid]
-            self._conns = []
+            mine = [c for c, p in list(self._conns.items()) if p == pid]
+            self._conns = weakref.WeakKeyDictionary()
         for c in mine:
             c.close()
         self._local = threading.local()
