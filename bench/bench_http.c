@@ -183,10 +183,15 @@ static void daemon_stop(struct daemon_run *d)
 {
         if (d->pid > 0) {
                 kill(d->pid, SIGTERM);
-                for (int ms = 0; ms < 5000 && waitpid(d->pid, NULL, WNOHANG) != d->pid; ms += 10)
-                        usleep(10000);
-                kill(d->pid, SIGKILL);
-                waitpid(d->pid, NULL, WNOHANG);
+                int gone = 0;
+                for (int ms = 0; ms < 5000 && !gone; ms += 10)
+                        if (!(gone = waitpid(d->pid, NULL, WNOHANG) == d->pid))
+                                usleep(10000);
+                if (!gone) { /* never signal a pid once reaped: it may be another's */
+                        kill(d->pid, SIGKILL);
+                        waitpid(d->pid, NULL, 0);
+                }
+                d->pid = 0;
         }
         char path[192];
         snprintf(path, sizeof(path), "%s/throttle.bench_http_%d", d->dir, (int)getpid());
