@@ -54,6 +54,7 @@ struct opts {
         double secs, warm;
         int rounds;
         int redis;
+        int json;
         char daemon[PATH_MAX];
 };
 
@@ -535,13 +536,39 @@ static void print_row(const char *name, unsigned clients, const struct sample *r
         fflush(stdout);
 }
 
+/* One JSON document: the machine, the method's parameters, and per backend and client count
+ * the medians and every round's figures. */
+static void print_json(const struct opts *o, const struct sysinfo *si, int redis,
+                       struct sample res[2][MAX_SETS][MAX_ROUNDS])
+{
+        printf("{\"bench\":\"bench_http\",\"cpu\":\"%s\",\"cpus\":%ld,\"kernel\":\"%s\","
+               "\"date\":\"%s\",\"secs\":%.3f,\"warm\":%.3f,\"rounds\":%d,\"rows\":[",
+               si->cpu, si->cpus, si->kernel, si->date, o->secs, o->warm, o->rounds);
+        const char *sep = "";
+        for (int c = 0; c < o->nsets; c++)
+                for (int b = 0; b < (redis ? 2 : 1); b++) {
+                        struct sample m = med(res[b][c], o->rounds);
+                        printf("%s{\"backend\":\"%s\",\"clients\":%u,\"rps\":%.1f,\"p50_us\":%.2f,"
+                               "\"p99_us\":%.2f,\"p999_us\":%.2f,\"ours_cpu\":%.3f,"
+                               "\"others_cpu\":%.3f,\"ops\":%" PRIu64 ",\"admitted\":%" PRIu64
+                               ",\"errors\":%" PRIu64 ",\"rounds_rps\":[",
+                               sep, b ? "redis" : "http", o->clients[c], m.rps, m.p50_us, m.p99_us,
+                               m.p999_us, m.ours_cpu, m.others_cpu, m.ops, m.admitted, m.errors);
+                        for (int r = 0; r < o->rounds; r++)
+                                printf("%s%.1f", r ? "," : "", res[b][c][r].rps);
+                        printf("]}");
+                        sep = ",";
+                }
+        printf("]}\n");
+}
+
 /* ---------------------------------------------------------------- options, main */
 
 static void usage(const char *prog)
 {
         fprintf(stderr,
                 "usage: %s [--clients 1,8,64] [--secs S] [--warm S] [--rounds N] [--no-redis]\n"
-                "          [--daemon PATH] [--quick]\n"
+                "          [--daemon PATH] [--json] [--quick]\n"
                 "  --daemon: throttled to start (default: ../daemon/throttled next to this "
                 "program)\n  --quick: clients 1,8, 0.2 s, 1 round (CI smoke run)\n",
                 prog);
@@ -577,6 +604,9 @@ static int parse(int argc, char **argv, struct opts *o)
                         continue;
                 } else if (!strcmp(a, "--no-redis")) {
                         o->redis = 0;
+                        continue;
+                } else if (!strcmp(a, "--json")) {
+                        o->json = 1;
                         continue;
                 } else if (!v) {
                         rc = -EINVAL;
@@ -652,7 +682,8 @@ int main(int argc, char **argv)
         }
         struct sysinfo si;
         sysinfo_read(&si);
-        print_header(&o, &si);
+        if (!o.json)
+                print_header(&o, &si);
         static struct sample res[2][MAX_SETS][MAX_ROUNDS];
         for (int r = 0; r < o.rounds; r++)
                 for (int c = 0; c < o.nsets; c++)
@@ -663,12 +694,14 @@ int main(int argc, char **argv)
                                 sh.use_http = http;
                                 run_one(&sh, o.clients[c], &o, &res[http ? 0 : 1][c][r]);
                         }
-        for (int c = 0; c < o.nsets; c++) {
+        for (int c = 0; c < o.nsets && !o.json; c++) {
                 print_row("http", o.clients[c], res[0][c], o.rounds);
                 if (sh.redis)
                         print_row("redis", o.clients[c], res[1][c], o.rounds);
         }
-        if (!sh.redis)
+        if (o.json)
+                print_json(&o, &si, sh.redis != NULL, res);
+        else if (!sh.redis)
                 printf("redis: not run (%s)\n",
                        o.redis ? "redis-server not installed" : "--no-redis");
         if (sh.redis)
