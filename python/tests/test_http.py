@@ -334,3 +334,28 @@ def test_threads_have_their_own_connections_and_close_closes_them(client):
     client.close()
     assert conn.sock is None
     assert lim.try_acquire("threads", 0).admitted  # reopens
+
+
+def test_acquire_waits_for_its_place_or_times_out_at_once(client, daemon):
+    lim = client.limiter("slow")  # 10/s, burst 1
+    assert lim.acquire("wait", timeout=0).admitted
+    with pytest.raises(te.Timeout):
+        lim.acquire("wait", timeout=0.05)  # due in 100 ms: more than allowed, nothing taken
+    # The place is due 100 ms of arena time from now; the manual clock gets there 0.3 s of real
+    # time from now, and the server holds the answer until then.
+    timer = threading.Timer(0.3, daemon.advance, (0.1,))
+    timer.start()
+    t0 = time.monotonic()
+    d = lim.acquire("wait", timeout=1.0)
+    waited = time.monotonic() - t0
+    timer.join()
+    assert d.admitted and waited >= 0.25
+
+
+def test_group_acquire_and_limiter_info_of_a_group_member(client):
+    g = client.group("both")
+    r = g.acquire([("ga", 1), ("ga", 1)], timeout=1.0)
+    assert r.admitted and r.remaining == (2, 4)
+    with pytest.raises(te.Timeout):
+        g.acquire([("ga", 3), ("ga", 1)], timeout=0.05)
+    assert client.limiter("ca").try_acquire("ga", 0).remaining == 2  # nothing taken
