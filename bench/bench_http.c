@@ -176,7 +176,7 @@ static int write_conf(struct daemon_run *d, unsigned max_clients)
                 "max_readers = 1024\nspare = 1MiB\n\n"
                 "[daemon]\nmetrics =\nhttp = 127.0.0.1:%d\nhttp_max_connections = %u\n\n"
                 "[bench]\nrate = 1000000000/s\nburst = 1000000000\ncapacity = %u\n",
-                (int)getpid(), d->dir, d->port, max_clients + 16, 2 * MAX_CLIENTS);
+                (int)getpid(), d->dir, d->port, max_clients + 16, 2u * MAX_CLIENTS);
         return fclose(f) == 0 ? 0 : -errno;
 }
 
@@ -524,7 +524,8 @@ static void print_header(const struct opts *o, const struct sysinfo *si)
 static void print_row(const char *name, unsigned clients, const struct sample *r, int n)
 {
         struct sample m = med(r, n);
-        double lo = r[0].rps, hi = r[0].rps;
+        double lo = r[0].rps;
+        double hi = lo;
         for (int i = 1; i < n; i++) {
                 lo = r[i].rps < lo ? r[i].rps : lo;
                 hi = r[i].rps > hi ? r[i].rps : hi;
