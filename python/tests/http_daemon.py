@@ -28,7 +28,7 @@ def build_dir() -> str:
     if not bd:
         raise RuntimeError("THROTTLE_BUILD_DIR is not set: the CMake build directory holding "
                            "daemon/throttled (ctest -R python_http sets it)")
-    return bd
+    return os.path.abspath(bd)
 
 
 def free_port() -> int:
