@@ -98,13 +98,12 @@ void http_error_status(struct http_out *out, unsigned status, int err, const cha
 
 void http_error_with(struct http_out *out, int err, const char *message, json_t *extra)
 {
-        error_body(out, status_of(err), err, message, extra);
-        if (err == EAGAIN || err == ETIMEDOUT) {
-                json_t *ra = json_object_get(extra, "retry_after_ns");
-                if (json_is_integer(ra) && json_integer_value(ra) > 0)
-                        out->retry_after =
-                            ((uint64_t)json_integer_value(ra) + 999999999u) / 1000000000u;
-        }
+        uint64_t ra = 0;
+        json_t *v = json_object_get(extra, "retry_after_ns");
+        if ((err == EAGAIN || err == ETIMEDOUT) && json_is_integer(v) && json_integer_value(v) > 0)
+                ra = ((uint64_t)json_integer_value(v) + 999999999u) / 1000000000u;
+        error_body(out, status_of(err), err, message, extra); /* consumes EXTRA */
+        out->retry_after = ra;
 }
 
 void http_error(struct http_out *out, int err, const char *message)

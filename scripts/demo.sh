@@ -6,9 +6,9 @@
 # Runs scripts/setup.sh, builds throttled, shmctl and thr-demo-worker in build/, and starts a
 # throttled of its own in the background (its log goes to build/demo/throttled.log) on an arena
 # of its own: build/demo/throttled.conf is daemon/throttled.conf with the arena named
-# `thr-demo` ($THR_DEMO_ARENA) and metrics on a free loopback port from 19477 up (not the default
-# 9477), so a throttled already running on this host (arena `main`, the metrics port) is never
-# touched. Once `shmctl status` answers, it runs 4
+# `thr-demo` ($THR_DEMO_ARENA), metrics on a free loopback port from 19477 up (not the default
+# 9477) and the HTTP API on one from 19578 up (not 9478), so a throttled already running on this
+# host (arena `main`, its ports) is never touched. Once `shmctl status` answers, it runs 4
 # thr-demo-worker processes at once for 5 seconds against 20 keys "user:0".."user:19"; each
 # request must pass the limiter `per_key` (5/s, burst 5, per user) and then `global` (50/s,
 # burst 10, one key for everybody). It shows shmctl's view of the arena, then checks what the
@@ -155,10 +155,10 @@ build() {
         cmake --build "$BUILD" -j2 --target throttled shmctl thr-demo-worker
 }
 
-# A loopback port from 19477 up that nothing listens on (a refused connection).
+# A loopback port from $1 up (100 of them) that nothing listens on (a refused connection).
 free_port() {
         local p
-        for ((p = 19477; p < 19577; p++)); do
+        for ((p = $1; p < $1 + 100; p++)); do
                 if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
                         echo "$p"
                         return 0
@@ -167,14 +167,26 @@ free_port() {
         return 1
 }
 
-# The demo's config: the default one with its own arena name and metrics port.
+# The demo's config: the default one with its own arena name, metrics and HTTP API ports.
 write_config() {
-        METRICS_PORT=$(free_port) || die "no free loopback port in 19477..19576 for the metrics"
+        METRICS_PORT=$(free_port 19477) || die "no free loopback port in 19477..19576 for the metrics"
+        HTTP_PORT=$(free_port 19578) || die "no free loopback port in 19578..19677 for the HTTP API"
         sed -E -e "s/^name = main\$/name = $ARENA/" \
                 -e "s/^metrics = .*\$/metrics = 127.0.0.1:$METRICS_PORT/" \
+                -e "s/^http = .*\$/http = 127.0.0.1:$HTTP_PORT/" \
                 daemon/throttled.conf >"$CONF"
-        grep -qx "name = $ARENA" "$CONF" && grep -qx "metrics = 127.0.0.1:$METRICS_PORT" "$CONF" ||
+        grep -qx "name = $ARENA" "$CONF" && grep -qx "metrics = 127.0.0.1:$METRICS_PORT" "$CONF" &&
+                grep -qx "http = 127.0.0.1:$HTTP_PORT" "$CONF" ||
                 die "cannot make the demo's config from daemon/throttled.conf"
+}
+
+# One try over the HTTP API (doc/http-api.md), a key of its own: where curl is.
+show_http() {
+        command -v curl >/dev/null 2>&1 || return 0
+        step "POST http://127.0.0.1:$HTTP_PORT/v1/limiters/per_key/try (the HTTP API)"
+        curl -sS -X POST -d '{"key":"http-demo"}' "http://127.0.0.1:$HTTP_PORT/v1/limiters/per_key/try" ||
+                die "the HTTP API did not answer"
+        echo
 }
 
 # GET /metrics from the demo's throttled (bash's /dev/tcp: no curl needed).
@@ -340,6 +352,7 @@ main() {
         run_workers
         show_arena
         show_metrics
+        show_http
         local ok=0
         check_limits || ok=1
         if [ "$keep" -eq 1 ]; then

@@ -14,11 +14,11 @@
 #                          TSan: its inheritable arena looks for free address space where TSan
 #                          keeps its shadow and aborts with "Could not initialize inheritable
 #                          arena" (Snaipe/Criterion#274).
-#   fuzz     build-fuzz/   clang -DTHR_FUZZ=ON: the config fuzz target under libFuzzer with ASan
-#                          and UBSan for 60 s (tests/fuzz); only the fuzz target is built. Where
-#                          clang cannot link -fsanitize=fuzzer it is skipped with a notice (the
-#                          asan suite's fuzz_config_short, the same target over generated files,
-#                          still runs).
+#   fuzz     build-fuzz/   clang -DTHR_FUZZ=ON: the config and HTTP fuzz targets under libFuzzer
+#                          with ASan and UBSan for 60 s each (tests/fuzz); only the fuzz targets
+#                          are built. Where clang cannot link -fsanitize=fuzzer it is skipped
+#                          with a notice (the asan suite's fuzz_config_short and fuzz_http_short,
+#                          the same targets over generated files, still run).
 # --quick runs the release suite alone; --no-hugepages is passed to setup.sh.
 # A tree that fails to configure or build counts as one failed test. The last line is the sum
 # over the suites, "N passed, M failed"; the exit status is 0 only if nothing failed.
@@ -61,8 +61,10 @@ suite() {
         read -ra prefix <<<"$([ "$name" = release ] || sanitizer_prefix)"
         echo
         echo "==== $name: configure and build $dir ($opts)"
+        # $SUITE_TARGET unquoted: it may name several targets
+        # shellcheck disable=SC2086
         if ! cmake -S . -B "$dir" --log-level=WARNING "${cmake_opts[@]}" ||
-                ! cmake --build "$dir" -j2 ${SUITE_TARGET:+--target "$SUITE_TARGET"}; then
+                ! cmake --build "$dir" -j2 ${SUITE_TARGET:+--target $SUITE_TARGET}; then
                 echo "==== $name: BUILD FAILED"
                 record "$name" 0 1 "build failed"
                 return 0
@@ -124,10 +126,10 @@ main() {
                 suite tsan build-tsan "$common -DTHR_SANITIZE=OFF -DTHR_TSAN=ON -DTHR_BENCH=OFF" \
                         -R '^(stress_threads|stress_peer|daemon_threads)$'
                 if have_libfuzzer; then
-                        SUITE_TARGET=fuzz_config suite fuzz build-fuzz \
+                        SUITE_TARGET="fuzz_config fuzz_http" suite fuzz build-fuzz \
                                 "-DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo \
                                 -DTHR_WERROR=ON -DTHR_TESTS=OFF -DTHR_BENCH=OFF -DTHR_FUZZ=ON" \
-                                -R '^fuzz_config_libfuzzer$'
+                                -R '^fuzz_(config|http)_libfuzzer$'
                 else
                         echo "test.sh: NOTICE: clang cannot link -fsanitize=fuzzer: the libFuzzer" \
                                 "run is skipped (the asan suite ran fuzz_config_short)" >&2

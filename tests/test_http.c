@@ -1,0 +1,660 @@
+/*
+ * test_http.c - throttled's HTTP API (doc/http-api.md) against a real daemon on a manual clock:
+ * every route, limits shared exactly with shared-memory clients, rate waits answered when due and
+ * given back when the client leaves, leases held for HTTP clients and their expiry, the bounds
+ * and every kind of bad request (each answered with its status and JSON error, the daemon still
+ * serving after it), the token, a Unix socket, and reloads seen over HTTP.
+ */
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sysexits.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "helpers.h"
+#include "throttle/throttle.h"
+
+static struct tdaemon fx;
+static int port;
+static char unix_path[108]; /* set: requests go to this socket instead of the port */
+
+static void setup(void)
+{
+        tdaemon_init(&fx);
+        unix_path[0] = '\0';
+}
+
+static void teardown(void)
+{
+        tdaemon_fini(&fx);
+}
+
+TestSuite(http, .init = setup, .fini = teardown, .timeout = 120);
+
+static int free_port(void)
+{
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        socklen_t n = sizeof(sa);
+        cr_assert(fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+                  getsockname(fd, (struct sockaddr *)&sa, &n) == 0);
+        close(fd);
+        return ntohs(sa.sin_port);
+}
+
+#define LIMS                                                                                       \
+        "[lim]\nrate = 1/s\nburst = 5\ncapacity = 64\n\n"                                          \
+        "[sem]\nkind = semaphore\nmax = 3\ncapacity = 64\n\n"                                      \
+        "[bud]\nkind = budget\ninitial = 10\ncapacity = 64\n\n"                                    \
+        "[pair]\ncompose = lim, bud\n"
+
+/* Start a daemon with the HTTP API on a free port (or EXTRA's own http line) and LIMS. */
+static void start(const char *extra, const char *lims)
+{
+        char keys[1024];
+        port = free_port();
+        snprintf(keys, sizeof(keys), "%shttp = %s%d\n%s", "",
+                 unix_path[0] ? "" : "127.0.0.1:", port, extra ? extra : "");
+        if (unix_path[0])
+                snprintf(keys, sizeof(keys), "http = unix:%s\n%s", unix_path, extra ? extra : "");
+        tdaemon_config(&fx, true, keys, lims ? lims : LIMS);
+        tdaemon_start(&fx, NULL);
+        tdaemon_wait_ready(&fx, 0, 1);
+        tdaemon_wait_log(&fx, 0, "http: serving", 1);
+}
+
+static int hconnect(void)
+{
+        int fd;
+        if (unix_path[0]) {
+                struct sockaddr_un sa = {.sun_family = AF_UNIX};
+                snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", unix_path);
+                fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+                cr_assert_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0, "%s",
+                             strerror(errno));
+                return fd;
+        }
+        struct sockaddr_in sa = {.sin_family = AF_INET,
+                                 .sin_port = htons((uint16_t)port),
+                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        cr_assert_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0, "%s", strerror(errno));
+        return fd;
+}
+
+static void hsend(int fd, const char *method, const char *path, const char *body,
+                  const char *headers)
+{
+        size_t blen = body ? strlen(body) : 0;
+        char *req = malloc(blen + 2048);
+        int n = snprintf(req, 2048,
+                         "%s %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n%sContent-Length: "
+                         "%zu\r\n\r\n",
+                         method, path, headers ? headers : "", blen);
+        memcpy(req + n, body ? body : "", blen);
+        size_t left = (size_t)n + blen, off = 0;
+        while (left) {
+                ssize_t w = write(fd, req + off, left);
+                if (w <= 0)
+                        break; /* the server may answer and close before reading it all */
+                off += (size_t)w;
+                left -= (size_t)w;
+        }
+        free(req);
+}
+
+struct resp {
+        int status;
+        char *raw;
+        const char *body;
+        json_t *j;
+};
+
+/* Read a whole response (the server closes after it: Connection: close). */
+static struct resp hread(int fd)
+{
+        struct resp r = {0};
+        size_t cap = 1 << 16, len = 0;
+        r.raw = malloc(cap);
+        for (ssize_t got; (got = read(fd, r.raw + len, cap - len - 1)) > 0;)
+                len += (size_t)got;
+        r.raw[len] = '\0';
+        close(fd);
+        if (sscanf(r.raw, "HTTP/1.1 %d", &r.status) != 1)
+                return r;
+        const char *b = strstr(r.raw, "\r\n\r\n");
+        r.body = b ? b + 4 : "";
+        r.j = json_loads(r.body, 0, NULL);
+        return r;
+}
+
+static void rfree(struct resp *r)
+{
+        json_decref(r->j);
+        free(r->raw);
+}
+
+static struct resp req_h(const char *method, const char *path, const char *body,
+                         const char *headers)
+{
+        int fd = hconnect();
+        hsend(fd, method, path, body, headers);
+        return hread(fd);
+}
+
+static struct resp req(const char *method, const char *path, const char *body)
+{
+        return req_h(method, path, body, NULL);
+}
+
+static long long jint(const struct resp *r, const char *field)
+{
+        json_t *v = json_object_get(r->j, field);
+        cr_assert(json_is_integer(v), "no integer '%s' in %s", field, r->raw);
+        return json_integer_value(v);
+}
+
+static bool jbool(const struct resp *r, const char *field)
+{
+        json_t *v = json_object_get(r->j, field);
+        cr_assert(json_is_boolean(v), "no boolean '%s' in %s", field, r->raw);
+        return json_is_true(v);
+}
+
+/* The response must have STATUS and, for an error, the JSON error ERR. */
+static void expect(const struct resp *r, int status, const char *err)
+{
+        cr_assert_eq(r->status, status, "want %d, got: %s", status, r->raw);
+        cr_assert(json_is_object(r->j), "not a JSON object: %s", r->raw);
+        cr_assert_not_null(strstr(r->raw, "Content-Type: application/json"), "%s", r->raw);
+        if (err) {
+                json_t *e = json_object_get(r->j, "error");
+                cr_assert(json_is_string(e) && !strcmp(json_string_value(e), err),
+                          "want error %s: %s", err, r->raw);
+                cr_assert(json_is_string(json_object_get(r->j, "message")), "%s", r->raw);
+                cr_assert(json_is_integer(json_object_get(r->j, "errno")), "%s", r->raw);
+        }
+}
+
+/* A request that must answer STATUS (and ERR); its response freed. */
+static void must(const char *method, const char *path, const char *body, int status,
+                 const char *err)
+{
+        struct resp r = req(method, path, body);
+        expect(&r, status, err);
+        rfree(&r);
+}
+
+static bool try_http(const char *key)
+{
+        char body[256];
+        snprintf(body, sizeof(body), "{\"key\":\"%s\"}", key);
+        struct resp r = req("POST", "/v1/limiters/lim/try", body);
+        expect(&r, 200, NULL);
+        bool ok = jbool(&r, "admitted");
+        if (!ok)
+                cr_assert_not_null(strstr(r.raw, "Retry-After: 1\r\n"), "%s", r.raw);
+        rfree(&r);
+        return ok;
+}
+
+/* reset_after_ns of KEY on lim by a peek (cost 0) in shared memory. */
+static uint64_t reset_after(thr_limiter *l, const char *key)
+{
+        struct thr_result res;
+        cr_assert_geq(thr_limiter_try(l, key, strlen(key), 0, &res), 0);
+        return res.reset_after_ns;
+}
+
+/* ---------------------------------------------------------------- every route */
+
+Test(http, every_route_answers)
+{
+        start(NULL, NULL);
+        struct resp r = req("GET", "/v1/limiters", NULL);
+        expect(&r, 200, NULL);
+        json_t *arr = json_object_get(r.j, "limiters");
+        cr_assert_eq(json_array_size(arr), 3, "%s", r.raw);
+        cr_assert_str_eq(json_string_value(json_object_get(json_array_get(arr, 1), "kind")),
+                         "semaphore");
+        rfree(&r);
+        r = req("GET", "/v1/limiters/lim", NULL);
+        expect(&r, 200, NULL);
+        cr_assert_eq(jint(&r, "burst"), 5);
+        cr_assert_eq(jint(&r, "period_ns"), 1000000000);
+        rfree(&r);
+
+        r = req("POST", "/v1/limiters/lim/try", "{\"key\":\"k\",\"cost\":2}");
+        expect(&r, 200, NULL);
+        cr_assert(jbool(&r, "admitted"));
+        cr_assert_eq(jint(&r, "remaining"), 3);
+        cr_assert_eq(jint(&r, "limit"), 5);
+        rfree(&r);
+        r = req("POST", "/v1/limiters/lim/acquire", "{\"key\":\"k\",\"timeout_ms\":0}");
+        expect(&r, 200, NULL);
+        cr_assert(jbool(&r, "admitted"));
+        cr_assert_eq(jint(&r, "remaining"), 2);
+        rfree(&r);
+
+        r = req("POST", "/v1/limiters/sem/leases", "{\"key\":\"s\",\"amount\":2,\"ttl_ms\":5000}");
+        expect(&r, 201, NULL);
+        char id[64];
+        snprintf(id, sizeof(id), "%s", json_string_value(json_object_get(r.j, "lease")));
+        cr_assert_eq(strlen(id), 32, "%s", r.raw);
+        cr_assert_eq(jint(&r, "amount"), 2);
+        cr_assert_eq(jint(&r, "expires_in_ms"), 5000);
+        rfree(&r);
+        r = req("GET", "/v1/limiters/sem/sem?key=s", NULL);
+        expect(&r, 200, NULL);
+        cr_assert_eq(jint(&r, "held"), 2);
+        cr_assert_eq(jint(&r, "remainder"), 1);
+        cr_assert_eq(jint(&r, "max"), 3);
+        rfree(&r);
+        char path[128];
+        snprintf(path, sizeof(path), "/v1/leases/%s/heartbeat", id);
+        r = req("POST", path, "{\"ttl_ms\":9000}");
+        expect(&r, 200, NULL);
+        cr_assert_eq(jint(&r, "expires_in_ms"), 9000);
+        rfree(&r);
+        snprintf(path, sizeof(path), "/v1/leases/%s", id);
+        r = req("DELETE", path, NULL);
+        expect(&r, 200, NULL);
+        cr_assert(jbool(&r, "released"));
+        rfree(&r);
+        must("DELETE", path, NULL, 404, "ENOENT");
+        r = req("GET", "/v1/limiters/sem/sem?key=s", NULL);
+        cr_assert_eq(jint(&r, "held"), 0, "%s", r.raw);
+        rfree(&r);
+
+        r = req("POST", "/v1/limiters/bud/spend", "{\"key\":\"b\",\"cost\":4}");
+        expect(&r, 200, NULL);
+        cr_assert_eq(jint(&r, "balance"), 6);
+        rfree(&r);
+        r = req("POST", "/v1/limiters/bud/spend", "{\"key\":\"b\",\"cost\":9}");
+        expect(&r, 429, "EAGAIN");
+        cr_assert_eq(jint(&r, "shortfall"), 3);
+        rfree(&r);
+        r = req("POST", "/v1/limiters/bud/add", "{\"key\":\"b\",\"amount\":5}");
+        expect(&r, 200, NULL);
+        cr_assert_eq(jint(&r, "balance"), 11);
+        rfree(&r);
+        r = req("GET", "/v1/limiters/bud/budget?key=b", NULL);
+        expect(&r, 200, NULL);
+        cr_assert_eq(jint(&r, "balance"), 11);
+        cr_assert_eq(jint(&r, "initial"), 10);
+        rfree(&r);
+
+        r = req("POST", "/v1/compose/try",
+                "{\"members\":[{\"limiter\":\"lim\",\"key\":\"c\",\"cost\":5},"
+                "{\"limiter\":\"bud\",\"key\":\"c\",\"cost\":10}]}");
+        expect(&r, 200, NULL);
+        cr_assert(jbool(&r, "admitted"));
+        cr_assert_eq(jint(&r, "denied"), -1);
+        cr_assert_eq(json_integer_value(json_array_get(json_object_get(r.j, "remaining"), 1)), 0);
+        rfree(&r);
+        r = req("POST", "/v1/compose/acquire",
+                "{\"members\":[{\"limiter\":\"lim\",\"key\":\"c2\",\"cost\":1}],\"timeout_ms\":0}");
+        expect(&r, 200, NULL);
+        cr_assert(jbool(&r, "admitted"));
+        rfree(&r);
+        r = req("POST", "/v1/groups/pair/try",
+                "{\"args\":[{\"key\":\"g\",\"cost\":1},{\"key\":\"g\",\"cost\":11}]}");
+        expect(&r, 200, NULL);
+        cr_assert(!jbool(&r, "admitted"));
+        cr_assert_eq(jint(&r, "denied"), 1);
+        rfree(&r);
+        r = req("POST", "/v1/groups/pair/acquire",
+                "{\"args\":[{\"key\":\"g\",\"cost\":1},{\"key\":\"g\",\"cost\":10}],"
+                "\"timeout_ms\":0}");
+        expect(&r, 200, NULL);
+        cr_assert(jbool(&r, "admitted"));
+        rfree(&r);
+}
+
+/* HTTP and shared memory on one key admit exactly the burst, then exactly the refill. */
+Test(http, shared_with_shared_memory_exactly)
+{
+        start(NULL, NULL);
+        thr_limiter *l = tdaemon_lim(&fx, 0, "lim");
+        int admitted = 0;
+        for (int i = 0; i < 8; i++) {
+                if (i % 2)
+                        admitted += try_http("shared");
+                else
+                        admitted += thr_limiter_try(l, "shared", 6, 1, NULL) == 1;
+        }
+        cr_assert_eq(admitted, 5);
+        cr_assert_eq(thr_clock_advance(fx.a, 2 * SEC), 0);
+        admitted = 0;
+        for (int i = 0; i < 6; i++) {
+                if (i % 2)
+                        admitted += thr_limiter_try(l, "shared", 6, 1, NULL) == 1;
+                else
+                        admitted += try_http("shared");
+        }
+        cr_assert_eq(admitted, 2);
+}
+
+/* A rate acquire is held (no answer) until its place is due, then answered admitted. */
+Test(http, acquire_waits_until_due)
+{
+        start(NULL, NULL);
+        thr_limiter *l = tdaemon_lim(&fx, 0, "lim");
+        for (int i = 0; i < 5; i++)
+                cr_assert_eq(thr_limiter_try(l, "w", 1, 1, NULL), 1);
+        int fd = hconnect();
+        hsend(fd, "POST", "/v1/limiters/lim/acquire", "{\"key\":\"w\",\"timeout_ms\":3000}", NULL);
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        cr_assert_eq(poll(&p, 1, 300), 0, "answered before the place was due");
+        /* the place is taken: the key's TAT went one emission interval further */
+        cr_assert_eq(reset_after(l, "w"), 6 * SEC);
+        cr_assert_eq(thr_clock_advance(fx.a, SEC), 0);
+        struct resp r = hread(fd);
+        expect(&r, 200, NULL);
+        cr_assert(jbool(&r, "admitted"));
+        rfree(&r);
+        /* a wait past the timeout is refused at once, nothing consumed */
+        r = req("POST", "/v1/limiters/lim/acquire", "{\"key\":\"w\",\"timeout_ms\":500}");
+        expect(&r, 429, "ETIMEDOUT");
+        cr_assert_not_null(strstr(r.raw, "Retry-After: 1\r\n"), "%s", r.raw);
+        rfree(&r);
+        cr_assert_eq(reset_after(l, "w"), 5 * SEC);
+}
+
+/* A client that leaves before its place is due gets it given back: the key's TAT goes back. */
+Test(http, acquire_cancelled_when_the_client_leaves)
+{
+        start(NULL, NULL);
+        thr_limiter *l = tdaemon_lim(&fx, 0, "lim");
+        for (int i = 0; i < 5; i++)
+                cr_assert_eq(thr_limiter_try(l, "c", 1, 1, NULL), 1);
+        cr_assert_eq(reset_after(l, "c"), 5 * SEC);
+        int fd = hconnect();
+        hsend(fd, "POST", "/v1/limiters/lim/acquire", "{\"key\":\"c\",\"timeout_ms\":30000}", NULL);
+        struct timespec t0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        while (reset_after(l, "c") != 6 * SEC) {
+                cr_assert_lt(telapsed_s(&t0), TD_READY, "the place was never taken");
+                tdoze();
+        }
+        close(fd);
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        while (reset_after(l, "c") != 5 * SEC) {
+                cr_assert_lt(telapsed_s(&t0), TD_READY, "the place was not given back");
+                tdoze();
+        }
+        cr_assert(try_http("other"));
+}
+
+/* ---------------------------------------------------------------- leases */
+
+/* A lease over HTTP is held against shared-memory clients; not heartbeated, it expires by its TTL
+ * and its units are free again for them; its id then answers 410 or 404. */
+Test(http, lease_expires_without_heartbeat)
+{
+        start(NULL, NULL);
+        thr_limiter *l = tdaemon_lim(&fx, 0, "sem");
+        struct resp r =
+            req("POST", "/v1/limiters/sem/leases", "{\"key\":\"L\",\"amount\":3,\"ttl_ms\":1000}");
+        expect(&r, 201, NULL);
+        char path[128];
+        snprintf(path, sizeof(path), "/v1/leases/%s/heartbeat",
+                 json_string_value(json_object_get(r.j, "lease")));
+        rfree(&r);
+        struct thr_lease mine;
+        cr_assert_eq(thr_sem_try(l, "L", 1, 1, SEC, &mine), -EAGAIN);
+        must("POST", "/v1/limiters/sem/leases", "{\"key\":\"L\"}", 429, "EAGAIN");
+        cr_assert_eq(thr_clock_advance(fx.a, 2 * SEC), 0);
+        cr_assert_eq(thr_sem_try(l, "L", 1, 3, SEC, &mine), 0);
+        r = req("POST", path, "{}");
+        cr_assert(r.status == 410 || r.status == 404, "%s", r.raw);
+        rfree(&r);
+        cr_assert_eq(thr_sem_release(&mine), 0);
+}
+
+/* A lease waiting for units runs in a waiter thread; with every waiter busy, 503 EBUSY. */
+Test(http, lease_wait_and_waiter_bound)
+{
+        start("http_waiters = 1\n", NULL);
+        thr_limiter *l = tdaemon_lim(&fx, 0, "sem");
+        struct thr_lease mine;
+        cr_assert_eq(thr_sem_try(l, "W", 1, 3, 10 * SEC, &mine), 0);
+        int fd = hconnect();
+        hsend(fd, "POST", "/v1/limiters/sem/leases",
+              "{\"key\":\"W\",\"amount\":1,\"timeout_ms\":20000}", NULL);
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        cr_assert_eq(poll(&p, 1, 300), 0, "answered while no unit was free");
+        must("POST", "/v1/limiters/bud/spend", "{\"key\":\"x\",\"cost\":99,\"timeout_ms\":1000}",
+             503, "EBUSY");
+        cr_assert_eq(thr_sem_release(&mine), 0);
+        struct resp r = hread(fd);
+        expect(&r, 201, NULL);
+        cr_assert_eq(jint(&r, "amount"), 1);
+        rfree(&r);
+}
+
+/* ---------------------------------------------------------------- bad requests */
+
+struct bad {
+        const char *method, *path, *body;
+        int status;
+        const char *err;
+};
+
+Test(http, bad_requests_answered_and_survived)
+{
+        start("http_max_body = 1024\n", NULL);
+        char longkey[300], huge[4096];
+        snprintf(longkey, sizeof(longkey), "{\"key\":\"%0105d\"}", 7);
+        memset(huge, ' ', sizeof(huge) - 1);
+        huge[sizeof(huge) - 1] = '\0';
+        huge[0] = '{';
+        huge[sizeof(huge) - 2] = '}';
+        const struct bad tab[] = {
+            {"POST", "/v1/limiters/lim/try", "{\"key\":", 400, "EINVAL"},
+            {"POST", "/v1/limiters/lim/try", "[1,2]", 400, "EINVAL"},
+            {"POST", "/v1/limiters/lim/try", "{\"key\":5}", 400, "EINVAL"},
+            {"POST", "/v1/limiters/lim/try", "{\"key\":\"a\",\"cost\":\"1\"}", 400, "EINVAL"},
+            {"POST", "/v1/limiters/lim/try", "{\"key\":\"a\",\"cost\":-1}", 400, "EINVAL"},
+            {"POST", "/v1/limiters/lim/try", "{\"key\":\"a\",\"cost\":1.5}", 400, "EINVAL"},
+            {"POST", "/v1/limiters/lim/try", "{\"key\":\"a\",\"colour\":1}", 400, "EINVAL"},
+            {"POST", "/v1/limiters/lim/try", "{\"key\":\"a\",\"key\":\"b\"}", 400, "EINVAL"},
+            {"POST", "/v1/limiters/lim/try", "{}", 400, "EINVAL"},
+            {"POST", "/v1/limiters/lim/try", "{\"key\":\"\"}", 400, "EINVAL"},
+            {"POST", "/v1/limiters/lim/try", longkey, 400, "ENAMETOOLONG"},
+            {"POST", "/v1/limiters/lim/try", huge, 413, "EMSGSIZE"},
+            {"POST", "/v1/limiters/nope/try", "{\"key\":\"a\"}", 404, "ENOENT"},
+            {"POST", "/v1/limiters/../try", "{\"key\":\"a\"}", 404, "ENOENT"},
+            {"GET", "/v1/nothing", NULL, 404, "ENOENT"},
+            {"GET", "/metrics", NULL, 404, "ENOENT"},
+            {"POST", "/v1/compose/refund", "{}", 404, "ENOENT"},
+            {"DELETE", "/v1/leases/00112233445566778899aabbccddeeff", NULL, 404, "ENOENT"},
+            {"GET", "/v1/limiters/lim/try", NULL, 405, "EINVAL"},
+            {"PUT", "/v1/limiters", NULL, 405, "EINVAL"},
+            {"POST", "/v1/limiters/lim/try", "{\"key\":\"a\",\"cost\":6}", 422, "ERANGE"},
+            {"POST", "/v1/limiters/sem/try", "{\"key\":\"a\"}", 409, "EOPNOTSUPP"},
+            {"POST", "/v1/limiters/lim/leases", "{\"key\":\"a\"}", 409, "EOPNOTSUPP"},
+            {"GET", "/v1/limiters/sem/sem", NULL, 400, "EINVAL"},
+            {"GET", "/v1/limiters/sem/sem?key=a&x=1", NULL, 400, "EINVAL"},
+            {"POST", "/v1/compose/try", "{\"members\":[]}", 400, "EINVAL"},
+            {"POST", "/v1/compose/try",
+             "{\"members\":[{\"limiter\":\"lim\",\"key\":\"a\"},"
+             "{\"limiter\":\"lim\",\"key\":\"a\"}]}",
+             400, "EINVAL"},
+            {"POST", "/v1/groups/pair/try", "{\"args\":[{\"key\":\"a\"}]}", 400, "EINVAL"},
+            {"POST", "/v1/groups/none/try", "{\"args\":[{\"key\":\"a\"}]}", 404, "ENOENT"},
+            {"POST", "/v1/limiters/sem/leases", "{\"key\":\"a\",\"amount\":4294967296}", 400,
+             "EINVAL"},
+        };
+        for (size_t i = 0; i < sizeof(tab) / sizeof(tab[0]); i++) {
+                struct resp r = req(tab[i].method, tab[i].path, tab[i].body);
+                cr_assert_eq(r.status, tab[i].status, "case %zu (%s %s %.60s): %s", i,
+                             tab[i].method, tab[i].path, tab[i].body ? tab[i].body : "", r.raw);
+                expect(&r, tab[i].status, tab[i].err);
+                rfree(&r);
+                cr_assert(try_http("alive"), "case %zu: the daemon stopped serving", i);
+                cr_assert_eq(thr_clock_advance(fx.a, SEC), 0);
+        }
+        struct resp r = req("GET", "/v1/limiters/lim/try", NULL);
+        cr_assert_not_null(strstr(r.raw, "Allow: POST\r\n"), "%s", r.raw);
+        rfree(&r);
+}
+
+/* A client sending a byte a second is dropped at http_timeout_ms; others are still served. */
+Test(http, slow_client_dropped)
+{
+        start("http_timeout_ms = 1500\n", NULL);
+        int fd = hconnect();
+        const char *reqs = "POST /v1/limiters/lim/try HTTP/1.1\r\nHost: x\r\n";
+        struct timespec t0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        bool closed = false;
+        for (size_t i = 0; !closed && i < strlen(reqs); i++) {
+                cr_assert_lt(telapsed_s(&t0), 6, "a slow client was kept for 6 s");
+                if (send(fd, reqs + i, 1, MSG_NOSIGNAL) != 1)
+                        break;
+                struct pollfd p = {.fd = fd, .events = POLLIN};
+                if (poll(&p, 1, 1000) == 1) {
+                        char b[256];
+                        closed = read(fd, b, sizeof(b)) <= 0;
+                }
+        }
+        close(fd);
+        double t = telapsed_s(&t0);
+        cr_assert(t >= 1.0 && t < 6, "dropped after %.1f s", t);
+        cr_assert(try_http("after"));
+}
+
+/* Connections past http_max_connections are answered 503 EBUSY. */
+Test(http, connections_past_the_bound)
+{
+        start("http_max_connections = 2\n", NULL);
+        int a = hconnect(), b = hconnect();
+        usleep(200000); /* both accepted */
+        struct resp r = req("POST", "/v1/limiters/lim/try", "{\"key\":\"a\"}");
+        expect(&r, 503, "EBUSY");
+        rfree(&r);
+        close(a);
+        close(b);
+        struct timespec t0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        for (;;) {
+                r = req("POST", "/v1/limiters/lim/try", "{\"key\":\"a\"}");
+                int st = r.status;
+                rfree(&r);
+                if (st == 200)
+                        break;
+                cr_assert_lt(telapsed_s(&t0), TD_READY, "still refused after the others left");
+                tdoze();
+        }
+}
+
+/* ---------------------------------------------------------------- token, socket, reload */
+
+Test(http, token_required)
+{
+        char tok[256], extra[512];
+        snprintf(tok, sizeof(tok), "%s/token", fx.dir);
+        FILE *f = fopen(tok, "we");
+        cr_assert_not_null(f);
+        fputs("s3cret-token\n", f);
+        fclose(f);
+        cr_assert_eq(chmod(tok, 0644), 0);
+        snprintf(extra, sizeof(extra), "http_token_file = %s\n", tok);
+        port = free_port();
+        char keys[700];
+        snprintf(keys, sizeof(keys), "http = 127.0.0.1:%d\n%s", port, extra);
+        tdaemon_config(&fx, true, keys, LIMS);
+        int i = tdaemon_start(&fx, NULL);
+        cr_assert_eq(tdaemon_exit_code(&fx, i), EX_CONFIG, "%s", tdaemon_log(&fx, i));
+        cr_assert_not_null(strstr(tdaemon_log(&fx, i), "readable or writable by others"), "%s",
+                           tdaemon_log(&fx, i));
+        cr_assert_eq(chmod(tok, 0600), 0);
+        i = tdaemon_start(&fx, NULL);
+        tdaemon_wait_ready(&fx, i, 1);
+        tdaemon_wait_log(&fx, i, "http: serving", 1);
+        const char *body = "{\"key\":\"t\"}";
+        struct resp r = req("POST", "/v1/limiters/lim/try", body);
+        expect(&r, 401, "EACCES");
+        rfree(&r);
+        r = req_h("POST", "/v1/limiters/lim/try", body, "Authorization: Bearer s3cret-tokem\r\n");
+        expect(&r, 401, "EACCES");
+        rfree(&r);
+        r = req_h("POST", "/v1/limiters/lim/try", body, "Authorization: Bearer s3cret\r\n");
+        expect(&r, 401, "EACCES");
+        rfree(&r);
+        r = req_h("POST", "/v1/limiters/lim/try", body, "Authorization: Bearer s3cret-token\r\n");
+        expect(&r, 200, NULL);
+        rfree(&r);
+}
+
+Test(http, unix_socket)
+{
+        snprintf(unix_path, sizeof(unix_path), "%s/http.sock", fx.dir);
+        start(NULL, NULL);
+        struct stat st;
+        cr_assert_eq(stat(unix_path, &st), 0);
+        cr_assert_eq(st.st_mode & 0777, 0660);
+        cr_assert(try_http("u"));
+}
+
+Test(http, reload_adds_and_removes)
+{
+        start(NULL, "[lim]\nrate = 1/s\nburst = 5\ncapacity = 64\n\n[gone]\nrate = 1/s\n"
+                    "burst = 2\ncapacity = 64\n");
+        must("POST", "/v1/limiters/gone/try", "{\"key\":\"a\"}", 200, NULL);
+        must("POST", "/v1/limiters/fresh/try", "{\"key\":\"a\"}", 404, "ENOENT");
+        char keys[256], out[8192];
+        snprintf(keys, sizeof(keys), "http = 127.0.0.1:%d\n", port);
+        tdaemon_config(&fx, true, keys,
+                       "[lim]\nrate = 1/s\nburst = 5\ncapacity = 64\n\n[fresh]\nrate = 1/s\n"
+                       "capacity = 64\n");
+        cr_assert_eq(tdaemon_run(&fx, out, sizeof(out), "--reload", NULL, NULL), 0, "%s", out);
+        must("POST", "/v1/limiters/gone/try", "{\"key\":\"a\"}", 410, "EIDRM");
+        must("POST", "/v1/limiters/fresh/try", "{\"key\":\"a\"}", 200, NULL);
+        struct resp r = req("GET", "/v1/limiters", NULL);
+        expect(&r, 200, NULL);
+        cr_assert_not_null(strstr(r.body, "\"fresh\""), "%s", r.raw);
+        cr_assert_null(strstr(r.body, "\"gone\""), "%s", r.raw);
+        rfree(&r);
+}
+
+/* SIGTERM with a rate wait pending and a lease held: the wait is answered 503 and its place given
+ * back, the lease is released, and the daemon exits 0 (under ASan: nothing leaked). */
+Test(http, stop_answers_waits_and_releases_leases)
+{
+        start(NULL, NULL);
+        thr_limiter *l = tdaemon_lim(&fx, 0, "lim");
+        thr_limiter *s = tdaemon_lim(&fx, 1, "sem");
+        for (int i = 0; i < 5; i++)
+                cr_assert_eq(thr_limiter_try(l, "z", 1, 1, NULL), 1);
+        must("POST", "/v1/limiters/sem/leases", "{\"key\":\"S\",\"amount\":3}", 201, NULL);
+        int fd = hconnect();
+        hsend(fd, "POST", "/v1/limiters/lim/acquire", "{\"key\":\"z\"}", NULL);
+        struct timespec t0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        while (reset_after(l, "z") != 6 * SEC) {
+                cr_assert_lt(telapsed_s(&t0), TD_READY, "the place was never taken");
+                tdoze();
+        }
+        tdaemon_stop(&fx, 0);
+        struct resp r = hread(fd);
+        expect(&r, 503, "EBUSY");
+        rfree(&r);
+        cr_assert_eq(reset_after(l, "z"), 5 * SEC);
+        struct thr_lease mine;
+        cr_assert_eq(thr_sem_try(s, "S", 1, 3, SEC, &mine), 0);
+        cr_assert_eq(thr_sem_release(&mine), 0);
+}
