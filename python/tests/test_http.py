@@ -188,7 +188,7 @@ def test_lease_expires_without_heartbeat_and_heartbeat_keeps_it(client, daemon):
     lost = lim.lease("ttl", 1, ttl=1.0, timeout=0)
     assert lim.sem_stat("ttl").held == 2
     daemon.advance(0.6)
-    kept.heartbeat(1.0)
+    kept.heartbeat()  # its last ttl: 1 s from now
     daemon.advance(0.6)  # lost: 1.2 s old, past its ttl; kept: 0.6 s into its new second
     st = lim.sem_stat("ttl")
     assert (st.held, st.leases) == (1, 1)
@@ -339,8 +339,9 @@ def test_threads_have_their_own_connections_and_close_closes_them(client):
 def test_acquire_waits_for_its_place_or_times_out_at_once(client, daemon):
     lim = client.limiter("slow")  # 10/s, burst 1
     assert lim.acquire("wait", timeout=0).admitted
-    with pytest.raises(te.Timeout):
+    with pytest.raises(te.Timeout) as ei:
         lim.acquire("wait", timeout=0.05)  # due in 100 ms: more than allowed, nothing taken
+    assert 0 < ei.value.retry_after_ns <= 100_000_000
     # The place is due 100 ms of arena time from now; the manual clock gets there 0.3 s of real
     # time from now, and the server holds the answer until then.
     timer = threading.Timer(0.3, daemon.advance, (0.1,))

@@ -167,11 +167,17 @@ def _error(status: int, raw: bytes) -> ThrottleError:
     if status == 401:
         return Unauthorized(13, msg)  # EACCES
     err = from_name(body["error"], msg)
-    if isinstance(err, WouldBlock) and "shortfall" in body:
+    # What the daemon adds to an error: a budget's result (its shortfall), a wait's
+    # retry_after_ns, a composed acquire's denied member.
+    if "shortfall" in body:
         try:
             err.result = _budget_result(body)  # type: ignore[attr-defined]
         except ServerError:
             pass
+    for field in ("retry_after_ns", "denied"):
+        v = body.get(field)
+        if isinstance(v, int) and not isinstance(v, bool):
+            setattr(err, field, v)
     return err
 
 
@@ -461,12 +467,16 @@ class Lease:
         return self.limiter.client._path("leases", self.id, *more)
 
     def heartbeat(self, ttl: Optional[float] = None) -> None:
-        """Extend it: it now expires TTL seconds from now (None: the ttl it was taken with).
-        Raises Expired (410) if the daemon reclaimed it already."""
-        ttl_ms = _ms("ttl", self.ttl if ttl is None else ttl)
-        if not ttl_ms:
-            raise InvalidArgument(22, "ttl: a heartbeat needs a positive ttl, got %r" % (ttl,))
-        _, b = self.limiter.client._request("POST", self._path("heartbeat"), {"ttl_ms": ttl_ms})
+        """Extend it: it now expires TTL seconds from now (None: its last ttl, as the daemon
+        keeps it). Raises Expired (410) if the daemon reclaimed it already."""
+        body: Dict[str, Any] = {}
+        if ttl is not None:
+            ttl_ms = _ms("ttl", ttl)
+            if not ttl_ms:
+                raise InvalidArgument(22, "ttl: a heartbeat needs a positive ttl, got %r" % (ttl,))
+            body["ttl_ms"] = ttl_ms
+            self.ttl = ttl
+        _, b = self.limiter.client._request("POST", self._path("heartbeat"), body)
         self.expires_ns = time.monotonic_ns() + _int(b, "expires_in_ms") * 1_000_000
 
     def release(self) -> None:
