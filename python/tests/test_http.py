@@ -180,6 +180,9 @@ def test_lease_with_block_holds_then_frees_on_exit(client):
     with lock(client, "sem", "res", amount=1):
         assert lim.sem_stat("res").held == 1
     assert lim.sem_stat("res").held == 0
+    with lock(client, "sem"):  # the seed's form: the key is the limiter's name
+        assert lim.sem_stat("sem").held == 1
+    assert lim.sem_stat("sem").held == 0
 
 
 def test_lease_expires_without_heartbeat_and_heartbeat_keeps_it(client, daemon):
