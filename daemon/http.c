@@ -324,18 +324,44 @@ static void timer_pass(struct http *h, struct pollfd *fds, struct conn **polled,
         pthread_mutex_unlock(&h->mu);
 }
 
+/* Room in *FDS and *POLLED for N waits (and the wake pipe); false when out of memory. */
+static bool timer_room(struct pollfd **fds, struct conn ***polled, size_t *cap, size_t n)
+{
+        if (n <= *cap)
+                return true;
+        size_t c = n * 2;
+        struct pollfd *f = realloc(*fds, (c + 1) * sizeof(*f));
+        if (f)
+                *fds = f;
+        struct conn **p = realloc(*polled, c * sizeof(*p));
+        if (p)
+                *polled = p;
+        if (!f || !p)
+                return false;
+        *cap = c;
+        return true;
+}
+
 static void *timer_main(void *arg)
 {
         struct http *h = arg;
-        size_t cap = 64;
-        struct pollfd *fds = malloc((cap + 1) * sizeof(*fds));
-        struct conn **polled = malloc(cap * sizeof(*polled));
+        size_t cap = 0;
+        struct pollfd *fds = NULL;
+        struct conn **polled = NULL;
         bool stop = false;
-        while (fds && polled && !stop) {
+        while (!stop) {
                 uint64_t now = 0;
-                size_t n = 0;
+                size_t n = 0, want = 0;
                 thr_clock_now(h->a, &now);
                 pthread_mutex_lock(&h->mu);
+                for (struct conn *cn = h->timers; cn; cn = cn->next)
+                        want++;
+                /* out of memory: the waits still end when due, hang-ups are seen then */
+                if (!timer_room(&fds, &polled, &cap, want < 64 ? 64 : want) && !fds) {
+                        pthread_mutex_unlock(&h->mu);
+                        usleep(10000);
+                        continue;
+                }
                 fds[0] = (struct pollfd){.fd = h->wake[0], .events = POLLIN};
                 for (struct conn *cn = h->timers; cn && n < cap; cn = cn->next) {
                         const union MHD_ConnectionInfo *ci =

@@ -6,7 +6,8 @@
 # static), the header, the pkg-config and CMake files, throttled in /usr/sbin, shmctl in
 # /usr/bin, /etc/throttle/throttled.conf (a conffile: dpkg keeps the admin's edits), the systemd
 # unit in /usr/lib/systemd/system and the man pages. Its dependencies come from dpkg-shlibdeps
-# (dpkg-dev). The maintainer scripts only tell a running systemd about the unit (daemon-reload),
+# (dpkg-dev): among them libmicrohttpd12 (/metrics and the HTTP API) and libjansson4 (the HTTP
+# API's JSON), which throttled links. The maintainer scripts only tell a running systemd about the unit (daemon-reload),
 # restart a running throttled on upgrade and stop it on removal; enabling it is the admin's
 # choice (systemctl enable --now throttled).
 set(THR_PACKAGE_MAINTAINER "throttle maintainers <throttle@localhost>" CACHE STRING
