@@ -32,7 +32,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import List, Tuple
+from typing import TYPE_CHECKING, List, Tuple
+
+if TYPE_CHECKING:
+    import throttle
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 GLOBAL_RATE, GLOBAL_PERIOD_NS, GLOBAL_BURST = 50, 1_000_000_000, 10
@@ -61,7 +64,7 @@ capacity = 16
 """
 
 
-def start_daemon(build: str, tmp: str) -> Tuple[subprocess.Popen, str]:
+def start_daemon(build: str, tmp: str) -> Tuple["subprocess.Popen[bytes]", str]:
     name = "pypool%d" % os.getpid()
     conf = os.path.join(tmp, "throttled.conf")
     with open(conf, "w") as f:
@@ -72,7 +75,7 @@ def start_daemon(build: str, tmp: str) -> Tuple[subprocess.Popen, str]:
     return proc, os.path.join(tmp, "throttle." + name)
 
 
-def open_arena(path: str, proc: subprocess.Popen) -> "throttle.Arena":  # noqa: F821
+def open_arena(path: str, proc: "subprocess.Popen[bytes]") -> "throttle.Arena":
     import throttle
     deadline = time.monotonic() + 10
     while True:
@@ -86,7 +89,7 @@ def open_arena(path: str, proc: subprocess.Popen) -> "throttle.Arena":  # noqa: 
             time.sleep(0.02)
 
 
-async def pool(arena: "throttle.Arena", tasks: int, end_ns: int,  # noqa: F821
+async def pool(arena: "throttle.Arena", tasks: int, end_ns: int,
                work: float) -> List[int]:
     import throttle
     glob = arena.limiter("global")

@@ -204,7 +204,7 @@ def version() -> Tuple[int, int, int]:
 
 def strerror(rc: int) -> str:
     """thr_strerror's text for a -errno."""
-    text = lib.thr_strerror(-abs(rc))
+    text: Optional[bytes] = lib.thr_strerror(-abs(rc))
     return text.decode("utf-8", "replace") if text else "error %d" % rc
 
 

@@ -21,7 +21,7 @@ from typing import Any, Callable, Optional, TypeVar
 from . import _lib
 from .arena import NS, Key, Lease, Limiter
 from .errors import ThrottleError
-from .results import Decision
+from .results import BudgetResult, Decision
 
 T = TypeVar("T")
 MANUAL_POLL = 0.005  # seconds between two looks at a manual clock
@@ -37,10 +37,12 @@ async def run_blocking(fn: Callable[..., T], *args: Any,
         return await asyncio.shield(fut)
     except asyncio.CancelledError:
         if undo is not None:
+            give_back: Callable[[T], Any] = undo
+
             def _late(f: "asyncio.Future[T]") -> None:
                 if not f.cancelled() and f.exception() is None:
                     try:
-                        undo(f.result())
+                        give_back(f.result())
                     except ThrottleError:
                         pass
             fut.add_done_callback(_late)
@@ -110,7 +112,7 @@ class AsyncLease:
 
 
 async def spend_async(limiter: Limiter, key: Key, cost: int,
-                      timeout: Optional[float] = 0) -> Any:
+                      timeout: Optional[float] = 0) -> BudgetResult:
     """Limiter.spend in the executor; a cancelled task's late spend is added back."""
     return await run_blocking(limiter.spend, key, cost, timeout,
                               undo=lambda _res: limiter.add(key, cost))

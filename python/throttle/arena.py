@@ -23,7 +23,7 @@ import math
 import os
 import threading
 import weakref
-from ctypes import byref, c_uint64, c_void_p, cast
+from ctypes import byref, c_char_p, c_uint64, c_void_p, cast
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, Union
 
 from . import _lib
@@ -270,7 +270,7 @@ def _members(members: Sequence[Tuple["Limiter", Key, int]]) -> Tuple[Any, List[b
         raw = _key(key)
         keep.append(raw)
         arr[i].lim = lim._handle()
-        arr[i].key = cast(raw, c_void_p)
+        arr[i].key = cast(c_char_p(raw), c_void_p)
         arr[i].len = len(raw)
         arr[i].cost = _uint(cost, "member %d cost" % i)
     return arr, keep
@@ -454,7 +454,7 @@ class Lease:
 
     @property
     def expires_ns(self) -> int:
-        return self._lease.expires_ns
+        return int(self._lease.expires_ns)
 
     @property
     def released(self) -> bool:
@@ -465,7 +465,7 @@ class Lease:
         new expires_ns. Expired if it had expired and was reclaimed."""
         ttl_ns = self._ttl_ns if ttl is None else _ns(ttl, "ttl")
         _lib.check(_lib.lib.thr_sem_heartbeat(byref(self._lease), ttl_ns))
-        return self._lease.expires_ns
+        return int(self._lease.expires_ns)
 
     def release(self) -> None:
         """Give it back (a second call does nothing). Expired if it had expired and been
@@ -531,7 +531,7 @@ class Group:
             if key is not None:  # None: the first member's key
                 raw = _key(key)
                 keep.append(raw)
-                arr[i].key = cast(raw, c_void_p)
+                arr[i].key = cast(c_char_p(raw), c_void_p)
                 arr[i].len = len(raw)
             arr[i].cost = _uint(cost, "arg %d cost" % i)
         return arr, keep
