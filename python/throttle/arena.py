@@ -449,6 +449,7 @@ class Lease:
         self._ttl_ns = ttl_ns
         self._released = False
         self._mutex = threading.Lock()
+        self._pid = os.getpid()
         self.amount: int = lease.amount
         self.waited_ns: int = lease.waited_ns
 
@@ -470,6 +471,12 @@ class Lease:
     def release(self) -> None:
         """Give it back (a second call does nothing). Expired if it had expired and been
         reclaimed (nothing held then either); NotPermitted in a fork child."""
+        if os.getpid() != self._pid:
+            # a fork child's copy: the library refuses it (-EPERM). Not under _mutex, which a
+            # thread of the parent may have held at the fork and nobody in the child releases.
+            _lib.check(_lib.lib.thr_sem_release(byref(self._lease)))
+            self._released = True
+            return
         with self._mutex:
             if self._released:
                 return
