@@ -85,3 +85,17 @@ def test_closed_arena_refuses_calls(daemon_factory):
         g.try_acquire("k")
     with pytest.raises(throttle.InvalidArgument, match="closed"):
         a.limiter("g")
+
+
+def test_missing_library_is_a_clear_import_error():
+    import os
+    import subprocess
+    import sys
+    code = ("import throttle\n"  # works without the library (the HTTP client needs none)
+            "try:\n    throttle.Arena\nexcept ImportError as e:\n    print(e)\n")
+    env = dict(os.environ, THROTTLE_LIBRARY="/nonexistent/libthrottle-client.so.0",
+               PYTHONPATH=os.path.dirname(os.path.dirname(throttle.__file__)))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "THROTTLE_LIBRARY" in out.stdout and "/nonexistent/libthrottle" in out.stdout, out.stdout
