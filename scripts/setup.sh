@@ -30,7 +30,8 @@ set -euo pipefail
 PACKAGES=(build-essential cmake pkg-config liburcu-dev libhugetlbfs-dev libhugetlbfs-bin
         libcriterion-dev libinih-dev libseccomp-dev libmicrohttpd-dev libhiredis-dev
         redis-server gnuplot-nox valgrind clang libclang-rt-14-dev libsystemd-dev dpkg-dev
-        prometheus libjansson-dev curl python3-pytest)
+        prometheus libjansson-dev curl python3-pytest python3-venv python3-setuptools
+        python3-wheel mypy)
 HUGE_PAGES=64 # 2 MiB pages: 128 MiB, room for the demo's arena and the tests' arenas
 HUGE_SYSFS=${THR_SETUP_SYSFS:-/sys/kernel/mm/hugepages/hugepages-2048kB}
 MOUNTS=${THR_SETUP_MOUNTS:-/proc/mounts}

@@ -15,9 +15,11 @@ class ThrottleError(Exception):
     ``message`` the library's text for it (thr_strerror, or the daemon's)."""
 
     def __init__(self, err: int, message: str = "") -> None:
+        text = message or (_errno.errorcode.get(abs(err), "error %d" % abs(err)))
+        # set after the base's __init__: OSError's (NotPermitted, Timeout) resets errno to None
+        super().__init__(text)
         self.errno = abs(err)
-        self.message = message or (_errno.errorcode.get(self.errno, "error %d" % self.errno))
-        super().__init__(self.message)
+        self.message = text
 
 
 class InvalidArgument(ThrottleError, ValueError):

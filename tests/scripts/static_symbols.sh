@@ -26,7 +26,7 @@ inc=${inc%/throttle/throttle.h}
 
 # The API: the version script's global: names (comments dropped, up to "local:").
 sed 's|/\*.*\*/||' "$src/libclient/libthrottle-client.map" |
-        awk '/global:/ { g = 1; next } /local:/ { g = 0 } g && /;/ { gsub(/[ \t;]/, ""); print }' |
+        awk '/global:/ { g = 1; next } /local:|}/ { g = 0 } g && /;/ { gsub(/[ \t;]/, ""); print }' |
         sort -u >"$tmp/api"
 [ -s "$tmp/api" ] || fail "no API names read from the version script"
 nm -g --defined-only "$archive" | awk 'NF == 3 { print $3 }' | sort -u >"$tmp/exported"

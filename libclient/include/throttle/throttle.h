@@ -132,18 +132,16 @@ int thr_limiter_open(thr_arena *arena, const char *name, thr_limiter **out);
 /* thr_limiter_close - free the handle. Returns 0. */
 int thr_limiter_close(thr_limiter *lim);
 
-/* A limiter's kind (struct thr_limiter_info). */
-enum thr_limiter_kind_pub {
-        THR_LIMITER_GCRA = 1,      /* try, reserve, acquire */
-        THR_LIMITER_WINDOW = 2,    /* try, reserve, acquire; serialized: serial_begin / end */
-        THR_LIMITER_SEMAPHORE = 3, /* sem_*, peer_* */
-        THR_LIMITER_BUDGET = 4     /* budget_*, and try (a budget_try) */
-};
+/* A limiter's kind (struct thr_limiter_info's kind). */
+#define THR_LIMITER_GCRA       1u /* try, reserve, acquire */
+#define THR_LIMITER_WINDOW     2u /* try, reserve, acquire; serialized: serial_begin / end */
+#define THR_LIMITER_SEMAPHORE  3u /* sem_*, peer_* */
+#define THR_LIMITER_BUDGET     4u /* budget_*, and try (a budget_try) */
 #define THR_LIMITER_SERIALIZED 1u /* thr_limiter_info's flags: a window of serial calls */
 
 /* A limiter's configuration as the daemon's config (and its last reload) set it. */
 struct thr_limiter_info {
-        uint32_t kind;      /* enum thr_limiter_kind_pub */
+        uint32_t kind;      /* THR_LIMITER_GCRA, _WINDOW, _SEMAPHORE or _BUDGET */
         uint32_t flags;     /* THR_LIMITER_SERIALIZED */
         uint64_t rate;      /* GCRA: tokens per PERIOD_NS; window: units per window; 0 else */
         uint64_t period_ns; /* GCRA: the rate's period; window: its length W; 0 else */
@@ -564,6 +562,89 @@ uint64_t thr_peer_expires(const thr_peer *peer);
  * copy of the handle and touches nothing in the arena. Call it before closing the arena.
  */
 int thr_peer_close(thr_peer *peer);
+
+/*
+ * Outbound feedback (thr_feedback_header(3)): what a downstream's response headers say about its
+ * limits, read into one structure that a caller can apply to its own limiters. Pure functions: no
+ * arena, no syscall (but the real-time clock when NOW_UNIX_NS is 0), thread-safe.
+ */
+#define THR_FEEDBACK_RETRY_AFTER 1u /* struct thr_feedback's has */
+#define THR_FEEDBACK_REMAINING   1u /* struct thr_feedback_dim's has */
+#define THR_FEEDBACK_RESET       2u
+#define THR_FEEDBACK_LIMIT       4u
+#define THR_FEEDBACK_WINDOW      8u
+
+/* One dimension of a downstream's limit; a field counts only if its bit is in HAS. */
+struct thr_feedback_dim {
+        uint32_t has;
+        uint32_t pad;
+        uint64_t remaining; /* requests (tokens) left in its current window: the least said */
+        uint64_t reset_ns;  /* until that window resets, from the reading: the latest said */
+        uint64_t limit;     /* its quota per window: the least said */
+        uint64_t window_ns; /* its window (RateLimit-Policy's w): the longest said */
+};
+
+struct thr_feedback {
+        uint32_t has; /* THR_FEEDBACK_RETRY_AFTER */
+        uint32_t pad;
+        uint64_t retry_after_ns;          /* wait at least this long from the reading */
+        struct thr_feedback_dim requests; /* X-RateLimit-*, RateLimit*, *-Requests */
+        struct thr_feedback_dim tokens;   /* X-RateLimit-*-Tokens (an LLM API's second limit) */
+        uint64_t reserved[4];
+};
+
+/* thr_feedback_init - FB with nothing read yet (all zero). */
+void thr_feedback_init(struct thr_feedback *fb);
+
+/*
+ * thr_feedback_header - read one response header NAME: VALUE into FB, folding it with what FB
+ * holds (the least remaining and limit, the latest reset, window and retry-after; of a
+ * structured field's several quotas, the binding one with its own reset). NOW_UNIX_NS is the
+ * time of the response (ns since 1970; 0: read CLOCK_REALTIME), against which an HTTP-date or a
+ * Unix-time reset is turned into a delay. Names are matched without case: Retry-After,
+ * X-RateLimit-{Remaining,Reset,Reset-After,Limit}[-Requests|-Tokens], RateLimit-{Remaining,Reset,
+ * Limit}, RateLimit and RateLimit-Policy (the IETF draft's structured fields).
+ * Returns 1 (read), 0 (a header about something else: FB unchanged), -EINVAL (malformed value:
+ * FB unchanged), -ERANGE (a number too large: FB unchanged), -E2BIG (more than 16 list members).
+ */
+int thr_feedback_header(struct thr_feedback *fb, const char *name, size_t name_len,
+                        const char *value, size_t value_len, int64_t now_unix_ns);
+
+/*
+ * thr_retry_after_parse - a Retry-After value (RFC 9110 10.2.3: delay-seconds, or an HTTP-date in
+ * IMF-fixdate, RFC 850 or asctime form) as a delay in ns from NOW_UNIX_NS (0: CLOCK_REALTIME); a
+ * date already past is 0. Returns 0, -EINVAL (malformed), -ERANGE (too large).
+ */
+int thr_retry_after_parse(const char *value, size_t len, int64_t now_unix_ns, uint64_t *delay_ns);
+
+/* Backoff between retries (thr_backoff_delay(3)). */
+#define THR_BACKOFF_CONSTANT    0u /* struct thr_backoff's kind */
+#define THR_BACKOFF_LINEAR      1u
+#define THR_BACKOFF_EXPONENTIAL 2u
+#define THR_JITTER_NONE         0u /* struct thr_backoff's jitter */
+#define THR_JITTER_FULL         1u
+#define THR_JITTER_EQUAL        2u
+#define THR_JITTER_DECORRELATED 3u
+
+struct thr_backoff {
+        uint32_t kind;    /* THR_BACKOFF_* (not used by decorrelated jitter) */
+        uint32_t jitter;  /* THR_JITTER_* */
+        uint64_t base_ns; /* the first delay, > 0 */
+        uint64_t cap_ns;  /* no delay is longer (0: no cap); >= base_ns */
+        uint64_t reserved[2];
+};
+
+/*
+ * thr_backoff_delay - the delay before retry ATTEMPT (0: the first retry), as Brooker's
+ * "Exponential Backoff And Jitter" (AWS, 2015) defines each policy: d = min(cap, base),
+ * min(cap, base * (attempt + 1)) or min(cap, base * 2^attempt); full jitter: uniform in [0, d];
+ * equal: d/2 + uniform in [0, d/2]; decorrelated: min(cap, uniform in [base, 3 * PREV_NS]) with
+ * PREV_NS the previous delay (0 at first: base). RANDOM: 64 uniformly random bits from the
+ * caller's generator (unused without jitter), so the result is reproducible.
+ * Returns 0, -EINVAL (NULL, unknown kind or jitter, base 0, cap below base). Pure, thread-safe.
+ */
+int thr_backoff_delay(const struct thr_backoff *b, uint32_t attempt, uint64_t prev_ns,
+                      uint64_t random, uint64_t *delay_ns);
 
 /*
  * thr_clock_now - the arena's time in ns since its epoch. Returns 0, or -EINVAL for NULL.
