@@ -185,6 +185,8 @@ static enum MHD_Result send_out(struct conn *cn, struct http_out *o)
         }
         if (o->allow)
                 MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, o->allow);
+        if (o->status == 401)
+                MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
         if (cn->too_big || (cn->sk && cn->sk->over))
                 MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
         enum MHD_Result rc = MHD_queue_response(cn->c, o->status, r);

@@ -588,6 +588,7 @@ Test(http, token_required)
         const char *body = "{\"key\":\"t\"}";
         struct resp r = req("POST", "/v1/limiters/lim/try", body);
         expect(&r, 401, "EACCES");
+        cr_assert_not_null(strstr(r.raw, "WWW-Authenticate: Bearer\r\n"), "%s", r.raw);
         rfree(&r);
         r = req_h("POST", "/v1/limiters/lim/try", body, "Authorization: Bearer s3cret-tokem\r\n");
         expect(&r, 401, "EACCES");
