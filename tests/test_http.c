@@ -659,3 +659,45 @@ Test(http, stop_answers_waits_and_releases_leases)
         cr_assert_eq(thr_sem_try(s, "S", 1, 3, SEC, &mine), 0);
         cr_assert_eq(thr_sem_release(&mine), 0);
 }
+
+/* A spend with a timeout waits (in a waiter thread) until an add in shared memory makes it fit. */
+Test(http, spend_waits_for_an_add)
+{
+        start(NULL, NULL);
+        thr_limiter *b = tdaemon_lim(&fx, 0, "bud");
+        int fd = hconnect();
+        hsend(fd, "POST", "/v1/limiters/bud/spend",
+              "{\"key\":\"B\",\"cost\":15,\"timeout_ms\":20000}", NULL);
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        cr_assert_eq(poll(&p, 1, 300), 0, "answered before the balance sufficed");
+        struct thr_budget_result res;
+        cr_assert_eq(thr_budget_add(b, "B", 1, 10, &res), 0);
+        struct resp r = hread(fd);
+        expect(&r, 200, NULL);
+        cr_assert_eq(jint(&r, "balance"), 5);
+        cr_assert_eq(jint(&r, "shortfall"), 0);
+        rfree(&r);
+}
+
+/* A composed acquire over HTTP waits until every member fits (the clock moves), then admits. */
+Test(http, compose_acquire_waits_for_the_clock)
+{
+        start(NULL, NULL);
+        thr_limiter *l = tdaemon_lim(&fx, 0, "lim");
+        for (int i = 0; i < 5; i++)
+                cr_assert_eq(thr_limiter_try(l, "C", 1, 1, NULL), 1);
+        int fd = hconnect();
+        hsend(fd, "POST", "/v1/compose/acquire",
+              "{\"members\":[{\"limiter\":\"lim\",\"key\":\"C\"},{\"limiter\":\"bud\",\"key\":"
+              "\"C\",\"cost\":2}],\"timeout_ms\":20000}",
+              NULL);
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        cr_assert_eq(poll(&p, 1, 300), 0, "admitted before the bucket refilled");
+        cr_assert_eq(thr_clock_advance(fx.a, SEC), 0);
+        struct resp r = hread(fd);
+        expect(&r, 200, NULL);
+        cr_assert(jbool(&r, "admitted"));
+        cr_assert_eq(json_integer_value(json_array_get(json_object_get(r.j, "remaining"), 1)), 8);
+        rfree(&r);
+        cr_assert_eq(thr_limiter_try(l, "C", 1, 1, NULL), 0, "the refilled token was not taken");
+}
