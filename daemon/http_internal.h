@@ -77,8 +77,9 @@ int http_lim_again(struct http_api *api, const char *name, thr_limiter *old, thr
 int http_grp_get(struct http_api *api, const char *name, thr_group **out);
 int http_grp_again(struct http_api *api, const char *name, thr_group *old, thr_group **out);
 
-/* The lease table: a slot for an acquire (-ENOSPC: full), filled with LEASE (its id into ID)
- * or freed; http_lease_find: the slot of held lease ID (-ENOENT). Under api->mu. */
+/* The lease table: a slot for an acquire, with its random id (-ENOSPC: full; -errno: no random
+ * bytes), filled with LEASE (its id copied into ID) or freed; http_lease_find: the slot of held
+ * lease ID (-ENOENT), under api->mu. */
 int http_lease_slot(struct http_api *api);
 void http_lease_fill(struct http_api *api, int slot, const struct thr_lease *lease, uint64_t ttl_ns,
                      char *id);

@@ -273,9 +273,10 @@ static void post_lease(struct route *rt)
         }
         j->slot = http_lease_slot(rt->api);
         if (j->slot < 0) {
-                http_error(rt->r.out, ENOSPC,
-                           "every lease the daemon may hold for HTTP clients is held "
-                           "(http_max_leases)");
+                http_error(rt->r.out, -j->slot,
+                           j->slot == -ENOSPC ? "every lease the daemon may hold for HTTP clients "
+                                                "is held (http_max_leases)"
+                                              : "no random bytes for a lease id");
                 free(j);
                 return;
         }
