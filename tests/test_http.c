@@ -98,8 +98,9 @@ static void hsend(int fd, const char *method, const char *path, const char *body
                   const char *headers)
 {
         size_t blen = body ? strlen(body) : 0;
-        char *req = malloc(blen + 2048);
-        int n = snprintf(req, 2048,
+        size_t hn = (headers ? strlen(headers) : 0) + 1024;
+        char *req = malloc(blen + hn);
+        int n = snprintf(req, hn,
                          "%s %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n%sContent-Length: "
                          "%zu\r\n\r\n",
                          method, path, headers ? headers : "", blen);
@@ -700,4 +701,28 @@ Test(http, compose_acquire_waits_for_the_clock)
         cr_assert_eq(json_integer_value(json_array_get(json_object_get(r.j, "remaining"), 1)), 8);
         rfree(&r);
         cr_assert_eq(thr_limiter_try(l, "C", 1, 1, NULL), 0, "the refilled token was not taken");
+}
+
+/* Bytes that are not HTTP, and a header block past libmicrohttpd's memory: refused or dropped by
+ * the server, which still serves the next request. */
+Test(http, garbage_and_huge_headers_survived)
+{
+        start(NULL, NULL);
+        int fd = hconnect();
+        const char junk[] = "\x01\x02GARBAGE \xff\r\n\r\n";
+        cr_assert_eq(write(fd, junk, sizeof(junk) - 1), (ssize_t)sizeof(junk) - 1);
+        struct resp r = hread(fd);
+        cr_assert(r.status == 0 || (r.status >= 400 && r.status < 500), "%s", r.raw);
+        rfree(&r);
+        char *big = malloc(100000);
+        memset(big, 'a', 99999);
+        big[99999] = '\0';
+        char *hdr = malloc(100100);
+        snprintf(hdr, 100100, "X-Big: %s\r\n", big);
+        r = req_h("POST", "/v1/limiters/lim/try", "{\"key\":\"h\"}", hdr);
+        cr_assert(r.status == 0 || (r.status >= 400 && r.status < 500), "%.300s", r.raw);
+        rfree(&r);
+        free(big);
+        free(hdr);
+        cr_assert(try_http("after"));
 }
