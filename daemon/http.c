@@ -66,6 +66,7 @@ struct conn {
         size_t len, cap;
         bool too_big;
         int state; /* 0 reading, 1 waiting (suspended), 2 answered by a wait */
+        bool owed; /* resumed with an answer not yet sent (H->owed counts): until completed */
         struct http_out out;
         struct conn *next; /* in the timer's list, or the waiters' queue */
 };
@@ -84,6 +85,7 @@ struct http {
         uint64_t nsocks;
         struct conn *timers, *queue;
         uint64_t free_waiters;
+        uint64_t owed; /* connections resumed whose answer is not yet queued */
         pthread_t *waiters;
         size_t nwaiters;
         pthread_t timer;
@@ -185,6 +187,8 @@ static enum MHD_Result send_out(struct conn *cn, struct http_out *o)
         }
         if (o->allow)
                 MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, o->allow);
+        if (o->status == 401)
+                MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
         if (cn->too_big || (cn->sk && cn->sk->over))
                 MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
         enum MHD_Result rc = MHD_queue_response(cn->c, o->status, r);
@@ -241,7 +245,22 @@ static int hand_over(struct http *h, struct conn *cn)
 static void resume(struct conn *cn)
 {
         cn->state = 2;
+        cn->owed = true;
+        pthread_mutex_lock(&cn->h->mu);
+        cn->h->owed++;
+        pthread_mutex_unlock(&cn->h->mu);
         MHD_resume_connection(cn->c);
+}
+
+/* CN's request is over (answer sent, or the connection closed): the stop need not wait. */
+static void paid(struct conn *cn)
+{
+        if (!cn->owed)
+                return;
+        cn->owed = false;
+        pthread_mutex_lock(&cn->h->mu);
+        cn->h->owed--;
+        pthread_mutex_unlock(&cn->h->mu);
 }
 
 static void *waiter_main(void *arg)
@@ -443,8 +462,7 @@ static enum MHD_Result decide(struct conn *cn, const char *url, const char *meth
         memset(&cn->out, 0, sizeof(cn->out));
         http_error_status(&cn->out, 503, EBUSY,
                           "every waiter thread is busy (http_waiters): try again");
-        cn->state = 2;
-        MHD_resume_connection(cn->c);
+        resume(cn);
         return MHD_YES;
 }
 
@@ -507,6 +525,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
         struct conn *cn = *con_cls;
         if (!cn)
                 return;
+        paid(cn);
         free(cn->out.body);
         free(cn->body);
         free(cn);
@@ -748,8 +767,20 @@ void http_stop(struct http *h)
         }
         for (size_t i = 0; i < h->nwaiters; i++)
                 pthread_join(h->waiters[i], NULL); /* each ends the wait it is in */
-        if (h->d)
+        if (h->d) {
+                /* no new connection; the answers of the waits just ended are sent (a second at
+                 * most) before the connections are closed */
+                MHD_quiesce_daemon(h->d);
+                for (int i = 0; i < 100; i++) {
+                        pthread_mutex_lock(&h->mu);
+                        uint64_t owed = h->owed;
+                        pthread_mutex_unlock(&h->mu);
+                        if (!owed)
+                                break;
+                        usleep(10000);
+                }
                 MHD_stop_daemon(h->d);
+        }
         http_api_free(h->api); /* releases the leases held for HTTP clients */
         if (h->a)
                 thr_arena_close(h->a);

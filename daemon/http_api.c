@@ -360,14 +360,24 @@ static void lease_sweep(struct http_api *api)
 
 int http_lease_slot(struct http_api *api)
 {
+        unsigned char rnd[HTTP_ID_LEN / 2];
+        for (size_t got = 0; got < sizeof(rnd);) {
+                ssize_t n = getrandom(rnd + got, sizeof(rnd) - got, 0);
+                if (n < 0 && errno != EINTR)
+                        return -errno;
+                got += n > 0 ? (size_t)n : 0;
+        }
         int rc = -ENOSPC;
         pthread_mutex_lock(&api->mu);
         lease_sweep(api);
         for (uint32_t i = 0; i < api->max_leases && rc < 0; i++) {
-                if (api->leases[i].state == 0) {
-                        api->leases[i].state = 1;
-                        rc = (int)i;
-                }
+                struct http_lease *l = &api->leases[i];
+                if (l->state != 0)
+                        continue;
+                l->state = 1;
+                for (size_t k = 0; k < sizeof(rnd); k++)
+                        snprintf(l->id + 2 * k, 3, "%02x", rnd[k]);
+                rc = (int)i;
         }
         pthread_mutex_unlock(&api->mu);
         return rc;
@@ -376,17 +386,8 @@ int http_lease_slot(struct http_api *api)
 void http_lease_fill(struct http_api *api, int slot, const struct thr_lease *lease, uint64_t ttl_ns,
                      char *id)
 {
-        unsigned char rnd[HTTP_ID_LEN / 2];
-        size_t got = 0;
-        while (got < sizeof(rnd)) {
-                ssize_t n = getrandom(rnd + got, sizeof(rnd) - got, 0);
-                if (n > 0)
-                        got += (size_t)n;
-        }
         pthread_mutex_lock(&api->mu);
         struct http_lease *l = &api->leases[slot];
-        for (size_t i = 0; i < sizeof(rnd); i++)
-                snprintf(l->id + 2 * i, 3, "%02x", rnd[i]);
         l->lease = *lease;
         l->ttl_ns = ttl_ns;
         l->state = 2;

@@ -77,12 +77,49 @@ int http_lim_again(struct http_api *api, const char *name, thr_limiter *old, thr
 int http_grp_get(struct http_api *api, const char *name, thr_group **out);
 int http_grp_again(struct http_api *api, const char *name, thr_group *old, thr_group **out);
 
-/* The lease table: a slot for an acquire (-ENOSPC: full), filled with LEASE (its id into ID)
- * or freed; http_lease_find: the slot of held lease ID (-ENOENT). Under api->mu. */
+/* The lease table: a slot for an acquire, with its random id (-ENOSPC: full; -errno: no random
+ * bytes), filled with LEASE (its id copied into ID) or freed; http_lease_find: the slot of held
+ * lease ID (-ENOENT), under api->mu. */
 int http_lease_slot(struct http_api *api);
 void http_lease_fill(struct http_api *api, int slot, const struct thr_lease *lease, uint64_t ttl_ns,
                      char *id);
 void http_lease_free(struct http_api *api, int slot);
 int http_lease_find(struct http_api *api, const char *id);
+
+/* ---------------------------------------------------------------- routes (http_routes.c) */
+
+enum job_kind { JOB_RESERVE, JOB_LEASE, JOB_SPEND, JOB_COMPOSE, JOB_GROUP };
+
+struct http_job { /* a wait: what it needs after the request is gone */
+        struct http_api *api;
+        enum job_kind kind;
+        thr_limiter *lims[THR_COMPOSE_MAX_MEMBERS];
+        thr_group *grp;
+        char keys[THR_COMPOSE_MAX_MEMBERS][THR_KEY_MAX_LEN];
+        size_t lens[THR_COMPOSE_MAX_MEMBERS];
+        bool nokey[THR_COMPOSE_MAX_MEMBERS]; /* a group member given no key */
+        uint64_t costs[THR_COMPOSE_MAX_MEMBERS];
+        size_t n;
+        uint64_t timeout_ns, ttl_ns;
+        int slot; /* JOB_LEASE: its slot in the lease table */
+        struct thr_reservation rv;
+};
+
+/* What one route needs: the request, the limiter's name (or the group's, or the lease id). */
+struct route {
+        struct http_api *api;
+        struct http_req r;
+        const char *name;
+        const struct http_arg *args;
+        size_t nargs;
+};
+
+/* The limiter RT names: 0, or -1 with the error answered. */
+int http_limiter(struct route *rt, thr_limiter **lim);
+
+/* http_compose.c: POST /v1/compose/... and /v1/groups/{name}/... (GROUP), try or acquire (WAIT);
+ * http_compose_run: a composed acquire's wait, in a waiter thread. */
+void http_compose_post(struct route *rt, bool group, bool wait);
+void http_compose_run(struct http_job *j, struct http_out *out);
 
 #endif

@@ -16,40 +16,12 @@
 
 #include "http_internal.h"
 
-enum job_kind { JOB_RESERVE, JOB_LEASE, JOB_SPEND, JOB_COMPOSE, JOB_GROUP };
-
-struct http_job {
-        struct http_api *api;
-        enum job_kind kind;
-        thr_limiter *lims[THR_COMPOSE_MAX_MEMBERS];
-        thr_group *grp;
-        char keys[THR_COMPOSE_MAX_MEMBERS][THR_KEY_MAX_LEN];
-        size_t lens[THR_COMPOSE_MAX_MEMBERS];
-        bool nokey[THR_COMPOSE_MAX_MEMBERS]; /* a group member given no key */
-        uint64_t costs[THR_COMPOSE_MAX_MEMBERS];
-        size_t n;
-        uint64_t timeout_ns, ttl_ns;
-        int slot; /* JOB_LEASE: its slot in the lease table */
-        struct thr_reservation rv;
-};
-
-/* What one route needs: the request, the limiter's name (or the group's, or the lease id). */
-struct route {
-        struct http_api *api;
-        struct http_req r;
-        const char *name;
-        const struct http_arg *args;
-        size_t nargs;
-};
-
 static const char *const F_TRY[] = {"key", "cost", NULL};
 static const char *const F_ACQ[] = {"key", "cost", "timeout_ms", NULL};
 static const char *const F_LEASE[] = {"key", "amount", "ttl_ms", "timeout_ms", NULL};
 static const char *const F_HB[] = {"ttl_ms", NULL};
 static const char *const F_SPEND[] = {"key", "cost", "timeout_ms", NULL};
 static const char *const F_ADD[] = {"key", "amount", NULL};
-static const char *const F_COMPOSE[] = {"members", "timeout_ms", NULL};
-static const char *const F_GROUP[] = {"args", "timeout_ms", NULL};
 
 #define DEFAULT_TTL_NS (60ull * 1000000000u)
 
@@ -72,7 +44,7 @@ static const char *kind_name(uint32_t kind)
 }
 
 /* The limiter of the route, or -1 with the error answered. */
-static int limiter(struct route *rt, thr_limiter **lim)
+int http_limiter(struct route *rt, thr_limiter **lim)
 {
         int rc = http_lim_get(rt->api, rt->name, lim);
         if (rc == 0)
@@ -111,7 +83,7 @@ static void get_one(struct route *rt)
 {
         thr_limiter *lim;
         struct thr_limiter_info in;
-        if (limiter(rt, &lim) < 0)
+        if (http_limiter(rt, &lim) < 0)
                 return;
         int rc = info_of(rt, &lim, &in);
         if (rc < 0)
@@ -166,7 +138,8 @@ static void post_try(struct route *rt)
         uint64_t cost = 0;
         thr_limiter *lim;
         if (http_fields(&rt->r, F_TRY) < 0 || http_key(&rt->r, rt->r.o, "key", key, &len) < 0 ||
-            http_u64(&rt->r, "cost", false, 1, UINT64_MAX >> 1, &cost) < 0 || limiter(rt, &lim) < 0)
+            http_u64(&rt->r, "cost", false, 1, UINT64_MAX >> 1, &cost) < 0 ||
+            http_limiter(rt, &lim) < 0)
                 return;
         struct thr_result res = {0};
         int rc;
@@ -206,7 +179,7 @@ static void post_acquire(struct route *rt)
             http_key(&rt->r, rt->r.o, "key", j->keys[0], &j->lens[0]) < 0 ||
             http_u64(&rt->r, "cost", false, 1, UINT64_MAX >> 1, &cost) < 0 ||
             http_ms(&rt->r, "timeout_ms", false, UINT64_MAX, &timeout) < 0 ||
-            limiter(rt, &lim) < 0) {
+            http_limiter(rt, &lim) < 0) {
                 free(j);
                 return;
         }
@@ -267,15 +240,17 @@ static void post_lease(struct route *rt)
             http_key(&rt->r, rt->r.o, "key", j->keys[0], &j->lens[0]) < 0 ||
             http_u64(&rt->r, "amount", false, 1, UINT32_MAX, &amount) < 0 ||
             http_ms(&rt->r, "ttl_ms", false, DEFAULT_TTL_NS, &j->ttl_ns) < 0 ||
-            http_ms(&rt->r, "timeout_ms", false, 0, &timeout) < 0 || limiter(rt, &j->lims[0]) < 0) {
+            http_ms(&rt->r, "timeout_ms", false, 0, &timeout) < 0 ||
+            http_limiter(rt, &j->lims[0]) < 0) {
                 free(j);
                 return;
         }
         j->slot = http_lease_slot(rt->api);
         if (j->slot < 0) {
-                http_error(rt->r.out, ENOSPC,
-                           "every lease the daemon may hold for HTTP clients is held "
-                           "(http_max_leases)");
+                http_error(rt->r.out, -j->slot,
+                           j->slot == -ENOSPC ? "every lease the daemon may hold for HTTP clients "
+                                                "is held (http_max_leases)"
+                                              : "no random bytes for a lease id");
                 free(j);
                 return;
         }
@@ -380,7 +355,7 @@ static void get_sem(struct route *rt)
         const char *key;
         thr_limiter *lim;
         struct thr_sem_stat st;
-        if (query_key(rt, &key) < 0 || limiter(rt, &lim) < 0)
+        if (query_key(rt, &key) < 0 || http_limiter(rt, &lim) < 0)
                 return;
         int rc;
         do
@@ -431,7 +406,8 @@ static void post_spend(struct route *rt)
         if (http_fields(&rt->r, F_SPEND) < 0 ||
             http_key(&rt->r, rt->r.o, "key", j->keys[0], &j->lens[0]) < 0 ||
             http_u64(&rt->r, "cost", true, 0, UINT64_MAX >> 1, &j->costs[0]) < 0 ||
-            http_ms(&rt->r, "timeout_ms", false, 0, &timeout) < 0 || limiter(rt, &j->lims[0]) < 0) {
+            http_ms(&rt->r, "timeout_ms", false, 0, &timeout) < 0 ||
+            http_limiter(rt, &j->lims[0]) < 0) {
                 free(j);
                 return;
         }
@@ -460,7 +436,7 @@ static void post_add(struct route *rt)
         thr_limiter *lim;
         if (http_fields(&rt->r, F_ADD) < 0 || http_key(&rt->r, rt->r.o, "key", key, &len) < 0 ||
             http_u64(&rt->r, "amount", true, 0, UINT64_MAX >> 1, &amount) < 0 ||
-            limiter(rt, &lim) < 0)
+            http_limiter(rt, &lim) < 0)
                 return;
         struct thr_budget_result res = {0};
         int rc;
@@ -475,7 +451,7 @@ static void get_budget(struct route *rt)
         const char *key;
         thr_limiter *lim;
         struct thr_budget_stat st;
-        if (query_key(rt, &key) < 0 || limiter(rt, &lim) < 0)
+        if (query_key(rt, &key) < 0 || http_limiter(rt, &lim) < 0)
                 return;
         int rc;
         do
@@ -491,141 +467,6 @@ static void get_budget(struct route *rt)
                           http_ju(st.need), "head_need", http_ju(st.head_need),
                           "longest_pending_ns", http_ju(st.longest_pending_ns), "granted",
                           http_ju(st.granted)));
-}
-
-/* ---------------------------------------------------------------- composed calls, groups */
-
-static void compose_answer(struct http_out *out, int rc, const struct thr_compose_result *res,
-                           size_t n)
-{
-        if (rc < 0 && rc != -ETIMEDOUT) {
-                http_error(out, -rc, NULL);
-                return;
-        }
-        json_t *rem = json_array();
-        for (size_t i = 0; i < n; i++)
-                json_array_append_new(rem, http_ju(res->remaining[i]));
-        json_t *o = json_pack("{s:b,s:I,s:o,s:o}", "admitted", rc > 0, "denied",
-                              rc > 0 ? (json_int_t)-1 : (json_int_t)res->denied, "retry_after_ns",
-                              http_ju(res->retry_after_ns), "remaining", rem);
-        if (rc == -ETIMEDOUT) {
-                http_error_with(out, ETIMEDOUT, "not admitted within the timeout", o);
-                return;
-        }
-        http_ok(out, 200, o);
-        if (rc == 0)
-                out->retry_after = (res->retry_after_ns + 999999999u) / 1000000000u;
-}
-
-/* The members of a composed call or a group's arguments into J: 0, or -1 answered. */
-static int members(struct route *rt, struct http_job *j, const char *field, bool group)
-{
-        json_t *arr = json_object_get(rt->r.o, field), *m;
-        static const char *const fm[] = {"limiter", "key", "cost", NULL};
-        static const char *const fa[] = {"key", "cost", NULL};
-        char msg[160];
-        if (!json_is_array(arr) || json_array_size(arr) < 1 ||
-            json_array_size(arr) > THR_COMPOSE_MAX_MEMBERS) {
-                snprintf(msg, sizeof(msg), "field '%s': expected an array of 1 to %d objects",
-                         field, THR_COMPOSE_MAX_MEMBERS);
-                http_error(rt->r.out, EINVAL, msg);
-                return -1;
-        }
-        size_t i;
-        json_array_foreach(arr, i, m)
-        {
-                struct http_req sub = {.o = m, .out = rt->r.out};
-                if (!json_is_object(m)) {
-                        snprintf(msg, sizeof(msg), "%s[%zu]: expected an object", field, i);
-                        http_error(rt->r.out, EINVAL, msg);
-                        return -1;
-                }
-                if (http_fields(&sub, group ? fa : fm) < 0 ||
-                    http_u64(&sub, "cost", false, 1, UINT64_MAX >> 1, &j->costs[i]) < 0)
-                        return -1;
-                j->nokey[i] = group && !json_object_get(m, "key");
-                if (!j->nokey[i] && http_key(&sub, m, "key", j->keys[i], &j->lens[i]) < 0)
-                        return -1;
-                if (group)
-                        continue;
-                json_t *l = json_object_get(m, "limiter");
-                struct route one = *rt;
-                one.name = json_string_value(l);
-                if (!json_is_string(l)) {
-                        snprintf(msg, sizeof(msg), "%s[%zu]: field 'limiter': expected a string",
-                                 field, i);
-                        http_error(rt->r.out, EINVAL, msg);
-                        return -1;
-                }
-                if (limiter(&one, &j->lims[i]) < 0)
-                        return -1;
-        }
-        j->n = json_array_size(arr);
-        return 0;
-}
-
-static int compose_call(struct http_job *j, bool wait, struct thr_compose_result *res)
-{
-        struct thr_member mem[THR_COMPOSE_MAX_MEMBERS];
-        for (size_t i = 0; i < j->n; i++)
-                mem[i] = (struct thr_member){j->lims[i], j->keys[i], j->lens[i], j->costs[i]};
-        return wait ? thr_compose_acquire(mem, j->n, j->timeout_ns, res, NULL)
-                    : thr_compose_try(mem, j->n, res);
-}
-
-static int group_call(struct http_job *j, bool wait, struct thr_compose_result *res)
-{
-        struct thr_group_arg args[THR_COMPOSE_MAX_MEMBERS];
-        for (size_t i = 0; i < j->n; i++)
-                args[i] = (struct thr_group_arg){j->nokey[i] ? NULL : j->keys[i], j->lens[i],
-                                                 j->costs[i]};
-        return wait ? thr_group_acquire(j->grp, args, j->timeout_ns, res, NULL)
-                    : thr_group_try(j->grp, args, res);
-}
-
-static void post_compose(struct route *rt, bool group, bool wait)
-{
-        struct http_job *j = calloc(1, sizeof(*j));
-        uint64_t timeout = 0;
-        if (!j) {
-                http_error(rt->r.out, ENOMEM, NULL);
-                return;
-        }
-        int rc = http_fields(&rt->r, group ? F_GROUP : F_COMPOSE);
-        if (rc == 0)
-                rc = http_ms(&rt->r, "timeout_ms", false, wait ? UINT64_MAX : 0, &timeout);
-        if (rc == 0 && group && (rc = http_grp_get(rt->api, rt->name, &j->grp)) < 0) {
-                char msg[160];
-                snprintf(msg, sizeof(msg), "no group '%.64s'", rt->name);
-                http_error(rt->r.out, -rc, rc == -ENOENT ? msg : NULL);
-        }
-        if (rc == 0)
-                rc = members(rt, j, group ? "args" : "members", group);
-        if (rc == 0 && group && (size_t)thr_group_size(j->grp) != j->n) {
-                char msg[160];
-                snprintf(msg, sizeof(msg), "group '%.64s' has %d members: 'args' needs as many",
-                         rt->name, thr_group_size(j->grp));
-                http_error(rt->r.out, EINVAL, msg);
-                rc = -1;
-        }
-        if (rc < 0) {
-                free(j);
-                return;
-        }
-        j->api = rt->api;
-        j->kind = group ? JOB_GROUP : JOB_COMPOSE;
-        j->timeout_ns = http_cap(rt->api, timeout);
-        if (wait && j->timeout_ns) {
-                rt->r.out->wait = HTTP_WAIT_THREAD;
-                rt->r.out->job = j;
-                return;
-        }
-        struct thr_compose_result res = {0};
-        rc = group ? group_call(j, wait, &res) : compose_call(j, wait, &res);
-        if (rc == -EIDRM && group && http_grp_again(rt->api, rt->name, j->grp, &j->grp) == 0)
-                rc = group_call(j, wait, &res);
-        compose_answer(rt->r.out, rc, &res, j->n);
-        free(j);
 }
 
 /* ---------------------------------------------------------------- the waits */
@@ -650,10 +491,7 @@ void http_job_run(struct http_job *j, struct http_out *out)
                                           j->timeout_ns, &res);
                 budget_answer(out, rc, &res);
         } else if (j->kind == JOB_COMPOSE || j->kind == JOB_GROUP) {
-                struct thr_compose_result res = {0};
-                int rc =
-                    j->kind == JOB_GROUP ? group_call(j, true, &res) : compose_call(j, true, &res);
-                compose_answer(out, rc, &res, j->n);
+                http_compose_run(j, out);
         } else {
                 http_error(out, EINVAL, "not a job for a waiter thread");
         }
@@ -770,7 +608,7 @@ static void dispatch(struct route *rt, const char *method, char **seg, int n)
         } else if (n == 2 && !strcmp(seg[0], "compose")) {
                 if ((!strcmp(seg[1], "try") || !strcmp(seg[1], "acquire")) &&
                     is(method, "POST", out))
-                        post_compose(rt, false, !strcmp(seg[1], "acquire"));
+                        http_compose_post(rt, false, !strcmp(seg[1], "acquire"));
                 else if (strcmp(seg[1], "try") && strcmp(seg[1], "acquire"))
                         http_error(out, ENOENT,
                                    !strcmp(seg[1], "refund")
@@ -781,7 +619,7 @@ static void dispatch(struct route *rt, const char *method, char **seg, int n)
                 rt->name = seg[1];
                 if ((!strcmp(seg[2], "try") || !strcmp(seg[2], "acquire")) &&
                     is(method, "POST", out))
-                        post_compose(rt, true, !strcmp(seg[2], "acquire"));
+                        http_compose_post(rt, true, !strcmp(seg[2], "acquire"));
                 else if (strcmp(seg[2], "try") && strcmp(seg[2], "acquire"))
                         http_error(out, ENOENT, "no such route (see doc/http-api.md)");
                 return;

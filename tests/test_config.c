@@ -632,6 +632,31 @@ Test(config, bad_metrics)
         expect_one_fault("[daemon]\nmetrics = 127.0.0.1:99999\n", 2, "bad port");
 }
 
+/* [daemon] http and its bounds: defaults (off), the accepted forms, each fault at its line. */
+Test(config, http_keys)
+{
+        struct run *r = run_text("");
+        cr_assert_eq(r->rc, 0, "%s", r->err);
+        cr_assert_str_eq(r->cfg.http_listen, "");
+        cr_assert_str_eq(r->cfg.http_token_file, "");
+        cr_assert(r->cfg.http_max_conn == 64 && r->cfg.http_max_body == 65536);
+        cr_assert(r->cfg.http_max_wait_ms == 60000 && r->cfg.http_waiters == 16);
+        cr_assert(r->cfg.http_max_leases == 1024 && r->cfg.http_timeout_ms == 10000);
+        free(r);
+        r = run_text("[daemon]\nhttp = unix:/run/t.sock\nhttp_waiters = 2\n");
+        cr_assert_eq(r->rc, 0, "%s", r->err);
+        cr_assert_str_eq(r->cfg.http_listen, "unix:/run/t.sock");
+        cr_assert_eq(r->cfg.http_waiters, 2);
+        free(r);
+        expect_one_fault("[daemon]\nhttp = localhost\n", 2, "HOST:PORT");
+        expect_one_fault("[daemon]\nhttp = 127.0.0.1:0\n", 2, "bad port");
+        expect_one_fault("[daemon]\nhttp = unix:rel.sock\n", 2, "absolute path");
+        expect_one_fault("[daemon]\nhttp_token_file = token\n", 2, "not an absolute path");
+        expect_one_fault("[daemon]\nhttp_max_connections = 0\n", 2, "http_max_connections");
+        expect_one_fault("[daemon]\nhttp_max_body = 100\n", 2, "http_max_body");
+        expect_one_fault("[daemon]\nhttp_waiters = 1025\n", 2, "http_waiters");
+}
+
 Test(config, key_before_section)
 {
         expect_one_fault("rate = 5/s\n[api]\nrate = 5/s\n", 1, "before any [section]");

@@ -98,8 +98,9 @@ static void hsend(int fd, const char *method, const char *path, const char *body
                   const char *headers)
 {
         size_t blen = body ? strlen(body) : 0;
-        char *req = malloc(blen + 2048);
-        int n = snprintf(req, 2048,
+        size_t hn = (headers ? strlen(headers) : 0) + 1024;
+        char *req = malloc(blen + hn);
+        int n = snprintf(req, hn,
                          "%s %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n%sContent-Length: "
                          "%zu\r\n\r\n",
                          method, path, headers ? headers : "", blen);
@@ -588,6 +589,7 @@ Test(http, token_required)
         const char *body = "{\"key\":\"t\"}";
         struct resp r = req("POST", "/v1/limiters/lim/try", body);
         expect(&r, 401, "EACCES");
+        cr_assert_not_null(strstr(r.raw, "WWW-Authenticate: Bearer\r\n"), "%s", r.raw);
         rfree(&r);
         r = req_h("POST", "/v1/limiters/lim/try", body, "Authorization: Bearer s3cret-tokem\r\n");
         expect(&r, 401, "EACCES");
@@ -657,4 +659,70 @@ Test(http, stop_answers_waits_and_releases_leases)
         struct thr_lease mine;
         cr_assert_eq(thr_sem_try(s, "S", 1, 3, SEC, &mine), 0);
         cr_assert_eq(thr_sem_release(&mine), 0);
+}
+
+/* A spend with a timeout waits (in a waiter thread) until an add in shared memory makes it fit. */
+Test(http, spend_waits_for_an_add)
+{
+        start(NULL, NULL);
+        thr_limiter *b = tdaemon_lim(&fx, 0, "bud");
+        int fd = hconnect();
+        hsend(fd, "POST", "/v1/limiters/bud/spend",
+              "{\"key\":\"B\",\"cost\":15,\"timeout_ms\":20000}", NULL);
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        cr_assert_eq(poll(&p, 1, 300), 0, "answered before the balance sufficed");
+        struct thr_budget_result res;
+        cr_assert_eq(thr_budget_add(b, "B", 1, 10, &res), 0);
+        struct resp r = hread(fd);
+        expect(&r, 200, NULL);
+        cr_assert_eq(jint(&r, "balance"), 5);
+        cr_assert_eq(jint(&r, "shortfall"), 0);
+        rfree(&r);
+}
+
+/* A composed acquire over HTTP waits until every member fits (the clock moves), then admits. */
+Test(http, compose_acquire_waits_for_the_clock)
+{
+        start(NULL, NULL);
+        thr_limiter *l = tdaemon_lim(&fx, 0, "lim");
+        for (int i = 0; i < 5; i++)
+                cr_assert_eq(thr_limiter_try(l, "C", 1, 1, NULL), 1);
+        int fd = hconnect();
+        hsend(fd, "POST", "/v1/compose/acquire",
+              "{\"members\":[{\"limiter\":\"lim\",\"key\":\"C\"},{\"limiter\":\"bud\",\"key\":"
+              "\"C\",\"cost\":2}],\"timeout_ms\":20000}",
+              NULL);
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        cr_assert_eq(poll(&p, 1, 300), 0, "admitted before the bucket refilled");
+        cr_assert_eq(thr_clock_advance(fx.a, SEC), 0);
+        struct resp r = hread(fd);
+        expect(&r, 200, NULL);
+        cr_assert(jbool(&r, "admitted"));
+        cr_assert_eq(json_integer_value(json_array_get(json_object_get(r.j, "remaining"), 1)), 8);
+        rfree(&r);
+        cr_assert_eq(thr_limiter_try(l, "C", 1, 1, NULL), 0, "the refilled token was not taken");
+}
+
+/* Bytes that are not HTTP, and a header block past libmicrohttpd's memory: refused or dropped by
+ * the server, which still serves the next request. */
+Test(http, garbage_and_huge_headers_survived)
+{
+        start(NULL, NULL);
+        int fd = hconnect();
+        const char junk[] = "\x01\x02GARBAGE \xff\r\n\r\n";
+        cr_assert_eq(write(fd, junk, sizeof(junk) - 1), (ssize_t)sizeof(junk) - 1);
+        struct resp r = hread(fd);
+        cr_assert(r.status == 0 || (r.status >= 400 && r.status < 500), "%s", r.raw);
+        rfree(&r);
+        char *big = malloc(100000);
+        memset(big, 'a', 99999);
+        big[99999] = '\0';
+        char *hdr = malloc(100100);
+        snprintf(hdr, 100100, "X-Big: %s\r\n", big);
+        r = req_h("POST", "/v1/limiters/lim/try", "{\"key\":\"h\"}", hdr);
+        cr_assert(r.status == 0 || (r.status >= 400 && r.status < 500), "%.300s", r.raw);
+        rfree(&r);
+        free(big);
+        free(hdr);
+        cr_assert(try_http("after"));
 }
