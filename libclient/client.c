@@ -183,7 +183,7 @@ int thr_limiter_info(thr_limiter *l, struct thr_limiter_info *info)
         if (atomic_load_explicit(&l->de->state, memory_order_acquire) != THR_DIR_LIVE)
                 return -EIDRM;
         uint64_t off = atomic_load_explicit(&l->de->params_off, memory_order_acquire);
-        if (off - l->params_lo > l->params_span)
+        if (off - l->params_lo > l->params_span || off % _Alignof(struct thr_params))
                 return -EBADMSG;
         struct thr_params p;
         memcpy(&p, shm_at(l->a->map.base, off), sizeof(p)); /* client-writable: one copy */
@@ -226,7 +226,7 @@ static inline const struct thr_params *lim_params_for(const thr_limiter *l, bool
         if (atomic_load_explicit(&l->de->state, memory_order_relaxed) != THR_DIR_LIVE)
                 return NULL;
         uint64_t off = atomic_load_explicit(&l->de->params_off, memory_order_acquire);
-        if (off - l->params_lo > l->params_span)
+        if (off - l->params_lo > l->params_span || off % _Alignof(struct thr_params))
                 return NULL;
         const struct thr_params *p = shm_at(l->a->map.base, off);
         if (__builtin_expect(p->kind == THR_KIND_GCRA && p->k, 1))
@@ -1014,7 +1014,7 @@ int thr_op_find(thr_limiter *l, const void *key, size_t len, struct thr_reservat
 const struct thr_params *thr_sem_record(const thr_limiter *l, struct thr_params *copy)
 {
         uint64_t off = atomic_load_explicit(&l->de->params_off, memory_order_acquire);
-        if (off - l->params_lo > l->params_span)
+        if (off - l->params_lo > l->params_span || off % _Alignof(struct thr_params))
                 return NULL;
         return params_pin(l, shm_at(l->a->map.base, off), THR_KIND_SEMAPHORE, true, copy);
 }
@@ -1023,7 +1023,7 @@ const struct thr_params *thr_sem_record(const thr_limiter *l, struct thr_params 
 const struct thr_params *thr_budget_record(const thr_limiter *l, struct thr_params *copy)
 {
         uint64_t off = atomic_load_explicit(&l->de->params_off, memory_order_acquire);
-        if (off - l->params_lo > l->params_span)
+        if (off - l->params_lo > l->params_span || off % _Alignof(struct thr_params))
                 return NULL;
         return params_pin(l, shm_at(l->a->map.base, off), THR_KIND_BUDGET, true, copy);
 }
@@ -1034,7 +1034,7 @@ const struct thr_params *thr_budget_record(const thr_limiter *l, struct thr_para
 const struct thr_params *thr_lim_record(const thr_limiter *l, struct thr_params *copy)
 {
         uint64_t off = atomic_load_explicit(&l->de->params_off, memory_order_acquire);
-        if (off - l->params_lo > l->params_span)
+        if (off - l->params_lo > l->params_span || off % _Alignof(struct thr_params))
                 return NULL;
         return params_pin(l, shm_at(l->a->map.base, off), THR_KIND_WINDOW, true, copy);
 }

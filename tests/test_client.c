@@ -516,6 +516,19 @@ Test(client, limiter_info_of_every_kind)
         cr_assert_eq(thr_limiter_info(l, &in), -EBADMSG);
         cr_assert_eq(in.kind, 0);
         p->kind = kind;
+        uint64_t off = atomic_load(&l->de->params_off);
+        atomic_store(&l->de->params_off, off + 1); /* inside the heap, misaligned (review 14) */
+        cr_assert_eq(thr_limiter_info(l, &in), -EBADMSG);
+        struct thr_budget_result br;
+        cr_assert_eq(thr_budget_try(l, "k", 1, 1, &br), -EBADMSG, "no misaligned read");
+        thr_limiter *g = tlim(&t, "g");
+        uint64_t goff = atomic_load(&g->de->params_off);
+        atomic_store(&g->de->params_off, goff + 4);
+        struct thr_result r;
+        cr_assert_eq(thr_limiter_try(g, "k", 1, 1, &r), -EBADMSG, "the hot path checks it too");
+        atomic_store(&g->de->params_off, goff);
+        cr_assert_eq(thr_limiter_try(g, "k", 1, 1, &r), 1);
+        thr_limiter_close(g);
         atomic_store(&l->de->params_off, 1); /* outside the heap */
         cr_assert_eq(thr_limiter_info(l, &in), -EBADMSG);
         atomic_store(&l->de->state, THR_DIR_RETIRED);
