@@ -37,6 +37,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -156,7 +157,7 @@ static bool token_ok(struct http *h, struct MHD_Connection *c)
         const char *v = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
         pthread_mutex_lock(&h->mu);
         bool ok = !h->has_token;
-        if (!ok && v && !strncmp(v, "Bearer ", 7)) {
+        if (!ok && v && !strncasecmp(v, "Bearer ", 7)) { /* the scheme: any case (RFC 9110) */
                 const char *t = v + 7;
                 size_t n = strlen(t);
                 unsigned diff = n != h->token_len;
@@ -220,10 +221,12 @@ static void wake_timer(struct http *h)
 static int hand_over(struct http *h, struct conn *cn)
 {
         int rc = 0;
+        /* read before the lock: once listed, the timer or a waiter may rewrite CN->out */
+        bool timer = cn->out.wait == HTTP_WAIT_TIMER;
         pthread_mutex_lock(&h->mu);
         if (h->stop) {
                 rc = -1;
-        } else if (cn->out.wait == HTTP_WAIT_TIMER) {
+        } else if (timer) {
                 cn->next = h->timers;
                 h->timers = cn;
         } else if (h->free_waiters) {
@@ -237,7 +240,7 @@ static int hand_over(struct http *h, struct conn *cn)
         if (rc == 0 && cn->sk)
                 cn->sk->deadline_ms = UINT64_MAX;
         pthread_mutex_unlock(&h->mu);
-        if (rc == 0 && cn->out.wait == HTTP_WAIT_TIMER)
+        if (rc == 0 && timer)
                 wake_timer(h);
         return rc;
 }
@@ -263,6 +266,16 @@ static void paid(struct conn *cn)
         pthread_mutex_unlock(&cn->h->mu);
 }
 
+/* Whether the client of CN (suspended) has hung up. */
+static bool client_gone(void *arg)
+{
+        struct conn *cn = arg;
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(cn->c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        struct pollfd p = {.fd = ci ? ci->connect_fd : -1, .events = POLLRDHUP};
+        return p.fd >= 0 && poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
+}
+
 static void *waiter_main(void *arg)
 {
         struct http *h = arg;
@@ -282,7 +295,7 @@ static void *waiter_main(void *arg)
                         memset(&cn->out, 0, sizeof(cn->out));
                         http_error_status(&cn->out, 503, EBUSY, "the server is stopping");
                 } else {
-                        http_job_run(job, &cn->out);
+                        http_job_run(job, &cn->out, client_gone, cn);
                 }
                 resume(cn);
                 pthread_mutex_lock(&h->mu);
@@ -323,6 +336,9 @@ static void timer_pass(struct http *h, struct pollfd *fds, struct conn **polled,
         uint64_t now = 0;
         thr_clock_now(h->a, &now);
         pthread_mutex_lock(&h->mu);
+        struct conn **tail = done;
+        while (*tail)
+                tail = &(*tail)->next;
         for (struct conn **p = &h->timers; *p;) {
                 struct conn *cn = *p;
                 bool left = false;
@@ -336,8 +352,9 @@ static void timer_pass(struct http *h, struct pollfd *fds, struct conn **polled,
                 }
                 *p = cn->next;
                 cn->out.wait = due && !left ? HTTP_WAIT_TIMER : HTTP_NOW; /* the verdict */
-                cn->next = *done;
-                *done = cn;
+                cn->next = NULL; /* appended: newest first, as h->timers (cancel order) */
+                *tail = cn;
+                tail = &cn->next;
         }
         drop_slow(h);
         pthread_mutex_unlock(&h->mu);
@@ -765,8 +782,20 @@ void http_stop(struct http *h)
                 wake_timer(h);
                 pthread_join(h->timer, NULL); /* it answers its waits (503) */
         }
+        /* A waiter in a kernel wait (a lease, a spend: up to http_max_wait_ms) cannot be woken:
+         * give them a second, then leave them to the process's exit rather than hold the stop
+         * (the arena reclaims a dead process's leases). Nothing they use is freed then. */
+        struct timespec dl;
+        clock_gettime(CLOCK_REALTIME, &dl);
+        dl.tv_sec += 1;
+        size_t stuck = 0;
         for (size_t i = 0; i < h->nwaiters; i++)
-                pthread_join(h->waiters[i], NULL); /* each ends the wait it is in */
+                if (pthread_timedjoin_np(h->waiters[i], NULL, &dl) != 0)
+                        stuck++;
+        if (stuck) {
+                log_warn("http: %zu wait(s) still in the kernel at stop: left to the exit", stuck);
+                return;
+        }
         if (h->d) {
                 /* no new connection; the answers of the waits just ended are sent (a second at
                  * most) before the connections are closed */

@@ -62,8 +62,9 @@ void http_api_handle(struct http_api *api, const char *method, const char *path,
                      struct http_out *out);
 
 /* http_job_run - the kernel wait of JOB (may sleep up to its timeout), then its response into
- * OUT; frees JOB. */
-void http_job_run(struct http_job *job, struct http_out *out);
+ * OUT; frees JOB. GONE(ARG) (may be NULL): whether the client left during the wait; a lease
+ * granted to a client that left is given back at once (nobody could release it). */
+void http_job_run(struct http_job *job, struct http_out *out, bool (*gone)(void *), void *arg);
 
 /* http_job_timer - a rate wait's end: DUE (its place is due: the response) or not (the client
  * left or the server stops: the reservation is given back, OUT gets 503); frees JOB. */

@@ -49,6 +49,7 @@ static unsigned status_of(int err)
         case EMSGSIZE:
                 return 413;
         case ERANGE:
+        case EOVERFLOW:
                 return 422;
         case EAGAIN:
         case ETIMEDOUT:
@@ -87,7 +88,10 @@ static void error_body(struct http_out *out, unsigned status, int err, const cha
         json_t *o = extra ? extra : json_object();
         json_object_set_new(o, "error", json_string(name ? name : "EIO"));
         json_object_set_new(o, "errno", json_integer(err));
-        json_object_set_new(o, "message", json_string(message ? message : thr_strerror(-err)));
+        json_t *m = message ? json_string(message) : NULL;
+        if (!m) /* none, or it quoted a client's bytes that are not UTF-8 */
+                m = json_string(thr_strerror(-err));
+        json_object_set_new(o, "message", m);
         http_ok(out, status, o);
 }
 
@@ -464,6 +468,7 @@ void http_api_free(struct http_api *api)
                         thr_limiter_close((thr_limiter *)p);
         }
         pthread_mutex_destroy(&api->mu);
+        free(api->kept);
         free(api->retired);
         free(api->lims);
         free(api->grps);

@@ -46,6 +46,10 @@ struct http_api {
         size_t nnames;
         struct http_lease *leases;
         uint32_t max_leases;
+        /* places of rate waits whose clients left, kept by thr_reservation_cancel because a later
+         * place was stacked on them: given back once the later ones are, dropped when due */
+        struct thr_reservation *kept;
+        size_t nkept, capkept;
 };
 
 /* The body of a request: its JSON object (NULL for none) and where errors go. */

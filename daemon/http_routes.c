@@ -471,13 +471,17 @@ static void get_budget(struct route *rt)
 
 /* ---------------------------------------------------------------- the waits */
 
-void http_job_run(struct http_job *j, struct http_out *out)
+void http_job_run(struct http_job *j, struct http_out *out, bool (*gone)(void *), void *arg)
 {
         memset(out, 0, sizeof(*out));
         if (j->kind == JOB_LEASE) {
                 struct thr_lease l;
                 int rc = thr_sem_acquire(j->lims[0], j->keys[0], j->lens[0], (uint32_t)j->costs[0],
                                          j->ttl_ns, j->timeout_ns, &l);
+                if (rc == 0 && gone && gone(arg)) {
+                        thr_sem_release(&l); /* its client left: nobody knows its id */
+                        rc = -ECONNABORTED;
+                }
                 if (rc < 0) {
                         http_lease_free(j->api, j->slot);
                         http_error(out, -rc,
@@ -498,13 +502,57 @@ void http_job_run(struct http_job *j, struct http_out *out)
         free(j);
 }
 
+/*
+ * Give back the place RV of a wait whose client left. thr_reservation_cancel gives a place back
+ * only while it is the key's last (nothing stacked on it): waiters that leave in another order
+ * than newest first would keep theirs. A kept place is remembered, and tried again after every
+ * place given back (that may make it the last), until it is given back or due (then it is used
+ * up: a place due is never given back). Under API->mu.
+ */
+static void give_back(struct http_api *api, struct thr_reservation *rv)
+{
+        if (thr_reservation_cancel(rv) != 1) {
+                uint64_t now = 0;
+                thr_clock_now(api->a, &now);
+                if (rv->due_ns <= now || rv->cost == 0)
+                        return; /* used up, or not a place (given back already) */
+                if (api->nkept == api->capkept) {
+                        size_t cap = api->capkept ? 2 * api->capkept : 16;
+                        struct thr_reservation *k = realloc(api->kept, cap * sizeof(*k));
+                        if (!k)
+                                return; /* the place stays unused: it comes back when due */
+                        api->kept = k;
+                        api->capkept = cap;
+                }
+                api->kept[api->nkept++] = *rv;
+                return;
+        }
+        for (bool again = true; again;) { /* each place given back may free another */
+                again = false;
+                uint64_t now = 0;
+                thr_clock_now(api->a, &now);
+                for (size_t i = 0; i < api->nkept;) {
+                        int rc =
+                            api->kept[i].due_ns <= now ? 0 : thr_reservation_cancel(&api->kept[i]);
+                        if (rc == 1 || api->kept[i].due_ns <= now) {
+                                api->kept[i] = api->kept[--api->nkept];
+                                again |= rc == 1;
+                        } else {
+                                i++;
+                        }
+                }
+        }
+}
+
 void http_job_timer(struct http_job *j, bool due, struct http_out *out)
 {
         memset(out, 0, sizeof(*out));
         if (due) {
                 reserved_answer(out, j->lims[0], j->keys[0], j->lens[0]);
         } else {
-                thr_reservation_cancel(&j->rv);
+                pthread_mutex_lock(&j->api->mu);
+                give_back(j->api, &j->rv);
+                pthread_mutex_unlock(&j->api->mu);
                 http_error_status(out, 503, EBUSY, "the wait was abandoned: place given back");
         }
         free(j);
@@ -514,10 +562,13 @@ void http_job_drop(struct http_job *j)
 {
         if (!j)
                 return;
-        if (j->kind == JOB_LEASE)
+        if (j->kind == JOB_LEASE) {
                 http_lease_free(j->api, j->slot);
-        else if (j->kind == JOB_RESERVE)
-                thr_reservation_cancel(&j->rv);
+        } else if (j->kind == JOB_RESERVE) {
+                pthread_mutex_lock(&j->api->mu);
+                give_back(j->api, &j->rv);
+                pthread_mutex_unlock(&j->api->mu);
+        }
         free(j);
 }
 

@@ -726,3 +726,128 @@ Test(http, garbage_and_huge_headers_survived)
         free(hdr);
         cr_assert(try_http("after"));
 }
+
+/* ---------------------------------------------------------------- the hostile review's cases */
+
+/* A lease granted, in a waiter thread, to a client that left meanwhile is given back at once:
+ * nobody knows its id, so it would be held for nobody until its TTL (review 14, f2). */
+Test(http, lease_for_a_client_that_left_is_given_back)
+{
+        start(NULL, NULL);
+        thr_limiter *l = tdaemon_lim(&fx, 0, "sem");
+        struct thr_lease mine;
+        cr_assert_eq(thr_sem_try(l, "G", 1, 3, 60 * SEC, &mine), 0);
+        int fd = hconnect();
+        hsend(fd, "POST", "/v1/limiters/sem/leases",
+              "{\"key\":\"G\",\"amount\":1,\"ttl_ms\":60000,\"timeout_ms\":20000}", NULL);
+        struct thr_sem_stat st;
+        struct timespec t0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        do { /* its acquire is queued in the arena */
+                cr_assert_lt(telapsed_s(&t0), TD_READY, "the lease request never queued");
+                tdoze();
+                cr_assert_eq(thr_sem_stat(l, "G", 1, &st), 0);
+        } while (st.pending != 1);
+        close(fd);
+        cr_assert_eq(thr_sem_release(&mine), 0); /* the queued acquire is granted now */
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        do {
+                cr_assert_lt(telapsed_s(&t0), TD_READY, "a unit is held for a client that left");
+                tdoze();
+                cr_assert_eq(thr_sem_stat(l, "G", 1, &st), 0);
+        } while (st.held != 0 || st.pending != 0);
+        cr_assert_eq(thr_sem_try(l, "G", 1, 3, SEC, &mine), 0, "all 3 units free again");
+        cr_assert_eq(thr_sem_release(&mine), 0);
+}
+
+/* Rate waiters that leave together get every place back, not only the newest: places are given
+ * back newest first, as thr_reservation_cancel requires (review 14, f3). */
+Test(http, waiters_that_leave_together_give_every_place_back)
+{
+        start(NULL, NULL);
+        thr_limiter *l = tdaemon_lim(&fx, 0, "lim");
+        for (int i = 0; i < 5; i++)
+                cr_assert_eq(thr_limiter_try(l, "m", 1, 1, NULL), 1);
+        int fds[6];
+        struct timespec t0;
+        for (int i = 0; i < 6; i++) {
+                fds[i] = hconnect();
+                hsend(fds[i], "POST", "/v1/limiters/lim/acquire",
+                      "{\"key\":\"m\",\"timeout_ms\":30000}", NULL);
+                clock_gettime(CLOCK_MONOTONIC, &t0);
+                while (reset_after(l, "m") != (uint64_t)(6 + i) * SEC) {
+                        cr_assert_lt(telapsed_s(&t0), TD_READY, "place %d never taken", i);
+                        tdoze();
+                }
+        }
+        for (int i = 0; i < 6; i++)
+                close(fds[i]);
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        while (reset_after(l, "m") != 5 * SEC) {
+                cr_assert_lt(telapsed_s(&t0), TD_READY, "places kept: reset after %llu ns",
+                             (unsigned long long)reset_after(l, "m"));
+                tdoze();
+        }
+}
+
+/* SIGTERM while a lease request waits in the kernel (timeout 60 s): the stop does not wait for
+ * it; the daemon exits 0 within a bound well under that timeout (review 14, f1). */
+Test(http, stop_does_not_wait_out_a_kernel_wait)
+{
+        start(NULL, NULL);
+        thr_limiter *l = tdaemon_lim(&fx, 0, "sem");
+        struct thr_lease mine;
+        cr_assert_eq(thr_sem_try(l, "K", 1, 3, 120 * SEC, &mine), 0);
+        int fd = hconnect();
+        hsend(fd, "POST", "/v1/limiters/sem/leases", "{\"key\":\"K\",\"timeout_ms\":60000}", NULL);
+        struct thr_sem_stat st;
+        struct timespec t0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        do {
+                cr_assert_lt(telapsed_s(&t0), TD_READY, "the lease request never queued");
+                tdoze();
+                cr_assert_eq(thr_sem_stat(l, "K", 1, &st), 0);
+        } while (st.pending != 1);
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        tdaemon_stop(&fx, 0);
+        cr_assert_lt(telapsed_s(&t0), 20.0, "the stop waited out the lease's wait");
+        close(fd);
+        cr_assert_eq(thr_sem_release(&mine), 0);
+}
+
+/* Errors a client causes are 4xx with a message, even where the message would quote bytes that
+ * are not UTF-8; the token's scheme is matched in any case (review 14, f7, f8). */
+Test(http, client_errors_and_their_messages)
+{
+        start(NULL, NULL);
+        must("POST", "/v1/limiters/bud/add", "{\"key\":\"o\",\"amount\":4611686018427387903}", 422,
+             "EOVERFLOW");
+        must("POST", "/v1/limiters/%FF/try", "{\"key\":\"a\"}", 404, "ENOENT");
+        must("POST", "/v1/groups/%FE%FF/try", "{\"args\":[]}", 404, "ENOENT");
+        must("POST", "/v1/limiters/lim/try", "{\"key\":\"a\",\"\\u00e9\\u00ff\":1}", 400, "EINVAL");
+}
+
+Test(http, token_scheme_in_any_case)
+{
+        char tok[256], keys[700];
+        snprintf(tok, sizeof(tok), "%s/token", fx.dir);
+        FILE *f = fopen(tok, "we");
+        cr_assert_not_null(f);
+        fputs("abc123\n", f);
+        fclose(f);
+        cr_assert_eq(chmod(tok, 0600), 0);
+        port = free_port();
+        snprintf(keys, sizeof(keys), "http = 127.0.0.1:%d\nhttp_token_file = %s\n", port, tok);
+        tdaemon_config(&fx, true, keys, LIMS);
+        int i = tdaemon_start(&fx, NULL);
+        tdaemon_wait_ready(&fx, i, 1);
+        tdaemon_wait_log(&fx, i, "http: serving", 1);
+        const char *body = "{\"key\":\"t\"}";
+        struct resp r =
+            req_h("POST", "/v1/limiters/lim/try", body, "Authorization: bearer abc123\r\n");
+        expect(&r, 200, NULL);
+        rfree(&r);
+        r = req_h("POST", "/v1/limiters/lim/try", body, "Authorization: BEARER abc12\r\n");
+        expect(&r, 401, "EACCES");
+        rfree(&r);
+}
