@@ -15,7 +15,8 @@
 #                          keeps its shadow and aborts with "Could not initialize inheritable
 #                          arena" (Snaipe/Criterion#274).
 #   fuzz     build-fuzz/   clang -DTHR_FUZZ=ON: the config and HTTP fuzz targets under libFuzzer
-#                          with ASan and UBSan for 60 s each (tests/fuzz); only the fuzz targets
+#                          with ASan and UBSan for 60 s each, the feedback parsers' for 30 s
+#                          (tests/fuzz); only the fuzz targets
 #                          are built. Where clang cannot link -fsanitize=fuzzer it is skipped
 #                          with a notice (the asan suite's fuzz_config_short and fuzz_http_short,
 #                          the same targets over generated files, still run).
@@ -126,10 +127,10 @@ main() {
                 suite tsan build-tsan "$common -DTHR_SANITIZE=OFF -DTHR_TSAN=ON -DTHR_BENCH=OFF" \
                         -R '^(stress_threads|stress_peer|daemon_threads)$'
                 if have_libfuzzer; then
-                        SUITE_TARGET="fuzz_config fuzz_http" suite fuzz build-fuzz \
+                        SUITE_TARGET="fuzz_config fuzz_http fuzz_feedback" suite fuzz build-fuzz \
                                 "-DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo \
                                 -DTHR_WERROR=ON -DTHR_TESTS=OFF -DTHR_BENCH=OFF -DTHR_FUZZ=ON" \
-                                -R '^fuzz_(config|http)_libfuzzer$'
+                                -R '^fuzz_(config|http|feedback)_libfuzzer$'
                 else
                         echo "test.sh: NOTICE: clang cannot link -fsanitize=fuzzer: the libFuzzer" \
                                 "run is skipped (the asan suite ran fuzz_config_short)" >&2
