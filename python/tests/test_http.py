@@ -363,3 +363,40 @@ def test_group_acquire_and_limiter_info_of_a_group_member(client):
     with pytest.raises(te.Timeout):
         g.acquire([("ga", 3), ("ga", 1)], timeout=0.05)
     assert client.limiter("ca").try_acquire("ga", 0).remaining == 2  # nothing taken
+
+
+def test_http_and_shared_memory_share_one_limit_exactly(client, daemon):
+    """A Python process deciding in shared memory (throttle.Arena) and over HTTP on one key: one
+    bucket. Alternating, each side sees the other's decisions in `remaining`; from threads of
+    both, exactly the burst is admitted; after the clock moves, exactly the refill."""
+    import throttle
+
+    with throttle.Arena(daemon.arena) as arena:
+        shm, web = arena.limiter("one"), client.limiter("one")
+        left = []
+        for i in range(50):
+            d = (web if i % 2 else shm).try_acquire("mixed-a")
+            assert d.admitted, (i, d)
+            left.append(d.remaining)
+        assert left == list(range(49, -1, -1))  # one countdown across both sides
+        assert not shm.try_acquire("mixed-a") and not web.try_acquire("mixed-a")
+
+        counts = {"shm": 0, "web": 0}
+        lock_ = threading.Lock()
+
+        def run(side, lim):
+            n = sum(1 for _ in range(40) if lim.try_acquire("mixed-b").admitted)
+            with lock_:
+                counts[side] += n
+
+        ts = [threading.Thread(target=run, args=(s, lim))
+              for s, lim in (("shm", shm), ("web", web), ("shm", shm), ("web", web))]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        assert counts["shm"] + counts["web"] == 50, counts  # 160 tries, burst 50, no refill
+        daemon.advance(2 * 3600)  # rate 1/h: two tokens back
+        got = [shm.try_acquire("mixed-b").admitted, web.try_acquire("mixed-b").admitted,
+               shm.try_acquire("mixed-b").admitted, web.try_acquire("mixed-b").admitted]
+        assert got == [True, True, False, False], got
