@@ -6,7 +6,8 @@
   On a manual-clock arena the due time is arena time that only advance_clock moves: the task
   polls the arena's clock every 5 ms instead of sleeping the wait.
 - lease_async, spend_async, compose_acquire_async, Group.acquire_async: the blocking C call runs
-  in the loop's default executor (a thread; ctypes releases the GIL). A task cancelled while its
+  in a daemon thread of its own (ctypes releases the GIL; see run_blocking for why not the
+  loop's default executor). A task cancelled while its
   call is still waiting in the thread cannot interrupt it: when that call later succeeds, what
   it took is given back (the lease released, the spend added back). A composed call's
   consumption cannot be given back this way and stays consumed.
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import functools
+import threading
 from typing import Any, Callable, Optional, TypeVar
 
 from . import _lib
@@ -29,14 +30,57 @@ MANUAL_POLL = 0.005  # seconds between two looks at a manual clock
 
 async def run_blocking(fn: Callable[..., T], *args: Any,
                        undo: Optional[Callable[[T], Any]] = None) -> T:
-    """FN(*ARGS) in the loop's default executor. If the awaiting task is cancelled, UNDO is
-    called with FN's result once FN returns (when it returns one)."""
+    """FN(*ARGS) in a thread of its own (not the loop's default executor). If the awaiting task
+    is cancelled, UNDO is called with FN's result once FN returns (when it returns one).
+
+    Why not the default executor: a cancelled task cannot interrupt a waiting C call, so its
+    worker would stay blocked (a lease or spend with timeout None: for as long as the resource
+    is short). A few such cancellations starve the executor (min(32, cpus + 4) workers: every
+    other run_in_executor/to_thread of the loop waits), and asyncio.run() joins the executor's
+    threads at exit, so it would never return. A daemon thread per waiting call has neither
+    problem, and its late result is given back in that thread when nobody awaits it any more."""
     loop = asyncio.get_running_loop()
-    fut = loop.run_in_executor(None, functools.partial(fn, *args))
+    fut: "asyncio.Future[T]" = loop.create_future()
+    lock = threading.Lock()
+    state = {"abandoned": False, "delivered": False}
+
+    def _set(ok: bool, value: Any) -> None:
+        if fut.done():
+            return
+        if ok:
+            fut.set_result(value)
+        else:
+            fut.set_exception(value)
+
+    def work() -> None:
+        value: Any
+        try:
+            value = fn(*args)
+            ok = True
+        except BaseException as e:  # noqa: B902 - handed to the awaiting task
+            ok, value = False, e
+        with lock:
+            give_back = state["abandoned"]
+            if not give_back:
+                try:
+                    loop.call_soon_threadsafe(_set, ok, value)
+                    state["delivered"] = True
+                except RuntimeError:  # the loop is closed: nobody will take the result
+                    give_back = True
+        if give_back and ok and undo is not None:
+            try:
+                undo(value)
+            except ThrottleError:
+                pass
+
+    threading.Thread(target=work, name="throttle-aio", daemon=True).start()
     try:
         return await asyncio.shield(fut)
     except asyncio.CancelledError:
-        if undo is not None:
+        with lock:
+            state["abandoned"] = not state["delivered"]
+            delivered = state["delivered"]
+        if delivered and undo is not None:  # the result is on its way to FUT: undo it there
             give_back: Callable[[T], Any] = undo
 
             def _late(f: "asyncio.Future[T]") -> None:

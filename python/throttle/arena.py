@@ -19,12 +19,14 @@ Async: see throttle.aio, whose functions are also the methods *_async here.
 from __future__ import annotations
 
 import errno
+import functools
 import math
 import os
 import threading
 import weakref
 from ctypes import byref, c_char_p, c_uint64, c_void_p, cast
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type, TypeVar, Union
+from typing import cast as _tcast
 
 from . import _lib
 from .errors import InvalidArgument, ThrottleError
@@ -40,6 +42,32 @@ _arenas: "weakref.WeakSet[Arena]" = weakref.WeakSet()
 def _after_fork_in_child() -> None:
     for a in list(_arenas):
         a._lock = threading.Lock()
+        a._inflight = 0  # the parent's other threads, in calls at the fork, are not here
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _in_arena(arena_of: Callable[[Any], "Arena"]) -> Callable[[_F], _F]:
+    """Decorate a method that calls the library: the call counts as in flight on its Arena, so
+    that Arena.close() defers the unmap (and the handles' frees) until it returns, instead of
+    pulling the arena from under it (a use after free: a crash or a wrong answer)."""
+    def deco(fn: _F) -> _F:
+        @functools.wraps(fn)
+        def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+            arena = arena_of(self)
+            arena._enter()
+            try:
+                return fn(self, *args, **kwargs)
+            finally:
+                arena._leave()
+        return _tcast(_F, wrapper)
+    return deco
+
+
+_self = (lambda obj: obj)
+_owner = (lambda obj: obj.arena)
+_owner2 = (lambda obj: obj.limiter.arena)
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -51,7 +79,11 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 def _key(key: Key) -> bytes:
     if isinstance(key, str):
-        return key.encode("utf-8")
+        try:
+            return key.encode("utf-8")
+        except UnicodeEncodeError as e:  # a lone surrogate: no UTF-8 for it
+            raise InvalidArgument(errno.EINVAL, "key %.40r is not encodable in UTF-8: %s"
+                                  % (key, e)) from None
     if isinstance(key, (bytes, bytearray, memoryview)):
         return bytes(key)
     raise InvalidArgument(errno.EINVAL, "key must be str or bytes, not %s" % type(key).__name__)
@@ -133,7 +165,31 @@ class Arena:
         self._limiters: Dict[str, Limiter] = {}
         self._groups: List[Group] = []
         self._manual: Optional[bool] = None
+        self._inflight = 0  # library calls running on it (see _in_arena)
+        self._deferred: Optional[Tuple[int, List["Limiter"], List["Group"]]] = None
         _arenas.add(self)
+
+    def _enter(self) -> None:
+        with self._lock:
+            if self._h is None:
+                raise InvalidArgument(errno.EINVAL, "arena %s is closed" % self.name)
+            self._inflight += 1
+
+    def _leave(self) -> None:
+        with self._lock:
+            self._inflight -= 1
+            work, self._deferred = ((self._deferred, None) if self._inflight == 0
+                                    else (None, self._deferred))
+        if work is not None:
+            self._free(*work)
+
+    @staticmethod
+    def _free(h: int, lims: List["Limiter"], groups: List["Group"]) -> None:
+        for lim in lims:
+            lim._close()
+        for g in groups:
+            g._close()
+        _lib.lib.thr_arena_close(h)
 
     # -- life ----------------------------------------------------------------------------------
     def _handle(self) -> int:
@@ -149,13 +205,14 @@ class Arena:
             h, self._h = self._h, None
             lims, self._limiters = list(self._limiters.values()), {}
             groups, self._groups = self._groups, []
+            if h is not None and self._inflight:
+                # calls still running (another thread, or an abandoned asyncio wait): new calls
+                # are refused now; the last running one unmaps when it returns
+                self._deferred = (h, lims, groups)
+                return
         if h is None:
             return
-        for lim in lims:
-            lim._close()
-        for g in groups:
-            g._close()
-        _lib.lib.thr_arena_close(h)
+        self._free(h, lims, groups)
 
     def __enter__(self) -> "Arena":
         return self
@@ -197,6 +254,7 @@ class Arena:
         return g
 
     # -- composed calls ------------------------------------------------------------------------
+    @_in_arena(_self)
     def compose_try(self, members: Sequence[Tuple["Limiter", Key, int]]) -> ComposeResult:
         """Decide every (limiter, key, cost) now, all or nothing (thr_compose_try)."""
         arr, keep = _members(members)
@@ -206,6 +264,7 @@ class Arena:
         del keep
         return _compose(res, len(members), rc)
 
+    @_in_arena(_self)
     def compose_acquire(self, members: Sequence[Tuple["Limiter", Key, int]],
                         timeout: Optional[float] = None) -> ComposeResult:
         """Wait (up to TIMEOUT seconds; None: no bound) until every member fits, then consume
@@ -224,12 +283,14 @@ class Arena:
         return await aio.run_blocking(self.compose_acquire, members, timeout)
 
     # -- clock ---------------------------------------------------------------------------------
+    @_in_arena(_self)
     def now_ns(self) -> int:
         """The arena's time in ns (CLOCK_MONOTONIC, or the manual clock's value)."""
         now = c_uint64()
         _lib.check(_lib.lib.thr_clock_now(self._handle(), byref(now)))
         return now.value
 
+    @_in_arena(_self)
     def advance_clock(self, seconds: Optional[float] = None, *, ns: Optional[int] = None) -> int:
         """Move a manual-clock arena's time forward by SECONDS (a number) or by NS (an int,
         keyword only); exactly one of them. Returns the new time in ns. NotPermitted (EPERM) on
@@ -243,6 +304,7 @@ class Arena:
         return self.now_ns()
 
     @property
+    @_in_arena(_self)
     def manual_clock(self) -> bool:
         """True for a manual-clock arena (thr_clock_advance of 0 is allowed only there)."""
         if self._manual is None:
@@ -301,6 +363,7 @@ class Limiter:
         return "<throttle.Limiter %r>" % self.name
 
     @property
+    @_in_arena(_owner)
     def info(self) -> LimiterInfo:
         """Its kind and configuration now (a reload may change them)."""
         i = _lib.LimiterInfoT()
@@ -311,6 +374,7 @@ class Limiter:
                            leases=i.leases, level=i.level)
 
     # -- rate kinds (gcra, window; a budget's try) ---------------------------------------------
+    @_in_arena(_owner)
     def try_acquire(self, key: Key, cost: int = 1) -> Decision:
         """Decide now; a denial is a Decision with admitted False. Cost 0 peeks."""
         raw = _key(key)
@@ -320,6 +384,7 @@ class Limiter:
         _lib.check(rc)
         return _decision(res, rc == 1)
 
+    @_in_arena(_owner)
     def acquire(self, key: Key, cost: int = 1, timeout: Optional[float] = None) -> Decision:
         """Admit COST for KEY, sleeping (this thread only) until due. Raises Timeout at once,
         consuming nothing, when it would wait longer than TIMEOUT seconds or max_reserve."""
@@ -330,6 +395,7 @@ class Limiter:
                                                 byref(res)))
         return _decision(res, True)
 
+    @_in_arena(_owner)
     def reserve(self, key: Key, cost: int = 1,
                 max_wait: Optional[float] = None) -> "Reservation":
         """Take a place for COST, due within MAX_WAIT seconds (None: max_reserve bounds it),
@@ -349,6 +415,7 @@ class Limiter:
         return await aio.acquire_async(self, key, cost, timeout)
 
     # -- semaphore -----------------------------------------------------------------------------
+    @_in_arena(_owner)
     def lease(self, key: Key, amount: int = 1, ttl: float = 60.0,
               timeout: Optional[float] = None) -> "Lease":
         """Take AMOUNT units of KEY for TTL seconds, waiting up to TIMEOUT (None: no bound; 0:
@@ -367,6 +434,7 @@ class Limiter:
         from . import aio
         return aio.AsyncLease(self, key, amount, ttl, timeout)
 
+    @_in_arena(_owner)
     def sem_stat(self, key: Key) -> SemStat:
         raw = _key(key)
         st = _lib.SemStatT()
@@ -376,6 +444,7 @@ class Limiter:
                        longest_pending_ns=st.longest_pending_ns, level=st.level)
 
     # -- budget --------------------------------------------------------------------------------
+    @_in_arena(_owner)
     def spend(self, key: Key, cost: int, timeout: Optional[float] = 0) -> BudgetResult:
         """Spend COST of KEY's balance, waiting up to TIMEOUT seconds for adds (0: try now;
         None: no bound). A short budget raises WouldBlock (a try) or Timeout, each with .result
@@ -394,6 +463,7 @@ class Limiter:
         from . import aio
         return await aio.spend_async(self, key, cost, timeout)
 
+    @_in_arena(_owner)
     def add(self, key: Key, amount: int) -> BudgetResult:
         raw = _key(key)
         res = _lib.BudgetResultT()
@@ -401,6 +471,7 @@ class Limiter:
                                            _uint(amount, "amount"), byref(res)))
         return _budget(res)
 
+    @_in_arena(_owner)
     def budget_stat(self, key: Key) -> BudgetStat:
         raw = _key(key)
         st = _lib.BudgetStatT()
@@ -426,6 +497,7 @@ class Reservation:
     def wait(self) -> float:
         return self.wait_ns / NS
 
+    @_in_arena(_owner2)
     def cancel(self) -> bool:
         """Give the place back if it is not yet due and nothing was stacked on it: True given
         back, False kept (unused). InvalidArgument once given back, or in a fork child."""
@@ -461,6 +533,7 @@ class Lease:
     def released(self) -> bool:
         return self._released
 
+    @_in_arena(_owner2)
     def heartbeat(self, ttl: Optional[float] = None) -> int:
         """Keep it alive for TTL seconds from now (None: the ttl it was taken with). Returns the
         new expires_ns. Expired if it had expired and was reclaimed."""
@@ -468,6 +541,7 @@ class Lease:
         _lib.check(_lib.lib.thr_sem_heartbeat(byref(self._lease), ttl_ns))
         return int(self._lease.expires_ns)
 
+    @_in_arena(_owner2)
     def release(self) -> None:
         """Give it back (a second call does nothing). Expired if it had expired and been
         reclaimed (nothing held then either); NotPermitted in a fork child."""
@@ -543,6 +617,7 @@ class Group:
             arr[i].cost = _uint(cost, "arg %d cost" % i)
         return arr, keep
 
+    @_in_arena(_owner)
     def try_acquire(self, args: Sequence[Tuple[Optional[Key], int]]) -> ComposeResult:
         """ARGS[i] = (key, cost) for member i (key None: the first member's key)."""
         arr, keep = self._args(args)
@@ -551,6 +626,7 @@ class Group:
         del keep
         return _compose(res, self.size, rc)
 
+    @_in_arena(_owner)
     def acquire(self, args: Sequence[Tuple[Optional[Key], int]],
                 timeout: Optional[float] = None) -> ComposeResult:
         arr, keep = self._args(args)

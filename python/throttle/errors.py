@@ -7,7 +7,7 @@ class, with the library's message (thr_strerror) as its text.
 from __future__ import annotations
 
 import errno as _errno
-from typing import Dict, Optional, Type
+from typing import Any, Dict, Optional, Tuple, Type
 
 
 class ThrottleError(Exception):
@@ -20,6 +20,13 @@ class ThrottleError(Exception):
         super().__init__(text)
         self.errno = abs(err)
         self.message = text
+
+    def __reduce__(self) -> Tuple[Any, Tuple[int, str], Dict[str, Any]]:
+        # BaseException's reduce re-calls cls(*self.args) = cls(text): the errno would be lost
+        # and __init__ fails (abs(str)). Pickle (errno, message) and the extra attributes
+        # (.result, .wait_ns, .retry_after_ns, .denied): multiprocessing and
+        # concurrent.futures send exceptions this way, and copy.copy() uses it too.
+        return (self.__class__, (self.errno, self.message), dict(self.__dict__))
 
 
 class InvalidArgument(ThrottleError, ValueError):
@@ -104,6 +111,12 @@ class Unauthorized(ThrottleError):
 
 class ServerError(ThrottleError):
     """The daemon's HTTP API answered something else than a decision or a known error."""
+
+
+class TransportError(ThrottleError, ConnectionError):
+    """HTTP only: no usable answer from the daemon (connection refused or lost, socket timeout,
+    a malformed HTTP answer). ``errno`` is the socket's errno when there is one, else 0. For a
+    request that was sent, whether the daemon applied it is unknown."""
 
 
 _BY_ERRNO: Dict[int, Type[ThrottleError]] = {

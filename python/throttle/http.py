@@ -29,6 +29,7 @@ import http.client
 import json
 import math
 import os
+import select
 import socket
 import threading
 import time
@@ -36,8 +37,8 @@ import urllib.parse
 import weakref
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
-from .errors import (InvalidArgument, ServerError, ThrottleError, Unauthorized, WouldBlock,
-                     from_name)
+from .errors import (InvalidArgument, ServerError, ThrottleError, TransportError, Unauthorized,
+                     WouldBlock, from_name)
 from .results import (BudgetResult, BudgetStat, ComposeResult, Decision, LimiterInfo,
                       SemStat)
 
@@ -47,10 +48,25 @@ Key = Union[str, bytes]
 Member = Tuple[Union["Limiter", str], Key, int]
 
 _RETRYABLE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
+_IDEMPOTENT = ("GET", "HEAD")  # resent after a lost answer; a POST or DELETE never is
+_MAX_BODY = 1 << 20  # the largest answer read: every answer of the API is far smaller
 _SLACK_S = 5.0  # socket timeout beyond a request's own wait, for the answer to travel
 # timeout None: a day, which the server caps at its http_max_wait_ms (a minute by default);
 # a missing timeout_ms would mean the route's default, which is a try for leases and spends.
 _UNBOUNDED_MS = 86_400_000
+
+
+_clients: "weakref.WeakSet[Client]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # a thread of the parent may have held a Client's lock (its first request, close()) at the
+    # fork: nobody in the child would ever release that copy
+    for c in list(_clients):
+        c._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -99,9 +115,10 @@ def _ms(what: str, seconds: Optional[float]) -> Optional[int]:
         return None
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
         raise InvalidArgument(22, "%s: expected seconds (a number), got %r" % (what, seconds))
-    if not math.isfinite(seconds) or seconds < 0:
-        raise InvalidArgument(22, "%s: %r is not a finite number of seconds >= 0" %
-                              (what, seconds))
+    if math.isnan(seconds) or seconds < 0:
+        raise InvalidArgument(22, "%s: %r is not a number of seconds >= 0" % (what, seconds))
+    if math.isinf(seconds) or seconds * 1000 >= _UNBOUNDED_MS:
+        return None  # as throttle.Arena takes it: without bound (the server's cap)
     return int(math.ceil(seconds * 1000))
 
 
@@ -151,6 +168,15 @@ def _compose(b: Dict[str, Any]) -> ComposeResult:
                          tuple(rem))
 
 
+def _closed_by_peer(sock: socket.socket) -> bool:
+    """An idle keep-alive socket that is readable has been closed (or sent junk): not reusable."""
+    try:
+        r, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(r)
+
+
 def _error(status: int, raw: bytes) -> ThrottleError:
     """The exception for a non-2xx answer (see the module's comment)."""
     try:
@@ -192,6 +218,10 @@ class Client:
 
     def __init__(self, url: str, token: Optional[str] = None, timeout: float = 30.0) -> None:
         self.url = url
+        if timeout is not None and (isinstance(timeout, bool) or
+                                    not isinstance(timeout, (int, float)) or
+                                    not 0 < timeout < 86_400 * 365):
+            raise InvalidArgument(22, "timeout: expected seconds > 0 or None, got %r" % (timeout,))
         self.timeout = timeout
         self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if token is not None:
@@ -215,6 +245,7 @@ class Client:
         # (and its socket closes) when the thread ends.
         self._conns: "weakref.WeakKeyDictionary[http.client.HTTPConnection, int]" = \
             weakref.WeakKeyDictionary()
+        _clients.add(self)
 
     # ------------------------------------------------------------ connections
 
@@ -241,29 +272,47 @@ class Client:
         """One request; the decoded JSON object of a 2xx answer, or raise the mapped error.
         WAIT_MS: how long the server may wait before answering (None: its cap)."""
         data = None if body is None else json.dumps(body).encode("utf-8")
-        if wait_ms is None:
+        if wait_ms is None or self.timeout is None:
             sock_timeout: Optional[float] = None
         else:
             sock_timeout = self.timeout + wait_ms / 1000.0 + (_SLACK_S if wait_ms else 0.0)
         for attempt in (0, 1):
             c, reused = self._conn()
             c.timeout = sock_timeout
+            if reused and c.sock is not None and _closed_by_peer(c.sock):
+                c.close()  # closed while idle (FIN seen): http.client reconnects on request
+                reused = False
             try:
                 if c.sock is not None:
                     c.sock.settimeout(sock_timeout)
                 c.request(method, path, body=data, headers=self._headers)
                 r = c.getresponse()
-                raw = r.read()
+                raw = r.read(_MAX_BODY + 1)
                 status = r.status
+                if r.length:  # Content-Length promised more than came (read(n) does not raise)
+                    raise http.client.IncompleteRead(raw, r.length)
+                if len(raw) > _MAX_BODY:
+                    c.close()
+                    raise ServerError(status, "HTTP %d with an answer over %d bytes"
+                                      % (status, _MAX_BODY))
                 if r.will_close:
                     c.close()
                 break
-            except _RETRYABLE:
-                # The server closed an idle keep-alive connection before reading the request:
-                # retry once on a fresh one. A fresh connection's failure is the caller's.
+            except _RETRYABLE as e:
+                # The server closed a keep-alive connection just as we sent: retry once on a
+                # fresh one, but only a request that may be applied twice. A POST or DELETE
+                # may have been applied already (the answer alone was lost): never resend it.
                 c.close()
-                if attempt or not reused:
-                    raise
+                if attempt or not reused or method not in _IDEMPOTENT:
+                    raise TransportError(e.errno or 0, "%s %s: connection lost before the "
+                                         "answer (%s); the daemon may have applied it"
+                                         % (method, path, e or type(e).__name__)) from e
+            except ThrottleError:
+                raise
+            except (OSError, http.client.HTTPException) as e:
+                c.close()  # never reuse a connection left mid-answer
+                raise TransportError(getattr(e, "errno", None) or 0, "%s %s: %s: %s"
+                                     % (method, path, type(e).__name__, e)) from e
             except BaseException:
                 c.close()  # never reuse a connection left mid-answer
                 raise
@@ -483,8 +532,14 @@ class Lease:
         """Give it back; a second call does nothing. Raises Expired (410) if it had expired."""
         if self.released:
             return
+        try:
+            self.limiter.client._request("DELETE", self._path())
+        except TransportError:
+            raise  # not known to be released: a later release() tries again
+        except ThrottleError:
+            self.released = True  # the daemon answered: expired or unknown, nothing held
+            raise
         self.released = True
-        self.limiter.client._request("DELETE", self._path())
 
     def __enter__(self) -> "Lease":
         return self
