@@ -12,9 +12,8 @@
     never another error or a crash (it was a use after free);
  6. a fork child of a process whose thread holds the HTTP Client's lock can still make requests
     (it deadlocked);
- 7. an answer body above the bound is refused, and an endless one raises ServerError without
-    being read whole (a declared Content-Length above the bound gives TransportError, not
-    ServerError, on 2801b39: an xfail test says so);
+ 7. an answer body above the bound is refused with ServerError, unread when its declared
+    Content-Length is above the bound, and an endless one without being read whole;
  8. a str key with a lone surrogate is InvalidArgument (it was a bare UnicodeEncodeError).
 
 Everything that could hang on a regression is bounded (a timeout, an alarm, or a subprocess).
@@ -471,16 +470,13 @@ def test_an_answer_above_the_bound_is_refused():
     srv = _RawServer(_padded)
     try:
         with th.Client(srv.url, timeout=10.0) as cl:
-            # refused (not a Decision); which ThrottleError: see the xfail test below
+            # refused (not a Decision)
             with pytest.raises(te.ThrottleError):
                 th.Limiter(cl, "g").try_acquire("k")
     finally:
         srv.close()
 
 
-@pytest.mark.xfail(strict=True, reason="2801b39 checks the unread Content-Length before the "
-                   "size: a declared body above the bound raises TransportError (IncompleteRead),"
-                   " not ServerError")
 def test_a_declared_length_above_the_bound_is_a_server_error():
     srv = _RawServer(_padded)
     try:

@@ -287,8 +287,12 @@ class Client:
                     c.sock.settimeout(sock_timeout)
                 c.request(method, path, body=data, headers=self._headers)
                 r = c.getresponse()
-                raw = r.read(_MAX_BODY + 1)
                 status = r.status
+                if r.length is not None and r.length > _MAX_BODY:  # declared too large: unread
+                    c.close()
+                    raise ServerError(status, "HTTP %d with an answer of %d bytes, over %d"
+                                      % (status, r.length, _MAX_BODY))
+                raw = r.read(_MAX_BODY + 1)
                 if r.length:  # Content-Length promised more than came (read(n) does not raise)
                     raise http.client.IncompleteRead(raw, r.length)
                 if len(raw) > _MAX_BODY:
