@@ -111,4 +111,8 @@ extern const struct bench_backend bench_cas_local;       /* bench/baselines/cas_
 extern const struct bench_backend bench_redis_tcp;       /* bench/baselines/redis_gcra.c */
 extern const struct bench_backend bench_redis_unix;      /* bench/baselines/redis_gcra.c */
 
+/* A loopback TCP port that was free a moment ago (bind to port 0, read it, close), or -errno
+ * (bench/baselines/redis_gcra.c: the servers the benchmarks start listen on one). */
+int bench_free_port(void);
+
 #endif

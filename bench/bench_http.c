@@ -133,21 +133,6 @@ struct daemon_run {
         int port;
 };
 
-static int free_port(void)
-{
-        struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-        socklen_t alen = sizeof(a);
-        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd < 0)
-                return -errno;
-        int rc = bind(fd, (struct sockaddr *)&a, sizeof(a));
-        if (rc == 0)
-                rc = getsockname(fd, (struct sockaddr *)&a, &alen);
-        rc = rc == 0 ? ntohs(a.sin_port) : -errno;
-        close(fd);
-        return rc;
-}
-
 static int connect_port(int port)
 {
         struct sockaddr_in a = {.sin_family = AF_INET,
@@ -223,7 +208,7 @@ static int daemon_start(struct daemon_run *d, const char *exe, unsigned max_clie
                 return -errno;
         snprintf(d->conf, sizeof(d->conf), "%s/throttled.conf", d->dir);
         snprintf(d->log, sizeof(d->log), "%s/throttled.log", d->dir);
-        d->port = free_port();
+        d->port = bench_free_port();
         int rc = d->port < 0 ? d->port : write_conf(d, max_clients);
         if (rc < 0)
                 return rc;

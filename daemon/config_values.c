@@ -392,18 +392,25 @@ static int set_dir(const struct config_key *k, void *field, const char *v, char 
 }
 
 /* HOST:PORT (host may be [v6]); empty turns the metrics endpoint off. */
-static int set_metrics(const struct config_key *k, void *field, const char *v, char *why, size_t n)
+/* HOST:PORT (HOST may be [v6]) or empty into FIELD; FORMS names what the key takes. */
+static int set_host_port(const struct config_key *k, void *field, const char *v, const char *forms,
+                         char *why, size_t n)
 {
         const char *colon = strrchr(v, ':');
         uint64_t port = 0;
         if (*v && (!colon || colon == v))
-                return say(why, n, -EINVAL, "'%s' is not HOST:PORT (e.g. 127.0.0.1:9477)", v);
+                return say(why, n, -EINVAL, "'%s' is not %s", v, forms);
         if (*v && num_range(colon + 1, 1, 65535, &port, why, n) < 0)
                 return say(why, n, -EINVAL, "bad port in '%s' (1 to 65535)", v);
         if (strlen(v) >= k->hi)
                 return say(why, n, -ENAMETOOLONG, "'%s' is too long", v);
         snprintf(field, k->hi, "%s", v);
         return 0;
+}
+
+static int set_metrics(const struct config_key *k, void *field, const char *v, char *why, size_t n)
+{
+        return set_host_port(k, field, v, "HOST:PORT (e.g. 127.0.0.1:9477)", why, n);
 }
 
 /* HOST:PORT (host may be [v6]) or unix:/absolute/path; empty turns the HTTP API off. */
@@ -420,17 +427,7 @@ static int set_http(const struct config_key *k, void *field, const char *v, char
                 snprintf(field, k->hi, "%s", v);
                 return 0;
         }
-        const char *colon = strrchr(v, ':');
-        uint64_t port = 0;
-        if (*v && (!colon || colon == v))
-                return say(why, n, -EINVAL,
-                           "'%s' is not HOST:PORT or unix:/path (e.g. 127.0.0.1:9478)", v);
-        if (*v && num_range(colon + 1, 1, 65535, &port, why, n) < 0)
-                return say(why, n, -EINVAL, "bad port in '%s' (1 to 65535)", v);
-        if (strlen(v) >= k->hi)
-                return say(why, n, -ENAMETOOLONG, "'%s' is too long", v);
-        snprintf(field, k->hi, "%s", v);
-        return 0;
+        return set_host_port(k, field, v, "HOST:PORT or unix:/path (e.g. 127.0.0.1:9478)", why, n);
 }
 
 static int set_rate(const struct config_key *k, void *field, const char *v, char *why, size_t n)

@@ -29,11 +29,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <microhttpd.h>
-#include <netdb.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +44,7 @@
 #include <unistd.h>
 
 #include "http.h"
+#include "listen.h"
 #include "log.h"
 
 #define HTTP_MHD_MEMORY (64u << 10) /* libmicrohttpd's memory per connection (headers) */
@@ -587,17 +586,6 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
         *socket_context = NULL;
 }
 
-static void mhd_log(void *cls, const char *fmt, va_list ap)
-{
-        (void)cls;
-        char msg[512];
-        vsnprintf(msg, sizeof(msg), fmt, ap);
-        size_t n = strlen(msg);
-        if (n && msg[n - 1] == '\n')
-                msg[n - 1] = '\0';
-        log_warn("http: %s", msg);
-}
-
 /* ---------------------------------------------------------------- listening */
 
 static int listen_unix(struct http *h, const char *path, gid_t gid)
@@ -619,50 +607,6 @@ static int listen_unix(struct http *h, const char *path, gid_t gid)
                 close(fd);
         log_error("http: cannot listen on unix:%s: %s", path, strerror(e));
         return e == EADDRINUSE ? -EX_UNAVAILABLE : e == EACCES ? -EX_NOPERM : -EX_CANTCREAT;
-}
-
-static int listen_tcp(const char *addr)
-{
-        char host[128], port[8];
-        const char *colon = strrchr(addr, ':');
-        size_t hl = colon ? (size_t)(colon - addr) : 0;
-        if (!colon || hl == 0 || hl >= sizeof(host) || strlen(colon + 1) >= sizeof(port)) {
-                log_error("http = %s: not HOST:PORT", addr);
-                return -EX_CONFIG;
-        }
-        const char *hs = addr;
-        if (hs[0] == '[' && hl >= 2 && hs[hl - 1] == ']') {
-                hs++;
-                hl -= 2;
-        }
-        snprintf(host, sizeof(host), "%.*s", (int)hl, hs);
-        snprintf(port, sizeof(port), "%s", colon + 1);
-        struct addrinfo hints = {.ai_family = AF_UNSPEC,
-                                 .ai_socktype = SOCK_STREAM,
-                                 .ai_flags = AI_PASSIVE | AI_NUMERICSERV},
-                        *ai = NULL;
-        int rc = getaddrinfo(host, port, &hints, &ai);
-        if (rc != 0) {
-                log_error("http = %s: cannot resolve '%s': %s", addr, host, gai_strerror(rc));
-                return -EX_CONFIG;
-        }
-        int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
-        int one = 1, e = 0;
-        if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-            bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 64) < 0)
-                e = errno;
-        freeaddrinfo(ai);
-        if (!e)
-                return fd;
-        if (fd >= 0)
-                close(fd);
-        log_error("http: cannot listen on %s: %s%s", addr, strerror(e),
-                  e == EADDRINUSE ? " (another process has that port: set [daemon] http to "
-                                    "another address, or empty to serve no HTTP API)"
-                                  : "");
-        return e == EADDRINUSE || e == EADDRNOTAVAIL ? -EX_UNAVAILABLE
-               : e == EACCES                         ? -EX_NOPERM
-                                                     : -EX_OSERR;
 }
 
 int http_listen(const struct config *cfg, struct http **out)
@@ -688,7 +632,7 @@ int http_listen(const struct config *cfg, struct http **out)
                 return EX_CONFIG;
         }
         h->fd = !strncmp(h->addr, "unix:", 5) ? listen_unix(h, h->addr + 5, cfg->arena.gid)
-                                              : listen_tcp(h->addr);
+                                              : listen_tcp("http", h->addr);
         if (h->fd < 0) {
                 int rc = -h->fd;
                 http_stop(h);
@@ -742,8 +686,8 @@ int http_serve(struct http *h, const char *path, const struct config *cfg)
                 h->d = MHD_start_daemon(
                     MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ERROR_LOG |
                         MHD_ALLOW_SUSPEND_RESUME,
-                    0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-                    MHD_OPTION_LISTEN_SOCKET, h->fd, MHD_OPTION_CONNECTION_LIMIT,
+                    0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, listen_mhd_log,
+                    (void *)"http", MHD_OPTION_LISTEN_SOCKET, h->fd, MHD_OPTION_CONNECTION_LIMIT,
                     (unsigned)(h->max_conn + HTTP_MHD_EXTRA), MHD_OPTION_CONNECTION_TIMEOUT, secs,
                     MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_MHD_MEMORY,
                     MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_NOTIFY_CONNECTION,

@@ -24,7 +24,6 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <microhttpd.h>
-#include <netdb.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -35,6 +34,7 @@
 #include <sysexits.h>
 #include <unistd.h>
 
+#include "listen.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -346,70 +346,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return respond(c, MHD_HTTP_OK, body, len, MHD_RESPMEM_MUST_FREE);
 }
 
-static void mhd_log(void *cls, const char *fmt, va_list ap)
-{
-        (void)cls;
-        char msg[512];
-        vsnprintf(msg, sizeof(msg), fmt, ap);
-        size_t n = strlen(msg);
-        if (n && msg[n - 1] == '\n')
-                msg[n - 1] = '\0';
-        log_warn("metrics: %s", msg);
-}
-
-/* HOST and PORT of LISTEN (HOST:PORT, or [V6]:PORT) into HOST and PORT. 0 or -EINVAL. */
-static int split(const char *listen, char *host, size_t hn, char *port, size_t pn)
-{
-        const char *colon = strrchr(listen, ':');
-        if (!colon || colon == listen || (size_t)(colon - listen) >= hn || strlen(colon) > pn)
-                return -EINVAL;
-        const char *h = listen;
-        size_t len = (size_t)(colon - listen);
-        if (h[0] == '[' && len >= 2 && h[len - 1] == ']') {
-                h++;
-                len -= 2;
-        }
-        snprintf(host, hn, "%.*s", (int)len, h);
-        snprintf(port, pn, "%s", colon + 1);
-        return 0;
-}
-
-/* A listening socket on LISTEN: its fd, or a sysexits code (negated) after logging why not. */
-static int listen_on(const char *addr)
-{
-        char host[64], port[8];
-        if (split(addr, host, sizeof(host), port, sizeof(port)) < 0) {
-                log_error("metrics = %s: not HOST:PORT", addr);
-                return -EX_CONFIG;
-        }
-        struct addrinfo hints = {.ai_family = AF_UNSPEC,
-                                 .ai_socktype = SOCK_STREAM,
-                                 .ai_flags = AI_PASSIVE | AI_NUMERICSERV},
-                        *ai = NULL;
-        int rc = getaddrinfo(host, port, &hints, &ai);
-        if (rc != 0) {
-                log_error("metrics = %s: cannot resolve '%s': %s", addr, host, gai_strerror(rc));
-                return -EX_CONFIG;
-        }
-        int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
-        int one = 1, e = 0;
-        if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-            bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 64) < 0)
-                e = errno;
-        freeaddrinfo(ai);
-        if (!e)
-                return fd;
-        if (fd >= 0)
-                close(fd);
-        log_error("metrics: cannot listen on %s: %s%s", addr, strerror(e),
-                  e == EADDRINUSE ? " (another process has that port: set [daemon] metrics to "
-                                    "another address, or empty to serve no metrics)"
-                                  : "");
-        return e == EADDRINUSE || e == EADDRNOTAVAIL ? -EX_UNAVAILABLE
-               : e == EACCES                         ? -EX_NOPERM
-                                                     : -EX_OSERR;
-}
-
 int metrics_listen(const char *addr, struct metrics **out)
 {
         *out = NULL;
@@ -420,7 +356,7 @@ int metrics_listen(const char *addr, struct metrics **out)
         struct metrics *mt = calloc(1, sizeof(*mt));
         if (!mt)
                 return EX_OSERR;
-        mt->fd = listen_on(addr);
+        mt->fd = listen_tcp("metrics", addr);
         if (mt->fd < 0) {
                 int rc = -mt->fd;
                 free(mt);
@@ -441,9 +377,10 @@ int metrics_serve(struct metrics *mt, const struct shm_map *m)
         sigfillset(&all);
         pthread_sigmask(SIG_BLOCK, &all, &old);
         mt->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL,
-                                 on_request, mt, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-                                 MHD_OPTION_LISTEN_SOCKET, mt->fd, MHD_OPTION_CONNECTION_LIMIT, 32u,
-                                 MHD_OPTION_CONNECTION_TIMEOUT, 10u, MHD_OPTION_END);
+                                 on_request, mt, MHD_OPTION_EXTERNAL_LOGGER, listen_mhd_log,
+                                 (void *)"metrics", MHD_OPTION_LISTEN_SOCKET, mt->fd,
+                                 MHD_OPTION_CONNECTION_LIMIT, 32u, MHD_OPTION_CONNECTION_TIMEOUT,
+                                 10u, MHD_OPTION_END);
         pthread_sigmask(SIG_SETMASK, &old, NULL);
         if (!mt->d) {
                 log_error("metrics: cannot start the HTTP server on %s", mt->addr);

@@ -1,14 +1,17 @@
 /*
  * helpers.c - fixtures shared by the tests: throwaway arenas, and real daemons run on them.
  */
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -189,6 +192,17 @@ pid_t tfork(void)
         if (pid == 0)
                 tchild_tie(parent);
         return pid;
+}
+
+int tfree_port(void)
+{
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        socklen_t n = sizeof(sa);
+        cr_assert(fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+                  getsockname(fd, (struct sockaddr *)&sa, &n) == 0);
+        close(fd);
+        return ntohs(sa.sin_port);
 }
 
 bool tpid_exited(int pid)

@@ -82,6 +82,10 @@ void tchild_tie(pid_t parent);
  */
 bool tpid_exited(int pid);
 
+/* tfree_port - a loopback TCP port nobody listens on now (the kernel's choice; free again once
+ * closed, so another process may take it before the caller binds it). */
+int tfree_port(void);
+
 /* Whether the test runs under a sanitizer or valgrind (seccomp and timing checks skip). */
 bool tunder_instrumentation(void);
 

@@ -36,18 +36,6 @@ static void teardown(void)
 
 TestSuite(metrics, .init = setup, .fini = teardown, .timeout = 120);
 
-/* A loopback port nobody listens on now (the kernel's choice; free again once closed). */
-static int free_port(void)
-{
-        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-        socklen_t n = sizeof(sa);
-        cr_assert(fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
-                  getsockname(fd, (struct sockaddr *)&sa, &n) == 0);
-        close(fd);
-        return ntohs(sa.sin_port);
-}
-
 /* GET PATH from 127.0.0.1:PORT: the whole response (status line, headers, body), malloc'ed; NULL
  * when nothing listens. */
 static char *http_get(int port, const char *path)
@@ -138,7 +126,7 @@ static void wait_ok(pid_t pid)
 /* Three processes, known admissions and denials: the scrape has the exact sums per limiter. */
 Test(metrics, exact_totals_from_forked_clients)
 {
-        int port = free_port();
+        int port = tfree_port();
         config(port, 16, LIMS);
         int d = tdaemon_start(&fx, NULL);
         tdaemon_wait_ready(&fx, d, 1);
@@ -191,7 +179,7 @@ Test(metrics, exact_totals_from_forked_clients)
  * client reuses it, and the totals keep the dead client's counts (a counter never goes down). */
 Test(metrics, killed_client_counts_stay_when_its_record_is_reused)
 {
-        int port = free_port();
+        int port = tfree_port();
         config(port, 1, LIMS);
         int d = tdaemon_start(&fx, NULL);
         tdaemon_wait_ready(&fx, d, 1);
@@ -296,7 +284,7 @@ Test(metrics, port_in_use_is_refused_at_start)
  * number, never where the scrape reads (and a row is never reset). */
 Test(metrics, render_sums_every_row)
 {
-        int port = free_port();
+        int port = tfree_port();
         config(port, 4, LIMS);
         int d = tdaemon_start(&fx, NULL);
         tdaemon_wait_ready(&fx, d, 1);
@@ -321,7 +309,7 @@ Test(metrics, render_sums_every_row)
  * metric it names): the list cannot drift from the code. */
 Test(metrics, man_page_lists_every_metric)
 {
-        int port = free_port();
+        int port = tfree_port();
         config(port, 4, LIMS);
         int d = tdaemon_start(&fx, NULL);
         tdaemon_wait_ready(&fx, d, 1);
@@ -362,7 +350,7 @@ Test(metrics, man_page_lists_every_metric)
  * no room), a budget's spends (an add is not a request), a composed call (each member). */
 Test(metrics, semaphore_budget_and_composed_calls_count)
 {
-        int port = free_port();
+        int port = tfree_port();
         config(port, 16,
                "[lim]\nrate = 1/s\nburst = 5\ncapacity = 64\n\n"
                "[sem]\nkind = semaphore\nmax = 1\ncapacity = 16\n\n"

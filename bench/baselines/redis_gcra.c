@@ -98,8 +98,7 @@ static int find_server(char *out, size_t len)
         return -ENOENT;
 }
 
-/* A loopback port that was free a moment ago (bind to port 0, read it, close). */
-static int free_port(void)
+int bench_free_port(void)
 {
         struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
         socklen_t alen = sizeof(a);
@@ -260,7 +259,7 @@ static int endpoint(struct rstate *st, struct bench_cfg *cfg)
                 snprintf(st->sock, sizeof(st->sock), "%s/redis.sock", st->dir);
                 return 0;
         }
-        st->port = free_port();
+        st->port = bench_free_port();
         if (st->port < 0) {
                 snprintf(cfg->err, sizeof(cfg->err), "redis: no free port: %s",
                          strerror(-st->port));
