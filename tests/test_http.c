@@ -822,3 +822,29 @@ Test(http, client_errors_and_their_messages)
         must("POST", "/v1/groups/%FE%FF/try", "{\"args\":[]}", 404, "ENOENT");
         must("POST", "/v1/limiters/lim/try", "{\"key\":\"a\",\"\\u00e9\\u00ff\":1}", 400, "EINVAL");
 }
+
+/* A daemon SIGKILLed while it holds leases for HTTP clients: they are its process's, reclaimed
+ * as any dead process's; shared-memory clients get every unit back, and a daemon started again on
+ * the arena serves HTTP with the old ids unknown (404). */
+Test(http, a_killed_daemons_leases_are_reclaimed)
+{
+        start(NULL, NULL);
+        thr_limiter *l = tdaemon_lim(&fx, 0, "sem");
+        struct resp r = req("POST", "/v1/limiters/sem/leases",
+                            "{\"key\":\"D\",\"amount\":3,\"ttl_ms\":600000}");
+        expect(&r, 201, NULL);
+        char path[128];
+        snprintf(path, sizeof(path), "/v1/leases/%s",
+                 json_string_value(json_object_get(r.j, "lease")));
+        rfree(&r);
+        struct thr_lease mine;
+        cr_assert_eq(thr_sem_try(l, "D", 1, 1, SEC, &mine), -EAGAIN, "the daemon holds all 3");
+        tdaemon_kill(&fx, 0);
+        cr_assert_eq(thr_sem_try(l, "D", 1, 3, SEC, &mine), 0, "a dead daemon's leases are free");
+        cr_assert_eq(thr_sem_release(&mine), 0);
+        int i = tdaemon_start(&fx, NULL);
+        tdaemon_wait_ready(&fx, i, 2);
+        tdaemon_wait_log(&fx, i, "http: serving", 1);
+        must("DELETE", path, NULL, 404, "ENOENT");
+        must("POST", "/v1/limiters/sem/leases", "{\"key\":\"D\",\"amount\":3}", 201, NULL);
+}
