@@ -290,9 +290,9 @@ static inline int check_key(const void *key, size_t len)
         return len > THR_KEY_MAX ? -ENAMETOOLONG : 0;
 }
 
-/* What a call asks: decide now (try), take a place (reserve, and acquire which then sleeps), or
- * add to a budget key's balance. */
-enum op_mode { OP_TRY, OP_RESERVE, OP_ADD };
+/* What a call asks: decide now (try), take a place (reserve, and acquire which then sleeps), add
+ * to a budget key's balance, or lower a GCRA key's capacity (hold or cap: thr_limiter_hold). */
+enum op_mode { OP_TRY, OP_RESERVE, OP_ADD, OP_HOLD };
 
 struct req {
         enum op_mode mode;
@@ -306,6 +306,9 @@ struct req {
                              * outcome (a budget spend that may queue) */
         uint64_t cost;
         uint64_t max_wait_ns; /* OP_RESERVE */
+        bool cap;             /* OP_HOLD: cap the tokens at HOLD_N now (else hold for HOLD_NS) */
+        uint64_t hold_n;      /* OP_HOLD, cap: the most tokens left now */
+        uint64_t hold_ns;     /* OP_HOLD, hold: nothing admitted for this long from now */
 };
 
 /*
@@ -325,6 +328,7 @@ struct verdict {
         uint64_t shortfall; /* budget, denied: units to add before it fits (queue included) */
         bool queued;        /* budget: spenders were queued (a try never overtakes them) */
         uint64_t waiters;   /* budget, refused: how many (as of their last serve) */
+        bool clipped;       /* OP_HOLD: shortened to the limiter's reach (B*T + max_reserve) */
 };
 
 /* Units of 1/K ns -> ns, rounded up (a retry after that many ns is never early). */
@@ -437,11 +441,66 @@ static inline uint64_t due_units(const struct thr_params *p, uint64_t new_tat, u
         return new_tat - now > p->bt_units ? new_tat - p->bt_units : now;
 }
 
+/*
+ * OP_HOLD on a GCRA key (thr_limiter_hold(3)): the TAT raised to a target, never lowered, so it
+ * only takes capacity away. A hold of D: target now + D + (B-1)*T, the least TAT at which nothing
+ * conforms before now + D and one request of cost 1 conforms at now + D (new_tat - t <= B*T with
+ * new_tat = TAT + T). A cap of N < B: target now + (B-N)*T, N tokens left now. The target reaches
+ * at most B*T + max_reserve past now, as far as a reservation may push a TAT (shm_params_range_ok
+ * keeps that inside 64 bits): a longer hold is shortened to it (clipped). It says what is left
+ * now and when a request of cost 1 fits; write, whether the TAT moves. Out of line, by value:
+ * nothing of the caller's escapes to it (the hot path keeps RQ and V in registers).
+ */
+struct hold {
+        bool write, clipped;
+        uint64_t new_state, remaining, retry_u, reset_u;
+};
+
+static __attribute__((noinline)) struct hold gcra_hold(const struct thr_params *p, uint64_t state,
+                                                       uint64_t now, bool cap, uint64_t n,
+                                                       uint64_t d_ns)
+{
+        uint64_t tat = state == THR_TAT_FRESH ? now + (p->burst - p->initial) * p->t_units : state;
+        __uint128_t reach = 0;
+        if (!cap)
+                reach = (__uint128_t)d_ns * p->k + (__uint128_t)(p->burst - 1) * p->t_units;
+        else if (n < p->burst)
+                reach = (__uint128_t)(p->burst - n) * p->t_units;
+        uint64_t most = p->bt_units + p->max_reserve_units; /* < 2^64: shm_params_range_ok */
+        struct hold h = {0};
+        if (reach > most) {
+                reach = most;
+                h.clipped = true;
+        }
+        uint64_t target = now + (uint64_t)reach;
+        h.new_state = tat > target ? tat : target;
+        h.write = reach && h.new_state > tat; /* FRESH is TAT at its start: not raised */
+        struct shm_gcra g; /* what is left now, and when a request of cost 1 fits */
+        shm_gcra_step(p, h.new_state, now, 0, &g);
+        h.remaining = g.remaining;
+        h.reset_u = g.reset_units;
+        shm_gcra_step(p, h.new_state, now, 1, &g);
+        h.retry_u = g.retry_units;
+        return h;
+}
+
 static inline __attribute__((always_inline)) void gcra_decide(const struct thr_params *p,
                                                               uint64_t state, uint64_t now,
                                                               const struct req *rq,
                                                               struct verdict *v)
 {
+        if (rq->mode == OP_HOLD) { /* a constant in every call: folded away for the others */
+                struct hold h = gcra_hold(p, state, now, rq->cap, rq->hold_n, rq->hold_ns);
+                *v = (struct verdict){.ok = true,
+                                      .write = h.write,
+                                      .clipped = h.clipped,
+                                      .prev = state,
+                                      .new_state = h.new_state,
+                                      .remaining = h.remaining,
+                                      .retry_u = h.retry_u,
+                                      .reset_u = h.reset_u};
+                return;
+        }
         struct shm_gcra g;
         shm_gcra_step(p, state, now, rq->cost, &g);
         if (rq->mode == OP_TRY) {
@@ -659,6 +718,8 @@ static inline __attribute__((always_inline)) int op_apply(struct op *o, const st
                 if (__builtin_expect(old - THR_TAT_MARK_MIN < THR_TAT_FRESH - THR_TAT_MARK_MIN, 0))
                         return old == THR_TAT_DEAD ? OP_RETIRED : OP_MARKED;
                 decide(o, kind, s, old, rq, v);
+                if (rq->mode == OP_HOLD && !v->write)
+                        return 0; /* the key is held that far already: nothing to write */
                 if (__builtin_expect(!v->ok, 0)) {
                         if (kind != THR_KIND_GCRA) {
                                 int moved = state_moved(s, o->meta, &old);
@@ -684,7 +745,7 @@ static inline __attribute__((always_inline)) int op_apply(struct op *o, const st
                 }
                 if (!v->ok && !v->write)
                         return rq->mode == OP_RESERVE ? -EAGAIN : 0;
-                if (rq->cost == 0)
+                if (rq->cost == 0 && rq->mode != OP_HOLD)
                         return 0; /* a peek */
                 if (__builtin_expect(!stage(o, kind, s, v, rq), 0)) {
                         old = atomic_load_explicit(&s->state, memory_order_acquire);
@@ -819,6 +880,8 @@ static void fresh_decide(struct op *o, const struct req *rq, struct verdict *v)
  */
 static int op_full(struct op *o, const struct req *rq, struct verdict *v)
 {
+        if (rq->mode == OP_HOLD)
+                return -ENOSPC; /* a hold not recorded holds nothing: never reported applied */
         if (o->p->on_full == THR_FULL_ALLOW) {
                 if (v->ok) {
                         struct shm_probe pr;
@@ -842,7 +905,9 @@ static int op_full(struct op *o, const struct req *rq, struct verdict *v)
 static int op_new(struct op *o, const struct req *rq, struct verdict *v, int spins, bool *waited)
 {
         fresh_decide(o, rq, v);
-        if (rq->cost == 0 && !rq->locate)
+        if (rq->mode == OP_HOLD && !v->write)
+                return 0; /* a cap above what a new key starts with: nothing to remember */
+        if (rq->cost == 0 && !rq->locate && rq->mode != OP_HOLD)
                 return 0; /* a peek inserts nothing */
         if (!v->ok &&
             (rq->mode == OP_RESERVE || o->kind != THR_KIND_GCRA || o->p->initial == o->p->burst))
@@ -922,11 +987,12 @@ static inline __attribute__((always_inline)) int op_run(thr_limiter *l, const vo
          * built on it count their own outcome, or none) nor a budget's add; RQ is a constant in
          * every public call, so the tests fold away */
         struct thr_lcount *lc = o.row + o.l->dir_idx;
-        bool counted = !rq->locate && !rq->quiet && rq->mode != OP_ADD;
+        bool counted = !rq->locate && !rq->quiet && rq->mode != OP_ADD && rq->mode != OP_HOLD;
         if (rc == -EAGAIN && counted)
                 thr_count(&lc->denied); /* a place due too late: refused */
         if (rc == 0) {
-                thr_count(v->ok ? &o.r->admitted : &o.r->denied);
+                if (rq->mode != OP_HOLD)
+                        thr_count(v->ok ? &o.r->admitted : &o.r->denied);
                 if (counted)
                         thr_count(v->ok ? &lc->admitted : &lc->denied);
                 if (counted && rq->mode == OP_RESERVE && v->ok && v->wait_ns)
@@ -1305,6 +1371,73 @@ int thr_limiter_acquire(thr_limiter *l, const void *key, size_t len, uint64_t co
                 res->reset_after_ns = to_ns(v.k, v.reset_u);
         }
         return 0;
+}
+
+/* ---------------------------------------------------------------- a downstream's word */
+
+/* OP_HOLD's public forms: RQ on L's KEY, with what a request of cost 1 would get after in RES. */
+static int op_hold(thr_limiter *l, const void *key, size_t len, const struct req *rq,
+                   struct thr_result *res)
+{
+        struct verdict v = {0};
+        int rc = op_run(l, key, len, rq, &v, NULL);
+        if (rc < 0)
+                return rc;
+        if (res) { /* field by field: the reserved tail is the caller's */
+                res->admitted = v.retry_u == 0;
+                res->limit = v.limit;
+                res->remaining = v.remaining;
+                res->retry_after_ns = to_ns(v.k, v.retry_u);
+                res->reset_after_ns = to_ns(v.k, v.reset_u);
+        }
+        return v.clipped;
+}
+
+int thr_limiter_hold(thr_limiter *l, const void *key, size_t len, uint64_t delay_ns,
+                     struct thr_result *res)
+{
+        const struct req rq = {.mode = OP_HOLD, .kind_only = THR_KIND_GCRA, .hold_ns = delay_ns};
+        return op_hold(l, key, len, &rq, res);
+}
+
+int thr_limiter_cap(thr_limiter *l, const void *key, size_t len, uint64_t tokens,
+                    struct thr_result *res)
+{
+        const struct req rq = {
+            .mode = OP_HOLD, .kind_only = THR_KIND_GCRA, .cap = true, .hold_n = tokens};
+        return op_hold(l, key, len, &rq, res);
+}
+
+int thr_feedback_apply(thr_limiter *l, const void *key, size_t len, const struct thr_feedback *fb,
+                       unsigned flags, struct thr_result *res)
+{
+        if (!fb || (flags & ~THR_FEEDBACK_USE_TOKENS))
+                return -EINVAL;
+        const struct thr_feedback_dim *d =
+            flags & THR_FEEDBACK_USE_TOKENS ? &fb->tokens : &fb->requests;
+        bool rem = d->has & THR_FEEDBACK_REMAINING;
+        /* the longest hold said: Retry-After, or the reset of a window with nothing left */
+        uint64_t hold = fb->has & THR_FEEDBACK_RETRY_AFTER ? fb->retry_after_ns : 0;
+        bool held = fb->has & THR_FEEDBACK_RETRY_AFTER;
+        if (rem && d->remaining == 0 && (d->has & THR_FEEDBACK_RESET)) {
+                hold = d->reset_ns > hold ? d->reset_ns : hold;
+                held = true;
+        }
+        int clipped = 0;
+        if (held) {
+                int rc = thr_limiter_hold(l, key, len, hold, res);
+                if (rc < 0)
+                        return rc;
+                clipped = rc;
+        }
+        /* a count left (0 without a reset: none now), or nothing said: a cap of nothing, which
+         * checks the kind and fills RES */
+        if (rem || !held) {
+                int rc = thr_limiter_cap(l, key, len, rem ? d->remaining : UINT64_MAX, res);
+                if (rc < 0)
+                        return rc;
+        }
+        return clipped;
 }
 
 /* ---------------------------------------------------------------- clock and errors */

@@ -617,6 +617,48 @@ int thr_feedback_header(struct thr_feedback *fb, const char *name, size_t name_l
  */
 int thr_retry_after_parse(const char *value, size_t len, int64_t now_unix_ns, uint64_t *delay_ns);
 
+/*
+ * thr_limiter_hold - what a downstream said ("retry after D", "nothing left until D"), applied to
+ * a GCRA limiter's KEY for every process of the arena: no request is admitted before now +
+ * DELAY_NS; at that time one request of cost 1 is, then the configured rate (the burst is back
+ * (B-1)*T later). The key's TAT is raised to now + DELAY_NS + (B-1)*T, never lowered: a key held
+ * longer already, or with reservations past that, is left as it is, and no call here ever admits
+ * more than the limiter's configuration would. A hold reaches at most B*T + max_reserve past now
+ * (as far as a reservation may push the key): a longer one is shortened to that. A new key is
+ * inserted held. RES (optional), after the call: remaining, the tokens left now; retry_after_ns,
+ * when a request of cost 1 fits (admitted: 1 if now); reset_after_ns, when the key is full.
+ * Returns 0 (applied, or held that long already), 1 (applied, shortened to the limiter's reach:
+ * raise max_reserve for longer holds), -EOPNOTSUPP (not a GCRA limiter), -ENOSPC (a new key
+ * and a full table, whatever on_full says: nothing held), or the errors of thr_limiter_try.
+ * Lock-free on an existing key (one CAS, no syscall); thread-safe.
+ */
+int thr_limiter_hold(thr_limiter *lim, const void *key, size_t key_len, uint64_t delay_ns,
+                     struct thr_result *res);
+
+/*
+ * thr_limiter_cap - at most TOKENS of KEY's capacity left now (a downstream's "remaining N"),
+ * for every process of the arena; it refills at the configured rate from there. The TAT is
+ * raised to now + (B - TOKENS)*T, never lowered (TOKENS >= B, or a key with fewer left: nothing
+ * changes). RES and the return values as thr_limiter_hold's (never 1).
+ */
+int thr_limiter_cap(thr_limiter *lim, const void *key, size_t key_len, uint64_t tokens,
+                    struct thr_result *res);
+
+#define THR_FEEDBACK_USE_TOKENS 1u /* thr_feedback_apply's flags: FB's tokens, not its requests */
+
+/*
+ * thr_feedback_apply - apply what thr_feedback_header read into FB to a GCRA limiter's KEY: a
+ * Retry-After, and the reset of a window with nothing remaining, hold the key that long
+ * (thr_limiter_hold; the longer of the two); a count remaining caps it (thr_limiter_cap; 0
+ * remaining without a reset: none now). A limit or window alone changes nothing: the limiter's
+ * own configuration stays the ceiling. One limiter counts one unit: the requests dimension, or
+ * with THR_FEEDBACK_USE_TOKENS in FLAGS, the tokens one. RES (optional) as thr_limiter_hold's.
+ * Returns 0, 1 (the hold was shortened, as thr_limiter_hold), -EINVAL (FB NULL, unknown FLAGS),
+ * or the errors of thr_limiter_hold. Thread-safe.
+ */
+int thr_feedback_apply(thr_limiter *lim, const void *key, size_t key_len,
+                       const struct thr_feedback *fb, unsigned flags, struct thr_result *res);
+
 /* Backoff between retries (thr_backoff_delay(3)). */
 #define THR_BACKOFF_CONSTANT    0u /* struct thr_backoff's kind */
 #define THR_BACKOFF_LINEAR      1u
