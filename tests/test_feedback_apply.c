@@ -438,3 +438,64 @@ Test(feedback_apply, processes_hammering_one_key)
         munmap(sh, sizeof(*sh));
         tarena_free(&t);
 }
+
+/* ---------------------------------------------------------------- the example */
+
+static void run_pool(struct tdaemon *d, const char *extra, char *line, size_t len, int *st)
+{
+        char cmd[768];
+        snprintf(cmd, sizeof(cmd), "%s/examples/thr-api-pool -a %s -p 4 -s 2 %s",
+                 getenv("THR_TEST_BUILD_DIR"), d->name, extra);
+        FILE *p = popen(cmd, "r");
+        cr_assert_not_null(p);
+        char *got = fgets(line, (int)len, p);
+        *st = pclose(p);
+        cr_assert_not_null(got, "no output from %s", cmd);
+}
+
+/*
+ * examples/api_pool.c against a real throttled on the real clock: four workers, a limiter twice
+ * as fast as the API's quota. Sharing the key, no window of the API sees more 429s than there are
+ * workers and the retries stay within the retry limiter's bound (the example checks both and
+ * exits 1 otherwise; the figures are checked here again). Each worker on its own key learns
+ * alone: the API is told "no" more often.
+ */
+Test(feedback_example, api_pool_honours_429_host_wide, .timeout = 120)
+{
+        struct tdaemon d;
+        tdaemon_init(&d);
+        char text[1024];
+        snprintf(text, sizeof(text),
+                 "[arena]\nname = %s\nclock = monotonic\nhugepages = off\nmode = 0600\n"
+                 "max_limiters = 4\nmax_readers = 64\n\n[daemon]\nheartbeat_ms = 20\nmetrics =\n\n"
+                 "[api]\nrate = 200/s\nburst = 5\ncapacity = 16\n\n"
+                 "[retries]\nrate = 10/s\nburst = 5\ncapacity = 16\n",
+                 d.name);
+        tdaemon_config_raw(&d, text);
+        snprintf(d.arena, sizeof(d.arena), "/dev/shm/throttle.%s", d.name);
+        int i = tdaemon_start(&d, NULL);
+        tdaemon_wait_ready(&d, i, 1);
+        char line[512];
+        int st;
+        unsigned long calls, ok, h429, h503, retries, refused, bound, alone429;
+        unsigned windows, max429;
+        run_pool(&d, "", line, sizeof(line), &st);
+        cr_assert_eq(sscanf(line,
+                            "calls %lu ok %lu http429 %lu http503 %lu windows %u "
+                            "max429_per_window %u retries %lu retry_refused %lu retry_bound %lu",
+                            &calls, &ok, &h429, &h503, &windows, &max429, &retries, &refused,
+                            &bound),
+                     9, "output: %s", line);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "exit %#x: %s", st, line);
+        cr_log_info("shared key: %s", line);
+        cr_assert_gt(ok, 40, "the API was used: %s", line);
+        cr_assert_leq(max429, 4, "%s", line);
+        cr_assert_leq(retries, bound, "%s", line);
+        run_pool(&d, "--no-share", line, sizeof(line), &st);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "exit %#x: %s", st, line);
+        cr_assert_eq(sscanf(line, "calls %*u ok %*u http429 %lu", &alone429), 1, "%s", line);
+        cr_log_info("a key each: %s", line);
+        cr_assert_geq(alone429, h429, "learning alone did better: %s", line);
+        tdaemon_stop(&d, i);
+        tdaemon_fini(&d);
+}

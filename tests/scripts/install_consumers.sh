@@ -56,7 +56,7 @@ echo "cflags: $pc_cflags  libs: $pc_libs"
 [ "$(readlink -f "$pc_libdir")" = "$(readlink -f "$libdir")" ] ||
         fail "the .pc file's libdir $pc_libdir is not the staged $libdir"
 mkdir "$tmp/pc"
-for ex in demo_worker serial_downstream sem_workers budget_interp llm_tenants; do
+for ex in demo_worker serial_downstream sem_workers budget_interp llm_tenants api_pool; do
         # shellcheck disable=SC2086 # the flags are words
         "$cc" $strict $flags $pc_cflags -o "$tmp/pc/$ex" "$src/examples/$ex.c" $pc_libs -lpthread \
                 -Wl,-rpath,"$pc_libdir" || fail "$ex does not build with pkg-config's flags"
