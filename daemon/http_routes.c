@@ -22,6 +22,9 @@ static const char *const F_LEASE[] = {"key", "amount", "ttl_ms", "timeout_ms", N
 static const char *const F_HB[] = {"ttl_ms", NULL};
 static const char *const F_SPEND[] = {"key", "cost", "timeout_ms", NULL};
 static const char *const F_ADD[] = {"key", "amount", NULL};
+static const char *const F_HOLD[] = {"key", "delay_ms", NULL};
+static const char *const F_CAP[] = {"key", "tokens", NULL};
+static const char *const F_FEEDBACK[] = {"key", "headers", "tokens", NULL};
 
 #define DEFAULT_TTL_NS (60ull * 1000000000u)
 
@@ -469,6 +472,111 @@ static void get_budget(struct route *rt)
                           http_ju(st.granted)));
 }
 
+/* ---------------------------------------------------------------- a downstream's word */
+
+/* The answer of a hold, cap or feedback: what a peek says now, and whether it was shortened. */
+static void held_answer(struct http_out *out, int rc, const struct thr_result *res)
+{
+        if (rc < 0) {
+                http_error(out, -rc, NULL);
+                return;
+        }
+        json_t *o = result_json(res);
+        json_object_set_new(o, "shortened", json_boolean(rc == 1));
+        http_ok(out, 200, o);
+}
+
+static void post_hold(struct route *rt)
+{
+        char key[THR_KEY_MAX_LEN];
+        size_t len = 0;
+        uint64_t delay = 0;
+        thr_limiter *lim;
+        if (http_fields(&rt->r, F_HOLD) < 0 || http_key(&rt->r, rt->r.o, "key", key, &len) < 0 ||
+            http_ms(&rt->r, "delay_ms", true, 0, &delay) < 0 || http_limiter(rt, &lim) < 0)
+                return;
+        struct thr_result res = {0};
+        int rc;
+        do
+                rc = thr_limiter_hold(lim, key, len, delay, &res);
+        while (again(rt, &lim, rc));
+        held_answer(rt->r.out, rc, &res);
+}
+
+static void post_cap(struct route *rt)
+{
+        char key[THR_KEY_MAX_LEN];
+        size_t len = 0;
+        uint64_t tokens = 0;
+        thr_limiter *lim;
+        if (http_fields(&rt->r, F_CAP) < 0 || http_key(&rt->r, rt->r.o, "key", key, &len) < 0 ||
+            http_u64(&rt->r, "tokens", true, 0, UINT64_MAX >> 1, &tokens) < 0 ||
+            http_limiter(rt, &lim) < 0)
+                return;
+        struct thr_result res = {0};
+        int rc;
+        do
+                rc = thr_limiter_cap(lim, key, len, tokens, &res);
+        while (again(rt, &lim, rc));
+        held_answer(rt->r.out, rc, &res);
+}
+
+/* {"key", "headers": {"Retry-After": "30", ...}, "tokens" = false}: each header read with
+ * thr_feedback_header at the request's arrival, then applied; a malformed value is a 400 naming
+ * the header, and nothing is applied. */
+static void post_feedback(struct route *rt)
+{
+        char key[THR_KEY_MAX_LEN], msg[256];
+        size_t len = 0;
+        thr_limiter *lim;
+        if (http_fields(&rt->r, F_FEEDBACK) < 0 || http_key(&rt->r, rt->r.o, "key", key, &len) < 0)
+                return;
+        json_t *hs = json_object_get(rt->r.o, "headers");
+        json_t *tk = json_object_get(rt->r.o, "tokens");
+        if (!json_is_object(hs)) {
+                http_error(rt->r.out, EINVAL,
+                           hs ? "field 'headers': expected an object of header names to values"
+                              : "missing field 'headers'");
+                return;
+        }
+        if (tk && !json_is_boolean(tk) && !json_is_null(tk)) {
+                http_error(rt->r.out, EINVAL, "field 'tokens': expected true or false");
+                return;
+        }
+        struct thr_feedback fb;
+        thr_feedback_init(&fb);
+        const char *name;
+        json_t *v;
+        json_object_foreach(hs, name, v)
+        {
+                if (!json_is_string(v)) {
+                        snprintf(msg, sizeof(msg), "header '%.64s': expected a string value", name);
+                        http_error(rt->r.out, EINVAL, msg);
+                        return;
+                }
+                int rc = thr_feedback_header(&fb, name, strlen(name), json_string_value(v),
+                                             json_string_length(v), 0);
+                if (rc < 0) {
+                        snprintf(msg, sizeof(msg), "header '%.64s': %s: '%.64s'", name,
+                                 rc == -ERANGE  ? "a number too large"
+                                 : rc == -E2BIG ? "more than 16 list members"
+                                                : "not a value this header takes",
+                                 json_string_value(v));
+                        http_error(rt->r.out, EINVAL, msg);
+                        return;
+                }
+        }
+        if (http_limiter(rt, &lim) < 0)
+                return;
+        unsigned flags = json_is_true(tk) ? THR_FEEDBACK_USE_TOKENS : 0;
+        struct thr_result res = {0};
+        int rc;
+        do
+                rc = thr_feedback_apply(lim, key, len, &fb, flags, &res);
+        while (again(rt, &lim, rc));
+        held_answer(rt->r.out, rc, &res);
+}
+
 /* ---------------------------------------------------------------- the waits */
 
 void http_job_run(struct http_job *j, struct http_out *out, bool (*gone)(void *), void *arg)
@@ -587,7 +695,10 @@ static void route_limiter(struct route *rt, const char *method, const char *verb
                    {"sem", "GET", get_sem},
                    {"spend", "POST", post_spend},
                    {"add", "POST", post_add},
-                   {"budget", "GET", get_budget}};
+                   {"budget", "GET", get_budget},
+                   {"hold", "POST", post_hold},
+                   {"cap", "POST", post_cap},
+                   {"feedback", "POST", post_feedback}};
         for (size_t i = 0; i < sizeof(tab) / sizeof(tab[0]); i++) {
                 if (strcmp(tab[i].verb, verb))
                         continue;

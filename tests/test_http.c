@@ -848,3 +848,62 @@ Test(http, a_killed_daemons_leases_are_reclaimed)
         must("DELETE", path, NULL, 404, "ENOENT");
         must("POST", "/v1/limiters/sem/leases", "{\"key\":\"D\",\"amount\":3}", 201, NULL);
 }
+
+/* A downstream's word over HTTP (hold, cap, feedback): what it does is seen by shared-memory
+ * clients of the same key, a malformed header is a 400 naming it with nothing applied, and a
+ * limiter of another kind is refused. lim: 1/s, burst 5. */
+Test(http, hold_cap_and_feedback_shared_with_shared_memory)
+{
+        start(NULL, NULL);
+        thr_limiter *l = tdaemon_lim(&fx, 0, "lim");
+        /* a hold of 3 s: nothing in shared memory until then, one at 3 s */
+        struct resp r = req("POST", "/v1/limiters/lim/hold", "{\"key\":\"h\",\"delay_ms\":3000}");
+        expect(&r, 200, NULL);
+        cr_assert(!jbool(&r, "admitted") && !jbool(&r, "shortened"), "%s", r.raw);
+        cr_assert_eq(jint(&r, "retry_after_ns"), 3 * (long long)SEC, "%s", r.raw);
+        rfree(&r);
+        cr_assert_eq(thr_limiter_try(l, "h", 1, 1, NULL), 0);
+        /* a cap of 2 */
+        r = req("POST", "/v1/limiters/lim/cap", "{\"key\":\"c\",\"tokens\":2}");
+        expect(&r, 200, NULL);
+        cr_assert_eq(jint(&r, "remaining"), 2, "%s", r.raw);
+        rfree(&r);
+        cr_assert_eq(thr_limiter_try(l, "c", 1, 2, NULL), 1);
+        cr_assert_eq(thr_limiter_try(l, "c", 1, 1, NULL), 0);
+        /* a 429's headers: nothing left, reset in 2 s */
+        r = req("POST", "/v1/limiters/lim/feedback",
+                "{\"key\":\"f\",\"headers\":{\"X-RateLimit-Remaining\":\"0\","
+                "\"X-RateLimit-Reset\":\"2\",\"Content-Type\":\"text/plain\"}}");
+        expect(&r, 200, NULL);
+        cr_assert_eq(jint(&r, "retry_after_ns"), 2 * (long long)SEC, "%s", r.raw);
+        rfree(&r);
+        cr_assert_eq(thr_limiter_try(l, "f", 1, 1, NULL), 0);
+        /* tokens: the tokens dimension only when asked */
+        r = req("POST", "/v1/limiters/lim/feedback",
+                "{\"key\":\"t\",\"tokens\":true,\"headers\":{\"x-ratelimit-remaining-tokens\":"
+                "\"0\",\"x-ratelimit-reset-tokens\":\"1s\"}}");
+        expect(&r, 200, NULL);
+        cr_assert_eq(jint(&r, "retry_after_ns"), (long long)SEC, "%s", r.raw);
+        rfree(&r);
+        /* a malformed header: 400 naming it, and the key untouched */
+        r = req(
+            "POST", "/v1/limiters/lim/feedback",
+            "{\"key\":\"m\",\"headers\":{\"Retry-After\":\"30\",\"X-RateLimit-Reset\":\"soon\"}}");
+        expect(&r, 400, "EINVAL");
+        cr_assert_not_null(strstr(r.raw, "X-RateLimit-Reset"), "%s", r.raw);
+        rfree(&r);
+        cr_assert_eq(thr_limiter_try(l, "m", 1, 5, NULL), 1, "a refused feedback held the key");
+        must("POST", "/v1/limiters/lim/feedback", "{\"key\":\"m\",\"headers\":[\"Retry-After\"]}",
+             400, "EINVAL");
+        must("POST", "/v1/limiters/lim/feedback", "{\"key\":\"m\",\"headers\":{\"Retry-After\":3}}",
+             400, "EINVAL");
+        must("POST", "/v1/limiters/lim/hold", "{\"key\":\"m\"}", 400, "EINVAL");
+        must("POST", "/v1/limiters/lim/hold", "{\"key\":\"m\",\"delay_ms\":1,\"x\":1}", 400,
+             "EINVAL");
+        must("POST", "/v1/limiters/bud/hold", "{\"key\":\"m\",\"delay_ms\":1}", 409, "EOPNOTSUPP");
+        must("GET", "/v1/limiters/lim/cap", NULL, 405, "EINVAL");
+        /* at 3 s the held key admits one */
+        cr_assert_eq(thr_clock_advance(fx.a, 3 * SEC), 0);
+        cr_assert_eq(thr_limiter_try(l, "h", 1, 1, NULL), 1);
+        cr_assert_eq(thr_limiter_try(l, "h", 1, 1, NULL), 0);
+}

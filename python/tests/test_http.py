@@ -400,3 +400,20 @@ def test_http_and_shared_memory_share_one_limit_exactly(client, daemon):
         got = [shm.try_acquire("mixed-b").admitted, web.try_acquire("mixed-b").admitted,
                shm.try_acquire("mixed-b").admitted, web.try_acquire("mixed-b").admitted]
         assert got == [True, True, False, False], got
+
+
+def test_hold_cap_and_feedback_over_http(client):
+    one = client.limiter("one")  # 1/h, burst 50
+    held = one.hold("fb-hold", 5)
+    assert not held.admitted and held.retry_after_ns == 5_000_000_000 and not held.shortened
+    assert not one.try_acquire("fb-hold")
+    assert one.cap("fb-cap", 2).remaining == 2
+    assert one.try_acquire("fb-cap", 2) and not one.try_acquire("fb-cap")
+    r = one.apply_feedback("fb-h", {"Retry-After": "7", "Server": "x"})
+    assert r.retry_after_ns == 7_000_000_000
+    with pytest.raises(te.InvalidArgument) as e:
+        one.apply_feedback("fb-bad", {"RateLimit": "nonsense;;"})
+    assert "RateLimit" in str(e.value)
+    assert one.try_acquire("fb-bad", 50), "a refused feedback held the key"
+    with pytest.raises(te.NotSupported):
+        client.limiter("money").hold("k", 1)

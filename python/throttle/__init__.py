@@ -13,15 +13,15 @@ from typing import Any
 
 from .errors import *  # noqa: F401,F403
 from .errors import ThrottleError, from_errno
-from .results import (BudgetResult, BudgetStat, ComposeResult, Decision, LimiterInfo,
+from .results import (BudgetResult, BudgetStat, ComposeResult, Decision, Held, LimiterInfo,
                       SemStat)
 
 __version__ = "0.1.0"
 
 _ARENA_NAMES = ("Arena", "Limiter", "Lease", "Reservation", "Group", "lock")
 
-__all__ = ["ThrottleError", "from_errno", "Decision", "LimiterInfo", "SemStat", "BudgetResult",
-           "BudgetStat", "ComposeResult", "__version__"] + list(_ARENA_NAMES)
+__all__ = ["ThrottleError", "from_errno", "Decision", "Held", "LimiterInfo", "SemStat",
+           "BudgetResult", "BudgetStat", "ComposeResult", "__version__"] + list(_ARENA_NAMES)
 
 
 def __getattr__(name: str) -> Any:

@@ -99,10 +99,23 @@ class GroupArgT(Structure):
     _fields_ = [("key", c_void_p), ("len", c_size_t), ("cost", c_uint64)]
 
 
+class FeedbackDimT(Structure):
+    _fields_ = [("has", c_uint32), ("pad", c_uint32), ("remaining", c_uint64),
+                ("reset_ns", c_uint64), ("limit", c_uint64), ("window_ns", c_uint64)]
+
+
+class FeedbackT(Structure):
+    _fields_ = [("has", c_uint32), ("pad", c_uint32), ("retry_after_ns", c_uint64),
+                ("requests", FeedbackDimT), ("tokens", FeedbackDimT), ("reserved", c_uint64 * 4)]
+
+
+FEEDBACK_USE_TOKENS = 1
+
+
 # The layouts throttle.h implies on x86-64 and aarch64 (LP64): a wrong field would move these.
 _SIZES = {Result: 64, ReservationT: 104, LeaseT: 88, LimiterInfoT: 88, SemStatT: 96,
           BudgetResultT: 64, BudgetStatT: 88, MemberT: 32, ComposeResultT: 112,
-          ComposeTicketT: 528, GroupArgT: 24}
+          ComposeTicketT: 528, GroupArgT: 24, FeedbackDimT: 40, FeedbackT: 128}
 for _cls, _size in _SIZES.items():
     assert ctypes.sizeof(_cls) == _size, (_cls.__name__, ctypes.sizeof(_cls), _size)
 
@@ -139,6 +152,12 @@ _PROTOTYPES: List[Tuple[str, Any, Tuple[Any, ...]]] = [
     ("thr_group_acquire", c_int, (_vp, POINTER(GroupArgT), c_uint64, POINTER(ComposeResultT),
                                   POINTER(ComposeTicketT))),
     ("thr_group_close", c_int, (_vp,)),
+    ("thr_limiter_hold", c_int, (_vp,) + _key + (c_uint64, POINTER(Result))),
+    ("thr_limiter_cap", c_int, (_vp,) + _key + (c_uint64, POINTER(Result))),
+    ("thr_feedback_init", None, (POINTER(FeedbackT),)),
+    ("thr_feedback_header", c_int, (POINTER(FeedbackT), c_char_p, c_size_t, c_char_p, c_size_t,
+                                    c_int64)),
+    ("thr_feedback_apply", c_int, (_vp,) + _key + (POINTER(FeedbackT), c_uint, POINTER(Result))),
     ("thr_clock_now", c_int, (_vp, POINTER(c_uint64))),
     ("thr_clock_advance", c_int, (_vp, c_uint64)),
 ]

@@ -30,7 +30,7 @@ from typing import cast as _tcast
 
 from . import _lib
 from .errors import InvalidArgument, ThrottleError
-from .results import (BudgetResult, BudgetStat, ComposeResult, Decision, LimiterInfo,
+from .results import (BudgetResult, BudgetStat, ComposeResult, Decision, Held, LimiterInfo,
                       SemStat)
 
 Key = Union[str, bytes]
@@ -124,6 +124,25 @@ def _name(name: str, what: str) -> bytes:
 def _decision(r: _lib.Result, admitted: bool) -> Decision:
     return Decision(admitted=admitted, limit=r.limit, remaining=r.remaining,
                     retry_after_ns=r.retry_after_ns, reset_after_ns=r.reset_after_ns)
+
+
+def _held(r: _lib.Result, rc: int) -> Held:
+    return Held(admitted=bool(r.admitted), limit=r.limit, remaining=r.remaining,
+                retry_after_ns=r.retry_after_ns, reset_after_ns=r.reset_after_ns,
+                shortened=rc == 1)
+
+
+def _header_pairs(headers: Any) -> List[Tuple[str, str]]:
+    """A response's headers: a mapping (dict, requests' or http.client's headers) or pairs."""
+    items = headers.items() if hasattr(headers, "items") else headers
+    out = []
+    for pair in items:
+        name, value = pair
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise InvalidArgument(errno.EINVAL, "headers: names and values are str, got %r"
+                                  % (pair,))
+        out.append((name, value))
+    return out
 
 
 def _budget(r: _lib.BudgetResultT) -> BudgetResult:
@@ -413,6 +432,49 @@ class Limiter:
                             timeout: Optional[float] = None) -> Decision:
         from . import aio
         return await aio.acquire_async(self, key, cost, timeout)
+
+    # -- a downstream's word (gcra) ------------------------------------------------------------
+    @_in_arena(_owner)
+    def hold(self, key: Key, delay: float) -> Held:
+        """Nothing admitted on KEY for DELAY seconds, in every process; then one, then the
+        configured rate (thr_limiter_hold). Never gives capacity back."""
+        raw = _key(key)
+        res = _lib.Result()
+        rc = _lib.check(_lib.lib.thr_limiter_hold(self._handle(), raw, len(raw),
+                                                  _ns(delay, "delay"), byref(res)))
+        return _held(res, rc)
+
+    @_in_arena(_owner)
+    def cap(self, key: Key, tokens: int) -> Held:
+        """At most TOKENS left on KEY now, in every process (thr_limiter_cap)."""
+        raw = _key(key)
+        res = _lib.Result()
+        rc = _lib.check(_lib.lib.thr_limiter_cap(self._handle(), raw, len(raw),
+                                                 _uint(tokens, "tokens"), byref(res)))
+        return _held(res, rc)
+
+    @_in_arena(_owner)
+    def apply_feedback(self, key: Key, headers: Any, tokens: bool = False) -> Held:
+        """Apply a response's HEADERS (a mapping or (name, value) pairs) to KEY: Retry-After
+        and a window with nothing remaining hold it, a count remaining caps it (thr_feedback_
+        apply; the tokens dimension if TOKENS). A malformed value raises InvalidArgument naming
+        the header, and nothing is applied."""
+        fb = _lib.FeedbackT()
+        _lib.lib.thr_feedback_init(byref(fb))
+        for name, value in _header_pairs(headers):
+            n, v = name.encode("latin-1", "replace"), value.encode("latin-1", "replace")
+            rc = _lib.lib.thr_feedback_header(byref(fb), n, len(n), v, len(v), 0)
+            if rc < 0:
+                raise _lib.error(rc).__class__(-rc, "header %r: %s: %r" % (
+                    name, "a number too large" if rc == -errno.ERANGE else
+                    "more than 16 list members" if rc == -errno.E2BIG else
+                    "not a value this header takes", value))
+        raw = _key(key)
+        res = _lib.Result()
+        rc = _lib.check(_lib.lib.thr_feedback_apply(
+            self._handle(), raw, len(raw), byref(fb),
+            _lib.FEEDBACK_USE_TOKENS if tokens else 0, byref(res)))
+        return _held(res, rc)
 
     # -- semaphore -----------------------------------------------------------------------------
     @_in_arena(_owner)

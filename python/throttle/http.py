@@ -39,7 +39,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from .errors import (InvalidArgument, ServerError, ThrottleError, TransportError, Unauthorized,
                      WouldBlock, from_name)
-from .results import (BudgetResult, BudgetStat, ComposeResult, Decision, LimiterInfo,
+from .results import (BudgetResult, BudgetStat, ComposeResult, Decision, Held, LimiterInfo,
                       SemStat)
 
 __all__ = ["Client", "Limiter", "Lease", "Group", "lock"]
@@ -146,6 +146,11 @@ def _str(body: Dict[str, Any], field: str) -> str:
 def _decision(b: Dict[str, Any]) -> Decision:
     return Decision(_bool(b, "admitted"), _int(b, "limit"), _int(b, "remaining"),
                     _int(b, "retry_after_ns"), _int(b, "reset_after_ns"))
+
+
+def _held(b: Dict[str, Any]) -> Held:
+    return Held(_bool(b, "admitted"), _int(b, "limit"), _int(b, "remaining"),
+                _int(b, "retry_after_ns"), _int(b, "reset_after_ns"), _bool(b, "shortened"))
 
 
 def _info(b: Dict[str, Any]) -> LimiterInfo:
@@ -447,6 +452,30 @@ class Limiter:
     async def acquire_async(self, key: Key, cost: int = 1,
                             timeout: Optional[float] = None) -> Decision:
         return await asyncio.to_thread(self.acquire, key, cost, timeout)
+
+    # ------------------------------------------------------------ a downstream's word (gcra)
+
+    def hold(self, key: Key, delay: float) -> Held:
+        """Nothing admitted on KEY for DELAY seconds (POST .../hold)."""
+        ms = _ms("delay", delay)
+        body = {"key": _key(key), "delay_ms": _UNBOUNDED_MS if ms is None else ms}
+        return _held(self._post("hold", body)[1])
+
+    def cap(self, key: Key, tokens: int) -> Held:
+        """At most TOKENS left on KEY now (POST .../cap)."""
+        return _held(self._post("cap", {"key": _key(key), "tokens": _count("tokens", tokens)})[1])
+
+    def apply_feedback(self, key: Key, headers: Any, tokens: bool = False) -> Held:
+        """A response's HEADERS (a mapping or pairs) applied to KEY (POST .../feedback)."""
+        items = headers.items() if hasattr(headers, "items") else headers
+        hs: Dict[str, str] = {}
+        for pair in items:
+            name, value = pair
+            if not isinstance(name, str) or not isinstance(value, str):
+                raise InvalidArgument(22, "headers: names and values are str, got %r" % (pair,))
+            hs[name] = value
+        body = {"key": _key(key), "headers": hs, "tokens": bool(tokens)}
+        return _held(self._post("feedback", body)[1])
 
     # ------------------------------------------------------------ semaphores
 

@@ -34,6 +34,14 @@ class Decision:
 
 
 @dataclass(frozen=True)
+class Held(Decision):
+    """What a hold, a cap or an applied feedback left (thr_limiter_hold): whether a request of
+    cost 1 fits now (admitted), the tokens left now, when one fits, when the key is full."""
+
+    shortened: bool = False  # a hold cut to the limiter's reach (B*T + max_reserve)
+
+
+@dataclass(frozen=True)
 class LimiterInfo:
     """A limiter's kind and configuration (thr_limiter_info)."""
 
