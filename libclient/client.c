@@ -180,13 +180,22 @@ int thr_limiter_info(thr_limiter *l, struct thr_limiter_info *info)
 {
         if (!l || !info)
                 return -EINVAL;
-        if (atomic_load_explicit(&l->de->state, memory_order_acquire) != THR_DIR_LIVE)
-                return -EIDRM;
-        uint64_t off = atomic_load_explicit(&l->de->params_off, memory_order_acquire);
-        if (off - l->params_lo > l->params_span || off % _Alignof(struct thr_params))
-                return -EBADMSG;
+        int rc = 0;
+        struct thr_reader *r = thr_reader_get(l->a, &rc);
+        if (!r)
+                return rc;
+        /* inside a section: the daemon reuses a record it replaced only after a grace period */
+        uint64_t outer = thr_reader_enter(l->a, r);
         struct thr_params p;
-        memcpy(&p, shm_at(l->a->map.base, off), sizeof(p)); /* client-writable: one copy */
+        rc = atomic_load_explicit(&l->de->state, memory_order_acquire) != THR_DIR_LIVE ? -EIDRM : 0;
+        uint64_t off = atomic_load_explicit(&l->de->params_off, memory_order_acquire);
+        if (rc == 0 && (off - l->params_lo > l->params_span || off % _Alignof(struct thr_params)))
+                rc = -EBADMSG;
+        if (rc == 0)
+                memcpy(&p, shm_at(l->a->map.base, off), sizeof(p)); /* client-writable: one copy */
+        thr_reader_exit(r, outer);
+        if (rc < 0)
+                return rc;
         *info = (struct thr_limiter_info){.kind = p.kind};
         switch (p.kind) {
         case THR_KIND_GCRA:
@@ -365,6 +374,14 @@ __attribute__((noinline)) static const void *op_key_digest(const thr_arena *a, c
         return sk;
 }
 
+/* A call refused after its section was entered: the section left, RC returned. By value:
+ * nothing of the caller's escapes to it (the hot path keeps struct op in registers). */
+__attribute__((cold, noinline)) static int op_refuse(struct thr_reader *r, uint64_t outer, int rc)
+{
+        thr_reader_exit(r, outer);
+        return rc;
+}
+
 static inline __attribute__((always_inline)) int
 op_begin(struct op *o, thr_limiter *l, const void *key, size_t len, const struct req *rq)
 {
@@ -372,26 +389,29 @@ op_begin(struct op *o, thr_limiter *l, const void *key, size_t len, const struct
         if (rc < 0 || !l)
                 return rc < 0 ? rc : -EINVAL;
         o->l = l;
-        o->p = lim_params_for(l, (rq->locate && !rq->plain));
-        if (!o->p)
-                return lim_gone_for(l, (rq->locate && !rq->plain));
-        o->kind = o->p->kind;
-        if (rq->kind_only && o->kind != rq->kind_only)
-                return -EOPNOTSUPP;
-        if (__builtin_expect(o->kind != THR_KIND_GCRA, 0)) {
-                if (o->kind == THR_KIND_BUDGET && rq->mode == OP_RESERVE)
-                        return -EOPNOTSUPP; /* no time makes a budget fit */
-                o->p = params_pin(l, o->p, o->kind, (rq->locate && !rq->plain), o->pc);
-                if (!o->p)
-                        return -EBADMSG;
-        }
-        if (rq->cost > o->p->burst)
-                return -ERANGE;
         o->r = thr_reader_get_row(l->a, &o->row, &rc);
         if (!o->r)
                 return rc;
+        /* the parameter record is read inside the section: the daemon reuses a record it
+         * replaced only after a grace period (shm/arena_build.c, recycling) */
         o->outer = thr_reader_enter(l->a, o->r);
         THR_HOOK(THR_HOOK_SECTION_ENTERED, o->r);
+        o->p = lim_params_for(l, (rq->locate && !rq->plain));
+        if (!o->p)
+                return op_refuse(o->r, o->outer, lim_gone_for(l, (rq->locate && !rq->plain)));
+        o->kind = o->p->kind;
+        if (rq->kind_only && o->kind != rq->kind_only)
+                return op_refuse(o->r, o->outer, -EOPNOTSUPP);
+        if (__builtin_expect(o->kind != THR_KIND_GCRA, 0)) {
+                if (o->kind == THR_KIND_BUDGET && rq->mode == OP_RESERVE)
+                        return op_refuse(o->r, o->outer,
+                                         -EOPNOTSUPP); /* no time makes a budget fit */
+                o->p = params_pin(l, o->p, o->kind, (rq->locate && !rq->plain), o->pc);
+                if (!o->p)
+                        return op_refuse(o->r, o->outer, -EBADMSG);
+        }
+        if (rq->cost > o->p->burst)
+                return op_refuse(o->r, o->outer, -ERANGE);
         o->len = (uint32_t)len;
         o->key = __builtin_expect(len > THR_KEY_INLINE, 0) && !rq->stored
                      ? op_key_digest(l->a, key, o->len, o->sk)
