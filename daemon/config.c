@@ -143,6 +143,11 @@ static void config_defaults(struct config *cfg, struct shm_limiter_spec *lim)
         /* The cheapest clock whose lag is at most T / 64 (shm/clock.h): a slow limiter needs no
          * nanosecond clock per decision; a fast one keeps the precise clock. */
         lim->clock_read = THR_CLOCK_READ_AUTO;
+        /* adaptive = aimd: halve the rate after an interval with overload (TCP's and Netflix
+         * concurrency-limits' AIMD factor), one step a second (a downstream's overload shows
+         * within its own windows, commonly a second) */
+        lim->adapt.dec_pct = 50;
+        lim->adapt.interval_ns = 1000000000ull;
         /* burst and initial have derived defaults, applied in end_limiter(): burst = the rate's
          * N (one period's worth at once, as a token bucket user expects), initial = burst (a new
          * key starts full, so a first burst is never refused). */
@@ -200,9 +205,12 @@ static int foreign_keys(struct parse *p, const struct shm_limiter_spec *l,
         enum { G = 1, W = 2, S = 4, B = 8 }; /* the kinds that take a key */
         static const struct {
                 int key, kinds;
-        } only[] = {{LK_RATE, G},   {LK_BURST, G},     {LK_INITIAL, G | B},     {LK_LIMIT, W},
-                    {LK_WINDOW, W}, {LK_SERIALIZE, W}, {LK_MAX_RESERVE, G | W}, {LK_MAX, S},
-                    {LK_LEASES, S}, {LK_LEVEL, S},     {LK_CLOCK_READ, G}};
+        } only[] = {
+            {LK_RATE, G},          {LK_BURST, G},     {LK_INITIAL, G | B},     {LK_LIMIT, W},
+            {LK_WINDOW, W},        {LK_SERIALIZE, W}, {LK_MAX_RESERVE, G | W}, {LK_MAX, S},
+            {LK_LEASES, S},        {LK_LEVEL, S},     {LK_CLOCK_READ, G},      {LK_ADAPTIVE, G},
+            {LK_MIN_RATE, G},      {LK_MAX_RATE, G},  {LK_INCREASE, G},        {LK_DECREASE, G},
+            {LK_ADAPT_INTERVAL, G}};
         int mine = l->kind == THR_KIND_WINDOW      ? W
                    : l->kind == THR_KIND_SEMAPHORE ? S
                    : l->kind == THR_KIND_BUDGET    ? B
@@ -261,6 +269,82 @@ static void end_window(struct parse *p, struct shm_limiter_spec *l, const struct
                 report(p, ln->at[LK_LIMIT], "%s", why);
 }
 
+/* X per XP ns as a count per P ns, rounded up (UP) or down; 0 if it does not fit 64 bits. */
+static uint64_t per_period(uint64_t x, uint64_t xp, uint64_t p, bool up)
+{
+        __uint128_t num = (__uint128_t)x * p;
+        __uint128_t q = num / xp + (up && num % xp != 0);
+        return q > UINT64_MAX ? 0 : (uint64_t)q;
+}
+
+/*
+ * An adaptive GCRA limiter's checks (adaptive = aimd): min_rate and max_rate given, every
+ * controller key only with adaptive = aimd, and the bounds as counts per the limiter's own
+ * period (min rounded up, max down, increase up: the bounds always hold) with min <= rate <= max,
+ * each bound a rate shm_params_make accepts. Returns whether all held.
+ */
+static bool end_adaptive(struct parse *p, struct shm_limiter_spec *l, const struct lim_lines *ln)
+{
+        static const int keys[] = {LK_MIN_RATE, LK_MAX_RATE, LK_INCREASE, LK_DECREASE,
+                                   LK_ADAPT_INTERVAL};
+        struct shm_adapt_spec *a = &l->adapt;
+        if (!a->on) {
+                bool ok = true;
+                for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++)
+                        if (ln->at[keys[k]]) {
+                                report(p, ln->at[keys[k]],
+                                       "limiter '%s': %s applies only with adaptive = aimd",
+                                       l->name, config_limiter_keys[keys[k]].name);
+                                ok = false;
+                        }
+                return ok;
+        }
+        if (!ln->at[LK_MIN_RATE] || !ln->at[LK_MAX_RATE]) {
+                report(p, ln->at[LK_ADAPTIVE],
+                       "limiter '%s': adaptive = aimd needs min_rate and max_rate (the bounds "
+                       "the rate moves between, e.g. min_rate = 10/s, max_rate = 1000/s)",
+                       l->name);
+                return false;
+        }
+        uint64_t min = per_period(a->min_n, a->min_p, l->period_ns, true);
+        uint64_t max = per_period(a->max_n, a->max_p, l->period_ns, false);
+        uint64_t inc =
+            ln->at[LK_INCREASE] ? per_period(a->inc_n, a->inc_p, l->period_ns, true) : min;
+        if (min == 0 || max == 0 || inc == 0 || min > max) {
+                report(p,
+                       !min || min > max ? ln->at[LK_MIN_RATE]
+                       : !max            ? ln->at[LK_MAX_RATE]
+                                         : ln->at[LK_INCREASE],
+                       "limiter '%s': min_rate, max_rate and increase must be whole counts per "
+                       "the rate's period with min_rate <= max_rate (got %" PRIu64 ", %" PRIu64
+                       " and %" PRIu64 " per %" PRIu64 " ns)",
+                       l->name, min, max, inc, l->period_ns);
+                return false;
+        }
+        if (l->rate_n < min || l->rate_n > max) {
+                report(p, ln->at[LK_RATE],
+                       "limiter '%s': rate %" PRIu64 " per %" PRIu64 " ns is outside "
+                       "min_rate..max_rate (%" PRIu64 "..%" PRIu64 " per that period): it is "
+                       "where the rate starts",
+                       l->name, l->rate_n, l->period_ns, min, max);
+                return false;
+        }
+        struct thr_params prm;
+        char why[320];
+        struct shm_limiter_spec t = *l;
+        for (int k = 0; k < 2; k++) {
+                t.rate_n = k ? max : min;
+                if (shm_params_make(&t, 0, &prm, why, sizeof(why)) < 0) {
+                        report(p, ln->at[k ? LK_MAX_RATE : LK_MIN_RATE], "%s", why);
+                        return false;
+                }
+        }
+        a->min_n = min;
+        a->max_n = max;
+        a->inc_n = inc;
+        return true;
+}
+
 /* The checks that need all of a limiter's keys, run when its section ends. */
 static void end_limiter(struct parse *p, size_t i)
 {
@@ -312,6 +396,8 @@ static void end_limiter(struct parse *p, size_t i)
         }
         if (shm_params_make(l, 0, &prm, why, sizeof(why)) < 0)
                 report(p, ln->at[LK_RATE], "%s", why);
+        else
+                end_adaptive(p, l, ln);
 }
 
 /* End the current section (a limiter's gets its whole-section checks); ignore keys until the

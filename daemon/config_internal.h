@@ -28,6 +28,12 @@ enum {
         LK_LEASES,
         LK_LEVEL,
         LK_CLOCK_READ,
+        LK_ADAPTIVE,
+        LK_MIN_RATE,
+        LK_MAX_RATE,
+        LK_INCREASE,
+        LK_DECREASE,
+        LK_ADAPT_INTERVAL,
         LK_COUNT
 };
 

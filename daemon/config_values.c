@@ -437,6 +437,56 @@ static int set_rate(const struct config_key *k, void *field, const char *v, char
         return config_parse_rate(v, &l->rate_n, &l->period_ns, why, n);
 }
 
+static int set_adaptive(const struct config_key *k, void *field, const char *v, char *why, size_t n)
+{
+        struct shm_limiter_spec *l = field;
+        (void)k;
+        if (!strcasecmp(v, "aimd") || !strcasecmp(v, "no") || !strcasecmp(v, "off")) {
+                l->adapt.on = !strcasecmp(v, "aimd");
+                return 0;
+        }
+        return say(why, n, -EINVAL, "unknown adaptive '%s' (aimd, or off)", v);
+}
+
+/* min_rate, max_rate, increase: a rate (as rate =), kept as written until the section ends */
+static int set_adapt_rate(const struct config_key *k, void *field, const char *v, char *why,
+                          size_t n)
+{
+        struct shm_limiter_spec *l = field;
+        uint64_t *num = k->lo == 0   ? &l->adapt.min_n
+                        : k->lo == 1 ? &l->adapt.max_n
+                                     : &l->adapt.inc_n;
+        uint64_t *per = k->lo == 0   ? &l->adapt.min_p
+                        : k->lo == 1 ? &l->adapt.max_p
+                                     : &l->adapt.inc_p;
+        int rc = config_parse_rate(v, num, per, why, n);
+        if (rc == 0 && *num == 0)
+                return say(why, n, -EINVAL, "'%s' is no rate: it must be above 0", v);
+        return rc;
+}
+
+/* decrease: the factor an overloaded interval multiplies the rate by, "0.5" or "50%", in
+ * (0, 1) exclusive, as whole percent */
+static int set_decrease(const struct config_key *k, void *field, const char *v, char *why, size_t n)
+{
+        (void)k;
+        char *end;
+        errno = 0;
+        double x = strtod(v, &end);
+        bool pct = *end == '%';
+        if (pct)
+                end++;
+        if (end == v || *end || errno || x != x)
+                return say(why, n, -EINVAL, "'%s' is not a factor (e.g. 0.5 or 50%%)", v);
+        double f = pct ? x / 100 : x;
+        uint32_t whole = (uint32_t)(f * 100 + 0.5);
+        if (!(f > 0 && f < 1) || whole < 1 || whole > 99)
+                return say(why, n, -ERANGE,
+                           "decrease %s must be between 1%% and 99%% (a factor in (0, 1))", v);
+        ((struct shm_limiter_spec *)field)->adapt.dec_pct = whole;
+        return 0;
+}
+
 static int set_kind(const struct config_key *k, void *field, const char *v, char *why, size_t n)
 {
         (void)k;
@@ -551,4 +601,11 @@ const struct config_key config_limiter_keys[] = {
     [LK_LEASES] = {"leases_per_key", set_u64, LIM(leases), 1, THR_SEM_LEASES_MAX},
     [LK_LEVEL] = {"level", set_u64, LIM(level), 0, THR_SEM_LEVELS - 1},
     [LK_CLOCK_READ] = {"clock_read", set_clock_read, LIM(clock_read), 0, 0},
+    [LK_ADAPTIVE] = {"adaptive", set_adaptive, 0, 0, 0},
+    [LK_MIN_RATE] = {"min_rate", set_adapt_rate, 0, 0, 0},
+    [LK_MAX_RATE] = {"max_rate", set_adapt_rate, 0, 1, 0},
+    [LK_INCREASE] = {"increase", set_adapt_rate, 0, 2, 0},
+    [LK_DECREASE] = {"decrease", set_decrease, 0, 0, 0},
+    [LK_ADAPT_INTERVAL] = {"adapt_interval", set_duration, LIM(adapt.interval_ns), 1000000,
+                           3600000000000ull},
     [LK_COUNT] = {NULL, NULL, 0, 0, 0}};

@@ -83,6 +83,7 @@ static void reconcile(struct supervisor *s, const struct shm_lim_snap *snap)
 static void pass(struct supervisor *s, const struct registry *reg, bool beat)
 {
         struct thr_hdr *h = shm_hdr(&s->map);
+        adapt_pass(s, reg); /* adaptive limiters whose interval is over: a step each */
         uint64_t now = shm_now_ns(h);
         uint32_t tag = shm_retire_tag(h);
         for (uint32_t i = 0; i < reg->n; i++) {
@@ -137,8 +138,13 @@ static void pass(struct supervisor *s, const struct registry *reg, bool beat)
         s->mb_warned = false;
         struct shm_gp_result res;
         rc = shm_gp_scan(&s->map, gp, now, reg->cfg.stall_ms * 1000000ull, &res, on_reader, s);
-        if (rc == 0)
+        if (rc == 0) {
                 s->gp_done = res.done;
+                /* parameter records replaced before this period began are no longer read */
+                pthread_mutex_lock(&s->arena_mu);
+                shm_params_recycle(&s->map, s->gp_done);
+                pthread_mutex_unlock(&s->arena_mu);
+        }
 }
 
 /* Milliseconds from A to B (CLOCK_MONOTONIC; B not before A). */

@@ -203,9 +203,13 @@ static struct registry *registry_make(const struct supervisor *s, const struct c
         config_copy(&r->cfg, cfg);
         for (size_t i = 0; i < cfg->nlimiters; i++) {
                 int idx = shm_dir_find(&s->map, cfg->limiters[i].name);
-                if (idx >= 0)
+                if (idx >= 0) {
+                        r->spec[r->n] = (uint32_t)i;
                         r->idx[r->n++] = (uint32_t)idx;
+                }
         }
+        /* made on the main thread right after the configuration was applied (adapt.c) */
+        r->gen = atomic_load_explicit(&shm_hdr(&s->map)->config_gen, memory_order_relaxed);
         return r;
 }
 
@@ -246,6 +250,7 @@ int supervisor_start(struct supervisor *s, const struct config *cfg, bool recrea
 {
         config_copy(&s->cfg, cfg);
         s->map.fd = -1;
+        pthread_mutex_init(&s->arena_mu, NULL);
         char path[256];
         int rc = metrics_listen(s->cfg.metrics_listen, &s->metrics);
         if (rc)
@@ -269,8 +274,14 @@ int supervisor_start(struct supervisor *s, const struct config *cfg, bool recrea
                 if (rc)
                         return rc;
         }
+        /* the records this daemon replaces are reused after a grace period (recycling) */
+        if (shm_params_pool_init(&s->map) < 0) {
+                shm_arena_detach(&s->map);
+                return EX_OSERR;
+        }
         rc = lock_and_configure(s);
         if (rc) {
+                shm_params_pool_free(&s->map);
                 shm_arena_detach(&s->map);
                 return rc;
         }
@@ -422,9 +433,11 @@ static void do_reload(struct supervisor *s)
         }
         struct shm_change *ch = NULL;
         size_t n = 0;
+        pthread_mutex_lock(&s->arena_mu); /* not while the maintenance thread publishes */
         int rc = shm_arena_plan(&s->map, &next.arena, &ch, &n, err, sizeof(err));
         if (rc == 0)
                 rc = shm_arena_configure(&s->map, &next.arena, err, sizeof(err));
+        pthread_mutex_unlock(&s->arena_mu);
         if (rc < 0) {
                 log_error("reload refused, running config kept: %s", err);
                 snprintf(msg, sizeof(msg), "%s", err);
@@ -523,5 +536,6 @@ void supervisor_stop(struct supervisor *s)
         atomic_store_explicit(&shm_hdr(&s->map)->daemon_pid, 0, memory_order_relaxed);
         log_info("stopping: arena %s stays, with every bucket", s->map.path);
         registry_publish(s, NULL);
+        shm_params_pool_free(&s->map);
         shm_arena_detach(&s->map);
 }

@@ -21,8 +21,19 @@
  */
 struct registry {
         struct config cfg;
-        uint32_t n;                        /* live limiters of cfg ... */
-        uint32_t idx[CONFIG_MAX_LIMITERS]; /* ... and their directory entries */
+        uint32_t n;                         /* live limiters of cfg ... */
+        uint32_t idx[CONFIG_MAX_LIMITERS];  /* ... and their directory entries */
+        uint32_t spec[CONFIG_MAX_LIMITERS]; /* ... and their index in cfg.limiters */
+        uint64_t gen; /* the arena's config_gen once cfg was applied (adapt.c acts only then) */
+};
+
+/* An adaptive limiter's controller (adapt.c), per directory entry; maintenance thread only. */
+struct adapt_state {
+        uint64_t gen;    /* the registry's gen it started under (0: not started) */
+        uint64_t rate_n; /* the rate now, per the limiter's period */
+        uint64_t next_ns;
+        uint64_t overload, admitted, denied; /* the sums at the last step */
+        bool failed;                          /* its last rerate failed (logged once) */
 };
 
 struct sup_lim_stats {
@@ -53,7 +64,14 @@ struct supervisor {
         uint64_t repairs_seen[SUP_MAX_TABLES];    /* per directory entry: recounted */
         uint64_t recounted[SUP_MAX_TABLES];       /* heartbeat of the last recount, 0 none */
         uint64_t beats;                           /* heartbeats so far (from 1) */
+        struct adapt_state adapt[SUP_MAX_TABLES]; /* per directory entry */
+        /* the arena's parameter records: a reload (main thread) and the controller and the
+         * recycling of records (maintenance thread) publish one at a time */
+        pthread_mutex_t arena_mu;
 };
+
+/* adapt.c: one step of every adaptive limiter whose interval is over (maintenance thread). */
+void adapt_pass(struct supervisor *s, const struct registry *reg);
 
 /* maint.c: the maintenance thread (eviction, reclamation, grace periods, heartbeat). */
 int maint_start(struct supervisor *s);

@@ -1460,6 +1460,24 @@ int thr_feedback_apply(thr_limiter *l, const void *key, size_t len, const struct
         return clipped;
 }
 
+/* ---------------------------------------------------------------- adaptive limits */
+
+int thr_limiter_overload(thr_limiter *l, uint64_t count)
+{
+        if (!l)
+                return -EINVAL;
+        if (atomic_load_explicit(&l->de->state, memory_order_acquire) != THR_DIR_LIVE)
+                return -EIDRM;
+        struct thr_lcount *row;
+        int rc = 0;
+        if (!thr_reader_get_row(l->a, &row, &rc))
+                return rc;
+        /* this thread's own row: no line another thread writes (a locked add, so that a call
+         * from a signal handler nested in this one loses nothing) */
+        atomic_fetch_add_explicit(&row[l->dir_idx].overload, count, memory_order_relaxed);
+        return 0;
+}
+
 /* ---------------------------------------------------------------- clock and errors */
 
 int thr_clock_now(thr_arena *a, uint64_t *now_ns)

@@ -32,6 +32,8 @@ struct shm_geom {
         uint32_t dir_count, reader_count;
 };
 
+struct shm_params_pool; /* build.h: the daemon's recycled parameter records */
+
 struct shm_map {
         void *base;
         size_t size;
@@ -39,6 +41,7 @@ struct shm_map {
         bool writable;
         char path[256];
         struct shm_geom g;
+        struct shm_params_pool *pool; /* daemon only (shm_params_pool_init); NULL elsewhere */
 };
 
 /* A limiter as read once from the directory and checked: private copies of everything. */

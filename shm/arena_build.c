@@ -291,6 +291,96 @@ static uint64_t heap_alloc(struct shm_map *m, uint64_t size)
         return off;
 }
 
+/* ---------------------------------------------------------------- recycled records */
+
+#define POOL_MAX 1024u /* records waiting, and reusable: past that a retired record is leaked */
+
+struct pool_wait {
+        uint64_t off;
+        uint32_t tag;
+};
+
+struct shm_params_pool {
+        /* per directory entry: the GCRA record this daemon published there (0: none known). The
+         * directory's own params_off is client-writable: only what the daemon itself published
+         * is ever retired, so a scribbled offset can never make it reuse live memory. */
+        uint64_t *published;
+        uint32_t n;
+        struct pool_wait wait[POOL_MAX];
+        uint32_t nwait;
+        uint64_t ready[POOL_MAX];
+        uint32_t nready;
+};
+
+int shm_params_pool_init(struct shm_map *m)
+{
+        struct shm_params_pool *p = calloc(1, sizeof(*p));
+        if (!p)
+                return -ENOMEM;
+        p->n = m->g.dir_count;
+        p->published = calloc(p->n ? p->n : 1, sizeof(*p->published));
+        if (!p->published) {
+                free(p);
+                return -ENOMEM;
+        }
+        m->pool = p;
+        return 0;
+}
+
+void shm_params_pool_free(struct shm_map *m)
+{
+        if (!m->pool)
+                return;
+        free(m->pool->published);
+        free(m->pool);
+        m->pool = NULL;
+}
+
+void shm_params_recycle(struct shm_map *m, uint64_t done)
+{
+        struct shm_params_pool *p = m->pool;
+        if (!p)
+                return;
+        uint64_t counter = atomic_load_explicit(&shm_hdr(m)->grace_periods, memory_order_acquire);
+        uint32_t kept = 0;
+        for (uint32_t i = 0; i < p->nwait; i++) {
+                if (shm_tag_done(p->wait[i].tag, done, counter) && p->nready < POOL_MAX)
+                        p->ready[p->nready++] = p->wait[i].off;
+                else
+                        p->wait[kept++] = p->wait[i];
+        }
+        p->nwait = kept;
+}
+
+void shm_params_pool_counts(const struct shm_map *m, uint64_t *waiting, uint64_t *reusable)
+{
+        *waiting = m->pool ? m->pool->nwait : 0;
+        *reusable = m->pool ? m->pool->nready : 0;
+}
+
+/* A record for PARAMS: a reusable one if it is a GCRA record and the pool has one, else heap. */
+static uint64_t params_alloc(struct shm_map *m, const struct thr_params *params)
+{
+        struct shm_params_pool *p = m->pool;
+        if (p && params->kind == THR_KIND_GCRA && p->nready)
+                return p->ready[--p->nready];
+        return heap_alloc(m, sizeof(struct thr_params));
+}
+
+/* Entry IDX now points at NEW (kind NEW_KIND), replacing what this daemon published there: a
+ * GCRA record it published is retired with the current grace-period tag. */
+static void params_replaced(struct shm_map *m, uint32_t idx, uint64_t new_off, uint32_t old_kind,
+                            uint32_t new_kind)
+{
+        struct shm_params_pool *p = m->pool;
+        if (!p || idx >= p->n)
+                return;
+        uint64_t old = p->published[idx];
+        if (old && old != new_off && old_kind == THR_KIND_GCRA && p->nwait < POOL_MAX)
+                p->wait[p->nwait++] = (struct pool_wait){old, shm_retire_tag(shm_hdr(m))};
+        p->published[idx] = new_kind == THR_KIND_GCRA ? new_off : 0;
+}
+
 /* What configuration does to one limiter of the spec. */
 struct plan {
         const struct shm_limiter_spec *spec;
@@ -422,7 +512,7 @@ static int stage(struct shm_map *m, struct plan *pl)
 {
         if (pl->idx >= 0 && !pl->changed)
                 return 0;
-        pl->po = heap_alloc(m, sizeof(struct thr_params));
+        pl->po = params_alloc(m, &pl->params);
         if (!pl->po)
                 return -ENOSPC;
         memcpy(shm_at(m->base, pl->po), &pl->params, sizeof(pl->params));
@@ -437,9 +527,12 @@ static void publish(struct shm_map *m, const struct plan *pl)
 {
         struct thr_dir_entry *dir = shm_at(m->base, m->g.dir_off);
         if (pl->idx >= 0) {
-                if (pl->changed)
+                if (pl->changed) {
                         atomic_store_explicit(&dir[pl->idx].params_off, pl->po,
                                               memory_order_release);
+                        params_replaced(m, (uint32_t)pl->idx, pl->po, pl->before.kind,
+                                        pl->params.kind);
+                }
                 if (pl->revive)
                         atomic_store_explicit(&dir[pl->idx].state, THR_DIR_LIVE,
                                               memory_order_release);
@@ -451,6 +544,7 @@ static void publish(struct shm_map *m, const struct plan *pl)
         dir[i].table_off = pl->to;
         dir[i].table_bytes = pl->geo.bytes;
         atomic_store_explicit(&dir[i].params_off, pl->po, memory_order_relaxed);
+        params_replaced(m, i, pl->po, 0, pl->params.kind);
         atomic_store_explicit(&dir[i].state, THR_DIR_LIVE, memory_order_release);
 }
 
@@ -481,10 +575,13 @@ int shm_arena_configure(struct shm_map *m, const struct shm_arena_spec *s, char 
                 return shm_seterr(err, errlen, -ENOMEM, "out of memory");
         int rc = plan_all(m, s, gen, plans, err, errlen);
         uint64_t top = m->g.heap_top;
+        uint32_t ready = m->pool ? m->pool->nready : 0;
         for (size_t i = 0; rc == 0 && i < s->nlimiters; i++)
                 rc = stage(m, &plans[i]);
         if (rc < 0) {
                 m->g.heap_top = top; /* staged space was never referenced: reuse it */
+                if (m->pool)
+                        m->pool->nready = ready; /* and the records taken (popped) are back */
                 free(plans);
                 return err && *err ? rc
                                    : shm_seterr(err, errlen, rc, "cannot stage: %s", strerror(-rc));
@@ -496,6 +593,8 @@ int shm_arena_configure(struct shm_map *m, const struct shm_arena_spec *s, char 
                                          s->ngroups * sizeof(struct thr_group_rec));
                 if (!goff) {
                         m->g.heap_top = top;
+                        if (m->pool)
+                                m->pool->nready = ready;
                         free(plans);
                         return shm_seterr(err, errlen, -ENOSPC,
                                           "no room in the arena for the groups' table (raise "
@@ -529,6 +628,34 @@ int shm_arena_configure(struct shm_map *m, const struct shm_arena_spec *s, char 
         shm_clock_facts_store(h, &cf);
         atomic_store_explicit(&h->heap_top, m->g.heap_top, memory_order_relaxed);
         atomic_store_explicit(&h->config_gen, gen, memory_order_release);
+        return 0;
+}
+
+int shm_limiter_rerate(struct shm_map *m, const struct shm_limiter_spec *ls, char *err,
+                       size_t errlen)
+{
+        struct thr_hdr *h = shm_hdr(m);
+        uint64_t gen = atomic_load_explicit(&h->config_gen, memory_order_relaxed);
+        struct plan pl = {0};
+        uint64_t need = 0;
+        if (ls->kind != THR_KIND_GCRA && ls->kind != 0)
+                return shm_seterr(err, errlen, -EINVAL, "limiter '%s' is not a GCRA limiter",
+                                  ls->name);
+        int rc = plan_one(m, ls, gen, &pl, &need, err, errlen);
+        if (rc < 0)
+                return rc;
+        if (pl.idx < 0 || pl.revive)
+                return shm_seterr(err, errlen, -ENOENT, "limiter '%s' is not live in the arena",
+                                  ls->name);
+        if (!pl.changed)
+                return 0;
+        rc = stage(m, &pl);
+        if (rc < 0)
+                return shm_seterr(err, errlen, rc,
+                                  "no room for limiter '%s''s new record (raise [arena] spare)",
+                                  ls->name);
+        publish(m, &pl);
+        atomic_store_explicit(&h->heap_top, m->g.heap_top, memory_order_relaxed);
         return 0;
 }
 

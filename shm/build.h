@@ -28,6 +28,18 @@ struct shm_limiter_spec {
         uint64_t leases;         /* semaphore: lease records per key (rate_n is its max) */
         uint64_t level;          /* semaphore: lock level, 0 to THR_SEM_LEVELS - 1 (peer.h) */
         uint32_t clock_read;     /* enum thr_clock_read (clock.h): GCRA only; 0 is precise */
+        /* the daemon's policy for an adaptive GCRA limiter (daemon/adapt.c); shm ignores it.
+         * Rates are counts per the limiter's period_ns. */
+        struct shm_adapt_spec {
+                bool on;              /* adaptive = aimd */
+                uint64_t min_n;       /* the rate never goes below min_n per period_ns ... */
+                uint64_t max_n;       /* ... nor above max_n */
+                uint64_t inc_n;       /* added at the end of an interval that had no overload */
+                uint64_t min_p, max_p, inc_p; /* as configured: min_n per min_p ns, and so on
+                                               * (the config turns them into per period_ns) */
+                uint32_t dec_pct;     /* the rate is multiplied by dec_pct/100 after overload */
+                uint64_t interval_ns; /* one step per interval of arena time */
+        } adapt;
 };
 
 /* A named group of limiters (config `compose = a, b, c`): members by name, in order. */
@@ -134,6 +146,38 @@ int shm_arena_plan(struct shm_map *m, const struct shm_arena_spec *spec, struct 
  */
 int shm_arena_configure(struct shm_map *m, const struct shm_arena_spec *spec, char *err,
                         size_t errlen);
+
+/*
+ * Recycling parameter records (daemon only). A publish that replaces a GCRA limiter's record
+ * retires the old one with the grace-period tag of that moment (shm_retire_tag). Every client
+ * reads a record inside a read-side section (libclient/client.c, op_begin), so once a grace
+ * period covers the tag no client can be reading it: shm_params_recycle, called with each
+ * completed period, makes it reusable, and the next GCRA record a publish needs is written there
+ * before the heap is used. Records of other kinds are never retired (their readers copy them
+ * outside sections) and a recycled one only ever holds a GCRA record, so a reader of another
+ * kind's calls that reads it anyway sees a GCRA record and refuses it. Without a pool (clients,
+ * tools) nothing is recycled. The pool is the daemon's private memory: a restarted daemon leaks
+ * the records its predecessor retired (128 bytes each). Not thread-safe: the daemon serializes
+ * its publishes and recycling with one mutex.
+ */
+int shm_params_pool_init(struct shm_map *m);
+void shm_params_pool_free(struct shm_map *m);
+/* Make reusable the records retired with a tag DONE (the last grace period the daemon's scans
+ * completed) covers; COUNTER is the header's grace-period counter now. */
+void shm_params_recycle(struct shm_map *m, uint64_t done);
+/* Records: retired and waiting for a grace period, reusable now. */
+void shm_params_pool_counts(const struct shm_map *m, uint64_t *waiting, uint64_t *reusable);
+
+/*
+ * shm_limiter_rerate - publish a new parameter record for the live GCRA limiter LS names, made
+ * from LS as a reload would make it (kept in the time unit its buckets count in, its clock as
+ * chosen), its buckets kept: what an adaptive limiter's controller changes each step. The config
+ * generation is not raised (a later reload compares against the configuration, not this). The
+ * record comes from the pool when one is reusable. Returns 0 (published, or unchanged), or
+ * -errno with ERR (not live, not GCRA, geometry changed, no room).
+ */
+int shm_limiter_rerate(struct shm_map *m, const struct shm_limiter_spec *ls, char *err,
+                       size_t errlen);
 
 /*
  * shm_daemon_lock - take the daemon's exclusive lock on the arena (an open-file-description

@@ -417,7 +417,11 @@ struct thr_dir_entry {
         _Atomic uint64_t params_off; /* current immutable parameter record */
         uint64_t table_off;          /* key table of this limiter */
         uint64_t table_bytes;
-        uint8_t reserved[THR_DIR_ENTRY_SIZE - 96];
+        /* an adaptive limiter's controller (the daemon's, daemon/adapt.c), for shmctl and tests:
+         * arena ns of its next step (0: not adaptive, or not started), and steps taken */
+        _Atomic uint64_t adapt_next_ns;
+        _Atomic uint64_t adapt_steps;
+        uint8_t reserved[THR_DIR_ENTRY_SIZE - 112];
 };
 
 struct thr_table {
@@ -534,7 +538,8 @@ struct thr_lcount {
             admitted;            /* decisions admitted (try), or places taken (reserve, acquire) */
         _Atomic uint64_t denied; /* decisions denied */
         _Atomic uint64_t waited; /* of the admitted, places due later than the call (a wait) */
-        _Atomic uint64_t reserved;
+        _Atomic uint64_t overload; /* calls the caller's downstream refused for overload
+                                    * (thr_limiter_overload): an adaptive limiter's signal */
 };
 /* Bytes of a counter row for DIR_COUNT limiters: whole cache lines. */
 #define THR_LCOUNT_STRIDE(dir_count)                                                               \

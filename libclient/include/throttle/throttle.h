@@ -689,6 +689,18 @@ int thr_backoff_delay(const struct thr_backoff *b, uint32_t attempt, uint64_t pr
                       uint64_t random, uint64_t *delay_ns);
 
 /*
+ * thr_limiter_overload - COUNT calls made after LIM admitted them were refused or failed by the
+ * downstream for overload (a 429, a 503, a timeout): recorded in this thread's own counters (no
+ * write another thread makes, no syscall after the thread's first call). A limiter configured
+ * with adaptive = aimd (throttled.conf(5)) is cut by the daemon at the end of an interval in
+ * which any was recorded, and raised when none was and its limit was binding. On other
+ * limiters the count is only exported (throttle_overload_total). Returns 0, -EINVAL, -EIDRM
+ * (removed by a reload), or the errors of a thread's registration. Async-signal-safe once the
+ * thread has registered; thread-safe.
+ */
+int thr_limiter_overload(thr_limiter *lim, uint64_t count);
+
+/*
  * thr_clock_now - the arena's time in ns since its epoch. Returns 0, or -EINVAL for NULL.
  * No syscall (vDSO).
  */
