@@ -110,7 +110,8 @@ static void put_seconds(struct out *o, const char *name, uint64_t ns)
 struct lim {
         struct shm_lim_snap snap;
         char label[2 * THR_NAME_MAX + 2];
-        uint64_t admitted, denied, waited;
+        uint64_t admitted, denied, waited, overload;
+        uint64_t rate_milli; /* a GCRA limiter's rate now, per second x 1000 (adaptive: moves) */
         uint64_t evicted, evicted_full, reclaimed, allowed_full, lock_waits, lock_timeouts;
 };
 
@@ -139,6 +140,8 @@ static void row_sums(const struct shm_map *m, struct lim *lims, uint32_t n)
                             atomic_load_explicit(&c->admitted, memory_order_relaxed);
                         lims[i].denied += atomic_load_explicit(&c->denied, memory_order_relaxed);
                         lims[i].waited += atomic_load_explicit(&c->waited, memory_order_relaxed);
+                        lims[i].overload +=
+                            atomic_load_explicit(&c->overload, memory_order_relaxed);
                 }
         }
 }
@@ -158,6 +161,9 @@ static struct lim *limiters(const struct shm_map *m, uint32_t *n)
                         continue;
                 label(l->snap.name, l->label, sizeof(l->label));
                 shard_sums(m, l);
+                if (l->snap.params.period_ns)
+                        l->rate_milli = (uint64_t)((__uint128_t)l->snap.params.rate_n *
+                                                   1000000000000ull / l->snap.params.period_ns);
                 (*n)++;
         }
         if (lims)
@@ -186,6 +192,15 @@ static void limiter_metrics(struct out *o, const struct lim *l, uint32_t n)
         per_limiter(o, l, n, "throttle_waited_total", "counter",
                     "Requests admitted after a wait (a place due later, a queued acquire).",
                     offsetof(struct lim, waited));
+        per_limiter(o, l, n, "throttle_overload_total", "counter",
+                    "Calls a client's downstream refused for overload (thr_limiter_overload).",
+                    offsetof(struct lim, overload));
+        head(o, "throttle_rate", "gauge",
+             "A GCRA limiter's rate now, per second (an adaptive limiter's moves).");
+        for (uint32_t i = 0; i < n; i++)
+                if (l[i].snap.params.kind == THR_KIND_GCRA && l[i].snap.params.period_ns)
+                        put(o, "throttle_rate{limiter=\"%s\"} %" PRIu64 ".%03" PRIu64 "\n",
+                            l[i].label, l[i].rate_milli / 1000, l[i].rate_milli % 1000);
         head(o, "throttle_keys", "gauge", "Live keys in the limiter's table.");
         for (uint32_t i = 0; i < n; i++) /* an _Atomic field of the private copy: read as one */
                 put(o, "throttle_keys{limiter=\"%s\"} %" PRIu64 "\n", l[i].label,
