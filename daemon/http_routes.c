@@ -25,6 +25,7 @@ static const char *const F_ADD[] = {"key", "amount", NULL};
 static const char *const F_HOLD[] = {"key", "delay_ms", NULL};
 static const char *const F_CAP[] = {"key", "tokens", NULL};
 static const char *const F_FEEDBACK[] = {"key", "headers", "tokens", NULL};
+static const char *const F_OVERLOAD[] = {"count", NULL};
 
 #define DEFAULT_TTL_NS (60ull * 1000000000u)
 
@@ -577,6 +578,26 @@ static void post_feedback(struct route *rt)
         held_answer(rt->r.out, rc, &res);
 }
 
+/* {"count" = 1}: calls the client's downstream refused for overload (thr_limiter_overload), the
+ * signal of an adaptive limiter; counted in this server thread's own row. */
+static void post_overload(struct route *rt)
+{
+        uint64_t count = 0;
+        thr_limiter *lim;
+        if (http_fields(&rt->r, F_OVERLOAD) < 0 ||
+            http_u64(&rt->r, "count", false, 1, UINT64_MAX >> 1, &count) < 0 ||
+            http_limiter(rt, &lim) < 0)
+                return;
+        int rc;
+        do
+                rc = thr_limiter_overload(lim, count);
+        while (again(rt, &lim, rc));
+        if (rc < 0)
+                http_error(rt->r.out, -rc, NULL);
+        else
+                http_ok(rt->r.out, 200, json_pack("{s:o}", "recorded", http_ju(count)));
+}
+
 /* ---------------------------------------------------------------- the waits */
 
 void http_job_run(struct http_job *j, struct http_out *out, bool (*gone)(void *), void *arg)
@@ -698,7 +719,8 @@ static void route_limiter(struct route *rt, const char *method, const char *verb
                    {"budget", "GET", get_budget},
                    {"hold", "POST", post_hold},
                    {"cap", "POST", post_cap},
-                   {"feedback", "POST", post_feedback}};
+                   {"feedback", "POST", post_feedback},
+                   {"overload", "POST", post_overload}};
         for (size_t i = 0; i < sizeof(tab) / sizeof(tab[0]); i++) {
                 if (strcmp(tab[i].verb, verb))
                         continue;

@@ -417,3 +417,11 @@ def test_hold_cap_and_feedback_over_http(client):
     assert one.try_acquire("fb-bad", 50), "a refused feedback held the key"
     with pytest.raises(te.NotSupported):
         client.limiter("money").hold("k", 1)
+
+
+def test_overload_over_http(client):
+    client.limiter("one").overload(3)
+    with pytest.raises(te.InvalidArgument):
+        client.limiter("one").overload(-1)
+    with pytest.raises(te.NotFound):
+        client.limiter("nope").overload()

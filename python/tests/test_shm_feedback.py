@@ -53,3 +53,12 @@ def test_malformed_header_names_it_and_applies_nothing(daemon_factory):
         lim.hold("m", -1)
     with pytest.raises(throttle.NotSupported):
         d.arena().limiter("win").hold("m", 1)
+
+
+def test_overload_takes_counts_and_refuses_negative_ones(daemon_factory):
+    d = daemon_factory(GCRA)
+    lim = d.arena().limiter("api")
+    lim.overload()
+    lim.overload(4)
+    with pytest.raises(throttle.InvalidArgument):
+        lim.overload(-1)

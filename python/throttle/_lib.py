@@ -158,6 +158,7 @@ _PROTOTYPES: List[Tuple[str, Any, Tuple[Any, ...]]] = [
     ("thr_feedback_header", c_int, (POINTER(FeedbackT), c_char_p, c_size_t, c_char_p, c_size_t,
                                     c_int64)),
     ("thr_feedback_apply", c_int, (_vp,) + _key + (POINTER(FeedbackT), c_uint, POINTER(Result))),
+    ("thr_limiter_overload", c_int, (_vp, c_uint64)),
     ("thr_clock_now", c_int, (_vp, POINTER(c_uint64))),
     ("thr_clock_advance", c_int, (_vp, c_uint64)),
 ]

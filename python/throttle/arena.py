@@ -433,6 +433,12 @@ class Limiter:
         from . import aio
         return await aio.acquire_async(self, key, cost, timeout)
 
+    @_in_arena(_owner)
+    def overload(self, count: int = 1) -> None:
+        """COUNT calls the downstream refused for overload (thr_limiter_overload): an adaptive
+        limiter (adaptive = aimd) is cut after an interval with any."""
+        _lib.check(_lib.lib.thr_limiter_overload(self._handle(), _uint(count, "count")))
+
     # -- a downstream's word (gcra) ------------------------------------------------------------
     @_in_arena(_owner)
     def hold(self, key: Key, delay: float) -> Held:

@@ -453,6 +453,10 @@ class Limiter:
                             timeout: Optional[float] = None) -> Decision:
         return await asyncio.to_thread(self.acquire, key, cost, timeout)
 
+    def overload(self, count: int = 1) -> None:
+        """COUNT calls the downstream refused for overload (POST .../overload)."""
+        self._post("overload", {"count": _count("count", count)})
+
     # ------------------------------------------------------------ a downstream's word (gcra)
 
     def hold(self, key: Key, delay: float) -> Held:
