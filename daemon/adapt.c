@@ -85,8 +85,8 @@ static void step(struct supervisor *s, const struct registry *reg, uint32_t i, u
         struct thr_dir_entry *de =
             (struct thr_dir_entry *)shm_at(s->map.base, s->map.g.dir_off) + idx;
         uint64_t interval = a->interval_ns ? a->interval_ns : 1000000000ull;
-        if (st->gen != reg->gen) { /* first seen under this configuration: start at its rate */
-                *st = (struct adapt_state){.gen = reg->gen, .rate_n = ls->rate_n};
+        if (!st->started || st->gen != reg->gen) { /* first seen under this configuration */
+                *st = (struct adapt_state){.started = true, .gen = reg->gen, .rate_n = ls->rate_n};
                 sums_of(&s->map, idx, &st->overload, &st->admitted, &st->denied);
                 st->next_ns = next_after(now, interval);
                 atomic_store_explicit(&de->adapt_next_ns, st->next_ns, memory_order_release);
@@ -102,10 +102,8 @@ static void step(struct supervisor *s, const struct registry *reg, uint32_t i, u
         st->denied = den;
         uint64_t rate = aimd(a, st->rate_n, d_over, d_den);
         if (rate != st->rate_n) {
-                struct shm_limiter_spec t = *ls;
-                t.rate_n = rate;
                 char err[256] = "";
-                int rc = shm_limiter_rerate(&s->map, &t, err, sizeof(err));
+                int rc = shm_limiter_rerate(&s->map, ls, rate, err, sizeof(err));
                 if (rc == 0) {
                         log_debug("limiter '%s': adaptive rate %" PRIu64 " -> %" PRIu64
                                   " per %" PRIu64 " ns (%" PRIu64 " overloaded, %" PRIu64

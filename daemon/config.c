@@ -310,6 +310,14 @@ static bool end_adaptive(struct parse *p, struct shm_limiter_spec *l, const stru
         uint64_t max = per_period(a->max_n, a->max_p, l->period_ns, false);
         uint64_t inc =
             ln->at[LK_INCREASE] ? per_period(a->inc_n, a->inc_p, l->period_ns, true) : min;
+        if (ln->at[LK_INCREASE] &&
+            ((__uint128_t)a->inc_n * l->period_ns) % a->inc_p != 0) { /* never rounded: faulted */
+                report(p, ln->at[LK_INCREASE],
+                       "limiter '%s': increase must be a whole count per the rate's period "
+                       "(%" PRIu64 " ns): %" PRIu64 " per %" PRIu64 " ns is not",
+                       l->name, l->period_ns, a->inc_n, a->inc_p);
+                return false;
+        }
         if (min == 0 || max == 0 || inc == 0 || min > max) {
                 report(p,
                        !min || min > max ? ln->at[LK_MIN_RATE]

@@ -41,6 +41,7 @@
 struct metrics {
         struct MHD_Daemon *d; /* NULL until metrics_serve */
         const struct shm_map *m;
+        pthread_mutex_t *mu; /* the daemon's publishes: records are read under it (recycling) */
         int fd;
         char addr[64];
 };
@@ -352,7 +353,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                 return respond(c, MHD_HTTP_NOT_FOUND, msg, sizeof(msg) - 1, MHD_RESPMEM_PERSISTENT);
         }
         size_t len = 0;
+        /* the records are read under the daemon's publish mutex: one replaced is reused after a
+         * grace period, which this thread (no read-side section) is not covered by */
+        if (mt->mu)
+                pthread_mutex_lock(mt->mu);
         char *body = metrics_render(mt->m, &len);
+        if (mt->mu)
+                pthread_mutex_unlock(mt->mu);
         if (!body) {
                 static char msg[] = "out of memory\n";
                 return respond(c, MHD_HTTP_INTERNAL_SERVER_ERROR, msg, sizeof(msg) - 1,
@@ -382,11 +389,12 @@ int metrics_listen(const char *addr, struct metrics **out)
         return 0;
 }
 
-int metrics_serve(struct metrics *mt, const struct shm_map *m)
+int metrics_serve(struct metrics *mt, const struct shm_map *m, pthread_mutex_t *mu)
 {
         if (!mt)
                 return 0;
         mt->m = m;
+        mt->mu = mu;
         /* signals go to the main thread only: the server's thread starts with all blocked */
         sigset_t all, old;
         sigfillset(&all);

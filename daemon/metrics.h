@@ -5,6 +5,7 @@
 #ifndef THR_DAEMON_METRICS_H
 #define THR_DAEMON_METRICS_H
 
+#include <pthread.h>
 #include <stddef.h>
 
 #include "shm.h"
@@ -18,10 +19,11 @@ struct metrics;
  * in use or not on this host), EX_NOPERM (a privileged port), EX_CONFIG (the host does not
  * resolve), EX_OSERR.
  * metrics_serve - start serving MT (NULL: off, 0) from libmicrohttpd's thread, on the arena mapped
- * at M, which must stay mapped until metrics_stop. 0 or EX_OSERR.
+ * at M, which must stay mapped until metrics_stop; each scrape reads the parameter records under
+ * MU (NULL: none), the mutex the daemon's publishes take. 0 or EX_OSERR.
  */
 int metrics_listen(const char *addr, struct metrics **out);
-int metrics_serve(struct metrics *mt, const struct shm_map *m);
+int metrics_serve(struct metrics *mt, const struct shm_map *m, pthread_mutex_t *mu);
 
 /* metrics_stop - close the listener and stop the server's thread (waits for a scrape in
  * progress). Safe on NULL. */

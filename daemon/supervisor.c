@@ -291,7 +291,7 @@ int supervisor_start(struct supervisor *s, const struct config *cfg, bool recrea
                 return EX_OSERR;
         }
         registry_publish(s, reg);
-        rc = metrics_serve(s->metrics, &s->map);
+        rc = metrics_serve(s->metrics, &s->map, &s->arena_mu);
         if (rc == 0)
                 rc = http_serve(s->http, s->map.path, &s->cfg);
         if (rc) {
@@ -303,7 +303,9 @@ int supervisor_start(struct supervisor *s, const struct config *cfg, bool recrea
                 shm_arena_detach(&s->map);
                 return rc;
         }
+        pthread_mutex_lock(&s->arena_mu); /* records are read: not while one is rewritten */
         log_clocks(&s->map, &s->cfg);
+        pthread_mutex_unlock(&s->arena_mu);
         announce(s);
         /* signals go to the main thread only */
         sigset_t all, old;
@@ -463,7 +465,9 @@ static void do_reload(struct supervisor *s)
                 log_warn("reload: [arena] settings are fixed when the arena is created; to apply "
                          "them, stop throttled, remove the arena file and start it again (this "
                          "resets every limit)");
+        pthread_mutex_lock(&s->arena_mu);
         log_clocks(&s->map, &next);
+        pthread_mutex_unlock(&s->arena_mu);
         config_copy(&s->cfg, &next);
         struct registry *reg = registry_make(s, &s->cfg);
         if (reg)

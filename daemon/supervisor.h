@@ -29,11 +29,12 @@ struct registry {
 
 /* An adaptive limiter's controller (adapt.c), per directory entry; maintenance thread only. */
 struct adapt_state {
-        uint64_t gen;    /* the registry's gen it started under (0: not started) */
+        bool started;    /* under gen (any value: a config_gen may be 0) */
+        uint64_t gen;    /* the registry's gen it started under */
         uint64_t rate_n; /* the rate now, per the limiter's period */
         uint64_t next_ns;
         uint64_t overload, admitted, denied; /* the sums at the last step */
-        bool failed;                          /* its last rerate failed (logged once) */
+        bool failed; /* its last rerate failed: logged then, not again until one succeeds */
 };
 
 struct sup_lim_stats {

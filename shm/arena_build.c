@@ -293,8 +293,6 @@ static uint64_t heap_alloc(struct shm_map *m, uint64_t size)
 
 /* ---------------------------------------------------------------- recycled records */
 
-#define POOL_MAX 1024u /* records waiting, and reusable: past that a retired record is leaked */
-
 struct pool_wait {
         uint64_t off;
         uint32_t tag;
@@ -306,10 +304,12 @@ struct shm_params_pool {
          * is ever retired, so a scribbled offset can never make it reuse live memory. */
         uint64_t *published;
         uint32_t n;
-        struct pool_wait wait[POOL_MAX];
-        uint32_t nwait;
-        uint64_t ready[POOL_MAX];
-        uint32_t nready;
+        /* grown as needed, never dropped from: a reader stalled across many steps holds their
+         * records back (the heap grows meanwhile), and they all come back when it moves on */
+        struct pool_wait *wait;
+        size_t nwait, capwait;
+        uint64_t *ready;
+        size_t nready, capready;
 };
 
 int shm_params_pool_init(struct shm_map *m)
@@ -332,8 +332,24 @@ void shm_params_pool_free(struct shm_map *m)
         if (!m->pool)
                 return;
         free(m->pool->published);
+        free(m->pool->wait);
+        free(m->pool->ready);
         free(m->pool);
         m->pool = NULL;
+}
+
+/* Room for one more in *ARR (N used of *CAP, SIZE bytes each); false if out of memory. */
+static bool grow(void **arr, size_t n, size_t *cap, size_t size)
+{
+        if (n < *cap)
+                return true;
+        size_t c = *cap ? *cap * 2 : 64;
+        void *a = realloc(*arr, c * size);
+        if (!a)
+                return false;
+        *arr = a;
+        *cap = c;
+        return true;
 }
 
 void shm_params_recycle(struct shm_map *m, uint64_t done)
@@ -342,9 +358,10 @@ void shm_params_recycle(struct shm_map *m, uint64_t done)
         if (!p)
                 return;
         uint64_t counter = atomic_load_explicit(&shm_hdr(m)->grace_periods, memory_order_acquire);
-        uint32_t kept = 0;
-        for (uint32_t i = 0; i < p->nwait; i++) {
-                if (shm_tag_done(p->wait[i].tag, done, counter) && p->nready < POOL_MAX)
+        size_t kept = 0;
+        for (size_t i = 0; i < p->nwait; i++) {
+                if (shm_tag_done(p->wait[i].tag, done, counter) &&
+                    grow((void **)&p->ready, p->nready, &p->capready, sizeof(*p->ready)))
                         p->ready[p->nready++] = p->wait[i].off;
                 else
                         p->wait[kept++] = p->wait[i];
@@ -376,7 +393,8 @@ static void params_replaced(struct shm_map *m, uint32_t idx, uint64_t new_off, u
         if (!p || idx >= p->n)
                 return;
         uint64_t old = p->published[idx];
-        if (old && old != new_off && old_kind == THR_KIND_GCRA && p->nwait < POOL_MAX)
+        if (old && old != new_off && old_kind == THR_KIND_GCRA &&
+            grow((void **)&p->wait, p->nwait, &p->capwait, sizeof(*p->wait)))
                 p->wait[p->nwait++] = (struct pool_wait){old, shm_retire_tag(shm_hdr(m))};
         p->published[idx] = new_kind == THR_KIND_GCRA ? new_off : 0;
 }
@@ -575,7 +593,7 @@ int shm_arena_configure(struct shm_map *m, const struct shm_arena_spec *s, char 
                 return shm_seterr(err, errlen, -ENOMEM, "out of memory");
         int rc = plan_all(m, s, gen, plans, err, errlen);
         uint64_t top = m->g.heap_top;
-        uint32_t ready = m->pool ? m->pool->nready : 0;
+        size_t ready = m->pool ? m->pool->nready : 0;
         for (size_t i = 0; rc == 0 && i < s->nlimiters; i++)
                 rc = stage(m, &plans[i]);
         if (rc < 0) {
@@ -631,22 +649,56 @@ int shm_arena_configure(struct shm_map *m, const struct shm_arena_spec *s, char 
         return 0;
 }
 
-int shm_limiter_rerate(struct shm_map *m, const struct shm_limiter_spec *ls, char *err,
-                       size_t errlen)
+int shm_limiter_rerate(struct shm_map *m, const struct shm_limiter_spec *ls, uint64_t rate_n,
+                       char *err, size_t errlen)
 {
         struct thr_hdr *h = shm_hdr(m);
         uint64_t gen = atomic_load_explicit(&h->config_gen, memory_order_relaxed);
-        struct plan pl = {0};
-        uint64_t need = 0;
         if (ls->kind != THR_KIND_GCRA && ls->kind != 0)
                 return shm_seterr(err, errlen, -EINVAL, "limiter '%s' is not a GCRA limiter",
                                   ls->name);
-        int rc = plan_one(m, ls, gen, &pl, &need, err, errlen);
+        if (rate_n == 0)
+                return shm_seterr(err, errlen, -EINVAL, "limiter '%s': a rate of 0", ls->name);
+        int idx = shm_dir_find(m, ls->name);
+        struct shm_lim_snap snap;
+        if (idx < 0 || shm_dir_snapshot(m, (uint32_t)idx, &snap) < 0 ||
+            snap.state != THR_DIR_LIVE || snap.params.kind != THR_KIND_GCRA)
+                return shm_seterr(err, errlen, -ENOENT,
+                                  "limiter '%s' is not a live GCRA limiter in the arena", ls->name);
+        /* the configured record, then its interval for RATE_N in the unit the buckets count in:
+         * T = ceil(P K / N) units, rounded up (never faster) when it is not whole (as a reload
+         * to another unit: shm_params_in_units), so every rate between the bounds is reachable */
+        struct thr_params p;
+        int rc = shm_params_make(ls, gen, &p, err, errlen);
         if (rc < 0)
                 return rc;
-        if (pl.idx < 0 || pl.revive)
-                return shm_seterr(err, errlen, -ENOENT, "limiter '%s' is not live in the arena",
+        uint64_t k = snap.params.k;
+        if (k == 0 || k > THR_MAX_K)
+                return shm_seterr(err, errlen, -EBADMSG, "limiter '%s' is corrupt in the arena",
                                   ls->name);
+        __uint128_t num = (__uint128_t)p.period_ns * k;
+        __uint128_t t = num / rate_n + (num % rate_n != 0);
+        __uint128_t reserve = (__uint128_t)ls->max_reserve_ns * k;
+        if (t == 0 || t > UINT64_MAX || reserve > UINT64_MAX ||
+            !shm_params_range_ok(p.burst, (uint64_t)t, (uint64_t)reserve, k))
+                return shm_seterr(err, errlen, -ERANGE,
+                                  "limiter '%s': rate %" PRIu64 " per %" PRIu64 " ns cannot be "
+                                  "kept in its buckets' unit (1/%" PRIu64 " ns)",
+                                  ls->name, rate_n, p.period_ns, k);
+        p.rate_n = rate_n;
+        p.k = k;
+        p.t_units = (uint64_t)t;
+        p.bt_units = p.burst * (uint64_t)t;
+        p.max_reserve_units = (uint64_t)reserve;
+        p.flags &= ~(THR_PARAM_ROUNDED | THR_PARAM_CLOCK_MASK);
+        if (num % rate_n)
+                p.flags |= THR_PARAM_ROUNDED;
+        clock_choose(m, ls, &p);
+        struct plan pl = {.spec = ls,
+                          .params = p,
+                          .idx = idx,
+                          .changed = !params_equal(&snap.params, &p),
+                          .before = snap.params};
         if (!pl.changed)
                 return 0;
         rc = stage(m, &pl);

@@ -31,10 +31,10 @@ struct shm_limiter_spec {
         /* the daemon's policy for an adaptive GCRA limiter (daemon/adapt.c); shm ignores it.
          * Rates are counts per the limiter's period_ns. */
         struct shm_adapt_spec {
-                bool on;              /* adaptive = aimd */
-                uint64_t min_n;       /* the rate never goes below min_n per period_ns ... */
-                uint64_t max_n;       /* ... nor above max_n */
-                uint64_t inc_n;       /* added at the end of an interval that had no overload */
+                bool on;        /* adaptive = aimd */
+                uint64_t min_n; /* the rate never goes below min_n per period_ns ... */
+                uint64_t max_n; /* ... nor above max_n */
+                uint64_t inc_n; /* added at the end of an interval that had no overload */
                 uint64_t min_p, max_p, inc_p; /* as configured: min_n per min_p ns, and so on
                                                * (the config turns them into per period_ns) */
                 uint32_t dec_pct;     /* the rate is multiplied by dec_pct/100 after overload */
@@ -151,7 +151,10 @@ int shm_arena_configure(struct shm_map *m, const struct shm_arena_spec *spec, ch
  * Recycling parameter records (daemon only). A publish that replaces a GCRA limiter's record
  * retires the old one with the grace-period tag of that moment (shm_retire_tag). Every client
  * reads a record inside a read-side section (libclient/client.c, op_begin), so once a grace
- * period covers the tag no client can be reading it: shm_params_recycle, called with each
+ * period covers the tag no client can be reading it (the daemon's own readers of records, its
+ * /metrics scrape and its log of clocks, take the same mutex as its publishes; shmctl, a
+ * read-only mapping that cannot enter a section, may show a record being rewritten for one
+ * reading): shm_params_recycle, called with each
  * completed period, makes it reusable, and the next GCRA record a publish needs is written there
  * before the heap is used. Records of other kinds are never retired (their readers copy them
  * outside sections) and a recycled one only ever holds a GCRA record, so a reader of another
@@ -169,15 +172,16 @@ void shm_params_recycle(struct shm_map *m, uint64_t done);
 void shm_params_pool_counts(const struct shm_map *m, uint64_t *waiting, uint64_t *reusable);
 
 /*
- * shm_limiter_rerate - publish a new parameter record for the live GCRA limiter LS names, made
- * from LS as a reload would make it (kept in the time unit its buckets count in, its clock as
- * chosen), its buckets kept: what an adaptive limiter's controller changes each step. The config
- * generation is not raised (a later reload compares against the configuration, not this). The
+ * shm_limiter_rerate - publish a new parameter record for the live GCRA limiter LS names (LS as
+ * configured), at RATE_N per its period: the configured record with the interval for RATE_N in
+ * the unit its buckets count in, rounded up when not whole (THR_PARAM_ROUNDED: never faster), its
+ * clock chosen again, its buckets kept: what an adaptive limiter's controller changes each step.
+ * The config generation is not raised (a later reload compares against the configuration). The
  * record comes from the pool when one is reusable. Returns 0 (published, or unchanged), or
- * -errno with ERR (not live, not GCRA, geometry changed, no room).
+ * -errno with ERR (not live, not GCRA, out of range, no room).
  */
-int shm_limiter_rerate(struct shm_map *m, const struct shm_limiter_spec *ls, char *err,
-                       size_t errlen);
+int shm_limiter_rerate(struct shm_map *m, const struct shm_limiter_spec *ls, uint64_t rate_n,
+                       char *err, size_t errlen);
 
 /*
  * shm_daemon_lock - take the daemon's exclusive lock on the arena (an open-file-description

@@ -87,6 +87,10 @@ Test(adapt, config_faults_at_their_line)
                    "adapt_interval = 1us\n",
                    "adapt_interval", 9);
         conf_fails("kind = window\nlimit = 5\nwindow = 1s\nadaptive = aimd\n", "does not apply", 8);
+        /* an increase that is not a whole count per the rate's period is refused, not rounded */
+        conf_fails("rate = 24/s\nadaptive = aimd\nmin_rate = 10/s\nmax_rate = 1000/s\n"
+                   "increase = 1/min\n",
+                   "increase must be a whole count", 9);
         /* per the rate's own period: 10/s is 600/min, 1/h is not a whole count per minute */
         conf_fails("rate = 600/min\nadaptive = aimd\nmin_rate = 1/h\nmax_rate = 1/h\n",
                    "whole counts", 7);
