@@ -82,11 +82,13 @@ int churn_table_counts(const struct shm_map *m, const char *name, struct bench_e
         const struct thr_table *tb = shm_at(m->base, snap.table_off);
         const struct thr_shard *sh = shm_at(m->base, snap.table.shards_off);
         *out = (struct bench_evictions){.has = BENCH_EV_IDLE | BENCH_EV_FULL | BENCH_EV_RECLAIMED |
-                                               BENCH_EV_FAIL | BENCH_EV_LIVE | BENCH_EV_TABLE};
+                                               BENCH_EV_FAIL | BENCH_EV_LIVE | BENCH_EV_TABLE |
+                                               BENCH_EV_LOCK};
         for (uint32_t i = 0; i < snap.table.nshards; i++) {
                 out->idle += atomic_load_explicit(&sh[i].evicted, memory_order_relaxed);
                 out->full += atomic_load_explicit(&sh[i].evicted_full, memory_order_relaxed);
                 out->reclaimed += atomic_load_explicit(&sh[i].reclaimed, memory_order_relaxed);
+                out->lock_waits += atomic_load_explicit(&sh[i].lock_waits, memory_order_relaxed);
         }
         out->insert_fail = atomic_load_explicit(&tb->insert_fail, memory_order_relaxed);
         out->live = atomic_load_explicit(&tb->live, memory_order_relaxed);
