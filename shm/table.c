@@ -86,6 +86,28 @@ static void count_drop(_Atomic uint64_t *c)
                 ;
 }
 
+/*
+ * A shard's own counters (live, inserts) change only under its lock (the Counts paragraph above),
+ * so their holder changes them by a load and a store, not a locked read-modify-write: no other
+ * writer exists while the lock is held (a holder is taken over only once it is dead, and a dead
+ * process writes nothing). Readers without the lock (the daemon's metrics, shmctl, claim's cap
+ * check under the lock) see the old value or the new one. A locked add per counter was measured
+ * on the new-key path (issue12_churn.txt). Relaxed: the lock's release/acquire orders them for
+ * the next holder.
+ */
+static inline void count_add_locked(_Atomic uint64_t *c)
+{
+        atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
+                              memory_order_relaxed);
+}
+
+static inline void count_drop_locked(_Atomic uint64_t *c)
+{
+        uint64_t v = atomic_load_explicit(c, memory_order_relaxed);
+        if (v)
+                atomic_store_explicit(c, v - 1, memory_order_relaxed);
+}
+
 void shm_shard_repair(struct shm_probe *p)
 {
         uint64_t live = 0;
@@ -141,7 +163,7 @@ bool shm_slot_retire(struct thr_table *tb, struct thr_shard *sh, struct thr_slot
                 if (atomic_compare_exchange_weak_explicit(
                         &s->meta, &meta, dead, memory_order_acq_rel, memory_order_acquire)) {
                         THR_HOOK(THR_HOOK_RETIRE_COUNTED, s);
-                        count_drop(&sh->live);
+                        count_drop_locked(&sh->live);
                         count_drop(&tb->live);
                         return true;
                 }
@@ -254,8 +276,8 @@ static void insert_publish(struct shm_probe *p, const struct found *f, const voi
         /* Pairs with the acquire load of meta in shm_table_lookup / probe_locked. */
         atomic_store_explicit(&s->meta, THR_META_MAKE(THR_SLOT_LIVE, gen, p->tag),
                               memory_order_release);
-        atomic_fetch_add_explicit(&p->shard->live, 1, memory_order_relaxed);
-        atomic_fetch_add_explicit(&p->shard->inserts, 1, memory_order_relaxed);
+        count_add_locked(&p->shard->live);
+        count_add_locked(&p->shard->inserts);
 }
 
 /*

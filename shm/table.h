@@ -67,12 +67,17 @@ uint64_t shm_lock_daemon(uint64_t attach);
  * it already: a signal handler nested in this thread's own insert).
  * shm_shard_trylock - one attempt (and a takeover of a dead holder); never waits: 0, -EBUSY,
  * -EDEADLK. The daemon only ever tries.
+ * shm_shard_lock_free - one CAS 0 -> ME, nothing else (no takeover, no wait, no syscall): true if
+ * the lock was free and is now ME's. shm_shard_lock's own first step; a caller that must know
+ * whether it waited (op_insert keeps its read-side section and its clock reading then) calls
+ * this first and shm_shard_lock only when it fails.
  * shm_shard_unlock - give it back (a CAS from ME: nothing happens if it was taken over).
  * shm_lock_holder_gone - whether the holder named by lock value V is gone (syscalls: a lock test
  * on M's descriptor, maybe pidfd_open). Never trusts V beyond M's checked geometry.
  */
 int shm_shard_lock(const struct shm_map *m, struct shm_probe *p, uint64_t me, uint64_t wait_ns);
 int shm_shard_trylock(const struct shm_map *m, struct shm_probe *p, uint64_t me);
+bool shm_shard_lock_free(struct shm_probe *p, uint64_t me);
 void shm_shard_unlock(struct shm_probe *p, uint64_t me);
 bool shm_lock_holder_gone(const struct shm_map *m, uint64_t v);
 
