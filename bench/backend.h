@@ -75,7 +75,7 @@ struct bench_evictions {
 #define BENCH_EV_FAIL      8u
 #define BENCH_EV_LIVE      16u
 #define BENCH_EV_PASSES    32u
-#define BENCH_EV_TABLE     64u /* empty, miss_probe */
+#define BENCH_EV_TABLE     64u  /* empty, miss_probe */
 #define BENCH_EV_LOCK      128u /* lock_waits */
 
 struct bench_backend {

@@ -109,9 +109,12 @@ int shm_table_insert(const struct shm_map *m, struct thr_table *tb, uint64_t h, 
  * shm_slot_retire - second step of an eviction, with the shard lock held, after the state word
  * was CASed to THR_TAT_DEAD: meta LIVE -> DEAD carrying grace period TAG (the slot is reusable
  * once that period is done). Returns true for the one caller that made the change (it uncounted
- * the key).
+ * the key; with TB NULL, from the shard's count only: the caller then gives the table's units back
+ * with shm_table_uncount before it lets the lock go).
+ * shm_table_uncount - N units of TB's live count given back (saturating at 0).
  */
 bool shm_slot_retire(struct thr_table *tb, struct thr_shard *sh, struct thr_slot *s, uint32_t tag);
+void shm_table_uncount(struct thr_table *tb, uint64_t n);
 
 /*
  * shm_table_reconcile - make the table's live count the sum of its shards' (exact: each changes
