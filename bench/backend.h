@@ -66,6 +66,8 @@ struct bench_evictions {
         uint64_t gp_failed;   /* of those, grace periods that failed (no membarrier) */
         uint64_t empty;       /* throttle: EMPTY slots now (the rest: live, retiring, reclaimed) */
         double miss_probe;    /* throttle: mean slots a lookup of an absent key probes, now */
+        uint64_t lock_waits;  /* throttle: inserts that waited for a shard lock past the spins */
+        uint64_t repairs;     /* throttle: shard locks taken over from a holder judged dead */
         unsigned has;         /* BENCH_EV_* bits: which fields the backend reports */
 };
 #define BENCH_EV_IDLE      1u
@@ -74,7 +76,8 @@ struct bench_evictions {
 #define BENCH_EV_FAIL      8u
 #define BENCH_EV_LIVE      16u
 #define BENCH_EV_PASSES    32u
-#define BENCH_EV_TABLE     64u /* empty, miss_probe */
+#define BENCH_EV_TABLE     64u  /* empty, miss_probe */
+#define BENCH_EV_LOCK      128u /* lock_waits, repairs */
 
 struct bench_backend {
         const char *name; /* short name used in tables and JSON: "throttle", "floor", ... */

@@ -421,6 +421,8 @@ static void collect_evictions(const struct run_spec *rs, const struct ctl *c,
                                              .gp_failed = b->gp_failed - a->gp_failed,
                                              .empty = b->empty,
                                              .miss_probe = b->miss_probe,
+                                             .lock_waits = b->lock_waits - a->lock_waits,
+                                             .repairs = b->repairs - a->repairs,
                                              .has = b->has};
                 r->ev_has = b->has;
                 for (int i = 0; i < rs->procs; i++)

@@ -82,11 +82,14 @@ int churn_table_counts(const struct shm_map *m, const char *name, struct bench_e
         const struct thr_table *tb = shm_at(m->base, snap.table_off);
         const struct thr_shard *sh = shm_at(m->base, snap.table.shards_off);
         *out = (struct bench_evictions){.has = BENCH_EV_IDLE | BENCH_EV_FULL | BENCH_EV_RECLAIMED |
-                                               BENCH_EV_FAIL | BENCH_EV_LIVE | BENCH_EV_TABLE};
+                                               BENCH_EV_FAIL | BENCH_EV_LIVE | BENCH_EV_TABLE |
+                                               BENCH_EV_LOCK};
         for (uint32_t i = 0; i < snap.table.nshards; i++) {
                 out->idle += atomic_load_explicit(&sh[i].evicted, memory_order_relaxed);
                 out->full += atomic_load_explicit(&sh[i].evicted_full, memory_order_relaxed);
                 out->reclaimed += atomic_load_explicit(&sh[i].reclaimed, memory_order_relaxed);
+                out->lock_waits += atomic_load_explicit(&sh[i].lock_waits, memory_order_relaxed);
+                out->repairs += atomic_load_explicit(&sh[i].repairs, memory_order_relaxed);
         }
         out->insert_fail = atomic_load_explicit(&tb->insert_fail, memory_order_relaxed);
         out->live = atomic_load_explicit(&tb->live, memory_order_relaxed);
@@ -121,7 +124,11 @@ int churn_pass(struct shm_map *m, uint32_t idx, struct churn_pass *ps)
                                            .ttl_units = p->idle_ttl_ns * p->k,
                                            .tag = tag,
                                            .done = ps->done,
-                                           .me = shm_lock_daemon(0)};
+                                           /* a live daemon's name (driver_main holds the
+                                            * daemon lock): a worker that waits for one of its
+                                            * shard locks must not take it over as a dead one's */
+                                           .me = shm_lock_daemon(atomic_load_explicit(
+                                               &h->attach_count, memory_order_acquire))};
                 struct shm_maint_stats st = {0};
                 shm_table_maintain(m, &snap, &a, &ps->cursor, DRIVER_BUDGET, &st);
         }
@@ -143,6 +150,11 @@ static void driver_main(const char *path, const char *name, struct churn_driver_
         uint64_t since_beat = 0;
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         int rc = shm_arena_attach(path, true, &m, err, sizeof(err));
+        /* The daemon's lock, as throttled holds it: without it a worker that waits for a shard
+         * lock the driver holds judges the holder a dead daemon (shardlock.c) and takes the lock
+         * over in the middle of the driver's segment (it did: shard repairs at 8 processes). */
+        if (rc == 0)
+                rc = shm_daemon_lock(&m, NULL);
         int idx = rc < 0 ? rc : shm_dir_find(&m, name);
         atomic_store_explicit(&sh->state, idx < 0 ? idx : 1, memory_order_release);
         if (idx < 0)

@@ -320,6 +320,8 @@ static const struct ev_field ev_fields[] = {
     {"insert_fail", BENCH_EV_FAIL, offsetof(struct bench_evictions, insert_fail)},
     {"live_after", BENCH_EV_LIVE, offsetof(struct bench_evictions, live)},
     {"driver_passes", BENCH_EV_PASSES, offsetof(struct bench_evictions, passes)},
+    {"lock_waits", BENCH_EV_LOCK, offsetof(struct bench_evictions, lock_waits)},
+    {"repairs", BENCH_EV_LOCK, offsetof(struct bench_evictions, repairs)},
 };
 #define NEV_FIELDS (sizeof(ev_fields) / sizeof(ev_fields[0]))
 

@@ -811,6 +811,15 @@ static uint64_t first_decide(void *ctx, struct thr_slot *s, uint64_t start)
  * found before is used after: the parameter record is read again too. The new key's first request
  * is decided (and, admitted, charged) as it is published. A lock held past insert_wait by a live
  * holder, or by this very thread, counts as a full table: -ENOSPC, the on_full outcome.
+ *
+ * The common case, a free lock, is one CAS (shm_shard_lock_free) and nothing else: the section is
+ * then never left, and a GCRA limiter whose record is the one fresh_decide read keeps the clock
+ * reading fresh_decide made, instead of a second one (a vDSO read, the dearest step of a new key
+ * after its cache misses: measured, bench/results/2026-12-04/issue12_churn.txt). That reading is
+ * older by the instructions in between, which is what a preemption between a reading and its use
+ * does anyway: every decision already tolerates a clock read a little before it is used (another
+ * process may have read a later time and moved the state past it; op_apply's clock_after_state).
+ * Only after a wait is the clock read again (then the reading could be as old as insert_wait).
  * Returns OP_APPLIED (created; V decided), 0 (it existed: O->slot), or -errno.
  */
 static int op_insert(struct op *o, const struct req *rq, struct verdict *v, bool *waited)
@@ -825,11 +834,16 @@ static int op_insert(struct op *o, const struct req *rq, struct verdict *v, bool
          */
         uint64_t wait = *waited ? 0 : o->p->lock_wait_ns ? o->p->lock_wait_ns : THR_LOCK_WAIT_NS;
         *waited = true;
-        if (!o->outer) /* a nested call cannot leave the section it is in */
-                thr_reader_exit(o->r, 0);
-        int rc = shm_shard_lock(&l->a->map, &pr, me, wait);
-        if (!o->outer)
-                thr_reader_enter(l->a, o->r);
+        const struct thr_params *p0 = o->p;
+        int rc = 0;
+        bool at_once = shm_shard_lock_free(&pr, me);
+        if (!at_once) {
+                if (!o->outer) /* a nested call cannot leave the section it is in */
+                        thr_reader_exit(o->r, 0);
+                rc = shm_shard_lock(&l->a->map, &pr, me, wait);
+                if (!o->outer)
+                        thr_reader_enter(l->a, o->r);
+        }
         if (rc == -ETIMEDOUT || rc == -EDEADLK)
                 return -ENOSPC;
         if (rc < 0)
@@ -844,7 +858,8 @@ static int op_insert(struct op *o, const struct req *rq, struct verdict *v, bool
                 return o->p ? -ERANGE : lim_gone_for(l, (rq->locate && !rq->plain));
         }
         const struct thr_params *p = o->p;
-        o->now = op_now(o);
+        if (!at_once || p != p0 || o->kind != THR_KIND_GCRA) /* else fresh_decide's reading */
+                o->now = op_now(o);
         struct first f = {o, rq, v};
         struct shm_insert ins = {.p = p,
                                  .start_tat = o->now + (p->burst - p->initial) * p->t_units,

@@ -458,7 +458,12 @@ struct thr_shard {
         _Atomic uint64_t lock_waits;    /* inserts that found the lock held by a live holder */
         _Atomic uint64_t lock_timeouts; /* of those, gave up after THR_LOCK_WAIT_NS (on_full) */
         _Atomic uint64_t evict_next;    /* on_full = evict: where the next victim search starts */
-        uint8_t pad[128 - 96];
+        /* gp_done + 1 as an insert read it that walked the whole shard and found no slot to take
+         * (0: none); while gp_done reads the same and no locked pass has changed the shard,
+         * inserts walk only their home's reach (table.c probe_locked). In the headroom, 0 in
+         * arenas made before it: no hint. */
+        _Atomic uint64_t no_place;
+        uint8_t pad[128 - 104];
 };
 
 struct thr_slot {

@@ -316,12 +316,12 @@ static void budget_reap(const struct pass *ps, struct thr_slot *s, uint64_t stat
 }
 
 /* Slot S is LIVE with state TAT, shard lock held: evict it if idle past the TTL (no debt). */
-static void evict_idle(const struct pass *ps, struct thr_table *tb, struct thr_shard *sh,
-                       struct thr_slot *s, uint64_t tat, struct shm_maint_stats *st)
+static void evict_idle(const struct pass *ps, struct thr_shard *sh, struct thr_slot *s,
+                       uint64_t tat, struct shm_maint_stats *st)
 {
         const struct shm_maint_args *a = ps->a;
         if (tat == THR_TAT_DEAD) { /* an evictor died between its two steps */
-                if (shm_slot_retire(tb, sh, s, a->tag)) {
+                if (shm_slot_retire(NULL, sh, s, a->tag)) { /* TB's unit: segment_locked */
                         st->finished++;
                         atomic_fetch_add_explicit(&sh->evicted, 1, memory_order_relaxed);
                 }
@@ -341,7 +341,7 @@ static void evict_idle(const struct pass *ps, struct thr_table *tb, struct thr_s
         if (!atomic_compare_exchange_strong_explicit(&s->state, &tat, THR_TAT_DEAD,
                                                      memory_order_acq_rel, memory_order_relaxed))
                 return;
-        if (shm_slot_retire(tb, sh, s, a->tag)) {
+        if (shm_slot_retire(NULL, sh, s, a->tag)) { /* TB's unit: segment_locked */
                 st->evicted++;
                 atomic_fetch_add_explicit(&sh->evicted, 1, memory_order_relaxed);
         }
@@ -488,13 +488,18 @@ static void segment_locked(const struct pass *ps, const struct thr_hdr *h, struc
                            struct shm_maint_stats *st)
 {
         bool freeable = false;
+        /* the keys evict_idle retires give their table units back at once, below */
+        uint64_t retired = st->evicted + st->finished;
+        /* reclaims, trims and repairs below make places: the shard's no-place hint goes (table.c)
+         */
+        atomic_store_explicit(&p->shard->no_place, 0, memory_order_relaxed);
         for (uint32_t j = 0; j < seg->len; j++) {
                 struct thr_slot *s = &p->slots[(seg->start + j) % p->n];
                 uint64_t meta = atomic_load_explicit(&s->meta, memory_order_acquire);
                 uint64_t state = atomic_load_explicit(&s->state, memory_order_acquire);
                 unsigned status = THR_META_STATUS(meta);
                 if (status == THR_SLOT_LIVE) {
-                        evict_idle(ps, tb, p->shard, s, state, st);
+                        evict_idle(ps, p->shard, s, state, st);
                 } else if (status == THR_SLOT_BUSY) {
                         /* with the lock held no insert is in flight: a leftover nobody repaired */
                         atomic_store_explicit(&s->state, THR_TAT_FREE, memory_order_relaxed);
@@ -508,6 +513,10 @@ static void segment_locked(const struct pass *ps, const struct thr_hdr *h, struc
                             state == THR_TAT_FREE || reclaim(h, p, s, meta, state, ps->a->done, st);
                 }
         }
+        /* still under the lock: the table's count is high by these units for the segment's
+         * duration only (a unit of capacity held back a few microseconds, never an extra key),
+         * and by them until shm_table_reconcile if the daemon dies in between */
+        shm_table_uncount(tb, st->evicted + st->finished - retired);
         if (freeable)
                 st->trimmed += trim_segment(h, p, shard, ps->geo->nshards, seg);
 }

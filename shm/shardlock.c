@@ -100,6 +100,12 @@ static int take_free(struct shm_probe *p, uint64_t me, uint64_t *v)
                    : 1;
 }
 
+bool shm_shard_lock_free(struct shm_probe *p, uint64_t me)
+{
+        uint64_t v;
+        return take_free(p, me, &v) == 0;
+}
+
 int shm_shard_trylock(const struct shm_map *m, struct shm_probe *p, uint64_t me)
 {
         uint64_t v;

@@ -37,6 +37,21 @@
  * pass over it). An insert never waits for a grace period. Its first request is
  * charged in the same step (shm_insert.first), so no other inserter can evict it uncharged.
  *
+ * A shard with no slot to take at all (every slot LIVE, or retiring with a grace period not yet
+ * done: a table at capacity whose inserts evict for room faster than grace periods end) costs an
+ * insert a walk of the whole shard before its on_full outcome; measured under churn, those walks
+ * were most of the slots the locked probes visited (bench/results/2026-12-04/issue12_churn.txt).
+ * So the insert that finds none leaves the shard's `no_place` hint: the gp_done it probed with,
+ * + 1. A later insert under the lock that reads the same gp_done probes its home's reach (for its
+ * key, as always) and stops there with no place: the outcome the whole walk would have had. Why
+ * that is exact: a slot becomes a place only by a trim (EMPTY), a reclaim (state FREE) or a repair
+ * of a BUSY slot, all under this lock and all clearing the hint (reclaim.c segment_locked,
+ * shm_shard_repair), or by a retiring slot's grace period becoming done, which needs gp_done to
+ * change (with gp_done fixed, shm_tag_done never turns true as the counter grows: the widened tag
+ * only moves later). Evictions and inserts create no place. A hint a client scribbles can only
+ * make inserts of that shard fail until gp_done moves (one daemon pass): a denial, as scribbling
+ * the slots themselves can.
+ *
  * A full table or shard: the limiter's on_full policy. `evict` retires, under the lock, the
  * shard's key with the least debt, on ties the first from the shard's eviction cursor (the slot
  * after the previous victim), and a key with no debt at once (CAS of its state from the value
@@ -86,6 +101,28 @@ static void count_drop(_Atomic uint64_t *c)
                 ;
 }
 
+/*
+ * A shard's own counters (live, inserts) change only under its lock (the Counts paragraph above),
+ * so their holder changes them by a load and a store, not a locked read-modify-write: no other
+ * writer exists while the lock is held (a holder is taken over only once it is dead, and a dead
+ * process writes nothing). Readers without the lock (the daemon's metrics, shmctl, claim's cap
+ * check under the lock) see the old value or the new one. A locked add per counter was measured
+ * on the new-key path (issue12_churn.txt). Relaxed: the lock's release/acquire orders them for
+ * the next holder.
+ */
+static inline void count_add_locked(_Atomic uint64_t *c)
+{
+        atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
+                              memory_order_relaxed);
+}
+
+static inline void count_drop_locked(_Atomic uint64_t *c)
+{
+        uint64_t v = atomic_load_explicit(c, memory_order_relaxed);
+        if (v)
+                atomic_store_explicit(c, v - 1, memory_order_relaxed);
+}
+
 void shm_shard_repair(struct shm_probe *p)
 {
         uint64_t live = 0;
@@ -104,6 +141,7 @@ void shm_shard_repair(struct shm_probe *p)
                 }
         }
         atomic_store_explicit(&p->shard->live, live, memory_order_relaxed);
+        atomic_store_explicit(&p->shard->no_place, 0, memory_order_relaxed); /* places, maybe */
         atomic_fetch_add_explicit(&p->shard->repairs, 1, memory_order_relaxed);
         /* tb->live is made the sum of the shards' by shm_table_reconcile (the daemon) */
 }
@@ -132,7 +170,20 @@ bool shm_tag_done(uint32_t tag, uint64_t done, uint64_t counter)
  * Retire slot S, whose state the caller already CASed to THR_TAT_DEAD: meta LIVE -> DEAD with the
  * grace period TAG it must wait for (in place of the hash tag). The caller holds the shard lock,
  * so the decrements cannot race a repair's recount; only the winner of the meta CAS uncounts.
+ * TB NULL: the caller gives the table-wide units back itself, several at once (shm_table_uncount:
+ * the daemon's pass, once per segment, so that the table's one shared count line is not written
+ * by the daemon at every eviction while every inserter of every shard takes units from it; it was
+ * measured bouncing between the two: bench/results/2026-12-04/issue12_churn.txt).
  */
+void shm_table_uncount(struct thr_table *tb, uint64_t n)
+{
+        uint64_t v = atomic_load_explicit(&tb->live, memory_order_relaxed);
+        while (n &&
+               !atomic_compare_exchange_weak_explicit(&tb->live, &v, v > n ? v - n : 0,
+                                                      memory_order_relaxed, memory_order_relaxed))
+                ;
+}
+
 bool shm_slot_retire(struct thr_table *tb, struct thr_shard *sh, struct thr_slot *s, uint32_t tag)
 {
         uint64_t meta = atomic_load_explicit(&s->meta, memory_order_acquire);
@@ -141,8 +192,9 @@ bool shm_slot_retire(struct thr_table *tb, struct thr_shard *sh, struct thr_slot
                 if (atomic_compare_exchange_weak_explicit(
                         &s->meta, &meta, dead, memory_order_acq_rel, memory_order_acquire)) {
                         THR_HOOK(THR_HOOK_RETIRE_COUNTED, s);
-                        count_drop(&sh->live);
-                        count_drop(&tb->live);
+                        count_drop_locked(&sh->live);
+                        if (tb)
+                                count_drop(&tb->live);
                         return true;
                 }
         }
@@ -186,6 +238,10 @@ static void probe_locked(void *base, struct thr_table *tb, struct shm_probe *p, 
          * load pairs with that store. */
         const struct thr_hdr *h = base;
         uint64_t done = atomic_load_explicit(&h->gp_done, memory_order_acquire);
+        /* no place anywhere in the shard as of this gp_done (the hint above): probe the reach only
+         */
+        uint64_t hint = atomic_load_explicit(&p->shard->no_place, memory_order_relaxed);
+        bool none = hint != 0 && hint == done + 1; /* 0 is no hint, whatever gp_done says */
         uint32_t i = p->home;
         for (uint32_t step = 0; step < p->n; step++) {
                 struct thr_slot *s = &p->slots[i];
@@ -217,11 +273,13 @@ static void probe_locked(void *base, struct thr_table *tb, struct shm_probe *p, 
                                 f->dist = step;
                         }
                 }
-                if (f->place && step + 1 >= steps)
-                        return; /* the home's reach is probed, and a place found */
+                if ((f->place || none) && step + 1 >= steps)
+                        return; /* the home's reach is probed, and a place found (or none is) */
                 if (++i == p->n)
                         i = 0;
         }
+        if (!f->place) /* the whole shard, and no place: say so to the next inserts */
+                atomic_store_explicit(&p->shard->no_place, done + 1, memory_order_relaxed);
 }
 
 static void insert_publish(struct shm_probe *p, const struct found *f, const void *key,
@@ -254,8 +312,8 @@ static void insert_publish(struct shm_probe *p, const struct found *f, const voi
         /* Pairs with the acquire load of meta in shm_table_lookup / probe_locked. */
         atomic_store_explicit(&s->meta, THR_META_MAKE(THR_SLOT_LIVE, gen, p->tag),
                               memory_order_release);
-        atomic_fetch_add_explicit(&p->shard->live, 1, memory_order_relaxed);
-        atomic_fetch_add_explicit(&p->shard->inserts, 1, memory_order_relaxed);
+        count_add_locked(&p->shard->live);
+        count_add_locked(&p->shard->inserts);
 }
 
 /*

@@ -67,12 +67,17 @@ uint64_t shm_lock_daemon(uint64_t attach);
  * it already: a signal handler nested in this thread's own insert).
  * shm_shard_trylock - one attempt (and a takeover of a dead holder); never waits: 0, -EBUSY,
  * -EDEADLK. The daemon only ever tries.
+ * shm_shard_lock_free - one CAS 0 -> ME, nothing else (no takeover, no wait, no syscall): true if
+ * the lock was free and is now ME's. shm_shard_lock's own first step; a caller that must know
+ * whether it waited (op_insert keeps its read-side section and its clock reading then) calls
+ * this first and shm_shard_lock only when it fails.
  * shm_shard_unlock - give it back (a CAS from ME: nothing happens if it was taken over).
  * shm_lock_holder_gone - whether the holder named by lock value V is gone (syscalls: a lock test
  * on M's descriptor, maybe pidfd_open). Never trusts V beyond M's checked geometry.
  */
 int shm_shard_lock(const struct shm_map *m, struct shm_probe *p, uint64_t me, uint64_t wait_ns);
 int shm_shard_trylock(const struct shm_map *m, struct shm_probe *p, uint64_t me);
+bool shm_shard_lock_free(struct shm_probe *p, uint64_t me);
 void shm_shard_unlock(struct shm_probe *p, uint64_t me);
 bool shm_lock_holder_gone(const struct shm_map *m, uint64_t v);
 
@@ -104,9 +109,12 @@ int shm_table_insert(const struct shm_map *m, struct thr_table *tb, uint64_t h, 
  * shm_slot_retire - second step of an eviction, with the shard lock held, after the state word
  * was CASed to THR_TAT_DEAD: meta LIVE -> DEAD carrying grace period TAG (the slot is reusable
  * once that period is done). Returns true for the one caller that made the change (it uncounted
- * the key).
+ * the key; with TB NULL, from the shard's count only: the caller then gives the table's units back
+ * with shm_table_uncount before it lets the lock go).
+ * shm_table_uncount - N units of TB's live count given back (saturating at 0).
  */
 bool shm_slot_retire(struct thr_table *tb, struct thr_shard *sh, struct thr_slot *s, uint32_t tag);
+void shm_table_uncount(struct thr_table *tb, uint64_t n);
 
 /*
  * shm_table_reconcile - make the table's live count the sum of its shards' (exact: each changes

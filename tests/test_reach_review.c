@@ -781,3 +781,60 @@ Test(reach_review, end_open_segment_keeps_the_reach_of_its_last_run)
                 cr_assert_eq(try1(k[i], &r), 1, "%s", k[i]);
         assert_live_keys_reachable_once();
 }
+
+/*
+ * The no-place hint (table.c): in a shard whose every slot is live or retiring with its grace
+ * period not done, the insert that walks the whole shard and finds no place leaves gp_done + 1 in
+ * the shard, and inserts fail (on_full) while gp_done reads the same. It never refuses an insert
+ * once a place exists: a grace period ending (gp_done moves) or the daemon's pass reclaiming slots
+ * (which clears the hint; here with the header's gp_done put back afterwards, so that only the
+ * clearing lets the insert through) make the next insert succeed. Keys already in the table are
+ * admitted throughout.
+ */
+Test(reach_review, a_shard_with_no_place_refuses_fast_and_takes_keys_again_once_one_appears)
+{
+        make1(8, TTL, THR_FULL_EVICT);
+        uint32_t n;
+        slot0(&n);
+        struct thr_shard *sh = shard0();
+        struct thr_hdr *h = shm_hdr(&T.map);
+        struct thr_result r;
+        char key[32];
+        int i = 0, rc;
+        /* no grace period has run: every key evicted for room stays retiring */
+        for (; i < 1000; i++) {
+                snprintf(key, sizeof(key), "a%d", i);
+                if ((rc = try1(key, &r)) != 1)
+                        break;
+        }
+        cr_assert_eq(rc, 0, "a new key in a shard with no place is denied (%s)", key);
+        cr_assert_eq(i, (int)n, "every slot of the shard was used first");
+        cr_assert_eq(atomic_load(&sh->no_place), atomic_load(&h->gp_done) + 1, "the hint is left");
+        cr_assert_eq(try1("b0", &r), 0, "and the next new key is refused as well");
+        cr_assert_eq(try1("a0", &r) + try1("a999", &r), 0, "evicted and never-inserted keys too");
+        snprintf(key, sizeof(key), "a%d", i - 1);
+        cr_assert_eq(try1(key, &r), 1, "a live key is admitted");
+
+        /* a grace period ends: gp_done moves, the retiring slots are places, the hint is stale */
+        grace(NULL);
+        uint64_t stale = atomic_load(&sh->no_place);
+        cr_assert_neq(stale, atomic_load(&h->gp_done) + 1);
+        cr_assert_eq(try1("c0", &r), 1, "a new key takes a slot whose period is done");
+        assert_live_keys_reachable_once();
+
+        /* no place again, then the daemon's pass reclaims with a done the header does not show */
+        for (i = 1; i < 1000; i++) {
+                snprintf(key, sizeof(key), "c%d", i);
+                if ((rc = try1(key, &r)) != 1)
+                        break;
+        }
+        cr_assert_eq(rc, 0);
+        uint64_t old_done = atomic_load(&h->gp_done);
+        cr_assert_eq(atomic_load(&sh->no_place), old_done + 1);
+        struct shm_gp_result res = grace(NULL);
+        cr_assert_gt(maint(res.done, NULL).reclaimed, 0, "the pass makes places");
+        atomic_store(&h->gp_done, old_done); /* only the pass's clearing can let an insert in */
+        cr_assert_eq(atomic_load(&sh->no_place), 0, "the pass cleared the hint");
+        cr_assert_eq(try1("d0", &r), 1, "a new key takes a reclaimed slot");
+        assert_live_keys_reachable_once();
+}
