@@ -627,9 +627,12 @@ int thr_retry_after_parse(const char *value, size_t len, int64_t now_unix_ns, ui
  * (as far as a reservation may push the key): a longer one is shortened to that. A new key is
  * inserted held. RES (optional), after the call: remaining, the tokens left now; retry_after_ns,
  * when a request of cost 1 fits (admitted: 1 if now); reset_after_ns, when the key is full.
- * Returns 0 (applied, or held that long already), 1 (applied, shortened to the limiter's reach:
- * raise max_reserve for longer holds), -EOPNOTSUPP (not a GCRA limiter), -ENOSPC (a new key
- * and a full table, whatever on_full says: nothing held), or the errors of thr_limiter_try.
+ * With on_full = evict, a held key evicted for room (only when every other key of its shard holds
+ * as much) leaves its hold to the shard's floor, as any evicted key's debt: new keys of that shard
+ * start held until it ends. Returns 0 (applied, or held that long already), 1 (the hold asked
+ * for reaches past the limiter's reach, and was shortened to it or held there already: raise
+ * max_reserve for longer holds), -EOPNOTSUPP (not a GCRA limiter), -ENOSPC (a new key and a
+ * full table, whatever on_full says: nothing held), or the errors of thr_limiter_try.
  * Lock-free on an existing key (one CAS, no syscall); thread-safe.
  */
 int thr_limiter_hold(thr_limiter *lim, const void *key, size_t key_len, uint64_t delay_ns,
