@@ -28,6 +28,13 @@ enum {
         LK_LEASES,
         LK_LEVEL,
         LK_CLOCK_READ,
+        LK_FAILURES,
+        LK_FAILURE_RATE,
+        LK_MIN_CALLS,
+        LK_COOLDOWN,
+        LK_PROBES,
+        LK_PROBE_TIMEOUT,
+        LK_SUCCESSES,
         LK_COUNT
 };
 

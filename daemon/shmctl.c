@@ -316,6 +316,8 @@ static void key_eval(struct ctx *c, const struct shmctl_lim *l, const struct thr
                 sem_eval(c, l, s, k);
         else if (l->p.kind == THR_KIND_BUDGET) /* its header: the snapshot checked it fits */
                 budget_eval(l, shm_slot_aux(c->map.base, &l->t, s), k);
+        else if (l->p.kind == THR_KIND_BREAKER) /* its buckets: the snapshot checked they fit */
+                breaker_eval(l, shm_slot_aux(c->map.base, &l->t, s), now, k);
         else
                 gcra_eval(l, now, k);
 }
@@ -624,6 +626,8 @@ static int key_absent(struct ctx *c, const struct shmctl_lim *l, uint64_t now, s
                 k->sem.remainder = (int64_t)p->rate_n; /* max is at most 65535 */
         } else if (p->kind == THR_KIND_BUDGET) {
                 budget_eval(l, aux, k);
+        } else if (p->kind == THR_KIND_BREAKER) {
+                breaker_eval(l, aux, now, k);
         } else {
                 if (k->tat == start)
                         k->tat = THR_TAT_FRESH; /* the same bucket, shown as a fresh key's */

@@ -1,0 +1,362 @@
+/*
+ * test_breaker.c - circuit breakers (kind = breaker) through the public API on a manual-clock
+ * arena: a reference model written from the semantics (shm/breaker.h's top, throttled.conf(5))
+ * checked step by step against thousands of random allow / report / clock steps under several
+ * configurations; the probe bound (never more than `probes` out; a holder SIGKILLed at random
+ * moments and at each CAS of the protocol: a new probe exactly once probe_timeout has passed,
+ * never before); scribbled state and bucket words (calls end, the daemon's pass survives); the
+ * eviction rule; thr_limiter_info; the errors.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "breaker.h"
+#include "client_internal.h"
+#include "helpers.h"
+#include "testhook.h"
+
+#define MS (1000000ull)
+#define U  (1ull << THR_BRK_TIME_SHIFT) /* the state word's time unit */
+
+static struct tarena T;
+
+static struct shm_limiter_spec brk_spec(const char *name, uint64_t failures, uint64_t rate,
+                                        uint64_t min_calls, uint64_t window, uint64_t probes,
+                                        uint64_t successes)
+{
+        struct shm_limiter_spec s = tspec(name, 0, window, 0, 0);
+        s.kind = THR_KIND_BREAKER;
+        s.max_reserve_ns = 0;
+        s.failures = failures;
+        s.failure_rate = rate;
+        s.min_calls = min_calls;
+        s.cooldown_ns = 64 * U;       /* about 67 ms */
+        s.probe_timeout_ns = 128 * U; /* about 134 ms */
+        s.probes = probes;
+        s.successes = successes;
+        s.idle_ttl_ns = SEC;
+        return s;
+}
+
+static void setup(void)
+{
+        struct shm_limiter_spec s[] = {
+            brk_spec("consec", 3, 0, 0, 0, 1, 1),
+            brk_spec("rate", 0, 50, 4, 800 * MS, 1, 1),
+            brk_spec("both", 5, 30, 10, SEC, 3, 2),
+            brk_spec("wide", 1, 0, 0, 0, 15, 3),
+            brk_spec("tiny", 2, 0, 0, 0, 1, 1),
+            tspec("g", 10, SEC, 10, 10),
+        };
+        s[4].capacity = 2;
+        s[4].on_full = THR_FULL_ALLOW;
+        tarena_make(&T, THR_CLOCK_MANUAL, SHM_HUGE_OFF, s, sizeof(s) / sizeof(s[0]));
+}
+
+static void teardown(void)
+{
+        thr_test_hook = NULL;
+        tarena_free(&T);
+}
+
+TestSuite(breaker, .init = setup, .fini = teardown, .timeout = 120);
+
+static uint64_t now_of(void)
+{
+        uint64_t n;
+        cr_assert_eq(thr_clock_now(T.a, &n), 0);
+        return n;
+}
+
+/* ---------------------------------------------------------------- the reference model */
+
+/* Written from the semantics, not from shm/breaker.c: unbounded periods, an event log for the
+ * window (not buckets), times rounded up to U where the semantics say the word keeps them. */
+struct model {
+        uint32_t failures, rate, probes, successes;
+        uint64_t min_calls, window, cooldown, ptimeout;
+        int state;
+        uint64_t period; /* every transition and every give-up starts a new one */
+        uint64_t t;      /* open: when it opened; half-open: the last probe handed out */
+        uint32_t consec, out, succ;
+        uint64_t nev;
+        struct {
+                uint64_t slice;
+                bool failed;
+        } ev[4096]; /* the current closed period's reports */
+};
+
+static uint64_t up(uint64_t ns)
+{
+        return (ns + U - 1) / U * U;
+}
+
+static void m_init(struct model *m, const struct shm_limiter_spec *s)
+{
+        memset(m, 0, sizeof(*m));
+        m->failures = (uint32_t)s->failures;
+        m->rate = (uint32_t)s->failure_rate;
+        m->probes = (uint32_t)s->probes;
+        m->successes = (uint32_t)s->successes;
+        m->min_calls = s->min_calls;
+        m->window = s->period_ns;
+        m->cooldown = s->cooldown_ns;
+        m->ptimeout = s->probe_timeout_ns;
+}
+
+static void m_to(struct model *m, int state, uint64_t now)
+{
+        m->state = state;
+        m->period++;
+        m->out = m->succ = 0;
+        m->t = up(now);
+        m->nev = 0;
+        if (state == THR_BREAKER_CLOSED)
+                m->consec = 0;
+}
+
+static void m_settle(struct model *m, uint64_t now)
+{
+        if (m->state == THR_BREAKER_OPEN && now >= m->t + m->cooldown) {
+                m->state = THR_BREAKER_HALF_OPEN;
+                m->period++;
+                m->out = m->succ = 0;
+        }
+        if (m->state == THR_BREAKER_HALF_OPEN && m->out && now >= m->t + m->ptimeout) {
+                m->period++;
+                m->out = 0;
+        }
+}
+
+static uint64_t m_slice(const struct model *m, uint64_t now)
+{
+        uint64_t w = (m->window + 7) / 8;
+        return now / (w ? w : 1);
+}
+
+static void m_window(const struct model *m, uint64_t now, uint64_t *calls, uint64_t *fails)
+{
+        uint64_t cur = m_slice(m, now);
+        *calls = *fails = 0;
+        for (uint64_t i = 0; i < m->nev; i++)
+                if (m->ev[i].slice + 8 > cur && m->ev[i].slice <= cur) {
+                        (*calls)++;
+                        *fails += m->ev[i].failed;
+                }
+}
+
+static uint64_t m_retry(const struct model *m, uint64_t now)
+{
+        uint64_t until = m->state == THR_BREAKER_OPEN ? m->t + m->cooldown
+                         : m->state == THR_BREAKER_HALF_OPEN && m->out >= m->probes
+                             ? m->t + m->ptimeout
+                             : 0;
+        return until == 0 ? 0 : until > now ? until - now : 1;
+}
+
+/* 0 allowed (*PROBE, *PERIOD) or -EAGAIN. */
+static int m_allow(struct model *m, uint64_t now, bool *probe, uint64_t *period)
+{
+        m_settle(m, now);
+        *probe = false;
+        *period = m->period;
+        if (m->state == THR_BREAKER_CLOSED)
+                return 0;
+        if (m->state == THR_BREAKER_OPEN || m->out >= m->probes)
+                return -EAGAIN;
+        m->out++;
+        m->t = up(now);
+        *probe = true;
+        return 0;
+}
+
+static int m_report(struct model *m, uint64_t now, uint64_t period, bool probe, uint32_t outcome)
+{
+        m_settle(m, now);
+        if (period != m->period)
+                return 1;
+        if (m->state == THR_BREAKER_CLOSED && !probe) {
+                if (outcome == THR_OUTCOME_IGNORE)
+                        return 0;
+                if (m->rate && m->nev < 4096) {
+                        m->ev[m->nev].slice = m_slice(m, now);
+                        m->ev[m->nev++].failed = outcome == THR_OUTCOME_FAILURE;
+                }
+                if (outcome == THR_OUTCOME_SUCCESS) {
+                        m->consec = 0;
+                        return 0;
+                }
+                m->consec += m->consec < 255;
+                uint64_t calls, fails;
+                m_window(m, now, &calls, &fails);
+                if ((m->failures && m->consec >= m->failures) ||
+                    (m->rate && calls >= m->min_calls && fails * 100 >= m->rate * calls))
+                        m_to(m, THR_BREAKER_OPEN, now);
+                return 0;
+        }
+        if (m->state == THR_BREAKER_HALF_OPEN && probe && m->out) {
+                m->out--;
+                if (outcome == THR_OUTCOME_FAILURE) {
+                        m->consec += m->consec < 255;
+                        m_to(m, THR_BREAKER_OPEN, now);
+                } else if (outcome == THR_OUTCOME_SUCCESS && ++m->succ >= m->successes) {
+                        m_to(m, THR_BREAKER_CLOSED, now);
+                }
+                return 0;
+        }
+        return 1;
+}
+
+static void check_status(const struct model *m, const struct thr_breaker_status *st,
+                         uint64_t now, int step, const char *what)
+{
+        cr_assert_eq(st->state, (uint32_t)m->state, "step %d %s: state %u, model %d", step, what,
+                     st->state, m->state);
+        cr_assert_eq(st->consecutive_failures, m->consec, "step %d %s: consec %u, model %u", step,
+                     what, st->consecutive_failures, m->consec);
+        cr_assert_eq(st->probes_in_flight, m->out, "step %d %s: probes %u, model %u", step, what,
+                     st->probes_in_flight, m->out);
+        cr_assert_eq(st->half_open_successes, m->succ, "step %d %s", step, what);
+        cr_assert_eq(st->retry_after_ns, m_retry(m, now), "step %d %s: retry %lu, model %lu",
+                     step, what, (unsigned long)st->retry_after_ns,
+                     (unsigned long)m_retry(m, now));
+        if (m->state == THR_BREAKER_CLOSED && m->rate) {
+                uint64_t calls, fails;
+                m_window(m, now, &calls, &fails);
+                cr_assert_eq(st->window_calls, calls, "step %d %s: calls %lu, model %lu", step,
+                             what, (unsigned long)st->window_calls, (unsigned long)calls);
+                cr_assert_eq(st->window_failures, fails, "step %d %s", step, what);
+        }
+}
+
+struct held {
+        struct thr_breaker_ticket t;
+        uint64_t period;
+        bool probe;
+};
+
+/* STEPS random steps on a fresh key of limiter NAME (spec S), each checked against the model. */
+static void run_model(const char *name, const struct shm_limiter_spec *s, unsigned seed, int steps)
+{
+        static struct model m;
+        static struct held h[64];
+        int nh = 0;
+        m_init(&m, s);
+        thr_limiter *l = tlim_kept(&T, name);
+        char key[32];
+        snprintf(key, sizeof(key), "model-%u", seed);
+        srandom(seed);
+        int seen[3] = {0}, probes = 0, ignored = 0, denied = 0;
+        for (int i = 0; i < steps; i++) {
+                seen[m.state]++;
+                int op = (int)(random() % 10);
+                uint64_t now = now_of();
+                struct thr_breaker_status st;
+                if (op < 4) { /* allow */
+                        bool probe;
+                        uint64_t period;
+                        int want = m_allow(&m, now, &probe, &period);
+                        struct held x = {0};
+                        int rc = thr_breaker_allow(l, key, strlen(key), &x.t, &st);
+                        cr_assert_eq(rc, want, "step %d allow: %d, model %d", i, rc, want);
+                        denied += rc == -EAGAIN;
+                        probes += rc == 0 && probe;
+                        check_status(&m, &st, now, i, "allow");
+                        if (rc == 0) {
+                                cr_assert_eq(x.t.probe, (uint32_t)probe, "step %d probe", i);
+                                x.period = period;
+                                x.probe = probe;
+                                if (nh < 64)
+                                        h[nh++] = x;
+                                else /* unreported: a probe among them is given up in time */
+                                        h[random() % 64] = x;
+                        }
+                } else if (op < 8 && nh) { /* report one held at random */
+                        int j = (int)(random() % (uint64_t)nh);
+                        struct held x = h[j];
+                        h[j] = h[--nh];
+                        if (x.period + 30 < m.period)
+                                continue; /* its generation (6 bits) may have come round */
+                        long r = random() % 100;
+                        uint32_t out = r < 45   ? THR_OUTCOME_FAILURE
+                                       : r < 95 ? THR_OUTCOME_SUCCESS
+                                                : THR_OUTCOME_IGNORE;
+                        int want = m_report(&m, now, x.period, x.probe, out);
+                        int rc = thr_breaker_report(l, &x.t, out);
+                        cr_assert_eq(rc, want, "step %d report %u (probe %d): %d, model %d", i,
+                                     out, x.probe, rc, want);
+                        ignored += rc == 1;
+                        cr_assert_eq(thr_breaker_stat(l, key, strlen(key), &st), 0);
+                        m_settle(&m, now);
+                        check_status(&m, &st, now, i, "report");
+                } else { /* time passes: short steps, sometimes whole cooldowns or timeouts */
+                        long r = random() % 10;
+                        uint64_t d = r < 6 ? (uint64_t)(random() % (long)(8 * U))
+                                     : r < 9 ? (uint64_t)(random() % (long)(80 * U))
+                                             : 130 * U;
+                        cr_assert_eq(thr_clock_advance(T.a, d), 0);
+                        now = now_of();
+                        cr_assert_eq(thr_breaker_stat(l, key, strlen(key), &st), 0);
+                        m_settle(&m, now);
+                        check_status(&m, &st, now, i, "clock");
+                }
+        }
+        /* the run went through every state and every kind of answer: a model that agrees only
+         * because nothing happened proves nothing */
+        cr_assert(seen[0] > 50 && seen[1] > 50 && seen[2] > 50 && probes > 20 && ignored > 5 &&
+                      denied > 50,
+                  "%s seed %u: closed %d, open %d, half-open %d steps, %d probes, %d ignored, %d "
+                  "denied",
+                  name, seed, seen[0], seen[1], seen[2], probes, ignored, denied);
+}
+
+static struct shm_limiter_spec spec_of(const char *name)
+{
+        static const struct {
+                const char *name;
+                uint64_t f, r, mc, w, p, s;
+        } v[] = {{"consec", 3, 0, 0, 0, 1, 1},
+                 {"rate", 0, 50, 4, 800 * MS, 1, 1},
+                 {"both", 5, 30, 10, SEC, 3, 2},
+                 {"wide", 1, 0, 0, 0, 15, 3}};
+        for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++)
+                if (!strcmp(v[i].name, name))
+                        return brk_spec(name, v[i].f, v[i].r, v[i].mc, v[i].w, v[i].p, v[i].s);
+        cr_assert_fail("no spec %s", name);
+        return brk_spec(name, 0, 0, 0, 0, 0, 0);
+}
+
+Test(breaker, matches_the_model_consecutive_rule)
+{
+        struct shm_limiter_spec s = spec_of("consec");
+        for (unsigned seed = 1; seed <= 4; seed++)
+                run_model("consec", &s, seed, 3000);
+}
+
+Test(breaker, matches_the_model_failure_rate_over_the_window)
+{
+        struct shm_limiter_spec s = spec_of("rate");
+        for (unsigned seed = 11; seed <= 14; seed++)
+                run_model("rate", &s, seed, 3000);
+}
+
+Test(breaker, matches_the_model_both_rules_three_probes_two_successes)
+{
+        struct shm_limiter_spec s = spec_of("both");
+        for (unsigned seed = 21; seed <= 24; seed++)
+                run_model("both", &s, seed, 3000);
+}
+
+Test(breaker, matches_the_model_fifteen_probes_three_successes)
+{
+        struct shm_limiter_spec s = spec_of("wide");
+        for (unsigned seed = 31; seed <= 34; seed++)
+                run_model("wide", &s, seed, 3000);
+}
