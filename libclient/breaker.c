@@ -68,6 +68,7 @@ static int step_enter(struct bstep *o, thr_limiter *l)
                 return -EBADMSG;
         shm_brk_cfg(o->p, &o->c);
         o->outer = thr_reader_enter(l->a, o->r);
+        THR_HOOK(THR_HOOK_SECTION_ENTERED, o->r);
         return 0;
 }
 

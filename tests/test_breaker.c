@@ -360,3 +360,249 @@ Test(breaker, matches_the_model_fifteen_probes_three_successes)
         for (unsigned seed = 31; seed <= 34; seed++)
                 run_model("wide", &s, seed, 3000);
 }
+
+/* ---------------------------------------------------------------- processes */
+
+static void *shared_map(size_t n)
+{
+        void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        cr_assert_neq(p, MAP_FAILED);
+        return p;
+}
+
+/* What the forked callers and the parent share (a MAP_SHARED page). */
+struct procs_page {
+        _Atomic int stop;
+        _Atomic int holders;     /* probes handed out and not yet reported, counted by holders */
+        _Atomic int max_holders; /* the most ever seen at once */
+        _Atomic int bad;         /* a ticket whose kind disagreed with the state it came with */
+        _Atomic uint64_t probes, goes, refused;
+        _Atomic uint64_t closed_in_fail[64]; /* closed go-aheads per failing phase */
+};
+
+#define PHASE (400 * U) /* the scripted downstream fails in even phases, works in odd ones */
+#define NPROC 4
+
+static void caller(struct procs_page *pg, unsigned seed)
+{
+        thr_limiter *l = tlim(&T, "procs");
+        srandom(seed);
+        while (!atomic_load(&pg->stop)) {
+                struct thr_breaker_ticket t;
+                struct thr_breaker_status st;
+                uint64_t now = now_of();
+                int rc = thr_breaker_allow(l, "down", 4, &t, &st);
+                if (rc == -EAGAIN) {
+                        atomic_fetch_add(&pg->refused, 1);
+                        continue;
+                }
+                if (rc != 0 || t.probe != (st.state == THR_BREAKER_HALF_OPEN))
+                        atomic_fetch_add(&pg->bad, 1);
+                uint64_t phase = now / PHASE;
+                bool failing = phase % 2 == 0;
+                atomic_fetch_add(&pg->goes, 1);
+                if (failing && !t.probe)
+                        atomic_fetch_add(&pg->closed_in_fail[phase % 64], 1);
+                if (t.probe) {
+                        atomic_fetch_add(&pg->probes, 1);
+                        int h = atomic_fetch_add(&pg->holders, 1) + 1;
+                        int m = atomic_load(&pg->max_holders);
+                        while (h > m && !atomic_compare_exchange_weak(&pg->max_holders, &m, h))
+                                ;
+                }
+                usleep((useconds_t)(random() % 100)); /* the call */
+                if (t.probe)
+                        atomic_fetch_sub(&pg->holders, 1); /* before the report frees its place */
+                thr_breaker_report(l, &t, failing ? THR_OUTCOME_FAILURE : THR_OUTCOME_SUCCESS);
+        }
+        thr_limiter_close(l);
+        _exit(0);
+}
+
+Test(breaker, forked_callers_never_hold_more_probes_than_configured)
+{
+        struct shm_limiter_spec s = brk_spec("procs", 3, 0, 0, 0, 2, 2);
+        s.probe_timeout_ns = 3600 * SEC; /* no give-up: every probe out is a live holder */
+        tarena_free(&T);
+        tarena_make(&T, THR_CLOCK_MANUAL, SHM_HUGE_OFF, &s, 1);
+        struct procs_page *pg = shared_map(sizeof(*pg));
+        uint64_t t0 = now_of();
+        cr_assert_eq(thr_clock_advance(T.a, (t0 / PHASE + 1) * PHASE - t0), 0); /* phase start */
+        pid_t kids[NPROC];
+        for (int i = 0; i < NPROC; i++) {
+                kids[i] = tfork();
+                if (kids[i] == 0)
+                        caller(pg, (unsigned)i + 1);
+        }
+        thr_limiter *l = tlim_kept(&T, "procs");
+        int phases = 12;
+        for (int ph = 0; ph < phases; ph++) {
+                uint64_t start = now_of();
+                bool failing = (start / PHASE) % 2 == 0;
+                for (uint64_t d = 0; d + U / 4 < PHASE; d += U / 4) {
+                        cr_assert_eq(thr_clock_advance(T.a, U / 4), 0);
+                        usleep(100);
+                }
+                usleep(20000); /* the callers act on the phase's last moment */
+                struct thr_breaker_status st;
+                cr_assert_eq(thr_breaker_stat(l, "down", 4, &st), 0);
+                if (failing)
+                        cr_assert_neq(st.state, THR_BREAKER_CLOSED,
+                                      "phase %d failing: the breaker is closed", ph);
+                else
+                        cr_assert_eq(st.state, THR_BREAKER_CLOSED,
+                                     "phase %d healthy: the breaker is %u", ph, st.state);
+                cr_assert_eq(thr_clock_advance(T.a, (start / PHASE + 1) * PHASE - now_of()), 0);
+        }
+        atomic_store(&pg->stop, 1);
+        for (int i = 0; i < NPROC; i++) {
+                int ws;
+                cr_assert_eq(waitpid(kids[i], &ws, 0), kids[i]);
+                cr_assert(WIFEXITED(ws) && WEXITSTATUS(ws) == 0);
+        }
+        cr_assert_eq(atomic_load(&pg->bad), 0, "tickets that disagreed with their state");
+        cr_assert_leq(atomic_load(&pg->max_holders), 2, "more than `probes` out at once");
+        cr_assert_geq(atomic_load(&pg->max_holders), 1);
+        cr_assert_gt(atomic_load(&pg->probes), (uint64_t)phases / 2);
+        cr_assert_gt(atomic_load(&pg->refused), 100);
+        /* a failing phase lets through, closed, at most what trips it (3 failures) plus what the
+         * callers held when it did (one each) and what came before the last healthy report */
+        for (int i = 0; i < 64; i++)
+                cr_assert_leq(atomic_load(&pg->closed_in_fail[i]), 3 + 2 * NPROC,
+                              "phase %d: %lu closed go-aheads while failing", i,
+                              (unsigned long)atomic_load(&pg->closed_in_fail[i]));
+        munmap(pg, sizeof(*pg));
+}
+
+/* ---------------------------------------------------------------- a probe holder killed */
+
+struct kill_page {
+        _Atomic int stage; /* 1: the child has its probe */
+        _Atomic int got;
+        _Atomic int hook; /* the hook point the child kills itself at (0: none) */
+        _Atomic int hits; /* how many times the hook has run, to kill at the Nth */
+        _Atomic int at;
+};
+static struct kill_page *KP;
+
+static void kill_hook(enum thr_hook_point point, void *arg)
+{
+        (void)arg;
+        if ((int)point == atomic_load(&KP->hook) &&
+            atomic_fetch_add(&KP->hits, 1) + 1 == atomic_load(&KP->at))
+                raise(SIGKILL);
+}
+
+/* Trip KEY open, then move the clock to exactly when it turns half-open (a multiple of U). */
+static uint64_t trip_to_half_open(thr_limiter *l, const char *key)
+{
+        uint64_t n = now_of();
+        cr_assert_eq(thr_clock_advance(T.a, up(n) - n), 0);
+        struct thr_breaker_ticket t;
+        cr_assert_eq(thr_breaker_allow(l, key, strlen(key), &t, NULL), 0);
+        cr_assert_eq(thr_breaker_report(l, &t, THR_OUTCOME_FAILURE), 0); /* failures = 1 */
+        cr_assert_eq(thr_clock_advance(T.a, 64 * U), 0);                 /* the cooldown */
+        return now_of();
+}
+
+/* A child takes the probe of KEY (its hook killing it at the AT-th HOOK point, or the parent at
+ * random once it holds the probe, or it reports a success when REPORT); the parent then checks
+ * the bound: a probe held by the dead child is given up exactly probe_timeout after it was handed
+ * out, never before; one never taken is there at once. */
+static uint32_t kill_round(thr_limiter *l, const char *key, int hook, int at, bool report)
+{
+        uint64_t t0 = trip_to_half_open(l, key);
+        *KP = (struct kill_page){.hook = hook, .at = at};
+        pid_t pid = tfork();
+        if (pid == 0) {
+                thr_limiter *cl = tlim(&T, "kill");
+                thr_test_hook = kill_hook;
+                struct thr_breaker_ticket t;
+                int rc = thr_breaker_allow(cl, key, strlen(key), &t, NULL);
+                atomic_store(&KP->got, rc == 0 && t.probe);
+                atomic_store(&KP->stage, 1);
+                if (report)
+                        thr_breaker_report(cl, &t, THR_OUTCOME_IGNORE);
+                if (hook)
+                        _exit(3); /* the hook never ran: the parent says so */
+                for (;;)
+                        pause(); /* holding it, until killed */
+        }
+        if (!hook) {
+                while (!atomic_load(&KP->stage))
+                        usleep(100);
+                usleep((useconds_t)(random() % 2000));
+                kill(pid, SIGKILL);
+        }
+        int ws;
+        cr_assert_eq(waitpid(pid, &ws, 0), pid);
+        cr_assert(WIFSIGNALED(ws) && WTERMSIG(ws) == SIGKILL, "%s: the child was not killed",
+                  key);
+        struct thr_breaker_status st;
+        cr_assert_eq(thr_breaker_stat(l, key, strlen(key), &st), 0);
+        cr_assert_eq(st.state, THR_BREAKER_HALF_OPEN);
+        struct thr_breaker_ticket t;
+        uint32_t held = st.probes_in_flight;
+        if (st.probes_in_flight == 0) { /* the dead child never took it, or gave it back */
+                cr_assert_eq(thr_breaker_allow(l, key, strlen(key), &t, NULL), 0);
+                cr_assert_eq(t.probe, 1);
+        } else {
+                cr_assert_eq(st.probes_in_flight, 1);
+                cr_assert_eq(st.retry_after_ns, 128 * U, "the bound, counted from the handout");
+                cr_assert_eq(thr_clock_advance(T.a, 128 * U - 1), 0);
+                cr_assert_eq(thr_breaker_allow(l, key, strlen(key), &t, &st), -EAGAIN,
+                             "a probe handed out before probe_timeout passed");
+                cr_assert_eq(st.retry_after_ns, 1);
+                cr_assert_eq(thr_clock_advance(T.a, 1), 0);
+                cr_assert_eq(thr_breaker_allow(l, key, strlen(key), &t, &st), 0);
+                cr_assert_eq(t.probe, 1, "no probe once probe_timeout passed");
+        }
+        cr_assert_eq(now_of() - t0, st.probes_in_flight ? 128 * U : 0);
+        cr_assert_eq(thr_breaker_report(l, &t, THR_OUTCOME_SUCCESS), 0);
+        cr_assert_eq(thr_breaker_stat(l, key, strlen(key), &st), 0);
+        cr_assert_eq(st.state, THR_BREAKER_CLOSED);
+        return held;
+}
+
+static void kill_setup(void)
+{
+        struct shm_limiter_spec s = brk_spec("kill", 1, 0, 0, 0, 1, 1);
+        tarena_free(&T);
+        tarena_make(&T, THR_CLOCK_MANUAL, SHM_HUGE_OFF, &s, 1);
+        KP = shared_map(sizeof(*KP));
+}
+
+Test(breaker, a_probe_holder_killed_at_random_is_given_up_after_probe_timeout_never_before)
+{
+        kill_setup();
+        thr_limiter *l = tlim_kept(&T, "kill");
+        srandom(7);
+        for (int i = 0; i < 20; i++) {
+                char key[16];
+                snprintf(key, sizeof(key), "r%d", i);
+                uint32_t held = kill_round(l, key, 0, 0, i % 4 == 3); /* every 4th gave its
+                                                                       * probe back first */
+                if (i % 4 != 3)
+                        cr_assert_eq(held, 1, "round %d: killed holding its probe", i);
+        }
+        munmap(KP, sizeof(*KP));
+}
+
+Test(breaker, a_caller_killed_at_each_cas_leaves_the_probe_taken_or_not_never_lost)
+{
+        kill_setup();
+        thr_limiter *l = tlim_kept(&T, "kill");
+        /* the allow's CAS (the probe not taken: there at once), the report's (taken, not given
+         * back: after the bound), and each entry of a read-side section on the way */
+        cr_assert_eq(kill_round(l, "cas-allow", THR_HOOK_BRK_BEFORE_CAS, 1, false), 0);
+        cr_assert_eq(kill_round(l, "cas-report", THR_HOOK_BRK_BEFORE_CAS, 2, true), 1);
+        /* sections: the allow's lookup, the allow's CAS step, the report's step */
+        static const uint32_t held[] = {0, 0, 1};
+        for (int at = 1; at <= 3; at++) {
+                char key[16];
+                snprintf(key, sizeof(key), "sect%d", at);
+                cr_assert_eq(kill_round(l, key, THR_HOOK_SECTION_ENTERED, at, true),
+                             held[at - 1], "killed at section %d", at);
+        }
+        munmap(KP, sizeof(*KP));
+}
