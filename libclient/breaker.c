@@ -108,6 +108,26 @@ static void fill_status(const struct bstep *o, uint64_t word, uint64_t now,
                                    &st->window_failures);
 }
 
+/* Whether L is a live breaker: 0, -EIDRM (removed by a reload), -EOPNOTSUPP (another kind),
+ * -EBADMSG (its record is corrupt). Checked before a lookup, which would create a key of another
+ * kind's limiter. */
+static int check_kind(thr_limiter *l)
+{
+        struct thr_params pc;
+        if (atomic_load_explicit(&l->de->state, memory_order_acquire) != THR_DIR_LIVE)
+                return -EIDRM;
+        if (thr_breaker_record(l, &pc))
+                return 0;
+        uint64_t off = atomic_load_explicit(&l->de->params_off, memory_order_acquire);
+        if (off - l->params_lo > l->params_span || off % _Alignof(struct thr_params))
+                return -EBADMSG;
+        const struct thr_params *p = shm_at(l->a->map.base, off);
+        return atomic_load_explicit((const _Atomic uint32_t *)&p->kind, memory_order_relaxed) ==
+                       THR_KIND_BREAKER
+                   ? -EBADMSG
+                   : -EOPNOTSUPP;
+}
+
 /* Find or create KEY; -ENOSPC with on_full = allow is a go-ahead, untracked (1). */
 static int locate(thr_limiter *l, const void *key, size_t len, struct thr_slot **slot,
                   uint64_t *meta)
@@ -168,7 +188,10 @@ int thr_breaker_allow(thr_limiter *l, const void *key, size_t len, struct thr_br
                 return -EINVAL;
         memset(t, 0, sizeof(*t));
         struct brk_priv *pv = (struct brk_priv *)(void *)t->priv;
-        int rc = -ESTALE;
+        int rc = check_kind(l);
+        if (rc < 0)
+                return rc;
+        rc = -ESTALE;
         for (int tries = 0; rc == -ESTALE && tries < 8; tries++) {
                 struct bstep o = {0};
                 rc = locate(l, key, len, &o.slot, &o.meta);
@@ -259,7 +282,9 @@ int thr_breaker_stat(thr_limiter *l, const void *key, size_t len, struct thr_bre
         if (!l || !st)
                 return -EINVAL;
         struct thr_reservation_priv loc;
-        int rc = thr_op_find(l, key, len, &loc);
+        int rc = check_kind(l);
+        if (rc == 0)
+                rc = thr_op_find(l, key, len, &loc);
         if (rc == -ENOENT) {
                 *st = (struct thr_breaker_status){.state = THR_BREAKER_CLOSED};
                 return 0;

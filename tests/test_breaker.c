@@ -606,3 +606,160 @@ Test(breaker, a_caller_killed_at_each_cas_leaves_the_probe_taken_or_not_never_lo
         }
         munmap(KP, sizeof(*KP));
 }
+
+/* ---------------------------------------------------------------- eviction, info, errors */
+
+static bool live(const char *lim, const char *key)
+{
+        return tcount(&T, lim, THR_SLOT_LIVE, key, NULL) == 1;
+}
+
+static void call(thr_limiter *l, const char *key, uint32_t outcome)
+{
+        struct thr_breaker_ticket t;
+        cr_assert_eq(thr_breaker_allow(l, key, strlen(key), &t, NULL), 0);
+        cr_assert_eq(thr_breaker_report(l, &t, outcome), 0);
+}
+
+Test(breaker, only_a_quiet_closed_key_is_evicted_by_the_daemon)
+{
+        thr_limiter *l = tlim_kept(&T, "consec"); /* failures = 3, idle_ttl 1 s */
+        uint64_t n = now_of();
+        cr_assert_eq(thr_clock_advance(T.a, up(n) - n), 0);
+        call(l, "quiet", THR_OUTCOME_SUCCESS);
+        call(l, "failing", THR_OUTCOME_FAILURE); /* one consecutive failure */
+        for (int i = 0; i < 3; i++)
+                call(l, "open", THR_OUTCOME_FAILURE);
+        struct thr_breaker_status st;
+        cr_assert_eq(thr_breaker_stat(l, "open", 4, &st), 0);
+        cr_assert_eq(st.state, THR_BREAKER_OPEN);
+        /* idle means no report for idle_ttl + idle_ttl / 8 (the lag a success may leave the
+         * word's time at: breaker.h) */
+        cr_assert_eq(thr_clock_advance(T.a, SEC + SEC / 8 - 1), 0);
+        tmaint(&T, "consec", UINT64_MAX, NULL);
+        cr_assert(live("consec", "quiet"), "evicted before it was idle");
+        cr_assert_eq(thr_clock_advance(T.a, 1), 0);
+        tmaint(&T, "consec", UINT64_MAX, NULL);
+        cr_assert(!live("consec", "quiet"), "a quiet closed key stays");
+        cr_assert_eq(thr_clock_advance(T.a, 3600 * SEC), 0);
+        tmaint(&T, "consec", UINT64_MAX, NULL);
+        cr_assert(live("consec", "failing"), "a key with consecutive failures was evicted");
+        cr_assert(live("consec", "open"), "an open breaker was evicted");
+        /* the quiet key comes back closed and empty, as it left */
+        cr_assert_eq(thr_breaker_stat(l, "quiet", 5, &st), 0);
+        cr_assert_eq(st.state, THR_BREAKER_CLOSED);
+        cr_assert_eq(st.consecutive_failures, 0);
+}
+
+Test(breaker, a_report_after_the_key_was_evicted_is_ignored)
+{
+        thr_limiter *l = tlim_kept(&T, "consec");
+        struct thr_breaker_ticket t;
+        cr_assert_eq(thr_breaker_allow(l, "gone", 4, &t, NULL), 0);
+        cr_assert_eq(thr_clock_advance(T.a, 2 * SEC), 0);
+        tmaint(&T, "consec", UINT64_MAX, NULL);
+        cr_assert(!live("consec", "gone"));
+        cr_assert_eq(thr_breaker_report(l, &t, THR_OUTCOME_FAILURE), 1);
+}
+
+Test(breaker, info_errors_and_spent_tickets)
+{
+        thr_limiter *l = tlim_kept(&T, "both");
+        struct thr_limiter_info in;
+        cr_assert_eq(thr_limiter_info(l, &in), 0);
+        cr_assert_eq(in.kind, THR_LIMITER_BREAKER);
+        cr_assert_eq(in.rate, 5);     /* failures */
+        cr_assert_eq(in.burst, 30);   /* failure_rate, percent */
+        cr_assert_eq(in.initial, 10); /* min_calls */
+        cr_assert_eq(in.period_ns, SEC);
+        cr_assert_eq(in.leases, 3); /* probes */
+        cr_assert_eq(in.level, 2);  /* successes */
+        cr_assert_eq(in.reserved[0], 64 * U);
+        cr_assert_eq(in.reserved[1], 128 * U);
+        struct thr_breaker_ticket t;
+        struct thr_result r;
+        cr_assert_eq(thr_limiter_try(l, "k", 1, 1, &r), -EOPNOTSUPP);
+        thr_limiter *g = tlim_kept(&T, "g");
+        cr_assert_eq(thr_breaker_allow(g, "k", 1, &t, NULL), -EOPNOTSUPP);
+        struct thr_breaker_status gs;
+        cr_assert_eq(thr_breaker_stat(g, "k", 1, &gs), -EOPNOTSUPP);
+        cr_assert_eq(tcount(&T, "g", THR_SLOT_LIVE, "k", NULL), 0, "a key of another kind made");
+        cr_assert_eq(thr_breaker_allow(l, "", 0, &t, NULL), -EINVAL);
+        cr_assert_eq(thr_breaker_allow(l, "k", 1, NULL, NULL), -EINVAL);
+        char longkey[THR_KEY_MAX_LEN + 1];
+        memset(longkey, 'x', sizeof(longkey));
+        cr_assert_eq(thr_breaker_allow(l, longkey, sizeof(longkey), &t, NULL), -ENAMETOOLONG);
+        cr_assert_eq(thr_breaker_allow(l, "k", 1, &t, NULL), 0);
+        struct thr_breaker_ticket copy = t;
+        cr_assert_eq(thr_breaker_report(l, &t, 0), -EINVAL);
+        cr_assert_eq(thr_breaker_report(g, &t, THR_OUTCOME_SUCCESS), -EINVAL);
+        cr_assert_eq(thr_breaker_report(l, &t, THR_OUTCOME_FAILURE), 0);
+        cr_assert_eq(thr_breaker_report(l, &t, THR_OUTCOME_FAILURE), -EINVAL, "spent");
+        (void)copy;
+        /* a key never used is closed and empty, and stat does not create it */
+        struct thr_breaker_status st;
+        cr_assert_eq(thr_breaker_stat(l, "never", 5, &st), 0);
+        cr_assert_eq(st.state, THR_BREAKER_CLOSED);
+        cr_assert(!live("both", "never"));
+}
+
+Test(breaker, a_full_table_with_on_full_allow_lets_calls_through_untracked)
+{
+        thr_limiter *l = tlim_kept(&T, "tiny"); /* capacity 2, on_full = allow */
+        struct thr_breaker_ticket t;
+        char key[8];
+        int untracked = 0;
+        for (int i = 0; i < 8; i++) {
+                snprintf(key, sizeof(key), "k%d", i);
+                cr_assert_eq(thr_breaker_allow(l, key, strlen(key), &t, NULL), 0);
+                int un = (t.flags & THR_BREAKER_UNTRACKED) != 0;
+                untracked += un;
+                cr_assert_eq(thr_breaker_report(l, &t, THR_OUTCOME_FAILURE), un);
+        }
+        cr_assert_geq(untracked, 1, "the table never filled");
+}
+
+/* ---------------------------------------------------------------- a scribbling client */
+
+Test(breaker, scribbled_state_and_bucket_words_end_every_call_and_the_daemon_pass)
+{
+        thr_limiter *l = tlim_kept(&T, "both");
+        uint64_t x = 0x9e3779b97f4a7c15ull;
+        for (int i = 0; i < 3000; i++) {
+                struct thr_breaker_ticket t;
+                struct thr_breaker_status st;
+                int rc = thr_breaker_allow(l, "s", 1, &t, &st);
+                cr_assert(rc == 0 || rc == -EAGAIN || rc == -EBADMSG, "allow: %d", rc);
+                struct thr_slot *s = NULL;
+                if (tcount(&T, "both", THR_SLOT_LIVE, "s", &s) == 1) {
+                        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+                        uint64_t w = x;
+                        switch (i % 5) {
+                        case 0: break;                               /* anything */
+                        case 1: w |= 3ull << 62; break;              /* state 3 */
+                        case 2: w = THR_TAT_MARK_MIN + (x & 0xffff); break; /* a mark */
+                        case 3: w &= ~(3ull << 62); break;           /* a valid state */
+                        default: w = 2ull << 62 | (x & 0xffff); break; /* half-open, full */
+                        }
+                        atomic_store(&s->state, w);
+                        _Atomic uint64_t *bk =
+                            shm_slot_aux(T.map.base, ttable(&T, "both"), s);
+                        for (int b = 0; b < 8; b++) {
+                                x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+                                atomic_store(&bk[b], x);
+                        }
+                }
+                if (rc == 0) {
+                        rc = thr_breaker_report(l, &t, 1 + (uint32_t)(i % 3));
+                        cr_assert(rc == 0 || rc == 1 || rc == -EBADMSG, "report: %d", rc);
+                }
+                rc = thr_breaker_stat(l, "s", 1, &st);
+                cr_assert(rc == 0 || rc == -EBADMSG, "stat: %d", rc);
+                cr_assert_leq(st.window_failures, st.window_calls);
+                cr_assert_lt(st.window_calls, 8u << 20);
+                if (i % 100 == 0) {
+                        cr_assert_eq(thr_clock_advance(T.a, 10 * U), 0);
+                        tmaint(&T, "both", UINT64_MAX, NULL);
+                }
+        }
+}
