@@ -468,7 +468,12 @@ static int set_percent(const struct config_key *k, void *field, const char *v, c
                 return say(why, n, -EINVAL, "'%s' is not a percentage (e.g. 50%%)", v);
         memcpy(num, v, len);
         num[len] = '\0';
-        return num_range(num, k->lo, k->hi, field, why, n);
+        if (num_range(num, k->lo, k->hi, field, why, n) < 0)
+                return say(why, n, -EINVAL,
+                           "'%s' is not a percentage from %" PRIu64 "%% to %" PRIu64 "%% (e.g. "
+                           "50%%)",
+                           v, k->lo, k->hi);
+        return 0;
 }
 
 static int set_bool(const struct config_key *k, void *field, const char *v, char *why, size_t n)
