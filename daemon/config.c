@@ -209,12 +209,12 @@ static int foreign_keys(struct parse *p, const struct shm_limiter_spec *l,
         enum { G = 1, W = 2, S = 4, B = 8, K = 16 }; /* the kinds that take a key */
         static const struct {
                 int key, kinds;
-        } only[] = {{LK_RATE, G},         {LK_BURST, G},        {LK_INITIAL, G | B},
-                    {LK_LIMIT, W},        {LK_WINDOW, W | K},   {LK_SERIALIZE, W},
-                    {LK_MAX_RESERVE, G | W}, {LK_MAX, S},       {LK_LEASES, S},
-                    {LK_LEVEL, S},        {LK_CLOCK_READ, G},   {LK_FAILURES, K},
-                    {LK_FAILURE_RATE, K}, {LK_MIN_CALLS, K},    {LK_COOLDOWN, K},
-                    {LK_PROBES, K},       {LK_PROBE_TIMEOUT, K}, {LK_SUCCESSES, K}};
+        } only[] = {
+            {LK_RATE, G},          {LK_BURST, G},     {LK_INITIAL, G | B},     {LK_LIMIT, W},
+            {LK_WINDOW, W | K},    {LK_SERIALIZE, W}, {LK_MAX_RESERVE, G | W}, {LK_MAX, S},
+            {LK_LEASES, S},        {LK_LEVEL, S},     {LK_CLOCK_READ, G},      {LK_FAILURES, K},
+            {LK_FAILURE_RATE, K},  {LK_MIN_CALLS, K}, {LK_COOLDOWN, K},        {LK_PROBES, K},
+            {LK_PROBE_TIMEOUT, K}, {LK_SUCCESSES, K}};
         int mine = l->kind == THR_KIND_WINDOW      ? W
                    : l->kind == THR_KIND_SEMAPHORE ? S
                    : l->kind == THR_KIND_BUDGET    ? B

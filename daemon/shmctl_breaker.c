@@ -26,8 +26,8 @@ void breaker_eval(const struct shmctl_lim *l, const void *aux, uint64_t now, str
         struct shm_brk s;
         *b = (struct shmctl_brk){0};
         shm_brk_cfg(&l->p, &c);
-        b->valid = shm_brk_decode(k->tat, &s) == 0 && (k->tat == THR_TAT_FRESH ||
-                                                       k->tat < THR_TAT_LIMIT);
+        b->valid =
+            shm_brk_decode(k->tat, &s) == 0 && (k->tat == THR_TAT_FRESH || k->tat < THR_TAT_LIMIT);
         if (b->valid) {
                 shm_brk_settle(&c, &s, now);
                 b->state = s.state;
@@ -75,8 +75,8 @@ static void breaker_row(const void *data, long i, char cells[][CELL])
 
 void breaker_table(const struct key_rows *kr, long shown)
 {
-        static const char *const head[] = {"KEY",    "STATE",  "CONSEC_FAIL", "WIN_CALLS",
-                                           "WIN_FAIL", "PROBES", "SUCCESSES",  "RETRY_AFTER"};
+        static const char *const head[] = {"KEY",      "STATE",  "CONSEC_FAIL", "WIN_CALLS",
+                                           "WIN_FAIL", "PROBES", "SUCCESSES",   "RETRY_AFTER"};
         static const bool right[] = {false, false, true, true, true, true, true, true};
         static const struct cols cols = {8, head, right};
         table_print(&cols, breaker_row, kr, shown);
@@ -90,8 +90,9 @@ void breaker_json(const struct shmctl_key *k)
                ",\"window_calls\":%" PRIu64 ",\"window_failures\":%" PRIu64
                ",\"probes_in_flight\":%" PRIu32 ",\"half_open_successes\":%" PRIu32
                ",\"retry_after_ns\":%" PRIu64 ",\"generation\":%" PRIu32 ",\"state\":%" PRIu64 "}",
-               key_members(esc, sizeof(esc), k), b->valid ? shm_brk_state_name(b->state) : "corrupt",
-               b->consec, b->calls, b->fails, b->inflight, b->succ, b->retry_ns, b->gen, k->tat);
+               key_members(esc, sizeof(esc), k),
+               b->valid ? shm_brk_state_name(b->state) : "corrupt", b->consec, b->calls, b->fails,
+               b->inflight, b->succ, b->retry_ns, b->gen, k->tat);
 }
 
 /* The limiter's configuration as `keys` heads it: "breaker: failures 5, failure_rate 50% of

@@ -871,7 +871,7 @@ void shmctl_out_keys(const struct shmctl_lim *l, const struct shmctl_key *v, lon
 {
         char what[96];
         snprintf(what, sizeof(what), "%ld live keys, %ld shown, %s first", total, shown,
-                 is_sem(l)      ? "most held"
+                 is_sem(l)       ? "most held"
                  : is_budget(l)  ? "paused, then lowest balance"
                  : is_breaker(l) ? "open, half-open, then most failing"
                                  : "most indebted");

@@ -28,9 +28,9 @@
 struct brk_priv {
         struct thr_slot *slot; /* NULL: spent, untracked, or never handed out */
         thr_limiter *lim;
-        uint64_t meta;      /* the slot's meta word when the key was found */
-        uint32_t gen;       /* the breaker's period it was handed out in */
-        uint32_t magic;     /* BRK_MAGIC: a ticket thr_breaker_allow filled */
+        uint64_t meta;  /* the slot's meta word when the key was found */
+        uint32_t gen;   /* the breaker's period it was handed out in */
+        uint32_t magic; /* BRK_MAGIC: a ticket thr_breaker_allow filled */
 };
 #define BRK_MAGIC 0x4b524242u
 static_assert(SHM_BRK_CLOSED == THR_BREAKER_CLOSED && SHM_BRK_OPEN == THR_BREAKER_OPEN &&
@@ -171,11 +171,8 @@ static int allow_step(struct bstep *o, struct brk_priv *pv, struct thr_breaker_t
                         fill_status(o, rc == 0 ? next : word, now, st);
                 if (rc < 0)
                         return rc;
-                *pv = (struct brk_priv){.slot = o->slot,
-                                        .lim = o->l,
-                                        .meta = o->meta,
-                                        .gen = gen,
-                                        .magic = BRK_MAGIC};
+                *pv = (struct brk_priv){
+                    .slot = o->slot, .lim = o->l, .meta = o->meta, .gen = gen, .magic = BRK_MAGIC};
                 t->probe = probe;
                 return 0;
         }
@@ -240,14 +237,13 @@ static int report_step(struct bstep *o, const struct brk_priv *pv, bool probe, u
                 }
                 if (o->c.rate && outcome == SHM_BRK_OUT_FAILURE)
                         shm_brk_window_sum(&o->c, step_buckets(o), pv->gen, now, &calls, &fails);
-                int rc = shm_brk_report(&o->c, word, now, pv->gen, probe, outcome, calls, fails,
-                                        &next);
+                int rc =
+                    shm_brk_report(&o->c, word, now, pv->gen, probe, outcome, calls, fails, &next);
                 if (rc != SHM_BRK_OK || next == word)
                         return rc;
                 THR_HOOK(THR_HOOK_BRK_BEFORE_CAS, o->slot);
-                if (atomic_compare_exchange_strong_explicit(&o->slot->state, &word, next,
-                                                            memory_order_acq_rel,
-                                                            memory_order_acquire))
+                if (atomic_compare_exchange_strong_explicit(
+                        &o->slot->state, &word, next, memory_order_acq_rel, memory_order_acquire))
                         return SHM_BRK_OK;
         }
 }

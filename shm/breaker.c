@@ -203,8 +203,8 @@ void shm_brk_window_add(const struct shm_brk_cfg *c, _Atomic uint64_t *bk, uint3
 {
         uint64_t slice = now / slice_ns(c);
         _Atomic uint64_t *w = &bk[slice % SHM_BRK_BUCKETS];
-        uint64_t head = (uint64_t)(gen & GEN_MASK) << BK_GEN_SHIFT |
-                        (slice & BK_EP_MASK) << BK_EP_SHIFT;
+        uint64_t head = (uint64_t)(gen & GEN_MASK) << BK_GEN_SHIFT | (slice & BK_EP_MASK)
+                                                                         << BK_EP_SHIFT;
         uint64_t old = atomic_load_explicit(w, memory_order_relaxed);
         for (;;) {
                 uint64_t calls = 0, fails = 0;

@@ -256,12 +256,12 @@ enum thr_clock_read {
  * rate_n = failures (consecutive, 0 off), burst = failure_rate (percent, 0 off), initial =
  * min_calls, period_ns = window, max_reserve_units = cooldown ns, leases = probe_timeout ns,
  * level = probes, reserved = successes; k = t_units = 1, bt_units = 0, flags = 0. */
-#define THR_BRK_FAILURES_MAX  255u      /* consecutive failures are 8 bits of the word */
-#define THR_BRK_PROBES_MAX    15u       /* probes in flight: 4 bits */
-#define THR_BRK_SUCCESSES_MAX 15u       /* half-open successes: 4 bits */
+#define THR_BRK_FAILURES_MAX  255u       /* consecutive failures are 8 bits of the word */
+#define THR_BRK_PROBES_MAX    15u        /* probes in flight: 4 bits */
+#define THR_BRK_SUCCESSES_MAX 15u        /* half-open successes: 4 bits */
 #define THR_BRK_MIN_CALLS_MAX (1u << 23) /* a window's 8 buckets count up to 2^20 - 1 calls */
-#define THR_BRK_TIME_SHIFT    20u       /* the word's times: units of 2^20 ns, rounded up */
-#define THR_BRK_AUX           64u       /* a key's aux storage: 8 bucket words */
+#define THR_BRK_TIME_SHIFT    20u        /* the word's times: units of 2^20 ns, rounded up */
+#define THR_BRK_AUX           64u        /* a key's aux storage: 8 bucket words */
 
 /*
  * thr_reader.wait_state: the futex word a waiter sleeps on (serial.h, sem.h): a state in its low

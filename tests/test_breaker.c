@@ -48,12 +48,9 @@ static struct shm_limiter_spec brk_spec(const char *name, uint64_t failures, uin
 static void setup(void)
 {
         struct shm_limiter_spec s[] = {
-            brk_spec("consec", 3, 0, 0, 0, 1, 1),
-            brk_spec("rate", 0, 50, 4, 800 * MS, 1, 1),
-            brk_spec("both", 5, 30, 10, SEC, 3, 2),
-            brk_spec("wide", 1, 0, 0, 0, 15, 3),
-            brk_spec("tiny", 2, 0, 0, 0, 1, 1),
-            tspec("g", 10, SEC, 10, 10),
+            brk_spec("consec", 3, 0, 0, 0, 1, 1),   brk_spec("rate", 0, 50, 4, 800 * MS, 1, 1),
+            brk_spec("both", 5, 30, 10, SEC, 3, 2), brk_spec("wide", 1, 0, 0, 0, 15, 3),
+            brk_spec("tiny", 2, 0, 0, 0, 1, 1),     tspec("g", 10, SEC, 10, 10),
         };
         s[4].capacity = 2;
         s[4].on_full = THR_FULL_ALLOW;
@@ -214,8 +211,8 @@ static int m_report(struct model *m, uint64_t now, uint64_t period, bool probe, 
         return 1;
 }
 
-static void check_status(const struct model *m, const struct thr_breaker_status *st,
-                         uint64_t now, int step, const char *what)
+static void check_status(const struct model *m, const struct thr_breaker_status *st, uint64_t now,
+                         int step, const char *what)
 {
         cr_assert_eq(st->state, (uint32_t)m->state, "step %d %s: state %u, model %d", step, what,
                      st->state, m->state);
@@ -224,9 +221,8 @@ static void check_status(const struct model *m, const struct thr_breaker_status 
         cr_assert_eq(st->probes_in_flight, m->out, "step %d %s: probes %u, model %u", step, what,
                      st->probes_in_flight, m->out);
         cr_assert_eq(st->half_open_successes, m->succ, "step %d %s", step, what);
-        cr_assert_eq(st->retry_after_ns, m_retry(m, now), "step %d %s: retry %lu, model %lu",
-                     step, what, (unsigned long)st->retry_after_ns,
-                     (unsigned long)m_retry(m, now));
+        cr_assert_eq(st->retry_after_ns, m_retry(m, now), "step %d %s: retry %lu, model %lu", step,
+                     what, (unsigned long)st->retry_after_ns, (unsigned long)m_retry(m, now));
         if (m->state == THR_BREAKER_CLOSED && m->rate) {
                 uint64_t calls, fails;
                 m_window(m, now, &calls, &fails);
@@ -290,15 +286,15 @@ static void run_model(const char *name, const struct shm_limiter_spec *s, unsign
                                                 : THR_OUTCOME_IGNORE;
                         int want = m_report(&m, now, x.period, x.probe, out);
                         int rc = thr_breaker_report(l, &x.t, out);
-                        cr_assert_eq(rc, want, "step %d report %u (probe %d): %d, model %d", i,
-                                     out, x.probe, rc, want);
+                        cr_assert_eq(rc, want, "step %d report %u (probe %d): %d, model %d", i, out,
+                                     x.probe, rc, want);
                         ignored += rc == 1;
                         cr_assert_eq(thr_breaker_stat(l, key, strlen(key), &st), 0);
                         m_settle(&m, now);
                         check_status(&m, &st, now, i, "report");
                 } else { /* time passes: short steps, sometimes whole cooldowns or timeouts */
                         long r = random() % 10;
-                        uint64_t d = r < 6 ? (uint64_t)(random() % (long)(8 * U))
+                        uint64_t d = r < 6   ? (uint64_t)(random() % (long)(8 * U))
                                      : r < 9 ? (uint64_t)(random() % (long)(80 * U))
                                              : 130 * U;
                         cr_assert_eq(thr_clock_advance(T.a, d), 0);
@@ -536,8 +532,7 @@ static uint32_t kill_round(thr_limiter *l, const char *key, int hook, int at, bo
         }
         int ws;
         cr_assert_eq(waitpid(pid, &ws, 0), pid);
-        cr_assert(WIFSIGNALED(ws) && WTERMSIG(ws) == SIGKILL, "%s: the child was not killed",
-                  key);
+        cr_assert(WIFSIGNALED(ws) && WTERMSIG(ws) == SIGKILL, "%s: the child was not killed", key);
         struct thr_breaker_status st;
         cr_assert_eq(thr_breaker_stat(l, key, strlen(key), &st), 0);
         cr_assert_eq(st.state, THR_BREAKER_HALF_OPEN);
@@ -601,8 +596,8 @@ Test(breaker, a_caller_killed_at_each_cas_leaves_the_probe_taken_or_not_never_lo
         for (int at = 1; at <= 3; at++) {
                 char key[16];
                 snprintf(key, sizeof(key), "sect%d", at);
-                cr_assert_eq(kill_round(l, key, THR_HOOK_SECTION_ENTERED, at, true),
-                             held[at - 1], "killed at section %d", at);
+                cr_assert_eq(kill_round(l, key, THR_HOOK_SECTION_ENTERED, at, true), held[at - 1],
+                             "killed at section %d", at);
         }
         munmap(KP, sizeof(*KP));
 }
@@ -735,15 +730,23 @@ Test(breaker, scribbled_state_and_bucket_words_end_every_call_and_the_daemon_pas
                         x ^= x << 13, x ^= x >> 7, x ^= x << 17;
                         uint64_t w = x;
                         switch (i % 5) {
-                        case 0: break;                               /* anything */
-                        case 1: w |= 3ull << 62; break;              /* state 3 */
-                        case 2: w = THR_TAT_MARK_MIN + (x & 0xffff); break; /* a mark */
-                        case 3: w &= ~(3ull << 62); break;           /* a valid state */
-                        default: w = 2ull << 62 | (x & 0xffff); break; /* half-open, full */
+                        case 0:
+                                break; /* anything */
+                        case 1:
+                                w |= 3ull << 62;
+                                break; /* state 3 */
+                        case 2:
+                                w = THR_TAT_MARK_MIN + (x & 0xffff);
+                                break; /* a mark */
+                        case 3:
+                                w &= ~(3ull << 62);
+                                break; /* a valid state */
+                        default:
+                                w = 2ull << 62 | (x & 0xffff);
+                                break; /* half-open, full */
                         }
                         atomic_store(&s->state, w);
-                        _Atomic uint64_t *bk =
-                            shm_slot_aux(T.map.base, ttable(&T, "both"), s);
+                        _Atomic uint64_t *bk = shm_slot_aux(T.map.base, ttable(&T, "both"), s);
                         for (int b = 0; b < 8; b++) {
                                 x ^= x << 13, x ^= x >> 7, x ^= x << 17;
                                 atomic_store(&bk[b], x);

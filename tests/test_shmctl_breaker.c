@@ -107,25 +107,25 @@ Test(shmctl_breaker, limiters_keys_and_get_show_each_state_exactly)
         cr_assert(down && probing && flaky && down < probing && probing < flaky, "%s", out);
         char k[32], s[32], c[32], wc[32], wf[32], p[32], sc[32], ra[32];
         line_with(down + 1, "down", line, sizeof(line));
-        cr_assert_eq(sscanf(line, "%31s %31s %31s %31s %31s %31s %31s %31s", k, s, c, wc, wf, p,
-                            sc, ra),
-                     8, "%s", line);
+        cr_assert_eq(
+            sscanf(line, "%31s %31s %31s %31s %31s %31s %31s %31s", k, s, c, wc, wf, p, sc, ra), 8,
+            "%s", line);
         cr_assert_str_eq(s, "open");
         cr_assert_str_eq(c, "5"); /* 4 that tripped it, and the probe's failure */
         cr_assert_str_eq(p, "0");
         cr_assert_str_eq(ra, "629.145ms", "600 U: %s", line);
         line_with(probing + 1, "probing", line, sizeof(line));
-        cr_assert_eq(sscanf(line, "%31s %31s %31s %31s %31s %31s %31s %31s", k, s, c, wc, wf, p,
-                            sc, ra),
-                     8, "%s", line);
+        cr_assert_eq(
+            sscanf(line, "%31s %31s %31s %31s %31s %31s %31s %31s", k, s, c, wc, wf, p, sc, ra), 8,
+            "%s", line);
         cr_assert_str_eq(s, "half-open");
         cr_assert_str_eq(p, "1");
         cr_assert_str_eq(sc, "1");
         cr_assert_str_eq(ra, "-", "a probe place is free");
         line_with(flaky + 1, "flaky", line, sizeof(line));
-        cr_assert_eq(sscanf(line, "%31s %31s %31s %31s %31s %31s %31s %31s", k, s, c, wc, wf, p,
-                            sc, ra),
-                     8, "%s", line);
+        cr_assert_eq(
+            sscanf(line, "%31s %31s %31s %31s %31s %31s %31s %31s", k, s, c, wc, wf, p, sc, ra), 8,
+            "%s", line);
         cr_assert_str_eq(s, "closed");
         cr_assert_str_eq(c, "2");
         cr_assert_str_eq(wc, "3");

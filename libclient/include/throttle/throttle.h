@@ -142,15 +142,15 @@ int thr_limiter_close(thr_limiter *lim);
 
 /* A limiter's configuration as the daemon's config (and its last reload) set it. */
 struct thr_limiter_info {
-        uint32_t kind;      /* THR_LIMITER_GCRA, _WINDOW, _SEMAPHORE, _BUDGET or _BREAKER */
-        uint32_t flags;     /* THR_LIMITER_SERIALIZED */
-        uint64_t rate;      /* GCRA: tokens per PERIOD_NS; window: units per window; 0 else */
-        uint64_t period_ns; /* GCRA: the rate's period; window: its length W; 0 else */
-        uint64_t burst;     /* GCRA: B; window: N (the largest cost); semaphore: max; budget: 0 */
-        uint64_t initial;   /* GCRA: tokens a new key starts with; budget: a new key's balance;
-                             * window: N; semaphore: max */
-        uint64_t leases;    /* semaphore: lease records per key; 0 else */
-        uint64_t level;     /* semaphore: its lock level; 0 else */
+        uint32_t kind;        /* THR_LIMITER_GCRA, _WINDOW, _SEMAPHORE, _BUDGET or _BREAKER */
+        uint32_t flags;       /* THR_LIMITER_SERIALIZED */
+        uint64_t rate;        /* GCRA: tokens per PERIOD_NS; window: units per window; 0 else */
+        uint64_t period_ns;   /* GCRA: the rate's period; window: its length W; 0 else */
+        uint64_t burst;       /* GCRA: B; window: N (the largest cost); semaphore: max; budget: 0 */
+        uint64_t initial;     /* GCRA: tokens a new key starts with; budget: a new key's balance;
+                               * window: N; semaphore: max */
+        uint64_t leases;      /* semaphore: lease records per key; 0 else */
+        uint64_t level;       /* semaphore: its lock level; 0 else */
         uint64_t reserved[4]; /* breaker: [0] cooldown_ns, [1] probe_timeout_ns; else 0 */
 };
 /* A breaker's configuration in thr_limiter_info (the struct's size is part of THROTTLE_0.2):
@@ -420,9 +420,9 @@ int thr_budget_stat(thr_limiter *lim, const void *key, size_t len, struct thr_bu
 
 /* What thr_breaker_allow hands out: report it once with thr_breaker_report. */
 struct thr_breaker_ticket {
-        uint32_t probe;    /* 1: a half-open probe (its outcome decides the breaker) */
-        uint32_t flags;    /* THR_BREAKER_UNTRACKED */
-        uint64_t priv[4];  /* private: which key and which period (opaque) */
+        uint32_t probe;   /* 1: a half-open probe (its outcome decides the breaker) */
+        uint32_t flags;   /* THR_BREAKER_UNTRACKED */
+        uint64_t priv[4]; /* private: which key and which period (opaque) */
 };
 
 /* A breaker key's state (thr_breaker_allow, thr_breaker_stat). */
