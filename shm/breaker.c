@@ -146,8 +146,9 @@ static void closed_report(const struct shm_brk_cfg *c, struct shm_brk *b, uint64
 {
         if (outcome == SHM_BRK_OUT_SUCCESS) {
                 b->consec = 0;
-                if (now < b->t_ns || now - b->t_ns >= c->idle_ttl_ns / 8)
-                        b->t_ns = stamp(now); /* the last use, for idleness (kind.c) */
+                /* the last use, for idleness (kind.c); never written without an idle_ttl */
+                if (c->idle_ttl_ns && (now < b->t_ns || now - b->t_ns >= c->idle_ttl_ns / 8))
+                        b->t_ns = stamp(now);
                 return;
         }
         if (outcome != SHM_BRK_OUT_FAILURE)

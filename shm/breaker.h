@@ -29,7 +29,8 @@
  *   63..62  state: 0 closed, 1 open, 2 half-open (3 is never written: a word with its top twelve
  *           bits set, the table's reserved values, is never a breaker's)
  *   61..22  time, units of 2^20 ns: closed, the last report (a success rewrites it only when it
- *           is idle_ttl / 8 old, so a hot key's successes do not all write; a failure always does)
+ *           is idle_ttl / 8 old, and never with idle_ttl 0, so a hot key's successes do not all
+ *           write; a failure always does)
  *           or the close; open, when it opened; half-open, when the last probe was handed out
  *   21..16  generation (6 bits, wraps): bumped by every transition and every give-up of probes
  *   15..8   consecutive failures, saturating at 255
