@@ -51,9 +51,12 @@ static void setup(void)
             brk_spec("consec", 3, 0, 0, 0, 1, 1),   brk_spec("rate", 0, 50, 4, 800 * MS, 1, 1),
             brk_spec("both", 5, 30, 10, SEC, 3, 2), brk_spec("wide", 1, 0, 0, 0, 15, 3),
             brk_spec("tiny", 2, 0, 0, 0, 1, 1),     tspec("g", 10, SEC, 10, 10),
+            brk_spec("ev", 2, 0, 0, 0, 1, 1),
         };
         s[4].capacity = 2;
         s[4].on_full = THR_FULL_ALLOW;
+        s[6].capacity = 2;
+        s[6].on_full = THR_FULL_EVICT;
         tarena_make(&T, THR_CLOCK_MANUAL, SHM_HUGE_OFF, s, sizeof(s) / sizeof(s[0]));
 }
 
@@ -729,6 +732,21 @@ Test(breaker, a_full_table_with_on_full_allow_lets_calls_through_untracked)
                 cr_assert_eq(thr_breaker_report(l, &t, THR_OUTCOME_FAILURE), un);
         }
         cr_assert_geq(untracked, 1, "the table never filled");
+}
+
+Test(breaker, on_full_evict_takes_only_a_quiet_closed_key)
+{
+        thr_limiter *l = tlim_kept(&T, "ev"); /* capacity 2, on_full = evict, idle_ttl 1 s */
+        struct thr_breaker_ticket t;
+        call(l, "failing", THR_OUTCOME_FAILURE); /* pinned: a consecutive failure */
+        call(l, "fine", THR_OUTCOME_SUCCESS);    /* quiet once idle_ttl / 8 has passed */
+        cr_assert_eq(thr_breaker_allow(l, "third", 5, &t, NULL), -ENOSPC,
+                     "a key used just now was evicted for room");
+        cr_assert_eq(thr_clock_advance(T.a, SEC / 8 + U), 0);
+        cr_assert_eq(thr_breaker_allow(l, "third", 5, &t, NULL), 0, "no room made");
+        cr_assert(!live("ev", "fine"), "the quiet key stays");
+        cr_assert(live("ev", "failing"), "a failing key was evicted for room");
+        cr_assert_eq(thr_breaker_report(l, &t, THR_OUTCOME_FAILURE), 0);
 }
 
 /* ---------------------------------------------------------------- a scribbling client */
