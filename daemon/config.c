@@ -148,6 +148,15 @@ static void config_defaults(struct config *cfg, struct shm_limiter_spec *lim)
          * within its own windows, commonly a second) */
         lim->adapt.dec_pct = 50;
         lim->adapt.interval_ns = 1000000000ull;
+        /* Breakers (kind = breaker): a tripped downstream gets 30 s before a probe, one probe at
+         * a time whose one success closes it (the common breaker); a probe that has not answered
+         * in 30 s is taken as lost (its holder died or hangs) so another may probe; the failure
+         * rate needs 10 calls before it judges (one failure in two calls is no rate). */
+        lim->cooldown_ns = 30ull * 1000000000;
+        lim->probe_timeout_ns = 30ull * 1000000000;
+        lim->probes = 1;
+        lim->successes = 1;
+        lim->min_calls = 10;
         /* burst and initial have derived defaults, applied in end_limiter(): burst = the rate's
          * N (one period's worth at once, as a token bucket user expects), initial = burst (a new
          * key starts full, so a first burst is never refused). */
@@ -202,25 +211,46 @@ static void report(struct parse *p, int line, const char *fmt, ...)
 static int foreign_keys(struct parse *p, const struct shm_limiter_spec *l,
                         const struct lim_lines *ln)
 {
-        enum { G = 1, W = 2, S = 4, B = 8 }; /* the kinds that take a key */
+        enum { G = 1, W = 2, S = 4, B = 8, K = 16 }; /* the kinds that take a key */
         static const struct {
                 int key, kinds;
-        } only[] = {
-            {LK_RATE, G},          {LK_BURST, G},     {LK_INITIAL, G | B},     {LK_LIMIT, W},
-            {LK_WINDOW, W},        {LK_SERIALIZE, W}, {LK_MAX_RESERVE, G | W}, {LK_MAX, S},
-            {LK_LEASES, S},        {LK_LEVEL, S},     {LK_CLOCK_READ, G},      {LK_ADAPTIVE, G},
-            {LK_MIN_RATE, G},      {LK_MAX_RATE, G},  {LK_INCREASE, G},        {LK_DECREASE, G},
-            {LK_ADAPT_INTERVAL, G}};
+        } only[] = {{LK_RATE, G},
+                    {LK_BURST, G},
+                    {LK_INITIAL, G | B},
+                    {LK_LIMIT, W},
+                    {LK_WINDOW, W | K},
+                    {LK_SERIALIZE, W},
+                    {LK_MAX_RESERVE, G | W},
+                    {LK_MAX, S},
+                    {LK_LEASES, S},
+                    {LK_LEVEL, S},
+                    {LK_CLOCK_READ, G},
+                    {LK_FAILURES, K},
+                    {LK_FAILURE_RATE, K},
+                    {LK_MIN_CALLS, K},
+                    {LK_COOLDOWN, K},
+                    {LK_PROBES, K},
+                    {LK_PROBE_TIMEOUT, K},
+                    {LK_SUCCESSES, K},
+                    {LK_ADAPTIVE, G},
+                    {LK_MIN_RATE, G},
+                    {LK_MAX_RATE, G},
+                    {LK_INCREASE, G},
+                    {LK_DECREASE, G},
+                    {LK_ADAPT_INTERVAL, G}};
         int mine = l->kind == THR_KIND_WINDOW      ? W
                    : l->kind == THR_KIND_SEMAPHORE ? S
                    : l->kind == THR_KIND_BUDGET    ? B
+                   : l->kind == THR_KIND_BREAKER   ? K
                                                    : G;
         static const char *const takes[] = {
             [G] = "a GCRA limiter takes rate (and burst, initial)",
             [W] = "a window limiter takes limit and window (e.g. limit = 1000, window = 2s)",
             [S] = "a semaphore limiter takes max, leases_per_key and level (e.g. max = 42)",
             [B] = "a budget limiter takes initial (the balance a new key starts with, e.g. "
-                  "initial = 100)"};
+                  "initial = 100)",
+            [K] = "a breaker takes failures, failure_rate, min_calls, window, cooldown, probes, "
+                  "probe_timeout and successes (e.g. failures = 5, cooldown = 30s)"};
         int bad = 0;
         for (size_t k = 0; k < sizeof(only) / sizeof(only[0]); k++) {
                 if (!ln->at[only[k].key] || (only[k].kinds & mine))
@@ -353,6 +383,35 @@ static bool end_adaptive(struct parse *p, struct shm_limiter_spec *l, const stru
         return true;
 }
 
+/* A breaker's checks: a trip rule, a window for the rate, the rest by shm_params_make; each
+ * fault at the line of the key it is about (the section's header when a key is missing). */
+static void end_breaker(struct parse *p, struct shm_limiter_spec *l, const struct lim_lines *ln)
+{
+        struct thr_params prm;
+        char why[480];
+        if (!l->failures && !l->failure_rate) {
+                if (!ln->garbled)
+                        report(p,
+                               ln->at[LK_FAILURES]       ? ln->at[LK_FAILURES]
+                               : ln->at[LK_FAILURE_RATE] ? ln->at[LK_FAILURE_RATE]
+                                                         : ln->header,
+                               "breaker '%s' needs a rule that trips it: failures = N "
+                               "(consecutive, e.g. failures = 5) or failure_rate = P%% (with "
+                               "window and min_calls)",
+                               l->name);
+                return;
+        }
+        if (l->failure_rate && !ln->at[LK_WINDOW]) {
+                report(p, ln->at[LK_FAILURE_RATE],
+                       "breaker '%s': failure_rate needs window (the sliding window it is "
+                       "judged over, e.g. window = 10s)",
+                       l->name);
+                return;
+        }
+        if (shm_params_make(l, 0, &prm, why, sizeof(why)) < 0)
+                report(p, ln->at[LK_WINDOW] ? ln->at[LK_WINDOW] : ln->header, "%s", why);
+}
+
 /* The checks that need all of a limiter's keys, run when its section ends. */
 static void end_limiter(struct parse *p, size_t i)
 {
@@ -372,6 +431,11 @@ static void end_limiter(struct parse *p, size_t i)
         if (l->kind == THR_KIND_SEMAPHORE) {
                 if (!ln->bad)
                         end_semaphore(p, l, ln);
+                return;
+        }
+        if (l->kind == THR_KIND_BREAKER) {
+                if (!ln->bad)
+                        end_breaker(p, l, ln);
                 return;
         }
         if (l->kind == THR_KIND_BUDGET) {

@@ -34,6 +34,13 @@ enum {
         LK_INCREASE,
         LK_DECREASE,
         LK_ADAPT_INTERVAL,
+        LK_FAILURES,
+        LK_FAILURE_RATE,
+        LK_MIN_CALLS,
+        LK_COOLDOWN,
+        LK_PROBES,
+        LK_PROBE_TIMEOUT,
+        LK_SUCCESSES,
         LK_COUNT
 };
 

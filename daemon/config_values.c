@@ -498,9 +498,31 @@ static int set_kind(const struct config_key *k, void *field, const char *v, char
                 *(uint32_t *)field = THR_KIND_SEMAPHORE;
         else if (!strcasecmp(v, "budget"))
                 *(uint32_t *)field = THR_KIND_BUDGET;
+        else if (!strcasecmp(v, "breaker"))
+                *(uint32_t *)field = THR_KIND_BREAKER;
         else
                 return say(why, n, -EINVAL,
-                           "unknown kind '%s' (one of gcra, window, semaphore, budget)", v);
+                           "unknown kind '%s' (one of gcra, window, semaphore, budget, breaker)",
+                           v);
+        return 0;
+}
+
+/* A percentage: "50%" (the sign may be left out), K->lo to K->hi. */
+static int set_percent(const struct config_key *k, void *field, const char *v, char *why, size_t n)
+{
+        char num[32];
+        size_t len = strlen(v);
+        if (len && v[len - 1] == '%')
+                len--;
+        if (len == 0 || len >= sizeof(num))
+                return say(why, n, -EINVAL, "'%s' is not a percentage (e.g. 50%%)", v);
+        memcpy(num, v, len);
+        num[len] = '\0';
+        if (num_range(num, k->lo, k->hi, field, why, n) < 0)
+                return say(why, n, -EINVAL,
+                           "'%s' is not a percentage from %" PRIu64 "%% to %" PRIu64 "%% (e.g. "
+                           "50%%)",
+                           v, k->lo, k->hi);
         return 0;
 }
 
@@ -608,4 +630,13 @@ const struct config_key config_limiter_keys[] = {
     [LK_DECREASE] = {"decrease", set_decrease, 0, 0, 0},
     [LK_ADAPT_INTERVAL] = {"adapt_interval", set_duration, LIM(adapt.interval_ns), 1000000,
                            3600000000000ull},
+    /* breaker (shm/breaker.h): the state word's fields bound failures, probes and successes;
+     * min_calls by what the window's 8 buckets count */
+    [LK_FAILURES] = {"failures", set_u64, LIM(failures), 0, THR_BRK_FAILURES_MAX},
+    [LK_FAILURE_RATE] = {"failure_rate", set_percent, LIM(failure_rate), 0, 100},
+    [LK_MIN_CALLS] = {"min_calls", set_u64, LIM(min_calls), 1, THR_BRK_MIN_CALLS_MAX},
+    [LK_COOLDOWN] = {"cooldown", set_duration, LIM(cooldown_ns), 1, THR_HORIZON_NS},
+    [LK_PROBES] = {"probes", set_u64, LIM(probes), 1, THR_BRK_PROBES_MAX},
+    [LK_PROBE_TIMEOUT] = {"probe_timeout", set_duration, LIM(probe_timeout_ns), 1, THR_HORIZON_NS},
+    [LK_SUCCESSES] = {"successes", set_u64, LIM(successes), 1, THR_BRK_SUCCESSES_MAX},
     [LK_COUNT] = {NULL, NULL, 0, 0, 0}};

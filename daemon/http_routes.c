@@ -42,6 +42,8 @@ static const char *kind_name(uint32_t kind)
                 return "semaphore";
         case THR_LIMITER_BUDGET:
                 return "budget";
+        case THR_LIMITER_BREAKER: /* its calls are not routed over HTTP (yet): only its info */
+                return "breaker";
         default:
                 return "unknown";
         }

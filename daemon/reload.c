@@ -116,7 +116,7 @@ static const char *on_full_name(uint32_t f)
                                      : "?";
 }
 
-#define KV_MAX 12
+#define KV_MAX 12 /* a breaker's 8, then the 3 every kind has */
 struct kv {
         const char *key;
         char val[64];
@@ -153,6 +153,19 @@ static size_t params_kv(const struct thr_params *p, struct kv *kv)
                 break;
         case THR_KIND_BUDGET:
                 KV("initial", "%" PRIu64, p->initial);
+                break;
+        case THR_KIND_BREAKER:
+                KV("failures", "%" PRIu64, p->rate_n);
+                KV("failure_rate", "%" PRIu64 "%%", p->burst);
+                KV("min_calls", "%" PRIu64, p->initial);
+                fmt_dur(p->period_ns, a, sizeof(a));
+                KV("window", "%s", a);
+                fmt_dur(p->max_reserve_units, a, sizeof(a));
+                KV("cooldown", "%s", a);
+                KV("probes", "%" PRIu64, p->level);
+                fmt_dur(p->leases, a, sizeof(a));
+                KV("probe_timeout", "%s", a);
+                KV("successes", "%" PRIu64, p->reserved);
                 break;
         default:
                 break;

@@ -316,6 +316,8 @@ static void key_eval(struct ctx *c, const struct shmctl_lim *l, const struct thr
                 sem_eval(c, l, s, k);
         else if (l->p.kind == THR_KIND_BUDGET) /* its header: the snapshot checked it fits */
                 budget_eval(l, shm_slot_aux(c->map.base, &l->t, s), k);
+        else if (l->p.kind == THR_KIND_BREAKER) /* its buckets: the snapshot checked they fit */
+                breaker_eval(l, shm_slot_aux(c->map.base, &l->t, s), now, k);
         else
                 gcra_eval(l, now, k);
 }
@@ -624,6 +626,8 @@ static int key_absent(struct ctx *c, const struct shmctl_lim *l, uint64_t now, s
                 k->sem.remainder = (int64_t)p->rate_n; /* max is at most 65535 */
         } else if (p->kind == THR_KIND_BUDGET) {
                 budget_eval(l, aux, k);
+        } else if (p->kind == THR_KIND_BREAKER) {
+                breaker_eval(l, aux, now, k);
         } else {
                 if (k->tat == start)
                         k->tat = THR_TAT_FRESH; /* the same bucket, shown as a fresh key's */
@@ -685,15 +689,16 @@ static void help(void)
         printf("\nInspect a throttle arena, read-only (but for budget add).\n\n"
                "  status     the arena's header: backing, clock, limiters, readers, daemon,\n"
                "             grace periods, eviction totals\n"
-               "  limiters   each limiter: kind (gcra, window, semaphore, budget), rate, burst,\n"
-               "             initial (a budget's: a new key's balance), serialized, occupancy,\n"
-               "             bytes per key, idle_ttl, on_full, eviction counters, live or\n"
-               "             retired; a semaphore's units held over its keys\n"
+               "  limiters   each limiter: kind (gcra, window, semaphore, budget, breaker), rate,\n"
+               "             burst, initial (a budget's: a new key's balance), serialized,\n"
+               "             occupancy, bytes per key, idle_ttl, on_full, eviction counters,\n"
+               "             live or retired; a semaphore's units held over its keys\n"
                "             and max, leases per key, and acquires pending (and, when any\n"
                "             is queued, the lowest remainder, units pending, longest pending)\n"
                "  readers    each reader record in use: owner, grace period, liveness\n"
                "  keys       a limiter's live keys, most indebted (semaphore: most held;\n"
-               "             budget: paused, most needed, then lowest balance) first\n"
+               "             budget: paused, most needed, then lowest balance; breaker: open,\n"
+               "             half-open, then most failing) first\n"
                "             (-n N: the first N, default %d; 0: all)\n"
                "  get        one key: GCRA, its remaining tokens, reset time and state; window,\n"
                "             its units in the window, oldest, next free and reset times, and\n"
@@ -701,7 +706,9 @@ static void help(void)
                "             of max, leases in use, and acquires pending (and their amounts;\n"
                "             when any is queued, remainder, units pending, longest pending);\n"
                "             budget, its balance and, when paused (spenders queued: no\n"
-               "             budget), their number, units needed, the oldest's need; a key\n"
+               "             budget), their number, units needed, the oldest's need; breaker,\n"
+               "             its state, consecutive failures, window calls and failures,\n"
+               "             probes out, half-open successes, time until a call may go; a key\n"
                "             a composed call holds: marked by reader R (call seq S); a key\n"
                "             not in the table: absent, with the state its first call starts\n"
                "             from (GCRA: initial tokens; a budget: its initial balance)\n"

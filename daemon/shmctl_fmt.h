@@ -76,6 +76,13 @@ void sem_json(const struct shmctl_lim *l, const struct shmctl_key *k, bool queue
 void budget_table(const struct key_rows *kr, long shown);
 void budget_json(const struct shmctl_lim *l, const struct shmctl_key *k);
 
+/* shmctl_breaker.c: a breaker key's table and JSON object; the limiter's configuration as the
+ * keys' heading (UNIT) and as JSON members (each followed by a comma). */
+void breaker_table(const struct key_rows *kr, long shown);
+void breaker_json(const struct shmctl_key *k);
+void breaker_unit(const struct shmctl_lim *l, char *out, size_t len);
+void breaker_lim_json(const struct shmctl_lim *l);
+
 /* shmctl_compose.c: a marked key (K->mark.on) as text ("marked by reader R (call seq S, ...)");
  * as a row's cells: DASHES cells "-", then that text; as the JSON member ",\"marked\":{...}"
  * (nothing for a key not marked). */

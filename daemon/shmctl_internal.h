@@ -56,6 +56,9 @@ int cmd_leases(struct ctx *c);
  * from S (false: not a whole number from 1 to THR_BUDGET_MAX); the `budget add` verb, the one
  * write shmctl makes (through the client library). */
 void budget_eval(const struct shmctl_lim *l, const void *aux, struct shmctl_key *k);
+/* shmctl_breaker.c: a breaker key (its state word K->tat, and its window's buckets in AUX, which
+ * the snapshot checked to fit; NULL for none) at arena time NOW into K. */
+void breaker_eval(const struct shmctl_lim *l, const void *aux, uint64_t now, struct shmctl_key *k);
 bool budget_amount(const char *s, uint64_t *out);
 int cmd_budget(struct ctx *c);
 

@@ -150,6 +150,11 @@ static bool is_sem(const struct shmctl_lim *l)
         return l->p.kind == THR_KIND_SEMAPHORE;
 }
 
+static bool is_breaker(const struct shmctl_lim *l)
+{
+        return l->p.kind == THR_KIND_BREAKER;
+}
+
 static bool is_budget(const struct shmctl_lim *l)
 {
         return l->p.kind == THR_KIND_BUDGET;
@@ -416,7 +421,8 @@ static void lim_row(const void *data, long i, char cells[][CELL])
         escape(cells[0], CELL, l->name, strlen(l->name), false);
         snprintf(cells[1], CELL, "%s", dir_state_name(l->state));
         snprintf(cells[2], CELL, "%s", shm_kind_name(l->p.kind));
-        if (is_sem(l) || is_budget(l)) { /* no rate: a semaphore's max is in HELD */
+        if (is_sem(l) || is_budget(l) || is_breaker(l)) { /* no rate: a semaphore's max is in
+                                                           * HELD, a breaker's config in JSON */
                 strcpy(cells[3], "-");
                 strcpy(cells[4], "-");
                 strcpy(cells[5], "-");
@@ -455,7 +461,7 @@ static void lim_row(const void *data, long i, char cells[][CELL])
 static void lim_json(const struct shmctl_lim *l)
 {
         char name[CELL], rate[48] = "null", pct[32];
-        if (!is_sem(l) && !is_budget(l)) { /* no rate (their period is 0) */
+        if (!is_sem(l) && !is_budget(l) && !is_breaker(l)) { /* no rate (their period is 0) */
                 rate[0] = '"';
                 fmt_rate(rate + 1, sizeof(rate) - 2, l->p.rate_n, l->p.period_ns);
                 strcat(rate, "\"");
@@ -465,6 +471,8 @@ static void lim_json(const struct shmctl_lim *l)
                escape(name, sizeof(name), l->name, strlen(l->name), true), rate, l->p.rate_n,
                l->p.period_ns, l->p.burst, l->p.initial);
         printf("\"kind\":\"%s\",", shm_kind_name(l->p.kind));
+        if (is_breaker(l))
+                breaker_lim_json(l);
         if (is_window(l))
                 printf("\"limit\":%" PRIu64 ",\"window_ns\":%" PRIu64 ",", l->p.rate_n,
                        l->p.period_ns);
@@ -772,6 +780,8 @@ static void key_json(const struct shmctl_lim *l, const struct shmctl_key *k, uin
                 sem_json(l, k, queue);
         else if (is_budget(l))
                 budget_json(l, k);
+        else if (is_breaker(l))
+                breaker_json(k);
         else
                 gcra_json(l, k);
 }
@@ -799,6 +809,8 @@ static void keys_human(const struct shmctl_lim *l, const struct shmctl_key *v, l
                          is_serial(l) ? ", serialized" : "");
         } else if (is_budget(l)) {
                 snprintf(unit, sizeof(unit), "budget, new keys start at %" PRIu64, l->p.initial);
+        } else if (is_breaker(l)) {
+                breaker_unit(l, unit, sizeof(unit));
         } else if (is_sem(l)) {
                 int u = snprintf(unit, sizeof(unit),
                                  "semaphore of max %" PRIu64 ", %" PRIu64 " leases a key",
@@ -817,6 +829,8 @@ static void keys_human(const struct shmctl_lim *l, const struct shmctl_key *v, l
                 sem_table(&kr, shown);
         else if (shown > 0 && is_budget(l))
                 budget_table(&kr, shown);
+        else if (shown > 0 && is_breaker(l))
+                breaker_table(&kr, shown);
         else if (shown > 0)
                 table_print(is_window(l) ? &wcols : &gcols, is_window(l) ? window_row : gcra_row,
                             &kr, shown);
@@ -837,6 +851,10 @@ static void keys_json(const struct shmctl_lim *l, const struct shmctl_key *v, lo
                        l->p.rate_n, l->p.leases);
         if (is_budget(l))
                 printf("\"kind\":\"budget\",\"initial\":%" PRIu64 ",", l->p.initial);
+        if (is_breaker(l)) {
+                printf("\"kind\":\"breaker\",");
+                breaker_lim_json(l);
+        }
         printf("\"now_ns\":%" PRIu64 ",\"units_per_ns\":%" PRIu64 ",\"live\":%ld,\"shown\":%ld,"
                "\"keys\":[",
                now_ns, l->p.k, total, shown);
@@ -853,9 +871,10 @@ void shmctl_out_keys(const struct shmctl_lim *l, const struct shmctl_key *v, lon
 {
         char what[96];
         snprintf(what, sizeof(what), "%ld live keys, %ld shown, %s first", total, shown,
-                 is_sem(l)      ? "most held"
-                 : is_budget(l) ? "paused, then lowest balance"
-                                : "most indebted");
+                 is_sem(l)       ? "most held"
+                 : is_budget(l)  ? "paused, then lowest balance"
+                 : is_breaker(l) ? "open, half-open, then most failing"
+                                 : "most indebted");
         if (json)
                 keys_json(l, v, total, shown, now_ns);
         else

@@ -137,6 +137,19 @@ struct shmctl_mark {
         uint64_t pid; /* the record's owner pid, as it wrote it (informational) */
 };
 
+/* A breaker key (shm/breaker.h), its state word decoded and settled at the arena's time. */
+struct shmctl_brk {
+        bool valid;        /* the word decodes (state 0 to 2) */
+        uint32_t state;    /* SHM_BRK_CLOSED, _OPEN, _HALF_OPEN */
+        uint32_t consec;   /* consecutive failures */
+        uint32_t inflight; /* probes in flight */
+        uint32_t succ;     /* half-open successes */
+        uint32_t gen;      /* its period's generation */
+        uint64_t calls;    /* the window's (closed, with a failure rate) */
+        uint64_t fails;
+        uint64_t retry_ns; /* until a call may go through (0: now) */
+};
+
 /* One live key, snapshotted and evaluated at one arena time. */
 struct shmctl_key {
         uint8_t bytes[THR_KEY_INLINE]; /* the key's stored form (layout.h): a long key's is its
@@ -150,6 +163,7 @@ struct shmctl_key {
         struct shmctl_hold hold;  /* serialized window keys only */
         struct shmctl_sem sem;    /* semaphore keys only */
         struct shmctl_budget bud; /* budget keys only */
+        struct shmctl_brk brk;    /* breaker keys only */
         struct shmctl_mark mark;  /* a marked state word: the columns above mean nothing */
         bool absent; /* `get` of a key not in the table: the state its first call starts from */
 };

@@ -58,6 +58,7 @@
 #include <unistd.h>
 
 #include "client_internal.h"
+#include "breaker.h"
 #include "budget.h"
 #include "compose.h"
 #include "kind.h"
@@ -217,6 +218,16 @@ int thr_limiter_info(thr_limiter *l, struct thr_limiter_info *info)
         case THR_KIND_BUDGET:
                 info->initial = p.initial;
                 return 0;
+        case THR_KIND_BREAKER: /* the mapping is throttle.h's, under struct thr_limiter_info */
+                info->rate = p.rate_n;
+                info->burst = p.burst;
+                info->initial = p.initial;
+                info->period_ns = p.period_ns;
+                info->leases = p.level;
+                info->level = p.reserved;
+                info->reserved[0] = p.max_reserve_units;
+                info->reserved[1] = p.leases;
+                return 0;
         default:
                 *info = (struct thr_limiter_info){0};
                 return -EBADMSG;
@@ -242,6 +253,8 @@ static inline const struct thr_params *lim_params_for(const thr_limiter *l, bool
                 return p;
         if (p->kind == THR_KIND_BUDGET) /* try, and the budget calls (locate too) */
                 return p->k == 1 && p->burst == THR_BUDGET_MAX ? p : NULL;
+        if (p->kind == THR_KIND_BREAKER) /* the breaker calls only, through locate: pinned */
+                return serial ? p : NULL;
         if (p->kind == THR_KIND_SEMAPHORE) /* the semaphore calls only, through locate */
                 return serial && p->leases && p->leases <= l->sem_leases && p->rate_n &&
                                p->rate_n <= THR_SEM_MAX
@@ -272,6 +285,8 @@ params_pin(const thr_limiter *l, const struct thr_params *p, uint32_t kind, bool
                                copy->initial <= THR_BUDGET_MAX
                            ? copy
                            : NULL;
+        if (kind == THR_KIND_BREAKER)
+                return serial && shm_brk_params_ok(copy) ? copy : NULL;
         if (kind == THR_KIND_SEMAPHORE)
                 return serial && copy->leases && copy->leases <= l->sem_leases && copy->rate_n &&
                                copy->rate_n <= THR_SEM_MAX && copy->level < THR_SEM_LEVELS
@@ -926,8 +941,9 @@ static int op_full(struct op *o, const struct req *rq, struct verdict *v)
                 o->slot = NULL; /* nothing recorded: a reservation cannot be given back */
                 return 0;
         }
-        if (rq->mode != OP_TRY || o->kind == THR_KIND_BUDGET)
-                return -ENOSPC; /* a balance is never decided unrecorded */
+        if (rq->mode != OP_TRY || o->kind == THR_KIND_BUDGET || o->kind == THR_KIND_BREAKER)
+                return -ENOSPC; /* a balance is never decided unrecorded; a breaker's caller
+                                 * applies its own on_full (breaker.c) */
         uint64_t gap = o->kind == THR_KIND_GCRA ? o->p->t_units
                        : o->kind == THR_KIND_BUDGET
                            ? UINT64_MAX
@@ -1127,6 +1143,16 @@ const struct thr_params *thr_budget_record(const thr_limiter *l, struct thr_para
         if (off - l->params_lo > l->params_span || off % _Alignof(struct thr_params))
                 return NULL;
         return params_pin(l, shm_at(l->a->map.base, off), THR_KIND_BUDGET, true, copy);
+}
+
+/* A breaker limiter's record, even retired (a ticket handed out before a reload removed the
+ * limiter is still reported on its table), copied to COPY and checked there, or NULL. */
+const struct thr_params *thr_breaker_record(const thr_limiter *l, struct thr_params *copy)
+{
+        uint64_t off = atomic_load_explicit(&l->de->params_off, memory_order_acquire);
+        if (off - l->params_lo > l->params_span || off % _Alignof(struct thr_params))
+                return NULL;
+        return params_pin(l, shm_at(l->a->map.base, off), THR_KIND_BREAKER, true, copy);
 }
 
 /* A serialized limiter's record, even retired (a hold taken before a reload removed the limiter

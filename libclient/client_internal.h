@@ -102,6 +102,7 @@ int thr_member_refund(thr_limiter *l, struct thr_slot *s, uint64_t prev, uint64_
                       uint64_t cost, uint64_t stamp, struct thr_member_refund *out);
 
 const struct thr_params *thr_budget_record(const thr_limiter *l, struct thr_params *copy);
+const struct thr_params *thr_breaker_record(const thr_limiter *l, struct thr_params *copy);
 #define THR_OP_ADD    1u
 #define THR_OP_STORED 2u
 #define THR_OP_QUIET  4u /* a spend the caller counts (thr_lim_count) */

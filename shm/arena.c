@@ -225,6 +225,7 @@ static int params_check(const struct thr_params *p, uint64_t off, char *err, siz
                        : p->kind == THR_KIND_WINDOW    ? window_ok(p)
                        : p->kind == THR_KIND_SEMAPHORE ? sem_ok(p)
                        : p->kind == THR_KIND_BUDGET    ? budget_ok(p)
+                       : p->kind == THR_KIND_BREAKER   ? shm_brk_params_ok(p)
                                                        : false;
         if (!kind_ok || p->size != sizeof(*p) || p->on_full > THR_FULL_EVICT ||
             p->idle_ttl_ns > THR_HORIZON_NS || p->lock_wait_ns > THR_LOCK_WAIT_MAX_NS)
@@ -364,6 +365,11 @@ static int snap_fill(const void *base, size_t len, struct shm_lim_snap *s, char 
         if (rc == 0 && s->params.kind == THR_KIND_BUDGET && s->table.aux_stride < THR_BUDGET_HDR)
                 rc = shm_seterr(err, errlen, -EBADMSG,
                                 "limiter %u: a budget key's header does not fit its table's "
+                                "%u-byte keys",
+                                s->idx, s->table.aux_stride);
+        if (rc == 0 && s->params.kind == THR_KIND_BREAKER && s->table.aux_stride < THR_BRK_AUX)
+                rc = shm_seterr(err, errlen, -EBADMSG,
+                                "limiter %u: a breaker key's window does not fit its table's "
                                 "%u-byte keys",
                                 s->idx, s->table.aux_stride);
         if (rc == 0 && s->params.kind == THR_KIND_SEMAPHORE &&

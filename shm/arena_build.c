@@ -895,8 +895,9 @@ int shm_table_geometry(const struct shm_limiter_spec *s, struct geometry *g)
                             ? (uint32_t)shm_window_stride(s->rate_n)
                         : s->kind == THR_KIND_SEMAPHORE && s->leases <= THR_SEM_LEASES_MAX
                             ? (uint32_t)shm_sem_stride(s->leases)
-                        : s->kind == THR_KIND_BUDGET ? THR_BUDGET_HDR
-                                                     : 0;
+                        : s->kind == THR_KIND_BUDGET  ? THR_BUDGET_HDR
+                        : s->kind == THR_KIND_BREAKER ? THR_BRK_AUX
+                                                      : 0;
         /* at most 2^32 * 1.5 slots of at most 64 + 131136 bytes: no overflow in 64 bits */
         g->bytes = sizeof(struct thr_table) + (uint64_t)n * sizeof(struct thr_shard) +
                    (uint64_t)n * slots * (THR_SLOT_SIZE + g->aux_stride);

@@ -28,6 +28,14 @@ struct shm_limiter_spec {
         uint64_t leases;         /* semaphore: lease records per key (rate_n is its max) */
         uint64_t level;          /* semaphore: lock level, 0 to THR_SEM_LEVELS - 1 (peer.h) */
         uint32_t clock_read;     /* enum thr_clock_read (clock.h): GCRA only; 0 is precise */
+        /* breaker (breaker.h); its window is period_ns */
+        uint64_t failures;         /* consecutive failures that trip it; 0: rule off */
+        uint64_t failure_rate;     /* percent of the window's calls failed that trips it; 0 off */
+        uint64_t min_calls;        /* calls the window needs before its rate counts */
+        uint64_t cooldown_ns;      /* open -> half-open */
+        uint64_t probes;           /* concurrent probes in half-open */
+        uint64_t probe_timeout_ns; /* a probe not reported by then is given up */
+        uint64_t successes;        /* probe successes that close it */
         /* the daemon's policy for an adaptive GCRA limiter (daemon/adapt.c); shm ignores it.
          * Rates are counts per the limiter's period_ns. */
         struct shm_adapt_spec {

@@ -3,6 +3,7 @@
  */
 #include <string.h>
 
+#include "breaker.h"
 #include "budget.h"
 #include "compose.h"
 #include "kind.h"
@@ -19,6 +20,11 @@ static bool pinned(const struct thr_params *p, const void *aux)
 uint64_t shm_kind_fresh(const struct thr_params *p, void *aux, uint64_t start, uint64_t now,
                         uint64_t floor)
 {
+        if (p && p->kind == THR_KIND_BREAKER) {
+                /* closed, no failures, an empty window (an evicted key held nothing: breaker.h) */
+                memset(aux, 0, THR_BRK_AUX);
+                return 0;
+        }
         if (p && p->kind == THR_KIND_BUDGET) {
                 /* a new key has the initial balance (an evicted one had it too: budget.h) */
                 memset(aux, 0, THR_BUDGET_HDR);
@@ -47,6 +53,8 @@ uint64_t shm_kind_debt(const struct thr_params *p, const void *aux, uint64_t sta
                 return shm_sem_pinned(p, aux) ? UINT64_MAX : 0;
         if (p && p->kind == THR_KIND_BUDGET)
                 return shm_budget_pinned(p, state) ? UINT64_MAX : 0;
+        if (p && p->kind == THR_KIND_BREAKER)
+                return shm_brk_pinned(p, state, now) ? UINT64_MAX : 0;
         if (p && p->kind == THR_KIND_WINDOW)
                 return pinned(p, aux) ? UINT64_MAX
                                       : shm_window_debt(p, shm_window_log((void *)aux), state, now);
@@ -55,7 +63,8 @@ uint64_t shm_kind_debt(const struct thr_params *p, const void *aux, uint64_t sta
 
 uint64_t shm_kind_floor_of(const struct thr_params *p, const void *aux, uint64_t state)
 {
-        if (p && (p->kind == THR_KIND_SEMAPHORE || p->kind == THR_KIND_BUDGET))
+        if (p && (p->kind == THR_KIND_SEMAPHORE || p->kind == THR_KIND_BUDGET ||
+                  p->kind == THR_KIND_BREAKER))
                 return 0; /* an idle semaphore key holds nothing, a budget key evicted had its
                            * initial balance: evicting either leaves no debt */
         if (p && p->kind == THR_KIND_WINDOW)
@@ -70,6 +79,8 @@ bool shm_kind_idle(const struct thr_params *p, const void *aux, uint64_t state, 
                 return false;
         if (p->kind == THR_KIND_SEMAPHORE)
                 return !shm_sem_pinned(p, aux) && now >= ttl && state <= now - ttl;
+        if (p->kind == THR_KIND_BREAKER)
+                return shm_brk_idle(p, state, now, ttl);
         if (p->kind == THR_KIND_BUDGET) /* no time of last use: its balance is the whole state */
                 return !shm_budget_pinned(p, state);
         if (p->kind == THR_KIND_WINDOW)

@@ -23,6 +23,7 @@ static inline const char *shm_kind_name(uint32_t kind)
                : kind == THR_KIND_WINDOW    ? "window"
                : kind == THR_KIND_SEMAPHORE ? "semaphore"
                : kind == THR_KIND_BUDGET    ? "budget"
+               : kind == THR_KIND_BREAKER   ? "breaker"
                                             : "unknown";
 }
 

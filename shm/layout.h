@@ -101,6 +101,8 @@
  *   the first request starts it at now + (B - initial) * T (clients insert with that start
  *   already computed).
  *   Budget: the key's balance, THR_BUDGET_WAITERS set while spenders wait (budget.h).
+ *   Breaker: state | time | generation | consecutive failures | successes | probes in flight,
+ *   top two bits never 11 (breaker.h), with 8 window bucket words in the aux storage.
  *   Window: the number of units ever admitted for the key (U), with its log in the slot's aux
  *   storage: a 64-byte header, then a ring of N + THR_WINDOW_SLACK words, unit u's admission time
  *   (ns + 1, 0 for none) in word u mod (N + THR_WINDOW_SLACK) (window.h has the protocol).
@@ -146,9 +148,10 @@
  * 64 bytes with long keys stored digested; lookups stop at the home slot's reach (thr_slot.reach),
  * which older clients never set. 12: the limiter counters (lcount_off), which older clients would
  * not write (their decisions missing from the daemon's metrics), and the daemon's reload verdict
- * (reload_begun ... reload_msg). Older arenas must be recreated.
+ * (reload_begun ... reload_msg). 13: circuit breakers (THR_KIND_BREAKER), which older clients
+ * would take for a corrupt record. Older arenas must be recreated.
  */
-#define THR_LAYOUT_MAJOR   12u
+#define THR_LAYOUT_MAJOR   13u
 #define THR_LAYOUT_MINOR   0u
 #define THR_HDR_SIZE       4096u
 #define THR_RELOAD_MSG     2048u /* bytes of the header's last reload message */
@@ -200,7 +203,8 @@ enum thr_limiter_kind {
         THR_KIND_GCRA = 1,
         THR_KIND_WINDOW = 2,
         THR_KIND_SEMAPHORE = 3,
-        THR_KIND_BUDGET = 4
+        THR_KIND_BUDGET = 4,
+        THR_KIND_BREAKER = 5
 };
 
 /* thr_params.flags */
@@ -246,6 +250,18 @@ enum thr_clock_read {
 #define THR_BUDGET_WAITERS (1ull << 62)
 #define THR_BUDGET_MAX     (THR_BUDGET_WAITERS - 1) /* largest balance */
 #define THR_BUDGET_HDR     64u                      /* a key's aux storage: struct thr_budget */
+
+/* Breaker limiters (breaker.h): closed / open / half-open per key in the state word, the sliding
+ * window's 8 bucket words in the key's aux storage (THR_BRK_AUX bytes). The record carries:
+ * rate_n = failures (consecutive, 0 off), burst = failure_rate (percent, 0 off), initial =
+ * min_calls, period_ns = window, max_reserve_units = cooldown ns, leases = probe_timeout ns,
+ * level = probes, reserved = successes; k = t_units = 1, bt_units = 0, flags = 0. */
+#define THR_BRK_FAILURES_MAX  255u       /* consecutive failures are 8 bits of the word */
+#define THR_BRK_PROBES_MAX    15u        /* probes in flight: 4 bits */
+#define THR_BRK_SUCCESSES_MAX 15u        /* half-open successes: 4 bits */
+#define THR_BRK_MIN_CALLS_MAX (1u << 23) /* a window's 8 buckets count up to 2^20 - 1 calls */
+#define THR_BRK_TIME_SHIFT    20u        /* the word's times: units of 2^20 ns, rounded up */
+#define THR_BRK_AUX           64u        /* a key's aux storage: 8 bucket words */
 
 /*
  * thr_reader.wait_state: the futex word a waiter sleeps on (serial.h, sem.h): a state in its low
@@ -406,6 +422,7 @@ struct thr_params {
         uint64_t reserved;
         /* kind = THR_KIND_SEMAPHORE reuses: rate_n = burst = initial = max; period_ns = 0; k = 1,
          * t_units = 1 (times are ns), bt_units = 0; max_reserve_units = the longest lease ttl, ns.
+         * kind = THR_KIND_BREAKER reuses: see THR_BRK_FAILURES_MAX above.
          * kind = THR_KIND_WINDOW reuses: rate_n = N units per period_ns = W ns; burst = initial =
          * N (the largest cost); k = 1 and t_units = 1 (its times are ns), bt_units = 0 */
 };

@@ -181,11 +181,71 @@ static int budget_make(const struct shm_limiter_spec *s, uint64_t gen, struct th
         return 0;
 }
 
+/* kind = breaker: closed / open / half-open per key (breaker.h); the record's fields are listed at
+ * THR_BRK_FAILURES_MAX (layout.h). */
+static int breaker_make(const struct shm_limiter_spec *s, uint64_t gen, struct thr_params *out,
+                        char *err, size_t errlen)
+{
+        if (s->failures > THR_BRK_FAILURES_MAX)
+                return fail(err, errlen, -ERANGE, s->name,
+                            "failures must be 0 (off) to %u (got %" PRIu64 ")",
+                            THR_BRK_FAILURES_MAX, s->failures);
+        if (s->failure_rate > 100)
+                return fail(err, errlen, -ERANGE, s->name,
+                            "failure_rate must be 0%% (off) to 100%% (got %" PRIu64 "%%)",
+                            s->failure_rate);
+        if (!s->failures && !s->failure_rate)
+                return fail(err, errlen, -EINVAL, s->name,
+                            "a breaker needs a rule that trips it: failures = N (consecutive) or "
+                            "failure_rate = P%% (with window and min_calls)");
+        if (s->failure_rate && (s->period_ns < 8 || s->period_ns > THR_HORIZON_NS))
+                return fail(err, errlen, -EINVAL, s->name,
+                            "failure_rate needs a window of 8 ns to 20 years (e.g. window = 10s)");
+        if (s->failure_rate && (s->min_calls < 1 || s->min_calls > THR_BRK_MIN_CALLS_MAX))
+                return fail(err, errlen, -ERANGE, s->name,
+                            "min_calls must be 1 to %u (got %" PRIu64 ")", THR_BRK_MIN_CALLS_MAX,
+                            s->min_calls);
+        if (s->probes < 1 || s->probes > THR_BRK_PROBES_MAX)
+                return fail(err, errlen, -ERANGE, s->name,
+                            "probes must be 1 to %u (got %" PRIu64 ")", THR_BRK_PROBES_MAX,
+                            s->probes);
+        if (s->successes < 1 || s->successes > THR_BRK_SUCCESSES_MAX)
+                return fail(err, errlen, -ERANGE, s->name,
+                            "successes must be 1 to %u (got %" PRIu64 ")", THR_BRK_SUCCESSES_MAX,
+                            s->successes);
+        if (s->cooldown_ns < 1 || s->cooldown_ns > THR_HORIZON_NS || s->probe_timeout_ns < 1 ||
+            s->probe_timeout_ns > THR_HORIZON_NS)
+                return fail(err, errlen, -ERANGE, s->name,
+                            "cooldown and probe_timeout must be 1 ns to 20 years");
+        if (s->serialize)
+                return fail(err, errlen, -EINVAL, s->name,
+                            "serialize applies to window limiters only");
+        int rc = common_make(s, gen, out, err, errlen);
+        if (rc < 0)
+                return rc;
+        out->kind = THR_KIND_BREAKER;
+        out->rate_n = s->failures;
+        out->burst = s->failure_rate;
+        out->initial = s->failure_rate ? s->min_calls : 0;
+        out->period_ns = s->failure_rate ? s->period_ns : 0;
+        out->k = 1;
+        out->t_units = 1;
+        out->bt_units = 0;
+        out->max_reserve_units = s->cooldown_ns;
+        out->leases = s->probe_timeout_ns;
+        out->level = s->probes;
+        out->reserved = s->successes;
+        out->flags = 0;
+        return 0;
+}
+
 int shm_params_make(const struct shm_limiter_spec *s, uint64_t gen, struct thr_params *out,
                     char *err, size_t errlen)
 {
         if (!s || !out)
                 return -EINVAL;
+        if (s->kind == THR_KIND_BREAKER)
+                return breaker_make(s, gen, out, err, errlen);
         if (s->kind == THR_KIND_WINDOW)
                 return window_make(s, gen, out, err, errlen);
         if (s->kind == THR_KIND_SEMAPHORE)

@@ -12,6 +12,7 @@
 #include "kind.h"
 #include "readers.h"
 #include "reclaim.h"
+#include "breaker.h"
 #include "budget.h"
 #include "compose.h"
 #include "sem.h"

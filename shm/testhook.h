@@ -59,6 +59,10 @@ enum thr_hook_point {
                                        * meta word) */
         THR_HOOK_REACH_RAISED,        /* an insert raised its home's reach, the slot not yet BUSY
                                        * (arg: the slot it will take) */
+        THR_HOOK_BRK_BEFORE_CAS,      /* a breaker allow or report decided, before its CAS of the
+                                       * state word (arg: the slot) */
+        THR_HOOK_BRK_COUNTED,         /* a breaker report added to its window bucket, the state
+                                       * word not yet read (arg: the slot) */
 };
 
 #ifdef THR_TEST_HOOKS

@@ -932,3 +932,61 @@ Test(config, clock_read_values_and_faults)
         expect_one_fault("[s]\nkind = semaphore\nmax = 5\nclock_read = coarse\n", 4,
                          "clock_read does not apply");
 }
+
+/* ---------------------------------------------------------------- breakers (kind = breaker) */
+
+Test(config, breaker_keys_parsed_with_defaults)
+{
+        struct run *r = run_text("[pay]\nkind = breaker\nfailures = 5\nfailure_rate = 50%\n"
+                                 "window = 10s\nmin_calls = 20\n\n[db]\nkind = breaker\n"
+                                 "failure_rate = 25\nwindow = 1m\ncooldown = 5s\nprobes = 3\n"
+                                 "probe_timeout = 2s\nsuccesses = 2\n");
+        cr_assert_eq(r->rc, 0, "%s", r->err);
+        const struct shm_limiter_spec *a = &r->cfg.limiters[0], *b = &r->cfg.limiters[1];
+        cr_assert_eq(a->kind, THR_KIND_BREAKER);
+        cr_assert_eq(a->failures, 5);
+        cr_assert_eq(a->failure_rate, 50);
+        cr_assert_eq(a->period_ns, 10 * SEC);
+        cr_assert_eq(a->min_calls, 20);
+        cr_assert_eq(a->cooldown_ns, 30 * SEC); /* the defaults */
+        cr_assert_eq(a->probes, 1);
+        cr_assert_eq(a->probe_timeout_ns, 30 * SEC);
+        cr_assert_eq(a->successes, 1);
+        cr_assert_eq(b->failures, 0);
+        cr_assert_eq(b->failure_rate, 25);
+        cr_assert_eq(b->min_calls, 10);
+        cr_assert_eq(b->cooldown_ns, 5 * SEC);
+        cr_assert_eq(b->probes, 3);
+        cr_assert_eq(b->probe_timeout_ns, 2 * SEC);
+        cr_assert_eq(b->successes, 2);
+        struct thr_params p;
+        char why[256];
+        cr_assert_eq(shm_params_make(b, 1, &p, why, sizeof(why)), 0, "%s", why);
+        cr_assert_eq(p.kind, THR_KIND_BREAKER);
+        cr_assert_eq(p.level, 3);
+        cr_assert_eq(p.reserved, 2);
+        free(r);
+}
+
+Test(config, breaker_faults_at_their_line)
+{
+        expect_one_fault("[b]\nkind = breaker\ncooldown = 1s\n", 1, "needs a rule that trips it");
+        expect_one_fault("[b]\nkind = breaker\nfailures = 0\n", 3, "needs a rule that trips it");
+        expect_one_fault("[b]\nkind = breaker\nfailures = 256\n", 3, "failures");
+        expect_one_fault("[b]\nkind = breaker\nfailure_rate = 101%\n", 3, "failure_rate");
+        expect_one_fault("[b]\nkind = breaker\nfailure_rate = half\n", 3, "percentage");
+        expect_one_fault("[b]\nkind = breaker\nfailure_rate = 50%\nmin_calls = 5\n", 3,
+                         "needs window");
+        expect_one_fault("[b]\nkind = breaker\nfailures = 3\nprobes = 16\n", 4, "probes");
+        expect_one_fault("[b]\nkind = breaker\nfailures = 3\nprobes = 0\n", 4, "probes");
+        expect_one_fault("[b]\nkind = breaker\nfailures = 3\nsuccesses = 16\n", 4, "successes");
+        expect_one_fault("[b]\nkind = breaker\nfailures = 3\ncooldown = 0s\n", 4, "cooldown");
+        expect_one_fault("[b]\nkind = breaker\nfailures = 3\nprobe_timeout = soon\n", 4,
+                         "probe_timeout");
+        expect_one_fault("[b]\nkind = breaker\nfailures = 3\nmin_calls = 0\n", 4, "min_calls");
+        expect_one_fault("[b]\nkind = breaker\nfailure_rate = 5%\nwindow = 4ns\n", 4,
+                         "window of 8 ns");
+        expect_one_fault("[b]\nkind = breaker\nfailures = 3\nrate = 5/s\n", 4, "does not apply");
+        expect_one_fault("[g]\nrate = 5/s\nprobes = 2\n", 3, "does not apply");
+        expect_one_fault("[g]\nkind = circuit\n", 2, "breaker");
+}

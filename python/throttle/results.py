@@ -46,7 +46,7 @@ class LimiterInfo:
     """A limiter's kind and configuration (thr_limiter_info)."""
 
     name: str
-    kind: str  # "gcra", "window", "semaphore" or "budget"
+    kind: str  # "gcra", "window", "semaphore", "budget" or "breaker" (no calls from Python yet)
     serialized: bool
     rate: int
     period_ns: int

@@ -137,21 +137,26 @@ int thr_limiter_close(thr_limiter *lim);
 #define THR_LIMITER_WINDOW     2u /* try, reserve, acquire; serialized: serial_begin / end */
 #define THR_LIMITER_SEMAPHORE  3u /* sem_*, peer_* */
 #define THR_LIMITER_BUDGET     4u /* budget_*, and try (a budget_try) */
+#define THR_LIMITER_BREAKER    5u /* breaker_* */
 #define THR_LIMITER_SERIALIZED 1u /* thr_limiter_info's flags: a window of serial calls */
 
 /* A limiter's configuration as the daemon's config (and its last reload) set it. */
 struct thr_limiter_info {
-        uint32_t kind;      /* THR_LIMITER_GCRA, _WINDOW, _SEMAPHORE or _BUDGET */
-        uint32_t flags;     /* THR_LIMITER_SERIALIZED */
-        uint64_t rate;      /* GCRA: tokens per PERIOD_NS; window: units per window; 0 else */
-        uint64_t period_ns; /* GCRA: the rate's period; window: its length W; 0 else */
-        uint64_t burst;     /* GCRA: B; window: N (the largest cost); semaphore: max; budget: 0 */
-        uint64_t initial;   /* GCRA: tokens a new key starts with; budget: a new key's balance;
-                             * window: N; semaphore: max */
-        uint64_t leases;    /* semaphore: lease records per key; 0 else */
-        uint64_t level;     /* semaphore: its lock level; 0 else */
-        uint64_t reserved[4];
+        uint32_t kind;        /* THR_LIMITER_GCRA, _WINDOW, _SEMAPHORE, _BUDGET or _BREAKER */
+        uint32_t flags;       /* THR_LIMITER_SERIALIZED */
+        uint64_t rate;        /* GCRA: tokens per PERIOD_NS; window: units per window; 0 else */
+        uint64_t period_ns;   /* GCRA: the rate's period; window: its length W; 0 else */
+        uint64_t burst;       /* GCRA: B; window: N (the largest cost); semaphore: max; budget: 0 */
+        uint64_t initial;     /* GCRA: tokens a new key starts with; budget: a new key's balance;
+                               * window: N; semaphore: max */
+        uint64_t leases;      /* semaphore: lease records per key; 0 else */
+        uint64_t level;       /* semaphore: its lock level; 0 else */
+        uint64_t reserved[4]; /* breaker: [0] cooldown_ns, [1] probe_timeout_ns; else 0 */
 };
+/* A breaker's configuration in thr_limiter_info (the struct's size is part of THROTTLE_0.2):
+ * rate = failures (0: rule off), burst = failure_rate in percent (0: off), initial = min_calls,
+ * period_ns = window, leases = probes, level = successes, reserved[0] = cooldown_ns,
+ * reserved[1] = probe_timeout_ns. */
 
 /*
  * thr_limiter_info - LIM's kind and configuration now (a reload may change them later).
@@ -392,6 +397,81 @@ struct thr_budget_stat {
  * created). Returns 0, -EOPNOTSUPP, -EIDRM, -EINVAL, -ENAMETOOLONG, -ETIMEDOUT.
  */
 int thr_budget_stat(thr_limiter *lim, const void *key, size_t len, struct thr_budget_stat *st);
+
+/*
+ * Circuit breakers (kind = breaker, thr_breaker_allow(3)): per key closed / open / half-open,
+ * shared by every process of the host. Callers ask before calling a downstream and report the
+ * outcome; the breaker trips on consecutive failures or on a failure rate over a sliding window,
+ * refuses calls for a cooldown, then lets a few probes through (across all processes) whose
+ * outcomes close it or open it again. A probe not reported within probe_timeout (its holder died,
+ * or hangs) is given up, so another may probe: no dead process wedges a breaker.
+ */
+#define THR_BREAKER_CLOSED    0u
+#define THR_BREAKER_OPEN      1u
+#define THR_BREAKER_HALF_OPEN 2u
+
+/* thr_breaker_report's outcome */
+#define THR_OUTCOME_SUCCESS 1u
+#define THR_OUTCOME_FAILURE 2u
+#define THR_OUTCOME_IGNORE  3u /* neither: a probe gives its place back, nothing counts */
+
+/* thr_breaker_ticket's flags */
+#define THR_BREAKER_UNTRACKED 1u /* on_full = allow let it through unrecorded: report ignored */
+
+/* What thr_breaker_allow hands out: report it once with thr_breaker_report. */
+struct thr_breaker_ticket {
+        uint32_t probe;   /* 1: a half-open probe (its outcome decides the breaker) */
+        uint32_t flags;   /* THR_BREAKER_UNTRACKED */
+        uint64_t priv[4]; /* private: which key and which period (opaque) */
+};
+
+/* A breaker key's state (thr_breaker_allow, thr_breaker_stat). */
+struct thr_breaker_status {
+        uint32_t state;                /* THR_BREAKER_CLOSED, _OPEN or _HALF_OPEN */
+        uint32_t consecutive_failures; /* saturating at 255 */
+        uint32_t probes_in_flight;     /* half-open: probes handed out, not reported */
+        uint32_t half_open_successes;  /* half-open: probe successes so far */
+        uint64_t window_calls;         /* reported calls in the sliding window (closed) */
+        uint64_t window_failures;      /* of those, failures */
+        uint64_t retry_after_ns;       /* 0 if a call may go ahead now; open: until half-open;
+                                        * half-open with every probe out: until they are given up
+                                        * at the latest */
+        uint64_t reserved[4];
+};
+
+/*
+ * thr_breaker_allow - may a call to KEY's downstream go ahead? Closed: yes (TICKET->probe 0).
+ * Open: no, until `cooldown` after it opened. Half-open: yes as a probe (TICKET->probe 1) while
+ * fewer than `probes` are out across all processes, else no. ST (may be NULL) gets the state
+ * after the decision. A new key is inserted closed (the insert takes its shard's lock; on a full
+ * table on_full applies: deny is -ENOSPC, allow lets the call through untracked, evict evicts an
+ * idle closed key).
+ * Returns 0 go ahead (report the outcome with thr_breaker_report), -EAGAIN refused (ST's
+ * retry_after_ns says for how long at least), -EOPNOTSUPP (not a breaker), -ENOSPC, -EBADMSG (its
+ * state word or record is corrupt), -EIDRM, -EINVAL (NULL), -ENAMETOOLONG, -EUSERS.
+ * Lock-free, thread-safe; on an existing key no syscall and no lock (a closed go-ahead is one
+ * load, a probe one CAS).
+ */
+int thr_breaker_allow(thr_limiter *lim, const void *key, size_t len,
+                      struct thr_breaker_ticket *ticket, struct thr_breaker_status *st);
+
+/*
+ * thr_breaker_report - report the OUTCOME (THR_OUTCOME_SUCCESS, _FAILURE, _IGNORE) of the call
+ * TICKET let through, once: the ticket is spent (zeroed) by the call. Closed: a failure counts
+ * toward the trip rules, a success clears the consecutive failures. Half-open (a probe): a
+ * failure opens the breaker again, `successes` successes close it, IGNORE frees the place.
+ * Returns 0 counted, 1 ignored (the breaker moved on since the ticket: it tripped, the probe was
+ * given up after probe_timeout, or the key was evicted; or the ticket is untracked), -EINVAL (bad
+ * outcome, a ticket of another limiter, or one spent already), -EBADMSG. Lock-free, thread-safe,
+ * no syscall.
+ */
+int thr_breaker_report(thr_limiter *lim, struct thr_breaker_ticket *ticket, uint32_t outcome);
+
+/*
+ * thr_breaker_stat - KEY's state now (ST); a key that does not exist is closed and empty (it is
+ * not created). Returns 0, -EOPNOTSUPP, -EBADMSG, -EIDRM, -EINVAL, -ENAMETOOLONG. Lock-free.
+ */
+int thr_breaker_stat(thr_limiter *lim, const void *key, size_t len, struct thr_breaker_status *st);
 
 /*
  * Composed calls (thr_compose_try(3)): several limits decided together, all or nothing
