@@ -598,3 +598,33 @@ void tkey_at(const struct shm_map *m, const struct thr_table *tb, uint32_t home,
         }
         cr_assert_fail("no key %s* with home %u", prefix, home);
 }
+
+struct thr_dir_entry *tadapt_started(const struct tdaemon *d, const char *name)
+{
+        struct thr_dir_entry *de = tdaemon_entry(d, name, THR_DIR_LIVE);
+        struct timespec t0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        while (atomic_load(&de->adapt_next_ns) == 0) {
+                cr_assert_lt(telapsed_s(&t0), 10.0, "the controller of %s never started", name);
+                tdoze();
+        }
+        return de;
+}
+
+void tadapt_wait_steps(const struct thr_dir_entry *de, uint64_t n)
+{
+        struct timespec t0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        while (atomic_load(&de->adapt_steps) < n) {
+                cr_assert_lt(telapsed_s(&t0), 20.0, "the daemon took no step %lu",
+                             (unsigned long)n);
+                tdoze();
+        }
+}
+
+uint64_t tlim_rate(thr_limiter *l)
+{
+        struct thr_limiter_info in;
+        cr_assert_eq(thr_limiter_info(l, &in), 0);
+        return in.rate;
+}

@@ -167,6 +167,12 @@ struct thr_dir_entry *tdaemon_entry(const struct tdaemon *d, const char *name, u
 struct thr_table *tdaemon_table(const struct tdaemon *d, const char *name);
 struct thr_slot *tdaemon_slot(const struct tdaemon *d, const char *name, const char *key);
 
+/* An adaptive limiter's controller (daemon/adapt.c): tadapt_started - NAME's live entry once
+ * the daemon has started its controller (bounded wait); tadapt_wait_steps - wait (bounded) until
+ * it has taken N steps; tlim_rate - the limiter's rate now (per its period). */
+struct thr_dir_entry *tadapt_started(const struct tdaemon *d, const char *name);
+void tadapt_wait_steps(const struct thr_dir_entry *de, uint64_t n);
+uint64_t tlim_rate(thr_limiter *l);
 /* Seconds since T0 (CLOCK_MONOTONIC); a 5 ms pause between two polls. */
 double telapsed_s(const struct timespec *t0);
 void tdoze(void);

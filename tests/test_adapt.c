@@ -172,17 +172,6 @@ static uint64_t rate_now(thr_limiter *l)
         return in.rate;
 }
 
-static void wait_steps(struct thr_dir_entry *de, uint64_t n)
-{
-        struct timespec t0;
-        clock_gettime(CLOCK_MONOTONIC, &t0);
-        while (atomic_load(&de->adapt_steps) < n) {
-                cr_assert_lt(telapsed_s(&t0), 20.0, "the daemon took no step %lu",
-                             (unsigned long)n);
-                tdoze();
-        }
-}
-
 Test(adapt, aimd_converges_to_the_downstreams_capacity)
 {
         char lims[512];
@@ -227,7 +216,7 @@ Test(adapt, aimd_converges_to_the_downstreams_capacity)
                                 bool over = atomic_load(&sh->overloaded) > 0;
                                 bool denied = atomic_load(&sh->denied) > 0;
                                 uint64_t calls = atomic_load(&sh->calls);
-                                wait_steps(de, k);
+                                tadapt_wait_steps(de, k);
                                 expect = model(expect, over, denied);
                                 uint64_t got = rate_now(l);
                                 if (trace)
@@ -294,14 +283,8 @@ Test(adapt, steps_reuse_their_records)
         tdaemon_start(&fx, NULL);
         tdaemon_wait_ready(&fx, 0, 1);
         thr_limiter *l = tdaemon_lim(&fx, 0, "api");
-        struct thr_dir_entry *de = tdaemon_entry(&fx, "api", THR_DIR_LIVE);
+        struct thr_dir_entry *de = tadapt_started(&fx, "api");
         struct thr_hdr *h = fx.map.base;
-        struct timespec t0;
-        clock_gettime(CLOCK_MONOTONIC, &t0);
-        while (atomic_load(&de->adapt_next_ns) == 0) {
-                cr_assert_lt(telapsed_s(&t0), 10.0, "the controller never started");
-                tdoze();
-        }
         uint64_t top10 = 0, changes = 0, last = rate_now(l);
         for (uint64_t k = 1; k <= 400; k++) {
                 /* alternate: two seconds denied (up), one overloaded (down) */
@@ -311,7 +294,7 @@ Test(adapt, steps_reuse_their_records)
                         cr_assert_eq(thr_limiter_overload(l, 1), 0);
                 uint64_t steps = atomic_load(&de->adapt_steps);
                 cr_assert_eq(thr_clock_advance(fx.a, MS), 0);
-                wait_steps(de, steps + 1);
+                tadapt_wait_steps(de, steps + 1);
                 uint64_t r = rate_now(l);
                 changes += r != last;
                 last = r;
@@ -332,29 +315,23 @@ Test(adapt, reload_restarts_at_the_configured_rate)
         tdaemon_start(&fx, NULL);
         tdaemon_wait_ready(&fx, 0, 1);
         thr_limiter *l = tdaemon_lim(&fx, 0, "api");
-        struct thr_dir_entry *de = tdaemon_entry(&fx, "api", THR_DIR_LIVE);
-        struct timespec t0;
-        clock_gettime(CLOCK_MONOTONIC, &t0);
-        while (atomic_load(&de->adapt_next_ns) == 0) {
-                cr_assert_lt(telapsed_s(&t0), 10.0, "the controller never started");
-                tdoze();
-        }
+        struct thr_dir_entry *de = tadapt_started(&fx, "api");
         for (int i = 0; i < 20; i++)
                 thr_limiter_try(l, "k", 1, 1, NULL); /* denials: the limit binds */
         cr_assert_eq(thr_clock_advance(fx.a, SEC), 0);
-        wait_steps(de, 1);
+        tadapt_wait_steps(de, 1);
         cr_assert_eq(rate_now(l), 150);
         /* a second of demand under the limit (admitted, none denied): an unused limit stays */
         for (int i = 0; i < 3; i++)
                 cr_assert_eq(thr_limiter_try(l, "quiet", 5, 1, NULL), 1);
         cr_assert_eq(thr_clock_advance(fx.a, SEC), 0);
-        wait_steps(de, 2);
+        tadapt_wait_steps(de, 2);
         cr_assert_eq(rate_now(l), 150, "raised without a denial");
         /* overload cuts it, whatever else the second saw */
         cr_assert_geq(thr_limiter_try(l, "k", 1, 5, NULL), 0);
         cr_assert_eq(thr_limiter_overload(l, 2), 0);
         cr_assert_eq(thr_clock_advance(fx.a, SEC), 0);
-        wait_steps(de, 3);
+        tadapt_wait_steps(de, 3);
         cr_assert_eq(rate_now(l), 75);
         char out[4096];
         cr_assert_eq(tdaemon_run(&fx, out, sizeof(out), "--reload", NULL, NULL), 0, "%s", out);

@@ -29,17 +29,6 @@ static void teardown(void)
 }
 TestSuite(adapt_review, .init = setup, .fini = teardown, .timeout = 300);
 
-static void wait_steps(struct thr_dir_entry *de, uint64_t n)
-{
-        struct timespec t0;
-        clock_gettime(CLOCK_MONOTONIC, &t0);
-        while (atomic_load(&de->adapt_steps) < n) {
-                cr_assert_lt(telapsed_s(&t0), 20.0, "the daemon took no step %lu",
-                             (unsigned long)n);
-                tdoze();
-        }
-}
-
 /* N controller steps, each moving the rate (two up, one down). */
 static void steps(thr_limiter *l, struct thr_dir_entry *de, int n)
 {
@@ -50,7 +39,7 @@ static void steps(thr_limiter *l, struct thr_dir_entry *de, int n)
                         cr_assert_eq(thr_limiter_overload(l, 1), 0);
                 uint64_t s = atomic_load(&de->adapt_steps);
                 cr_assert_eq(thr_clock_advance(fx.a, MS), 0);
-                wait_steps(de, s + 1);
+                tadapt_wait_steps(de, s + 1);
         }
 }
 
@@ -105,14 +94,8 @@ Test(adapt_review, stall_past_pool_max_leaks_records_for_good)
         tdaemon_start(&fx, NULL);
         tdaemon_wait_ready(&fx, 0, 1);
         thr_limiter *l = tdaemon_lim(&fx, 0, "api");
-        struct thr_dir_entry *de = tdaemon_entry(&fx, "api", THR_DIR_LIVE);
+        struct thr_dir_entry *de = tadapt_started(&fx, "api");
         struct thr_hdr *h = fx.map.base;
-        struct timespec t0;
-        clock_gettime(CLOCK_MONOTONIC, &t0);
-        while (atomic_load(&de->adapt_next_ns) == 0) {
-                cr_assert_lt(telapsed_s(&t0), 10.0, "the controller never started");
-                tdoze();
-        }
         steps(l, de, 50); /* warm: the pool holds a few records */
         void *sh = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
         uint64_t *off = sh;
@@ -142,13 +125,6 @@ Test(adapt_review, stall_past_pool_max_leaks_records_for_good)
                      (unsigned long)growth[1], (unsigned long)growth[1] / 128);
 }
 
-static uint64_t rate_of(thr_limiter *l)
-{
-        struct thr_limiter_info in;
-        cr_assert_eq(thr_limiter_info(l, &in), 0);
-        return in.rate;
-}
-
 /*
  * The controller moves the rate to values a reload would refuse: a GCRA rate must be exactly
  * representable (its emission interval P/N ns in lowest terms with a denominator of at most
@@ -165,20 +141,14 @@ Test(adapt_review, increase_to_an_unrepresentable_rate_freezes_the_controller)
         tdaemon_start(&fx, NULL);
         tdaemon_wait_ready(&fx, 0, 1);
         thr_limiter *l = tdaemon_lim(&fx, 0, "api");
-        struct thr_dir_entry *de = tdaemon_entry(&fx, "api", THR_DIR_LIVE);
-        struct timespec t0;
-        clock_gettime(CLOCK_MONOTONIC, &t0);
-        while (atomic_load(&de->adapt_next_ns) == 0) {
-                cr_assert_lt(telapsed_s(&t0), 10.0, "the controller never started");
-                tdoze();
-        }
+        struct thr_dir_entry *de = tadapt_started(&fx, "api");
         uint64_t r[6];
         for (int k = 1; k <= 5; k++) {
                 for (int i = 0; i < 20; i++)
                         thr_limiter_try(l, "k", 1, 1, NULL); /* denied: the limit binds */
                 cr_assert_eq(thr_clock_advance(fx.a, SEC), 0);
-                wait_steps(de, (uint64_t)k);
-                r[k] = rate_of(l);
+                tadapt_wait_steps(de, (uint64_t)k);
+                r[k] = tlim_rate(l);
         }
         fprintf(stderr, "rates after 5 binding seconds: %lu %lu %lu %lu %lu; log: %d errors\n",
                 (unsigned long)r[1], (unsigned long)r[2], (unsigned long)r[3], (unsigned long)r[4],
@@ -217,16 +187,16 @@ Test(adapt_review, config_gen_zero_skips_the_start)
         struct thr_dir_entry *de = tdaemon_entry(&fx, "api", THR_DIR_LIVE);
         cr_assert_eq(atomic_load(&h->config_gen), 0);
         fprintf(stderr, "right after the restart: steps %lu, rate %lu/s\n",
-                (unsigned long)atomic_load(&de->adapt_steps), (unsigned long)rate_of(l));
+                (unsigned long)atomic_load(&de->adapt_steps), (unsigned long)tlim_rate(l));
         struct timespec t0;
         clock_gettime(CLOCK_MONOTONIC, &t0);
         while (atomic_load(&de->adapt_steps) == 0 && telapsed_s(&t0) < 2.0)
                 tdoze();
         /* no time has passed and no call was made since the restart: nothing may change */
         fprintf(stderr, "config_gen 0: steps %lu, rate %lu/s\n",
-                (unsigned long)atomic_load(&de->adapt_steps), (unsigned long)rate_of(l));
-        cr_assert_eq(rate_of(l), 100,
+                (unsigned long)atomic_load(&de->adapt_steps), (unsigned long)tlim_rate(l));
+        cr_assert_eq(tlim_rate(l), 100,
                      "with config_gen 0 the controller moved the rate to %lu/s "
                      "at once, with no time passed",
-                     (unsigned long)rate_of(l));
+                     (unsigned long)tlim_rate(l));
 }
