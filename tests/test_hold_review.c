@@ -101,7 +101,7 @@ Test(hold_review, clipped_when_already_held)
         struct thr_result r;
         cr_assert_eq(thr_limiter_hold(l, "k", 1, 3600 * SEC, &r), 1);
         int rc = thr_limiter_hold(l, "k", 1, 3600 * SEC, &r);
-        cr_log_warn("second clipped hold on an already-held key: rc %d", rc);
+        cr_log_info("second clipped hold on an already-held key: rc %d", rc);
         tarena_free(&t);
 }
 
@@ -143,7 +143,7 @@ static void scribble_then_hold(uint64_t word, const char *what)
         int rc = thr_limiter_hold(l, "k", 1, 500 * MS, &r);
         alarm(0);
         uint64_t after = atomic_load(&sl->state);
-        cr_log_warn("%s (%#lx): hold rc %d, state after %#lx", what, (unsigned long)word, rc,
+        cr_log_info("%s (%#lx): hold rc %d, state after %#lx", what, (unsigned long)word, rc,
                     (unsigned long)after);
         if (word <= THR_TAT_LIMIT)
                 cr_assert_geq(after, word, "%s: TAT lowered", what);
@@ -187,7 +187,7 @@ static void dead_or_free(uint64_t word, const char *what)
         int live = tcount(&t, "api", THR_SLOT_LIVE, "k", NULL);
         struct thr_result r2;
         int trc = thr_limiter_try(l, "k", 1, 1, &r2);
-        cr_log_warn("%s: hold rc %d, live slots of k %d, try right after rc %d", what, rc, live,
+        cr_log_info("%s: hold rc %d, live slots of k %d, try right after rc %d", what, rc, live,
                     trc);
         if (rc == 0)
                 cr_expect_eq(trc, 0, "%s: hold said applied, yet a try is admitted at once", what);
@@ -227,7 +227,7 @@ static void pool_n(int procs)
         FILE *p = popen(cmd, "r");
         char *got = fgets(line, sizeof(line), p);
         int st = pclose(p);
-        cr_log_warn("procs %d: exit %#x: %s", procs, st, got ? line : "(none)");
+        cr_log_info("procs %d: exit %#x: %s", procs, st, got ? line : "(none)");
         cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0, "procs %d exit %#x: %s", procs, st, line);
         tdaemon_stop(&d, i);
         tdaemon_fini(&d);
@@ -257,7 +257,7 @@ Test(hold_review, evicted_hold_becomes_floor)
         cr_assert_geq(thr_limiter_hold(l, "a", 1, 30 * SEC, &r), 0);
         cr_assert_geq(thr_limiter_hold(l, "b", 1, 40 * SEC, &r), 0);
         int rc = thr_limiter_try(l, "c", 1, 1, &r);
-        cr_log_warn("new key c in a full shard of held keys: try rc %d retry %lu ms", rc,
+        cr_log_info("new key c in a full shard of held keys: try rc %d retry %lu ms", rc,
                     (unsigned long)(r.retry_after_ns / MS));
         int first = -1;
         for (int s10 = 1; s10 <= 45; s10++) {
@@ -267,7 +267,7 @@ Test(hold_review, evicted_hold_becomes_floor)
                         break;
                 }
         }
-        cr_log_warn("new key c first admitted after %d s (never held itself)", first);
+        cr_log_info("new key c first admitted after %d s (never held itself)", first);
         tarena_free(&t);
 }
 
