@@ -28,9 +28,12 @@
 struct brk_priv {
         struct thr_slot *slot; /* NULL: spent, untracked, or never handed out */
         thr_limiter *lim;
-        uint64_t meta;  /* the slot's meta word when the key was found */
-        uint32_t gen;   /* the breaker's period it was handed out in */
-        uint32_t magic; /* BRK_MAGIC: a ticket thr_breaker_allow filled */
+        uint64_t meta;       /* the slot's meta word when the key was found */
+        uint32_t gen;        /* the breaker's period it was handed out in */
+        uint32_t magic;      /* BRK_MAGIC: a ticket thr_breaker_allow filled */
+        uint64_t handout_ns; /* arena time it was handed out */
+        uint32_t fork;       /* the fork generation of the process it was handed out in */
+        uint32_t pad;
 };
 #define BRK_MAGIC 0x4b524242u
 static_assert(SHM_BRK_CLOSED == THR_BREAKER_CLOSED && SHM_BRK_OPEN == THR_BREAKER_OPEN &&
@@ -171,8 +174,13 @@ static int allow_step(struct bstep *o, struct brk_priv *pv, struct thr_breaker_t
                         fill_status(o, rc == 0 ? next : word, now, st);
                 if (rc < 0)
                         return rc;
-                *pv = (struct brk_priv){
-                    .slot = o->slot, .lim = o->l, .meta = o->meta, .gen = gen, .magic = BRK_MAGIC};
+                *pv = (struct brk_priv){.slot = o->slot,
+                                        .lim = o->l,
+                                        .meta = o->meta,
+                                        .gen = gen,
+                                        .magic = BRK_MAGIC,
+                                        .handout_ns = now,
+                                        .fork = (uint32_t)thr_forkpage->gen};
                 t->probe = probe;
                 return 0;
         }
@@ -220,6 +228,16 @@ static int report_step(struct bstep *o, const struct brk_priv *pv, bool probe, u
                 return SHM_BRK_IGNORED; /* evicted since: its period is over */
         uint64_t word = atomic_load_explicit(&o->slot->state, memory_order_acquire);
         uint64_t now = shm_now_ns(o->l->a->hdr);
+        /* The period is 6 bits: 64 transitions bring a ticket's number back. They take at least
+         * 21 x min(cooldown, probe_timeout) (every 3 need a cooldown or a probe give-up), so a
+         * call out longer than that cannot be told from one of a later period: its report is
+         * ignored (it was counted: a hung probe returning after 64 give-ups freed the current
+         * holder's place, and a closed call's failure tripped a breaker 21 cycles later) */
+        uint64_t span =
+            o->c.cooldown_ns < o->c.probe_timeout_ns ? o->c.cooldown_ns : o->c.probe_timeout_ns;
+        uint64_t wrap = span > UINT64_MAX / 21 ? UINT64_MAX : span * 21;
+        if (now >= pv->handout_ns && now - pv->handout_ns >= wrap)
+                return SHM_BRK_IGNORED;
         bool counted = false;
         for (;;) {
                 if (word != THR_TAT_FRESH && word >= THR_TAT_LIMIT)
@@ -229,7 +247,7 @@ static int report_step(struct bstep *o, const struct brk_priv *pv, bool probe, u
                 if (o->c.rate && !counted &&
                     shm_brk_counts(&o->c, word, now, pv->gen, probe, outcome)) {
                         shm_brk_window_add(&o->c, step_buckets(o), pv->gen, now,
-                                           outcome == SHM_BRK_OUT_FAILURE);
+                                           outcome == SHM_BRK_OUT_FAILURE, &o->slot->state);
                         counted = true;
                         THR_HOOK(THR_HOOK_BRK_COUNTED, o->slot);
                         word = atomic_load_explicit(&o->slot->state, memory_order_acquire);
@@ -260,6 +278,8 @@ int thr_breaker_report(thr_limiter *l, struct thr_breaker_ticket *t, uint32_t ou
         }
         if (pv.magic != BRK_MAGIC || !pv.slot || pv.lim != l)
                 return -EINVAL;
+        if (pv.fork != (uint32_t)thr_forkpage->gen)
+                return -EINVAL; /* handed out in another process (a fork's copy): not ours */
         bool probe = t->probe != 0;
         memset(t, 0, sizeof(*t)); /* spent: a second report is refused, never counted twice */
         struct bstep o = {0};

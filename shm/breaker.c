@@ -200,7 +200,7 @@ static uint64_t slice_ns(const struct shm_brk_cfg *c)
 }
 
 void shm_brk_window_add(const struct shm_brk_cfg *c, _Atomic uint64_t *bk, uint32_t gen,
-                        uint64_t now, bool failed)
+                        uint64_t now, bool failed, const _Atomic uint64_t *state)
 {
         uint64_t slice = now / slice_ns(c);
         _Atomic uint64_t *w = &bk[slice % SHM_BRK_BUCKETS];
@@ -209,6 +209,16 @@ void shm_brk_window_add(const struct shm_brk_cfg *c, _Atomic uint64_t *bk, uint3
         uint64_t old = atomic_load_explicit(w, memory_order_relaxed);
         for (;;) {
                 uint64_t calls = 0, fails = 0;
+                /* only while the breaker is still in GEN: an add preempted across the end of
+                 * its period would otherwise reset a bucket the next period counts in (it did: a
+                 * report stalled across a trip and a close erased the new period's calls in its
+                 * slice). Checked before each CAS; what is left is the instant between the two,
+                 * as for a clock read that lags (the rate is approximate at that scale) */
+                struct shm_brk now_b;
+                if (state && (shm_brk_decode(atomic_load_explicit(state, memory_order_acquire),
+                                             &now_b) < 0 ||
+                              now_b.gen != (gen & GEN_MASK)))
+                        return;
                 if ((old & ~((1ull << BK_EP_SHIFT) - 1)) == head) {
                         calls = (old >> BK_CALLS_SH) & BK_CNT_MAX;
                         fails = old & BK_CNT_MAX;

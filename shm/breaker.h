@@ -152,8 +152,10 @@ bool shm_brk_counts(const struct shm_brk_cfg *c, uint64_t word, uint64_t now, ui
 /* The window's buckets (aux storage of the slot: 8 words). */
 #define SHM_BRK_BUCKETS 8u
 #define SHM_BRK_AUX     64u /* bytes of a key's aux storage */
+/* Add a call (FAILED or not) of period GEN at NOW to its bucket, unless the state word STATE
+ * (NULL: not checked) has moved to another period by the CAS. */
 void shm_brk_window_add(const struct shm_brk_cfg *c, _Atomic uint64_t *bk, uint32_t gen,
-                        uint64_t now, bool failed);
+                        uint64_t now, bool failed, const _Atomic uint64_t *state);
 void shm_brk_window_sum(const struct shm_brk_cfg *c, const _Atomic uint64_t *bk, uint32_t gen,
                         uint64_t now, uint64_t *calls, uint64_t *fails);
 

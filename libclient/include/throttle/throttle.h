@@ -422,7 +422,7 @@ int thr_budget_stat(thr_limiter *lim, const void *key, size_t len, struct thr_bu
 struct thr_breaker_ticket {
         uint32_t probe;   /* 1: a half-open probe (its outcome decides the breaker) */
         uint32_t flags;   /* THR_BREAKER_UNTRACKED */
-        uint64_t priv[4]; /* private: which key and which period (opaque) */
+        uint64_t priv[6]; /* private: which key, which period, when, which process (opaque) */
 };
 
 /* A breaker key's state (thr_breaker_allow, thr_breaker_stat). */
@@ -460,10 +460,14 @@ int thr_breaker_allow(thr_limiter *lim, const void *key, size_t len,
  * TICKET let through, once: the ticket is spent (zeroed) by the call. Closed: a failure counts
  * toward the trip rules, a success clears the consecutive failures. Half-open (a probe): a
  * failure opens the breaker again, `successes` successes close it, IGNORE frees the place.
+ * A report of a call handed out 21 x min(cooldown, probe_timeout) ago or more is ignored: the
+ * breaker's period number (6 bits) may have come round again by then. A ticket is reported by the
+ * process it was handed out in (a fork child's copy: -EINVAL); a copy of a ticket reported after
+ * the original is not detected within one process: do not copy tickets.
  * Returns 0 counted, 1 ignored (the breaker moved on since the ticket: it tripped, the probe was
- * given up after probe_timeout, or the key was evicted; or the ticket is untracked), -EINVAL (bad
- * outcome, a ticket of another limiter, or one spent already), -EBADMSG. Lock-free, thread-safe,
- * no syscall.
+ * given up after probe_timeout, or the key was evicted; the call was out too long; or the ticket
+ * is untracked), -EINVAL (bad outcome, a ticket of another limiter or process, or one spent
+ * already), -EBADMSG. Lock-free, thread-safe, no syscall.
  */
 int thr_breaker_report(thr_limiter *lim, struct thr_breaker_ticket *ticket, uint32_t outcome);
 
