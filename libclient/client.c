@@ -43,7 +43,14 @@
  *
  * The parameter record is found through the limiter's params_off, acquire-loaded on every call:
  * it pairs with the daemon's release store when a reload swaps in a new immutable record, so a
- * decision uses one record, whole.
+ * decision uses one record, whole. It is loaded and read only inside the call's read-side
+ * section (op_begin enters first, op_insert reads it again after re-entering): the daemon reuses
+ * a GCRA record it replaced once a grace period has passed (shm/arena_build.c), and a record read
+ * outside a section could be rewritten under the decision.
+ *
+ * Holds and caps (thr_limiter_hold, thr_limiter_cap: OP_HOLD) go through the same CAS loop as a
+ * try: the new state is max(TAT, target), so a hold only ever raises the TAT; a CAS lost to an
+ * admission is decided again on the newer TAT, and a killed caller either raised it or did not.
  *
  * On the hot path (the key exists): one clock read through the vDSO, one keyed multilinear hash
  * (shm/hash.h, inline), a probe that usually touches one cache line, one CAS, and stores to this

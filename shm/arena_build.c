@@ -10,6 +10,19 @@
  * of it is freed, so a client still inside a call on it finishes on intact memory. Reviving
  * stores the new record's offset first, then LIVE, so a client that sees LIVE again uses a whole
  * record (the new one, or the kept old one).
+ *
+ * Replaced records. A GCRA limiter's record that a publish replaces is retired with the grace-
+ * period tag of that moment and rewritten for another GCRA record only once a grace period
+ * covers the tag (the pool below): clients load params_off and read the record inside their
+ * read-side section (libclient/client.c), so a client that could have loaded the old offset has
+ * left its section by then; a client stopped inside one holds the period, and the pool waits
+ * (it grows, it never drops a record). Only offsets this daemon published are retired (the
+ * directory is client-writable), and only GCRA records are reused: the other kinds' readers copy
+ * their record outside a section and refuse any kind but theirs, which a reused record never
+ * becomes. The daemon's own readers of records (its /metrics scrape, its clock log) take the
+ * same mutex as its publishes; shmctl, read-only, may show a record being rewritten once. A
+ * daemon killed at any point leaves every published record whole (a record is written before
+ * params_off points at it); what its pool held is leaked, 128 bytes a record.
  */
 #include <errno.h>
 #include <fcntl.h>

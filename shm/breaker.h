@@ -20,7 +20,11 @@
  *              probe_timeout has passed.
  *   Reports are counted only for the period (generation) the ticket was handed out in: every
  *   transition starts a new one, so a late report from a closed period that tripped, or from a
- *   probe given up, changes nothing (thr_breaker_report returns 1, "ignored").
+ *   probe given up, changes nothing (thr_breaker_report returns 1, "ignored"). The period number
+ *   has 6 bits: 64 transitions bring it round, and they take at least 21 x min(cooldown,
+ *   probe_timeout) (every three need a cooldown or a give-up), so the client ignores a report of
+ *   a call handed out that long ago or longer (its ticket keeps the hand-out time), and refuses a
+ *   ticket handed out in another process (a fork's copy).
  *
  * Times are kept in the state word in units of 2^20 ns (1.05 ms), rounded up: the breaker opens
  * "at" ceil(now / U) * U, so a cooldown or a probe_timeout is never early and at most U late.
@@ -46,7 +50,9 @@
  *   63..58 generation (the closed period that counted it) | 57..40 slice (low 18 bits) |
  *   39..20 calls | 19..0 failures (each saturating at 2^20 - 1: at saturation neither moves)
  * and changes only by CAS; a word whose slice or generation is not the current one is taken as
- * empty and reset by the CAS that first adds to it. The window's sum is over the current slice
+ * empty and reset by the CAS that first adds to it, provided the state word is still in the
+ * report's period when that CAS is tried (a report stalled across a trip and a close would
+ * otherwise reset the next period's bucket). The window's sum is over the current slice
  * and the 7 before it (so it spans between 7/8 and 8/8 of `window`). A report adds to its bucket
  * before its CAS of the state word, which then judges the rate on the sum; a bucket counted by a
  * report whose CAS then finds the period over is simply of an old generation. Two reports of one
