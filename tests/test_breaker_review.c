@@ -180,10 +180,21 @@ Test(breaker_review, late_in_the_horizon_nothing_ends_early)
 }
 
 /* Held (probe bound under threads): 6 threads on probes = 2; the clock moves only while the
- * breaker is open (no give-ups), so the holders counted outside must never exceed 2. */
+ * breaker is open (no give-ups), by 64 U each time, so every half-open period has its own hand-out
+ * time. The holders of one period, counted outside, must never exceed 2. (Holders of different
+ * periods may overlap: a probe's failure opens the breaker while the other probe is still out,
+ * and that probe's report then belongs to a period that has ended. A first version counted all
+ * holders together and failed under ASan's slower threads with 3.) */
 #include <pthread.h>
-static _Atomic int HOLD, MAXHOLD, STOP;
+#define PERIODS 1024
+static _Atomic int HOLD[PERIODS], MAXHOLD, STOP;
 static thr_limiter *SL;
+/* The hand-out time a ticket carries (struct brk_priv in libclient/breaker.c: slot, lim, meta,
+ * gen and magic, then handout_ns). */
+static unsigned ticket_period(const struct thr_breaker_ticket *t)
+{
+        return (unsigned)(t->priv[4] / (64 * U) % PERIODS);
+}
 static void *stress_thread(void *arg)
 {
         uint64_t x = (uintptr_t)arg * 0x9e3779b97f4a7c15ull + 1;
@@ -192,13 +203,14 @@ static void *stress_thread(void *arg)
                 if (thr_breaker_allow(SL, "s", 1, &t, NULL) != 0)
                         continue;
                 if (t.probe) {
-                        int h = atomic_fetch_add(&HOLD, 1) + 1;
+                        _Atomic int *hold = &HOLD[ticket_period(&t)];
+                        int h = atomic_fetch_add(hold, 1) + 1;
                         int m = atomic_load(&MAXHOLD);
                         while (h > m && !atomic_compare_exchange_weak(&MAXHOLD, &m, h))
                                 ;
                         for (volatile int i = 0; i < 200; i++)
                                 ;
-                        atomic_fetch_sub(&HOLD, 1);
+                        atomic_fetch_sub(hold, 1);
                 }
                 x ^= x << 13, x ^= x >> 7, x ^= x << 17;
                 uint32_t out = t.probe ? 1 + (uint32_t)(x % 3) : (x % 4 ? 2 : 1);
@@ -210,6 +222,11 @@ static void *stress_thread(void *arg)
 Test(breaker_review, threads_never_hold_more_than_probes_without_give_ups)
 {
         SL = tlim_kept(&T, "two");
+        struct thr_breaker_ticket c;
+        adv(5 * 64 * U + 3);
+        cr_assert_eq(thr_breaker_allow(SL, "check", 5, &c, NULL), 0);
+        cr_assert_eq(c.priv[4], now_of(), "ticket_period reads the hand-out time");
+        thr_breaker_report(SL, &c, THR_OUTCOME_SUCCESS);
         pthread_t th[6];
         for (uintptr_t i = 0; i < 6; i++)
                 pthread_create(&th[i], NULL, stress_thread, (void *)i);
