@@ -224,6 +224,9 @@ static int foreign_keys(struct parse *p, const struct shm_limiter_spec *l,
                     {LK_MAX, S},
                     {LK_LEASES, S},
                     {LK_LEVEL, S},
+                    {LK_MAX_WAITERS, S},
+                    {LK_ON_QUEUE_FULL, S},
+                    {LK_PRIORITY_SHARE, S},
                     {LK_CLOCK_READ, G},
                     {LK_FAILURES, K},
                     {LK_FAILURE_RATE, K},
@@ -246,7 +249,8 @@ static int foreign_keys(struct parse *p, const struct shm_limiter_spec *l,
         static const char *const takes[] = {
             [G] = "a GCRA limiter takes rate (and burst, initial)",
             [W] = "a window limiter takes limit and window (e.g. limit = 1000, window = 2s)",
-            [S] = "a semaphore limiter takes max, leases_per_key and level (e.g. max = 42)",
+            [S] = "a semaphore limiter takes max, leases_per_key, level, max_waiters, "
+                  "on_queue_full and priority_share (e.g. max = 42)",
             [B] = "a budget limiter takes initial (the balance a new key starts with, e.g. "
                   "initial = 100)",
             [K] = "a breaker takes failures, failure_rate, min_calls, window, cooldown, probes, "

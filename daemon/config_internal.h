@@ -41,6 +41,9 @@ enum {
         LK_PROBES,
         LK_PROBE_TIMEOUT,
         LK_SUCCESSES,
+        LK_MAX_WAITERS,
+        LK_ON_QUEUE_FULL,
+        LK_PRIORITY_SHARE,
         LK_COUNT
 };
 

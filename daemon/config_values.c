@@ -526,6 +526,36 @@ static int set_percent(const struct config_key *k, void *field, const char *v, c
         return 0;
 }
 
+/* priority_share: the least share of a semaphore key's grants kept for its oldest waiter, a
+ * percentage; stored as "one grant in N" (N = 100 / share, rounded down: the share is at least
+ * the one configured). 0%: strict priority. */
+static int set_share(const struct config_key *k, void *field, const char *v, char *why, size_t n)
+{
+        uint64_t pct = 0;
+        int rc = set_percent(k, &pct, v, why, n);
+        if (rc < 0)
+                return rc;
+        *(uint32_t *)field = pct ? (uint32_t)(100 / pct) : 0;
+        return 0;
+}
+
+static int set_queue_full(const struct config_key *k, void *field, const char *v, char *why,
+                          size_t n)
+{
+        static const char *const names[] = {"reject", "drop_oldest", "drop_lowest"};
+        static const enum thr_queue_full vals[] = {THR_QUEUE_REJECT, THR_QUEUE_DROP_OLDEST,
+                                                   THR_QUEUE_DROP_LOWEST};
+        (void)k;
+        for (size_t i = 0; i < 3; i++) {
+                if (!strcasecmp(v, names[i])) {
+                        *(uint32_t *)field = vals[i];
+                        return 0;
+                }
+        }
+        return say(why, n, -EINVAL,
+                   "unknown value '%s' (one of reject, drop_oldest, drop_lowest)", v);
+}
+
 static int set_bool(const struct config_key *k, void *field, const char *v, char *why, size_t n)
 {
         static const char *const yes[] = {"yes", "true", "on", "1"}, *const no[] = {"no", "false",
@@ -622,6 +652,9 @@ const struct config_key config_limiter_keys[] = {
     [LK_MAX] = {"max", set_u64, LIM(rate_n), 1, THR_SEM_MAX},
     [LK_LEASES] = {"leases_per_key", set_u64, LIM(leases), 1, THR_SEM_LEASES_MAX},
     [LK_LEVEL] = {"level", set_u64, LIM(level), 0, THR_SEM_LEVELS - 1},
+    [LK_MAX_WAITERS] = {"max_waiters", set_u64, LIM(max_waiters), 0, THR_SEMQ_WAITERS_MAX},
+    [LK_ON_QUEUE_FULL] = {"on_queue_full", set_queue_full, LIM(on_queue_full), 0, 0},
+    [LK_PRIORITY_SHARE] = {"priority_share", set_share, LIM(priority_share), 0, 100},
     [LK_CLOCK_READ] = {"clock_read", set_clock_read, LIM(clock_read), 0, 0},
     [LK_ADAPTIVE] = {"adaptive", set_adaptive, 0, 0, 0},
     [LK_MIN_RATE] = {"min_rate", set_adapt_rate, 0, 0, 0},

@@ -150,6 +150,15 @@ static size_t params_kv(const struct thr_params *p, struct kv *kv)
                 KV("max", "%" PRIu64, p->rate_n);
                 KV("leases_per_key", "%" PRIu64, p->leases);
                 KV("level", "%" PRIu64, p->level);
+                KV("max_waiters", "%" PRIu32, THR_SEMQ_MAX_WAITERS(p->reserved));
+                KV("on_queue_full", "%s",
+                   THR_SEMQ_ON_FULL(p->reserved) == THR_QUEUE_DROP_OLDEST   ? "drop_oldest"
+                   : THR_SEMQ_ON_FULL(p->reserved) == THR_QUEUE_DROP_LOWEST ? "drop_lowest"
+                                                                            : "reject");
+                if (THR_SEMQ_SHARE(p->reserved))
+                        KV("priority_share", "1 in %" PRIu32, THR_SEMQ_SHARE(p->reserved));
+                else
+                        KV("priority_share", "%s", "none (strict)");
                 break;
         case THR_KIND_BUDGET:
                 KV("initial", "%" PRIu64, p->initial);

@@ -1197,8 +1197,8 @@ int thr_op_budget(thr_limiter *l, const void *key, size_t len, uint64_t amount, 
 /* Declared in client_internal.h. */
 void thr_lim_count(thr_limiter *l, int rc, bool waited)
 {
-        if (rc != 0 && rc != -EAGAIN && rc != -ETIMEDOUT)
-                return;
+        if (rc != 0 && rc != -EAGAIN && rc != -ETIMEDOUT && rc != -EBUSY && rc != -ECANCELED)
+                return; /* an error, not a decision (-EBUSY, -ECANCELED: a full queue's) */
         struct thr_lcount *row;
         int err = 0;
         if (!thr_reader_get_row(l->a, &row, &err))
@@ -1576,7 +1576,11 @@ const char *thr_strerror(int err)
         case EBUSY:
                 return "called from a signal handler while this thread was changing its record "
                        "cache (nothing decided, call again), or a peer closed while one of its "
-                       "acquires waits";
+                       "acquires waits, or a semaphore key's queue is full (max_waiters) and "
+                       "on_queue_full refused the acquire";
+        case ECANCELED:
+                return "the queued acquire was dropped from a full queue (on_queue_full = "
+                       "drop_oldest or drop_lowest) for another: nothing is held";
         case EAGAIN:
                 return "not now: a reservation would be due later than allowed, a "
                        "semaphore's units do not fit, or a budget's balance is short (or others "

@@ -453,6 +453,7 @@ static int claim_record(thr_arena *a, uint32_t *idx)
                 atomic_store_explicit(&rec[i].wait_slot, 0, memory_order_relaxed);
                 atomic_store_explicit(&rec[i].wait_gen, 0, memory_order_relaxed);
                 atomic_store_explicit(&rec[i].wait_flags, 0, memory_order_relaxed);
+                atomic_store_explicit(&rec[i].wait_deadline, 0, memory_order_relaxed);
                 /* not a peer unless made one (peer.c) */
                 atomic_store_explicit(&rec[i].peer_expires, 0, memory_order_relaxed);
                 atomic_store_explicit(&rec[i].peer_levels, 0, memory_order_relaxed);

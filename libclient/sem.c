@@ -44,6 +44,8 @@ struct sop {
         bool no_record;             /* the last serve found the head fitting but no record free */
         uint32_t word;              /* the wait word this thread queued with (its epoch) */
         bool queued;                /* it went through the key's queue: a wait (counted) */
+        uint32_t prio;              /* its class in the key's queue (0 lowest) */
+        uint64_t deadline;          /* arena ns it waits until (UINT64_MAX: no end) */
 };
 
 static uint64_t arena_now(const struct sop *o)
@@ -129,15 +131,19 @@ static bool give_up(struct thr_reader *r)
         return false;
 }
 
-enum { QUEUED, GRANTED, REFUSED };
+enum { QUEUED, GRANTED, REFUSED, DROPPED };
 
 /* What a serve decided for this thread: GRANTED, REFUSED (its amount is above a max a reload
- * lowered: -ERANGE), or nothing yet (QUEUED). Both are final; the lease a grant names was written
- * before the CAS this load pairs with. */
+ * lowered: -ERANGE), DROPPED (from a full queue for another acquire: -ECANCELED), or nothing yet
+ * (QUEUED). All are final; the lease a grant names was written before the CAS this load pairs
+ * with. */
 static int outcome(const struct thr_reader *r)
 {
         uint32_t s = THR_WAIT_STATE(atomic_load_explicit(&r->wait_state, memory_order_acquire));
-        return s == THR_WAIT_GRANTED ? GRANTED : s == THR_WAIT_REFUSED ? REFUSED : QUEUED;
+        return s == THR_WAIT_GRANTED   ? GRANTED
+               : s == THR_WAIT_REFUSED ? REFUSED
+               : s == THR_WAIT_DROPPED ? DROPPED
+                                       : QUEUED;
 }
 
 /* Under the lock: serve the key at NOW; whether this thread was granted; *ROOM_AT as enqueue. */
@@ -153,10 +159,15 @@ static int serve(struct sop *o, uint64_t now, int check, uint64_t *room_at)
         return QUEUED;
 }
 
-/* Under the lock: queue this thread for ASK and serve the key. GRANTED, QUEUED or -errno. */
+/* Under the lock: queue this thread for ASK and serve the key. GRANTED, QUEUED or -errno
+ * (-EBUSY: the key's queue is full and its on_queue_full refuses this acquire). */
 static int enqueue(struct sop *o, const struct shm_sem_ask *ask, uint64_t *room_at)
 {
         struct thr_sem *h = shm_sem(sop_aux(o));
+        uint32_t dropped;
+        if (shm_sem_make_room(&o->a->map, o->p, o->slot, sop_aux(o), arena_now(o), o->prio,
+                              &dropped) < 0)
+                return -EBUSY;
         uint64_t ticket = atomic_load_explicit(&h->next_ticket, memory_order_relaxed);
         atomic_store_explicit(&h->next_ticket, ticket + 1, memory_order_relaxed);
         struct thr_reader *r = o->r;
@@ -168,7 +179,10 @@ static int enqueue(struct sop *o, const struct shm_sem_ask *ask, uint64_t *room_
         atomic_store_explicit(&r->wait_ttl, ask->ttl_ns, memory_order_relaxed);
         atomic_store_explicit(&r->wait_holder, ask->holder, memory_order_relaxed);
         atomic_store_explicit(&r->wait_holder_idx, ask->holder_idx, memory_order_relaxed);
-        atomic_store_explicit(&r->wait_flags, (ask->flags & THR_LEASE_PEER) | ask->level << 8,
+        atomic_store_explicit(&r->wait_flags,
+                              (ask->flags & THR_LEASE_PEER) | ask->level << 8 | o->prio << 16,
+                              memory_order_relaxed);
+        atomic_store_explicit(&r->wait_deadline, o->deadline == UINT64_MAX ? 0 : o->deadline,
                               memory_order_relaxed);
         atomic_store_explicit(&r->wait_since, arena_now(o), memory_order_relaxed);
         atomic_store_explicit(&r->wait_gen_floor,
@@ -291,7 +305,7 @@ static int wait_grant(struct sop *o, uint64_t deadline, uint64_t room_at)
                 uint32_t st = THR_WAIT_STATE(word);
                 if (THR_WAIT_EPOCH(word) != THR_WAIT_EPOCH(o->word) ||
                     (st != THR_WAIT_WAITING && st != THR_WAIT_HEAD && st != THR_WAIT_GRANTED &&
-                     st != THR_WAIT_REFUSED)) {
+                     st != THR_WAIT_REFUSED && st != THR_WAIT_DROPPED)) {
                         /* only a client rewriting this record does that: the wait is void (no
                          * serve finds it any more); never spin on it */
                         leave_unlocked(o);
@@ -390,15 +404,20 @@ static int acquire_on(struct sop *o, const struct shm_sem_ask *ask, uint64_t t0,
                 sop_unlock(o, now);
                 return rc;
         }
+        if (now >= deadline) { /* a deadline that has passed is never queued */
+                sop_unlock(o, now);
+                return -ETIMEDOUT;
+        }
         uint64_t room_at = 0;
         rc = enqueue(o, ask, &room_at);
         o->queued |= rc == QUEUED;
         sop_unlock(o, now);
         if (rc == QUEUED)
                 rc = wait_grant(o, deadline, room_at);
-        if (rc == REFUSED) { /* a reload lowered max below AMOUNT while it waited */
+        if (rc == REFUSED || rc == DROPPED) { /* a reload lowered max below AMOUNT while it
+                                                * waited; or a full queue dropped it */
                 wait_clear(o->r);
-                return -ERANGE;
+                return rc == REFUSED ? -ERANGE : -ECANCELED;
         }
         if (rc != GRANTED)
                 return rc;
@@ -421,9 +440,9 @@ static int not_semaphore(const thr_limiter *l)
 
 static int sem_acquire(thr_limiter *l, const void *key, size_t len, const struct thr_sem_holder *hd,
                        uint32_t amount, uint64_t ttl_ns, uint64_t timeout_ns, bool wait,
-                       struct thr_lease *lease)
+                       const struct thr_wait_opts *w, struct thr_lease *lease)
 {
-        struct sop o = {.l = l, .a = l->a};
+        struct sop o = {.l = l, .a = l->a, .prio = w ? w->priority : 0};
         const struct thr_params *p = thr_sem_record(l, &o.pc);
         if (!p || atomic_load_explicit(&l->de->state, memory_order_acquire) != THR_DIR_LIVE)
                 return not_semaphore(l);
@@ -459,6 +478,9 @@ static int sem_acquire(thr_limiter *l, const void *key, size_t len, const struct
         }
         uint64_t t0 = arena_now(&o);
         uint64_t deadline = timeout_ns > UINT64_MAX - t0 ? UINT64_MAX : t0 + timeout_ns;
+        if (w && w->deadline_ns && w->deadline_ns < deadline)
+                deadline = w->deadline_ns;
+        o.deadline = deadline;
         o.p = p; /* for the first lock's wait; sop_lock reads it again under the lock */
         for (uint64_t now = t0;; now = arena_now(&o)) {
                 struct thr_reservation_priv loc;
@@ -476,7 +498,8 @@ static int sem_acquire(thr_limiter *l, const void *key, size_t len, const struct
 }
 
 static int acquire_entry(thr_limiter *l, const void *key, size_t len, uint32_t amount,
-                         uint64_t ttl_ns, uint64_t timeout_ns, bool wait, struct thr_lease *lease)
+                         uint64_t ttl_ns, uint64_t timeout_ns, bool wait,
+                         const struct thr_wait_opts *w, struct thr_lease *lease)
 {
         if (!l || !lease)
                 return -EINVAL;
@@ -487,7 +510,7 @@ static int acquire_entry(thr_limiter *l, const void *key, size_t len, uint32_t a
                 return -ENAMETOOLONG;
         int old;
         pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
-        int rc = sem_acquire(l, key, len, NULL, amount, ttl_ns, timeout_ns, wait, lease);
+        int rc = sem_acquire(l, key, len, NULL, amount, ttl_ns, timeout_ns, wait, w, lease);
         pthread_setcancelstate(old, NULL);
         return rc;
 }
@@ -498,19 +521,34 @@ int thr_sem_acquire_as(thr_limiter *l, const void *key, size_t len, const struct
                        uint32_t amount, uint64_t timeout_ns, bool wait, struct thr_lease *lease)
 {
         *thr_lease_priv(lease) = (struct thr_lease_priv){0};
-        return sem_acquire(l, key, len, hd, amount, 1, timeout_ns, wait, lease);
+        return sem_acquire(l, key, len, hd, amount, 1, timeout_ns, wait, NULL, lease);
 }
 
 int thr_sem_acquire(thr_limiter *l, const void *key, size_t len, uint32_t amount, uint64_t ttl_ns,
                     uint64_t timeout_ns, struct thr_lease *lease)
 {
-        return acquire_entry(l, key, len, amount, ttl_ns, timeout_ns, timeout_ns != 0, lease);
+        return acquire_entry(l, key, len, amount, ttl_ns, timeout_ns, timeout_ns != 0, NULL, lease);
+}
+
+static_assert(THR_PRIORITY_MAX == THR_WAIT_PRIO_MAX, "throttle.h's classes are the layout's");
+
+int thr_sem_acquire_opts(thr_limiter *l, const void *key, size_t len, uint32_t amount,
+                         uint64_t ttl_ns, const struct thr_wait_opts *w, struct thr_lease *lease)
+{
+        if (!w || w->priority > THR_PRIORITY_MAX || w->flags || w->reserved[0] || w->reserved[1]) {
+                if (lease)
+                        *thr_lease_priv(lease) = (struct thr_lease_priv){0};
+                return -EINVAL;
+        }
+        bool wait = w->timeout_ns || w->deadline_ns;
+        return acquire_entry(l, key, len, amount, ttl_ns, w->timeout_ns ? w->timeout_ns : UINT64_MAX,
+                             wait, w, lease);
 }
 
 int thr_sem_try(thr_limiter *l, const void *key, size_t len, uint32_t amount, uint64_t ttl_ns,
                 struct thr_lease *lease)
 {
-        return acquire_entry(l, key, len, amount, ttl_ns, 0, false, lease);
+        return acquire_entry(l, key, len, amount, ttl_ns, 0, false, NULL, lease);
 }
 
 /* Heartbeat (TTL_NS), release (TTL_NS 0) or resize (AMOUNT, not 0) of the lease LP, under its

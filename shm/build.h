@@ -27,6 +27,9 @@ struct shm_limiter_spec {
                                   * shard's lock, then on_full applies; 0: THR_LOCK_WAIT_NS */
         uint64_t leases;         /* semaphore: lease records per key (rate_n is its max) */
         uint64_t level;          /* semaphore: lock level, 0 to THR_SEM_LEVELS - 1 (peer.h) */
+        uint64_t max_waiters;    /* semaphore: queued acquires per key at most; 0 unbounded */
+        uint32_t on_queue_full;  /* semaphore: enum thr_queue_full */
+        uint32_t priority_share; /* semaphore: 1 grant in this many to the oldest; 0 strict */
         uint32_t clock_read;     /* enum thr_clock_read (clock.h): GCRA only; 0 is precise */
         /* breaker (breaker.h); its window is period_ns */
         uint64_t failures;         /* consecutive failures that trip it; 0: rule off */

@@ -152,7 +152,7 @@
  * would take for a corrupt record. Older arenas must be recreated.
  */
 #define THR_LAYOUT_MAJOR   13u
-#define THR_LAYOUT_MINOR   0u
+#define THR_LAYOUT_MINOR   1u
 #define THR_HDR_SIZE       4096u
 #define THR_RELOAD_MSG     2048u /* bytes of the header's last reload message */
 #define THR_NAME_MAX       63u   /* arena and limiter names, without the NUL */
@@ -242,6 +242,25 @@ enum thr_clock_read {
 #define THR_SEM_HDR            64u    /* bytes before a key's lease records: struct thr_sem */
 #define THR_LEASE_SIZE         64u
 #define THR_SEM_LEVELS         64u /* lock levels 0..63: a peer's levels are one word's bits */
+/* A semaphore's queue (sem.h, "Priority"): thr_params.reserved holds its bound on queued acquires
+ * per key (bits 0..31, 0: unbounded), what an acquire finding it full does (bits 32..33, enum
+ * thr_queue_full) and its share (bits 40..47: of every SHARE leases granted on a key, the last
+ * goes to the oldest queued acquire whatever its class; 0: strict priority). A waiter's class is
+ * bits 16..18 of its wait_flags (0 lowest, THR_WAIT_PRIO_MAX highest: throttle.h's THR_PRIORITY_MAX). */
+#define THR_SEMQ_MAX_WAITERS(r) ((uint32_t)(r))
+#define THR_SEMQ_ON_FULL(r)     ((uint32_t)((r) >> 32) & 3u)
+#define THR_SEMQ_SHARE(r)       ((uint32_t)((r) >> 40) & 0xffu)
+#define THR_SEMQ(max, full, share)                                                                 \
+        ((uint64_t)(uint32_t)(max) | (uint64_t)((full)&3u) << 32 | (uint64_t)((share)&0xffu) << 40)
+#define THR_SEMQ_SHARE_MAX   255u
+#define THR_SEMQ_WAITERS_MAX (1u << 20)
+#define THR_WAIT_PRIO_MAX    7u
+#define THR_WAIT_PRIO(flags) ((uint32_t)(flags) >> 16 & 7u)
+enum thr_queue_full {
+        THR_QUEUE_REJECT = 0,      /* the new acquire is refused (-EBUSY) */
+        THR_QUEUE_DROP_OLDEST = 1, /* the oldest queued acquire is dropped (-ECANCELED) */
+        THR_QUEUE_DROP_LOWEST = 2  /* the last of the lowest class is dropped, if below the new one */
+};
 
 /* Budget limiters (budget.h): a balance per key, spent by cost, raised by adds. The state word
  * is the balance, with THR_BUDGET_WAITERS set while spenders are queued (then only the key's
@@ -279,7 +298,8 @@ enum thr_wait_state {
         THR_WAIT_WAITING = 1,
         THR_WAIT_GRANTED = 2,
         THR_WAIT_HEAD = 3,   /* semaphore keys: waiting, at the head of the queue (sem.h) */
-        THR_WAIT_REFUSED = 4 /* semaphore keys: its amount is above max (a reload lowered it) */
+        THR_WAIT_REFUSED = 4, /* semaphore keys: its amount is above max (a reload lowered it) */
+        THR_WAIT_DROPPED = 5  /* semaphore keys: dropped from a full queue (THR_QUEUE_DROP_*) */
 };
 
 /* thr_params.on_full: what an insert does when the table (or the key's shard) is full */
@@ -419,7 +439,7 @@ struct thr_params {
         uint64_t leases;            /* kind = THR_KIND_SEMAPHORE: lease records per key; else 0 */
         uint64_t level;             /* kind = THR_KIND_SEMAPHORE: its lock level (peers acquire
                                      * downwards only, peer.h), < THR_SEM_LEVELS; else 0 */
-        uint64_t reserved;
+        uint64_t reserved;          /* kind = THR_KIND_SEMAPHORE: its queue, THR_SEMQ() */
         /* kind = THR_KIND_SEMAPHORE reuses: rate_n = burst = initial = max; period_ns = 0; k = 1,
          * t_units = 1 (times are ns), bt_units = 0; max_reserve_units = the longest lease ttl, ns.
          * kind = THR_KIND_BREAKER reuses: see THR_BRK_FAILURES_MAX above.
@@ -526,12 +546,13 @@ struct thr_reader {
         _Atomic uint64_t wait_gen_floor;  /* the key's next lease generation when it queued: a
                                            * lease older than the wait is never its grant */
         _Atomic uint64_t wait_since;      /* arena ns the wait began (the longest pending) */
-        _Atomic uint32_t wait_flags;      /* THR_LEASE_PEER | level << 8: the lease asked for */
+        _Atomic uint32_t wait_flags;      /* THR_LEASE_PEER | level << 8 | class << 16 */
         /* a peer's record (peer.h): a holder of leases with one expiry, apart from any thread */
         _Atomic uint32_t peer_pending; /* its acquires queued now (informational) */
         _Atomic uint64_t peer_expires; /* arena ns its leases expire at; 0: not a live peer */
         _Atomic uint64_t peer_levels;  /* bit L: it holds, or waits for, a lock at level L */
-        uint8_t pad[192 - 184];
+        _Atomic uint64_t wait_deadline; /* a semaphore wait: arena ns it ends at (a serve
+                                         * passes over it from then: it is leaving) */
         /* bytes 192..: the journal of this thread's composed call in progress (compose.h) */
         struct thr_journal {
                 _Atomic uint64_t status; /* seq << 2 | enum thr_journal_state */

@@ -145,6 +145,19 @@ static int sem_make(const struct shm_limiter_spec *s, uint64_t gen, struct thr_p
                             "level must be 0 to %u (got %" PRIu64 ")", THR_SEM_LEVELS - 1,
                             s->level);
         out->level = s->level;
+        if (s->max_waiters > THR_SEMQ_WAITERS_MAX)
+                return fail(err, errlen, -ERANGE, s->name,
+                            "max_waiters must be 0 (unbounded) to %u (got %" PRIu64 ")",
+                            THR_SEMQ_WAITERS_MAX, s->max_waiters);
+        if (s->on_queue_full > THR_QUEUE_DROP_LOWEST)
+                return fail(err, errlen, -EINVAL, s->name, "unknown on_queue_full %u",
+                            s->on_queue_full);
+        if (s->priority_share > THR_SEMQ_SHARE_MAX)
+                return fail(err, errlen, -ERANGE, s->name,
+                            "priority_share must be 0 (strict priority) to %u: one grant in "
+                            "that many goes to the oldest waiter (got %u)",
+                            THR_SEMQ_SHARE_MAX, s->priority_share);
+        out->reserved = THR_SEMQ(s->max_waiters, s->on_queue_full, s->priority_share);
         return 0;
 }
 

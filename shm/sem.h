@@ -73,6 +73,27 @@
  * within THR_SERIAL_POLL_NS, or by the daemon's next maintenance pass; without anyone, it is
  * harmless.
  *
+ * Priority (thr_sem_acquire_opts). A waiter's class (0-7, in its wait_flags) and deadline
+ * (wait_deadline, arena ns) are written by its owner with the other wait fields, under the lock,
+ * before its word is made WAITING. Every serve orders the queue afresh (shm_sem_queue): the
+ * highest class first, the lowest ticket within a class; on the share's turn (the grant that
+ * makes the key's `granted` count a multiple of priority_share) the lowest ticket of all; a
+ * waiter whose deadline is not after now is passed over (it is leaving: its own loop gives up
+ * within THR_SERIAL_POLL_NS of the deadline, or 1 ms on a manual clock). Being ordered afresh,
+ * the queue keeps no structure a kill can tear: what a serve reads is each waiter's own record.
+ * A new head that arrived above the old one is made HEAD and woken as before; the old head keeps
+ * its HEAD word and polls (harmless: it finds it is not served, and sleeps again). The share's
+ * count is the key's `granted`, which a client can rewrite: it then moves the share's turn, for
+ * that key only, never the bound on units.
+ * Bounded queues (max_waiters): an acquire about to queue counts the live waiters under the lock
+ * (shm_sem_make_room); if they are max_waiters or more, on_queue_full refuses it (-EBUSY) or
+ * drops one, its word CASed WAITING (or HEAD) -> DROPPED from the exact word scanned (a waiter
+ * that gave up without the lock made it NONE first, and one that waits again has another epoch:
+ * neither is dropped) and woken: its caller clears its own wait fields and returns -ECANCELED.
+ * A drop and a grant are both made under the lock, so a waiter is never both. The bound is on
+ * live waiters: a dead waiter (its thread's record reaped or its liveness lock free) and one
+ * past its deadline do not count.
+ *
  * Peers (peer.h). A lease may name a peer instead of a process: then it has no expiry of its own
  * (THR_LEASE_PEER in the record, expires_ns UINT64_MAX) and is judged by its peer's expiry word,
  * read through the holder index and token the record names, at every sweep (no syscall): a peer
@@ -90,6 +111,7 @@
 #include <stdint.h>
 
 #include "arena.h"
+#include "serial.h"
 
 static inline struct thr_sem *shm_sem(void *aux)
 {
@@ -192,6 +214,31 @@ static inline uint64_t shm_sem_expiry(const struct shm_map *m, const struct thr_
                 return atomic_load_explicit(&r->expires_ns, memory_order_relaxed);
         return shm_sem_peer_expiry(m, r, now, kill);
 }
+
+/*
+ * The acquires queued on slot S at NOW, as a serve orders them ("Priority" above): the live
+ * waiters (WAITING or HEAD, their deadline ahead), the next one served (the highest class, oldest
+ * within it; the oldest of all on the share's turn), the oldest, and the lowest (the last of the
+ * lowest class: the one served last). Under the key's lock.
+ */
+struct shm_sem_queue {
+        uint32_t n;
+        uint32_t next_class, lowest_class;
+        struct shm_waiter next, oldest, lowest;
+};
+void shm_sem_queue(const struct shm_map *m, const struct thr_params *p, const struct thr_slot *s,
+                   const void *aux, uint64_t now, struct shm_sem_queue *q);
+
+/*
+ * shm_sem_make_room - under the lock, before an acquire of class PRIO queues on slot S: with the
+ * limiter's max_waiters reached, its on_queue_full decides: reject (-EBUSY), drop the oldest, or
+ * drop the last of the lowest class if that class is below PRIO (else -EBUSY). A dropped waiter's
+ * word goes WAITING (or HEAD) -> DROPPED, and it is woken (its caller gets -ECANCELED). Returns 0
+ * (queue it; *DROPPED says how many were dropped for it) or -EBUSY.
+ */
+int shm_sem_make_room(const struct shm_map *m, const struct thr_params *p,
+                      const struct thr_slot *s, const void *aux, uint64_t now, uint32_t prio,
+                      uint32_t *dropped);
 
 /* The acquires queued on slot S (any live thread's record naming it, WAITING or HEAD): how many,
  * the units they ask, and how long the oldest has waited at NOW. Exact under the key's lock; a

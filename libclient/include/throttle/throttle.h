@@ -279,6 +279,30 @@ int thr_serial_end(struct thr_hold *hold);
 int thr_sem_acquire(thr_limiter *lim, const void *key, size_t len, uint32_t amount, uint64_t ttl_ns,
                     uint64_t timeout_ns, struct thr_lease *lease);
 
+/* How an acquire waits in a semaphore key's queue (thr_sem_acquire_opts). */
+#define THR_PRIORITY_MAX 7 /* classes 0 (lowest, every other call's) to 7 */
+struct thr_wait_opts {
+        uint32_t priority;    /* its class: higher classes are served first, FIFO within one */
+        uint32_t flags;       /* 0 */
+        uint64_t timeout_ns;  /* wait at most this long (0: no bound of its own) ... */
+        uint64_t deadline_ns; /* ... nor past this arena time (thr_clock_now; 0: none) */
+        uint64_t reserved[2]; /* 0 */
+};
+
+/*
+ * thr_sem_acquire_opts - thr_sem_acquire with a class and a deadline in the key's queue. Queued
+ * acquires are served highest class first, oldest first within a class, except that one lease in
+ * every `priority_share` granted on a key goes to its oldest queued acquire whatever its class
+ * (so the lowest class cannot starve; throttled.conf(5)). The wait ends at the earlier of
+ * now + OPTS->timeout_ns and OPTS->deadline_ns (both 0: thr_sem_try); a deadline that has passed
+ * when the units do not fit is refused at once, never queued. A limiter with max_waiters bounds
+ * each key's queue: when it is full, on_queue_full refuses the new acquire (-EBUSY) or drops a
+ * queued one (its caller gets -ECANCELED). Returns as thr_sem_acquire, and -EBUSY, -ECANCELED,
+ * -EINVAL (priority above THR_PRIORITY_MAX, flags or reserved not 0).
+ */
+int thr_sem_acquire_opts(thr_limiter *lim, const void *key, size_t len, uint32_t amount,
+                         uint64_t ttl_ns, const struct thr_wait_opts *opts, struct thr_lease *lease);
+
 /*
  * thr_sem_try - thr_sem_acquire that never waits for units: 0, or -EAGAIN when AMOUNT does not
  * fit now (or others are queued before it); -ETIMEDOUT only if a live process held the key's
