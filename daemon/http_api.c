@@ -58,6 +58,7 @@ static unsigned status_of(int err)
         case ENOBUFS:
         case EUSERS:
         case EBUSY:
+        case ECANCELED:
                 return 503;
         default:
                 return 500;

@@ -105,7 +105,8 @@ struct http_job { /* a wait: what it needs after the request is gone */
         uint64_t costs[THR_COMPOSE_MAX_MEMBERS];
         size_t n;
         uint64_t timeout_ns, ttl_ns;
-        int slot; /* JOB_LEASE: its slot in the lease table */
+        int slot;      /* JOB_LEASE: its slot in the lease table */
+        uint32_t prio; /* JOB_LEASE: its class in the key's queue (thr_sem_acquire_opts) */
         struct thr_reservation rv;
 };
 

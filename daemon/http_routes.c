@@ -18,7 +18,7 @@
 
 static const char *const F_TRY[] = {"key", "cost", NULL};
 static const char *const F_ACQ[] = {"key", "cost", "timeout_ms", NULL};
-static const char *const F_LEASE[] = {"key", "amount", "ttl_ms", "timeout_ms", NULL};
+static const char *const F_LEASE[] = {"key", "amount", "ttl_ms", "timeout_ms", "priority", NULL};
 static const char *const F_HB[] = {"ttl_ms", NULL};
 static const char *const F_SPEND[] = {"key", "cost", "timeout_ms", NULL};
 static const char *const F_ADD[] = {"key", "amount", NULL};
@@ -237,7 +237,7 @@ static void lease_answer(struct http_api *api, struct http_out *out, int slot,
 static void post_lease(struct route *rt)
 {
         struct http_job *j = calloc(1, sizeof(*j));
-        uint64_t amount = 0, timeout = 0;
+        uint64_t amount = 0, timeout = 0, prio = 0;
         if (!j) {
                 http_error(rt->r.out, ENOMEM, NULL);
                 return;
@@ -247,10 +247,12 @@ static void post_lease(struct route *rt)
             http_u64(&rt->r, "amount", false, 1, UINT32_MAX, &amount) < 0 ||
             http_ms(&rt->r, "ttl_ms", false, DEFAULT_TTL_NS, &j->ttl_ns) < 0 ||
             http_ms(&rt->r, "timeout_ms", false, 0, &timeout) < 0 ||
+            http_u64(&rt->r, "priority", false, 0, THR_PRIORITY_MAX, &prio) < 0 ||
             http_limiter(rt, &j->lims[0]) < 0) {
                 free(j);
                 return;
         }
+        j->prio = (uint32_t)prio;
         j->slot = http_lease_slot(rt->api);
         if (j->slot < 0) {
                 http_error(rt->r.out, -j->slot,
@@ -607,8 +609,9 @@ void http_job_run(struct http_job *j, struct http_out *out, bool (*gone)(void *)
         memset(out, 0, sizeof(*out));
         if (j->kind == JOB_LEASE) {
                 struct thr_lease l;
-                int rc = thr_sem_acquire(j->lims[0], j->keys[0], j->lens[0], (uint32_t)j->costs[0],
-                                         j->ttl_ns, j->timeout_ns, &l);
+                struct thr_wait_opts w = {.priority = j->prio, .timeout_ns = j->timeout_ns};
+                int rc = thr_sem_acquire_opts(j->lims[0], j->keys[0], j->lens[0],
+                                              (uint32_t)j->costs[0], j->ttl_ns, &w, &l);
                 if (rc == 0 && gone && gone(arg)) {
                         thr_sem_release(&l); /* its client left: nobody knows its id */
                         rc = -ECONNABORTED;
@@ -616,7 +619,11 @@ void http_job_run(struct http_job *j, struct http_out *out, bool (*gone)(void *)
                 if (rc < 0) {
                         http_lease_free(j->api, j->slot);
                         http_error(out, -rc,
-                                   rc == -ETIMEDOUT ? "not granted within the timeout" : NULL);
+                                   rc == -ETIMEDOUT   ? "not granted within the timeout"
+                                   : rc == -EBUSY     ? "the key's queue is full (max_waiters)"
+                                   : rc == -ECANCELED ? "dropped from the key's full queue for "
+                                                        "another acquire (on_queue_full)"
+                                                      : NULL);
                 } else {
                         lease_answer(j->api, out, j->slot, &l, j->ttl_ns);
                 }

@@ -458,6 +458,22 @@ static void lim_row(const void *data, long i, char cells[][CELL])
                 lim_sem_cells(l, lr->queue, cells + 18);
 }
 
+/* A semaphore's on_queue_full, from its record's queue word (a value the config never writes,
+ * from a rewritten record, is named as such). */
+static const char *queue_full_name(uint64_t q)
+{
+        switch (THR_SEMQ_ON_FULL(q)) {
+        case THR_QUEUE_REJECT:
+                return "reject";
+        case THR_QUEUE_DROP_OLDEST:
+                return "drop_oldest";
+        case THR_QUEUE_DROP_LOWEST:
+                return "drop_lowest";
+        default:
+                return "unknown";
+        }
+}
+
 static void lim_json(const struct shmctl_lim *l)
 {
         char name[CELL], rate[48] = "null", pct[32];
@@ -504,6 +520,11 @@ static void lim_json(const struct shmctl_lim *l)
                        ",\"longest_pending_ns\":%" PRIu64,
                        l->p.level, l->sem_min_rem, l->sem_queued, l->sem_pend_units,
                        l->sem_longest_ns);
+        if (is_sem(l)) /* its queue (thr_sem_acquire_opts): bound, policy, share */
+                printf(",\"max_waiters\":%" PRIu32 ",\"on_queue_full\":\"%s\""
+                       ",\"priority_share_one_in\":%" PRIu32,
+                       THR_SEMQ_MAX_WAITERS(l->p.reserved), queue_full_name(l->p.reserved),
+                       THR_SEMQ_SHARE(l->p.reserved));
         putchar('}');
 }
 
@@ -816,8 +837,17 @@ static void keys_human(const struct shmctl_lim *l, const struct shmctl_key *v, l
                                  "semaphore of max %" PRIu64 ", %" PRIu64 " leases a key",
                                  l->p.rate_n, l->p.leases);
                 if (l->p.level && u > 0 && (size_t)u < sizeof(unit)) /* level 0: the default */
-                        snprintf(unit + u, sizeof(unit) - (size_t)u, ", level %" PRIu64,
-                                 l->p.level);
+                        u += snprintf(unit + u, sizeof(unit) - (size_t)u, ", level %" PRIu64,
+                                      l->p.level);
+                uint32_t mw = THR_SEMQ_MAX_WAITERS(l->p.reserved);
+                if (mw && u > 0 && (size_t)u < sizeof(unit)) /* unbounded: the default */
+                        u += snprintf(unit + u, sizeof(unit) - (size_t)u,
+                                      ", queue of %" PRIu32 " (%s when full)", mw,
+                                      queue_full_name(l->p.reserved));
+                if (THR_SEMQ_SHARE(l->p.reserved) && u > 0 && (size_t)u < sizeof(unit))
+                        snprintf(unit + u, sizeof(unit) - (size_t)u,
+                                 ", 1 grant in %" PRIu32 " to the oldest",
+                                 THR_SEMQ_SHARE(l->p.reserved));
         } else {
                 snprintf(unit, sizeof(unit), "TAT in units of 1/%" PRIu64 " ns", l->p.k);
         }

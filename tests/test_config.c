@@ -990,3 +990,42 @@ Test(config, breaker_faults_at_their_line)
         expect_one_fault("[g]\nrate = 5/s\nprobes = 2\n", 3, "does not apply");
         expect_one_fault("[g]\nkind = circuit\n", 2, "breaker");
 }
+
+/* A semaphore's queue: max_waiters, on_queue_full, priority_share (a percentage, stored as one
+ * grant in 100 / share); each fault at its line, and none on another kind. */
+Test(config, semaphore_queue_keys)
+{
+        struct run *r = run_text("[db]\nkind = semaphore\nmax = 4\nmax_waiters = 32\n"
+                                 "on_queue_full = drop_lowest\npriority_share = 30%\n\n"
+                                 "[plain]\nkind = semaphore\nmax = 2\n");
+        cr_assert_eq(r->rc, 0, "%s", r->err);
+        const struct shm_limiter_spec *s = find_limiter(&r->cfg, "db");
+        cr_assert(s);
+        cr_assert_eq(s->max_waiters, 32);
+        cr_assert_eq(s->on_queue_full, THR_QUEUE_DROP_LOWEST);
+        cr_assert_eq(s->priority_share, 3, "30%%: one grant in 3 (33%% >= 30%%)");
+        struct thr_params p;
+        char why[256];
+        cr_assert_eq(shm_params_make(s, 1, &p, why, sizeof(why)), 0, "%s", why);
+        cr_assert_eq(THR_SEMQ_MAX_WAITERS(p.reserved), 32);
+        cr_assert_eq(THR_SEMQ_ON_FULL(p.reserved), THR_QUEUE_DROP_LOWEST);
+        cr_assert_eq(THR_SEMQ_SHARE(p.reserved), 3);
+        s = find_limiter(&r->cfg, "plain");
+        cr_assert(s && s->max_waiters == 0 && s->on_queue_full == THR_QUEUE_REJECT &&
+                  s->priority_share == 0);
+        free(r);
+        r = run_text("[f]\nkind = semaphore\nmax = 1\npriority_share = 100%\n");
+        cr_assert_eq(r->rc, 0, "%s", r->err);
+        cr_assert_eq(find_limiter(&r->cfg, "f")->priority_share, 1);
+        free(r);
+
+        expect_one_fault("[db]\nkind = semaphore\nmax = 4\nmax_waiters = 2000000\n", 4,
+                         "max_waiters");
+        expect_one_fault("[db]\nkind = semaphore\nmax = 4\non_queue_full = drop\n", 4,
+                         "unknown value 'drop' (one of reject, drop_oldest, drop_lowest)");
+        expect_one_fault("[db]\nkind = semaphore\nmax = 4\npriority_share = 150%\n", 4,
+                         "priority_share");
+        expect_one_fault("[api]\nrate = 5/s\nmax_waiters = 3\n", 3, "max_waiters does not apply");
+        expect_one_fault("[api]\nrate = 5/s\non_queue_full = reject\n", 3,
+                         "on_queue_full does not apply");
+}

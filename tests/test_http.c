@@ -435,6 +435,42 @@ Test(http, lease_wait_and_waiter_bound)
         rfree(&r);
 }
 
+/* A lease request's priority (thr_sem_acquire_opts): a bounded queue that drops the lowest class
+ * for a higher one (503 ECANCELED to the dropped request), refuses one that is not higher (503
+ * EBUSY), and grants the higher one when the unit comes back; a class above 7 is a 400. */
+Test(http, lease_priority_and_a_bounded_queue)
+{
+        start(NULL, LIMS "\n[pq]\nkind = semaphore\nmax = 1\ncapacity = 64\nmax_waiters = 1\n"
+                         "on_queue_full = drop_lowest\n");
+        thr_limiter *l = tdaemon_lim(&fx, 0, "pq");
+        struct thr_lease mine;
+        cr_assert_eq(thr_sem_try(l, "Q", 1, 1, 30 * SEC, &mine), 0);
+        must("POST", "/v1/limiters/pq/leases", "{\"key\":\"Q\",\"timeout_ms\":1000,\"priority\":8}",
+             400, "EINVAL");
+        int lo = hconnect(), hi = hconnect();
+        hsend(lo, "POST", "/v1/limiters/pq/leases",
+              "{\"key\":\"Q\",\"timeout_ms\":20000,\"priority\":0}", NULL);
+        struct thr_sem_stat st = {0};
+        for (int i = 0; i < 2000 && st.pending != 1; i++) {
+                usleep(1000);
+                cr_assert_eq(thr_sem_stat(l, "Q", 1, &st), 0);
+        }
+        cr_assert_eq(st.pending, 1, "the first request never queued");
+        hsend(hi, "POST", "/v1/limiters/pq/leases",
+              "{\"key\":\"Q\",\"timeout_ms\":20000,\"priority\":5}", NULL);
+        struct resp r = hread(lo);
+        expect(&r, 503, "ECANCELED");
+        rfree(&r);
+        must("POST", "/v1/limiters/pq/leases",
+             "{\"key\":\"Q\",\"timeout_ms\":20000,\"priority\":2}", 503, "EBUSY");
+        cr_assert_eq(thr_sem_release(&mine), 0);
+        r = hread(hi);
+        expect(&r, 201, NULL);
+        rfree(&r);
+        close(lo);
+        close(hi);
+}
+
 /* ---------------------------------------------------------------- bad requests */
 
 struct bad {

@@ -194,6 +194,8 @@ Test(shmctl_sem, limiters_show_max_leases_per_key_held_and_pending)
                         "\"capacity\":64,\"live\":2,");
         assert_has(out, "\"kind\":\"semaphore\",\"max\":1,\"leases_per_key\":4,\"held\":1,"
                         "\"pending\":0,\"serialize\":false,\"bytes_per_slot\":384,");
+        assert_has(out, "\"max_waiters\":0,\"on_queue_full\":\"reject\","
+                        "\"priority_share_one_in\":0}");
         assert_has(out,
                    "{\"name\":\"api\",\"rate\":\"10/s\",\"rate_n\":10,\"period_ns\":1000000000,"
                    "\"burst\":5,\"initial\":5,\"kind\":\"gcra\",\"serialize\":false,");
@@ -500,4 +502,25 @@ Test(shmctl_sem, leases_per_key_that_do_not_fit_the_table_are_dataerr)
         tb->aux_stride = THR_SEM_HDR + 8 * THR_LEASE_SIZE;
         cr_assert_eq(run(out, "--json get A k"), 0, "restored: %s", out);
         assert_has(out, "\"held\":4,");
+}
+
+/* A semaphore's queue (thr_sem_acquire_opts): its bound, policy and share, in both outputs; a
+ * rewritten policy value is named "unknown", never read past a table. */
+Test(shmctl_sem, limiters_show_the_queue_bound_policy_and_share)
+{
+        static char out[OUT_MAX];
+        char line[512];
+        struct shm_limiter_spec l[] = {sem_spec("q", 4, 8)};
+        l[0].max_waiters = 16;
+        l[0].on_queue_full = THR_QUEUE_DROP_LOWEST;
+        l[0].priority_share = 5;
+        make_arena("squeue", 1, l);
+        cr_assert_eq(run(out, "--json limiters"), 0, "%s", out);
+        assert_json(out);
+        assert_has(out, "\"max_waiters\":16,\"on_queue_full\":\"drop_lowest\","
+                        "\"priority_share_one_in\":5}");
+        cr_assert_eq(run(out, "keys q"), 0, "%s", out);
+        assert_has(line_with(out, "limiter q", line, sizeof(line)),
+                   "semaphore of max 4, 8 leases a key, queue of 16 (drop_lowest when full), 1 "
+                   "grant in 5 to the oldest");
 }

@@ -266,8 +266,9 @@ int thr_serial_end(struct thr_hold *hold);
  * thr_sem_acquire - take AMOUNT units of KEY (LEN bytes) on the semaphore limiter LIM, as a lease
  * that lives TTL_NS unless extended (thr_sem_heartbeat) or released (thr_sem_release); at most
  * the limiter's max units are held per key at any instant, across every process. When they do
- * not fit now, the call waits up to TIMEOUT_NS, queued: pending acquires are served strictly
- * oldest first (a large request at the head is never overtaken by smaller ones behind it).
+ * not fit now, the call waits up to TIMEOUT_NS, queued: pending acquires are served oldest
+ * first (a large request at the head is never overtaken by smaller ones behind it), those of a
+ * higher class (thr_sem_acquire_opts) before this call's, class 0.
  * A lease is its process's: the thread that took it may exit, any thread may release it; it is
  * reclaimed when it expires, or as soon as its process is known to be gone (thr_sem_acquire(3)).
  * TIMEOUT_NS 0 is thr_sem_try.
@@ -301,7 +302,8 @@ struct thr_wait_opts {
  * -EINVAL (priority above THR_PRIORITY_MAX, flags or reserved not 0).
  */
 int thr_sem_acquire_opts(thr_limiter *lim, const void *key, size_t len, uint32_t amount,
-                         uint64_t ttl_ns, const struct thr_wait_opts *opts, struct thr_lease *lease);
+                         uint64_t ttl_ns, const struct thr_wait_opts *opts,
+                         struct thr_lease *lease);
 
 /*
  * thr_sem_try - thr_sem_acquire that never waits for units: 0, or -EAGAIN when AMOUNT does not
