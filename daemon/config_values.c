@@ -552,8 +552,8 @@ static int set_queue_full(const struct config_key *k, void *field, const char *v
                         return 0;
                 }
         }
-        return say(why, n, -EINVAL,
-                   "unknown value '%s' (one of reject, drop_oldest, drop_lowest)", v);
+        return say(why, n, -EINVAL, "unknown value '%s' (one of reject, drop_oldest, drop_lowest)",
+                   v);
 }
 
 static int set_bool(const struct config_key *k, void *field, const char *v, char *why, size_t n)

@@ -414,8 +414,8 @@ static int acquire_on(struct sop *o, const struct shm_sem_ask *ask, uint64_t t0,
         sop_unlock(o, now);
         if (rc == QUEUED)
                 rc = wait_grant(o, deadline, room_at);
-        if (rc == REFUSED || rc == DROPPED) { /* a reload lowered max below AMOUNT while it
-                                                * waited; or a full queue dropped it */
+        /* a reload lowered max below AMOUNT while it waited; or a full queue dropped it */
+        if (rc == REFUSED || rc == DROPPED) {
                 wait_clear(o->r);
                 return rc == REFUSED ? -ERANGE : -ECANCELED;
         }
@@ -541,8 +541,8 @@ int thr_sem_acquire_opts(thr_limiter *l, const void *key, size_t len, uint32_t a
                 return -EINVAL;
         }
         bool wait = w->timeout_ns || w->deadline_ns;
-        return acquire_entry(l, key, len, amount, ttl_ns, w->timeout_ns ? w->timeout_ns : UINT64_MAX,
-                             wait, w, lease);
+        return acquire_entry(l, key, len, amount, ttl_ns,
+                             w->timeout_ns ? w->timeout_ns : UINT64_MAX, wait, w, lease);
 }
 
 int thr_sem_try(thr_limiter *l, const void *key, size_t len, uint32_t amount, uint64_t ttl_ns,

@@ -246,7 +246,7 @@ enum thr_clock_read {
  * per key (bits 0..31, 0: unbounded), what an acquire finding it full does (bits 32..33, enum
  * thr_queue_full) and its share (bits 40..47: of every SHARE leases granted on a key, the last
  * goes to the oldest queued acquire whatever its class; 0: strict priority). A waiter's class is
- * bits 16..18 of its wait_flags (0 lowest, THR_WAIT_PRIO_MAX highest: throttle.h's THR_PRIORITY_MAX). */
+ * bits 16..18 of its wait_flags (0 lowest, THR_WAIT_PRIO_MAX highest: THR_PRIORITY_MAX). */
 #define THR_SEMQ_MAX_WAITERS(r) ((uint32_t)(r))
 #define THR_SEMQ_ON_FULL(r)     ((uint32_t)((r) >> 32) & 3u)
 #define THR_SEMQ_SHARE(r)       ((uint32_t)((r) >> 40) & 0xffu)
@@ -259,7 +259,8 @@ enum thr_clock_read {
 enum thr_queue_full {
         THR_QUEUE_REJECT = 0,      /* the new acquire is refused (-EBUSY) */
         THR_QUEUE_DROP_OLDEST = 1, /* the oldest queued acquire is dropped (-ECANCELED) */
-        THR_QUEUE_DROP_LOWEST = 2  /* the last of the lowest class is dropped, if below the new one */
+        THR_QUEUE_DROP_LOWEST =
+            2 /* the last of the lowest class is dropped, if below the new one */
 };
 
 /* Budget limiters (budget.h): a balance per key, spent by cost, raised by adds. The state word
@@ -297,7 +298,7 @@ enum thr_wait_state {
         THR_WAIT_NONE = 0,
         THR_WAIT_WAITING = 1,
         THR_WAIT_GRANTED = 2,
-        THR_WAIT_HEAD = 3,   /* semaphore keys: waiting, at the head of the queue (sem.h) */
+        THR_WAIT_HEAD = 3,    /* semaphore keys: waiting, at the head of the queue (sem.h) */
         THR_WAIT_REFUSED = 4, /* semaphore keys: its amount is above max (a reload lowered it) */
         THR_WAIT_DROPPED = 5  /* semaphore keys: dropped from a full queue (THR_QUEUE_DROP_*) */
 };
@@ -548,9 +549,9 @@ struct thr_reader {
         _Atomic uint64_t wait_since;      /* arena ns the wait began (the longest pending) */
         _Atomic uint32_t wait_flags;      /* THR_LEASE_PEER | level << 8 | class << 16 */
         /* a peer's record (peer.h): a holder of leases with one expiry, apart from any thread */
-        _Atomic uint32_t peer_pending; /* its acquires queued now (informational) */
-        _Atomic uint64_t peer_expires; /* arena ns its leases expire at; 0: not a live peer */
-        _Atomic uint64_t peer_levels;  /* bit L: it holds, or waits for, a lock at level L */
+        _Atomic uint32_t peer_pending;  /* its acquires queued now (informational) */
+        _Atomic uint64_t peer_expires;  /* arena ns its leases expire at; 0: not a live peer */
+        _Atomic uint64_t peer_levels;   /* bit L: it holds, or waits for, a lock at level L */
         _Atomic uint64_t wait_deadline; /* a semaphore wait: arena ns it ends at (a serve
                                          * passes over it from then: it is leaving) */
         /* bytes 192..: the journal of this thread's composed call in progress (compose.h) */

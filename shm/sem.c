@@ -268,7 +268,8 @@ void shm_sem_queue(const struct shm_map *m, const struct thr_params *p, const st
                     !shm_wait_waiting(word))
                         continue;
                 uint64_t t = atomic_load_explicit(&r->wait_ticket, memory_order_relaxed);
-                uint32_t c = THR_WAIT_PRIO(atomic_load_explicit(&r->wait_flags, memory_order_relaxed));
+                uint32_t c =
+                    THR_WAIT_PRIO(atomic_load_explicit(&r->wait_flags, memory_order_relaxed));
                 uint64_t dl = atomic_load_explicit(&r->wait_deadline, memory_order_relaxed);
                 if (atomic_load_explicit(&r->owner, memory_order_acquire) != o1 ||
                     shm_reader_gone(m->fd, r, i) != 0)
@@ -297,9 +298,8 @@ void shm_sem_queue(const struct shm_map *m, const struct thr_params *p, const st
         }
 }
 
-int shm_sem_make_room(const struct shm_map *m, const struct thr_params *p,
-                      const struct thr_slot *s, const void *aux, uint64_t now, uint32_t prio,
-                      uint32_t *dropped)
+int shm_sem_make_room(const struct shm_map *m, const struct thr_params *p, const struct thr_slot *s,
+                      const void *aux, uint64_t now, uint32_t prio, uint32_t *dropped)
 {
         uint32_t max = THR_SEMQ_MAX_WAITERS(p->reserved), policy = THR_SEMQ_ON_FULL(p->reserved);
         struct thr_reader *rec = shm_at(m->base, m->g.reader_off);
@@ -316,7 +316,8 @@ int shm_sem_make_room(const struct shm_map *m, const struct thr_params *p,
                         return -EBUSY; /* the new acquire is the last of the lowest class */
                 if (policy != THR_QUEUE_DROP_OLDEST && policy != THR_QUEUE_DROP_LOWEST)
                         return -EBUSY;
-                const struct shm_waiter *v = policy == THR_QUEUE_DROP_OLDEST ? &q.oldest : &q.lowest;
+                const struct shm_waiter *v =
+                    policy == THR_QUEUE_DROP_OLDEST ? &q.oldest : &q.lowest;
                 struct thr_reader *r = &rec[v->idx];
                 /* from the word scanned, epoch included: never a later wait of the record; a
                  * waiter that gave up meanwhile (without the lock) made it NONE first */

@@ -236,9 +236,8 @@ void shm_sem_queue(const struct shm_map *m, const struct thr_params *p, const st
  * word goes WAITING (or HEAD) -> DROPPED, and it is woken (its caller gets -ECANCELED). Returns 0
  * (queue it; *DROPPED says how many were dropped for it) or -EBUSY.
  */
-int shm_sem_make_room(const struct shm_map *m, const struct thr_params *p,
-                      const struct thr_slot *s, const void *aux, uint64_t now, uint32_t prio,
-                      uint32_t *dropped);
+int shm_sem_make_room(const struct shm_map *m, const struct thr_params *p, const struct thr_slot *s,
+                      const void *aux, uint64_t now, uint32_t prio, uint32_t *dropped);
 
 /* The acquires queued on slot S (any live thread's record naming it, WAITING or HEAD): how many,
  * the units they ask, and how long the oldest has waited at NOW. Exact under the key's lock; a

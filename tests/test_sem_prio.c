@@ -143,7 +143,7 @@ struct model {
         struct mw q[QMAX];
         int n;
         uint64_t ticket, granted;
-        int holder; /* a waiter, -1 the test, -2 nobody */
+        int holder;     /* a waiter, -1 the test, -2 nobody */
         int want[KIDS]; /* the return each waiter must report (1: none yet) */
         uint64_t max_waiters;
         uint32_t full, share;
@@ -225,8 +225,8 @@ static void m_arrive(struct model *m, int id, uint32_t prio, uint64_t deadline, 
                 m->want[m->q[v].id] = -ECANCELED;
                 m_remove(m, v);
         }
-        m->q[m->n++] = (struct mw){.id = id, .prio = prio, .ticket = m->ticket++,
-                                   .deadline = deadline};
+        m->q[m->n++] =
+            (struct mw){.id = id, .prio = prio, .ticket = m->ticket++, .deadline = deadline};
 }
 
 static void m_advance(struct model *m, uint64_t now)
@@ -249,8 +249,9 @@ static bool agrees(thr_limiter *l, const struct model *m, int nkids, char *why, 
                 int st = atomic_load(&S->k[i].state), rc = atomic_load(&S->k[i].rc);
                 bool done = st == K_DONE;
                 if (m->want[i] == 1 && done) {
-                        snprintf(why, len, "waiter %d (class %u) returned %d, the model has it queued",
-                                 i, S->k[i].prio, rc);
+                        snprintf(why, len,
+                                 "waiter %d (class %u) returned %d, the model has it queued", i,
+                                 S->k[i].prio, rc);
                         return false;
                 }
                 if (m->want[i] != 1 && (!done || rc != m->want[i])) {
@@ -263,8 +264,8 @@ static bool agrees(thr_limiter *l, const struct model *m, int nkids, char *why, 
         struct thr_sem_stat st;
         int rc = thr_sem_stat(l, KEY, strlen(KEY), &st);
         if (rc != 0 || st.pending != (uint64_t)m->n || st.held != 1u - (m->holder == -2)) {
-                snprintf(why, len, "stat %d: pending %" PRIu64 " held %" PRIu64
-                                   ", the model %d queued, %s",
+                snprintf(why, len,
+                         "stat %d: pending %" PRIu64 " held %" PRIu64 ", the model %d queued, %s",
                          rc, st.pending, st.held, m->n, m->holder == -2 ? "free" : "held");
                 return false;
         }
@@ -296,13 +297,12 @@ static void settle(thr_limiter *l, const struct model *m, int nkids, int step)
         cr_assert_fail("step %d: %s", step, why);
 }
 
-static void run(const char *lim, uint64_t max_waiters, uint32_t full, uint32_t share,
-                unsigned seed)
+static void run(const char *lim, uint64_t max_waiters, uint32_t full, uint32_t share, unsigned seed)
 {
         thr_limiter *l = tlim_kept(&T, lim);
         snprintf(KEY, sizeof(KEY), "k%u", seed);
-        struct model m = {.holder = -1, .granted = 1, .max_waiters = max_waiters, .full = full,
-                          .share = share};
+        struct model m = {
+            .holder = -1, .granted = 1, .max_waiters = max_waiters, .full = full, .share = share};
         for (int i = 0; i < KIDS; i++)
                 m.want[i] = 1;
         struct thr_lease mine;
@@ -359,7 +359,11 @@ static void run(const char *lim, uint64_t max_waiters, uint32_t full, uint32_t s
                 cr_assert(WIFEXITED(w) && WEXITSTATUS(w) == 0, "waiter %d's release failed", i);
                 S->k[i].pid = 0;
                 int rc = atomic_load(&S->k[i].rc);
-                got[rc == 0 ? 0 : rc == -ETIMEDOUT ? 1 : rc == -EBUSY ? 2 : rc == -ECANCELED ? 3 : 4]++;
+                got[rc == 0            ? 0
+                    : rc == -ETIMEDOUT ? 1
+                    : rc == -EBUSY     ? 2
+                    : rc == -ECANCELED ? 3
+                                       : 4]++;
         }
         cr_log_info("%s seed %u: %d steps; granted %d, timed out %d, refused %d, dropped %d", lim,
                     seed, step, got[0], got[1], got[2], got[3]);
