@@ -801,3 +801,67 @@ Test(breaker, scribbled_state_and_bucket_words_end_every_call_and_the_daemon_pas
                 }
         }
 }
+
+/* ---------------------------------------------------------------- the example */
+
+static void run_breaker_pool(struct tdaemon *d, const char *extra, char *line, size_t len, int *st)
+{
+        char cmd[768];
+        snprintf(cmd, sizeof(cmd), "%s/examples/thr-breaker-pool -a %s -p 4 -s 2 %s",
+                 getenv("THR_TEST_BUILD_DIR"), d->name, extra);
+        FILE *p = popen(cmd, "r");
+        cr_assert_not_null(p);
+        char *got = fgets(line, (int)len, p);
+        *st = pclose(p);
+        cr_assert_not_null(got, "no output from %s", cmd);
+}
+
+/*
+ * examples/breaker_pool.c against a real throttled on the real clock: four workers calling a
+ * downstream that is down from 30% to 60% of a 2 s run, through one breaker (failures 5, cooldown
+ * 100 ms, one probe). Shared, the calls that reach the dead downstream stay within failures +
+ * workers + one probe per cooldown, and the breaker closes again within cooldown + 500 ms of the
+ * downstream's return (the example checks both and exits 1 otherwise; checked here again). A
+ * breaker per worker lets more calls through to the dead downstream.
+ */
+Test(breaker_example, breaker_pool_trips_once_for_every_worker, .timeout = 120)
+{
+        struct tdaemon d;
+        tdaemon_init(&d);
+        char text[1024];
+        snprintf(text, sizeof(text),
+                 "[arena]\nname = %s\nclock = monotonic\nhugepages = off\nmode = 0600\n"
+                 "max_limiters = 4\nmax_readers = 64\n\n[daemon]\nheartbeat_ms = 20\nmetrics =\n\n"
+                 "[downstream]\nkind = breaker\nfailures = 5\ncooldown = 100ms\nprobes = 1\n"
+                 "probe_timeout = 1s\nsuccesses = 2\ncapacity = 16\n",
+                 d.name);
+        tdaemon_config_raw(&d, text);
+        snprintf(d.arena, sizeof(d.arena), "/dev/shm/throttle.%s", d.name);
+        int i = tdaemon_start(&d, NULL);
+        tdaemon_wait_ready(&d, i, 1);
+        char line[512];
+        int st;
+        unsigned long calls, failed, refused, out, bound, alone;
+        long rec;
+        run_breaker_pool(&d, "", line, sizeof(line), &st);
+        cr_assert_eq(sscanf(line,
+                            "calls %lu failed %lu refused %lu outage_calls %lu outage_bound %lu "
+                            "recovered_ms %ld",
+                            &calls, &failed, &refused, &out, &bound, &rec),
+                     6, "output: %s", line);
+        cr_log_info("one shared breaker: %s", line);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "exit %#x: %s", st, line);
+        cr_assert_gt(calls, 1000, "the downstream was used: %s", line);
+        cr_assert_gt(refused, 0, "the breaker opened: %s", line);
+        cr_assert_leq(out, bound, "%s", line);
+        cr_assert(rec >= 0 && rec <= 600, "%s", line);
+        run_breaker_pool(&d, "--no-share", line, sizeof(line), &st);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "exit %#x: %s", st, line);
+        cr_assert_eq(sscanf(line, "calls %*u failed %*u refused %*u outage_calls %lu", &alone), 1,
+                     "%s", line);
+        cr_log_info("a breaker each: %s", line);
+        cr_assert_gt(alone, out, "learning alone sent fewer calls to the dead downstream: %s",
+                     line);
+        tdaemon_stop(&d, i);
+        tdaemon_fini(&d);
+}
