@@ -40,8 +40,8 @@ static void breaker_error(struct route *rt, thr_limiter *lim, int rc)
 {
         static const char *const kinds[] = {"?", "gcra", "window", "semaphore", "budget"};
         struct thr_limiter_info in;
-        char msg[160];
         if (rc == -EOPNOTSUPP && thr_limiter_info(lim, &in) == 0) {
+                char msg[160];
                 snprintf(msg, sizeof(msg), "limiter '%.64s' is a %s limiter, not a breaker",
                          rt->name, in.kind < 5 ? kinds[in.kind] : "?");
                 http_error(rt->r.out, EOPNOTSUPP, msg);
