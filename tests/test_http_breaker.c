@@ -3,7 +3,7 @@
  * program test_http (suite http, harness http_run.h) against a real daemon on a manual clock: a
  * breaker tripped, refused, probed and closed over HTTP and seen in shared memory; each bad
  * request a 4xx naming what was wrong; the tickets the daemon holds for HTTP clients bounded,
- * and given up (reported ignore) past their ttl.
+ * and given up (reported ignore) past their ttl and at a clean stop.
  */
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -234,5 +234,34 @@ Test(http, breaker_tickets_bounded_and_forgotten)
         jstate(&a, "closed");
         rfree(&a);
         rfree(&r2);
+        rfree(&r);
+}
+
+/* A clean stop reports every ticket the daemon still holds ignore: a probe handed out over HTTP
+ * frees its place at once, not after probe_timeout; the daemon started again knows none of the
+ * old ids (404). */
+Test(http, breaker_stop_gives_probes_back)
+{
+        start(NULL, BRK_LIMS);
+        thr_limiter *l = tdaemon_lim(&fx, 0, "brk");
+        brk_call("s", "failure", "closed");
+        brk_call("s", "failure", "open");
+        cr_assert_eq(thr_clock_advance(fx.a, 11 * SEC), 0);
+        struct resp r = brk_allow("brk", "s", 200, NULL);
+        cr_assert(jbool(&r, "probe"), "%s", r.raw);
+        struct thr_breaker_status st;
+        cr_assert_eq(thr_breaker_stat(l, "s", 1, &st), 0);
+        cr_assert_eq(st.probes_in_flight, 1);
+        tdaemon_stop(&fx, 0);
+        cr_assert_eq(thr_breaker_stat(l, "s", 1, &st), 0);
+        cr_assert_eq(st.state, THR_BREAKER_HALF_OPEN);
+        cr_assert_eq(st.probes_in_flight, 0, "the stop gave the probe's place back");
+        int i = tdaemon_start(&fx, NULL);
+        tdaemon_wait_ready(&fx, i, 2);
+        tdaemon_wait_log(&fx, i, "http: serving", 1);
+        char body[256];
+        snprintf(body, sizeof(body), "{\"ticket\":\"%s\",\"outcome\":\"success\"}",
+                 json_string_value(json_object_get(r.j, "ticket")));
+        must("POST", "/v1/limiters/brk/breaker/report", body, 404, "ENOENT");
         rfree(&r);
 }
