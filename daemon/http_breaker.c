@@ -116,7 +116,8 @@ static void post_allow(struct route *rt)
         uint64_t bound = ticket_bound(tk.lim);
         snprintf(tk.limiter, sizeof(tk.limiter), "%s", rt->name);
         thr_clock_now(rt->api->a, &now);
-        tk.expires_ns = now + (bound && bound < ttl ? bound : ttl);
+        uint64_t life = bound && bound < ttl ? bound : ttl;
+        tk.expires_ns = life > UINT64_MAX - now ? UINT64_MAX : now + life;
         allow_answer(rt, slot, &tk, now, &st);
 }
 
