@@ -10,10 +10,12 @@
  * after every thread has stopped. Their number grows by one per removal seen, which reloads
  * bound.
  *
- * Leases: held by the daemon's process for a remote client (thr_sem_acquire here), named by
+ * Leases and breaker tickets: held by the daemon's process for a remote client (thr_sem_acquire,
+ * thr_breaker_allow here), each in a bounded table of its own (http_max_leases slots), named by
  * 128 random bits. The arena knows them as this process's: a lease not heartbeated expires by
  * its TTL exactly as a shared-memory lease does, and the slot is forgotten when the next lease
- * is taken (or answered 410 when its id is used).
+ * is taken (or answered 410 when its id is used). A ticket not reported within its ttl is
+ * reported IGNORE (a probe's place is freed, nothing counts) and forgotten the same way.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -346,24 +348,33 @@ int http_grp_again(struct http_api *api, const char *name, thr_group *old, thr_g
         return rc;
 }
 
-/* ---------------------------------------------------------------- leases */
+/* ---------------------------------------------------------------- leases and tickets */
 
-/* Forget the leases whose time has passed: given back (a release of an expired lease frees
- * what is not reclaimed yet, or says it was). Under api->mu. */
-static void lease_sweep(struct http_api *api)
+static uint64_t held_due(const struct http_table *t, const struct http_held *h)
+{
+        return t->kind == HTTP_HELD_LEASE ? h->lease.expires_ns : h->tk.expires_ns;
+}
+
+void http_held_forget(const struct http_table *t, struct http_held *h)
+{
+        if (h->state == 2 && t->kind == HTTP_HELD_LEASE)
+                thr_sem_release(&h->lease); /* an expired one: frees what is not reclaimed yet */
+        else if (h->state == 2)
+                thr_breaker_report(h->tk.lim, &h->tk.t, THR_OUTCOME_IGNORE); /* a probe's place */
+        memset(h, 0, sizeof(*h));
+}
+
+/* Forget the entries whose time has passed. Under api->mu. */
+static void held_sweep(struct http_api *api, struct http_table *t)
 {
         uint64_t now = 0;
         thr_clock_now(api->a, &now);
-        for (uint32_t i = 0; i < api->max_leases; i++) {
-                struct http_lease *l = &api->leases[i];
-                if (l->state == 2 && l->lease.expires_ns <= now) {
-                        thr_sem_release(&l->lease);
-                        memset(l, 0, sizeof(*l));
-                }
-        }
+        for (uint32_t i = 0; i < t->max; i++)
+                if (t->slots[i].state == 2 && held_due(t, &t->slots[i]) <= now)
+                        http_held_forget(t, &t->slots[i]);
 }
 
-int http_lease_slot(struct http_api *api)
+int http_held_take(struct http_api *api, struct http_table *t)
 {
         unsigned char rnd[HTTP_ID_LEN / 2];
         for (size_t got = 0; got < sizeof(rnd);) {
@@ -374,14 +385,14 @@ int http_lease_slot(struct http_api *api)
         }
         int rc = -ENOSPC;
         pthread_mutex_lock(&api->mu);
-        lease_sweep(api);
-        for (uint32_t i = 0; i < api->max_leases && rc < 0; i++) {
-                struct http_lease *l = &api->leases[i];
-                if (l->state != 0)
+        held_sweep(api, t);
+        for (uint32_t i = 0; i < t->max && rc < 0; i++) {
+                struct http_held *h = &t->slots[i];
+                if (h->state != 0)
                         continue;
-                l->state = 1;
+                h->state = 1;
                 for (size_t k = 0; k < sizeof(rnd); k++)
-                        snprintf(l->id + 2 * k, 3, "%02x", rnd[k]);
+                        snprintf(h->id + 2 * k, 3, "%02x", rnd[k]);
                 rc = (int)i;
         }
         pthread_mutex_unlock(&api->mu);
@@ -392,7 +403,7 @@ void http_lease_fill(struct http_api *api, int slot, const struct thr_lease *lea
                      char *id)
 {
         pthread_mutex_lock(&api->mu);
-        struct http_lease *l = &api->leases[slot];
+        struct http_held *l = &api->leases.slots[slot];
         l->lease = *lease;
         l->ttl_ns = ttl_ns;
         l->state = 2;
@@ -400,19 +411,29 @@ void http_lease_fill(struct http_api *api, int slot, const struct thr_lease *lea
         pthread_mutex_unlock(&api->mu);
 }
 
-void http_lease_free(struct http_api *api, int slot)
+void http_ticket_fill(struct http_api *api, int slot, const struct http_ticket *tk, char *id)
 {
         pthread_mutex_lock(&api->mu);
-        memset(&api->leases[slot], 0, sizeof(api->leases[slot]));
+        struct http_held *h = &api->tickets.slots[slot];
+        h->tk = *tk;
+        h->state = 2;
+        memcpy(id, h->id, HTTP_ID_LEN + 1);
         pthread_mutex_unlock(&api->mu);
 }
 
-int http_lease_find(struct http_api *api, const char *id)
+void http_held_free(struct http_api *api, struct http_table *t, int slot)
+{
+        pthread_mutex_lock(&api->mu);
+        memset(&t->slots[slot], 0, sizeof(t->slots[slot]));
+        pthread_mutex_unlock(&api->mu);
+}
+
+int http_held_find(const struct http_table *t, const char *id)
 {
         if (strlen(id) != HTTP_ID_LEN || id[strspn(id, "0123456789abcdef")])
                 return -ENOENT;
-        for (uint32_t i = 0; i < api->max_leases; i++)
-                if (api->leases[i].state == 2 && !strcmp(api->leases[i].id, id))
+        for (uint32_t i = 0; i < t->max; i++)
+                if (t->slots[i].state == 2 && !strcmp(t->slots[i].id, id))
                         return (int)i;
         return -ENOENT;
 }
@@ -424,13 +445,17 @@ struct http_api *http_api_new(thr_arena *a, uint32_t max_leases, uint64_t max_wa
         struct http_api *api = calloc(1, sizeof(*api));
         if (!api)
                 return NULL;
-        api->leases = calloc(max_leases, sizeof(*api->leases));
-        if (!api->leases) {
+        api->leases = (struct http_table){HTTP_HELD_LEASE,
+                                          calloc(max_leases, sizeof(struct http_held)), max_leases};
+        api->tickets = (struct http_table){
+            HTTP_HELD_TICKET, calloc(max_leases, sizeof(struct http_held)), max_leases};
+        if (!api->leases.slots || !api->tickets.slots) {
+                free(api->leases.slots);
+                free(api->tickets.slots);
                 free(api);
                 return NULL;
         }
         api->a = a;
-        api->max_leases = max_leases;
         api->max_wait_ns = max_wait_ns;
         pthread_mutex_init(&api->mu, NULL);
         return api;
@@ -454,9 +479,10 @@ void http_api_free(struct http_api *api)
 {
         if (!api)
                 return;
-        for (uint32_t i = 0; i < api->max_leases; i++)
-                if (api->leases[i].state == 2)
-                        thr_sem_release(&api->leases[i].lease);
+        for (uint32_t i = 0; i < api->leases.max; i++) {
+                http_held_forget(&api->leases, &api->leases.slots[i]);
+                http_held_forget(&api->tickets, &api->tickets.slots[i]);
+        }
         for (size_t i = 0; i < api->nlims; i++)
                 thr_limiter_close(api->lims[i].lim);
         for (size_t i = 0; i < api->ngrps; i++)
@@ -474,6 +500,7 @@ void http_api_free(struct http_api *api)
         free(api->lims);
         free(api->grps);
         free(api->names);
-        free(api->leases);
+        free(api->leases.slots);
+        free(api->tickets.slots);
         free(api);
 }

@@ -1,7 +1,7 @@
 /*
- * http_internal.h - what the HTTP request core's two files share (http_api.c: errors, JSON
- * fields, the limiter and group caches, the lease table; http_routes.c: the routes and their
- * waits). Nothing else includes it.
+ * http_internal.h - what the HTTP request core's files share (http_api.c: errors, JSON
+ * fields, the limiter and group caches, the tables of leases and breaker tickets; http_routes.c:
+ * the routes and their waits; http_compose.c, http_breaker.c: theirs). Nothing else includes it.
  */
 #ifndef THR_DAEMON_HTTP_INTERNAL_H
 #define THR_DAEMON_HTTP_INTERNAL_H
@@ -12,7 +12,7 @@
 #include "http.h"
 #include "shm.h"
 
-#define HTTP_ID_LEN 32 /* a lease id: 128 random bits in hex */
+#define HTTP_ID_LEN 32 /* a lease's or a ticket's id: 128 random bits in hex */
 
 struct http_lim {
         char name[THR_NAME_MAX + 1];
@@ -24,11 +24,35 @@ struct http_grp {
         thr_group *grp;
 };
 
-struct http_lease {
-        int state; /* 0 free, 1 taken by an acquire in progress, 2 held */
+/* A breaker's ticket held for an HTTP client: the ticket holds pointers into this process, so
+ * the daemon keeps it and reports it (http_breaker.c). */
+struct http_ticket {
+        thr_limiter *lim; /* the handle it was handed out on (a replaced one stays open) */
+        struct thr_breaker_ticket t;
+        uint64_t expires_ns; /* arena time: then reported IGNORE and forgotten */
+        char limiter[THR_NAME_MAX + 1];
+        char key[THR_KEY_MAX_LEN];
+        size_t len;
+};
+
+/* What the daemon holds for an HTTP client, named by 128 random bits: a lease or a ticket. */
+struct http_held {
+        int state; /* 0 free, 1 taken by a call in progress, 2 held */
         char id[HTTP_ID_LEN + 1];
-        uint64_t ttl_ns;
-        struct thr_lease lease;
+        union {
+                struct { /* a lease table's */
+                        uint64_t ttl_ns;
+                        struct thr_lease lease;
+                };
+                struct http_ticket tk; /* a ticket table's */
+        };
+};
+
+/* A bounded table of them (http_max_leases slots), under http_api's mu. */
+struct http_table {
+        enum { HTTP_HELD_LEASE, HTTP_HELD_TICKET } kind;
+        struct http_held *slots;
+        uint32_t max;
 };
 
 struct http_api {
@@ -44,8 +68,7 @@ struct http_api {
         size_t nretired, capretired;
         char (*names)[THR_NAME_MAX + 1];
         size_t nnames;
-        struct http_lease *leases;
-        uint32_t max_leases;
+        struct http_table leases, tickets;
         /* places of rate waits whose clients left, kept by thr_reservation_cancel because a later
          * place was stacked on them: given back once the later ones are, dropped when due */
         struct thr_reservation *kept;
@@ -81,14 +104,19 @@ int http_lim_again(struct http_api *api, const char *name, thr_limiter *old, thr
 int http_grp_get(struct http_api *api, const char *name, thr_group **out);
 int http_grp_again(struct http_api *api, const char *name, thr_group *old, thr_group **out);
 
-/* The lease table: a slot for an acquire, with its random id (-ENOSPC: full; -errno: no random
- * bytes), filled with LEASE (its id copied into ID) or freed; http_lease_find: the slot of held
- * lease ID (-ENOENT), under api->mu. */
-int http_lease_slot(struct http_api *api);
+/* A table's slot for a call in progress, with its random id, after the table's expired entries
+ * are forgotten (-ENOSPC: full; -errno: no random bytes); http_held_free: the slot given up
+ * unfilled. http_held_find: the slot of held ID (-ENOENT); http_held_forget: what H holds
+ * given back (a lease released, a ticket reported IGNORE) and the slot freed. Both under
+ * api->mu. */
+int http_held_take(struct http_api *api, struct http_table *t);
+void http_held_free(struct http_api *api, struct http_table *t, int slot);
+int http_held_find(const struct http_table *t, const char *id);
+void http_held_forget(const struct http_table *t, struct http_held *h);
+/* Fill slot SLOT with LEASE (its id copied into ID); http_ticket_fill: with TK. */
 void http_lease_fill(struct http_api *api, int slot, const struct thr_lease *lease, uint64_t ttl_ns,
                      char *id);
-void http_lease_free(struct http_api *api, int slot);
-int http_lease_find(struct http_api *api, const char *id);
+void http_ticket_fill(struct http_api *api, int slot, const struct http_ticket *tk, char *id);
 
 /* ---------------------------------------------------------------- routes (http_routes.c) */
 
@@ -119,8 +147,26 @@ struct route {
         size_t nargs;
 };
 
-/* The limiter RT names: 0, or -1 with the error answered. */
+/* The limiter RT names: 0, or -1 with the error answered. http_again: after -EIDRM on *LIM,
+ * the limiter now so named (retry: 1), or 0 (it was removed, or RC is another code). */
 int http_limiter(struct route *rt, thr_limiter **lim);
+int http_again(struct route *rt, thr_limiter **lim, int rc);
+/* The query's key argument (the only one these routes take): 0, or -1 answered. */
+int http_query_key(struct route *rt, const char **key);
+
+/* One verb of a route table: the last segment of a path, its method, its function. */
+struct http_verb {
+        const char *verb, *method;
+        void (*fn)(struct route *);
+};
+/* Run the entry of TAB (N entries) for VERB, or answer 405 with its method: true; false when
+ * TAB has no VERB (nothing answered). */
+bool http_route_verb(struct route *rt, const char *method, const char *verb,
+                     const struct http_verb *tab, size_t n);
+
+/* http_breaker.c: POST /v1/limiters/{name}/breaker/allow|report, GET .../breaker?key= (VERB
+ * "", "allow" or "report"). */
+void http_breaker_route(struct route *rt, const char *method, const char *verb);
 
 /* http_compose.c: POST /v1/compose/... and /v1/groups/{name}/... (GROUP), try or acquire (WAIT);
  * http_compose_run: a composed acquire's wait, in a waiter thread. */

@@ -42,7 +42,7 @@ static const char *kind_name(uint32_t kind)
                 return "semaphore";
         case THR_LIMITER_BUDGET:
                 return "budget";
-        case THR_LIMITER_BREAKER: /* its calls are not routed over HTTP (yet): only its info */
+        case THR_LIMITER_BREAKER:
                 return "breaker";
         default:
                 return "unknown";
@@ -61,8 +61,7 @@ int http_limiter(struct route *rt, thr_limiter **lim)
         return -1;
 }
 
-/* After -EIDRM on *LIM: the limiter now named so (retry: 1), or 0 (it was removed). */
-static int again(struct route *rt, thr_limiter **lim, int rc)
+int http_again(struct route *rt, thr_limiter **lim, int rc)
 {
         return rc == -EIDRM && http_lim_again(rt->api, rt->name, *lim, lim) == 0;
 }
@@ -81,7 +80,7 @@ static int info_of(struct route *rt, thr_limiter **lim, struct thr_limiter_info 
         int rc;
         do
                 rc = thr_limiter_info(*lim, in);
-        while (again(rt, lim, rc));
+        while (http_again(rt, lim, rc));
         return rc;
 }
 
@@ -151,7 +150,7 @@ static void post_try(struct route *rt)
         int rc;
         do
                 rc = thr_limiter_try(lim, key, len, cost, &res);
-        while (again(rt, &lim, rc));
+        while (http_again(rt, &lim, rc));
         if (rc < 0)
                 http_error(rt->r.out, -rc, NULL);
         else
@@ -193,7 +192,7 @@ static void post_acquire(struct route *rt)
         int rc;
         do
                 rc = thr_limiter_reserve(lim, j->keys[0], j->lens[0], cost, timeout, &j->rv);
-        while (again(rt, &lim, rc));
+        while (http_again(rt, &lim, rc));
         if (rc == -EAGAIN) {
                 char msg[160];
                 snprintf(msg, sizeof(msg),
@@ -253,7 +252,7 @@ static void post_lease(struct route *rt)
                 return;
         }
         j->prio = (uint32_t)prio;
-        j->slot = http_lease_slot(rt->api);
+        j->slot = http_held_take(rt->api, &rt->api->leases);
         if (j->slot < 0) {
                 http_error(rt->r.out, -j->slot,
                            j->slot == -ENOSPC ? "every lease the daemon may hold for HTTP clients "
@@ -276,9 +275,9 @@ static void post_lease(struct route *rt)
         do
                 rc = thr_sem_try(j->lims[0], j->keys[0], j->lens[0], (uint32_t)amount, j->ttl_ns,
                                  &l);
-        while (again(rt, &j->lims[0], rc));
+        while (http_again(rt, &j->lims[0], rc));
         if (rc < 0) {
-                http_lease_free(rt->api, j->slot);
+                http_held_free(rt->api, &rt->api->leases, j->slot);
                 http_error(rt->r.out, -rc, rc == -EAGAIN ? "the units do not fit now" : NULL);
         } else {
                 lease_answer(rt->api, rt->r.out, j->slot, &l, j->ttl_ns);
@@ -293,10 +292,10 @@ static void post_heartbeat(struct route *rt)
                 return;
         struct http_api *api = rt->api;
         pthread_mutex_lock(&api->mu);
-        int slot = http_lease_find(api, rt->name), rc = -ENOENT;
+        int slot = http_held_find(&api->leases, rt->name), rc = -ENOENT;
         uint64_t now = 0, left = 0;
         if (slot >= 0) {
-                struct http_lease *l = &api->leases[slot];
+                struct http_held *l = &api->leases.slots[slot];
                 rc = thr_sem_heartbeat(&l->lease, ttl ? ttl : l->ttl_ns);
                 if (rc == -EKEYEXPIRED)
                         memset(l, 0, sizeof(*l));
@@ -320,11 +319,12 @@ static void delete_lease(struct route *rt)
 {
         struct http_api *api = rt->api;
         pthread_mutex_lock(&api->mu);
-        int slot = http_lease_find(api, rt->name), rc = -ENOENT;
+        int slot = http_held_find(&api->leases, rt->name), rc = -ENOENT;
         if (slot >= 0) {
-                rc = thr_sem_release(&api->leases[slot].lease);
+                struct http_held *l = &api->leases.slots[slot];
+                rc = thr_sem_release(&l->lease);
                 if (rc != -ETIMEDOUT)
-                        memset(&api->leases[slot], 0, sizeof(api->leases[slot]));
+                        memset(l, 0, sizeof(*l));
         }
         pthread_mutex_unlock(&api->mu);
         if (rc == -ENOENT)
@@ -335,8 +335,7 @@ static void delete_lease(struct route *rt)
                 http_ok(rt->r.out, 200, json_pack("{s:b}", "released", 1));
 }
 
-/* The query's key argument (the only one these routes take), or -1 answered. */
-static int query_key(struct route *rt, const char **key)
+int http_query_key(struct route *rt, const char **key)
 {
         *key = NULL;
         for (size_t i = 0; i < rt->nargs; i++) {
@@ -363,12 +362,12 @@ static void get_sem(struct route *rt)
         const char *key;
         thr_limiter *lim;
         struct thr_sem_stat st;
-        if (query_key(rt, &key) < 0 || http_limiter(rt, &lim) < 0)
+        if (http_query_key(rt, &key) < 0 || http_limiter(rt, &lim) < 0)
                 return;
         int rc;
         do
                 rc = thr_sem_stat(lim, key, strlen(key), &st);
-        while (again(rt, &lim, rc));
+        while (http_again(rt, &lim, rc));
         if (rc < 0) {
                 http_error(rt->r.out, -rc, NULL);
                 return;
@@ -431,7 +430,7 @@ static void post_spend(struct route *rt)
         int rc;
         do
                 rc = thr_budget_spend(j->lims[0], j->keys[0], j->lens[0], j->costs[0], 0, &res);
-        while (again(rt, &j->lims[0], rc));
+        while (http_again(rt, &j->lims[0], rc));
         budget_answer(rt->r.out, rc, &res);
         free(j);
 }
@@ -450,7 +449,7 @@ static void post_add(struct route *rt)
         int rc;
         do
                 rc = thr_budget_add(lim, key, len, amount, &res);
-        while (again(rt, &lim, rc));
+        while (http_again(rt, &lim, rc));
         budget_answer(rt->r.out, rc, &res);
 }
 
@@ -459,12 +458,12 @@ static void get_budget(struct route *rt)
         const char *key;
         thr_limiter *lim;
         struct thr_budget_stat st;
-        if (query_key(rt, &key) < 0 || http_limiter(rt, &lim) < 0)
+        if (http_query_key(rt, &key) < 0 || http_limiter(rt, &lim) < 0)
                 return;
         int rc;
         do
                 rc = thr_budget_stat(lim, key, strlen(key), &st);
-        while (again(rt, &lim, rc));
+        while (http_again(rt, &lim, rc));
         if (rc < 0) {
                 http_error(rt->r.out, -rc, NULL);
                 return;
@@ -504,7 +503,7 @@ static void post_hold(struct route *rt)
         int rc;
         do
                 rc = thr_limiter_hold(lim, key, len, delay, &res);
-        while (again(rt, &lim, rc));
+        while (http_again(rt, &lim, rc));
         held_answer(rt->r.out, rc, &res);
 }
 
@@ -522,7 +521,7 @@ static void post_cap(struct route *rt)
         int rc;
         do
                 rc = thr_limiter_cap(lim, key, len, tokens, &res);
-        while (again(rt, &lim, rc));
+        while (http_again(rt, &lim, rc));
         held_answer(rt->r.out, rc, &res);
 }
 
@@ -578,7 +577,7 @@ static void post_feedback(struct route *rt)
         int rc;
         do
                 rc = thr_feedback_apply(lim, key, len, &fb, flags, &res);
-        while (again(rt, &lim, rc));
+        while (http_again(rt, &lim, rc));
         held_answer(rt->r.out, rc, &res);
 }
 
@@ -595,7 +594,7 @@ static void post_overload(struct route *rt)
         int rc;
         do
                 rc = thr_limiter_overload(lim, count);
-        while (again(rt, &lim, rc));
+        while (http_again(rt, &lim, rc));
         if (rc < 0)
                 http_error(rt->r.out, -rc, NULL);
         else
@@ -617,7 +616,7 @@ void http_job_run(struct http_job *j, struct http_out *out, bool (*gone)(void *)
                         rc = -ECONNABORTED;
                 }
                 if (rc < 0) {
-                        http_lease_free(j->api, j->slot);
+                        http_held_free(j->api, &j->api->leases, j->slot);
                         http_error(out, -rc,
                                    rc == -ETIMEDOUT   ? "not granted within the timeout"
                                    : rc == -EBUSY     ? "the key's queue is full (max_waiters)"
@@ -701,7 +700,7 @@ void http_job_drop(struct http_job *j)
         if (!j)
                 return;
         if (j->kind == JOB_LEASE) {
-                http_lease_free(j->api, j->slot);
+                http_held_free(j->api, &j->api->leases, j->slot);
         } else if (j->kind == JOB_RESERVE) {
                 pthread_mutex_lock(&j->api->mu);
                 give_back(j->api, &j->rv);
@@ -712,35 +711,41 @@ void http_job_drop(struct http_job *j)
 
 /* ---------------------------------------------------------------- routing */
 
-static void route_limiter(struct route *rt, const char *method, const char *verb,
-                          struct http_out *out)
+bool http_route_verb(struct route *rt, const char *method, const char *verb,
+                     const struct http_verb *tab, size_t n)
 {
-        static const struct {
-                const char *verb, *method;
-                void (*fn)(struct route *);
-        } tab[] = {{"", "GET", get_one},
-                   {"try", "POST", post_try},
-                   {"acquire", "POST", post_acquire},
-                   {"leases", "POST", post_lease},
-                   {"sem", "GET", get_sem},
-                   {"spend", "POST", post_spend},
-                   {"add", "POST", post_add},
-                   {"budget", "GET", get_budget},
-                   {"hold", "POST", post_hold},
-                   {"cap", "POST", post_cap},
-                   {"feedback", "POST", post_feedback},
-                   {"overload", "POST", post_overload}};
-        for (size_t i = 0; i < sizeof(tab) / sizeof(tab[0]); i++) {
+        for (size_t i = 0; i < n; i++) {
                 if (strcmp(tab[i].verb, verb))
                         continue;
                 if (strcmp(tab[i].method, method)) {
-                        out->allow = tab[i].method;
-                        http_error_status(out, 405, EINVAL, "method not allowed on this route");
-                        return;
+                        rt->r.out->allow = tab[i].method;
+                        http_error_status(rt->r.out, 405, EINVAL,
+                                          "method not allowed on this route");
+                        return true;
                 }
                 tab[i].fn(rt);
-                return;
+                return true;
         }
+        return false;
+}
+
+static void route_limiter(struct route *rt, const char *method, const char *verb,
+                          struct http_out *out)
+{
+        static const struct http_verb tab[] = {{"", "GET", get_one},
+                                               {"try", "POST", post_try},
+                                               {"acquire", "POST", post_acquire},
+                                               {"leases", "POST", post_lease},
+                                               {"sem", "GET", get_sem},
+                                               {"spend", "POST", post_spend},
+                                               {"add", "POST", post_add},
+                                               {"budget", "GET", get_budget},
+                                               {"hold", "POST", post_hold},
+                                               {"cap", "POST", post_cap},
+                                               {"feedback", "POST", post_feedback},
+                                               {"overload", "POST", post_overload}};
+        if (http_route_verb(rt, method, verb, tab, sizeof(tab) / sizeof(tab[0])))
+                return;
         http_error(out, ENOENT,
                    !strcmp(verb, "serial") || !strcmp(verb, "begin") || !strcmp(verb, "end")
                        ? "serialized windows are not served over HTTP (a hold belongs to a thread)"
@@ -785,6 +790,10 @@ static void dispatch(struct route *rt, const char *method, char **seg, int n)
                         return;
                 }
                 rt->name = seg[1];
+                if (n >= 3 && !strcmp(seg[2], "breaker")) {
+                        http_breaker_route(rt, method, n == 4 ? seg[3] : "");
+                        return;
+                }
                 if (n <= 3) {
                         route_limiter(rt, method, n == 3 ? seg[2] : "", out);
                         return;

@@ -12,16 +12,18 @@ first use raises ImportError naming where the library was looked for.
 from typing import Any
 
 from .errors import *  # noqa: F401,F403
+from .breaker import BreakerTicket
 from .errors import ThrottleError, from_errno
-from .results import (BudgetResult, BudgetStat, ComposeResult, Decision, Held, LimiterInfo,
-                      SemStat)
+from .results import (BreakerStatus, BudgetResult, BudgetStat, ComposeResult, Decision, Held,
+                      LimiterInfo, SemStat)
 
 __version__ = "0.1.0"
 
 _ARENA_NAMES = ("Arena", "Limiter", "Lease", "Reservation", "Group", "lock")
 
 __all__ = ["ThrottleError", "from_errno", "Decision", "Held", "LimiterInfo", "SemStat",
-           "BudgetResult", "BudgetStat", "ComposeResult", "__version__"] + list(_ARENA_NAMES)
+           "BudgetResult", "BudgetStat", "ComposeResult", "BreakerStatus", "BreakerTicket",
+           "__version__"] + list(_ARENA_NAMES)
 
 
 def __getattr__(name: str) -> Any:

@@ -112,10 +112,27 @@ class FeedbackT(Structure):
 FEEDBACK_USE_TOKENS = 1
 
 
+class BreakerTicketT(Structure):
+    _fields_ = [("probe", c_uint32), ("flags", c_uint32), ("priv", c_uint64 * 6)]
+
+
+class BreakerStatusT(Structure):
+    _fields_ = [("state", c_uint32), ("consecutive_failures", c_uint32),
+                ("probes_in_flight", c_uint32), ("half_open_successes", c_uint32),
+                ("window_calls", c_uint64), ("window_failures", c_uint64),
+                ("retry_after_ns", c_uint64), ("reserved", c_uint64 * 4)]
+
+
+BREAKER_UNTRACKED = 1  # THR_BREAKER_UNTRACKED
+BREAKER_STATES = ("closed", "open", "half-open")  # THR_BREAKER_CLOSED, _OPEN, _HALF_OPEN
+OUTCOMES = {"success": 1, "failure": 2, "ignore": 3}  # THR_OUTCOME_SUCCESS, _FAILURE, _IGNORE
+
+
 # The layouts throttle.h implies on x86-64 and aarch64 (LP64): a wrong field would move these.
 _SIZES = {Result: 64, ReservationT: 104, LeaseT: 88, LimiterInfoT: 88, SemStatT: 96,
           BudgetResultT: 64, BudgetStatT: 88, MemberT: 32, ComposeResultT: 112,
-          ComposeTicketT: 528, GroupArgT: 24, FeedbackDimT: 40, FeedbackT: 128}
+          ComposeTicketT: 528, GroupArgT: 24, FeedbackDimT: 40, FeedbackT: 128,
+          BreakerTicketT: 56, BreakerStatusT: 72}
 for _cls, _size in _SIZES.items():
     assert ctypes.sizeof(_cls) == _size, (_cls.__name__, ctypes.sizeof(_cls), _size)
 
@@ -159,6 +176,10 @@ _PROTOTYPES: List[Tuple[str, Any, Tuple[Any, ...]]] = [
                                     c_int64)),
     ("thr_feedback_apply", c_int, (_vp,) + _key + (POINTER(FeedbackT), c_uint, POINTER(Result))),
     ("thr_limiter_overload", c_int, (_vp, c_uint64)),
+    ("thr_breaker_allow", c_int,
+     (_vp,) + _key + (POINTER(BreakerTicketT), POINTER(BreakerStatusT))),
+    ("thr_breaker_report", c_int, (_vp, POINTER(BreakerTicketT), c_uint32)),
+    ("thr_breaker_stat", c_int, (_vp,) + _key + (POINTER(BreakerStatusT),)),
     ("thr_clock_now", c_int, (_vp, POINTER(c_uint64))),
     ("thr_clock_advance", c_int, (_vp, c_uint64)),
 ]

@@ -29,9 +29,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type, T
 from typing import cast as _tcast
 
 from . import _lib
+from .breaker import BreakerTicket
 from .errors import InvalidArgument, ThrottleError
-from .results import (BudgetResult, BudgetStat, ComposeResult, Decision, Held, LimiterInfo,
-                      SemStat)
+from .results import (BreakerStatus, BudgetResult, BudgetStat, ComposeResult, Decision, Held,
+                      LimiterInfo, SemStat)
 
 Key = Union[str, bytes]
 NS = 1_000_000_000
@@ -155,6 +156,15 @@ def _compose(r: _lib.ComposeResultT, n: int, rc: int) -> ComposeResult:
     return ComposeResult(admitted=admitted, denied=-1 if admitted else int(r.denied),
                          retry_after_ns=0 if admitted else r.retry_after_ns,
                          remaining=tuple(r.remaining[i] for i in range(n)))
+
+
+def _breaker_status(st: _lib.BreakerStatusT) -> BreakerStatus:
+    state = _lib.BREAKER_STATES[st.state] if st.state < 3 else "corrupt"
+    return BreakerStatus(state=state, consecutive_failures=st.consecutive_failures,
+                         probes_in_flight=st.probes_in_flight,
+                         half_open_successes=st.half_open_successes,
+                         window_calls=st.window_calls, window_failures=st.window_failures,
+                         retry_after_ns=st.retry_after_ns)
 
 
 def _raise_with(rc: int, **attrs: Any) -> None:
@@ -547,6 +557,49 @@ class Limiter:
         return BudgetStat(balance=st.balance, initial=st.initial, waiters=st.waiters,
                           need=st.need, head_need=st.head_need,
                           longest_pending_ns=st.longest_pending_ns, granted=st.granted)
+
+    # -- circuit breaker -----------------------------------------------------------------------
+    @_in_arena(_owner)
+    def breaker_allow(self, key: Key) -> BreakerTicket:
+        """May a call to KEY's downstream go ahead (thr_breaker_allow)? A BreakerTicket to report
+        the outcome with (throttle.breaker), or WouldBlock with .status (a BreakerStatus) and
+        .retry_after_ns when the breaker refuses (open, or half-open with every probe out)."""
+        raw = _key(key)
+        t = _lib.BreakerTicketT()
+        st = _lib.BreakerStatusT()
+        rc = _lib.lib.thr_breaker_allow(self._handle(), raw, len(raw), byref(t), byref(st))
+        if rc == -errno.EAGAIN:
+            _raise_with(rc, status=_breaker_status(st), retry_after_ns=st.retry_after_ns)
+        _lib.check(rc)
+        return BreakerTicket(self, key, bool(t.probe), bool(t.flags & _lib.BREAKER_UNTRACKED),
+                             _breaker_status(st), t)
+
+    def breaker(self, key: Key) -> BreakerTicket:
+        """breaker_allow, for ``with lim.breaker(key) as call:`` (failure reported on an
+        exception, success otherwise; see throttle.breaker)."""
+        return self.breaker_allow(key)
+
+    @_in_arena(_owner)
+    def breaker_report(self, ticket: BreakerTicket, outcome: str) -> bool:
+        """Report the OUTCOME ("success", "failure", "ignore") of TICKET's call, once
+        (thr_breaker_report). True: counted; False: ignored (the breaker moved on since)."""
+        if not isinstance(ticket, BreakerTicket):
+            raise InvalidArgument(errno.EINVAL, "ticket: expected a BreakerTicket, not %s"
+                                  % type(ticket).__name__)
+
+        def call(t: _lib.BreakerTicketT, outcome: str) -> bool:
+            rc = _lib.lib.thr_breaker_report(self._handle(), byref(t), _lib.OUTCOMES[outcome])
+            return _lib.check(rc) == 0
+
+        return ticket._spend(self, outcome, call)
+
+    @_in_arena(_owner)
+    def breaker_stat(self, key: Key) -> BreakerStatus:
+        """KEY's breaker state now (thr_breaker_stat; a key not there is closed, not created)."""
+        raw = _key(key)
+        st = _lib.BreakerStatusT()
+        _lib.check(_lib.lib.thr_breaker_stat(self._handle(), raw, len(raw), byref(st)))
+        return _breaker_status(st)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ class ThrottleError(Exception):
     def __reduce__(self) -> Tuple[Any, Tuple[int, str], Dict[str, Any]]:
         # BaseException's reduce re-calls cls(*self.args) = cls(text): the errno would be lost
         # and __init__ fails (abs(str)). Pickle (errno, message) and the extra attributes
-        # (.result, .wait_ns, .retry_after_ns, .denied): multiprocessing and
+        # (.result, .wait_ns, .retry_after_ns, .denied, .status): multiprocessing and
         # concurrent.futures send exceptions this way, and copy.copy() uses it too.
         return (self.__class__, (self.errno, self.message), dict(self.__dict__))
 
@@ -58,7 +58,8 @@ class Timeout(ThrottleError, TimeoutError):
 
 
 class WouldBlock(ThrottleError):
-    """EAGAIN: does not fit now (a try), or not due within the allowed wait (a reserve)."""
+    """EAGAIN: does not fit now (a try), or not due within the allowed wait (a reserve), or a
+    circuit breaker refused the call (``.status``, a BreakerStatus; ``.retry_after_ns``)."""
 
 
 class TableFull(ThrottleError):

@@ -37,10 +37,11 @@ import urllib.parse
 import weakref
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
+from .breaker import BreakerTicket
 from .errors import (InvalidArgument, ServerError, ThrottleError, TransportError, Unauthorized,
                      WouldBlock, from_name)
-from .results import (BudgetResult, BudgetStat, ComposeResult, Decision, Held, LimiterInfo,
-                      SemStat)
+from .results import (BreakerStatus, BudgetResult, BudgetStat, ComposeResult, Decision, Held,
+                      LimiterInfo, SemStat)
 
 __all__ = ["Client", "Limiter", "Lease", "Group", "lock"]
 
@@ -164,6 +165,12 @@ def _budget_result(b: Dict[str, Any]) -> BudgetResult:
                         _int(b, "waited_ns"))
 
 
+def _breaker_status(b: Dict[str, Any]) -> BreakerStatus:
+    return BreakerStatus(_str(b, "state"), *(_int(b, f) for f in (
+        "consecutive_failures", "probes_in_flight", "half_open_successes", "window_calls",
+        "window_failures", "retry_after_ns")))
+
+
 def _compose(b: Dict[str, Any]) -> ComposeResult:
     rem = b.get("remaining")
     if not isinstance(rem, list) or not all(isinstance(x, int) and not isinstance(x, bool)
@@ -198,11 +205,16 @@ def _error(status: int, raw: bytes) -> ThrottleError:
     if status == 401:
         return Unauthorized(13, msg)  # EACCES
     err = from_name(body["error"], msg)
-    # What the daemon adds to an error: a budget's result (its shortfall), a wait's
-    # retry_after_ns, a composed acquire's denied member.
+    # What the daemon adds to an error: a budget's result (its shortfall), a breaker's status,
+    # a wait's retry_after_ns, a composed acquire's denied member.
     if "shortfall" in body:
         try:
             err.result = _budget_result(body)  # type: ignore[attr-defined]
+        except ServerError:
+            pass
+    if "state" in body:
+        try:
+            err.status = _breaker_status(body)  # type: ignore[attr-defined]
         except ServerError:
             pass
     for field in ("retry_after_ns", "denied"):
@@ -530,6 +542,48 @@ class Limiter:
         b = self._get("budget", key)
         return BudgetStat(*(_int(b, f) for f in ("balance", "initial", "waiters", "need",
                                                  "head_need", "longest_pending_ns", "granted")))
+
+    # ------------------------------------------------------------ circuit breakers
+
+    def breaker_allow(self, key: Key, ttl: Optional[float] = None) -> BreakerTicket:
+        """May a call to KEY's downstream go ahead (POST .../breaker/allow)? A BreakerTicket
+        (the daemon holds the ticket for TTL seconds, None: its default, 60 s; then it reports
+        it "ignore"), or WouldBlock with .status and .retry_after_ns when the breaker refuses."""
+        body: Dict[str, Any] = {"key": _key(key)}
+        if ttl is not None:
+            ttl_ms = _ms("ttl", ttl)
+            if ttl_ms == 0:
+                raise InvalidArgument(22, "ttl: a ticket needs a positive ttl, got %r" % (ttl,))
+            body["ttl_ms"] = _UNBOUNDED_MS if ttl_ms is None else ttl_ms
+        path = self.client._path("limiters", self.name, "breaker", "allow")
+        _, b = self.client._request("POST", path, body)
+        return BreakerTicket(self, key, _bool(b, "probe"), _bool(b, "untracked"),
+                             _breaker_status(b), _str(b, "ticket"),
+                             time.monotonic_ns() + _int(b, "expires_in_ms") * 1_000_000)
+
+    def breaker(self, key: Key, ttl: Optional[float] = None) -> BreakerTicket:
+        """breaker_allow, for ``with lim.breaker(key) as call:`` (see throttle.breaker)."""
+        return self.breaker_allow(key, ttl)
+
+    def breaker_report(self, ticket: BreakerTicket, outcome: str) -> bool:
+        """Report the OUTCOME ("success", "failure", "ignore") of TICKET's call, once (POST
+        .../breaker/report). True: counted; False: ignored. NotFound: the daemon forgot the
+        ticket (past its ttl: it reported it "ignore")."""
+        if not isinstance(ticket, BreakerTicket):
+            raise InvalidArgument(22, "ticket: expected a BreakerTicket, not %s"
+                                  % type(ticket).__name__)
+
+        def call(ticket_id: str, outcome: str) -> bool:
+            path = self.client._path("limiters", self.name, "breaker", "report")
+            _, b = self.client._request("POST", path, {"ticket": ticket_id, "outcome": outcome})
+            ticket.status = _breaker_status(b)
+            return _bool(b, "counted")
+
+        return ticket._spend(self, outcome, call)
+
+    def breaker_stat(self, key: Key) -> BreakerStatus:
+        """KEY's breaker state now (GET .../breaker?key=K; a key not there is closed)."""
+        return _breaker_status(self._get("breaker", key))
 
 
 class Lease:

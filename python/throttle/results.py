@@ -46,7 +46,7 @@ class LimiterInfo:
     """A limiter's kind and configuration (thr_limiter_info)."""
 
     name: str
-    kind: str  # "gcra", "window", "semaphore", "budget" or "breaker" (no calls from Python yet)
+    kind: str  # "gcra", "window", "semaphore", "budget" or "breaker"
     serialized: bool
     rate: int
     period_ns: int
@@ -108,3 +108,21 @@ class ComposeResult:
 
     def __bool__(self) -> bool:
         return self.admitted
+
+
+@dataclass(frozen=True)
+class BreakerStatus:
+    """A circuit breaker key's state (thr_breaker_status): what an allow or a report left, or
+    what breaker_stat sees."""
+
+    state: str  # "closed", "open" or "half-open"
+    consecutive_failures: int  # saturating at 255
+    probes_in_flight: int  # half-open: probes handed out and not reported
+    half_open_successes: int  # half-open: probe successes so far
+    window_calls: int  # closed: reported calls in the sliding window (failure_rate rule only)
+    window_failures: int  # of those, failures
+    retry_after_ns: int  # 0 if a call may go ahead now; else until one may at the earliest
+
+    @property
+    def retry_after(self) -> float:
+        return self.retry_after_ns / NS

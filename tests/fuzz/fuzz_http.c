@@ -34,6 +34,8 @@ static const char CONF[] = "[arena]\nname = fuzzhttp\ndir = %s\nclock = manual\n
                            "[win]\nkind = window\nlimit = 3\nwindow = 1s\ncapacity = 64\n\n"
                            "[sem]\nkind = semaphore\nmax = 3\ncapacity = 64\n\n"
                            "[bud]\nkind = budget\ninitial = 10\ncapacity = 64\n\n"
+                           "[brk]\nkind = breaker\nfailures = 2\ncooldown = 2s\n"
+                           "probe_timeout = 1s\ncapacity = 64\n\n"
                            "[pair]\ncompose = lim, bud\n";
 
 static void cleanup(void)

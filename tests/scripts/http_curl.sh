@@ -2,8 +2,9 @@
 # http_curl.sh - throttled's HTTP API through the curl CLI, as doc/http-api.md shows it: a
 # throttled with a GCRA limiter (burst 2) and a semaphore on a private arena (manual clock) and a
 # free loopback port; three tries of one key admit two and deny the third (200, admitted false,
-# with Retry-After); a lease is taken (201), heartbeated and released; an unknown limiter is 404
-# with a JSON error. Exits 77 (skipped, with the reason) when curl is not installed: the Debian
+# with Retry-After); a lease is taken (201), heartbeated and released; a breaker's call is allowed
+# and its failure reported by the ticket, which trips it (then 429 with Retry-After); an unknown
+# limiter is 404 with a JSON error. Exits 77 (skipped, with the reason) when curl is not installed: the Debian
 # package curl has it, and scripts/setup.sh installs it.
 #
 #   http_curl.sh BUILD_DIR
@@ -53,6 +54,11 @@ capacity = 64
 kind = semaphore
 max = 2
 capacity = 64
+[pay]
+kind = breaker
+failures = 1
+cooldown = 30s
+capacity = 64
 CONF
         "$build/daemon/throttled" -c "$dir/t.conf" 2>>"$dir/daemon.log" &
         pid=$!
@@ -93,6 +99,19 @@ out=$(curl -sS "$url/limiters/conn/sem?key=db")
 grep -q '"held":2' <<<"$out" || fail "sem stat: $out"
 out=$(curl -sS -X DELETE "$url/leases/$lease")
 grep -q '"released":true' <<<"$out" || fail "release: $out"
+
+out=$(curl -sS -X POST -d '{"key":"card-api"}' "$url/limiters/pay/breaker/allow")
+ticket=$(sed -n 's/.*"ticket":"\([0-9a-f]\{32\}\)".*/\1/p' <<<"$out")
+[ -n "$ticket" ] && grep -q '"state":"closed"' <<<"$out" || fail "breaker allow: $out"
+out=$(curl -sS -X POST -d "{\"ticket\":\"$ticket\",\"outcome\":\"failure\"}" \
+        "$url/limiters/pay/breaker/report")
+grep -q '"counted":true' <<<"$out" && grep -q '"state":"open"' <<<"$out" ||
+        fail "breaker report: $out"
+out=$(curl -sS -i -X POST -d '{"key":"card-api"}' "$url/limiters/pay/breaker/allow")
+grep -q '^HTTP/1.1 429' <<<"$out" && grep -qi '^Retry-After: 3[01]' <<<"$out" &&
+        grep -q '"error":"EAGAIN"' <<<"$out" || fail "open breaker not refused: $out"
+out=$(curl -sS "$url/limiters/pay/breaker?key=card-api")
+grep -q '"state":"open"' <<<"$out" || fail "breaker stat: $out"
 
 out=$(curl -sS -w '\n%{http_code}' -X POST -d '{"key":"alice"}' "$url/limiters/nope/try")
 [ "$(tail -1 <<<"$out")" = 404 ] && grep -q '"error":"ENOENT"' <<<"$out" || fail "unknown: $out"
