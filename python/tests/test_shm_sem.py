@@ -133,3 +133,44 @@ def test_fork_child_uses_parent_limiter_but_cannot_release_its_lease(daemon_fact
     assert gcra.try_acquire("c", 0).remaining == 4, "the child's decision counted"
     lease.release()
     assert sem.sem_stat("k").held == 0
+
+
+def test_priority_classes_and_a_bounded_queue(daemon_factory):
+    """thr_sem_acquire_opts from Python: a class-5 waiter that came second is granted before a
+    class-0 one; with max_waiters = 2 and drop_lowest, a class-3 arrival drops the class-0 waiter
+    (Dropped), a class-1 one is refused (Busy), and the rest are served highest class first."""
+    d = daemon_factory("[q]\nkind = semaphore\nmax = 1\ncapacity = 64\nmax_waiters = 2\n"
+                       "on_queue_full = drop_lowest\n")
+    lim = d.arena().limiter("q")
+    held = lim.lease("k", timeout=0)
+    got: list = []
+
+    def waiter(name: str, prio: int) -> None:
+        try:
+            with lim.lease("k", timeout=30, priority=prio):
+                got.append(name)
+        except throttle.ThrottleError as e:
+            got.append("%s:%s" % (name, type(e).__name__))
+
+    def queue(name: str, prio: int, n: int) -> threading.Thread:
+        t = threading.Thread(target=waiter, args=(name, prio))
+        t.start()
+        deadline = time.monotonic() + 10
+        while lim.sem_stat("k").pending != n:
+            assert time.monotonic() < deadline, "%s never queued" % name
+            time.sleep(0.001)
+        return t
+
+    low = queue("low", 0, 1)
+    high = queue("high", 5, 2)
+    mid = queue("mid", 3, 2)  # full: the class-0 waiter is dropped for it
+    low.join(10)
+    assert got == ["low:Dropped"]
+    with pytest.raises(throttle.Busy):
+        lim.lease("k", timeout=5, priority=1)  # not above the lowest queued (3): refused
+    with pytest.raises(throttle.InvalidArgument):
+        lim.lease("k", timeout=5, priority=8)
+    held.release()
+    high.join(10)
+    mid.join(10)
+    assert got == ["low:Dropped", "high", "mid"]

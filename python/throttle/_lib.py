@@ -57,6 +57,11 @@ class LeaseT(Structure):
                 ("priv", c_uint64 * 8)]
 
 
+class WaitOptsT(Structure):
+    _fields_ = [("priority", c_uint32), ("flags", c_uint32), ("timeout_ns", c_uint64),
+                ("deadline_ns", c_uint64), ("reserved", c_uint64 * 2)]
+
+
 class LimiterInfoT(Structure):
     _fields_ = [("kind", c_uint32), ("flags", c_uint32), ("rate", c_uint64),
                 ("period_ns", c_uint64), ("burst", c_uint64), ("initial", c_uint64),
@@ -154,6 +159,8 @@ _PROTOTYPES: List[Tuple[str, Any, Tuple[Any, ...]]] = [
     ("thr_limiter_acquire", c_int, (_vp,) + _key + (c_uint64, c_uint64, POINTER(Result))),
     ("thr_sem_acquire", c_int,
      (_vp,) + _key + (c_uint32, c_uint64, c_uint64, POINTER(LeaseT))),
+    ("thr_sem_acquire_opts", c_int,
+     (_vp,) + _key + (c_uint32, c_uint64, POINTER(WaitOptsT), POINTER(LeaseT))),
     ("thr_sem_heartbeat", c_int, (POINTER(LeaseT), c_uint64)),
     ("thr_sem_release", c_int, (POINTER(LeaseT),)),
     ("thr_sem_stat", c_int, (_vp,) + _key + (POINTER(SemStatT),)),

@@ -495,15 +495,21 @@ class Limiter:
     # -- semaphore -----------------------------------------------------------------------------
     @_in_arena(_owner)
     def lease(self, key: Key, amount: int = 1, ttl: float = 60.0,
-              timeout: Optional[float] = None) -> "Lease":
+              timeout: Optional[float] = None, priority: int = 0) -> "Lease":
         """Take AMOUNT units of KEY for TTL seconds, waiting up to TIMEOUT (None: no bound; 0:
-        try, WouldBlock if they do not fit now). Usable as `with limiter.lease(...) as l:`."""
+        try, WouldBlock if they do not fit now), queued in class PRIORITY (0, the lowest, to 7:
+        higher classes are served first; thr_sem_acquire_opts(3)). A full bounded queue raises
+        Busy (refused) or Dropped (dropped for another while queued). Usable as
+        `with limiter.lease(...) as l:`."""
         raw = _key(key)
         lease = _lib.LeaseT()
         ttl_ns = _ns(ttl, "ttl")
-        _lib.check(_lib.lib.thr_sem_acquire(self._handle(), raw, len(raw),
-                                            _uint(amount, "amount", 0xFFFFFFFF), ttl_ns,
-                                            _ns(timeout, "timeout"), byref(lease)))
+        w = _lib.WaitOptsT()
+        w.priority = _uint(priority, "priority", 7)
+        w.timeout_ns = _ns(timeout, "timeout")
+        _lib.check(_lib.lib.thr_sem_acquire_opts(self._handle(), raw, len(raw),
+                                                 _uint(amount, "amount", 0xFFFFFFFF), ttl_ns,
+                                                 byref(w), byref(lease)))
         return Lease(self, key, lease, ttl_ns)
 
     def lease_async(self, key: Key, amount: int = 1, ttl: float = 60.0,

@@ -79,7 +79,13 @@ class Deadlock(ThrottleError):
 
 
 class Busy(ThrottleError):
-    """EBUSY / EALREADY: call again (a nested call, or another thread of the peer is acquiring)."""
+    """EBUSY / EALREADY: call again (a nested call, or another thread of the peer is acquiring),
+    or a semaphore key's queue is full (max_waiters) and its on_queue_full refused the lease."""
+
+
+class Dropped(ThrottleError):
+    """ECANCELED: a queued lease was dropped from its key's full queue for another (on_queue_full
+    = drop_oldest or drop_lowest); nothing is held."""
 
 
 class TooManyThreads(ThrottleError):
@@ -135,6 +141,7 @@ _BY_ERRNO: Dict[int, Type[ThrottleError]] = {
     _errno.EDEADLK: Deadlock,
     _errno.EBUSY: Busy,
     _errno.EALREADY: Busy,
+    _errno.ECANCELED: Dropped,
     _errno.EUSERS: TooManyThreads,
     _errno.EBADMSG: Corrupt,
     _errno.EPROTONOSUPPORT: Corrupt,

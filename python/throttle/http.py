@@ -496,9 +496,10 @@ class Limiter:
     # ------------------------------------------------------------ semaphores
 
     def lease(self, key: Key, amount: int = 1, ttl: float = 60.0,
-              timeout: Optional[float] = None) -> "Lease":
+              timeout: Optional[float] = None, priority: int = 0) -> "Lease":
         """Take AMOUNT units of KEY for TTL seconds, waiting up to TIMEOUT (0: try, raises
-        WouldBlock; None: the server's cap). Use as ``with limiter.lease(...) as l:``."""
+        WouldBlock; None: the server's cap), queued in class PRIORITY (0-7, higher first).
+        Use as ``with limiter.lease(...) as l:``."""
         ttl_ms = _ms("ttl", ttl)
         if ttl_ms is None or ttl_ms == 0:
             raise InvalidArgument(22, "ttl: a lease needs a positive ttl, got %r" % (ttl,))
@@ -506,6 +507,8 @@ class Limiter:
         body: Dict[str, Any] = {"key": _key(key), "amount": _count("amount", amount),
                                 "ttl_ms": ttl_ms}
         body["timeout_ms"] = _UNBOUNDED_MS if ms is None else ms
+        if priority:
+            body["priority"] = _count("priority", priority)
         _, b = self._post("leases", body, ms)
         return Lease(self, _str(b, "lease"), _int(b, "amount"), _int(b, "expires_in_ms"),
                      _int(b, "waited_ns"), ttl)
