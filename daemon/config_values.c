@@ -664,12 +664,15 @@ const struct config_key config_limiter_keys[] = {
     [LK_ADAPT_INTERVAL] = {"adapt_interval", set_duration, LIM(adapt.interval_ns), 1000000,
                            3600000000000ull},
     /* breaker (shm/breaker.h): the state word's fields bound failures, probes and successes;
-     * min_calls by what the window's 8 buckets count */
+     * min_calls by what the window's 8 buckets count; cooldown and probe_timeout from 1 ms (the
+     * word counts 1.05 ms units: less is rounded up to one anyway, and a report is counted only
+     * within 21 x the smaller of the two, which a cooldown of nanoseconds would make useless) */
     [LK_FAILURES] = {"failures", set_u64, LIM(failures), 0, THR_BRK_FAILURES_MAX},
     [LK_FAILURE_RATE] = {"failure_rate", set_percent, LIM(failure_rate), 0, 100},
     [LK_MIN_CALLS] = {"min_calls", set_u64, LIM(min_calls), 1, THR_BRK_MIN_CALLS_MAX},
-    [LK_COOLDOWN] = {"cooldown", set_duration, LIM(cooldown_ns), 1, THR_HORIZON_NS},
+    [LK_COOLDOWN] = {"cooldown", set_duration, LIM(cooldown_ns), 1000000, THR_HORIZON_NS},
     [LK_PROBES] = {"probes", set_u64, LIM(probes), 1, THR_BRK_PROBES_MAX},
-    [LK_PROBE_TIMEOUT] = {"probe_timeout", set_duration, LIM(probe_timeout_ns), 1, THR_HORIZON_NS},
+    [LK_PROBE_TIMEOUT] = {"probe_timeout", set_duration, LIM(probe_timeout_ns), 1000000,
+                          THR_HORIZON_NS},
     [LK_SUCCESSES] = {"successes", set_u64, LIM(successes), 1, THR_BRK_SUCCESSES_MAX},
     [LK_COUNT] = {NULL, NULL, 0, 0, 0}};

@@ -981,6 +981,9 @@ Test(config, breaker_faults_at_their_line)
         expect_one_fault("[b]\nkind = breaker\nfailures = 3\nprobes = 0\n", 4, "probes");
         expect_one_fault("[b]\nkind = breaker\nfailures = 3\nsuccesses = 16\n", 4, "successes");
         expect_one_fault("[b]\nkind = breaker\nfailures = 3\ncooldown = 0s\n", 4, "cooldown");
+        expect_one_fault("[b]\nkind = breaker\nfailures = 3\ncooldown = 999us\n", 4, "cooldown");
+        expect_one_fault("[b]\nkind = breaker\nfailures = 3\nprobe_timeout = 500us\n", 4,
+                         "probe_timeout");
         expect_one_fault("[b]\nkind = breaker\nfailures = 3\nprobe_timeout = soon\n", 4,
                          "probe_timeout");
         expect_one_fault("[b]\nkind = breaker\nfailures = 3\nmin_calls = 0\n", 4, "min_calls");
