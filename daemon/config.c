@@ -226,7 +226,7 @@ static int foreign_keys(struct parse *p, const struct shm_limiter_spec *l,
                     {LK_LEVEL, S},
                     {LK_MAX_WAITERS, S},
                     {LK_ON_QUEUE_FULL, S},
-                    {LK_PRIORITY_SHARE, S},
+                    {LK_PRIORITY_SHARE, S | B},
                     {LK_CLOCK_READ, G},
                     {LK_FAILURES, K},
                     {LK_FAILURE_RATE, K},
@@ -252,7 +252,7 @@ static int foreign_keys(struct parse *p, const struct shm_limiter_spec *l,
             [S] = "a semaphore limiter takes max, leases_per_key, level, max_waiters, "
                   "on_queue_full and priority_share (e.g. max = 42)",
             [B] = "a budget limiter takes initial (the balance a new key starts with, e.g. "
-                  "initial = 100)",
+                  "initial = 100) and priority_share",
             [K] = "a breaker takes failures, failure_rate, min_calls, window, cooldown, probes, "
                   "probe_timeout and successes (e.g. failures = 5, cooldown = 30s)"};
         int bad = 0;

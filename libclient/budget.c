@@ -38,7 +38,9 @@ struct bop {
         struct shm_probe pr;
         const struct thr_params *p; /* &pc: read under the lock */
         struct thr_params pc;
-        uint32_t word; /* the wait word this thread queued with (its epoch) */
+        uint32_t word;     /* the wait word this thread queued with (its epoch) */
+        uint32_t prio;     /* its class in the key's queue (0 lowest) */
+        uint64_t deadline; /* arena ns its wait ends at (UINT64_MAX: no end) */
 };
 
 static uint64_t arena_now(const struct bop *o)
@@ -199,6 +201,10 @@ static int enqueue(struct bop *o, uint64_t cost, uint64_t *balance)
         atomic_store_explicit(&r->wait_ticket, shm_wait_ticket(ticket, 0), memory_order_relaxed);
         atomic_store_explicit(&r->wait_ttl, cost, memory_order_relaxed);
         atomic_store_explicit(&r->wait_since, arena_now(o), memory_order_relaxed);
+        /* its class and deadline, as the serve orders the queue (shm/sem.h, "Priority") */
+        atomic_store_explicit(&r->wait_flags, o->prio << 16, memory_order_relaxed);
+        atomic_store_explicit(&r->wait_deadline, o->deadline == UINT64_MAX ? 0 : o->deadline,
+                              memory_order_relaxed);
         o->word = THR_WAIT_NEXT(atomic_load_explicit(&r->wait_state, memory_order_relaxed));
         atomic_store_explicit(&r->wait_state, o->word, memory_order_release);
         uint64_t cur = shm_budget_state(&o->a->map, o->slot);
@@ -375,6 +381,10 @@ int thr_budget_try(thr_limiter *l, const void *key, size_t len, uint64_t cost,
         return st.ok ? 0 : -EAGAIN;
 }
 
+static int budget_spend(thr_limiter *l, const void *key, size_t len, uint64_t cost,
+                        uint64_t timeout_ns, const struct thr_wait_opts *w,
+                        struct thr_budget_result *res);
+
 int thr_budget_spend(thr_limiter *l, const void *key, size_t len, uint64_t cost,
                      uint64_t timeout_ns, struct thr_budget_result *res)
 {
@@ -382,6 +392,24 @@ int thr_budget_spend(thr_limiter *l, const void *key, size_t len, uint64_t cost,
                 return -EINVAL;
         if (timeout_ns == 0)
                 return thr_budget_try(l, key, len, cost, res);
+        return budget_spend(l, key, len, cost, timeout_ns, NULL, res);
+}
+
+int thr_budget_spend_opts(thr_limiter *l, const void *key, size_t len, uint64_t cost,
+                          const struct thr_wait_opts *w, struct thr_budget_result *res)
+{
+        if (cost == 0 || !w || w->priority > THR_PRIORITY_MAX || w->flags || w->reserved[0] ||
+            w->reserved[1])
+                return -EINVAL;
+        if (!w->timeout_ns && !w->deadline_ns)
+                return thr_budget_try(l, key, len, cost, res);
+        return budget_spend(l, key, len, cost, w->timeout_ns ? w->timeout_ns : UINT64_MAX, w, res);
+}
+
+static int budget_spend(thr_limiter *l, const void *key, size_t len, uint64_t cost,
+                        uint64_t timeout_ns, const struct thr_wait_opts *w,
+                        struct thr_budget_result *res)
+{
         int rc = check_args(l, key, len);
         if (rc < 0)
                 return rc;
@@ -399,6 +427,10 @@ int thr_budget_spend(thr_limiter *l, const void *key, size_t len, uint64_t cost,
                 rc = -EINVAL; /* this thread is queued already: a call nested in a handler */
         uint64_t t0 = rc == 0 ? arena_now(&o) : 0;
         uint64_t deadline = timeout_ns > UINT64_MAX - t0 ? UINT64_MAX : t0 + timeout_ns;
+        if (w && w->deadline_ns && w->deadline_ns < deadline)
+                deadline = w->deadline_ns;
+        o.prio = w ? w->priority : 0;
+        o.deadline = deadline;
         if (rc == 0) {
                 /* lock-free first: the common case spends with one CAS */
                 struct thr_budget_step st;

@@ -147,8 +147,18 @@ void shm_budget_serve(const struct shm_map *m, const struct thr_params *p, struc
         uint32_t n = 0;
         /* bounded whatever the records say: every grant ends one wait, a CAS that lost to a
          * lock-free change is decided again at most once a record */
+        uint64_t now = shm_now_ns(m->base);
+        uint32_t share = p ? THR_SEMQ_SHARE(p->reserved) : 0;
         for (uint64_t step = 0; step <= 2ull * m->g.reader_count + 1; step++) {
-                n = shm_waiters_sum(m, off, sgen, &w, &need);
+                /* highest class first, oldest within it; the share's turn the oldest's (sem.h,
+                 * "Priority": the key's granted count, this serve's grants included) */
+                uint64_t done =
+                    atomic_load_explicit(&h->granted, memory_order_relaxed) + out->granted;
+                struct shm_wait_order q;
+                shm_waiters_order(m, off, sgen, now, share && (done + 1) % share == 0, &q);
+                n = q.n;
+                w = q.next;
+                need = q.sum;
                 if (!n)
                         break;
                 struct thr_reader *r = &rec[w.idx];
@@ -169,7 +179,6 @@ void shm_budget_serve(const struct shm_map *m, const struct thr_params *p, struc
         if (out->granted)
                 atomic_fetch_add_explicit(&h->granted, out->granted, memory_order_relaxed);
         set_flag(m, s, n != 0);
-        (void)p;
         out->waiters = n;
         out->need = n ? need : 0;
         out->head_need = head;

@@ -191,6 +191,12 @@ static int budget_make(const struct shm_limiter_spec *s, uint64_t gen, struct th
         out->flags = 0;
         out->leases = 0;
         out->level = 0;
+        if (s->priority_share > THR_SEMQ_SHARE_MAX)
+                return fail(err, errlen, -ERANGE, s->name,
+                            "priority_share must be 0 (strict priority) to %u: one grant in "
+                            "that many goes to the oldest waiter (got %u)",
+                            THR_SEMQ_SHARE_MAX, s->priority_share);
+        out->reserved = THR_SEMQ(0, 0, s->priority_share); /* its queue's share (sem.h) */
         return 0;
 }
 

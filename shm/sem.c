@@ -243,59 +243,17 @@ uint32_t shm_sem_find_waiter(const struct thr_params *p, void *aux, uint64_t wid
         return UINT32_MAX;
 }
 
-/* Whether queued acquire A (class CA, ticket TA) is served before B (CB, TB): the higher class,
- * then the lower ticket (48 bits, wrapping: shm_ticket_before). */
-static bool served_before(uint32_t ca, uint64_t ta, uint32_t cb, uint64_t tb)
-{
-        return ca != cb ? ca > cb : shm_ticket_before(ta, tb);
-}
-
 void shm_sem_queue(const struct shm_map *m, const struct thr_params *p, const struct thr_slot *s,
-                   const void *aux, uint64_t now, struct shm_sem_queue *q)
+                   const void *aux, uint64_t now, struct shm_wait_order *q)
 {
         const struct thr_sem *h = aux;
-        struct thr_reader *rec = shm_at(m->base, m->g.reader_off);
         uint64_t off = (uint64_t)((const char *)s - (const char *)m->base);
         uint32_t gen = THR_META_GEN(atomic_load_explicit(&s->meta, memory_order_acquire));
         uint32_t share = THR_SEMQ_SHARE(p->reserved);
-        *q = (struct shm_sem_queue){0};
-        for (uint32_t i = 0; i < m->g.reader_count; i++) {
-                struct thr_reader *r = &rec[i];
-                uint64_t o1 = atomic_load_explicit(&r->owner, memory_order_acquire);
-                uint32_t word = atomic_load_explicit(&r->wait_state, memory_order_acquire);
-                if (!o1 || atomic_load_explicit(&r->wait_slot, memory_order_relaxed) != off ||
-                    atomic_load_explicit(&r->wait_gen, memory_order_relaxed) != gen ||
-                    !shm_wait_waiting(word))
-                        continue;
-                uint64_t t = atomic_load_explicit(&r->wait_ticket, memory_order_relaxed);
-                uint32_t c =
-                    THR_WAIT_PRIO(atomic_load_explicit(&r->wait_flags, memory_order_relaxed));
-                uint64_t dl = atomic_load_explicit(&r->wait_deadline, memory_order_relaxed);
-                if (atomic_load_explicit(&r->owner, memory_order_acquire) != o1 ||
-                    shm_reader_gone(m->fd, r, i) != 0)
-                        continue; /* reused meanwhile, or its thread is dead */
-                if (dl && dl <= now)
-                        continue; /* past its deadline: it is leaving, never granted */
-                struct shm_waiter w = {.idx = i, .word = word, .token = o1, .ticket = t};
-                if (!q->n || shm_ticket_before(t, q->oldest.ticket))
-                        q->oldest = w;
-                if (!q->n || served_before(c, t, q->next_class, q->next.ticket)) {
-                        q->next = w;
-                        q->next_class = c;
-                }
-                if (!q->n || served_before(q->lowest_class, q->lowest.ticket, c, t)) {
-                        q->lowest = w;
-                        q->lowest_class = c;
-                }
-                q->n++;
-        }
         /* the share: the grant that makes the key's count a multiple of SHARE is the oldest's */
-        if (q->n && share &&
-            (atomic_load_explicit(&h->granted, memory_order_relaxed) + 1) % share == 0) {
-                q->next = q->oldest;
-                q->next_class = THR_WAIT_PRIO(
-                    atomic_load_explicit(&rec[q->oldest.idx].wait_flags, memory_order_relaxed));
-        }
+        bool turn =
+            share && (atomic_load_explicit(&h->granted, memory_order_relaxed) + 1) % share == 0;
+        shm_waiters_order(m, off, gen, now, turn, q);
 }
 
 int shm_sem_make_room(const struct shm_map *m, const struct thr_params *p, const struct thr_slot *s,
@@ -308,7 +266,7 @@ int shm_sem_make_room(const struct shm_map *m, const struct thr_params *p, const
                 return 0;
         /* bounded: a reload may have lowered max_waiters below the queue; each pass drops one */
         for (int pass = 0; pass < 64; pass++) {
-                struct shm_sem_queue q;
+                struct shm_wait_order q;
                 shm_sem_queue(m, p, s, aux, now, &q);
                 if (q.n < max)
                         return 0;
@@ -351,7 +309,7 @@ void shm_sem_serve(const struct shm_map *m, const struct thr_params *p, struct t
          * records (a rewritten waiter whose grants expire at once, or whose state flips back to
          * WAITING, cannot hold the lock for ever); a grant taken back counts too */
         for (uint64_t granted = 0; scan && granted <= p->leases; granted++) {
-                struct shm_sem_queue q;
+                struct shm_wait_order q;
                 shm_sem_queue(m, p, s, aux, now, &q);
                 struct shm_waiter w = q.next;
                 uint32_t n = q.n;

@@ -215,19 +215,10 @@ static inline uint64_t shm_sem_expiry(const struct shm_map *m, const struct thr_
         return shm_sem_peer_expiry(m, r, now, kill);
 }
 
-/*
- * The acquires queued on slot S at NOW, as a serve orders them ("Priority" above): the live
- * waiters (WAITING or HEAD, their deadline ahead), the next one served (the highest class, oldest
- * within it; the oldest of all on the share's turn), the oldest, and the lowest (the last of the
- * lowest class: the one served last). Under the key's lock.
- */
-struct shm_sem_queue {
-        uint32_t n;
-        uint32_t next_class, lowest_class;
-        struct shm_waiter next, oldest, lowest;
-};
+/* The acquires queued on slot S at NOW, as a serve orders them ("Priority" above; the share's
+ * turn from the key's `granted`): shm_waiters_order (serial.h). Under the key's lock. */
 void shm_sem_queue(const struct shm_map *m, const struct thr_params *p, const struct thr_slot *s,
-                   const void *aux, uint64_t now, struct shm_sem_queue *q);
+                   const void *aux, uint64_t now, struct shm_wait_order *q);
 
 /*
  * shm_sem_make_room - under the lock, before an acquire of class PRIO queues on slot S: with the

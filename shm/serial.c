@@ -92,6 +92,57 @@ uint32_t shm_waiters_sum(const struct shm_map *m, uint64_t off, uint32_t gen,
         return n;
 }
 
+/* Whether queued waiter A (class CA, ticket TA) is served before B (CB, TB): the higher class,
+ * then the lower ticket (48 bits, wrapping: shm_ticket_before). */
+static bool served_before(uint32_t ca, uint64_t ta, uint32_t cb, uint64_t tb)
+{
+        return ca != cb ? ca > cb : shm_ticket_before(ta, tb);
+}
+
+void shm_waiters_order(const struct shm_map *m, uint64_t off, uint32_t gen, uint64_t now,
+                       bool oldest_turn, struct shm_wait_order *q)
+{
+        struct thr_reader *rec = shm_at(m->base, m->g.reader_off);
+        *q = (struct shm_wait_order){0};
+        for (uint32_t i = 0; i < m->g.reader_count; i++) {
+                struct thr_reader *r = &rec[i];
+                uint64_t o1 = atomic_load_explicit(&r->owner, memory_order_acquire);
+                uint32_t word = atomic_load_explicit(&r->wait_state, memory_order_acquire);
+                if (!o1 || atomic_load_explicit(&r->wait_slot, memory_order_relaxed) != off ||
+                    atomic_load_explicit(&r->wait_gen, memory_order_relaxed) != gen ||
+                    !shm_wait_waiting(word))
+                        continue;
+                uint64_t t = atomic_load_explicit(&r->wait_ticket, memory_order_relaxed);
+                uint32_t c =
+                    THR_WAIT_PRIO(atomic_load_explicit(&r->wait_flags, memory_order_relaxed));
+                uint64_t dl = atomic_load_explicit(&r->wait_deadline, memory_order_relaxed);
+                uint64_t cost = atomic_load_explicit(&r->wait_ttl, memory_order_relaxed);
+                if (atomic_load_explicit(&r->owner, memory_order_acquire) != o1 ||
+                    shm_reader_gone(m->fd, r, i) != 0)
+                        continue; /* reused meanwhile, or its thread is dead */
+                if (dl && dl <= now)
+                        continue; /* past its deadline: it is leaving, never granted */
+                struct shm_waiter w = {.idx = i, .word = word, .token = o1, .ticket = t};
+                if (!q->n || shm_ticket_before(t, q->oldest.ticket))
+                        q->oldest = w;
+                if (!q->n || served_before(c, t, q->next_class, q->next.ticket)) {
+                        q->next = w;
+                        q->next_class = c;
+                }
+                if (!q->n || served_before(q->lowest_class, q->lowest.ticket, c, t)) {
+                        q->lowest = w;
+                        q->lowest_class = c;
+                }
+                q->sum = cost > UINT64_MAX - q->sum ? UINT64_MAX : q->sum + cost;
+                q->n++;
+        }
+        if (q->n && oldest_turn) {
+                q->next = q->oldest;
+                q->next_class = THR_WAIT_PRIO(
+                    atomic_load_explicit(&rec[q->oldest.idx].wait_flags, memory_order_relaxed));
+        }
+}
+
 void shm_serial_serve(const struct shm_map *m, const struct thr_table *tb,
                       const struct thr_params *p, struct thr_slot *s, uint64_t now,
                       struct shm_serve *out)

@@ -122,6 +122,23 @@ static inline bool shm_wait_to(struct thr_reader *r, uint32_t word, uint32_t sta
         return false;
 }
 
+/*
+ * shm_waiters_order - the live waiters for slot OFF (generation GEN) of M as a queue with classes
+ * orders them (semaphores and budgets, sem.h "Priority"): those WAITING or HEAD whose deadline
+ * (wait_deadline, 0 none) is after NOW, counted in Q->n; Q->next the one served next (the
+ * highest class, bits 16..18 of wait_flags, the lowest ticket within it; the lowest ticket of all
+ * when OLDEST_TURN); Q->oldest; Q->lowest (the highest ticket of the lowest class: the one served
+ * last); Q->sum the sum of their wait_ttl words, saturated. One liveness test a waiter.
+ */
+struct shm_wait_order {
+        uint32_t n;
+        uint32_t next_class, lowest_class;
+        struct shm_waiter next, oldest, lowest;
+        uint64_t sum;
+};
+void shm_waiters_order(const struct shm_map *m, uint64_t off, uint32_t gen, uint64_t now,
+                       bool oldest_turn, struct shm_wait_order *q);
+
 /* shm_waiters_scan, and in *SUM the sum of the waiters' wait_ttl words (a budget wait's cost,
  * budget.h), saturated. */
 uint32_t shm_waiters_sum(const struct shm_map *m, uint64_t off, uint32_t gen,

@@ -1031,4 +1031,13 @@ Test(config, semaphore_queue_keys)
         expect_one_fault("[api]\nrate = 5/s\nmax_waiters = 3\n", 3, "max_waiters does not apply");
         expect_one_fault("[api]\nrate = 5/s\non_queue_full = reject\n", 3,
                          "on_queue_full does not apply");
+        /* a budget's queue has classes and a share too, not a bound */
+        r = run_text("[b]\nkind = budget\ninitial = 5\npriority_share = 25%\n");
+        cr_assert_eq(r->rc, 0, "%s", r->err);
+        cr_assert_eq(find_limiter(&r->cfg, "b")->priority_share, 4);
+        cr_assert_eq(shm_params_make(find_limiter(&r->cfg, "b"), 1, &p, why, sizeof(why)), 0);
+        cr_assert_eq(THR_SEMQ_SHARE(p.reserved), 4);
+        free(r);
+        expect_one_fault("[b]\nkind = budget\ninitial = 5\nmax_waiters = 3\n", 3,
+                         "max_waiters does not apply");
 }

@@ -77,6 +77,13 @@ static struct shm_limiter_spec qspec(const char *name, uint64_t max_waiters, uin
         return s;
 }
 
+static struct shm_limiter_spec bspec(const char *name, uint32_t share)
+{
+        struct shm_limiter_spec s = tspec_budget(name, 0);
+        s.priority_share = share;
+        return s;
+}
+
 static void setup(void)
 {
         struct shm_limiter_spec s[] = {
@@ -86,6 +93,8 @@ static void setup(void)
             qspec("oldest", 3, THR_QUEUE_DROP_OLDEST, 0),
             qspec("lowest", 4, THR_QUEUE_DROP_LOWEST, 4),
             qspec("fifo", 0, THR_QUEUE_REJECT, 1),
+            bspec("bud", 0),
+            bspec("bud3", 3),
         };
         tarena_make(&T, THR_CLOCK_MANUAL, SHM_HUGE_OFF, s, sizeof(s) / sizeof(s[0]));
         S = mmap(NULL, sizeof(*S), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -483,4 +492,136 @@ Test(sem_prio, bad_options_are_refused)
         cr_assert_eq(thr_sem_stat(l, "k", 1, &st), 0);
         cr_assert_eq(st.pending, 0);
         cr_assert_eq(thr_sem_release(&ls), 0);
+}
+
+/* ---------------------------------------------------------------- budgets */
+
+/* A spender: spend 1 with its class and deadline, report, leave. */
+static void kid_spend(const char *lim, int i)
+{
+        struct kid *k = &S->k[i];
+        thr_limiter *l = tlim(&T, lim);
+        struct thr_wait_opts w = {
+            .priority = k->prio, .timeout_ns = 1000 * SEC, .deadline_ns = k->deadline};
+        atomic_store(&k->state, K_CALLING);
+        int rc = thr_budget_spend_opts(l, KEY, strlen(KEY), 1, &w, NULL);
+        atomic_store(&k->rc, rc);
+        atomic_store(&k->state, K_DONE);
+        _exit(0);
+}
+
+/* The budget model: the model above with a balance instead of a holder; an add of 1 grants the
+ * next queued spender (counted in granted) or raises the balance. */
+static bool agrees_b(thr_limiter *l, const struct model *m, uint64_t balance, int nkids, char *why,
+                     size_t len)
+{
+        for (int i = 0; i < nkids; i++) {
+                int st = atomic_load(&S->k[i].state), rc = atomic_load(&S->k[i].rc);
+                bool done = st == K_DONE;
+                if ((m->want[i] == 1) == done || (done && rc != m->want[i])) {
+                        snprintf(why, len, "spender %d (class %u): the model says %d, it %s %d", i,
+                                 S->k[i].prio, m->want[i], done ? "returned" : "has not returned",
+                                 done ? rc : 0);
+                        return false;
+                }
+        }
+        struct thr_budget_stat st;
+        int rc = thr_budget_stat(l, KEY, strlen(KEY), &st);
+        if (rc != 0 || st.waiters != (uint64_t)m->n || st.balance != balance ||
+            st.granted != m->granted) {
+                snprintf(why, len,
+                         "stat %d: waiters %" PRIu64 " balance %" PRIu64 " granted %" PRIu64
+                         ", the model %d, %" PRIu64 ", %" PRIu64,
+                         rc, st.waiters, st.balance, st.granted, m->n, balance, m->granted);
+                return false;
+        }
+        return true;
+}
+
+static void run_budget(const char *lim, uint32_t share, unsigned seed)
+{
+        thr_limiter *l = tlim_kept(&T, lim);
+        snprintf(KEY, sizeof(KEY), "b%u", seed);
+        struct model m = {.holder = -1, .share = share};
+        uint64_t balance = 0;
+        for (int i = 0; i < KIDS; i++)
+                m.want[i] = 1;
+        uint64_t x = seed * 0x9e3779b97f4a7c15ull + 7;
+        int nkids = 0, step = 0;
+        char why[256] = "";
+        while (nkids < KIDS) {
+                x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+                unsigned op = x % 10;
+                uint64_t now = now_of();
+                if (op < 6) {
+                        int i = nkids++;
+                        struct kid *k = &S->k[i];
+                        k->prio = (uint32_t)(x >> 8) % 4;
+                        unsigned d = (unsigned)(x >> 16) % 8;
+                        k->deadline = d == 0 ? now : d < 3 ? now + d * MS : 0;
+                        if (balance && !m.n) {
+                                balance--;
+                                m.want[i] = 0;
+                        } else {
+                                m.holder = -1; /* no "free" state: the balance says it */
+                                m_arrive(&m, i, k->prio, k->deadline, now);
+                        }
+                        pid_t pid = tfork();
+                        if (pid == 0)
+                                kid_spend(lim, i);
+                        k->pid = pid;
+                        for (int w = 0; w < 10000 && atomic_load(&k->state) == K_IDLE; w++)
+                                usleep(100);
+                } else if (op < 9) {
+                        cr_assert_eq(thr_budget_add(l, KEY, strlen(KEY), 1, NULL), 0);
+                        if (m.n)
+                                m_release(&m);
+                        else
+                                balance++;
+                } else {
+                        cr_assert_eq(thr_clock_advance(T.a, (1 + (x >> 8) % 3) * MS), 0);
+                        m_advance(&m, now_of());
+                }
+                int t = 0;
+                while (!agrees_b(l, &m, balance, nkids, why, sizeof(why)) && t++ < 10000)
+                        usleep(1000);
+                cr_assert_lt(t, 10000, "step %d: %s", step, why);
+                reap(nkids);
+                step++;
+        }
+        while (m.n) {
+                cr_assert_eq(thr_budget_add(l, KEY, strlen(KEY), 1, NULL), 0);
+                m_release(&m);
+                int t = 0;
+                while (!agrees_b(l, &m, balance, nkids, why, sizeof(why)) && t++ < 10000)
+                        usleep(1000);
+                cr_assert_lt(t, 10000, "drain: %s", why);
+        }
+        int got[3] = {0};
+        for (int i = 0; i < nkids; i++) {
+                if (S->k[i].pid > 0)
+                        waitpid(S->k[i].pid, NULL, 0);
+                S->k[i].pid = 0;
+                int rc = atomic_load(&S->k[i].rc);
+                got[rc == 0 ? 0 : rc == -ETIMEDOUT ? 1 : 2]++;
+        }
+        cr_log_info("%s seed %u: %d steps; spent %d, timed out %d", lim, seed, step, got[0],
+                    got[1]);
+        cr_assert_eq(got[2], 0);
+}
+
+Test(sem_prio, budget_spends_by_class_with_deadlines)
+{
+        for (unsigned seed = 61; seed <= 62; seed++) {
+                run_budget("bud", 0, seed);
+                memset(S, 0, sizeof(*S));
+        }
+}
+
+Test(sem_prio, budget_spends_one_in_three_to_the_oldest)
+{
+        for (unsigned seed = 71; seed <= 72; seed++) {
+                run_budget("bud3", 3, seed);
+                memset(S, 0, sizeof(*S));
+        }
 }

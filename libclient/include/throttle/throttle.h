@@ -373,8 +373,9 @@ struct thr_budget_result {
 
 /*
  * thr_budget_spend - spend COST of KEY's balance on the budget limiter LIM, waiting up to
- * TIMEOUT_NS for adds to make it fit. Queued spends are served strictly oldest first (a large
- * one at the head is never overtaken by smaller ones behind it, nor by a try). A new key starts
+ * TIMEOUT_NS for adds to make it fit. Queued spends are served oldest first (a large one at the
+ * head is never overtaken by smaller ones behind it, nor by a try), those of a higher class
+ * (thr_budget_spend_opts) before this call's, class 0. A new key starts
  * at the limiter's initial balance. TIMEOUT_NS 0 is thr_budget_try.
  * Returns 0 (spent; RES filled if not NULL), -EAGAIN (try: no budget, RES says the shortfall;
  * nothing spent), -ETIMEDOUT (nothing spent), -ERANGE (COST above THR_BUDGET_MAX_BALANCE),
@@ -385,6 +386,18 @@ struct thr_budget_result {
  */
 int thr_budget_spend(thr_limiter *lim, const void *key, size_t len, uint64_t cost,
                      uint64_t timeout_ns, struct thr_budget_result *res);
+
+/*
+ * thr_budget_spend_opts - thr_budget_spend with a class and a deadline in the key's queue
+ * (struct thr_wait_opts, as thr_sem_acquire_opts): queued spends are served highest class first,
+ * oldest first within a class, one grant in every `priority_share` to the oldest whatever its
+ * class; the wait ends at the earlier of now + OPTS->timeout_ns and OPTS->deadline_ns (both 0:
+ * thr_budget_try), and a spend that does not fit when its deadline has passed is refused at once
+ * (-ETIMEDOUT). Returns as thr_budget_spend, and -EINVAL for a class above THR_PRIORITY_MAX or
+ * flags or reserved not 0. A budget's queue is not bounded (max_waiters is a semaphore's).
+ */
+int thr_budget_spend_opts(thr_limiter *lim, const void *key, size_t len, uint64_t cost,
+                          const struct thr_wait_opts *opts, struct thr_budget_result *res);
 
 /*
  * thr_budget_try - spend COST now or not at all: lock-free, no syscall on an existing key (one
@@ -411,7 +424,7 @@ struct thr_budget_stat {
         uint64_t initial;            /* the limiter's initial balance (a new key's) */
         uint64_t waiters;            /* spenders queued (paused: "no budget") */
         uint64_t need;               /* units they ask for in all */
-        uint64_t head_need;          /* units the oldest asks for */
+        uint64_t head_need;          /* units the one served next asks for */
         uint64_t longest_pending_ns; /* how long the oldest has waited */
         uint64_t granted;            /* spends granted to queued spenders so far */
         uint64_t reserved[4];
