@@ -240,7 +240,8 @@ int shm_sem_make_room(const struct shm_map *m, const struct thr_params *p,
                       const struct thr_slot *s, const void *aux, uint64_t now, uint32_t prio,
                       uint32_t *dropped);
 
-/* The acquires queued on slot S (any live thread's record naming it, WAITING or HEAD): how many,
+/* The acquires queued on slot S (any live thread's record naming it, WAITING or HEAD, its
+ * deadline after NOW: as shm_sem_queue and max_waiters count them): how many,
  * the units they ask, and how long the oldest has waited at NOW. Exact under the key's lock; a
  * racy read without it (for stat and shmctl). One liveness test (fcntl) a waiter. */
 struct shm_sem_pend {
