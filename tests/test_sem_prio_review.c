@@ -10,15 +10,26 @@
  * Two arenas: a manual clock (deadlines exact: the clock moves only when the test moves it) and
  * a real one (a stopped process, a lock held past deadlines, random kills).
  *
- * Found and fixed (shm/sem.c): a reload that lowered max_waiters more than 64 below the queue made
- * an acquire drop 64 waiters and then refuse itself (-EBUSY, with on_queue_full = drop_oldest).
- * Found, documented, not fixed (logged with cr_log_info; the tests assert only what holds): see
- * the comment of each test named documented_*.
+ * Found and fixed (shm/sem.c, a separate commit after this file's):
+ *   - a reload that lowered max_waiters more than 64 below the queue made an acquire drop 64
+ *     waiters and then refuse itself, -EBUSY, under on_queue_full = drop_oldest
+ *     (a_reload_far_below_the_queue_length): make_room now passes at most reader_count + 1 times;
+ *   - thr_sem_stat's pending (shm_sem_pending) counted a waiter past its deadline, which the queue
+ *     and max_waiters pass over (scribbled_fields_...: a deadline rewritten to 1 showed 4 pending
+ *     for a queue of 3).
+ * Found, documented, not fixed (logged with cr_log_info; the tests assert only what holds):
+ *   - config.c set_key's 32-bit seen mask and priority_share, key 32 (the_config_keys_...);
+ *   - an acquire with a deadline a moment away drops a waiter and then times out itself
+ *     (documented_a_short_deadline_drops_a_waiter_for_nothing);
+ *   - a waiter whose wait_deadline is rewritten into the past is passed over until its own
+ *     timeout: it alone starves (scribbled_fields_...).
+ * What held is every other assertion: see each test's comment.
  */
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -30,6 +41,7 @@
 #include <unistd.h>
 
 #include "client_internal.h"
+#include "config.h"
 #include "helpers.h"
 #include "reclaim.h"
 #include "sem.h"
@@ -52,6 +64,7 @@ struct kid {
         uint32_t prio, amount;
         uint64_t timeout_ns, deadline_ns; /* thr_wait_opts */
         uint64_t hold_us;                 /* real clock: release on its own after this (0: told) */
+        uint64_t deadline_in_ns;          /* a deadline this long after the call starts */
         int die_at;                       /* a hook point where it SIGKILLs itself (0: none) */
         int gate;
         double took_ms; /* the call, when it returned */
@@ -193,7 +206,12 @@ static void kid_run(int i)
                 thr_sem_stat(l, k->key, strlen(k->key), &st);
                 atomic_store(&k->state, K_CALLING);
                 while (!atomic_load(&k->go))
-                        ;
+                        sched_yield();
+        }
+        if (k->deadline_in_ns) { /* a deadline from now, the call's start */
+                uint64_t now;
+                thr_clock_now(T.a, &now);
+                k->deadline_ns = now + k->deadline_in_ns;
         }
         if (k->die_at) {
                 die_point = k->die_at;
@@ -503,20 +521,32 @@ Test(prio_real, random_sigkills_never_over_grant_nor_wedge)
                                      THR_HOOK_SEM_GRANT_CASED, THR_HOOK_SEM_GRANT_WOKEN,
                                      THR_HOOK_SEM_REGRANT_FOUND};
         int got[6] = {0}, killed = 0, rounds = 120, per = 10;
+        double worst = -1e9; /* ms past its bound the latest return came */
         for (int round = 0; round < rounds; round++) {
                 atomic_store(&S->inside, 0); /* the last round's all reaped */
+                int burst = round % 2;
                 for (int i = 0; i < per; i++) {
                         struct kid *k = &S->k[i];
                         kid_prep(i, "mixed", "r", (uint32_t)(RND() % 8), (10 + RND() % 60) * MS, 0);
                         if (RND() % 3 == 0) /* a deadline instead of a timeout */
-                                k->deadline_ns = now_of() + (5 + RND() % 50) * MS;
+                                k->deadline_in_ns = (5 + RND() % 50) * MS;
+                        k->gate = burst; /* all at once: the queue's bound is met */
                         k->hold_us = 1 + RND() % 8000;
                         if (RND() % 4 == 0)
                                 k->die_at = points[RND() % 5];
                         kid_fork(i);
-                        if (RND() % 3 == 0)
+                        if (!burst && RND() % 3 == 0)
                                 usleep((useconds_t)(RND() % 500));
                 }
+                for (int i = 0; burst && i < per; i++) {
+                        double t0 = mono();
+                        while (atomic_load(&S->k[i].state) != K_CALLING) {
+                                cr_assert_lt(mono() - t0, 10.0, "waiter %d never started", i);
+                                usleep(100);
+                        }
+                }
+                for (int i = 0; burst && i < per; i++)
+                        atomic_store(&S->k[i].go, 1);
                 bool dead[KIDS] = {false};
                 for (int j = 0; j < 3; j++) { /* kills at random moments */
                         usleep((useconds_t)(RND() % 4000));
@@ -549,6 +579,18 @@ Test(prio_real, random_sigkills_never_over_grant_nor_wedge)
                             : rc == -EBUSY     ? 2
                             : rc == -ECANCELED ? 3
                                                : 4]++;
+                        /* its wait ended by its bound: the earlier of timeout and deadline */
+                        const struct kid *k = &S->k[i];
+                        double bound =
+                            (double)(k->deadline_in_ns && k->deadline_in_ns < k->timeout_ns
+                                         ? k->deadline_in_ns
+                                         : k->timeout_ns) /
+                            1e6;
+                        if (k->took_ms - bound > worst)
+                                worst = k->took_ms - bound;
+                        cr_assert_lt(k->took_ms, bound + 2000,
+                                     "round %d: waiter %d returned %d after %.1f ms (bound %.1f)",
+                                     round, i, rc, k->took_ms, bound);
                         cr_assert(rc == 0 || rc == -ETIMEDOUT || rc == -EBUSY || rc == -ECANCELED ||
                                       rc == -EKEYEXPIRED,
                                   "round %d: waiter %d returned %d", round, i, rc);
@@ -566,8 +608,8 @@ Test(prio_real, random_sigkills_never_over_grant_nor_wedge)
                 }
         }
         cr_log_info("%d rounds: granted %d, timed out %d, refused %d, dropped %d, other %d, "
-                    "died %d (%d kills sent by the test)",
-                    rounds, got[0], got[1], got[2], got[3], got[4], got[5], killed);
+                    "died %d (%d kills sent by the test); the latest return %.1f ms past its bound",
+                    rounds, got[0], got[1], got[2], got[3], got[4], got[5], killed, worst);
         cr_assert_gt(got[0], rounds, "grants were made");
         cr_assert_gt(got[3] + got[2], 0, "the queue's bound was met");
         /* whole again: a stat reclaims the dead's leases */
@@ -1090,6 +1132,36 @@ Test(prio_manual, drop_lowest_never_lets_a_lower_class_displace_a_higher)
         }
 }
 
+/*
+ * Documented, not fixed: an acquire whose deadline is a moment away still drops a queued waiter
+ * for its place, then times out itself. Two such acquires on a full drop_oldest queue of 2 (1 ms
+ * deadlines, the key held longer) drop both waiters, who had no deadline, and nobody is served:
+ * a stream of short-deadline acquires empties the queue of those that would have waited.
+ */
+Test(prio_manual, documented_a_short_deadline_drops_a_waiter_for_nothing)
+{
+        thr_limiter *l = tlim_kept(&T, "old2");
+        struct thr_lease mine;
+        cr_assert_eq(thr_sem_try(l, "n", 1, 1, LONG, &mine), 0);
+        queue(l, 0, "old2", "n", 0, 0);
+        queue(l, 1, "old2", "n", 0, 1);
+        uint64_t now = now_of();
+        for (int i = 2; i < 4; i++) {
+                kid_prep(i, "old2", "n", 0, LONG, now + MS);
+                kid_fork(i);
+                await_queued(i);
+                cr_assert_eq(await_done(i - 2, 10), -ECANCELED);
+        }
+        cr_assert_eq(thr_clock_advance(T.a, MS), 0);
+        cr_assert_eq(await_done(2, 10), -ETIMEDOUT);
+        cr_assert_eq(await_done(3, 10), -ETIMEDOUT);
+        uint64_t held;
+        cr_assert_eq(pending(l, "n", &held), 0);
+        cr_log_info("documented: two acquires with 1 ms deadlines dropped both waiters without "
+                    "deadlines, and timed out: nobody served");
+        cr_assert_eq(thr_sem_release(&mine), 0);
+}
+
 /* ---------------------------------------------------------------- 5. reloads */
 
 /*
@@ -1156,4 +1228,98 @@ Test(prio_real, a_reload_far_below_the_queue_length)
 {
         /* 70 queued, max_waiters 1, drop_oldest: all 70 dropped, the acquire queues */
         reload_queue("free", 70, 1, THR_QUEUE_DROP_OLDEST, 70, 1);
+}
+
+/* ---------------------------------------------------------------- 6. the config keys */
+
+/* Load TEXT as a config file: config_load's return; the first limiter in *OUT, the faults in
+ * ERR. */
+static int load(const char *text, struct shm_limiter_spec *out, char *err, size_t errlen)
+{
+        char path[] = "/tmp/thr_prio_cfg_XXXXXX";
+        int fd = mkstemp(path);
+        cr_assert_geq(fd, 0);
+        cr_assert_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+        close(fd);
+        struct config *cfg = calloc(1, sizeof(*cfg));
+        cr_assert_not_null(cfg);
+        int rc = config_load(path, cfg, err, errlen);
+        unlink(path);
+        if (rc == 0) {
+                cr_assert_geq(cfg->nlimiters, 1);
+                *out = cfg->limiters[0];
+        }
+        free(cfg);
+        return rc;
+}
+
+/*
+ * max_waiters, on_queue_full, priority_share (a percentage: one grant in 100 / share, the share at
+ * least the one configured) reach the parameter record; out of range, unknown, or on another
+ * kind: a fault.
+ *
+ * Found, documented, not fixed (daemon/config.c, outside this review's files): the commit's three
+ * keys make LK_COUNT 33, and set_key marks the keys seen in a section in a uint32_t with
+ * `1u << i`: priority_share (i = 32) shifts by 32, undefined behaviour. On x86 it marks bit 0,
+ * rate's: "[s] rate is set twice" after a priority_share, "[g] priority_share is set twice" after
+ * a rate (its value never parsed); under UBSan (THR_SANITIZE) the parse stops at the shift, so a
+ * sanitizer build fails on any config naming priority_share. Fix: seen as a uint64_t, set with
+ * 1ull << i, and a static_assert(LK_COUNT <= 64).
+ */
+Test(prio_manual, the_config_keys_reach_the_record)
+{
+        char err[4096], text[256];
+        struct shm_limiter_spec sp;
+        cr_assert_eq(load("[s]\nkind = semaphore\nmax = 5\nmax_waiters = 3\n"
+                          "on_queue_full = drop_oldest\n",
+                          &sp, err, sizeof(err)),
+                     0, "%s", err);
+        cr_assert(sp.max_waiters == 3 && sp.on_queue_full == THR_QUEUE_DROP_OLDEST &&
+                  sp.priority_share == 0);
+        static const char *const bad[] = {
+            "[s]\nkind = semaphore\nmax = 5\nmax_waiters = 2000000\n",
+            "[s]\nkind = semaphore\nmax = 5\non_queue_full = drop\n",
+            "[g]\nrate = 5/s\nmax_waiters = 3\n",
+            "[w]\nkind = window\nlimit = 5\nwindow = 1s\non_queue_full = reject\n",
+#ifndef THR_UNDER_SANITIZER
+            "[s]\nkind = semaphore\nmax = 5\npriority_share = 101%\n",
+            "[s]\nkind = semaphore\nmax = 5\npriority_share = -1%\n",
+            "[w]\nkind = window\nlimit = 5\nwindow = 1s\npriority_share = 10%\n",
+#endif
+        };
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+                cr_assert_eq(load(bad[i], &sp, err, sizeof(err)), -EINVAL, "accepted: %s", bad[i]);
+#ifdef THR_UNDER_SANITIZER
+        cr_log_info("documented: priority_share is key 32 of a 32-bit seen mask (config.c "
+                    "set_key: 1u << 32), which UBSan stops at: its parse is skipped here");
+        (void)text;
+#else
+        static const struct {
+                const char *share;
+                uint32_t n;
+        } shares[] = {{"0%", 0},  {"1%", 100}, {"30%", 3},  {"34%", 2},
+                      {"50%", 2}, {"51%", 1},  {"100%", 1}, {"25", 4}};
+        for (size_t i = 0; i < sizeof(shares) / sizeof(shares[0]); i++) {
+                snprintf(text, sizeof(text),
+                         "[s]\nkind = semaphore\nmax = 5\nmax_waiters = 3\n"
+                         "on_queue_full = drop_lowest\npriority_share = %s\n",
+                         shares[i].share);
+                cr_assert_eq(load(text, &sp, err, sizeof(err)), 0, "%s: %s", shares[i].share, err);
+                cr_assert_eq(sp.max_waiters, 3);
+                cr_assert_eq(sp.on_queue_full, THR_QUEUE_DROP_LOWEST);
+                cr_assert_eq(sp.priority_share, shares[i].n, "%s: 1 in %u", shares[i].share,
+                             sp.priority_share);
+                struct thr_params p;
+                cr_assert_eq(shm_params_make(&sp, 1, &p, err, sizeof(err)), 0, "%s", err);
+                cr_assert_eq(p.reserved, THR_SEMQ(3, THR_QUEUE_DROP_LOWEST, shares[i].n));
+        }
+        /* the shift: rate after priority_share is "set twice" (it was never set) */
+        cr_assert_eq(load("[s]\nkind = semaphore\nmax = 5\npriority_share = 10%\nrate = 5/s\n", &sp,
+                          err, sizeof(err)),
+                     -EINVAL);
+        bool twice = strstr(err, "rate is set twice") != NULL;
+        cr_log_info("documented: after priority_share, a first rate %s (config.c set_key: "
+                    "1u << 32)",
+                    twice ? "is reported \"set twice\"" : "is reported rightly");
+#endif
 }
