@@ -342,14 +342,16 @@ static void queue(thr_limiter *l, int i, const char *lim, const char *key, uint3
         await_pending(l, key, n + 1);
 }
 
-/* An acquire of waiter I that the queue refuses or that is granted at once: its return. */
+/* An acquire of waiter I: its return, or 1 once it is queued. */
 static int call(int i, const char *lim, const char *key, uint32_t prio)
 {
         kid_prep(i, lim, key, prio, LONG, 0);
         kid_fork(i);
         double t0 = mono();
-        while (atomic_load(&S->k[i].state) != K_DONE && mono() - t0 < 0.3)
-                usleep(200);
+        while (atomic_load(&S->k[i].state) != K_DONE && !queued_now(i)) {
+                cr_assert_lt(mono() - t0, 10.0, "waiter %d neither returned nor queued", i);
+                usleep(100);
+        }
         return atomic_load(&S->k[i].state) == K_DONE ? atomic_load(&S->k[i].rc) : 1;
 }
 
@@ -1186,13 +1188,15 @@ static void reload_queue(const char *lim, int n, uint32_t max_waiters, uint32_t 
         struct thr_params *p = params_of(lim);
         uint64_t old = p->reserved;
         atomic_store((_Atomic uint64_t *)&p->reserved, THR_SEMQ(max_waiters, full, 0));
+        double c0 = mono();
         int rc = call(n, lim, key, 0);
         for (double t0 = mono(); rc == 1 && !queued_now(n); usleep(1000)) { /* slow */
                 cr_assert_lt(mono() - t0, 10.0, "the acquire never returned nor queued");
                 if (atomic_load(&S->k[n].state) == K_DONE)
                         rc = atomic_load(&S->k[n].rc);
         }
-        usleep(300000); /* the dropped return */
+        double spent = (mono() - c0) * 1e3; /* its fork to queued or returned */
+        usleep(300000);                     /* the dropped return */
         int dropped = 0;
         for (int i = 0; i < n; i++)
                 if (atomic_load(&S->k[i].state) == K_DONE) {
@@ -1200,9 +1204,9 @@ static void reload_queue(const char *lim, int n, uint32_t max_waiters, uint32_t 
                         dropped++;
                 }
         uint64_t q = pending(l, key, NULL);
-        cr_log_info("%s: %d queued, max_waiters -> %u: the acquire %d (%.1f ms if it returned), %d "
+        cr_log_info("%s: %d queued, max_waiters -> %u: the acquire %d (%.1f ms from its fork), %d "
                     "dropped, %" PRIu64 " queued",
-                    lim, n, max_waiters, rc, S->k[n].took_ms, dropped, q);
+                    lim, n, max_waiters, rc, spent, dropped, q);
         atomic_store((_Atomic uint64_t *)&p->reserved, old);
         for (int i = 0; i <= n; i++)
                 if (S->k[i].pid > 0)
@@ -1322,4 +1326,46 @@ Test(prio_manual, the_config_keys_reach_the_record)
                     "1u << 32)",
                     twice ? "is reported \"set twice\"" : "is reported rightly");
 #endif
+}
+
+/* ---------------------------------------------------------------- 7. the manuals */
+
+/* A file of the source tree (tests/../REL), whole, or NULL. */
+static char *source_text(const char *rel)
+{
+        const char *file = __FILE__;
+        const char *slash = strrchr(file, '/');
+        int dir = slash ? (int)(slash - file + 1) : 0;
+        char path[512];
+        snprintf(path, sizeof(path), "%.*s../%s", dir, file, rel);
+        FILE *f = fopen(path, "r");
+        if (!f)
+                return NULL;
+        char *buf = calloc(1, 1 << 20);
+        cr_assert_not_null(buf);
+        size_t n = fread(buf, 1, (1 << 20) - 1, f);
+        buf[n] = 0;
+        fclose(f);
+        return buf;
+}
+
+/*
+ * Documented, not fixed: shm/sem.h and test_sem_prio.c give "the rule in thr_sem_acquire_opts(3)
+ * and throttled.conf(5)", and throttle.h sends the reader to throttled.conf(5) for the share; the
+ * commit added neither a thr_sem_acquire_opts(3) page nor the three keys to throttled.conf(5), and
+ * thr_sem_acquire(3) / thr_sem_stat(3) do not name -EBUSY, -ECANCELED or classes.
+ */
+Test(prio_manual, documented_the_manuals_do_not_describe_the_queue)
+{
+        char *conf = source_text("doc/man/throttled.conf.5");
+        char *opts = source_text("doc/man/thr_sem_acquire_opts.3");
+        cr_assert_not_null(conf, "doc/man/throttled.conf.5 is where the other keys are");
+        static const char *const keys[] = {"max_waiters", "on_queue_full", "priority_share"};
+        for (size_t i = 0; i < 3; i++)
+                if (!strstr(conf, keys[i]))
+                        cr_log_info("documented: throttled.conf(5) does not name %s", keys[i]);
+        if (!opts)
+                cr_log_info("documented: no thr_sem_acquire_opts(3) page (doc/man)");
+        free(conf);
+        free(opts);
 }
