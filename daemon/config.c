@@ -56,7 +56,8 @@ struct parse {
         int read_errno;
         int lineno;
         enum sect_kind kind;
-        uint32_t seen; /* keys already set in the current section, one bit per key */
+        uint64_t seen; /* keys already set in the current section, one bit per key (a
+                        * uint32_t once: the 33rd limiter key, priority_share, shifted past it) */
         size_t lim;    /* current limiter */
         int arena_line, daemon_line;
         struct lim_lines lines[CONFIG_MAX_LIMITERS];
@@ -732,6 +733,8 @@ static void list_keys(const struct config_key *keys, char *out, size_t n)
         }
 }
 
+static_assert(LK_COUNT <= 64, "a limiter section's keys fit the parse's seen mask");
+
 static void set_key(struct parse *p, const struct config_key *keys, const char *sect,
                     const char *name, const char *value)
 {
@@ -742,10 +745,10 @@ static void set_key(struct parse *p, const struct config_key *keys, const char *
                         continue;
                 if (p->kind == SECT_LIMITER)
                         p->lines[p->lim].at[i] = p->lineno;
-                if (p->seen & (1u << i)) {
+                if (p->seen & (1ull << i)) {
                         report(p, p->lineno, "[%s] %s is set twice", sect, name);
                 } else {
-                        p->seen |= 1u << i;
+                        p->seen |= 1ull << i;
                         if (keys[i].set(&keys[i], base + keys[i].off, value, why, sizeof(why)) == 0)
                                 return;
                         report(p, p->lineno, "[%s] %s: %s", sect, name, why);

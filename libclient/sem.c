@@ -166,7 +166,7 @@ static int enqueue(struct sop *o, const struct shm_sem_ask *ask, uint64_t *room_
         struct thr_sem *h = shm_sem(sop_aux(o));
         uint32_t dropped;
         if (shm_sem_make_room(&o->a->map, o->p, o->slot, sop_aux(o), arena_now(o), o->prio,
-                              &dropped) < 0)
+                              o->deadline == UINT64_MAX ? 0 : o->deadline, &dropped) < 0)
                 return -EBUSY;
         uint64_t ticket = atomic_load_explicit(&h->next_ticket, memory_order_relaxed);
         atomic_store_explicit(&h->next_ticket, ticket + 1, memory_order_relaxed);

@@ -257,15 +257,20 @@ void shm_sem_queue(const struct shm_map *m, const struct thr_params *p, const st
 }
 
 int shm_sem_make_room(const struct shm_map *m, const struct thr_params *p, const struct thr_slot *s,
-                      const void *aux, uint64_t now, uint32_t prio, uint32_t *dropped)
+                      const void *aux, uint64_t now, uint32_t prio, uint64_t deadline,
+                      uint32_t *dropped)
 {
         uint32_t max = THR_SEMQ_MAX_WAITERS(p->reserved), policy = THR_SEMQ_ON_FULL(p->reserved);
         struct thr_reader *rec = shm_at(m->base, m->g.reader_off);
         *dropped = 0;
         if (!max)
                 return 0;
-        /* bounded: a reload may have lowered max_waiters below the queue; each pass drops one */
-        for (int pass = 0; pass < 64; pass++) {
+        /* a reload may have lowered max_waiters below the queue: each pass drops one (or finds
+         * that its victim left by itself), until there is room. Bounded whatever the records
+         * say: a queue is at most one waiter a reader record, so reader_count + 1 passes make
+         * room for any queue (a fixed 64 dropped 64 waiters of a longer queue and then refused
+         * the acquire it had dropped them for) */
+        for (uint32_t pass = 0; pass <= m->g.reader_count; pass++) {
                 struct shm_wait_order q;
                 shm_sem_queue(m, p, s, aux, now, &q);
                 if (q.n < max)
@@ -277,6 +282,10 @@ int shm_sem_make_room(const struct shm_map *m, const struct thr_params *p, const
                 const struct shm_waiter *v =
                     policy == THR_QUEUE_DROP_OLDEST ? &q.oldest : &q.lowest;
                 struct thr_reader *r = &rec[v->idx];
+                uint64_t vdl = atomic_load_explicit(&r->wait_deadline, memory_order_relaxed);
+                if (policy == THR_QUEUE_DROP_OLDEST && deadline && (!vdl || vdl > deadline))
+                        return -EBUSY; /* never drop a waiter for one that gives up first (a
+                                        * short deadline would drop it for nothing) */
                 /* from the word scanned, epoch included: never a later wait of the record; a
                  * waiter that gave up meanwhile (without the lock) made it NONE first */
                 if (shm_wait_to(r, v->word, THR_WAIT_DROPPED)) {
@@ -582,6 +591,9 @@ void shm_sem_pending(const struct shm_map *m, const struct thr_slot *s, uint64_t
                     atomic_load_explicit(&r->wait_gen, memory_order_relaxed) != gen ||
                     shm_reader_gone(m->fd, r, i) != 0) /* a dead waiter waits for nothing */
                         continue;
+                uint64_t dl = atomic_load_explicit(&r->wait_deadline, memory_order_relaxed);
+                if (dl && dl <= now)
+                        continue; /* past its deadline: leaving, passed over (shm_sem_queue) */
                 uint64_t since = atomic_load_explicit(&r->wait_since, memory_order_relaxed);
                 out->waiters++;
                 out->units += atomic_load_explicit(&r->wait_ticket, memory_order_relaxed) & 0xffff;

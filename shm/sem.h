@@ -223,14 +223,18 @@ void shm_sem_queue(const struct shm_map *m, const struct thr_params *p, const st
 /*
  * shm_sem_make_room - under the lock, before an acquire of class PRIO queues on slot S: with the
  * limiter's max_waiters reached, its on_queue_full decides: reject (-EBUSY), drop the oldest, or
- * drop the last of the lowest class if that class is below PRIO (else -EBUSY). A dropped waiter's
+ * drop the last of the lowest class if that class is below PRIO (else -EBUSY). With drop_oldest,
+ * an acquire with a DEADLINE (arena ns, 0 none) does not drop a waiter that would wait as long
+ * longer (no deadline, or a later one): it is refused instead. A dropped waiter's
  * word goes WAITING (or HEAD) -> DROPPED, and it is woken (its caller gets -ECANCELED). Returns 0
  * (queue it; *DROPPED says how many were dropped for it) or -EBUSY.
  */
 int shm_sem_make_room(const struct shm_map *m, const struct thr_params *p, const struct thr_slot *s,
-                      const void *aux, uint64_t now, uint32_t prio, uint32_t *dropped);
+                      const void *aux, uint64_t now, uint32_t prio, uint64_t deadline,
+                      uint32_t *dropped);
 
-/* The acquires queued on slot S (any live thread's record naming it, WAITING or HEAD): how many,
+/* The acquires queued on slot S (any live thread's record naming it, WAITING or HEAD, its
+ * deadline after NOW: as shm_sem_queue and max_waiters count them): how many,
  * the units they ask, and how long the oldest has waited at NOW. Exact under the key's lock; a
  * racy read without it (for stat and shmctl). One liveness test (fcntl) a waiter. */
 struct shm_sem_pend {

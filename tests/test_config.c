@@ -1017,6 +1017,14 @@ Test(config, semaphore_queue_keys)
         cr_assert(s && s->max_waiters == 0 && s->on_queue_full == THR_QUEUE_REJECT &&
                   s->priority_share == 0);
         free(r);
+        /* the 33rd limiter key and the first: neither "set twice" (a 32-bit mask of the keys
+         * seen once shifted past its width) */
+        r = run_text("[f]\npriority_share = 50%\nkind = semaphore\nmax = 1\n\n[g]\nrate = 5/s\n"
+                     "\n[h]\nkind = budget\npriority_share = 20%\ninitial = 3\n");
+        cr_assert_eq(r->rc, 0, "%s", r->err);
+        cr_assert_eq(find_limiter(&r->cfg, "f")->priority_share, 2);
+        cr_assert_eq(find_limiter(&r->cfg, "h")->priority_share, 5);
+        free(r);
         r = run_text("[f]\nkind = semaphore\nmax = 1\npriority_share = 100%\n");
         cr_assert_eq(r->rc, 0, "%s", r->err);
         cr_assert_eq(find_limiter(&r->cfg, "f")->priority_share, 1);
@@ -1038,6 +1046,6 @@ Test(config, semaphore_queue_keys)
         cr_assert_eq(shm_params_make(find_limiter(&r->cfg, "b"), 1, &p, why, sizeof(why)), 0);
         cr_assert_eq(THR_SEMQ_SHARE(p.reserved), 4);
         free(r);
-        expect_one_fault("[b]\nkind = budget\ninitial = 5\nmax_waiters = 3\n", 3,
+        expect_one_fault("[b]\nkind = budget\ninitial = 5\nmax_waiters = 3\n", 4,
                          "max_waiters does not apply");
 }

@@ -18,7 +18,8 @@
  * leases a multiple of priority_share goes to the oldest waiter whatever its class. A waiter
  * whose deadline is not after now is refused at once (never queued) and leaves the queue when
  * it passes. With max_waiters queued, a new acquire is refused (-EBUSY, reject), or the oldest
- * is dropped (-ECANCELED, drop_oldest), or the last of the lowest class is dropped if that class
+ * is dropped (-ECANCELED, drop_oldest, unless the new one has a deadline and the oldest none or
+ * a later one: then it is refused), or the last of the lowest class is dropped if that class
  * is below the new one's, else the new one is refused (drop_lowest).
  */
 #include <criterion/criterion.h>
@@ -223,9 +224,12 @@ static void m_arrive(struct model *m, int id, uint32_t prio, uint64_t deadline, 
         }
         if (m->max_waiters && (uint64_t)m->n >= m->max_waiters) {
                 int v = -1;
-                if (m->full == THR_QUEUE_DROP_OLDEST)
+                if (m->full == THR_QUEUE_DROP_OLDEST) {
                         v = m_pick_oldest(m);
-                else if (m->full == THR_QUEUE_DROP_LOWEST && m->q[m_pick_lowest(m)].prio < prio)
+                        uint64_t vd = m->q[v].deadline;
+                        if (deadline && (!vd || vd > deadline))
+                                v = -1; /* it would give up first: never drops for that */
+                } else if (m->full == THR_QUEUE_DROP_LOWEST && m->q[m_pick_lowest(m)].prio < prio)
                         v = m_pick_lowest(m);
                 if (v < 0) {
                         m->want[id] = -EBUSY;
@@ -303,7 +307,10 @@ static void settle(thr_limiter *l, const struct model *m, int nkids, int step)
                 }
                 usleep(1000);
         }
-        cr_assert_fail("step %d: %s", step, why);
+        for (int i = 0; i < m->n; i++)
+                cr_log_info("queued: waiter %d class %u ticket %" PRIu64 " deadline %" PRIu64,
+                            m->q[i].id, m->q[i].prio, m->q[i].ticket, m->q[i].deadline);
+        cr_assert_fail("step %d (arena time %" PRIu64 "): %s", step, now_of(), why);
 }
 
 static void run(const char *lim, uint64_t max_waiters, uint32_t full, uint32_t share, unsigned seed)
