@@ -134,7 +134,7 @@ struct http_job { /* a wait: what it needs after the request is gone */
         size_t n;
         uint64_t timeout_ns, ttl_ns;
         int slot;      /* JOB_LEASE: its slot in the lease table */
-        uint32_t prio; /* JOB_LEASE: its class in the key's queue (thr_sem_acquire_opts) */
+        uint32_t prio; /* JOB_LEASE, JOB_SPEND: its class in the key's queue (thr_*_opts) */
         struct thr_reservation rv;
 };
 

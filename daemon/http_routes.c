@@ -20,7 +20,7 @@ static const char *const F_TRY[] = {"key", "cost", NULL};
 static const char *const F_ACQ[] = {"key", "cost", "timeout_ms", NULL};
 static const char *const F_LEASE[] = {"key", "amount", "ttl_ms", "timeout_ms", "priority", NULL};
 static const char *const F_HB[] = {"ttl_ms", NULL};
-static const char *const F_SPEND[] = {"key", "cost", "timeout_ms", NULL};
+static const char *const F_SPEND[] = {"key", "cost", "timeout_ms", "priority", NULL};
 static const char *const F_ADD[] = {"key", "amount", NULL};
 static const char *const F_HOLD[] = {"key", "delay_ms", NULL};
 static const char *const F_CAP[] = {"key", "tokens", NULL};
@@ -405,7 +405,7 @@ static void budget_answer(struct http_out *out, int rc, const struct thr_budget_
 static void post_spend(struct route *rt)
 {
         struct http_job *j = calloc(1, sizeof(*j));
-        uint64_t timeout = 0;
+        uint64_t timeout = 0, prio = 0;
         if (!j) {
                 http_error(rt->r.out, ENOMEM, NULL);
                 return;
@@ -414,12 +414,14 @@ static void post_spend(struct route *rt)
             http_key(&rt->r, rt->r.o, "key", j->keys[0], &j->lens[0]) < 0 ||
             http_u64(&rt->r, "cost", true, 0, UINT64_MAX >> 1, &j->costs[0]) < 0 ||
             http_ms(&rt->r, "timeout_ms", false, 0, &timeout) < 0 ||
+            http_u64(&rt->r, "priority", false, 0, THR_PRIORITY_MAX, &prio) < 0 ||
             http_limiter(rt, &j->lims[0]) < 0) {
                 free(j);
                 return;
         }
         j->api = rt->api;
         j->kind = JOB_SPEND;
+        j->prio = (uint32_t)prio;
         j->timeout_ns = http_cap(rt->api, timeout);
         if (j->timeout_ns) {
                 rt->r.out->wait = HTTP_WAIT_THREAD;
@@ -628,8 +630,9 @@ void http_job_run(struct http_job *j, struct http_out *out, bool (*gone)(void *)
                 }
         } else if (j->kind == JOB_SPEND) {
                 struct thr_budget_result res = {0};
-                int rc = thr_budget_spend(j->lims[0], j->keys[0], j->lens[0], j->costs[0],
-                                          j->timeout_ns, &res);
+                struct thr_wait_opts w = {.priority = j->prio, .timeout_ns = j->timeout_ns};
+                int rc = thr_budget_spend_opts(j->lims[0], j->keys[0], j->lens[0], j->costs[0], &w,
+                                               &res);
                 budget_answer(out, rc, &res);
         } else if (j->kind == JOB_COMPOSE || j->kind == JOB_GROUP) {
                 http_compose_run(j, out);

@@ -95,3 +95,32 @@ def test_group_by_name(daemon_factory):
         g.try_acquire([("t", 1)])
     with pytest.raises(throttle.NotFound):
         arena.group("nope")
+
+
+def test_budget_spend_priority(daemon_factory):
+    """thr_budget_spend_opts from Python: a class-5 spender that came second is served first."""
+    d = daemon_factory("[b]\nkind = budget\ninitial = 0\ncapacity = 64\n")
+    lim = d.arena().limiter("b")
+    got: list = []
+
+    def spender(name: str, prio: int) -> None:
+        lim.spend("k", 1, timeout=30, priority=prio)
+        got.append(name)
+
+    ts = []
+    for n, (name, prio) in enumerate((("low", 0), ("high", 5))):
+        t = threading.Thread(target=spender, args=(name, prio))
+        t.start()
+        ts.append(t)
+        deadline = time.monotonic() + 10
+        while lim.budget_stat("k").waiters != n + 1:
+            assert time.monotonic() < deadline, "%s never queued" % name
+            time.sleep(0.001)
+    with pytest.raises(throttle.InvalidArgument):
+        lim.spend("k", 1, timeout=1, priority=8)
+    lim.add("k", 1)
+    ts[1].join(10)
+    assert got == ["high"]
+    lim.add("k", 1)
+    ts[0].join(10)
+    assert got == ["high", "low"]

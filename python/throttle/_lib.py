@@ -165,6 +165,8 @@ _PROTOTYPES: List[Tuple[str, Any, Tuple[Any, ...]]] = [
     ("thr_sem_release", c_int, (POINTER(LeaseT),)),
     ("thr_sem_stat", c_int, (_vp,) + _key + (POINTER(SemStatT),)),
     ("thr_budget_spend", c_int, (_vp,) + _key + (c_uint64, c_uint64, POINTER(BudgetResultT))),
+    ("thr_budget_spend_opts", c_int,
+     (_vp,) + _key + (c_uint64, POINTER(WaitOptsT), POINTER(BudgetResultT))),
     ("thr_budget_add", c_int, (_vp,) + _key + (c_uint64, POINTER(BudgetResultT))),
     ("thr_budget_stat", c_int, (_vp,) + _key + (POINTER(BudgetStatT),)),
     ("thr_compose_try", c_int, (POINTER(MemberT), c_size_t, POINTER(ComposeResultT))),

@@ -529,14 +529,19 @@ class Limiter:
 
     # -- budget --------------------------------------------------------------------------------
     @_in_arena(_owner)
-    def spend(self, key: Key, cost: int, timeout: Optional[float] = 0) -> BudgetResult:
+    def spend(self, key: Key, cost: int, timeout: Optional[float] = 0,
+              priority: int = 0) -> BudgetResult:
         """Spend COST of KEY's balance, waiting up to TIMEOUT seconds for adds (0: try now;
-        None: no bound). A short budget raises WouldBlock (a try) or Timeout, each with .result
-        (a BudgetResult: the shortfall); nothing is spent then."""
+        None: no bound), queued in class PRIORITY (0-7, higher first: thr_budget_spend_opts(3)).
+        A short budget raises WouldBlock (a try) or Timeout, each with .result (a BudgetResult:
+        the shortfall); nothing is spent then."""
         raw = _key(key)
         res = _lib.BudgetResultT()
-        rc = _lib.lib.thr_budget_spend(self._handle(), raw, len(raw), _uint(cost, "cost"),
-                                       _ns(timeout, "timeout"), byref(res))
+        w = _lib.WaitOptsT()
+        w.priority = _uint(priority, "priority", 7)
+        w.timeout_ns = _ns(timeout, "timeout")
+        rc = _lib.lib.thr_budget_spend_opts(self._handle(), raw, len(raw), _uint(cost, "cost"),
+                                            byref(w), byref(res))
         if rc in (-errno.EAGAIN, -errno.ETIMEDOUT):
             _raise_with(rc, result=_budget(res))
         _lib.check(rc)

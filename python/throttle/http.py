@@ -525,12 +525,16 @@ class Limiter:
 
     # ------------------------------------------------------------ budgets
 
-    def spend(self, key: Key, cost: int, timeout: Optional[float] = 0) -> BudgetResult:
-        """Spend COST of KEY's balance, waiting up to TIMEOUT for adds (0: try). A short budget
-        raises WouldBlock (try) with ``.result`` giving the shortfall, or Timeout."""
+    def spend(self, key: Key, cost: int, timeout: Optional[float] = 0,
+              priority: int = 0) -> BudgetResult:
+        """Spend COST of KEY's balance, waiting up to TIMEOUT for adds (0: try), queued in class
+        PRIORITY (0-7, higher first). A short budget raises WouldBlock (try) with ``.result``
+        giving the shortfall, or Timeout."""
         ms = _ms("timeout", timeout)
         body: Dict[str, Any] = {"key": _key(key), "cost": _count("cost", cost)}
         body["timeout_ms"] = _UNBOUNDED_MS if ms is None else ms
+        if priority:
+            body["priority"] = _count("priority", priority)
         return _budget_result(self._post("spend", body, ms)[1])
 
     async def spend_async(self, key: Key, cost: int,
