@@ -180,6 +180,7 @@ int main(int argc, char **argv)
                 return 2;
         }
         uint64_t failures = in.rate ? in.rate : 1, probes = in.leases, cooldown = in.reserved[0];
+        thr_limiter_close(l); /* the workers open their own */
         struct shared *sh =
             mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
         if (sh == MAP_FAILED)
@@ -211,6 +212,7 @@ int main(int argc, char **argv)
                atomic_load(&sh->calls), atomic_load(&sh->failed), atomic_load(&sh->refused),
                atomic_load(&sh->outage_calls), bound, first ? (int64_t)rec_ms : (int64_t)-1);
         fflush(stdout);
+        thr_arena_close(a);
         if (bad)
                 return 2;
         if (o.share &&
