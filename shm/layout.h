@@ -648,7 +648,7 @@ struct thr_budget {
         _Atomic uint64_t j_after;     /* ... and after it */
         _Atomic uint64_t next_ticket; /* FIFO places of queued spenders */
         _Atomic uint64_t need;        /* units the queued spenders ask for in all (after a serve) */
-        _Atomic uint64_t head_need;   /* units the oldest of them asks for */
+        _Atomic uint64_t head_need;   /* units the one served next asks for */
         _Atomic uint64_t granted;     /* spends granted to queued spenders so far */
 };
 
