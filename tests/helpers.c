@@ -628,3 +628,28 @@ uint64_t tlim_rate(thr_limiter *l)
         cr_assert_eq(thr_limiter_info(l, &in), 0);
         return in.rate;
 }
+
+int tdaemon_start_real(struct tdaemon *d, const char *limiters)
+{
+        char text[2048];
+        int n = snprintf(text, sizeof(text),
+                         "[arena]\nname = %s\nclock = monotonic\nhugepages = off\nmode = 0600\n"
+                         "max_limiters = 4\nmax_readers = 64\n\n[daemon]\nheartbeat_ms = 20\n"
+                         "metrics =\n\n%s",
+                         d->name, limiters);
+        cr_assert(n > 0 && (size_t)n < sizeof(text), "the limiters' text is too long");
+        tdaemon_config_raw(d, text);
+        snprintf(d->arena, sizeof(d->arena), "/dev/shm/throttle.%s", d->name);
+        int i = tdaemon_start(d, NULL);
+        tdaemon_wait_ready(d, i, 1);
+        return i;
+}
+
+void texample_line(const char *cmd, char *line, size_t len, int *st)
+{
+        FILE *p = popen(cmd, "r");
+        cr_assert_not_null(p, "popen %s", cmd);
+        char *got = fgets(line, (int)len, p);
+        *st = pclose(p);
+        cr_assert_not_null(got, "no output from %s", cmd);
+}

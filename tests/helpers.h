@@ -136,6 +136,16 @@ int tdaemon_config_line(const struct tdaemon *d, const char *needle);
  */
 int tdaemon_start(struct tdaemon *d, const char *extra);
 int tdaemon_start_conf(struct tdaemon *d, const char *conf, const char *extra);
+/*
+ * tdaemon_start_real - a daemon on the real (monotonic) clock, its arena in /dev/shm (room for 4
+ * limiters, 64 reader records; heartbeat 20 ms, metrics off) with the sections LIMITERS, started
+ * and ready: its index. For the examples' tests, which run programs that open the arena by name.
+ * texample_line - run the shell command CMD (popen), read its first line of output into LINE,
+ * its wait status into *ST; fail the test if it printed nothing.
+ */
+int tdaemon_start_real(struct tdaemon *d, const char *limiters);
+void texample_line(const char *cmd, char *line, size_t len, int *st);
+
 /* The whole log (stdout and stderr) of daemon I so far; valid until the next call. */
 const char *tdaemon_log(const struct tdaemon *d, int i);
 /* How many times WHAT occurs in the log of daemon I. */

@@ -809,11 +809,7 @@ static void run_breaker_pool(struct tdaemon *d, const char *extra, char *line, s
         char cmd[768];
         snprintf(cmd, sizeof(cmd), "%s/examples/thr-breaker-pool -a %s -p 4 -s 2 %s",
                  getenv("THR_TEST_BUILD_DIR"), d->name, extra);
-        FILE *p = popen(cmd, "r");
-        cr_assert_not_null(p);
-        char *got = fgets(line, (int)len, p);
-        *st = pclose(p);
-        cr_assert_not_null(got, "no output from %s", cmd);
+        texample_line(cmd, line, len, st);
 }
 
 /*
@@ -828,17 +824,9 @@ Test(breaker_example, breaker_pool_trips_once_for_every_worker, .timeout = 120)
 {
         struct tdaemon d;
         tdaemon_init(&d);
-        char text[1024];
-        snprintf(text, sizeof(text),
-                 "[arena]\nname = %s\nclock = monotonic\nhugepages = off\nmode = 0600\n"
-                 "max_limiters = 4\nmax_readers = 64\n\n[daemon]\nheartbeat_ms = 20\nmetrics =\n\n"
-                 "[downstream]\nkind = breaker\nfailures = 5\ncooldown = 100ms\nprobes = 1\n"
-                 "probe_timeout = 1s\nsuccesses = 2\ncapacity = 16\n",
-                 d.name);
-        tdaemon_config_raw(&d, text);
-        snprintf(d.arena, sizeof(d.arena), "/dev/shm/throttle.%s", d.name);
-        int i = tdaemon_start(&d, NULL);
-        tdaemon_wait_ready(&d, i, 1);
+        int i = tdaemon_start_real(
+            &d, "[downstream]\nkind = breaker\nfailures = 5\ncooldown = 100ms\nprobes = 1\n"
+                "probe_timeout = 1s\nsuccesses = 2\ncapacity = 16\n");
         char line[512];
         int st;
         unsigned long calls, failed, refused, out, bound, alone;

@@ -446,11 +446,7 @@ static void run_pool(struct tdaemon *d, const char *extra, char *line, size_t le
         char cmd[768];
         snprintf(cmd, sizeof(cmd), "%s/examples/thr-api-pool -a %s -p 4 -s 2 %s",
                  getenv("THR_TEST_BUILD_DIR"), d->name, extra);
-        FILE *p = popen(cmd, "r");
-        cr_assert_not_null(p);
-        char *got = fgets(line, (int)len, p);
-        *st = pclose(p);
-        cr_assert_not_null(got, "no output from %s", cmd);
+        texample_line(cmd, line, len, st);
 }
 
 /*
@@ -464,17 +460,8 @@ Test(feedback_example, api_pool_honours_429_host_wide, .timeout = 120)
 {
         struct tdaemon d;
         tdaemon_init(&d);
-        char text[1024];
-        snprintf(text, sizeof(text),
-                 "[arena]\nname = %s\nclock = monotonic\nhugepages = off\nmode = 0600\n"
-                 "max_limiters = 4\nmax_readers = 64\n\n[daemon]\nheartbeat_ms = 20\nmetrics =\n\n"
-                 "[api]\nrate = 200/s\nburst = 5\ncapacity = 16\n\n"
-                 "[retries]\nrate = 10/s\nburst = 5\ncapacity = 16\n",
-                 d.name);
-        tdaemon_config_raw(&d, text);
-        snprintf(d.arena, sizeof(d.arena), "/dev/shm/throttle.%s", d.name);
-        int i = tdaemon_start(&d, NULL);
-        tdaemon_wait_ready(&d, i, 1);
+        int i = tdaemon_start_real(&d, "[api]\nrate = 200/s\nburst = 5\ncapacity = 16\n\n"
+                                       "[retries]\nrate = 10/s\nburst = 5\ncapacity = 16\n");
         char line[512];
         int st;
         unsigned long calls, ok, h429, h503, retries, refused, bound, alone429;

@@ -1713,17 +1713,9 @@ Test(review_daemon, restart_after_many_passes_keeps_holds, .timeout = 120)
 {
         struct tdaemon d;
         tdaemon_init(&d);
-        char text[1024];
-        snprintf(text, sizeof(text),
-                 "[arena]\nname = %s\nclock = monotonic\nhugepages = off\nmode = 0600\n"
-                 "max_limiters = 4\nmax_readers = 64\n\n[daemon]\nheartbeat_ms = 20\nmetrics =\n\n"
-                 "[ser]\nkind = window\nlimit = 1000\nwindow = 1ms\nserialize = yes\n"
-                 "capacity = 16\nshards = 1\nidle_ttl = 1ms\n",
-                 d.name);
-        tdaemon_config_raw(&d, text);
-        snprintf(d.arena, sizeof(d.arena), "/dev/shm/throttle.%s", d.name);
-        int i = tdaemon_start(&d, NULL);
-        tdaemon_wait_ready(&d, i, 1);
+        int i = tdaemon_start_real(
+            &d, "[ser]\nkind = window\nlimit = 1000\nwindow = 1ms\nserialize = yes\n"
+                "capacity = 16\nshards = 1\nidle_ttl = 1ms\n");
         thr_limiter *l = tdaemon_lim(&d, 0, "ser");
         _Atomic int *fl = shared_map(4096);
         pid_t h = tfork();

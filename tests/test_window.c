@@ -816,17 +816,9 @@ Test(window_example, serial_downstream_runs_clean, .timeout = 120)
 {
         struct tdaemon d;
         tdaemon_init(&d);
-        char text[1024];
-        snprintf(text, sizeof(text),
-                 "[arena]\nname = %s\nclock = monotonic\nhugepages = off\nmode = 0600\n"
-                 "max_limiters = 4\nmax_readers = 64\n\n[daemon]\nheartbeat_ms = 20\nmetrics =\n\n"
-                 "[downstream]\nkind = window\nlimit = 5\nwindow = 200ms\nserialize = yes\n"
-                 "capacity = 16\n",
-                 d.name);
-        tdaemon_config_raw(&d, text);
-        snprintf(d.arena, sizeof(d.arena), "/dev/shm/throttle.%s", d.name);
-        int i = tdaemon_start(&d, NULL);
-        tdaemon_wait_ready(&d, i, 1);
+        int i = tdaemon_start_real(
+            &d, "[downstream]\nkind = window\nlimit = 5\nwindow = 200ms\nserialize = yes\n"
+                "capacity = 16\n");
         char cmd[768], line[256] = "";
         snprintf(cmd, sizeof(cmd),
                  "%s/examples/thr-serial-downstream -a %s -l downstream -p 4 -j 8 -n 5 -w 200",
