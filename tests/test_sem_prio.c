@@ -386,43 +386,44 @@ static void run(const char *lim, uint64_t max_waiters, uint32_t full, uint32_t s
         cr_assert_eq(got[4], 0);
 }
 
-Test(sem_prio, strict_priority_fifo_within_a_class_and_deadlines)
+/* N runs of the model with seeds FIRST.. on limiter LIM (each run its own key). */
+static void runs(const char *lim, uint64_t max_waiters, uint32_t full, uint32_t share,
+                 unsigned first, unsigned n)
 {
-        for (unsigned seed = 1; seed <= 3; seed++) {
-                run("strict", 0, THR_QUEUE_REJECT, 0, seed);
+        for (unsigned seed = first; seed < first + n; seed++) {
+                run(lim, max_waiters, full, share, seed);
                 memset(S, 0, sizeof(*S));
         }
+}
+
+Test(sem_prio, strict_priority_fifo_within_a_class_and_deadlines)
+{
+        runs("strict", 0, THR_QUEUE_REJECT, 0, 1, 3);
 }
 
 Test(sem_prio, one_grant_in_three_to_the_oldest)
 {
-        for (unsigned seed = 11; seed <= 13; seed++) {
-                run("share3", 0, THR_QUEUE_REJECT, 3, seed);
-                memset(S, 0, sizeof(*S));
-        }
+        runs("share3", 0, THR_QUEUE_REJECT, 3, 11, 3);
 }
 
 Test(sem_prio, a_full_queue_rejects_the_new_acquire)
 {
-        run("reject", 3, THR_QUEUE_REJECT, 0, 21);
+        runs("reject", 3, THR_QUEUE_REJECT, 0, 21, 1);
 }
 
 Test(sem_prio, a_full_queue_drops_the_oldest)
 {
-        run("oldest", 3, THR_QUEUE_DROP_OLDEST, 0, 31);
+        runs("oldest", 3, THR_QUEUE_DROP_OLDEST, 0, 31, 2);
 }
 
 Test(sem_prio, a_full_queue_drops_the_lowest_class)
 {
-        for (unsigned seed = 41; seed <= 42; seed++) {
-                run("lowest", 4, THR_QUEUE_DROP_LOWEST, 4, seed);
-                memset(S, 0, sizeof(*S));
-        }
+        runs("lowest", 4, THR_QUEUE_DROP_LOWEST, 4, 41, 2);
 }
 
 Test(sem_prio, share_one_is_plain_fifo)
 {
-        run("fifo", 0, THR_QUEUE_REJECT, 1, 51);
+        runs("fifo", 0, THR_QUEUE_REJECT, 1, 51, 1);
 }
 
 /* Starvation: a steady stream of class-3 waiters keeps the queue full of them; the one class-0
