@@ -310,7 +310,8 @@ Test(shmctl_peer, get_keys_and_limiters_show_remainder_and_longest_pending)
         assert_json(out);
         assert_has(out, "\"held\":8,\"pending\":1,");
         assert_has(out, "\"level\":2,\"min_remainder\":2,\"queued_found\":1,\"pending_units\":5,"
-                        "\"longest_pending_ns\":1500000000}");
+                        "\"longest_pending_ns\":1500000000,\"max_waiters\":0,"
+                        "\"on_queue_full\":\"reject\",\"priority_share_one_in\":0}");
         cr_assert_eq(run(out, "limiters"), 0, "%s", out);
         assert_has(out, "  HELD  LEASES  PENDING  REMAINDER  PEND_UNITS  LONGEST_PENDING\n");
         assert_has(line_with(out, "A ", line, sizeof(line)),
