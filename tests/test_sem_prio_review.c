@@ -394,6 +394,29 @@ static struct thr_reader *kid_record(int i)
         return NULL;
 }
 
+/* SIGSTOP waiter I while it does not hold the shard lock of KEY on limiter LIM (a waiter polls
+ * under that lock; stopped inside it, it would hold every other acquire of the shard for the
+ * limiter's insert_wait, 10 s here: a live holder is waited for, by design). Confirmed stopped
+ * (waitpid WUNTRACED) before the lock word is read; continued and tried again otherwise. */
+static void stop_unlocked(int i, const char *lim, const char *key)
+{
+        struct shm_probe p;
+        tprobe(&T.map, ttable(&T, lim), key, &p);
+        struct thr_reader *rec = shm_at(T.map.base, T.map.g.reader_off);
+        struct thr_reader *r = kid_record(i);
+        uint64_t me = shm_lock_client((uint32_t)(r - rec), atomic_load(&r->owner));
+        for (int tries = 0; tries < 1000; tries++) {
+                int st;
+                cr_assert_eq(kill(S->k[i].pid, SIGSTOP), 0);
+                cr_assert_eq(waitpid(S->k[i].pid, &st, WUNTRACED), S->k[i].pid);
+                if (atomic_load(&p.shard->lock) != me)
+                        return;
+                kill(S->k[i].pid, SIGCONT);
+                usleep(500);
+        }
+        cr_assert_fail("waiter %d always held the shard lock when stopped", i);
+}
+
 static struct thr_params *params_of(const char *name)
 {
         struct shm_lim_snap snap;
@@ -453,7 +476,7 @@ Test(prio_manual, a_dropped_victim_killed_before_clearing_counts_nowhere)
         queue(l, 0, "old2", "b", 3, 0);
         queue(l, 1, "old2", "b", 0, 1);
         struct thr_reader *r0 = kid_record(0);
-        kill(S->k[0].pid, SIGSTOP);
+        stop_unlocked(0, "old2", "b");
         queue(l, 2, "old2", "b", 0, 1); /* drops 0, the oldest: its word DROPPED, never read */
         cr_assert_eq(THR_WAIT_STATE(atomic_load(&r0->wait_state)), THR_WAIT_DROPPED);
         sigkill_kid(0);
@@ -955,7 +978,7 @@ Test(prio_real, a_stopped_head_holds_nobody_past_their_deadlines)
         struct thr_lease mine;
         cr_assert_eq(thr_sem_try(l, "h", 1, 1, LONG, &mine), 0);
         queue(l, 0, "free", "h", 0, 0);
-        kill(S->k[0].pid, SIGSTOP);
+        stop_unlocked(0, "free", "h");
         kid_prep(1, "free", "h", 0, 150 * MS, 0);
         kid_prep(2, "free", "h", 6, 150 * MS, 0);
         double t0 = mono();
