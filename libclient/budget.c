@@ -398,8 +398,7 @@ int thr_budget_spend(thr_limiter *l, const void *key, size_t len, uint64_t cost,
 int thr_budget_spend_opts(thr_limiter *l, const void *key, size_t len, uint64_t cost,
                           const struct thr_wait_opts *w, struct thr_budget_result *res)
 {
-        if (cost == 0 || !w || w->priority > THR_PRIORITY_MAX || w->flags || w->reserved[0] ||
-            w->reserved[1])
+        if (cost == 0 || thr_wait_opts_bad(w))
                 return -EINVAL;
         if (!w->timeout_ns && !w->deadline_ns)
                 return thr_budget_try(l, key, len, cost, res);
@@ -426,9 +425,7 @@ static int budget_spend(thr_limiter *l, const void *key, size_t len, uint64_t co
                                                            memory_order_acquire)) != THR_WAIT_NONE)
                 rc = -EINVAL; /* this thread is queued already: a call nested in a handler */
         uint64_t t0 = rc == 0 ? arena_now(&o) : 0;
-        uint64_t deadline = timeout_ns > UINT64_MAX - t0 ? UINT64_MAX : t0 + timeout_ns;
-        if (w && w->deadline_ns && w->deadline_ns < deadline)
-                deadline = w->deadline_ns;
+        uint64_t deadline = thr_wait_deadline(t0, timeout_ns, w);
         o.prio = w ? w->priority : 0;
         o.deadline = deadline;
         if (rc == 0) {

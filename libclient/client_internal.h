@@ -346,4 +346,19 @@ static inline void thr_count(_Atomic uint64_t *c)
 
 #pragma GCC visibility pop
 
+/* The wait options of thr_sem_acquire_opts and thr_budget_spend_opts: whether W is refused
+ * (NULL, a class above THR_PRIORITY_MAX, flags or reserved words set), and the arena time a wait
+ * begun at T0 ends at: the earlier of T0 + TIMEOUT_NS (saturated) and W's deadline, if any. */
+static inline bool thr_wait_opts_bad(const struct thr_wait_opts *w)
+{
+        return !w || w->priority > THR_PRIORITY_MAX || w->flags || w->reserved[0] || w->reserved[1];
+}
+
+static inline uint64_t thr_wait_deadline(uint64_t t0, uint64_t timeout_ns,
+                                         const struct thr_wait_opts *w)
+{
+        uint64_t d = timeout_ns > UINT64_MAX - t0 ? UINT64_MAX : t0 + timeout_ns;
+        return w && w->deadline_ns && w->deadline_ns < d ? w->deadline_ns : d;
+}
+
 #endif

@@ -477,9 +477,7 @@ static int sem_acquire(thr_limiter *l, const void *key, size_t len, const struct
                 ask.level = (uint32_t)p->level; /* informational: a process has no levels */
         }
         uint64_t t0 = arena_now(&o);
-        uint64_t deadline = timeout_ns > UINT64_MAX - t0 ? UINT64_MAX : t0 + timeout_ns;
-        if (w && w->deadline_ns && w->deadline_ns < deadline)
-                deadline = w->deadline_ns;
+        uint64_t deadline = thr_wait_deadline(t0, timeout_ns, w);
         o.deadline = deadline;
         o.p = p; /* for the first lock's wait; sop_lock reads it again under the lock */
         for (uint64_t now = t0;; now = arena_now(&o)) {
@@ -535,7 +533,7 @@ static_assert(THR_PRIORITY_MAX == THR_WAIT_PRIO_MAX, "throttle.h's classes are t
 int thr_sem_acquire_opts(thr_limiter *l, const void *key, size_t len, uint32_t amount,
                          uint64_t ttl_ns, const struct thr_wait_opts *w, struct thr_lease *lease)
 {
-        if (!w || w->priority > THR_PRIORITY_MAX || w->flags || w->reserved[0] || w->reserved[1]) {
+        if (thr_wait_opts_bad(w)) {
                 if (lease)
                         *thr_lease_priv(lease) = (struct thr_lease_priv){0};
                 return -EINVAL;

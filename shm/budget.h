@@ -1,8 +1,11 @@
 /*
  * budget.h - budget keys (kind = budget): budget-executor's balance, per key, shared by every
  * process of the host. A spend of cost c succeeds while the balance lasts (balance -= c), else it
- * is refused ("no budget", with the shortfall) or waits, FIFO, until adds make it fit; an add
- * raises the balance and grants the waiters that now fit, oldest first. There is no time refill.
+ * is refused ("no budget", with the shortfall) or waits, queued, until adds make it fit; an add
+ * raises the balance and grants the waiters that now fit in queue order: oldest first, or with
+ * classes (thr_budget_spend_opts) highest class first and oldest within it, the limiter's
+ * priority_share kept for the oldest (the rule and its argument: sem.h, "Priority", whose
+ * ordering scan, shm_waiters_order, both kinds share). There is no time refill.
  *
  * Where the state is. The slot's state word is the balance (at most THR_BUDGET_MAX), with
  * THR_BUDGET_WAITERS set while spenders are queued. The key's aux storage is a header (struct
@@ -26,8 +29,10 @@
  *     CAS finds a balance that fits now (a lock-free add came first), it spends instead and
  *     leaves the queue. So once the flag is set every later add goes through the lock and a
  *     serve: no add is lost on a waiter.
- *   - A serve (under the lock) grants the oldest live waiter while its cost fits, in ticket
- *     order: a large request at the head is never overtaken by smaller ones behind it. A grant
+ *   - A serve (under the lock) grants the next live waiter in queue order (above) while its cost
+ *     fits: a large request at the head is never overtaken by smaller ones behind it; a waiter
+ *     past its deadline is passed over (it is leaving). The order is read afresh from the
+ *     waiters' records at each step, so a kill leaves no queue structure to repair. A grant
  *     writes its journal in the header (the waiter, its word, the state before and after), CASes
  *     the state word down by the cost, CASes the waiter's word WAITING -> GRANTED of the same
  *     epoch, wakes it, clears the journal. A waiter that gave up first (its word CASed to NONE,

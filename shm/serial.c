@@ -56,40 +56,12 @@ static bool owner_alive(const struct shm_map *m, struct thr_reader *r, uint32_t 
 uint32_t shm_waiters_scan(const struct shm_map *m, uint64_t off, uint32_t gen,
                           struct shm_waiter *head)
 {
-        return shm_waiters_sum(m, off, gen, head, NULL);
-}
-
-uint32_t shm_waiters_sum(const struct shm_map *m, uint64_t off, uint32_t gen,
-                         struct shm_waiter *head, uint64_t *sum)
-{
-        struct thr_reader *rec = shm_at(m->base, m->g.reader_off);
-        uint32_t n = 0;
-        *head = (struct shm_waiter){.ticket = UINT64_MAX};
-        if (sum)
-                *sum = 0;
-        for (uint32_t i = 0; i < m->g.reader_count; i++) {
-                struct thr_reader *r = &rec[i];
-                uint64_t o1 = atomic_load_explicit(&r->owner, memory_order_acquire);
-                uint32_t word = atomic_load_explicit(&r->wait_state, memory_order_acquire);
-                uint32_t st = THR_WAIT_STATE(word);
-                if (!o1 || atomic_load_explicit(&r->wait_slot, memory_order_relaxed) != off ||
-                    atomic_load_explicit(&r->wait_gen, memory_order_relaxed) != gen ||
-                    (st != THR_WAIT_WAITING && st != THR_WAIT_HEAD))
-                        continue;
-                uint64_t t = atomic_load_explicit(&r->wait_ticket, memory_order_relaxed);
-                if (atomic_load_explicit(&r->owner, memory_order_acquire) != o1 ||
-                    shm_reader_gone(m->fd, r, i) != 0)
-                        continue; /* reused meanwhile, or its thread is dead */
-                n++;
-                if (sum) { /* saturated: the values are the waiters' to write */
-                        uint64_t c = atomic_load_explicit(&r->wait_ttl, memory_order_relaxed);
-                        *sum = c > UINT64_MAX - *sum ? UINT64_MAX : *sum + c;
-                }
-                if (n == 1 || shm_ticket_before(t, head->ticket))
-                        *head =
-                            (struct shm_waiter){.idx = i, .word = word, .token = o1, .ticket = t};
-        }
-        return n;
+        /* a serialized window's queue is FIFO: the oldest is next, whatever a record's class or
+         * deadline fields say (a serialized wait never writes them: they may be another wait's) */
+        struct shm_wait_order q;
+        shm_waiters_order(m, off, gen, 0, true, &q);
+        *head = q.n ? q.oldest : (struct shm_waiter){.ticket = UINT64_MAX};
+        return q.n;
 }
 
 /* Whether queued waiter A (class CA, ticket TA) is served before B (CB, TB): the higher class,
@@ -103,6 +75,7 @@ void shm_waiters_order(const struct shm_map *m, uint64_t off, uint32_t gen, uint
                        bool oldest_turn, struct shm_wait_order *q)
 {
         struct thr_reader *rec = shm_at(m->base, m->g.reader_off);
+        uint32_t oldest_class = 0;
         *q = (struct shm_wait_order){0};
         for (uint32_t i = 0; i < m->g.reader_count; i++) {
                 struct thr_reader *r = &rec[i];
@@ -123,8 +96,10 @@ void shm_waiters_order(const struct shm_map *m, uint64_t off, uint32_t gen, uint
                 if (dl && dl <= now)
                         continue; /* past its deadline: it is leaving, never granted */
                 struct shm_waiter w = {.idx = i, .word = word, .token = o1, .ticket = t};
-                if (!q->n || shm_ticket_before(t, q->oldest.ticket))
+                if (!q->n || shm_ticket_before(t, q->oldest.ticket)) {
                         q->oldest = w;
+                        oldest_class = c;
+                }
                 if (!q->n || served_before(c, t, q->next_class, q->next.ticket)) {
                         q->next = w;
                         q->next_class = c;
@@ -138,8 +113,7 @@ void shm_waiters_order(const struct shm_map *m, uint64_t off, uint32_t gen, uint
         }
         if (q->n && oldest_turn) {
                 q->next = q->oldest;
-                q->next_class = THR_WAIT_PRIO(
-                    atomic_load_explicit(&rec[q->oldest.idx].wait_flags, memory_order_relaxed));
+                q->next_class = oldest_class;
         }
 }
 

@@ -97,9 +97,9 @@ struct shm_waiter {
 
 /*
  * shm_waiters_scan - the live waiters for slot OFF (generation GEN) of M, a serialized window's
- * or a semaphore's (state WAITING or HEAD): how many, and in *HEAD the one with the lowest ticket
- * (wrap-around order). A record reused meanwhile, or whose thread is dead, is not counted. Under
- * the key's shard lock; one liveness test (fcntl) a waiter.
+ * (state WAITING or HEAD), in FIFO order (shm_waiters_order with none passed over): how many, and
+ * in *HEAD the one with the lowest ticket (wrap-around order). A record reused meanwhile, or whose
+ * thread is dead, is not counted. Under the key's shard lock; one liveness test (fcntl) a waiter.
  */
 uint32_t shm_waiters_scan(const struct shm_map *m, uint64_t off, uint32_t gen,
                           struct shm_waiter *head);
@@ -138,11 +138,6 @@ struct shm_wait_order {
 };
 void shm_waiters_order(const struct shm_map *m, uint64_t off, uint32_t gen, uint64_t now,
                        bool oldest_turn, struct shm_wait_order *q);
-
-/* shm_waiters_scan, and in *SUM the sum of the waiters' wait_ttl words (a budget wait's cost,
- * budget.h), saturated. */
-uint32_t shm_waiters_sum(const struct shm_map *m, uint64_t off, uint32_t gen,
-                         struct shm_waiter *head, uint64_t *sum);
 
 /* The ticket word of a waiter: FIFO place (the ticket's low 48 bits) and cost. */
 static inline uint64_t shm_wait_ticket(uint64_t ticket, uint64_t cost)
