@@ -633,3 +633,78 @@ Test(sem_prio, budget_spends_one_in_three_to_the_oldest)
                 memset(S, 0, sizeof(*S));
         }
 }
+
+/* This spender's reader record (it is queued: its record names a key). */
+static struct thr_reader *spender_record(int i)
+{
+        struct thr_reader *rec = shm_at(T.map.base, T.map.g.reader_off);
+        for (uint32_t j = 0; j < T.map.g.reader_count; j++)
+                if (atomic_load(&rec[j].owner) &&
+                    atomic_load(&rec[j].pid) == (uint64_t)S->k[i].pid &&
+                    atomic_load(&rec[j].wait_slot) != 0)
+                        return &rec[j];
+        cr_assert_fail("no queued record for spender %d", i);
+        return NULL;
+}
+
+static uint64_t bud_waiters(thr_limiter *l)
+{
+        struct thr_budget_stat st;
+        cr_assert_eq(thr_budget_stat(l, KEY, strlen(KEY), &st), 0);
+        return st.waiters;
+}
+
+/* Budget queues with classes, attacked: a queued spender SIGKILLed, a record's class rewritten to
+ * 7, another's deadline rewritten into the past. The dead one is skipped, the rewritten class only
+ * reorders (it is served first), the rewritten deadline only starves its own spender; every add
+ * is spent once or kept in the balance, never more. */
+Test(sem_prio, budget_queue_killed_and_scribbled_spenders)
+{
+        thr_limiter *l = tlim_kept(&T, "bud");
+        snprintf(KEY, sizeof(KEY), "kz");
+        cr_assert_eq(thr_clock_advance(T.a, 5 * MS), 0); /* a deadline of 1 ns is in the past */
+        static const uint32_t prio[4] = {3, 3, 0, 0};
+        for (int i = 0; i < 4; i++) {
+                S->k[i].prio = prio[i];
+                S->k[i].deadline = 0;
+                pid_t pid = tfork();
+                if (pid == 0)
+                        kid_spend("bud", i);
+                S->k[i].pid = pid;
+                for (int w = 0; w < 10000 && bud_waiters(l) != (uint64_t)i + 1; w++)
+                        usleep(200);
+                cr_assert_eq(bud_waiters(l), (uint64_t)i + 1, "spender %d never queued", i);
+        }
+        atomic_store(&spender_record(2)->wait_flags, 7u << 16);
+        atomic_store(&spender_record(3)->wait_deadline, 1);
+        kill(S->k[0].pid, SIGKILL);
+        waitpid(S->k[0].pid, NULL, 0);
+        S->k[0].pid = 0;
+        cr_assert_eq(bud_waiters(l), 2, "the dead and the passed-over spenders are not counted");
+        int order[2], got = 0;
+        for (int add = 0; add < 3; add++) {
+                cr_assert_eq(thr_budget_add(l, KEY, strlen(KEY), 1, NULL), 0);
+                for (int w = 0; w < 10000 && got < 2 && got == add; w++) {
+                        for (int i = 1; i < 3; i++)
+                                if (atomic_load(&S->k[i].state) == K_DONE &&
+                                    (got == 0 || order[0] != i))
+                                        order[got++] = i;
+                        usleep(200);
+                }
+        }
+        cr_assert_eq(got, 2);
+        cr_assert_eq(order[0], 2, "the class rewritten to 7 is served first");
+        cr_assert_eq(order[1], 1);
+        cr_assert_eq(atomic_load(&S->k[1].rc), 0);
+        cr_assert_eq(atomic_load(&S->k[2].rc), 0);
+        struct thr_budget_stat st;
+        cr_assert_eq(thr_budget_stat(l, KEY, strlen(KEY), &st), 0);
+        cr_assert_eq(st.balance, 1, "3 added, 2 spent: the passed-over spender took nothing");
+        cr_assert_eq(st.waiters, 0);
+        cr_assert_neq(atomic_load(&S->k[3].state), K_DONE, "it starves alone, until its timeout");
+        for (int i = 1; i < 4; i++) {
+                kill(S->k[i].pid, SIGKILL);
+                waitpid(S->k[i].pid, NULL, 0);
+                S->k[i].pid = 0;
+        }
+}
