@@ -437,6 +437,8 @@ static void spread_keys(char keys[][16], int *owner, int n)
 static void reset_stats(void)
 {
         for (int i = 0; i < 3; i++) {
+                if (cl.node[i].pid <= 0)
+                        continue;
                 redisReply *r = tredis_command(&cl.node[i], "CONFIG RESETSTAT");
                 cr_assert(r && r->type == REDIS_REPLY_STATUS, "CONFIG RESETSTAT");
                 freeReplyObject(r);
@@ -499,6 +501,32 @@ static void migrate_keys(int a, int b, unsigned slot, const char *const *keys, i
         }
 }
 
+/* Move KEY's slot with its key from node A to node B (told to every running node). */
+static void move_slot(int a, int b, const char *key)
+{
+        unsigned slot = rlink_slot(key, strlen(key));
+        migrate_keys(a, b, slot, &key, 1);
+        char idb[41], s[16];
+        cr_assert_eq(tredis_node_id(&cl.node[b], idb), 0);
+        snprintf(s, sizeof(s), "%u", slot);
+        for (int i = 0; i < 3; i++) /* the new owner first */
+                if (cl.node[(b + i) % 3].pid > 0)
+                        node_ok(&cl.node[(b + i) % 3], "CLUSTER SETSLOT %s NODE %s", s, idb);
+        cr_assert_eq(tredis_cluster_owner(&cl, slot), b, "slot %u moved", slot);
+}
+
+/* A key "{<prefix><n>}" owned by node OWNER in another slot than NOT; into KEY. */
+static void key_on(const char *prefix, int owner, unsigned not, char *key, size_t len)
+{
+        for (int n = 0; n < 10000; n++) {
+                snprintf(key, len, "{%s%d}", prefix, n);
+                unsigned slot = rlink_slot(key, strlen(key));
+                if (slot != not &&tredis_cluster_owner(&cl, slot) == owner)
+                        return;
+        }
+        cr_assert_fail("no key of prefix %s on node %d", prefix, owner);
+}
+
 Test(rlink, cluster_follows_moved_and_learns)
 {
         need_redis();
@@ -508,22 +536,21 @@ Test(rlink, cluster_follows_moved_and_learns)
         unsigned slot = rlink_slot(key, strlen(key));
         int a = tredis_cluster_owner(&cl, slot), b = (a + 1) % 3;
         cr_assert(a >= 0);
+        char key2[32];
+        key_on("mv", a, slot, key2, sizeof(key2)); /* another slot of A's */
         set_key(lk, key, "here");
-        migrate_keys(a, b, slot, &key, 1);
-        char idb[41], s[16];
-        cr_assert_eq(tredis_node_id(&cl.node[b], idb), 0);
-        snprintf(s, sizeof(s), "%u", slot);
-        for (int i = 0; i < 3; i++) /* the slot is B's now, on every node */
-                node_ok(&cl.node[(b + i) % 3], "CLUSTER SETSLOT %s NODE %s", s, idb);
-        cr_assert_eq(tredis_cluster_owner(&cl, slot), b);
+        set_key(lk, key2, "there");
+        move_slot(a, b, key);
+        move_slot(a, b, key2);
         reset_stats();
 
         expect_get(lk, key, "here"); /* A answers MOVED, the link goes to B */
         cr_assert_eq(errorstat(&cl.node[a], "MOVED"), 1, "one MOVED from the old owner");
-        expect_get(lk, key, "here"); /* the map learnt: straight to B */
+        expect_get(lk, key, "here");   /* the slot's owner learnt: straight to B */
+        expect_get(lk, key2, "there"); /* and the refreshed map knows the other slot moved */
         set_key(lk, "{mv}b", "2");
         expect_on_node(&cl.node[b], "{mv}b", "2");
-        cr_assert_eq(errorstat(&cl.node[a], "MOVED"), 1, "no MOVED once the map is updated");
+        cr_assert_eq(errorstat(&cl.node[a], "MOVED"), 1, "no MOVED once the map is refreshed");
         cr_assert_eq(errorstat(&cl.node[b], "MOVED") + errorstat(&cl.node[(b + 1) % 3], "MOVED"),
                      0);
 }
@@ -596,4 +623,38 @@ Test(rlink, cluster_master_killed)
                         freeReplyObject(r);
                 }
         cr_assert(rlink_is_cluster(lk));
+
+        /* a dead master's slot given to node 1 (as a failover would): after a failure the map is
+         * refreshed, so the link finds the new owner (no redirection: the owner is dead) */
+        int i0 = 0;
+        while (owner[i0] != 0)
+                i0++;
+        char id1[41], s[16];
+        cr_assert_eq(tredis_node_id(&cl.node[1], id1), 0);
+        snprintf(s, sizeof(s), "%u", rlink_slot(keys[i0], strlen(keys[i0])));
+        node_ok(&cl.node[1], "CLUSTER SETSLOT %s NODE %s", s, id1);
+        node_ok(&cl.node[2], "CLUSTER SETSLOT %s NODE %s", s, id1);
+        /* the first call may still go to the dead node (the map was fresh), then it is stale */
+        redisReply *r = rlink_commandv(lk, 3, (const char *[]){"SET", keys[i0], "revived"}, NULL, 1,
+                                       err, sizeof(err));
+        if (r)
+                freeReplyObject(r);
+        else
+                cr_assert(strstr(err, dead), "error names the dead node: %s", err);
+        set_key(lk, keys[i0], "revived");
+        expect_on_node(&cl.node[1], keys[i0], "revived");
+
+        /* with the seed dead, the map is refreshed from another node: two slots moved from node
+         * 1 to node 2 cost one MOVED */
+        char k1[32], k2[32];
+        key_on("dead", 1, 16384, k1, sizeof(k1));
+        key_on("dead", 1, rlink_slot(k1, strlen(k1)), k2, sizeof(k2));
+        set_key(lk, k1, "1");
+        set_key(lk, k2, "2");
+        move_slot(1, 2, k1);
+        move_slot(1, 2, k2);
+        reset_stats();
+        expect_get(lk, k1, "1");
+        expect_get(lk, k2, "2");
+        cr_assert_eq(errorstat(&cl.node[1], "MOVED"), 1, "the map was refreshed without the seed");
 }
