@@ -996,3 +996,43 @@ int shm_limiter_compatible(const struct shm_lim_snap *s, const struct thr_params
                                   s->name, s->params.k, p->k);
         return 0;
 }
+
+int shm_limiter_rescale(struct shm_map *m, const struct shm_limiter_spec *ls, uint32_t scale_ppm,
+                        char *err, size_t errlen)
+{
+        struct thr_hdr *h = shm_hdr(m);
+        uint64_t gen = atomic_load_explicit(&h->config_gen, memory_order_relaxed);
+        if (ls->kind != THR_KIND_GCRA && ls->kind != 0)
+                return shm_seterr(err, errlen, -EINVAL, "limiter '%s' is not a GCRA limiter",
+                                  ls->name);
+        struct shm_limiter_spec sc = *ls;
+        sc.scale_ppm = scale_ppm == 0 ? 1 : scale_ppm > THR_SCALE_ONE ? THR_SCALE_ONE : scale_ppm;
+        int idx = shm_dir_find(m, ls->name);
+        struct shm_lim_snap snap;
+        if (idx < 0 || shm_dir_snapshot(m, (uint32_t)idx, &snap) < 0 ||
+            snap.state != THR_DIR_LIVE || snap.params.kind != THR_KIND_GCRA)
+                return shm_seterr(err, errlen, -ENOENT,
+                                  "limiter '%s' is not a live GCRA limiter in the arena", ls->name);
+        struct thr_params p;
+        int rc = shm_params_make(&sc, gen, &p, err, errlen);
+        if (rc == 0)
+                rc = shm_params_in_units(&p, snap.params.k, ls->name, err, errlen);
+        if (rc < 0)
+                return rc;
+        clock_choose(m, &sc, &p);
+        struct plan pl = {.spec = &sc,
+                          .params = p,
+                          .idx = idx,
+                          .changed = !params_equal(&snap.params, &p),
+                          .before = snap.params};
+        if (!pl.changed)
+                return 0;
+        rc = stage(m, &pl);
+        if (rc < 0)
+                return shm_seterr(err, errlen, rc,
+                                  "no room for limiter '%s''s new record (raise [arena] spare)",
+                                  ls->name);
+        publish(m, &pl);
+        atomic_store_explicit(&h->heap_top, m->g.heap_top, memory_order_relaxed);
+        return 0;
+}

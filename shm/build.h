@@ -31,6 +31,10 @@ struct shm_limiter_spec {
         uint32_t on_queue_full;  /* semaphore: enum thr_queue_full */
         uint32_t priority_share; /* semaphore: 1 grant in this many to the oldest; 0 strict */
         uint32_t clock_read;     /* enum thr_clock_read (clock.h): GCRA only; 0 is precise */
+        /* GCRA: the part of rate and burst this arena runs at, in millionths (0 or 10^6: all of
+         * them). A global limiter's share of its fleet-wide limit (daemon/global.c); the record
+         * carries it (thr_params.reserved), so a change of time unit keeps it. */
+        uint32_t scale_ppm;
         /* breaker (breaker.h); its window is period_ns */
         uint64_t failures;         /* consecutive failures that trip it; 0: rule off */
         uint64_t failure_rate;     /* percent of the window's calls failed that trips it; 0 off */
@@ -51,6 +55,22 @@ struct shm_limiter_spec {
                 uint32_t dec_pct;     /* the rate is multiplied by dec_pct/100 after overload */
                 uint64_t interval_ns; /* one step per interval of arena time */
         } adapt;
+        /* the daemon's policy for a global limiter (scope = global, daemon/global.c); shm sees
+         * only the share it leads to, scale_ppm */
+        struct shm_global_spec {
+                bool on;                 /* scope = global */
+                uint64_t expected_hosts; /* the safe share is 1 / expected_hosts */
+                uint32_t on_down;        /* enum shm_global_down */
+                uint64_t keep_ns;        /* on_down = keep: the last share is kept this long */
+                uint64_t min_share_pct;  /* the least share Redis grants a live host, percent */
+        } global;
+};
+
+/* What a global limiter runs at while Redis cannot be reached and its lease has ended. */
+enum shm_global_down {
+        SHM_GLOBAL_KEEP = 0, /* the last share for keep_ns, then the safe share */
+        SHM_GLOBAL_CLOSED,   /* the least share (a millionth): admissions stop */
+        SHM_GLOBAL_OPEN,     /* the whole global limit on this host */
 };
 
 /* A named group of limiters (config `compose = a, b, c`): members by name, in order. */
@@ -193,6 +213,16 @@ void shm_params_pool_counts(const struct shm_map *m, uint64_t *waiting, uint64_t
  */
 int shm_limiter_rerate(struct shm_map *m, const struct shm_limiter_spec *ls, uint64_t rate_n,
                        char *err, size_t errlen);
+
+/*
+ * shm_limiter_rescale - publish a new parameter record for the live GCRA limiter LS names (LS as
+ * configured) at SCALE_PPM millionths of its rate and burst (clamped to 1 .. THR_SCALE_ONE), in
+ * the unit its buckets count in, its buckets kept: what a global limiter's share changes
+ * (daemon/global.c). Otherwise as shm_limiter_rerate: the config generation is not raised, and
+ * the caller serialises it with reloads. Returns 0 (published, or unchanged), or -errno with ERR.
+ */
+int shm_limiter_rescale(struct shm_map *m, const struct shm_limiter_spec *ls, uint32_t scale_ppm,
+                        char *err, size_t errlen);
 
 /*
  * shm_daemon_lock - take the daemon's exclusive lock on the arena (an open-file-description

@@ -149,10 +149,11 @@
  * which older clients never set. 12: the limiter counters (lcount_off), which older clients would
  * not write (their decisions missing from the daemon's metrics), and the daemon's reload verdict
  * (reload_begun ... reload_msg). 13: circuit breakers (THR_KIND_BREAKER), which older clients
- * would take for a corrupt record. Older arenas must be recreated.
+ * would take for a corrupt record. Older arenas must be recreated. Minors add fields in
+ * headroom: 1, a semaphore waiter's class and deadline; 2, a directory entry's global lease.
  */
 #define THR_LAYOUT_MAJOR   13u
-#define THR_LAYOUT_MINOR   1u
+#define THR_LAYOUT_MINOR   2u
 #define THR_HDR_SIZE       4096u
 #define THR_RELOAD_MSG     2048u /* bytes of the header's last reload message */
 #define THR_NAME_MAX       63u   /* arena and limiter names, without the NUL */
@@ -213,6 +214,18 @@ enum thr_limiter_kind {
  * buckets already counted in (a reload changed the rate to one that needs another unit:
  * shm_params_in_units); never faster than configured */
 #define THR_PARAM_ROUNDED 2u
+/* A GCRA record's scale is in millionths: THR_SCALE_ONE is the whole configured rate. */
+#define THR_SCALE_ONE 1000000u
+/* A global limiter's state (thr_dir_entry.global_state bits 0..7). */
+enum thr_global_state {
+        THR_GLOBAL_NONE = 0, /* not global */
+        THR_GLOBAL_STARTING, /* the safe share, no answer from Redis yet */
+        THR_GLOBAL_LEASED,   /* a lease from Redis, current */
+        THR_GLOBAL_HELD,     /* Redis unreachable, the last lease kept (on_redis_down = keep) */
+        THR_GLOBAL_SAFE,     /* Redis unreachable, the safe share: global / expected_hosts */
+        THR_GLOBAL_CLOSED,   /* Redis unreachable, fail closed: the least share */
+        THR_GLOBAL_OPEN,     /* Redis unreachable, fail open: the whole global limit */
+};
 /* Bits 5..4: how a GCRA limiter's decisions read the arena clock (clock.h); 0 (precise) for
  * other kinds. */
 #define THR_PARAM_CLOCK_SHIFT 4u
@@ -440,7 +453,10 @@ struct thr_params {
         uint64_t leases;            /* kind = THR_KIND_SEMAPHORE: lease records per key; else 0 */
         uint64_t level;             /* kind = THR_KIND_SEMAPHORE: its lock level (peers acquire
                                      * downwards only, peer.h), < THR_SEM_LEVELS; else 0 */
-        uint64_t reserved;          /* kind = THR_KIND_SEMAPHORE: its queue, THR_SEMQ() */
+        uint64_t reserved;          /* kind = THR_KIND_SEMAPHORE: its queue, THR_SEMQ();
+                                     * kind = THR_KIND_GCRA: the scale in millionths that
+                                     * t_units, burst and initial were made at (0: whole;
+                                     * THR_SCALE_ONE), read back only by the daemon */
         /* kind = THR_KIND_SEMAPHORE reuses: rate_n = burst = initial = max; period_ns = 0; k = 1,
          * t_units = 1 (times are ns), bt_units = 0; max_reserve_units = the longest lease ttl, ns.
          * kind = THR_KIND_BREAKER reuses: see THR_BRK_FAILURES_MAX above.
@@ -459,7 +475,13 @@ struct thr_dir_entry {
          * arena ns of its next step (0: not adaptive, or not started), and steps taken */
         _Atomic uint64_t adapt_next_ns;
         _Atomic uint64_t adapt_steps;
-        uint8_t reserved[THR_DIR_ENTRY_SIZE - 112];
+        /* a global limiter's lease (the daemon's, daemon/global.c), for shmctl and tests (minor
+         * 2): the share its buckets run at now (millionths of the global rate and burst, 0: not
+         * global), its state (THR_GLOBAL_* in bits 0..7, the hosts holding a lease at the last
+         * answer in bits 8..31) and the arena ns its lease ends. Nothing reads them to decide. */
+        _Atomic uint32_t global_share;
+        _Atomic uint32_t global_state;
+        _Atomic uint64_t global_expiry_ns;
 };
 
 struct thr_table {

@@ -258,6 +258,43 @@ static int breaker_make(const struct shm_limiter_spec *s, uint64_t gen, struct t
         return 0;
 }
 
+/*
+ * A scaled GCRA record (a global limiter's share, daemon/global.c) runs at SCALE millionths of the
+ * configured rate and burst: T' = ceil(P K 10^6 / (N SCALE)) units, rounded up (never faster than
+ * the share), B' = max(1, floor(B SCALE / 10^6)) (a bucket holds at least one request), and a
+ * new key's tokens I' = floor(I SCALE / 10^6) (none at the least share: fail closed). Its
+ * interval is computed from the configured N and P in one rounding, in whatever unit K the
+ * buckets count in, so a change of unit (shm_params_in_units) keeps the scale exactly.
+ */
+static uint64_t scaled(uint64_t v, uint32_t scale)
+{
+        uint64_t s = (uint64_t)((__uint128_t)v * scale / THR_SCALE_ONE);
+        return s ? s : 1;
+}
+
+/* P's interval at unit K and P->reserved's scale (0: whole) into P's t_units, bt_units; P's burst
+ * is already scaled. */
+static int gcra_interval(struct thr_params *p, uint64_t k, const char *name, char *err,
+                         size_t errlen)
+{
+        uint64_t scale = p->reserved && p->reserved < THR_SCALE_ONE ? p->reserved : THR_SCALE_ONE;
+        __uint128_t num = (__uint128_t)p->period_ns * k * THR_SCALE_ONE;
+        __uint128_t den = (__uint128_t)p->rate_n * scale;
+        __uint128_t t = num / den + (num % den != 0);
+        if (t > UINT64_MAX || !shm_params_range_ok(p->burst, (uint64_t)t, p->max_reserve_units, k))
+                return fail(err, errlen, -ERANGE, name,
+                            "its share of %" PRIu64 " millionths makes an emission interval of "
+                            "%ju units of 1/%" PRIu64 " ns, too long for the state word over 20 "
+                            "years",
+                            scale, (uintmax_t)(t > UINT64_MAX ? UINT64_MAX : t), k);
+        if (num % den)
+                p->flags |= THR_PARAM_ROUNDED;
+        p->k = k;
+        p->t_units = (uint64_t)t;
+        p->bt_units = p->burst * (uint64_t)t;
+        return 0;
+}
+
 int shm_params_make(const struct shm_limiter_spec *s, uint64_t gen, struct thr_params *out,
                     char *err, size_t errlen)
 {
@@ -315,7 +352,16 @@ int shm_params_make(const struct shm_limiter_spec *s, uint64_t gen, struct thr_p
         out->initial = s->initial;
         out->bt_units = (uint64_t)bt;
         out->max_reserve_units = (uint64_t)reserve;
-        return 0;
+        if (s->scale_ppm == 0 || s->scale_ppm >= THR_SCALE_ONE)
+                return 0;
+        /* a new key's tokens scale down with no floor: at the least share (fail closed) a new
+         * key starts empty, and is denied */
+        out->initial = (uint64_t)((__uint128_t)s->initial * s->scale_ppm / THR_SCALE_ONE);
+        out->burst = scaled(s->burst, s->scale_ppm);
+        if (out->initial > out->burst)
+                out->initial = out->burst;
+        out->reserved = s->scale_ppm;
+        return gcra_interval(out, k, s->name, err, errlen);
 }
 
 /*
@@ -351,11 +397,13 @@ int shm_params_in_units(struct thr_params *p, uint64_t k, const char *name, char
                             "unit 1/%" PRIu64 " ns (%ju units) plus max_reserve would overflow "
                             "the state word over 20 years",
                             p->burst, k, (uintmax_t)(t > UINT64_MAX ? UINT64_MAX : t));
+        p->max_reserve_units = (uint64_t)reserve;
+        if (p->reserved) /* scaled: the interval from N, P and the scale in one rounding */
+                return gcra_interval(p, k, name, err, errlen);
         if (num % p->rate_n)
                 p->flags |= THR_PARAM_ROUNDED;
         p->k = k;
         p->t_units = (uint64_t)t;
         p->bt_units = p->burst * (uint64_t)t;
-        p->max_reserve_units = (uint64_t)reserve;
         return 0;
 }

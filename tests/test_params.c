@@ -4,6 +4,7 @@
  */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <string.h>
 
 #include "helpers.h"
@@ -157,4 +158,46 @@ Test(params, a_new_rate_that_overflows_the_buckets_unit_is_refused)
         cr_assert_eq(make(100, SEC, 10, 10, &p, err), 0, "%s", err);
         cr_assert_eq(shm_params_in_units(&p, 0, "lim", err, sizeof(err)), -EBADMSG);
         cr_assert_eq(shm_params_in_units(&p, THR_MAX_K + 1, "lim", err, sizeof(err)), -EBADMSG);
+}
+
+/* A scaled record (a global limiter's share): interval ceil(T / share), burst floor(B share)
+ * but at least 1, initial scaled the same way, the scale kept in the record, and a change of
+ * time unit (shm_params_in_units) keeps the scale instead of restoring the whole rate. */
+Test(params, a_share_scales_rate_and_burst_and_survives_a_change_of_unit)
+{
+        struct shm_limiter_spec s = tspec("g", 1000, SEC, 100, 100);
+        struct thr_params p;
+        char err[256];
+        s.scale_ppm = 250000;
+        cr_assert_eq(shm_params_make(&s, 1, &p, err, sizeof(err)), 0, "%s", err);
+        cr_assert(p.k == 1 && p.t_units == 4000000 && p.burst == 25 && p.initial == 25 &&
+                      p.bt_units == 100000000 && p.reserved == 250000 &&
+                      !(p.flags & THR_PARAM_ROUNDED),
+                  "k %" PRIu64 " t %" PRIu64 " burst %" PRIu64, p.k, p.t_units, p.burst);
+        s.scale_ppm = 333333; /* 333.333/s: T = 3000003.000003 ns, rounded up: never faster */
+        cr_assert_eq(shm_params_make(&s, 1, &p, err, sizeof(err)), 0, "%s", err);
+        cr_assert_eq(p.t_units, 3000004);
+        cr_assert(p.flags & THR_PARAM_ROUNDED);
+        cr_assert_eq(p.burst, 33);
+        s.scale_ppm = 1; /* the least share: a burst of one, a new key empty, a millionth of R */
+        cr_assert_eq(shm_params_make(&s, 1, &p, err, sizeof(err)), 0, "%s", err);
+        cr_assert(p.burst == 1 && p.initial == 0 && p.t_units == 1000000000000ull);
+        s = tspec("g", 1000, SEC, 100, 40); /* initial below burst is scaled, may reach 0 */
+        s.scale_ppm = 10000;
+        cr_assert_eq(shm_params_make(&s, 1, &p, err, sizeof(err)), 0, "%s", err);
+        cr_assert(p.burst == 1 && p.initial == 0);
+        /* 3/s (units of 1/3 ns) at half: T = 2e9/3 ns, i.e. 2e9 units; in buckets counting
+         * whole ns (k = 1) it is 666666667 ns, rounded up, and still half of the rate */
+        s = tspec("g", 3, SEC, 6, 6);
+        s.scale_ppm = 500000;
+        cr_assert_eq(shm_params_make(&s, 1, &p, err, sizeof(err)), 0, "%s", err);
+        cr_assert(p.k == 3 && p.t_units == 2 * SEC && p.burst == 3);
+        cr_assert_eq(shm_params_in_units(&p, 1, "g", err, sizeof(err)), 0, "%s", err);
+        cr_assert(p.k == 1 && p.t_units == 666666667 && p.burst == 3 && p.reserved == 500000,
+                  "t %" PRIu64 " burst %" PRIu64, p.t_units, p.burst);
+        cr_assert_eq(p.bt_units, 3 * 666666667ull);
+        /* whole (0 or 10^6): the record is the configured one */
+        s.scale_ppm = THR_SCALE_ONE;
+        cr_assert_eq(shm_params_make(&s, 1, &p, err, sizeof(err)), 0, "%s", err);
+        cr_assert(p.reserved == 0 && p.burst == 6 && p.t_units == SEC && p.k == 3);
 }
