@@ -36,7 +36,15 @@
 
 /* ---------------------------------------------------------------- types */
 
-enum sect_kind { SECT_NONE, SECT_ARENA, SECT_DAEMON, SECT_LIMITER, SECT_GROUP, SECT_SKIP };
+enum sect_kind {
+        SECT_NONE,
+        SECT_ARENA,
+        SECT_DAEMON,
+        SECT_GLOBAL,
+        SECT_LIMITER,
+        SECT_GROUP,
+        SECT_SKIP
+};
 
 /* Where each limiter's keys were, for the faults found once the whole file is read. */
 struct lim_lines {
@@ -59,7 +67,7 @@ struct parse {
         uint64_t seen; /* keys already set in the current section, one bit per key (a
                         * uint32_t once: the 33rd limiter key, priority_share, shifted past it) */
         size_t lim;    /* current limiter */
-        int arena_line, daemon_line;
+        int arena_line, daemon_line, global_line;
         struct lim_lines lines[CONFIG_MAX_LIMITERS];
         int group_line[CONFIG_MAX_GROUPS]; /* line of each group's compose = */
         char *err;
@@ -122,6 +130,16 @@ static void config_defaults(struct config *cfg, struct shm_limiter_spec *lim)
         cfg->http_max_leases = 1024;
         /* 10 s from connect (or the last response) to a whole request: slow clients go. */
         cfg->http_timeout_ms = 10000;
+        /* Global limiters: keys under "throttle:" so a shared Redis tells them apart. */
+        snprintf(cfg->global_prefix, sizeof(cfg->global_prefix), "throttle");
+        /* A renewal every 100 ms: a share follows demand within a few tenths of a second, at
+         * 10 round trips a second per global limiter. */
+        cfg->global_interval_ns = 100000000;
+        /* A lease lasts 2 s (20 renewals): a lost reply or two changes nothing, and a host that
+         * is gone gives its share back within 2 s. */
+        cfg->global_lease_ttl_ns = 2000000000;
+        /* 200 ms to connect or answer: Redis on a LAN answers in well under a millisecond. */
+        cfg->global_timeout_ns = 200000000;
         /* 65536 keys (6 MiB of slots, 96 bytes a key): a generous per-key limiter that
          * stays cheap. */
         lim->capacity = 65536;
@@ -135,6 +153,12 @@ static void config_defaults(struct config *cfg, struct shm_limiter_spec *lim)
         /* A full table denies new keys: the limit always holds and no key's debt is touched;
          * allow and evict trade that for availability, an operator's choice. */
         lim->on_full = THR_FULL_DENY;
+        /* Redis unreachable: keep the last share for 10 s (a restart of Redis takes about that),
+         * then fall to the safe share; and grant a live host at least 1% of a global limit, so its
+         * first requests after a quiet spell are not all denied until its next renewal. */
+        lim->global.on_down = SHM_GLOBAL_KEEP;
+        lim->global.keep_ns = 10ull * 1000000000;
+        lim->global.min_share_pct = 1;
         /* A shard's insert lock is held for microseconds (an insert) to a fraction of a
          * millisecond (the daemon's segment of a shard), but a holder preempted on a loaded host
          * may be off the CPU for a scheduler slice (a few ms, more with many runnable tasks):
@@ -241,7 +265,12 @@ static int foreign_keys(struct parse *p, const struct shm_limiter_spec *l,
                     {LK_MAX_RATE, G},
                     {LK_INCREASE, G},
                     {LK_DECREASE, G},
-                    {LK_ADAPT_INTERVAL, G}};
+                    {LK_ADAPT_INTERVAL, G},
+                    {LK_SCOPE, G},
+                    {LK_EXPECTED_HOSTS, G},
+                    {LK_ON_REDIS_DOWN, G},
+                    {LK_KEEP_FOR, G},
+                    {LK_MIN_SHARE, G}};
         int mine = l->kind == THR_KIND_WINDOW      ? W
                    : l->kind == THR_KIND_SEMAPHORE ? S
                    : l->kind == THR_KIND_BUDGET    ? B
@@ -417,6 +446,43 @@ static void end_breaker(struct parse *p, struct shm_limiter_spec *l, const struc
                 report(p, ln->at[LK_WINDOW] ? ln->at[LK_WINDOW] : ln->header, "%s", why);
 }
 
+/*
+ * A global limiter's checks (scope = global): a GCRA limiter, not adaptive, with expected_hosts;
+ * the policy keys only with scope = global. Its buckets start at the safe share, 1 /
+ * expected_hosts of rate and burst (the daemon moves it, global.c). Returns whether all held.
+ */
+static bool end_global(struct parse *p, struct shm_limiter_spec *l, const struct lim_lines *ln)
+{
+        static const int keys[] = {LK_EXPECTED_HOSTS, LK_ON_REDIS_DOWN, LK_KEEP_FOR, LK_MIN_SHARE};
+        if (!l->global.on) {
+                bool ok = true;
+                for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++)
+                        if (ln->at[keys[k]]) {
+                                report(p, ln->at[keys[k]],
+                                       "limiter '%s': %s applies only with scope = global", l->name,
+                                       config_limiter_keys[keys[k]].name);
+                                ok = false;
+                        }
+                return ok;
+        }
+        if (l->adapt.on) {
+                report(p, ln->at[LK_SCOPE],
+                       "limiter '%s': scope = global cannot be adaptive (its rate is the share "
+                       "Redis grants)",
+                       l->name);
+                return false;
+        }
+        if (!ln->at[LK_EXPECTED_HOSTS]) {
+                report(p, ln->at[LK_SCOPE],
+                       "limiter '%s': scope = global needs expected_hosts (how many hosts share "
+                       "it: each starts at 1/expected_hosts of it, e.g. expected_hosts = 4)",
+                       l->name);
+                return false;
+        }
+        l->scale_ppm = (uint32_t)(THR_SCALE_ONE / l->global.expected_hosts);
+        return true;
+}
+
 /* The checks that need all of a limiter's keys, run when its section ends. */
 static void end_limiter(struct parse *p, size_t i)
 {
@@ -471,6 +537,8 @@ static void end_limiter(struct parse *p, size_t i)
                        l->initial, l->burst);
                 return;
         }
+        if (!end_global(p, l, ln))
+                return;
         if (shm_params_make(l, 0, &prm, why, sizeof(why)) < 0)
                 report(p, ln->at[LK_RATE], "%s", why);
         else
@@ -546,6 +614,8 @@ static void begin_section(struct parse *p, const char *s)
                 begin_fixed(p, SECT_ARENA, &p->arena_line, "arena");
         else if (!strcmp(name, "daemon"))
                 begin_fixed(p, SECT_DAEMON, &p->daemon_line, "daemon");
+        else if (!strcmp(name, "global"))
+                begin_fixed(p, SECT_GLOBAL, &p->global_line, "global");
         else
                 begin_limiter(p, name);
 }
@@ -778,6 +848,9 @@ static int on_pair(void *user, const char *section, const char *name, const char
         case SECT_DAEMON:
                 set_key(p, config_daemon_keys, "daemon", name, value);
                 break;
+        case SECT_GLOBAL:
+                set_key(p, config_global_keys, "global", name, value);
+                break;
         case SECT_LIMITER:
                 if (!strcmp(name, "compose"))
                         begin_group(p, value);
@@ -796,6 +869,29 @@ static int on_pair(void *user, const char *section, const char *name, const char
 
 /* ---------------------------------------------------------------- the whole file */
 
+/* Global limiters need [global] redis; a lease must outlive two renewals. */
+static void check_global(struct parse *p)
+{
+        const struct config *cfg = p->cfg;
+        bool any = false;
+        for (size_t i = 0; i < cfg->nlimiters; i++) {
+                uint32_t kind = cfg->limiters[i].kind;
+                if (!cfg->limiters[i].global.on || (kind != 0 && kind != THR_KIND_GCRA))
+                        continue; /* another kind's scope was refused where it was */
+                any = true;
+                if (!cfg->global_redis[0])
+                        report(p, p->lines[i].at[LK_SCOPE],
+                               "limiter '%s': scope = global needs [global] redis (the server "
+                               "its shares are leased from, e.g. redis = 127.0.0.1:6379)",
+                               cfg->limiters[i].name);
+        }
+        if (any && cfg->global_lease_ttl_ns < 2 * cfg->global_interval_ns)
+                report(p, p->global_line,
+                       "[global] lease_ttl (%" PRIu64 " ms) must be at least twice interval "
+                       "(%" PRIu64 " ms): a lease must outlive a lost renewal",
+                       cfg->global_lease_ttl_ns / 1000000, cfg->global_interval_ns / 1000000);
+}
+
 static void finish(struct parse *p)
 {
         struct config *cfg = p->cfg;
@@ -810,6 +906,7 @@ static void finish(struct parse *p)
         a->nlimiters = cfg->nlimiters;
         a->limiters = cfg->limiters;
         check_groups(p);
+        check_global(p);
         a->ngroups = cfg->ngroups;
         a->groups = cfg->groups;
 }

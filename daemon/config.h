@@ -36,6 +36,15 @@ struct config {
         uint64_t maintenance_ms; /* [daemon] maintenance_ms: between eviction/reclamation passes */
         uint64_t scan_budget;    /* [daemon] scan_budget: slots per limiter per pass */
         uint64_t stall_ms;       /* [daemon] stall_ms: a grace period blocked longer is a stall */
+        /* [global]: the Redis global limiters lease their shares from (global.c) */
+        char global_redis[256];       /* HOST:PORT or unix:/path; empty: no global limiter */
+        char global_user[64];         /* ACL user; empty: AUTH with the password alone */
+        char global_password[128];    /* empty: no AUTH */
+        char global_prefix[64];       /* of every Redis key this daemon uses */
+        char global_host[64];         /* this daemon's name in the leases; empty: host/arena */
+        uint64_t global_interval_ns;  /* between lease renewals */
+        uint64_t global_lease_ttl_ns; /* a lease not renewed for this long is Redis's again */
+        uint64_t global_timeout_ns;   /* to connect to Redis, and for each reply */
         size_t nlimiters;
         struct shm_limiter_spec limiters[CONFIG_MAX_LIMITERS];
         size_t ngroups; /* named groups for composed calls: [name] compose = a, b, c */

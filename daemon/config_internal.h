@@ -44,6 +44,11 @@ enum {
         LK_MAX_WAITERS,
         LK_ON_QUEUE_FULL,
         LK_PRIORITY_SHARE,
+        LK_SCOPE,
+        LK_EXPECTED_HOSTS,
+        LK_ON_REDIS_DOWN,
+        LK_KEEP_FOR,
+        LK_MIN_SHARE,
         LK_COUNT
 };
 
@@ -61,9 +66,11 @@ struct config_key {
         uint64_t lo, hi; /* bounds of a number; HI is the buffer size of a string */
 };
 
-/* The keys of [arena], of [daemon] and of a limiter section; each list ends with a NULL name. */
+/* The keys of [arena], of [daemon], of [global] and of a limiter section; each list ends with a
+ * NULL name. */
 extern const struct config_key config_arena_keys[];
 extern const struct config_key config_daemon_keys[];
+extern const struct config_key config_global_keys[];
 extern const struct config_key config_limiter_keys[];
 
 /* config_name_ok - whether S may name an arena or a limiter: [A-Za-z0-9_.-]{1,63}, and not "."

@@ -584,6 +584,64 @@ static int set_shards(const struct config_key *k, void *field, const char *v, ch
 
 /* ---------------------------------------------------------------- keys */
 
+/* scope: local (the default) or global (a share of a fleet-wide limit leased from Redis). */
+static int set_scope(const struct config_key *k, void *field, const char *v, char *why, size_t n)
+{
+        (void)k;
+        if (!strcasecmp(v, "local") || !strcasecmp(v, "global")) {
+                *(bool *)field = !strcasecmp(v, "global");
+                return 0;
+        }
+        return say(why, n, -EINVAL, "unknown value '%s' (local or global)", v);
+}
+
+static int set_redis_down(const struct config_key *k, void *field, const char *v, char *why,
+                          size_t n)
+{
+        static const char *const names[] = {"keep", "closed", "open"};
+        static const uint32_t vals[] = {SHM_GLOBAL_KEEP, SHM_GLOBAL_CLOSED, SHM_GLOBAL_OPEN};
+        (void)k;
+        for (size_t i = 0; i < 3; i++) {
+                if (!strcasecmp(v, names[i])) {
+                        *(uint32_t *)field = vals[i];
+                        return 0;
+                }
+        }
+        return say(why, n, -EINVAL, "unknown value '%s' (one of keep, closed, open)", v);
+}
+
+/* A name sent to Redis as part of a key or as a lease's holder: 1 to HI-1 bytes of
+ * [A-Za-z0-9_.:/@-], so keys stay printable and a hash tag's braces cannot appear. */
+static int set_word(const struct config_key *k, void *field, const char *v, char *why, size_t n)
+{
+        size_t len = strlen(v);
+        if (len == 0 || len >= k->hi)
+                return say(why, n, -EINVAL, "'%s' must be 1 to %" PRIu64 " bytes", v, k->hi - 1);
+        for (size_t i = 0; i < len; i++)
+                if (!isalnum((unsigned char)v[i]) && !strchr("_.:/@-", v[i]))
+                        return say(why, n, -EINVAL,
+                                   "'%s': only A-Z a-z 0-9 and _ . : / @ - may be used", v);
+        snprintf(field, k->hi, "%s", v);
+        return 0;
+}
+
+/* A password: any bytes but blanks at either end (the INI reader strips them), at most HI-1. */
+static int set_secret(const struct config_key *k, void *field, const char *v, char *why, size_t n)
+{
+        if (strlen(v) >= k->hi)
+                return say(why, n, -ENAMETOOLONG, "longer than %" PRIu64 " bytes", k->hi - 1);
+        snprintf(field, k->hi, "%s", v);
+        return 0;
+}
+
+/* HOST:PORT or unix:/path of the Redis server; required (an empty value is refused). */
+static int set_redis(const struct config_key *k, void *field, const char *v, char *why, size_t n)
+{
+        if (!*v)
+                return say(why, n, -EINVAL, "empty (HOST:PORT or unix:/path, e.g. 127.0.0.1:6379)");
+        return set_http(k, field, v, why, n);
+}
+
 #define CFG(f)      offsetof(struct config, f)
 #define CFG_SIZE(f) sizeof(((struct config *)0)->f)
 #define LIM(f)      offsetof(struct shm_limiter_spec, f)
@@ -626,6 +684,20 @@ const struct config_key config_daemon_keys[] = {
     {"http_waiters", set_u64, CFG(http_waiters), 1, 1024},
     {"http_max_leases", set_u64, CFG(http_max_leases), 1, 1u << 20},
     {"http_timeout_ms", set_u64, CFG(http_timeout_ms), 100, 600000},
+    {NULL, NULL, 0, 0, 0}};
+
+/* [global]: interval from 10 ms (a renewal is one round trip) to a minute; lease_ttl from 100 ms
+ * to an hour (end_global in config.c wants it at least twice the interval); timeout 1 ms to 10 s.
+ */
+const struct config_key config_global_keys[] = {
+    {"redis", set_redis, CFG(global_redis), 0, CFG_SIZE(global_redis)},
+    {"user", set_word, CFG(global_user), 0, CFG_SIZE(global_user)},
+    {"password", set_secret, CFG(global_password), 0, CFG_SIZE(global_password)},
+    {"prefix", set_word, CFG(global_prefix), 0, CFG_SIZE(global_prefix)},
+    {"host_id", set_word, CFG(global_host), 0, CFG_SIZE(global_host)},
+    {"interval", set_duration, CFG(global_interval_ns), 10000000, 60000000000ull},
+    {"lease_ttl", set_duration, CFG(global_lease_ttl_ns), 100000000, 3600000000000ull},
+    {"timeout", set_duration, CFG(global_timeout_ns), 1000000, 10000000000ull},
     {NULL, NULL, 0, 0, 0}};
 
 /* kind: gcra (the default) or window; rate, burst and initial are GCRA's, limit, window and
@@ -675,4 +747,11 @@ const struct config_key config_limiter_keys[] = {
     [LK_PROBE_TIMEOUT] = {"probe_timeout", set_duration, LIM(probe_timeout_ns), 1000000,
                           THR_HORIZON_NS},
     [LK_SUCCESSES] = {"successes", set_u64, LIM(successes), 1, THR_BRK_SUCCESSES_MAX},
+    /* global limiters (daemon/global.c): expected_hosts up to 100 000 (a share of 10 ppm);
+     * keep_for up to a day; min_share up to 50% (two hosts could not both have more) */
+    [LK_SCOPE] = {"scope", set_scope, LIM(global.on), 0, 0},
+    [LK_EXPECTED_HOSTS] = {"expected_hosts", set_u64, LIM(global.expected_hosts), 1, 100000},
+    [LK_ON_REDIS_DOWN] = {"on_redis_down", set_redis_down, LIM(global.on_down), 0, 0},
+    [LK_KEEP_FOR] = {"keep_for", set_duration, LIM(global.keep_ns), 0, 86400000000000ull},
+    [LK_MIN_SHARE] = {"min_share", set_percent, LIM(global.min_share_pct), 0, 50},
     [LK_COUNT] = {NULL, NULL, 0, 0, 0}};

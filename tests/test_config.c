@@ -4,6 +4,7 @@
  * bad input, reporting all faults of a file.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1048,4 +1049,74 @@ Test(config, semaphore_queue_keys)
         free(r);
         expect_one_fault("[b]\nkind = budget\ninitial = 5\nmax_waiters = 3\n", 4,
                          "max_waiters does not apply");
+}
+
+/* scope = global: [global] parsed, the safe share 1/expected_hosts, the policy keys, and the
+ * faults at their lines. */
+Test(config, global_limiter_keys)
+{
+        struct run *r =
+            run_text("[global]\nredis = 127.0.0.1:6379\nuser = svc\npassword = s3 cr#t\n"
+                     "prefix = fleet\nhost_id = web-1\ninterval = 50ms\n"
+                     "lease_ttl = 1s\ntimeout = 20ms\n\n"
+                     "[api]\nrate = 1000/s\nburst = 100\nscope = global\n"
+                     "expected_hosts = 4\non_redis_down = closed\nkeep_for = 5s\n"
+                     "min_share = 2%\n\n[local]\nrate = 5/s\n");
+        cr_assert_eq(r->rc, 0, "%s", r->err);
+        cr_assert_str_eq(r->cfg.global_redis, "127.0.0.1:6379");
+        cr_assert_str_eq(r->cfg.global_user, "svc");
+        cr_assert_str_eq(r->cfg.global_password, "s3 cr#t");
+        cr_assert_str_eq(r->cfg.global_prefix, "fleet");
+        cr_assert_str_eq(r->cfg.global_host, "web-1");
+        cr_assert_eq(r->cfg.global_interval_ns, 50000000);
+        cr_assert_eq(r->cfg.global_lease_ttl_ns, 1000000000);
+        cr_assert_eq(r->cfg.global_timeout_ns, 20000000);
+        const struct shm_limiter_spec *s = find_limiter(&r->cfg, "api");
+        cr_assert(s && s->global.on && s->global.expected_hosts == 4);
+        cr_assert_eq(s->global.on_down, SHM_GLOBAL_CLOSED);
+        cr_assert_eq(s->global.keep_ns, 5 * 1000000000ull);
+        cr_assert_eq(s->global.min_share_pct, 2);
+        cr_assert_eq(s->scale_ppm, 250000, "it starts at the safe share, 1/4");
+        struct thr_params p;
+        char why[256];
+        cr_assert_eq(shm_params_make(s, 1, &p, why, sizeof(why)), 0, "%s", why);
+        cr_assert_eq(p.t_units, 4000000, "250/s: 4 ms (got %" PRIu64 ")", p.t_units);
+        cr_assert_eq(p.burst, 25);
+        cr_assert_eq(p.reserved, 250000);
+        s = find_limiter(&r->cfg, "local");
+        cr_assert(s && !s->global.on && s->scale_ppm == 0);
+        free(r);
+        /* defaults: keep for 10 s, 1% least share, prefix throttle, 100 ms / 2 s / 200 ms */
+        r = run_text("[global]\nredis = unix:/run/redis.sock\n\n[api]\nrate = 10/s\n"
+                     "scope = global\nexpected_hosts = 3\n");
+        cr_assert_eq(r->rc, 0, "%s", r->err);
+        s = find_limiter(&r->cfg, "api");
+        cr_assert(s->global.on_down == SHM_GLOBAL_KEEP && s->global.keep_ns == 10 * SEC &&
+                  s->global.min_share_pct == 1 && s->scale_ppm == 333333);
+        cr_assert_str_eq(r->cfg.global_prefix, "throttle");
+        cr_assert(r->cfg.global_interval_ns == 100000000 && r->cfg.global_lease_ttl_ns == 2 * SEC &&
+                  r->cfg.global_timeout_ns == 200000000);
+        free(r);
+
+        expect_one_fault("[api]\nrate = 10/s\nscope = global\nexpected_hosts = 2\n", 3,
+                         "needs [global] redis");
+        expect_one_fault("[global]\nredis = h:1\n\n[api]\nrate = 10/s\nscope = global\n", 6,
+                         "needs expected_hosts");
+        expect_one_fault("[api]\nrate = 10/s\nscope = everywhere\n", 3, "(local or global)");
+        expect_one_fault("[api]\nrate = 10/s\nexpected_hosts = 3\n", 3,
+                         "applies only with scope = global");
+        expect_one_fault("[global]\nredis = h:1\n\n[api]\nrate = 10/s\nscope = global\n"
+                         "expected_hosts = 2\non_redis_down = maybe\n",
+                         8, "one of keep, closed, open");
+        expect_one_fault("[global]\nredis = h:1\n\n[api]\nrate = 10/s\nscope = global\n"
+                         "expected_hosts = 2\nadaptive = aimd\nmin_rate = 1/s\nmax_rate = 20/s\n",
+                         6, "cannot be adaptive");
+        expect_one_fault("[lease]\nkind = semaphore\nmax = 3\nscope = global\n", 4, "scope");
+        expect_one_fault("[global]\nredis = h:1\ninterval = 1s\nlease_ttl = 1s\n\n[api]\n"
+                         "rate = 10/s\nscope = global\nexpected_hosts = 2\n",
+                         1, "at least twice interval");
+        expect_one_fault("[global]\nredis =\n", 2, "empty");
+        expect_one_fault("[global]\nredis = h:1\nprefix = a{b}\n", 3, "only A-Z");
+        expect_one_fault("[global]\nredis = h:1\n[global]\nredis = h:2\n", 3,
+                         "duplicate section [global]");
 }
