@@ -114,6 +114,8 @@ struct lim {
         uint64_t admitted, denied, waited, overload;
         uint64_t rate_milli; /* a GCRA limiter's rate now, per second x 1000 (adaptive: moves) */
         uint64_t evicted, evicted_full, reclaimed, allowed_full, lock_waits, lock_timeouts;
+        uint32_t gl_share, gl_state; /* a global limiter's lease (daemon/global.c): share ppm, */
+        uint64_t gl_expiry_ns;       /* THR_GLOBAL_* | holders << 8, and its end (arena ns) */
 };
 
 /* The shard counters of L's table (its checked geometry: shards_off and nshards). */
@@ -162,6 +164,10 @@ static struct lim *limiters(const struct shm_map *m, uint32_t *n)
                         continue;
                 label(l->snap.name, l->label, sizeof(l->label));
                 shard_sums(m, l);
+                l->gl_share = atomic_load_explicit(&dir[i].global_share, memory_order_relaxed);
+                l->gl_state = atomic_load_explicit(&dir[i].global_state, memory_order_relaxed);
+                l->gl_expiry_ns =
+                    atomic_load_explicit(&dir[i].global_expiry_ns, memory_order_relaxed);
                 if (l->snap.params.period_ns)
                         l->rate_milli = (uint64_t)((__uint128_t)l->snap.params.rate_n *
                                                    1000000000000ull / l->snap.params.period_ns);
@@ -236,6 +242,43 @@ static void limiter_metrics(struct out *o, const struct lim *l, uint32_t n)
                     offsetof(struct lim, lock_timeouts));
 }
 
+/* Global limiters (scope = global): the share leased from Redis and the lease's state. */
+static void global_metrics(struct out *o, const struct lim *l, uint32_t n, uint64_t now)
+{
+        static const char *const names[] = {"none", "starting", "leased", "held",
+                                            "safe", "closed",   "open"};
+        head(o, "throttle_global_share", "gauge",
+             "A global limiter's share of its fleet-wide rate and burst that this host runs at.");
+        for (uint32_t i = 0; i < n; i++)
+                if (l[i].gl_state & 0xff)
+                        put(o, "throttle_global_share{limiter=\"%s\"} %" PRIu32 ".%06" PRIu32 "\n",
+                            l[i].label, l[i].gl_share / 1000000, l[i].gl_share % 1000000);
+        head(o, "throttle_global_state", "gauge",
+             "1 for a global limiter's lease state: starting, leased, held (Redis unreachable, "
+             "last share kept), safe, closed or open.");
+        for (uint32_t i = 0; i < n; i++) {
+                uint32_t st = l[i].gl_state & 0xff;
+                if (st && st < sizeof(names) / sizeof(names[0]))
+                        put(o, "throttle_global_state{limiter=\"%s\",state=\"%s\"} 1\n", l[i].label,
+                            names[st]);
+        }
+        head(o, "throttle_global_hosts", "gauge",
+             "Hosts holding a lease of a global limiter at Redis's last answer.");
+        for (uint32_t i = 0; i < n; i++)
+                if (l[i].gl_state & 0xff)
+                        put(o, "throttle_global_hosts{limiter=\"%s\"} %" PRIu32 "\n", l[i].label,
+                            l[i].gl_state >> 8);
+        head(o, "throttle_global_lease_seconds", "gauge",
+             "Seconds left of a global limiter's lease (0: none, or ended).");
+        for (uint32_t i = 0; i < n; i++) {
+                if (!(l[i].gl_state & 0xff))
+                        continue;
+                uint64_t left = l[i].gl_expiry_ns > now ? l[i].gl_expiry_ns - now : 0;
+                put(o, "throttle_global_lease_seconds{limiter=\"%s\"} %" PRIu64 ".%03" PRIu64 "\n",
+                    l[i].label, left / 1000000000, left / 1000000 % 1000);
+        }
+}
+
 /* Reader records: owned, stalled, and the longest a live one has blocked a grace period. */
 static void reader_metrics(struct out *o, const struct shm_map *m, uint64_t now)
 {
@@ -300,8 +343,10 @@ char *metrics_render(const struct shm_map *m, size_t *len)
         uint32_t n = 0;
         struct lim *lims = limiters(m, &n);
         o.ok = o.buf && lims;
-        if (o.ok)
+        if (o.ok) {
                 limiter_metrics(&o, lims, n);
+                global_metrics(&o, lims, n, shm_now_ns(shm_hdr(m)));
+        }
         arena_metrics(&o, m, n);
         free(lims);
         if (!o.ok) {

@@ -148,6 +148,12 @@ static int lim_load(struct ctx *c, uint32_t idx, struct shmctl_lim *l)
         l->p = s.params;
         l->t = s.table;
         lim_counters(c, l);
+        const struct thr_dir_entry *de =
+            (const struct thr_dir_entry *)shm_at(c->map.base, c->map.g.dir_off) + idx;
+        l->gl_share = atomic_load_explicit(&de->global_share, memory_order_relaxed);
+        l->gl_state = atomic_load_explicit(&de->global_state, memory_order_relaxed);
+        l->gl_expiry_ns = atomic_load_explicit(&de->global_expiry_ns, memory_order_relaxed);
+        l->now_ns = shm_now_ns(shm_hdr(&c->map));
         return 1;
 }
 

@@ -474,6 +474,49 @@ static const char *queue_full_name(uint64_t q)
         }
 }
 
+/* A global limiter's state by name (THR_GLOBAL_*; a value the daemon never writes: unknown). */
+static const char *global_state_name(uint32_t st)
+{
+        static const char *const names[] = {"none", "starting", "leased", "held",
+                                            "safe", "closed",   "open"};
+        return (st & 0xff) < sizeof(names) / sizeof(names[0]) ? names[st & 0xff] : "unknown";
+}
+
+static bool is_global(const struct shmctl_lim *l)
+{
+        return l->p.kind == THR_KIND_GCRA && (l->gl_state & 0xff) != THR_GLOBAL_NONE;
+}
+
+/* Its lease: what the daemon leased from Redis and writes into the buckets (daemon/global.c). */
+static void global_json(const struct shmctl_lim *l)
+{
+        uint64_t left = l->gl_expiry_ns > l->now_ns ? l->gl_expiry_ns - l->now_ns : 0;
+        printf(",\"global\":{\"share_ppm\":%" PRIu32 ",\"state\":\"%s\",\"hosts\":%" PRIu32
+               ",\"lease_left_ns\":%" PRIu64 "}",
+               l->gl_share, global_state_name(l->gl_state), l->gl_state >> 8, left);
+}
+
+/* One line per global limiter under the table: its share, what that runs at, the lease. */
+static void global_lines(const struct shmctl_lim *v, long n)
+{
+        for (long i = 0; i < n; i++) {
+                const struct shmctl_lim *l = &v[i];
+                if (!is_global(l))
+                        continue;
+                char name[CELL], rate[48], left[32] = "-";
+                /* the interval the buckets run at: T = t_units / k ns */
+                double per_s = l->p.t_units ? 1e9 * (double)l->p.k / (double)l->p.t_units : 0;
+                fmt_rate(rate, sizeof(rate), l->p.rate_n, l->p.period_ns);
+                if (l->gl_expiry_ns > l->now_ns)
+                        fmt_dur(left, sizeof(left), l->gl_expiry_ns - l->now_ns);
+                printf("global %s: share %.2f%% of %s, running at %.3f/s burst %" PRIu64
+                       "; %s, %" PRIu32 " hosts at the last answer, lease ends in %s\n",
+                       escape(name, sizeof(name), l->name, strlen(l->name), false),
+                       l->gl_share / 1e4, rate, per_s, l->p.burst, global_state_name(l->gl_state),
+                       l->gl_state >> 8, left);
+        }
+}
+
 static void lim_json(const struct shmctl_lim *l)
 {
         char name[CELL], rate[48] = "null", pct[32];
@@ -525,6 +568,8 @@ static void lim_json(const struct shmctl_lim *l)
                        ",\"priority_share_one_in\":%" PRIu32,
                        THR_SEMQ_MAX_WAITERS(l->p.reserved), queue_full_name(l->p.reserved),
                        THR_SEMQ_SHARE(l->p.reserved));
+        if (is_global(l)) /* last, and only for global limiters */
+                global_json(l);
         putchar('}');
 }
 
@@ -556,6 +601,7 @@ void shmctl_out_limiters(const struct shmctl_lim *v, long n, bool json)
                 printf("]}\n");
         } else {
                 table_print(&cols, lim_row, &lr, n);
+                global_lines(v, n);
         }
 }
 

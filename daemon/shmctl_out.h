@@ -36,6 +36,11 @@ struct shmctl_lim {
         uint32_t sem_queued; /* ... acquires found queued in the reader records (shm_sem_pending) */
         uint64_t sem_pend_units; /* ... the units they ask for */
         uint64_t sem_longest_ns; /* ... the longest any has waited */
+        /* a global limiter's lease, as the daemon left it in the directory entry (layout.h) */
+        uint32_t gl_share;     /* millionths of the global rate and burst; 0: not global */
+        uint32_t gl_state;     /* THR_GLOBAL_* in bits 0..7, holders in bits 8..31 */
+        uint64_t gl_expiry_ns; /* arena ns the lease ends, 0 none */
+        uint64_t now_ns;       /* arena ns when it was read */
 };
 
 /* The header's grace-period numbers, each read once. */

@@ -28,6 +28,7 @@
 
 #include "clock.h"
 #include "http.h"
+#include "global.h"
 #include "log.h"
 #include "metrics.h"
 #include "notify.h"
@@ -285,6 +286,7 @@ int supervisor_start(struct supervisor *s, const struct config *cfg, bool recrea
                 shm_arena_detach(&s->map);
                 return rc;
         }
+        global_mark_starting(s); /* before clients or shmctl can take a lease shown as current */
         struct registry *reg = registry_make(s, &s->cfg);
         if (!reg) {
                 shm_arena_detach(&s->map);
@@ -322,6 +324,21 @@ int supervisor_start(struct supervisor *s, const struct config *cfg, bool recrea
                 return EX_OSERR;
         }
         s->maint_running = true;
+        pthread_sigmask(SIG_BLOCK, &all, &old);
+        rc = global_start(s);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        if (rc < 0) { /* the lease thread could not start: the daemon stops as if maint had not */
+                log_error("cannot start the lease thread of global limiters: %s", strerror(-rc));
+                s->stop = 1;
+                maint_join(s);
+                s->maint_running = false;
+                http_stop(s->http);
+                s->http = NULL;
+                metrics_stop(s->metrics);
+                s->metrics = NULL;
+                shm_arena_detach(&s->map);
+                return EX_OSERR;
+        }
         return 0;
 }
 
@@ -436,6 +453,7 @@ static void do_reload(struct supervisor *s)
         struct shm_change *ch = NULL;
         size_t n = 0;
         pthread_mutex_lock(&s->arena_mu); /* not while the maintenance thread publishes */
+        global_scale_config(s, &next);    /* global limiters keep the share they run at */
         int rc = shm_arena_plan(&s->map, &next.arena, &ch, &n, err, sizeof(err));
         if (rc == 0)
                 rc = shm_arena_configure(&s->map, &next.arena, err, sizeof(err));
@@ -537,6 +555,7 @@ void supervisor_stop(struct supervisor *s)
         if (s->maint_running)
                 maint_join(s);
         s->maint_running = false;
+        global_stop(s);
         atomic_store_explicit(&shm_hdr(&s->map)->daemon_pid, 0, memory_order_relaxed);
         log_info("stopping: arena %s stays, with every bucket", s->map.path);
         registry_publish(s, NULL);

@@ -52,6 +52,7 @@ struct supervisor {
         bool maint_running;
         struct metrics *metrics; /* the /metrics server (metrics.h), NULL when off */
         struct http *http;       /* the HTTP API (http.h), NULL when off */
+        struct global *global;   /* the lease thread of global limiters (global.h) */
         /* main thread only: the arena file is gone from its path (see check_arena_file) */
         bool file_lost;
         struct timespec file_lost_logged; /* CLOCK_MONOTONIC of the last error about it */
