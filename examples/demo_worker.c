@@ -1,20 +1,20 @@
 /*
- * demo_worker.c - one process of the demo: it shares a per-key and a global limit with its
+ * demo_worker.c - one process of the demo: it shares a per-key and a host-wide limit with its
  * siblings through the arena that throttled built.
  *
  *   thr-demo-worker [-a ARENA] [-s SECONDS] [-k KEYS] [-i ID]
  *
  * For SECONDS it picks a key "user:N" (N uniform in [0, KEYS)), asks the limiter `per_key` for
- * that key and, if it admits, the limiter `global` for the key "all"; a request counts as admitted
+ * that key and, if it admits, the limiter `host` for the key "all"; a request counts as admitted
  * only when both admit. Between attempts it sleeps 1 ms, so the demo does not burn the CPU.
  * At the end it prints, in a format scripts/demo_check.awk parses:
  *
  *   key user:N per_key P admitted A                         one line per key
  *   total admitted A per_key P attempts T elapsed_ns E start_ns S end_ns F
  *
- * P counts what `per_key` admitted (whatever `global` then said): that is what the per-key limit
- * bounds. A counts what both admitted, which is also everything `global` admitted (it is asked
- * only after `per_key` admits): what the global limit bounds.
+ * P counts what `per_key` admitted (whatever `host` then said): that is what the per-key limit
+ * bounds. A counts what both admitted, which is also everything `host` admitted (it is asked
+ * only after `per_key` admits): what the host-wide limit bounds.
  *
  * Times come from the arena clock, which every process of the arena reads alike, so the demo can
  * take the span of all workers from min(S) to max(F).
@@ -86,7 +86,7 @@ static int attempt(thr_limiter *per_key, thr_limiter *global, unsigned k, int *p
         if (rc != 1)
                 return rc;
         /*
-         * The per-key token is already spent: if the global limit denies now, it is lost. Taking
+         * The per-key token is already spent: if the host-wide limit denies now, it is lost. Taking
          * both or neither (composition, DESIGN.md section 5) is a later feature.
          */
         return thr_limiter_try(global, "all", 3, 1, NULL);
@@ -101,7 +101,7 @@ static int run(thr_arena *a, const struct opts *o, struct counts *n)
 {
         thr_limiter *per_key, *global;
         int rc = thr_limiter_open(a, "per_key", &per_key);
-        if (rc < 0 || (rc = thr_limiter_open(a, "global", &global)) < 0) {
+        if (rc < 0 || (rc = thr_limiter_open(a, "host", &global)) < 0) {
                 fprintf(stderr, "thr-demo-worker: limiter: %s\n", thr_strerror(rc));
                 return 1;
         }

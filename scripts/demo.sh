@@ -10,12 +10,12 @@
 # 9477) and the HTTP API on one from 19578 up (not 9478), so a throttled already running on this
 # host (arena `main`, its ports) is never touched. Once `shmctl status` answers, it runs 4
 # thr-demo-worker processes at once for 5 seconds against 20 keys "user:0".."user:19"; each
-# request must pass the limiter `per_key` (5/s, burst 5, per user) and then `global` (50/s,
+# request must pass the limiter `per_key` (5/s, burst 5, per user) and then `host` (50/s,
 # burst 10, one key for everybody). It shows shmctl's view of the arena, then checks what the
 # workers were admitted against the limits the arena holds (shmctl --json limiters) over the
 # time the workers ran (arena clock, first start to last end), in a PASS/FAIL table
 # (scripts/demo_check.awk): per key, what per_key admitted, at most burst + rate * elapsed; for
-# the global key, what global admitted, the same. Finally it stops its throttled with SIGTERM,
+# the host-wide key, what host admitted, the same. Finally it stops its throttled with SIGTERM,
 # expects exit status 0, and removes the arena it created (its hugepages go back to the pool).
 #
 # It removes no file but the arena its own throttled created (recorded in build/demo/arena.path
@@ -292,7 +292,7 @@ limits_of() {
 
 check_limits() {
         step "check: admissions against the limits"
-        awk -v pk="$(limits_of per_key)" -v gl="$(limits_of global)" -v keys="$KEYS" \
+        awk -v pk="$(limits_of per_key)" -v gl="$(limits_of host)" -v keys="$KEYS" \
                 -f scripts/demo_check.awk "$DEMO_DIR"/worker.*.out
 }
 

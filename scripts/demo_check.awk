@@ -4,14 +4,14 @@
 #   awk -v pk="RATE_N PERIOD_NS BURST" -v gl="RATE_N PERIOD_NS BURST" -v keys=K \
 #       -f demo_check.awk WORKER_OUTPUT...
 #
-# pk and gl are the limits of the limiters per_key and global as the arena holds them (shmctl
+# pk and gl are the limits of the limiters per_key and host as the arena holds them (shmctl
 # --json limiters); keys is how many keys "user:0".."user:K-1" the workers used. Each worker
 # output (examples/demo_worker.c) has lines
 #   key user:N per_key P admitted A
 #   total admitted A per_key P attempts T elapsed_ns E start_ns S end_ns F
-# P counts what per_key admitted for the key, whatever global then said: that is what the per-key
+# P counts what per_key admitted for the key, whatever host then said: that is what the per-key
 # limit bounds (counting A there, requests both limiters admitted, could hardly ever fail). A
-# summed over every key is everything global admitted. A GCRA limiter of N per P ns with burst B
+# summed over every key is everything host admitted. A GCRA limiter of N per P ns with burst B
 # admits at most B + floor(N * elapsed / P) over any span, whatever the state it starts in; the
 # span is from the first worker's start to the last one's end, on the arena clock.
 $1 == "key" {
@@ -50,7 +50,7 @@ END {
         printf "%d workers, %d attempts, elapsed %.3f s (first start to last end)\n",
                 workers, attempts, el / 1e9
         describe("per_key", pk)
-        describe("global", gl)
+        describe("host", gl)
         printf "\n%-24s %9s %9s  %s\n", "limit", "admitted", "bound", "result"
         for (k = 0; k < keys; k++) {
                 key = "user:" k
@@ -60,7 +60,7 @@ END {
                         fails++
                 }
         }
-        row("global (all keys)", total, bound(gl, el))
+        row("host (all keys)", total, bound(gl, el))
         if (workers == 0 || total == 0 || bad) {
                 print "no worker output, nothing admitted, or malformed output: FAIL"
                 fails++

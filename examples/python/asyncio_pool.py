@@ -4,15 +4,15 @@
     examples/python/asyncio_pool.py [--build DIR] [--seconds S] [--tasks N] [--c-workers M] [--work W]
 
 Starts a throttled of its own (from the build tree DIR, default build/) on a private arena under
-/dev/shm with the demo's two limiters: per_key (5/s, burst 5, per user) and global (50/s, burst
+/dev/shm with the demo's two limiters: per_key (5/s, burst 5, per user) and host (50/s, burst
 10, one key "all" shared by everyone). Then, for S seconds, at once:
   - M C processes, examples/demo_worker.c (thr-demo-worker), each trying per_key for a random
-    user and, if admitted, global for "all";
-  - N asyncio tasks in this process, each awaiting global.acquire_async("all") (a reservation,
+    user and, if admitted, host for "all";
+  - N asyncio tasks in this process, each awaiting host.acquire_async("all") (a reservation,
     then a sleep until it is due: the event loop is never blocked), then working W seconds
     (--work, default 0.1), and again. Reservations are served in order and a try cannot jump
     ahead of them: tasks that never pause would take every place and leave the C side none.
-It prints how many admissions of global each side got, and checks the shared bound: a GCRA of
+It prints how many admissions of host each side got, and checks the shared bound: a GCRA of
 50 per second with burst 10 admits at most 10 + floor(50 * span) over any span, whatever the mix
 of callers; the span runs from the first start to the last end on the arena clock. Exit status
 0 if the bound held, 1 if not, 2 on a setup error.
@@ -57,7 +57,7 @@ rate = 5/s
 burst = 5
 capacity = 1000
 
-[global]
+[host]
 rate = {rate}/s
 burst = {burst}
 capacity = 16
@@ -81,7 +81,7 @@ def open_arena(path: str, proc: "subprocess.Popen[bytes]") -> "throttle.Arena":
     while True:
         try:
             arena = throttle.Arena(path)
-            arena.limiter("global")
+            arena.limiter("host")
             return arena
         except throttle.ThrottleError:
             if proc.poll() is not None or time.monotonic() > deadline:
@@ -92,7 +92,7 @@ def open_arena(path: str, proc: "subprocess.Popen[bytes]") -> "throttle.Arena":
 async def pool(arena: "throttle.Arena", tasks: int, end_ns: int,
                work: float) -> List[int]:
     import throttle
-    glob = arena.limiter("global")
+    glob = arena.limiter("host")
 
     async def worker() -> int:
         got = 0
@@ -155,7 +155,7 @@ def main() -> int:
     span = last - first
     bound = GLOBAL_BURST + GLOBAL_RATE * span // GLOBAL_PERIOD_NS
     total = c_admitted + py_admitted
-    print("global (%d/s, burst %d), key \"all\", over %.3f s of arena time:" %
+    print("host (%d/s, burst %d), key \"all\", over %.3f s of arena time:" %
           (GLOBAL_RATE, GLOBAL_BURST, span / 1e9))
     print("  C workers (%d processes):   %d admitted" % (o.c_workers, c_admitted))
     print("  asyncio tasks (%d):         %d admitted (per task: %s)" %

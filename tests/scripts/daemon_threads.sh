@@ -31,7 +31,7 @@ burst = 5
 capacity = 2000
 idle_ttl = 5ms
 on_full = evict
-[global]
+[host]
 rate = 5000/s
 burst = 100
 capacity = 16

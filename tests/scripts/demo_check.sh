@@ -2,7 +2,7 @@
 # demo_check.sh - proves that the demo's check (scripts/demo_check.awk) can fail: it passes
 # worker outputs within the limits, and fails them when one key's per_key admissions pass its
 # bound even though the requests both limiters admitted do not (the old check counted only
-# those, so it could hardly fail), when the global key's pass its bound, and when the workers
+# those, so it could hardly fail), when the host-wide key's pass its bound, and when the workers
 # admitted nothing or wrote something else.
 #
 #   demo_check.sh SOURCE_DIR
@@ -40,7 +40,7 @@ check() {
         echo "demo_check: $1: $2 as expected"
 }
 
-# 1 s on the arena clock: per_key allows 5 + 5 = 10 per key, global 10 + 50 = 60 in all.
+# 1 s on the arena clock: per_key allows 5 + 5 = 10 per key, host 10 + 50 = 60 in all.
 worker "$dir/w1.out" 1000000000 1500000000 "5 3" "5 3"
 worker "$dir/w2.out" 1200000000 2000000000 "5 3" "4 3"
 check "within the limits" pass
@@ -56,12 +56,12 @@ worker "$dir/w1.out" 1000000000 1500000000 "10 10" "10 10"
 worker "$dir/w2.out" 1200000000 2000000000 "0 0" "0 0"
 check "per_key at its bound" pass
 
-# 7 keys, each within per_key's 10, 63 admitted by global in all: over its 60
+# 7 keys, each within per_key's 10, 63 admitted by host in all: over its 60
 worker "$dir/w1.out" 1000000000 1500000000 "9 9" "9 9" "9 9" "9 9" "9 9" "9 9" "9 9"
 worker "$dir/w2.out" 1200000000 2000000000 "0 0" "0 0" "0 0" "0 0" "0 0" "0 0" "0 0"
-check "global over, every key within" fail 7
+check "host over, every key within" fail 7
 worker "$dir/w1.out" 1000000000 1500000000 "9 9" "9 9" "9 9" "9 9" "9 9" "9 9" "6 6"
-check "global at its bound" pass 7
+check "host at its bound" pass 7
 rm -f "$dir"/w*.out
 
 worker "$dir/w1.out" 1000000000 1500000000 "0 0" "0 0"

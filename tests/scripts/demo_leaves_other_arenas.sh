@@ -46,7 +46,7 @@ start() {
 
 printf '[arena]\nname = main\nhugepages = off\nspare = 1MiB\n[daemon]\nmetrics =\n' \
         >"$dir/prod.conf"
-printf '[per_key]\nrate = 5/s\n[global]\nrate = 50/s\n' >>"$dir/prod.conf"
+printf '[per_key]\nrate = 5/s\n[host]\nrate = 50/s\n' >>"$dir/prod.conf"
 start "$dir/prod.conf" main
 ino=$(stat -c %i "$prod")
 prod_pid=${pids[0]}
@@ -73,7 +73,7 @@ echo "demo_leaves_other_arenas: the demo passed; arena main untouched, its daemo
 # An arena with the demo's name, run by a daemon the demo did not start: refused, left alone.
 printf '[arena]\nname = thr-demo-held\nhugepages = off\nspare = 1MiB\n[daemon]\nmetrics =\n' \
         >"$dir/held.conf"
-printf '[per_key]\nrate = 5/s\n[global]\nrate = 50/s\n' >>"$dir/held.conf"
+printf '[per_key]\nrate = 5/s\n[host]\nrate = 50/s\n' >>"$dir/held.conf"
 start "$dir/held.conf" thr-demo-held
 held_ino=$(stat -c %i "$held")
 rc=0

@@ -75,7 +75,7 @@ metrics =
 rate = 100/s
 burst = 10
 capacity = 256
-[global]
+[host]
 rate = 1000/s
 burst = 100
 capacity = 16
