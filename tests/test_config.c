@@ -108,7 +108,7 @@ Test(config, default_file_parses)
         cr_assert_eq(cfg->arena.nlimiters, 2);
         cr_assert_eq(cfg->arena.limiters, cfg->limiters);
         const struct shm_limiter_spec *k = find_limiter(cfg, "per_key");
-        const struct shm_limiter_spec *g = find_limiter(cfg, "global");
+        const struct shm_limiter_spec *g = find_limiter(cfg, "host");
         cr_assert(k && g);
         cr_assert(k->rate_n == 5 && k->period_ns == SEC && k->burst == 5 && k->initial == 5);
         cr_assert(k->capacity == 10000 && k->shards == 0 && k->max_reserve_ns == 60 * SEC);
