@@ -18,7 +18,8 @@
  * the next call refreshes it first (the seed, then up to 2 known nodes), so a slot whose master
  * moved is found, and a dead master's slots fail fast (connection refused) while the others work.
  * Everything parsed from the network (CLUSTER SLOTS, redirections) is checked: slot ranges,
- * ports, address lengths; a bad reply fails the call and leaves the map as it was.
+ * ports, address lengths. A bad CLUSTER SLOTS reply leaves the map as it was (and fails the call
+ * when it is the seed's first answer); a bad redirection fails the call.
  */
 #include <errno.h>
 #include <stdarg.h>
