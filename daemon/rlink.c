@@ -15,10 +15,11 @@
  * Failures. A connection error or timeout closes that connection and fails the call (no retry
  * inside a call: the caller's lease period is the retry loop, and a blocked call must stay
  * within its timeouts); the next call reconnects. In cluster mode it also marks the map stale:
- * the next call refreshes it first (seed, then each known node), so a slot whose master moved
- * is found, and a dead master's slots fail fast (connection refused) while the others work.
+ * the next call refreshes it first (the seed, then up to 2 known nodes), so a slot whose master
+ * moved is found, and a dead master's slots fail fast (connection refused) while the others work.
  * Everything parsed from the network (CLUSTER SLOTS, redirections) is checked: slot ranges,
- * ports, address lengths; a bad reply fails the call and leaves the map as it was.
+ * ports, address lengths. A bad CLUSTER SLOTS reply leaves the map as it was (and fails the call
+ * when it is the seed's first answer); a bad redirection fails the call.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -30,11 +31,12 @@
 
 #include "rlink.h"
 
-#define RL_SLOTS     16384
-#define RL_NODES     64
-#define RL_NONE      0xff /* slot owner: unmapped */
-#define RL_REDIRECTS 5
-#define RL_MS        500 /* default timeouts */
+#define RL_SLOTS         16384
+#define RL_NODES         64
+#define RL_NONE          0xff /* slot owner: unmapped */
+#define RL_REDIRECTS     5
+#define RL_REFRESH_TRIES 3   /* nodes asked for CLUSTER SLOTS by one refresh */
+#define RL_MS            500 /* default timeouts */
 
 struct rnode {
         char host[256]; /* "" : free entry; for the seed, the unix path when port is 0 */
@@ -375,14 +377,19 @@ static int map_from(struct rlink *l, struct rnode *from, char *err, size_t errle
         return rc;
 }
 
-/* Refresh the map from the seed, or else from each known node in turn. */
+/* Refresh the map from the seed, or else from known nodes in turn (at most RL_REFRESH_TRIES
+ * in all: with every node silent, a call blocks for a bounded number of timeouts). */
 static bool map_refresh(struct rlink *l, char *err, size_t errlen)
 {
         if (map_from(l, &l->seed, err, errlen) >= 0)
                 goto done;
-        for (int i = 0; i < RL_NODES; i++)
-                if (l->node[i].host[0] && map_from(l, &l->node[i], err, errlen) >= 0)
+        for (int i = 0, tries = 1; i < RL_NODES && tries < RL_REFRESH_TRIES; i++) {
+                if (!l->node[i].host[0])
+                        continue;
+                tries++;
+                if (map_from(l, &l->node[i], err, errlen) >= 0)
                         goto done;
+        }
         return false;
 done:
         l->stale = false;

@@ -4,9 +4,11 @@
  * global limiters, which lease their share of a global rate with one Lua script per limiter.
  *
  * Not thread-safe: one thread owns a link (no locking inside). Every call may block on the
- * network, at most the configured timeouts per connect and per reply (and one reply per
- * redirection, at most 5). A write to a connection the server closed can raise SIGPIPE: the
- * process ignores it (throttled does, main.c).
+ * network: each connect and each reply is bounded by the configured timeouts, and a call makes
+ * at most a map refresh (up to 3 nodes asked, after a failure or a MOVED), the command and 5
+ * redirections. A host name is resolved by getaddrinfo on each connect, which the connect
+ * timeout does not bound (use an address literal where DNS may hang). A write to a connection
+ * the server closed can raise SIGPIPE: the process ignores it (throttled does, main.c).
  */
 #ifndef THR_RLINK_H
 #define THR_RLINK_H

@@ -2,11 +2,13 @@
  * test_rlink.c - proves throttled's Redis link (daemon/rlink.c) against real redis-server
  * processes (redis_run.h): the hash slot function (known values, and CLUSTER KEYSLOT agrees);
  * on one instance commands, EVAL, error replies passed through, AUTH with a password and with an
- * ACL user, a unix socket, IPv6, bad addresses, nothing listening and a server that never
- * answers (NULL and the address within the timeout), a server killed and restarted (reconnect);
- * on a 3-master cluster keys reaching their slots' owners without redirection, a migrated slot's
- * MOVED followed and learnt, a migrating slot's ASK followed and not learnt, and a killed master
- * failing its own slots fast while the others still work. Skipped without redis-server.
+ * ACL user, a unix socket, a host name, IPv6, bad addresses, nothing listening and a server that
+ * never answers (NULL and the address within the timeout), a server killed and restarted
+ * (reconnect); on a 3-master cluster keys reaching their slots' owners without redirection, a
+ * migrated slot's MOVED followed and learnt (the whole map refreshed), a migrating slot's ASK
+ * followed and not learnt, a killed master (the seed) failing its own slots fast while the others
+ * still work and its slot found once handed over, and a stopped master failing its slots within the
+ * I/O timeout. Skipped without redis-server.
  */
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -294,7 +296,7 @@ Test(rlink, single_acl_user)
         cr_assert(strstr(err, addr) && strstr(err, "WRONGPASS"), "%s", err);
 }
 
-Test(rlink, single_unix_socket_and_ipv6)
+Test(rlink, single_unix_socket_name_and_ipv6)
 {
         need_redis();
         start_srv((const char *const[]){"--unixsocket", NULL});
@@ -317,6 +319,10 @@ Test(rlink, single_unix_socket_and_ipv6)
                 cr_log_info("no IPv6 loopback here: [::1] not tried");
                 return;
         }
+        snprintf(addr, sizeof(addr), "localhost:%d", srv.port); /* a name */
+        lk2 = mklink(addr, NULL, NULL, 0);
+        expect_get(lk2, "u", "over-unix");
+        rlink_free(lk2);
         snprintf(addr, sizeof(addr), "[::1]:%d", srv.port);
         lk2 = mklink(addr, NULL, NULL, 0);
         expect_get(lk2, "u", "over-unix");
@@ -585,16 +591,23 @@ Test(rlink, cluster_follows_ask_without_learning)
         freeReplyObject(r);
 }
 
-Test(rlink, cluster_master_killed)
+/* The nodes keep serving their slots when a master is marked failed (after the 5 s node
+ * timeout): cluster-require-full-coverage no. */
+static void partial_coverage(void)
 {
-        need_redis();
-        start_cluster();
         for (int i = 0; i < 3; i++) {
                 redisReply *r =
                     tredis_command(&cl.node[i], "CONFIG SET cluster-require-full-coverage no");
                 cr_assert(r && r->type == REDIS_REPLY_STATUS, "CONFIG SET");
                 freeReplyObject(r);
         }
+}
+
+Test(rlink, cluster_master_killed)
+{
+        need_redis();
+        start_cluster();
+        partial_coverage();
         lk = mklink_port(cl.node[0].port); /* the seed is the node killed */
         char keys[30][16], err[256];
         int owner[30];
@@ -657,4 +670,42 @@ Test(rlink, cluster_master_killed)
         expect_get(lk, k1, "1");
         expect_get(lk, k2, "2");
         cr_assert_eq(errorstat(&cl.node[1], "MOVED"), 1, "the map was refreshed without the seed");
+}
+
+Test(rlink, cluster_master_stopped)
+{
+        need_redis();
+        start_cluster();
+        partial_coverage();
+        char addr[32], keys[30][16], err[256];
+        snprintf(addr, sizeof(addr), "127.0.0.1:%d", cl.node[0].port);
+        lk = mklink(addr, NULL, NULL, 300);
+        int owner[30];
+        spread_keys(keys, owner, 30);
+        for (int i = 0; i < 30; i++)
+                set_key(lk, keys[i], "v");
+        /* a stopped master: the kernel still accepts connections, nothing answers */
+        cr_assert_eq(kill(cl.node[2].pid, SIGSTOP), 0);
+        char stopped[32];
+        snprintf(stopped, sizeof(stopped), ":%d", cl.node[2].port);
+        for (int i = 0; i < 30; i++) { /* each call for node 2's slots waits 300 ms */
+                double t0 = now_s();
+                redisReply *r = rlink_commandv(lk, 2, (const char *[]){"GET", keys[i]}, NULL, 1,
+                                               err, sizeof(err));
+                double took = now_s() - t0;
+                cr_assert_lt(took, 1.5, "GET %s took %.2f s (timeouts 300 ms)", keys[i], took);
+                if (owner[i] == 2) {
+                        cr_assert_null(r, "GET %s on the stopped node", keys[i]);
+                        cr_assert(strstr(err, stopped) && strstr(err, "no reply"),
+                                  "error names the node and the timeout: %s", err);
+                        continue;
+                }
+                cr_assert(r && r->type == REDIS_REPLY_STRING, "GET %s (node %d): %s", keys[i],
+                          owner[i],
+                          !r                             ? err
+                          : r->type == REDIS_REPLY_ERROR ? r->str
+                                                         : "not a string");
+                freeReplyObject(r);
+        }
+        kill(cl.node[2].pid, SIGCONT);
 }
