@@ -62,11 +62,13 @@
 #include "log.h"
 #include "rlink.h"
 #include "supervisor.h"
+#include "tsan.h"
 
 #define GL_STEP  1000u /* shares are applied in steps of 0.1% (floored) ... */
 #define GL_RAISE 5000u /* ... and raised once the grant is 0.5% above the share applied */
 
 const char global_lease_script[] =
+    "if redis.replicate_commands then redis.replicate_commands() end\n" /* TIME, Redis < 5 */
     "local key, me = KEYS[1], ARGV[1]\n"
     "local demand, has = tonumber(ARGV[2]), tonumber(ARGV[3])\n"
     "local ttl, minp = tonumber(ARGV[4]), tonumber(ARGV[5])\n"
@@ -117,7 +119,7 @@ struct gl_lim {
 struct gl_snap {
         uint64_t gen;
         struct rlink_cfg lcfg;
-        char prefix[64], host[64];
+        char prefix[64], host[64], arena[THR_NAME_MAX + 1];
         uint64_t interval_ns, ttl_ns;
         uint32_t n;
         uint32_t idx[CONFIG_MAX_LIMITERS];
@@ -147,6 +149,7 @@ static bool take_snapshot(struct supervisor *s, struct gl_snap *sn)
 {
         rcu_read_lock();
         const struct registry *reg = rcu_dereference(s->reg);
+        TSAN_ACQUIRE(&s->reg); /* liburcu is not instrumented: its publish order, said to TSan */
         if (!reg) {
                 rcu_read_unlock();
                 return false;
@@ -161,6 +164,7 @@ static bool take_snapshot(struct supervisor *s, struct gl_snap *sn)
             (unsigned)(c->global_timeout_ns / 1000000);
         snprintf(sn->prefix, sizeof(sn->prefix), "%s", c->global_prefix);
         snprintf(sn->host, sizeof(sn->host), "%s", c->global_host);
+        snprintf(sn->arena, sizeof(sn->arena), "%s", c->arena_name);
         sn->interval_ns = c->global_interval_ns;
         sn->ttl_ns = c->global_lease_ttl_ns;
         sn->n = sn->nlocal = 0;
@@ -173,6 +177,7 @@ static bool take_snapshot(struct supervisor *s, struct gl_snap *sn)
                         sn->local_idx[sn->nlocal++] = reg->idx[i];
                 }
         }
+        TSAN_RELEASE(reg); /* pairs with the acquire registry_publish makes before freeing it */
         rcu_read_unlock();
         return true;
 }
@@ -359,7 +364,7 @@ static void one(struct supervisor *s, struct global *g, const struct gl_snap *sn
 }
 
 /* The link for SN's [global] settings, made again when a reload changed them. */
-static void relink(struct global *g, const struct gl_snap *sn, const char *arena)
+static void relink(struct global *g, const struct gl_snap *sn)
 {
         if (g->link && !memcmp(&g->lcfg, &sn->lcfg, sizeof(g->lcfg)))
                 return;
@@ -371,7 +376,7 @@ static void relink(struct global *g, const struct gl_snap *sn, const char *arena
         } else {
                 char hn[64] = "";
                 gethostname(hn, sizeof(hn) - 1);
-                snprintf(g->host, sizeof(g->host), "%s/%s", hn[0] ? hn : "host", arena);
+                snprintf(g->host, sizeof(g->host), "%s/%s", hn[0] ? hn : "host", sn->arena);
         }
         log_info("global limiters: leasing from Redis %s as '%s'", sn->lcfg.addr, g->host);
 }
@@ -382,7 +387,7 @@ static void round_all(struct supervisor *s, struct global *g)
         for (size_t i = 0; i < CONFIG_MAX_LIMITERS; i++)
                 g->lim[i].seen = false;
         if (sn->n) {
-                relink(g, sn, s->cfg.arena_name);
+                relink(g, sn);
                 bool link_down = !g->link;
                 for (uint32_t i = 0; i < sn->n && !s->stop; i++)
                         one(s, g, sn, i, &link_down);

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # daemon_threads.sh - throttled's threads (main: reloads; maintenance: eviction, grace
-# periods, heartbeat; libmicrohttpd's: /metrics) under load: worker processes hammer the arena's
+# periods, heartbeat; libmicrohttpd's: /metrics; the lease thread of global limiters, renewing
+# every 10 ms from a redis-server started here, when there is one) under load: worker processes
+# hammer the arena's
 # limiters while the config is reloaded 20 times (rates changed, a limiter added and removed),
 # idle keys are evicted every few milliseconds, and /metrics is scraped after every reload. Built with -DTHR_TSAN=ON this is the ThreadSanitizer run of the daemon
 # (TSAN_OPTIONS=halt_on_error=1 makes a race exit non-zero); in every build it checks that the
@@ -10,7 +12,23 @@
 set -euo pipefail
 build=$1
 dir=$(mktemp -d /dev/shm/thrtest.dthreads.XXXXXX)
-trap 'kill -9 "${daemon:-}" "${workers[@]:-}" 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$dir"' EXIT
+trap 'kill -9 "${daemon:-}" "${workers[@]:-}" "${redis:-}" 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$dir"' EXIT
+
+# The limiter host is global (its share leased from Redis, republished as it moves) when a
+# redis-server can be started: the lease thread then publishes records while reloads do.
+global=""
+if command -v redis-server >/dev/null; then
+        rport=$((20000 + RANDOM % 30000))
+        redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly no \
+                >"$dir/redis.log" 2>&1 &
+        redis=$!
+        global="[global]
+redis = 127.0.0.1:$rport
+interval = 10ms
+lease_ttl = 100ms"
+else
+        echo "daemon_threads: redis-server not found, the limiter host stays local"
+fi
 
 conf() { # conf RATE WITH_EXTRA
         cat >"$dir/t.conf" <<CONF
@@ -36,6 +54,9 @@ rate = 5000/s
 burst = 100
 capacity = 16
 CONF
+        if [ -n "$global" ]; then
+                printf 'scope = global\nexpected_hosts = 2\n%s\n' "$global" >>"$dir/t.conf"
+        fi
         if [ "$2" = 1 ]; then printf '[extra]\nrate = 10/s\nburst = 1\ncapacity = 64\n' >>"$dir/t.conf"; fi
 }
 
@@ -80,6 +101,10 @@ for n in $(seq 20); do
                 { echo "no per_key series in a scrape:"; cat "$dir/daemon.log"; exit 1; }
 done
 for w in "${workers[@]}"; do wait "$w" || { echo "worker failed:"; cat "$dir"/worker*.log; exit 1; }; done
+if [ -n "$global" ]; then
+        scrape | grep -q '^throttle_global_state{limiter="host",state="leased"} 1' ||
+                { echo "host is not leased:"; scrape | grep global; cat "$dir/daemon.log"; exit 1; }
+fi
 "$build/daemon/shmctl" status -a "$dir/throttle.dthreads" >/dev/null
 kill -TERM "$daemon"
 rc=0
@@ -90,4 +115,5 @@ if [ "$rc" -ne 0 ] || grep -q 'WARNING: ThreadSanitizer' "$dir/daemon.log"; then
         exit 1
 fi
 grep -c 'reloaded' "$dir/daemon.log" | grep -qx 20 || { echo "not every reload applied"; cat "$dir/daemon.log"; exit 1; }
-echo "daemon_threads: 20 reloads and scrapes under load, clean exit"
+[ -z "${redis:-}" ] || { kill "$redis"; wait "$redis" 2>/dev/null || true; redis=""; }
+echo "daemon_threads: 20 reloads and scrapes under load${global:+ (host global, leased)}, clean exit"
