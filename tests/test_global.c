@@ -21,6 +21,7 @@
 
 #include "global.h"
 #include "helpers.h"
+#include "metrics.h"
 #include "redis_run.h"
 #include "rlink.h"
 
@@ -373,6 +374,104 @@ Test(global, hosts_share_one_limit_and_shares_follow_demand, .timeout = 120)
         cr_log_info("host 0 alone, 2 s: admitted %" PRIu64 " of R t = %d", alone, 2 * RATE);
         cr_assert_geq(alone, 2 * RATE * 0.9, "a busy host alone uses almost all of it");
         cr_assert_leq(alone, 2 * RATE + BURST + HOSTS, "and never more than R t + B + H");
+        fleet_stop(&f);
+}
+
+/*
+ * The bound over a long run while demand moves: one host busy at a time, the busy one changing
+ * every 400 ms for 8 s, every host's share sampled every 5 ms. Over the whole run the hosts
+ * admit at most R t + B + H + B x (the shares' increases) + R x (the shares' decreases) x 5 ms (a
+ * round trip and a publish, generously): global.c's bound with the increases and decreases as
+ * sampled. A host that kept a share it gave up, or took one before it was free, overshoots by
+ * R x 0.4 s a rotation (800 requests), far past it.
+ */
+Test(global, the_bound_holds_over_a_long_run_while_demand_moves, .timeout = 120)
+{
+        struct fleet f;
+        fleet_start(&f, "");
+        for (int h = 0; h < HOSTS; h++)
+                WAIT_FOR(state(&f, h, "api") == THR_GLOBAL_LEASED, 5, "a first lease");
+        uint64_t b0 = bucket_now(f.b) + 1;
+        while (bucket_now(f.b) < b0)
+                usleep(1000);
+        uint32_t last[HOSTS];
+        for (int h = 0; h < HOSTS; h++)
+                last[h] = share(&f, h);
+        uint64_t inc = 0, dec = 0;
+        int rotations = 20;
+        for (int r = 0; r < rotations; r++) {
+                for (int h = 0; h < HOSTS; h++)
+                        atomic_store(&f.b->busy[h], h == r % HOSTS);
+                for (int i = 0; i < 80; i++) { /* 400 ms of 5 ms samples */
+                        usleep(5000);
+                        for (int h = 0; h < HOSTS; h++) {
+                                uint32_t now = share(&f, h);
+                                inc += now > last[h] ? now - last[h] : 0;
+                                dec += now < last[h] ? last[h] - now : 0;
+                                last[h] = now;
+                        }
+                }
+        }
+        for (int h = 0; h < HOSTS; h++)
+                atomic_store(&f.b->busy[h], 0);
+        uint64_t b1 = bucket_now(f.b); /* the runs' buckets: [b0, b1], b1 partly */
+        sleep_buckets(2);
+        double t = (double)(b1 + 1 - b0) / 10;
+        uint64_t all = admitted(&f, -1, b0, b1 + 1);
+        double bound =
+            RATE * t + BURST + HOSTS + BURST * (double)inc / ONE + RATE * (double)dec / ONE * 0.005;
+        cr_log_info("%d rotations, %.1f s: admitted %" PRIu64 " (R t = %.0f); shares rose by %.2f "
+                    "and fell by %.2f in all; bound %.0f",
+                    rotations, t, all, RATE * t, (double)inc / ONE, (double)dec / ONE, bound);
+        cr_assert_leq((double)all, bound, "admitted %" PRIu64 " over the bound %.0f", all, bound);
+        cr_assert_geq((double)all, 0.7 * RATE * t, "shares that follow demand are used: %" PRIu64,
+                      all);
+        fleet_stop(&f);
+}
+
+/* The first line shmctl prints for ARGS on host H's arena, into LINE. */
+static void shmctl_line(struct fleet *f, int h, const char *args, char *line, size_t len)
+{
+        char cmd[512];
+        int st;
+        snprintf(cmd, sizeof(cmd), "%s/daemon/shmctl -a %s %s | grep -v '^NAME\\|^ *$' | tail -1",
+                 getenv("THR_TEST_BUILD_DIR"), f->d[h].name, args);
+        texample_line(cmd, line, len, &st);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s: status %#x", cmd, st);
+}
+
+/* What shmctl (text and JSON) and /metrics show of a lease: the share, the state, the hosts. */
+Test(global, shmctl_and_metrics_show_the_lease, .timeout = 120)
+{
+        struct fleet f;
+        fleet_start(&f, "");
+        for (int h = 0; h < HOSTS; h++)
+                WAIT_FOR(state(&f, h, "api") == THR_GLOBAL_LEASED &&
+                             atomic_load(&entry(&f, h, "api")->global_state) >> 8 == HOSTS,
+                         5, "leased, every host seen");
+        char line[2048], want[128];
+        shmctl_line(&f, 0, "limiters", line, sizeof(line));
+        cr_assert(strstr(line, "global api: share ") && strstr(line, "of 2000/s, running at ") &&
+                      strstr(line, "leased, 3 hosts at the last answer, lease ends in "),
+                  "shmctl limiters: %s", line);
+        shmctl_line(&f, 0, "limiters --json", line, sizeof(line));
+        snprintf(want, sizeof(want),
+                 "\"global\":{\"share_ppm\":%" PRIu32 ",\"state\":\"leased\","
+                 "\"hosts\":3,\"lease_left_ns\":",
+                 share(&f, 0));
+        cr_assert(strstr(line, want), "shmctl limiters --json lacks %s: %s", want, line);
+        size_t len = 0;
+        char *m = metrics_render(&f.d[0].map, &len);
+        cr_assert_not_null(m);
+        uint32_t sh = share(&f, 0);
+        snprintf(want, sizeof(want), "throttle_global_share{limiter=\"api\"} 0.%06" PRIu32 "\n",
+                 sh);
+        cr_assert(strstr(m, want) || sh != share(&f, 0), "metrics lack %s", want);
+        cr_assert(strstr(m, "throttle_global_state{limiter=\"api\",state=\"leased\"} 1\n"));
+        cr_assert(strstr(m, "throttle_global_hosts{limiter=\"api\"} 3\n"));
+        cr_assert(strstr(m, "throttle_global_lease_seconds{limiter=\"api\"} 0."),
+                  "a lease of 0.4 s has less than a second left");
+        free(m);
         fleet_stop(&f);
 }
 
