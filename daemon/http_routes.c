@@ -68,6 +68,13 @@ int http_again(struct route *rt, thr_limiter **lim, int rc)
 
 static json_t *info_json(const char *name, const struct thr_limiter_info *in)
 {
+        if (in->kind == THR_LIMITER_GCRA && in->reserved[0]) /* global: this host's share */
+                return json_pack("{s:s,s:s,s:b,s:o,s:o,s:o,s:o,s:o,s:o,s:o}", "name", name, "kind",
+                                 kind_name(in->kind), "serialized", 0, "rate", http_ju(in->rate),
+                                 "period_ns", http_ju(in->period_ns), "burst", http_ju(in->burst),
+                                 "initial", http_ju(in->initial), "leases", http_ju(in->leases),
+                                 "level", http_ju(in->level), "share_ppm",
+                                 http_ju(in->reserved[0]));
         return json_pack(
             "{s:s,s:s,s:b,s:o,s:o,s:o,s:o,s:o,s:o}", "name", name, "kind", kind_name(in->kind),
             "serialized", (in->flags & THR_LIMITER_SERIALIZED) != 0, "rate", http_ju(in->rate),

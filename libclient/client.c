@@ -211,6 +211,8 @@ int thr_limiter_info(thr_limiter *l, struct thr_limiter_info *info)
                 info->period_ns = p.period_ns;
                 info->burst = p.burst;
                 info->initial = p.initial;
+                /* a global limiter's share (throttle.h); a scribbled value is shown clamped */
+                info->reserved[0] = p.reserved > THR_SCALE_ONE ? THR_SCALE_ONE : p.reserved;
                 return 0;
         case THR_KIND_WINDOW:
                 info->flags = p.flags & THR_PARAM_SERIALIZE ? THR_LIMITER_SERIALIZED : 0;

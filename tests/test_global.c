@@ -569,6 +569,8 @@ Test(global, a_restarted_daemon_starts_at_the_safe_share, .timeout = 120)
         cr_assert_eq(thr_limiter_info(l, &info), 0);
         cr_assert_eq(info.burst, BURST / HOSTS, "the record is at the safe share: burst %" PRIu64,
                      info.burst);
+        cr_assert(info.rate == RATE && info.reserved[0] == ONE / HOSTS,
+                  "info: the fleet-wide rate, and the share (%" PRIu64 ")", info.reserved[0]);
         cr_assert_eq(state(&f, 0, "api"), THR_GLOBAL_STARTING);
         cr_assert_eq(share(&f, 0), ONE / HOSTS);
         fleet_stop(&f);

@@ -151,8 +151,14 @@ struct thr_limiter_info {
                                * window: N; semaphore: max */
         uint64_t leases;      /* semaphore: lease records per key; 0 else */
         uint64_t level;       /* semaphore: its lock level; 0 else */
-        uint64_t reserved[4]; /* breaker: [0] cooldown_ns, [1] probe_timeout_ns; else 0 */
+        uint64_t reserved[4]; /* breaker: [0] cooldown_ns, [1] probe_timeout_ns; a global
+                               * limiter: [0] its share (below); else 0 */
 };
+/* A global limiter (scope = global, GCRA) in thr_limiter_info: RATE and PERIOD_NS are the
+ * fleet-wide rate; reserved[0] is this host's share of it in millionths (0: a local limiter), the
+ * share its buckets run at; BURST and INITIAL are this host's (the configured ones times the share,
+ * a burst at least 1). */
+#define THR_SHARE_ONE 1000000u
 /* A breaker's configuration in thr_limiter_info (the struct's size is part of THROTTLE_0.2):
  * rate = failures (0: rule off), burst = failure_rate in percent (0: off), initial = min_calls,
  * period_ns = window, leases = probes, level = successes, reserved[0] = cooldown_ns,
