@@ -346,7 +346,13 @@ static void one(struct supervisor *s, struct global *g, const struct gl_snap *sn
         l->spec = sn->spec[i];
         l->idx = sn->idx[i];
         l->seen = true;
+        bool first = l->sum_t == 0;
         measure(s, l, now);
+        if (first) { /* no demand measured yet: a renewal now would report none, and a busy host
+                      * (a restarted daemon's) would fall to the least share for an interval */
+                show(s, l, now);
+                return;
+        }
         uint32_t grant = 0, target;
         bool leased = false;
         if (!*link_down && renew(g, sn, l, &grant, link_down) == 0) {
