@@ -426,6 +426,10 @@ static void report_hot(const struct gb_opts *o, const struct hot *h, const struc
                 row(what[c], h->ns[c], o->rounds, h->admitted[c], o->callgrind ? h->ir[c] : -1);
         ratio_row("ratio global/local, admitted", h->ns[C_GHOT], h->ns[C_LHOT], o->rounds);
         ratio_row("ratio global/local, denied", h->ns[C_GDENY], h->ns[C_LDENY], o->rounds);
+        if (o->callgrind)
+                gb_out("Ir/try: instructions per try, valgrind --tool=callgrind "
+                       "--toggle-collect=cg_loop,\n200000 tries after a first one; under "
+                       "valgrind clock_gettime is a real syscall, its kernel side not counted\n");
         if (!rg->ran) {
                 gb_out("Redis GCRA per call: not run (%s)\n", rg->note);
                 return;
@@ -542,8 +546,10 @@ static int part_hot(const struct gb_opts *o, const struct tredis *r)
         const struct thr_dir_entry *e = gb_entry(&host, "api");
         char lease[128] = "none";
         if (e)
-                snprintf(lease, sizeof(lease), "share %.1f%%, state %u, %u host(s)",
-                         atomic_load(&e->global_share) / 1e4, atomic_load(&e->global_state) & 0xff,
+                snprintf(lease, sizeof(lease), "share %.1f%%, %s, %u host(s)",
+                         atomic_load(&e->global_share) / 1e4,
+                         (atomic_load(&e->global_state) & 0xff) == THR_GLOBAL_LEASED ? "leased"
+                                                                                     : "not leased",
                          atomic_load(&e->global_state) >> 8);
         for (int c = 0; c < NCASES; c++)
                 h.ir[c] = rc == 0 && o->callgrind && !gb_stop ? cg_one(&host, c, 200000) : -1;
