@@ -495,11 +495,15 @@ static int parse(int argc, char **argv, struct gb_opts *o)
         return ok ? 0 : -1;
 }
 
-static void print_method(const struct gb_opts *o)
+static void print_method(const struct gb_opts *o, int argc, char **argv)
 {
         struct sysinfo si;
         sysinfo_read(&si);
         gb_out("# bench_global: global limiters (issue 15)%s\n", o->quick ? " --quick" : "");
+        gb_out("command:");
+        for (int i = 0; i < argc; i++)
+                gb_out(" %s", argv[i]);
+        gb_out("\n");
         gb_out("machine: %s, %ld CPUs, kernel %s, clocksource %s, %s\n", si.cpu, si.cpus, si.kernel,
                si.clocksource, si.date);
         gb_out("method: real redis-server and throttled processes (%s), [global] interval 50 ms, "
@@ -598,7 +602,7 @@ int main(int argc, char **argv)
                 fprintf(stderr, "bench_global: %s/%s.txt: %s\n", o.out, o.prefix, strerror(errno));
                 return 1;
         }
-        print_method(&o);
+        print_method(&o, argc, argv);
         struct tredis r = {0};
         int rc = tredis_start(&r, NULL);
         if (rc == 0) {
