@@ -401,13 +401,13 @@ static void row(const char *what, const double *ns, int n, double admitted, doub
 
 static void ratio_row(const char *what, const double *g, const double *l, int n)
 {
-        double lo, hi, mg = median(g, n, &lo, &hi), ml = median(l, n, &lo, &hi);
+        double glo, llo, lo, hi, mg = median(g, n, &glo, &hi), ml = median(l, n, &llo, &hi);
         double r[MAX_ROUNDS];
         for (int i = 0; i < n; i++)
                 r[i] = g[i] / l[i];
         double rm = median(r, n, &lo, &hi);
-        gb_out("%-34s %9.3f   (per round: median %.3f, min %.3f, max %.3f; target <= 1.10)\n", what,
-               mg / ml, rm, lo, hi);
+        gb_out("%-34s %9.3f   (of the minima %.3f; per round: median %.3f, min %.3f, max %.3f)\n",
+               what, mg / ml, glo / llo, rm, lo, hi);
 }
 
 static void report_hot(const struct gb_opts *o, const struct hot *h, const struct rgcra *rg,
@@ -424,6 +424,8 @@ static void report_hot(const struct gb_opts *o, const struct hot *h, const struc
             "try, key denied, global", "try, key denied, local"};
         for (int c = 0; c < NCASES; c++)
                 row(what[c], h->ns[c], o->rounds, h->admitted[c], o->callgrind ? h->ir[c] : -1);
+        gb_out("ratio global/local: of the medians (target <= 1.10), of the minima (the least "
+               "disturbed rounds)\n");
         ratio_row("ratio global/local, admitted", h->ns[C_GHOT], h->ns[C_LHOT], o->rounds);
         ratio_row("ratio global/local, denied", h->ns[C_GDENY], h->ns[C_LDENY], o->rounds);
         if (o->callgrind)

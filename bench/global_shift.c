@@ -302,30 +302,35 @@ static void write_dat(FILE *f, const struct run *r)
 
 static void write_gp(FILE *f, const struct gb_opts *o, const struct run *r)
 {
-        fprintf(f,
-                "# %s.gp - bench_global part 3: shares of 3 hosts (top), admissions/s per host "
-                "and total\n# with R (bottom). Written by bench_global --out; run from its "
-                "directory: gnuplot %s.gp\n"
-                "if (!exists(\"datafile\")) datafile = \"%s.dat\"\n"
-                "if (!exists(\"outfile\")) outfile = \"%s.png\"\n"
-                "R = %d\nset terminal pngcairo noenhanced size 1000,800 font \",10\"\n"
-                "set output outfile\nset multiplot layout 2,1 title \"bench_global: demand "
-                "shift across 3 hosts (R = %d/s, B = %d; phases: %s, %s, %s, %s)\"\n"
-                "set grid\nset key below horizontal font \",8\"\nset xlabel \"s\"\n",
-                o->prefix, o->prefix, o->prefix, o->prefix, GB_RATE, GB_RATE, GB_BURST,
-                phase_name[0], phase_name[1], phase_name[2], phase_name[3]);
+        fprintf(
+            f,
+            "# %s.gp - bench_global part 3: shares of 3 hosts (top), admissions/s per host "
+            "and total\n# with R (bottom). Written by bench_global --out; run from its "
+            "directory: gnuplot %s.gp\n"
+            "if (!exists(\"datafile\")) datafile = \"%s.dat\"\n"
+            "if (!exists(\"outfile\")) outfile = \"%s.png\"\n"
+            "R = %d\nset terminal pngcairo noenhanced size 1000,800 font \",10\"\n"
+            "set output outfile\nset multiplot layout 2,1 title \"bench_global: demand "
+            "shift across 3 hosts (R = %d/s, B = %d; phases: %s, %s, %s, %s)\"\n"
+            "set grid\nset key outside right top vertical font \",9\"\nset xlabel \"time (s)\"\n",
+            o->prefix, o->prefix, o->prefix, o->prefix, GB_RATE, GB_RATE, GB_BURST, phase_name[0],
+            phase_name[1], phase_name[2], phase_name[3]);
         for (int p = 0; p < PHASES; p++)
                 fprintf(f, "set arrow from %.2f, graph 0 to %.2f, graph 1 nohead dt 3\n",
                         r->s[r->first[p]].t, r->s[r->first[p]].t);
         fprintf(f, "set title \"share of each host (its arena's directory entry, every 20 ms)\"\n"
                    "set ylabel \"share (%%)\"\nset yrange [0:105]\n"
-                   "plot datafile u 1:2 w l lw 2 t \"host 0\", '' u 1:3 w l lw 2 t \"host 1\", "
-                   "'' u 1:4 w l lw 2 t \"host 2\"\n"
+                   "plot datafile u 1:2 w l lw 2 lc rgb \"#9400d3\" t \"host 0\", '' u 1:3 w l lw "
+                   "2 lc rgb \"#009e73\" t \"host 1\", "
+                   "'' u 1:4 w l lw 2 lc rgb \"#e69f00\" t \"host 2\"\n"
                    "set title \"admitted per second (100 ms windows)\"\n"
                    "set ylabel \"admitted/s\"\nset yrange [0:*]\n"
-                   "plot datafile u 1:8 w l t \"host 0\", '' u 1:9 w l t \"host 1\", '' u 1:10 "
-                   "w l t \"host 2\", '' u 1:11 w l lw 2 lc rgb \"black\" t \"total\", R w l "
-                   "dt 2 lw 2 lc rgb \"red\" t \"R\"\nunset multiplot\n");
+                   "plot datafile u 1:11 w l lw 5 lc rgb \"#c0c0c0\" t \"total\", R w l dt 2 "
+                   "lw 2 lc rgb \"red\" t \"R\", datafile u 1:8 w l lw 1.5 lc rgb \"#9400d3\" t "
+                   "\"host 0\", '' u "
+                   "1:9 w l lw 1.5 lc rgb \"#009e73\" t \"host 1\", '' u 1:10 w l lw 1.5 lc rgb "
+                   "\"#e69f00\" t \"host 2\"\n"
+                   "unset multiplot\n");
 }
 
 static void write_files(const struct gb_opts *o, const struct run *r)
