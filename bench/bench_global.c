@@ -173,9 +173,11 @@ void gb_host_stop(struct gb_host *h)
         if (h->pid > 0) {
                 kill(h->pid, SIGTERM);
                 bool gone = false;
-                for (int ms = 0; ms < 5000 && !gone; ms += 10)
-                        if (!(gone = waitpid(h->pid, NULL, WNOHANG) == h->pid))
+                for (int ms = 0; ms < 5000 && !gone; ms += 10) {
+                        gone = waitpid(h->pid, NULL, WNOHANG) == h->pid;
+                        if (!gone)
                                 usleep(10000);
+                }
                 if (!gone) { /* never signal a pid once reaped */
                         kill(h->pid, SIGKILL);
                         waitpid(h->pid, NULL, 0);
@@ -402,7 +404,7 @@ static void row(const char *what, const double *ns, int n, double admitted, doub
 static void ratio_row(const char *what, const double *g, const double *l, int n)
 {
         double glo, llo, lo, hi, mg = median(g, n, &glo, &hi), ml = median(l, n, &llo, &hi);
-        double r[MAX_ROUNDS];
+        double r[MAX_ROUNDS] = {0};
         for (int i = 0; i < n; i++)
                 r[i] = g[i] / l[i];
         double rm = median(r, n, &lo, &hi);
