@@ -1,0 +1,276 @@
+/*
+ * test_global_review.c - global limiters attacked (hostile review of daemon/global.c and
+ * daemon/rlink.c): a fake Redis (a TCP listener in a child process answering crafted RESP) that
+ * replies to the lease script with garbage, errors, redirections to nowhere or to itself, a
+ * reply cut short, or a reply trickled a byte at a time so that no single read times out; the
+ * daemon must stay up, never run past the whole share, and follow on_redis_down once its lease
+ * ends. Against a real redis-server: another client scribbling the lease hash; a reload that
+ * changes host_id.
+ */
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <hiredis/hiredis.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "global.h"
+#include "helpers.h"
+#include "redis_run.h"
+
+#define ONE 1000000u
+
+/* ------------------------------------------------------------------------ a fake Redis */
+
+enum fake_mode {
+        FAKE_REPLY,   /* EVAL gets REPLY */
+        FAKE_CUT,     /* EVAL gets REPLY, then the connection is closed */
+        FAKE_TRICKLE, /* EVAL gets a bulk string a byte every 50 ms, forever */
+};
+
+struct fake {
+        pid_t pid;
+        int port;
+};
+
+/* Read one RESP request (an array of bulk strings) from FD into BUF; its first word in CMD.
+ * false when the peer closed or sent something else. */
+static bool fake_request(int fd, char *cmd, size_t cmdlen)
+{
+        static char buf[65536];
+        size_t have = 0;
+        for (;;) {
+                /* parse what we have */
+                char *p = buf, *end = buf + have;
+                char *nl = memmem(p, (size_t)(end - p), "\r\n", 2);
+                if (nl && *p == '*') {
+                        long n = strtol(p + 1, NULL, 10);
+                        p = nl + 2;
+                        bool full = true;
+                        for (long i = 0; i < n && full; i++) {
+                                nl = memmem(p, (size_t)(end - p), "\r\n", 2);
+                                if (!nl || *p != '$') {
+                                        full = false;
+                                        break;
+                                }
+                                long len = strtol(p + 1, NULL, 10);
+                                char *arg = nl + 2;
+                                if (end - arg < len + 2) {
+                                        full = false;
+                                        break;
+                                }
+                                if (i == 0) {
+                                        size_t k =
+                                            (size_t)len < cmdlen - 1 ? (size_t)len : cmdlen - 1;
+                                        memcpy(cmd, arg, k);
+                                        cmd[k] = 0;
+                                }
+                                p = arg + len + 2;
+                        }
+                        if (full)
+                                return true;
+                }
+                if (have == sizeof(buf))
+                        return false;
+                ssize_t got = read(fd, buf + have, sizeof(buf) - have);
+                if (got <= 0)
+                        return false;
+                have += (size_t)got;
+        }
+}
+
+static void fake_write(int fd, const char *s)
+{
+        size_t len = strlen(s);
+        while (len) {
+                ssize_t w = write(fd, s, len);
+                if (w <= 0)
+                        return;
+                s += w;
+                len -= (size_t)w;
+        }
+}
+
+static void fake_serve(int lfd, enum fake_mode mode, const char *reply)
+{
+        signal(SIGPIPE, SIG_IGN);
+        for (;;) {
+                int fd = accept(lfd, NULL, NULL);
+                if (fd < 0)
+                        continue;
+                char cmd[32];
+                while (fake_request(fd, cmd, sizeof(cmd))) {
+                        if (!strcasecmp(cmd, "CLUSTER")) {
+                                fake_write(fd,
+                                           "-ERR This instance has cluster support disabled\r\n");
+                        } else if (!strcasecmp(cmd, "EVAL") && mode == FAKE_TRICKLE) {
+                                fake_write(fd, "$1000000\r\n");
+                                struct timespec gap = {0, 50000000};
+                                bool alive = true;
+                                while (alive) {
+                                        nanosleep(&gap, NULL);
+                                        alive = write(fd, "x", 1) == 1;
+                                }
+                                break;
+                        } else if (!strcasecmp(cmd, "EVAL")) {
+                                fake_write(fd, reply);
+                                if (mode == FAKE_CUT)
+                                        break;
+                        } else {
+                                fake_write(fd, "+OK\r\n");
+                        }
+                }
+                close(fd);
+        }
+}
+
+/* A fake Redis on a free loopback port; REPLY may contain "%d": the fake's own port. */
+static void fake_start(struct fake *f, enum fake_mode mode, const char *reply)
+{
+        int lfd = socket(AF_INET, SOCK_STREAM, 0);
+        cr_assert_geq(lfd, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        cr_assert_eq(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+        cr_assert_eq(listen(lfd, 16), 0);
+        socklen_t al = sizeof(a);
+        cr_assert_eq(getsockname(lfd, (struct sockaddr *)&a, &al), 0);
+        f->port = ntohs(a.sin_port);
+        static char text[512];
+        snprintf(text, sizeof(text), reply ? reply : "", f->port);
+        f->pid = tfork();
+        if (f->pid == 0) {
+                fake_serve(lfd, mode, text);
+                _exit(0);
+        }
+        close(lfd);
+}
+
+static void fake_stop(struct fake *f)
+{
+        if (f->pid > 0) {
+                kill(f->pid, SIGKILL);
+                waitpid(f->pid, NULL, 0);
+        }
+        f->pid = 0;
+}
+
+/* ------------------------------------------------------------------------ the daemon */
+
+static double since(const struct timespec *t0)
+{
+        return telapsed_s(t0);
+}
+
+static const struct thr_dir_entry *entry(struct tdaemon *d, const char *name)
+{
+        return tdaemon_entry(d, name, THR_DIR_LIVE);
+}
+
+static uint32_t gstate(struct tdaemon *d, const char *name)
+{
+        return atomic_load(&entry(d, name)->global_state) & 0xff;
+}
+
+static uint32_t gshare(struct tdaemon *d, const char *name)
+{
+        return atomic_load(&entry(d, name)->global_share);
+}
+
+static void daemon_text(char *text, size_t len, int port, const char *host, const char *pol)
+{
+        snprintf(text, len,
+                 "[global]\nredis = 127.0.0.1:%d\nhost_id = %s\nprefix = r%d\n"
+                 "interval = 50ms\nlease_ttl = 400ms\ntimeout = 100ms\n\n"
+                 "[api]\nrate = 1000/s\nburst = 50\nscope = global\nexpected_hosts = 2\n"
+                 "on_redis_down = %s\n",
+                 port, host, (int)getpid(), pol);
+}
+
+/*
+ * Against REPLY (as MODE), a daemon whose lease has ended must be closed (on_redis_down =
+ * closed) within lease_ttl and a few timeouts: 3 s is generous. Its share never passes the
+ * whole, and it is still running.
+ */
+static void hostile_case(enum fake_mode mode, const char *reply, const char *what)
+{
+        struct fake f = {0};
+        fake_start(&f, mode, reply);
+        struct tdaemon d;
+        tdaemon_init(&d);
+        snprintf(d.name, sizeof(d.name), "glr%d", (int)getpid());
+        char text[1024];
+        daemon_text(text, sizeof(text), f.port, "h0", "closed");
+        int i = tdaemon_start_real(&d, text);
+        struct timespec t0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        uint32_t st = 0, most = 0;
+        while (since(&t0) < 3.0) {
+                st = gstate(&d, "api");
+                uint32_t sh = gshare(&d, "api");
+                most = sh > most ? sh : most;
+                if (st == THR_GLOBAL_CLOSED)
+                        break;
+                usleep(5000);
+        }
+        cr_expect_eq(st, THR_GLOBAL_CLOSED,
+                     "%s: the lease ended, on_redis_down = closed: state %u after %.1f s", what, st,
+                     since(&t0));
+        cr_expect_leq(most, ONE, "%s: share %u", what, most);
+        cr_expect_leq(gshare(&d, "api"), 1, "%s: closed runs at the least share", what);
+        cr_expect_eq(kill(d.pid[i], 0), 0, "%s: the daemon is running", what);
+        tdaemon_fini(&d);
+        fake_stop(&f);
+}
+
+Test(global_review, garbage_replies_to_the_lease_script_fail_safe, .timeout = 120)
+{
+        static const char *const replies[] = {
+            ":5\r\n",                                                     /* not an array */
+            "*5\r\n:2000000\r\n:1\r\n:0\r\n:0\r\n:0\r\n",                 /* past the whole */
+            "*5\r\n:-5\r\n:1\r\n:0\r\n:0\r\n:0\r\n",                      /* negative */
+            "*5\r\n:500000\r\n:0\r\n:0\r\n:0\r\n:0\r\n",                  /* no holders */
+            "*5\r\n$6\r\n500000\r\n:1\r\n:0\r\n:0\r\n:0\r\n",             /* a string */
+            "*4\r\n:500000\r\n:1\r\n:0\r\n:0\r\n",                        /* too short */
+            "*1\r\n*1\r\n*1\r\n*1\r\n:1\r\n",                             /* nested */
+            "*-1\r\n",                                                    /* nil */
+            "$-1\r\n",                                                    /* nil string */
+            "-ERR boom\r\n",                                              /* an error */
+            "+OK\r\n",                                                    /* a status */
+            "*4611686018427387904\r\n",                                   /* huge array */
+            "*5\r\n:99999999999999999999999\r\n:1\r\n:0\r\n:0\r\n:0\r\n", /* overflow */
+            "@what\r\n",                                                  /* not RESP */
+            "-MOVED 1234 127.0.0.1:%d\r\n",                               /* to itself */
+            "-MOVED 1234 127.0.0.1:1\r\n",                                /* nobody there */
+            "-MOVED 1234 127.0.0.1:99999\r\n",                            /* no such port */
+            "-ASK 1234 127.0.0.1:%d\r\n",                                 /* asked in a loop */
+            "-MOVED 99999 127.0.0.1:%d\r\n",                              /* no such slot */
+        };
+        for (size_t k = 0; k < sizeof(replies) / sizeof(replies[0]); k++)
+                hostile_case(FAKE_REPLY, replies[k], replies[k]);
+}
+
+Test(global_review, a_reply_cut_short_fails_safe, .timeout = 60)
+{
+        hostile_case(FAKE_CUT, "*5\r\n:1000", "cut in an integer");
+        hostile_case(FAKE_CUT, "*5\r\n:1000000\r\n:1\r\n", "cut after two elements");
+}
+
+/*
+ * A server that answers the lease script a byte every 50 ms (each read within the 100 ms
+ * timeout, the reply never complete) must not hold the lease thread: [global] timeout is for
+ * each reply, so the call fails, the lease ends and on_redis_down applies. Before the fix,
+ * hiredis's per-read timeout let it block forever, the limiter stuck at its share.
+ */
+Test(global_review, a_reply_trickled_a_byte_at_a_time_times_out, .timeout = 60)
+{
+        hostile_case(FAKE_TRICKLE, NULL, "a reply trickled forever");
+}
+
