@@ -358,21 +358,27 @@ static void one(struct supervisor *s, struct global *g, const struct gl_snap *sn
         show(s, l, now);
 }
 
-/* The link for SN's [global] settings, made again when a reload changed them. */
+/* The link for SN's [global] settings, made again when a reload changed them; the name this
+ * host leases under, taken again at each round (a reload may change host_id alone). */
 static void relink(struct global *g, const struct gl_snap *sn, const char *arena)
 {
-        if (g->link && !memcmp(&g->lcfg, &sn->lcfg, sizeof(g->lcfg)))
-                return;
-        rlink_free(g->link);
-        g->lcfg = sn->lcfg;
-        g->link = rlink_new(&g->lcfg);
+        char host[sizeof(g->host)];
         if (sn->host[0]) {
-                snprintf(g->host, sizeof(g->host), "%s", sn->host);
+                snprintf(host, sizeof(host), "%s", sn->host);
         } else {
                 char hn[64] = "";
                 gethostname(hn, sizeof(hn) - 1);
-                snprintf(g->host, sizeof(g->host), "%s/%s", hn[0] ? hn : "host", arena);
+                snprintf(host, sizeof(host), "%s/%s", hn[0] ? hn : "host", arena);
         }
+        bool same = g->link && !memcmp(&g->lcfg, &sn->lcfg, sizeof(g->lcfg));
+        if (same && !strcmp(g->host, host))
+                return;
+        if (!same) {
+                rlink_free(g->link);
+                g->lcfg = sn->lcfg;
+                g->link = rlink_new(&g->lcfg);
+        }
+        snprintf(g->host, sizeof(g->host), "%s", host);
         log_info("global limiters: leasing from Redis %s as '%s'", sn->lcfg.addr, g->host);
 }
 

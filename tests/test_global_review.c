@@ -274,3 +274,110 @@ Test(global_review, a_reply_trickled_a_byte_at_a_time_times_out, .timeout = 60)
         hostile_case(FAKE_TRICKLE, NULL, "a reply trickled forever");
 }
 
+/* ------------------------------------------------------------------------ a real Redis */
+
+static void need_redis(void)
+{
+        char why[256];
+        if (!tredis_available(why, sizeof(why)))
+                cr_skip_test("redis-server is not available: %s", why);
+}
+
+/* Whether the lease hash KEY on R has holder HOST. */
+static bool holds(const struct tredis *r, const char *key, const char *host)
+{
+        redisReply *x = tredis_command(r, "HEXISTS %s %s", key, host);
+        bool yes = x && x->type == REDIS_REPLY_INTEGER && x->integer == 1;
+        if (x)
+                freeReplyObject(x);
+        return yes;
+}
+
+#define WAIT_FOR(cond, s, what)                                                                    \
+        do {                                                                                       \
+                struct timespec t0_;                                                               \
+                clock_gettime(CLOCK_MONOTONIC, &t0_);                                              \
+                while (!(cond) && telapsed_s(&t0_) < (s))                                          \
+                        usleep(5000);                                                              \
+                cr_assert((cond), "%s (waited %.1f s)", what, telapsed_s(&t0_));                   \
+        } while (0)
+
+/*
+ * A reload that changes host_id: the daemon leases under its new name from then on (an operator
+ * who finds two hosts sharing one host_id, each taking the share meant for one, fixes it with a
+ * reload). Before the fix the name was taken only when the Redis address or credentials changed.
+ */
+Test(global_review, a_reload_changing_host_id_leases_under_the_new_name, .timeout = 60)
+{
+        need_redis();
+        struct tredis r = {0};
+        cr_assert_eq(tredis_start(&r, NULL), 0);
+        struct tdaemon d;
+        tdaemon_init(&d);
+        snprintf(d.name, sizeof(d.name), "glr%d", (int)getpid());
+        char text[1024], key[64];
+        snprintf(key, sizeof(key), "{r%d:api}:leases", (int)getpid());
+        daemon_text(text, sizeof(text), r.port, "first", "keep");
+        int i = tdaemon_start_real(&d, text);
+        WAIT_FOR(gstate(&d, "api") == THR_GLOBAL_LEASED, 5, "a first lease");
+        cr_assert(holds(&r, key, "first"));
+        daemon_text(text, sizeof(text), r.port, "second", "keep");
+        char full[2048];
+        snprintf(full, sizeof(full),
+                 "[arena]\nname = %s\nclock = monotonic\nhugepages = off\nmode = 0600\n"
+                 "max_limiters = 4\nmax_readers = 64\n\n[daemon]\nheartbeat_ms = 20\n"
+                 "metrics =\n\n%s",
+                 d.name, text);
+        tdaemon_config_raw(&d, full);
+        cr_assert_eq(kill(d.pid[i], SIGHUP), 0);
+        tdaemon_wait_log(&d, i, "reloaded:", 1);
+        WAIT_FOR(holds(&r, key, "second"), 3, "the new host_id holds a lease");
+        /* the old name is not renewed: it is gone after lease_ttl (400 ms) */
+        WAIT_FOR(!holds(&r, key, "first"), 3, "the old host_id's lease lapses");
+        tdaemon_fini(&d);
+        tredis_stop(&r);
+}
+
+/*
+ * Another client scribbling the lease hash: malformed holders, a rogue holder with the whole
+ * share, ~born garbage, then the key made a string. The daemon never runs past what Redis leaves
+ * it (the rogue's whole share: it gets 0, runs at the least share), and a key of the wrong type
+ * is a script error: no lease, so on_redis_down (closed) once the lease ends.
+ */
+Test(global_review, a_scribbled_lease_hash_fails_safe, .timeout = 60)
+{
+        need_redis();
+        struct tredis r = {0};
+        cr_assert_eq(tredis_start(&r, NULL), 0);
+        struct tdaemon d;
+        tdaemon_init(&d);
+        snprintf(d.name, sizeof(d.name), "glr%d", (int)getpid());
+        char text[1024], key[64];
+        snprintf(key, sizeof(key), "{r%d:api}:leases", (int)getpid());
+        daemon_text(text, sizeof(text), r.port, "h0", "closed");
+        tdaemon_start_real(&d, text);
+        WAIT_FOR(gstate(&d, "api") == THR_GLOBAL_LEASED, 5, "a first lease");
+        freeReplyObject(tredis_command(&r, "HSET %s junk %s", key, "not a share"));
+        freeReplyObject(tredis_command(&r, "HSET %s neg %s", key, "-5 1 99999999999999"));
+        freeReplyObject(tredis_command(&r, "HSET %s ~born %s", key, "garbage"));
+        WAIT_FOR(!holds(&r, key, "junk") && !holds(&r, key, "neg"), 3,
+                 "malformed holders are dropped");
+        cr_assert_eq(gstate(&d, "api"), THR_GLOBAL_LEASED);
+        /* a rogue holder with the whole share and a far expiry: this host gets nothing */
+        freeReplyObject(tredis_command(&r, "HSET %s rogue %s", key, "1000000 0 99999999999999"));
+        WAIT_FOR(gshare(&d, "api") <= 1, 3, "nothing past the whole: the least share");
+        cr_assert_eq(gstate(&d, "api"), THR_GLOBAL_LEASED);
+        /* a rogue with more than the whole */
+        freeReplyObject(tredis_command(&r, "HSET %s rogue %s", key,
+                                       "99999999999999999999999 0 99999999999999"));
+        usleep(300000);
+        cr_assert_leq(gshare(&d, "api"), 1);
+        /* the key another type: a script error, no lease */
+        freeReplyObject(tredis_command(&r, "DEL %s", key));
+        freeReplyObject(tredis_command(&r, "SET %s astring", key));
+        WAIT_FOR(gstate(&d, "api") == THR_GLOBAL_CLOSED, 3, "a script error is no lease");
+        cr_assert_leq(gshare(&d, "api"), 1);
+        tdaemon_fini(&d);
+        tredis_stop(&r);
+}
+
