@@ -381,3 +381,54 @@ Test(global_review, a_scribbled_lease_hash_fails_safe, .timeout = 60)
         tredis_stop(&r);
 }
 
+/*
+ * A slow global rate (5 a day, a per-user daily quota across the fleet) with on_redis_down =
+ * closed and Redis unreachable: once the lease ends the limiter must close, its buckets at the
+ * least share (a millionth). Before the fix the record at a millionth of 5/d (an interval of
+ * about 548 years; the state word holds under 290) did not fit, publish failed ("not published")
+ * and the host stayed at its safe share: closed in name only. A Redis grant too small for the
+ * record (a rogue holder, many busy hosts) kept the host at its higher share the same way.
+ */
+Test(global_review, a_slow_global_rate_closes_at_the_least_share, .timeout = 60)
+{
+        struct tdaemon d;
+        tdaemon_init(&d);
+        snprintf(d.name, sizeof(d.name), "glr%d", (int)getpid());
+        char text[1024];
+        snprintf(text, sizeof(text),
+                 "[global]\nredis = 127.0.0.1:1\nhost_id = h0\nprefix = r%d\n"
+                 "interval = 50ms\nlease_ttl = 400ms\ntimeout = 100ms\n\n"
+                 "[api]\nrate = 5/d\nburst = 5\nscope = global\nexpected_hosts = 2\n"
+                 "on_redis_down = closed\n",
+                 (int)getpid());
+        int i = tdaemon_start_real(&d, text);
+        WAIT_FOR(gstate(&d, "api") == THR_GLOBAL_CLOSED, 3, "closed after the lease");
+        usleep(200000);
+        cr_assert_leq(gshare(&d, "api"), 1, "closed runs at the least share, not %u",
+                      gshare(&d, "api"));
+        cr_assert_eq(tdaemon_log_count(&d, i, "not published"), 0, "%s", tdaemon_log(&d, i));
+        /* a new key admits nothing */
+        thr_limiter *l = tdaemon_lim(&d, 0, "api");
+        struct thr_result res;
+        cr_assert_eq(thr_limiter_try(l, "fresh", 5, 1, &res), 0);
+        cr_assert(!res.admitted, "closed: a new key is denied");
+        tdaemon_fini(&d);
+}
+
+/* The record itself: a millionth of 1/d (a TAT 86 400 years out) is the longest interval the
+ * state word holds, still past the arena's 20 years; 1/s at a millionth (11.6 days) is exact. */
+Test(global_review, a_least_share_record_of_a_slow_rate_fits_past_the_horizon)
+{
+        struct shm_limiter_spec s = tspec("g", 1, 86400ull * 1000000000ull, 3, 3);
+        struct thr_params p;
+        char err[256];
+        s.scale_ppm = 1;
+        cr_assert_eq(shm_params_make(&s, 1, &p, err, sizeof(err)), 0, "%s", err);
+        cr_assert(p.burst == 1 && p.initial == 0);
+        cr_assert_geq(p.t_units, THR_HORIZON_NS, "never faster than one a key in 20 years");
+        cr_assert(shm_params_range_ok(p.burst, p.t_units, p.max_reserve_units, p.k));
+        s = tspec("g", 1, 1000000000ull, 3, 3);
+        s.scale_ppm = 1;
+        cr_assert_eq(shm_params_make(&s, 1, &p, err, sizeof(err)), 0, "%s", err);
+        cr_assert_eq(p.t_units, 1000000000ull * 1000000);
+}
