@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -431,4 +432,219 @@ Test(global_review, a_least_share_record_of_a_slow_rate_fits_past_the_horizon)
         s.scale_ppm = 1;
         cr_assert_eq(shm_params_make(&s, 1, &p, err, sizeof(err)), 0, "%s", err);
         cr_assert_eq(p.t_units, 1000000000ull * 1000000);
+}
+
+/* ------------------------------------------------------------------------ reloads */
+
+static void full_text(char *full, size_t len, const struct tdaemon *d, const char *limiters)
+{
+        snprintf(full, len,
+                 "[arena]\nname = %s\nclock = monotonic\nhugepages = off\nmode = 0600\n"
+                 "max_limiters = 4\nmax_readers = 64\n\n[daemon]\nheartbeat_ms = 20\n"
+                 "metrics =\n\n%s",
+                 d->name, limiters);
+}
+
+static void storm_text(char *text, size_t len, int port, int h, const char *scope)
+{
+        snprintf(text, len,
+                 "[global]\nredis = 127.0.0.1:%d\nhost_id = h%d\nprefix = s%d\n"
+                 "interval = 50ms\nlease_ttl = 400ms\ntimeout = 100ms\n\n"
+                 "[api]\nrate = 1000/s\nburst = 50\nscope = %s\n%s",
+                 port, h, (int)getpid(), scope,
+                 strcmp(scope, "global") ? "" : "expected_hosts = 4\nmin_share = 10\n");
+}
+
+/* A client of arena NAME busy on limiter api until killed. */
+static pid_t busy_client(const char *name)
+{
+        pid_t pid = tfork();
+        if (pid == 0) {
+                thr_arena *a = NULL;
+                thr_limiter *l = NULL;
+                if (thr_arena_open(name, 0, &a) < 0 || thr_limiter_open(a, "api", &l) < 0)
+                        _exit(3);
+                struct timespec gap = {0, 50000};
+                for (;;) {
+                        struct thr_result res;
+                        thr_limiter_try(l, "k", 1, 1, &res);
+                        nanosleep(&gap, NULL);
+                }
+        }
+        return pid;
+}
+
+/*
+ * Two hosts, host 0 busy (about 90%), host 1 idle (its least share, 10%). SIGHUP storms on both
+ * (every 20 ms for 3 s) while leases renew: the shares they run at are kept, never reset to the
+ * whole nor to the safe share (25%: host 1 there would put the pair past the whole). Then a
+ * reload makes host 1's limiter local (not global: no share shown) and global again (it starts
+ * over at the safe share, learning, and gets its least share back).
+ */
+Test(global_review, reload_storms_keep_the_shares, .timeout = 90)
+{
+        need_redis();
+        struct tredis r = {0};
+        cr_assert_eq(tredis_start(&r, NULL), 0);
+        struct tdaemon d[2];
+        int di[2];
+        char text[1024], full[2048];
+        for (int h = 0; h < 2; h++) {
+                tdaemon_init(&d[h]);
+                snprintf(d[h].name, sizeof(d[h].name), "gls%d_%d", (int)getpid(), h);
+                storm_text(text, sizeof(text), r.port, h, "global");
+                di[h] = tdaemon_start_real(&d[h], text);
+        }
+        pid_t busy = busy_client(d[0].name);
+        WAIT_FOR(gshare(&d[0], "api") >= 850000 && gshare(&d[1], "api") <= 110000 &&
+                     gstate(&d[1], "api") == THR_GLOBAL_LEASED,
+                 8, "host 0 busy takes most, host 1 keeps its least share");
+        struct timespec t0, last;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        last = t0;
+        uint32_t lo0 = ONE, hi0 = 0, hi1 = 0;
+        int hups = 0;
+        while (since(&t0) < 3.0) {
+                if (since(&last) >= 0.02) {
+                        kill(d[0].pid[di[0]], SIGHUP);
+                        kill(d[1].pid[di[1]], SIGHUP);
+                        hups++;
+                        clock_gettime(CLOCK_MONOTONIC, &last);
+                }
+                uint32_t s0 = gshare(&d[0], "api"), s1 = gshare(&d[1], "api");
+                lo0 = s0 < lo0 ? s0 : lo0;
+                hi0 = s0 > hi0 ? s0 : hi0;
+                hi1 = s1 > hi1 ? s1 : hi1;
+                usleep(500);
+        }
+        cr_assert_lt(hi0, ONE, "host 0 never at the whole");
+        cr_assert_geq(lo0, 850000, "host 0 never reset to the safe share (low %u)", lo0);
+        cr_assert_leq(hi1, 110000, "host 1 never reset to the safe share (high %u)", hi1);
+        cr_assert_gt(tdaemon_log_count(&d[0], di[0], "reloaded:"), 10, "%d SIGHUPs", hups);
+        /* host 1 local, then global again */
+        storm_text(text, sizeof(text), r.port, 1, "local");
+        full_text(full, sizeof(full), &d[1], text);
+        tdaemon_config_raw(&d[1], full);
+        int n = tdaemon_log_count(&d[1], di[1], "reloaded:");
+        kill(d[1].pid[di[1]], SIGHUP);
+        tdaemon_wait_log(&d[1], di[1], "reloaded:", n + 1);
+        WAIT_FOR(atomic_load(&entry(&d[1], "api")->global_state) == 0, 2, "local: no lease shown");
+        storm_text(text, sizeof(text), r.port, 1, "global");
+        full_text(full, sizeof(full), &d[1], text);
+        tdaemon_config_raw(&d[1], full);
+        kill(d[1].pid[di[1]], SIGHUP);
+        tdaemon_wait_log(&d[1], di[1], "reloaded:", n + 2);
+        WAIT_FOR(gstate(&d[1], "api") == THR_GLOBAL_LEASED && gshare(&d[1], "api") <= 110000, 3,
+                 "global again: its least share");
+        cr_assert_geq(gshare(&d[0], "api"), 850000);
+        kill(busy, SIGKILL);
+        waitpid(busy, NULL, 0);
+        for (int h = 0; h < 2; h++)
+                tdaemon_fini(&d[h]);
+        tredis_stop(&r);
+}
+
+/* ------------------------------------------------------------------------ a stopped daemon */
+
+struct tally {
+        _Atomic int stop;
+        _Atomic uint64_t admitted[2][200]; /* per host, per 100 ms from t0 */
+        struct timespec t0;
+};
+
+static pid_t tally_client(struct tally *t, const char *name, int h)
+{
+        pid_t pid = tfork();
+        if (pid == 0) {
+                thr_arena *a = NULL;
+                thr_limiter *l = NULL;
+                if (thr_arena_open(name, 0, &a) < 0 || thr_limiter_open(a, "api", &l) < 0)
+                        _exit(3);
+                struct timespec gap = {0, 50000};
+                while (!atomic_load(&t->stop)) {
+                        struct thr_result res;
+                        if (thr_limiter_try(l, "k", 1, 1, &res) < 0)
+                                _exit(4);
+                        double s = since(&t->t0);
+                        int k = (int)(s * 10);
+                        if (res.admitted && k >= 0 && k < 200)
+                                atomic_fetch_add(&t->admitted[h][k], 1);
+                        nanosleep(&gap, NULL);
+                }
+                _exit(0);
+        }
+        return pid;
+}
+
+/* Admitted by both hosts per second over [FROM, TO) seconds from t0. */
+static double tally_rate(struct tally *t, double from, double to)
+{
+        uint64_t n = 0;
+        for (int h = 0; h < 2; h++)
+                for (int k = (int)(from * 10); k < (int)(to * 10); k++)
+                        n += atomic_load(&t->admitted[h][k]);
+        return (double)n / (to - from);
+}
+
+/*
+ * The documented limitation, measured: a daemon SIGSTOPped (or dead) while its clients run leaves
+ * them at its last share, and once its lease ends (lease_ttl) Redis gives that share to the other
+ * hosts: the fleet admits up to R (1 + the stopped host's share) until the daemon runs again.
+ * Two hosts busy alike (about half each), rate 1000/s: while host 0's daemon is stopped the
+ * fleet admits about 1500/s; once it continues it renews, finds the other holding the whole and
+ * drops to nothing at once: back within R.
+ */
+Test(global_review, a_stopped_daemon_lets_the_fleet_overshoot_by_its_share_until_it_runs,
+     .timeout = 90)
+{
+        need_redis();
+        struct tredis r = {0};
+        cr_assert_eq(tredis_start(&r, NULL), 0);
+        struct tally *t =
+            mmap(NULL, sizeof(*t), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        cr_assert_neq(t, MAP_FAILED);
+        memset(t, 0, sizeof(*t));
+        clock_gettime(CLOCK_MONOTONIC, &t->t0);
+        struct tdaemon d[2];
+        int di[2];
+        pid_t cl[2];
+        char text[1024];
+        for (int h = 0; h < 2; h++) {
+                tdaemon_init(&d[h]);
+                snprintf(d[h].name, sizeof(d[h].name), "glt%d_%d", (int)getpid(), h);
+                storm_text(text, sizeof(text), r.port, h, "global");
+                di[h] = tdaemon_start_real(&d[h], text);
+                cl[h] = tally_client(t, d[h].name, h);
+        }
+        WAIT_FOR(gshare(&d[0], "api") >= 300000 && gshare(&d[1], "api") >= 300000, 8,
+                 "two busy hosts share it");
+        usleep(1000000);
+        double s = since(&t->t0);
+        double before = tally_rate(t, s - 1.0, s);
+        uint32_t share0 = gshare(&d[0], "api");
+        cr_assert_eq(kill(d[0].pid[di[0]], SIGSTOP), 0);
+        double stop_at = since(&t->t0);
+        usleep(3000000);
+        double stopped = tally_rate(t, stop_at + 1.0, stop_at + 3.0);
+        uint32_t share1 = gshare(&d[1], "api");
+        cr_assert_eq(kill(d[0].pid[di[0]], SIGCONT), 0);
+        double cont_at = since(&t->t0);
+        usleep(3000000);
+        double after = tally_rate(t, cont_at + 1.0, cont_at + 3.0);
+        cr_log_info("two hosts 1000/s: %.0f/s; host 0 (share %u) stopped: %.0f/s (host 1 at "
+                    "share %u); continued: %.0f/s",
+                    before, share0, stopped, share1, after);
+        cr_expect_leq(before, 1000 + 50 + 2, "within R before");
+        cr_expect_eq(share1, ONE, "host 1 alone in Redis takes the whole");
+        cr_expect_geq(stopped, 1000 + share0 / 1000.0 * 0.8,
+                      "the limitation: the stopped host's clients keep its share");
+        cr_expect_leq(stopped, 1000 + share0 / 1000.0 + 60, "and no more than that");
+        cr_expect_leq(after, 1000 + 60, "back within R once it runs");
+        atomic_store(&t->stop, 1);
+        for (int h = 0; h < 2; h++) {
+                waitpid(cl[h], NULL, 0);
+                tdaemon_fini(&d[h]);
+        }
+        munmap(t, sizeof(*t));
+        tredis_stop(&r);
 }
