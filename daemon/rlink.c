@@ -15,7 +15,8 @@
  * Failures. A connection error or timeout closes that connection and fails the call (no retry
  * inside a call: the caller's lease period is the retry loop, and a blocked call must stay
  * within its timeouts); the next call reconnects. In cluster mode it also marks the map stale:
- * the next call refreshes it first (seed, then each known node), so a slot whose master moved
+ * the next call refreshes it first (seed, then each known node while one node's timeouts are
+ * not spent: a silent cluster costs no timeout per node), so a slot whose master moved
  * is found, and a dead master's slots fail fast (connection refused) while the others work.
  * Everything parsed from the network (CLUSTER SLOTS, redirections) is checked: slot ranges,
  * ports, address lengths; a bad reply fails the call and leaves the map as it was.
@@ -421,12 +422,16 @@ static int map_from(struct rlink *l, struct rnode *from, char *err, size_t errle
         return rc;
 }
 
-/* Refresh the map from the seed, or else from each known node in turn. */
+/* Refresh the map from the seed, or else from each known node in turn while the time of one
+ * node (a connect and a reply timeout) is not spent: nodes that refuse at once are all tried, but
+ * a silent cluster does not hold the call a timeout per node (64 of them). */
 static bool map_refresh(struct rlink *l, char *err, size_t errlen)
 {
+        uint64_t end = mono_ms() + (l->cfg.connect_timeout_ms ? l->cfg.connect_timeout_ms : RL_MS) +
+                       (l->cfg.io_timeout_ms ? l->cfg.io_timeout_ms : RL_MS);
         if (map_from(l, &l->seed, err, errlen) >= 0)
                 goto done;
-        for (int i = 0; i < RL_NODES; i++)
+        for (int i = 0; i < RL_NODES && mono_ms() < end; i++)
                 if (l->node[i].host[0] && map_from(l, &l->node[i], err, errlen) >= 0)
                         goto done;
         return false;

@@ -32,9 +32,11 @@
 /* ------------------------------------------------------------------------ a fake Redis */
 
 enum fake_mode {
-        FAKE_REPLY,   /* EVAL gets REPLY */
-        FAKE_CUT,     /* EVAL gets REPLY, then the connection is closed */
-        FAKE_TRICKLE, /* EVAL gets a bulk string a byte every 50 ms, forever */
+        FAKE_REPLY,          /* EVAL gets REPLY */
+        FAKE_CUT,            /* EVAL gets REPLY, then the connection is closed */
+        FAKE_TRICKLE,        /* EVAL gets a bulk string a byte every 50 ms, forever */
+        FAKE_SILENT_CLUSTER, /* a cluster whose 64 masters never answer; after its first
+                              * CLUSTER SLOTS (REPLY) the fake does not either */
 };
 
 struct fake {
@@ -103,13 +105,17 @@ static void fake_write(int fd, const char *s)
 static void fake_serve(int lfd, enum fake_mode mode, const char *reply)
 {
         signal(SIGPIPE, SIG_IGN);
+        int slots_asked = 0;
         for (;;) {
                 int fd = accept(lfd, NULL, NULL);
                 if (fd < 0)
                         continue;
                 char cmd[32];
                 while (fake_request(fd, cmd, sizeof(cmd))) {
-                        if (!strcasecmp(cmd, "CLUSTER")) {
+                        if (mode == FAKE_SILENT_CLUSTER) {
+                                if (!strcasecmp(cmd, "CLUSTER") && slots_asked++ == 0)
+                                        fake_write(fd, reply);
+                        } else if (!strcasecmp(cmd, "CLUSTER")) {
                                 fake_write(fd,
                                            "-ERR This instance has cluster support disabled\r\n");
                         } else if (!strcasecmp(cmd, "EVAL") && mode == FAKE_TRICKLE) {
@@ -144,8 +150,23 @@ static void fake_start(struct fake *f, enum fake_mode mode, const char *reply)
         socklen_t al = sizeof(a);
         cr_assert_eq(getsockname(lfd, (struct sockaddr *)&a, &al), 0);
         f->port = ntohs(a.sin_port);
-        static char text[512];
+        static char text[8192];
         snprintf(text, sizeof(text), reply ? reply : "", f->port);
+        if (mode == FAKE_SILENT_CLUSTER) { /* 64 masters that accept and never answer */
+                int len = snprintf(text, sizeof(text), "*64\r\n");
+                for (int i = 0; i < 64; i++) {
+                        int sfd = socket(AF_INET, SOCK_STREAM, 0);
+                        struct sockaddr_in b = {.sin_family = AF_INET,
+                                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+                        socklen_t bl = sizeof(b);
+                        cr_assert(sfd >= 0 && bind(sfd, (struct sockaddr *)&b, sizeof(b)) == 0 &&
+                                  listen(sfd, 64) == 0 &&
+                                  getsockname(sfd, (struct sockaddr *)&b, &bl) == 0);
+                        len += snprintf(text + len, sizeof(text) - (size_t)len,
+                                        "*3\r\n:%d\r\n:%d\r\n*2\r\n$9\r\n127.0.0.1\r\n:%d\r\n",
+                                        i * 256, i * 256 + 255, ntohs(b.sin_port));
+                }
+        }
         f->pid = tfork();
         if (f->pid == 0) {
                 fake_serve(lfd, mode, text);
@@ -273,6 +294,18 @@ Test(global_review, a_reply_cut_short_fails_safe, .timeout = 60)
 Test(global_review, a_reply_trickled_a_byte_at_a_time_times_out, .timeout = 60)
 {
         hostile_case(FAKE_TRICKLE, NULL, "a reply trickled forever");
+}
+
+/*
+ * A Redis Cluster gone silent (a partition that drops packets: connections made, no replies):
+ * 64 masters and the seed. A failed call marks the map stale, and the next call refreshed it from
+ * the seed and then from every known master in turn, a timeout each: 65 x 100 ms per renewal,
+ * the limiter held at its share for 6.5 s past a 400 ms lease. A refresh now stops once it has
+ * spent one connect and one reply timeout (masters that refuse fast are still all tried).
+ */
+Test(global_review, a_silent_cluster_does_not_hold_the_lease_past_its_end, .timeout = 60)
+{
+        hostile_case(FAKE_SILENT_CLUSTER, NULL, "a silent 64-master cluster");
 }
 
 /* ------------------------------------------------------------------------ a real Redis */
