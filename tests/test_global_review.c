@@ -25,6 +25,7 @@
 
 #include "global.h"
 #include "helpers.h"
+#include "metrics.h"
 #include "redis_run.h"
 
 #define ONE 1000000u
@@ -680,4 +681,53 @@ Test(global_review, a_stopped_daemon_lets_the_fleet_overshoot_by_its_share_until
         }
         munmap(t, sizeof(*t));
         tredis_stop(&r);
+}
+
+/* ------------------------------------------------------------------------ the display */
+
+/* shmctl on arena PATH with ARGS: its output in OUT, its exit status. */
+static int shmctl(const char *path, const char *args, char *out, size_t len)
+{
+        char cmd[1024];
+        snprintf(cmd, sizeof(cmd), "'%s/daemon/shmctl' -a '%s' %s 2>&1",
+                 getenv("THR_TEST_BUILD_DIR"), path, args);
+        FILE *p = popen(cmd, "r");
+        cr_assert_not_null(p);
+        size_t n = fread(out, 1, len - 1, p);
+        out[n] = 0;
+        return pclose(p);
+}
+
+/*
+ * A scribbled directory entry (global_state 0xffffffff: an unknown state, 2^24 - 1 hosts; a
+ * share of 5 wholes; a lease end far away): shmctl (text and JSON) and /metrics print it without
+ * crashing, the state as "unknown" (no state line in the metrics), the numbers as they are.
+ */
+Test(global_review, a_scribbled_global_entry_is_shown_not_crashed_on)
+{
+        cr_assert_not_null(getenv("THR_TEST_BUILD_DIR"), "run through ctest");
+        struct shm_limiter_spec s = tspec("api", 1000, 1000000000ull, 50, 50);
+        struct tarena t;
+        tarena_make(&t, THR_CLOCK_MANUAL, SHM_HUGE_OFF, &s, 1);
+        int idx = shm_dir_find(&t.map, "api");
+        cr_assert_geq(idx, 0);
+        struct thr_dir_entry *de =
+            (struct thr_dir_entry *)shm_at(t.map.base, t.map.g.dir_off) + idx;
+        atomic_store(&de->global_state, 0xffffffffu);
+        atomic_store(&de->global_share, 5000000u);
+        atomic_store(&de->global_expiry_ns, UINT64_MAX);
+        char out[16384];
+        int st = shmctl(t.path, "limiters", out, sizeof(out));
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s", out);
+        cr_assert(strstr(out, "unknown") && strstr(out, "16777215 hosts"), "%s", out);
+        st = shmctl(t.path, "--json limiters", out, sizeof(out));
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s", out);
+        cr_assert(strstr(out, "\"share_ppm\":5000000,\"state\":\"unknown\""), "%s", out);
+        size_t len = 0;
+        char *text = metrics_render(&t.map, &len);
+        cr_assert_not_null(text);
+        cr_assert(strstr(text, "throttle_global_share{limiter=\"api\"} 5.000000"), "%s", text);
+        cr_assert_null(strstr(text, "throttle_global_state{"), "%s", text);
+        free(text);
+        tarena_free(&t);
 }
