@@ -39,7 +39,9 @@
  * 10^6 / expected_hosts), closed (the least share, a millionth: admissions stop except each
  * key's single bucket place), open (the whole limit on this host). Keep and open can exceed R
  * across hosts (the others may take the share back): that is the availability they choose. A
- * daemon starts at the safe share (config.c), before and until its first answer.
+ * daemon starts at the safe share (config.c), before and until its first answer. A lease that
+ * could end before the thread looks again, while it renews the others (a round longer than
+ * lease_ttl: many limiters, a slow Redis), is treated alike until its renewal (expire, logged).
  *
  * Threads: the lease thread reads the registry under rcu_read_lock and copies what it needs (a
  * round's Redis calls block up to [global] timeout each). It publishes records under
@@ -133,6 +135,8 @@ struct global {
         char host[128];
         struct gl_lim lim[CONFIG_MAX_LIMITERS];
         struct gl_snap snap;
+        uint64_t call_ns; /* how long the last renewal took */
+        bool slow_logged; /* a lease would end before its renewal (logged once) */
 };
 
 static uint64_t mono_ns(void)
@@ -382,16 +386,55 @@ static void relink(struct global *g, const struct gl_snap *sn, const char *arena
         log_info("global limiters: leasing from Redis %s as '%s'", sn->lcfg.addr, g->host);
 }
 
+/* The round's limiters whose lease could end before the lease thread looks again (a call as
+ * long as the last one, then the interval) while it renews others: a round longer than lease_ttl
+ * (many limiters, a slow Redis). They follow on_redis_down until their renewal comes, as when
+ * Redis cannot be reached: never the leased share past the lease. */
+static void expire(struct supervisor *s, struct global *g, const struct gl_snap *sn,
+                   struct gl_lim *const *lim)
+{
+        uint64_t now = mono_ns(), ahead = g->call_ns + sn->interval_ns;
+        for (uint32_t j = 0; j < sn->n; j++) {
+                struct gl_lim *l = lim[j];
+                if (!l || l->state != THR_GLOBAL_LEASED || now + ahead < l->lease_end)
+                        continue;
+                if (!g->slow_logged)
+                        log_warn("limiter '%s': its lease would end before its renewal (a round of "
+                                 "%u global limiters takes longer than lease_ttl %" PRIu64
+                                 " ms: raise lease_ttl)",
+                                 l->name, sn->n, sn->ttl_ns / 1000000);
+                g->slow_logged = true;
+                l->spec = sn->spec[j];
+                l->idx = sn->idx[j];
+                l->lease_end = now; /* ended, for when_down */
+                uint32_t share = choose(l->applied, when_down(l, now), false);
+                if (share != l->applied || l->publish_failed)
+                        publish(s, sn, l, share);
+                show(s, l, now);
+        }
+}
+
 static void round_all(struct supervisor *s, struct global *g)
 {
         struct gl_snap *sn = &g->snap;
+        static struct gl_lim *lim[CONFIG_MAX_LIMITERS]; /* the lease thread's alone */
         for (size_t i = 0; i < CONFIG_MAX_LIMITERS; i++)
                 g->lim[i].seen = false;
         if (sn->n) {
                 relink(g, sn, s->cfg.arena_name);
+                for (uint32_t i = 0; i < sn->n; i++) {
+                        lim[i] = NULL;
+                        for (size_t k = 0; k < CONFIG_MAX_LIMITERS && !lim[i]; k++)
+                                if (!strcmp(g->lim[k].name, sn->spec[i].name))
+                                        lim[i] = &g->lim[k];
+                }
                 bool link_down = !g->link;
-                for (uint32_t i = 0; i < sn->n && !s->stop; i++)
+                for (uint32_t i = 0; i < sn->n && !s->stop; i++) {
+                        expire(s, g, sn, lim);
+                        uint64_t t0 = mono_ns();
                         one(s, g, sn, i, &link_down);
+                        g->call_ns = mono_ns() - t0;
+                }
         }
         pthread_mutex_lock(&s->arena_mu);
         for (size_t i = 0; i < CONFIG_MAX_LIMITERS; i++)

@@ -36,6 +36,7 @@ enum fake_mode {
         FAKE_REPLY,          /* EVAL gets REPLY */
         FAKE_CUT,            /* EVAL gets REPLY, then the connection is closed */
         FAKE_TRICKLE,        /* EVAL gets a bulk string a byte every 50 ms, forever */
+        FAKE_SLOW,           /* EVAL gets REPLY after 80 ms */
         FAKE_SILENT_CLUSTER, /* a cluster whose 64 masters never answer; after its first
                               * CLUSTER SLOTS (REPLY) the fake does not either */
 };
@@ -129,6 +130,8 @@ static void fake_serve(int lfd, enum fake_mode mode, const char *reply)
                                 }
                                 break;
                         } else if (!strcasecmp(cmd, "EVAL")) {
+                                if (mode == FAKE_SLOW)
+                                        usleep(80000);
                                 fake_write(fd, reply);
                                 if (mode == FAKE_CUT)
                                         break;
@@ -730,4 +733,66 @@ Test(global_review, a_scribbled_global_entry_is_shown_not_crashed_on)
         cr_assert_null(strstr(text, "throttle_global_state{"), "%s", text);
         free(text);
         tarena_free(&t);
+}
+
+/* ------------------------------------------------------------------------ a slow round */
+
+/*
+ * Redis answering each renewal in 80 ms (within a 100 ms timeout) and four global limiters: a
+ * round takes 320 ms, each limiter is renewed every 320 ms, but its lease lasts 200 ms. Between
+ * renewals each ran on at its leased share past its lease's end (by its own clock, and Redis's:
+ * other hosts may take that share then). A lease that could end before the lease thread looks
+ * again now follows on_redis_down (closed here) until its renewal comes: not LEASED past the
+ * lease's end but by a call slower than the one before it.
+ */
+Test(global_review, a_slow_round_never_runs_a_share_past_its_lease, .timeout = 60)
+{
+        struct fake f = {0};
+        fake_start(&f, FAKE_SLOW, "*5\r\n:500000\r\n:2\r\n:0\r\n:0\r\n:0\r\n");
+        struct tdaemon d;
+        tdaemon_init(&d);
+        snprintf(d.name, sizeof(d.name), "glw%d", (int)getpid());
+        char text[2048];
+        int len = snprintf(text, sizeof(text),
+                           "[global]\nredis = 127.0.0.1:%d\nhost_id = h0\nprefix = w%d\n"
+                           "interval = 50ms\nlease_ttl = 200ms\ntimeout = 100ms\n\n",
+                           f.port, (int)getpid());
+        const char *names[] = {"a", "b", "c", "d"};
+        for (int i = 0; i < 4; i++)
+                len += snprintf(text + len, sizeof(text) - (size_t)len,
+                                "[%s]\nrate = 1000/s\nscope = global\nexpected_hosts = 2\n"
+                                "on_redis_down = closed\n\n",
+                                names[i]);
+        tdaemon_start_real(&d, text);
+        WAIT_FOR(atomic_load(&entry(&d, "d")->global_state) >> 8 == 2, 5, "a first lease of each");
+        struct timespec t0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        int late = 0, samples = 0;
+        double worst = 0;
+        while (since(&t0) < 3.0) {
+                uint64_t now = shm_now_ns(shm_hdr(&d.map));
+                for (int i = 0; i < 4; i++) {
+                        const struct thr_dir_entry *de = entry(&d, names[i]);
+                        uint32_t st = atomic_load(&de->global_state) & 0xff;
+                        uint64_t end = atomic_load(&de->global_expiry_ns);
+                        samples++;
+                        /* 20 ms of slack: the lease thread looks between two calls */
+                        if (st == THR_GLOBAL_LEASED && end + 20000000 < now) {
+                                late++;
+                                worst = (double)(now - end) / 1e6 > worst
+                                            ? (double)(now - end) / 1e6
+                                            : worst;
+                        }
+                }
+                usleep(2000);
+        }
+        /* before the fix: about 30% of the samples, up to 130 ms late; now only a call slower
+         * than the one before it (a loaded machine) can pass the end, by its overrun */
+        cr_expect_lt(late * 100, samples,
+                     "%d of %d samples leased past the lease's end (by up to %.0f ms)", late,
+                     samples, worst);
+        cr_expect_lt(worst, 100, "%d of %d samples leased past the lease's end by up to %.0f ms",
+                     late, samples, worst);
+        tdaemon_fini(&d);
+        fake_stop(&f);
 }
