@@ -585,7 +585,8 @@ Test(global_review, reload_storms_keep_the_shares, .timeout = 90)
 
 struct tally {
         _Atomic int stop;
-        _Atomic uint64_t admitted[2][200]; /* per host, per 100 ms from t0 */
+        _Atomic int idle[3];               /* host's client waits (0: busy) */
+        _Atomic uint64_t admitted[3][200]; /* per host, per 100 ms from t0 */
         struct timespec t0;
 };
 
@@ -600,6 +601,10 @@ static pid_t tally_client(struct tally *t, const char *name, int h)
                 struct timespec gap = {0, 50000};
                 while (!atomic_load(&t->stop)) {
                         struct thr_result res;
+                        if (atomic_load(&t->idle[h])) {
+                                nanosleep(&gap, NULL);
+                                continue;
+                        }
                         if (thr_limiter_try(l, "k", 1, 1, &res) < 0)
                                 _exit(4);
                         double s = since(&t->t0);
@@ -617,7 +622,7 @@ static pid_t tally_client(struct tally *t, const char *name, int h)
 static double tally_rate(struct tally *t, double from, double to)
 {
         uint64_t n = 0;
-        for (int h = 0; h < 2; h++)
+        for (int h = 0; h < 3; h++)
                 for (int k = (int)(from * 10); k < (int)(to * 10); k++)
                         n += atomic_load(&t->admitted[h][k]);
         return (double)n / (to - from);
@@ -795,4 +800,69 @@ Test(global_review, a_slow_round_never_runs_a_share_past_its_lease, .timeout = 6
                      late, samples, worst);
         tdaemon_fini(&d);
         fake_stop(&f);
+}
+
+/*
+ * The bound of global.c with demand moving fast: three hosts, one busy at a time, the busy one
+ * changing every 150 ms for 10 s (about 6.7 moves a second, each moving most of the share). Over
+ * every 1 s window the fleet admits at most R + (B + H) + B x (the share increases in it, at most
+ * one whole per move) + R x (the decreases) x (round trip + publish, about a millisecond here).
+ */
+Test(global_review, demand_moving_every_150_ms_stays_within_the_bound, .timeout = 120)
+{
+        need_redis();
+        struct tredis r = {0};
+        cr_assert_eq(tredis_start(&r, NULL), 0);
+        struct tally *t =
+            mmap(NULL, sizeof(*t), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        cr_assert_neq(t, MAP_FAILED);
+        memset(t, 0, sizeof(*t));
+        struct tdaemon d[3];
+        pid_t cl[3];
+        char text[1024];
+        for (int h = 0; h < 3; h++) {
+                atomic_store(&t->idle[h], h != 0);
+                tdaemon_init(&d[h]);
+                snprintf(d[h].name, sizeof(d[h].name), "glm%d_%d", (int)getpid(), h);
+                storm_text(text, sizeof(text), r.port, h, "global");
+                tdaemon_start_real(&d[h], text);
+        }
+        clock_gettime(CLOCK_MONOTONIC, &t->t0);
+        for (int h = 0; h < 3; h++)
+                cl[h] = tally_client(t, d[h].name, h);
+        WAIT_FOR(gshare(&d[0], "api") >= 700000, 8, "host 0 busy takes most");
+        double start = since(&t->t0);
+        int moves = 0, busy = 0;
+        while (since(&t->t0) < start + 10.0) {
+                usleep(150000);
+                atomic_store(&t->idle[busy], 1);
+                busy = (busy + 1) % 3;
+                atomic_store(&t->idle[busy], 0);
+                moves++;
+        }
+        double worst = 0, sum = 0;
+        int windows = 0;
+        for (double w = start + 1.0; w + 1.0 <= start + 10.0; w += 0.1) {
+                double n = tally_rate(t, w, w + 1.0);
+                worst = n > worst ? n : worst;
+                sum += n;
+                windows++;
+        }
+        double per_s = moves / 10.0;
+        double bound = 1000 + (50 + 3) + 50 * (per_s + 1) + 1000 * (per_s + 1) * 0.002;
+        cr_log_info("demand moving %.1f times a second: the worst 1 s window admitted %.0f, the "
+                    "mean %.0f; the bound %.0f",
+                    per_s, worst, sum / windows, bound);
+        cr_expect_leq(worst, bound, "worst 1 s window %.0f > bound %.0f", worst, bound);
+        /* measured: about 420/s. Each move waits for the idle host's demand to be seen and its
+         * share given back (two renewals of each, ~100 ms of the 150): safe, not fast */
+        cr_expect_geq(sum / windows, 300, "the share follows the busy host (mean %.0f/s)",
+                      sum / windows);
+        atomic_store(&t->stop, 1);
+        for (int h = 0; h < 3; h++) {
+                waitpid(cl[h], NULL, 0);
+                tdaemon_fini(&d[h]);
+        }
+        munmap(t, sizeof(*t));
+        tredis_stop(&r);
 }
