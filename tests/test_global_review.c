@@ -866,3 +866,74 @@ Test(global_review, demand_moving_every_150_ms_stays_within_the_bound, .timeout 
         munmap(t, sizeof(*t));
         tredis_stop(&r);
 }
+
+/*
+ * Daemon 0 SIGKILLed at random moments (0 to 300 ms after it is ready, while demand moves
+ * between the two hosts every 100 ms so that it publishes often) and restarted, ten times: each
+ * restart re-attaches the arena, starts at the safe share (STARTING) until Redis answers, the
+ * clients never get an error, and the record it runs stays at most the whole rate.
+ */
+Test(global_review, a_daemon_killed_at_random_moments_restarts_at_the_safe_share, .timeout = 180)
+{
+        need_redis();
+        struct tredis r = {0};
+        cr_assert_eq(tredis_start(&r, NULL), 0);
+        struct tally *t =
+            mmap(NULL, sizeof(*t), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        cr_assert_neq(t, MAP_FAILED);
+        memset(t, 0, sizeof(*t));
+        atomic_store(&t->idle[1], 1);
+        atomic_store(&t->idle[2], 1);
+        struct tdaemon d[2];
+        int di[2];
+        pid_t cl[2];
+        char text[1024];
+        for (int h = 0; h < 2; h++) {
+                tdaemon_init(&d[h]);
+                snprintf(d[h].name, sizeof(d[h].name), "glk%d_%d", (int)getpid(), h);
+                storm_text(text, sizeof(text), r.port, h, "global");
+                di[h] = tdaemon_start_real(&d[h], text);
+        }
+        clock_gettime(CLOCK_MONOTONIC, &t->t0);
+        for (int h = 0; h < 2; h++)
+                cl[h] = tally_client(t, d[h].name, h);
+        srand((unsigned)getpid());
+        int starting = 0;
+        for (int k = 0; k < 10; k++) {
+                int wait_ms = rand() % 300;
+                for (int w = 0; w < wait_ms; w += 10) {
+                        if (w % 100 == 0) { /* move the demand */
+                                int b = (w / 100 + k) % 2;
+                                atomic_store(&t->idle[b], 0);
+                                atomic_store(&t->idle[1 - b], 1);
+                        }
+                        usleep(10000);
+                }
+                tdaemon_kill(&d[0], di[0]);
+                tdaemon_unmap(&d[0]);
+                di[0] = tdaemon_start(&d[0], NULL);
+                tdaemon_wait_ready(&d[0], di[0], (uint64_t)k + 2);
+                uint32_t st = gstate(&d[0], "api"), sh = gshare(&d[0], "api");
+                cr_assert(st == THR_GLOBAL_STARTING || st == THR_GLOBAL_LEASED,
+                          "restart %d: state %u", k, st);
+                if (st == THR_GLOBAL_STARTING) {
+                        starting++;
+                        cr_assert_eq(sh, ONE / 4, "restart %d: the safe share, not %u", k, sh);
+                }
+                struct thr_limiter_info info;
+                thr_limiter *l = tdaemon_lim(&d[0], 0, "api");
+                cr_assert_eq(thr_limiter_info(l, &info), 0);
+                cr_assert_leq(info.burst, 50, "restart %d: burst %" PRIu64, k, info.burst);
+                WAIT_FOR(gstate(&d[0], "api") == THR_GLOBAL_LEASED, 3, "leased again");
+        }
+        cr_log_info("%d of 10 restarts seen at the safe share before Redis answered", starting);
+        atomic_store(&t->stop, 1);
+        for (int h = 0; h < 2; h++) {
+                int st = 0;
+                waitpid(cl[h], &st, 0);
+                cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0, "client %d: status %#x", h, st);
+                tdaemon_fini(&d[h]);
+        }
+        munmap(t, sizeof(*t));
+        tredis_stop(&r);
+}
