@@ -937,3 +937,32 @@ Test(global_review, a_daemon_killed_at_random_moments_restarts_at_the_safe_share
         munmap(t, sizeof(*t));
         tredis_stop(&r);
 }
+
+/* A reload that moves [global] redis to another server: the daemon leases there from its next
+ * round (the old server's lease lapses), keeping its share meanwhile (held). */
+Test(global_review, a_reload_changing_the_redis_address_leases_from_the_new_one, .timeout = 60)
+{
+        need_redis();
+        struct tredis r[2] = {{0}};
+        for (int k = 0; k < 2; k++)
+                cr_assert_eq(tredis_start(&r[k], NULL), 0);
+        struct tdaemon d;
+        tdaemon_init(&d);
+        snprintf(d.name, sizeof(d.name), "gla%d", (int)getpid());
+        char text[1024], full[2048], key[64];
+        snprintf(key, sizeof(key), "{r%d:api}:leases", (int)getpid());
+        daemon_text(text, sizeof(text), r[0].port, "h0", "closed");
+        int i = tdaemon_start_real(&d, text);
+        WAIT_FOR(gstate(&d, "api") == THR_GLOBAL_LEASED && holds(&r[0], key, "h0"), 5,
+                 "a first lease");
+        daemon_text(text, sizeof(text), r[1].port, "h0", "closed");
+        full_text(full, sizeof(full), &d, text);
+        tdaemon_config_raw(&d, full);
+        cr_assert_eq(kill(d.pid[i], SIGHUP), 0);
+        tdaemon_wait_log(&d, i, "reloaded:", 1);
+        WAIT_FOR(holds(&r[1], key, "h0"), 3, "leased from the new server");
+        cr_assert_eq(gstate(&d, "api"), THR_GLOBAL_LEASED);
+        tdaemon_fini(&d);
+        for (int k = 0; k < 2; k++)
+                tredis_stop(&r[k]);
+}
