@@ -224,7 +224,8 @@ static void measure(struct supervisor *s, struct gl_lim *l, uint64_t now)
 }
 
 /* One renewal: 0 and *GRANT, or -1 (logged once per outage); *LINK_DOWN when Redis did not
- * answer at all (the round's other limiters are not tried). */
+ * answer at all (the round's other limiters are not tried), but for a cluster: there a failed
+ * call says only that its key's master failed, and the others' limiters are on other masters. */
 static int renew(struct global *g, const struct gl_snap *sn, struct gl_lim *l, uint32_t *grant,
                  bool *link_down)
 {
@@ -237,7 +238,7 @@ static int renew(struct global *g, const struct gl_snap *sn, struct gl_lim *l, u
         const char *argv[] = {g->host, a_dem, a_has, a_ttl, a_min};
         redisReply *r = rlink_eval(g->link, global_lease_script, key, 5, argv, err, sizeof(err));
         if (!r) {
-                *link_down = true;
+                *link_down = !rlink_is_cluster(g->link);
         } else if (r->type == REDIS_REPLY_ARRAY && r->elements == 5 &&
                    r->element[0]->type == REDIS_REPLY_INTEGER &&
                    r->element[1]->type == REDIS_REPLY_INTEGER && r->element[0]->integer >= 0 &&

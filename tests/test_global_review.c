@@ -27,6 +27,7 @@
 #include "helpers.h"
 #include "metrics.h"
 #include "redis_run.h"
+#include "rlink.h"
 
 #define ONE 1000000u
 
@@ -965,4 +966,57 @@ Test(global_review, a_reload_changing_the_redis_address_leases_from_the_new_one,
         tdaemon_fini(&d);
         for (int k = 0; k < 2; k++)
                 tredis_stop(&r[k]);
+}
+
+/*
+ * A Redis Cluster with one master killed: the limiters whose lease hash is on a live master keep
+ * their leases; only the dead master's limiter follows on_redis_down. Before the fix a failed
+ * call marked the whole link down for the round, so every limiter after the dead master's in the
+ * round went unrenewed and closed too (the round's order: the dead master's limiter first).
+ */
+Test(global_review, a_dead_cluster_master_closes_only_its_limiters, .timeout = 180)
+{
+        need_redis();
+        struct tredis_cluster cl;
+        cr_assert_eq(tredis_cluster_start(&cl), 0);
+        char names[3][32] = {{0}}, key[96], text[2048], lims[1024] = "";
+        int found = 0;
+        for (int i = 0; found < 3 && i < 1000; i++) {
+                char n[32];
+                snprintf(n, sizeof(n), "g%d", i);
+                snprintf(key, sizeof(key), "{c%d:%s}:leases", (int)getpid(), n);
+                int owner = tredis_cluster_owner(&cl, rlink_slot(key, strlen(key)));
+                if (owner >= 0 && !names[owner][0]) {
+                        snprintf(names[owner], sizeof(names[owner]), "%s", n);
+                        found++;
+                }
+        }
+        cr_assert_eq(found, 3, "a limiter name on each master");
+        const int order[3] = {1, 0, 2}; /* the dead master's limiter first in the round */
+        for (int k = 0; k < 3; k++) {
+                size_t at = strlen(lims);
+                snprintf(lims + at, sizeof(lims) - at,
+                         "[%s]\nrate = 100/s\nscope = global\nexpected_hosts = 2\n"
+                         "on_redis_down = closed\n\n",
+                         names[order[k]]);
+        }
+        struct tdaemon d;
+        tdaemon_init(&d);
+        snprintf(d.name, sizeof(d.name), "glc%d", (int)getpid());
+        snprintf(text, sizeof(text),
+                 "[global]\nredis = 127.0.0.1:%d\nhost_id = h0\nprefix = c%d\n"
+                 "interval = 50ms\nlease_ttl = 400ms\ntimeout = 100ms\n\n%s",
+                 cl.node[0].port, (int)getpid(), lims);
+        tdaemon_start_real(&d, text);
+        for (int i = 0; i < 3; i++)
+                WAIT_FOR(gstate(&d, names[i]) == THR_GLOBAL_LEASED, 10, "leased");
+        tredis_kill(&cl.node[1], SIGKILL);
+        WAIT_FOR(gstate(&d, names[1]) == THR_GLOBAL_CLOSED, 3, "the dead master's limiter closes");
+        usleep(1000000); /* well past lease_ttl, well before the cluster's node timeout (5 s) */
+        cr_expect_eq(gstate(&d, names[0]), THR_GLOBAL_LEASED, "%s on a live master: state %u",
+                     names[0], gstate(&d, names[0]));
+        cr_expect_eq(gstate(&d, names[2]), THR_GLOBAL_LEASED, "%s on a live master: state %u",
+                     names[2], gstate(&d, names[2]));
+        tdaemon_fini(&d);
+        tredis_cluster_stop(&cl);
 }
