@@ -39,7 +39,9 @@
  * 10^6 / expected_hosts), closed (the least share, a millionth: admissions stop except each
  * key's single bucket place), open (the whole limit on this host). Keep and open can exceed R
  * across hosts (the others may take the share back): that is the availability they choose. A
- * daemon starts at the safe share (config.c), before and until its first answer.
+ * daemon starts at the safe share (config.c), before and until its first answer. A lease that
+ * could end before the thread looks again, while it renews the others (a round longer than
+ * lease_ttl: many limiters, a slow Redis), is treated alike until its renewal (expire, logged).
  *
  * Threads: the lease thread reads the registry under rcu_read_lock and copies what it needs (a
  * round's Redis calls block up to [global] timeout each). It publishes records under
@@ -135,6 +137,8 @@ struct global {
         char host[128];
         struct gl_lim lim[CONFIG_MAX_LIMITERS];
         struct gl_snap snap;
+        uint64_t call_ns; /* how long the last renewal took */
+        bool slow_logged; /* a lease would end before its renewal (logged once) */
 };
 
 static uint64_t mono_ns(void)
@@ -225,7 +229,8 @@ static void measure(struct supervisor *s, struct gl_lim *l, uint64_t now)
 }
 
 /* One renewal: 0 and *GRANT, or -1 (logged once per outage); *LINK_DOWN when Redis did not
- * answer at all (the round's other limiters are not tried). */
+ * answer at all (the round's other limiters are not tried), but for a cluster: there a failed
+ * call says only that its key's master failed, and the others' limiters are on other masters. */
 static int renew(struct global *g, const struct gl_snap *sn, struct gl_lim *l, uint32_t *grant,
                  bool *link_down)
 {
@@ -238,7 +243,7 @@ static int renew(struct global *g, const struct gl_snap *sn, struct gl_lim *l, u
         const char *argv[] = {g->host, a_dem, a_has, a_ttl, a_min};
         redisReply *r = rlink_eval(g->link, global_lease_script, key, 5, argv, err, sizeof(err));
         if (!r) {
-                *link_down = true;
+                *link_down = !rlink_is_cluster(g->link);
         } else if (r->type == REDIS_REPLY_ARRAY && r->elements == 5 &&
                    r->element[0]->type == REDIS_REPLY_INTEGER &&
                    r->element[1]->type == REDIS_REPLY_INTEGER && r->element[0]->integer >= 0 &&
@@ -369,34 +374,79 @@ static void one(struct supervisor *s, struct global *g, const struct gl_snap *sn
         show(s, l, now);
 }
 
-/* The link for SN's [global] settings, made again when a reload changed them. */
+/* The link for SN's [global] settings, made again when a reload changed them; the name this
+ * host leases under, taken again at each round (a reload may change host_id alone). */
 static void relink(struct global *g, const struct gl_snap *sn)
 {
-        if (g->link && !memcmp(&g->lcfg, &sn->lcfg, sizeof(g->lcfg)))
-                return;
-        rlink_free(g->link);
-        g->lcfg = sn->lcfg;
-        g->link = rlink_new(&g->lcfg);
+        char host[sizeof(g->host)];
         if (sn->host[0]) {
-                snprintf(g->host, sizeof(g->host), "%s", sn->host);
+                snprintf(host, sizeof(host), "%s", sn->host);
         } else {
                 char hn[64] = "";
                 gethostname(hn, sizeof(hn) - 1);
-                snprintf(g->host, sizeof(g->host), "%s/%s", hn[0] ? hn : "host", sn->arena);
+                snprintf(host, sizeof(host), "%s/%s", hn[0] ? hn : "host", sn->arena);
         }
+        bool same = g->link && !memcmp(&g->lcfg, &sn->lcfg, sizeof(g->lcfg));
+        if (same && !strcmp(g->host, host))
+                return;
+        if (!same) {
+                rlink_free(g->link);
+                g->lcfg = sn->lcfg;
+                g->link = rlink_new(&g->lcfg);
+        }
+        snprintf(g->host, sizeof(g->host), "%s", host);
         log_info("global limiters: leasing from Redis %s as '%s'", sn->lcfg.addr, g->host);
+}
+
+/* The round's limiters whose lease could end before the lease thread looks again (a call as
+ * long as the last one, then the interval) while it renews others: a round longer than lease_ttl
+ * (many limiters, a slow Redis). They follow on_redis_down until their renewal comes, as when
+ * Redis cannot be reached: never the leased share past the lease. */
+static void expire(struct supervisor *s, struct global *g, const struct gl_snap *sn,
+                   struct gl_lim *const *lim)
+{
+        uint64_t now = mono_ns(), ahead = g->call_ns + sn->interval_ns;
+        for (uint32_t j = 0; j < sn->n; j++) {
+                struct gl_lim *l = lim[j];
+                if (!l || l->state != THR_GLOBAL_LEASED || now + ahead < l->lease_end)
+                        continue;
+                if (!g->slow_logged)
+                        log_warn("limiter '%s': its lease would end before its renewal (a round of "
+                                 "%u global limiters takes longer than lease_ttl %" PRIu64
+                                 " ms: raise lease_ttl)",
+                                 l->name, sn->n, sn->ttl_ns / 1000000);
+                g->slow_logged = true;
+                l->spec = sn->spec[j];
+                l->idx = sn->idx[j];
+                l->lease_end = now; /* ended, for when_down */
+                uint32_t share = choose(l->applied, when_down(l, now), false);
+                if (share != l->applied || l->publish_failed)
+                        publish(s, sn, l, share);
+                show(s, l, now);
+        }
 }
 
 static void round_all(struct supervisor *s, struct global *g)
 {
         struct gl_snap *sn = &g->snap;
+        static struct gl_lim *lim[CONFIG_MAX_LIMITERS]; /* the lease thread's alone */
         for (size_t i = 0; i < CONFIG_MAX_LIMITERS; i++)
                 g->lim[i].seen = false;
         if (sn->n) {
                 relink(g, sn);
+                for (uint32_t i = 0; i < sn->n; i++) {
+                        lim[i] = NULL;
+                        for (size_t k = 0; k < CONFIG_MAX_LIMITERS && !lim[i]; k++)
+                                if (!strcmp(g->lim[k].name, sn->spec[i].name))
+                                        lim[i] = &g->lim[k];
+                }
                 bool link_down = !g->link;
-                for (uint32_t i = 0; i < sn->n && !s->stop; i++)
+                for (uint32_t i = 0; i < sn->n && !s->stop; i++) {
+                        expire(s, g, sn, lim);
+                        uint64_t t0 = mono_ns();
                         one(s, g, sn, i, &link_down);
+                        g->call_ns = mono_ns() - t0;
+                }
         }
         pthread_mutex_lock(&s->arena_mu);
         for (size_t i = 0; i < CONFIG_MAX_LIMITERS; i++)

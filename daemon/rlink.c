@@ -15,8 +15,10 @@
  * Failures. A connection error or timeout closes that connection and fails the call (no retry
  * inside a call: the caller's lease period is the retry loop, and a blocked call must stay
  * within its timeouts); the next call reconnects. In cluster mode it also marks the map stale:
- * the next call refreshes it first (the seed, then up to 2 known nodes), so a slot whose master
- * moved is found, and a dead master's slots fail fast (connection refused) while the others work.
+ * the next call refreshes it first (the seed, then up to 2 known nodes, and only while one
+ * node's timeouts are not spent: a silent cluster costs no timeout per node), so a slot whose
+ * master moved is found, and a dead master's slots fail fast (connection refused) while the
+ * others work.
  * Everything parsed from the network (CLUSTER SLOTS, redirections) is checked: slot ranges,
  * ports, address lengths. A bad CLUSTER SLOTS reply leaves the map as it was (and fails the call
  * when it is the seed's first answer); a bad redirection fails the call.
@@ -28,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <time.h>
 
 #include "rlink.h"
 
@@ -165,6 +168,50 @@ static struct timeval ms_tv(unsigned ms, unsigned def)
         return (struct timeval){.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
 }
 
+static uint64_t mono_ms(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* One command on N's connection and its whole reply within the I/O timeout (hiredis's timeout
+ * is per read: a server that trickles a reply a byte at a time would hold the call forever).
+ * NULL with the connection's error set (EAGAIN: the timeout). */
+static redisReply *node_command(struct rlink *l, struct rnode *n, int argc, const char **argv,
+                                const size_t *lens)
+{
+        redisContext *c = n->c;
+        unsigned ms = l->cfg.io_timeout_ms ? l->cfg.io_timeout_ms : RL_MS;
+        uint64_t end = mono_ms() + ms;
+        void *r = NULL;
+        int done = 0;
+        if (redisAppendCommandArgv(c, argc, argv, lens) != REDIS_OK)
+                return NULL;
+        for (;;) {
+                uint64_t now = mono_ms();
+                if (now >= end) {
+                        c->err = REDIS_ERR_IO;
+                        snprintf(c->errstr, sizeof(c->errstr), "no whole reply within %u ms", ms);
+                        errno = EAGAIN;
+                        return NULL;
+                }
+                if (redisSetTimeout(c, ms_tv((unsigned)(end - now), RL_MS)) != REDIS_OK)
+                        return NULL;
+                if (!done) {
+                        if (redisBufferWrite(c, &done) != REDIS_OK)
+                                return NULL;
+                        continue;
+                }
+                if (redisGetReplyFromReader(c, &r) != REDIS_OK)
+                        return NULL;
+                if (r)
+                        return r;
+                if (redisBufferRead(c) != REDIS_OK)
+                        return NULL;
+        }
+}
+
 /* AUTH on N's fresh connection with the configured user and password; false with ERR. */
 static bool node_auth(struct rlink *l, struct rnode *n, char *err, size_t errlen)
 {
@@ -175,7 +222,7 @@ static bool node_auth(struct rlink *l, struct rnode *n, char *err, size_t errlen
         if (l->cfg.user[0])
                 argv[argc++] = l->cfg.user;
         argv[argc++] = l->cfg.password;
-        redisReply *r = redisCommandArgv(n->c, argc, argv, NULL);
+        redisReply *r = node_command(l, n, argc, argv, NULL);
         bool ok = r && r->type == REDIS_REPLY_STATUS;
         if (!r)
                 fail(err, errlen, "redis %s: AUTH: %s", node_name(n, name, sizeof(name)),
@@ -227,7 +274,8 @@ static redisReply *node_call(struct rlink *l, struct rnode *n, bool asking, int 
         if (!n->c && !node_connect(l, n, err, errlen))
                 goto failed;
         if (asking) {
-                redisReply *a = redisCommand(n->c, "ASKING");
+                const char *asking_argv[] = {"ASKING"};
+                redisReply *a = node_command(l, n, 1, asking_argv, NULL);
                 bool ok = a && a->type == REDIS_REPLY_STATUS;
                 if (a)
                         freeReplyObject(a);
@@ -237,7 +285,7 @@ static redisReply *node_call(struct rlink *l, struct rnode *n, bool asking, int 
                         goto drop;
                 }
         }
-        redisReply *r = redisCommandArgv(n->c, argc, argv, lens);
+        redisReply *r = node_command(l, n, argc, argv, lens);
         if (r)
                 return r;
         if (n->c->err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK))
@@ -377,13 +425,17 @@ static int map_from(struct rlink *l, struct rnode *from, char *err, size_t errle
         return rc;
 }
 
-/* Refresh the map from the seed, or else from known nodes in turn (at most RL_REFRESH_TRIES
- * in all: with every node silent, a call blocks for a bounded number of timeouts). */
+/* Refresh the map from the seed, or else from known nodes in turn: at most RL_REFRESH_TRIES in
+ * all, and only while the time of one node (a connect and a reply timeout) is not spent, so a
+ * silent cluster does not hold the call a timeout per node. */
 static bool map_refresh(struct rlink *l, char *err, size_t errlen)
 {
+        uint64_t end = mono_ms() + (l->cfg.connect_timeout_ms ? l->cfg.connect_timeout_ms : RL_MS) +
+                       (l->cfg.io_timeout_ms ? l->cfg.io_timeout_ms : RL_MS);
         if (map_from(l, &l->seed, err, errlen) >= 0)
                 goto done;
-        for (int i = 0, tries = 1; i < RL_NODES && tries < RL_REFRESH_TRIES; i++) {
+        for (int i = 0, tries = 1; i < RL_NODES && tries < RL_REFRESH_TRIES && mono_ms() < end;
+             i++) {
                 if (!l->node[i].host[0])
                         continue;
                 tries++;

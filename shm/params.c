@@ -281,6 +281,20 @@ static int gcra_interval(struct thr_params *p, uint64_t k, const char *name, cha
         __uint128_t num = (__uint128_t)p->period_ns * k * THR_SCALE_ONE;
         __uint128_t den = (__uint128_t)p->rate_n * scale;
         __uint128_t t = num / den + (num % den != 0);
+        /* a share so small that its interval does not fit the state word (a slow rate at the
+         * least share: 5/d at a millionth is 548 years): the longest that fits, if that is still
+         * past the arena's 20 years, when either lets a key admit its bucket's place and no more;
+         * else a closed limiter could not close, nor a host take a small grant */
+        __uint128_t fixed = (__uint128_t)p->max_reserve_units + (__uint128_t)THR_HORIZON_NS * k;
+        if (fixed < THR_TAT_LIMIT &&
+            !shm_params_range_ok(p->burst, (uint64_t)(t > UINT64_MAX ? UINT64_MAX : t),
+                                 p->max_reserve_units, k)) {
+                __uint128_t most = (THR_TAT_LIMIT - 1 - fixed) / (2 * (__uint128_t)p->burst);
+                if (most < t && most >= (__uint128_t)THR_HORIZON_NS * k) {
+                        t = most;
+                        p->flags |= THR_PARAM_ROUNDED;
+                }
+        }
         if (t > UINT64_MAX || !shm_params_range_ok(p->burst, (uint64_t)t, p->max_reserve_units, k))
                 return fail(err, errlen, -ERANGE, name,
                             "its share of %" PRIu64 " millionths makes an emission interval of "
