@@ -153,7 +153,7 @@ static int lim_load(struct ctx *c, uint32_t idx, struct shmctl_lim *l)
         l->gl_share = atomic_load_explicit(&de->global_share, memory_order_relaxed);
         l->gl_state = atomic_load_explicit(&de->global_state, memory_order_relaxed);
         l->gl_expiry_ns = atomic_load_explicit(&de->global_expiry_ns, memory_order_relaxed);
-        l->now_ns = shm_now_ns(shm_hdr(&c->map));
+        l->now_ns = arena_now_ns(c); /* epoch_ns is client-writable: no signed overflow */
         return 1;
 }
 
