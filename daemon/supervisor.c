@@ -314,23 +314,14 @@ int supervisor_start(struct supervisor *s, const struct config *cfg, bool recrea
         sigfillset(&all);
         pthread_sigmask(SIG_BLOCK, &all, &old);
         rc = maint_start(s);
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
-        if (rc < 0) {
-                http_stop(s->http);
-                s->http = NULL;
-                metrics_stop(s->metrics);
-                s->metrics = NULL;
-                shm_arena_detach(&s->map);
-                return EX_OSERR;
-        }
-        s->maint_running = true;
-        pthread_sigmask(SIG_BLOCK, &all, &old);
-        rc = global_start(s);
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
-        if (rc < 0) { /* the lease thread could not start: the daemon stops as if maint had not */
+        s->maint_running = rc == 0;
+        if (rc == 0 && (rc = global_start(s)) < 0)
                 log_error("cannot start the lease thread of global limiters: %s", strerror(-rc));
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        if (rc < 0) { /* a thread could not start: the daemon stops before it served */
                 s->stop = 1;
-                maint_join(s);
+                if (s->maint_running)
+                        maint_join(s);
                 s->maint_running = false;
                 http_stop(s->http);
                 s->http = NULL;

@@ -662,27 +662,60 @@ int shm_arena_configure(struct shm_map *m, const struct shm_arena_spec *s, char 
         return 0;
 }
 
-int shm_limiter_rerate(struct shm_map *m, const struct shm_limiter_spec *ls, uint64_t rate_n,
-                       char *err, size_t errlen)
+/* The live GCRA limiter LS names: its directory index into *IDX and its snapshot, or -errno
+ * with ERR. */
+static int live_gcra(struct shm_map *m, const struct shm_limiter_spec *ls, int *idx,
+                     struct shm_lim_snap *snap, char *err, size_t errlen)
 {
-        struct thr_hdr *h = shm_hdr(m);
-        uint64_t gen = atomic_load_explicit(&h->config_gen, memory_order_relaxed);
         if (ls->kind != THR_KIND_GCRA && ls->kind != 0)
                 return shm_seterr(err, errlen, -EINVAL, "limiter '%s' is not a GCRA limiter",
                                   ls->name);
-        if (rate_n == 0)
-                return shm_seterr(err, errlen, -EINVAL, "limiter '%s': a rate of 0", ls->name);
-        int idx = shm_dir_find(m, ls->name);
-        struct shm_lim_snap snap;
-        if (idx < 0 || shm_dir_snapshot(m, (uint32_t)idx, &snap) < 0 ||
-            snap.state != THR_DIR_LIVE || snap.params.kind != THR_KIND_GCRA)
+        *idx = shm_dir_find(m, ls->name);
+        if (*idx < 0 || shm_dir_snapshot(m, (uint32_t)*idx, snap) < 0 ||
+            snap->state != THR_DIR_LIVE || snap->params.kind != THR_KIND_GCRA)
                 return shm_seterr(err, errlen, -ENOENT,
                                   "limiter '%s' is not a live GCRA limiter in the arena", ls->name);
+        return 0;
+}
+
+/* Publish P for entry IDX (LS, whose record was SNAP's) unless it is the same: 0 or -errno. */
+static int publish_params(struct shm_map *m, const struct shm_limiter_spec *ls, int idx,
+                          const struct shm_lim_snap *snap, const struct thr_params *p, char *err,
+                          size_t errlen)
+{
+        struct plan pl = {.spec = ls,
+                          .params = *p,
+                          .idx = idx,
+                          .changed = !params_equal(&snap->params, p),
+                          .before = snap->params};
+        if (!pl.changed)
+                return 0;
+        int rc = stage(m, &pl);
+        if (rc < 0)
+                return shm_seterr(err, errlen, rc,
+                                  "no room for limiter '%s''s new record (raise [arena] spare)",
+                                  ls->name);
+        publish(m, &pl);
+        atomic_store_explicit(&shm_hdr(m)->heap_top, m->g.heap_top, memory_order_relaxed);
+        return 0;
+}
+
+int shm_limiter_rerate(struct shm_map *m, const struct shm_limiter_spec *ls, uint64_t rate_n,
+                       char *err, size_t errlen)
+{
+        uint64_t gen = atomic_load_explicit(&shm_hdr(m)->config_gen, memory_order_relaxed);
+        if (rate_n == 0 && (ls->kind == THR_KIND_GCRA || ls->kind == 0))
+                return shm_seterr(err, errlen, -EINVAL, "limiter '%s': a rate of 0", ls->name);
+        int idx;
+        struct shm_lim_snap snap;
+        int rc = live_gcra(m, ls, &idx, &snap, err, errlen);
+        if (rc < 0)
+                return rc;
         /* the configured record, then its interval for RATE_N in the unit the buckets count in:
          * T = ceil(P K / N) units, rounded up (never faster) when it is not whole (as a reload
          * to another unit: shm_params_in_units), so every rate between the bounds is reachable */
         struct thr_params p;
-        int rc = shm_params_make(ls, gen, &p, err, errlen);
+        rc = shm_params_make(ls, gen, &p, err, errlen);
         if (rc < 0)
                 return rc;
         uint64_t k = snap.params.k;
@@ -707,21 +740,7 @@ int shm_limiter_rerate(struct shm_map *m, const struct shm_limiter_spec *ls, uin
         if (num % rate_n)
                 p.flags |= THR_PARAM_ROUNDED;
         clock_choose(m, ls, &p);
-        struct plan pl = {.spec = ls,
-                          .params = p,
-                          .idx = idx,
-                          .changed = !params_equal(&snap.params, &p),
-                          .before = snap.params};
-        if (!pl.changed)
-                return 0;
-        rc = stage(m, &pl);
-        if (rc < 0)
-                return shm_seterr(err, errlen, rc,
-                                  "no room for limiter '%s''s new record (raise [arena] spare)",
-                                  ls->name);
-        publish(m, &pl);
-        atomic_store_explicit(&h->heap_top, m->g.heap_top, memory_order_relaxed);
-        return 0;
+        return publish_params(m, ls, idx, &snap, &p, err, errlen);
 }
 
 int shm_arena_plan(struct shm_map *m, const struct shm_arena_spec *s, struct shm_change **out,
@@ -1000,39 +1019,19 @@ int shm_limiter_compatible(const struct shm_lim_snap *s, const struct thr_params
 int shm_limiter_rescale(struct shm_map *m, const struct shm_limiter_spec *ls, uint32_t scale_ppm,
                         char *err, size_t errlen)
 {
-        struct thr_hdr *h = shm_hdr(m);
-        uint64_t gen = atomic_load_explicit(&h->config_gen, memory_order_relaxed);
-        if (ls->kind != THR_KIND_GCRA && ls->kind != 0)
-                return shm_seterr(err, errlen, -EINVAL, "limiter '%s' is not a GCRA limiter",
-                                  ls->name);
+        uint64_t gen = atomic_load_explicit(&shm_hdr(m)->config_gen, memory_order_relaxed);
         struct shm_limiter_spec sc = *ls;
         sc.scale_ppm = scale_ppm == 0 ? 1 : scale_ppm > THR_SCALE_ONE ? THR_SCALE_ONE : scale_ppm;
-        int idx = shm_dir_find(m, ls->name);
+        int idx;
         struct shm_lim_snap snap;
-        if (idx < 0 || shm_dir_snapshot(m, (uint32_t)idx, &snap) < 0 ||
-            snap.state != THR_DIR_LIVE || snap.params.kind != THR_KIND_GCRA)
-                return shm_seterr(err, errlen, -ENOENT,
-                                  "limiter '%s' is not a live GCRA limiter in the arena", ls->name);
         struct thr_params p;
-        int rc = shm_params_make(&sc, gen, &p, err, errlen);
+        int rc = live_gcra(m, ls, &idx, &snap, err, errlen);
+        if (rc == 0)
+                rc = shm_params_make(&sc, gen, &p, err, errlen);
         if (rc == 0)
                 rc = shm_params_in_units(&p, snap.params.k, ls->name, err, errlen);
         if (rc < 0)
                 return rc;
         clock_choose(m, &sc, &p);
-        struct plan pl = {.spec = &sc,
-                          .params = p,
-                          .idx = idx,
-                          .changed = !params_equal(&snap.params, &p),
-                          .before = snap.params};
-        if (!pl.changed)
-                return 0;
-        rc = stage(m, &pl);
-        if (rc < 0)
-                return shm_seterr(err, errlen, rc,
-                                  "no room for limiter '%s''s new record (raise [arena] spare)",
-                                  ls->name);
-        publish(m, &pl);
-        atomic_store_explicit(&h->heap_top, m->g.heap_top, memory_order_relaxed);
-        return 0;
+        return publish_params(m, &sc, idx, &snap, &p, err, errlen);
 }
