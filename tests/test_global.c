@@ -424,7 +424,9 @@ Test(global, the_bound_holds_over_a_long_run_while_demand_moves, .timeout = 120)
                     "and fell by %.2f in all; bound %.0f",
                     rotations, t, all, RATE * t, (double)inc / ONE, (double)dec / ONE, bound);
         cr_assert_leq((double)all, bound, "admitted %" PRIu64 " over the bound %.0f", all, bound);
-        cr_assert_geq((double)all, 0.7 * RATE * t, "shares that follow demand are used: %" PRIu64,
+        /* shares that stayed at a third each would admit a third of R t; following demand,
+         * about 80% here (each move takes a renewal or two), less on a loaded machine */
+        cr_assert_geq((double)all, 0.5 * RATE * t, "shares that follow demand are used: %" PRIu64,
                       all);
         fleet_stop(&f);
 }
