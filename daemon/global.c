@@ -42,6 +42,10 @@
  * daemon starts at the safe share (config.c), before and until its first answer. A lease that
  * could end before the thread looks again, while it renews the others (a round longer than
  * lease_ttl: many limiters, a slow Redis), is treated alike until its renewal (expire, logged).
+ * What this thread cannot do: a share is a parameter record, which clients use without looking
+ * at the lease. If this daemon dies or is stopped, its clients keep its last share until a
+ * daemon runs again (the unit restarts it within a default lease), while Redis may give that
+ * share to another host once the lease ends: the bound above assumes the daemons run.
  *
  * Threads: the lease thread reads the registry under rcu_read_lock and copies what it needs (a
  * round's Redis calls block up to [global] timeout each). It publishes records under
