@@ -42,9 +42,8 @@
 #include "log.h"
 #include "supervisor.h"
 
-/* The sums of every reader row's counters of directory entry IDX. */
-static void sums_of(const struct shm_map *m, uint32_t idx, uint64_t *over, uint64_t *adm,
-                    uint64_t *den)
+void sup_lim_sums(const struct shm_map *m, uint32_t idx, uint64_t *over, uint64_t *adm,
+                  uint64_t *den)
 {
         *over = *adm = *den = 0;
         for (uint32_t r = 0; r < m->g.reader_count; r++) {
@@ -87,7 +86,7 @@ static void step(struct supervisor *s, const struct registry *reg, uint32_t i, u
         uint64_t interval = a->interval_ns ? a->interval_ns : 1000000000ull;
         if (!st->started || st->gen != reg->gen) { /* first seen under this configuration */
                 *st = (struct adapt_state){.started = true, .gen = reg->gen, .rate_n = ls->rate_n};
-                sums_of(&s->map, idx, &st->overload, &st->admitted, &st->denied);
+                sup_lim_sums(&s->map, idx, &st->overload, &st->admitted, &st->denied);
                 st->next_ns = next_after(now, interval);
                 atomic_store_explicit(&de->adapt_next_ns, st->next_ns, memory_order_release);
                 return;
@@ -95,7 +94,7 @@ static void step(struct supervisor *s, const struct registry *reg, uint32_t i, u
         if (now < st->next_ns)
                 return;
         uint64_t over, adm, den;
-        sums_of(&s->map, idx, &over, &adm, &den);
+        sup_lim_sums(&s->map, idx, &over, &adm, &den);
         uint64_t d_over = over - st->overload, d_den = den - st->denied;
         st->overload = over;
         st->admitted = adm;

@@ -141,7 +141,8 @@ struct global {
         char host[128];
         struct gl_lim lim[CONFIG_MAX_LIMITERS];
         struct gl_snap snap;
-        uint64_t call_ns; /* how long the last renewal took */
+        struct gl_lim *round[CONFIG_MAX_LIMITERS]; /* snap's limiters' entries, this round */
+        uint64_t call_ns;                          /* how long the last renewal took */
         bool slow_logged; /* a lease would end before its renewal (logged once) */
 };
 
@@ -195,36 +196,43 @@ static struct thr_dir_entry *dir_entry(struct supervisor *s, uint32_t idx)
         return (struct thr_dir_entry *)shm_at(s->map.base, s->map.g.dir_off) + idx;
 }
 
-/* The entry of limiter NAME, made (at the share its record was built with) if new. */
-static struct gl_lim *entry_for(struct supervisor *s, struct global *g, const char *name,
-                                const struct shm_limiter_spec *ls, uint64_t now, uint64_t ttl)
+/* The entry of limiter NAME, or NULL. */
+static struct gl_lim *entry_of(struct global *g, const char *name)
 {
-        struct gl_lim *free_l = NULL;
-        for (size_t i = 0; i < CONFIG_MAX_LIMITERS; i++) {
+        for (size_t i = 0; i < CONFIG_MAX_LIMITERS; i++)
                 if (!strcmp(g->lim[i].name, name))
                         return &g->lim[i];
-                if (!free_l && !g->lim[i].name[0])
-                        free_l = &g->lim[i];
+        return NULL;
+}
+
+/* The entry of the round's limiter LS (directory entry IDX), made if new at the share its
+ * record was built with, starting, its lease counted from NOW; NULL if the table is full. */
+static struct gl_lim *entry_for(struct supervisor *s, struct global *g,
+                                const struct shm_limiter_spec *ls, uint32_t idx, uint64_t now,
+                                uint64_t ttl)
+{
+        struct gl_lim *l = entry_of(g, ls->name);
+        if (!l && (l = entry_of(g, "")) != NULL) {
+                pthread_mutex_lock(&s->arena_mu);
+                *l = (struct gl_lim){
+                    .applied = ls->scale_ppm, .state = THR_GLOBAL_STARTING, .lease_end = now + ttl};
+                snprintf(l->name, sizeof(l->name), "%s", ls->name);
+                pthread_mutex_unlock(&s->arena_mu);
         }
-        if (!free_l)
-                return NULL;
-        pthread_mutex_lock(&s->arena_mu);
-        *free_l = (struct gl_lim){
-            .applied = ls->scale_ppm, .state = THR_GLOBAL_STARTING, .lease_end = now + ttl};
-        snprintf(free_l->name, sizeof(free_l->name), "%s", name);
-        pthread_mutex_unlock(&s->arena_mu);
-        return free_l;
+        if (l) {
+                l->spec = *ls;
+                l->idx = idx;
+                l->seen = true;
+        }
+        return l;
 }
 
 /* Demand: admitted + denied per second since the last renewal, over every reader's row. */
 static void measure(struct supervisor *s, struct gl_lim *l, uint64_t now)
 {
-        uint64_t sum = 0;
-        for (uint32_t r = 0; r < s->map.g.reader_count; r++) {
-                const struct thr_lcount *c = shm_lcount(&s->map, r, l->idx);
-                sum += atomic_load_explicit(&c->admitted, memory_order_relaxed) +
-                       atomic_load_explicit(&c->denied, memory_order_relaxed);
-        }
+        uint64_t over, adm, den;
+        sup_lim_sums(&s->map, l->idx, &over, &adm, &den);
+        uint64_t sum = adm + den;
         if (l->sum_t && now > l->sum_t && sum >= l->sum)
                 l->demand =
                     (uint64_t)((__uint128_t)(sum - l->sum) * 1000000000u / (now - l->sum_t));
@@ -301,27 +309,28 @@ static uint32_t when_down(struct gl_lim *l, uint64_t now)
         }
 }
 
-/* The share to publish for a TARGET: lower at once, higher in steps (see the top). */
-static uint32_t choose(uint32_t applied, uint32_t target, bool leased)
+/* The share to publish for a leased TARGET: lower at once, higher in steps (see the top); the
+ * whole is a step (10^6 is a multiple of GL_STEP). */
+static uint32_t choose(uint32_t applied, uint32_t target)
 {
         uint32_t q = target / GL_STEP * GL_STEP;
-        if (!leased || target < applied)
-                return leased ? q : target;
-        if (q >= applied + GL_RAISE || (target == THR_SCALE_ONE && applied != target))
-                return target == THR_SCALE_ONE ? target : q;
-        return applied;
+        return target < applied || q >= applied + GL_RAISE || q == THR_SCALE_ONE ? q : applied;
 }
 
+/* Run L's buckets at SHARE: a new record, unless it is the share they run at (and the last
+ * publish did not fail). */
 static void publish(struct supervisor *s, const struct gl_snap *sn, struct gl_lim *l,
                     uint32_t share)
 {
+        if (share == l->applied && !l->publish_failed)
+                return;
         char err[256] = "";
         int rc = 0;
         pthread_mutex_lock(&s->arena_mu);
         /* only under the configuration the registry was made from: a reload since then built
          * the record itself, at the share applied then (global_scale_config) */
         if (atomic_load_explicit(&shm_hdr(&s->map)->config_gen, memory_order_relaxed) == sn->gen) {
-                rc = shm_limiter_rescale(&s->map, &l->spec, share ? share : 1, err, sizeof(err));
+                rc = shm_limiter_rescale(&s->map, &l->spec, share, err, sizeof(err)); /* 0: 1 */
                 if (rc == 0)
                         l->applied = share;
         }
@@ -345,16 +354,10 @@ static void show(struct supervisor *s, const struct gl_lim *l, uint64_t now)
         atomic_store_explicit(&de->global_expiry_ns, end, memory_order_relaxed);
 }
 
-static void one(struct supervisor *s, struct global *g, const struct gl_snap *sn, uint32_t i,
+static void one(struct supervisor *s, struct global *g, const struct gl_snap *sn, struct gl_lim *l,
                 bool *link_down)
 {
         uint64_t now = mono_ns();
-        struct gl_lim *l = entry_for(s, g, sn->spec[i].name, &sn->spec[i], now, sn->ttl_ns);
-        if (!l)
-                return;
-        l->spec = sn->spec[i];
-        l->idx = sn->idx[i];
-        l->seen = true;
         bool first = l->sum_t == 0;
         measure(s, l, now);
         if (first) { /* no demand measured yet: a renewal now would report none, and a busy host
@@ -362,19 +365,15 @@ static void one(struct supervisor *s, struct global *g, const struct gl_snap *sn
                 show(s, l, now);
                 return;
         }
-        uint32_t grant = 0, target;
-        bool leased = false;
+        uint32_t grant = 0, share;
         if (!*link_down && renew(g, sn, l, &grant, link_down) == 0) {
                 l->lease_end = now + sn->ttl_ns; /* counted from before the request */
                 l->state = THR_GLOBAL_LEASED;
-                target = grant;
-                leased = true;
+                share = choose(l->applied, grant);
         } else {
-                target = when_down(l, now);
+                share = when_down(l, now);
         }
-        uint32_t share = choose(l->applied, target, leased);
-        if (share != l->applied || l->publish_failed)
-                publish(s, sn, l, share);
+        publish(s, sn, l, share);
         show(s, l, now);
 }
 
@@ -406,12 +405,11 @@ static void relink(struct global *g, const struct gl_snap *sn)
  * long as the last one, then the interval) while it renews others: a round longer than lease_ttl
  * (many limiters, a slow Redis). They follow on_redis_down until their renewal comes, as when
  * Redis cannot be reached: never the leased share past the lease. */
-static void expire(struct supervisor *s, struct global *g, const struct gl_snap *sn,
-                   struct gl_lim *const *lim)
+static void expire(struct supervisor *s, struct global *g, const struct gl_snap *sn)
 {
         uint64_t now = mono_ns(), ahead = g->call_ns + sn->interval_ns;
         for (uint32_t j = 0; j < sn->n; j++) {
-                struct gl_lim *l = lim[j];
+                struct gl_lim *l = g->round[j];
                 if (!l || l->state != THR_GLOBAL_LEASED || now + ahead < l->lease_end)
                         continue;
                 if (!g->slow_logged)
@@ -420,12 +418,8 @@ static void expire(struct supervisor *s, struct global *g, const struct gl_snap 
                                  " ms: raise lease_ttl)",
                                  l->name, sn->n, sn->ttl_ns / 1000000);
                 g->slow_logged = true;
-                l->spec = sn->spec[j];
-                l->idx = sn->idx[j];
                 l->lease_end = now; /* ended, for when_down */
-                uint32_t share = choose(l->applied, when_down(l, now), false);
-                if (share != l->applied || l->publish_failed)
-                        publish(s, sn, l, share);
+                publish(s, sn, l, when_down(l, now));
                 show(s, l, now);
         }
 }
@@ -433,22 +427,19 @@ static void expire(struct supervisor *s, struct global *g, const struct gl_snap 
 static void round_all(struct supervisor *s, struct global *g)
 {
         struct gl_snap *sn = &g->snap;
-        static struct gl_lim *lim[CONFIG_MAX_LIMITERS]; /* the lease thread's alone */
         for (size_t i = 0; i < CONFIG_MAX_LIMITERS; i++)
                 g->lim[i].seen = false;
         if (sn->n) {
                 relink(g, sn);
-                for (uint32_t i = 0; i < sn->n; i++) {
-                        lim[i] = NULL;
-                        for (size_t k = 0; k < CONFIG_MAX_LIMITERS && !lim[i]; k++)
-                                if (!strcmp(g->lim[k].name, sn->spec[i].name))
-                                        lim[i] = &g->lim[k];
-                }
+                uint64_t now = mono_ns();
+                for (uint32_t i = 0; i < sn->n; i++)
+                        g->round[i] = entry_for(s, g, &sn->spec[i], sn->idx[i], now, sn->ttl_ns);
                 bool link_down = !g->link;
                 for (uint32_t i = 0; i < sn->n && !s->stop; i++) {
-                        expire(s, g, sn, lim);
+                        expire(s, g, sn);
                         uint64_t t0 = mono_ns();
-                        one(s, g, sn, i, &link_down);
+                        if (g->round[i])
+                                one(s, g, sn, g->round[i], &link_down);
                         g->call_ns = mono_ns() - t0;
                 }
         }
@@ -546,12 +537,8 @@ void global_scale_config(struct supervisor *s, struct config *next)
                 struct shm_limiter_spec *ls = &next->limiters[i];
                 if (!ls->global.on)
                         continue;
-                for (size_t k = 0; k < CONFIG_MAX_LIMITERS; k++) {
-                        const struct gl_lim *l = &s->global->lim[k];
-                        if (l->name[0] && !strcmp(l->name, ls->name)) {
-                                ls->scale_ppm = l->applied ? l->applied : 1;
-                                break;
-                        }
-                }
+                const struct gl_lim *l = entry_of(s->global, ls->name);
+                if (l)
+                        ls->scale_ppm = l->applied ? l->applied : 1;
         }
 }

@@ -72,6 +72,11 @@ struct supervisor {
         pthread_mutex_t arena_mu;
 };
 
+/* adapt.c: the sums of every reader row's counters (overload, admitted, denied) of directory
+ * entry IDX: what adaptive and global limiters measure demand from. Any thread; relaxed loads. */
+void sup_lim_sums(const struct shm_map *m, uint32_t idx, uint64_t *over, uint64_t *adm,
+                  uint64_t *den);
+
 /* adapt.c: one step of every adaptive limiter whose interval is over (maintenance thread). */
 void adapt_pass(struct supervisor *s, const struct registry *reg);
 

@@ -186,6 +186,17 @@ uint64_t tlim_rate(thr_limiter *l);
 /* Seconds since T0 (CLOCK_MONOTONIC); a 5 ms pause between two polls. */
 double telapsed_s(const struct timespec *t0);
 void tdoze(void);
+/* Wait (polling every 5 ms, up to S seconds) until COND holds, or fail the test with WHAT; its
+ * value is the seconds it waited. */
+#define TWAIT_FOR(cond, s, what)                                                                   \
+        ({                                                                                         \
+                struct timespec t0_;                                                               \
+                clock_gettime(CLOCK_MONOTONIC, &t0_);                                              \
+                while (!(cond) && telapsed_s(&t0_) < (s))                                          \
+                        usleep(5000);                                                              \
+                cr_assert((cond), "%s (waited %.1f s)", what, telapsed_s(&t0_));                   \
+                telapsed_s(&t0_);                                                                  \
+        })
 
 #define SEC 1000000000ull
 

@@ -449,3 +449,26 @@ int tredis_cluster_owner(struct tredis_cluster *c, unsigned slot)
                         return i;
         return -1;
 }
+
+int tredis_cluster_spread(struct tredis_cluster *c, const char *prefix, char names[3][32])
+{
+        int found = 0;
+        for (int i = 0; i < 3; i++)
+                names[i][0] = '\0';
+        for (int i = 0; found < 3 && i < 1000; i++) {
+                char n[32];
+                snprintf(n, sizeof(n), "g%d", i);
+                redisReply *r =
+                    tredis_command(&c->node[0], "CLUSTER KEYSLOT {%s:%s}:leases", prefix, n);
+                int owner = r && r->type == REDIS_REPLY_INTEGER
+                                ? tredis_cluster_owner(c, (unsigned)r->integer)
+                                : -1;
+                if (r)
+                        freeReplyObject(r);
+                if (owner >= 0 && !names[owner][0]) {
+                        snprintf(names[owner], sizeof(names[owner]), "%s", n);
+                        found++;
+                }
+        }
+        return found == 3 ? 0 : -1;
+}

@@ -59,6 +59,9 @@ int tredis_cluster_start(struct tredis_cluster *c);
 void tredis_cluster_stop(struct tredis_cluster *c);
 /* The index of the node of C that owns SLOT (by CLUSTER NODES of node 0), or -1. */
 int tredis_cluster_owner(struct tredis_cluster *c, unsigned slot);
+/* Limiter names g0, g1, ... into NAMES, NAMES[i] one whose lease hash {PREFIX:NAME}:leases
+ * (daemon/global.c) lives on node i (by the cluster's own CLUSTER KEYSLOT); 0 or -1. */
+int tredis_cluster_spread(struct tredis_cluster *c, const char *prefix, char names[3][32]);
 /* The node ID (40 hex digits) of R into ID (41 bytes); 0 or -1. */
 int tredis_node_id(const struct tredis *r, char *id);
 

@@ -23,7 +23,6 @@
 #include "helpers.h"
 #include "metrics.h"
 #include "redis_run.h"
-#include "rlink.h"
 
 #define ONE 1000000u /* a whole share, in millionths */
 
@@ -316,17 +315,6 @@ static uint64_t admitted(const struct fleet *f, int h, uint64_t from, uint64_t t
         return n;
 }
 
-/* Wait (up to S seconds) until COND holds; the seconds it took, or fail with WHAT. */
-#define WAIT_FOR(cond, s, what)                                                                    \
-        ({                                                                                         \
-                struct timespec t0_;                                                               \
-                clock_gettime(CLOCK_MONOTONIC, &t0_);                                              \
-                while (!(cond) && telapsed_s(&t0_) < (s))                                          \
-                        usleep(5000);                                                              \
-                cr_assert((cond), "%s (waited %.1f s)", what, telapsed_s(&t0_));                   \
-                telapsed_s(&t0_);                                                                  \
-        })
-
 static void sleep_buckets(uint64_t n)
 {
         usleep((useconds_t)(n * 100000));
@@ -343,7 +331,7 @@ Test(global, hosts_share_one_limit_and_shares_follow_demand, .timeout = 120)
         struct fleet f;
         fleet_start(&f, "");
         for (int h = 0; h < HOSTS; h++)
-                WAIT_FOR(state(&f, h, "api") == THR_GLOBAL_LEASED, 5, "a first lease");
+                TWAIT_FOR(state(&f, h, "api") == THR_GLOBAL_LEASED, 5, "a first lease");
         uint64_t b0 = bucket_now(f.b) + 1;
         sleep_buckets(1);
         for (int h = 0; h < HOSTS; h++)
@@ -364,8 +352,8 @@ Test(global, hosts_share_one_limit_and_shares_follow_demand, .timeout = 120)
         cr_assert_geq((double)all, 0.8 * RATE * t, "the shares went unused: %" PRIu64, all);
         /* demand shifts to host 0 alone */
         atomic_store(&f.b->busy[0], 1);
-        double took = WAIT_FOR(share(&f, 0) >= ONE - 2 * 10000 - 6000, 5,
-                               "host 0's share rises to all but the idle hosts' least shares");
+        double took = TWAIT_FOR(share(&f, 0) >= ONE - 2 * 10000 - 6000, 5,
+                                "host 0's share rises to all but the idle hosts' least shares");
         cr_log_info("shift: host 0's share rose to %.1f%% in %.2f s (hosts 1, 2 at %.1f%% %.1f%%)",
                     share(&f, 0) / 1e4, took, share(&f, 1) / 1e4, share(&f, 2) / 1e4);
         uint64_t s0 = bucket_now(f.b) + 1;
@@ -390,7 +378,7 @@ Test(global, the_bound_holds_over_a_long_run_while_demand_moves, .timeout = 120)
         struct fleet f;
         fleet_start(&f, "");
         for (int h = 0; h < HOSTS; h++)
-                WAIT_FOR(state(&f, h, "api") == THR_GLOBAL_LEASED, 5, "a first lease");
+                TWAIT_FOR(state(&f, h, "api") == THR_GLOBAL_LEASED, 5, "a first lease");
         uint64_t b0 = bucket_now(f.b) + 1;
         while (bucket_now(f.b) < b0)
                 usleep(1000);
@@ -448,9 +436,9 @@ Test(global, shmctl_and_metrics_show_the_lease, .timeout = 120)
         struct fleet f;
         fleet_start(&f, "");
         for (int h = 0; h < HOSTS; h++)
-                WAIT_FOR(state(&f, h, "api") == THR_GLOBAL_LEASED &&
-                             atomic_load(&entry(&f, h, "api")->global_state) >> 8 == HOSTS,
-                         5, "leased, every host seen");
+                TWAIT_FOR(state(&f, h, "api") == THR_GLOBAL_LEASED &&
+                              atomic_load(&entry(&f, h, "api")->global_state) >> 8 == HOSTS,
+                          5, "leased, every host seen");
         char line[2048], want[128];
         shmctl_line(&f, 0, "limiters", line, sizeof(line));
         cr_assert(strstr(line, "global api: share ") && strstr(line, "of 2000/s, running at ") &&
@@ -487,15 +475,15 @@ Test(global, a_killed_daemon_gives_its_share_back_after_the_lease_ttl, .timeout 
         fleet_start(&f, "");
         atomic_store(&f.b->busy[1], 1);
         atomic_store(&f.b->busy[2], 1);
-        WAIT_FOR(share(&f, 1) >= 450000 && share(&f, 2) >= 450000, 5,
-                 "two busy hosts share it about evenly");
+        TWAIT_FOR(share(&f, 1) >= 450000 && share(&f, 2) >= 450000, 5,
+                  "two busy hosts share it about evenly");
         uint32_t before = share(&f, 1);
         atomic_store(&f.b->busy[2], 0);
         tdaemon_kill(&f.d[2], f.di[2]);
         f.up[2] = false;
         atomic_store(&f.b->busy[2], 0);
         double took =
-            WAIT_FOR(share(&f, 1) >= ONE - 10000 - 6000, 5, "host 1 takes the dead host's share");
+            TWAIT_FOR(share(&f, 1) >= ONE - 10000 - 6000, 5, "host 1 takes the dead host's share");
         cr_log_info("daemon 2 killed: host 1's share %.1f%% -> %.1f%% in %.2f s (lease_ttl 0.4 s)",
                     before / 1e4, share(&f, 1) / 1e4, took);
         cr_assert_geq(took, 0.3, "not before the dead host's lease could have ended");
@@ -520,15 +508,15 @@ Test(global, redis_down_follows_each_policy_and_leases_resume_after_a_restart, .
                         "on_redis_down = open\n");
         const char *names[] = {"keep", "closed", "open"};
         for (int i = 0; i < 3; i++)
-                WAIT_FOR(state(&f, 0, names[i]) == THR_GLOBAL_LEASED, 5, "a first lease");
+                TWAIT_FOR(state(&f, 0, names[i]) == THR_GLOBAL_LEASED, 5, "a first lease");
         tredis_kill(&f.redis, SIGKILL);
-        WAIT_FOR(state(&f, 0, "keep") == THR_GLOBAL_HELD, 2, "the lease is held while it lasts");
-        WAIT_FOR(state(&f, 0, "closed") == THR_GLOBAL_CLOSED, 3, "closed after the lease");
+        TWAIT_FOR(state(&f, 0, "keep") == THR_GLOBAL_HELD, 2, "the lease is held while it lasts");
+        TWAIT_FOR(state(&f, 0, "closed") == THR_GLOBAL_CLOSED, 3, "closed after the lease");
         cr_assert_leq(atomic_load(&entry(&f, 0, "closed")->global_share), 1);
-        WAIT_FOR(state(&f, 0, "open") == THR_GLOBAL_OPEN, 3, "open after the lease");
+        TWAIT_FOR(state(&f, 0, "open") == THR_GLOBAL_OPEN, 3, "open after the lease");
         cr_assert_eq(atomic_load(&entry(&f, 0, "open")->global_share), ONE);
         cr_assert_eq(state(&f, 0, "keep"), THR_GLOBAL_HELD, "keep_for has not passed yet");
-        WAIT_FOR(state(&f, 0, "keep") == THR_GLOBAL_SAFE, 4, "safe share after keep_for");
+        TWAIT_FOR(state(&f, 0, "keep") == THR_GLOBAL_SAFE, 4, "safe share after keep_for");
         cr_assert_eq(atomic_load(&entry(&f, 0, "keep")->global_share), ONE / 3);
         /* the closed limiter admits nothing new (its buckets were full: at most one each) */
         thr_limiter *l = tdaemon_lim(&f.d[0], 0, "closed");
@@ -541,12 +529,12 @@ Test(global, redis_down_follows_each_policy_and_leases_resume_after_a_restart, .
         cr_assert_eq(got, 0, "closed: a new key admits nothing (got %d)", got);
         cr_assert_eq(tredis_restart(&f.redis), 0);
         for (int i = 0; i < 3; i++)
-                WAIT_FOR(state(&f, 0, names[i]) == THR_GLOBAL_LEASED, 5,
-                         "leases resume after Redis restarts");
+                TWAIT_FOR(state(&f, 0, names[i]) == THR_GLOBAL_LEASED, 5,
+                          "leases resume after Redis restarts");
         cr_assert_leq(atomic_load(&entry(&f, 0, "closed")->global_share), 1000,
                       "learning: a share does not grow for lease_ttl after Redis forgot them");
-        WAIT_FOR(atomic_load(&entry(&f, 0, "closed")->global_share) >= 300000, 5,
-                 "then it grows back");
+        TWAIT_FOR(atomic_load(&entry(&f, 0, "closed")->global_share) >= 300000, 5,
+                  "then it grows back");
         cr_assert(tdaemon_log_count(&f.d[0], f.di[0], "no lease from Redis") >= 1);
         cr_assert(tdaemon_log_count(&f.d[0], f.di[0], "answers again") >= 1);
         fleet_stop(&f);
@@ -559,7 +547,7 @@ Test(global, a_restarted_daemon_starts_at_the_safe_share, .timeout = 120)
         struct fleet f;
         fleet_start(&f, "");
         atomic_store(&f.b->busy[0], 1);
-        WAIT_FOR(share(&f, 0) >= 900000, 5, "host 0 busy alone gets most of it");
+        TWAIT_FOR(share(&f, 0) >= 900000, 5, "host 0 busy alone gets most of it");
         atomic_store(&f.b->busy[0], 0);
         tredis_kill(&f.redis, SIGKILL);
         tdaemon_stop(&f.d[0], f.di[0]);
@@ -587,19 +575,8 @@ Test(global, leases_through_a_redis_cluster, .timeout = 180)
         need_redis();
         struct tredis_cluster cl;
         cr_assert_eq(tredis_cluster_start(&cl), 0);
-        char names[3][32] = {{0}}, key[96], text[2048], lims[1024] = "";
-        int found = 0;
-        for (int i = 0; found < 3 && i < 1000; i++) {
-                char n[32];
-                snprintf(n, sizeof(n), "g%d", i);
-                snprintf(key, sizeof(key), "{t:%s}:leases", n);
-                int owner = tredis_cluster_owner(&cl, rlink_slot(key, strlen(key)));
-                if (owner >= 0 && !names[owner][0]) {
-                        snprintf(names[owner], sizeof(names[owner]), "%s", n);
-                        found++;
-                }
-        }
-        cr_assert_eq(found, 3, "a limiter name on each master");
+        char names[3][32], key[96], text[2048], lims[1024] = "";
+        cr_assert_eq(tredis_cluster_spread(&cl, "t", names), 0, "a limiter name on each master");
         for (int i = 0; i < 3; i++) {
                 size_t at = strlen(lims);
                 snprintf(lims + at, sizeof(lims) - at,
@@ -617,7 +594,7 @@ Test(global, leases_through_a_redis_cluster, .timeout = 180)
         }
         for (int h = 0; h < 2; h++)
                 for (int i = 0; i < 3; i++)
-                        WAIT_FOR(
+                        TWAIT_FOR(
                             (atomic_load(
                                  &tdaemon_entry(&d[h], names[i], THR_DIR_LIVE)->global_state) &
                              0xff) == THR_GLOBAL_LEASED &&

@@ -27,7 +27,6 @@
 #include "helpers.h"
 #include "metrics.h"
 #include "redis_run.h"
-#include "rlink.h"
 
 #define ONE 1000000u
 
@@ -332,15 +331,6 @@ static bool holds(const struct tredis *r, const char *key, const char *host)
         return yes;
 }
 
-#define WAIT_FOR(cond, s, what)                                                                    \
-        do {                                                                                       \
-                struct timespec t0_;                                                               \
-                clock_gettime(CLOCK_MONOTONIC, &t0_);                                              \
-                while (!(cond) && telapsed_s(&t0_) < (s))                                          \
-                        usleep(5000);                                                              \
-                cr_assert((cond), "%s (waited %.1f s)", what, telapsed_s(&t0_));                   \
-        } while (0)
-
 /*
  * A reload that changes host_id: the daemon leases under its new name from then on (an operator
  * who finds two hosts sharing one host_id, each taking the share meant for one, fixes it with a
@@ -358,7 +348,7 @@ Test(global_review, a_reload_changing_host_id_leases_under_the_new_name, .timeou
         snprintf(key, sizeof(key), "{r%d:api}:leases", (int)getpid());
         daemon_text(text, sizeof(text), r.port, "first", "keep");
         int i = tdaemon_start_real(&d, text);
-        WAIT_FOR(gstate(&d, "api") == THR_GLOBAL_LEASED, 5, "a first lease");
+        TWAIT_FOR(gstate(&d, "api") == THR_GLOBAL_LEASED, 5, "a first lease");
         cr_assert(holds(&r, key, "first"));
         daemon_text(text, sizeof(text), r.port, "second", "keep");
         char full[2048];
@@ -370,9 +360,9 @@ Test(global_review, a_reload_changing_host_id_leases_under_the_new_name, .timeou
         tdaemon_config_raw(&d, full);
         cr_assert_eq(kill(d.pid[i], SIGHUP), 0);
         tdaemon_wait_log(&d, i, "reloaded:", 1);
-        WAIT_FOR(holds(&r, key, "second"), 3, "the new host_id holds a lease");
+        TWAIT_FOR(holds(&r, key, "second"), 3, "the new host_id holds a lease");
         /* the old name is not renewed: it is gone after lease_ttl (400 ms) */
-        WAIT_FOR(!holds(&r, key, "first"), 3, "the old host_id's lease lapses");
+        TWAIT_FOR(!holds(&r, key, "first"), 3, "the old host_id's lease lapses");
         tdaemon_fini(&d);
         tredis_stop(&r);
 }
@@ -395,16 +385,16 @@ Test(global_review, a_scribbled_lease_hash_fails_safe, .timeout = 60)
         snprintf(key, sizeof(key), "{r%d:api}:leases", (int)getpid());
         daemon_text(text, sizeof(text), r.port, "h0", "closed");
         tdaemon_start_real(&d, text);
-        WAIT_FOR(gstate(&d, "api") == THR_GLOBAL_LEASED, 5, "a first lease");
+        TWAIT_FOR(gstate(&d, "api") == THR_GLOBAL_LEASED, 5, "a first lease");
         freeReplyObject(tredis_command(&r, "HSET %s junk %s", key, "not a share"));
         freeReplyObject(tredis_command(&r, "HSET %s neg %s", key, "-5 1 99999999999999"));
         freeReplyObject(tredis_command(&r, "HSET %s ~born %s", key, "garbage"));
-        WAIT_FOR(!holds(&r, key, "junk") && !holds(&r, key, "neg"), 3,
-                 "malformed holders are dropped");
+        TWAIT_FOR(!holds(&r, key, "junk") && !holds(&r, key, "neg"), 3,
+                  "malformed holders are dropped");
         cr_assert_eq(gstate(&d, "api"), THR_GLOBAL_LEASED);
         /* a rogue holder with the whole share and a far expiry: this host gets nothing */
         freeReplyObject(tredis_command(&r, "HSET %s rogue %s", key, "1000000 0 99999999999999"));
-        WAIT_FOR(gshare(&d, "api") <= 1, 3, "nothing past the whole: the least share");
+        TWAIT_FOR(gshare(&d, "api") <= 1, 3, "nothing past the whole: the least share");
         cr_assert_eq(gstate(&d, "api"), THR_GLOBAL_LEASED);
         /* a rogue with more than the whole */
         freeReplyObject(tredis_command(&r, "HSET %s rogue %s", key,
@@ -414,7 +404,7 @@ Test(global_review, a_scribbled_lease_hash_fails_safe, .timeout = 60)
         /* the key another type: a script error, no lease */
         freeReplyObject(tredis_command(&r, "DEL %s", key));
         freeReplyObject(tredis_command(&r, "SET %s astring", key));
-        WAIT_FOR(gstate(&d, "api") == THR_GLOBAL_CLOSED, 3, "a script error is no lease");
+        TWAIT_FOR(gstate(&d, "api") == THR_GLOBAL_CLOSED, 3, "a script error is no lease");
         cr_assert_leq(gshare(&d, "api"), 1);
         tdaemon_fini(&d);
         tredis_stop(&r);
@@ -441,7 +431,7 @@ Test(global_review, a_slow_global_rate_closes_at_the_least_share, .timeout = 60)
                  "on_redis_down = closed\n",
                  (int)getpid());
         int i = tdaemon_start_real(&d, text);
-        WAIT_FOR(gstate(&d, "api") == THR_GLOBAL_CLOSED, 3, "closed after the lease");
+        TWAIT_FOR(gstate(&d, "api") == THR_GLOBAL_CLOSED, 3, "closed after the lease");
         usleep(200000);
         cr_assert_leq(gshare(&d, "api"), 1, "closed runs at the least share, not %u",
                       gshare(&d, "api"));
@@ -534,9 +524,9 @@ Test(global_review, reload_storms_keep_the_shares, .timeout = 90)
                 di[h] = tdaemon_start_real(&d[h], text);
         }
         pid_t busy = busy_client(d[0].name);
-        WAIT_FOR(gshare(&d[0], "api") >= 850000 && gshare(&d[1], "api") <= 110000 &&
-                     gstate(&d[1], "api") == THR_GLOBAL_LEASED,
-                 8, "host 0 busy takes most, host 1 keeps its least share");
+        TWAIT_FOR(gshare(&d[0], "api") >= 850000 && gshare(&d[1], "api") <= 110000 &&
+                      gstate(&d[1], "api") == THR_GLOBAL_LEASED,
+                  8, "host 0 busy takes most, host 1 keeps its least share");
         struct timespec t0, last;
         clock_gettime(CLOCK_MONOTONIC, &t0);
         last = t0;
@@ -566,14 +556,14 @@ Test(global_review, reload_storms_keep_the_shares, .timeout = 90)
         int n = tdaemon_log_count(&d[1], di[1], "reloaded:");
         kill(d[1].pid[di[1]], SIGHUP);
         tdaemon_wait_log(&d[1], di[1], "reloaded:", n + 1);
-        WAIT_FOR(atomic_load(&entry(&d[1], "api")->global_state) == 0, 2, "local: no lease shown");
+        TWAIT_FOR(atomic_load(&entry(&d[1], "api")->global_state) == 0, 2, "local: no lease shown");
         storm_text(text, sizeof(text), r.port, 1, "global");
         full_text(full, sizeof(full), &d[1], text);
         tdaemon_config_raw(&d[1], full);
         kill(d[1].pid[di[1]], SIGHUP);
         tdaemon_wait_log(&d[1], di[1], "reloaded:", n + 2);
-        WAIT_FOR(gstate(&d[1], "api") == THR_GLOBAL_LEASED && gshare(&d[1], "api") <= 110000, 3,
-                 "global again: its least share");
+        TWAIT_FOR(gstate(&d[1], "api") == THR_GLOBAL_LEASED && gshare(&d[1], "api") <= 110000, 3,
+                  "global again: its least share");
         cr_assert_geq(gshare(&d[0], "api"), 850000);
         kill(busy, SIGKILL);
         waitpid(busy, NULL, 0);
@@ -590,6 +580,17 @@ struct tally {
         _Atomic uint64_t admitted[3][200]; /* per host, per 100 ms from t0 */
         struct timespec t0;
 };
+
+/* A zeroed tally shared with the processes forked after it (MAP_SHARED), its clock started. */
+static struct tally *tally_new(void)
+{
+        struct tally *t =
+            mmap(NULL, sizeof(*t), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        cr_assert_neq(t, MAP_FAILED);
+        memset(t, 0, sizeof(*t));
+        clock_gettime(CLOCK_MONOTONIC, &t->t0);
+        return t;
+}
 
 static pid_t tally_client(struct tally *t, const char *name, int h)
 {
@@ -643,11 +644,7 @@ Test(global_review, a_stopped_daemon_lets_the_fleet_overshoot_by_its_share_until
         need_redis();
         struct tredis r = {0};
         cr_assert_eq(tredis_start(&r, NULL), 0);
-        struct tally *t =
-            mmap(NULL, sizeof(*t), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-        cr_assert_neq(t, MAP_FAILED);
-        memset(t, 0, sizeof(*t));
-        clock_gettime(CLOCK_MONOTONIC, &t->t0);
+        struct tally *t = tally_new();
         struct tdaemon d[2];
         int di[2];
         pid_t cl[2];
@@ -659,8 +656,8 @@ Test(global_review, a_stopped_daemon_lets_the_fleet_overshoot_by_its_share_until
                 di[h] = tdaemon_start_real(&d[h], text);
                 cl[h] = tally_client(t, d[h].name, h);
         }
-        WAIT_FOR(gshare(&d[0], "api") >= 300000 && gshare(&d[1], "api") >= 300000, 8,
-                 "two busy hosts share it");
+        TWAIT_FOR(gshare(&d[0], "api") >= 300000 && gshare(&d[1], "api") >= 300000, 8,
+                  "two busy hosts share it");
         usleep(1000000);
         double s = since(&t->t0);
         double before = tally_rate(t, s - 1.0, s);
@@ -770,7 +767,7 @@ Test(global_review, a_slow_round_never_runs_a_share_past_its_lease, .timeout = 6
                                 "on_redis_down = closed\n\n",
                                 names[i]);
         tdaemon_start_real(&d, text);
-        WAIT_FOR(atomic_load(&entry(&d, "d")->global_state) >> 8 == 2, 5, "a first lease of each");
+        TWAIT_FOR(atomic_load(&entry(&d, "d")->global_state) >> 8 == 2, 5, "a first lease of each");
         struct timespec t0;
         clock_gettime(CLOCK_MONOTONIC, &t0);
         int late = 0, samples = 0;
@@ -815,10 +812,7 @@ Test(global_review, demand_moving_every_150_ms_stays_within_the_bound, .timeout 
         need_redis();
         struct tredis r = {0};
         cr_assert_eq(tredis_start(&r, NULL), 0);
-        struct tally *t =
-            mmap(NULL, sizeof(*t), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-        cr_assert_neq(t, MAP_FAILED);
-        memset(t, 0, sizeof(*t));
+        struct tally *t = tally_new();
         struct tdaemon d[3];
         pid_t cl[3];
         char text[1024];
@@ -832,7 +826,7 @@ Test(global_review, demand_moving_every_150_ms_stays_within_the_bound, .timeout 
         clock_gettime(CLOCK_MONOTONIC, &t->t0);
         for (int h = 0; h < 3; h++)
                 cl[h] = tally_client(t, d[h].name, h);
-        WAIT_FOR(gshare(&d[0], "api") >= 700000, 8, "host 0 busy takes most");
+        TWAIT_FOR(gshare(&d[0], "api") >= 700000, 8, "host 0 busy takes most");
         double start = since(&t->t0);
         int moves = 0, busy = 0;
         while (since(&t->t0) < start + 10.0) {
@@ -880,10 +874,7 @@ Test(global_review, a_daemon_killed_at_random_moments_restarts_at_the_safe_share
         need_redis();
         struct tredis r = {0};
         cr_assert_eq(tredis_start(&r, NULL), 0);
-        struct tally *t =
-            mmap(NULL, sizeof(*t), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-        cr_assert_neq(t, MAP_FAILED);
-        memset(t, 0, sizeof(*t));
+        struct tally *t = tally_new();
         atomic_store(&t->idle[1], 1);
         atomic_store(&t->idle[2], 1);
         struct tdaemon d[2];
@@ -926,7 +917,7 @@ Test(global_review, a_daemon_killed_at_random_moments_restarts_at_the_safe_share
                 thr_limiter *l = tdaemon_lim(&d[0], 0, "api");
                 cr_assert_eq(thr_limiter_info(l, &info), 0);
                 cr_assert_leq(info.burst, 50, "restart %d: burst %" PRIu64, k, info.burst);
-                WAIT_FOR(gstate(&d[0], "api") == THR_GLOBAL_LEASED, 3, "leased again");
+                TWAIT_FOR(gstate(&d[0], "api") == THR_GLOBAL_LEASED, 3, "leased again");
         }
         cr_log_info("%d of 10 restarts seen at the safe share before Redis answered", starting);
         atomic_store(&t->stop, 1);
@@ -955,14 +946,14 @@ Test(global_review, a_reload_changing_the_redis_address_leases_from_the_new_one,
         snprintf(key, sizeof(key), "{r%d:api}:leases", (int)getpid());
         daemon_text(text, sizeof(text), r[0].port, "h0", "closed");
         int i = tdaemon_start_real(&d, text);
-        WAIT_FOR(gstate(&d, "api") == THR_GLOBAL_LEASED && holds(&r[0], key, "h0"), 5,
-                 "a first lease");
+        TWAIT_FOR(gstate(&d, "api") == THR_GLOBAL_LEASED && holds(&r[0], key, "h0"), 5,
+                  "a first lease");
         daemon_text(text, sizeof(text), r[1].port, "h0", "closed");
         full_text(full, sizeof(full), &d, text);
         tdaemon_config_raw(&d, full);
         cr_assert_eq(kill(d.pid[i], SIGHUP), 0);
         tdaemon_wait_log(&d, i, "reloaded:", 1);
-        WAIT_FOR(holds(&r[1], key, "h0"), 3, "leased from the new server");
+        TWAIT_FOR(holds(&r[1], key, "h0"), 3, "leased from the new server");
         cr_assert_eq(gstate(&d, "api"), THR_GLOBAL_LEASED);
         tdaemon_fini(&d);
         for (int k = 0; k < 2; k++)
@@ -980,19 +971,10 @@ Test(global_review, a_dead_cluster_master_closes_only_its_limiters, .timeout = 1
         need_redis();
         struct tredis_cluster cl;
         cr_assert_eq(tredis_cluster_start(&cl), 0);
-        char names[3][32] = {{0}}, key[96], text[2048], lims[1024] = "";
-        int found = 0;
-        for (int i = 0; found < 3 && i < 1000; i++) {
-                char n[32];
-                snprintf(n, sizeof(n), "g%d", i);
-                snprintf(key, sizeof(key), "{c%d:%s}:leases", (int)getpid(), n);
-                int owner = tredis_cluster_owner(&cl, rlink_slot(key, strlen(key)));
-                if (owner >= 0 && !names[owner][0]) {
-                        snprintf(names[owner], sizeof(names[owner]), "%s", n);
-                        found++;
-                }
-        }
-        cr_assert_eq(found, 3, "a limiter name on each master");
+        char names[3][32], text[2048], lims[1024] = "";
+        char prefix[16];
+        snprintf(prefix, sizeof(prefix), "c%d", (int)getpid());
+        cr_assert_eq(tredis_cluster_spread(&cl, prefix, names), 0, "a limiter name on each master");
         const int order[3] = {1, 0, 2}; /* the dead master's limiter first in the round */
         for (int k = 0; k < 3; k++) {
                 size_t at = strlen(lims);
@@ -1010,9 +992,9 @@ Test(global_review, a_dead_cluster_master_closes_only_its_limiters, .timeout = 1
                  cl.node[0].port, (int)getpid(), lims);
         tdaemon_start_real(&d, text);
         for (int i = 0; i < 3; i++)
-                WAIT_FOR(gstate(&d, names[i]) == THR_GLOBAL_LEASED, 10, "leased");
+                TWAIT_FOR(gstate(&d, names[i]) == THR_GLOBAL_LEASED, 10, "leased");
         tredis_kill(&cl.node[1], SIGKILL);
-        WAIT_FOR(gstate(&d, names[1]) == THR_GLOBAL_CLOSED, 3, "the dead master's limiter closes");
+        TWAIT_FOR(gstate(&d, names[1]) == THR_GLOBAL_CLOSED, 3, "the dead master's limiter closes");
         usleep(1000000); /* well past lease_ttl, well before the cluster's node timeout (5 s) */
         cr_expect_eq(gstate(&d, names[0]), THR_GLOBAL_LEASED, "%s on a live master: state %u",
                      names[0], gstate(&d, names[0]));
