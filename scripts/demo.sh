@@ -93,7 +93,9 @@ wait_exit() {
 
 # held ARENA - whether a daemon holds the arena (name or path); false when there is none.
 held() {
-        "$SHMCTL" -a "$1" --json status 2>/dev/null | grep -q '"alive":true'
+        local status
+        status=$("$SHMCTL" -a "$1" --json status 2>/dev/null) || return 1
+        grep -q '"alive":true' <<<"$status"
 }
 
 # The demo's own arena, recorded when its throttled created it: removed once no daemon holds it.
@@ -129,7 +131,7 @@ cleanup() {
 # whether PID is a throttled started by this demo: its command line names the demo's config.
 ours() {
         [ "$(cat "/proc/$1/comm" 2>/dev/null)" = throttled ] &&
-                tr '\0' '\n' <"/proc/$1/cmdline" 2>/dev/null | grep -qxF -- "$CONF"
+                grep -qxF -- "$CONF" <<<"$(tr '\0' '\n' <"/proc/$1/cmdline" 2>/dev/null)"
 }
 
 # A daemon left running by an earlier --keep run holds the demo's arena: stop it first.

@@ -97,12 +97,14 @@ for n in $(seq 20); do
                 exit 1
         fi
         sleep 0.1
-        scrape | grep -q '^throttle_admitted_total{limiter="per_key"} ' ||
+        page=$(scrape) # captured: grep -q on a live pipe can SIGPIPE the writer under pipefail
+        grep -q '^throttle_admitted_total{limiter="per_key"} ' <<<"$page" ||
                 { echo "no per_key series in a scrape:"; cat "$dir/daemon.log"; exit 1; }
 done
 for w in "${workers[@]}"; do wait "$w" || { echo "worker failed:"; cat "$dir"/worker*.log; exit 1; }; done
 if [ -n "$global" ]; then
-        scrape | grep -q '^throttle_global_state{limiter="host",state="leased"} 1' ||
+        page=$(scrape)
+        grep -q '^throttle_global_state{limiter="host",state="leased"} 1' <<<"$page" ||
                 { echo "host is not leased:"; scrape | grep global; cat "$dir/daemon.log"; exit 1; }
 fi
 "$build/daemon/shmctl" status -a "$dir/throttle.dthreads" >/dev/null

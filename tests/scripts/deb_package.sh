@@ -111,7 +111,10 @@ if [ "$(id -u)" = 0 ] && [ "${CI:-}" = true ]; then
                 env -u LD_LIBRARY_PATH /usr/bin/shmctl --help >/dev/null ||
                         fail "/usr/bin/shmctl --help failed"
                 /usr/sbin/throttled --check || fail "the installed config does not validate"
-                ldconfig -p | grep -q 'libthrottle-client\.so\.0 ' ||
+                # captured first: under pipefail, grep -q leaving at its first match
+                # kills ldconfig -p with SIGPIPE and fails the pipeline (seen in CI)
+                cache=$(ldconfig -p)
+                grep -q 'libthrottle-client\.so\.0 ' <<<"$cache" ||
                         fail "ldconfig does not know libthrottle-client.so.0"
                 dpkg -r throttle >>"$tmp/dpkg.log" 2>&1 || fail "dpkg -r failed"
                 [ ! -e /usr/sbin/throttled ] || fail "dpkg -r left /usr/sbin/throttled"

@@ -25,7 +25,7 @@ fail() {
 prefix=/opt/throttle-consumer-test
 DESTDIR=$tmp/root cmake --install "$build" --prefix "$prefix" >/dev/null
 pfx=$tmp/root$prefix
-libdir=$(dirname "$(find "$pfx" -name libthrottle-client.so | head -n 1)")
+libdir=$(dirname "$(find "$pfx" -name libthrottle-client.so -print -quit)")
 
 # find_package(throttle)
 echo "== find_package(throttle)"
@@ -43,7 +43,8 @@ cmake --build "$tmp/cmake" -j2 >"$tmp/build.log" 2>&1 || {
         cat "$tmp/build.log"
         fail "the examples do not build with find_package(throttle)"
 }
-nm -D "$tmp/cmake/demo_worker_static" 2>/dev/null | grep -q 'thr_arena_open' &&
+dynsyms=$(nm -D "$tmp/cmake/demo_worker_static" 2>/dev/null || true)
+grep -q 'thr_arena_open' <<<"$dynsyms" &&
         fail "demo_worker_static links libthrottle-client.so, not the archive"
 
 # pkg-config

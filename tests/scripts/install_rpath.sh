@@ -32,7 +32,7 @@ echo "shmctl RUNPATH: ${runpath:-none}"
 # The library must come from the staged prefix, not from a system copy or the build tree.
 lib=$(env -u LD_LIBRARY_PATH ldd "$shmctl" | awk '$1 ~ /^libthrottle-client\.so/ { print $3 }')
 echo "shmctl loads: ${lib:-not found}"
-want=$(find "$root" -name 'libthrottle-client.so.*.*' | head -n 1)
+want=$(find "$root" -name 'libthrottle-client.so.*.*' -print -quit)
 if [ -z "$lib" ] || [ "$(readlink -f "$lib")" != "$(readlink -f "$want")" ]; then
         fail "shmctl does not load libthrottle-client from $root"
 fi

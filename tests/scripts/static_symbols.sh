@@ -19,9 +19,9 @@ fail() {
 }
 
 DESTDIR=$tmp/root cmake --install "$build" --prefix /usr/local >/dev/null
-archive=$(find "$tmp/root" -name libthrottle-client.a | head -n 1)
+archive=$(find "$tmp/root" -name libthrottle-client.a -print -quit)
 [ -n "$archive" ] || fail "no libthrottle-client.a installed"
-inc=$(find "$tmp/root" -path '*/include/throttle/throttle.h' | head -n 1)
+inc=$(find "$tmp/root" -path '*/include/throttle/throttle.h' -print -quit)
 inc=${inc%/throttle/throttle.h}
 
 # The API: the version script's global: names (comments dropped, up to "local:").
