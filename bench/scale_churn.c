@@ -7,12 +7,13 @@
  * The driver is a forked child, not a thread, so the parent stays single-threaded when it forks
  * the workers. It maps the arena read-write (the daemon's side of the arena RCU, shm/reclaim.c)
  * and loops: arena time, the retire tag of the grace period about to start, one bounded
- * shm_table_maintain step over the limiter's table (the daemon's default scan_budget of slots;
- * the cursor carries over, so a whole table takes slots / budget passes), then one grace period
- * (shm_gp_start: counter bump and membarrier; shm_gp_scan: the reader records), whose `done` the
- * next pass uses to free what this one retired. Once a second it reaps the reader records of
- * dead processes, as the daemon's heartbeat does. It sleeps DRIVER_PERIOD ms between passes. It
- * never waits for a worker: shard mutexes are only tried, as in the daemon.
+ * shm_table_maintain step over the limiter's table (the daemon's default scan_budget of slots, or
+ * more as shm_maint_budget says for the churn limiter's short TTL; the cursor carries over), then
+ * one grace period (shm_gp_start: counter bump and membarrier; shm_gp_scan: the reader records),
+ * scanned again after 1, 2, 4... ms while incomplete, whose `done` frees what this pass retired
+ * (inserters reuse such slots themselves). Once a second it reaps the reader records of dead
+ * processes, as the daemon's heartbeat does. It sleeps DRIVER_PERIOD ms between passes. It never
+ * waits for a worker: shard locks are only tried, as in the daemon.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -130,16 +131,35 @@ int churn_pass(struct shm_map *m, uint32_t idx, struct churn_pass *ps)
                                            .me = shm_lock_daemon(atomic_load_explicit(
                                                &h->attach_count, memory_order_acquire))};
                 struct shm_maint_stats st = {0};
-                shm_table_maintain(m, &snap, &a, &ps->cursor, DRIVER_BUDGET, &st);
+                uint64_t budget = shm_maint_budget(&snap.table, DRIVER_BUDGET,
+                                                   DRIVER_PERIOD * 1000000ull, p->idle_ttl_ns);
+                shm_table_maintain(m, &snap, &a, &ps->cursor, budget, &st);
         }
-        uint64_t gp;
-        struct shm_gp_result res;
-        int rc = shm_gp_start(m, &gp);
+        ps->pending = 0;
+        int rc = shm_gp_start(m, &ps->pending);
         if (rc == 0)
-                rc = shm_gp_scan(m, gp, now, DRIVER_STALL * 1000000ull, &res, NULL, NULL);
-        if (rc == 0)
-                ps->done = res.done;
+                rc = churn_gp_rescan(m, ps);
+        else
+                ps->pending = 0;
+        if (ps->pending)
+                ps->retry_ms = 1;
         return rc;
+}
+
+int churn_gp_rescan(struct shm_map *m, struct churn_pass *ps)
+{
+        struct shm_gp_result res;
+        int rc = shm_gp_scan(m, ps->pending, shm_now_ns(shm_hdr(m)), DRIVER_STALL * 1000000ull,
+                             &res, NULL, NULL);
+        if (rc < 0)
+                return rc;
+        if (res.done > ps->done)
+                ps->done = res.done;
+        if (res.done >= ps->pending)
+                ps->pending = 0;
+        else
+                ps->retry_ms *= 2;
+        return 0;
 }
 
 static void driver_main(const char *path, const char *name, struct churn_driver_shared *sh)
@@ -167,7 +187,14 @@ static void driver_main(const char *path, const char *name, struct churn_driver_
                         shm_readers_reap(&m);
                         since_beat = 0;
                 }
-                sleep_ms(DRIVER_PERIOD);
+                /* the pass's grace period scanned again while incomplete, as maint.c does */
+                unsigned slept = 0;
+                while (ps.pending && slept + ps.retry_ms < DRIVER_PERIOD) {
+                        sleep_ms(ps.retry_ms);
+                        slept += ps.retry_ms;
+                        churn_gp_rescan(&m, &ps);
+                }
+                sleep_ms(DRIVER_PERIOD - slept);
         }
         shm_arena_detach(&m);
         _exit(0);

@@ -15,7 +15,7 @@
 
 #define CHURN_TTL_NS   20000000ull /* idle_ttl of the churn limiter (and of the baselines) */
 #define DRIVER_PERIOD  10u         /* ms between the eviction driver's passes */
-#define DRIVER_BUDGET  65536u      /* slots per pass: throttled's default scan_budget */
+#define DRIVER_BUDGET  65536u      /* slots per pass, at least: throttled's default scan_budget */
 #define DRIVER_STALL   1000u       /* ms: throttled's default stall_ms */
 #define DRIVER_BEAT_MS 1000u       /* dead readers reaped this often, as the daemon's heartbeat */
 
@@ -23,18 +23,24 @@
 
 struct shm_map;
 
-/* What one pass leaves for the next: the table cursor, the last grace period completed. */
+/* What one pass leaves for the next: the table cursor, the last grace period completed, and
+ * the pass's own grace period while it has not completed (0: none), rescanned after RETRY_MS. */
 struct churn_pass {
         uint32_t cursor;
         uint64_t done;
+        uint64_t pending;
+        unsigned retry_ms;
 };
 
 /*
  * One pass of throttled's maintenance (daemon/maint.c, pass()) over limiter IDX of the arena
- * mapped read-write at M: shm_table_maintain with DRIVER_BUDGET slots, then shm_gp_start and
- * shm_gp_scan. 0, or -errno when the grace period failed (nothing freed by it).
+ * mapped read-write at M: shm_table_maintain with shm_maint_budget(DRIVER_BUDGET) slots, then
+ * shm_gp_start and shm_gp_scan. 0, or -errno when the grace period failed (nothing freed by it).
  */
 int churn_pass(struct shm_map *m, uint32_t idx, struct churn_pass *ps);
+
+/* Scan PS's pending grace period again (daemon/maint.c does between passes). 0 or -errno. */
+int churn_gp_rescan(struct shm_map *m, struct churn_pass *ps);
 
 struct churn_driver_shared;
 

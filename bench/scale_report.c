@@ -370,8 +370,10 @@ void report_churn_head(uint64_t capacity)
         printf("  (churn: capacity %" PRIu64
                " live keys, idle_ttl %.0f ms, on_full = evict; per op "
                "%u%% one of %" PRIu64 " hot keys,\n   %u%% the worker's next new key, the rest one "
-               "of its last %u; throttle: eviction driver every %u ms,\n   %u slots a pass, then "
-               "a grace period (as throttled); nginx-hash, nginx-real, mutex-local: nginx's LRU\n"
+               "of its last %u; throttle: eviction driver every %u ms,\n   >= %u slots a pass (the "
+               "whole table if a sweep would take over TTL/2), then a grace period,\n   rescanned "
+               "after 1, 2, 4... ms until it completes (as throttled); nginx-hash, nginx-real, "
+               "mutex-local: nginx's LRU\n"
                "   expiry with idle %.0f ms; sharded-mutex, cas-local: a 64-slot sweep of idle "
                "keys when full;\n   redis: PX expiry; floor: word = id mod %" PRIu64 ", keys WRAP, "
                "no eviction.\n   Below each row, per sample: new keys made, then the backend's "

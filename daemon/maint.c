@@ -15,8 +15,17 @@
  * Each pass: for every live limiter, one bounded step of shm_table_maintain (evict keys idle past
  * their TTL, free slots whose grace period is done, trim, repair), all tagged with the grace
  * period about to start; then one grace period (shm_gp_start + shm_gp_scan), whose result frees
- * the slots of this pass at the next one. The daemon never waits for a client: it only tries
- * shard locks (CAS words, never pthread mutexes: shm/shardlock.c), and a stalled reader only
+ * the slots of this pass as soon as it completes. A scan right after the counter's bump rarely
+ * completes (a busy client thread is inside a call nearly all the time, and that call began
+ * before the bump), so a period left incomplete is scanned again after a millisecond, then 2, 4,
+ * 8... (a stopped reader costs a few scans a pass, not a thousand a second) until it completes or
+ * the next pass starts one: slots retired by a pass are reusable soon after the readers that
+ * might hold them move, not a whole
+ * maintenance_ms later (under key churn the table filled with retiring slots waiting for the
+ * next pass: bench/results/2026-12-04/issue12_churn.txt). Each pass examines at least
+ * scan_budget slots of a table, more when a sweep of the whole table would otherwise take longer
+ * than half its limiter's idle TTL (shm_maint_budget). The daemon never waits for a client: it only
+ * tries shard locks (CAS words, never pthread mutexes: shm/shardlock.c), and a stalled reader only
  * delays reuse (reported after stall_ms). Nothing is reused before this daemon's own first grace
  * period completes (gp_done starts at 0: shm_tag_done).
  */
@@ -79,6 +88,29 @@ static void reconcile(struct supervisor *s, const struct shm_lim_snap *snap)
         s->recounted[snap->idx] = s->beats;
 }
 
+/* Scan grace period GP (started by shm_gp_start) at NOW: on completion, it frees this pass's
+ * slots and the parameter records replaced before it; an incomplete one is left pending. */
+static void gp_scan(struct supervisor *s, const struct registry *reg, uint64_t gp, uint64_t now)
+{
+        struct shm_gp_result res;
+        int rc = shm_gp_scan(&s->map, gp, now, reg->cfg.stall_ms * 1000000ull, &res, on_reader, s);
+        if (rc < 0)
+                return;
+        if (res.done >= gp)
+                s->gp_pending = 0;
+        else if (s->gp_pending != gp) /* the first scan: rescans from 1 ms on, doubling */
+                s->gp_pending = gp, s->gp_retry_ms = 1;
+        else if (s->gp_retry_ms < 1000)
+                s->gp_retry_ms *= 2;
+        if (res.done <= s->gp_done) /* a rescan may see less than an earlier scan: see reclaim.h */
+                return;
+        s->gp_done = res.done;
+        /* parameter records replaced before this period began are no longer read */
+        pthread_mutex_lock(&s->arena_mu);
+        shm_params_recycle(&s->map, s->gp_done);
+        pthread_mutex_unlock(&s->arena_mu);
+}
+
 /* One pass over the registry's limiters. Called inside rcu_read_lock(). */
 static void pass(struct supervisor *s, const struct registry *reg, bool beat)
 {
@@ -99,8 +131,10 @@ static void pass(struct supervisor *s, const struct registry *reg, bool beat)
                                            .done = s->gp_done,
                                            .me = s->lock_me};
                 struct shm_maint_stats st = {0};
-                bool wrapped = shm_table_maintain(&s->map, &snap, &a, &s->cursor[idx],
-                                                  reg->cfg.scan_budget, &st);
+                uint64_t period_ms = reg->cfg.maintenance_ms ? reg->cfg.maintenance_ms : 100;
+                uint64_t budget = shm_maint_budget(&snap.table, reg->cfg.scan_budget,
+                                                   period_ms * 1000000ull, p->idle_ttl_ns);
+                bool wrapped = shm_table_maintain(&s->map, &snap, &a, &s->cursor[idx], budget, &st);
                 struct sup_lim_stats *acc = &s->acc[idx];
                 acc->evicted += st.evicted;
                 acc->reclaimed += st.reclaimed;
@@ -119,6 +153,7 @@ static void pass(struct supervisor *s, const struct registry *reg, bool beat)
                         reconcile(s, &snap);
         }
         uint64_t gp;
+        s->gp_pending = 0;
         int rc = shm_gp_start(&s->map, &gp);
         if (rc < 0) {
                 if (!s->mb_warned)
@@ -136,15 +171,7 @@ static void pass(struct supervisor *s, const struct registry *reg, bool beat)
         if (s->mb_warned)
                 log_info("grace periods work again: retired slots are reused");
         s->mb_warned = false;
-        struct shm_gp_result res;
-        rc = shm_gp_scan(&s->map, gp, now, reg->cfg.stall_ms * 1000000ull, &res, on_reader, s);
-        if (rc == 0) {
-                s->gp_done = res.done;
-                /* parameter records replaced before this period began are no longer read */
-                pthread_mutex_lock(&s->arena_mu);
-                shm_params_recycle(&s->map, s->gp_done);
-                pthread_mutex_unlock(&s->arena_mu);
-        }
+        gp_scan(s, reg, gp, now);
 }
 
 /* Milliseconds from A to B (CLOCK_MONOTONIC; B not before A). */
@@ -196,6 +223,8 @@ static void *maint_main(void *arg)
                         pass(s, reg, beat_pending);
                         beat_pending = false;
                         clock_gettime(CLOCK_MONOTONIC, &last_pass);
+                } else if (s->gp_pending) {
+                        gp_scan(s, reg, s->gp_pending, shm_now_ns(h));
                 }
                 TSAN_RELEASE(reg);
                 rcu_read_unlock();
@@ -203,6 +232,8 @@ static void *maint_main(void *arg)
                 uint64_t to_beat = ms_left(&last_beat, &t, beat_ms);
                 uint64_t to_pass = ms_left(&last_pass, &t, period_ms);
                 uint64_t wait_ms = to_beat < to_pass ? to_beat : to_pass;
+                if (s->gp_pending && wait_ms > s->gp_retry_ms)
+                        wait_ms = s->gp_retry_ms;
                 for (uint64_t slept = 0; slept < wait_ms && !s->stop;) {
                         uint64_t ms = wait_ms - slept < 50 ? wait_ms - slept : 50;
                         struct timespec ts = {0, (long)ms * 1000000};

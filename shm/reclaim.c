@@ -651,6 +651,19 @@ bool shm_table_maintain(const struct shm_map *m, const struct shm_lim_snap *snap
         return wrapped;
 }
 
+uint64_t shm_maint_budget(const struct thr_table *geo, uint64_t budget, uint64_t period_ns,
+                          uint64_t ttl_ns)
+{
+        uint64_t slots = (uint64_t)geo->nshards * geo->shard_slots;
+        if (!ttl_ns || budget >= slots)
+                return budget;
+        uint64_t passes = period_ns ? ttl_ns / 2 / period_ns : 1; /* passes in half the TTL */
+        if (passes == 0)
+                passes = 1;
+        uint64_t need = (slots + passes - 1) / passes;
+        return need > budget ? need : budget;
+}
+
 uint32_t shm_retire_tag(const struct thr_hdr *h)
 {
         return (uint32_t)(atomic_load_explicit(&h->grace_periods, memory_order_seq_cst) + 1);

@@ -36,6 +36,15 @@ struct shm_gp_result {
  * offline (see reap); a live blocker holds DONE back to its snapshot and is reported through
  * REPORT once it has blocked for STALL_NS (and again when it resumes). Writes only the records'
  * daemon line and hdr->gp_done. Returns 0 or -errno.
+ *
+ * It may be called again for the same GP, later, without a new shm_gp_start: a later scan is as
+ * sound as the first (every online word it reads is the one a section ordered by GP's membarrier
+ * left, or one stored after it), and it sees the sections that blocked the first one ended. The
+ * daemon rescans a period that did not complete every millisecond or so instead of waiting a
+ * whole pass for the next one (daemon/maint.c), so a retired slot is reusable about as soon as
+ * the readers that might hold it have moved. A rescan can find a DONE lower than an earlier scan
+ * of the same GP (a section that read the counter before the bump and went online after the
+ * first scan): the earlier result stays true, as every completed period does.
  */
 int shm_gp_scan(struct shm_map *m, uint64_t gp, uint64_t now_ns, uint64_t stall_ns,
                 struct shm_gp_result *res, shm_gp_report_fn report, void *ctx);
@@ -53,6 +62,16 @@ struct shm_maint_args {
         uint64_t done;      /* last grace period this daemon saw complete (0: none yet) */
         uint64_t me;        /* the daemon's shard-lock value (shm_lock_daemon) */
 };
+
+/*
+ * shm_maint_budget - the slots a pass must examine in the table GEO of a limiter whose idle TTL
+ * is TTL_NS, passes PERIOD_NS apart, with the configured BUDGET: BUDGET, or more when the table
+ * would otherwise take longer than half the TTL to sweep (a short TTL, a large table), so that a
+ * key is evicted within about 1.5 TTL + a pass of its last use and retired slots are freed as
+ * often. No TTL (0): BUDGET.
+ */
+uint64_t shm_maint_budget(const struct thr_table *geo, uint64_t budget, uint64_t period_ns,
+                          uint64_t ttl_ns);
 
 struct shm_maint_stats {
         uint64_t scanned, live, evicted, finished, reclaimed, retiring, trimmed, repaired;

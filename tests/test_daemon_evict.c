@@ -618,6 +618,44 @@ Test(daemon_evict, daemon_reports_a_stopped_reader_and_waits)
 }
 
 /*
+ * A grace period a reader blocked at the pass's scan completes once the reader leaves, before the
+ * next pass: the daemon scans it again after 1, 2, 4... ms (maint.c). Without the rescans it
+ * completed only at the next pass, maintenance_ms later, and every slot that pass retired stayed
+ * unusable that long (under churn the table filled with them: issue12_churn.txt).
+ */
+Test(daemon_evict, a_blocked_grace_period_completes_before_the_next_pass)
+{
+        tdaemon_config(&fx, true, "maintenance_ms = 3000\nstall_ms = 100000\n", EV);
+        int d = tdaemon_start(&fx, NULL);
+        tdaemon_wait_ready(&fx, d, 1);
+        int up[2], down[2];
+        pid_t kid = reader_child(KID_STOP, up, down);
+        hear(up[0], 'i');
+        wait_stopped(kid);
+        wait_passes(d, 1); /* a pass while the reader is stopped inside its section */
+        uint64_t g = gps();
+        cr_assert_lt(atomic_load(&hdr()->gp_done), g, "the stopped reader blocks period %lu",
+                     (unsigned long)g);
+        cr_assert_eq(kill(kid, SIGCONT), 0);
+        hear(up[0], 'o'); /* out of its section */
+        uint64_t done = 0, now_g = 0;
+        POLL(d, (done = atomic_load(&hdr()->gp_done)) >= g, "period %lu never completed",
+             (unsigned long)g);
+        now_g = gps(); /* read after gp_done: no pass had started a later period when it was read */
+        cr_assert_eq(now_g, g, "period %lu completed by the next pass, not by a rescan",
+                     (unsigned long)g);
+        cr_assert_eq(done, g);
+        cr_assert_eq(write(down[1], "x", 1), 1);
+        int st;
+        cr_assert_eq(waitpid(kid, &st, 0), kid);
+        g_kid = 0;
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child status %#x", st);
+        close(up[0]);
+        close(down[1]);
+        tdaemon_stop(&fx, d);
+}
+
+/*
  * A daemon restarted when the grace-period counter's low 32 bits are in [2^31, 2^32) (2^31 passes:
  * 25 days at maintenance_ms = 1) starts from done = 0. Tags compared modulo 2^32 took every such
  * tag for done on its first pass and freed a slot a stopped reader may still hold.

@@ -992,3 +992,19 @@ Test(evict, every_live_key_lies_within_its_homes_reach_and_a_pass_lowers_it)
                 cr_assert_eq(atomic_load(&s[i].reach), 0, "slot %u: reach %u", i,
                              (unsigned)atomic_load(&s[i].reach));
 }
+
+/* The slots a pass examines: scan_budget, or enough to sweep the table in half its TTL. */
+Test(evict, pass_budget_sweeps_a_table_within_half_its_ttl)
+{
+        struct thr_table geo = {.nshards = 4, .shard_slots = 100}; /* 400 slots */
+        cr_assert_eq(shm_maint_budget(&geo, 64, 10 * MS, 0), 64, "no TTL: the budget");
+        cr_assert_eq(shm_maint_budget(&geo, 1000, 10 * MS, 20 * MS), 1000, "past the table");
+        cr_assert_eq(shm_maint_budget(&geo, 64, 10 * MS, 20 * MS), 400, "one pass in TTL/2");
+        cr_assert_eq(shm_maint_budget(&geo, 64, 10 * MS, 30 * MS), 400, "1.5 passes: one");
+        cr_assert_eq(shm_maint_budget(&geo, 64, 100 * MS, SEC), 80, "5 passes in TTL/2");
+        cr_assert_eq(shm_maint_budget(&geo, 64, 100 * MS, 3 * SEC), 64, "15 passes: the budget");
+        cr_assert_eq(shm_maint_budget(&geo, 64, 100 * MS, MS), 400, "a TTL under a pass");
+        cr_assert_eq(shm_maint_budget(&geo, 64, 0, SEC), 400, "no period: every pass");
+        cr_assert_eq(shm_maint_budget(&geo, 64, 100 * MS, 7 * 100 * MS), 134,
+                     "3 passes, rounded up");
+}
