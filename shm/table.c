@@ -52,6 +52,19 @@
  * make inserts of that shard fail until gp_done moves (one daemon pass): a denial, as scribbling
  * the slots themselves can.
  *
+ * Inline expiry. A new key's insert, under the lock, also evicts up to EXPIRE_MAX keys its probe
+ * walked over that are idle past the limiter's TTL by the kind's own test (shm_kind_idle, the
+ * daemon's), for kinds whose eviction is that test and one CAS (GCRA, window, breaker, not
+ * serialized): the state is CASed from the value the probe read to DEAD (an admission since then
+ * makes the CAS fail and the key stays, as with the daemon), then the slot is retired with the tag
+ * of the period about to start (the CAS came first: retire_tag). An idle key has no debt, so no
+ * floor is raised. Killed between the CAS and the retirement, it leaves a LIVE slot with state
+ * DEAD, which no lookup admits on and which the next inserter of that key or the daemon's pass
+ * retires (what an evictor killed there has always left). Its slots wait for a grace period like
+ * any other retired slot; what it changes is where and when keys are evicted: where the inserts
+ * are, as soon as they are due, in lines the probe has just loaded, not when the daemon's sweep
+ * comes by (issue12_churn.txt: under churn the sweep lagged and the table filled).
+ *
  * A full table or shard: the limiter's on_full policy. `evict` retires, under the lock, the
  * shard's key with the least debt, on ties the first from the shard's eviction cursor (the slot
  * after the previous victim), and a key with no debt at once (CAS of its state from the value
@@ -214,11 +227,32 @@ static uint32_t retire_tag(const void *base, unsigned extra)
                           extra);
 }
 
+/* Keys idle past the TTL that an insert retires on its own probe path (expire_inline). */
+#define EXPIRE_MAX 2u
+
 struct found {
         struct thr_slot *key;   /* the key's live slot */
         struct thr_slot *place; /* where it would go: the first reclaimed or EMPTY slot */
         uint32_t dist;          /* PLACE's distance from the home */
+        uint32_t nidle;         /* idle keys met on the way (at most EXPIRE_MAX) */
+        struct thr_slot *idle[EXPIRE_MAX];
+        uint64_t idle_state[EXPIRE_MAX];
 };
+
+/*
+ * Inline expiry: what an insert needs to retire the idle keys its probe walks over, as the
+ * daemon's pass would (reclaim.c evict_idle). Only for kinds whose eviction is the idleness test
+ * and one CAS (GCRA, window, breaker, not serialized): semaphores, budgets and serialized keys
+ * need the daemon's serving first. Returns the TTL in units, 0 for none.
+ */
+static uint64_t expire_ttl(const struct thr_params *p)
+{
+        if (!p || !p->idle_ttl_ns || !p->k || p->kind == THR_KIND_SEMAPHORE ||
+            p->kind == THR_KIND_BUDGET || (p->flags & THR_PARAM_SERIALIZE) ||
+            p->idle_ttl_ns > UINT64_MAX / p->k)
+                return 0;
+        return p->idle_ttl_ns * p->k;
+}
 
 /*
  * Under the lock (a reach changes only under it, so every live key of this home lies within the
@@ -228,7 +262,7 @@ struct found {
  * no EMPTY slot, so a lookup may still stop at the first EMPTY it meets.
  */
 static void probe_locked(void *base, struct thr_table *tb, struct shm_probe *p, const void *key,
-                         uint32_t len, struct found *f)
+                         uint32_t len, const struct shm_insert *a, uint64_t ttl, struct found *f)
 {
         *f = (struct found){0};
         uint32_t steps = shm_probe_steps(p);
@@ -260,6 +294,14 @@ static void probe_locked(void *base, struct thr_table *tb, struct shm_probe *p, 
                                 return;
                         }
                         shm_slot_retire(tb, p->shard, s, retire_tag(base, 1));
+                } else if (ttl && st == THR_SLOT_LIVE && f->nidle < EXPIRE_MAX) {
+                        uint64_t state = atomic_load_explicit(&s->state, memory_order_acquire);
+                        if (state != THR_TAT_DEAD && state != THR_TAT_FREE &&
+                            shm_kind_idle(a->p, shm_slot_aux(base, a->geo ? a->geo : tb, s), state,
+                                          a->now, ttl)) {
+                                f->idle[f->nidle] = s;
+                                f->idle_state[f->nidle++] = state;
+                        }
                 }
                 if (!f->place && st == THR_SLOT_DEAD) {
                         uint64_t state = atomic_load_explicit(&s->state, memory_order_acquire);
@@ -391,6 +433,30 @@ static bool evict_least(void *base, struct thr_table *tb, const struct thr_table
         return false;
 }
 
+/*
+ * Under the lock, for a new key: retire the idle keys its probe met (at most EXPIRE_MAX), each by
+ * a CAS from the state the probe read (an admission since wins and the key stays), as the
+ * daemon's pass would have at its next visit. An idle key holds no debt, so the shard's floor is
+ * not raised. Their slots wait for a grace period like any other: this only evicts a key where
+ * the inserts are, as soon as it is due, without the daemon's sweep coming by (under churn the
+ * sweep lagged the TTL and inserts found no place: bench/results/2026-12-04/issue12_churn.txt),
+ * and in the inserter's cache, where the probe had just brought the slots.
+ */
+static void expire_inline(void *base, struct thr_table *tb, struct shm_probe *p, struct found *f)
+{
+        for (uint32_t i = 0; i < f->nidle; i++) {
+                uint64_t state = f->idle_state[i];
+                THR_HOOK(THR_HOOK_EXPIRING_INLINE, f->idle[i]);
+                if (!atomic_compare_exchange_strong_explicit(&f->idle[i]->state, &state,
+                                                             THR_TAT_DEAD, memory_order_acq_rel,
+                                                             memory_order_relaxed))
+                        continue;
+                THR_HOOK(THR_HOOK_EXPIRED_INLINE, f->idle[i]);
+                if (shm_slot_retire(tb, p->shard, f->idle[i], retire_tag(base, 0)))
+                        atomic_fetch_add_explicit(&p->shard->evicted, 1, memory_order_relaxed);
+        }
+}
+
 /* Under the lock, no live slot for the key: claim one within the caps, or -ENOSPC. */
 static struct thr_slot *claim(struct thr_table *tb, const struct thr_table *geo,
                               struct shm_probe *p, const struct found *f)
@@ -409,11 +475,12 @@ int shm_table_insert_locked(void *base, struct thr_table *tb, struct shm_probe *
         const struct thr_table *geo = a->geo ? a->geo : tb;
         struct found f;
         *created = false;
-        probe_locked(base, tb, p, key, len, &f);
+        probe_locked(base, tb, p, key, len, a, expire_ttl(a->p), &f);
         if (f.key) {
                 *out = f.key;
                 return 0;
         }
+        expire_inline(base, tb, p, &f);
         struct thr_slot *s = claim(tb, geo, p, &f);
         if (!s && a->on_full == THR_FULL_EVICT && f.place &&
             evict_least(base, tb, geo, p, a->p, a->now))

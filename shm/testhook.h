@@ -63,6 +63,9 @@ enum thr_hook_point {
                                        * state word (arg: the slot) */
         THR_HOOK_BRK_COUNTED,         /* a breaker report added to its window bucket, the state
                                        * word not yet read (arg: the slot) */
+        THR_HOOK_EXPIRING_INLINE,     /* an insert is about to CAS an idle key it met on its probe
+                                       * path from the state it read to DEAD (arg: the slot) */
+        THR_HOOK_EXPIRED_INLINE,      /* that CAS done, the slot not yet retired (arg: the slot) */
 };
 
 #ifdef THR_TEST_HOOKS
