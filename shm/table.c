@@ -82,7 +82,9 @@
  * taken by fetch_add before the slot is claimed (capacity_take), so the hard cap holds exactly
  * under concurrent inserts in different shards; a death after the reservation and before the
  * publish leaves it one high (a unit of capacity lost, never an extra key) until the daemon's
- * shm_table_reconcile sets it to the sum of the shards'. Decrements saturate at 0.
+ * shm_table_reconcile sets it to the sum of the shards'. An insert that expired keys on its way
+ * (inline expiry, below) hands one of their units to its new key and gives the others back, so a
+ * death in between leaves the count high by at most EXPIRE_MAX. Decrements saturate at 0.
  *
  * A process killed at any instruction: holding no lock, it changed nothing or completed a CAS.
  * Killed holding the lock, the next locker finds it gone (shardlock.c), takes the lock over and
@@ -441,9 +443,16 @@ static bool evict_least(void *base, struct thr_table *tb, const struct thr_table
  * the inserts are, as soon as it is due, without the daemon's sweep coming by (under churn the
  * sweep lagged the TTL and inserts found no place: bench/results/2026-12-04/issue12_churn.txt),
  * and in the inserter's cache, where the probe had just brought the slots.
+ *
+ * The table-wide units of the keys retired stay taken and are returned: the insert takes one of
+ * them for its new key instead of a fetch_add on the table's one count line, which every inserter
+ * of every shard writes (claim), and the caller gives the rest back (shm_table_uncount). Killed in
+ * between, the count stays high by them until the daemon's reconcile: capacity held back, never
+ * an extra key.
  */
-static void expire_inline(void *base, struct thr_table *tb, struct shm_probe *p, struct found *f)
+static uint32_t expire_inline(void *base, struct shm_probe *p, struct found *f)
 {
+        uint32_t units = 0;
         for (uint32_t i = 0; i < f->nidle; i++) {
                 uint64_t state = f->idle_state[i];
                 THR_HOOK(THR_HOOK_EXPIRING_INLINE, f->idle[i]);
@@ -452,20 +461,27 @@ static void expire_inline(void *base, struct thr_table *tb, struct shm_probe *p,
                                                              memory_order_relaxed))
                         continue;
                 THR_HOOK(THR_HOOK_EXPIRED_INLINE, f->idle[i]);
-                if (shm_slot_retire(tb, p->shard, f->idle[i], retire_tag(base, 0)))
+                if (shm_slot_retire(NULL, p->shard, f->idle[i], retire_tag(base, 0))) {
                         atomic_fetch_add_explicit(&p->shard->evicted, 1, memory_order_relaxed);
+                        units++;
+                }
         }
+        return units;
 }
 
-/* Under the lock, no live slot for the key: claim one within the caps, or -ENOSPC. */
+/* Under the lock, no live slot for the key: claim one within the caps, or -ENOSPC. The unit of
+ * capacity is one of *UNITS (given back by keys this insert retired) if any, else the table's. */
 static struct thr_slot *claim(struct thr_table *tb, const struct thr_table *geo,
-                              struct shm_probe *p, const struct found *f)
+                              struct shm_probe *p, const struct found *f, uint32_t *units)
 {
         struct thr_slot *s = f->place;
-        if (!s || atomic_load_explicit(&p->shard->live, memory_order_relaxed) >= geo->shard_max ||
-            !capacity_take(tb, geo->capacity))
+        if (!s || atomic_load_explicit(&p->shard->live, memory_order_relaxed) >= geo->shard_max)
                 return NULL;
-        return s;
+        if (*units) {
+                --*units;
+                return s;
+        }
+        return capacity_take(tb, geo->capacity) ? s : NULL;
 }
 
 int shm_table_insert_locked(void *base, struct thr_table *tb, struct shm_probe *p, const void *key,
@@ -480,11 +496,12 @@ int shm_table_insert_locked(void *base, struct thr_table *tb, struct shm_probe *
                 *out = f.key;
                 return 0;
         }
-        expire_inline(base, tb, p, &f);
-        struct thr_slot *s = claim(tb, geo, p, &f);
+        uint32_t units = expire_inline(base, p, &f);
+        struct thr_slot *s = claim(tb, geo, p, &f, &units);
         if (!s && a->on_full == THR_FULL_EVICT && f.place &&
             evict_least(base, tb, geo, p, a->p, a->now))
-                s = claim(tb, geo, p, &f); /* the victim freed capacity; its slot is retiring */
+                s = claim(tb, geo, p, &f, &units); /* the victim freed capacity; its slot retires */
+        shm_table_uncount(tb, units); /* the expired keys' units this insert did not take */
         if (!s) {
                 atomic_fetch_add_explicit(&tb->insert_fail, 1, memory_order_relaxed);
                 return -ENOSPC;

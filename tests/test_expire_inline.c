@@ -282,6 +282,49 @@ Test(expire_inline, killed_between_the_cas_and_the_retirement)
         (void)n;
 }
 
+/*
+ * Killed after the retirement, before the new key is published: the expired key's unit of the
+ * table's capacity is still held (the insert was to hand it to its new key). The table's count is
+ * then high, never low (no key beyond the capacity can come of it), the next inserter repairs the
+ * shard, and the daemon's reconcile makes the count exact.
+ */
+Test(expire_inline, killed_holding_the_expired_keys_unit)
+{
+        make1(tspec("l", 10, SEC, BU, BU));
+        uint32_t n, h = 9;
+        struct thr_slot *s = slots(&n);
+        char k[2][32], nk[2][32];
+        keys_at(h, "k", k, 2);
+        cr_assert_eq(thr_clock_advance(T.a, TTL + BU * TI), 0);
+        cr_assert_eq(try1(k[1]), 1, "k1 busy: only k0 expires");
+        struct shm_lim_snap snap = tsnap(&T, "l");
+        tkey_at(&T.map, &snap.table, h, "new0_", nk[0], 32);
+        tkey_at(&T.map, &snap.table, h, "new1_", nk[1], 32);
+        fflush(NULL);
+        pid_t pid = tfork();
+        cr_assert_geq(pid, 0);
+        if (pid == 0) {
+                hook_at(THR_HOOK_REACH_RAISED, die);
+                try1(nk[0]);
+                _exit(3);
+        }
+        g_kid = pid;
+        int ws = 0;
+        cr_assert_eq(waitpid(pid, &ws, 0), pid);
+        g_kid = 0;
+        cr_assert(WIFSIGNALED(ws) && WTERMSIG(ws) == SIGKILL, "status %#x", ws);
+        cr_assert(retiring(&s[h]), "k0 expired before the kill");
+        struct thr_table *tb = shm_at(T.map.base, snap.table_off);
+        cr_assert_eq(atomic_load(&tb->live), 2, "k0's unit still held: k1 and it");
+        cr_assert_eq(try1(nk[1]), 1, "the next inserter takes the lock over");
+        cr_assert_eq(atomic_load(&shard0()->repairs), 1);
+        cr_assert_eq(tcount(&T, "l", THR_SLOT_LIVE, NULL, NULL), 2, "k1 and new1");
+        cr_assert_geq(atomic_load(&tb->live), 2, "never below the keys there are");
+        cr_assert_eq(shm_table_reconcile(&T.map, snap.table_off, &snap.table, tlock_me(T.a)), 0);
+        assert_counts(2);
+        (void)n;
+}
+
 /* A budget's keys are the daemon's to evict (a grant half-done or queued waiters are served
  * first): an insert walks over them and leaves them. */
 Test(expire_inline, a_budget_key_is_left_for_the_daemon)
