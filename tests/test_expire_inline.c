@@ -240,6 +240,24 @@ static void die(void *arg)
         raise(SIGKILL);
 }
 
+/* A child inserts KEY and is killed by SIGKILL at hook point PT. */
+static void kill_at(enum thr_hook_point pt, const char *key)
+{
+        fflush(NULL);
+        pid_t pid = tfork();
+        cr_assert_geq(pid, 0);
+        if (pid == 0) {
+                hook_at(pt, die);
+                try1(key);
+                _exit(3); /* the hook never ran */
+        }
+        g_kid = pid;
+        int ws = 0;
+        cr_assert_eq(waitpid(pid, &ws, 0), pid);
+        g_kid = 0;
+        cr_assert(WIFSIGNALED(ws) && WTERMSIG(ws) == SIGKILL, "status %#x", ws);
+}
+
 /*
  * Killed between the state CAS and the retirement: the victim is LIVE with state DEAD, which a
  * lookup never admits on; the next inserter under the lock finishes the retirement (as it does for
@@ -256,19 +274,7 @@ Test(expire_inline, killed_between_the_cas_and_the_retirement)
         struct shm_lim_snap snap = tsnap(&T, "l");
         tkey_at(&T.map, &snap.table, h, "new0_", nk[0], 32);
         tkey_at(&T.map, &snap.table, h, "new1_", nk[1], 32);
-        fflush(NULL);
-        pid_t pid = tfork();
-        cr_assert_geq(pid, 0);
-        if (pid == 0) {
-                hook_at(THR_HOOK_EXPIRED_INLINE, die);
-                try1(nk[0]);
-                _exit(3); /* the hook never ran */
-        }
-        g_kid = pid;
-        int ws = 0;
-        cr_assert_eq(waitpid(pid, &ws, 0), pid);
-        g_kid = 0;
-        cr_assert(WIFSIGNALED(ws) && WTERMSIG(ws) == SIGKILL, "status %#x", ws);
+        kill_at(THR_HOOK_EXPIRED_INLINE, nk[0]);
         cr_assert_eq(status(&s[h]), THR_SLOT_LIVE);
         cr_assert_eq(atomic_load(&s[h].state), THR_TAT_DEAD, "killed after the CAS");
         /* k0 asked for again: a new key (the DEAD state is never admitted on), and its insert
@@ -300,19 +306,7 @@ Test(expire_inline, killed_holding_the_expired_keys_unit)
         struct shm_lim_snap snap = tsnap(&T, "l");
         tkey_at(&T.map, &snap.table, h, "new0_", nk[0], 32);
         tkey_at(&T.map, &snap.table, h, "new1_", nk[1], 32);
-        fflush(NULL);
-        pid_t pid = tfork();
-        cr_assert_geq(pid, 0);
-        if (pid == 0) {
-                hook_at(THR_HOOK_REACH_RAISED, die);
-                try1(nk[0]);
-                _exit(3);
-        }
-        g_kid = pid;
-        int ws = 0;
-        cr_assert_eq(waitpid(pid, &ws, 0), pid);
-        g_kid = 0;
-        cr_assert(WIFSIGNALED(ws) && WTERMSIG(ws) == SIGKILL, "status %#x", ws);
+        kill_at(THR_HOOK_REACH_RAISED, nk[0]);
         cr_assert(retiring(&s[h]), "k0 expired before the kill");
         struct thr_table *tb = shm_at(T.map.base, snap.table_off);
         cr_assert_eq(atomic_load(&tb->live), 2, "k0's unit still held: k1 and it");
