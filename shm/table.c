@@ -53,9 +53,9 @@
  * the slots themselves can.
  *
  * Inline expiry. A new key's insert, under the lock, also evicts up to EXPIRE_MAX keys its probe
- * walked over that are idle past the limiter's TTL by the kind's own test (shm_kind_idle, the
- * daemon's), for kinds whose eviction is that test and one CAS (GCRA, window, breaker, not
- * serialized): the state is CASed from the value the probe read to DEAD (an admission since then
+ * walked over that are idle past the limiter's TTL by the daemon's test, for GCRA keys only (not
+ * serialized: their idleness is the TAT alone; expire_ttl says why not the other kinds), with the
+ * record's fields read once (a client may rewrite it meanwhile): the state is CASed from the value the probe read to DEAD (an admission since then
  * makes the CAS fail and the key stays, as with the daemon), then the slot is retired with the tag
  * of the period about to start (the CAS came first: retire_tag). An idle key has no debt, so no
  * floor is raised. Killed between the CAS and the retirement, it leaves a LIVE slot with state
@@ -242,18 +242,34 @@ struct found {
 };
 
 /*
- * Inline expiry: what an insert needs to retire the idle keys its probe walks over, as the
- * daemon's pass would (reclaim.c evict_idle). Only for kinds whose eviction is the idleness test
- * and one CAS (GCRA, window, breaker, not serialized): semaphores, budgets and serialized keys
- * need the daemon's serving first. Returns the TTL in units, 0 for none.
+ * Inline expiry: the TTL in units for an insert to retire the idle keys its probe walks over, as
+ * the daemon's pass would (reclaim.c evict_idle); 0 for none. GCRA keys only, not serialized:
+ * their idleness is the TAT alone. A window's needs its log, a breaker's its calls out (a call
+ * reported after its key went would lose its failure), semaphores and budgets their serving:
+ * those stay the daemon's. For a GCRA limiter P is the arena's own record, which any client can
+ * rewrite: each field is read once here, and the test (gcra_idle) uses these copies only, so a
+ * record rewritten meanwhile can never send it down another kind's path.
  */
+#define ONCE(x) (*(const volatile __typeof__(x) *)&(x))
+
 static uint64_t expire_ttl(const struct thr_params *p)
 {
-        if (!p || !p->idle_ttl_ns || !p->k || p->kind == THR_KIND_SEMAPHORE ||
-            p->kind == THR_KIND_BUDGET || (p->flags & THR_PARAM_SERIALIZE) ||
-            p->idle_ttl_ns > UINT64_MAX / p->k)
+        if (!p)
                 return 0;
-        return p->idle_ttl_ns * p->k;
+        uint32_t kind = ONCE(p->kind), flags = ONCE(p->flags);
+        uint64_t ttl = ONCE(p->idle_ttl_ns), k = ONCE(p->k);
+        if (kind != THR_KIND_GCRA || (flags & THR_PARAM_SERIALIZE) || !ttl || !k ||
+            ttl > UINT64_MAX / k)
+                return 0;
+        return ttl * k;
+}
+
+/* A GCRA key's state STATE at NOW: idle for TTL (units; the daemon's test, shm_kind_idle). */
+static inline bool gcra_idle(uint64_t state, uint64_t now, uint64_t ttl)
+{
+        if (state == THR_TAT_DEAD || state == THR_TAT_FREE || shm_is_mark(state))
+                return false;
+        return state == THR_TAT_FRESH || (now >= ttl && state <= now - ttl);
 }
 
 /*
@@ -298,9 +314,7 @@ static void probe_locked(void *base, struct thr_table *tb, struct shm_probe *p, 
                         shm_slot_retire(tb, p->shard, s, retire_tag(base, 1));
                 } else if (ttl && st == THR_SLOT_LIVE && f->nidle < EXPIRE_MAX) {
                         uint64_t state = atomic_load_explicit(&s->state, memory_order_acquire);
-                        if (state != THR_TAT_DEAD && state != THR_TAT_FREE &&
-                            shm_kind_idle(a->p, shm_slot_aux(base, a->geo ? a->geo : tb, s), state,
-                                          a->now, ttl)) {
+                        if (gcra_idle(state, a->now, ttl)) {
                                 f->idle[f->nidle] = s;
                                 f->idle_state[f->nidle++] = state;
                         }

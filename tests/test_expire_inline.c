@@ -3,9 +3,9 @@
  * expire_inline), as the daemon's pass would at its next visit: at most two per insert, only keys
  * idle past the TTL by the limiter's own test, never one admitted since the probe read it, and a
  * process killed between the state CAS and the retirement leaves what an evictor killed there
- * always left (finished by the next inserter or the daemon's pass). Budget, semaphore and
- * serialized keys are the daemon's to evict. Manual-clock arenas, one shard, keys placed on chosen
- * homes (tkey_at).
+ * always left (finished by the next inserter or the daemon's pass). Only GCRA keys: the other
+ * kinds' (a budget here) are the daemon's to evict. Manual-clock arenas, one shard, keys placed on
+ * chosen homes (tkey_at).
  */
 #include <criterion/criterion.h>
 #include <signal.h>
