@@ -884,8 +884,18 @@ static int op_insert(struct op *o, const struct req *rq, struct verdict *v, bool
         const struct thr_params *p = o->p;
         if (!at_once || p != p0 || o->kind != THR_KIND_GCRA) /* else fresh_decide's reading */
                 o->now = op_now(o);
+        /* the table code dispatches on its record's kind (shm_kind_fresh, evict_least's debts): a
+         * GCRA record is the arena's, which a client may rewrite meanwhile, so it gets a copy
+         * whose kind is the checked one (the others' P is a pinned copy already: params_pin) */
+        const struct thr_params *ip = p;
+        if (o->kind == THR_KIND_GCRA) {
+                memcpy(o->pc, p, sizeof(*o->pc));
+                atomic_signal_fence(memory_order_seq_cst); /* one copy, then only the copy */
+                o->pc->kind = THR_KIND_GCRA;
+                ip = o->pc;
+        }
         struct first f = {o, rq, v};
-        struct shm_insert ins = {.p = p,
+        struct shm_insert ins = {.p = ip,
                                  .start_tat = o->now + (p->burst - p->initial) * p->t_units,
                                  .now = o->now,
                                  .on_full = p->on_full,

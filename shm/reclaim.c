@@ -660,7 +660,9 @@ uint64_t shm_maint_budget(const struct thr_table *geo, uint64_t budget, uint64_t
         uint64_t passes = period_ns ? ttl_ns / 2 / period_ns : 1; /* passes in half the TTL */
         if (passes == 0)
                 passes = 1;
-        uint64_t need = (slots + passes - 1) / passes;
+        /* shm_table_maintain spends a budget in whole shards, rounded down: so whole shards,
+         * rounded up */
+        uint64_t need = (geo->nshards + passes - 1) / passes * (uint64_t)geo->shard_slots;
         return need > budget ? need : budget;
 }
 

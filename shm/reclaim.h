@@ -68,7 +68,7 @@ struct shm_maint_args {
  * is TTL_NS, passes PERIOD_NS apart, with the configured BUDGET: BUDGET, or more when the table
  * would otherwise take longer than half the TTL to sweep (a short TTL, a large table), so that a
  * key is evicted within about 1.5 TTL + a pass of its last use and retired slots are freed as
- * often. No TTL (0): BUDGET.
+ * often; in whole shards, as shm_table_maintain spends it. No TTL (0): BUDGET.
  */
 uint64_t shm_maint_budget(const struct thr_table *geo, uint64_t budget, uint64_t period_ns,
                           uint64_t ttl_ns);
