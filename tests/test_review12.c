@@ -220,3 +220,329 @@ Test(review12, a_scribbled_record_kind_never_crashes_another_clients_insert)
                   "the inserting client died of signal %d while another rewrote the record's kind",
                   WIFSIGNALED(ws) ? WTERMSIG(ws) : 0);
 }
+
+/* ---------------------------------------------------------------- SIGKILL at each step */
+
+static enum thr_hook_point g_kill_at;
+static int g_kill_skip; /* occurrences to let pass first */
+
+static void kill_hook(enum thr_hook_point pt, void *arg)
+{
+        (void)arg;
+        if (pt == g_kill_at && g_kill_skip-- == 0)
+                raise(SIGKILL);
+}
+
+static int try_on(thr_limiter *l, const char *key)
+{
+        struct thr_result r;
+        return thr_limiter_try(l, key, strlen(key), 1, &r);
+}
+
+/* slots of "g" whose status is ST and state STATE (any state: UINT64_MAX) */
+static int count_slots(unsigned st, uint64_t state)
+{
+        struct shm_lim_snap sn = tsnap(&T, "g");
+        struct thr_slot *s = shm_at(T.map.base, sn.table.slots_off);
+        int n = 0;
+        for (uint64_t i = 0; i < (uint64_t)sn.table.nshards * sn.table.shard_slots; i++)
+                if (THR_META_STATUS(atomic_load(&s[i].meta)) == st &&
+                    (state == UINT64_MAX || atomic_load(&s[i].state) == state))
+                        n++;
+        return n;
+}
+
+/* Exact counts after reconcile: the shards' and the table's live counts are the LIVE slots. */
+static void exact_counts(const char *what)
+{
+        struct shm_lim_snap sn = tsnap(&T, "g");
+        cr_assert_eq(shm_table_reconcile(&T.map, sn.table_off, &sn.table, shm_lock_daemon(0)), 0);
+        int livec = count_slots(THR_SLOT_LIVE, UINT64_MAX);
+        struct thr_shard *sh = shm_at(T.map.base, sn.table.shards_off);
+        uint64_t sum = 0;
+        for (uint32_t i = 0; i < sn.table.nshards; i++)
+                sum += atomic_load(&sh[i].live);
+        struct thr_table *tb = shm_at(T.map.base, sn.table_off);
+        cr_assert_eq(sum, (uint64_t)livec, "%s: shards count %lu, %d LIVE slots", what,
+                     (unsigned long)sum, livec);
+        cr_assert_eq(atomic_load(&tb->live), (uint64_t)livec, "%s: table count %lu, %d LIVE",
+                     what, (unsigned long)atomic_load(&tb->live), livec);
+}
+
+/*
+ * An inserter killed at every step of expire_inline (before the CAS, after it, inside the
+ * retirement between meta DEAD and the counts, and after it all, at the claim), for the first and
+ * the second idle key: afterwards every key is reachable with one live slot, the counts are exact
+ * after reconcile, and one maintenance pass leaves no slot retiring (no capacity leaked).
+ */
+Test(review12, an_inserter_killed_at_each_step_of_inline_expiry_leaks_nothing)
+{
+        static const enum thr_hook_point pts[] = {THR_HOOK_EXPIRING_INLINE, THR_HOOK_EXPIRED_INLINE,
+                                                 THR_HOOK_RETIRE_COUNTED, THR_HOOK_REACH_RAISED};
+        for (unsigned pi = 0; pi < 4; pi++) {
+                for (int skip = 0; skip < (pi == 3 ? 1 : 2); skip++) {
+                        struct shm_limiter_spec s = tspec("g", 10, SEC, 5, 5);
+                        s.capacity = 4; /* the insert needs the expired keys' capacity */
+                        s.shards = 1;
+                        s.idle_ttl_ns = SEC;
+                        s.on_full = THR_FULL_DENY;
+                        tarena_make(&T, THR_CLOCK_MANUAL, SHM_HUGE_OFF, &s, 1);
+                        thr_limiter *l = tlim(&T, "g");
+                        cr_assert_eq(thr_clock_advance(T.a, SEC), 0);
+                        struct shm_lim_snap sn = tsnap(&T, "g");
+                        char k[4][32], nk[32];
+                        for (int i = 0; i < 4; i++) {
+                                char p[8];
+                                snprintf(p, sizeof(p), "k%d_", i);
+                                tkey_at(&T.map, &sn.table, 6, p, k[i], 32);
+                                cr_assert_eq(try_on(l, k[i]), 1);
+                        }
+                        tkey_at(&T.map, &sn.table, 6, "new_", nk, 32);
+                        cr_assert_eq(thr_clock_advance(T.a, 2 * SEC), 0);
+                        cr_assert_eq(try_on(l, k[2]), 1, "k2 busy again");
+                        cr_assert_eq(try_on(l, k[3]), 1, "k3 busy again");
+                        pid_t pid = spawn(0);
+                        if (pid == 0) {
+                                g_kill_at = pts[pi];
+                                g_kill_skip = skip;
+                                thr_test_hook = kill_hook;
+                                try_on(l, nk);
+                                _exit(3);
+                        }
+                        int ws;
+                        cr_assert_eq(waitpid(pid, &ws, 0), pid);
+                        g_kids[0] = 0;
+                        cr_assert(WIFSIGNALED(ws) && WTERMSIG(ws) == SIGKILL,
+                                  "point %u skip %d: status %#x", pi, skip, ws);
+                        char what[64];
+                        snprintf(what, sizeof(what), "killed at point %u, occurrence %d", pi,
+                                 skip);
+                        /* every key again: one live slot each */
+                        cr_assert_eq(try_on(l, nk), 1, "%s: the new key", what);
+                        for (int i = 0; i < 4; i++) {
+                                int rc = try_on(l, k[i]);
+                                cr_assert(rc == 1 || rc == 0, "%s: %s: %d", what, k[i], rc); /* 0: on_full = deny */
+                        }
+                        for (int i = 0; i < 4; i++)
+                                cr_assert_leq(tcount(&T, "g", THR_SLOT_LIVE, k[i], NULL), 1,
+                                              "%s: %s", what, k[i]);
+                        cr_assert_eq(tcount(&T, "g", THR_SLOT_LIVE, nk, NULL), 1, "%s", what);
+                        cr_assert_eq(tcount(&T, "g", THR_SLOT_LIVE, k[2], NULL), 1,
+                                     "%s: busy k2 kept", what);
+                        cr_assert_eq(tcount(&T, "g", THR_SLOT_LIVE, k[3], NULL), 1,
+                                     "%s: busy k3 kept", what);
+                        exact_counts(what);
+                        cr_assert_leq(count_slots(THR_SLOT_LIVE, UINT64_MAX), 4, "%s: cap",
+                                      what);
+                        /* a pass with every period done: nothing stays retiring, nothing BUSY */
+                        tmaint(&T, "g", UINT64_MAX, NULL);
+                        cr_assert_eq(count_slots(THR_SLOT_DEAD, THR_TAT_DEAD), 0,
+                                     "%s: slots left retiring", what);
+                        cr_assert_eq(count_slots(THR_SLOT_BUSY, UINT64_MAX), 0, "%s", what);
+                        cr_assert_eq(count_slots(THR_SLOT_LIVE, THR_TAT_DEAD), 0, "%s", what);
+                        exact_counts(what);
+                        /* with the capacity all back, 4 keys fit */
+                        uint64_t lv = (uint64_t)count_slots(THR_SLOT_LIVE, UINT64_MAX);
+                        for (uint64_t i = lv; i < 4; i++) {
+                                char x[32];
+                                snprintf(x, sizeof(x), "fill%lu", (unsigned long)i);
+                                cr_assert_eq(try_on(l, x), 1, "%s: capacity lost (%lu live)",
+                                             what, (unsigned long)lv);
+                        }
+                        thr_limiter_close(l);
+                        tarena_free(&T);
+                }
+        }
+}
+
+/* ---------------------------------------------------------------- churn, kills, a daemon by hand */
+
+#define CH_KEYS    600
+#define CH_WORKERS 4
+#define CH_T       MS /* 1000/s */
+#define CH_B       5ull
+
+struct churn {
+        _Atomic uint64_t admitted[CH_KEYS];
+        _Atomic int stop;
+};
+
+static void churn_worker(thr_limiter *l, struct churn *c, unsigned seed)
+{
+        char key[32];
+        while (!atomic_load(&c->stop)) {
+                seed = seed * 1103515245u + 12345u;
+                /* the keys in use drift with the clock: the older ones go idle */
+                uint64_t epoch = shm_now_ns(shm_hdr(&T.map)) / (20 * MS);
+                unsigned k = (seed >> 4) % 8 == 0
+                                 ? (seed >> 8) % 10 /* keys 0..9: always in use */
+                                 : (unsigned)(10 + (epoch * 37 + (seed >> 8) % 120) % (CH_KEYS - 10));
+                snprintf(key, sizeof(key), "key%u", k);
+                struct thr_result r;
+                if (thr_limiter_try(l, key, strlen(key), 1, &r) == 1)
+                        atomic_fetch_add(&c->admitted[k], 1);
+        }
+        _exit(0);
+}
+
+static uint64_t g_daemon_evicted;
+
+/* Every LIVE slot of KEY, with its state and its home's reach, to the log. */
+static void dump_key(const char *key)
+{
+        struct shm_lim_snap sn = tsnap(&T, "g");
+        struct thr_slot *s = shm_at(T.map.base, sn.table.slots_off);
+        struct shm_probe p;
+        tprobe(&T.map, &sn.table, key, &p);
+        uint64_t n = (uint64_t)sn.table.nshards * sn.table.shard_slots;
+        for (uint64_t i = 0; i < n; i++) {
+                if (THR_META_STATUS(atomic_load(&s[i].meta)) != THR_SLOT_LIVE ||
+                    s[i].key_len != strlen(key) ||
+                    memcmp(s[i].key, key, shm_key_stored_len(s[i].key_len)))
+                        continue;
+                uint64_t st = atomic_load(&s[i].state);
+                cr_log_error("%s: slot %lu (shard-relative %lu, home %u, dist %lu, home reach %u)"
+                             " state %s%lu gen %u", key, (unsigned long)i,
+                             (unsigned long)(i % sn.table.shard_slots), p.home,
+                             (unsigned long)((i % sn.table.shard_slots + p.n - p.home) % p.n),
+                             (unsigned)atomic_load(&p.slots[p.home].reach),
+                             st == THR_TAT_DEAD ? "DEAD " : "", (unsigned long)st,
+                             (unsigned)THR_META_GEN(atomic_load(&s[i].meta)));
+        }
+}
+
+/* One maintenance pass by hand as daemon/maint.c runs it, then its grace period, scanned again
+ * (the rescans) a few times; *DONE: the max of the results. Busy shards are skipped, as there. */
+static void churn_pass(uint64_t *done, uint32_t *cursor, bool maintain)
+{
+        struct shm_lim_snap sn = tsnap(&T, "g");
+        struct thr_hdr *h = shm_hdr(&T.map);
+        struct shm_maint_args a = {.now_units = shm_now_ns(h) * sn.params.k,
+                                   .ttl_units = sn.params.idle_ttl_ns * sn.params.k,
+                                   .tag = shm_retire_tag(h),
+                                   .done = *done,
+                                   /* a client's value: with no daemon attached, a lock valued
+                                    * shm_lock_daemon(0) is judged dead and taken over */
+                                   .me = tlock_me(T.a)};
+        struct shm_maint_stats st = {0};
+        if (maintain)
+                shm_table_maintain(&T.map, &sn, &a, cursor, 64, &st);
+        g_daemon_evicted += st.evicted + st.finished;
+        uint64_t gp;
+        cr_assert_eq(shm_gp_start(&T.map, &gp), 0);
+        for (int i = 0; i < 3; i++) {
+                struct shm_gp_result res;
+                cr_assert_eq(shm_gp_scan(&T.map, gp, shm_now_ns(h), UINT64_MAX, &res, NULL, NULL),
+                             0);
+                if (res.done > *done)
+                        *done = res.done;
+                if (res.done >= gp)
+                        break;
+                usleep(200);
+        }
+}
+
+/*
+ * Forked workers churn 600 keys through a 256-key table (2 shards, idle_ttl 50 ms on a manual
+ * clock the test advances 5 ms at a time) while the test runs the daemon's passes and grace
+ * periods by hand and SIGKILLs a random worker every few steps (respawned). Afterwards: at most
+ * one LIVE slot per key, exact counts after repair and reconcile, nothing left retiring after a
+ * pass with every period done, and no key admitted more than B + elapsed / T + 1 over the run
+ * (an expiry of a key that was not idle would give it a fresh burst).
+ */
+Test(review12, churn_with_inline_expiry_kills_and_rescans_keeps_counts_and_rates)
+{
+        struct shm_limiter_spec s = tspec("g", 1000, SEC, CH_B, CH_B);
+        s.capacity = 256;
+        s.shards = 2;
+        s.idle_ttl_ns = 50 * MS;
+        s.on_full = THR_FULL_DENY;
+        s.lock_wait_ns = 2 * SEC;
+        tarena_make(&T, THR_CLOCK_MANUAL, SHM_HUGE_OFF, &s, 1);
+        thr_limiter *l = tlim_kept(&T, "g");
+        cr_assert_eq(thr_clock_advance(T.a, SEC), 0);
+        uint64_t t0 = shm_now_ns(shm_hdr(&T.map));
+        struct churn *c = mmap(NULL, sizeof(*c), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+                               -1, 0);
+        cr_assert_neq(c, MAP_FAILED);
+        memset(c, 0, sizeof(*c));
+        unsigned seed = (unsigned)time(NULL);
+        cr_log_info("seed %u", seed);
+        for (int w = 0; w < CH_WORKERS; w++)
+                if (spawn(w) == 0)
+                        churn_worker(l, c, seed + (unsigned)w * 7919u);
+        uint64_t done = 0;
+        uint32_t cursor = 0;
+        int kills = 0;
+        for (int step = 0; step < 600; step++) {
+                cr_assert_eq(thr_clock_advance(T.a, 5 * MS), 0);
+                churn_pass(&done, &cursor, step % 16 == 0); /* the sweep lags: inserts expire */
+                usleep(1000);
+                seed = seed * 1103515245u + 12345u;
+                if (!getenv("R12_NOKILL") && (seed >> 8) % 4 == 0) {
+                        int w = (int)((seed >> 16) % CH_WORKERS);
+                        kill(g_kids[w], SIGKILL);
+                        waitpid(g_kids[w], NULL, 0);
+                        kills++;
+                        if (spawn(w) == 0)
+                                churn_worker(l, c, seed);
+                }
+        }
+        atomic_store(&c->stop, 1);
+        for (int w = 0; w < CH_WORKERS; w++) {
+                kill(g_kids[w], SIGKILL);
+                waitpid(g_kids[w], NULL, 0);
+                g_kids[w] = 0;
+        }
+        uint64_t t1 = shm_now_ns(shm_hdr(&T.map));
+        cr_log_info("%d kills", kills);
+        /* every shard's lock tried as the daemon does: a dead holder's is taken over and the
+         * shard repaired (an insert would not do: a full table refuses before locking) */
+        struct shm_lim_snap sn = tsnap(&T, "g");
+        char key[32];
+        int busy = count_slots(THR_SLOT_BUSY, UINT64_MAX);
+        for (uint32_t sh = 0; sh < sn.table.nshards; sh++) {
+                struct shm_probe p = {
+                    .shard = (struct thr_shard *)shm_at(T.map.base, sn.table.shards_off) + sh,
+                    .slots = (struct thr_slot *)shm_at(T.map.base, sn.table.slots_off) +
+                             (uint64_t)sh * sn.table.shard_slots,
+                    .n = sn.table.shard_slots};
+                cr_assert_eq(shm_shard_trylock(&T.map, &p, tlock_me(T.a)), 0, "shard %u", sh);
+                shm_shard_unlock(&p, tlock_me(T.a));
+        }
+        cr_log_info("%d BUSY slots before the repairs, %d after", busy,
+                    count_slots(THR_SLOT_BUSY, UINT64_MAX));
+        for (int k = 0; k < CH_KEYS; k++) {
+                snprintf(key, sizeof(key), "key%d", k);
+                if (tcount(&T, "g", THR_SLOT_LIVE, key, NULL) > 1)
+                        dump_key(key);
+                cr_assert_leq(tcount(&T, "g", THR_SLOT_LIVE, key, NULL), 1, "%s twice", key);
+                uint64_t bound = CH_B + (t1 - t0) / CH_T + 1;
+                if (k < 10)
+                        cr_assert_geq(atomic_load(&c->admitted[k]), bound * 9 / 10,
+                                      "hot %s not saturated: %lu", key,
+                                      (unsigned long)atomic_load(&c->admitted[k]));
+                cr_assert_leq(atomic_load(&c->admitted[k]), bound, "%s admitted %lu > %lu", key,
+                              (unsigned long)atomic_load(&c->admitted[k]), (unsigned long)bound);
+        }
+        uint64_t evicted = 0, most = 0;
+        struct thr_shard *shs = shm_at(T.map.base, sn.table.shards_off);
+        for (uint32_t sh = 0; sh < sn.table.nshards; sh++)
+                evicted += atomic_load(&shs[sh].evicted);
+        for (int k = 0; k < CH_KEYS; k++)
+                if (atomic_load(&c->admitted[k]) > most)
+                        most = atomic_load(&c->admitted[k]);
+        cr_log_info("evicted %lu, by the passes %lu; most admitted %lu of %lu", (unsigned long)evicted,
+                    (unsigned long)g_daemon_evicted, (unsigned long)most,
+                    (unsigned long)(CH_B + (t1 - t0) / CH_T + 1));
+        exact_counts("after the churn");
+        cr_assert_leq(count_slots(THR_SLOT_LIVE, UINT64_MAX), 256, "the cap");
+        tmaint(&T, "g", UINT64_MAX, NULL); /* evicts the idle keys, reclaims */
+        tmaint(&T, "g", UINT64_MAX, NULL); /* reclaims what the first one evicted */
+        cr_assert_eq(count_slots(THR_SLOT_DEAD, THR_TAT_DEAD), 0, "slots left retiring");
+        cr_assert_eq(count_slots(THR_SLOT_BUSY, UINT64_MAX), 0);
+        cr_assert_eq(count_slots(THR_SLOT_LIVE, THR_TAT_DEAD), 0);
+        exact_counts("after a pass");
+        munmap(c, sizeof(*c));
+        cr_assert_gt(evicted, g_daemon_evicted, "no inline expiry happened");
+}
