@@ -16,6 +16,7 @@
 
 #include "breaker.h"
 #include "client_internal.h"
+#include "compose.h"
 #include "helpers.h"
 #include "reclaim.h"
 #include "testhook.h"
@@ -545,4 +546,41 @@ Test(review12, churn_with_inline_expiry_kills_and_rescans_keeps_counts_and_rates
         exact_counts("after a pass");
         munmap(c, sizeof(*c));
         cr_assert_gt(evicted, g_daemon_evicted, "no inline expiry happened");
+}
+
+/* ---------------------------------------------------------------- composed calls */
+
+/*
+ * A composed call locates its members first (creating new keys, charged nothing), each in a
+ * section of its own, then marks them. A new window key is idle at once (an empty log:
+ * shm_window_idle's end == 0), so when two members of one window limiter share a home, locating
+ * the second expires the first inline; the attempt finds it retired and starts over; locating
+ * the first again expires the second, and so on: all ATTEMPTS (16) fail and the call answers
+ * -EBUSY, every time, for that pair of keys. Nothing else is using the limiter.
+ */
+Test(review12, a_composed_call_on_two_new_window_keys_of_one_home_is_decided)
+{
+        struct shm_limiter_spec s = tspec("w", 100, SEC, 100, 100);
+        s.kind = THR_KIND_WINDOW;
+        s.capacity = 32;
+        s.shards = 1;
+        s.idle_ttl_ns = SEC;
+        s.on_full = THR_FULL_DENY;
+        tarena_make(&T, THR_CLOCK_MANUAL, SHM_HUGE_OFF, &s, 1);
+        thr_limiter *l = tlim_kept(&T, "w");
+        cr_assert_eq(thr_clock_advance(T.a, SEC), 0);
+        struct shm_lim_snap sn = tsnap(&T, "w");
+        char a[32], b[32];
+        tkey_at(&T.map, &sn.table, 5, "a", a, sizeof(a));
+        tkey_at(&T.map, &sn.table, 5, "b", b, sizeof(b));
+        struct thr_member m[] = {{.lim = l, .key = a, .len = strlen(a), .cost = 1},
+                                 {.lim = l, .key = b, .len = strlen(b), .cost = 1}};
+        struct thr_compose_result r;
+        int rc = thr_compose_try(m, 2, &r);
+        cr_assert_eq(rc, 1, "two new keys of an idle limiter: %d (%s), %lu keys evicted", rc,
+                     rc < 0 ? strerror(-rc) : "denied",
+                     (unsigned long)atomic_load(
+                         &((struct thr_shard *)shm_at(T.map.base, sn.table.shards_off))->evicted));
+        cr_assert_eq(r.remaining[0], 99);
+        cr_assert_eq(r.remaining[1], 99);
 }
