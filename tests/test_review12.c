@@ -596,3 +596,127 @@ Test(review12, a_composed_call_on_two_new_window_keys_of_one_home_is_decided)
         cr_assert_eq(r.remaining[0], 99);
         cr_assert_eq(r.remaining[1], 99);
 }
+
+/* ---------------------------------------------------------------- grace-period rescans */
+
+static struct {
+        thr_limiter *l;
+        char x[32], n1[32], n2[32];
+        struct thr_slot *xslot;
+        uint64_t gp;
+        pid_t blocker;
+        bool ran;
+        unsigned after_rescan, after_pass, after_insert; /* X's old slot: state == DEAD */
+        uint64_t done;
+} R;
+
+static bool x_slot_retiring(void)
+{
+        return THR_META_STATUS(atomic_load(&R.xslot->meta)) == THR_SLOT_DEAD &&
+               atomic_load(&R.xslot->state) == THR_TAT_DEAD;
+}
+
+/* Inside this process's section, holding X's slot (its state read, its CAS not yet made). */
+static void hold_x(enum thr_hook_point pt, void *arg)
+{
+        const struct thr_slot *v = arg; /* the client's own mapping of the slot */
+        if (pt != THR_HOOK_APPLY_BEFORE_CAS || R.ran || v->key_len != strlen(R.x) ||
+            memcmp(v->key, R.x, v->key_len))
+                return;
+        R.ran = true;
+        /* a new key of X's home: its insert expires X inline (after the bump: tag gp + 1) */
+        cr_assert_eq(try_on(R.l, R.n1), 1);
+        cr_assert(x_slot_retiring(), "X expired inline under its reader");
+        /* the reader that blocked GP dies; GP is scanned again, no new membarrier */
+        kill(R.blocker, SIGKILL);
+        waitpid(R.blocker, NULL, 0);
+        g_kids[0] = 0;
+        struct shm_gp_result res;
+        cr_assert_eq(shm_gp_scan(&T.map, R.gp, shm_now_ns(shm_hdr(&T.map)), UINT64_MAX, &res,
+                                 NULL, NULL),
+                     0);
+        R.done = res.done;
+        R.after_rescan = x_slot_retiring();
+        /* the daemon's next pass with that result, then an inserter reading the header's gp_done
+         */
+        tmaint(&T, "g", res.done, NULL);
+        R.after_pass = x_slot_retiring();
+        cr_assert_eq(try_on(R.l, R.n2), 1);
+        R.after_insert = x_slot_retiring();
+}
+
+static void block_forever(enum thr_hook_point pt, void *arg)
+{
+        (void)arg;
+        if (pt != THR_HOOK_SECTION_ENTERED)
+                return;
+        if (write(3, "i", 1) != 1)
+                _exit(4);
+        for (;;)
+                pause();
+}
+
+/*
+ * A rescan of a period completes it once its blocker is gone; this process, in a section entered
+ * after the bump, holds X's slot, which a new key's insert expired inline under it (tag gp + 1).
+ * Neither the rescan's result, nor the pass using it, nor an inserter reading the header's gp_done
+ * may free that slot while the section lasts.
+ */
+Test(review12, a_rescan_never_frees_a_slot_expired_inline_under_a_reader)
+{
+        struct shm_limiter_spec s = tspec("g", 10, SEC, 5, 5);
+        s.capacity = 32;
+        s.shards = 1;
+        s.idle_ttl_ns = SEC;
+        s.on_full = THR_FULL_DENY;
+        tarena_make(&T, THR_CLOCK_MANUAL, SHM_HUGE_OFF, &s, 1);
+        R.l = tlim_kept(&T, "g");
+        cr_assert_eq(thr_clock_advance(T.a, SEC), 0);
+        struct shm_lim_snap sn = tsnap(&T, "g");
+        tkey_at(&T.map, &sn.table, 8, "x", R.x, 32);
+        tkey_at(&T.map, &sn.table, 8, "n1_", R.n1, 32);
+        tkey_at(&T.map, &sn.table, 8, "n2_", R.n2, 32);
+        cr_assert_eq(try_on(R.l, R.x), 1);
+        cr_assert_eq(tcount(&T, "g", THR_SLOT_LIVE, R.x, &R.xslot), 1);
+        cr_assert_eq(try_on(R.l, "other"), 1);
+        cr_assert_eq(thr_clock_advance(T.a, 3 * SEC), 0); /* X idle */
+        /* a first period completes (gp_done > 0: inserters may reuse slots) */
+        uint64_t g0;
+        struct shm_gp_result res;
+        cr_assert_eq(shm_gp_start(&T.map, &g0), 0);
+        cr_assert_eq(shm_gp_scan(&T.map, g0, 0, UINT64_MAX, &res, NULL, NULL), 0);
+        cr_assert_eq(res.done, g0);
+        /* a reader stuck in a section entered before the next bump */
+        int pfd[2];
+        cr_assert_eq(pipe(pfd), 0);
+        pid_t kid = spawn(0);
+        if (kid == 0) {
+                dup2(pfd[1], 3);
+                thr_test_hook = block_forever;
+                try_on(R.l, "other");
+                _exit(5);
+        }
+        char c;
+        cr_assert_eq(read(pfd[0], &c, 1), 1);
+        R.blocker = kid;
+        cr_assert_eq(shm_gp_start(&T.map, &R.gp), 0);
+        cr_assert_eq(shm_gp_scan(&T.map, R.gp, 0, UINT64_MAX, &res, NULL, NULL), 0);
+        cr_assert_lt(res.done, R.gp, "the stuck reader blocks the period");
+        thr_test_hook = hold_x;
+        cr_assert_eq(try_on(R.l, R.x), 1, "X, expired under the call, comes back as a new key");
+        thr_test_hook = NULL;
+        cr_assert(R.ran);
+        cr_assert_eq(R.done, R.gp, "the rescan completes the period");
+        cr_assert(R.after_rescan && R.after_pass && R.after_insert,
+                  "X's old slot freed under its reader: after the rescan %u, the pass %u, an "
+                  "insert %u",
+                  R.after_rescan, R.after_pass, R.after_insert);
+        /* the section is over: the next period frees it */
+        cr_assert_eq(shm_gp_start(&T.map, &g0), 0);
+        cr_assert_eq(shm_gp_scan(&T.map, g0, 0, UINT64_MAX, &res, NULL, NULL), 0);
+        cr_assert_eq(res.done, g0);
+        tmaint(&T, "g", res.done, NULL);
+        cr_assert(!x_slot_retiring(), "freed once no reader may hold it");
+        close(pfd[0]);
+        close(pfd[1]);
+}
