@@ -720,3 +720,47 @@ Test(review12, a_rescan_never_frees_a_slot_expired_inline_under_a_reader)
         close(pfd[0]);
         close(pfd[1]);
 }
+
+/* ---------------------------------------------------------------- shm_maint_budget */
+
+/*
+ * shm_maint_budget returns enough SLOTS for a sweep of the table in half its TTL, but
+ * shm_table_maintain spends a budget in whole shards, rounded down (budget / shard_slots, at
+ * least one): 4 shards, 3 passes in TTL / 2 asks for 4/3 of a shard a pass, gets one, and the
+ * sweep takes 4 passes, longer than TTL / 2 (README: "sweeps each table at least once every half
+ * idle_ttl"). The daemon's own arithmetic (maint.c), on a real table.
+ */
+Test(review12, a_pass_budget_sweeps_the_table_within_half_its_ttl)
+{
+        const uint64_t period = 100 * MS, ttl = 600 * MS; /* 3 passes in TTL / 2 */
+        struct shm_limiter_spec s = tspec("g", 10, SEC, 5, 5);
+        s.capacity = 4096;
+        s.shards = 4;
+        s.idle_ttl_ns = ttl;
+        tarena_make(&T, THR_CLOCK_MANUAL, SHM_HUGE_OFF, &s, 1);
+        struct shm_lim_snap sn = tsnap(&T, "g");
+        uint64_t slots = (uint64_t)sn.table.nshards * sn.table.shard_slots;
+        uint64_t budget = shm_maint_budget(&sn.table, 64, period, ttl);
+        cr_assert_geq(budget * 3, slots, "the budget asked for: %lu of %lu slots",
+                      (unsigned long)budget, (unsigned long)slots);
+        struct thr_hdr *h = shm_hdr(&T.map);
+        struct shm_maint_args a = {.now_units = shm_now_ns(h) * sn.params.k,
+                                   .ttl_units = sn.params.idle_ttl_ns * sn.params.k,
+                                   .tag = shm_retire_tag(h),
+                                   .done = 0,
+                                   .me = shm_lock_daemon(0)};
+        uint32_t cursor = 0;
+        uint64_t scanned = 0;
+        int passes = 0;
+        while (scanned < slots && passes < 100) {
+                struct shm_maint_stats st = {0};
+                shm_table_maintain(&T.map, &sn, &a, &cursor, budget, &st);
+                scanned += st.scanned;
+                passes++;
+        }
+        cr_assert_leq((uint64_t)passes, ttl / 2 / period,
+                      "a sweep of %lu slots (%u shards of %u) took %d passes of budget %lu: "
+                      "longer than half the TTL",
+                      (unsigned long)slots, sn.table.nshards, sn.table.shard_slots, passes,
+                      (unsigned long)budget);
+}
