@@ -55,15 +55,16 @@
  * Inline expiry. A new key's insert, under the lock, also evicts up to EXPIRE_MAX keys its probe
  * walked over that are idle past the limiter's TTL by the daemon's test, for GCRA keys only (not
  * serialized: their idleness is the TAT alone; expire_ttl says why not the other kinds), with the
- * record's fields read once (a client may rewrite it meanwhile): the state is CASed from the value the probe read to DEAD (an admission since then
- * makes the CAS fail and the key stays, as with the daemon), then the slot is retired with the tag
- * of the period about to start (the CAS came first: retire_tag). An idle key has no debt, so no
- * floor is raised. Killed between the CAS and the retirement, it leaves a LIVE slot with state
- * DEAD, which no lookup admits on and which the next inserter of that key or the daemon's pass
- * retires (what an evictor killed there has always left). Its slots wait for a grace period like
- * any other retired slot; what it changes is where and when keys are evicted: where the inserts
- * are, as soon as they are due, in lines the probe has just loaded, not when the daemon's sweep
- * comes by (issue12_churn.txt: under churn the sweep lagged and the table filled).
+ * record's fields read once (a client may rewrite it meanwhile): the state is CASed from the value
+ * the probe read to DEAD (an admission since then makes the CAS fail and the key stays, as with the
+ * daemon), then the slot is retired with the tag of the period about to start (the CAS came first:
+ * retire_tag). An idle key has no debt, so no floor is raised. Killed between the CAS and the
+ * retirement, it leaves a LIVE slot with state DEAD, which no lookup admits on and which the next
+ * inserter of that key or the daemon's pass retires (what an evictor killed there has always left).
+ * Its slots wait for a grace period like any other retired slot; what it changes is where and when
+ * keys are evicted: where the inserts are, as soon as they are due, in lines the probe has just
+ * loaded, not when the daemon's sweep comes by (issue12_churn.txt: under churn the sweep lagged and
+ * the table filled).
  *
  * A full table or shard: the limiter's on_full policy. `evict` retires, under the lock, the
  * shard's key with the least debt, on ties the first from the shard's eviction cursor (the slot
@@ -82,9 +83,7 @@
  * taken by fetch_add before the slot is claimed (capacity_take), so the hard cap holds exactly
  * under concurrent inserts in different shards; a death after the reservation and before the
  * publish leaves it one high (a unit of capacity lost, never an extra key) until the daemon's
- * shm_table_reconcile sets it to the sum of the shards'. An insert that expired keys on its way
- * (inline expiry, below) hands one of their units to its new key and gives the others back, so a
- * death in between leaves the count high by at most EXPIRE_MAX. Decrements saturate at 0.
+ * shm_table_reconcile sets it to the sum of the shards'. Decrements saturate at 0.
  *
  * A process killed at any instruction: holding no lock, it changed nothing or completed a CAS.
  * Killed holding the lock, the next locker finds it gone (shardlock.c), takes the lock over and
@@ -456,17 +455,12 @@ static bool evict_least(void *base, struct thr_table *tb, const struct thr_table
  * not raised. Their slots wait for a grace period like any other: this only evicts a key where
  * the inserts are, as soon as it is due, without the daemon's sweep coming by (under churn the
  * sweep lagged the TTL and inserts found no place: bench/results/2026-12-04/issue12_churn.txt),
- * and in the inserter's cache, where the probe had just brought the slots.
- *
- * The table-wide units of the keys retired stay taken and are returned: the insert takes one of
- * them for its new key instead of a fetch_add on the table's one count line, which every inserter
- * of every shard writes (claim), and the caller gives the rest back (shm_table_uncount). Killed in
- * between, the count stays high by them until the daemon's reconcile: capacity held back, never
- * an extra key.
+ * and in the inserter's cache, where the probe had just brought the slots. (Handing an expired
+ * key's unit of the table's capacity straight to the new key, instead of giving it back and taking
+ * one, was measured: no difference in throughput, and a death in between held the units back.)
  */
-static uint32_t expire_inline(void *base, struct shm_probe *p, struct found *f)
+static void expire_inline(void *base, struct thr_table *tb, struct shm_probe *p, struct found *f)
 {
-        uint32_t units = 0;
         for (uint32_t i = 0; i < f->nidle; i++) {
                 uint64_t state = f->idle_state[i];
                 THR_HOOK(THR_HOOK_EXPIRING_INLINE, f->idle[i]);
@@ -475,27 +469,20 @@ static uint32_t expire_inline(void *base, struct shm_probe *p, struct found *f)
                                                              memory_order_relaxed))
                         continue;
                 THR_HOOK(THR_HOOK_EXPIRED_INLINE, f->idle[i]);
-                if (shm_slot_retire(NULL, p->shard, f->idle[i], retire_tag(base, 0))) {
+                if (shm_slot_retire(tb, p->shard, f->idle[i], retire_tag(base, 0)))
                         atomic_fetch_add_explicit(&p->shard->evicted, 1, memory_order_relaxed);
-                        units++;
-                }
         }
-        return units;
 }
 
-/* Under the lock, no live slot for the key: claim one within the caps, or -ENOSPC. The unit of
- * capacity is one of *UNITS (given back by keys this insert retired) if any, else the table's. */
+/* Under the lock, no live slot for the key: claim one within the caps, or -ENOSPC. */
 static struct thr_slot *claim(struct thr_table *tb, const struct thr_table *geo,
-                              struct shm_probe *p, const struct found *f, uint32_t *units)
+                              struct shm_probe *p, const struct found *f)
 {
         struct thr_slot *s = f->place;
-        if (!s || atomic_load_explicit(&p->shard->live, memory_order_relaxed) >= geo->shard_max)
+        if (!s || atomic_load_explicit(&p->shard->live, memory_order_relaxed) >= geo->shard_max ||
+            !capacity_take(tb, geo->capacity))
                 return NULL;
-        if (*units) {
-                --*units;
-                return s;
-        }
-        return capacity_take(tb, geo->capacity) ? s : NULL;
+        return s;
 }
 
 int shm_table_insert_locked(void *base, struct thr_table *tb, struct shm_probe *p, const void *key,
@@ -510,12 +497,11 @@ int shm_table_insert_locked(void *base, struct thr_table *tb, struct shm_probe *
                 *out = f.key;
                 return 0;
         }
-        uint32_t units = expire_inline(base, p, &f);
-        struct thr_slot *s = claim(tb, geo, p, &f, &units);
+        expire_inline(base, tb, p, &f);
+        struct thr_slot *s = claim(tb, geo, p, &f);
         if (!s && a->on_full == THR_FULL_EVICT && f.place &&
             evict_least(base, tb, geo, p, a->p, a->now))
-                s = claim(tb, geo, p, &f, &units); /* the victim freed capacity; its slot retires */
-        shm_table_uncount(tb, units); /* the expired keys' units this insert did not take */
+                s = claim(tb, geo, p, &f); /* the victim freed capacity; its slot is retiring */
         if (!s) {
                 atomic_fetch_add_explicit(&tb->insert_fail, 1, memory_order_relaxed);
                 return -ENOSPC;

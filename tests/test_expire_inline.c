@@ -289,12 +289,12 @@ Test(expire_inline, killed_between_the_cas_and_the_retirement)
 }
 
 /*
- * Killed after the retirement, before the new key is published: the expired key's unit of the
- * table's capacity is still held (the insert was to hand it to its new key). The table's count is
- * then high, never low (no key beyond the capacity can come of it), the next inserter repairs the
- * shard, and the daemon's reconcile makes the count exact.
+ * Killed after the expiry, before the new key is published: the expired key's unit is back, the
+ * new key's is taken and held. The table's count is then high, never low (no key beyond the
+ * capacity can come of it), the next inserter repairs the shard, and the daemon's reconcile makes
+ * the count exact.
  */
-Test(expire_inline, killed_holding_the_expired_keys_unit)
+Test(expire_inline, killed_after_the_expiry_before_the_publish)
 {
         make1(tspec("l", 10, SEC, BU, BU));
         uint32_t n, h = 9;
@@ -309,7 +309,7 @@ Test(expire_inline, killed_holding_the_expired_keys_unit)
         kill_at(THR_HOOK_REACH_RAISED, nk[0]);
         cr_assert(retiring(&s[h]), "k0 expired before the kill");
         struct thr_table *tb = shm_at(T.map.base, snap.table_off);
-        cr_assert_eq(atomic_load(&tb->live), 2, "k0's unit still held: k1 and it");
+        cr_assert_eq(atomic_load(&tb->live), 2, "k1 and the dead insert's unit; k0's given back");
         cr_assert_eq(try1(nk[1]), 1, "the next inserter takes the lock over");
         cr_assert_eq(atomic_load(&shard0()->repairs), 1);
         cr_assert_eq(tcount(&T, "l", THR_SLOT_LIVE, NULL, NULL), 2, "k1 and new1");
