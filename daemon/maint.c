@@ -20,12 +20,11 @@
  * before the bump), so a period left incomplete is scanned again after a millisecond, then 2, 4,
  * 8... (a stopped reader costs a few scans a pass, not a thousand a second) until it completes or
  * the next pass starts one: slots retired by a pass are reusable soon after the readers that
- * might hold them move, not a whole
- * maintenance_ms later (under key churn the table filled with retiring slots waiting for the
- * next pass: bench/results/2026-12-04/issue12_churn.txt). Each pass examines at least
- * scan_budget slots of a table, more when a sweep of the whole table would otherwise take longer
- * than half its limiter's idle TTL (shm_maint_budget). The daemon never waits for a client: it only
- * tries shard locks (CAS words, never pthread mutexes: shm/shardlock.c), and a stalled reader only
+ * might hold them move, not a whole maintenance_ms later (under key churn the table filled with
+ * retiring slots waiting for the next pass: bench/results/2026-12-04/issue12_churn.txt). Each
+ * pass examines at least scan_budget slots of a table, more when a sweep of the whole table would
+ * otherwise take longer than half its limiter's idle TTL (shm_maint_budget). The daemon never
+ * waits for a client: it only tries shard locks (CAS words, never pthread mutexes: shm/shardlock.c), and a stalled reader only
  * delays reuse (reported after stall_ms). Nothing is reused before this daemon's own first grace
  * period completes (gp_done starts at 0: shm_tag_done).
  */
