@@ -278,8 +278,8 @@ static void exact_counts(const char *what)
         struct thr_table *tb = shm_at(T.map.base, sn.table_off);
         cr_assert_eq(sum, (uint64_t)livec, "%s: shards count %lu, %d LIVE slots", what,
                      (unsigned long)sum, livec);
-        cr_assert_eq(atomic_load(&tb->live), (uint64_t)livec, "%s: table count %lu, %d LIVE",
-                     what, (unsigned long)atomic_load(&tb->live), livec);
+        cr_assert_eq(atomic_load(&tb->live), (uint64_t)livec, "%s: table count %lu, %d LIVE", what,
+                     (unsigned long)atomic_load(&tb->live), livec);
 }
 
 /*
@@ -291,7 +291,7 @@ static void exact_counts(const char *what)
 Test(review12, an_inserter_killed_at_each_step_of_inline_expiry_leaks_nothing)
 {
         static const enum thr_hook_point pts[] = {THR_HOOK_EXPIRING_INLINE, THR_HOOK_EXPIRED_INLINE,
-                                                 THR_HOOK_RETIRE_COUNTED, THR_HOOK_REACH_RAISED};
+                                                  THR_HOOK_RETIRE_COUNTED, THR_HOOK_REACH_RAISED};
         for (unsigned pi = 0; pi < 4; pi++) {
                 for (int skip = 0; skip < (pi == 3 ? 1 : 2); skip++) {
                         struct shm_limiter_spec s = tspec("g", 10, SEC, 5, 5);
@@ -328,13 +328,13 @@ Test(review12, an_inserter_killed_at_each_step_of_inline_expiry_leaks_nothing)
                         cr_assert(WIFSIGNALED(ws) && WTERMSIG(ws) == SIGKILL,
                                   "point %u skip %d: status %#x", pi, skip, ws);
                         char what[64];
-                        snprintf(what, sizeof(what), "killed at point %u, occurrence %d", pi,
-                                 skip);
+                        snprintf(what, sizeof(what), "killed at point %u, occurrence %d", pi, skip);
                         /* every key again: one live slot each */
                         cr_assert_eq(try_on(l, nk), 1, "%s: the new key", what);
                         for (int i = 0; i < 4; i++) {
                                 int rc = try_on(l, k[i]);
-                                cr_assert(rc == 1 || rc == 0, "%s: %s: %d", what, k[i], rc); /* 0: on_full = deny */
+                                cr_assert(rc == 1 || rc == 0, "%s: %s: %d", what, k[i],
+                                          rc); /* 0: on_full = deny */
                         }
                         for (int i = 0; i < 4; i++)
                                 cr_assert_leq(tcount(&T, "g", THR_SLOT_LIVE, k[i], NULL), 1,
@@ -345,8 +345,7 @@ Test(review12, an_inserter_killed_at_each_step_of_inline_expiry_leaks_nothing)
                         cr_assert_eq(tcount(&T, "g", THR_SLOT_LIVE, k[3], NULL), 1,
                                      "%s: busy k3 kept", what);
                         exact_counts(what);
-                        cr_assert_leq(count_slots(THR_SLOT_LIVE, UINT64_MAX), 4, "%s: cap",
-                                      what);
+                        cr_assert_leq(count_slots(THR_SLOT_LIVE, UINT64_MAX), 4, "%s: cap", what);
                         /* a pass with every period done: nothing stays retiring, nothing BUSY */
                         tmaint(&T, "g", UINT64_MAX, NULL);
                         cr_assert_eq(count_slots(THR_SLOT_DEAD, THR_TAT_DEAD), 0,
@@ -359,8 +358,8 @@ Test(review12, an_inserter_killed_at_each_step_of_inline_expiry_leaks_nothing)
                         for (uint64_t i = lv; i < 4; i++) {
                                 char x[32];
                                 snprintf(x, sizeof(x), "fill%lu", (unsigned long)i);
-                                cr_assert_eq(try_on(l, x), 1, "%s: capacity lost (%lu live)",
-                                             what, (unsigned long)lv);
+                                cr_assert_eq(try_on(l, x), 1, "%s: capacity lost (%lu live)", what,
+                                             (unsigned long)lv);
                         }
                         thr_limiter_close(l);
                         tarena_free(&T);
@@ -368,7 +367,8 @@ Test(review12, an_inserter_killed_at_each_step_of_inline_expiry_leaks_nothing)
         }
 }
 
-/* ---------------------------------------------------------------- churn, kills, a daemon by hand */
+/* ---------------------------------------------------------------- churn, kills, a daemon by hand
+ */
 
 #define CH_KEYS    600
 #define CH_WORKERS 4
@@ -387,9 +387,10 @@ static void churn_worker(thr_limiter *l, struct churn *c, unsigned seed)
                 seed = seed * 1103515245u + 12345u;
                 /* the keys in use drift with the clock: the older ones go idle */
                 uint64_t epoch = shm_now_ns(shm_hdr(&T.map)) / (20 * MS);
-                unsigned k = (seed >> 4) % 8 == 0
-                                 ? (seed >> 8) % 10 /* keys 0..9: always in use */
-                                 : (unsigned)(10 + (epoch * 37 + (seed >> 8) % 120) % (CH_KEYS - 10));
+                unsigned k =
+                    (seed >> 4) % 8 == 0
+                        ? (seed >> 8) % 10 /* keys 0..9: always in use */
+                        : (unsigned)(10 + (epoch * 37 + (seed >> 8) % 120) % (CH_KEYS - 10));
                 snprintf(key, sizeof(key), "key%u", k);
                 struct thr_result r;
                 if (thr_limiter_try(l, key, strlen(key), 1, &r) == 1)
@@ -415,8 +416,9 @@ static void dump_key(const char *key)
                         continue;
                 uint64_t st = atomic_load(&s[i].state);
                 cr_log_error("%s: slot %lu (shard-relative %lu, home %u, dist %lu, home reach %u)"
-                             " state %s%lu gen %u", key, (unsigned long)i,
-                             (unsigned long)(i % sn.table.shard_slots), p.home,
+                             " state %s%lu gen %u",
+                             key, (unsigned long)i, (unsigned long)(i % sn.table.shard_slots),
+                             p.home,
                              (unsigned long)((i % sn.table.shard_slots + p.n - p.home) % p.n),
                              (unsigned)atomic_load(&p.slots[p.home].reach),
                              st == THR_TAT_DEAD ? "DEAD " : "", (unsigned long)st,
@@ -475,8 +477,8 @@ Test(review12, churn_with_inline_expiry_kills_and_rescans_keeps_counts_and_rates
         thr_limiter *l = tlim_kept(&T, "g");
         cr_assert_eq(thr_clock_advance(T.a, SEC), 0);
         uint64_t t0 = shm_now_ns(shm_hdr(&T.map));
-        struct churn *c = mmap(NULL, sizeof(*c), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
-                               -1, 0);
+        struct churn *c =
+            mmap(NULL, sizeof(*c), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
         cr_assert_neq(c, MAP_FAILED);
         memset(c, 0, sizeof(*c));
         unsigned seed = (unsigned)time(NULL);
@@ -545,8 +547,8 @@ Test(review12, churn_with_inline_expiry_kills_and_rescans_keeps_counts_and_rates
         for (int k = 0; k < CH_KEYS; k++)
                 if (atomic_load(&c->admitted[k]) > most)
                         most = atomic_load(&c->admitted[k]);
-        cr_log_info("evicted %lu, by the passes %lu; most admitted %lu of %lu", (unsigned long)evicted,
-                    (unsigned long)g_daemon_evicted, (unsigned long)most,
+        cr_log_info("evicted %lu, by the passes %lu; most admitted %lu of %lu",
+                    (unsigned long)evicted, (unsigned long)g_daemon_evicted, (unsigned long)most,
                     (unsigned long)(CH_B + (t1 - t0) / CH_T + 1));
         exact_counts("after the churn");
         cr_assert_leq(count_slots(THR_SLOT_LIVE, UINT64_MAX), 256, "the cap");
@@ -632,9 +634,9 @@ static void hold_x(enum thr_hook_point pt, void *arg)
         waitpid(R.blocker, NULL, 0);
         g_kids[0] = 0;
         struct shm_gp_result res;
-        cr_assert_eq(shm_gp_scan(&T.map, R.gp, shm_now_ns(shm_hdr(&T.map)), UINT64_MAX, &res,
-                                 NULL, NULL),
-                     0);
+        cr_assert_eq(
+            shm_gp_scan(&T.map, R.gp, shm_now_ns(shm_hdr(&T.map)), UINT64_MAX, &res, NULL, NULL),
+            0);
         R.done = res.done;
         R.after_rescan = x_slot_retiring();
         /* the daemon's next pass with that result, then an inserter reading the header's gp_done
