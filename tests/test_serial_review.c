@@ -1381,6 +1381,9 @@ static int run_shmctl(const char *args, char *out, size_t outlen)
         char cmd[1024];
         snprintf(
             cmd, sizeof(cmd),
+            /* the directory made here: a redirection into a missing one fails the command
+             * (exit 2) before shmctl runs, and this test may run before the one that made it */
+            "mkdir -p /tmp/review; "
             "timeout -s KILL 10 %s/daemon/shmctl -a %s %s >/dev/null 2>/tmp/review/shmctl.err; "
             "echo $?",
             getenv("THR_TEST_BUILD_DIR") ? getenv("THR_TEST_BUILD_DIR") : ".", T.path, args);
