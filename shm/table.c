@@ -245,9 +245,10 @@ struct found {
  * the daemon's pass would (reclaim.c evict_idle); 0 for none. GCRA keys only, not serialized:
  * their idleness is the TAT alone. A window's needs its log, a breaker's its calls out (a call
  * reported after its key went would lose its failure), semaphores and budgets their serving:
- * those stay the daemon's. For a GCRA limiter P is the arena's own record, which any client can
- * rewrite: each field is read once here, and the test (gcra_idle) uses these copies only, so a
- * record rewritten meanwhile can never send it down another kind's path.
+ * those stay the daemon's. The client passes a private copy of its record (op_insert), but P may
+ * be in the arena for another caller, which any client can rewrite: each field is read once
+ * here, and the test (gcra_idle) uses these copies only, so a record rewritten meanwhile can
+ * never send it down another kind's path.
  */
 #define ONCE(x) (*(const volatile __typeof__(x) *)&(x))
 
