@@ -135,30 +135,24 @@ int churn_pass(struct shm_map *m, uint32_t idx, struct churn_pass *ps)
                                                    DRIVER_PERIOD * 1000000ull, p->idle_ttl_ns);
                 shm_table_maintain(m, &snap, &a, &ps->cursor, budget, &st);
         }
-        ps->pending = 0;
-        int rc = shm_gp_start(m, &ps->pending);
+        uint64_t gp;
+        ps->wait.gp = 0;
+        int rc = shm_gp_start(m, &gp);
         if (rc == 0)
-                rc = churn_gp_rescan(m, ps);
-        else
-                ps->pending = 0;
-        if (ps->pending)
-                ps->retry_ms = 1;
+                rc = churn_gp_scan(m, ps, gp);
         return rc;
 }
 
-int churn_gp_rescan(struct shm_map *m, struct churn_pass *ps)
+int churn_gp_scan(struct shm_map *m, struct churn_pass *ps, uint64_t gp)
 {
         struct shm_gp_result res;
-        int rc = shm_gp_scan(m, ps->pending, shm_now_ns(shm_hdr(m)), DRIVER_STALL * 1000000ull,
-                             &res, NULL, NULL);
+        int rc =
+            shm_gp_scan(m, gp, shm_now_ns(shm_hdr(m)), DRIVER_STALL * 1000000ull, &res, NULL, NULL);
         if (rc < 0)
                 return rc;
         if (res.done > ps->done)
                 ps->done = res.done;
-        if (res.done >= ps->pending)
-                ps->pending = 0;
-        else
-                ps->retry_ms *= 2;
+        shm_gp_pending_note(&ps->wait, gp, res.done);
         return 0;
 }
 
@@ -189,10 +183,10 @@ static void driver_main(const char *path, const char *name, struct churn_driver_
                 }
                 /* the pass's grace period scanned again while incomplete, as maint.c does */
                 unsigned slept = 0;
-                while (ps.pending && slept + ps.retry_ms < DRIVER_PERIOD) {
-                        sleep_ms(ps.retry_ms);
-                        slept += ps.retry_ms;
-                        churn_gp_rescan(&m, &ps);
+                while (ps.wait.gp && slept + ps.wait.retry_ms < DRIVER_PERIOD) {
+                        sleep_ms((unsigned)ps.wait.retry_ms);
+                        slept += (unsigned)ps.wait.retry_ms;
+                        churn_gp_scan(&m, &ps, ps.wait.gp);
                 }
                 sleep_ms(DRIVER_PERIOD - slept);
         }

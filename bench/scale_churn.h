@@ -12,6 +12,7 @@
 #include <sys/types.h>
 
 #include "backend.h"
+#include "shm.h"
 
 #define CHURN_TTL_NS   20000000ull /* idle_ttl of the churn limiter (and of the baselines) */
 #define DRIVER_PERIOD  10u         /* ms between the eviction driver's passes */
@@ -21,15 +22,12 @@
 
 /* ---------------------------------------------------------------- the eviction driver */
 
-struct shm_map;
-
 /* What one pass leaves for the next: the table cursor, the last grace period completed, and
- * the pass's own grace period while it has not completed (0: none), rescanned after RETRY_MS. */
+ * the pass's own grace period while it has not completed (shm_gp_pending). */
 struct churn_pass {
         uint32_t cursor;
         uint64_t done;
-        uint64_t pending;
-        unsigned retry_ms;
+        struct shm_gp_pending wait;
 };
 
 /*
@@ -39,8 +37,9 @@ struct churn_pass {
  */
 int churn_pass(struct shm_map *m, uint32_t idx, struct churn_pass *ps);
 
-/* Scan PS's pending grace period again (daemon/maint.c does between passes). 0 or -errno. */
-int churn_gp_rescan(struct shm_map *m, struct churn_pass *ps);
+/* Scan grace period GP (again, while PS->wait says so: daemon/maint.c does between passes).
+ * 0 or -errno. */
+int churn_gp_scan(struct shm_map *m, struct churn_pass *ps, uint64_t gp);
 
 struct churn_driver_shared;
 

@@ -96,12 +96,7 @@ static void gp_scan(struct supervisor *s, const struct registry *reg, uint64_t g
         int rc = shm_gp_scan(&s->map, gp, now, reg->cfg.stall_ms * 1000000ull, &res, on_reader, s);
         if (rc < 0)
                 return;
-        if (res.done >= gp)
-                s->gp_pending = 0;
-        else if (s->gp_pending != gp) /* the first scan: rescans from 1 ms on, doubling */
-                s->gp_pending = gp, s->gp_retry_ms = 1;
-        else if (s->gp_retry_ms < 1000)
-                s->gp_retry_ms *= 2;
+        shm_gp_pending_note(&s->gp_wait, gp, res.done);
         if (res.done <= s->gp_done) /* a rescan may see less than an earlier scan: see reclaim.h */
                 return;
         s->gp_done = res.done;
@@ -153,7 +148,7 @@ static void pass(struct supervisor *s, const struct registry *reg, bool beat)
                         reconcile(s, &snap);
         }
         uint64_t gp;
-        s->gp_pending = 0;
+        s->gp_wait.gp = 0;
         int rc = shm_gp_start(&s->map, &gp);
         if (rc < 0) {
                 if (!s->mb_warned)
@@ -223,8 +218,8 @@ static void *maint_main(void *arg)
                         pass(s, reg, beat_pending);
                         beat_pending = false;
                         clock_gettime(CLOCK_MONOTONIC, &last_pass);
-                } else if (s->gp_pending) {
-                        gp_scan(s, reg, s->gp_pending, shm_now_ns(h));
+                } else if (s->gp_wait.gp) {
+                        gp_scan(s, reg, s->gp_wait.gp, shm_now_ns(h));
                 }
                 TSAN_RELEASE(reg);
                 rcu_read_unlock();
@@ -232,8 +227,8 @@ static void *maint_main(void *arg)
                 uint64_t to_beat = ms_left(&last_beat, &t, beat_ms);
                 uint64_t to_pass = ms_left(&last_pass, &t, period_ms);
                 uint64_t wait_ms = to_beat < to_pass ? to_beat : to_pass;
-                if (s->gp_pending && wait_ms > s->gp_retry_ms)
-                        wait_ms = s->gp_retry_ms;
+                if (s->gp_wait.gp && wait_ms > s->gp_wait.retry_ms)
+                        wait_ms = s->gp_wait.retry_ms;
                 for (uint64_t slept = 0; slept < wait_ms && !s->stop;) {
                         uint64_t ms = wait_ms - slept < 50 ? wait_ms - slept : 50;
                         struct timespec ts = {0, (long)ms * 1000000};

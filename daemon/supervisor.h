@@ -57,10 +57,9 @@ struct supervisor {
         bool file_lost;
         struct timespec file_lost_logged; /* CLOCK_MONOTONIC of the last error about it */
         /* maintenance thread only */
-        uint64_t lock_me;     /* this daemon's shard-lock value (shm_lock_daemon) */
-        uint64_t gp_done;     /* last grace period completed by this daemon's scans (0: none yet) */
-        uint64_t gp_pending;  /* the last pass's grace period while incomplete (0: none) */
-        uint64_t gp_retry_ms; /* its next rescan after this long (1, 2, 4... ms) */
+        uint64_t lock_me; /* this daemon's shard-lock value (shm_lock_daemon) */
+        uint64_t gp_done; /* last grace period completed by this daemon's scans (0: none yet) */
+        struct shm_gp_pending gp_wait; /* the last pass's grace period while incomplete */
         uint64_t passes;
         bool mb_warned;
         uint32_t cursor[SUP_MAX_TABLES];          /* per directory entry: next shard */

@@ -239,6 +239,16 @@ int shm_gp_scan(struct shm_map *m, uint64_t gp, uint64_t now_ns, uint64_t stall_
         return 0;
 }
 
+void shm_gp_pending_note(struct shm_gp_pending *pd, uint64_t gp, uint64_t done)
+{
+        if (done >= gp)
+                pd->gp = 0;
+        else if (pd->gp != gp) /* the first scan of GP */
+                *pd = (struct shm_gp_pending){.gp = gp, .retry_ms = 1};
+        else if (pd->retry_ms < 1000)
+                pd->retry_ms *= 2;
+}
+
 /* ---------------------------------------------------------------- table maintenance */
 
 /* What a pass knows beyond its arguments: the limiter's checked record and table geometry. */

@@ -49,6 +49,17 @@ struct shm_gp_result {
 int shm_gp_scan(struct shm_map *m, uint64_t gp, uint64_t now_ns, uint64_t stall_ns,
                 struct shm_gp_result *res, shm_gp_report_fn report, void *ctx);
 
+/*
+ * A grace period whose scan did not complete, to be scanned again (shm_gp_scan, same GP) after
+ * RETRY_MS: 1 ms after the first scan, doubling up to a second. shm_gp_pending_note - what a scan
+ * of GP that found DONE leaves: nothing pending once DONE reaches GP.
+ */
+struct shm_gp_pending {
+        uint64_t gp; /* 0: none */
+        uint64_t retry_ms;
+};
+void shm_gp_pending_note(struct shm_gp_pending *pd, uint64_t gp, uint64_t done);
+
 /* shm_readers_reap - free the records of every dead owner, online or not. Returns how many. */
 int shm_readers_reap(struct shm_map *m);
 
