@@ -106,6 +106,7 @@ extern const struct bench_backend bench_floor_coarse;    /* bench/backend_thrott
 extern const struct bench_backend bench_floor_tsc;       /* bench/backend_throttle.c */
 extern const struct bench_backend bench_throttle_coarse; /* bench/backend_throttle.c */
 extern const struct bench_backend bench_throttle_tsc;    /* bench/backend_throttle.c */
+extern const struct bench_backend bench_throttle_key;    /* bench/backend_throttle.c */
 extern const struct bench_backend bench_nginx_hash;      /* bench/baselines/nginx_zone.c */
 extern const struct bench_backend bench_nginx_real;      /* bench/baselines/nginx_real.c */
 extern const struct bench_backend bench_mutex_local;     /* bench/baselines/mutex_bucket.c */

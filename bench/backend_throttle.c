@@ -93,6 +93,7 @@ struct tstate {
 struct thandle {
         thr_arena *arena;
         thr_limiter *lim;
+        struct thr_key *kh; /* throttle-key: a handle per key index, made at attach */
 };
 
 struct fhandle {
@@ -294,6 +295,58 @@ static int thr_try(void *p, uint64_t idx, const char *key, size_t len, uint64_t 
         return thr_limiter_try(h->lim, key, len, cost, &res);
 }
 
+/* throttle-key: the public path through key handles (thr_key_try), one per key "key:<i>", made
+ * by thr_key_init in each process at attach (untimed, as a caller keeps its handles) and used
+ * once there with cost 0 (a peek: nothing changes) so that each has found its key's slot. */
+static void *thr_key_attach(void *p)
+{
+        struct tstate *st = p;
+        struct thandle *h = thr_attach(p);
+        if (h && !(h->kh = calloc(st->keys, sizeof(*h->kh)))) {
+                thr_detach(h);
+                return NULL;
+        }
+        char key[32];
+        for (uint64_t i = 0; h && i < st->keys; i++) {
+                int n = snprintf(key, sizeof(key), "key:%" PRIu64, i);
+                if (thr_key_init(&h->kh[i], h->lim, key, (size_t)n) < 0 ||
+                    thr_key_try(&h->kh[i], 0, NULL) < 0) {
+                        free(h->kh);
+                        thr_detach(h);
+                        h = NULL;
+                }
+        }
+        return h;
+}
+
+static void thr_key_detach(void *p)
+{
+        struct thandle *h = p;
+        if (h)
+                free(h->kh);
+        thr_detach(h);
+}
+
+static int thr_key_try_one(void *p, uint64_t idx, const char *key, size_t len, uint64_t cost)
+{
+        struct thandle *h = p;
+        struct thr_result res;
+        (void)key;
+        (void)len;
+        return thr_key_try(&h->kh[idx], cost, &res);
+}
+
+/* Handles are for keys used again: churn's ever new keys would each be made once and used once. */
+static const char *thr_key_skip(struct bench_cfg *c)
+{
+        if (!c->idle_ttl_ns)
+                return NULL;
+        snprintf(c->err, sizeof(c->err),
+                 "skip: throttle-key in churn (key handles are for keys used again; a new key's "
+                 "handle is thr_key_init + thr_key_try once)");
+        return c->err;
+}
+
 /* Insert every key in the parent (untimed); peeks never insert, so take one token each. */
 static int thr_insert_all(struct tstate *st, struct bench_cfg *c)
 {
@@ -392,6 +445,26 @@ const struct bench_backend bench_throttle = {
     .teardown = state_free,
     .evictions = thr_evictions,
     .maintain = thr_maintain,
+};
+
+static void *thr_key_setup(struct bench_cfg *c)
+{
+        return thr_key_skip(c) ? NULL : thr_setup(c);
+}
+
+const struct bench_backend bench_throttle_key = {
+    .name = "throttle-key",
+    .what = "throttle through key handles: thr_key_try(&kh[i], 1, &res), a handle per key made "
+            "by thr_key_init\n            in each process before timing (the hash kept, the key's "
+            "slot looked at first); skipped in churn",
+    .setup = thr_key_setup,
+    .attach = thr_key_attach,
+    .try_key = thr_key_try_one,
+    .detach = thr_key_detach,
+    .teardown = state_free,
+    .evictions = thr_evictions,
+    .maintain = thr_maintain,
+    .skip = thr_key_skip,
 };
 
 const struct bench_backend bench_throttle_coarse = {

@@ -583,7 +583,7 @@ static int is_shm_backend(const struct bench_backend *b)
 {
         return b == &bench_throttle || b == &bench_window || b == &bench_floor ||
                b == &bench_floor_none || b == &bench_floor_coarse || b == &bench_floor_tsc ||
-               b == &bench_throttle_coarse || b == &bench_throttle_tsc;
+               b == &bench_throttle_coarse || b == &bench_throttle_tsc || b == &bench_throttle_key;
 }
 
 /* One backend of one scenario in round ROUND: fresh set-up, every (procs, work), teardown. */
@@ -730,9 +730,9 @@ static void print_table(const struct opts *o)
  */
 static void floors_init(void)
 {
-        const struct bench_backend *floors[] = {&bench_floor_none, &bench_floor_coarse,
-                                                &bench_floor_tsc, &bench_throttle_coarse,
-                                                &bench_throttle_tsc};
+        const struct bench_backend *floors[] = {&bench_floor_none,   &bench_floor_coarse,
+                                                &bench_floor_tsc,    &bench_throttle_coarse,
+                                                &bench_throttle_tsc, &bench_throttle_key};
         for (unsigned i = 0; i < sizeof(floors) / sizeof(floors[0]); i++)
                 all_backends[nall++] = floors[i];
 }

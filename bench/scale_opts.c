@@ -32,7 +32,7 @@ void opts_usage(FILE *f)
                 "usage: bench_scale [--procs 1,2,8] [--seconds S] [--samples R] [--rounds N]\n"
                 "         [--work-ns 0,1000] [--pin]\n"
                 "         [--backends floor,floor-none,floor-coarse,floor-tsc,throttle,\n"
-                "                     throttle-coarse,throttle-tsc,nginx-real,nginx-hash,\n"
+                "                     throttle-coarse,throttle-tsc,throttle-key,nginx-real,nginx-hash,\n"
                 "                     sharded-mutex,mutex-local,cas-local,redis-tcp,redis-unix,\n"
                 "                     window]\n"
                 "         [--scenarios LIST] [--backing auto|hugetlbfs|shm] [--json] [--out DIR]\n"

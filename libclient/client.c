@@ -398,6 +398,32 @@ __attribute__((noinline)) static const void *op_key_digest(const thr_arena *a, c
         return sk;
 }
 
+/* The slot a handle remembers, if it is still its key's live slot (*META: its meta word as
+ * tested), else NULL. Inside the call's section. */
+static inline struct thr_slot *key_slot_last(const thr_limiter *l, struct thr_key_priv *kh,
+                                             uint64_t *meta)
+{
+        uint64_t at = atomic_load_explicit(&kh->at, memory_order_relaxed);
+        if (at - 1 >= (uint64_t)l->geo.nshards * l->geo.shard_slots) /* 0 wraps: none */
+                return NULL;
+        struct thr_slot *s = (struct thr_slot *)shm_at(l->a->map.base, l->geo.slots_off) + (at - 1);
+        uint64_t m = atomic_load_explicit(&s->meta, memory_order_acquire);
+        if (!shm_slot_matches(s, m, (uint32_t)kh->hash, kh->key, kh->len))
+                return NULL;
+        *meta = m;
+        return s;
+}
+
+/* Remember S (the key's slot, as a call found or made it) in KH, if it is not already. */
+static inline void key_slot_keep(const thr_limiter *l, struct thr_key_priv *kh,
+                                 const struct thr_slot *s)
+{
+        const struct thr_slot *first = shm_at(l->a->map.base, l->geo.slots_off);
+        uint64_t at = (uint64_t)(s - first) + 1;
+        if (atomic_load_explicit(&kh->at, memory_order_relaxed) != at)
+                atomic_store_explicit(&kh->at, at, memory_order_relaxed);
+}
+
 /* A call refused after its section was entered: the section left, RC returned. By value:
  * nothing of the caller's escapes to it (the hot path keeps struct op in registers). */
 __attribute__((cold, noinline)) static int op_refuse(struct thr_reader *r, uint64_t outer, int rc)
@@ -406,10 +432,12 @@ __attribute__((cold, noinline)) static int op_refuse(struct thr_reader *r, uint6
         return rc;
 }
 
-static inline __attribute__((always_inline)) int
-op_begin(struct op *o, thr_limiter *l, const void *key, size_t len, const struct req *rq)
+static inline __attribute__((always_inline)) int op_begin(struct op *o, thr_limiter *l,
+                                                          const void *key, size_t len,
+                                                          const struct req *rq,
+                                                          struct thr_key_priv *kh)
 {
-        int rc = check_key(key, len);
+        int rc = kh ? 0 : check_key(key, len); /* a handle's key was checked by thr_key_init */
         if (rc < 0 || !l)
                 return rc < 0 ? rc : -EINVAL;
         o->l = l;
@@ -436,11 +464,20 @@ op_begin(struct op *o, thr_limiter *l, const void *key, size_t len, const struct
         }
         if (rq->cost > o->p->burst)
                 return op_refuse(o->r, o->outer, -ERANGE);
-        o->len = (uint32_t)len;
-        o->key = __builtin_expect(len > THR_KEY_INLINE, 0) && !rq->stored
-                     ? op_key_digest(l->a, key, o->len, o->sk)
-                     : key;
-        o->hash = shm_stored_hash(l->a->hdr->hash_key, o->key, o->len);
+        if (kh) { /* a key handle: its stored form and hash as made once; its last slot first */
+                o->len = kh->len;
+                o->key = kh->key;
+                o->hash = kh->hash;
+                o->slot = key_slot_last(l, kh, &o->meta);
+                if (__builtin_expect(o->slot != NULL, 1))
+                        return 0;
+        } else {
+                o->len = (uint32_t)len;
+                o->key = __builtin_expect(len > THR_KEY_INLINE, 0) && !rq->stored
+                             ? op_key_digest(l->a, key, o->len, o->sk)
+                             : key;
+                o->hash = shm_stored_hash(l->a->hdr->hash_key, o->key, o->len);
+        }
         o->slot = shm_table_lookup_meta(l->a->map.base, &l->geo, o->hash, o->key, o->len, &o->meta);
         return 0;
 }
@@ -1029,7 +1066,8 @@ static __attribute__((noinline)) int op_slow(struct op *o, const struct req *rq,
  */
 static inline __attribute__((always_inline)) int op_run(thr_limiter *l, const void *key, size_t len,
                                                         const struct req *rq, struct verdict *v,
-                                                        struct thr_reservation_priv *rp)
+                                                        struct thr_reservation_priv *rp,
+                                                        struct thr_key_priv *kh)
 {
         struct thr_params pc;
         uint8_t sk[THR_KEY_INLINE];
@@ -1037,7 +1075,7 @@ static inline __attribute__((always_inline)) int op_run(thr_limiter *l, const vo
         o.pc = &pc;
         o.sk = sk;
         o.slot = NULL; /* op_begin sets it; said here for gcc's -Wmaybe-uninitialized */
-        int rc = op_begin(&o, l, key, len, rq);
+        int rc = op_begin(&o, l, key, len, rq, kh);
         if (rc < 0)
                 return rc;
         rc = OP_RETIRED;
@@ -1069,6 +1107,8 @@ static inline __attribute__((always_inline)) int op_run(thr_limiter *l, const vo
                         thr_count(&lc->waited);
                 v->limit = o.p->burst; /* inside the section: the record may be reused after */
                 v->k = o.p->k;
+                if (kh && o.slot)
+                        key_slot_keep(o.l, kh, o.slot);
                 if (rp)
                         *rp = (struct thr_reservation_priv){.slot = o.slot,
                                                             .lim = o.l,
@@ -1095,7 +1135,7 @@ static int op_locate(thr_limiter *l, const void *key, size_t len, const struct r
 {
         struct verdict v = {0};
         *out = (struct thr_reservation_priv){0};
-        int rc = op_run(l, key, len, rq, &v, out);
+        int rc = op_run(l, key, len, rq, &v, out, NULL);
         if (rc == 0 && !out->slot)
                 rc = -ENOSPC;
         return rc;
@@ -1131,7 +1171,7 @@ int thr_op_find(thr_limiter *l, const void *key, size_t len, struct thr_reservat
         uint8_t sk[THR_KEY_INLINE];
         struct op o = {.pc = &pc, .sk = sk}; /* not the hot path: zeroed (-Wmaybe-uninitialized) */
         *out = (struct thr_reservation_priv){0};
-        int rc = op_begin(&o, l, key, len, &rq);
+        int rc = op_begin(&o, l, key, len, &rq, NULL);
         if (rc < 0)
                 return rc;
         if (o.slot)
@@ -1195,7 +1235,7 @@ int thr_op_budget(thr_limiter *l, const void *key, size_t len, uint64_t amount, 
                                .quiet = how & THR_OP_QUIET,
                                .cost = amount};
         struct verdict v = {0};
-        int rc = op_run(l, key, len, &rq, &v, NULL);
+        int rc = op_run(l, key, len, &rq, &v, NULL, NULL);
         if (rc < 0)
                 return rc;
         *out = (struct thr_budget_step){.ok = v.ok,
@@ -1335,10 +1375,50 @@ int thr_limiter_try(thr_limiter *l, const void *key, size_t len, uint64_t cost,
 {
         const struct req rq = {.mode = OP_TRY, .cost = cost};
         struct verdict v;
-        int rc = op_run(l, key, len, &rq, &v, NULL);
+        int rc = op_run(l, key, len, &rq, &v, NULL, NULL);
         if (rc < 0)
                 return rc;
         if (res) { /* field by field: the reserved tail is the caller's */
+                res->admitted = v.ok;
+                res->limit = v.limit;
+                res->remaining = v.remaining;
+                res->retry_after_ns = v.ok ? 0 : to_ns(v.k, v.retry_u);
+                res->reset_after_ns = to_ns(v.k, v.reset_u);
+        }
+        return v.ok;
+}
+
+int thr_key_init(struct thr_key *kh, thr_limiter *l, const void *key, size_t len)
+{
+        int rc = check_key(key, len);
+        if (rc < 0 || !kh || !l)
+                return rc < 0 ? rc : -EINVAL;
+        struct thr_key_priv *k = thr_key_priv(kh);
+        memset(kh, 0, sizeof(*kh));
+        k->lim = l;
+        k->len = (uint32_t)len;
+        if (len <= THR_KEY_INLINE)
+                memcpy(k->key, key, len);
+        else
+                shm_key_digest(l->a->hdr->digest_key, key, k->len, k->key);
+        k->hash = shm_stored_hash(l->a->hdr->hash_key, k->key, k->len);
+        k->check = thr_key_check(k);
+        return 0;
+}
+
+int thr_key_try(struct thr_key *kh, uint64_t cost, struct thr_result *res)
+{
+        if (!kh)
+                return -EINVAL;
+        struct thr_key_priv *k = thr_key_priv(kh);
+        if (k->check != thr_key_check(k) || !k->lim || k->len - 1 >= THR_KEY_MAX)
+                return -EINVAL;
+        const struct req rq = {.mode = OP_TRY, .cost = cost};
+        struct verdict v;
+        int rc = op_run(k->lim, k->key, k->len, &rq, &v, NULL, k);
+        if (rc < 0)
+                return rc;
+        if (res) {
                 res->admitted = v.ok;
                 res->limit = v.limit;
                 res->remaining = v.remaining;
@@ -1357,7 +1437,7 @@ int thr_limiter_reserve(thr_limiter *l, const void *key, size_t len, uint64_t co
         struct verdict v = {0};
         struct thr_reservation_priv *rp = thr_rv_priv(rv);
         *rp = (struct thr_reservation_priv){0};
-        int rc = op_run(l, key, len, &rq, &v, rp);
+        int rc = op_run(l, key, len, &rq, &v, rp, NULL);
         rv->wait_ns = v.wait_ns; /* with -EAGAIN too: when it would have been due */
         rv->due_ns = v.due_ns;
         rv->cost = cost;
@@ -1436,7 +1516,7 @@ int thr_limiter_acquire(thr_limiter *l, const void *key, size_t len, uint64_t co
         const struct req rq = {.mode = OP_RESERVE, .cost = cost, .max_wait_ns = timeout_ns};
         struct verdict v = {0};
         struct thr_reservation_priv rp = {0};
-        int rc = op_run(l, key, len, &rq, &v, &rp);
+        int rc = op_run(l, key, len, &rq, &v, &rp, NULL);
         if (rc == -EAGAIN)
                 return -ETIMEDOUT;
         if (rc < 0)
@@ -1460,7 +1540,7 @@ static int op_hold(thr_limiter *l, const void *key, size_t len, const struct req
                    struct thr_result *res)
 {
         struct verdict v = {0};
-        int rc = op_run(l, key, len, rq, &v, NULL);
+        int rc = op_run(l, key, len, rq, &v, NULL, NULL);
         if (rc < 0)
                 return rc;
         if (res) { /* field by field: the reserved tail is the caller's */

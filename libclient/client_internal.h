@@ -48,6 +48,47 @@ static inline struct thr_reservation_priv *thr_rv_priv(struct thr_reservation *r
         return (struct thr_reservation_priv *)(void *)rv->priv;
 }
 
+/*
+ * A key handle's private part (struct thr_key). Made once by thr_key_init: the limiter, the key's
+ * stored form (layout.h), its real length and its table hash; then AT, 1 + the index in the
+ * limiter's table of the slot the key was last found in (0: none), rewritten by every call that
+ * finds it elsewhere.
+ *
+ * Why looking at AT's slot first gives the lookup's answer: the slot is taken as the key's only
+ * if, inside the call's read-side section, its meta word (acquire) says LIVE with the key's tag
+ * and its length and bytes are the key's: shm_slot_matches, the test the probe applies to every
+ * slot it visits. At most one slot is live per key (layout.h), so a slot that passes is the one
+ * the probe would have stopped at, whatever happened to it since the handle last saw it (evicted,
+ * freed, reused for another key, or this key again): the acquire load and the section give the
+ * key bytes read after it the same guarantees as the probe's own reads. AT is a hint: anything
+ * else in it (0, a slot that fails the test, a torn or concurrent rewrite by another thread, an
+ * index past the table) only costs the probe, which starts from the kept hash. Nothing is
+ * written to the arena for it; the stores to AT are the caller's memory, made only when the slot
+ * changed (so threads sharing a handle do not bounce its line on every call).
+ */
+struct thr_key_priv {
+        thr_limiter *lim;
+        uint64_t hash;
+        _Atomic uint64_t at;
+        uint32_t len;
+        uint32_t check; /* thr_key_check(): a handle thr_key_init made */
+        uint8_t key[THR_KEY_INLINE];
+};
+static_assert(sizeof(struct thr_key_priv) <= sizeof(((struct thr_key *)0)->priv),
+              "the private part of a key handle fits its public room");
+
+/* KH's check word: a fixed pattern mixed with its length and both halves of its hash, so that a
+ * zeroed, uninitialised or torn handle is refused rather than followed. */
+static inline uint32_t thr_key_check(const struct thr_key_priv *kh)
+{
+        return 0x6b65796eu ^ kh->len ^ (uint32_t)(kh->hash >> 32) ^ (uint32_t)kh->hash;
+}
+
+static inline struct thr_key_priv *thr_key_priv(struct thr_key *kh)
+{
+        return (struct thr_key_priv *)(void *)kh->priv;
+}
+
 int thr_op_locate(thr_limiter *l, const void *key, size_t len, struct thr_reservation_priv *out);
 /* thr_op_locate of a key given by its stored form (layout.h) and real length LEN: one read back
  * out of a slot, whose original the caller no longer has (compose.c's refund of a budget key). */

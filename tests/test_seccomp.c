@@ -1,8 +1,9 @@
 /*
  * test_seccomp.c - proves the hot path makes no syscall: a forked child opens the arena and touches
  * its keys, then locks itself under a seccomp filter that allows only write and exit, and makes
- * 100 000 decisions on a real-clock arena (the vDSO clock is not a syscall). Any syscall would
- * kill it with SIGSYS. A negative control proves the filter kills on a syscall.
+ * 100 000 decisions on a real-clock arena (the vDSO clock is not a syscall), half of them through
+ * key handles (thr_key_try). Any syscall would kill it with SIGSYS. A negative control proves the
+ * filter kills on a syscall.
  *
  * Skipped under sanitizers and valgrind, whose runtimes make syscalls of their own.
  * Also: a process whose getrandom() is refused still registers (it looped for ever).
@@ -87,6 +88,7 @@ static void hot_path_child(int fd)
         thr_limiter *l;
         char keys[NKEYS][8];
         size_t lens[NKEYS];
+        struct thr_key kh[NKEYS];
         r.err = thr_arena_open(T.path, 0, &a);
         if (r.err == 0)
                 r.err = thr_limiter_open(a, "s", &l);
@@ -102,6 +104,9 @@ static void hot_path_child(int fd)
                         goto out;
                 }
                 r.touched_admitted++;
+                r.err = thr_key_init(&kh[k], l, keys[k], lens[k]);
+                if (r.err < 0)
+                        goto out;
         }
         r.stage = 2;
         r.err = lock_down();
@@ -109,8 +114,9 @@ static void hot_path_child(int fd)
                 goto out;
         r.stage = 3;
         for (int i = 0; i < NTRIES; i++) {
-                int k = i % NKEYS;
-                int rc = thr_limiter_try(l, keys[k], lens[k], 1, NULL);
+                int k = i % NKEYS; /* every other try through the key's handle */
+                int rc = (i / NKEYS) % 2 ? thr_key_try(&kh[k], 1, NULL)
+                                         : thr_limiter_try(l, keys[k], lens[k], 1, NULL);
                 if (rc == 1)
                         r.admitted[k]++;
                 else if (rc == 0)

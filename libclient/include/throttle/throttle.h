@@ -205,6 +205,33 @@ int thr_limiter_try(thr_limiter *lim, const void *key, size_t key_len, uint64_t 
                     struct thr_result *res);
 
 /*
+ * A key handle: one key of one limiter, checked, reduced to its stored form and hashed once by
+ * thr_key_init, for a caller that decides on the same key again and again (a connection's
+ * client id, a route). thr_key_try remembers where it last found the key's slot and looks there
+ * first: no hash and no probe while the key stays in that slot; when it does not (the key was
+ * evicted, or never inserted) it probes from the hash it kept. Decisions are exactly
+ * thr_limiter_try's. A handle holds no resource (nothing to free); it is valid while LIM is open;
+ * it may be copied, and used by many threads at once (the remembered slot is one atomic word).
+ */
+struct thr_key {
+        uint64_t priv[10]; /* private (opaque): set by thr_key_init */
+};
+
+/*
+ * thr_key_init - make KH a handle of KEY (KEY_LEN bytes, 1 to THR_KEY_MAX_LEN) in LIM. Nothing is
+ * looked up or inserted. Returns 0, -EINVAL (NULL argument or empty key) or -ENAMETOOLONG.
+ * Thread-safe; no syscall.
+ */
+int thr_key_init(struct thr_key *kh, thr_limiter *lim, const void *key, size_t key_len);
+
+/*
+ * thr_key_try - thr_limiter_try on KH's limiter and key: the same decision, result and errors,
+ * and -EINVAL for a handle thr_key_init did not make. Lock-free, thread-safe, no syscall when
+ * the key exists.
+ */
+int thr_key_try(struct thr_key *kh, uint64_t cost, struct thr_result *res);
+
+/*
  * thr_limiter_reserve - take a place for COST tokens without sleeping, and say when it is due.
  * Reservations are served in the order they were taken (each pushes the key's TAT), with no
  * coordinator; a later thr_limiter_try cannot jump ahead of them. A place is only taken if it is
