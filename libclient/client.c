@@ -1370,6 +1370,19 @@ void thr_member_stage(thr_limiter *l, struct thr_slot *s, uint64_t prev, uint64_
 
 /* ---------------------------------------------------------------- the public calls */
 
+/* A try's outcome for its caller: RES filled (if not NULL), 1 admitted or 0 denied. */
+static inline int try_result(const struct verdict *v, struct thr_result *res)
+{
+        if (res) { /* field by field: the reserved tail is the caller's */
+                res->admitted = v->ok;
+                res->limit = v->limit;
+                res->remaining = v->remaining;
+                res->retry_after_ns = v->ok ? 0 : to_ns(v->k, v->retry_u);
+                res->reset_after_ns = to_ns(v->k, v->reset_u);
+        }
+        return v->ok;
+}
+
 int thr_limiter_try(thr_limiter *l, const void *key, size_t len, uint64_t cost,
                     struct thr_result *res)
 {
@@ -1378,14 +1391,7 @@ int thr_limiter_try(thr_limiter *l, const void *key, size_t len, uint64_t cost,
         int rc = op_run(l, key, len, &rq, &v, NULL, NULL);
         if (rc < 0)
                 return rc;
-        if (res) { /* field by field: the reserved tail is the caller's */
-                res->admitted = v.ok;
-                res->limit = v.limit;
-                res->remaining = v.remaining;
-                res->retry_after_ns = v.ok ? 0 : to_ns(v.k, v.retry_u);
-                res->reset_after_ns = to_ns(v.k, v.reset_u);
-        }
-        return v.ok;
+        return try_result(&v, res);
 }
 
 int thr_key_init(struct thr_key *kh, thr_limiter *l, const void *key, size_t len)
@@ -1418,14 +1424,7 @@ int thr_key_try(struct thr_key *kh, uint64_t cost, struct thr_result *res)
         int rc = op_run(k->lim, k->key, k->len, &rq, &v, NULL, k);
         if (rc < 0)
                 return rc;
-        if (res) {
-                res->admitted = v.ok;
-                res->limit = v.limit;
-                res->remaining = v.remaining;
-                res->retry_after_ns = v.ok ? 0 : to_ns(v.k, v.retry_u);
-                res->reset_after_ns = to_ns(v.k, v.reset_u);
-        }
-        return v.ok;
+        return try_result(&v, res);
 }
 
 int thr_limiter_reserve(thr_limiter *l, const void *key, size_t len, uint64_t cost,
