@@ -471,6 +471,11 @@ static inline __attribute__((always_inline)) int op_begin(struct op *o, thr_limi
                 o->slot = key_slot_last(l, kh, &o->meta);
                 if (__builtin_expect(o->slot != NULL, 1))
                         return 0;
+                /* a missed hint probes and may insert: only for a handle whose bytes and length
+                 * still give its hash (one scribbled there would charge another key, or put its
+                 * own in a second slot, off its home and under a wrong tag) */
+                if (shm_stored_hash(l->a->hdr->hash_key, o->key, o->len) != o->hash)
+                        return op_refuse(o->r, o->outer, -EINVAL);
         } else {
                 o->len = (uint32_t)len;
                 o->key = __builtin_expect(len > THR_KEY_INLINE, 0) && !rq->stored

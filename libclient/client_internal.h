@@ -62,9 +62,11 @@ static inline struct thr_reservation_priv *thr_rv_priv(struct thr_reservation *r
  * freed, reused for another key, or this key again): the acquire load and the section give the
  * key bytes read after it the same guarantees as the probe's own reads. AT is a hint: anything
  * else in it (0, a slot that fails the test, a torn or concurrent rewrite by another thread, an
- * index past the table) only costs the probe, which starts from the kept hash. Nothing is
- * written to the arena for it; the stores to AT are the caller's memory, made only when the slot
- * changed (so threads sharing a handle do not bounce its line on every call).
+ * index past the table) only costs the probe, which starts from the kept hash once the kept bytes
+ * are hashed again and agree with it (a handle rewritten there would otherwise probe and insert its
+ * bytes off their home under another key's tag: another key charged, or a second live slot for its
+ * own). Nothing is written to the arena for it; the stores to AT are the caller's memory, made only
+ * when the slot changed (so threads sharing a handle do not bounce its line on every call).
  */
 struct thr_key_priv {
         thr_limiter *lim;
@@ -77,11 +79,18 @@ struct thr_key_priv {
 static_assert(sizeof(struct thr_key_priv) <= sizeof(((struct thr_key *)0)->priv),
               "the private part of a key handle fits its public room");
 
-/* KH's check word: a fixed pattern mixed with its length and both halves of its hash, so that a
- * zeroed, uninitialised or torn handle is refused rather than followed. */
+/* KH's check word: a fixed pattern mixed with its length, both halves of its hash and its
+ * limiter pointer (multiplied, so that no bit of it cancels another field's), so that a zeroed,
+ * uninitialised, torn or scribbled handle is refused rather than followed (its LIM above all:
+ * the first thing a call dereferences). The key bytes are not in it: a handle whose bytes (or
+ * whose length and hash together) no longer agree with its hash is caught where it could do
+ * harm, before a probe or an insert (op_begin recomputes the hash on a missed hint); a hint that
+ * hits compared the bytes, the length and the tag with a live slot's. */
 static inline uint32_t thr_key_check(const struct thr_key_priv *kh)
 {
-        return 0x6b65796eu ^ kh->len ^ (uint32_t)(kh->hash >> 32) ^ (uint32_t)kh->hash;
+        uint64_t lim = (uint64_t)(uintptr_t)kh->lim * 0x9e3779b97f4a7c15ull;
+        return 0x6b65796eu ^ kh->len ^ (uint32_t)(kh->hash >> 32) ^ (uint32_t)kh->hash ^
+               (uint32_t)(lim >> 32);
 }
 
 static inline struct thr_key_priv *thr_key_priv(struct thr_key *kh)
