@@ -5,9 +5,11 @@
  * remembered slot evicted (and another key of the same home inserted) between the hint's test and
  * the CAS; a process SIGKILLed or SIGSTOPped at each step of a handle's call; threads sharing one
  * handle while its key is evicted, its slot reclaimed and reused by other keys of the same home
- * (exactness on a manual clock, one live slot); window and budget limiters through a handle (a
- * twin of thr_limiter_try); a limiter removed (-EIDRM); another thr_limiter of the same limiter
- * closed.
+ * (at most GCRA's greedy maximum at the clock's values, one live slot; the same churn through
+ * thr_limiter_try beside it); window and budget limiters through a handle (a twin of
+ * thr_limiter_try); a limiter removed (-EIDRM); another thr_limiter of the same limiter closed; a
+ * long key's handle rewritten in its prefix or digest; the remembered slot's meta word, length and
+ * key bytes scribbled in the arena while threads use the handle.
  */
 #include <criterion/criterion.h>
 #include <pthread.h>
@@ -332,6 +334,7 @@ static _Atomic int g_stop;
 static _Atomic long g_admitted;
 static _Atomic long g_errors;
 static _Atomic int g_pause, g_parked;
+static bool g_plain; /* the hammers call thr_limiter_try (the comparison run) */
 
 static void *hammer(void *arg)
 {
@@ -345,7 +348,8 @@ static void *hammer(void *arg)
                         atomic_fetch_sub(&g_parked, 1);
                         continue;
                 }
-                int rc = thr_key_try(&g_h, 1, NULL);
+                int rc =
+                    g_plain ? thr_limiter_try(L, "hot", 3, 1, NULL) : thr_key_try(&g_h, 1, NULL);
                 if (rc < 0)
                         atomic_fetch_add(&g_errors, 1);
                 else
@@ -389,7 +393,35 @@ static void churn_pass(uint64_t *done)
  * home, which take its old slots. Hot is admitted at most B + elapsed / T, never errs, and has
  * one live slot; the other keys are charged only by their own calls.
  */
+static void churn_run(void);
+
+/* The most a greedy caller could take at the arena's time now (the threads run at it, during
+ * the step or after it): GCRA, T = TI, B = BU, on the model's TAT *TAT, counted in *N. */
+static void greedy(uint64_t *tat, uint64_t *n)
+{
+        uint64_t now = shm_now_ns(shm_hdr(&T.map));
+        if (*tat < now)
+                *tat = now;
+        while (*tat + TI <= now + BU * TI) {
+                *tat += TI;
+                (*n)++;
+        }
+}
+
 Test(key_review, threads_sharing_a_handle_while_its_slot_is_evicted_and_reused)
+{
+        g_plain = false;
+        churn_run();
+}
+
+/* The same churn through thr_limiter_try: the comparison (any excess here is not the handles'). */
+Test(key_review, the_same_churn_through_the_plain_call)
+{
+        g_plain = true;
+        churn_run();
+}
+
+static void churn_run(void)
 {
         make(32, 1);
         cr_assert_eq(thr_key_init(&g_h, L, "hot", 3), 0);
@@ -423,18 +455,16 @@ Test(key_review, threads_sharing_a_handle_while_its_slot_is_evicted_and_reused)
                         while (atomic_load(&g_parked) < CH_THREADS)
                                 sched_yield();
                 }
+                if (step == 0) /* the threads may have run at the first time too */
+                        greedy(&model_tat, &model);
                 cr_assert_eq(thr_clock_advance(T.a, adv), 0);
                 elapsed += adv;
-                /* the most a greedy caller could take at this time (the threads run at it,
-                 * during the step or after it): GCRA, T = TI, B = BU */
-                uint64_t now = shm_now_ns(shm_hdr(&T.map));
-                if (model_tat < now)
-                        model_tat = now;
-                while (model_tat + TI <= now + BU * TI) {
-                        model_tat += TI;
-                        model++;
-                }
-                uint64_t was = hint(&g_h);
+                greedy(&model_tat, &model);
+                /* hot's slot now (the threads are parked, or only ever move it forward) */
+                struct thr_slot *hs = NULL;
+                uint64_t was = tcount(&T, "l", THR_SLOT_LIVE, "hot", &hs) == 1
+                                   ? (uint64_t)(hs - slot_at(1)) + 1
+                                   : 0;
                 if (was)
                         past |= 1ull << (was - 1);
                 churn_pass(&done);
@@ -472,8 +502,9 @@ Test(key_review, threads_sharing_a_handle_while_its_slot_is_evicted_and_reused)
         cr_assert_eq(atomic_load(&g_errors), 0);
         cr_assert_leq((uint64_t)adm, bound, "hot admitted %ld > B + elapsed/T = %lu", adm,
                       (unsigned long)bound);
-        cr_assert_leq((uint64_t)adm, model, "hot admitted %ld > %lu, GCRA's most at these times",
-                      adm, (unsigned long)model);
+        cr_assert_leq((uint64_t)adm, model,
+                      "hot admitted %ld > %lu, GCRA's greedy most at the clock's values (%s)", adm,
+                      (unsigned long)model, g_plain ? "plain" : "handle");
         cr_assert_eq(other_wrong, 0, "another key was charged by hot's handle");
         cr_assert_gt(reused, 0, "the scenario happened: a slot hot was remembered in was reused");
         cr_assert_leq(tcount(&T, "l", THR_SLOT_LIVE, "hot", NULL), 1);
@@ -547,4 +578,97 @@ Test(key_review, a_removed_limiter_and_a_closed_sibling)
         atomic_store(&de->state, THR_DIR_LIVE);
         cr_assert_eq(thr_key_try(&kh, 1, &r), 1, "back");
         cr_assert_eq(r.remaining, BU - 4);
+}
+
+/* A long key's handle keeps its stored form (prefix and digest): either part rewritten is
+ * another stored key, which must not be inserted or charged. */
+Test(key_review, a_long_keys_handle_scribbled_in_its_digest_or_prefix)
+{
+        make(64, 1);
+        char k[80];
+        memset(k, 'q', sizeof(k));
+        struct thr_key kh;
+        cr_assert_eq(thr_key_init(&kh, L, k, sizeof(k)), 0);
+        cr_assert_eq(thr_key_try(&kh, 1, NULL), 1);
+        const int at[] = {0, THR_KEY_PREFIX - 1, THR_KEY_PREFIX, THR_KEY_INLINE - 1};
+        for (size_t i = 0; i < sizeof(at) / sizeof(at[0]); i++) {
+                struct thr_key bad = kh;
+                thr_key_priv(&bad)->key[at[i]] ^= 0x20;
+                int rc = thr_key_try(&bad, 1, NULL);
+                cr_assert_neq(rc, 1, "byte %d of the stored form rewritten: admitted", at[i]);
+                cr_assert_eq(shm_table_count(T.map.base, ttable(&T, "l")), 1,
+                             "byte %d: a key inserted (rc %d)", at[i], rc);
+        }
+        cr_assert_eq(thr_key_try(&kh, BU - 1, NULL), 1, "the key's own tokens untouched");
+}
+
+/* ---------------------------------------------------------------- the arena scribbled */
+
+static struct thr_slot *g_scrib_slot; /* the test's own mapping of hot's slot */
+static _Atomic int g_scrib_stop;
+
+static void *scribbler(void *arg)
+{
+        uint64_t x = (uint64_t)(uintptr_t)arg | 1;
+        struct thr_slot *s = g_scrib_slot;
+        while (!atomic_load(&g_scrib_stop)) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                switch (x % 4) {
+                case 0: /* the meta word: status, generation or tag */
+                        atomic_fetch_xor(&s->meta, 1ull << (x >> 8) % 64);
+                        break;
+                case 1:
+                        s->key_len = (uint8_t)(x >> 16);
+                        break;
+                case 2:
+                        s->key[(x >> 8) % THR_KEY_INLINE] ^= (uint8_t)(x >> 20) | 1;
+                        break;
+                default:
+                        sched_yield();
+                }
+        }
+        return NULL;
+}
+
+/*
+ * A client scribbles the meta word, length and key bytes of the slot a handle remembers while
+ * threads use the handle: no crash, no error but the ones a plain try can give, and another key
+ * (its own slot, never scribbled) never charged by the handle.
+ */
+Test(key_review, the_remembered_slot_scribbled_under_a_handle)
+{
+        make(64, 1);
+        cr_assert_eq(thr_key_init(&g_h, L, "hot", 3), 0);
+        cr_assert_eq(thr_key_try(&g_h, 1, NULL), 1);
+        cr_assert_eq(thr_limiter_try(L, "victim", 6, 2, NULL), 1);
+        struct thr_slot *v = NULL;
+        cr_assert_eq(tcount(&T, "l", THR_SLOT_LIVE, "victim", &v), 1);
+        uint64_t v_state = atomic_load(&v->state), v_meta = atomic_load(&v->meta);
+        g_scrib_slot = slot_at(hint(&g_h));
+        atomic_store(&g_stop, 0);
+        atomic_store(&g_pause, 0);
+        atomic_store(&g_parked, 0);
+        atomic_store(&g_admitted, 0);
+        atomic_store(&g_errors, 0);
+        atomic_store(&g_scrib_stop, 0);
+        pthread_t t[CH_THREADS], sc;
+        cr_assert_eq(pthread_create(&sc, NULL, scribbler, (void *)0x1234), 0);
+        for (int i = 0; i < CH_THREADS; i++)
+                cr_assert_eq(pthread_create(&t[i], NULL, hammer, NULL), 0);
+        for (int i = 0; i < 200; i++) {
+                cr_assert_eq(thr_clock_advance(T.a, TI / 4), 0);
+                usleep(1000);
+        }
+        atomic_store(&g_scrib_stop, 1);
+        pthread_join(sc, NULL);
+        atomic_store(&g_stop, 1);
+        for (int i = 0; i < CH_THREADS; i++)
+                pthread_join(t[i], NULL);
+        cr_log_info("admitted %ld, errors %ld, table %lu keys", atomic_load(&g_admitted),
+                    atomic_load(&g_errors),
+                    (unsigned long)shm_table_count(T.map.base, ttable(&T, "l")));
+        cr_assert_eq(atomic_load(&v->state), v_state, "victim charged");
+        cr_assert_eq(atomic_load(&v->meta), v_meta, "victim's slot changed");
 }
