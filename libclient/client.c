@@ -471,11 +471,6 @@ static inline __attribute__((always_inline)) int op_begin(struct op *o, thr_limi
                 o->slot = key_slot_last(l, kh, &o->meta);
                 if (__builtin_expect(o->slot != NULL, 1))
                         return 0;
-                /* a missed hint probes and may insert: only for a handle whose bytes and length
-                 * still give its hash (one scribbled there would charge another key, or put its
-                 * own in a second slot, off its home and under a wrong tag) */
-                if (shm_stored_hash(l->a->hdr->hash_key, o->key, o->len) != o->hash)
-                        return op_refuse(o->r, o->outer, -EINVAL);
         } else {
                 o->len = (uint32_t)len;
                 o->key = __builtin_expect(len > THR_KEY_INLINE, 0) && !rq->stored
@@ -1092,7 +1087,15 @@ static inline __attribute__((always_inline)) int op_run(thr_limiter *l, const vo
                 struct op os = o;
                 struct req rqs = *rq;
                 struct verdict vs = *v;
-                rc = op_slow(&os, &rqs, &vs, o.slot ? rc : 0);
+                /* the slow path probes again and may insert: a key handle only if its bytes and
+                 * length still give its hash (one rewritten there would charge another key, or
+                 * put its own in a second slot, off its home and under a wrong tag). Until here
+                 * its hash was only used to read: a slot is taken only if it holds the handle's
+                 * bytes and tag, and the one live slot of those bytes is the right one to take */
+                if (kh && shm_stored_hash(o.l->a->hdr->hash_key, o.key, o.len) != o.hash)
+                        rc = -EINVAL;
+                else
+                        rc = op_slow(&os, &rqs, &vs, o.slot ? rc : 0);
                 o = os;
                 *v = vs;
         }

@@ -62,10 +62,12 @@ static inline struct thr_reservation_priv *thr_rv_priv(struct thr_reservation *r
  * freed, reused for another key, or this key again): the acquire load and the section give the
  * key bytes read after it the same guarantees as the probe's own reads. AT is a hint: anything
  * else in it (0, a slot that fails the test, a torn or concurrent rewrite by another thread, an
- * index past the table) only costs the probe, which starts from the kept hash once the kept bytes
- * are hashed again and agree with it (a handle rewritten there would otherwise probe and insert its
- * bytes off their home under another key's tag: another key charged, or a second live slot for its
- * own). Nothing is written to the arena for it; the stores to AT are the caller's memory, made only
+ * index past the table) only costs the probe from the kept hash. A probe only reads, and takes a
+ * slot only if it holds the kept bytes and tag, so an unchecked hash can at worst find the one
+ * live slot of those bytes. Before the slow path, which may insert, the kept bytes are hashed
+ * again and must give the kept hash (op_run): a handle rewritten there would otherwise insert its
+ * bytes off their home under another tag (a second live slot for a key, or another key charged).
+ * Nothing is written to the arena for it; the stores to AT are the caller's memory, made only
  * when the slot changed (so threads sharing a handle do not bounce its line on every call).
  */
 struct thr_key_priv {
@@ -84,8 +86,8 @@ static_assert(sizeof(struct thr_key_priv) <= sizeof(((struct thr_key *)0)->priv)
  * uninitialised, torn or scribbled handle is refused rather than followed (its LIM above all:
  * the first thing a call dereferences). The key bytes are not in it: a handle whose bytes (or
  * whose length and hash together) no longer agree with its hash is caught where it could do
- * harm, before a probe or an insert (op_begin recomputes the hash on a missed hint); a hint that
- * hits compared the bytes, the length and the tag with a live slot's. */
+ * harm, before the slow path that may insert (op_run hashes them again there); a hint that hits
+ * compared the bytes, the length and the tag with a live slot's. */
 static inline uint32_t thr_key_check(const struct thr_key_priv *kh)
 {
         uint64_t lim = (uint64_t)(uintptr_t)kh->lim * 0x9e3779b97f4a7c15ull;

@@ -337,3 +337,27 @@ Test(key, threads_and_processes_sharing_a_handle_admit_exactly_the_burst)
         cr_assert_eq(total, 500, "the clock never moved: exactly the burst, got %ld", total);
         cr_assert_eq(tcount(&T, "l", THR_SLOT_LIVE, "shared", NULL), 1);
 }
+
+Test(key, a_forged_hash_is_refused_before_the_slow_path)
+{
+        make(64, 1);
+        struct thr_key kh;
+        struct thr_result r;
+        cr_assert_eq(thr_key_init(&kh, L, "a", 1), 0);
+        cr_assert_eq(thr_key_try(&kh, 1, &r), 1);
+        struct thr_slot *s = slot_at(hint(&kh));
+        /* another home, the same tag, the check word made again: a forged handle */
+        struct thr_key_priv *p = thr_key_priv(&kh);
+        p->hash ^= 1ull << 62;
+        p->check = thr_key_check(p);
+        cr_assert_eq(thr_key_try(&kh, 1, &r), 1, "a hint that hits decides on the one live slot");
+        cr_assert_eq(r.remaining, BU - 2);
+        /* an evictor killed after its CAS: the slot still LIVE, its state DEAD; the call must go
+         * the slow way, which probes from the hash and inserts */
+        atomic_store(&s->state, THR_TAT_DEAD);
+        cr_assert_eq(thr_key_try(&kh, 1, &r), -EINVAL, "the hash no longer agrees with the key");
+        cr_assert_eq(shm_table_count(T.map.base, ttable(&T, "l")), 1, "nothing inserted");
+        cr_assert_eq(thr_limiter_try(L, "a", 1, 1, &r), 1, "the plain call finishes the eviction");
+        cr_assert_eq(r.remaining, BU - 1, "and starts the key afresh");
+        cr_assert_eq(tcount(&T, "l", THR_SLOT_LIVE, "a", NULL), 1, "one live slot for a");
+}

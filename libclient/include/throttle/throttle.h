@@ -209,10 +209,11 @@ int thr_limiter_try(thr_limiter *lim, const void *key, size_t key_len, uint64_t 
  * thr_key_init, for a caller that decides on the same key again and again (a connection's
  * client id, a route). thr_key_try remembers where it last found the key's slot and looks there
  * first: no hash and no probe while the key stays in that slot; when it does not (the key was
- * evicted, or never inserted) it hashes the kept key once more (a handle whose bytes no longer
- * give its hash is refused) and probes as thr_limiter_try does. Decisions are exactly
- * thr_limiter_try's. A handle holds no resource (nothing to free); it is valid while LIM is open;
- * it may be copied, and used by many threads at once (the remembered slot is one atomic word).
+ * evicted, or never inserted) it probes from the kept hash, and before anything that may insert
+ * hashes the kept key once more (a handle whose bytes no longer give its hash is refused).
+ * Decisions are exactly thr_limiter_try's. A handle holds no resource (nothing to free); it is
+ * valid while LIM is open; it may be copied, and used by many threads at once (the remembered
+ * slot is one atomic word).
  */
 struct thr_key {
         uint64_t priv[10]; /* private (opaque): set by thr_key_init */
