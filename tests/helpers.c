@@ -140,6 +140,24 @@ struct shm_maint_stats tmaint(struct tarena *t, const char *name, uint64_t done,
         return st;
 }
 
+bool tgp_wait(struct tarena *t, uint64_t *done, int tries, unsigned nap_us)
+{
+        const struct thr_hdr *h = shm_hdr(&t->map);
+        uint64_t gp;
+        cr_assert_eq(shm_gp_start(&t->map, &gp), 0);
+        for (int i = 0; i < tries; i++) {
+                struct shm_gp_result res;
+                cr_assert_eq(shm_gp_scan(&t->map, gp, shm_now_ns(h), UINT64_MAX, &res, NULL, NULL),
+                             0);
+                if (res.done > *done)
+                        *done = res.done;
+                if (res.done >= gp)
+                        return true;
+                usleep(nap_us);
+        }
+        return false;
+}
+
 int tcount(struct tarena *t, const char *name, unsigned st, const char *key, struct thr_slot **last)
 {
         struct shm_lim_snap snap = tsnap(t, name);

@@ -61,6 +61,9 @@ struct shm_lim_snap tsnap(struct tarena *t, const char *name);
 struct shm_maint_stats tmaint(struct tarena *t, const char *name, uint64_t done, uint32_t *tag);
 int tcount(struct tarena *t, const char *name, unsigned st, const char *key,
            struct thr_slot **last);
+/* tgp_wait - a grace period of T's arena, started and then scanned up to TRIES times NAP_US apart
+ * (as the daemon's rescans); *DONE raised to the best result seen. Returns whether it completed. */
+bool tgp_wait(struct tarena *t, uint64_t *done, int tries, unsigned nap_us);
 
 /* A hugetlbfs 2 MiB mount with at least PAGES free pages, or false with WHY filled. */
 bool thugepages_available(uint64_t pages, char *why, size_t whylen);

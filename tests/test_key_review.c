@@ -373,18 +373,7 @@ static void churn_pass(uint64_t *done)
         struct shm_maint_stats st = {0};
         uint32_t cursor = 0;
         shm_table_maintain(&T.map, &sn, &a, &cursor, 1024, &st);
-        uint64_t gp;
-        cr_assert_eq(shm_gp_start(&T.map, &gp), 0);
-        for (int i = 0; i < 5; i++) {
-                struct shm_gp_result res;
-                cr_assert_eq(shm_gp_scan(&T.map, gp, shm_now_ns(h), UINT64_MAX, &res, NULL, NULL),
-                             0);
-                if (res.done > *done)
-                        *done = res.done;
-                if (res.done >= gp)
-                        break;
-                usleep(100);
-        }
+        tgp_wait(&T, done, 5, 100);
 }
 
 /*

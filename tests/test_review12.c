@@ -443,18 +443,7 @@ static void churn_pass(uint64_t *done, uint32_t *cursor, bool maintain)
         if (maintain)
                 shm_table_maintain(&T.map, &sn, &a, cursor, 64, &st);
         g_daemon_evicted += st.evicted + st.finished;
-        uint64_t gp;
-        cr_assert_eq(shm_gp_start(&T.map, &gp), 0);
-        for (int i = 0; i < 3; i++) {
-                struct shm_gp_result res;
-                cr_assert_eq(shm_gp_scan(&T.map, gp, shm_now_ns(h), UINT64_MAX, &res, NULL, NULL),
-                             0);
-                if (res.done > *done)
-                        *done = res.done;
-                if (res.done >= gp)
-                        break;
-                usleep(200);
-        }
+        tgp_wait(&T, done, 3, 200);
 }
 
 /*
