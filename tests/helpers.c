@@ -122,15 +122,21 @@ struct shm_lim_snap tsnap(struct tarena *t, const char *name)
         return s;
 }
 
+struct shm_maint_args tmaint_args(struct tarena *t, const struct shm_lim_snap *sn, uint64_t done,
+                                  uint64_t me)
+{
+        struct thr_hdr *h = shm_hdr(&t->map);
+        return (struct shm_maint_args){.now_units = shm_now_ns(h) * sn->params.k,
+                                       .ttl_units = sn->params.idle_ttl_ns * sn->params.k,
+                                       .tag = shm_retire_tag(h),
+                                       .done = done,
+                                       .me = me};
+}
+
 struct shm_maint_stats tmaint(struct tarena *t, const char *name, uint64_t done, uint32_t *tag)
 {
         struct shm_lim_snap snap = tsnap(t, name);
-        struct thr_hdr *h = shm_hdr(&t->map);
-        struct shm_maint_args a = {.now_units = shm_now_ns(h) * snap.params.k,
-                                   .ttl_units = snap.params.idle_ttl_ns * snap.params.k,
-                                   .tag = shm_retire_tag(h),
-                                   .done = done,
-                                   .me = shm_lock_daemon(0)};
+        struct shm_maint_args a = tmaint_args(t, &snap, done, shm_lock_daemon(0));
         uint32_t cursor = 0;
         struct shm_maint_stats st = {0};
         cr_assert(shm_table_maintain(&t->map, &snap, &a, &cursor, UINT64_MAX, &st));

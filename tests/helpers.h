@@ -59,6 +59,10 @@ struct shm_lim_snap tsnap(struct tarena *t, const char *name);
  * THR_KEY_INLINE bytes); *LAST (if not NULL): one of them.
  */
 struct shm_maint_stats tmaint(struct tarena *t, const char *name, uint64_t done, uint32_t *tag);
+/* The arguments of a pass over limiter SN of T's arena at its time, as throttled makes them:
+ * reclaims up to DONE, shard locks taken as ME. */
+struct shm_maint_args tmaint_args(struct tarena *t, const struct shm_lim_snap *sn, uint64_t done,
+                                  uint64_t me);
 int tcount(struct tarena *t, const char *name, unsigned st, const char *key,
            struct thr_slot **last);
 /* tgp_wait - a grace period of T's arena, started and then scanned up to TRIES times NAP_US apart

@@ -364,12 +364,7 @@ static void *hammer(void *arg)
 static void churn_pass(uint64_t *done)
 {
         struct shm_lim_snap sn = tsnap(&T, "l");
-        struct thr_hdr *h = shm_hdr(&T.map);
-        struct shm_maint_args a = {.now_units = shm_now_ns(h) * sn.params.k,
-                                   .ttl_units = sn.params.idle_ttl_ns * sn.params.k,
-                                   .tag = shm_retire_tag(h),
-                                   .done = *done,
-                                   .me = tlock_me(T.a)};
+        struct shm_maint_args a = tmaint_args(&T, &sn, *done, tlock_me(T.a));
         struct shm_maint_stats st = {0};
         uint32_t cursor = 0;
         shm_table_maintain(&T.map, &sn, &a, &cursor, 1024, &st);

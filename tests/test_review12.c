@@ -431,14 +431,9 @@ static void dump_key(const char *key)
 static void churn_pass(uint64_t *done, uint32_t *cursor, bool maintain)
 {
         struct shm_lim_snap sn = tsnap(&T, "g");
-        struct thr_hdr *h = shm_hdr(&T.map);
-        struct shm_maint_args a = {.now_units = shm_now_ns(h) * sn.params.k,
-                                   .ttl_units = sn.params.idle_ttl_ns * sn.params.k,
-                                   .tag = shm_retire_tag(h),
-                                   .done = *done,
-                                   /* a client's value: with no daemon attached, a lock valued
-                                    * shm_lock_daemon(0) is judged dead and taken over */
-                                   .me = tlock_me(T.a)};
+        /* a client's lock value: with no daemon attached, a lock valued shm_lock_daemon(0) is
+         * judged dead and taken over */
+        struct shm_maint_args a = tmaint_args(&T, &sn, *done, tlock_me(T.a));
         struct shm_maint_stats st = {0};
         if (maintain)
                 shm_table_maintain(&T.map, &sn, &a, cursor, 64, &st);
