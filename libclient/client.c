@@ -52,6 +52,13 @@
  * try: the new state is max(TAT, target), so a hold only ever raises the TAT; a CAS lost to an
  * admission is decided again on the newer TAT, and a killed caller either raised it or did not.
  *
+ * Key handles (thr_key_try) skip the hash and the probe by looking first at the slot the handle
+ * remembers, taken only if it passes the probe's own test inside the section (live, the key's tag,
+ * length and bytes): at most one slot is live per key, so that is the lookup's answer; anything
+ * else is a missed hint. Before the slow path, which may insert, the handle's bytes are hashed
+ * again and must give its kept hash. The argument in full is in client_internal.h (struct
+ * thr_key_priv). The hint lives in the caller's memory, written only when the slot changed.
+ *
  * On the hot path (the key exists): one clock read through the vDSO, one keyed multilinear hash
  * (shm/hash.h, inline), a probe that usually touches one cache line, one CAS, and stores to this
  * thread's own reader record. No syscall, no lock, no allocation.

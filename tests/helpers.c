@@ -146,6 +146,16 @@ struct shm_maint_stats tmaint(struct tarena *t, const char *name, uint64_t done,
         return st;
 }
 
+struct thr_slot *tslot_at(struct tarena *t, const char *name, uint64_t at)
+{
+        return (struct thr_slot *)shm_at(t->map.base, tsnap(t, name).table.slots_off) + (at - 1);
+}
+
+uint64_t tkey_hint(struct thr_key *kh)
+{
+        return atomic_load(&thr_key_priv(kh)->at);
+}
+
 bool tgp_wait(struct tarena *t, uint64_t *done, int tries, unsigned nap_us)
 {
         const struct thr_hdr *h = shm_hdr(&t->map);

@@ -65,6 +65,10 @@ struct shm_maint_args tmaint_args(struct tarena *t, const struct shm_lim_snap *s
                                   uint64_t me);
 int tcount(struct tarena *t, const char *name, unsigned st, const char *key,
            struct thr_slot **last);
+/* tslot_at - slot AT - 1 of limiter NAME's table (AT: 1 + an index, as a key handle remembers it);
+ * tkey_hint - the slot KH remembers, 1 + its index (0: none). */
+struct thr_slot *tslot_at(struct tarena *t, const char *name, uint64_t at);
+uint64_t tkey_hint(struct thr_key *kh);
 /* tgp_wait - a grace period of T's arena, started and then scanned up to TRIES times NAP_US apart
  * (as the daemon's rescans); *DONE raised to the best result seen. Returns whether it completed. */
 bool tgp_wait(struct tarena *t, uint64_t *done, int tries, unsigned nap_us);

@@ -5,13 +5,16 @@
  * slot) and any value scribbled into it, the handle finds or re-inserts its own key, never
  * charges another and never makes a second live slot; long keys (stored as a digest) are the
  * same key through either call; threads and forked processes sharing one handle admit exactly
- * the burst; bad handles and arguments are refused.
+ * the burst, and so does a raw clone's child (as _Fork: no atfork handler) on its own reader
+ * record; a thread cancelled in its first call through a handle keeps no record; bad handles,
+ * arguments and a forged hash are refused.
  */
 #include <criterion/criterion.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -50,16 +53,6 @@ static void make(uint64_t capacity, uint32_t shards)
 static uint64_t state_of(const struct thr_slot *s)
 {
         return atomic_load(&s->state);
-}
-
-static struct thr_slot *slot_at(uint64_t at)
-{
-        return (struct thr_slot *)shm_at(T.map.base, tsnap(&T, "l").table.slots_off) + (at - 1);
-}
-
-static uint64_t hint(struct thr_key *kh)
-{
-        return atomic_load(&thr_key_priv(kh)->at);
 }
 
 /* A small deterministic generator (xorshift64). */
@@ -123,11 +116,11 @@ Test(key, a_slot_reused_by_another_key_is_never_charged)
         struct thr_result r;
         cr_assert_eq(thr_key_init(&kh, L, "a", 1), 0);
         cr_assert_eq(thr_key_try(&kh, 0, &r), 1, "a peek on a new key");
-        cr_assert_eq(hint(&kh), 0, "a peek inserts nothing, so nothing is remembered");
+        cr_assert_eq(tkey_hint(&kh), 0, "a peek inserts nothing, so nothing is remembered");
         cr_assert_eq(thr_key_try(&kh, 1, &r), 1);
-        uint64_t at = hint(&kh);
+        uint64_t at = tkey_hint(&kh);
         cr_assert_neq(at, 0, "the inserted slot is remembered");
-        struct thr_slot *old = slot_at(at);
+        struct thr_slot *old = tslot_at(&T, "l", at);
         cr_assert_eq(old->key_len, 1);
         cr_assert_eq(old->key[0], 'a');
 
@@ -154,8 +147,8 @@ Test(key, a_slot_reused_by_another_key_is_never_charged)
         cr_assert_eq(r.remaining, BU - 1, "with its own full burst");
         cr_assert_eq(state_of(old), b_state, "%s's state was not touched", other);
         cr_assert_eq(tcount(&T, "l", THR_SLOT_LIVE, "a", NULL), 1, "one live slot for a");
-        cr_assert_neq(hint(&kh), at, "the new slot is remembered");
-        struct thr_slot *now = slot_at(hint(&kh));
+        cr_assert_neq(tkey_hint(&kh), at, "the new slot is remembered");
+        struct thr_slot *now = tslot_at(&T, "l", tkey_hint(&kh));
         cr_assert_eq(now->key[0], 'a');
         uint64_t a_state = state_of(now);
         cr_assert_eq(thr_key_try(&kh, 1, &r), 1);
@@ -175,8 +168,8 @@ Test(key, any_remembered_slot_is_only_a_hint)
                 cr_assert_eq(thr_limiter_try(L, keys[i], 2, 1, &r), 1);
         cr_assert_eq(thr_key_init(&kh, L, "k0", 2), 0);
         cr_assert_eq(thr_key_try(&kh, 1, &r), 1);
-        uint64_t right = hint(&kh);
-        struct thr_slot *s0 = slot_at(right);
+        uint64_t right = tkey_hint(&kh);
+        struct thr_slot *s0 = tslot_at(&T, "l", right);
         struct shm_lim_snap snap = tsnap(&T, "l");
         uint64_t n = (uint64_t)snap.table.nshards * snap.table.shard_slots;
         /* nothing, past the table, far past it; then every slot of the table (1 to n): the
@@ -193,7 +186,7 @@ Test(key, any_remembered_slot_is_only_a_hint)
                 cr_assert_eq(rc, 1, "hint %lu: %d", (unsigned long)w, rc);
                 cr_assert_neq(state_of(s0), before, "hint %lu: k0 itself charged",
                               (unsigned long)w);
-                cr_assert_eq(hint(&kh), right, "hint %lu: put right", (unsigned long)w);
+                cr_assert_eq(tkey_hint(&kh), right, "hint %lu: put right", (unsigned long)w);
                 cr_assert_eq(thr_clock_advance(T.a, TI), 0); /* the token back */
         }
         for (int i = 0; i < 4; i++)
@@ -345,7 +338,7 @@ Test(key, a_forged_hash_is_refused_before_the_slow_path)
         struct thr_result r;
         cr_assert_eq(thr_key_init(&kh, L, "a", 1), 0);
         cr_assert_eq(thr_key_try(&kh, 1, &r), 1);
-        struct thr_slot *s = slot_at(hint(&kh));
+        struct thr_slot *s = tslot_at(&T, "l", tkey_hint(&kh));
         /* another home, the same tag, the check word made again: a forged handle */
         struct thr_key_priv *p = thr_key_priv(&kh);
         p->hash ^= 1ull << 62;
@@ -360,4 +353,90 @@ Test(key, a_forged_hash_is_refused_before_the_slow_path)
         cr_assert_eq(thr_limiter_try(L, "a", 1, 1, &r), 1, "the plain call finishes the eviction");
         cr_assert_eq(r.remaining, BU - 1, "and starts the key afresh");
         cr_assert_eq(tcount(&T, "l", THR_SLOT_LIVE, "a", NULL), 1, "one live slot for a");
+}
+
+/* The thread owning a reader record of T's arena whose tid is TID, or NULL. */
+static const struct thr_reader *record_of_tid(pid_t tid)
+{
+        const struct thr_reader *r = shm_at(T.map.base, T.map.g.reader_off);
+        for (uint32_t i = 0; i < T.map.g.reader_count; i++)
+                if (atomic_load(&r[i].owner) && atomic_load(&r[i].tid) == (uint64_t)tid)
+                        return &r[i];
+        return NULL;
+}
+
+Test(key, a_raw_clone_child_uses_its_parents_handle_with_its_own_record)
+{
+        make(64, 1);
+        struct thr_key kh;
+        struct thr_result r;
+        cr_assert_eq(thr_key_init(&kh, L, "k", 1), 0);
+        cr_assert_eq(thr_key_try(&kh, 1, &r), 1);
+        const struct thr_reader *mine = record_of_tid(gettid());
+        cr_assert_not_null(mine);
+        uint64_t mine_before = atomic_load(&mine->admitted);
+        /* clone(SIGCHLD) runs no atfork handler, as _Fork: only the fork generation tells */
+        pid_t parent = getpid();
+        pid_t kid = (pid_t)syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
+        cr_assert_geq(kid, 0);
+        if (kid == 0) {
+                tchild_tie(parent);
+                int got = 0, rc;
+                while ((rc = thr_key_try(&kh, 1, NULL)) == 1)
+                        got++;
+                _exit(rc == 0 ? got : 100 - rc);
+        }
+        int st;
+        cr_assert_eq(waitpid(kid, &st, 0), kid);
+        cr_assert(WIFEXITED(st), "child status %#x", st);
+        cr_assert_eq(WEXITSTATUS(st), BU - 1, "the child took the rest of the burst: %d",
+                     WEXITSTATUS(st));
+        cr_assert_eq(atomic_load(&mine->admitted), mine_before, "the parent's record untouched");
+        cr_assert_eq(thr_key_try(&kh, 1, &r), 0, "nothing left for the parent");
+        cr_assert_eq(tcount(&T, "l", THR_SLOT_LIVE, "k", NULL), 1);
+}
+
+static struct thr_key g_first;
+static _Atomic int g_ready, g_cancelled;
+static _Atomic pid_t g_tid;
+
+/* Its first call on the arena made with a cancellation pending: registration's cancellation
+ * points (open, getrandom) act there. */
+static void *first_call(void *arg)
+{
+        (void)arg;
+        pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
+        atomic_store(&g_tid, gettid());
+        atomic_store(&g_ready, 1);
+        while (!atomic_load(&g_cancelled))
+                sched_yield();
+        pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL);
+        thr_key_try(&g_first, 1, NULL);
+        pthread_testcancel();
+        return NULL;
+}
+
+Test(key, a_thread_cancelled_in_its_first_handle_call_leaves_nothing_held)
+{
+        make(64, 1);
+        cr_assert_eq(thr_key_init(&g_first, L, "c", 1), 0);
+        pthread_t t;
+        cr_assert_eq(pthread_create(&t, NULL, first_call, NULL), 0);
+        while (!atomic_load(&g_ready))
+                sched_yield();
+        cr_assert_eq(pthread_cancel(t), 0);
+        atomic_store(&g_cancelled, 1);
+        void *ret;
+        cr_assert_eq(pthread_join(t, &ret), 0);
+        cr_assert_eq(ret, PTHREAD_CANCELED);
+        cr_assert_null(record_of_tid(atomic_load(&g_tid)), "the cancelled thread kept a record");
+        /* the key took at most the cancelled call's token; the rest is exact */
+        struct thr_result r;
+        cr_assert_eq(thr_key_try(&g_first, 0, &r), 1);
+        uint64_t left = r.remaining;
+        cr_assert(left == BU || left == BU - 1, "%lu left", (unsigned long)left);
+        for (uint64_t i = 0; i < left; i++)
+                cr_assert_eq(thr_key_try(&g_first, 1, NULL), 1);
+        cr_assert_eq(thr_key_try(&g_first, 1, NULL), 0);
+        cr_assert_leq(tcount(&T, "l", THR_SLOT_LIVE, "c", NULL), 1);
 }

@@ -60,16 +60,6 @@ static void make(uint64_t capacity, uint32_t shards)
         cr_assert_eq(thr_clock_advance(T.a, SEC), 0);
 }
 
-static struct thr_slot *slot_at(uint64_t at)
-{
-        return (struct thr_slot *)shm_at(T.map.base, tsnap(&T, "l").table.slots_off) + (at - 1);
-}
-
-static uint64_t hint(struct thr_key *kh)
-{
-        return atomic_load(&thr_key_priv(kh)->at);
-}
-
 /* How many of BU + 1 single tokens KEY gets by the plain call now (the clock not moved). */
 static int plain_tokens(const char *key)
 {
@@ -224,8 +214,8 @@ Test(key_review, the_remembered_slot_evicted_between_the_hint_and_the_cas)
         struct thr_result r;
         cr_assert_eq(thr_key_init(&kh, L, "hot", 3), 0);
         cr_assert_eq(thr_key_try(&kh, 2, &r), 1);
-        uint64_t at = hint(&kh);
-        struct thr_slot *old = slot_at(at);
+        uint64_t at = tkey_hint(&kh);
+        struct thr_slot *old = tslot_at(&T, "l", at);
         struct shm_probe pa;
         struct thr_table geo = tsnap(&T, "l").table;
         tprobe(&T.map, &geo, "hot", &pa);
@@ -241,7 +231,7 @@ Test(key_review, the_remembered_slot_evicted_between_the_hint_and_the_cas)
         cr_assert_eq(r.remaining, BU - 1, "hot idle past the TTL: a fresh key, %lu left",
                      (unsigned long)r.remaining);
         cr_assert_eq(tcount(&T, "l", THR_SLOT_LIVE, "hot", NULL), 1);
-        cr_assert_neq(hint(&kh), at, "the new slot remembered");
+        cr_assert_neq(tkey_hint(&kh), at, "the new slot remembered");
         cr_assert_eq(thr_limiter_try(L, g_other, strlen(g_other), 0, &r), 1);
         cr_assert_eq(r.remaining, BU - 3, "%s kept its own debt only", g_other);
         /* now reclaim the old slot (every period done: no section is open) and let other keys
@@ -447,7 +437,7 @@ static void churn_run(void)
                 /* hot's slot now (the threads are parked, or only ever move it forward) */
                 struct thr_slot *hs = NULL;
                 uint64_t was = tcount(&T, "l", THR_SLOT_LIVE, "hot", &hs) == 1
-                                   ? (uint64_t)(hs - slot_at(1)) + 1
+                                   ? (uint64_t)(hs - tslot_at(&T, "l", 1)) + 1
                                    : 0;
                 if (was)
                         past |= 1ull << (was - 1);
@@ -466,7 +456,7 @@ static void churn_run(void)
                         }
                 }
                 for (uint64_t i = 0; i < nslots; i++) {
-                        struct thr_slot *s = slot_at(i + 1);
+                        struct thr_slot *s = tslot_at(&T, "l", i + 1);
                         reused += (past >> i & 1) &&
                                   THR_META_STATUS(atomic_load(&s->meta)) == THR_SLOT_LIVE &&
                                   s->key[0] == 'o';
@@ -630,7 +620,7 @@ Test(key_review, the_remembered_slot_scribbled_under_a_handle)
         struct thr_slot *v = NULL;
         cr_assert_eq(tcount(&T, "l", THR_SLOT_LIVE, "victim", &v), 1);
         uint64_t v_state = atomic_load(&v->state), v_meta = atomic_load(&v->meta);
-        g_scrib_slot = slot_at(hint(&g_h));
+        g_scrib_slot = tslot_at(&T, "l", tkey_hint(&g_h));
         atomic_store(&g_stop, 0);
         atomic_store(&g_pause, 0);
         atomic_store(&g_parked, 0);
