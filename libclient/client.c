@@ -62,6 +62,16 @@
  * On the hot path (the key exists): one clock read through the vDSO, one keyed multilinear hash
  * (shm/hash.h, inline), a probe that usually touches one cache line, one CAS, and stores to this
  * thread's own reader record. No syscall, no lock, no allocation.
+ *
+ * Its order is chosen for the CPU (op_begin; measured, bench/results/2026-12-04/issue12_order.txt):
+ * the hash first and a prefetch of the home slot's line (or a handle's remembered slot), which
+ * need nothing of the section; then the section, the record and the clock; then the probe and the
+ * CAS. The clock read (vDSO: rdtscp or lfence+rdtsc) waits for every instruction before it, but not
+ * the ones after it: the probe runs in its shadow, and the slot's line travels while the clock is
+ * read. The reading is older when the state is read than it was before (by the probe), which the
+ * argument at op_apply already covers: an early reading never admits more, and a denial near the
+ * limit is decided again on a reading taken after the state. A new key's first decision uses the
+ * same reading (fresh_decide), so a new key costs one clock read, not two.
  */
 #include <errno.h>
 #include <limits.h>
@@ -340,6 +350,7 @@ struct req {
         bool plain;         /* locate: on a limiter with a try form (a composed call's member),
                              * not the serial calls' kinds (serialized window, semaphore) */
         uint32_t kind_only; /* refuse (-EOPNOTSUPP) a limiter of another kind; 0: any */
+        bool find;          /* thr_op_find: the slot only (op_begin), no clock read */
         bool stored;        /* the key given is its stored form already (layout.h), read back
                              * out of a slot (thr_budget_add_stored): not digested again */
         bool quiet;         /* not counted in the limiter's counters: the caller counts the
@@ -391,6 +402,8 @@ struct op {
         uint32_t len;           /* the key's real length */
         uint64_t hash;
         uint64_t now;          /* units; see op_apply for when it is read */
+        bool now_fresh;        /* NOW is op_begin's reading, not used yet: the first decision
+                                * (op_apply or fresh_decide) takes it instead of reading again */
         struct thr_params *pc; /* room for a window's or semaphore's record, copied (params_pin):
                                 * the caller's, apart from O, so that O never escapes */
         uint8_t *sk;           /* THR_KEY_INLINE bytes of the caller's: a long key's stored form */
@@ -421,6 +434,15 @@ static inline struct thr_slot *key_slot_last(const thr_limiter *l, struct thr_ke
         return s;
 }
 
+/* The line of the slot a handle remembers, asked for ahead of key_slot_last (a hint only). */
+static inline void key_slot_prefetch(const thr_limiter *l, const struct thr_key_priv *kh)
+{
+        uint64_t at = atomic_load_explicit(&kh->at, memory_order_relaxed);
+        if (at - 1 < (uint64_t)l->geo.nshards * l->geo.shard_slots)
+                __builtin_prefetch((struct thr_slot *)shm_at(l->a->map.base, l->geo.slots_off) +
+                                   (at - 1));
+}
+
 /* Remember S (the key's slot, as a call found or made it) in KH, if it is not already. */
 static inline void key_slot_keep(const thr_limiter *l, struct thr_key_priv *kh,
                                  const struct thr_slot *s)
@@ -439,6 +461,8 @@ __attribute__((cold, noinline)) static int op_refuse(struct thr_reader *r, uint6
         return rc;
 }
 
+static inline uint64_t op_now(const struct op *o);
+
 static inline __attribute__((always_inline)) int op_begin(struct op *o, thr_limiter *l,
                                                           const void *key, size_t len,
                                                           const struct req *rq,
@@ -448,6 +472,22 @@ static inline __attribute__((always_inline)) int op_begin(struct op *o, thr_limi
         if (rc < 0 || !l)
                 return rc < 0 ? rc : -EINVAL;
         o->l = l;
+        /* the key's hash and its slot's line first: they need nothing of the section (the hash
+         * keys are the header's, the geometry this process's copy), and the line is on its way
+         * while the section is entered, the record checked and the clock read */
+        if (kh) { /* a key handle: its stored form and hash as made once; its last slot first */
+                o->len = kh->len;
+                o->key = kh->key;
+                o->hash = kh->hash;
+                key_slot_prefetch(l, kh);
+        } else {
+                o->len = (uint32_t)len;
+                o->key = __builtin_expect(len > THR_KEY_INLINE, 0) && !rq->stored
+                             ? op_key_digest(l->a, key, o->len, o->sk)
+                             : key;
+                o->hash = shm_stored_hash(l->a->hdr->hash_key, o->key, o->len);
+                shm_table_prefetch(l->a->map.base, &l->geo, o->hash);
+        }
         o->r = thr_reader_get_row(l->a, &o->row, &rc);
         if (!o->r)
                 return rc;
@@ -471,19 +511,17 @@ static inline __attribute__((always_inline)) int op_begin(struct op *o, thr_limi
         }
         if (rq->cost > o->p->burst)
                 return op_refuse(o->r, o->outer, -ERANGE);
-        if (kh) { /* a key handle: its stored form and hash as made once; its last slot first */
-                o->len = kh->len;
-                o->key = kh->key;
-                o->hash = kh->hash;
+        /* the clock, then the probe: the probe runs while the reading completes (the top of
+         * this file); the first decision takes this reading (op_apply, fresh_decide) */
+        o->now_fresh = !rq->find;
+        if (o->now_fresh) {
+                o->now = op_now(o);
+                THR_HOOK(THR_HOOK_CLOCK_READ, o);
+        }
+        if (kh) {
                 o->slot = key_slot_last(l, kh, &o->meta);
                 if (__builtin_expect(o->slot != NULL, 1))
                         return 0;
-        } else {
-                o->len = (uint32_t)len;
-                o->key = __builtin_expect(len > THR_KEY_INLINE, 0) && !rq->stored
-                             ? op_key_digest(l->a, key, o->len, o->sk)
-                             : key;
-                o->hash = shm_stored_hash(l->a->hdr->hash_key, o->key, o->len);
         }
         o->slot = shm_table_lookup_meta(l->a->map.base, &l->geo, o->hash, o->key, o->len, &o->meta);
         return 0;
@@ -732,7 +770,9 @@ static inline __attribute__((always_inline)) bool stage(const struct op *o, uint
  * FRESH, see gcra_decide).
  *
  * The clock is read before the state, so nothing slow sits between the load and the CAS (under
- * contention a clock call there lets the other core take the line every time). An admission
+ * contention a clock call there lets the other core take the line every time): the first time
+ * through, op_begin's reading (before the probe: see the top of this file), after a retry a new
+ * one. An admission
  * decided with that earlier clock is sound: with a smaller now, it is no easier to admit, so
  * whatever admits then admits later too. A denial is only reported on a clock read after the
  * state it judges: another process may have stored a state from a clock reading later than ours,
@@ -791,8 +831,11 @@ static __attribute__((noinline)) struct unmarked op_unmark(const struct shm_map 
 static inline __attribute__((always_inline)) int op_apply(struct op *o, const struct req *rq,
                                                           struct verdict *v)
 {
-        o->now = op_now(o);
-        THR_HOOK(THR_HOOK_CLOCK_READ, o);
+        if (!o->now_fresh) {
+                o->now = op_now(o);
+                THR_HOOK(THR_HOOK_CLOCK_READ, o);
+        }
+        o->now_fresh = false;
         struct thr_slot *s = o->slot;
         uint32_t kind = o->kind;
         uint64_t old = atomic_load_explicit(&s->state, memory_order_acquire);
@@ -820,10 +863,12 @@ static inline __attribute__((always_inline)) int op_apply(struct op *o, const st
                         }
                         /* A denial on a clock read before the state: read it again, the state may
                          * hold others' admissions made after our reading. Not for a GCRA try whose
-                         * deficit exceeds THR_REREAD_NS: a second reading, nanoseconds later, can
-                         * only fix it if this thread was stopped between the two reads for longer
-                         * than that, and then the stale reading is a clock lagging by the stop,
-                         * which never admits more (shm/clock.h, bound (1)): the denial stands. */
+                         * deficit exceeds THR_REREAD_NS: a second reading, later by the probe
+                         * (usually tens of ns; a cold line or a first-touch fault, a few hundred),
+                         * can only fix it if more than that passed between the two reads, and
+                         * then the stale reading is a clock lagging by the delay, which never
+                         * admits more (shm/clock.h, bound (1)): the denial stands. The cost is
+                         * over-denial only, by at most the time the probe took. */
                         if (!clock_after_state &&
                             !(kind == THR_KIND_GCRA && v->retry_u > THR_REREAD_NS * o->p->k)) {
                                 o->now = op_now(o);
@@ -967,7 +1012,9 @@ static int op_insert(struct op *o, const struct req *rq, struct verdict *v, bool
  */
 static void fresh_decide(struct op *o, const struct req *rq, struct verdict *v)
 {
-        o->now = op_now(o);
+        if (!o->now_fresh)
+                o->now = op_now(o);
+        o->now_fresh = false;
         if (o->kind == THR_KIND_GCRA) {
                 gcra_decide(o->p, THR_TAT_FRESH, o->now, rq, v);
                 return;
@@ -1181,7 +1228,7 @@ int thr_op_locate_plain(thr_limiter *l, const void *key, size_t len,
 /* Declared in client_internal.h. */
 int thr_op_find(thr_limiter *l, const void *key, size_t len, struct thr_reservation_priv *out)
 {
-        const struct req rq = {.mode = OP_TRY, .locate = true};
+        const struct req rq = {.mode = OP_TRY, .locate = true, .find = true};
         struct thr_params pc;
         uint8_t sk[THR_KEY_INLINE];
         struct op o = {.pc = &pc, .sk = sk}; /* not the hot path: zeroed (-Wmaybe-uninitialized) */

@@ -52,8 +52,10 @@ enum thr_hook_point {
                                        * journal) */
         THR_HOOK_TSC_ANCHOR_READ,     /* a TSC re-anchor read CLOCK_MONOTONIC, not yet the cycle
                                        * count that goes with it (clock.c) */
-        THR_HOOK_CLOCK_READ,          /* client: a decision read its clock, not yet the key's
-                                       * state (arg: op) */
+        THR_HOOK_CLOCK_READ,          /* client: a call read its clock, not yet the key's
+                                       * state: op_begin's reading, before the probe (the
+                                       * locate calls too, not thr_op_find), or a retry's in
+                                       * op_apply (arg: op) */
         THR_HOOK_RECLAIM_CHECKED,     /* maintenance found a retired slot's meta unchanged and
                                        * its period done, before its CAS DEAD -> FREE (arg: the
                                        * meta word) */
