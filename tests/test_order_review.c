@@ -224,6 +224,7 @@ static int g_nested;
 static void evict_and_take_all(void)
 {
         evict_idle();
+        g_step = 0;                      /* the nested call's own reading moves nothing */
         atomic_fetch_add(g_now, 3 * US); /* another process, later: a new key, its burst taken */
         g_nested = thr_limiter_try(L, "k", 1, BU, NULL);
 }
