@@ -70,8 +70,8 @@
  * the ones after it: the probe runs in its shadow, and the slot's line travels while the clock is
  * read. The reading is older when the state is read than it was before (by the probe), which the
  * argument at op_apply already covers: an early reading never admits more, and a denial near the
- * limit is decided again on a reading taken after the state. A new key's first decision uses the
- * same reading (fresh_decide), so a new key costs one clock read, not two.
+ * limit is decided again on a reading taken after the state. A new key's first decision reads the
+ * clock again, after the probe that found it absent (fresh_decide says why).
  */
 #include <errno.h>
 #include <limits.h>
@@ -403,7 +403,7 @@ struct op {
         uint64_t hash;
         uint64_t now;          /* units; see op_apply for when it is read */
         bool now_fresh;        /* NOW is op_begin's reading, not used yet: the first decision
-                                * (op_apply or fresh_decide) takes it instead of reading again */
+                                * on an existing key (op_apply) takes it, not reading again */
         struct thr_params *pc; /* room for a window's or semaphore's record, copied (params_pin):
                                 * the caller's, apart from O, so that O never escapes */
         uint8_t *sk;           /* THR_KEY_INLINE bytes of the caller's: a long key's stored form */
@@ -512,7 +512,7 @@ static inline __attribute__((always_inline)) int op_begin(struct op *o, thr_limi
         if (rq->cost > o->p->burst)
                 return op_refuse(o->r, o->outer, -ERANGE);
         /* the clock, then the probe: the probe runs while the reading completes (the top of
-         * this file); the first decision takes this reading (op_apply, fresh_decide) */
+         * this file); the first decision on an existing key takes this reading (op_apply) */
         o->now_fresh = !rq->find;
         if (o->now_fresh) {
                 o->now = op_now(o);
@@ -1012,8 +1012,10 @@ static int op_insert(struct op *o, const struct req *rq, struct verdict *v, bool
  */
 static void fresh_decide(struct op *o, const struct req *rq, struct verdict *v)
 {
-        if (!o->now_fresh)
-                o->now = op_now(o);
+        /* a reading taken after the probe that found the key absent, never op_begin's: a key
+         * evicted between that reading and the probe would start afresh as of a time when its
+         * evicted history had it drained (its burst taken twice over) */
+        o->now = op_now(o);
         o->now_fresh = false;
         if (o->kind == THR_KIND_GCRA) {
                 gcra_decide(o->p, THR_TAT_FRESH, o->now, rq, v);
