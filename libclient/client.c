@@ -65,13 +65,16 @@
  *
  * Its order is chosen for the CPU (op_begin; measured, bench/results/2026-12-04/issue12_order.txt):
  * the hash first and a prefetch of the home slot's line (or a handle's remembered slot), which
- * need nothing of the section; then the section, the record and the clock; then the probe and the
- * CAS. The clock read (vDSO: rdtscp or lfence+rdtsc) waits for every instruction before it, but not
- * the ones after it: the probe runs in its shadow, and the slot's line travels while the clock is
- * read. The reading is older when the state is read than it was before (by the probe), which the
- * argument at op_apply already covers: an early reading never admits more, and a denial near the
- * limit is decided again on a reading taken after the state. A new key's first decision reads the
- * clock again, after the probe that found it absent (fresh_decide says why).
+ * need nothing of the section, so the line travels while the section is entered and the record
+ * checked. A handle's call then reads the clock before it looks at its slot: the clock read (vDSO:
+ * rdtscp or lfence+rdtsc) waits for every instruction before it, not the ones after, so the look
+ * runs in its shadow. The plain call reads it after the probe, as before: measured, reading it
+ * first made one process 3-8% faster on one key and on an exhausted key, but two processes on
+ * 10 000 or 1M keys 6-12% slower, which handles did not show. A reading made before the probe is
+ * older when the state is read, which the argument at op_apply covers: an early reading never
+ * admits more, and a denial near the limit is decided again on a reading taken after the state.
+ * A new key's first decision reads the clock again, after the probe that found it absent
+ * (fresh_decide says why).
  */
 #include <errno.h>
 #include <limits.h>
@@ -350,7 +353,6 @@ struct req {
         bool plain;         /* locate: on a limiter with a try form (a composed call's member),
                              * not the serial calls' kinds (serialized window, semaphore) */
         uint32_t kind_only; /* refuse (-EOPNOTSUPP) a limiter of another kind; 0: any */
-        bool find;          /* thr_op_find: the slot only (op_begin), no clock read */
         bool stored;        /* the key given is its stored form already (layout.h), read back
                              * out of a slot (thr_budget_add_stored): not digested again */
         bool quiet;         /* not counted in the limiter's counters: the caller counts the
@@ -511,9 +513,10 @@ static inline __attribute__((always_inline)) int op_begin(struct op *o, thr_limi
         }
         if (rq->cost > o->p->burst)
                 return op_refuse(o->r, o->outer, -ERANGE);
-        /* the clock, then the probe: the probe runs while the reading completes (the top of
-         * this file); the first decision on an existing key takes this reading (op_apply) */
-        o->now_fresh = !rq->find;
+        /* a handle's call: the clock, then its look, which runs while the reading completes
+         * (the top of this file); its first decision on an existing key takes this reading
+         * (op_apply). A plain call reads it in op_apply, after the probe */
+        o->now_fresh = kh != NULL;
         if (o->now_fresh) {
                 o->now = op_now(o);
                 THR_HOOK(THR_HOOK_CLOCK_READ, o);
@@ -771,8 +774,8 @@ static inline __attribute__((always_inline)) bool stage(const struct op *o, uint
  *
  * The clock is read before the state, so nothing slow sits between the load and the CAS (under
  * contention a clock call there lets the other core take the line every time): the first time
- * through, op_begin's reading (before the probe: see the top of this file), after a retry a new
- * one. An admission
+ * through a handle's call, op_begin's reading (before its look: see the top of this file), else a
+ * new one. An admission
  * decided with that earlier clock is sound: with a smaller now, it is no easier to admit, so
  * whatever admits then admits later too. A denial is only reported on a clock read after the
  * state it judges: another process may have stored a state from a clock reading later than ours,
@@ -863,12 +866,12 @@ static inline __attribute__((always_inline)) int op_apply(struct op *o, const st
                         }
                         /* A denial on a clock read before the state: read it again, the state may
                          * hold others' admissions made after our reading. Not for a GCRA try whose
-                         * deficit exceeds THR_REREAD_NS: a second reading, later by the probe
-                         * (usually tens of ns; a cold line or a first-touch fault, a few hundred),
+                         * deficit exceeds THR_REREAD_NS: a second reading, nanoseconds later (a
+                         * handle's call: later by its look too, a few hundred at a cold line),
                          * can only fix it if more than that passed between the two reads, and
                          * then the stale reading is a clock lagging by the delay, which never
                          * admits more (shm/clock.h, bound (1)): the denial stands. The cost is
-                         * over-denial only, by at most the time the probe took. */
+                         * over-denial only, by at most the time the look took. */
                         if (!clock_after_state &&
                             !(kind == THR_KIND_GCRA && v->retry_u > THR_REREAD_NS * o->p->k)) {
                                 o->now = op_now(o);
@@ -1230,7 +1233,7 @@ int thr_op_locate_plain(thr_limiter *l, const void *key, size_t len,
 /* Declared in client_internal.h. */
 int thr_op_find(thr_limiter *l, const void *key, size_t len, struct thr_reservation_priv *out)
 {
-        const struct req rq = {.mode = OP_TRY, .locate = true, .find = true};
+        const struct req rq = {.mode = OP_TRY, .locate = true};
         struct thr_params pc;
         uint8_t sk[THR_KEY_INLINE];
         struct op o = {.pc = &pc, .sk = sk}; /* not the hot path: zeroed (-Wmaybe-uninitialized) */

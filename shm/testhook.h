@@ -53,9 +53,9 @@ enum thr_hook_point {
         THR_HOOK_TSC_ANCHOR_READ,     /* a TSC re-anchor read CLOCK_MONOTONIC, not yet the cycle
                                        * count that goes with it (clock.c) */
         THR_HOOK_CLOCK_READ,          /* client: a call read its clock, not yet the key's
-                                       * state: op_begin's reading, before the probe (the
-                                       * locate calls too, not thr_op_find), or a retry's in
-                                       * op_apply (arg: op) */
+                                       * state: a key handle's call in op_begin, before its
+                                       * look; the others in op_apply, after the probe; and
+                                       * each retry's (arg: op) */
         THR_HOOK_RECLAIM_CHECKED,     /* maintenance found a retired slot's meta unchanged and
                                        * its period done, before its CAS DEAD -> FREE (arg: the
                                        * meta word) */

@@ -99,11 +99,12 @@ static uint64_t rnd(uint64_t *x)
 }
 
 /*
- * Tries and reservations on four keys (new ones among them), the clock moved by DELTA between each
- * call's reading and its probe. The model: a call on an existing key decides on R, the reading
- * before the probe; a denial (a try short by at most THR_REREAD_NS, any reservation) is decided
- * again on R + DELTA; a new key (and its insert) on R + DELTA, read after the probe missed. Exactly
- * one hooked reading per call (fresh_decide's is not hooked).
+ * Tries through key handles and plain reservations on four keys (new ones among them), the clock
+ * moved by DELTA after each call's hooked reading. A handle's try reads the clock before its probe
+ * (op_begin); a plain call after it (op_apply), and a plain call on a new key only in fresh_decide
+ * (not hooked). The model: a call on an existing key decides on R, the first reading; a denial (a
+ * try short by at most THR_REREAD_NS, any reservation) is decided again on R + DELTA; a handle's
+ * new key (and its insert) on R + DELTA, read after its probe missed; a reservation's new key on R.
  */
 Test(order_review, gcra_decides_on_the_reading_made_before_the_probe)
 {
@@ -117,6 +118,9 @@ Test(order_review, gcra_decides_on_the_reading_made_before_the_probe)
         bool live[4] = {0};
         uint64_t x = 0x9e3779b97f4a7c15ull;
         int adm = 0, den = 0, fresh = 0, reread = 0;
+        struct thr_key kh[4];
+        for (int k = 0; k < 4; k++)
+                cr_assert_eq(thr_key_init(&kh[k], L, (char[]){(char)('a' + k), 0}, 1), 0);
         thr_test_hook = clock_hook;
         for (int i = 0; i < 3000; i++) {
                 atomic_fetch_add(g_now, rnd(&x) % (TI / 2));
@@ -133,7 +137,7 @@ Test(order_review, gcra_decides_on_the_reading_made_before_the_probe)
                 uint64_t due = 0, nt = tat[kidx];
                 bool was_live = live[kidx];
                 for (int pass = 0; pass < 2; pass++) {
-                        uint64_t now = r + (pass || !was_live ? g_step : 0);
+                        uint64_t now = r + (pass || (!was_live && !reserve) ? g_step : 0);
                         shm_gcra_step(p, was_live ? tat[kidx] : THR_TAT_FRESH, now, cost, &g);
                         if (reserve) {
                                 due = g.new_tat - now > p->bt_units ? g.new_tat - p->bt_units : now;
@@ -167,7 +171,7 @@ Test(order_review, gcra_decides_on_the_reading_made_before_the_probe)
                                              (unsigned long long)rv.due_ns,
                                              (unsigned long long)due);
                 } else {
-                        rc = thr_limiter_try(L, key, 1, cost, &res);
+                        rc = thr_key_try(&kh[kidx], cost, &res);
                         cr_assert_eq(rc, ok, "step %d: try %s cost %llu at %llu (+%llu): %d", i,
                                      key, (unsigned long long)cost, (unsigned long long)r,
                                      (unsigned long long)g_step, rc);
@@ -176,7 +180,8 @@ Test(order_review, gcra_decides_on_the_reading_made_before_the_probe)
                                      (unsigned long long)g.remaining);
                         cr_assert_eq(res.retry_after_ns, ok ? 0 : g.retry_units, "step %d", i);
                 }
-                cr_assert_eq(g_reads, 1, "step %d: %d hooked clock readings", i, g_reads);
+                cr_assert_eq(g_reads, reserve && !was_live ? 0 : 1,
+                             "step %d: %d hooked clock readings", i, g_reads);
                 ok ? adm++ : den++;
                 if (ok && cost) {
                         tat[kidx] = nt;
@@ -194,8 +199,8 @@ Test(order_review, gcra_decides_on_the_reading_made_before_the_probe)
         cr_assert_gt(reread, 20);
 }
 
-/* Many new keys: each one's first decision and insert on a reading after its probe (the hook moves
- * the clock between op_begin's reading and the probe). */
+/* Many new keys through handles: each one's first decision and insert on a reading after its probe
+ * (the hook moves the clock between op_begin's reading and the probe). */
 Test(order_review, a_new_keys_insert_starts_at_a_reading_after_its_probe)
 {
         make(0, THR_CLOCK_READ_PRECISE);
@@ -208,7 +213,9 @@ Test(order_review, a_new_keys_insert_starts_at_a_reading_after_its_probe)
                 uint64_t cost = 1 + (uint64_t)i % BU;
                 g_reads = 0;
                 struct thr_result res;
-                cr_assert_eq(thr_limiter_try(L, key, strlen(key), cost, &res), 1);
+                struct thr_key h;
+                cr_assert_eq(thr_key_init(&h, L, key, strlen(key)), 0);
+                cr_assert_eq(thr_key_try(&h, cost, &res), 1);
                 cr_assert_eq(g_reads, 1);
                 cr_assert_eq(res.remaining, BU - cost);
                 cr_assert_eq(state_of(key), r + g_step + cost * TI,
@@ -244,7 +251,9 @@ Test(order_review, a_key_evicted_and_reinserted_between_the_reading_and_the_prob
         g_step = SEC; /* idle by the probe: the hook's pass evicts it */
         g_fn = evict_and_take_all;
         struct thr_result res;
-        int rc = thr_limiter_try(L, "k", 1, 1, &res);
+        struct thr_key h; /* a handle's call: its reading is made before the probe */
+        cr_assert_eq(thr_key_init(&h, L, "k", 1), 0);
+        int rc = thr_key_try(&h, 1, &res);
         thr_test_hook = NULL;
         cr_assert_eq(g_nested, 1, "the other call took the new key's burst");
         cr_assert_eq(rc, 0, "admitted on a key whose burst was taken after its reading");
@@ -266,7 +275,9 @@ Test(order_review, a_key_evicted_between_the_reading_and_the_probe_starts_after_
         g_fn = evict_idle;
         g_reads = 0;
         struct thr_result res;
-        cr_assert_eq(thr_limiter_try(L, "k", 1, 2, &res), 1);
+        struct thr_key h; /* a handle's call: its reading is made before the probe */
+        cr_assert_eq(thr_key_init(&h, L, "k", 1), 0);
+        cr_assert_eq(thr_key_try(&h, 2, &res), 1);
         thr_test_hook = NULL;
         cr_assert_eq(g_reads, 1);
         cr_assert_eq(res.remaining, BU - 2);
@@ -308,7 +319,9 @@ Test(order_review, a_child_killed_at_each_step_of_a_new_keys_call)
                 if (pid == 0) {
                         g_kill_at = pts[i];
                         thr_test_hook = kill_hook;
-                        thr_limiter_try(L, key, strlen(key), 2, NULL);
+                        struct thr_key h; /* a handle's call reads its clock before the probe */
+                        if (thr_key_init(&h, L, key, strlen(key)) == 0)
+                                thr_key_try(&h, 2, NULL);
                         _exit(3);
                 }
                 g_kid = pid;
