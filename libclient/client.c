@@ -63,15 +63,16 @@
  * (shm/hash.h, inline), a probe that usually touches one cache line, one CAS, and stores to this
  * thread's own reader record. No syscall, no lock, no allocation.
  *
- * Its order is chosen for the CPU (op_begin; measured, bench/results/2026-12-04/issue12_order.txt):
- * the hash first and a prefetch of the home slot's line (or a handle's remembered slot), which
- * need nothing of the section, so the line travels while the section is entered and the record
- * checked. A handle's call then reads the clock before it looks at its slot: the clock read (vDSO:
- * rdtscp or lfence+rdtsc) waits for every instruction before it, not the ones after, so the look
- * runs in its shadow. The plain call reads it after the probe, as before: measured, reading it
- * first made one process 3-8% faster on one key and on an exhausted key, but two processes on
- * 10 000 or 1M keys 6-12% slower, which handles did not show. A reading made before the probe is
- * older when the state is read, which the argument at op_apply covers: an early reading never
+ * A key handle's call is ordered for the CPU (op_begin; measured,
+ * bench/results/2026-12-04/issue12_order.txt): it asks for the line of the slot it remembers
+ * first (a prefetch: it needs nothing of the section), then enters the section, checks the record
+ * and reads the clock, and only then looks at the slot. The clock read (vDSO: rdtscp or
+ * lfence+rdtsc) waits for every instruction before it, not the ones after, so the look runs in its
+ * shadow while the line travels. The plain call keeps its order (the section, the record, the
+ * hash, the probe, then the clock in op_apply): reading its clock first, or hashing and
+ * prefetching its home line before the section, made one process up to 8% faster but two
+ * processes 6-13% slower on one key, 10 000 and 1M keys (measured, same file). A handle's reading
+ * is older when the state is read, which the argument at op_apply covers: an early reading never
  * admits more, and a denial near the limit is decided again on a reading taken after the state.
  * A new key's first decision reads the clock again, after the probe that found it absent
  * (fresh_decide says why).
@@ -474,21 +475,15 @@ static inline __attribute__((always_inline)) int op_begin(struct op *o, thr_limi
         if (rc < 0 || !l)
                 return rc < 0 ? rc : -EINVAL;
         o->l = l;
-        /* the key's hash and its slot's line first: they need nothing of the section (the hash
-         * keys are the header's, the geometry this process's copy), and the line is on its way
-         * while the section is entered, the record checked and the clock read */
-        if (kh) { /* a key handle: its stored form and hash as made once; its last slot first */
+        /* a key handle: its stored form and hash as made once, and the line of the slot it
+         * remembers asked for now (it needs nothing of the section: the geometry is this
+         * process's copy), so that it travels while the section is entered, the record checked
+         * and the clock read */
+        if (kh) {
                 o->len = kh->len;
                 o->key = kh->key;
                 o->hash = kh->hash;
                 key_slot_prefetch(l, kh);
-        } else {
-                o->len = (uint32_t)len;
-                o->key = __builtin_expect(len > THR_KEY_INLINE, 0) && !rq->stored
-                             ? op_key_digest(l->a, key, o->len, o->sk)
-                             : key;
-                o->hash = shm_stored_hash(l->a->hdr->hash_key, o->key, o->len);
-                shm_table_prefetch(l->a->map.base, &l->geo, o->hash);
         }
         o->r = thr_reader_get_row(l->a, &o->row, &rc);
         if (!o->r)
@@ -525,6 +520,12 @@ static inline __attribute__((always_inline)) int op_begin(struct op *o, thr_limi
                 o->slot = key_slot_last(l, kh, &o->meta);
                 if (__builtin_expect(o->slot != NULL, 1))
                         return 0;
+        } else {
+                o->len = (uint32_t)len;
+                o->key = __builtin_expect(len > THR_KEY_INLINE, 0) && !rq->stored
+                             ? op_key_digest(l->a, key, o->len, o->sk)
+                             : key;
+                o->hash = shm_stored_hash(l->a->hdr->hash_key, o->key, o->len);
         }
         o->slot = shm_table_lookup_meta(l->a->map.base, &l->geo, o->hash, o->key, o->len, &o->meta);
         return 0;

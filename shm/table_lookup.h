@@ -32,14 +32,6 @@ static inline void shm_probe_init(void *base, const struct thr_table *tb, uint64
         p->tag = (uint32_t)h;
 }
 
-/* The line of hash H's home slot, asked for ahead of a lookup (a prefetch: it reads nothing). */
-static inline void shm_table_prefetch(void *base, const struct thr_table *tb, uint64_t h)
-{
-        struct shm_probe p;
-        shm_probe_init(base, tb, h, &p);
-        __builtin_prefetch(p.slots + p.home);
-}
-
 /*
  * How many slots from P's home a lookup probes at most: the home's reach + 1 (table.c: every
  * live key whose home it is lies within its reach), or the whole shard for THR_REACH_ANY. A reach
