@@ -69,13 +69,13 @@
  * and reads the clock, and only then looks at the slot. The clock read (vDSO: rdtscp or
  * lfence+rdtsc) waits for every instruction before it, not the ones after, so the look runs in its
  * shadow while the line travels. The plain call keeps its order (the section, the record, the
- * hash, the probe, then the clock in op_apply): reading its clock first, or hashing and
- * prefetching its home line before the section, made one process up to 8% faster but two
- * processes 6-13% slower on one key, 10 000 and 1M keys (measured, same file). A handle's reading
- * is older when the state is read, which the argument at op_apply covers: an early reading never
- * admits more, and a denial near the limit is decided again on a reading taken after the state.
- * A new key's first decision reads the clock again, after the probe that found it absent
- * (fresh_decide says why).
+ * hash, the probe, then the clock in op_apply). Measured (same file): reading its clock first
+ * made one process 3-8% faster but two processes 8-12% slower on 10 000 and 1M keys, and hashing
+ * and prefetching its home line before the section made two processes 13% slower on one key.
+ * A handle's reading is older when the state is read, which the argument at op_apply covers: an
+ * early reading never admits more, and a denial near the limit is decided again on a reading taken
+ * after the state. A new key's first decision reads the clock again, after the probe that found it
+ * absent (fresh_decide says why).
  */
 #include <errno.h>
 #include <limits.h>

@@ -6,6 +6,8 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -154,6 +156,55 @@ struct thr_slot *tslot_at(struct tarena *t, const char *name, uint64_t at)
 uint64_t tkey_hint(struct thr_key *kh)
 {
         return atomic_load(&thr_key_priv(kh)->at);
+}
+
+const struct thr_reader *treader_of_tid(struct tarena *t, pid_t tid)
+{
+        const struct thr_reader *r = shm_at(t->map.base, t->map.g.reader_off);
+        for (uint32_t i = 0; i < t->map.g.reader_count; i++)
+                if (atomic_load(&r[i].owner) && atomic_load(&r[i].tid) == (uint64_t)tid)
+                        return &r[i];
+        return NULL;
+}
+
+struct cancel_first {
+        void (*call)(void *);
+        void *arg;
+        _Atomic pid_t tid;
+        _Atomic int ready, cancelled;
+};
+
+static void *cancel_first_thread(void *arg)
+{
+        struct cancel_first *c = arg;
+        pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
+        atomic_store(&c->tid, gettid());
+        atomic_store(&c->ready, 1);
+        while (!atomic_load(&c->cancelled))
+                sched_yield();
+        pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL);
+        c->call(c->arg);
+        pthread_testcancel();
+        return NULL;
+}
+
+pid_t tcancel_first(void (*call)(void *), void *arg)
+{
+        struct cancel_first c = {.call = call, .arg = arg};
+        pthread_t t;
+        cr_assert_eq(pthread_create(&t, NULL, cancel_first_thread, &c), 0);
+        while (!atomic_load(&c.ready))
+                sched_yield();
+        cr_assert_eq(pthread_cancel(t), 0);
+        atomic_store(&c.cancelled, 1);
+        struct timespec dl;
+        clock_gettime(CLOCK_REALTIME, &dl);
+        dl.tv_sec += 5; /* a thread stuck on the registry lock never ends */
+        void *ret;
+        int rc = pthread_timedjoin_np(t, &ret, &dl);
+        cr_assert_eq(rc, 0, "the cancelled thread never ended: %s", strerror(rc));
+        cr_assert_eq(ret, PTHREAD_CANCELED);
+        return atomic_load(&c.tid);
 }
 
 bool tgp_wait(struct tarena *t, uint64_t *done, int tries, unsigned nap_us)

@@ -69,6 +69,14 @@ int tcount(struct tarena *t, const char *name, unsigned st, const char *key,
  * tkey_hint - the slot KH remembers, 1 + its index (0: none). */
 struct thr_slot *tslot_at(struct tarena *t, const char *name, uint64_t at);
 uint64_t tkey_hint(struct thr_key *kh);
+/* treader_of_tid - the reader record of T's arena owned by thread TID, or NULL. */
+const struct thr_reader *treader_of_tid(struct tarena *t, pid_t tid);
+/* tcancel_first - CALL(ARG) run by a new thread with a cancellation already pending when it calls:
+ * a first call registers the thread, whose cancellation points (open, close, getrandom) the library
+ * shields while it holds the registry lock, so the cancellation acts inside the call where nothing
+ * is held, or at the latest just after it. The thread is joined within 5 s (one that unwound
+ * holding the lock never ends) and must end cancelled. Returns its tid (for treader_of_tid). */
+pid_t tcancel_first(void (*call)(void *), void *arg);
 /* tgp_wait - a grace period of T's arena, started and then scanned up to TRIES times NAP_US apart
  * (as the daemon's rescans); *DONE raised to the best result seen. Returns whether it completed. */
 bool tgp_wait(struct tarena *t, uint64_t *done, int tries, unsigned nap_us);

@@ -36,22 +36,11 @@ static void teardown(void)
 
 TestSuite(cancel, .init = setup, .fini = teardown, .timeout = 60);
 
-static _Atomic int g_ready, g_cancelled;
-static _Atomic pid_t g_tid;
-
-/* Registers with a cancellation already pending: it acts at the first cancellation point. */
-static void *first_call(void *arg)
+/* A first call made with a cancellation pending: it acts at the first cancellation point. */
+static void first_call(void *arg)
 {
         (void)arg;
-        pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
-        atomic_store(&g_tid, gettid());
-        atomic_store(&g_ready, 1);
-        while (!atomic_load(&g_cancelled))
-                sched_yield();
-        pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL);
         thr_limiter_try(L, "first", 5, 1, NULL);
-        pthread_testcancel();
-        return NULL;
 }
 
 /* Join T within 5 s (a thread stuck on the registry lock never ends). */
@@ -64,16 +53,6 @@ static void join_within(pthread_t t, void **ret)
         cr_assert_eq(rc, 0, "the cancelled thread never ended: %s", strerror(rc));
 }
 
-/* Whether some record is owned by thread TID. */
-static bool owns_record(pid_t tid)
-{
-        const struct thr_reader *r = shm_at(T.map.base, T.map.g.reader_off);
-        for (uint32_t i = 0; i < T.map.g.reader_count; i++)
-                if (atomic_load(&r[i].owner) && atomic_load(&r[i].tid) == (uint64_t)tid)
-                        return true;
-        return false;
-}
-
 static void *plain_call(void *arg)
 {
         *(int *)arg = thr_limiter_try(L, "other", 5, 1, NULL);
@@ -82,16 +61,9 @@ static void *plain_call(void *arg)
 
 Test(cancel, cancelled_during_first_call_leaves_nothing_locked)
 {
+        pid_t tid = tcancel_first(first_call, NULL);
+        cr_assert_null(treader_of_tid(&T, tid), "the cancelled thread kept its record");
         pthread_t t;
-        cr_assert_eq(pthread_create(&t, NULL, first_call, NULL), 0);
-        while (!atomic_load(&g_ready))
-                sched_yield();
-        cr_assert_eq(pthread_cancel(t), 0);
-        atomic_store(&g_cancelled, 1);
-        void *ret;
-        join_within(t, &ret);
-        cr_assert_eq(ret, PTHREAD_CANCELED);
-        cr_assert_not(owns_record(atomic_load(&g_tid)), "the cancelled thread kept its record");
 
         /* Registration, fork and exit still work. */
         int rc = -1;

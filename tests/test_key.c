@@ -355,16 +355,6 @@ Test(key, a_forged_hash_is_refused_before_the_slow_path)
         cr_assert_eq(tcount(&T, "l", THR_SLOT_LIVE, "a", NULL), 1, "one live slot for a");
 }
 
-/* The thread owning a reader record of T's arena whose tid is TID, or NULL. */
-static const struct thr_reader *record_of_tid(pid_t tid)
-{
-        const struct thr_reader *r = shm_at(T.map.base, T.map.g.reader_off);
-        for (uint32_t i = 0; i < T.map.g.reader_count; i++)
-                if (atomic_load(&r[i].owner) && atomic_load(&r[i].tid) == (uint64_t)tid)
-                        return &r[i];
-        return NULL;
-}
-
 Test(key, a_raw_clone_child_uses_its_parents_handle_with_its_own_record)
 {
         make(64, 1);
@@ -372,7 +362,7 @@ Test(key, a_raw_clone_child_uses_its_parents_handle_with_its_own_record)
         struct thr_result r;
         cr_assert_eq(thr_key_init(&kh, L, "k", 1), 0);
         cr_assert_eq(thr_key_try(&kh, 1, &r), 1);
-        const struct thr_reader *mine = record_of_tid(gettid());
+        const struct thr_reader *mine = treader_of_tid(&T, gettid());
         cr_assert_not_null(mine);
         uint64_t mine_before = atomic_load(&mine->admitted);
         /* clone(SIGCHLD) runs no atfork handler, as _Fork: only the fork generation tells */
@@ -397,39 +387,19 @@ Test(key, a_raw_clone_child_uses_its_parents_handle_with_its_own_record)
 }
 
 static struct thr_key g_first;
-static _Atomic int g_ready, g_cancelled;
-static _Atomic pid_t g_tid;
 
-/* Its first call on the arena made with a cancellation pending: registration's cancellation
- * points (open, getrandom) act there. */
-static void *first_call(void *arg)
+static void first_call(void *arg)
 {
         (void)arg;
-        pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
-        atomic_store(&g_tid, gettid());
-        atomic_store(&g_ready, 1);
-        while (!atomic_load(&g_cancelled))
-                sched_yield();
-        pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL);
         thr_key_try(&g_first, 1, NULL);
-        pthread_testcancel();
-        return NULL;
 }
 
 Test(key, a_thread_cancelled_in_its_first_handle_call_leaves_nothing_held)
 {
         make(64, 1);
         cr_assert_eq(thr_key_init(&g_first, L, "c", 1), 0);
-        pthread_t t;
-        cr_assert_eq(pthread_create(&t, NULL, first_call, NULL), 0);
-        while (!atomic_load(&g_ready))
-                sched_yield();
-        cr_assert_eq(pthread_cancel(t), 0);
-        atomic_store(&g_cancelled, 1);
-        void *ret;
-        cr_assert_eq(pthread_join(t, &ret), 0);
-        cr_assert_eq(ret, PTHREAD_CANCELED);
-        cr_assert_null(record_of_tid(atomic_load(&g_tid)), "the cancelled thread kept a record");
+        pid_t tid = tcancel_first(first_call, NULL);
+        cr_assert_null(treader_of_tid(&T, tid), "the cancelled thread kept a record");
         /* the key took at most the cancelled call's token; the rest is exact */
         struct thr_result r;
         cr_assert_eq(thr_key_try(&g_first, 0, &r), 1);

@@ -1,14 +1,15 @@
 /*
- * test_order_review.c - a hostile review of op_begin's order: the clock read before the probe, and
- * the first decision on an existing key (op_apply) taking that reading (o->now_fresh), a new key's
- * (fresh_decide) a reading after its probe. Checked: GCRA tries and reservations against a model
- * that decides on the reading made before the probe (and again on a reading after the state for a
- * denial by at most THR_REREAD_NS; a new key on a reading after the probe), the clock moved by a
- * hook between the reading and the probe; a key evicted, or evicted and inserted again by another
- * call, between the reading and the probe; a child SIGKILLed at each step of a new key's call; a
- * TSC-clock limiter's new key started on its lagged reading; thr_op_find deciding nothing and
- * reading no clock; calls refused before the clock read (-EIDRM, -ERANGE) leave their section and
- * read no clock.
+ * test_order_review.c - a hostile review of op_begin's order. A key handle's call reads the clock
+ * before it looks at its slot, and its first decision on an existing key (op_apply) takes that
+ * reading (o->now_fresh); a plain call reads it in op_apply, after the probe; a new key's first
+ * decision (fresh_decide) reads it after the probe that found the key absent. Checked: handle
+ * tries and plain reservations against a model of those readings (a denial by at most
+ * THR_REREAD_NS decided again on a reading after the state), the clock moved by a hook between the
+ * reading and the look; a key evicted, or evicted and inserted again by another call, between a
+ * handle's reading and its look; a child SIGKILLed at each step of a new key's call; a TSC-clock
+ * limiter's new key started on its lagged reading; thr_op_find deciding nothing and reading no
+ * clock; calls refused before the clock read (-EIDRM, -ERANGE) leave their section and read no
+ * clock.
  */
 #include <criterion/criterion.h>
 #include <signal.h>
