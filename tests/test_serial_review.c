@@ -191,46 +191,78 @@ Test(review_timeout, waiter_granted_at_its_deadline_never_orphans_the_hold)
  * The same with the real API only: processes take turns with short timeouts (a busy key on a
  * 2-core machine). After every -ETIMEDOUT the caller looks whether the key's hold names its own
  * record: if so, the hold is orphaned (it will never be ended) and the key is stuck.
+ *
+ * A granter that scanned this record while it still waited stores its token in the hold and,
+ * when its grant's CAS fails, 0 again: both under the key's shard lock. So the hold is judged
+ * under that lock, where no serve is half way: a token found there is an orphan, whatever ran or
+ * stalled meanwhile. (Judged by watching for 2 s instead, the test failed twice with the key not
+ * stuck: a granter and this process both stalled across the watch, as in a paused VM.)
  */
 struct churn {
         _Atomic uint64_t grants, timeouts, orphans, errors;
+        _Atomic uint64_t racy_seen; /* timeouts after which the token was in the hold, unlocked */
         _Atomic int stop;
+        /* what the orphaning process saw, for the failure's message */
+        uint64_t o_begin, o_ret, o_since, o_served0, o_served1;
+        uint32_t o_idx, o_hold_idx, o_state;
 };
 
-static void churn_child(struct churn *c, thr_limiter *l, struct thr_serial *h)
+static void churn_child(struct churn *c, thr_limiter *l, struct thr_serial *h, struct shm_probe pr)
 {
         srandom((unsigned)getpid());
         int err = 0;
         struct thr_reader *r = thr_reader_get(l->a, &err);
+        const struct thr_reader *r0 = shm_at(l->a->map.base, l->a->map.g.reader_off);
         uint64_t tok = atomic_load(&r->owner);
+        uint64_t me = shm_lock_client((uint32_t)(r - r0), tok);
         while (!atomic_load(&c->stop)) {
                 struct thr_hold hold;
                 uint64_t to = (uint64_t)(random() % 400) * 1000; /* 0 .. 400 us */
+                uint64_t served0 = atomic_load(&h->served);
+                uint64_t t_begin = shm_now_ns(l->a->hdr);
                 int rc = thr_serial_begin(l, "k", 1, 1, to, &hold);
+                uint64_t t_ret = shm_now_ns(l->a->hdr);
                 if (rc == 0) {
                         atomic_fetch_add(&c->grants, 1);
                         if (random() % 4 == 0)
                                 usleep((useconds_t)(random() % 200));
                         if (thr_serial_end(&hold) != 0)
                                 atomic_fetch_add(&c->errors, 1);
-                } else if (rc == -ETIMEDOUT) {
-                        atomic_fetch_add(&c->timeouts, 1);
-                        /* a granter taking back a grant it could not deliver stores the
-                         * token and then 0 (microseconds apart, unless it is preempted in
-                         * between): only a token that stays is an orphan, and an orphan's
-                         * stays until this process dies */
-                        for (double a = mono_s();
-                             atomic_load(&h->hold_token) == tok && mono_s() - a < 2.0;)
-                                usleep(1000);
-                        if (atomic_load(&h->hold_token) == tok) {
-                                atomic_fetch_add(&c->orphans, 1);
-                                /* stay alive: the hold is ours and nobody will end it */
-                                while (!atomic_load(&c->stop))
-                                        usleep(1000);
-                                _exit(7);
-                        }
-                } else {
+                        continue;
+                }
+                if (rc != -ETIMEDOUT) {
                         atomic_fetch_add(&c->errors, 1);
+                        continue;
+                }
+                atomic_fetch_add(&c->timeouts, 1);
+                if (atomic_load(&h->hold_token) != tok)
+                        continue;
+                atomic_fetch_add(&c->racy_seen, 1);
+                /* the lock's holder may itself be stalled: wait for it as long as the test runs */
+                int lrc;
+                while ((lrc = shm_shard_lock(&l->a->map, &pr, me, SEC)) == -ETIMEDOUT &&
+                       !atomic_load(&c->stop))
+                        ;
+                if (lrc != 0)
+                        continue;
+                bool orphan = atomic_load(&h->hold_token) == tok;
+                if (orphan) {
+                        c->o_begin = t_begin;
+                        c->o_ret = t_ret;
+                        c->o_since = atomic_load(&h->hold_since);
+                        c->o_served0 = served0;
+                        c->o_served1 = atomic_load(&h->served);
+                        c->o_idx = (uint32_t)(r - r0);
+                        c->o_hold_idx = atomic_load(&h->hold_idx);
+                        c->o_state = atomic_load(&r->wait_state);
+                }
+                shm_shard_unlock(&pr, me);
+                if (orphan) {
+                        atomic_fetch_add(&c->orphans, 1);
+                        /* stay alive: the hold is ours and nobody will end it */
+                        while (!atomic_load(&c->stop))
+                                usleep(1000);
+                        _exit(7);
                 }
         }
         _exit(0);
@@ -243,13 +275,15 @@ Test(review_timeout, short_timeouts_under_churn_orphan_holds, .timeout = 120)
         cr_assert_eq(thr_serial_begin(l, "k", 1, 1, 0, &h0), 0); /* create the key */
         cr_assert_eq(thr_serial_end(&h0), 0);
         struct thr_serial *h = hdr_of("x", "k");
+        struct shm_probe pr;
+        tprobe(&T.map, ttable(&T, "x"), "k", &pr);
         struct churn *c = shared_map(sizeof(*c));
         enum { KIDS = 6 };
         pid_t kids[KIDS];
         for (int i = 0; i < KIDS; i++) {
                 kids[i] = tfork();
                 if (kids[i] == 0)
-                        churn_child(c, l, h);
+                        churn_child(c, l, h, pr);
         }
         double t0 = mono_s();
         uint64_t last = 0;
@@ -274,12 +308,20 @@ Test(review_timeout, short_timeouts_under_churn_orphan_holds, .timeout = 120)
                 waitpid(kids[i], &st, 0);
                 orphans_exit += WIFEXITED(st) && WEXITSTATUS(st) == 7;
         }
-        cr_log_info("%.1f s: %lu grants, %lu timeouts, %lu orphaned holds, %lu errors; grants in "
-                    "the last 2 s: %lu (stalled %.1f s)",
-                    mono_s() - t0, (unsigned long)g2, (unsigned long)atomic_load(&c->timeouts),
-                    (unsigned long)atomic_load(&c->orphans), (unsigned long)atomic_load(&c->errors),
-                    (unsigned long)(g2 - g1), stalled);
-        cr_expect_eq(atomic_load(&c->orphans), 0, "a timed-out begin left the hold in its name");
+        cr_log_info(
+            "%.1f s: %lu grants, %lu timeouts (%lu with the hold in the caller's name before "
+            "the lock was taken), %lu orphaned holds, %lu errors; grants in the last 2 s: "
+            "%lu (stalled %.1f s)",
+            mono_s() - t0, (unsigned long)g2, (unsigned long)atomic_load(&c->timeouts),
+            (unsigned long)atomic_load(&c->racy_seen), (unsigned long)atomic_load(&c->orphans),
+            (unsigned long)atomic_load(&c->errors), (unsigned long)(g2 - g1), stalled);
+        cr_expect_eq(atomic_load(&c->orphans), 0,
+                     "a timed-out begin left the hold in its name: begin at %lu ns, returned at "
+                     "+%ld ns, hold granted at %+ld ns from begin; grants by serves %lu -> %lu; "
+                     "record %u, hold's record %u, wait_state %#x",
+                     (unsigned long)c->o_begin, (long)(c->o_ret - c->o_begin),
+                     (long)(c->o_since - c->o_begin), (unsigned long)c->o_served0,
+                     (unsigned long)c->o_served1, c->o_idx, c->o_hold_idx, c->o_state);
         cr_expect_gt(g2, g1, "the key is stuck: no grant for 2 s with 6 processes asking");
         munmap(c, sizeof(*c));
         thr_limiter_close(l);
