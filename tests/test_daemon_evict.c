@@ -625,14 +625,27 @@ Test(daemon_evict, daemon_reports_a_stopped_reader_and_waits)
  */
 Test(daemon_evict, a_blocked_grace_period_completes_before_the_next_pass)
 {
-        tdaemon_config(&fx, true, "maintenance_ms = 3000\nstall_ms = 100000\n", EV);
+        /*
+         * Passes 30 s apart. With 3 s, a test or reader descheduled for a second or two after
+         * the SIGCONT (the rescans back off to about a second) let the next pass complete the
+         * period first, and a correct daemon failed. With 30 s, only a missing rescan leaves the
+         * period to the next pass, 30 s later: the POLL below (POLL_S, 10 s) fails on that.
+         */
+        tdaemon_config(&fx, true, "maintenance_ms = 30000\nstall_ms = 100000\n", EV);
         int d = tdaemon_start(&fx, NULL);
         tdaemon_wait_ready(&fx, d, 1);
         int up[2], down[2];
         pid_t kid = reader_child(KID_STOP, up, down);
         hear(up[0], 'i');
         wait_stopped(kid);
-        wait_passes(d, 1); /* a pass while the reader is stopped inside its section */
+        /* A pass while the reader is stopped inside its section: the daemon's first pass comes
+         * at its start, its next one 30 s later, so the daemon is restarted now (the arena, the
+         * reader and the period counter stay) rather than waited for. */
+        uint64_t g0 = gps();
+        tdaemon_stop(&fx, d);
+        d = tdaemon_start(&fx, NULL);
+        tdaemon_wait_ready(&fx, d, 2);
+        POLL(d, gps() > g0, "the restarted daemon ran no pass");
         uint64_t g = gps();
         cr_assert_lt(atomic_load(&hdr()->gp_done), g, "the stopped reader blocks period %lu",
                      (unsigned long)g);
