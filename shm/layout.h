@@ -523,7 +523,12 @@ struct thr_shard {
          * inserts walk only their home's reach (table.c probe_locked). In the headroom, 0 in
          * arenas made before it: no hint. */
         _Atomic uint64_t no_place;
-        uint8_t pad[128 - 104];
+        /* CLOCK_MONOTONIC ns at which a client began, or last renewed, its wait for this lock (0:
+         * nobody announced): a holder that takes the lock again at once (the daemon between two
+         * segments of its pass) lets that waiter in first (shardlock.c, shm_shard_handoff).
+         * Advisory, never trusted for who holds the lock. In the headroom, 0 in older arenas. */
+        _Atomic uint64_t lock_wanted;
+        uint8_t pad[128 - 112];
 };
 
 struct thr_slot {

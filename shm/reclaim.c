@@ -503,6 +503,7 @@ static void segment_locked(const struct pass *ps, const struct thr_hdr *h, struc
         /* reclaims, trims and repairs below make places: the shard's no-place hint goes (table.c)
          */
         atomic_store_explicit(&p->shard->no_place, 0, memory_order_relaxed);
+        THR_HOOK(THR_HOOK_MAINT_SEGMENT, p->shard);
         for (uint32_t j = 0; j < seg->len; j++) {
                 struct thr_slot *s = &p->slots[(seg->start + j) % p->n];
                 uint64_t meta = atomic_load_explicit(&s->meta, memory_order_acquire);
@@ -539,15 +540,45 @@ static unsigned status_at(const struct shm_probe *p, uint32_t i)
 
 /*
  * The locked part of a shard's maintenance, in segments of about SEGMENT slots, each starting at an
- * EMPTY slot and ending before one, so the lock is held for tens of microseconds at a time however
- * large the shard (an insert waits at most insert_wait). Between segments inserts may fill an
- * EMPTY slot: each segment finds its start again under the lock. A shard with no EMPTY slot at all
- * (every slot live, retiring or reclaimed: a stalled reader held reclamation back, say) is one
- * segment, as trimming it needs the whole shard: the lock is then held for a time linear in the
- * shard (about 0.5 ms for the 23 000 slots of a shard of a million-key table), and an insert into
- * a larger shard meanwhile may get its on_full outcome.
+ * EMPTY slot and ending before one, so the lock is held for microseconds at a time however large
+ * the shard (a segment of 256 slots of a 2/3-full table: about 3 us of evictions and reclaims and,
+ * when it trims, as much again to hash its live keys). Between two segments an insert that waits
+ * for the lock goes first (relock): otherwise it waited for the whole shard, the lock being free
+ * for a few instructions at a time. Inserts may then fill an EMPTY slot: each segment finds its
+ * start again under the lock. A shard with no EMPTY slot at all (every slot live, retiring or
+ * reclaimed: a stalled reader held reclamation back, say) is one segment, as trimming it needs
+ * the whole shard: the lock is then held for a time linear in the shard (about 0.5 ms for the
+ * 23 000 slots of a shard of a million-key table), and an insert into a larger shard meanwhile
+ * may get its on_full outcome.
  */
-#define SEGMENT 4096u
+#define SEGMENT 256u
+/* A handover waits at most this for the waiter to take the lock (it may be in a 50 us nap:
+ * shardlock.c), then as long for its insert; a step spends at most HANDOFF_BUDGET_NS so (a client
+ * that scribbles lock_wanted slows the pass by that much, no more), HANDOFF_ROUNDS per segment. */
+#define HANDOFF_WINDOW_NS 100000ull
+#define HANDOFF_BUDGET_NS 2000000ull
+#define HANDOFF_ROUNDS    4
+
+/* Take P's lock for a segment: one try for the first (AGAIN false: the daemon never waits); for
+ * the next ones, a client that announced a wait goes first (shm_shard_handoff), and the lock is
+ * tried again after each such turn. False: held, and the shard is left for the next pass. */
+static bool relock(const struct shm_map *m, struct shm_probe *p, uint64_t me, bool again,
+                   struct shm_maint_stats *st)
+{
+        for (int round = 0; round <= HANDOFF_ROUNDS; round++) {
+                uint64_t spent = 0;
+                if (again && round < HANDOFF_ROUNDS && st->handoff_ns < HANDOFF_BUDGET_NS) {
+                        spent = shm_shard_handoff(p, HANDOFF_WINDOW_NS);
+                        st->handoff_ns += spent;
+                        st->handoffs += spent != 0;
+                }
+                if (shm_shard_trylock(m, p, me) == 0)
+                        return true;
+                if (!spent)
+                        return false; /* held, and nobody waits to be let in: busy */
+        }
+        return false;
+}
 
 static void shard_locked(const struct pass *ps, const struct shm_map *m,
                          const struct shm_lim_snap *snap, struct shm_probe *p, uint32_t shard,
@@ -557,8 +588,8 @@ static void shard_locked(const struct pass *ps, const struct shm_map *m,
         const struct thr_hdr *h = shm_hdr(m);
         struct thr_table *tb = shm_at(m->base, snap->table_off);
         uint32_t n = p->n, covered = 0, i = first_empty < 0 ? 0 : (uint32_t)first_empty;
-        while (covered < n) {
-                if (shm_shard_trylock(m, p, a->me) < 0) {
+        for (bool again = false; covered < n; again = true) {
+                if (!relock(m, p, a->me, again, st)) {
                         st->busy_shards++;
                         return;
                 }

@@ -87,6 +87,8 @@ uint64_t shm_maint_budget(const struct thr_table *geo, uint64_t budget, uint64_t
 struct shm_maint_stats {
         uint64_t scanned, live, evicted, finished, reclaimed, retiring, trimmed, repaired;
         uint32_t busy_shards; /* shards whose lock was held: eviction and trimming wait */
+        uint32_t handoffs;    /* waits between two segments for a client that wanted the lock */
+        uint64_t handoff_ns;  /* their time (capped per step: reclaim.c) */
 };
 
 /*

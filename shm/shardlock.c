@@ -32,6 +32,19 @@
  * of the same thread) gets -EDEADLK at once. While waiting, cancellation is disabled: the wait
  * sleeps, and a thread must not be cancelled with the shard half-judged. The daemon never waits:
  * it only tries.
+ *
+ * Handing over. The daemon's pass over a shard takes the lock once per segment and takes it again
+ * a few instructions after it let it go: a waiter that polls with pauses, yields and naps almost
+ * never saw it free, and waited for the whole shard's maintenance (churn at one process: 330 waits
+ * in 0.12 s, 70-90 us each, every one on the daemon; bench/results/2026-12-05/issue12_handoff.txt).
+ * So a waiter announces itself: the shard's lock_wanted holds the CLOCK_MONOTONIC time it began
+ * waiting, renewed at each liveness check, and is cleared when it stops waiting, by a CAS from its
+ * own stamp (another waiter's stays). shm_shard_handoff, called by the daemon between two segments,
+ * sees a stamp younger than THR_HANDOFF_FRESH_NS and waits, spinning, a bounded time for somebody
+ * to take the lock and then to give it back. The word is advisory, a hint of who should go next:
+ * a waiter killed while waiting leaves a stamp that goes stale within THR_HANDOFF_FRESH_NS, one
+ * a client scribbles costs the daemon at most its bounded window per call (and the daemon caps
+ * the time it spends so per step: reclaim.c); who holds the lock never depends on it.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -141,7 +154,16 @@ static void pause_once(unsigned spins, uint64_t waited)
         nanosleep(&nap, NULL); /* cancellation is disabled around the wait */
 }
 
-static int wait_for(const struct shm_map *m, struct shm_probe *p, uint64_t me, uint64_t wait_ns)
+/* Announce a wait for P's lock at NOW (shm_shard_handoff): the stamp this waiter last stored. */
+static uint64_t announce(struct shm_probe *p, uint64_t now)
+{
+        uint64_t stamp = now ? now : 1;
+        atomic_store_explicit(&p->shard->lock_wanted, stamp, memory_order_relaxed);
+        return stamp;
+}
+
+static int wait_loop(const struct shm_map *m, struct shm_probe *p, uint64_t me, uint64_t wait_ns,
+                     uint64_t *stamp)
 {
         uint64_t start = 0, checked = 0;
         bool counted = false;
@@ -167,6 +189,7 @@ static int wait_for(const struct shm_map *m, struct shm_probe *p, uint64_t me, u
                 }
                 if (now - checked >= CHECK_EVERY_NS) {
                         checked = now;
+                        *stamp = announce(p, now); /* still waiting: the stamp stays fresh */
                         if (shm_lock_holder_gone(m, v) && take_over(p, v, me))
                                 return 0;
                 }
@@ -183,6 +206,17 @@ static int wait_for(const struct shm_map *m, struct shm_probe *p, uint64_t me, u
         }
 }
 
+/* Wait for P's lock, announced (see the top of this file) until this waiter stops waiting. */
+static int wait_for(const struct shm_map *m, struct shm_probe *p, uint64_t me, uint64_t wait_ns)
+{
+        uint64_t stamp = announce(p, mono_ns());
+        int rc = wait_loop(m, p, me, wait_ns, &stamp);
+        /* only this waiter's own stamp: a later waiter's announcement stays */
+        atomic_compare_exchange_strong_explicit(&p->shard->lock_wanted, &stamp, 0,
+                                                memory_order_relaxed, memory_order_relaxed);
+        return rc;
+}
+
 int shm_shard_lock(const struct shm_map *m, struct shm_probe *p, uint64_t me, uint64_t wait_ns)
 {
         uint64_t v;
@@ -194,6 +228,41 @@ int shm_shard_lock(const struct shm_map *m, struct shm_probe *p, uint64_t me, ui
         rc = wait_for(m, p, me, wait_ns);
         pthread_setcancelstate(old, NULL);
         return rc;
+}
+
+/* Spin while P's lock is FREE (true) or held (false), at most WINDOW_NS from *NOW on (*NOW: the
+ * last clock reading). Whether that ended before the window did. */
+static bool spin_while(struct shm_probe *p, bool free, uint64_t window_ns, uint64_t *now)
+{
+        uint64_t from = *now;
+        for (unsigned i = 0;; i++) {
+                bool is_free = atomic_load_explicit(&p->shard->lock, memory_order_relaxed) == 0;
+                if (is_free != free)
+                        return true;
+                if ((i & 15) == 15 && (*now = mono_ns()) - from >= window_ns)
+                        return false;
+#if defined(__x86_64__) || defined(__i386__)
+                __builtin_ia32_pause();
+#endif
+        }
+}
+
+uint64_t shm_shard_handoff(struct shm_probe *p, uint64_t window_ns)
+{
+        uint64_t wanted = atomic_load_explicit(&p->shard->lock_wanted, memory_order_relaxed);
+        if (!wanted)
+                return 0;
+        uint64_t start = mono_ns(), now = start;
+        /* stale (its waiter died, or gave up without clearing it) or from the future (scribbled) */
+        if (wanted > start || start - wanted > THR_HANDOFF_FRESH_NS)
+                return 0;
+        /* the waiter's turn (it may be in a nap: the window covers one), then its insert */
+        if (spin_while(p, true, window_ns, &now)) {
+                now = mono_ns();
+                spin_while(p, false, window_ns, &now);
+        }
+        now = mono_ns();
+        return now > start ? now - start : 1;
 }
 
 void shm_shard_unlock(struct shm_probe *p, uint64_t me)

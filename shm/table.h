@@ -76,6 +76,14 @@ uint64_t shm_lock_daemon(uint64_t attach);
  * on M's descriptor, maybe pidfd_open). Never trusts V beyond M's checked geometry.
  */
 int shm_shard_lock(const struct shm_map *m, struct shm_probe *p, uint64_t me, uint64_t wait_ns);
+/*
+ * shm_shard_handoff - for a holder that has just unlocked P's shard and will take the lock again
+ * at once: if a waiter announced itself within THR_HANDOFF_FRESH_NS, wait (spinning) at most
+ * WINDOW_NS for somebody to take the lock, then at most WINDOW_NS for it to be free again. Returns
+ * the ns spent (0 at once when nobody waits). Never takes the lock.
+ */
+#define THR_HANDOFF_FRESH_NS 1000000ull
+uint64_t shm_shard_handoff(struct shm_probe *p, uint64_t window_ns);
 int shm_shard_trylock(const struct shm_map *m, struct shm_probe *p, uint64_t me);
 bool shm_shard_lock_free(struct shm_probe *p, uint64_t me);
 void shm_shard_unlock(struct shm_probe *p, uint64_t me);

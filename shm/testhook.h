@@ -68,6 +68,8 @@ enum thr_hook_point {
         THR_HOOK_EXPIRING_INLINE,     /* an insert is about to CAS an idle key it met on its probe
                                        * path from the state it read to DEAD (arg: the slot) */
         THR_HOOK_EXPIRED_INLINE,      /* that CAS done, the slot not yet retired (arg: the slot) */
+        THR_HOOK_MAINT_SEGMENT,       /* maintenance holds a shard's lock for a segment, nothing
+                                       * of it done yet (arg: the shard) */
 };
 
 #ifdef THR_TEST_HOOKS

@@ -9,6 +9,8 @@
  */
 #include <criterion/criterion.h>
 #include <criterion/logging.h>
+#include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +20,7 @@
 
 #include "client_internal.h"
 #include "helpers.h"
+#include "testhook.h"
 
 static struct tarena T;
 static thr_limiter *L[2];
@@ -136,6 +139,168 @@ Test(shardlock, a_thread_waiting_for_its_own_lock_gets_on_full_at_once)
         cr_assert_eq(atomic_load(&shard_of("deny")->lock_waits), 0, "no wait at all");
         atomic_store(&shard_of("deny")->lock, 0);
         cr_assert_eq(thr_limiter_try(L[0], "new", 3, 1, &r), 1);
+}
+
+/* ---------------------------------------------------------------- handing the lock over */
+
+static uint64_t mono(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t)ts.tv_sec * SEC + (uint64_t)ts.tv_nsec;
+}
+
+/* A thread that waits for a shard lock (released by GO), notes that it got it, gives it back. */
+struct waiter {
+        struct shm_probe p;
+        _Atomic int go, got, rc;
+        _Atomic uint32_t got_at; /* when it got the lock: segments locked by the pass before */
+};
+
+static _Atomic uint32_t g_segments; /* segments the pass under test has locked so far */
+
+static void *waiter_main(void *arg)
+{
+        struct waiter *w = arg;
+        uint64_t me = tlock_me(T.a);
+        while (!atomic_load(&w->go))
+                sched_yield();
+        /* judged through the client's own mapping: the daemon's lock is held through T.map's
+         * open file description, which would see no conflict with itself (a dead daemon) */
+        int rc = shm_shard_lock(&T.a->map, &w->p, me, 30 * SEC);
+        if (rc == 0) {
+                atomic_store(&w->got_at, atomic_load(&g_segments));
+                atomic_store(&w->got, 1);
+                shm_shard_unlock(&w->p, me);
+        }
+        atomic_store(&w->rc, rc);
+        return NULL;
+}
+
+/* Until the waiter announced its wait (lock_wanted), at most 10 s. */
+static void await_announced(struct waiter *w)
+{
+        uint64_t t0 = mono();
+        while (!atomic_load(&w->p.shard->lock_wanted))
+                if (mono() - t0 > 10 * SEC)
+                        cr_assert_fail("the waiter never announced its wait");
+}
+
+/* This process plays a live daemon (its lock, its attach number): a waiter must not take the
+ * shard lock over from it as a dead daemon's. */
+static uint64_t play_daemon(void)
+{
+        cr_assert_eq(shm_daemon_lock(&T.map, NULL), 0);
+        return shm_lock_daemon(atomic_load(&shm_hdr(&T.map)->attach_count));
+}
+
+/*
+ * A holder that gives the lock back and takes it again at once (the daemon between two segments
+ * of a shard) left a waiter a gap of a few instructions: it waited for the whole shard. A waiter
+ * announces itself, and shm_shard_handoff lets it in first: it returns once the waiter took the
+ * lock and gave it back. Nobody waiting, or a stamp gone stale (a waiter that died) or from the
+ * future (a client's scribble): it returns at once. (The window here is long, 10 s, so that a
+ * waiter descheduled for a while still makes it: the protocol is what is tested, not the pace.)
+ */
+Test(shardlock, a_waiter_that_announced_itself_is_let_in_by_a_handoff)
+{
+        make();
+        uint64_t dme = play_daemon();
+        struct waiter w = {0};
+        tprobe(&T.map, ttable(&T, "deny"), "any", &w.p);
+        cr_assert_eq(shm_shard_handoff(&w.p, 10 * SEC), 0, "nobody waits: no handoff");
+        cr_assert_eq(shm_shard_trylock(&T.map, &w.p, dme), 0);
+        pthread_t th;
+        cr_assert_eq(pthread_create(&th, NULL, waiter_main, &w), 0);
+        atomic_store(&w.go, 1);
+        await_announced(&w);
+        shm_shard_unlock(&w.p, dme);
+        uint64_t spent = shm_shard_handoff(&w.p, 10 * SEC);
+        cr_assert_gt(spent, 0, "a waiter announced itself: a handoff");
+        cr_assert(atomic_load(&w.got), "the waiter had the lock before the handoff ended");
+        cr_assert_eq(atomic_load(&w.p.shard->lock), 0, "and had given it back");
+        pthread_join(th, NULL);
+        cr_assert_eq(atomic_load(&w.rc), 0);
+        cr_assert_eq(atomic_load(&w.p.shard->lock_wanted), 0, "the waiter cleared its stamp");
+        /* stale, future: no wait (a 10 s window would show) */
+        atomic_store(&w.p.shard->lock_wanted, mono() - 2 * THR_HANDOFF_FRESH_NS);
+        cr_assert_eq(shm_shard_handoff(&w.p, 10 * SEC), 0, "a stale stamp: its waiter is gone");
+        atomic_store(&w.p.shard->lock_wanted, mono() + SEC);
+        cr_assert_eq(shm_shard_handoff(&w.p, 10 * SEC), 0, "a stamp from the future: scribbled");
+        /* a fresh stamp nobody answers costs the window, no more, and takes nothing */
+        atomic_store(&w.p.shard->lock_wanted, mono());
+        spent = shm_shard_handoff(&w.p, 20 * 1000 * 1000);
+        cr_assert_geq(spent, 20 * 1000 * 1000);
+        cr_assert_eq(atomic_load(&w.p.shard->lock), 0);
+}
+
+static struct waiter *g_w;
+
+/* The first segment's hook: the waiter starts waiting while the pass holds the lock. */
+static void start_waiter(enum thr_hook_point pt, void *arg)
+{
+        if (pt != THR_HOOK_MAINT_SEGMENT)
+                return;
+        if (atomic_fetch_add(&g_segments, 1) == 0) {
+                atomic_store(&g_w->go, 1);
+                await_announced(g_w);
+        }
+        (void)arg;
+}
+
+/*
+ * The daemon's pass over a shard of many segments, with an insert waiting from the first one:
+ * the insert gets the lock at a segment's end, not after the whole shard. Each attempt is a
+ * fresh arena whose one shard holds 4096 idle keys (every segment has evictions to make); the
+ * handover's window is 100 us, so a waiter descheduled across every segment's end of a pass
+ * misses it: up to 5 attempts, one must show it (before it, the waiter got in after the last
+ * segment, or by luck in the few instructions between two).
+ */
+Test(shardlock, the_daemons_pass_lets_a_waiting_insert_in_between_two_segments)
+{
+        int shown = 0;
+        for (int attempt = 0; attempt < 5 && !shown; attempt++) {
+                struct shm_limiter_spec s = tspec("big", 1, SEC, 5, 5);
+                s.shards = 1;
+                s.capacity = 4096;
+                s.idle_ttl_ns = SEC;
+                tarena_make(&T, THR_CLOCK_MANUAL, SHM_HUGE_OFF, &s, 1);
+                thr_limiter *l = tlim(&T, "big");
+                char key[32];
+                for (int i = 0; i < 4096; i++) {
+                        int n = snprintf(key, sizeof(key), "k%d", i);
+                        cr_assert_eq(thr_limiter_try(l, key, (size_t)n, 1, NULL), 1);
+                }
+                cr_assert_eq(thr_clock_advance(T.a, 10 * SEC), 0); /* all idle past the TTL */
+                uint64_t dme = play_daemon();
+                struct waiter w = {0};
+                tprobe(&T.map, ttable(&T, "big"), "new", &w.p);
+                g_w = &w;
+                atomic_store(&g_segments, 0);
+                pthread_t th;
+                cr_assert_eq(pthread_create(&th, NULL, waiter_main, &w), 0);
+                struct shm_lim_snap snap = tsnap(&T, "big");
+                struct shm_maint_args a = tmaint_args(&T, &snap, 0, dme);
+                uint32_t cursor = 0;
+                struct shm_maint_stats st = {0};
+                thr_test_hook = start_waiter;
+                shm_table_maintain(&T.map, &snap, &a, &cursor, UINT64_MAX, &st);
+                thr_test_hook = NULL;
+                pthread_join(th, NULL);
+                uint32_t total = atomic_load(&g_segments);
+                cr_log_info("attempt %d: %u segments, %u handoffs (%.0f us), the waiter got the "
+                            "lock after %u of them; evicted %lu",
+                            attempt, total, st.handoffs, (double)st.handoff_ns / 1e3,
+                            atomic_load(&w.got_at), (unsigned long)st.evicted);
+                cr_assert_eq(atomic_load(&w.rc), 0);
+                cr_assert_eq(st.evicted, 4096, "the pass did all its work");
+                cr_assert_gt(total, 8, "a shard of many segments");
+                shown = st.handoffs > 0 && atomic_load(&w.got_at) < total;
+                thr_limiter_close(l);
+                tarena_free(&T);
+                memset(&T, 0, sizeof(T));
+        }
+        cr_assert(shown, "in 5 passes, the waiting insert never got the lock between two segments");
 }
 
 /* ---------------------------------------------------------------- the real daemon */
