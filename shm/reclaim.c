@@ -559,25 +559,24 @@ static unsigned status_at(const struct shm_probe *p, uint32_t i)
 #define HANDOFF_BUDGET_NS 2000000ull
 #define HANDOFF_ROUNDS    4
 
-/* Take P's lock for a segment: one try for the first (AGAIN false: the daemon never waits); for
- * the next ones, a client that announced a wait goes first (shm_shard_handoff), and the lock is
- * tried again after each such turn. False: held, and the shard is left for the next pass. */
+/* Take P's lock for a segment: one try for the first (AGAIN false: the daemon never waits to
+ * start a shard); for the next ones, a client that announced a wait, or took the lock in the
+ * meantime, goes first (shm_shard_handoff), and the lock is tried again after each such turn, a
+ * few times at most. False: held, and the rest of the shard is left for the next pass. */
 static bool relock(const struct shm_map *m, struct shm_probe *p, uint64_t me, bool again,
                    struct shm_maint_stats *st)
 {
-        for (int round = 0; round <= HANDOFF_ROUNDS; round++) {
-                uint64_t spent = 0;
-                if (again && round < HANDOFF_ROUNDS && st->handoff_ns < HANDOFF_BUDGET_NS) {
-                        spent = shm_shard_handoff(p, HANDOFF_WINDOW_NS);
+        for (int round = 0;; round++) {
+                if (again && st->handoff_ns < HANDOFF_BUDGET_NS) {
+                        uint64_t spent = shm_shard_handoff(p, HANDOFF_WINDOW_NS);
                         st->handoff_ns += spent;
                         st->handoffs += spent != 0;
                 }
                 if (shm_shard_trylock(m, p, me) == 0)
                         return true;
-                if (!spent)
-                        return false; /* held, and nobody waits to be let in: busy */
+                if (!again || round == HANDOFF_ROUNDS || st->handoff_ns >= HANDOFF_BUDGET_NS)
+                        return false;
         }
-        return false;
 }
 
 static void shard_locked(const struct pass *ps, const struct shm_map *m,

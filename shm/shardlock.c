@@ -53,12 +53,13 @@
 
 #include "shm.h"
 
-#define CLIENT_IDX_SHIFT 40
-#define TOKEN_MASK       ((1ull << CLIENT_IDX_SHIFT) - 1)
-#define SPINS            128       /* busy polls before the first liveness check */
-#define CHECK_EVERY_NS   200000ull /* liveness checks (syscalls) at most this often */
-#define NAP_AFTER_NS     100000ull /* yield first, then sleep in naps of NAP_NS */
-#define NAP_NS           50000ull
+#define CLIENT_IDX_SHIFT    40
+#define TOKEN_MASK          ((1ull << CLIENT_IDX_SHIFT) - 1)
+#define SPINS               128       /* busy polls before the first liveness check */
+#define CHECK_EVERY_NS      200000ull /* liveness checks (syscalls) at most this often */
+#define NAP_AFTER_NS        100000ull /* yield first, then sleep in naps of NAP_NS */
+#define NAP_NS              50000ull
+#define NAP_AFTER_DAEMON_NS 1000000ull /* behind the daemon: see wait_loop */
 
 static_assert(THR_MAX_READERS < (1u << (63 - CLIENT_IDX_SHIFT)), "reader index fits the word");
 
@@ -138,7 +139,7 @@ static uint64_t mono_ns(void)
 }
 
 /* One step of a wait that started at START: spin, then yield, then nap. */
-static void pause_once(unsigned spins, uint64_t waited)
+static void pause_once(unsigned spins, uint64_t waited, uint64_t nap_after)
 {
         if (spins < SPINS) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -146,7 +147,7 @@ static void pause_once(unsigned spins, uint64_t waited)
 #endif
                 return;
         }
-        if (waited < NAP_AFTER_NS) {
+        if (waited < nap_after) {
                 sched_yield();
                 return;
         }
@@ -179,7 +180,7 @@ static int wait_loop(const struct shm_map *m, struct shm_probe *p, uint64_t me, 
                 if (v == me)
                         return -EDEADLK; /* our own thread holds it: it cannot be released */
                 if (spins < SPINS) {
-                        pause_once(spins, 0);
+                        pause_once(spins, 0, 0);
                         continue;
                 }
                 uint64_t now = mono_ns();
@@ -202,7 +203,13 @@ static int wait_loop(const struct shm_map *m, struct shm_probe *p, uint64_t me, 
                                                   memory_order_relaxed);
                         return -ETIMEDOUT;
                 }
-                pause_once(spins, now - start);
+                /* the daemon holds a shard for one segment at a time and hands it to a waiter
+                 * between two (shm_shard_handoff, 100 us at most): a waiter in a 50 us nap (more
+                 * with the timer's slack) missed those windows, so behind the daemon it yields
+                 * for longer before it naps (a stopped daemon then costs a waiter 1 ms of
+                 * yields, then naps as before) */
+                pause_once(spins, now - start,
+                           v & THR_LOCK_DAEMON ? NAP_AFTER_DAEMON_NS : NAP_AFTER_NS);
         }
 }
 
@@ -249,15 +256,17 @@ static bool spin_while(struct shm_probe *p, bool free, uint64_t window_ns, uint6
 
 uint64_t shm_shard_handoff(struct shm_probe *p, uint64_t window_ns)
 {
+        bool held = atomic_load_explicit(&p->shard->lock, memory_order_relaxed) != 0;
         uint64_t wanted = atomic_load_explicit(&p->shard->lock_wanted, memory_order_relaxed);
-        if (!wanted)
+        if (!held && !wanted)
                 return 0;
         uint64_t start = mono_ns(), now = start;
         /* stale (its waiter died, or gave up without clearing it) or from the future (scribbled) */
-        if (wanted > start || start - wanted > THR_HANDOFF_FRESH_NS)
+        if (!held && (wanted > start || start - wanted > THR_HANDOFF_FRESH_NS))
                 return 0;
-        /* the waiter's turn (it may be in a nap: the window covers one), then its insert */
-        if (spin_while(p, true, window_ns, &now)) {
+        /* the waiter's turn (it may be in a nap: the window covers one), then its insert; or the
+         * insert of one that took the lock on its own in the meantime */
+        if (held || spin_while(p, true, window_ns, &now)) {
                 now = mono_ns();
                 spin_while(p, false, window_ns, &now);
         }

@@ -79,8 +79,9 @@ int shm_shard_lock(const struct shm_map *m, struct shm_probe *p, uint64_t me, ui
 /*
  * shm_shard_handoff - for a holder that has just unlocked P's shard and will take the lock again
  * at once: if a waiter announced itself within THR_HANDOFF_FRESH_NS, wait (spinning) at most
- * WINDOW_NS for somebody to take the lock, then at most WINDOW_NS for it to be free again. Returns
- * the ns spent (0 at once when nobody waits). Never takes the lock.
+ * WINDOW_NS for somebody to take the lock, then at most WINDOW_NS for it to be free again; if
+ * somebody holds it already, only the second. Returns the ns spent (0 at once when the lock is
+ * free and nobody waits). Never takes the lock.
  */
 #define THR_HANDOFF_FRESH_NS 1000000ull
 uint64_t shm_shard_handoff(struct shm_probe *p, uint64_t window_ns);

@@ -155,13 +155,25 @@ struct waiter {
         struct shm_probe p;
         _Atomic int go, got, rc;
         _Atomic uint32_t got_at; /* when it got the lock: segments locked by the pass before */
+        bool pin;                /* run it on CPU 1, the test's thread on CPU 0 */
 };
 
 static _Atomic uint32_t g_segments; /* segments the pass under test has locked so far */
 
+/* Run the calling thread on CPU CPU only (of 2 or more). */
+static void pin_to(int cpu)
+{
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(cpu, &set);
+        cr_assert_eq(pthread_setaffinity_np(pthread_self(), sizeof(set), &set), 0);
+}
+
 static void *waiter_main(void *arg)
 {
         struct waiter *w = arg;
+        if (w->pin)
+                pin_to(1);
         uint64_t me = tlock_me(T.a);
         while (!atomic_load(&w->go))
                 sched_yield();
@@ -258,6 +270,16 @@ static void start_waiter(enum thr_hook_point pt, void *arg)
  */
 Test(shardlock, the_daemons_pass_lets_a_waiting_insert_in_between_two_segments)
 {
+        /* Two CPUs, one each: a waiter that shares the pass's CPU runs only when the scheduler
+         * preempts the pass (the handover spins: a yield there cost 8 processes of churn 15%). */
+        cpu_set_t cpus;
+        cr_assert_eq(sched_getaffinity(0, sizeof(cpus), &cpus), 0);
+        if (!CPU_ISSET(0, &cpus) || !CPU_ISSET(1, &cpus))
+                cr_skip_test("needs CPUs 0 and 1 (the pass on one, the waiting insert on the "
+                             "other); this process may run on %d",
+                             CPU_COUNT(&cpus));
+        cpu_set_t all = cpus;
+        pin_to(0);
         int shown = 0;
         for (int attempt = 0; attempt < 5 && !shown; attempt++) {
                 struct shm_limiter_spec s = tspec("big", 1, SEC, 5, 5);
@@ -273,7 +295,7 @@ Test(shardlock, the_daemons_pass_lets_a_waiting_insert_in_between_two_segments)
                 }
                 cr_assert_eq(thr_clock_advance(T.a, 10 * SEC), 0); /* all idle past the TTL */
                 uint64_t dme = play_daemon();
-                struct waiter w = {0};
+                struct waiter w = {.pin = true};
                 tprobe(&T.map, ttable(&T, "big"), "new", &w.p);
                 g_w = &w;
                 atomic_store(&g_segments, 0);
@@ -300,6 +322,7 @@ Test(shardlock, the_daemons_pass_lets_a_waiting_insert_in_between_two_segments)
                 tarena_free(&T);
                 memset(&T, 0, sizeof(T));
         }
+        cr_assert_eq(pthread_setaffinity_np(pthread_self(), sizeof(all), &all), 0);
         cr_assert(shown, "in 5 passes, the waiting insert never got the lock between two segments");
 }
 
