@@ -135,12 +135,16 @@ static void pass(struct supervisor *s, const struct registry *reg, bool beat)
                 acc->reclaimed += st.reclaimed;
                 acc->retiring += st.retiring;
                 acc->live += st.live;
+                acc->handoffs += st.handoffs;
+                acc->handoff_ns += st.handoff_ns;
                 if (wrapped) {
-                        if (acc->evicted || acc->reclaimed)
+                        if (acc->evicted || acc->reclaimed || acc->handoffs)
                                 log_debug("limiter '%s': pass done: %" PRIu64 " live, %" PRIu64
-                                          " evicted, %" PRIu64 " reclaimed, %" PRIu64 " retiring",
+                                          " evicted, %" PRIu64 " reclaimed, %" PRIu64
+                                          " retiring; the lock let to %" PRIu64
+                                          " waiting inserts between segments (%" PRIu64 " us)",
                                           snap.name, acc->live, acc->evicted, acc->reclaimed,
-                                          acc->retiring);
+                                          acc->retiring, acc->handoffs, acc->handoff_ns / 1000);
                         s->passes++;
                         *acc = (struct sup_lim_stats){0};
                 }

@@ -39,6 +39,7 @@ struct adapt_state {
 
 struct sup_lim_stats {
         uint64_t live, evicted, reclaimed, retiring; /* over the current pass */
+        uint64_t handoffs, handoff_ns; /* the lock let to waiting inserts between segments */
 };
 
 struct supervisor {
