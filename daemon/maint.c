@@ -113,6 +113,7 @@ static void pass(struct supervisor *s, const struct registry *reg, bool beat)
         adapt_pass(s, reg); /* adaptive limiters whose interval is over: a step each */
         uint64_t now = shm_now_ns(h);
         uint32_t tag = shm_retire_tag(h);
+        uint64_t handoff_left = THR_MAINT_HANDOFF_NS; /* the whole pass's, all limiters */
         for (uint32_t i = 0; i < reg->n; i++) {
                 struct shm_lim_snap snap;
                 uint32_t idx = reg->idx[i];
@@ -124,7 +125,8 @@ static void pass(struct supervisor *s, const struct registry *reg, bool beat)
                                            .ttl_units = p->idle_ttl_ns * p->k,
                                            .tag = tag,
                                            .done = s->gp_done,
-                                           .me = s->lock_me};
+                                           .me = s->lock_me,
+                                           .handoff_left = &handoff_left};
                 struct shm_maint_stats st = {0};
                 uint64_t period_ms = reg->cfg.maintenance_ms ? reg->cfg.maintenance_ms : 100;
                 uint64_t budget = shm_maint_budget(&snap.table, reg->cfg.scan_budget,

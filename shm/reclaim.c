@@ -552,29 +552,43 @@ static unsigned status_at(const struct shm_probe *p, uint32_t i)
  * may get its on_full outcome.
  */
 #define SEGMENT 256u
-/* A handover waits at most this for the waiter to take the lock (it may be in a 50 us nap:
- * shardlock.c), then as long for its insert; a step spends at most HANDOFF_BUDGET_NS so (a client
- * that scribbles lock_wanted slows the pass by that much, no more), HANDOFF_ROUNDS per segment. */
+/* A handover waits at most this for the waiter to take the lock (it may be between two yields,
+ * or in a nap: shardlock.c), then as long for its insert; HANDOFF_ROUNDS of them per segment at
+ * most, within the pass's budget (shm_maint_args.handoff_left). */
 #define HANDOFF_WINDOW_NS 100000ull
-#define HANDOFF_BUDGET_NS 2000000ull
 #define HANDOFF_ROUNDS    4
 
-/* Take P's lock for a segment: one try for the first (AGAIN false: the daemon never waits to
- * start a shard); for the next ones, a client that announced a wait, or took the lock in the
- * meantime, goes first (shm_shard_handoff), and the lock is tried again after each such turn, a
- * few times at most. False: held, and the rest of the shard is left for the next pass. */
-static bool relock(const struct shm_map *m, struct shm_probe *p, uint64_t me, bool again,
+/* The handover time the step may still spend. */
+static uint64_t handoff_left(const struct shm_maint_args *a, const struct shm_maint_stats *st)
+{
+        if (a->handoff_left)
+                return *a->handoff_left;
+        return st->handoff_ns < THR_MAINT_HANDOFF_NS ? THR_MAINT_HANDOFF_NS - st->handoff_ns : 0;
+}
+
+/*
+ * Take P's lock for a segment. A client that announced a wait, or holds the lock (an insert,
+ * microseconds), goes first (shm_shard_handoff), then the lock is tried; HANDOFF_ROUNDS such
+ * turns at most, within the pass's handover budget: the daemon waits a bounded time for clients,
+ * never for one that does not move. False: held, and the rest of the shard is left for the next
+ * pass. (Before the handover, a pass left a shard at its first segment whenever an insert held
+ * it, and let a waiting insert in only after the whole shard.)
+ */
+static bool relock(const struct shm_map *m, struct shm_probe *p, const struct shm_maint_args *a,
                    struct shm_maint_stats *st)
 {
         for (int round = 0;; round++) {
-                if (again && st->handoff_ns < HANDOFF_BUDGET_NS) {
+                uint64_t left = handoff_left(a, st);
+                if (left) {
                         uint64_t spent = shm_shard_handoff(p, HANDOFF_WINDOW_NS);
                         st->handoff_ns += spent;
                         st->handoffs += spent != 0;
+                        if (a->handoff_left)
+                                *a->handoff_left = spent < left ? left - spent : 0;
                 }
-                if (shm_shard_trylock(m, p, me) == 0)
+                if (shm_shard_trylock(m, p, a->me) == 0)
                         return true;
-                if (!again || round == HANDOFF_ROUNDS || st->handoff_ns >= HANDOFF_BUDGET_NS)
+                if (round + 1 == HANDOFF_ROUNDS || !handoff_left(a, st))
                         return false;
         }
 }
@@ -587,8 +601,8 @@ static void shard_locked(const struct pass *ps, const struct shm_map *m,
         const struct thr_hdr *h = shm_hdr(m);
         struct thr_table *tb = shm_at(m->base, snap->table_off);
         uint32_t n = p->n, covered = 0, i = first_empty < 0 ? 0 : (uint32_t)first_empty;
-        for (bool again = false; covered < n; again = true) {
-                if (!relock(m, p, a->me, again, st)) {
+        while (covered < n) {
+                if (!relock(m, p, a, st)) {
                         st->busy_shards++;
                         return;
                 }

@@ -72,7 +72,15 @@ struct shm_maint_args {
         uint32_t tag;       /* grace-period tag for slots retired by this pass */
         uint64_t done;      /* last grace period this daemon saw complete (0: none yet) */
         uint64_t me;        /* the daemon's shard-lock value (shm_lock_daemon) */
+        /* the time the whole pass may still spend letting waiting inserts go first between
+         * segments (reclaim.c, relock), shared by its steps and decreased by each; NULL: each
+         * step THR_MAINT_HANDOFF_NS on its own */
+        uint64_t *handoff_left;
 };
+
+/* What a pass spends at most on handing the shard locks to waiting inserts (a client that
+ * scribbles the shards' lock_wanted words slows a pass by this much, no more). */
+#define THR_MAINT_HANDOFF_NS 2000000ull
 
 /*
  * shm_maint_budget - the slots a pass must examine in the table GEO of a limiter whose idle TTL
@@ -87,8 +95,8 @@ uint64_t shm_maint_budget(const struct thr_table *geo, uint64_t budget, uint64_t
 struct shm_maint_stats {
         uint64_t scanned, live, evicted, finished, reclaimed, retiring, trimmed, repaired;
         uint32_t busy_shards; /* shards whose lock was held: eviction and trimming wait */
-        uint32_t handoffs;    /* waits between two segments for a client that wanted the lock */
-        uint64_t handoff_ns;  /* their time (capped per step: reclaim.c) */
+        uint32_t handoffs;   /* waits for a client that wanted or held the lock, before a segment */
+        uint64_t handoff_ns; /* their time (capped per pass: handoff_left) */
 };
 
 /*

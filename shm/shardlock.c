@@ -44,7 +44,10 @@
  * to take the lock and then to give it back. The word is advisory, a hint of who should go next:
  * a waiter killed while waiting leaves a stamp that goes stale within THR_HANDOFF_FRESH_NS, one
  * a client scribbles costs the daemon at most its bounded window per call (and the daemon caps
- * the time it spends so per step: reclaim.c); who holds the lock never depends on it.
+ * the time it spends so per pass: reclaim.c); who holds the lock never depends on it. Stamps
+ * compare across processes because every process of an arena on the real clock reads the same
+ * CLOCK_MONOTONIC (shm_arena_check_clock refuses one in another time namespace); a waiter of a
+ * manual-clock arena in another namespace is merely never handed the lock (as before).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -237,8 +240,10 @@ int shm_shard_lock(const struct shm_map *m, struct shm_probe *p, uint64_t me, ui
         return rc;
 }
 
-/* Spin while P's lock is FREE (true) or held (false), at most WINDOW_NS from *NOW on (*NOW: the
- * last clock reading). Whether that ended before the window did. */
+/* Spin while P's lock is FREE (true: and a waiter is announced) or held (false), at most
+ * WINDOW_NS from *NOW on (*NOW: the last clock reading). Whether the lock changed before the
+ * window ended and, while FREE, before the announcement was cleared (its waiter left, or had the
+ * lock and gave it back between two polls). */
 static bool spin_while(struct shm_probe *p, bool free, uint64_t window_ns, uint64_t *now)
 {
         uint64_t from = *now;
@@ -246,6 +251,8 @@ static bool spin_while(struct shm_probe *p, bool free, uint64_t window_ns, uint6
                 bool is_free = atomic_load_explicit(&p->shard->lock, memory_order_relaxed) == 0;
                 if (is_free != free)
                         return true;
+                if (free && !atomic_load_explicit(&p->shard->lock_wanted, memory_order_relaxed))
+                        return false;
                 if ((i & 15) == 15 && (*now = mono_ns()) - from >= window_ns)
                         return false;
 #if defined(__x86_64__) || defined(__i386__)
