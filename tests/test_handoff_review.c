@@ -32,7 +32,7 @@ static thr_limiter *L[MAXLIM];
 static int g_nlim;
 static pid_t g_kid = -1;
 static _Atomic int g_stop;
-static pthread_t g_th[8];
+static pthread_t g_th[128];
 static int g_nth;
 
 static void teardown(void)
@@ -286,14 +286,14 @@ static void *hammer_main(void *arg)
  * every pass and the last ones never are. Counts the passes until every key is evicted (10 at
  * most).
  */
-static void steady_inserts(unsigned gap_us)
+static void steady_inserts(unsigned gap_us, int nthr)
 {
         make(1, 1, 4096);
         fill(0, 4096);
         cr_assert_eq(thr_clock_advance(T.a, 10 * SEC), 0);
         uint64_t dme = play_daemon();
         static struct hammer hm[3];
-        for (int i = 0; i < 3; i++) {
+        for (int i = 0; i < nthr; i++) {
                 memset(&hm[i], 0, sizeof(hm[i]));
                 hm[i].gap_us = gap_us;
                 tprobe(&T.map, ttable(&T, "l0"), "new", &hm[i].p);
@@ -326,7 +326,7 @@ static void steady_inserts(unsigned gap_us)
         g_nth = 0;
         atomic_store(&g_stop, 0);
         uint64_t got = 0, to = 0;
-        for (int i = 0; i < 3; i++) {
+        for (int i = 0; i < nthr; i++) {
                 got += hm[i].got;
                 to += hm[i].timeouts;
         }
@@ -342,17 +342,27 @@ static void steady_inserts(unsigned gap_us)
 
 Test(handoff_review, passes_complete_a_shard_under_back_to_back_inserts)
 {
-        steady_inserts(0);
+        steady_inserts(0, 3);
+}
+
+Test(handoff_review, passes_complete_a_shard_under_one_clients_back_to_back_inserts)
+{
+        steady_inserts(0, 1);
+}
+
+Test(handoff_review, passes_complete_a_shard_under_two_clients_back_to_back_inserts)
+{
+        steady_inserts(0, 2);
 }
 
 Test(handoff_review, passes_complete_a_shard_under_inserts_every_2us)
 {
-        steady_inserts(2);
+        steady_inserts(2, 3);
 }
 
 Test(handoff_review, passes_complete_a_shard_under_inserts_every_20us)
 {
-        steady_inserts(20);
+        steady_inserts(20, 3);
 }
 
 /* ---------------------------------------------------------------- 1. killed waiters */
@@ -666,4 +676,230 @@ Test(handoff_review, a_waiter_in_a_time_namespace_ahead_is_let_in_by_a_handoff)
 Test(handoff_review, a_waiter_in_a_time_namespace_behind_is_let_in_by_a_handoff)
 {
         timens_waiter(-100);
+}
+
+/* Segment ends, as shard_locked finds them: a segment from an EMPTY slot B ends before the first
+ * EMPTY slot at or past B + SEGMENT (256). At each segment's start, two inserts wait: keys whose
+ * homes are that segment's end and the slot before it, so they fill the EMPTY slot the next
+ * segment was to start from. */
+static uint32_t g_b;
+static bool g_b_set;
+
+static uint32_t next_empty(struct thr_slot *s, uint32_t n, uint32_t from)
+{
+        for (uint32_t k = 0; k < n; k++)
+                if (THR_META_STATUS(atomic_load(&s[(from + k) % n].meta)) == THR_SLOT_EMPTY)
+                        return (from + k) % n;
+        return UINT32_MAX;
+}
+
+static void boundary_hook(enum thr_hook_point pt, void *arg)
+{
+        (void)arg;
+        if (pt != THR_HOOK_MAINT_SEGMENT || g_nth + 2 > 128 || g_next + 2 > 256)
+                return;
+        uint32_t n;
+        struct thr_slot *s = slots_of(&n);
+        /* this segment's start: the first EMPTY slot from where the last one ended */
+        uint32_t b = next_empty(s, n, g_b_set ? g_b : 0);
+        if (b == UINT32_MAX)
+                return;
+        uint32_t e = next_empty(s, n, (b + 256) % n);
+        if (e == UINT32_MAX)
+                return;
+        g_b = e;
+        g_b_set = true;
+        struct shm_lim_snap sn = tsnap(&T, "l0");
+        for (int k = 0; k < 2; k++) {
+                char prefix[16];
+                snprintf(prefix, sizeof(prefix), "b%u_", g_next);
+                tkey_at(&T.map, &sn.table, (e + n - (uint32_t)k) % n, prefix, g_keys[g_next],
+                        sizeof(g_keys[0]));
+                cr_assert_eq(pthread_create(&g_th[g_nth++], NULL, insert_main, g_keys[g_next]), 0);
+                g_next++;
+        }
+        uint64_t t0 = mono();
+        struct shm_probe p;
+        tprobe(&T.map, &sn.table, "x", &p);
+        while (!atomic_load(&p.shard->lock_wanted) && mono() - t0 < 50 * 1000 * 1000)
+                sched_yield();
+}
+
+/*
+ * Inserts that fill the EMPTY slot each segment ends before (the next one's start), with a
+ * cluster over the shard's end (keys homed at its last slots wrap to its first ones, some idle):
+ * each pass evicts, reclaims and trims segment by segment while the inserts land between them.
+ * Every live key stays reachable from its home, once.
+ */
+Test(handoff_review, live_keys_stay_reachable_when_inserts_fill_each_segments_end)
+{
+        make(1, 1, 4096);
+        uint64_t dme = play_daemon();
+        uint32_t n;
+        slots_of(&n);
+        struct shm_lim_snap sn = tsnap(&T, "l0");
+        uint32_t inserted = 0;
+        for (int round = 0; round < 6; round++) {
+                char key[40];
+                /* a cluster over the shard's end: 8 keys homed at n - 3, odd ones left idle */
+                for (int i = 0; i < 8; i++) {
+                        char prefix[16];
+                        snprintf(prefix, sizeof(prefix), "w%d_%d_", round, i);
+                        tkey_at(&T.map, &sn.table, n - 3, prefix, key, sizeof(key));
+                        thr_limiter_try(L[0], key, strlen(key), 1, NULL);
+                }
+                for (int i = 0; i < 1500; i++) {
+                        int len = snprintf(key, sizeof(key), "r%d_%d", round, i);
+                        thr_limiter_try(L[0], key, (size_t)len, 1, NULL);
+                }
+                cr_assert_eq(thr_clock_advance(T.a, 2 * SEC), 0);
+                for (int i = 0; i < 1500; i += 2) {
+                        int len = snprintf(key, sizeof(key), "r%d_%d", round, i);
+                        thr_limiter_try(L[0], key, (size_t)len, 1, NULL);
+                }
+                for (int i = 0; i < 8; i += 2) {
+                        char prefix[16];
+                        snprintf(prefix, sizeof(prefix), "w%d_%d_", round, i);
+                        tkey_at(&T.map, &sn.table, n - 3, prefix, key, sizeof(key));
+                        thr_limiter_try(L[0], key, strlen(key), 1, NULL);
+                }
+                /* pass 1 evicts (with inserts between its segments too), pass 2 reclaims/trims */
+                for (int pass = 0; pass < 2; pass++) {
+                        uint64_t done = 0;
+                        if (pass) {
+                                uint64_t gp;
+                                cr_assert_eq(shm_gp_start(&T.map, &gp), 0);
+                                struct shm_gp_result res;
+                                cr_assert_eq(shm_gp_scan(&T.map, gp, shm_now_ns(shm_hdr(&T.map)),
+                                                         SEC, &res, NULL, NULL),
+                                             0);
+                                done = res.done;
+                        }
+                        g_next = 0;
+                        g_b_set = false;
+                        atomic_store(&g_inserted, 0);
+                        thr_test_hook = boundary_hook;
+                        struct shm_maint_stats st = step("l0", dme, done, NULL);
+                        thr_test_hook = NULL;
+                        for (int i = 0; i < g_nth; i++)
+                                pthread_join(g_th[i], NULL);
+                        g_nth = 0;
+                        inserted += atomic_load(&g_inserted);
+                        cr_log_info("round %d pass %d: evicted %lu, reclaimed %lu, trimmed %lu, "
+                                    "%u handoffs, %u of %u inserts in, busy %u",
+                                    round, pass, (unsigned long)st.evicted,
+                                    (unsigned long)st.reclaimed, (unsigned long)st.trimmed,
+                                    st.handoffs, atomic_load(&g_inserted), g_next, st.busy_shards);
+                        assert_live_keys_reachable_once();
+                }
+        }
+        cr_assert_gt(inserted, 0);
+}
+
+/* ---------------------------------------------------------------- 1b. cancel, nested signal */
+
+static _Atomic int g_cgot, g_crc = 99;
+
+static void *cancel_main(void *arg)
+{
+        (void)arg;
+        uint64_t me = tlock_me(T.a);
+        int rc = shm_shard_lock(&T.a->map, &g_p, me, 10 * SEC);
+        atomic_store(&g_crc, rc);
+        if (rc == 0) {
+                atomic_store(&g_cgot, 1);
+                shm_shard_unlock(&g_p, me);
+        }
+        pthread_testcancel();
+        return NULL;
+}
+
+/* A waiting thread cancelled: the wait goes on (cancellation disabled around it), the handoff
+ * lets it in, it gives the lock back, and only then is it cancelled; its stamp is cleared. */
+Test(handoff_review, a_cancelled_waiter_finishes_its_wait_and_clears_its_stamp)
+{
+        make(1, 1, 1024);
+        uint64_t dme = play_daemon();
+        tprobe(&T.map, ttable(&T, "l0"), "new", &g_p);
+        cr_assert_eq(shm_shard_trylock(&T.map, &g_p, dme), 0);
+        pthread_t th;
+        cr_assert_eq(pthread_create(&th, NULL, cancel_main, NULL), 0);
+        uint64_t t0 = mono();
+        while (!atomic_load(&g_p.shard->lock_wanted))
+                cr_assert_lt(mono() - t0, 10 * SEC);
+        cr_assert_eq(pthread_cancel(th), 0);
+        struct timespec nap = {0, 5 * 1000 * 1000};
+        nanosleep(&nap, NULL); /* it naps and yields meanwhile: cancellation points */
+        shm_shard_unlock(&g_p, dme);
+        uint64_t spent = shm_shard_handoff(&g_p, 10 * SEC);
+        void *ret;
+        cr_assert_eq(pthread_join(th, &ret), 0);
+        cr_log_info("handoff %lu ns, rc %d, got %d, cancelled %d", (unsigned long)spent,
+                    atomic_load(&g_crc), atomic_load(&g_cgot), ret == PTHREAD_CANCELED);
+        cr_assert_eq(atomic_load(&g_crc), 0, "the wait was not cut short");
+        cr_assert_eq(ret, PTHREAD_CANCELED);
+        cr_assert_eq(atomic_load(&g_p.shard->lock), 0);
+        cr_assert_eq(atomic_load(&g_p.shard->lock_wanted), 0, "its stamp was cleared");
+}
+
+static _Atomic int g_hrc = 99;
+static uint64_t g_hme;
+
+static void nested_handler(int sig)
+{
+        (void)sig;
+        /* an insert in a signal handler, while its thread waits for the same lock */
+        atomic_store(&g_hrc, shm_shard_lock(&T.a->map, &g_p, g_hme, 20 * 1000 * 1000));
+}
+
+static _Atomic pid_t g_tid;
+
+static void *outer_main(void *arg)
+{
+        (void)arg;
+        g_hme = tlock_me(T.a);
+        atomic_store(&g_tid, gettid());
+        int rc = shm_shard_lock(&T.a->map, &g_p, g_hme, 10 * SEC);
+        atomic_store(&g_crc, rc);
+        if (rc == 0)
+                shm_shard_unlock(&g_p, g_hme);
+        return NULL;
+}
+
+/*
+ * A handler's insert waits (its holder is the daemon, not its own thread) and, when it gives up,
+ * clears its own stamp, the one that had replaced its thread's: the thread still waits, with no
+ * stamp, until its next liveness check (200 us) renews it. Measures that gap; the thread must
+ * still be let in by a handoff afterwards.
+ */
+Test(handoff_review, a_handler_that_waits_inside_a_waiting_thread_leaves_the_stamp_renewed)
+{
+        make(1, 1, 1024);
+        uint64_t dme = play_daemon();
+        tprobe(&T.map, ttable(&T, "l0"), "new", &g_p);
+        cr_assert_eq(shm_shard_trylock(&T.map, &g_p, dme), 0);
+        struct sigaction sa = {.sa_handler = nested_handler};
+        cr_assert_eq(sigaction(SIGUSR1, &sa, NULL), 0);
+        pthread_t th;
+        cr_assert_eq(pthread_create(&th, NULL, outer_main, NULL), 0);
+        uint64_t t0 = mono();
+        while (!atomic_load(&g_p.shard->lock_wanted))
+                cr_assert_lt(mono() - t0, 10 * SEC);
+        cr_assert_eq(pthread_kill(th, SIGUSR1), 0);
+        while (atomic_load(&g_hrc) == 99)
+                cr_assert_lt(mono() - t0, 10 * SEC);
+        /* the handler gave up: how long is the thread's wait without a stamp? */
+        uint64_t t1 = mono(), gap = 0;
+        while (!atomic_load(&g_p.shard->lock_wanted) && (gap = mono() - t1) < SEC)
+                ;
+        cr_log_info("handler rc %d; the waiting thread was unannounced for %.0f us after it",
+                    atomic_load(&g_hrc), gap / 1e3);
+        cr_assert_eq(atomic_load(&g_hrc), -ETIMEDOUT);
+        cr_assert_lt(gap, 10 * 1000 * 1000ull, "the thread's stamp came back");
+        shm_shard_unlock(&g_p, dme);
+        uint64_t spent = shm_shard_handoff(&g_p, 10 * SEC);
+        pthread_join(th, NULL);
+        cr_assert_gt(spent, 0);
+        cr_assert_eq(atomic_load(&g_crc), 0);
+        cr_assert_eq(atomic_load(&g_p.shard->lock_wanted), 0);
 }
