@@ -831,7 +831,9 @@ Test(handoff_review, a_cancelled_waiter_finishes_its_wait_and_clears_its_stamp)
         struct timespec nap = {0, 5 * 1000 * 1000};
         nanosleep(&nap, NULL); /* it naps and yields meanwhile: cancellation points */
         shm_shard_unlock(&g_p, dme);
-        uint64_t spent = shm_shard_handoff(&g_p, 10 * SEC);
+        /* 1 s, not 10: the waiter may take and give back the lock between the handoff's loads and
+         * its spin, which then spins the whole window (see the test after this one) */
+        uint64_t spent = shm_shard_handoff(&g_p, SEC);
         void *ret;
         cr_assert_eq(pthread_join(th, &ret), 0);
         cr_log_info("handoff %lu ns, rc %d, got %d, cancelled %d", (unsigned long)spent,
@@ -902,4 +904,39 @@ Test(handoff_review, a_handler_that_waits_inside_a_waiting_thread_leaves_the_sta
         cr_assert_gt(spent, 0);
         cr_assert_eq(atomic_load(&g_crc), 0);
         cr_assert_eq(atomic_load(&g_p.shard->lock_wanted), 0);
+}
+
+/* ---------------------------------------------------------------- 5b. a handoff nobody needs */
+
+static void *clear_later(void *arg)
+{
+        (void)arg;
+        struct timespec nap = {0, 1000 * 1000};
+        nanosleep(&nap, NULL);
+        atomic_store(&g_p.shard->lock_wanted, 0); /* the waiter is served, or gave up */
+        return NULL;
+}
+
+/*
+ * shm_shard_handoff reads lock_wanted once, then spins until somebody takes the lock. A waiter
+ * that stops waiting meanwhile (its wait timed out, it was killed and the stamp cleared, or it
+ * took and gave back the lock between the handoff's load of the word and its first poll: a hold
+ * of a few instructions that the spin misses) leaves it spinning its whole window for nobody.
+ * In the daemon that is 100 us (of the step's 2 ms) per occurrence; seen with a 10 s window in
+ * a_cancelled_waiter_finishes_its_wait_and_clears_its_stamp, 2 runs in 15 (it spent 10.0 s
+ * after the waiter had been served). Fails: the spin ignores the cleared stamp.
+ */
+Test(handoff_review, a_handoff_stops_when_the_stamp_it_waits_for_is_cleared)
+{
+        make(1, 1, 1024);
+        tprobe(&T.map, ttable(&T, "l0"), "new", &g_p);
+        atomic_store(&g_p.shard->lock_wanted, mono());
+        pthread_t th;
+        cr_assert_eq(pthread_create(&th, NULL, clear_later, NULL), 0);
+        uint64_t spent = shm_shard_handoff(&g_p, 50 * 1000 * 1000);
+        pthread_join(th, NULL);
+        cr_log_info("the stamp was cleared after 1 ms; the handoff spent %.1f ms", spent / 1e6);
+        cr_expect_lt(spent, 10 * 1000 * 1000ull,
+                     "the handoff spun %.1f ms after its waiter's stamp was cleared at 1 ms",
+                     spent / 1e6);
 }
