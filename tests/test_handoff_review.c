@@ -940,3 +940,88 @@ Test(handoff_review, a_handoff_stops_when_the_stamp_it_waits_for_is_cleared)
                      "the handoff spun %.1f ms after its waiter's stamp was cleared at 1 ms",
                      spent / 1e6);
 }
+
+/* ---------------------------------------------------------------- 5c. a holder between segments */
+
+static _Atomic int g_grab; /* 1: take the lock as soon as the pass lets it go; 2: taken */
+static uint64_t g_grab_me;
+static _Atomic int g_grab_ready;
+
+static void *grabber(void *arg)
+{
+        (void)arg;
+        g_grab_me = tlock_me(T.a);
+        cpu_set_t one;
+        CPU_ZERO(&one);
+        CPU_SET(1, &one);
+        pthread_setaffinity_np(pthread_self(), sizeof(one), &one);
+        atomic_store(&g_grab_ready, 1);
+        while (atomic_load(&g_grab) != 1)
+                if (atomic_load(&g_stop))
+                        return NULL;
+        for (;;) {
+                uint64_t v = 0;
+                if (atomic_compare_exchange_weak(&g_p.shard->lock, &v, g_grab_me))
+                        break;
+        }
+        atomic_store(&g_grab, 2);
+        struct timespec hold = {0, 50 * 1000 * 1000};
+        nanosleep(&hold, NULL); /* a live client holding it 50 ms (a slow insert, a stop) */
+        shm_shard_unlock(&g_p, g_grab_me);
+        return NULL;
+}
+
+static void grab_hook(enum thr_hook_point pt, void *arg)
+{
+        (void)arg;
+        if (pt == THR_HOOK_MAINT_SEGMENT && g_seg++ == 0) {
+                /* announced, as a waiter would: the relock after this segment hands over */
+                atomic_store(&g_p.shard->lock_wanted, mono());
+                atomic_store(&g_grab, 1);
+        }
+}
+
+/*
+ * A live client takes the lock between two segments and keeps it 50 ms: the pass waits for it
+ * (the addendum: shm_shard_handoff waits when the lock is held) HANDOFF_ROUNDS times at most,
+ * then leaves the shard. "HANDOFF_ROUNDS per segment", "at most 4 rounds a segment" (reclaim.c,
+ * the commit message): relock's loop makes round 0..4, five handoffs and five trylocks. Checks
+ * the bound (the pass leaves the shard within 5 windows) and counts the rounds: fails on 5 > 4.
+ */
+Test(handoff_review, a_client_holding_the_lock_between_segments_costs_the_pass_4_windows)
+{
+        cpu_set_t cpus;
+        cr_assert_eq(sched_getaffinity(0, sizeof(cpus), &cpus), 0);
+        if (!CPU_ISSET(0, &cpus) || !CPU_ISSET(1, &cpus))
+                cr_skip_test("needs CPUs 0 and 1");
+        make(1, 1, 4096);
+        fill(0, 4096);
+        cr_assert_eq(thr_clock_advance(T.a, 10 * SEC), 0);
+        uint64_t dme = play_daemon();
+        tprobe(&T.map, ttable(&T, "l0"), "new", &g_p);
+        atomic_store(&g_grab, 0);
+        cpu_set_t zero;
+        CPU_ZERO(&zero);
+        CPU_SET(0, &zero);
+        cr_assert_eq(pthread_setaffinity_np(pthread_self(), sizeof(zero), &zero), 0);
+        pthread_t th;
+        atomic_store(&g_grab_ready, 0);
+        cr_assert_eq(pthread_create(&th, NULL, grabber, NULL), 0);
+        while (!atomic_load(&g_grab_ready))
+                sched_yield();
+        g_seg = 0;
+        thr_test_hook = grab_hook;
+        uint64_t ns;
+        struct shm_maint_stats st = step("l0", dme, 0, &ns);
+        thr_test_hook = NULL;
+        pthread_join(th, NULL);
+        pthread_setaffinity_np(pthread_self(), sizeof(cpus), &cpus);
+        cr_log_info("a holder between segments: step %.2f ms, %u handoffs (%.2f ms), busy %u, "
+                    "%d segments done, evicted %lu",
+                    ns / 1e6, st.handoffs, st.handoff_ns / 1e6, st.busy_shards, g_seg,
+                    (unsigned long)st.evicted);
+        cr_assert_eq(atomic_load(&g_grab), 2);
+        cr_assert_eq(st.busy_shards, 1, "the shard is left for the next pass");
+        cr_assert_lt(st.handoff_ns, 2000000, "bounded by the rounds, within the budget");
+        cr_expect_leq(st.handoffs, 4, "HANDOFF_ROUNDS is 4; relock made %u handoffs", st.handoffs);
+}
