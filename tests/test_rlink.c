@@ -679,7 +679,9 @@ Test(rlink, cluster_master_stopped)
         partial_coverage();
         char addr[32], keys[30][16], err[256];
         snprintf(addr, sizeof(addr), "127.0.0.1:%d", cl.node[0].port);
-        lk = mklink(addr, NULL, NULL, 300);
+        /* Timeouts of 1 s, not 300 ms: a live node's GET descheduled past its own timeout on a
+         * loaded or paused VM fails rightly, and a 300 ms one did */
+        lk = mklink(addr, NULL, NULL, 1000);
         int owner[30];
         spread_keys(keys, owner, 30);
         for (int i = 0; i < 30; i++)
@@ -688,12 +690,30 @@ Test(rlink, cluster_master_stopped)
         cr_assert_eq(kill(cl.node[2].pid, SIGSTOP), 0);
         char stopped[32];
         snprintf(stopped, sizeof(stopped), ":%d", cl.node[2].port);
-        for (int i = 0; i < 30; i++) { /* each call for node 2's slots waits 300 ms */
-                double t0 = now_s();
-                redisReply *r = rlink_commandv(lk, 2, (const char *[]){"GET", keys[i]}, NULL, 1,
-                                               err, sizeof(err));
-                double took = now_s() - t0;
-                cr_assert_lt(took, 1.5, "GET %s took %.2f s (timeouts 300 ms)", keys[i], took);
+        for (int i = 0; i < 30; i++) { /* each call for node 2's slots waits 1 s */
+                redisReply *r = NULL;
+                for (int attempt = 0; attempt < 2; attempt++) {
+                        double t0 = now_s();
+                        r = rlink_commandv(lk, 2, (const char *[]){"GET", keys[i]}, NULL, 1, err,
+                                           sizeof(err));
+                        double took = now_s() - t0;
+                        /* one timeout (1 s) and 3 s for a descheduled test: a call that waits a
+                         * timeout per node, or per redirection, takes 3-5 s and more */
+                        cr_assert_lt(took, 1.0 + 3.0, "GET %s took %.2f s (timeouts 1 s)", keys[i],
+                                     took);
+                        /* a live node's GET that waited its own whole timeout and names that
+                         * node, not the stopped one, was itself stalled (the VM paused across
+                         * it): once more. One that failed through the stopped node, or at once,
+                         * is not retried. */
+                        if (owner[i] != 2 && !r && !strstr(err, stopped) &&
+                            strstr(err, "no reply") && took >= 0.9 && attempt == 0) {
+                                cr_log_info("GET %s (node %d) timed out on its own node after "
+                                            "%.2f s: %s; once more",
+                                            keys[i], owner[i], took, err);
+                                continue;
+                        }
+                        break;
+                }
                 if (owner[i] == 2) {
                         cr_assert_null(r, "GET %s on the stopped node", keys[i]);
                         cr_assert(strstr(err, stopped) && strstr(err, "no reply"),
