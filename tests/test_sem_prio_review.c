@@ -535,7 +535,8 @@ Test(prio_manual, a_dropper_killed_before_its_wake)
  * to the oldest), deadlines, and some waiters that kill themselves at a step of a grant (a test
  * hook: after the generation is taken, after the fill, after the CAS, after the wake, on finding
  * a dead granter's record). Each holder checks, once granted, that the live holders are at most
- * max; every waiter not killed returns within its timeout and a margin; at the end the key is
+ * max; every waiter not killed returns within its timeout and a margin (8 s, for a paused VM);
+ * at the end the key is
  * whole again: nothing held, nothing queued, the full max taken at once.
  */
 Test(prio_real, random_sigkills_never_over_grant_nor_wedge)
@@ -615,7 +616,13 @@ Test(prio_real, random_sigkills_never_over_grant_nor_wedge)
                             1e6;
                         if (k->took_ms - bound > worst)
                                 worst = k->took_ms - bound;
-                        cr_assert_lt(k->took_ms, bound + 2000,
+                        /* 8 s past its bound, not 2 s: took_ms is the kid's own time around its
+                         * call, and a kid descheduled or a VM paused for seconds on a loaded host
+                         * stretches it. A wait that misses its bound for a lock (insert_wait is
+                         * 10 s here) still misses this; one that misses it for a grant ends at a
+                         * holder's release (holds are at most 8 ms); one that is never woken is
+                         * the 10 s wedge above. */
+                        cr_assert_lt(k->took_ms, bound + 8000,
                                      "round %d: waiter %d returned %d after %.1f ms (bound %.1f)",
                                      round, i, rc, k->took_ms, bound);
                         cr_assert(rc == 0 || rc == -ETIMEDOUT || rc == -EBUSY || rc == -ECANCELED ||
