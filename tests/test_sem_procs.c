@@ -257,7 +257,8 @@ static struct thr_sem *hdr(thr_limiter *l)
 }
 
 /*
- * NKIDS workers on the arena PATH (opened by the parent as A) for SECONDS (real time); the parent
+ * NKIDS workers on the arena PATH (opened by the parent as A) for SECONDS (real time, and on until
+ * they made more than 100 grants, up to 60 s); the parent
  * SIGKILLs a random one every 0 to 20 ms (holding, queued, or in the middle of a call), KILLS
  * times at most, and starts another. Then every lease must come back: a lease of max units is
  * acquired within 5 s, though the dead held theirs for 30 s.
@@ -275,7 +276,11 @@ static void storm(const char *path, thr_arena *a, int nkids, double seconds, uin
         struct timespec t0;
         clock_gettime(CLOCK_MONOTONIC, &t0);
         uint64_t seed = 88172645463325252ull, kills = 0;
-        while (telapsed_s(&t0) < seconds) {
+        /* on past SECONDS until more than 100 grants (the minimum to judge), up to 60 s: workers
+         * descheduled or a VM paused through a fixed window made too few; nothing judged below
+         * depends on how long the storm took */
+        while (telapsed_s(&t0) < seconds ||
+               (atomic_load(&g->grants) <= 100 && telapsed_s(&t0) < 60.0)) {
                 if (kills >= max_kills) {
                         usleep(10000);
                         continue;
@@ -296,6 +301,7 @@ static void storm(const char *path, thr_arena *a, int nkids, double seconds, uin
                 kid_of[i] = next++;
                 pid[i] = spawn(g, path, kid_of[i]);
         }
+        double took = telapsed_s(&t0);
         atomic_store(&g->stop, 1);
         for (int i = 0; i < nkids; i++) {
                 int st;
@@ -305,7 +311,7 @@ static void storm(const char *path, thr_arena *a, int nkids, double seconds, uin
         }
         uint64_t grants = shlog_check(g, MAXES, 2);
         cr_log_info("%d processes, %.1f s, %lu killed: %lu grants, %lu timeouts or busy", nkids,
-                    seconds, (unsigned long)kills, (unsigned long)grants,
+                    took, (unsigned long)kills, (unsigned long)grants,
                     (unsigned long)atomic_load(&g->timeouts));
         cr_assert_gt(grants, 100, "the workers hardly ran");
         /* nothing lost for good: the dead holders' counts come back (liveness, not expiry) */
