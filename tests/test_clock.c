@@ -349,7 +349,13 @@ static void real_bound(uint32_t how)
                 pids[i] = tfork();
                 cr_assert_geq(pids[i], 0);
                 if (pids[i] == 0) {
-                        while (mono_s() - t0 < 0.2) {
+                        /* 0.2 s from the parent's start, and on until more than the burst was
+                         * admitted (up to 30 s): children forked late or descheduled on a loaded
+                         * or paused VM got nothing past the burst in a fixed window. The upper
+                         * bound is on the parent's measured elapsed time, which covers it all; a
+                         * clock that never moves still admits only the burst and fails below. */
+                        while (mono_s() - t0 < 0.2 ||
+                               (atomic_load(adm) <= 5 && mono_s() - t0 < 30.0)) {
                                 struct thr_result res;
                                 if (thr_limiter_try(l, "k", 1, 1, &res) < 0)
                                         _exit(3);
