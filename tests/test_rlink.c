@@ -377,7 +377,9 @@ Test(rlink, nothing_listening_or_no_answer)
         redisReply *r = rlink_commandv(lk, 1, (const char *[]){"PING"}, NULL, -1, err, sizeof(err));
         cr_assert_null(r);
         cr_assert(strstr(err, addr) && strstr(err, "connect"), "%s", err);
-        cr_assert_lt(now_s() - t0, 2.0, "refused took %.2f s", now_s() - t0);
+        /* 10 s: at once, but a test descheduled for seconds on a paused VM must not fail; the
+         * bug, a refused connect retried or waited for, takes as long as the retries go on */
+        cr_assert_lt(now_s() - t0, 10.0, "refused took %.2f s", now_s() - t0);
 
         /* a listener that accepts (the kernel does) and never answers: the I/O timeout */
         quiet_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -393,7 +395,9 @@ Test(rlink, nothing_listening_or_no_answer)
         double took = now_s() - t0;
         cr_assert_null(r);
         cr_assert(strstr(err, addr) && strstr(err, "no reply within 300 ms"), "%s", err);
-        cr_assert(took >= 0.25 && took < 2.0, "timeout of 300 ms took %.2f s", took);
+        /* 300 ms: the error names the configured timeout (the default is 500 ms); the upper
+         * bound, 10 s, catches a read with no timeout at all and not a paused VM */
+        cr_assert(took >= 0.25 && took < 10.0, "timeout of 300 ms took %.2f s", took);
         cr_assert_not(rlink_connected(lk2), "a timed-out connection is dropped");
 }
 
