@@ -541,8 +541,10 @@ static unsigned status_at(const struct shm_probe *p, uint32_t i)
 /*
  * The locked part of a shard's maintenance, in segments of about SEGMENT slots, each starting at an
  * EMPTY slot and ending before one, so the lock is held for microseconds at a time however large
- * the shard (a segment of 256 slots of a 2/3-full table: about 3 us of evictions and reclaims and,
- * when it trims, as much again to hash its live keys). Between two segments an insert that waits
+ * the shard (a segment of 128 slots of a 2/3-full table: about 1.5 us of evictions and reclaims
+ * and, when it trims, 3 us more to hash its live keys; churn at one process measured 128 against
+ * 64, 256 and 1024: bench/results/2026-12-05/issue12_handoff.txt). Between two segments an insert
+ * that waits
  * for the lock goes first (relock): otherwise it waited for the whole shard, the lock being free
  * for a few instructions at a time. Inserts may then fill an EMPTY slot: each segment finds its
  * start again under the lock. A shard with no EMPTY slot at all (every slot live, retiring or
@@ -551,7 +553,7 @@ static unsigned status_at(const struct shm_probe *p, uint32_t i)
  * 23 000 slots of a shard of a million-key table), and an insert into a larger shard meanwhile
  * may get its on_full outcome.
  */
-#define SEGMENT 256u
+#define SEGMENT THR_MAINT_SEGMENT
 /* A handover waits at most this for the waiter to take the lock (it may be between two yields,
  * or in a nap: shardlock.c), then as long for its insert; HANDOFF_ROUNDS of them per segment at
  * most, within the pass's budget (shm_maint_args.handoff_left). */

@@ -78,6 +78,10 @@ struct shm_maint_args {
         uint64_t *handoff_left;
 };
 
+/* A maintenance segment: the daemon holds a shard's lock over about this many slots at a time
+ * (each segment runs on to the slot before the next EMPTY one: reclaim.c, shard_locked). */
+#define THR_MAINT_SEGMENT 128u
+
 /* What a pass spends at most on handing the shard locks to waiting inserts (a client that
  * scribbles the shards' lock_wanted words slows a pass by this much, no more). */
 #define THR_MAINT_HANDOFF_NS 2000000ull

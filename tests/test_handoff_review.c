@@ -1,12 +1,12 @@
 /*
  * test_handoff_review.c - a hostile review of the shard lock's handoff between two segments of the
  * daemon's pass (shm/shardlock.c shm_shard_handoff, the waiter's announce in lock_wanted, and
- * shm/reclaim.c relock with SEGMENT 256): what a scribbling client costs a pass, whether a pass
- * still completes a shard under steady inserts, whether live keys stay reachable when inserts land
- * between two segments, and whether a waiter killed at each point of its wait breaks anything.
- * Written to fail where the first version was wrong; the findings it showed are fixed (the budget
- * shared by a whole pass, a handover that stops when its waiter goes, 4 rounds, the first segment
- * waiting for an insert too): each test's comment says what it found.
+ * shm/reclaim.c relock with segments of THR_MAINT_SEGMENT slots): what a scribbling client costs a
+ * pass, whether a pass still completes a shard under steady inserts, whether live keys stay
+ * reachable when inserts land between two segments, and whether a waiter killed at each point of
+ * its wait breaks anything. Written to fail where the first version was wrong; the findings it
+ * showed are fixed (the budget shared by a whole pass, a handover that stops when its waiter goes,
+ * 4 rounds, the first segment waiting for an insert too): each test's comment says what it found.
  */
 #include <criterion/criterion.h>
 #include <criterion/logging.h>
@@ -607,8 +607,8 @@ Test(handoff_review, live_keys_stay_reachable_when_inserts_land_between_segments
  * time namespace: shardlock.c says so.) */
 
 /* Segment ends, as shard_locked finds them: a segment from an EMPTY slot B ends before the first
- * EMPTY slot at or past B + SEGMENT (256). At each segment's start, two inserts wait: keys whose
- * homes are that segment's end and the slot before it, so they fill the EMPTY slot the next
+ * EMPTY slot at or past B + THR_MAINT_SEGMENT. At each segment's start, two inserts wait: keys
+ * whose homes are that segment's end and the slot before it, so they fill the EMPTY slot the next
  * segment was to start from. */
 static uint32_t g_b;
 static bool g_b_set;
@@ -632,7 +632,7 @@ static void boundary_hook(enum thr_hook_point pt, void *arg)
         uint32_t b = next_empty(s, n, g_b_set ? g_b : 0);
         if (b == UINT32_MAX)
                 return;
-        uint32_t e = next_empty(s, n, (b + 256) % n);
+        uint32_t e = next_empty(s, n, (b + THR_MAINT_SEGMENT) % n);
         if (e == UINT32_MAX)
                 return;
         g_b = e;

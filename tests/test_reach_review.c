@@ -208,7 +208,7 @@ static void assert_live_keys_reachable_once(void)
 /*
  * trim_segment (shm/reclaim.c) records each home's farthest key in far[rel], an array of the
  * segment's length, before it checks that the home lies inside the segment (the check that makes
- * a rewritten key "trim nothing"). A shard longer than a segment (256 slots) has segments that do
+ * a rewritten key "trim nothing"). A shard longer than a segment (128 slots) has segments that do
  * not start at the shard's first EMPTY slot; a LIVE key there whose home lies in an earlier
  * segment (a client rewrote a slot: the arena is writable by clients) has rel >= len, and the
  * daemon reads and writes far[rel] past its calloc'd buffer. Under ASan: heap-buffer-overflow in
@@ -226,10 +226,10 @@ Test(reach_review, trim_never_indexes_past_its_segment_on_a_rewritten_key)
         cr_assert_eq(try1(k, &r), 1);
         struct thr_slot *ks = live_slot(k);
         cr_assert_eq(ks - s, 100);
-        /* Segments of 256 slots, each ending before an EMPTY one: [0, 256), ..., [4864, 5120),
-         * ... A client writes a copy of k (hash, tag and shard all consistent) into slot 5000,
-         * far past k's segment, and leaves slot 5001 BUSY, so the pass repairs it and trims that
-         * segment. */
+        /* Segments of THR_MAINT_SEGMENT (128) slots, each ending before an EMPTY one: [0, 128),
+         * ..., [4992, 5120), ... A client writes a copy of k (hash, tag and shard all consistent)
+         * into slot 5000, far past k's segment, and leaves slot 5001 BUSY, so the pass repairs it
+         * and trims that segment. */
         struct thr_slot *c = &s[5000];
         c->key_len = ks->key_len;
         memcpy(c->key, ks->key, ks->key_len);
