@@ -912,16 +912,35 @@ Test(global_review, demand_moving_every_150_ms_stays_within_the_bound, .timeout 
                 sum += n;
                 windows++;
         }
+        /* The floor is on the mean of the 100 ms buckets in which the fleet admitted something
+         * (whole buckets of [start + 1, start + 10)), not of every window: a bucket with no
+         * admission is one in which no client ran (descheduled, or the VM paused), and a 3 s
+         * pause cost a correct fleet's mean 30%. A share that never follows the busy host keeps
+         * the buckets it admits in short, and one that leaves it at nothing empties them: fewer
+         * than 30 live buckets (3 s of the 9) fail too. */
+        uint64_t live_sum = 0;
+        int live = 0, whole = 0;
+        for (int k = (int)((start + 1.0) * 10) + 1; k < (int)((start + 10.0) * 10) && k < 200;
+             k++, whole++) {
+                uint64_t in = 0;
+                for (int h = 0; h < 3; h++)
+                        in += atomic_load(&t->admitted[h][k]);
+                live_sum += in;
+                live += in != 0;
+        }
+        double live_mean = live ? (double)live_sum / live * 10 : 0;
         double per_s = moves / 10.0;
         double bound = 1000 + (50 + 3) + 50 * (per_s + 1) + 1000 * (per_s + 1) * 0.002;
         cr_log_info("demand moving %.1f times a second: the worst 1 s window admitted %.0f, the "
-                    "mean %.0f; the bound %.0f",
-                    per_s, worst, sum / windows, bound);
+                    "mean %.0f, the mean of %d live buckets of %d %.0f/s; the bound %.0f",
+                    per_s, worst, sum / windows, live, whole, live_mean, bound);
         cr_expect_leq(worst, bound, "worst 1 s window %.0f > bound %.0f", worst, bound);
         /* measured: about 420/s. Each move waits for the idle host's demand to be seen and its
          * share given back (two renewals of each, ~100 ms of the 150): safe, not fast */
-        cr_expect_geq(sum / windows, 300, "the share follows the busy host (mean %.0f/s)",
-                      sum / windows);
+        cr_expect_geq(live, 30, "the fleet admitted in only %d of %d buckets", live, whole);
+        cr_expect_geq(live_mean, 300,
+                      "the share follows the busy host (mean of the live buckets %.0f/s)",
+                      live_mean);
         atomic_store(&t->stop, 1);
         for (int h = 0; h < 3; h++) {
                 waitpid(cl[h], NULL, 0);
