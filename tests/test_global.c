@@ -491,6 +491,19 @@ Test(global, shmctl_and_metrics_show_the_lease, .timeout = 120)
         fleet_stop(&f);
 }
 
+/* The end (Redis time, ms) of HOST's lease of "api" as the hash holds it now; 0: no entry. */
+static uint64_t lease_end_ms(redisContext *c, const char *host)
+{
+        redisReply *x = redisCommand(c, "HGET {t%d:api}:leases %s", (int)getpid(), host);
+        cr_assert(x && (x->type == REDIS_REPLY_STRING || x->type == REDIS_REPLY_NIL));
+        uint64_t sh = 0, d = 0, end = 0;
+        if (x->type == REDIS_REPLY_STRING)
+                cr_assert_eq(sscanf(x->str, "%" SCNu64 " %" SCNu64 " %" SCNu64, &sh, &d, &end), 3,
+                             "%s's entry: '%s'", host, x->str);
+        freeReplyObject(x);
+        return end;
+}
+
 /*
  * Hosts 1 and 2 busy, then daemon 2 SIGKILLed (its clients stop with it): its lease is Redis's
  * again lease_ttl after its last renewal, and host 1's share rises to take it.
@@ -505,14 +518,43 @@ Test(global, a_killed_daemon_gives_its_share_back_after_the_lease_ttl, .timeout 
                   "two busy hosts share it about evenly");
         uint32_t before = share(&f, 1);
         atomic_store(&f.b->busy[2], 0);
+        /* Judged on the dead host's lease as Redis recorded it, not on the time since the kill:
+         * a took >= 0.3 s measured after the kill failed a correct fleet when the dead daemon's
+         * last renewal came late (descheduled before the kill, so its lease ended less than
+         * 0.4 s after it) or the test was descheduled before its wait began. Host 1's share
+         * can pass ONE - 16000 only once host 2's entry is gone (the idle host 0 keeps its
+         * least share of 1%, a live host 2 at least its own), and the script drops an entry only
+         * at Redis time >= its end: so Redis's clock read after host 1 rose is at or past the
+         * end host 2's entry held. That end is read before the kill (a renewal only moves it
+         * later, so the lease lasts at least that long; read after the kill alone, an entry a
+         * buggy script dropped at once would leave nothing to compare) and after (the dead
+         * daemon writes nothing more), the later kept. A share given before the dead lease ended
+         * is seen within a poll (5 ms) of a round, well before it. */
+        redisContext *c = redisConnect("127.0.0.1", f.redis.port);
+        cr_assert(c && !c->err);
+        uint64_t end2 = 0;
+        TWAIT_FOR((end2 = lease_end_ms(c, "host-2")) != 0, 10, "host 2 holds a lease in Redis");
+        struct timespec k0;
+        clock_gettime(CLOCK_MONOTONIC, &k0);
         tdaemon_kill(&f.d[2], f.di[2]);
         f.up[2] = false;
         atomic_store(&f.b->busy[2], 0);
-        double took =
-            TWAIT_FOR(share(&f, 1) >= ONE - 10000 - 6000, 5, "host 1 takes the dead host's share");
-        cr_log_info("daemon 2 killed: host 1's share %.1f%% -> %.1f%% in %.2f s (lease_ttl 0.4 s)",
-                    before / 1e4, share(&f, 1) / 1e4, took);
-        cr_assert_geq(took, 0.3, "not before the dead host's lease could have ended");
+        uint64_t after = lease_end_ms(c, "host-2");
+        end2 = after > end2 ? after : end2;
+        TWAIT_FOR(share(&f, 1) >= ONE - 10000 - 6000, 10, "host 1 takes the dead host's share");
+        double took = telapsed_s(&k0);
+        redisReply *x = redisCommand(c, "TIME");
+        cr_assert(x && x->type == REDIS_REPLY_ARRAY && x->elements == 2);
+        uint64_t now_ms = strtoull(x->element[0]->str, NULL, 10) * 1000 +
+                          strtoull(x->element[1]->str, NULL, 10) / 1000;
+        freeReplyObject(x);
+        redisFree(c);
+        cr_log_info("daemon 2 killed: host 1's share %.1f%% -> %.1f%% %.2f s from before the kill "
+                    "(lease_ttl 0.4 s); Redis's time then %+.3f s past the dead lease's end",
+                    before / 1e4, share(&f, 1) / 1e4, took, ((double)now_ms - (double)end2) / 1e3);
+        cr_assert_geq(now_ms, end2,
+                      "host 1 took host 2's share before its lease ended (%" PRIu64 " ms early)",
+                      end2 - now_ms);
         fleet_stop(&f);
 }
 
