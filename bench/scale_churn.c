@@ -12,8 +12,9 @@
  * one grace period (shm_gp_start: counter bump and membarrier; shm_gp_scan: the reader records),
  * scanned again after 1, 2, 4... ms while incomplete, whose `done` frees what this pass retired
  * (inserters reuse such slots themselves). Once a second it reaps the reader records of dead
- * processes, as the daemon's heartbeat does. It sleeps DRIVER_PERIOD ms between passes. It never
- * waits for a worker: shard locks are only tried, as in the daemon.
+ * processes, as the daemon's heartbeat does. It sleeps DRIVER_PERIOD ms between passes. Shard locks
+ * are taken as the daemon takes them (shm_table_maintain: a worker that waits for one or holds it
+ * goes first, for a bounded time; one limiter, so its step's budget is the pass's).
  */
 #include <errno.h>
 #include <inttypes.h>

@@ -24,10 +24,11 @@
  * retiring slots waiting for the next pass: bench/results/2026-12-04/issue12_churn.txt). Each
  * pass examines at least scan_budget slots of a table, more when a sweep of the whole table would
  * otherwise take longer than half its limiter's idle TTL (shm_maint_budget). The daemon never
- * waits for a client: it only tries shard locks (CAS words, never pthread mutexes:
- * shm/shardlock.c), and a stalled reader only delays reuse (reported after stall_ms). Nothing is
- * reused before this daemon's own first grace period completes (gp_done starts at 0:
- * shm_tag_done).
+ * waits for a client that does not move: it tries shard locks (CAS words, never pthread mutexes:
+ * shm/shardlock.c) after letting a client that waits for one or holds it go first, 100 us a turn
+ * and 2 ms a pass at most (shm/reclaim.c, relock), and a stalled reader only delays reuse (reported
+ * after stall_ms). Nothing is reused before this daemon's own first grace period completes (gp_done
+ * starts at 0: shm_tag_done).
  */
 #include <errno.h>
 #include <inttypes.h>

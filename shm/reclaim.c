@@ -543,14 +543,13 @@ static unsigned status_at(const struct shm_probe *p, uint32_t i)
  * EMPTY slot and ending before one, so the lock is held for microseconds at a time however large
  * the shard (a segment of 128 slots of a 2/3-full table: about 1.5 us of evictions and reclaims
  * and, when it trims, 3 us more to hash its live keys; churn at one process measured 128 against
- * 64, 256 and 1024: bench/results/2026-12-05/issue12_handoff.txt). Between two segments an insert
- * that waits
- * for the lock goes first (relock): otherwise it waited for the whole shard, the lock being free
- * for a few instructions at a time. Inserts may then fill an EMPTY slot: each segment finds its
- * start again under the lock. A shard with no EMPTY slot at all (every slot live, retiring or
- * reclaimed: a stalled reader held reclamation back, say) is one segment, as trimming it needs
- * the whole shard: the lock is then held for a time linear in the shard (about 0.5 ms for the
- * 23 000 slots of a shard of a million-key table), and an insert into a larger shard meanwhile
+ * 64, 256 and 1024: bench/results/2026-12-05/issue12_handoff.txt). Before each segment an insert
+ * that waits for the lock goes first (relock): otherwise it waited for the whole shard, the lock
+ * being free for a few instructions at a time. Inserts may then fill an EMPTY slot: each segment
+ * finds its start again under the lock. A shard with no EMPTY slot at all (every slot live,
+ * retiring or reclaimed: a stalled reader held reclamation back, say) is one segment, as trimming
+ * it needs the whole shard: the lock is then held for a time linear in the shard (about 0.5 ms for
+ * the 23 000 slots of a shard of a million-key table), and an insert into a larger shard meanwhile
  * may get its on_full outcome.
  */
 #define SEGMENT THR_MAINT_SEGMENT

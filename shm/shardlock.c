@@ -30,8 +30,9 @@
  * limiter's on_full policy. So an insert never waits longer than that bound, whatever another
  * process does. A holder that waits for its own lock (a signal handler that interrupted an insert
  * of the same thread) gets -EDEADLK at once. While waiting, cancellation is disabled: the wait
- * sleeps, and a thread must not be cancelled with the shard half-judged. The daemon never waits:
- * it only tries.
+ * sleeps, and a thread must not be cancelled with the shard half-judged. The daemon never waits
+ * for a holder that does not move: it tries the lock, and lets a client that waits for it or holds
+ * it go first for a bounded time (below).
  *
  * Handing over. The daemon's pass over a shard takes the lock once per segment and takes it again
  * a few instructions after it let it go: a waiter that polls with pauses, yields and naps almost
@@ -39,9 +40,10 @@
  * in 0.12 s, 70-90 us each, every one on the daemon; bench/results/2026-12-05/issue12_handoff.txt).
  * So a waiter announces itself: the shard's lock_wanted holds the CLOCK_MONOTONIC time it began
  * waiting, renewed at each liveness check, and is cleared when it stops waiting, by a CAS from its
- * own stamp (another waiter's stays). shm_shard_handoff, called by the daemon between two segments,
- * sees a stamp younger than THR_HANDOFF_FRESH_NS and waits, spinning, a bounded time for somebody
- * to take the lock and then to give it back. The word is advisory, a hint of who should go next:
+ * own stamp (another waiter's stays). shm_shard_handoff, called by the daemon before it tries the
+ * lock for each segment, sees a stamp younger than THR_HANDOFF_FRESH_NS and waits, spinning, a
+ * bounded time for somebody to take the lock and then to give it back (or, if a client holds it
+ * already, only for that). The word is advisory, a hint of who should go next:
  * a waiter killed while waiting leaves a stamp that goes stale within THR_HANDOFF_FRESH_NS, one
  * a client scribbles costs the daemon at most its bounded window per call (and the daemon caps
  * the time it spends so per pass: reclaim.c); who holds the lock never depends on it. Stamps

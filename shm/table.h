@@ -66,7 +66,7 @@ uint64_t shm_lock_daemon(uint64_t attach);
  * Returns 0, -ETIMEDOUT (a live holder kept it: the caller applies on_full), -EDEADLK (ME holds
  * it already: a signal handler nested in this thread's own insert).
  * shm_shard_trylock - one attempt (and a takeover of a dead holder); never waits: 0, -EBUSY,
- * -EDEADLK. The daemon only ever tries.
+ * -EDEADLK. The daemon tries, after shm_shard_handoff (a bounded wait for clients, never longer).
  * shm_shard_lock_free - one CAS 0 -> ME, nothing else (no takeover, no wait, no syscall): true if
  * the lock was free and is now ME's. shm_shard_lock's own first step; a caller that must know
  * whether it waited (op_insert keeps its read-side section and its clock reading then) calls

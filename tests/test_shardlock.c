@@ -326,6 +326,74 @@ Test(shardlock, the_daemons_pass_lets_a_waiting_insert_in_between_two_segments)
         cr_assert(shown, "in 5 passes, the waiting insert never got the lock between two segments");
 }
 
+/* A client that holds a shard's lock for HOLD_NS (an insert on a slow machine), then lets go. */
+struct holder {
+        struct shm_probe p;
+        uint64_t hold_ns;
+        _Atomic int held, done;
+};
+
+static void *holder_main(void *arg)
+{
+        struct holder *h = arg;
+        uint64_t me = tlock_me(T.a);
+        cr_assert_eq(shm_shard_lock(&T.a->map, &h->p, me, 10 * SEC), 0);
+        atomic_store(&h->held, 1);
+        uint64_t t0 = mono();
+        while (mono() - t0 < h->hold_ns)
+                ;
+        shm_shard_unlock(&h->p, me);
+        atomic_store(&h->done, 1);
+        return NULL;
+}
+
+/*
+ * A client holds the shard's lock when the pass comes to it (its first segment): the pass waits
+ * for the client's insert, a bounded time, and does the shard, instead of leaving it for the next
+ * pass (which, under steady inserts, left it pass after pass). The client holds it 150 us, within
+ * the pass's 4 turns of 100 us; a client descheduled while it holds makes the pass rightly leave
+ * the shard: up to 5 attempts.
+ */
+Test(shardlock, the_daemons_pass_waits_for_an_insert_that_holds_the_first_segment)
+{
+        bool shown = false;
+        for (int attempt = 0; attempt < 5 && !shown; attempt++) {
+                struct shm_limiter_spec s = tspec("one", 1, SEC, 5, 5);
+                s.shards = 1;
+                s.capacity = 1024;
+                s.idle_ttl_ns = SEC;
+                tarena_make(&T, THR_CLOCK_MANUAL, SHM_HUGE_OFF, &s, 1);
+                thr_limiter *l = tlim(&T, "one");
+                char key[32];
+                for (int i = 0; i < 512; i++) {
+                        int n = snprintf(key, sizeof(key), "k%d", i);
+                        cr_assert_eq(thr_limiter_try(l, key, (size_t)n, 1, NULL), 1);
+                }
+                cr_assert_eq(thr_clock_advance(T.a, 10 * SEC), 0);
+                uint64_t dme = play_daemon();
+                struct holder h = {.hold_ns = 150 * 1000};
+                tprobe(&T.map, ttable(&T, "one"), "new", &h.p);
+                pthread_t th;
+                cr_assert_eq(pthread_create(&th, NULL, holder_main, &h), 0);
+                while (!atomic_load(&h.held))
+                        sched_yield();
+                struct shm_lim_snap snap = tsnap(&T, "one");
+                struct shm_maint_args a = tmaint_args(&T, &snap, 0, dme);
+                uint32_t cursor = 0;
+                struct shm_maint_stats st = {0};
+                shm_table_maintain(&T.map, &snap, &a, &cursor, UINT64_MAX, &st);
+                pthread_join(th, NULL);
+                cr_log_info("attempt %d: %u handoffs (%.0f us), busy %u, evicted %lu", attempt,
+                            st.handoffs, (double)st.handoff_ns / 1e3, st.busy_shards,
+                            (unsigned long)st.evicted);
+                shown = st.busy_shards == 0 && st.handoffs > 0 && st.evicted == 512;
+                thr_limiter_close(l);
+                tarena_free(&T);
+                memset(&T, 0, sizeof(T));
+        }
+        cr_assert(shown, "in 5 passes, a pass never waited for the insert holding its shard");
+}
+
 /* ---------------------------------------------------------------- the real daemon */
 
 #define SCRIBBLE_S 3
