@@ -246,6 +246,25 @@ Test(shardlock, a_waiter_that_announced_itself_is_let_in_by_a_handoff)
         cr_assert_eq(atomic_load(&w.p.shard->lock), 0);
 }
 
+/* A fresh arena whose limiter NAME has one shard of CAPACITY and KEYS keys, all idle past its
+ * TTL (every segment of the shard has evictions to make). */
+static thr_limiter *idle_shard(const char *name, uint64_t capacity, int keys)
+{
+        struct shm_limiter_spec s = tspec(name, 1, SEC, 5, 5);
+        s.shards = 1;
+        s.capacity = capacity;
+        s.idle_ttl_ns = SEC;
+        tarena_make(&T, THR_CLOCK_MANUAL, SHM_HUGE_OFF, &s, 1);
+        thr_limiter *l = tlim(&T, name);
+        char key[32];
+        for (int i = 0; i < keys; i++) {
+                int n = snprintf(key, sizeof(key), "k%d", i);
+                cr_assert_eq(thr_limiter_try(l, key, (size_t)n, 1, NULL), 1);
+        }
+        cr_assert_eq(thr_clock_advance(T.a, 10 * SEC), 0);
+        return l;
+}
+
 static struct waiter *g_w;
 
 /* The first segment's hook: the waiter starts waiting while the pass holds the lock. */
@@ -282,18 +301,7 @@ Test(shardlock, the_daemons_pass_lets_a_waiting_insert_in_between_two_segments)
         pin_to(0);
         int shown = 0;
         for (int attempt = 0; attempt < 5 && !shown; attempt++) {
-                struct shm_limiter_spec s = tspec("big", 1, SEC, 5, 5);
-                s.shards = 1;
-                s.capacity = 4096;
-                s.idle_ttl_ns = SEC;
-                tarena_make(&T, THR_CLOCK_MANUAL, SHM_HUGE_OFF, &s, 1);
-                thr_limiter *l = tlim(&T, "big");
-                char key[32];
-                for (int i = 0; i < 4096; i++) {
-                        int n = snprintf(key, sizeof(key), "k%d", i);
-                        cr_assert_eq(thr_limiter_try(l, key, (size_t)n, 1, NULL), 1);
-                }
-                cr_assert_eq(thr_clock_advance(T.a, 10 * SEC), 0); /* all idle past the TTL */
+                thr_limiter *l = idle_shard("big", 4096, 4096);
                 uint64_t dme = play_daemon();
                 struct waiter w = {.pin = true};
                 tprobe(&T.map, ttable(&T, "big"), "new", &w.p);
@@ -358,18 +366,7 @@ Test(shardlock, the_daemons_pass_waits_for_an_insert_that_holds_the_first_segmen
 {
         bool shown = false;
         for (int attempt = 0; attempt < 5 && !shown; attempt++) {
-                struct shm_limiter_spec s = tspec("one", 1, SEC, 5, 5);
-                s.shards = 1;
-                s.capacity = 1024;
-                s.idle_ttl_ns = SEC;
-                tarena_make(&T, THR_CLOCK_MANUAL, SHM_HUGE_OFF, &s, 1);
-                thr_limiter *l = tlim(&T, "one");
-                char key[32];
-                for (int i = 0; i < 512; i++) {
-                        int n = snprintf(key, sizeof(key), "k%d", i);
-                        cr_assert_eq(thr_limiter_try(l, key, (size_t)n, 1, NULL), 1);
-                }
-                cr_assert_eq(thr_clock_advance(T.a, 10 * SEC), 0);
+                thr_limiter *l = idle_shard("one", 1024, 512);
                 uint64_t dme = play_daemon();
                 struct holder h = {.hold_ns = 150 * 1000};
                 tprobe(&T.map, ttable(&T, "one"), "new", &h.p);
