@@ -341,11 +341,16 @@ static void publish(struct supervisor *s, const struct gl_snap *sn, struct gl_li
         l->publish_failed = rc < 0;
 }
 
-/* For shmctl and the metrics: the share, the state and the lease's end in arena time. */
-static void show(struct supervisor *s, const struct gl_lim *l, uint64_t now)
+/*
+ * For shmctl and the metrics: the share, the state and the lease's end in arena time. The end is
+ * converted with the arena clock and CLOCK_MONOTONIC read together here, not with the caller's
+ * reading from before its Redis call: that one made the published end later than the daemon's
+ * own (lease_end) by the call's duration.
+ */
+static void show(struct supervisor *s, const struct gl_lim *l)
 {
         struct thr_dir_entry *de = dir_entry(s, l->idx);
-        uint64_t arena_now = shm_now_ns(shm_hdr(&s->map));
+        uint64_t arena_now = shm_now_ns(shm_hdr(&s->map)), now = mono_ns();
         bool lease = l->state == THR_GLOBAL_LEASED || l->state == THR_GLOBAL_HELD ||
                      l->state == THR_GLOBAL_STARTING;
         uint64_t end = lease && l->lease_end > now ? arena_now + (l->lease_end - now) : 0;
@@ -362,7 +367,7 @@ static void one(struct supervisor *s, struct global *g, const struct gl_snap *sn
         measure(s, l, now);
         if (first) { /* no demand measured yet: a renewal now would report none, and a busy host
                       * (a restarted daemon's) would fall to the least share for an interval */
-                show(s, l, now);
+                show(s, l);
                 return;
         }
         uint32_t grant = 0, share;
@@ -374,7 +379,7 @@ static void one(struct supervisor *s, struct global *g, const struct gl_snap *sn
                 share = when_down(l, now);
         }
         publish(s, sn, l, share);
-        show(s, l, now);
+        show(s, l);
 }
 
 /* The link for SN's [global] settings, made again when a reload changed them; the name this
@@ -420,7 +425,7 @@ static void expire(struct supervisor *s, struct global *g, const struct gl_snap 
                 g->slow_logged = true;
                 l->lease_end = now; /* ended, for when_down */
                 publish(s, sn, l, when_down(l, now));
-                show(s, l, now);
+                show(s, l);
         }
 }
 

@@ -37,9 +37,12 @@ enum fake_mode {
         FAKE_CUT,            /* EVAL gets REPLY, then the connection is closed */
         FAKE_TRICKLE,        /* EVAL gets a bulk string a byte every 50 ms, forever */
         FAKE_SLOW,           /* EVAL gets REPLY after 80 ms */
+        FAKE_LATE,           /* EVAL gets REPLY after FAKE_LATE_NS */
         FAKE_SILENT_CLUSTER, /* a cluster whose 64 masters never answer; after its first
                               * CLUSTER SLOTS (REPLY) the fake does not either */
 };
+
+#define FAKE_LATE_NS 1000000000ull
 
 struct fake {
         pid_t pid;
@@ -132,6 +135,12 @@ static void fake_serve(int lfd, enum fake_mode mode, const char *reply)
                         } else if (!strcasecmp(cmd, "EVAL")) {
                                 if (mode == FAKE_SLOW)
                                         usleep(80000);
+                                if (mode == FAKE_LATE) {
+                                        struct timespec late = {FAKE_LATE_NS / 1000000000ull,
+                                                                FAKE_LATE_NS % 1000000000ull};
+                                        while (nanosleep(&late, &late) < 0)
+                                                ;
+                                }
                                 fake_write(fd, reply);
                                 if (mode == FAKE_CUT)
                                         break;
@@ -865,6 +874,57 @@ Test(global_review, a_slow_round_never_runs_a_share_past_its_lease, .timeout = 6
         cr_expect_lt(late * 20, samples,
                      "%d of %d samples leased past the lease's end (by up to %.0f ms)", late,
                      samples, worst);
+        tdaemon_fini(&d);
+        fake_stop(&f);
+}
+
+/*
+ * The lease's end shmctl and the metrics show is the daemon's own, counted from before its
+ * request as the lease is (global.c one()). Against a fake that answers every renewal
+ * FAKE_LATE_NS late, each end published must lie at least that much before the moment it is
+ * first seen + lease_ttl: the request was sent before the reply came, and the reply before the
+ * end was published. No timing assumption about the daemon or this test: a late look only
+ * widens the margin. Before the fix the end was counted from after the reply, 1 s later than the
+ * daemon's lease, and every renewal seen within 1 s of its publication failed here.
+ */
+Test(global_review, the_lease_end_shown_is_counted_from_before_the_request, .timeout = 60)
+{
+        struct fake f = {0};
+        fake_start(&f, FAKE_LATE, "*5\r\n:500000\r\n:2\r\n:0\r\n:0\r\n:0\r\n");
+        struct tdaemon d;
+        tdaemon_init(&d);
+        snprintf(d.name, sizeof(d.name), "gle%d", (int)getpid());
+        const uint64_t ttl = 5 * SEC;
+        char text[1024];
+        snprintf(text, sizeof(text),
+                 "[global]\nredis = 127.0.0.1:%d\nhost_id = h0\nprefix = e%d\n"
+                 "interval = 50ms\nlease_ttl = 5s\ntimeout = 3s\n\n"
+                 "[api]\nrate = 1000/s\nscope = global\nexpected_hosts = 2\n",
+                 f.port, (int)getpid());
+        tdaemon_start_real(&d, text);
+        const struct thr_dir_entry *de = entry(&d, "api");
+        struct timespec t0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        uint64_t last = 0;
+        int seen = 0;
+        while (seen < 3 && since(&t0) < 40.0) {
+                uint32_t st = atomic_load(&de->global_state) & 0xff;
+                uint64_t end = atomic_load(&de->global_expiry_ns);
+                uint64_t now = shm_now_ns(shm_hdr(&d.map)); /* read after END */
+                if (st == THR_GLOBAL_LEASED && end && end != last) {
+                        seen++;
+                        /* 1 ms for the two clocks read apart in the daemon's conversion */
+                        cr_expect_leq(end + FAKE_LATE_NS, now + ttl + 1000000,
+                                      "renewal %d: the end shown is %.3f s from now; a lease "
+                                      "counted from a request sent %.1f s before the reply "
+                                      "ends at most %.3f s from now",
+                                      seen, ((double)end - (double)now) / 1e9, FAKE_LATE_NS / 1e9,
+                                      ((double)ttl - FAKE_LATE_NS) / 1e9);
+                        last = end;
+                }
+                usleep(1000);
+        }
+        cr_expect_eq(seen, 3, "3 renewals seen in 40 s (each takes %.1f s)", FAKE_LATE_NS / 1e9);
         tdaemon_fini(&d);
         fake_stop(&f);
 }
