@@ -385,8 +385,22 @@ Test(global, hosts_share_one_limit_and_shares_follow_demand, .timeout = 120)
         uint64_t s0 = bucket_now(f.b) + 1;
         sleep_buckets(21);
         uint64_t alone = admitted(&f, 0, s0, s0 + 20);
-        cr_log_info("host 0 alone, 2 s: admitted %" PRIu64 " of R t = %d", alone, 2 * RATE);
-        cr_assert_geq(alone, 2 * RATE * 0.9, "a busy host alone uses almost all of it");
+        /* the floor on its median live bucket, as above: a client descheduled or a VM paused in
+         * these 2 s leaves buckets empty or short, not a share unused */
+        n = 0;
+        for (uint64_t k = s0 + 1; k < s0 + 19 && k < BUCKETS; k++) {
+                uint64_t in = admitted(&f, 0, k, k + 1);
+                if (in)
+                        live[n++] = in;
+        }
+        qsort(live, (size_t)n, sizeof(live[0]), cmp_u64);
+        median = n ? (double)live[n / 2] * 10 : 0;
+        cr_log_info("host 0 alone, 2 s: admitted %" PRIu64 " of R t = %d; median of %d live "
+                    "buckets %.0f/s of 18",
+                    alone, 2 * RATE, n, median);
+        cr_assert_geq(median, 0.9 * RATE,
+                      "a busy host alone uses almost all of it: a median live bucket of %.0f/s",
+                      median);
         cr_assert_leq(alone, 2 * RATE + BURST + HOSTS, "and never more than R t + B + H");
         fleet_stop(&f);
 }
