@@ -229,6 +229,16 @@ static void daemon_text(char *text, size_t len, int port, const char *host, cons
                  port, host, (int)getpid(), pol);
 }
 
+/* A fake that grants half of the whole with 2 hosts holding (MODE: when it answers), and D, a
+ * daemon named PREFIX and this pid, initialised but not started. */
+static void fake_granting(struct fake *f, enum fake_mode mode, struct tdaemon *d,
+                          const char *prefix)
+{
+        fake_start(f, mode, "*5\r\n:500000\r\n:2\r\n:0\r\n:0\r\n:0\r\n");
+        tdaemon_init(d);
+        snprintf(d->name, sizeof(d->name), "%s%d", prefix, (int)getpid());
+}
+
 /*
  * Against REPLY (as MODE), a daemon whose lease has ended must be closed (on_redis_down =
  * closed) within lease_ttl and a few timeouts: 10 s is generous (a daemon or test descheduled for
@@ -828,10 +838,8 @@ Test(global_review, a_scribbled_global_entry_is_shown_not_crashed_on)
 Test(global_review, a_slow_round_never_runs_a_share_past_its_lease, .timeout = 60)
 {
         struct fake f = {0};
-        fake_start(&f, FAKE_SLOW, "*5\r\n:500000\r\n:2\r\n:0\r\n:0\r\n:0\r\n");
         struct tdaemon d;
-        tdaemon_init(&d);
-        snprintf(d.name, sizeof(d.name), "glw%d", (int)getpid());
+        fake_granting(&f, FAKE_SLOW, &d, "glw");
         char text[2048];
         int len = snprintf(text, sizeof(text),
                            "[global]\nredis = 127.0.0.1:%d\nhost_id = h0\nprefix = w%d\n"
@@ -890,10 +898,8 @@ Test(global_review, a_slow_round_never_runs_a_share_past_its_lease, .timeout = 6
 Test(global_review, the_lease_end_shown_is_counted_from_before_the_request, .timeout = 60)
 {
         struct fake f = {0};
-        fake_start(&f, FAKE_LATE, "*5\r\n:500000\r\n:2\r\n:0\r\n:0\r\n:0\r\n");
         struct tdaemon d;
-        tdaemon_init(&d);
-        snprintf(d.name, sizeof(d.name), "gle%d", (int)getpid());
+        fake_granting(&f, FAKE_LATE, &d, "gle");
         const uint64_t ttl = 5 * SEC;
         char text[1024];
         snprintf(text, sizeof(text),
