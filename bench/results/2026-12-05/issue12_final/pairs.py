@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Issue 12: throttle before/after and x floor, over the three before/after runs on hugetlbfs
-(run 1 = the full run, runs 2-3 = the pairs without 1m-zipf and churn)."""
+(run 1 = the full run, runs 2-3 = the pairs without 1m-zipf and churn): section 3 of
+../issue12_final.txt, from the gzipped results.json files here; run from this directory."""
 import gzip, json, statistics as st
 runs = {'before': ['out_before_hugetlbfs', 'pair2_before', 'pair3_before'],
         'after': ['out_after_hugetlbfs', 'pair2_after', 'pair3_after']}

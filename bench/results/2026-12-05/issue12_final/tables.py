@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""Issue 12 closing tables from bench_scale --out results.json, before and after, per backing."""
+"""Issue 12 closing tables (sections 4 of ../issue12_final.txt), before and after, per backing:
+run from this directory, it reads the gzipped results.json of each bench_scale --out run here
+(out_{before,after}_{hugetlbfs,shm}.json.gz). Usage: tables.py [hugetlbfs] [shm]"""
 import gzip, json, sys, statistics as st
 
 def load(path):
